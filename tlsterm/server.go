@@ -1,0 +1,368 @@
+package tlsterm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ALPNProtocol is the ALPN identifier of IMAP in the IANA registry (RFC 7301 §6).
+const ALPNProtocol = "imap"
+
+// CertFile names a PEM certificate chain and its key.
+type CertFile struct{ Cert, Key string }
+
+// ServerOptions configures TLS toward clients.
+type ServerOptions struct {
+	// Certificates, chosen by SNI against each certificate's DNS SANs (exact
+	// and "*.example.com" wildcards, case-insensitive). The first one is the
+	// default for clients that send no SNI or an unknown name.
+	Certificates []CertFile
+	// StrictSNI refuses handshakes whose SNI matches no certificate
+	// (unrecognized_name alert, RFC 6066 §3). Clients that send no SNI still
+	// get the default certificate.
+	StrictSNI bool
+	// MinVersion: tls.VersionTLS12 by default; tls.VersionTLS13 allowed.
+	// Lower values are an error.
+	MinVersion uint16
+	// Logger receives reloads and refused handshakes; nil means zap.NewNop().
+	Logger *zap.Logger
+}
+
+// Server owns the client-facing TLS configuration and its certificates.
+// It is safe for concurrent use.
+type Server struct {
+	opts   ServerOptions
+	log    *zap.Logger
+	cfg    *tls.Config // returned by TLSConfig; shared so session tickets resume everywhere
+	refuse *tls.Config // swapped in for a handshake that must fail ALPN negotiation
+
+	current atomic.Pointer[certSet] // read on every handshake, swapped by Reload
+
+	reloadMu sync.Mutex  // serializes Reload so an older set never replaces a newer one
+	seenMu   sync.Mutex  // guards seen
+	seen     []fileStamp // what the files looked like at the last load attempt
+}
+
+// certSet is one immutable generation of certificates.
+type certSet struct {
+	certs    []*tls.Certificate            // in option order; certs[0] is the default
+	exact    map[string][]*tls.Certificate // lower-case DNS SAN → certificates, option order
+	wildcard map[string][]*tls.Certificate // "example.com" for a "*.example.com" SAN
+}
+
+// fileStamp is what Watch compares; a missing file has the zero stamp.
+type fileStamp struct {
+	modTime time.Time
+	size    int64
+}
+
+// tls12Suites are the TLS 1.2 suites offered to clients: ECDHE for forward
+// secrecy and AEAD only (RFC 9325 §4.2). TLS 1.3 suites are
+// not configurable in crypto/tls and are all AEAD.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// NewServer loads the certificate files; an error names the file that failed.
+func NewServer(opts ServerOptions) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	switch opts.MinVersion {
+	case 0:
+		opts.MinVersion = tls.VersionTLS12
+	case tls.VersionTLS12, tls.VersionTLS13:
+	default:
+		// RFC 8996: TLS 1.0 and 1.1 must not be negotiated.
+		return nil, fmt.Errorf("tlsterm: MinVersion %#04x not allowed: want TLS 1.2 or 1.3", opts.MinVersion)
+	}
+	if len(opts.Certificates) == 0 {
+		return nil, errors.New("tlsterm: no certificates configured")
+	}
+	opts.Certificates = slices.Clone(opts.Certificates)
+	for i, cf := range opts.Certificates {
+		if cf.Cert == "" || cf.Key == "" {
+			return nil, fmt.Errorf("tlsterm: certificate %d: both Cert and Key files are required", i)
+		}
+	}
+
+	s := &Server{opts: opts, log: opts.Logger}
+	s.cfg = &tls.Config{
+		MinVersion:         opts.MinVersion,
+		CipherSuites:       tls12Suites,
+		NextProtos:         []string{ALPNProtocol},
+		GetCertificate:     s.getCertificate,
+		GetConfigForClient: s.checkALPN,
+	}
+	// No certificate and no callbacks: this config exists only so that
+	// crypto/tls answers with the alert RFC 7301 §3.2 asks for.
+	s.refuse = &tls.Config{
+		MinVersion:   opts.MinVersion,
+		CipherSuites: tls12Suites,
+		NextProtos:   []string{ALPNProtocol},
+	}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// TLSConfig returns the config for client listeners (implicit TLS and
+// STARTTLS alike). It is the same *tls.Config on every call, so that session
+// tickets issued on one listener resume on another; do not modify it. A
+// Clone may be changed (ClientAuth, say) and keeps the ALPN and SNI checks,
+// as long as its Certificates stay empty.
+func (s *Server) TLSConfig() *tls.Config { return s.cfg }
+
+// checkALPN refuses ALPACA-style cross-protocol connections explicitly, not
+// by relying on NextProtos: crypto/tls lets an "http/1.1"-only client through
+// when NextProtos contains "h2", and a caller may have added it to a clone.
+func (s *Server) checkALPN(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+	if len(chi.SupportedProtos) == 0 || slices.Contains(chi.SupportedProtos, ALPNProtocol) {
+		return nil, nil // keep the listener's config
+	}
+	if ce := s.log.Check(zap.DebugLevel, "tls handshake refused"); ce != nil {
+		ce.Write(zap.String("reason", "alpn"), zap.Strings("alpn", chi.SupportedProtos),
+			zap.String("sni", chi.ServerName), remoteField(chi))
+	}
+	// An error here would send internal_error; a config whose NextProtos
+	// cannot overlap makes crypto/tls send no_application_protocol instead.
+	return s.refuse, nil
+}
+
+// getCertificate picks by SNI from the current set. Returning (nil, nil)
+// with no static Certificates makes crypto/tls send unrecognized_name.
+func (s *Server) getCertificate(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	set := s.current.Load()
+	name := strings.TrimSuffix(strings.ToLower(chi.ServerName), ".")
+	if name == "" {
+		return set.certs[0], nil
+	}
+	if cands := set.lookup(name); cands != nil {
+		return pick(cands, chi), nil
+	}
+	if !s.opts.StrictSNI {
+		return set.certs[0], nil
+	}
+	if ce := s.log.Check(zap.DebugLevel, "tls handshake refused"); ce != nil {
+		ce.Write(zap.String("reason", "sni"), zap.String("sni", chi.ServerName), remoteField(chi))
+	}
+	return nil, nil
+}
+
+// remoteField names the peer; Conn is nil for QUIC and in hand-made hellos.
+func remoteField(chi *tls.ClientHelloInfo) zap.Field {
+	if chi.Conn == nil {
+		return zap.Skip()
+	}
+	return zap.Stringer("remote", chi.Conn.RemoteAddr())
+}
+
+// lookup returns the certificates for a lower-case host name: exact SANs
+// first, then a wildcard for exactly the left-most label (RFC 6125 §6.4.3).
+func (set *certSet) lookup(name string) []*tls.Certificate {
+	if c := set.exact[name]; c != nil {
+		return c
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return set.wildcard[name[i+1:]]
+	}
+	return nil
+}
+
+// pick prefers the first certificate the client can use, so an ECDSA and an
+// RSA certificate for the same name serve old and new clients alike.
+func pick(cands []*tls.Certificate, chi *tls.ClientHelloInfo) *tls.Certificate {
+	if len(cands) > 1 {
+		for _, c := range cands {
+			if chi.SupportsCertificate(c) == nil {
+				return c
+			}
+		}
+	}
+	return cands[0]
+}
+
+// Reload re-reads all certificate files. On any error the current set is kept
+// and the error, naming the file, is returned. Established sessions and
+// handshakes in progress are untouched; new handshakes see the new set.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+
+	// Stat before reading: a change that lands between the two is then seen
+	// again by Watch rather than missed.
+	stamps := stampFiles(s.opts.Certificates)
+	s.seenMu.Lock()
+	s.seen = stamps
+	s.seenMu.Unlock()
+
+	set, err := s.load()
+	if err != nil {
+		return err
+	}
+	s.current.Store(set)
+	names := make([]string, 0, len(set.exact))
+	for n := range set.exact {
+		names = append(names, n)
+	}
+	for n := range set.wildcard {
+		names = append(names, "*."+n)
+	}
+	slices.Sort(names)
+	s.log.Info("tls certificates loaded", zap.Int("count", len(set.certs)), zap.Strings("names", names))
+	return nil
+}
+
+func (s *Server) load() (*certSet, error) {
+	set := &certSet{
+		exact:    make(map[string][]*tls.Certificate),
+		wildcard: make(map[string][]*tls.Certificate),
+	}
+	now := time.Now()
+	for _, cf := range s.opts.Certificates {
+		cert, err := loadKeyPair(cf)
+		if err != nil {
+			return nil, err
+		}
+		leaf := cert.Leaf
+		if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+			// Served anyway: refusing to start would turn a renewal hiccup
+			// into an outage, and clients decide for themselves.
+			s.log.Warn("tls certificate not valid now", zap.String("file", cf.Cert),
+				zap.Time("not_before", leaf.NotBefore), zap.Time("not_after", leaf.NotAfter))
+		}
+		if len(leaf.DNSNames) == 0 {
+			s.log.Warn("tls certificate has no DNS names", zap.String("file", cf.Cert))
+		}
+		set.certs = append(set.certs, cert)
+		for _, n := range leaf.DNSNames {
+			n = strings.TrimSuffix(strings.ToLower(n), ".")
+			if rest, ok := strings.CutPrefix(n, "*."); ok {
+				if rest != "" && !strings.Contains(rest, "*") {
+					set.wildcard[rest] = append(set.wildcard[rest], cert)
+				}
+				continue
+			}
+			if n != "" && !strings.Contains(n, "*") {
+				set.exact[n] = append(set.exact[n], cert)
+			}
+		}
+	}
+	return set, nil
+}
+
+// loadKeyPair reads a PEM chain and key, attributing errors to a file: a
+// chain that does not parse names the certificate, anything after that
+// (unreadable key, key that does not match) names the key.
+func loadKeyPair(cf CertFile) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(cf.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Cert, err)
+	}
+	if err := checkChain(certPEM); err != nil {
+		return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Cert, err)
+	}
+	keyPEM, err := os.ReadFile(cf.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Key, err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tlsterm: load %s (for %s): %w", cf.Key, cf.Cert, err)
+	}
+	if cert.Leaf == nil { // set by X509KeyPair since Go 1.23; x509keypairleaf=0 turns it off
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Cert, err)
+		}
+	}
+	return &cert, nil
+}
+
+// checkChain makes sure the file holds at least one certificate and that all
+// of them parse.
+func checkChain(certPEM []byte) error {
+	n := 0
+	for rest := certPEM; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return errors.New("no PEM CERTIFICATE block")
+	}
+	return nil
+}
+
+func stampFiles(cfs []CertFile) []fileStamp {
+	st := make([]fileStamp, 0, 2*len(cfs))
+	for _, cf := range cfs {
+		st = append(st, stamp(cf.Cert), stamp(cf.Key))
+	}
+	return st
+}
+
+func stamp(path string) fileStamp {
+	fi, err := os.Stat(path) // follows symlinks, so certbot-style "live/" links work
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{modTime: fi.ModTime(), size: fi.Size()}
+}
+
+// Watch polls the files' modification times and sizes every interval (one
+// minute if interval ≤ 0) and calls Reload when any of them changed since the
+// last load attempt. Errors are logged, not retried until the files change
+// again. Watch returns when ctx is done.
+func (s *Server) Watch(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := stampFiles(s.opts.Certificates)
+		s.seenMu.Lock()
+		changed := !slices.EqualFunc(now, s.seen, func(a, b fileStamp) bool {
+			return a.size == b.size && a.modTime.Equal(b.modTime)
+		})
+		s.seenMu.Unlock()
+		if !changed {
+			continue
+		}
+		if err := s.Reload(); err != nil {
+			s.log.Error("tls certificate reload failed, keeping the current set", zap.Error(err))
+		}
+	}
+}
