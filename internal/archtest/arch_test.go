@@ -1,0 +1,55 @@
+// Package archtest enforces the import rules of DESIGN.md §2.
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/imapwarden/imapwarden"
+
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", module+"/"+pkg).Output()
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			t.Fatalf("go list %s: %v\n%s", pkg, err, ee.Stderr)
+		}
+		t.Fatalf("go list %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+func TestImportRules(t *testing.T) {
+	for _, rule := range []struct {
+		pkg       string
+		forbidden []string // prefixes
+		ownOK     []string // packages of ours it may import
+	}{
+		// proxy sees interfaces: neither OPA nor certmagic.
+		{"proxy", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "tlsterm"}},
+		// The wire scanner is the standard library only.
+		{"proxy/imapwire", []string{"github.com/", "go.uber.org/", "golang.org/x/"}, []string{"proxy/imapwire"}},
+		// tlsterm imports no other package of ours.
+		{"tlsterm", nil, []string{"tlsterm"}},
+	} {
+		for _, d := range deps(t, rule.pkg) {
+			if own, ok := strings.CutPrefix(d, module+"/"); ok {
+				allowed := false
+				for _, a := range rule.ownOK {
+					allowed = allowed || own == a
+				}
+				if !allowed {
+					t.Errorf("%s imports %s", rule.pkg, d)
+				}
+				continue
+			}
+			for _, f := range rule.forbidden {
+				if strings.HasPrefix(d, f) {
+					t.Errorf("%s depends on %s", rule.pkg, d)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,352 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// Backend read buffer: FETCH responses come through it, so it is sized for
+// throughput; the writer only carries commands and APPEND data.
+const (
+	backendReadBuf  = 32 << 10
+	backendWriteBuf = 8 << 10
+	// backendMaxLoginLine bounds response lines while logging in; the relay
+	// reads lines in pieces and has no such bound.
+	backendMaxLoginLine = 64 << 10
+)
+
+var (
+	errBackendAuth      = errors.New("backend refused the credentials")
+	errBackendInjection = errors.New("backend sent data after its STARTTLS OK")
+)
+
+// backendConn is the proxy's connection to a backend.
+type backendConn struct {
+	b    *Backend
+	raw  net.Conn
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	sc   *imapwire.Scanner
+	caps []string // last capability list seen
+	tags int
+}
+
+func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
+
+func (bc *backendConn) hasCap(c string) bool {
+	for _, x := range bc.caps {
+		if strings.EqualFold(x, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// dialBackend connects, reads the greeting, starts TLS when configured and
+// sends ID when configured. Every error wraps an unavailability.
+func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server) (*backendConn, error) {
+	ct := b.ConnectTimeout
+	if ct <= 0 {
+		ct = DefaultConnectTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, ct)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", b.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", b.Addr, err)
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	deadline, _ := ctx.Deadline()
+	raw.SetDeadline(deadline)
+	bc := &backendConn{b: b, raw: raw, conn: raw}
+	if b.Security == BackendTLS {
+		tc := tls.Client(raw, backendTLSConfig(b))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", b.Addr, err)
+		}
+		bc.conn = tc
+	}
+	bc.br = bufio.NewReaderSize(bc.conn, backendReadBuf)
+	bc.bw = bufio.NewWriterSize(bc.conn, backendWriteBuf)
+	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
+	if err := bc.greeting(); err != nil {
+		bc.close()
+		return nil, err
+	}
+	if b.Security == BackendStartTLS {
+		if err := bc.startTLS(ctx); err != nil {
+			bc.close()
+			return nil, err
+		}
+	}
+	lt := b.LoginTimeout
+	if lt <= 0 {
+		lt = DefaultLoginTimeout
+	}
+	raw.SetDeadline(time.Now().Add(lt))
+	if len(bc.caps) == 0 {
+		if _, _, err := bc.command("CAPABILITY"); err != nil {
+			bc.close()
+			return nil, err
+		}
+	}
+	if b.SendID && bc.hasCap("ID") {
+		args := []string{
+			"x-originating-ip", info.ClientAddr.Addr().Unmap().String(),
+			"x-originating-port", strconv.Itoa(int(info.ClientAddr.Port())),
+			"x-connected-ip", info.LocalAddr.Addr().Unmap().String(),
+			"x-connected-port", strconv.Itoa(int(info.LocalAddr.Port())),
+			"x-session-id", info.ID,
+		}
+		var sb strings.Builder
+		sb.WriteString("ID (")
+		for i, a := range args {
+			if i > 0 {
+				sb.WriteByte(' ')
+			}
+			q, _ := imapwire.AppendQuoted(nil, a)
+			sb.Write(q)
+		}
+		sb.WriteByte(')')
+		if _, _, err := bc.command(sb.String()); err != nil {
+			bc.close()
+			return nil, err
+		}
+	}
+	return bc, nil
+}
+
+func backendTLSConfig(b *Backend) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if b.TLS != nil {
+		cfg = b.TLS.Clone()
+	}
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		host, _, err := net.SplitHostPort(b.Addr)
+		if err == nil {
+			cfg.ServerName = host
+		}
+	}
+	return cfg
+}
+
+func (bc *backendConn) greeting() error {
+	line, resp, err := bc.readResponse()
+	if err != nil {
+		return fmt.Errorf("greeting from %s: %w", bc.b.Addr, err)
+	}
+	if resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusOK {
+		// PREAUTH would hand us someone's mailbox without credentials;
+		// BYE means the server refuses us.
+		return fmt.Errorf("greeting from %s: %q", bc.b.Addr, truncate(line, 80))
+	}
+	return nil
+}
+
+// startTLS upgrades the backend connection (RFC 9051 §6.2.1).
+func (bc *backendConn) startTLS(ctx context.Context) error {
+	st, _, err := bc.command("STARTTLS")
+	if err != nil {
+		return err
+	}
+	if st != imapwire.StatusOK {
+		return fmt.Errorf("backend %s refused STARTTLS", bc.b.Addr)
+	}
+	// A backend (or a man in the middle) that sends bytes after its OK
+	// would have them read as if they came over TLS.
+	if bc.br.Buffered() > 0 {
+		return errBackendInjection
+	}
+	tc := tls.Client(bc.raw, backendTLSConfig(bc.b))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("starttls handshake with %s: %w", bc.b.Addr, err)
+	}
+	bc.conn = tc
+	bc.br.Reset(tc)
+	bc.bw.Reset(tc)
+	bc.sc.Reset(bc.br)
+	bc.caps = nil // learned before TLS: forget (RFC 9051 §6.2.1)
+	return nil
+}
+
+// login replays the client's credentials, or logs in as the master user.
+func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, mech string) error {
+	b := bc.b
+	// Capabilities change with the login (RFC 9051 §7.2.2): take them from
+	// the OK's code, or ask again.
+	preLogin := bc.caps
+	bc.caps = nil
+	hasCap := func(c string) bool {
+		for _, x := range preLogin {
+			if strings.EqualFold(x, c) {
+				return true
+			}
+		}
+		return false
+	}
+	var st imapwire.Status
+	var code string
+	var err error
+	switch {
+	case b.Login == LoginMaster:
+		st, code, err = bc.authPlain(sasl.NewPlainClient(asUser, b.MasterUser, b.MasterPassword), hasCap("SASL-IR"))
+	case b.Login == LoginPlain || (b.Login == LoginAuto && hasCap("AUTH=PLAIN")):
+		st, code, err = bc.authPlain(sasl.NewPlainClient(authzid, user, pass), hasCap("SASL-IR"))
+	default:
+		if authzid != "" && authzid != user {
+			return fmt.Errorf("backend %s: LOGIN cannot carry an authorization identity", b.Addr)
+		}
+		if hasCap("LOGINDISABLED") {
+			return fmt.Errorf("backend %s advertises LOGINDISABLED: use security starttls or tls", b.Addr)
+		}
+		st, code, err = bc.loginCommand(user, pass, hasCap("LITERAL+"))
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case st == imapwire.StatusOK:
+	case strings.EqualFold(code, "UNAVAILABLE"):
+		return fmt.Errorf("backend %s: login unavailable", b.Addr)
+	case st == imapwire.StatusNO:
+		return errBackendAuth
+	default:
+		return fmt.Errorf("backend %s rejected the login command", b.Addr)
+	}
+	if len(bc.caps) == 0 {
+		if _, _, err := bc.command("CAPABILITY"); err != nil {
+			return err
+		}
+	}
+	bc.conn.SetDeadline(time.Time{})
+	bc.raw.SetDeadline(time.Time{})
+	return nil
+}
+
+func (bc *backendConn) authPlain(c sasl.Client, saslIR bool) (imapwire.Status, string, error) {
+	_, ir, err := c.Start()
+	if err != nil {
+		return 0, "", err
+	}
+	enc := encodeB64(ir)
+	if saslIR {
+		return bc.commandSteps([]string{"AUTHENTICATE PLAIN " + enc})
+	}
+	return bc.commandSteps([]string{"AUTHENTICATE PLAIN", enc})
+}
+
+// loginCommand sends LOGIN with quoted strings, or literals where needed
+// (8-bit credentials), non-synchronizing when the backend has LITERAL+.
+func (bc *backendConn) loginCommand(user, pass string, literalPlus bool) (imapwire.Status, string, error) {
+	steps := []string{"LOGIN "}
+	add := func(v string) {
+		if q, ok := imapwire.AppendQuoted(nil, v); ok {
+			steps[len(steps)-1] += string(q)
+			return
+		}
+		if literalPlus {
+			steps[len(steps)-1] += "{" + strconv.Itoa(len(v)) + "+}\r\n" + v
+			return
+		}
+		steps[len(steps)-1] += "{" + strconv.Itoa(len(v)) + "}"
+		steps = append(steps, v)
+	}
+	add(user)
+	steps[len(steps)-1] += " "
+	add(pass)
+	return bc.commandSteps(steps)
+}
+
+// command sends one command line and reads to its tagged completion.
+func (bc *backendConn) command(cmd string) (imapwire.Status, string, error) {
+	return bc.commandSteps([]string{cmd})
+}
+
+// commandSteps sends a command in steps: after each step but the last the
+// backend must answer "+" (a synchronizing literal or a SASL challenge).
+// It returns the tagged status and its response code.
+func (bc *backendConn) commandSteps(steps []string) (imapwire.Status, string, error) {
+	bc.tags++
+	tag := "iw" + strconv.Itoa(bc.tags)
+	bc.bw.WriteString(tag + " ")
+	for i, st := range steps {
+		bc.bw.WriteString(st)
+		bc.bw.WriteString("\r\n")
+		if err := bc.bw.Flush(); err != nil {
+			return 0, "", fmt.Errorf("write to %s: %w", bc.b.Addr, err)
+		}
+		for {
+			_, resp, err := bc.readResponse()
+			if err != nil {
+				return 0, "", fmt.Errorf("read from %s: %w", bc.b.Addr, err)
+			}
+			if resp.Kind == imapwire.Continuation && i < len(steps)-1 {
+				break
+			}
+			if resp.Kind == imapwire.Tagged && string(resp.Tag) == tag {
+				return resp.Status, string(resp.Code), nil
+			}
+			if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusBYE {
+				return 0, "", fmt.Errorf("backend %s said BYE", bc.b.Addr)
+			}
+		}
+	}
+	return 0, "", fmt.Errorf("backend %s: no tagged response", bc.b.Addr)
+}
+
+// readResponse reads one response line during login, skipping literals
+// (an ID or CAPABILITY reply may carry some).
+func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
+	line, lit, hasLit, err := bc.sc.ReadLine()
+	if err != nil {
+		return nil, imapwire.Response{}, err
+	}
+	resp, err := imapwire.ParseResponse(line)
+	if err != nil {
+		return nil, resp, err
+	}
+	if bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName) {
+		if caps := parseCapabilities(line); caps != nil {
+			bc.caps = caps
+		}
+	}
+	for hasLit {
+		if !resp.MayHaveLiteral() {
+			bc.sc.IgnoreLiteral()
+			break
+		}
+		_ = lit
+		if err := bc.sc.DiscardLiteral(); err != nil {
+			return nil, resp, err
+		}
+		if _, lit, hasLit, err = bc.sc.ReadLine(); err != nil {
+			return nil, resp, err
+		}
+	}
+	return line, resp, nil
+}
+
+func truncate(b []byte, n int) string {
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) > n {
+		b = b[:n]
+	}
+	return string(b)
+}

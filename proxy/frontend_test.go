@@ -1,0 +1,309 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGreetingCapabilitiesBeforeTLS(t *testing.T) {
+	h := newHarness(t)
+	c := dialPlain(t, h.starttls)
+	g := c.expect("* OK [CAPABILITY ")
+	for _, want := range []string{"STARTTLS", "LOGINDISABLED"} {
+		if !strings.Contains(g, want) {
+			t.Errorf("greeting %q lacks %s", g, want)
+		}
+	}
+	if strings.Contains(g, "AUTH=") {
+		t.Errorf("greeting %q offers AUTH= before TLS", g)
+	}
+	un := c.transact("a1 CAPABILITY", "a1 OK")
+	if len(un) != 1 || !strings.Contains(un[0], "LOGINDISABLED") || strings.Contains(un[0], "AUTH=") {
+		t.Errorf("CAPABILITY before TLS: %q", un)
+	}
+	c.transact("a2 NOOP", "a2 OK")
+	c.transact("a3 LOGOUT", "a3 OK")
+}
+
+// RFC 9051 §6.2.3: no credentials before TLS.
+func TestPrivacyRequired(t *testing.T) {
+	h := newHarness(t)
+	c := dialPlain(t, h.starttls)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice alice-pw", "a1 NO [PRIVACYREQUIRED]")
+	c.transact("a2 AUTHENTICATE PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00alice\x00alice-pw")), "a2 NO [PRIVACYREQUIRED]")
+	// A literal password is refused before it is asked for: no "+".
+	c.send("a3 LOGIN {5}")
+	c.expect("a3 NO [PRIVACYREQUIRED]")
+	c.transact("a4 NOOP", "a4 OK")
+}
+
+func TestStartTLSThenLogin(t *testing.T) {
+	h := newHarness(t)
+	c := dialPlain(t, h.starttls)
+	c.expect("* OK")
+	c.starttls()
+	un := c.transact("a1 CAPABILITY", "a1 OK")
+	if len(un) != 1 || strings.Contains(un[0], "STARTTLS") || strings.Contains(un[0], "LOGINDISABLED") || !strings.Contains(un[0], "AUTH=PLAIN") {
+		t.Errorf("CAPABILITY after TLS: %q", un)
+	}
+	c.transact("a2 STARTTLS", "a2 BAD")
+	un = c.transact("a3 LOGIN alice alice-pw", "a3 OK [CAPABILITY")
+	_ = un
+	un = c.transact("a4 CAPABILITY", "a4 OK")
+	for _, bad := range []string{"STARTTLS", "LOGINDISABLED", "AUTH=", "COMPRESS"} {
+		if strings.Contains(un[0], bad) {
+			t.Errorf("relayed CAPABILITY %q contains %s", un[0], bad)
+		}
+	}
+}
+
+// CVE-2011-0411: a command pipelined behind STARTTLS must not be executed
+// as if it came over TLS.
+func TestStartTLSInjection(t *testing.T) {
+	h := newHarness(t)
+	c := dialPlain(t, h.starttls)
+	c.expect("* OK")
+	c.sendRaw("a1 STARTTLS\r\na2 LOGIN alice alice-pw\r\n")
+	c.expectClosed("a1 OK")
+	deadline := time.Now().Add(2 * time.Second)
+	for !h.audit.hasSecurity("starttls-injection") {
+		if time.Now().After(deadline) {
+			t.Fatal("injection not audited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestNonIMAPFirstLine(t *testing.T) {
+	h := newHarness(t)
+	for name, first := range map[string]string{
+		"http":        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"clienthello": "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n",
+		"smtp":        "EHLO example.com\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := dialPlain(t, h.starttls)
+			c.expect("* OK")
+			c.sendRaw(first)
+			c.expectClosed("* BYE")
+		})
+	}
+	if !h.audit.hasSecurity("non-imap-client") {
+		t.Error("non-IMAP client not audited")
+	}
+}
+
+// ALPACA: another ALPN protocol on the IMAP port is refused.
+func TestALPN(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		alpn []string
+		ok   bool
+	}{{nil, true}, {[]string{"imap"}, true}, {[]string{"http/1.1"}, false}, {[]string{"h2", "http/1.1"}, false}} {
+		conn, err := tls.Dial("tcp", h.imaps, clientTLS(tc.alpn...))
+		if err == nil {
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 4)
+			_, err = conn.Read(buf)
+			conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("ALPN %v: err=%v, want ok=%v", tc.alpn, err, tc.ok)
+		}
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	h := newHarness(t)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+	// PLAIN with SASL-IR (RFC 4959).
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 AUTHENTICATE PLAIN "+b64("\x00alice\x00alice-pw"), "a1 OK")
+
+	// PLAIN without initial response.
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send("a1 AUTHENTICATE PLAIN")
+	c.expect("+")
+	c.send(b64("\x00alice\x00alice-pw"))
+	c.expect("a1 OK")
+
+	// LOGIN mechanism.
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send("a1 AUTHENTICATE LOGIN")
+	if l := c.expect("+ "); l != "+ "+b64("Username:") {
+		t.Errorf("LOGIN challenge %q", l)
+	}
+	c.send(b64("alice"))
+	c.expect("+ " + b64("Password:"))
+	c.send(b64("alice-pw"))
+	c.expect("a1 OK")
+
+	// Cancel is a tagged BAD (RFC 9051 §6.2.2), then retry works.
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send("a1 AUTHENTICATE PLAIN")
+	c.expect("+")
+	c.send("*")
+	c.expect("a1 BAD")
+	c.transact("a2 AUTHENTICATE PLAIN "+b64("\x00alice\x00wrong"), "a2 NO [AUTHENTICATIONFAILED]")
+	c.transact("a3 AUTHENTICATE PLAIN "+b64("alice\x00alice\x00alice-pw"), "a3 OK")
+
+	// An authzid for someone else is refused unless configured.
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 AUTHENTICATE PLAIN "+b64("bob\x00alice\x00alice-pw"), "a1 NO [AUTHORIZATIONFAILED]")
+	c.transact("a2 AUTHENTICATE DIGEST-MD5", "a2 NO")
+}
+
+func TestLoginFailuresAndRetry(t *testing.T) {
+	h := newHarness(t)
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice wrong", "a1 NO [AUTHENTICATIONFAILED]")
+	// NUL, CR or LF in a credential, through a literal.
+	c.send("a2 LOGIN alice {6}")
+	c.expect("+")
+	c.sendRaw("bad\x00pw\r\n")
+	c.expect("a2 NO")
+	c.transact("a3 LOGIN alice alice-pw", "a3 OK")
+	// Too many failures end the connection.
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice x", "a1 NO")
+	c.transact("a2 LOGIN alice y", "a2 NO")
+	c.send("a3 LOGIN alice z")
+	c.expectClosed("a3 NO", "* BYE")
+}
+
+func TestLoginLiterals(t *testing.T) {
+	h := newHarness(t)
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send("a1 LOGIN {5}")
+	c.expect("+")
+	c.sendRaw("alice {8+}\r\nalice-pw\r\n")
+	c.expect("a1 OK")
+}
+
+func TestBackendDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	h := newHarness(t, func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: "dead", Addr: dead, ConnectTimeout: time.Second}}
+	})
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice alice-pw", "a1 NO [UNAVAILABLE]")
+}
+
+func TestPreAuthLimits(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.Limits.MaxLine = 1024
+		o.Limits.MaxPreAuthCommands = 3
+	})
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.sendRaw("a1 NOOP " + strings.Repeat("x", 2000) + "\r\n")
+	c.expectClosed("* BYE [TOOBIG]")
+
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 NOOP", "a1 OK")
+	c.transact("a2 NOOP", "a2 OK")
+	c.transact("a3 NOOP", "a3 OK")
+	c.send("a4 NOOP")
+	c.expectClosed("* BYE [LIMIT]")
+
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send("a1 LOGIN {99999}")
+	c.expect("a1 NO [TOOBIG]")
+}
+
+func TestPreAuthIdleTimeout(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Limits.PreAuthIdle = 200 * time.Millisecond })
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.expectClosed("* BYE")
+}
+
+func TestIDBeforeLogin(t *testing.T) {
+	var seen map[string]string
+	h := newHarness(t, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			if in.Point == PointAuth {
+				seen = in.Session.ClientID
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	un := c.transact(`a1 ID ("name" "Thunderbird" "version" {4}`+"\r\n"+`115a)`, "a1 OK")
+	_ = un
+	c.transact("a2 ID NIL", "a2 OK")
+	c.transact(`a3 ID ("name" "Thunderbird" "version" "115")`, "a3 OK")
+	c.transact("a4 LOGIN alice alice-pw", "a4 OK")
+	if seen["name"] != "Thunderbird" || seen["version"] != "115" {
+		t.Errorf("client ID at auth = %v", seen)
+	}
+}
+
+func TestPolicyDeniesConnectAndAuth(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			switch {
+			case in.Point == PointConnect && in.Session.Listener == "imap":
+				return Decision{Reason: "plaintext port closed"}
+			case in.Point == PointAuth && in.Session.User == "bob":
+				return Decision{Reason: "bob is suspended", Code: "AUTHORIZATIONFAILED"}
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := dialPlain(t, h.starttls)
+	c.expectClosed("* BYE [NOPERM] plaintext port closed")
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN bob bob-pw", "a1 NO [AUTHORIZATIONFAILED] bob is suspended")
+	c.transact("a2 LOGIN alice alice-pw", "a2 OK")
+}
+
+type routerFunc func(user string) (*Backend, error)
+
+func (f routerFunc) Route(_ context.Context, _ *SessionInfo, user string) (*Backend, error) {
+	return f(user)
+}
+
+// A master login without an Authenticator would let anyone in as anyone.
+func TestMasterLoginNeedsAuthenticator(t *testing.T) {
+	master := &Backend{Name: "m", Addr: "127.0.0.1:1", Login: LoginMaster, MasterUser: "alice", MasterPassword: "alice-pw"}
+	_, err := NewServer(Options{
+		Listeners: []ListenerOptions{{Name: "imaps", Addr: "127.0.0.1:0", Mode: ImplicitTLS, TLS: serverTLS()}},
+		Router:    &StaticRouter{Users: map[string]*Backend{"bob": master}},
+	})
+	if err == nil || !strings.Contains(err.Error(), "Authenticator") {
+		t.Fatalf("NewServer accepted a master backend without authenticator: %v", err)
+	}
+	h := newHarness(t, func(o *Options) {
+		master.Addr = o.Router.(*StaticRouter).Default.Addr
+		o.Router = routerFunc(func(string) (*Backend, error) { return master, nil })
+	})
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN bob anything", "a1 NO [UNAVAILABLE]")
+}

@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// SessionInfo is what the proxy knows of a session. Hooks must treat it as
+// read-only; it never holds a password.
+type SessionInfo struct {
+	ID         string
+	Listener   string
+	ClientAddr netip.AddrPort
+	LocalAddr  netip.AddrPort
+	TLS        *TLSInfo // nil before TLS
+	User       string   // set once authenticated (or during auth)
+	Mechanism  string   // LOGIN, PLAIN, ...
+	ClientID   map[string]string
+	Backend    string
+	Started    time.Time
+	// AuthFailures counts failed logins on this connection.
+	AuthFailures int
+	// Selected is the selected mailbox ("" when none) and whether it was
+	// opened read-only (EXAMINE).
+	Selected         string
+	SelectedReadOnly bool
+}
+
+// TLSInfo describes the client's TLS connection.
+type TLSInfo struct {
+	Version           string
+	Cipher            string
+	ServerName        string
+	ALPN              string
+	ClientCertSubject string
+}
+
+// Point is where in a session a decision is asked for.
+type Point string
+
+const (
+	PointConnect Point = "connect"
+	PointAuth    Point = "auth"
+	PointCommand Point = "command"
+)
+
+// DecisionInput is handed to a Decider. Command is set at PointCommand;
+// Partial reports that the command is not complete yet (asked at a
+// synchronizing literal, before "+" is sent, RFC 9051 §4.3).
+type DecisionInput struct {
+	Point   Point
+	Session *SessionInfo
+	Command *imapwire.Command
+	Partial bool
+}
+
+// Decision is a Decider's verdict.
+type Decision struct {
+	Allow bool
+	// Reason is shown to the client after the response code.
+	Reason string
+	// Code is an RFC 5530 response code such as NOPERM (the default).
+	Code string
+	// Disconnect ends the session with BYE instead of a tagged NO.
+	Disconnect  bool
+	Annotations map[string]any
+}
+
+// Decider decides on connections, logins and commands. It is called on
+// the session's goroutine; it must be safe for concurrent use by sessions.
+type Decider interface {
+	Decide(ctx context.Context, in *DecisionInput) Decision
+}
+
+// AllowAll is the default Decider.
+type AllowAll struct{}
+
+func (AllowAll) Decide(context.Context, *DecisionInput) Decision { return Decision{Allow: true} }
+
+// Router picks the backend for a user.
+type Router interface {
+	Route(ctx context.Context, s *SessionInfo, user string) (*Backend, error)
+}
+
+// ErrNoRoute is returned by a Router that has no backend for a user.
+var ErrNoRoute = errors.New("no backend for user")
+
+// StaticRouter routes by exact user, then by the domain after the last
+// "@", then to Default. Keys are matched case-insensitively.
+type StaticRouter struct {
+	Default *Backend
+	Users   map[string]*Backend
+	Domains map[string]*Backend
+}
+
+func (r *StaticRouter) Route(_ context.Context, _ *SessionInfo, user string) (*Backend, error) {
+	u := strings.ToLower(user)
+	if b, ok := r.Users[u]; ok {
+		return b, nil
+	}
+	if i := strings.LastIndexByte(u, '@'); i >= 0 {
+		if b, ok := r.Domains[u[i+1:]]; ok {
+			return b, nil
+		}
+	}
+	if r.Default != nil {
+		return r.Default, nil
+	}
+	return nil, ErrNoRoute
+}
+
+// Authenticator checks credentials in the proxy itself. It returns
+// ErrAuthFailed for wrong credentials and another error when it cannot
+// tell (then the client gets NO [UNAVAILABLE]).
+type Authenticator interface {
+	Authenticate(ctx context.Context, s *SessionInfo, user, password string) error
+}
+
+// ErrAuthFailed reports rejected credentials.
+var ErrAuthFailed = errors.New("authentication failed")
+
+// AuthEvent is one login attempt.
+type AuthEvent struct {
+	User      string
+	Mechanism string
+	Attempt   int
+	Success   bool
+	// Reason is a short machine-friendly cause: "credentials",
+	// "privacy-required", "policy", "backend-unavailable", ...
+	Reason  string
+	Backend string
+}
+
+// CommandEvent is one completed (or refused) command after login.
+type CommandEvent struct {
+	Command  *imapwire.Command
+	Result   string // OK, NO, BAD, or "" when the session ended first
+	Code     string // response code of the tagged completion
+	Duration time.Duration
+	// Denied is set when the proxy refused the command itself.
+	Denied   bool
+	Decision *Decision
+	// BytesIn counts the command's bytes from the client (literals
+	// included); BytesOut the response bytes relayed while it ran.
+	BytesIn int64
+}
+
+// CloseEvent ends a session.
+type CloseEvent struct {
+	Reason   string
+	Duration time.Duration
+	BytesIn  int64 // client → proxy
+	BytesOut int64 // proxy → client
+	Commands int
+}
+
+// Auditor receives session events. Calls come from session goroutines and
+// must not block for long.
+type Auditor interface {
+	SessionOpen(s *SessionInfo)
+	TLSStarted(s *SessionInfo)
+	Auth(s *SessionInfo, e AuthEvent)
+	Command(s *SessionInfo, e CommandEvent)
+	// Security records an attack or protocol abuse, e.g. STARTTLS
+	// command injection or a non-IMAP first line.
+	Security(s *SessionInfo, kind, detail string)
+	SessionClose(s *SessionInfo, e CloseEvent)
+}

@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ListenerMode says how a listener starts TLS.
+type ListenerMode string
+
+const (
+	// ImplicitTLS: TLS from the first byte (port 993, RFC 8314 §3.2).
+	ImplicitTLS ListenerMode = "tls"
+	// StartTLS: plaintext greeting, STARTTLS required before any
+	// credential (port 143, RFC 9051 §6.2.1).
+	StartTLS ListenerMode = "starttls"
+)
+
+// ListenerOptions configures one client-facing listener.
+type ListenerOptions struct {
+	// Name labels the listener in logs, audit and policy input.
+	Name string
+	// Addr is the address to bind, e.g. "0.0.0.0:993". Ignored when
+	// Listener is set.
+	Addr string
+	// Listener, when set, is used instead of binding Addr (tests, socket
+	// activation).
+	Listener net.Listener
+	Mode     ListenerMode
+	// TLS is the server configuration (certificates, ALPN); required.
+	TLS *tls.Config
+	// PlaintextAuthFrom lists networks from which LOGIN and AUTHENTICATE
+	// are accepted before TLS. Empty (the default) means never. The server
+	// logs a warning at start when it is set.
+	PlaintextAuthFrom []netip.Prefix
+}
+
+// BackendSecurity is how the proxy talks to a backend.
+type BackendSecurity string
+
+const (
+	BackendPlain    BackendSecurity = "plain"
+	BackendStartTLS BackendSecurity = "starttls"
+	BackendTLS      BackendSecurity = "tls"
+)
+
+// LoginMode is how the proxy logs in to a backend.
+type LoginMode string
+
+const (
+	// LoginAuto replays the client's credentials with AUTHENTICATE PLAIN
+	// when the backend offers it, else LOGIN.
+	LoginAuto LoginMode = ""
+	// LoginCommand replays the credentials with LOGIN.
+	LoginCommand LoginMode = "login"
+	// LoginPlain replays them with AUTHENTICATE PLAIN.
+	LoginPlain LoginMode = "plain"
+	// LoginMaster authenticates as MasterUser with the client's user as
+	// authorization identity (AUTHENTICATE PLAIN, RFC 4616 §2), as Dovecot
+	// and Cyrus accept. The client's password is then checked by nobody
+	// but the Authenticator, so LoginMaster requires one.
+	LoginMaster LoginMode = "master"
+)
+
+// Backend is one IMAP server the proxy fronts.
+type Backend struct {
+	Name     string
+	Addr     string // host:port
+	Security BackendSecurity
+	// TLS is the client configuration for starttls and tls backends
+	// (verification, server name, client certificate).
+	TLS   *tls.Config
+	Login LoginMode
+	// MasterUser and MasterPassword are used with LoginMaster.
+	MasterUser     string
+	MasterPassword string
+	// ConnectTimeout bounds dialing, greeting and STARTTLS (default 10 s);
+	// LoginTimeout bounds the login exchange (default 30 s).
+	ConnectTimeout time.Duration
+	LoginTimeout   time.Duration
+	// SendID sends ID with x-originating-ip/-port, x-connected-ip and
+	// x-session-id before login, so that the backend logs and penalises
+	// the real client (Dovecot honours it from login_trusted_networks).
+	SendID bool
+}
+
+// Limits bound what a client may make the proxy do. Zero values take the
+// defaults of DESIGN.md §3.
+type Limits struct {
+	MaxLine            int           // bytes in one command line; 64 KiB
+	MaxBufferedLiteral int           // literal held in memory (mailbox names, LOGIN); 4 KiB
+	MaxAppendLiteral   int64         // one APPEND message; 64 MiB
+	MaxPreAuthCommands int           // commands before login; 16
+	PreAuthIdle        time.Duration // idle before login; 60 s
+	AuthIdle           time.Duration // idle after login; 30 min (RFC 9051 §5.4: not less)
+	IdleTimeout        time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
+	WriteTimeout       time.Duration // one write to the client; 60 s
+	MaxAuthFailures    int           // failed logins on one connection before BYE; 3
+}
+
+// Default limits (DESIGN.md §3).
+const (
+	DefaultMaxLine            = 64 << 10
+	DefaultMaxBufferedLiteral = 4 << 10
+	DefaultMaxAppendLiteral   = 64 << 20
+	DefaultMaxPreAuthCommands = 16
+	DefaultPreAuthIdle        = 60 * time.Second
+	DefaultAuthIdle           = 30 * time.Minute
+	DefaultIdleTimeout        = 30 * time.Minute
+	DefaultWriteTimeout       = 60 * time.Second
+	DefaultMaxAuthFailures    = 3
+	DefaultConnectTimeout     = 10 * time.Second
+	DefaultLoginTimeout       = 30 * time.Second
+)
+
+// literalMinusMax caps non-synchronizing literals under LITERAL- (RFC 7888 §5).
+const literalMinusMax = 4096
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxLine <= 0 {
+		l.MaxLine = DefaultMaxLine
+	}
+	if l.MaxBufferedLiteral <= 0 {
+		l.MaxBufferedLiteral = DefaultMaxBufferedLiteral
+	}
+	if l.MaxAppendLiteral <= 0 {
+		l.MaxAppendLiteral = DefaultMaxAppendLiteral
+	}
+	if l.MaxPreAuthCommands <= 0 {
+		l.MaxPreAuthCommands = DefaultMaxPreAuthCommands
+	}
+	if l.PreAuthIdle <= 0 {
+		l.PreAuthIdle = DefaultPreAuthIdle
+	}
+	if l.AuthIdle <= 0 {
+		l.AuthIdle = DefaultAuthIdle
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultWriteTimeout
+	}
+	if l.MaxAuthFailures <= 0 {
+		l.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	return l
+}
+
+// Options configure a Server. The zero value of every hook works: allow
+// everything, route nowhere, audit to the logger.
+type Options struct {
+	Listeners []ListenerOptions
+	// Router picks the backend for a user; required.
+	Router Router
+	// Decider is asked on connect, auth and every command; nil allows all.
+	Decider Decider
+	// Auditor receives session, auth and command events; nil logs them
+	// with Logger.
+	Auditor Auditor
+	// Authenticator, when set, checks credentials before any backend is
+	// contacted (required for LoginMaster backends).
+	Authenticator Authenticator
+	Logger        *zap.Logger
+	Limits        Limits
+	// AllowAuthzid accepts AUTHENTICATE PLAIN with an authorization
+	// identity different from the authentication identity.
+	AllowAuthzid bool
+	// Hostname appears in the greeting; default "imapwarden".
+	Hostname string
+}

@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRelayBasics(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	un := c.transact("a1 SELECT INBOX", "a1 OK")
+	if !contains(un, "* 2 EXISTS") {
+		t.Errorf("SELECT: %q", un)
+	}
+	if body := c.fetchBody("a2", 1); string(body) != testMessage(1) {
+		t.Errorf("body %q", body)
+	}
+	c.transact("a3 UID FETCH 1:* (FLAGS)", "a3 OK")
+	c.transact("a4 NOOP", "a4 OK")
+	c.transact("a5 FOO", "a5 BAD")
+	c.transact("a6 COMPRESS DEFLATE", "a6 NO [CANNOT]")
+	c.transact("a7 LOGIN alice alice-pw", "a7 BAD")
+	c.transact("a8 STARTTLS", "a8 BAD")
+	un = c.transact("a9 CAPABILITY", "a9 OK")
+	if len(un) != 1 || strings.Contains(un[0], "AUTH=") || strings.Contains(un[0], "UNAUTHENTICATE") {
+		t.Errorf("CAPABILITY %q", un)
+	}
+	c.send("a10 LOGOUT")
+	c.expectClosed("* BYE", "a10 OK")
+}
+
+func TestPipelining(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	c.sendRaw("p1 SELECT INBOX\r\np2 FETCH 1:* (FLAGS)\r\np3 NOOP\r\np4 STORE 1 +FLAGS (\\Seen)\r\n")
+	for _, tag := range []string{"p1", "p2", "p3", "p4"} {
+		_, tl := c.tagged(tag)
+		if !strings.HasPrefix(tl, tag+" OK") {
+			t.Errorf("%s: %q", tag, tl)
+		}
+	}
+}
+
+// A mailbox name sent as a synchronizing literal is buffered: the proxy
+// sends "+" itself and swallows the backend's.
+func TestBufferedLiteralArgument(t *testing.T) {
+	var mailboxes []string
+	h := newHarness(t, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			if in.Point == PointCommand && !in.Partial {
+				mailboxes = append(mailboxes, in.Command.Mailbox)
+				if in.Command.Mailbox == "Secret" {
+					return Decision{Reason: "no secrets"}
+				}
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := h.login()
+	c.send("a1 SELECT {5}")
+	c.expect("+ ")
+	c.sendRaw("INBOX\r\n")
+	un, tl := c.tagged("a1")
+	if !strings.HasPrefix(tl, "a1 OK") || contains(un, "+") {
+		t.Fatalf("SELECT literal: %q %q", un, tl)
+	}
+	c.send("a2 CREATE {6}")
+	c.expect("+ ")
+	c.sendRaw("Secret\r\n")
+	c.expect("a2 NO [NOPERM] no secrets")
+	// Non-synchronizing form.
+	c.sendRaw("a3 CREATE {6+}\r\nSecret\r\n")
+	c.expect("a3 NO [NOPERM]")
+	c.sendRaw("a4 CREATE {6+}\r\nPublic\r\n")
+	c.expect("a4 OK")
+	if got := strings.Join(mailboxes, ","); got != "INBOX,Secret,Secret,Public" {
+		t.Errorf("decided mailboxes %q", got)
+	}
+}
+
+// DESIGN §3: a denied synchronizing literal gets the tagged NO instead of
+// "+"; a denied non-synchronizing one is discarded and the session goes on.
+func TestDeniedAppendLiterals(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			if in.Point == PointCommand && in.Command.Name == "APPEND" && in.Command.Mailbox == "Archive" {
+				return Decision{Reason: "archive is read-only", Code: "NOPERM"}
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := h.login()
+	c.transact("a0 CREATE Archive", "a0 OK")
+	msg := testMessage(9)
+	c.send(fmt.Sprintf("a1 APPEND Archive (\\Seen) {%d}", len(msg)))
+	c.expect("a1 NO [NOPERM] archive is read-only")
+	c.sendRaw(fmt.Sprintf("a2 APPEND Archive {%d+}\r\n%s\r\n", len(msg), msg))
+	c.expect("a2 NO [NOPERM]")
+	c.transact("a3 NOOP", "a3 OK")
+	// Allowed, synchronizing: the backend's "+" reaches the client.
+	c.send(fmt.Sprintf("a4 APPEND INBOX (\\Seen) {%d}", len(msg)))
+	c.expect("+")
+	c.sendRaw(msg + "\r\n")
+	c.expect("a4 OK")
+	// Allowed, LITERAL+.
+	c.sendRaw(fmt.Sprintf("a5 APPEND INBOX {%d+}\r\n%s\r\n", len(msg), msg))
+	c.expect("a5 OK")
+	un := c.transact("a6 STATUS INBOX (MESSAGES)", "a6 OK")
+	if !contains(un, "MESSAGES 4") {
+		t.Errorf("STATUS %q", un)
+	}
+	un = c.transact("a7 STATUS Archive (MESSAGES)", "a7 OK")
+	if !contains(un, "MESSAGES 0") {
+		t.Errorf("STATUS Archive %q", un)
+	}
+}
+
+func TestAppendLimit(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Limits.MaxAppendLiteral = 1000 })
+	c := h.login()
+	c.send("a1 APPEND INBOX {5000}")
+	c.expect("a1 NO [TOOBIG]")
+	c.transact("a2 NOOP", "a2 OK")
+	c.send("a3 APPEND INBOX {5000+}")
+	c.expectClosed("* BYE [TOOBIG]")
+}
+
+func TestIdle(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	c.transact("a1 SELECT INBOX", "a1 OK")
+	c.send("a2 IDLE")
+	c.expect("+")
+	other := h.login()
+	msg := testMessage(3)
+	other.sendRaw(fmt.Sprintf("b1 APPEND INBOX {%d+}\r\n%s\r\n", len(msg), msg))
+	other.expect("b1 OK")
+	c.expect("* 3 EXISTS")
+	c.send("DONE")
+	c.expect("a2 OK")
+	c.transact("a3 NOOP", "a3 OK")
+	// A command instead of DONE ends the IDLE and still runs.
+	c.send("a4 IDLE")
+	c.expect("+")
+	c.send("a5 NOOP")
+	_, tl := c.tagged("a4")
+	if !strings.HasPrefix(tl, "a4 OK") {
+		t.Errorf("IDLE end %q", tl)
+	}
+	c.expect("a5 OK")
+}
+
+func TestSelectedMailboxTracking(t *testing.T) {
+	var selected []string
+	h := newHarness(t, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			if in.Point == PointCommand && in.Command.Name == "NOOP" {
+				selected = append(selected, fmt.Sprintf("%s/%v", in.Session.Selected, in.Session.SelectedReadOnly))
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := h.login()
+	c.transact("a1 NOOP", "a1 OK")
+	c.transact("a2 SELECT INBOX", "a2 OK")
+	c.transact("a3 NOOP", "a3 OK")
+	c.transact("a4 EXAMINE INBOX", "a4 OK")
+	c.transact("a5 NOOP", "a5 OK")
+	c.transact("a6 SELECT Nope", "a6 NO")
+	c.transact("a7 NOOP", "a7 OK")
+	if got := strings.Join(selected, " "); got != "/false INBOX/false INBOX/true /false" {
+		t.Errorf("selected: %q", got)
+	}
+}
+
+func TestBackendKilledMidSession(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	c.transact("a1 SELECT INBOX", "a1 OK")
+	h.backend.srv.Close()
+	c.expectClosed("* BYE [UNAVAILABLE]")
+}
+
+func TestCommandSyntaxErrors(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	c.sendRaw("a1 NOOP\x00\r\n")
+	c.expect("a1 BAD")
+	c.sendRaw("a2 NOOP\n")
+	c.expect("a2 BAD")
+	c.sendRaw("a3 SELECT \"INBOX\r\n")
+	c.expect("a3 BAD")
+	c.sendRaw("a4 FETCH {18446744073709551621}\r\n")
+	c.expect("a4 BAD")
+	c.transact("a5 NOOP", "a5 OK")
+	// The error shows after the literal: the stream is still in step.
+	c.sendRaw("a6 SELECT (\"x\" {3+}\r\nabc\r\n")
+	c.expect("a6 BAD")
+	c.transact("a7 NOOP", "a7 OK")
+	// Before a {n+} literal it is not: its octets are already in flight.
+	c.sendRaw("a8 SELECT ) {3+}\r\nabc\r\n")
+	c.expectClosed("* BYE")
+}
+
+func TestShutdownSaysBye(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	pre := dialTLS(t, h.imaps)
+	pre.expect("* OK")
+	ctx, cancel := contextWithTimeout(5 * time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClosed("* BYE [UNAVAILABLE]")
+	pre.expectClosed("* BYE [UNAVAILABLE]")
+}
+
+func contains(lines []string, sub string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, sub) {
+			return true
+		}
+	}
+	return false
+}

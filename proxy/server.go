@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Server accepts client connections on its listeners and runs a Session for
+// each.
+type Server struct {
+	opts    Options
+	limits  Limits
+	log     *zap.Logger
+	decider Decider
+	auditor Auditor
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	sessions  map[*Session]struct{}
+	closing   bool
+
+	wg sync.WaitGroup // accept loops and sessions
+}
+
+// NewServer checks opts and returns a Server; Start binds the listeners.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Router == nil {
+		return nil, errors.New("proxy: Options.Router is required")
+	}
+	if len(opts.Listeners) == 0 {
+		return nil, errors.New("proxy: no listeners")
+	}
+	for i, l := range opts.Listeners {
+		if l.TLS == nil {
+			return nil, fmt.Errorf("proxy: listener %d (%s): TLS config is required", i, l.Name)
+		}
+		if l.Mode != ImplicitTLS && l.Mode != StartTLS {
+			return nil, fmt.Errorf("proxy: listener %d (%s): unknown mode %q", i, l.Name, l.Mode)
+		}
+	}
+	s := &Server{
+		opts:     opts,
+		limits:   opts.Limits.withDefaults(),
+		log:      opts.Logger,
+		decider:  opts.Decider,
+		auditor:  opts.Auditor,
+		sessions: make(map[*Session]struct{}),
+	}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	if s.decider == nil {
+		s.decider = AllowAll{}
+	}
+	if s.auditor == nil {
+		s.auditor = NewLogAuditor(s.log)
+	}
+	if sr, ok := opts.Router.(*StaticRouter); ok && opts.Authenticator == nil {
+		bs := []*Backend{sr.Default}
+		for _, b := range sr.Users {
+			bs = append(bs, b)
+		}
+		for _, b := range sr.Domains {
+			bs = append(bs, b)
+		}
+		for _, b := range bs {
+			if b != nil && b.Login == LoginMaster {
+				// Nobody would check the client's password.
+				return nil, fmt.Errorf("proxy: backend %s logs in as a master user: Options.Authenticator is required", b.Name)
+			}
+		}
+	}
+	if s.opts.Hostname == "" {
+		s.opts.Hostname = "imapwarden"
+	}
+	return s, nil
+}
+
+// Start binds every listener and starts accepting. On error nothing is
+// left listening.
+func (s *Server) Start() error {
+	var lns []net.Listener
+	for i := range s.opts.Listeners {
+		lo := &s.opts.Listeners[i]
+		ln := lo.Listener
+		if ln == nil {
+			var err error
+			ln, err = net.Listen("tcp", lo.Addr)
+			if err != nil {
+				for _, l := range lns {
+					l.Close()
+				}
+				return fmt.Errorf("proxy: listen %s (%s): %w", lo.Addr, lo.Name, err)
+			}
+		}
+		lns = append(lns, ln)
+		if len(lo.PlaintextAuthFrom) > 0 {
+			s.log.Warn("plaintext authentication allowed before TLS",
+				zap.String("listener", lo.Name), zap.Any("networks", lo.PlaintextAuthFrom))
+		}
+	}
+	s.mu.Lock()
+	s.listeners = lns
+	s.mu.Unlock()
+	for i, ln := range lns {
+		lo := &s.opts.Listeners[i]
+		s.log.Info("listening", zap.String("listener", lo.Name), zap.String("mode", string(lo.Mode)),
+			zap.Stringer("addr", ln.Addr()))
+		s.wg.Add(1)
+		go s.acceptLoop(ln, lo)
+	}
+	return nil
+}
+
+// Addrs returns the bound address of each listener, in Options order.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]net.Addr, len(s.listeners))
+	for i, ln := range s.listeners {
+		out[i] = ln.Addr()
+	}
+	return out
+}
+
+func (s *Server) acceptLoop(ln net.Listener, lo *ListenerOptions) {
+	defer s.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Temporary failures (EMFILE) back off like net/http does.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			s.log.Warn("accept failed", zap.String("listener", lo.Name), zap.Error(err), zap.Duration("retry_in", delay))
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		sess := newSession(s, lo, c)
+		if !s.track(sess) {
+			c.Close()
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.untrack(sess)
+			sess.serve()
+		}()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+func (s *Server) track(sess *Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(sess *Session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting and asks every session to end at its next
+// command boundary with "* BYE [UNAVAILABLE]" (commands in flight
+// complete); it waits for them, or for ctx, then closes what is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for sess := range s.sessions {
+		sess.shutdown()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes listeners and every connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for sess := range s.sessions {
+		sess.closeConns()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Wait blocks until every accept loop and session has ended.
+func (s *Server) Wait() { s.wg.Wait() }
+
+func newSessionID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}

@@ -1,0 +1,357 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+	"github.com/imapwarden/imapwarden/tlsterm"
+)
+
+// Buffer sizes. The client reader only sees commands (small, or APPEND
+// data streamed straight through); the writer carries FETCH responses.
+const (
+	clientReadBuf  = 4 << 10
+	clientWriteBuf = 32 << 10
+)
+
+// Session is one client connection: the front end until login, then the
+// relay to the client's backend.
+type Session struct {
+	srv *Server
+	lo  *ListenerOptions
+	log *zap.Logger
+	// info is what hooks see; mutated only by the session goroutine
+	// before the relay starts, then under infoMu (selected mailbox).
+	info   SessionInfo
+	infoMu sync.Mutex
+
+	raw  *countConn // the TCP connection, counting bytes
+	conn net.Conn   // raw, or TLS on top of it
+	br   *bufio.Reader
+	sc   *imapwire.Scanner
+	// wmu guards bw: after login the backend pump and the client pump
+	// both write to the client, always whole responses.
+	wmu sync.Mutex
+	bw  *bufio.Writer
+
+	tlsActive       bool
+	plaintextAuthOK bool // client network is in PlaintextAuthFrom
+	parser          imapwire.CommandParser
+	preAuthCommands int
+	commands        int
+	litBuf          []byte // scratch for buffered literals
+
+	be    *backendConn // after login
+	relay *relayState
+
+	// connMu guards conn and be for closeConns, which other goroutines
+	// call; the session goroutine is the only writer.
+	connMu sync.Mutex
+	// closing: the session is ending, its pumps must not start anything.
+	closing atomic.Bool
+	// draining: the server shuts down; the session ends at the next
+	// command boundary. waiting: the session is blocked reading the next
+	// command, so a shutdown may interrupt the read. Each side sets its
+	// flag before reading the other's, so one of them always sees both.
+	draining    atomic.Bool
+	waiting     atomic.Bool
+	closeOnce   sync.Once
+	closeReason atomic.Pointer[string]
+}
+
+func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Go sets TCP_NODELAY by default; keep it explicit: a relay that
+		// waits for delayed ACKs on small replies stalls ~40 ms.
+		tc.SetNoDelay(true)
+		tc.SetKeepAlive(true)
+	}
+	raw := &countConn{Conn: c}
+	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw}
+	s.info = SessionInfo{
+		ID:         newSessionID(),
+		Listener:   lo.Name,
+		ClientAddr: addrPort(c.RemoteAddr()),
+		LocalAddr:  addrPort(c.LocalAddr()),
+		Started:    time.Now(),
+	}
+	s.log = srv.log.With(zap.String("session", s.info.ID))
+	for _, p := range lo.PlaintextAuthFrom {
+		if p.Contains(s.info.ClientAddr.Addr().Unmap()) {
+			s.plaintextAuthOK = true
+		}
+	}
+	s.br = bufio.NewReaderSize(raw, clientReadBuf)
+	s.bw = bufio.NewWriterSize(&deadlineWriter{c: raw, timeout: srv.limits.WriteTimeout}, clientWriteBuf)
+	s.sc = imapwire.NewScanner(s.br, srv.limits.MaxLine)
+	return s
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// serve runs the session to its end.
+func (s *Session) serve() {
+	s.srv.auditor.SessionOpen(&s.info)
+	defer s.finish()
+	if s.lo.Mode == ImplicitTLS {
+		if err := s.handshake(); err != nil {
+			s.setReason("tls-handshake")
+			s.log.Debug("tls handshake failed", zap.Error(err))
+			return
+		}
+	}
+	if d := s.decide(PointConnect, nil, false); !d.Allow {
+		s.setReason("policy-connect")
+		s.writef("* BYE %s\r\n", denyText(d, "NOPERM"))
+		return
+	}
+	s.writef("* OK [CAPABILITY %s] %s ready\r\n", s.preAuthCaps(), s.srv.opts.Hostname)
+	if !s.frontEnd() {
+		return
+	}
+	s.runRelay()
+}
+
+func (s *Session) finish() {
+	s.closeConns()
+	reason := "client-closed"
+	if r := s.closeReason.Load(); r != nil {
+		reason = *r
+	}
+	s.srv.auditor.SessionClose(&s.info, CloseEvent{
+		Reason:   reason,
+		Duration: time.Since(s.info.Started),
+		BytesIn:  s.raw.in.Load(),
+		BytesOut: s.raw.out.Load(),
+		Commands: s.commands,
+	})
+}
+
+// setReason records why the session ends; the first reason wins.
+func (s *Session) setReason(r string) { s.closeReason.CompareAndSwap(nil, &r) }
+
+func (s *Session) closeConns() {
+	s.closeOnce.Do(func() {
+		s.connMu.Lock()
+		conn, be := s.conn, s.be
+		s.connMu.Unlock()
+		conn.Close()
+		s.raw.Close()
+		if be != nil {
+			be.close()
+		}
+	})
+}
+
+// shutdown asks the session to end at its next command boundary with
+// "* BYE [UNAVAILABLE]"; commands in flight complete first. Only the
+// session goroutine writes the BYE, so that it never lands inside a TLS
+// handshake or a response.
+func (s *Session) shutdown() {
+	if s.draining.Swap(true) {
+		return
+	}
+	if s.waiting.Load() {
+		// Wake the read; the session sees draining and says BYE.
+		s.connMu.Lock()
+		s.conn.SetReadDeadline(time.Now())
+		s.connMu.Unlock()
+	}
+}
+
+// waitCommand marks the session as waiting for the next command, with an
+// idle limit. It returns false when the server is draining.
+func (s *Session) waitCommand(idle time.Duration) bool {
+	s.waiting.Store(true)
+	if s.draining.Load() {
+		s.waiting.Store(false)
+		return false
+	}
+	s.readDeadline(idle)
+	if s.draining.Load() {
+		// shutdown may have set its deadline before ours.
+		s.conn.SetReadDeadline(time.Now())
+	}
+	return true
+}
+
+// sayShutdown ends a drained session.
+func (s *Session) sayShutdown() {
+	s.setReason("server-shutdown")
+	s.writef("* BYE [UNAVAILABLE] Server shutting down\r\n")
+}
+
+// handshake runs the TLS server handshake on the client connection.
+func (s *Session) handshake() error {
+	cfg := s.lo.TLS
+	tc := tls.Server(s.raw, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.limits.PreAuthIdle)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	cs := tc.ConnectionState()
+	// ALPACA: a peer that negotiated another protocol is not an IMAP client.
+	if cs.NegotiatedProtocol != "" && cs.NegotiatedProtocol != "imap" {
+		tc.Close()
+		return errors.New("alpn protocol is not imap")
+	}
+	s.connMu.Lock()
+	s.conn = tc
+	s.connMu.Unlock()
+	s.tlsActive = true
+	s.info.TLS = describeTLS(cs)
+	s.br.Reset(tc)
+	s.bw.Reset(&deadlineWriter{c: tc, timeout: s.srv.limits.WriteTimeout})
+	s.sc.Reset(s.br)
+	s.srv.auditor.TLSStarted(&s.info)
+	return nil
+}
+
+func describeTLS(cs tls.ConnectionState) *TLSInfo {
+	d := tlsterm.Describe(cs)
+	return &TLSInfo{Version: d.Version, Cipher: d.Cipher, ServerName: d.ServerName, ALPN: d.ALPN, ClientCertSubject: d.ClientCertSubject}
+}
+
+// authAllowed reports whether credentials may be sent now (RFC 9051 §6.2.3).
+func (s *Session) authAllowed() bool { return s.tlsActive || s.plaintextAuthOK }
+
+func (s *Session) preAuthCaps() string {
+	caps := "IMAP4rev1 LITERAL+ SASL-IR ID"
+	if !s.tlsActive && s.lo.Mode == StartTLS {
+		caps += " STARTTLS"
+	}
+	if s.authAllowed() {
+		caps += " AUTH=PLAIN AUTH=LOGIN"
+	} else {
+		caps += " LOGINDISABLED"
+	}
+	return caps
+}
+
+func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool) Decision {
+	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial}
+	return s.srv.decider.Decide(context.Background(), &in)
+}
+
+// denyText renders "[CODE] reason" for a denial.
+func denyText(d Decision, defCode string) string {
+	code := d.Code
+	if code == "" {
+		code = defCode
+	}
+	reason := d.Reason
+	if reason == "" {
+		reason = "Denied by policy"
+	}
+	return "[" + code + "] " + sanitizeText(reason)
+}
+
+// sanitizeText keeps resp-text free of CR, LF and NUL (RFC 9051 §9 text).
+func sanitizeText(t string) string {
+	if strings.ContainsAny(t, "\r\n\x00") {
+		t = strings.Map(func(r rune) rune {
+			if r == '\r' || r == '\n' || r == 0 {
+				return ' '
+			}
+			return r
+		}, t)
+	}
+	return t
+}
+
+// writef writes one response to the client and flushes it.
+func (s *Session) writef(format string, args ...any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if len(args) == 0 {
+		s.bw.WriteString(format)
+	} else {
+		fmt.Fprintf(s.bw, format, args...)
+	}
+	return s.bw.Flush()
+}
+
+// readDeadline sets how long the client may stay silent.
+func (s *Session) readDeadline(d time.Duration) { s.conn.SetReadDeadline(time.Now().Add(d)) }
+
+// isTimeout reports a deadline expiry.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// readErr turns a client read error into the session's end: BYE where the
+// client can still hear it.
+func (s *Session) readErr(err error) {
+	var se *imapwire.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		s.setReason("protocol-error")
+		s.writef("* BYE [CLIENTBUG] %s\r\n", sanitizeText(se.Msg))
+	case errors.Is(err, imapwire.ErrLineTooLong):
+		s.setReason("line-too-long")
+		s.writef("* BYE [TOOBIG] Line too long\r\n")
+	case isTimeout(err) && s.draining.Load():
+		s.sayShutdown()
+	case isTimeout(err):
+		s.setReason("idle-timeout")
+		s.writef("* BYE Autologout; idle for too long\r\n")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
+		s.setReason("client-closed")
+	default:
+		s.setReason("read-error")
+		s.log.Debug("client read failed", zap.Error(err))
+	}
+}
+
+// countConn counts bytes each way.
+type countConn struct {
+	net.Conn
+	in, out atomic.Int64
+}
+
+func (c *countConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+// deadlineWriter refreshes the write deadline on every write, so that a
+// client that stops reading cannot hold a pump forever, while a long
+// transfer that makes progress is never cut.
+type deadlineWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.c.Write(p)
+}
