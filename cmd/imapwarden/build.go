@@ -1,0 +1,557 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/tlsterm"
+)
+
+// setup is a checked configuration turned into the packages' options, with
+// every file it names loaded. Building one neither listens nor dials.
+type setup struct {
+	opts           proxy.Options
+	tls            *tlsterm.Server
+	reloadInterval time.Duration
+	drainTimeout   time.Duration
+	warnings       []warning
+}
+
+// warning is something legal but risky, logged at start and printed by
+// validate.
+type warning struct {
+	Key string // where in the config, e.g. "backends.main.tls.insecure"
+	Msg string
+}
+
+func (w warning) String() string { return w.Key + ": " + w.Msg }
+
+// logWarnings logs each warning with a constant message.
+func (s *setup) logWarnings(log *zap.Logger) {
+	for _, w := range s.warnings {
+		log.Warn("configuration warning", zap.String("key", w.Key), zap.String("detail", w.Msg))
+	}
+}
+
+// logSettings checks the log section and returns its level and format.
+func logSettings(c logConfig) (zapcore.Level, string, error) {
+	level := zapcore.InfoLevel
+	if c.Level != "" {
+		if err := level.UnmarshalText([]byte(c.Level)); err != nil || level > zapcore.ErrorLevel {
+			return 0, "", fmt.Errorf("log.level: unknown level %q (want debug, info, warn or error)", c.Level)
+		}
+	}
+	format := c.Format
+	switch format {
+	case "":
+		format = "json"
+	case "json", "console":
+	default:
+		return 0, "", fmt.Errorf("log.format: unknown format %q (want json or console)", c.Format)
+	}
+	return level, format, nil
+}
+
+// build checks cfg, loads the files it names (certificates, CA bundles,
+// password files) and returns the options to run with. log receives what
+// the packages report while loading (certificate warnings). The error, a
+// *configError, lists every problem found, not only the first.
+func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
+	var p problems
+	s := &setup{
+		drainTimeout:   cfg.DrainTimeout.get(defaultDrainTimeout),
+		reloadInterval: cfg.TLS.ReloadInterval.get(defaultReloadInterval),
+	}
+	warn := func(key, format string, args ...any) {
+		s.warnings = append(s.warnings, warning{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if _, _, err := logSettings(cfg.Log); err != nil {
+		p.add("%v", err)
+	}
+	if s.drainTimeout <= 0 {
+		p.add("drain_timeout: must be positive, got %v", s.drainTimeout)
+	}
+
+	// TLS toward clients, shared by every listener so that session tickets
+	// resume across them.
+	s.tls = buildServerTLS(&p, cfg.TLS, log)
+	if s.reloadInterval <= 0 {
+		p.add("tls.reload_interval: must be positive, got %v", s.reloadInterval)
+	}
+	var serverTLS *tls.Config
+	if s.tls != nil {
+		serverTLS = s.tls.TLSConfig()
+	}
+
+	s.opts.Listeners = buildListeners(&p, cfg.Listeners, serverTLS, warn)
+
+	backends := make(map[string]*proxy.Backend, len(cfg.Backends))
+	if len(cfg.Backends) == 0 {
+		p.add("backends: at least one backend is required")
+	}
+	for _, name := range sortedKeys(cfg.Backends) {
+		if b := buildBackend(&p, name, cfg.Backends[name], warn); b != nil {
+			backends[name] = b
+		}
+	}
+	s.opts.Router = buildRouter(&p, cfg.Routes, cfg.Backends, backends, warn)
+
+	s.opts.Limits = buildLimits(&p, cfg.Limits)
+	s.opts.Hostname = cfg.Hostname
+	if strings.ContainsAny(cfg.Hostname, " \t\r\n") {
+		p.add("hostname: %q contains white space", cfg.Hostname)
+	}
+	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
+	s.opts.Logger = log
+	s.opts.Auditor = proxy.NewLogAuditor(log)
+
+	if err := p.err(""); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger) *tlsterm.Server {
+	minVersion, err := tlsVersion(c.MinVersion, false)
+	if err != nil {
+		p.add("tls.min_version: %v", err)
+	}
+	if len(c.Certificates) == 0 {
+		p.add("tls.certificates: at least one certificate is required (every listener speaks TLS)")
+		return nil
+	}
+	files := make([]tlsterm.CertFile, 0, len(c.Certificates))
+	ok := true
+	for i, cf := range c.Certificates {
+		if cf.Cert == "" || cf.Key == "" {
+			p.add("tls.certificates[%d]: both cert and key are required", i)
+			ok = false
+		}
+		files = append(files, tlsterm.CertFile{Cert: cf.Cert, Key: cf.Key})
+	}
+	if !ok || err != nil {
+		return nil
+	}
+	srv, err := tlsterm.NewServer(tlsterm.ServerOptions{
+		Certificates: files,
+		StrictSNI:    c.StrictSNI,
+		MinVersion:   minVersion,
+		Logger:       log.Named("tls"),
+	})
+	if err != nil {
+		p.add("tls.certificates: %v", err)
+		return nil
+	}
+	return srv
+}
+
+// tlsVersion parses "1.2"-style versions. Clients may not be offered less
+// than TLS 1.2 (RFC 8996); legacy backends may, when asked explicitly.
+func tlsVersion(v string, legacyOK bool) (uint16, error) {
+	switch v {
+	case "":
+		return 0, nil // the package's default: TLS 1.2
+	case "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	case "1.0", "1.1":
+		if legacyOK {
+			if v == "1.0" {
+				return tls.VersionTLS10, nil
+			}
+			return tls.VersionTLS11, nil
+		}
+		return 0, fmt.Errorf("TLS %s is not allowed toward clients (RFC 8996): want \"1.2\" or \"1.3\"", v)
+	}
+	if legacyOK {
+		return 0, fmt.Errorf("unknown TLS version %q: want \"1.0\", \"1.1\", \"1.2\" or \"1.3\"", v)
+	}
+	return 0, fmt.Errorf("unknown TLS version %q: want \"1.2\" or \"1.3\"", v)
+}
+
+func buildListeners(p *problems, ls []listenerConfig, serverTLS *tls.Config, warn func(key, format string, args ...any)) []proxy.ListenerOptions {
+	if len(ls) == 0 {
+		p.add("listeners: at least one listener is required")
+	}
+	var out []proxy.ListenerOptions
+	names := map[string]int{}
+	addrs := map[string]int{}
+	for i, l := range ls {
+		key := fmt.Sprintf("listeners[%d]", i)
+		lo := proxy.ListenerOptions{Name: l.Name, Addr: l.Address, TLS: serverTLS}
+		switch l.Mode {
+		case "tls":
+			lo.Mode = proxy.ImplicitTLS
+			if lo.Name == "" {
+				lo.Name = "imaps"
+			}
+		case "starttls":
+			lo.Mode = proxy.StartTLS
+			if lo.Name == "" {
+				lo.Name = "imap"
+			}
+		case "":
+			p.add("%s.mode: required (tls or starttls)", key)
+		default:
+			p.add("%s.mode: unknown mode %q (want tls or starttls)", key, l.Mode)
+		}
+		if lo.Name != "" {
+			if j, dup := names[lo.Name]; dup {
+				p.add("%s.name: %q is already the name of listeners[%d]; give each listener its own name", key, lo.Name, j)
+			}
+			names[lo.Name] = i
+		}
+		if l.Address == "" {
+			p.add("%s.address: required, such as \"0.0.0.0:993\"", key)
+		} else if err := checkHostPort(l.Address, true); err != nil {
+			p.add("%s.address: %v", key, err)
+		} else if _, port, _ := net.SplitHostPort(l.Address); port != "0" { // port 0: a fresh port each
+			if j, dup := addrs[l.Address]; dup {
+				p.add("%s.address: %s is also the address of listeners[%d]", key, l.Address, j)
+			}
+			addrs[l.Address] = i
+		}
+		for j, s := range l.PlaintextAuthFrom {
+			pfx, err := parsePrefix(s)
+			if err != nil {
+				p.add("%s.plaintext_auth_from[%d]: %v", key, j, err)
+				continue
+			}
+			lo.PlaintextAuthFrom = append(lo.PlaintextAuthFrom, pfx)
+		}
+		if len(l.PlaintextAuthFrom) > 0 {
+			if l.Mode == "tls" {
+				p.add("%s.plaintext_auth_from: only meaningful on a starttls listener", key)
+			} else {
+				warn(key+".plaintext_auth_from", "passwords are accepted without TLS from %s", strings.Join(l.PlaintextAuthFrom, ", "))
+			}
+		}
+		out = append(out, lo)
+	}
+	return out
+}
+
+// parsePrefix accepts a CIDR or a single address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid network %q: %w", s, err)
+		}
+		if pfx != pfx.Masked() {
+			return netip.Prefix{}, fmt.Errorf("invalid network %q: host bits set, did you mean %s?", s, pfx.Masked())
+		}
+		return pfx, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid network %q: want a CIDR such as 10.0.0.0/8 or an address", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkHostPort checks "host:port" with a numeric port. Listeners may leave
+// the host empty (all interfaces) and use port 0 (any free port).
+func checkHostPort(addr string, listen bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: want host:port", addr)
+	}
+	if host == "" && !listen {
+		return fmt.Errorf("invalid address %q: the host is missing", addr)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (n == 0 && !listen) {
+		return fmt.Errorf("invalid address %q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+func buildBackend(p *problems, name string, c *backendConfig, warn func(key, format string, args ...any)) *proxy.Backend {
+	key := "backends." + name
+	if name == "" {
+		p.add("backends: a backend has an empty name")
+		return nil
+	}
+	if c == nil {
+		p.add("%s: empty; address and security are required", key)
+		return nil
+	}
+	n := len(*p)
+	b := &proxy.Backend{
+		Name:           name,
+		Addr:           c.Address,
+		SendID:         c.SendID,
+		MasterUser:     c.MasterUser,
+		ConnectTimeout: c.ConnectTimeout.get(proxy.DefaultConnectTimeout),
+		LoginTimeout:   c.LoginTimeout.get(proxy.DefaultLoginTimeout),
+	}
+	if c.Address == "" {
+		p.add("%s.address: required, such as \"10.0.0.5:143\"", key)
+	} else if err := checkHostPort(c.Address, false); err != nil {
+		p.add("%s.address: %v", key, err)
+	}
+	if b.ConnectTimeout <= 0 {
+		p.add("%s.connect_timeout: must be positive, got %v", key, b.ConnectTimeout)
+	}
+	if b.LoginTimeout <= 0 {
+		p.add("%s.login_timeout: must be positive, got %v", key, b.LoginTimeout)
+	}
+
+	switch c.Security {
+	case "plain":
+		b.Security = proxy.BackendPlain
+		if c.TLS != nil {
+			p.add("%s.tls: set, but security is plain; use starttls or tls, or remove the tls section", key)
+		}
+		if host, _, err := net.SplitHostPort(c.Address); err == nil && !isLoopback(host) {
+			warn(key+".security", "plain: client passwords cross the network to %s unencrypted", c.Address)
+		}
+	case "starttls":
+		b.Security = proxy.BackendStartTLS
+	case "tls":
+		b.Security = proxy.BackendTLS
+	case "":
+		p.add("%s.security: required (plain, starttls or tls)", key)
+	default:
+		p.add("%s.security: unknown value %q (want plain, starttls or tls)", key, c.Security)
+	}
+
+	switch c.Login {
+	case "", "auto":
+		b.Login = proxy.LoginAuto
+	case "login":
+		b.Login = proxy.LoginCommand
+	case "plain":
+		b.Login = proxy.LoginPlain
+	case "master":
+		b.Login = proxy.LoginMaster
+		if c.MasterUser == "" {
+			p.add("%s.master_user: required with login: master", key)
+		}
+		if c.MasterPasswordFile == "" {
+			p.add("%s.master_password_file: required with login: master (the password is never written in the config)", key)
+		} else if pw, err := readSecretFile(c.MasterPasswordFile); err != nil {
+			p.add("%s.master_password_file: %v", key, err)
+		} else {
+			b.MasterPassword = pw
+		}
+		// With a master login the backend never checks the client's
+		// password: only proxy.Options.Authenticator would, and the config
+		// cannot name one yet. Running without it would let anyone read any
+		// mailbox, so refuse rather than warn.
+		p.add("%s.login: master needs an authenticator to check client passwords, and none can be configured yet; use auto, login or plain", key)
+	default:
+		p.add("%s.login: unknown value %q (want auto, login, plain or master)", key, c.Login)
+	}
+	if b.Login != proxy.LoginMaster && (c.MasterUser != "" || c.MasterPasswordFile != "") {
+		p.add("%s: master_user and master_password_file are only used with login: master", key)
+	}
+
+	if b.Security == proxy.BackendStartTLS || b.Security == proxy.BackendTLS {
+		var t backendTLSConfig
+		if c.TLS != nil {
+			t = *c.TLS
+		}
+		minVersion, err := tlsVersion(t.MinVersion, true)
+		if err != nil {
+			p.add("%s.tls.min_version: %v", key, err)
+		}
+		if t.Insecure {
+			if t.CAFile != "" {
+				p.add("%s.tls: insecure and ca_file contradict each other", key)
+			}
+			warn(key+".tls.insecure", "the backend's certificate is not verified: anyone on the path to %s can read passwords and mail", c.Address)
+		}
+		if (t.ClientCert.Cert == "") != (t.ClientCert.Key == "") {
+			p.add("%s.tls.client_cert: both cert and key are required", key)
+		}
+		if len(*p) == n { // BackendConfig reads files: only once the rest is sound
+			cfg, err := tlsterm.BackendConfig(tlsterm.BackendOptions{
+				ServerName: t.ServerName,
+				CAFile:     t.CAFile,
+				Insecure:   t.Insecure,
+				MinVersion: minVersion,
+				ClientCert: tlsterm.CertFile{Cert: t.ClientCert.Cert, Key: t.ClientCert.Key},
+			}, c.Address)
+			if err != nil {
+				p.add("%s.tls: %v", key, err)
+			}
+			b.TLS = cfg
+		}
+	}
+	if len(*p) > n {
+		return nil
+	}
+	return b
+}
+
+// readSecretFile reads a password from a file, without its final newline.
+// The error never contains the file's content.
+func readSecretFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(data), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	if strings.ContainsAny(s, "\r\n\x00") {
+		return "", fmt.Errorf("%s: the password must be one line", path)
+	}
+	return s, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+func buildRouter(p *problems, c routesConfig, conf map[string]*backendConfig, backends map[string]*proxy.Backend, warn func(key, format string, args ...any)) *proxy.StaticRouter {
+	r := &proxy.StaticRouter{}
+	used := map[string]bool{}
+	// lookup resolves a backend name. A backend that exists but failed its
+	// own checks was reported already.
+	lookup := func(key, name string) *proxy.Backend {
+		if name == "" {
+			p.add("%s: empty backend name", key)
+			return nil
+		}
+		if _, ok := conf[name]; !ok {
+			p.add("%s: no backend named %q (have %s)", key, name, strings.Join(sortedKeys(conf), ", "))
+			return nil
+		}
+		used[name] = true
+		return backends[name]
+	}
+	if c.Default != "" {
+		r.Default = lookup("routes.default", c.Default)
+	}
+	table := func(section string, m map[string]string, norm func(string) string) map[string]*proxy.Backend {
+		if len(m) == 0 {
+			return nil
+		}
+		out := make(map[string]*proxy.Backend, len(m))
+		seen := map[string]string{}
+		for _, k := range sortedKeys(m) {
+			key := fmt.Sprintf("routes.%s.%s", section, k)
+			nk := norm(k)
+			if nk == "" {
+				p.add("routes.%s: empty key", section)
+				continue
+			}
+			// StaticRouter matches case-insensitively by lower-casing the
+			// user; keys must be lower case for that to find them.
+			if prev, dup := seen[nk]; dup {
+				p.add("%s: same as %q (keys are case-insensitive)", key, prev)
+				continue
+			}
+			seen[nk] = k
+			out[nk] = lookup(key, m[k])
+		}
+		return out
+	}
+	r.Users = table("users", c.Users, strings.ToLower)
+	r.Domains = table("domains", c.Domains, func(d string) string {
+		return strings.TrimPrefix(strings.ToLower(d), "@")
+	})
+
+	if c.Default == "" {
+		switch {
+		case len(c.Users) > 0 || len(c.Domains) > 0:
+			warn("routes.default", "not set: users matching no entry of routes.users or routes.domains cannot log in")
+		case len(conf) == 1:
+			// One backend and no routes: it is the default.
+			for name := range conf {
+				r.Default = lookup("routes.default", name)
+			}
+		case len(conf) > 1:
+			p.add("routes.default: required when there are several backends and no users or domains routes")
+		}
+	}
+	for _, name := range sortedKeys(conf) {
+		if !used[name] && name != "" {
+			warn("backends."+name, "no route leads to this backend")
+		}
+	}
+	return r
+}
+
+func buildLimits(p *problems, c limitsConfig) proxy.Limits {
+	size := func(key string, v *byteSize, def int64) int64 {
+		if v == nil {
+			return def
+		}
+		if *v <= 0 {
+			p.add("limits.%s: must be positive, got %d", key, *v)
+		}
+		return int64(*v)
+	}
+	count := func(key string, v *int, def int) int {
+		if v == nil {
+			return def
+		}
+		if *v <= 0 {
+			p.add("limits.%s: must be positive, got %d", key, *v)
+		}
+		return *v
+	}
+	dur := func(key string, v *duration, def time.Duration) time.Duration {
+		d := v.get(def)
+		if d <= 0 {
+			p.add("limits.%s: must be positive, got %v", key, d)
+		}
+		return d
+	}
+	l := proxy.Limits{
+		MaxLine:            int(size("max_line", c.MaxLine, proxy.DefaultMaxLine)),
+		MaxBufferedLiteral: int(size("max_buffered_literal", c.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)),
+		MaxAppendLiteral:   size("max_append_literal", c.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral),
+		MaxPreAuthCommands: count("max_preauth_commands", c.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands),
+		PreAuthIdle:        dur("preauth_idle", c.PreAuthIdle, proxy.DefaultPreAuthIdle),
+		AuthIdle:           dur("auth_idle", c.AuthIdle, proxy.DefaultAuthIdle),
+		IdleTimeout:        dur("idle_timeout", c.IdleTimeout, proxy.DefaultIdleTimeout),
+		WriteTimeout:       dur("write_timeout", c.WriteTimeout, proxy.DefaultWriteTimeout),
+		MaxAuthFailures:    count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
+	}
+	// RFC 9051 §5.4: an autologout timer must be at least 30 minutes.
+	if l.AuthIdle > 0 && l.AuthIdle < 30*time.Minute {
+		p.add("limits.auth_idle: %v is below the 30m minimum of RFC 9051 §5.4", l.AuthIdle)
+	}
+	// RFC 9051 §6.3.13: clients re-issue IDLE at least every 29 minutes.
+	if l.IdleTimeout > 0 && l.IdleTimeout < 29*time.Minute {
+		p.add("limits.idle_timeout: %v is below the 29m that RFC 9051 §6.3.13 lets a client stay in IDLE", l.IdleTimeout)
+	}
+	if l.MaxLine > 0 && l.MaxLine < 1024 {
+		p.add("limits.max_line: %d is too small for ordinary commands (at least 1024)", l.MaxLine)
+	}
+	if l.MaxLine > 1<<30 || l.MaxBufferedLiteral > 1<<30 {
+		p.add("limits: max_line and max_buffered_literal are held in memory; keep them below 1GiB")
+	}
+	return l
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

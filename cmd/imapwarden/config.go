@@ -1,0 +1,260 @@
+package main
+
+// This file is the only place that knows the configuration file format
+// (DESIGN §2): the YAML schema, its parsing and the checks that need no file
+// system. build.go turns a checked config into each package's Options.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// fileConfig is the whole configuration file. Every field is optional in the
+// YAML; check reports what is missing. Pointers tell "not set" (take the
+// default) from an explicit value (which must then be valid).
+type fileConfig struct {
+	// Hostname is the name in the greeting; the proxy's default is
+	// "imapwarden".
+	Hostname     string           `yaml:"hostname"`
+	Log          logConfig        `yaml:"log"`
+	DrainTimeout *duration        `yaml:"drain_timeout"`
+	Listeners    []listenerConfig `yaml:"listeners"`
+	TLS          tlsConfig        `yaml:"tls"`
+	// Backends by name; routes refer to the names.
+	Backends map[string]*backendConfig `yaml:"backends"`
+	Routes   routesConfig              `yaml:"routes"`
+	Limits   limitsConfig              `yaml:"limits"`
+	Auth     authConfig                `yaml:"auth"`
+}
+
+type logConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error; default info
+	Format string `yaml:"format"` // json | console; default json
+}
+
+type listenerConfig struct {
+	// Name labels the listener in logs and audit; default "imaps" for mode
+	// tls and "imap" for starttls.
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Mode    string `yaml:"mode"` // tls | starttls
+	// PlaintextAuthFrom lists CIDRs (or single addresses) allowed to log in
+	// before STARTTLS. Empty means nobody (RFC 9051 §6.2.3).
+	PlaintextAuthFrom []string `yaml:"plaintext_auth_from"`
+}
+
+type certConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+type tlsConfig struct {
+	Certificates   []certConfig `yaml:"certificates"`
+	MinVersion     string       `yaml:"min_version"` // "1.2" | "1.3"; default 1.2
+	StrictSNI      bool         `yaml:"strict_sni"`
+	ReloadInterval *duration    `yaml:"reload_interval"` // default 1m
+}
+
+type backendTLSConfig struct {
+	CAFile     string     `yaml:"ca_file"`
+	ServerName string     `yaml:"server_name"`
+	Insecure   bool       `yaml:"insecure"`
+	MinVersion string     `yaml:"min_version"` // "1.0" | "1.1" | "1.2" | "1.3"; default 1.2
+	ClientCert certConfig `yaml:"client_cert"`
+}
+
+type backendConfig struct {
+	Address  string            `yaml:"address"`
+	Security string            `yaml:"security"` // plain | starttls | tls; required
+	TLS      *backendTLSConfig `yaml:"tls"`
+	Login    string            `yaml:"login"` // auto | login | plain | master; default auto
+	// MasterUser and MasterPasswordFile are for login: master. The password
+	// is never written in the config itself.
+	MasterUser         string    `yaml:"master_user"`
+	MasterPasswordFile string    `yaml:"master_password_file"`
+	ConnectTimeout     *duration `yaml:"connect_timeout"` // default 10s
+	LoginTimeout       *duration `yaml:"login_timeout"`   // default 30s
+	SendID             bool      `yaml:"send_id"`
+}
+
+type routesConfig struct {
+	Default string            `yaml:"default"`
+	Users   map[string]string `yaml:"users"`   // user → backend name
+	Domains map[string]string `yaml:"domains"` // domain → backend name
+}
+
+type limitsConfig struct {
+	MaxLine            *byteSize `yaml:"max_line"`
+	MaxBufferedLiteral *byteSize `yaml:"max_buffered_literal"`
+	MaxAppendLiteral   *byteSize `yaml:"max_append_literal"`
+	MaxPreAuthCommands *int      `yaml:"max_preauth_commands"`
+	PreAuthIdle        *duration `yaml:"preauth_idle"`
+	AuthIdle           *duration `yaml:"auth_idle"`
+	IdleTimeout        *duration `yaml:"idle_timeout"`
+	WriteTimeout       *duration `yaml:"write_timeout"`
+	MaxAuthFailures    *int      `yaml:"max_auth_failures"`
+}
+
+type authConfig struct {
+	AllowAuthzid bool `yaml:"allow_authzid"`
+}
+
+// Defaults owned by the command rather than by a package.
+const (
+	defaultDrainTimeout   = 30 * time.Second
+	defaultReloadInterval = time.Minute
+)
+
+// duration is a time.Duration written the Go way ("30s", "1m30s"). A bare
+// number is refused: "30" could mean seconds or minutes.
+type duration time.Duration
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeError(n, "want a duration such as 30s or 5m")
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(n.Value, 64); nerr == nil {
+			return typeError(n, "invalid duration %q: add a unit, as in %ss", n.Value, n.Value)
+		}
+		return typeError(n, "invalid duration %q: want a number with a unit (ms, s, m, h), as in 30s", n.Value)
+	}
+	*d = duration(v)
+	return nil
+}
+
+func (d *duration) get(def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return time.Duration(*d)
+}
+
+// byteSize is a size in bytes: a plain integer or one with a binary suffix
+// (KiB, MiB, GiB).
+type byteSize int64
+
+var sizeSuffixes = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}}
+
+func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeError(n, "want a size in bytes, such as 65536 or 64KiB")
+	}
+	s := strings.TrimSpace(n.Value)
+	mult := int64(1)
+	for _, sf := range sizeSuffixes {
+		if rest, ok := strings.CutSuffix(s, sf.suffix); ok {
+			s, mult = strings.TrimSpace(rest), sf.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v > (1<<62)/mult {
+		return typeError(n, "invalid size %q: want bytes, or a number with KiB, MiB or GiB", n.Value)
+	}
+	*b = byteSize(v * mult)
+	return nil
+}
+
+func typeError(n *yaml.Node, format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, fmt.Sprintf(format, args...))}}
+}
+
+// configError lists everything wrong with a configuration. Its lines are
+// printed one by one by validate.
+type configError struct {
+	File     string
+	Problems []string
+}
+
+func (e *configError) Error() string {
+	prefix := ""
+	if e.File != "" {
+		prefix = e.File + ": "
+	}
+	if len(e.Problems) == 1 {
+		return prefix + e.Problems[0]
+	}
+	return prefix + fmt.Sprintf("%d problems:\n  ", len(e.Problems)) + strings.Join(e.Problems, "\n  ")
+}
+
+// problems collects configuration errors so that one run reports them all.
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+func (p problems) err(file string) error {
+	if len(p) == 0 {
+		return nil
+	}
+	return &configError{File: file, Problems: p}
+}
+
+// loadConfigFile reads and parses path; it does not check the values.
+func loadConfigFile(path string) (*fileConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := parseConfig(data)
+	if err != nil {
+		var ce *configError
+		if errors.As(err, &ce) {
+			ce.File = path
+			return nil, ce
+		}
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// unknownField rewrites yaml.v3's message for a key that no field takes,
+// which names a Go type the reader of the config never saw.
+var unknownField = regexp.MustCompile(`^(line \d+): field (.+) not found in type \S+$`)
+
+// parseConfig decodes exactly one YAML document, refusing unknown keys.
+func parseConfig(data []byte) (*fileConfig, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var cfg fileConfig
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &configError{Problems: []string{"empty configuration: no YAML document"}}
+		}
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var p problems
+			for _, m := range te.Errors {
+				if sm := unknownField.FindStringSubmatch(m); sm != nil {
+					m = fmt.Sprintf("%s: unknown key %q", sm[1], sm[2])
+				}
+				p.add("%s", m)
+			}
+			return nil, p.err("")
+		}
+		// Syntax errors carry "yaml: line N: ..." already.
+		return nil, &configError{Problems: []string{err.Error()}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := extra.Line
+		if err != nil {
+			return nil, &configError{Problems: []string{err.Error()}}
+		}
+		return nil, &configError{Problems: []string{fmt.Sprintf("line %d: a second YAML document: the configuration must be one document", line)}}
+	}
+	return &cfg, nil
+}

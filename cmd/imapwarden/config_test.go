@@ -1,0 +1,400 @@
+package main
+
+import (
+	"crypto/tls"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/tlsterm"
+)
+
+// tlsFiles writes, into dir, what the example configuration names under
+// /etc/imapwarden/tls: cert.pem and key.pem (self-signed for
+// imap.example.com) and backend-ca.pem.
+func tlsFiles(t *testing.T, dir string) tlsterm.CertFile {
+	t.Helper()
+	cf, err := tlsterm.WriteSelfSigned(dir, []string{"imap.example.com", "localhost", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tlsterm.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "backend-ca.pem"), ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cf
+}
+
+// exampleConfig copies testdata/example.yaml into a temporary directory with
+// its /etc/imapwarden/tls/ files created there, and returns its path.
+func exampleConfig(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	data, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(data), "/etc/imapwarden/tls/", dir+"/")
+	path := filepath.Join(dir, "imapwarden.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestExampleConfigOptions(t *testing.T) {
+	cfg, err := loadConfigFile(exampleConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := s.opts
+	if o.Hostname != "imap.example.com" || o.AllowAuthzid {
+		t.Errorf("Hostname %q AllowAuthzid %v", o.Hostname, o.AllowAuthzid)
+	}
+	if s.drainTimeout != 30*time.Second || s.reloadInterval != time.Minute {
+		t.Errorf("drain %v reload %v", s.drainTimeout, s.reloadInterval)
+	}
+	wantLimits := proxy.Limits{
+		MaxLine:            proxy.DefaultMaxLine,
+		MaxBufferedLiteral: proxy.DefaultMaxBufferedLiteral,
+		MaxAppendLiteral:   proxy.DefaultMaxAppendLiteral,
+		MaxPreAuthCommands: proxy.DefaultMaxPreAuthCommands,
+		PreAuthIdle:        proxy.DefaultPreAuthIdle,
+		AuthIdle:           proxy.DefaultAuthIdle,
+		IdleTimeout:        proxy.DefaultIdleTimeout,
+		WriteTimeout:       proxy.DefaultWriteTimeout,
+		MaxAuthFailures:    proxy.DefaultMaxAuthFailures,
+	}
+	if o.Limits != wantLimits {
+		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
+	}
+	if len(o.Listeners) != 2 {
+		t.Fatalf("%d listeners, want 2", len(o.Listeners))
+	}
+	for i, want := range []proxy.ListenerOptions{
+		{Name: "imaps", Addr: "0.0.0.0:993", Mode: proxy.ImplicitTLS},
+		{Name: "imap", Addr: "0.0.0.0:143", Mode: proxy.StartTLS},
+	} {
+		got := o.Listeners[i]
+		if got.Name != want.Name || got.Addr != want.Addr || got.Mode != want.Mode || len(got.PlaintextAuthFrom) != 0 {
+			t.Errorf("listener %d: got %+v, want %+v", i, got, want)
+		}
+		if got.TLS != s.tls.TLSConfig() {
+			t.Errorf("listener %d: TLS is not the tlsterm server's config", i)
+		}
+	}
+	r, ok := o.Router.(*proxy.StaticRouter)
+	if !ok {
+		t.Fatalf("Router is %T", o.Router)
+	}
+	mainB, legacy := r.Default, r.Domains["legacy.example.com"]
+	if mainB == nil || legacy == nil || r.Users["ceo@example.com"] != mainB || len(r.Users) != 1 || len(r.Domains) != 1 {
+		t.Fatalf("routes: %+v", r)
+	}
+	if mainB.TLS == nil || mainB.TLS.ServerName != "mail.internal.example.com" || mainB.TLS.RootCAs == nil ||
+		mainB.TLS.InsecureSkipVerify || mainB.TLS.MinVersion != tls.VersionTLS12 {
+		t.Errorf("main TLS: %+v", mainB.TLS)
+	}
+	mainB.TLS = nil
+	wantMain := proxy.Backend{Name: "main", Addr: "10.0.0.5:143", Security: proxy.BackendStartTLS, Login: proxy.LoginAuto,
+		ConnectTimeout: 10 * time.Second, LoginTimeout: 30 * time.Second, SendID: true}
+	if *mainB != wantMain {
+		t.Errorf("main backend\n got %+v\nwant %+v", *mainB, wantMain)
+	}
+	if legacy.TLS == nil || !legacy.TLS.InsecureSkipVerify {
+		t.Errorf("legacy TLS: %+v", legacy.TLS)
+	}
+	legacy.TLS = nil
+	wantLegacy := proxy.Backend{Name: "legacy", Addr: "192.0.2.20:993", Security: proxy.BackendTLS, Login: proxy.LoginAuto,
+		ConnectTimeout: proxy.DefaultConnectTimeout, LoginTimeout: proxy.DefaultLoginTimeout}
+	if *legacy != wantLegacy {
+		t.Errorf("legacy backend\n got %+v\nwant %+v", *legacy, wantLegacy)
+	}
+	if len(s.warnings) != 1 || s.warnings[0].Key != "backends.legacy.tls.insecure" {
+		t.Errorf("warnings: %v", s.warnings)
+	}
+}
+
+// testConfig is a small valid configuration with every non-default value,
+// its certificate files in dir.
+func testConfig(dir string) string {
+	return `
+hostname: mx.example.net
+log: {level: debug, format: console}
+drain_timeout: 5s
+listeners:
+  - {address: "127.0.0.1:0", mode: tls}
+  - {name: inner, address: "127.0.0.1:1143", mode: starttls, plaintext_auth_from: ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]}
+tls:
+  certificates: [{cert: ` + dir + `/cert.pem, key: ` + dir + `/key.pem}]
+  min_version: "1.3"
+  strict_sni: true
+  reload_interval: 10s
+backends:
+  only:
+    address: "127.0.0.1:143"
+    security: plain
+    login: login
+    connect_timeout: 2s
+    login_timeout: 3s
+limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_preauth_commands: 5,
+  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1}
+auth: {allow_authzid: true}
+`
+}
+
+func TestConfigNonDefaults(t *testing.T) {
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	cfg, err := parseConfig([]byte(testConfig(dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := s.opts
+	if level, format, _ := logSettings(cfg.Log); level != zap.DebugLevel || format != "console" {
+		t.Errorf("log %v %v", level, format)
+	}
+	if o.Hostname != "mx.example.net" || !o.AllowAuthzid || s.drainTimeout != 5*time.Second || s.reloadInterval != 10*time.Second {
+		t.Errorf("options %+v drain %v reload %v", o, s.drainTimeout, s.reloadInterval)
+	}
+	if got := s.tls.TLSConfig().MinVersion; got != tls.VersionTLS13 {
+		t.Errorf("MinVersion %#x", got)
+	}
+	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxPreAuthCommands: 5,
+		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1}
+	if o.Limits != want {
+		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
+	}
+	if o.Listeners[0].Name != "imaps" || o.Listeners[1].Name != "inner" {
+		t.Errorf("listener names %q %q", o.Listeners[0].Name, o.Listeners[1].Name)
+	}
+	wantNets := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("2001:db8::/32")}
+	if !reflect.DeepEqual(o.Listeners[1].PlaintextAuthFrom, wantNets) {
+		t.Errorf("PlaintextAuthFrom %v", o.Listeners[1].PlaintextAuthFrom)
+	}
+	// One backend and no routes: it is the default.
+	b := o.Router.(*proxy.StaticRouter).Default
+	wantB := proxy.Backend{Name: "only", Addr: "127.0.0.1:143", Security: proxy.BackendPlain, Login: proxy.LoginCommand,
+		ConnectTimeout: 2 * time.Second, LoginTimeout: 3 * time.Second}
+	if b == nil || *b != wantB {
+		t.Errorf("backend\n got %+v\nwant %+v", b, wantB)
+	}
+	if len(s.warnings) != 1 || s.warnings[0].Key != "listeners[1].plaintext_auth_from" {
+		t.Errorf("warnings %v", s.warnings)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	secret := filepath.Join(dir, "master.secret")
+	if err := os.WriteFile(secret, []byte("s3cret-master\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certs := "tls: {certificates: [{cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}]}\n"
+	listener := "listeners: [{address: \":993\", mode: tls}]\n"
+	backend := "backends: {main: {address: \"10.0.0.5:993\", security: tls}}\n"
+	base := listener + certs + backend
+
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string // substrings of the error
+	}{
+		{"empty file", "", []string{"empty configuration"}},
+		{"only comments", "# nothing\n", []string{"empty configuration"}},
+		{"two documents", base + "---\nhostname: x\n", []string{"second YAML document"}},
+		{"syntax", "listeners: [\n", []string{"yaml:"}},
+		{"unknown top key", "hostname: a\nlisten: []\n", []string{`line 2: unknown key "listen"`}},
+		{"unknown nested key", base + "limits:\n  max_lines: 10\n", []string{`line 5: unknown key "max_lines"`}},
+		{"unknown backend key", "backends:\n  main:\n    address: \"h:1\"\n    securty: tls\n", []string{`line 4: unknown key "securty"`}},
+		{"bad duration", base + "drain_timeout: 30x\n", []string{`line 4: invalid duration "30x"`}},
+		{"duration without unit", base + "limits: {auth_idle: 1800}\n", []string{"line 4:", "add a unit, as in 1800s"}},
+		{"bad size", base + "limits: {max_line: 12 bytes}\n", []string{`line 4: invalid size "12 bytes"`}},
+		{"wrong type", base + "limits: {max_auth_failures: many}\n", []string{"line 4:", "many"}},
+		{"no listeners", certs + backend, []string{"listeners: at least one listener"}},
+		{"no certificates", listener + backend, []string{"tls.certificates: at least one"}},
+		{"missing cert file", listener + backend + "tls: {certificates: [{cert: /nonexistent/c.pem, key: /nonexistent/k.pem}]}\n", []string{"/nonexistent/c.pem"}},
+		{"client tls 1.1", listener + backend + "tls: {min_version: \"1.1\", certificates: [{cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}]}\n",
+			[]string{"tls.min_version: TLS 1.1 is not allowed toward clients (RFC 8996)"}},
+		{"duplicate key", base + "tls: {strict_sni: true}\n", []string{`line 4: mapping key "tls" already defined at line 2`}},
+		{"bad mode", "listeners: [{address: \":993\", mode: ssl}]\n" + certs + backend, []string{`listeners[0].mode: unknown mode "ssl"`}},
+		{"bad listener address", "listeners: [{address: \"993\", mode: tls}]\n" + certs + backend, []string{"listeners[0].address"}},
+		{"duplicate listener names", "listeners: [{address: \":993\", mode: tls}, {address: \":994\", mode: tls}]\n" + certs + backend, []string{`listeners[1].name: "imaps" is already`}},
+		{"plaintext auth on tls", "listeners: [{address: \":993\", mode: tls, plaintext_auth_from: [10.0.0.0/8]}]\n" + certs + backend, []string{"only meaningful on a starttls listener"}},
+		{"bad cidr", "listeners: [{address: \":143\", mode: starttls, plaintext_auth_from: [10.0.0.1/8]}]\n" + certs + backend, []string{"host bits set"}},
+		{"no backends", listener + certs, []string{"backends: at least one backend"}},
+		{"bad security", listener + certs + "backends: {main: {address: \"h:143\", security: ssl}}\n", []string{`backends.main.security: unknown value "ssl"`}},
+		{"missing security", listener + certs + "backends: {main: {address: \"h:143\"}}\n", []string{"backends.main.security: required"}},
+		{"backend without port", listener + certs + "backends: {main: {address: \"h\", security: tls}}\n", []string{"backends.main.address"}},
+		{"tls on plain", listener + certs + "backends: {main: {address: \"127.0.0.1:143\", security: plain, tls: {insecure: true}}}\n", []string{"backends.main.tls: set, but security is plain"}},
+		{"insecure and ca", listener + certs + "backends: {main: {address: \"h:993\", security: tls, tls: {insecure: true, ca_file: " + dir + "/backend-ca.pem}}}\n", []string{"insecure and ca_file contradict"}},
+		{"missing ca file", listener + certs + "backends: {main: {address: \"h:993\", security: tls, tls: {ca_file: /nonexistent/ca.pem}}}\n", []string{"backends.main.tls:", "/nonexistent/ca.pem"}},
+		{"bad login", listener + certs + "backends: {main: {address: \"h:993\", security: tls, login: cram}}\n", []string{`backends.main.login: unknown value "cram"`}},
+		{"master without password file", listener + certs + "backends: {main: {address: \"h:993\", security: tls, login: master, master_user: proxy}}\n",
+			[]string{"backends.main.master_password_file: required"}},
+		{"master without user", listener + certs + "backends: {main: {address: \"h:993\", security: tls, login: master, master_password_file: " + secret + "}}\n",
+			[]string{"backends.main.master_user: required"}},
+		{"master needs authenticator", listener + certs + "backends: {main: {address: \"h:993\", security: tls, login: master, master_user: proxy, master_password_file: " + secret + "}}\n",
+			[]string{"master needs an authenticator"}},
+		{"master fields without master", listener + certs + "backends: {main: {address: \"h:993\", security: tls, master_user: proxy}}\n",
+			[]string{"only used with login: master"}},
+		{"unknown default backend", base + "routes: {default: nope}\n", []string{`routes.default: no backend named "nope" (have main)`}},
+		{"unknown user backend", base + "routes: {default: main, users: {bob@example.com: other}}\n", []string{`routes.users.bob@example.com: no backend named "other"`}},
+		{"unknown domain backend", base + "routes: {domains: {example.com: other}}\n", []string{`routes.domains.example.com: no backend named "other"`}},
+		{"duplicate user case", base + "routes: {users: {Bob: main, bob: main}}\n", []string{"keys are case-insensitive"}},
+		{"several backends no route", listener + certs + "backends: {a: {address: \"h:993\", security: tls}, b: {address: \"h:994\", security: tls}}\n", []string{"routes.default: required"}},
+		{"auth_idle below 30m", base + "limits: {auth_idle: 29m}\n", []string{"limits.auth_idle: 29m0s is below the 30m minimum of RFC 9051 §5.4"}},
+		{"idle_timeout below 29m", base + "limits: {idle_timeout: 10m}\n", []string{"limits.idle_timeout"}},
+		{"zero limit", base + "limits: {max_preauth_commands: 0}\n", []string{"limits.max_preauth_commands: must be positive"}},
+		{"negative duration", base + "drain_timeout: -1s\n", []string{"drain_timeout: must be positive"}},
+		{"bad log level", base + "log: {level: loud}\n", []string{`log.level: unknown level "loud"`}},
+		{"bad log format", base + "log: {format: xml}\n", []string{`log.format: unknown format "xml"`}},
+		{"several problems", "listeners: [{address: \":993\", mode: ssl}]\n" + certs + "backends: {main: {address: \"h:993\", security: ssl}}\nlimits: {auth_idle: 1m}\n",
+			[]string{"3 problems", "listeners[0].mode", "backends.main.security", "limits.auth_idle"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseConfig([]byte(tc.yaml))
+			if err == nil {
+				_, err = build(cfg, zap.NewNop())
+			}
+			if err == nil {
+				t.Fatalf("no error; want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretsStayOut(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "master.secret")
+	if err := os.WriteFile(secret, []byte("s3cret-master\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pw, err := readSecretFile(secret)
+	if err != nil || pw != "s3cret-master" {
+		t.Fatalf("readSecretFile = %q, %v", pw, err)
+	}
+	if err := os.WriteFile(secret, []byte("line1\nline2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readSecretFile(secret); err == nil || strings.Contains(err.Error(), "line1") {
+		t.Errorf("two-line secret: %v", err)
+	}
+	_, err = parseBackendURL("imaps://user:hunter2@h:993")
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("URL with credentials: %v", err)
+	}
+}
+
+func TestParseBackendURL(t *testing.T) {
+	for _, tc := range []struct {
+		url     string
+		want    *backendConfig
+		wantErr string
+	}{
+		{url: "imap://127.0.0.1:143", want: &backendConfig{Address: "127.0.0.1:143", Security: "plain"}},
+		{url: "imap://127.0.0.1:143/", want: &backendConfig{Address: "127.0.0.1:143", Security: "plain"}},
+		{url: "imap+starttls://mail.example.com:143", want: &backendConfig{Address: "mail.example.com:143", Security: "starttls"}},
+		{url: "IMAPS://mail.example.com:993", want: &backendConfig{Address: "mail.example.com:993", Security: "tls"}},
+		{url: "imaps://[2001:db8::5]:993", want: &backendConfig{Address: "[2001:db8::5]:993", Security: "tls"}},
+		{url: "imaps://10.0.0.5:993?insecure=1", want: &backendConfig{Address: "10.0.0.5:993", Security: "tls", TLS: &backendTLSConfig{Insecure: true}}},
+		{url: "imap+starttls://10.0.0.5:143?insecure=true", want: &backendConfig{Address: "10.0.0.5:143", Security: "starttls", TLS: &backendTLSConfig{Insecure: true}}},
+		{url: "imaps://10.0.0.5:993?ca=/etc/ca.pem&server_name=mail.internal", want: &backendConfig{Address: "10.0.0.5:993", Security: "tls", TLS: &backendTLSConfig{CAFile: "/etc/ca.pem", ServerName: "mail.internal"}}},
+		{url: "imaps://10.0.0.5:993?insecure=0", want: &backendConfig{Address: "10.0.0.5:993", Security: "tls", TLS: &backendTLSConfig{}}},
+		{url: "http://10.0.0.5:143", wantErr: `unknown scheme "http"`},
+		{url: "imap+ssl://10.0.0.5:143", wantErr: "unknown scheme"},
+		{url: "10.0.0.5:143", wantErr: "not a backend URL"},
+		{url: "imaps://10.0.0.5", wantErr: "the port is missing, as in imaps://10.0.0.5:993"},
+		{url: "imap://mail.example.com", wantErr: "the port is missing"},
+		{url: "imaps://10.0.0.5:0", wantErr: "port"},
+		{url: "imaps://10.0.0.5:99999", wantErr: "port"},
+		{url: "imaps://:993", wantErr: "host is missing"},
+		{url: "imaps:10.0.0.5:993", wantErr: "not a backend URL"},
+		{url: "imaps:///INBOX", wantErr: "want imaps://host:port"},
+		{url: "imaps://10.0.0.5:993/INBOX", wantErr: "no path"},
+		{url: "imap://10.0.0.5:143?insecure=1", wantErr: "applies to TLS only"},
+		{url: "imaps://10.0.0.5:993?insecure=maybe", wantErr: "want 1 or 0"},
+		{url: "imaps://10.0.0.5:993?verify=0", wantErr: `unknown parameter "verify"`},
+		{url: "imaps://10.0.0.5:993?ca=a&ca=b", wantErr: "ca given 2 times"},
+		{url: "imaps://u:p@10.0.0.5:993", wantErr: "credentials do not belong"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			got, err := parseBackendURL(tc.url)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v (tls %+v), want %+v (tls %+v)", got, got.TLS, tc.want, tc.want.TLS)
+			}
+		})
+	}
+}
+
+func TestQuickConfig(t *testing.T) {
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	q := quickFlags{imaps: "127.0.0.1:0", starttls: "127.0.0.1:0", backend: "imaps://10.0.0.5:993?insecure=1", cert: cf.Cert, key: cf.Key, sendID: true}
+	cfg, err := q.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.opts.Listeners) != 2 || s.opts.Listeners[0].Mode != proxy.ImplicitTLS || s.opts.Listeners[1].Mode != proxy.StartTLS {
+		t.Errorf("listeners %+v", s.opts.Listeners)
+	}
+	b := s.opts.Router.(*proxy.StaticRouter).Default
+	if b.Addr != "10.0.0.5:993" || b.Security != proxy.BackendTLS || !b.SendID || !b.TLS.InsecureSkipVerify {
+		t.Errorf("backend %+v", b)
+	}
+	if len(s.warnings) != 1 || !strings.Contains(s.warnings[0].Msg, "not verified") {
+		t.Errorf("warnings %v", s.warnings)
+	}
+
+	for _, tc := range []struct {
+		q    quickFlags
+		want string
+	}{
+		{quickFlags{backend: "imap://127.0.0.1:143", cert: cf.Cert, key: cf.Key}, "--imaps ADDR or --starttls ADDR"},
+		{quickFlags{imaps: ":993", cert: cf.Cert, key: cf.Key}, "--backend URL is required"},
+		{quickFlags{imaps: ":993", backend: "imap://127.0.0.1:143"}, "--cert FILE and --key FILE"},
+		{quickFlags{imaps: ":993", backend: "pop3://127.0.0.1:110", cert: cf.Cert, key: cf.Key}, "--backend:"},
+	} {
+		if _, err := tc.q.config(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.q, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/imapwarden/imapwarden/proxy"
+)
+
+const serveUsage = `Usage:
+
+	imapwarden serve -c FILE
+	imapwarden serve (--imaps ADDR | --starttls ADDR)... --backend URL --cert FILE --key FILE
+
+Run the proxy until SIGINT or SIGTERM, then stop accepting connections, tell
+every session "* BYE [UNAVAILABLE]" and wait up to drain_timeout (30s by
+default) for them to end. A second SIGINT or SIGTERM stops at once.
+
+SIGHUP reloads the TLS certificate files; the files are also polled for
+changes every tls.reload_interval (1m by default). A certificate that fails to
+load keeps the current one in use.
+
+With -c, everything comes from the configuration file (see "imapwarden
+validate" and the example configuration in the README). Without it, the
+quick-mode flags describe one backend and one or two listeners; they cannot be
+combined with -c.
+
+The backend URL is one of
+
+	imap://host:port           plaintext (loopback or a trusted network only)
+	imap+starttls://host:port  STARTTLS, certificate verified
+	imaps://host:port          implicit TLS, certificate verified
+
+and TLS URLs take the query parameters ca=FILE (trusted roots, PEM),
+server_name=NAME (name to verify) and insecure=1 (do not verify: for a
+self-signed backend on a network you control), e.g.
+
+	imapwarden serve --imaps :993 --starttls :143 --cert cert.pem --key key.pem \
+		--backend 'imaps://10.0.0.5:993?ca=/etc/ssl/backend-ca.pem'
+`
+
+// serveFlags are serve's flags.
+type serveFlags struct {
+	config    string
+	logLevel  string
+	logFormat string
+	quick     quickFlags
+}
+
+func newServeFlags(f *serveFlags) *flag.FlagSet {
+	if f == nil {
+		f = new(serveFlags)
+	}
+	fs := newFlagSet("serve")
+	fs.StringVar(&f.config, "c", "", "read the configuration from `FILE` (YAML)")
+	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn or error (overrides log.level; default info)")
+	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: json or console (overrides log.format; default json with -c, console without)")
+	fs.StringVar(&f.quick.imaps, "imaps", "", "quick mode: listen for implicit TLS on `ADDR`, e.g. :993")
+	fs.StringVar(&f.quick.starttls, "starttls", "", "quick mode: listen for plaintext + STARTTLS on `ADDR`, e.g. :143")
+	fs.StringVar(&f.quick.backend, "backend", "", "quick mode: the backend IMAP server `URL`: imap://, imap+starttls:// or imaps://host:port (see above)")
+	fs.StringVar(&f.quick.cert, "cert", "", "quick mode: TLS certificate chain `FILE` (PEM) shown to clients")
+	fs.StringVar(&f.quick.key, "key", "", "quick mode: private key `FILE` (PEM) of --cert")
+	fs.BoolVar(&f.quick.sendID, "send-id", false, "quick mode: send the client's address to the backend with ID before login (Dovecot: login_trusted_networks)")
+	fs.StringVar(&f.quick.hostname, "hostname", "", "quick mode: `name` in the greeting (default imapwarden)")
+	return fs
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f serveFlags
+	fs := newServeFlags(&f)
+	if code, ok := parseFlags(fs, args, serveUsage, stdout, stderr); !ok {
+		return code
+	}
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "imapwarden serve: "+format+"\n", args...)
+		return exitError
+	}
+
+	var cfg *fileConfig
+	switch {
+	case f.config != "" && f.quick.any():
+		return fail("-c and the quick-mode flags (--imaps, --starttls, --backend, --cert, --key, --send-id, --hostname) are mutually exclusive: describe listeners and backends in %s", f.config)
+	case f.config != "":
+		var err error
+		if cfg, err = loadConfigFile(f.config); err != nil {
+			return fail("%v", err)
+		}
+	case f.quick.any():
+		var err error
+		if cfg, err = f.quick.config(); err != nil {
+			return fail("%v", indentErr(err))
+		}
+	default:
+		fmt.Fprint(stderr, "imapwarden serve: need -c FILE, or --backend with --imaps and/or --starttls\nRun \"imapwarden help serve\" for usage.\n")
+		return exitUsage
+	}
+	if f.logLevel != "" {
+		cfg.Log.Level = f.logLevel
+	}
+	if f.logFormat != "" {
+		cfg.Log.Format = f.logFormat
+	}
+	level, format, err := logSettings(cfg.Log)
+	if err != nil {
+		return fail("%v", err)
+	}
+	log := newLogger(stderr, level, format)
+	defer log.Sync()
+
+	s, err := build(cfg, log)
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	ctx, stop := signalContext(ctx)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	if err := runServe(ctx, s, log, hup, nil); err != nil {
+		log.Error("imapwarden failed", zap.Error(err))
+		return exitError
+	}
+	return exitOK
+}
+
+// signalContext is done at the first SIGINT or SIGTERM. The default handling
+// then comes back, so that a second signal stops the process at once instead
+// of waiting for the drain.
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
+}
+
+// indentErr formats a joined error one cause per indented line.
+func indentErr(err error) string {
+	if u, ok := err.(interface{ Unwrap() []error }); ok && len(u.Unwrap()) > 1 {
+		return "\n" + indent(err.Error())
+	}
+	return err.Error()
+}
+
+// runServe starts the proxy described by s and runs it until ctx is done,
+// then drains it. Each value received on hup reloads the TLS certificates.
+// started, if not nil, is called with the bound addresses, in listener order.
+func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Signal, started func([]net.Addr)) error {
+	s.logWarnings(log)
+	srv, err := proxy.NewServer(s.opts)
+	if err != nil {
+		return fmt.Errorf("configure proxy: %w", err)
+	}
+	if err := srv.Start(); err != nil {
+		return fmt.Errorf("start proxy: %w", err)
+	}
+	addrs := srv.Addrs()
+	fields := []zap.Field{zap.String("version", versionString())}
+	for i, a := range addrs {
+		fields = append(fields, zap.Stringer(s.opts.Listeners[i].Name, a))
+	}
+	log.Info("imapwarden started", fields...)
+	if started != nil {
+		started(addrs)
+	}
+
+	var wg sync.WaitGroup
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	wg.Go(func() { s.tls.Watch(watchCtx, s.reloadInterval) })
+	defer func() {
+		stopWatch()
+		wg.Wait()
+	}()
+
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case sig := <-hup:
+			// Only the certificates for now: reloading the whole
+			// configuration (routes, backends, limits) comes with a later
+			// issue, keeping the old config when the new one is broken.
+			if err := s.tls.Reload(); err != nil {
+				log.Error("tls certificate reload failed, keeping the current certificates",
+					zap.Stringer("signal", sig), zap.Error(err))
+			} else {
+				log.Info("tls certificates reloaded", zap.Stringer("signal", sig))
+			}
+		}
+	}
+
+	log.Info("shutting down: draining sessions, signal again to stop at once",
+		zap.Duration("drain_timeout", s.drainTimeout))
+	start := time.Now()
+	dctx, cancel := context.WithTimeout(context.Background(), s.drainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain timeout reached, closed the remaining sessions", zap.Duration("waited", time.Since(start)))
+	}
+	log.Info("imapwarden stopped", zap.Duration("drain", time.Since(start)))
+	return nil
+}
+
+// validate
+
+const validateUsage = `Usage: imapwarden validate -c FILE
+
+Check a configuration file as "imapwarden serve" would, without listening or
+dialing: syntax and unknown keys, values and durations, addresses, backend
+URLs and routes, and that every certificate, CA bundle and password file can
+be read and loaded. Print "ok" and exit 0, or print every problem found and
+exit 1. Warnings (legal but risky settings) go to standard error.
+`
+
+type validateFlags struct{ config string }
+
+func newValidateFlags(f *validateFlags) *flag.FlagSet {
+	if f == nil {
+		f = new(validateFlags)
+	}
+	fs := newFlagSet("validate")
+	fs.StringVar(&f.config, "c", "", "the configuration `FILE` to check (required)")
+	return fs
+}
+
+func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	var f validateFlags
+	fs := newValidateFlags(&f)
+	if code, ok := parseFlags(fs, args, validateUsage, stdout, stderr); !ok {
+		return code
+	}
+	if f.config == "" {
+		fmt.Fprint(stderr, "imapwarden validate: -c FILE is required\nRun \"imapwarden help validate\" for usage.\n")
+		return exitUsage
+	}
+	cfg, err := loadConfigFile(f.config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError
+	}
+	// Packages report what they notice while loading (a certificate that
+	// expired, say) through the logger: show warnings and worse.
+	log := newLogger(stderr, zapcore.WarnLevel, "console")
+	s, err := build(cfg, log)
+	if err != nil {
+		if ce, ok := err.(*configError); ok {
+			ce.File = f.config
+		}
+		fmt.Fprintln(stderr, err)
+		return exitError
+	}
+	for _, w := range s.warnings {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", f.config, w)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return exitOK
+}
