@@ -502,7 +502,7 @@ func (l *loginServer) Next(resp []byte) (challenge []byte, done bool, err error)
 	switch l.step {
 	case 0:
 		l.step = 1
-		if resp == nil || len(resp) == 0 {
+		if len(resp) == 0 {
 			return []byte("Username:"), false, nil
 		}
 		l.user = string(resp) // SASL-IR carries the user name

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -347,7 +346,6 @@ func (h *harness) login() *tconn {
 	return c
 }
 
-func ioReadFull(c *tconn, b []byte) (int, error) { return io.ReadFull(c.br, b) }
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)

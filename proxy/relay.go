@@ -325,7 +325,8 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 		}
 		bytesIn += int64(len(line))
 		if f != nil {
-			if err := imapwire.CheckCommandLine(line); err == nil {
+			err := imapwire.CheckCommandLine(line)
+			if err == nil {
 				err = s.parser.Line(line, lit, hasLit)
 			}
 			if err != nil {
@@ -538,7 +539,7 @@ func (s *Session) backendPump() {
 	sc := be.sc
 	var fbuf []byte
 	for {
-		part, final, lit, hasLit, err := sc.ReadLinePart()
+		part, final, _, hasLit, err := sc.ReadLinePart()
 		if err != nil {
 			s.backendLost(err, false)
 			return
@@ -575,7 +576,7 @@ func (s *Session) backendPump() {
 				}
 			}
 		}
-		if err := s.relayResponse(part, final, lit, hasLit, relay, perr == nil && resp.MayHaveLiteral()); err != nil {
+		if err := s.relayResponse(part, final, hasLit, relay, perr == nil && resp.MayHaveLiteral()); err != nil {
 			s.wmu.Unlock()
 			return
 		}
@@ -600,7 +601,7 @@ func (s *Session) backendPump() {
 // relayResponse writes the rest of one response (its first piece given),
 // streaming literals, and flushes once the backend has nothing buffered.
 // Called with wmu held.
-func (s *Session) relayResponse(part []byte, final bool, lit imapwire.Literal, hasLit, relay, literals bool) error {
+func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool) error {
 	sc := s.be.sc
 	var err error
 	for {
@@ -608,7 +609,7 @@ func (s *Session) relayResponse(part []byte, final bool, lit imapwire.Literal, h
 			s.bw.Write(part)
 		}
 		for !final {
-			if part, final, lit, hasLit, err = sc.ReadLinePart(); err != nil {
+			if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
 				s.backendLost(err, true)
 				return err
 			}
@@ -632,7 +633,7 @@ func (s *Session) relayResponse(part []byte, final bool, lit imapwire.Literal, h
 			}
 			return err
 		}
-		if part, final, lit, hasLit, err = sc.ReadLinePart(); err != nil {
+		if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
 			s.backendLost(err, true)
 			return err
 		}

@@ -226,3 +226,14 @@ func contains(lines []string, sub string) bool {
 	}
 	return false
 }
+
+// Once a command's first part reached the backend (a streamed APPEND
+// message), a syntax error in its rest cannot be answered with BAD: the
+// backend is mid-command. The session ends.
+func TestSyntaxErrorAfterStreamedLiteral(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	msg := testMessage(5)
+	c.sendRaw(fmt.Sprintf("a1 APPEND INBOX {%d+}\r\n%s )\r\n", len(msg), msg))
+	c.expectClosed("* BYE [CLIENTBUG]")
+}
