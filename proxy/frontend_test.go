@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 )
 
 func TestGreetingCapabilitiesBeforeTLS(t *testing.T) {
@@ -306,4 +309,47 @@ func TestMasterLoginNeedsAuthenticator(t *testing.T) {
 	c := dialTLS(t, h.imaps)
 	c.expect("* OK")
 	c.transact("a1 LOGIN bob anything", "a1 NO [UNAVAILABLE]")
+}
+
+// A backend that accepts but never greets costs the client ConnectTimeout,
+// then NO [UNAVAILABLE].
+func TestBackendSilent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	h := newHarness(t, func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: "silent", Addr: ln.Addr().String(), ConnectTimeout: 300 * time.Millisecond}}
+	})
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice alice-pw", "a1 NO [UNAVAILABLE]")
+}
+
+// Credentials a quoted string cannot carry (8-bit) reach the backend as
+// literals: synchronizing with LOGIN, whatever the client used.
+func TestEightBitCredentials(t *testing.T) {
+	h := newHarness(t)
+	user := imapmemserver.NewUser("jörg", "pässwörd")
+	user.Create("INBOX", nil)
+	h.backend.mem.AddUser(user)
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send(fmt.Sprintf("a1 LOGIN {%d}", len("jörg")))
+	c.expect("+")
+	c.sendRaw(fmt.Sprintf("jörg {%d+}\r\npässwörd\r\n", len("pässwörd")))
+	c.expect("a1 OK")
+	c.transact("a2 SELECT INBOX", "a2 OK")
 }
