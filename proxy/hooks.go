@@ -146,9 +146,24 @@ type CommandEvent struct {
 	Denied   bool
 	Decision *Decision
 	// BytesIn counts the command's bytes from the client (literals
-	// included); BytesOut the response bytes relayed while it ran.
-	BytesIn int64
+	// included); BytesOut the response bytes relayed since the previous
+	// tagged completion, its own included.
+	BytesIn  int64
+	BytesOut int64
+	// BodyRead: a FETCH of message content (BODY[...], BINARY[...],
+	// RFC822...), not metadata only. Messages counts the responses that
+	// carried content; UIDs lists their UIDs where the response had one
+	// (the first MaxAuditUIDs of them).
+	BodyRead bool
+	Messages int
+	UIDs     []uint32
+	// CodeArgs is the text of a COPYUID or APPENDUID response code
+	// (RFC 4315 §3), e.g. "38505 3955".
+	CodeArgs string
 }
+
+// MaxAuditUIDs caps CommandEvent.UIDs.
+const MaxAuditUIDs = 1000
 
 // CloseEvent ends a session.
 type CloseEvent struct {
@@ -157,6 +172,25 @@ type CloseEvent struct {
 	BytesIn  int64 // client → proxy
 	BytesOut int64 // proxy → client
 	Commands int
+	// CommandsByName counts commands after login by name (UID folded).
+	CommandsByName map[string]int
+	// MessagesFetched counts FETCH responses that carried content.
+	MessagesFetched int
+}
+
+// FetchReadsBody reports whether FETCH items read message content rather
+// than metadata (RFC 9051 §6.4.5): any section of BODY, BODY.PEEK or
+// BINARY, and RFC822, RFC822.HEADER and RFC822.TEXT.
+func FetchReadsBody(items []string) bool {
+	for _, it := range items {
+		switch {
+		case strings.HasPrefix(it, "BODY[") || strings.HasPrefix(it, "BODY.PEEK["),
+			strings.HasPrefix(it, "BINARY[") || strings.HasPrefix(it, "BINARY.PEEK["),
+			it == "RFC822" || it == "RFC822.HEADER" || it == "RFC822.TEXT":
+			return true
+		}
+	}
+	return false
 }
 
 // Auditor receives session events. Calls come from session goroutines and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,6 +33,9 @@ type inflight struct {
 	start    time.Time
 	bytesIn  int64
 	decision *Decision
+	bodyRead bool
+	messages int      // responses with content (backend pump only)
+	uids     []uint32 // their UIDs, capped (backend pump only)
 }
 
 // relayState is shared by the two pumps; mu guards every field.
@@ -47,6 +51,9 @@ type relayState struct {
 	contCh      chan bool
 	sawBye      bool
 	backendDone chan struct{}
+	// bodyFetches counts in-flight FETCHes of content, so that the
+	// backend pump looks for UIDs only while one runs.
+	bodyFetches atomic.Int32
 }
 
 func (r *relayState) arm(tag string, swallow bool) {
@@ -69,11 +76,45 @@ func (r *relayState) take(tag []byte) *inflight {
 	for i, f := range r.inflight {
 		if f.tag == string(tag) {
 			r.inflight = append(r.inflight[:i], r.inflight[i+1:]...)
+			if f.bodyRead {
+				r.bodyFetches.Add(-1)
+			}
 			return f
 		}
 	}
 	return nil
 }
+
+// sawContent records a FETCH response carrying content against the oldest
+// in-flight content FETCH.
+func (r *relayState) sawContent(part []byte) {
+	uid, hasUID := imapwire.FetchUID(part)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.inflight {
+		if f.bodyRead {
+			f.messages++
+			if hasUID && len(f.uids) < MaxAuditUIDs {
+				f.uids = append(f.uids, uid)
+			}
+			return
+		}
+	}
+}
+
+// hasContent reports whether a FETCH response line carries message
+// content (a body section or RFC822 item).
+func hasContent(part []byte) bool {
+	for _, k := range contentItems {
+		if bytes.Contains(part, k) {
+			return true
+		}
+	}
+	return false
+}
+
+var contentItems = [][]byte{[]byte("BODY["), []byte("BINARY["), []byte("RFC822 "), []byte("RFC822.HEADER "), []byte("RFC822.TEXT "),
+	[]byte("body["), []byte("binary["), []byte("rfc822 "), []byte("rfc822.header "), []byte("rfc822.text ")}
 
 func (r *relayState) pending(f *inflight) bool {
 	r.mu.Lock()
@@ -96,7 +137,7 @@ func (s *Session) runRelay() {
 	s.closeConns()
 	<-r.backendDone
 	for _, f := range r.inflight {
-		s.auditCompleted(f, &imapwire.Response{})
+		s.auditCompleted(f, &imapwire.Response{}, 0, "")
 	}
 }
 
@@ -152,6 +193,9 @@ func (s *Session) clientPump() {
 		idle = nil
 		s.commands++
 		f, err := s.relayCommand(line, lit, hasLit, start)
+		if name := s.parser.Command().Name; name != "" {
+			s.countCommand(name)
+		}
 		if err != nil {
 			return
 		}
@@ -491,9 +535,15 @@ func (s *Session) register(cmd *imapwire.Command, d Decision, start time.Time) *
 	if d.Reason != "" || len(d.Annotations) > 0 {
 		f.decision = &d
 	}
+	if f.cmd.Name == "FETCH" && FetchReadsBody(f.cmd.FetchItems) {
+		f.bodyRead = true
+	}
 	r := s.relay
 	r.mu.Lock()
 	r.inflight = append(r.inflight, f)
+	if f.bodyRead {
+		r.bodyFetches.Add(1)
+	}
 	r.mu.Unlock()
 	return f
 }
@@ -528,7 +578,31 @@ func (s *Session) waitCont() (bool, error) {
 	}
 }
 
-var capName = []byte("CAPABILITY")
+var (
+	capName       = []byte("CAPABILITY")
+	fetchName     = []byte("FETCH")
+	copyUIDName   = []byte("COPYUID")
+	appendUIDName = []byte("APPENDUID")
+)
+
+// responseCodeArgs returns the arguments of the response code of a status
+// line: "38505 3955" for "a OK [APPENDUID 38505 3955] done".
+func responseCodeArgs(line []byte) string {
+	i := bytes.IndexByte(line, '[')
+	if i < 0 {
+		return ""
+	}
+	rest := line[i+1:]
+	j := bytes.IndexByte(rest, ']')
+	if j < 0 {
+		return ""
+	}
+	rest = rest[:j]
+	if k := bytes.IndexByte(rest, ' '); k >= 0 && len(rest)-k < 4096 {
+		return string(rest[k+1:])
+	}
+	return ""
+}
 
 // backendPump relays responses to the client, filtering capabilities and
 // matching tagged completions to commands.
@@ -538,6 +612,7 @@ func (s *Session) backendPump() {
 	be := s.be
 	sc := be.sc
 	var fbuf []byte
+	var outSince int64 // response bytes since the last tagged completion
 	for {
 		part, final, _, hasLit, err := sc.ReadLinePart()
 		if err != nil {
@@ -569,6 +644,10 @@ func (s *Session) backendPump() {
 					r.sawBye = true
 					r.mu.Unlock()
 				}
+				if r.bodyFetches.Load() > 0 && bytes.EqualFold(resp.Name, fetchName) && hasContent(part) {
+					r.sawContent(part)
+					s.messagesFetched++
+				}
 			}
 			if final && (bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName)) {
 				if out, changed := imapwire.FilterCapabilities(fbuf[:0], part, dropCapability); changed {
@@ -576,16 +655,23 @@ func (s *Session) backendPump() {
 				}
 			}
 		}
-		if err := s.relayResponse(part, final, hasLit, relay, perr == nil && resp.MayHaveLiteral()); err != nil {
+		var codeArgs string
+		if done != nil && (bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName)) {
+			codeArgs = responseCodeArgs(part)
+		}
+		n, err := s.relayResponse(part, final, hasLit, relay, perr == nil && resp.MayHaveLiteral())
+		if err != nil {
 			s.wmu.Unlock()
 			return
 		}
 		s.wmu.Unlock()
+		outSince += n
 		if cont {
 			r.signal(true)
 		}
 		if done != nil {
-			s.auditCompleted(done, &resp)
+			s.auditCompleted(done, &resp, outSince, codeArgs)
+			outSince = 0
 			r.mu.Lock()
 			if r.contArmed && r.contTag == done.tag {
 				r.contArmed = false
@@ -601,20 +687,23 @@ func (s *Session) backendPump() {
 // relayResponse writes the rest of one response (its first piece given),
 // streaming literals, and flushes once the backend has nothing buffered.
 // Called with wmu held.
-func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool) error {
+func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
 	sc := s.be.sc
 	var err error
+	var n int64
 	for {
 		if relay {
 			s.bw.Write(part)
+			n += int64(len(part))
 		}
 		for !final {
 			if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
 				s.backendLost(err, true)
-				return err
+				return n, err
 			}
 			if relay {
 				s.bw.Write(part)
+				n += int64(len(part))
 			}
 		}
 		if !hasLit {
@@ -625,26 +714,28 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 			sc.IgnoreLiteral()
 			break
 		}
-		if _, err := sc.CopyLiteral(s.bw); err != nil {
+		m, err := sc.CopyLiteral(s.bw)
+		n += m
+		if err != nil {
 			if errors.Is(err, imapwire.ErrNoLiteral) || s.bw.Flush() == nil {
 				s.backendLost(err, true)
 			} else {
 				s.clientWriteFailed(err)
 			}
-			return err
+			return n, err
 		}
 		if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
 			s.backendLost(err, true)
-			return err
+			return n, err
 		}
 	}
 	if s.be.br.Buffered() == 0 {
 		if err := s.bw.Flush(); err != nil {
 			s.clientWriteFailed(err)
-			return err
+			return n, err
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // completed updates the selected mailbox from a tagged completion
@@ -670,7 +761,7 @@ func (s *Session) completed(f *inflight, resp *imapwire.Response) {
 	}
 }
 
-func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response) {
+func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) {
 	ev := CommandEvent{
 		Command:  &f.cmd,
 		Result:   statusName(resp.Status),
@@ -678,6 +769,11 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response) {
 		Duration: time.Since(f.start),
 		Decision: f.decision,
 		BytesIn:  f.bytesIn,
+		BytesOut: bytesOut,
+		BodyRead: f.bodyRead,
+		Messages: f.messages,
+		UIDs:     f.uids,
+		CodeArgs: codeArgs,
 	}
 	s.infoMu.Lock()
 	s.srv.auditor.Command(&s.info, ev)

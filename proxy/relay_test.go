@@ -237,3 +237,59 @@ func TestSyntaxErrorAfterStreamedLiteral(t *testing.T) {
 	c.sendRaw(fmt.Sprintf("a1 APPEND INBOX {%d+}\r\n%s )\r\n", len(msg), msg))
 	c.expectClosed("* BYE [CLIENTBUG]")
 }
+
+// The audit hook learns which messages' content a FETCH returned (from the
+// responses), the APPENDUID of an APPEND, and per-session counters.
+func TestAuditEventsCarryMessageAccess(t *testing.T) {
+	h := newHarness(t)
+	c := h.login()
+	c.transact("a1 SELECT INBOX", "a1 OK")
+	c.transact("a2 UID FETCH 1:* (UID BODY.PEEK[])", "a2 OK")
+	c.transact("a3 FETCH 1:* (FLAGS)", "a3 OK")
+	c.transact("a4 FETCH 2 (BODY.PEEK[HEADER])", "a4 OK")
+	msg := testMessage(4)
+	c.sendRaw(fmt.Sprintf("a5 APPEND INBOX {%d+}\r\n%s\r\n", len(msg), msg))
+	c.expectTagged("a5", "a5 OK")
+	c.send("a6 LOGOUT")
+	c.expectClosed("* BYE", "a6 OK")
+	waitFor(t, func() bool {
+		h.audit.mu.Lock()
+		defer h.audit.mu.Unlock()
+		return len(h.audit.closes) == 1
+	})
+	h.audit.mu.Lock()
+	defer h.audit.mu.Unlock()
+	byTag := map[string]CommandEvent{}
+	for _, e := range h.audit.commands {
+		byTag[e.Command.Tag] = e
+	}
+	if e := byTag["a2"]; !e.BodyRead || e.Messages != 2 || fmt.Sprint(e.UIDs) != "[1 2]" || e.BytesOut < int64(2*len(testMessage(1))) {
+		t.Errorf("a2: body=%v messages=%d uids=%v out=%d", e.BodyRead, e.Messages, e.UIDs, e.BytesOut)
+	}
+	if e := byTag["a3"]; e.BodyRead || e.Messages != 0 {
+		t.Errorf("a3 (flags only): body=%v messages=%d", e.BodyRead, e.Messages)
+	}
+	// Whether UID is listed here depends on the server adding it unasked
+	// (go-imap does; RFC 9051 §6.4.5 allows it).
+	if e := byTag["a4"]; !e.BodyRead || e.Messages != 1 {
+		t.Errorf("a4: body=%v messages=%d uids=%v", e.BodyRead, e.Messages, e.UIDs)
+	}
+	if e := byTag["a5"]; e.Code != "APPENDUID" || !strings.HasSuffix(e.CodeArgs, " 3") {
+		t.Errorf("a5: code %q args %q", e.Code, e.CodeArgs)
+	}
+	ce := h.audit.closes[0]
+	if ce.MessagesFetched != 3 || ce.CommandsByName["FETCH"] != 3 || ce.CommandsByName["APPEND"] != 1 {
+		t.Errorf("close: fetched=%d byName=%v", ce.MessagesFetched, ce.CommandsByName)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -53,7 +53,9 @@ type Session struct {
 	parser          imapwire.CommandParser
 	preAuthCommands int
 	commands        int
-	litBuf          []byte // scratch for buffered literals
+	commandsByName  map[string]int // after login, client pump only
+	messagesFetched int            // backend pump only; read after it ended
+	litBuf          []byte         // scratch for buffered literals
 
 	be    *backendConn // after login
 	relay *relayState
@@ -139,12 +141,26 @@ func (s *Session) finish() {
 		reason = *r
 	}
 	s.srv.auditor.SessionClose(&s.info, CloseEvent{
-		Reason:   reason,
-		Duration: time.Since(s.info.Started),
-		BytesIn:  s.raw.in.Load(),
-		BytesOut: s.raw.out.Load(),
-		Commands: s.commands,
+		Reason:          reason,
+		Duration:        time.Since(s.info.Started),
+		BytesIn:         s.raw.in.Load(),
+		BytesOut:        s.raw.out.Load(),
+		Commands:        s.commands,
+		CommandsByName:  s.commandsByName,
+		MessagesFetched: s.messagesFetched,
 	})
+}
+
+// countCommand counts a command by name for the close event; unknown names
+// share one key so that a client cannot grow the map.
+func (s *Session) countCommand(name string) {
+	if !relayedCommands[name] {
+		name = "OTHER"
+	}
+	if s.commandsByName == nil {
+		s.commandsByName = make(map[string]int, 8)
+	}
+	s.commandsByName[name]++
 }
 
 // setReason records why the session ends; the first reason wins.
