@@ -46,6 +46,16 @@ type backendConn struct {
 
 func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
 
+// release closes the connection and returns its pooled reader; only once
+// nothing reads from it any more.
+func (bc *backendConn) release() {
+	bc.close()
+	if bc.br != nil {
+		putReader(bc.br)
+		bc.br = nil
+	}
+}
+
 func (bc *backendConn) hasCap(c string) bool {
 	for _, x := range bc.caps {
 		if strings.EqualFold(x, c) {
@@ -83,16 +93,16 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 		}
 		bc.conn = tc
 	}
-	bc.br = bufio.NewReaderSize(bc.conn, backendReadBuf)
+	bc.br = getReader(bc.conn)
 	bc.bw = bufio.NewWriterSize(bc.conn, backendWriteBuf)
 	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
 	if err := bc.greeting(); err != nil {
-		bc.close()
+		bc.release()
 		return nil, err
 	}
 	if b.Security == BackendStartTLS {
 		if err := bc.startTLS(ctx); err != nil {
-			bc.close()
+			bc.release()
 			return nil, err
 		}
 	}
@@ -103,7 +113,7 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 	raw.SetDeadline(time.Now().Add(lt))
 	if len(bc.caps) == 0 {
 		if _, _, err := bc.command("CAPABILITY"); err != nil {
-			bc.close()
+			bc.release()
 			return nil, err
 		}
 	}
@@ -126,7 +136,7 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 		}
 		sb.WriteByte(')')
 		if _, _, err := bc.command(sb.String()); err != nil {
-			bc.close()
+			bc.release()
 			return nil, err
 		}
 	}

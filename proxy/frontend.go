@@ -465,7 +465,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	if err == nil {
 		err = be.login(ctx, s.info.User, authzid, user, pass, mech)
 		if err != nil {
-			be.close()
+			be.release()
 		}
 	}
 	if err != nil {

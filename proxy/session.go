@@ -98,7 +98,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		}
 	}
 	s.br = bufio.NewReaderSize(raw, clientReadBuf)
-	s.bw = bufio.NewWriterSize(&deadlineWriter{c: raw, timeout: srv.limits.WriteTimeout}, clientWriteBuf)
+	s.bw = getWriter(&deadlineWriter{c: raw, timeout: srv.limits.WriteTimeout})
 	s.sc = imapwire.NewScanner(s.br, srv.limits.MaxLine)
 	return s
 }
@@ -136,6 +136,14 @@ func (s *Session) serve() {
 
 func (s *Session) finish() {
 	s.closeConns()
+	// Both pumps have ended (runRelay waits for the backend pump): the
+	// pooled buffers have no other user.
+	defer func() {
+		putWriter(s.bw)
+		if s.be != nil {
+			s.be.release()
+		}
+	}()
 	reason := "client-closed"
 	if r := s.closeReason.Load(); r != nil {
 		reason = *r
