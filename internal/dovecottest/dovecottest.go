@@ -50,6 +50,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
 // Defaults applied by Start to zero Options fields.
@@ -700,17 +702,22 @@ func lookupIdentity() (identity, error) {
 // prepareDir writes the certificates and passwd files and makes the mail
 // root. It returns the certificate and key paths.
 func (s *Server) prepareDir(id identity) (certFile, keyFile string, err error) {
-	caFile, certFile, keyFile, err := writeCerts(s.Dir)
+	// Each Server has its own CA, so a test can never trust another
+	// test's server by accident; the leaf names localhost and loopback, so
+	// tests verify Dovecot as the proxy verifies a real backend.
+	ca, err := tlsterm.NewCA()
 	if err != nil {
 		return "", "", err
 	}
-	s.CAFile = caFile
-	pemBytes, err := os.ReadFile(caFile)
+	if s.CAFile, err = ca.WriteCA(s.Dir); err != nil {
+		return "", "", err
+	}
+	cf, err := ca.WriteFiles(s.Dir, "cert", []string{"localhost", "127.0.0.1", "::1"})
 	if err != nil {
 		return "", "", err
 	}
-	s.caPool = x509.NewCertPool()
-	s.caPool.AppendCertsFromPEM(pemBytes)
+	certFile, keyFile = cf.Cert, cf.Key
+	s.caPool = ca.Pool()
 
 	// {PLAIN} passwords: tests know them anyway, and a plaintext scheme keeps
 	// every SASL mechanism usable.
