@@ -82,3 +82,8 @@ func (a *LogAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
 		zap.Int64("bytes_in", e.BytesIn), zap.Int64("bytes_out", e.BytesOut),
 		zap.Int("commands", e.Commands))...)
 }
+
+func (a *LogAuditor) Limit(s *SessionInfo, r LimitResult) {
+	a.log.Warn("limit", append(sessionFields(s), zap.String("limit", r.Limit), zap.String("key", r.Key),
+		zap.Bool("exceeded", r.Exceeded), zap.Duration("delay", r.Delay))...)
+}

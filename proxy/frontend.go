@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
@@ -426,6 +427,26 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	}
 	s.info.Mechanism = mech
 	s.info.Backend = ""
+	lim := s.srv.opts.Limiter
+	if lim != nil {
+		// Before anything is checked: a locked-out client never reaches
+		// the backend.
+		if res := lim.Login(&s.info, s.info.User); res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+			if res.Exceeded {
+				time.Sleep(res.Delay)
+				return fail("limit", res.text())
+			}
+		}
+	}
+	// failed answers a rejected credential check, after the Limiter's
+	// delay (the same for unknown users and wrong passwords).
+	failed := func(reason, text string) bool {
+		if lim != nil {
+			time.Sleep(lim.LoginResult(&s.info, s.info.User, false))
+		}
+		return fail(reason, text)
+	}
 	if d := s.decide(PointAuth, nil, false); !d.Allow {
 		if d.Disconnect {
 			fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
@@ -440,7 +461,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	if a := s.srv.opts.Authenticator; a != nil {
 		if err := a.Authenticate(ctx, &s.info, user, pass); err != nil {
 			if errors.Is(err, ErrAuthFailed) {
-				return fail("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
+				return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
 			}
 			s.log.Warn("authenticator failed", zap.Error(err))
 			return fail("authenticator-unavailable", "[UNAVAILABLE] Authentication temporarily unavailable")
@@ -453,7 +474,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 			return fail("route-error", "[UNAVAILABLE] Authentication temporarily unavailable")
 		}
 		// Same answer as a wrong password: no user enumeration.
-		return fail("no-route", "[AUTHENTICATIONFAILED] Authentication failed")
+		return failed("no-route", "[AUTHENTICATIONFAILED] Authentication failed")
 	}
 	s.info.Backend = b.Name
 	if b.Login == LoginMaster && s.srv.opts.Authenticator == nil {
@@ -470,13 +491,30 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	}
 	if err != nil {
 		if errors.Is(err, errBackendAuth) {
-			return fail("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
+			return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
 		}
 		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
 		if errors.Is(err, errBackendInjection) {
 			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)
 		}
 		return fail("backend-unavailable", "[UNAVAILABLE] Backend unavailable, try again later")
+	}
+	if lim != nil {
+		lim.LoginResult(&s.info, s.info.User, true)
+		res, release := lim.Session(&s.info)
+		if res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+		}
+		if res.Exceeded {
+			if release != nil {
+				release()
+			}
+			be.release()
+			s.srv.auditor.Auth(&s.info, AuthEvent{User: s.info.User, Mechanism: mech, Attempt: s.info.AuthFailures + 1, Reason: "limit", Backend: b.Name})
+			s.writef("%s NO %s\r\n", tag, res.text())
+			return false
+		}
+		s.sessionRelease = release
 	}
 	s.connMu.Lock()
 	s.be = be

@@ -102,6 +102,7 @@ type recAuditor struct {
 	auths    []AuthEvent
 	commands []CommandEvent
 	closes   []CloseEvent
+	limits   []LimitResult
 }
 
 func (a *recAuditor) SessionOpen(*SessionInfo) {}
@@ -124,6 +125,12 @@ func (a *recAuditor) Security(_ *SessionInfo, kind, _ string) {
 func (a *recAuditor) SessionClose(_ *SessionInfo, e CloseEvent) {
 	a.mu.Lock()
 	a.closes = append(a.closes, e)
+	a.mu.Unlock()
+}
+
+func (a *recAuditor) Limit(_ *SessionInfo, r LimitResult) {
+	a.mu.Lock()
+	a.limits = append(a.limits, r)
 	a.mu.Unlock()
 }
 

@@ -203,5 +203,66 @@ type Auditor interface {
 	// Security records an attack or protocol abuse, e.g. STARTTLS
 	// command injection or a non-IMAP first line.
 	Security(s *SessionInfo, kind, detail string)
+	// Limit records a limit hit (refusal or alert).
+	Limit(s *SessionInfo, r LimitResult)
 	SessionClose(s *SessionInfo, e CloseEvent)
+}
+
+// Limiter enforces rate limits, lockouts and volume caps (DESIGN §4). A
+// nil Limiter means none. Methods are called from session goroutines and
+// must be safe for concurrent use; Command is on every command's path and
+// should not allocate.
+type Limiter interface {
+	// Connect is asked when a connection arrives, before the greeting;
+	// release is called when it ends (concurrency accounting).
+	Connect(s *SessionInfo) (res LimitResult, release func())
+	// Login is asked before credentials are checked or any backend is
+	// contacted: a locked-out client never reaches the backend.
+	Login(s *SessionInfo, user string) LimitResult
+	// LoginResult records a credential check; for a failure it returns how
+	// long to wait before answering, the same whether the user exists.
+	LoginResult(s *SessionInfo, user string, ok bool) time.Duration
+	// Session is asked once a login succeeded (sessions per user);
+	// release is called when the session ends.
+	Session(s *SessionInfo) (res LimitResult, release func())
+	// Command is asked for each command after login, at its decision point.
+	Command(s *SessionInfo, cmd *imapwire.Command) LimitResult
+	// Fetched records message content returned by a FETCH; its result is
+	// for audit (an alert) — later commands are refused by Command.
+	Fetched(s *SessionInfo, bytes int64, messages int) LimitResult
+}
+
+// LimitResult is a Limiter's answer. The zero value means within limits.
+type LimitResult struct {
+	// Exceeded refuses the action.
+	Exceeded bool
+	// Delay is waited before going on (or before answering a refusal).
+	Delay time.Duration
+	// Alert records a hit without refusing (alert-only limits).
+	Alert bool
+	// Limit names the limit ("connections_per_ip", ...); Key says what it
+	// was counted by ("ip", "subnet", "user", "user_ip", "session") — never
+	// the user or address itself.
+	Limit, Key string
+	// Code is the RFC 5530 response code (default LIMIT); Reason the text.
+	Code, Reason string
+}
+
+// hit reports whether the result must be audited.
+func (r LimitResult) hit() bool { return r.Exceeded || r.Alert }
+
+func (r LimitResult) codeReason() (code, reason string) {
+	code, reason = r.Code, r.Reason
+	if code == "" {
+		code = "LIMIT"
+	}
+	if reason == "" {
+		reason = "Limit exceeded, try again later"
+	}
+	return code, reason
+}
+
+func (r LimitResult) text() string {
+	code, reason := r.codeReason()
+	return "[" + code + "] " + sanitizeText(reason)
 }

@@ -162,6 +162,8 @@ type Options struct {
 	// Auditor receives session, auth and command events; nil logs them
 	// with Logger.
 	Auditor Auditor
+	// Limiter enforces rate limits and lockouts; nil means none.
+	Limiter Limiter
 	// Authenticator, when set, checks credentials before any backend is
 	// contacted (required for LoginMaster backends).
 	Authenticator Authenticator

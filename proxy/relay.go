@@ -500,8 +500,25 @@ func (s *Session) deny(cmd *imapwire.Command, d Decision, lit imapwire.Literal, 
 	return s.writef("%s NO %s\r\n", cmd.Tag, denyText(d, "NOPERM"))
 }
 
-// decideCommand asks the Decider, with the selected mailbox current.
+// decideCommand asks the Limiter (at the decision point), then the
+// Decider, with the selected mailbox current. A Limiter's delay is waited
+// outside infoMu, so that the backend pump is never held up by it.
 func (s *Session) decideCommand(cmd *imapwire.Command, partial bool) Decision {
+	if l := s.srv.opts.Limiter; l != nil && !partial {
+		s.infoMu.Lock()
+		res := l.Command(&s.info, cmd)
+		if res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+		}
+		s.infoMu.Unlock()
+		if res.Delay > 0 {
+			time.Sleep(res.Delay)
+		}
+		if res.Exceeded {
+			code, reason := res.codeReason()
+			return Decision{Code: code, Reason: reason}
+		}
+	}
 	s.infoMu.Lock()
 	defer s.infoMu.Unlock()
 	return s.decide(PointCommand, cmd, partial)
@@ -762,6 +779,13 @@ func (s *Session) completed(f *inflight, resp *imapwire.Response) {
 }
 
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) {
+	if l := s.srv.opts.Limiter; l != nil && f.bodyRead {
+		s.infoMu.Lock()
+		if res := l.Fetched(&s.info, bytesOut, f.messages); res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+		}
+		s.infoMu.Unlock()
+	}
 	ev := CommandEvent{
 		Command:  &f.cmd,
 		Result:   statusName(resp.Status),

@@ -59,6 +59,8 @@ type Session struct {
 
 	be    *backendConn // after login
 	relay *relayState
+	// sessionRelease ends the Limiter's accounting of this login.
+	sessionRelease func()
 
 	// connMu guards conn and be for closeConns, which other goroutines
 	// call; the session goroutine is the only writer.
@@ -115,6 +117,24 @@ func addrPort(a net.Addr) netip.AddrPort {
 func (s *Session) serve() {
 	s.srv.auditor.SessionOpen(&s.info)
 	defer s.finish()
+	if l := s.srv.opts.Limiter; l != nil {
+		res, release := l.Connect(&s.info)
+		if release != nil {
+			defer release()
+		}
+		if res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+		}
+		if res.Exceeded {
+			s.setReason("limit")
+			// Before TLS on an implicit-TLS port nothing can be said; a
+			// refused flood costs no handshake.
+			if s.lo.Mode == StartTLS {
+				s.writef("* BYE %s\r\n", res.text())
+			}
+			return
+		}
+	}
 	if s.lo.Mode == ImplicitTLS {
 		if err := s.handshake(); err != nil {
 			s.setReason("tls-handshake")
@@ -138,6 +158,9 @@ func (s *Session) finish() {
 	s.closeConns()
 	// Both pumps have ended (runRelay waits for the backend pump): the
 	// pooled buffers have no other user.
+	if s.sessionRelease != nil {
+		s.sessionRelease()
+	}
 	defer func() {
 		putWriter(s.bw)
 		if s.be != nil {

@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// fakeLimiter refuses by simple rules and records what it was asked.
+type fakeLimiter struct {
+	mu          sync.Mutex
+	refuseConn  bool
+	conns, live int
+	failures    map[string]int
+	sessions    int
+	noops       int
+	fetched     int64
+}
+
+func (f *fakeLimiter) Connect(*SessionInfo) (LimitResult, func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.conns++
+	if f.refuseConn {
+		return LimitResult{Exceeded: true, Limit: "connections_per_ip", Key: "ip", Reason: "Too many connections"}, nil
+	}
+	f.live++
+	return LimitResult{}, func() { f.mu.Lock(); f.live--; f.mu.Unlock() }
+}
+
+func (f *fakeLimiter) Login(_ *SessionInfo, user string) LimitResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures[user] >= 2 {
+		return LimitResult{Exceeded: true, Limit: "login_failures_per_user", Key: "user", Code: "AUTHENTICATIONFAILED", Reason: "Authentication failed"}
+	}
+	return LimitResult{}
+}
+
+func (f *fakeLimiter) LoginResult(_ *SessionInfo, user string, ok bool) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !ok {
+		f.failures[user]++
+		return time.Millisecond
+	}
+	return 0
+}
+
+func (f *fakeLimiter) Session(s *SessionInfo) (LimitResult, func()) {
+	if s.User == "bob" {
+		return LimitResult{Exceeded: true, Limit: "sessions_per_user", Key: "user"}, nil
+	}
+	f.mu.Lock()
+	f.sessions++
+	f.mu.Unlock()
+	return LimitResult{}, func() { f.mu.Lock(); f.sessions--; f.mu.Unlock() }
+}
+
+func (f *fakeLimiter) Command(_ *SessionInfo, cmd *imapwire.Command) LimitResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cmd.Name == "NOOP" {
+		if f.noops++; f.noops > 2 {
+			return LimitResult{Exceeded: true, Limit: "commands_per_second", Key: "session"}
+		}
+	}
+	return LimitResult{}
+}
+
+func (f *fakeLimiter) Fetched(_ *SessionInfo, bytes int64, _ int) LimitResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fetched += bytes
+	return LimitResult{Alert: true, Limit: "fetch_bytes_per_user", Key: "user"}
+}
+
+func TestLimiterHooks(t *testing.T) {
+	fl := &fakeLimiter{failures: map[string]int{}}
+	h := newHarness(t, func(o *Options) { o.Limiter = fl })
+
+	// Failed logins lock the user out before the backend is asked again.
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice wrong", "a1 NO [AUTHENTICATIONFAILED]")
+	c.transact("a2 LOGIN alice wrong", "a2 NO [AUTHENTICATIONFAILED]")
+	c.c.Close()
+	c = dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a3 LOGIN alice alice-pw", "a3 NO [AUTHENTICATIONFAILED]")
+	fl.mu.Lock()
+	fl.failures["alice"] = 0
+	fl.mu.Unlock()
+
+	// Sessions per user.
+	c.transact("a4 LOGIN bob bob-pw", "a4 NO [LIMIT]")
+	// Commands: the third NOOP is refused, the session goes on.
+	c.transact("a5 LOGIN alice alice-pw", "a5 OK")
+	c.transact("b1 NOOP", "b1 OK")
+	c.transact("b2 NOOP", "b2 OK")
+	c.transact("b3 NOOP", "b3 NO [LIMIT]")
+	c.transact("b4 SELECT INBOX", "b4 OK")
+	c.transact("b5 FETCH 1 (BODY.PEEK[])", "b5 OK")
+	c.send("b6 LOGOUT")
+	c.expectClosed("* BYE", "b6 OK")
+
+	// Connections.
+	fl.mu.Lock()
+	fl.refuseConn = true
+	fl.mu.Unlock()
+	p := dialPlain(t, h.starttls)
+	p.expectClosed("* BYE [LIMIT] Too many connections")
+
+	waitFor(t, func() bool {
+		fl.mu.Lock()
+		defer fl.mu.Unlock()
+		return fl.live == 0 && fl.sessions == 0
+	})
+	fl.mu.Lock()
+	if fl.fetched < int64(len(testMessage(1))) {
+		t.Errorf("fetched %d bytes", fl.fetched)
+	}
+	fl.mu.Unlock()
+	h.audit.mu.Lock()
+	defer h.audit.mu.Unlock()
+	var kinds []string
+	for _, r := range h.audit.limits {
+		kinds = append(kinds, r.Limit)
+	}
+	for _, want := range []string{"login_failures_per_user", "sessions_per_user", "commands_per_second", "fetch_bytes_per_user", "connections_per_ip"} {
+		if !strings.Contains(strings.Join(kinds, ","), want) {
+			t.Errorf("limit %s not audited (got %v)", want, kinds)
+		}
+	}
+}
