@@ -482,7 +482,9 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 		s.log.Error("master login without an authenticator refused", zap.String("backend", b.Name))
 		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")
 	}
+	dialStart := time.Now()
 	be, err := dialBackend(ctx, b, &s.info, s.srv)
+	s.srv.opts.Metrics.backendDial(b.Name, err, time.Since(dialStart))
 	if err == nil {
 		err = be.login(ctx, s.info.User, authzid, user, pass, mech)
 		if err != nil {

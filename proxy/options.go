@@ -168,7 +168,9 @@ type Options struct {
 	// contacted (required for LoginMaster backends).
 	Authenticator Authenticator
 	Logger        *zap.Logger
-	Limits        Limits
+	// Metrics, when set, are updated by the proxy (NewMetrics).
+	Metrics *Metrics
+	Limits  Limits
 	// AllowAuthzid accepts AUTHENTICATE PLAIN with an authorization
 	// identity different from the authentication identity.
 	AllowAuthzid bool

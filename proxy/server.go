@@ -63,6 +63,9 @@ func NewServer(opts Options) (*Server, error) {
 	if s.auditor == nil {
 		s.auditor = NewLogAuditor(s.log)
 	}
+	if opts.Metrics != nil {
+		s.auditor = metricsAuditor{next: s.auditor, m: opts.Metrics}
+	}
 	if sr, ok := opts.Router.(*StaticRouter); ok && opts.Authenticator == nil {
 		bs := []*Backend{sr.Default}
 		for _, b := range sr.Users {

@@ -255,6 +255,7 @@ func (s *Session) handshake() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.limits.PreAuthIdle)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		s.srv.opts.Metrics.handshake(s.lo.Name, err, "")
 		return err
 	}
 	cs := tc.ConnectionState()

@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus metrics. Labels are bounded: listener
+// and backend names from the configuration, command names from a fixed
+// set, never a user, an address or a mailbox (DESIGN §2, STYLE).
+type Metrics struct {
+	connections     *prometheus.CounterVec
+	sessions        *prometheus.GaugeVec
+	handshakes      *prometheus.CounterVec
+	auth            *prometheus.CounterVec
+	commands        *prometheus.CounterVec
+	commandDuration *prometheus.HistogramVec
+	limitHits       *prometheus.CounterVec
+	backendDials    *prometheus.CounterVec
+	backendDialTime *prometheus.HistogramVec
+	bytes           *prometheus.CounterVec
+	security        *prometheus.CounterVec
+	// Pre-resolved children for the per-response path.
+	toClient, toBackend prometheus.Counter
+}
+
+// NewMetrics creates the proxy's metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_connections_total", Help: "Client connections accepted, by listener.",
+		}, []string{"listener"}),
+		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "imapwarden_sessions_active", Help: "Client connections open now, by listener.",
+		}, []string{"listener"}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_tls_handshakes_total", Help: "TLS handshakes with clients, by listener, result and version.",
+		}, []string{"listener", "result", "version"}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_auth_attempts_total", Help: "Login attempts, by mechanism and result.",
+		}, []string{"mechanism", "result"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_commands_total", Help: "Commands after login, by command and result (ok, no, bad, denied, none).",
+		}, []string{"command", "result"}),
+		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "imapwarden_command_duration_seconds", Help: "Time from a command's first byte to its tagged completion.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"command"}),
+		limitHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_limit_hits_total", Help: "Limit hits (refusals and alerts), by limit and key kind.",
+		}, []string{"limit", "key"}),
+		backendDials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_backend_dials_total", Help: "Backend connections and logins, by backend and result.",
+		}, []string{"backend", "result"}),
+		backendDialTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "imapwarden_backend_dial_duration_seconds", Help: "Time to connect, greet and start TLS with a backend.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"backend"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_relayed_bytes_total", Help: "Bytes relayed after login, by direction.",
+		}, []string{"direction"}),
+		security: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_security_events_total", Help: "Attacks and protocol abuse seen, by kind.",
+		}, []string{"kind"}),
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.handshakes, m.auth, m.commands,
+		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m.toClient = m.bytes.WithLabelValues("backend_to_client")
+	m.toBackend = m.bytes.WithLabelValues("client_to_backend")
+	return m, nil
+}
+
+// commandLabel bounds the command label to the commands the relay knows.
+func commandLabel(name string) string {
+	if relayedCommands[name] {
+		return name
+	}
+	return "other"
+}
+
+// The methods accept a nil receiver, so call sites need no checks.
+
+func (m *Metrics) connOpen(listener string) {
+	if m == nil {
+		return
+	}
+	m.connections.WithLabelValues(listener).Inc()
+	m.sessions.WithLabelValues(listener).Inc()
+}
+
+func (m *Metrics) connClose(listener string) {
+	if m != nil {
+		m.sessions.WithLabelValues(listener).Dec()
+	}
+}
+
+func (m *Metrics) handshake(listener string, err error, version string) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result, version = "failed", ""
+	}
+	m.handshakes.WithLabelValues(listener, result, version).Inc()
+}
+
+func (m *Metrics) authAttempt(mech string, ok bool, reason string) {
+	if m == nil {
+		return
+	}
+	switch mech {
+	case "LOGIN", "PLAIN":
+	default:
+		mech = "other"
+	}
+	result := "ok"
+	if !ok {
+		result = reason
+		if result == "" {
+			result = "failed"
+		}
+	}
+	m.auth.WithLabelValues(mech, result).Inc()
+}
+
+func (m *Metrics) command(name, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	name = commandLabel(name)
+	m.commands.WithLabelValues(name, result).Inc()
+	if result != "denied" {
+		m.commandDuration.WithLabelValues(name).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) limitHit(r LimitResult) {
+	if m != nil {
+		m.limitHits.WithLabelValues(r.Limit, r.Key).Inc()
+	}
+}
+
+func (m *Metrics) backendDial(backend string, err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	m.backendDials.WithLabelValues(backend, result).Inc()
+	m.backendDialTime.WithLabelValues(backend).Observe(d.Seconds())
+}
+
+func (m *Metrics) relayed(toClient bool, n int64) {
+	if m == nil || n == 0 {
+		return
+	}
+	if toClient {
+		m.toClient.Add(float64(n))
+	} else {
+		m.toBackend.Add(float64(n))
+	}
+}
+
+func (m *Metrics) securityEvent(kind string) {
+	if m != nil {
+		m.security.WithLabelValues(kind).Inc()
+	}
+}
+
+// metricsAuditor counts what it passes on: most metrics are events the
+// Auditor sees anyway, so one decorator keeps them in one place.
+type metricsAuditor struct {
+	next Auditor
+	m    *Metrics
+}
+
+func (a metricsAuditor) SessionOpen(s *SessionInfo) {
+	a.m.connOpen(s.Listener)
+	a.next.SessionOpen(s)
+}
+
+func (a metricsAuditor) TLSStarted(s *SessionInfo) {
+	if s.TLS != nil {
+		a.m.handshake(s.Listener, nil, s.TLS.Version)
+	}
+	a.next.TLSStarted(s)
+}
+
+func (a metricsAuditor) Auth(s *SessionInfo, e AuthEvent) {
+	a.m.authAttempt(e.Mechanism, e.Success, e.Reason)
+	a.next.Auth(s, e)
+}
+
+func (a metricsAuditor) Command(s *SessionInfo, e CommandEvent) {
+	result := "none"
+	switch {
+	case e.Denied:
+		result = "denied"
+	case e.Result == "OK":
+		result = "ok"
+	case e.Result == "NO":
+		result = "no"
+	case e.Result == "BAD":
+		result = "bad"
+	}
+	a.m.command(e.Command.Name, result, e.Duration)
+	a.m.relayed(false, e.BytesIn)
+	a.m.relayed(true, e.BytesOut)
+	a.next.Command(s, e)
+}
+
+func (a metricsAuditor) Security(s *SessionInfo, kind, detail string) {
+	a.m.securityEvent(kind)
+	a.next.Security(s, kind, detail)
+}
+
+func (a metricsAuditor) Limit(s *SessionInfo, r LimitResult) {
+	a.m.limitHit(r)
+	a.next.Limit(s, r)
+}
+
+func (a metricsAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
+	a.m.connClose(s.Listener)
+	a.next.SessionClose(s, e)
+}
