@@ -29,7 +29,7 @@ var authStateCommands = map[string]bool{
 // ends (false).
 func (s *Session) frontEnd() bool {
 	for {
-		if !s.waitCommand(s.srv.limits.PreAuthIdle) {
+		if !s.waitCommand(s.lim.PreAuthIdle) {
 			s.sayShutdown()
 			return false
 		}
@@ -43,7 +43,7 @@ func (s *Session) frontEnd() bool {
 		}
 		s.preAuthCommands++
 		first := s.preAuthCommands == 1
-		if s.preAuthCommands > s.srv.limits.MaxPreAuthCommands {
+		if s.preAuthCommands > s.lim.MaxPreAuthCommands {
 			s.setReason("preauth-command-limit")
 			s.writef("* BYE [LIMIT] Too many commands before login\r\n")
 			return false
@@ -91,7 +91,7 @@ func (s *Session) frontEnd() bool {
 				s.writef("%s BAD Unknown command\r\n", tag)
 			}
 		}
-		if s.info.AuthFailures >= s.srv.limits.MaxAuthFailures {
+		if s.info.AuthFailures >= s.lim.MaxAuthFailures {
 			s.setReason("auth-failures")
 			s.writef("* BYE Too many authentication failures\r\n")
 			return false
@@ -133,7 +133,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 		cmd := s.parser.Command()
 		refuse := ""
 		switch {
-		case lit.Size > int64(s.srv.limits.MaxBufferedLiteral):
+		case lit.Size > int64(s.lim.MaxBufferedLiteral):
 			refuse = "[TOOBIG] Literal too big"
 		case cmd.Name == "LOGIN" && !s.authAllowed():
 			// Refuse before the password is sent (RFC 9051 §6.2.3).
@@ -147,7 +147,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			} else {
 				// Its bytes are in flight; a big one cannot be skipped
 				// cheaply, a small one is counted away (RFC 7888 §4).
-				if lit.Size > int64(s.srv.limits.MaxBufferedLiteral) {
+				if lit.Size > int64(s.lim.MaxBufferedLiteral) {
 					s.setReason("literal-too-big")
 					s.writef("* BYE [TOOBIG] Literal too big\r\n")
 					return nil, errClose
@@ -173,7 +173,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 		if !lit.NonSync {
 			s.writef("+ Ready for literal data\r\n")
 		}
-		s.litBuf, err = s.sc.ReadLiteral(s.litBuf[:0], s.srv.limits.MaxBufferedLiteral)
+		s.litBuf, err = s.sc.ReadLiteral(s.litBuf[:0], s.lim.MaxBufferedLiteral)
 		if err != nil {
 			s.readErr(err)
 			return nil, err
@@ -213,7 +213,7 @@ func (s *Session) skipRestOfCommand() error {
 		if !hasLit {
 			return nil
 		}
-		if !lit.NonSync || lit.Size > int64(s.srv.limits.MaxBufferedLiteral) {
+		if !lit.NonSync || lit.Size > int64(s.lim.MaxBufferedLiteral) {
 			// A client that waits for "+" we never send, or a literal we
 			// will not count through: the stream is lost.
 			s.setReason("protocol-error")
@@ -418,16 +418,19 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	if user == "" || strings.ContainsAny(user, "\x00\r\n") || strings.ContainsAny(pass, "\x00\r\n") || strings.ContainsAny(authzid, "\x00\r\n") {
 		return fail("invalid-characters", "[AUTHENTICATIONFAILED] Invalid characters in credentials")
 	}
-	if authzid != "" && authzid != user && !s.srv.opts.AllowAuthzid {
+	if authzid != "" && authzid != user && !s.dyn.AllowAuthzid {
 		return fail("authzid-refused", "[AUTHORIZATIONFAILED] Authorization identity not allowed")
 	}
+	// Under infoMu: the admin API reads them.
+	s.infoMu.Lock()
 	s.info.User = user
 	if authzid != "" {
 		s.info.User = authzid
 	}
 	s.info.Mechanism = mech
 	s.info.Backend = ""
-	lim := s.srv.opts.Limiter
+	s.infoMu.Unlock()
+	lim := s.dyn.Limiter
 	if lim != nil {
 		// Before anything is checked: a locked-out client never reaches
 		// the backend.
@@ -458,7 +461,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 		return fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
 	}
 	ctx := context.Background()
-	if a := s.srv.opts.Authenticator; a != nil {
+	if a := s.dyn.Authenticator; a != nil {
 		if err := a.Authenticate(ctx, &s.info, user, pass); err != nil {
 			if errors.Is(err, ErrAuthFailed) {
 				return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
@@ -467,7 +470,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 			return fail("authenticator-unavailable", "[UNAVAILABLE] Authentication temporarily unavailable")
 		}
 	}
-	b, err := s.srv.opts.Router.Route(ctx, &s.info, s.info.User)
+	b, err := s.dyn.Router.Route(ctx, &s.info, s.info.User)
 	if err != nil {
 		if !errors.Is(err, ErrNoRoute) {
 			s.log.Warn("routing failed", zap.Error(err))
@@ -476,8 +479,10 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 		// Same answer as a wrong password: no user enumeration.
 		return failed("no-route", "[AUTHENTICATIONFAILED] Authentication failed")
 	}
+	s.infoMu.Lock()
 	s.info.Backend = b.Name
-	if b.Login == LoginMaster && s.srv.opts.Authenticator == nil {
+	s.infoMu.Unlock()
+	if b.Login == LoginMaster && s.dyn.Authenticator == nil {
 		// The backend would take any password: nobody would check it.
 		s.log.Error("master login without an authenticator refused", zap.String("backend", b.Name))
 		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")

@@ -146,7 +146,7 @@ var errStop = errors.New("relay stopped")
 
 // clientPump reads client commands, decides, and forwards them.
 func (s *Session) clientPump() {
-	lim := s.srv.limits
+	lim := s.lim
 	var idle *inflight
 	for {
 		wait := lim.AuthIdle
@@ -258,7 +258,7 @@ func (s *Session) flushBackend() error {
 // returns the in-flight record when the command was forwarded, nil when
 // the proxy answered it, and errStop when the session must end.
 func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, start time.Time) (*inflight, error) {
-	lim := s.srv.limits
+	lim := s.lim
 	be := s.be
 	bytesIn := int64(len(line))
 	if ok, err := s.checkedLine(line, lit, hasLit, true); !ok {
@@ -478,7 +478,7 @@ func (s *Session) dropLiteral(lit imapwire.Literal, hasLit bool, max int64) erro
 
 // refuse answers a command the proxy will not forward.
 func (s *Session) refuse(cmd *imapwire.Command, lit imapwire.Literal, hasLit bool, status, text string) error {
-	if err := s.dropLiteral(lit, hasLit, int64(s.srv.limits.MaxLine)); err != nil {
+	if err := s.dropLiteral(lit, hasLit, int64(s.lim.MaxLine)); err != nil {
 		return err
 	}
 	return s.writef("%s %s %s\r\n", cmd.Tag, status, text)
@@ -504,7 +504,7 @@ func (s *Session) deny(cmd *imapwire.Command, d Decision, lit imapwire.Literal, 
 // Decider, with the selected mailbox current. A Limiter's delay is waited
 // outside infoMu, so that the backend pump is never held up by it.
 func (s *Session) decideCommand(cmd *imapwire.Command, partial bool) Decision {
-	if l := s.srv.opts.Limiter; l != nil && !partial {
+	if l := s.dyn.Limiter; l != nil && !partial {
 		s.infoMu.Lock()
 		res := l.Command(&s.info, cmd)
 		if res.hit() {
@@ -779,7 +779,7 @@ func (s *Session) completed(f *inflight, resp *imapwire.Response) {
 }
 
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) {
-	if l := s.srv.opts.Limiter; l != nil && f.bodyRead {
+	if l := s.dyn.Limiter; l != nil && f.bodyRead {
 		s.infoMu.Lock()
 		if res := l.Fetched(&s.info, bytesOut, f.messages); res.hit() {
 			s.srv.auditor.Limit(&s.info, res)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,11 +17,10 @@ import (
 // Server accepts client connections on its listeners and runs a Session for
 // each.
 type Server struct {
-	opts    Options
-	limits  Limits
+	opts    Options // as given; its hooks and limits are in dyn
 	log     *zap.Logger
-	decider Decider
 	auditor Auditor
+	dyn     atomic.Pointer[Dynamic]
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -48,17 +48,12 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		opts:     opts,
-		limits:   opts.Limits.withDefaults(),
 		log:      opts.Logger,
-		decider:  opts.Decider,
 		auditor:  opts.Auditor,
 		sessions: make(map[*Session]struct{}),
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
-	}
-	if s.decider == nil {
-		s.decider = AllowAll{}
 	}
 	if s.auditor == nil {
 		s.auditor = NewLogAuditor(s.log)
@@ -66,7 +61,34 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Metrics != nil {
 		s.auditor = metricsAuditor{next: s.auditor, m: opts.Metrics}
 	}
-	if sr, ok := opts.Router.(*StaticRouter); ok && opts.Authenticator == nil {
+	if err := s.Update(Dynamic{Router: opts.Router, Decider: opts.Decider, Limiter: opts.Limiter,
+		Authenticator: opts.Authenticator, Limits: opts.Limits, AllowAuthzid: opts.AllowAuthzid}); err != nil {
+		return nil, err
+	}
+	if s.opts.Hostname == "" {
+		s.opts.Hostname = "imapwarden"
+	}
+	return s, nil
+}
+
+// Dynamic is the part of the configuration a running Server can change
+// (on SIGHUP): sessions already open keep their limits; hooks are read at
+// each use.
+type Dynamic struct {
+	Router        Router
+	Decider       Decider
+	Limiter       Limiter
+	Authenticator Authenticator
+	Limits        Limits
+	AllowAuthzid  bool
+}
+
+// Update checks d and makes it current for new work.
+func (s *Server) Update(d Dynamic) error {
+	if d.Router == nil {
+		return errors.New("proxy: Router is required")
+	}
+	if sr, ok := d.Router.(*StaticRouter); ok && d.Authenticator == nil {
 		bs := []*Backend{sr.Default}
 		for _, b := range sr.Users {
 			bs = append(bs, b)
@@ -77,14 +99,16 @@ func NewServer(opts Options) (*Server, error) {
 		for _, b := range bs {
 			if b != nil && b.Login == LoginMaster {
 				// Nobody would check the client's password.
-				return nil, fmt.Errorf("proxy: backend %s logs in as a master user: Options.Authenticator is required", b.Name)
+				return fmt.Errorf("proxy: backend %s logs in as a master user: Options.Authenticator is required", b.Name)
 			}
 		}
 	}
-	if s.opts.Hostname == "" {
-		s.opts.Hostname = "imapwarden"
+	if d.Decider == nil {
+		d.Decider = AllowAll{}
 	}
-	return s, nil
+	d.Limits = d.Limits.withDefaults()
+	s.dyn.Store(&d)
+	return nil
 }
 
 // Start binds every listener and starts accepting. On error nothing is
@@ -236,4 +260,47 @@ func newSessionID() string {
 	var b [10]byte
 	rand.Read(b[:])
 	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
+
+// Sessions lists the live sessions.
+func (s *Server) Sessions() []SessionSnapshot {
+	s.mu.Lock()
+	list := make([]*Session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	out := make([]SessionSnapshot, len(list))
+	for i, sess := range list {
+		out[i] = sess.snapshot()
+	}
+	return out
+}
+
+// EndSession ends the session with id at its next command boundary with
+// "* BYE [UNAVAILABLE] Session ended by the administrator". It reports
+// whether the session was found.
+func (s *Server) EndSession(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sess := range s.sessions {
+		if sess.info.ID == id {
+			sess.end("ended-by-admin", "Session ended by the administrator")
+			return true
+		}
+	}
+	return false
+}
+
+// Ready reports whether every listener is bound and the server accepts.
+func (s *Server) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return errors.New("shutting down")
+	case len(s.listeners) != len(s.opts.Listeners):
+		return errors.New("listeners not bound")
+	}
+	return nil
 }

@@ -34,6 +34,11 @@ type Session struct {
 	srv *Server
 	lo  *ListenerOptions
 	log *zap.Logger
+	// dyn is the Server's Dynamic configuration when the session began;
+	// the session keeps it (a reloaded policy engine swaps its policy
+	// inside, so open sessions still see policy reloads). lim is dyn's.
+	dyn *Dynamic
+	lim Limits
 	// info is what hooks see; mutated only by the session goroutine
 	// before the relay starts, then under infoMu (selected mailbox).
 	info   SessionInfo
@@ -73,6 +78,7 @@ type Session struct {
 	// flag before reading the other's, so one of them always sees both.
 	draining    atomic.Bool
 	waiting     atomic.Bool
+	byeText     atomic.Pointer[string]
 	closeOnce   sync.Once
 	closeReason atomic.Pointer[string]
 }
@@ -85,7 +91,8 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		tc.SetKeepAlive(true)
 	}
 	raw := &countConn{Conn: c}
-	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw}
+	dyn := srv.dyn.Load()
+	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw, dyn: dyn, lim: dyn.Limits}
 	s.info = SessionInfo{
 		ID:         newSessionID(),
 		Listener:   lo.Name,
@@ -100,8 +107,8 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		}
 	}
 	s.br = bufio.NewReaderSize(raw, clientReadBuf)
-	s.bw = getWriter(&deadlineWriter{c: raw, timeout: srv.limits.WriteTimeout})
-	s.sc = imapwire.NewScanner(s.br, srv.limits.MaxLine)
+	s.bw = getWriter(&deadlineWriter{c: raw, timeout: s.lim.WriteTimeout})
+	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	return s
 }
 
@@ -117,7 +124,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 func (s *Session) serve() {
 	s.srv.auditor.SessionOpen(&s.info)
 	defer s.finish()
-	if l := s.srv.opts.Limiter; l != nil {
+	if l := s.dyn.Limiter; l != nil {
 		res, release := l.Connect(&s.info)
 		if release != nil {
 			defer release()
@@ -245,14 +252,53 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 // sayShutdown ends a drained session.
 func (s *Session) sayShutdown() {
 	s.setReason("server-shutdown")
-	s.writef("* BYE [UNAVAILABLE] Server shutting down\r\n")
+	text := "Server shutting down"
+	if t := s.byeText.Load(); t != nil {
+		text = *t
+	}
+	s.writef("* BYE [UNAVAILABLE] %s\r\n", text)
+}
+
+// end ends the session like a shutdown, with its own reason and text.
+func (s *Session) end(reason, text string) {
+	s.setReason(reason)
+	s.byeText.CompareAndSwap(nil, &text)
+	s.shutdown()
+}
+
+// SessionSnapshot describes a live session (admin API).
+type SessionSnapshot struct {
+	ID       string    `json:"id"`
+	User     string    `json:"user,omitempty"`
+	Client   string    `json:"client"`
+	Listener string    `json:"listener"`
+	Backend  string    `json:"backend,omitempty"`
+	Since    time.Time `json:"since"`
+	BytesIn  int64     `json:"bytes_in"`
+	BytesOut int64     `json:"bytes_out"`
+	Selected string    `json:"selected,omitempty"`
+	TLS      string    `json:"tls,omitempty"`
+}
+
+func (s *Session) snapshot() SessionSnapshot {
+	s.infoMu.Lock()
+	defer s.infoMu.Unlock()
+	snap := SessionSnapshot{
+		ID: s.info.ID, User: s.info.User, Client: s.info.ClientAddr.String(), Listener: s.info.Listener,
+		Backend: s.info.Backend, Since: s.info.Started, BytesIn: s.raw.in.Load(), BytesOut: s.raw.out.Load(),
+		Selected: s.info.Selected,
+	}
+	if s.info.TLS != nil {
+		snap.TLS = s.info.TLS.Version
+	}
+	return snap
 }
 
 // handshake runs the TLS server handshake on the client connection.
 func (s *Session) handshake() error {
 	cfg := s.lo.TLS
 	tc := tls.Server(s.raw, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.limits.PreAuthIdle)
+	ctx, cancel := context.WithTimeout(context.Background(), s.lim.PreAuthIdle)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.srv.opts.Metrics.handshake(s.lo.Name, err, "")
@@ -268,9 +314,11 @@ func (s *Session) handshake() error {
 	s.conn = tc
 	s.connMu.Unlock()
 	s.tlsActive = true
+	s.infoMu.Lock()
 	s.info.TLS = describeTLS(cs)
+	s.infoMu.Unlock()
 	s.br.Reset(tc)
-	s.bw.Reset(&deadlineWriter{c: tc, timeout: s.srv.limits.WriteTimeout})
+	s.bw.Reset(&deadlineWriter{c: tc, timeout: s.lim.WriteTimeout})
 	s.sc.Reset(s.br)
 	s.srv.auditor.TLSStarted(&s.info)
 	return nil
@@ -299,7 +347,7 @@ func (s *Session) preAuthCaps() string {
 
 func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool) Decision {
 	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial}
-	return s.srv.decider.Decide(context.Background(), &in)
+	return s.dyn.Decider.Decide(context.Background(), &in)
 }
 
 // denyText renders "[CODE] reason" for a denial.

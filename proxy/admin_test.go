@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"testing"
+)
+
+func TestSessionsAndEndSession(t *testing.T) {
+	h := newHarness(t)
+	if err := h.srv.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	c := h.login()
+	c.transact("a1 SELECT INBOX", "a1 OK")
+	var id string
+	for _, snap := range h.srv.Sessions() {
+		if snap.User == "alice" {
+			id = snap.ID
+			if snap.Selected != "INBOX" || snap.Backend != "mem" || snap.Listener != "imaps" || snap.TLS == "" || snap.BytesIn == 0 {
+				t.Errorf("snapshot %+v", snap)
+			}
+		}
+	}
+	if id == "" {
+		t.Fatalf("alice not in %+v", h.srv.Sessions())
+	}
+	c.send("a2 IDLE")
+	c.expect("+")
+	if !h.srv.EndSession(id) || h.srv.EndSession("nope") {
+		t.Fatal("EndSession")
+	}
+	// The IDLE is ended at the backend and completes, then BYE.
+	c.expectClosed("a2 OK", "* BYE [UNAVAILABLE] Session ended by the administrator")
+	waitFor(t, func() bool {
+		h.audit.mu.Lock()
+		defer h.audit.mu.Unlock()
+		return len(h.audit.closes) > 0 && h.audit.closes[len(h.audit.closes)-1].Reason == "ended-by-admin"
+	})
+}
+
+// Update changes routing for new sessions; open ones keep theirs.
+func TestUpdateKeepsOpenSessions(t *testing.T) {
+	h := newHarness(t)
+	open := h.login()
+	other := startMemBackend(t)
+	user := "bob"
+	if err := h.srv.Update(Dynamic{Router: &StaticRouter{Users: map[string]*Backend{user: {Name: "other", Addr: other.addr, Login: LoginCommand}}}}); err != nil {
+		t.Fatal(err)
+	}
+	open.transact("a1 SELECT INBOX", "a1 OK")
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	// alice has no route any more; bob goes to the other backend.
+	c.transact("b1 LOGIN alice alice-pw", "b1 NO [AUTHENTICATIONFAILED]")
+	c.transact("b2 LOGIN bob bob-pw", "b2 OK")
+	if err := h.srv.Update(Dynamic{}); err == nil {
+		t.Error("Update without a router accepted")
+	}
+}
