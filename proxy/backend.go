@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
+	"github.com/imapwarden/imapwarden/proxy/proxyproto"
 )
 
 // Backend read buffer: FETCH responses come through it, so it is sized for
@@ -84,6 +85,13 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 	}
 	deadline, _ := ctx.Deadline()
 	raw.SetDeadline(deadline)
+	if b.SendProxy {
+		// Before anything else, TLS included (PROXY protocol §2).
+		if _, err := raw.Write(proxyproto.AppendV2(nil, info.ClientAddr, info.LocalAddr)); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("send PROXY header to %s: %w", b.Addr, err)
+		}
+	}
 	bc := &backendConn{b: b, raw: raw, conn: raw}
 	if b.Security == BackendTLS {
 		tc := tls.Client(raw, backendTLSConfig(b))

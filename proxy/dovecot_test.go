@@ -10,6 +10,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/proxy/proxyproto"
 )
 
 // dovecotHarness is the proxy in front of a private, real Dovecot.
@@ -319,4 +322,68 @@ print("python ok")
 func splitHostPort(t testing.TB, addr string) (string, string) {
 	i := strings.LastIndexByte(addr, ':')
 	return addr[:i], addr[i+1:]
+}
+
+// PROXY protocol in from a trusted balancer and out to Dovecot: Dovecot's
+// log shows the client's address as the balancer saw it.
+func TestDovecotProxyProtocol(t *testing.T) {
+	dovecottest.Require(t)
+	dc := dovecottest.Start(t, dovecottest.Options{HAProxyTrusted: "127.0.0.0/8"})
+	b := &Backend{Name: "dovecot", Addr: dc.Addr, Security: BackendStartTLS, SendProxy: true,
+		TLS: &tls.Config{RootCAs: caPool(t, dc.CAFile), ServerName: "localhost"}}
+	h := newHarness(t, func(o *Options) {
+		o.Router = &StaticRouter{Default: b}
+		// Only 127.0.0.3 is a trusted balancer.
+		for i := range o.Listeners {
+			o.Listeners[i].ProxyProtocolFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.3/32")}
+		}
+	})
+	dialFrom := func(local, addr string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	// A client not behind the balancer: its own address reaches Dovecot.
+	c := &tconn{t: t, c: tls.Client(dialFrom("127.0.0.2", h.imaps), clientTLS("imap"))}
+	c.br = bufioReader(c.c)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice alice-pw", "a1 OK")
+	dc.WaitLog(t, "rip=127.0.0.2", 5*time.Second)
+
+	// Through the balancer, implicit TLS: the header comes before the
+	// ClientHello.
+	raw := dialFrom("127.0.0.3", h.imaps)
+	raw.Write(proxyproto.AppendV2(nil, netip.MustParseAddrPort("192.0.2.33:40000"), netip.MustParseAddrPort("198.51.100.1:993")))
+	c = &tconn{t: t, c: tls.Client(raw, clientTLS("imap"))}
+	c.br = bufioReader(c.c)
+	c.expect("* OK")
+	c.transact("b1 LOGIN alice alice-pw", "b1 OK")
+	dc.WaitLog(t, "rip=192.0.2.33", 5*time.Second)
+
+	// Through the balancer, STARTTLS port, v1.
+	raw = dialFrom("127.0.0.3", h.starttls)
+	raw.Write([]byte("PROXY TCP4 192.0.2.44 198.51.100.1 40001 143\r\n"))
+	c = &tconn{t: t, c: raw, br: bufioReader(raw)}
+	c.expect("* OK")
+	c.starttls()
+	c.transact("c1 LOGIN alice alice-pw", "c1 OK")
+	dc.WaitLog(t, "rip=192.0.2.44", 5*time.Second)
+
+	// A header from an untrusted address is not a header: it is a
+	// non-IMAP first line.
+	raw = dialFrom("127.0.0.2", h.starttls)
+	c = &tconn{t: t, c: raw, br: bufioReader(raw)}
+	c.expect("* OK")
+	c.sendRaw("PROXY TCP4 192.0.2.55 198.51.100.1 40002 143\r\n")
+	c.expectClosed("* BYE")
+	// A trusted balancer that sends garbage is dropped.
+	raw = dialFrom("127.0.0.3", h.starttls)
+	raw.Write([]byte("a1 NOOP\r\n"))
+	c = &tconn{t: t, c: raw, br: bufioReader(raw)}
+	c.expectClosed()
 }

@@ -37,6 +37,11 @@ type ListenerOptions struct {
 	// are accepted before TLS. Empty (the default) means never. The server
 	// logs a warning at start when it is set.
 	PlaintextAuthFrom []netip.Prefix
+	// ProxyProtocolFrom lists the load balancers whose connections start
+	// with a PROXY protocol header (v1 or v2); its source address is then
+	// the client's for policy, limits and audit. Connections from other
+	// addresses are never asked for one.
+	ProxyProtocolFrom []netip.Prefix
 }
 
 // BackendSecurity is how the proxy talks to a backend.
@@ -86,6 +91,9 @@ type Backend struct {
 	// x-session-id before login, so that the backend logs and penalises
 	// the real client (Dovecot honours it from login_trusted_networks).
 	SendID bool
+	// SendProxy sends a PROXY protocol v2 header with the client's address
+	// first (Dovecot: haproxy_trusted_networks), instead of or besides ID.
+	SendProxy bool
 }
 
 // Limits bound what a client may make the proxy do. Zero values take the

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
+	"github.com/imapwarden/imapwarden/proxy/proxyproto"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -101,11 +102,6 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		Started:    time.Now(),
 	}
 	s.log = srv.log.With(zap.String("session", s.info.ID))
-	for _, p := range lo.PlaintextAuthFrom {
-		if p.Contains(s.info.ClientAddr.Addr().Unmap()) {
-			s.plaintextAuthOK = true
-		}
-	}
 	s.br = bufio.NewReaderSize(raw, clientReadBuf)
 	s.bw = getWriter(&deadlineWriter{c: raw, timeout: s.lim.WriteTimeout})
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
@@ -122,6 +118,11 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // serve runs the session to its end.
 func (s *Session) serve() {
+	if inPrefixes(s.lo.ProxyProtocolFrom, s.info.ClientAddr.Addr()) && !s.readProxyHeader() {
+		s.closeConns()
+		return
+	}
+	s.plaintextAuthOK = inPrefixes(s.lo.PlaintextAuthFrom, s.info.ClientAddr.Addr())
 	s.srv.auditor.SessionOpen(&s.info)
 	defer s.finish()
 	if l := s.dyn.Limiter; l != nil {
@@ -199,6 +200,34 @@ func (s *Session) countCommand(name string) {
 		s.commandsByName = make(map[string]int, 8)
 	}
 	s.commandsByName[name]++
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// readProxyHeader reads the PROXY header a trusted balancer sends first,
+// byte-exact so that a ClientHello behind it is left intact.
+func (s *Session) readProxyHeader() bool {
+	s.raw.SetReadDeadline(time.Now().Add(s.lim.PreAuthIdle))
+	h, err := proxyproto.ReadHeader(s.raw)
+	s.raw.SetReadDeadline(time.Time{})
+	if err != nil {
+		s.log.Warn("bad PROXY protocol header from a trusted balancer", zap.Stringer("peer", s.info.ClientAddr), zap.Error(err))
+		s.srv.opts.Metrics.securityEvent("proxy-protocol-error")
+		return false
+	}
+	if !h.Local {
+		s.info.ClientAddr = netip.AddrPortFrom(h.Src.Addr().Unmap(), h.Src.Port())
+		s.info.LocalAddr = netip.AddrPortFrom(h.Dst.Addr().Unmap(), h.Dst.Port())
+	}
+	return true
 }
 
 // setReason records why the session ends; the first reason wins.

@@ -28,9 +28,10 @@ func TestImportRules(t *testing.T) {
 		ownOK     []string // packages of ours it may import
 	}{
 		// proxy sees interfaces: neither OPA nor certmagic.
-		{"proxy", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "tlsterm"}},
+		{"proxy", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "tlsterm"}},
 		// The wire scanner is the standard library only.
 		{"proxy/imapwire", []string{"github.com/", "go.uber.org/", "golang.org/x/"}, []string{"proxy/imapwire"}},
+		{"proxy/proxyproto", []string{"github.com/", "go.uber.org/", "golang.org/x/"}, []string{"proxy/proxyproto"}},
 		// tlsterm imports no other package of ours.
 		{"tlsterm", nil, []string{"tlsterm"}},
 	} {
