@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -26,6 +27,19 @@ type setup struct {
 	reloadInterval time.Duration
 	drainTimeout   time.Duration
 	warnings       []warning
+	reg            *prometheus.Registry
+	// The admin listener; adminAddr "" when off.
+	adminAddr  string
+	adminToken string
+	adminTLS   *tls.Config
+	adminPprof bool
+	level      zap.AtomicLevel // the logger's, for the admin API
+}
+
+// dynamic is what a reload may change in a running server.
+func (s *setup) dynamic() proxy.Dynamic {
+	return proxy.Dynamic{Router: s.opts.Router, Decider: s.opts.Decider, Limiter: s.opts.Limiter,
+		Authenticator: s.opts.Authenticator, Limits: s.opts.Limits, AllowAuthzid: s.opts.AllowAuthzid}
 }
 
 // warning is something legal but risky, logged at start and printed by
@@ -70,6 +84,7 @@ func logSettings(c logConfig) (zapcore.Level, string, error) {
 func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	var p problems
 	s := &setup{
+		level:          zap.NewAtomicLevel(),
 		drainTimeout:   cfg.DrainTimeout.get(defaultDrainTimeout),
 		reloadInterval: cfg.TLS.ReloadInterval.get(defaultReloadInterval),
 	}
@@ -115,6 +130,13 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
 	s.opts.Logger = log
 	s.opts.Auditor = proxy.NewLogAuditor(log)
+	s.reg = newRegistry()
+	m, err := proxy.NewMetrics(s.reg)
+	if err != nil {
+		p.add("metrics: %v", err)
+	}
+	s.opts.Metrics = m
+	buildAdmin(&p, s, cfg.Admin)
 
 	if err := p.err(""); err != nil {
 		return nil, err
@@ -223,6 +245,14 @@ func buildListeners(p *problems, ls []listenerConfig, serverTLS *tls.Config, war
 			}
 			addrs[l.Address] = i
 		}
+		for j, s := range l.ProxyProtocolFrom {
+			pfx, err := parsePrefix(s)
+			if err != nil {
+				p.add("%s.proxy_protocol_from[%d]: %v", key, j, err)
+				continue
+			}
+			lo.ProxyProtocolFrom = append(lo.ProxyProtocolFrom, pfx)
+		}
 		for j, s := range l.PlaintextAuthFrom {
 			pfx, err := parsePrefix(s)
 			if err != nil {
@@ -294,6 +324,7 @@ func buildBackend(p *problems, name string, c *backendConfig, warn func(key, for
 		Name:           name,
 		Addr:           c.Address,
 		SendID:         c.SendID,
+		SendProxy:      c.SendProxy,
 		MasterUser:     c.MasterUser,
 		ConnectTimeout: c.ConnectTimeout.get(proxy.DefaultConnectTimeout),
 		LoginTimeout:   c.LoginTimeout.get(proxy.DefaultLoginTimeout),
@@ -554,4 +585,40 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// buildAdmin checks the admin section: off-loopback access needs a token.
+func buildAdmin(p *problems, s *setup, c adminConfig) {
+	s.adminAddr = defaultAdminAddress
+	if c.Address != nil {
+		s.adminAddr = *c.Address
+	}
+	s.adminPprof = c.Pprof
+	if s.adminAddr == "" {
+		return
+	}
+	if err := checkHostPort(s.adminAddr, true); err != nil {
+		p.add("admin.address: %v", err)
+		return
+	}
+	if c.TokenFile != "" {
+		tok, err := readSecretFile(c.TokenFile)
+		if err != nil {
+			p.add("admin.token_file: %v", err)
+		} else if len(tok) < 16 {
+			p.add("admin.token_file: the token is shorter than 16 characters")
+		}
+		s.adminToken = tok
+	} else if host, _, _ := net.SplitHostPort(s.adminAddr); !isLoopback(host) {
+		// Sessions, log levels and profiles are not for the network.
+		p.add("admin.address: %s is not loopback: set admin.token_file", s.adminAddr)
+	}
+	if c.TLS != nil && (c.TLS.Cert != "" || c.TLS.Key != "") {
+		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+		if err != nil {
+			p.add("admin.tls: %v", err)
+			return
+		}
+		s.adminTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 }

@@ -6,7 +6,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -189,8 +191,13 @@ tls:
 backends:
   mem: {address: %q, security: plain}
 drain_timeout: 5s
+admin: {address: "127.0.0.1:0"}
 `, cf.Cert, cf.Key, backendAddr)
-	cfg, err := parseConfig([]byte(cfgText))
+	cfgFile := filepath.Join(dir, "imapwarden.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfigFile(cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,8 +212,18 @@ drain_timeout: 5s
 	defer cancel()
 	hup := make(chan os.Signal)
 	addrsc := make(chan []net.Addr, 1)
+	var adminAddr net.Addr
 	done := make(chan error, 1)
-	go func() { done <- runServe(ctx, s, log, hup, func(a []net.Addr) { addrsc <- a }) }()
+	reload := func() (*setup, error) {
+		cfg, err := loadConfigFile(cfgFile)
+		if err != nil {
+			return nil, err
+		}
+		return build(cfg, log)
+	}
+	go func() {
+		done <- runServe(ctx, s, log, hup, reload, func(a []net.Addr, adm net.Addr) { adminAddr = adm; addrsc <- a })
+	}()
 	var addrs []net.Addr
 	select {
 	case addrs = <-addrsc:
@@ -233,8 +250,44 @@ drain_timeout: 5s
 	if lines := c.cmd("b", "OK", "SELECT INBOX"); !strings.Contains(strings.Join(lines, ""), "* 3 EXISTS") {
 		t.Errorf("SELECT: %q", lines)
 	}
+
+	// The admin listener sees the session and counts it.
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + adminAddr.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/sessions"); code != 200 || !strings.Contains(body, `"user": "demo"`) || !strings.Contains(body, `"selected": "INBOX"`) {
+		t.Errorf("/sessions: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `imapwarden_connections_total{listener="imaps"} 1`) || !strings.Contains(body, "imapwarden_build_info{") {
+		t.Errorf("/metrics: %d\n%s", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz: %d", code)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if code, body := get("/loglevel"); code != 200 || !strings.Contains(body, "debug") && !strings.Contains(body, "info") {
+		t.Errorf("/loglevel: %d %s", code, body)
+	}
 	c.cmd("c", "OK", "LOGOUT")
 	tc.Close()
+
+	// SIGHUP re-reads the configuration: a broken file keeps the running
+	// one; a good one changes routing for new sessions.
+	os.WriteFile(cfgFile, []byte(cfgText+"bogus_key: 1\n"), 0o600)
+	hup <- os.Interrupt
+	waitLog(t, logs, "configuration reload failed, keeping the running configuration")
+	os.WriteFile(cfgFile, []byte(strings.Replace(cfgText, "mem: {address", "mem: {send_id: true, address", 1)), 0o600)
+	hup <- os.Interrupt
+	waitLog(t, logs, "configuration reloaded")
 
 	// The STARTTLS listener refuses LOGIN before TLS (RFC 9051 §6.2.3).
 	pc, err := net.Dial("tcp", addrs[1].String())
@@ -251,8 +304,14 @@ drain_timeout: 5s
 	if _, err := tlsterm.WriteSelfSigned(dir, []string{"localhost"}); err != nil {
 		t.Fatal(err)
 	}
+	n := logs.FilterMessage("tls certificates reloaded").Len()
 	hup <- os.Interrupt // any signal value: runServe only receives
-	waitLog(t, logs, "tls certificates reloaded")
+	for deadline := time.Now().Add(10 * time.Second); logs.FilterMessage("tls certificates reloaded").Len() == n; {
+		if time.Now().After(deadline) {
+			t.Fatal("no certificate reload")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if after := leafSerial(t, addrs[0].String()); after == before {
 		t.Error("certificate not replaced after SIGHUP")
 	}

@@ -34,6 +34,18 @@ type fileConfig struct {
 	Routes   routesConfig              `yaml:"routes"`
 	Limits   limitsConfig              `yaml:"limits"`
 	Auth     authConfig                `yaml:"auth"`
+	Admin    adminConfig               `yaml:"admin"`
+}
+
+// adminConfig is the operator listener: metrics, probes, sessions.
+type adminConfig struct {
+	// Address defaults to 127.0.0.1:9143; "" turns the listener off.
+	Address *string `yaml:"address"`
+	// TokenFile holds the bearer token the endpoints (but the probes)
+	// require; mandatory when Address is not loopback.
+	TokenFile string      `yaml:"token_file"`
+	TLS       *certConfig `yaml:"tls"`
+	Pprof     bool        `yaml:"pprof"`
 }
 
 type logConfig struct {
@@ -50,6 +62,9 @@ type listenerConfig struct {
 	// PlaintextAuthFrom lists CIDRs (or single addresses) allowed to log in
 	// before STARTTLS. Empty means nobody (RFC 9051 §6.2.3).
 	PlaintextAuthFrom []string `yaml:"plaintext_auth_from"`
+	// ProxyProtocolFrom lists the load balancers (CIDRs or addresses)
+	// whose connections start with a PROXY protocol header.
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
 }
 
 type certConfig struct {
@@ -84,6 +99,7 @@ type backendConfig struct {
 	ConnectTimeout     *duration `yaml:"connect_timeout"` // default 10s
 	LoginTimeout       *duration `yaml:"login_timeout"`   // default 30s
 	SendID             bool      `yaml:"send_id"`
+	SendProxy          bool      `yaml:"send_proxy"`
 }
 
 type routesConfig struct {
@@ -112,6 +128,7 @@ type authConfig struct {
 const (
 	defaultDrainTimeout   = 30 * time.Second
 	defaultReloadInterval = time.Minute
+	defaultAdminAddress   = "127.0.0.1:9143"
 )
 
 // duration is a time.Duration written the Go way ("30s", "1m30s"). A bare

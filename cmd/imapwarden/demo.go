@@ -49,8 +49,8 @@ const (
 )
 
 type demoFlags struct {
-	imaps, starttls string
-	logLevel        string
+	imaps, starttls, admin string
+	logLevel               string
 }
 
 func newDemoFlags(f *demoFlags) *flag.FlagSet {
@@ -60,6 +60,7 @@ func newDemoFlags(f *demoFlags) *flag.FlagSet {
 	fs := newFlagSet("demo")
 	fs.StringVar(&f.imaps, "imaps", "127.0.0.1:9993", "listen for implicit TLS on `ADDR`")
 	fs.StringVar(&f.starttls, "starttls", "127.0.0.1:9143", "listen for plaintext + STARTTLS on `ADDR`")
+	fs.StringVar(&f.admin, "admin", "127.0.0.1:9180", "serve metrics, probes and sessions over HTTP on `ADDR` (loopback only; \"\" turns it off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	return fs
 }
@@ -80,7 +81,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signalContext(ctx)
 	defer stop()
-	err = runDemo(ctx, demoOptions{IMAPS: f.imaps, StartTLS: f.starttls, Logger: log}, stdout)
+	err = runDemo(ctx, demoOptions{IMAPS: f.imaps, StartTLS: f.starttls, Admin: f.admin, Logger: log}, stdout)
 	if err != nil {
 		fmt.Fprintf(stderr, "imapwarden demo: %v\n", err)
 		return exitError
@@ -93,7 +94,10 @@ type demoOptions struct {
 	// IMAPS and StartTLS are the proxy's listen addresses; "" turns one off.
 	// A missing host means 127.0.0.1.
 	IMAPS, StartTLS string
-	Logger          *zap.Logger
+	// Admin is the admin listener's address ("" off); loopback only, as
+	// it has no token.
+	Admin  string
+	Logger *zap.Logger
 	// Started, if not nil, is called once everything listens and the
 	// instructions were printed.
 	Started func(demoInfo)
@@ -102,7 +106,7 @@ type demoOptions struct {
 // demoInfo is where the demo listens, as "host:port" for clients ("" for a
 // listener that is off).
 type demoInfo struct {
-	IMAPS, StartTLS, Backend string
+	IMAPS, StartTLS, Backend, Admin string
 }
 
 // runDemo runs the in-memory backend and the proxy in front of it, prints
@@ -123,6 +127,13 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	}
 	if imapsAddr == "" && starttlsAddr == "" {
 		return errors.New("both listeners are off: give --imaps or --starttls an address")
+	}
+	adminAddr, err := demoListenAddr(o.Admin)
+	if err != nil {
+		return fmt.Errorf("--admin: %w", err)
+	}
+	if h, _, _ := net.SplitHostPort(adminAddr); adminAddr != "" && !isLoopback(h) {
+		return fmt.Errorf("--admin: %s is not loopback: the demo's admin listener has no token", adminAddr)
 	}
 
 	// tlsterm loads certificates from files (so that it can reload them);
@@ -157,6 +168,10 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 		Auditor:  proxy.NewLogAuditor(log),
 		Hostname: "imapwarden-demo",
 	}
+	reg := newRegistry()
+	if opts.Metrics, err = proxy.NewMetrics(reg); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	if imapsAddr != "" {
 		opts.Listeners = append(opts.Listeners, proxy.ListenerOptions{Name: "imaps", Addr: imapsAddr, Mode: proxy.ImplicitTLS, TLS: tlsSrv.TLSConfig()})
 	}
@@ -181,6 +196,17 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	}()
 
 	info := demoInfo{Backend: backendAddr}
+	if adminAddr != "" {
+		adm := &admin{srv: srv, reg: reg, level: zap.NewAtomicLevel(), log: log.Named("admin")}
+		actx, stopAdmin := context.WithCancel(context.Background())
+		a, wait, err := serveAdmin(actx, adminAddr, nil, adm.handler(), log.Named("admin"))
+		if err != nil {
+			stopAdmin()
+			return fmt.Errorf("--admin: %w", err)
+		}
+		defer func() { stopAdmin(); wait() }()
+		info.Admin = clientHostPort(a)
+	}
 	for i, a := range srv.Addrs() {
 		hp := clientHostPort(a)
 		if opts.Listeners[i].Mode == proxy.ImplicitTLS {
@@ -358,7 +384,8 @@ imapwarden demo is running. Press Ctrl-C to stop.
   backend       {{.Backend}} (in-memory IMAP server, plaintext on loopback)
   user          {{.User}}
   password      {{.Password}}
-  certificate   self-signed for localhost, 127.0.0.1 and ::1: tell clients not to verify it
+  certificate   self-signed for localhost, 127.0.0.1 and ::1: tell clients not to verify it{{if .Admin}}
+  metrics       http://{{.Admin}}/metrics   (also /healthz, /readyz, /sessions){{end}}
 
 Fetch the first message of INBOX through the proxy:
 {{if .StartTLS}}
@@ -368,6 +395,12 @@ Fetch the first message of INBOX through the proxy:
   python3 -c 'import imaplib, ssl; ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE; c = imaplib.IMAP4_SSL("{{.IMAPSHost}}", {{.IMAPSPort}}, ssl_context=ctx); c.login("{{.User}}", "{{.Password}}"); c.select("INBOX"); print(c.fetch("1", "(RFC822)")[1][0][1].decode()); c.logout()'{{end}}{{if .StartTLS}}
   python3 -c 'import imaplib, ssl; ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE; c = imaplib.IMAP4("{{.StartTLSHost}}", {{.StartTLSPort}}); c.starttls(ssl_context=ctx); c.login("{{.User}}", "{{.Password}}"); c.select("INBOX"); print(c.fetch("1", "(RFC822)")[1][0][1].decode()); c.logout()'{{end}}
 
+{{if .Admin}}
+See the sessions and what the proxy counted:
+
+  curl -s http://{{.Admin}}/sessions
+  curl -s http://{{.Admin}}/metrics | grep '^imapwarden_'
+{{end}}
 Any IMAP client works too: server {{if .IMAPS}}{{.IMAPS}} with SSL/TLS{{else}}{{.StartTLS}} with STARTTLS{{end}}, the user and password above.
 
 `))

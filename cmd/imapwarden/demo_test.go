@@ -71,6 +71,7 @@ func startDemo(t *testing.T) (info demoInfo, out *syncBuffer, logs *observer.Obs
 		done <- runDemo(ctx, demoOptions{
 			IMAPS:    ":0", // no host: the demo must pick 127.0.0.1
 			StartTLS: "127.0.0.1:0",
+			Admin:    "127.0.0.1:0",
 			Logger:   log,
 			Started:  func(i demoInfo) { started <- i },
 		}, out)
@@ -205,15 +206,24 @@ func TestDemoEndToEnd(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", want, text)
 			}
 		}
-		var cmds []string
+		var cmds, adminCmds []string
 		for _, line := range strings.Split(text, "\n") {
 			line = strings.TrimSpace(line)
-			if strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "python3 ") {
+			switch {
+			case strings.HasPrefix(line, "curl -s http://"):
+				adminCmds = append(adminCmds, line)
+			case strings.HasPrefix(line, "curl ") || strings.HasPrefix(line, "python3 "):
 				cmds = append(cmds, line)
 			}
 		}
-		if len(cmds) != 4 {
-			t.Fatalf("found %d commands, want 2 curl and 2 python3:\n%s", len(cmds), text)
+		if len(cmds) != 4 || len(adminCmds) != 2 {
+			t.Fatalf("found %d mail and %d admin commands, want 2 curl and 2 python3, and 2 admin:\n%s", len(cmds), len(adminCmds), text)
+		}
+		for _, c := range adminCmds {
+			got, err := runTool(t, "sh", "-c", c)
+			if err != nil || !(strings.HasPrefix(got, "[") || strings.Contains(got, `imapwarden_connections_total{listener="imaps"}`)) {
+				t.Errorf("printed admin command %q: %v\n%s", c, err, got)
+			}
 		}
 		for _, c := range cmds {
 			got, err := runTool(t, "sh", "-c", c)

@@ -12,6 +12,11 @@ import (
 // package that logs; nothing is installed globally. Logs are not sampled:
 // security events must all be seen.
 func newLogger(w io.Writer, level zapcore.Level, format string) *zap.Logger {
+	return newLoggerAt(w, zap.NewAtomicLevelAt(level), format)
+}
+
+// newLoggerAt is newLogger with a level the admin API can change.
+func newLoggerAt(w io.Writer, level zap.AtomicLevel, format string) *zap.Logger {
 	ec := zapcore.EncoderConfig{
 		TimeKey:        "ts",
 		LevelKey:       "level",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
 const serveUsage = `Usage:
@@ -27,9 +29,13 @@ Run the proxy until SIGINT or SIGTERM, then stop accepting connections, tell
 every session "* BYE [UNAVAILABLE]" and wait up to drain_timeout (30s by
 default) for them to end. A second SIGINT or SIGTERM stops at once.
 
-SIGHUP reloads the TLS certificate files; the files are also polled for
-changes every tls.reload_interval (1m by default). A certificate that fails to
-load keeps the current one in use.
+SIGHUP re-reads the configuration file and applies routes, backends, limits
+and auth settings to new sessions (open ones keep theirs); a file that fails
+to check keeps the running configuration. Listener changes need a restart.
+SIGHUP also reloads the TLS certificate files, which are polled for changes
+every tls.reload_interval (1m by default); a certificate that fails to load
+keeps the current one in use. Readiness (/readyz on the admin listener)
+turns 503 as soon as the drain begins.
 
 With -c, everything comes from the configuration file (see "imapwarden
 validate" and the example configuration in the README). Without it, the
@@ -115,12 +121,25 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail("%v", err)
 	}
-	log := newLogger(stderr, level, format)
+	atomicLevel := zap.NewAtomicLevelAt(level)
+	log := newLoggerAt(stderr, atomicLevel, format)
 	defer log.Sync()
 
 	s, err := build(cfg, log)
 	if err != nil {
 		return fail("%v", err)
+	}
+	s.level = atomicLevel
+	// SIGHUP re-reads the file; quick mode has none and reloads TLS files.
+	var reload func() (*setup, error)
+	if f.config != "" {
+		reload = func() (*setup, error) {
+			cfg, err := loadConfigFile(f.config)
+			if err != nil {
+				return nil, err
+			}
+			return build(cfg, log)
+		}
 	}
 
 	ctx, stop := signalContext(ctx)
@@ -129,7 +148,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	if err := runServe(ctx, s, log, hup, nil); err != nil {
+	if err := runServe(ctx, s, log, hup, reload, nil); err != nil {
 		log.Error("imapwarden failed", zap.Error(err))
 		return exitError
 	}
@@ -154,9 +173,12 @@ func indentErr(err error) string {
 }
 
 // runServe starts the proxy described by s and runs it until ctx is done,
-// then drains it. Each value received on hup reloads the TLS certificates.
-// started, if not nil, is called with the bound addresses, in listener order.
-func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Signal, started func([]net.Addr)) error {
+// then drains it. Each value received on hup reloads: the whole
+// configuration through reload when it is set (keeping the running one if
+// the new one is broken), else the TLS certificate files. started, if not
+// nil, is called with the proxy's bound addresses, in listener order, and
+// the admin listener's (nil when off).
+func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Signal, reload func() (*setup, error), started func(proxy []net.Addr, admin net.Addr)) error {
 	s.logWarnings(log)
 	srv, err := proxy.NewServer(s.opts)
 	if err != nil {
@@ -170,9 +192,24 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	for i, a := range addrs {
 		fields = append(fields, zap.Stringer(s.opts.Listeners[i].Name, a))
 	}
+	adm := &admin{srv: srv, reg: s.reg, level: s.level, token: s.adminToken, pprof: s.adminPprof, log: log.Named("admin"),
+		checks: []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}}
+	var adminAddr net.Addr
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	defer stopAdmin()
+	if s.adminAddr != "" {
+		a, wait, err := serveAdmin(adminCtx, s.adminAddr, s.adminTLS, adm.handler(), log.Named("admin"))
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		defer func() { stopAdmin(); wait() }() // stop before waiting
+		adminAddr = a
+		fields = append(fields, zap.Stringer("admin", a))
+	}
 	log.Info("imapwarden started", fields...)
 	if started != nil {
-		started(addrs)
+		started(addrs, adminAddr)
 	}
 
 	var wg sync.WaitGroup
@@ -187,18 +224,13 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 		select {
 		case <-ctx.Done():
 		case sig := <-hup:
-			// Only the certificates for now: reloading the whole
-			// configuration (routes, backends, limits) comes with a later
-			// issue, keeping the old config when the new one is broken.
-			if err := s.tls.Reload(); err != nil {
-				log.Error("tls certificate reload failed, keeping the current certificates",
-					zap.Stringer("signal", sig), zap.Error(err))
-			} else {
-				log.Info("tls certificates reloaded", zap.Stringer("signal", sig))
-			}
+			reloadAll(s, srv, reload, log, sig)
 		}
 	}
 
+	// Not ready any more: balancers stop sending new clients while the
+	// sessions drain.
+	adm.draining.Store(true)
 	log.Info("shutting down: draining sessions, signal again to stop at once",
 		zap.Duration("drain_timeout", s.drainTimeout))
 	start := time.Now()
@@ -264,4 +296,52 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintln(stdout, "ok")
 	return exitOK
+}
+
+// reloadAll applies a SIGHUP. Listeners and the client certificate list are
+// bound at start: a change there is reported as needing a restart, while
+// the files themselves are re-read.
+func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *zap.Logger, sig os.Signal) {
+	if reload != nil {
+		ns, err := reload()
+		if err == nil {
+			err = srv.Update(ns.dynamic())
+		}
+		if err != nil {
+			// The certificate files are re-read below all the same: they
+			// may be what changed.
+			log.Error("configuration reload failed, keeping the running configuration", zap.Stringer("signal", sig), zap.Error(err))
+		} else {
+			if !sameListeners(s.opts.Listeners, ns.opts.Listeners) {
+				log.Warn("listener changes take effect at the next restart")
+			}
+			ns.logWarnings(log)
+			log.Info("configuration reloaded", zap.Stringer("signal", sig))
+		}
+	}
+	if err := s.tls.Reload(); err != nil {
+		log.Error("tls certificate reload failed, keeping the current certificates", zap.Stringer("signal", sig), zap.Error(err))
+	} else {
+		log.Info("tls certificates reloaded", zap.Stringer("signal", sig))
+	}
+}
+
+func sameListeners(a, b []proxy.ListenerOptions) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].Addr != b[i].Addr || a[i].Mode != b[i].Mode {
+			return false
+		}
+	}
+	return true
+}
+
+// tlsReady reports whether client TLS has a certificate to serve.
+func tlsReady(t *tlsterm.Server) error {
+	if t == nil {
+		return errors.New("no certificates loaded")
+	}
+	return nil
 }
