@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -43,18 +44,84 @@ type backendConn struct {
 	sc   *imapwire.Scanner
 	caps []string // last capability list seen
 	tags int
+	pre  prefixReader // hands back the byte waitReadable read
+}
+
+// prefixReader returns one byte already read (or the error reading it
+// gave), then reads from r.
+type prefixReader struct {
+	b   [1]byte
+	has bool
+	err error
+	r   io.Reader
+}
+
+func (p *prefixReader) Read(q []byte) (int, error) {
+	if p.has && len(q) > 0 {
+		q[0], p.has = p.b[0], false
+		return 1, nil
+	}
+	if p.err != nil {
+		err := p.err
+		p.err = nil
+		return 0, err
+	}
+	return p.r.Read(q)
+}
+
+// waitReadable gives the read buffer back to the pool and blocks until the
+// backend sends something, then takes a buffer again: an idle session
+// holds no read buffer. Only the backend pump calls it, at a response
+// boundary with nothing buffered.
+func (bc *backendConn) waitReadable() error {
+	putReader(bc.br)
+	bc.br = nil
+	if _, err := io.ReadFull(bc.conn, bc.pre.b[:]); err != nil {
+		return err
+	}
+	bc.pre.has, bc.pre.r = true, bc.conn
+	bc.br = getReader(&bc.pre)
+	bc.sc.Reset(bc.br)
+	return nil
 }
 
 func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
 
-// release closes the connection and returns its pooled reader; only once
-// nothing reads from it any more.
+// release closes the connection and returns its pooled buffers; only once
+// no pump uses them any more.
 func (bc *backendConn) release() {
 	bc.close()
 	if bc.br != nil {
 		putReader(bc.br)
 		bc.br = nil
 	}
+	if bc.bw != nil {
+		putBackendWriter(bc.bw)
+		bc.bw = nil
+	}
+}
+
+// out returns the writer toward the backend, taking one from the pool if
+// needed. Only one goroutine writes to a backend at a time (login, then
+// the client pump).
+func (bc *backendConn) out() *bufio.Writer {
+	if bc.bw == nil {
+		bc.bw = getBackendWriter(bc.conn)
+	}
+	return bc.bw
+}
+
+// flush sends what was written and gives the writer back.
+func (bc *backendConn) flush() error {
+	if bc.bw == nil {
+		return nil
+	}
+	err := bc.bw.Flush()
+	if err == nil {
+		putBackendWriter(bc.bw)
+		bc.bw = nil
+	}
+	return err
 }
 
 func (bc *backendConn) hasCap(c string) bool {
@@ -102,7 +169,7 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 		bc.conn = tc
 	}
 	bc.br = getReader(bc.conn)
-	bc.bw = bufio.NewWriterSize(bc.conn, backendWriteBuf)
+	bc.bw = getBackendWriter(bc.conn)
 	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
 	if err := bc.greeting(); err != nil {
 		bc.release()
@@ -198,7 +265,7 @@ func (bc *backendConn) startTLS(ctx context.Context) error {
 	}
 	bc.conn = tc
 	bc.br.Reset(tc)
-	bc.bw.Reset(tc)
+	bc.out().Reset(tc)
 	bc.sc.Reset(bc.br)
 	bc.caps = nil // learned before TLS: forget (RFC 9051 §6.2.1)
 	return nil
@@ -303,11 +370,11 @@ func (bc *backendConn) command(cmd string) (imapwire.Status, string, error) {
 func (bc *backendConn) commandSteps(steps []string) (imapwire.Status, string, error) {
 	bc.tags++
 	tag := "iw" + strconv.Itoa(bc.tags)
-	bc.bw.WriteString(tag + " ")
+	bc.out().WriteString(tag + " ")
 	for i, st := range steps {
-		bc.bw.WriteString(st)
-		bc.bw.WriteString("\r\n")
-		if err := bc.bw.Flush(); err != nil {
+		bc.out().WriteString(st)
+		bc.out().WriteString("\r\n")
+		if err := bc.flush(); err != nil {
 			return 0, "", fmt.Errorf("write to %s: %w", bc.b.Addr, err)
 		}
 		for {

@@ -13,7 +13,31 @@ import (
 var (
 	clientWriterPool  = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientWriteBuf) }}
 	backendReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, backendReadBuf) }}
+	backendWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, backendWriteBuf) }}
+	clientReaderPool  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientReadBuf) }}
 )
+
+func getClientReader(r io.Reader) *bufio.Reader {
+	br := clientReaderPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putClientReader(br *bufio.Reader) {
+	br.Reset(nil)
+	clientReaderPool.Put(br)
+}
+
+func getBackendWriter(w io.Writer) *bufio.Writer {
+	bw := backendWriterPool.Get().(*bufio.Writer)
+	bw.Reset(w)
+	return bw
+}
+
+func putBackendWriter(bw *bufio.Writer) {
+	bw.Reset(nil)
+	backendWriterPool.Put(bw)
+}
 
 func getWriter(w io.Writer) *bufio.Writer {
 	bw := clientWriterPool.Get().(*bufio.Writer)

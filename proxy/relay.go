@@ -242,12 +242,12 @@ func isDone(line []byte) bool {
 
 // forwardNow writes bytes to the backend and flushes.
 func (s *Session) forwardNow(b []byte) error {
-	s.be.bw.Write(b)
+	s.be.out().Write(b)
 	return s.flushBackend()
 }
 
 func (s *Session) flushBackend() error {
-	if err := s.be.bw.Flush(); err != nil {
+	if err := s.be.flush(); err != nil {
 		s.backendLost(err, false)
 		return errStop
 	}
@@ -349,10 +349,10 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 				}
 			}
 			s.readDeadline(lim.AuthIdle)
-			n, err := s.sc.CopyLiteral(be.bw)
+			n, err := s.sc.CopyLiteral(be.out())
 			bytesIn += n
 			if err != nil {
-				if s.be.bw.Flush() != nil {
+				if s.be.flush() != nil {
 					s.backendLost(err, false)
 				} else {
 					s.readErr(err)
@@ -383,7 +383,7 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 			return nil, err
 		}
 		if f != nil {
-			be.bw.Write(line)
+			be.out().Write(line)
 		} else {
 			pend = append(pend, line...)
 		}
@@ -571,7 +571,7 @@ func (s *Session) register(cmd *imapwire.Command, d Decision, start time.Time) *
 func (s *Session) forwardPending(f *inflight, pend []byte, marks []int) bool {
 	prev := 0
 	for _, m := range marks {
-		s.be.bw.Write(pend[prev:m])
+		s.be.out().Write(pend[prev:m])
 		s.relay.arm(f.tag, true)
 		if s.flushBackend() != nil {
 			return false
@@ -581,7 +581,7 @@ func (s *Session) forwardPending(f *inflight, pend []byte, marks []int) bool {
 		}
 		prev = m
 	}
-	s.be.bw.Write(pend[prev:])
+	s.be.out().Write(pend[prev:])
 	return true
 }
 
@@ -631,6 +631,13 @@ func (s *Session) backendPump() {
 	var fbuf []byte
 	var outSince int64 // response bytes since the last tagged completion
 	for {
+		if be.br.Buffered() == 0 {
+			// Nothing pending: wait without holding the read buffer.
+			if err := be.waitReadable(); err != nil {
+				s.backendLost(err, false)
+				return
+			}
+		}
 		part, final, _, hasLit, err := sc.ReadLinePart()
 		if err != nil {
 			s.backendLost(err, false)
@@ -706,11 +713,12 @@ func (s *Session) backendPump() {
 // Called with wmu held.
 func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
 	sc := s.be.sc
+	w := s.out()
 	var err error
 	var n int64
 	for {
 		if relay {
-			s.bw.Write(part)
+			w.Write(part)
 			n += int64(len(part))
 		}
 		for !final {
@@ -719,7 +727,7 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 				return n, err
 			}
 			if relay {
-				s.bw.Write(part)
+				w.Write(part)
 				n += int64(len(part))
 			}
 		}
@@ -731,10 +739,10 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 			sc.IgnoreLiteral()
 			break
 		}
-		m, err := sc.CopyLiteral(s.bw)
+		m, err := sc.CopyLiteral(w)
 		n += m
 		if err != nil {
-			if errors.Is(err, imapwire.ErrNoLiteral) || s.bw.Flush() == nil {
+			if errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil {
 				s.backendLost(err, true)
 			} else {
 				s.clientWriteFailed(err)
@@ -747,10 +755,11 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 		}
 	}
 	if s.be.br.Buffered() == 0 {
-		if err := s.bw.Flush(); err != nil {
+		if err := w.Flush(); err != nil {
 			s.clientWriteFailed(err)
 			return n, err
 		}
+		s.idleOut()
 	}
 	return n, nil
 }
@@ -839,8 +848,10 @@ func (s *Session) backendLost(err error, haveWmu bool) {
 			s.wmu.Lock()
 			defer s.wmu.Unlock()
 		}
-		s.bw.WriteString("* BYE [UNAVAILABLE] Backend connection lost\r\n")
-		s.bw.Flush()
+		w := s.out()
+		w.WriteString("* BYE [UNAVAILABLE] Backend connection lost\r\n")
+		w.Flush()
+		s.idleOut()
 	}
 	s.closing.Store(true)
 	s.closeConns()

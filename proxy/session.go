@@ -45,14 +45,18 @@ type Session struct {
 	info   SessionInfo
 	infoMu sync.Mutex
 
-	raw  *countConn // the TCP connection, counting bytes
-	conn net.Conn   // raw, or TLS on top of it
-	br   *bufio.Reader
+	raw  *countConn    // the TCP connection, counting bytes
+	conn net.Conn      // raw, or TLS on top of it
+	br   *bufio.Reader // pooled; given back while waiting (waitCommand)
+	cpre prefixReader  // hands back the byte waitCommand read
 	sc   *imapwire.Scanner
-	// wmu guards bw: after login the backend pump and the client pump
-	// both write to the client, always whole responses.
+	// wmu guards bw and dw: after login the backend pump and the client
+	// pump both write to the client, always whole responses. bw is pooled:
+	// taken for a write, given back once flushed (out, idleOut), so that a
+	// waiting session holds no write buffer.
 	wmu sync.Mutex
 	bw  *bufio.Writer
+	dw  *deadlineWriter
 
 	tlsActive       bool
 	plaintextAuthOK bool // client network is in PlaintextAuthFrom
@@ -102,8 +106,8 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		Started:    time.Now(),
 	}
 	s.log = srv.log.With(zap.String("session", s.info.ID))
-	s.br = bufio.NewReaderSize(raw, clientReadBuf)
-	s.bw = getWriter(&deadlineWriter{c: raw, timeout: s.lim.WriteTimeout})
+	s.br = getClientReader(raw)
+	s.dw = &deadlineWriter{c: raw, timeout: s.lim.WriteTimeout}
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	return s
 }
@@ -170,7 +174,10 @@ func (s *Session) finish() {
 		s.sessionRelease()
 	}
 	defer func() {
-		putWriter(s.bw)
+		if s.bw != nil {
+			putWriter(s.bw)
+		}
+		putClientReader(s.br)
 		if s.be != nil {
 			s.be.release()
 		}
@@ -275,6 +282,16 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 		// shutdown may have set its deadline before ours.
 		s.conn.SetReadDeadline(time.Now())
 	}
+	if s.br.Buffered() == 0 {
+		// Wait without holding a read buffer; the byte read (or the
+		// error) reaches the scanner through cpre.
+		putClientReader(s.br)
+		s.br = nil
+		_, err := io.ReadFull(s.conn, s.cpre.b[:])
+		s.cpre = prefixReader{b: s.cpre.b, has: err == nil, err: err, r: s.conn}
+		s.br = getClientReader(&s.cpre)
+		s.sc.Reset(s.br)
+	}
 	return true
 }
 
@@ -347,7 +364,12 @@ func (s *Session) handshake() error {
 	s.info.TLS = describeTLS(cs)
 	s.infoMu.Unlock()
 	s.br.Reset(tc)
-	s.bw.Reset(&deadlineWriter{c: tc, timeout: s.lim.WriteTimeout})
+	s.wmu.Lock()
+	s.dw = &deadlineWriter{c: tc, timeout: s.lim.WriteTimeout}
+	if s.bw != nil {
+		s.bw.Reset(s.dw)
+	}
+	s.wmu.Unlock()
 	s.sc.Reset(s.br)
 	s.srv.auditor.TLSStarted(&s.info)
 	return nil
@@ -409,12 +431,33 @@ func sanitizeText(t string) string {
 func (s *Session) writef(format string, args ...any) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	w := s.out()
 	if len(args) == 0 {
-		s.bw.WriteString(format)
+		w.WriteString(format)
 	} else {
-		fmt.Fprintf(s.bw, format, args...)
+		fmt.Fprintf(w, format, args...)
 	}
-	return s.bw.Flush()
+	err := w.Flush()
+	s.idleOut()
+	return err
+}
+
+// out returns the client writer, taking one from the pool if needed.
+// Called with wmu held.
+func (s *Session) out() *bufio.Writer {
+	if s.bw == nil {
+		s.bw = getWriter(s.dw)
+	}
+	return s.bw
+}
+
+// idleOut gives the client writer back once it holds nothing. Called with
+// wmu held.
+func (s *Session) idleOut() {
+	if s.bw != nil && s.bw.Buffered() == 0 {
+		putWriter(s.bw)
+		s.bw = nil
+	}
 }
 
 // readDeadline sets how long the client may stay silent.

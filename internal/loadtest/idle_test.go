@@ -1,0 +1,178 @@
+// Package loadtest measures the imapwarden binary from outside, as an
+// operator would: a real process, real clients, the kernel's figures.
+package loadtest
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/tlsterm"
+)
+
+// BenchmarkIdleSessionRSS reports the proxy's resident memory per
+// authenticated TLS session waiting in IDLE (DESIGN §6: ≤ 16 KiB):
+//
+//	go test -run '^$' -bench IdleSessionRSS -benchtime 1x ./internal/loadtest/
+//
+// Dovecot runs at most 100 imap processes by default, hence 90 sessions.
+func BenchmarkIdleSessionRSS(b *testing.B) {
+	const sessions = 90
+	dovecottest.Require(b)
+	dc := dovecottest.Start(b, dovecottest.Options{})
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "imapwarden")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/imapwarden/imapwarden/cmd/imapwarden").CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	cf, err := tlsterm.WriteSelfSigned(dir, []string{"localhost"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr, adminAddr := freeAddr(b), freeAddr(b)
+	cfg := fmt.Sprintf(`listeners: [{address: %q, mode: tls}]
+tls: {certificates: [{cert: %q, key: %q}]}
+backends: {dovecot: {address: %q, security: plain}}
+log: {level: error}
+admin: {address: %q, pprof: true}
+`, addr, cf.Cert, cf.Key, dc.Addr, adminAddr)
+	cfgFile := filepath.Join(dir, "imapwarden.yaml")
+	os.WriteFile(cfgFile, []byte(cfg), 0o600)
+	cmd := exec.Command(bin, "serve", "-c", cfgFile)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	open := func() {
+		var c *tls.Conn
+		for i := 0; ; i++ {
+			c, err = tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+			if err == nil {
+				break
+			}
+			if i > 50 {
+				b.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		r := bufio.NewReader(c)
+		say := func(cmd, want string) {
+			fmt.Fprintf(c, "%s\r\n", cmd)
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					b.Fatalf("%s: %v", cmd, err)
+				}
+				if strings.HasPrefix(l, want) {
+					return
+				}
+			}
+		}
+		r.ReadString('\n')
+		say("a LOGIN alice alice-pw", "a OK")
+		say("b SELECT INBOX", "b OK")
+		say("c IDLE", "+")
+		conns = append(conns, c)
+	}
+	// Warm up: pools, runtime, first TLS handshakes.
+	for i := 0; i < 10; i++ {
+		open()
+	}
+	settle(b, adminAddr)
+	before, goBefore := rssKiB(b, cmd.Process.Pid), goInuseKiB(b, adminAddr)
+	for i := 0; i < sessions; i++ {
+		open()
+	}
+	settle(b, adminAddr)
+	after, goAfter := rssKiB(b, cmd.Process.Pid), goInuseKiB(b, adminAddr)
+	if f := os.Getenv("LOADTEST_HEAP_PROFILE"); f != "" {
+		// For looking into what a session holds: go tool pprof -top FILE
+		resp, err := http.Get("http://" + adminAddr + "/debug/pprof/heap")
+		if err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			os.WriteFile(f, data, 0o644)
+		}
+	}
+	b.ReportMetric(float64(after-before)/sessions, "RSS-KiB/session")
+	b.ReportMetric(float64(goAfter-goBefore)/sessions, "heap+stack-KiB/session")
+	b.ReportMetric(float64(after), "RSS-KiB-total")
+}
+
+func freeAddr(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// settle lets the process reach its steady state: a GC (through pprof's
+// heap endpoint, as an operator can ask) empties the buffer pools, and the
+// runtime's scavenger gets time to return freed pages.
+func settle(b *testing.B, admin string) {
+	for i := 0; i < 2; i++ {
+		resp, err := http.Get("http://" + admin + "/debug/pprof/heap?gc=1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	time.Sleep(3 * time.Second)
+}
+
+// goInuseKiB is what the Go runtime has in use for heap objects and
+// goroutine stacks, from /metrics.
+func goInuseKiB(b *testing.B, admin string) int {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	total := 0.0
+	for _, l := range strings.Split(string(body), "\n") {
+		for _, name := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes "} {
+			if v, ok := strings.CutPrefix(l, name); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+	}
+	return int(total / 1024)
+}
+
+func rssKiB(b *testing.B, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
