@@ -1,0 +1,370 @@
+package cyrustest
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imapwarden/imapwarden/internal/backendtest"
+)
+
+func dial(t *testing.T, s *Server, tlsServerName string) *backendtest.Conn {
+	t.Helper()
+	if tlsServerName == "" {
+		return backendtest.Dial(t, s.Addr, nil)
+	}
+	return backendtest.Dial(t, s.TLSAddr, backendtest.TLSConfig(t, s.CAFile, tlsServerName))
+}
+
+func plainIR(authzid, authcid, pw string) string {
+	return base64.StdEncoding.EncodeToString([]byte(authzid + "\x00" + authcid + "\x00" + pw))
+}
+
+func TestStartTLSThenLogin(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+
+	c := dial(t, s, "")
+	caps := c.MustOK("CAPABILITY")
+	if !backendtest.HasLine(caps, " STARTTLS") {
+		t.Fatalf("CAPABILITY before TLS lacks STARTTLS: %q", caps)
+	}
+	c.MustStartTLS(backendtest.TLSConfig(t, s.CAFile, "localhost"))
+	if caps := c.MustOK("CAPABILITY"); backendtest.HasLine(caps, "STARTTLS") {
+		t.Fatalf("CAPABILITY after TLS still offers STARTTLS: %q", caps)
+	}
+	if _, st := c.Cmd("LOGIN alice wrong-pw"); !strings.HasPrefix(st, "NO") {
+		t.Fatalf("LOGIN with a wrong password: %s", st)
+	}
+	c.MustOK("LOGIN alice alice-pw")
+	s.WaitLog(t, "alice plaintext+TLS User logged in", 5*time.Second)
+	c.MustOK("LOGOUT")
+
+	// Implicit TLS, verified by IP address this time.
+	c = dial(t, s, "127.0.0.1")
+	if _, st := c.Cmd("LOGIN bob alice-pw"); !strings.HasPrefix(st, "NO") {
+		t.Fatalf("LOGIN bob with alice's password: %s", st)
+	}
+	c.MustOK("LOGIN bob bob-pw")
+	// INBOX exists from the first login on.
+	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 0 EXISTS") {
+		t.Fatalf("SELECT INBOX: %q", u)
+	}
+}
+
+// TestFacts pins what README.md says about Cyrus, so that a package update
+// that changes them is noticed.
+func TestFacts(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	c := dial(t, s, "")
+	pre := strings.Join(c.MustOK("CAPABILITY"), " ")
+	for _, want := range []string{"LITERAL+", "IDLE", "MOVE", "COMPRESS=DEFLATE", "STARTTLS", "AUTH=PLAIN", "ID"} {
+		if !strings.Contains(pre, " "+want) {
+			t.Errorf("CAPABILITY before login lacks %s: %s", want, pre)
+		}
+	}
+	c.MustOK("LOGIN alice alice-pw")
+	post := strings.Join(c.MustOK("CAPABILITY"), " ")
+	// A Cyrus quirk: LOGINDISABLED after login (and no STARTTLS).
+	for _, want := range []string{"LOGINDISABLED", "COMPRESS=DEFLATE", "QRESYNC", "IDLE"} {
+		if !strings.Contains(post, " "+want) {
+			t.Errorf("CAPABILITY after login lacks %s: %s", want, post)
+		}
+	}
+	if u := c.MustOK("NAMESPACE"); !backendtest.HasLine(u, `* NAMESPACE (("INBOX." ".")) (("user." ".")) (("" "."))`) {
+		t.Errorf("NAMESPACE: %q", u)
+	}
+	// ID reveals the OS, its version and OpenSSL's.
+	if u := c.MustOK(`ID ("name" "cyrustest")`); !backendtest.HasLine(u, `"os" "Linux"`) || !backendtest.HasLine(u, "OpenSSL") {
+		t.Errorf("ID: %q", u)
+	}
+}
+
+func TestMasterUserLogin(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	s.Deliver(t, "alice", "INBOX", backendtest.Message("for alice", 100))
+
+	c := dial(t, s, "")
+	c.MustOK("AUTHENTICATE PLAIN %s", plainIR("alice", s.MasterUser, s.MasterPassword))
+	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 1 EXISTS") {
+		t.Fatalf("SELECT INBOX as alice via master user: %q", u)
+	}
+	for _, tc := range []struct{ name, ir string }{
+		{"wrong master password", plainIR("alice", s.MasterUser, "nope")},
+		{"regular user as master", plainIR("alice", "bob", "bob-pw")},
+	} {
+		c := dial(t, s, "")
+		if _, st := c.Cmd("AUTHENTICATE PLAIN %s", tc.ir); !strings.HasPrefix(st, "NO") {
+			t.Errorf("%s: %s, want NO", tc.name, st)
+		}
+	}
+}
+
+func TestDisablePlaintextAuth(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{DisablePlaintextAuth: true})
+	c := dial(t, s, "")
+	if caps := c.MustOK("CAPABILITY"); !backendtest.HasLine(caps, "LOGINDISABLED") || backendtest.HasLine(caps, " AUTH=") {
+		t.Fatalf("CAPABILITY before TLS: %q", caps)
+	}
+	if _, st := c.Cmd("LOGIN alice alice-pw"); !strings.HasPrefix(st, "NO") {
+		t.Fatalf("LOGIN before TLS: %s", st)
+	}
+	c.MustStartTLS(backendtest.TLSConfig(t, s.CAFile, "localhost"))
+	c.MustOK("LOGIN alice alice-pw")
+	// Deliver works too (it uses implicit TLS).
+	s.Deliver(t, "alice", "INBOX", backendtest.Message("m", 100))
+}
+
+func TestDeliver(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	small := backendtest.Message("small", 200)
+	big := backendtest.Message("big", 5<<20)
+	s.Deliver(t, "alice", "INBOX", small)
+	s.Deliver(t, "alice", "Archive", big) // created on demand, as INBOX.Archive
+	s.Deliver(t, "alice", "INBOX.Archive", small)
+
+	c := dial(t, s, "")
+	c.MustOK("LOGIN alice alice-pw")
+	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 1 EXISTS") {
+		t.Fatalf("SELECT INBOX: %q", u)
+	}
+	if u := c.MustOK(`LSUB "" "*"`); !backendtest.HasLine(u, `"." INBOX.Archive`) {
+		t.Fatalf("INBOX.Archive not subscribed: %q", u)
+	}
+	if u := c.MustOK("STATUS INBOX.Archive (MESSAGES)"); !backendtest.HasLine(u, "(MESSAGES 2)") {
+		t.Fatalf("STATUS INBOX.Archive: %q", u)
+	}
+	c.MustOK("SELECT INBOX.Archive")
+	want := fmt.Sprintf("RFC822.SIZE %d", len(big))
+	if u := c.MustOK("FETCH 1 (RFC822.SIZE)"); !backendtest.HasLine(u, want) {
+		t.Fatalf("FETCH 1 RFC822.SIZE: %q, want %s", u, want)
+	}
+	u := c.MustOK("FETCH 1 (BODY.PEEK[])")
+	if len(u) != 1 || !strings.Contains(u[0], string(big)) {
+		t.Fatalf("FETCH 1 BODY[] did not return the delivered message")
+	}
+
+	// Mail is per user.
+	c = dial(t, s, "")
+	c.MustOK("LOGIN bob bob-pw")
+	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 0 EXISTS") {
+		t.Fatalf("bob's INBOX: %q", u)
+	}
+}
+
+// TestIdlePush: a session in IDLE hears of a message another session
+// delivers at once (idled), not after imapidlepoll's 60 s.
+func TestIdlePush(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	c := dial(t, s, "")
+	c.MustOK("LOGIN alice alice-pw")
+	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 0 EXISTS") {
+		t.Fatalf("SELECT INBOX: %q", u)
+	}
+	if err := c.Write([]byte("i IDLE\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if l := c.MustReadLine(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("IDLE: %q", l)
+	}
+	start := time.Now()
+	s.Deliver(t, "alice", "INBOX", backendtest.Message("pushed", 100))
+	c.Timeout = 10 * time.Second // well under the 60 s poll
+	if l := c.MustReadLine(); l != "* 1 EXISTS" {
+		t.Fatalf("in IDLE: %q, want * 1 EXISTS", l)
+	}
+	t.Logf("EXISTS pushed %v after the delivery started", time.Since(start))
+	if err := c.Write([]byte("DONE\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		l := c.MustReadLine()
+		if strings.HasPrefix(l, "i ") {
+			if !strings.HasPrefix(l, "i OK") {
+				t.Fatalf("IDLE completion: %q", l)
+			}
+			break
+		}
+	}
+}
+
+func TestKillAndRestart(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	s.Deliver(t, "alice", "INBOX", backendtest.Message("survives", 100))
+	c := dial(t, s, "")
+	c.MustOK("LOGIN alice alice-pw")
+	c.MustOK("SELECT INBOX")
+
+	p := s.running()
+	s.Kill()
+	if pids := p.Survivors(); len(pids) > 0 {
+		t.Fatalf("processes left after Kill: %v", pids)
+	}
+	for _, addr := range []string{s.Addr, s.TLSAddr} {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			t.Fatalf("%s still accepts after Kill", addr)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %s after Kill: %v, want connection refused", addr, err)
+		}
+	}
+	// The open session is gone with its imapd.
+	c.Timeout = 5 * time.Second
+	if err := c.Write([]byte("x NOOP\r\n")); err == nil {
+		if l, err := c.ReadLine(); err == nil {
+			t.Fatalf("killed backend still answers an open session: %q", l)
+		}
+	}
+	s.Kill() // a second Kill is a no-op
+
+	s.Restart(t)
+	c = dial(t, s, "")
+	c.MustOK("LOGIN alice alice-pw")
+	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 1 EXISTS") {
+		t.Fatalf("SELECT INBOX after restart: %q", u)
+	}
+	dial(t, s, "localhost").MustOK("LOGIN bob bob-pw")
+
+	p = s.running()
+	s.Restart(t) // restarting a running server stops it first
+	if pids := p.Survivors(); len(pids) > 0 {
+		t.Fatalf("processes left after a graceful stop: %v", pids)
+	}
+	dial(t, s, "").MustOK("LOGIN bob bob-pw")
+}
+
+func TestOptions(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{
+		Users:          map[string]string{"carol": `pw with "quotes" and \`},
+		MasterUser:     "admin",
+		MasterPassword: "admin-pw",
+	})
+	c := dial(t, s, "")
+	if _, st := c.Cmd("LOGIN alice alice-pw"); !strings.HasPrefix(st, "NO") {
+		t.Fatalf("default user exists with custom Users: %s", st)
+	}
+	c.MustOK("LOGIN carol %s", backendtest.Quote(s.Users["carol"]))
+	s.Deliver(t, "carol", "Work", backendtest.Message("m", 10))
+	dial(t, s, "").MustOK("AUTHENTICATE PLAIN %s", plainIR("carol", "admin", "admin-pw"))
+}
+
+// fakeTB records how the fixture ends a test instead of ending it, so the
+// failure paths themselves can be tested.
+type fakeTB struct {
+	testing.TB
+	ended string // "fatal: ..." or "skip: ..."
+}
+
+type tbEnded struct{}
+
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.ended = "fatal: " + fmt.Sprintf(format, args...)
+	panic(tbEnded{})
+}
+func (f *fakeTB) Skipf(format string, args ...any) {
+	f.ended = "skip: " + fmt.Sprintf(format, args...)
+	panic(tbEnded{})
+}
+
+func (f *fakeTB) run(fn func(testing.TB)) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(tbEnded); !ok {
+				panic(r)
+			}
+		}
+	}()
+	fn(f)
+}
+
+// Not parallel: it changes the environment.
+func TestRequireWithoutCyrus(t *testing.T) {
+	t.Setenv("IMAPWARDEN_BACKENDS", t.TempDir())
+	for _, tc := range []struct{ ci, want string }{
+		{"", "skip: "},
+		{"false", "skip: "},
+		{"true", "fatal: "},
+	} {
+		t.Setenv("CI", tc.ci)
+		f := &fakeTB{TB: t}
+		f.run(func(tb testing.TB) { Require(tb) })
+		if !strings.HasPrefix(f.ended, tc.want) {
+			t.Errorf("CI=%q: Require ended with %q, want %s...", tc.ci, f.ended, tc.want)
+		}
+	}
+}
+
+func TestStartRejectsBadOptions(t *testing.T) {
+	t.Parallel()
+	Require(t)
+	for _, opts := range []Options{
+		{Users: map[string]string{"eve": "a\r\nb"}},
+		{Users: map[string]string{"../x": "pw"}},
+		{Users: map[string]string{"a.b": "pw"}},
+		{Users: map[string]string{"proxymaster": "pw"}},
+		{MasterUser: "m", MasterPassword: "x\x00"},
+	} {
+		f := &fakeTB{TB: t}
+		f.run(func(tb testing.TB) { Start(tb, opts) })
+		if !strings.HasPrefix(f.ended, "fatal: cyrustest: ") {
+			t.Errorf("Start(%+v) ended with %q, want a fatal error", opts, f.ended)
+		}
+	}
+}
+
+// Not parallel: it replaces pickPorts. The first ports offered are taken, as
+// if another process won the race between FreePorts and master's bind.
+func TestStartRetriesTakenPort(t *testing.T) {
+	Require(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	calls := 0
+	t.Cleanup(func() { pickPorts = backendtest.FreePorts })
+	pickPorts = func(n int) ([]int, error) {
+		calls++
+		ports, err := backendtest.FreePorts(n)
+		if calls == 1 && err == nil {
+			ports[0] = taken.Addr().(*net.TCPAddr).Port
+		}
+		return ports, err
+	}
+	s := Start(t, Options{})
+	if calls != 2 {
+		t.Fatalf("pickPorts called %d times, want 2", calls)
+	}
+	if s.Addr == taken.Addr().String() {
+		t.Fatalf("Start kept the taken port")
+	}
+	dial(t, s, "").MustOK("LOGIN alice alice-pw")
+}
+
+func TestFormatSyslog(t *testing.T) {
+	for in, want := range map[string]string{
+		"<21>Nov 26 15:35:16 cyrustest/master[1]: exiting\n": "Nov 26 15:35:16 cyrustest/master[1]: exiting\n",
+		"<191>x\x00":  "x\n",
+		"no priority": "no priority\n",
+		"<notpri":     "<notpri\n",
+	} {
+		if got := string(formatSyslog([]byte(in))); got != want {
+			t.Errorf("formatSyslog(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
