@@ -1,7 +1,9 @@
 package tlsterm
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 )
 
@@ -11,12 +13,23 @@ type ConnInfo struct {
 	Cipher            string // tls.CipherSuiteName, e.g. "TLS_AES_128_GCM_SHA256"
 	ServerName        string // SNI sent by the client, "" if none
 	ALPN              string // negotiated protocol, "" if none
-	ClientCertSubject string // subject of the peer's leaf certificate, "" if none
-	Resumed           bool   // the handshake resumed an earlier session
+	ClientCertSubject string // subject of the peer's leaf certificate (RFC 2253 form), "" if none
+	// ClientCertSANs are the leaf's subject alternative names, each with
+	// its type as OpenSSL prints them: "DNS:host", "email:user@example.com",
+	// "URI:...", "IP:192.0.2.1". Empty if no certificate.
+	ClientCertSANs []string
+	// ClientCertSHA256 is the hex SHA-256 of the leaf's DER, for pinning a
+	// certificate to a user (SASL EXTERNAL); "" if no certificate.
+	ClientCertSHA256 string
+	// ClientCertVerified: the certificate chained to the listener's client
+	// CA. Always true for a certificate on a listener made by
+	// Server.ListenerConfig (unverified ones are refused there).
+	ClientCertVerified bool
+	Resumed            bool // the handshake resumed an earlier session
 }
 
 // Describe turns the server side of a connection's state into ConnInfo.
-// On the client side ClientCertSubject would be the server's subject.
+// On the client side the ClientCert fields would describe the server.
 func Describe(cs tls.ConnectionState) ConnInfo {
 	ci := ConnInfo{
 		Version:    versionName(cs.Version),
@@ -28,7 +41,23 @@ func Describe(cs tls.ConnectionState) ConnInfo {
 		ci.Cipher = tls.CipherSuiteName(cs.CipherSuite)
 	}
 	if len(cs.PeerCertificates) > 0 {
-		ci.ClientCertSubject = cs.PeerCertificates[0].Subject.String()
+		leaf := cs.PeerCertificates[0]
+		ci.ClientCertSubject = leaf.Subject.String()
+		for _, n := range leaf.DNSNames {
+			ci.ClientCertSANs = append(ci.ClientCertSANs, "DNS:"+n)
+		}
+		for _, e := range leaf.EmailAddresses {
+			ci.ClientCertSANs = append(ci.ClientCertSANs, "email:"+e)
+		}
+		for _, u := range leaf.URIs {
+			ci.ClientCertSANs = append(ci.ClientCertSANs, "URI:"+u.String())
+		}
+		for _, ip := range leaf.IPAddresses {
+			ci.ClientCertSANs = append(ci.ClientCertSANs, "IP:"+ip.String())
+		}
+		sum := sha256.Sum256(leaf.Raw)
+		ci.ClientCertSHA256 = hex.EncodeToString(sum[:])
+		ci.ClientCertVerified = len(cs.VerifiedChains) > 0
 	}
 	return ci
 }

@@ -2,6 +2,7 @@ package tlsterm
 
 import (
 	"crypto/tls"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -42,7 +43,7 @@ func TestDescribe(t *testing.T) {
 	})
 	// ClientCertSubject and Resumed: TestBackendClientCert, TestResumption.
 
-	if got := Describe(tls.ConnectionState{}); got != (ConnInfo{}) {
+	if got := Describe(tls.ConnectionState{}); !reflect.DeepEqual(got, ConnInfo{}) {
 		t.Errorf("Describe(zero) = %+v, want zero", got)
 	}
 	for v, want := range map[uint16]string{

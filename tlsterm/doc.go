@@ -6,8 +6,15 @@
 //   - The client-facing certificate always comes from [tls.Config.GetCertificate],
 //     backed by an atomically swapped set. A reload builds a whole new set off to
 //     the side and swaps it in only if every file loaded; handshakes in progress
-//     and established sessions keep the certificate they already have. ACME
-//     (certmagic) will plug in behind the same callback.
+//     and established sessions keep the certificate they already have.
+//   - ACME plugs in behind the same callback as a [Manager] (tlsterm/acme,
+//     certmagic). Files win for the names they cover, the Manager gets the
+//     rest, then the default. This package imports no ACME code: the proxy
+//     imports it for [Describe] and must stay free of certmagic (DESIGN §2).
+//   - A hello offering exactly "acme-tls/1" is an ACME TLS-ALPN-01 validation
+//     (RFC 8737): it gets the challenge certificate if one is pending, over
+//     TLS 1.3 only, and the handshake is made to fail on our side after our
+//     flight is sent, so such a connection never becomes an IMAP session.
 //   - Implicit TLS (port 993) is the recommended way to reach a mail server
 //     (RFC 8314 §3); the same config serves STARTTLS on port 143.
 //   - ALPN: the only protocol we speak is "imap" (RFC 7301, IANA registry).
@@ -22,5 +29,13 @@
 //     unless StrictSNI asks for an unrecognized_name alert.
 //   - TLS 1.2 is the floor (RFC 8996 deprecates 1.0 and 1.1, RFC 9325 §3.1.1);
 //     on TLS 1.2 only ECDHE key exchange with AEAD ciphers is offered.
+//   - Session ticket keys are ours, not crypto/tls's automatic ones: rotated
+//     every TicketKeyRotation (lazily, at the first handshake after it is due),
+//     the previous key kept one more period, and derived per client-certificate
+//     policy so that tickets never cross between listeners of different
+//     policies ([Server.ListenerConfig]).
+//   - Time-based work needs no goroutine of ours: ticket rotation happens in
+//     the handshake path, expiry warnings in Watch; only a Manager runs
+//     background work (certmagic's renewals), stopped by Close.
 //   - This package imports no other package of imapwarden (DESIGN §2).
 package tlsterm

@@ -27,16 +27,36 @@ type CertFile struct{ Cert, Key string }
 type ServerOptions struct {
 	// Certificates, chosen by SNI against each certificate's DNS SANs (exact
 	// and "*.example.com" wildcards, case-insensitive). The first one is the
-	// default for clients that send no SNI or an unknown name.
+	// default for clients that send no SNI or an unknown name. May be empty
+	// when Managed is set.
 	Certificates []CertFile
-	// StrictSNI refuses handshakes whose SNI matches no certificate
-	// (unrecognized_name alert, RFC 6066 §3). Clients that send no SNI still
-	// get the default certificate.
+	// Managed supplies certificates obtained and renewed through ACME
+	// (package tlsterm/acme), for the names no file covers; see [Manager]
+	// for the precedence. NewServer starts it, Close stops it.
+	Managed Manager
+	// StrictSNI refuses handshakes whose SNI matches no certificate and
+	// that the Manager does not claim (unrecognized_name alert, RFC 6066 §3).
+	// Clients that send no SNI still get the default certificate.
 	StrictSNI bool
 	// MinVersion: tls.VersionTLS12 by default; tls.VersionTLS13 allowed.
 	// Lower values are an error.
 	MinVersion uint16
-	// Logger receives reloads and refused handshakes; nil means zap.NewNop().
+	// TicketKeyRotation is how often session ticket keys are replaced; the
+	// previous keys still decrypt tickets for one more period (RFC 8446
+	// §4.6.1 resumption, RFC 9325 §3.4). Zero means 24 hours; negative turns
+	// session tickets off (no resumption).
+	TicketKeyRotation time.Duration
+	// OnEvent receives certificate events (obtained, renewed, failed,
+	// expiring), for audit records and metrics. It is called synchronously
+	// from renewal goroutines, Reload and Watch: return quickly. Nil means
+	// events are only logged.
+	OnEvent func(CertEvent)
+	// ExpiryWarning: Watch reports CertExpiring once for a certificate with
+	// less validity left than this. Zero means 14 days, or a fifth of the
+	// certificate's lifetime if that is shorter.
+	ExpiryWarning time.Duration
+	// Logger receives reloads, certificate events and refused handshakes;
+	// nil means zap.NewNop().
 	Logger *zap.Logger
 }
 
@@ -45,14 +65,23 @@ type ServerOptions struct {
 type Server struct {
 	opts   ServerOptions
 	log    *zap.Logger
-	cfg    *tls.Config // returned by TLSConfig; shared so session tickets resume everywhere
-	refuse *tls.Config // swapped in for a handshake that must fail ALPN negotiation
+	mgr    Manager          // opts.Managed, nil without ACME
+	now    func() time.Time // time.Now; tests move it
+	cfg    *tls.Config      // returned by TLSConfig; shared so session tickets resume everywhere
+	refuse *tls.Config      // swapped in for a handshake that must fail ALPN negotiation
+
+	tickets *ticketKeys // nil when session tickets are off
 
 	current atomic.Pointer[certSet] // read on every handshake, swapped by Reload
 
 	reloadMu sync.Mutex  // serializes Reload so an older set never replaces a newer one
 	seenMu   sync.Mutex  // guards seen
 	seen     []fileStamp // what the files looked like at the last load attempt
+
+	expiryMu sync.Mutex      // serializes checkExpiry
+	warned   map[string]bool // certificates already reported CertExpiring
+
+	closeOnce sync.Once
 }
 
 // certSet is one immutable generation of certificates.
@@ -80,7 +109,8 @@ var tls12Suites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// NewServer loads the certificate files; an error names the file that failed.
+// NewServer loads the certificate files (an error names the file that
+// failed) and starts the Manager, if any. Call Close when done with it.
 func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -93,8 +123,8 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		// RFC 8996: TLS 1.0 and 1.1 must not be negotiated.
 		return nil, fmt.Errorf("tlsterm: MinVersion %#04x not allowed: want TLS 1.2 or 1.3", opts.MinVersion)
 	}
-	if len(opts.Certificates) == 0 {
-		return nil, errors.New("tlsterm: no certificates configured")
+	if len(opts.Certificates) == 0 && opts.Managed == nil {
+		return nil, errors.New("tlsterm: no certificates configured: give certificate files, managed (ACME) names, or both")
 	}
 	opts.Certificates = slices.Clone(opts.Certificates)
 	for i, cf := range opts.Certificates {
@@ -103,7 +133,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		}
 	}
 
-	s := &Server{opts: opts, log: opts.Logger}
+	s := &Server{opts: opts, log: opts.Logger, mgr: opts.Managed, now: time.Now, warned: make(map[string]bool)}
 	s.cfg = &tls.Config{
 		MinVersion:         opts.MinVersion,
 		CipherSuites:       tls12Suites,
@@ -118,25 +148,74 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		CipherSuites: tls12Suites,
 		NextProtos:   []string{ALPNProtocol},
 	}
+	switch {
+	case opts.TicketKeyRotation < 0:
+		s.cfg.SessionTicketsDisabled = true
+	case opts.TicketKeyRotation == 0:
+		s.tickets = newTicketKeys(defaultTicketRotation, s.now())
+	default:
+		s.tickets = newTicketKeys(opts.TicketKeyRotation, s.now())
+	}
+	if s.tickets != nil {
+		s.tickets.register(s.cfg, "")
+	}
 	if err := s.Reload(); err != nil {
 		return nil, err
+	}
+	if s.mgr != nil {
+		if err := s.mgr.Start(s.emit); err != nil {
+			return nil, fmt.Errorf("tlsterm: start managed certificates: %w", err)
+		}
 	}
 	return s, nil
 }
 
+// Close stops the Manager's background work (renewals). Handshakes still
+// work afterwards, with the certificates held at that moment. Static-only
+// Servers have nothing to stop.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.mgr != nil {
+			err = s.mgr.Close()
+		}
+	})
+	return err
+}
+
 // TLSConfig returns the config for client listeners (implicit TLS and
 // STARTTLS alike). It is the same *tls.Config on every call, so that session
-// tickets issued on one listener resume on another; do not modify it. A
-// Clone may be changed (ClientAuth, say) and keeps the ALPN and SNI checks,
-// as long as its Certificates stay empty.
+// tickets issued on one listener resume on another; do not modify it. For a
+// listener that asks for client certificates use ListenerConfig, not a
+// Clone: a Clone keeps the ALPN and SNI checks but not the ticket key
+// rotation.
 func (s *Server) TLSConfig() *tls.Config { return s.cfg }
 
 // checkALPN refuses ALPACA-style cross-protocol connections explicitly, not
 // by relying on NextProtos: crypto/tls lets an "http/1.1"-only client through
 // when NextProtos contains "h2", and a caller may have added it to a clone.
+// It runs first in every handshake, so it also rotates the ticket keys when
+// due.
 func (s *Server) checkALPN(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+	if s.tickets != nil {
+		s.tickets.maybeRotate(s.now())
+	}
 	if len(chi.SupportedProtos) == 0 || slices.Contains(chi.SupportedProtos, ALPNProtocol) {
 		return nil, nil // keep the listener's config
+	}
+	// RFC 8737 §3: the validation server offers exactly "acme-tls/1" and
+	// sends the name being validated as SNI.
+	if s.mgr != nil && chi.ServerName != "" && len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == ALPNACME {
+		cert, err := s.mgr.ChallengeCertificate(chi)
+		if err == nil && cert != nil {
+			s.log.Info("acme tls-alpn-01 challenge answered", zap.String("sni", chi.ServerName), remoteField(chi))
+			return challengeConfig(cert), nil
+		}
+		if ce := s.log.Check(zap.DebugLevel, "tls handshake refused"); ce != nil {
+			ce.Write(zap.String("reason", "acme-tls/1 without a pending challenge"), zap.String("sni", chi.ServerName),
+				zap.Error(err), remoteField(chi))
+		}
+		return s.refuse, nil
 	}
 	if ce := s.log.Check(zap.DebugLevel, "tls handshake refused"); ce != nil {
 		ce.Write(zap.String("reason", "alpn"), zap.Strings("alpn", chi.SupportedProtos),
@@ -147,24 +226,70 @@ func (s *Server) checkALPN(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 	return s.refuse, nil
 }
 
-// getCertificate picks by SNI from the current set. Returning (nil, nil)
-// with no static Certificates makes crypto/tls send unrecognized_name.
+// errChallengeOnly ends every TLS-ALPN-01 handshake on our side.
+var errChallengeOnly = errors.New("tlsterm: acme-tls/1 handshake: validation only, no session (RFC 8737 §3)")
+
+// challengeConfig answers an ACME validation server and nothing else.
+//
+// The validator needs to see the certificate, not to complete a session
+// (RFC 8737 §3: it closes right after the handshake). So our side never
+// completes: in TLS 1.3 the server sends its whole flight, Finished
+// included, before it reads the client's second flight, and VerifyConnection
+// fails right after that flight is flushed. The validator's handshake has
+// succeeded by then; ours returns an error, so the connection never reaches
+// IMAP, whatever the caller does after the handshake. TLS 1.2 is refused for
+// this handshake: there the server's Finished comes last, so a TLS 1.2
+// challenge handshake could only succeed by completing on our side too.
+// Validators are Go or OpenSSL clients and offer TLS 1.3 (Let's Encrypt's,
+// step-ca's, Pebble's); one that cannot still has HTTP-01, or a TLS-ALPN
+// port that is not an IMAP listener (see tlsterm/acme).
+func challengeConfig(cert *tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		NextProtos:             []string{ALPNACME},
+		Certificates:           []tls.Certificate{*cert},
+		SessionTicketsDisabled: true,
+		VerifyConnection:       func(tls.ConnectionState) error { return errChallengeOnly },
+	}
+}
+
+// getCertificate picks by SNI: static files first, then the Manager, then
+// the default. Returning (nil, nil) with no static Certificates makes
+// crypto/tls send unrecognized_name.
 func (s *Server) getCertificate(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	set := s.current.Load()
 	name := strings.TrimSuffix(strings.ToLower(chi.ServerName), ".")
 	if name == "" {
-		return set.certs[0], nil
+		return s.defaultCert(set, chi)
 	}
 	if cands := set.lookup(name); cands != nil {
 		return pick(cands, chi), nil
 	}
+	if s.mgr != nil {
+		if cert, err := s.mgr.GetCertificate(chi); cert != nil || err != nil {
+			return cert, err
+		}
+	}
 	if !s.opts.StrictSNI {
-		return set.certs[0], nil
+		return s.defaultCert(set, chi)
 	}
 	if ce := s.log.Check(zap.DebugLevel, "tls handshake refused"); ce != nil {
 		ce.Write(zap.String("reason", "sni"), zap.String("sni", chi.ServerName), remoteField(chi))
 	}
 	return nil, nil
+}
+
+// defaultCert is the first static certificate, else the Manager's default.
+func (s *Server) defaultCert(set *certSet, chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if len(set.certs) > 0 {
+		return set.certs[0], nil
+	}
+	if s.mgr == nil {
+		return nil, nil
+	}
+	hello := *chi
+	hello.ServerName = ""
+	return s.mgr.GetCertificate(&hello)
 }
 
 // remoteField names the peer; Conn is nil for QUIC and in hand-made hellos.
@@ -216,9 +341,18 @@ func (s *Server) Reload() error {
 
 	set, err := s.load()
 	if err != nil {
+		if old := s.current.Load(); old != nil { // not the first load, which fails NewServer instead
+			var fe *fileError
+			ev := CertEvent{Kind: CertFailed, Source: SourceFile, Renewal: true, Err: err}
+			if errors.As(err, &fe) {
+				ev.File, ev.Name = fe.file, fe.file
+			}
+			s.emit(ev)
+		}
 		return err
 	}
-	s.current.Store(set)
+	old := s.current.Swap(set)
+	s.reloadEvents(old, set)
 	names := make([]string, 0, len(set.exact))
 	for n := range set.exact {
 		names = append(names, n)
@@ -275,26 +409,39 @@ func (s *Server) load() (*certSet, error) {
 func loadKeyPair(cf CertFile) (*tls.Certificate, error) {
 	certPEM, err := os.ReadFile(cf.Cert)
 	if err != nil {
-		return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Cert, err)
+		return nil, fileErrorf(cf.Cert, "tlsterm: load %s: %w", cf.Cert, err)
 	}
 	if err := checkChain(certPEM); err != nil {
-		return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Cert, err)
+		return nil, fileErrorf(cf.Cert, "tlsterm: load %s: %w", cf.Cert, err)
 	}
 	keyPEM, err := os.ReadFile(cf.Key)
 	if err != nil {
-		return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Key, err)
+		return nil, fileErrorf(cf.Key, "tlsterm: load %s: %w", cf.Key, err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("tlsterm: load %s (for %s): %w", cf.Key, cf.Cert, err)
+		return nil, fileErrorf(cf.Key, "tlsterm: load %s (for %s): %w", cf.Key, cf.Cert, err)
 	}
 	if cert.Leaf == nil { // set by X509KeyPair since Go 1.23; x509keypairleaf=0 turns it off
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("tlsterm: load %s: %w", cf.Cert, err)
+			return nil, fileErrorf(cf.Cert, "tlsterm: load %s: %w", cf.Cert, err)
 		}
 	}
 	return &cert, nil
 }
+
+// fileError is a load error and the file it is about, for CertFailed events.
+type fileError struct {
+	file string
+	err  error
+}
+
+func fileErrorf(file, format string, args ...any) error {
+	return &fileError{file: file, err: fmt.Errorf(format, args...)}
+}
+
+func (e *fileError) Error() string { return e.err.Error() }
+func (e *fileError) Unwrap() error { return e.err }
 
 // checkChain makes sure the file holds at least one certificate and that all
 // of them parse.
@@ -339,19 +486,24 @@ func stamp(path string) fileStamp {
 // Watch polls the files' modification times and sizes every interval (one
 // minute if interval ≤ 0) and calls Reload when any of them changed since the
 // last load attempt. Errors are logged, not retried until the files change
-// again. Watch returns when ctx is done.
+// again. At start and on every tick it also checks every certificate served,
+// files and managed alike, and reports CertExpiring once for each that is
+// close to expiry (ServerOptions.ExpiryWarning). Watch returns when ctx is
+// done.
 func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = time.Minute
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	s.checkExpiry()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		s.checkExpiry()
 		now := stampFiles(s.opts.Certificates)
 		s.seenMu.Lock()
 		changed := !slices.EqualFunc(now, s.seen, func(a, b fileStamp) bool {
