@@ -17,6 +17,7 @@ import (
 
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
+	"github.com/imapwarden/imapwarden/tlsterm/acme"
 )
 
 // setup is a checked configuration turned into the packages' options, with
@@ -82,6 +83,22 @@ func logSettings(c logConfig) (zapcore.Level, string, error) {
 // the packages report while loading (certificate warnings). The error, a
 // *configError, lists every problem found, not only the first.
 func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
+	return buildMode(cfg, log, false)
+}
+
+// check is build for validate and SIGHUP: every file is loaded and every
+// option checked, but nothing starts — above all no ACME order, and no
+// second certificate manager beside the running one.
+func check(cfg *fileConfig, log *zap.Logger) (*setup, error) {
+	s, err := buildMode(cfg, log, true)
+	if s != nil && s.tls != nil {
+		s.tls.Close()
+		s.tls = nil
+	}
+	return s, err
+}
+
+func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error) {
 	var p problems
 	s := &setup{
 		level:          zap.NewAtomicLevel(),
@@ -100,7 +117,8 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 
 	// TLS toward clients, shared by every listener so that session tickets
 	// resume across them.
-	s.tls = buildServerTLS(&p, cfg.TLS, log)
+	s.reg = newRegistry()
+	s.tls = buildServerTLS(&p, cfg.TLS, log, checkOnly, newCertMetrics(s.reg))
 	if s.reloadInterval <= 0 {
 		p.add("tls.reload_interval: must be positive, got %v", s.reloadInterval)
 	}
@@ -109,7 +127,7 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 		serverTLS = s.tls.TLSConfig()
 	}
 
-	s.opts.Listeners = buildListeners(&p, cfg.Listeners, serverTLS, warn)
+	s.opts.Listeners = buildListeners(&p, cfg.Listeners, s.tls, serverTLS, warn)
 
 	backends := make(map[string]*proxy.Backend, len(cfg.Backends))
 	if len(cfg.Backends) == 0 {
@@ -130,7 +148,6 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
 	s.opts.Logger = log
 	s.opts.Auditor = proxy.NewLogAuditor(log)
-	s.reg = newRegistry()
 	m, err := proxy.NewMetrics(s.reg)
 	if err != nil {
 		p.add("metrics: %v", err)
@@ -144,13 +161,17 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	return s, nil
 }
 
-func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger) *tlsterm.Server {
+func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger, checkOnly bool, cm *certMetrics) *tlsterm.Server {
 	minVersion, err := tlsVersion(c.MinVersion, false)
 	if err != nil {
 		p.add("tls.min_version: %v", err)
 	}
-	if len(c.Certificates) == 0 {
-		p.add("tls.certificates: at least one certificate is required (every listener speaks TLS)")
+	var mgr *acme.Manager
+	if c.ACME != nil {
+		mgr = buildACME(p, c.ACME, log)
+	}
+	if len(c.Certificates) == 0 && c.ACME == nil {
+		p.add("tls.certificates: at least one certificate (or tls.acme) is required (every listener speaks TLS)")
 		return nil
 	}
 	files := make([]tlsterm.CertFile, 0, len(c.Certificates))
@@ -162,20 +183,60 @@ func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger) *tlsterm.Server {
 		}
 		files = append(files, tlsterm.CertFile{Cert: cf.Cert, Key: cf.Key})
 	}
-	if !ok || err != nil {
+	if !ok || err != nil || (c.ACME != nil && mgr == nil) {
 		return nil
 	}
-	srv, err := tlsterm.NewServer(tlsterm.ServerOptions{
-		Certificates: files,
-		StrictSNI:    c.StrictSNI,
-		MinVersion:   minVersion,
-		Logger:       log.Named("tls"),
-	})
+	opts := tlsterm.ServerOptions{
+		Certificates:      files,
+		StrictSNI:         c.StrictSNI,
+		MinVersion:        minVersion,
+		TicketKeyRotation: c.TicketKeyRotation.get(0),
+		ExpiryWarning:     c.ExpiryWarning.get(0),
+		OnEvent:           cm.event(log.Named("tls")),
+		Logger:            log.Named("tls"),
+	}
+	if mgr != nil {
+		if checkOnly {
+			// The Manager starts ordering once a Server owns it; its
+			// options were checked by acme.New.
+			mgr.Close()
+			if len(files) == 0 {
+				return nil
+			}
+		} else {
+			opts.Managed = mgr
+		}
+	}
+	srv, err := tlsterm.NewServer(opts)
 	if err != nil {
-		p.add("tls.certificates: %v", err)
+		p.add("tls: %v", err)
 		return nil
 	}
+	cm.watch(srv)
 	return srv
+}
+
+// buildACME checks the acme section and makes its Manager (not started).
+func buildACME(p *problems, c *acmeConfig, log *zap.Logger) *acme.Manager {
+	o := acme.Options{
+		Names: c.Names, CA: c.CA, Email: c.Email, TrustedRootsFile: c.TrustedRoots, StorageDir: c.Storage,
+		HTTPPort: c.HTTPPort, TLSALPNPort: c.TLSALPNPort, ListenHost: c.ListenHost,
+		DisableHTTP01: c.DisableHTTP01, DisableTLSALPN01: c.DisableTLSALPN01, KeyType: c.KeyType,
+		Logger: log.Named("acme"),
+	}
+	if c.Storage == "" {
+		p.add("tls.acme.storage: required, such as /var/lib/imapwarden/acme")
+		return nil
+	}
+	if c.OnDemand != nil {
+		o.OnDemand = &acme.OnDemandOptions{Allow: c.OnDemand.Allow, RateLimit: c.OnDemand.RateLimit, RateWindow: c.OnDemand.RateWindow.get(0)}
+	}
+	m, err := acme.New(o)
+	if err != nil {
+		p.add("tls.acme: %v", err)
+		return nil
+	}
+	return m
 }
 
 // tlsVersion parses "1.2"-style versions. Clients may not be offered less
@@ -203,7 +264,7 @@ func tlsVersion(v string, legacyOK bool) (uint16, error) {
 	return 0, fmt.Errorf("unknown TLS version %q: want \"1.2\" or \"1.3\"", v)
 }
 
-func buildListeners(p *problems, ls []listenerConfig, serverTLS *tls.Config, warn func(key, format string, args ...any)) []proxy.ListenerOptions {
+func buildListeners(p *problems, ls []listenerConfig, ts *tlsterm.Server, serverTLS *tls.Config, warn func(key, format string, args ...any)) []proxy.ListenerOptions {
 	if len(ls) == 0 {
 		p.add("listeners: at least one listener is required")
 	}
@@ -244,6 +305,18 @@ func buildListeners(p *problems, ls []listenerConfig, serverTLS *tls.Config, war
 				p.add("%s.address: %s is also the address of listeners[%d]", key, l.Address, j)
 			}
 			addrs[l.Address] = i
+		}
+		if l.ClientAuth != "" || l.ClientCAFile != "" {
+			mode, err := tlsterm.ParseClientAuth(l.ClientAuth)
+			if err != nil {
+				p.add("%s.client_auth: %v", key, err)
+			} else if ts != nil {
+				cfg, err := ts.ListenerConfig(tlsterm.ClientAuthOptions{Mode: mode, CAFile: l.ClientCAFile})
+				if err != nil {
+					p.add("%s.client_auth: %v", key, err)
+				}
+				lo.TLS = cfg
+			}
 		}
 		for j, s := range l.ProxyProtocolFrom {
 			pfx, err := parsePrefix(s)

@@ -65,6 +65,10 @@ type listenerConfig struct {
 	// ProxyProtocolFrom lists the load balancers (CIDRs or addresses)
 	// whose connections start with a PROXY protocol header.
 	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
+	// ClientAuth asks for client certificates: none (default) | request |
+	// require; ClientCAFile holds the CAs they must chain to.
+	ClientAuth   string `yaml:"client_auth"`
+	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 type certConfig struct {
@@ -77,6 +81,35 @@ type tlsConfig struct {
 	MinVersion     string       `yaml:"min_version"` // "1.2" | "1.3"; default 1.2
 	StrictSNI      bool         `yaml:"strict_sni"`
 	ReloadInterval *duration    `yaml:"reload_interval"` // default 1m
+	// TicketKeyRotation replaces session ticket keys; default 24h,
+	// negative turns session tickets off.
+	TicketKeyRotation *duration `yaml:"ticket_key_rotation"`
+	// ExpiryWarning: an "expiring" event below this validity; default 14
+	// days (or a fifth of the lifetime).
+	ExpiryWarning *duration   `yaml:"expiry_warning"`
+	ACME          *acmeConfig `yaml:"acme"`
+}
+
+// acmeConfig obtains and renews certificates (tlsterm/acme).
+type acmeConfig struct {
+	Names            []string        `yaml:"names"`
+	CA               string          `yaml:"ca"` // directory URL; default Let's Encrypt
+	Email            string          `yaml:"email"`
+	TrustedRoots     string          `yaml:"trusted_roots"` // PEM file: the CA's roots (private CA)
+	Storage          string          `yaml:"storage"`       // required
+	HTTPPort         int             `yaml:"http_port"`     // 0: 80
+	TLSALPNPort      int             `yaml:"tls_alpn_port"` // 0: 443
+	ListenHost       string          `yaml:"listen_host"`
+	DisableHTTP01    bool            `yaml:"disable_http01"`
+	DisableTLSALPN01 bool            `yaml:"disable_tls_alpn01"`
+	KeyType          string          `yaml:"key_type"` // p256 (default) | p384 | rsa2048 | rsa4096
+	OnDemand         *onDemandConfig `yaml:"on_demand"`
+}
+
+type onDemandConfig struct {
+	Allow      []string  `yaml:"allow"`
+	RateLimit  int       `yaml:"rate_limit"`  // default 5
+	RateWindow *duration `yaml:"rate_window"` // default 1m
 }
 
 type backendTLSConfig struct {

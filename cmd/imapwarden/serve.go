@@ -138,7 +138,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			if err != nil {
 				return nil, err
 			}
-			return build(cfg, log)
+			return check(cfg, log)
 		}
 	}
 
@@ -180,6 +180,7 @@ func indentErr(err error) string {
 // the admin listener's (nil when off).
 func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Signal, reload func() (*setup, error), started func(proxy []net.Addr, admin net.Addr)) error {
 	s.logWarnings(log)
+	defer s.tls.Close()
 	srv, err := proxy.NewServer(s.opts)
 	if err != nil {
 		return fmt.Errorf("configure proxy: %w", err)
@@ -283,7 +284,7 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	// Packages report what they notice while loading (a certificate that
 	// expired, say) through the logger: show warnings and worse.
 	log := newLogger(stderr, zapcore.WarnLevel, "console")
-	s, err := build(cfg, log)
+	s, err := check(cfg, log)
 	if err != nil {
 		if ce, ok := err.(*configError); ok {
 			ce.File = f.config
