@@ -216,6 +216,13 @@ func TestACMETLSALPN(t *testing.T) {
 		if got := c.ConnectionState().NegotiatedProtocol; got != "imap" {
 			t.Errorf("negotiated %q, want imap", got)
 		}
+		// The handler counts the session before it greets: reading the
+		// greeting orders the count before the check below.
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64)
+		if n, err := c.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "* OK") {
+			t.Errorf("greeting %q, %v", buf[:n], err)
+		}
 		ts.result(t)
 	})
 	t.Run("without a manager", func(t *testing.T) {
