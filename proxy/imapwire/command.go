@@ -83,6 +83,11 @@ type Command struct {
 	// their sizes (saturating).
 	Literals     int
 	LiteralBytes int64
+	// PendingLiteral is the size of the literal announced at the end of
+	// the last line and not yet fed, 0 when none: at a literal's decision
+	// point (an APPEND message) limits and policy see its size before its
+	// bytes are accepted.
+	PendingLiteral int64
 	// Complete reports that the final line (without a literal at its end)
 	// was seen.
 	Complete bool
@@ -199,6 +204,9 @@ func (p *CommandParser) Line(line []byte, lit Literal, hasLit bool) error {
 	if err := p.line(line, hasLit); err != nil {
 		p.err = err
 		return err
+	}
+	if hasLit {
+		p.cmd.PendingLiteral = lit.Size
 	}
 	return nil
 }
@@ -582,6 +590,7 @@ func (p *CommandParser) literal(body []byte, size int64, streamed bool) {
 		return
 	}
 	p.pending, p.pendingMsg = false, false
+	p.cmd.PendingLiteral = 0
 	p.cmd.Literals++
 	if size > 0 {
 		if p.cmd.LiteralBytes > math.MaxInt64-size {

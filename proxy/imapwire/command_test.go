@@ -479,3 +479,26 @@ func TestAppendQuoted(t *testing.T) {
 		}
 	}
 }
+
+// At an APPEND's decision point the message literal's size is known before
+// any of its bytes: PendingLiteral.
+func TestCommandPendingLiteral(t *testing.T) {
+	var p CommandParser
+	line := []byte("a APPEND INBOX (\\Seen) {5000}\r\n")
+	if err := p.Line(line, Literal{Size: 5000}, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Command(); c.PendingLiteral != 5000 || c.LiteralBytes != 0 || !p.PendingIsMessage() {
+		t.Fatalf("pending %d, bytes %d, message %v", c.PendingLiteral, c.LiteralBytes, p.PendingIsMessage())
+	}
+	p.LiteralStreamed(5000)
+	if c := p.Command(); c.PendingLiteral != 0 || c.LiteralBytes != 5000 {
+		t.Fatalf("after the literal: pending %d, bytes %d", c.PendingLiteral, c.LiteralBytes)
+	}
+	if err := p.Line([]byte(" {7}\r\n"), Literal{Size: 7}, true); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Command(); c.PendingLiteral != 7 {
+		t.Fatalf("second message pending %d", c.PendingLiteral)
+	}
+}
