@@ -450,7 +450,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 		}
 		return fail(reason, text)
 	}
-	if d := s.decide(PointAuth, nil, false); !d.Allow {
+	if d := s.decide(PointAuth, nil, false, nil); !d.Allow {
 		if d.Disconnect {
 			fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
 			s.setReason("policy-auth")

@@ -57,6 +57,11 @@ type DecisionInput struct {
 	Session *SessionInfo
 	Command *imapwire.Command
 	Partial bool
+	// Literal is the literal announced at the end of the line where the
+	// decision is asked (nil if none): the message of an APPEND at its
+	// decision point, or a synchronizing literal before "+". Its size is
+	// not in Command.LiteralBytes yet.
+	Literal *imapwire.Literal
 }
 
 // Decision is a Decider's verdict.

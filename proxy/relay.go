@@ -308,7 +308,7 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 		case buffered:
 			if !lit.NonSync {
 				// "+" only once the command so far is allowed (DESIGN §3).
-				if d := s.decideCommand(cmd, true); !d.Allow {
+				if d := s.decideCommand(cmd, true, &lit); !d.Allow {
 					return nil, s.deny(cmd, d, lit, true, start, bytesIn)
 				}
 				s.writef("+ Ready for literal data\r\n")
@@ -325,7 +325,7 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 		default:
 			if f == nil {
 				// The decision point: a literal streamed through.
-				d := s.decideCommand(cmd, false)
+				d := s.decideCommand(cmd, false, &lit)
 				if !d.Allow {
 					return nil, s.deny(cmd, d, lit, true, start, bytesIn)
 				}
@@ -390,7 +390,7 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 	}
 	if f == nil {
 		cmd = s.parser.Command()
-		d := s.decideCommand(cmd, false)
+		d := s.decideCommand(cmd, false, nil)
 		if !d.Allow {
 			return nil, s.deny(cmd, d, lit, false, start, bytesIn)
 		}
@@ -503,7 +503,7 @@ func (s *Session) deny(cmd *imapwire.Command, d Decision, lit imapwire.Literal, 
 // decideCommand asks the Limiter (at the decision point), then the
 // Decider, with the selected mailbox current. A Limiter's delay is waited
 // outside infoMu, so that the backend pump is never held up by it.
-func (s *Session) decideCommand(cmd *imapwire.Command, partial bool) Decision {
+func (s *Session) decideCommand(cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
 	if l := s.dyn.Limiter; l != nil && !partial {
 		s.infoMu.Lock()
 		res := l.Command(&s.info, cmd)
@@ -521,7 +521,7 @@ func (s *Session) decideCommand(cmd *imapwire.Command, partial bool) Decision {
 	}
 	s.infoMu.Lock()
 	defer s.infoMu.Unlock()
-	return s.decide(PointCommand, cmd, partial)
+	return s.decide(PointCommand, cmd, partial, lit)
 }
 
 // audit records a command the proxy answered itself.
@@ -554,6 +554,15 @@ func (s *Session) register(cmd *imapwire.Command, d Decision, start time.Time) *
 	}
 	if f.cmd.Name == "FETCH" && FetchReadsBody(f.cmd.FetchItems) {
 		f.bodyRead = true
+	}
+	if f.cmd.Name == "SELECT" || f.cmd.Name == "EXAMINE" {
+		// Commands pipelined behind it run in the new mailbox (the server
+		// processes them in order), so they are decided against it; a
+		// failed SELECT leaves none selected (RFC 9051 §6.3.1), which its
+		// completion records.
+		s.infoMu.Lock()
+		s.info.Selected, s.info.SelectedReadOnly = f.cmd.Mailbox, f.cmd.Name == "EXAMINE"
+		s.infoMu.Unlock()
 	}
 	r := s.relay
 	r.mu.Lock()
@@ -661,6 +670,9 @@ func (s *Session) backendPump() {
 				// command may be decided.
 				if done = r.take(resp.Tag); done != nil {
 					s.completed(done, &resp)
+					// Before the client has its answer, so that its next
+					// FETCH is decided against the bytes counted here.
+					s.fetched(done, outSince+int64(len(part)))
 				}
 			case imapwire.Untagged:
 				if resp.Status == imapwire.StatusBYE {
@@ -787,7 +799,8 @@ func (s *Session) completed(f *inflight, resp *imapwire.Response) {
 	}
 }
 
-func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) {
+// fetched tells the Limiter what a content FETCH returned.
+func (s *Session) fetched(f *inflight, bytesOut int64) {
 	if l := s.dyn.Limiter; l != nil && f.bodyRead {
 		s.infoMu.Lock()
 		if res := l.Fetched(&s.info, bytesOut, f.messages); res.hit() {
@@ -795,6 +808,9 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 		}
 		s.infoMu.Unlock()
 	}
+}
+
+func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) {
 	ev := CommandEvent{
 		Command:  &f.cmd,
 		Result:   statusName(resp.Status),

@@ -154,7 +154,7 @@ func (s *Session) serve() {
 			return
 		}
 	}
-	if d := s.decide(PointConnect, nil, false); !d.Allow {
+	if d := s.decide(PointConnect, nil, false, nil); !d.Allow {
 		s.setReason("policy-connect")
 		s.writef("* BYE %s\r\n", denyText(d, "NOPERM"))
 		return
@@ -396,8 +396,8 @@ func (s *Session) preAuthCaps() string {
 	return caps
 }
 
-func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool) Decision {
-	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial}
+func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
+	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Literal: lit}
 	return s.dyn.Decider.Decide(context.Background(), &in)
 }
 
