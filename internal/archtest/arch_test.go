@@ -32,6 +32,10 @@ func TestImportRules(t *testing.T) {
 		// The wire scanner is the standard library only.
 		{"proxy/imapwire", []string{"github.com/", "go.uber.org/", "golang.org/x/"}, []string{"proxy/imapwire"}},
 		{"proxy/proxyproto", []string{"github.com/", "go.uber.org/", "golang.org/x/"}, []string{"proxy/proxyproto"}},
+		// Limits live in Go, beside the proxy, not in the policy engine.
+		{"proxy/ratelimit", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/ratelimit", "tlsterm"}},
+		// The policy engine sees the proxy's types, never TLS machinery.
+		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "proxy", "proxy/imapwire", "proxy/proxyproto", "tlsterm"}},
 		// tlsterm imports no other package of ours.
 		{"tlsterm", nil, []string{"tlsterm"}},
 	} {

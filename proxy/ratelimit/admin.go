@@ -1,0 +1,151 @@
+package ratelimit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Lockout is one active lockout, as the admin API lists it.
+type Lockout struct {
+	// Kind is what is locked: "ip", "user" or "user_ip".
+	Kind     string    `json:"kind"`
+	User     string    `json:"user,omitempty"` // lower-cased, at most 128 bytes
+	IP       string    `json:"ip,omitempty"`
+	Failures int       `json:"failures"`
+	Until    time.Time `json:"until"`
+	// Store is where the record lives: "local" (this instance) or "redis"
+	// (the fleet).
+	Store string `json:"store"`
+}
+
+// Lockouts lists the active lockouts of this instance and, with Redis, of
+// the fleet. With Redis down it returns the local ones and the error.
+func (l *Limiter) Lockouts(ctx context.Context) ([]Lockout, error) {
+	now := l.nowNs()
+	out := l.local.lockouts(now)
+	if l.remote == nil {
+		return out, nil
+	}
+	rl, err := l.remote.lockouts(ctx, now)
+	out = append(out, rl...)
+	sortLockouts(out)
+	return out, err
+}
+
+// Unlock forgets failed logins: of a user (from every IP), of an IP (for
+// every user), or of a user from one IP when both are given. It returns how
+// many records were removed, here and in Redis.
+func (l *Limiter) Unlock(ctx context.Context, user, ip string) (int, error) {
+	var addr netip.Addr
+	if ip != "" {
+		var err error
+		if addr, err = netip.ParseAddr(ip); err != nil {
+			return 0, fmt.Errorf("ratelimit: unlock: %w", err)
+		}
+		addr = addr.Unmap()
+	}
+	if user == "" && !addr.IsValid() {
+		return 0, errors.New("ratelimit: unlock: a user or an ip is required")
+	}
+	n := l.local.unlock(user, addr)
+	if l.remote == nil {
+		return n, nil
+	}
+	rn, err := l.remote.unlock(ctx, user, addr)
+	return n + rn, err
+}
+
+// adminTimeout bounds an admin request's Redis work (a SCAN of the
+// keyspace for an unlock).
+const adminTimeout = 10 * time.Second
+
+// AdminHandler serves the admin API, in JSON:
+//
+//	GET  /lockouts                      {"lockouts": [Lockout...]}
+//	POST /unlock  {"user": "alice"}     forget alice's failures (every IP)
+//	POST /unlock  {"ip": "192.0.2.7"}   forget the IP's failures (every user)
+//	POST /unlock  {"user": ..., "ip": ...}   only that pair
+//	                                    → {"removed": n}
+//
+// user and ip may also be given as query parameters. Mount it under a
+// prefix with http.StripPrefix, on the admin listener only: it can unlock
+// an attacker.
+func (l *Limiter) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /lockouts", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		ls, err := l.Lockouts(ctx)
+		if ls == nil {
+			ls = []Lockout{}
+		}
+		body := map[string]any{"lockouts": ls}
+		status := http.StatusOK
+		if err != nil {
+			// The local list is still worth showing.
+			body["error"] = err.Error()
+			status = http.StatusBadGateway
+		}
+		writeJSON(w, status, body)
+	})
+	mux.HandleFunc("POST /unlock", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			User string `json:"user"`
+			IP   string `json:"ip"`
+		}
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") || r.ContentLength > 0 {
+			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+				writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad JSON body: " + err.Error()})
+				return
+			}
+		}
+		q := r.URL.Query()
+		if req.User == "" {
+			req.User = q.Get("user")
+		}
+		if req.IP == "" {
+			req.IP = q.Get("ip")
+		}
+		if req.User == "" && req.IP == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "user or ip required"})
+			return
+		}
+		if req.IP != "" {
+			if _, err := netip.ParseAddr(req.IP); err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad ip: " + err.Error()})
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		n, err := l.Unlock(ctx, req.User, req.IP)
+		// Who unlocked what belongs in the operator's log.
+		l.log.Info("rate limit unlock", zap.String("user", req.User), zap.String("ip", req.IP),
+			zap.Int("removed", n), zap.Error(err))
+		body := map[string]any{"removed": n}
+		status := http.StatusOK
+		if err != nil {
+			body["error"] = err.Error()
+			status = http.StatusBadGateway
+		}
+		writeJSON(w, status, body)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,33 @@
+// Package ratelimit enforces imapwarden's rate limits, brute-force
+// lockouts and exfiltration caps (DESIGN.md §4): Limiter implements
+// proxy.Limiter.
+//
+// Implementation notes, the invariants a reader must keep:
+//
+//   - Nothing a client can vary before login may grow memory without bound.
+//     Keys are uint64 hashes under a per-process random seed; connection
+//     rates, failure records and per-user buckets count against
+//     Options.MaxTrackedKeys, and a full shard evicts the sampled entry
+//     closest to expiry (rate buckets before failure records, so a flood of
+//     new IPs wears down its own kind first). A user name kept for the
+//     admin listing is cut to 128 bytes.
+//   - Command and Login are on hot paths: in-process state only (per-user
+//     command rates are never shared; fetch caps are mirrored from Redis by
+//     Fetched), no allocation without Redis. Login with Redis costs one
+//     round trip (one script reads the three failure records).
+//   - A failed login and a lockout look alike to the client: code
+//     AUTHENTICATIONFAILED (RFC 5530 §3), the same delay
+//     (LoginFailureDelay) and, by default, the same text. Whether the user
+//     exists plays no part in any count or delay. A locked user stays
+//     reachable from IPs that never failed for them unless
+//     UserLockoutAllIPs.
+//   - Rates are GCRA (one timestamp per bucket, expiring by itself); the
+//     Redis scripts do the same arithmetic as gcra.take in microseconds, on
+//     the caller's clock, all or nothing across the buckets of one call.
+//   - Limit and Key of a LimitResult are fixed words (metric labels): never
+//     a user name or an address.
+//   - With Redis down, calls are not attempted until a background ping
+//     succeeds; meanwhile FailOpen decides in-process and FailClosed refuses
+//     logins and APPENDs (NO [UNAVAILABLE]). Connections and the commands of
+//     open sessions go on in both modes.
+package ratelimit

@@ -1,0 +1,177 @@
+package ratelimit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"hash/maphash"
+	"math/bits"
+	"net/netip"
+)
+
+// kind says what a key counts; it is part of the key's hash, so the same
+// user or IP under two kinds are two keys.
+type kind uint8
+
+const (
+	kindConnRateIP kind = iota + 1
+	kindConnRateSubnet
+	kindFailIP
+	kindFailUser
+	kindFailUserIP
+	kindCmdUser
+	kindFetchBytes
+	kindFetchMsgs
+	kindAppend
+	kindConnIP   // concurrent connections
+	kindUnauthIP // concurrent unauthenticated connections
+	kindSessUser // concurrent sessions
+)
+
+// Key kinds of LimitResult.Key: what was counted, never who.
+const (
+	keyIP      = "ip"
+	keySubnet  = "subnet"
+	keyUser    = "user"
+	keyUserIP  = "user_ip"
+	keySession = "session"
+	keyStore   = "store"
+)
+
+// failKinds are the kinds of failed-login keys, in the order of the arrays
+// that hold one of each.
+var failKinds = [3]kind{kindFailIP, kindFailUser, kindFailUserIP}
+
+func (k kind) keyName() string {
+	switch k {
+	case kindFailIP, kindConnRateIP, kindConnIP, kindUnauthIP:
+		return keyIP
+	case kindConnRateSubnet:
+		return keySubnet
+	case kindFailUserIP:
+		return keyUserIP
+	}
+	return keyUser
+}
+
+// hasher maps (kind, user, IP) to the uint64 keys of the in-process store.
+// The seed is random per process, so nobody can aim collisions at a
+// victim's key. User names are compared case-insensitively (ASCII), as
+// most backends do: "Alice" and "alice" share their failures.
+type hasher struct{ seed maphash.Seed }
+
+func newHasher() hasher { return hasher{seed: maphash.MakeSeed()} }
+
+func (h hasher) sum(k kind, user string, ip netip.Addr) uint64 {
+	return mix(k, h.user(user), h.ip(ip))
+}
+
+// user hashes a folded user name ("" hashes to 0). The name is hashed as
+// is when it has no upper case (the usual case), else folded through a
+// stack buffer: no allocation on the login path.
+func (h hasher) user(user string) uint64 {
+	if user == "" {
+		return 0
+	}
+	upper := false
+	for i := 0; i < len(user) && !upper; i++ {
+		upper = 'A' <= user[i] && user[i] <= 'Z'
+	}
+	if !upper {
+		return maphash.String(h.seed, user)
+	}
+	var buf [256]byte
+	if len(user) <= len(buf) {
+		return maphash.Bytes(h.seed, foldInto(buf[:len(user)], user))
+	}
+	var mh maphash.Hash
+	mh.SetSeed(h.seed)
+	for len(user) > 0 {
+		n := min(len(user), len(buf))
+		mh.Write(foldInto(buf[:n], user[:n]))
+		user = user[n:]
+	}
+	return mh.Sum64()
+}
+
+func foldInto(dst []byte, s string) []byte {
+	for i := range dst {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst[i] = c
+	}
+	return dst
+}
+
+// ip hashes an address (the invalid one hashes to 0).
+func (h hasher) ip(ip netip.Addr) uint64 {
+	if !ip.IsValid() {
+		return 0
+	}
+	b := ip.As16()
+	return maphash.Bytes(h.seed, b[:])
+}
+
+// mix combines a kind and two seeded hashes into a key. Both inputs are
+// secret-seeded 64-bit hashes, so a client can aim neither; the finalizer
+// (MurmurHash3's fmix64, a bijection) spreads the result over the shards.
+func mix(k kind, u, ip uint64) uint64 {
+	x := u ^ bits.RotateLeft64(ip, 29) ^ (uint64(k) * 0x9e3779b97f4a7c15)
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+func foldString(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; 'A' <= c && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+// userID is the user's part of shared (Redis) keys: the same on every
+// instance, fixed in length, free of glob characters, and not the name
+// itself (the name is kept as a field of failure entries, for the admin
+// listing). A cryptographic hash, so no one can craft a name that shares a
+// victim's counters.
+func userID(user string) string {
+	sum := sha256.Sum256([]byte(foldString(user)))
+	return hex.EncodeToString(sum[:16])
+}
+
+// subnetOf is the client's subnet (/24, /64 by default).
+func subnetOf(ip netip.Addr, v4, v6 int) netip.Addr {
+	bits := v6
+	if ip.Is4() {
+		bits = v4
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return ip
+	}
+	return p.Addr()
+}
+
+// maxLabel caps the user name kept with a failure entry: a 4 KiB name
+// (the proxy's buffered literal limit) times a flood of them would make
+// the memory per tracked key unbounded.
+const maxLabel = 128
+
+func label(user string) string {
+	if len(user) > maxLabel {
+		user = user[:maxLabel]
+	}
+	return foldString(string([]byte(user))) // a copy: never pin the session's buffers
+}

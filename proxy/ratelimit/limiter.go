@@ -1,0 +1,706 @@
+package ratelimit
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// Limit names (LimitResult.Limit): the same words as the Options keys.
+const (
+	LimitConnectionsPerIP       = "connections_per_ip"
+	LimitConnectionsPerSubnet   = "connections_per_subnet"
+	LimitConcurrentPerIP        = "concurrent_connections_per_ip"
+	LimitUnauthenticatedPerIP   = "unauthenticated_connections_per_ip"
+	LimitSessionsPerUser        = "sessions_per_user"
+	LimitLoginFailuresPerIP     = "login_failures_per_ip"
+	LimitLoginFailuresPerUser   = "login_failures_per_user"
+	LimitLoginFailuresPerUserIP = "login_failures_per_user_ip"
+	LimitCommandsPerSession     = "commands_per_session"
+	LimitCommandsPerUser        = "commands_per_user"
+	LimitFetchBytesPerUser      = "fetch_bytes_per_user"
+	LimitFetchMessagesPerUser   = "fetch_messages_per_user"
+	LimitAppendBytesPerUser     = "append_bytes_per_user"
+	// LimitStoreUnavailable: Redis is down and the failure mode is closed.
+	LimitStoreUnavailable = "store_unavailable"
+)
+
+// RFC 5530 response codes and the texts that go with them.
+const (
+	codeLimit         = "LIMIT"
+	codeAuthFailed    = "AUTHENTICATIONFAILED"
+	codeUnavailable   = "UNAVAILABLE"
+	reasonConnections = "Too many connections, try again later"
+	reasonSessions    = "Too many sessions for this user"
+	reasonCommands    = "Too many commands, slow down"
+	reasonFetch       = "Download limit reached, try again later"
+	reasonAppend      = "Upload limit reached, try again later"
+	reasonStore       = "Service temporarily unavailable, try again later"
+)
+
+// failLimits names the failure limits in failKinds order.
+var failLimits = [3]string{LimitLoginFailuresPerIP, LimitLoginFailuresPerUser, LimitLoginFailuresPerUserIP}
+
+// Limiter enforces the limits of Options; it implements proxy.Limiter.
+// One Limiter serves all the listeners of a process for its whole life:
+// Update changes its limits on reload without losing counters, lockouts
+// or the accounting of open connections.
+type Limiter struct {
+	cfg    atomic.Pointer[config]
+	local  *memStore
+	remote *redisStore // nil without Redis
+	now    func() time.Time
+	log    *zap.Logger
+	// conns maps each open connection's *proxy.SessionInfo (stable for the
+	// connection's life) to its state, from Connect to its release.
+	conns sync.Map
+}
+
+// config is Options prepared for the hot paths.
+type config struct {
+	o               Options
+	connIP, connNet gcra
+	pol             failPolicy
+	thr             [3]int32 // failKinds order; 0: no lockout
+	base            userLimits
+	cmdMaxDelay     int64
+	fetchMaxDelay   int64
+	closed          bool // RedisFailureMode closed
+}
+
+// userLimits are the per-user limits of one session, group overrides
+// applied (resolved once, at login).
+type userLimits struct {
+	maxSessions int
+	cmdSession  gcra
+	cmdUser     gcra
+	fetchBytes  gcra
+	fetchMsgs   gcra
+	fetchAction Action
+	appendBytes gcra
+}
+
+// connState is what the Limiter keeps per open connection.
+type connState struct {
+	ip        netip.Addr // unmapped; invalid when unknown
+	ipKey     uint64     // concurrent connections of the IP
+	unauthKey uint64     // concurrent unauthenticated connections
+	counted   bool       // Connect counted it: release uncounts it
+	released  atomic.Bool
+	unauth    atomic.Bool
+	// Failure counts seen at this connection's last login check or
+	// failure, for Snapshot (policy input).
+	fails [3]atomic.Int32
+	sess  atomic.Pointer[sessState]
+}
+
+// sessState is what the Limiter keeps per logged-in session.
+type sessState struct {
+	lim     userLimits
+	sessKey uint64 // concurrent sessions of the user
+	// Local bucket keys of the user.
+	cmdUserKey, fetchBytesKey, fetchMsgsKey, appendKey uint64
+	// Redis keys of the user's shared buckets ("" without Redis).
+	rFetchBytes, rFetchMsgs, rAppend string
+	cmdTAT                           atomic.Int64 // commands of this session
+}
+
+// New returns a Limiter. Close it to stop its Redis prober.
+func New(o Options) (*Limiter, error) {
+	c, err := newConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	l := &Limiter{local: newMemStore(c.o.MaxTrackedKeys), now: c.o.Now, log: c.o.Logger}
+	if c.o.Redis != nil {
+		l.remote = newRedisStore(&c.o)
+	}
+	l.cfg.Store(c)
+	return l, nil
+}
+
+func newConfig(o Options) (*config, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	thr := func(n int) int32 { return int32(min(max(n, 0), 1<<30)) }
+	c := &config{
+		o:      o,
+		connIP: newGCRA(o.ConnectionsPerIP), connNet: newGCRA(o.ConnectionsPerSubnet),
+		pol: failPolicy{window: int64(o.LoginFailureWindow), base: int64(o.LockoutBase), max: int64(o.LockoutMax)},
+		thr: [3]int32{thr(o.LoginFailuresPerIP), thr(o.LoginFailuresPerUser), thr(o.LoginFailuresPerUserIP)},
+		base: userLimits{
+			maxSessions: max(o.MaxSessionsPerUser, 0),
+			cmdSession:  newGCRA(o.CommandsPerSession), cmdUser: newGCRA(o.CommandsPerUser),
+			fetchBytes: newGCRA(o.FetchBytesPerUser), fetchMsgs: newGCRA(o.FetchMessagesPerUser),
+			fetchAction: o.FetchAction, appendBytes: newGCRA(o.AppendBytesPerUser),
+		},
+		cmdMaxDelay:   int64(max(o.CommandMaxDelay, 0)),
+		fetchMaxDelay: int64(max(o.FetchMaxDelay, 0)),
+		closed:        o.RedisFailureMode == FailClosed,
+	}
+	return c, nil
+}
+
+// Update makes new limits current. Open sessions keep the per-user limits
+// resolved at their login; the store settings (MaxTrackedKeys, Redis and
+// its callbacks, Now, Logger) are those given to New.
+func (l *Limiter) Update(o Options) error {
+	old := l.cfg.Load().o
+	o.MaxTrackedKeys, o.Now, o.Logger = old.MaxTrackedKeys, old.Now, old.Logger
+	o.Redis, o.RedisPrefix, o.RedisTimeout, o.RedisProbeInterval = old.Redis, old.RedisPrefix, old.RedisTimeout, old.RedisProbeInterval
+	o.OnStoreError, o.OnStoreState = old.OnStoreError, old.OnStoreState
+	c, err := newConfig(o)
+	if err != nil {
+		return err
+	}
+	l.cfg.Store(c)
+	return nil
+}
+
+// Close stops the background work (the Redis prober). The Redis client
+// belongs to the caller and stays open.
+func (l *Limiter) Close() error {
+	if l.remote != nil {
+		l.remote.close()
+	}
+	return nil
+}
+
+// StoreUp reports whether the shared store answers (always true without
+// Redis): a gauge for the lead's metrics.
+func (l *Limiter) StoreUp() bool { return l.remote == nil || l.remote.up() }
+
+// Stats are counters for metrics.
+type Stats struct {
+	TrackedKeys int    // in-process entries counted against MaxTrackedKeys
+	Evicted     uint64 // entries dropped to stay within MaxTrackedKeys
+	StoreUp     bool
+	StoreErrors uint64 // failed Redis calls
+}
+
+// Stats returns the current counters; it takes every shard's lock, so call
+// it at scrape time, not per request.
+func (l *Limiter) Stats() Stats {
+	s := Stats{TrackedKeys: l.local.tracked(), Evicted: l.local.evicted(), StoreUp: l.StoreUp()}
+	if l.remote != nil {
+		s.StoreErrors = l.remote.errors.Load()
+	}
+	return s
+}
+
+func (l *Limiter) nowNs() int64 { return l.now().UnixNano() }
+
+func (l *Limiter) conn(s *proxy.SessionInfo) *connState {
+	if v, ok := l.conns.Load(s); ok {
+		return v.(*connState)
+	}
+	return nil
+}
+
+func exceeded(limit, key, code, reason string) proxy.LimitResult {
+	return proxy.LimitResult{Exceeded: true, Limit: limit, Key: key, Code: code, Reason: reason}
+}
+
+var storeUnavailable = exceeded(LimitStoreUnavailable, keyStore, codeUnavailable, reasonStore)
+
+// remoteUp reports whether to ask Redis.
+func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
+
+// Connect counts a new connection: its IP's and subnet's connection rates
+// (shared through Redis when there is one), then its IP's open and
+// unauthenticated connections (in-process: an instance only knows its own
+// sockets).
+func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
+	c := l.cfg.Load()
+	st := &connState{ip: s.ClientAddr.Addr().Unmap()}
+	if st.ip.IsValid() {
+		if res := l.connRate(c, st.ip); res.Exceeded {
+			return res, nil
+		}
+		h := l.local.h
+		st.ipKey = h.sum(kindConnIP, "", st.ip)
+		if !l.local.inc(st.ipKey, c.o.MaxConnectionsPerIP) {
+			return exceeded(LimitConcurrentPerIP, keyIP, codeLimit, reasonConnections), nil
+		}
+		st.unauthKey = h.sum(kindUnauthIP, "", st.ip)
+		if !l.local.inc(st.unauthKey, c.o.MaxUnauthenticatedPerIP) {
+			l.local.dec(st.ipKey)
+			return exceeded(LimitUnauthenticatedPerIP, keyIP, codeLimit, reasonConnections), nil
+		}
+		st.counted = true
+		st.unauth.Store(true)
+	}
+	l.conns.Store(s, st)
+	return proxy.LimitResult{}, func() { l.release(s, st) }
+}
+
+func (l *Limiter) release(s *proxy.SessionInfo, st *connState) {
+	if !st.released.CompareAndSwap(false, true) {
+		return // released already
+	}
+	l.conns.CompareAndDelete(s, st)
+	if !st.counted {
+		return
+	}
+	l.local.dec(st.ipKey)
+	if st.unauth.CompareAndSwap(true, false) {
+		l.local.dec(st.unauthKey)
+	}
+}
+
+func (l *Limiter) connRate(c *config, ip netip.Addr) proxy.LimitResult {
+	if !c.connIP.on && !c.connNet.on {
+		return proxy.LimitResult{}
+	}
+	now := l.nowNs()
+	subnet := subnetOf(ip, c.o.SubnetBitsV4, c.o.SubnetBitsV6)
+	refuse := func(i int) proxy.LimitResult {
+		if i == 0 {
+			return exceeded(LimitConnectionsPerIP, keyIP, codeLimit, reasonConnections)
+		}
+		return exceeded(LimitConnectionsPerSubnet, keySubnet, codeLimit, reasonConnections)
+	}
+	if l.remoteUp() {
+		var bs []bucketArg
+		var which []int
+		if c.connIP.on {
+			bs, which = append(bs, bucketArg{key: "r:ip:" + ip.String(), g: c.connIP, n: 1}), append(which, 0)
+		}
+		if c.connNet.on {
+			bs, which = append(bs, bucketArg{key: "r:net:" + subnet.String(), g: c.connNet, n: 1}), append(which, 1)
+		}
+		res, err := l.remote.rate(now, bs...)
+		if err == nil {
+			if !res.ok {
+				return refuse(which[res.refuse])
+			}
+			return proxy.LimitResult{}
+		}
+		// Either failure mode: count locally. Refusing every connection
+		// while Redis is down would cut off clients that could log in.
+	}
+	h := l.local.h
+	var ipKey uint64
+	if c.connIP.on {
+		ipKey = h.sum(kindConnRateIP, "", ip)
+		if _, _, ok := l.local.take(kindConnRateIP, ipKey, c.connIP, now, 1, 0, false); !ok {
+			return refuse(0)
+		}
+	}
+	if c.connNet.on {
+		netKey := h.sum(kindConnRateSubnet, "", subnet)
+		if _, _, ok := l.local.take(kindConnRateSubnet, netKey, c.connNet, now, 1, 0, false); !ok {
+			if c.connIP.on {
+				l.local.refund(kindConnRateIP, ipKey, c.connIP, now, 1)
+			}
+			return refuse(1)
+		}
+	}
+	return proxy.LimitResult{}
+}
+
+// failKeys returns the local keys of the ip, user and user_ip records.
+func (l *Limiter) failKeys(user string, ip netip.Addr) [3]uint64 {
+	hu, hip := l.local.h.user(user), l.local.h.ip(ip)
+	return [3]uint64{mix(kindFailIP, 0, hip), mix(kindFailUser, hu, 0), mix(kindFailUserIP, hu, hip)}
+}
+
+// Login refuses a client locked out by earlier failures, before any
+// credential is checked. A lockout is answered like a failed login: same
+// code, same delay, and by default the same text.
+func (l *Limiter) Login(s *proxy.SessionInfo, user string) proxy.LimitResult {
+	c := l.cfg.Load()
+	ip := s.ClientAddr.Addr().Unmap()
+	now := l.nowNs()
+	keys := l.failKeys(user, ip)
+	var v [3]failView
+	for i, k := range keys {
+		v[i] = l.local.failPeek(k, now)
+	}
+	if l.remote != nil {
+		// Local records too: those made while Redis was down still hold.
+		rv, err := l.remote.check(now, userID(user), ip, c.pol.window)
+		switch {
+		case err == nil:
+			for i := range v {
+				v[i] = failView{n: max(v[i].n, rv[i].n), until: max(v[i].until, rv[i].until)}
+			}
+		case c.closed:
+			return storeUnavailable
+		}
+	}
+	if st := l.conn(s); st != nil {
+		for i := range v {
+			st.fails[i].Store(v[i].n)
+		}
+	}
+	return l.lockResult(c, &v, now)
+}
+
+func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitResult {
+	i := -1
+	switch {
+	case v[0].until > now:
+		i = 0
+	case v[2].until > now:
+		i = 2
+	// A user's lockout reaches only IPs that failed for that user, unless
+	// configured otherwise: the owner logging in from elsewhere gets in.
+	case v[1].until > now && (c.o.UserLockoutAllIPs || v[2].n > 0):
+		i = 1
+	}
+	if i < 0 {
+		return proxy.LimitResult{}
+	}
+	return proxy.LimitResult{Exceeded: true, Delay: max(c.o.LoginFailureDelay, 0), Limit: failLimits[i],
+		Key: failKinds[i].keyName(), Code: codeAuthFailed, Reason: c.o.LockoutReason}
+}
+
+// LoginResult records a credential check. A failure counts against the
+// IP, the user and the pair, and returns the delay before the answer: the
+// same for every failure, so it tells nothing about the user.
+func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.Duration {
+	c := l.cfg.Load()
+	ip := s.ClientAddr.Addr().Unmap()
+	now := l.nowNs()
+	keys := l.failKeys(user, ip)
+	if ok {
+		// The pair's failures were typos; the IP's and the user's stand, as
+		// they may come from an attack still going on.
+		l.local.failReset(keys[2])
+		if st := l.conn(s); st != nil {
+			st.fails[2].Store(0)
+		}
+		if l.remoteUp() {
+			_ = l.remote.succeeded(userID(user), ip)
+		}
+		return 0
+	}
+	var v [3]failView
+	recorded := false
+	if l.remoteUp() {
+		rv, err := l.remote.fail(now, userID(user), user, ip, c.thr, c.pol)
+		if err == nil {
+			v, recorded = rv, true
+		}
+	}
+	if !recorded {
+		uh := keys[1] // matched by Unlock
+		for i, k := range failKinds {
+			fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user}
+			switch k {
+			case kindFailIP:
+				fk.user, fk.uh = "", 0
+			case kindFailUser:
+				fk.ip = netip.Addr{}
+			}
+			v[i] = l.local.fail(fk, now, c.pol)
+		}
+	}
+	if st := l.conn(s); st != nil {
+		for i := range v {
+			st.fails[i].Store(v[i].n)
+		}
+	}
+	return max(c.o.LoginFailureDelay, 0)
+}
+
+// resolve applies the user's group overrides.
+func (c *config) resolve(user string) userLimits {
+	u := c.base
+	if c.o.Groups == nil || len(c.o.GroupLimits) == 0 {
+		return u
+	}
+	set := map[string]bool{}
+	over := func(name string, g *gcra, r Rate) {
+		if r.zero() || set[name] {
+			return
+		}
+		set[name] = true
+		*g = newGCRA(r)
+	}
+	for _, name := range c.o.Groups(user) {
+		gl, ok := c.o.GroupLimits[name]
+		if !ok {
+			continue
+		}
+		if gl.MaxSessionsPerUser != 0 && !set["sessions"] {
+			set["sessions"] = true
+			u.maxSessions = max(gl.MaxSessionsPerUser, 0)
+		}
+		over("cmdSession", &u.cmdSession, gl.CommandsPerSession)
+		over("cmdUser", &u.cmdUser, gl.CommandsPerUser)
+		over("fetchBytes", &u.fetchBytes, gl.FetchBytesPerUser)
+		over("fetchMsgs", &u.fetchMsgs, gl.FetchMessagesPerUser)
+		over("append", &u.appendBytes, gl.AppendBytesPerUser)
+		if gl.FetchAction != "" && !set["action"] {
+			set["action"] = true
+			u.fetchAction = gl.FetchAction
+		}
+	}
+	return u
+}
+
+// Session counts a logged-in session against its user's concurrent
+// sessions and marks the connection authenticated.
+func (l *Limiter) Session(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
+	c := l.cfg.Load()
+	st := l.conn(s)
+	lazy := st == nil
+	if lazy {
+		// Connect was asked of another Limiter (or not at all): keep the
+		// session's own state only.
+		st = &connState{ip: s.ClientAddr.Addr().Unmap()}
+	}
+	user := s.User
+	hu := l.local.h.user(user)
+	ss := &sessState{
+		lim:           c.resolve(user),
+		sessKey:       mix(kindSessUser, hu, 0),
+		cmdUserKey:    mix(kindCmdUser, hu, 0),
+		fetchBytesKey: mix(kindFetchBytes, hu, 0),
+		fetchMsgsKey:  mix(kindFetchMsgs, hu, 0),
+		appendKey:     mix(kindAppend, hu, 0),
+	}
+	if l.remote != nil {
+		uid := userID(user)
+		ss.rFetchBytes, ss.rFetchMsgs, ss.rAppend = "r:fb:"+uid, "r:fm:"+uid, "r:ab:"+uid
+	}
+	if !l.local.inc(ss.sessKey, ss.lim.maxSessions) {
+		return exceeded(LimitSessionsPerUser, keyUser, codeLimit, reasonSessions), nil
+	}
+	if lazy {
+		l.conns.Store(s, st)
+	}
+	st.sess.Store(ss)
+	if st.counted && st.unauth.CompareAndSwap(true, false) {
+		l.local.dec(st.unauthKey)
+	}
+	var once sync.Once
+	return proxy.LimitResult{}, func() {
+		once.Do(func() { l.endSession(s, st, ss, lazy) })
+	}
+}
+
+func (l *Limiter) endSession(s *proxy.SessionInfo, st *connState, ss *sessState, lazy bool) {
+	st.sess.CompareAndSwap(ss, nil)
+	l.local.dec(ss.sessKey)
+	if lazy {
+		l.conns.CompareAndDelete(s, st)
+	}
+}
+
+// takeAtomic charges a bucket held in one atomic (a session's own).
+func takeAtomic(a *atomic.Int64, g gcra, now, n, maxDelay int64) (wait int64, ok bool) {
+	for {
+		old := a.Load()
+		tat, w, ok := g.take(old, now, n, maxDelay, false)
+		if !ok {
+			return w, false
+		}
+		if a.CompareAndSwap(old, tat) {
+			return w, true
+		}
+	}
+}
+
+// Command checks one command after login: the session's and the user's
+// command rates (a short wait, then refusal), the fetch caps before a
+// FETCH of message content, and the append budget. It is on every
+// command's path: in-process state only (the fetch caps are mirrored from
+// Redis by Fetched) and no allocation, except for an APPEND with Redis.
+func (l *Limiter) Command(s *proxy.SessionInfo, cmd *imapwire.Command) proxy.LimitResult {
+	st := l.conn(s)
+	if st == nil {
+		return proxy.LimitResult{}
+	}
+	ss := st.sess.Load()
+	if ss == nil {
+		return proxy.LimitResult{}
+	}
+	c := l.cfg.Load()
+	lim := &ss.lim
+	now := l.nowNs()
+	var res proxy.LimitResult
+	if lim.cmdSession.on {
+		w, ok := takeAtomic(&ss.cmdTAT, lim.cmdSession, now, 1, c.cmdMaxDelay)
+		if !ok {
+			return exceeded(LimitCommandsPerSession, keySession, codeLimit, reasonCommands)
+		}
+		res.Delay = time.Duration(w)
+	}
+	if lim.cmdUser.on {
+		w, _, ok := l.local.take(kindCmdUser, ss.cmdUserKey, lim.cmdUser, now, 1, c.cmdMaxDelay, false)
+		if !ok {
+			return exceeded(LimitCommandsPerUser, keyUser, codeLimit, reasonCommands)
+		}
+		res.Delay = max(res.Delay, time.Duration(w))
+	}
+	switch cmd.Name {
+	case "FETCH":
+		if lim.fetchAction == ActionAlert || !(lim.fetchBytes.on || lim.fetchMsgs.on) || !proxy.FetchReadsBody(cmd.FetchItems) {
+			break
+		}
+		var over int64
+		name := ""
+		if lim.fetchBytes.on {
+			if o := lim.fetchBytes.over(l.local.peek(kindFetchBytes, ss.fetchBytesKey), now); o > 0 {
+				over, name = o, LimitFetchBytesPerUser
+			}
+		}
+		if lim.fetchMsgs.on {
+			if o := lim.fetchMsgs.over(l.local.peek(kindFetchMsgs, ss.fetchMsgsKey), now); o > over {
+				over, name = o, LimitFetchMessagesPerUser
+			}
+		}
+		if over <= 0 {
+			break
+		}
+		if lim.fetchAction == ActionDeny {
+			return exceeded(name, keyUser, codeLimit, reasonFetch)
+		}
+		// Delay: audited (Alert), since it is a cap taking effect.
+		res.Delay = max(res.Delay, time.Duration(min(over, c.fetchMaxDelay)))
+		res.Alert, res.Limit, res.Key, res.Reason = true, name, keyUser, reasonFetch
+	case "APPEND":
+		// At the decision point the message's size is the pending literal
+		// (proxy: before "+", RFC 9051 §4.3).
+		n := cmd.LiteralBytes + cmd.PendingLiteral
+		if !lim.appendBytes.on || n <= 0 {
+			break
+		}
+		if r := l.chargeAppend(c, ss, now, n); r.Exceeded {
+			return r
+		}
+	}
+	return res
+}
+
+func (l *Limiter) chargeAppend(c *config, ss *sessState, now, n int64) proxy.LimitResult {
+	g := ss.lim.appendBytes
+	refuse := exceeded(LimitAppendBytesPerUser, keyUser, codeLimit, reasonAppend)
+	if l.remote != nil {
+		res, err := l.remote.rate(now, bucketArg{key: ss.rAppend, g: g, n: n})
+		switch {
+		case err == nil && !res.ok:
+			return refuse
+		case err == nil:
+			l.local.raise(kindAppend, ss.appendKey, res.tats[0], now)
+			return proxy.LimitResult{}
+		case c.closed:
+			return storeUnavailable
+		}
+	}
+	if _, _, ok := l.local.take(kindAppend, ss.appendKey, g, now, n, 0, false); !ok {
+		return refuse
+	}
+	return proxy.LimitResult{}
+}
+
+// Fetched charges message content sent by a FETCH to the user's fetch
+// budgets (the content is gone: the charge is forced) and alerts when this
+// FETCH took a budget over. Later content FETCHes are refused or delayed
+// by Command. With Redis the budgets are shared; the local buckets mirror
+// them so that Command needs no round trip.
+func (l *Limiter) Fetched(s *proxy.SessionInfo, bytes int64, messages int) proxy.LimitResult {
+	st := l.conn(s)
+	if st == nil {
+		return proxy.LimitResult{}
+	}
+	ss := st.sess.Load()
+	if ss == nil {
+		return proxy.LimitResult{}
+	}
+	lim := &ss.lim
+	now := l.nowNs()
+	type charge struct {
+		on    bool
+		g     gcra
+		kind  kind
+		key   uint64
+		rkey  string
+		n     int64
+		limit string
+	}
+	charges := [2]charge{
+		{lim.fetchBytes.on && bytes > 0, lim.fetchBytes, kindFetchBytes, ss.fetchBytesKey, ss.rFetchBytes, bytes, LimitFetchBytesPerUser},
+		{lim.fetchMsgs.on && messages > 0, lim.fetchMsgs, kindFetchMsgs, ss.fetchMsgsKey, ss.rFetchMsgs, int64(messages), LimitFetchMessagesPerUser},
+	}
+	var tats [2]int64
+	done := false
+	if l.remoteUp() {
+		var bs []bucketArg
+		for _, ch := range charges {
+			if ch.on {
+				bs = append(bs, bucketArg{key: ch.rkey, g: ch.g, n: ch.n, force: true})
+			}
+		}
+		if len(bs) > 0 {
+			if res, err := l.remote.rate(now, bs...); err == nil && len(res.tats) == len(bs) {
+				j := 0
+				for i, ch := range charges {
+					if ch.on {
+						tats[i] = res.tats[j]
+						l.local.raise(ch.kind, ch.key, tats[i], now)
+						j++
+					}
+				}
+				done = true
+			}
+		}
+	}
+	var res proxy.LimitResult
+	for i, ch := range charges {
+		if !ch.on {
+			continue
+		}
+		if !done {
+			_, tats[i], _ = l.local.take(ch.kind, ch.key, ch.g, now, ch.n, 0, true)
+		}
+		// Alert once, when this charge crossed the budget.
+		before := tats[i] - ch.g.cost(ch.n)
+		if ch.g.over(tats[i], now) > 0 && ch.g.over(before, now) <= 0 && !res.Alert {
+			res = proxy.LimitResult{Alert: true, Limit: ch.limit, Key: keyUser, Code: codeLimit, Reason: reasonFetch}
+		}
+	}
+	return res
+}
+
+// Snapshot returns the counters relevant to decisions about a connection,
+// for the policy input (input.session.limits): open connections and
+// unauthenticated connections of its IP, failed logins (as of its last
+// login attempt), sessions of its user, and the user's fetched and
+// appended volume still counted in the budgets. It allocates; call it at
+// decision points the policy asks for, not per command.
+func (l *Limiter) Snapshot(s *proxy.SessionInfo) map[string]int64 {
+	st := l.conn(s)
+	if st == nil {
+		return map[string]int64{}
+	}
+	m := make(map[string]int64, 12)
+	if st.counted {
+		m["connections_ip"] = l.local.count(st.ipKey)
+		m["unauthenticated_ip"] = l.local.count(st.unauthKey)
+	}
+	m["login_failures_ip"] = int64(st.fails[0].Load())
+	m["login_failures_user"] = int64(st.fails[1].Load())
+	m["login_failures_user_ip"] = int64(st.fails[2].Load())
+	if ss := st.sess.Load(); ss != nil {
+		now := l.nowNs()
+		m["sessions_user"] = l.local.count(ss.sessKey)
+		m["commands_session"] = ss.lim.cmdSession.level(ss.cmdTAT.Load(), now)
+		m["commands_user"] = ss.lim.cmdUser.level(l.local.peek(kindCmdUser, ss.cmdUserKey), now)
+		m["fetch_bytes_user"] = ss.lim.fetchBytes.level(l.local.peek(kindFetchBytes, ss.fetchBytesKey), now)
+		m["fetch_messages_user"] = ss.lim.fetchMsgs.level(l.local.peek(kindFetchMsgs, ss.fetchMsgsKey), now)
+		m["append_bytes_user"] = ss.lim.appendBytes.level(l.local.peek(kindAppend, ss.appendKey), now)
+	}
+	return m
+}
