@@ -1,0 +1,33 @@
+# Policy 6, maximum APPEND size by group: data.append_size.groups maps a group
+# to the largest message (bytes) its members may APPEND; a user in several
+# listed groups gets the largest of their limits, a user in none
+# data.append_size.default_bytes (absent or 0: only the proxy's own limit).
+#
+# input.command.literal_bytes counts the literal announced at the decision
+# point too, so a {n} over the limit gets NO instead of "+" and a {n+} is
+# discarded before any of it reaches the backend.
+package imapwarden
+
+inspect contains "APPEND"
+
+group_limits contains n if {
+	some g in input.session.groups
+	n := data.append_size.groups[g]
+}
+
+append_limit := max(group_limits) if {
+	count(group_limits) > 0
+} else := data.append_size.default_bytes if {
+	data.append_size.default_bytes > 0
+}
+
+deny contains {
+	"policy": "append_size",
+	"code": "TOOBIG",
+	"reason": sprintf("Message too big: the limit is %d bytes", [append_limit]),
+	"annotations": {"limit": append_limit, "size": input.command.literal_bytes},
+} if {
+	input.point == "command"
+	input.command.name == "APPEND"
+	input.command.literal_bytes > append_limit
+}

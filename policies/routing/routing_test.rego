@@ -1,0 +1,33 @@
+package routing_test
+
+import data.imapwarden
+
+routes := {"users": {"alice": "archive"}, "groups": {"legacy": "old", "zz": "other"}}
+
+route_for(user, groups) := {"point": "route", "session": {"user": user, "groups": groups, "tls": {"version": "TLS1.3"}}}
+
+test_user_route if {
+	imapwarden.decision == {"allow": true, "backend": "archive"} with input as route_for("Alice", ["legacy"]) with data.routing as routes
+}
+
+test_group_route if {
+	imapwarden.decision == {"allow": true, "backend": "old"} with input as route_for("bob", ["legacy", "zz"]) with data.routing as routes
+}
+
+test_no_route if {
+	imapwarden.decision == {"allow": true} with input as route_for("carol", ["staff"]) with data.routing as routes
+}
+
+test_backend_only_at_route_point if {
+	imapwarden.decision == {"allow": true} with input as {
+		"point": "auth",
+		"session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}},
+	}
+		with data.routing as routes
+}
+
+test_denial_wins_over_route if {
+	d := imapwarden.decision with input as {"point": "route", "session": {"user": "alice", "groups": []}} with data.routing as routes
+	d.allow == false
+	not d.backend
+}

@@ -1,0 +1,389 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// The documents imapwarden reads from a policy.
+var (
+	decisionRef = ast.MustParseRef("data.imapwarden.decision")
+	inspectRef  = ast.MustParseRef("data.imapwarden.inspect")
+	resultVar   = ast.Var("result")
+	// noMetrics: the engine does not report OPA's timers, and a fresh
+	// metrics set would cost allocations on every evaluation.
+	noMetrics = metrics.NoOp()
+)
+
+// Problem is one reason a policy directory did not load.
+type Problem struct {
+	File    string // "" when the problem is not in one file
+	Line    int    // 0 when unknown
+	Message string
+}
+
+func (p Problem) String() string {
+	switch {
+	case p.File != "" && p.Line > 0:
+		return fmt.Sprintf("%s:%d: %s", p.File, p.Line, p.Message)
+	case p.File != "":
+		return p.File + ": " + p.Message
+	}
+	return p.Message
+}
+
+// LoadError reports a policy directory that failed to load or compile;
+// the engine keeps the policy it had.
+type LoadError struct {
+	Dir      string
+	Problems []Problem
+}
+
+func (e *LoadError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "policy %s:", e.Dir)
+	for _, p := range e.Problems {
+		b.WriteString("\n\t")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+func loadError(dir string, err error) *LoadError {
+	le := &LoadError{Dir: dir}
+	var add func(error)
+	add = func(err error) {
+		var asts ast.Errors
+		var ae *ast.Error
+		var lerrs loader.Errors
+		switch {
+		case errors.As(err, &lerrs):
+			for _, e := range lerrs {
+				add(e)
+			}
+		case errors.As(err, &asts):
+			for _, e := range asts {
+				add(e)
+			}
+		case errors.As(err, &ae):
+			p := Problem{Message: ae.Code + ": " + ae.Message}
+			if ae.Location != nil {
+				p.File, p.Line = ae.Location.File, ae.Location.Row
+			}
+			le.Problems = append(le.Problems, p)
+		default:
+			le.Problems = append(le.Problems, Problem{Message: err.Error()})
+		}
+	}
+	add(err)
+	return le
+}
+
+// compiled is one policy directory, compiled once per load and then
+// evaluated concurrently by every session.
+type compiled struct {
+	dir      string
+	shadow   bool
+	revision string // hash of the loaded modules and data
+	compiler *ast.Compiler
+	store    storage.Store
+	// txn is a read transaction held for the policy's life: the store is
+	// never written after loading, and opening one per decision costs.
+	txn   storage.Transaction
+	query ast.Body // result = data.imapwarden.decision, compiled
+	// inspectAll: the policy has no inspect document, so every command
+	// is evaluated; otherwise only those in inspect.
+	inspectAll bool
+	inspect    map[string]struct{}
+	// uses are the input slots the policy reads; nondet names a
+	// nondeterministic builtin it calls ("" if none), which makes its
+	// decisions uncacheable.
+	uses   slotSet
+	ids    idUse
+	nondet string
+}
+
+// idUse is what a policy reads of input.session.client_id: the keys it
+// names, or all of them. Policies look up one or two ID fields ("name");
+// keying the cache on those alone spares sorting the whole map.
+type idUse struct {
+	all  bool
+	keys []string // sorted
+}
+
+func (u idUse) union(o idUse) idUse {
+	if u.all || o.all {
+		return idUse{all: true}
+	}
+	keys := slices.Concat(u.keys, o.keys)
+	slices.Sort(keys)
+	return idUse{keys: slices.Compact(keys)}
+}
+
+// skipFile leaves tests and hidden files out of a policy: tests are not
+// policy, and editors and version control keep their files there.
+func skipFile(_ string, info fs.FileInfo, depth int) bool {
+	name := info.Name()
+	if depth > 0 && strings.HasPrefix(name, ".") {
+		return true
+	}
+	return !info.IsDir() && strings.HasSuffix(name, "_test.rego")
+}
+
+// compileDir loads the Rego modules and data documents (JSON, YAML) under
+// dir and compiles them.
+func compileDir(ctx context.Context, dir string, shadow bool) (*compiled, error) {
+	res, err := loader.NewFileLoader().
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		Filtered([]string{dir}, skipFile)
+	if err != nil {
+		return nil, loadError(dir, err)
+	}
+	modules := res.ParsedModules()
+	if len(modules) == 0 {
+		return nil, &LoadError{Dir: dir, Problems: []Problem{{Message: "no Rego modules"}}}
+	}
+	c := ast.NewCompiler().
+		WithCapabilities(capabilities()).
+		WithDefaultRegoVersion(ast.RegoV1)
+	if c.Compile(modules); c.Failed() {
+		return nil, loadError(dir, c.Errors)
+	}
+	if len(c.GetRules(decisionRef)) == 0 {
+		return nil, &LoadError{Dir: dir, Problems: []Problem{{Message: "no rule defines data.imapwarden.decision"}}}
+	}
+	store := inmem.NewFromObjectWithOpts(res.Documents,
+		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: open store: %w", dir, err)
+	}
+	p := &compiled{dir: dir, shadow: shadow, compiler: c, store: store, txn: txn}
+	if p.revision, err = revision(dir, res); err != nil {
+		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	if p.query, err = c.QueryCompiler().Compile(ast.NewBody(ast.Equality.Expr(ast.VarTerm(string(resultVar)), ast.NewTerm(decisionRef)))); err != nil {
+		return nil, loadError(dir, err)
+	}
+	p.uses, p.ids, p.nondet = analyze(c)
+	if err := p.loadInspect(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// revision hashes what was loaded (module sources and the merged data), so
+// that equal policies have equal revisions wherever they are.
+func revision(dir string, res *loader.Result) (string, error) {
+	h := sha256.New()
+	names := make([]string, 0, len(res.Modules))
+	for name := range res.Modules {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		m := res.Modules[name]
+		rel, err := filepath.Rel(dir, name)
+		if err != nil {
+			rel = name
+		}
+		fmt.Fprintf(h, "module %d %d\n%s", len(rel), len(m.Raw), rel)
+		h.Write(m.Raw)
+	}
+	data, err := json.Marshal(res.Documents) // map keys sorted: stable
+	if err != nil {
+		return "", fmt.Errorf("hash data: %w", err)
+	}
+	h.Write([]byte("data\n"))
+	h.Write(data)
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+// analyze finds the input slots the compiled modules read, what they read
+// of the client ID, and the first nondeterministic builtin they call.
+func analyze(c *ast.Compiler) (uses slotSet, ids idUse, nondet string) {
+	call := func(op ast.Ref) {
+		if b, ok := ast.BuiltinMap[op.String()]; ok && b.Nondeterministic && nondet == "" {
+			nondet = b.Name
+		}
+	}
+	for _, m := range c.Modules {
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			switch v := t.Value.(type) {
+			case ast.Ref:
+				if v.HasPrefix(ast.InputRootRef) {
+					s := slotsOfRef(v)
+					uses |= s
+					if s.has(slotClientID) {
+						ids = ids.union(idKeyOf(v))
+					}
+					return true // its head is input: not a read of all of it
+				}
+			case ast.Var:
+				if v.Equal(ast.InputRootDocument.Value) {
+					uses, ids = allSlots, idUse{all: true}
+				}
+			case ast.Call:
+				if op, ok := v[0].Value.(ast.Ref); ok {
+					call(op)
+				}
+			}
+			return false
+		})
+		ast.WalkExprs(m, func(e *ast.Expr) bool {
+			if e.IsCall() {
+				call(e.Operator())
+			}
+			return false
+		})
+	}
+	return uses, ids, nondet
+}
+
+// idKeyOf returns what ref reads of the client ID: one named field, or all.
+func idKeyOf(ref ast.Ref) idUse {
+	if len(ref) >= 4 {
+		if k, ok := ref[3].Value.(ast.String); ok {
+			return idUse{keys: []string{string(k)}}
+		}
+	}
+	return idUse{all: true}
+}
+
+// loadInspect evaluates data.imapwarden.inspect once. It must not depend on
+// input: it decides which commands are evaluated at all.
+func (p *compiled) loadInspect(ctx context.Context) error {
+	rules := p.compiler.GetRules(inspectRef)
+	if len(rules) == 0 {
+		p.inspectAll = true
+		return nil
+	}
+	if r := readsInput(p.compiler, rules); r != nil {
+		return &LoadError{Dir: p.dir, Problems: []Problem{{
+			File: r.Location.File, Line: r.Location.Row,
+			Message: "data.imapwarden.inspect must not depend on input: it is evaluated once per load",
+		}}}
+	}
+	q, err := p.compiler.QueryCompiler().Compile(ast.NewBody(ast.Equality.Expr(ast.VarTerm(string(resultVar)), ast.NewTerm(inspectRef))))
+	if err != nil {
+		return loadError(p.dir, err)
+	}
+	var v ast.Value
+	err = topdown.NewQuery(q).WithCompiler(p.compiler).WithStore(p.store).WithTransaction(p.txn).
+		WithStrictBuiltinErrors(true).
+		Iter(ctx, func(qr topdown.QueryResult) error {
+			v = qr[resultVar].Value
+			return nil
+		})
+	if err != nil {
+		return loadError(p.dir, err)
+	}
+	p.inspect = map[string]struct{}{}
+	add := func(t *ast.Term) error {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("inspect holds %v, not a command name", t)
+		}
+		p.inspect[strings.ToUpper(string(s))] = struct{}{}
+		return nil
+	}
+	switch v := v.(type) {
+	case nil:
+		// Undefined (a complete rule whose body failed): inspecting
+		// nothing would let every command through unseen.
+		p.inspectAll = true
+	case ast.Set:
+		err = v.Iter(add)
+	case *ast.Array:
+		err = v.Iter(add)
+	default:
+		err = fmt.Errorf("inspect is %v, not a set of command names", ast.ValueName(v))
+	}
+	if err != nil {
+		return &LoadError{Dir: p.dir, Problems: []Problem{{File: rules[0].Location.File, Line: rules[0].Location.Row, Message: err.Error()}}}
+	}
+	return nil
+}
+
+// readsInput returns a rule among rules, or among those they depend on,
+// that reads input, or nil.
+func readsInput(c *ast.Compiler, rules []*ast.Rule) *ast.Rule {
+	seen := map[*ast.Rule]bool{}
+	queue := slices.Clone(rules)
+	for len(queue) > 0 {
+		r := queue[0]
+		queue = queue[1:]
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		found := false
+		ast.WalkRefs(r, func(ref ast.Ref) bool {
+			if ref.HasPrefix(ast.InputRootRef) {
+				found = true
+			}
+			return found
+		})
+		if found {
+			return r
+		}
+		for dep := range c.Graph.Dependencies(r) {
+			if dr, ok := dep.(*ast.Rule); ok {
+				queue = append(queue, dr)
+			}
+		}
+	}
+	return nil
+}
+
+// inspects reports whether the policy evaluates command name.
+func (p *compiled) inspects(name string) bool {
+	if p.inspectAll {
+		return true
+	}
+	_, ok := p.inspect[name]
+	return ok
+}
+
+// eval evaluates data.imapwarden.decision for input.
+func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time) (ast.Value, error) {
+	var out ast.Value
+	err := topdown.NewQuery(p.query).
+		WithCompiler(p.compiler).
+		WithStore(p.store).
+		WithTransaction(p.txn).
+		WithInput(input).
+		WithTime(now).
+		WithMetrics(noMetrics).
+		WithStrictBuiltinErrors(true).
+		Iter(ctx, func(qr topdown.QueryResult) error {
+			if t := qr[resultVar]; t != nil {
+				out = t.Value
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		return nil, errors.New("data.imapwarden.decision is undefined")
+	}
+	return out, nil
+}

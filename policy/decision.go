@@ -1,0 +1,117 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// verdict is one policy directory's decision, as data.imapwarden.decision
+// gave it.
+type verdict struct {
+	allow       bool
+	reason      string
+	code        string
+	disconnect  bool
+	annotations map[string]any
+	backend     string
+}
+
+var (
+	keyAllow       = ast.StringTerm("allow")
+	keyReason      = ast.StringTerm("reason")
+	keyCode        = ast.StringTerm("code")
+	keyDisconnect  = ast.StringTerm("disconnect")
+	keyAnnotations = ast.StringTerm("annotations")
+	keyBackend     = ast.StringTerm("backend")
+)
+
+// maxReason bounds the text a policy puts in a client's response line.
+const maxReason = 200
+
+// parseDecision checks the decision document. Anything malformed is an
+// error, so that the caller fails closed and logs why.
+func parseDecision(v ast.Value) (verdict, error) {
+	var d verdict
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return d, fmt.Errorf("decision is %s, not an object", ast.ValueName(v))
+	}
+	t := obj.Get(keyAllow)
+	if t == nil {
+		return d, errors.New(`decision has no "allow"`)
+	}
+	allow, ok := t.Value.(ast.Boolean)
+	if !ok {
+		return d, errors.New(`decision "allow" is not a boolean`)
+	}
+	d.allow = bool(allow)
+	var err error
+	if d.reason, err = optString(obj, keyReason); err != nil {
+		return d, err
+	}
+	if len(d.reason) > maxReason {
+		d.reason = d.reason[:maxReason]
+	}
+	if d.code, err = optString(obj, keyCode); err != nil {
+		return d, err
+	}
+	if d.code != "" && !validCode(d.code) {
+		return d, fmt.Errorf("decision code %q is not a response code atom", d.code)
+	}
+	d.code = strings.ToUpper(d.code)
+	if t := obj.Get(keyDisconnect); t != nil {
+		b, ok := t.Value.(ast.Boolean)
+		if !ok {
+			return d, errors.New(`decision "disconnect" is not a boolean`)
+		}
+		d.disconnect = bool(b)
+	}
+	if d.backend, err = optString(obj, keyBackend); err != nil {
+		return d, err
+	}
+	if t := obj.Get(keyAnnotations); t != nil {
+		a, ok := t.Value.(ast.Object)
+		if !ok {
+			return d, errors.New(`decision "annotations" is not an object`)
+		}
+		if a.Len() > 0 {
+			j, err := ast.JSON(a)
+			if err != nil {
+				return d, fmt.Errorf("decision annotations: %w", err)
+			}
+			d.annotations, _ = j.(map[string]any)
+		}
+	}
+	return d, nil
+}
+
+func optString(obj ast.Object, key *ast.Term) (string, error) {
+	t := obj.Get(key)
+	if t == nil {
+		return "", nil
+	}
+	s, ok := t.Value.(ast.String)
+	if !ok {
+		return "", fmt.Errorf("decision %v is not a string", key)
+	}
+	return string(s), nil
+}
+
+// validCode accepts what can stand between "[" and "]" as a response code
+// (RFC 9051 §7.1, RFC 5530): an atom of letters, digits, "-" and ".".
+func validCode(c string) bool {
+	if len(c) > 32 {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		switch ch := c[i]; {
+		case 'A' <= ch && ch <= 'Z', 'a' <= ch && ch <= 'z', '0' <= ch && ch <= '9', ch == '-', ch == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,37 @@
+// Package policy is imapwarden's policy engine: OPA/Rego decisions on
+// connect, login, routing and every command (DESIGN §4). policies/README.md
+// is the contract policies are written against; Engine implements
+// proxy.Decider, and Router routes by policy.
+//
+// Implementation notes — invariants a reader must keep:
+//
+//   - Fail closed: an evaluation error, an undefined or malformed decision
+//     denies (UNAVAILABLE) and is logged with its cause; such a decision is
+//     never cached. A shadow policy never denies, not even when it fails.
+//   - Each policy directory is compiled once per load (loader, compiler, an
+//     in-memory store holding AST values, one read transaction held for the
+//     policy's life) and swapped in whole, with every other directory and
+//     the groups, through one atomic pointer. A load that fails keeps the
+//     state in force; decisions in flight finish on the state they began
+//     with.
+//   - The input is built by hand as ast.Value (input.go), never through
+//     JSON, and only in the parts the loaded policies read: the compiled
+//     modules are searched for references into input (analyze).
+//   - Decisions are cached by a key made of exactly those parts. That is
+//     sound because, within one state, an evaluation depends on nothing
+//     else: the store is never written, groups are a function of the user,
+//     and a policy calling a nondeterministic builtin (time.now_ns, ...)
+//     turns the cache off. Every variable-length part of the key is
+//     length-prefixed, so two inputs never share a key.
+//   - The fast path (a command no policy inspects) is a map lookup
+//     returning a shared Decision: no evaluation, no allocation. Shared
+//     Decisions and cached ones are never modified, and neither may a
+//     caller modify their Annotations.
+//   - Topdown is used directly rather than through the rego package: it
+//     saves converting results to Go values and a store transaction per
+//     decision. An evaluation still costs tens of microseconds here, which
+//     is why the fast path and the cache carry the DESIGN §6 budget.
+//   - Nothing the engine logs or puts in the input carries a password,
+//     search text, message content or argument content (args is a summary
+//     of kinds and sizes).
+package policy

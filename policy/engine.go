@@ -1,0 +1,583 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/proxy"
+)
+
+// PointRoute is the decision point of routing: after the auth decision,
+// before the backend is chosen (see Engine.Route).
+const PointRoute proxy.Point = "route"
+
+// Annotation keys the engine adds to decisions.
+const (
+	// AnnotationRevision is the policy revision that decided.
+	AnnotationRevision = "policy_revision"
+	// AnnotationShadowDeny describes what a shadow policy would have
+	// denied: {"dir", "reason", "code", "disconnect", "annotations"}.
+	AnnotationShadowDeny = "shadow_deny"
+	// AnnotationError marks a decision denied because evaluation failed.
+	AnnotationError = "policy_error"
+)
+
+// Defaults of Options.
+const (
+	DefaultPollInterval = 2 * time.Second
+	DefaultCacheSize    = 8192
+)
+
+// Dir is one policy directory: Rego modules (package imapwarden, defining
+// data.imapwarden.decision) and JSON or YAML data documents, in
+// subdirectories too. Files named *_test.rego are tests, not policy.
+type Dir struct {
+	Path string
+	// Shadow evaluates the policy and records what it would deny (in the
+	// log and the decision's annotations) without enforcing it, so that a
+	// rule can be trialled on live traffic.
+	Shadow bool
+}
+
+// Options configure an Engine.
+type Options struct {
+	// Dirs are the policies. Every enforced one must allow; shadow ones
+	// never change a decision. At least one is required.
+	Dirs []Dir
+	// Groups maps a user name to its groups (input.session.groups).
+	Groups map[string][]string
+	// GroupsFile, when set, is read with LoadGroups and merged with
+	// Groups; it is reloaded with the policies.
+	GroupsFile string
+	// Location is the time zone of input.now; nil means UTC.
+	Location *time.Location
+	// PollInterval is how often the files are checked for changes: 0
+	// means DefaultPollInterval, negative never (Reload still works).
+	PollInterval time.Duration
+	// CacheSize bounds the decisions remembered per revision: 0 means
+	// DefaultCacheSize, negative disables the cache.
+	CacheSize int
+	Logger    *zap.Logger
+	// Now replaces time.Now, for tests.
+	Now func() time.Time
+}
+
+// Stats are the engine's counters since it was created.
+type Stats struct {
+	Revision string
+	// Reloads counts policy swaps after the first load; ReloadFailures
+	// the reloads that kept the old policy; LastError says why the last
+	// one failed ("" after a success).
+	Reloads, ReloadFailures int64
+	LastError               string
+	// Evaluations counts Rego evaluations; CacheHits decisions reused;
+	// Denies and ShadowDenies what was (or would have been) denied;
+	// Errors the evaluations that failed and so denied.
+	Evaluations, CacheHits, Denies, ShadowDenies, Errors int64
+}
+
+// Engine decides with OPA policies. It implements proxy.Decider and, with
+// Router, routing; it is safe for concurrent use. Create it with New, stop
+// it with Close.
+type Engine struct {
+	opts Options
+	log  *zap.Logger
+	loc  *time.Location
+	now  func() time.Time
+
+	state atomic.Pointer[state]
+
+	reloadMu    sync.Mutex // one reload at a time
+	fingerprint string     // of the files the current state was read from
+	failedPrint string     // of the files that last failed, not retried
+	lastError   atomic.Pointer[string]
+
+	reloads, reloadFailures                               atomic.Int64
+	evaluations, cacheHits, denies, shadowDenies, errorsN atomic.Int64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+var _ proxy.Decider = (*Engine)(nil)
+
+// state is one loaded revision of every policy directory, swapped whole.
+type state struct {
+	revision string
+	dirs     []*compiled // enforced ones first
+	groups   map[string][]string
+	// inspectAll or inspect: the commands some policy evaluates.
+	inspectAll bool
+	inspect    map[string]struct{}
+	uses       slotSet
+	ids        idUse
+	cache      *decisionCache // nil when a policy is nondeterministic
+	// allow answers commands no policy inspects. Its annotations map is
+	// shared by every such decision: it must not be modified.
+	allow proxy.Decision
+}
+
+// New loads the policies and starts watching their files. It fails when a
+// policy does not load: there is no older one to keep.
+func New(opts Options) (*Engine, error) {
+	if len(opts.Dirs) == 0 {
+		return nil, errors.New("policy: no policy directory")
+	}
+	e := &Engine{opts: opts, log: opts.Logger, loc: opts.Location, now: opts.Now}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	if e.loc == nil {
+		e.loc = time.UTC
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.opts.CacheSize == 0 {
+		e.opts.CacheSize = DefaultCacheSize
+	}
+	if err := e.Reload(); err != nil {
+		return nil, err
+	}
+	if opts.PollInterval >= 0 {
+		every := opts.PollInterval
+		if every == 0 {
+			every = DefaultPollInterval
+		}
+		e.stop, e.done = make(chan struct{}), make(chan struct{})
+		go e.poll(every)
+	}
+	return e, nil
+}
+
+// Close stops watching the files. Decisions keep working.
+func (e *Engine) Close() error {
+	if e.stop != nil {
+		close(e.stop)
+		<-e.done
+		e.stop = nil
+	}
+	return nil
+}
+
+// Revision identifies the policies in force: a hash of every directory's
+// modules and data and of the groups.
+func (e *Engine) Revision() string { return e.state.Load().revision }
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	s := Stats{
+		Revision:       e.Revision(),
+		Reloads:        e.reloads.Load(),
+		ReloadFailures: e.reloadFailures.Load(),
+		Evaluations:    e.evaluations.Load(),
+		CacheHits:      e.cacheHits.Load(),
+		Denies:         e.denies.Load(),
+		ShadowDenies:   e.shadowDenies.Load(),
+		Errors:         e.errorsN.Load(),
+	}
+	if p := e.lastError.Load(); p != nil {
+		s.LastError = *p
+	}
+	return s
+}
+
+// Reload reads and compiles the policies and groups again, off the
+// decision path, and swaps them in at once. On error the policies in force
+// stay, and the error (a *LoadError for a policy) says where and why. For
+// SIGHUP.
+func (e *Engine) Reload() error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	return e.reload(e.filesFingerprint())
+}
+
+func (e *Engine) reload(print string) error {
+	old := e.state.Load()
+	st, err := e.load()
+	if err != nil {
+		e.failedPrint = print
+		msg := err.Error()
+		e.lastError.Store(&msg)
+		if old == nil {
+			return err
+		}
+		e.reloadFailures.Add(1)
+		fields := []zap.Field{zap.String("revision", old.revision), zap.Error(err)}
+		var le *LoadError
+		if errors.As(err, &le) && len(le.Problems) > 0 {
+			p := le.Problems[0]
+			fields = append(fields, zap.String("dir", le.Dir), zap.String("file", p.File), zap.Int("line", p.Line))
+		}
+		e.log.Error("policy reload failed, keeping the policy in force", fields...)
+		return err
+	}
+	e.fingerprint, e.failedPrint = print, ""
+	e.lastError.Store(nil)
+	if old != nil && old.revision == st.revision {
+		return nil // the files were touched, not changed: keep the warm cache
+	}
+	e.state.Store(st)
+	inspect := "all"
+	if !st.inspectAll {
+		inspect = strings.Join(slices.Sorted(mapKeys(st.inspect)), " ")
+	}
+	fields := []zap.Field{zap.String("revision", st.revision), zap.String("inspect", inspect), zap.Bool("cache", st.cache != nil)}
+	for _, p := range st.dirs {
+		if p.nondet != "" {
+			fields = append(fields, zap.String("uncacheable", p.dir+" calls "+p.nondet))
+		}
+	}
+	if old != nil {
+		e.reloads.Add(1)
+		fields = append(fields, zap.String("previous", old.revision))
+		e.log.Info("policy reloaded", fields...)
+	} else {
+		e.log.Info("policy loaded", fields...)
+	}
+	return nil
+}
+
+func mapKeys(m map[string]struct{}) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// load builds a new state from the files.
+func (e *Engine) load() (*state, error) {
+	ctx := context.Background()
+	st := &state{inspect: map[string]struct{}{}}
+	h := sha256.New()
+	var errs []error
+	for _, d := range e.opts.Dirs {
+		p, err := compileDir(ctx, d.Path, d.Shadow)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		st.dirs = append(st.dirs, p)
+		fmt.Fprintf(h, "%s %t\n", p.revision, p.shadow)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	// Enforced policies decide first; shadow ones only annotate.
+	slices.SortStableFunc(st.dirs, func(a, b *compiled) int {
+		switch {
+		case a.shadow == b.shadow:
+			return 0
+		case b.shadow:
+			return -1
+		}
+		return 1
+	})
+	groups := e.opts.Groups
+	var fileGroups map[string][]string
+	if e.opts.GroupsFile != "" {
+		var err error
+		if fileGroups, err = LoadGroups(e.opts.GroupsFile); err != nil {
+			return nil, err
+		}
+	}
+	st.groups = normalizeGroups(groups, fileGroups)
+	users := slices.Sorted(func(yield func(string) bool) {
+		for u := range st.groups {
+			if !yield(u) {
+				return
+			}
+		}
+	})
+	for _, u := range users {
+		fmt.Fprintf(h, "group %q %q\n", u, st.groups[u])
+	}
+	cacheable := e.opts.CacheSize > 0
+	for _, p := range st.dirs {
+		st.uses |= p.uses
+		st.ids = st.ids.union(p.ids)
+		if p.nondet != "" {
+			cacheable = false
+		}
+		if p.inspectAll {
+			st.inspectAll = true
+		}
+		for name := range p.inspect {
+			st.inspect[name] = struct{}{}
+		}
+	}
+	if cacheable {
+		st.cache = newDecisionCache(e.opts.CacheSize)
+	}
+	st.revision = hex.EncodeToString(h.Sum(nil))[:12]
+	st.allow = proxy.Decision{Allow: true, Annotations: map[string]any{AnnotationRevision: st.revision}}
+	return st, nil
+}
+
+// filesFingerprint summarizes names, sizes and times of the files a reload
+// would read, to notice changes without reading them.
+func (e *Engine) filesFingerprint() string {
+	h := sha256.New()
+	stat := func(path string, info fs.FileInfo) {
+		fmt.Fprintf(h, "%s %d %d %v\n", path, info.Size(), info.ModTime().UnixNano(), info.Mode())
+	}
+	for _, d := range e.opts.Dirs {
+		err := filepath.WalkDir(d.Path, func(path string, de fs.DirEntry, err error) error {
+			if err != nil {
+				fmt.Fprintf(h, "error %s\n", path)
+				return nil
+			}
+			info, err := de.Info()
+			if err != nil {
+				return nil
+			}
+			if skipFile(path, info, 1) && path != d.Path {
+				if de.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			stat(path, info)
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(h, "error %s\n", d.Path)
+		}
+	}
+	if f := e.opts.GroupsFile; f != "" {
+		if info, err := os.Stat(f); err == nil {
+			stat(f, info)
+		} else {
+			fmt.Fprintf(h, "error %s\n", f)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// poll reloads when the files change.
+func (e *Engine) poll(every time.Duration) {
+	defer close(e.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+		}
+		e.reloadMu.Lock()
+		if fp := e.filesFingerprint(); fp != e.fingerprint && fp != e.failedPrint {
+			_ = e.reload(fp) // logged by reload
+		}
+		e.reloadMu.Unlock()
+	}
+}
+
+// Decide implements proxy.Decider. A command no policy inspects is allowed
+// at once, without evaluation or allocation.
+func (e *Engine) Decide(ctx context.Context, in *proxy.DecisionInput) proxy.Decision {
+	st := e.state.Load()
+	if in.Point == proxy.PointCommand && in.Command != nil && !st.inspectAll {
+		if _, ok := st.inspect[in.Command.Name]; !ok {
+			return st.allow
+		}
+	}
+	return e.decide(ctx, st, in).decision
+}
+
+// outcome is a decision with what the engine needs to know of it. Cached
+// outcomes are shared: never modified.
+type outcome struct {
+	decision proxy.Decision
+	backend  string // at the route point, the backend a policy named
+	denied   bool   // by an enforced policy
+	shadow   bool   // a shadow policy would have denied
+	failed   bool   // evaluation failed: denied, not cached
+}
+
+var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+// maxKey bounds cache keys; inputs with longer ones (long mailbox names)
+// are evaluated every time.
+const maxKey = 1024
+
+func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput) *outcome {
+	c := newInputCtx(string(in.Point), in)
+	if st.uses&(nowSlots|setOf(slotStartedAt)) != 0 || st.cache == nil {
+		c.now = e.now().In(e.loc)
+		c.zone = e.loc.String()
+	}
+	c.groups, c.ids = st.groups, st.ids
+	var kp *[]byte
+	if st.cache != nil {
+		kp = keyPool.Get().(*[]byte)
+		defer keyPool.Put(kp)
+		key := (*kp)[:0]
+		for x := slot(0); x < numSlots; x++ {
+			if st.uses.has(x) {
+				key = c.appendKey(key, x)
+			}
+		}
+		*kp = key
+		if o := st.cache.get(key); o != nil {
+			e.cacheHits.Add(1)
+			e.count(o)
+			return o
+		}
+	}
+	o := e.evaluate(ctx, st, &c)
+	e.count(o)
+	if kp != nil && !o.failed && len(*kp) <= maxKey {
+		st.cache.put(*kp, o)
+	}
+	return o
+}
+
+func (e *Engine) count(o *outcome) {
+	if o.denied {
+		e.denies.Add(1)
+	}
+	if o.shadow {
+		e.shadowDenies.Add(1)
+	}
+}
+
+// evaluate runs every policy that concerns the input.
+func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
+	input := c.build(st.uses)
+	var deny, shadow *verdict
+	var shadowDir, backend string
+	var annotations map[string]any
+	for _, p := range st.dirs {
+		if c.cmd != nil && !p.inspects(c.cmd.Name) {
+			continue
+		}
+		if p.shadow && deny != nil {
+			break // denied anyway: what a trial would say does not matter
+		}
+		e.evaluations.Add(1)
+		v, err := p.eval(ctx, input, c.now)
+		var d verdict
+		if err == nil {
+			d, err = parseDecision(v)
+		}
+		if err != nil {
+			if p.shadow {
+				e.log.Warn("shadow policy evaluation failed", e.fields(p, c, err)...)
+				continue
+			}
+			e.errorsN.Add(1)
+			e.log.Error("policy evaluation failed, denied", e.fields(p, c, err)...)
+			return &outcome{failed: true, denied: true, decision: proxy.Decision{
+				Code: "UNAVAILABLE", Reason: "Policy evaluation failed",
+				Annotations: map[string]any{AnnotationRevision: st.revision, AnnotationError: true},
+			}}
+		}
+		switch {
+		case p.shadow && !d.allow && shadow == nil:
+			shadow, shadowDir = &d, p.dir
+			e.log.Info("shadow policy would deny", append(e.fields(p, c, nil),
+				zap.String("reason", d.reason), zap.String("code", d.code), zap.Bool("disconnect", d.disconnect))...)
+		case p.shadow:
+		case !d.allow:
+			deny = &d
+		default:
+			if backend == "" {
+				backend = d.backend
+			}
+			for k, v := range d.annotations {
+				if annotations == nil {
+					annotations = map[string]any{}
+				}
+				annotations[k] = v
+			}
+		}
+	}
+	o := &outcome{shadow: shadow != nil}
+	switch {
+	case deny != nil:
+		o.denied = true
+		annotations = deny.annotations
+		o.decision = proxy.Decision{Reason: deny.reason, Code: deny.code, Disconnect: deny.disconnect}
+	case shadow == nil && annotations == nil:
+		o.decision, o.backend = st.allow, backend
+		return o
+	default:
+		o.decision, o.backend = proxy.Decision{Allow: true}, backend
+	}
+	out := make(map[string]any, len(annotations)+2)
+	for k, v := range annotations {
+		out[k] = v
+	}
+	out[AnnotationRevision] = st.revision
+	if shadow != nil {
+		out[AnnotationShadowDeny] = map[string]any{
+			"dir": shadowDir, "reason": shadow.reason, "code": shadow.code,
+			"disconnect": shadow.disconnect, "annotations": shadow.annotations,
+		}
+	}
+	o.decision.Annotations = out
+	return o
+}
+
+// fields describe a decision for the log: never a password, message
+// content or mailbox name.
+func (e *Engine) fields(p *compiled, c *inputCtx, err error) []zap.Field {
+	f := []zap.Field{zap.String("dir", p.dir), zap.String("revision", p.revision),
+		zap.String("point", c.point), zap.String("session", c.s.ID), zap.String("user", c.s.User)}
+	if c.cmd != nil {
+		f = append(f, zap.String("command", c.cmd.Name))
+	}
+	if err != nil {
+		f = append(f, zap.Error(err))
+	}
+	return f
+}
+
+// decisionCache remembers outcomes by the input slots the policies read.
+// An outcome depends on nothing else within one state (the store is never
+// written, nondeterministic policies have no cache), so a hit is the
+// decision an evaluation would make.
+type decisionCache struct {
+	mu  sync.RWMutex
+	m   map[string]*outcome
+	max int
+}
+
+func newDecisionCache(max int) *decisionCache {
+	return &decisionCache{m: make(map[string]*outcome), max: max}
+}
+
+func (c *decisionCache) get(key []byte) *outcome {
+	c.mu.RLock()
+	o := c.m[string(key)]
+	c.mu.RUnlock()
+	return o
+}
+
+func (c *decisionCache) put(key []byte, o *outcome) {
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		// Simpler than LRU, and the working set (users × distinct
+		// commands) refills at once.
+		clear(c.m)
+	}
+	c.m[string(key)] = o
+	c.mu.Unlock()
+}

@@ -1,0 +1,685 @@
+package policy
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// The input document (README.md in policies/ is its reference) is built by
+// hand as ast.Value, never through JSON, and only in the parts the loaded
+// policies read: each field a policy may read is a slot. The same slots
+// make the key of the decision cache, so that a decision is reused exactly
+// when nothing it could have read has changed.
+
+// slot is one field of the input document.
+type slot uint8
+
+const (
+	slotPoint slot = iota
+
+	slotSessionID
+	slotListener
+	slotClientIP
+	slotClientPort
+	slotLocalIP
+	slotLocalPort
+	slotTLS
+	slotUser
+	slotMechanism
+	slotClientID
+	slotGroups
+	slotBackend
+	slotAuthFailures
+	slotStartedAt
+
+	slotTag
+	slotName
+	slotUID
+	slotMailbox
+	slotReference
+	slotDestination
+	slotSelected
+	slotSeqSet
+	slotFetchItems
+	slotStore
+	slotLiteralBytes
+	slotLiterals
+	slotLiteral
+	slotPartial
+	slotComplete
+	slotArgs
+
+	slotNowRFC3339
+	slotNowUnix
+	slotNowWeekday
+	slotNowHour
+	slotNowMinute
+	slotNowClock
+	slotNowDate
+	slotNowZone
+
+	numSlots
+)
+
+// slotSet is a set of slots.
+type slotSet uint64
+
+func (s slotSet) has(x slot) bool { return s&(1<<x) != 0 }
+
+func setOf(xs ...slot) slotSet {
+	var s slotSet
+	for _, x := range xs {
+		s |= 1 << x
+	}
+	return s
+}
+
+func slotRange(from, to slot) slotSet {
+	var s slotSet
+	for x := from; x <= to; x++ {
+		s |= 1 << x
+	}
+	return s
+}
+
+var (
+	sessionSlots = slotRange(slotSessionID, slotStartedAt)
+	commandSlots = slotRange(slotTag, slotArgs)
+	nowSlots     = slotRange(slotNowRFC3339, slotNowZone)
+	allSlots     = slotRange(0, numSlots-1)
+)
+
+// Top-level keys of the input document.
+const (
+	docPoint   = "point"
+	docSession = "session"
+	docCommand = "command"
+	docNow     = "now"
+)
+
+// slotNames names each slot: its parent document and its key there.
+var slotNames = [numSlots][2]string{
+	slotPoint: {"", docPoint},
+
+	slotSessionID:    {docSession, "id"},
+	slotListener:     {docSession, "listener"},
+	slotClientIP:     {docSession, "client_ip"},
+	slotClientPort:   {docSession, "client_port"},
+	slotLocalIP:      {docSession, "local_ip"},
+	slotLocalPort:    {docSession, "local_port"},
+	slotTLS:          {docSession, "tls"},
+	slotUser:         {docSession, "user"},
+	slotMechanism:    {docSession, "mechanism"},
+	slotClientID:     {docSession, "client_id"},
+	slotGroups:       {docSession, "groups"},
+	slotBackend:      {docSession, "backend"},
+	slotAuthFailures: {docSession, "auth_failures"},
+	slotStartedAt:    {docSession, "started_at"},
+
+	slotTag:          {docCommand, "tag"},
+	slotName:         {docCommand, "name"},
+	slotUID:          {docCommand, "uid"},
+	slotMailbox:      {docCommand, "mailbox"},
+	slotReference:    {docCommand, "reference"},
+	slotDestination:  {docCommand, "destination"},
+	slotSelected:     {docCommand, "selected"},
+	slotSeqSet:       {docCommand, "set"},
+	slotFetchItems:   {docCommand, "fetch_items"},
+	slotStore:        {docCommand, "store"},
+	slotLiteralBytes: {docCommand, "literal_bytes"},
+	slotLiterals:     {docCommand, "literals"},
+	slotLiteral:      {docCommand, "literal"},
+	slotPartial:      {docCommand, "partial"},
+	slotComplete:     {docCommand, "complete"},
+	slotArgs:         {docCommand, "args"},
+
+	slotNowRFC3339: {docNow, "rfc3339"},
+	slotNowUnix:    {docNow, "unix"},
+	slotNowWeekday: {docNow, "weekday"},
+	slotNowHour:    {docNow, "hour"},
+	slotNowMinute:  {docNow, "minute"},
+	slotNowClock:   {docNow, "clock"},
+	slotNowDate:    {docNow, "date"},
+	slotNowZone:    {docNow, "zone"},
+}
+
+// Key terms, made once: the input of every evaluation shares them (OPA
+// never modifies an input).
+var (
+	slotKeys   [numSlots]*ast.Term
+	docKeys    = map[string]*ast.Term{}
+	termKind   = ast.StringTerm("kind")
+	termSize   = ast.StringTerm("size")
+	termText   = ast.StringTerm("text")
+	termCount  = ast.StringTerm("count")
+	termOp     = ast.StringTerm("op")
+	termSilent = ast.StringTerm("silent")
+	termFlags  = ast.StringTerm("flags")
+	termSync   = ast.StringTerm("sync")
+	termBinary = ast.StringTerm("binary")
+	termMbox   = ast.StringTerm("mailbox")
+	termRO     = ast.StringTerm("read_only")
+	termVer    = ast.StringTerm("version")
+	termCipher = ast.StringTerm("cipher")
+	termSNI    = ast.StringTerm("sni")
+	termALPN   = ast.StringTerm("alpn")
+	termCert   = ast.StringTerm("client_cert")
+	kindTerms  = map[imapwire.ArgKind]*ast.Term{
+		imapwire.ArgAtom:    ast.StringTerm("atom"),
+		imapwire.ArgQuoted:  ast.StringTerm("quoted"),
+		imapwire.ArgLiteral: ast.StringTerm("literal"),
+		imapwire.ArgList:    ast.StringTerm("list"),
+	}
+)
+
+func init() {
+	for i, n := range slotNames {
+		slotKeys[i] = ast.StringTerm(n[1])
+	}
+	for _, d := range []string{docPoint, docSession, docCommand, docNow} {
+		docKeys[d] = ast.StringTerm(d)
+	}
+}
+
+// slotsOfRef returns the slots a reference into input may read: the slot
+// it names, every slot under the document it names, or all of them when it
+// names input itself or goes through a variable before reaching a slot.
+// A reference to a field that does not exist reads nothing.
+func slotsOfRef(ref ast.Ref) slotSet {
+	if len(ref) < 2 {
+		return allSlots
+	}
+	top, ok := ref[1].Value.(ast.String)
+	if !ok {
+		return allSlots
+	}
+	var under slotSet
+	switch string(top) {
+	case docPoint:
+		return setOf(slotPoint)
+	case docSession:
+		under = sessionSlots
+	case docCommand:
+		under = commandSlots
+	case docNow:
+		under = nowSlots
+	default:
+		return 0
+	}
+	if len(ref) < 3 {
+		return under
+	}
+	name, ok := ref[2].Value.(ast.String)
+	if !ok {
+		return under
+	}
+	for x := slot(0); x < numSlots; x++ {
+		if under.has(x) && slotNames[x][1] == string(name) {
+			return setOf(x)
+		}
+	}
+	return 0
+}
+
+// inputCtx is what one decision is about.
+type inputCtx struct {
+	point   string
+	s       *proxy.SessionInfo // never nil
+	cmd     *imapwire.Command  // nil except at the command point
+	partial bool
+	lit     *imapwire.Literal // announced at the decision point, or nil
+	now     time.Time         // in the configured zone; zero unless a now slot is used
+	zone    string
+	groups  map[string][]string // lower-cased user → groups
+	ids     idUse               // what policies read of the client ID
+}
+
+var noSession proxy.SessionInfo
+
+func newInputCtx(point string, in *proxy.DecisionInput) inputCtx {
+	c := inputCtx{point: point, s: in.Session, partial: in.Partial, lit: announcedLiteral(in)}
+	if c.s == nil {
+		c.s = &noSession
+	}
+	if in.Point == proxy.PointCommand {
+		c.cmd = in.Command
+	}
+	return c
+}
+
+// appendKey appends slot x's value to a cache key. Every variable-length
+// part is length-prefixed so that two different inputs never make one key.
+func (c *inputCtx) appendKey(b []byte, x slot) []byte {
+	b = append(b, byte(x))
+	s := c.s
+	switch x {
+	case slotPoint:
+		return appendStr(b, c.point)
+	case slotSessionID:
+		return appendStr(b, s.ID)
+	case slotListener:
+		return appendStr(b, s.Listener)
+	case slotClientIP, slotClientPort:
+		return appendAddrPort(b, s.ClientAddr)
+	case slotLocalIP, slotLocalPort:
+		return appendAddrPort(b, s.LocalAddr)
+	case slotTLS:
+		t := s.TLS
+		if t == nil {
+			return append(b, 0)
+		}
+		b = append(b, 1)
+		b = appendStr(b, t.Version)
+		b = appendStr(b, t.Cipher)
+		b = appendStr(b, t.ServerName)
+		b = appendStr(b, t.ALPN)
+		return appendStr(b, t.ClientCertSubject)
+	case slotUser, slotGroups:
+		// Groups are a function of the user within one state (a groups
+		// change makes a new state with an empty cache).
+		return appendStr(b, s.User)
+	case slotMechanism:
+		return appendStr(b, s.Mechanism)
+	case slotClientID:
+		if !c.ids.all {
+			for _, k := range c.ids.keys {
+				v, ok := s.ClientID[k]
+				b = appendBool(b, ok)
+				b = appendStr(b, v)
+			}
+			return b
+		}
+		return appendClientID(b, s.ClientID)
+	case slotBackend:
+		return appendStr(b, s.Backend)
+	case slotAuthFailures:
+		return binary.AppendVarint(b, int64(s.AuthFailures))
+	case slotStartedAt:
+		return binary.AppendVarint(b, s.Started.UnixNano())
+	case slotSelected:
+		b = appendStr(b, s.Selected)
+		return appendBool(b, s.SelectedReadOnly)
+	case slotNowRFC3339, slotNowUnix:
+		return binary.AppendVarint(b, c.now.Unix())
+	case slotNowWeekday, slotNowDate:
+		y, m, d := c.now.Date()
+		return binary.AppendVarint(b, int64(y)<<9|int64(m)<<5|int64(d))
+	case slotNowHour:
+		return append(b, byte(c.now.Hour()))
+	case slotNowMinute:
+		return append(b, byte(c.now.Minute()))
+	case slotNowClock:
+		return append(b, byte(c.now.Hour()), byte(c.now.Minute()))
+	case slotNowZone:
+		return b // one zone per engine
+	}
+	cmd := c.cmd
+	if cmd == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	switch x {
+	case slotTag:
+		return appendStr(b, cmd.Tag)
+	case slotName:
+		return appendStr(b, cmd.Name)
+	case slotUID:
+		return appendBool(b, cmd.UID)
+	case slotMailbox:
+		return appendStr(b, cmd.Mailbox)
+	case slotReference:
+		return appendStr(b, cmd.Reference)
+	case slotDestination:
+		return appendStr(b, cmd.Destination)
+	case slotSeqSet:
+		b = appendStr(b, cmd.Set)
+		return binary.AppendVarint(b, cmd.SetCount)
+	case slotFetchItems:
+		b = binary.AppendUvarint(b, uint64(len(cmd.FetchItems)))
+		for _, f := range cmd.FetchItems {
+			b = appendStr(b, f)
+		}
+		return b
+	case slotStore:
+		b = appendStr(b, cmd.StoreOp)
+		b = binary.AppendUvarint(b, uint64(len(cmd.StoreFlags)))
+		for _, f := range cmd.StoreFlags {
+			b = appendStr(b, f)
+		}
+		return b
+	case slotLiteralBytes, slotLiteral:
+		b = binary.AppendVarint(b, cmd.LiteralBytes)
+		if c.lit == nil {
+			return append(b, 0)
+		}
+		b = append(b, 1)
+		b = binary.AppendVarint(b, c.lit.Size)
+		b = appendBool(b, c.lit.NonSync)
+		return appendBool(b, c.lit.Binary)
+	case slotLiterals:
+		return binary.AppendUvarint(b, uint64(cmd.Literals))
+	case slotPartial:
+		return appendBool(b, c.partial)
+	case slotComplete:
+		return appendBool(b, cmd.Complete)
+	case slotArgs:
+		b = binary.AppendUvarint(b, uint64(len(cmd.Args)))
+		for i := range cmd.Args {
+			a := &cmd.Args[i]
+			b = append(b, byte(a.Kind))
+			b = binary.AppendVarint(b, argSize(a))
+		}
+		return b
+	}
+	return b
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
+	a := ap.Addr().Unmap().As16()
+	b = append(b, a[:]...)
+	return binary.AppendUvarint(b, uint64(ap.Port()))
+}
+
+// appendClientID appends the ID parameters sorted by key (map order is
+// random).
+func appendClientID(b []byte, id map[string]string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(id)))
+	if len(id) == 0 {
+		return b
+	}
+	var buf [32]string
+	keys := buf[:0]
+	for k := range id {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b = appendStr(b, k)
+		b = appendStr(b, id[k])
+	}
+	return b
+}
+
+// argSize is what the redacted summary tells of an argument's size: bytes
+// of a string or literal, elements of a list.
+func argSize(a *imapwire.Arg) int64 {
+	switch a.Kind {
+	case imapwire.ArgList:
+		return int64(len(a.List))
+	case imapwire.ArgLiteral:
+		return a.Size
+	}
+	return int64(len(a.Value))
+}
+
+// build makes the input document with the slots in uses.
+func (c *inputCtx) build(uses slotSet) *ast.Term {
+	top := make([][2]*ast.Term, 0, 4)
+	if uses.has(slotPoint) {
+		top = append(top, ast.Item(docKeys[docPoint], ast.StringTerm(c.point)))
+	}
+	if uses&sessionSlots != 0 {
+		top = append(top, ast.Item(docKeys[docSession], c.object(uses&sessionSlots)))
+	}
+	if uses&commandSlots != 0 && c.cmd != nil {
+		top = append(top, ast.Item(docKeys[docCommand], c.object(uses&commandSlots)))
+	}
+	if uses&nowSlots != 0 {
+		top = append(top, ast.Item(docKeys[docNow], c.object(uses&nowSlots)))
+	}
+	return ast.NewTerm(ast.NewObject(top...))
+}
+
+// object builds one second-level document from its slots in uses.
+func (c *inputCtx) object(uses slotSet) *ast.Term {
+	items := make([][2]*ast.Term, 0, 16)
+	for x := slot(0); x < numSlots; x++ {
+		if !uses.has(x) {
+			continue
+		}
+		if v := c.value(x); v != nil {
+			items = append(items, ast.Item(slotKeys[x], v))
+		}
+	}
+	return ast.NewTerm(ast.NewObject(items...))
+}
+
+// value returns slot x's value, or nil when the field is absent (Rego:
+// undefined): tls before TLS, mailbox for commands without one, ...
+func (c *inputCtx) value(x slot) *ast.Term {
+	s := c.s
+	switch x {
+	case slotSessionID:
+		return ast.StringTerm(s.ID)
+	case slotListener:
+		return ast.StringTerm(s.Listener)
+	case slotClientIP:
+		return addrTerm(s.ClientAddr)
+	case slotClientPort:
+		return portTerm(s.ClientAddr)
+	case slotLocalIP:
+		return addrTerm(s.LocalAddr)
+	case slotLocalPort:
+		return portTerm(s.LocalAddr)
+	case slotTLS:
+		t := s.TLS
+		if t == nil {
+			return nil
+		}
+		items := [][2]*ast.Term{
+			ast.Item(termVer, ast.StringTerm(t.Version)),
+			ast.Item(termCipher, ast.StringTerm(t.Cipher)),
+			ast.Item(termSNI, ast.StringTerm(t.ServerName)),
+			ast.Item(termALPN, ast.StringTerm(t.ALPN)),
+		}
+		if t.ClientCertSubject != "" {
+			items = append(items, ast.Item(termCert, ast.StringTerm(t.ClientCertSubject)))
+		}
+		return ast.ObjectTerm(items...)
+	case slotUser:
+		return ast.StringTerm(s.User)
+	case slotMechanism:
+		return ast.StringTerm(s.Mechanism)
+	case slotClientID:
+		items := make([][2]*ast.Term, 0, len(s.ClientID))
+		if !c.ids.all {
+			for _, k := range c.ids.keys {
+				if v, ok := s.ClientID[k]; ok {
+					items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+				}
+			}
+			return ast.ObjectTerm(items...)
+		}
+		for k, v := range s.ClientID {
+			items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+		}
+		return ast.ObjectTerm(items...)
+	case slotGroups:
+		return stringsTerm(c.groups[strings.ToLower(s.User)])
+	case slotBackend:
+		return ast.StringTerm(s.Backend)
+	case slotAuthFailures:
+		return ast.InternedTerm(s.AuthFailures)
+	case slotStartedAt:
+		if s.Started.IsZero() {
+			return nil
+		}
+		return ast.StringTerm(s.Started.In(c.now.Location()).Format(time.RFC3339))
+	case slotSelected:
+		if s.Selected == "" {
+			return nil
+		}
+		return ast.ObjectTerm(
+			ast.Item(termMbox, ast.StringTerm(mailboxName(s.Selected))),
+			ast.Item(termRO, ast.InternedTerm(s.SelectedReadOnly)),
+		)
+	case slotNowRFC3339:
+		return ast.StringTerm(c.now.Format(time.RFC3339))
+	case slotNowUnix:
+		return ast.InternedTerm(c.now.Unix())
+	case slotNowWeekday:
+		return ast.StringTerm(c.now.Weekday().String())
+	case slotNowHour:
+		return ast.InternedTerm(c.now.Hour())
+	case slotNowMinute:
+		return ast.InternedTerm(c.now.Minute())
+	case slotNowClock:
+		// "HH:MM": zero-padded, so that policies compare times as strings.
+		return ast.StringTerm(c.now.Format("15:04"))
+	case slotNowDate:
+		return ast.StringTerm(c.now.Format(time.DateOnly))
+	case slotNowZone:
+		return ast.StringTerm(c.zone)
+	}
+	cmd := c.cmd
+	if cmd == nil {
+		return nil
+	}
+	switch x {
+	case slotTag:
+		return ast.StringTerm(cmd.Tag)
+	case slotName:
+		return ast.StringTerm(cmd.Name)
+	case slotUID:
+		return ast.InternedTerm(cmd.UID)
+	case slotMailbox:
+		return mailboxTerm(cmd.Mailbox)
+	case slotReference:
+		return mailboxTerm(cmd.Reference)
+	case slotDestination:
+		return mailboxTerm(cmd.Destination)
+	case slotSeqSet:
+		if cmd.Set == "" {
+			return nil
+		}
+		items := [][2]*ast.Term{ast.Item(termText, ast.StringTerm(cmd.Set))}
+		if cmd.SetCount >= 0 {
+			items = append(items, ast.Item(termCount, ast.InternedTerm(cmd.SetCount)))
+		}
+		return ast.ObjectTerm(items...)
+	case slotFetchItems:
+		if len(cmd.FetchItems) == 0 {
+			return nil
+		}
+		return stringsTerm(cmd.FetchItems)
+	case slotStore:
+		if cmd.StoreOp == "" {
+			return nil
+		}
+		op, silent := strings.CutSuffix(cmd.StoreOp, ".SILENT")
+		return ast.ObjectTerm(
+			ast.Item(termOp, ast.StringTerm(op)),
+			ast.Item(termSilent, ast.InternedTerm(silent)),
+			ast.Item(termFlags, stringsTerm(cmd.StoreFlags)),
+		)
+	case slotLiteralBytes:
+		n := cmd.LiteralBytes
+		if c.lit != nil && c.lit.Size > 0 {
+			n = satAdd(n, c.lit.Size)
+		}
+		return ast.InternedTerm(n)
+	case slotLiterals:
+		return ast.InternedTerm(cmd.Literals)
+	case slotLiteral:
+		if c.lit == nil {
+			return nil
+		}
+		return ast.ObjectTerm(
+			ast.Item(termSize, ast.InternedTerm(c.lit.Size)),
+			ast.Item(termSync, ast.InternedTerm(!c.lit.NonSync)),
+			ast.Item(termBinary, ast.InternedTerm(c.lit.Binary)),
+		)
+	case slotPartial:
+		return ast.InternedTerm(c.partial)
+	case slotComplete:
+		return ast.InternedTerm(cmd.Complete)
+	case slotArgs:
+		// A redacted summary: kinds and sizes, never content (search
+		// text, small literals and ID values could be secrets).
+		terms := make([]*ast.Term, len(cmd.Args))
+		for i := range cmd.Args {
+			a := &cmd.Args[i]
+			kind := kindTerms[a.Kind]
+			if kind == nil {
+				kind = ast.StringTerm(a.Kind.String())
+			}
+			terms[i] = ast.ObjectTerm(ast.Item(termKind, kind), ast.Item(termSize, ast.InternedTerm(argSize(a))))
+		}
+		return ast.ArrayTerm(terms...)
+	}
+	return nil
+}
+
+func satAdd(a, b int64) int64 {
+	if a > (1<<63-1)-b {
+		return 1<<63 - 1
+	}
+	return a + b
+}
+
+func addrTerm(ap netip.AddrPort) *ast.Term {
+	if !ap.IsValid() {
+		return nil
+	}
+	// Unmapped, so that "::ffff:192.0.2.1" from a dual-stack listener
+	// matches IPv4 networks.
+	return ast.StringTerm(ap.Addr().Unmap().String())
+}
+
+func portTerm(ap netip.AddrPort) *ast.Term {
+	if !ap.IsValid() {
+		return nil
+	}
+	return ast.InternedTerm(int(ap.Port()))
+}
+
+func stringsTerm(ss []string) *ast.Term {
+	terms := make([]*ast.Term, len(ss))
+	for i, s := range ss {
+		terms[i] = ast.StringTerm(s)
+	}
+	return ast.ArrayTerm(terms...)
+}
+
+func mailboxTerm(raw string) *ast.Term {
+	if raw == "" {
+		return nil
+	}
+	return ast.StringTerm(mailboxName(raw))
+}
+
+// mailboxName is a mailbox name as policies see it: decoded from modified
+// UTF-7 (RFC 3501 §5.1.3), and INBOX in upper case whatever the client
+// sent, since INBOX is case-insensitive (RFC 9051 §5.1). A name that is not
+// valid modified UTF-7 is passed as sent: after ENABLE UTF8=ACCEPT names
+// are UTF-8 (RFC 6855 §3).
+func mailboxName(raw string) string {
+	name, err := imapwire.DecodeMailbox(raw)
+	if err != nil {
+		name = raw
+	}
+	if strings.EqualFold(name, "INBOX") {
+		return "INBOX"
+	}
+	return name
+}

@@ -1,0 +1,267 @@
+package policy
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+func fullCtx(in *proxy.DecisionInput) inputCtx {
+	c := newInputCtx(string(in.Point), in)
+	c.now = time.Date(2026, 3, 2, 9, 5, 7, 0, time.UTC)
+	c.zone = "UTC"
+	c.groups = map[string][]string{"alice": {"admins", "staff"}}
+	c.ids = idUse{all: true}
+	return c
+}
+
+// TestInputDocument pins the input document that policies/README.md
+// documents.
+func TestInputDocument(t *testing.T) {
+	s := testSession("Alice")
+	s.ClientAddr = netip.MustParseAddrPort("[::ffff:192.0.2.10]:50123")
+	s.Selected = "Entw&APw-rfe"
+	in := &proxy.DecisionInput{Point: proxy.PointCommand, Session: s,
+		Command: parseCommand(t, `a7 UID STORE 1:3,5 +FLAGS.SILENT (\Deleted $Junk)`)}
+	c := fullCtx(in)
+	got := c.build(allSlots)
+	want := ast.MustParseTerm(`{
+		"point": "command",
+		"session": {
+			"id": "s1", "listener": "imaps",
+			"client_ip": "192.0.2.10", "client_port": 50123,
+			"local_ip": "192.0.2.1", "local_port": 993,
+			"tls": {"version": "TLS1.3", "cipher": "TLS_AES_128_GCM_SHA256", "sni": "mail.example.com", "alpn": "imap"},
+			"user": "Alice", "mechanism": "PLAIN",
+			"client_id": {"name": "Thunderbird", "version": "128.0"},
+			"groups": ["admins", "staff"],
+			"backend": "dovecot", "auth_failures": 0,
+			"started_at": "2026-03-02T09:00:00Z"
+		},
+		"command": {
+			"tag": "a7", "name": "STORE", "uid": true,
+			"selected": {"mailbox": "Entwürfe", "read_only": false},
+			"set": {"text": "1:3,5", "count": 4},
+			"store": {"op": "+FLAGS", "silent": true, "flags": ["\\Deleted", "$Junk"]},
+			"literal_bytes": 0, "literals": 0,
+			"partial": false, "complete": true,
+			"args": [{"kind": "atom", "size": 5}, {"kind": "atom", "size": 13}, {"kind": "list", "size": 2}]
+		},
+		"now": {"rfc3339": "2026-03-02T09:05:07Z", "unix": 1772442307, "weekday": "Monday",
+			"hour": 9, "minute": 5, "clock": "09:05", "date": "2026-03-02", "zone": "UTC"}
+	}`)
+	if got.Value.Compare(want.Value) != 0 {
+		t.Fatalf("input\n%v\nwant\n%v", got, want)
+	}
+}
+
+func TestInputMailboxes(t *testing.T) {
+	for line, want := range map[string]string{
+		`a SELECT inbox`:              "INBOX",
+		`a SELECT "InBox"`:            "INBOX",
+		`a DELETE "&AOQ-rger"`:        "ärger",
+		`a DELETE "Inbox/Sub"`:        "Inbox/Sub",
+		`a DELETE "bad&-utf7&AOQ"`:    "bad&-utf7&AOQ", // invalid: as sent
+		"a RENAME {4}\r\nSent Old":    "Sent",
+		`a CREATE "ÄÖ"`:               "ÄÖ", // UTF8=ACCEPT (RFC 6855)
+		`a APPEND Drafts (\Seen) {3}`: "Drafts",
+	} {
+		cmd := parseCommandPartial(t, line)
+		c := fullCtx(&proxy.DecisionInput{Point: proxy.PointCommand, Session: testSession("alice"), Command: cmd})
+		v := c.value(slotMailbox)
+		if v == nil || v.Value.Compare(ast.String(want)) != 0 {
+			t.Errorf("%q: mailbox %v, want %q", line, v, want)
+		}
+	}
+}
+
+// parseCommandPartial is parseCommand that stops at a trailing literal
+// announcement with nothing after it (the decision point of APPEND).
+func parseCommandPartial(t testing.TB, line string) *imapwire.Command {
+	if bytes.HasSuffix([]byte(line), []byte("}")) {
+		var p imapwire.CommandParser
+		if err := p.Line([]byte(line+"\r\n"), imapwire.Literal{Size: 3}, true); err != nil {
+			t.Fatal(err)
+		}
+		return p.Command()
+	}
+	return parseCommand(t, line)
+}
+
+// TestInputRedactsArguments: the args summary carries no argument text,
+// and nothing from the command's literals.
+func TestInputRedactsArguments(t *testing.T) {
+	cmd := parseCommand(t, "a SEARCH TEXT {11}\r\nhunter2pass")
+	c := fullCtx(&proxy.DecisionInput{Point: proxy.PointCommand, Session: testSession("alice"), Command: cmd})
+	doc := c.build(allSlots).String()
+	if bytes.Contains([]byte(doc), []byte("hunter2pass")) || bytes.Contains([]byte(doc), []byte("TEXT")) {
+		t.Fatalf("input leaks argument text: %s", doc)
+	}
+}
+
+func TestInputAbsentFields(t *testing.T) {
+	s := testSession("")
+	s.TLS, s.Selected, s.ClientID = nil, "", nil
+	in := &proxy.DecisionInput{Point: proxy.PointConnect, Session: s}
+	c := fullCtx(in)
+	got := c.build(allSlots)
+	obj := got.Value.(ast.Object)
+	if obj.Get(ast.StringTerm("command")) != nil {
+		t.Error("command at the connect point")
+	}
+	sess := obj.Get(ast.StringTerm("session")).Value.(ast.Object)
+	if sess.Get(ast.StringTerm("tls")) != nil {
+		t.Error("tls before TLS")
+	}
+	if g := sess.Get(ast.StringTerm("groups")); g == nil || g.Value.Compare(ast.NewArray()) != 0 {
+		t.Errorf("groups %v, want []", g)
+	}
+	// A nil session (not sent by the proxy, but safe) builds too.
+	c = fullCtx(&proxy.DecisionInput{Point: proxy.PointConnect})
+	c.build(allSlots)
+}
+
+// TestKeyDistinguishesEverySlot: changing any one field changes the cache
+// key of that field's slot, so a cached decision is never reused for an
+// input a policy could tell apart.
+func TestKeyDistinguishesEverySlot(t *testing.T) {
+	base := func() *proxy.DecisionInput {
+		return &proxy.DecisionInput{Point: proxy.PointCommand, Session: testSession("alice"),
+			Command: parseCommand(t, `a1 UID STORE 1:3 +FLAGS (\Seen)`)}
+	}
+	mutations := map[slot]func(in *proxy.DecisionInput, c *inputCtx){
+		slotPoint:     func(_ *proxy.DecisionInput, c *inputCtx) { c.point = "auth" },
+		slotSessionID: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.ID = "s2" },
+		slotListener:  func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Listener = "imap" },
+		slotClientIP: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Session.ClientAddr = netip.MustParseAddrPort("192.0.2.11:50123")
+		},
+		slotClientPort: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Session.ClientAddr = netip.MustParseAddrPort("192.0.2.10:50124")
+		},
+		slotLocalIP: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Session.LocalAddr = netip.MustParseAddrPort("192.0.2.2:993")
+		},
+		slotLocalPort: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Session.LocalAddr = netip.MustParseAddrPort("192.0.2.1:143")
+		},
+		slotTLS:          func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.TLS = &proxy.TLSInfo{Version: "TLS1.2"} },
+		slotUser:         func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.User = "bob" },
+		slotMechanism:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Mechanism = "LOGIN" },
+		slotClientID:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.ClientID = map[string]string{"name": "Outlook"} },
+		slotGroups:       func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.User = "bob" },
+		slotBackend:      func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Backend = "other" },
+		slotAuthFailures: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.AuthFailures = 1 },
+		slotStartedAt:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Started = in.Session.Started.Add(time.Second) },
+		slotTag:          func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Tag = "a2" },
+		slotName:         func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Name = "FETCH" },
+		slotUID:          func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.UID = false },
+		slotMailbox:      func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Mailbox = "x" },
+		slotReference:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Reference = "x" },
+		slotDestination:  func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Destination = "x" },
+		slotSelected:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.SelectedReadOnly = true },
+		slotSeqSet:       func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Set = "1:4" },
+		slotFetchItems:   func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.FetchItems = []string{"FLAGS"} },
+		slotStore:        func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.StoreFlags = []string{`\Deleted`} },
+		slotLiteralBytes: func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.LiteralBytes = 5 },
+		slotLiterals:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Literals = 1 },
+		slotLiteral:      func(_ *proxy.DecisionInput, c *inputCtx) { c.lit = &imapwire.Literal{Size: 9} },
+		slotPartial:      func(_ *proxy.DecisionInput, c *inputCtx) { c.partial = true },
+		slotComplete:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Complete = false },
+		slotArgs:         func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Args = in.Command.Args[:1] },
+		slotNowRFC3339:   func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.Add(time.Second) },
+		slotNowUnix:      func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.Add(time.Second) },
+		slotNowWeekday:   func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.AddDate(0, 0, 1) },
+		slotNowHour:      func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.Add(time.Hour) },
+		slotNowMinute:    func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.Add(time.Minute) },
+		slotNowClock:     func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.Add(time.Minute) },
+		slotNowDate:      func(_ *proxy.DecisionInput, c *inputCtx) { c.now = c.now.AddDate(0, 0, 1) },
+	}
+	for x := slot(0); x < numSlots; x++ {
+		m, ok := mutations[x]
+		if x == slotNowZone {
+			continue // one zone per engine
+		}
+		if !ok {
+			t.Errorf("no mutation for slot %v", slotNames[x])
+			continue
+		}
+		in := base()
+		c := fullCtx(in)
+		k1 := c.appendKey(nil, x)
+		v1 := c.value(x)
+		in = base()
+		c = fullCtx(in)
+		m(in, &c)
+		k2 := c.appendKey(nil, x)
+		v2 := c.value(x)
+		if bytes.Equal(k1, k2) {
+			t.Errorf("slot %v: key unchanged", slotNames[x])
+		}
+		if v1 != nil && v2 != nil && v1.Equal(v2) && x != slotGroups {
+			t.Errorf("slot %v: mutation does not change the value either", slotNames[x])
+		}
+	}
+	// Length prefixes: moving a byte between two strings changes the key.
+	in1, in2 := base(), base()
+	in1.Command.Mailbox, in1.Command.Destination = "ab", "c"
+	in2.Command.Mailbox, in2.Command.Destination = "a", "bc"
+	c1, c2 := fullCtx(in1), fullCtx(in2)
+	k1 := c1.appendKey(c1.appendKey(nil, slotMailbox), slotDestination)
+	k2 := c2.appendKey(c2.appendKey(nil, slotMailbox), slotDestination)
+	if bytes.Equal(k1, k2) {
+		t.Error("keys ambiguous across fields")
+	}
+}
+
+func TestSlotsOfRef(t *testing.T) {
+	for ref, want := range map[string]slotSet{
+		"input":                          allSlots,
+		"input[x]":                       allSlots,
+		"input.point":                    setOf(slotPoint),
+		"input.session":                  sessionSlots,
+		"input.session[x]":               sessionSlots,
+		"input.session.tls.version":      setOf(slotTLS),
+		"input.command.store.flags[_]":   setOf(slotStore),
+		"input.now.hour":                 setOf(slotNowHour),
+		"input.nothing.here":             0,
+		"input.session.nothing":          0,
+		"input.command.selected.mailbox": setOf(slotSelected),
+	} {
+		if got := slotsOfRef(ast.MustParseRef(ref)); got != want {
+			t.Errorf("%s: %b, want %b", ref, got, want)
+		}
+	}
+}
+
+func TestAnalyzeClientID(t *testing.T) {
+	for src, want := range map[string]idUse{
+		"package imapwarden\ndecision := {\"allow\": input.session.client_id.name == \"x\"}\n": {keys: []string{"name"}},
+		"package imapwarden\ndecision := {\"allow\": count(input.session.client_id) > 0}\n":    {all: true},
+		"package imapwarden\ndecision := {\"allow\": true}\n":                                  {},
+	} {
+		p, err := compileDir(t.Context(), regoDir(t, map[string]string{"p.rego": src}), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ids.all != want.all || len(p.ids.keys) != len(want.keys) {
+			t.Errorf("%s: %+v, want %+v", src, p.ids, want)
+		}
+	}
+}
+
+func TestAnnouncedLiteral(t *testing.T) {
+	if announcedLiteral(&proxy.DecisionInput{}) != nil || announcedLiteral(nil) != nil {
+		t.Fatal("a literal where none was announced")
+	}
+	lit := &imapwire.Literal{Size: 5000, NonSync: true}
+	if got := announcedLiteral(&proxy.DecisionInput{Literal: lit}); got != lit {
+		t.Fatalf("announced literal %+v, want %+v", got, lit)
+	}
+}
