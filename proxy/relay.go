@@ -671,8 +671,16 @@ func (s *Session) backendPump() {
 				if done = r.take(resp.Tag); done != nil {
 					s.completed(done, &resp)
 					// Before the client has its answer, so that its next
-					// FETCH is decided against the bytes counted here.
+					// FETCH is decided against the bytes counted here,
+					// and so that no client hears a completion its audit
+					// record does not hold (a fail-closed audit queue
+					// holds the reply back).
 					s.fetched(done, outSince+int64(len(part)))
+					var codeArgs string
+					if bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName) {
+						codeArgs = responseCodeArgs(part)
+					}
+					s.auditCompleted(done, &resp, outSince+int64(len(part)), codeArgs)
 				}
 			case imapwire.Untagged:
 				if resp.Status == imapwire.StatusBYE {
@@ -691,10 +699,6 @@ func (s *Session) backendPump() {
 				}
 			}
 		}
-		var codeArgs string
-		if done != nil && (bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName)) {
-			codeArgs = responseCodeArgs(part)
-		}
 		n, err := s.relayResponse(part, final, hasLit, relay, perr == nil && resp.MayHaveLiteral())
 		if err != nil {
 			s.wmu.Unlock()
@@ -706,7 +710,6 @@ func (s *Session) backendPump() {
 			r.signal(true)
 		}
 		if done != nil {
-			s.auditCompleted(done, &resp, outSince, codeArgs)
 			outSince = 0
 			r.mu.Lock()
 			if r.contArmed && r.contTag == done.tag {
