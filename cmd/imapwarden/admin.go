@@ -50,6 +50,7 @@ type admin struct {
 	token    string // bearer token; empty only on loopback
 	pprof    bool
 	checks   []readinessCheck
+	limiter  http.Handler // lockouts list and unlock, when rate limits are on
 	draining atomic.Bool
 	log      *zap.Logger
 }
@@ -76,6 +77,10 @@ func (a *admin) handler() http.Handler {
 	// zap's AtomicLevel speaks JSON: GET {"level":"info"}, PUT the same.
 	mux.Handle("GET /loglevel", a.level)
 	mux.Handle("PUT /loglevel", a.level)
+	if a.limiter != nil {
+		// Lists and lifts lockouts: behind the token like the rest.
+		mux.Handle("/ratelimit/", http.StripPrefix("/ratelimit", a.limiter))
+	}
 	if a.pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)

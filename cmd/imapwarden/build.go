@@ -12,10 +12,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 	"github.com/imapwarden/imapwarden/tlsterm"
 	"github.com/imapwarden/imapwarden/tlsterm/acme"
 )
@@ -35,6 +38,30 @@ type setup struct {
 	adminTLS   *tls.Config
 	adminPprof bool
 	level      zap.AtomicLevel // the logger's, for the admin API
+	// The stateful hooks: kept across SIGHUP (the engine reloads its
+	// files, the limiter takes new options and keeps its counters).
+	engine      *policy.Engine
+	limiter     *ratelimit.Limiter
+	limiterOpts ratelimit.Options
+	redis       redis.UniversalClient
+	backends    map[string]*proxy.Backend
+	static      proxy.Router
+}
+
+// close stops what build started.
+func (s *setup) close() {
+	if s.tls != nil {
+		s.tls.Close()
+	}
+	if s.engine != nil {
+		s.engine.Close()
+	}
+	if s.limiter != nil {
+		s.limiter.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
+	}
 }
 
 // dynamic is what a reload may change in a running server.
@@ -91,9 +118,9 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 // second certificate manager beside the running one.
 func check(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	s, err := buildMode(cfg, log, true)
-	if s != nil && s.tls != nil {
-		s.tls.Close()
-		s.tls = nil
+	if s != nil {
+		s.close()
+		s.tls, s.engine, s.limiter, s.redis = nil, nil, nil, nil
 	}
 	return s, err
 }
@@ -139,6 +166,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		}
 	}
 	s.opts.Router = buildRouter(&p, cfg.Routes, cfg.Backends, backends, warn)
+	s.backends, s.static = backends, s.opts.Router
 
 	s.opts.Limits = buildLimits(&p, cfg.Limits)
 	s.opts.Hostname = cfg.Hostname
@@ -154,8 +182,17 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	}
 	s.opts.Metrics = m
 	buildAdmin(&p, s, cfg.Admin)
+	buildPolicy(&p, s, cfg.Policy, backends, log)
+	var groups map[string][]string
+	if cfg.Policy.GroupsFile != "" {
+		if groups, err = policy.LoadGroups(cfg.Policy.GroupsFile); err != nil {
+			p.add("policy.groups_file: %v", err)
+		}
+	}
+	buildRateLimits(&p, s, cfg.RateLimits, groups, log)
 
 	if err := p.err(""); err != nil {
+		s.close()
 		return nil, err
 	}
 	return s, nil

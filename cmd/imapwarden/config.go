@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
 
 // fileConfig is the whole configuration file. Every field is optional in the
@@ -35,6 +37,70 @@ type fileConfig struct {
 	Limits   limitsConfig              `yaml:"limits"`
 	Auth     authConfig                `yaml:"auth"`
 	Admin    adminConfig               `yaml:"admin"`
+	Policy   policyConfig              `yaml:"policy"`
+	// RateLimits are on by default with proxy/ratelimit's defaults.
+	RateLimits rateLimitsConfig `yaml:"rate_limits"`
+}
+
+// policyConfig is the OPA policy engine (package policy).
+type policyConfig struct {
+	Dirs         []policyDirConfig `yaml:"dirs"`
+	GroupsFile   string            `yaml:"groups_file"`
+	TimeZone     string            `yaml:"time_zone"`     // IANA name; default UTC
+	PollInterval *duration         `yaml:"poll_interval"` // default 2s; negative: only SIGHUP
+	CacheSize    int               `yaml:"cache_size"`    // default 8192; negative: off
+	// Route lets policies pick the backend (input.point "route"); routes
+	// stay the fallback.
+	Route bool `yaml:"route"`
+}
+
+type policyDirConfig struct {
+	Path   string `yaml:"path"`
+	Shadow bool   `yaml:"shadow"`
+}
+
+// rateLimitsConfig maps to ratelimit.Options; zero values take its
+// defaults and "off" (or a negative number) turns a limit off.
+type rateLimitsConfig struct {
+	Enabled                 *bool                            `yaml:"enabled"` // default true
+	ConnectionsPerIP        ratelimit.Rate                   `yaml:"connections_per_ip"`
+	ConnectionsPerSubnet    ratelimit.Rate                   `yaml:"connections_per_subnet"`
+	SubnetBitsV4            int                              `yaml:"subnet_bits_v4"`
+	SubnetBitsV6            int                              `yaml:"subnet_bits_v6"`
+	MaxConnectionsPerIP     int                              `yaml:"concurrent_connections_per_ip"`
+	MaxUnauthenticatedPerIP int                              `yaml:"unauthenticated_connections_per_ip"`
+	MaxSessionsPerUser      int                              `yaml:"sessions_per_user"`
+	LoginFailuresPerIP      int                              `yaml:"login_failures_per_ip"`
+	LoginFailuresPerUser    int                              `yaml:"login_failures_per_user"`
+	LoginFailuresPerUserIP  int                              `yaml:"login_failures_per_user_ip"`
+	LoginFailureWindow      *duration                        `yaml:"login_failure_window"`
+	LockoutBase             *duration                        `yaml:"lockout_base"`
+	LockoutMax              *duration                        `yaml:"lockout_max"`
+	LoginFailureDelay       *duration                        `yaml:"login_failure_delay"`
+	UserLockoutAllIPs       bool                             `yaml:"user_lockout_all_ips"`
+	LockoutReason           string                           `yaml:"lockout_reason"`
+	CommandsPerSession      ratelimit.Rate                   `yaml:"commands_per_session"`
+	CommandsPerUser         ratelimit.Rate                   `yaml:"commands_per_user"`
+	CommandMaxDelay         *duration                        `yaml:"command_max_delay"`
+	FetchBytesPerUser       ratelimit.Rate                   `yaml:"fetch_bytes_per_user"`
+	FetchMessagesPerUser    ratelimit.Rate                   `yaml:"fetch_messages_per_user"`
+	FetchAction             ratelimit.Action                 `yaml:"fetch_action"`
+	FetchMaxDelay           *duration                        `yaml:"fetch_max_delay"`
+	AppendBytesPerUser      ratelimit.Rate                   `yaml:"append_bytes_per_user"`
+	MaxTrackedKeys          int                              `yaml:"max_tracked_keys"`
+	GroupLimits             map[string]ratelimit.GroupLimits `yaml:"group_limits"`
+	Redis                   *redisConfig                     `yaml:"redis"`
+}
+
+// redisConfig shares limits and lockouts across a fleet.
+type redisConfig struct {
+	Address      string    `yaml:"address"`
+	Username     string    `yaml:"username"`
+	PasswordFile string    `yaml:"password_file"`
+	DB           int       `yaml:"db"`
+	Prefix       string    `yaml:"prefix"`
+	FailureMode  string    `yaml:"failure_mode"` // open (default) | closed
+	Timeout      *duration `yaml:"timeout"`
 }
 
 // adminConfig is the operator listener: metrics, probes, sessions.

@@ -13,10 +13,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -180,7 +183,11 @@ func indentErr(err error) string {
 // the admin listener's (nil when off).
 func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Signal, reload func() (*setup, error), started func(proxy []net.Addr, admin net.Addr)) error {
 	s.logWarnings(log)
-	defer s.tls.Close()
+	defer s.close()
+	if s.redis != nil {
+		// go-redis logs through a package-level logger; route it to ours.
+		redis.SetLogger(ratelimit.RedisLogger{Log: log.Named("redis")})
+	}
 	srv, err := proxy.NewServer(s.opts)
 	if err != nil {
 		return fmt.Errorf("configure proxy: %w", err)
@@ -195,6 +202,12 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	}
 	adm := &admin{srv: srv, reg: s.reg, level: s.level, token: s.adminToken, pprof: s.adminPprof, log: log.Named("admin"),
 		checks: []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}}
+	if s.engine != nil {
+		adm.checks = append(adm.checks, readinessCheck{"policy", policyReady(s.engine)})
+	}
+	if s.limiter != nil {
+		adm.limiter = s.limiter.AdminHandler()
+	}
 	var adminAddr net.Addr
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	defer stopAdmin()
@@ -306,7 +319,7 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 	if reload != nil {
 		ns, err := reload()
 		if err == nil {
-			err = srv.Update(ns.dynamic())
+			err = applyReload(s, ns, srv)
 		}
 		if err != nil {
 			// The certificate files are re-read below all the same: they
@@ -325,6 +338,31 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 	} else {
 		log.Info("tls certificates reloaded", zap.Stringer("signal", sig))
 	}
+}
+
+// applyReload makes a checked configuration current. The policy engine
+// and the limiter are the running ones: the engine re-reads its files, the
+// limiter takes the new options and keeps its counters and lockouts.
+// Changing the policy directories or the Redis store needs a restart.
+func applyReload(s, ns *setup, srv *proxy.Server) error {
+	d := ns.dynamic()
+	d.Decider, d.Limiter = s.opts.Decider, s.opts.Limiter
+	if s.engine != nil {
+		if err := s.engine.Reload(); err != nil {
+			return fmt.Errorf("policy: %w", err)
+		}
+		if _, ok := ns.opts.Router.(*policy.Router); ok {
+			d.Router = &policy.Router{Engine: s.engine, Backends: ns.backends, Fallback: ns.static}
+		}
+	}
+	if s.limiter != nil && ns.limiterOpts.Logger != nil {
+		o := ns.limiterOpts
+		o.Redis = s.limiterOpts.Redis
+		if err := s.limiter.Update(o); err != nil {
+			return fmt.Errorf("rate_limits: %w", err)
+		}
+	}
+	return srv.Update(d)
 }
 
 func sameListeners(a, b []proxy.ListenerOptions) bool {

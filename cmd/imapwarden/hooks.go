@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/policy"
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
+)
+
+// buildPolicy makes the policy engine when policies are configured; the
+// engine decides, and routes too with policy.route. Without policies every
+// command is allowed (proxy.AllowAll).
+func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*proxy.Backend, log *zap.Logger) {
+	if len(c.Dirs) == 0 {
+		if c.Route || c.GroupsFile != "" {
+			p.add("policy: route and groups_file need policy.dirs")
+		}
+		return
+	}
+	o := policy.Options{GroupsFile: c.GroupsFile, PollInterval: c.PollInterval.get(0), CacheSize: c.CacheSize, Logger: log.Named("policy")}
+	for i, d := range c.Dirs {
+		if d.Path == "" {
+			p.add("policy.dirs[%d].path: required", i)
+		}
+		o.Dirs = append(o.Dirs, policy.Dir{Path: d.Path, Shadow: d.Shadow})
+	}
+	if c.TimeZone != "" {
+		loc, err := time.LoadLocation(c.TimeZone)
+		if err != nil {
+			p.add("policy.time_zone: %v", err)
+			return
+		}
+		o.Location = loc
+	}
+	e, err := policy.New(o)
+	if err != nil {
+		p.add("policy: %v", err)
+		return
+	}
+	s.engine = e
+	s.opts.Decider = e
+	if c.Route {
+		s.opts.Router = &policy.Router{Engine: e, Backends: backends, Fallback: s.opts.Router}
+	}
+	if s.reg != nil {
+		s.reg.MustRegister(policyCollector{e})
+	}
+}
+
+// buildRateLimits makes the Limiter (on unless rate_limits.enabled is
+// false). groups gives the users' groups for group_limits.
+func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[string][]string, log *zap.Logger) {
+	if c.Enabled != nil && !*c.Enabled {
+		return
+	}
+	o := ratelimit.Options{
+		ConnectionsPerIP: c.ConnectionsPerIP, ConnectionsPerSubnet: c.ConnectionsPerSubnet,
+		SubnetBitsV4: c.SubnetBitsV4, SubnetBitsV6: c.SubnetBitsV6,
+		MaxConnectionsPerIP: c.MaxConnectionsPerIP, MaxUnauthenticatedPerIP: c.MaxUnauthenticatedPerIP,
+		MaxSessionsPerUser: c.MaxSessionsPerUser,
+		LoginFailuresPerIP: c.LoginFailuresPerIP, LoginFailuresPerUser: c.LoginFailuresPerUser, LoginFailuresPerUserIP: c.LoginFailuresPerUserIP,
+		LoginFailureWindow: c.LoginFailureWindow.get(0), LockoutBase: c.LockoutBase.get(0), LockoutMax: c.LockoutMax.get(0),
+		LoginFailureDelay: c.LoginFailureDelay.get(0), UserLockoutAllIPs: c.UserLockoutAllIPs, LockoutReason: c.LockoutReason,
+		CommandsPerSession: c.CommandsPerSession, CommandsPerUser: c.CommandsPerUser, CommandMaxDelay: c.CommandMaxDelay.get(0),
+		FetchBytesPerUser: c.FetchBytesPerUser, FetchMessagesPerUser: c.FetchMessagesPerUser, FetchAction: c.FetchAction,
+		FetchMaxDelay: c.FetchMaxDelay.get(0), AppendBytesPerUser: c.AppendBytesPerUser,
+		GroupLimits: c.GroupLimits, MaxTrackedKeys: c.MaxTrackedKeys,
+		Logger: log.Named("ratelimit"),
+	}
+	if len(groups) > 0 {
+		o.Groups = func(user string) []string { return groups[user] }
+	}
+	storeErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "imapwarden_ratelimit_store_errors_total", Help: "Failed calls to the shared (Redis) limit store.",
+	})
+	storeUp := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "imapwarden_ratelimit_store_up", Help: "1 while the shared (Redis) limit store answers.",
+	})
+	if r := c.Redis; r != nil && r.Address != "" {
+		if err := checkHostPort(r.Address, false); err != nil {
+			p.add("rate_limits.redis.address: %v", err)
+			return
+		}
+		ro := ratelimit.RedisOptions{Addr: r.Address, Username: r.Username, DB: r.DB, Timeout: r.Timeout.get(0)}
+		if r.PasswordFile != "" {
+			pw, err := readSecretFile(r.PasswordFile)
+			if err != nil {
+				p.add("rate_limits.redis.password_file: %v", err)
+				return
+			}
+			ro.Password = pw
+		}
+		switch ratelimit.FailureMode(r.FailureMode) {
+		case "", ratelimit.FailOpen, ratelimit.FailClosed:
+			o.RedisFailureMode = ratelimit.FailureMode(r.FailureMode)
+		default:
+			p.add("rate_limits.redis.failure_mode: unknown value %q (want open or closed)", r.FailureMode)
+			return
+		}
+		o.Redis = ratelimit.NewRedisClient(ro)
+		o.RedisPrefix = r.Prefix
+		o.OnStoreError = func(error) { storeErrors.Inc() }
+		o.OnStoreState = func(up bool, err error) {
+			if up {
+				storeUp.Set(1)
+				log.Info("rate limit store reachable again")
+			} else {
+				storeUp.Set(0)
+				log.Error("rate limit store unreachable", zap.Error(err), zap.String("failure_mode", string(o.RedisFailureMode)))
+			}
+		}
+		storeUp.Set(1)
+		s.redis = o.Redis
+	}
+	l, err := ratelimit.New(o)
+	if err != nil {
+		p.add("rate_limits: %v", err)
+		return
+	}
+	s.limiter, s.limiterOpts = l, o
+	s.opts.Limiter = l
+	if s.reg != nil {
+		s.reg.MustRegister(storeErrors, storeUp)
+	}
+}
+
+// policyCollector exports the engine's counters at scrape time.
+type policyCollector struct{ e *policy.Engine }
+
+var (
+	policyReloadsDesc = prometheus.NewDesc("imapwarden_policy_reloads_total", "Policy reloads, by result (ok, failed).", []string{"result"}, nil)
+	policyEvalsDesc   = prometheus.NewDesc("imapwarden_policy_evaluations_total", "Rego evaluations (decisions not taken from the cache or the fast path).", nil, nil)
+	policyHitsDesc    = prometheus.NewDesc("imapwarden_policy_cache_hits_total", "Decisions reused from the cache.", nil, nil)
+	policyDeniesDesc  = prometheus.NewDesc("imapwarden_policy_denies_total", "Denials, by mode (enforced, shadow).", []string{"mode"}, nil)
+	policyErrorsDesc  = prometheus.NewDesc("imapwarden_policy_errors_total", "Evaluations that failed and so denied.", nil, nil)
+)
+
+func (c policyCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{policyReloadsDesc, policyEvalsDesc, policyHitsDesc, policyDeniesDesc, policyErrorsDesc} {
+		ch <- d
+	}
+}
+
+func (c policyCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.e.Stats()
+	ch <- prometheus.MustNewConstMetric(policyReloadsDesc, prometheus.CounterValue, float64(st.Reloads), "ok")
+	ch <- prometheus.MustNewConstMetric(policyReloadsDesc, prometheus.CounterValue, float64(st.ReloadFailures), "failed")
+	ch <- prometheus.MustNewConstMetric(policyEvalsDesc, prometheus.CounterValue, float64(st.Evaluations))
+	ch <- prometheus.MustNewConstMetric(policyHitsDesc, prometheus.CounterValue, float64(st.CacheHits))
+	ch <- prometheus.MustNewConstMetric(policyDeniesDesc, prometheus.CounterValue, float64(st.Denies), "enforced")
+	ch <- prometheus.MustNewConstMetric(policyDeniesDesc, prometheus.CounterValue, float64(st.ShadowDenies), "shadow")
+	ch <- prometheus.MustNewConstMetric(policyErrorsDesc, prometheus.CounterValue, float64(st.Errors))
+}
+
+// policyReady reports a policy that failed its last reload (the old one is
+// still enforced, but the operator's change is not).
+func policyReady(e *policy.Engine) func() error {
+	return func() error {
+		if st := e.Stats(); st.LastError != "" {
+			return fmt.Errorf("last reload failed, previous policy in force: %s", st.LastError)
+		}
+		return nil
+	}
+}
