@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// TestServePolicyAndLimits runs serve with the shipped policies and tight
+// lockout settings: the policy refuses deleting INBOX, failed logins lock
+// the user out even with the right password, and the admin API lists and
+// lifts the lockout.
+func TestServePolicyAndLimits(t *testing.T) {
+	backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopBackend()
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	repoPolicies, _ := filepath.Abs("../../policies")
+	cfgText := fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {mem: {address: %q, security: plain}}
+admin: {address: "127.0.0.1:0"}
+policy: {dirs: [{path: %q}]}
+rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay: 1ms}
+`, cf.Cert, cf.Key, backendAddr, repoPolicies)
+	cfgFile := filepath.Join(dir, "imapwarden.yaml")
+	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
+	cfg, err := loadConfigFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t)
+	s, err := build(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var addrs []net.Addr
+	var adminAddr net.Addr
+	started := make(chan struct{})
+	go func() {
+		done <- runServe(ctx, s, log, nil, nil, func(a []net.Addr, adm net.Addr) { addrs, adminAddr = a, adm; close(started) })
+	}()
+	<-started
+	defer func() { cancel(); <-done }()
+
+	session := func() *imapConn {
+		tc, err := tls.Dial("tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close() })
+		c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
+		c.line()
+		return c
+	}
+	c := session()
+	c.cmd("a", "NO [AUTHENTICATIONFAILED]", "LOGIN demo wrong")
+	c.cmd("b", "NO [AUTHENTICATIONFAILED]", "LOGIN demo wrong")
+	c.cmd("c", "NO [AUTHENTICATIONFAILED]", `LOGIN demo "demo-password"`) // locked out
+	admin := func(method, path, body string) string {
+		req, _ := http.NewRequest(method, "http://"+adminAddr.String()+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if got := admin("GET", "/ratelimit/lockouts", ""); !strings.Contains(got, "demo") {
+		t.Fatalf("lockouts: %s", got)
+	}
+	admin("POST", "/ratelimit/unlock", `{"user":"demo"}`)
+	c = session() // three failures closed the first connection
+	c.cmd("d", "OK", `LOGIN demo "demo-password"`)
+	c.cmd("e", "NO [NOPERM] INBOX is protected", "DELETE INBOX")
+	if got := admin("GET", "/metrics", ""); !strings.Contains(got, "imapwarden_policy_denies_total{mode=\"enforced\"} 1") ||
+		!strings.Contains(got, `imapwarden_limit_hits_total{key="user",limit="login_failures_per_user"}`) {
+		t.Errorf("metrics lack the policy deny or the limit hit:\n%s", got)
+	}
+}
