@@ -387,3 +387,35 @@ func TestDovecotProxyProtocol(t *testing.T) {
 	c = &tconn{t: t, c: raw, br: bufioReader(raw)}
 	c.expectClosed()
 }
+
+// Every message of a MULTIAPPEND is judged (RFC 3502): a refused later
+// message aborts the whole command, nothing is appended, the client hears
+// BYE.
+func TestDovecotMultiAppendEachMessageDecided(t *testing.T) {
+	var sizes []int64
+	h := newDovecotHarness(t, nil, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			if in.Point == PointCommand && in.Command.Name == "APPEND" && in.Literal != nil {
+				sizes = append(sizes, in.Literal.Size)
+				if in.Literal.Size > 500 {
+					return Decision{Reason: "message too big", Code: "TOOBIG"}
+				}
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := h.login()
+	small, big := testMessage(1), testMessage(2)+strings.Repeat("x", 600)
+	c.sendRaw(fmt.Sprintf("a1 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n", len(small), small, len(small), small))
+	c.expectTagged("a1", "a1 OK")
+	c.sendRaw(fmt.Sprintf("a2 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n", len(small), small, len(big), big))
+	c.expectClosed("* BYE [TOOBIG] message too big")
+	if fmt.Sprint(sizes) != fmt.Sprintf("[%d %d %d %d]", len(small), len(small), len(small), len(big)) {
+		t.Errorf("decided sizes %v", sizes)
+	}
+	// Nothing of a2 was appended: the two messages of a1.
+	c = h.login()
+	if un := c.transact("b1 STATUS INBOX (MESSAGES)", "b1 OK"); !contains(un, "MESSAGES 2") {
+		t.Errorf("STATUS %q", un)
+	}
+}

@@ -336,6 +336,18 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 					return f, s.dropLiteral(lit, true, max)
 				}
 				pend = pend[:0]
+			} else if isMsg {
+				// A later message of a MULTIAPPEND (RFC 3502): limits and
+				// policy judge each message. The backend holds the command
+				// so far and a refusal cannot be a tagged NO; closing the
+				// backend connection aborts the whole MULTIAPPEND, which
+				// is atomic (RFC 3502 §6), and the client hears BYE.
+				if d := s.decideCommand(cmd, false, &lit); !d.Allow {
+					s.audit(cmd, start, bytesIn, &d)
+					s.setReason("policy-disconnect")
+					s.writef("* BYE %s\r\n", denyText(d, "NOPERM"))
+					return f, errStop
+				}
 			}
 			if !lit.NonSync {
 				s.relay.arm(f.tag, false)
