@@ -70,7 +70,10 @@ type Options struct {
 	// CacheSize bounds the decisions remembered per revision: 0 means
 	// DefaultCacheSize, negative disables the cache.
 	CacheSize int
-	Logger    *zap.Logger
+	// OnEvaluation, when set, receives the time of each Rego evaluation
+	// (cache hits and the fast path are not evaluations), for a metric.
+	OnEvaluation func(time.Duration)
+	Logger       *zap.Logger
 	// Now replaces time.Now, for tests.
 	Now func() time.Time
 }
@@ -472,7 +475,14 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 			break // denied anyway: what a trial would say does not matter
 		}
 		e.evaluations.Add(1)
+		var t0 time.Time
+		if e.opts.OnEvaluation != nil {
+			t0 = time.Now()
+		}
 		v, err := p.eval(ctx, input, c.now)
+		if e.opts.OnEvaluation != nil {
+			e.opts.OnEvaluation(time.Since(t0))
+		}
 		var d verdict
 		if err == nil {
 			d, err = parseDecision(v)

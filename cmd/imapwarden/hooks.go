@@ -22,7 +22,13 @@ func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*pro
 		}
 		return
 	}
-	o := policy.Options{GroupsFile: c.GroupsFile, PollInterval: c.PollInterval.get(0), CacheSize: c.CacheSize, Logger: log.Named("policy")}
+	evalTime := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "imapwarden_policy_evaluation_duration_seconds",
+		Help:    "Time of one Rego evaluation (decisions from the cache or the fast path are not evaluated).",
+		Buckets: prometheus.ExponentialBuckets(2e-6, 4, 10),
+	})
+	o := policy.Options{GroupsFile: c.GroupsFile, PollInterval: c.PollInterval.get(0), CacheSize: c.CacheSize,
+		OnEvaluation: func(d time.Duration) { evalTime.Observe(d.Seconds()) }, Logger: log.Named("policy")}
 	for i, d := range c.Dirs {
 		if d.Path == "" {
 			p.add("policy.dirs[%d].path: required", i)
@@ -48,7 +54,7 @@ func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*pro
 		s.opts.Router = &policy.Router{Engine: e, Backends: backends, Fallback: s.opts.Router}
 	}
 	if s.reg != nil {
-		s.reg.MustRegister(policyCollector{e})
+		s.reg.MustRegister(policyCollector{e}, evalTime)
 	}
 }
 

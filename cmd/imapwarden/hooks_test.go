@@ -95,7 +95,8 @@ rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay:
 	c.cmd("d", "OK", `LOGIN demo "demo-password"`)
 	c.cmd("e", "NO [NOPERM] INBOX is protected", "DELETE INBOX")
 	if got := admin("GET", "/metrics", ""); !strings.Contains(got, "imapwarden_policy_denies_total{mode=\"enforced\"} 1") ||
-		!strings.Contains(got, `imapwarden_limit_hits_total{key="user",limit="login_failures_per_user"}`) {
+		!strings.Contains(got, `imapwarden_limit_hits_total{key="user",limit="login_failures_per_user"}`) ||
+		!strings.Contains(got, "imapwarden_policy_evaluation_duration_seconds_count") {
 		t.Errorf("metrics lack the policy deny or the limit hit:\n%s", got)
 	}
 }
