@@ -70,6 +70,9 @@ type Options struct {
 	// CacheSize bounds the decisions remembered per revision: 0 means
 	// DefaultCacheSize, negative disables the cache.
 	CacheSize int
+	// Limits, when set, gives the limiter's counters for a session
+	// (input.session.limits), e.g. ratelimit.Limiter.Snapshot.
+	Limits func(*proxy.SessionInfo) map[string]int64
 	// OnEvaluation, when set, receives the time of each Rego evaluation
 	// (cache hits and the fast path are not evaluations), for a metric.
 	OnEvaluation func(time.Duration)
@@ -208,9 +211,17 @@ func (e *Engine) Reload() error {
 	return e.reload(e.filesFingerprint())
 }
 
+var errFilesChanging = errors.New("policy: files changed while loading; try again")
+
 func (e *Engine) reload(print string) error {
 	old := e.state.Load()
 	st, err := e.load()
+	if old != nil && e.filesFingerprint() != print {
+		// The files changed while they were read (an editor still
+		// writing): this result belongs to no fingerprint. Record nothing;
+		// the next poll or Reload sees them whole.
+		return errFilesChanging
+	}
 	if err != nil {
 		e.failedPrint = print
 		msg := err.Error()
@@ -427,6 +438,7 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 		c.zone = e.loc.String()
 	}
 	c.groups, c.ids = st.groups, st.ids
+	c.limitsFn = e.opts.Limits
 	var kp *[]byte
 	if st.cache != nil {
 		kp = keyPool.Get().(*[]byte)

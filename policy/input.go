@@ -39,6 +39,7 @@ const (
 	slotBackend
 	slotAuthFailures
 	slotStartedAt
+	slotLimits
 
 	slotTag
 	slotName
@@ -123,6 +124,7 @@ var slotNames = [numSlots][2]string{
 	slotBackend:      {docSession, "backend"},
 	slotAuthFailures: {docSession, "auth_failures"},
 	slotStartedAt:    {docSession, "started_at"},
+	slotLimits:       {docSession, "limits"},
 
 	slotTag:          {docCommand, "tag"},
 	slotName:         {docCommand, "name"},
@@ -240,6 +242,18 @@ type inputCtx struct {
 	zone    string
 	groups  map[string][]string // lower-cased user → groups
 	ids     idUse               // what policies read of the client ID
+	// limitsFn gives the limiter's counters (input.session.limits); read
+	// once, and only when a policy uses the slot.
+	limitsFn func(*proxy.SessionInfo) map[string]int64
+	limits   map[string]int64
+	limitsOK bool
+}
+
+func (c *inputCtx) sessionLimits() map[string]int64 {
+	if !c.limitsOK && c.limitsFn != nil && c.s != &noSession {
+		c.limits, c.limitsOK = c.limitsFn(c.s), true
+	}
+	return c.limits
 }
 
 var noSession proxy.SessionInfo
@@ -302,6 +316,19 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 		return appendStr(b, s.Backend)
 	case slotAuthFailures:
 		return binary.AppendVarint(b, int64(s.AuthFailures))
+	case slotLimits:
+		m := c.sessionLimits()
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = binary.AppendUvarint(b, uint64(len(keys)))
+		for _, k := range keys {
+			b = appendStr(b, k)
+			b = binary.AppendVarint(b, m[k])
+		}
+		return b
 	case slotStartedAt:
 		return binary.AppendVarint(b, s.Started.UnixNano())
 	case slotSelected:
@@ -520,6 +547,16 @@ func (c *inputCtx) value(x slot) *ast.Term {
 		return ast.StringTerm(s.Backend)
 	case slotAuthFailures:
 		return ast.InternedTerm(s.AuthFailures)
+	case slotLimits:
+		m := c.sessionLimits()
+		if m == nil {
+			return nil
+		}
+		items := make([][2]*ast.Term, 0, len(m))
+		for k, v := range m {
+			items = append(items, ast.Item(ast.StringTerm(k), ast.IntNumberTerm(int(v))))
+		}
+		return ast.ObjectTerm(items...)
 	case slotStartedAt:
 		if s.Started.IsZero() {
 			return nil

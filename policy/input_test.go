@@ -159,6 +159,10 @@ func TestKeyDistinguishesEverySlot(t *testing.T) {
 		slotBackend:      func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Backend = "other" },
 		slotAuthFailures: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.AuthFailures = 1 },
 		slotStartedAt:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Started = in.Session.Started.Add(time.Second) },
+		slotLimits: func(_ *proxy.DecisionInput, c *inputCtx) {
+			c.limitsFn = func(*proxy.SessionInfo) map[string]int64 { return map[string]int64{"login_failures_user": 3} }
+			c.limits, c.limitsOK = nil, false
+		},
 		slotTag:          func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Tag = "a2" },
 		slotName:         func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Name = "FETCH" },
 		slotUID:          func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.UID = false },
