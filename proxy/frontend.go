@@ -406,9 +406,10 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 // login checks, decides, routes and logs in to the backend. On success it
 // answers the client and returns true.
 func (s *Session) login(tag, mech, authzid, user, pass string) bool {
+	var authDecision *Decision
 	fail := func(reason, text string) bool {
 		s.info.AuthFailures++
-		s.srv.auditor.Auth(&s.info, AuthEvent{User: user, Mechanism: mech, Attempt: s.info.AuthFailures, Reason: reason, Backend: s.info.Backend})
+		s.srv.auditor.Auth(&s.info, AuthEvent{User: user, Mechanism: mech, Attempt: s.info.AuthFailures, Reason: reason, Backend: s.info.Backend, Decision: authDecision})
 		s.writef("%s NO %s\r\n", tag, text)
 		return false
 	}
@@ -450,7 +451,11 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 		}
 		return fail(reason, text)
 	}
-	if d := s.decide(PointAuth, nil, false, nil); !d.Allow {
+	d := s.decide(PointAuth, nil, false, nil)
+	if !d.Allow || d.Reason != "" || len(d.Annotations) > 0 {
+		authDecision = &d
+	}
+	if !d.Allow {
 		if d.Disconnect {
 			fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
 			s.setReason("policy-auth")
@@ -501,6 +506,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 			return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
 		}
 		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
+		s.srv.auditor.Security(&s.info, "backend-connect-failed", b.Name)
 		if errors.Is(err, errBackendInjection) {
 			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)
 		}
@@ -526,7 +532,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	s.connMu.Lock()
 	s.be = be
 	s.connMu.Unlock()
-	s.srv.auditor.Auth(&s.info, AuthEvent{User: s.info.User, Mechanism: mech, Attempt: s.info.AuthFailures + 1, Success: true, Backend: b.Name})
+	s.srv.auditor.Auth(&s.info, AuthEvent{User: s.info.User, Mechanism: mech, Attempt: s.info.AuthFailures + 1, Success: true, Backend: b.Name, Decision: authDecision})
 	s.writef("%s OK [CAPABILITY %s] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))
 	return true
 }

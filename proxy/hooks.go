@@ -139,6 +139,9 @@ type AuthEvent struct {
 	// "privacy-required", "policy", "backend-unavailable", ...
 	Reason  string
 	Backend string
+	// Decision is the policy's at the auth point, when it said more than
+	// allow (a reason, annotations such as a shadow would-deny).
+	Decision *Decision
 }
 
 // CommandEvent is one completed (or refused) command after login.

@@ -300,7 +300,11 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 				s.writef("* BYE [TOOBIG] Literal too big\r\n")
 				return nil, errStop
 			}
-			s.audit(cmd, start, bytesIn, &Decision{Reason: "literal too big", Code: "TOOBIG"})
+			limit := "max_literal"
+			if isMsg {
+				limit = "max_append_literal"
+			}
+			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: limit, Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
 			s.sc.IgnoreLiteral()
 			return nil, s.writef("%s NO [TOOBIG] Literal too big\r\n", cmd.Tag)
 		}

@@ -36,6 +36,8 @@ func TestImportRules(t *testing.T) {
 		{"proxy/ratelimit", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/ratelimit", "tlsterm"}},
 		// The policy engine sees the proxy's types, never TLS machinery.
 		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "proxy", "proxy/imapwire", "proxy/proxyproto", "tlsterm"}},
+		// audit imports no other package of ours (DESIGN §2).
+		{"audit", nil, []string{"audit"}},
 		// tlsterm imports no other package of ours.
 		{"tlsterm", nil, []string{"tlsterm"}},
 	} {
