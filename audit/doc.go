@@ -1,0 +1,35 @@
+// Package audit is imapwarden's compliance trail: the record schema, the
+// hash-chained JSON-lines writer, its sinks (rotating file, stdout,
+// RFC 5424 syslog), and the reader side, Verify and Scan. README.md next
+// to this file documents the schema with examples.
+//
+// It imports no other package of imapwarden (DESIGN.md §2): cmd/imapwarden
+// turns proxy events into Records.
+//
+// Implementation notes — invariants a reader must keep:
+//
+//   - One writer goroutine owns the chain. Log only queues a *Record; the
+//     writer numbers it (seq), encodes it with its own zap core (JSON,
+//     unsampled, never the operational logger), and links it to the
+//     previous record: prev is SHA-256 (hmac: HMAC-SHA256 with the key)
+//     of the previous line's exact bytes without the "\n". seq is given
+//     at write time, so a dropped record leaves no gap in seq; the drop is
+//     told by an audit.dropped record instead.
+//   - The chain state advances only with what the sink took: a batch the
+//     sink refused is rolled back (Drop) or retried whole (Block), so the
+//     stored chain never forks.
+//   - Records reach the OS as soon as the queue runs empty (or a batch
+//     reaches maxBatch): a killed process loses only what was queued. The
+//     fsync interval bounds what a crashed machine loses.
+//   - A FileSink writes a batch into one file or not at all (a partial
+//     write is cut back), rotates between batches, and at open cuts a torn
+//     last line off (reported in audit.start as torn_bytes), so that the
+//     chain resumes from the last complete record.
+//   - Nothing here sees a password, a SASL exchange or message content:
+//     a Record has no field that could carry one, and cmd fills it from
+//     proxy events that have none either.
+//   - Field order is fixed: ts, kind, v, seq, prev|hmac, then the session
+//     (ip before anything a client chose), so that fail2ban's regular
+//     expressions can anchor on it; the encoder escapes quotes, so a
+//     client's string cannot fake a field.
+package audit

@@ -1,0 +1,593 @@
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// SchemaVersion is the "v" of every record. Adding a field keeps it; a
+// field that changes meaning or disappears raises it (README.md, "Schema").
+const SchemaVersion = 1
+
+// Kind names what a record is about.
+type Kind string
+
+// Record kinds. README.md documents the fields each one carries.
+const (
+	KindSessionOpen     Kind = "session.open"
+	KindSessionClose    Kind = "session.close"
+	KindTLS             Kind = "tls"
+	KindAuth            Kind = "auth"
+	KindCommand         Kind = "command"
+	KindPolicyDeny      Kind = "policy.deny"
+	KindPolicyWouldDeny Kind = "policy.would_deny"
+	KindLimit           Kind = "limit"
+	KindBackend         Kind = "backend"
+	KindSecurity        Kind = "security"
+	KindReload          Kind = "reload"
+	KindCert            Kind = "cert"
+	// The writer's own records: where a chain (re)starts, where it ends
+	// cleanly, and how many records were lost in between (fail-open mode).
+	KindAuditStart   Kind = "audit.start"
+	KindAuditStop    Kind = "audit.stop"
+	KindAuditDropped Kind = "audit.dropped"
+)
+
+// Result values of auth records.
+const (
+	ResultSuccess = "success"
+	ResultFailure = "failure"
+	// ResultNone is a command's result when the session ended before the
+	// backend answered it (the backend may still have carried it out).
+	ResultNone = "none"
+)
+
+// Fetch classes: what a FETCH read of the messages (see FetchClass).
+const (
+	FetchBody     = "body"     // message text: a body section, BINARY, RFC822, RFC822.TEXT, PREVIEW
+	FetchHeader   = "header"   // header fields only: HEADER sections, MIME, RFC822.HEADER, ENVELOPE
+	FetchMetadata = "metadata" // flags, dates, sizes, structure, UIDs
+)
+
+// Caps on what one record carries, so that a hostile client cannot make
+// the trail amplify its input; the counts next to them stay exact.
+const (
+	MaxUIDs    = 500  // uids; uid_count has the total
+	maxSetLen  = 2048 // set; set_count has the number of messages
+	maxList    = 32   // items, flags
+	maxItemLen = 256
+)
+
+// Record is one audit event. Fields that are zero are not written. A
+// Record handed to Trail.Log belongs to the trail: the caller must not
+// change it, nor any slice or map in it, afterwards.
+//
+// Seq, Prev, HMAC and Version are set by the writer (and by decoding); a
+// caller leaves them zero.
+type Record struct {
+	Time    time.Time `json:"ts"`
+	Kind    Kind      `json:"kind"`
+	Version int       `json:"v"`
+	Seq     uint64    `json:"seq"`
+	Prev    string    `json:"prev,omitempty"` // SHA-256 of the previous record, hex
+	HMAC    string    `json:"hmac,omitempty"` // or its HMAC-SHA256 with the trail's key
+
+	// The session: every record of one carries these.
+	Session  string     `json:"session,omitempty"`
+	IP       netip.Addr `json:"ip,omitzero"`
+	Port     uint16     `json:"port,omitempty"`
+	Listener string     `json:"listener,omitempty"`
+	User     string     `json:"user,omitempty"`
+	Local    string     `json:"local,omitempty"` // session.open: the address the client connected to
+	Backend  string     `json:"backend,omitempty"`
+
+	// Event refines the kind: backend "connect-failed", security
+	// "starttls-injection", reload "policy", cert "renewed", ...
+	Event string `json:"event,omitempty"`
+
+	// tls
+	TLSVersion string `json:"tls_version,omitempty"`
+	Cipher     string `json:"cipher,omitempty"`
+	SNI        string `json:"sni,omitempty"`
+	ALPN       string `json:"alpn,omitempty"`
+	ClientCert string `json:"client_cert,omitempty"`
+
+	// auth
+	Mechanism string            `json:"mechanism,omitempty"`
+	Attempt   int               `json:"attempt,omitempty"`
+	ClientID  map[string]string `json:"client_id,omitempty"`
+
+	// command, policy.*, limit
+	Tag          string   `json:"tag,omitempty"`
+	Command      string   `json:"command,omitempty"` // upper case; "FETCH" for UID FETCH, with UID set
+	UID          bool     `json:"uid,omitempty"`
+	Mailbox      string   `json:"mailbox,omitempty"`
+	Destination  string   `json:"destination,omitempty"`
+	Selected     string   `json:"selected,omitempty"`
+	ReadOnly     bool     `json:"read_only,omitempty"`
+	Set          string   `json:"set,omitempty"`       // as the client sent it
+	SetCount     int64    `json:"set_count,omitempty"` // messages named; -1 when it has "*"
+	Fetch        string   `json:"fetch,omitempty"`     // FetchBody, FetchHeader or FetchMetadata
+	Items        []string `json:"items,omitempty"`
+	StoreOp      string   `json:"store,omitempty"`
+	Flags        []string `json:"flags,omitempty"`
+	LiteralBytes int64    `json:"literal_bytes,omitempty"`
+	UIDs         []uint32 `json:"uids,omitempty"`      // messages whose content the response carried
+	UIDCount     int      `json:"uid_count,omitempty"` // all of them, when more than uids holds
+	CodeArgs     string   `json:"code_args,omitempty"` // COPYUID/APPENDUID text
+
+	// Outcome. Result is ResultSuccess/ResultFailure for auth, the IMAP
+	// status (OK, NO, BAD) or ResultNone for commands, "ok"/"error" for
+	// reload and cert.
+	Result     string         `json:"result,omitempty"`
+	Code       string         `json:"code,omitempty"` // IMAP response code, e.g. NOPERM
+	Reason     string         `json:"reason,omitempty"`
+	Revision   string         `json:"revision,omitempty"`  // policy revision
+	Limit      string         `json:"limit,omitempty"`     // which limit was hit
+	LimitKey   string         `json:"limit_key,omitempty"` // what it counts by: ip, subnet, user, ...
+	Disconnect bool           `json:"disconnect,omitempty"`
+	Annot      map[string]any `json:"annotations,omitempty"`
+	Detail     string         `json:"detail,omitempty"`
+
+	Duration time.Duration `json:"-"` // written as duration_ms
+	Delay    time.Duration `json:"-"` // limit: the delay imposed, written as delay_ms
+	BytesIn  int64         `json:"bytes_in,omitempty"`
+	BytesOut int64         `json:"bytes_out,omitempty"`
+
+	// session.close
+	Commands     int            `json:"commands,omitempty"`
+	Counts       map[string]int `json:"counts,omitempty"`   // commands by name
+	Messages     int            `json:"messages,omitempty"` // messages whose content was fetched (command, session.close)
+	AuthFailures int            `json:"auth_failures,omitempty"`
+
+	// cert
+	Subject  string    `json:"subject,omitempty"`
+	Names    []string  `json:"names,omitempty"`
+	Issuer   string    `json:"issuer,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+
+	// audit.*
+	Host     string `json:"host,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Software string `json:"software,omitempty"`
+	Chain    string `json:"chain,omitempty"`  // "sha256" or "hmac-sha256"
+	KeyID    string `json:"key_id,omitempty"` // which HMAC key (not the key)
+	Count    uint64 `json:"count,omitempty"`  // audit.dropped: records lost; audit.stop: records written
+	Torn     int64  `json:"torn_bytes,omitempty"`
+}
+
+// recordPool recycles records the writer has written (NewRecord).
+var recordPool = sync.Pool{New: func() any { return new(Record) }}
+
+// NewRecord returns a zeroed Record, reused from one the writer is done
+// with, so that auditing a command does not allocate once warm. A record
+// from NewRecord or new(Record) alike belongs to the trail after Log.
+func NewRecord() *Record { return recordPool.Get().(*Record) }
+
+// recycle zeroes r, dropping what it pointed to, and pools it.
+func recycle(r *Record) {
+	*r = Record{}
+	recordPool.Put(r)
+}
+
+// MarshalLogObject writes the record's own fields (everything after seq
+// and prev, which the writer adds) in a fixed order: the session first,
+// so that ip always precedes what a client chose (README.md, fail2ban).
+func (r *Record) MarshalLogObject(e zapcore.ObjectEncoder) error { return r.marshal(e, nil) }
+
+// marshal writes the fields; the writer passes scratch space so that the
+// IP address is formatted without allocating.
+func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
+	str(e, "session", r.Session)
+	if r.IP.IsValid() {
+		if scratch != nil {
+			*scratch = r.IP.AppendTo((*scratch)[:0])
+			e.AddByteString("ip", *scratch)
+		} else {
+			e.AddString("ip", r.IP.String())
+		}
+	}
+	if r.Port != 0 {
+		e.AddUint16("port", r.Port)
+	}
+	str(e, "listener", r.Listener)
+	str(e, "user", r.User)
+	str(e, "local", r.Local)
+	str(e, "backend", r.Backend)
+	str(e, "event", r.Event)
+
+	str(e, "tls_version", r.TLSVersion)
+	str(e, "cipher", r.Cipher)
+	str(e, "sni", r.SNI)
+	str(e, "alpn", r.ALPN)
+	str(e, "client_cert", r.ClientCert)
+
+	str(e, "mechanism", r.Mechanism)
+	num(e, "attempt", int64(r.Attempt))
+	if len(r.ClientID) > 0 {
+		e.AddObject("client_id", stringMap(r.ClientID))
+	}
+
+	str(e, "tag", r.Tag)
+	str(e, "command", r.Command)
+	if r.UID {
+		e.AddBool("uid", true)
+	}
+	str(e, "mailbox", r.Mailbox)
+	str(e, "destination", r.Destination)
+	str(e, "selected", r.Selected)
+	if r.ReadOnly {
+		e.AddBool("read_only", true)
+	}
+	if r.Set != "" {
+		if len(r.Set) > maxSetLen {
+			// A sequence set has no dots: "..." cannot be mistaken.
+			e.AddString("set", r.Set[:maxSetLen]+"...")
+		} else {
+			e.AddString("set", r.Set)
+		}
+	}
+	num(e, "set_count", r.SetCount)
+	str(e, "fetch", r.Fetch)
+	if len(r.Items) > 0 {
+		e.AddArray("items", (*stringList)(&r.Items))
+	}
+	str(e, "store", r.StoreOp)
+	if len(r.Flags) > 0 {
+		e.AddArray("flags", (*stringList)(&r.Flags))
+	}
+	num(e, "literal_bytes", r.LiteralBytes)
+	if len(r.UIDs) > 0 {
+		e.AddArray("uids", (*uidList)(&r.UIDs))
+	}
+	if n := r.UIDCount; n > 0 || len(r.UIDs) > MaxUIDs {
+		e.AddInt("uid_count", max(n, len(r.UIDs)))
+	}
+	str(e, "code_args", r.CodeArgs)
+
+	str(e, "result", r.Result)
+	str(e, "code", r.Code)
+	str(e, "reason", r.Reason)
+	str(e, "revision", r.Revision)
+	str(e, "limit", r.Limit)
+	str(e, "limit_key", r.LimitKey)
+	if r.Delay != 0 {
+		e.AddFloat64("delay_ms", float64(r.Delay.Microseconds())/1000)
+	}
+	if r.Disconnect {
+		e.AddBool("disconnect", true)
+	}
+	if len(r.Annot) > 0 {
+		// Annotations come from the policy; reflection is fine on the
+		// writer's goroutine, and encoding/json sorts the keys.
+		if err := e.AddReflected("annotations", r.Annot); err != nil {
+			e.AddString("annotations_error", err.Error())
+		}
+	}
+	str(e, "detail", r.Detail)
+
+	if r.Duration != 0 {
+		e.AddFloat64("duration_ms", float64(r.Duration.Microseconds())/1000)
+	}
+	num(e, "bytes_in", r.BytesIn)
+	num(e, "bytes_out", r.BytesOut)
+
+	num(e, "commands", int64(r.Commands))
+	if len(r.Counts) > 0 {
+		e.AddObject("counts", intMap(r.Counts))
+	}
+	num(e, "messages", int64(r.Messages))
+	num(e, "auth_failures", int64(r.AuthFailures))
+
+	str(e, "subject", r.Subject)
+	if len(r.Names) > 0 {
+		e.AddArray("names", (*stringList)(&r.Names))
+	}
+	str(e, "issuer", r.Issuer)
+	if !r.NotAfter.IsZero() {
+		e.AddString("not_after", r.NotAfter.UTC().Format(time.RFC3339))
+	}
+
+	str(e, "host", r.Host)
+	num(e, "pid", int64(r.PID))
+	str(e, "software", r.Software)
+	str(e, "chain", r.Chain)
+	str(e, "key_id", r.KeyID)
+	if r.Count != 0 {
+		e.AddUint64("count", r.Count)
+	}
+	num(e, "torn_bytes", r.Torn)
+	return nil
+}
+
+func str(e zapcore.ObjectEncoder, k, v string) {
+	if v != "" {
+		e.AddString(k, v)
+	}
+}
+
+func num(e zapcore.ObjectEncoder, k string, v int64) {
+	if v != 0 {
+		e.AddInt64(k, v)
+	}
+}
+
+type stringList []string
+
+func (l *stringList) MarshalLogArray(e zapcore.ArrayEncoder) error {
+	for i, s := range *l {
+		if i == maxList {
+			e.AppendString("...")
+			break
+		}
+		if len(s) > maxItemLen {
+			s = s[:maxItemLen] + "..."
+		}
+		e.AppendString(s)
+	}
+	return nil
+}
+
+type uidList []uint32
+
+func (l *uidList) MarshalLogArray(e zapcore.ArrayEncoder) error {
+	for i, u := range *l {
+		if i == MaxUIDs {
+			break
+		}
+		e.AppendUint32(u)
+	}
+	return nil
+}
+
+// stringMap and intMap write their keys sorted, so that equal records
+// encode equally.
+type stringMap map[string]string
+
+func (m stringMap) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	for _, k := range sortedKeys(m) {
+		e.AddString(k, m[k])
+	}
+	return nil
+}
+
+type intMap map[string]int
+
+func (m intMap) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	for _, k := range sortedKeys(m) {
+		e.AddInt(k, m[k])
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// UnmarshalJSON decodes a record as written, duration_ms included.
+func (r *Record) UnmarshalJSON(b []byte) error {
+	type plain Record
+	aux := struct {
+		*plain
+		DurationMS float64 `json:"duration_ms"`
+		DelayMS    float64 `json:"delay_ms"`
+	}{plain: (*plain)(r)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	r.Duration = time.Duration(aux.DurationMS * float64(time.Millisecond))
+	r.Delay = time.Duration(aux.DelayMS * float64(time.Millisecond))
+	return nil
+}
+
+// ParseRecord decodes one line of a trail. A line that does not start
+// with "{" may carry a prefix a log shipper added (a syslog header): the
+// record starts at the first `{"ts":`.
+func ParseRecord(line []byte) (*Record, error) {
+	line = recordStart(line)
+	var r Record
+	if err := json.Unmarshal(line, &r); err != nil {
+		return nil, fmt.Errorf("audit: not a record: %w", err)
+	}
+	if r.Kind == "" || r.Version == 0 {
+		return nil, fmt.Errorf("audit: not a record: no kind or version")
+	}
+	return &r, nil
+}
+
+// FetchClass tells what FETCH items (upper case, as imapwire parses them)
+// read of the messages: FetchBody when any item returns message text,
+// else FetchHeader when any returns header fields (RFC 9051 §6.4.5), else
+// FetchMetadata.
+func FetchClass(items []string) string {
+	class := FetchMetadata
+	for _, it := range items {
+		switch c := fetchItemClass(it); c {
+		case FetchBody:
+			return FetchBody
+		case FetchHeader:
+			class = FetchHeader
+		}
+	}
+	return class
+}
+
+func fetchItemClass(it string) string {
+	switch it {
+	case "RFC822", "RFC822.TEXT", "PREVIEW":
+		return FetchBody
+	case "RFC822.HEADER", "ENVELOPE", "ALL", "FULL": // ALL and FULL include ENVELOPE
+		return FetchHeader
+	}
+	var rest string
+	var ok bool
+	for _, p := range [...]string{"BODY[", "BODY.PEEK[", "BINARY[", "BINARY.PEEK["} {
+		if rest, ok = strings.CutPrefix(it, p); ok {
+			break
+		}
+	}
+	if !ok {
+		if strings.HasPrefix(it, "PREVIEW") { // PREVIEW (LAZY), RFC 8970
+			return FetchBody
+		}
+		return FetchMetadata
+	}
+	sec, _, _ := strings.Cut(rest, "]")
+	// Skip the part path: "1.2.HEADER" is the header of part 1.2.
+	sec = strings.TrimLeft(sec, "0123456789.")
+	if strings.HasPrefix(sec, "HEADER") || sec == "MIME" {
+		return FetchHeader
+	}
+	return FetchBody
+}
+
+// Summary is a one-line human description of the record, for the table
+// output of "imapwarden audit query".
+func (r *Record) Summary() string {
+	var b strings.Builder
+	w := func(parts ...string) {
+		for _, p := range parts {
+			if p == "" {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(p)
+		}
+	}
+	opt := func(k, v string) string {
+		if v == "" {
+			return ""
+		}
+		return k + "=" + v
+	}
+	switch r.Kind {
+	case KindSessionOpen:
+		w("via "+r.Listener, opt("local", r.Local))
+	case KindTLS:
+		w(r.TLSVersion, r.Cipher, opt("sni", r.SNI), opt("alpn", r.ALPN), opt("cert", r.ClientCert))
+	case KindAuth:
+		w(r.Mechanism, r.Result)
+		if r.Reason != "" {
+			w("(" + r.Reason + ")")
+		}
+		if r.Attempt > 0 {
+			w("attempt " + strconv.Itoa(r.Attempt))
+		}
+		w(opt("backend", r.Backend))
+	case KindCommand, KindPolicyDeny, KindPolicyWouldDeny:
+		name := r.Command
+		if r.UID {
+			name = "UID " + name
+		}
+		w(r.Tag, name, r.Set, r.Mailbox)
+		if r.Destination != "" {
+			w("->", r.Destination)
+		}
+		if r.Fetch != "" {
+			w("[" + r.Fetch + "]")
+		}
+		if r.StoreOp != "" {
+			w(r.StoreOp, "("+strings.Join(r.Flags, " ")+")")
+		}
+		if r.Selected != "" && r.Mailbox == "" {
+			w("in", r.Selected)
+		}
+		res := r.Result
+		if r.Code != "" {
+			res += " [" + r.Code + "]"
+		}
+		w("=>", res)
+		if r.Duration > 0 {
+			w(fmtDuration(r.Duration))
+		}
+		if r.Kind != KindCommand {
+			w(opt("reason", quoted(r.Reason)), opt("revision", r.Revision))
+		}
+		if len(r.UIDs) > 0 {
+			w("uids " + uidsText(r.UIDs, r.UIDCount))
+		} else if r.Messages > 0 {
+			w(plural(r.Messages, "message"))
+		}
+		w(r.CodeArgs)
+	case KindLimit:
+		w(r.Limit, opt("by", r.LimitKey), r.Event, opt("code", r.Code), opt("reason", quoted(r.Reason)))
+		if r.Delay > 0 {
+			w("delay " + fmtDuration(r.Delay))
+		}
+	case KindSessionClose:
+		w(r.Reason, "after "+fmtDuration(r.Duration), strconv.Itoa(r.Commands)+" commands",
+			"in "+strconv.FormatInt(r.BytesIn, 10)+"B", "out "+strconv.FormatInt(r.BytesOut, 10)+"B")
+		if r.Messages > 0 {
+			w(plural(r.Messages, "message") + " read")
+		}
+	case KindReload:
+		w(r.Event, r.Result, opt("revision", r.Revision), r.Detail)
+	case KindAuditDropped:
+		w(strconv.FormatUint(r.Count, 10)+" records lost", r.Reason)
+	case KindAuditStart:
+		w("chain "+r.Chain, opt("host", r.Host), opt("pid", strconv.Itoa(r.PID)), opt("software", r.Software))
+		if r.Torn > 0 {
+			w("cut " + strconv.FormatInt(r.Torn, 10) + " torn bytes")
+		}
+	default:
+		w(r.Event, r.Backend, r.Result, r.Limit, r.Reason, r.Subject, strings.Join(r.Names, ","), r.Detail)
+	}
+	return b.String()
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
+func quoted(s string) string {
+	if s == "" {
+		return ""
+	}
+	return strconv.Quote(s)
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.String()
+}
+
+func uidsText(uids []uint32, total int) string {
+	var b strings.Builder
+	for i, u := range uids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if i == 20 {
+			b.WriteString("...")
+			break
+		}
+		b.WriteString(strconv.FormatUint(uint64(u), 10))
+	}
+	if total > len(uids) {
+		b.WriteString(" (" + strconv.Itoa(total) + " in all)")
+	}
+	return b.String()
+}

@@ -1,0 +1,557 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Overflow says what Log does when the queue is full or the sink fails.
+type Overflow int
+
+const (
+	// Block makes Log wait until the record is queued (fail closed): a
+	// session that cannot be audited does not go on. The default.
+	Block Overflow = iota
+	// Drop makes Log drop the record and count it (fail open); the
+	// writer writes an audit.dropped record with the count as soon as it
+	// can, so the gap is visible in the chain.
+	Drop
+)
+
+// Special values of Options.SyncInterval.
+const (
+	// SyncAlways fsyncs after every write of a batch of records.
+	SyncAlways time.Duration = -1
+	// SyncNever leaves durability to the OS (records still reach the OS
+	// as soon as the queue is empty, so a killed process loses nothing
+	// written; a crashed machine may).
+	SyncNever time.Duration = -2
+)
+
+// Defaults of Options.
+const (
+	DefaultQueueSize    = 8192
+	DefaultSyncInterval = time.Second
+	DefaultCloseTimeout = 5 * time.Second
+)
+
+// maxBatch is how many bytes of records the writer gathers before it
+// writes them, when the queue does not run empty first.
+const maxBatch = 256 << 10
+
+// Retry delays for a failing sink.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// Errors returned by Log.
+var (
+	ErrClosed  = errors.New("audit: trail closed")
+	ErrDropped = errors.New("audit: record dropped: queue full or sink failing")
+)
+
+// Options configure a Trail.
+type Options struct {
+	// Sink stores the records: a FileSink (OpenFile), a SyslogSink
+	// (DialSyslog) or a WriterSink. Required.
+	Sink Sink
+	// QueueSize bounds the records waiting for the writer; default
+	// DefaultQueueSize.
+	QueueSize int
+	// Overflow: Block (fail closed, the default) or Drop (fail open).
+	Overflow Overflow
+	// SyncInterval is how often written records are fsynced: at most
+	// this much is lost when the machine crashes. 0 means
+	// DefaultSyncInterval; see also SyncAlways and SyncNever.
+	SyncInterval time.Duration
+	// Key, when set, chains records with HMAC-SHA256 instead of plain
+	// SHA-256, so that only key holders can rewrite the chain (LoadKey).
+	Key []byte
+	// CloseTimeout bounds how long Close keeps retrying a failing sink
+	// in Block mode; default DefaultCloseTimeout.
+	CloseTimeout time.Duration
+	// Logger receives the trail's own problems (sink errors, drops),
+	// never records. Nil logs nothing.
+	Logger *zap.Logger
+	// Software and Host are written in audit.start records; Host
+	// defaults to os.Hostname.
+	Software string
+	Host     string
+}
+
+// Stats are a trail's counters, for metrics.
+type Stats struct {
+	Written    uint64 // records written, the writer's own included
+	Dropped    uint64 // records lost (Drop mode, or a sink still failing at Close)
+	SinkErrors uint64 // failed writes and syncs
+	Queued     int    // records waiting now
+	LastSeq    uint64 // seq of the last record written
+}
+
+// Trail is the audit writer: Log queues a record, one goroutine numbers,
+// chains, encodes and writes it. Safe for concurrent use.
+type Trail struct {
+	opts    Options
+	sink    Sink
+	log     *zap.Logger
+	q       chan *Record
+	drop    bool
+	done    chan struct{} // closed by Close
+	stopped chan struct{} // closed when the writer has finished
+	closed  atomic.Bool
+	// senders counts Log calls in progress, so that the writer's final
+	// drain waits for a record that was about to be queued (see Close).
+	senders atomic.Int64
+
+	written, dropped, sinkErrors, lastSeq atomic.Uint64
+	droppedQueue                          atomic.Uint64 // part of dropped: Log found the queue full
+
+	// Everything below belongs to the writer goroutine (and to New
+	// before it starts).
+	core     zapcore.Core
+	fields   [1]zapcore.Field
+	cur      chained
+	link     *linker
+	seq      uint64
+	prevHex  [64]byte
+	scratch  []byte // formatting space for marshal
+	reported uint64 // drops already written in an audit.dropped record
+	batch    []byte
+	pending  uint64 // records in batch, audit.dropped ones excepted
+	// committed is the chain state after the last successful write; a
+	// batch that cannot be written in Drop mode rolls back to it.
+	committed struct {
+		seq      uint64
+		prevHex  [64]byte
+		reported uint64
+	}
+	failing   bool
+	backoff   time.Duration
+	retryAt   time.Time
+	unsynced  bool
+	syncEvery time.Duration
+	closeErr  error
+}
+
+// chained is the record being encoded with the writer's chain fields.
+type chained struct {
+	t *Trail
+	r *Record
+}
+
+func (c *chained) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	t := c.t
+	e.AddInt("v", SchemaVersion)
+	e.AddUint64("seq", t.seq)
+	e.AddByteString(t.link.field(), t.prevHex[:])
+	return c.r.marshal(e, &t.scratch)
+}
+
+// chainWriter receives each encoded line from the zap core: it appends
+// it to the batch and links the next record to it.
+type chainWriter struct{ t *Trail }
+
+func (w chainWriter) Write(p []byte) (int, error) {
+	t := w.t
+	t.batch = append(t.batch, p...)
+	t.link.link(t.prevHex[:], p[:len(p)-1]) // without the "\n"
+	return len(p), nil
+}
+
+// encoderConfig is the record format: time and kind first, no level,
+// caller or logger name. The time layout appends without allocating.
+var encoderConfig = zapcore.EncoderConfig{
+	TimeKey:        "ts",
+	MessageKey:     "kind",
+	LevelKey:       zapcore.OmitKey,
+	NameKey:        zapcore.OmitKey,
+	CallerKey:      zapcore.OmitKey,
+	FunctionKey:    zapcore.OmitKey,
+	StacktraceKey:  zapcore.OmitKey,
+	LineEnding:     "\n",
+	EncodeTime:     zapcore.TimeEncoderOfLayout(time.RFC3339Nano),
+	EncodeDuration: zapcore.NanosDurationEncoder,
+	EncodeLevel:    zapcore.LowercaseLevelEncoder,
+}
+
+// New starts a trail. When the sink can read back its last record
+// (Resumer), the chain continues after it. The first record written is an
+// audit.start; in Block mode New fails when it cannot be written.
+func New(o Options) (*Trail, error) {
+	if o.Sink == nil {
+		return nil, errors.New("audit: no sink")
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.SyncInterval == 0 {
+		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = DefaultCloseTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Host == "" {
+		o.Host, _ = os.Hostname()
+	}
+	if o.Key != nil && len(o.Key) < MinKeyLen {
+		return nil, fmt.Errorf("audit: key of %d bytes, want at least %d", len(o.Key), MinKeyLen)
+	}
+	t := &Trail{
+		opts:      o,
+		sink:      o.Sink,
+		log:       o.Logger.Named("audit"),
+		q:         make(chan *Record, o.QueueSize),
+		drop:      o.Overflow == Drop,
+		done:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		link:      newLinker(o.Key),
+		batch:     make([]byte, 0, 64<<10),
+		backoff:   minBackoff,
+		syncEvery: o.SyncInterval,
+	}
+	t.cur.t = t
+	// Its own core, unsampled, never shared with operational logs.
+	t.core = zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig), zapcore.AddSync(chainWriter{t}), zapcore.DebugLevel)
+	t.fields[0] = zap.Inline(&t.cur)
+	copy(t.prevHex[:], genesis)
+
+	start := &Record{Time: time.Now(), Kind: KindAuditStart, Host: o.Host, PID: os.Getpid(),
+		Software: o.Software, Chain: t.link.name()}
+	if o.Key != nil {
+		start.KeyID = KeyID(o.Key)
+	}
+	if rs, ok := o.Sink.(Resumer); ok {
+		last, torn, err := rs.LastRecord()
+		if err != nil {
+			return nil, err
+		}
+		if last != nil {
+			r, err := ParseRecord(last)
+			if err != nil || last[0] != '{' {
+				return nil, fmt.Errorf("audit: cannot continue the chain: the last stored record is damaged (%v); move the file aside to start a new chain", err)
+			}
+			t.seq = r.Seq
+			t.link.link(t.prevHex[:], last)
+		}
+		start.Torn = torn
+	}
+	t.commit()
+	t.lastSeq.Store(t.seq)
+	t.encode(start)
+	t.pending++
+	if err := t.sink.Write(t.batch); err != nil {
+		if !t.drop {
+			return nil, fmt.Errorf("audit: sink does not take records: %w", err)
+		}
+		t.writeFailed(err)
+	} else {
+		t.wrote()
+	}
+	t.sync()
+	go t.run()
+	return t, nil
+}
+
+// Log queues r; the trail owns it from now on (and reuses it once
+// written: see NewRecord). A zero Time is set to now. In Block mode Log waits while the queue is full; in Drop mode it
+// returns ErrDropped at once. After Close it returns ErrClosed.
+func (t *Trail) Log(r *Record) error {
+	t.senders.Add(1)
+	defer t.senders.Add(-1)
+	if t.closed.Load() {
+		return ErrClosed
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	select {
+	case t.q <- r:
+		return nil
+	default:
+	}
+	if t.drop {
+		t.dropped.Add(1)
+		t.droppedQueue.Add(1)
+		return ErrDropped
+	}
+	select {
+	case t.q <- r:
+		return nil
+	case <-t.done:
+		return ErrClosed
+	}
+}
+
+// Close writes what is queued and an audit.stop record, syncs and closes
+// the sink. Log calls waiting in Block mode return ErrClosed. In Block
+// mode a failing sink is retried for up to CloseTimeout; the error then
+// says how many records were lost.
+func (t *Trail) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		<-t.stopped
+		return nil
+	}
+	close(t.done)
+	<-t.stopped
+	return t.closeErr
+}
+
+// Stats returns the trail's counters.
+func (t *Trail) Stats() Stats {
+	return Stats{
+		Written:    t.written.Load(),
+		Dropped:    t.dropped.Load(),
+		SinkErrors: t.sinkErrors.Load(),
+		Queued:     len(t.q),
+		LastSeq:    t.lastSeq.Load(),
+	}
+}
+
+// run is the writer goroutine.
+func (t *Trail) run() {
+	defer close(t.stopped)
+	var tick <-chan time.Time
+	if t.syncEvery > 0 {
+		tk := time.NewTicker(t.syncEvery)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	for {
+		select {
+		case r := <-t.q:
+			t.add(r)
+			// Take what else is queued, so that a burst leaves in one
+			// write; write as soon as the queue is empty, so that a
+			// killed process loses at most what was still queued.
+		more:
+			for len(t.batch) < maxBatch {
+				select {
+				case r := <-t.q:
+					t.add(r)
+				default:
+					break more
+				}
+			}
+			t.flush()
+			if t.syncEvery == SyncAlways {
+				t.sync()
+			}
+		case <-tick:
+			t.sync()
+		case <-t.done:
+			t.finish()
+			return
+		}
+	}
+}
+
+// add encodes one record into the batch, unless the sink is failing in
+// Drop mode, when it is counted and dropped right away.
+func (t *Trail) add(r *Record) {
+	if t.failing && t.drop && time.Now().Before(t.retryAt) {
+		t.dropped.Add(1)
+		recycle(r)
+		return
+	}
+	if len(t.batch) == 0 {
+		t.noteDrops()
+	}
+	t.encode(r)
+	t.pending++
+	// Encoded: nothing refers to the record any more, whatever becomes
+	// of the batch.
+	recycle(r)
+}
+
+// noteDrops writes an audit.dropped record when records were lost since
+// the last one.
+func (t *Trail) noteDrops() {
+	d := t.dropped.Load()
+	if d <= t.reported {
+		return
+	}
+	t.encode(&Record{Time: time.Now(), Kind: KindAuditDropped, Count: d - t.reported,
+		Reason: "fail-open: queue full or sink failing"})
+	t.reported = d
+}
+
+func (t *Trail) encode(r *Record) {
+	t.seq++
+	t.cur.r = r
+	ent := zapcore.Entry{Time: r.Time.UTC(), Message: string(r.Kind), Level: zapcore.InfoLevel}
+	if err := t.core.Write(ent, t.fields[:]); err != nil {
+		// Only a bug can get here: chainWriter does not fail and Record
+		// encodes any value.
+		t.log.Error("cannot encode audit record", zap.String("kind", string(r.Kind)), zap.Error(err))
+	}
+	t.cur.r = nil
+}
+
+func (t *Trail) commit() {
+	t.committed.seq, t.committed.prevHex, t.committed.reported = t.seq, t.prevHex, t.reported
+}
+
+func (t *Trail) rollback() {
+	t.seq, t.prevHex, t.reported = t.committed.seq, t.committed.prevHex, t.committed.reported
+	t.batch = t.batch[:0]
+	t.pending = 0
+}
+
+// wrote records a successful write of the batch.
+func (t *Trail) wrote() {
+	t.written.Add(t.seq - t.committed.seq)
+	t.lastSeq.Store(t.seq)
+	t.commit()
+	t.batch = t.batch[:0]
+	t.pending = 0
+	t.unsynced = true
+	if t.failing {
+		t.log.Info("audit sink works again", zap.Uint64("dropped_total", t.dropped.Load()))
+		t.failing = false
+	}
+	t.backoff = minBackoff
+}
+
+// writeFailed handles a failed write in Drop mode: the batch is
+// forgotten and counted, and the chain continues from the last record
+// written, so that it stays intact.
+func (t *Trail) writeFailed(err error) {
+	t.sinkErrors.Add(1)
+	if !t.failing {
+		t.log.Error("audit sink failing; dropping records (fail-open)", zap.Error(err))
+	}
+	t.dropped.Add(t.pending)
+	t.rollback()
+	t.failing = true
+	t.retryAt = time.Now().Add(t.backoff)
+	t.backoff = min(2*t.backoff, maxBackoff)
+}
+
+// flush writes the batch. In Drop mode a failure drops it; in Block mode
+// the writer retries, not reading the queue meanwhile, so that Log
+// blocks: commands wait rather than go unaudited.
+func (t *Trail) flush() {
+	if len(t.batch) == 0 {
+		return
+	}
+	var deadline time.Time // set once closing
+	for attempt := 0; ; attempt++ {
+		err := t.sink.Write(t.batch)
+		if err == nil {
+			t.wrote()
+			return
+		}
+		if t.drop {
+			t.writeFailed(err)
+			return
+		}
+		t.sinkErrors.Add(1)
+		if attempt == 0 && !t.failing {
+			t.log.Error("audit sink failing; blocking until it works (fail-closed)", zap.Error(err))
+		}
+		t.failing = true
+		wait := t.backoff
+		t.backoff = min(2*t.backoff, maxBackoff)
+		if deadline.IsZero() && isClosed(t.done) {
+			deadline = time.Now().Add(t.opts.CloseTimeout)
+		}
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				lost := t.pending
+				t.dropped.Add(lost)
+				t.rollback()
+				t.closeErr = errors.Join(t.closeErr, fmt.Errorf("audit: %d records not written: %w", lost, err))
+				return
+			}
+			wait = min(wait, left)
+		}
+		tm := time.NewTimer(wait)
+		select {
+		case <-tm.C:
+		case <-t.doneIfOpen(deadline):
+			tm.Stop()
+		}
+	}
+}
+
+// doneIfOpen returns t.done until the deadline is set, so that a retry
+// wait is cut short once by Close, then nil (never ready).
+func (t *Trail) doneIfOpen(deadline time.Time) <-chan struct{} {
+	if deadline.IsZero() {
+		return t.done
+	}
+	return nil
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (t *Trail) sync() {
+	if !t.unsynced || t.syncEvery == SyncNever {
+		return
+	}
+	t.unsynced = false
+	if err := t.sink.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the pages:
+		// there is nothing to retry, only to report.
+		t.sinkErrors.Add(1)
+		t.log.Error("audit sync failed", zap.Error(err))
+	}
+}
+
+// finish drains the queue, writes audit.stop and closes the sink.
+func (t *Trail) finish() {
+	// A Log that passed its closed check may still be queueing.
+	for t.senders.Load() > 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	if t.failing && t.drop {
+		t.retryAt = time.Time{} // one last try
+	}
+	for {
+		select {
+		case r := <-t.q:
+			t.add(r)
+			if len(t.batch) >= maxBatch {
+				t.flush()
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if len(t.batch) == 0 {
+		t.noteDrops()
+	}
+	// Count: the records this process wrote, this one included.
+	t.encode(&Record{Time: time.Now(), Kind: KindAuditStop, Count: t.written.Load() + t.seq - t.committed.seq + 1})
+	t.pending++
+	t.flush()
+	if t.syncEvery != SyncNever {
+		t.unsynced = true
+		t.sync()
+	}
+	if err := t.sink.Close(); err != nil {
+		t.closeErr = errors.Join(t.closeErr, err)
+	}
+	if d := t.dropped.Load(); d > 0 {
+		t.log.Warn("audit trail closed with records lost", zap.Uint64("dropped", d))
+	}
+}

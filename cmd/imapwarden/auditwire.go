@@ -1,0 +1,252 @@
+package main
+
+import (
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/policy"
+	"github.com/imapwarden/imapwarden/proxy"
+)
+
+// auditWire turns proxy events into audit records. It lives here because
+// package audit imports no other package of ours (DESIGN §2).
+//
+// Each hook takes one Record (pooled: the trail recycles written ones)
+// and queues it; nothing is copied but the client's ID map (auth only). The slices of a CommandEvent (its Command's
+// FetchItems and StoreFlags, UIDs) belong to the proxy's per-command
+// record, never reused after the hook (proxy/relay.go), so the record
+// keeps them; so does a CloseEvent's CommandsByName. Nothing mapped can carry a password, a SASL response, search text
+// or message content: the proxy's events have none.
+type auditWire struct {
+	trail *audit.Trail
+}
+
+var _ proxy.Auditor = (*auditWire)(nil)
+
+func newAuditWire(t *audit.Trail) *auditWire { return &auditWire{trail: t} }
+
+// record starts a record with the session's fields.
+func (w *auditWire) record(s *proxy.SessionInfo, kind audit.Kind) *audit.Record {
+	r := audit.NewRecord()
+	r.Kind, r.Session, r.Listener, r.User = kind, s.ID, s.Listener, s.User
+	if s.ClientAddr.IsValid() {
+		// Unmap: fail2ban and CIDR filters expect 192.0.2.1, not
+		// ::ffff:192.0.2.1.
+		r.IP, r.Port = s.ClientAddr.Addr().Unmap(), s.ClientAddr.Port()
+	}
+	return r
+}
+
+// log queues r. A record refused (Drop mode, or after Close) is counted
+// by the trail; a session has nothing better to do with the error.
+func (w *auditWire) log(r *audit.Record) { _ = w.trail.Log(r) }
+
+func (w *auditWire) SessionOpen(s *proxy.SessionInfo) {
+	r := w.record(s, audit.KindSessionOpen)
+	if s.LocalAddr.IsValid() {
+		r.Local = s.LocalAddr.String()
+	}
+	w.log(r)
+}
+
+func (w *auditWire) TLSStarted(s *proxy.SessionInfo) {
+	if s.TLS == nil {
+		return
+	}
+	r := w.record(s, audit.KindTLS)
+	r.TLSVersion, r.Cipher, r.SNI, r.ALPN, r.ClientCert = s.TLS.Version, s.TLS.Cipher, s.TLS.ServerName, s.TLS.ALPN, s.TLS.ClientCertSubject
+	w.log(r)
+}
+
+func (w *auditWire) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
+	r := w.record(s, audit.KindAuth)
+	if e.User != "" {
+		// The name the client gave; s.User may be the authorization
+		// identity instead.
+		r.User = e.User
+	}
+	r.Mechanism, r.Attempt, r.Reason, r.Backend = e.Mechanism, e.Attempt, e.Reason, e.Backend
+	r.Result = audit.ResultFailure
+	if e.Success {
+		r.Result = audit.ResultSuccess
+	}
+	if len(s.ClientID) > 0 {
+		r.ClientID = maps.Clone(s.ClientID) // the proxy may replace it later
+	}
+	var shadow map[string]any
+	var revision string
+	if d := e.Decision; d != nil {
+		r.Annot, revision, shadow = splitAnnotations(d.Annotations)
+		if e.Reason == "policy" {
+			r.Revision, r.Code, r.Detail = revision, d.Code, d.Reason
+		}
+	}
+	w.log(r)
+	if shadow != nil {
+		// A login a shadow policy would have refused.
+		wd := w.record(s, audit.KindPolicyWouldDeny)
+		wd.User, wd.Mechanism, wd.Revision = r.User, e.Mechanism, revision
+		wd.Reason, _ = shadow["reason"].(string)
+		wd.Code, _ = shadow["code"].(string)
+		if dir, ok := shadow["dir"].(string); ok {
+			wd.Detail = "shadow policy " + dir
+		}
+		w.log(wd)
+	}
+}
+
+// Command maps a completed or refused command. A command the proxy
+// refused is a policy.deny record carrying the same command fields; a
+// command a shadow policy would have refused (policy.AnnotationShadowDeny)
+// is its command record and a policy.would_deny one.
+func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
+	kind := audit.KindCommand
+	if e.Denied {
+		kind = audit.KindPolicyDeny
+	}
+	r := w.command(s, kind, &e)
+	r.Result, r.Code = e.Result, e.Code
+	if r.Result == "" {
+		r.Result = audit.ResultNone
+	}
+	r.Duration, r.BytesIn, r.BytesOut = e.Duration, e.BytesIn, e.BytesOut
+	// Message-level access: the UIDs the FETCH responses carried (the
+	// proxy hands over its slice), COPYUID/APPENDUID text.
+	r.Messages, r.UIDs, r.CodeArgs = e.Messages, e.UIDs, e.CodeArgs
+	var shadow map[string]any
+	var revision string
+	if d := e.Decision; d != nil {
+		r.Reason, r.Disconnect = d.Reason, d.Disconnect
+		if r.Code == "" {
+			r.Code = d.Code
+		}
+		r.Annot, revision, shadow = splitAnnotations(d.Annotations)
+		if e.Denied {
+			// An allowed command's revision is not repeated on every
+			// record: reload records say when it changed.
+			r.Revision = revision
+		}
+	}
+	w.log(r)
+	if shadow != nil && !e.Denied {
+		wd := w.command(s, audit.KindPolicyWouldDeny, &e)
+		wd.Revision = revision
+		wd.Reason, _ = shadow["reason"].(string)
+		wd.Code, _ = shadow["code"].(string)
+		wd.Disconnect, _ = shadow["disconnect"].(bool)
+		if a, ok := shadow["annotations"].(map[string]any); ok && len(a) > 0 {
+			wd.Annot = a
+		}
+		if dir, ok := shadow["dir"].(string); ok {
+			wd.Detail = "shadow policy " + dir
+		}
+		w.log(wd)
+	}
+}
+
+// command starts a record with a command's fields.
+func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.CommandEvent) *audit.Record {
+	r := w.record(s, kind)
+	if c := e.Command; c != nil {
+		r.Tag, r.Command, r.UID = c.Tag, c.Name, c.UID
+		r.Mailbox, r.Destination = c.Mailbox, c.Destination
+		r.Set, r.SetCount = c.Set, c.SetCount
+		if c.Name == "FETCH" {
+			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), c.FetchItems
+		}
+		r.StoreOp, r.Flags = c.StoreOp, c.StoreFlags
+		r.LiteralBytes = c.LiteralBytes
+	}
+	r.Selected, r.ReadOnly = s.Selected, s.SelectedReadOnly
+	return r
+}
+
+// splitAnnotations takes the policy engine's own keys out of a decision's
+// annotations: the revision and a shadow policy's verdict get fields and
+// records of their own; the rest is copied into the record. The map is
+// the engine's, shared between decisions: it is never changed.
+func splitAnnotations(a map[string]any) (rest map[string]any, revision string, shadow map[string]any) {
+	if len(a) == 0 {
+		return nil, "", nil
+	}
+	revision, _ = a[policy.AnnotationRevision].(string)
+	shadow, _ = a[policy.AnnotationShadowDeny].(map[string]any)
+	n := len(a)
+	if _, ok := a[policy.AnnotationRevision]; ok {
+		n--
+	}
+	if _, ok := a[policy.AnnotationShadowDeny]; ok {
+		n--
+	}
+	switch {
+	case n == 0:
+		return nil, revision, shadow
+	case n == len(a):
+		return a, revision, shadow
+	}
+	rest = make(map[string]any, n)
+	for k, v := range a {
+		if k != policy.AnnotationRevision && k != policy.AnnotationShadowDeny {
+			rest[k] = v
+		}
+	}
+	return rest, revision, shadow
+}
+
+// Security maps attacks and protocol abuse; the proxy reports backend
+// trouble through it too, which becomes a backend record.
+func (w *auditWire) Security(s *proxy.SessionInfo, kind, detail string) {
+	if ev, ok := strings.CutPrefix(kind, "backend-"); ok {
+		// The proxy's detail for these is the backend's name.
+		r := w.record(s, audit.KindBackend)
+		r.Event, r.Backend = ev, detail
+		w.log(r)
+		return
+	}
+	r := w.record(s, audit.KindSecurity)
+	r.Event, r.Detail = kind, detail
+	w.log(r)
+}
+
+func (w *auditWire) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
+	r := w.record(s, audit.KindSessionClose)
+	r.Reason, r.Duration = e.Reason, e.Duration
+	r.BytesIn, r.BytesOut, r.Commands = e.BytesIn, e.BytesOut, e.Commands
+	r.AuthFailures, r.Backend = s.AuthFailures, s.Backend
+	// The session is over: its counters are not touched again.
+	r.Counts, r.Messages = e.CommandsByName, e.MessagesFetched
+	w.log(r)
+}
+
+// Limit maps a limit hit: a refusal ("exceeded") or an alert-only one.
+func (w *auditWire) Limit(s *proxy.SessionInfo, l proxy.LimitResult) {
+	r := w.record(s, audit.KindLimit)
+	r.Limit, r.LimitKey, r.Code, r.Reason, r.Delay = l.Limit, l.Key, l.Code, l.Reason, l.Delay
+	r.Event = "exceeded"
+	if !l.Exceeded {
+		r.Event = "alert"
+	}
+	w.log(r)
+}
+
+// Reload records a configuration, policy or certificate reload (what:
+// "config", "policy", "certs"), with the new policy revision when known.
+func (w *auditWire) Reload(what, revision string, err error) {
+	r := &audit.Record{Kind: audit.KindReload, Event: what, Revision: revision, Result: "ok"}
+	if err != nil {
+		r.Result, r.Detail = "error", err.Error()
+	}
+	w.log(r)
+}
+
+// Cert records a certificate event (event: "loaded", "obtained",
+// "renewed", "expiring", "error").
+func (w *auditWire) Cert(event, subject, issuer string, names []string, notAfter time.Time, err error) {
+	r := &audit.Record{Kind: audit.KindCert, Event: event, Subject: subject, Issuer: issuer, Names: names, NotAfter: notAfter, Result: "ok"}
+	if err != nil {
+		r.Result, r.Detail = "error", err.Error()
+	}
+	w.log(r)
+}
