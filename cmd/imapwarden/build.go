@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
@@ -46,6 +47,10 @@ type setup struct {
 	redis       redis.UniversalClient
 	backends    map[string]*proxy.Backend
 	static      proxy.Router
+	trail       *audit.Trail
+	auditWire   *auditWire
+	queueSize   int
+	certs       *certMetrics
 }
 
 // close stops what build started.
@@ -61,6 +66,10 @@ func (s *setup) close() {
 	}
 	if s.redis != nil {
 		s.redis.Close()
+	}
+	// Last: every session has ended and said its last word.
+	if s.trail != nil {
+		s.trail.Close()
 	}
 }
 
@@ -120,7 +129,7 @@ func check(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	s, err := buildMode(cfg, log, true)
 	if s != nil {
 		s.close()
-		s.tls, s.engine, s.limiter, s.redis = nil, nil, nil, nil
+		s.tls, s.engine, s.limiter, s.redis, s.trail, s.auditWire = nil, nil, nil, nil, nil, nil
 	}
 	return s, err
 }
@@ -145,7 +154,8 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	// TLS toward clients, shared by every listener so that session tickets
 	// resume across them.
 	s.reg = newRegistry()
-	s.tls = buildServerTLS(&p, cfg.TLS, log, checkOnly, newCertMetrics(s.reg))
+	s.certs = newCertMetrics(s.reg)
+	s.tls = buildServerTLS(&p, cfg.TLS, log, checkOnly, s.certs)
 	if s.reloadInterval <= 0 {
 		p.add("tls.reload_interval: must be positive, got %v", s.reloadInterval)
 	}
@@ -190,6 +200,10 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		}
 	}
 	buildRateLimits(&p, s, cfg.RateLimits, groups, log)
+	buildAudit(&p, s, cfg.Audit, checkOnly, log)
+	if s.auditWire != nil {
+		s.certs.audit.Store(s.auditWire)
+	}
 
 	if err := p.err(""); err != nil {
 		s.close()

@@ -15,6 +15,8 @@ type certMetrics struct {
 	events *prometheus.CounterVec
 	expiry *prometheus.Desc
 	srv    atomic.Pointer[tlsterm.Server]
+	// audit, once the trail is open, records each event.
+	audit atomic.Pointer[auditWire]
 }
 
 func newCertMetrics(reg prometheus.Registerer) *certMetrics {
@@ -37,6 +39,9 @@ func (m *certMetrics) watch(srv *tlsterm.Server) { m.srv.Store(srv) }
 func (m *certMetrics) event(log *zap.Logger) func(tlsterm.CertEvent) {
 	return func(e tlsterm.CertEvent) {
 		m.events.WithLabelValues(string(e.Kind), e.Source).Inc()
+		if w := m.audit.Load(); w != nil {
+			w.Cert(string(e.Kind), e.Name, "", []string{e.Name}, e.NotAfter, e.Err)
+		}
 		fields := []zap.Field{zap.String("kind", string(e.Kind)), zap.String("name", e.Name), zap.String("source", e.Source),
 			zap.Time("not_after", e.NotAfter)}
 		if e.Err != nil {

@@ -38,6 +38,7 @@ type fileConfig struct {
 	Auth     authConfig                `yaml:"auth"`
 	Admin    adminConfig               `yaml:"admin"`
 	Policy   policyConfig              `yaml:"policy"`
+	Audit    auditConfig               `yaml:"audit"`
 	// RateLimits are on by default with proxy/ratelimit's defaults.
 	RateLimits rateLimitsConfig `yaml:"rate_limits"`
 }

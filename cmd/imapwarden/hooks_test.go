@@ -37,7 +37,8 @@ backends: {mem: {address: %q, security: plain}}
 admin: {address: "127.0.0.1:0"}
 policy: {dirs: [{path: %q}]}
 rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay: 1ms}
-`, cf.Cert, cf.Key, backendAddr, repoPolicies)
+audit: {path: %q, fsync: always}
+`, cf.Cert, cf.Key, backendAddr, repoPolicies, filepath.Join(dir, "audit.jsonl"))
 	cfgFile := filepath.Join(dir, "imapwarden.yaml")
 	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
 	cfg, err := loadConfigFile(cfgFile)
@@ -58,7 +59,15 @@ rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay:
 		done <- runServe(ctx, s, log, nil, nil, func(a []net.Addr, adm net.Addr) { addrs, adminAddr = a, adm; close(started) })
 	}()
 	<-started
-	defer func() { cancel(); <-done }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	defer stop()
 
 	session := func() *imapConn {
 		tc, err := tls.Dial("tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})
@@ -98,5 +107,27 @@ rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay:
 		!strings.Contains(got, `imapwarden_limit_hits_total{key="user",limit="login_failures_per_user"}`) ||
 		!strings.Contains(got, "imapwarden_policy_evaluation_duration_seconds_count") {
 		t.Errorf("metrics lack the policy deny or the limit hit:\n%s", got)
+	}
+	c.cmd("f", "OK", "SELECT INBOX")
+	c.cmd("g", "OK", "FETCH 1 (BODY.PEEK[])")
+	c.cmd("h", "OK", "LOGOUT")
+
+	// The trail, once closed, verifies and answers an auditor's question.
+	stop()
+	var out, errOut strings.Builder
+	if code := runAudit([]string{"verify", filepath.Join(dir, "audit.jsonl")}, &out, &errOut); code != 0 {
+		t.Fatalf("audit verify: %d\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := runAudit([]string{"query", filepath.Join(dir, "audit.jsonl"), "--user", "demo", "--format", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("audit query: %d %s", code, errOut.String())
+	}
+	for _, want := range []string{`"kind":"policy.deny"`, `"kind":"limit"`, `"command":"FETCH"`, `"kind":"auth"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("audit query lacks %s:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "demo-password") {
+		t.Error("the password reached the audit trail")
 	}
 }

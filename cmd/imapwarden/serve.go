@@ -205,6 +205,9 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	if s.engine != nil {
 		adm.checks = append(adm.checks, readinessCheck{"policy", policyReady(s.engine)})
 	}
+	if s.trail != nil {
+		adm.checks = append(adm.checks, readinessCheck{"audit", auditReady(s.trail, s.queueSize)})
+	}
 	if s.limiter != nil {
 		adm.limiter = s.limiter.AdminHandler()
 	}
@@ -320,6 +323,9 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 		ns, err := reload()
 		if err == nil {
 			err = applyReload(s, ns, srv)
+		}
+		if s.auditWire != nil {
+			s.auditWire.Reload("config", "", err)
 		}
 		if err != nil {
 			// The certificate files are re-read below all the same: they

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/proxy"
+)
+
+// auditConfig is the tamper-evident trail (package audit).
+type auditConfig struct {
+	// Sink: file (the default when path is set) | stdout | syslog.
+	Sink        string    `yaml:"sink"`
+	Path        string    `yaml:"path"`
+	MaxSize     *byteSize `yaml:"max_size"`     // default 100 MiB
+	RotateEvery *duration `yaml:"rotate_every"` // default never
+	// Fsync: interval (default, every fsync_interval) | always | never.
+	Fsync         string    `yaml:"fsync"`
+	FsyncInterval *duration `yaml:"fsync_interval"` // default 1s
+	QueueSize     int       `yaml:"queue_size"`     // default 8192
+	// OnFull: block (fail closed: commands wait for their records) |
+	// drop (fail open: records are dropped and counted).
+	OnFull  string            `yaml:"on_full"`
+	KeyFile string            `yaml:"key_file"` // HMAC key: the chain cannot be recomputed without it
+	Syslog  auditSyslogConfig `yaml:"syslog"`
+}
+
+type auditSyslogConfig struct {
+	Network  string `yaml:"network"` // unix (default) | unixgram | unixstream | udp | tcp | tls
+	Address  string `yaml:"address"` // default /dev/log
+	Facility string `yaml:"facility"`
+	AppName  string `yaml:"app_name"`
+}
+
+// buildAudit checks the audit section; in serve mode it opens the trail
+// and makes it the Auditor (with the operational log beside it).
+func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.Logger) {
+	sink := c.Sink
+	if sink == "" && c.Path != "" {
+		sink = "file"
+	}
+	if sink == "" {
+		return
+	}
+	o := audit.Options{QueueSize: c.QueueSize, SyncInterval: c.FsyncInterval.get(0), Logger: log.Named("audit-trail"), Software: "imapwarden " + versionString()}
+	switch c.Fsync {
+	case "", "interval":
+	case "always":
+		o.SyncInterval = audit.SyncAlways
+	case "never":
+		o.SyncInterval = audit.SyncNever
+	default:
+		p.add("audit.fsync: unknown value %q (want interval, always or never)", c.Fsync)
+	}
+	switch c.OnFull {
+	case "", "block":
+		o.Overflow = audit.Block
+	case "drop":
+		o.Overflow = audit.Drop
+	default:
+		p.add("audit.on_full: unknown value %q (want block or drop)", c.OnFull)
+	}
+	if c.KeyFile != "" {
+		k, err := audit.LoadKey(c.KeyFile)
+		if err != nil {
+			p.add("audit.key_file: %v", err)
+		}
+		o.Key = k
+	}
+	var open func() (audit.Sink, error)
+	switch sink {
+	case "file":
+		if c.Path == "" {
+			p.add("audit.path: required for the file sink")
+			return
+		}
+		if st, err := os.Stat(filepath.Dir(c.Path)); err != nil || !st.IsDir() {
+			p.add("audit.path: directory %s does not exist", filepath.Dir(c.Path))
+			return
+		}
+		fo := audit.FileOptions{Path: c.Path, RotateEvery: c.RotateEvery.get(0)}
+		if c.MaxSize != nil {
+			fo.MaxSize = int64(*c.MaxSize)
+		}
+		open = func() (audit.Sink, error) { return audit.OpenFile(fo) }
+	case "stdout":
+		open = func() (audit.Sink, error) { return audit.NewWriterSink(os.Stdout), nil }
+	case "syslog":
+		so := audit.SyslogOptions{Network: c.Syslog.Network, Addr: c.Syslog.Address, AppName: c.Syslog.AppName}
+		if so.Network == "" {
+			so.Network = "unix"
+		}
+		if so.Addr == "" {
+			so.Addr = "/dev/log"
+		}
+		if c.Syslog.Facility != "" {
+			f, err := audit.ParseFacility(c.Syslog.Facility)
+			if err != nil {
+				p.add("audit.syslog.facility: %v", err)
+			}
+			so.Facility = f
+		}
+		open = func() (audit.Sink, error) { return audit.DialSyslog(so) }
+	default:
+		p.add("audit.sink: unknown value %q (want file, stdout or syslog)", sink)
+		return
+	}
+	if checkOnly || len(*p) > 0 {
+		return
+	}
+	snk, err := open()
+	if err != nil {
+		p.add("audit: %v", err)
+		return
+	}
+	o.Sink = snk
+	t, err := audit.New(o)
+	if err != nil {
+		p.add("audit: %v", err)
+		return
+	}
+	s.trail, s.auditWire = t, newAuditWire(t)
+	s.opts.Auditor = teeAuditor{s.auditWire, s.opts.Auditor}
+	s.queueSize = o.QueueSize
+	if s.queueSize <= 0 {
+		s.queueSize = 8192
+	}
+	if s.reg != nil {
+		s.reg.MustRegister(auditCollector{t})
+	}
+}
+
+// auditReady fails when the queue is nearly full: the sink is stalled and,
+// in block mode, commands are about to wait.
+func auditReady(t *audit.Trail, size int) func() error {
+	return func() error {
+		if st := t.Stats(); st.Queued >= size*9/10 {
+			return fmt.Errorf("audit queue %d/%d full: the sink is not keeping up", st.Queued, size)
+		}
+		return nil
+	}
+}
+
+// teeAuditor sends every event to the trail and to the operational log.
+type teeAuditor struct{ a, b proxy.Auditor }
+
+func (t teeAuditor) SessionOpen(s *proxy.SessionInfo) { t.a.SessionOpen(s); t.b.SessionOpen(s) }
+func (t teeAuditor) TLSStarted(s *proxy.SessionInfo)  { t.a.TLSStarted(s); t.b.TLSStarted(s) }
+func (t teeAuditor) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
+	t.a.Auth(s, e)
+	t.b.Auth(s, e)
+}
+func (t teeAuditor) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
+	t.a.Command(s, e)
+	t.b.Command(s, e)
+}
+func (t teeAuditor) Security(s *proxy.SessionInfo, kind, detail string) {
+	t.a.Security(s, kind, detail)
+	t.b.Security(s, kind, detail)
+}
+func (t teeAuditor) Limit(s *proxy.SessionInfo, r proxy.LimitResult) {
+	t.a.Limit(s, r)
+	t.b.Limit(s, r)
+}
+func (t teeAuditor) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
+	t.a.SessionClose(s, e)
+	t.b.SessionClose(s, e)
+}
+
+// auditCollector exports the trail's counters at scrape time.
+type auditCollector struct{ t *audit.Trail }
+
+var (
+	auditQueueDesc   = prometheus.NewDesc("imapwarden_audit_queue_depth", "Audit records waiting to be written.", nil, nil)
+	auditDroppedDesc = prometheus.NewDesc("imapwarden_audit_dropped_total", "Audit records lost (drop mode, or a sink failing at close).", nil, nil)
+	auditWrittenDesc = prometheus.NewDesc("imapwarden_audit_records_total", "Audit records written.", nil, nil)
+	auditErrorsDesc  = prometheus.NewDesc("imapwarden_audit_sink_errors_total", "Failed audit writes and syncs.", nil, nil)
+)
+
+func (c auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{auditQueueDesc, auditDroppedDesc, auditWrittenDesc, auditErrorsDesc} {
+		ch <- d
+	}
+}
+
+func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.t.Stats()
+	ch <- prometheus.MustNewConstMetric(auditQueueDesc, prometheus.GaugeValue, float64(st.Queued))
+	ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(st.Dropped))
+	ch <- prometheus.MustNewConstMetric(auditWrittenDesc, prometheus.CounterValue, float64(st.Written))
+	ch <- prometheus.MustNewConstMetric(auditErrorsDesc, prometheus.CounterValue, float64(st.SinkErrors))
+}
