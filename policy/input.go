@@ -295,7 +295,13 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 		b = appendStr(b, t.Cipher)
 		b = appendStr(b, t.ServerName)
 		b = appendStr(b, t.ALPN)
-		return appendStr(b, t.ClientCertSubject)
+		b = appendStr(b, t.ClientCertSubject)
+		b = appendBool(b, t.ClientCertVerified)
+		b = binary.AppendUvarint(b, uint64(len(t.ClientCertSANs)))
+		for _, san := range t.ClientCertSANs {
+			b = appendStr(b, san)
+		}
+		return b
 	case slotUser, slotGroups:
 		// Groups are a function of the user within one state (a groups
 		// change makes a new state with an empty cache).
@@ -520,7 +526,9 @@ func (c *inputCtx) value(x slot) *ast.Term {
 			ast.Item(termALPN, ast.StringTerm(t.ALPN)),
 		}
 		if t.ClientCertSubject != "" {
-			items = append(items, ast.Item(termCert, ast.StringTerm(t.ClientCertSubject)))
+			items = append(items, ast.Item(termCert, ast.StringTerm(t.ClientCertSubject)),
+				ast.Item(ast.StringTerm("client_cert_sans"), stringsTerm(t.ClientCertSANs)),
+				ast.Item(ast.StringTerm("client_cert_verified"), ast.BooleanTerm(t.ClientCertVerified)))
 		}
 		return ast.ObjectTerm(items...)
 	case slotUser:

@@ -23,6 +23,7 @@ import (
 
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
 	"github.com/imapwarden/imapwarden/proxy/proxyproto"
+	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
 // dovecotHarness is the proxy in front of a private, real Dovecot.
@@ -418,4 +419,56 @@ func TestDovecotMultiAppendEachMessageDecided(t *testing.T) {
 	if un := c.transact("b1 STATUS INBOX (MESSAGES)", "b1 OK"); !contains(un, "MESSAGES 2") {
 		t.Errorf("STATUS %q", un)
 	}
+}
+
+// SASL EXTERNAL (RFC 4422 App. A): a verified client certificate logs the
+// user in, and the proxy logs in to Dovecot as its master user. Without a
+// certificate there is no EXTERNAL; password logins to the master backend
+// are refused for want of an Authenticator.
+func TestDovecotCertificateLogin(t *testing.T) {
+	dovecottest.Require(t)
+	ca, err := tlsterm.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newDovecotHarness(t, func(dc *dovecottest.Server) *Backend {
+		return &Backend{Name: "d", Addr: dc.Addr, Security: BackendStartTLS, TLS: &tls.Config{RootCAs: caPool(t, dc.CAFile), ServerName: "localhost"},
+			Login: LoginMaster, MasterUser: dc.MasterUser, MasterPassword: dc.MasterPassword}
+	}, func(o *Options) {
+		cfg := serverTLS()
+		cfg.ClientAuth, cfg.ClientCAs = tls.VerifyClientCertIfGiven, ca.Pool()
+		o.Listeners[0].TLS, o.Listeners[0].CertLogin = cfg, true
+	})
+	certPEM, keyPEM, err := ca.Issue([]string{"alice"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCert := clientTLS("imap")
+	withCert.Certificates = []tls.Certificate{cert}
+	tc, err := tls.Dial("tcp", h.imaps, withCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &tconn{t: t, c: tc, br: bufioReader(tc)}
+	if g := c.expect("* OK [CAPABILITY"); !strings.Contains(g, "AUTH=EXTERNAL") {
+		t.Errorf("greeting without AUTH=EXTERNAL: %s", g)
+	}
+	// Another identity than the certificate's is an authzid: refused.
+	c.transact("a0 AUTHENTICATE EXTERNAL "+base64.StdEncoding.EncodeToString([]byte("bob")), "a0 NO [AUTHORIZATIONFAILED]")
+	c.transact("a1 AUTHENTICATE EXTERNAL =", "a1 OK")
+	c.transact("a2 SELECT INBOX", "a2 OK")
+	h.dc.WaitLog(t, "user=<alice>", 5*time.Second)
+
+	// No certificate: no EXTERNAL, and passwords cannot use the master
+	// backend (nobody would check them).
+	c = dialTLS(t, h.imaps)
+	if g := c.expect("* OK [CAPABILITY"); strings.Contains(g, "AUTH=EXTERNAL") {
+		t.Errorf("AUTH=EXTERNAL offered without a certificate: %s", g)
+	}
+	c.transact("b1 AUTHENTICATE EXTERNAL =", "b1 NO [AUTHENTICATIONFAILED]")
+	c.transact("b2 LOGIN alice anything", "b2 NO [UNAVAILABLE]")
 }

@@ -346,6 +346,20 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 			user, pass = username, password
 			return nil
 		})
+	case "EXTERNAL":
+		// The TLS client certificate is the credential (RFC 4422 App. A);
+		// the response may only name an authorization identity.
+		user = s.info.TLS.certUser()
+		if !s.lo.CertLogin || user == "" {
+			s.info.AuthFailures++
+			s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "no-certificate"})
+			s.writef("%s NO [AUTHENTICATIONFAILED] No verified client certificate\r\n", tag)
+			return false
+		}
+		server = sasl.NewExternalServer(func(identity string) error {
+			authzid = identity
+			return nil
+		})
 	default:
 		s.writef("%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag)
 		return false
@@ -402,6 +416,10 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 	}
 	return s.login(tag, mech, authzid, user, pass)
 }
+
+// certAuthenticated reports a login whose credential was the client
+// certificate (EXTERNAL): no password exists to check or to replay.
+func certAuthenticated(mech string) bool { return mech == "EXTERNAL" }
 
 // login checks, decides, routes and logs in to the backend. On success it
 // answers the client and returns true.
@@ -466,7 +484,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 		return fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
 	}
 	ctx := context.Background()
-	if a := s.dyn.Authenticator; a != nil {
+	if a := s.dyn.Authenticator; a != nil && !certAuthenticated(mech) {
 		if err := a.Authenticate(ctx, &s.info, user, pass); err != nil {
 			if errors.Is(err, ErrAuthFailed) {
 				return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
@@ -487,7 +505,12 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	s.infoMu.Lock()
 	s.info.Backend = b.Name
 	s.infoMu.Unlock()
-	if b.Login == LoginMaster && s.dyn.Authenticator == nil {
+	switch {
+	case certAuthenticated(mech) && b.Login != LoginMaster:
+		// Nothing to replay: the backend must take a master login.
+		s.log.Error("certificate login needs a master-user backend", zap.String("backend", b.Name))
+		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")
+	case b.Login == LoginMaster && s.dyn.Authenticator == nil && !certAuthenticated(mech):
 		// The backend would take any password: nobody would check it.
 		s.log.Error("master login without an authenticator refused", zap.String("backend", b.Name))
 		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")

@@ -38,6 +38,25 @@ type TLSInfo struct {
 	ServerName        string
 	ALPN              string
 	ClientCertSubject string
+	// The client certificate's SANs ("email:...", "DNS:..."), common name
+	// and whether it chained to the listener's client CA.
+	ClientCertSANs     []string
+	ClientCertCN       string
+	ClientCertVerified bool
+}
+
+// certUser is the user a verified client certificate names (SASL
+// EXTERNAL): its first email SAN, else its subject's common name.
+func (t *TLSInfo) certUser() string {
+	if t == nil || !t.ClientCertVerified {
+		return ""
+	}
+	for _, san := range t.ClientCertSANs {
+		if e, ok := strings.CutPrefix(san, "email:"); ok {
+			return e
+		}
+	}
+	return t.ClientCertCN
 }
 
 // Point is where in a session a decision is asked for.

@@ -42,6 +42,11 @@ type ListenerOptions struct {
 	// the client's for policy, limits and audit. Connections from other
 	// addresses are never asked for one.
 	ProxyProtocolFrom []netip.Prefix
+	// CertLogin offers AUTHENTICATE EXTERNAL (RFC 4422 App. A) to clients
+	// whose TLS certificate was verified (TLS.ClientAuth with ClientCAs):
+	// the certificate's email SAN, else its common name, is the user, and
+	// the backend is logged in to as a master user.
+	CertLogin bool
 }
 
 // BackendSecurity is how the proxy talks to a backend.

@@ -88,7 +88,13 @@ func (s *Server) Update(d Dynamic) error {
 	if d.Router == nil {
 		return errors.New("proxy: Router is required")
 	}
-	if sr, ok := d.Router.(*StaticRouter); ok && d.Authenticator == nil {
+	certLogin := false
+	for _, l := range s.opts.Listeners {
+		certLogin = certLogin || l.CertLogin
+	}
+	// With certificate logins a master backend is legitimate; password
+	// logins to it are still refused without an Authenticator (login).
+	if sr, ok := d.Router.(*StaticRouter); ok && d.Authenticator == nil && !certLogin {
 		bs := []*Backend{sr.Default}
 		for _, b := range sr.Users {
 			bs = append(bs, b)

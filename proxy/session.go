@@ -377,7 +377,12 @@ func (s *Session) handshake() error {
 
 func describeTLS(cs tls.ConnectionState) *TLSInfo {
 	d := tlsterm.Describe(cs)
-	return &TLSInfo{Version: d.Version, Cipher: d.Cipher, ServerName: d.ServerName, ALPN: d.ALPN, ClientCertSubject: d.ClientCertSubject}
+	ti := &TLSInfo{Version: d.Version, Cipher: d.Cipher, ServerName: d.ServerName, ALPN: d.ALPN, ClientCertSubject: d.ClientCertSubject,
+		ClientCertSANs: d.ClientCertSANs, ClientCertVerified: d.ClientCertVerified}
+	if len(cs.PeerCertificates) > 0 {
+		ti.ClientCertCN = cs.PeerCertificates[0].Subject.CommonName
+	}
+	return ti
 }
 
 // authAllowed reports whether credentials may be sent now (RFC 9051 §6.2.3).
@@ -390,6 +395,9 @@ func (s *Session) preAuthCaps() string {
 	}
 	if s.authAllowed() {
 		caps += " AUTH=PLAIN AUTH=LOGIN"
+		if s.lo.CertLogin && s.info.TLS.certUser() != "" {
+			caps += " AUTH=EXTERNAL"
+		}
 	} else {
 		caps += " LOGINDISABLED"
 	}

@@ -171,7 +171,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("backends: at least one backend is required")
 	}
 	for _, name := range sortedKeys(cfg.Backends) {
-		if b := buildBackend(&p, name, cfg.Backends[name], warn); b != nil {
+		if b := buildBackend(&p, name, cfg.Backends[name], certLogin(cfg.Listeners), warn); b != nil {
 			backends[name] = b
 		}
 	}
@@ -357,6 +357,10 @@ func buildListeners(p *problems, ls []listenerConfig, ts *tlsterm.Server, server
 			}
 			addrs[l.Address] = i
 		}
+		lo.CertLogin = l.CertLogin
+		if l.CertLogin && (l.ClientAuth == "" || l.ClientAuth == "none") {
+			p.add("%s.cert_login: needs client_auth request or require, and client_ca_file", key)
+		}
 		if l.ClientAuth != "" || l.ClientCAFile != "" {
 			mode, err := tlsterm.ParseClientAuth(l.ClientAuth)
 			if err != nil {
@@ -433,7 +437,7 @@ func checkHostPort(addr string, listen bool) error {
 	return nil
 }
 
-func buildBackend(p *problems, name string, c *backendConfig, warn func(key, format string, args ...any)) *proxy.Backend {
+func buildBackend(p *problems, name string, c *backendConfig, certLogin bool, warn func(key, format string, args ...any)) *proxy.Backend {
 	key := "backends." + name
 	if name == "" {
 		p.add("backends: a backend has an empty name")
@@ -505,9 +509,13 @@ func buildBackend(p *problems, name string, c *backendConfig, warn func(key, for
 		}
 		// With a master login the backend never checks the client's
 		// password: only proxy.Options.Authenticator would, and the config
-		// cannot name one yet. Running without it would let anyone read any
-		// mailbox, so refuse rather than warn.
-		p.add("%s.login: master needs an authenticator to check client passwords, and none can be configured yet; use auto, login or plain", key)
+		// cannot name one yet. Certificate logins (SASL EXTERNAL) need no
+		// password; without them this would let anyone read any mailbox.
+		if !certLogin {
+			p.add("%s.login: master needs an authenticator to check client passwords, and none can be configured yet; use auto, login or plain (or cert_login on a listener)", key)
+		} else {
+			warn(key+".login", "master: only certificate logins (AUTHENTICATE EXTERNAL) reach this backend; password logins to it are refused")
+		}
 	default:
 		p.add("%s.login: unknown value %q (want auto, login, plain or master)", key, c.Login)
 	}
@@ -745,4 +753,14 @@ func buildAdmin(p *problems, s *setup, c adminConfig) {
 		}
 		s.adminTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+}
+
+// certLogin reports whether a listener offers certificate logins.
+func certLogin(ls []listenerConfig) bool {
+	for _, l := range ls {
+		if l.CertLogin {
+			return true
+		}
+	}
+	return false
 }

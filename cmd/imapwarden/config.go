@@ -136,6 +136,9 @@ type listenerConfig struct {
 	// require; ClientCAFile holds the CAs they must chain to.
 	ClientAuth   string `yaml:"client_auth"`
 	ClientCAFile string `yaml:"client_ca_file"`
+	// CertLogin offers AUTHENTICATE EXTERNAL to clients with a verified
+	// certificate; their backend must use login: master.
+	CertLogin bool `yaml:"cert_login"`
 }
 
 type certConfig struct {

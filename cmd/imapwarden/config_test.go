@@ -243,6 +243,7 @@ func TestConfigErrors(t *testing.T) {
 		{"plaintext auth on tls", "listeners: [{address: \":993\", mode: tls, plaintext_auth_from: [10.0.0.0/8]}]\n" + certs + backend, []string{"only meaningful on a starttls listener"}},
 		{"bad cidr", "listeners: [{address: \":143\", mode: starttls, plaintext_auth_from: [10.0.0.1/8]}]\n" + certs + backend, []string{"host bits set"}},
 		{"no backends", listener + certs, []string{"backends: at least one backend"}},
+		{"cert login without client auth", "listeners: [{address: \":993\", mode: tls, cert_login: true}]\n" + certs + backend, []string{"listeners[0].cert_login: needs client_auth"}},
 		{"bad proxy protocol network", "listeners: [{address: \":993\", mode: tls, proxy_protocol_from: [lb]}]\n" + certs + backend, []string{"listeners[0].proxy_protocol_from[0]"}},
 		{"admin off loopback without token", base + "admin: {address: \"0.0.0.0:9143\"}\n", []string{"admin.address: 0.0.0.0:9143 is not loopback: set admin.token_file"}},
 		{"admin short token", base + "admin: {address: \"0.0.0.0:9143\", token_file: " + secret + "}\n", []string{"admin.token_file: the token is shorter than 16 characters"}},
