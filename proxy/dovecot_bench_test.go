@@ -4,6 +4,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
 // BenchmarkDovecot compares the same client work made directly to Dovecot's
@@ -43,13 +48,19 @@ func BenchmarkDovecot(b *testing.B) {
 	b.Logf("1000 appends in %v", time.Since(start))
 
 	// direct-tls goes through Dovecot's own TLS; direct-plain is the
-	// floor: the same fetch with no TLS and no proxy.
+	// floor: the same fetch with no TLS and no proxy; haproxy is the
+	// reference of DESIGN §6, a TLS-terminating relay that adds nothing.
 	targets := map[string]func() *tconn{
 		"direct-tls":   func() *tconn { return dialTLSInsecure(b, h.dc.TLSAddr) },
 		"direct-plain": func() *tconn { return dialPlain(b, h.dc.Addr) },
 		"proxy":        func() *tconn { return dialTLS(b, h.imaps) },
 	}
-	names := []string{"direct-tls", "direct-plain", "proxy"}
+	names := []string{"direct-tls", "direct-plain", "haproxy", "proxy"}
+	if addr := startHAProxy(b, h.dc.Addr); addr != "" {
+		targets["haproxy"] = func() *tconn { return dialTLS(b, addr) }
+	} else {
+		names = []string{"direct-tls", "direct-plain", "proxy"}
+	}
 	for _, name := range names {
 		b.Run("fetch1MB/"+name, func(b *testing.B) {
 			c := targets[name]()
@@ -109,4 +120,53 @@ func fetchDiscard(t testing.TB, c *tconn, tag string, seq int) {
 	}
 	c.expect(")")
 	c.expect(tag + " OK")
+}
+
+// startHAProxy runs haproxy terminating TLS in front of backend (a plain
+// TCP relay, no IMAP awareness), or returns "" when it is not installed.
+func startHAProxy(b *testing.B, backend string) string {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		b.Log("haproxy not installed: no reference relay")
+		return ""
+	}
+	dir := b.TempDir()
+	certPEM, keyPEM, err := tlsterm.SelfSigned([]string{"localhost"}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pem := filepath.Join(dir, "pair.pem")
+	os.WriteFile(pem, append(certPEM, keyPEM...), 0o600)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := fmt.Sprintf(`global
+  maxconn 1000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend imaps
+  bind %s ssl crt %s alpn imap
+  default_backend dovecot
+backend dovecot
+  server d %s
+`, addr, pem, backend)
+	cf := filepath.Join(dir, "haproxy.cfg")
+	os.WriteFile(cf, []byte(cfg), 0o600)
+	cmd := exec.Command(bin, "-db", "-f", cf)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 50; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatal("haproxy did not start")
+	return ""
 }
