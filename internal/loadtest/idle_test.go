@@ -46,6 +46,7 @@ tls: {certificates: [{cert: %q, key: %q}]}
 backends: {dovecot: {address: %q, security: plain}}
 log: {level: error}
 admin: {address: %q, pprof: true}
+rate_limits: {enabled: false}
 `, addr, cf.Cert, cf.Key, dc.Addr, adminAddr)
 	cfgFile := filepath.Join(dir, "imapwarden.yaml")
 	os.WriteFile(cfgFile, []byte(cfg), 0o600)
