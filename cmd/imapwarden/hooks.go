@@ -129,6 +129,9 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 		}
 		storeUp.Set(1)
 		s.redis = o.Redis
+		if s.reg != nil {
+			s.reg.MustRegister(storeErrors, storeUp)
+		}
 	}
 	l, err := ratelimit.New(o)
 	if err != nil {
@@ -137,9 +140,6 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 	}
 	s.limiter, s.limiterOpts = l, o
 	s.opts.Limiter = l
-	if s.reg != nil {
-		s.reg.MustRegister(storeErrors, storeUp)
-	}
 }
 
 // policyCollector exports the engine's counters at scrape time.
