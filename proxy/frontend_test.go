@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -352,4 +353,51 @@ func TestEightBitCredentials(t *testing.T) {
 	c.sendRaw(fmt.Sprintf("jörg {%d+}\r\npässwörd\r\n", len("pässwörd")))
 	c.expect("a1 OK")
 	c.transact("a2 SELECT INBOX", "a2 OK")
+}
+
+// A backend (or a man in the middle) that sends bytes after its STARTTLS
+// OK would have them read as if they came over TLS: the proxy gives up on
+// that backend (RFC 9051 §6.2.1, CVE-2011-0411 class).
+func TestBackendStartTLSInjection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				c.Write([]byte("* OK [CAPABILITY IMAP4rev1 STARTTLS] fake\r\n"))
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					tag := strings.Fields(l)[0]
+					if strings.Contains(l, "STARTTLS") {
+						// OK and an injected response in the same write.
+						c.Write([]byte(tag + " OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n"))
+						continue
+					}
+					c.Write([]byte(tag + " BAD what\r\n"))
+				}
+			}()
+		}
+	}()
+	h := newHarness(t, func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: "evil", Addr: ln.Addr().String(), Security: BackendStartTLS,
+			TLS: &tls.Config{InsecureSkipVerify: true}}}
+	})
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.transact("a1 LOGIN alice alice-pw", "a1 NO [UNAVAILABLE]")
+	if !h.audit.hasSecurity("backend-starttls-injection") {
+		t.Error("backend STARTTLS injection not audited")
+	}
 }

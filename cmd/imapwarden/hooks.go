@@ -118,13 +118,26 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 		o.Redis = ratelimit.NewRedisClient(ro)
 		o.RedisPrefix = r.Prefix
 		o.OnStoreError = func(error) { storeErrors.Inc() }
+		mode := string(o.RedisFailureMode)
+		if mode == "" {
+			mode = string(ratelimit.FailOpen)
+		}
 		o.OnStoreState = func(up bool, err error) {
+			// The trail opens after the limiter's prober starts: read the
+			// published pointer at each event.
+			w := s.certs.audit.Load()
 			if up {
 				storeUp.Set(1)
 				log.Info("rate limit store reachable again")
+				if w != nil {
+					w.Security(&proxy.SessionInfo{}, "ratelimit-store-up", r.Address)
+				}
 			} else {
 				storeUp.Set(0)
-				log.Error("rate limit store unreachable", zap.Error(err), zap.String("failure_mode", string(o.RedisFailureMode)))
+				log.Error("rate limit store unreachable", zap.Error(err), zap.String("failure_mode", mode))
+				if w != nil {
+					w.Security(&proxy.SessionInfo{}, "ratelimit-store-down", fmt.Sprintf("%s: %v (failing %s)", r.Address, err, mode))
+				}
 			}
 		}
 		storeUp.Set(1)
