@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 )
@@ -107,6 +108,15 @@ audit: {path: %q, fsync: always}
 		!strings.Contains(got, `imapwarden_limit_hits_total{key="user",limit="login_failures_per_user"}`) ||
 		!strings.Contains(got, "imapwarden_policy_evaluation_duration_seconds_count") {
 		t.Errorf("metrics lack the policy deny or the limit hit:\n%s", got)
+	}
+	// The whole registry (proxy, policy, limiter, audit, certificates,
+	// runtime) follows Prometheus' naming rules.
+	problems, err := testutil.GatherAndLint(s.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("metric lint: %s: %s", p.Metric, p.Text)
 	}
 	c.cmd("f", "OK", "SELECT INBOX")
 	c.cmd("g", "OK", "FETCH 1 (BODY.PEEK[])")
