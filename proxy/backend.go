@@ -74,13 +74,13 @@ func (p *prefixReader) Read(q []byte) (int, error) {
 // holds no read buffer. Only the backend pump calls it, at a response
 // boundary with nothing buffered.
 func (bc *backendConn) waitReadable() error {
-	putReader(bc.br)
+	backendReaders.put(bc.br)
 	bc.br = nil
 	if _, err := io.ReadFull(bc.conn, bc.pre.b[:]); err != nil {
 		return err
 	}
 	bc.pre.has, bc.pre.r = true, bc.conn
-	bc.br = getReader(&bc.pre)
+	bc.br = backendReaders.get(&bc.pre)
 	bc.sc.Reset(bc.br)
 	return nil
 }
@@ -92,11 +92,11 @@ func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
 func (bc *backendConn) release() {
 	bc.close()
 	if bc.br != nil {
-		putReader(bc.br)
+		backendReaders.put(bc.br)
 		bc.br = nil
 	}
 	if bc.bw != nil {
-		putBackendWriter(bc.bw)
+		backendWriters.put(bc.bw)
 		bc.bw = nil
 	}
 }
@@ -106,7 +106,7 @@ func (bc *backendConn) release() {
 // the client pump).
 func (bc *backendConn) out() *bufio.Writer {
 	if bc.bw == nil {
-		bc.bw = getBackendWriter(bc.conn)
+		bc.bw = backendWriters.get(bc.conn)
 	}
 	return bc.bw
 }
@@ -118,7 +118,7 @@ func (bc *backendConn) flush() error {
 	}
 	err := bc.bw.Flush()
 	if err == nil {
-		putBackendWriter(bc.bw)
+		backendWriters.put(bc.bw)
 		bc.bw = nil
 	}
 	return err
@@ -168,8 +168,8 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 		}
 		bc.conn = tc
 	}
-	bc.br = getReader(bc.conn)
-	bc.bw = getBackendWriter(bc.conn)
+	bc.br = backendReaders.get(bc.conn)
+	bc.bw = backendWriters.get(bc.conn)
 	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
 	if err := bc.greeting(); err != nil {
 		bc.release()

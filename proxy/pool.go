@@ -6,58 +6,50 @@ import (
 	"sync"
 )
 
-// The buffers that carry bulk data (responses toward the client, and from
-// the backend) come from pools and go back when the session ends, so that
-// connection churn does not churn the heap. Literal bodies stream through
-// them and are never held whole.
+// The buffers that carry data (responses toward the client, from the
+// backend, commands both ways) come from pools: taken for a transfer,
+// given back whenever a session waits, so that an idle session holds none
+// and connection churn does not churn the heap. Literal bodies stream
+// through them and are never held whole.
 var (
-	clientWriterPool  = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientWriteBuf) }}
-	backendReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, backendReadBuf) }}
-	backendWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, backendWriteBuf) }}
-	clientReaderPool  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientReadBuf) }}
+	clientWriters  = newWriterPool(clientWriteBuf)
+	backendWriters = newWriterPool(backendWriteBuf)
+	clientReaders  = newReaderPool(clientReadBuf)
+	backendReaders = newReaderPool(backendReadBuf)
 )
 
-func getClientReader(r io.Reader) *bufio.Reader {
-	br := clientReaderPool.Get().(*bufio.Reader)
+type readerPool struct{ p sync.Pool }
+
+func newReaderPool(size int) *readerPool {
+	return &readerPool{sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }}}
+}
+
+func (rp *readerPool) get(r io.Reader) *bufio.Reader {
+	br := rp.p.Get().(*bufio.Reader)
 	br.Reset(r)
 	return br
 }
 
-func putClientReader(br *bufio.Reader) {
+// put returns br; nobody may use it afterwards.
+func (rp *readerPool) put(br *bufio.Reader) {
 	br.Reset(nil)
-	clientReaderPool.Put(br)
+	rp.p.Put(br)
 }
 
-func getBackendWriter(w io.Writer) *bufio.Writer {
-	bw := backendWriterPool.Get().(*bufio.Writer)
+type writerPool struct{ p sync.Pool }
+
+func newWriterPool(size int) *writerPool {
+	return &writerPool{sync.Pool{New: func() any { return bufio.NewWriterSize(nil, size) }}}
+}
+
+func (wp *writerPool) get(w io.Writer) *bufio.Writer {
+	bw := wp.p.Get().(*bufio.Writer)
 	bw.Reset(w)
 	return bw
 }
 
-func putBackendWriter(bw *bufio.Writer) {
+// put returns bw; nobody may use it afterwards.
+func (wp *writerPool) put(bw *bufio.Writer) {
 	bw.Reset(nil)
-	backendWriterPool.Put(bw)
-}
-
-func getWriter(w io.Writer) *bufio.Writer {
-	bw := clientWriterPool.Get().(*bufio.Writer)
-	bw.Reset(w)
-	return bw
-}
-
-// putWriter returns bw; nobody may use it afterwards.
-func putWriter(bw *bufio.Writer) {
-	bw.Reset(nil)
-	clientWriterPool.Put(bw)
-}
-
-func getReader(r io.Reader) *bufio.Reader {
-	br := backendReaderPool.Get().(*bufio.Reader)
-	br.Reset(r)
-	return br
-}
-
-func putReader(br *bufio.Reader) {
-	br.Reset(nil)
-	backendReaderPool.Put(br)
+	wp.p.Put(bw)
 }

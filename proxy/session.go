@@ -106,7 +106,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		Started:    time.Now(),
 	}
 	s.log = srv.log.With(zap.String("session", s.info.ID))
-	s.br = getClientReader(raw)
+	s.br = clientReaders.get(raw)
 	s.dw = &deadlineWriter{c: raw, timeout: s.lim.WriteTimeout}
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	return s
@@ -175,9 +175,9 @@ func (s *Session) finish() {
 	}
 	defer func() {
 		if s.bw != nil {
-			putWriter(s.bw)
+			clientWriters.put(s.bw)
 		}
-		putClientReader(s.br)
+		clientReaders.put(s.br)
 		if s.be != nil {
 			s.be.release()
 		}
@@ -285,11 +285,11 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 	if s.br.Buffered() == 0 {
 		// Wait without holding a read buffer; the byte read (or the
 		// error) reaches the scanner through cpre.
-		putClientReader(s.br)
+		clientReaders.put(s.br)
 		s.br = nil
 		_, err := io.ReadFull(s.conn, s.cpre.b[:])
 		s.cpre = prefixReader{b: s.cpre.b, has: err == nil, err: err, r: s.conn}
-		s.br = getClientReader(&s.cpre)
+		s.br = clientReaders.get(&s.cpre)
 		s.sc.Reset(s.br)
 	}
 	return true
@@ -454,7 +454,7 @@ func (s *Session) writef(format string, args ...any) error {
 // Called with wmu held.
 func (s *Session) out() *bufio.Writer {
 	if s.bw == nil {
-		s.bw = getWriter(s.dw)
+		s.bw = clientWriters.get(s.dw)
 	}
 	return s.bw
 }
@@ -463,7 +463,7 @@ func (s *Session) out() *bufio.Writer {
 // wmu held.
 func (s *Session) idleOut() {
 	if s.bw != nil && s.bw.Buffered() == 0 {
-		putWriter(s.bw)
+		clientWriters.put(s.bw)
 		s.bw = nil
 	}
 }
