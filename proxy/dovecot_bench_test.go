@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,28 @@ func BenchmarkDovecot(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				fetchDiscard(b, c, "f", 1)
 			}
+		})
+	}
+	// Per-command latency (DESIGN §6: p50 and p99 ≤ 1.05× the relay): NOOP
+	// round trips in a selected mailbox, one at a time.
+	for _, name := range names {
+		b.Run("noop/"+name, func(b *testing.B) {
+			c := targets[name]()
+			c.expect("* OK")
+			c.transact("a1 LOGIN alice alice-pw", "a1 OK")
+			c.transact("a2 SELECT INBOX", "a2 OK")
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				c.send("n NOOP")
+				c.expectTagged("n", "n OK")
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 		})
 	}
 	for _, name := range names {
