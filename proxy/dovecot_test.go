@@ -124,6 +124,11 @@ func TestDovecotEndToEnd(t *testing.T) {
 	if !strings.Contains(un[0], "IDLE") || !strings.Contains(un[0], "LITERAL+") {
 		t.Errorf("capabilities %q lack IDLE or LITERAL+", un[0])
 	}
+	// The backend's ID reply (its name, version) is replaced by ours.
+	un = c.transact(`i1 ID ("name" "test")`, "i1 OK")
+	if len(un) != 1 || un[0] != `* ID ("name" "imapwarden")` {
+		t.Errorf("ID after login: %q", un)
+	}
 	un = c.transact(`a3 LIST "" "*"`, "a3 OK")
 	if !contains(un, "INBOX") {
 		t.Errorf("LIST %q", un)

@@ -287,7 +287,7 @@ func (s *Session) handleID(cmd *imapwire.Command) {
 		s.writef("%s BAD Invalid ID argument\r\n", cmd.Tag)
 		return
 	}
-	s.writef("* ID (\"name\" \"imapwarden\")\r\n%s OK ID completed\r\n", cmd.Tag)
+	s.writef("%s%s OK ID completed\r\n", proxyIDResponse, cmd.Tag)
 }
 
 // startTLS upgrades a plaintext listener's connection (RFC 9051 §6.2.1).

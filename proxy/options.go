@@ -187,6 +187,10 @@ type Options struct {
 	// AllowAuthzid accepts AUTHENTICATE PLAIN with an authorization
 	// identity different from the authentication identity.
 	AllowAuthzid bool
+	// ShowBackendID relays the backend's ID response (RFC 2971) as it is.
+	// By default it is replaced with the proxy's own: backends such as
+	// Cyrus name their exact version, kernel and TLS library there.
+	ShowBackendID bool
 	// Hostname appears in the greeting; default "imapwarden".
 	Hostname string
 }

@@ -623,9 +623,13 @@ func (s *Session) waitCont() (bool, error) {
 var (
 	capName       = []byte("CAPABILITY")
 	fetchName     = []byte("FETCH")
+	idName        = []byte("ID")
 	copyUIDName   = []byte("COPYUID")
 	appendUIDName = []byte("APPENDUID")
 )
+
+// proxyIDResponse replaces a backend's ID response (RFC 2971 §3.2).
+const proxyIDResponse = "* ID (\"name\" \"imapwarden\")\r\n"
 
 // responseCodeArgs returns the arguments of the response code of a status
 // line: "38505 3955" for "a OK [APPENDUID 38505 3955] done".
@@ -707,6 +711,12 @@ func (s *Session) backendPump() {
 				if r.bodyFetches.Load() > 0 && bytes.EqualFold(resp.Name, fetchName) && hasContent(part) {
 					r.sawContent(part)
 					s.messagesFetched++
+				}
+				if bytes.EqualFold(resp.Name, idName) && !s.srv.opts.ShowBackendID {
+					// Ours instead; the original, literals included, is
+					// read and dropped below.
+					s.out().WriteString(proxyIDResponse)
+					relay = false
 				}
 			}
 			if final && (bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName)) {

@@ -184,6 +184,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("hostname: %q contains white space", cfg.Hostname)
 	}
 	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
+	s.opts.ShowBackendID = cfg.Auth.ShowBackendID
 	s.opts.Logger = log
 	s.opts.Auditor = proxy.NewLogAuditor(log)
 	m, err := proxy.NewMetrics(s.reg)

@@ -225,6 +225,9 @@ type limitsConfig struct {
 
 type authConfig struct {
 	AllowAuthzid bool `yaml:"allow_authzid"`
+	// ShowBackendID relays the backends' ID replies (versions, OS)
+	// instead of the proxy's own.
+	ShowBackendID bool `yaml:"show_backend_id"`
 }
 
 // Defaults owned by the command rather than by a package.
