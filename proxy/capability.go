@@ -87,3 +87,15 @@ func encodeB64(b []byte) string {
 	}
 	return base64.StdEncoding.EncodeToString(b)
 }
+
+// appendCapability returns line with c added at the end of its capability
+// list (before the CRLF), in dst's storage. line may alias dst.
+func appendCapability(dst, line []byte, c string) []byte {
+	body := bytes.TrimRight(line, "\r\n")
+	out := make([]byte, 0, len(line)+len(c)+1)
+	out = append(out, body...)
+	out = append(out, ' ')
+	out = append(out, c...)
+	out = append(out, line[len(body):]...)
+	return append(dst[:0], out...)
+}

@@ -556,7 +556,7 @@ func (s *Session) login(tag, mech, authzid, user, pass string) bool {
 	s.be = be
 	s.connMu.Unlock()
 	s.srv.auditor.Auth(&s.info, AuthEvent{User: s.info.User, Mechanism: mech, Attempt: s.info.AuthFailures + 1, Success: true, Backend: b.Name, Decision: authDecision})
-	s.writef("%s OK [CAPABILITY %s] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))
+	s.writef("%s OK [CAPABILITY %s COMPRESS=DEFLATE] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))
 	return true
 }
 

@@ -269,7 +269,13 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 	case cmd.Name == "LOGIN" || cmd.Name == "AUTHENTICATE" || cmd.Name == "STARTTLS":
 		return nil, s.refuse(cmd, lit, hasLit, "BAD", "[CLIENTBUG] Already logged in")
 	case cmd.Name == "COMPRESS":
-		return nil, s.refuse(cmd, lit, hasLit, "NO", "[CANNOT] COMPRESS is not available")
+		if hasLit || len(cmd.Args) != 1 || !strings.EqualFold(cmd.Args[0].Value, "DEFLATE") {
+			return nil, s.refuse(cmd, lit, hasLit, "NO", "[CANNOT] Only COMPRESS DEFLATE is available")
+		}
+		if d := s.decideCommand(cmd, false, nil); !d.Allow {
+			return nil, s.deny(cmd, d, lit, false, start, int64(len(line)))
+		}
+		return nil, s.startCompress(cmd.Tag)
 	case !relayedCommands[cmd.Name]:
 		return nil, s.refuse(cmd, lit, hasLit, "BAD", "Unknown command")
 	}
@@ -723,6 +729,11 @@ func (s *Session) backendPump() {
 				if out, changed := imapwire.FilterCapabilities(fbuf[:0], part, dropCapability); changed {
 					fbuf, part = out, out
 				}
+				if bytes.EqualFold(resp.Name, capName) && s.fw == nil {
+					// The proxy terminates COMPRESS itself (compress.go).
+					fbuf = appendCapability(fbuf, part, "COMPRESS=DEFLATE")
+					part = fbuf
+				}
 			}
 		}
 		n, err := s.relayResponse(part, final, hasLit, relay, perr == nil && resp.MayHaveLiteral())
@@ -796,7 +807,7 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 		}
 	}
 	if s.be.br.Buffered() == 0 {
-		if err := w.Flush(); err != nil {
+		if err := s.flushOut(w); err != nil {
 			s.clientWriteFailed(err)
 			return n, err
 		}
@@ -895,7 +906,7 @@ func (s *Session) backendLost(err error, haveWmu bool) {
 		}
 		w := s.out()
 		w.WriteString("* BYE [UNAVAILABLE] Backend connection lost\r\n")
-		w.Flush()
+		s.flushOut(w)
 		s.idleOut()
 	}
 	s.closing.Store(true)

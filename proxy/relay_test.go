@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"compress/flate"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +24,7 @@ func TestRelayBasics(t *testing.T) {
 	c.transact("a3 UID FETCH 1:* (FLAGS)", "a3 OK")
 	c.transact("a4 NOOP", "a4 OK")
 	c.transact("a5 FOO", "a5 BAD")
-	c.transact("a6 COMPRESS DEFLATE", "a6 NO [CANNOT]")
+	c.transact("a6 COMPRESS GZIP", "a6 NO [CANNOT]")
 	c.transact("a7 LOGIN alice alice-pw", "a7 BAD")
 	c.transact("a8 STARTTLS", "a8 BAD")
 	un = c.transact("a9 CAPABILITY", "a9 OK")
@@ -291,5 +295,60 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// COMPRESS=DEFLATE (RFC 4978) is terminated by the proxy: the client's leg
+// is compressed, each response readable at once; commands stay inspected.
+func TestCompress(t *testing.T) {
+	var decided []string
+	h := newHarness(t, func(o *Options) {
+		o.Decider = funcDecider(func(in *DecisionInput) Decision {
+			if in.Point == PointCommand {
+				decided = append(decided, in.Command.Name)
+			}
+			return Decision{Allow: true}
+		})
+	})
+	c := h.login()
+	un := c.transact("a1 CAPABILITY", "a1 OK")
+	if !strings.Contains(un[0], "COMPRESS=DEFLATE") {
+		t.Fatalf("CAPABILITY lacks COMPRESS=DEFLATE: %s", un[0])
+	}
+	// Pipelined behind COMPRESS, already compressed: it must survive.
+	var pipelined bytes.Buffer
+	zw, _ := flate.NewWriter(&pipelined, flate.BestSpeed)
+	zw.Write([]byte("a3 SELECT INBOX\r\n"))
+	zw.Flush()
+	c.sendRaw("a2 COMPRESS DEFLATE\r\n" + pipelined.String())
+	c.expect("a2 OK DEFLATE active")
+	// From here on: deflate both ways, on the same stream.
+	zr := flate.NewReader(io.MultiReader(c.br, c.c))
+	c.br = bufio.NewReader(zr)
+	c.expectTagged("a3", "a3 OK")
+	send := func(cmd string) {
+		zw.Reset(c.c)
+		zw.Write([]byte(cmd + "\r\n"))
+		zw.Flush()
+	}
+	send("a4 FETCH 1 (BODY.PEEK[])")
+	first := c.expect("* 1 FETCH")
+	var size int
+	fmt.Sscanf(first[strings.LastIndexByte(first, '{'):], "{%d}", &size)
+	body := make([]byte, size)
+	if _, err := io.ReadFull(c.br, body); err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != testMessage(1) {
+		t.Errorf("body over DEFLATE %q", body)
+	}
+	c.expect(")")
+	c.expect("a4 OK")
+	send("a5 COMPRESS DEFLATE")
+	c.expect("a5 NO [COMPRESSIONACTIVE]")
+	send("a6 LOGOUT")
+	c.expectClosed("* BYE", "a6 OK")
+	if got := strings.Join(decided, " "); !strings.Contains(got, "COMPRESS SELECT FETCH") {
+		t.Errorf("commands decided: %s", got)
 	}
 }

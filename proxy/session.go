@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"compress/flate"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -57,6 +58,12 @@ type Session struct {
 	wmu sync.Mutex
 	bw  *bufio.Writer
 	dw  *deadlineWriter
+	// With COMPRESS=DEFLATE active (compress.go): fw compresses what bw
+	// writes (cw wraps it), and rsrc, the decompressor, is what the client
+	// reader reads; rsrc is nil otherwise (read s.conn).
+	fw   *flate.Writer
+	cw   *compressWriter
+	rsrc io.Reader
 
 	tlsActive       bool
 	plaintextAuthOK bool // client network is in PlaintextAuthFrom
@@ -178,6 +185,7 @@ func (s *Session) finish() {
 			clientWriters.put(s.bw)
 		}
 		clientReaders.put(s.br)
+		s.releaseCompress()
 		if s.be != nil {
 			s.be.release()
 		}
@@ -287,8 +295,12 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 		// error) reaches the scanner through cpre.
 		clientReaders.put(s.br)
 		s.br = nil
-		_, err := io.ReadFull(s.conn, s.cpre.b[:])
-		s.cpre = prefixReader{b: s.cpre.b, has: err == nil, err: err, r: s.conn}
+		src := io.Reader(s.conn)
+		if s.rsrc != nil {
+			src = s.rsrc
+		}
+		_, err := io.ReadFull(src, s.cpre.b[:])
+		s.cpre = prefixReader{b: s.cpre.b, has: err == nil, err: err, r: src}
 		s.br = clientReaders.get(&s.cpre)
 		s.sc.Reset(s.br)
 	}
@@ -445,7 +457,7 @@ func (s *Session) writef(format string, args ...any) error {
 	} else {
 		fmt.Fprintf(w, format, args...)
 	}
-	err := w.Flush()
+	err := s.flushOut(w)
 	s.idleOut()
 	return err
 }
@@ -454,7 +466,11 @@ func (s *Session) writef(format string, args ...any) error {
 // Called with wmu held.
 func (s *Session) out() *bufio.Writer {
 	if s.bw == nil {
-		s.bw = clientWriters.get(s.dw)
+		if s.cw != nil {
+			s.bw = clientWriters.get(s.cw)
+		} else {
+			s.bw = clientWriters.get(s.dw)
+		}
 	}
 	return s.bw
 }

@@ -1,0 +1,86 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"io"
+	"sync"
+
+	"github.com/imapwarden/imapwarden/proxy/internal/inflate"
+)
+
+// COMPRESS=DEFLATE (RFC 4978) is terminated here: the client's leg is
+// compressed, the backend's is not, so the scanner keeps seeing plain IMAP
+// and every command stays inspectable.
+
+// deflaters are pooled: a flate.Writer is large.
+var deflaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.BestSpeed)
+	return w
+}}
+
+// compressWriter is what the client writer writes into once COMPRESS is
+// active; flushOut syncs it at the end of every response.
+type compressWriter struct{ fw *flate.Writer }
+
+func (c *compressWriter) Write(p []byte) (int, error) { return c.fw.Write(p) }
+
+// startCompress answers COMPRESS DEFLATE and switches the client's leg
+// (RFC 4978 §3). It returns errStop when the session must end.
+func (s *Session) startCompress(tag string) error {
+	r := s.relay
+	r.mu.Lock()
+	busy := len(r.inflight) > 0
+	r.mu.Unlock()
+	switch {
+	case s.fw != nil:
+		return s.writef("%s NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n", tag)
+	case busy:
+		// The switch must fall between responses: no command may be in
+		// progress (RFC 4978 §3).
+		return s.writef("%s BAD [CLIENTBUG] COMPRESS while other commands are in progress\r\n", tag)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	w := s.out()
+	w.WriteString(tag + " OK DEFLATE active\r\n")
+	if err := w.Flush(); err != nil {
+		return errStop
+	}
+	// From here on both directions are compressed. Bytes the client sent
+	// after the command are already compressed: they go first into the
+	// decompressor, which yields at every block end (internal/inflate).
+	fw := deflaters.Get().(*flate.Writer)
+	fw.Reset(s.dw)
+	s.fw, s.cw = fw, &compressWriter{fw}
+	w.Reset(s.cw)
+	pending := make([]byte, s.br.Buffered())
+	io.ReadFull(s.br, pending)
+	s.rsrc = inflate.NewReader(io.MultiReader(bytes.NewReader(pending), s.conn))
+	s.br.Reset(s.rsrc)
+	s.sc.Reset(s.br)
+	return nil
+}
+
+// flushOut sends what w holds, through the compressor when COMPRESS is
+// active (a sync flush, so the client can read each response at once).
+// Called with wmu held.
+func (s *Session) flushOut(w *bufio.Writer) error {
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if s.fw != nil {
+		return s.fw.Flush()
+	}
+	return nil
+}
+
+// releaseCompress gives the compressor back at the session's end.
+func (s *Session) releaseCompress() {
+	if s.fw != nil {
+		s.fw.Reset(io.Discard)
+		deflaters.Put(s.fw)
+		s.fw = nil
+	}
+}
