@@ -321,6 +321,7 @@ func TestEndToEndShippedPolicies(t *testing.T) {
 			t.Fatal("backend routed for a login the policy denied")
 		}
 		c = p.login(t, "alice")
+		// This test's baseline data turns proxy_terminates_compress off.
 		c.transact("a2 COMPRESS DEFLATE", "a2 NO [CANNOT] COMPRESS is not available")
 		c.transact("a3 NOOP", "a3 OK")
 	})

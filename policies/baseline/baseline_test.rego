@@ -33,9 +33,10 @@ test_plaintext_network_trusted if {
 
 test_compress_refused if {
 	d := imapwarden.decision with input as {"point": "command", "session": {"user": "alice", "tls": tls}, "command": {"name": "COMPRESS"}}
+		with data.baseline.proxy_terminates_compress as false
 	d.allow == false
 	d.code == "CANNOT"
-	"COMPRESS" in imapwarden.inspect
+	"COMPRESS" in imapwarden.inspect with data.baseline.proxy_terminates_compress as false
 }
 
 test_compress_allowed_when_terminated if {
