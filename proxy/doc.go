@@ -28,7 +28,9 @@
 //   - Never forwarded: STARTTLS, LOGIN, AUTHENTICATE or COMPRESS after
 //     login; capabilities the proxy cannot parse or must own (STARTTLS,
 //     LOGINDISABLED, AUTH=, COMPRESS=, referrals) are filtered from both
-//     "* CAPABILITY" and "[CAPABILITY ...]".
+//     "* CAPABILITY" and "[CAPABILITY ...]". COMPRESS=DEFLATE is the
+//     proxy's own (compress.go): only the client's leg is compressed, so
+//     the scanner always sees plain IMAP.
 //   - Responses are written in as few writes as possible: the backend pump
 //     flushes only when the backend has nothing more buffered, so that
 //     pipelined small replies leave in one segment (TCP_NODELAY is on).
