@@ -41,6 +41,14 @@ func (s *Session) startCompress(tag string) error {
 		// progress (RFC 4978 §3).
 		return s.writef("%s BAD [CLIENTBUG] COMPRESS while other commands are in progress\r\n", tag)
 	}
+	// Each compressing session holds a deflater of about 1.2 MiB: a bound
+	// keeps authenticated clients from exhausting memory with them. The
+	// client goes on uncompressed.
+	if n := s.srv.compressing.Add(1); n > int64(s.lim.MaxCompressSessions) {
+		s.srv.compressing.Add(-1)
+		s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_compress_sessions", Key: "server", Reason: "Too many compressed sessions"})
+		return s.writef("%s NO [LIMIT] Too many compressed sessions, go on without COMPRESS\r\n", tag)
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	w := s.out()
@@ -82,5 +90,6 @@ func (s *Session) releaseCompress() {
 		s.fw.Reset(io.Discard)
 		deflaters.Put(s.fw)
 		s.fw = nil
+		s.srv.compressing.Add(-1)
 	}
 }

@@ -113,21 +113,25 @@ type Limits struct {
 	IdleTimeout        time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
 	WriteTimeout       time.Duration // one write to the client; 60 s
 	MaxAuthFailures    int           // failed logins on one connection before BYE; 3
+	// MaxCompressSessions bounds the sessions using COMPRESS=DEFLATE at
+	// once: each holds a deflater of about 1.2 MiB; 100.
+	MaxCompressSessions int
 }
 
 // Default limits (DESIGN.md §3).
 const (
-	DefaultMaxLine            = 64 << 10
-	DefaultMaxBufferedLiteral = 4 << 10
-	DefaultMaxAppendLiteral   = 64 << 20
-	DefaultMaxPreAuthCommands = 16
-	DefaultPreAuthIdle        = 60 * time.Second
-	DefaultAuthIdle           = 30 * time.Minute
-	DefaultIdleTimeout        = 30 * time.Minute
-	DefaultWriteTimeout       = 60 * time.Second
-	DefaultMaxAuthFailures    = 3
-	DefaultConnectTimeout     = 10 * time.Second
-	DefaultLoginTimeout       = 30 * time.Second
+	DefaultMaxLine             = 64 << 10
+	DefaultMaxBufferedLiteral  = 4 << 10
+	DefaultMaxAppendLiteral    = 64 << 20
+	DefaultMaxPreAuthCommands  = 16
+	DefaultPreAuthIdle         = 60 * time.Second
+	DefaultAuthIdle            = 30 * time.Minute
+	DefaultIdleTimeout         = 30 * time.Minute
+	DefaultWriteTimeout        = 60 * time.Second
+	DefaultMaxAuthFailures     = 3
+	DefaultMaxCompressSessions = 100
+	DefaultConnectTimeout      = 10 * time.Second
+	DefaultLoginTimeout        = 30 * time.Second
 )
 
 // literalMinusMax caps non-synchronizing literals under LITERAL- (RFC 7888 §5).
@@ -160,6 +164,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxAuthFailures <= 0 {
 		l.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	if l.MaxCompressSessions <= 0 {
+		l.MaxCompressSessions = DefaultMaxCompressSessions
 	}
 	return l
 }

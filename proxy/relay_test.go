@@ -352,3 +352,16 @@ func TestCompress(t *testing.T) {
 		t.Errorf("commands decided: %s", got)
 	}
 }
+
+// Compressing sessions are bounded: each holds a large deflater.
+func TestCompressLimit(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Limits.MaxCompressSessions = 1 })
+	a := h.login()
+	a.transact("a1 COMPRESS DEFLATE", "a1 OK DEFLATE active")
+	b := h.login()
+	b.transact("b1 COMPRESS DEFLATE", "b1 NO [LIMIT]")
+	b.transact("b2 NOOP", "b2 OK") // uncompressed, unharmed
+	a.c.Close()
+	waitFor(t, func() bool { return h.srv.compressing.Load() == 0 })
+	b.transact("b3 COMPRESS DEFLATE", "b3 OK DEFLATE active")
+}

@@ -28,6 +28,9 @@ type Server struct {
 	closing   bool
 
 	wg sync.WaitGroup // accept loops and sessions
+
+	// compressing counts sessions with COMPRESS=DEFLATE active.
+	compressing atomic.Int64
 }
 
 // NewServer checks opts and returns a Server; Start binds the listeners.

@@ -221,6 +221,9 @@ type limitsConfig struct {
 	IdleTimeout        *duration `yaml:"idle_timeout"`
 	WriteTimeout       *duration `yaml:"write_timeout"`
 	MaxAuthFailures    *int      `yaml:"max_auth_failures"`
+	// MaxCompressSessions bounds sessions with COMPRESS=DEFLATE active
+	// (about 1.2 MiB each).
+	MaxCompressSessions *int `yaml:"max_compress_sessions"`
 }
 
 type authConfig struct {

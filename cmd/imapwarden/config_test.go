@@ -70,15 +70,16 @@ func TestExampleConfigOptions(t *testing.T) {
 		t.Errorf("drain %v reload %v", s.drainTimeout, s.reloadInterval)
 	}
 	wantLimits := proxy.Limits{
-		MaxLine:            proxy.DefaultMaxLine,
-		MaxBufferedLiteral: proxy.DefaultMaxBufferedLiteral,
-		MaxAppendLiteral:   proxy.DefaultMaxAppendLiteral,
-		MaxPreAuthCommands: proxy.DefaultMaxPreAuthCommands,
-		PreAuthIdle:        proxy.DefaultPreAuthIdle,
-		AuthIdle:           proxy.DefaultAuthIdle,
-		IdleTimeout:        proxy.DefaultIdleTimeout,
-		WriteTimeout:       proxy.DefaultWriteTimeout,
-		MaxAuthFailures:    proxy.DefaultMaxAuthFailures,
+		MaxLine:             proxy.DefaultMaxLine,
+		MaxBufferedLiteral:  proxy.DefaultMaxBufferedLiteral,
+		MaxAppendLiteral:    proxy.DefaultMaxAppendLiteral,
+		MaxPreAuthCommands:  proxy.DefaultMaxPreAuthCommands,
+		PreAuthIdle:         proxy.DefaultPreAuthIdle,
+		AuthIdle:            proxy.DefaultAuthIdle,
+		IdleTimeout:         proxy.DefaultIdleTimeout,
+		WriteTimeout:        proxy.DefaultWriteTimeout,
+		MaxAuthFailures:     proxy.DefaultMaxAuthFailures,
+		MaxCompressSessions: proxy.DefaultMaxCompressSessions,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
@@ -153,7 +154,7 @@ backends:
     connect_timeout: 2s
     login_timeout: 3s
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_preauth_commands: 5,
-  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1}
+  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7}
 auth: {allow_authzid: true}
 `
 }
@@ -180,7 +181,7 @@ func TestConfigNonDefaults(t *testing.T) {
 		t.Errorf("MinVersion %#x", got)
 	}
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxPreAuthCommands: 5,
-		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1}
+		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}
