@@ -53,7 +53,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -137,8 +136,7 @@ type Server struct {
 	launcher string // launch.sh
 	caPool   *x509.CertPool
 
-	mu   sync.Mutex
-	proc *backendtest.Proc // the running launcher, nil after Kill or stop
+	lc backendtest.Lifecycle // the running launcher
 }
 
 var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*$`)
@@ -309,70 +307,26 @@ func (s *Server) prepareDir() error {
 	return nil
 }
 
-// launch starts the launcher in its namespaces and waits for readiness. The
-// server must be stopped; launch takes s.mu itself.
+// launch starts the launcher in its namespaces and waits for readiness.
+// The server must be stopped.
 func (s *Server) launch() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		return errors.New("already running")
-	}
-	// Only log lines written from now on count for readiness (the log
-	// keeps growing across Kill and Restart).
-	logOffset := len(s.Log())
-	out, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer out.Close() // the children have their own copies
-	p, err := backendtest.StartNamespaced(s.launcher, s.Dir, serverEnv(s.params), out)
-	if err != nil {
-		return err
-	}
-	s.proc = p
-	failed := func() error {
-		if l := s.Log(); len(l) > logOffset {
-			l = l[logOffset:]
-			for _, bad := range []string{"Address already in use", "couriertest:", "mount:"} {
-				if strings.Contains(l, bad) {
-					return fmt.Errorf("courier logged %q during start", bad)
-				}
-			}
-		}
-		return nil
-	}
-	if err := backendtest.WaitReady(p, s.Addr, s.TLSAddr, s.caPool, startTimeout, failed); err != nil {
-		s.proc = nil
-		p.Kill()
-		return err
-	}
-	return nil
+	return s.lc.Launch(backendtest.LaunchSpec{
+		Script: s.launcher, Dir: s.Dir, Env: serverEnv(s.params),
+		Output: func() (*os.File, error) {
+			return os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		},
+		Log: s.Log, Bad: []string{"Address already in use", "couriertest:", "mount:"}, Label: "courier",
+		Addr: s.Addr, TLSAddr: s.TLSAddr, Pool: s.caPool, Timeout: startTimeout,
+	})
 }
 
 // stop ends the running server, if any.
-func (s *Server) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.proc.Stop(stopGrace)
-	s.proc = nil
-}
+func (s *Server) stop() { s.lc.Stop(stopGrace) }
 
 // Kill SIGKILLs every process of the server at once, as if the backend host
 // died, and returns once neither port accepts connections. Open client
 // connections see a reset or EOF. Restart brings the server back.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.proc.Kill()
-	s.proc = nil
-	backendtest.WaitClosed(stopGrace, s.Addr, s.TLSAddr)
-}
+func (s *Server) Kill() { s.lc.Kill(stopGrace) }
 
 // Restart starts the server again with the same ports, configuration, users
 // and mail, after Kill or while running (then it stops it first).
@@ -385,11 +339,7 @@ func (s *Server) Restart(t testing.TB) {
 }
 
 // running returns the running launcher (nil when stopped), for tests.
-func (s *Server) running() *backendtest.Proc {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proc
-}
+func (s *Server) running() *backendtest.Proc { return s.lc.Running() }
 
 // Log returns Courier's log so far ("" if nothing was written yet), such as
 // "INFO: LOGIN, user=alice, ip=[::ffff:127.0.0.1], port=[44242],
@@ -403,17 +353,7 @@ func (s *Server) Log() string {
 // log. It fails the test on timeout.
 func (s *Server) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		l := s.Log()
-		if strings.Contains(l, substr) {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("couriertest: log does not contain %q after %v:\n%s", substr, timeout, backendtest.Tail(l, 30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return backendtest.WaitLog(t, "couriertest", s.Log, substr, timeout)
 }
 
 // MailboxName returns mailbox as Courier names it: "INBOX" and names under

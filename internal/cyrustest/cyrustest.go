@@ -48,7 +48,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -158,8 +157,7 @@ type Server struct {
 	caPool     *x509.CertPool
 	syslog     *syslogSink
 
-	mu   sync.Mutex
-	proc *backendtest.Proc // the running master, nil after Kill or stop
+	lc backendtest.Lifecycle // the running master
 }
 
 var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*$`)
@@ -365,70 +363,26 @@ func (s *Server) writeSASLDB(uid, gid int) error {
 }
 
 // launch starts master in its namespaces and waits for readiness. The
-// server must be stopped; launch takes s.mu itself.
+// server must be stopped.
 func (s *Server) launch() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		return errors.New("already running")
-	}
-	// Only log lines written from now on count for readiness (the log
-	// keeps growing across Kill and Restart).
-	logOffset := len(s.Log())
-	out, err := os.OpenFile(s.stderrPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	defer out.Close() // the child has its own copy
-	p, err := backendtest.StartNamespaced(s.launcher, s.Dir, backendtest.ChildEnv(), out)
-	if err != nil {
-		return err
-	}
-	s.proc = p
-	failed := func() error {
-		if l := s.Log(); len(l) > logOffset {
-			l = l[logOffset:]
-			for _, bad := range []string{"Address already in use", "fatal error", "can't run startup"} {
-				if strings.Contains(l, bad) {
-					return fmt.Errorf("cyrus logged %q during start", bad)
-				}
-			}
-		}
-		return nil
-	}
-	if err := backendtest.WaitReady(p, s.Addr, s.TLSAddr, s.caPool, startTimeout, failed); err != nil {
-		s.proc = nil
-		p.Kill()
-		return err
-	}
-	return nil
+	return s.lc.Launch(backendtest.LaunchSpec{
+		Script: s.launcher, Dir: s.Dir, Env: backendtest.ChildEnv(),
+		Output: func() (*os.File, error) {
+			return os.OpenFile(s.stderrPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		},
+		Log: s.Log, Bad: []string{"Address already in use", "fatal error", "can't run startup"}, Label: "cyrus",
+		Addr: s.Addr, TLSAddr: s.TLSAddr, Pool: s.caPool, Timeout: startTimeout,
+	})
 }
 
 // stop ends the running master, if any: SIGTERM (master stops its
 // children), then SIGKILL to the namespace after stopGrace.
-func (s *Server) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.proc.Stop(stopGrace)
-	s.proc = nil
-}
+func (s *Server) stop() { s.lc.Stop(stopGrace) }
 
 // Kill SIGKILLs master and every process of the server at once, as if the
 // backend host died, and returns once neither port accepts connections. Open
 // client connections see a reset or EOF. Restart brings the server back.
-func (s *Server) Kill() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc == nil {
-		return
-	}
-	s.proc.Kill()
-	s.proc = nil
-	backendtest.WaitClosed(stopGrace, s.Addr, s.TLSAddr)
-}
+func (s *Server) Kill() { s.lc.Kill(stopGrace) }
 
 // Restart starts the server again with the same ports, configuration, users
 // and mail, after Kill or while running (then it stops it gracefully first).
@@ -440,12 +394,8 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
-// running returns the running launcher (nil when stopped), for tests.
-func (s *Server) running() *backendtest.Proc {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proc
-}
+// running returns the running master (nil when stopped), for tests.
+func (s *Server) running() *backendtest.Proc { return s.lc.Running() }
 
 // Log returns Cyrus's log so far ("" if nothing was written yet): one line
 // per syslog message, such as "Nov 26 15:35:23 cyrustest/imap[26005]: login:
@@ -459,17 +409,7 @@ func (s *Server) Log() string {
 // log. It fails the test on timeout.
 func (s *Server) WaitLog(t testing.TB, substr string, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		l := s.Log()
-		if strings.Contains(l, substr) {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cyrustest: log does not contain %q after %v:\n%s", substr, timeout, backendtest.Tail(l, 30))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return backendtest.WaitLog(t, "cyrustest", s.Log, substr, timeout)
 }
 
 // MailboxName returns mailbox as Cyrus names it for its owner: "INBOX" and
