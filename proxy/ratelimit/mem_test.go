@@ -12,9 +12,6 @@ import (
 )
 
 func TestHotPathsDoNotAllocate(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates")
-	}
 	l, _ := newTest(t, func(o *Options) { o.LoginFailuresPerUserIP = 2 })
 	s, _ := login(t, l, "192.0.2.1", "alice")
 	body, flags := fetchBody(), fetchFlags()
