@@ -2,11 +2,9 @@ package cyrustest
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -165,85 +163,24 @@ func TestDeliver(t *testing.T) {
 // delivers at once (idled), not after imapidlepoll's 60 s.
 func TestIdlePush(t *testing.T) {
 	t.Parallel()
-	s := Start(t, Options{})
-	c := dial(t, s, "")
-	c.MustOK("LOGIN alice alice-pw")
-	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 0 EXISTS") {
-		t.Fatalf("SELECT INBOX: %q", u)
-	}
-	if err := c.Write([]byte("i IDLE\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	if l := c.MustReadLine(); !strings.HasPrefix(l, "+") {
-		t.Fatalf("IDLE: %q", l)
-	}
-	start := time.Now()
-	s.Deliver(t, "alice", "INBOX", backendtest.Message("pushed", 100))
-	c.Timeout = 10 * time.Second // well under the 60 s poll
-	if l := c.MustReadLine(); l != "* 1 EXISTS" {
-		t.Fatalf("in IDLE: %q, want * 1 EXISTS", l)
-	}
-	t.Logf("EXISTS pushed %v after the delivery started", time.Since(start))
-	if err := c.Write([]byte("DONE\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		l := c.MustReadLine()
-		if strings.HasPrefix(l, "i ") {
-			if !strings.HasPrefix(l, "i OK") {
-				t.Fatalf("IDLE completion: %q", l)
-			}
-			break
-		}
-	}
+	backendtest.CheckIdlePush(t, fixture(t, Start(t, Options{})))
 }
 
 func TestKillAndRestart(t *testing.T) {
 	t.Parallel()
-	s := Start(t, Options{})
-	s.Deliver(t, "alice", "INBOX", backendtest.Message("survives", 100))
-	c := dial(t, s, "")
-	c.MustOK("LOGIN alice alice-pw")
-	c.MustOK("SELECT INBOX")
+	backendtest.CheckKillAndRestart(t, fixture(t, Start(t, Options{})))
+}
 
-	p := s.running()
-	s.Kill()
-	if pids := p.Survivors(); len(pids) > 0 {
-		t.Fatalf("processes left after Kill: %v", pids)
+// fixture is s as the shared checks of backendtest see it.
+func fixture(t *testing.T, s *Server) backendtest.Fixture {
+	return backendtest.Fixture{
+		Addr: s.Addr, TLSAddr: s.TLSAddr,
+		Dial:    func(name string) *backendtest.Conn { return dial(t, s, name) },
+		Deliver: func(user, mailbox string, msg []byte) { s.Deliver(t, user, mailbox, msg) },
+		Kill:    s.Kill,
+		Restart: func() { s.Restart(t) },
+		Running: s.running,
 	}
-	for _, addr := range []string{s.Addr, s.TLSAddr} {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
-			t.Fatalf("%s still accepts after Kill", addr)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Fatalf("dial %s after Kill: %v, want connection refused", addr, err)
-		}
-	}
-	// The open session is gone with its imapd.
-	c.Timeout = 5 * time.Second
-	if err := c.Write([]byte("x NOOP\r\n")); err == nil {
-		if l, err := c.ReadLine(); err == nil {
-			t.Fatalf("killed backend still answers an open session: %q", l)
-		}
-	}
-	s.Kill() // a second Kill is a no-op
-
-	s.Restart(t)
-	c = dial(t, s, "")
-	c.MustOK("LOGIN alice alice-pw")
-	if u := c.MustOK("SELECT INBOX"); !backendtest.HasLine(u, "* 1 EXISTS") {
-		t.Fatalf("SELECT INBOX after restart: %q", u)
-	}
-	dial(t, s, "localhost").MustOK("LOGIN bob bob-pw")
-
-	p = s.running()
-	s.Restart(t) // restarting a running server stops it first
-	if pids := p.Survivors(); len(pids) > 0 {
-		t.Fatalf("processes left after a graceful stop: %v", pids)
-	}
-	dial(t, s, "").MustOK("LOGIN bob bob-pw")
 }
 
 func TestOptions(t *testing.T) {
@@ -262,36 +199,6 @@ func TestOptions(t *testing.T) {
 	dial(t, s, "").MustOK("AUTHENTICATE PLAIN %s", plainIR("carol", "admin", "admin-pw"))
 }
 
-// fakeTB records how the fixture ends a test instead of ending it, so the
-// failure paths themselves can be tested.
-type fakeTB struct {
-	testing.TB
-	ended string // "fatal: ..." or "skip: ..."
-}
-
-type tbEnded struct{}
-
-func (f *fakeTB) Helper() {}
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.ended = "fatal: " + fmt.Sprintf(format, args...)
-	panic(tbEnded{})
-}
-func (f *fakeTB) Skipf(format string, args ...any) {
-	f.ended = "skip: " + fmt.Sprintf(format, args...)
-	panic(tbEnded{})
-}
-
-func (f *fakeTB) run(fn func(testing.TB)) {
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(tbEnded); !ok {
-				panic(r)
-			}
-		}
-	}()
-	fn(f)
-}
-
 // Not parallel: it changes the environment.
 func TestRequireWithoutCyrus(t *testing.T) {
 	t.Setenv("IMAPWARDEN_BACKENDS", t.TempDir())
@@ -301,10 +208,9 @@ func TestRequireWithoutCyrus(t *testing.T) {
 		{"true", "fatal: "},
 	} {
 		t.Setenv("CI", tc.ci)
-		f := &fakeTB{TB: t}
-		f.run(func(tb testing.TB) { Require(tb) })
-		if !strings.HasPrefix(f.ended, tc.want) {
-			t.Errorf("CI=%q: Require ended with %q, want %s...", tc.ci, f.ended, tc.want)
+		ended := backendtest.Ending(t, func(tb testing.TB) { Require(tb) })
+		if !strings.HasPrefix(ended, tc.want) {
+			t.Errorf("CI=%q: Require ended with %q, want %s...", tc.ci, ended, tc.want)
 		}
 	}
 }
@@ -319,10 +225,9 @@ func TestStartRejectsBadOptions(t *testing.T) {
 		{Users: map[string]string{"proxymaster": "pw"}},
 		{MasterUser: "m", MasterPassword: "x\x00"},
 	} {
-		f := &fakeTB{TB: t}
-		f.run(func(tb testing.TB) { Start(tb, opts) })
-		if !strings.HasPrefix(f.ended, "fatal: cyrustest: ") {
-			t.Errorf("Start(%+v) ended with %q, want a fatal error", opts, f.ended)
+		ended := backendtest.Ending(t, func(tb testing.TB) { Start(tb, opts) })
+		if !strings.HasPrefix(ended, "fatal: cyrustest: ") {
+			t.Errorf("Start(%+v) ended with %q, want a fatal error", opts, ended)
 		}
 	}
 }

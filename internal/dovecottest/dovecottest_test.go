@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/backendtest"
 )
 
 // imapConn is a minimal raw-socket IMAP client: enough to prove the fixture,
@@ -350,36 +352,6 @@ func TestHAProxy(t *testing.T) {
 	}
 }
 
-// fakeTB records how the fixture ends a test instead of ending it, so the
-// failure paths themselves can be tested.
-type fakeTB struct {
-	testing.TB
-	ended string // "fatal: ..." or "skip: ..."
-}
-
-type tbEnded struct{}
-
-func (f *fakeTB) Helper() {}
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.ended = "fatal: " + fmt.Sprintf(format, args...)
-	panic(tbEnded{})
-}
-func (f *fakeTB) Skipf(format string, args ...any) {
-	f.ended = "skip: " + fmt.Sprintf(format, args...)
-	panic(tbEnded{})
-}
-
-func (f *fakeTB) run(fn func(testing.TB)) {
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(tbEnded); !ok {
-				panic(r)
-			}
-		}
-	}()
-	fn(f)
-}
-
 // Not parallel: it changes PATH and extraBinDirs, which only serial tests may
 // do (parallel tests start after every serial one has finished).
 func TestRequireWithoutDovecot(t *testing.T) {
@@ -394,10 +366,9 @@ func TestRequireWithoutDovecot(t *testing.T) {
 		{"true", "fatal: "},
 	} {
 		t.Setenv("CI", tc.ci)
-		f := &fakeTB{TB: t}
-		f.run(func(tb testing.TB) { Require(tb) })
-		if !strings.HasPrefix(f.ended, tc.want) {
-			t.Errorf("CI=%q: Require ended with %q, want %s...", tc.ci, f.ended, tc.want)
+		ended := backendtest.Ending(t, func(tb testing.TB) { Require(tb) })
+		if !strings.HasPrefix(ended, tc.want) {
+			t.Errorf("CI=%q: Require ended with %q, want %s...", tc.ci, ended, tc.want)
 		}
 	}
 }
@@ -412,10 +383,9 @@ func TestStartRejectsBadOptions(t *testing.T) {
 		{Users: map[string]string{"../x": "pw"}},
 		{Users: map[string]string{"proxymaster": "pw"}},
 	} {
-		f := &fakeTB{TB: t}
-		f.run(func(tb testing.TB) { Start(tb, opts) })
-		if !strings.HasPrefix(f.ended, "fatal: dovecottest: ") {
-			t.Errorf("Start(%+v) ended with %q, want a fatal error", opts, f.ended)
+		ended := backendtest.Ending(t, func(tb testing.TB) { Start(tb, opts) })
+		if !strings.HasPrefix(ended, "fatal: dovecottest: ") {
+			t.Errorf("Start(%+v) ended with %q, want a fatal error", opts, ended)
 		}
 	}
 }
