@@ -138,37 +138,24 @@ const (
 const literalMinusMax = 4096
 
 func (l Limits) withDefaults() Limits {
-	if l.MaxLine <= 0 {
-		l.MaxLine = DefaultMaxLine
-	}
-	if l.MaxBufferedLiteral <= 0 {
-		l.MaxBufferedLiteral = DefaultMaxBufferedLiteral
-	}
-	if l.MaxAppendLiteral <= 0 {
-		l.MaxAppendLiteral = DefaultMaxAppendLiteral
-	}
-	if l.MaxPreAuthCommands <= 0 {
-		l.MaxPreAuthCommands = DefaultMaxPreAuthCommands
-	}
-	if l.PreAuthIdle <= 0 {
-		l.PreAuthIdle = DefaultPreAuthIdle
-	}
-	if l.AuthIdle <= 0 {
-		l.AuthIdle = DefaultAuthIdle
-	}
-	if l.IdleTimeout <= 0 {
-		l.IdleTimeout = DefaultIdleTimeout
-	}
-	if l.WriteTimeout <= 0 {
-		l.WriteTimeout = DefaultWriteTimeout
-	}
-	if l.MaxAuthFailures <= 0 {
-		l.MaxAuthFailures = DefaultMaxAuthFailures
-	}
-	if l.MaxCompressSessions <= 0 {
-		l.MaxCompressSessions = DefaultMaxCompressSessions
-	}
+	orDefault(&l.MaxLine, DefaultMaxLine)
+	orDefault(&l.MaxBufferedLiteral, DefaultMaxBufferedLiteral)
+	orDefault(&l.MaxAppendLiteral, DefaultMaxAppendLiteral)
+	orDefault(&l.MaxPreAuthCommands, DefaultMaxPreAuthCommands)
+	orDefault(&l.PreAuthIdle, DefaultPreAuthIdle)
+	orDefault(&l.AuthIdle, DefaultAuthIdle)
+	orDefault(&l.IdleTimeout, DefaultIdleTimeout)
+	orDefault(&l.WriteTimeout, DefaultWriteTimeout)
+	orDefault(&l.MaxAuthFailures, DefaultMaxAuthFailures)
+	orDefault(&l.MaxCompressSessions, DefaultMaxCompressSessions)
 	return l
+}
+
+// orDefault sets *v to def unless it is positive.
+func orDefault[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Options configure a Server. The zero value of every hook works: allow
