@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +51,10 @@ type setup struct {
 	trail       *audit.Trail
 	auditWire   *auditWire
 	queueSize   int
-	certs       *certMetrics
+	// wire publishes auditWire to callbacks that may run before the trail
+	// opens (certificate events, the limiter's store prober).
+	wire  atomic.Pointer[auditWire]
+	certs *certMetrics
 }
 
 // close stops what build started.
@@ -154,7 +158,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	// TLS toward clients, shared by every listener so that session tickets
 	// resume across them.
 	s.reg = newRegistry()
-	s.certs = newCertMetrics(s.reg)
+	s.certs = newCertMetrics(s.reg, &s.wire)
 	s.tls = buildServerTLS(&p, cfg.TLS, log, checkOnly, s.certs)
 	if s.reloadInterval <= 0 {
 		p.add("tls.reload_interval: must be positive, got %v", s.reloadInterval)
@@ -203,7 +207,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	buildRateLimits(&p, s, cfg.RateLimits, groups, log)
 	buildAudit(&p, s, cfg.Audit, checkOnly, log)
 	if s.auditWire != nil {
-		s.certs.audit.Store(s.auditWire)
+		s.wire.Store(s.auditWire)
 	}
 
 	if err := p.err(""); err != nil {

@@ -15,12 +15,13 @@ type certMetrics struct {
 	events *prometheus.CounterVec
 	expiry *prometheus.Desc
 	srv    atomic.Pointer[tlsterm.Server]
-	// audit, once the trail is open, records each event.
-	audit atomic.Pointer[auditWire]
+	// audit is the setup's trail, once open: it records each event.
+	audit *atomic.Pointer[auditWire]
 }
 
-func newCertMetrics(reg prometheus.Registerer) *certMetrics {
+func newCertMetrics(reg prometheus.Registerer, audit *atomic.Pointer[auditWire]) *certMetrics {
 	m := &certMetrics{
+		audit: audit,
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapwarden_certificate_events_total", Help: "Certificate events (obtained, renewed, failed, expiring) by kind and source.",
 		}, []string{"kind", "source"}),

@@ -125,7 +125,7 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 		o.OnStoreState = func(up bool, err error) {
 			// The trail opens after the limiter's prober starts: read the
 			// published pointer at each event.
-			w := s.certs.audit.Load()
+			w := s.wire.Load()
 			if up {
 				storeUp.Set(1)
 				log.Info("rate limit store reachable again")
