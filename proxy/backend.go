@@ -124,8 +124,11 @@ func (bc *backendConn) flush() error {
 	return err
 }
 
-func (bc *backendConn) hasCap(c string) bool {
-	for _, x := range bc.caps {
+func (bc *backendConn) hasCap(c string) bool { return hasCapIn(bc.caps, c) }
+
+// hasCapIn reports whether list names capability c (case-insensitive).
+func hasCapIn(list []string, c string) bool {
+	for _, x := range list {
 		if strings.EqualFold(x, c) {
 			return true
 		}
@@ -278,14 +281,7 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 	// the OK's code, or ask again.
 	preLogin := bc.caps
 	bc.caps = nil
-	hasCap := func(c string) bool {
-		for _, x := range preLogin {
-			if strings.EqualFold(x, c) {
-				return true
-			}
-		}
-		return false
-	}
+	hasCap := func(c string) bool { return hasCapIn(preLogin, c) }
 	var st imapwire.Status
 	var code string
 	var err error
