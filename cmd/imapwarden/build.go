@@ -210,7 +210,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		s.wire.Store(s.auditWire)
 	}
 
-	if err := p.err(""); err != nil {
+	if err := p.err(cfg.src); err != nil {
 		s.close()
 		return nil, err
 	}

@@ -54,7 +54,7 @@ func TestValidateCommand(t *testing.T) {
 	}
 
 	os.WriteFile(bad, []byte("hostname: x\nlistener: []\n"), 0o644)
-	if code, _, errOut = runCLI("validate", "-c", bad); code != 1 || !strings.Contains(errOut, bad+`: line 2: unknown key "listener"`) {
+	if code, _, errOut = runCLI("validate", "-c", bad); code != 1 || !strings.Contains(errOut, bad+`:2: listener: unknown key (did you mean "listeners"?)`) {
 		t.Errorf("unknown key: code %d, stderr %q", code, errOut)
 	}
 	if code, _, errOut = runCLI("validate", "-c", filepath.Join(dir, "missing.yaml")); code != 1 || !strings.Contains(errOut, "missing.yaml") {

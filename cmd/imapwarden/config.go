@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +43,11 @@ type fileConfig struct {
 	Audit    auditConfig               `yaml:"audit"`
 	// RateLimits are on by default with proxy/ratelimit's defaults.
 	RateLimits rateLimitsConfig `yaml:"rate_limits"`
+
+	// src is where the file came from: its name, where each key is
+	// written, and the problems found decoding it. Nil for a configuration
+	// made from flags.
+	src *configSource
 }
 
 // policyConfig is the OPA policy engine (package policy).
@@ -295,41 +302,110 @@ func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-func typeError(n *yaml.Node, format string, args ...any) error {
-	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, fmt.Sprintf(format, args...))}}
+// typeError is the error of an UnmarshalYAML; the decoder adds the line and
+// the key path.
+func typeError(_ *yaml.Node, format string, args ...any) error {
+	return fmt.Errorf(format, args...)
 }
 
-// configError lists everything wrong with a configuration. Its lines are
-// printed one by one by validate.
+// problem is one thing wrong with a configuration.
+type problem struct {
+	Key  string // key path, such as "backends.main.tls.min_version"; "" for the whole file
+	Line int    // 0 when not known
+	Msg  string
+}
+
+func (p problem) String() string {
+	s := p.Msg
+	if p.Key != "" {
+		s = p.Key + ": " + s
+	}
+	if p.Line > 0 {
+		s = fmt.Sprintf("line %d: %s", p.Line, s)
+	}
+	return s
+}
+
+// configError lists everything wrong with a configuration, each problem
+// with its file, line and key path, in the order of the file.
 type configError struct {
 	File     string
-	Problems []string
+	Problems []problem
 }
 
 func (e *configError) Error() string {
+	line := func(p problem) string {
+		switch {
+		case e.File != "" && p.Line > 0:
+			return fmt.Sprintf("%s:%d: %s", e.File, p.Line, problem{Key: p.Key, Msg: p.Msg})
+		case e.File != "":
+			return e.File + ": " + p.String()
+		}
+		return p.String()
+	}
+	if len(e.Problems) == 1 {
+		return line(e.Problems[0])
+	}
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = line(p)
+	}
 	prefix := ""
 	if e.File != "" {
 		prefix = e.File + ": "
 	}
-	if len(e.Problems) == 1 {
-		return prefix + e.Problems[0]
-	}
-	return prefix + fmt.Sprintf("%d problems:\n  ", len(e.Problems)) + strings.Join(e.Problems, "\n  ")
+	return prefix + fmt.Sprintf("%d problems:\n  ", len(e.Problems)) + strings.Join(lines, "\n  ")
 }
 
 // problems collects configuration errors so that one run reports them all.
-type problems []string
+// By convention each message starts with the key path it is about and ": "
+// ("listeners[0].mode: unknown mode"), which is how it gets its line.
+type problems []problem
 
-func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+// keyPath matches the key path that starts a problem's message.
+var keyPath = regexp.MustCompile(`^[a-z][a-z0-9_]*(?:\[\d+\]|\.[^\s:]+)*$`)
 
-func (p problems) err(file string) error {
-	if len(p) == 0 {
-		return nil
+func (p *problems) add(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	if k, msg, ok := strings.Cut(s, ": "); ok && keyPath.MatchString(k) {
+		*p = append(*p, problem{Key: k, Msg: msg})
+		return
 	}
-	return &configError{File: file, Problems: p}
+	*p = append(*p, problem{Msg: s})
 }
 
-// loadConfigFile reads and parses path; it does not check the values.
+// err returns the problems as a *configError, or nil. With src (the file
+// the configuration came from), its decoding problems come first in line
+// order, build's problems get the line of their key, and a problem under a
+// key that failed to decode is dropped: it follows from the first.
+func (p problems) err(src *configSource) error {
+	var all problems
+	file := ""
+	if src != nil {
+		file = src.file
+		all = append(all, src.problems...)
+	}
+	for _, q := range p {
+		if src != nil {
+			if slices.ContainsFunc(src.problems, func(d problem) bool { return d.Key != "" && under(q.Key, d.Key) }) {
+				continue
+			}
+			if q.Line == 0 {
+				q.Line = src.line(q.Key)
+			}
+		}
+		all = append(all, q)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(all, func(a, b problem) int { return a.Line - b.Line })
+	return &configError{File: file, Problems: all}
+}
+
+// loadConfigFile reads and parses path. Problems with values are kept in
+// the result and reported by build with everything else; the error is for
+// a file that cannot be read or is not YAML.
 func loadConfigFile(path string) (*fileConfig, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -344,43 +420,44 @@ func loadConfigFile(path string) (*fileConfig, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	cfg.src.file = path
 	return cfg, nil
 }
 
-// unknownField rewrites yaml.v3's message for a key that no field takes,
-// which names a Go type the reader of the config never saw.
-var unknownField = regexp.MustCompile(`^(line \d+): field (.+) not found in type \S+$`)
+// yamlLine finds the line in yaml.v3's syntax errors ("yaml: line 3: ...").
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// parseConfig decodes exactly one YAML document, refusing unknown keys.
+// parseConfig decodes exactly one YAML document. It fails only when the
+// text is not one YAML document; every other problem (unknown keys, wrong
+// types, bad values) is kept in cfg.src for build to report.
 func parseConfig(data []byte) (*fileConfig, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	var cfg fileConfig
-	if err := dec.Decode(&cfg); err != nil {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, &configError{Problems: []string{"empty configuration: no YAML document"}}
+			return nil, &configError{Problems: []problem{{Msg: "empty configuration: no YAML document"}}}
 		}
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			var p problems
-			for _, m := range te.Errors {
-				if sm := unknownField.FindStringSubmatch(m); sm != nil {
-					m = fmt.Sprintf("%s: unknown key %q", sm[1], sm[2])
-				}
-				p.add("%s", m)
-			}
-			return nil, p.err("")
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+			l, _ := strconv.Atoi(m[1])
+			return nil, &configError{Problems: []problem{{Line: l, Msg: "YAML syntax: " + m[2]}}}
 		}
-		// Syntax errors carry "yaml: line N: ..." already.
-		return nil, &configError{Problems: []string{err.Error()}}
+		return nil, &configError{Problems: []problem{{Msg: err.Error()}}}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		line := extra.Line
 		if err != nil {
-			return nil, &configError{Problems: []string{err.Error()}}
+			return nil, &configError{Problems: []problem{{Msg: err.Error()}}}
 		}
-		return nil, &configError{Problems: []string{fmt.Sprintf("line %d: a second YAML document: the configuration must be one document", line)}}
+		return nil, &configError{Problems: []problem{{Line: extra.Line, Msg: "a second YAML document: the configuration must be one document"}}}
 	}
+	var cfg fileConfig
+	cfg.src = &configSource{lines: map[string]int{}}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	cfg.src.lines[""] = root.Line
+	d := nodeDecoder{src: cfg.src}
+	d.decode(root, reflect.ValueOf(&cfg).Elem(), "")
 	return &cfg, nil
 }

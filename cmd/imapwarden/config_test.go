@@ -224,20 +224,20 @@ func TestConfigErrors(t *testing.T) {
 		{"empty file", "", []string{"empty configuration"}},
 		{"only comments", "# nothing\n", []string{"empty configuration"}},
 		{"two documents", base + "---\nhostname: x\n", []string{"second YAML document"}},
-		{"syntax", "listeners: [\n", []string{"yaml:"}},
-		{"unknown top key", "hostname: a\nlisten: []\n", []string{`line 2: unknown key "listen"`}},
-		{"unknown nested key", base + "limits:\n  max_lines: 10\n", []string{`line 5: unknown key "max_lines"`}},
-		{"unknown backend key", "backends:\n  main:\n    address: \"h:1\"\n    securty: tls\n", []string{`line 4: unknown key "securty"`}},
-		{"bad duration", base + "drain_timeout: 30x\n", []string{`line 4: invalid duration "30x"`}},
-		{"duration without unit", base + "limits: {auth_idle: 1800}\n", []string{"line 4:", "add a unit, as in 1800s"}},
-		{"bad size", base + "limits: {max_line: 12 bytes}\n", []string{`line 4: invalid size "12 bytes"`}},
-		{"wrong type", base + "limits: {max_auth_failures: many}\n", []string{"line 4:", "many"}},
+		{"syntax", "listeners: [\n", []string{"line 1: YAML syntax:"}},
+		{"unknown top key", "hostname: a\nlisten: []\n", []string{`line 2: listen: unknown key`}},
+		{"unknown nested key", base + "limits:\n  max_lines: 10\n", []string{`line 5: limits.max_lines: unknown key (did you mean "max_line"?)`}},
+		{"unknown backend key", "backends:\n  main:\n    address: \"h:1\"\n    securty: tls\n", []string{`line 4: backends.main.securty: unknown key (did you mean "security"?)`}},
+		{"bad duration", base + "drain_timeout: 30x\n", []string{`line 4: drain_timeout: invalid duration "30x"`}},
+		{"duration without unit", base + "limits: {auth_idle: 1800}\n", []string{"line 4: limits.auth_idle:", "add a unit, as in 1800s"}},
+		{"bad size", base + "limits: {max_line: 12 bytes}\n", []string{`line 4: limits.max_line: invalid size "12 bytes"`}},
+		{"wrong type", base + "limits: {max_auth_failures: many}\n", []string{`line 4: limits.max_auth_failures: want a whole number, got "many"`}},
 		{"no listeners", certs + backend, []string{"listeners: at least one listener"}},
 		{"no certificates", listener + backend, []string{"tls.certificates: at least one"}},
 		{"missing cert file", listener + backend + "tls: {certificates: [{cert: /nonexistent/c.pem, key: /nonexistent/k.pem}]}\n", []string{"/nonexistent/c.pem"}},
 		{"client tls 1.1", listener + backend + "tls: {min_version: \"1.1\", certificates: [{cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}]}\n",
 			[]string{"tls.min_version: TLS 1.1 is not allowed toward clients (RFC 8996)"}},
-		{"duplicate key", base + "tls: {strict_sni: true}\n", []string{`line 4: mapping key "tls" already defined at line 2`}},
+		{"duplicate key", base + "tls: {strict_sni: true}\n", []string{`line 4: tls: written twice (first at line 2)`}},
 		{"bad mode", "listeners: [{address: \":993\", mode: ssl}]\n" + certs + backend, []string{`listeners[0].mode: unknown mode "ssl"`}},
 		{"bad listener address", "listeners: [{address: \"993\", mode: tls}]\n" + certs + backend, []string{"listeners[0].address"}},
 		{"duplicate listener names", "listeners: [{address: \":993\", mode: tls}, {address: \":994\", mode: tls}]\n" + certs + backend, []string{`listeners[1].name: "imaps" is already`}},
@@ -401,5 +401,80 @@ func TestQuickConfig(t *testing.T) {
 		if _, err := tc.q.config(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want %q", tc.q, err, tc.want)
 		}
+	}
+}
+
+// TestConfigErrorsAllAtOnce: one run reports decoding problems (types,
+// unknown and duplicate keys, values an unmarshaler refuses) and meaning
+// problems together, each as FILE:LINE: KEY: message, in file order.
+func TestConfigErrorsAllAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	path := filepath.Join(dir, "imapwarden.yaml")
+	text := `hostname: a b
+listeners:
+  - {address: ":993", mode: ssl}
+  - address: ":143"
+    mode: starttls
+    plaintext_auth_from: 10.0.0.0/8
+tls:
+  certificates: [{cert: ` + dir + `/cert.pem, key: ` + dir + `/key.pem}]
+  reload_interval: 30
+backends:
+  main:
+    address: "h:993"
+    security: tls
+    sendid: true
+rate_limits:
+  connections_per_ip: 60 per minute
+  lockout_base: 1s
+  lockout_base: 2s
+  commands_per_user: [1]
+limits: {max_auth_failures: many}
+routes: {default: other}
+`
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		path + `:1: hostname: "a b" contains white space`,
+		path + `:3: listeners[0].mode: unknown mode "ssl" (want tls or starttls)`,
+		path + `:6: listeners[1].plaintext_auth_from: want a list, got "10.0.0.0/8"`,
+		path + `:9: tls.reload_interval: invalid duration "30": add a unit, as in 30s`,
+		path + `:14: backends.main.sendid: unknown key (did you mean "send_id"?)`,
+		path + `:16: rate_limits.connections_per_ip: rate "60 per minute": want N/DURATION`,
+		path + `:18: rate_limits.lockout_base: written twice (first at line 17)`,
+		path + `:19: rate_limits.commands_per_user: want a single value, got a list`,
+		path + `:20: limits.max_auth_failures: want a whole number, got "many"`,
+		path + `:21: routes.default: no backend named "other" (have main)`,
+	}
+	code, out, errOut := runCLI("validate", "-c", path)
+	if code != exitError || out != "" {
+		t.Errorf("validate: code %d, stdout %q", code, out)
+	}
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if len(lines) == 0 || lines[0] != path+": 10 problems:" {
+		t.Fatalf("first line %q, want the count; stderr:\n%s", lines[0], errOut)
+	}
+	got := lines[1:]
+	for i := range got {
+		got[i] = strings.TrimSpace(got[i])
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("problems\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+
+	// serve reports the same list, with the file, and exits 1.
+	code, _, errOut = runCLI("serve", "-c", path)
+	if code != exitError || !strings.Contains(errOut, want[5]) || !strings.Contains(errOut, want[9]) {
+		t.Errorf("serve: code %d, stderr:\n%s", code, errOut)
+	}
+
+	// A missing key is reported at its nearest written parent.
+	if err := os.WriteFile(path, []byte("listeners: [{address: \":993\", mode: tls}]\ntls:\n  strict_sni: true\nbackends: {main: {address: \"h:993\", security: tls}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, errOut = runCLI("validate", "-c", path); !strings.Contains(errOut, path+":2: tls.certificates: at least one certificate") {
+		t.Errorf("missing certificates: %s", errOut)
 	}
 }
