@@ -110,10 +110,11 @@ func (r *recorder) Auth(_ *proxy.SessionInfo, e proxy.AuthEvent) {
 	r.auths = append(r.auths, e)
 	r.mu.Unlock()
 }
-func (r *recorder) Command(_ *proxy.SessionInfo, e proxy.CommandEvent) {
+func (r *recorder) Command(_ *proxy.SessionInfo, e proxy.CommandEvent) error {
 	r.mu.Lock()
 	r.commands = append(r.commands, e)
 	r.mu.Unlock()
+	return nil
 }
 
 // command returns the last event of the command with tag.

@@ -44,13 +44,14 @@ func (a *LogAuditor) Auth(s *SessionInfo, e AuthEvent) {
 		zap.Int("attempt", e.Attempt), zap.String("backend", e.Backend))...)
 }
 
-func (a *LogAuditor) Command(s *SessionInfo, e CommandEvent) {
+// Command logs e; a log is not a trail, so it never fails the session.
+func (a *LogAuditor) Command(s *SessionInfo, e CommandEvent) error {
 	ce := a.log.Check(zap.DebugLevel, "command")
 	if e.Denied {
 		ce = a.log.Check(zap.InfoLevel, "command denied")
 	}
 	if ce == nil {
-		return
+		return nil
 	}
 	c := e.Command
 	f := append(sessionFields(s),
@@ -70,6 +71,7 @@ func (a *LogAuditor) Command(s *SessionInfo, e CommandEvent) {
 		f = append(f, zap.String("reason", e.Decision.Reason))
 	}
 	ce.Write(f...)
+	return nil
 }
 
 func (a *LogAuditor) Security(s *SessionInfo, kind, detail string) {

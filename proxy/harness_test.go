@@ -103,6 +103,8 @@ type recAuditor struct {
 	commands []CommandEvent
 	closes   []CloseEvent
 	limits   []LimitResult
+	// commandErr is what Command returns: a trail that cannot hold records.
+	commandErr error
 }
 
 func (a *recAuditor) SessionOpen(*SessionInfo) {}
@@ -112,10 +114,11 @@ func (a *recAuditor) Auth(_ *SessionInfo, e AuthEvent) {
 	a.auths = append(a.auths, e)
 	a.mu.Unlock()
 }
-func (a *recAuditor) Command(_ *SessionInfo, e CommandEvent) {
+func (a *recAuditor) Command(_ *SessionInfo, e CommandEvent) error {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.commands = append(a.commands, e)
-	a.mu.Unlock()
+	return a.commandErr
 }
 func (a *recAuditor) Security(_ *SessionInfo, kind, _ string) {
 	a.mu.Lock()

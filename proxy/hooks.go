@@ -226,7 +226,13 @@ type Auditor interface {
 	SessionOpen(s *SessionInfo)
 	TLSStarted(s *SessionInfo)
 	Auth(s *SessionInfo, e AuthEvent)
-	Command(s *SessionInfo, e CommandEvent)
+	// Command records a completed or refused command. It returns once the
+	// record is durable (as the Auditor defines it) or with an error when
+	// it is not and will not be soon: then the proxy ends the session with
+	// "* BYE [UNAVAILABLE]" instead of relaying the reply, so that no
+	// client hears a completion the trail does not hold (DESIGN §5). It
+	// may block, bounded by the Auditor's own deadline.
+	Command(s *SessionInfo, e CommandEvent) error
 	// Security records an attack or protocol abuse, e.g. STARTTLS
 	// command injection or a non-IMAP first line.
 	Security(s *SessionInfo, kind, detail string)

@@ -199,7 +199,7 @@ func (a metricsAuditor) Auth(s *SessionInfo, e AuthEvent) {
 	a.next.Auth(s, e)
 }
 
-func (a metricsAuditor) Command(s *SessionInfo, e CommandEvent) {
+func (a metricsAuditor) Command(s *SessionInfo, e CommandEvent) error {
 	result := "none"
 	switch {
 	case e.Denied:
@@ -214,7 +214,7 @@ func (a metricsAuditor) Command(s *SessionInfo, e CommandEvent) {
 	a.m.command(e.Command.Name, result, e.Duration)
 	a.m.relayed(false, e.BytesIn)
 	a.m.relayed(true, e.BytesOut)
-	a.next.Command(s, e)
+	return a.next.Command(s, e)
 }
 
 func (a metricsAuditor) Security(s *SessionInfo, kind, detail string) {

@@ -137,7 +137,8 @@ func (s *Session) runRelay() {
 	s.closeConns()
 	<-r.backendDone
 	for _, f := range r.inflight {
-		s.auditCompleted(f, &imapwire.Response{}, 0, "")
+		// The session is over: nothing is left to hold back.
+		_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
 	}
 }
 
@@ -353,7 +354,9 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 				// backend connection aborts the whole MULTIAPPEND, which
 				// is atomic (RFC 3502 §6), and the client hears BYE.
 				if d := s.decideCommand(cmd, false, &lit); !d.Allow {
-					s.audit(cmd, start, bytesIn, &d)
+					if err := s.audit(cmd, start, bytesIn, &d); err != nil {
+						return f, err
+					}
 					s.setReason("policy-disconnect")
 					s.writef("* BYE %s\r\n", denyText(d, "NOPERM"))
 					return f, errStop
@@ -509,7 +512,9 @@ func (s *Session) refuse(cmd *imapwire.Command, lit imapwire.Literal, hasLit boo
 // deny answers a command the Decider refused. atLiteral says the command
 // stopped at the literal lit (not yet read).
 func (s *Session) deny(cmd *imapwire.Command, d Decision, lit imapwire.Literal, atLiteral bool, start time.Time, bytesIn int64) error {
-	s.audit(cmd, start, bytesIn, &d)
+	if err := s.audit(cmd, start, bytesIn, &d); err != nil {
+		return err
+	}
 	if d.Disconnect {
 		s.setReason("policy-disconnect")
 		s.writef("* BYE %s\r\n", denyText(d, "NOPERM"))
@@ -546,15 +551,24 @@ func (s *Session) decideCommand(cmd *imapwire.Command, partial bool, lit *imapwi
 	return s.decide(PointCommand, cmd, partial, lit)
 }
 
-// audit records a command the proxy answered itself.
-func (s *Session) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision) {
+// audit records a command the proxy answered itself. On an error the
+// session is ending (auditUnavailable) and the caller must answer nothing
+// and stop.
+func (s *Session) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision) error {
 	snap := snapshot(cmd)
 	s.infoMu.Lock()
-	s.srv.auditor.Command(&s.info, CommandEvent{
+	err := s.srv.auditor.Command(&s.info, CommandEvent{
 		Command: &snap, Result: "NO", Code: d.Code, Duration: time.Since(start),
 		Denied: true, Decision: d, BytesIn: bytesIn,
 	})
 	s.infoMu.Unlock()
+	if err != nil {
+		s.wmu.Lock()
+		s.auditUnavailable(err)
+		s.wmu.Unlock()
+		return errStop
+	}
+	return nil
 }
 
 // snapshot copies what the audit needs of a command: never Args, which
@@ -706,7 +720,11 @@ func (s *Session) backendPump() {
 					if bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName) {
 						codeArgs = responseCodeArgs(part)
 					}
-					s.auditCompleted(done, &resp, outSince+int64(len(part)), codeArgs)
+					if err := s.auditCompleted(done, &resp, outSince+int64(len(part)), codeArgs); err != nil {
+						s.auditUnavailable(err)
+						s.wmu.Unlock()
+						return
+					}
 				}
 			case imapwire.Untagged:
 				if resp.Status == imapwire.StatusBYE {
@@ -850,7 +868,7 @@ func (s *Session) fetched(f *inflight, bytesOut int64) {
 	}
 }
 
-func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) {
+func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
 	ev := CommandEvent{
 		Command:  &f.cmd,
 		Result:   statusName(resp.Status),
@@ -865,8 +883,24 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 		CodeArgs: codeArgs,
 	}
 	s.infoMu.Lock()
-	s.srv.auditor.Command(&s.info, ev)
+	err := s.srv.auditor.Command(&s.info, ev)
 	s.infoMu.Unlock()
+	return err
+}
+
+// auditUnavailable ends the session because the audit trail did not take
+// a command's record: the reply is not relayed (DESIGN §5, fail closed),
+// the client hears BYE (RFC 9051 §7.1.5, RFC 5530 UNAVAILABLE). The
+// caller holds wmu.
+func (s *Session) auditUnavailable(err error) {
+	s.setReason("audit-unavailable")
+	s.log.Warn("audit trail unavailable; ending session", zap.Error(err))
+	w := s.out()
+	w.WriteString("* BYE [UNAVAILABLE] Audit trail unavailable\r\n")
+	s.flushOut(w)
+	s.idleOut()
+	s.closing.Store(true)
+	s.closeConns()
 }
 
 func statusName(st imapwire.Status) string {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -364,4 +365,38 @@ func TestCompressLimit(t *testing.T) {
 	a.c.Close()
 	waitFor(t, func() bool { return h.srv.compressing.Load() == 0 })
 	b.transact("b3 COMPRESS DEFLATE", "b3 OK DEFLATE active")
+}
+
+// An Auditor that cannot hold a command's record ends the session with
+// BYE [UNAVAILABLE] instead of relaying the reply or the refusal (DESIGN
+// §5: nothing is acknowledged that the trail does not hold).
+func TestAuditFailureWithholdsReply(t *testing.T) {
+	for _, tc := range []struct{ name, cmd string }{
+		{"relayed", "a2 NOOP"},
+		{"denied", "a2 DELETE Trash"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(o *Options) {
+				o.Decider = funcDecider(func(in *DecisionInput) Decision {
+					return Decision{Allow: in.Command == nil || in.Command.Name != "DELETE", Reason: "no"}
+				})
+			})
+			c := h.login()
+			c.transact("a1 SELECT INBOX", "a1 OK")
+			h.audit.mu.Lock()
+			h.audit.commandErr = errors.New("sink full")
+			h.audit.mu.Unlock()
+			c.send(tc.cmd)
+			// expectClosed fails on any line after the BYE: no "a2 OK",
+			// no "a2 NO".
+			c.expectClosed("* BYE [UNAVAILABLE]")
+			h.srv.Close()
+			h.srv.Wait()
+			h.audit.mu.Lock()
+			defer h.audit.mu.Unlock()
+			if n := len(h.audit.closes); n != 1 || h.audit.closes[0].Reason != "audit-unavailable" {
+				t.Errorf("closes %+v, want one with reason audit-unavailable", h.audit.closes)
+			}
+		})
+	}
 }

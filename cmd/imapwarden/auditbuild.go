@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -155,9 +156,10 @@ func (t teeAuditor) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
 	t.a.Auth(s, e)
 	t.b.Auth(s, e)
 }
-func (t teeAuditor) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
-	t.a.Command(s, e)
-	t.b.Command(s, e)
+
+// Command fails when either side failed: each must hold the record.
+func (t teeAuditor) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
+	return errors.Join(t.a.Command(s, e), t.b.Command(s, e))
 }
 func (t teeAuditor) Security(s *proxy.SessionInfo, kind, detail string) {
 	t.a.Security(s, kind, detail)

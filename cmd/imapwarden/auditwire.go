@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"maps"
 	"strings"
 	"time"
@@ -101,7 +102,7 @@ func (w *auditWire) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
 // refused is a policy.deny record carrying the same command fields; a
 // command a shadow policy would have refused (policy.AnnotationShadowDeny)
 // is its command record and a policy.would_deny one.
-func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
+func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	kind := audit.KindCommand
 	if e.Denied {
 		kind = audit.KindPolicyDeny
@@ -129,7 +130,9 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
 			r.Revision = revision
 		}
 	}
-	w.log(r)
+	if err := w.commandLog(r); err != nil {
+		return err
+	}
 	if shadow != nil && !e.Denied {
 		wd := w.command(s, audit.KindPolicyWouldDeny, &e)
 		wd.Revision = revision
@@ -144,6 +147,19 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
 		}
 		w.log(wd)
 	}
+	return nil
+}
+
+// commandLog queues a command's record. In Block mode (fail closed) an
+// error means the trail does not hold it and the proxy must not
+// acknowledge the command; in Drop mode (fail open) the trail counted the
+// loss and the session goes on.
+func (w *auditWire) commandLog(r *audit.Record) error {
+	err := w.trail.Log(r)
+	if errors.Is(err, audit.ErrDropped) {
+		return nil
+	}
+	return err
 }
 
 // command starts a record with a command's fields.

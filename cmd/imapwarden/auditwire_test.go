@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -108,9 +109,8 @@ func (a audTee) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
 	a[0].Auth(s, e)
 	a[1].Auth(s, e)
 }
-func (a audTee) Command(s *proxy.SessionInfo, e proxy.CommandEvent) {
-	a[0].Command(s, e)
-	a[1].Command(s, e)
+func (a audTee) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
+	return errors.Join(a[0].Command(s, e), a[1].Command(s, e))
 }
 func (a audTee) Security(s *proxy.SessionInfo, kind, detail string) {
 	a[0].Security(s, kind, detail)

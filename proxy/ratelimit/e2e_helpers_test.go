@@ -37,11 +37,11 @@ type recAuditor struct {
 	auths  []proxy.AuthEvent
 }
 
-func (a *recAuditor) SessionOpen(*proxy.SessionInfo)                    {}
-func (a *recAuditor) TLSStarted(*proxy.SessionInfo)                     {}
-func (a *recAuditor) Command(*proxy.SessionInfo, proxy.CommandEvent)    {}
-func (a *recAuditor) Security(*proxy.SessionInfo, string, string)       {}
-func (a *recAuditor) SessionClose(*proxy.SessionInfo, proxy.CloseEvent) {}
+func (a *recAuditor) SessionOpen(*proxy.SessionInfo)                       {}
+func (a *recAuditor) TLSStarted(*proxy.SessionInfo)                        {}
+func (a *recAuditor) Command(*proxy.SessionInfo, proxy.CommandEvent) error { return nil }
+func (a *recAuditor) Security(*proxy.SessionInfo, string, string)          {}
+func (a *recAuditor) SessionClose(*proxy.SessionInfo, proxy.CloseEvent)    {}
 func (a *recAuditor) Auth(_ *proxy.SessionInfo, e proxy.AuthEvent) {
 	a.mu.Lock()
 	a.auths = append(a.auths, e)
