@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/termsafe"
 )
 
 const auditUsage = `Usage:
@@ -31,7 +33,9 @@ syslog header before the record are read too. Exit status: 0 intact,
 
 query prints the records that match every filter given, in chain order, as a
 table (default) or as the original JSON lines. It does not check the chain:
-run verify for that. Which messages did alice read last week?
+run verify for that. Control characters and others a terminal would act on
+are shown escaped (\x1b, \u2028); in JSON lines as JSON escapes, the same
+value. Which messages did alice read last week?
 
 	imapwarden audit query audit*.jsonl --user alice --fetch body --since 168h
 `
@@ -109,10 +113,10 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys})
 	if err != nil {
-		fmt.Fprintf(stderr, "imapwarden audit verify: %v\n", err)
+		fmt.Fprintf(stderr, "imapwarden audit verify: %s\n", termsafe.String(err.Error()))
 		return exitUsage
 	}
-	rep.WriteText(stdout)
+	writeReport(stdout, rep)
 	switch {
 	case rep.Break == nil:
 		return exitOK
@@ -178,11 +182,13 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 	var flush func() error
 	switch format {
 	case "json":
+		var buf []byte
 		emit = func(_ *audit.Record, line []byte) error {
 			if !json.Valid(line) {
 				return nil
 			}
-			_, err := fmt.Fprintf(stdout, "%s\n", line)
+			buf = append(termsafe.AppendText(buf[:0], line), '\n')
+			_, err := stdout.Write(buf)
 			return err
 		}
 		flush = func() error { return nil }
@@ -194,8 +200,8 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 			if r.IP.IsValid() {
 				client = r.IP.String()
 			}
-			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format("2006-01-02 15:04:05"), r.Kind,
-				orDash(r.User), client, orDash(r.Session), tabless(r.Summary()))
+			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format("2006-01-02 15:04:05"), orDash(string(r.Kind)),
+				orDash(r.User), client, orDash(r.Session), orDash(r.Summary()))
 			return err
 		}
 		flush = tw.Flush
@@ -207,7 +213,7 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 		err = flush()
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "imapwarden audit query: %v\n", err)
+		fmt.Fprintf(stderr, "imapwarden audit query: %s\n", termsafe.String(err.Error()))
 		return exitError
 	}
 	if skipped > 0 {
@@ -216,14 +222,37 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// orDash is a table cell: "-" for nothing, and a client's strings escaped,
+// so that they can neither break the columns nor drive the auditor's
+// terminal (erase the line, forge another).
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return tabless(s)
+	return termsafe.String(s)
 }
 
-// tabless keeps a client's strings from breaking the table's columns.
-func tabless(s string) string {
-	return strings.NewReplacer("\t", " ", "\n", " ", "\r", " ").Replace(s)
+// writeReport writes verify's report with every string in it escaped:
+// file names and messages may quote what a trail's author chose.
+func writeReport(w io.Writer, rep *audit.Report) {
+	safe := *rep
+	if b := rep.Break; b != nil {
+		safe.Break = &audit.Break{Kind: audit.BreakKind(termsafe.String(string(b.Kind))), File: termsafe.String(b.File),
+			Line: b.Line, Seq: b.Seq, Msg: termsafe.String(b.Msg)}
+	}
+	safe.Files = slices.Clone(rep.Files)
+	for i := range safe.Files {
+		safe.Files[i].Name = termsafe.String(safe.Files[i].Name)
+	}
+	safe.Chains = mapStrings(rep.Chains)
+	safe.Notes = mapStrings(rep.Notes)
+	safe.WriteText(w)
+}
+
+func mapStrings(in []string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = termsafe.String(s)
+	}
+	return out
 }

@@ -22,9 +22,9 @@ func runAuditCLI(args ...string) (int, string, string) {
 	return code, out.String(), errOut.String()
 }
 
-// auditTestTrail writes a small trail through the adapter, HMAC-chained
-// when key is set, and returns its file.
-func auditTestTrail(t *testing.T, key []byte) string {
+// newFileTrail opens a trail writing to a new file, HMAC-chained when key
+// is set.
+func newFileTrail(t *testing.T, key []byte) (string, *audit.Trail) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	fs, err := audit.OpenFile(audit.FileOptions{Path: path})
@@ -35,6 +35,14 @@ func auditTestTrail(t *testing.T, key []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, tr
+}
+
+// auditTestTrail writes a small trail through the adapter, HMAC-chained
+// when key is set, and returns its file.
+func auditTestTrail(t *testing.T, key []byte) string {
+	t.Helper()
+	path, tr := newFileTrail(t, key)
 	w := newAuditWire(tr)
 	s := &proxy.SessionInfo{ID: "S1", Listener: "imaps", ClientAddr: netip.MustParseAddrPort("[::ffff:198.51.100.7]:40000"), User: "alice", Selected: "INBOX"}
 	w.SessionOpen(s)
@@ -206,15 +214,7 @@ func (s *audGateSink) open() {
 }
 
 func TestAuditWirePolicyAnnotations(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	fs, err := audit.OpenFile(audit.FileOptions{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := audit.New(audit.Options{Sink: fs})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, tr := newFileTrail(t, nil)
 	w := newAuditWire(tr)
 	s := &proxy.SessionInfo{ID: "S1", User: "alice", Selected: "INBOX"}
 	cmd := &imapwire.Command{Tag: "a1", Name: "EXPUNGE"}

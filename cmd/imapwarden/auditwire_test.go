@@ -200,16 +200,39 @@ func (c *audClient) do(tag, want, cmd string) string {
 	if _, err := fmt.Fprintf(c.c, "%s %s\r\n", tag, cmd); err != nil {
 		c.t.Fatal(err)
 	}
+	return c.expect(tag, want)
+}
+
+// expect reads up to tag's status, which must start with want, and
+// returns the untagged lines.
+func (c *audClient) expect(tag, want string) string {
+	c.t.Helper()
 	var un []string
 	for {
 		l := c.line()
 		if strings.HasPrefix(l, tag+" ") {
 			if !strings.HasPrefix(l, tag+" "+want) {
-				c.t.Fatalf("%s: %q, want %s (untagged %q)", cmd, l, want, un)
+				c.t.Fatalf("%s: %q, want %s (untagged %q)", tag, l, want, un)
 			}
 			return strings.Join(un, "\n")
 		}
 		un = append(un, l)
+	}
+}
+
+// literal sends "tag cmd {n}", waits for the continuation, then the
+// literal and the rest of the line; expect reads the answer.
+func (c *audClient) literal(tag, cmd, lit, rest string) {
+	c.t.Helper()
+	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(c.c, "%s %s {%d}\r\n", tag, cmd, len(lit)); err != nil {
+		c.t.Fatal(err)
+	}
+	if l := c.line(); !strings.HasPrefix(l, "+") {
+		c.t.Fatalf("%s %s: %q, want a continuation", tag, cmd, l)
+	}
+	if _, err := fmt.Fprintf(c.c, "%s%s\r\n", lit, rest); err != nil {
+		c.t.Fatal(err)
 	}
 }
 

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/dovecottest"
+)
+
+// hostile is what an attacker puts in every string it controls: the
+// issue's forged-line sequence, the other C0 controls, DEL, a C1 CSI,
+// line separators, a bidi override and invalid UTF-8.
+const hostile = "x\x1b[2K\x1b[1G2026-12-06 06:00:00  auth  root\x1b[8m\r\n\t\x00\a\b\x7f\u009b31m\u0085\u2028\u2029\u202egpj\u2066\xff\xc2"
+
+// requireTerminalSafe fails when out holds a byte sequence a terminal
+// could act on. It is written independently of internal/termsafe, as an
+// oracle: only printable ASCII, line feed (and tab where the layout has
+// tabs) and valid UTF-8 without C1, U+2028, U+2029 or bidi controls.
+func requireTerminalSafe(t *testing.T, what, out string, tabs bool) {
+	t.Helper()
+	for i := 0; i < len(out); {
+		r, n := utf8.DecodeRuneInString(out[i:])
+		bad := r == utf8.RuneError && n == 1 ||
+			r < 0x20 && r != '\n' && !(tabs && r == '\t') ||
+			r >= 0x7f && r <= 0x9f || r == 0x2028 || r == 0x2029 || r == 0x061c ||
+			r == 0x200e || r == 0x200f || r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069
+		if bad {
+			lo, hi := max(0, i-40), min(len(out), i+40)
+			t.Fatalf("%s: raw %q at byte %d, in %q", what, out[i:i+n], i, out[lo:hi])
+		}
+		i += n
+	}
+}
+
+// fillHostile sets every string, string slice and map of r to hostile
+// values, whatever fields the record has now or gains later.
+func fillHostile(r *audit.Record) {
+	v := reflect.ValueOf(r).Elem()
+	for i := range v.NumField() {
+		f, name := v.Field(i), v.Type().Field(i).Name
+		switch {
+		case name == "Kind" || name == "Prev" || name == "HMAC":
+			// Kind chooses the summary; the writer sets the chain.
+		case f.Kind() == reflect.String:
+			f.SetString(name + hostile)
+		case f.Type() == reflect.TypeFor[[]string]():
+			f.Set(reflect.ValueOf([]string{name + hostile, hostile}))
+		case f.Type() == reflect.TypeFor[map[string]string]():
+			f.Set(reflect.ValueOf(map[string]string{"name" + hostile: name + hostile}))
+		case f.Type() == reflect.TypeFor[map[string]int]():
+			f.Set(reflect.ValueOf(map[string]int{name + hostile: 1}))
+		case f.Type() == reflect.TypeFor[map[string]any]():
+			f.Set(reflect.ValueOf(map[string]any{name + hostile: []any{hostile}}))
+		}
+	}
+	r.IP = netip.MustParseAddr("192.0.2.66")
+	r.Attempt, r.Commands, r.Messages, r.UIDs = 2, 3, 1, []uint32{7}
+	r.Duration, r.Delay = time.Second, time.Second
+}
+
+// TestAuditQueryHostileRecords writes, through the real trail, one record
+// of every kind with every field hostile, and one of a hostile kind; the
+// table and the JSON lines of "audit query" must show it all escaped.
+// Before the table escaped its cells, ESC, DEL and C1 reached the
+// auditor's terminal (issue 17).
+func TestAuditQueryHostileRecords(t *testing.T) {
+	path, tr := newFileTrail(t, nil)
+	kinds := []audit.Kind{audit.KindSessionOpen, audit.KindSessionClose, audit.KindTLS, audit.KindAuth, audit.KindCommand,
+		audit.KindPolicyDeny, audit.KindPolicyWouldDeny, audit.KindLimit, audit.KindBackend, audit.KindSecurity, audit.KindReload,
+		audit.KindCert, audit.KindAuditDropped, audit.KindAuditStart, audit.Kind("evil" + hostile)}
+	for _, k := range kinds {
+		r := new(audit.Record)
+		fillHostile(r)
+		r.Kind = k
+		if err := tr.Log(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	if !bytes.Contains(raw, []byte("\u009b")) || !bytes.Contains(raw, []byte("\x7f")) {
+		t.Fatalf("the trail holds no raw C1 or DEL: this test would prove nothing:\n%s", raw)
+	}
+
+	code, table, errOut := runAuditCLI("query", path, "--ip", "192.0.2.66")
+	if code != 0 {
+		t.Fatalf("query: exit %d: %s", code, errOut)
+	}
+	requireTerminalSafe(t, "query table", table, false)
+	lines := strings.Split(strings.TrimSuffix(table, "\n"), "\n")
+	if len(lines) != 1+len(kinds) {
+		t.Fatalf("%d table lines for %d records:\n%s", len(lines), len(kinds), table)
+	}
+	for _, w := range []string{`User` + `x\x1b[2K\x1b[1G2026-12-06 06:00:00  auth  root\x1b[8m\r\n\t\x00\x07\x08\x7f\u009b31m\u0085\u2028\u2029\u202egpj\u2066` + "\uFFFD\uFFFD",
+		`Session` + `x\x1b[2K`, `evilx\x1b[2K`, `Mailboxx\x1b[2K`, `Reasonx\x1b`, `SNIx\x1b`, `Listenerx\x1b`} {
+		if !strings.Contains(table, w) {
+			t.Errorf("table lacks %s", w)
+		}
+	}
+
+	code, js, errOut := runAuditCLI("query", path, "--ip", "192.0.2.66", "--format", "json")
+	if code != 0 {
+		t.Fatalf("query json: exit %d: %s", code, errOut)
+	}
+	requireTerminalSafe(t, "query json", js, false)
+	// The JSON keeps its value: the escapes are JSON's.
+	n := 0
+	for line := range strings.Lines(js) {
+		r, err := audit.ParseRecord([]byte(line))
+		if err != nil {
+			t.Fatalf("json line no longer a record: %v\n%s", err, line)
+		}
+		// The writer stored each invalid byte as U+FFFD.
+		if want := "User" + strings.TrimSuffix(hostile, "\xff\xc2") + "\uFFFD\uFFFD"; r.User != want {
+			t.Fatalf("user %q, want %q", r.User, want)
+		}
+		n++
+	}
+	if n != len(kinds) {
+		t.Fatalf("%d json lines for %d records", n, len(kinds))
+	}
+}
+
+// TestAuditVerifyHostileNames: verify's report quotes file names and
+// messages; a hostile name does not reach the terminal raw.
+func TestAuditVerifyHostileNames(t *testing.T) {
+	good := auditTestTrail(t, nil)
+	b, _ := os.ReadFile(good)
+	bad := filepath.Join(t.TempDir(), "trail\x1b[2K\u009b\u2028.jsonl")
+	if err := os.WriteFile(bad, append(b, `{"ts":"x`...), 0o600); err != nil {
+		t.Skipf("file name not allowed here: %v", err)
+	}
+	code, out, errOut := runAuditCLI("verify", bad)
+	if code != auditExitTruncated {
+		t.Fatalf("verify: exit %d\n%s%s", code, out, errOut)
+	}
+	requireTerminalSafe(t, "verify report", out, false)
+	if !strings.Contains(out, `trail\x1b[2K\u009b\u2028.jsonl`) {
+		t.Errorf("report does not name the file escaped:\n%s", out)
+	}
+	code, _, errOut = runAuditCLI("verify", bad+"\x1b[31mmissing")
+	if code != exitUsage {
+		t.Fatalf("missing file: exit %d", code)
+	}
+	requireTerminalSafe(t, "verify error", errOut, false)
+}
+
+// issueUser is the user name of issue 17: refused at login but recorded,
+// it used to erase the real "failure" line on the auditor's terminal and
+// draw a forged "root ... success" one.
+const issueUser = "x\x1b[2K\x1b[1G2026-12-06 06:00:00  auth  root ... LOGIN success ...\x1b[8m"
+
+// TestAuditQueryHostileLoginThroughProxy sends the issue's user name as a
+// LOGIN literal through the real proxy in front of Dovecot, with hostile
+// ID values and a hostile mailbox after a real login, then checks "audit
+// query" byte by byte.
+func TestAuditQueryHostileLoginThroughProxy(t *testing.T) {
+	dovecottest.Require(t)
+	p := startAudProxy(t, dovecotBackend(t, dovecottest.Start(t, dovecottest.Options{})))
+	c := dialAud(t, p.addr)
+	c.do("i1", "OK", `ID ("name" "evil`+"\x1b]0;pwned\x07"+`" "version" "`+"\u009b2J\u2028\u202e"+`")`)
+	c.literal("a1", "LOGIN", issueUser, " wrong-password")
+	c.expect("a1", "NO")
+	c.do("a2", "OK", "LOGIN alice alice-pw")
+	c.literal("a3", "SELECT", "INBOX\x1b[2K\x7f\u009b", "")
+	c.expect("a3", "NO")
+	c.do("a4", "OK", "LOGOUT")
+	p.stop()
+
+	code, table, errOut := runAuditCLI("query", p.file)
+	if code != 0 {
+		t.Fatalf("query: exit %d: %s", code, errOut)
+	}
+	t.Logf("imapwarden audit query audit.jsonl\n%s", table)
+	requireTerminalSafe(t, "query table", table, false)
+	var authLine string
+	for line := range strings.Lines(table) {
+		if strings.Contains(line, " auth ") && strings.Contains(line, "failure") {
+			authLine = line
+		}
+	}
+	want := `x\x1b[2K\x1b[1G2026-12-06 06:00:00  auth  root ... LOGIN success ...\x1b[8m`
+	if !strings.Contains(authLine, want) || !strings.Contains(authLine, "LOGIN failure") {
+		t.Errorf("the failed login is not shown escaped, want %s in:\n%s", want, table)
+	}
+	if !strings.Contains(table, `INBOX\x1b[2K\x7f\u009b`) {
+		t.Errorf("the hostile mailbox is not shown escaped:\n%s", table)
+	}
+	code, js, _ := runAuditCLI("query", p.file, "--format", "json")
+	if code != 0 {
+		t.Fatalf("query json: exit %d", code)
+	}
+	requireTerminalSafe(t, "query json", js, false)
+	for _, w := range []string{`evil\u001b]0;pwned\u0007`, `\u009b2J\u2028\u202e`} {
+		if !strings.Contains(js, w) {
+			t.Errorf("client ID not recorded escaped as %s:\n%s", w, js)
+		}
+	}
+}
