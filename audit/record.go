@@ -34,6 +34,9 @@ const (
 	KindSecurity        Kind = "security"
 	KindReload          Kind = "reload"
 	KindCert            Kind = "cert"
+	// KindAdmin is a change made through the admin API or console: who
+	// (actor, scope, ip), what (event, detail) and the outcome.
+	KindAdmin Kind = "admin"
 	// The writer's own records: where a chain (re)starts, where it ends
 	// cleanly, and how many records were lost in between (fail-open mode).
 	KindAuditStart   Kind = "audit.start"
@@ -136,6 +139,10 @@ type Record struct {
 	Disconnect bool           `json:"disconnect,omitempty"`
 	Annot      map[string]any `json:"annotations,omitempty"`
 	Detail     string         `json:"detail,omitempty"`
+
+	// admin: the token's name and scope (never the token).
+	Actor string `json:"actor,omitempty"`
+	Scope string `json:"scope,omitempty"`
 
 	Duration time.Duration `json:"-"` // written as duration_ms
 	Delay    time.Duration `json:"-"` // limit: the delay imposed, written as delay_ms
@@ -273,6 +280,8 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		}
 	}
 	str(e, "detail", r.Detail)
+	str(e, "actor", r.Actor)
+	str(e, "scope", r.Scope)
 
 	if r.Duration != 0 {
 		e.AddFloat64("duration_ms", float64(r.Duration.Microseconds())/1000)
@@ -537,6 +546,8 @@ func (r *Record) Summary() string {
 		}
 	case KindReload:
 		w(r.Event, r.Result, opt("revision", r.Revision), r.Detail)
+	case KindAdmin:
+		w(r.Event, r.Detail, r.Result, opt("by", r.Actor), opt("scope", r.Scope))
 	case KindAuditDropped:
 		w(strconv.FormatUint(r.Count, 10)+" records lost", r.Reason)
 	case KindAuditStart:

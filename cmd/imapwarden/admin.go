@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -18,8 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
+	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
 
 // newRegistry is the process's own metrics registry (never the global one):
@@ -41,18 +48,48 @@ type readinessCheck struct {
 	check func() error
 }
 
-// admin serves the operator endpoints: /metrics, /healthz, /readyz,
-// /sessions, /loglevel and, when enabled, /debug/pprof/.
+// adminView is what a configuration reload changes on the admin listener:
+// the tokens, the effective configuration shown at /config and the audit
+// trail searched at /audit.
+type adminView struct {
+	tokens    adminTokens
+	config    []byte // effectiveConfig's YAML, secrets redacted
+	auditPath string // the file sink's path; "" without one
+	backends  []backendView
+}
+
+// admin serves the operator endpoints (docs/admin-api.md) and the console.
 type admin struct {
 	srv      *proxy.Server
 	reg      *prometheus.Registry
 	level    zap.AtomicLevel
-	token    string // bearer token; empty only on loopback
+	view     *atomic.Pointer[adminView]
 	pprof    bool
 	checks   []readinessCheck
-	limiter  http.Handler // lockouts list and unlock, when rate limits are on
+	limiter  *ratelimit.Limiter // nil when rate limits are off
+	wire     *atomic.Pointer[auditWire]
+	recent   *recentEvents // nil: no recent denials to show
 	draining atomic.Bool
 	log      *zap.Logger
+
+	// searches bounds concurrent audit searches: each reads the trail.
+	searches chan struct{}
+	console  *console
+}
+
+// newAdmin makes the admin endpoints; view is read at every request, so
+// that a reload changes tokens and /config at once.
+func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel, view *atomic.Pointer[adminView], log *zap.Logger) *admin {
+	if view == nil {
+		view = new(atomic.Pointer[adminView])
+	}
+	if view.Load() == nil {
+		view.Store(&adminView{})
+	}
+	a := &admin{srv: srv, reg: reg, level: level, view: view, log: log, wire: new(atomic.Pointer[auditWire]),
+		searches: make(chan struct{}, 2)}
+	a.console = newConsole(a)
+	return a
 }
 
 func (a *admin) handler() http.Handler {
@@ -67,19 +104,34 @@ func (a *admin) handler() http.Handler {
 	})
 	mux.HandleFunc("DELETE /sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
+		note(r, action{event: "session.end", session: id})
 		if !a.srv.EndSession(id) {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such session"})
 			return
 		}
-		a.log.Info("session ended by the administrator", zap.String("session", id), zap.String("remote", r.RemoteAddr))
 		writeJSON(w, http.StatusOK, map[string]string{"ended": id})
 	})
-	// zap's AtomicLevel speaks JSON: GET {"level":"info"}, PUT the same.
-	mux.Handle("GET /loglevel", a.level)
-	mux.Handle("PUT /loglevel", a.level)
+	mux.HandleFunc("DELETE /sessions", a.endUserSessions)
+	mux.HandleFunc("GET /loglevel", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"level": a.level.Level().String()})
+	})
+	mux.HandleFunc("PUT /loglevel", a.setLogLevel)
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
+		w.Write(a.view.Load().config)
+	})
+	mux.HandleFunc("GET /audit", a.auditSearch)
+	mux.HandleFunc("GET /recent", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"events": a.recent.list()})
+	})
 	if a.limiter != nil {
-		// Lists and lifts lockouts: behind the token like the rest.
-		mux.Handle("/ratelimit/", http.StripPrefix("/ratelimit", a.limiter))
+		// Lists and lifts lockouts (ratelimit.Limiter.AdminHandler).
+		rl := http.StripPrefix("/ratelimit", a.limiter.AdminHandler())
+		mux.Handle("/ratelimit/", rl)
+		mux.HandleFunc("POST /ratelimit/unlock", func(w http.ResponseWriter, r *http.Request) {
+			noteUnlock(r)
+			rl.ServeHTTP(w, r)
+		})
 	}
 	if a.pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -88,23 +140,196 @@ func (a *admin) handler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	return a.authorize(mux)
+	top := http.NewServeMux()
+	top.Handle("/", a.authorize(mux))
+	top.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/", http.StatusSeeOther)
+	})
+	// The console authenticates with its own cookie (console.go).
+	top.Handle("/console/", a.console.handler())
+	return top
 }
 
-// authorize requires the bearer token for everything but the probes, which
-// orchestrators call without credentials and which reveal nothing.
+// authorize requires a token of the scope the request needs, for
+// everything but the probes, which orchestrators call without credentials
+// and which reveal nothing. Write requests are audited.
 func (a *admin) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.token != "" && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="imapwarden"`)
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
-				return
-			}
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
 		}
-		next.ServeHTTP(w, r)
+		id, ok := a.view.Load().tokens.authenticate(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="imapwarden"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
+			return
+		}
+		need := needs(r)
+		if id.scope < need {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "this token has " + id.scope.String() + " scope; " + need.String() + " is needed"})
+			return
+		}
+		if need < scopeWrite {
+			next.ServeHTTP(w, r)
+			return
+		}
+		act := &action{event: r.Method + " " + r.URL.Path}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), actionKey{}, act)))
+		a.audit(r, id, act, sw.code)
 	})
+}
+
+// action is what a write request did, for the audit trail: the handler
+// names it (note); by default it is the method and path.
+type action struct {
+	event   string // "unlock", "session.end", ...
+	user    string // whom it concerned
+	session string
+	detail  string
+}
+
+type actionKey struct{}
+
+// note describes the request's action; a no-op outside authorize.
+func note(r *http.Request, act action) {
+	if p, ok := r.Context().Value(actionKey{}).(*action); ok {
+		*p = act
+	}
+}
+
+// noteUnlock names an unlock's target from its JSON body or query (the
+// forms ratelimit's handler accepts) and leaves the body for it to read.
+func noteUnlock(r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var req struct {
+		User string `json:"user"`
+		IP   string `json:"ip"`
+	}
+	json.Unmarshal(body, &req) // the handler reports a bad body
+	q := r.URL.Query()
+	if req.User == "" {
+		req.User = q.Get("user")
+	}
+	if req.IP == "" {
+		req.IP = q.Get("ip")
+	}
+	note(r, action{event: "unlock", user: req.User, detail: unlockTarget(req.User, req.IP)})
+}
+
+func unlockTarget(user, ip string) string {
+	var parts []string
+	if user != "" {
+		parts = append(parts, "user "+user)
+	}
+	if ip != "" {
+		parts = append(parts, "ip "+ip)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// audit records a write action in the trail (and the operational log):
+// who (token name and scope), from where, what, and how it went.
+func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
+	result := "ok"
+	if status >= 300 {
+		result = "error"
+	}
+	a.log.Info("admin action", zap.String("event", act.event), zap.String("actor", id.name), zap.Stringer("scope", id.scope),
+		zap.String("remote", r.RemoteAddr), zap.String("user", act.user), zap.String("session", act.session),
+		zap.String("detail", act.detail), zap.Int("status", status))
+	w := a.wire.Load()
+	if w == nil {
+		return
+	}
+	rec := &audit.Record{Kind: audit.KindAdmin, Event: act.event, Actor: id.name, Scope: id.scope.String(),
+		User: act.user, Session: act.session, Detail: act.detail, Result: result, Code: fmt.Sprint(status)}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		rec.IP, rec.Port = ap.Addr().Unmap(), ap.Port()
+	}
+	if err := w.trail.Log(rec); err != nil {
+		a.log.Error("admin action not audited", zap.String("event", act.event), zap.Error(err))
+	}
+}
+
+// endUserSessions is DELETE /sessions?user=NAME: it ends every session of
+// the user (names compared case-insensitively, as most backends do).
+func (a *admin) endUserSessions(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user")
+	if user == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user required: DELETE /sessions?user=NAME (or /sessions/ID for one session)"})
+		return
+	}
+	ended := a.endSessionsOf(user)
+	note(r, action{event: "session.end-user", user: user, detail: fmt.Sprintf("%d sessions ended", len(ended))})
+	if len(ended) == 0 {
+		writeJSON(w, http.StatusNotFound, map[string]any{"error": "no session of that user", "ended": ended})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ended": ended})
+}
+
+func (a *admin) endSessionsOf(user string) []string {
+	ended := []string{}
+	for _, s := range a.srv.Sessions() {
+		if s.User != "" && strings.EqualFold(s.User, user) && a.srv.EndSession(s.ID) {
+			ended = append(ended, s.ID)
+		}
+	}
+	return ended
+}
+
+// setLogLevel is PUT /loglevel. The body is {"level":"debug"} whatever its
+// Content-Type (curl -d sends a form type), a form (level=debug), or the
+// bare level; ?level= works too.
+func (a *admin) setLogLevel(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<10))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "read body: " + err.Error()})
+		return
+	}
+	text := strings.TrimSpace(string(body))
+	var name string
+	switch {
+	case strings.HasPrefix(text, "{"):
+		var req struct {
+			Level string `json:"level"`
+		}
+		if err := json.Unmarshal([]byte(text), &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": `bad JSON body: want {"level":"debug"}`})
+			return
+		}
+		name = req.Level
+	case strings.Contains(text, "="):
+		v, _ := url.ParseQuery(text)
+		name = v.Get("level")
+	case text != "":
+		name = text
+	default:
+		name = r.URL.Query().Get("level")
+	}
+	var l zapcore.Level
+	if err := l.UnmarshalText([]byte(name)); err != nil || name == "" || l > zapcore.ErrorLevel {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("level %q: want debug, info, warn or error", name)})
+		return
+	}
+	old := a.level.Level()
+	a.level.SetLevel(l)
+	note(r, action{event: "loglevel", detail: old.String() + " -> " + l.String()})
+	writeJSON(w, http.StatusOK, map[string]string{"level": l.String()})
 }
 
 func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -135,9 +360,22 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.Encode(v)
 }
 
+// adminTimeouts bound the admin listener's connections (admin.*_timeout).
+type adminTimeouts struct {
+	ReadHeader, Read, Write, Idle time.Duration
+}
+
+// Defaults of the admin listener's timeouts. The write timeout leaves room
+// for a 30-second CPU profile (pprof's default).
+var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute}
+
 // serveAdmin listens on addr (TLS when cfg is set) and serves until ctx is
 // done. It returns the bound address and a function that waits for the end.
 func serveAdmin(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, log *zap.Logger) (net.Addr, func(), error) {
+	return serveAdminWith(ctx, addr, cfg, h, defaultAdminTimeouts, log)
+}
+
+func serveAdminWith(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, t adminTimeouts, log *zap.Logger) (net.Addr, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
@@ -147,7 +385,10 @@ func serveAdmin(ctx context.Context, addr string, cfg *tls.Config, h http.Handle
 	}
 	hs := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
 		ErrorLog:          zap.NewStdLog(log),
 	}
 	done := make(chan struct{})
@@ -163,4 +404,46 @@ func serveAdmin(ctx context.Context, addr string, cfg *tls.Config, h http.Handle
 		hs.Shutdown(sctx)
 	})
 	return ln.Addr(), func() { <-done }, nil
+}
+
+// backendView is a configured backend as the console shows it.
+type backendView struct {
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Security string `json:"security"`
+	Login    string `json:"login"`
+	// Verified: a TLS backend's certificate is checked.
+	Verified bool `json:"verified"`
+}
+
+// buildAdminView completes the admin listener's view of cfg (buildAdmin
+// put the tokens in it) and taps the events the console lists.
+func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
+	v := &adminView{}
+	if old := s.adminView.Load(); old != nil {
+		*v = *old
+	}
+	conf, err := effectiveConfigYAML(cfg)
+	if err != nil {
+		p.add("%v", err)
+	}
+	v.config = conf
+	if cfg.Audit.Sink == "" || cfg.Audit.Sink == "file" {
+		v.auditPath = cfg.Audit.Path
+	}
+	for _, name := range sortedKeys(cfg.Backends) {
+		b := cfg.Backends[name]
+		if b == nil {
+			continue
+		}
+		login := b.Login
+		if login == "" {
+			login = "auto"
+		}
+		v.backends = append(v.backends, backendView{Name: name, Address: b.Address, Security: b.Security, Login: login,
+			Verified: b.Security != "plain" && (b.TLS == nil || !b.TLS.Insecure)})
+	}
+	s.adminView.Store(v)
+	s.recent = newRecentEvents(recentCapacity)
+	s.opts.Auditor = teeAuditor{s.recent, s.opts.Auditor}
 }

@@ -128,17 +128,17 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 
 func auditQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query")
-	var f audit.Filter
-	var ip, since, until, kinds, format string
-	fs.StringVar(&f.User, "user", "", "records of user `U` (case-insensitive; * and ? match any)")
-	fs.StringVar(&f.Mailbox, "mailbox", "", "records naming mailbox `M` as mailbox, destination or the selected one (* and ? match any)")
-	fs.StringVar(&ip, "ip", "", "records of clients in `CIDR` (or one IP)")
-	fs.StringVar(&since, "since", "", "records at or after `T`: RFC 3339, a date (UTC), or a duration before now (24h)")
-	fs.StringVar(&until, "until", "", "records before `T` (as for --since)")
-	fs.StringVar(&kinds, "kind", "", "records of kinds `K`, comma separated; \"policy\" means policy.*")
-	fs.StringVar(&f.Session, "session", "", "records of session `ID`")
-	fs.StringVar(&f.Command, "command", "", "commands named `NAME` (FETCH, \"UID FETCH\", ...)")
-	fs.StringVar(&f.Fetch, "fetch", "", "FETCH commands that read `CLASS`: body, header or metadata")
+	var fa auditFilterArgs
+	var format string
+	fs.StringVar(&fa.User, "user", "", "records of user `U` (case-insensitive; * and ? match any)")
+	fs.StringVar(&fa.Mailbox, "mailbox", "", "records naming mailbox `M` as mailbox, destination or the selected one (* and ? match any)")
+	fs.StringVar(&fa.IP, "ip", "", "records of clients in `CIDR` (or one IP)")
+	fs.StringVar(&fa.Since, "since", "", "records at or after `T`: RFC 3339, a date (UTC), or a duration before now (24h)")
+	fs.StringVar(&fa.Until, "until", "", "records before `T` (as for --since)")
+	fs.StringVar(&fa.Kind, "kind", "", "records of kinds `K`, comma separated; \"policy\" means policy.*")
+	fs.StringVar(&fa.Session, "session", "", "records of session `ID`")
+	fs.StringVar(&fa.Command, "command", "", "commands named `NAME` (FETCH, \"UID FETCH\", ...)")
+	fs.StringVar(&fa.Fetch, "fetch", "", "FETCH commands that read `CLASS`: body, header or metadata")
 	fs.StringVar(&format, "format", "table", "output `FORMAT`: table or json (the records as stored, one a line)")
 	files, code, ok := auditFlags(fs, args, stdout, stderr)
 	if !ok {
@@ -148,34 +148,9 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "imapwarden audit query: "+format+"\n", a...)
 		return exitUsage
 	}
-	now := time.Now()
-	var err error
-	if ip != "" {
-		if f.Net, err = netip.ParsePrefix(ip); err != nil {
-			a, aerr := netip.ParseAddr(ip)
-			if aerr != nil {
-				return bad("--ip %q: want a CIDR or an IP address", ip)
-			}
-			f.Net = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
-		}
-	}
-	if since != "" {
-		if f.Since, err = audit.ParseTime(since, now); err != nil {
-			return bad("--since: %v", err)
-		}
-	}
-	if until != "" {
-		if f.Until, err = audit.ParseTime(until, now); err != nil {
-			return bad("--until: %v", err)
-		}
-	}
-	if kinds != "" {
-		f.Kinds = strings.Split(kinds, ",")
-	}
-	switch f.Fetch {
-	case "", audit.FetchBody, audit.FetchHeader, audit.FetchMetadata:
-	default:
-		return bad("--fetch %q: want body, header or metadata", f.Fetch)
+	f, err := fa.filter(time.Now(), "--")
+	if err != nil {
+		return bad("%v", err)
 	}
 
 	var emit func(r *audit.Record, line []byte) error
@@ -255,4 +230,51 @@ func mapStrings(in []string) []string {
 		out[i] = termsafe.String(s)
 	}
 	return out
+}
+
+// auditFilterArgs are the filters of "audit query", as text: the CLI's
+// flags and the admin API's and console's query parameters alike.
+type auditFilterArgs struct {
+	User, Mailbox, IP, Since, Until, Kind, Session, Command, Fetch string
+}
+
+// filterArgsFrom reads the filters from query parameters.
+func filterArgsFrom(q interface{ Get(string) string }) auditFilterArgs {
+	return auditFilterArgs{User: q.Get("user"), Mailbox: q.Get("mailbox"), IP: q.Get("ip"), Since: q.Get("since"),
+		Until: q.Get("until"), Kind: q.Get("kind"), Session: q.Get("session"), Command: q.Get("command"), Fetch: q.Get("fetch")}
+}
+
+// filter checks the arguments and makes the audit.Filter; relative times
+// count back from now. prefix goes before the names in errors ("--").
+func (fa auditFilterArgs) filter(now time.Time, prefix string) (audit.Filter, error) {
+	f := audit.Filter{User: fa.User, Mailbox: fa.Mailbox, Session: fa.Session, Command: fa.Command, Fetch: fa.Fetch}
+	var err error
+	if fa.IP != "" {
+		if f.Net, err = netip.ParsePrefix(fa.IP); err != nil {
+			a, aerr := netip.ParseAddr(fa.IP)
+			if aerr != nil {
+				return f, fmt.Errorf("%sip %q: want a CIDR or an IP address", prefix, fa.IP)
+			}
+			f.Net = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+	}
+	if fa.Since != "" {
+		if f.Since, err = audit.ParseTime(fa.Since, now); err != nil {
+			return f, fmt.Errorf("%ssince: %v", prefix, err)
+		}
+	}
+	if fa.Until != "" {
+		if f.Until, err = audit.ParseTime(fa.Until, now); err != nil {
+			return f, fmt.Errorf("%suntil: %v", prefix, err)
+		}
+	}
+	if fa.Kind != "" {
+		f.Kinds = strings.Split(fa.Kind, ",")
+	}
+	switch f.Fetch {
+	case "", audit.FetchBody, audit.FetchHeader, audit.FetchMetadata:
+	default:
+		return f, fmt.Errorf("%sfetch %q: want body, header or metadata", prefix, f.Fetch)
+	}
+	return f, nil
 }

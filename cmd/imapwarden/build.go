@@ -35,11 +35,15 @@ type setup struct {
 	warnings       []warning
 	reg            *prometheus.Registry
 	// The admin listener; adminAddr "" when off.
-	adminAddr  string
-	adminToken string
-	adminTLS   *tls.Config
-	adminPprof bool
-	level      zap.AtomicLevel // the logger's, for the admin API
+	adminAddr     string
+	adminTLS      *tls.Config
+	adminPprof    bool
+	adminTimeouts adminTimeouts
+	// adminView is what the admin listener shows and accepts (tokens,
+	// effective configuration): a reload replaces it.
+	adminView atomic.Pointer[adminView]
+	recent    *recentEvents
+	level     zap.AtomicLevel // the logger's, for the admin API
 	// The stateful hooks: kept across SIGHUP (the engine reloads its
 	// files, the limiter takes new options and keeps its counters).
 	engine      *policy.Engine
@@ -209,6 +213,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	if s.auditWire != nil {
 		s.wire.Store(s.auditWire)
 	}
+	buildAdminView(&p, s, cfg)
 
 	if err := p.err(cfg.src); err != nil {
 		s.close()
@@ -726,6 +731,7 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // buildAdmin checks the admin section: off-loopback access needs a token.
+// The view's configuration and audit trail are set by buildMode.
 func buildAdmin(p *problems, s *setup, c adminConfig) {
 	s.adminAddr = defaultAdminAddress
 	if c.Address != nil {
@@ -739,18 +745,25 @@ func buildAdmin(p *problems, s *setup, c adminConfig) {
 		p.add("admin.address: %v", err)
 		return
 	}
-	if c.TokenFile != "" {
-		tok, err := readSecretFile(c.TokenFile)
-		if err != nil {
-			p.add("admin.token_file: %v", err)
-		} else if len(tok) < 16 {
-			p.add("admin.token_file: the token is shorter than 16 characters")
-		}
-		s.adminToken = tok
-	} else if host, _, _ := net.SplitHostPort(s.adminAddr); !isLoopback(host) {
+	tokens := buildAdminTokens(p, c)
+	if host, _, _ := net.SplitHostPort(s.adminAddr); len(tokens) == 0 && c.TokenFile == "" && len(c.Tokens) == 0 && !isLoopback(host) {
 		// Sessions, log levels and profiles are not for the network.
-		p.add("admin.address: %s is not loopback: set admin.token_file", s.adminAddr)
+		p.add("admin.address: %s is not loopback: set admin.tokens (or admin.token_file)", s.adminAddr)
 	}
+	s.adminView.Store(&adminView{tokens: tokens})
+	t := defaultAdminTimeouts
+	for _, d := range []struct {
+		key string
+		v   *duration
+		out *time.Duration
+	}{{"read_header_timeout", c.ReadHeaderTimeout, &t.ReadHeader}, {"read_timeout", c.ReadTimeout, &t.Read},
+		{"write_timeout", c.WriteTimeout, &t.Write}, {"idle_timeout", c.IdleTimeout, &t.Idle}} {
+		*d.out = d.v.get(*d.out)
+		if *d.out <= 0 {
+			p.add("admin.%s: must be positive, got %v", d.key, *d.out)
+		}
+	}
+	s.adminTimeouts = t
 	if c.TLS != nil && (c.TLS.Cert != "" || c.TLS.Key != "") {
 		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
 		if err != nil {

@@ -111,15 +111,22 @@ type redisConfig struct {
 	Timeout      *duration `yaml:"timeout"`
 }
 
-// adminConfig is the operator listener: metrics, probes, sessions.
+// adminConfig is the operator listener: metrics, probes, sessions, the
+// console (docs/admin-api.md).
 type adminConfig struct {
 	// Address defaults to 127.0.0.1:9143; "" turns the listener off.
 	Address *string `yaml:"address"`
-	// TokenFile holds the bearer token the endpoints (but the probes)
-	// require; mandatory when Address is not loopback.
-	TokenFile string      `yaml:"token_file"`
-	TLS       *certConfig `yaml:"tls"`
-	Pprof     bool        `yaml:"pprof"`
+	// TokenFile holds a write-scope token named "admin"; Tokens adds named
+	// tokens of read or write scope. Without any, only loopback may listen.
+	TokenFile string             `yaml:"token_file"`
+	Tokens    []adminTokenConfig `yaml:"tokens"`
+	TLS       *certConfig        `yaml:"tls"`
+	Pprof     bool               `yaml:"pprof"`
+	// The HTTP server's timeouts; defaults 10s, 30s, 2m, 2m.
+	ReadHeaderTimeout *duration `yaml:"read_header_timeout"`
+	ReadTimeout       *duration `yaml:"read_timeout"`
+	WriteTimeout      *duration `yaml:"write_timeout"`
+	IdleTimeout       *duration `yaml:"idle_timeout"`
 }
 
 type logConfig struct {
@@ -266,6 +273,9 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// MarshalYAML writes the Go form back ("30s"), for config dump.
+func (d duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
 func (d *duration) get(def time.Duration) time.Duration {
 	if d == nil {
 		return def
@@ -300,6 +310,16 @@ func (b *byteSize) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*b = byteSize(v * mult)
 	return nil
+}
+
+// MarshalYAML writes the largest exact binary suffix ("64KiB").
+func (b byteSize) MarshalYAML() (any, error) {
+	for i := len(sizeSuffixes) - 1; i >= 0; i-- {
+		if sf := sizeSuffixes[i]; b != 0 && int64(b)%sf.mult == 0 {
+			return strconv.FormatInt(int64(b)/sf.mult, 10) + sf.suffix, nil
+		}
+	}
+	return int64(b), nil
 }
 
 // typeError is the error of an UnmarshalYAML; the decoder adds the line and

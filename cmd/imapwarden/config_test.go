@@ -213,6 +213,10 @@ func TestConfigErrors(t *testing.T) {
 	}
 	certs := "tls: {certificates: [{cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}]}\n"
 	listener := "listeners: [{address: \":993\", mode: tls}]\n"
+	longToken := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(longToken, []byte("0123456789abcdef-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	backend := "backends: {main: {address: \"10.0.0.5:993\", security: tls}}\n"
 	base := listener + certs + backend
 
@@ -246,8 +250,12 @@ func TestConfigErrors(t *testing.T) {
 		{"no backends", listener + certs, []string{"backends: at least one backend"}},
 		{"cert login without client auth", "listeners: [{address: \":993\", mode: tls, cert_login: true}]\n" + certs + backend, []string{"listeners[0].cert_login: needs client_auth"}},
 		{"bad proxy protocol network", "listeners: [{address: \":993\", mode: tls, proxy_protocol_from: [lb]}]\n" + certs + backend, []string{"listeners[0].proxy_protocol_from[0]"}},
-		{"admin off loopback without token", base + "admin: {address: \"0.0.0.0:9143\"}\n", []string{"admin.address: 0.0.0.0:9143 is not loopback: set admin.token_file"}},
+		{"admin off loopback without token", base + "admin: {address: \"0.0.0.0:9143\"}\n", []string{"admin.address: 0.0.0.0:9143 is not loopback: set admin.tokens"}},
 		{"admin short token", base + "admin: {address: \"0.0.0.0:9143\", token_file: " + secret + "}\n", []string{"admin.token_file: the token is shorter than 16 characters"}},
+		{"admin tokens", base + "admin: {tokens: [{name: a, scope: read, file: " + longToken + "}, {name: a, scope: admin, file: " + longToken + "}, {name: \"b c\", scope: write}]}\n", []string{
+			`admin.tokens[1].scope: unknown scope "admin" (want read or write)`, `admin.tokens[1].name: "a" is used twice`,
+			`admin.tokens[1]: the same token as "a"`, `admin.tokens[2].name: "b c": want letters`, "admin.tokens[2].file: required"}},
+		{"admin timeouts", base + "admin: {read_timeout: 0s, idle_timeout: -1s}\n", []string{"admin.read_timeout: must be positive, got 0s", "admin.idle_timeout: must be positive, got -1s"}},
 		{"bad security", listener + certs + "backends: {main: {address: \"h:143\", security: ssl}}\n", []string{`backends.main.security: unknown value "ssl"`}},
 		{"missing security", listener + certs + "backends: {main: {address: \"h:143\"}}\n", []string{"backends.main.security: required"}},
 		{"backend without port", listener + certs + "backends: {main: {address: \"h\", security: tls}}\n", []string{"backends.main.address"}},

@@ -52,6 +52,7 @@ func init() {
 		{"serve", "run the proxy", cmdServe, func(w io.Writer) { printFlagUsage(w, serveUsage, newServeFlags(nil)) }},
 		{"validate", "check a configuration file without starting", cmdValidate, func(w io.Writer) { printFlagUsage(w, validateUsage, newValidateFlags(nil)) }},
 		{"demo", "run a self-contained demo on localhost", cmdDemo, func(w io.Writer) { printFlagUsage(w, demoUsage, newDemoFlags(nil)) }},
+		{"config", "print the effective configuration, secrets redacted", cmdConfig, func(w io.Writer) { printFlagUsage(w, configUsage, newConfigFlags(nil)) }},
 		{"audit", "verify and query audit trails", func(_ context.Context, a []string, o, e io.Writer) int { return runAudit(a, o, e) }, func(w io.Writer) { fmt.Fprint(w, auditUsage) }},
 		{"policy", "test and evaluate Rego policies", func(_ context.Context, a []string, o, e io.Writer) int { return runPolicy(a, o, e) }, func(w io.Writer) { fmt.Fprint(w, policyUsage) }},
 		{"version", "print the version", cmdVersion, func(w io.Writer) { fmt.Fprint(w, versionUsage) }},

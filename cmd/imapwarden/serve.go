@@ -200,22 +200,21 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	for i, a := range addrs {
 		fields = append(fields, zap.Stringer(s.opts.Listeners[i].Name, a))
 	}
-	adm := &admin{srv: srv, reg: s.reg, level: s.level, token: s.adminToken, pprof: s.adminPprof, log: log.Named("admin"),
-		checks: []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}}
+	adm := newAdmin(srv, s.reg, s.level, &s.adminView, log.Named("admin"))
+	adm.pprof, adm.wire, adm.recent = s.adminPprof, &s.wire, s.recent
+	adm.checks = []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}
 	if s.engine != nil {
 		adm.checks = append(adm.checks, readinessCheck{"policy", policyReady(s.engine)})
 	}
 	if s.trail != nil {
 		adm.checks = append(adm.checks, readinessCheck{"audit", auditReady(s.trail, s.queueSize)})
 	}
-	if s.limiter != nil {
-		adm.limiter = s.limiter.AdminHandler()
-	}
+	adm.limiter = s.limiter
 	var adminAddr net.Addr
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	defer stopAdmin()
 	if s.adminAddr != "" {
-		a, wait, err := serveAdmin(adminCtx, s.adminAddr, s.adminTLS, adm.handler(), log.Named("admin"))
+		a, wait, err := serveAdminWith(adminCtx, s.adminAddr, s.adminTLS, adm.handler(), s.adminTimeouts, log.Named("admin"))
 		if err != nil {
 			srv.Close()
 			return fmt.Errorf("admin listener: %w", err)
@@ -368,7 +367,12 @@ func applyReload(s, ns *setup, srv *proxy.Server) error {
 			return fmt.Errorf("rate_limits: %w", err)
 		}
 	}
-	return srv.Update(d)
+	if err := srv.Update(d); err != nil {
+		return err
+	}
+	// Tokens, /config and the console's view follow the file.
+	s.adminView.Store(ns.adminView.Load())
+	return nil
 }
 
 func sameListeners(a, b []proxy.ListenerOptions) bool {

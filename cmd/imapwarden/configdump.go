@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/policy"
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
+)
+
+// The effective configuration: the file with every default the command
+// knows filled in, secrets redacted. GET /config and "imapwarden config
+// dump" print the same YAML.
+
+// effectiveConfig returns a copy of cfg with defaults filled in. cfg is
+// not changed.
+func effectiveConfig(cfg *fileConfig) *fileConfig {
+	e := *cfg
+	dur := func(d **duration, def time.Duration) {
+		if *d == nil {
+			v := duration(def)
+			*d = &v
+		}
+	}
+	size := func(b **byteSize, def int64) {
+		if *b == nil {
+			v := byteSize(def)
+			*b = &v
+		}
+	}
+	count := func(n **int, def int) {
+		if *n == nil {
+			*n = &def
+		}
+	}
+	str := func(s *string, def string) {
+		if *s == "" {
+			*s = def
+		}
+	}
+	dur(&e.DrainTimeout, defaultDrainTimeout)
+	str(&e.Log.Level, "info")
+	str(&e.Log.Format, "json")
+	dur(&e.TLS.ReloadInterval, defaultReloadInterval)
+	str(&e.TLS.MinVersion, "1.2")
+
+	if e.Admin.Address == nil {
+		a := defaultAdminAddress
+		e.Admin.Address = &a
+	}
+	dur(&e.Admin.ReadHeaderTimeout, defaultAdminTimeouts.ReadHeader)
+	dur(&e.Admin.ReadTimeout, defaultAdminTimeouts.Read)
+	dur(&e.Admin.WriteTimeout, defaultAdminTimeouts.Write)
+	dur(&e.Admin.IdleTimeout, defaultAdminTimeouts.Idle)
+
+	e.Backends = make(map[string]*backendConfig, len(cfg.Backends))
+	for name, b := range cfg.Backends {
+		if b == nil {
+			continue
+		}
+		c := *b
+		str(&c.Login, "auto")
+		dur(&c.ConnectTimeout, proxy.DefaultConnectTimeout)
+		dur(&c.LoginTimeout, proxy.DefaultLoginTimeout)
+		e.Backends[name] = &c
+	}
+
+	l := &e.Limits
+	size(&l.MaxLine, proxy.DefaultMaxLine)
+	size(&l.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)
+	size(&l.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral)
+	count(&l.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands)
+	dur(&l.PreAuthIdle, proxy.DefaultPreAuthIdle)
+	dur(&l.AuthIdle, proxy.DefaultAuthIdle)
+	dur(&l.IdleTimeout, proxy.DefaultIdleTimeout)
+	dur(&l.WriteTimeout, proxy.DefaultWriteTimeout)
+	count(&l.MaxAuthFailures, proxy.DefaultMaxAuthFailures)
+	count(&l.MaxCompressSessions, proxy.DefaultMaxCompressSessions)
+
+	if len(e.Policy.Dirs) > 0 {
+		str(&e.Policy.TimeZone, "UTC")
+		dur(&e.Policy.PollInterval, policy.DefaultPollInterval)
+	}
+
+	if a := &e.Audit; a.Sink != "" || a.Path != "" {
+		str(&a.Sink, "file")
+		str(&a.Fsync, "interval")
+		str(&a.OnFull, "block")
+		dur(&a.FsyncInterval, audit.DefaultSyncInterval)
+		if a.QueueSize == 0 {
+			a.QueueSize = audit.DefaultQueueSize
+		}
+		if a.Sink == "file" {
+			size(&a.MaxSize, audit.DefaultMaxSize)
+		}
+		if a.Sink == "syslog" {
+			str(&a.Syslog.Network, "unix")
+			str(&a.Syslog.Address, "/dev/log")
+		}
+	}
+
+	r := &e.RateLimits
+	if r.Enabled == nil {
+		on := true
+		r.Enabled = &on
+	}
+	if *r.Enabled {
+		rate := func(v *ratelimit.Rate, def ratelimit.Rate) {
+			if *v == (ratelimit.Rate{}) {
+				*v = def
+			}
+		}
+		num := func(v *int, def int) {
+			if *v == 0 {
+				*v = def
+			}
+		}
+		rate(&r.ConnectionsPerIP, ratelimit.DefaultConnectionsPerIP)
+		rate(&r.ConnectionsPerSubnet, ratelimit.DefaultConnectionsPerSubnet)
+		rate(&r.CommandsPerSession, ratelimit.DefaultCommandsPerSession)
+		rate(&r.CommandsPerUser, ratelimit.DefaultCommandsPerUser)
+		rate(&r.FetchBytesPerUser, ratelimit.DefaultFetchBytesPerUser)
+		rate(&r.FetchMessagesPerUser, ratelimit.DefaultFetchMessagesPerUser)
+		rate(&r.AppendBytesPerUser, ratelimit.DefaultAppendBytesPerUser)
+		num(&r.SubnetBitsV4, ratelimit.DefaultSubnetBitsV4)
+		num(&r.SubnetBitsV6, ratelimit.DefaultSubnetBitsV6)
+		num(&r.MaxConnectionsPerIP, ratelimit.DefaultMaxConnectionsPerIP)
+		num(&r.MaxUnauthenticatedPerIP, ratelimit.DefaultMaxUnauthenticatedPerIP)
+		num(&r.MaxSessionsPerUser, ratelimit.DefaultMaxSessionsPerUser)
+		num(&r.LoginFailuresPerIP, ratelimit.DefaultLoginFailuresPerIP)
+		num(&r.LoginFailuresPerUser, ratelimit.DefaultLoginFailuresPerUser)
+		num(&r.LoginFailuresPerUserIP, ratelimit.DefaultLoginFailuresPerUserIP)
+		num(&r.MaxTrackedKeys, ratelimit.DefaultMaxTrackedKeys)
+		dur(&r.LoginFailureWindow, ratelimit.DefaultLoginFailureWindow)
+		dur(&r.LockoutBase, ratelimit.DefaultLockoutBase)
+		dur(&r.LockoutMax, ratelimit.DefaultLockoutMax)
+		dur(&r.LoginFailureDelay, ratelimit.DefaultLoginFailureDelay)
+		dur(&r.CommandMaxDelay, ratelimit.DefaultCommandMaxDelay)
+		dur(&r.FetchMaxDelay, ratelimit.DefaultFetchMaxDelay)
+		str(&r.LockoutReason, ratelimit.DefaultLockoutReason)
+		if r.FetchAction == "" {
+			r.FetchAction = ratelimit.DefaultFetchAction
+		}
+		if r.Redis != nil {
+			c := *r.Redis
+			str(&c.Prefix, ratelimit.DefaultRedisPrefix)
+			str(&c.FailureMode, string(ratelimit.DefaultRedisFailureMode))
+			dur(&c.Timeout, ratelimit.DefaultRedisTimeout)
+			r.Redis = &c
+		}
+		r.GroupLimits = maps.Clone(r.GroupLimits)
+	}
+	return &e
+}
+
+// effectiveConfigYAML is the redacted YAML of effectiveConfig(cfg).
+func effectiveConfigYAML(cfg *fileConfig) ([]byte, error) {
+	var n yaml.Node
+	if err := n.Encode(effectiveConfig(cfg)); err != nil {
+		return nil, fmt.Errorf("config dump: %w", err)
+	}
+	redactConfig(&n)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, fmt.Errorf("config dump: %w", err)
+	}
+	enc.Close()
+	return buf.Bytes(), nil
+}
+
+// redacted replaces every secret value.
+const redacted = "REDACTED"
+
+// redactConfig replaces the secrets in a configuration document, wherever
+// they are: the value of any key naming a password, secret, token or
+// credential (a file path to one, *_file, stays: it is not the secret),
+// any PEM block, and the password of any URL. It is the one place that
+// decides what a dump may show, and reads the YAML rather than the Go
+// types so that keys added later are covered too.
+func redactConfig(n *yaml.Node) {
+	switch n.Kind {
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			redactConfig(c)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if secretKey(k.Value) && !hasMappings(v) {
+				redactAll(v)
+				continue
+			}
+			redactConfig(v)
+		}
+	case yaml.ScalarNode:
+		n.Value = redactValue(n.Value)
+	}
+}
+
+// hasMappings: a secret-named key holding structures ("tokens: [{name,
+// file}]") is redacted by the keys inside them.
+func hasMappings(n *yaml.Node) bool {
+	if n.Kind == yaml.MappingNode {
+		return true
+	}
+	for _, c := range n.Content {
+		if hasMappings(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactAll replaces every non-empty scalar under n.
+func redactAll(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "" && n.Tag != "!!null" {
+			n.Value, n.Tag, n.Style = redacted, "!!str", 0
+		}
+		return
+	}
+	for _, c := range n.Content {
+		redactAll(c)
+	}
+}
+
+// secretKey reports whether a key's value is a secret: one of its words
+// is password (pass, pwd), secret, token, credential(s) or apikey, or it
+// ends in _key (api_key, hmac_key), and it does not
+// name a file, path or directory holding one.
+func secretKey(k string) bool {
+	words := strings.FieldsFunc(strings.ToLower(k), func(r rune) bool { return r == '_' || r == '-' || r == '.' })
+	if len(words) == 0 {
+		return false
+	}
+	switch words[len(words)-1] {
+	case "file", "files", "path", "dir", "name", "names", "type", "id":
+		return false
+	case "key": // api_key, hmac_key; a lone "key" is a TLS key's path
+		return len(words) > 1
+	}
+	for _, w := range words {
+		switch w {
+		case "password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "tokens", "credential", "credentials", "apikey":
+			return true
+		}
+	}
+	return false
+}
+
+// redactValue hides a PEM block and a URL's password in any value.
+func redactValue(v string) string {
+	if strings.Contains(v, "-----BEGIN") {
+		return redacted
+	}
+	if i := strings.Index(v, "://"); i > 0 && strings.Contains(v[i:], "@") {
+		if u, err := url.Parse(v); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				u.User = url.UserPassword(u.User.Username(), redacted)
+				return u.String()
+			}
+		}
+	}
+	return v
+}
+
+// config dump
+
+const configUsage = `Usage: imapwarden config dump -c FILE
+
+Print the effective configuration: the file with every default filled in,
+secrets redacted (values of keys naming a password, secret, token or
+credential, PEM blocks, passwords in URLs). The admin listener serves the
+running one at GET /config. The file is parsed but not checked: run
+"imapwarden validate" for that.
+`
+
+type configFlags struct{ config string }
+
+func newConfigFlags(f *configFlags) *flag.FlagSet {
+	if f == nil {
+		f = new(configFlags)
+	}
+	fs := newFlagSet("config")
+	fs.StringVar(&f.config, "c", "", "the configuration `FILE` (required)")
+	return fs
+}
+
+func cmdConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "dump" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			printFlagUsage(stdout, configUsage, newConfigFlags(nil))
+			return exitOK
+		}
+		fmt.Fprint(stderr, "imapwarden config: want \"config dump -c FILE\"\nRun \"imapwarden help config\" for usage.\n")
+		return exitUsage
+	}
+	var f configFlags
+	fs := newConfigFlags(&f)
+	if code, ok := parseFlags(fs, args[1:], configUsage, stdout, stderr); !ok {
+		return code
+	}
+	if f.config == "" {
+		fmt.Fprint(stderr, "imapwarden config dump: -c FILE is required\nRun \"imapwarden help config\" for usage.\n")
+		return exitUsage
+	}
+	cfg, err := loadConfigFile(f.config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError
+	}
+	out, err := effectiveConfigYAML(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError
+	}
+	stdout.Write(out)
+	return exitOK
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// redactConfig hides secrets wherever a document has them, keys added
+// later included, and leaves paths to secret files alone.
+func TestRedactConfig(t *testing.T) {
+	doc := `
+password: hunter2-a
+nested:
+  bind_password: hunter2-b
+  api_key: hunter2-c
+  Client-Secret: hunter2-d
+  tokens: [hunter2-e, hunter2-f]
+  credentials: {user: bob, pass: hunter2-g}
+  password_file: /etc/keep/one
+  master_password_file: /etc/keep/two
+  key: /etc/keep/three.pem
+  key_type: p256
+  ticket_key_rotation: 24h
+  inline: "-----BEGIN PRIVATE KEY-----\nhunter2-h\n-----END PRIVATE KEY-----\n"
+  url: "redis://bob:hunter2-i@redis.example:6379/0"
+  plain_url: "https://acme.example/dir"
+  empty_token: ""
+list:
+  - {name: a, secret: hunter2-j}
+`
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(doc), &n); err != nil {
+		t.Fatal(err)
+	}
+	redactConfig(&n)
+	out, err := yaml.Marshal(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(out)
+	if strings.Contains(got, "hunter2") {
+		t.Errorf("a secret survived:\n%s", got)
+	}
+	for _, keep := range []string{"/etc/keep/one", "/etc/keep/two", "/etc/keep/three.pem", "p256", "24h",
+		"redis://bob:REDACTED@redis.example:6379/0", "https://acme.example/dir", "user: bob", "empty_token: \"\""} {
+		if !strings.Contains(got, keep) {
+			t.Errorf("lost %q:\n%s", keep, got)
+		}
+	}
+}
+
+// config dump prints the effective configuration: defaults filled in,
+// valid as a configuration itself, and the same when dumped again.
+func TestConfigDump(t *testing.T) {
+	path := exampleConfig(t)
+	code, out, errOut := runCLI("config", "dump", "-c", path)
+	if code != 0 {
+		t.Fatalf("config dump: %d %s", code, errOut)
+	}
+	for _, want := range []string{"drain_timeout: 30s", "max_line: 64KiB", "read_header_timeout: 10s", "write_timeout: 2m0s",
+		"connections_per_ip: 60/1m", "connect_timeout: 10s", "lockout_reason: Authentication failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dump lacks %q", want)
+		}
+	}
+	cfg, err := parseConfig([]byte(out))
+	if err != nil {
+		t.Fatalf("the dump is not a configuration: %v\n%s", err, out)
+	}
+	again, err := effectiveConfigYAML(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != out {
+		t.Errorf("a dump of the dump differs:\n%s\n---\n%s", out, again)
+	}
+
+	// A minimal file gets the defaults of every section.
+	dir := t.TempDir()
+	min := filepath.Join(dir, "min.yaml")
+	os.WriteFile(min, []byte("backends: {b: {address: \"127.0.0.1:143\", security: plain}}\n"), 0o600)
+	if code, out, _ := runCLI("config", "dump", "-c", min); code != 0 || !strings.Contains(out, "address: 127.0.0.1:9143") ||
+		!strings.Contains(out, "login: auto") || !strings.Contains(out, "enabled: true") {
+		t.Errorf("minimal dump: %d\n%s", code, out)
+	}
+	if code, _, _ := runCLI("config", "dump"); code != exitUsage {
+		t.Errorf("config dump without -c: %d", code)
+	}
+	if code, _, _ := runCLI("config"); code != exitUsage {
+		t.Errorf("config without dump: %d", code)
+	}
+	if code, _, errOut := runCLI("config", "dump", "-c", filepath.Join(dir, "none.yaml")); code != exitError || errOut == "" {
+		t.Errorf("config dump of a missing file: %d %q", code, errOut)
+	}
+}
