@@ -169,6 +169,9 @@ type Record struct {
 	KeyID    string `json:"key_id,omitempty"` // which HMAC key (not the key)
 	Count    uint64 `json:"count,omitempty"`  // audit.dropped: records lost; audit.stop: records written
 	Torn     int64  `json:"torn_bytes,omitempty"`
+
+	// ack, set by LogWait, learns the seq the writer gives the record.
+	ack *ack
 }
 
 // recordPool recycles records the writer has written (NewRecord).

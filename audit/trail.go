@@ -84,6 +84,17 @@ type Options struct {
 	// defaults to os.Hostname.
 	Software string
 	Host     string
+	// DropKeepsHealthy keeps Health nil when Drop mode drops a record
+	// because the queue is full; by default Health fails for
+	// DropHealthWindow after each drop. A failing sink fails Health in
+	// either mode.
+	DropKeepsHealthy bool
+	// Checkpoint, when set, receives a signed checkpoint (seq and link of
+	// the last record written) after every fsync, kept apart from the
+	// trail so that verify can tell a trail cut short (checkpoint.go).
+	// It needs Key. With SyncNever, checkpoints follow writes once every
+	// DefaultSyncInterval.
+	Checkpoint Checkpointer
 }
 
 // Stats are a trail's counters, for metrics.
@@ -112,6 +123,8 @@ type Trail struct {
 
 	written, dropped, sinkErrors, lastSeq atomic.Uint64
 	droppedQueue                          atomic.Uint64 // part of dropped: Log found the queue full
+	// dur tells LogWait and Health what is durable and what fails.
+	dur durability
 
 	// Everything below belongs to the writer goroutine (and to New
 	// before it starts).
@@ -137,7 +150,9 @@ type Trail struct {
 	retryAt   time.Time
 	unsynced  bool
 	syncEvery time.Duration
-	closeErr  error
+	// checkpointed is the seq of the last checkpoint written.
+	checkpointed uint64
+	closeErr     error
 }
 
 // chained is the record being encoded with the writer's chain fields.
@@ -206,6 +221,9 @@ func New(o Options) (*Trail, error) {
 	if o.Key != nil && len(o.Key) < MinKeyLen {
 		return nil, fmt.Errorf("audit: key of %d bytes, want at least %d", len(o.Key), MinKeyLen)
 	}
+	if o.Checkpoint != nil && o.Key == nil {
+		return nil, errors.New("audit: checkpoints are signed with the trail's key: set Key")
+	}
 	t := &Trail{
 		opts:      o,
 		sink:      o.Sink,
@@ -220,6 +238,7 @@ func New(o Options) (*Trail, error) {
 		syncEvery: o.SyncInterval,
 	}
 	t.cur.t = t
+	t.dur.init()
 	// Its own core, unsampled, never shared with operational logs.
 	t.core = zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig), zapcore.AddSync(chainWriter{t}), zapcore.DebugLevel)
 	t.fields[0] = zap.Inline(&t.cur)
@@ -245,6 +264,9 @@ func New(o Options) (*Trail, error) {
 		}
 		start.Torn = torn
 	}
+	if err := t.checkResume(); err != nil {
+		return nil, err
+	}
 	t.commit()
 	t.lastSeq.Store(t.seq)
 	t.encode(start)
@@ -265,7 +287,11 @@ func New(o Options) (*Trail, error) {
 // Log queues r; the trail owns it from now on (and reuses it once
 // written: see NewRecord). A zero Time is set to now. In Block mode Log waits while the queue is full; in Drop mode it
 // returns ErrDropped at once. After Close it returns ErrClosed.
-func (t *Trail) Log(r *Record) error {
+func (t *Trail) Log(r *Record) error { return t.enqueue(r, nil) }
+
+// enqueue queues r. In Block mode it waits for room until timeout fires
+// (nil: for ever) or the trail closes.
+func (t *Trail) enqueue(r *Record, timeout <-chan time.Time) error {
 	t.senders.Add(1)
 	defer t.senders.Add(-1)
 	if t.closed.Load() {
@@ -280,7 +306,7 @@ func (t *Trail) Log(r *Record) error {
 	default:
 	}
 	if t.drop {
-		t.dropped.Add(1)
+		t.countDropped(1)
 		t.droppedQueue.Add(1)
 		return ErrDropped
 	}
@@ -289,6 +315,8 @@ func (t *Trail) Log(r *Record) error {
 		return nil
 	case <-t.done:
 		return ErrClosed
+	case <-timeout:
+		return fmt.Errorf("%w: the queue stayed full", ErrNotDurable)
 	}
 }
 
@@ -321,8 +349,12 @@ func (t *Trail) Stats() Stats {
 func (t *Trail) run() {
 	defer close(t.stopped)
 	var tick <-chan time.Time
-	if t.syncEvery > 0 {
-		tk := time.NewTicker(t.syncEvery)
+	every := t.syncEvery
+	if every == SyncNever && t.opts.Checkpoint != nil {
+		every = DefaultSyncInterval // checkpoints only
+	}
+	if every > 0 {
+		tk := time.NewTicker(every)
 		defer tk.Stop()
 		tick = tk.C
 	}
@@ -359,7 +391,7 @@ func (t *Trail) run() {
 // Drop mode, when it is counted and dropped right away.
 func (t *Trail) add(r *Record) {
 	if t.failing && t.drop && time.Now().Before(t.retryAt) {
-		t.dropped.Add(1)
+		t.countDropped(1)
 		recycle(r)
 		return
 	}
@@ -387,6 +419,9 @@ func (t *Trail) noteDrops() {
 
 func (t *Trail) encode(r *Record) {
 	t.seq++
+	if r.ack != nil {
+		r.ack.seq.Store(t.seq)
+	}
 	t.cur.r = r
 	ent := zapcore.Entry{Time: r.Time.UTC(), Message: string(r.Kind), Level: zapcore.InfoLevel}
 	if err := t.core.Write(ent, t.fields[:]); err != nil {
@@ -420,6 +455,11 @@ func (t *Trail) wrote() {
 		t.failing = false
 	}
 	t.backoff = minBackoff
+	if t.syncEvery != SyncAlways {
+		// Handed to the OS: durable against a killed process (LogWait).
+		t.dur.ok()
+		t.dur.advance(t.seq)
+	}
 }
 
 // writeFailed handles a failed write in Drop mode: the batch is
@@ -427,10 +467,11 @@ func (t *Trail) wrote() {
 // written, so that it stays intact.
 func (t *Trail) writeFailed(err error) {
 	t.sinkErrors.Add(1)
+	t.dur.fail(err)
 	if !t.failing {
 		t.log.Error("audit sink failing; dropping records (fail-open)", zap.Error(err))
 	}
-	t.dropped.Add(t.pending)
+	t.countDropped(t.pending)
 	t.rollback()
 	t.failing = true
 	t.retryAt = time.Now().Add(t.backoff)
@@ -456,6 +497,9 @@ func (t *Trail) flush() {
 			return
 		}
 		t.sinkErrors.Add(1)
+		// From the first failed write on, LogWait callers stop being
+		// acknowledged and readiness fails (DESIGN §5).
+		t.dur.fail(err)
 		if attempt == 0 && !t.failing {
 			t.log.Error("audit sink failing; blocking until it works (fail-closed)", zap.Error(err))
 		}
@@ -469,7 +513,7 @@ func (t *Trail) flush() {
 			left := time.Until(deadline)
 			if left <= 0 {
 				lost := t.pending
-				t.dropped.Add(lost)
+				t.countDropped(lost)
 				t.rollback()
 				t.closeErr = errors.Join(t.closeErr, fmt.Errorf("audit: %d records not written: %w", lost, err))
 				return
@@ -504,16 +548,26 @@ func isClosed(c chan struct{}) bool {
 }
 
 func (t *Trail) sync() {
-	if !t.unsynced || t.syncEvery == SyncNever {
+	if !t.unsynced {
 		return
 	}
 	t.unsynced = false
-	if err := t.sink.Sync(); err != nil {
-		// After a failed fsync the kernel may have dropped the pages:
-		// there is nothing to retry, only to report.
-		t.sinkErrors.Add(1)
-		t.log.Error("audit sync failed", zap.Error(err))
+	if t.syncEvery != SyncNever {
+		if err := t.sink.Sync(); err != nil {
+			// After a failed fsync the kernel may have dropped the pages:
+			// there is nothing to retry, only to report; with SyncAlways
+			// nothing more is acknowledged until a sync succeeds.
+			t.sinkErrors.Add(1)
+			t.dur.fail(err)
+			t.log.Error("audit sync failed", zap.Error(err))
+			return
+		}
+		if t.syncEvery == SyncAlways {
+			t.dur.ok()
+			t.dur.advance(t.committed.seq)
+		}
 	}
+	t.checkpoint()
 }
 
 // finish drains the queue, writes audit.stop and closes the sink.
@@ -544,10 +598,8 @@ func (t *Trail) finish() {
 	t.encode(&Record{Time: time.Now(), Kind: KindAuditStop, Count: t.written.Load() + t.seq - t.committed.seq + 1})
 	t.pending++
 	t.flush()
-	if t.syncEvery != SyncNever {
-		t.unsynced = true
-		t.sync()
-	}
+	t.unsynced = true
+	t.sync()
 	if err := t.sink.Close(); err != nil {
 		t.closeErr = errors.Join(t.closeErr, err)
 	}

@@ -26,6 +26,8 @@ type memSink struct {
 	// entered, when set, gets a value when a write waits at the gate.
 	entered chan struct{}
 	syncs   int
+	// syncFail makes Sync fail.
+	syncFail bool
 }
 
 func (s *memSink) Write(p []byte) error {
@@ -51,8 +53,11 @@ func (s *memSink) Write(p []byte) error {
 
 func (s *memSink) Sync() error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.syncs++
-	s.mu.Unlock()
+	if s.syncFail {
+		return errors.New("fsync failed")
+	}
 	return nil
 }
 

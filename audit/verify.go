@@ -16,6 +16,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 )
 
 // BreakKind classifies the first broken link of a chain.
@@ -40,6 +41,10 @@ const (
 	// killed in the middle of a write: truncation, not tampering. The
 	// records before it are intact.
 	BreakTruncated BreakKind = "truncated"
+	// BreakShort: the trail ends before the record a checkpoint says was
+	// written: records at the end were removed (or the newest files were
+	// not given).
+	BreakShort BreakKind = "short"
 )
 
 // ErrKeyRequired is returned by Verify for HMAC-chained records when no
@@ -85,6 +90,9 @@ type VerifyOptions struct {
 	// Keys are the HMAC keys the trail may have used (several across a
 	// key change). With keys, every link must be an HMAC one.
 	Keys [][]byte
+	// Checkpoint, when set, must be matched: the record at its seq must
+	// be among the files and hash to its link (ReadCheckpoint).
+	Checkpoint *Checkpoint
 }
 
 // Verify checks the chain of records across files, which may be given in
@@ -98,7 +106,7 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &verifier{rep: &Report{}, recent: make(map[uint64][sha256.Size]byte)}
+	v := &verifier{rep: &Report{}, recent: make(map[uint64][sha256.Size]byte), cp: o.Checkpoint}
 	for _, k := range o.Keys {
 		v.macs = append(v.macs, hmac.New(sha256.New, k))
 	}
@@ -107,6 +115,11 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 			return nil, err
 		}
 		if v.rep.Break != nil {
+			// A torn line before the checkpoint's record: more than
+			// one interrupted write is missing.
+			if v.rep.Break.Kind == BreakTruncated && v.short(ordered) {
+				return v.rep, nil
+			}
 			if b := v.rep.Break; b.Kind == BreakRemoved {
 				// A record that is further on was moved, not removed.
 				if f, l, ok := findSeq(ordered, v.prevSeq+1); ok {
@@ -119,6 +132,12 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 	}
 	if v.foreign > 0 {
 		v.note("%d lines that are not records were skipped", v.foreign)
+	}
+	if v.short(ordered) {
+		return v.rep, nil
+	}
+	if cp := v.cp; cp != nil && !v.cpSeen {
+		v.note("the checkpoint (seq %d, %s) is older than the first record given: it proves nothing about these files", cp.Seq, cp.Time.UTC().Format(time.RFC3339))
 	}
 	if v.have && v.lastKind != KindAuditStop {
 		v.note("the chain ends at seq %d without an audit.stop record: the writer is still running, was killed, or the newest records are not among the files given", v.rep.LastSeq)
@@ -144,6 +163,8 @@ type verifier struct {
 	// a record sent twice (a syslog retry) rather than a reordering.
 	recent map[uint64][sha256.Size]byte
 	hexBuf [2 * sha256.Size]byte
+	cp     *Checkpoint
+	cpSeen bool // the record at cp.Seq was found and matched
 }
 
 func (v *verifier) note(format string, args ...any) {
@@ -399,7 +420,47 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 	if h.Seq > 4096 {
 		delete(v.recent, h.Seq-4096)
 	}
+	if v.cp != nil && h.Seq == v.cp.Seq && !v.cpSeen {
+		if !v.matchesCheckpoint(rec) {
+			v.brk(BreakEdited, file, n, h.Seq, fmt.Sprintf("this record is not the one the checkpoint of %s signed for seq %d: it was replaced", v.cp.Time.UTC().Format(time.RFC3339), h.Seq))
+			return true, nil
+		}
+		v.cpSeen = true
+	}
 	return true, nil
+}
+
+// short reports (as the break) a trail that ends before the checkpoint's
+// record.
+func (v *verifier) short(ordered []string) bool {
+	cp := v.cp
+	if cp == nil || v.cpSeen || (v.have && v.rep.LastSeq >= cp.Seq) {
+		return false
+	}
+	last := ""
+	if n := len(ordered); n > 0 {
+		last = ordered[n-1]
+	}
+	v.brk(BreakShort, last, 0, v.rep.LastSeq, fmt.Sprintf("the trail ends at seq %d, but the checkpoint of %s says seq %d was written: %d records at the end are missing",
+		v.rep.LastSeq, cp.Time.UTC().Format(time.RFC3339), cp.Seq, cp.Seq-v.rep.LastSeq))
+	return true
+}
+
+// matchesCheckpoint reports whether rec links to the checkpoint's link.
+func (v *verifier) matchesCheckpoint(rec []byte) bool {
+	if v.cp.Chain == ChainSHA256 {
+		hex.Encode(v.hexBuf[:], v.prevSum[:])
+		return hmac.Equal(v.hexBuf[:], []byte(v.cp.Link))
+	}
+	for _, m := range v.macs {
+		m.Reset()
+		m.Write(rec)
+		hex.Encode(v.hexBuf[:], m.Sum(nil))
+		if hmac.Equal(v.hexBuf[:], []byte(v.cp.Link)) {
+			return true
+		}
+	}
+	return false
 }
 
 // linkOK checks the stored link against the previous record.
@@ -509,6 +570,8 @@ func (r *Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "OK: %d records, seq %d to %d, chain intact (%s)\n", r.Records, r.FirstSeq, r.LastSeq, strings.Join(r.Chains, ", "))
 	case r.Break.Kind == BreakTruncated:
 		fmt.Fprintf(w, "TRUNCATED: %s\n", r.Break)
+	case r.Break.Kind == BreakShort:
+		fmt.Fprintf(w, "SHORT: %s: %s\n", r.Break.File, r.Break.Msg)
 	default:
 		fmt.Fprintf(w, "BROKEN: %s\n", r.Break)
 	}

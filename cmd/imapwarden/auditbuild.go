@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -26,10 +27,22 @@ type auditConfig struct {
 	QueueSize     int       `yaml:"queue_size"`     // default 8192
 	// OnFull: block (fail closed: commands wait for their records) |
 	// drop (fail open: records are dropped and counted).
-	OnFull  string            `yaml:"on_full"`
-	KeyFile string            `yaml:"key_file"` // HMAC key: the chain cannot be recomputed without it
-	Syslog  auditSyslogConfig `yaml:"syslog"`
+	OnFull string `yaml:"on_full"`
+	// AckTimeout (block): how long a command's reply waits for its
+	// record to be durable before the session ends with BYE.
+	AckTimeout *duration `yaml:"ack_timeout"` // default 10s
+	// DropReadiness (drop): a dropped record fails /readyz for a while.
+	DropReadiness *bool `yaml:"drop_readiness"` // default true
+	// CheckpointFile receives a signed checkpoint at every fsync; needs
+	// key_file. Put it on another file system than path.
+	CheckpointFile string            `yaml:"checkpoint_file"`
+	KeyFile        string            `yaml:"key_file"` // HMAC key: the chain cannot be recomputed without it
+	Syslog         auditSyslogConfig `yaml:"syslog"`
 }
+
+// defaultAckTimeout is audit.ack_timeout's default: well under the
+// minute IMAP clients commonly wait for a reply.
+const defaultAckTimeout = 10 * time.Second
 
 type auditSyslogConfig struct {
 	Network  string `yaml:"network"` // unix (default) | unixgram | unixstream | udp | tcp | tls
@@ -72,6 +85,17 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 			p.add("audit.key_file: %v", err)
 		}
 		o.Key = k
+	}
+	if c.DropReadiness != nil {
+		o.DropKeepsHealthy = !*c.DropReadiness
+	}
+	if c.CheckpointFile != "" {
+		if c.KeyFile == "" {
+			p.add("audit.checkpoint_file: checkpoints are signed with the trail's key: set audit.key_file")
+		} else if st, err := os.Stat(filepath.Dir(c.CheckpointFile)); err != nil || !st.IsDir() {
+			p.add("audit.checkpoint_file: directory %s does not exist", filepath.Dir(c.CheckpointFile))
+		}
+		o.Checkpoint = audit.NewCheckpointFile(c.CheckpointFile)
 	}
 	var open func() (audit.Sink, error)
 	switch sink {
@@ -126,6 +150,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 		return
 	}
 	s.trail, s.auditWire = t, newAuditWire(t)
+	s.auditWire.ackTimeout = c.AckTimeout.get(defaultAckTimeout)
 	s.opts.Auditor = teeAuditor{s.auditWire, s.opts.Auditor}
 	s.queueSize = o.QueueSize
 	if s.queueSize <= 0 {
@@ -136,10 +161,15 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	}
 }
 
-// auditReady fails when the queue is nearly full: the sink is stalled and,
-// in block mode, commands are about to wait.
+// auditReady fails while the sink fails (from its first failed write:
+// in block mode commands are no longer acknowledged), after a record was
+// dropped (drop mode, unless audit.drop_readiness is false), and when the
+// queue is nearly full: the sink is stalled.
 func auditReady(t *audit.Trail, size int) func() error {
 	return func() error {
+		if err := t.Health(); err != nil {
+			return err
+		}
 		if st := t.Stats(); st.Queued >= size*9/10 {
 			return fmt.Errorf("audit queue %d/%d full: the sink is not keeping up", st.Queued, size)
 		}

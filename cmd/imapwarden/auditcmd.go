@@ -18,7 +18,7 @@ import (
 
 const auditUsage = `Usage:
 
-	imapwarden audit verify [-key FILE]... FILE...
+	imapwarden audit verify [-key FILE]... [-checkpoint FILE] FILE...
 	imapwarden audit query FILE... [--user U] [--mailbox M] [--ip CIDR]
 		[--since T] [--until T] [--kind K] [--format table|json]
 
@@ -27,9 +27,12 @@ hash of the one before it, with seq rising by one, across rotated files
 (give them all, in any order: audit*.jsonl). It prints the first broken link:
 an edited, removed or reordered record, or a torn last line (the writer was
 killed in the middle of a write: truncation, not tampering). Lines with a
-syslog header before the record are read too. Exit status: 0 intact,
-1 broken, 3 truncated (the records before the torn line are intact),
-2 usage error or unreadable files.
+syslog header before the record are read too. With -checkpoint (the file
+audit.checkpoint_file names, signed with the trail's key: give -key), verify
+also proves completeness: the record the checkpoint names must be there and
+unchanged, else the trail was cut short (SHORT). Exit status: 0 intact,
+1 broken or short, 3 truncated (the records before the torn line are
+intact), 2 usage error or unreadable files.
 
 query prints the records that match every filter given, in chain order, as a
 table (default) or as the original JSON lines. It does not check the chain:
@@ -107,11 +110,22 @@ func auditVerify(args []string, stdout, stderr io.Writer) int {
 		}
 		return err
 	})
+	var cpPath string
+	fs.StringVar(&cpPath, "checkpoint", "", "`FILE` holding the trail's last checkpoint (audit.checkpoint_file): fail when the trail is shorter")
 	files, code, ok := auditFlags(fs, args, stdout, stderr)
 	if !ok {
 		return code
 	}
-	rep, err := audit.Verify(files, audit.VerifyOptions{Keys: keys})
+	vo := audit.VerifyOptions{Keys: keys}
+	if cpPath != "" {
+		cp, err := audit.ReadCheckpoint(cpPath, keys)
+		if err != nil {
+			fmt.Fprintf(stderr, "imapwarden audit verify: %v\n", err)
+			return exitUsage
+		}
+		vo.Checkpoint = cp
+	}
+	rep, err := audit.Verify(files, vo)
 	if err != nil {
 		fmt.Fprintf(stderr, "imapwarden audit verify: %s\n", termsafe.String(err.Error()))
 		return exitUsage

@@ -22,6 +22,9 @@ import (
 // or message content: the proxy's events have none.
 type auditWire struct {
 	trail *audit.Trail
+	// ackTimeout bounds how long a command waits for its record to be
+	// durable (block mode); 0 means defaultAckTimeout.
+	ackTimeout time.Duration
 }
 
 var _ proxy.Auditor = (*auditWire)(nil)
@@ -150,12 +153,17 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	return nil
 }
 
-// commandLog queues a command's record. In Block mode (fail closed) an
-// error means the trail does not hold it and the proxy must not
-// acknowledge the command; in Drop mode (fail open) the trail counted the
-// loss and the session goes on.
+// commandLog queues a command's record. In Block mode (fail closed) it
+// returns once the record is durable (audit.Trail.LogWait): an error means
+// the trail does not hold it and the proxy must not acknowledge the
+// command. In Drop mode (fail open) the trail counted a loss and the
+// session goes on.
 func (w *auditWire) commandLog(r *audit.Record) error {
-	err := w.trail.Log(r)
+	to := w.ackTimeout
+	if to <= 0 {
+		to = defaultAckTimeout
+	}
+	err := w.trail.LogWait(r, to)
 	if errors.Is(err, audit.ErrDropped) {
 		return nil
 	}
