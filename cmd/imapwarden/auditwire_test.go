@@ -62,6 +62,13 @@ type audProxy struct {
 
 func startAudProxy(t *testing.T, backend *proxy.Backend) *audProxy {
 	t.Helper()
+	return startAudProxyLog(t, backend, "")
+}
+
+// startAudProxyLog is startAudProxy with the operational log in a format
+// of newLogger ("json", "console"); "" is zap's production JSON.
+func startAudProxyLog(t *testing.T, backend *proxy.Backend, format string) *audProxy {
+	t.Helper()
 	certPEM, keyPEM, err := tlsterm.SelfSigned([]string{"localhost"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +80,9 @@ func startAudProxy(t *testing.T, backend *proxy.Backend) *audProxy {
 	p := &audProxy{file: filepath.Join(t.TempDir(), "audit.jsonl"), logs: &audLogBuffer{}}
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	log := zap.New(zapcore.NewCore(enc, zapcore.AddSync(p.logs), zapcore.DebugLevel))
+	if format != "" {
+		log = newLogger(p.logs, zapcore.DebugLevel, format)
+	}
 	fs, err := audit.OpenFile(audit.FileOptions{Path: p.file})
 	if err != nil {
 		t.Fatal(err)

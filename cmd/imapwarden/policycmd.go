@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/imapwarden/imapwarden/internal/termsafe"
 	"github.com/imapwarden/imapwarden/policy"
 )
 
@@ -116,17 +117,21 @@ func runPolicyEval(args []string, stdout, stderr io.Writer) int {
 	}
 	res, err := policy.EvalInput(context.Background(), *dir, b)
 	if err != nil {
-		fmt.Fprintf(stderr, "imapwarden policy eval: %v\n", err)
+		fmt.Fprintf(stderr, "imapwarden policy eval: %s\n", termsafe.String(err.Error()))
 		return exitError
 	}
-	enc := json.NewEncoder(stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(res); err != nil {
-		fmt.Fprintf(stderr, "imapwarden policy eval: %v\n", err)
+	// The input may be pasted from an audit record: its strings are the
+	// client's, and reach the decision's reason and the errors.
+	out, err := json.MarshalIndent(res, "", "  ")
+	if err == nil {
+		_, err = stdout.Write(append(termsafe.AppendText(nil, out), '\n'))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "imapwarden policy eval: %s\n", termsafe.String(err.Error()))
 		return exitError
 	}
 	if res.Error != "" {
-		fmt.Fprintf(stderr, "imapwarden policy eval: imapwarden would deny: %s\n", res.Error)
+		fmt.Fprintf(stderr, "imapwarden policy eval: imapwarden would deny: %s\n", termsafe.String(res.Error))
 		return exitError
 	}
 	return exitOK

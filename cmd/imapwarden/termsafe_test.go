@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,8 +13,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // hostile is what an attacker puts in every string it controls: the
@@ -206,4 +212,118 @@ func TestAuditQueryHostileLoginThroughProxy(t *testing.T) {
 			t.Errorf("client ID not recorded escaped as %s:\n%s", w, js)
 		}
 	}
+}
+
+type hostileStringer struct{}
+
+func (hostileStringer) String() string { return "stringer" + hostile }
+
+type hostileObject struct{}
+
+func (hostileObject) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	e.AddString("inner"+hostile, hostile)
+	e.AddByteString("bytes", []byte(hostile))
+	return nil
+}
+
+// TestLogEscapes: whatever a field, message or logger name holds, a log
+// line in either format shows it escaped, and JSON keeps its values.
+// zap's console format wrote the message raw, and both formats wrote
+// DEL, C1, U+2028 and bidi controls raw.
+func TestLogEscapes(t *testing.T) {
+	for _, format := range []string{"console", "json"} {
+		var buf bytes.Buffer
+		log := newLogger(&buf, zapcore.DebugLevel, format).Named("n" + hostile).With(zap.String("with", hostile))
+		log.Info("msg"+hostile, zap.String("user", hostile), zap.Error(errors.New("err"+hostile)),
+			zap.Stringer("s", hostileStringer{}), zap.Any("any", map[string]any{"k" + hostile: []string{hostile}}),
+			zap.Object("obj", hostileObject{}), zap.Strings("list", []string{hostile}), zap.Namespace("ns"+hostile),
+			zap.ByteString("b", []byte(hostile)))
+		out := buf.String()
+		requireTerminalSafe(t, format, out, true)
+		if strings.Count(out, "\n") != 1 {
+			t.Errorf("%s: not one line:\n%s", format, out)
+		}
+		if format == "console" {
+			for _, w := range []string{`msgx\x1b[2K\x1b[1G`, `nx\x1b[2K`, `\u001b[2K`, `\u007f\u009b31m\u0085\u2028\u2029\u202egpj\u2066`} {
+				if !strings.Contains(out, w) {
+					t.Errorf("console line lacks %s:\n%s", w, out)
+				}
+			}
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+			t.Fatalf("json line no longer JSON: %v\n%s", err, out)
+		}
+		if want := strings.TrimSuffix(hostile, "\xff\xc2") + "\uFFFD\uFFFD"; m["user"] != want || m["msg"] != "msg"+want {
+			t.Errorf("json values changed: user %q msg %q", m["user"], m["msg"])
+		}
+	}
+}
+
+// TestConsoleLogHostileLoginThroughProxy: the issue's user name, sent as
+// a LOGIN literal through the real proxy logging in console format (the
+// proxy's log auditor included), does not reach the log raw.
+func TestConsoleLogHostileLoginThroughProxy(t *testing.T) {
+	p := startAudProxyLog(t, &proxy.Backend{Name: "mem", Addr: memBackendAddr(t), Security: proxy.BackendPlain}, "console")
+	c := dialAud(t, p.addr)
+	c.do("i1", "OK", `ID ("name" "evil`+"\x1b]0;pwned\x07\u009b2J"+`")`)
+	c.literal("a1", "LOGIN", issueUser, " wrong-password")
+	c.expect("a1", "NO")
+	// zap escapes C0 in fields itself, not these.
+	c.literal("a2", "LOGIN", "bob\u009b2J\x7f\u2028\u202e", " wrong-password")
+	c.expect("a2", "NO")
+	c.do("a3", "OK", "LOGOUT")
+	p.stop()
+	out := p.logs.String()
+	if !strings.Contains(out, `bob\u009b2J\u007f\u2028\u202e`) {
+		t.Errorf("the second user name is not in the log, escaped:\n%s", out)
+	}
+	t.Logf("log.format: console\n%s", out)
+	requireTerminalSafe(t, "console log", out, true)
+	if !strings.Contains(out, `x\u001b[2K\u001b[1G2026-12-06 06:00:00  auth  root ... LOGIN success ...\u001b[8m`) {
+		t.Errorf("the user name is not in the log, escaped:\n%s", out)
+	}
+}
+
+// TestPolicyEvalHostileInput: "policy eval" on an input pasted from a
+// hostile client's record prints the decision (which echoes the client's
+// strings) escaped, as JSON with the same values, and its fail-closed
+// error escaped too. encoding/json wrote DEL, C1 and bidi controls raw.
+func TestPolicyEvalHostileInput(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.rego"), []byte(`package imapwarden
+
+decision := {"allow": false, "reason": sprintf("no %s for %s", [input.command.mailbox, input.session.user]),
+	"annotations": {"client": input.session.client_id}} if input.point == "command"
+
+decision := {"allow": input.session.user} if input.point == "auth"
+`), 0o644)
+	in, _ := json.Marshal(map[string]any{"point": "command",
+		"session": map[string]any{"user": hostile, "client_id": map[string]string{"name" + hostile: hostile}},
+		"command": map[string]any{"name": "DELETE", "mailbox": "Sent" + hostile}})
+	input := filepath.Join(dir, "in.json")
+	os.WriteFile(input, in, 0o644)
+	code, out, errOut := runPolicyCLI("eval", "-input", input, "-policy", dir)
+	if code != 0 {
+		t.Fatalf("code %d\n%s\n%s", code, out, errOut)
+	}
+	requireTerminalSafe(t, "policy eval", out, false)
+	var res struct{ Decision struct{ Reason string } }
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	valid := strings.TrimSuffix(hostile, "\xff\xc2") + "\uFFFD\uFFFD"
+	if want := "no Sent" + valid + " for " + valid; res.Decision.Reason != want {
+		t.Errorf("reason %q, want %q", res.Decision.Reason, want)
+	}
+
+	in, _ = json.Marshal(map[string]any{"point": "auth", "session": map[string]any{"user": hostile}})
+	os.WriteFile(input, in, 0o644)
+	code, out, errOut = runPolicyCLI("eval", "-input", input, "-policy", dir)
+	if code != 1 || !strings.Contains(errOut, "would deny") {
+		t.Fatalf("malformed decision: code %d\n%s\n%s", code, out, errOut)
+	}
+	requireTerminalSafe(t, "policy eval", out, false)
+	requireTerminalSafe(t, "policy eval error", errOut, false)
 }
