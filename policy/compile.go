@@ -149,12 +149,9 @@ func skipFile(_ string, info fs.FileInfo, depth int) bool {
 // compileDir loads the Rego modules and data documents (JSON, YAML) under
 // dir and compiles them.
 func compileDir(ctx context.Context, dir string, shadow bool) (*compiled, error) {
-	res, err := loader.NewFileLoader().
-		WithRegoVersion(ast.RegoV1).
-		WithProcessAnnotation(true).
-		Filtered([]string{dir}, skipFile)
+	res, err := loadPath(dir, false)
 	if err != nil {
-		return nil, loadError(dir, err)
+		return nil, err
 	}
 	modules := res.ParsedModules()
 	if len(modules) == 0 {

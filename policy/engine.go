@@ -42,8 +42,10 @@ const (
 )
 
 // Dir is one policy directory: Rego modules (package imapwarden, defining
-// data.imapwarden.decision) and JSON or YAML data documents, in
-// subdirectories too. Files named *_test.rego are tests, not policy.
+// data.imapwarden.decision, or one policy of a tree that gets the framework
+// from its parent or the binary: see loadPath) and JSON or YAML data
+// documents, in subdirectories too. Files named *_test.rego are tests, not
+// policy.
 type Dir struct {
 	Path string
 	// Shadow evaluates the policy and records what it would deny (in the
@@ -372,6 +374,10 @@ func (e *Engine) filesFingerprint() string {
 		})
 		if err != nil {
 			fmt.Fprintf(h, "error %s\n", d.Path)
+		}
+		// A policy of a tree reads the framework from its parent.
+		if info, err := os.Stat(frameworkPath(d.Path)); err == nil {
+			stat(frameworkPath(d.Path), info)
 		}
 	}
 	if f := e.opts.GroupsFile; f != "" {

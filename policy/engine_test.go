@@ -158,7 +158,9 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"syntax", map[string]string{"a/p.rego": "package imapwarden\n\ndecision := {\n\nx := 1\n"}, "p.rego:5"},
 		{"unsafe", map[string]string{"a/p.rego": "package imapwarden\n\ndecision := {\"allow\": tru}\n"}, "a/p.rego:3: rego_unsafe_var_error"},
-		{"no decision", map[string]string{"p.rego": "package imapwarden\nx := 1\n"}, "no rule defines data.imapwarden.decision"},
+		// A module in another package is no policy of a tree: no framework
+		// is added, so a misspelt package cannot allow everything.
+		{"no decision", map[string]string{"p.rego": "package imapwardn\nx := 1\n"}, "no rule defines data.imapwarden.decision"},
 		{"no modules", map[string]string{"data.json": "{}"}, "no Rego modules"},
 		{"http.send refused", map[string]string{"p.rego": "package imapwarden\n\ndecision := http.send({\"method\": \"get\", \"url\": \"http://x\"}).body\n"}, "p.rego:3"},
 		{"inspect reads input", map[string]string{"p.rego": "package imapwarden\ndecision := {\"allow\": true}\ninspect contains input.command.name\n"}, "p.rego:3: data.imapwarden.inspect must not depend on input"},

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/util/channel"
 )
@@ -28,11 +29,27 @@ func (r *TestReport) OK() bool {
 // files) found in paths, with their data files, through OPA's tester. The
 // policies are compiled with the same capabilities as the Engine, so a test
 // cannot pass on a builtin the proxy refuses.
+//
+// Each path is compiled alone, as the engine compiles each policy
+// directory; a directory that is one policy of a tree (policies/legal_hold)
+// gets the framework and its data where the engine puts them (loadPath).
 func RunTests(ctx context.Context, paths ...string) (*TestReport, error) {
-	modules, store, err := tester.LoadWithRegoVersion(paths, nil, ast.RegoV1)
-	if err != nil {
-		return nil, fmt.Errorf("policy: load tests: %w", err)
+	rep := &TestReport{}
+	for _, path := range paths {
+		if err := rep.run(ctx, path); err != nil {
+			return nil, err
+		}
 	}
+	return rep, nil
+}
+
+func (rep *TestReport) run(ctx context.Context, path string) error {
+	res, err := loadPath(path, true)
+	if err != nil {
+		return fmt.Errorf("policy: load tests: %w", err)
+	}
+	modules := res.ParsedModules()
+	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptRoundTripOnWrite(false))
 	compiler := ast.NewCompiler().
 		WithCapabilities(capabilities()).
 		WithEnablePrintStatements(true).
@@ -47,10 +64,11 @@ func RunTests(ctx context.Context, paths ...string) (*TestReport, error) {
 		SetModules(modules).
 		RunTests(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("policy: compile tests: %w", err)
+		return fmt.Errorf("policy: compile tests: %w", err)
 	}
-	rep := &TestReport{Results: channel.Collect(ch)}
-	for _, r := range rep.Results {
+	results := channel.Collect(ch)
+	rep.Results = append(rep.Results, results...)
+	for _, r := range results {
 		switch {
 		case r.Skip:
 			rep.Skipped++
@@ -73,7 +91,7 @@ func RunTests(ctx context.Context, paths ...string) (*TestReport, error) {
 			rep.Passed++
 		}
 	}
-	return rep, nil
+	return nil
 }
 
 // Write prints the report as "opa test" does: failures (every test with

@@ -2,8 +2,12 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
 )
 
 // The README's configuration reference is the example file, verbatim.
@@ -23,5 +27,49 @@ func TestReadmeConfigReference(t *testing.T) {
 	}
 	if block != string(example) {
 		t.Error("README's configuration block differs from testdata/example.yaml; copy the file into it")
+	}
+}
+
+// TestReadmeExamplesLoad puts each "# e.g." value of the configuration
+// reference in place of its key's value and builds the result, with the
+// repository's policies/ for /etc/imapwarden/policies: an example that
+// does not load (a policy directory without its framework, say) fails.
+func TestReadmeExamplesLoad(t *testing.T) {
+	path := exampleConfig(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies, err := filepath.Abs("../../policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logDir := t.TempDir()
+	eg := regexp.MustCompile(`^(\s*-?\s*[a-z_]+:) (\S.*?)\s+# e\.g\. (.+)$`)
+	lines := strings.Split(string(data), "\n")
+	n := 0
+	for i, l := range lines {
+		m := eg.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n++
+		v := strings.ReplaceAll(m[3], "/etc/imapwarden/policies", policies)
+		v = strings.ReplaceAll(v, "/var/log/imapwarden", logDir)
+		lines[i] = m[1] + " " + v
+		t.Logf("line %d: %s", i+1, lines[i])
+	}
+	if n < 4 {
+		t.Fatalf("found %d examples, want at least 4", n)
+	}
+	cfg, err := parseConfig([]byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := check(cfg, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Policy.Dirs) != 2 || !cfg.Policy.Dirs[1].Shadow || cfg.Audit.Path == "" {
+		t.Fatalf("examples not applied: policy %+v audit %+v", cfg.Policy, cfg.Audit)
 	}
 }

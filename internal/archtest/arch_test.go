@@ -35,7 +35,7 @@ func TestImportRules(t *testing.T) {
 		// Limits live in Go, beside the proxy, not in the policy engine.
 		{"proxy/ratelimit", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "proxy/ratelimit", "tlsterm"}},
 		// The policy engine sees the proxy's types, never TLS machinery.
-		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "tlsterm"}},
+		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "policies", "proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "tlsterm"}},
 		// audit imports no other package of ours (DESIGN §2).
 		{"audit", nil, []string{"audit"}},
 		// tlsterm imports no other package of ours.

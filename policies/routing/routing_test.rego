@@ -26,8 +26,12 @@ test_backend_only_at_route_point if {
 		with data.routing as routes
 }
 
+# Any policy's denial (here one as baseline makes without TLS) wins; the
+# denial is given here so that the directory tests alone.
 test_denial_wins_over_route if {
-	d := imapwarden.decision with input as {"point": "route", "session": {"user": "alice", "groups": []}} with data.routing as routes
+	d := imapwarden.decision with input as {"point": "route", "session": {"user": "alice", "groups": []}}
+		with data.routing as routes
+		with data.imapwarden.deny as {{"policy": "baseline", "reason": "TLS is required", "code": "PRIVACYREQUIRED"}}
 	d.allow == false
 	not d.backend
 }
