@@ -107,6 +107,14 @@ type Record struct {
 	Mechanism string            `json:"mechanism,omitempty"`
 	Attempt   int               `json:"attempt,omitempty"`
 	ClientID  map[string]string `json:"client_id,omitempty"`
+	// Who verified the user and what it said of them; a token's issuer,
+	// client and scopes. Never the credential itself.
+	Authenticator string   `json:"authenticator,omitempty"`
+	Identity      string   `json:"identity,omitempty"`
+	Groups        []string `json:"groups,omitempty"`
+	TokenIssuer   string   `json:"token_issuer,omitempty"`
+	TokenClientID string   `json:"token_client_id,omitempty"`
+	Scopes        []string `json:"scopes,omitempty"`
 
 	// command, policy.*, limit
 	Tag          string   `json:"tag,omitempty"`
@@ -224,6 +232,16 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 	num(e, "attempt", int64(r.Attempt))
 	if len(r.ClientID) > 0 {
 		e.AddObject("client_id", stringMap(r.ClientID))
+	}
+	str(e, "authenticator", r.Authenticator)
+	str(e, "identity", r.Identity)
+	if len(r.Groups) > 0 {
+		e.AddArray("groups", (*stringList)(&r.Groups))
+	}
+	str(e, "token_issuer", r.TokenIssuer)
+	str(e, "token_client_id", r.TokenClientID)
+	if len(r.Scopes) > 0 {
+		e.AddArray("scopes", (*stringList)(&r.Scopes))
 	}
 
 	str(e, "tag", r.Tag)
@@ -497,6 +515,7 @@ func (r *Record) Summary() string {
 		if r.Reason != "" {
 			w("(" + r.Reason + ")")
 		}
+		w(opt("by", r.Authenticator), opt("as", r.Identity), opt("issuer", r.TokenIssuer))
 		if r.Attempt > 0 {
 			w("attempt " + strconv.Itoa(r.Attempt))
 		}

@@ -110,6 +110,22 @@ func (r *recorder) Auth(_ *proxy.SessionInfo, e proxy.AuthEvent) {
 	r.auths = append(r.auths, e)
 	r.mu.Unlock()
 }
+
+// authDenied checks that the last auth event is a policy refusal with the
+// given reason: the client saw only "Authentication failed".
+func (r *recorder) authDenied(t *testing.T, reason string) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.auths) == 0 {
+		t.Fatal("no auth event")
+	}
+	e := r.auths[len(r.auths)-1]
+	if e.Success || e.Reason != "policy" || e.Decision == nil || !strings.HasPrefix(e.Decision.Reason, reason) {
+		t.Fatalf("last auth event %+v, want a policy refusal %q", e, reason)
+	}
+}
+
 func (r *recorder) Command(_ *proxy.SessionInfo, e proxy.CommandEvent) error {
 	r.mu.Lock()
 	r.commands = append(r.commands, e)
@@ -313,14 +329,12 @@ func TestEndToEndShippedPolicies(t *testing.T) {
 
 	t.Run("baseline", func(t *testing.T) {
 		// The listener allows plaintext login from loopback; the policy
-		// does not, and refuses before any backend is asked.
+		// does not. It decides once the password is checked (here by the
+		// backend), and its refusal reads like a wrong password.
 		c := dialPlain(t, p.starttls)
 		c.expect("* OK")
-		calls := p.router.calls.Load()
-		c.transact("a1 LOGIN alice alice-pw", "a1 NO [PRIVACYREQUIRED] TLS is required")
-		if p.router.calls.Load() != calls {
-			t.Fatal("backend routed for a login the policy denied")
-		}
+		c.transact("a1 LOGIN alice alice-pw", "a1 NO [AUTHENTICATIONFAILED] Authentication failed")
+		p.audit.authDenied(t, "TLS is required")
 		c = p.login(t, "alice")
 		// This test's baseline data turns proxy_terminates_compress off.
 		c.transact("a2 COMPRESS DEFLATE", "a2 NO [CANNOT] COMPRESS is not available")
@@ -330,11 +344,8 @@ func TestEndToEndShippedPolicies(t *testing.T) {
 	t.Run("network", func(t *testing.T) {
 		c := dialIMAPS(t, p.imaps)
 		c.expect("* OK")
-		calls := p.router.calls.Load()
-		c.transact("a1 LOGIN carol carol-pw", "a1 NO [AUTHORIZATIONFAILED] Login not allowed from this network")
-		if p.router.calls.Load() != calls {
-			t.Fatal("backend routed for a login the policy denied")
-		}
+		c.transact("a1 LOGIN carol carol-pw", "a1 NO [AUTHENTICATIONFAILED] Authentication failed")
+		p.audit.authDenied(t, "Login not allowed from this network")
 		p.login(t, "root") // admins: from 127.0.0.0/8 only
 	})
 
@@ -437,7 +448,8 @@ func TestEndToEndShippedPolicies(t *testing.T) {
 		// And a login after hours is refused.
 		c = dialIMAPS(t, p.imaps)
 		c.expect("* OK")
-		c.transact("a3 LOGIN frank frank-pw", "a3 NO [NOPERM] Access is limited to business hours")
+		c.transact("a3 LOGIN frank frank-pw", "a3 NO [AUTHENTICATIONFAILED] Authentication failed")
+		p.audit.authDenied(t, "Access is limited to business hours")
 		// Others are not concerned.
 		p.login(t, "bob").transact("b1 NOOP", "b1 OK")
 	})
@@ -445,9 +457,10 @@ func TestEndToEndShippedPolicies(t *testing.T) {
 	t.Run("clients", func(t *testing.T) {
 		c := dialIMAPS(t, p.imaps)
 		c.expect("* OK")
-		c.transact("a1 LOGIN gina gina-pw", "a1 NO [AUTHORIZATIONFAILED] This mail client is not allowed")
+		c.transact("a1 LOGIN gina gina-pw", "a1 NO [AUTHENTICATIONFAILED] Authentication failed")
+		p.audit.authDenied(t, "This mail client is not allowed")
 		c.transact(`a2 ID ("name" "Outlook" "version" "16")`, "a2 OK")
-		c.transact("a3 LOGIN gina gina-pw", "a3 NO [AUTHORIZATIONFAILED]")
+		c.transact("a3 LOGIN gina gina-pw", "a3 NO [AUTHENTICATIONFAILED]")
 		c.transact(`a4 ID ("name" "thunderbird" "version" "128.0")`, "a4 OK")
 		c.transact("a5 LOGIN gina gina-pw", "a5 OK")
 	})

@@ -36,6 +36,8 @@ const (
 	slotMechanism
 	slotClientID
 	slotGroups
+	slotAuthenticator
+	slotIdentity
 	slotBackend
 	slotAuthFailures
 	slotStartedAt
@@ -92,7 +94,7 @@ func slotRange(from, to slot) slotSet {
 }
 
 var (
-	sessionSlots = slotRange(slotSessionID, slotStartedAt)
+	sessionSlots = slotRange(slotSessionID, slotLimits)
 	commandSlots = slotRange(slotTag, slotArgs)
 	nowSlots     = slotRange(slotNowRFC3339, slotNowZone)
 	allSlots     = slotRange(0, numSlots-1)
@@ -110,21 +112,23 @@ const (
 var slotNames = [numSlots][2]string{
 	slotPoint: {"", docPoint},
 
-	slotSessionID:    {docSession, "id"},
-	slotListener:     {docSession, "listener"},
-	slotClientIP:     {docSession, "client_ip"},
-	slotClientPort:   {docSession, "client_port"},
-	slotLocalIP:      {docSession, "local_ip"},
-	slotLocalPort:    {docSession, "local_port"},
-	slotTLS:          {docSession, "tls"},
-	slotUser:         {docSession, "user"},
-	slotMechanism:    {docSession, "mechanism"},
-	slotClientID:     {docSession, "client_id"},
-	slotGroups:       {docSession, "groups"},
-	slotBackend:      {docSession, "backend"},
-	slotAuthFailures: {docSession, "auth_failures"},
-	slotStartedAt:    {docSession, "started_at"},
-	slotLimits:       {docSession, "limits"},
+	slotSessionID:     {docSession, "id"},
+	slotListener:      {docSession, "listener"},
+	slotClientIP:      {docSession, "client_ip"},
+	slotClientPort:    {docSession, "client_port"},
+	slotLocalIP:       {docSession, "local_ip"},
+	slotLocalPort:     {docSession, "local_port"},
+	slotTLS:           {docSession, "tls"},
+	slotUser:          {docSession, "user"},
+	slotMechanism:     {docSession, "mechanism"},
+	slotClientID:      {docSession, "client_id"},
+	slotGroups:        {docSession, "groups"},
+	slotAuthenticator: {docSession, "authenticator"},
+	slotIdentity:      {docSession, "identity"},
+	slotBackend:       {docSession, "backend"},
+	slotAuthFailures:  {docSession, "auth_failures"},
+	slotStartedAt:     {docSession, "started_at"},
+	slotLimits:        {docSession, "limits"},
 
 	slotTag:          {docCommand, "tag"},
 	slotName:         {docCommand, "name"},
@@ -302,10 +306,34 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 			b = appendStr(b, san)
 		}
 		return b
-	case slotUser, slotGroups:
-		// Groups are a function of the user within one state (a groups
-		// change makes a new state with an empty cache).
+	case slotUser:
 		return appendStr(b, s.User)
+	case slotGroups:
+		// The groups file's are a function of the user within one state
+		// (a groups change makes a new state with an empty cache); the
+		// directory's come with the identity.
+		b = appendStr(b, s.User)
+		if s.Identity == nil {
+			return append(b, 0)
+		}
+		return appendStrs(append(b, 1), s.Identity.Groups)
+	case slotAuthenticator:
+		if s.Identity == nil {
+			return append(b, 0)
+		}
+		return appendStr(append(b, 1), s.Identity.Authenticator)
+	case slotIdentity:
+		id := s.Identity
+		if id == nil {
+			return append(b, 0)
+		}
+		b = append(b, 1)
+		for _, v := range [...]string{id.Authenticator, id.User, id.Issuer, id.ClientID, id.Route} {
+			b = appendStr(b, v)
+		}
+		b = appendStrs(b, id.Groups)
+		b = appendStrs(b, id.Scopes)
+		return appendSortedMap(b, id.Attributes, appendStr)
 	case slotMechanism:
 		return appendStr(b, s.Mechanism)
 	case slotClientID:
@@ -323,18 +351,7 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 	case slotAuthFailures:
 		return binary.AppendVarint(b, int64(s.AuthFailures))
 	case slotLimits:
-		m := c.sessionLimits()
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = binary.AppendUvarint(b, uint64(len(keys)))
-		for _, k := range keys {
-			b = appendStr(b, k)
-			b = binary.AppendVarint(b, m[k])
-		}
-		return b
+		return appendSortedMap(b, c.sessionLimits(), binary.AppendVarint)
 	case slotStartedAt:
 		return binary.AppendVarint(b, s.Started.UnixNano())
 	case slotSelected:
@@ -418,6 +435,29 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+func appendStrs(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendStr(b, s)
+	}
+	return b
+}
+
+// appendSortedMap appends m sorted by key (map order is random).
+func appendSortedMap[V any](b []byte, m map[string]V, appendV func([]byte, V) []byte) []byte {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendStr(b, k)
+		b = appendV(b, m[k])
+	}
+	return b
 }
 
 func appendBool(b []byte, v bool) []byte {
@@ -550,7 +590,14 @@ func (c *inputCtx) value(x slot) *ast.Term {
 		}
 		return ast.ObjectTerm(items...)
 	case slotGroups:
-		return stringsTerm(c.groups[strings.ToLower(s.User)])
+		return stringsTerm(c.sessionGroups())
+	case slotAuthenticator:
+		if s.Identity == nil {
+			return nil
+		}
+		return ast.StringTerm(s.Identity.Authenticator)
+	case slotIdentity:
+		return identityTerm(s.Identity)
 	case slotBackend:
 		return ast.StringTerm(s.Backend)
 	case slotAuthFailures:
@@ -673,6 +720,49 @@ func (c *inputCtx) value(x slot) *ast.Term {
 		return ast.ArrayTerm(terms...)
 	}
 	return nil
+}
+
+// sessionGroups are the user's groups: the groups file's and the
+// directory's (Identity.Groups), sorted, each once.
+func (c *inputCtx) sessionGroups() []string {
+	file := c.groups[strings.ToLower(c.s.User)]
+	if c.s.Identity == nil || len(c.s.Identity.Groups) == 0 {
+		return file
+	}
+	all := append(slices.Clone(file), c.s.Identity.Groups...)
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
+// identityTerm is input.session.identity: who the authenticator verified,
+// with only the fields it set (README.md in policies/).
+func identityTerm(id *proxy.Identity) *ast.Term {
+	if id == nil {
+		return nil
+	}
+	items := make([][2]*ast.Term, 0, 8)
+	str := func(k, v string) {
+		if v != "" {
+			items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+		}
+	}
+	str("authenticator", id.Authenticator)
+	str("user", id.User)
+	items = append(items, ast.Item(ast.StringTerm("groups"), stringsTerm(id.Groups)))
+	str("issuer", id.Issuer)
+	str("client_id", id.ClientID)
+	if id.Scopes != nil {
+		items = append(items, ast.Item(ast.StringTerm("scopes"), stringsTerm(id.Scopes)))
+	}
+	if len(id.Attributes) > 0 {
+		attrs := make([][2]*ast.Term, 0, len(id.Attributes))
+		for k, v := range id.Attributes {
+			attrs = append(attrs, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+		}
+		items = append(items, ast.Item(ast.StringTerm("attributes"), ast.ObjectTerm(attrs...)))
+	}
+	str("route", id.Route)
+	return ast.ObjectTerm(items...)
 }
 
 func satAdd(a, b int64) int64 {

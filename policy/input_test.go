@@ -151,11 +151,15 @@ func TestKeyDistinguishesEverySlot(t *testing.T) {
 		slotLocalPort: func(in *proxy.DecisionInput, _ *inputCtx) {
 			in.Session.LocalAddr = netip.MustParseAddrPort("192.0.2.1:143")
 		},
-		slotTLS:          func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.TLS = &proxy.TLSInfo{Version: "TLS1.2"} },
-		slotUser:         func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.User = "bob" },
-		slotMechanism:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Mechanism = "LOGIN" },
-		slotClientID:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.ClientID = map[string]string{"name": "Outlook"} },
-		slotGroups:       func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.User = "bob" },
+		slotTLS:       func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.TLS = &proxy.TLSInfo{Version: "TLS1.2"} },
+		slotUser:      func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.User = "bob" },
+		slotMechanism: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Mechanism = "LOGIN" },
+		slotClientID:  func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.ClientID = map[string]string{"name": "Outlook"} },
+		slotGroups:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.User = "bob" },
+		slotAuthenticator: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Session.Identity = &proxy.Identity{Authenticator: "ldap"}
+		},
+		slotIdentity:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Identity = &proxy.Identity{User: "alice"} },
 		slotBackend:      func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Backend = "other" },
 		slotAuthFailures: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.AuthFailures = 1 },
 		slotStartedAt:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Started = in.Session.Started.Add(time.Second) },
@@ -267,5 +271,75 @@ func TestAnnouncedLiteral(t *testing.T) {
 	lit := &imapwire.Literal{Size: 5000, NonSync: true}
 	if got := announcedLiteral(&proxy.DecisionInput{Literal: lit}); got != lit {
 		t.Fatalf("announced literal %+v, want %+v", got, lit)
+	}
+}
+
+// TestIdentityInput: the verified identity reaches input.session (its
+// groups merged with the groups file's), and every part of it changes the
+// cache key, so a decision for one directory answer is never reused for
+// another.
+func TestIdentityInput(t *testing.T) {
+	in := &proxy.DecisionInput{Point: proxy.PointAuth, Session: testSession("alice")}
+	in.Session.Identity = &proxy.Identity{Authenticator: "corp", User: "alice", Groups: []string{"staff", "vpn"},
+		Issuer: "https://sso.example.com/", ClientID: "thunderbird", Scopes: []string{"mail"},
+		Attributes: map[string]string{"mailHost": "imap2"}, Route: "imap2"}
+	c := fullCtx(in)
+	c.groups = map[string][]string{"alice": {"admins", "staff"}}
+	sess := c.build(allSlots).Get(ast.StringTerm("session"))
+	want := map[string]string{
+		"authenticator": `"corp"`,
+		"groups":        `["admins", "staff", "vpn"]`,
+		"identity": `{"attributes": {"mailHost": "imap2"}, "authenticator": "corp", "client_id": "thunderbird", "groups": ["staff", "vpn"], ` +
+			`"issuer": "https://sso.example.com/", "route": "imap2", "scopes": ["mail"], "user": "alice"}`,
+	}
+	for k, w := range want {
+		if g := sess.Get(ast.StringTerm(k)); g == nil || g.String() != w {
+			t.Errorf("session.%s = %v, want %s", k, g, w)
+		}
+	}
+	key := func() string {
+		c := fullCtx(in)
+		var b []byte
+		for _, x := range []slot{slotGroups, slotIdentity} {
+			b = c.appendKey(b, x)
+		}
+		return string(b)
+	}
+	base := key()
+	for name, mut := range map[string]func(id *proxy.Identity){
+		"groups":     func(id *proxy.Identity) { id.Groups = []string{"staff"} },
+		"issuer":     func(id *proxy.Identity) { id.Issuer = "https://other/" },
+		"client":     func(id *proxy.Identity) { id.ClientID = "outlook" },
+		"scopes":     func(id *proxy.Identity) { id.Scopes = []string{"mail", "admin"} },
+		"attributes": func(id *proxy.Identity) { id.Attributes = map[string]string{"mailHost": "imap3"} },
+		"route":      func(id *proxy.Identity) { id.Route = "imap3" },
+	} {
+		saved := *in.Session.Identity
+		mut(in.Session.Identity)
+		if key() == base {
+			t.Errorf("changing the identity's %s keeps the cache key", name)
+		}
+		*in.Session.Identity = saved
+	}
+	// Without an identity (before verification) both are absent.
+	in.Session.Identity = nil
+	c = fullCtx(in)
+	sess = c.build(allSlots).Get(ast.StringTerm("session"))
+	if sess.Get(ast.StringTerm("identity")) != nil || sess.Get(ast.StringTerm("authenticator")) != nil {
+		t.Errorf("identity before verification: %v", sess)
+	}
+}
+
+// TestLimitsInput: input.session.limits is built when a policy reads it
+// (it once fell outside the session document's slots).
+func TestLimitsInput(t *testing.T) {
+	if got := slotsOfRef(ast.MustParseRef("input.session.limits")); got != setOf(slotLimits) {
+		t.Fatalf("input.session.limits reads slots %b", got)
+	}
+	c := fullCtx(&proxy.DecisionInput{Point: proxy.PointAuth, Session: testSession("alice")})
+	c.limitsFn = func(*proxy.SessionInfo) map[string]int64 { return map[string]int64{"login_failures_user": 3} }
+	sess := c.build(setOf(slotLimits)).Get(ast.StringTerm("session"))
+	if g := sess.Get(ast.StringTerm("limits")); g == nil || g.String() != `{"login_failures_user": 3}` {
+		t.Errorf("session.limits = %v", g)
 	}
 }

@@ -41,7 +41,8 @@ func (a *LogAuditor) Auth(s *SessionInfo, e AuthEvent) {
 	a.log.Info("auth", append(sessionFields(s),
 		zap.String("auth_user", e.User), zap.String("mechanism", e.Mechanism),
 		zap.Bool("success", e.Success), zap.String("reason", e.Reason),
-		zap.Int("attempt", e.Attempt), zap.String("backend", e.Backend))...)
+		zap.Int("attempt", e.Attempt), zap.String("backend", e.Backend),
+		zap.String("authenticator", e.Authenticator), zap.String("detail", e.Detail))...)
 }
 
 // Command logs e; a log is not a trail, so it never fails the session.

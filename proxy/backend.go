@@ -286,7 +286,16 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 	var code string
 	var err error
 	switch {
+	case b.Login == LoginMaster && b.MasterSeparator != "":
+		// Dovecot's "user*master" form (auth_master_user_separator), for
+		// backends that take master logins only through LOGIN.
+		if hasCap("LOGINDISABLED") {
+			return fmt.Errorf("backend %s advertises LOGINDISABLED: use security starttls or tls", b.Addr)
+		}
+		st, code, err = bc.loginCommand(asUser+b.MasterSeparator+b.MasterUser, b.MasterPassword, hasCap("LITERAL+"))
 	case b.Login == LoginMaster:
+		// RFC 4616 §2: authzid the user, authcid the master user (Dovecot
+		// master users, Cyrus proxyservers).
 		st, code, err = bc.authPlain(sasl.NewPlainClient(asUser, b.MasterUser, b.MasterPassword), hasCap("SASL-IR"))
 	case b.Login == LoginPlain || (b.Login == LoginAuto && hasCap("AUTH=PLAIN")):
 		st, code, err = bc.authPlain(sasl.NewPlainClient(authzid, user, pass), hasCap("SASL-IR"))

@@ -1,12 +1,10 @@
 package proxy
 
 import (
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
@@ -69,7 +67,7 @@ func (s *Session) frontEnd() bool {
 				s.writef("%s BAD LOGIN expects user name and password\r\n", tag)
 				continue
 			}
-			if s.login(tag, "LOGIN", "", cmd.Args[0].Value, cmd.Args[1].Value) {
+			if s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}) {
 				return true
 			}
 		case "AUTHENTICATE":
@@ -318,8 +316,9 @@ func (s *Session) startTLS(tag string) bool {
 	return true
 }
 
-// authenticate runs AUTHENTICATE with PLAIN or LOGIN (RFC 9051 §6.2.2),
-// with an optional initial response (RFC 4959).
+// authenticate runs AUTHENTICATE (RFC 9051 §6.2.2) with PLAIN, LOGIN,
+// EXTERNAL, and with a token authenticator OAUTHBEARER (RFC 7628) and
+// XOAUTH2, with an optional initial response (RFC 4959).
 func (s *Session) authenticate(cmd *imapwire.Command) bool {
 	tag := cmd.Tag
 	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.ArgAtom {
@@ -333,33 +332,39 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 		s.writef("%s NO [PRIVACYREQUIRED] Authentication is disabled until TLS is active\r\n", tag)
 		return false
 	}
-	var authzid, user, pass string
+	cr := Credentials{Mechanism: mech}
 	var server sasl.Server
 	switch mech {
 	case "PLAIN":
 		server = sasl.NewPlainServer(func(identity, username, password string) error {
-			authzid, user, pass = identity, username, password
+			cr.AuthzID, cr.User, cr.Password = identity, username, password
 			return nil
 		})
 	case "LOGIN":
 		server = newLoginServer(func(username, password string) error {
-			user, pass = username, password
+			cr.User, cr.Password = username, password
 			return nil
 		})
 	case "EXTERNAL":
 		// The TLS client certificate is the credential (RFC 4422 App. A);
 		// the response may only name an authorization identity.
-		user = s.info.TLS.certUser()
-		if !s.lo.CertLogin || user == "" {
+		cr.User = s.info.TLS.certUser()
+		if !s.lo.CertLogin || cr.User == "" {
 			s.info.AuthFailures++
 			s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "no-certificate"})
 			s.writef("%s NO [AUTHENTICATIONFAILED] No verified client certificate\r\n", tag)
 			return false
 		}
 		server = sasl.NewExternalServer(func(identity string) error {
-			authzid = identity
+			cr.AuthzID = identity
 			return nil
 		})
+	case "OAUTHBEARER", "XOAUTH2":
+		if _, ok := s.tokenAuth(); !ok {
+			s.writef("%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag)
+			return false
+		}
+		server = &tokenServer{mech: mech, cr: &cr}
 	default:
 		s.writef("%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag)
 		return false
@@ -381,183 +386,57 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 		chal, done, err := server.Next(resp)
 		if err != nil {
 			s.info.AuthFailures++
-			s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "sasl-syntax"})
+			s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "sasl-syntax", Detail: saslDetail(err)})
+			if cr.IsToken() {
+				// RFC 7628 §3.2.2: an error, then the client's dummy
+				// response, then NO.
+				return s.tokenRefused(tag)
+			}
 			s.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n", tag)
 			return false
 		}
 		if done {
 			break
 		}
-		if err := s.writef("+ %s\r\n", base64.StdEncoding.EncodeToString(chal)); err != nil {
-			return false
-		}
-		line, _, hasLit, err := s.sc.ReadLine()
-		if err != nil {
-			s.readErr(err)
-			s.closeConns()
-			return false
-		}
-		if hasLit {
-			s.setReason("protocol-error")
-			s.writef("* BYE [CLIENTBUG] Literal in SASL response\r\n")
-			s.closeConns()
-			return false
-		}
-		l := strings.TrimRight(string(line), "\r\n")
-		if l == "*" {
-			// RFC 9051 §6.2.2: a cancelled exchange gets a tagged BAD.
-			s.writef("%s BAD Authentication cancelled\r\n", tag)
-			return false
-		}
-		if resp, err = base64.StdEncoding.DecodeString(l); err != nil {
-			s.writef("%s BAD Invalid base64\r\n", tag)
+		var ok bool
+		if resp, ok = s.saslResponse(tag, chal); !ok {
 			return false
 		}
 	}
-	return s.login(tag, mech, authzid, user, pass)
+	return s.login(tag, &cr)
 }
 
-// certAuthenticated reports a login whose credential was the client
-// certificate (EXTERNAL): no password exists to check or to replay.
-func certAuthenticated(mech string) bool { return mech == "EXTERNAL" }
-
-// login checks, decides, routes and logs in to the backend. On success it
-// answers the client and returns true.
-func (s *Session) login(tag, mech, authzid, user, pass string) bool {
-	var authDecision *Decision
-	fail := func(reason, text string) bool {
-		s.info.AuthFailures++
-		s.srv.auditor.Auth(&s.info, AuthEvent{User: user, Mechanism: mech, Attempt: s.info.AuthFailures, Reason: reason, Backend: s.info.Backend, Decision: authDecision})
-		s.writef("%s NO %s\r\n", tag, text)
-		return false
+// saslResponse sends a challenge and reads the client's answer to it. It
+// returns false when the exchange is over (cancelled, malformed, closed):
+// the client was answered already.
+func (s *Session) saslResponse(tag string, chal []byte) ([]byte, bool) {
+	if err := s.writef("+ %s\r\n", base64.StdEncoding.EncodeToString(chal)); err != nil {
+		return nil, false
 	}
-	if !s.authAllowed() {
-		return fail("privacy-required", "[PRIVACYREQUIRED] LOGIN is disabled until TLS is active")
-	}
-	if user == "" || strings.ContainsAny(user, "\x00\r\n") || strings.ContainsAny(pass, "\x00\r\n") || strings.ContainsAny(authzid, "\x00\r\n") {
-		return fail("invalid-characters", "[AUTHENTICATIONFAILED] Invalid characters in credentials")
-	}
-	if authzid != "" && authzid != user && !s.dyn.AllowAuthzid {
-		return fail("authzid-refused", "[AUTHORIZATIONFAILED] Authorization identity not allowed")
-	}
-	// Under infoMu: the admin API reads them.
-	s.infoMu.Lock()
-	s.info.User = user
-	if authzid != "" {
-		s.info.User = authzid
-	}
-	s.info.Mechanism = mech
-	s.info.Backend = ""
-	s.infoMu.Unlock()
-	lim := s.dyn.Limiter
-	if lim != nil {
-		// Before anything is checked: a locked-out client never reaches
-		// the backend.
-		if res := lim.Login(&s.info, s.info.User); res.hit() {
-			s.srv.auditor.Limit(&s.info, res)
-			if res.Exceeded {
-				time.Sleep(res.Delay)
-				return fail("limit", res.text())
-			}
-		}
-	}
-	// failed answers a rejected credential check, after the Limiter's
-	// delay (the same for unknown users and wrong passwords).
-	failed := func(reason, text string) bool {
-		if lim != nil {
-			time.Sleep(lim.LoginResult(&s.info, s.info.User, false))
-		}
-		return fail(reason, text)
-	}
-	d := s.decide(PointAuth, nil, false, nil)
-	if !d.Allow || d.Reason != "" || len(d.Annotations) > 0 {
-		authDecision = &d
-	}
-	if !d.Allow {
-		if d.Disconnect {
-			fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
-			s.setReason("policy-auth")
-			s.writef("* BYE %s\r\n", denyText(d, "AUTHORIZATIONFAILED"))
-			s.closeConns()
-			return false
-		}
-		return fail("policy", denyText(d, "AUTHORIZATIONFAILED"))
-	}
-	ctx := context.Background()
-	if a := s.dyn.Authenticator; a != nil && !certAuthenticated(mech) {
-		if err := a.Authenticate(ctx, &s.info, user, pass); err != nil {
-			if errors.Is(err, ErrAuthFailed) {
-				return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
-			}
-			s.log.Warn("authenticator failed", zap.Error(err))
-			return fail("authenticator-unavailable", "[UNAVAILABLE] Authentication temporarily unavailable")
-		}
-	}
-	b, err := s.dyn.Router.Route(ctx, &s.info, s.info.User)
+	line, _, hasLit, err := s.sc.ReadLine()
 	if err != nil {
-		if !errors.Is(err, ErrNoRoute) {
-			s.log.Warn("routing failed", zap.Error(err))
-			return fail("route-error", "[UNAVAILABLE] Authentication temporarily unavailable")
-		}
-		// Same answer as a wrong password: no user enumeration.
-		return failed("no-route", "[AUTHENTICATIONFAILED] Authentication failed")
+		s.readErr(err)
+		s.closeConns()
+		return nil, false
 	}
-	s.infoMu.Lock()
-	s.info.Backend = b.Name
-	s.infoMu.Unlock()
-	switch {
-	case certAuthenticated(mech) && b.Login != LoginMaster:
-		// Nothing to replay: the backend must take a master login.
-		s.log.Error("certificate login needs a master-user backend", zap.String("backend", b.Name))
-		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")
-	case b.Login == LoginMaster && s.dyn.Authenticator == nil && !certAuthenticated(mech):
-		// The backend would take any password: nobody would check it.
-		s.log.Error("master login without an authenticator refused", zap.String("backend", b.Name))
-		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")
+	if hasLit {
+		s.setReason("protocol-error")
+		s.writef("* BYE [CLIENTBUG] Literal in SASL response\r\n")
+		s.closeConns()
+		return nil, false
 	}
-	dialStart := time.Now()
-	be, err := dialBackend(ctx, b, &s.info, s.srv)
-	s.srv.opts.Metrics.backendDial(b.Name, err, time.Since(dialStart))
-	if err == nil {
-		err = be.login(ctx, s.info.User, authzid, user, pass, mech)
-		if err != nil {
-			be.release()
-		}
+	l := strings.TrimRight(string(line), "\r\n")
+	if l == "*" {
+		// RFC 9051 §6.2.2: a cancelled exchange gets a tagged BAD.
+		s.writef("%s BAD Authentication cancelled\r\n", tag)
+		return nil, false
 	}
+	resp, err := base64.StdEncoding.DecodeString(l)
 	if err != nil {
-		if errors.Is(err, errBackendAuth) {
-			return failed("credentials", "[AUTHENTICATIONFAILED] Authentication failed")
-		}
-		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
-		s.srv.auditor.Security(&s.info, "backend-connect-failed", b.Name)
-		if errors.Is(err, errBackendInjection) {
-			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)
-		}
-		return fail("backend-unavailable", "[UNAVAILABLE] Backend unavailable, try again later")
+		s.writef("%s BAD Invalid base64\r\n", tag)
+		return nil, false
 	}
-	if lim != nil {
-		lim.LoginResult(&s.info, s.info.User, true)
-		res, release := lim.Session(&s.info)
-		if res.hit() {
-			s.srv.auditor.Limit(&s.info, res)
-		}
-		if res.Exceeded {
-			if release != nil {
-				release()
-			}
-			be.release()
-			s.srv.auditor.Auth(&s.info, AuthEvent{User: s.info.User, Mechanism: mech, Attempt: s.info.AuthFailures + 1, Reason: "limit", Backend: b.Name})
-			s.writef("%s NO %s\r\n", tag, res.text())
-			return false
-		}
-		s.sessionRelease = release
-	}
-	s.connMu.Lock()
-	s.be = be
-	s.connMu.Unlock()
-	s.srv.auditor.Auth(&s.info, AuthEvent{User: s.info.User, Mechanism: mech, Attempt: s.info.AuthFailures + 1, Success: true, Backend: b.Name, Decision: authDecision})
-	s.writef("%s OK [CAPABILITY %s COMPRESS=DEFLATE] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))
-	return true
+	return resp, true
 }
 
 // loginServer is the server side of the LOGIN mechanism

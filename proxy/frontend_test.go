@@ -283,8 +283,23 @@ func TestPolicyDeniesConnectAndAuth(t *testing.T) {
 	c.expectClosed("* BYE [NOPERM] plaintext port closed")
 	c = dialTLS(t, h.imaps)
 	c.expect("* OK")
-	c.transact("a1 LOGIN bob bob-pw", "a1 NO [AUTHORIZATIONFAILED] bob is suspended")
-	c.transact("a2 LOGIN alice alice-pw", "a2 OK")
+	// The auth decision comes after the password was checked, and its
+	// refusal reads exactly like a wrong password (no enumeration); the
+	// audit keeps the truth.
+	c.send("a1 LOGIN bob bob-pw")
+	_, denied := c.tagged("a1")
+	if e := h.audit.lastAuth(t); e.Reason != "policy" || e.Decision == nil || e.Decision.Reason != "bob is suspended" {
+		t.Errorf("audit of the policy refusal: %+v", e)
+	}
+	c.send("a2 LOGIN bob wrong-pw")
+	_, wrong := c.tagged("a2")
+	if e := h.audit.lastAuth(t); e.Reason != "credentials" {
+		t.Errorf("audit of the wrong password: %+v", e)
+	}
+	if !strings.HasPrefix(denied, "a1 NO [AUTHENTICATIONFAILED]") || strings.TrimPrefix(denied, "a1") != strings.TrimPrefix(wrong, "a2") {
+		t.Errorf("policy refusal %q differs from a wrong password %q", denied, wrong)
+	}
+	c.transact("a3 LOGIN alice alice-pw", "a3 OK")
 }
 
 type routerFunc func(user string) (*Backend, error)
@@ -309,7 +324,11 @@ func TestMasterLoginNeedsAuthenticator(t *testing.T) {
 	})
 	c := dialTLS(t, h.imaps)
 	c.expect("* OK")
-	c.transact("a1 LOGIN bob anything", "a1 NO [UNAVAILABLE]")
+	// Nobody verified the password: an ordinary failure.
+	c.transact("a1 LOGIN bob anything", "a1 NO [AUTHENTICATIONFAILED]")
+	if e := h.audit.lastAuth(t); e.Reason != "no-verifier" {
+		t.Errorf("audit reason %q, want no-verifier", e.Reason)
+	}
 }
 
 // A backend that accepts but never greets costs the client ConnectTimeout,

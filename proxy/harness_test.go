@@ -137,6 +137,17 @@ func (a *recAuditor) Limit(_ *SessionInfo, r LimitResult) {
 	a.mu.Unlock()
 }
 
+// lastAuth returns the last auth event.
+func (a *recAuditor) lastAuth(t testing.TB) AuthEvent {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.auths) == 0 {
+		t.Fatal("no auth event")
+	}
+	return a.auths[len(a.auths)-1]
+}
+
 func (a *recAuditor) hasSecurity(kind string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()

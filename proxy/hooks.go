@@ -23,6 +23,10 @@ type SessionInfo struct {
 	ClientID   map[string]string
 	Backend    string
 	Started    time.Time
+	// Identity is what an Authenticator verified, nil until the
+	// credentials were checked (by the proxy, or by the backend for the
+	// "backend" authenticator).
+	Identity *Identity
 	// AuthFailures counts failed logins on this connection.
 	AuthFailures int
 	// Selected is the selected mailbox ("" when none) and whether it was
@@ -138,15 +142,88 @@ func (r *StaticRouter) Route(_ context.Context, _ *SessionInfo, user string) (*B
 	return nil, ErrNoRoute
 }
 
-// Authenticator checks credentials in the proxy itself. It returns
-// ErrAuthFailed for wrong credentials and another error when it cannot
-// tell (then the client gets NO [UNAVAILABLE]).
+// Identity is a user as an Authenticator verified it: the directory or
+// token behind the login, for policy, audit and routing. It never holds a
+// credential.
+type Identity struct {
+	// Authenticator names the one that verified the user; User is the
+	// identity it verified.
+	Authenticator, User string
+	Groups              []string
+	// Issuer, ClientID and Scopes describe a token (OAuth2).
+	Issuer, ClientID string
+	Scopes           []string
+	// Attributes are directory attributes the Authenticator was asked to
+	// read.
+	Attributes map[string]string
+	// Route is the directory's word on where the mailbox lives (an LDAP
+	// attribute such as mailHost): a backend name, or a server (host or
+	// host:port) of a configured backend. Routers honour it only within
+	// the configured servers.
+	Route string
+}
+
+// Credentials are what a client presented at login. Only an
+// Authenticator sees them; they are never logged or audited.
+type Credentials struct {
+	// Mechanism is LOGIN, PLAIN, EXTERNAL, XOAUTH2 or OAUTHBEARER.
+	Mechanism string
+	// User is the authentication identity (for a token, the user the
+	// client named, possibly empty); AuthzID the authorization identity
+	// asked for, if any.
+	User, AuthzID string
+	// Password is set for LOGIN and PLAIN; Token, a bearer token, for
+	// XOAUTH2 and OAUTHBEARER (RFC 7628).
+	Password, Token string
+}
+
+// IsToken reports a bearer-token login.
+func (c *Credentials) IsToken() bool { return c.Mechanism == "XOAUTH2" || c.Mechanism == "OAUTHBEARER" }
+
+// Authenticator checks credentials in the proxy itself.
+//
+// Authenticate returns the verified Identity, or an error wrapping
+// ErrAuthFailed when the credentials are wrong or unknown, or an Identity
+// naming the authenticator together with ErrBackendVerifies when the
+// backend is to check the password (the "backend" authenticator), or
+// another error when it cannot tell (a directory down): the client then
+// gets NO [UNAVAILABLE], never a login.
 type Authenticator interface {
-	Authenticate(ctx context.Context, s *SessionInfo, user, password string) error
+	Authenticate(ctx context.Context, s *SessionInfo, c *Credentials) (*Identity, error)
+}
+
+// TokenAuthenticator is an Authenticator that may accept bearer tokens:
+// when Tokens says so, the proxy offers AUTH=OAUTHBEARER and AUTH=XOAUTH2
+// and answers a refused token with the RFC 7628 §3.2.2 error, whose scope
+// and openid-configuration come from the TokenChallenge.
+type TokenAuthenticator interface {
+	Authenticator
+	Tokens() (TokenChallenge, bool)
+}
+
+// TokenChallenge is what the error response to a refused token tells the
+// client (RFC 7628 §3.2.2): the scope to ask for and where the issuer's
+// discovery document is.
+type TokenChallenge struct {
+	Scope, OpenIDConfiguration string
 }
 
 // ErrAuthFailed reports rejected credentials.
 var ErrAuthFailed = errors.New("authentication failed")
+
+// ErrBackendVerifies is returned with an Identity by an Authenticator
+// that leaves the password to the backend.
+var ErrBackendVerifies = errors.New("the backend verifies the credentials")
+
+// AuthError is a refusal or failure with the name of the authenticator
+// that gave it, for the audit. Err wraps ErrAuthFailed for a refusal.
+type AuthError struct {
+	Authenticator string
+	Err           error
+}
+
+func (e *AuthError) Error() string { return e.Authenticator + ": " + e.Err.Error() }
+func (e *AuthError) Unwrap() error { return e.Err }
 
 // AuthEvent is one login attempt.
 type AuthEvent struct {
@@ -161,6 +238,12 @@ type AuthEvent struct {
 	// Decision is the policy's at the auth point, when it said more than
 	// allow (a reason, annotations such as a shadow would-deny).
 	Decision *Decision
+	// Authenticator names the authenticator that verified or refused the
+	// credentials, when one did; Detail says why a login failed
+	// ("ldap: invalid credentials", "token expired"), never with a secret.
+	// The verified identity is SessionInfo.Identity.
+	Authenticator string
+	Detail        string
 }
 
 // CommandEvent is one completed (or refused) command after login.

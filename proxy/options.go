@@ -71,8 +71,9 @@ const (
 	LoginPlain LoginMode = "plain"
 	// LoginMaster authenticates as MasterUser with the client's user as
 	// authorization identity (AUTHENTICATE PLAIN, RFC 4616 §2), as Dovecot
-	// and Cyrus accept. The client's password is then checked by nobody
-	// but the Authenticator, so LoginMaster requires one.
+	// and Cyrus accept, or as "user*master" (MasterSeparator). The client's
+	// password is then checked by nobody but the Authenticator, so
+	// LoginMaster requires one other than the backend.
 	LoginMaster LoginMode = "master"
 )
 
@@ -88,6 +89,10 @@ type Backend struct {
 	// MasterUser and MasterPassword are used with LoginMaster.
 	MasterUser     string
 	MasterPassword string
+	// MasterSeparator, when set, logs in with LOGIN "user<sep>master"
+	// (Dovecot's auth_master_user_separator, e.g. "*") instead of
+	// AUTHENTICATE PLAIN with the user as authorization identity.
+	MasterSeparator string
 	// ConnectTimeout bounds dialing, greeting and STARTTLS (default 10 s);
 	// LoginTimeout bounds the login exchange (default 30 s).
 	ConnectTimeout time.Duration

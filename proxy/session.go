@@ -407,6 +407,9 @@ func (s *Session) preAuthCaps() string {
 	}
 	if s.authAllowed() {
 		caps += " AUTH=PLAIN AUTH=LOGIN"
+		if _, ok := s.tokenAuth(); ok {
+			caps += " AUTH=OAUTHBEARER AUTH=XOAUTH2"
+		}
 		if s.lo.CertLogin && s.info.TLS.certUser() != "" {
 			caps += " AUTH=EXTERNAL"
 		}

@@ -72,6 +72,13 @@ func (w *auditWire) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
 		r.User = e.User
 	}
 	r.Mechanism, r.Attempt, r.Reason, r.Backend = e.Mechanism, e.Attempt, e.Reason, e.Backend
+	r.Authenticator, r.Detail = e.Authenticator, e.Detail
+	if id := s.Identity; id != nil {
+		// The identity belongs to the session, which outlives the record
+		// only unchanged: a new login makes a new Identity.
+		r.Authenticator, r.Identity, r.Groups = id.Authenticator, id.User, id.Groups
+		r.TokenIssuer, r.TokenClientID, r.Scopes = id.Issuer, id.ClientID, id.Scopes
+	}
 	r.Result = audit.ResultFailure
 	if e.Success {
 		r.Result = audit.ResultSuccess

@@ -1,0 +1,497 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Login, in order (DESIGN §4; no step tells a guesser more than "wrong"):
+//
+//  1. The Limiter's lockouts, before anything is checked.
+//  2. The Authenticator verifies the credentials (a directory, a token, a
+//     file), or leaves them to the backend ("backend" authenticator).
+//  3. The Router picks the backend (it may read SessionInfo.Identity).
+//  4. With the backend authenticator, the backend login is the check.
+//  5. The auth-point policy decides, knowing who the user really is. A
+//     refusal is answered exactly like a wrong password, after the same
+//     work and the same Limiter delay; the audit keeps the true reason.
+//  6. Otherwise the proxy logs in to the backend: as a master user, or
+//     replaying the client's password.
+
+// authFailedText is the one answer to every credential-class failure:
+// wrong password, unknown user, refused token, policy refusal, no route.
+const authFailedText = "[AUTHENTICATIONFAILED] Authentication failed"
+
+// certAuthenticator names the verifier of SASL EXTERNAL logins (the TLS
+// client certificate) in Identity.Authenticator.
+const certAuthenticator = "certificate"
+
+// backendAuthenticator names the default verifier, the backend itself.
+const backendAuthenticator = "backend"
+
+// login verifies, routes, decides and logs in to the backend. On success
+// it answers the client and returns true.
+func (s *Session) login(tag string, cr *Credentials) bool {
+	mech := cr.Mechanism
+	var authDecision *Decision
+	ev := AuthEvent{Mechanism: mech}
+	// fail answers at once: the client's mistakes and unavailability.
+	fail := func(reason, text string) bool {
+		s.info.AuthFailures++
+		ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
+		s.srv.auditor.Auth(&s.info, ev)
+		s.writef("%s NO %s\r\n", tag, text)
+		return false
+	}
+	if !s.authAllowed() {
+		return fail("privacy-required", "[PRIVACYREQUIRED] LOGIN is disabled until TLS is active")
+	}
+	if (cr.User == "" && !cr.IsToken()) || strings.ContainsAny(cr.User, "\x00\r\n") || strings.ContainsAny(cr.Password, "\x00\r\n") ||
+		strings.ContainsAny(cr.AuthzID, "\x00\r\n") || strings.ContainsAny(cr.Token, "\x00\r\n") {
+		return fail("invalid-characters", "[AUTHENTICATIONFAILED] Invalid characters in credentials")
+	}
+	authzid := cr.AuthzID
+	if authzid == cr.User {
+		authzid = ""
+	}
+	if authzid != "" && !s.dyn.AllowAuthzid {
+		return fail("authzid-refused", "[AUTHORIZATIONFAILED] Authorization identity not allowed")
+	}
+	// Under infoMu: the admin API reads them.
+	s.infoMu.Lock()
+	s.info.User = cr.User
+	if authzid != "" {
+		s.info.User = authzid
+	}
+	s.info.Mechanism = mech
+	s.info.Backend = ""
+	s.info.Identity = nil
+	s.infoMu.Unlock()
+	lim := s.dyn.Limiter
+	limitUser := s.info.User
+	if lim != nil {
+		// Before anything is checked: a locked-out client never reaches
+		// an authenticator or the backend.
+		if res := lim.Login(&s.info, limitUser); res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+			if res.Exceeded {
+				time.Sleep(res.Delay)
+				return fail("limit", res.text())
+			}
+		}
+	}
+	// failed answers a credential-class failure, whatever its true reason,
+	// with one text after the Limiter's delay (the same for unknown users,
+	// wrong passwords and refusals).
+	var be *backendConn
+	failed := func(reason, detail string) bool {
+		if be != nil {
+			be.release()
+			be = nil
+		}
+		if lim != nil {
+			time.Sleep(lim.LoginResult(&s.info, limitUser, false))
+		}
+		ev.Detail = detail
+		if cr.IsToken() {
+			s.info.AuthFailures++
+			ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
+			s.srv.auditor.Auth(&s.info, ev)
+			return s.tokenRefused(tag)
+		}
+		return fail(reason, authFailedText)
+	}
+	ctx := context.Background()
+
+	// 2. Verify.
+	ident, backendVerifies, err := s.verify(ctx, cr)
+	if ident != nil {
+		ev.Authenticator = ident.Authenticator
+	}
+	var ae *AuthError
+	if errors.As(err, &ae) {
+		ev.Authenticator = ae.Authenticator
+	}
+	switch {
+	case errors.Is(err, ErrAuthFailed):
+		return failed("credentials", err.Error())
+	case err != nil:
+		s.log.Warn("authenticator failed", zap.Error(err))
+		ev.Detail = err.Error()
+		return fail("authenticator-unavailable", "[UNAVAILABLE] Authentication temporarily unavailable")
+	}
+	if !backendVerifies {
+		s.infoMu.Lock()
+		s.info.Identity = ident
+		if authzid == "" && ident.User != "" {
+			// The directory's or the token's spelling of the user.
+			s.info.User = ident.User
+		}
+		s.infoMu.Unlock()
+	}
+
+	// 3. Route.
+	b, err := s.dyn.Router.Route(ctx, &s.info, s.info.User)
+	if err != nil {
+		if !errors.Is(err, ErrNoRoute) {
+			s.log.Warn("routing failed", zap.Error(err))
+			return fail("route-error", "[UNAVAILABLE] Authentication temporarily unavailable")
+		}
+		// Same answer as a wrong password: no user enumeration.
+		return failed("no-route", "")
+	}
+	s.infoMu.Lock()
+	s.info.Backend = b.Name
+	s.infoMu.Unlock()
+	switch {
+	case b.Login == LoginMaster && backendVerifies:
+		// Nobody checks the password: the backend takes any for a master
+		// login. An ordinary failure for the client (the user is unknown
+		// to every authenticator that could check it).
+		return failed("no-verifier", "no authenticator verified the user and backend "+b.Name+" takes master logins")
+	case b.Login != LoginMaster && (certAuthenticated(mech) || cr.IsToken()):
+		// Nothing to replay: the backend must take a master login.
+		s.log.Error("certificate and token logins need a master-user backend", zap.String("backend", b.Name))
+		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")
+	case b.Login == LoginMaster && authzid != "":
+		// The proxy verified one user; the master login would act as
+		// another, which nobody authorized.
+		return fail("authzid-refused", "[AUTHORIZATIONFAILED] Authorization identity not allowed")
+	}
+
+	// 4. The backend checks the password.
+	if backendVerifies {
+		be, err = s.backendLogin(ctx, b, cr)
+		if errors.Is(err, errBackendAuth) {
+			return failed("credentials", "backend "+b.Name+" refused the credentials")
+		}
+		if err != nil {
+			return fail("backend-unavailable", "[UNAVAILABLE] Backend unavailable, try again later")
+		}
+		s.infoMu.Lock()
+		s.info.Identity = ident
+		s.infoMu.Unlock()
+	}
+
+	// 5. The policy, once the user is known to be who they say.
+	d := s.decide(PointAuth, nil, false, nil)
+	if !d.Allow || d.Reason != "" || len(d.Annotations) > 0 {
+		authDecision = &d
+	}
+	if !d.Allow {
+		// Even a disconnect is answered like a wrong password: the
+		// session ends at max_auth_failures, as for any guesser.
+		return failed("policy", "")
+	}
+
+	// 6. Log in to the backend.
+	if be == nil {
+		be, err = s.backendLogin(ctx, b, cr)
+		if errors.Is(err, errBackendAuth) {
+			// The proxy verified the user, the backend does not know it
+			// (or its master user is misconfigured).
+			return failed("backend-refused", "backend "+b.Name+" refused the login")
+		}
+		if err != nil {
+			return fail("backend-unavailable", "[UNAVAILABLE] Backend unavailable, try again later")
+		}
+	}
+	if lim != nil {
+		lim.LoginResult(&s.info, limitUser, true)
+		res, release := lim.Session(&s.info)
+		if res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+		}
+		if res.Exceeded {
+			if release != nil {
+				release()
+			}
+			be.release()
+			ev.User, ev.Attempt, ev.Reason, ev.Backend = s.info.User, s.info.AuthFailures+1, "limit", b.Name
+			s.srv.auditor.Auth(&s.info, ev)
+			s.writef("%s NO %s\r\n", tag, res.text())
+			return false
+		}
+		s.sessionRelease = release
+	}
+	s.connMu.Lock()
+	s.be = be
+	s.connMu.Unlock()
+	ev.User, ev.Attempt, ev.Success, ev.Backend, ev.Decision = s.info.User, s.info.AuthFailures+1, true, b.Name, authDecision
+	s.srv.auditor.Auth(&s.info, ev)
+	s.writef("%s OK [CAPABILITY %s COMPRESS=DEFLATE] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))
+	return true
+}
+
+// verify runs step 2: the identity, and whether the backend must still
+// check the password. EXTERNAL was verified by the TLS handshake.
+func (s *Session) verify(ctx context.Context, cr *Credentials) (*Identity, bool, error) {
+	if certAuthenticated(cr.Mechanism) {
+		return &Identity{Authenticator: certAuthenticator, User: cr.User}, false, nil
+	}
+	a := s.dyn.Authenticator
+	if a == nil {
+		if cr.IsToken() {
+			return nil, false, &AuthError{Authenticator: backendAuthenticator, Err: ErrAuthFailed}
+		}
+		return &Identity{Authenticator: backendAuthenticator, User: cr.User}, true, nil
+	}
+	id, err := a.Authenticate(ctx, &s.info, cr)
+	if errors.Is(err, ErrBackendVerifies) {
+		if id == nil {
+			id = &Identity{Authenticator: backendAuthenticator}
+		}
+		if id.User == "" {
+			id.User = cr.User
+		}
+		if cr.IsToken() {
+			return id, false, &AuthError{Authenticator: id.Authenticator, Err: ErrAuthFailed}
+		}
+		return id, true, nil
+	}
+	if err == nil && (id == nil || id.User == "") {
+		// A verifier that names nobody has verified nothing.
+		return nil, false, errors.New("authenticator returned no identity")
+	}
+	return id, false, err
+}
+
+// backendLogin dials b and logs in: as the master user for the verified
+// user, or with the client's credentials.
+func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials) (*backendConn, error) {
+	dialStart := time.Now()
+	be, err := dialBackend(ctx, b, &s.info, s.srv)
+	s.srv.opts.Metrics.backendDial(b.Name, err, time.Since(dialStart))
+	if err == nil {
+		err = be.login(ctx, s.info.User, cr.AuthzID, cr.User, cr.Password, cr.Mechanism)
+		if err != nil {
+			be.release()
+		}
+	}
+	if err != nil && !errors.Is(err, errBackendAuth) {
+		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
+		s.srv.auditor.Security(&s.info, "backend-connect-failed", b.Name)
+		if errors.Is(err, errBackendInjection) {
+			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)
+		}
+		return nil, err
+	}
+	return be, err
+}
+
+// certAuthenticated reports a login whose credential was the client
+// certificate (EXTERNAL): no password exists to check or to replay.
+func certAuthenticated(mech string) bool { return mech == "EXTERNAL" }
+
+// tokenAuth reports whether bearer tokens are accepted, and what to say
+// when one is refused.
+func (s *Session) tokenAuth() (TokenChallenge, bool) {
+	if ta, ok := s.dyn.Authenticator.(TokenAuthenticator); ok {
+		return ta.Tokens()
+	}
+	return TokenChallenge{}, false
+}
+
+// tokenRefused ends a refused OAUTHBEARER or XOAUTH2 exchange as RFC 7628
+// §3.2.2 asks: an error in a challenge, the client's dummy response
+// (%x01; XOAUTH2 clients send an empty one), then NO. The status is
+// always invalid_token: an expired token, a wrong audience and a policy
+// refusal look alike.
+func (s *Session) tokenRefused(tag string) bool {
+	tc, _ := s.tokenAuth()
+	msg := tokenError{Status: "invalid_token", Schemes: "bearer", Scope: tc.Scope, OpenIDConfiguration: tc.OpenIDConfiguration}
+	blob, _ := json.Marshal(msg)
+	if _, ok := s.saslResponse(tag, blob); !ok {
+		return false
+	}
+	s.writef("%s NO %s\r\n", tag, authFailedText)
+	return false
+}
+
+// tokenError is the RFC 7628 §3.2.2 error.
+type tokenError struct {
+	Status              string `json:"status"`
+	Schemes             string `json:"schemes,omitempty"`
+	Scope               string `json:"scope,omitempty"`
+	OpenIDConfiguration string `json:"openid-configuration,omitempty"`
+}
+
+// tokenServer reads the client's OAUTHBEARER (RFC 7628 §3.1) or XOAUTH2
+// message into Credentials. It is strict: anything but the grammar fails.
+type tokenServer struct {
+	mech string
+	cr   *Credentials
+	done bool
+}
+
+var errTokenSyntax = errors.New("malformed token message")
+
+func (t *tokenServer) Next(resp []byte) ([]byte, bool, error) {
+	if t.done {
+		return nil, false, errTokenSyntax
+	}
+	if resp == nil {
+		// No initial response: an empty challenge asks for it.
+		return []byte{}, false, nil
+	}
+	t.done = true
+	var err error
+	if t.mech == "XOAUTH2" {
+		t.cr.User, t.cr.Token, err = parseXOAUTH2(resp)
+	} else {
+		t.cr.AuthzID, t.cr.Token, err = parseOAuthBearer(resp)
+		// OAUTHBEARER has no authentication identity: the token is it, and
+		// a= names the user the client means (RFC 7628 §3.1).
+		t.cr.User, t.cr.AuthzID = t.cr.AuthzID, ""
+	}
+	return nil, true, err
+}
+
+// parseXOAUTH2 reads "user=" user ^A "auth=Bearer " token ^A ^A.
+func parseXOAUTH2(m []byte) (user, token string, err error) {
+	rest, ok := bytes.CutSuffix(m, []byte("\x01\x01"))
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	u, a, ok := bytes.Cut(rest, []byte{1})
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	uv, ok := bytes.CutPrefix(u, []byte("user="))
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	av, ok := bytes.CutPrefix(a, []byte("auth="))
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	tok, ok := cutBearer(av)
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	return string(uv), tok, nil
+}
+
+// parseOAuthBearer reads RFC 7628 §3.1: gs2-header kvsep *(kvpair)
+// kvsep, with an "auth" pair. Channel binding ("p=") is not offered.
+func parseOAuthBearer(m []byte) (authzid, token string, err error) {
+	flag, rest, ok := bytes.Cut(m, []byte{','})
+	if !ok || !(string(flag) == "n" || string(flag) == "y") {
+		return "", "", errTokenSyntax
+	}
+	az, rest, ok := bytes.Cut(rest, []byte{','})
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	if len(az) > 0 {
+		name, ok := bytes.CutPrefix(az, []byte("a="))
+		if !ok {
+			return "", "", errTokenSyntax
+		}
+		if authzid, ok = unescapeSASLName(string(name)); !ok {
+			return "", "", errTokenSyntax
+		}
+	}
+	rest, ok = bytes.CutPrefix(rest, []byte{1})
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	rest, ok = bytes.CutSuffix(rest, []byte{1})
+	if !ok {
+		return "", "", errTokenSyntax
+	}
+	found := false
+	for len(rest) > 0 {
+		var kv []byte
+		kv, rest, ok = bytes.Cut(rest, []byte{1})
+		if !ok {
+			return "", "", errTokenSyntax
+		}
+		k, v, ok := bytes.Cut(kv, []byte{'='})
+		if !ok || len(k) == 0 || !isAlpha(k) {
+			return "", "", errTokenSyntax
+		}
+		if string(k) == "auth" {
+			if found {
+				return "", "", errTokenSyntax
+			}
+			if token, ok = cutBearer(v); !ok {
+				return "", "", errTokenSyntax
+			}
+			found = true
+		}
+		// host and port (and others, RFC 7628 §3.1) are informational.
+	}
+	if !found {
+		return "", "", errTokenSyntax
+	}
+	return authzid, token, nil
+}
+
+// cutBearer reads `"Bearer" 1*SP b64token` (RFC 6750 §2.1; the scheme is
+// case-insensitive).
+func cutBearer(v []byte) (string, bool) {
+	if len(v) < 7 || !strings.EqualFold(string(v[:6]), "bearer") || v[6] != ' ' {
+		return "", false
+	}
+	tok := bytes.TrimLeft(v[7:], " ")
+	if len(tok) == 0 {
+		return "", false
+	}
+	for _, c := range tok {
+		// b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/=", c) >= 0) {
+			return "", false
+		}
+	}
+	return string(tok), true
+}
+
+func isAlpha(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// unescapeSASLName decodes "=2C" and "=3D" (RFC 5801 §4); any other "="
+// is an error.
+func unescapeSASLName(s string) (string, bool) {
+	if !strings.Contains(s, "=") {
+		return s, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '=' {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch {
+		case strings.HasPrefix(s[i:], "=2C"):
+			b.WriteByte(',')
+		case strings.HasPrefix(s[i:], "=3D"):
+			b.WriteByte('=')
+		default:
+			return "", false
+		}
+		i += 2
+	}
+	return b.String(), true
+}
+
+// saslDetail is the audit text of a SASL failure: ours, or a generic one
+// (a library's error might quote the client's message).
+func saslDetail(err error) string {
+	if errors.Is(err, errTokenSyntax) {
+		return err.Error()
+	}
+	return "malformed SASL response"
+}
