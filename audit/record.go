@@ -175,7 +175,7 @@ type Record struct {
 	Software string `json:"software,omitempty"`
 	Chain    string `json:"chain,omitempty"`  // "sha256" or "hmac-sha256"
 	KeyID    string `json:"key_id,omitempty"` // which HMAC key (not the key)
-	Count    uint64 `json:"count,omitempty"`  // audit.dropped: records lost; audit.stop: records written
+	Count    uint64 `json:"count,omitempty"`  // audit.dropped: records lost; audit.stop: records written; limit: hits recorded together
 	Torn     int64  `json:"torn_bytes,omitempty"`
 
 	// ack, set by LogWait, learns the seq the writer gives the record.
@@ -557,6 +557,9 @@ func (r *Record) Summary() string {
 		w(r.CodeArgs)
 	case KindLimit:
 		w(r.Limit, opt("by", r.LimitKey), r.Event, opt("code", r.Code), opt("reason", quoted(r.Reason)))
+		if r.Count > 0 {
+			w(plural(int(min(r.Count, 1<<31)), "hit"))
+		}
 		if r.Delay > 0 {
 			w("delay " + fmtDuration(r.Delay))
 		}

@@ -88,5 +88,5 @@ func (a *LogAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
 
 func (a *LogAuditor) Limit(s *SessionInfo, r LimitResult) {
 	a.log.Warn("limit", append(sessionFields(s), zap.String("limit", r.Limit), zap.String("key", r.Key),
-		zap.Bool("exceeded", r.Exceeded), zap.Duration("delay", r.Delay))...)
+		zap.Bool("exceeded", r.Exceeded), zap.Duration("delay", r.Delay), zap.Int("count", r.Count))...)
 }

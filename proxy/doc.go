@@ -13,6 +13,9 @@
 //     The same holds toward a backend: bytes after its STARTTLS OK abort.
 //   - The first command decides whether the peer speaks IMAP at all: an
 //     unknown or malformed first line (HTTP, a TLS ClientHello) gets BYE.
+//   - Connections awaiting login are capped server-wide
+//     (Limits.MaxPreAuthConnections, preauth.go): one over the cap is
+//     turned away at accept, before a byte is read from it.
 //   - Phase B (after login) bytes are forwarded unchanged, command by
 //     command, once the Decider allowed them. A command is held back until
 //     its decision point: its end, or the first literal that is streamed

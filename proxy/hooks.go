@@ -362,6 +362,10 @@ type LimitResult struct {
 	Limit, Key string
 	// Code is the RFC 5530 response code (default LIMIT); Reason the text.
 	Code, Reason string
+	// Count, when set, is how many hits the record stands for: refusals
+	// of a flood are recorded together (max_preauth_connections), and were
+	// counted in the metrics one by one as they happened.
+	Count int
 }
 
 // hit reports whether the result must be audited.

@@ -21,6 +21,7 @@ type Metrics struct {
 	backendDialTime *prometheus.HistogramVec
 	bytes           *prometheus.CounterVec
 	security        *prometheus.CounterVec
+	preAuth         prometheus.Gauge
 	// Pre-resolved children for the per-response path.
 	toClient, toBackend prometheus.Counter
 }
@@ -63,9 +64,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		security: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapwarden_security_events_total", Help: "Attacks and protocol abuse seen, by kind.",
 		}, []string{"kind"}),
+		preAuth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imapwarden_preauth_connections", Help: "Client connections awaiting login now (limits.max_preauth_connections).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.handshakes, m.auth, m.commands,
-		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security} {
+		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security, m.preAuth} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -137,6 +141,12 @@ func (m *Metrics) command(name, result string, d time.Duration) {
 	m.commands.WithLabelValues(name, result).Inc()
 	if result != "denied" {
 		m.commandDuration.WithLabelValues(name).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) preAuthConns(delta float64) {
+	if m != nil {
+		m.preAuth.Add(delta)
 	}
 }
 
@@ -223,7 +233,9 @@ func (a metricsAuditor) Security(s *SessionInfo, kind, detail string) {
 }
 
 func (a metricsAuditor) Limit(s *SessionInfo, r LimitResult) {
-	a.m.limitHit(r)
+	if r.Count == 0 { // else counted already
+		a.m.limitHit(r)
+	}
 	a.next.Limit(s, r)
 }
 

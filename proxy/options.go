@@ -121,6 +121,9 @@ type Limits struct {
 	// MaxCompressSessions bounds the sessions using COMPRESS=DEFLATE at
 	// once: each holds a deflater of about 1.2 MiB; 100.
 	MaxCompressSessions int
+	// MaxPreAuthConnections bounds the connections awaiting login,
+	// server-wide (preauth.go); DefaultMaxPreAuthConnections().
+	MaxPreAuthConnections int
 }
 
 // Default limits (DESIGN.md §3).
@@ -153,6 +156,9 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.WriteTimeout, DefaultWriteTimeout)
 	orDefault(&l.MaxAuthFailures, DefaultMaxAuthFailures)
 	orDefault(&l.MaxCompressSessions, DefaultMaxCompressSessions)
+	if l.MaxPreAuthConnections <= 0 {
+		l.MaxPreAuthConnections = DefaultMaxPreAuthConnections()
+	}
 	return l
 }
 

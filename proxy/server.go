@@ -31,6 +31,8 @@ type Server struct {
 
 	// compressing counts sessions with COMPRESS=DEFLATE active.
 	compressing atomic.Int64
+	// preAuth counts connections awaiting login (preauth.go).
+	preAuth preAuthGate
 }
 
 // NewServer checks opts and returns a Server; Start binds the listeners.
@@ -55,6 +57,7 @@ func NewServer(opts Options) (*Server, error) {
 		auditor:  opts.Auditor,
 		sessions: make(map[*Session]struct{}),
 	}
+	s.preAuth.every = preAuthAuditEvery
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -187,8 +190,14 @@ func (s *Server) acceptLoop(ln net.Listener, lo *ListenerOptions) {
 			continue
 		}
 		delay = 0
+		if !s.admitPreAuth() {
+			s.refusePreAuth(c, lo)
+			continue
+		}
 		sess := newSession(s, lo, c)
+		sess.preAuthSlot = true
 		if !s.track(sess) {
+			sess.leavePreAuth()
 			c.Close()
 			return
 		}
@@ -196,6 +205,7 @@ func (s *Server) acceptLoop(ln net.Listener, lo *ListenerOptions) {
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(sess)
+			defer sess.leavePreAuth()
 			sess.serve()
 		}()
 	}
@@ -236,6 +246,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sess.shutdown()
 	}
 	s.mu.Unlock()
+	s.closePreAuth()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -259,6 +270,7 @@ func (s *Server) Close() error {
 		sess.closeConns()
 	}
 	s.mu.Unlock()
+	s.closePreAuth()
 	return nil
 }
 

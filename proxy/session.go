@@ -78,6 +78,9 @@ type Session struct {
 	relay *relayState
 	// sessionRelease ends the Limiter's accounting of this login.
 	sessionRelease func()
+	// preAuthSlot: the session counts against MaxPreAuthConnections
+	// (until login; session goroutine only).
+	preAuthSlot bool
 
 	// connMu guards conn and be for closeConns, which other goroutines
 	// call; the session goroutine is the only writer.
@@ -170,6 +173,7 @@ func (s *Session) serve() {
 	if !s.frontEnd() {
 		return
 	}
+	s.leavePreAuth()
 	s.runRelay()
 }
 

@@ -244,3 +244,23 @@ func TestAuditWirePolicyAnnotations(t *testing.T) {
 		t.Errorf("deny %+v", deny)
 	}
 }
+
+// TestAuditWireLimitCount: refusals recorded together (the server-wide
+// max_preauth_connections) keep their count in the record and the table.
+func TestAuditWireLimitCount(t *testing.T) {
+	path, tr := newFileTrail(t, nil)
+	w := newAuditWire(tr)
+	w.Limit(&proxy.SessionInfo{}, proxy.LimitResult{Exceeded: true, Limit: proxy.LimitMaxPreAuthConnections, Key: "server",
+		Code: "UNAVAILABLE", Reason: "Too many connections awaiting login", Count: 150})
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runAuditCLI("query", path, "--kind", "limit")
+	if code != 0 || !strings.Contains(out, `max_preauth_connections by=server exceeded code=UNAVAILABLE reason="Too many connections awaiting login" 150 hits`) {
+		t.Errorf("query: %d\n%s%s", code, out, errOut)
+	}
+	_, js, _ := runAuditCLI("query", path, "--kind", "limit", "--format", "json")
+	if !strings.Contains(js, `"count":150`) {
+		t.Errorf("record %s", js)
+	}
+}

@@ -693,16 +693,17 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		return d
 	}
 	l := proxy.Limits{
-		MaxLine:             int(size("max_line", c.MaxLine, proxy.DefaultMaxLine)),
-		MaxBufferedLiteral:  int(size("max_buffered_literal", c.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)),
-		MaxAppendLiteral:    size("max_append_literal", c.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral),
-		MaxPreAuthCommands:  count("max_preauth_commands", c.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands),
-		PreAuthIdle:         dur("preauth_idle", c.PreAuthIdle, proxy.DefaultPreAuthIdle),
-		AuthIdle:            dur("auth_idle", c.AuthIdle, proxy.DefaultAuthIdle),
-		IdleTimeout:         dur("idle_timeout", c.IdleTimeout, proxy.DefaultIdleTimeout),
-		WriteTimeout:        dur("write_timeout", c.WriteTimeout, proxy.DefaultWriteTimeout),
-		MaxAuthFailures:     count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
-		MaxCompressSessions: count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
+		MaxLine:               int(size("max_line", c.MaxLine, proxy.DefaultMaxLine)),
+		MaxBufferedLiteral:    int(size("max_buffered_literal", c.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)),
+		MaxAppendLiteral:      size("max_append_literal", c.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral),
+		MaxPreAuthCommands:    count("max_preauth_commands", c.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands),
+		PreAuthIdle:           dur("preauth_idle", c.PreAuthIdle, proxy.DefaultPreAuthIdle),
+		AuthIdle:              dur("auth_idle", c.AuthIdle, proxy.DefaultAuthIdle),
+		IdleTimeout:           dur("idle_timeout", c.IdleTimeout, proxy.DefaultIdleTimeout),
+		WriteTimeout:          dur("write_timeout", c.WriteTimeout, proxy.DefaultWriteTimeout),
+		MaxAuthFailures:       count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
+		MaxCompressSessions:   count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
+		MaxPreAuthConnections: count("max_preauth_connections", c.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections()),
 	}
 	// RFC 9051 §5.4: an autologout timer must be at least 30 minutes.
 	if l.AuthIdle > 0 && l.AuthIdle < 30*time.Minute {

@@ -238,6 +238,9 @@ type limitsConfig struct {
 	// MaxCompressSessions bounds sessions with COMPRESS=DEFLATE active
 	// (about 1.2 MiB each).
 	MaxCompressSessions *int `yaml:"max_compress_sessions"`
+	// MaxPreAuthConnections bounds connections awaiting login,
+	// server-wide; the default depends on the open-file limit.
+	MaxPreAuthConnections *int `yaml:"max_preauth_connections"`
 }
 
 type authConfig struct {

@@ -80,6 +80,9 @@ func TestExampleConfigOptions(t *testing.T) {
 		WriteTimeout:        proxy.DefaultWriteTimeout,
 		MaxAuthFailures:     proxy.DefaultMaxAuthFailures,
 		MaxCompressSessions: proxy.DefaultMaxCompressSessions,
+		// The example shows the default under the shipped systemd unit;
+		// here it depends on the open-file limit.
+		MaxPreAuthConnections: 4096,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
@@ -154,7 +157,8 @@ backends:
     connect_timeout: 2s
     login_timeout: 3s
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_preauth_commands: 5,
-  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7}
+  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7,
+  max_preauth_connections: 9}
 auth: {allow_authzid: true}
 `
 }
@@ -181,7 +185,8 @@ func TestConfigNonDefaults(t *testing.T) {
 		t.Errorf("MinVersion %#x", got)
 	}
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxPreAuthCommands: 5,
-		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7}
+		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7,
+		MaxPreAuthConnections: 9}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}

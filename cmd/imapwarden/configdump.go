@@ -87,6 +87,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&l.WriteTimeout, proxy.DefaultWriteTimeout)
 	count(&l.MaxAuthFailures, proxy.DefaultMaxAuthFailures)
 	count(&l.MaxCompressSessions, proxy.DefaultMaxCompressSessions)
+	count(&l.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections())
 
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")
