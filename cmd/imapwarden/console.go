@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/termsafe"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
@@ -111,7 +112,9 @@ func (c *console) handler() http.Handler {
 		h.Set("Content-Security-Policy", consoleCSP)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		// same-origin, not no-referrer: with no-referrer browsers send
+		// "Origin: null" on form posts, which sameOrigin refuses.
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		if !strings.HasPrefix(r.URL.Path, "/console/static/") {
 			h.Set("Cache-Control", "no-store")
@@ -455,34 +458,27 @@ func (c *console) endUser(w http.ResponseWriter, r *http.Request, _ *consoleSess
 
 // Formatting.
 
-// vis escapes text for display and makes invisible characters visible:
-// C0 controls, DEL, C1 controls, U+2028 and U+2029, the bidirectional
-// and zero-width format characters (a name could otherwise read
-// backwards or hide a character), and bytes that are not UTF-8, each as a
-// marked \xNN or \uNNNN. html/template escapes markup, not these.
+// vis escapes text for display and makes invisible characters visible,
+// each as a marked escape: what termsafe escapes for terminals (C0 and C1
+// controls, DEL, U+2028, U+2029, bidirectional controls, invalid UTF-8)
+// and the zero-width characters that could hide in a name on a page.
+// html/template escapes markup, not these.
 func vis(v any) template.HTML {
 	s := fmt.Sprint(v)
 	var b strings.Builder
-	esc := func(text string) {
-		b.WriteString(`<span class="ctl">`)
-		b.WriteString(text)
-		b.WriteString(`</span>`)
-	}
 	start := 0
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])
-		var e string
-		switch {
-		case r == utf8.RuneError && size == 1:
-			e = fmt.Sprintf(`\x%02x`, s[i])
-		case r < 0x20 || r == 0x7f:
-			e = fmt.Sprintf(`\x%02x`, r)
-		case invisible(r):
+		seg := s[i : i+size]
+		e := termsafe.String(seg)
+		if e == seg && zeroWidth(r) {
 			e = fmt.Sprintf(`\u%04x`, r)
 		}
-		if e != "" {
+		if e != seg {
 			b.WriteString(template.HTMLEscapeString(s[start:i]))
-			esc(e)
+			b.WriteString(`<span class="ctl">`)
+			b.WriteString(template.HTMLEscapeString(e))
+			b.WriteString(`</span>`)
 			start = i + size
 		}
 		i += size
@@ -501,18 +497,11 @@ func visLines(s string) template.HTML {
 	return template.HTML(strings.Join(out, "\n"))
 }
 
-// invisible reports the characters vis shows escaped beyond C0 and DEL.
-func invisible(r rune) bool {
-	switch {
-	case r >= 0x80 && r <= 0x9f: // C1
-		return true
-	case r == 0x2028 || r == 0x2029: // line and paragraph separators
-		return true
-	case r == 0x061c, r >= 0x200b && r <= 0x200f, r >= 0x202a && r <= 0x202e,
-		r >= 0x2060 && r <= 0x2064, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
-		return true
-	}
-	return false
+// zeroWidth reports the invisible characters vis escapes beyond
+// termsafe's: zero-width space, joiners, word joiner, invisible
+// operators and the byte order mark.
+func zeroWidth(r rune) bool {
+	return r >= 0x200b && r <= 0x200d || r >= 0x2060 && r <= 0x2064 || r == 0xfeff
 }
 
 func ago(t time.Time) string {
