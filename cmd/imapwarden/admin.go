@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/termsafe"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
@@ -352,12 +353,18 @@ func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
 }
 
+// writeJSON answers with v as indented JSON. Users, mailboxes and records
+// in it are clients' strings and operators read them with curl: what a
+// terminal would act on and encoding/json leaves raw (DEL, C1, bidi
+// controls) becomes a JSON escape, the same value.
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		b = []byte(`{"error": "cannot encode the answer"}`)
+	}
+	w.Write(append(termsafe.AppendText(nil, b), '\n'))
 }
 
 // adminTimeouts bound the admin listener's connections (admin.*_timeout).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -326,4 +327,36 @@ decision := {"allow": input.session.user} if input.point == "auth"
 	}
 	requireTerminalSafe(t, "policy eval", out, false)
 	requireTerminalSafe(t, "policy eval error", errOut, false)
+}
+
+// TestAdminAPIHostileUser: the admin API's JSON, read with curl, shows a
+// hostile user name sent as a LOGIN literal escaped, with its value
+// intact. encoding/json wrote its C1, DEL and bidi controls raw.
+func TestAdminAPIHostileUser(t *testing.T) {
+	f := startAdminFixture(t, "")
+	c := f.session()
+	user := "bob\u009b2J\x7f\u2028\u202e" + issueUser
+	fmt.Fprintf(c.c, "a1 LOGIN {%d}\r\n", len(user))
+	if l := c.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("LOGIN literal: %q", l)
+	}
+	fmt.Fprintf(c.c, "%s wrong-password\r\n", user)
+	if l := c.line(); !strings.HasPrefix(l, "a1 NO") {
+		t.Fatalf("LOGIN: %q", l)
+	}
+	var body string
+	deadline := time.Now().Add(time.Minute)
+	for {
+		// The trail is written asynchronously.
+		_, body = f.do("GET", "/audit?kind=auth", testReadToken, "", "")
+		if strings.Contains(body, `"records": [`) && !strings.Contains(body, `"records": []`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	requireTerminalSafe(t, "/audit", body, false)
+	var res struct{ Records []struct{ User string } }
+	if err := json.Unmarshal([]byte(body), &res); err != nil || len(res.Records) == 0 || res.Records[0].User != user {
+		t.Fatalf("/audit: %v %+v\n%s", err, res, body)
+	}
 }
