@@ -80,7 +80,7 @@ type admin struct {
 
 // newAdmin makes the admin endpoints; view is read at every request, so
 // that a reload changes tokens and /config at once.
-func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel, view *atomic.Pointer[adminView], log *zap.Logger) *admin {
+func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel, view *atomic.Pointer[adminView], lim adminLimits, log *zap.Logger) *admin {
 	if view == nil {
 		view = new(atomic.Pointer[adminView])
 	}
@@ -88,8 +88,8 @@ func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel
 		view.Store(&adminView{})
 	}
 	a := &admin{srv: srv, reg: reg, level: level, view: view, log: log, wire: new(atomic.Pointer[auditWire]),
-		searches: make(chan struct{}, 2)}
-	a.console = newConsole(a)
+		searches: make(chan struct{}, lim.AuditSearches)}
+	a.console = newConsole(a, lim.ConsoleSessionTTL, lim.ConsoleMaxSessions)
 	return a
 }
 
@@ -376,6 +376,16 @@ type adminTimeouts struct {
 // for a 30-second CPU profile (pprof's default).
 var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute}
 
+// adminLimits bound what the admin listener keeps and does at once.
+type adminLimits struct {
+	ConsoleSessionTTL  time.Duration // admin.console_session_ttl
+	ConsoleMaxSessions int           // admin.console_max_sessions
+	AuditSearches      int           // admin.audit_searches
+	RecentEvents       int           // admin.recent_events
+}
+
+var defaultAdminLimits = adminLimits{ConsoleSessionTTL: 12 * time.Hour, ConsoleMaxSessions: 256, AuditSearches: 2, RecentEvents: 200}
+
 // serveAdmin listens on addr (TLS when cfg is set) and serves until ctx is
 // done. It returns the bound address and a function that waits for the end.
 func serveAdmin(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, log *zap.Logger) (net.Addr, func(), error) {
@@ -451,6 +461,6 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 			Verified: b.Security != "plain" && (b.TLS == nil || !b.TLS.Insecure)})
 	}
 	s.adminView.Store(v)
-	s.recent = newRecentEvents(recentCapacity)
+	s.recent = newRecentEvents(s.adminLimits.RecentEvents)
 	s.opts.Auditor = teeAuditor{s.recent, s.opts.Auditor}
 }

@@ -53,7 +53,7 @@ func TestAdminHandler(t *testing.T) {
 	srv := testProxyServer(t)
 	view := new(atomic.Pointer[adminView])
 	view.Store(&adminView{tokens: testTokens(), config: []byte("hostname: x\n")})
-	a := newAdmin(srv, newRegistry(), zap.NewAtomicLevel(), view, zap.NewNop())
+	a := newAdmin(srv, newRegistry(), zap.NewAtomicLevel(), view, defaultAdminLimits, zap.NewNop())
 	a.pprof = true
 	h := a.handler()
 	do := func(method, path, auth, body string) (int, string) {
@@ -138,7 +138,7 @@ func TestAdminHandler(t *testing.T) {
 func TestAdminLogLevel(t *testing.T) {
 	view := new(atomic.Pointer[adminView])
 	view.Store(&adminView{tokens: testTokens()})
-	a := newAdmin(testProxyServer(t), newRegistry(), zap.NewAtomicLevel(), view, zap.NewNop())
+	a := newAdmin(testProxyServer(t), newRegistry(), zap.NewAtomicLevel(), view, defaultAdminLimits, zap.NewNop())
 	h := a.handler()
 	for _, c := range []struct {
 		ctype, body string
@@ -175,7 +175,7 @@ func TestAdminLogLevel(t *testing.T) {
 // Without tokens (loopback only), a request must name a loopback host:
 // a page that rebinds its own name to 127.0.0.1 gets nothing.
 func TestAdminNoTokensLoopbackHost(t *testing.T) {
-	a := newAdmin(testProxyServer(t), newRegistry(), zap.NewAtomicLevel(), nil, zap.NewNop())
+	a := newAdmin(testProxyServer(t), newRegistry(), zap.NewAtomicLevel(), nil, defaultAdminLimits, zap.NewNop())
 	h := a.handler()
 	for host, want := range map[string]int{"127.0.0.1:9143": 200, "localhost:9143": 200, "[::1]:9143": 200, "evil.example:9143": 401, "10.0.0.1": 401} {
 		req := httptest.NewRequest("GET", "/sessions", nil)

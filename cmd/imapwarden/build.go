@@ -39,6 +39,7 @@ type setup struct {
 	adminTLS      *tls.Config
 	adminPprof    bool
 	adminTimeouts adminTimeouts
+	adminLimits   adminLimits
 	// adminView is what the admin listener shows and accepts (tokens,
 	// effective configuration): a reload replaces it.
 	adminView atomic.Pointer[adminView]
@@ -734,6 +735,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // buildAdmin checks the admin section: off-loopback access needs a token.
 // The view's configuration and audit trail are set by buildMode.
 func buildAdmin(p *problems, s *setup, c adminConfig) {
+	s.adminTimeouts, s.adminLimits = defaultAdminTimeouts, defaultAdminLimits
 	s.adminAddr = defaultAdminAddress
 	if c.Address != nil {
 		s.adminAddr = *c.Address
@@ -765,6 +767,25 @@ func buildAdmin(p *problems, s *setup, c adminConfig) {
 		}
 	}
 	s.adminTimeouts = t
+	l := defaultAdminLimits
+	l.ConsoleSessionTTL = c.ConsoleSessionTTL.get(l.ConsoleSessionTTL)
+	if l.ConsoleSessionTTL <= 0 {
+		p.add("admin.console_session_ttl: must be positive, got %v", l.ConsoleSessionTTL)
+	}
+	for _, n := range []struct {
+		key string
+		v   *int
+		out *int
+	}{{"console_max_sessions", c.ConsoleMaxSessions, &l.ConsoleMaxSessions}, {"audit_searches", c.AuditSearches, &l.AuditSearches},
+		{"recent_events", c.RecentEvents, &l.RecentEvents}} {
+		if n.v != nil {
+			*n.out = *n.v
+		}
+		if *n.out <= 0 {
+			p.add("admin.%s: must be positive, got %d", n.key, *n.out)
+		}
+	}
+	s.adminLimits = l
 	if c.TLS != nil && (c.TLS.Cert != "" || c.TLS.Key != "") {
 		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
 		if err != nil {

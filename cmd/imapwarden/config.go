@@ -127,6 +127,16 @@ type adminConfig struct {
 	ReadTimeout       *duration `yaml:"read_timeout"`
 	WriteTimeout      *duration `yaml:"write_timeout"`
 	IdleTimeout       *duration `yaml:"idle_timeout"`
+	// The console's sign-ins: how long one lasts (12h) and how many may
+	// be open (256; the oldest goes).
+	ConsoleSessionTTL  *duration `yaml:"console_session_ttl"`
+	ConsoleMaxSessions *int      `yaml:"console_max_sessions"`
+	// AuditSearches bounds the audit searches running at once (2); each
+	// reads the trail's files.
+	AuditSearches *int `yaml:"audit_searches"`
+	// RecentEvents is how many denials and limit hits /recent and the
+	// console keep (200).
+	RecentEvents *int `yaml:"recent_events"`
 }
 
 type logConfig struct {

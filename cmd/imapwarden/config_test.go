@@ -46,6 +46,11 @@ func exampleConfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	text := strings.ReplaceAll(string(data), "/etc/imapwarden/tls/", dir+"/")
+	// The admin.tokens example's token file.
+	if err := os.WriteFile(filepath.Join(dir, "admin-soc.token"), []byte("soc-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text = strings.ReplaceAll(text, "/etc/imapwarden/admin-soc.token", filepath.Join(dir, "admin-soc.token"))
 	path := filepath.Join(dir, "imapwarden.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -260,7 +265,9 @@ func TestConfigErrors(t *testing.T) {
 		{"admin tokens", base + "admin: {tokens: [{name: a, scope: read, file: " + longToken + "}, {name: a, scope: admin, file: " + longToken + "}, {name: \"b c\", scope: write}]}\n", []string{
 			`admin.tokens[1].scope: unknown scope "admin" (want read or write)`, `admin.tokens[1].name: "a" is used twice`,
 			`admin.tokens[1]: the same token as "a"`, `admin.tokens[2].name: "b c": want letters`, "admin.tokens[2].file: required"}},
-		{"admin timeouts", base + "admin: {read_timeout: 0s, idle_timeout: -1s}\n", []string{"admin.read_timeout: must be positive, got 0s", "admin.idle_timeout: must be positive, got -1s"}},
+		{"admin timeouts", base + "admin: {read_timeout: 0s, idle_timeout: -1s, console_session_ttl: 0s, console_max_sessions: 0, audit_searches: -1, recent_events: 0}\n", []string{
+			"admin.read_timeout: must be positive, got 0s", "admin.idle_timeout: must be positive, got -1s", "admin.console_session_ttl: must be positive, got 0s",
+			"admin.console_max_sessions: must be positive, got 0", "admin.audit_searches: must be positive, got -1", "admin.recent_events: must be positive, got 0"}},
 		{"bad security", listener + certs + "backends: {main: {address: \"h:143\", security: ssl}}\n", []string{`backends.main.security: unknown value "ssl"`}},
 		{"missing security", listener + certs + "backends: {main: {address: \"h:143\"}}\n", []string{"backends.main.security: required"}},
 		{"backend without port", listener + certs + "backends: {main: {address: \"h\", security: tls}}\n", []string{"backends.main.address"}},

@@ -63,6 +63,10 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&e.Admin.ReadTimeout, defaultAdminTimeouts.Read)
 	dur(&e.Admin.WriteTimeout, defaultAdminTimeouts.Write)
 	dur(&e.Admin.IdleTimeout, defaultAdminTimeouts.Idle)
+	dur(&e.Admin.ConsoleSessionTTL, defaultAdminLimits.ConsoleSessionTTL)
+	count(&e.Admin.ConsoleMaxSessions, defaultAdminLimits.ConsoleMaxSessions)
+	count(&e.Admin.AuditSearches, defaultAdminLimits.AuditSearches)
+	count(&e.Admin.RecentEvents, defaultAdminLimits.RecentEvents)
 
 	e.Backends = make(map[string]*backendConfig, len(cfg.Backends))
 	for name, b := range cfg.Backends {

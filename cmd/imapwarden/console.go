@@ -41,12 +41,7 @@ var consoleFiles embed.FS
 
 const (
 	consoleCookie = "imapwarden_console"
-	// consoleSessionTTL ends a console session however active it is.
-	consoleSessionTTL = 12 * time.Hour
-	// maxConsoleSessions bounds the memory logins can take; the oldest
-	// goes first.
-	maxConsoleSessions = 256
-	consoleCSP         = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	consoleCSP    = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
 		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -54,6 +49,11 @@ type console struct {
 	a      *admin
 	tmpl   *template.Template
 	static http.Handler
+
+	// ttl ends a console session however active it is; max bounds the
+	// memory sign-ins can take (the oldest goes first).
+	ttl time.Duration
+	max int
 
 	mu       sync.Mutex
 	sessions map[string]*consoleSession
@@ -69,7 +69,7 @@ type consoleSession struct {
 	flash   string // shown once, after a redirect
 }
 
-func newConsole(a *admin) *console {
+func newConsole(a *admin, ttl time.Duration, max int) *console {
 	tmpl := template.Must(template.New("console").Funcs(template.FuncMap{
 		"vis":   vis,
 		"visml": visLines,
@@ -78,7 +78,7 @@ func newConsole(a *admin) *console {
 		"utc":   func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
 	}).ParseFS(consoleFiles, "console/*.html"))
 	static, _ := fs.Sub(consoleFiles, "console")
-	return &console{a: a, tmpl: tmpl, static: http.FileServerFS(static), sessions: map[string]*consoleSession{}}
+	return &console{a: a, tmpl: tmpl, static: http.FileServerFS(static), ttl: ttl, max: max, sessions: map[string]*consoleSession{}}
 }
 
 func (c *console) handler() http.Handler {
@@ -181,10 +181,10 @@ func (c *console) session(w http.ResponseWriter, r *http.Request) *consoleSessio
 
 // open starts a console session and sets its cookie.
 func (c *console) open(w http.ResponseWriter, r *http.Request, id identity, digest [sha256.Size]byte) *consoleSession {
-	s := &consoleSession{id: id, digest: digest, csrf: randomString(), expires: time.Now().Add(consoleSessionTTL)}
+	s := &consoleSession{id: id, digest: digest, csrf: randomString(), expires: time.Now().Add(c.ttl)}
 	key := randomString()
 	c.mu.Lock()
-	if len(c.sessions) >= maxConsoleSessions {
+	if len(c.sessions) >= c.max {
 		var oldest string
 		for k, o := range c.sessions {
 			if oldest == "" || o.expires.Before(c.sessions[oldest].expires) {
@@ -301,7 +301,8 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.open(w, r, id, sha256.Sum256([]byte(tok)))
-	c.a.log.Info("console login", zap.String("actor", id.name), zap.Stringer("scope", id.scope), zap.String("remote", r.RemoteAddr))
+	// Who opened the console, and from where, belongs in the trail too.
+	c.a.audit(r, id, &action{event: "console.login"}, http.StatusOK)
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
 }
 

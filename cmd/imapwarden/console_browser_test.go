@@ -244,9 +244,10 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Errorf("after unlocking bob: %q", users)
 	}
 	screenshot(t, ctx, "console-unlocked")
-	recs := f.adminRecords(1)
-	if len(recs) != 1 || recs[0].Event != "console.unlock" || recs[0].User != "bob" || recs[0].Actor != "oncall" || recs[0].Scope != "write" {
-		t.Errorf("audit of the unlock click: %+v", recs)
+	recs := f.adminRecords(2)
+	if len(recs) != 2 || recs[0].Event != "console.login" || recs[1].Event != "console.unlock" || recs[1].User != "bob" ||
+		recs[1].Actor != "oncall" || recs[1].Scope != "write" || recs[1].Detail != "user bob: 2 removed" {
+		t.Errorf("audit of the sign-in and the unlock click: %+v", recs)
 	}
 
 	// Denials and limit hits.

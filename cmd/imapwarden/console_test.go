@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // vis shows every character a reader could not see, or that would act on
@@ -163,9 +165,10 @@ func TestConsoleHTTP(t *testing.T) {
 	if _, page := c.get("/console/lockouts"); strings.Contains(page, ">bob<") || !strings.Contains(page, "Unlocked user bob") {
 		t.Errorf("after unlock:\n%s", page)
 	}
-	recs := f.adminRecords(1)
-	if len(recs) != 1 || recs[0].Event != "console.unlock" || recs[0].Actor != "oncall" || recs[0].User != "bob" {
-		t.Errorf("audit of the console unlock: %+v", recs)
+	recs := f.adminRecords(2)
+	if len(recs) != 2 || recs[0].Event != "console.login" || recs[0].Actor != "oncall" || recs[0].IP.String() != "127.0.0.1" ||
+		recs[1].Event != "console.unlock" || recs[1].Actor != "oncall" || recs[1].User != "bob" || recs[1].Result != "ok" {
+		t.Errorf("audit of the console sign-in and unlock: %+v", recs)
 	}
 
 	// A read token: pages, no buttons, no actions.
@@ -186,5 +189,21 @@ func TestConsoleHTTP(t *testing.T) {
 	r.post("/console/logout", url.Values{"csrf": {m[1]}}, origin)
 	if resp, _ := r.get("/console/"); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("after sign out: %d", resp.StatusCode)
+	}
+}
+
+// The recent events are a ring of admin.recent_events, newest first.
+func TestRecentEvents(t *testing.T) {
+	r := newRecentEvents(2)
+	s := &proxy.SessionInfo{ID: "S", User: "u"}
+	for _, name := range []string{"one", "two", "three"} {
+		r.Limit(s, proxy.LimitResult{Exceeded: true, Limit: name, Key: "user"})
+	}
+	got := r.list()
+	if len(got) != 2 || got[0].Limit != "three" || got[1].Limit != "two" || got[0].Event != "exceeded" {
+		t.Errorf("recent: %+v", got)
+	}
+	if (*recentEvents)(nil).list() == nil {
+		t.Error("a nil ring lists nil, not an empty list")
 	}
 }

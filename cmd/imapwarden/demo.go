@@ -197,7 +197,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 
 	info := demoInfo{Backend: backendAddr}
 	if adminAddr != "" {
-		adm := newAdmin(srv, reg, zap.NewAtomicLevel(), nil, log.Named("admin"))
+		adm := newAdmin(srv, reg, zap.NewAtomicLevel(), nil, defaultAdminLimits, log.Named("admin"))
 		actx, stopAdmin := context.WithCancel(context.Background())
 		a, wait, err := serveAdmin(actx, adminAddr, nil, adm.handler(), log.Named("admin"))
 		if err != nil {

@@ -47,8 +47,6 @@ type recentEvent struct {
 	Reason   string    `json:"reason,omitempty"`
 }
 
-const recentCapacity = 200
-
 func newRecentEvents(n int) *recentEvents {
 	return &recentEvents{buf: make([]recentEvent, n), health: map[string]backendHealth{}}
 }

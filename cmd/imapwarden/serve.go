@@ -200,7 +200,7 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	for i, a := range addrs {
 		fields = append(fields, zap.Stringer(s.opts.Listeners[i].Name, a))
 	}
-	adm := newAdmin(srv, s.reg, s.level, &s.adminView, log.Named("admin"))
+	adm := newAdmin(srv, s.reg, s.level, &s.adminView, s.adminLimits, log.Named("admin"))
 	adm.pprof, adm.wire, adm.recent = s.adminPprof, &s.wire, s.recent
 	adm.checks = []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}
 	if s.engine != nil {
