@@ -75,8 +75,10 @@ func (e safeEncoder) EncodeEntry(ent zapcore.Entry, fields []zapcore.Field) (*bu
 	}
 	s := logScratch.Get().(*[]byte)
 	*s = termsafe.AppendText((*s)[:0], buf.Bytes())
-	buf.Reset()
-	buf.Write(*s)
+	if len(*s) != buf.Len() { // every escape is longer than what it replaces
+		buf.Reset()
+		buf.Write(*s)
+	}
 	if cap(*s) <= 64<<10 {
 		logScratch.Put(s)
 	}

@@ -360,3 +360,28 @@ func TestAdminAPIHostileUser(t *testing.T) {
 		t.Fatalf("/audit: %v %+v\n%s", err, res, body)
 	}
 }
+
+// BenchmarkLogLine: what escaping adds to encoding a typical log line.
+func BenchmarkLogLine(b *testing.B) {
+	fields := []zap.Field{zap.String("session", "7CMTPYEULLPNZJSL"), zap.String("listener", "imaps"), zap.String("client", "192.0.2.7:51234"),
+		zap.String("user", "alice@example.com"), zap.String("mechanism", "LOGIN"), zap.Bool("success", true), zap.Int("attempt", 1)}
+	ent := zapcore.Entry{Level: zapcore.InfoLevel, Time: time.Now(), LoggerName: "audit", Message: "auth"}
+	ec := zap.NewProductionEncoderConfig()
+	for _, c := range []struct {
+		name string
+		enc  zapcore.Encoder
+	}{
+		{"json/zap", zapcore.NewJSONEncoder(ec)},
+		{"json/escaped", safeEncoder{Encoder: zapcore.NewJSONEncoder(ec)}},
+		{"console/zap", zapcore.NewConsoleEncoder(ec)},
+		{"console/escaped", safeEncoder{Encoder: zapcore.NewConsoleEncoder(ec), console: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ := c.enc.EncodeEntry(ent, fields)
+				buf.Free()
+			}
+		})
+	}
+}
