@@ -5,10 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/proxy"
 )
@@ -205,5 +208,43 @@ func TestRecentEvents(t *testing.T) {
 	}
 	if (*recentEvents)(nil).list() == nil {
 		t.Error("a nil ring lists nil, not an empty list")
+	}
+}
+
+// Without tokens (a loopback listener) the console opens without a
+// sign-in, for loopback hosts only, and still wants the CSRF token.
+func TestConsoleNoTokens(t *testing.T) {
+	a := newAdmin(testProxyServer(t), newRegistry(), zap.NewAtomicLevel(), nil, defaultAdminLimits, zap.NewNop())
+	h := a.handler()
+	get := func(host string, cookies ...*http.Cookie) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", "/console/", nil)
+		req.Host = host
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	rec := get("127.0.0.1:9143")
+	cookies := rec.Result().Cookies()
+	if rec.Code != 200 || len(cookies) != 1 || !strings.Contains(rec.Body.String(), "loopback (write)") {
+		t.Fatalf("loopback: %d %v", rec.Code, cookies)
+	}
+	if rec := get("evil.example:9143"); rec.Code != http.StatusSeeOther {
+		t.Errorf("rebound host: %d", rec.Code)
+	}
+	// The loopback session's cookie is no good under another Host either.
+	if rec := get("evil.example:9143", cookies...); rec.Code != http.StatusSeeOther {
+		t.Errorf("rebound host with the cookie: %d", rec.Code)
+	}
+	req := httptest.NewRequest("POST", "/console/sessions/end-user", strings.NewReader("user=demo"))
+	req.Host = "127.0.0.1:9143"
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(cookies[0])
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("action without the CSRF token: %d", rec.Code)
 	}
 }
