@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +32,9 @@ type adminFixture struct {
 	admin     string
 	auditPath string
 	dir       string
+	cfgFile   string
+	cfgText   string
+	hup       chan os.Signal // reloads cfgFile
 }
 
 // adminExtra is added to the admin section.
@@ -63,6 +68,7 @@ drain_timeout: 5s
 `, cf.Cert, cf.Key, backendAddr, filepath.Join(dir, "read.token"), filepath.Join(dir, "write.token"), adminExtra, repoPolicies, f.auditPath)
 	cfgFile := filepath.Join(dir, "imapwarden.yaml")
 	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
+	f.cfgFile, f.cfgText, f.hup = cfgFile, cfgText, make(chan os.Signal, 1)
 	cfg, err := loadConfigFile(cfgFile)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +82,14 @@ drain_timeout: 5s
 	done := make(chan error, 1)
 	started := make(chan struct{})
 	go func() {
-		done <- runServe(ctx, s, log, nil, nil, func(a []net.Addr, adm net.Addr) {
+		reload := func() (*setup, error) {
+			cfg, err := loadConfigFile(cfgFile)
+			if err != nil {
+				return nil, err
+			}
+			return check(cfg, log)
+		}
+		done <- runServe(ctx, s, log, f.hup, reload, func(a []net.Addr, adm net.Addr) {
 			f.imaps, f.admin = a[0].String(), adm.String()
 			close(started)
 		})
@@ -271,5 +284,41 @@ func TestAdminReadHeaderTimeout(t *testing.T) {
 	io.ReadAll(c) // until the server closes
 	if d := time.Since(start); d >= defaultAdminTimeouts.ReadHeader {
 		t.Errorf("closed after %v: the configured 200ms was not applied", d)
+	}
+}
+
+// A reload that drops a token revokes it at once: for the API and for the
+// console sessions opened with it.
+func TestAdminTokenRevokedOnReload(t *testing.T) {
+	f := startAdminFixture(t, "")
+	c := newConsoleClient(t, f.admin)
+	if resp, _ := c.post("/console/login", url.Values{"token": {testWriteToken}}, c.base); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("console login: %d", resp.StatusCode)
+	}
+	if resp, _ := c.get("/console/"); resp.StatusCode != 200 {
+		t.Fatalf("console: %d", resp.StatusCode)
+	}
+	text := strings.Replace(f.cfgText, "    - {name: oncall, scope: write, file: "+filepath.Join(f.dir, "write.token")+"}\n", "", 1)
+	if text == f.cfgText {
+		t.Fatal("the write token is not in the fixture's configuration")
+	}
+	os.WriteFile(f.cfgFile, []byte(text), 0o600)
+	f.hup <- syscall.SIGHUP
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, _ := f.do("GET", "/sessions", testWriteToken, "", "")
+		if code == http.StatusUnauthorized {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the removed token still works after the reload: %d", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if resp, _ := c.get("/console/"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("console session of a removed token: %d", resp.StatusCode)
+	}
+	if code, _ := f.do("GET", "/sessions", testReadToken, "", ""); code != 200 {
+		t.Errorf("the read token after the reload: %d", code)
 	}
 }

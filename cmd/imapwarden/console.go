@@ -61,8 +61,9 @@ type console struct {
 
 // consoleSession is one login. The token is kept only as its digest, to
 // check at every request that it is still configured (a reload revokes).
+// Only flash changes after open, under console.mu.
 type consoleSession struct {
-	id      identity
+	id      identity // at sign-in; the scope in force comes from the tokens
 	digest  [sha256.Size]byte
 	csrf    string
 	expires time.Time
@@ -143,9 +144,11 @@ func (c *console) render(w http.ResponseWriter, code int, name string, p *page) 
 	}
 }
 
-// session finds the request's console session. Without tokens configured
-// (loopback only) a session is opened on the first visit.
-func (c *console) session(w http.ResponseWriter, r *http.Request) *consoleSession {
+// session finds the request's console session and who it acts as now:
+// the token must still be configured, and its scope may have changed.
+// Without tokens configured (loopback only) a session is opened on the
+// first visit. A session is never changed here: requests share it.
+func (c *console) session(w http.ResponseWriter, r *http.Request) (*consoleSession, identity) {
 	tokens := c.a.view.Load().tokens
 	if ck, err := r.Cookie(consoleCookie); err == nil {
 		c.mu.Lock()
@@ -157,26 +160,24 @@ func (c *console) session(w http.ResponseWriter, r *http.Request) *consoleSessio
 		c.mu.Unlock()
 		if s != nil {
 			if len(tokens) == 0 {
-				if _, ok := tokens.authenticate(r); ok && s.id == loopbackIdentity {
-					return s
+				if id, ok := tokens.authenticate(r); ok && s.id == loopbackIdentity {
+					return s, id
 				}
-				return nil
+				return nil, identity{}
 			}
-			// Still configured, with the scope it has now.
 			for _, t := range tokens {
 				if subtle.ConstantTimeCompare(t.digest[:], s.digest[:]) == 1 {
-					s.id = identity{name: t.name, scope: t.scope}
-					return s
+					return s, identity{name: t.name, scope: t.scope}
 				}
 			}
 		}
 	}
 	if len(tokens) == 0 {
 		if id, ok := tokens.authenticate(r); ok {
-			return c.open(w, r, id, [sha256.Size]byte{})
+			return c.open(w, r, id, [sha256.Size]byte{}), id
 		}
 	}
-	return nil
+	return nil, identity{}
 }
 
 // open starts a console session and sets its cookie.
@@ -209,12 +210,12 @@ func randomString() string {
 // read wraps a page: it needs a console session (else the login form).
 func (c *console) read(h func(w http.ResponseWriter, r *http.Request, p *page)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.session(w, r)
+		s, who := c.session(w, r)
 		if s == nil {
 			http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 			return
 		}
-		p := &page{Who: s.id, CanAct: s.id.scope >= scopeWrite, CSRF: s.csrf}
+		p := &page{Who: who, CanAct: who.scope >= scopeWrite, CSRF: s.csrf}
 		c.mu.Lock()
 		p.Flash, s.flash = s.flash, ""
 		c.mu.Unlock()
@@ -226,7 +227,7 @@ func (c *console) read(h func(w http.ResponseWriter, r *http.Request, p *page)) 
 // token, and a same-origin request. Write-scope actions are audited.
 func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Request, s *consoleSession) (act action, flash, back string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s := c.session(w, r)
+		s, who := c.session(w, r)
 		if s == nil {
 			http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 			return
@@ -240,8 +241,8 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 			http.Error(w, "forbidden: the form's CSRF token does not match this session; reload the page", http.StatusForbidden)
 			return
 		}
-		if s.id.scope < need {
-			http.Error(w, "forbidden: this token has "+s.id.scope.String()+" scope; "+need.String()+" is needed", http.StatusForbidden)
+		if who.scope < need {
+			http.Error(w, "forbidden: this token has "+who.scope.String()+" scope; "+need.String()+" is needed", http.StatusForbidden)
 			return
 		}
 		act, flash, back := h(w, r, s)
@@ -251,7 +252,7 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 				code = http.StatusBadRequest
 			}
 			act.event = "console." + act.event
-			c.a.audit(r, s.id, &act, code)
+			c.a.audit(r, who, &act, code)
 		}
 		if back == "" {
 			return
@@ -279,7 +280,7 @@ func sameOrigin(r *http.Request) bool {
 }
 
 func (c *console) loginForm(w http.ResponseWriter, r *http.Request) {
-	if s := c.session(w, r); s != nil {
+	if s, _ := c.session(w, r); s != nil {
 		http.Redirect(w, r, "/console/", http.StatusSeeOther)
 		return
 	}
