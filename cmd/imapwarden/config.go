@@ -109,6 +109,8 @@ type redisConfig struct {
 	Prefix       string    `yaml:"prefix"`
 	FailureMode  string    `yaml:"failure_mode"` // open (default) | closed
 	Timeout      *duration `yaml:"timeout"`
+	// LockoutSyncInterval: how often the fleet's lockouts are mirrored.
+	LockoutSyncInterval *duration `yaml:"lockout_sync_interval"`
 }
 
 // adminConfig is the operator listener: metrics, probes, sessions, the

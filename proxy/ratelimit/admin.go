@@ -22,23 +22,50 @@ type Lockout struct {
 	IP       string    `json:"ip,omitempty"`
 	Failures int       `json:"failures"`
 	Until    time.Time `json:"until"`
-	// Store is where the record lives: "local" (this instance) or "redis"
-	// (the fleet).
+	// Store is where the lockout comes from: StoreRedis, StoreLocal or
+	// StoreMirror.
 	Store string `json:"store"`
 }
 
-// Lockouts lists the active lockouts of this instance and, with Redis, of
-// the fleet. With Redis down it returns the local ones and the error.
+// Values of Lockout.Store.
+const (
+	// StoreRedis: the fleet's record, read from Redis now.
+	StoreRedis = "redis"
+	// StoreLocal: made by this instance, without Redis or while Redis
+	// was down (then written back once it answers again).
+	StoreLocal = "local"
+	// StoreMirror: this instance's copy of a Redis lockout, enforced while
+	// Redis is down.
+	StoreMirror = "mirror"
+)
+
+// Lockouts lists the lockouts in force here: with Redis answering, the
+// fleet's (StoreRedis) and this instance's not yet written back
+// (StoreLocal); with Redis down, this instance's own and its mirrors of
+// the fleet's (StoreMirror), which it keeps enforcing, and the error.
 func (l *Limiter) Lockouts(ctx context.Context) ([]Lockout, error) {
 	now := l.nowNs()
-	out := l.local.lockouts(now)
+	local := l.local.lockouts(now)
 	if l.remote == nil {
-		return out, nil
+		return local, nil
 	}
 	rl, err := l.remote.lockouts(ctx, now)
-	out = append(out, rl...)
+	if err != nil {
+		return local, err
+	}
+	type id struct{ kind, user, ip string }
+	seen := make(map[id]bool, len(rl))
+	for _, x := range rl {
+		seen[id{x.Kind, x.User, x.IP}] = true
+	}
+	out := rl
+	for _, x := range local {
+		if x.Store == StoreLocal && !seen[id{x.Kind, x.User, x.IP}] {
+			out = append(out, x)
+		}
+	}
 	sortLockouts(out)
-	return out, err
+	return out, nil
 }
 
 // Unlock forgets failed logins: of a user (from every IP), of an IP (for

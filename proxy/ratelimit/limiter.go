@@ -118,10 +118,16 @@ func New(o Options) (*Limiter, error) {
 		return nil, err
 	}
 	l := &Limiter{local: newMemStore(c.o.MaxTrackedKeys), now: c.o.Now, log: c.o.Logger}
+	l.cfg.Store(c)
 	if c.o.Redis != nil {
 		l.remote = newRedisStore(&c.o)
+		l.remote.onRecover = l.writeBack
+		l.remote.wg.Add(1)
+		go func() {
+			defer l.remote.wg.Done()
+			l.runSync(c.o.LockoutSyncInterval, l.remote.stop)
+		}()
 	}
-	l.cfg.Store(c)
 	return l, nil
 }
 
@@ -156,6 +162,7 @@ func (l *Limiter) Update(o Options) error {
 	old := l.cfg.Load().o
 	o.MaxTrackedKeys, o.Now, o.Logger = old.MaxTrackedKeys, old.Now, old.Logger
 	o.Redis, o.RedisPrefix, o.RedisTimeout, o.RedisProbeInterval = old.Redis, old.RedisPrefix, old.RedisTimeout, old.RedisProbeInterval
+	o.LockoutSyncInterval = old.LockoutSyncInterval
 	o.OnStoreError, o.OnStoreState = old.OnStoreError, old.OnStoreState
 	c, err := newConfig(o)
 	if err != nil {
@@ -322,20 +329,30 @@ func (l *Limiter) Login(s *proxy.SessionInfo, user string) proxy.LimitResult {
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
 	var v [3]failView
+	var mirrored [3]bool
 	for i, k := range keys {
-		v[i] = l.local.failPeek(k, now)
+		v[i], mirrored[i] = l.local.failPeekMirror(k, now)
 	}
 	if l.remote != nil {
-		// Local records too: those made while Redis was down still hold.
 		rv, err := l.remote.check(now, userID(user), ip, c.pol.window)
 		switch {
 		case err == nil:
+			// Redis is the authority over the mirrors; failures counted
+			// here during an outage and not yet written back still hold.
 			for i := range v {
+				if mirrored[i] {
+					v[i] = failView{}
+				}
 				v[i] = failView{n: max(v[i].n, rv[i].n), until: max(v[i].until, rv[i].until)}
+			}
+			if rv[0].n > 0 || rv[1].n > 0 || rv[2].n > 0 || mirrored != [3]bool{} {
+				l.mirrorViews(c, user, ip, &rv, now)
 			}
 		case c.closed:
 			return storeUnavailable
 		}
+		// Redis down, fail open: this instance's records and its mirrors
+		// of Redis's decide.
 	}
 	if st := l.conn(s); st != nil {
 		for i := range v {
@@ -390,12 +407,15 @@ func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.D
 		rv, err := l.remote.fail(now, userID(user), user, ip, c.thr, c.pol)
 		if err == nil {
 			v, recorded = rv, true
+			l.mirrorViews(c, user, ip, &rv, now)
 		}
 	}
 	if !recorded {
 		uh := keys[1] // matched by Unlock
 		for i, k := range failKinds {
-			fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user}
+			// With Redis configured but down, the record is written back
+			// when it answers again.
+			fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user, dirty: l.remote != nil}
 			switch k {
 			case kindFailIP:
 				fk.user, fk.uh = "", 0

@@ -58,6 +58,10 @@ type failEntry struct {
 	kind  kind
 	user  string // folded, capped (label); "" for kindFailIP
 	ip    netip.Addr
+	// mirror: a copy of Redis's record, kept to enforce its lockout while
+	// Redis is down. dirty: failures counted here while Redis could not
+	// be reached, written back when it answers again.
+	mirror, dirty bool
 }
 
 func newMemStore(maxKeys int) *memStore {
@@ -198,14 +202,104 @@ type failView struct {
 }
 
 func (m *memStore) failPeek(key uint64, now int64) failView {
+	v, _ := m.failPeekMirror(key, now)
+	return v
+}
+
+// failPeekMirror is failPeek that also says whether the record is only a
+// mirror of Redis's.
+func (m *memStore) failPeekMirror(key uint64, now int64) (failView, bool) {
 	sh := m.shard(key)
 	sh.mu.Lock()
 	e, ok := sh.fails[key]
 	sh.mu.Unlock()
 	if !ok || e.exp <= now {
-		return failView{}
+		return failView{}, false
 	}
-	return failView{n: e.n, until: e.until}
+	return failView{n: e.n, until: e.until}, e.mirror
+}
+
+// mirror keeps Redis's view v of a record: Redis is the authority while it
+// answers, so v replaces a mirror (a zero v removes it), but failures
+// counted here and not yet written back are kept (the larger of each).
+func (m *memStore) mirror(fk failKey, v failView, now int64, p failPolicy) {
+	sh := m.shard(fk.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.fails[fk.key]
+	if ok && e.exp <= now {
+		ok = false
+	}
+	if ok && e.dirty {
+		e.n, e.until = max(e.n, v.n), max(e.until, v.until)
+		e.exp = max(e.exp, max(now, e.until)+p.window)
+		sh.fails[fk.key] = e
+		return
+	}
+	if v.n == 0 && v.until <= now {
+		if ok {
+			delete(sh.fails, fk.key)
+		}
+		return
+	}
+	if !ok {
+		if _, had := sh.fails[fk.key]; !had {
+			sh.makeRoom(now, m.shardCap)
+		}
+		e = failEntry{kind: fk.kind, uh: fk.uh, ip: fk.ip}
+		if fk.user != "" {
+			e.user = label(fk.user)
+		}
+	}
+	e.mirror, e.n, e.until, e.last = true, v.n, v.until, now
+	e.exp = max(now, e.until) + p.window
+	sh.fails[fk.key] = e
+}
+
+// pendingFails returns the records to write back to Redis, with their
+// keys: failures counted during an outage, and the mirrored lockouts still
+// in force (a Redis restarted without persistence has lost them; merging
+// by maximum cannot shorten what Redis still has).
+func (m *memStore) pendingFails(now int64) (keys []uint64, es []failEntry) {
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.fails {
+			if e.exp > now && (e.dirty || (e.mirror && e.until > now)) {
+				keys, es = append(keys, k), append(es, e)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return keys, es
+}
+
+// written marks a record written back as a mirror, unless it changed since
+// it was read (then the next write-back takes it).
+func (m *memStore) written(key uint64, was failEntry) {
+	sh := m.shard(key)
+	sh.mu.Lock()
+	if e, ok := sh.fails[key]; ok && e.n == was.n && e.until == was.until && e.dirty {
+		e.dirty, e.mirror = false, true
+		sh.fails[key] = e
+	}
+	sh.mu.Unlock()
+}
+
+// dropStaleMirrors forgets mirrored lockouts that Redis no longer holds
+// (unlocked by an operator on another instance); live holds the keys of
+// Redis's current lockouts.
+func (m *memStore) dropStaleMirrors(live map[uint64]bool, now int64) {
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.fails {
+			if e.mirror && !e.dirty && e.until > now && !live[k] {
+				delete(sh.fails, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // failPolicy is the lockout arithmetic shared by both stores.
@@ -234,6 +328,8 @@ type failKey struct {
 	uh   uint64
 	user string
 	ip   netip.Addr
+	// dirty: counted while Redis was unreachable (write it back).
+	dirty bool
 }
 
 // fail records a failure and returns the record's count and lockout.
@@ -250,6 +346,9 @@ func (m *memStore) fail(fk failKey, now int64, p failPolicy) failView {
 		if fk.user != "" {
 			e.user = label(fk.user)
 		}
+	}
+	if fk.dirty {
+		e.dirty, e.mirror = true, false
 	}
 	e.n++
 	e.last = now
@@ -309,7 +408,11 @@ func (m *memStore) lockouts(now int64) []Lockout {
 		sh.mu.Lock()
 		for _, e := range sh.fails {
 			if e.until > now && e.exp > now {
-				out = append(out, lockoutOf(e.kind, e.user, e.ip, int(e.n), e.until, "local"))
+				store := StoreLocal
+				if e.mirror {
+					store = StoreMirror
+				}
+				out = append(out, lockoutOf(e.kind, e.user, e.ip, int(e.n), e.until, store))
 			}
 		}
 		sh.mu.Unlock()
@@ -341,7 +444,9 @@ func (m *memStore) unlock(user string, ip netip.Addr) int {
 			}
 			if match {
 				delete(sh.fails, k)
-				n++
+				if !e.mirror { // a copy of Redis's record, counted there
+					n++
+				}
 			}
 		}
 		sh.mu.Unlock()

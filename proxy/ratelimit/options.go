@@ -324,6 +324,11 @@ type Options struct {
 	// redis_probe_interval: while Redis is down, how often it is pinged;
 	// calls skip it until a ping succeeds. Default 1s.
 	RedisProbeInterval time.Duration
+	// lockout_sync_interval: how often each instance copies Redis's
+	// lockouts, to keep enforcing them while Redis is down (default
+	// DefaultLockoutSyncInterval). Login checks and failures refresh the
+	// copy of the records they touch at once.
+	LockoutSyncInterval time.Duration
 	// OnStoreError is called for each failed Redis call (count it: a
 	// metric). It must not block.
 	OnStoreError func(err error)
@@ -371,6 +376,7 @@ const (
 	DefaultRedisFailureMode        = FailOpen
 	DefaultRedisTimeout            = 250 * time.Millisecond
 	DefaultRedisProbeInterval      = time.Second
+	DefaultLockoutSyncInterval     = 5 * time.Second
 )
 
 func defRate(r *Rate, d Rate) {
@@ -429,6 +435,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	defDur(&o.RedisTimeout, DefaultRedisTimeout)
 	defDur(&o.RedisProbeInterval, DefaultRedisProbeInterval)
+	defDur(&o.LockoutSyncInterval, DefaultLockoutSyncInterval)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -464,7 +471,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SubnetBitsV4 < 0 || o.SubnetBitsV4 > 32 || o.SubnetBitsV6 < 0 || o.SubnetBitsV6 > 128 {
 		errs = append(errs, errors.New("ratelimit: subnet bits out of range"))
 	}
-	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 {
+	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 {
 		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout and redis_probe_interval must be positive"))
 	}
 	if o.LockoutMax < o.LockoutBase {

@@ -126,7 +126,10 @@ type redisStore struct {
 	probeEvery time.Duration
 	onErr      func(error)
 	onState    func(bool, error)
-	log        *zap.Logger
+	// onRecover runs on the prober's goroutine once Redis answers again
+	// (the Limiter writes back what it counted meanwhile).
+	onRecover func()
+	log       *zap.Logger
 
 	down    atomic.Bool
 	probing atomic.Bool
@@ -241,6 +244,9 @@ func (r *redisStore) startProbe() {
 			r.log.Info("rate limit store up again")
 			if r.onState != nil {
 				r.onState(true, nil)
+			}
+			if r.onRecover != nil {
+				r.onRecover()
 			}
 			return
 		}
@@ -429,7 +435,7 @@ func (r *redisStore) lockouts(ctx context.Context, now int64) ([]Lockout, error)
 			}
 			user, _ := v[3].(string)
 			kindName, _ := v[2].(string)
-			l := lockoutOf(kindFailIP, user, ip, int(toInt(v[0])), until, "redis")
+			l := lockoutOf(kindFailIP, user, ip, int(toInt(v[0])), until, StoreRedis)
 			l.Kind = kindName
 			out = append(out, l)
 		}
