@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs redis-server (Debian's package) for the fleet tests of
+# Installs redis-server (Debian's package; the same binary runs as a Sentinel
+# with --sentinel and as a Cluster node) for the fleet tests of
 # proxy/ratelimit, which start their own redis-server on a 127.0.0.1
 # ephemeral port, in a temporary directory, without persistence, and stop it
 # by PID. The system service is never needed: the package's postinst is kept

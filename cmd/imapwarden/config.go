@@ -102,13 +102,18 @@ type rateLimitsConfig struct {
 
 // redisConfig shares limits and lockouts across a fleet.
 type redisConfig struct {
-	Address      string    `yaml:"address"`
-	Username     string    `yaml:"username"`
-	PasswordFile string    `yaml:"password_file"`
-	DB           int       `yaml:"db"`
-	Prefix       string    `yaml:"prefix"`
-	FailureMode  string    `yaml:"failure_mode"` // open (default) | closed
-	Timeout      *duration `yaml:"timeout"`
+	Address string `yaml:"address"`
+	// Addresses: more Sentinels (with SentinelMaster) or Cluster nodes.
+	Addresses            []string  `yaml:"addresses"`
+	SentinelMaster       string    `yaml:"sentinel_master"`
+	SentinelPasswordFile string    `yaml:"sentinel_password_file"`
+	Cluster              bool      `yaml:"cluster"`
+	Username             string    `yaml:"username"`
+	PasswordFile         string    `yaml:"password_file"`
+	DB                   int       `yaml:"db"`
+	Prefix               string    `yaml:"prefix"`
+	FailureMode          string    `yaml:"failure_mode"` // open (default) | closed
+	Timeout              *duration `yaml:"timeout"`
 	// LockoutSyncInterval: how often the fleet's lockouts are mirrored.
 	LockoutSyncInterval *duration `yaml:"lockout_sync_interval"`
 }

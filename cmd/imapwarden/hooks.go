@@ -94,12 +94,33 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 	storeUp := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "imapwarden_ratelimit_store_up", Help: "1 while the shared (Redis) limit store answers.",
 	})
-	if r := c.Redis; r != nil && r.Address != "" {
-		if err := checkHostPort(r.Address, false); err != nil {
-			p.add("rate_limits.redis.address: %v", err)
+	if r := c.Redis; r != nil && (r.Address != "" || len(r.Addresses) > 0) {
+		if r.Address != "" {
+			if err := checkHostPort(r.Address, false); err != nil {
+				p.add("rate_limits.redis.address: %v", err)
+				return
+			}
+		}
+		for i, a := range r.Addresses {
+			if err := checkHostPort(a, false); err != nil {
+				p.add("rate_limits.redis.addresses[%d]: %v", i, err)
+				return
+			}
+		}
+		if r.SentinelMaster != "" && r.Cluster {
+			p.add("rate_limits.redis: sentinel_master and cluster exclude each other")
 			return
 		}
-		ro := ratelimit.RedisOptions{Addr: r.Address, Username: r.Username, DB: r.DB, Timeout: r.Timeout.get(0)}
+		ro := ratelimit.RedisOptions{Addr: r.Address, Addrs: r.Addresses, MasterName: r.SentinelMaster, Cluster: r.Cluster,
+			Username: r.Username, DB: r.DB, Timeout: r.Timeout.get(0)}
+		if r.SentinelPasswordFile != "" {
+			pw, err := readSecretFile(r.SentinelPasswordFile)
+			if err != nil {
+				p.add("rate_limits.redis.sentinel_password_file: %v", err)
+				return
+			}
+			ro.SentinelPassword = pw
+		}
 		if r.PasswordFile != "" {
 			pw, err := readSecretFile(r.PasswordFile)
 			if err != nil {

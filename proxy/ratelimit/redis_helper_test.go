@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // redisServer is a private redis-server for one test: loopback, an
@@ -26,6 +28,8 @@ type redisServer struct {
 	Addr string
 	port int
 
+	extra []string // more arguments
+
 	mu  sync.Mutex
 	cmd *exec.Cmd
 }
@@ -34,26 +38,17 @@ type redisServer struct {
 // CI=true a missing binary fails it (.ci/install-redis.sh installs it).
 func requireRedis(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/bin", "/usr/sbin", "/usr/local/bin"} {
-		p := filepath.Join(dir, "redis-server")
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatal("CI=true but redis-server is missing: .ci/run must run .ci/install-redis.sh")
-	}
-	t.Skip("redis-server not installed (apt-get install redis-server, or bash .ci/install-redis.sh)")
-	return ""
+	return testenv.NeedTool(t, "redis-server")
 }
 
-func startRedis(t testing.TB) *redisServer {
+func startRedis(t testing.TB) *redisServer { return startRedisArgs(t) }
+
+// startRedisArgs starts a redis-server with more arguments, e.g.
+// "--cluster-enabled", "yes"; or, with "--sentinel" first, a Sentinel.
+func startRedisArgs(t testing.TB, extra ...string) *redisServer {
 	t.Helper()
 	bin := requireRedis(t)
-	r := &redisServer{t: t, bin: bin, dir: t.TempDir()}
+	r := &redisServer{t: t, bin: bin, dir: t.TempDir(), extra: extra}
 	for attempt := 0; ; attempt++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -75,9 +70,23 @@ func startRedis(t testing.TB) *redisServer {
 }
 
 func (r *redisServer) launch() error {
-	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no",
-		"--logfile", filepath.Join(r.dir, "redis.log"))
+		"--logfile", filepath.Join(r.dir, "redis.log")}
+	if len(r.extra) > 0 && r.extra[0] == "--sentinel" {
+		// A Sentinel rewrites its config file: it needs one of its own,
+		// and takes no persistence options.
+		conf := filepath.Join(r.dir, "sentinel.conf")
+		text := strings.Join(r.extra[1:], "\n") + "\n"
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			return err
+		}
+		args = []string{conf, "--sentinel", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+			"--dir", r.dir, "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log")}
+	} else {
+		args = append(args, r.extra...)
+	}
+	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
@@ -140,7 +149,7 @@ func (r *redisServer) Restart() {
 }
 
 // client returns a client made as the lead would make it.
-func (r *redisServer) client(t testing.TB) *redis.Client {
+func (r *redisServer) client(t testing.TB) redis.UniversalClient {
 	c := NewRedisClient(RedisOptions{Addr: r.Addr, Timeout: 500 * time.Millisecond})
 	t.Cleanup(func() { c.Close() })
 	return c

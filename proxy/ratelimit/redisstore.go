@@ -149,7 +149,18 @@ func newRedisStore(o *Options) *redisStore {
 // RedisOptions are what NewRedisClient needs; the rest of go-redis's
 // options keep their defaults.
 type RedisOptions struct {
-	Addr     string // host:port
+	Addr string // host:port
+	// Addrs are more addresses: Sentinels with MasterName, seed nodes of
+	// a Cluster with Cluster.
+	Addrs []string
+	// MasterName is the Sentinel master's name: Addr and Addrs are then
+	// Sentinels, which name the current master (redis-sentinel).
+	MasterName string
+	// SentinelPassword authenticates to the Sentinels, when they ask.
+	SentinelPassword string
+	// Cluster: the addresses are nodes of a Redis Cluster. The keys share
+	// one hash tag ({rl} in the prefix), so each script runs on one node.
+	Cluster  bool
 	Username string
 	Password string
 	DB       int
@@ -160,13 +171,20 @@ type RedisOptions struct {
 
 // NewRedisClient returns a client for Options.Redis with short timeouts
 // and no retries: a slow or dead Redis must fail fast, and the Limiter's
-// own probing brings it back.
-func NewRedisClient(o RedisOptions) *redis.Client {
+// own probing brings it back. A single server, a Sentinel-managed master
+// (MasterName) or a Cluster (Cluster), as go-redis's UniversalClient.
+func NewRedisClient(o RedisOptions) redis.UniversalClient {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultRedisTimeout
 	}
-	return redis.NewClient(&redis.Options{
-		Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLS,
+	var addrs []string
+	if o.Addr != "" {
+		addrs = append(addrs, o.Addr)
+	}
+	addrs = append(addrs, o.Addrs...)
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs: addrs, MasterName: o.MasterName, SentinelPassword: o.SentinelPassword, IsClusterMode: o.Cluster,
+		Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLS,
 		DialTimeout: o.Timeout, ReadTimeout: o.Timeout, WriteTimeout: o.Timeout,
 		PoolTimeout: o.Timeout, ContextTimeoutEnabled: true,
 		// One dial, no retries: a refused connection is an answer.
@@ -505,10 +523,28 @@ func (r *redisStore) unlock(ctx context.Context, user string, ip netip.Addr) (in
 }
 
 func (r *redisStore) scan(ctx context.Context, match string) ([]string, error) {
+	cc, ok := r.c.(*redis.ClusterClient)
+	if !ok {
+		return scanNode(ctx, r.c, match)
+	}
+	// SCAN covers one node: ask every master.
+	var mu sync.Mutex
+	var out []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		keys, err := scanNode(ctx, n, match)
+		mu.Lock()
+		out = append(out, keys...)
+		mu.Unlock()
+		return err
+	})
+	return out, err
+}
+
+func scanNode(ctx context.Context, c redis.Cmdable, match string) ([]string, error) {
 	var out []string
 	var cursor uint64
 	for {
-		keys, next, err := r.c.Scan(ctx, cursor, match, 1000).Result()
+		keys, next, err := c.Scan(ctx, cursor, match, 1000).Result()
 		if err != nil {
 			return nil, err
 		}
