@@ -27,6 +27,7 @@ const (
 	KindTLS             Kind = "tls"
 	KindAuth            Kind = "auth"
 	KindCommand         Kind = "command"
+	KindDelivery        Kind = "delivery" // content pushed while no command ran (NOTIFY)
 	KindPolicyDeny      Kind = "policy.deny"
 	KindPolicyWouldDeny Kind = "policy.would_deny"
 	KindLimit           Kind = "limit"
@@ -120,8 +121,10 @@ type Record struct {
 	Tag          string   `json:"tag,omitempty"`
 	Command      string   `json:"command,omitempty"` // upper case; "FETCH" for UID FETCH, with UID set
 	UID          bool     `json:"uid,omitempty"`
-	Mailbox      string   `json:"mailbox,omitempty"`
+	Mailbox      string   `json:"mailbox,omitempty"`     // canonical: decoded, INBOX folded
+	MailboxRaw   string   `json:"mailbox_raw,omitempty"` // as sent, when it differs from mailbox
 	Destination  string   `json:"destination,omitempty"`
+	Effects      []string `json:"effects,omitempty"` // what the command did (proxy/imapwire's table)
 	Selected     string   `json:"selected,omitempty"`
 	ReadOnly     bool     `json:"read_only,omitempty"`
 	Set          string   `json:"set,omitempty"`       // as the client sent it
@@ -131,7 +134,8 @@ type Record struct {
 	StoreOp      string   `json:"store,omitempty"`
 	Flags        []string `json:"flags,omitempty"`
 	LiteralBytes int64    `json:"literal_bytes,omitempty"`
-	UIDs         []uint32 `json:"uids,omitempty"`      // messages whose content the response carried
+	UIDs         []uint32 `json:"uids,omitempty"` // messages whose content the responses carried
+	ContentBytes int64    `json:"content_bytes,omitempty"`
 	UIDCount     int      `json:"uid_count,omitempty"` // all of them, when more than uids holds
 	CodeArgs     string   `json:"code_args,omitempty"` // COPYUID/APPENDUID text
 
@@ -250,7 +254,11 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		e.AddBool("uid", true)
 	}
 	str(e, "mailbox", r.Mailbox)
+	str(e, "mailbox_raw", r.MailboxRaw)
 	str(e, "destination", r.Destination)
+	if len(r.Effects) > 0 {
+		e.AddArray("effects", (*stringList)(&r.Effects))
+	}
 	str(e, "selected", r.Selected)
 	if r.ReadOnly {
 		e.AddBool("read_only", true)
@@ -279,6 +287,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 	if n := r.UIDCount; n > 0 || len(r.UIDs) > MaxUIDs {
 		e.AddInt("uid_count", max(n, len(r.UIDs)))
 	}
+	num(e, "content_bytes", r.ContentBytes)
 	str(e, "code_args", r.CodeArgs)
 
 	str(e, "result", r.Result)

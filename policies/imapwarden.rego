@@ -2,8 +2,10 @@
 # at each decision point (input.point: connect, auth, route, command). The
 # policies in the subdirectories only add to three documents:
 #
-#   deny           denials: {"policy", "reason", "code", "disconnect", "annotations"}
-#   inspect        the command names they need to see (others are never evaluated)
+#   deny             denials: {"policy", "reason", "code", "disconnect", "annotations"}
+#   inspect          the command names they need to see (others are never evaluated)
+#   inspect_effects  the effects they need to see: every command that may
+#                    have one is evaluated (proxy/imapwire's table)
 #   route_backend  the backend for the session's user, at the route point
 #
 # so that each policy can be added or removed as a directory and trialled
@@ -46,15 +48,27 @@ in_list(names) if {
 	lower(n) == user
 }
 
-# mailbox_under(name, prefix) holds when name is prefix or inside it, with
-# either of the common hierarchy delimiters ("/" Dovecot and most others,
-# "." Courier and Cyrus).
+# mailbox_under(name, prefix) holds when name is prefix or inside it, under
+# the backend's hierarchy delimiter (input.session.delimiter, learned at
+# login); without one, either of the common ones ("/" Dovecot and most
+# others, "." Courier and Cyrus). Names are canonical: decoded from
+# modified UTF-7, INBOX in upper case (policies/README.md).
 mailbox_under(name, prefix) if lower(name) == lower(prefix)
 
 mailbox_under(name, prefix) if {
-	some delim in ["/", "."]
+	some delim in delimiters
 	startswith(lower(name), concat("", [lower(prefix), delim]))
 }
+
+delimiters := [input.session.delimiter] if input.session.delimiter
+
+else := ["/", "."]
+
+# effects_of(kinds) is the set of the effects of the command whose kind is in kinds
+# (input.command.effects: what the command does and on which mailbox, from
+# the proxy's one table of commands). Policies decide on effects, not on
+# command names: CLOSE is an expunge, MOVE an expunge and a copy.
+effects_of(kinds) := {e | some e in input.command.effects; e.kind in kinds}
 
 # commands is every command the relay forwards after login, for policies
 # that must see them all.

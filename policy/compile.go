@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,9 +25,10 @@ import (
 
 // The documents imapwarden reads from a policy.
 var (
-	decisionRef = ast.MustParseRef("data.imapwarden.decision")
-	inspectRef  = ast.MustParseRef("data.imapwarden.inspect")
-	resultVar   = ast.Var("result")
+	decisionRef       = ast.MustParseRef("data.imapwarden.decision")
+	inspectRef        = ast.MustParseRef("data.imapwarden.inspect")
+	inspectEffectsRef = ast.MustParseRef("data.imapwarden.inspect_effects")
+	resultVar         = ast.Var("result")
 	// noMetrics: the engine does not report OPA's timers, and a fresh
 	// metrics set would cost allocations on every evaluation.
 	noMetrics = metrics.NoOp()
@@ -111,6 +114,10 @@ type compiled struct {
 	// is evaluated; otherwise only those in inspect.
 	inspectAll bool
 	inspect    map[string]struct{}
+	// inspectEffects: the effects inspected (inspect_effects), a bit per
+	// imapwire.Effect: a command that has one is evaluated, whatever its
+	// name. A FETCH of flags has none of the readonly policy's.
+	inspectEffects uint32
 	// uses are the input slots the policy reads; nondet names a
 	// nondeterministic builtin it calls ("" if none), which makes its
 	// decisions uncacheable.
@@ -264,23 +271,60 @@ func idKeyOf(ref ast.Ref) idUse {
 	return idUse{all: true}
 }
 
-// loadInspect evaluates data.imapwarden.inspect once. It must not depend on
-// input: it decides which commands are evaluated at all.
+// loadInspect evaluates data.imapwarden.inspect (command names) and
+// data.imapwarden.inspect_effects (effect names, proxy/imapwire's table)
+// once. They must not depend on input: they decide which commands are
+// evaluated at all. A command is inspected when it is named, or when it
+// may have one of the effects named (imapwire.Spec.MayEffect): a policy
+// about expunges sees CLOSE and MOVE without listing them (DESIGN §3a).
 func (p *compiled) loadInspect(ctx context.Context) error {
-	rules := p.compiler.GetRules(inspectRef)
-	if len(rules) == 0 {
+	names, nameRules, namesUndef, err := p.loadStrings(ctx, inspectRef, "command name")
+	if err != nil {
+		return err
+	}
+	effects, effRules, effUndef, err := p.loadStrings(ctx, inspectEffectsRef, "effect name")
+	if err != nil {
+		return err
+	}
+	if (nameRules == nil && effRules == nil) || namesUndef || effUndef {
+		// No inspect document, or one whose body failed: inspecting
+		// nothing would let every command through unseen.
 		p.inspectAll = true
 		return nil
 	}
+	p.inspect = map[string]struct{}{}
+	for _, n := range names {
+		p.inspect[strings.ToUpper(n)] = struct{}{}
+	}
+	var mask uint32
+	for _, n := range effects {
+		e, ok := imapwire.EffectByName(n)
+		if !ok {
+			return &LoadError{Dir: p.dir, Problems: []Problem{{File: effRules[0].Location.File, Line: effRules[0].Location.Row,
+				Message: fmt.Sprintf("inspect_effects holds %q, not an effect (%s)", n, strings.Join(imapwire.EffectNames(), ", "))}}}
+		}
+		mask |= 1 << e
+	}
+	p.inspectEffects = mask
+	return nil
+}
+
+// loadStrings evaluates a set (or array) of strings under data once. It
+// returns the rules defining it (nil: none) and whether it was undefined.
+func (p *compiled) loadStrings(ctx context.Context, ref ast.Ref, what string) (vals []string, rules []*ast.Rule, undef bool, err error) {
+	rules = p.compiler.GetRules(ref)
+	if len(rules) == 0 {
+		return nil, nil, false, nil
+	}
 	if r := readsInput(p.compiler, rules); r != nil {
-		return &LoadError{Dir: p.dir, Problems: []Problem{{
+		return nil, rules, false, &LoadError{Dir: p.dir, Problems: []Problem{{
 			File: r.Location.File, Line: r.Location.Row,
-			Message: "data.imapwarden.inspect must not depend on input: it is evaluated once per load",
+			Message: fmt.Sprintf("%v must not depend on input: it is evaluated once per load", ref),
 		}}}
 	}
-	q, err := p.compiler.QueryCompiler().Compile(ast.NewBody(ast.Equality.Expr(ast.VarTerm(string(resultVar)), ast.NewTerm(inspectRef))))
+	q, err := p.compiler.QueryCompiler().Compile(ast.NewBody(ast.Equality.Expr(ast.VarTerm(string(resultVar)), ast.NewTerm(ref))))
 	if err != nil {
-		return loadError(p.dir, err)
+		return nil, rules, false, loadError(p.dir, err)
 	}
 	var v ast.Value
 	err = topdown.NewQuery(q).WithCompiler(p.compiler).WithStore(p.store).WithTransaction(p.txn).
@@ -290,33 +334,30 @@ func (p *compiled) loadInspect(ctx context.Context) error {
 			return nil
 		})
 	if err != nil {
-		return loadError(p.dir, err)
+		return nil, rules, false, loadError(p.dir, err)
 	}
-	p.inspect = map[string]struct{}{}
 	add := func(t *ast.Term) error {
 		s, ok := t.Value.(ast.String)
 		if !ok {
-			return fmt.Errorf("inspect holds %v, not a command name", t)
+			return fmt.Errorf("%v holds %v, not a %s", ref, t, what)
 		}
-		p.inspect[strings.ToUpper(string(s))] = struct{}{}
+		vals = append(vals, string(s))
 		return nil
 	}
 	switch v := v.(type) {
 	case nil:
-		// Undefined (a complete rule whose body failed): inspecting
-		// nothing would let every command through unseen.
-		p.inspectAll = true
+		return nil, rules, true, nil
 	case ast.Set:
 		err = v.Iter(add)
 	case *ast.Array:
 		err = v.Iter(add)
 	default:
-		err = fmt.Errorf("inspect is %v, not a set of command names", ast.ValueName(v))
+		err = fmt.Errorf("%v is %v, not a set of %ss", ref, ast.ValueName(v), what)
 	}
 	if err != nil {
-		return &LoadError{Dir: p.dir, Problems: []Problem{{File: rules[0].Location.File, Line: rules[0].Location.Row, Message: err.Error()}}}
+		return nil, rules, false, &LoadError{Dir: p.dir, Problems: []Problem{{File: rules[0].Location.File, Line: rules[0].Location.Row, Message: err.Error()}}}
 	}
-	return nil
+	return vals, rules, false, nil
 }
 
 // readsInput returns a rule among rules, or among those they depend on,
@@ -350,9 +391,11 @@ func readsInput(c *ast.Compiler, rules []*ast.Rule) *ast.Rule {
 	return nil
 }
 
-// inspects reports whether the policy evaluates command name.
-func (p *compiled) inspects(name string) bool {
-	if p.inspectAll {
+// inspects reports whether the policy evaluates a command: it is named,
+// or it has one of the effects inspected (effects, a bit per
+// imapwire.Effect, as imapwire.Effects.Mask gives them).
+func (p *compiled) inspects(name string, effects uint32) bool {
+	if p.inspectAll || effects&p.inspectEffects != 0 {
 		return true
 	}
 	_, ok := p.inspect[name]

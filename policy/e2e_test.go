@@ -63,7 +63,7 @@ func startDovecot(t *testing.T) *e2eEnv {
 	for u := range e2eGroups {
 		users[u] = u + "-pw"
 	}
-	dc := dovecottest.Start(t, dovecottest.Options{Users: users})
+	dc := dovecottest.Start(t, dovecottest.Options{Users: users, ACL: true})
 	pem, err := os.ReadFile(dc.CAFile)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -128,11 +130,12 @@ type state struct {
 	dirs     []*compiled // enforced ones first
 	groups   map[string][]string
 	// inspectAll or inspect: the commands some policy evaluates.
-	inspectAll bool
-	inspect    map[string]struct{}
-	uses       slotSet
-	ids        idUse
-	cache      *decisionCache // nil when a policy is nondeterministic
+	inspectAll     bool
+	inspect        map[string]struct{}
+	inspectEffects uint32
+	uses           slotSet
+	ids            idUse
+	cache          *decisionCache // nil when a policy is nondeterministic
 	// allow answers commands no policy inspects. Its annotations map is
 	// shared by every such decision: it must not be modified.
 	allow proxy.Decision
@@ -250,6 +253,11 @@ func (e *Engine) reload(print string) error {
 	inspect := "all"
 	if !st.inspectAll {
 		inspect = strings.Join(slices.Sorted(mapKeys(st.inspect)), " ")
+		for e := range imapwire.EffectNames() {
+			if st.inspectEffects&(1<<(e+1)) != 0 {
+				inspect += " effect:" + imapwire.EffectNames()[e]
+			}
+		}
 	}
 	fields := []zap.Field{zap.String("revision", st.revision), zap.String("inspect", inspect), zap.Bool("cache", st.cache != nil)}
 	for _, p := range st.dirs {
@@ -334,6 +342,7 @@ func (e *Engine) load() (*state, error) {
 		if p.inspectAll {
 			st.inspectAll = true
 		}
+		st.inspectEffects |= p.inspectEffects
 		for name := range p.inspect {
 			st.inspect[name] = struct{}{}
 		}
@@ -413,7 +422,8 @@ func (e *Engine) poll(every time.Duration) {
 // at once, without evaluation or allocation.
 func (e *Engine) Decide(ctx context.Context, in *proxy.DecisionInput) proxy.Decision {
 	st := e.state.Load()
-	if in.Point == proxy.PointCommand && in.Command != nil && !st.inspectAll {
+	if in.Point == proxy.PointCommand && in.Command != nil && !st.inspectAll &&
+		in.Command.Effects.Mask()&st.inspectEffects == 0 {
 		if _, ok := st.inspect[in.Command.Name]; !ok {
 			return st.allow
 		}
@@ -486,7 +496,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	var shadowDir, backend string
 	var annotations map[string]any
 	for _, p := range st.dirs {
-		if c.cmd != nil && !p.inspects(c.cmd.Name) {
+		if c.cmd != nil && !p.inspects(c.cmd.Name, c.cmd.Effects.Mask()) {
 			continue
 		}
 		if p.shadow && deny != nil {

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -43,7 +45,7 @@ func EvalInput(ctx context.Context, dir string, input []byte) (*EvalResult, erro
 	if pt, ok := member(obj, docPoint).(ast.String); ok && pt == "command" {
 		if cmd, ok := member(obj, docCommand).(ast.Object); ok {
 			if name, ok := member(cmd, "name").(ast.String); ok {
-				res.Inspected = p.inspects(strings.ToUpper(string(name)))
+				res.Inspected = p.inspects(strings.ToUpper(string(name)), effectsMask(member(cmd, "effects")))
 			}
 		}
 	}
@@ -66,4 +68,23 @@ func member(obj ast.Object, key string) ast.Value {
 		return t.Value
 	}
 	return nil
+}
+
+// effectsMask reads the effect kinds of an input's command.effects.
+func effectsMask(v ast.Value) uint32 {
+	arr, ok := v.(*ast.Array)
+	if !ok {
+		return 0
+	}
+	var m uint32
+	arr.Foreach(func(t *ast.Term) {
+		if o, ok := t.Value.(ast.Object); ok {
+			if k, ok := member(o, "kind").(ast.String); ok {
+				if e, ok := imapwire.EffectByName(string(k)); ok {
+					m |= 1 << e
+				}
+			}
+		}
+	})
+	return m
 }

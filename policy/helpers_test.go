@@ -130,5 +130,12 @@ func parseCommand(t testing.TB, line string) *imapwire.Command {
 		p.Literal([]byte(rest[:lit.Size]))
 		rest = rest[lit.Size:]
 	}
+	if err := p.Check(&testCtx); err != nil {
+		t.Fatalf("check %q: %v", line, err)
+	}
 	return p.Command()
 }
+
+// testCtx is the session the test commands are read in: INBOX selected
+// read-write, "/" as the delimiter, every capability offered.
+var testCtx = imapwire.Context{State: imapwire.StateSelected, Delim: '/', Caps: ^imapwire.Cap(0)}

@@ -42,13 +42,18 @@ const (
 	slotAuthFailures
 	slotStartedAt
 	slotLimits
+	slotDelimiter
 
 	slotTag
 	slotName
 	slotUID
 	slotMailbox
+	slotMailboxRaw
 	slotReference
 	slotDestination
+	slotDestinationRaw
+	slotEffects
+	slotAppendURLs
 	slotSelected
 	slotSeqSet
 	slotFetchItems
@@ -94,7 +99,7 @@ func slotRange(from, to slot) slotSet {
 }
 
 var (
-	sessionSlots = slotRange(slotSessionID, slotLimits)
+	sessionSlots = slotRange(slotSessionID, slotDelimiter)
 	commandSlots = slotRange(slotTag, slotArgs)
 	nowSlots     = slotRange(slotNowRFC3339, slotNowZone)
 	allSlots     = slotRange(0, numSlots-1)
@@ -129,23 +134,28 @@ var slotNames = [numSlots][2]string{
 	slotAuthFailures:  {docSession, "auth_failures"},
 	slotStartedAt:     {docSession, "started_at"},
 	slotLimits:        {docSession, "limits"},
+	slotDelimiter:     {docSession, "delimiter"},
 
-	slotTag:          {docCommand, "tag"},
-	slotName:         {docCommand, "name"},
-	slotUID:          {docCommand, "uid"},
-	slotMailbox:      {docCommand, "mailbox"},
-	slotReference:    {docCommand, "reference"},
-	slotDestination:  {docCommand, "destination"},
-	slotSelected:     {docCommand, "selected"},
-	slotSeqSet:       {docCommand, "set"},
-	slotFetchItems:   {docCommand, "fetch_items"},
-	slotStore:        {docCommand, "store"},
-	slotLiteralBytes: {docCommand, "literal_bytes"},
-	slotLiterals:     {docCommand, "literals"},
-	slotLiteral:      {docCommand, "literal"},
-	slotPartial:      {docCommand, "partial"},
-	slotComplete:     {docCommand, "complete"},
-	slotArgs:         {docCommand, "args"},
+	slotTag:            {docCommand, "tag"},
+	slotName:           {docCommand, "name"},
+	slotUID:            {docCommand, "uid"},
+	slotMailbox:        {docCommand, "mailbox"},
+	slotMailboxRaw:     {docCommand, "mailbox_raw"},
+	slotReference:      {docCommand, "reference"},
+	slotDestination:    {docCommand, "destination"},
+	slotDestinationRaw: {docCommand, "destination_raw"},
+	slotEffects:        {docCommand, "effects"},
+	slotAppendURLs:     {docCommand, "append_urls"},
+	slotSelected:       {docCommand, "selected"},
+	slotSeqSet:         {docCommand, "set"},
+	slotFetchItems:     {docCommand, "fetch_items"},
+	slotStore:          {docCommand, "store"},
+	slotLiteralBytes:   {docCommand, "literal_bytes"},
+	slotLiterals:       {docCommand, "literals"},
+	slotLiteral:        {docCommand, "literal"},
+	slotPartial:        {docCommand, "partial"},
+	slotComplete:       {docCommand, "complete"},
+	slotArgs:           {docCommand, "args"},
 
 	slotNowRFC3339: {docNow, "rfc3339"},
 	slotNowUnix:    {docNow, "unix"},
@@ -354,6 +364,8 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 		return appendSortedMap(b, c.sessionLimits(), binary.AppendVarint)
 	case slotStartedAt:
 		return binary.AppendVarint(b, s.Started.UnixNano())
+	case slotDelimiter:
+		return appendStr(b, s.Delimiter)
 	case slotSelected:
 		b = appendStr(b, s.Selected)
 		return appendBool(b, s.SelectedReadOnly)
@@ -385,10 +397,27 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 		return appendBool(b, cmd.UID)
 	case slotMailbox:
 		return appendStr(b, cmd.Mailbox)
+	case slotMailboxRaw:
+		return appendStr(b, cmd.MailboxRaw)
 	case slotReference:
 		return appendStr(b, cmd.Reference)
 	case slotDestination:
 		return appendStr(b, cmd.Destination)
+	case slotDestinationRaw:
+		return appendStr(b, cmd.DestinationRaw)
+	case slotEffects:
+		// The effects and the mailboxes they resolve to (the selected
+		// one may have changed since the last decision).
+		e := &cmd.Effects
+		b = binary.AppendUvarint(b, uint64(e.Len()))
+		for i := 0; i < e.Len(); i++ {
+			eo := e.At(i)
+			b = append(b, byte(eo.Effect), byte(eo.Target))
+			b = appendStr(b, effectMailbox(s, cmd, eo.Target))
+		}
+		return b
+	case slotAppendURLs:
+		return binary.AppendUvarint(b, uint64(cmd.AppendURLs))
 	case slotSeqSet:
 		b = appendStr(b, cmd.Set)
 		return binary.AppendVarint(b, cmd.SetCount)
@@ -617,12 +646,17 @@ func (c *inputCtx) value(x slot) *ast.Term {
 			return nil
 		}
 		return ast.StringTerm(s.Started.In(c.now.Location()).Format(time.RFC3339))
+	case slotDelimiter:
+		if s.Delimiter == "" {
+			return nil
+		}
+		return ast.StringTerm(s.Delimiter)
 	case slotSelected:
 		if s.Selected == "" {
 			return nil
 		}
 		return ast.ObjectTerm(
-			ast.Item(termMbox, ast.StringTerm(mailboxName(s.Selected))),
+			ast.Item(termMbox, ast.StringTerm(s.Selected)),
 			ast.Item(termRO, ast.InternedTerm(s.SelectedReadOnly)),
 		)
 	case slotNowRFC3339:
@@ -656,10 +690,21 @@ func (c *inputCtx) value(x slot) *ast.Term {
 		return ast.InternedTerm(cmd.UID)
 	case slotMailbox:
 		return mailboxTerm(cmd.Mailbox)
+	case slotMailboxRaw:
+		return mailboxTerm(cmd.MailboxRaw)
 	case slotReference:
 		return mailboxTerm(cmd.Reference)
 	case slotDestination:
 		return mailboxTerm(cmd.Destination)
+	case slotDestinationRaw:
+		return mailboxTerm(cmd.DestinationRaw)
+	case slotEffects:
+		return effectsTerm(s, cmd)
+	case slotAppendURLs:
+		if cmd.Name != "APPEND" {
+			return nil
+		}
+		return ast.InternedTerm(cmd.AppendURLs)
 	case slotSeqSet:
 		if cmd.Set == "" {
 			return nil
@@ -796,25 +841,64 @@ func stringsTerm(ss []string) *ast.Term {
 	return ast.ArrayTerm(terms...)
 }
 
-func mailboxTerm(raw string) *ast.Term {
-	if raw == "" {
+// mailboxTerm is a mailbox name as the proxy's parser made it canonical
+// (imapwire.Context.Canonical: decoded, INBOX folded), absent when empty.
+func mailboxTerm(name string) *ast.Term {
+	if name == "" {
 		return nil
 	}
-	return ast.StringTerm(mailboxName(raw))
+	return ast.StringTerm(name)
 }
 
-// mailboxName is a mailbox name as policies see it: decoded from modified
-// UTF-7 (RFC 3501 §5.1.3), and INBOX in upper case whatever the client
-// sent, since INBOX is case-insensitive (RFC 9051 §5.1). A name that is not
-// valid modified UTF-7 is passed as sent: after ENABLE UTF8=ACCEPT names
-// are UTF-8 (RFC 6855 §3).
-func mailboxName(raw string) string {
-	name, err := imapwire.DecodeMailbox(raw)
-	if err != nil {
-		name = raw
+var (
+	termKindKey = ast.StringTerm("kind")
+	termTarget  = ast.StringTerm("target")
+	effectTerms = func() map[imapwire.Effect]*ast.Term {
+		m := map[imapwire.Effect]*ast.Term{}
+		for _, n := range imapwire.EffectNames() {
+			e, _ := imapwire.EffectByName(n)
+			m[e] = ast.StringTerm(n)
+		}
+		return m
+	}()
+	targetTerms = [...]*ast.Term{
+		imapwire.TargetNone:        ast.StringTerm("session"),
+		imapwire.TargetSelected:    ast.StringTerm("selected"),
+		imapwire.TargetMailbox:     ast.StringTerm("mailbox"),
+		imapwire.TargetDestination: ast.StringTerm("destination"),
+		imapwire.TargetAny:         ast.StringTerm("any"),
 	}
-	if strings.EqualFold(name, "INBOX") {
-		return "INBOX"
+)
+
+// effectMailbox is the mailbox an effect is on ("" for none).
+func effectMailbox(s *proxy.SessionInfo, cmd *imapwire.Command, t imapwire.Target) string {
+	switch t {
+	case imapwire.TargetSelected:
+		return s.Selected
+	case imapwire.TargetMailbox:
+		return cmd.Mailbox
+	case imapwire.TargetDestination:
+		return cmd.Destination
 	}
-	return name
+	return ""
+}
+
+// effectsTerm is input.command.effects: what the command does, each
+// {"kind", "target", "mailbox"} (policies/README.md), from the one table
+// of proxy/imapwire (DESIGN §3a: decide on effects, not on names).
+func effectsTerm(s *proxy.SessionInfo, cmd *imapwire.Command) *ast.Term {
+	e := &cmd.Effects
+	terms := make([]*ast.Term, e.Len())
+	for i := range terms {
+		eo := e.At(i)
+		items := [][2]*ast.Term{
+			ast.Item(termKindKey, effectTerms[eo.Effect]),
+			ast.Item(termTarget, targetTerms[eo.Target]),
+		}
+		if m := effectMailbox(s, cmd, eo.Target); m != "" {
+			items = append(items, ast.Item(termMbox, ast.StringTerm(m)))
+		}
+		terms[i] = ast.ObjectTerm(items...)
+	}
+	return ast.ArrayTerm(terms...)
 }

@@ -86,6 +86,11 @@ func (a *LogAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
 		zap.Int("commands", e.Commands))...)
 }
 
+func (a *LogAuditor) Delivered(s *SessionInfo, e DeliveryEvent) {
+	a.log.Info("content delivered outside a command", append(sessionFields(s), zap.String("mailbox", e.Mailbox),
+		zap.Int("messages", e.Messages), zap.Int64("bytes", e.Bytes))...)
+}
+
 func (a *LogAuditor) Limit(s *SessionInfo, r LimitResult) {
 	a.log.Warn("limit", append(sessionFields(s), zap.String("limit", r.Limit), zap.String("key", r.Key),
 		zap.Bool("exceeded", r.Exceeded), zap.Duration("delay", r.Delay), zap.Int("count", r.Count))...)

@@ -43,8 +43,11 @@ type backendConn struct {
 	bw   *bufio.Writer
 	sc   *imapwire.Scanner
 	caps []string // last capability list seen
-	tags int
-	pre  prefixReader // hands back the byte waitReadable read
+	// delim is the hierarchy delimiter of the personal namespace, from
+	// LIST "" "" after login (RFC 9051 §6.3.9); 0 when flat.
+	delim byte
+	tags  int
+	pre   prefixReader // hands back the byte waitReadable read
 }
 
 // prefixReader returns one byte already read (or the error reading it
@@ -325,6 +328,13 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 			return err
 		}
 	}
+	// The delimiter the backend reads mailbox names with: the proxy must
+	// split them the same way (DESIGN §3a).
+	if st, _, err := bc.command(`LIST "" ""`); err != nil {
+		return err
+	} else if st != imapwire.StatusOK {
+		return fmt.Errorf("backend %s: LIST \"\" \"\" failed", b.Addr)
+	}
 	bc.conn.SetDeadline(time.Time{})
 	bc.raw.SetDeadline(time.Time{})
 	return nil
@@ -416,6 +426,9 @@ func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
 		if caps := parseCapabilities(line); caps != nil {
 			bc.caps = caps
 		}
+	}
+	if d, ok := imapwire.ListDelimiter(line); ok {
+		bc.delim = d
 	}
 	for hasLit {
 		if !resp.MayHaveLiteral() {

@@ -1,53 +1,21 @@
 package proxy
 
 import (
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+
 	"bytes"
 	"encoding/base64"
 	"strings"
 )
 
-// relayedCaps are the capabilities the relay can parse and pass through
-// safely. Anything else the backend offers is dropped, never passed blind
-// (DESIGN §3). Names ending in "=" match any value.
-var relayedCaps = map[string]bool{
-	"IMAP4REV1": true, "IMAP4REV2": true, "IDLE": true, "NAMESPACE": true, "UIDPLUS": true,
-	"LITERAL+": true, "LITERAL-": true, "BINARY": true, "MOVE": true, "UNSELECT": true,
-	"CHILDREN": true, "ID": true, "ENABLE": true, "CONDSTORE": true, "QRESYNC": true,
-	"ESEARCH": true, "ESORT": true, "SEARCHRES": true, "WITHIN": true, "SORT": true,
-	"LIST-EXTENDED": true, "LIST-STATUS": true, "SPECIAL-USE": true, "CREATE-SPECIAL-USE": true,
-	"MULTIAPPEND": true, "CATENATE": true, "ACL": true, "QUOTA": true, "NOTIFY": true,
-	"METADATA": true, "METADATA-SERVER": true, "SAVEDATE": true, "OBJECTID": true,
-	"PREVIEW": true, "LIST-MYRIGHTS": true, "STATUS=SIZE": true, "URL-PARTIAL": true,
-	"UTF8=ACCEPT": true, "UTF8=ONLY": true, "CONTEXT=SEARCH": true, "CONTEXT=SORT": true,
-	"MAILBOX-REFERRALS": false, "LOGIN-REFERRALS": false,
-	// Prefixes (value varies).
-	"SORT=": true, "THREAD=": true, "I18NLEVEL=": true, "RIGHTS=": true, "QUOTA=": true,
-	"APPENDLIMIT=": true, "SNIPPET=": true, "PREVIEW=": true, "CONTEXT=": true,
-}
-
 // dropCapability reports whether a backend capability must not reach the
-// client: STARTTLS, LOGINDISABLED, AUTH= and SASL-IR belong to the front
-// end; COMPRESS= would change the framing under the scanner; referrals
-// would send the client around the proxy (RFC 2221, RFC 2193).
+// client: anything proxy/imapwire's table does not relay (DESIGN §3: never
+// an extension the proxy cannot parse; STARTTLS, LOGINDISABLED, AUTH= and
+// SASL-IR belong to the front end, COMPRESS= is the proxy's own, referrals
+// would send the client around it).
 func dropCapability(c []byte) bool {
-	var buf [64]byte
-	if len(c) == 0 || len(c) > len(buf) {
-		return true
-	}
-	u := buf[:len(c)]
-	for i, b := range c {
-		if 'a' <= b && b <= 'z' {
-			b -= 'a' - 'A'
-		}
-		u[i] = b
-	}
-	if ok, found := relayedCaps[string(u)]; found { // no allocation: map lookup by []byte conversion
-		return !ok
-	}
-	if i := bytes.IndexByte(u, '='); i > 0 {
-		return !relayedCaps[string(u[:i+1])]
-	}
-	return true
+	_, ok := imapwire.RelayCapability(c)
+	return !ok
 }
 
 // filterCaps returns the capabilities of list the client may see.

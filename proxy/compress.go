@@ -31,7 +31,7 @@ func (c *compressWriter) Write(p []byte) (int, error) { return c.fw.Write(p) }
 func (s *Session) startCompress(tag string) error {
 	r := s.relay
 	r.mu.Lock()
-	busy := len(r.inflight) > 0
+	busy := r.inflight.len() > 0
 	r.mu.Unlock()
 	switch {
 	case s.fw != nil:

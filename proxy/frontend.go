@@ -12,17 +12,6 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// preAuthCommands are the commands the front end serves (RFC 9051 §6.1,
-// §6.2, RFC 2971). Others valid only after login get BAD.
-var authStateCommands = map[string]bool{
-	"SELECT": true, "EXAMINE": true, "CREATE": true, "DELETE": true, "RENAME": true,
-	"SUBSCRIBE": true, "UNSUBSCRIBE": true, "LIST": true, "LSUB": true, "NAMESPACE": true,
-	"STATUS": true, "APPEND": true, "IDLE": true, "ENABLE": true, "CHECK": true, "CLOSE": true,
-	"UNSELECT": true, "EXPUNGE": true, "SEARCH": true, "FETCH": true, "STORE": true, "COPY": true,
-	"MOVE": true, "UID": true, "COMPRESS": true, "GETACL": true, "SETACL": true, "MYRIGHTS": true,
-	"GETQUOTA": true, "GETQUOTAROOT": true, "SORT": true, "THREAD": true,
-}
-
 // frontEnd serves commands until a login succeeds (true) or the session
 // ends (false).
 func (s *Session) frontEnd() bool {
@@ -47,7 +36,15 @@ func (s *Session) frontEnd() bool {
 			return false
 		}
 		tag := cmd.Tag
-		switch cmd.Name {
+		name := cmd.Name
+		if cmd.Spec == nil || cmd.Spec.States&imapwire.StateNotAuth == 0 {
+			name = "" // not served before login
+		} else if err := s.parser.Check(&imapwire.Context{State: imapwire.StateNotAuth}); err != nil {
+			// The one grammar of the table holds before login too.
+			s.writef("%s BAD %s\r\n", tag, sanitizeText(err.(*imapwire.SyntaxError).Msg))
+			continue
+		}
+		switch name {
 		case "CAPABILITY":
 			s.writef("* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", s.preAuthCaps(), tag)
 		case "NOOP":
@@ -83,7 +80,7 @@ func (s *Session) frontEnd() bool {
 				s.writef("* BYE Not an IMAP client\r\n")
 				return false
 			}
-			if authStateCommands[cmd.Name] {
+			if cmd.Spec != nil {
 				s.writef("%s BAD Log in first\r\n", tag)
 			} else {
 				s.writef("%s BAD Unknown command\r\n", tag)
@@ -227,28 +224,14 @@ func (s *Session) skipRestOfCommand() error {
 
 var errClose = errors.New("session closed")
 
-// tagOf returns the tag of a line for an error reply, or "*".
+// tagOf returns the tag of a line for an error reply, or "*" when the line
+// has no tag the proxy accepts (RFC 9051 §7.1.3: an untagged BAD when the
+// tag cannot be determined).
 func tagOf(line []byte) string {
-	i := 0
-	for i < len(line) && i < 64 && isTagChar(line[i]) {
-		i++
+	if tag, ok := imapwire.LineTag(line); ok {
+		return string(tag)
 	}
-	if i == 0 || i >= len(line) || line[i] != ' ' {
-		return "*"
-	}
-	return string(line[:i])
-}
-
-func isTagChar(c byte) bool {
-	// ASTRING-CHAR minus "+" (RFC 9051 §9 tag).
-	if c <= ' ' || c >= 0x7f {
-		return false
-	}
-	switch c {
-	case '(', ')', '{', '%', '*', '"', '\\', '+':
-		return false
-	}
-	return true
+	return "*"
 }
 
 func isString(a imapwire.Arg) bool {

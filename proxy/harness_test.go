@@ -105,6 +105,8 @@ type recAuditor struct {
 	limits   []LimitResult
 	// commandErr is what Command returns: a trail that cannot hold records.
 	commandErr error
+	// deliveries: content pushed outside commands.
+	deliveries []DeliveryEvent
 }
 
 func (a *recAuditor) SessionOpen(*SessionInfo) {}
@@ -128,6 +130,12 @@ func (a *recAuditor) Security(_ *SessionInfo, kind, _ string) {
 func (a *recAuditor) SessionClose(_ *SessionInfo, e CloseEvent) {
 	a.mu.Lock()
 	a.closes = append(a.closes, e)
+	a.mu.Unlock()
+}
+
+func (a *recAuditor) Delivered(_ *SessionInfo, e DeliveryEvent) {
+	a.mu.Lock()
+	a.deliveries = append(a.deliveries, e)
 	a.mu.Unlock()
 }
 

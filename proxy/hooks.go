@@ -29,10 +29,15 @@ type SessionInfo struct {
 	Identity *Identity
 	// AuthFailures counts failed logins on this connection.
 	AuthFailures int
-	// Selected is the selected mailbox ("" when none) and whether it was
-	// opened read-only (EXAMINE).
+	// Selected is the selected mailbox ("" when none), canonical as
+	// imapwire.Context.Canonical makes it, and whether it was opened
+	// read-only (EXAMINE, or [READ-ONLY]): as the backend's completion of
+	// the SELECT said, never before (DESIGN §3a).
 	Selected         string
 	SelectedReadOnly bool
+	// Delimiter is the backend's hierarchy delimiter ("" when flat or
+	// before login), learned at login (LIST "" "", RFC 9051 §6.3.9).
+	Delimiter string
 }
 
 // TLSInfo describes the client's TLS connection.
@@ -260,13 +265,17 @@ type CommandEvent struct {
 	// tagged completion, its own included.
 	BytesIn  int64
 	BytesOut int64
-	// BodyRead: a FETCH of message content (BODY[...], BINARY[...],
-	// RFC822...), not metadata only. Messages counts the responses that
-	// carried content; UIDs lists their UIDs where the response had one
-	// (the first MaxAuditUIDs of them).
+	// BodyRead: message content reached the client while the command ran
+	// (its effects include read-content, or the backend pushed content
+	// during it: IDLE, NOOP). Messages counts the FETCH responses that
+	// carried content, Content their content octets; UIDs lists their UIDs
+	// where the response had one (the first MaxAuditUIDs of them).
 	BodyRead bool
 	Messages int
+	Content  int64
 	UIDs     []uint32
+	// Selected is the mailbox the command was decided in ("" if none).
+	Selected string
 	// CodeArgs is the text of a COPYUID or APPENDUID response code
 	// (RFC 4315 §3), e.g. "38505 3955".
 	CodeArgs string
@@ -288,19 +297,13 @@ type CloseEvent struct {
 	MessagesFetched int
 }
 
-// FetchReadsBody reports whether FETCH items read message content rather
-// than metadata (RFC 9051 §6.4.5): any section of BODY, BODY.PEEK or
-// BINARY, and RFC822, RFC822.HEADER and RFC822.TEXT.
-func FetchReadsBody(items []string) bool {
-	for _, it := range items {
-		switch {
-		case strings.HasPrefix(it, "BODY[") || strings.HasPrefix(it, "BODY.PEEK["),
-			strings.HasPrefix(it, "BINARY[") || strings.HasPrefix(it, "BINARY.PEEK["),
-			it == "RFC822" || it == "RFC822.HEADER" || it == "RFC822.TEXT":
-			return true
-		}
-	}
-	return false
+// DeliveryEvent is message content the backend sent while no command was
+// in flight (NOTIFY, RFC 5465): one FETCH response.
+type DeliveryEvent struct {
+	Mailbox  string // the selected mailbox
+	Messages int
+	Bytes    int64
+	UIDs     []uint32
 }
 
 // Auditor receives session events. Calls come from session goroutines and
@@ -321,6 +324,8 @@ type Auditor interface {
 	Security(s *SessionInfo, kind, detail string)
 	// Limit records a limit hit (refusal or alert).
 	Limit(s *SessionInfo, r LimitResult)
+	// Delivered records content pushed outside any command.
+	Delivered(s *SessionInfo, e DeliveryEvent)
 	SessionClose(s *SessionInfo, e CloseEvent)
 }
 
@@ -343,9 +348,13 @@ type Limiter interface {
 	Session(s *SessionInfo) (res LimitResult, release func())
 	// Command is asked for each command after login, at its decision point.
 	Command(s *SessionInfo, cmd *imapwire.Command) LimitResult
-	// Fetched records message content returned by a FETCH; its result is
-	// for audit (an alert) — later commands are refused by Command.
-	Fetched(s *SessionInfo, bytes int64, messages int) LimitResult
+	// Delivered is asked before message content goes to the client, in
+	// whatever response it comes (FETCH, IDLE and NOOP pushes, NOTIFY):
+	// octets of content, and messages 1 at a message's first content
+	// item. Exceeded ends the session at the message boundary with
+	// "* BYE [LIMIT]". It runs on the backend pump: it must not wait on
+	// the network.
+	Delivered(s *SessionInfo, octets int64, messages int) LimitResult
 }
 
 // LimitResult is a Limiter's answer. The zero value means within limits.

@@ -71,7 +71,7 @@ func (f *fakeLimiter) Command(_ *SessionInfo, cmd *imapwire.Command) LimitResult
 	return LimitResult{}
 }
 
-func (f *fakeLimiter) Fetched(_ *SessionInfo, bytes int64, _ int) LimitResult {
+func (f *fakeLimiter) Delivered(_ *SessionInfo, bytes int64, _ int) LimitResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fetched += bytes

@@ -223,6 +223,11 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	s.connMu.Lock()
 	s.be = be
 	s.connMu.Unlock()
+	if be.delim != 0 {
+		s.infoMu.Lock()
+		s.info.Delimiter = string(be.delim)
+		s.infoMu.Unlock()
+	}
 	ev.User, ev.Attempt, ev.Success, ev.Backend, ev.Decision = s.info.User, s.info.AuthFailures+1, true, b.Name, authDecision
 	s.srv.auditor.Auth(&s.info, ev)
 	s.writef("%s OK [CAPABILITY %s COMPRESS=DEFLATE] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))

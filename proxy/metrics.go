@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,7 @@ type Metrics struct {
 	bytes           *prometheus.CounterVec
 	security        *prometheus.CounterVec
 	preAuth         prometheus.Gauge
+	backendFaults   *prometheus.CounterVec
 	// Pre-resolved children for the per-response path.
 	toClient, toBackend prometheus.Counter
 }
@@ -67,9 +70,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		preAuth: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "imapwarden_preauth_connections", Help: "Client connections awaiting login now (limits.max_preauth_connections).",
 		}),
+		backendFaults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_backend_protocol_errors_total", Help: "Sessions ended because their backend broke the IMAP protocol, by backend.",
+		}, []string{"backend"}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.handshakes, m.auth, m.commands,
-		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security, m.preAuth} {
+		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security, m.preAuth, m.backendFaults} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -79,9 +85,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// commandLabel bounds the command label to the commands the relay knows.
+// commandLabel bounds the command label to the commands of the table.
 func commandLabel(name string) string {
-	if relayedCommands[name] {
+	if imapwire.Lookup(name) != nil {
 		return name
 	}
 	return "other"
@@ -179,6 +185,12 @@ func (m *Metrics) relayed(toClient bool, n int64) {
 	}
 }
 
+func (m *Metrics) backendFault(backend string) {
+	if m != nil {
+		m.backendFaults.WithLabelValues(backend).Inc()
+	}
+}
+
 func (m *Metrics) securityEvent(kind string) {
 	if m != nil {
 		m.security.WithLabelValues(kind).Inc()
@@ -226,6 +238,8 @@ func (a metricsAuditor) Command(s *SessionInfo, e CommandEvent) error {
 	a.m.relayed(true, e.BytesOut)
 	return a.next.Command(s, e)
 }
+
+func (a metricsAuditor) Delivered(s *SessionInfo, e DeliveryEvent) { a.next.Delivered(s, e) }
 
 func (a metricsAuditor) Security(s *SessionInfo, kind, detail string) {
 	a.m.securityEvent(kind)

@@ -124,6 +124,10 @@ type Limits struct {
 	// MaxPreAuthConnections bounds the connections awaiting login,
 	// server-wide (preauth.go); DefaultMaxPreAuthConnections().
 	MaxPreAuthConnections int
+	// MaxInflight bounds the commands of one session in flight at the
+	// backend: beyond it the client is read no further until one
+	// completes (back-pressure, nothing dropped or reordered); 1000.
+	MaxInflight int
 }
 
 // Default limits (DESIGN.md §3).
@@ -138,6 +142,7 @@ const (
 	DefaultWriteTimeout        = 60 * time.Second
 	DefaultMaxAuthFailures     = 3
 	DefaultMaxCompressSessions = 100
+	DefaultMaxInflight         = 1000
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultLoginTimeout        = 30 * time.Second
 )
@@ -159,6 +164,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxPreAuthConnections <= 0 {
 		l.MaxPreAuthConnections = DefaultMaxPreAuthConnections()
 	}
+	orDefault(&l.MaxInflight, DefaultMaxInflight)
 	return l
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,35 +12,23 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// relayedCommands are the commands the relay forwards after login: those
-// the parser understands, for the capabilities relayedCaps lets through.
-var relayedCommands = map[string]bool{
-	"CAPABILITY": true, "NOOP": true, "LOGOUT": true, "ID": true, "ENABLE": true,
-	"SELECT": true, "EXAMINE": true, "CREATE": true, "DELETE": true, "RENAME": true,
-	"SUBSCRIBE": true, "UNSUBSCRIBE": true, "LIST": true, "LSUB": true, "NAMESPACE": true,
-	"STATUS": true, "APPEND": true, "IDLE": true, "CHECK": true, "CLOSE": true, "UNSELECT": true,
-	"EXPUNGE": true, "SEARCH": true, "FETCH": true, "STORE": true, "COPY": true, "MOVE": true,
-	"SORT": true, "THREAD": true, "ESEARCH": true, "GETACL": true, "SETACL": true, "DELETEACL": true,
-	"LISTRIGHTS": true, "MYRIGHTS": true, "GETQUOTA": true, "GETQUOTAROOT": true, "SETQUOTA": true,
-	"GETMETADATA": true, "SETMETADATA": true, "NOTIFY": true,
-}
-
-// inflight is a command forwarded to the backend and not yet completed.
-type inflight struct {
-	tag      string
-	cmd      imapwire.Command // snapshot without Args
-	start    time.Time
-	bytesIn  int64
-	decision *Decision
-	bodyRead bool
-	messages int      // responses with content (backend pump only)
-	uids     []uint32 // their UIDs, capped (backend pump only)
-}
-
 // relayState is shared by the two pumps; mu guards every field.
 type relayState struct {
 	mu       sync.Mutex
-	inflight []*inflight
+	inflight inflightTable
+	// freed is signalled when a command completes, for a client pump
+	// waiting for room (Limits.MaxInflight) or for a barrier.
+	freed chan struct{}
+	// ctx is the session as the backend's answers left it (DESIGN §3a):
+	// the backend pump changes it only when it completes a barrier
+	// command, and the client pump decides nothing while one is in flight.
+	ctx imapwire.Context
+	// barrier is the state-changing command in flight (SELECT, CLOSE,
+	// ENABLE, ...), nil if none.
+	barrier *inflight
+	// enabled collects the capabilities an in-flight ENABLE's "* ENABLED"
+	// named (RFC 5161 §3.2).
+	enabled imapwire.Cap
 	// A pump waiting for the backend's answer to a synchronizing literal:
 	// "+" (true) or the tagged completion of contTag (false). With
 	// contSwallow the "+" is not relayed: the client already got ours.
@@ -49,11 +36,11 @@ type relayState struct {
 	contTag     string
 	contSwallow bool
 	contCh      chan bool
+	// idleCont: an IDLE was forwarded and its "+" (RFC 9051 §6.3.13) is
+	// still to come.
+	idleCont    bool
 	sawBye      bool
 	backendDone chan struct{}
-	// bodyFetches counts in-flight FETCHes of content, so that the
-	// backend pump looks for UIDs only while one runs.
-	bodyFetches atomic.Int32
 }
 
 func (r *relayState) arm(tag string, swallow bool) {
@@ -69,77 +56,26 @@ func (r *relayState) signal(v bool) {
 	}
 }
 
-// take removes and returns the oldest in-flight command with tag.
-func (r *relayState) take(tag []byte) *inflight {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, f := range r.inflight {
-		if f.tag == string(tag) {
-			r.inflight = append(r.inflight[:i], r.inflight[i+1:]...)
-			if f.bodyRead {
-				r.bodyFetches.Add(-1)
-			}
-			return f
-		}
-	}
-	return nil
-}
-
-// sawContent records a FETCH response carrying content against the oldest
-// in-flight content FETCH.
-func (r *relayState) sawContent(part []byte) {
-	uid, hasUID := imapwire.FetchUID(part)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, f := range r.inflight {
-		if f.bodyRead {
-			f.messages++
-			if hasUID && len(f.uids) < MaxAuditUIDs {
-				f.uids = append(f.uids, uid)
-			}
-			return
-		}
-	}
-}
-
-// hasContent reports whether a FETCH response line carries message
-// content (a body section or RFC822 item).
-func hasContent(part []byte) bool {
-	for _, k := range contentItems {
-		if bytes.Contains(part, k) {
-			return true
-		}
-	}
-	return false
-}
-
-var contentItems = [][]byte{[]byte("BODY["), []byte("BINARY["), []byte("RFC822 "), []byte("RFC822.HEADER "), []byte("RFC822.TEXT "),
-	[]byte("body["), []byte("binary["), []byte("rfc822 "), []byte("rfc822.header "), []byte("rfc822.text ")}
-
 func (r *relayState) pending(f *inflight) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, x := range r.inflight {
-		if x == f {
-			return true
-		}
-	}
-	return false
+	return r.inflight.find(func(x *inflight) bool { return x == f }) != nil
 }
 
 // runRelay runs phase B until either side ends.
 func (s *Session) runRelay() {
-	r := &relayState{contCh: make(chan bool, 1), backendDone: make(chan struct{})}
+	r := &relayState{contCh: make(chan bool, 1), backendDone: make(chan struct{}), freed: make(chan struct{}, 1)}
+	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
 	s.relay = r
 	go s.backendPump()
 	s.clientPump()
 	s.closing.Store(true)
 	s.closeConns()
 	<-r.backendDone
-	for _, f := range r.inflight {
+	r.inflight.each(func(f *inflight) {
 		// The session is over: nothing is left to hold back.
 		_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
-	}
+	})
 }
 
 // errStop ends the client pump; the reason was recorded.
@@ -223,7 +159,7 @@ func (s *Session) drain(idle *inflight) {
 	}
 	for {
 		r.mu.Lock()
-		n := len(r.inflight)
+		n := r.inflight.len()
 		r.mu.Unlock()
 		if n == 0 {
 			break
@@ -231,7 +167,7 @@ func (s *Session) drain(idle *inflight) {
 		select {
 		case <-r.backendDone:
 			return
-		case <-time.After(10 * time.Millisecond):
+		case <-r.freed:
 		}
 	}
 	s.sayShutdown()
@@ -255,6 +191,38 @@ func (s *Session) flushBackend() error {
 	return nil
 }
 
+// context returns the session's context for a decision. The client pump
+// calls it only when no barrier is in flight (waitBarrier).
+func (s *Session) context() imapwire.Context {
+	r := s.relay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ctx
+}
+
+// waitBarrier waits until no state-changing command is in flight, so that
+// the next command is read in the state the backend will run it in
+// (DESIGN §3a; RFC 9051 §5.5 forbids clients to pipeline across such
+// commands anyway). It also waits for room when MaxInflight commands are
+// in flight: the client is read no further (back-pressure, nothing is
+// dropped or reordered).
+func (s *Session) waitBarrier() error {
+	r := s.relay
+	for {
+		r.mu.Lock()
+		busy := r.barrier != nil || r.inflight.len() >= s.lim.MaxInflight
+		r.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		select {
+		case <-r.freed:
+		case <-r.backendDone:
+			return errStop
+		}
+	}
+}
+
 // relayCommand handles one command from its first line to its end. It
 // returns the in-flight record when the command was forwarded, nil when
 // the proxy answered it, and errStop when the session must end.
@@ -262,6 +230,10 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 	lim := s.lim
 	be := s.be
 	bytesIn := int64(len(line))
+	if err := s.waitBarrier(); err != nil {
+		return nil, err
+	}
+	ctx := s.context()
 	if ok, err := s.checkedLine(line, lit, hasLit, true); !ok {
 		return nil, err
 	}
@@ -269,16 +241,12 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 	switch {
 	case cmd.Name == "LOGIN" || cmd.Name == "AUTHENTICATE" || cmd.Name == "STARTTLS":
 		return nil, s.refuse(cmd, lit, hasLit, "BAD", "[CLIENTBUG] Already logged in")
-	case cmd.Name == "COMPRESS":
-		if hasLit || len(cmd.Args) != 1 || !strings.EqualFold(cmd.Args[0].Value, "DEFLATE") {
-			return nil, s.refuse(cmd, lit, hasLit, "NO", "[CANNOT] Only COMPRESS DEFLATE is available")
-		}
-		if d := s.decideCommand(cmd, false, nil); !d.Allow {
-			return nil, s.deny(cmd, d, lit, false, start, int64(len(line)))
-		}
-		return nil, s.startCompress(cmd.Tag)
-	case !relayedCommands[cmd.Name]:
+	case cmd.Spec == nil:
 		return nil, s.refuse(cmd, lit, hasLit, "BAD", "Unknown command")
+	case s.inFlight(cmd.Tag):
+		// Responses are matched by tag: two in flight would be
+		// indistinguishable (RFC 9051 §2.2.1: a unique tag per command).
+		return nil, s.refuse(cmd, lit, hasLit, "BAD", "[CLIENTBUG] Tag already in use")
 	}
 	pend := append(s.litBuf[:0], line...)
 	var marks []int // offsets after which the backend's "+" is swallowed
@@ -287,36 +255,49 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 	for hasLit {
 		cmd = s.parser.Command()
 		isMsg := s.parser.PendingIsMessage()
-		max := int64(lim.MaxLine)
-		if isMsg {
-			max = lim.MaxAppendLiteral
+		// A {n+} the backend cannot take would be read by it as commands
+		// (RFC 7888: LITERAL+, or LITERAL- up to 4096 octets).
+		if lit.NonSync && !be.hasCap("LITERAL+") && (!be.hasCap("LITERAL-") || lit.Size > literalMinusMax) {
+			if f != nil {
+				s.setReason("protocol-error")
+				s.writef("* BYE [CLIENTBUG] Non-synchronizing literal not available\r\n")
+				return f, errStop
+			}
+			return nil, s.refuse(cmd, lit, true, "BAD", "[CLIENTBUG] Non-synchronizing literals are not available")
 		}
-		// LITERAL- caps non-synchronizing literals (RFC 7888 §5).
-		if lit.NonSync && !be.hasCap("LITERAL+") && lit.Size > literalMinusMax {
-			max = literalMinusMax
+		if !isMsg && lit.Size > int64(lim.MaxBufferedLiteral) {
+			// Only message data is streamed unseen; everything the
+			// decision reads is buffered and judged (DESIGN §3a).
+			if f != nil || (lit.NonSync && lit.Size > int64(lim.MaxLine)) {
+				s.setReason("literal-too-big")
+				s.writef("* BYE [TOOBIG] Literal too big\r\n")
+				return f, errStop
+			}
+			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_buffered_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
+			return nil, s.refuse(cmd, lit, true, "NO", "[TOOBIG] Literal too big")
 		}
-		buffered := f == nil && !isMsg && lit.Size <= int64(lim.MaxBufferedLiteral)
-		if buffered && int64(len(pend))+lit.Size > int64(lim.MaxLine)*2 {
-			buffered, max = false, 0 // too many small literals: refuse
-		}
-		if lit.Size > max {
+		if isMsg && lit.Size > lim.MaxAppendLiteral {
 			if f != nil || lit.NonSync {
 				// Bytes are in flight or the backend is mid-command: the
 				// stream cannot be brought back in step.
 				s.setReason("literal-too-big")
 				s.writef("* BYE [TOOBIG] Literal too big\r\n")
-				return nil, errStop
+				return f, errStop
 			}
-			limit := "max_literal"
-			if isMsg {
-				limit = "max_append_literal"
-			}
-			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: limit, Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
+			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_append_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
 			s.sc.IgnoreLiteral()
 			return nil, s.writef("%s NO [TOOBIG] Literal too big\r\n", cmd.Tag)
 		}
+		if err := s.parser.Check(&ctx); err != nil {
+			if f != nil {
+				s.setReason("protocol-error")
+				s.writef("* BYE [CLIENTBUG] Syntax error inside a command\r\n")
+				return f, errStop
+			}
+			return nil, s.refuse(cmd, lit, true, "BAD", sanitizeText(err.(*imapwire.SyntaxError).Msg))
+		}
 		switch {
-		case buffered:
+		case !isMsg && f == nil:
 			if !lit.NonSync {
 				// "+" only once the command so far is allowed (DESIGN §3).
 				if d := s.decideCommand(cmd, true, &lit); !d.Allow {
@@ -333,21 +314,38 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 			}
 			s.parser.Literal(pend[n:])
 			bytesIn += lit.Size
+		case !isMsg:
+			// A small literal after part of the command went to the
+			// backend (a CATENATE URL): read, judged, then forwarded.
+			if ok, err := s.backendReady(f, lit); !ok {
+				return f, err
+			}
+			s.readDeadline(lim.AuthIdle)
+			var err error
+			n := len(pend)
+			if pend, err = s.sc.ReadLiteral(pend, lim.MaxBufferedLiteral); err != nil {
+				s.readErr(err)
+				return f, errStop
+			}
+			s.parser.Literal(pend[n:])
+			be.out().Write(pend[n:])
+			pend = pend[:n]
+			bytesIn += lit.Size
 		default:
 			if f == nil {
-				// The decision point: a literal streamed through.
+				// The decision point: a message literal streamed through.
 				d := s.decideCommand(cmd, false, &lit)
 				if !d.Allow {
 					return nil, s.deny(cmd, d, lit, true, start, bytesIn)
 				}
-				f = s.register(cmd, d, start)
+				f = s.register(cmd, d, start, &ctx)
 				if !s.forwardPending(f, pend, marks) {
 					// The backend ended the command early; the client
 					// has its answer and drops or sends this literal.
-					return f, s.dropLiteral(lit, true, max)
+					return f, s.dropLiteral(lit, true, lim.MaxAppendLiteral)
 				}
 				pend = pend[:0]
-			} else if isMsg {
+			} else {
 				// A later message of a MULTIAPPEND (RFC 3502): limits and
 				// policy judge each message. The backend holds the command
 				// so far and a refusal cannot be a tagged NO; closing the
@@ -362,16 +360,8 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 					return f, errStop
 				}
 			}
-			if !lit.NonSync {
-				s.relay.arm(f.tag, false)
-				if err := s.flushBackend(); err != nil {
-					return f, err
-				}
-				if ok, err := s.waitCont(); err != nil || !ok {
-					// Refused: the client got the tagged reply instead.
-					s.sc.IgnoreLiteral()
-					return f, err
-				}
+			if ok, err := s.backendReady(f, lit); !ok {
+				return f, err
 			}
 			s.readDeadline(lim.AuthIdle)
 			n, err := s.sc.CopyLiteral(be.out())
@@ -398,8 +388,12 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 			if err == nil {
 				err = s.parser.Line(line, lit, hasLit)
 			}
+			if err == nil && !hasLit {
+				err = s.parser.Check(&ctx)
+			}
 			if err != nil {
-				// Half the command is at the backend: cannot recover.
+				// Half the command is at the backend: cannot recover. The
+				// malformed rest is not forwarded.
 				s.setReason("protocol-error")
 				s.writef("* BYE [CLIENTBUG] Syntax error inside a command\r\n")
 				return f, errStop
@@ -415,21 +409,60 @@ func (s *Session) relayCommand(line []byte, lit imapwire.Literal, hasLit bool, s
 	}
 	if f == nil {
 		cmd = s.parser.Command()
+		if err := s.parser.Check(&ctx); err != nil {
+			return nil, s.writef("%s BAD %s\r\n", cmd.Tag, sanitizeText(err.(*imapwire.SyntaxError).Msg))
+		}
+		if cmd.Name == "COMPRESS" {
+			if !strings.EqualFold(cmd.Args[0].Value, "DEFLATE") {
+				return nil, s.writef("%s NO [CANNOT] Only COMPRESS DEFLATE is available\r\n", cmd.Tag)
+			}
+			if d := s.decideCommand(cmd, false, nil); !d.Allow {
+				return nil, s.deny(cmd, d, lit, false, start, bytesIn)
+			}
+			return nil, s.startCompress(cmd.Tag)
+		}
 		d := s.decideCommand(cmd, false, nil)
 		if !d.Allow {
 			return nil, s.deny(cmd, d, lit, false, start, bytesIn)
 		}
-		f = s.register(cmd, d, start)
+		f = s.register(cmd, d, start, &ctx)
 		if !s.forwardPending(f, pend, marks) {
 			return f, s.streamOK()
 		}
 	}
 	f.bytesIn = bytesIn
 	// Pipelined commands already buffered leave in the same write.
-	if s.br.Buffered() == 0 || f.cmd.Name == "IDLE" {
+	if s.br.Buffered() == 0 || f.cmd.Name == "IDLE" || f.cmd.Spec.Barrier {
 		return f, s.flushBackend()
 	}
 	return f, nil
+}
+
+// backendReady waits, for a synchronizing literal of a command already at
+// the backend, for the backend's "+" (relayed to the client, who waits for
+// it). A refusal (the tagged reply came instead, and reached the client)
+// returns false with a nil error; the literal will not come.
+func (s *Session) backendReady(f *inflight, lit imapwire.Literal) (bool, error) {
+	if lit.NonSync {
+		return true, nil
+	}
+	s.relay.arm(f.tag, false)
+	if err := s.flushBackend(); err != nil {
+		return false, err
+	}
+	if ok, err := s.waitCont(); err != nil || !ok {
+		s.sc.IgnoreLiteral()
+		return false, err
+	}
+	return true, nil
+}
+
+// inFlight reports whether a command with tag is in flight.
+func (s *Session) inFlight(tag string) bool {
+	r := s.relay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inflight.has(tag)
 }
 
 // streamOK reports whether the session is still usable after a command
@@ -559,7 +592,7 @@ func (s *Session) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d
 	s.infoMu.Lock()
 	err := s.srv.auditor.Command(&s.info, CommandEvent{
 		Command: &snap, Result: "NO", Code: d.Code, Duration: time.Since(start),
-		Denied: true, Decision: d, BytesIn: bytesIn,
+		Denied: true, Decision: d, BytesIn: bytesIn, Selected: s.info.Selected,
 	})
 	s.infoMu.Unlock()
 	if err != nil {
@@ -582,32 +615,52 @@ func snapshot(c *imapwire.Command) imapwire.Command {
 }
 
 // register records a command about to be forwarded, before its first byte
-// leaves, so that the backend pump can match its completion.
-func (s *Session) register(cmd *imapwire.Command, d Decision, start time.Time) *inflight {
+// leaves, so that the backend pump can match its completion. The selected
+// mailbox is not changed here: only the backend's completion changes it
+// (DESIGN §3a), and a barrier command holds later ones back until then.
+func (s *Session) register(cmd *imapwire.Command, d Decision, start time.Time, ctx *imapwire.Context) *inflight {
+	r := s.relay
+	// A new record each time: auditors may keep the event's Command.
 	f := &inflight{tag: cmd.Tag, cmd: snapshot(cmd), start: start}
 	if d.Reason != "" || len(d.Annotations) > 0 {
 		f.decision = &d
 	}
-	if f.cmd.Name == "FETCH" && FetchReadsBody(f.cmd.FetchItems) {
-		f.bodyRead = true
-	}
-	if f.cmd.Name == "SELECT" || f.cmd.Name == "EXAMINE" {
-		// Commands pipelined behind it run in the new mailbox (the server
-		// processes them in order), so they are decided against it; a
-		// failed SELECT leaves none selected (RFC 9051 §6.3.1), which its
-		// completion records.
-		s.infoMu.Lock()
-		s.info.Selected, s.info.SelectedReadOnly = f.cmd.Mailbox, f.cmd.Name == "EXAMINE"
-		s.infoMu.Unlock()
-	}
-	r := s.relay
+	f.readContent = cmd.Effects.Has(imapwire.EffReadContent)
+	s.infoMu.Lock()
+	f.selected = s.info.Selected
+	s.infoMu.Unlock()
 	r.mu.Lock()
-	r.inflight = append(r.inflight, f)
-	if f.bodyRead {
-		r.bodyFetches.Add(1)
+	r.inflight.push(f)
+	if cmd.Name == "IDLE" {
+		r.idleCont = true
+	}
+	if cmd.Spec.Barrier || s.renamesSelected(cmd, ctx) {
+		r.barrier = f
+		r.enabled = 0
 	}
 	r.mu.Unlock()
 	return f
+}
+
+// renamesSelected reports a RENAME or DELETE of the selected mailbox or of
+// one of its parents: the selected mailbox then changes name or goes away,
+// so the command is a barrier.
+func (s *Session) renamesSelected(cmd *imapwire.Command, ctx *imapwire.Context) bool {
+	if (cmd.Name != "RENAME" && cmd.Name != "DELETE") || ctx.State != imapwire.StateSelected {
+		return false
+	}
+	s.infoMu.Lock()
+	sel := s.info.Selected
+	s.infoMu.Unlock()
+	return under(sel, cmd.Mailbox, ctx.Delim)
+}
+
+// under reports whether name is mailbox or inside it.
+func under(name, mailbox string, delim byte) bool {
+	if name == mailbox {
+		return true
+	}
+	return delim != 0 && len(name) > len(mailbox) && name[len(mailbox)] == delim && name[:len(mailbox)] == mailbox
 }
 
 // forwardPending sends a held-back command. At each buffered synchronizing
@@ -640,254 +693,6 @@ func (s *Session) waitCont() (bool, error) {
 	}
 }
 
-var (
-	capName       = []byte("CAPABILITY")
-	fetchName     = []byte("FETCH")
-	idName        = []byte("ID")
-	copyUIDName   = []byte("COPYUID")
-	appendUIDName = []byte("APPENDUID")
-)
-
-// proxyIDResponse replaces a backend's ID response (RFC 2971 §3.2).
-const proxyIDResponse = "* ID (\"name\" \"imapwarden\")\r\n"
-
-// responseCodeArgs returns the arguments of the response code of a status
-// line: "38505 3955" for "a OK [APPENDUID 38505 3955] done".
-func responseCodeArgs(line []byte) string {
-	i := bytes.IndexByte(line, '[')
-	if i < 0 {
-		return ""
-	}
-	rest := line[i+1:]
-	j := bytes.IndexByte(rest, ']')
-	if j < 0 {
-		return ""
-	}
-	rest = rest[:j]
-	if k := bytes.IndexByte(rest, ' '); k >= 0 && len(rest)-k < 4096 {
-		return string(rest[k+1:])
-	}
-	return ""
-}
-
-// backendPump relays responses to the client, filtering capabilities and
-// matching tagged completions to commands.
-func (s *Session) backendPump() {
-	r := s.relay
-	defer close(r.backendDone)
-	be := s.be
-	sc := be.sc
-	var fbuf []byte
-	var outSince int64 // response bytes since the last tagged completion
-	for {
-		if be.br.Buffered() == 0 {
-			// Nothing pending: wait without holding the read buffer.
-			if err := be.waitReadable(); err != nil {
-				s.backendLost(err, false)
-				return
-			}
-		}
-		part, final, _, hasLit, err := sc.ReadLinePart()
-		if err != nil {
-			s.backendLost(err, false)
-			return
-		}
-		resp, perr := imapwire.ParseResponse(part)
-		relay, cont := true, false
-		var done *inflight
-		s.wmu.Lock()
-		if perr == nil {
-			switch resp.Kind {
-			case imapwire.Continuation:
-				r.mu.Lock()
-				if r.contArmed {
-					cont, relay = true, !r.contSwallow
-					r.contArmed = false
-				}
-				r.mu.Unlock()
-			case imapwire.Tagged:
-				// State first: once the client has this reply, its next
-				// command may be decided.
-				if done = r.take(resp.Tag); done != nil {
-					s.completed(done, &resp)
-					// Before the client has its answer, so that its next
-					// FETCH is decided against the bytes counted here,
-					// and so that no client hears a completion its audit
-					// record does not hold (a fail-closed audit queue
-					// holds the reply back).
-					s.fetched(done, outSince+int64(len(part)))
-					var codeArgs string
-					if bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName) {
-						codeArgs = responseCodeArgs(part)
-					}
-					if err := s.auditCompleted(done, &resp, outSince+int64(len(part)), codeArgs); err != nil {
-						s.auditUnavailable(err)
-						s.wmu.Unlock()
-						return
-					}
-				}
-			case imapwire.Untagged:
-				if resp.Status == imapwire.StatusBYE {
-					r.mu.Lock()
-					r.sawBye = true
-					r.mu.Unlock()
-				}
-				if r.bodyFetches.Load() > 0 && bytes.EqualFold(resp.Name, fetchName) && hasContent(part) {
-					r.sawContent(part)
-					s.messagesFetched++
-				}
-				if bytes.EqualFold(resp.Name, idName) && !s.srv.opts.ShowBackendID {
-					// Ours instead; the original, literals included, is
-					// read and dropped below.
-					s.out().WriteString(proxyIDResponse)
-					relay = false
-				}
-			}
-			if final && (bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName)) {
-				if out, changed := imapwire.FilterCapabilities(fbuf[:0], part, dropCapability); changed {
-					fbuf, part = out, out
-				}
-				if bytes.EqualFold(resp.Name, capName) && s.fw == nil {
-					// The proxy terminates COMPRESS itself (compress.go).
-					fbuf = appendCapability(fbuf, part, "COMPRESS=DEFLATE")
-					part = fbuf
-				}
-			}
-		}
-		n, err := s.relayResponse(part, final, hasLit, relay, perr == nil && resp.MayHaveLiteral())
-		if err != nil {
-			s.wmu.Unlock()
-			return
-		}
-		s.wmu.Unlock()
-		outSince += n
-		if cont {
-			r.signal(true)
-		}
-		if done != nil {
-			outSince = 0
-			r.mu.Lock()
-			if r.contArmed && r.contTag == done.tag {
-				r.contArmed = false
-				r.mu.Unlock()
-				r.signal(false)
-			} else {
-				r.mu.Unlock()
-			}
-		}
-	}
-}
-
-// relayResponse writes the rest of one response (its first piece given),
-// streaming literals, and flushes once the backend has nothing buffered.
-// Called with wmu held.
-func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
-	sc := s.be.sc
-	w := s.out()
-	var err error
-	var n int64
-	for {
-		if relay {
-			w.Write(part)
-			n += int64(len(part))
-		}
-		for !final {
-			if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
-				s.backendLost(err, true)
-				return n, err
-			}
-			if relay {
-				w.Write(part)
-				n += int64(len(part))
-			}
-		}
-		if !hasLit {
-			break
-		}
-		if !literals {
-			// "{5}" at the end of resp-text is text (RFC 9051 §7.1).
-			sc.IgnoreLiteral()
-			break
-		}
-		m, err := sc.CopyLiteral(w)
-		n += m
-		if err != nil {
-			if errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil {
-				s.backendLost(err, true)
-			} else {
-				s.clientWriteFailed(err)
-			}
-			return n, err
-		}
-		if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
-			s.backendLost(err, true)
-			return n, err
-		}
-	}
-	if s.be.br.Buffered() == 0 {
-		if err := s.flushOut(w); err != nil {
-			s.clientWriteFailed(err)
-			return n, err
-		}
-		s.idleOut()
-	}
-	return n, nil
-}
-
-// completed updates the selected mailbox from a tagged completion
-// (RFC 9051 §6.3.1: a failed SELECT leaves no mailbox selected).
-func (s *Session) completed(f *inflight, resp *imapwire.Response) {
-	ok := resp.Status == imapwire.StatusOK
-	switch f.cmd.Name {
-	case "SELECT", "EXAMINE":
-		s.infoMu.Lock()
-		if ok {
-			s.info.Selected = f.cmd.Mailbox
-			s.info.SelectedReadOnly = f.cmd.Name == "EXAMINE" || strings.EqualFold(string(resp.Code), "READ-ONLY")
-		} else {
-			s.info.Selected, s.info.SelectedReadOnly = "", false
-		}
-		s.infoMu.Unlock()
-	case "CLOSE", "UNSELECT":
-		if ok {
-			s.infoMu.Lock()
-			s.info.Selected, s.info.SelectedReadOnly = "", false
-			s.infoMu.Unlock()
-		}
-	}
-}
-
-// fetched tells the Limiter what a content FETCH returned.
-func (s *Session) fetched(f *inflight, bytesOut int64) {
-	if l := s.dyn.Limiter; l != nil && f.bodyRead {
-		s.infoMu.Lock()
-		if res := l.Fetched(&s.info, bytesOut, f.messages); res.hit() {
-			s.srv.auditor.Limit(&s.info, res)
-		}
-		s.infoMu.Unlock()
-	}
-}
-
-func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
-	ev := CommandEvent{
-		Command:  &f.cmd,
-		Result:   statusName(resp.Status),
-		Code:     string(resp.Code),
-		Duration: time.Since(f.start),
-		Decision: f.decision,
-		BytesIn:  f.bytesIn,
-		BytesOut: bytesOut,
-		BodyRead: f.bodyRead,
-		Messages: f.messages,
-		UIDs:     f.uids,
-		CodeArgs: codeArgs,
-	}
-	s.infoMu.Lock()
-	err := s.srv.auditor.Command(&s.info, ev)
-	s.infoMu.Unlock()
-	return err
-}
-
 // auditUnavailable ends the session because the audit trail did not take
 // a command's record: the reply is not relayed (DESIGN §5, fail closed),
 // the client hears BYE (RFC 9051 §7.1.5, RFC 5530 UNAVAILABLE). The
@@ -901,22 +706,6 @@ func (s *Session) auditUnavailable(err error) {
 	s.idleOut()
 	s.closing.Store(true)
 	s.closeConns()
-}
-
-func statusName(st imapwire.Status) string {
-	switch st {
-	case imapwire.StatusOK:
-		return "OK"
-	case imapwire.StatusNO:
-		return "NO"
-	case imapwire.StatusBAD:
-		return "BAD"
-	case imapwire.StatusBYE:
-		return "BYE"
-	case imapwire.StatusPREAUTH:
-		return "PREAUTH"
-	}
-	return ""
 }
 
 // backendLost ends the session after the backend connection failed,
@@ -934,17 +723,22 @@ func (s *Session) backendLost(err error, haveWmu bool) {
 		s.setReason("backend-lost")
 		s.log.Warn("backend connection lost", zap.String("backend", s.be.b.Name), zap.Error(err))
 		s.srv.auditor.Security(&s.info, "backend-lost", s.be.b.Name)
-		if !haveWmu {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-		}
-		w := s.out()
-		w.WriteString("* BYE [UNAVAILABLE] Backend connection lost\r\n")
-		s.flushOut(w)
-		s.idleOut()
+		s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Backend connection lost\r\n")
 	}
 	s.closing.Store(true)
 	s.closeConns()
+}
+
+// byeClient writes a last response to the client.
+func (s *Session) byeClient(haveWmu bool, bye string) {
+	if !haveWmu {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+	}
+	w := s.out()
+	w.WriteString(bye)
+	s.flushOut(w)
+	s.idleOut()
 }
 
 func (s *Session) clientWriteFailed(err error) {

@@ -212,7 +212,7 @@ func (s *Session) finish() {
 // countCommand counts a command by name for the close event; unknown names
 // share one key so that a client cannot grow the map.
 func (s *Session) countCommand(name string) {
-	if !relayedCommands[name] {
+	if imapwire.Lookup(name) == nil {
 		name = "OTHER"
 	}
 	if s.commandsByName == nil {

@@ -199,6 +199,10 @@ func (t teeAuditor) Limit(s *proxy.SessionInfo, r proxy.LimitResult) {
 	t.a.Limit(s, r)
 	t.b.Limit(s, r)
 }
+func (t teeAuditor) Delivered(s *proxy.SessionInfo, e proxy.DeliveryEvent) {
+	t.a.Delivered(s, e)
+	t.b.Delivered(s, e)
+}
 func (t teeAuditor) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	t.a.SessionClose(s, e)
 	t.b.SessionClose(s, e)

@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
 // auditWire turns proxy events into audit records. It lives here because
@@ -125,7 +127,12 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	r.Duration, r.BytesIn, r.BytesOut = e.Duration, e.BytesIn, e.BytesOut
 	// Message-level access: the UIDs the FETCH responses carried (the
 	// proxy hands over its slice), COPYUID/APPENDUID text.
-	r.Messages, r.UIDs, r.CodeArgs = e.Messages, e.UIDs, e.CodeArgs
+	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, e.UIDs, e.CodeArgs, e.Content
+	if e.BodyRead && e.Messages > 0 {
+		// Content reached the client, whichever command carried it (IDLE
+		// and NOOP pushes too): --fetch body finds it.
+		r.Fetch = audit.FetchBody
+	}
 	var shadow map[string]any
 	var revision string
 	if d := e.Decision; d != nil {
@@ -183,6 +190,10 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 	if c := e.Command; c != nil {
 		r.Tag, r.Command, r.UID = c.Tag, c.Name, c.UID
 		r.Mailbox, r.Destination = c.Mailbox, c.Destination
+		if c.MailboxRaw != c.Mailbox {
+			r.MailboxRaw = c.MailboxRaw
+		}
+		r.Effects = effectNames(&c.Effects)
 		r.Set, r.SetCount = c.Set, c.SetCount
 		if c.Name == "FETCH" {
 			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), c.FetchItems
@@ -190,8 +201,37 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		r.StoreOp, r.Flags = c.StoreOp, c.StoreFlags
 		r.LiteralBytes = c.LiteralBytes
 	}
-	r.Selected, r.ReadOnly = s.Selected, s.SelectedReadOnly
+	// The mailbox the command was decided in; the session's current one
+	// for events that do not say.
+	r.Selected, r.ReadOnly = e.Selected, s.SelectedReadOnly
+	if r.Selected == "" {
+		r.Selected = s.Selected
+	}
 	return r
+}
+
+// effectNames lists a command's effects by name, each once; the names are
+// the table's constants (no allocation but the slice).
+func effectNames(e *imapwire.Effects) []string {
+	if e.Len() == 0 {
+		return nil
+	}
+	out := make([]string, 0, e.Len())
+	for i := 0; i < e.Len(); i++ {
+		n := e.At(i).Effect.String()
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Delivered maps content pushed while no command ran (NOTIFY).
+func (w *auditWire) Delivered(s *proxy.SessionInfo, e proxy.DeliveryEvent) {
+	r := w.record(s, audit.KindDelivery)
+	r.Selected, r.Fetch = e.Mailbox, audit.FetchBody
+	r.Messages, r.UIDs, r.ContentBytes = e.Messages, e.UIDs, e.Bytes
+	w.log(r)
 }
 
 // splitAnnotations takes the policy engine's own keys out of a decision's

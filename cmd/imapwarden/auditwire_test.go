@@ -127,6 +127,10 @@ func (a audTee) Security(s *proxy.SessionInfo, kind, detail string) {
 	a[1].Security(s, kind, detail)
 }
 func (a audTee) Limit(s *proxy.SessionInfo, r proxy.LimitResult) { a[0].Limit(s, r); a[1].Limit(s, r) }
+func (a audTee) Delivered(s *proxy.SessionInfo, e proxy.DeliveryEvent) {
+	a[0].Delivered(s, e)
+	a[1].Delivered(s, e)
+}
 func (a audTee) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	a[0].SessionClose(s, e)
 	a[1].SessionClose(s, e)

@@ -47,7 +47,8 @@ func TestPolicyEvalCommand(t *testing.T) {
 	os.WriteFile(input, []byte(`{
 		"point": "command",
 		"session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}},
-		"command": {"name": "DELETE", "mailbox": "Sent"}
+		"command": {"name": "DELETE", "mailbox": "Sent",
+			"effects": [{"kind": "delete-mailbox", "target": "mailbox", "mailbox": "Sent"}]}
 	}`), 0o644)
 	code, out, errOut := runPolicyCLI("eval", "-input", input, "-policy", shippedPolicies)
 	if code != 0 {
@@ -72,9 +73,9 @@ func TestPolicyEvalCommand(t *testing.T) {
 	}
 
 	// A command no policy inspects is allowed whatever the decision.
-	os.WriteFile(input, []byte(`{"point": "command", "session": {"user": "alice"}, "command": {"name": "fetch"}}`), 0o644)
+	os.WriteFile(input, []byte(`{"point": "command", "session": {"user": "alice"}, "command": {"name": "noop"}}`), 0o644)
 	if code, out, _ = runPolicyCLI("eval", "--input", input, "--policy", shippedPolicies); code != 0 || !strings.Contains(out, `"inspected": false`) {
-		t.Errorf("fetch: code %d\n%s", code, out)
+		t.Errorf("noop: code %d\n%s", code, out)
 	}
 
 	// A malformed decision: the engine would fail closed.

@@ -168,5 +168,6 @@ func (r *recentEvents) backendHealth() map[string]backendHealth {
 	return maps.Clone(r.health)
 }
 func (r *recentEvents) SessionClose(*proxy.SessionInfo, proxy.CloseEvent) {}
+func (r *recentEvents) Delivered(*proxy.SessionInfo, proxy.DeliveryEvent) {}
 
 var _ proxy.Auditor = (*recentEvents)(nil)

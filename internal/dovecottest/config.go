@@ -12,6 +12,7 @@ type configParams struct {
 	trustedNetworks      string
 	haproxyTrusted       string
 	disablePlaintextAuth bool
+	acl                  bool
 	id                   identity
 }
 
@@ -57,6 +58,17 @@ func renderConfig(p configParams) string {
 	// The proxy's tests open many sessions as one user from 127.0.0.1; the
 	// default of 10 would turn that into spurious login failures.
 	w("mail_max_userip_connections = 1000")
+	if p.acl {
+		// ACL (RFC 4314) with per-mailbox files: Dovecot then offers
+		// ACL, and SETACL reaches a real implementation.
+		w("mail_plugins = $mail_plugins acl")
+		w("protocol imap {")
+		w("  mail_plugins = $mail_plugins imap_acl")
+		w("}")
+		w("plugin {")
+		w("  acl = vfile")
+		w("}")
+	}
 	w("")
 	w("ssl = yes")
 	w("ssl_cert = <%s", p.certFile)

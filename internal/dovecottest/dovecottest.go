@@ -148,6 +148,10 @@ type Options struct {
 	// connections where the remote and local IP are equal, and connections
 	// from TrustedNetworks, secured: plaintext auth stays allowed for them.
 	DisablePlaintextAuth bool
+
+	// ACL loads Dovecot's ACL plugins (vfile), so that it offers ACL
+	// (RFC 4314). Off by default, as in Debian's configuration.
+	ACL bool
 }
 
 // Server is a running private Dovecot. Its exported fields are fixed for the
@@ -271,6 +275,7 @@ func Start(t testing.TB, opts Options) *Server {
 			trustedNetworks:      trusted,
 			haproxyTrusted:       opts.HAProxyTrusted,
 			disablePlaintextAuth: opts.DisablePlaintextAuth,
+			acl:                  opts.ACL,
 			id:                   id,
 		})
 		if err := os.WriteFile(s.confPath, []byte(conf), 0o644); err != nil {

@@ -4,79 +4,103 @@ import data.imapwarden
 
 hold := {"users": ["erin"], "mailboxes": {"*": ["Legal"], "Alice": ["Projects/Acme"]}}
 
+# held_cmd is a command as the proxy presents it: its effects, each on a
+# mailbox (the selected one resolved), from proxy/imapwire's table.
 held_cmd(user, command) := {"point": "command", "command": command, "session": {
-	"user": user, "groups": [], "tls": {"version": "TLS1.3"},
+	"user": user, "groups": [], "tls": {"version": "TLS1.3"}, "delimiter": "/",
 }}
 
+on(kind, target, mailbox) := {"kind": kind, "target": target, "mailbox": mailbox}
+
+expunge_in(mailbox) := {"name": "EXPUNGE", "effects": [on("expunge", "selected", mailbox)]}
+
 test_held_user_expunge_refused if {
-	d := imapwarden.decision with input as held_cmd("erin", {"name": "EXPUNGE", "selected": {"mailbox": "INBOX", "read_only": false}})
+	d := imapwarden.decision with input as held_cmd("erin", expunge_in("INBOX"))
 		with data.legal_hold as hold
 	d.allow == false
 	d.annotations.policy == "legal_hold"
 }
 
-test_uid_expunge_refused if {
-	not imapwarden.decision.allow with input as held_cmd("erin", {"name": "EXPUNGE", "uid": true, "set": {"text": "1:3", "count": 3}, "selected": {"mailbox": "INBOX", "read_only": false}})
+# Whatever command carries it: UID EXPUNGE, CLOSE of a mailbox opened
+# read-write (attack B of issue 11), MOVE out.
+test_every_expunge_refused if {
+	every c in [
+		{"name": "EXPUNGE", "uid": true, "effects": [on("expunge", "selected", "Legal")]},
+		{"name": "CLOSE", "effects": [{"kind": "select", "target": "session"}, on("expunge", "selected", "Legal")]},
+		{"name": "MOVE", "effects": [on("create-messages", "destination", "Trash"), on("expunge", "selected", "Legal")]},
+	] {
+		d := imapwarden.decision with input as held_cmd("bob", c) with data.legal_hold as hold
+		d.reason == "Mailbox is under legal hold: expunge refused"
+	}
+}
+
+test_close_read_only_allowed if {
+	imapwarden.decision.allow with input as held_cmd("bob", {"name": "CLOSE", "effects": [{"kind": "select", "target": "session"}]})
 		with data.legal_hold as hold
 }
 
 test_store_deleted_refused if {
-	every op in ["+FLAGS", "FLAGS"] {
-		not imapwarden.decision.allow with input as held_cmd("erin", {"name": "STORE", "store": {"op": op, "silent": false, "flags": ["\\Seen", "\\DELETED"]}, "selected": {"mailbox": "INBOX", "read_only": false}})
-			with data.legal_hold as hold
-	}
+	d := imapwarden.decision with input as held_cmd("erin", {"name": "STORE", "effects": [on("set-flags", "selected", "INBOX"), on("mark-deleted", "selected", "INBOX")]})
+		with data.legal_hold as hold
+	d.reason == "Mailbox is under legal hold: cannot mark messages deleted"
 }
 
 test_store_other_flags_allowed if {
-	imapwarden.decision.allow with input as held_cmd("erin", {"name": "STORE", "store": {"op": "+FLAGS", "silent": true, "flags": ["\\Seen"]}, "selected": {"mailbox": "INBOX", "read_only": false}})
-		with data.legal_hold as hold
-	imapwarden.decision.allow with input as held_cmd("erin", {"name": "STORE", "store": {"op": "-FLAGS", "silent": false, "flags": ["\\Deleted"]}, "selected": {"mailbox": "INBOX", "read_only": false}})
+	imapwarden.decision.allow with input as held_cmd("erin", {"name": "STORE", "effects": [on("set-flags", "selected", "INBOX")]})
 		with data.legal_hold as hold
 }
 
 test_held_mailbox_for_everyone if {
-	not imapwarden.decision.allow with input as held_cmd("bob", {"name": "EXPUNGE", "selected": {"mailbox": "Legal/2024", "read_only": false}})
+	not imapwarden.decision.allow with input as held_cmd("bob", expunge_in("Legal/2024"))
 		with data.legal_hold as hold
-	imapwarden.decision.allow with input as held_cmd("bob", {"name": "EXPUNGE", "selected": {"mailbox": "Legalese", "read_only": false}})
+	imapwarden.decision.allow with input as held_cmd("bob", expunge_in("Legalese"))
+		with data.legal_hold as hold
+
+	# Case as the client spelled it: names compare case-insensitively.
+	not imapwarden.decision.allow with input as held_cmd("bob", expunge_in("LEGAL"))
 		with data.legal_hold as hold
 }
 
+test_delimiter_from_backend if {
+	# Under ".", "Legal/2024" is a sibling name, "Legal.2024" is inside.
+	d := {"point": "command", "command": expunge_in("Legal.2024"), "session": {
+		"user": "bob", "groups": [], "tls": {"version": "TLS1.3"}, "delimiter": ".",
+	}}
+	not imapwarden.decision.allow with input as d with data.legal_hold as hold
+	imapwarden.decision.allow with input as object.union(d, {"command": expunge_in("Legal/2024")}) with data.legal_hold as hold
+}
+
 test_held_mailbox_per_user if {
-	not imapwarden.decision.allow with input as held_cmd("alice", {"name": "MOVE", "set": {"text": "1", "count": 1}, "destination": "Trash", "selected": {"mailbox": "Projects/Acme", "read_only": false}})
+	move := {"name": "MOVE", "effects": [on("create-messages", "destination", "Trash"), on("expunge", "selected", "Projects/Acme")]}
+	not imapwarden.decision.allow with input as held_cmd("alice", move)
 		with data.legal_hold as hold
-	imapwarden.decision.allow with input as held_cmd("bob", {"name": "MOVE", "set": {"text": "1", "count": 1}, "destination": "Trash", "selected": {"mailbox": "Projects/Acme", "read_only": false}})
+	imapwarden.decision.allow with input as held_cmd("bob", move)
 		with data.legal_hold as hold
 }
 
 test_delete_and_rename_refused if {
-	not imapwarden.decision.allow with input as held_cmd("bob", {"name": "DELETE", "mailbox": "Legal"})
+	not imapwarden.decision.allow with input as held_cmd("bob", {"name": "DELETE", "effects": [on("delete-mailbox", "mailbox", "Legal")]})
 		with data.legal_hold as hold
-	not imapwarden.decision.allow with input as held_cmd("alice", {"name": "RENAME", "mailbox": "Projects", "destination": "Old"})
+
+	# A parent of a held mailbox.
+	not imapwarden.decision.allow with input as held_cmd("alice", {"name": "RENAME", "effects": [on("rename-mailbox", "mailbox", "Projects"), on("create-mailbox", "destination", "Old")]})
 		with data.legal_hold as hold
-	imapwarden.decision.allow with input as held_cmd("alice", {"name": "RENAME", "mailbox": "Projects/Other", "destination": "Old"})
+	imapwarden.decision.allow with input as held_cmd("alice", {"name": "RENAME", "effects": [on("rename-mailbox", "mailbox", "Projects/Other"), on("create-mailbox", "destination", "Old")]})
 		with data.legal_hold as hold
 }
 
 test_unheld_user_may_expunge if {
-	imapwarden.decision.allow with input as held_cmd("bob", {"name": "EXPUNGE", "selected": {"mailbox": "INBOX", "read_only": false}})
+	imapwarden.decision.allow with input as held_cmd("bob", expunge_in("INBOX"))
 		with data.legal_hold as hold
 }
 
 test_copy_and_append_allowed if {
-	imapwarden.decision.allow with input as held_cmd("erin", {"name": "COPY", "destination": "Archive", "selected": {"mailbox": "INBOX", "read_only": false}})
+	imapwarden.decision.allow with input as held_cmd("erin", {"name": "COPY", "effects": [on("create-messages", "destination", "Archive"), on("read-metadata", "selected", "INBOX")]})
 		with data.legal_hold as hold
-	imapwarden.decision.allow with input as held_cmd("erin", {"name": "APPEND", "mailbox": "INBOX", "literal_bytes": 100})
+	imapwarden.decision.allow with input as held_cmd("erin", {"name": "APPEND", "effects": [on("create-messages", "mailbox", "INBOX")]})
 		with data.legal_hold as hold
 }
 
-test_unseen_mailbox_refused_while_holds_exist if {
-	streamed := {"name": "DELETE", "partial": false, "complete": false}
-	not imapwarden.decision.allow with input as held_cmd("bob", streamed)
-		with data.legal_hold as hold
-
-	# Before "+" of a small literal (partial), the name comes later.
-	imapwarden.decision.allow with input as held_cmd("bob", object.union(streamed, {"partial": true}))
-		with data.legal_hold as hold
-	imapwarden.decision.allow with input as held_cmd("bob", streamed)
-		with data.legal_hold as {"users": [], "mailboxes": {}}
+test_inspects_every_destroying_effect if {
+	{"expunge", "mark-deleted", "delete-mailbox", "rename-mailbox"} == imapwarden.inspect_effects & {"expunge", "mark-deleted", "delete-mailbox", "rename-mailbox"}
 }

@@ -4,13 +4,13 @@ import data.imapwarden
 
 protected := {"mailboxes": ["INBOX", "Sent", "Drafts"]}
 
-mbox_cmd(name, mailbox) := {"point": "command", "command": {"name": name, "mailbox": mailbox, "destination": "Other"}, "session": {
+mbox_cmd(kind, mailbox) := {"point": "command", "command": {"name": "X", "effects": [{"kind": kind, "target": "mailbox", "mailbox": mailbox}]}, "session": {
 	"user": "alice", "groups": [], "tls": {"version": "TLS1.3"},
 }}
 
 test_delete_protected_refused if {
 	every mailbox in ["INBOX", "Sent", "drafts", "SENT"] {
-		d := imapwarden.decision with input as mbox_cmd("DELETE", mailbox)
+		d := imapwarden.decision with input as mbox_cmd("delete-mailbox", mailbox)
 			with data.protected_folders as protected
 		d.allow == false
 		d.code == "NOPERM"
@@ -19,19 +19,23 @@ test_delete_protected_refused if {
 }
 
 test_rename_protected_refused if {
-	d := imapwarden.decision with input as mbox_cmd("RENAME", "Sent")
+	d := imapwarden.decision with input as mbox_cmd("rename-mailbox", "Sent")
 		with data.protected_folders as protected
 	d.reason == "Sent is protected and cannot be renamed"
 }
 
 test_other_mailboxes_allowed if {
-	imapwarden.decision.allow with input as mbox_cmd("DELETE", "Sent/2019")
+	imapwarden.decision.allow with input as mbox_cmd("delete-mailbox", "Sent/2019")
 		with data.protected_folders as protected
-	imapwarden.decision.allow with input as mbox_cmd("RENAME", "Projects")
+	imapwarden.decision.allow with input as mbox_cmd("rename-mailbox", "Projects")
 		with data.protected_folders as protected
 }
 
-test_other_commands_allowed if {
-	imapwarden.decision.allow with input as mbox_cmd("SELECT", "INBOX")
+test_other_effects_allowed if {
+	imapwarden.decision.allow with input as mbox_cmd("select-read-write", "INBOX")
+		with data.protected_folders as protected
+
+	# Creating a mailbox named like a protected one (RENAME's new name).
+	imapwarden.decision.allow with input as mbox_cmd("create-mailbox", "Sent")
 		with data.protected_folders as protected
 }

@@ -1,28 +1,34 @@
 # Policy 3, read-only users: the users in data.readonly.users, and members of
-# data.readonly.groups, may read but change nothing.
+# data.readonly.groups, may read but change nothing. Decided on effects
+# (input.command.effects), not command names: every effect but reading is
+# refused, whichever command has it: APPEND, COPY, MOVE, STORE, EXPUNGE,
+# CLOSE of a mailbox opened read-write, FETCH of a body without .PEEK (sets
+# \Seen), CREATE, DELETE, RENAME, SUBSCRIBE, SETACL, SETMETADATA, SETQUOTA.
 #
-# SELECT is refused (with a hint to use EXAMINE), not turned into a read-only
-# session: the relay forwards the client's bytes unchanged, and a mailbox
-# opened read-write would still let FETCH BODY[] set \Seen and CLOSE expunge.
-# EXAMINE opens it read-only at the server (RFC 9051 §6.3.3).
+# SELECT opens a mailbox read-write (select-read-write) and is refused, with a
+# hint to use EXAMINE: the relay forwards the client's bytes unchanged and
+# does not rewrite SELECT into EXAMINE. EXAMINE opens it read-only at the
+# server (RFC 9051 §6.3.3), where nothing the client reads changes it.
 package imapwarden
 
-readonly_refused := {
-	"SELECT": "Read-only account: open mailboxes with EXAMINE",
-	"APPEND": "Read-only account: cannot add messages",
-	"STORE": "Read-only account: cannot change flags",
-	"EXPUNGE": "Read-only account: cannot expunge",
-	"COPY": "Read-only account: cannot copy messages",
-	"MOVE": "Read-only account: cannot move messages",
-	"CREATE": "Read-only account: cannot create mailboxes",
-	"DELETE": "Read-only account: cannot delete mailboxes",
-	"RENAME": "Read-only account: cannot rename mailboxes",
-	"SETACL": "Read-only account: cannot change access rights",
-	"DELETEACL": "Read-only account: cannot change access rights",
-	"SETMETADATA": "Read-only account: cannot change metadata",
+readonly_reads := {"read-metadata", "read-content", "select", "session"}
+
+readonly_reasons := {
+	"select-read-write": "Read-only account: open mailboxes with EXAMINE",
+	"create-messages": "Read-only account: cannot add messages",
+	"set-flags": "Read-only account: cannot change flags",
+	"mark-deleted": "Read-only account: cannot change flags",
+	"expunge": "Read-only account: cannot expunge",
+	"create-mailbox": "Read-only account: cannot create mailboxes",
+	"delete-mailbox": "Read-only account: cannot delete mailboxes",
+	"rename-mailbox": "Read-only account: cannot rename mailboxes",
+	"subscriptions": "Read-only account: cannot change subscriptions",
+	"acl": "Read-only account: cannot change access rights",
+	"metadata": "Read-only account: cannot change metadata",
+	"quota": "Read-only account: cannot change quotas",
 }
 
-inspect contains name if some name, _ in readonly_refused
+inspect_effects contains kind if some kind, _ in readonly_reasons
 
 readonly_session if in_list(data.readonly.users)
 
@@ -34,9 +40,10 @@ readonly_session if {
 deny contains {
 	"policy": "readonly",
 	"code": "NOPERM",
-	"reason": reason,
+	"reason": object.get(readonly_reasons, e.kind, "Read-only account: cannot change anything"),
 } if {
 	input.point == "command"
-	reason := readonly_refused[input.command.name]
 	readonly_session
+	some e in input.command.effects
+	not e.kind in readonly_reads
 }

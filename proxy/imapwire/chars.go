@@ -8,26 +8,43 @@ const (
 	// atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards /
 	// quoted-specials / resp-specials.
 	cAtom uint8 = 1 << iota
-	// cTag: tag = 1*<any ASTRING-CHAR except "+">, ASTRING-CHAR = ATOM-CHAR
-	// / resp-specials.
+	// cTag: the tag characters the proxy accepts. RFC 9051 §9 allows
+	// tag = 1*<any ASTRING-CHAR except "+">, but the backends disagree on
+	// the rest (Dovecot refuses "]", Courier cuts the tag at "[", "}" and
+	// "~" and answers with what came before): a tag must mean the same to
+	// every backend, so only ATOM-CHARs all of them accept are taken
+	// (DESIGN §3a), probed in internal/difftest.
 	cTag
+	// cAtomX: the bytes an atom token may hold before the grammar of its
+	// argument judges it: ATOM-CHAR, list-wildcards ("%", "*" in LIST
+	// patterns and sequence sets), "]" (resp-specials, allowed in astring)
+	// and "\" (flags such as \Seen).
+	cAtomX
 )
 
 var class = func() (t [256]uint8) {
 	for c := 0x21; c < 0x7f; c++ {
 		switch c {
-		case '(', ')', '{', '%', '*', '"', '\\', ']':
+		case '(', ')', '{', '"':
+		case '%', '*', '\\', ']':
+			t[c] |= cAtomX
 		default:
-			t[c] |= cAtom | cTag
+			t[c] |= cAtom | cAtomX | cTag
 		}
 	}
-	t[']'] |= cTag
-	t['+'] &^= cTag
+	for _, c := range []byte("+[}~") {
+		t[c] &^= cTag
+	}
 	return t
 }()
 
+// maxTag bounds a tag's length: every backend takes this much, and no
+// client needs more.
+const maxTag = 64
+
 func isAtomChar(c byte) bool { return class[c]&cAtom != 0 }
 func isTagChar(c byte) bool  { return class[c]&cTag != 0 }
+func isAtomX(c byte) bool    { return class[c]&cAtomX != 0 }
 
 // isCTL reports CTL = %x00-1F / %x7F (RFC 5234 B.1).
 func isCTL(c byte) bool { return c < 0x20 || c == 0x7f }
@@ -92,4 +109,17 @@ func CheckCommandLine(line []byte) error {
 		return errBareCR
 	}
 	return nil
+}
+
+// LineTag returns the tag at the start of a command line, if it is one the
+// proxy accepts (cTag, at most maxTag characters) followed by SP.
+func LineTag(line []byte) ([]byte, bool) {
+	i := 0
+	for i < len(line) && i <= maxTag && isTagChar(line[i]) {
+		i++
+	}
+	if i == 0 || i > maxTag || i >= len(line) || line[i] != ' ' {
+		return nil, false
+	}
+	return line[:i], true
 }

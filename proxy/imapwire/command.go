@@ -1,8 +1,10 @@
 package imapwire
 
 import (
+	"bytes"
 	"math"
 	"strings"
+	"unicode/utf8"
 )
 
 // ArgKind tells what an Arg is.
@@ -11,7 +13,7 @@ type ArgKind uint8
 // Argument kinds. NIL is an ArgAtom: only the command knows whether it means
 // nil (RFC 9051 §4.5).
 const (
-	ArgAtom    ArgKind = iota + 1 // atom, including a bracketed section: BODY[HEADER.FIELDS (A B)]<0.100>
+	ArgAtom    ArgKind = iota + 1 // atom, including a FETCH item's bracketed section: BODY[HEADER.FIELDS (A B)]<0.100>
 	ArgQuoted                     // quoted string (RFC 9051 §4.3)
 	ArgLiteral                    // literal or literal8 (RFC 9051 §4.3, RFC 3516)
 	ArgList                       // parenthesized list (RFC 9051 §4.4)
@@ -31,6 +33,17 @@ func (k ArgKind) String() string {
 	return "unknown"
 }
 
+// Chars records which characters beyond ATOM-CHAR an atom holds; the
+// grammar of its argument decides whether they may stand there.
+type Chars uint8
+
+const (
+	CharWildcard  Chars = 1 << iota // "%" or "*" (list-wildcards; "*" in sequence sets)
+	CharBracket                     // "]" (resp-specials, allowed in astring)
+	CharBackslash                   // "\" (flags)
+	CharSection                     // a FETCH section: "[" ... "]" holding SP, parentheses or quotes
+)
+
 // Arg is one argument of a command.
 type Arg struct {
 	Kind ArgKind
@@ -42,12 +55,20 @@ type Arg struct {
 	// Size is the size of an ArgLiteral.
 	Size int64
 	// Streamed marks an ArgLiteral whose content was streamed unseen
-	// (Value is empty).
-	Streamed bool
+	// (Value is empty); Pending one announced whose content has not been
+	// fed yet (a decision before "+", RFC 9051 §4.3).
+	Streamed, Pending bool
+	// Binary marks a literal8 (RFC 3516), NonSync a {n+} (RFC 7888).
+	Binary, NonSync bool
+	// Open marks a list whose ")" has not been seen yet.
+	Open bool
+	// Chars are an atom's characters beyond ATOM-CHAR.
+	Chars Chars
 }
 
 // Command is what the proxy needs to know about a client command (RFC 9051
-// §6) to decide on it and audit it. Strings are as sent unless said.
+// §6) to decide on it and audit it. The fields after Args are filled by
+// Check, from the one grammar and table of commands (table.go).
 type Command struct {
 	Tag string
 	// Name is upper case. For UID commands it is the sub-command:
@@ -57,28 +78,37 @@ type Command struct {
 	// Args are the arguments after the name (after the sub-command for
 	// UID commands).
 	Args []Arg
+	// Spec is the command's entry in the table; nil for a name the proxy
+	// does not know.
+	Spec *Spec
 
-	// Mailbox is the first mailbox argument as sent (astring content, not
-	// modified-UTF-7 decoded, see DecodeMailbox); for LIST and LSUB the
-	// pattern (the first one of a pattern list, RFC 5258), the reference
-	// being in Reference. Empty when the mailbox was a streamed literal.
-	Mailbox   string
-	Reference string
-	// Destination is the COPY/MOVE destination or the RENAME new name.
-	Destination string
+	// Mailbox is the first mailbox argument as policies see it (Context's
+	// Canonical: decoded, INBOX folded); MailboxRaw as sent (the astring's
+	// content). For LIST and LSUB Mailbox is the (first) pattern and
+	// Reference the reference, both decoded.
+	Mailbox, MailboxRaw string
+	Reference           string
+	// Destination is the COPY/MOVE destination or the RENAME new name,
+	// canonical like Mailbox.
+	Destination, DestinationRaw string
 	// Set is the sequence-set or uid-set as written (FETCH, STORE, COPY,
 	// MOVE, UID EXPUNGE), and SetCount the number of messages it names
 	// when finite (see SetCount), else -1; 0 for commands without a set.
 	Set      string
 	SetCount int64
-	// FetchItems are the FETCH items, upper case: a macro (ALL, FAST,
-	// FULL) or each item of the list, section and partial included:
-	// "BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.512>".
+	// FetchItems are the FETCH items (or NOTIFY's), upper case: a macro
+	// (ALL, FAST, FULL) or each item of the list, section and partial
+	// included: "BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.512>".
 	FetchItems []string
 	// StoreOp is the STORE operation, upper case: "FLAGS", "+FLAGS",
 	// "-FLAGS.SILENT"; StoreFlags the flags as written.
 	StoreOp    string
 	StoreFlags []string
+	// Effects says what the command does, on which mailbox (table.go).
+	Effects Effects
+	// AppendURLs counts the CATENATE URL parts of an APPEND (RFC 4469):
+	// messages copied in whose size the proxy cannot know.
+	AppendURLs int
 	// Literals counts the literals seen so far and LiteralBytes adds up
 	// their sizes (saturating).
 	Literals     int
@@ -103,7 +133,12 @@ const (
 
 // CommandParser parses client commands line by line, literal by literal,
 // as the Scanner delivers them, without needing the whole command at once.
-// The zero value is ready to use; Reset makes it ready for the next command.
+// It is strict to the lexical rules of RFC 9051 §9 (one SP between
+// arguments, no SP after "(" or before ")", escapes in quoted strings only
+// before DQUOTE and "\"), so that the proxy and the backend split a
+// command the same way; Check then holds the arguments to the command's
+// grammar. The zero value is ready to use; Reset makes it ready for the next
+// command.
 type CommandParser struct {
 	cmd   Command
 	open  [maxDepth]*Arg // open lists, innermost last; each is the last element of its parent
@@ -112,9 +147,11 @@ type CommandParser struct {
 	err   error // sticky
 
 	started    bool // the tag and name were parsed
-	needSep    bool // a token just ended: the next one needs SP first
+	needSep    bool // a token just ended: next comes SP, ")" or the end
+	afterSP    bool // an SP was just read: next comes a token
 	pending    bool // the last line announced a literal not fed yet
 	pendingMsg bool // ... and it is message data
+	sections   bool // "[" opens a section (FETCH, NOTIFY items)
 
 	// A FETCH item whose bracketed section contains a literal
 	// (BODY[HEADER.FIELDS ({4}\r\nFROM)]) spans lines: atom holds it so
@@ -130,6 +167,7 @@ type CommandParser struct {
 var (
 	errCmdEmpty        = &SyntaxError{Msg: "empty command line"}
 	errCmdTag          = &SyntaxError{Msg: "bad character in tag"}
+	errCmdTagLong      = &SyntaxError{Msg: "tag too long"}
 	errCmdNoName       = &SyntaxError{Msg: "missing command name"}
 	errCmdName         = &SyntaxError{Msg: "bad character in command name"}
 	errCmdUID          = &SyntaxError{Msg: "UID without command"}
@@ -139,11 +177,15 @@ var (
 	errCmdNoMarker     = &SyntaxError{Msg: "literal announced but no marker at the end of the line"}
 	errCmdLitSP        = &SyntaxError{Msg: "missing SP before literal"}
 	errCmdSP           = &SyntaxError{Msg: "missing SP between arguments"}
+	errCmdExtraSP      = &SyntaxError{Msg: "SP where none may stand (RFC 9051 §9: one SP between arguments)"}
 	errCmdParen        = &SyntaxError{Msg: "unexpected ')'"}
 	errCmdBrace        = &SyntaxError{Msg: "unexpected '{' (a literal marker must end the line)"}
 	errCmdCTL          = &SyntaxError{Msg: "control character in command"}
+	errCmd8Bit         = &SyntaxError{Msg: "8-bit byte outside a string"}
 	errCmdQuoted       = &SyntaxError{Msg: "unterminated quoted string"}
 	errCmdQuotedCTL    = &SyntaxError{Msg: "NUL, CR or LF in quoted string"}
+	errCmdQuotedEsc    = &SyntaxError{Msg: `"\" in a quoted string escapes only DQUOTE and "\" (RFC 9051 §9)`}
+	errCmdQuotedUTF8   = &SyntaxError{Msg: "invalid UTF-8 in quoted string"}
 	errCmdOpenList     = &SyntaxError{Msg: "unterminated list"}
 	errCmdOpenSection  = &SyntaxError{Msg: "unterminated '['"}
 	errCmdDepth        = &SyntaxError{Msg: "lists nested too deep"}
@@ -174,7 +216,7 @@ func (p *CommandParser) Reset() {
 	*c = Command{Args: c.Args, FetchItems: c.FetchItems, StoreFlags: c.StoreFlags}
 	clear(p.open[:p.depth])
 	p.depth, p.nargs, p.err = 0, 0, nil
-	p.started, p.needSep, p.pending, p.pendingMsg = false, false, false, false
+	p.started, p.needSep, p.afterSP, p.pending, p.pendingMsg, p.sections = false, false, false, false, false, false
 	p.atom, p.atomDepth = p.atom[:0], 0
 }
 
@@ -195,13 +237,13 @@ func (p *CommandParser) recycle(args []Arg) {
 // line ending, and hasLit/lit as ReadLine returned them. The first line
 // starts with tag SP name (RFC 9051 §2.2.1). After a line with hasLit, the
 // literal's content must be fed with Literal or LiteralStreamed before the
-// next line. A malformed line gives a *SyntaxError, which is sticky until
-// Reset.
+// next line; until then the command's arguments end with a Pending literal.
+// A malformed line gives a *SyntaxError, which is sticky until Reset.
 func (p *CommandParser) Line(line []byte, lit Literal, hasLit bool) error {
 	if p.err != nil {
 		return p.err
 	}
-	if err := p.line(line, hasLit); err != nil {
+	if err := p.line(line, lit, hasLit); err != nil {
 		p.err = err
 		return err
 	}
@@ -211,7 +253,7 @@ func (p *CommandParser) Line(line []byte, lit Literal, hasLit bool) error {
 	return nil
 }
 
-func (p *CommandParser) line(line []byte, hasLit bool) error {
+func (p *CommandParser) line(line []byte, lit Literal, hasLit bool) error {
 	if p.cmd.Complete {
 		return errCmdComplete
 	}
@@ -240,12 +282,21 @@ func (p *CommandParser) line(line []byte, hasLit bool) error {
 		return err
 	}
 	if hasLit {
-		if p.atomDepth == 0 && p.needSep {
-			return errCmdLitSP
+		if p.atomDepth == 0 {
+			if p.needSep {
+				return errCmdLitSP
+			}
+			if _, err := p.push(Arg{Kind: ArgLiteral, Size: lit.Size, Pending: true, Binary: lit.Binary, NonSync: lit.NonSync}); err != nil {
+				return err
+			}
+			p.needSep, p.afterSP = true, false
 		}
 		p.pending = true
 		p.pendingMsg = p.isMessage()
 		return nil
+	}
+	if p.afterSP {
+		return errCmdExtraSP // a trailing SP
 	}
 	if p.atomDepth > 0 {
 		return errCmdOpenSection
@@ -296,6 +347,8 @@ func (p *CommandParser) parseStart(b []byte) (int, error) {
 		return 0, errCmdEmpty
 	case i == 0:
 		return 0, errCmdTag
+	case i > maxTag:
+		return 0, errCmdTagLong
 	case i == len(b):
 		return 0, errCmdNoName
 	case b[i] != ' ':
@@ -326,14 +379,22 @@ func (p *CommandParser) parseStart(b []byte) (int, error) {
 		p.cmd.UID = true
 	}
 	p.cmd.Name = name
+	p.cmd.Spec = lookup(name)
+	// Only FETCH-like items have sections with SP inside; elsewhere "["
+	// is an ordinary ATOM-CHAR ("[Gmail]/All" is one atom).
+	p.sections = p.cmd.Spec != nil && p.cmd.Spec.sections
 	p.needSep = true
 	return i, nil
 }
 
-// commandName reads an atom at the start of b, which must be followed by SP
-// or the end, and returns it upper case.
+// commandName reads the command name at the start of b: letters only
+// (every command of RFC 9051 and its extensions), followed by SP or the
+// end; it returns it upper case.
 func commandName(b []byte) (string, int, error) {
-	n := atomLen(b)
+	n := 0
+	for n < len(b) && ('a' <= b[n]|0x20 && b[n]|0x20 <= 'z') {
+		n++
+	}
 	if n == 0 {
 		if len(b) == 0 || b[0] == ' ' {
 			return "", 0, errCmdNoName
@@ -352,7 +413,10 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 	i := 0
 	if p.atomDepth > 0 {
 		// Continue a FETCH item whose section was cut by a literal.
-		end, d := scanAtom(b, 0, p.atomDepth)
+		end, d, err := scanAtom(b, 0, p.atomDepth, true)
+		if err != nil {
+			return err
+		}
 		p.atom = append(p.atom, b[:end]...)
 		if d > 0 {
 			if end == len(b) && hasLit {
@@ -362,51 +426,55 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			return errCmdOpenSection
 		}
 		p.atomDepth = 0
-		if err := p.pushAtom(p.atom); err != nil {
+		if err := p.pushAtom(p.atom, CharSection); err != nil {
 			return err
 		}
-		p.needSep = true
+		p.needSep, p.afterSP = true, false
 		i = end
 	}
 	for i < len(b) {
 		c := b[i]
 		switch c {
 		case ' ':
-			p.needSep = false
+			if !p.needSep {
+				return errCmdExtraSP
+			}
+			p.needSep, p.afterSP = false, true
 			i++
 			continue
 		case ')':
 			if p.depth == 0 {
 				return errCmdParen
 			}
+			if p.afterSP {
+				return errCmdExtraSP
+			}
 			p.depth--
+			p.open[p.depth].Open = false
 			p.open[p.depth] = nil
 			p.needSep = true
 			i++
 			continue
 		}
-		if c == '{' {
-			return errCmdBrace
-		}
-		if isCTL(c) {
-			return errCmdCTL
-		}
 		if p.needSep {
 			return errCmdSP
 		}
+		p.afterSP = false
 		switch {
+		case c == '{':
+			return errCmdBrace
 		case c == '(':
 			if p.depth == maxDepth {
 				return errCmdDepth
 			}
-			a, err := p.push(Arg{Kind: ArgList, List: p.takeFree()})
+			a, err := p.push(Arg{Kind: ArgList, List: p.takeFree(), Open: true})
 			if err != nil {
 				return err
 			}
 			p.open[p.depth] = a
 			p.depth++
 			i++
-			continue // needSep stays false: "(" may be followed by a token
+			continue // "(" is followed by a token or ")"
 		case c == '"':
 			v, n, err := p.quoted(b[i:])
 			if err != nil {
@@ -417,20 +485,25 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			}
 			i += n
 		default:
-			end, d := scanAtom(b, i, 0)
+			end, d, err := scanAtom(b, i, 0, p.sections)
+			if err != nil {
+				return err
+			}
 			if d > 0 {
-				if end == len(b) && hasLit && p.cmd.Name == "FETCH" {
+				if end == len(b) && hasLit {
 					// A section such as HEADER.FIELDS may hold a literal
 					// header name (header-fld-name = astring, RFC 9051 §9).
 					p.atom = append(p.atom[:0], b[i:]...)
 					p.atomDepth = d
 					return nil
 				}
-				// No matching "]" on the line: "[" is then an ordinary
-				// ATOM-CHAR (a mailbox named "a[b" is a valid atom).
-				end = plainAtomEnd(b, i)
+				return errCmdOpenSection
 			}
-			if err := p.pushAtom(b[i:end]); err != nil {
+			ch := atomChars(b[i:end])
+			if p.sections && bytes.IndexByte(b[i:end], '[') >= 0 {
+				ch |= CharSection
+			}
+			if err := p.pushAtom(b[i:end], ch); err != nil {
 				return err
 			}
 			i = end
@@ -440,13 +513,32 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 	return nil
 }
 
+// atomChars classifies the characters of an atom token.
+func atomChars(b []byte) Chars {
+	var ch Chars
+	for _, c := range b {
+		switch c {
+		case '%', '*':
+			ch |= CharWildcard
+		case ']':
+			ch |= CharBracket
+		case '\\':
+			ch |= CharBackslash
+		case ' ', '(', ')', '"':
+			// Only inside a section (scanAtom let them through).
+			ch |= CharSection
+		}
+	}
+	return ch
+}
+
 // scanAtom returns where the atom starting at b[i] ends, d being the number
-// of '[' already open. A '[' opens a section that runs to the matching ']'
-// and may hold SP, parentheses and quoted strings (RFC 9051 §6.4.5 section,
-// header-list); "<partial>" after it is ordinary atom text. depth > 0 means
-// the section is not closed: b ended, or a control character was found at
-// end.
-func scanAtom(b []byte, i, d int) (end, depth int) {
+// of '[' already open. With sections, a '[' opens a section that runs to the
+// matching ']' and may hold SP, parentheses and quoted strings (RFC 9051
+// §6.4.5 section, header-list); "<partial>" after it is ordinary atom text.
+// depth > 0 means the section is not closed when b ended. Bytes that may
+// stand in no atom are errors.
+func scanAtom(b []byte, i, d int, sections bool) (end, depth int, err error) {
 	for i < len(b) {
 		c := b[i]
 		if d > 0 {
@@ -458,80 +550,91 @@ func scanAtom(b []byte, i, d int) (end, depth int) {
 			case c == '"':
 				j := i + 1
 				for j < len(b) && b[j] != '"' {
-					if b[j] == '\\' && j+1 < len(b) {
+					if b[j] == '\\' {
 						j++
 					}
 					j++
 				}
 				if j >= len(b) {
-					return len(b), d
+					return i, d, errCmdQuoted
 				}
 				i = j
+			case c == '{':
+				return i, d, errCmdBrace
+			case c >= 0x80:
+				return i, d, errCmd8Bit
 			case isCTL(c):
-				return i, d
+				return i, d, errCmdCTL
 			}
 			i++
 			continue
 		}
-		if c == '[' {
+		if c == '[' && sections {
 			d = 1
 			i++
 			continue
 		}
-		if atomEnds(c) {
+		if c == ' ' || c == '(' || c == ')' || c == '"' {
 			break
+		}
+		if !isAtomX(c) {
+			switch {
+			case c == '{':
+				return i, 0, errCmdBrace
+			case c >= 0x80:
+				return i, 0, errCmd8Bit
+			default:
+				return i, 0, errCmdCTL
+			}
 		}
 		i++
 	}
-	return i, d
-}
-
-// plainAtomEnd returns where the atom at b[i] ends, '[' being ordinary.
-func plainAtomEnd(b []byte, i int) int {
-	for i < len(b) && !atomEnds(b[i]) {
-		i++
-	}
-	return i
-}
-
-// atomEnds reports the bytes that end an atom: SP, "(", ")", DQUOTE, "{"
-// and CTL. Other atom-specials ("%", "*", "\", "]") and 8-bit bytes are
-// accepted: they occur in LIST patterns, sequence sets, flags and the
-// mailbox names of lenient clients, and the backend judges them.
-func atomEnds(c byte) bool {
-	return c == ' ' || c == '(' || c == ')' || c == '"' || c == '{' || isCTL(c)
+	return i, d, nil
 }
 
 // quoted parses the quoted string at the start of b and returns its
-// content. quoted = DQUOTE *QUOTED-CHAR DQUOTE, where "\" escapes DQUOTE
-// and "\" (RFC 9051 §9). Another escape or an 8-bit byte (UTF8=ACCEPT,
-// RFC 6855) is kept as is; NUL, CR and LF are refused.
+// content. quoted = DQUOTE *QUOTED-CHAR DQUOTE, where "\" escapes only
+// DQUOTE and "\" (RFC 9051 §9): any other escape has two readings
+// (Dovecot drops the "\", others keep it or refuse) and is refused.
+// QUOTED-CHAR allows UTF-8 (RFC 9051 §9 UTF8-2/3/4); other 8-bit bytes,
+// NUL, CR and LF are refused.
 func (p *CommandParser) quoted(b []byte) (string, int, error) {
-	esc := false
+	esc, high := false, false
 	j := 1
 	for ; j < len(b); j++ {
 		c := b[j]
 		if c == '"' {
 			break
 		}
-		if c == 0 || c == '\r' || c == '\n' {
+		switch {
+		case c == 0 || c == '\r' || c == '\n':
 			return "", 0, errCmdQuotedCTL
-		}
-		if c == '\\' && j+1 < len(b) && (b[j+1] == '"' || b[j+1] == '\\') {
+		case c == '\\':
+			if j+1 >= len(b) {
+				return "", 0, errCmdQuoted
+			}
+			if b[j+1] != '"' && b[j+1] != '\\' {
+				return "", 0, errCmdQuotedEsc
+			}
 			esc = true
 			j++
+		case c >= 0x80:
+			high = true
 		}
 	}
 	if j >= len(b) {
 		return "", 0, errCmdQuoted
 	}
 	raw := b[1:j]
+	if high && !utf8.Valid(raw) {
+		return "", 0, errCmdQuotedUTF8
+	}
 	if !esc {
 		return string(raw), j + 1, nil
 	}
 	s := p.scratch[:0]
 	for k := 0; k < len(raw); k++ {
-		if raw[k] == '\\' && k+1 < len(raw) && (raw[k+1] == '"' || raw[k+1] == '\\') {
+		if raw[k] == '\\' {
 			k++
 		}
 		s = append(s, raw[k])
@@ -554,8 +657,8 @@ func (p *CommandParser) push(a Arg) (*Arg, error) {
 	return &(*s)[len(*s)-1], nil
 }
 
-func (p *CommandParser) pushAtom(b []byte) error {
-	_, err := p.push(Arg{Kind: ArgAtom, Value: internAtom(b)})
+func (p *CommandParser) pushAtom(b []byte, ch Chars) error {
+	_, err := p.push(Arg{Kind: ArgAtom, Value: internAtom(b), Chars: ch})
 	return err
 }
 
@@ -570,7 +673,7 @@ func (p *CommandParser) takeFree() []Arg {
 }
 
 // Literal feeds the content of the literal announced by the previous line,
-// buffered by the caller; it becomes an ArgLiteral with Value.
+// buffered by the caller; the pending ArgLiteral gets it as Value.
 func (p *CommandParser) Literal(body []byte) {
 	p.literal(body, int64(len(body)), false)
 }
@@ -603,34 +706,52 @@ func (p *CommandParser) literal(body []byte, size int64, streamed bool) {
 		p.atom = append(p.atom, body...)
 		return
 	}
-	a := Arg{Kind: ArgLiteral, Size: size, Streamed: streamed}
+	a := p.last()
+	a.Pending, a.Streamed, a.Size = false, streamed, size
 	if !streamed {
 		a.Value = string(body)
 	}
-	if _, err := p.push(a); err != nil {
-		p.err = err
-		return
+}
+
+// last returns the last argument pushed: the pending literal.
+func (p *CommandParser) last() *Arg {
+	s := p.cmd.Args
+	if p.depth > 0 {
+		s = p.open[p.depth-1].List
 	}
-	p.needSep = true
+	return &s[len(s)-1]
 }
 
 // PendingIsMessage reports whether the literal announced by the last line
 // is message data, to be streamed whatever its size: the message of APPEND,
 // each message of MULTIAPPEND (RFC 3502), a CATENATE TEXT part
-// (RFC 4469) and the literal8 of UTF8 (RFC 6855). A literal in
-// mailbox position, or a CATENATE URL, is not.
+// (RFC 4469), the literal8 of UTF8 (RFC 6855) and a SETMETADATA value
+// (RFC 5464). A literal in mailbox position, or a CATENATE URL, is not.
 func (p *CommandParser) PendingIsMessage() bool {
 	return p.pending && p.pendingMsg
 }
 
 func (p *CommandParser) isMessage() bool {
-	if p.cmd.Name != "APPEND" || p.atomDepth > 0 {
+	if p.atomDepth > 0 {
+		return false
+	}
+	switch p.cmd.Name {
+	case "APPEND":
+	case "SETMETADATA":
+		// setmetadata = "SETMETADATA" SP mailbox SP "(" entry-value
+		// *(SP entry-value) ")"; a literal value follows its entry name.
+		if p.depth != 1 {
+			return false
+		}
+		n := len(p.open[0].List)
+		return n >= 2 && n%2 == 0
+	default:
 		return false
 	}
 	if p.depth == 0 {
 		// append = "APPEND" SP mailbox 1*append-message; the mailbox
 		// comes first, every later top-level literal is a message.
-		return len(p.cmd.Args) >= 1
+		return len(p.cmd.Args) >= 2
 	}
 	list := p.open[p.depth-1]
 	parent := p.cmd.Args
@@ -642,132 +763,20 @@ func (p *CommandParser) isMessage() bool {
 	}
 	switch prev := parent[len(parent)-2].Value; {
 	case strings.EqualFold(prev, "UTF8"):
-		return true // "UTF8" SP "(" literal8 ")"
+		return len(list.List) == 1 // "UTF8" SP "(" literal8 ")"
 	case strings.EqualFold(prev, "CATENATE"):
 		// cat-part = "TEXT" SP literal / "URL" SP astring
 		n := len(list.List)
-		return n > 0 && list.List[n-1].Kind == ArgAtom && strings.EqualFold(list.List[n-1].Value, "TEXT")
+		return n > 1 && list.List[n-2].Kind == ArgAtom && strings.EqualFold(list.List[n-2].Value, "TEXT")
 	}
 	return false
 }
 
-// Command returns what is known of the command so far, with the fields
-// derived from the arguments seen, also when it is incomplete. It is valid
+// Command returns what is known of the command so far, also when it is
+// incomplete: the fields Check derives are filled by Check. It is valid
 // until Reset; later calls update the same Command.
 func (p *CommandParser) Command() *Command {
-	p.derive()
 	return &p.cmd
-}
-
-// derive fills the fields of Command that come from its arguments.
-func (p *CommandParser) derive() {
-	c := &p.cmd
-	c.Mailbox, c.Reference, c.Destination, c.Set, c.StoreOp = "", "", "", "", ""
-	c.SetCount = 0
-	clear(c.FetchItems)
-	clear(c.StoreFlags)
-	c.FetchItems, c.StoreFlags = c.FetchItems[:0], c.StoreFlags[:0]
-	args := c.Args
-	hasSet := false
-	switch c.Name {
-	case "SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE",
-		"STATUS", "APPEND", "GETACL", "SETACL", "DELETEACL", "LISTRIGHTS",
-		"MYRIGHTS", "GETQUOTAROOT", "SETMETADATA":
-		c.Mailbox = stringArg(args, 0)
-	case "GETMETADATA":
-		// RFC 5464: "GETMETADATA" [SP getmetadata-options] SP
-		// mailbox SP getmetadata-entries; the options are a list.
-		i := 0
-		if len(args) > 0 && args[0].Kind == ArgList {
-			i = 1
-		}
-		c.Mailbox = stringArg(args, i)
-	case "RENAME":
-		c.Mailbox, c.Destination = stringArg(args, 0), stringArg(args, 1)
-	case "LIST", "LSUB":
-		// RFC 5258: "LIST" [SP list-select-opts] SP mailbox SP
-		// mbox-or-pat [SP list-return-opts].
-		i := 0
-		if c.Name == "LIST" && len(args) > 0 && args[0].Kind == ArgList {
-			i = 1
-		}
-		c.Reference = stringArg(args, i)
-		if i+1 < len(args) && args[i+1].Kind == ArgList {
-			c.Mailbox = stringArg(args[i+1].List, 0)
-		} else {
-			c.Mailbox = stringArg(args, i+1)
-		}
-	case "COPY", "MOVE":
-		hasSet = true
-		c.Set, c.Destination = atomArg(args, 0), stringArg(args, 1)
-	case "FETCH":
-		hasSet = true
-		c.Set = atomArg(args, 0)
-		if len(args) > 1 {
-			switch a := &args[1]; a.Kind {
-			case ArgAtom:
-				c.FetchItems = append(c.FetchItems, strings.ToUpper(a.Value))
-			case ArgList:
-				for i := range a.List {
-					if a.List[i].Kind == ArgAtom {
-						c.FetchItems = append(c.FetchItems, strings.ToUpper(a.List[i].Value))
-					}
-				}
-			}
-		}
-	case "STORE":
-		// store = "STORE" SP sequence-set [store-modifiers] SP
-		// store-att-flags (CONDSTORE, RFC 7162, adds the modifiers list).
-		hasSet = true
-		c.Set = atomArg(args, 0)
-		i := 1
-		if len(args) > i && args[i].Kind == ArgList {
-			i++
-		}
-		c.StoreOp = strings.ToUpper(atomArg(args, i))
-		i++
-		if len(args) > i && args[i].Kind == ArgList {
-			for _, f := range args[i].List {
-				if f.Kind == ArgAtom {
-					c.StoreFlags = append(c.StoreFlags, f.Value)
-				}
-			}
-		} else {
-			for _, f := range args[min(i, len(args)):] {
-				if f.Kind == ArgAtom {
-					c.StoreFlags = append(c.StoreFlags, f.Value)
-				}
-			}
-		}
-	case "EXPUNGE":
-		if c.UID {
-			hasSet = true // RFC 4315 §2.1: "UID EXPUNGE" SP sequence-set
-			c.Set = atomArg(args, 0)
-		}
-	}
-	if hasSet {
-		n, err := SetCount(c.Set)
-		if err != nil {
-			n = -1
-		}
-		c.SetCount = n
-	}
-}
-
-// stringArg returns the astring content of args[i]: atom, quoted string or
-// buffered literal ("" for a streamed literal, a list, or none).
-func stringArg(args []Arg, i int) string {
-	if i >= len(args) || args[i].Kind == ArgList {
-		return ""
-	}
-	return args[i].Value
-}
-
-func atomArg(args []Arg, i int) string {
-	if i >= len(args) || args[i].Kind != ArgAtom {
-		return ""
-	}
-	return args[i].Value
 }
 
 // upperAtom returns b upper-cased, interned when it is a known word.

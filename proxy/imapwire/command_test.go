@@ -73,190 +73,173 @@ func argsString(args []Arg) string {
 	return b.String()
 }
 
+// testCtx is a selected session with every capability the proxy knows, a
+// "/" delimiter and QRESYNC enabled.
+var testCtx = Context{State: StateSelected, Delim: '/', Caps: ^Cap(0), QRESYNC: true}
+
+// summary renders what Check derived, for comparison.
+func summary(c *Command) string {
+	var b strings.Builder
+	b.WriteString(c.Tag + " ")
+	if c.UID {
+		b.WriteString("UID ")
+	}
+	b.WriteString(c.Name)
+	add := func(k, v string) {
+		if v != "" {
+			b.WriteString(" " + k + "=" + v)
+		}
+	}
+	add("mailbox", c.Mailbox)
+	if c.MailboxRaw != c.Mailbox {
+		add("raw", c.MailboxRaw)
+	}
+	add("ref", c.Reference)
+	add("dest", c.Destination)
+	if c.Set != "" {
+		add("set", c.Set+"#"+strconv.FormatInt(c.SetCount, 10))
+	}
+	if len(c.FetchItems) > 0 {
+		add("items", strings.Join(c.FetchItems, ","))
+	}
+	add("store", c.StoreOp)
+	if len(c.StoreFlags) > 0 {
+		add("flags", strings.Join(c.StoreFlags, ","))
+	}
+	if c.AppendURLs > 0 {
+		add("urls", strconv.Itoa(c.AppendURLs))
+	}
+	if c.Literals > 0 {
+		add("literals", strconv.Itoa(c.Literals)+"/"+strconv.FormatInt(c.LiteralBytes, 10))
+	}
+	var effs []string
+	for i := 0; i < c.Effects.Len(); i++ {
+		e := c.Effects.At(i)
+		effs = append(effs, e.Effect.String()+"@"+[...]string{"-", "sel", "mbox", "dest", "any"}[e.Target])
+	}
+	add("eff", strings.Join(effs, ","))
+	return b.String()
+}
+
 func TestCommandParser(t *testing.T) {
 	tests := []struct {
 		name string
 		wire string
-		args string  // argsString of Args
-		want Command // fields compared, except Args
-		msgs []bool  // PendingIsMessage at each literal
+		args string // argsString of Args
+		want string // summary after Check
+		msgs []bool // PendingIsMessage at each literal
+		ctx  *Context
 	}{
-		{
-			name: "noop", wire: "a001 NOOP\r\n",
-			want: Command{Tag: "a001", Name: "NOOP"},
-		},
-		{
-			name: "lower case name", wire: "a1 select INBOX\r\n", args: "INBOX",
-			want: Command{Tag: "a1", Name: "SELECT", Mailbox: "INBOX"},
-		},
-		{
-			name: "tag with specials", wire: "A.1-x]y select INBOX\r\n", args: "INBOX",
-			want: Command{Tag: "A.1-x]y", Name: "SELECT", Mailbox: "INBOX"},
-		},
-		{
-			name: "select quoted with escapes", wire: `A1 SELECT "a \"b\" \\c \d"` + "\r\n", args: `"a \"b\" \\c \\d"`,
-			want: Command{Tag: "A1", Name: "SELECT", Mailbox: `a "b" \c \d`},
-		},
-		{
-			name: "select with options", wire: "A1 SELECT INBOX (CONDSTORE)\r\n", args: "INBOX (CONDSTORE)",
-			want: Command{Tag: "A1", Name: "SELECT", Mailbox: "INBOX"},
-		},
-		{
-			name: "quoted 8-bit", wire: "A1 CREATE \"caf\xc3\xa9\"\r\n", args: `"café"`,
-			want: Command{Tag: "A1", Name: "CREATE", Mailbox: "café"},
-		},
-		{
-			name: "mailbox literal", wire: "A1 SELECT {5}\r\nIN BX\r\n", args: `{5}"IN BX"`,
-			want: Command{Tag: "A1", Name: "SELECT", Mailbox: "IN BX", Literals: 1, LiteralBytes: 5},
-			msgs: []bool{false},
-		},
-		{
-			name: "login literals", wire: "A1 LOGIN {5+}\r\nalice {6}\r\nsecret\r\n", args: `{5}"alice" {6}"secret"`,
-			want: Command{Tag: "A1", Name: "LOGIN", Literals: 2, LiteralBytes: 11},
-			msgs: []bool{false, false},
-		},
-		{
-			name: "uid fetch", wire: "A1 UID FETCH 1:* (FLAGS UID)\r\n", args: "1:* (FLAGS UID)",
-			want: Command{Tag: "A1", Name: "FETCH", UID: true, Set: "1:*", SetCount: -1, FetchItems: []string{"FLAGS", "UID"}},
-		},
-		{
-			name: "uid lower", wire: "A1 uid fetch 4,2:3 fast\r\n", args: "4,2:3 fast",
-			want: Command{Tag: "A1", Name: "FETCH", UID: true, Set: "4,2:3", SetCount: 3, FetchItems: []string{"FAST"}},
-		},
-		{
-			name: "fetch sections",
+		{name: "noop", wire: "a001 NOOP\r\n", want: "a001 NOOP"},
+		{name: "lower case name", wire: "a1 select INBOX\r\n", args: "INBOX",
+			want: "a1 SELECT mailbox=INBOX eff=select-read-write@mbox,read-metadata@mbox"},
+		{name: "tag with every accepted special", wire: "A.1-x!#$&',/:;<=>?@^_`| NOOP\r\n", want: "A.1-x!#$&',/:;<=>?@^_`| NOOP"},
+		{name: "inbox folded", wire: "A1 EXAMINE inBox/Sub\r\n", args: "inBox/Sub",
+			want: "A1 EXAMINE mailbox=INBOX/Sub raw=inBox/Sub eff=select@mbox,read-metadata@mbox"},
+		{name: "select quoted with escapes", wire: `A1 SELECT "a \"b\" \\c"` + "\r\n", args: `"a \"b\" \\c"`,
+			want: `A1 SELECT mailbox=a "b" \c eff=select-read-write@mbox,read-metadata@mbox`},
+		{name: "select condstore", wire: "A1 SELECT INBOX (CONDSTORE)\r\n", args: "INBOX (CONDSTORE)",
+			want: "A1 SELECT mailbox=INBOX eff=select-read-write@mbox,read-metadata@mbox"},
+		{name: "select qresync", wire: "A1 SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))\r\n",
+			args: "INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))",
+			want: "A1 SELECT mailbox=INBOX eff=select-read-write@mbox,read-metadata@mbox"},
+		{name: "modified utf-7", wire: "A1 CREATE \"&AOQ-rger\"\r\n", args: `"&AOQ-rger"`,
+			want: "A1 CREATE mailbox=ärger raw=&AOQ-rger eff=create-mailbox@mbox"},
+		{name: "utf8 accept", wire: "A1 CREATE \"caf\xc3\xa9\"\r\n", args: `"café"`,
+			ctx:  &Context{State: StateAuth, Delim: '/', Caps: ^Cap(0), UTF8: true},
+			want: "A1 CREATE mailbox=café eff=create-mailbox@mbox"},
+		{name: "create trailing delimiter", wire: "A1 CREATE Projects/\r\n", args: "Projects/",
+			want: "A1 CREATE mailbox=Projects raw=Projects/ eff=create-mailbox@mbox"},
+		{name: "mailbox literal", wire: "A1 SELECT {5}\r\nIN BX\r\n", args: `{5}"IN BX"`,
+			want: "A1 SELECT mailbox=IN BX literals=1/5 eff=select-read-write@mbox,read-metadata@mbox", msgs: []bool{false}},
+		{name: "login literals", wire: "A1 LOGIN {5+}\r\nalice {6}\r\nsecret\r\n", args: `{5}"alice" {6}"secret"`,
+			ctx: &Context{State: StateNotAuth}, want: "A1 LOGIN literals=2/11", msgs: []bool{false, false}},
+		{name: "uid fetch", wire: "A1 UID FETCH 1:* (FLAGS UID)\r\n", args: "1:* (FLAGS UID)",
+			want: "A1 UID FETCH set=1:*#-1 items=FLAGS,UID eff=read-metadata@sel"},
+		{name: "uid lower", wire: "A1 uid fetch 4,2:3 fast\r\n", args: "4,2:3 fast",
+			want: "A1 UID FETCH set=4,2:3#3 items=FAST eff=read-metadata@sel"},
+		{name: "fetch sections",
 			wire: "A1 FETCH 1:10 (body.peek[header.fields (From To)]<0.512> BODY[1.2.MIME] BINARY.PEEK[1] RFC822.SIZE) (CHANGEDSINCE 5)\r\n",
 			args: "1:10 (body.peek[header.fields (From To)]<0.512> BODY[1.2.MIME] BINARY.PEEK[1] RFC822.SIZE) (CHANGEDSINCE 5)",
-			want: Command{Tag: "A1", Name: "FETCH", Set: "1:10", SetCount: 10, FetchItems: []string{
-				"BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.512>", "BODY[1.2.MIME]", "BINARY.PEEK[1]", "RFC822.SIZE"}},
-		},
-		{
-			name: "fetch section with quoted ]", wire: `A1 FETCH 1 BODY[HEADER.FIELDS ("a]b")]` + "\r\n",
-			args: `1 BODY[HEADER.FIELDS ("a]b")]`,
-			want: Command{Tag: "A1", Name: "FETCH", Set: "1", SetCount: 1, FetchItems: []string{`BODY[HEADER.FIELDS ("A]B")]`}},
-		},
-		{
-			name: "fetch section with literal", wire: "A1 FETCH 1 (UID BODY[HEADER.FIELDS ({4}\r\nFrom To)]<0.10>)\r\n",
-			args: "1 (UID BODY[HEADER.FIELDS (From To)]<0.10>)",
-			want: Command{Tag: "A1", Name: "FETCH", Set: "1", SetCount: 1, Literals: 1, LiteralBytes: 4,
-				FetchItems: []string{"UID", "BODY[HEADER.FIELDS (FROM TO)]<0.10>"}},
-			msgs: []bool{false},
-		},
-		{
-			name: "unbalanced bracket is an atom char", wire: "A1 CREATE a[b\r\n", args: "a[b",
-			want: Command{Tag: "A1", Name: "CREATE", Mailbox: "a[b"},
-		},
-		{
-			name: "gmail mailbox atom", wire: "A1 SELECT [Gmail]/All\r\n", args: "[Gmail]/All",
-			want: Command{Tag: "A1", Name: "SELECT", Mailbox: "[Gmail]/All"},
-		},
-		{
-			name: "store silent", wire: "A1 STORE 2:4 +FLAGS.SILENT (\\Deleted $Junk)\r\n", args: `2:4 +FLAGS.SILENT (\Deleted $Junk)`,
-			want: Command{Tag: "A1", Name: "STORE", Set: "2:4", SetCount: 3, StoreOp: "+FLAGS.SILENT", StoreFlags: []string{`\Deleted`, "$Junk"}},
-		},
-		{
-			name: "uid store unchangedsince", wire: "A1 UID STORE 7 (UNCHANGEDSINCE 320162338) -flags \\Seen \\Flagged\r\n",
+			want: "A1 FETCH set=1:10#10 items=BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.512>,BODY[1.2.MIME],BINARY.PEEK[1],RFC822.SIZE eff=read-metadata@sel,read-content@sel,set-flags@sel"},
+		{name: "fetch in read-only", wire: "A1 FETCH 1 BODY[]\r\n", args: "1 BODY[]",
+			ctx:  &Context{State: StateSelected, ReadOnly: true, Delim: '/', Caps: ^Cap(0)},
+			want: "A1 FETCH set=1#1 items=BODY[] eff=read-metadata@sel,read-content@sel"},
+		{name: "fetch preview lazy", wire: "A1 FETCH 1 (UID PREVIEW (LAZY))\r\n", args: "1 (UID PREVIEW (LAZY))",
+			want: "A1 FETCH set=1#1 items=UID,PREVIEW eff=read-metadata@sel,read-content@sel"},
+		{name: "fetch section with quoted ]", wire: `A1 FETCH 1 BODY.PEEK[HEADER.FIELDS ("a]b")]` + "\r\n",
+			args: `1 BODY.PEEK[HEADER.FIELDS ("a]b")]`,
+			want: `A1 FETCH set=1#1 items=BODY.PEEK[HEADER.FIELDS ("A]B")] eff=read-metadata@sel,read-content@sel`},
+		{name: "fetch section with literal", wire: "A1 FETCH 1 (UID BODY.PEEK[HEADER.FIELDS ({4}\r\nFrom To)]<0.10>)\r\n",
+			args: "1 (UID BODY.PEEK[HEADER.FIELDS (From To)]<0.10>)",
+			want: "A1 FETCH set=1#1 items=UID,BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.10> literals=1/4 eff=read-metadata@sel,read-content@sel",
+			msgs: []bool{false}},
+		{name: "unbalanced bracket is an atom char", wire: "A1 CREATE a[b\r\n", args: "a[b",
+			want: "A1 CREATE mailbox=a[b eff=create-mailbox@mbox"},
+		{name: "gmail mailbox atom", wire: "A1 SELECT [Gmail]/All\r\n", args: "[Gmail]/All",
+			want: "A1 SELECT mailbox=[Gmail]/All eff=select-read-write@mbox,read-metadata@mbox"},
+		{name: "store silent", wire: "A1 STORE 2:4 +FLAGS.SILENT (\\Deleted $Junk)\r\n", args: `2:4 +FLAGS.SILENT (\Deleted $Junk)`,
+			want: `A1 STORE set=2:4#3 store=+FLAGS.SILENT flags=\Deleted,$Junk eff=set-flags@sel,mark-deleted@sel`},
+		{name: "store replace deleted", wire: "A1 STORE 1 FLAGS \\DELETED\r\n", args: `1 FLAGS \DELETED`,
+			want: `A1 STORE set=1#1 store=FLAGS flags=\DELETED eff=set-flags@sel,mark-deleted@sel`},
+		{name: "uid store unchangedsince", wire: "A1 UID STORE 7 (UNCHANGEDSINCE 320162338) -flags \\Seen \\Flagged\r\n",
 			args: `7 (UNCHANGEDSINCE 320162338) -flags \Seen \Flagged`,
-			want: Command{Tag: "A1", Name: "STORE", UID: true, Set: "7", SetCount: 1, StoreOp: "-FLAGS", StoreFlags: []string{`\Seen`, `\Flagged`}},
-		},
-		{
-			name: "copy", wire: "A1 COPY 1:3,2:5 \"Saved Items\"\r\n", args: `1:3,2:5 "Saved Items"`,
-			want: Command{Tag: "A1", Name: "COPY", Set: "1:3,2:5", SetCount: 5, Destination: "Saved Items"},
-		},
-		{
-			name: "uid move searchres", wire: "A1 UID MOVE $ Trash\r\n", args: "$ Trash",
-			want: Command{Tag: "A1", Name: "MOVE", UID: true, Set: "$", SetCount: -1, Destination: "Trash"},
-		},
-		{
-			name: "move literal destination", wire: "A1 MOVE 5 {5}\r\nTrash\r\n", args: `5 {5}"Trash"`,
-			want: Command{Tag: "A1", Name: "MOVE", Set: "5", SetCount: 1, Destination: "Trash", Literals: 1, LiteralBytes: 5},
-			msgs: []bool{false},
-		},
-		{
-			name: "rename", wire: "A1 RENAME Old \"New Name\"\r\n", args: `Old "New Name"`,
-			want: Command{Tag: "A1", Name: "RENAME", Mailbox: "Old", Destination: "New Name"},
-		},
-		{
-			name: "uid expunge", wire: "A1 UID EXPUNGE 3000:3002\r\n", args: "3000:3002",
-			want: Command{Tag: "A1", Name: "EXPUNGE", UID: true, Set: "3000:3002", SetCount: 3},
-		},
-		{
-			name: "uid search", wire: "A1 UID SEARCH CHARSET UTF-8 SUBJECT {5}\r\ncafé\r\n", args: `CHARSET UTF-8 SUBJECT {5}"café"`,
-			want: Command{Tag: "A1", Name: "SEARCH", UID: true, Literals: 1, LiteralBytes: 5},
-			msgs: []bool{false},
-		},
-		{
-			name: "list", wire: "A1 LIST \"\" \"%\"\r\n", args: `"" "%"`,
-			want: Command{Tag: "A1", Name: "LIST", Reference: "", Mailbox: "%"},
-		},
-		{
-			name: "list extended", wire: "A1 LIST (SUBSCRIBED) \"ref/\" (\"a*\" b) RETURN (CHILDREN)\r\n",
-			args: `(SUBSCRIBED) "ref/" ("a*" b) RETURN (CHILDREN)`,
-			want: Command{Tag: "A1", Name: "LIST", Reference: "ref/", Mailbox: "a*"},
-		},
-		{
-			name: "lsub", wire: "A1 LSUB #news. comp.mail.*\r\n", args: "#news. comp.mail.*",
-			want: Command{Tag: "A1", Name: "LSUB", Reference: "#news.", Mailbox: "comp.mail.*"},
-		},
-		{
-			name: "status", wire: "A1 STATUS blurdybloop (UIDNEXT MESSAGES)\r\n", args: "blurdybloop (UIDNEXT MESSAGES)",
-			want: Command{Tag: "A1", Name: "STATUS", Mailbox: "blurdybloop"},
-		},
-		{
-			name: "getmetadata options", wire: "A1 GETMETADATA (MAXSIZE 1024) INBOX /private/comment\r\n",
-			args: "(MAXSIZE 1024) INBOX /private/comment",
-			want: Command{Tag: "A1", Name: "GETMETADATA", Mailbox: "INBOX"},
-		},
-		{
-			name: "setacl", wire: "A1 SETACL Shared fred +rw\r\n", args: "Shared fred +rw",
-			want: Command{Tag: "A1", Name: "SETACL", Mailbox: "Shared"},
-		},
-		{
-			name: "append", wire: "A1 APPEND saved-messages (\\Seen) \"05-jan-1999 20:55:23 +0000\" {11}\r\nHello World\r\n",
+			want: `A1 UID STORE set=7#1 store=-FLAGS flags=\Seen,\Flagged eff=set-flags@sel`},
+		{name: "copy", wire: "A1 COPY 1:3,2:5 \"Saved Items\"\r\n", args: `1:3,2:5 "Saved Items"`,
+			want: "A1 COPY dest=Saved Items set=1:3,2:5#5 eff=create-messages@dest,read-metadata@sel"},
+		{name: "uid move searchres", wire: "A1 UID MOVE $ Trash\r\n", args: "$ Trash",
+			want: "A1 UID MOVE dest=Trash set=$#-1 eff=create-messages@dest,expunge@sel"},
+		{name: "move literal destination", wire: "A1 MOVE 5 {5}\r\nTrash\r\n", args: `5 {5}"Trash"`,
+			want: "A1 MOVE dest=Trash set=5#1 literals=1/5 eff=create-messages@dest,expunge@sel", msgs: []bool{false}},
+		{name: "rename", wire: "A1 RENAME Old \"New Name\"\r\n", args: `Old "New Name"`,
+			want: "A1 RENAME mailbox=Old dest=New Name eff=rename-mailbox@mbox,create-mailbox@dest"},
+		{name: "close read-write expunges", wire: "A1 CLOSE\r\n", want: "A1 CLOSE eff=select@-,expunge@sel"},
+		{name: "close read-only", wire: "A1 CLOSE\r\n", ctx: &Context{State: StateSelected, ReadOnly: true}, want: "A1 CLOSE eff=select@-"},
+		{name: "uid expunge", wire: "A1 UID EXPUNGE 3000:3002\r\n", args: "3000:3002",
+			want: "A1 UID EXPUNGE set=3000:3002#3 eff=expunge@sel"},
+		{name: "uid search", wire: "A1 UID SEARCH CHARSET UTF-8 SUBJECT {5}\r\ncafé\r\n", args: `CHARSET UTF-8 SUBJECT {5}"café"`,
+			want: "A1 UID SEARCH literals=1/5 eff=read-metadata@sel", msgs: []bool{false}},
+		{name: "search program", wire: "A1 SEARCH RETURN (MIN COUNT SAVE) OR (FROM x SINCE 1-Feb-1994) NOT UID 1:4,7 HEADER X-Y \"\" LARGER 10 $\r\n",
+			args: `RETURN (MIN COUNT SAVE) OR (FROM x SINCE 1-Feb-1994) NOT UID 1:4,7 HEADER X-Y "" LARGER 10 $`,
+			want: "A1 SEARCH eff=read-metadata@sel"},
+		{name: "sort", wire: "A1 UID SORT (REVERSE DATE SUBJECT) UTF-8 ALL\r\n", args: "(REVERSE DATE SUBJECT) UTF-8 ALL",
+			want: "A1 UID SORT eff=read-metadata@sel"},
+		{name: "list", wire: "A1 LIST \"\" \"%\"\r\n", args: `"" "%"`, want: "A1 LIST mailbox=% eff=read-metadata@any"},
+		{name: "list extended", wire: "A1 LIST (SUBSCRIBED) \"ref/\" (\"a*\" b) RETURN (CHILDREN STATUS (MESSAGES))\r\n",
+			args: `(SUBSCRIBED) "ref/" ("a*" b) RETURN (CHILDREN STATUS (MESSAGES))`,
+			want: "A1 LIST mailbox=a* ref=ref/ eff=read-metadata@any"},
+		{name: "lsub", wire: "A1 LSUB #news. comp.mail.*\r\n", args: "#news. comp.mail.*",
+			want: "A1 LSUB mailbox=comp.mail.* ref=#news. eff=read-metadata@any"},
+		{name: "status", wire: "A1 STATUS blurdybloop (UIDNEXT MESSAGES)\r\n", args: "blurdybloop (UIDNEXT MESSAGES)",
+			want: "A1 STATUS mailbox=blurdybloop eff=read-metadata@mbox"},
+		{name: "getmetadata options", wire: "A1 GETMETADATA (MAXSIZE 1024) INBOX /private/comment\r\n",
+			args: "(MAXSIZE 1024) INBOX /private/comment", want: "A1 GETMETADATA mailbox=INBOX eff=read-metadata@mbox"},
+		{name: "setmetadata server", wire: "A1 SETMETADATA \"\" (/private/comment {3}\r\nabc)\r\n",
+			args: `"" (/private/comment {3}streamed)`, want: "A1 SETMETADATA literals=1/3 eff=metadata@mbox", msgs: []bool{true}},
+		{name: "setacl", wire: "A1 SETACL Shared fred +rw\r\n", args: "Shared fred +rw",
+			want: "A1 SETACL mailbox=Shared eff=acl@mbox"},
+		{name: "append", wire: "A1 APPEND saved-messages (\\Seen) \"05-jan-1999 20:55:23 +0000\" {11}\r\nHello World\r\n",
 			args: `saved-messages (\Seen) "05-jan-1999 20:55:23 +0000" {11}streamed`,
-			want: Command{Tag: "A1", Name: "APPEND", Mailbox: "saved-messages", Literals: 1, LiteralBytes: 11},
-			msgs: []bool{true},
-		},
-		{
-			name: "append literal8 non-sync", wire: "A1 APPEND INBOX ~{3+}\r\n\x00\x01\x02\r\n", args: `INBOX {3}streamed`,
-			want: Command{Tag: "A1", Name: "APPEND", Mailbox: "INBOX", Literals: 1, LiteralBytes: 3},
-			msgs: []bool{true},
-		},
-		{
-			name: "append mailbox literal", wire: "A1 APPEND {5}\r\nDraft (\\Draft) {3}\r\nabc\r\n", args: `{5}"Draft" (\Draft) {3}streamed`,
-			want: Command{Tag: "A1", Name: "APPEND", Mailbox: "Draft", Literals: 2, LiteralBytes: 8},
-			msgs: []bool{false, true},
-		},
-		{
-			name: "multiappend", wire: "A1 APPEND INBOX (\\Seen) {3}\r\none (\\Draft) \"01-Jan-2024 00:00:00 +0000\" {3}\r\ntwo {5+}\r\nthree\r\n",
+			want: "A1 APPEND mailbox=saved-messages literals=1/11 eff=create-messages@mbox", msgs: []bool{true}},
+		{name: "append literal8 non-sync", wire: "A1 APPEND INBOX ~{3+}\r\n\x00\x01\x02\r\n", args: `INBOX {3}streamed`,
+			want: "A1 APPEND mailbox=INBOX literals=1/3 eff=create-messages@mbox", msgs: []bool{true}},
+		{name: "append mailbox literal", wire: "A1 APPEND {5}\r\nDraft (\\Draft) {3}\r\nabc\r\n", args: `{5}"Draft" (\Draft) {3}streamed`,
+			want: "A1 APPEND mailbox=Draft literals=2/8 eff=create-messages@mbox", msgs: []bool{false, true}},
+		{name: "multiappend", wire: "A1 APPEND INBOX (\\Seen) {3}\r\none (\\Draft) \"01-Jan-2024 00:00:00 +0000\" {3}\r\ntwo {5+}\r\nthree\r\n",
 			args: `INBOX (\Seen) {3}streamed (\Draft) "01-Jan-2024 00:00:00 +0000" {3}streamed {5}streamed`,
-			want: Command{Tag: "A1", Name: "APPEND", Mailbox: "INBOX", Literals: 3, LiteralBytes: 11},
-			msgs: []bool{true, true, true},
-		},
-		{
-			name: "catenate", wire: "A1 APPEND Drafts CATENATE (URL {9}\r\n/a;UID=20 TEXT {4}\r\nbody URL \"/b\")\r\n",
+			want: "A1 APPEND mailbox=INBOX literals=3/11 eff=create-messages@mbox", msgs: []bool{true, true, true}},
+		{name: "catenate", wire: "A1 APPEND Drafts CATENATE (URL {9}\r\n/a;UID=20 TEXT {4}\r\nbody URL \"/b\")\r\n",
 			args: `Drafts CATENATE (URL {9}"/a;UID=20" TEXT {4}streamed URL "/b")`,
-			want: Command{Tag: "A1", Name: "APPEND", Mailbox: "Drafts", Literals: 2, LiteralBytes: 13},
-			msgs: []bool{false, true},
-		},
-		{
-			name: "utf8 append", wire: "A1 APPEND INBOX UTF8 (~{3}\r\nabc)\r\n", args: `INBOX UTF8 ({3}streamed)`,
-			want: Command{Tag: "A1", Name: "APPEND", Mailbox: "INBOX", Literals: 1, LiteralBytes: 3},
-			msgs: []bool{true},
-		},
-		{
-			name: "nested lists", wire: "A1 X ((a) ((b c)) ()) d\r\n", args: "((a) ((b c)) ()) d",
-			want: Command{Tag: "A1", Name: "X"},
-		},
-		{
-			name: "extra spaces tolerated", wire: "A1 SELECT  INBOX \r\n", args: "INBOX",
-			want: Command{Tag: "A1", Name: "SELECT", Mailbox: "INBOX"},
-		},
-		{
-			name: "zero literal", wire: "A1 LOGIN {0}\r\n {0}\r\n\r\n", args: `{0}"" {0}""`,
-			want: Command{Tag: "A1", Name: "LOGIN", Literals: 2},
-			msgs: []bool{false, false},
-		},
+			want: "A1 APPEND mailbox=Drafts urls=2 literals=2/13 eff=create-messages@mbox", msgs: []bool{false, true}},
+		{name: "utf8 append", wire: "A1 APPEND INBOX UTF8 (~{3}\r\nabc)\r\n", args: `INBOX UTF8 ({3}streamed)`,
+			want: "A1 APPEND mailbox=INBOX literals=1/3 eff=create-messages@mbox", msgs: []bool{true}},
+		{name: "notify with bodies", wire: "A1 NOTIFY SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))\r\n",
+			args: "SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))",
+			want: "A1 NOTIFY eff=session@-,read-metadata@any,read-content@sel"},
+		{name: "zero literal", wire: "A1 LOGIN {0}\r\n {0}\r\n\r\n", args: `{0}"" {0}""`,
+			ctx: &Context{State: StateNotAuth}, want: "A1 LOGIN literals=2/0", msgs: []bool{false, false}},
+		{name: "id", wire: "A1 ID (\"name\" \"Thunderbird\" \"version\" NIL)\r\n", args: `("name" "Thunderbird" "version" NIL)`,
+			want: "A1 ID eff=session@-"},
 	}
 	var p CommandParser
 	for _, tt := range tests {
@@ -273,62 +256,148 @@ func TestCommandParser(t *testing.T) {
 			if got := argsString(c.Args); got != tt.args {
 				t.Errorf("args:\n got %s\nwant %s", got, tt.args)
 			}
-			got := *c
-			got.Args = nil
-			if len(got.FetchItems) == 0 {
-				got.FetchItems = nil
+			ctx := testCtx
+			if tt.ctx != nil {
+				ctx = *tt.ctx
 			}
-			if len(got.StoreFlags) == 0 {
-				got.StoreFlags = nil
+			if err := p.Check(&ctx); err != nil {
+				t.Fatalf("Check: %v", err)
 			}
-			want := tt.want
-			want.Complete = true
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("command:\n got %+v\nwant %+v", got, want)
+			if !c.Complete {
+				t.Error("not complete")
+			}
+			if got := summary(c); got != tt.want {
+				t.Errorf("summary:\n got %s\nwant %s", got, tt.want)
 			}
 		})
 	}
 }
 
+// The tokenizer alone, before any grammar.
+func TestCommandTokens(t *testing.T) {
+	var p CommandParser
+	if _, err := parseWire(&p, "A1 X ((a) ((b c)) ()) d\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := argsString(p.Command().Args); got != "((a) ((b c)) ()) d" {
+		t.Errorf("args %s", got)
+	}
+	if err := p.Check(&testCtx); err == nil || err.Error() != "imapwire: unknown command" {
+		t.Errorf("Check of X: %v", err)
+	}
+}
+
+// Every input with more than one reading is refused (DESIGN §3a): by the
+// tokenizer (lexical rules of RFC 9051 §9) or by Check (the grammar of the
+// command in the session's state). Each line here was read otherwise by
+// at least one of Dovecot, Cyrus and Courier (internal/difftest).
 func TestCommandParserErrors(t *testing.T) {
 	tests := []struct {
 		wire, err string
+		ctx       *Context
 	}{
-		{"\r\n", "empty command line"},
-		{"A1\r\n", "missing command name"},
-		{"A1 \r\n", "missing command name"},
-		{"A+1 NOOP\r\n", "bad character in tag"},
-		{"A*1 NOOP\r\n", "bad character in tag"},
-		{"\"A1\" NOOP\r\n", "bad character in tag"},
-		{" A1 NOOP\r\n", "bad character in tag"},
-		{"A1 NO(OP\r\n", "bad character in command name"},
-		{"A1 UID\r\n", "UID without command"},
-		{"A1 UID \r\n", "UID without command"},
-		{"A1 SELECT \"INBOX\r\n", "unterminated quoted string"},
-		{"A1 SELECT \"IN\\\"\r\n", "unterminated quoted string"},
-		{"A1 SELECT \"a\x00b\"\r\n", "NUL, CR or LF in quoted string"},
-		{"A1 FETCH 1 (FLAGS))\r\n", "unexpected ')'"},
-		{"A1 FETCH 1 (FLAGS\r\n", "unterminated list"},
-		{"A1 FETCH 1 FLAGS(UID)\r\n", "missing SP between arguments"},
-		{"A1 SELECT \"a\"\"b\"\r\n", "missing SP between arguments"},
-		{"A1 LOGIN {5} x\r\n", "unexpected '{' (a literal marker must end the line)"},
-		{"A1 LOGIN a{3}\r\nabc\r\n", "missing SP before literal"},
-		{"A1 LOGIN {3}\r\nabcdef\r\n", "missing SP after literal"},
-		{"A1 X {1a}\r\n", "unexpected '{' (a literal marker must end the line)"},
-		{"A1 SELECT a\x01b\r\n", "control character in command"},
-		{"A1 X " + strings.Repeat("(", 33) + strings.Repeat(")", 33) + "\r\n", "lists nested too deep"},
-		{"A1 X" + strings.Repeat(" a", 10001) + "\r\n", "too many arguments"},
-		{"A1 FETCH 1 BODY[HEADER.FIELDS ({4}\r\nFrom\r\n", "unterminated '['"},
+		{"\r\n", "empty command line", nil},
+		{"A1\r\n", "missing command name", nil},
+		{"A1 \r\n", "missing command name", nil},
+		{"A+1 NOOP\r\n", "bad character in tag", nil},
+		{"A*1 NOOP\r\n", "bad character in tag", nil},
+		{"\"A1\" NOOP\r\n", "bad character in tag", nil},
+		{" A1 NOOP\r\n", "bad character in tag", nil},
+		// Dovecot refuses "]" in a tag; Courier cuts it at "[", "}", "~"
+		// and answers "x NO" for "x[y" (attack D of issue 11).
+		{"a]b SELECT INBOX\r\n", "bad character in tag", nil},
+		{"x[y NOOP\r\n", "bad character in tag", nil},
+		{"x}y NOOP\r\n", "bad character in tag", nil},
+		{"x~y NOOP\r\n", "bad character in tag", nil},
+		{"x%y NOOP\r\n", "bad character in tag", nil},
+		{"x\x80y NOOP\r\n", "bad character in tag", nil},
+		{strings.Repeat("t", 65) + " NOOP\r\n", "tag too long", nil},
+		{"A1 NO(OP\r\n", "bad character in command name", nil},
+		{"A1 NO1P\r\n", "bad character in command name", nil},
+		{"A1 UID\r\n", "UID without command", nil},
+		{"A1 UID \r\n", "UID without command", nil},
+		{"A1 SELECT \"INBOX\r\n", "unterminated quoted string", nil},
+		{"A1 SELECT \"IN\\\"\r\n", "unterminated quoted string", nil},
+		{"A1 SELECT \"a\x00b\"\r\n", "NUL, CR or LF in quoted string", nil},
+		// Attack A: Dovecot drops a "\" before an ordinary character.
+		{"A1 SELECT \"Lega\\l\"\r\n", `"\" in a quoted string escapes only DQUOTE and "\" (RFC 9051 §9)`, nil},
+		{"A1 RENAME \"Sen\\t\" X\r\n", `"\" in a quoted string escapes only DQUOTE and "\" (RFC 9051 §9)`, nil},
+		{"A1 SEARCH SUBJECT \"caf\xc3\"\r\n", "invalid UTF-8 in quoted string", nil},
+		{"A1 FETCH 1 (FLAGS))\r\n", "unexpected ')'", nil},
+		{"A1 FETCH 1 (FLAGS\r\n", "unterminated list", nil},
+		{"A1 FETCH 1 FLAGS(UID)\r\n", "missing SP between arguments", nil},
+		{"A1 SELECT \"a\"\"b\"\r\n", "missing SP between arguments", nil},
+		// One SP, and none after "(" or before ")" (Cyrus refuses, Dovecot
+		// and Courier do not).
+		{"A1 SELECT  INBOX\r\n", "SP where none may stand (RFC 9051 §9: one SP between arguments)", nil},
+		{"A1 SELECT INBOX \r\n", "SP where none may stand (RFC 9051 §9: one SP between arguments)", nil},
+		{"A1 NOOP \r\n", "SP where none may stand (RFC 9051 §9: one SP between arguments)", nil},
+		{"A1 STATUS INBOX ( MESSAGES)\r\n", "SP where none may stand (RFC 9051 §9: one SP between arguments)", nil},
+		{"A1 STATUS INBOX (MESSAGES )\r\n", "SP where none may stand (RFC 9051 §9: one SP between arguments)", nil},
+		{"A1 LOGIN {5} x\r\n", "unexpected '{' (a literal marker must end the line)", nil},
+		{"A1 LOGIN a{3}\r\nabc\r\n", "missing SP before literal", nil},
+		{"A1 LOGIN {3}\r\nabcdef\r\n", "missing SP after literal", nil},
+		{"A1 X {1a}\r\n", "unexpected '{' (a literal marker must end the line)", nil},
+		{"A1 SELECT a\x01b\r\n", "control character in command", nil},
+		{"A1 SELECT caf\xc3\xa9\r\n", "8-bit byte outside a string", nil},
+		{"A1 X " + strings.Repeat("(", 33) + strings.Repeat(")", 33) + "\r\n", "lists nested too deep", nil},
+		{"A1 X" + strings.Repeat(" a", 10001) + "\r\n", "too many arguments", nil},
+		{"A1 FETCH 1 BODY[HEADER.FIELDS ({4}\r\nFrom\r\n", "unterminated '['", nil},
+		// The grammar.
+		{"A1 FOO\r\n", "unknown command", nil},
+		{"A1 NOOP x\r\n", "unexpected argument", nil},
+		{"A1 CLOSE x\r\n", "unexpected argument", nil},
+		{"A1 CAPABILITY x\r\n", "unexpected argument", nil},
+		{"A1 SELECT INBOX x\r\n", "wrong kind of argument", nil},
+		{"A1 SELECT a[b c]\r\n", "wrong kind of argument", nil},
+		{"A1 SELECT In%box\r\n", "character not allowed in this argument", nil},
+		{"A1 SELECT INB\\OX\r\n", "character not allowed in this argument", nil},
+		{"A1 SELECT NIL\r\n", "NIL is not a mailbox name (quote it)", nil},
+		{"A1 UID SELECT INBOX\r\n", "no UID form of this command", nil},
+		{"A1 FETCH 1 FLAGS\r\n", "no mailbox selected", &Context{State: StateAuth, Caps: ^Cap(0)}},
+		{"A1 SELECT INBOX\r\n", "command not valid in this state", &Context{State: StateNotAuth}},
+		{"A1 MOVE 1 Trash\r\n", "command not available: its capability was not offered", &Context{State: StateSelected}},
+		{"A1 FETCH 1 (FLAGS MODSEQ)\r\n", "extension not offered", &Context{State: StateSelected}},
+		{"A1 FETCH 0 FLAGS\r\n", "bad sequence set", nil},
+		{"A1 FETCH 1,,2 FLAGS\r\n", "bad sequence set", nil},
+		{"A1 FETCH {3}\r\nabc FLAGS\r\n", "literal where none may stand", nil},
+		{"A1 CREATE ~{3}\r\nabc\r\n", "literal8 where none may stand (RFC 3516)", nil},
+		{"A1 FETCH 1 BODY[HEADER.FIELDS]\r\n", "bad FETCH section", nil},
+		{"A1 FETCH 1 BODY[0]\r\n", "bad FETCH section", nil},
+		{"A1 FETCH 1 BODY[]<5>\r\n", "bad FETCH item", nil},
+		{"A1 FETCH 1 NOPE\r\n", "bad FETCH item", nil},
+		{"A1 STORE 1 FLAGS (\\Seen\\Deleted)\r\n", "bad flag", nil},
+		{"A1 STORE 1 FLAGS (a%b)\r\n", "bad flag", nil},
+		{"A1 SEARCH FROMX y\r\n", "bad search key", nil},
+		{"A1 SEARCH SINCE 32-Foo-2024\r\n", "bad date", nil},
+		{"A1 APPEND INBOX \"1-Jan-2024\" {3}\r\nabc\r\n", "bad date", nil},
+		// Mailbox names with two readings.
+		{"A1 CREATE \"&Jjo\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 CREATE \"&AGE-\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 CREATE \"caf\xc3\xa9\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 DELETE \"Sent/\"\r\n", "empty hierarchy level in mailbox name", nil},
+		{"A1 DELETE \"a//b\"\r\n", "empty hierarchy level in mailbox name", nil},
+		{"A1 DELETE \"/Sent\"\r\n", "empty hierarchy level in mailbox name", nil},
+		{"A1 DELETE \"INBOX/../Sent\"\r\n", `"." or ".." as a hierarchy level in mailbox name`, nil},
+		{"A1 CREATE \"a&b\"\r\n", `"&" in a mailbox name after UTF8=ACCEPT has two readings`, &Context{State: StateAuth, UTF8: true}},
 	}
 	for _, tt := range tests {
 		var p CommandParser
 		_, err := parseWire(&p, tt.wire)
+		if err == nil {
+			ctx := testCtx
+			if tt.ctx != nil {
+				ctx = *tt.ctx
+			}
+			err = p.Check(&ctx)
+		}
 		var se *SyntaxError
 		if !errors.As(err, &se) || se.Msg != tt.err {
 			t.Errorf("%.40q: error %v, want %q", tt.wire, err, tt.err)
+			continue
 		}
 		// Sticky, and Command still answers.
-		if err2 := p.Line([]byte("A2 NOOP\r\n"), Literal{}, false); err2 != err {
+		if err2 := p.Line([]byte("A2 NOOP\r\n"), Literal{}, false); err2 != err && !p.Command().Complete {
 			t.Errorf("%.40q: error not sticky: %v", tt.wire, err2)
 		}
 		_ = p.Command()
@@ -361,9 +430,12 @@ func TestCommandParserMisuse(t *testing.T) {
 
 func TestCommandIncomplete(t *testing.T) {
 	// At a synchronizing literal the proxy asks the policy with what is
-	// known so far (DESIGN §3).
+	// known so far (DESIGN §3): Check judges what is there.
 	var p CommandParser
 	if err := p.Line([]byte("A1 UID COPY 1:4 {5}\r\n"), Literal{Size: 5}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(&testCtx); err != nil {
 		t.Fatal(err)
 	}
 	c := p.Command()
@@ -372,14 +444,31 @@ func TestCommandIncomplete(t *testing.T) {
 	}
 	p.Literal([]byte("Trash"))
 	p.Line([]byte("\r\n"), Literal{}, false)
+	if err := p.Check(&testCtx); err != nil {
+		t.Fatal(err)
+	}
 	if c := p.Command(); !c.Complete || c.Destination != "Trash" {
 		t.Fatalf("complete command %+v", c)
 	}
 
 	p.Reset()
 	p.Line([]byte("A1 APPEND Drafts CATENATE (TEXT {3}\r\n"), Literal{Size: 3}, true)
+	if err := p.Check(&testCtx); err != nil {
+		t.Fatal(err)
+	}
 	if c := p.Command(); c.Mailbox != "Drafts" || !p.PendingIsMessage() {
 		t.Fatalf("catenate: %+v %v", c, p.PendingIsMessage())
+	}
+
+	// A literal where none may stand is refused before its "+".
+	for _, line := range []string{"A1 FETCH {3}\r\n", "A1 STORE 1 {5}\r\n", "A1 SELECT INBOX ({4}\r\n", "A1 UID EXPUNGE {1}\r\n"} {
+		p.Reset()
+		if err := p.Line([]byte(line), Literal{Size: 3}, true); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if err := p.Check(&testCtx); err == nil {
+			t.Errorf("%q: literal accepted", line)
+		}
 	}
 }
 

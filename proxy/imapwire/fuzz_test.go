@@ -125,6 +125,13 @@ func (w appendWriter) Write(p []byte) (int, error) {
 
 // FuzzCommand checks that CommandParser never panics and that what it
 // reports is consistent, on input split by the Scanner as the proxy does.
+var fuzzCtxs = []Context{
+	{State: StateNotAuth},
+	{State: StateAuth, Delim: '.'},
+	{State: StateSelected, Delim: '/', Caps: ^Cap(0), QRESYNC: true},
+	{State: StateSelected, ReadOnly: true, UTF8: true, Caps: ^Cap(0)},
+}
+
 func FuzzCommand(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
@@ -142,6 +149,13 @@ func FuzzCommand(f *testing.F) {
 				var se *SyntaxError
 				if !errors.As(perr, &se) {
 					t.Fatalf("Line error %v is not a *SyntaxError", perr)
+				}
+			}
+			// The grammar in every state: no panic, and what it accepts
+			// has its derived fields within range.
+			for _, ctx := range fuzzCtxs {
+				if err := p.Check(&ctx); err == nil && p.Command().Spec == nil {
+					t.Fatal("Check accepted an unknown command")
 				}
 			}
 			c := p.Command()

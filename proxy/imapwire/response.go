@@ -293,3 +293,31 @@ func nextCap(line []byte, i, end int) (sep, tok, next int) {
 	}
 	return sep, tok, i
 }
+
+// ListDelimiter returns the hierarchy delimiter of a "* LIST (flags) delim
+// name" response (RFC 9051 §7.3.1): the quoted character, 0 for NIL (a
+// flat namespace). ok is false when line is not such a response.
+func ListDelimiter(line []byte) (delim byte, ok bool) {
+	r, after, err := parseResponse(line)
+	if err != nil || r.Kind != Untagged || r.Status != StatusNone || !equalFold(r.Name, "LIST") || after < 0 {
+		return 0, false
+	}
+	b := line[after:]
+	if len(b) < 2 || b[0] != ' ' || b[1] != '(' {
+		return 0, false
+	}
+	i := 2
+	for i < len(b) && b[i] != ')' {
+		i++
+	}
+	b = b[i:]
+	switch {
+	case len(b) >= 6 && b[1] == ' ' && b[2] == '"' && b[3] == '\\' && b[5] == '"':
+		return b[4], true // "\\" or "\""
+	case len(b) >= 5 && b[1] == ' ' && b[2] == '"' && b[4] == '"':
+		return b[3], true
+	case len(b) >= 5 && b[1] == ' ' && equalFold(b[2:5], "NIL"):
+		return 0, true
+	}
+	return 0, false
+}

@@ -148,7 +148,7 @@ func BenchmarkRedisFetched(b *testing.B) {
 	s, _ := login(b, l, "192.0.2.1", "alice")
 	b.ReportAllocs()
 	for b.Loop() {
-		l.Fetched(s, 1, 1)
+		l.Delivered(s, 1, 1)
 	}
 }
 

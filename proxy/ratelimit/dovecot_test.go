@@ -123,9 +123,10 @@ func bigMessage(i, n int) []byte {
 	return b.Bytes()
 }
 
-// The exfiltration cap stops a bulk export: message after message is
-// fetched until the budget is spent, then content FETCHes are refused
-// with [LIMIT] while metadata stays readable.
+// The exfiltration cap stops a bulk export where it is crossed: the
+// message that would take the user over the budget is not sent, the
+// session ends with BYE [LIMIT] at that message boundary (DESIGN §3a:
+// count what is delivered), and metadata stays readable.
 func TestDovecotFetchCap(t *testing.T) {
 	dovecottest.Require(t)
 	dc := dovecottest.Start(t, dovecottest.Options{})
@@ -147,7 +148,7 @@ func TestDovecotFetchCap(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		resp, n := c.do(fmt.Sprintf("f%d UID FETCH %d (UID BODY.PEEK[])", i, i))
 		got += n
-		if strings.HasPrefix(resp, fmt.Sprintf("f%d NO [LIMIT]", i)) {
+		if strings.HasPrefix(resp, "* BYE [LIMIT]") {
 			refusedAt = i
 			break
 		}
@@ -155,14 +156,24 @@ func TestDovecotFetchCap(t *testing.T) {
 			t.Fatalf("fetch %d: %q", i, resp)
 		}
 	}
-	// 1 MB, 2 MB, then 3 MB crosses 2.5 MB: the fourth is refused.
-	if refusedAt != 4 || got < 3*mb || got > 4*mb {
+	// 1 MB, 2 MB, then the third would cross 2.5 MB: it is not sent.
+	if refusedAt != 3 || got < 2*mb || got > 5*mb/2 {
 		t.Fatalf("refused at message %d after %d bytes", refusedAt, got)
 	}
-	c.want("b1 UID FETCH 1:* (BODY.PEEK[])", "b1 NO [LIMIT]")
+	// One FETCH of everything on a new session stops at the same place:
+	// no content at all (the first message would cross).
+	c = dial(t, addr, "127.0.0.1")
+	c.want("c1 LOGIN alice alice-pw", "c1 OK")
+	c.want("c2 SELECT INBOX", "c2 OK")
+	if resp, n := c.do("b1 UID FETCH 1:* (BODY.PEEK[])"); !strings.HasPrefix(resp, "* BYE [LIMIT]") || n != 0 {
+		t.Fatalf("bulk fetch over the cap: %q after %d bytes", resp, n)
+	}
+	c = dial(t, addr, "127.0.0.1")
+	c.want("d1 LOGIN alice alice-pw", "d1 OK")
+	c.want("d2 SELECT INBOX", "d2 OK")
 	c.want("b2 FETCH 1:* (FLAGS RFC822.SIZE)", "b2 OK")
-	if audit.hits(LimitFetchBytesPerUser) != 3 { // the alert, two refusals
-		t.Errorf("%d fetch cap hits audited, want 3", audit.hits(LimitFetchBytesPerUser))
+	if audit.hits(LimitFetchBytesPerUser) != 2 { // two refusals at delivery
+		t.Errorf("%d fetch cap hits audited, want 2", audit.hits(LimitFetchBytesPerUser))
 	}
 	if snap := l.Snapshot(&proxy.SessionInfo{}); len(snap) != 0 {
 		t.Errorf("snapshot of an unknown session: %v", snap)

@@ -42,6 +42,7 @@ func (a *recAuditor) TLSStarted(*proxy.SessionInfo)                        {}
 func (a *recAuditor) Command(*proxy.SessionInfo, proxy.CommandEvent) error { return nil }
 func (a *recAuditor) Security(*proxy.SessionInfo, string, string)          {}
 func (a *recAuditor) SessionClose(*proxy.SessionInfo, proxy.CloseEvent)    {}
+func (a *recAuditor) Delivered(*proxy.SessionInfo, proxy.DeliveryEvent)    {}
 func (a *recAuditor) Auth(_ *proxy.SessionInfo, e proxy.AuthEvent) {
 	a.mu.Lock()
 	a.auths = append(a.auths, e)
@@ -189,7 +190,7 @@ func (c *client) do(cmd string) (tagged string, literalBytes int64) {
 	}
 	for {
 		l := c.line()
-		if strings.HasPrefix(l, tag+" ") {
+		if strings.HasPrefix(l, tag+" ") || strings.HasPrefix(l, "* BYE") {
 			return l, literalBytes
 		}
 		if i := strings.LastIndexByte(l, '{'); i >= 0 && strings.HasSuffix(l, "}") {

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,12 +127,33 @@ func fail(t testing.TB, l *Limiter, ip, user string) (proxy.LimitResult, time.Du
 	return proxy.LimitResult{}, l.LoginResult(s, user, false)
 }
 
-func fetchBody() *imapwire.Command {
-	return &imapwire.Command{Name: "FETCH", UID: true, Set: "1:*", FetchItems: []string{"UID", "BODY.PEEK[]"}}
+// parsed reads a command as the proxy does, effects included; with lit > 0
+// it stops at a literal of that size (an APPEND's decision point).
+func parsed(line string, lit int64) *imapwire.Command {
+	var p imapwire.CommandParser
+	var err error
+	if lit > 0 {
+		err = p.Line([]byte(line+"\r\n"), imapwire.Literal{Size: lit}, true)
+	} else {
+		err = p.Line([]byte(line+"\r\n"), imapwire.Literal{}, false)
+	}
+	if err == nil {
+		err = p.Check(&imapwire.Context{State: imapwire.StateSelected, Delim: '/', Caps: ^imapwire.Cap(0)})
+	}
+	if err != nil {
+		panic(fmt.Sprintf("%q: %v", line, err))
+	}
+	c := *p.Command()
+	return &c
 }
 
-func fetchFlags() *imapwire.Command {
-	return &imapwire.Command{Name: "FETCH", Set: "1:*", FetchItems: []string{"FLAGS"}}
+func fetchBody() *imapwire.Command { return parsed("a UID FETCH 1:* (UID BODY.PEEK[])", 0) }
+
+func fetchFlags() *imapwire.Command { return parsed("a FETCH 1:* (FLAGS)", 0) }
+
+// appendOf is an APPEND at its decision point: n octets announced.
+func appendOf(n int64) *imapwire.Command {
+	return parsed("a APPEND INBOX {"+strconv.FormatInt(n, 10)+"}", n)
 }
 
-var noop = &imapwire.Command{Name: "NOOP"}
+var noop = parsed("a NOOP", 0)

@@ -60,6 +60,10 @@ type Limiter struct {
 	// conns maps each open connection's *proxy.SessionInfo (stable for the
 	// connection's life) to its state, from Connect to its release.
 	conns sync.Map
+	// With Redis: sessions whose deliveries flushLoop sends to it.
+	flushCh   chan *sessState
+	stop      chan struct{}
+	flushDone chan struct{}
 }
 
 // config is Options prepared for the hot paths.
@@ -109,6 +113,12 @@ type sessState struct {
 	// Redis keys of the user's shared buckets ("" without Redis).
 	rFetchBytes, rFetchMsgs, rAppend string
 	cmdTAT                           atomic.Int64 // commands of this session
+	// Delivered content not yet charged in Redis, and whether the session
+	// waits in flushCh.
+	pendBytes, pendMsgs atomic.Int64
+	queued              atomic.Bool
+	// flushed marks flushWait's sentinel in flushCh.
+	flushed chan struct{}
 }
 
 // New returns a Limiter. Close it to stop its Redis prober.
@@ -127,6 +137,8 @@ func New(o Options) (*Limiter, error) {
 			defer l.remote.wg.Done()
 			l.runSync(c.o.LockoutSyncInterval, l.remote.stop)
 		}()
+		l.flushCh, l.stop, l.flushDone = make(chan *sessState, 1024), make(chan struct{}), make(chan struct{})
+		go l.flushLoop()
 	}
 	return l, nil
 }
@@ -176,6 +188,8 @@ func (l *Limiter) Update(o Options) error {
 // belongs to the caller and stays open.
 func (l *Limiter) Close() error {
 	if l.remote != nil {
+		close(l.stop)
+		<-l.flushDone
 		l.remote.close()
 	}
 	return nil
@@ -566,7 +580,7 @@ func (l *Limiter) Command(s *proxy.SessionInfo, cmd *imapwire.Command) proxy.Lim
 	}
 	switch cmd.Name {
 	case "FETCH":
-		if lim.fetchAction == ActionAlert || !(lim.fetchBytes.on || lim.fetchMsgs.on) || !proxy.FetchReadsBody(cmd.FetchItems) {
+		if lim.fetchAction == ActionAlert || !(lim.fetchBytes.on || lim.fetchMsgs.on) || !cmd.Effects.Has(imapwire.EffReadContent) {
 			break
 		}
 		var over int64
@@ -581,22 +595,20 @@ func (l *Limiter) Command(s *proxy.SessionInfo, cmd *imapwire.Command) proxy.Lim
 				over, name = o, LimitFetchMessagesPerUser
 			}
 		}
-		if over <= 0 {
-			break
-		}
-		if lim.fetchAction == ActionDeny {
+		switch {
+		case over <= 0:
+		case lim.fetchAction == ActionDeny:
 			return exceeded(name, keyUser, codeLimit, reasonFetch)
+		default:
+			// Delay: audited (Alert), since it is a cap taking effect.
+			res.Delay = max(res.Delay, time.Duration(min(over, c.fetchMaxDelay)))
+			res.Alert, res.Limit, res.Key, res.Reason = true, name, keyUser, reasonFetch
 		}
-		// Delay: audited (Alert), since it is a cap taking effect.
-		res.Delay = max(res.Delay, time.Duration(min(over, c.fetchMaxDelay)))
-		res.Alert, res.Limit, res.Key, res.Reason = true, name, keyUser, reasonFetch
-	case "APPEND":
-		// At the decision point the message's size is the pending literal
-		// (proxy: before "+", RFC 9051 §4.3).
-		n := cmd.LiteralBytes + cmd.PendingLiteral
-		if !lim.appendBytes.on || n <= 0 {
-			break
-		}
+	}
+	// A message's decision point is its literal (before "+", RFC 9051
+	// §4.3): each message of a MULTIAPPEND and each CATENATE TEXT part is
+	// charged once, at its own.
+	if n := cmd.PendingLiteral; n > 0 && lim.appendBytes.on && cmd.Effects.Has(imapwire.EffCreateMessages) {
 		if r := l.chargeAppend(c, ss, now, n); r.Exceeded {
 			return r
 		}
@@ -625,12 +637,16 @@ func (l *Limiter) chargeAppend(c *config, ss *sessState, now, n int64) proxy.Lim
 	return proxy.LimitResult{}
 }
 
-// Fetched charges message content sent by a FETCH to the user's fetch
-// budgets (the content is gone: the charge is forced) and alerts when this
-// FETCH took a budget over. Later content FETCHes are refused or delayed
-// by Command. With Redis the budgets are shared; the local buckets mirror
-// them so that Command needs no round trip.
-func (l *Limiter) Fetched(s *proxy.SessionInfo, bytes int64, messages int) proxy.LimitResult {
+// Delivered charges message content as it goes to the client, in
+// whatever response it comes (FETCH, IDLE and NOOP pushes, NOTIFY), before
+// it is sent (DESIGN §3a: caps count what is delivered). With fetch_action
+// deny, content that would take a budget over is refused, so that the
+// proxy ends the session at the message boundary; delay and alert charge it
+// and wait or alert. The local buckets decide at once; with Redis the
+// charge reaches the shared buckets through the background flush
+// (flushLoop), so the backend pump never waits on the network, and the
+// local buckets mirror what Redis answers.
+func (l *Limiter) Delivered(s *proxy.SessionInfo, octets int64, messages int) proxy.LimitResult {
 	st := l.conn(s)
 	if st == nil {
 		return proxy.LimitResult{}
@@ -640,58 +656,119 @@ func (l *Limiter) Fetched(s *proxy.SessionInfo, bytes int64, messages int) proxy
 		return proxy.LimitResult{}
 	}
 	lim := &ss.lim
+	if !lim.fetchBytes.on && !lim.fetchMsgs.on {
+		return proxy.LimitResult{}
+	}
+	c := l.cfg.Load()
 	now := l.nowNs()
-	type charge struct {
+	charges := [2]struct {
 		on    bool
 		g     gcra
 		kind  kind
 		key   uint64
-		rkey  string
 		n     int64
 		limit string
-	}
-	charges := [2]charge{
-		{lim.fetchBytes.on && bytes > 0, lim.fetchBytes, kindFetchBytes, ss.fetchBytesKey, ss.rFetchBytes, bytes, LimitFetchBytesPerUser},
-		{lim.fetchMsgs.on && messages > 0, lim.fetchMsgs, kindFetchMsgs, ss.fetchMsgsKey, ss.rFetchMsgs, int64(messages), LimitFetchMessagesPerUser},
-	}
-	var tats [2]int64
-	done := false
-	if l.remoteUp() {
-		var bs []bucketArg
-		for _, ch := range charges {
-			if ch.on {
-				bs = append(bs, bucketArg{key: ch.rkey, g: ch.g, n: ch.n, force: true})
-			}
-		}
-		if len(bs) > 0 {
-			if res, err := l.remote.rate(now, bs...); err == nil && len(res.tats) == len(bs) {
-				j := 0
-				for i, ch := range charges {
-					if ch.on {
-						tats[i] = res.tats[j]
-						l.local.raise(ch.kind, ch.key, tats[i], now)
-						j++
-					}
-				}
-				done = true
-			}
-		}
+	}{
+		{lim.fetchBytes.on && octets > 0, lim.fetchBytes, kindFetchBytes, ss.fetchBytesKey, octets, LimitFetchBytesPerUser},
+		{lim.fetchMsgs.on && messages > 0, lim.fetchMsgs, kindFetchMsgs, ss.fetchMsgsKey, int64(messages), LimitFetchMessagesPerUser},
 	}
 	var res proxy.LimitResult
-	for i, ch := range charges {
+	for _, ch := range charges {
 		if !ch.on {
 			continue
 		}
-		if !done {
-			_, tats[i], _ = l.local.take(ch.kind, ch.key, ch.g, now, ch.n, 0, true)
+		deny := lim.fetchAction == ActionDeny
+		wait, tat, ok := l.local.take(ch.kind, ch.key, ch.g, now, ch.n, 0, !deny)
+		if !ok {
+			return exceeded(ch.limit, keyUser, codeLimit, reasonFetch)
 		}
-		// Alert once, when this charge crossed the budget.
-		before := tats[i] - ch.g.cost(ch.n)
-		if ch.g.over(tats[i], now) > 0 && ch.g.over(before, now) <= 0 && !res.Alert {
-			res = proxy.LimitResult{Alert: true, Limit: ch.limit, Key: keyUser, Code: codeLimit, Reason: reasonFetch}
+		if wait > 0 || ch.g.over(tat, now) > 0 {
+			// Over the budget (delay or alert): audited once per charge
+			// that crossed it, delayed up to fetch_max_delay.
+			before := tat - ch.g.cost(ch.n)
+			if ch.g.over(before, now) <= 0 && !res.Alert {
+				res = proxy.LimitResult{Alert: true, Limit: ch.limit, Key: keyUser, Code: codeLimit, Reason: reasonFetch}
+			}
+			if lim.fetchAction == ActionDelay {
+				res.Delay = max(res.Delay, time.Duration(min(wait, c.fetchMaxDelay)))
+			}
 		}
 	}
+	if l.remote != nil {
+		ss.pendBytes.Add(max(octets, 0))
+		ss.pendMsgs.Add(int64(max(messages, 0)))
+		l.queueFlush(ss)
+	}
 	return res
+}
+
+// queueFlush hands a session with charges not yet in Redis to flushLoop.
+func (l *Limiter) queueFlush(ss *sessState) {
+	if ss.queued.Swap(true) {
+		return
+	}
+	select {
+	case l.flushCh <- ss:
+	default:
+		// Full: the next delivery queues it again.
+		ss.queued.Store(false)
+	}
+}
+
+// flushLoop sends delivered content to the shared buckets in Redis and
+// raises the local ones to what Redis holds (other proxies' deliveries
+// included), off every session's path.
+func (l *Limiter) flushLoop() {
+	defer close(l.flushDone)
+	for {
+		select {
+		case <-l.stop:
+			return
+		case ss := <-l.flushCh:
+			if ss.flushed != nil {
+				close(ss.flushed)
+				continue
+			}
+			ss.queued.Store(false)
+			l.flush(ss)
+		}
+	}
+}
+
+// flushWait returns once every delivery queued before it reached Redis.
+func (l *Limiter) flushWait() {
+	if l.remote == nil {
+		return
+	}
+	done := make(chan struct{})
+	l.flushCh <- &sessState{flushed: done}
+	<-done
+}
+
+func (l *Limiter) flush(ss *sessState) {
+	b, m := ss.pendBytes.Swap(0), ss.pendMsgs.Swap(0)
+	if !l.remoteUp() {
+		return // the local buckets were charged; Redis learns nothing of an outage
+	}
+	lim := &ss.lim
+	now := l.nowNs()
+	var bs []bucketArg
+	var kinds []kind
+	var keys []uint64
+	if lim.fetchBytes.on && b > 0 {
+		bs, kinds, keys = append(bs, bucketArg{key: ss.rFetchBytes, g: lim.fetchBytes, n: b, force: true}), append(kinds, kindFetchBytes), append(keys, ss.fetchBytesKey)
+	}
+	if lim.fetchMsgs.on && m > 0 {
+		bs, kinds, keys = append(bs, bucketArg{key: ss.rFetchMsgs, g: lim.fetchMsgs, n: m, force: true}), append(kinds, kindFetchMsgs), append(keys, ss.fetchMsgsKey)
+	}
+	if len(bs) == 0 {
+		return
+	}
+	if res, err := l.remote.rate(now, bs...); err == nil && len(res.tats) == len(bs) {
+		for i, tat := range res.tats {
+			l.local.raise(kinds[i], keys[i], tat, now)
+		}
+	}
 }
 
 // Snapshot returns the counters relevant to decisions about a connection,

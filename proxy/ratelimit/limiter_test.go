@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imapwarden/imapwarden/proxy/imapwire"
+	"github.com/imapwarden/imapwarden/proxy"
 )
 
 func TestConnectionRatePerIP(t *testing.T) {
@@ -306,32 +306,37 @@ func TestFetchCapDeny(t *testing.T) {
 		s, _ := login(t, l, "192.0.2.1", "alice")
 		for i := 0; i < 3; i++ {
 			wantOK(t, l.Command(s, fetchBody()))
-			if r := l.Fetched(s, mb, 1); r.Alert || r.Exceeded {
+			if r := l.Delivered(s, mb, 1); r.Alert || r.Exceeded {
 				t.Fatalf("fetch %d: %+v", i, r)
 			}
 		}
 		wantOK(t, l.Command(s, fetchBody())) // exactly at the budget
-		r := l.Fetched(s, mb, 1)
-		if !r.Alert || r.Exceeded || r.Limit != "fetch_bytes_per_user" || r.Key != "user" {
-			t.Fatalf("crossing the cap: %+v, want an alert", r)
-		}
-		if r := l.Fetched(s, 1, 1); r.Alert {
-			t.Error("alerted again while over")
-		}
-		wantExceeded(t, l.Command(s, fetchBody()), "fetch_bytes_per_user", "user", "LIMIT")
+		// Content that would cross the cap is refused before it is sent
+		// (the proxy ends the session at the message boundary), and not
+		// charged.
+		wantExceeded(t, l.Delivered(s, mb, 1), "fetch_bytes_per_user", "user", "LIMIT")
+		wantExceeded(t, l.Delivered(s, 1, 1), "fetch_bytes_per_user", "user", "LIMIT")
 		wantOK(t, l.Command(s, fetchFlags())) // metadata stays allowed
 		// Another session of the user is capped too; another user is not.
 		s2, _ := login(t, l, "192.0.2.9", "alice")
-		wantExceeded(t, l.Command(s2, fetchBody()), "fetch_bytes_per_user", "user", "LIMIT")
+		wantExceeded(t, l.Delivered(s2, 1, 1), "fetch_bytes_per_user", "user", "LIMIT")
 		s3, _ := login(t, l, "192.0.2.9", "bob")
-		wantOK(t, l.Command(s3, fetchBody()))
-		if got := l.Snapshot(s)["fetch_bytes_user"]; got != 4*mb+1 {
+		wantOK(t, l.Delivered(s3, mb, 1))
+		if got := l.Snapshot(s)["fetch_bytes_user"]; got != 3*mb {
 			t.Errorf("fetch_bytes_user = %d", got)
 		}
+		// Over by a byte (delivered in delay mode elsewhere, say): the
+		// next content FETCH is refused at its decision point.
+		l.local.take(kindFetchBytes, s3ss(l, s).fetchBytesKey, s3ss(l, s).lim.fetchBytes, l.nowNs(), 1, 0, true)
+		wantExceeded(t, l.Command(s, fetchBody()), "fetch_bytes_per_user", "user", "LIMIT")
 		clk.Advance(time.Hour + time.Second) // a megabyte refilled
 		wantOK(t, l.Command(s, fetchBody()))
+		wantOK(t, l.Delivered(s, mb-2, 1))
 	})
 }
+
+// s3ss returns the limiter's state of a logged-in session.
+func s3ss(l *Limiter, s *proxy.SessionInfo) *sessState { return l.conn(s).sess.Load() }
 
 func TestFetchCapDelayAndAlert(t *testing.T) {
 	forEachStore(t, func(t *testing.T, newTest newFunc) {
@@ -341,12 +346,12 @@ func TestFetchCapDelayAndAlert(t *testing.T) {
 			o.FetchMaxDelay = 25 * time.Second
 		})
 		s, _ := login(t, l, "192.0.2.1", "alice")
-		l.Fetched(s, 100, 12) // two messages over: 20 s
+		l.Delivered(s, 100, 12) // two messages over: 20 s
 		r := l.Command(s, fetchBody())
 		if r.Exceeded || !r.Alert || r.Delay != 20*time.Second || r.Limit != "fetch_messages_per_user" {
 			t.Fatalf("got %+v, want a 20s delay, audited", r)
 		}
-		l.Fetched(s, 100, 10)
+		l.Delivered(s, 100, 10)
 		if r := l.Command(s, fetchBody()); r.Exceeded || r.Delay != 25*time.Second {
 			t.Fatalf("got %+v, want the 25s maximum", r)
 		}
@@ -356,7 +361,7 @@ func TestFetchCapDelayAndAlert(t *testing.T) {
 			o.FetchAction = ActionAlert
 		})
 		s, _ = login(t, l2, "192.0.2.1", "alice")
-		if r := l2.Fetched(s, 100, 12); !r.Alert {
+		if r := l2.Delivered(s, 100, 12); !r.Alert {
 			t.Fatalf("no alert: %+v", r)
 		}
 		if r := l2.Command(s, fetchBody()); r.Exceeded || r.Delay != 0 || r.Alert {
@@ -369,13 +374,10 @@ func TestAppendCap(t *testing.T) {
 	forEachStore(t, func(t *testing.T, newTest newFunc) {
 		l, _ := newTest(t, func(o *Options) { o.AppendBytesPerUser = Rate{N: 1000, Per: time.Hour} })
 		s, _ := login(t, l, "192.0.2.1", "alice")
-		appendCmd := func(n int64) *imapwire.Command {
-			return &imapwire.Command{Name: "APPEND", Mailbox: "INBOX", Literals: 1, LiteralBytes: n}
-		}
-		wantOK(t, l.Command(s, appendCmd(600)))
-		wantExceeded(t, l.Command(s, appendCmd(600)), "append_bytes_per_user", "user", "LIMIT")
-		wantOK(t, l.Command(s, appendCmd(400))) // the refused one was not charged
-		wantExceeded(t, l.Command(s, appendCmd(1)), "append_bytes_per_user", "user", "LIMIT")
+		wantOK(t, l.Command(s, appendOf(600)))
+		wantExceeded(t, l.Command(s, appendOf(600)), "append_bytes_per_user", "user", "LIMIT")
+		wantOK(t, l.Command(s, appendOf(400))) // the refused one was not charged
+		wantExceeded(t, l.Command(s, appendOf(1)), "append_bytes_per_user", "user", "LIMIT")
 		if got := l.Snapshot(s)["append_bytes_user"]; got != 1000 {
 			t.Errorf("append_bytes_user = %d", got)
 		}
@@ -402,20 +404,19 @@ func TestGroupOverrides(t *testing.T) {
 		}
 	})
 	s, _ := login(t, l, "192.0.2.1", "archiver")
-	l.Fetched(s, 10, 100)
+	l.Delivered(s, 10, 100)
 	wantOK(t, l.Command(s, fetchBody())) // backup: off, first group wins
 	s, _ = login(t, l, "192.0.2.1", "intern")
-	l.Fetched(s, 10, 2)
-	wantOK(t, l.Command(s, fetchBody())) // staff: 2
-	l.Fetched(s, 10, 1)
-	wantExceeded(t, l.Command(s, fetchBody()), "fetch_messages_per_user", "user", "LIMIT")
+	wantOK(t, l.Delivered(s, 10, 2)) // staff: 2
+	wantOK(t, l.Command(s, fetchBody()))
+	wantExceeded(t, l.Delivered(s, 10, 1), "fetch_messages_per_user", "user", "LIMIT")
 	s2, _ := connect(t, l, "192.0.2.2")
 	s2.User = "intern"
 	r, _ := l.Session(s2) // restricted: 1
 	wantExceeded(t, r, "sessions_per_user", "user", "LIMIT")
 	s, _ = login(t, l, "192.0.2.1", "other")
-	l.Fetched(s, 10, 2)
-	wantExceeded(t, l.Command(s, fetchBody()), "fetch_messages_per_user", "user", "LIMIT")
+	wantOK(t, l.Delivered(s, 10, 1))
+	wantExceeded(t, l.Delivered(s, 10, 1), "fetch_messages_per_user", "user", "LIMIT")
 }
 
 func TestUpdateKeepsState(t *testing.T) {
@@ -458,7 +459,7 @@ func TestSnapshot(t *testing.T) {
 	l.LoginResult(s, "alice", true)
 	l.Session(s)
 	l.Command(s, noop)
-	l.Fetched(s, 1234, 2)
+	l.Delivered(s, 1234, 2)
 	snap = l.Snapshot(s)
 	for k, want := range map[string]int64{"unauthenticated_ip": 0, "sessions_user": 1, "commands_session": 1, "fetch_bytes_user": 1234, "fetch_messages_user": 2} {
 		if snap[k] != want {

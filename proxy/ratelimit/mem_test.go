@@ -15,7 +15,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	l, _ := newTest(t, func(o *Options) { o.LoginFailuresPerUserIP = 2 })
 	s, _ := login(t, l, "192.0.2.1", "alice")
 	body, flags := fetchBody(), fetchFlags()
-	l.Fetched(s, 1000, 1)
+	l.Delivered(s, 1000, 1)
 	for name, f := range map[string]func(){
 		"Command NOOP":        func() { l.Command(s, noop) },
 		"Command FETCH body":  func() { l.Command(s, body) },

@@ -10,8 +10,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
-
-	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
 // pair returns two Limiters sharing one Redis and one fake clock, as two
@@ -79,18 +77,17 @@ func TestRedisSharedAcrossInstances(t *testing.T) {
 	// FETCH of its own learns the shared level.
 	sa, _ := login(t, a, "192.0.2.1", "bob")
 	sb, _ := login(t, b, "192.0.2.2", "bob")
-	a.Fetched(sa, 1500, 1)
-	wantExceeded(t, a.Command(sa, fetchBody()), "fetch_bytes_per_user", "user", "LIMIT")
+	wantOK(t, a.Delivered(sa, 900, 1))
+	a.flushWait()
 	wantOK(t, b.Command(sb, fetchBody())) // b has not seen it yet
-	if r := b.Fetched(sb, 10, 1); r.Alert {
-		t.Error("b alerted: the crossing was a's")
-	}
-	wantExceeded(t, b.Command(sb, fetchBody()), "fetch_bytes_per_user", "user", "LIMIT")
+	// b's first delivery goes to Redis and brings back a's level.
+	wantOK(t, b.Delivered(sb, 10, 1))
+	b.flushWait()
+	wantExceeded(t, b.Delivered(sb, 200, 1), "fetch_bytes_per_user", "user", "LIMIT")
 
 	// Append budget, shared at once (each APPEND asks Redis).
-	appendCmd := &imapwire.Command{Name: "APPEND", Literals: 1, LiteralBytes: 600}
-	wantOK(t, a.Command(sa, appendCmd))
-	wantExceeded(t, b.Command(sb, appendCmd), "append_bytes_per_user", "user", "LIMIT")
+	wantOK(t, a.Command(sa, appendOf(600)))
+	wantExceeded(t, b.Command(sb, appendOf(600)), "append_bytes_per_user", "user", "LIMIT")
 }
 
 func TestRedisDown(t *testing.T) {
@@ -127,7 +124,7 @@ func TestRedisDown(t *testing.T) {
 			if errs.Load() != 1 {
 				t.Errorf("%d errors: calls went on while down", errs.Load())
 			}
-			appendCmd := &imapwire.Command{Name: "APPEND", Literals: 1, LiteralBytes: 10}
+			appendCmd := appendOf(10)
 			if mode == FailClosed {
 				wantExceeded(t, r, "store_unavailable", "store", "UNAVAILABLE")
 				wantExceeded(t, a.Command(s, appendCmd), "store_unavailable", "store", "UNAVAILABLE")
@@ -147,7 +144,7 @@ func TestRedisDown(t *testing.T) {
 			connect(t, a, "203.0.113.9")
 			wantOK(t, a.Command(s, noop))
 			wantOK(t, a.Command(s, fetchBody()))
-			a.Fetched(s, 10, 1)
+			a.Delivered(s, 10, 1)
 
 			srv.Restart()
 			waitFor(t, "the store to be up again", a.StoreUp)

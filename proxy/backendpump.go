@@ -1,0 +1,505 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+var (
+	capName       = []byte("CAPABILITY")
+	fetchName     = []byte("FETCH")
+	idName        = []byte("ID")
+	enabledName   = []byte("ENABLED")
+	copyUIDName   = []byte("COPYUID")
+	appendUIDName = []byte("APPENDUID")
+	readOnlyName  = []byte("READ-ONLY")
+)
+
+// proxyIDResponse replaces a backend's ID response (RFC 2971 §3.2).
+const proxyIDResponse = "* ID (\"name\" \"imapwarden\")\r\n"
+
+// responseCodeArgs returns the arguments of the response code of a status
+// line: "38505 3955" for "a OK [APPENDUID 38505 3955] done".
+func responseCodeArgs(line []byte) string {
+	i := bytes.IndexByte(line, '[')
+	if i < 0 {
+		return ""
+	}
+	rest := line[i+1:]
+	j := bytes.IndexByte(rest, ']')
+	if j < 0 {
+		return ""
+	}
+	rest = rest[:j]
+	if k := bytes.IndexByte(rest, ' '); k >= 0 && len(rest)-k < 4096 {
+		return string(rest[k+1:])
+	}
+	return ""
+}
+
+// delivery is the backend pump's account of one FETCH response carrying
+// message content (DESIGN §3a: count what is delivered).
+type delivery struct {
+	t       imapwire.FetchTracker
+	written bool // bytes of this response already reached the client writer
+	counted bool // the message was counted (its first content item)
+	stop    bool // a cap was crossed: end the session after this response
+}
+
+// backendPump relays responses to the client, filtering capabilities,
+// counting delivered content and matching tagged completions to commands.
+func (s *Session) backendPump() {
+	r := s.relay
+	defer close(r.backendDone)
+	be := s.be
+	sc := be.sc
+	var fbuf []byte
+	var outSince int64 // response bytes since the last tagged completion
+	var dv delivery
+	for {
+		if be.br.Buffered() == 0 {
+			// Nothing pending: wait without holding the read buffer.
+			if err := be.waitReadable(); err != nil {
+				s.backendLost(err, false)
+				return
+			}
+		}
+		part, final, _, hasLit, err := sc.ReadLinePart()
+		if err != nil {
+			s.backendLost(err, false)
+			return
+		}
+		resp, perr := imapwire.ParseResponse(part)
+		if perr != nil {
+			s.backendFault("unparsable response")
+			return
+		}
+		relay, cont := true, false
+		var done *inflight
+		r.mu.Lock()
+		if r.sawBye && resp.Kind != imapwire.Tagged {
+			// After BYE the server closes; only the completions of the
+			// commands in flight may still come (LOGOUT's OK, RFC 9051
+			// §6.1.3, §7.1.5).
+			r.mu.Unlock()
+			s.backendFault("response after BYE")
+			return
+		}
+		switch resp.Kind {
+		case imapwire.Continuation:
+			if !r.contArmed && r.idleCont {
+				r.idleCont = false
+				break
+			}
+			if !r.contArmed {
+				r.mu.Unlock()
+				// A "+" nothing asked for would break the client's
+				// literal framing (DESIGN §3a).
+				s.backendFault("continuation request with no literal pending")
+				return
+			}
+			cont, relay = true, !r.contSwallow
+			r.contArmed = false
+		case imapwire.Tagged:
+			if done = r.inflight.take(resp.Tag); done == nil {
+				r.mu.Unlock()
+				s.backendFault("tagged response for no command in flight")
+				return
+			}
+		case imapwire.Untagged:
+			switch {
+			case resp.Status == imapwire.StatusBYE:
+				r.sawBye = true
+			case resp.Status == imapwire.StatusBAD:
+				// "The untagged form indicates a protocol-level error for
+				// which the associated command can not be determined"
+				// (RFC 9051 §7.1.3): the backend read a command otherwise
+				// than the proxy did. Nothing decided since can be trusted.
+				r.mu.Unlock()
+				s.backendFault("untagged BAD: the backend could not read a command the proxy relayed")
+				return
+			case r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && bytes.EqualFold(resp.Name, enabledName):
+				r.enabled |= enabledCaps(part)
+			}
+		}
+		r.mu.Unlock()
+		if done != nil {
+			// State first: once the client has this reply, its next
+			// command may be decided.
+			s.completed(done, &resp)
+			var codeArgs string
+			if bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName) {
+				codeArgs = responseCodeArgs(part)
+			}
+			// Before the client has its answer, so that no client hears a
+			// completion its audit record does not hold (a fail-closed
+			// audit trail holds the reply back, or refuses it).
+			if err := s.auditCompleted(done, &resp, outSince+int64(len(part)), codeArgs); err != nil {
+				s.wmu.Lock()
+				s.auditUnavailable(err)
+				s.wmu.Unlock()
+				return
+			}
+		}
+		dv = delivery{}
+		if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusNone {
+			switch {
+			case bytes.EqualFold(resp.Name, fetchName):
+				dv.t.Begin(part)
+			case bytes.EqualFold(resp.Name, idName) && !s.srv.opts.ShowBackendID:
+				// Ours instead; the original, literals included, is
+				// read and dropped below.
+				s.wmu.Lock()
+				s.out().WriteString(proxyIDResponse)
+				s.wmu.Unlock()
+				relay = false
+			}
+		}
+		if final && (bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName)) {
+			if out, changed := imapwire.FilterCapabilities(fbuf[:0], part, dropCapability); changed {
+				fbuf, part = out, out
+			}
+			if bytes.EqualFold(resp.Name, capName) && s.fw == nil {
+				// The proxy terminates COMPRESS itself (compress.go).
+				fbuf = appendCapability(fbuf, part, "COMPRESS=DEFLATE")
+				part = fbuf
+			}
+		}
+		s.wmu.Lock()
+		n, err := s.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral(), &dv)
+		s.wmu.Unlock()
+		if err != nil {
+			return
+		}
+		outSince += n
+		if dv.stop {
+			return
+		}
+		if cont {
+			r.signal(true)
+		}
+		if done != nil {
+			outSince = 0
+			r.mu.Lock()
+			if r.contArmed && r.contTag == done.tag {
+				r.contArmed = false
+				r.mu.Unlock()
+				r.signal(false)
+			} else {
+				r.mu.Unlock()
+			}
+			select {
+			case r.freed <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// enabledCaps returns the capabilities "* ENABLED ..." names that change
+// how commands read.
+func enabledCaps(line []byte) imapwire.Cap {
+	var caps imapwire.Cap
+	for _, f := range bytes.Fields(bytes.TrimRight(line, "\r\n"))[2:] {
+		caps |= imapwire.CapByName(string(f))
+	}
+	return caps
+}
+
+// backendFault ends a session whose backend broke the protocol: the client
+// gets "* BYE [UNAVAILABLE]", the backend connection is closed, the audit
+// names the fault (DESIGN §3a: a compromised legacy server is contained).
+func (s *Session) backendFault(what string) {
+	if s.closing.Load() {
+		return
+	}
+	s.setReason("backend-protocol-error")
+	s.log.Warn("backend broke the protocol", zap.String("backend", s.be.b.Name), zap.String("fault", what))
+	s.srv.auditor.Security(&s.info, "backend-protocol-error", s.be.b.Name+": "+what)
+	s.srv.opts.Metrics.backendFault(s.be.b.Name)
+	s.byeClient(false, "* BYE [UNAVAILABLE] Backend error\r\n")
+	s.closing.Store(true)
+	s.closeConns()
+}
+
+// relayResponse writes the rest of one response (its first piece given),
+// streaming literals, and flushes once the backend has nothing buffered.
+// Content in a FETCH response is counted against the caps before it goes
+// out (deliver). Called with wmu held.
+func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool, dv *delivery) (int64, error) {
+	sc := s.be.sc
+	w := s.out()
+	var err error
+	var n int64
+	tracking := dv.t.Active()
+	for {
+		if tracking && !s.track(dv, part, final && hasLit && literals) {
+			return n, errStop
+		}
+		if relay {
+			w.Write(part)
+			n += int64(len(part))
+			dv.written = true
+		}
+		for !final {
+			if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
+				s.backendLost(err, true)
+				return n, err
+			}
+			if tracking && !s.track(dv, part, final && hasLit && literals) {
+				return n, errStop
+			}
+			if relay {
+				w.Write(part)
+				n += int64(len(part))
+				dv.written = true
+			}
+		}
+		if !hasLit {
+			break
+		}
+		if !literals {
+			// "{5}" at the end of resp-text is text (RFC 9051 §7.1).
+			sc.IgnoreLiteral()
+			break
+		}
+		var m int64
+		if relay {
+			m, err = sc.CopyLiteral(w)
+		} else {
+			err = sc.DiscardLiteral()
+		}
+		n += m
+		if err != nil {
+			if errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil {
+				s.backendLost(err, true)
+			} else {
+				s.clientWriteFailed(err)
+			}
+			return n, err
+		}
+		if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
+			s.backendLost(err, true)
+			return n, err
+		}
+	}
+	if tracking {
+		s.delivered(dv)
+		dv.t.End()
+	}
+	if dv.stop {
+		s.capBye()
+		return n, nil
+	}
+	if s.be.br.Buffered() == 0 {
+		if err := s.flushOut(w); err != nil {
+			s.clientWriteFailed(err)
+			return n, err
+		}
+		s.idleOut()
+	}
+	return n, nil
+}
+
+// track feeds a piece of a FETCH response to its tracker (with the literal
+// it opens, when lit) and asks deliver about the content it carries, before
+// the piece is written. It returns false when the session must end now.
+func (s *Session) track(dv *delivery, part []byte, lit bool) bool {
+	before := dv.t.Content
+	dv.t.Part(part)
+	content := dv.t.Content - before
+	if lit {
+		if l := s.be.sc.LiteralRemaining(); dv.t.Literal(l) {
+			content += l
+		}
+	}
+	return content <= 0 || s.deliver(dv, content)
+}
+
+// deliver asks the Limiter before content octets of a FETCH response go to
+// the client. A cap crossed ends the response stream at a message
+// boundary: before this message when none of it was sent, else after it
+// (dv.stop). It returns false when the session must end now. Called with
+// wmu held.
+func (s *Session) deliver(dv *delivery, octets int64) bool {
+	l := s.dyn.Limiter
+	if l == nil {
+		return true
+	}
+	msgs := 0
+	if !dv.counted {
+		msgs, dv.counted = 1, true
+	}
+	res := l.Delivered(&s.info, octets, msgs)
+	if res.hit() {
+		s.srv.auditor.Limit(&s.info, res)
+	}
+	if res.Delay > 0 {
+		time.Sleep(res.Delay)
+	}
+	if !res.Exceeded {
+		return true
+	}
+	if !dv.written {
+		s.capBye()
+		return false
+	}
+	dv.stop = true
+	return true
+}
+
+// capBye ends a session whose content cap was crossed mid-response.
+// Called with wmu held.
+func (s *Session) capBye() {
+	s.setReason("limit")
+	s.byeClient(true, "* BYE [LIMIT] Download limit reached, try again later\r\n")
+	s.closing.Store(true)
+	s.closeConns()
+}
+
+// delivered records a FETCH response that carried content against the
+// command it belongs to: the oldest content FETCH in flight, else the
+// oldest command in flight (content pushed during IDLE or NOOP), else a
+// delivery of its own (NOTIFY, RFC 5465). Called with wmu held.
+func (s *Session) delivered(dv *delivery) {
+	if dv.t.Items == 0 {
+		return
+	}
+	s.messagesFetched++
+	uid, hasUID := dv.t.UID()
+	r := s.relay
+	r.mu.Lock()
+	f := r.inflight.find(func(x *inflight) bool { return x.readContent })
+	if f == nil {
+		f = r.inflight.oldest()
+	}
+	if f != nil {
+		f.messages++
+		f.content += dv.t.Content
+		f.readContent = true
+		if hasUID && len(f.uids) < MaxAuditUIDs {
+			f.uids = append(f.uids, uid)
+		}
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	ev := DeliveryEvent{Messages: 1, Bytes: dv.t.Content}
+	if hasUID {
+		ev.UIDs = []uint32{uid}
+	}
+	s.infoMu.Lock()
+	ev.Mailbox = s.info.Selected
+	s.srv.auditor.Delivered(&s.info, ev)
+	s.infoMu.Unlock()
+}
+
+// completed updates the session from a tagged completion: the selected
+// mailbox (RFC 9051 §6.3.2: a failed SELECT leaves none selected), what
+// ENABLE turned on, a renamed or deleted selected mailbox. Only an OK of
+// the command changes anything (DESIGN §3a).
+func (s *Session) completed(f *inflight, resp *imapwire.Response) {
+	ok := resp.Status == imapwire.StatusOK
+	r := s.relay
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.barrier == f {
+		r.barrier = nil
+	}
+	if f.cmd.Name == "IDLE" {
+		r.idleCont = false
+	}
+	sel, selRO, changed := "", false, true
+	switch f.cmd.Name {
+	case "SELECT", "EXAMINE":
+		if ok {
+			sel = f.cmd.Mailbox
+			selRO = f.cmd.Name == "EXAMINE" || bytes.EqualFold(resp.Code, readOnlyName)
+			r.ctx.State, r.ctx.ReadOnly = imapwire.StateSelected, selRO
+		} else {
+			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+		}
+	case "CLOSE", "UNSELECT":
+		if !ok {
+			return
+		}
+		r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+	case "ENABLE":
+		if ok {
+			if r.enabled&imapwire.CapUTF8ACCEPT != 0 {
+				r.ctx.UTF8 = true
+			}
+			if r.enabled&imapwire.CapQRESYNC != 0 {
+				r.ctx.QRESYNC = true
+			}
+		}
+		return
+	case "RENAME", "DELETE":
+		if !ok || r.ctx.State != imapwire.StateSelected {
+			return
+		}
+		s.infoMu.Lock()
+		cur := s.info.Selected
+		s.infoMu.Unlock()
+		if !under(cur, f.cmd.Mailbox, r.ctx.Delim) {
+			return
+		}
+		if f.cmd.Name == "DELETE" {
+			// What a server does with a deleted selected mailbox varies;
+			// decide nothing more in it.
+			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+		} else {
+			sel, selRO = f.cmd.Destination+cur[len(f.cmd.Mailbox):], r.ctx.ReadOnly
+		}
+	default:
+		changed = false
+	}
+	if changed {
+		s.infoMu.Lock()
+		s.info.Selected, s.info.SelectedReadOnly = sel, selRO
+		s.infoMu.Unlock()
+	}
+}
+
+func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
+	ev := CommandEvent{
+		Command:  &f.cmd,
+		Result:   statusName(resp.Status),
+		Code:     string(resp.Code),
+		Duration: time.Since(f.start),
+		Decision: f.decision,
+		BytesIn:  f.bytesIn,
+		BytesOut: bytesOut,
+		BodyRead: f.readContent,
+		Messages: f.messages,
+		UIDs:     f.uids,
+		Content:  f.content,
+		CodeArgs: codeArgs,
+		Selected: f.selected,
+	}
+	s.infoMu.Lock()
+	err := s.srv.auditor.Command(&s.info, ev)
+	s.infoMu.Unlock()
+	return err
+}
+
+func statusName(st imapwire.Status) string {
+	switch st {
+	case imapwire.StatusOK:
+		return "OK"
+	case imapwire.StatusNO:
+		return "NO"
+	case imapwire.StatusBAD:
+		return "BAD"
+	case imapwire.StatusBYE:
+		return "BYE"
+	case imapwire.StatusPREAUTH:
+		return "PREAUTH"
+	}
+	return ""
+}

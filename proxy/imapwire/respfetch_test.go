@@ -1,0 +1,119 @@
+package imapwire
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+)
+
+// trackWire runs a FETCH response, as a backend sends it, through a
+// Scanner and a FetchTracker the way the relay does, with a small buffer
+// so that lines come in pieces.
+func trackWire(t *testing.T, wire string, buf int) (content int64, items int, uid uint32, hasUID bool, literals []bool) {
+	t.Helper()
+	s := NewScanner(bufio.NewReaderSize(strings.NewReader(wire), buf), 0)
+	var tr FetchTracker
+	first := true
+	for {
+		part, final, _, ok, err := s.ReadLinePart()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if first {
+			if !tr.Begin(part) {
+				t.Fatalf("not a FETCH response: %q", part)
+			}
+			first = false
+		}
+		tr.Part(part)
+		if !final {
+			continue
+		}
+		if !ok {
+			break
+		}
+		literals = append(literals, tr.Literal(s.LiteralRemaining()))
+		if err := s.DiscardLiteral(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uid, hasUID = tr.UID()
+	return tr.Content, tr.Items, uid, hasUID, literals
+}
+
+func TestFetchTracker(t *testing.T) {
+	tests := []struct {
+		name, wire string
+		content    int64
+		items      int
+		uid        uint32
+		lits       []bool
+	}{
+		{"flags only", "* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n", 0, 0, 7, nil},
+		{"body literal", "* 1 FETCH (UID 7 BODY[] {5}\r\nhello)\r\n", 5, 1, 7, []bool{true}},
+		{"uid after body", "* 3 FETCH (BODY[TEXT] {3}\r\nabc UID 42)\r\n", 3, 1, 42, []bool{true}},
+		{"quoted body", "* 1 FETCH (BODY[HEADER.FIELDS (FROM)] \"From: a\\\"b\\r\\n\" UID 2)\r\n", 11, 1, 2, nil},
+		{"envelope literal is metadata", "* 1 FETCH (ENVELOPE (\"d\" {4}\r\nsubj NIL NIL NIL NIL NIL NIL NIL NIL) UID 9)\r\n", 0, 0, 9, []bool{false}},
+		{"binary literal8", "* 1 FETCH (BINARY[1] ~{3}\r\n\x00\x01\x02)\r\n", 3, 1, 0, []bool{true}},
+		{"binary size is metadata", "* 1 FETCH (BINARY.SIZE[1] 300)\r\n", 0, 0, 0, nil},
+		{"rfc822 and header", "* 2 FETCH (RFC822.HEADER {2}\r\nab RFC822.TEXT {3}\r\ncde RFC822.SIZE 5)\r\n", 5, 2, 0, []bool{true, true}},
+		{"preview", "* 5 FETCH (UID 5 PREVIEW \"first words\")\r\n", 11, 1, 5, nil},
+		{"snippet list", "* 5 FETCH (SNIPPET (FUZZY \"a snippet\"))\r\n", 9, 1, 0, nil},
+		{"nil body", "* 1 FETCH (BODY[] NIL)\r\n", 0, 1, 0, nil},
+		{"body structure", "* 1 FETCH (BODY (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", 0, 0, 0, nil},
+		{"partial", "* 1 FETCH (BODY[]<0> {4}\r\nabcd)\r\n", 4, 1, 0, []bool{true}},
+	}
+	for _, tt := range tests {
+		for _, buf := range []int{16, 4096} {
+			content, items, uid, _, lits := trackWire(t, tt.wire, buf)
+			if content != tt.content || items != tt.items || uid != tt.uid || len(lits) != len(tt.lits) {
+				t.Errorf("%s (buf %d): content %d items %d uid %d lits %v; want %d %d %d %v",
+					tt.name, buf, content, items, uid, lits, tt.content, tt.items, tt.uid, tt.lits)
+				continue
+			}
+			for i := range lits {
+				if lits[i] != tt.lits[i] {
+					t.Errorf("%s: literal %d content %v", tt.name, i, lits[i])
+				}
+			}
+		}
+	}
+	var tr FetchTracker
+	if tr.Begin([]byte("* 1 EXISTS\r\n")) || tr.Active() {
+		t.Error("EXISTS tracked")
+	}
+}
+
+func FuzzFetchTracker(f *testing.F) {
+	f.Add([]byte("* 1 FETCH (UID 7 BODY[] {5}\r\nhello)\r\n"))
+	f.Add([]byte("* 1 FETCH (SNIPPET (FUZZY {3}\r\nabc))\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := NewScanner(bufio.NewReaderSize(strings.NewReader(string(data)), 16), 0)
+		var tr FetchTracker
+		for range 50 {
+			part, final, _, ok, err := s.ReadLinePart()
+			if err != nil {
+				return
+			}
+			if !tr.Active() {
+				tr.Begin(part)
+			}
+			tr.Part(part)
+			if final && ok {
+				before := tr.Content
+				size := s.LiteralRemaining()
+				if tr.Literal(size) && tr.Content != before+size {
+					t.Fatal("literal not counted")
+				}
+				if s.DiscardLiteral() != nil {
+					return
+				}
+			} else if final {
+				tr.End()
+			}
+			if tr.Content < 0 {
+				t.Fatal("negative content")
+			}
+		}
+	})
+}

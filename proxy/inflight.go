@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// inflight is a command forwarded to the backend and not yet completed.
+type inflight struct {
+	tag      string
+	cmd      imapwire.Command // snapshot without Args
+	start    time.Time
+	bytesIn  int64
+	decision *Decision
+	// selected is the mailbox the command was decided in; readContent that
+	// its effects include read-content.
+	selected    string
+	readContent bool
+	// Content the backend delivered while the command ran (backend pump
+	// only): messages, their UIDs (capped) and content octets.
+	messages int
+	uids     []uint32
+	content  int64
+}
+
+// inflightTable is the commands in flight, oldest first. Servers complete
+// commands in order almost always, so completion pops the head in O(1);
+// one completed out of order leaves a hole that the head skips later
+// (RFC 9051 §5.5 lets a server run some commands concurrently). Not safe
+// for concurrent use: relayState.mu guards it.
+type inflightTable struct {
+	q    []*inflight
+	head int
+	n    int
+	// byTag answers "is this tag in flight" in O(1) once many are: a
+	// client pipelining thousands of commands must not make each new one
+	// scan them all.
+	byTag map[string]int
+}
+
+// byTagFrom is the number of commands in flight from which byTag is kept.
+const byTagFrom = 32
+
+func (t *inflightTable) len() int { return t.n }
+
+func (t *inflightTable) push(f *inflight) {
+	if t.head > 0 && t.head == len(t.q) {
+		t.q, t.head = t.q[:0], 0
+	}
+	t.q = append(t.q, f)
+	t.n++
+	if t.byTag != nil {
+		t.byTag[f.tag]++
+	} else if t.n > byTagFrom {
+		t.byTag = make(map[string]int, 2*t.n)
+		t.each(func(x *inflight) { t.byTag[x.tag]++ })
+	}
+}
+
+// has reports whether a command with tag is in flight.
+func (t *inflightTable) has(tag string) bool {
+	if t.byTag != nil {
+		return t.byTag[tag] > 0
+	}
+	for i := t.head; i < len(t.q); i++ {
+		if f := t.q[i]; f != nil && f.tag == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// take removes and returns the oldest in-flight command with tag, nil if
+// none.
+func (t *inflightTable) take(tag []byte) *inflight {
+	for i := t.head; i < len(t.q); i++ {
+		f := t.q[i]
+		if f == nil || f.tag != string(tag) {
+			continue
+		}
+		t.q[i] = nil
+		t.n--
+		if t.byTag != nil {
+			if t.byTag[f.tag]--; t.byTag[f.tag] == 0 {
+				delete(t.byTag, f.tag)
+			}
+		}
+		for t.head < len(t.q) && t.q[t.head] == nil {
+			t.head++
+		}
+		if t.n == 0 {
+			t.reset()
+		}
+		return f
+	}
+	return nil
+}
+
+// reset empties the table, giving back the memory of a long pipeline.
+func (t *inflightTable) reset() {
+	clear(t.q)
+	t.q, t.head, t.n, t.byTag = t.q[:0], 0, 0, nil
+	if cap(t.q) > 4*byTagFrom {
+		t.q = nil
+	}
+}
+
+// oldest returns the oldest command in flight, nil if none.
+func (t *inflightTable) oldest() *inflight {
+	for i := t.head; i < len(t.q); i++ {
+		if t.q[i] != nil {
+			return t.q[i]
+		}
+	}
+	return nil
+}
+
+// find returns the oldest command in flight for which ok holds.
+func (t *inflightTable) find(ok func(*inflight) bool) *inflight {
+	for i := t.head; i < len(t.q); i++ {
+		if f := t.q[i]; f != nil && ok(f) {
+			return f
+		}
+	}
+	return nil
+}
+
+// each calls fn for every command in flight, oldest first.
+func (t *inflightTable) each(fn func(*inflight)) {
+	for i := t.head; i < len(t.q); i++ {
+		if f := t.q[i]; f != nil {
+			fn(f)
+		}
+	}
+}
