@@ -128,9 +128,9 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	// Message-level access: the UIDs the FETCH responses carried (the
 	// proxy hands over its slice), COPYUID/APPENDUID text.
 	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, e.UIDs, e.CodeArgs, e.Content
-	if e.BodyRead && e.Messages > 0 {
-		// Content reached the client, whichever command carried it (IDLE
-		// and NOOP pushes too): --fetch body finds it.
+	if e.BodyRead && e.Messages > 0 && (e.Command == nil || e.Command.Name != "FETCH") {
+		// Content pushed during another command (IDLE, NOOP): --fetch body
+		// finds it. A FETCH keeps the class of its items (header, body).
 		r.Fetch = audit.FetchBody
 	}
 	var shadow map[string]any

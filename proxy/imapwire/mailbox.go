@@ -52,8 +52,10 @@ func (ctx *Context) Canonical(raw string, create bool) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c < 0x20 || c == 0x7f {
+	for _, r := range name {
+		// C0, DEL and C1 controls: no backend agrees on them, and no name
+		// needs them.
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
 			return "", errNameCTL
 		}
 	}
