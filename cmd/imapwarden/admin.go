@@ -242,6 +242,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection (flushes,
+// deadlines) through the wrapper.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // audit records a write action in the trail (and the operational log):
 // who (token name and scope), from where, what, and how it went.
 func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
