@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // rfc5424 matches a message as DialSyslog writes it (RFC 5424 §6):
@@ -31,6 +33,9 @@ var rfc5424 = regexp.MustCompile(`^<(\d{1,3})>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\
 type syslogServer struct {
 	mu   sync.Mutex
 	msgs []string
+	// dropped, when set, is closed once serveStream has closed the first
+	// connection (dropFirst).
+	dropped chan struct{}
 }
 
 func (s *syslogServer) add(m string) {
@@ -78,7 +83,12 @@ func (s *syslogServer) serveStream(ln net.Listener, dropFirst bool) {
 			return
 		}
 		go func(c net.Conn, drop bool) {
-			defer c.Close()
+			defer func() {
+				c.Close()
+				if drop && s.dropped != nil {
+					close(s.dropped)
+				}
+			}()
 			br := bufio.NewReader(c)
 			for {
 				l, err := br.ReadString(' ')
@@ -203,7 +213,7 @@ func TestSyslogTCPReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	srv := &syslogServer{}
+	srv := &syslogServer{dropped: make(chan struct{})}
 	go srv.serveStream(ln, true)
 	sink, err := DialSyslog(SyslogOptions{Network: "tcp", Addr: ln.Addr().String()})
 	if err != nil {
@@ -213,11 +223,12 @@ func TestSyslogTCPReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.wait(t, 1) // the server has dropped the connection after audit.start
-	time.Sleep(50 * time.Millisecond)
+	srv.wait(t, 1)
+	<-srv.dropped // the server closed the connection after audit.start
 	for i := range 20 {
-		tr.Log(cmdRecord(i))
-		time.Sleep(2 * time.Millisecond)
+		if err := tr.LogWait(cmdRecord(i), testenv.IOTimeout()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)

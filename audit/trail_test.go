@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // memSink keeps records in memory. fail makes writes fail; gate, when
@@ -233,29 +236,50 @@ func logAsync(tr *Trail, r *Record) chan error {
 	return c
 }
 
-func expectBlocked(t *testing.T, c chan error) {
+// waitBlocked waits until the Log call behind c blocks: the queue is full
+// while a Log is in progress, which then can only wait (the writer is held
+// by the test). It fails if that call returns instead.
+func waitBlocked(t *testing.T, tr *Trail, c chan error) {
 	t.Helper()
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for len(tr.q) < cap(tr.q) || tr.senders.Load() == 0 {
+		select {
+		case err := <-c:
+			t.Fatalf("Log returned %v, want it to block", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Log neither blocked nor returned: %+v", tr.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// expectBlocked checks that the Log call behind c is still blocked.
+func expectBlocked(t *testing.T, tr *Trail, c chan error) {
+	t.Helper()
+	waitBlocked(t, tr, c)
 	select {
 	case err := <-c:
 		t.Fatalf("Log returned %v, want it to block", err)
-	case <-time.After(100 * time.Millisecond):
+	default:
 	}
 }
 
 // fillUntilBlocked logs records until a Log call blocks (the writer
-// waits at the sink's gate and the queue is full) and returns that call's
-// result channel and how many records were accepted before it.
+// waits at the sink's gate, or retries a failing sink, and the queue is
+// full) and returns that call's result channel and how many records were
+// accepted before it.
 func fillUntilBlocked(t *testing.T, tr *Trail) (chan error, int) {
 	t.Helper()
-	for i := 0; i < 100; i++ {
-		c := logAsync(tr, cmdRecord(i))
-		select {
-		case err := <-c:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(100 * time.Millisecond):
+	for i := 0; i <= cap(tr.q); i++ {
+		if len(tr.q) == cap(tr.q) {
+			c := logAsync(tr, cmdRecord(i))
+			waitBlocked(t, tr, c)
 			return c, i
+		}
+		if err := tr.Log(cmdRecord(i)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	t.Fatalf("Log never blocked: %+v", tr.Stats())
@@ -290,7 +314,7 @@ func TestFullQueueBlocks(t *testing.T) {
 	if accepted != 2 {
 		t.Errorf("%d records accepted before Log blocked, want the queue's 2", accepted)
 	}
-	expectBlocked(t, blocked)
+	expectBlocked(t, tr, blocked)
 	close(gate)
 	if err := <-blocked; err != nil {
 		t.Fatal(err)
@@ -356,7 +380,7 @@ func TestFailingSinkBlocks(t *testing.T) {
 	if accepted != 4 {
 		t.Errorf("%d records accepted before Log blocked, want the queue's 4", accepted)
 	}
-	expectBlocked(t, blocked)
+	expectBlocked(t, tr, blocked)
 	if s := tr.Stats(); s.SinkErrors == 0 || s.Dropped != 0 {
 		t.Errorf("stats while failing: %+v", s)
 	}
@@ -490,6 +514,8 @@ func TestSyncInterval(t *testing.T) {
 	}
 }
 
+// Close while loggers are still logging: every record Log accepted is
+// written, those refused got ErrClosed, and the chain is intact.
 func TestConcurrentLoggers(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	fs, err := OpenFile(FileOptions{Path: path})
@@ -500,25 +526,41 @@ func TestConcurrentLoggers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var accepted, refused atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
-			for i := range 500 {
-				if err := tr.Log(cmdRecord(g*1000 + i)); err != nil {
+			for i := 0; ; i++ {
+				err := tr.Log(cmdRecord(g*1000000 + i))
+				if errors.Is(err, ErrClosed) {
+					refused.Add(1)
+					return
+				}
+				if err != nil {
 					t.Error(err)
 					return
 				}
+				accepted.Add(1)
 			}
 		})
 	}
-	// Close while some are still logging: what was accepted is written.
-	time.Sleep(time.Millisecond)
-	wg.Wait()
+	// Close once the loggers are well under way, while they still log.
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for tr.Stats().Written < 2000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("loggers stalled: %+v", tr.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
+	wg.Wait()
+	if refused.Load() != 8 {
+		t.Errorf("%d loggers saw ErrClosed, want all 8", refused.Load())
+	}
 	rep := mustVerify(t, []string{path}, VerifyOptions{})
-	if rep.Records != 4002 {
-		t.Errorf("%d records", rep.Records)
+	if want := accepted.Load() + 2; int64(rep.Records) != want { // audit.start, audit.stop
+		t.Errorf("%d records, want %d accepted + 2", rep.Records, accepted.Load())
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -238,7 +239,7 @@ func dialPlain(t *testing.T, addr string) *client {
 
 func (c *client) sendRaw(s string) {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := c.c.Write([]byte(s)); err != nil {
 		c.t.Fatalf("write %q: %v", s, err)
 	}
@@ -246,7 +247,7 @@ func (c *client) sendRaw(s string) {
 
 func (c *client) line() string {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	l, err := c.br.ReadString('\n')
 	if err != nil {
 		c.t.Fatalf("read: %v (got %q)", err, l)
@@ -293,7 +294,7 @@ func (c *client) expectClosed(prefixes ...string) {
 	for _, p := range prefixes {
 		c.expect(p)
 	}
-	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	if l, err := c.br.ReadString('\n'); err == nil {
 		c.t.Fatalf("connection open, got %q", l)
 	}

@@ -410,11 +410,16 @@ func (e *Engine) poll(every time.Duration) {
 			return
 		case <-t.C:
 		}
-		e.reloadMu.Lock()
-		if fp := e.filesFingerprint(); fp != e.fingerprint && fp != e.failedPrint {
-			_ = e.reload(fp) // logged by reload
-		}
-		e.reloadMu.Unlock()
+		e.pollOnce()
+	}
+}
+
+// pollOnce reloads when the files changed since the last load or failure.
+func (e *Engine) pollOnce() {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	if fp := e.filesFingerprint(); fp != e.fingerprint && fp != e.failedPrint {
+		_ = e.reload(fp) // logged by reload
 	}
 }
 

@@ -258,7 +258,9 @@ func TestPollReloads(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond)
+	for range 3 { // more polls of the same broken file
+		e.pollOnce()
+	}
 	if n := e.Stats().ReloadFailures; n != 1 {
 		t.Fatalf("%d failures for one broken file", n)
 	}

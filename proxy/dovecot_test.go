@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy/proxyproto"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -99,7 +100,7 @@ func (c *tconn) fetchBody(tag string, seq int) []byte {
 		fmt.Sscanf(first[i:], "{%d}", &size)
 	}
 	body := make([]byte, size)
-	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := io.ReadFull(c.br, body); err != nil {
 		c.t.Fatal(err)
 	}
@@ -255,20 +256,8 @@ func TestDovecotKilledMidSession(t *testing.T) {
 	c.transact("a2 LOGIN alice alice-pw", "a2 NO [UNAVAILABLE]")
 }
 
-// needTool finds a real client program; with CI=true it must exist.
-func needTool(t testing.TB, name string) string {
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (required with CI=true)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
 func TestDovecotCurl(t *testing.T) {
-	curl := needTool(t, "curl")
+	curl := testenv.NeedTool(t, "curl")
 	h := newDovecotHarness(t, nil)
 	h.dc.Deliver(t, "alice", "INBOX", []byte(testMessage(1)))
 	for _, url := range []string{
@@ -293,7 +282,7 @@ func TestDovecotCurl(t *testing.T) {
 }
 
 func TestDovecotPythonImaplib(t *testing.T) {
-	py := needTool(t, "python3")
+	py := testenv.NeedTool(t, "python3")
 	h := newDovecotHarness(t, nil)
 	h.dc.Deliver(t, "alice", "INBOX", []byte(testMessage(1)))
 	script := `

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 func TestGreetingCapabilitiesBeforeTLS(t *testing.T) {
@@ -112,7 +114,7 @@ func TestALPN(t *testing.T) {
 	}{{nil, true}, {[]string{"imap"}, true}, {[]string{"http/1.1"}, false}, {[]string{"h2", "http/1.1"}, false}} {
 		conn, err := tls.Dial("tcp", h.imaps, clientTLS(tc.alpn...))
 		if err == nil {
-			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			conn.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 			buf := make([]byte, 4)
 			_, err = conn.Read(buf)
 			conn.Close()

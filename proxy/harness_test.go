@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -294,7 +295,7 @@ func (c *tconn) send(s string) {
 
 func (c *tconn) sendRaw(s string) {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := c.c.Write([]byte(s)); err != nil {
 		c.t.Fatalf("write %q: %v", s, err)
 	}
@@ -302,7 +303,7 @@ func (c *tconn) sendRaw(s string) {
 
 func (c *tconn) line() string {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	l, err := c.br.ReadString('\n')
 	if err != nil {
 		c.t.Fatalf("read: %v (got %q)", err, l)
@@ -364,7 +365,7 @@ func (c *tconn) expectClosed(prefixes ...string) {
 	for _, p := range prefixes {
 		c.expect(p)
 	}
-	c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	rest, err := c.br.ReadString('\n')
 	if err == nil {
 		c.t.Fatalf("connection still open, got %q", rest)

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // preAuthHarness is a proxy with a cap of max connections awaiting login,
@@ -38,7 +40,7 @@ func expectRefusedTLS(t *testing.T, addr string) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	n, err := c.Read(make([]byte, 1))
 	if n != 0 || err == nil || isTimeout(err) {
 		t.Fatalf("refused TLS connection: read %d bytes, %v; want a close", n, err)

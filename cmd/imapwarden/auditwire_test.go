@@ -28,6 +28,7 @@ import (
 
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -185,7 +186,7 @@ var audLiteral = regexp.MustCompile(`\{(\d+)\}\r\n$`)
 // line reads one response line with its literals inlined.
 func (c *audClient) line() string {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	var b strings.Builder
 	for {
 		l, err := c.br.ReadString('\n')
@@ -210,7 +211,7 @@ func (c *audClient) line() string {
 // must start with want.
 func (c *audClient) do(tag, want, cmd string) string {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := fmt.Fprintf(c.c, "%s %s\r\n", tag, cmd); err != nil {
 		c.t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func (c *audClient) expect(tag, want string) string {
 // literal and the rest of the line; expect reads the answer.
 func (c *audClient) literal(tag, cmd, lit, rest string) {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := fmt.Fprintf(c.c, "%s %s {%d}\r\n", tag, cmd, len(lit)); err != nil {
 		c.t.Fatal(err)
 	}
@@ -536,9 +537,9 @@ func TestFail2banFilter(t *testing.T) {
 	}
 
 	// The real fail2ban, where it is installed, agrees.
-	f2b, err := exec.LookPath("fail2ban-regex")
+	f2b, err := testenv.LookTool("fail2ban-regex")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testenv.CI() {
 			t.Fatal("fail2ban-regex is required with CI=true (Debian package fail2ban)")
 		}
 		t.Log("fail2ban-regex not installed: checked with the Go translation only")

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -132,7 +133,7 @@ type imapConn struct {
 
 func (c *imapConn) line() string {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	l, err := c.r.ReadString('\n')
 	if err != nil {
 		c.t.Fatalf("read: %v (got %q)", err, l)

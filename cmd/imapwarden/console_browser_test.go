@@ -14,6 +14,8 @@ import (
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // browser starts a headless Chromium (Debian's chromium) with a fresh
@@ -22,7 +24,7 @@ import (
 // confirm() dialogs are accepted, as a person would.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	exe := requireTool(t, "chromium")
+	exe := testenv.NeedTool(t, "chromium")
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(exe),
 		chromedp.Headless,

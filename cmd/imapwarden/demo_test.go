@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // The first message of the demo INBOX, as clients must see it.
@@ -24,20 +25,6 @@ const (
 	firstSubject   = "Subject: Welcome to the imapwarden demo"
 	firstMessageID = "Message-ID: <20250303091200.1@example.org>"
 )
-
-// requireTool returns the path of an external program the test runs, or
-// skips the test without it; under CI=true a missing tool fails instead.
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required with CI=true: %v", name, err)
-		}
-		t.Skipf("%s not installed: %v", name, err)
-	}
-	return p
-}
 
 // syncBuffer is a bytes.Buffer safe for the demo goroutine and the test.
 type syncBuffer struct {
@@ -150,8 +137,8 @@ c.logout()
 `
 
 func TestDemoEndToEnd(t *testing.T) {
-	curl := requireTool(t, "curl")
-	python := requireTool(t, "python3")
+	curl := testenv.NeedTool(t, "curl")
+	python := testenv.NeedTool(t, "python3")
 	baseline := runtime.NumGoroutine()
 
 	info, out, logs, stop := startDemo(t)
@@ -199,7 +186,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	// The instructions the demo prints must work as printed: run each
 	// command line through the shell, as a reader pasting it would.
 	t.Run("printed commands", func(t *testing.T) {
-		requireTool(t, "sh")
+		testenv.NeedTool(t, "sh")
 		text := out.String()
 		for _, want := range []string{"implicit TLS  " + info.IMAPS, "STARTTLS      " + info.StartTLS, "user          demo", "password      demo-password"} {
 			if !strings.Contains(text, want) {

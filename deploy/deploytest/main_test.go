@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // Pinned tool versions, as the README and the scripts use them.
@@ -40,7 +42,7 @@ var (
 
 	binary   string // imapwarden, built by TestMain
 	binErr   error
-	inCI     = os.Getenv("CI") == "true"
+	inCI     = testenv.CI()
 	toolsMu  sync.Mutex
 	goTools  = map[string]*goTool{}
 	examples = []string{"courier.yaml", "cyrus.yaml", "dovecot.yaml", "exchange.yaml"}
@@ -136,15 +138,9 @@ func needGoTool(t *testing.T, module string) string {
 // installed it.
 func needCommand(t *testing.T, name, debPackage string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if inCI {
-		t.Fatalf("CI=true but %s is missing: .ci/install-deploy-tools.sh installs the Debian package %s", name, debPackage)
-	}
-	t.Skipf("%s not found (Debian package %s; .ci/install-deploy-tools.sh installs it)", name, debPackage)
-	return ""
+	p, err := testenv.LookTool(name)
+	testenv.Require(t, name, err, ".ci/install-deploy-tools.sh installs the Debian package "+debPackage)
+	return p
 }
 
 // runCmd runs a command and returns its standard output; it fails the test

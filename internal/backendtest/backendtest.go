@@ -36,6 +36,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // DefaultRoot is where .ci/install-backends.sh unpacks the servers unless
@@ -60,10 +62,7 @@ func Require(t testing.TB, fixture string, err error) {
 	if err == nil {
 		return
 	}
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
-		t.Fatalf("%s: CI=true but the backend cannot run: %v; .ci/run must call .ci/install-backends.sh", fixture, err)
-	}
-	t.Skipf("%s: %v (run .ci/install-backends.sh as root to enable this test)", fixture, err)
+	testenv.Require(t, fixture, err, ".ci/run calls .ci/install-backends.sh (run it as root to enable this test)")
 }
 
 // CheckRoot reports why namespaces cannot be made, or nil as root.

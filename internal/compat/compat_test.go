@@ -11,10 +11,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +24,7 @@ import (
 	"github.com/imapwarden/imapwarden/internal/couriertest"
 	"github.com/imapwarden/imapwarden/internal/cyrustest"
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -70,10 +69,7 @@ func (e *env) addr(mode string) string {
 // mailbox is name in alice's personal namespace.
 func (e *env) mailbox(name string) string { return e.prefix + name }
 
-func ci() bool {
-	v, _ := strconv.ParseBool(os.Getenv("CI"))
-	return v
-}
+func ci() bool { return testenv.CI() }
 
 // startEnv starts backend name, delivers the 1 MB message and puts a proxy
 // in front of it.
@@ -322,7 +318,7 @@ func cell(t *testing.T, res *results, name, key string, f func(c *cellT)) {
 // needTool returns the path of a client program, skipping the cell (failing
 // it under CI=true) when it is missing.
 func needTool(c *cellT, name, pkg string) string {
-	p, err := exec.LookPath(name)
+	p, err := testenv.LookTool(name)
 	if err != nil {
 		c.skipf("%s not installed (Debian package %s)", name, pkg)
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // rawConn is a small IMAP client that reads like a transcript: every
@@ -69,7 +71,7 @@ var literalAtEnd = regexp.MustCompile(`~?\{(\d+)\+?\}$`)
 // read reads one response, literals included.
 func (c *rawConn) read() resp {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	var r resp
 	for {
 		line, err := c.br.ReadString('\n')
@@ -93,7 +95,7 @@ func (c *rawConn) read() resp {
 
 func (c *rawConn) write(s string) {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	var w io.Writer = c.c
 	if c.zw != nil {
 		w = c.zw

@@ -51,6 +51,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -92,7 +93,7 @@ func Require(t testing.TB) string {
 	if err == nil {
 		return path
 	}
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+	if testenv.CI() {
 		t.Fatalf("dovecottest: CI=true but Dovecot is missing (%v); .ci/run must install dovecot-imapd", err)
 	}
 	t.Skipf("dovecottest: Dovecot not installed (%v); apt-get install dovecot-imapd to run this test", err)

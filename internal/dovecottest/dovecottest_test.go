@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/imapwarden/imapwarden/internal/backendtest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // imapConn is a minimal raw-socket IMAP client: enough to prove the fixture,
@@ -53,7 +54,7 @@ func dialIMAP(t testing.TB, addr string, tlsConf *tls.Config) *imapConn {
 // readLine reads one response line, with any literals ({n}) inlined.
 func (ic *imapConn) readLine() string {
 	ic.t.Helper()
-	_ = ic.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = ic.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	var b strings.Builder
 	for {
 		line, err := ic.r.ReadString('\n')
@@ -269,7 +270,7 @@ func TestKillAndRestart(t *testing.T) {
 		}
 	}
 	// The open session is gone with its imap process.
-	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := fmt.Fprintf(c.c, "x NOOP\r\n"); err == nil {
 		if _, err := c.r.ReadString('\n'); err == nil {
 			t.Fatal("killed backend still answers an open session")

@@ -54,11 +54,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 const (
@@ -79,7 +80,7 @@ func Require(t testing.TB) string {
 	if err == nil {
 		return path
 	}
-	if ci, _ := strconv.ParseBool(os.Getenv("CI")); ci {
+	if testenv.CI() {
 		t.Fatalf("pebbletest: CI=true but Pebble is missing (%v); .ci/run must go install github.com/letsencrypt/pebble/v2/cmd/pebble", err)
 	}
 	t.Skipf("pebbletest: Pebble not installed (%v); go install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3 to run this test", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -162,7 +163,7 @@ func dial(t testing.TB, addr, from string) *client {
 
 func (c *client) line() string {
 	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	l, err := c.br.ReadString('\n')
 	if err != nil {
 		c.t.Fatalf("read: %v (got %q)", err, l)
@@ -184,7 +185,7 @@ func (c *client) expect(prefix string) string {
 func (c *client) do(cmd string) (tagged string, literalBytes int64) {
 	c.t.Helper()
 	tag := strings.SplitN(cmd, " ", 2)[0]
-	c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := io.WriteString(c.c, cmd+"\r\n"); err != nil {
 		c.t.Fatalf("write %q: %v", cmd, err)
 	}
@@ -196,7 +197,7 @@ func (c *client) do(cmd string) (tagged string, literalBytes int64) {
 		if i := strings.LastIndexByte(l, '{'); i >= 0 && strings.HasSuffix(l, "}") {
 			var n int64
 			fmt.Sscanf(l[i:], "{%d}", &n)
-			c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 			if _, err := io.CopyN(io.Discard, c.br, n); err != nil {
 				c.t.Fatal(err)
 			}
@@ -207,7 +208,7 @@ func (c *client) do(cmd string) (tagged string, literalBytes int64) {
 
 func (c *client) sendRaw(s string) {
 	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := io.WriteString(c.c, s); err != nil {
 		c.t.Fatalf("write %q: %v", s, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imapwarden/imapwarden/internal/pebbletest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -147,13 +148,7 @@ func TestOnDemand(t *testing.T) {
 	// The same certificate as OpenSSL sees it through STARTTLS, verified
 	// against Pebble's root: what a mail client gets.
 	t.Run("openssl s_client -starttls imap", func(t *testing.T) {
-		openssl, err := exec.LookPath("openssl")
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("openssl is required with CI=true (.ci/install-deploy-tools.sh installs it)")
-			}
-			t.Skip("openssl not installed")
-		}
+		openssl := testenv.NeedTool(t, "openssl")
 		issuer := filepath.Join(t.TempDir(), "issuer.pem")
 		if err := os.WriteFile(issuer, p.IssuerPEM, 0o644); err != nil {
 			t.Fatal(err)
