@@ -190,10 +190,10 @@ func TestDovecotEndToEnd(t *testing.T) {
 
 func TestDovecotBackendModes(t *testing.T) {
 	dovecottest.Require(t)
-	for _, mode := range []string{"plain", "starttls", "tls", "tls-insecure", "master"} {
+	for _, mode := range []string{"plain", "starttls", "tls", "tls-insecure", "master", "master-separator"} {
 		t.Run(mode, func(t *testing.T) {
 			var auth []harnessOption
-			if mode == "master" {
+			if strings.HasPrefix(mode, "master") {
 				auth = append(auth, func(o *Options) {
 					o.Authenticator = funcAuthenticator(func(user, pass string) error {
 						if user == "alice" && pass == "proxy-side-pw" {
@@ -214,6 +214,10 @@ func TestDovecotBackendModes(t *testing.T) {
 					return &Backend{Name: "d", Addr: dc.TLSAddr, Security: BackendTLS, TLS: &tls.Config{RootCAs: roots, ServerName: "localhost"}}
 				case "tls-insecure":
 					return &Backend{Name: "d", Addr: dc.TLSAddr, Security: BackendTLS, TLS: &tls.Config{InsecureSkipVerify: true}}
+				case "master-separator":
+					// Dovecot's "alice*proxymaster" (auth_master_user_separator).
+					return &Backend{Name: "d", Addr: dc.Addr, Security: BackendStartTLS, TLS: &tls.Config{RootCAs: roots, ServerName: "localhost"},
+						Login: LoginMaster, MasterUser: dc.MasterUser, MasterPassword: dc.MasterPassword, MasterSeparator: "*"}
 				default:
 					return &Backend{Name: "d", Addr: dc.Addr, Security: BackendStartTLS, TLS: &tls.Config{RootCAs: roots, ServerName: "localhost"},
 						Login: LoginMaster, MasterUser: dc.MasterUser, MasterPassword: dc.MasterPassword}
@@ -221,7 +225,7 @@ func TestDovecotBackendModes(t *testing.T) {
 			}, auth...)
 			c := dialTLS(t, h.imaps)
 			c.expect("* OK")
-			if mode == "master" {
+			if strings.HasPrefix(mode, "master") {
 				// The proxy's Authenticator checks the password; the
 				// backend accepts the master login for alice.
 				c.transact("a0 LOGIN alice alice-pw", "a0 NO [AUTHENTICATIONFAILED]")

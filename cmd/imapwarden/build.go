@@ -60,6 +60,9 @@ type setup struct {
 	// opens (certificate events, the limiter's store prober).
 	wire  atomic.Pointer[auditWire]
 	certs *certMetrics
+	// authClose ends the authenticators' connections; a reload hands
+	// them over (applyReload).
+	authClose authCloser
 }
 
 // close stops what build started.
@@ -76,6 +79,7 @@ func (s *setup) close() {
 	if s.redis != nil {
 		s.redis.Close()
 	}
+	s.authClose.close()
 	// Last: every session has ended and said its last word.
 	if s.trail != nil {
 		s.trail.Close()
@@ -137,7 +141,11 @@ func build(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 func check(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 	s, err := buildMode(cfg, log, true)
 	if s != nil {
+		// The authenticators have opened nothing yet; a reload adopts them.
+		ac := s.authClose
+		s.authClose = nil
 		s.close()
+		s.authClose = ac
 		s.tls, s.engine, s.limiter, s.redis, s.trail, s.auditWire = nil, nil, nil, nil, nil, nil
 	}
 	return s, err
@@ -180,7 +188,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("backends: at least one backend is required")
 	}
 	for _, name := range sortedKeys(cfg.Backends) {
-		if b := buildBackend(&p, name, cfg.Backends[name], certLogin(cfg.Listeners), warn); b != nil {
+		if b := buildBackend(&p, name, cfg.Backends[name], verifiersOf(cfg), warn); b != nil {
 			backends[name] = b
 		}
 	}
@@ -194,6 +202,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	}
 	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
 	s.opts.ShowBackendID = cfg.Auth.ShowBackendID
+	s.opts.Authenticator, s.authClose = buildAuthenticators(&p, cfg.Auth.Authenticators, warn)
 	s.opts.Logger = log
 	s.opts.Auditor = proxy.NewLogAuditor(log)
 	m, err := proxy.NewMetrics(s.reg)
@@ -448,7 +457,7 @@ func checkHostPort(addr string, listen bool) error {
 	return nil
 }
 
-func buildBackend(p *problems, name string, c *backendConfig, certLogin bool, warn func(key, format string, args ...any)) *proxy.Backend {
+func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn func(key, format string, args ...any)) *proxy.Backend {
 	key := "backends." + name
 	if name == "" {
 		p.add("backends: a backend has an empty name")
@@ -518,20 +527,28 @@ func buildBackend(p *problems, name string, c *backendConfig, certLogin bool, wa
 		} else {
 			b.MasterPassword = pw
 		}
+		b.MasterSeparator = c.MasterSeparator
 		// With a master login the backend never checks the client's
-		// password: only proxy.Options.Authenticator would, and the config
-		// cannot name one yet. Certificate logins (SASL EXTERNAL) need no
-		// password; without them this would let anyone read any mailbox.
-		if !certLogin {
-			p.add("%s.login: master needs an authenticator to check client passwords, and none can be configured yet; use auto, login or plain (or cert_login on a listener)", key)
-		} else {
+		// password: only an authenticator of the proxy does (ldap, oauth2,
+		// file). Certificate logins (SASL EXTERNAL) need no password;
+		// without either this would let anyone read any mailbox.
+		switch {
+		case !vf.cert && !vf.proxy:
+			p.add("%s.login: master needs auth.authenticators with one that is not backend (ldap, oauth2, file) to check client passwords, or cert_login on a listener; else use auto, login or plain", key)
+		case !vf.proxy:
 			warn(key+".login", "master: only certificate logins (AUTHENTICATE EXTERNAL) reach this backend; password logins to it are refused")
 		}
 	default:
 		p.add("%s.login: unknown value %q (want auto, login, plain or master)", key, c.Login)
 	}
-	if b.Login != proxy.LoginMaster && (c.MasterUser != "" || c.MasterPasswordFile != "") {
-		p.add("%s: master_user and master_password_file are only used with login: master", key)
+	if b.Login != proxy.LoginMaster && (c.MasterUser != "" || c.MasterPasswordFile != "" || c.MasterSeparator != "") {
+		p.add("%s: master_user, master_password_file and master_separator are only used with login: master", key)
+	}
+	if b.Login != proxy.LoginMaster && vf.tokens {
+		warn(key+".login", "%s: bearer-token logins (oauth2) to this backend are refused: there is no password to replay; use login: master", c.Login)
+	}
+	if strings.ContainsAny(c.MasterSeparator, " \t\r\n\"\\") || len(c.MasterSeparator) > 4 {
+		p.add("%s.master_separator: %q is not a separator such as \"*\"", key, c.MasterSeparator)
 	}
 
 	if b.Security == proxy.BackendStartTLS || b.Security == proxy.BackendTLS {

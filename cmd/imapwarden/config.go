@@ -228,12 +228,15 @@ type backendConfig struct {
 	Login    string            `yaml:"login"` // auto | login | plain | master; default auto
 	// MasterUser and MasterPasswordFile are for login: master. The password
 	// is never written in the config itself.
-	MasterUser         string    `yaml:"master_user"`
-	MasterPasswordFile string    `yaml:"master_password_file"`
-	ConnectTimeout     *duration `yaml:"connect_timeout"` // default 10s
-	LoginTimeout       *duration `yaml:"login_timeout"`   // default 30s
-	SendID             bool      `yaml:"send_id"`
-	SendProxy          bool      `yaml:"send_proxy"`
+	MasterUser         string `yaml:"master_user"`
+	MasterPasswordFile string `yaml:"master_password_file"`
+	// MasterSeparator logs in with LOGIN "user<sep>master" (Dovecot's
+	// auth_master_user_separator) instead of PLAIN with an authzid.
+	MasterSeparator string    `yaml:"master_separator"`
+	ConnectTimeout  *duration `yaml:"connect_timeout"` // default 10s
+	LoginTimeout    *duration `yaml:"login_timeout"`   // default 30s
+	SendID          bool      `yaml:"send_id"`
+	SendProxy       bool      `yaml:"send_proxy"`
 }
 
 type routesConfig struct {
@@ -265,6 +268,9 @@ type authConfig struct {
 	// ShowBackendID relays the backends' ID replies (versions, OS)
 	// instead of the proxy's own.
 	ShowBackendID bool `yaml:"show_backend_id"`
+	// Authenticators check credentials in the proxy, tried in order
+	// (authnconfig.go); none means the backend checks them.
+	Authenticators []authenticatorConfig `yaml:"authenticators"`
 }
 
 // Defaults owned by the command rather than by a package.

@@ -280,7 +280,37 @@ func TestConfigErrors(t *testing.T) {
 		{"master without user", listener + certs + "backends: {main: {address: \"h:993\", security: tls, login: master, master_password_file: " + secret + "}}\n",
 			[]string{"backends.main.master_user: required"}},
 		{"master needs authenticator", listener + certs + "backends: {main: {address: \"h:993\", security: tls, login: master, master_user: proxy, master_password_file: " + secret + "}}\n",
-			[]string{"master needs an authenticator"}},
+			[]string{"master needs auth.authenticators with one that is not backend"}},
+		{"master with backend authenticator only", listener + certs + "auth: {authenticators: [{type: backend}]}\nbackends: {main: {address: \"h:993\", security: tls, login: master, master_user: proxy, master_password_file: " + secret + "}}\n",
+			[]string{"master needs auth.authenticators with one that is not backend"}},
+		{"authenticators", base + `auth:
+  authenticators:
+    - {name: a, type: backend}
+    - {name: a, type: file, file: {path: /nonexistent}}
+    - {type: ldap, ldap: {url: "ldap://ldap.example.com", bind_dn: "uid={user},dc=x"}}
+    - {name: x, type: ldap, oauth2: {issuer: x}}
+    - {type: kerberos}
+    - {name: b, type: backend}
+`, []string{
+			"auth.authenticators[0].type: backend hands the password to the backend's login, so it must be the last authenticator",
+			`auth.authenticators[1].name: "a" is also the name of auth.authenticators[0]`,
+			"auth.authenticators[2].ldap.start_tls: ldap:// to ldap.example.com without start_tls",
+			`auth.authenticators[3].oauth2: set, but type is "ldap"`,
+			"auth.authenticators[3].ldap.url: required",
+			`auth.authenticators[4].type: unknown type "kerberos"`}},
+		{"oauth2 checks", base + `auth:
+  authenticators:
+    - {name: o1, type: oauth2, oauth2: {issuer: "http://sso.example.com/", audience: imap}}
+    - {name: o2, type: oauth2, oauth2: {issuer: "https://sso.example.com/"}}
+    - {name: o3, type: oauth2, oauth2: {issuer: "https://sso.example.com/", audience: imap, algorithms: [HS256]}}
+    - {name: f, type: file}
+`, []string{
+			"auth.authenticators[0].oauth2: http://sso.example.com/: want https",
+			"auth.authenticators[1].oauth2: audience is required",
+			`auth.authenticators[2].oauth2: algorithm "HS256" is not allowed`,
+			"auth.authenticators[3].file.path: required"}},
+		{"master separator without master", listener + certs + "backends: {main: {address: \"h:993\", security: tls, master_separator: \"*\"}}\n",
+			[]string{"only used with login: master"}},
 		{"master fields without master", listener + certs + "backends: {main: {address: \"h:993\", security: tls, master_user: proxy}}\n",
 			[]string{"only used with login: master"}},
 		{"unknown default backend", base + "routes: {default: nope}\n", []string{`routes.default: no backend named "nope" (have main)`}},

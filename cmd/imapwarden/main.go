@@ -55,6 +55,7 @@ func init() {
 		{"config", "print the effective configuration, secrets redacted", cmdConfig, func(w io.Writer) { printFlagUsage(w, configUsage, newConfigFlags(nil)) }},
 		{"audit", "verify and query audit trails", func(_ context.Context, a []string, o, e io.Writer) int { return runAudit(a, o, e) }, func(w io.Writer) { fmt.Fprint(w, auditUsage) }},
 		{"policy", "test and evaluate Rego policies", func(_ context.Context, a []string, o, e io.Writer) int { return runPolicy(a, o, e) }, func(w io.Writer) { fmt.Fprint(w, policyUsage) }},
+		{"hash-password", "hash a password from standard input for a file authenticator", cmdHashPassword, func(w io.Writer) { fmt.Fprint(w, hashPasswordUsage) }},
 		{"version", "print the version", cmdVersion, func(w io.Writer) { fmt.Fprint(w, versionUsage) }},
 		{"help", "show help for a command", cmdHelp, func(w io.Writer) { fmt.Fprint(w, helpUsage) }},
 	}

@@ -370,6 +370,10 @@ func applyReload(s, ns *setup, srv *proxy.Server) error {
 	if err := srv.Update(d); err != nil {
 		return err
 	}
+	// The new authenticators are in use: the old ones' connections go.
+	old := s.authClose
+	s.authClose, ns.authClose = ns.authClose, nil
+	old.close()
 	// Tokens, /config and the console's view follow the file.
 	s.adminView.Store(ns.adminView.Load())
 	return nil

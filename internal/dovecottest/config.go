@@ -86,6 +86,8 @@ func renderConfig(p configParams) string {
 	// alice. pass = yes then also looks alice up in the passdb below (without
 	// her password), so a master login for a user that does not exist fails,
 	// as on a real backend.
+	// ... or LOGIN "alice*proxymaster" with the master's password.
+	w("auth_master_user_separator = *")
 	w("passdb {")
 	w("  driver = passwd-file")
 	w("  args = scheme=PLAIN %s/masters", p.dir)
