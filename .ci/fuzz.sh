@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the repository (func FuzzX in a _test.go file)
+# for a bounded time each: FUZZTIME (default 20s). A failing input is
+# written under the package's testdata/fuzz/ and fails the run; commit it
+# with the fix, and it runs as a plain test from then on.
+# Usage: bash .ci/fuzz.sh   (from the repository root)
+set -euo pipefail
+fuzztime="${FUZZTIME:-20s}"
+git grep -n -E '^func Fuzz[A-Za-z0-9_]*\(' -- '*_test.go' |
+	sed -E 's/^([^:]+):[0-9]+:func (Fuzz[A-Za-z0-9_]*)\(.*/\1 \2/' |
+	while read -r file name; do
+		pkg="./$(dirname "$file")"
+		echo "ci: fuzz $pkg $name ($fuzztime)"
+		go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg"
+	done
