@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // killChildEnv makes TestKillChild the writer process of
@@ -93,7 +95,7 @@ func TestSIGKILLLosesAtMostTheSyncInterval(t *testing.T) {
 		}
 	}()
 	// Let it run under load: past several sync intervals and rotations.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		mu.Lock()
 		var n int64

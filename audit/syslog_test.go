@@ -46,7 +46,7 @@ func (s *syslogServer) add(m string) {
 
 func (s *syslogServer) wait(t *testing.T, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		s.mu.Lock()
 		got := append([]string(nil), s.msgs...)

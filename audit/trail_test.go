@@ -86,7 +86,7 @@ func (s *memSink) stall(t *testing.T, tr *Trail) chan struct{} {
 	}
 	select {
 	case <-entered:
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("the writer did not reach the sink")
 	}
 	return gate
@@ -294,7 +294,7 @@ func breakSink(t *testing.T, sink *memSink, tr *Trail) {
 	if err := tr.Log(cmdRecord(-1)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for tr.Stats().SinkErrors == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the writer did not try the sink")
@@ -390,7 +390,7 @@ func TestFailingSinkBlocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("Log still blocked after the sink recovered")
 	}
 	if err := tr.Close(); err != nil {
@@ -421,7 +421,7 @@ func TestFailingSinkDrops(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for tr.Stats().Dropped == 0 || tr.Stats().Queued > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("stats %+v", tr.Stats())
@@ -466,7 +466,7 @@ func TestCloseReleasesBlockedLog(t *testing.T) {
 		if !errors.Is(err, ErrClosed) && err != nil {
 			t.Errorf("blocked Log: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("Close did not release a blocked Log")
 	}
 	select {
@@ -474,7 +474,7 @@ func TestCloseReleasesBlockedLog(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not written") {
 			t.Errorf("Close with a dead sink: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("Close hangs on a dead sink")
 	}
 }

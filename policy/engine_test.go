@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -243,7 +244,7 @@ func TestPollReloads(t *testing.T) {
 	e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, PollInterval: 10 * time.Millisecond})
 	rev1 := e.Revision()
 	writeFile(t, filepath.Join(dir, "sub", "p2.rego"), "package imapwarden\ninspect contains \"X\"\n")
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for e.Revision() == rev1 {
 		if time.Now().After(deadline) {
 			t.Fatal("no reload after a file was added")

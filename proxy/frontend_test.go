@@ -77,7 +77,7 @@ func TestStartTLSInjection(t *testing.T) {
 	c.expect("* OK")
 	c.sendRaw("a1 STARTTLS\r\na2 LOGIN alice alice-pw\r\n")
 	c.expectClosed("a1 OK")
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for !h.audit.hasSecurity("starttls-injection") {
 		if time.Now().After(deadline) {
 			t.Fatal("injection not audited")

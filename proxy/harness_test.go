@@ -226,7 +226,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 // some) do not count.
 func checkGoroutines(t testing.TB, _ int) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		leaked := ourGoroutines()
 		if len(leaked) == 0 {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 func TestRelayBasics(t *testing.T) {
@@ -290,7 +292,7 @@ func TestAuditEventsCarryMessageAccess(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met")

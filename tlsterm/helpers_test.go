@@ -17,6 +17,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // hsResult is the server side's view of one handshake.
@@ -98,7 +100,7 @@ func (ts *testServer) result(t *testing.T) hsResult {
 	select {
 	case r := <-ts.results:
 		return r
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("no handshake on the server side")
 		return hsResult{}
 	}
@@ -131,7 +133,7 @@ func mustDial(t *testing.T, addr string, cfg *tls.Config) *tls.Conn {
 
 func roundTrip(t *testing.T, c *tls.Conn) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := c.Write([]byte("x")); err != nil {
 		t.Fatalf("write: %v", err)
 	}
@@ -146,7 +148,7 @@ func roundTrip(t *testing.T, c *tls.Conn) {
 func wantRefused(t *testing.T, c *tls.Conn, err error, alert string) {
 	t.Helper()
 	if err == nil {
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 		_, err = c.Read(make([]byte, 1))
 	}
 	if err == nil || errors.Is(err, io.EOF) || !strings.Contains(err.Error(), alert) {

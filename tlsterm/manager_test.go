@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // fakeManager stands in for tlsterm/acme: it claims the names in certs,
@@ -178,7 +180,7 @@ func TestACMETLSALPN(t *testing.T) {
 			t.Errorf("negotiated %q, serial %x: want acme-tls/1 and the challenge certificate", cs.NegotiatedProtocol, servedSerial(c))
 		}
 		// Our side refused to complete: the client reads an alert, never a greeting.
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 		buf := make([]byte, 64)
 		if n, err := c.Read(buf); err == nil || strings.Contains(string(buf[:n]), "OK") {
 			t.Errorf("read %q, %v: want the connection refused", buf[:n], err)
@@ -218,7 +220,7 @@ func TestACMETLSALPN(t *testing.T) {
 		}
 		// The handler counts the session before it greets: reading the
 		// greeting orders the count before the check below.
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 		buf := make([]byte, 64)
 		if n, err := c.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "* OK") {
 			t.Errorf("greeting %q, %v", buf[:n], err)

@@ -11,6 +11,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // twoCerts writes a default certificate for mail.example.com and a wildcard
@@ -327,7 +329,7 @@ func TestWatch(t *testing.T) {
 	}
 	eventually := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.IOTimeout()); !cond(); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("Watch: never saw %s", what)
 			}
@@ -361,7 +363,7 @@ func TestWatch(t *testing.T) {
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("Watch did not return after cancel")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/imapwarden/imapwarden/internal/pebbletest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestServeACME runs serve with a certificate obtained from a real ACME
@@ -82,7 +83,7 @@ admin: {address: ""}
 	// The certificate arrives shortly after start; clients verify it
 	// against Pebble's root.
 	var c *tls.Conn
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		c, err = tls.Dial("tcp", imapsAddr, &tls.Config{ServerName: "localhost", RootCAs: pb.IssuerPool, NextProtos: []string{"imap"}})
 		if err == nil {

@@ -131,7 +131,7 @@ func (p *authProxy) authRecords() []*audit.Record {
 // never hold the secrets.
 func (p *authProxy) lastAuth(secrets ...string) *audit.Record {
 	p.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	var rs []*audit.Record
 	for {
 		rs = p.authRecords()

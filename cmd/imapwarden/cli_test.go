@@ -307,7 +307,7 @@ admin: {address: "127.0.0.1:0"}
 	}
 	n := logs.FilterMessage("tls certificates reloaded").Len()
 	hup <- os.Interrupt // any signal value: runServe only receives
-	for deadline := time.Now().Add(10 * time.Second); logs.FilterMessage("tls certificates reloaded").Len() == n; {
+	for deadline := time.Now().Add(testenv.IOTimeout()); logs.FilterMessage("tls certificates reloaded").Len() == n; {
 		if time.Now().After(deadline) {
 			t.Fatal("no certificate reload")
 		}
@@ -347,7 +347,7 @@ admin: {address: "127.0.0.1:0"}
 		if err != nil {
 			t.Fatalf("runServe: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("runServe did not return")
 	}
 	if logs.FilterMessage("imapwarden stopped").Len() != 1 {
@@ -359,7 +359,7 @@ admin: {address: "127.0.0.1:0"}
 
 func waitLog(t *testing.T, logs *observer.ObservedLogs, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for logs.FilterMessage(msg).Len() == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no log %q", msg)
@@ -372,7 +372,7 @@ func waitLog(t *testing.T, logs *observer.ObservedLogs, msg string) {
 // closed too.
 func waitSessionsClosed(t *testing.T, logs *observer.ObservedLogs) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		opened, closed := logs.FilterMessage("session open").Len(), logs.FilterMessage("session close").Len()
 		if opened == closed {

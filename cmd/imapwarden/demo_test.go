@@ -68,7 +68,7 @@ func startDemo(t *testing.T) (info demoInfo, out *syncBuffer, logs *observer.Obs
 	case err := <-done:
 		cancel()
 		t.Fatalf("runDemo: %v", err)
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		cancel()
 		t.Fatal("demo did not start")
 	}
@@ -81,7 +81,7 @@ func startDemo(t *testing.T) (info demoInfo, out *syncBuffer, logs *observer.Obs
 				if err != nil {
 					t.Errorf("runDemo: %v", err)
 				}
-			case <-time.After(30 * time.Second):
+			case <-time.After(testenv.IOTimeout()):
 				t.Error("demo did not stop")
 			}
 		})
@@ -260,7 +260,7 @@ func TestDemoAddresses(t *testing.T) {
 // the in-memory backend to end, and for the count to fall back to baseline.
 func checkGoroutines(t *testing.T, baseline int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		left := ourGoroutines()
 		n := runtime.NumGoroutine()

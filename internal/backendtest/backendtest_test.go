@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // startScript runs script in fresh namespaces, with its output in the test's
@@ -39,7 +41,7 @@ func startScript(t *testing.T, script string) *Proc {
 // waitSurvivors waits until p's namespace holds n processes and returns them.
 func waitSurvivors(t *testing.T, p *Proc, n int) []int {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		pids := p.Survivors()
 		if len(pids) == n {
@@ -98,7 +100,7 @@ func TestNamespacesArePrivate(t *testing.T) {
 	waitSurvivors(t, p, 2)
 	var b []byte
 	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.IOTimeout()); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if b, err = os.ReadFile(filepath.Join(dir, "pid")); err == nil && len(b) > 0 {
 			break
 		}

@@ -113,7 +113,7 @@ func (ic *imapConn) starttls(conf *tls.Config) {
 		ic.t.Fatalf("bytes after STARTTLS OK")
 	}
 	tc := tls.Client(ic.c, conf)
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = tc.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 	if err := tc.Handshake(); err != nil {
 		ic.t.Fatalf("STARTTLS handshake: %v", err)
 	}

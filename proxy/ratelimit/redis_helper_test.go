@@ -94,7 +94,7 @@ func (r *redisServer) launch() error {
 	go func() { cmd.Wait(); close(done) }()
 	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
@@ -159,7 +159,7 @@ func (r *redisServer) client(t testing.TB) redis.UniversalClient {
 // prober noticing a restarted Redis) up to a generous deadline.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

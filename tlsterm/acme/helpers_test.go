@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/imapwarden/imapwarden/internal/pebbletest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -185,7 +186,7 @@ func dial(t *testing.T, addr string, cfg *tls.Config, starttls bool) (*tls.Conn,
 // handshakes a moment later, so retry briefly.
 func dialServed(t *testing.T, addr string, cfg *tls.Config) *tls.Conn {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		c, err := dial(t, addr, cfg, false)
 		if err == nil {

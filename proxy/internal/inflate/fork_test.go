@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // zlib's Z_PARTIAL_FLUSH output for "3 NOOP\r\n" (raw deflate, level 6), as
@@ -27,7 +29,7 @@ func TestPartialFlushYields(t *testing.T) {
 		if got != "3 NOOP\r\n" {
 			t.Fatalf("got %q", got)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.IOTimeout()):
 		t.Fatal("the decoder waited for input after a partial flush")
 	}
 }
