@@ -48,20 +48,19 @@ func startAuthProxy(t *testing.T, dir, cfgText string) *authProxy {
 	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf(cfgText, cf.Cert, cf.Key, p.audit)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addrs, _ := serveConfigFile(t, cfgFile)
+	addrs, _ := serveConfigFile(t, cfgFile, zaptest.NewLogger(t))
 	p.imaps = addrs[0].String()
 	return p
 }
 
 // serveConfigFile builds cfgFile and serves it until the test ends; it
 // returns the listeners' and the admin listener's addresses.
-func serveConfigFile(t *testing.T, cfgFile string) (proxyAddrs []net.Addr, admin net.Addr) {
+func serveConfigFile(t testing.TB, cfgFile string, log *zap.Logger) (proxyAddrs []net.Addr, admin net.Addr) {
 	t.Helper()
 	cfg, err := loadConfigFile(cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t)
 	s, err := build(cfg, log)
 	if err != nil {
 		t.Fatal(err)

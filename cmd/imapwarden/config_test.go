@@ -19,7 +19,7 @@ import (
 // tlsFiles writes, into dir, what the example configuration names under
 // /etc/imapwarden/tls: cert.pem and key.pem (self-signed for
 // imap.example.com) and backend-ca.pem.
-func tlsFiles(t *testing.T, dir string) tlsterm.CertFile {
+func tlsFiles(t testing.TB, dir string) tlsterm.CertFile {
 	t.Helper()
 	cf, err := tlsterm.WriteSelfSigned(dir, []string{"imap.example.com", "localhost", "127.0.0.1"})
 	if err != nil {

@@ -162,6 +162,9 @@ func (s *Server) stop() {
 	s.cmd = nil
 }
 
+// Pid is Hydra's process ID (its CPU time is in /proc/PID/stat).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // IntrospectionURL is Hydra's RFC 7662 endpoint (admin API, no client
 // authentication).
 func (s *Server) IntrospectionURL() string { return s.AdminURL + "/admin/oauth2/introspect" }

@@ -334,6 +334,9 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// Pid is slapd's process ID (its CPU time is in /proc/PID/stat).
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // UserDN is the DN of uid user.
 func UserDN(user string) string { return "uid=" + user + "," + PeopleDN }
 
