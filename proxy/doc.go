@@ -37,6 +37,11 @@
 //   - Responses are written in as few writes as possible: the backend pump
 //     flushes only when the backend has nothing more buffered, so that
 //     pipelined small replies leave in one segment (TCP_NODELAY is on).
-//   - Nothing logged or audited carries a password, a SASL response or
-//     message content.
+//   - Logins (login.go): the credentials are verified (an Authenticator, or
+//     the backend's own login) before the auth policy decides, and every
+//     refused login gets one answer after the same delay; only the audit
+//     knows the reason. An authenticator that cannot answer is
+//     UNAVAILABLE, never a login.
+//   - Nothing logged or audited carries a password, a token, a SASL
+//     response or message content.
 package proxy
