@@ -124,6 +124,8 @@ type compiled struct {
 	uses   slotSet
 	ids    idUse
 	nondet string
+	// policyNames are the constant "policy" names of its deny rules.
+	policyNames []string
 }
 
 // idUse is what a policy reads of input.session.client_id: the keys it
@@ -187,6 +189,7 @@ func compileDir(ctx context.Context, dir string, shadow bool) (*compiled, error)
 		return nil, loadError(dir, err)
 	}
 	p.uses, p.ids, p.nondet = analyze(c)
+	p.policyNames = denyNames(c)
 	if err := p.loadInspect(ctx); err != nil {
 		return nil, err
 	}

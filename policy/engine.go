@@ -93,10 +93,18 @@ type Stats struct {
 	// one failed ("" after a success).
 	Reloads, ReloadFailures int64
 	LastError               string
+	// LastSuccess is when the policies in force were loaded (or found
+	// unchanged by a reload).
+	LastSuccess time.Time
 	// Evaluations counts Rego evaluations; CacheHits decisions reused;
 	// Denies and ShadowDenies what was (or would have been) denied;
 	// Errors the evaluations that failed and so denied.
 	Evaluations, CacheHits, Denies, ShadowDenies, Errors int64
+	// DeniesByPolicy and ShadowDeniesByPolicy split Denies and
+	// ShadowDenies by the deny's "policy" name. Every name the loaded
+	// policies write as a constant is present from the load on, at 0; at
+	// most MaxPolicyNames names are kept, the rest count as "other".
+	DeniesByPolicy, ShadowDeniesByPolicy map[string]int64
 }
 
 // Engine decides with OPA policies. It implements proxy.Decider and, with
@@ -114,8 +122,10 @@ type Engine struct {
 	fingerprint string     // of the files the current state was read from
 	failedPrint string     // of the files that last failed, not retried
 	lastError   atomic.Pointer[string]
+	lastSuccess atomic.Int64 // unix nanoseconds
 
 	reloads, reloadFailures                               atomic.Int64
+	byPolicy                                              policyCounts
 	evaluations, cacheHits, denies, shadowDenies, errorsN atomic.Int64
 
 	stop chan struct{}
@@ -203,6 +213,10 @@ func (e *Engine) Stats() Stats {
 	if p := e.lastError.Load(); p != nil {
 		s.LastError = *p
 	}
+	s.DeniesByPolicy, s.ShadowDeniesByPolicy = e.byPolicy.snapshot()
+	if ns := e.lastSuccess.Load(); ns != 0 {
+		s.LastSuccess = time.Unix(0, ns)
+	}
 	return s
 }
 
@@ -246,6 +260,7 @@ func (e *Engine) reload(print string) error {
 	}
 	e.fingerprint, e.failedPrint = print, ""
 	e.lastError.Store(nil)
+	e.lastSuccess.Store(time.Now().UnixNano())
 	if old != nil && old.revision == st.revision {
 		return nil // the files were touched, not changed: keep the warm cache
 	}
@@ -298,6 +313,7 @@ func (e *Engine) load() (*state, error) {
 			continue
 		}
 		st.dirs = append(st.dirs, p)
+		e.byPolicy.seed(p.policyNames)
 		fmt.Fprintf(h, "%s %t\n", p.revision, p.shadow)
 	}
 	if len(errs) > 0 {
@@ -444,6 +460,8 @@ type outcome struct {
 	denied   bool   // by an enforced policy
 	shadow   bool   // a shadow policy would have denied
 	failed   bool   // evaluation failed: denied, not cached
+	// policy and shadowPolicy name what denied, for the metrics.
+	policy, shadowPolicy string
 }
 
 var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
@@ -488,9 +506,11 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 func (e *Engine) count(o *outcome) {
 	if o.denied {
 		e.denies.Add(1)
+		e.byPolicy.add(false, o.policy)
 	}
 	if o.shadow {
 		e.shadowDenies.Add(1)
+		e.byPolicy.add(true, o.shadowPolicy)
 	}
 }
 
@@ -527,7 +547,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 			}
 			e.errorsN.Add(1)
 			e.log.Error("policy evaluation failed, denied", e.fields(p, c, err)...)
-			return &outcome{failed: true, denied: true, decision: proxy.Decision{
+			return &outcome{failed: true, denied: true, policy: PolicyError, decision: proxy.Decision{
 				Code: "UNAVAILABLE", Reason: "Policy evaluation failed",
 				Annotations: map[string]any{AnnotationRevision: st.revision, AnnotationError: true},
 			}}
@@ -553,9 +573,13 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		}
 	}
 	o := &outcome{shadow: shadow != nil}
+	if shadow != nil {
+		o.shadowPolicy = policyName(shadow.annotations)
+	}
 	switch {
 	case deny != nil:
 		o.denied = true
+		o.policy = policyName(deny.annotations)
 		annotations = deny.annotations
 		o.decision = proxy.Decision{Reason: deny.reason, Code: deny.code, Disconnect: deny.disconnect}
 	case shadow == nil && annotations == nil:

@@ -85,6 +85,61 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// Bounded label values known ahead, for Init.
+var (
+	authMechanisms = []string{"LOGIN", "PLAIN", "other"}
+	// authResults are "ok" and the reasons the front end gives a failed
+	// login; any other reason is counted as "failed".
+	authResults = []string{"ok", "failed", "authenticator-unavailable", "authzid-refused", "backend-unavailable",
+		"backend-refused", "credentials", "invalid-characters", "limit", "misconfigured", "no-route", "no-verifier", "policy",
+		"privacy-required", "route-error", "no-certificate", "sasl-syntax"}
+	commandResults = []string{"ok", "no", "bad", "denied", "none"}
+	securityKinds  = []string{"non-imap-client", "starttls-injection", "backend-connect-failed",
+		"backend-starttls-injection", "backend-lost"}
+	proxyLimitHits = [][2]string{{"max_compress_sessions", "server"}, {"max_append_literal", "session"}, {"max_literal", "session"}}
+)
+
+// Init creates, at 0, the series the proxy can produce for these listeners
+// and backends and for the fixed sets of everything else, with limits
+// (limit, key) pairs of the Limiter: a counter that appears only at its
+// first event hides that event from rate() and from alerts.
+func (m *Metrics) Init(listeners, backends []string, limits [][2]string) {
+	if m == nil {
+		return
+	}
+	for _, l := range listeners {
+		m.connections.WithLabelValues(l)
+		m.sessions.WithLabelValues(l)
+		m.handshakes.WithLabelValues(l, "failed", "")
+		for _, v := range []string{"TLS1.2", "TLS1.3"} {
+			m.handshakes.WithLabelValues(l, "ok", v)
+		}
+	}
+	for _, mech := range authMechanisms {
+		for _, r := range authResults {
+			m.auth.WithLabelValues(mech, r)
+		}
+	}
+	for _, spec := range imapwire.Specs() {
+		for _, r := range commandResults {
+			m.commands.WithLabelValues(spec.Name, r)
+		}
+	}
+	for _, r := range commandResults {
+		m.commands.WithLabelValues("other", r)
+	}
+	for _, b := range backends {
+		m.backendDials.WithLabelValues(b, "ok")
+		m.backendDials.WithLabelValues(b, "failed")
+	}
+	for _, h := range append(limits, proxyLimitHits...) {
+		m.limitHits.WithLabelValues(h[0], h[1])
+	}
+	for _, k := range securityKinds {
+		m.security.WithLabelValues(k)
+	}
+}
+
 // commandLabel bounds the command label to the commands of the table.
 func commandLabel(name string) string {
 	if imapwire.Lookup(name) != nil {
@@ -131,9 +186,11 @@ func (m *Metrics) authAttempt(mech string, ok bool, reason string) {
 	}
 	result := "ok"
 	if !ok {
-		result = reason
-		if result == "" {
-			result = "failed"
+		result = "failed"
+		for _, r := range authResults[2:] {
+			if r == reason {
+				result = reason
+			}
 		}
 	}
 	m.auth.WithLabelValues(mech, result).Inc()

@@ -71,6 +71,7 @@ admin: {address: ""}
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.lameDuck = 0 // the test stops at once
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan struct{})
@@ -110,12 +111,12 @@ admin: {address: ""}
 		mfs, _ := m.Gather()
 		found := false
 		for _, mf := range mfs {
-			if mf.GetName() == "imapwarden_certificate_expiry_seconds" && len(mf.GetMetric()) > 0 && mf.GetMetric()[0].GetGauge().GetValue() > 0 {
+			if mf.GetName() == "imapwarden_certificate_expiry_timestamp_seconds" && len(mf.GetMetric()) > 0 && mf.GetMetric()[0].GetGauge().GetValue() > float64(time.Now().Unix()) {
 				found = true
 			}
 		}
 		if !found {
-			t.Error("no imapwarden_certificate_expiry_seconds for the ACME certificate")
+			t.Error("no imapwarden_certificate_expiry_timestamp_seconds in the future for the ACME certificate")
 		}
 	}
 }

@@ -37,8 +37,9 @@ func newRegistry() *prometheus.Registry {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "imapwarden_build_info", Help: "Build information; always 1.",
-	}, []string{"version", "goversion"})
-	info.WithLabelValues(versionString(), runtime.Version()).Set(1)
+	}, []string{"version", "revision", "goversion"})
+	b := buildDetails()
+	info.WithLabelValues(versionString(), b.revision, runtime.Version()).Set(1)
 	reg.MustRegister(info)
 	return reg
 }

@@ -9,14 +9,17 @@ import (
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
-// certMetrics exposes the client certificates: seconds until each expires
-// (read at scrape time) and certificate events by kind.
+// certMetrics exposes the client certificates: when each expires (read at
+// scrape time; a timestamp, so that an alert is "minus time()" and a value
+// does not change by itself) and certificate events by kind.
 type certMetrics struct {
 	events *prometheus.CounterVec
 	expiry *prometheus.Desc
 	srv    atomic.Pointer[tlsterm.Server]
 	// audit is the setup's trail, once open: it records each event.
 	audit *atomic.Pointer[auditWire]
+	// reloads learns of certificate files reloaded (or not) by polling.
+	reloads *reloadMetrics
 }
 
 func newCertMetrics(reg prometheus.Registerer, audit *atomic.Pointer[auditWire]) *certMetrics {
@@ -25,8 +28,8 @@ func newCertMetrics(reg prometheus.Registerer, audit *atomic.Pointer[auditWire])
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapwarden_certificate_events_total", Help: "Certificate events (obtained, renewed, failed, expiring) by kind and source.",
 		}, []string{"kind", "source"}),
-		expiry: prometheus.NewDesc("imapwarden_certificate_expiry_seconds",
-			"Seconds until each served certificate expires, by its first name and source.", []string{"name", "source"}, nil),
+		expiry: prometheus.NewDesc("imapwarden_certificate_expiry_timestamp_seconds",
+			"When each served certificate expires (its notAfter, Unix time), by its first name and source: alert on it minus time().", []string{"name", "source"}, nil),
 	}
 	reg.MustRegister(m.events, m)
 	return m
@@ -40,6 +43,14 @@ func (m *certMetrics) watch(srv *tlsterm.Server) { m.srv.Store(srv) }
 func (m *certMetrics) event(log *zap.Logger) func(tlsterm.CertEvent) {
 	return func(e tlsterm.CertEvent) {
 		m.events.WithLabelValues(string(e.Kind), e.Source).Inc()
+		if m.reloads != nil && e.Source == tlsterm.SourceFile {
+			switch e.Kind {
+			case tlsterm.CertFailed:
+				m.reloads.record(reloadTLS, e.Err)
+			case tlsterm.CertRenewed:
+				m.reloads.record(reloadTLS, nil)
+			}
+		}
 		if w := m.audit.Load(); w != nil {
 			w.Cert(string(e.Kind), e.Name, "", []string{e.Name}, e.NotAfter, e.Err)
 		}
@@ -70,6 +81,6 @@ func (m *certMetrics) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		seen[name+"\x00"+c.Source] = true
-		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, c.ExpiresIn.Seconds(), name, c.Source)
+		ch <- prometheus.MustNewConstMetric(m.expiry, prometheus.GaugeValue, float64(c.NotAfter.Unix()), name, c.Source)
 	}
 }

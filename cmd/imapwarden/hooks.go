@@ -175,43 +175,62 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 	}
 	s.limiter, s.limiterOpts = l, o
 	s.opts.Limiter = l
+	if s.reg != nil {
+		s.reg.MustRegister(limiterCollector{l})
+	}
 }
 
 // policyCollector exports the engine's counters at scrape time.
 type policyCollector struct{ e *policy.Engine }
 
 var (
-	policyReloadsDesc = prometheus.NewDesc("imapwarden_policy_reloads_total", "Policy reloads, by result (ok, failed).", []string{"result"}, nil)
-	policyEvalsDesc   = prometheus.NewDesc("imapwarden_policy_evaluations_total", "Rego evaluations (decisions not taken from the cache or the fast path).", nil, nil)
-	policyHitsDesc    = prometheus.NewDesc("imapwarden_policy_cache_hits_total", "Decisions reused from the cache.", nil, nil)
-	policyDeniesDesc  = prometheus.NewDesc("imapwarden_policy_denies_total", "Denials, by mode (enforced, shadow).", []string{"mode"}, nil)
-	policyErrorsDesc  = prometheus.NewDesc("imapwarden_policy_errors_total", "Evaluations that failed and so denied.", nil, nil)
+	policyEvalsDesc  = prometheus.NewDesc("imapwarden_policy_evaluations_total", "Rego evaluations (decisions not taken from the cache or the fast path).", nil, nil)
+	policyHitsDesc   = prometheus.NewDesc("imapwarden_policy_cache_hits_total", "Decisions reused from the cache.", nil, nil)
+	policyDeniesDesc = prometheus.NewDesc("imapwarden_policy_denies_total", "Denials, by mode (enforced, shadow) and the policy that denied (the deny's policy name; at most 64, then other).", []string{"mode", "policy"}, nil)
+	policyErrorsDesc = prometheus.NewDesc("imapwarden_policy_errors_total", "Evaluations that failed and so denied.", nil, nil)
 )
 
 func (c policyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{policyReloadsDesc, policyEvalsDesc, policyHitsDesc, policyDeniesDesc, policyErrorsDesc} {
+	for _, d := range []*prometheus.Desc{policyEvalsDesc, policyHitsDesc, policyDeniesDesc, policyErrorsDesc} {
 		ch <- d
 	}
 }
 
 func (c policyCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.e.Stats()
-	ch <- prometheus.MustNewConstMetric(policyReloadsDesc, prometheus.CounterValue, float64(st.Reloads), "ok")
-	ch <- prometheus.MustNewConstMetric(policyReloadsDesc, prometheus.CounterValue, float64(st.ReloadFailures), "failed")
 	ch <- prometheus.MustNewConstMetric(policyEvalsDesc, prometheus.CounterValue, float64(st.Evaluations))
 	ch <- prometheus.MustNewConstMetric(policyHitsDesc, prometheus.CounterValue, float64(st.CacheHits))
-	ch <- prometheus.MustNewConstMetric(policyDeniesDesc, prometheus.CounterValue, float64(st.Denies), "enforced")
-	ch <- prometheus.MustNewConstMetric(policyDeniesDesc, prometheus.CounterValue, float64(st.ShadowDenies), "shadow")
+	for mode, m := range map[string]map[string]int64{"enforced": st.DeniesByPolicy, "shadow": st.ShadowDeniesByPolicy} {
+		for name, n := range m {
+			ch <- prometheus.MustNewConstMetric(policyDeniesDesc, prometheus.CounterValue, float64(n), mode, name)
+		}
+	}
 	ch <- prometheus.MustNewConstMetric(policyErrorsDesc, prometheus.CounterValue, float64(st.Errors))
 }
 
-// policyReady reports a policy that failed its last reload (the old one is
-// still enforced, but the operator's change is not).
-func policyReady(e *policy.Engine) func() error {
-	return func() error {
-		if st := e.Stats(); st.LastError != "" {
-			return fmt.Errorf("last reload failed, previous policy in force: %s", st.LastError)
-		}
-		return nil
+// limiterCollector exports the limiter's state at scrape time.
+type limiterCollector struct{ l *ratelimit.Limiter }
+
+var (
+	lockoutsDesc = prometheus.NewDesc("imapwarden_lockouts_active",
+		"Login lockouts in force in this process, by key (ip, user, user_ip); with Redis, the fleet's are listed at /ratelimit/lockouts.", []string{"key"}, nil)
+	trackedKeysDesc = prometheus.NewDesc("imapwarden_ratelimit_tracked_keys",
+		"Entries the in-process limit store keeps (bounded by rate_limits.max_tracked_keys).", nil, nil)
+	evictedDesc = prometheus.NewDesc("imapwarden_ratelimit_evicted_total",
+		"Entries evicted from the in-process limit store to stay within max_tracked_keys.", nil, nil)
+)
+
+func (c limiterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- lockoutsDesc
+	ch <- trackedKeysDesc
+	ch <- evictedDesc
+}
+
+func (c limiterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.l.Stats()
+	for k, n := range st.Lockouts {
+		ch <- prometheus.MustNewConstMetric(lockoutsDesc, prometheus.GaugeValue, float64(n), k)
 	}
+	ch <- prometheus.MustNewConstMetric(trackedKeysDesc, prometheus.GaugeValue, float64(st.TrackedKeys))
+	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(st.Evicted))
 }

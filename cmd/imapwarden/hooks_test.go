@@ -51,6 +51,7 @@ audit: {path: %q, fsync: always}
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.lameDuck = 0 // the test stops at once
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var addrs []net.Addr
@@ -104,7 +105,7 @@ audit: {path: %q, fsync: always}
 	c = session() // three failures closed the first connection
 	c.cmd("d", "OK", `LOGIN demo "demo-password"`)
 	c.cmd("e", "NO [NOPERM] INBOX is protected", "DELETE INBOX")
-	if got := admin("GET", "/metrics", ""); !strings.Contains(got, "imapwarden_policy_denies_total{mode=\"enforced\"} 1") ||
+	if got := admin("GET", "/metrics", ""); !strings.Contains(got, `imapwarden_policy_denies_total{mode="enforced",policy="protected_folders"} 1`) ||
 		!strings.Contains(got, `imapwarden_limit_hits_total{key="user",limit="login_failures_per_user"}`) ||
 		!strings.Contains(got, "imapwarden_policy_evaluation_duration_seconds_count") {
 		t.Errorf("metrics lack the policy deny or the limit hit:\n%s", got)

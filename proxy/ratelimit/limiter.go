@@ -31,6 +31,17 @@ const (
 	LimitStoreUnavailable = "store_unavailable"
 )
 
+// Hits are the (limit, key) pairs a Limiter reports in LimitResult, so
+// that metrics can show each series before its first hit.
+var Hits = [][2]string{
+	{LimitConnectionsPerIP, keyIP}, {LimitConnectionsPerSubnet, keySubnet}, {LimitConcurrentPerIP, keyIP},
+	{LimitUnauthenticatedPerIP, keyIP}, {LimitSessionsPerUser, keyUser},
+	{LimitLoginFailuresPerIP, keyIP}, {LimitLoginFailuresPerUser, keyUser}, {LimitLoginFailuresPerUserIP, keyUserIP},
+	{LimitCommandsPerSession, keySession}, {LimitCommandsPerUser, keyUser},
+	{LimitFetchBytesPerUser, keyUser}, {LimitFetchMessagesPerUser, keyUser}, {LimitAppendBytesPerUser, keyUser},
+	{LimitStoreUnavailable, keyStore},
+}
+
 // RFC 5530 response codes and the texts that go with them.
 const (
 	codeLimit         = "LIMIT"
@@ -205,12 +216,19 @@ type Stats struct {
 	Evicted     uint64 // entries dropped to stay within MaxTrackedKeys
 	StoreUp     bool
 	StoreErrors uint64 // failed Redis calls
+	// Lockouts counts the lockouts in force in this process by key
+	// (ip, user, user_ip); each key is present, 0 when none.
+	Lockouts map[string]int
 }
 
 // Stats returns the current counters; it takes every shard's lock, so call
 // it at scrape time, not per request.
 func (l *Limiter) Stats() Stats {
-	s := Stats{TrackedKeys: l.local.tracked(), Evicted: l.local.evicted(), StoreUp: l.StoreUp()}
+	s := Stats{TrackedKeys: l.local.tracked(), Evicted: l.local.evicted(), StoreUp: l.StoreUp(),
+		Lockouts: map[string]int{keyIP: 0, keyUser: 0, keyUserIP: 0}}
+	for _, lo := range l.local.lockouts(l.nowNs()) {
+		s.Lockouts[lo.Kind]++
+	}
 	if l.remote != nil {
 		s.StoreErrors = l.remote.errors.Load()
 	}
