@@ -78,6 +78,7 @@ drain_timeout: 5s
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.lameDuck = 0 // the test stops at once
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan struct{})

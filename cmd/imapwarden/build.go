@@ -32,8 +32,12 @@ type setup struct {
 	tls            *tlsterm.Server
 	reloadInterval time.Duration
 	drainTimeout   time.Duration
-	warnings       []warning
-	reg            *prometheus.Registry
+	lameDuck       time.Duration
+	// endLameDuck, when set (tests), ends the lame-duck period early.
+	endLameDuck <-chan struct{}
+	reloads     *reloadMetrics
+	warnings    []warning
+	reg         *prometheus.Registry
 	// The admin listener; adminAddr "" when off.
 	adminAddr     string
 	adminTLS      *tls.Config
@@ -156,6 +160,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	s := &setup{
 		level:          zap.NewAtomicLevel(),
 		drainTimeout:   cfg.DrainTimeout.get(defaultDrainTimeout),
+		lameDuck:       cfg.LameDuck.get(defaultLameDuck),
 		reloadInterval: cfg.TLS.ReloadInterval.get(defaultReloadInterval),
 	}
 	warn := func(key, format string, args ...any) {
@@ -167,11 +172,16 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	if s.drainTimeout <= 0 {
 		p.add("drain_timeout: must be positive, got %v", s.drainTimeout)
 	}
+	if s.lameDuck < 0 {
+		p.add("lame_duck: must not be negative, got %v", s.lameDuck)
+	}
 
 	// TLS toward clients, shared by every listener so that session tickets
 	// resume across them.
 	s.reg = newRegistry()
+	s.reloads = newReloadMetrics(s.reg)
 	s.certs = newCertMetrics(s.reg, &s.wire)
+	s.certs.reloads = s.reloads
 	s.tls = buildServerTLS(&p, cfg.TLS, log, checkOnly, s.certs)
 	if s.reloadInterval <= 0 {
 		p.add("tls.reload_interval: must be positive, got %v", s.reloadInterval)
@@ -212,6 +222,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	s.opts.Metrics = m
 	buildAdmin(&p, s, cfg.Admin)
 	buildPolicy(&p, s, cfg.Policy, backends, log)
+	s.reloads.engine = s.engine
 	var groups map[string][]string
 	if cfg.Policy.GroupsFile != "" {
 		if groups, err = policy.LoadGroups(cfg.Policy.GroupsFile); err != nil {
@@ -224,6 +235,19 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		s.wire.Store(s.auditWire)
 	}
 	buildAdminView(&p, s, cfg)
+
+	// Every counter is visible before its first event.
+	if m != nil {
+		var listeners []string
+		for _, l := range s.opts.Listeners {
+			listeners = append(listeners, l.Name)
+		}
+		var hits [][2]string
+		if s.limiter != nil {
+			hits = ratelimit.Hits
+		}
+		m.Init(listeners, sortedKeys(backends), hits)
+	}
 
 	if err := p.err(cfg.src); err != nil {
 		s.close()

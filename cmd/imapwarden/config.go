@@ -28,11 +28,14 @@ import (
 type fileConfig struct {
 	// Hostname is the name in the greeting; the proxy's default is
 	// "imapwarden".
-	Hostname     string           `yaml:"hostname"`
-	Log          logConfig        `yaml:"log"`
-	DrainTimeout *duration        `yaml:"drain_timeout"`
-	Listeners    []listenerConfig `yaml:"listeners"`
-	TLS          tlsConfig        `yaml:"tls"`
+	Hostname     string    `yaml:"hostname"`
+	Log          logConfig `yaml:"log"`
+	DrainTimeout *duration `yaml:"drain_timeout"`
+	// LameDuck is how long SIGTERM keeps serving, not ready, before the
+	// drain; default 5s, 0 none.
+	LameDuck  *duration        `yaml:"lame_duck"`
+	Listeners []listenerConfig `yaml:"listeners"`
+	TLS       tlsConfig        `yaml:"tls"`
 	// Backends by name; routes refer to the names.
 	Backends map[string]*backendConfig `yaml:"backends"`
 	Routes   routesConfig              `yaml:"routes"`
@@ -276,6 +279,7 @@ type authConfig struct {
 // Defaults owned by the command rather than by a package.
 const (
 	defaultDrainTimeout   = 30 * time.Second
+	defaultLameDuck       = 5 * time.Second
 	defaultReloadInterval = time.Minute
 	defaultAdminAddress   = "127.0.0.1:9143"
 )

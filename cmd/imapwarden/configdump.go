@@ -50,6 +50,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 		}
 	}
 	dur(&e.DrainTimeout, defaultDrainTimeout)
+	dur(&e.LameDuck, defaultLameDuck)
 	str(&e.Log.Level, "info")
 	str(&e.Log.Format, "json")
 	dur(&e.TLS.ReloadInterval, defaultReloadInterval)

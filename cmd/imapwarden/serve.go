@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,17 +29,22 @@ const serveUsage = `Usage:
 	imapwarden serve -c FILE
 	imapwarden serve (--imaps ADDR | --starttls ADDR)... --backend URL --cert FILE --key FILE
 
-Run the proxy until SIGINT or SIGTERM, then stop accepting connections, tell
-every session "* BYE [UNAVAILABLE]" and wait up to drain_timeout (30s by
-default) for them to end. A second SIGINT or SIGTERM stops at once.
+Run the proxy until SIGINT or SIGTERM. Then readiness (/readyz on the admin
+listener) turns 503 at once while the proxy keeps serving for lame_duck (5s
+by default), so that load balancers stop sending new clients before
+connections are refused; then it stops accepting, tells every session
+"* BYE [UNAVAILABLE]" and waits up to drain_timeout (30s by default) for
+them to end. A second SIGINT or SIGTERM stops at once.
 
 SIGHUP re-reads the configuration file and applies routes, backends, limits
 and auth settings to new sessions (open ones keep theirs); a file that fails
 to check keeps the running configuration. Listener changes need a restart.
 SIGHUP also reloads the TLS certificate files, which are polled for changes
 every tls.reload_interval (1m by default); a certificate that fails to load
-keeps the current one in use. Readiness (/readyz on the admin listener)
-turns 503 as soon as the drain begins.
+keeps the current one in use. A failed reload (configuration, policy or
+certificates) keeps serving and keeps readiness: the same bad file on every
+replica must not take a fleet out of its load balancers. It is logged and
+shown by imapwarden_reload_success{component} = 0 (alert on that).
 
 With -c, everything comes from the configuration file (see "imapwarden
 validate" and the example configuration in the README). Without it, the
@@ -82,6 +88,7 @@ func newServeFlags(f *serveFlags) *flag.FlagSet {
 	fs.StringVar(&f.quick.key, "key", "", "quick mode: private key `FILE` (PEM) of --cert")
 	fs.BoolVar(&f.quick.sendID, "send-id", false, "quick mode: send the client's address to the backend with ID before login (Dovecot: login_trusted_networks)")
 	fs.StringVar(&f.quick.hostname, "hostname", "", "quick mode: `name` in the greeting (default imapwarden)")
+	fs.Var(&f.quick.admin, "admin", "quick mode: the admin listener (metrics, probes, sessions) on `ADDR`, loopback only as it has no token; \"\" turns it off, :0 picks a free port (default 127.0.0.1:9143)")
 	return fs
 }
 
@@ -95,11 +102,20 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "imapwarden serve: "+format+"\n", args...)
 		return exitError
 	}
+	// Flags that cannot work are usage errors (exit 2); a configuration
+	// that does not check, or a proxy that fails, is a runtime error (1).
+	usage := func(format string, args ...any) int {
+		fmt.Fprintf(stderr, "imapwarden serve: "+format+"\nRun \"imapwarden help serve\" for usage.\n", args...)
+		return exitUsage
+	}
+	if _, _, err := logSettings(logConfig{Level: f.logLevel, Format: f.logFormat}); err != nil {
+		return usage("%v", strings.Replace(strings.Replace(err.Error(), "log.level", "--log-level", 1), "log.format", "--log-format", 1))
+	}
 
 	var cfg *fileConfig
 	switch {
 	case f.config != "" && f.quick.any():
-		return fail("-c and the quick-mode flags (--imaps, --starttls, --backend, --cert, --key, --send-id, --hostname) are mutually exclusive: describe listeners and backends in %s", f.config)
+		return usage("-c and the quick-mode flags (--imaps, --starttls, --backend, --cert, --key, --send-id, --hostname, --admin) are mutually exclusive: describe listeners and backends in %s", f.config)
 	case f.config != "":
 		var err error
 		if cfg, err = loadConfigFile(f.config); err != nil {
@@ -108,7 +124,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	case f.quick.any():
 		var err error
 		if cfg, err = f.quick.config(); err != nil {
-			return fail("%v", indentErr(err))
+			return usage("%v", indentErr(err))
 		}
 	default:
 		fmt.Fprint(stderr, "imapwarden serve: need -c FILE, or --backend with --imaps and/or --starttls\nRun \"imapwarden help serve\" for usage.\n")
@@ -203,9 +219,6 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	adm := newAdmin(srv, s.reg, s.level, &s.adminView, s.adminLimits, log.Named("admin"))
 	adm.pprof, adm.wire, adm.recent = s.adminPprof, &s.wire, s.recent
 	adm.checks = []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}
-	if s.engine != nil {
-		adm.checks = append(adm.checks, readinessCheck{"policy", policyReady(s.engine)})
-	}
 	if s.trail != nil {
 		adm.checks = append(adm.checks, readinessCheck{"audit", auditReady(s.trail, s.queueSize)})
 	}
@@ -244,9 +257,18 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 		}
 	}
 
-	// Not ready any more: balancers stop sending new clients while the
-	// sessions drain.
+	// Lame duck: not ready any more, so that balancers stop sending new
+	// clients, but still accepting those already on their way (a balancer
+	// notices only at its next probe); then the drain.
 	adm.draining.Store(true)
+	if s.lameDuck > 0 {
+		log.Info("shutting down: not ready, still serving for the lame-duck period, signal again to stop at once",
+			zap.Duration("lame_duck", s.lameDuck))
+		select {
+		case <-time.After(s.lameDuck):
+		case <-s.endLameDuck:
+		}
+	}
 	log.Info("shutting down: draining sessions, signal again to stop at once",
 		zap.Duration("drain_timeout", s.drainTimeout))
 	start := time.Now()
@@ -326,6 +348,7 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 		if s.auditWire != nil {
 			s.auditWire.Reload("config", "", err)
 		}
+		s.reloads.record(reloadConfig, err)
 		if err != nil {
 			// The certificate files are re-read below all the same: they
 			// may be what changed.
@@ -338,7 +361,9 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 			log.Info("configuration reloaded", zap.Stringer("signal", sig))
 		}
 	}
-	if err := s.tls.Reload(); err != nil {
+	err := s.tls.Reload()
+	s.reloads.state(reloadTLS, err) // counted by the certificate events
+	if err != nil {
 		log.Error("tls certificate reload failed, keeping the current certificates", zap.Stringer("signal", sig), zap.Error(err))
 	} else {
 		log.Info("tls certificates reloaded", zap.Stringer("signal", sig))
