@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,9 +37,12 @@ type auditConfig struct {
 	DropReadiness *bool `yaml:"drop_readiness"` // default true
 	// CheckpointFile receives a signed checkpoint at every fsync; needs
 	// key_file. Put it on another file system than path.
-	CheckpointFile string            `yaml:"checkpoint_file"`
-	KeyFile        string            `yaml:"key_file"` // HMAC key: the chain cannot be recomputed without it
-	Syslog         auditSyslogConfig `yaml:"syslog"`
+	CheckpointFile string `yaml:"checkpoint_file"`
+	KeyFile        string `yaml:"key_file"` // HMAC key: the chain cannot be recomputed without it
+	// CreateKey makes key_file with a random key when serve starts and it
+	// does not exist: a container has no install step to make one.
+	CreateKey bool              `yaml:"create_key"`
+	Syslog    auditSyslogConfig `yaml:"syslog"`
 }
 
 // defaultAckTimeout is audit.ack_timeout's default: well under the
@@ -79,7 +84,26 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	default:
 		p.add("audit.on_full: unknown value %q (want block or drop)", c.OnFull)
 	}
-	if c.KeyFile != "" {
+	switch {
+	case c.CreateKey && c.KeyFile == "":
+		p.add("audit.create_key: needs audit.key_file, where the key is made")
+	case c.KeyFile == "":
+	case c.CreateKey && checkOnly && !exists(c.KeyFile):
+		// validate and reloads create nothing: serve makes it at start.
+		if st, err := os.Stat(filepath.Dir(c.KeyFile)); err != nil || !st.IsDir() {
+			p.add("audit.key_file: directory %s does not exist", filepath.Dir(c.KeyFile))
+		}
+	default:
+		if c.CreateKey {
+			created, err := createKey(c.KeyFile)
+			if err != nil {
+				p.add("audit.key_file: %v", err)
+				break
+			}
+			if created {
+				log.Warn("created a new audit key: keep a copy, audit verify needs it", zap.String("key_file", c.KeyFile))
+			}
+		}
 		k, err := audit.LoadKey(c.KeyFile)
 		if err != nil {
 			p.add("audit.key_file: %v", err)
@@ -216,10 +240,11 @@ var (
 	auditDroppedDesc = prometheus.NewDesc("imapwarden_audit_dropped_total", "Audit records lost (drop mode, or a sink failing at close).", nil, nil)
 	auditWrittenDesc = prometheus.NewDesc("imapwarden_audit_records_total", "Audit records written.", nil, nil)
 	auditErrorsDesc  = prometheus.NewDesc("imapwarden_audit_sink_errors_total", "Failed audit writes and syncs.", nil, nil)
+	auditHealthyDesc = prometheus.NewDesc("imapwarden_audit_healthy", "1 while the trail holds every record durably; 0 while its sink fails (block mode refuses commands) or just after it dropped records (drop mode).", nil, nil)
 )
 
 func (c auditCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{auditQueueDesc, auditDroppedDesc, auditWrittenDesc, auditErrorsDesc} {
+	for _, d := range []*prometheus.Desc{auditQueueDesc, auditDroppedDesc, auditWrittenDesc, auditErrorsDesc, auditHealthyDesc} {
 		ch <- d
 	}
 }
@@ -230,4 +255,37 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(st.Dropped))
 	ch <- prometheus.MustNewConstMetric(auditWrittenDesc, prometheus.CounterValue, float64(st.Written))
 	ch <- prometheus.MustNewConstMetric(auditErrorsDesc, prometheus.CounterValue, float64(st.SinkErrors))
+	healthy := 1.0
+	if c.t.Health() != nil {
+		healthy = 0
+	}
+	ch <- prometheus.MustNewConstMetric(auditHealthyDesc, prometheus.GaugeValue, healthy)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// createKey writes a new random HMAC key (32 bytes, hex) to path unless it
+// exists, readable by its owner only; it reports whether it made one.
+func createKey(path string) (bool, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var b [32]byte
+	rand.Read(b[:])
+	_, err = fmt.Fprintf(f, "%x\n", b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return false, fmt.Errorf("write %s: %w", path, err)
+	}
+	return true, nil
 }

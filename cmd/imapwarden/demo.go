@@ -33,11 +33,15 @@ Run a self-contained demo until Ctrl-C: an in-memory IMAP server on a free
 loopback port holds the mailbox of user "demo" (password "demo-password")
 with three messages in INBOX, and the proxy listens in front of it with
 implicit TLS and with STARTTLS, using a fresh self-signed certificate for
-localhost and 127.0.0.1 (clients must be told not to verify it). The demo
-prints curl and python3 commands that fetch a message through the proxy.
+localhost and 127.0.0.1 (clients must be told not to verify it). It
+enforces the policies that ship with imapwarden and keeps an HMAC-chained
+audit trail, as the packages do: at start it sends a command they refuse
+(DELETE INBOX) and prints the refusal and the "audit query" that shows it.
+The demo prints curl and python3 commands that fetch a message through the
+proxy.
 
-Nothing is written to disk except the certificate, in a temporary directory
-removed on exit. An address without a host listens on 127.0.0.1 only; ":0"
+Nothing is written to disk but the certificate, the policies, the audit
+trail and its key, in a temporary directory removed on exit. An address without a host listens on 127.0.0.1 only; ":0"
 picks a free port. An empty address turns that listener off.
 `
 
@@ -158,6 +162,13 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	}
 	defer stopBackend()
 
+	// The shipped policies and an audit trail, as every package enables
+	// them, through the same code as serve.
+	hooks, err := demoHooks(dir, log)
+	if err != nil {
+		return err
+	}
+	defer hooks.close()
 	opts := proxy.Options{
 		Router: &proxy.StaticRouter{Default: &proxy.Backend{
 			Name:     "demo",
@@ -165,10 +176,11 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 			Security: proxy.BackendPlain, // loopback only
 		}},
 		Logger:   log,
-		Auditor:  proxy.NewLogAuditor(log),
+		Decider:  hooks.opts.Decider,
+		Auditor:  hooks.opts.Auditor,
 		Hostname: "imapwarden-demo",
 	}
-	reg := newRegistry()
+	reg := hooks.reg
 	if opts.Metrics, err = proxy.NewMetrics(reg); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -217,6 +229,9 @@ func runDemo(ctx context.Context, o demoOptions, stdout io.Writer) (err error) {
 	}
 	if err := printDemo(stdout, info); err != nil {
 		return fmt.Errorf("print instructions: %w", err)
+	}
+	if err := demoRefusal(stdout, info, dir); err != nil {
+		return fmt.Errorf("policy demonstration: %w", err)
 	}
 	if o.Started != nil {
 		o.Started(info)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -147,6 +148,28 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	imapsHost, imapsPort, _ := net.SplitHostPort(info.IMAPS)
 	starttlsHost, starttlsPort, _ := net.SplitHostPort(info.StartTLS)
+
+	// The shipped policies and the trail: the demo shows a refusal and the
+	// audit query that finds it, and the printed verify command passes.
+	t.Run("policies and audit trail", func(t *testing.T) {
+		text := out.String()
+		for _, want := range []string{"S: b NO [NOPERM] INBOX is protected", "imapwarden audit query ", "policy.deny", "b DELETE INBOX => NO [NOPERM]", "imapwarden audit verify -key "} {
+			if !strings.Contains(text, want) {
+				t.Errorf("demo output lacks %q:\n%s", want, text)
+			}
+		}
+		m := regexp.MustCompile(`imapwarden audit verify -key (\S+) (\S+)`).FindStringSubmatch(text)
+		if m == nil {
+			t.Fatal("no verify command")
+		}
+		var o, e strings.Builder
+		if code := runAudit([]string{"verify", "-key", m[1], m[2]}, &o, &e); code != 0 {
+			t.Errorf("printed verify: %d %s%s", code, o.String(), e.String())
+		}
+		if code := runAudit([]string{"verify", m[2]}, &o, &e); code == 0 {
+			t.Error("the demo trail verifies without its key: not HMAC-chained")
+		}
+	})
 
 	t.Run("curl STARTTLS", func(t *testing.T) {
 		got, err := runTool(t, curl, "--silent", "--show-error", "--insecure", "--ssl-reqd", "--user", "demo:demo-password",

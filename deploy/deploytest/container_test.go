@@ -367,12 +367,13 @@ func TestDockerignore(t *testing.T) {
 			need = append(need, "policies/"+e.Name())
 		}
 	}
+	need = append(need, imageConfig)
 	for _, f := range need {
 		if d.excluded(f) {
 			t.Errorf("the build needs %s, but the dockerignore excludes it", f)
 		}
 	}
-	for _, f := range []string{".git/HEAD", "dist/imapwarden", "imapwarden_1.0.0_amd64.deb", "proxy/session_test.go", "cmd/imapwarden/testdata/example.yaml"} {
+	for _, f := range []string{".git/HEAD", "dist/imapwarden", "imapwarden_1.0.0_amd64.deb", "proxy/session_test.go", "cmd/imapwarden/testdata/example.yaml", "deploy/README.md"} {
 		if !d.excluded(f) {
 			t.Errorf("%s is sent to the build but not needed", f)
 		}

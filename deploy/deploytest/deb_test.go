@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/imapwarden/imapwarden/internal/dovecottest"
 )
 
 var deb struct {
@@ -208,7 +210,13 @@ func TestDebInstall(t *testing.T) {
 	}
 	_, userErr := user.Lookup("imapwarden")
 	createdUser := userErr != nil
+	_, logErr := os.Stat("/var/log/imapwarden")
+	createdLogDir := logErr != nil
 	t.Cleanup(func() {
+		if createdLogDir {
+			// postrm keeps the trail (and its key); the test does not.
+			os.RemoveAll("/var/log/imapwarden")
+		}
 		if _, _, err := tryCmd("", nil, "dpkg-query", "-W", "imapwarden"); err == nil {
 			tryCmd("", env, "dpkg", "--purge", "imapwarden")
 		}
@@ -234,6 +242,8 @@ func TestDebInstall(t *testing.T) {
 		"/etc/imapwarden/tls":          fs.ModeDir | 0o750,
 		"/etc/imapwarden/tls/key.pem":  0o640,
 		"/etc/imapwarden/tls/cert.pem": 0o644,
+		"/etc/imapwarden/audit.key":    0o640,
+		"/var/log/imapwarden":          fs.ModeDir | 0o750,
 	} {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -262,6 +272,7 @@ func TestDebInstall(t *testing.T) {
 			t.Errorf("validate as imapwarden: %q", out)
 		}
 	}
+	debSecureDefaults(t)
 	if analyze, err := exec.LookPath("systemd-analyze"); err == nil {
 		if out, errOut, err := tryCmd("", nil, analyze, "verify", "--man=no", "/lib/systemd/system/imapwarden.service"); err != nil || strings.TrimSpace(out+errOut) != "" {
 			t.Errorf("systemd-analyze verify of the installed unit: %v\n%s%s", err, out, errOut)
@@ -285,7 +296,12 @@ func TestDebInstall(t *testing.T) {
 		t.Error("reinstall replaced the TLS key")
 	}
 
+	auditKey := mustRead(t, "/etc/imapwarden/audit.key")
 	runCmd(t, "", env, "dpkg", "--purge", "imapwarden")
+	// The trail is kept, and with it the key that verifies it.
+	if k, err := os.ReadFile("/var/log/imapwarden/audit.key"); err != nil || !bytes.Equal(k, auditKey) {
+		t.Errorf("after purge the audit key is not beside the kept trail: %v", err)
+	}
 	for _, p := range []string{"/usr/bin/imapwarden", "/lib/systemd/system/imapwarden.service", "/etc/imapwarden", "/var/lib/imapwarden"} {
 		if _, err := os.Lstat(p); err == nil {
 			t.Errorf("%s is left after purge", p)
@@ -300,4 +316,28 @@ func fileGID(fi fs.FileInfo) string {
 		return "?"
 	}
 	return strconv.FormatUint(uint64(st.Gid), 10)
+}
+
+// debSecureDefaults runs the installed proxy from the installed
+// configuration, unedited, as the unit does (user imapwarden with
+// CAP_NET_BIND_SERVICE only), in front of a Dovecot answering on the
+// configuration's 127.0.0.1:143: DELETE INBOX is refused by the shipped
+// policies and the trail is an HMAC chain under the key postinst made.
+func debSecureDefaults(t *testing.T) {
+	t.Helper()
+	dovecottest.Require(t)
+	d := dovecottest.Start(t, dovecottest.Options{})
+	forward(t, "127.0.0.1:143", d.Addr)
+	argv := []string{"/usr/bin/imapwarden", "serve", "-c", "/etc/imapwarden/imapwarden.yaml"}
+	if setpriv, err := exec.LookPath("setpriv"); err == nil {
+		argv = append([]string{setpriv, "--reuid=imapwarden", "--regid=imapwarden", "--init-groups",
+			"--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", "--"}, argv...)
+	}
+	p := startProxy(t, argv...)
+	if !strings.HasSuffix(p.addrs["imaps"], ":993") {
+		t.Errorf("listening on %v, want imaps on port 993", p.addrs)
+	}
+	checkRefusesDeleteInbox(t, "127.0.0.1:993", "alice", dovecottest.DefaultUsers()["alice"])
+	p.stop(t)
+	checkHMACTrail(t, "/usr/bin/imapwarden", "/etc/imapwarden/audit.key", "/var/log/imapwarden/audit.jsonl")
 }

@@ -134,6 +134,7 @@ func TestHelmDefaults(t *testing.T) {
 		"Deployment/rel-imapwarden",
 		"PodDisruptionBudget/rel-imapwarden",
 		"Secret/rel-imapwarden-admin-token",
+		"Secret/rel-imapwarden-audit-key",
 		"Service/rel-imapwarden",
 		"Service/rel-imapwarden-admin",
 		"ServiceAccount/rel-imapwarden",

@@ -220,7 +220,9 @@ func writeTLSFiles(t *testing.T, dir string) {
 
 // validateConfig runs "imapwarden validate" on a configuration whose
 // /etc/imapwarden/tls/ and /etc/imapwarden/admin/ files are replaced by test
-// files, and returns the exit error and standard error.
+// files, /etc/imapwarden/policies by the repository's policies, the audit
+// keys by test keys and /var/log/imapwarden and /var/lib/imapwarden by
+// empty directories, and returns the exit error and standard error.
 func validateConfig(t *testing.T, name, text string) (stderr string, err error) {
 	t.Helper()
 	bin := needBinary(t)
@@ -231,6 +233,23 @@ func validateConfig(t *testing.T, name, text string) (stderr string, err error) 
 	}
 	text = strings.ReplaceAll(text, "/etc/imapwarden/tls/", dir+"/")
 	text = strings.ReplaceAll(text, "/etc/imapwarden/admin/", dir+"/")
+	text = strings.ReplaceAll(text, "/etc/imapwarden/policies", filepath.Join(repoRoot, "policies"))
+	for _, key := range []string{"/etc/imapwarden/audit.key", "/etc/imapwarden/audit/key"} {
+		if strings.Contains(text, key) {
+			k := filepath.Join(dir, "audit-"+filepath.Base(key))
+			if err := os.WriteFile(k, []byte("deploytest-audit-key-0123456789abcdef\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			text = strings.ReplaceAll(text, key, k)
+		}
+	}
+	for _, d := range []string{"/var/log/imapwarden/", "/var/lib/imapwarden/"} {
+		sub := filepath.Join(dir, filepath.Base(d))
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		text = strings.ReplaceAll(text, d, sub+"/")
+	}
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)

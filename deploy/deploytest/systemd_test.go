@@ -51,24 +51,32 @@ func (u unitFile) one(t *testing.T, section, key string) string {
 
 const unitPath = "deploy/systemd/imapwarden.service"
 
-// drainTimeouts are the drain_timeout values of every configuration that
-// ships (the Debian package's and the examples), and the default.
+// drainTimeouts are the lame_duck plus drain_timeout values of every
+// configuration that ships (the Debian package's, the image's and the
+// examples), and the default.
 func drainTimeouts(t *testing.T) map[string]time.Duration {
 	t.Helper()
-	out := map[string]time.Duration{"default": 30 * time.Second}
-	re := regexp.MustCompile(`(?m)^drain_timeout:\s*(\S+)`)
-	files := []string{"deploy/deb/imapwarden.yaml"}
+	// The time SIGTERM takes is lame_duck (default 5s) then drain_timeout
+	// (default 30s).
+	out := map[string]time.Duration{"default": 35 * time.Second}
+	files := []string{"deploy/deb/imapwarden.yaml", imageConfig}
 	for _, e := range examples {
 		files = append(files, "deploy/examples/"+e)
 	}
 	for _, f := range files {
-		if m := re.FindStringSubmatch(readFile(t, f)); m != nil {
-			d, err := time.ParseDuration(m[1])
-			if err != nil {
-				t.Fatalf("%s: drain_timeout %q: %v", f, m[1], err)
+		text := readFile(t, f)
+		total := time.Duration(0)
+		for key, def := range map[string]time.Duration{"drain_timeout": 30 * time.Second, "lame_duck": 5 * time.Second} {
+			d := def
+			if m := regexp.MustCompile(`(?m)^` + key + `:\s*(\S+)`).FindStringSubmatch(text); m != nil {
+				var err error
+				if d, err = time.ParseDuration(m[1]); err != nil {
+					t.Fatalf("%s: %s %q: %v", f, key, m[1], err)
+				}
 			}
-			out[f] = d
+			total += d
 		}
+		out[f] = total
 	}
 	return out
 }

@@ -53,6 +53,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-admin-token" (include "imapwarden.fullname" .)) .Values.adminToken.existingSecret }}
 {{- end }}
 
+{{- define "imapwarden.auditKeySecretName" -}}
+{{- default (printf "%s-audit-key" (include "imapwarden.fullname" .)) .Values.auditKey.existingSecret }}
+{{- end }}
+
 {{- define "imapwarden.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "imapwarden.fullname" .)) .Values.tls.secret.name }}
 {{- end }}
@@ -113,9 +117,10 @@ grace period, the TLS source.
 {{- end }}
 {{- end }}
 {{- $drain := include "imapwarden.durationSeconds" (default "30s" .Values.config.drain_timeout) | atoi }}
-{{- $need := add $drain (int .Values.lifecycle.preStopSleepSeconds) }}
+{{- $lame := include "imapwarden.durationSeconds" (default "5s" .Values.config.lame_duck) | atoi }}
+{{- $need := add $drain (max $lame 0) (int .Values.lifecycle.preStopSleepSeconds) }}
 {{- if and (ge $drain 0) (le (int .Values.terminationGracePeriodSeconds) $need) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.drain_timeout (%ds) plus lifecycle.preStopSleepSeconds (%v), or the drain is cut short" .Values.terminationGracePeriodSeconds $drain .Values.lifecycle.preStopSleepSeconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.drain_timeout (%ds) plus config.lame_duck (%ds) plus lifecycle.preStopSleepSeconds (%v), or the drain is cut short" .Values.terminationGracePeriodSeconds $drain (max $lame 0) .Values.lifecycle.preStopSleepSeconds) }}
 {{- end }}
 {{- if not (has .Values.tls.source (list "secret" "pvc" "none")) }}
 {{- fail (printf "tls.source %q: want secret, pvc or none" .Values.tls.source) }}
