@@ -439,7 +439,8 @@ func memBackendAddr(t *testing.T) string {
 // from the line before failregex is applied; <HOST> is an IPv4 or IPv6
 // address (optionally in brackets) or a host name.
 type f2bFilter struct {
-	date, fail *regexp.Regexp
+	date *regexp.Regexp
+	fail []*regexp.Regexp // failregex, one per line
 }
 
 func loadF2BFilter(t *testing.T, path string) *f2bFilter {
@@ -448,10 +449,21 @@ func loadF2BFilter(t *testing.T, path string) *f2bFilter {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// INI values continue on indented lines; failregex takes one
+	// expression per line.
 	vals := map[string]string{}
+	last := ""
 	for _, l := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, " ") {
-			vals[strings.TrimSpace(k)] = strings.ReplaceAll(strings.TrimSpace(v), "%%", "%")
+		switch {
+		case strings.HasPrefix(l, "#") || strings.TrimSpace(l) == "":
+			last = ""
+		case (strings.HasPrefix(l, " ") || strings.HasPrefix(l, "\t")) && last != "":
+			vals[last] += "\n" + strings.ReplaceAll(strings.TrimSpace(l), "%%", "%")
+		default:
+			if k, v, ok := strings.Cut(l, "="); ok {
+				last = strings.TrimSpace(k)
+				vals[last] = strings.ReplaceAll(strings.TrimSpace(v), "%%", "%")
+			}
 		}
 	}
 	if vals["failregex"] == "" || vals["datepattern"] == "" {
@@ -469,10 +481,11 @@ func loadF2BFilter(t *testing.T, path string) *f2bFilter {
 		ip6 = `(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|:)`
 	)
 	host := `(?:\[?(?:(?:::f{4,6}:)?(?P<ip4>` + ip4 + `)|(?P<ip6>` + ip6 + `))\]?|(?P<dns>[\w\-.^_]*\w))`
-	return &f2bFilter{
-		date: regexp.MustCompile(date),
-		fail: regexp.MustCompile(strings.ReplaceAll(vals["failregex"], "<HOST>", host)),
+	f := &f2bFilter{date: regexp.MustCompile(date)}
+	for _, re := range strings.Split(strings.TrimSpace(vals["failregex"]), "\n") {
+		f.fail = append(f.fail, regexp.MustCompile(strings.ReplaceAll(re, "<HOST>", host)))
 	}
+	return f
 }
 
 // match returns the host a line would be banned for, or "".
@@ -481,13 +494,16 @@ func (f *f2bFilter) match(line string) string {
 	if loc == nil {
 		return ""
 	}
-	m := f.fail.FindStringSubmatch(line[:loc[0]] + line[loc[1]:])
-	if m == nil {
-		return ""
-	}
-	for _, g := range []string{"ip4", "ip6", "dns"} {
-		if v := m[f.fail.SubexpIndex(g)]; v != "" {
-			return v
+	rest := line[:loc[0]] + line[loc[1]:]
+	for _, re := range f.fail {
+		m := re.FindStringSubmatch(rest)
+		if m == nil {
+			continue
+		}
+		for _, g := range []string{"ip4", "ip6", "dns"} {
+			if v := m[re.SubexpIndex(g)]; v != "" {
+				return v
+			}
 		}
 	}
 	return ""

@@ -23,6 +23,10 @@ import (
 
 	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/tlsterm"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"os/exec"
+	"regexp"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -86,8 +90,10 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"serve", "--bogus"}, code: 2, stderr: []string{"flag provided but not defined: -bogus", "imapwarden help serve"}, stdoutNone: true},
 		{args: []string{"serve", "extra"}, code: 2, stderr: []string{`unexpected argument "extra"`}},
 		{args: []string{"serve"}, code: 2, stderr: []string{"need -c FILE"}},
-		{args: []string{"serve", "-c", "x.yaml", "--imaps", ":993"}, code: 1, stderr: []string{"mutually exclusive"}},
-		{args: []string{"serve", "--imaps", ":993"}, code: 1, stderr: []string{"--backend URL is required", "--cert FILE"}},
+		{args: []string{"serve", "-c", "x.yaml", "--imaps", ":993"}, code: 2, stderr: []string{"mutually exclusive"}},
+		{args: []string{"serve", "-c", "x.yaml", "--admin", ""}, code: 2, stderr: []string{"mutually exclusive"}},
+		{args: []string{"serve", "--imaps", ":993"}, code: 2, stderr: []string{"--backend URL is required", "--cert FILE"}},
+		{args: []string{"serve", "--log-level", "loud", "-c", "x.yaml"}, code: 2, stderr: []string{`--log-level: unknown level "loud"`}},
 		{args: []string{"serve", "-c", "/nonexistent/imapwarden.yaml"}, code: 1, stderr: []string{"read config", "/nonexistent/imapwarden.yaml"}},
 		{args: []string{"version"}, code: 0, stdout: []string{"imapwarden ", runtime.Version()}},
 		{args: []string{"--version"}, code: 0, stdout: []string{"imapwarden "}},
@@ -117,10 +123,46 @@ func TestCommandLine(t *testing.T) {
 }
 
 func TestVersionFromLdflags(t *testing.T) {
-	defer func(v string) { version = v }(version)
-	version = "v9.8.7"
-	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "imapwarden v9.8.7\n") {
-		t.Errorf("code %d, out %q", code, out)
+	defer func(v, c, d string) { version, commit, date = v, c, d }(version, commit, date)
+	version, commit, date = "v9.8.7", "0123456789abcdef0123456789abcdef01234567", "2026-12-06T10:00:00Z"
+	want := "imapwarden v9.8.7\ncommit 0123456789abcdef0123456789abcdef01234567\ndate 2026-12-06T10:00:00Z\n" + runtime.Version()
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		if code, out, _ := runCLI(args...); code != 0 || !strings.HasPrefix(out, want) {
+			t.Errorf("%v: code %d, out %q, want %q...", args, code, out, want)
+		}
+	}
+	// build_info carries the revision too.
+	if body := gatherText(t, newRegistry()); !strings.Contains(body, `imapwarden_build_info{goversion="`+runtime.Version()+`",revision="0123456789abcdef0123456789abcdef01234567",version="v9.8.7"} 1`) {
+		t.Errorf("build_info:\n%s", body)
+	}
+}
+
+// TestVersionFromBuildInfo: without -ldflags, a binary built from a git
+// checkout reports the commit and its date from the toolchain's VCS stamp.
+func TestVersionFromBuildInfo(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("no git")
+	}
+	head, err := exec.Command(git, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout: %v", err)
+	}
+	// The toolchain stamps only a checkout whose .git is a directory, not a
+	// "git worktree" (.git is a file there).
+	if st, err := os.Stat("../../.git"); err != nil || !st.IsDir() {
+		t.Skip("not a plain git checkout (a worktree?): the toolchain records no VCS data")
+	}
+	bin := filepath.Join(t.TempDir(), "imapwarden")
+	if out, err := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "\ncommit "+strings.TrimSpace(string(head))) || !regexp.MustCompile(`\ndate \d{4}-\d\d-\d\dT`).Match(out) {
+		t.Errorf("--version of a checkout build:\n%s\nwant commit %s and its date", out, head)
 	}
 }
 
@@ -383,4 +425,20 @@ func waitSessionsClosed(t *testing.T, logs *observer.ObservedLogs) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// gatherText renders a registry in the text exposition format.
+func gatherText(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
 }

@@ -439,6 +439,34 @@ func TestQuickConfig(t *testing.T) {
 		t.Errorf("warnings %v", s.warnings)
 	}
 
+	// --admin: loopback (the host defaults to 127.0.0.1), "" off, and
+	// anything else refused, as quick mode has no token.
+	for _, tc := range []struct {
+		admin, want string
+		wantErr     bool
+	}{{":0", "127.0.0.1:0", false}, {"127.0.0.1:19180", "127.0.0.1:19180", false}, {"", "", false}, {"0.0.0.0:9143", "", true}} {
+		q := q
+		q.admin = optionalString{set: true, v: tc.admin}
+		cfg, err := q.config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := build(cfg, zap.NewNop())
+		if tc.wantErr {
+			if err == nil || !strings.Contains(err.Error(), "admin.address") {
+				t.Errorf("--admin %q: %v, want refused", tc.admin, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("--admin %q: %v", tc.admin, err)
+		}
+		if s.adminAddr != tc.want {
+			t.Errorf("--admin %q: admin address %q, want %q", tc.admin, s.adminAddr, tc.want)
+		}
+		s.close()
+	}
+
 	for _, tc := range []struct {
 		q    quickFlags
 		want string

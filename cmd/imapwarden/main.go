@@ -19,12 +19,13 @@ import (
 	"strings"
 )
 
-// version is set at build time:
+// version, commit and date are set at build time:
 //
-//	go build -ldflags "-X main.version=v1.2.3" ./cmd/imapwarden
+//	go build -ldflags "-X main.version=v1.2.3 -X main.commit=$(git rev-parse HEAD) -X main.date=2026-12-06T10:00:00Z" ./cmd/imapwarden
 //
-// When empty, the module version recorded by the Go toolchain is used.
-var version string
+// When empty, what the Go toolchain recorded is used: the module version,
+// and the VCS revision and commit time of a build from a checkout.
+var version, commit, date string
 
 // Exit codes.
 const (
@@ -57,6 +58,8 @@ func init() {
 		{"policy", "test and evaluate Rego policies", func(_ context.Context, a []string, o, e io.Writer) int { return runPolicy(a, o, e) }, func(w io.Writer) { fmt.Fprint(w, policyUsage) }},
 		{"hash-password", "hash a password from standard input for a file authenticator", cmdHashPassword, func(w io.Writer) { fmt.Fprint(w, hashPasswordUsage) }},
 		{"version", "print the version", cmdVersion, func(w io.Writer) { fmt.Fprint(w, versionUsage) }},
+		{"completion", "print a bash or zsh completion script", cmdCompletion, func(w io.Writer) { fmt.Fprint(w, completionUsage) }},
+		{"man", "print the manual page (roff)", cmdMan, func(w io.Writer) { fmt.Fprint(w, manUsage) }},
 		{"help", "show help for a command", cmdHelp, func(w io.Writer) { fmt.Fprint(w, helpUsage) }},
 	}
 }
@@ -177,7 +180,9 @@ func printFlagUsage(w io.Writer, text string, fs *flag.FlagSet) {
 
 const versionUsage = `Usage: imapwarden version
 
-Print imapwarden's version and the Go version it was built with.
+Print imapwarden's version, the commit it was built from (with "-dirty" when
+the checkout had changes) and that commit's date, and the Go version it was
+built with. "imapwarden --version" prints the same.
 `
 
 func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
@@ -185,8 +190,44 @@ func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) int 
 	if code, ok := parseFlags(fs, args, versionUsage, stdout, stderr); !ok {
 		return code
 	}
-	fmt.Fprintf(stdout, "imapwarden %s\n%s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	b := buildDetails()
+	fmt.Fprintf(stdout, "imapwarden %s\ncommit %s\ndate %s\n%s %s/%s\n", versionString(), b.revision, b.date, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return exitOK
+}
+
+// buildInfo is what is known of the build: revision and date are "unknown"
+// when neither -ldflags nor the toolchain recorded them.
+type buildInfo struct{ revision, date string }
+
+func buildDetails() buildInfo {
+	b := buildInfo{revision: commit, date: date}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		dirty := false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if b.revision == "" {
+					b.revision = s.Value
+				}
+			case "vcs.time":
+				if b.date == "" {
+					b.date = s.Value
+				}
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if dirty && commit == "" && b.revision != "" {
+			b.revision += "-dirty"
+		}
+	}
+	if b.revision == "" {
+		b.revision = "unknown"
+	}
+	if b.date == "" {
+		b.date = "unknown"
+	}
+	return b
 }
 
 // versionString is the -ldflags version, else the module version from the

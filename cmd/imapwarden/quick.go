@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 )
@@ -14,11 +15,25 @@ type quickFlags struct {
 	cert, key       string
 	sendID          bool
 	hostname        string
+	admin           optionalString
+}
+
+// optionalString is a string flag that knows whether it was given, so
+// that --admin "" (off) differs from no --admin (the default).
+type optionalString struct {
+	set bool
+	v   string
+}
+
+func (o *optionalString) String() string { return o.v }
+func (o *optionalString) Set(s string) error {
+	o.set, o.v = true, s
+	return nil
 }
 
 // any reports whether any quick-mode flag was given.
 func (q *quickFlags) any() bool {
-	return q.imaps != "" || q.starttls != "" || q.backend != "" || q.cert != "" || q.key != "" || q.sendID || q.hostname != ""
+	return q.imaps != "" || q.starttls != "" || q.backend != "" || q.cert != "" || q.key != "" || q.sendID || q.hostname != "" || q.admin.set
 }
 
 // config turns the flags into the same structure a config file gives, so
@@ -39,6 +54,15 @@ func (q *quickFlags) config() (*fileConfig, error) {
 		Log:      logConfig{Format: "console"},
 		TLS:      tlsConfig{Certificates: []certConfig{{Cert: q.cert, Key: q.key}}},
 		Routes:   routesConfig{Default: "backend"},
+	}
+	if q.admin.set {
+		// Quick mode has no token: the admin listener stays on loopback
+		// (build refuses another address without admin.token_file).
+		a := q.admin.v
+		if h, p, err := net.SplitHostPort(a); err == nil && h == "" {
+			a = net.JoinHostPort("127.0.0.1", p)
+		}
+		cfg.Admin.Address = &a
 	}
 	if q.imaps != "" {
 		cfg.Listeners = append(cfg.Listeners, listenerConfig{Name: "imaps", Address: q.imaps, Mode: "tls"})

@@ -45,6 +45,7 @@ func TestReadmeExamplesLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	logDir := t.TempDir()
+	etcFile := regexp.MustCompile(`/etc/imapwarden/[^\s,}\]"]+`)
 	eg := regexp.MustCompile(`^(\s*-?\s*[a-z_]+:) (\S.*?)\s+# e\.g\. (.+)$`)
 	lines := strings.Split(string(data), "\n")
 	n := 0
@@ -56,6 +57,15 @@ func TestReadmeExamplesLoad(t *testing.T) {
 		n++
 		v := strings.ReplaceAll(m[3], "/etc/imapwarden/policies", policies)
 		v = strings.ReplaceAll(v, "/var/log/imapwarden", logDir)
+		// Other files an example names (tokens, keys) are made, with
+		// content good for any of them.
+		v = etcFile.ReplaceAllStringFunc(v, func(f string) string {
+			p := filepath.Join(logDir, filepath.Base(f))
+			if err := os.WriteFile(p, []byte("readme-example-secret-0123456789abcdef\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		})
 		lines[i] = m[1] + " " + v
 		t.Logf("line %d: %s", i+1, lines[i])
 	}

@@ -543,3 +543,47 @@ func TestParseRate(t *testing.T) {
 		t.Errorf("String = %q", s)
 	}
 }
+
+// TestDefaultsAdmitANATOffice: with the default limits, an office of 400
+// people behind one address starting their mail clients within a minute
+// (three connections each, all kept open, a few mistyped passwords) is
+// served; the old defaults (60/1m, 200 at once, 30 failures per address)
+// refused it within the first minute.
+func TestDefaultsAdmitANATOffice(t *testing.T) {
+	l, clk := newTest(t, nil)
+	const nat = "203.0.113.7"
+	var release []func()
+	defer func() {
+		for _, r := range release {
+			r()
+		}
+	}()
+	for u := range 400 {
+		user := fmt.Sprintf("user%d", u)
+		for c := range 3 {
+			s := info(nat)
+			r, rc := l.Connect(s)
+			if r.Exceeded {
+				t.Fatalf("connection %d of %s refused: %+v", c, user, r)
+			}
+			release = append(release, rc)
+			if u%40 == 0 && c == 0 { // a mistyped password now and then
+				if r := l.Login(s, user); r.Exceeded {
+					t.Fatalf("login of %s refused: %+v", user, r)
+				}
+				l.LoginResult(s, user, false)
+			}
+			if r := l.Login(s, user); r.Exceeded {
+				t.Fatalf("login %d of %s refused: %+v", c, user, r)
+			}
+			l.LoginResult(s, user, true)
+			s.User = user
+			r, rs := l.Session(s)
+			if r.Exceeded {
+				t.Fatalf("session %d of %s refused: %+v", c, user, r)
+			}
+			release = append(release, rs)
+			clk.Advance(50 * time.Millisecond) // 1200 connections in one minute
+		}
+	}
+}

@@ -227,26 +227,26 @@ type GroupLimits struct {
 // Limit names in LimitResult use the same words). Counts and Rates switch a
 // limit off with a negative value (Off for a Rate).
 type Options struct {
-	// connections_per_ip: new connections from one client IP. Default 60/1m.
+	// connections_per_ip: new connections from one client IP. Default 1200/1m (NAT-friendly: see DefaultConnectionsPerIP).
 	ConnectionsPerIP Rate
 	// connections_per_subnet: new connections from one subnet (SubnetBitsV4,
-	// SubnetBitsV6). Default 600/1m.
+	// SubnetBitsV6). Default 6000/1m.
 	ConnectionsPerSubnet Rate
 	// subnet_bits_v4, subnet_bits_v6: the subnet of a client IP. Default 24
 	// and 64.
 	SubnetBitsV4, SubnetBitsV6 int
 
-	// concurrent_connections_per_ip: open connections from one IP. Default 200.
+	// concurrent_connections_per_ip: open connections from one IP. Default 2000.
 	MaxConnectionsPerIP int
 	// unauthenticated_connections_per_ip: open connections from one IP that
-	// have not logged in yet. Default 20.
+	// have not logged in yet. Default 100.
 	MaxUnauthenticatedPerIP int
 	// sessions_per_user: logged-in sessions of one user. Default 30.
 	MaxSessionsPerUser int
 
 	// login_failures_per_ip, login_failures_per_user,
 	// login_failures_per_user_ip: failed logins after which the key is
-	// locked out. Defaults 30, 10 and 5.
+	// locked out. Defaults 100, 10 and 5.
 	LoginFailuresPerIP, LoginFailuresPerUser, LoginFailuresPerUserIP int
 	// login_failure_window: failures are forgotten this long after the last
 	// one (or after the end of a lockout, if later). Default 1h.
@@ -345,8 +345,17 @@ type Options struct {
 
 // Defaults, as documented on Options.
 var (
-	DefaultConnectionsPerIP     = Rate{N: 60, Per: time.Minute}
-	DefaultConnectionsPerSubnet = Rate{N: 600, Per: time.Minute}
+	// The per-address defaults admit an office of about 500 people behind
+	// one NAT address at 9 a.m.: each mail client opens 2 to 5 connections
+	// (one per folder it watches with IDLE), so 1200 connections in a
+	// minute and 2000 at once, with a few mistyped passwords. Guessing is
+	// stopped per user and per user and address (LoginFailuresPerUser,
+	// LoginFailuresPerUserIP), which a NAT does not share; the per-address
+	// limits only stop floods, and a lockout per address locks out every
+	// user behind it. A TLS handshake costs about 1 ms of CPU: 20 a second
+	// from one address is 2% of a core.
+	DefaultConnectionsPerIP     = Rate{N: 1200, Per: time.Minute}
+	DefaultConnectionsPerSubnet = Rate{N: 6000, Per: time.Minute}
 	DefaultCommandsPerSession   = Rate{N: 50, Per: time.Second, Burst: 500}
 	DefaultCommandsPerUser      = Rate{N: 200, Per: time.Second, Burst: 2000}
 	DefaultFetchBytesPerUser    = Rate{N: 10 << 30, Per: 24 * time.Hour}
@@ -357,10 +366,10 @@ var (
 const (
 	DefaultSubnetBitsV4            = 24
 	DefaultSubnetBitsV6            = 64
-	DefaultMaxConnectionsPerIP     = 200
-	DefaultMaxUnauthenticatedPerIP = 20
+	DefaultMaxConnectionsPerIP     = 2000
+	DefaultMaxUnauthenticatedPerIP = 100
 	DefaultMaxSessionsPerUser      = 30
-	DefaultLoginFailuresPerIP      = 30
+	DefaultLoginFailuresPerIP      = 100
 	DefaultLoginFailuresPerUser    = 10
 	DefaultLoginFailuresPerUserIP  = 5
 	DefaultLoginFailureWindow      = time.Hour
