@@ -62,7 +62,7 @@ func TestConfigDump(t *testing.T) {
 		t.Fatalf("config dump: %d %s", code, errOut)
 	}
 	for _, want := range []string{"drain_timeout: 30s", "max_line: 64KiB", "read_header_timeout: 10s", "write_timeout: 2m0s",
-		"connections_per_ip: 60/1m", "connect_timeout: 10s", "lockout_reason: Authentication failed"} {
+		"connections_per_ip: 1200/1m", "lame_duck: 5s", "connect_timeout: 10s", "lockout_reason: Authentication failed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dump lacks %q", want)
 		}
