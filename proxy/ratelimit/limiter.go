@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -465,11 +466,19 @@ func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.D
 	return max(c.o.LoginFailureDelay, 0)
 }
 
-// resolve applies the user's group overrides.
-func (c *config) resolve(user string) userLimits {
+// resolve applies the user's group overrides: the groups Options.Groups
+// names first, then the directory's (proxy.Identity.Groups).
+func (c *config) resolve(user string, id *proxy.Identity) userLimits {
 	u := c.base
-	if c.o.Groups == nil || len(c.o.GroupLimits) == 0 {
+	if len(c.o.GroupLimits) == 0 {
 		return u
+	}
+	var groups []string
+	if c.o.Groups != nil {
+		groups = c.o.Groups(user)
+	}
+	if id != nil && len(id.Groups) > 0 {
+		groups = append(slices.Clip(groups), id.Groups...)
 	}
 	set := map[string]bool{}
 	over := func(name string, g *gcra, r Rate) {
@@ -479,7 +488,7 @@ func (c *config) resolve(user string) userLimits {
 		set[name] = true
 		*g = newGCRA(r)
 	}
-	for _, name := range c.o.Groups(user) {
+	for _, name := range groups {
 		gl, ok := c.o.GroupLimits[name]
 		if !ok {
 			continue
@@ -515,7 +524,7 @@ func (l *Limiter) Session(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
 	user := s.User
 	hu := l.local.h.user(user)
 	ss := &sessState{
-		lim:           c.resolve(user),
+		lim:           c.resolve(user, s.Identity),
 		sessKey:       mix(kindSessUser, hu, 0),
 		cmdUserKey:    mix(kindCmdUser, hu, 0),
 		fetchBytesKey: mix(kindFetchBytes, hu, 0),

@@ -419,6 +419,23 @@ func TestGroupOverrides(t *testing.T) {
 	wantExceeded(t, l.Delivered(s, 10, 1), "fetch_messages_per_user", "user", "LIMIT")
 }
 
+// A directory's groups (proxy.Identity) select group limits too, after
+// the groups file's.
+func TestGroupOverridesFromDirectory(t *testing.T) {
+	l, _ := newTest(t, func(o *Options) {
+		o.MaxSessionsPerUser = 5
+		o.GroupLimits = map[string]GroupLimits{"contractors": {MaxSessionsPerUser: 1}}
+	})
+	s, _ := connect(t, l, "192.0.2.1")
+	s.User, s.Identity = "bob", &proxy.Identity{Authenticator: "corp", User: "bob", Groups: []string{"contractors"}}
+	r, _ := l.Session(s)
+	wantOK(t, r)
+	s2, _ := connect(t, l, "192.0.2.2")
+	s2.User, s2.Identity = "bob", s.Identity
+	r, _ = l.Session(s2)
+	wantExceeded(t, r, "sessions_per_user", "user", "LIMIT")
+}
+
 func TestUpdateKeepsState(t *testing.T) {
 	forEachStore(t, func(t *testing.T, newTest newFunc) {
 		l, _ := newTest(t, func(o *Options) { o.LoginFailuresPerUserIP = 2 })

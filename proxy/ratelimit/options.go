@@ -298,7 +298,9 @@ type Options struct {
 
 	// Groups returns the groups of a logged-in user, in priority order: for
 	// each limit, the first group with an override for it wins. It is
-	// called once per session (not per command) and may be nil.
+	// called once per session (not per command) and may be nil. The
+	// groups an authenticator found (SessionInfo.Identity.Groups, from a
+	// directory) come after these.
 	Groups func(user string) []string
 	// group_limits: overrides per group name.
 	GroupLimits map[string]GroupLimits
