@@ -210,7 +210,7 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("the go build RUN lacks %s:\n%s", want, goBuild)
 		}
 	}
-	if !regexp.MustCompile(`(?m)^var version string`).MatchString(readFile(t, "cmd/imapwarden/main.go")) {
+	if !regexp.MustCompile(`(?m)^var version(, \w+)* string`).MatchString(readFile(t, "cmd/imapwarden/main.go")) {
 		t.Error("cmd/imapwarden/main.go has no \"var version string\" for -X main.version")
 	}
 

@@ -522,6 +522,8 @@ func TestHelmRefuses(t *testing.T) {
 		{[]string{"--set", "terminationGracePeriodSeconds=30"}, "terminationGracePeriodSeconds (30) must exceed config.drain_timeout (30s)"},
 		{[]string{"--set", "config.drain_timeout=1m"}, "must exceed config.drain_timeout (60s)"},
 		{[]string{"--set", "lifecycle.preStopSleepSeconds=20"}, "plus lifecycle.preStopSleepSeconds (20)"},
+		// 30s drain + 12s lame duck + 5s preStop > 45s: the drain would be cut.
+		{[]string{"--set", "config.lame_duck=12s"}, "plus config.lame_duck (12s)"},
 		{[]string{"--set", "containerPorts.imaps=2993"}, `config.listeners[0].address "0.0.0.0:1993"`},
 		{[]string{"--set", "containerPorts.admin=9999"}, `config.admin.address "0.0.0.0:9143"`},
 		{[]string{"--set", "tls.source=file"}, `tls.source "file"`},
@@ -561,5 +563,34 @@ func copyTree(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHelmPrometheusRule renders the alert rules: only when enabled and
+// the cluster has the Prometheus Operator API, and the same rules as
+// deploy/prometheus/imapwarden-rules.yaml.
+func TestHelmPrometheusRule(t *testing.T) {
+	t.Parallel()
+	chart := filepath.Join(repoRoot, chartPath)
+	if r := mustTemplate(t, chart, "--set", "prometheusRule.enabled=true"); r.find("PrometheusRule", "rel-imapwarden") != nil {
+		t.Error("PrometheusRule without the monitoring.coreos.com/v1 API")
+	}
+	r := mustTemplate(t, chart, "--set", "prometheusRule.enabled=true", "--api-versions", "monitoring.coreos.com/v1")
+	pr := r.find("PrometheusRule", "rel-imapwarden")
+	if pr == nil {
+		t.Fatalf("no PrometheusRule: %v", r.kinds())
+	}
+	if readFile(t, chartPath+"/files/imapwarden-rules.yaml") != readFile(t, "deploy/prometheus/imapwarden-rules.yaml") {
+		t.Error("the chart's files/imapwarden-rules.yaml differs from deploy/prometheus/imapwarden-rules.yaml: copy it")
+	}
+	var want obj
+	if err := yaml.Unmarshal([]byte(readFile(t, "deploy/prometheus/imapwarden-rules.yaml")), &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(getList(pr, "spec.groups")) != len(getList(want, "groups")) || len(getList(getList(pr, "spec.groups")[0], "rules")) < 4 {
+		t.Errorf("PrometheusRule spec %v", pr["spec"])
+	}
+	if got := getString(getList(getList(pr, "spec.groups")[0], "rules")[0], "annotations.summary"); !strings.Contains(got, "{{ $labels.component }}") {
+		t.Errorf("alert templates were rendered by helm: %q", got)
 	}
 }
