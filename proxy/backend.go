@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -43,6 +44,9 @@ type backendConn struct {
 	bw   *bufio.Writer
 	sc   *imapwire.Scanner
 	caps []string // last capability list seen
+	// rd is what the relay reads the backend through: it keeps a read
+	// deadline while the backend owes an answer (owedReader).
+	rd owedReader
 	// delim is the hierarchy delimiter of the personal namespace, from
 	// LIST "" "" after login (RFC 9051 §6.3.9); 0 when flat.
 	delim byte
@@ -79,10 +83,10 @@ func (p *prefixReader) Read(q []byte) (int, error) {
 func (bc *backendConn) waitReadable() error {
 	backendReaders.put(bc.br)
 	bc.br = nil
-	if _, err := io.ReadFull(bc.conn, bc.pre.b[:]); err != nil {
+	if _, err := io.ReadFull(&bc.rd, bc.pre.b[:]); err != nil {
 		return err
 	}
-	bc.pre.has, bc.pre.r = true, bc.conn
+	bc.pre.has, bc.pre.r = true, &bc.rd
 	bc.br = backendReaders.get(&bc.pre)
 	bc.sc.Reset(bc.br)
 	return nil
@@ -174,7 +178,8 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 		}
 		bc.conn = tc
 	}
-	bc.br = backendReaders.get(bc.conn)
+	bc.rd.c = bc.conn
+	bc.br = backendReaders.get(&bc.rd)
 	bc.bw = backendWriters.get(bc.conn)
 	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
 	if err := bc.greeting(); err != nil {
@@ -270,7 +275,8 @@ func (bc *backendConn) startTLS(ctx context.Context) error {
 		return fmt.Errorf("starttls handshake with %s: %w", bc.b.Addr, err)
 	}
 	bc.conn = tc
-	bc.br.Reset(tc)
+	bc.rd.c = tc
+	bc.br.Reset(&bc.rd)
 	bc.out().Reset(tc)
 	bc.sc.Reset(bc.br)
 	bc.caps = nil // learned before TLS: forget (RFC 9051 §6.2.1)
@@ -452,4 +458,35 @@ func truncate(b []byte, n int) string {
 		b = b[:n]
 	}
 	return string(b)
+}
+
+// owedReader reads the backend and, while the relay is owed an answer
+// (owing: commands in flight that must complete, or the rest of a response
+// begun), keeps a read deadline timeout ahead of each read: a backend that
+// stops answering ends the session, one that streams a large response
+// never does (DESIGN §3: no hang). Before the relay starts owing is nil
+// and the login's own deadlines apply.
+type owedReader struct {
+	c       net.Conn
+	owing   *atomic.Int32
+	mid     *atomic.Bool
+	cut     *atomic.Bool // a drain past its deadline: wake at once
+	timeout time.Duration
+	armed   bool // a deadline is set
+}
+
+func (r *owedReader) Read(p []byte) (int, error) {
+	if r.owing != nil {
+		if r.cut.Load() && !r.mid.Load() {
+			r.c.SetReadDeadline(time.Now())
+			r.armed = true
+		} else if r.owing.Load() > 0 || r.mid.Load() {
+			r.c.SetReadDeadline(time.Now().Add(r.timeout))
+			r.armed = true
+		} else if r.armed {
+			r.c.SetReadDeadline(time.Time{})
+			r.armed = false
+		}
+	}
+	return r.c.Read(p)
 }

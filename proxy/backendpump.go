@@ -57,21 +57,28 @@ func (s *Session) backendPump() {
 	r := s.relay
 	defer close(r.backendDone)
 	be := s.be
-	sc := be.sc
 	var fbuf []byte
 	var outSince int64 // response bytes since the last tagged completion
 	var dv delivery
 	for {
+		if r.cut.Load() {
+			// A drain past its deadline: end at this response boundary.
+			s.endDrained()
+			return
+		}
 		if be.br.Buffered() == 0 {
 			// Nothing pending: wait without holding the read buffer.
-			if err := be.waitReadable(); err != nil {
-				s.backendLost(err, false)
+			r.atBoundary.Store(true)
+			err := be.waitReadable()
+			r.atBoundary.Store(false)
+			if err != nil {
+				s.backendErr(err, false)
 				return
 			}
 		}
-		part, final, _, hasLit, err := sc.ReadLinePart()
+		part, final, _, hasLit, err := s.readPart()
 		if err != nil {
-			s.backendLost(err, false)
+			s.backendErr(err, false)
 			return
 		}
 		resp, perr := imapwire.ParseResponse(part)
@@ -94,6 +101,7 @@ func (s *Session) backendPump() {
 		case imapwire.Continuation:
 			if !r.contArmed && r.idleCont {
 				r.idleCont = false
+				r.paidLocked(r.idle) // idling: nothing owed until DONE
 				break
 			}
 			if !r.contArmed {
@@ -110,6 +118,10 @@ func (s *Session) backendPump() {
 				r.mu.Unlock()
 				s.backendFault("tagged response for no command in flight")
 				return
+			}
+			r.paidLocked(done)
+			if r.idle == done {
+				r.idle = nil
 			}
 		case imapwire.Untagged:
 			switch {
@@ -211,10 +223,132 @@ func enabledCaps(line []byte) imapwire.Cap {
 	return caps
 }
 
+// errBackendFault is a response line readPart refused; lineCheck.fault
+// says why.
+var errBackendFault = errors.New("backend broke the protocol")
+
+// readPart reads the next piece of a response line and holds it to the
+// protocol (lineCheck).
+func (s *Session) readPart() (part []byte, final bool, lit imapwire.Literal, hasLit bool, err error) {
+	part, final, lit, hasLit, err = s.be.sc.ReadLinePart()
+	if err == nil && !s.lc.check(part, final, s.lim.MaxResponseLine) {
+		err = errBackendFault
+	}
+	return
+}
+
+// lineCheck holds a backend's response lines to RFC 9051 §9 as they stream
+// through: no NUL (CHAR8 excludes it), CR only in the final CRLF (TEXT-CHAR
+// excludes CR and LF), and a bounded length. A compromised or broken
+// backend must not be able to smuggle a line break or a terminal escape
+// past the client's framing (DESIGN §3a).
+type lineCheck struct {
+	n     int64  // bytes of the current line so far
+	cr    bool   // the previous piece ended with CR
+	fault string // why check failed
+}
+
+func (lc *lineCheck) check(p []byte, final bool, max int64) bool {
+	fail := func(why string) bool { lc.fault, lc.n, lc.cr = why, 0, false; return false }
+	if lc.n += int64(len(p)); lc.n > max {
+		return fail("response line too long")
+	}
+	if bytes.IndexByte(p, 0) >= 0 {
+		return fail("NUL in a response line")
+	}
+	if lc.cr {
+		// A CR ended the previous piece: only its LF may follow.
+		if !final || len(p) != 1 {
+			return fail("bare CR in a response line")
+		}
+		lc.n, lc.cr = 0, false
+		return true
+	}
+	body := p
+	if final {
+		if len(p) < 2 || p[len(p)-2] != '\r' {
+			return fail("bare LF ends a response line")
+		}
+		body = p[:len(p)-2]
+	} else if len(p) > 0 && p[len(p)-1] == '\r' {
+		body, lc.cr = p[:len(p)-1], true
+	}
+	if bytes.IndexByte(body, '\r') >= 0 {
+		return fail("bare CR in a response line")
+	}
+	if final {
+		lc.n = 0
+	}
+	return true
+}
+
+// backendErr ends the session after reading the backend failed: a
+// protocol fault, a backend silent while it owed an answer, a drain past
+// its deadline, or a lost connection.
+func (s *Session) backendErr(err error, haveWmu bool) {
+	switch {
+	case errors.Is(err, errBackendFault):
+		s.backendFaultLocked(s.lc.fault, haveWmu)
+	case isTimeout(err) && s.relay.cut.Load():
+		s.endDrainedLocked(haveWmu)
+	case isTimeout(err):
+		s.backendTimeout(haveWmu)
+	default:
+		s.backendLost(err, haveWmu)
+	}
+}
+
+// backendTimeout ends a session whose backend stayed silent past
+// Limits.BackendTimeout while it owed an answer (DESIGN §3: a stuck
+// backend must not hold sessions, goroutines and descriptors).
+func (s *Session) backendTimeout(haveWmu bool) {
+	if s.closing.Load() {
+		return
+	}
+	s.setReason("backend-timeout")
+	s.log.Warn("backend stopped answering", zap.String("backend", s.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
+	s.srv.auditor.Security(&s.info, "backend-timeout", s.be.b.Name)
+	s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Backend not responding\r\n")
+	s.closing.Store(true)
+	s.closeConns()
+}
+
+// endDrained ends a session a drain cut short, at a response boundary.
+func (s *Session) endDrained() { s.endDrainedLocked(false) }
+
+func (s *Session) endDrainedLocked(haveWmu bool) {
+	if s.closing.Load() {
+		return
+	}
+	s.setReason("drained")
+	s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Server shutting down\r\n")
+	s.closing.Store(true)
+	s.closeConns()
+}
+
+// cutAtBoundary asks the backend pump to end the session at its next
+// response boundary (a drain past its deadline, DESIGN §3): a FETCH in
+// flight ends after the message being sent, with BYE. A pump waiting
+// between responses is woken at once.
+func (s *Session) cutAtBoundary() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	r := s.relay
+	if r == nil || s.be == nil {
+		return
+	}
+	r.cut.Store(true)
+	if r.atBoundary.Load() {
+		s.be.conn.SetReadDeadline(time.Now())
+	}
+}
+
 // backendFault ends a session whose backend broke the protocol: the client
 // gets "* BYE [UNAVAILABLE]", the backend connection is closed, the audit
 // names the fault (DESIGN §3a: a compromised legacy server is contained).
-func (s *Session) backendFault(what string) {
+func (s *Session) backendFault(what string) { s.backendFaultLocked(what, false) }
+
+func (s *Session) backendFaultLocked(what string, haveWmu bool) {
 	if s.closing.Load() {
 		return
 	}
@@ -222,7 +356,7 @@ func (s *Session) backendFault(what string) {
 	s.log.Warn("backend broke the protocol", zap.String("backend", s.be.b.Name), zap.String("fault", what))
 	s.srv.auditor.Security(&s.info, "backend-protocol-error", s.be.b.Name+": "+what)
 	s.srv.opts.Metrics.backendFault(s.be.b.Name)
-	s.byeClient(false, "* BYE [UNAVAILABLE] Backend error\r\n")
+	s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Backend error\r\n")
 	s.closing.Store(true)
 	s.closeConns()
 }
@@ -237,6 +371,11 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 	var err error
 	var n int64
 	tracking := dv.t.Active()
+	if !final || hasLit {
+		// Half relayed until its end: the backend owes the rest.
+		s.relay.mid.Store(true)
+		defer s.relay.mid.Store(false)
+	}
 	for {
 		if tracking && !s.track(dv, part, final && hasLit && literals) {
 			return n, errStop
@@ -247,8 +386,8 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 			dv.written = true
 		}
 		for !final {
-			if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
-				s.backendLost(err, true)
+			if part, final, _, hasLit, err = s.readPart(); err != nil {
+				s.backendErr(err, true)
 				return n, err
 			}
 			if tracking && !s.track(dv, part, final && hasLit && literals) {
@@ -277,14 +416,14 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 		n += m
 		if err != nil {
 			if errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil {
-				s.backendLost(err, true)
+				s.backendErr(err, true)
 			} else {
 				s.clientWriteFailed(err)
 			}
 			return n, err
 		}
-		if part, final, _, hasLit, err = sc.ReadLinePart(); err != nil {
-			s.backendLost(err, true)
+		if part, final, _, hasLit, err = s.readPart(); err != nil {
+			s.backendErr(err, true)
 			return n, err
 		}
 	}

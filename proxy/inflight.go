@@ -17,6 +17,10 @@ type inflight struct {
 	// its effects include read-content.
 	selected    string
 	readContent bool
+	// owed: the backend owes an answer to it (counted in
+	// relayState.owing): always, but for an IDLE between its "+" and
+	// the client's DONE.
+	owed bool
 	// Content the backend delivered while the command ran (backend pump
 	// only): messages, their UIDs (capped) and content octets.
 	messages int

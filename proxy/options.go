@@ -128,6 +128,14 @@ type Limits struct {
 	// backend: beyond it the client is read no further until one
 	// completes (back-pressure, nothing dropped or reordered); 1000.
 	MaxInflight int
+	// BackendTimeout is how long a backend may stay silent while it owes
+	// an answer (a command in flight other than an IDLE waiting for DONE,
+	// the rest of a response or literal); then the client gets
+	// "* BYE [UNAVAILABLE]"; 5 min. Bytes flowing reset it.
+	BackendTimeout time.Duration
+	// MaxResponseLine bounds one response line of a backend (literals
+	// not counted): a huge SEARCH result fits; 16 MiB.
+	MaxResponseLine int64
 }
 
 // Default limits (DESIGN.md §3).
@@ -143,6 +151,8 @@ const (
 	DefaultMaxAuthFailures     = 3
 	DefaultMaxCompressSessions = 100
 	DefaultMaxInflight         = 1000
+	DefaultBackendTimeout      = 5 * time.Minute
+	DefaultMaxResponseLine     = 16 << 20
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultLoginTimeout        = 30 * time.Second
 )
@@ -165,6 +175,8 @@ func (l Limits) withDefaults() Limits {
 		l.MaxPreAuthConnections = DefaultMaxPreAuthConnections()
 	}
 	orDefault(&l.MaxInflight, DefaultMaxInflight)
+	orDefault(&l.BackendTimeout, DefaultBackendTimeout)
+	orDefault(&l.MaxResponseLine, DefaultMaxResponseLine)
 	return l
 }
 
@@ -204,4 +216,11 @@ type Options struct {
 	ShowBackendID bool
 	// Hostname appears in the greeting; default "imapwarden".
 	Hostname string
+	// CutGrace is how long Shutdown waits, once its context is done, for
+	// the sessions to end at a response boundary (a FETCH after the
+	// message being sent) before it closes what is left; default 10 s.
+	CutGrace time.Duration
 }
+
+// DefaultCutGrace is Options.CutGrace's default.
+const DefaultCutGrace = 10 * time.Second

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,9 +37,19 @@ type relayState struct {
 	contTag     string
 	contSwallow bool
 	contCh      chan bool
-	// idleCont: an IDLE was forwarded and its "+" (RFC 9051 §6.3.13) is
-	// still to come.
-	idleCont    bool
+	// idle is the IDLE in flight, nil if none; idleCont: its "+"
+	// (RFC 9051 §6.3.13) is still to come.
+	idle     *inflight
+	idleCont bool
+	// owing counts the commands the backend owes an answer to, mid that
+	// a response is half relayed: the backend's reads then have a
+	// deadline (owedReader). cut asks the backend pump to end the session
+	// at the next response boundary (a drain past its deadline);
+	// atBoundary says it waits between responses.
+	owing      atomic.Int32
+	mid        atomic.Bool
+	cut        atomic.Bool
+	atBoundary atomic.Bool
 	sawBye      bool
 	backendDone chan struct{}
 }
@@ -66,7 +77,10 @@ func (r *relayState) pending(f *inflight) bool {
 func (s *Session) runRelay() {
 	r := &relayState{contCh: make(chan bool, 1), backendDone: make(chan struct{}), freed: make(chan struct{}, 1)}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
+	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, s.lim.BackendTimeout
+	s.connMu.Lock()
 	s.relay = r
+	s.connMu.Unlock()
 	go s.backendPump()
 	s.clientPump()
 	s.closing.Store(true)
@@ -114,16 +128,17 @@ func (s *Session) clientPump() {
 		}
 		start := time.Now()
 		if idle != nil && s.relay.pending(idle) {
+			f := idle
 			idle = nil
 			if isDone(line) && !hasLit {
-				if s.forwardNow(line) != nil {
+				if s.doneIdle(f, line) != nil {
 					return
 				}
 				continue
 			}
 			// Only DONE ends IDLE (RFC 9051 §6.3.13): end it for the
 			// client, then read the line as the next command.
-			if s.forwardNow([]byte("DONE\r\n")) != nil {
+			if s.doneIdle(f, []byte("DONE\r\n")) != nil {
 				return
 			}
 		}
@@ -153,7 +168,7 @@ func nonSyncMarker(line []byte) bool {
 func (s *Session) drain(idle *inflight) {
 	r := s.relay
 	if idle != nil && r.pending(idle) {
-		if s.forwardNow([]byte("DONE\r\n")) != nil {
+		if s.doneIdle(idle, []byte("DONE\r\n")) != nil {
 			return
 		}
 	}
@@ -175,6 +190,40 @@ func (s *Session) drain(idle *inflight) {
 
 func isDone(line []byte) bool {
 	return bytes.EqualFold(bytes.TrimRight(line, "\r\n"), []byte("DONE"))
+}
+
+// oweLocked records that the backend owes f an answer; the first owed
+// command arms the backend's read deadline at once, since the backend pump
+// may be waiting in a read that started with none. Called with mu held.
+func (r *relayState) oweLocked(f *inflight, be *backendConn) {
+	if f.owed {
+		return
+	}
+	f.owed = true
+	if r.owing.Add(1) == 1 {
+		be.conn.SetReadDeadline(time.Now().Add(be.rd.timeout))
+	}
+}
+
+// paidLocked records that the backend answered f (or, for an IDLE, sent
+// its "+"). Called with mu held.
+func (r *relayState) paidLocked(f *inflight) {
+	if f.owed {
+		f.owed = false
+		r.owing.Add(-1)
+	}
+}
+
+// doneIdle forwards the DONE that ends an IDLE: from then on the backend
+// owes its completion.
+func (s *Session) doneIdle(idle *inflight, line []byte) error {
+	r := s.relay
+	r.mu.Lock()
+	if r.inflight.find(func(x *inflight) bool { return x == idle }) != nil {
+		r.oweLocked(idle, s.be)
+	}
+	r.mu.Unlock()
+	return s.forwardNow(line)
 }
 
 // forwardNow writes bytes to the backend and flushes.
@@ -214,6 +263,11 @@ func (s *Session) waitBarrier() error {
 		r.mu.Unlock()
 		if !busy {
 			return nil
+		}
+		// What was held back for one write with the next command must
+		// leave now: its completion is what is waited for.
+		if err := s.flushBackend(); err != nil {
+			return err
 		}
 		select {
 		case <-r.freed:
@@ -632,8 +686,9 @@ func (s *Session) register(cmd *imapwire.Command, d Decision, start time.Time, c
 	r.mu.Lock()
 	r.inflight.push(f)
 	if cmd.Name == "IDLE" {
-		r.idleCont = true
+		r.idle, r.idleCont = f, true
 	}
+	r.oweLocked(f, s.be)
 	if cmd.Spec.Barrier || s.renamesSelected(cmd, ctx) {
 		r.barrier = f
 		r.enabled = 0

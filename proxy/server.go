@@ -74,6 +74,9 @@ func NewServer(opts Options) (*Server, error) {
 	if s.opts.Hostname == "" {
 		s.opts.Hostname = "imapwarden"
 	}
+	if s.opts.CutGrace <= 0 {
+		s.opts.CutGrace = DefaultCutGrace
+	}
 	return s, nil
 }
 
@@ -253,10 +256,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+	}
+	// Past the deadline: responses in flight end at their next boundary
+	// (a FETCH after the message being sent) with BYE, then whatever is
+	// left is closed (DESIGN §3).
+	s.mu.Lock()
+	for sess := range s.sessions {
+		sess.cutAtBoundary()
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(s.opts.CutGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
 		s.Close()
 		<-done
-		return ctx.Err()
 	}
+	return ctx.Err()
 }
 
 // Close closes listeners and every connection at once.

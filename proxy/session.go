@@ -76,6 +76,7 @@ type Session struct {
 
 	be    *backendConn // after login
 	relay *relayState
+	lc    lineCheck // the backend's response lines (backend pump only)
 	// sessionRelease ends the Limiter's accounting of this login.
 	sessionRelease func()
 	// preAuthSlot: the session counts against MaxPreAuthConnections

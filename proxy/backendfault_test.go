@@ -1,0 +1,279 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// scriptedBackend is an IMAP server that logs anyone in, answers LIST "" ""
+// and CAPABILITY, and hands every other command to its script, which
+// writes whatever it likes: a misbehaving or compromised backend.
+type scriptedBackend struct {
+	ln     net.Listener
+	script func(c net.Conn, tag, line string)
+	wg     sync.WaitGroup
+}
+
+func startScripted(t testing.TB, script func(c net.Conn, tag, line string)) *scriptedBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &scriptedBackend{ln: ln, script: script}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer c.Close()
+				b.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	return b
+}
+
+func (b *scriptedBackend) serve(c net.Conn) {
+	r := bufio.NewReader(c)
+	fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] scripted\r\n")
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		l = strings.TrimRight(l, "\r\n")
+		tag, rest, _ := strings.Cut(l, " ")
+		switch {
+		case strings.HasPrefix(rest, "LOGIN "):
+			fmt.Fprintf(c, "%s OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS] in\r\n", tag)
+		case rest == `LIST "" ""`:
+			fmt.Fprintf(c, "* LIST (\\Noselect) \"/\" \"\"\r\n%s OK done\r\n", tag)
+		case rest == "CAPABILITY":
+			fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS\r\n%s OK done\r\n", tag)
+		case rest == "LOGOUT":
+			fmt.Fprintf(c, "* BYE bye\r\n%s OK done\r\n", tag)
+			return
+		default:
+			b.script(c, tag, rest)
+		}
+	}
+}
+
+func scriptedHarness(t *testing.T, script func(c net.Conn, tag, line string), opts ...harnessOption) *harness {
+	b := startScripted(t, script)
+	return newHarness(t, append([]harnessOption{func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: "scripted", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
+	}}, opts...)...)
+}
+
+// The backend pump holds the backend to the protocol: each misbehaviour
+// ends the session with BYE [UNAVAILABLE] to the client, an audit record
+// naming the backend's fault, and no further byte of it relayed (issue 17).
+func TestBackendProtocolFaults(t *testing.T) {
+	cases := map[string]string{
+		"tag not in flight":     "zz OK [ALERT] forged login ok\r\n",
+		"unasked continuation":  "+ go on\r\n",
+		"NUL in text":           "* OK hello\x00world\r\n",
+		"bare CR in text":       "* OK a\rb\r\n",
+		"bare LF line end":      "* OK a\n",
+		"untagged BAD":          "* BAD could not read that\r\n",
+		"response after BYE":    "* BYE leaving\r\n* 1 EXISTS\r\n",
+		"ANSI after BYE in tag": "* BYE leaving\r\n* OK \x1b[2J\r\n",
+		"garbage":               "hello world\r\n",
+	}
+	for name, bad := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+				if line == "NOOP" {
+					c.Write([]byte(bad))
+					return
+				}
+				fmt.Fprintf(c, "%s OK fine\r\n", tag)
+			})
+			c := h.login()
+			c.transact("a1 CHECK", "a1 BAD") // nothing selected: the proxy answers
+			c.send("a2 NOOP")
+			for {
+				l := c.line()
+				if strings.HasPrefix(l, "* BYE [UNAVAILABLE]") {
+					break
+				}
+				if strings.Contains(l, "forged") || strings.Contains(l, "\x1b") || strings.HasPrefix(l, "+") {
+					t.Fatalf("relayed %q", l)
+				}
+			}
+			c.expectClosed()
+			waitFor(t, func() bool { return h.audit.hasSecurity("backend-protocol-error") })
+		})
+	}
+}
+
+// A response line over Limits.MaxResponseLine ends the session.
+func TestBackendLineTooLong(t *testing.T) {
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		fmt.Fprintf(c, "* OK %s\r\n%s OK fine\r\n", strings.Repeat("x", 5000), tag)
+	}, func(o *Options) { o.Limits.MaxResponseLine = 4096 })
+	c := h.login()
+	c.send("a1 NOOP")
+	c.expectClosed("* BYE [UNAVAILABLE]")
+	waitFor(t, func() bool { return h.audit.hasSecurity("backend-protocol-error") })
+}
+
+// A backend that stops answering, before a reply or in the middle of a
+// literal it announced, ends the session after Limits.BackendTimeout
+// (issue 13); one that is slow but keeps sending is never cut, and an IDLE
+// waiting for DONE owes nothing.
+func TestBackendTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	stall := make(chan struct{})
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch line {
+		case "NOOP", "": // frozen (also after IDLE's DONE)
+			<-stall
+		case "SELECT INBOX":
+			fmt.Fprintf(c, "%s OK [READ-WRITE] selected\r\n", tag)
+		case "CHECK": // a literal cut short
+			fmt.Fprintf(c, "* 1 FETCH (BODY[] {100}\r\n0123456789")
+			<-stall
+		case "IDLE":
+			fmt.Fprintf(c, "+ idling\r\n")
+		default: // slow but flowing: 20 pieces, a tenth of the timeout apart
+			fmt.Fprintf(c, "* 1 FETCH (BODY[] {20}\r\n")
+			for i := 0; i < 20; i++ {
+				time.Sleep(timeout / 10)
+				c.Write([]byte("x"))
+			}
+			fmt.Fprintf(c, ")\r\n%s OK slow\r\n", tag)
+		}
+	}, func(o *Options) { o.Limits.BackendTimeout = timeout })
+	t.Cleanup(func() { close(stall) }) // before the backend's own cleanup
+
+	c := h.login()
+	c.transact("a1 STATUS INBOX (MESSAGES)", "a1 OK slow") // 2 s of trickle: not cut
+	c.send("a2 IDLE")
+	c.expect("+ idling")
+	// Idling past the timeout is fine: nothing is owed.
+	time.Sleep(2 * timeout)
+	c.send("DONE")
+	c.expectClosed("* BYE [UNAVAILABLE] Backend not responding") // DONE's completion is owed, and never comes
+
+	c = h.login()
+	c.send("b1 NOOP")
+	c.expectClosed("* BYE [UNAVAILABLE] Backend not responding")
+
+	c = h.login()
+	c.transact("c0 SELECT INBOX", "c0 OK")
+	c.send("c1 CHECK")
+	c.expect("* 1 FETCH (BODY[] {100}")
+	for {
+		l := c.line()
+		if strings.Contains(l, "* BYE [UNAVAILABLE] Backend not responding") {
+			break
+		}
+	}
+	c.expectClosed()
+	waitFor(t, func() bool { return h.audit.hasSecurity("backend-timeout") })
+}
+
+// A drain past its deadline ends a FETCH after the message being sent,
+// with BYE, never inside one (issue 13).
+func TestDrainCutsAtMessageBoundary(t *testing.T) {
+	msg := strings.Repeat("m", 2000)
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		if line == "SELECT INBOX" {
+			fmt.Fprintf(c, "%s OK [READ-WRITE] selected\r\n", tag)
+			return
+		}
+		// An endless FETCH: one message every 50 ms, each sent in two
+		// halves so that a cut inside one would show.
+		for i := 1; ; i++ {
+			if _, err := fmt.Fprintf(c, "* %d FETCH (UID %d BODY[] {%d}\r\n%s", i, i, len(msg), msg[:1000]); err != nil {
+				return
+			}
+			time.Sleep(25 * time.Millisecond)
+			if _, err := fmt.Fprintf(c, "%s)\r\n", msg[1000:]); err != nil {
+				return
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	}, func(o *Options) { o.CutGrace = time.Minute })
+	c := h.login()
+	c.transact("a1 SELECT INBOX", "a1 OK")
+	c.send("a2 UID FETCH 1:* BODY.PEEK[]")
+	c.expect("* 1 FETCH")
+	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.srv.Shutdown(ctx) }()
+	// Whole messages, then BYE.
+	c.br.Discard(len(msg) + 3) // the first message's literal and ")\r\n"
+	for {
+		l := c.line()
+		if strings.HasPrefix(l, "* BYE [UNAVAILABLE]") {
+			break
+		}
+		if !strings.HasPrefix(l, "* ") || !strings.HasSuffix(l, fmt.Sprintf("{%d}", len(msg))) {
+			t.Fatalf("got %q: not a whole message before BYE", l)
+		}
+		if n, err := c.br.Discard(len(msg)); err != nil || n != len(msg) {
+			t.Fatalf("literal: %d, %v", n, err)
+		}
+		if l := c.line(); l != ")" {
+			t.Fatalf("after the literal %q", l)
+		}
+	}
+	c.expectClosed()
+	<-done
+	waitFor(t, func() bool {
+		h.audit.mu.Lock()
+		defer h.audit.mu.Unlock()
+		return len(h.audit.closes) == 1 && h.audit.closes[0].Reason == "drained"
+	})
+}
+
+// Pipelining is bounded: with MaxInflight commands at a backend that holds
+// its answers, the proxy reads the client no further; nothing is dropped
+// or reordered once it answers (issue 17). The backend answers only when
+// it holds MaxInflight unanswered commands, one at a time: a proxy sending
+// more would show as more unanswered at once.
+func TestInflightBackPressure(t *testing.T) {
+	const limit, total = 20, 500
+	var got, held []string
+	over := 0
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		got = append(got, tag)
+		held = append(held, tag)
+		if len(held) > limit {
+			over = max(over, len(held))
+		}
+		for len(held) == limit || (len(got) == total && len(held) > 0) {
+			fmt.Fprintf(c, "%s OK noop\r\n", held[0])
+			held = held[1:]
+		}
+	}, func(o *Options) { o.Limits.MaxInflight = limit })
+	c := h.login()
+	var b strings.Builder
+	for i := 0; i < total; i++ {
+		fmt.Fprintf(&b, "n%d NOOP\r\n", i)
+	}
+	go c.c.Write([]byte(b.String()))
+	for i := 0; i < total; i++ {
+		c.expect(fmt.Sprintf("n%d OK", i))
+	}
+	if len(got) != total || over > 0 {
+		t.Fatalf("backend got %d commands, up to %d unanswered at once", len(got), over)
+	}
+}
