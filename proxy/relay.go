@@ -46,10 +46,10 @@ type relayState struct {
 	// deadline (owedReader). cut asks the backend pump to end the session
 	// at the next response boundary (a drain past its deadline);
 	// atBoundary says it waits between responses.
-	owing      atomic.Int32
-	mid        atomic.Bool
-	cut        atomic.Bool
-	atBoundary atomic.Bool
+	owing       atomic.Int32
+	mid         atomic.Bool
+	cut         atomic.Bool
+	atBoundary  atomic.Bool
 	sawBye      bool
 	backendDone chan struct{}
 }
