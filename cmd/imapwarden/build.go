@@ -207,6 +207,10 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 
 	s.opts.Limits = buildLimits(&p, cfg.Limits)
 	s.opts.Hostname = cfg.Hostname
+	s.opts.CutGrace = cfg.DrainCutGrace.get(proxy.DefaultCutGrace)
+	if s.opts.CutGrace <= 0 {
+		p.add("drain_cut_grace: must be positive, got %v", s.opts.CutGrace)
+	}
 	if strings.ContainsAny(cfg.Hostname, " \t\r\n") {
 		p.add("hostname: %q contains white space", cfg.Hostname)
 	}
@@ -746,6 +750,9 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		MaxAuthFailures:       count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
 		MaxCompressSessions:   count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
 		MaxPreAuthConnections: count("max_preauth_connections", c.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections()),
+		MaxInflight:           count("max_inflight", c.MaxInflight, proxy.DefaultMaxInflight),
+		BackendTimeout:        dur("backend_timeout", c.BackendTimeout, proxy.DefaultBackendTimeout),
+		MaxResponseLine:       size("max_response_line", c.MaxResponseLine, proxy.DefaultMaxResponseLine),
 	}
 	// RFC 9051 §5.4: an autologout timer must be at least 30 minutes.
 	if l.AuthIdle > 0 && l.AuthIdle < 30*time.Minute {

@@ -31,6 +31,9 @@ type fileConfig struct {
 	Hostname     string    `yaml:"hostname"`
 	Log          logConfig `yaml:"log"`
 	DrainTimeout *duration `yaml:"drain_timeout"`
+	// DrainCutGrace: after drain_timeout, responses in flight end at
+	// their next message boundary within this grace; default 10s.
+	DrainCutGrace *duration `yaml:"drain_cut_grace"`
 	// LameDuck is how long SIGTERM keeps serving, not ready, before the
 	// drain; default 5s, 0 none.
 	LameDuck  *duration        `yaml:"lame_duck"`
@@ -264,6 +267,13 @@ type limitsConfig struct {
 	// MaxPreAuthConnections bounds connections awaiting login,
 	// server-wide; the default depends on the open-file limit.
 	MaxPreAuthConnections *int `yaml:"max_preauth_connections"`
+	// MaxInflight bounds one session's commands in flight at the backend.
+	MaxInflight *int `yaml:"max_inflight"`
+	// BackendTimeout: how long a backend may stay silent while it owes
+	// an answer.
+	BackendTimeout *duration `yaml:"backend_timeout"`
+	// MaxResponseLine bounds one response line of a backend.
+	MaxResponseLine *byteSize `yaml:"max_response_line"`
 }
 
 type authConfig struct {

@@ -88,6 +88,9 @@ func TestExampleConfigOptions(t *testing.T) {
 		// The example shows the default under the shipped systemd unit;
 		// here it depends on the open-file limit.
 		MaxPreAuthConnections: 4096,
+		MaxInflight:           proxy.DefaultMaxInflight,
+		BackendTimeout:        proxy.DefaultBackendTimeout,
+		MaxResponseLine:       proxy.DefaultMaxResponseLine,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
@@ -163,7 +166,7 @@ backends:
     login_timeout: 3s
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_preauth_commands: 5,
   preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7,
-  max_preauth_connections: 9}
+  max_preauth_connections: 9, max_inflight: 11, backend_timeout: 90s, max_response_line: 1MiB}
 auth: {allow_authzid: true}
 `
 }
@@ -191,7 +194,7 @@ func TestConfigNonDefaults(t *testing.T) {
 	}
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxPreAuthCommands: 5,
 		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7,
-		MaxPreAuthConnections: 9}
+		MaxPreAuthConnections: 9, MaxInflight: 11, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}

@@ -50,6 +50,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 		}
 	}
 	dur(&e.DrainTimeout, defaultDrainTimeout)
+	dur(&e.DrainCutGrace, proxy.DefaultCutGrace)
 	dur(&e.LameDuck, defaultLameDuck)
 	str(&e.Log.Level, "info")
 	str(&e.Log.Format, "json")
@@ -93,6 +94,9 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	count(&l.MaxAuthFailures, proxy.DefaultMaxAuthFailures)
 	count(&l.MaxCompressSessions, proxy.DefaultMaxCompressSessions)
 	count(&l.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections())
+	count(&l.MaxInflight, proxy.DefaultMaxInflight)
+	dur(&l.BackendTimeout, proxy.DefaultBackendTimeout)
+	size(&l.MaxResponseLine, proxy.DefaultMaxResponseLine)
 
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")
