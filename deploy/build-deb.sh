@@ -31,10 +31,14 @@ export IMAPWARDEN_VERSION GOARCH
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 
+# The commit and its date, which "imapwarden version" shows.
+REVISION="$(git rev-parse HEAD 2>/dev/null || true)"
+REVISION_DATE="$(git log -1 --format=%cI 2>/dev/null || true)"
+
 if [ -z "${IMAPWARDEN_BINARY:-}" ]; then
 	# The same flags as deploy/Dockerfile: static, reproducible, stripped.
 	CGO_ENABLED=0 GOOS=linux go build -trimpath \
-		-ldflags "-s -w -X main.version=${IMAPWARDEN_VERSION}" \
+		-ldflags "-s -w -X main.version=${IMAPWARDEN_VERSION} -X main.commit=${REVISION} -X main.date=${REVISION_DATE}" \
 		-o "$stage/imapwarden" ./cmd/imapwarden
 	IMAPWARDEN_BINARY="$stage/imapwarden"
 fi

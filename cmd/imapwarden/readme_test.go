@@ -83,3 +83,40 @@ func TestReadmeExamplesLoad(t *testing.T) {
 		t.Fatalf("examples not applied: policy %+v audit %+v", cfg.Policy, cfg.Audit)
 	}
 }
+
+// TestReadmeQuickModeExample builds the README's quick-mode command line
+// as serve would (its files made in a temporary directory): the flags
+// parse and the configuration they describe checks.
+func TestReadmeQuickModeExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```sh\n(imapwarden serve --imaps .*?)\n```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README lacks the quick-mode example")
+	}
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	line := strings.ReplaceAll(string(m[1]), "\\\n", " ")
+	line = strings.ReplaceAll(line, "/etc/imapwarden/tls/", dir+"/")
+	line = strings.ReplaceAll(line, "/etc/imapwarden/backend-ca.pem", filepath.Join(dir, "backend-ca.pem"))
+	var args []string
+	for _, w := range regexp.MustCompile(`'[^']*'|\S+`).FindAllString(line, -1) {
+		args = append(args, strings.Trim(w, "'"))
+	}
+	var f serveFlags
+	if err := newServeFlags(&f).Parse(args[2:]); err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	cfg, err := f.quick.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := check(cfg, zap.NewNop()); err != nil {
+		t.Fatalf("the README's quick-mode example: %v", err)
+	}
+	if !cfg.Backends["backend"].SendID || len(cfg.Listeners) != 2 {
+		t.Errorf("parsed %+v", cfg)
+	}
+}

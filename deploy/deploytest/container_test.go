@@ -409,7 +409,7 @@ func TestReleaseBinary(t *testing.T) {
 		t.Errorf("the binary contains the build path %s (-trimpath missing?)", repoRoot)
 	}
 	out := runCmd(t, "", nil, bin, "version")
-	if !strings.HasPrefix(out, "imapwarden "+testVersion+"\n") {
-		t.Errorf("imapwarden version: %q, want the -X main.version value %s", out, testVersion)
+	if want := "imapwarden " + testVersion + "\ncommit " + testRevision + "\ndate " + testRevisionDate + "\n"; !strings.HasPrefix(out, want) {
+		t.Errorf("imapwarden version: %q, want the -X values %q", out, want)
 	}
 }

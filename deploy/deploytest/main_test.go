@@ -34,7 +34,13 @@ const testVersion = "0.0.0~deploytest"
 // buildFlags are the flags of the release builds (deploy/Dockerfile,
 // deploy/build-deb.sh), with ${VERSION} for the version. TestDockerfile and
 // TestBuildScript check that the artifacts use exactly these.
-const buildLDFlags = `-s -w -X main.version=${VERSION}`
+const buildLDFlags = `-s -w -X main.version=${VERSION} -X main.commit=${REVISION} -X main.date=${REVISION_DATE}`
+
+// The commit and date the test binary is stamped with.
+const (
+	testRevision     = "0123456789abcdef0123456789abcdef01234567"
+	testRevisionDate = "2026-12-06T10:00:00Z"
+)
 
 var (
 	repoRoot string // the module root, absolute
@@ -75,7 +81,7 @@ func run(m *testing.M) int {
 	// the binary, not the others.
 	binary = filepath.Join(toolDir, "imapwarden")
 	cmd := exec.Command("go", "build", "-trimpath",
-		"-ldflags", strings.ReplaceAll(buildLDFlags, "${VERSION}", testVersion),
+		"-ldflags", strings.NewReplacer("${VERSION}", testVersion, "${REVISION}", testRevision, "${REVISION_DATE}", testRevisionDate).Replace(buildLDFlags),
 		"-o", binary, "./cmd/imapwarden")
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
