@@ -30,4 +30,11 @@
 //     succeeds; meanwhile FailOpen decides in-process and FailClosed refuses
 //     logins and APPENDs (NO [UNAVAILABLE]). Connections and the commands of
 //     open sessions go on in both modes.
+//   - Lockouts outlive Redis (mirror.go): each instance mirrors the failure
+//     records Redis shows it (at login checks, at failures, and the whole
+//     lockout index every LockoutSyncInterval) and enforces them while
+//     Redis is down; failures counted during an outage, and mirrored
+//     lockouts in force, are written back when Redis answers (merged by
+//     maximum, so nothing is shortened). While Redis answers it is the
+//     authority: a mirror it no longer holds is dropped.
 package ratelimit
