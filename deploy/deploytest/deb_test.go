@@ -192,6 +192,7 @@ func TestDebInstall(t *testing.T) {
 		t.Skip("the package install test needs root")
 	}
 	needCommand(t, "dpkg", "dpkg")
+	lockMachine(t)
 	path := buildDeb(t)
 	env := []string{"DEBIAN_FRONTEND=noninteractive"}
 
@@ -340,4 +341,21 @@ func debSecureDefaults(t *testing.T) {
 	checkRefusesDeleteInbox(t, "127.0.0.1:993", "alice", dovecottest.DefaultUsers()["alice"])
 	p.stop(t)
 	checkHMACTrail(t, "/usr/bin/imapwarden", "/etc/imapwarden/audit.key", "/var/log/imapwarden/audit.jsonl")
+}
+
+// lockMachine makes the test the only one installing the package on this
+// machine until it ends: two test runs at once (CI run twice in parallel)
+// would otherwise install and purge it under each other, and dpkg refuses
+// a second frontend. The lock is released after the test's other cleanups.
+func lockMachine(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "imapwarden-deploytest-deb.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }
