@@ -201,13 +201,8 @@ type failView struct {
 	until int64
 }
 
-func (m *memStore) failPeek(key uint64, now int64) failView {
-	v, _ := m.failPeekMirror(key, now)
-	return v
-}
-
-// failPeekMirror is failPeek that also says whether the record is only a
-// mirror of Redis's.
+// failPeekMirror returns a failure record and whether it is only a mirror
+// of Redis's.
 func (m *memStore) failPeekMirror(key uint64, now int64) (failView, bool) {
 	sh := m.shard(key)
 	sh.mu.Lock()
