@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -264,10 +266,18 @@ m.logout()
 	t.Run("bad tokens", func(t *testing.T) {
 		other := h.Token(t, alice, "calendar", "mail")
 		parts := strings.Split(tok, ".")
-		none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."
+		enc := base64.RawURLEncoding.EncodeToString
+		none := enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."
+		// HS256 "signed" with Hydra's public key as the secret (the JWKS
+		// JSON, as an attacker fetches it): alg confusion.
+		hs := enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + parts[1]
+		mac := hmac.New(sha256.New, h.JWKS(t))
+		mac.Write([]byte(hs))
+		hs += "." + enc(mac.Sum(nil))
 		for _, tc := range []struct{ name, user, token, detail string }{
 			{"wrong audience", "alice", other, "audience mismatch"},
 			{"alg none", "alice", none, `algorithm "none"`},
+			{"HS256 with the public key", "alice", hs, `algorithm "HS256"`},
 			{"truncated", "alice", tok[:len(tok)-12], "signature"},
 			{"oversized", "alice", tok + strings.Repeat("A", 17<<10), "over the"},
 			{"another user", "bob", tok, "another user"},
