@@ -22,6 +22,13 @@ type ack struct{ seq atomic.Uint64 }
 
 var ackPool = sync.Pool{New: func() any { return new(ack) }}
 
+// timerPool keeps LogWait from allocating a timer per command.
+var timerPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
 // durability is the writer's report to LogWait callers and to Health.
 type durability struct {
 	// seq is the last record that is durable: written to the sink (the
@@ -91,8 +98,14 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 	a := ackPool.Get().(*ack)
 	a.seq.Store(0)
 	r.ack = a
-	tm := time.NewTimer(timeout)
-	defer tm.Stop()
+	tm := timerPool.Get().(*time.Timer)
+	tm.Reset(timeout)
+	defer func() {
+		// Since Go 1.23 a stopped timer's channel holds no stale value:
+		// the timer is reusable as it is.
+		tm.Stop()
+		timerPool.Put(tm)
+	}()
 	if err := t.enqueue(r, tm.C); err != nil {
 		// Never queued: the writer cannot hold a.
 		ackPool.Put(a)
