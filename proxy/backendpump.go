@@ -51,19 +51,34 @@ type delivery struct {
 	stop    bool // a cap was crossed: end the session after this response
 }
 
-// backendPump relays responses to the client, filtering capabilities,
-// counting delivered content and matching tagged completions to commands.
-func (s *Session) backendPump() {
-	r := s.relay
+// backendPump relays the backend's responses to the client (ARCHITECTURE.md):
+// it matches tagged completions to the commands in flight, changes the
+// session's state from them, filters capabilities, counts the content
+// delivered and holds the backend to the protocol. It runs on its own
+// goroutine; its fields are its alone, and it reads the backend's side of
+// backendConn (br, sc, rd) alone.
+type backendPump struct {
+	r  *relay
+	s  *Session
+	be *backendConn
+
+	lc       lineCheck // the response line being read
+	dv       delivery  // the FETCH response being relayed
+	fbuf     []byte    // a filtered capability line
+	outSince int64     // response bytes since the last tagged completion
+	// messagesFetched counts FETCH responses that carried content, for
+	// the close event (read once the pump has ended).
+	messagesFetched int
+}
+
+// run relays responses until the session ends.
+func (p *backendPump) run() {
+	r, s, be := p.r, p.s, p.be
 	defer close(r.backendDone)
-	be := s.be
-	var fbuf []byte
-	var outSince int64 // response bytes since the last tagged completion
-	var dv delivery
 	for {
 		if r.cut.Load() {
 			// A drain past its deadline: end at this response boundary.
-			s.endDrained()
+			s.stop(byeDrained, false)
 			return
 		}
 		if be.br.Buffered() == 0 {
@@ -72,18 +87,18 @@ func (s *Session) backendPump() {
 			err := be.waitReadable()
 			r.atBoundary.Store(false)
 			if err != nil {
-				s.backendErr(err, false)
+				p.readFailed(err, false)
 				return
 			}
 		}
-		part, final, _, hasLit, err := s.readPart()
+		part, final, _, hasLit, err := p.readPart()
 		if err != nil {
-			s.backendErr(err, false)
+			p.readFailed(err, false)
 			return
 		}
 		resp, perr := imapwire.ParseResponse(part)
 		if perr != nil {
-			s.backendFault("unparsable response")
+			p.fault("unparsable response", false)
 			return
 		}
 		relay, cont := true, false
@@ -94,7 +109,7 @@ func (s *Session) backendPump() {
 			// commands in flight may still come (LOGOUT's OK, RFC 9051
 			// §6.1.3, §7.1.5).
 			r.mu.Unlock()
-			s.backendFault("response after BYE")
+			p.fault("response after BYE", false)
 			return
 		}
 		switch resp.Kind {
@@ -108,7 +123,7 @@ func (s *Session) backendPump() {
 				r.mu.Unlock()
 				// A "+" nothing asked for would break the client's
 				// literal framing (DESIGN §3a).
-				s.backendFault("continuation request with no literal pending")
+				p.fault("continuation request with no literal pending", false)
 				return
 			}
 			cont, relay = true, !r.contSwallow
@@ -116,7 +131,7 @@ func (s *Session) backendPump() {
 		case imapwire.Tagged:
 			if done = r.inflight.take(resp.Tag); done == nil {
 				r.mu.Unlock()
-				s.backendFault("tagged response for no command in flight")
+				p.fault("tagged response for no command in flight", false)
 				return
 			}
 			r.paidLocked(done)
@@ -133,7 +148,7 @@ func (s *Session) backendPump() {
 				// (RFC 9051 §7.1.3): the backend read a command otherwise
 				// than the proxy did. Nothing decided since can be trusted.
 				r.mu.Unlock()
-				s.backendFault("untagged BAD: the backend could not read a command the proxy relayed")
+				p.fault("untagged BAD: the backend could not read a command the proxy relayed", false)
 				return
 			case r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && bytes.EqualFold(resp.Name, enabledName):
 				r.enabled |= enabledCaps(part)
@@ -143,60 +158,48 @@ func (s *Session) backendPump() {
 		if done != nil {
 			// State first: once the client has this reply, its next
 			// command may be decided.
-			s.completed(done, &resp)
+			p.completed(done, &resp)
 			var codeArgs string
 			if bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName) {
 				codeArgs = responseCodeArgs(part)
 			}
 			// Before the client has its answer, so that no client hears a
 			// completion its audit record does not hold (a fail-closed
-			// audit trail holds the reply back, or refuses it).
-			if err := s.auditCompleted(done, &resp, outSince+int64(len(part)), codeArgs); err != nil {
-				s.wmu.Lock()
-				s.auditUnavailable(err)
-				s.wmu.Unlock()
+			// audit trail holds the reply back, or refuses it). No lock is
+			// held: a slow trail stalls this pump alone.
+			if err := s.auditCompleted(done, &resp, p.outSince+int64(len(part)), codeArgs); err != nil {
+				s.auditUnavailable(err, false)
 				return
 			}
 		}
-		dv = delivery{}
+		p.dv = delivery{}
 		if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusNone {
 			switch {
 			case bytes.EqualFold(resp.Name, fetchName):
-				dv.t.Begin(part)
+				p.dv.t.Begin(part)
 			case bytes.EqualFold(resp.Name, idName) && !s.srv.opts.ShowBackendID:
 				// Ours instead; the original, literals included, is
 				// read and dropped below.
-				s.wmu.Lock()
-				s.out().WriteString(proxyIDResponse)
-				s.wmu.Unlock()
+				s.out.lock().WriteString(proxyIDResponse)
+				s.out.unlock()
 				relay = false
 			}
 		}
 		if final && (bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName)) {
-			if out, changed := imapwire.FilterCapabilities(fbuf[:0], part, dropCapability); changed {
-				fbuf, part = out, out
-			}
-			if bytes.EqualFold(resp.Name, capName) && s.fw == nil {
-				// The proxy terminates COMPRESS itself (compress.go).
-				fbuf = appendCapability(fbuf, part, "COMPRESS=DEFLATE")
-				part = fbuf
-			}
+			part = p.filterCaps(part, bytes.EqualFold(resp.Name, capName))
 		}
-		s.wmu.Lock()
-		n, err := s.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral(), &dv)
-		s.wmu.Unlock()
-		if err != nil {
+		s.out.lock()
+		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
+		s.out.unlock()
+		if err != nil || p.dv.stop {
 			return
 		}
-		outSince += n
-		if dv.stop {
-			return
-		}
+		p.outSince += n
 		if cont {
 			r.signal(true)
 		}
 		if done != nil {
-			outSince = 0
+			p.outSince = 0
 			r.mu.Lock()
 			if r.contArmed && r.contTag == done.tag {
 				r.contArmed = false
@@ -205,12 +208,28 @@ func (s *Session) backendPump() {
 			} else {
 				r.mu.Unlock()
 			}
-			select {
-			case r.freed <- struct{}{}:
-			default:
-			}
+			r.freeOne()
 		}
 	}
+}
+
+// filterCaps drops from a capability list what the client must not see
+// (DESIGN §3) and, in an untagged CAPABILITY, adds the proxy's own
+// COMPRESS=DEFLATE.
+func (p *backendPump) filterCaps(part []byte, untagged bool) []byte {
+	if out, changed := imapwire.FilterCapabilities(p.fbuf[:0], part, dropCapability); changed {
+		p.fbuf, part = out, out
+	}
+	s := p.s
+	s.out.mu.Lock()
+	compressing := s.out.fw != nil
+	s.out.mu.Unlock()
+	if untagged && !compressing {
+		// The proxy terminates COMPRESS itself (compress.go).
+		p.fbuf = appendCapability(p.fbuf, part, "COMPRESS=DEFLATE")
+		part = p.fbuf
+	}
+	return part
 }
 
 // enabledCaps returns the capabilities "* ENABLED ..." names that change
@@ -229,9 +248,9 @@ var errBackendFault = errors.New("backend broke the protocol")
 
 // readPart reads the next piece of a response line and holds it to the
 // protocol (lineCheck).
-func (s *Session) readPart() (part []byte, final bool, lit imapwire.Literal, hasLit bool, err error) {
-	part, final, lit, hasLit, err = s.be.sc.ReadLinePart()
-	if err == nil && !s.lc.check(part, final, s.lim.MaxResponseLine) {
+func (p *backendPump) readPart() (part []byte, final bool, lit imapwire.Literal, hasLit bool, err error) {
+	part, final, lit, hasLit, err = p.be.sc.ReadLinePart()
+	if err == nil && !p.lc.check(part, final, p.s.lim.MaxResponseLine) {
 		err = errBackendFault
 	}
 	return
@@ -282,102 +301,64 @@ func (lc *lineCheck) check(p []byte, final bool, max int64) bool {
 	return true
 }
 
-// backendErr ends the session after reading the backend failed: a
+// readFailed ends the session after reading the backend failed: a
 // protocol fault, a backend silent while it owed an answer, a drain past
-// its deadline, or a lost connection.
-func (s *Session) backendErr(err error, haveWmu bool) {
+// its deadline, or a lost connection. haveOut: the caller holds the client
+// writer.
+func (p *backendPump) readFailed(err error, haveOut bool) {
+	s := p.s
 	switch {
 	case errors.Is(err, errBackendFault):
-		s.backendFaultLocked(s.lc.fault, haveWmu)
-	case isTimeout(err) && s.relay.cut.Load():
-		s.endDrainedLocked(haveWmu)
+		p.fault(p.lc.fault, haveOut)
+	case isTimeout(err) && p.r.cut.Load():
+		s.stop(byeDrained, haveOut)
 	case isTimeout(err):
-		s.backendTimeout(haveWmu)
+		// Silent past Limits.BackendTimeout while it owed an answer
+		// (DESIGN §3: a stuck backend must not hold sessions,
+		// goroutines and descriptors).
+		if s.closing.Load() {
+			return
+		}
+		s.log.Warn("backend stopped answering", zap.String("backend", p.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
+		s.srv.auditor.Security(&s.info, "backend-timeout", p.be.b.Name)
+		s.stop(byeBackendTimeout, haveOut)
 	default:
-		s.backendLost(err, haveWmu)
+		s.backendLost(err, haveOut)
 	}
 }
 
-// backendTimeout ends a session whose backend stayed silent past
-// Limits.BackendTimeout while it owed an answer (DESIGN §3: a stuck
-// backend must not hold sessions, goroutines and descriptors).
-func (s *Session) backendTimeout(haveWmu bool) {
+// fault ends a session whose backend broke the protocol: the client gets
+// "* BYE [UNAVAILABLE]", the backend connection is closed, the audit names
+// the fault (DESIGN §3a: a compromised legacy server is contained).
+func (p *backendPump) fault(what string, haveOut bool) {
+	s := p.s
 	if s.closing.Load() {
 		return
 	}
-	s.setReason("backend-timeout")
-	s.log.Warn("backend stopped answering", zap.String("backend", s.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
-	s.srv.auditor.Security(&s.info, "backend-timeout", s.be.b.Name)
-	s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Backend not responding\r\n")
-	s.closing.Store(true)
-	s.closeConns()
-}
-
-// endDrained ends a session a drain cut short, at a response boundary.
-func (s *Session) endDrained() { s.endDrainedLocked(false) }
-
-func (s *Session) endDrainedLocked(haveWmu bool) {
-	if s.closing.Load() {
-		return
-	}
-	s.setReason("drained")
-	s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Server shutting down\r\n")
-	s.closing.Store(true)
-	s.closeConns()
-}
-
-// cutAtBoundary asks the backend pump to end the session at its next
-// response boundary (a drain past its deadline, DESIGN §3): a FETCH in
-// flight ends after the message being sent, with BYE. A pump waiting
-// between responses is woken at once.
-func (s *Session) cutAtBoundary() {
-	s.connMu.Lock()
-	defer s.connMu.Unlock()
-	r := s.relay
-	if r == nil || s.be == nil {
-		return
-	}
-	r.cut.Store(true)
-	if r.atBoundary.Load() {
-		s.be.conn.SetReadDeadline(time.Now())
-	}
-}
-
-// backendFault ends a session whose backend broke the protocol: the client
-// gets "* BYE [UNAVAILABLE]", the backend connection is closed, the audit
-// names the fault (DESIGN §3a: a compromised legacy server is contained).
-func (s *Session) backendFault(what string) { s.backendFaultLocked(what, false) }
-
-func (s *Session) backendFaultLocked(what string, haveWmu bool) {
-	if s.closing.Load() {
-		return
-	}
-	s.setReason("backend-protocol-error")
-	s.log.Warn("backend broke the protocol", zap.String("backend", s.be.b.Name), zap.String("fault", what))
-	s.srv.auditor.Security(&s.info, "backend-protocol-error", s.be.b.Name+": "+what)
-	s.srv.opts.Metrics.backendFault(s.be.b.Name)
-	s.byeClient(haveWmu, "* BYE [UNAVAILABLE] Backend error\r\n")
-	s.closing.Store(true)
-	s.closeConns()
+	s.log.Warn("backend broke the protocol", zap.String("backend", p.be.b.Name), zap.String("fault", what))
+	s.srv.auditor.Security(&s.info, "backend-protocol-error", p.be.b.Name+": "+what)
+	s.srv.opts.Metrics.backendFault(p.be.b.Name)
+	s.stop(byeBackendError, haveOut)
 }
 
 // relayResponse writes the rest of one response (its first piece given),
 // streaming literals, and flushes once the backend has nothing buffered.
 // Content in a FETCH response is counted against the caps before it goes
-// out (deliver). Called with wmu held.
-func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool, dv *delivery) (int64, error) {
-	sc := s.be.sc
-	w := s.out()
+// out (deliver). Called with the client writer held.
+func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
+	s, dv := p.s, &p.dv
+	sc := p.be.sc
+	w := s.out.buf()
 	var err error
 	var n int64
 	tracking := dv.t.Active()
 	if !final || hasLit {
 		// Half relayed until its end: the backend owes the rest.
-		s.relay.mid.Store(true)
-		defer s.relay.mid.Store(false)
+		p.r.mid.Store(true)
+		defer p.r.mid.Store(false)
 	}
 	for {
-		if tracking && !s.track(dv, part, final && hasLit && literals) {
+		if tracking && !p.track(part, final && hasLit && literals) {
 			return n, errStop
 		}
 		if relay {
@@ -386,11 +367,11 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 			dv.written = true
 		}
 		for !final {
-			if part, final, _, hasLit, err = s.readPart(); err != nil {
-				s.backendErr(err, true)
+			if part, final, _, hasLit, err = p.readPart(); err != nil {
+				p.readFailed(err, true)
 				return n, err
 			}
-			if tracking && !s.track(dv, part, final && hasLit && literals) {
+			if tracking && !p.track(part, final && hasLit && literals) {
 				return n, errStop
 			}
 			if relay {
@@ -416,31 +397,30 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 		n += m
 		if err != nil {
 			if errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil {
-				s.backendErr(err, true)
+				p.readFailed(err, true)
 			} else {
 				s.clientWriteFailed(err)
 			}
 			return n, err
 		}
-		if part, final, _, hasLit, err = s.readPart(); err != nil {
-			s.backendErr(err, true)
+		if part, final, _, hasLit, err = p.readPart(); err != nil {
+			p.readFailed(err, true)
 			return n, err
 		}
 	}
 	if tracking {
-		s.delivered(dv)
+		p.delivered()
 		dv.t.End()
 	}
 	if dv.stop {
-		s.capBye()
+		s.stop(byeFetchCap, true)
 		return n, nil
 	}
-	if s.be.br.Buffered() == 0 {
-		if err := s.flushOut(w); err != nil {
+	if p.be.br.Buffered() == 0 {
+		if err := s.out.flush(); err != nil {
 			s.clientWriteFailed(err)
 			return n, err
 		}
-		s.idleOut()
 	}
 	return n, nil
 }
@@ -448,24 +428,26 @@ func (s *Session) relayResponse(part []byte, final, hasLit, relay, literals bool
 // track feeds a piece of a FETCH response to its tracker (with the literal
 // it opens, when lit) and asks deliver about the content it carries, before
 // the piece is written. It returns false when the session must end now.
-func (s *Session) track(dv *delivery, part []byte, lit bool) bool {
+func (p *backendPump) track(part []byte, lit bool) bool {
+	dv := &p.dv
 	before := dv.t.Content
 	dv.t.Part(part)
 	content := dv.t.Content - before
 	if lit {
-		if l := s.be.sc.LiteralRemaining(); dv.t.Literal(l) {
+		if l := p.be.sc.LiteralRemaining(); dv.t.Literal(l) {
 			content += l
 		}
 	}
-	return content <= 0 || s.deliver(dv, content)
+	return content <= 0 || p.deliver(content)
 }
 
 // deliver asks the Limiter before content octets of a FETCH response go to
 // the client. A cap crossed ends the response stream at a message
 // boundary: before this message when none of it was sent, else after it
 // (dv.stop). It returns false when the session must end now. Called with
-// wmu held.
-func (s *Session) deliver(dv *delivery, octets int64) bool {
+// the client writer held.
+func (p *backendPump) deliver(octets int64) bool {
+	s, dv := p.s, &p.dv
 	l := s.dyn.Limiter
 	if l == nil {
 		return true
@@ -485,33 +467,25 @@ func (s *Session) deliver(dv *delivery, octets int64) bool {
 		return true
 	}
 	if !dv.written {
-		s.capBye()
+		s.stop(byeFetchCap, true)
 		return false
 	}
 	dv.stop = true
 	return true
 }
 
-// capBye ends a session whose content cap was crossed mid-response.
-// Called with wmu held.
-func (s *Session) capBye() {
-	s.setReason("limit")
-	s.byeClient(true, "* BYE [LIMIT] Download limit reached, try again later\r\n")
-	s.closing.Store(true)
-	s.closeConns()
-}
-
 // delivered records a FETCH response that carried content against the
 // command it belongs to: the oldest content FETCH in flight, else the
 // oldest command in flight (content pushed during IDLE or NOOP), else a
-// delivery of its own (NOTIFY, RFC 5465). Called with wmu held.
-func (s *Session) delivered(dv *delivery) {
+// delivery of its own (NOTIFY, RFC 5465).
+func (p *backendPump) delivered() {
+	dv := &p.dv
 	if dv.t.Items == 0 {
 		return
 	}
-	s.messagesFetched++
+	p.messagesFetched++
 	uid, hasUID := dv.t.UID()
-	r := s.relay
+	r := p.r
 	r.mu.Lock()
 	f := r.inflight.find(func(x *inflight) bool { return x.readContent })
 	if f == nil {
@@ -528,23 +502,20 @@ func (s *Session) delivered(dv *delivery) {
 		return
 	}
 	r.mu.Unlock()
-	ev := DeliveryEvent{Messages: 1, Bytes: dv.t.Content}
+	ev := DeliveryEvent{Messages: 1, Bytes: dv.t.Content, Mailbox: p.s.info.Selected}
 	if hasUID {
 		ev.UIDs = []uint32{uid}
 	}
-	s.infoMu.Lock()
-	ev.Mailbox = s.info.Selected
-	s.srv.auditor.Delivered(&s.info, ev)
-	s.infoMu.Unlock()
+	p.s.srv.auditor.Delivered(&p.s.info, ev)
 }
 
 // completed updates the session from a tagged completion: the selected
 // mailbox (RFC 9051 §6.3.2: a failed SELECT leaves none selected), what
 // ENABLE turned on, a renamed or deleted selected mailbox. Only an OK of
 // the command changes anything (DESIGN §3a).
-func (s *Session) completed(f *inflight, resp *imapwire.Response) {
+func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 	ok := resp.Status == imapwire.StatusOK
-	r := s.relay
+	r, s := p.r, p.s
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.barrier == f {
@@ -582,9 +553,7 @@ func (s *Session) completed(f *inflight, resp *imapwire.Response) {
 		if !ok || r.ctx.State != imapwire.StateSelected {
 			return
 		}
-		s.infoMu.Lock()
-		cur := s.info.Selected
-		s.infoMu.Unlock()
+		cur := s.info.Selected // this pump is its only writer
 		if !under(cur, f.cmd.Mailbox, r.ctx.Delim) {
 			return
 		}
@@ -603,42 +572,4 @@ func (s *Session) completed(f *inflight, resp *imapwire.Response) {
 		s.info.Selected, s.info.SelectedReadOnly = sel, selRO
 		s.infoMu.Unlock()
 	}
-}
-
-func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
-	ev := CommandEvent{
-		Command:  &f.cmd,
-		Result:   statusName(resp.Status),
-		Code:     string(resp.Code),
-		Duration: time.Since(f.start),
-		Decision: f.decision,
-		BytesIn:  f.bytesIn,
-		BytesOut: bytesOut,
-		BodyRead: f.readContent,
-		Messages: f.messages,
-		UIDs:     f.uids,
-		Content:  f.content,
-		CodeArgs: codeArgs,
-		Selected: f.selected,
-	}
-	s.infoMu.Lock()
-	err := s.srv.auditor.Command(&s.info, ev)
-	s.infoMu.Unlock()
-	return err
-}
-
-func statusName(st imapwire.Status) string {
-	switch st {
-	case imapwire.StatusOK:
-		return "OK"
-	case imapwire.StatusNO:
-		return "NO"
-	case imapwire.StatusBAD:
-		return "BAD"
-	case imapwire.StatusBYE:
-		return "BYE"
-	case imapwire.StatusPREAUTH:
-		return "PREAUTH"
-	}
-	return ""
 }

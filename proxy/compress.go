@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"compress/flate"
 	"io"
@@ -21,7 +20,7 @@ var deflaters = sync.Pool{New: func() any {
 }}
 
 // compressWriter is what the client writer writes into once COMPRESS is
-// active; flushOut syncs it at the end of every response.
+// active; clientWriter.flush syncs it at the end of every response.
 type compressWriter struct{ fw *flate.Writer }
 
 func (c *compressWriter) Write(p []byte) (int, error) { return c.fw.Write(p) }
@@ -33,13 +32,16 @@ func (s *Session) startCompress(tag string) error {
 	r.mu.Lock()
 	busy := r.inflight.len() > 0
 	r.mu.Unlock()
+	s.out.mu.Lock()
+	active := s.out.fw != nil
+	s.out.mu.Unlock()
 	switch {
-	case s.fw != nil:
-		return s.writef("%s NO [COMPRESSIONACTIVE] DEFLATE is already active\r\n", tag)
+	case active:
+		return s.answer(tag, no("COMPRESSIONACTIVE", "DEFLATE is already active"))
 	case busy:
 		// The switch must fall between responses: no command may be in
 		// progress (RFC 4978 §3).
-		return s.writef("%s BAD [CLIENTBUG] COMPRESS while other commands are in progress\r\n", tag)
+		return s.answer(tag, bad("CLIENTBUG", "COMPRESS while other commands are in progress"))
 	}
 	// Each compressing session holds a deflater of about 1.2 MiB: a bound
 	// keeps authenticated clients from exhausting memory with them. The
@@ -47,11 +49,11 @@ func (s *Session) startCompress(tag string) error {
 	if n := s.srv.compressing.Add(1); n > int64(s.lim.MaxCompressSessions) {
 		s.srv.compressing.Add(-1)
 		s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_compress_sessions", Key: "server", Reason: "Too many compressed sessions"})
-		return s.writef("%s NO [LIMIT] Too many compressed sessions, go on without COMPRESS\r\n", tag)
+		return s.answer(tag, no("LIMIT", "Too many compressed sessions, go on without COMPRESS"))
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	w := s.out()
+	o := &s.out
+	w := o.lock()
+	defer o.unlock()
 	w.WriteString(tag + " OK DEFLATE active\r\n")
 	if err := w.Flush(); err != nil {
 		return errStop
@@ -60,36 +62,13 @@ func (s *Session) startCompress(tag string) error {
 	// after the command are already compressed: they go first into the
 	// decompressor, which yields at every block end (internal/inflate).
 	fw := deflaters.Get().(*flate.Writer)
-	fw.Reset(s.dw)
-	s.fw, s.cw = fw, &compressWriter{fw}
-	w.Reset(s.cw)
+	fw.Reset(&o.dw)
+	o.fw, o.cw = fw, compressWriter{fw}
+	w.Reset(&o.cw)
 	pending := make([]byte, s.br.Buffered())
 	io.ReadFull(s.br, pending)
 	s.rsrc = inflate.NewReader(io.MultiReader(bytes.NewReader(pending), s.conn))
 	s.br.Reset(s.rsrc)
 	s.sc.Reset(s.br)
 	return nil
-}
-
-// flushOut sends what w holds, through the compressor when COMPRESS is
-// active (a sync flush, so the client can read each response at once).
-// Called with wmu held.
-func (s *Session) flushOut(w *bufio.Writer) error {
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if s.fw != nil {
-		return s.fw.Flush()
-	}
-	return nil
-}
-
-// releaseCompress gives the compressor back at the session's end.
-func (s *Session) releaseCompress() {
-	if s.fw != nil {
-		s.fw.Reset(io.Discard)
-		deflaters.Put(s.fw)
-		s.fw = nil
-		s.srv.compressing.Add(-1)
-	}
 }

@@ -31,8 +31,7 @@ func (s *Session) frontEnd() bool {
 		s.preAuthCommands++
 		first := s.preAuthCommands == 1
 		if s.preAuthCommands > s.lim.MaxPreAuthCommands {
-			s.setReason("preauth-command-limit")
-			s.writef("* BYE [LIMIT] Too many commands before login\r\n")
+			s.answer("*", bye(ClosePreAuthCommandLimit, "LIMIT", "Too many commands before login"))
 			return false
 		}
 		tag := cmd.Tag
@@ -41,7 +40,7 @@ func (s *Session) frontEnd() bool {
 			name = "" // not served before login
 		} else if err := s.parser.Check(&imapwire.Context{State: imapwire.StateNotAuth}); err != nil {
 			// The one grammar of the table holds before login too.
-			s.writef("%s BAD %s\r\n", tag, sanitizeText(err.(*imapwire.SyntaxError).Msg))
+			s.answer(tag, syntaxReply(err))
 			continue
 		}
 		switch name {
@@ -50,7 +49,7 @@ func (s *Session) frontEnd() bool {
 		case "NOOP":
 			s.writef("%s OK NOOP completed\r\n", tag)
 		case "LOGOUT":
-			s.setReason("logout")
+			s.setReason(CloseLogout)
 			s.writef("* BYE Logging out\r\n%s OK LOGOUT completed\r\n", tag)
 			return false
 		case "ID":
@@ -61,7 +60,7 @@ func (s *Session) frontEnd() bool {
 			}
 		case "LOGIN":
 			if len(cmd.Args) != 2 || !isString(cmd.Args[0]) || !isString(cmd.Args[1]) {
-				s.writef("%s BAD LOGIN expects user name and password\r\n", tag)
+				s.answer(tag, bad("", "LOGIN expects user name and password"))
 				continue
 			}
 			if s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}) {
@@ -76,19 +75,17 @@ func (s *Session) frontEnd() bool {
 				// RFC 9051 does not ask for this; it stops cross-protocol
 				// use of the port (HTTP, SMTP, a ClientHello) at once.
 				s.srv.auditor.Security(&s.info, "non-imap-client", "unknown first command")
-				s.setReason("non-imap-client")
-				s.writef("* BYE Not an IMAP client\r\n")
+				s.answer("*", byeNonIMAP)
 				return false
 			}
 			if cmd.Spec != nil {
-				s.writef("%s BAD Log in first\r\n", tag)
+				s.answer(tag, bad("", "Log in first"))
 			} else {
-				s.writef("%s BAD Unknown command\r\n", tag)
+				s.answer(tag, bad("", "Unknown command"))
 			}
 		}
 		if s.info.AuthFailures >= s.lim.MaxAuthFailures {
-			s.setReason("auth-failures")
-			s.writef("* BYE Too many authentication failures\r\n")
+			s.answer("*", bye(CloseAuthFailures, "", "Too many authentication failures"))
 			return false
 		}
 	}
@@ -101,9 +98,6 @@ func (s *Session) frontEnd() bool {
 func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 	first := s.preAuthCommands == 0
 	line, lit, hasLit, err := s.sc.ReadLine()
-	if err == nil {
-		err = imapwire.CheckCommandLine(line)
-	}
 	s.parser.Reset()
 	if err == nil {
 		err = s.parser.Line(line, lit, hasLit)
@@ -113,71 +107,53 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 		if !errors.As(err, &se) || first || (hasLit && lit.NonSync) {
 			if errors.As(err, &se) {
 				s.srv.auditor.Security(&s.info, "non-imap-client", se.Msg)
-				s.setReason("non-imap-client")
-				s.writef("* BYE Not an IMAP client\r\n")
+				s.answer("*", byeNonIMAP)
 			} else {
 				s.readErr(err)
 			}
 			return nil, errClose
 		}
 		s.preAuthCommands++
-		s.writef("%s BAD %s\r\n", tagOf(line), sanitizeText(se.Msg))
+		s.answer(tagOf(line), syntaxReply(err))
 		return nil, nil
 	}
 	for hasLit {
 		cmd := s.parser.Command()
-		refuse := ""
+		var refuse *reply
 		switch {
 		case lit.Size > int64(s.lim.MaxBufferedLiteral):
-			refuse = "[TOOBIG] Literal too big"
+			refuse = replyLiteralTooBig
 		case cmd.Name == "LOGIN" && !s.authAllowed():
 			// Refuse before the password is sent (RFC 9051 §6.2.3).
-			refuse = "[PRIVACYREQUIRED] LOGIN is disabled until TLS is active"
+			refuse = no("PRIVACYREQUIRED", "LOGIN is disabled until TLS is active")
 		case cmd.Name != "LOGIN" && cmd.Name != "ID":
-			refuse = "[CLIENTBUG] Unexpected literal"
+			refuse = no("CLIENTBUG", "Unexpected literal")
 		}
-		if refuse != "" {
-			if !lit.NonSync {
-				s.sc.IgnoreLiteral()
-			} else {
-				// Its bytes are in flight; a big one cannot be skipped
-				// cheaply, a small one is counted away (RFC 7888 §4).
-				if lit.Size > int64(s.lim.MaxBufferedLiteral) {
-					s.setReason("literal-too-big")
-					s.writef("* BYE [TOOBIG] Literal too big\r\n")
-					return nil, errClose
-				}
-				if err := s.sc.DiscardLiteral(); err != nil {
-					s.readErr(err)
-					return nil, err
-				}
-				if err := s.skipRestOfCommand(); err != nil {
-					return nil, err
-				}
+		if refuse != nil {
+			// A synchronizing literal will not come; the bytes of a small
+			// non-synchronizing one are counted away (RFC 7888 §4), a big
+			// one ends the session.
+			if err := s.dropLiteral(lit, true, int64(s.lim.MaxBufferedLiteral)); err != nil {
+				return nil, errClose
 			}
 			s.preAuthCommands++
-			if strings.HasPrefix(refuse, "[PRIVACYREQUIRED]") {
+			if refuse.code == "PRIVACYREQUIRED" {
 				s.info.AuthFailures++
 				s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: "LOGIN", Attempt: s.info.AuthFailures, Reason: "privacy-required"})
-				s.writef("%s NO %s\r\n", cmd.Tag, refuse)
-			} else {
-				s.writef("%s NO %s\r\n", cmd.Tag, refuse)
 			}
+			s.answer(cmd.Tag, refuse)
 			return nil, nil
 		}
 		if !lit.NonSync {
 			s.writef("+ Ready for literal data\r\n")
 		}
-		s.litBuf, err = s.sc.ReadLiteral(s.litBuf[:0], s.lim.MaxBufferedLiteral)
-		if err != nil {
+		var body []byte
+		if body, err = s.sc.ReadLiteral(nil, s.lim.MaxBufferedLiteral); err != nil {
 			s.readErr(err)
 			return nil, err
 		}
-		s.parser.Literal(s.litBuf)
+		s.parser.Literal(body)
 		line, lit, hasLit, err = s.sc.ReadLine()
-		if err == nil {
-			err = imapwire.CheckCommandLine(line)
-		}
 		if err == nil {
 			err = s.parser.Line(line, lit, hasLit)
 		}
@@ -185,7 +161,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			var se *imapwire.SyntaxError
 			if errors.As(err, &se) && !(hasLit && lit.NonSync) {
 				s.preAuthCommands++
-				s.writef("%s BAD %s\r\n", cmd.Tag, sanitizeText(se.Msg))
+				s.answer(cmd.Tag, syntaxReply(err))
 				return nil, nil
 			}
 			s.readErr(err)
@@ -211,8 +187,7 @@ func (s *Session) skipRestOfCommand() error {
 		if !lit.NonSync || lit.Size > int64(s.lim.MaxBufferedLiteral) {
 			// A client that waits for "+" we never send, or a literal we
 			// will not count through: the stream is lost.
-			s.setReason("protocol-error")
-			s.writef("* BYE [CLIENTBUG] Unexpected literal\r\n")
+			s.answer("*", byeUnexpectedLiteral)
 			return errClose
 		}
 		if err := s.sc.DiscardLiteral(); err != nil {
@@ -242,20 +217,20 @@ func isString(a imapwire.Arg) bool {
 // with as little about us as the RFC allows.
 func (s *Session) handleID(cmd *imapwire.Command) {
 	if len(cmd.Args) != 1 {
-		s.writef("%s BAD ID expects one argument\r\n", cmd.Tag)
+		s.answer(cmd.Tag, bad("", "ID expects one argument"))
 		return
 	}
 	a := cmd.Args[0]
 	if a.Kind == imapwire.ArgList {
 		if len(a.List)%2 != 0 || len(a.List) > 60 {
-			s.writef("%s BAD Invalid ID parameter list\r\n", cmd.Tag)
+			s.answer(cmd.Tag, bad("", "Invalid ID parameter list"))
 			return
 		}
 		id := make(map[string]string, len(a.List)/2)
 		for i := 0; i+1 < len(a.List); i += 2 {
 			k, v := a.List[i], a.List[i+1]
 			if !isString(k) || len(k.Value) > 30 || len(v.Value) > 1024 {
-				s.writef("%s BAD Invalid ID parameter list\r\n", cmd.Tag)
+				s.answer(cmd.Tag, bad("", "Invalid ID parameter list"))
 				return
 			}
 			if v.Kind == imapwire.ArgAtom && strings.EqualFold(v.Value, "NIL") {
@@ -265,7 +240,7 @@ func (s *Session) handleID(cmd *imapwire.Command) {
 		}
 		s.info.ClientID = id
 	} else if !(a.Kind == imapwire.ArgAtom && strings.EqualFold(a.Value, "NIL")) {
-		s.writef("%s BAD Invalid ID argument\r\n", cmd.Tag)
+		s.answer(cmd.Tag, bad("", "Invalid ID argument"))
 		return
 	}
 	s.writef("%s%s OK ID completed\r\n", proxyIDResponse, cmd.Tag)
@@ -275,7 +250,7 @@ func (s *Session) handleID(cmd *imapwire.Command) {
 // It returns false when the session must end.
 func (s *Session) startTLS(tag string) bool {
 	if s.lo.Mode != StartTLS || s.tlsActive {
-		s.writef("%s BAD STARTTLS not available\r\n", tag)
+		s.answer(tag, bad("", "STARTTLS not available"))
 		return true
 	}
 	if err := s.writef("%s OK Begin TLS negotiation now\r\n", tag); err != nil {
@@ -286,11 +261,11 @@ func (s *Session) startTLS(tag string) bool {
 	// (CVE-2011-0411).
 	if s.br.Buffered() > 0 {
 		s.srv.auditor.Security(&s.info, "starttls-injection", fmt.Sprintf("%d bytes pipelined after STARTTLS", s.br.Buffered()))
-		s.setReason("starttls-injection")
+		s.setReason(CloseStartTLSInjection)
 		return false
 	}
 	if err := s.handshake(); err != nil {
-		s.setReason("tls-handshake")
+		s.setReason(CloseTLSHandshake)
 		s.log.Debug("starttls handshake failed", zap.Error(err))
 		return false
 	}
@@ -305,14 +280,14 @@ func (s *Session) startTLS(tag string) bool {
 func (s *Session) authenticate(cmd *imapwire.Command) bool {
 	tag := cmd.Tag
 	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.ArgAtom {
-		s.writef("%s BAD AUTHENTICATE expects a mechanism\r\n", tag)
+		s.answer(tag, bad("", "AUTHENTICATE expects a mechanism"))
 		return false
 	}
 	mech := strings.ToUpper(cmd.Args[0].Value)
 	if !s.authAllowed() {
 		s.info.AuthFailures++
 		s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "privacy-required"})
-		s.writef("%s NO [PRIVACYREQUIRED] Authentication is disabled until TLS is active\r\n", tag)
+		s.answer(tag, no("PRIVACYREQUIRED", "Authentication is disabled until TLS is active"))
 		return false
 	}
 	cr := Credentials{Mechanism: mech}
@@ -335,7 +310,7 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 		if !s.lo.CertLogin || cr.User == "" {
 			s.info.AuthFailures++
 			s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "no-certificate"})
-			s.writef("%s NO [AUTHENTICATIONFAILED] No verified client certificate\r\n", tag)
+			s.answer(tag, no("AUTHENTICATIONFAILED", "No verified client certificate"))
 			return false
 		}
 		server = sasl.NewExternalServer(func(identity string) error {
@@ -344,12 +319,12 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 		})
 	case "OAUTHBEARER", "XOAUTH2":
 		if _, ok := s.tokenAuth(); !ok {
-			s.writef("%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag)
+			s.answer(tag, no("CANNOT", "Unsupported authentication mechanism"))
 			return false
 		}
 		server = &tokenServer{mech: mech, cr: &cr}
 	default:
-		s.writef("%s NO [CANNOT] Unsupported authentication mechanism\r\n", tag)
+		s.answer(tag, no("CANNOT", "Unsupported authentication mechanism"))
 		return false
 	}
 	var resp []byte
@@ -358,7 +333,7 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 		if ir != "=" { // "=" is an empty initial response (RFC 4959 §3)
 			var err error
 			if resp, err = base64.StdEncoding.DecodeString(ir); err != nil {
-				s.writef("%s BAD Invalid base64\r\n", tag)
+				s.answer(tag, bad("", "Invalid base64"))
 				return false
 			}
 		} else {
@@ -375,7 +350,7 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 				// response, then NO.
 				return s.tokenRefused(tag)
 			}
-			s.writef("%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n", tag)
+			s.answer(tag, no("AUTHENTICATIONFAILED", "Authentication failed"))
 			return false
 		}
 		if done {
@@ -403,20 +378,19 @@ func (s *Session) saslResponse(tag string, chal []byte) ([]byte, bool) {
 		return nil, false
 	}
 	if hasLit {
-		s.setReason("protocol-error")
-		s.writef("* BYE [CLIENTBUG] Literal in SASL response\r\n")
+		s.answer("*", bye(CloseProtocolError, "CLIENTBUG", "Literal in SASL response"))
 		s.closeConns()
 		return nil, false
 	}
 	l := strings.TrimRight(string(line), "\r\n")
 	if l == "*" {
 		// RFC 9051 §6.2.2: a cancelled exchange gets a tagged BAD.
-		s.writef("%s BAD Authentication cancelled\r\n", tag)
+		s.answer(tag, bad("", "Authentication cancelled"))
 		return nil, false
 	}
 	resp, err := base64.StdEncoding.DecodeString(l)
 	if err != nil {
-		s.writef("%s BAD Invalid base64\r\n", tag)
+		s.answer(tag, bad("", "Invalid base64"))
 		return nil, false
 	}
 	return resp, true

@@ -390,8 +390,3 @@ func (r LimitResult) codeReason() (code, reason string) {
 	}
 	return code, reason
 }
-
-func (r LimitResult) text() string {
-	code, reason := r.codeReason()
-	return "[" + code + "] " + sanitizeText(reason)
-}

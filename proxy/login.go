@@ -24,9 +24,9 @@ import (
 //  6. Otherwise the proxy logs in to the backend: as a master user, or
 //     replaying the client's password.
 
-// authFailedText is the one answer to every credential-class failure:
+// replyAuthFailed is the one answer to every credential-class failure:
 // wrong password, unknown user, refused token, policy refusal, no route.
-const authFailedText = "[AUTHENTICATIONFAILED] Authentication failed"
+var replyAuthFailed = no("AUTHENTICATIONFAILED", "Authentication failed")
 
 // certAuthenticator names the verifier of SASL EXTERNAL logins (the TLS
 // client certificate) in Identity.Authenticator.
@@ -42,26 +42,26 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	var authDecision *Decision
 	ev := AuthEvent{Mechanism: mech}
 	// fail answers at once: the client's mistakes and unavailability.
-	fail := func(reason, text string) bool {
+	fail := func(reason string, r *reply) bool {
 		s.info.AuthFailures++
 		ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 		s.srv.auditor.Auth(&s.info, ev)
-		s.writef("%s NO %s\r\n", tag, text)
+		s.answer(tag, r)
 		return false
 	}
 	if !s.authAllowed() {
-		return fail("privacy-required", "[PRIVACYREQUIRED] LOGIN is disabled until TLS is active")
+		return fail("privacy-required", no("PRIVACYREQUIRED", "LOGIN is disabled until TLS is active"))
 	}
 	if (cr.User == "" && !cr.IsToken()) || strings.ContainsAny(cr.User, "\x00\r\n") || strings.ContainsAny(cr.Password, "\x00\r\n") ||
 		strings.ContainsAny(cr.AuthzID, "\x00\r\n") || strings.ContainsAny(cr.Token, "\x00\r\n") {
-		return fail("invalid-characters", "[AUTHENTICATIONFAILED] Invalid characters in credentials")
+		return fail("invalid-characters", no("AUTHENTICATIONFAILED", "Invalid characters in credentials"))
 	}
 	authzid := cr.AuthzID
 	if authzid == cr.User {
 		authzid = ""
 	}
 	if authzid != "" && !s.dyn.AllowAuthzid {
-		return fail("authzid-refused", "[AUTHORIZATIONFAILED] Authorization identity not allowed")
+		return fail("authzid-refused", no("AUTHORIZATIONFAILED", "Authorization identity not allowed"))
 	}
 	// Under infoMu: the admin API reads them.
 	s.infoMu.Lock()
@@ -82,7 +82,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			s.srv.auditor.Limit(&s.info, res)
 			if res.Exceeded {
 				time.Sleep(res.Delay)
-				return fail("limit", res.text())
+				return fail("limit", limitReply(res))
 			}
 		}
 	}
@@ -105,7 +105,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			s.srv.auditor.Auth(&s.info, ev)
 			return s.tokenRefused(tag)
 		}
-		return fail(reason, authFailedText)
+		return fail(reason, replyAuthFailed)
 	}
 	ctx := context.Background()
 
@@ -124,7 +124,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	case err != nil:
 		s.log.Warn("authenticator failed", zap.Error(err))
 		ev.Detail = err.Error()
-		return fail("authenticator-unavailable", "[UNAVAILABLE] Authentication temporarily unavailable")
+		return fail("authenticator-unavailable", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 	}
 	if !backendVerifies {
 		s.infoMu.Lock()
@@ -141,7 +141,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	if err != nil {
 		if !errors.Is(err, ErrNoRoute) {
 			s.log.Warn("routing failed", zap.Error(err))
-			return fail("route-error", "[UNAVAILABLE] Authentication temporarily unavailable")
+			return fail("route-error", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 		}
 		// Same answer as a wrong password: no user enumeration.
 		return failed("no-route", "")
@@ -158,11 +158,11 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	case b.Login != LoginMaster && (certAuthenticated(mech) || cr.IsToken()):
 		// Nothing to replay: the backend must take a master login.
 		s.log.Error("certificate and token logins need a master-user backend", zap.String("backend", b.Name))
-		return fail("misconfigured", "[UNAVAILABLE] Authentication temporarily unavailable")
+		return fail("misconfigured", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 	case b.Login == LoginMaster && authzid != "":
 		// The proxy verified one user; the master login would act as
 		// another, which nobody authorized.
-		return fail("authzid-refused", "[AUTHORIZATIONFAILED] Authorization identity not allowed")
+		return fail("authzid-refused", no("AUTHORIZATIONFAILED", "Authorization identity not allowed"))
 	}
 
 	// 4. The backend checks the password.
@@ -172,7 +172,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			return failed("credentials", "backend "+b.Name+" refused the credentials")
 		}
 		if err != nil {
-			return fail("backend-unavailable", "[UNAVAILABLE] Backend unavailable, try again later")
+			return fail("backend-unavailable", no("UNAVAILABLE", "Backend unavailable, try again later"))
 		}
 		s.infoMu.Lock()
 		s.info.Identity = ident
@@ -199,7 +199,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			return failed("backend-refused", "backend "+b.Name+" refused the login")
 		}
 		if err != nil {
-			return fail("backend-unavailable", "[UNAVAILABLE] Backend unavailable, try again later")
+			return fail("backend-unavailable", no("UNAVAILABLE", "Backend unavailable, try again later"))
 		}
 	}
 	if lim != nil {
@@ -215,7 +215,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			be.release()
 			ev.User, ev.Attempt, ev.Reason, ev.Backend = s.info.User, s.info.AuthFailures+1, "limit", b.Name
 			s.srv.auditor.Auth(&s.info, ev)
-			s.writef("%s NO %s\r\n", tag, res.text())
+			s.answer(tag, limitReply(res))
 			return false
 		}
 		s.sessionRelease = release
@@ -315,7 +315,7 @@ func (s *Session) tokenRefused(tag string) bool {
 	if _, ok := s.saslResponse(tag, blob); !ok {
 		return false
 	}
-	s.writef("%s NO %s\r\n", tag, authFailedText)
+	s.answer(tag, replyAuthFailed)
 	return false
 }
 

@@ -323,7 +323,7 @@ func (s *Server) EndSession(id string) bool {
 	defer s.mu.Unlock()
 	for sess := range s.sessions {
 		if sess.info.ID == id {
-			sess.end("ended-by-admin", "Session ended by the administrator")
+			sess.end(CloseEndedByAdmin, "Session ended by the administrator")
 			return true
 		}
 	}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"compress/flate"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +29,10 @@ const (
 )
 
 // Session is one client connection: the front end until login, then the
-// relay to the client's backend.
+// relay to the client's backend (ARCHITECTURE.md). The session goroutine
+// runs the front end and then the client pump; the backend pump has its
+// own goroutine and its own fields (backendPump). What both touch is
+// named here with its guard.
 type Session struct {
 	srv *Server
 	lo  *ListenerOptions
@@ -41,50 +42,44 @@ type Session struct {
 	// inside, so open sessions still see policy reloads). lim is dyn's.
 	dyn *Dynamic
 	lim Limits
-	// info is what hooks see; mutated only by the session goroutine
-	// before the relay starts, then under infoMu (selected mailbox).
+	// info is what hooks see. The session goroutine writes it until the
+	// relay starts; then only the backend pump changes Selected and
+	// SelectedReadOnly, when it completes a barrier command, while the
+	// client pump decides nothing (relay.barrier): hooks read it without
+	// a lock. infoMu orders those writes with the admin API's snapshot.
 	info   SessionInfo
 	infoMu sync.Mutex
 
-	raw  *countConn    // the TCP connection, counting bytes
-	conn net.Conn      // raw, or TLS on top of it
-	br   *bufio.Reader // pooled; given back while waiting (waitCommand)
-	cpre prefixReader  // hands back the byte waitCommand read
+	raw *countConn // the TCP connection, counting bytes
+	// The client's read side, the session goroutine's alone: conn (raw,
+	// or TLS on it; connMu guards it for closeConns), br (pooled; given
+	// back while waiting, waitCommand), cpre (the byte waitCommand read),
+	// sc, and rsrc (the decompressor with COMPRESS, else nil).
+	conn net.Conn
+	br   *bufio.Reader
+	cpre prefixReader
 	sc   *imapwire.Scanner
-	// wmu guards bw and dw: after login the backend pump and the client
-	// pump both write to the client, always whole responses. bw is pooled:
-	// taken for a write, given back once flushed (out, idleOut), so that a
-	// waiting session holds no write buffer.
-	wmu sync.Mutex
-	bw  *bufio.Writer
-	dw  *deadlineWriter
-	// With COMPRESS=DEFLATE active (compress.go): fw compresses what bw
-	// writes (cw wraps it), and rsrc, the decompressor, is what the client
-	// reader reads; rsrc is nil otherwise (read s.conn).
-	fw   *flate.Writer
-	cw   *compressWriter
 	rsrc io.Reader
+	// out is the client's write side, shared by the pumps.
+	out clientWriter
 
 	tlsActive       bool
 	plaintextAuthOK bool // client network is in PlaintextAuthFrom
 	parser          imapwire.CommandParser
 	preAuthCommands int
+	// Counters for the close event, filled in as the relay ends.
 	commands        int
-	commandsByName  map[string]int // after login, client pump only
-	messagesFetched int            // backend pump only; read after it ended
-	litBuf          []byte         // scratch for buffered literals
+	commandsByName  map[string]int
+	messagesFetched int
 
-	be    *backendConn // after login
-	relay *relayState
-	lc    lineCheck // the backend's response lines (backend pump only)
+	be    *backendConn // after login; connMu guards the pointer
+	relay *relay       // after login; connMu guards the pointer
 	// sessionRelease ends the Limiter's accounting of this login.
 	sessionRelease func()
 	// preAuthSlot: the session counts against MaxPreAuthConnections
 	// (until login; session goroutine only).
 	preAuthSlot bool
 
-	// connMu guards conn and be for closeConns, which other goroutines
-	// call; the session goroutine is the only writer.
 	connMu sync.Mutex
 	// closing: the session is ending, its pumps must not start anything.
 	closing atomic.Bool
@@ -92,11 +87,12 @@ type Session struct {
 	// command boundary. waiting: the session is blocked reading the next
 	// command, so a shutdown may interrupt the read. Each side sets its
 	// flag before reading the other's, so one of them always sees both.
-	draining    atomic.Bool
-	waiting     atomic.Bool
-	byeText     atomic.Pointer[string]
-	closeOnce   sync.Once
-	closeReason atomic.Pointer[string]
+	draining  atomic.Bool
+	waiting   atomic.Bool
+	byeText   atomic.Pointer[string]
+	closeOnce sync.Once
+	// closeReason is the first CloseReason set, plus one (0: none yet).
+	closeReason atomic.Uint32
 }
 
 func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
@@ -118,7 +114,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 	}
 	s.log = srv.log.With(zap.String("session", s.info.ID))
 	s.br = clientReaders.get(raw)
-	s.dw = &deadlineWriter{c: raw, timeout: s.lim.WriteTimeout}
+	s.out.setConn(raw, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	return s
 }
@@ -149,25 +145,26 @@ func (s *Session) serve() {
 			s.srv.auditor.Limit(&s.info, res)
 		}
 		if res.Exceeded {
-			s.setReason("limit")
 			// Before TLS on an implicit-TLS port nothing can be said; a
 			// refused flood costs no handshake.
+			s.setReason(CloseLimit)
 			if s.lo.Mode == StartTLS {
-				s.writef("* BYE %s\r\n", res.text())
+				code, reason := res.codeReason()
+				s.answer("*", bye(CloseLimit, code, reason))
 			}
 			return
 		}
 	}
 	if s.lo.Mode == ImplicitTLS {
 		if err := s.handshake(); err != nil {
-			s.setReason("tls-handshake")
+			s.setReason(CloseTLSHandshake)
 			s.log.Debug("tls handshake failed", zap.Error(err))
 			return
 		}
 	}
 	if d := s.decide(PointConnect, nil, false, nil); !d.Allow {
-		s.setReason("policy-connect")
-		s.writef("* BYE %s\r\n", denyText(d, "NOPERM"))
+		d.Disconnect = true // at connect a denial always ends the session
+		s.answer("*", decisionReply(d, "NOPERM", ClosePolicyConnect))
 		return
 	}
 	s.writef("* OK [CAPABILITY %s] %s ready\r\n", s.preAuthCaps(), s.srv.opts.Hostname)
@@ -186,21 +183,16 @@ func (s *Session) finish() {
 		s.sessionRelease()
 	}
 	defer func() {
-		if s.bw != nil {
-			clientWriters.put(s.bw)
+		if s.out.release() {
+			s.srv.compressing.Add(-1)
 		}
 		clientReaders.put(s.br)
-		s.releaseCompress()
 		if s.be != nil {
 			s.be.release()
 		}
 	}()
-	reason := "client-closed"
-	if r := s.closeReason.Load(); r != nil {
-		reason = *r
-	}
 	s.srv.auditor.SessionClose(&s.info, CloseEvent{
-		Reason:          reason,
+		Reason:          s.reason().String(),
 		Duration:        time.Since(s.info.Started),
 		BytesIn:         s.raw.in.Load(),
 		BytesOut:        s.raw.out.Load(),
@@ -251,7 +243,30 @@ func (s *Session) readProxyHeader() bool {
 }
 
 // setReason records why the session ends; the first reason wins.
-func (s *Session) setReason(r string) { s.closeReason.CompareAndSwap(nil, &r) }
+func (s *Session) setReason(r CloseReason) { s.closeReason.CompareAndSwap(0, uint32(r)+1) }
+
+// reason is why the session ended (client-closed unless something else
+// was recorded).
+func (s *Session) reason() CloseReason {
+	if r := s.closeReason.Load(); r > 0 {
+		return CloseReason(r - 1)
+	}
+	return CloseClientClosed
+}
+
+// answer writes one of the proxy's own answers: a tagged NO or BAD, or an
+// untagged BYE, which records its close reason and returns errStop (the
+// session must end). The one place refusals are written (reply.go).
+func (s *Session) answer(tag string, r *reply) error {
+	var buf [256]byte
+	b := appendReply(buf[:0], tag, r)
+	if r.status == "BYE" {
+		s.setReason(r.close)
+		s.out.send(b)
+		return errStop
+	}
+	return s.out.send(b)
+}
 
 func (s *Session) closeConns() {
 	s.closeOnce.Do(func() {
@@ -314,16 +329,15 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 
 // sayShutdown ends a drained session.
 func (s *Session) sayShutdown() {
-	s.setReason("server-shutdown")
 	text := "Server shutting down"
 	if t := s.byeText.Load(); t != nil {
 		text = *t
 	}
-	s.writef("* BYE [UNAVAILABLE] %s\r\n", text)
+	s.answer("*", bye(CloseServerShutdown, "UNAVAILABLE", text))
 }
 
 // end ends the session like a shutdown, with its own reason and text.
-func (s *Session) end(reason, text string) {
+func (s *Session) end(reason CloseReason, text string) {
 	s.setReason(reason)
 	s.byeText.CompareAndSwap(nil, &text)
 	s.shutdown()
@@ -381,12 +395,7 @@ func (s *Session) handshake() error {
 	s.info.TLS = describeTLS(cs)
 	s.infoMu.Unlock()
 	s.br.Reset(tc)
-	s.wmu.Lock()
-	s.dw = &deadlineWriter{c: tc, timeout: s.lim.WriteTimeout}
-	if s.bw != nil {
-		s.bw.Reset(s.dw)
-	}
-	s.wmu.Unlock()
+	s.out.setConn(tc, s.lim.WriteTimeout)
 	s.sc.Reset(s.br)
 	s.srv.auditor.TLSStarted(&s.info)
 	return nil
@@ -429,67 +438,18 @@ func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imap
 	return s.dyn.Decider.Decide(context.Background(), &in)
 }
 
-// denyText renders "[CODE] reason" for a denial.
-func denyText(d Decision, defCode string) string {
-	code := d.Code
-	if code == "" {
-		code = defCode
-	}
-	reason := d.Reason
-	if reason == "" {
-		reason = "Denied by policy"
-	}
-	return "[" + code + "] " + sanitizeText(reason)
-}
-
-// sanitizeText keeps resp-text free of CR, LF and NUL (RFC 9051 §9 text).
-func sanitizeText(t string) string {
-	if strings.ContainsAny(t, "\r\n\x00") {
-		t = strings.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' || r == 0 {
-				return ' '
-			}
-			return r
-		}, t)
-	}
-	return t
-}
-
-// writef writes one response to the client and flushes it.
+// writef writes one response of the proxy's own (not a refusal: those
+// go through answer) and flushes it.
 func (s *Session) writef(format string, args ...any) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	w := s.out()
+	w := s.out.lock()
 	if len(args) == 0 {
 		w.WriteString(format)
 	} else {
 		fmt.Fprintf(w, format, args...)
 	}
-	err := s.flushOut(w)
-	s.idleOut()
+	err := s.out.flush()
+	s.out.unlock()
 	return err
-}
-
-// out returns the client writer, taking one from the pool if needed.
-// Called with wmu held.
-func (s *Session) out() *bufio.Writer {
-	if s.bw == nil {
-		if s.cw != nil {
-			s.bw = clientWriters.get(s.cw)
-		} else {
-			s.bw = clientWriters.get(s.dw)
-		}
-	}
-	return s.bw
-}
-
-// idleOut gives the client writer back once it holds nothing. Called with
-// wmu held.
-func (s *Session) idleOut() {
-	if s.bw != nil && s.bw.Buffered() == 0 {
-		clientWriters.put(s.bw)
-		s.bw = nil
-	}
 }
 
 // readDeadline sets how long the client may stay silent.
@@ -507,20 +467,17 @@ func (s *Session) readErr(err error) {
 	var se *imapwire.SyntaxError
 	switch {
 	case errors.As(err, &se):
-		s.setReason("protocol-error")
-		s.writef("* BYE [CLIENTBUG] %s\r\n", sanitizeText(se.Msg))
+		s.answer("*", bye(CloseProtocolError, "CLIENTBUG", se.Msg))
 	case errors.Is(err, imapwire.ErrLineTooLong):
-		s.setReason("line-too-long")
-		s.writef("* BYE [TOOBIG] Line too long\r\n")
+		s.answer("*", byeLineTooLong)
 	case isTimeout(err) && s.draining.Load():
 		s.sayShutdown()
 	case isTimeout(err):
-		s.setReason("idle-timeout")
-		s.writef("* BYE Autologout; idle for too long\r\n")
+		s.answer("*", byeIdle)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
-		s.setReason("client-closed")
+		s.setReason(CloseClientClosed)
 	default:
-		s.setReason("read-error")
+		s.setReason(CloseReadError)
 		s.log.Debug("client read failed", zap.Error(err))
 	}
 }
@@ -541,17 +498,4 @@ func (c *countConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.out.Add(int64(n))
 	return n, err
-}
-
-// deadlineWriter refreshes the write deadline on every write, so that a
-// client that stops reading cannot hold a pump forever, while a long
-// transfer that makes progress is never cut.
-type deadlineWriter struct {
-	c       net.Conn
-	timeout time.Duration
-}
-
-func (w *deadlineWriter) Write(p []byte) (int, error) {
-	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
-	return w.c.Write(p)
 }

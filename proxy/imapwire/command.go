@@ -260,7 +260,18 @@ func (p *CommandParser) line(line []byte, lit Literal, hasLit bool) error {
 	if p.pending {
 		return errCmdLitNotFed
 	}
-	b := trimEOL(line)
+	// Every line ends with CRLF (RFC 9051 §9): a backend that took a bare
+	// LF (or a bare CR) as a line end would see other command boundaries
+	// than the proxy. NUL, CR and LF inside the line are refused by the
+	// tokenizer below, so no other pass over the line is needed.
+	n := len(line)
+	if n < 2 || line[n-1] != '\n' || line[n-2] != '\r' {
+		if n > 0 && line[n-1] == '\n' {
+			return errBareLF
+		}
+		return errMissingCRLF
+	}
+	b := line[:n-2]
 	if hasLit {
 		var ok bool
 		if b, ok = trimMarker(b); !ok {

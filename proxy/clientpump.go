@@ -1,0 +1,626 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// clientPump reads the client's commands, decides on each, and forwards
+// the allowed ones to the backend (ARCHITECTURE.md). It runs on the
+// session goroutine, which owns the client's read side (Session.br, sc,
+// parser) and the backend's write side; its own fields are its alone.
+type clientPump struct {
+	r  *relay
+	s  *Session
+	be *backendConn
+
+	idle     *inflight // the IDLE in flight, waiting for DONE
+	litBuf   []byte    // the command held back until its decision point
+	commands int
+	byName   map[string]int // commands by name, for the close event
+}
+
+// run reads and relays commands until the session ends.
+func (p *clientPump) run() {
+	s := p.s
+	lim := s.lim
+	for {
+		wait := lim.AuthIdle
+		if p.idle != nil {
+			wait = lim.IdleTimeout
+		}
+		if !s.waitCommand(wait) {
+			p.drain()
+			return
+		}
+		line, lit, hasLit, err := s.sc.ReadLine()
+		s.waiting.Store(false)
+		if err != nil && isTimeout(err) && s.draining.Load() && len(line) == 0 {
+			p.drain()
+			return
+		}
+		if err != nil {
+			var se *imapwire.SyntaxError
+			if errors.As(err, &se) && line != nil && !nonSyncMarker(line) {
+				// A malformed {n}: the client waits for a "+".
+				if s.answer(tagOf(line), syntaxReply(err)) != nil {
+					return
+				}
+				continue
+			}
+			s.readErr(err)
+			return
+		}
+		start := time.Now()
+		if f := p.idle; f != nil && p.r.pending(f) {
+			p.idle = nil
+			if isDone(line) && !hasLit {
+				if p.doneIdle(f, line) != nil {
+					return
+				}
+				continue
+			}
+			// Only DONE ends IDLE (RFC 9051 §6.3.13): end it for the
+			// client, then read the line as the next command.
+			if p.doneIdle(f, doneLine) != nil {
+				return
+			}
+		}
+		p.idle = nil
+		p.commands++
+		f, err := p.command(line, lit, hasLit, start)
+		if name := s.parser.Command().Name; name != "" {
+			p.count(name)
+		}
+		if err != nil {
+			return
+		}
+		if f != nil && f.cmd.Name == "IDLE" {
+			p.idle = f
+		}
+	}
+}
+
+var doneLine = []byte("DONE\r\n")
+
+// count counts a command by name for the close event; unknown names share
+// one key so that a client cannot grow the map.
+func (p *clientPump) count(name string) {
+	if imapwire.Lookup(name) == nil {
+		name = "OTHER"
+	}
+	if p.byName == nil {
+		p.byName = make(map[string]int, 8)
+	}
+	p.byName[name]++
+}
+
+// nonSyncMarker reports whether a line ends like a {n+} literal marker,
+// even a malformed one: its octets may be in flight.
+func nonSyncMarker(line []byte) bool {
+	return bytes.HasSuffix(bytes.TrimRight(line, "\r\n"), []byte("+}"))
+}
+
+func isDone(line []byte) bool {
+	return bytes.EqualFold(bytes.TrimRight(line, "\r\n"), []byte("DONE"))
+}
+
+// drain ends the session at a command boundary: an IDLE is ended at the
+// backend, commands in flight complete, then the client gets BYE.
+func (p *clientPump) drain() {
+	r := p.r
+	if f := p.idle; f != nil && r.pending(f) {
+		if p.doneIdle(f, doneLine) != nil {
+			return
+		}
+	}
+	for {
+		r.mu.Lock()
+		n := r.inflight.len()
+		r.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-r.backendDone:
+			return
+		case <-r.freed:
+		}
+	}
+	p.s.sayShutdown()
+}
+
+// doneIdle forwards the DONE that ends an IDLE: from then on the backend
+// owes its completion.
+func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
+	r := p.r
+	r.mu.Lock()
+	if r.inflight.find(func(x *inflight) bool { return x == idle }) != nil {
+		r.oweLocked(idle)
+	}
+	r.mu.Unlock()
+	return p.forwardNow(line)
+}
+
+// forwardNow writes bytes to the backend and flushes.
+func (p *clientPump) forwardNow(b []byte) error {
+	p.be.out().Write(b)
+	return p.flush()
+}
+
+func (p *clientPump) flush() error {
+	if err := p.be.flush(); err != nil {
+		p.s.backendLost(err, false)
+		return errStop
+	}
+	return nil
+}
+
+// waitBarrier waits until no state-changing command is in flight, so that
+// the next command is read in the state the backend will run it in
+// (DESIGN §3a; RFC 9051 §5.5 forbids clients to pipeline across such
+// commands anyway). It also waits for room when MaxInflight commands are
+// in flight: the client is read no further (back-pressure, nothing is
+// dropped or reordered).
+func (p *clientPump) waitBarrier() error {
+	r := p.r
+	for {
+		r.mu.Lock()
+		busy := r.barrier != nil || r.inflight.len() >= p.s.lim.MaxInflight
+		r.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		// What was held back for one write with the next command must
+		// leave now: its completion is what is waited for.
+		if err := p.flush(); err != nil {
+			return err
+		}
+		select {
+		case <-r.freed:
+		case <-r.backendDone:
+			return errStop
+		}
+	}
+}
+
+// command handles one command from its first line to its end. It returns
+// the in-flight record when the command was forwarded, nil when the proxy
+// answered it, and errStop when the session must end.
+func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, start time.Time) (*inflight, error) {
+	s, r, be := p.s, p.r, p.be
+	lim := s.lim
+	bytesIn := int64(len(line))
+	if err := p.waitBarrier(); err != nil {
+		return nil, err
+	}
+	ctx := r.context()
+	if ok, err := p.firstLine(line, lit, hasLit); !ok {
+		return nil, err
+	}
+	cmd := s.parser.Command()
+	switch {
+	case cmd.Name == "LOGIN" || cmd.Name == "AUTHENTICATE" || cmd.Name == "STARTTLS":
+		return nil, p.refuse(cmd, lit, hasLit, bad("CLIENTBUG", "Already logged in"))
+	case cmd.Spec == nil:
+		return nil, p.refuse(cmd, lit, hasLit, bad("", "Unknown command"))
+	case r.inFlight(cmd.Tag):
+		// Responses are matched by tag: two in flight would be
+		// indistinguishable (RFC 9051 §2.2.1: a unique tag per command).
+		return nil, p.refuse(cmd, lit, hasLit, bad("CLIENTBUG", "Tag already in use"))
+	}
+	if !hasLit {
+		// The common case, one line: decided, then written straight to
+		// the backend writer (no copy held back).
+		return p.whole(cmd, line, &ctx, start, bytesIn)
+	}
+	pend := append(p.litBuf[:0], line...)
+	var marks []int // offsets after which the backend's "+" is swallowed
+	var f *inflight
+	defer func() { p.litBuf = pend[:0] }()
+	for hasLit {
+		cmd = s.parser.Command()
+		isMsg := s.parser.PendingIsMessage()
+		// A {n+} the backend cannot take would be read by it as commands
+		// (RFC 7888: LITERAL+, or LITERAL- up to 4096 octets).
+		if lit.NonSync && !be.hasCap("LITERAL+") && (!be.hasCap("LITERAL-") || lit.Size > literalMinusMax) {
+			if f != nil {
+				return f, s.answer("*", byeNonSyncUnavailable)
+			}
+			return nil, p.refuse(cmd, lit, true, bad("CLIENTBUG", "Non-synchronizing literals are not available"))
+		}
+		if !isMsg && lit.Size > int64(lim.MaxBufferedLiteral) {
+			// Only message data is streamed unseen; everything the
+			// decision reads is buffered and judged (DESIGN §3a).
+			if f != nil || (lit.NonSync && lit.Size > int64(lim.MaxLine)) {
+				return f, s.answer("*", byeLiteralTooBig)
+			}
+			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_buffered_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
+			return nil, p.refuse(cmd, lit, true, replyLiteralTooBig)
+		}
+		if isMsg && lit.Size > lim.MaxAppendLiteral {
+			if f != nil || lit.NonSync {
+				// Bytes are in flight or the backend is mid-command: the
+				// stream cannot be brought back in step.
+				return f, s.answer("*", byeLiteralTooBig)
+			}
+			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_append_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
+			s.sc.IgnoreLiteral()
+			return nil, s.answer(cmd.Tag, replyLiteralTooBig)
+		}
+		if err := s.parser.Check(&ctx); err != nil {
+			if f != nil {
+				return f, s.answer("*", byeSyntaxInCommand)
+			}
+			return nil, p.refuse(cmd, lit, true, syntaxReply(err))
+		}
+		switch {
+		case !isMsg && f == nil:
+			if !lit.NonSync {
+				// "+" only once the command so far is allowed (DESIGN §3).
+				if d := p.decide(cmd, true, &lit); !d.Allow {
+					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
+				}
+				s.writef("+ Ready for literal data\r\n")
+				marks = append(marks, len(pend))
+			}
+			n := len(pend)
+			var err error
+			if pend, err = s.sc.ReadLiteral(pend, lim.MaxBufferedLiteral); err != nil {
+				s.readErr(err)
+				return nil, errStop
+			}
+			s.parser.Literal(pend[n:])
+			bytesIn += lit.Size
+		case !isMsg:
+			// A small literal after part of the command went to the
+			// backend (a CATENATE URL): read, judged, then forwarded.
+			if ok, err := p.backendReady(f, lit); !ok {
+				return f, err
+			}
+			s.readDeadline(lim.AuthIdle)
+			var err error
+			n := len(pend)
+			if pend, err = s.sc.ReadLiteral(pend, lim.MaxBufferedLiteral); err != nil {
+				s.readErr(err)
+				return f, errStop
+			}
+			s.parser.Literal(pend[n:])
+			be.out().Write(pend[n:])
+			pend = pend[:n]
+			bytesIn += lit.Size
+		default:
+			if f == nil {
+				// The decision point: a message literal streamed through.
+				d := p.decide(cmd, false, &lit)
+				if !d.Allow {
+					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
+				}
+				f = p.register(cmd, d, start, &ctx)
+				if !p.forwardPending(f, pend, marks) {
+					// The backend ended the command early; the client
+					// has its answer and drops or sends this literal.
+					return f, p.dropLiteral(lit, true, lim.MaxAppendLiteral)
+				}
+				pend = pend[:0]
+			} else if d := p.decide(cmd, false, &lit); !d.Allow {
+				// A later message of a MULTIAPPEND (RFC 3502): limits and
+				// policy judge each message. The backend holds the command
+				// so far and a refusal cannot be a tagged NO; closing the
+				// backend connection aborts the whole MULTIAPPEND, which
+				// is atomic (RFC 3502 §6), and the client hears BYE.
+				if err := p.audit(cmd, start, bytesIn, &d); err != nil {
+					return f, err
+				}
+				d.Disconnect = true
+				return f, s.answer("*", decisionReply(d, "NOPERM", ClosePolicyDisconnect))
+			}
+			if ok, err := p.backendReady(f, lit); !ok {
+				return f, err
+			}
+			s.readDeadline(lim.AuthIdle)
+			n, err := s.sc.CopyLiteral(be.out())
+			bytesIn += n
+			if err != nil {
+				if be.flush() != nil {
+					s.backendLost(err, false)
+				} else {
+					s.readErr(err)
+				}
+				return f, errStop
+			}
+			s.parser.LiteralStreamed(lit.Size)
+		}
+		var err error
+		line, lit, hasLit, err = s.sc.ReadLine()
+		if err != nil {
+			s.readErr(err)
+			return f, errStop
+		}
+		bytesIn += int64(len(line))
+		if f != nil {
+			err := s.parser.Line(line, lit, hasLit)
+			if err == nil && !hasLit {
+				err = s.parser.Check(&ctx)
+			}
+			if err != nil {
+				// Half the command is at the backend: cannot recover. The
+				// malformed rest is not forwarded.
+				return f, s.answer("*", byeSyntaxInCommand)
+			}
+			be.out().Write(line)
+			continue
+		}
+		if ok, err := p.nextLine(line, lit, hasLit); !ok {
+			return nil, err
+		}
+		pend = append(pend, line...)
+	}
+	if f == nil {
+		return p.whole(s.parser.Command(), pend, &ctx, start, bytesIn, marks...)
+	}
+	f.bytesIn = bytesIn
+	return f, p.flushUnlessPipelined(f)
+}
+
+// whole decides on a command read to its end and forwards it: wire is its
+// bytes (held back until now), marks where the backend's "+" for the
+// literals already acknowledged must be awaited and swallowed.
+func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Context, start time.Time, bytesIn int64, marks ...int) (*inflight, error) {
+	s := p.s
+	if err := s.parser.Check(ctx); err != nil {
+		return nil, s.answer(cmd.Tag, syntaxReply(err))
+	}
+	if cmd.Name == "COMPRESS" {
+		if !strings.EqualFold(cmd.Args[0].Value, "DEFLATE") {
+			return nil, s.answer(cmd.Tag, no("CANNOT", "Only COMPRESS DEFLATE is available"))
+		}
+		if d := p.decide(cmd, false, nil); !d.Allow {
+			return nil, p.deny(cmd, d, imapwire.Literal{}, false, start, bytesIn)
+		}
+		return nil, s.startCompress(cmd.Tag)
+	}
+	d := p.decide(cmd, false, nil)
+	if !d.Allow {
+		return nil, p.deny(cmd, d, imapwire.Literal{}, false, start, bytesIn)
+	}
+	f := p.register(cmd, d, start, ctx)
+	f.bytesIn = bytesIn
+	if !p.forwardPending(f, wire, marks) {
+		if s.closing.Load() {
+			return f, errStop
+		}
+		return f, nil
+	}
+	return f, p.flushUnlessPipelined(f)
+}
+
+// flushUnlessPipelined sends what was forwarded, unless more commands are
+// already buffered from the client: pipelined commands leave in one write.
+// An IDLE or a barrier always leaves at once (an answer is awaited).
+func (p *clientPump) flushUnlessPipelined(f *inflight) error {
+	if p.s.br.Buffered() == 0 || f.cmd.Name == "IDLE" || f.cmd.Spec.Barrier {
+		return p.flush()
+	}
+	return nil
+}
+
+// backendReady waits, for a synchronizing literal of a command already at
+// the backend, for the backend's "+" (relayed to the client, who waits for
+// it). A refusal (the tagged reply came instead, and reached the client)
+// returns false with a nil error; the literal will not come.
+func (p *clientPump) backendReady(f *inflight, lit imapwire.Literal) (bool, error) {
+	if lit.NonSync {
+		return true, nil
+	}
+	p.r.arm(f.tag, false)
+	if err := p.flush(); err != nil {
+		return false, err
+	}
+	if ok, err := p.r.waitCont(); err != nil || !ok {
+		p.s.sc.IgnoreLiteral()
+		return false, err
+	}
+	return true, nil
+}
+
+// firstLine feeds a command's first line to the parser. It returns false
+// when the line was answered with BAD, with a non-nil error when the
+// session must end.
+func (p *clientPump) firstLine(line []byte, lit imapwire.Literal, hasLit bool) (bool, error) {
+	p.s.parser.Reset()
+	return p.lineErr(p.s.parser.Line(line, lit, hasLit), tagOf(line), lit, hasLit)
+}
+
+// nextLine feeds a later line of a command held back by the proxy.
+func (p *clientPump) nextLine(line []byte, lit imapwire.Literal, hasLit bool) (bool, error) {
+	return p.lineErr(p.s.parser.Line(line, lit, hasLit), p.s.parser.Command().Tag, lit, hasLit)
+}
+
+func (p *clientPump) lineErr(err error, tag string, lit imapwire.Literal, hasLit bool) (bool, error) {
+	if err == nil {
+		return true, nil
+	}
+	s := p.s
+	var se *imapwire.SyntaxError
+	if !errors.As(err, &se) || (hasLit && lit.NonSync) {
+		// A syntax error before a {n+} literal leaves its bytes in flight
+		// with no way to tell where the next command starts.
+		return false, s.answer("*", byeSyntaxBeforeLiteral)
+	}
+	if hasLit {
+		s.sc.IgnoreLiteral() // synchronizing: the client waits for a "+" it will not get
+	}
+	return false, s.answer(tag, syntaxReply(err))
+}
+
+// dropLiteral gets rid of an announced literal of a command the proxy
+// answers itself: a synchronizing one will not come (no "+" was sent); a
+// non-synchronizing one is in flight and is counted away with the rest of
+// the command (RFC 7888 §4), up to max bytes, beyond which the session
+// ends. The front end refuses literals the same way.
+func (p *clientPump) dropLiteral(lit imapwire.Literal, hasLit bool, max int64) error {
+	return p.s.dropLiteral(lit, hasLit, max)
+}
+
+func (s *Session) dropLiteral(lit imapwire.Literal, hasLit bool, max int64) error {
+	if !hasLit {
+		return nil
+	}
+	if !lit.NonSync {
+		s.sc.IgnoreLiteral()
+		return nil
+	}
+	if lit.Size > max {
+		return s.answer("*", byeLiteralTooBig)
+	}
+	if err := s.sc.DiscardLiteral(); err != nil {
+		s.readErr(err)
+		return errStop
+	}
+	if err := s.skipRestOfCommand(); err != nil {
+		return errStop
+	}
+	return nil
+}
+
+// refuse answers a command the proxy will not forward.
+func (p *clientPump) refuse(cmd *imapwire.Command, lit imapwire.Literal, hasLit bool, r *reply) error {
+	if err := p.dropLiteral(lit, hasLit, int64(p.s.lim.MaxLine)); err != nil {
+		return err
+	}
+	return p.s.answer(cmd.Tag, r)
+}
+
+// deny answers a command the Decider refused. atLiteral says the command
+// stopped at the literal lit (not yet read).
+func (p *clientPump) deny(cmd *imapwire.Command, d Decision, lit imapwire.Literal, atLiteral bool, start time.Time, bytesIn int64) error {
+	if err := p.audit(cmd, start, bytesIn, &d); err != nil {
+		return err
+	}
+	r := decisionReply(d, "NOPERM", ClosePolicyDisconnect)
+	if d.Disconnect {
+		return p.s.answer("*", r)
+	}
+	// The size was checked against the limit by the caller.
+	if err := p.dropLiteral(lit, atLiteral, lit.Size); err != nil {
+		return err
+	}
+	return p.s.answer(cmd.Tag, r)
+}
+
+// decide asks the Limiter (at the decision point), then the Decider. No
+// lock is held: a Redis round trip or a slow policy never stalls the
+// backend pump (ARCHITECTURE.md); the session state they read is stable
+// because no barrier is in flight (waitBarrier).
+func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
+	s := p.s
+	if l := s.dyn.Limiter; l != nil && !partial {
+		res := l.Command(&s.info, cmd)
+		if res.hit() {
+			s.srv.auditor.Limit(&s.info, res)
+		}
+		if res.Delay > 0 {
+			time.Sleep(res.Delay)
+		}
+		if res.Exceeded {
+			code, reason := res.codeReason()
+			return Decision{Code: code, Reason: reason}
+		}
+	}
+	return s.decide(PointCommand, cmd, partial, lit)
+}
+
+// audit records a command the proxy refused. On an error the session is
+// ending (auditUnavailable) and the caller must answer nothing and stop.
+func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision) error {
+	s := p.s
+	snap := snapshot(cmd)
+	err := s.srv.auditor.Command(&s.info, CommandEvent{
+		Command: &snap, Result: "NO", Code: d.Code, Duration: time.Since(start),
+		Denied: true, Decision: d, BytesIn: bytesIn, Selected: s.info.Selected,
+	})
+	if err != nil {
+		s.auditUnavailable(err, false)
+		return errStop
+	}
+	return nil
+}
+
+// snapshot copies what the audit needs of a command: never Args, which
+// may hold search text or small literal data.
+func snapshot(c *imapwire.Command) imapwire.Command {
+	out := *c
+	out.Args = nil
+	out.FetchItems = append([]string(nil), c.FetchItems...)
+	out.StoreFlags = append([]string(nil), c.StoreFlags...)
+	return out
+}
+
+// register records a command about to be forwarded, before its first byte
+// leaves, so that the backend pump can match its completion. The selected
+// mailbox is not changed here: only the backend's completion changes it
+// (DESIGN §3a), and a barrier command holds later ones back until then.
+func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time, ctx *imapwire.Context) *inflight {
+	r := p.r
+	// A new record each time: auditors may keep the event's Command.
+	f := &inflight{tag: cmd.Tag, cmd: snapshot(cmd), start: start, selected: p.s.info.Selected}
+	if d.Reason != "" || len(d.Annotations) > 0 {
+		f.decision = &d
+	}
+	f.readContent = cmd.Effects.Has(imapwire.EffReadContent)
+	r.mu.Lock()
+	r.inflight.push(f)
+	if cmd.Name == "IDLE" {
+		r.idle, r.idleCont = f, true
+	}
+	r.oweLocked(f)
+	if cmd.Spec.Barrier || renamesSelected(cmd, ctx, f.selected) {
+		r.barrier = f
+		r.enabled = 0
+	}
+	r.mu.Unlock()
+	return f
+}
+
+// renamesSelected reports a RENAME or DELETE of the selected mailbox or of
+// one of its parents: the selected mailbox then changes name or goes away,
+// so the command is a barrier.
+func renamesSelected(cmd *imapwire.Command, ctx *imapwire.Context, sel string) bool {
+	if (cmd.Name != "RENAME" && cmd.Name != "DELETE") || ctx.State != imapwire.StateSelected {
+		return false
+	}
+	return under(sel, cmd.Mailbox, ctx.Delim)
+}
+
+// under reports whether name is mailbox or inside it.
+func under(name, mailbox string, delim byte) bool {
+	if name == mailbox {
+		return true
+	}
+	return delim != 0 && len(name) > len(mailbox) && name[len(mailbox)] == delim && name[:len(mailbox)] == mailbox
+}
+
+// forwardPending sends a held-back command. At each buffered synchronizing
+// literal it waits for the backend's "+" and swallows it. It returns false
+// when the backend completed the command early (or the session ended).
+func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int) bool {
+	prev := 0
+	for _, m := range marks {
+		p.be.out().Write(pend[prev:m])
+		p.r.arm(f.tag, true)
+		if p.flush() != nil {
+			return false
+		}
+		if ok, err := p.r.waitCont(); err != nil || !ok {
+			return false
+		}
+		prev = m
+	}
+	p.be.out().Write(pend[prev:])
+	return true
+}

@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"bufio"
+	"compress/flate"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// clientWriter is the client's write side. After login both pumps write to
+// the client: the backend pump the responses it relays, the client pump
+// the proxy's own answers ("+", BAD, NO, BYE); each writes whole responses
+// under mu, so that they never interleave (ARCHITECTURE.md, "Ownership").
+// The buffer is pooled: taken for a write, given back once flushed, so a
+// waiting session holds none.
+type clientWriter struct {
+	mu sync.Mutex
+	bw *bufio.Writer // nil while nothing is being written
+	dw deadlineWriter
+	// With COMPRESS=DEFLATE active (compress.go) bw writes into cw, which
+	// compresses into dw.
+	fw *flate.Writer
+	cw compressWriter
+}
+
+// setConn makes the writer write to c (the TCP connection, or TLS on it).
+func (o *clientWriter) setConn(c net.Conn, timeout time.Duration) {
+	o.mu.Lock()
+	o.dw = deadlineWriter{c: c, timeout: timeout}
+	if o.bw != nil {
+		o.bw.Reset(o.sink())
+	}
+	o.mu.Unlock()
+}
+
+func (o *clientWriter) sink() io.Writer {
+	if o.fw != nil {
+		return &o.cw
+	}
+	return &o.dw
+}
+
+// lock takes the writer for one response; unlock gives it back.
+func (o *clientWriter) lock() *bufio.Writer {
+	o.mu.Lock()
+	return o.buf()
+}
+
+// buf returns the buffer, taking one from the pool if needed. Called with
+// mu held.
+func (o *clientWriter) buf() *bufio.Writer {
+	if o.bw == nil {
+		o.bw = clientWriters.get(o.sink())
+	}
+	return o.bw
+}
+
+// unlock returns the buffer to the pool once it holds nothing, and
+// releases the writer.
+func (o *clientWriter) unlock() {
+	o.idle()
+	o.mu.Unlock()
+}
+
+// idle gives the buffer back once it holds nothing. Called with mu held.
+func (o *clientWriter) idle() {
+	if o.bw != nil && o.bw.Buffered() == 0 {
+		clientWriters.put(o.bw)
+		o.bw = nil
+	}
+}
+
+// flush sends what the buffer holds, through the compressor when COMPRESS
+// is active (a sync flush, so that the client can read each response at
+// once). Called with mu held.
+func (o *clientWriter) flush() error {
+	if o.bw != nil {
+		if err := o.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	if o.fw != nil {
+		return o.fw.Flush()
+	}
+	return nil
+}
+
+// send writes b as one response and flushes it.
+func (o *clientWriter) send(b []byte) error {
+	w := o.lock()
+	w.Write(b)
+	err := o.flush()
+	o.unlock()
+	return err
+}
+
+// sendString is send for a string.
+func (o *clientWriter) sendString(s string) error {
+	w := o.lock()
+	w.WriteString(s)
+	err := o.flush()
+	o.unlock()
+	return err
+}
+
+// release gives the pooled buffer and compressor back at the session's
+// end; it reports whether a compressor was held.
+func (o *clientWriter) release() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.bw != nil {
+		clientWriters.put(o.bw)
+		o.bw = nil
+	}
+	if o.fw == nil {
+		return false
+	}
+	o.fw.Reset(io.Discard)
+	deflaters.Put(o.fw)
+	o.fw = nil
+	return true
+}
+
+// deadlineWriter refreshes the write deadline on every write, so that a
+// client that stops reading cannot hold a pump forever, while a long
+// transfer that makes progress is never cut.
+type deadlineWriter struct {
+	c       net.Conn
+	timeout time.Duration
+}
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.c.Write(p)
+}
