@@ -92,6 +92,8 @@ type Record struct {
 	User     string     `json:"user,omitempty"`
 	Local    string     `json:"local,omitempty"` // session.open: the address the client connected to
 	Backend  string     `json:"backend,omitempty"`
+	// Server is the backend's server (its name in the pool).
+	Server string `json:"server,omitempty"`
 
 	// Event refines the kind: backend "connect-failed", security
 	// "starttls-injection", reload "policy", cert "renewed", ...
@@ -224,6 +226,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 	str(e, "user", r.User)
 	str(e, "local", r.Local)
 	str(e, "backend", r.Backend)
+	str(e, "server", r.Server)
 	str(e, "event", r.Event)
 
 	str(e, "tls_version", r.TLSVersion)
@@ -590,7 +593,7 @@ func (r *Record) Summary() string {
 			w("cut " + strconv.FormatInt(r.Torn, 10) + " torn bytes")
 		}
 	default:
-		w(r.Event, r.Backend, r.Result, r.Limit, r.Reason, r.Subject, strings.Join(r.Names, ","), r.Detail)
+		w(r.Event, r.Backend, r.Server, r.Result, r.Limit, r.Reason, r.Subject, strings.Join(r.Names, ","), r.Detail)
 	}
 	return b.String()
 }

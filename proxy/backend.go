@@ -145,58 +145,20 @@ func hasCapIn(list []string, c string) bool {
 
 // dialBackend connects, reads the greeting, starts TLS when configured and
 // sends ID when configured. Every error wraps an unavailability.
-func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server) (*backendConn, error) {
-	ct := b.ConnectTimeout
-	if ct <= 0 {
-		ct = DefaultConnectTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, ct)
-	defer cancel()
-	d := net.Dialer{KeepAlive: 30 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", b.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", b.Addr, err)
-	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
-	deadline, _ := ctx.Deadline()
-	raw.SetDeadline(deadline)
+func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (*backendConn, error) {
+	var hdr []byte
 	if b.SendProxy {
-		// Before anything else, TLS included (PROXY protocol §2).
-		if _, err := raw.Write(proxyproto.AppendV2(nil, info.ClientAddr, info.LocalAddr)); err != nil {
-			raw.Close()
-			return nil, fmt.Errorf("send PROXY header to %s: %w", b.Addr, err)
-		}
+		hdr = proxyproto.AppendV2(nil, info.ClientAddr, info.LocalAddr)
 	}
-	bc := &backendConn{b: b, raw: raw, conn: raw}
-	if b.Security == BackendTLS {
-		tc := tls.Client(raw, backendTLSConfig(b))
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, fmt.Errorf("tls handshake with %s: %w", b.Addr, err)
-		}
-		bc.conn = tc
-	}
-	bc.rd.c = bc.conn
-	bc.br = backendReaders.get(&bc.rd)
-	bc.bw = backendWriters.get(bc.conn)
-	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
-	if err := bc.greeting(); err != nil {
-		bc.release()
+	bc, err := connectBackend(ctx, b, hdr, b.Security == BackendStartTLS)
+	if err != nil {
 		return nil, err
-	}
-	if b.Security == BackendStartTLS {
-		if err := bc.startTLS(ctx); err != nil {
-			bc.release()
-			return nil, err
-		}
 	}
 	lt := b.LoginTimeout
 	if lt <= 0 {
 		lt = DefaultLoginTimeout
 	}
-	raw.SetDeadline(time.Now().Add(lt))
+	bc.raw.SetDeadline(time.Now().Add(lt))
 	if len(bc.caps) == 0 {
 		if _, _, err := bc.command("CAPABILITY"); err != nil {
 			bc.release()
@@ -227,6 +189,106 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo, srv *Server
 		}
 	}
 	return bc, nil
+}
+
+// connectBackend dials b.Addr within b's ConnectTimeout, sends proxyHeader
+// first when there is one, starts TLS (tls backends), reads the greeting
+// and, when startTLS is set, upgrades with STARTTLS.
+func connectBackend(ctx context.Context, b *Backend, proxyHeader []byte, startTLS bool) (*backendConn, error) {
+	ct := b.ConnectTimeout
+	if ct <= 0 {
+		ct = DefaultConnectTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, ct)
+	defer cancel()
+	d := net.Dialer{KeepAlive: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", b.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", b.Addr, err)
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	deadline, _ := ctx.Deadline()
+	raw.SetDeadline(deadline)
+	if proxyHeader != nil {
+		// Before anything else, TLS included (PROXY protocol §2).
+		if _, err := raw.Write(proxyHeader); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("send PROXY header to %s: %w", b.Addr, err)
+		}
+	}
+	bc := &backendConn{b: b, raw: raw, conn: raw}
+	if b.Security == BackendTLS {
+		tc := tls.Client(raw, backendTLSConfig(b))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", b.Addr, err)
+		}
+		bc.conn = tc
+	}
+	bc.rd.c = bc.conn
+	bc.br = backendReaders.get(&bc.rd)
+	bc.bw = backendWriters.get(bc.conn)
+	bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine)
+	if err := bc.greeting(); err != nil {
+		bc.release()
+		return nil, err
+	}
+	if startTLS {
+		if err := bc.startTLS(ctx); err != nil {
+			bc.release()
+			return nil, err
+		}
+	}
+	return bc, nil
+}
+
+// ProbeOptions say how far Probe goes.
+type ProbeOptions struct {
+	// SkipStartTLS ends a starttls backend's check at its greeting.
+	SkipStartTLS bool
+	// Capability sends CAPABILITY and waits for its tagged OK, so that a
+	// server that greets but serves no command fails the check.
+	Capability bool
+}
+
+// Probe checks that server b answers like an IMAP server, as the health
+// checks of proxy/pool and "validate --connect" ask: it connects, reads an
+// OK greeting, starts TLS as configured, optionally asks CAPABILITY, and
+// says LOGOUT. It sends no credentials. A backend that takes the PROXY
+// protocol gets a LOCAL header (the proxy's own connection, PROXY protocol
+// §2.2). ctx bounds the whole check; b's ConnectTimeout bounds the part
+// up to the greeting and STARTTLS.
+func Probe(ctx context.Context, b *Backend, o ProbeOptions) error {
+	var hdr []byte
+	if b.SendProxy {
+		hdr = proxyproto.AppendV2Local(nil)
+	}
+	bc, err := connectBackend(ctx, b, hdr, b.Security == BackendStartTLS && !o.SkipStartTLS)
+	if err != nil {
+		return err
+	}
+	defer bc.release()
+	// A hung server must not hold the check past ctx.
+	stop := context.AfterFunc(ctx, bc.close)
+	defer stop()
+	if d, ok := ctx.Deadline(); ok {
+		bc.raw.SetDeadline(d)
+	}
+	if o.Capability {
+		st, _, err := bc.command("CAPABILITY")
+		if err != nil {
+			return fmt.Errorf("capability: %w", err)
+		}
+		if st != imapwire.StatusOK {
+			return fmt.Errorf("backend %s refused CAPABILITY", b.Addr)
+		}
+	}
+	// Polite, not awaited: the server logs a clean logout.
+	bc.out().WriteString("iw0 LOGOUT\r\n")
+	bc.flush()
+	return nil
 }
 
 func backendTLSConfig(b *Backend) *tls.Config {

@@ -22,7 +22,10 @@ type SessionInfo struct {
 	Mechanism  string   // LOGIN, PLAIN, ...
 	ClientID   map[string]string
 	Backend    string
-	Started    time.Time
+	// Server is the backend's server the session went to (its name in the
+	// pool, the address by default); "" until a server is picked.
+	Server  string
+	Started time.Time
 	// Identity is what an Authenticator verified, nil until the
 	// credentials were checked (by the proxy, or by the backend for the
 	// "backend" authenticator).
@@ -120,8 +123,40 @@ type Router interface {
 	Route(ctx context.Context, s *SessionInfo, user string) (*Backend, error)
 }
 
+// LoginRouter is a Router that wants the login's password, such as an
+// nginx auth_http service that checks it (proxy/pool). The proxy calls
+// RouteLogin instead of Route when its Router implements it; pass is ""
+// for logins without one (SASL EXTERNAL).
+type LoginRouter interface {
+	Router
+	RouteLogin(ctx context.Context, s *SessionInfo, user, pass string) (*Backend, error)
+}
+
 // ErrNoRoute is returned by a Router that has no backend for a user.
 var ErrNoRoute = errors.New("no backend for user")
+
+// Balancer chooses among the servers of a backend that has several
+// (Backend.Servers; proxy/pool implements it). At each login the proxy
+// asks it for a server, reports how connecting went, and on a failure
+// asks for the next one: new logins fail over, sessions already open are
+// never moved. Methods are called from session goroutines.
+type Balancer interface {
+	// Pick returns the server for a new session of user as a Backend of
+	// its own (Server names it; Addr and TLS are its own), skipping the
+	// servers named in tried. It returns an error wrapping ErrNoServer
+	// when no server is left to try.
+	Pick(s *SessionInfo, user string, tried []string) (*Backend, error)
+	// Result reports an attempt on server: nil when it answered (its
+	// greeting, TLS and login exchange completed, whether or not it took
+	// the credentials), else the failure, which counts toward marking the
+	// server down (a passive health check).
+	Result(server *Backend, err error)
+	// Acquire counts a session on server until release is called.
+	Acquire(server *Backend) (release func())
+}
+
+// ErrNoServer is wrapped by a Balancer that has no server to offer.
+var ErrNoServer = errors.New("no backend server available")
 
 // StaticRouter routes by exact user, then by the domain after the last
 // "@", then to Default. Keys are matched case-insensitively.

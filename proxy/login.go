@@ -70,7 +70,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		s.info.User = authzid
 	}
 	s.info.Mechanism = mech
-	s.info.Backend = ""
+	s.info.Backend, s.info.Server = "", ""
 	s.info.Identity = nil
 	s.infoMu.Unlock()
 	lim := s.dyn.Limiter
@@ -92,7 +92,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	var be *backendConn
 	failed := func(reason, detail string) bool {
 		if be != nil {
-			be.release()
+			s.releaseBackend(be)
 			be = nil
 		}
 		if lim != nil {
@@ -137,14 +137,14 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	}
 
 	// 3. Route.
-	b, err := s.dyn.Router.Route(ctx, &s.info, s.info.User)
+	b, err := s.route(ctx, cr)
 	if err != nil {
 		if !errors.Is(err, ErrNoRoute) {
 			s.log.Warn("routing failed", zap.Error(err))
 			return fail("route-error", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 		}
 		// Same answer as a wrong password: no user enumeration.
-		return failed("no-route", "")
+		return failed("no-route", err.Error())
 	}
 	s.infoMu.Lock()
 	s.info.Backend = b.Name
@@ -212,7 +212,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			if release != nil {
 				release()
 			}
-			be.release()
+			s.releaseBackend(be)
 			ev.User, ev.Attempt, ev.Reason, ev.Backend = s.info.User, s.info.AuthFailures+1, "limit", b.Name
 			s.srv.auditor.Auth(&s.info, ev)
 			s.answer(tag, limitReply(res))
@@ -267,27 +267,77 @@ func (s *Session) verify(ctx context.Context, cr *Credentials) (*Identity, bool,
 	return id, false, err
 }
 
-// backendLogin dials b and logs in: as the master user for the verified
-// user, or with the client's credentials.
-func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials) (*backendConn, error) {
-	dialStart := time.Now()
-	be, err := dialBackend(ctx, b, &s.info, s.srv)
-	s.srv.opts.Metrics.backendDial(b.Name, err, time.Since(dialStart))
-	if err == nil {
-		err = be.login(ctx, s.info.User, cr.AuthzID, cr.User, cr.Password, cr.Mechanism)
-		if err != nil {
-			be.release()
-		}
+// route asks the Router for the backend, with the password when it wants
+// one (a LoginRouter, such as a lookup service that checks it).
+func (s *Session) route(ctx context.Context, cr *Credentials) (*Backend, error) {
+	if lr, ok := s.dyn.Router.(LoginRouter); ok {
+		return lr.RouteLogin(ctx, &s.info, s.info.User, cr.Password)
 	}
-	if err != nil && !errors.Is(err, errBackendAuth) {
-		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
+	return s.dyn.Router.Route(ctx, &s.info, s.info.User)
+}
+
+// backendLogin dials b and logs in: as the master user for the verified
+// user, or with the client's credentials. A backend with several servers
+// (Backend.Servers) fails over: a server that cannot be reached or does
+// not answer is reported to the Balancer (which may mark it down) and the
+// next server it picks is tried, until none is left. Refused credentials
+// end the attempts: another server of the same backend would say the
+// same. On success the session counts on its server until it ends.
+func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials) (*backendConn, error) {
+	var tried []string
+	for {
+		sb := b
+		if b.Servers != nil {
+			var err error
+			if sb, err = b.Servers.Pick(&s.info, s.info.User, tried); err != nil {
+				s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
+				return nil, err
+			}
+		}
+		s.infoMu.Lock()
+		s.info.Server = sb.Server
+		s.infoMu.Unlock()
+		dialStart := time.Now()
+		be, err := dialBackend(ctx, sb, &s.info)
+		s.srv.opts.Metrics.backendDial(b.Name, err, time.Since(dialStart))
+		if err == nil {
+			if err = be.login(ctx, s.info.User, cr.AuthzID, cr.User, cr.Password, cr.Mechanism); err != nil {
+				be.release()
+			}
+		}
+		if b.Servers != nil {
+			health := err
+			if errors.Is(err, errBackendAuth) {
+				health = nil // it answered
+			}
+			b.Servers.Result(sb, health)
+			if err == nil {
+				s.backendRelease = b.Servers.Acquire(sb)
+			}
+		}
+		if err == nil || errors.Is(err, errBackendAuth) {
+			return be, err
+		}
+		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))
 		s.srv.auditor.Security(&s.info, "backend-connect-failed", b.Name)
 		if errors.Is(err, errBackendInjection) {
 			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)
 		}
-		return nil, err
+		if b.Servers == nil {
+			return nil, err
+		}
+		tried = append(tried, sb.Server)
 	}
-	return be, err
+}
+
+// releaseBackend gives up a backend connection that was logged in but
+// will not be used, and its place on its server.
+func (s *Session) releaseBackend(be *backendConn) {
+	be.release()
+	if s.backendRelease != nil {
+		s.backendRelease()
+		s.backendRelease = nil
+	}
 }
 
 // certAuthenticated reports a login whose credential was the client

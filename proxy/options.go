@@ -79,8 +79,13 @@ const (
 
 // Backend is one IMAP server the proxy fronts.
 type Backend struct {
-	Name     string
-	Addr     string // host:port
+	Name string
+	// Addr is the server's host:port. A backend with several servers has
+	// Servers instead, which picks one per login and hands back a Backend
+	// of the server's own, whose Server names it in its pool.
+	Addr     string
+	Servers  Balancer
+	Server   string
 	Security BackendSecurity
 	// TLS is the client configuration for starttls and tls backends
 	// (verification, server name, client certificate).

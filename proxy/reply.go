@@ -38,6 +38,9 @@ const (
 	CloseBackendTimeout
 	CloseAuditUnavailable
 	CloseEndedByAdmin // ended from the admin API at its next command boundary
+	// CloseServerKicked: its backend server was drained or disabled with
+	// kick (Server.EndServerSessions).
+	CloseServerKicked
 	numCloseReasons
 )
 
@@ -67,6 +70,7 @@ var closeReasonNames = [numCloseReasons]string{
 	CloseBackendTimeout:       "backend-timeout",
 	CloseAuditUnavailable:     "audit-unavailable",
 	CloseEndedByAdmin:         "ended-by-admin",
+	CloseServerKicked:         "server-kicked",
 }
 
 func (r CloseReason) String() string {

@@ -330,6 +330,27 @@ func (s *Server) EndSession(id string) bool {
 	return false
 }
 
+// EndServerSessions ends, each at its next command boundary, the sessions
+// logged in to server of backend, with "* BYE [UNAVAILABLE] text" (an
+// operator taking the server out of service). It returns how many.
+func (s *Server) EndServerSessions(backend, server, text string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for sess := range s.sessions {
+		sess.infoMu.Lock()
+		on := sess.info.Backend == backend && sess.info.Server == server
+		sess.infoMu.Unlock()
+		// A session logging in to it right now is ended too, after its
+		// login: it would otherwise slip past the operator.
+		if on {
+			sess.end(CloseServerKicked, text)
+			n++
+		}
+	}
+	return n
+}
+
 // Ready reports whether every listener is bound and the server accepts.
 func (s *Server) Ready() error {
 	s.mu.Lock()

@@ -74,8 +74,10 @@ type Session struct {
 
 	be    *backendConn // after login; connMu guards the pointer
 	relay *relay       // after login; connMu guards the pointer
-	// sessionRelease ends the Limiter's accounting of this login.
+	// sessionRelease ends the Limiter's accounting of this login;
+	// backendRelease the Balancer's count of the session on its server.
 	sessionRelease func()
+	backendRelease func()
 	// preAuthSlot: the session counts against MaxPreAuthConnections
 	// (until login; session goroutine only).
 	preAuthSlot bool
@@ -181,6 +183,9 @@ func (s *Session) finish() {
 	// pooled buffers have no other user.
 	if s.sessionRelease != nil {
 		s.sessionRelease()
+	}
+	if s.backendRelease != nil {
+		s.backendRelease()
 	}
 	defer func() {
 		if s.out.release() {
@@ -350,6 +355,7 @@ type SessionSnapshot struct {
 	Client   string    `json:"client"`
 	Listener string    `json:"listener"`
 	Backend  string    `json:"backend,omitempty"`
+	Server   string    `json:"server,omitempty"`
 	Since    time.Time `json:"since"`
 	BytesIn  int64     `json:"bytes_in"`
 	BytesOut int64     `json:"bytes_out"`
@@ -362,7 +368,7 @@ func (s *Session) snapshot() SessionSnapshot {
 	defer s.infoMu.Unlock()
 	snap := SessionSnapshot{
 		ID: s.info.ID, User: s.info.User, Client: s.info.ClientAddr.String(), Listener: s.info.Listener,
-		Backend: s.info.Backend, Since: s.info.Started, BytesIn: s.raw.in.Load(), BytesOut: s.raw.out.Load(),
+		Backend: s.info.Backend, Server: s.info.Server, Since: s.info.Started, BytesIn: s.raw.in.Load(), BytesOut: s.raw.out.Load(),
 		Selected: s.info.Selected,
 	}
 	if s.info.TLS != nil {

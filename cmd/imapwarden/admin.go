@@ -71,6 +71,7 @@ type admin struct {
 	limiter  *ratelimit.Limiter // nil when rate limits are off
 	wire     *atomic.Pointer[auditWire]
 	recent   *recentEvents // nil: no recent denials to show
+	backends *backendsAPI  // the backends' pools (backends.go)
 	draining atomic.Bool
 	log      *zap.Logger
 
@@ -135,6 +136,9 @@ func (a *admin) handler() http.Handler {
 			rl.ServeHTTP(w, r)
 		})
 	}
+	if a.backends != nil {
+		a.backends.register(mux)
+	}
 	if a.pprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -190,6 +194,8 @@ type action struct {
 	user    string // whom it concerned
 	session string
 	detail  string
+	// backend and server: a backend server drained, disabled, enabled.
+	backend, server string
 }
 
 type actionKey struct{}
@@ -262,7 +268,8 @@ func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
 		return
 	}
 	rec := &audit.Record{Kind: audit.KindAdmin, Event: act.event, Actor: id.name, Scope: id.scope.String(),
-		User: act.user, Session: act.session, Detail: act.detail, Result: result, Code: fmt.Sprint(status)}
+		User: act.user, Session: act.session, Detail: act.detail, Result: result, Code: fmt.Sprint(status),
+		Backend: act.backend, Server: act.server}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		rec.IP, rec.Port = ap.Addr().Unmap(), ap.Port()
 	}

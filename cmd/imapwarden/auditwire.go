@@ -11,6 +11,7 @@ import (
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
+	"github.com/imapwarden/imapwarden/proxy/pool"
 )
 
 // auditWire turns proxy events into audit records. It lives here because
@@ -74,6 +75,9 @@ func (w *auditWire) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
 		r.User = e.User
 	}
 	r.Mechanism, r.Attempt, r.Reason, r.Backend = e.Mechanism, e.Attempt, e.Reason, e.Backend
+	if e.Backend != "" {
+		r.Server = s.Server
+	}
 	r.Authenticator, r.Detail = e.Authenticator, e.Detail
 	if id := s.Identity; id != nil {
 		// The identity belongs to the session, which outlives the record
@@ -272,7 +276,7 @@ func (w *auditWire) Security(s *proxy.SessionInfo, kind, detail string) {
 	if ev, ok := strings.CutPrefix(kind, "backend-"); ok {
 		// The proxy's detail for these is the backend's name.
 		r := w.record(s, audit.KindBackend)
-		r.Event, r.Backend = ev, detail
+		r.Event, r.Backend, r.Server = ev, detail, s.Server
 		w.log(r)
 		return
 	}
@@ -285,7 +289,7 @@ func (w *auditWire) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	r := w.record(s, audit.KindSessionClose)
 	r.Reason, r.Duration = e.Reason, e.Duration
 	r.BytesIn, r.BytesOut, r.Commands = e.BytesIn, e.BytesOut, e.Commands
-	r.AuthFailures, r.Backend = s.AuthFailures, s.Backend
+	r.AuthFailures, r.Backend, r.Server = s.AuthFailures, s.Backend, s.Server
 	// The session is over: its counters are not touched again.
 	r.Counts, r.Messages = e.CommandsByName, e.MessagesFetched
 	w.log(r)
@@ -309,6 +313,13 @@ func (w *auditWire) Reload(what, revision string, err error) {
 	if err != nil {
 		r.Result, r.Detail = "error", err.Error()
 	}
+	w.log(r)
+}
+
+// BackendHealth records a backend server going down or coming back
+// (event "server-down" with the failure as detail, "server-up").
+func (w *auditWire) BackendHealth(e pool.Event) {
+	r := &audit.Record{Kind: audit.KindBackend, Backend: e.Backend, Server: e.Server, Event: "server-" + e.Health.String(), Detail: e.Err}
 	w.log(r)
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 	"github.com/imapwarden/imapwarden/tlsterm"
 	"github.com/imapwarden/imapwarden/tlsterm/acme"
@@ -57,9 +58,16 @@ type setup struct {
 	redis       redis.UniversalClient
 	backends    map[string]*proxy.Backend
 	static      proxy.Router
-	trail       *audit.Trail
-	auditWire   *auditWire
-	queueSize   int
+	// The backends' pools and the routing lookup: the router wraps the
+	// static (or policy) routes with them (routing.go).
+	poolList []*pool.Pool
+	pools    *pool.Set
+	lookup   *pool.Lookup
+	// monitor checks the pools' servers; started by runServe only.
+	monitor   *pool.Monitor
+	trail     *audit.Trail
+	auditWire *auditWire
+	queueSize int
 	// wire publishes auditWire to callbacks that may run before the trail
 	// opens (certificate events, the limiter's store prober).
 	wire  atomic.Pointer[auditWire]
@@ -73,6 +81,9 @@ type setup struct {
 func (s *setup) close() {
 	if s.tls != nil {
 		s.tls.Close()
+	}
+	if s.monitor != nil {
+		s.monitor.Close()
 	}
 	if s.engine != nil {
 		s.engine.Close()
@@ -198,8 +209,11 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("backends: at least one backend is required")
 	}
 	for _, name := range sortedKeys(cfg.Backends) {
-		if b := buildBackend(&p, name, cfg.Backends[name], verifiersOf(cfg), warn); b != nil {
-			backends[name] = b
+		if b, servers := buildBackend(&p, name, cfg.Backends[name], verifiersOf(cfg), warn); b != nil {
+			if pb := buildPool(&p, name, cfg.Backends[name], b, servers); pb != nil {
+				backends[name] = pb.Backend()
+				s.poolList = append(s.poolList, pb)
+			}
 		}
 	}
 	s.opts.Router = buildRouter(&p, cfg.Routes, cfg.Backends, backends, warn)
@@ -227,6 +241,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	buildAdmin(&p, s, cfg.Admin)
 	buildPolicy(&p, s, cfg.Policy, backends, log)
 	s.reloads.engine = s.engine
+	buildRouting(&p, s, cfg.Routes)
 	var groups map[string][]string
 	if cfg.Policy.GroupsFile != "" {
 		if groups, err = policy.LoadGroups(cfg.Policy.GroupsFile); err != nil {
@@ -485,30 +500,32 @@ func checkHostPort(addr string, listen bool) error {
 	return nil
 }
 
-func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn func(key, format string, args ...any)) *proxy.Backend {
+// buildBackend checks a backend and returns its template (the settings
+// its servers share) and its servers, each with its own TLS configuration
+// (the name to verify is the server's host unless tls.server_name says).
+func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn func(key, format string, args ...any)) (*proxy.Backend, []pool.ServerOptions) {
 	key := "backends." + name
 	if name == "" {
 		p.add("backends: a backend has an empty name")
-		return nil
+		return nil, nil
 	}
 	if c == nil {
 		p.add("%s: empty; address and security are required", key)
-		return nil
+		return nil, nil
 	}
 	n := len(*p)
+	servers := backendServers(p, key, c)
+	var addrs []string
+	for _, so := range servers {
+		addrs = append(addrs, so.Addr)
+	}
 	b := &proxy.Backend{
 		Name:           name,
-		Addr:           c.Address,
 		SendID:         c.SendID,
 		SendProxy:      c.SendProxy,
 		MasterUser:     c.MasterUser,
 		ConnectTimeout: c.ConnectTimeout.get(proxy.DefaultConnectTimeout),
 		LoginTimeout:   c.LoginTimeout.get(proxy.DefaultLoginTimeout),
-	}
-	if c.Address == "" {
-		p.add("%s.address: required, such as \"10.0.0.5:143\"", key)
-	} else if err := checkHostPort(c.Address, false); err != nil {
-		p.add("%s.address: %v", key, err)
 	}
 	if b.ConnectTimeout <= 0 {
 		p.add("%s.connect_timeout: must be positive, got %v", key, b.ConnectTimeout)
@@ -523,8 +540,11 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 		if c.TLS != nil {
 			p.add("%s.tls: set, but security is plain; use starttls or tls, or remove the tls section", key)
 		}
-		if host, _, err := net.SplitHostPort(c.Address); err == nil && !isLoopback(host) {
-			warn(key+".security", "plain: client passwords cross the network to %s unencrypted", c.Address)
+		for _, a := range addrs {
+			if host, _, err := net.SplitHostPort(a); err == nil && !isLoopback(host) {
+				warn(key+".security", "plain: client passwords cross the network to %s unencrypted", a)
+				break
+			}
 		}
 	case "starttls":
 		b.Security = proxy.BackendStartTLS
@@ -592,29 +612,32 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 			if t.CAFile != "" {
 				p.add("%s.tls: insecure and ca_file contradict each other", key)
 			}
-			warn(key+".tls.insecure", "the backend's certificate is not verified: anyone on the path to %s can read passwords and mail", c.Address)
+			warn(key+".tls.insecure", "the backend's certificate is not verified: anyone on the path to %s can read passwords and mail", strings.Join(addrs, ", "))
 		}
 		if (t.ClientCert.Cert == "") != (t.ClientCert.Key == "") {
 			p.add("%s.tls.client_cert: both cert and key are required", key)
 		}
-		if len(*p) == n { // BackendConfig reads files: only once the rest is sound
+		// BackendConfig reads files: only once the rest is sound.
+		for i := 0; i < len(servers) && len(*p) == n; i++ {
 			cfg, err := tlsterm.BackendConfig(tlsterm.BackendOptions{
 				ServerName: t.ServerName,
 				CAFile:     t.CAFile,
 				Insecure:   t.Insecure,
 				MinVersion: minVersion,
 				ClientCert: tlsterm.CertFile{Cert: t.ClientCert.Cert, Key: t.ClientCert.Key},
-			}, c.Address)
+			}, servers[i].Addr)
 			if err != nil {
 				p.add("%s.tls: %v", key, err)
 			}
-			b.TLS = cfg
+			servers[i].TLS = cfg
 		}
 	}
 	if len(*p) > n {
-		return nil
+		return nil, nil
 	}
-	return b
+	b.Addr = servers[0].Addr
+	b.TLS = servers[0].TLS
+	return b, servers
 }
 
 // readSecretFile reads a password from a file, without its final newline.

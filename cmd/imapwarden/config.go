@@ -228,7 +228,11 @@ type backendTLSConfig struct {
 }
 
 type backendConfig struct {
+	// Address is the one server; Servers lists several (one or the other).
 	Address  string            `yaml:"address"`
+	Servers  []serverConfig    `yaml:"servers"`
+	MaxLoad  float64           `yaml:"max_load"` // bounded load factor; 0 off
+	Health   healthConfig      `yaml:"health"`
 	Security string            `yaml:"security"` // plain | starttls | tls; required
 	TLS      *backendTLSConfig `yaml:"tls"`
 	Login    string            `yaml:"login"` // auto | login | plain | master; default auto
@@ -245,10 +249,42 @@ type backendConfig struct {
 	SendProxy       bool      `yaml:"send_proxy"`
 }
 
+// serverConfig is one server of a backend's pool.
+type serverConfig struct {
+	Name    string `yaml:"name"` // default: the address
+	Address string `yaml:"address"`
+	Weight  *int   `yaml:"weight"` // default 1
+}
+
+// healthConfig is a backend's active health checks (proxy/pool).
+type healthConfig struct {
+	Enabled      *bool     `yaml:"enabled"`       // default true
+	Interval     *duration `yaml:"interval"`      // default 5s
+	FastInterval *duration `yaml:"fast_interval"` // default 1s
+	Timeout      *duration `yaml:"timeout"`       // default 5s
+	Rise         *int      `yaml:"rise"`          // default 2
+	Fall         *int      `yaml:"fall"`          // default 3
+	StartTLS     *bool     `yaml:"starttls"`      // default true
+	Capability   *bool     `yaml:"capability"`    // default true
+}
+
 type routesConfig struct {
 	Default string            `yaml:"default"`
 	Users   map[string]string `yaml:"users"`   // user → backend name
 	Domains map[string]string `yaml:"domains"` // domain → backend name
+	// Lookup asks an nginx auth_http-style service first.
+	Lookup *lookupConfig `yaml:"lookup"`
+}
+
+// lookupConfig is the routing lookup service (proxy/pool.Lookup).
+type lookupConfig struct {
+	URL          string            `yaml:"url"`
+	Timeout      *duration         `yaml:"timeout"`    // default 5s
+	CacheTTL     *duration         `yaml:"cache_ttl"`  // default 30s; negative: off
+	CacheSize    *int              `yaml:"cache_size"` // default 10000
+	MaxWait      *duration         `yaml:"max_wait"`   // cap of Auth-Wait; default 10s
+	SendPassword bool              `yaml:"send_password"`
+	Headers      map[string]string `yaml:"headers"`
 }
 
 type limitsConfig struct {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -110,9 +111,12 @@ func TestExampleConfigOptions(t *testing.T) {
 			t.Errorf("listener %d: TLS is not the tlsterm server's config", i)
 		}
 	}
-	r, ok := o.Router.(*proxy.StaticRouter)
-	if !ok {
+	if _, ok := o.Router.(*pool.Router); !ok {
 		t.Fatalf("Router is %T", o.Router)
+	}
+	r, ok := s.static.(*proxy.StaticRouter)
+	if !ok {
+		t.Fatalf("static routes are %T", s.static)
 	}
 	mainB, legacy := r.Default, r.Domains["legacy.example.com"]
 	if mainB == nil || legacy == nil || r.Users["ceo@example.com"] != mainB || len(r.Users) != 1 || len(r.Domains) != 1 {
@@ -122,8 +126,8 @@ func TestExampleConfigOptions(t *testing.T) {
 		mainB.TLS.InsecureSkipVerify || mainB.TLS.MinVersion != tls.VersionTLS12 {
 		t.Errorf("main TLS: %+v", mainB.TLS)
 	}
-	mainB.TLS = nil
-	wantMain := proxy.Backend{Name: "main", Addr: "10.0.0.5:143", Security: proxy.BackendStartTLS, Login: proxy.LoginAuto,
+	mainB = poolTemplate(t, mainB, "10.0.0.5:143")
+	wantMain := proxy.Backend{Name: "main", Security: proxy.BackendStartTLS, Login: proxy.LoginAuto,
 		ConnectTimeout: 10 * time.Second, LoginTimeout: 30 * time.Second, SendID: true}
 	if *mainB != wantMain {
 		t.Errorf("main backend\n got %+v\nwant %+v", *mainB, wantMain)
@@ -131,8 +135,8 @@ func TestExampleConfigOptions(t *testing.T) {
 	if legacy.TLS == nil || !legacy.TLS.InsecureSkipVerify {
 		t.Errorf("legacy TLS: %+v", legacy.TLS)
 	}
-	legacy.TLS = nil
-	wantLegacy := proxy.Backend{Name: "legacy", Addr: "192.0.2.20:993", Security: proxy.BackendTLS, Login: proxy.LoginAuto,
+	legacy = poolTemplate(t, legacy, "192.0.2.20:993")
+	wantLegacy := proxy.Backend{Name: "legacy", Security: proxy.BackendTLS, Login: proxy.LoginAuto,
 		ConnectTimeout: proxy.DefaultConnectTimeout, LoginTimeout: proxy.DefaultLoginTimeout}
 	if *legacy != wantLegacy {
 		t.Errorf("legacy backend\n got %+v\nwant %+v", *legacy, wantLegacy)
@@ -140,6 +144,23 @@ func TestExampleConfigOptions(t *testing.T) {
 	if len(s.warnings) != 1 || s.warnings[0].Key != "backends.legacy.tls.insecure" {
 		t.Errorf("warnings: %v", s.warnings)
 	}
+}
+
+// poolTemplate checks that b is a pool's backend with the one server addr,
+// and returns a copy without its pool and TLS, to compare.
+func poolTemplate(t *testing.T, b *proxy.Backend, addr string) *proxy.Backend {
+	t.Helper()
+	p, ok := b.Servers.(*pool.Pool)
+	if !ok {
+		t.Fatalf("backend %s has no pool: %T", b.Name, b.Servers)
+	}
+	sb, err := p.Pick(&proxy.SessionInfo{}, "anyone", nil)
+	if err != nil || sb.Addr != addr || sb.Server != addr {
+		t.Errorf("backend %s: server %+v, %v; want %s", b.Name, sb, err, addr)
+	}
+	c := *b
+	c.Servers, c.TLS = nil, nil
+	return &c
 }
 
 // testConfig is a small valid configuration with every non-default value,
@@ -206,10 +227,10 @@ func TestConfigNonDefaults(t *testing.T) {
 		t.Errorf("PlaintextAuthFrom %v", o.Listeners[1].PlaintextAuthFrom)
 	}
 	// One backend and no routes: it is the default.
-	b := o.Router.(*proxy.StaticRouter).Default
-	wantB := proxy.Backend{Name: "only", Addr: "127.0.0.1:143", Security: proxy.BackendPlain, Login: proxy.LoginCommand,
+	b := s.static.(*proxy.StaticRouter).Default
+	wantB := proxy.Backend{Name: "only", Security: proxy.BackendPlain, Login: proxy.LoginCommand,
 		ConnectTimeout: 2 * time.Second, LoginTimeout: 3 * time.Second}
-	if b == nil || *b != wantB {
+	if b == nil || *poolTemplate(t, b, "127.0.0.1:143") != wantB {
 		t.Errorf("backend\n got %+v\nwant %+v", b, wantB)
 	}
 	if len(s.warnings) != 1 || s.warnings[0].Key != "listeners[1].plaintext_auth_from" {
@@ -434,8 +455,9 @@ func TestQuickConfig(t *testing.T) {
 	if len(s.opts.Listeners) != 2 || s.opts.Listeners[0].Mode != proxy.ImplicitTLS || s.opts.Listeners[1].Mode != proxy.StartTLS {
 		t.Errorf("listeners %+v", s.opts.Listeners)
 	}
-	b := s.opts.Router.(*proxy.StaticRouter).Default
-	if b.Addr != "10.0.0.5:993" || b.Security != proxy.BackendTLS || !b.SendID || !b.TLS.InsecureSkipVerify {
+	b := s.static.(*proxy.StaticRouter).Default
+	poolTemplate(t, b, "10.0.0.5:993")
+	if b.Security != proxy.BackendTLS || !b.SendID || !b.TLS.InsecureSkipVerify {
 		t.Errorf("backend %+v", b)
 	}
 	if len(s.warnings) != 1 || !strings.Contains(s.warnings[0].Msg, "not verified") {

@@ -18,8 +18,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -204,6 +204,17 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 		// go-redis logs through a package-level logger; route it to ours.
 		redis.SetLogger(ratelimit.RedisLogger{Log: log.Named("redis")})
 	}
+	// Health checks start before the listeners, so that the first
+	// logins already see a server that is down.
+	s.monitor = pool.NewMonitor(pool.MonitorOptions{Logger: log.Named("backends"), OnEvent: func(e pool.Event) {
+		if w := s.wire.Load(); w != nil {
+			w.BackendHealth(e)
+		}
+	}})
+	s.monitor.Apply(s.pools)
+	if err := s.reg.Register(s.monitor.Collector()); err != nil {
+		return fmt.Errorf("backend metrics: %w", err)
+	}
 	srv, err := proxy.NewServer(s.opts)
 	if err != nil {
 		return fmt.Errorf("configure proxy: %w", err)
@@ -218,7 +229,9 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	}
 	adm := newAdmin(srv, s.reg, s.level, &s.adminView, s.adminLimits, log.Named("admin"))
 	adm.pprof, adm.wire, adm.recent = s.adminPprof, &s.wire, s.recent
-	adm.checks = []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }}}
+	adm.checks = []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }},
+		{"backends", func() error { return s.monitor.Set().Ready() }}}
+	adm.backends = &backendsAPI{mon: s.monitor, srv: srv}
 	if s.trail != nil {
 		adm.checks = append(adm.checks, readinessCheck{"audit", auditReady(s.trail, s.queueSize)})
 	}
@@ -381,16 +394,19 @@ func applyReload(s, ns *setup, srv *proxy.Server) error {
 		if err := s.engine.Reload(); err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
-		if _, ok := ns.opts.Router.(*policy.Router); ok {
-			d.Router = &policy.Router{Engine: s.engine, Backends: ns.backends, Fallback: ns.static}
-		}
 	}
+	d.Router = reloadRouter(ns, s.engine)
 	if s.limiter != nil && ns.limiterOpts.Logger != nil {
 		o := ns.limiterOpts
 		o.Redis = s.limiterOpts.Redis
 		if err := s.limiter.Update(o); err != nil {
 			return fmt.Errorf("rate_limits: %w", err)
 		}
+	}
+	if s.monitor != nil {
+		// The running servers keep their health, drain state and
+		// sessions; new ones are checked at once.
+		s.monitor.Apply(ns.pools)
 	}
 	if err := srv.Update(d); err != nil {
 		return err

@@ -321,6 +321,23 @@ func (s *Server) Kill() {
 	}
 }
 
+// Freeze stops the master and all its children with SIGSTOP, as a hung
+// host would be: the kernel still completes TCP handshakes (up to the
+// listen backlog) but nothing greets or answers. Thaw resumes it; Kill,
+// Restart and the test's Cleanup work on a frozen server too.
+func (s *Server) Freeze() { s.signalGroup(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw() { s.signalGroup(syscall.SIGCONT) }
+
+func (s *Server) signalGroup(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		_ = syscall.Kill(-s.proc.cmd.Process.Pid, sig)
+	}
+}
+
 // Restart starts the server again with the same ports, configuration, users
 // and mail, after Kill or while running (then it stops it gracefully first).
 func (s *Server) Restart(t testing.TB) {
@@ -462,6 +479,8 @@ func (s *Server) stop() {
 		return
 	}
 	s.proc = nil
+	// A frozen server (Freeze) must run to hear SIGTERM.
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

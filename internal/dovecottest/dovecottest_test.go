@@ -292,6 +292,40 @@ func TestKillAndRestart(t *testing.T) {
 	c.ok("LOGIN bob bob-pw")
 }
 
+// Freeze stops every process of the server (a hung host): a connection
+// made meanwhile is greeted only once the server is thawed. Cleanup stops
+// a server left frozen.
+func TestFreezeAndThaw(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	s.Freeze()
+	s.mu.Lock()
+	pid := s.proc.cmd.Process.Pid
+	s.mu.Unlock()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state follows the command name in parentheses (proc(5)).
+	if _, after, _ := strings.Cut(string(stat), ") "); !strings.HasPrefix(after, "T") {
+		t.Fatalf("master not stopped after Freeze: %s", stat)
+	}
+	// The kernel completes the handshake; the greeting waits for Thaw.
+	conn, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s.Thaw()
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if g, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasPrefix(g, "* OK") {
+		t.Fatalf("greeting after Thaw: %q, %v", g, err)
+	}
+	c := dialIMAP(t, s.Addr, nil)
+	c.ok("LOGIN alice alice-pw")
+	s.Freeze() // Cleanup must stop it all the same
+}
+
 func TestOriginatingIPLogged(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{})

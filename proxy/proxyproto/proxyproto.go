@@ -159,6 +159,14 @@ func readV2(r io.Reader, verCmd, famProto byte, n uint16) (Header, error) {
 	return Header{}, fmt.Errorf("proxyproto: v2 family/protocol 0x%02x not TCP", famProto)
 }
 
+// AppendV2Local appends a v2 header with the LOCAL command: the
+// connection is the sender's own (a health check), with no addresses
+// (PROXY protocol §2.2).
+func AppendV2Local(b []byte) []byte {
+	b = append(b, v2sig...)
+	return append(b, 0x20, 0x00, 0, 0) // version 2, LOCAL; UNSPEC; no address block
+}
+
 // AppendV2 appends a v2 PROXY header for a TCP connection from src to dst.
 // Mixed families are sent as IPv6 (IPv4-mapped).
 func AppendV2(b []byte, src, dst netip.AddrPort) []byte {
