@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -35,6 +36,32 @@ func TestSessionsAndEndSession(t *testing.T) {
 		defer h.audit.mu.Unlock()
 		return len(h.audit.closes) > 0 && h.audit.closes[len(h.audit.closes)-1].Reason == "ended-by-admin"
 	})
+}
+
+// A command that arrives right after EndSession is not relayed: the
+// session ends with BYE. Setting a read deadline in the past does not
+// reliably fail a read that is already blocked when data arrives at once
+// (the woken reader may find the data first), so the session must check
+// for the end after every read, not only on a timeout.
+func TestEndSessionBeforePromptCommand(t *testing.T) {
+	h := newHarness(t)
+	for i := range 100 {
+		c := h.login()
+		var id string
+		for _, snap := range h.srv.Sessions() {
+			if snap.User == "alice" && snap.Client == c.c.LocalAddr().String() {
+				id = snap.ID
+			}
+		}
+		if !h.srv.EndSession(id) {
+			t.Fatalf("round %d: session %q not found", i, id)
+		}
+		c.send("n NOOP")
+		if l := c.line(); !strings.HasPrefix(l, "* BYE [UNAVAILABLE] Session ended by the administrator") {
+			t.Fatalf("round %d: the command after EndSession got %q", i, l)
+		}
+		c.c.Close()
+	}
 }
 
 // Update changes routing for new sessions; open ones keep theirs.

@@ -278,6 +278,9 @@ func Probe(ctx context.Context, b *Backend, o ProbeOptions) error {
 	}
 	if o.Capability {
 		st, _, err := bc.command("CAPABILITY")
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("backend %s did not answer CAPABILITY in time: %w", b.Addr, ctx.Err())
+		}
 		if err != nil {
 			return fmt.Errorf("capability: %w", err)
 		}

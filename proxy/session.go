@@ -328,6 +328,13 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 		s.cpre = prefixReader{b: s.cpre.b, has: err == nil, err: err, r: src}
 		s.br = clientReaders.get(&s.cpre)
 		s.sc.Reset(s.br)
+		// shutdown's past deadline does not always win: a blocked read
+		// woken by it may find a command that arrived meanwhile. The
+		// session was asked to end before that command: it ends.
+		if s.draining.Load() {
+			s.waiting.Store(false)
+			return false
+		}
 	}
 	return true
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -126,7 +127,7 @@ func TestExampleConfigOptions(t *testing.T) {
 		mainB.TLS.InsecureSkipVerify || mainB.TLS.MinVersion != tls.VersionTLS12 {
 		t.Errorf("main TLS: %+v", mainB.TLS)
 	}
-	mainB = poolTemplate(t, mainB, "10.0.0.5:143")
+	mainB = poolTemplate(t, mainB, "10.0.0.5:143", "imap2=10.0.0.6:143/2")
 	wantMain := proxy.Backend{Name: "main", Security: proxy.BackendStartTLS, Login: proxy.LoginAuto,
 		ConnectTimeout: 10 * time.Second, LoginTimeout: 30 * time.Second, SendID: true}
 	if *mainB != wantMain {
@@ -146,17 +147,35 @@ func TestExampleConfigOptions(t *testing.T) {
 	}
 }
 
-// poolTemplate checks that b is a pool's backend with the one server addr,
-// and returns a copy without its pool and TLS, to compare.
-func poolTemplate(t *testing.T, b *proxy.Backend, addr string) *proxy.Backend {
+// poolTemplate checks that b is a pool's backend with the servers
+// "name=address/weight" (name = address when equal), and returns a copy
+// without its pool and TLS, to compare.
+func poolTemplate(t *testing.T, b *proxy.Backend, servers ...string) *proxy.Backend {
 	t.Helper()
 	p, ok := b.Servers.(*pool.Pool)
 	if !ok {
 		t.Fatalf("backend %s has no pool: %T", b.Name, b.Servers)
 	}
-	sb, err := p.Pick(&proxy.SessionInfo{}, "anyone", nil)
-	if err != nil || sb.Addr != addr || sb.Server != addr {
-		t.Errorf("backend %s: server %+v, %v; want %s", b.Name, sb, err, addr)
+	set, err := pool.NewSet(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, st := range set.Status()[0].Servers {
+		got = append(got, fmt.Sprintf("%s=%s/%v", st.Name, st.Address, st.Weight))
+	}
+	var want []string
+	for _, s := range servers {
+		if !strings.Contains(s, "=") {
+			s = s + "=" + s
+		}
+		if !strings.Contains(s, "/") {
+			s += "/1"
+		}
+		want = append(want, s)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("backend %s: servers %q, want %q", b.Name, got, want)
 	}
 	c := *b
 	c.Servers, c.TLS = nil, nil
@@ -341,6 +360,16 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown user backend", base + "routes: {default: main, users: {bob@example.com: other}}\n", []string{`routes.users.bob@example.com: no backend named "other"`}},
 		{"unknown domain backend", base + "routes: {domains: {example.com: other}}\n", []string{`routes.domains.example.com: no backend named "other"`}},
 		{"duplicate user case", base + "routes: {users: {Bob: main, bob: main}}\n", []string{"keys are case-insensitive"}},
+		{"address and servers", listener + certs + "backends: {main: {address: \"h:993\", servers: [{address: \"h:994\"}], security: tls}}\n", []string{"backends.main: address and servers exclude each other"}},
+		{"server without port", listener + certs + "backends: {main: {servers: [{address: \"h:993\"}, {address: \"h\"}], security: tls}}\n", []string{"backends.main.servers[1].address"}},
+		{"server without address", listener + certs + "backends: {main: {servers: [{name: a}], security: tls}}\n", []string{"backends.main.servers[0].address: required"}},
+		{"duplicate server", listener + certs + "backends: {main: {servers: [{address: \"h:993\"}, {address: \"h:993\"}], security: tls}}\n", []string{`backends.main.servers[1]: "h:993" is also servers[0]`}},
+		{"server name with slash", listener + certs + "backends: {main: {servers: [{name: a/b, address: \"h:993\"}], security: tls}}\n", []string{"backends.main.servers[0].name"}},
+		{"bad weight", listener + certs + "backends: {main: {servers: [{address: \"h:993\", weight: 0}], security: tls}}\n", []string{"backends.main.servers[0].weight: 0: want 1 to 1000"}},
+		{"bad max_load", listener + certs + "backends: {main: {address: \"h:993\", security: tls, max_load: 0.5}}\n", []string{"backends.main.max_load"}},
+		{"bad health", listener + certs + "backends: {main: {address: \"h:993\", security: tls, health: {interval: -1s, fall: 0}}}\n", []string{"backends.main.health.interval: must be positive", "backends.main.health.fall: 0: want 1 to 100"}},
+		{"bad lookup url", base + "routes: {lookup: {url: \"ftp://x/auth\"}}\n", []string{"routes.lookup.url:"}},
+		{"lookup sets auth headers", base + "routes: {lookup: {url: \"http://127.0.0.1:1/auth\", headers: {Auth-User: x}}}\n", []string{"routes.lookup.headers.Auth-User"}},
 		{"several backends no route", listener + certs + "backends: {a: {address: \"h:993\", security: tls}, b: {address: \"h:994\", security: tls}}\n", []string{"routes.default: required"}},
 		{"auth_idle below 30m", base + "limits: {auth_idle: 29m}\n", []string{"limits.auth_idle: 29m0s is below the 30m minimum of RFC 9051 §5.4"}},
 		{"idle_timeout below 29m", base + "limits: {idle_timeout: 10m}\n", []string{"limits.idle_timeout"}},

@@ -2,20 +2,16 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 )
 
 // TestServePolicyAndLimits runs serve with the shipped policies and tight
@@ -40,36 +36,7 @@ policy: {dirs: [{path: %q}]}
 rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay: 1ms}
 audit: {path: %q, fsync: always}
 `, cf.Cert, cf.Key, backendAddr, repoPolicies, filepath.Join(dir, "audit.jsonl"))
-	cfgFile := filepath.Join(dir, "imapwarden.yaml")
-	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
-	cfg, err := loadConfigFile(cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := zaptest.NewLogger(t)
-	s, err := build(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.lameDuck = 0 // the test stops at once
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	var addrs []net.Addr
-	var adminAddr net.Addr
-	started := make(chan struct{})
-	go func() {
-		done <- runServe(ctx, s, log, nil, nil, func(a []net.Addr, adm net.Addr) { addrs, adminAddr = a, adm; close(started) })
-	}()
-	<-started
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-		}
-	}
-	defer stop()
+	s, addrs, adminAddr, stop := serveConfig(t, dir, cfgText)
 
 	session := func() *imapConn {
 		tc, err := tls.Dial("tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})

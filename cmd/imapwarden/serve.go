@@ -296,16 +296,23 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 
 // validate
 
-const validateUsage = `Usage: imapwarden validate -c FILE
+const validateUsage = `Usage: imapwarden validate [--connect] -c FILE
 
 Check a configuration file as "imapwarden serve" would, without listening or
 dialing: syntax and unknown keys, values and durations, addresses, backend
 URLs and routes, and that every certificate, CA bundle and password file can
 be read and loaded. Print "ok" and exit 0, or print every problem found and
 exit 1. Warnings (legal but risky settings) go to standard error.
+
+With --connect, also resolve and check every backend server as the health
+checks do (connect, greeting, STARTTLS, CAPABILITY; no credentials are
+sent), print one line per server, and exit 1 if any fails.
 `
 
-type validateFlags struct{ config string }
+type validateFlags struct {
+	config  string
+	connect bool
+}
 
 func newValidateFlags(f *validateFlags) *flag.FlagSet {
 	if f == nil {
@@ -313,10 +320,11 @@ func newValidateFlags(f *validateFlags) *flag.FlagSet {
 	}
 	fs := newFlagSet("validate")
 	fs.StringVar(&f.config, "c", "", "the configuration `FILE` to check (required)")
+	fs.BoolVar(&f.connect, "connect", false, "also resolve and greet every backend server")
 	return fs
 }
 
-func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func cmdValidate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f validateFlags
 	fs := newValidateFlags(&f)
 	if code, ok := parseFlags(fs, args, validateUsage, stdout, stderr); !ok {
@@ -345,8 +353,30 @@ func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int
 	for _, w := range s.warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", f.config, w)
 	}
+	if f.connect && !connectAll(ctx, s, stdout, stderr) {
+		return exitError
+	}
 	fmt.Fprintln(stdout, "ok")
 	return exitOK
+}
+
+// connectAll checks every backend server once (validate --connect) and
+// prints a line for each; it reports whether all answered.
+func connectAll(ctx context.Context, s *setup, stdout, stderr io.Writer) bool {
+	ok := true
+	for _, r := range s.pools.Check(ctx) {
+		name := "backends." + r.Backend + " server " + r.Server
+		if r.Server != r.Addr {
+			name += " (" + r.Addr + ")"
+		}
+		if r.Err != nil {
+			ok = false
+			fmt.Fprintf(stderr, "%s: %v\n", name, r.Err)
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: answers (%v)\n", name, r.Took.Round(time.Millisecond))
+	}
+	return ok
 }
 
 // reloadAll applies a SIGHUP. Listeners and the client certificate list are

@@ -13,6 +13,7 @@ type configParams struct {
 	haproxyTrusted       string
 	disablePlaintextAuth bool
 	acl                  bool
+	highPerformance      bool
 	id                   identity
 }
 
@@ -126,7 +127,17 @@ func renderConfig(p configParams) string {
 		// Rootless: chroot needs root.
 		w("  chroot =")
 	}
+	if p.highPerformance {
+		w("  service_count = 0")
+		w("  process_min_avail = 2")
+		w("  client_limit = 1000")
+	}
 	w("}")
+	if p.highPerformance {
+		w("service imap {")
+		w("  process_limit = 1000")
+		w("}")
+	}
 	// Dovecot delays every auth attempt from an IP after failures from it
 	// (anvil's auth penalty, 2^n s up to 15 s), trusted networks included:
 	// one test of a wrong password would slow all later logins from

@@ -153,6 +153,13 @@ type Options struct {
 	// ACL loads Dovecot's ACL plugins (vfile), so that it offers ACL
 	// (RFC 4314). Off by default, as in Debian's configuration.
 	ACL bool
+	// HighPerformance runs Dovecot's high-performance login mode: a few
+	// long-lived imap-login processes serve every connection
+	// (service_count = 0), and up to 1000 imap processes run. The default,
+	// high-security mode forks one login process per connection, which
+	// greets a burst of connections at some 20 per second on a small
+	// machine: too slow for load tests of hundreds of sessions.
+	HighPerformance bool
 }
 
 // Server is a running private Dovecot. Its exported fields are fixed for the
@@ -277,6 +284,7 @@ func Start(t testing.TB, opts Options) *Server {
 			haproxyTrusted:       opts.HAProxyTrusted,
 			disablePlaintextAuth: opts.DisablePlaintextAuth,
 			acl:                  opts.ACL,
+			highPerformance:      opts.HighPerformance,
 			id:                   id,
 		})
 		if err := os.WriteFile(s.confPath, []byte(conf), 0o644); err != nil {

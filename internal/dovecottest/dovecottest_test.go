@@ -362,6 +362,58 @@ func TestOptions(t *testing.T) {
 	c.ok("AUTHENTICATE PLAIN %s", plainIR("carol", "admin", "admin-pw"))
 }
 
+// HighPerformance: long-lived login processes (service_count = 0) greet a
+// burst of connections together, and each still logs in.
+func TestHighPerformance(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{HighPerformance: true})
+	conf, err := os.ReadFile(s.confPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(conf), "service_count = 0") || !strings.Contains(string(conf), "process_limit = 1000") {
+		t.Fatalf("high-performance settings missing:\n%s", conf)
+	}
+	const n = 100
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c, err := net.DialTimeout("tcp", s.Addr, 30*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			r := bufio.NewReader(c)
+			if g, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(g, "* OK") {
+				errs <- fmt.Errorf("greeting %q: %v", g, err)
+				return
+			}
+			fmt.Fprintf(c, "a LOGIN alice alice-pw\r\n")
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					errs <- err
+					return
+				}
+				if strings.HasPrefix(l, "a ") {
+					if !strings.HasPrefix(l, "a OK") {
+						err = fmt.Errorf("login: %q", l)
+					}
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 func TestHAProxy(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{HAProxyTrusted: "127.0.0.0/8"})

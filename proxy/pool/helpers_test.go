@@ -68,10 +68,9 @@ func startProxy(t testing.TB, router proxy.Router, opts ...func(*proxy.Options))
 // memServer is an in-memory IMAP server (go-imap's imapmemserver) with
 // the given users (password "pw-" + user), each with an empty INBOX.
 type memServer struct {
-	addr    string
-	mu      sync.Mutex
-	logins  map[string]int // by user
-	accepts int
+	addr   string
+	mu     sync.Mutex
+	logins map[string]int // by user
 }
 
 func startMem(t testing.TB, users ...string) *memServer {
@@ -97,7 +96,7 @@ func startMem(t testing.TB, users ...string) *memServer {
 		t.Fatal(err)
 	}
 	ms.addr = ln.Addr().String()
-	go srv.Serve(countingListener{ln, ms})
+	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ms
 }
@@ -106,27 +105,6 @@ func (m *memServer) loginsOf(user string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.logins[user]
-}
-
-func (m *memServer) acceptCount() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.accepts
-}
-
-type countingListener struct {
-	net.Listener
-	ms *memServer
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.ms.mu.Lock()
-		l.ms.accepts++
-		l.ms.mu.Unlock()
-	}
-	return c, err
 }
 
 type countingSession struct {
@@ -144,6 +122,17 @@ func (s *countingSession) Login(user, pass string) error {
 	return err
 }
 
+// deadAddr returns a loopback address where nothing listens.
+func deadAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // client is a raw-socket IMAP client that reports errors instead of
 // failing the test, so that load generators can count them.
 type client struct {
@@ -154,7 +143,7 @@ type client struct {
 
 // clientTimeout bounds one exchange of a test client: far above any
 // timeout under test, so that a hang is reported instead of stalling.
-const clientTimeout = 60 * time.Second
+const clientTimeout = 2 * time.Minute
 
 func dial(addr string) (*client, error) {
 	c, err := net.DialTimeout("tcp", addr, clientTimeout)
@@ -279,34 +268,66 @@ func newPool(t testing.TB, name string, h HealthOptions, addrs ...string) *Pool 
 }
 
 // monitor applies set to a new Monitor, closed (and checked for leaks) at
-// cleanup; events go to the returned channel.
-func monitor(t testing.TB, set *Set) (*Monitor, <-chan Event) {
+// cleanup; its events are kept in the returned log.
+func monitor(t testing.TB, set *Set) (*Monitor, *eventLog) {
 	t.Helper()
-	ch := make(chan Event, 1024)
-	m := NewMonitor(MonitorOptions{Logger: zaptest.NewLogger(t), OnEvent: func(e Event) {
-		select {
-		case ch <- e:
-		default:
-		}
-	}})
+	el := &eventLog{changed: make(chan struct{}, 1)}
+	m := NewMonitor(MonitorOptions{Logger: zaptest.NewLogger(t), OnEvent: el.add})
 	m.Apply(set)
 	t.Cleanup(func() {
 		m.Close()
 		checkNoCheckers(t)
 	})
-	return m, ch
+	return m, el
 }
 
-// waitEvent waits for server's change to h.
-func waitEvent(t testing.TB, ch <-chan Event, server string, h Health) Event {
+// eventLog keeps a Monitor's events.
+type eventLog struct {
+	mu      sync.Mutex
+	events  []Event
+	changed chan struct{}
+}
+
+func (l *eventLog) add(e Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// find returns the first event at or after index from of server's change
+// to h, and the index after it.
+func (l *eventLog) find(from int, server string, h Health) (Event, int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := from; i < len(l.events); i++ {
+		if e := l.events[i]; e.Server == server && e.Health == h {
+			return e, i + 1, true
+		}
+	}
+	return Event{}, 0, false
+}
+
+func (l *eventLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.events)
+}
+
+// waitEvent waits for server's change to h, among the events from index
+// from on (0: any so far).
+func waitEvent(t testing.TB, l *eventLog, from int, server string, h Health) Event {
 	t.Helper()
 	timeout := time.After(2 * time.Minute)
 	for {
+		if e, _, ok := l.find(from, server, h); ok {
+			return e
+		}
 		select {
-		case e := <-ch:
-			if e.Server == server && e.Health == h {
-				return e
-			}
+		case <-l.changed:
 		case <-timeout:
 			t.Fatalf("no %s event for %s", h, server)
 		}

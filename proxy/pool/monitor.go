@@ -7,8 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-
-	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // Event is a server's change of health.
@@ -143,9 +141,7 @@ func (m *Monitor) check(ctx context.Context, srv *server) {
 		srv.mu.Unlock()
 		wait := time.Duration(-1)
 		if !paused {
-			cctx, cancel := context.WithTimeout(ctx, h.Timeout)
-			err := proxy.Probe(cctx, cfg.be, proxy.ProbeOptions{SkipStartTLS: h.NoStartTLS, Capability: !h.NoCapability})
-			cancel()
+			err := checkOnce(ctx, cfg)
 			if ctx.Err() != nil {
 				return
 			}

@@ -90,8 +90,9 @@ func TestAffinity(t *testing.T) {
 	// same second choice each time.
 	for _, u := range us[:100] {
 		first := before[u]
-		if pick(t, p, u, first) != pick(t, p, u, first) {
-			t.Fatalf("%s: second choice not stable", u)
+		second := pick(t, p, u, first)
+		if again := pick(t, p, u, first); second == first || again != second {
+			t.Fatalf("%s: second choice %s then %s (first %s)", u, second, again, first)
 		}
 	}
 	// Nothing left to try.
@@ -160,7 +161,7 @@ func TestHealthTransitions(t *testing.T) {
 		want   Health
 		event  bool
 	}{
-		{nil, true, Up, false},  // the first check decides, silently when up
+		{nil, true, Up, false},   // the first check decides, silently when up
 		{fail, false, Up, false}, // passive failures count toward fall
 		{fail, true, Up, false},
 		{nil, false, Up, false}, // a success breaks the run
@@ -256,11 +257,11 @@ func TestResolve(t *testing.T) {
 
 func TestEscapeMailAuth(t *testing.T) {
 	for in, want := range map[string]string{
-		"alice":         "alice",
-		"a b%c":         "a%20b%25c",
-		"tab\there":     "tab%09here",
-		"ünï":           "%C3%BCn%C3%AF",
-		"del\x7f\r\nx":  "del%7F%0D%0Ax",
+		"alice":        "alice",
+		"a b%c":        "a%20b%25c",
+		"tab\there":    "tab%09here",
+		"ünï":          "%C3%BCn%C3%AF",
+		"del\x7f\r\nx": "del%7F%0D%0Ax",
 		`quote"back\\`: `quote"back\\`,
 	} {
 		if got := escapeMailAuth(in); got != want {

@@ -1,12 +1,14 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imapwarden/imapwarden/proxy"
@@ -209,4 +211,56 @@ func (p *Pool) unavailable() string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return fmt.Sprintf("backend %s has no server taking logins (%s)", p.name, p.whyNone(nil))
+}
+
+// CheckResult is one server's answer to Set.Check.
+type CheckResult struct {
+	Backend, Server, Addr string
+	// Err says what failed: resolving the host, connecting, the greeting,
+	// STARTTLS or CAPABILITY.
+	Err  error
+	Took time.Duration
+}
+
+// Check resolves and checks every server once, as the health checks do
+// (connect, greeting, STARTTLS, CAPABILITY, within the backend's check
+// timeout), all at once; results are in the order of Status.
+func (s *Set) Check(ctx context.Context) []CheckResult {
+	var out []CheckResult
+	var cfgs []*checkConfig
+	for _, p := range s.Pools() {
+		p.mu.RLock()
+		for _, sl := range p.slots {
+			out = append(out, CheckResult{Backend: p.name, Server: sl.srv.name, Addr: sl.srv.addr})
+			cfgs = append(cfgs, &checkConfig{be: sl.be, health: p.health})
+		}
+		p.mu.RUnlock()
+	}
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Go(func() {
+			start := time.Now()
+			out[i].Err = checkOnce(ctx, cfgs[i])
+			out[i].Took = time.Since(start)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// checkOnce resolves the server's host (so that a name that does not
+// resolve says so) and probes it.
+func checkOnce(ctx context.Context, c *checkConfig) error {
+	ctx, cancel := context.WithTimeout(ctx, c.health.Timeout)
+	defer cancel()
+	host, _, err := net.SplitHostPort(c.be.Addr)
+	if err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		if _, err := net.DefaultResolver.LookupHost(ctx, host); err != nil {
+			return fmt.Errorf("resolve: %w", err)
+		}
+	}
+	return proxy.Probe(ctx, c.be, proxy.ProbeOptions{SkipStartTLS: c.health.NoStartTLS, Capability: !c.health.NoCapability})
 }

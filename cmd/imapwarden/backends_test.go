@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/proxy/pool"
+)
+
+// serveConfig writes cfgText to dir, builds it and runs serve until the
+// returned stop (idempotent; also at cleanup). It returns the setup
+// served, the listeners' and the admin listener's addresses.
+func serveConfig(t *testing.T, dir, cfgText string) (s *setup, addrs []net.Addr, adminAddr net.Addr, stop func()) {
+	t.Helper()
+	cfgFile := filepath.Join(dir, "imapwarden.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfigFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t)
+	s, err = build(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lameDuck = 0 // the tests stop at once
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		done <- runServe(ctx, s, log, nil, nil, func(a []net.Addr, adm net.Addr) { addrs, adminAddr = a, adm; close(started) })
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("runServe: %v", err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return s, addrs, adminAddr, stop
+}
+
+// eventually polls cond until it holds, or fails the test after a minute.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after a minute", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServeBackendPool runs serve with one backend of two real Dovecot
+// servers: the admin API lists them, drains one with kick (its session
+// ends, new logins go to the other, all audited), enables it back;
+// /readyz turns 503 with the reason when both are down and 200 when one
+// returns; the health changes are in the trail.
+func TestServeBackendPool(t *testing.T) {
+	dovecottest.Require(t)
+	one := dovecottest.Start(t, dovecottest.Options{})
+	two := dovecottest.Start(t, dovecottest.Options{})
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	trail := filepath.Join(dir, "audit.jsonl")
+	cfgText := fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends:
+  main:
+    servers: [{name: one, address: %q}, {name: two, address: %q}]
+    security: plain
+    health: {interval: 200ms, fast_interval: 100ms, timeout: 10s}
+admin: {address: "127.0.0.1:0"}
+audit: {path: %q, fsync: always}
+rate_limits: {enabled: false}
+`, cf.Cert, cf.Key, one.Addr, two.Addr, trail)
+	_, addrs, adminAddr, stop := serveConfig(t, dir, cfgText)
+
+	admin := func(method, path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+adminAddr.String()+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	backends := func() []pool.BackendStatus {
+		t.Helper()
+		code, body := admin("GET", "/backends")
+		var bs []pool.BackendStatus
+		if err := json.Unmarshal([]byte(body), &bs); code != 200 || err != nil {
+			t.Fatalf("GET /backends: %d %v\n%s", code, err, body)
+		}
+		return bs
+	}
+	health := func() string {
+		var hs []string
+		for _, st := range backends()[0].Servers {
+			hs = append(hs, st.Name+"="+st.Health)
+		}
+		return strings.Join(hs, " ")
+	}
+	eventually(t, "both servers up", func() bool { return health() == "one=up two=up" })
+
+	session := func() (*imapConn, string) {
+		tc, err := tls.Dial("tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close() })
+		c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
+		c.line()
+		c.cmd("l", "OK", "LOGIN alice alice-pw")
+		code, body := admin("GET", "/sessions")
+		var ss []struct {
+			Client, Server, Backend string
+		}
+		if err := json.Unmarshal([]byte(body), &ss); code != 200 || err != nil {
+			t.Fatalf("GET /sessions: %d %v", code, err)
+		}
+		for _, s := range ss {
+			if s.Client == tc.LocalAddr().String() {
+				if s.Backend != "main" {
+					t.Errorf("session backend %q", s.Backend)
+				}
+				return c, s.Server
+			}
+		}
+		t.Fatalf("session not listed: %s", body)
+		return nil, ""
+	}
+	c, home := session()
+	other := map[string]string{"one": "two", "two": "one"}[home]
+
+	code, body := admin("POST", "/backends/main/servers/"+home+"/drain?kick=true")
+	if code != 200 || !strings.Contains(body, `"sessions_ended": 1`) || !strings.Contains(body, `"admin": "drain"`) {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	// Kicked: the next command boundary ends the session.
+	fmt.Fprintf(c.c, "n NOOP\r\n")
+	if l := c.line(); !strings.HasPrefix(l, "* BYE [UNAVAILABLE] Backend server taken out of service") {
+		t.Errorf("kicked session heard %q", l)
+	}
+	if _, on := session(); on != other {
+		t.Errorf("login during the drain went to %s, want %s", on, other)
+	}
+	code, body = admin("POST", "/backends/main/servers/"+home+"/enable")
+	if code != 200 || !strings.Contains(body, `"previous": "drain"`) {
+		t.Fatalf("enable: %d %s", code, body)
+	}
+	if _, on := session(); on != home {
+		t.Errorf("login after enable went to %s, want %s again", on, home)
+	}
+	for path, want := range map[string]int{
+		"/backends/main/servers/" + home + "/reboot":           404,
+		"/backends/main/servers/nope/drain":                    404,
+		"/backends/nope/servers/one/drain":                     404,
+		"/backends/main/servers/" + home + "/enable?kick=true": 400,
+		"/backends/main/servers/" + home + "/drain?kick=maybe": 400,
+	} {
+		if code, body := admin("POST", path); code != want {
+			t.Errorf("POST %s: %d %s, want %d", path, code, body, want)
+		}
+	}
+
+	if code, body := admin("GET", "/readyz"); code != 200 {
+		t.Fatalf("/readyz with both up: %d %s", code, body)
+	}
+	one.Kill()
+	two.Kill()
+	eventually(t, "readyz 503", func() bool { code, _ := admin("GET", "/readyz"); return code == 503 })
+	_, body = admin("GET", "/readyz")
+	if !strings.Contains(body, "backends: backend main has no server taking logins") {
+		t.Errorf("/readyz reason: %s", body)
+	}
+	two.Restart(t)
+	eventually(t, "readyz 200 again", func() bool { code, _ := admin("GET", "/readyz"); return code == 200 })
+	_, metrics := admin("GET", "/metrics")
+	for _, want := range []string{`imapwarden_backend_up{backend="main",server="one"} 0`, `imapwarden_backend_up{backend="main",server="two"} 1`,
+		`imapwarden_backend_sessions{backend="main",server=`, `imapwarden_backend_admin_state{backend="main",server="one",state="enabled"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+
+	stop()
+	var out, errOut strings.Builder
+	if code := runAudit([]string{"verify", trail}, &out, &errOut); code != 0 {
+		t.Fatalf("audit verify: %d\n%s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := runAudit([]string{"query", trail, "--kind", "admin,backend", "--format", "json"}, &out, &errOut); code != 0 {
+		t.Fatalf("audit query: %d %s", code, errOut.String())
+	}
+	for _, want := range []string{
+		`"kind":"admin","v":1`, `"ip":"127.0.0.1"`, `"backend":"main","server":"` + home + `","event":"backend.drain","result":"ok","detail":"from enabled, kick: 1 sessions ended"`,
+		`"server":"` + home + `","event":"backend.enable","result":"ok","detail":"from drain"`,
+		`"event":"backend.reboot","result":"error"`,
+		`"kind":"backend"`, `"server":"one","event":"server-down"`, `"server":"two","event":"server-up"`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("trail lacks %s:\n%s", want, out.String())
+		}
+	}
+}
+
+// validate --connect resolves and greets every server; a name that does
+// not resolve, a port nobody listens on and a live server each get their
+// line.
+func TestValidateConnect(t *testing.T) {
+	dovecottest.Require(t)
+	live := dovecottest.Start(t, dovecottest.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	write := func(servers string) string {
+		path := filepath.Join(dir, "imapwarden.yaml")
+		os.WriteFile(path, []byte(fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends:
+  main:
+    servers: [%s]
+    security: starttls
+    tls: {ca_file: %s, server_name: localhost}
+    health: {timeout: 20s}
+`, cf.Cert, cf.Key, servers, live.CAFile)), 0o600)
+		return path
+	}
+	path := write(fmt.Sprintf(`{address: %q}, {name: gone, address: %q}, {name: nowhere, address: "imap.nonexistent.invalid:143"}`, live.Addr, dead))
+	code, out, errOut := runCLI("validate", "--connect", "-c", path)
+	if code != 1 {
+		t.Errorf("exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "backends.main server "+live.Addr+": answers") {
+		t.Errorf("stdout lacks the live server:\n%s", out)
+	}
+	for _, want := range []string{"backends.main server gone (" + dead + "): dial", "connection refused",
+		"backends.main server nowhere (imap.nonexistent.invalid:143): resolve:"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	path = write(fmt.Sprintf(`{address: %q}`, live.Addr))
+	if code, out, errOut := runCLI("validate", "--connect", "-c", path); code != 0 || !strings.HasSuffix(out, "ok\n") {
+		t.Errorf("live only: exit %d\n%s%s", code, out, errOut)
+	}
+	// Without --connect nothing is dialled: the dead server passes.
+	path = write(fmt.Sprintf(`{address: %q}`, dead))
+	if code, out, errOut := runCLI("validate", "-c", path); code != 0 || out != "ok\n" {
+		t.Errorf("without --connect: exit %d\n%s%s", code, out, errOut)
+	}
+}
