@@ -469,7 +469,14 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 		if login == "" {
 			login = "auto"
 		}
-		v.backends = append(v.backends, backendView{Name: name, Address: b.Address, Security: b.Security, Login: login,
+		addr := b.Address
+		for i, sc := range b.Servers {
+			if i > 0 {
+				addr += ", "
+			}
+			addr += sc.Address
+		}
+		v.backends = append(v.backends, backendView{Name: name, Address: addr, Security: b.Security, Login: login,
 			Verified: b.Security != "plain" && (b.TLS == nil || !b.TLS.Insecure)})
 	}
 	s.adminView.Store(v)

@@ -35,6 +35,8 @@ type adminFixture struct {
 	cfgFile   string
 	cfgText   string
 	hup       chan os.Signal // reloads cfgFile
+	// backendAddr is the one backend server's address.
+	backendAddr string
 }
 
 // adminExtra is added to the admin section.
@@ -50,7 +52,7 @@ func startAdminFixture(t *testing.T, adminExtra string) *adminFixture {
 	repoPolicies, _ := filepath.Abs("../../policies")
 	os.WriteFile(filepath.Join(dir, "read.token"), []byte(testReadToken+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "write.token"), []byte(testWriteToken+"\n"), 0o600)
-	f := &adminFixture{t: t, dir: dir, auditPath: filepath.Join(dir, "audit.jsonl")}
+	f := &adminFixture{t: t, dir: dir, auditPath: filepath.Join(dir, "audit.jsonl"), backendAddr: backendAddr}
 	cfgText := fmt.Sprintf(`
 listeners: [{address: "127.0.0.1:0", mode: tls}]
 tls: {certificates: [{cert: %s, key: %s}]}

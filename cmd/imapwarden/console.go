@@ -25,6 +25,7 @@ import (
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/termsafe"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
 
@@ -404,7 +405,26 @@ func (c *console) backendsPage(w http.ResponseWriter, r *http.Request, p *page) 
 	for _, b := range c.a.view.Load().backends {
 		rows = append(rows, row{b, counts[b.Name], health[b.Name]})
 	}
-	p.Title, p.Nav, p.Data = "Backends", "backends", rows
+	// Each server's health checks and admin state (proxy/pool).
+	type server struct {
+		Backend string
+		pool.ServerStatus
+	}
+	var servers []server
+	if c.a.backends != nil {
+		if set := c.a.backends.mon.Set(); set != nil {
+			for _, b := range set.Status() {
+				for _, st := range b.Servers {
+					servers = append(servers, server{b.Name, st})
+				}
+			}
+		}
+	}
+	p.Title, p.Nav = "Backends", "backends"
+	p.Data = struct {
+		Backends any
+		Servers  any
+	}{rows, servers}
 	c.render(w, http.StatusOK, "backends", p)
 }
 

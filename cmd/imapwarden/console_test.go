@@ -133,6 +133,11 @@ func TestConsoleHTTP(t *testing.T) {
 			t.Errorf("%s: %d", p, resp.StatusCode)
 		}
 	}
+	// The backend's server, with its health and state.
+	if _, body := c.get("/console/backends"); !strings.Contains(body, `id="servers"`) || !strings.Contains(body, "<td>enabled</td>") ||
+		!strings.Contains(body, f.backendAddr) {
+		t.Errorf("backends page lacks the server:\n%s", body)
+	}
 	if _, body := c.get("/console/config"); strings.Contains(body, testWriteToken) || strings.Contains(body, testReadToken) {
 		t.Error("a token in the config page")
 	}

@@ -64,10 +64,15 @@ func (ls *lookupService) last() http.Header {
 	return ls.requests[len(ls.requests)-1]
 }
 
-type funcAuthenticator func(s *proxy.SessionInfo, user string) error
+// funcAuthenticator stands for a directory: it returns the identity for
+// a user, or leaves the check to the backend.
+type funcAuthenticator func(user string) *proxy.Identity
 
-func (f funcAuthenticator) Authenticate(_ context.Context, s *proxy.SessionInfo, user, _ string) error {
-	return f(s, user)
+func (f funcAuthenticator) Authenticate(_ context.Context, _ *proxy.SessionInfo, c *proxy.Credentials) (*proxy.Identity, error) {
+	if id := f(c.User); id != nil {
+		return id, nil
+	}
+	return nil, proxy.ErrBackendVerifies
 }
 
 // lookupWorld is two in-memory servers as one pool, a lookup service, and
@@ -80,8 +85,16 @@ type lookupWorld struct {
 	pool    *Pool
 	aPort   string
 	bPort   string
-	routeBy map[string]string // user → Identity.Route set by the authenticator
+	routeMu sync.Mutex
+	routeBy map[string]string // user → Identity.Route from the "directory"
 	lookup  *Lookup
+}
+
+// route makes the directory name r as user's server.
+func (w *lookupWorld) route(user, r string) {
+	w.routeMu.Lock()
+	w.routeBy[user] = r
+	w.routeMu.Unlock()
 }
 
 func newLookupWorld(t *testing.T, lo LookupOptions) *lookupWorld {
@@ -108,14 +121,11 @@ func newLookupWorld(t *testing.T, lo LookupOptions) *lookupWorld {
 		t.Fatal(err)
 	}
 	w.lookup = l
-	routes := map[string]string{}
-	var mu sync.Mutex
-	w.routeBy = routes
-	auth := funcAuthenticator(func(s *proxy.SessionInfo, user string) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if r, ok := routes[user]; ok {
-			s.Identity = &proxy.Identity{Authenticator: "ldap", User: user, Route: r}
+	auth := funcAuthenticator(func(user string) *proxy.Identity {
+		w.routeMu.Lock()
+		defer w.routeMu.Unlock()
+		if r, ok := w.routeBy[user]; ok {
+			return &proxy.Identity{Authenticator: "ldap", User: user, Route: r}
 		}
 		return nil
 	})
@@ -380,10 +390,10 @@ func (w *lookupWorld) lookupCacheKeys() map[string]bool {
 func TestDirectoryRoute(t *testing.T) {
 	w := newLookupWorld(t, LookupOptions{})
 	w.ls.reply("Auth-Status: OK", "Auth-Server: a")
-	w.routeBy["alice"] = "b"
-	w.routeBy["bob"] = "127.0.0.1:" + w.bPort
-	w.routeBy["carol"] = "203.0.113.5:143" // not configured
-	w.routeBy["dave"] = "main"
+	w.route("alice", "b")
+	w.route("bob", "127.0.0.1:"+w.bPort)
+	w.route("carol", "203.0.113.5:143") // not configured
+	w.route("dave", "main")
 	n := w.ls.count()
 	for user, want := range map[string]string{"alice": "b", "bob": "b", "dave": "?"} {
 		got, where := w.try(t, user, "pw-"+user)
