@@ -20,6 +20,7 @@ import (
 
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy/pool"
 )
 
@@ -64,13 +65,14 @@ func serveConfig(t *testing.T, dir, cfgText string) (s *setup, addrs []net.Addr,
 	return s, addrs, adminAddr, stop
 }
 
-// eventually polls cond until it holds, or fails the test after a minute.
+// eventually polls cond until it holds, or fails the test after
+// testenv.IOTimeout.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after a minute", what)
+			t.Fatalf("%s: not after %v", what, testenv.IOTimeout())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

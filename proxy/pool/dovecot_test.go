@@ -1,8 +1,8 @@
 package pool
 
 import (
-	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sort"
@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -86,7 +87,9 @@ func newLoadWorld(t *testing.T, h HealthOptions, connectTimeout time.Duration) *
 type loginRecord struct {
 	start, end time.Time
 	server     string // where it went ("" when it failed)
-	err        string
+	err        string // the login failed
+	// after: the session failed after its login (its NOOP or LOGOUT).
+	after string
 }
 
 // load runs churning clients (connect, LOGIN, NOOP, LOGOUT, again) and
@@ -206,7 +209,7 @@ func (l *load) churn(i int) {
 		default:
 			rec.server = sessionServer(l.w.srv, c.c.LocalAddr())
 			if err := c.ok("NOOP"); err != nil {
-				rec.err = "after login: " + err.Error()
+				rec.after = err.Error()
 			}
 			c.do("LOGOUT")
 			c.close()
@@ -310,10 +313,18 @@ func (l *load) checkLong(t *testing.T, victim string) int {
 	return onVictim
 }
 
-func reportFailed(t *testing.T, rs []loginRecord) {
+// reportFailed fails the test for each login that failed, and for each
+// session that failed after its login on another server than the victim
+// (a session on the victim may lose its server under it).
+func reportFailed(t *testing.T, rs []loginRecord, victim string) {
 	t.Helper()
 	for _, r := range failed(rs) {
 		t.Errorf("login at %s failed: %s", r.start.Format("15:04:05.000"), r.err)
+	}
+	for _, r := range rs {
+		if r.after != "" && r.server != victim {
+			t.Errorf("session from %s on %s failed: %s", r.start.Format("15:04:05.000"), r.server, r.after)
+		}
 	}
 }
 
@@ -384,7 +395,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 	t.Logf("login latency before the kill p50 %v p99 %v; from kill to down p50 %v max %v; restart to up %v",
 		percentile(before, .5), percentile(before, .99), percentile(during, .5), maxDuration(during),
 		o.up.Sub(o.repaired).Round(time.Millisecond))
-	reportFailed(t, l.between(time.Time{}, time.Time{}))
+	reportFailed(t, l.between(time.Time{}, time.Time{}), w.names[victim])
 	// Sessions on the survivors were never disturbed; those on the
 	// victim ended.
 	onVictim := l.checkLong(t, w.names[victim])
@@ -432,7 +443,7 @@ func mapsEqual(a, b map[string]string) bool {
 // gone), so that a leaked count fails the test.
 func checkSessions(t *testing.T, p *Pool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		var open []string
 		set := mustSet(t, p)
@@ -478,7 +489,7 @@ func TestFrozenServerUnderLoad(t *testing.T) {
 	t.Logf("freeze to down %v (%s); logins from the freeze on %d, %d before down (max latency %v), failed %d; after down p99 %v max %v",
 		o.down.Sub(o.broken).Round(time.Millisecond), o.downEvent.Err, len(window), len(during), maxDuration(during).Round(time.Millisecond),
 		len(failed(window)), percentile(afterDown, .99), maxDuration(afterDown).Round(time.Millisecond))
-	reportFailed(t, l.between(time.Time{}, time.Time{}))
+	reportFailed(t, l.between(time.Time{}, time.Time{}), w.names[victim])
 	// After down, no login waited for the frozen server. A login that
 	// began just before the mark may still be waiting out its timeout:
 	// only those that began a connect timeout after it count.
@@ -560,46 +571,11 @@ func TestGreetsButNeverAnswers(t *testing.T) {
 // (no capabilities: the proxy must ask CAPABILITY) and then reads and
 // never answers. It returns the address and a count of connections.
 func startMute(t *testing.T) (string, func() int) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int64
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go func() {
-				c.Write([]byte("* OK mute server ready\r\n"))
-				bufio.NewReader(c).WriteTo(discard{})
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
+	return serveTCP(t, func(c net.Conn) {
+		c.Write([]byte("* OK mute server ready\r\n"))
+		io.Copy(io.Discard, c)
 	})
-	return ln.Addr().String(), func() int { return int(n.Load()) }
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // Drain, kick and enable from the operator: a drained server takes no new
 // login while its sessions go on; kicked, they end at their next command

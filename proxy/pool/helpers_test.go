@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -133,6 +134,49 @@ func deadAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
+// serveTCP runs handle, on its own goroutine, for each connection to a
+// loopback listener; at cleanup the listener and every connection are
+// closed. It returns the address and a count of connections.
+func serveTCP(t testing.TB, handle func(net.Conn)) (string, func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var handlers sync.WaitGroup
+	accepting := make(chan struct{})
+	go func() {
+		defer close(accepting)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			handlers.Go(func() { handle(c) })
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-accepting // every accepted connection is listed now
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		handlers.Wait()
+	})
+	return ln.Addr().String(), func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(conns)
+	}
+}
+
 // client is a raw-socket IMAP client that reports errors instead of
 // failing the test, so that load generators can count them.
 type client struct {
@@ -141,12 +185,8 @@ type client struct {
 	tag int
 }
 
-// clientTimeout bounds one exchange of a test client: far above any
-// timeout under test, so that a hang is reported instead of stalling.
-const clientTimeout = 2 * time.Minute
-
 func dial(addr string) (*client, error) {
-	c, err := net.DialTimeout("tcp", addr, clientTimeout)
+	c, err := net.DialTimeout("tcp", addr, testenv.IOTimeout())
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +204,7 @@ func dial(addr string) (*client, error) {
 }
 
 func (c *client) line() (string, error) {
-	c.c.SetReadDeadline(time.Now().Add(clientTimeout))
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	l, err := c.br.ReadString('\n')
 	return strings.TrimRight(l, "\r\n"), err
 }
@@ -173,7 +213,7 @@ func (c *client) line() (string, error) {
 func (c *client) do(cmd string) ([]string, string, error) {
 	c.tag++
 	tag := fmt.Sprintf("c%d", c.tag)
-	c.c.SetWriteDeadline(time.Now().Add(clientTimeout))
+	c.c.SetWriteDeadline(time.Now().Add(testenv.IOTimeout()))
 	if _, err := fmt.Fprintf(c.c, "%s %s\r\n", tag, cmd); err != nil {
 		return nil, "", err
 	}
@@ -237,7 +277,7 @@ func sessionServer(srv *proxy.Server, local net.Addr) string {
 // checkNoCheckers fails the test if health checkers still run.
 func checkNoCheckers(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.IOTimeout())
 	for {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
@@ -267,17 +307,25 @@ func newPool(t testing.TB, name string, h HealthOptions, addrs ...string) *Pool 
 	return p
 }
 
-// monitor applies set to a new Monitor, closed (and checked for leaks) at
-// cleanup; its events are kept in the returned log.
+// leakChecked holds the tests whose cleanup checks for checkers left.
+var leakChecked sync.Map
+
+// monitor applies set to a new Monitor, closed at cleanup; its events are
+// kept in the returned log. Once every Monitor of the test is closed, no
+// checker may be left running.
 func monitor(t testing.TB, set *Set) (*Monitor, *eventLog) {
 	t.Helper()
+	if _, done := leakChecked.LoadOrStore(t, true); !done {
+		// Registered before any Close: cleanups run last in, first out.
+		t.Cleanup(func() {
+			checkNoCheckers(t)
+			leakChecked.Delete(t)
+		})
+	}
 	el := &eventLog{changed: make(chan struct{}, 1)}
 	m := NewMonitor(MonitorOptions{Logger: zaptest.NewLogger(t), OnEvent: el.add})
 	m.Apply(set)
-	t.Cleanup(func() {
-		m.Close()
-		checkNoCheckers(t)
-	})
+	t.Cleanup(m.Close)
 	return m, el
 }
 
@@ -321,7 +369,7 @@ func (l *eventLog) len() int {
 // from on (0: any so far).
 func waitEvent(t testing.TB, l *eventLog, from int, server string, h Health) Event {
 	t.Helper()
-	timeout := time.After(2 * time.Minute)
+	timeout := time.After(testenv.IOTimeout())
 	for {
 		if e, _, ok := l.find(from, server, h); ok {
 			return e
