@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
@@ -59,35 +58,7 @@ func startAuthProxy(t *testing.T, dir, cfgText string) *authProxy {
 // returns the listeners' and the admin listener's addresses.
 func serveConfigFile(t testing.TB, cfgFile string, log *zap.Logger) (proxyAddrs []net.Addr, admin net.Addr) {
 	t.Helper()
-	cfg, err := loadConfigFile(cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := build(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	started := make(chan struct{})
-	go func() {
-		done <- runServe(ctx, s, log, nil, nil, func(a []net.Addr, adm net.Addr) {
-			proxyAddrs, admin = a, adm
-			close(started)
-		})
-	}()
-	select {
-	case <-started:
-	case err := <-done:
-		cancel()
-		t.Fatalf("runServe: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("runServe: %v", err)
-		}
-	})
+	_, proxyAddrs, admin, _ = startServe(t, cfgFile, log, nil)
 	return proxyAddrs, admin
 }
 
@@ -328,7 +299,9 @@ listeners: [{address: "127.0.0.1:0", mode: tls}]
 tls: {certificates: [{cert: %[1]s, key: %[2]s}]}
 backends:
   cyrus:
-    address: `+cy.Addr+`
+    # Named as bob's mailHost in the directory: a route_attribute naming
+    # a server no backend lists would refuse his login (fail closed).
+    servers: [{name: imap2.example.com, address: "`+cy.Addr+`"}]
     security: starttls
     tls: {ca_file: `+cy.CAFile+`, server_name: localhost}
     login: master

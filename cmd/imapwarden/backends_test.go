@@ -16,33 +16,44 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
+	"github.com/imapwarden/imapwarden/internal/ldaptest"
 	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy/pool"
 )
 
-// serveConfig writes cfgText to dir, builds it and runs serve until the
-// returned stop (idempotent; also at cleanup). It returns the setup
-// served, the listeners' and the admin listener's addresses.
+// serveConfig writes cfgText to dir and serves it, without lame duck,
+// until the returned stop (idempotent; also at cleanup). It returns the
+// setup served, the listeners' and the admin listener's addresses.
 func serveConfig(t *testing.T, dir, cfgText string) (s *setup, addrs []net.Addr, adminAddr net.Addr, stop func()) {
 	t.Helper()
 	cfgFile := filepath.Join(dir, "imapwarden.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return startServe(t, cfgFile, zaptest.NewLogger(t), func(s *setup) { s.lameDuck = 0 })
+}
+
+// startServe builds cfgFile, lets adjust change the setup, and serves it
+// until the returned stop (idempotent; also at cleanup, which reports a
+// failed serve).
+func startServe(t testing.TB, cfgFile string, log *zap.Logger, adjust func(*setup)) (s *setup, addrs []net.Addr, adminAddr net.Addr, stop func()) {
+	t.Helper()
 	cfg, err := loadConfigFile(cfgFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t)
 	s, err = build(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.lameDuck = 0 // the tests stop at once
+	if adjust != nil {
+		adjust(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan struct{})
@@ -52,13 +63,16 @@ func serveConfig(t *testing.T, dir, cfgText string) (s *setup, addrs []net.Addr,
 	select {
 	case <-started:
 	case err := <-done:
+		cancel()
 		t.Fatalf("runServe: %v", err)
 	}
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				t.Errorf("runServe: %v", err)
+			}
 		})
 	}
 	t.Cleanup(stop)
@@ -308,4 +322,96 @@ backends:
 	if code, out, errOut := runCLI("validate", "-c", path); code != 0 || out != "ok\n" {
 		t.Errorf("without --connect: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// A directory's mailHost routes the login (Identity.Route): to the pool's
+// server of that name, never elsewhere; a mailHost no backend lists is
+// refused with NO [UNAVAILABLE], and so is one whose server is drained
+// (the mailbox lives there: no failover).
+func TestLDAPMailHostRoutes(t *testing.T) {
+	dovecottest.Require(t)
+	ldaptest.Require(t)
+	dir := ldaptest.Start(t, ldaptest.Options{Users: map[string]ldaptest.User{
+		"alice": {Password: "alice-ldap-pw"},
+		// imap1: not the server rendezvous hashing gives bob (imap2).
+		"bob":   {Password: "bob-ldap-pw", MailHost: "imap1.example.com"},
+		"carol": {Password: "carol-ldap-pw", MailHost: "imap9.example.com"},
+	}})
+	one := dovecottest.Start(t, dovecottest.Options{})
+	two := dovecottest.Start(t, dovecottest.Options{})
+	tmp := t.TempDir()
+	cf := tlsFiles(t, tmp)
+	svcPW := filepath.Join(tmp, "ldap.pw")
+	os.WriteFile(svcPW, []byte(ldaptest.ServicePassword+"\n"), 0o600)
+	masterPW := filepath.Join(tmp, "master.pw")
+	os.WriteFile(masterPW, []byte(one.MasterPassword+"\n"), 0o600)
+	_, addrs, adminAddr, _ := serveConfig(t, tmp, fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends:
+  mail:
+    servers: [{name: imap1.example.com, address: %q}, {name: imap2.example.com, address: %q}]
+    security: plain
+    login: master
+    master_user: %s
+    master_password_file: %s
+auth:
+  authenticators:
+    - name: corp
+      type: ldap
+      ldap:
+        url: %s
+        start_tls: true
+        ca_file: %s
+        search_base: "%s"
+        search_filter: "(&(objectClass=inetOrgPerson)(uid={user}))"
+        service_dn: "%s"
+        service_password_file: %s
+        route_attribute: mailHost
+admin: {address: "127.0.0.1:0"}
+rate_limits: {enabled: false}
+`, cf.Cert, cf.Key, one.Addr, two.Addr, one.MasterUser, masterPW, dir.URL, dir.CAFile, ldaptest.PeopleDN, ldaptest.ServiceDN, svcPW))
+	login := func(user, pw, want string) string {
+		t.Helper()
+		tc, err := tls.Dial("tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tc.Close() })
+		c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
+		c.line()
+		c.cmd("l", want, fmt.Sprintf("LOGIN %s %s", user, pw))
+		if want != "OK" {
+			return ""
+		}
+		resp, err := http.Get("http://" + adminAddr.String() + "/sessions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var ss []struct{ Client, Server string }
+		json.NewDecoder(resp.Body).Decode(&ss)
+		for _, s := range ss {
+			if s.Client == tc.LocalAddr().String() {
+				return s.Server
+			}
+		}
+		t.Fatalf("%s's session not listed", user)
+		return ""
+	}
+	for range 3 {
+		if on := login("bob", "bob-ldap-pw", "OK"); on != "imap1.example.com" {
+			t.Fatalf("bob (mailHost imap1.example.com) on %q", on)
+		}
+	}
+	if on := login("alice", "alice-ldap-pw", "OK"); on == "" {
+		t.Error("alice (no mailHost) has no server")
+	}
+	login("carol", "carol-ldap-pw", "NO [UNAVAILABLE]")
+	post, err := http.Post("http://"+adminAddr.String()+"/backends/mail/servers/imap1.example.com/drain", "", nil)
+	if err != nil || post.StatusCode != 200 {
+		t.Fatalf("drain: %v %v", post, err)
+	}
+	post.Body.Close()
+	login("bob", "bob-ldap-pw", "NO [UNAVAILABLE]")
 }
