@@ -42,6 +42,10 @@
 //     refused login gets one answer after the same delay; only the audit
 //     knows the reason. An authenticator that cannot answer is
 //     UNAVAILABLE, never a login.
+//   - A backend with several servers (Backend.Servers, proxy/pool) picks
+//     one per login; a server that cannot be reached or does not answer
+//     is reported and the login fails over to the next. Sessions already
+//     open never move.
 //   - Nothing logged or audited carries a password, a token, a SASL
 //     response or message content.
 package proxy

@@ -34,6 +34,9 @@ func TestImportRules(t *testing.T) {
 		{"proxy/proxyproto", []string{"github.com/", "go.uber.org/", "golang.org/x/"}, []string{"proxy/proxyproto"}},
 		// Limits live in Go, beside the proxy, not in the policy engine.
 		{"proxy/ratelimit", []string{"github.com/open-policy-agent/", "github.com/caddyserver/"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "proxy/ratelimit", "tlsterm"}},
+		// Pools, health checks and the routing lookup: beside the proxy,
+		// neither the policy engine nor the configuration format.
+		{"proxy/pool", []string{"github.com/open-policy-agent/", "github.com/caddyserver/", "go.yaml.in/", "gopkg.in/yaml"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "proxy/pool", "tlsterm"}},
 		// The policy engine sees the proxy's types, never TLS machinery.
 		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "policies", "proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "tlsterm"}},
 		// audit imports no other package of ours (DESIGN §2).
