@@ -14,6 +14,7 @@ type configParams struct {
 	disablePlaintextAuth bool
 	acl                  bool
 	highPerformance      bool
+	maxSessions          int
 	id                   identity
 }
 
@@ -58,7 +59,9 @@ func renderConfig(p configParams) string {
 	w("mail_location = maildir:~/Maildir")
 	// The proxy's tests open many sessions as one user from 127.0.0.1; the
 	// default of 10 would turn that into spurious login failures.
-	w("mail_max_userip_connections = 1000")
+	// MaxSessions raises it, with a tenth spare for sessions still closing
+	// when new ones open.
+	w("mail_max_userip_connections = %d", max(1000, withSpare(p.maxSessions)))
 	if p.acl {
 		// ACL (RFC 4314) with per-mailbox files: Dovecot then offers
 		// ACL, and SETACL reaches a real implementation.
@@ -127,13 +130,27 @@ func renderConfig(p configParams) string {
 		// Rootless: chroot needs root.
 		w("  chroot =")
 	}
-	if p.highPerformance {
+	if p.highPerformance || p.maxSessions > 0 {
 		w("  service_count = 0")
 		w("  process_min_avail = 2")
 		w("  client_limit = 1000")
 	}
 	w("}")
-	if p.highPerformance {
+	if p.maxSessions > 0 {
+		// Dovecot's default is one session per imap process and one
+		// imap-login process per connection, each forked for it, at most
+		// 1024 and 100 of them. For thousands of sessions an imap process
+		// serves several (client_limit, for its whole life: service_count
+		// 0), and login processes stay and serve many connections each
+		// (Dovecot's high-performance mode), so that opening a session
+		// forks nothing.
+		procs := (withSpare(p.maxSessions) + SessionsPerProcess - 1) / SessionsPerProcess
+		w("service imap {")
+		w("  service_count = 0")
+		w("  client_limit = %d", SessionsPerProcess)
+		w("  process_limit = %d", max(100, procs))
+		w("}")
+	} else if p.highPerformance {
 		w("service imap {")
 		w("  process_limit = 1000")
 		w("}")
@@ -156,3 +173,6 @@ func renderConfig(p configParams) string {
 	}
 	return b.String()
 }
+
+// withSpare is n and a tenth more.
+func withSpare(n int) int { return n + n/10 }

@@ -160,7 +160,22 @@ type Options struct {
 	// greets a burst of connections at some 20 per second on a small
 	// machine: too slow for load tests of hundreds of sessions.
 	HighPerformance bool
+
+	// MaxSessions is how many logged-in IMAP sessions the server must hold
+	// at once (load tests). Zero keeps Dovecot's defaults: one imap process
+	// per session, at most 1024 (1000 with HighPerformance), and 1000
+	// sessions of one user from one address (mail_max_userip_connections).
+	// Above that each imap process serves up to SessionsPerProcess sessions
+	// (service imap's client_limit), with processes enough for MaxSessions,
+	// one user may hold them all from 127.0.0.1, and logins run in
+	// HighPerformance's mode.
+	MaxSessions int
 }
+
+// SessionsPerProcess is service imap's client_limit with Options.MaxSessions:
+// an imap process holds that many sessions, so that thousands of sessions
+// need tens of processes rather than thousands.
+const SessionsPerProcess = 50
 
 // Server is a running private Dovecot. Its exported fields are fixed for the
 // Server's life, across Kill and Restart.
@@ -238,6 +253,9 @@ func Start(t testing.TB, opts Options) *Server {
 	if err := checkNetworks(opts.HAProxyTrusted); err != nil {
 		t.Fatalf("dovecottest: HAProxyTrusted: %v", err)
 	}
+	if opts.MaxSessions < 0 {
+		t.Fatalf("dovecottest: MaxSessions %d is negative", opts.MaxSessions)
+	}
 
 	id, err := lookupIdentity()
 	if err != nil {
@@ -285,6 +303,7 @@ func Start(t testing.TB, opts Options) *Server {
 			disablePlaintextAuth: opts.DisablePlaintextAuth,
 			acl:                  opts.ACL,
 			highPerformance:      opts.HighPerformance,
+			maxSessions:          opts.MaxSessions,
 			id:                   id,
 		})
 		if err := os.WriteFile(s.confPath, []byte(conf), 0o644); err != nil {

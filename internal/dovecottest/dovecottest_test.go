@@ -505,3 +505,51 @@ func TestStartRetriesTakenPort(t *testing.T) {
 	}
 	dialIMAP(t, s.Addr, nil).ok("LOGIN alice alice-pw")
 }
+
+// TestMaxSessions holds more logged-in sessions of one user from one
+// address than Dovecot's defaults allow: without MaxSessions the 1001st
+// login is refused (mail_max_userip_connections), and each login forks two
+// processes, which takes minutes for a thousand on a busy machine.
+func TestMaxSessions(t *testing.T) {
+	t.Parallel()
+	const sessions = 1100
+	s := Start(t, Options{MaxSessions: sessions})
+	for i := range sessions {
+		c := dialIMAP(t, s.Addr, nil)
+		if _, st := c.cmd("LOGIN alice alice-pw"); !strings.HasPrefix(st, "OK") {
+			t.Fatalf("login %d: %s", i+1, st)
+		}
+	}
+	c := dialIMAP(t, s.Addr, nil)
+	c.ok("LOGIN alice alice-pw")
+	if u := c.ok("SELECT INBOX"); !hasLine(u, "EXISTS") {
+		t.Fatalf("SELECT without EXISTS: %q", u)
+	}
+}
+
+func TestMaxSessionsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		max       int
+		want, not []string
+	}{
+		{0, []string{"mail_max_userip_connections = 1000\n"}, []string{"service imap {"}},
+		{2000, []string{
+			"mail_max_userip_connections = 2200\n",
+			"service imap {\n  service_count = 0\n  client_limit = 50\n  process_limit = 100\n}\n",
+			"  service_count = 0\n  process_min_avail = 2\n  client_limit = 1000\n}\n",
+		}, nil},
+		{10000, []string{"client_limit = 50\n  process_limit = 220\n"}, nil},
+	} {
+		conf := renderConfig(configParams{maxSessions: tc.max})
+		for _, w := range tc.want {
+			if !strings.Contains(conf, w) {
+				t.Errorf("MaxSessions %d: config lacks %q", tc.max, w)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(conf, n) {
+				t.Errorf("MaxSessions %d: config has %q", tc.max, n)
+			}
+		}
+	}
+}

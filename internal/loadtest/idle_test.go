@@ -32,10 +32,7 @@ func BenchmarkIdleSessionRSS(b *testing.B) {
 	dovecottest.Require(b)
 	dc := dovecottest.Start(b, dovecottest.Options{})
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "imapwarden")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/imapwarden/imapwarden/cmd/imapwarden").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := imapwardenBinary(b)
 	cf, err := tlsterm.WriteSelfSigned(dir, []string{"localhost"})
 	if err != nil {
 		b.Fatal(err)
@@ -118,15 +115,6 @@ rate_limits: {enabled: false}
 	b.ReportMetric(float64(after), "RSS-KiB-total")
 }
 
-func freeAddr(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // settle lets the process reach its steady state: a GC (through pprof's
 // heap endpoint, as an operator can ask) empties the buffer pools, and the
 // runtime's scavenger gets time to return freed pages.
@@ -161,19 +149,4 @@ func goInuseKiB(b *testing.B, admin string) int {
 		}
 	}
 	return int(total / 1024)
-}
-
-func rssKiB(b *testing.B, pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }
