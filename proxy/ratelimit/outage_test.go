@@ -1,8 +1,10 @@
 package ratelimit
 
 import (
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -104,4 +106,28 @@ func TestFleetLockoutsOutliveRedis(t *testing.T) {
 		return !strings.Contains(lockoutList(lb.local.lockouts(lb.nowNs())), "alice")
 	})
 	login(pb, "127.0.0.1", "alice", "OK")
+}
+
+// A call failing while the store comes back (the write-back of the
+// outage's lockouts, under load) starts a new probe: the store must not
+// stay down for good.
+func TestStoreRecoversWhenWriteBackFails(t *testing.T) {
+	rs := startRedis(t)
+	l, err := New(Options{Redis: rs.client(t), RedisProbeInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var recovers atomic.Int32
+	l.remote.onRecover = func() {
+		if recovers.Add(1) == 1 {
+			l.remote.failed(errors.New("injected: the write-back timed out"))
+			return
+		}
+		l.writeBack()
+	}
+	l.remote.failed(errors.New("injected: redis down"))
+	waitFor(t, "the store to come back after a failed write-back", func() bool {
+		return l.StoreUp() && recovers.Load() >= 2
+	})
 }

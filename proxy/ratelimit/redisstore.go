@@ -242,12 +242,12 @@ func (r *redisStore) startProbe() {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		defer r.probing.Store(false)
 		t := time.NewTicker(r.probeEvery)
 		defer t.Stop()
 		for {
 			select {
 			case <-r.stop:
+				r.probing.Store(false)
 				return
 			case <-t.C:
 			}
@@ -258,6 +258,10 @@ func (r *redisStore) startProbe() {
 				r.log.Debug("rate limit store still down", zap.Error(err))
 				continue
 			}
+			// Probing ends before the store is up: a call failing from
+			// then on, the write-back's included, starts a new probe
+			// instead of leaving the store down for good.
+			r.probing.Store(false)
 			r.down.Store(false)
 			r.log.Info("rate limit store up again")
 			if r.onState != nil {
