@@ -19,6 +19,7 @@ func TestFleet(t *testing.T) {
 			mk := func() *Limiter {
 				l, err := New(Options{
 					Redis:                  rs.client(t),
+					RedisTimeout:           testRedisTimeout,
 					RedisFailureMode:       mode,
 					RedisProbeInterval:     20 * time.Millisecond,
 					LoginFailuresPerUserIP: 4,

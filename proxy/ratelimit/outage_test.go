@@ -28,6 +28,7 @@ func TestFleetLockoutsOutliveRedis(t *testing.T) {
 	mk := func() *Limiter {
 		l, err := New(Options{
 			Redis:                  rs.client(t),
+			RedisTimeout:           testRedisTimeout,
 			RedisFailureMode:       FailOpen,
 			RedisProbeInterval:     20 * time.Millisecond,
 			LockoutSyncInterval:    50 * time.Millisecond,
@@ -113,7 +114,7 @@ func TestFleetLockoutsOutliveRedis(t *testing.T) {
 // stay down for good.
 func TestStoreRecoversWhenWriteBackFails(t *testing.T) {
 	rs := startRedis(t)
-	l, err := New(Options{Redis: rs.client(t), RedisProbeInterval: 10 * time.Millisecond})
+	l, err := New(Options{Redis: rs.client(t), RedisTimeout: testRedisTimeout, RedisProbeInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -148,9 +148,17 @@ func (r *redisServer) Restart() {
 	}
 }
 
+// testRedisTimeout bounds each Redis call of the tests' Limiters: a killed
+// redis-server refuses at once, and a busy machine must not make a live
+// one look down (the default, 250ms, is for production).
+const testRedisTimeout = 10 * time.Second
+
 // client returns a client made as the lead would make it.
 func (r *redisServer) client(t testing.TB) redis.UniversalClient {
-	c := NewRedisClient(RedisOptions{Addr: r.Addr, Timeout: 500 * time.Millisecond})
+	// A killed redis-server refuses connections at once; the timeout only
+	// has to outlast a busy machine (two race-enabled suites at once),
+	// where a short one marks a live Redis down and fails the test.
+	c := NewRedisClient(RedisOptions{Addr: r.Addr, Timeout: testRedisTimeout})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -188,7 +196,7 @@ func forEachStore(t *testing.T, f func(t *testing.T, newTest newFunc)) {
 			p := fmt.Sprintf("test%d:{rl}:", prefixSeq.n)
 			prefixSeq.Unlock()
 			return newTest(t, func(o *Options) {
-				o.Redis, o.RedisPrefix = c, p
+				o.Redis, o.RedisPrefix, o.RedisTimeout = c, p, testRedisTimeout
 				o.OnStoreError = func(err error) { t.Errorf("redis error: %v", err) }
 				if set != nil {
 					set(o)

@@ -18,7 +18,7 @@ func pair(t *testing.T, srv *redisServer, set func(o *Options)) (a, b *Limiter, 
 	t.Helper()
 	clk = newClock()
 	mk := func() *Limiter {
-		o := Options{Now: clk.Now, Redis: srv.client(t), RedisProbeInterval: 20 * time.Millisecond}
+		o := Options{Now: clk.Now, Redis: srv.client(t), RedisTimeout: testRedisTimeout, RedisProbeInterval: 20 * time.Millisecond}
 		if set != nil {
 			set(&o)
 		}

@@ -13,7 +13,7 @@ import (
 // that the lockout is listed from Redis.
 func lockThrough(t *testing.T, c redis.UniversalClient) {
 	t.Helper()
-	l, err := New(Options{Redis: c, LoginFailuresPerUserIP: 2, LockoutBase: time.Hour, LockoutMax: time.Hour,
+	l, err := New(Options{Redis: c, RedisTimeout: testRedisTimeout, LoginFailuresPerUserIP: 2, LockoutBase: time.Hour, LockoutMax: time.Hour,
 		OnStoreError: func(err error) { t.Errorf("redis error: %v", err) }})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestRedisSentinel(t *testing.T) {
 	sentinel := startRedisArgs(t, "--sentinel",
 		"sentinel monitor wardenmaster 127.0.0.1 "+port+" 1",
 		"sentinel down-after-milliseconds wardenmaster 5000")
-	c := NewRedisClient(RedisOptions{Addr: sentinel.Addr, MasterName: "wardenmaster", Timeout: 2 * time.Second})
+	c := NewRedisClient(RedisOptions{Addr: sentinel.Addr, MasterName: "wardenmaster", Timeout: testRedisTimeout})
 	t.Cleanup(func() { c.Close() })
 	lockThrough(t, c)
 	// The records went to the master the Sentinel named.
@@ -63,7 +63,7 @@ func TestRedisCluster(t *testing.T) {
 		s, err := admin.ClusterInfo(ctx).Result()
 		return err == nil && strings.Contains(s, "cluster_state:ok")
 	})
-	c := NewRedisClient(RedisOptions{Addr: node.Addr, Cluster: true, Timeout: 2 * time.Second})
+	c := NewRedisClient(RedisOptions{Addr: node.Addr, Cluster: true, Timeout: testRedisTimeout})
 	t.Cleanup(func() { c.Close() })
 	if _, ok := c.(*redis.ClusterClient); !ok {
 		t.Fatalf("client %T, want a cluster client", c)
