@@ -74,9 +74,6 @@ type Options struct {
 	// CacheSize bounds the decisions remembered per revision: 0 means
 	// DefaultCacheSize, negative disables the cache.
 	CacheSize int
-	// Limits, when set, gives the limiter's counters for a session
-	// (input.session.limits), e.g. ratelimit.Limiter.Snapshot.
-	Limits func(*proxy.SessionInfo) map[string]int64
 	// OnEvaluation, when set, receives the time of each Rego evaluation
 	// (cache hits and the fast path are not evaluations), for a metric.
 	OnEvaluation func(time.Duration)
@@ -477,7 +474,6 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 		c.zone = e.loc.String()
 	}
 	c.groups, c.ids = st.groups, st.ids
-	c.limitsFn = e.opts.Limits
 	var kp *[]byte
 	if st.cache != nil {
 		kp = keyPool.Get().(*[]byte)

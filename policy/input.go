@@ -258,14 +258,14 @@ type inputCtx struct {
 	ids     idUse               // what policies read of the client ID
 	// limitsFn gives the limiter's counters (input.session.limits); read
 	// once, and only when a policy uses the slot.
-	limitsFn func(*proxy.SessionInfo) map[string]int64
+	limitsFn func() map[string]int64
 	limits   map[string]int64
 	limitsOK bool
 }
 
 func (c *inputCtx) sessionLimits() map[string]int64 {
 	if !c.limitsOK && c.limitsFn != nil && c.s != &noSession {
-		c.limits, c.limitsOK = c.limitsFn(c.s), true
+		c.limits, c.limitsOK = c.limitsFn(), true
 	}
 	return c.limits
 }
@@ -279,6 +279,9 @@ func newInputCtx(point string, in *proxy.DecisionInput) inputCtx {
 	}
 	if in.Point == proxy.PointCommand {
 		c.cmd = in.Command
+	}
+	if in.Limits != nil {
+		c.limitsFn = in.Limits.Snapshot
 	}
 	return c
 }

@@ -167,7 +167,7 @@ func TestKeyDistinguishesEverySlot(t *testing.T) {
 		slotAuthFailures: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.AuthFailures = 1 },
 		slotStartedAt:    func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Started = in.Session.Started.Add(time.Second) },
 		slotLimits: func(_ *proxy.DecisionInput, c *inputCtx) {
-			c.limitsFn = func(*proxy.SessionInfo) map[string]int64 { return map[string]int64{"login_failures_user": 3} }
+			c.limitsFn = func() map[string]int64 { return map[string]int64{"login_failures_user": 3} }
 			c.limits, c.limitsOK = nil, false
 		},
 		slotTag:         func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Tag = "a2" },
@@ -351,7 +351,7 @@ func TestLimitsInput(t *testing.T) {
 		t.Fatalf("input.session.limits reads slots %b", got)
 	}
 	c := fullCtx(&proxy.DecisionInput{Point: proxy.PointAuth, Session: testSession("alice")})
-	c.limitsFn = func(*proxy.SessionInfo) map[string]int64 { return map[string]int64{"login_failures_user": 3} }
+	c.limitsFn = func() map[string]int64 { return map[string]int64{"login_failures_user": 3} }
 	sess := c.build(setOf(slotLimits)).Get(ast.StringTerm("session"))
 	if g := sess.Get(ast.StringTerm("limits")); g == nil || g.String() != `{"login_failures_user": 3}` {
 		t.Errorf("session.limits = %v", g)

@@ -448,7 +448,7 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 // the client writer held.
 func (p *backendPump) deliver(octets int64) bool {
 	s, dv := p.s, &p.dv
-	l := s.dyn.Limiter
+	l := s.limit
 	if l == nil {
 		return true
 	}
@@ -456,7 +456,7 @@ func (p *backendPump) deliver(octets int64) bool {
 	if !dv.counted {
 		msgs, dv.counted = 1, true
 	}
-	res := l.Delivered(&s.info, octets, msgs)
+	res := l.Delivered(octets, msgs)
 	if res.hit() {
 		s.srv.auditor.Limit(&s.info, res)
 	}

@@ -519,8 +519,8 @@ func (p *clientPump) deny(cmd *imapwire.Command, d Decision, lit imapwire.Litera
 // because no barrier is in flight (waitBarrier).
 func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
 	s := p.s
-	if l := s.dyn.Limiter; l != nil && !partial {
-		res := l.Command(&s.info, cmd)
+	if l := s.limit; l != nil && !partial {
+		res := l.Command(cmd)
 		if res.hit() {
 			s.srv.auditor.Limit(&s.info, res)
 		}

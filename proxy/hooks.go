@@ -93,6 +93,9 @@ type DecisionInput struct {
 	// decision point, or a synchronizing literal before "+". Its size is
 	// not in Command.LiteralBytes yet.
 	Literal *imapwire.Literal
+	// Limits is the session's Limiter handle (nil without a Limiter):
+	// input.session.limits comes from its Snapshot.
+	Limits LimitConn
 }
 
 // Decision is a Decider's verdict.
@@ -365,31 +368,43 @@ type Auditor interface {
 }
 
 // Limiter enforces rate limits, lockouts and volume caps (DESIGN §4). A
-// nil Limiter means none. Methods are called from session goroutines and
-// must be safe for concurrent use; Command is on every command's path and
-// should not allocate.
+// nil Limiter means none. It must be safe for concurrent use.
 type Limiter interface {
-	// Connect is asked when a connection arrives, before the greeting;
-	// release is called when it ends (concurrency accounting).
-	Connect(s *SessionInfo) (res LimitResult, release func())
+	// Connect is asked when a connection arrives, before the greeting.
+	// Unless it refuses, it returns the connection's handle, which carries
+	// its state to every later question (no lookup by session), and whose
+	// Release ends its accounting.
+	Connect(s *SessionInfo) (LimitResult, LimitConn)
+}
+
+// LimitConn is one connection's handle on the Limiter. The session
+// goroutine asks it everything but Delivered, which the backend pump asks;
+// Command and Delivered are on every command's and every message's path
+// and should not allocate.
+type LimitConn interface {
 	// Login is asked before credentials are checked or any backend is
 	// contacted: a locked-out client never reaches the backend.
-	Login(s *SessionInfo, user string) LimitResult
+	Login(user string) LimitResult
 	// LoginResult records a credential check; for a failure it returns how
 	// long to wait before answering, the same whether the user exists.
-	LoginResult(s *SessionInfo, user string, ok bool) time.Duration
+	LoginResult(user string, ok bool) time.Duration
 	// Session is asked once a login succeeded (sessions per user);
 	// release is called when the session ends.
-	Session(s *SessionInfo) (res LimitResult, release func())
+	Session() (res LimitResult, release func())
 	// Command is asked for each command after login, at its decision point.
-	Command(s *SessionInfo, cmd *imapwire.Command) LimitResult
+	Command(cmd *imapwire.Command) LimitResult
 	// Delivered is asked before message content goes to the client, in
 	// whatever response it comes (FETCH, IDLE and NOOP pushes, NOTIFY):
 	// octets of content, and messages 1 at a message's first content
 	// item. Exceeded ends the session at the message boundary with
 	// "* BYE [LIMIT]". It runs on the backend pump: it must not wait on
 	// the network.
-	Delivered(s *SessionInfo, octets int64, messages int) LimitResult
+	Delivered(octets int64, messages int) LimitResult
+	// Snapshot returns the counters a policy may read
+	// (input.session.limits); it allocates.
+	Snapshot() map[string]int64
+	// Release ends the connection's accounting.
+	Release()
 }
 
 // LimitResult is a Limiter's answer. The zero value means within limits.

@@ -20,7 +20,7 @@ type fakeLimiter struct {
 	fetched     int64
 }
 
-func (f *fakeLimiter) Connect(*SessionInfo) (LimitResult, func()) {
+func (f *fakeLimiter) Connect(s *SessionInfo) (LimitResult, LimitConn) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.conns++
@@ -28,8 +28,24 @@ func (f *fakeLimiter) Connect(*SessionInfo) (LimitResult, func()) {
 		return LimitResult{Exceeded: true, Limit: "connections_per_ip", Key: "ip", Reason: "Too many connections"}, nil
 	}
 	f.live++
-	return LimitResult{}, func() { f.mu.Lock(); f.live--; f.mu.Unlock() }
+	return LimitResult{}, &fakeConn{f: f, s: s}
 }
+
+// fakeConn is a fakeLimiter's handle on one connection.
+type fakeConn struct {
+	f *fakeLimiter
+	s *SessionInfo
+}
+
+func (c *fakeConn) Release()                      { c.f.mu.Lock(); c.f.live--; c.f.mu.Unlock() }
+func (c *fakeConn) Snapshot() map[string]int64    { return nil }
+func (c *fakeConn) Login(user string) LimitResult { return c.f.Login(c.s, user) }
+func (c *fakeConn) LoginResult(user string, ok bool) time.Duration {
+	return c.f.LoginResult(c.s, user, ok)
+}
+func (c *fakeConn) Session() (LimitResult, func())            { return c.f.Session(c.s) }
+func (c *fakeConn) Command(cmd *imapwire.Command) LimitResult { return c.f.Command(c.s, cmd) }
+func (c *fakeConn) Delivered(o int64, m int) LimitResult      { return c.f.Delivered(c.s, o, m) }
 
 func (f *fakeLimiter) Login(_ *SessionInfo, user string) LimitResult {
 	f.mu.Lock()

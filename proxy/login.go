@@ -73,12 +73,12 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	s.info.Backend, s.info.Server = "", ""
 	s.info.Identity = nil
 	s.infoMu.Unlock()
-	lim := s.dyn.Limiter
+	lim := s.limit
 	limitUser := s.info.User
 	if lim != nil {
 		// Before anything is checked: a locked-out client never reaches
 		// an authenticator or the backend.
-		if res := lim.Login(&s.info, limitUser); res.hit() {
+		if res := lim.Login(limitUser); res.hit() {
 			s.srv.auditor.Limit(&s.info, res)
 			if res.Exceeded {
 				time.Sleep(res.Delay)
@@ -96,7 +96,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			be = nil
 		}
 		if lim != nil {
-			time.Sleep(lim.LoginResult(&s.info, limitUser, false))
+			time.Sleep(lim.LoginResult(limitUser, false))
 		}
 		ev.Detail = detail
 		if cr.IsToken() {
@@ -203,8 +203,8 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		}
 	}
 	if lim != nil {
-		lim.LoginResult(&s.info, limitUser, true)
-		res, release := lim.Session(&s.info)
+		lim.LoginResult(limitUser, true)
+		res, release := lim.Session()
 		if res.hit() {
 			s.srv.auditor.Limit(&s.info, res)
 		}

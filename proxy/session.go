@@ -74,8 +74,10 @@ type Session struct {
 
 	be    *backendConn // after login; connMu guards the pointer
 	relay *relay       // after login; connMu guards the pointer
-	// sessionRelease ends the Limiter's accounting of this login;
-	// backendRelease the Balancer's count of the session on its server.
+	// limit is the connection's Limiter handle (nil without a Limiter);
+	// sessionRelease ends its accounting of this login, backendRelease
+	// the Balancer's count of the session on its server.
+	limit          LimitConn
 	sessionRelease func()
 	backendRelease func()
 	// preAuthSlot: the session counts against MaxPreAuthConnections
@@ -139,9 +141,10 @@ func (s *Session) serve() {
 	s.srv.auditor.SessionOpen(&s.info)
 	defer s.finish()
 	if l := s.dyn.Limiter; l != nil {
-		res, release := l.Connect(&s.info)
-		if release != nil {
-			defer release()
+		res, lc := l.Connect(&s.info)
+		if lc != nil {
+			s.limit = lc
+			defer lc.Release()
 		}
 		if res.hit() {
 			s.srv.auditor.Limit(&s.info, res)
@@ -447,7 +450,7 @@ func (s *Session) preAuthCaps() string {
 }
 
 func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
-	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Literal: lit}
+	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Literal: lit, Limits: s.limit}
 	return s.dyn.Decider.Decide(context.Background(), &in)
 }
 

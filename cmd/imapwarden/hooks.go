@@ -29,13 +29,7 @@ func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*pro
 	})
 	o := policy.Options{GroupsFile: c.GroupsFile, PollInterval: c.PollInterval.get(0), CacheSize: c.CacheSize,
 		OnEvaluation: func(d time.Duration) { evalTime.Observe(d.Seconds()) }, Logger: log.Named("policy"),
-		// input.session.limits: the limiter is built after the engine.
-		Limits: func(si *proxy.SessionInfo) map[string]int64 {
-			if s.limiter == nil {
-				return nil
-			}
-			return s.limiter.Snapshot(si)
-		}}
+	}
 	for i, d := range c.Dirs {
 		if d.Path == "" {
 			p.add("policy.dirs[%d].path: required", i)

@@ -11,20 +11,34 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// sizeSpy records the LiteralBytes of the APPENDs the proxy asks about.
+// sizeSpy records the LiteralBytes of the APPENDs the proxy asks about,
+// by wrapping each connection's handle.
 type sizeSpy struct {
 	*Limiter
 	mu    sync.Mutex
 	sizes []int64
 }
 
-func (s *sizeSpy) Command(si *proxy.SessionInfo, cmd *imapwire.Command) proxy.LimitResult {
-	if cmd.Name == "APPEND" {
-		s.mu.Lock()
-		s.sizes = append(s.sizes, cmd.LiteralBytes+cmd.PendingLiteral)
-		s.mu.Unlock()
+func (s *sizeSpy) Connect(si *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitConn) {
+	r, c := s.Limiter.Connect(si)
+	if c == nil {
+		return r, nil
 	}
-	return s.Limiter.Command(si, cmd)
+	return r, &sizeSpyConn{LimitConn: c, spy: s}
+}
+
+type sizeSpyConn struct {
+	proxy.LimitConn
+	spy *sizeSpy
+}
+
+func (c *sizeSpyConn) Command(cmd *imapwire.Command) proxy.LimitResult {
+	if cmd.Name == "APPEND" {
+		c.spy.mu.Lock()
+		c.spy.sizes = append(c.spy.sizes, cmd.LiteralBytes+cmd.PendingLiteral)
+		c.spy.mu.Unlock()
+	}
+	return c.LimitConn.Command(cmd)
 }
 
 // The append budget through the proxy: the second 600-byte APPEND of a

@@ -83,7 +83,7 @@ func BenchmarkConnectRelease(b *testing.B) {
 	s := info("192.0.2.1")
 	b.ReportAllocs()
 	for b.Loop() {
-		_, release := l.Connect(s)
+		_, release := l.connectInfo(s)
 		release()
 	}
 }
@@ -138,7 +138,7 @@ func BenchmarkRedisConnect(b *testing.B) {
 	s := info("192.0.2.1")
 	b.ReportAllocs()
 	for b.Loop() {
-		_, release := l.Connect(s)
+		_, release := l.connectInfo(s)
 		release()
 	}
 }

@@ -95,7 +95,7 @@ func wantOK(t testing.TB, r proxy.LimitResult) {
 func connect(t testing.TB, l *Limiter, ip string) (*proxy.SessionInfo, func()) {
 	t.Helper()
 	s := info(ip)
-	r, release := l.Connect(s)
+	r, release := l.connectInfo(s)
 	wantOK(t, r)
 	return s, release
 }

@@ -69,9 +69,6 @@ type Limiter struct {
 	remote *redisStore // nil without Redis
 	now    func() time.Time
 	log    *zap.Logger
-	// conns maps each open connection's *proxy.SessionInfo (stable for the
-	// connection's life) to its state, from Connect to its release.
-	conns sync.Map
 	// With Redis: sessions whose deliveries flushLoop sends to it.
 	flushCh   chan *sessState
 	stop      chan struct{}
@@ -238,13 +235,6 @@ func (l *Limiter) Stats() Stats {
 
 func (l *Limiter) nowNs() int64 { return l.now().UnixNano() }
 
-func (l *Limiter) conn(s *proxy.SessionInfo) *connState {
-	if v, ok := l.conns.Load(s); ok {
-		return v.(*connState)
-	}
-	return nil
-}
-
 func exceeded(limit, key, code, reason string) proxy.LimitResult {
 	return proxy.LimitResult{Exceeded: true, Limit: limit, Key: key, Code: code, Reason: reason}
 }
@@ -258,7 +248,7 @@ func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
 // (shared through Redis when there is one), then its IP's open and
 // unauthenticated connections (in-process: an instance only knows its own
 // sockets).
-func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
+func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitConn) {
 	c := l.cfg.Load()
 	st := &connState{ip: s.ClientAddr.Addr().Unmap()}
 	if st.ip.IsValid() {
@@ -278,15 +268,13 @@ func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
 		st.counted = true
 		st.unauth.Store(true)
 	}
-	l.conns.Store(s, st)
-	return proxy.LimitResult{}, func() { l.release(s, st) }
+	return proxy.LimitResult{}, &Conn{l: l, st: st, s: s}
 }
 
-func (l *Limiter) release(s *proxy.SessionInfo, st *connState) {
+func (l *Limiter) release(st *connState) {
 	if !st.released.CompareAndSwap(false, true) {
 		return // released already
 	}
-	l.conns.CompareAndDelete(s, st)
 	if !st.counted {
 		return
 	}
@@ -356,7 +344,7 @@ func (l *Limiter) failKeys(user string, ip netip.Addr) [3]uint64 {
 // Login refuses a client locked out by earlier failures, before any
 // credential is checked. A lockout is answered like a failed login: same
 // code, same delay, and by default the same text.
-func (l *Limiter) Login(s *proxy.SessionInfo, user string) proxy.LimitResult {
+func (l *Limiter) login(s *proxy.SessionInfo, st *connState, user string) proxy.LimitResult {
 	c := l.cfg.Load()
 	ip := s.ClientAddr.Addr().Unmap()
 	now := l.nowNs()
@@ -387,10 +375,8 @@ func (l *Limiter) Login(s *proxy.SessionInfo, user string) proxy.LimitResult {
 		// Redis down, fail open: this instance's records and its mirrors
 		// of Redis's decide.
 	}
-	if st := l.conn(s); st != nil {
-		for i := range v {
-			st.fails[i].Store(v[i].n)
-		}
+	for i := range v {
+		st.fails[i].Store(v[i].n)
 	}
 	return l.lockResult(c, &v, now)
 }
@@ -417,7 +403,7 @@ func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitRe
 // LoginResult records a credential check. A failure counts against the
 // IP, the user and the pair, and returns the delay before the answer: the
 // same for every failure, so it tells nothing about the user.
-func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.Duration {
+func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, ok bool) time.Duration {
 	c := l.cfg.Load()
 	ip := s.ClientAddr.Addr().Unmap()
 	now := l.nowNs()
@@ -426,9 +412,7 @@ func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.D
 		// The pair's failures were typos; the IP's and the user's stand, as
 		// they may come from an attack still going on.
 		l.local.failReset(keys[2])
-		if st := l.conn(s); st != nil {
-			st.fails[2].Store(0)
-		}
+		st.fails[2].Store(0)
 		if l.remoteUp() {
 			_ = l.remote.succeeded(userID(user), ip)
 		}
@@ -458,10 +442,8 @@ func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.D
 			v[i] = l.local.fail(fk, now, c.pol)
 		}
 	}
-	if st := l.conn(s); st != nil {
-		for i := range v {
-			st.fails[i].Store(v[i].n)
-		}
+	for i := range v {
+		st.fails[i].Store(v[i].n)
 	}
 	return max(c.o.LoginFailureDelay, 0)
 }
@@ -512,15 +494,8 @@ func (c *config) resolve(user string, id *proxy.Identity) userLimits {
 
 // Session counts a logged-in session against its user's concurrent
 // sessions and marks the connection authenticated.
-func (l *Limiter) Session(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
+func (l *Limiter) session(s *proxy.SessionInfo, st *connState) (proxy.LimitResult, func()) {
 	c := l.cfg.Load()
-	st := l.conn(s)
-	lazy := st == nil
-	if lazy {
-		// Connect was asked of another Limiter (or not at all): keep the
-		// session's own state only.
-		st = &connState{ip: s.ClientAddr.Addr().Unmap()}
-	}
 	user := s.User
 	hu := l.local.h.user(user)
 	ss := &sessState{
@@ -538,25 +513,19 @@ func (l *Limiter) Session(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
 	if !l.local.inc(ss.sessKey, ss.lim.maxSessions) {
 		return exceeded(LimitSessionsPerUser, keyUser, codeLimit, reasonSessions), nil
 	}
-	if lazy {
-		l.conns.Store(s, st)
-	}
 	st.sess.Store(ss)
 	if st.counted && st.unauth.CompareAndSwap(true, false) {
 		l.local.dec(st.unauthKey)
 	}
 	var once sync.Once
 	return proxy.LimitResult{}, func() {
-		once.Do(func() { l.endSession(s, st, ss, lazy) })
+		once.Do(func() { l.endSession(st, ss) })
 	}
 }
 
-func (l *Limiter) endSession(s *proxy.SessionInfo, st *connState, ss *sessState, lazy bool) {
+func (l *Limiter) endSession(st *connState, ss *sessState) {
 	st.sess.CompareAndSwap(ss, nil)
 	l.local.dec(ss.sessKey)
-	if lazy {
-		l.conns.CompareAndDelete(s, st)
-	}
 }
 
 // takeAtomic charges a bucket held in one atomic (a session's own).
@@ -578,11 +547,7 @@ func takeAtomic(a *atomic.Int64, g gcra, now, n, maxDelay int64) (wait int64, ok
 // FETCH of message content, and the append budget. It is on every
 // command's path: in-process state only (the fetch caps are mirrored from
 // Redis by Fetched) and no allocation, except for an APPEND with Redis.
-func (l *Limiter) Command(s *proxy.SessionInfo, cmd *imapwire.Command) proxy.LimitResult {
-	st := l.conn(s)
-	if st == nil {
-		return proxy.LimitResult{}
-	}
+func (l *Limiter) command(st *connState, cmd *imapwire.Command) proxy.LimitResult {
 	ss := st.sess.Load()
 	if ss == nil {
 		return proxy.LimitResult{}
@@ -673,11 +638,7 @@ func (l *Limiter) chargeAppend(c *config, ss *sessState, now, n int64) proxy.Lim
 // charge reaches the shared buckets through the background flush
 // (flushLoop), so the backend pump never waits on the network, and the
 // local buckets mirror what Redis answers.
-func (l *Limiter) Delivered(s *proxy.SessionInfo, octets int64, messages int) proxy.LimitResult {
-	st := l.conn(s)
-	if st == nil {
-		return proxy.LimitResult{}
-	}
+func (l *Limiter) delivered(st *connState, octets int64, messages int) proxy.LimitResult {
 	ss := st.sess.Load()
 	if ss == nil {
 		return proxy.LimitResult{}
@@ -804,11 +765,7 @@ func (l *Limiter) flush(ss *sessState) {
 // login attempt), sessions of its user, and the user's fetched and
 // appended volume still counted in the budgets. It allocates; call it at
 // decision points the policy asks for, not per command.
-func (l *Limiter) Snapshot(s *proxy.SessionInfo) map[string]int64 {
-	st := l.conn(s)
-	if st == nil {
-		return map[string]int64{}
-	}
+func (l *Limiter) snapshot(st *connState) map[string]int64 {
 	m := make(map[string]int64, 12)
 	if st.counted {
 		m["connections_ip"] = l.local.count(st.ipKey)
@@ -828,3 +785,39 @@ func (l *Limiter) Snapshot(s *proxy.SessionInfo) map[string]int64 {
 	}
 	return m
 }
+
+// Conn is one connection's handle on the Limiter (proxy.LimitConn): it
+// carries the connection's state, so that no question looks it up.
+type Conn struct {
+	l  *Limiter
+	st *connState
+	s  *proxy.SessionInfo
+}
+
+var _ proxy.LimitConn = (*Conn)(nil)
+
+// Login is asked before credentials are checked: a locked-out client
+// never reaches the backend.
+func (c *Conn) Login(user string) proxy.LimitResult { return c.l.login(c.s, c.st, user) }
+
+// LoginResult records a credential check; see Limiter's loginResult.
+func (c *Conn) LoginResult(user string, ok bool) time.Duration {
+	return c.l.loginResult(c.s, c.st, user, ok)
+}
+
+// Session counts a logged-in session against its user's sessions.
+func (c *Conn) Session() (proxy.LimitResult, func()) { return c.l.session(c.s, c.st) }
+
+// Command checks one command at its decision point.
+func (c *Conn) Command(cmd *imapwire.Command) proxy.LimitResult { return c.l.command(c.st, cmd) }
+
+// Delivered charges content as it goes to the client.
+func (c *Conn) Delivered(octets int64, messages int) proxy.LimitResult {
+	return c.l.delivered(c.st, octets, messages)
+}
+
+// Snapshot returns the counters of input.session.limits.
+func (c *Conn) Snapshot() map[string]int64 { return c.l.snapshot(c.st) }
+
+// Release ends the connection's accounting.
+func (c *Conn) Release() { c.l.release(c.st) }

@@ -16,7 +16,7 @@ func TestConnectionRatePerIP(t *testing.T) {
 			_, release := connect(t, l, "192.0.2.1")
 			release() // a rate, not a concurrency limit
 		}
-		r, release := l.Connect(info("192.0.2.1"))
+		r, release := l.connectInfo(info("192.0.2.1"))
 		wantExceeded(t, r, "connections_per_ip", "ip", "LIMIT")
 		if release != nil {
 			t.Error("a refused connection returned a release")
@@ -24,10 +24,10 @@ func TestConnectionRatePerIP(t *testing.T) {
 		connect(t, l, "192.0.2.2")    // another IP
 		clk.Advance(20 * time.Second) // one connection's worth refilled
 		connect(t, l, "192.0.2.1")
-		r, _ = l.Connect(info("192.0.2.1"))
+		r, _ = l.connectInfo(info("192.0.2.1"))
 		wantExceeded(t, r, "connections_per_ip", "ip", "LIMIT")
 		// IPv4-mapped IPv6 is the same client.
-		r, _ = l.Connect(info("::ffff:192.0.2.1"))
+		r, _ = l.connectInfo(info("::ffff:192.0.2.1"))
 		wantExceeded(t, r, "connections_per_ip", "ip", "LIMIT")
 	})
 }
@@ -37,14 +37,14 @@ func TestConnectionRatePerSubnet(t *testing.T) {
 	for i := 1; i <= 4; i++ {
 		connect(t, l, fmt.Sprintf("198.51.100.%d", i))
 	}
-	r, _ := l.Connect(info("198.51.100.200"))
+	r, _ := l.connectInfo(info("198.51.100.200"))
 	wantExceeded(t, r, "connections_per_subnet", "subnet", "LIMIT")
 	connect(t, l, "198.51.101.1")
 
 	for i := 1; i <= 4; i++ {
 		connect(t, l, fmt.Sprintf("2001:db8:1:2::%x", i))
 	}
-	r, _ = l.Connect(info("2001:db8:1:2:ffff::1"))
+	r, _ = l.connectInfo(info("2001:db8:1:2:ffff::1"))
 	wantExceeded(t, r, "connections_per_subnet", "subnet", "LIMIT")
 	connect(t, l, "2001:db8:1:3::1") // another /64
 
@@ -55,7 +55,7 @@ func TestConnectionRatePerSubnet(t *testing.T) {
 	})
 	connect(t, l2, "203.0.113.1")
 	connect(t, l2, "203.0.113.2")
-	r, _ = l2.Connect(info("203.0.113.1"))
+	r, _ = l2.connectInfo(info("203.0.113.1"))
 	wantExceeded(t, r, "connections_per_subnet", "subnet", "LIMIT")
 	if got := l2.local.peek(kindConnRateIP, l2.local.h.sum(kindConnRateIP, "", netip.MustParseAddr("203.0.113.1"))); got != newClock().Now().UnixNano()+int64(30*time.Minute) {
 		t.Errorf("IP bucket after a subnet refusal at %d, want one charge", got)
@@ -66,12 +66,12 @@ func TestConcurrentConnections(t *testing.T) {
 	l, _ := newTest(t, func(o *Options) { o.MaxConnectionsPerIP = 2 })
 	_, r1 := connect(t, l, "192.0.2.1")
 	_, r2 := connect(t, l, "192.0.2.1")
-	r, _ := l.Connect(info("192.0.2.1"))
+	r, _ := l.connectInfo(info("192.0.2.1"))
 	wantExceeded(t, r, "concurrent_connections_per_ip", "ip", "LIMIT")
 	r1()
 	r1() // a second release must not count twice
 	_, r3 := connect(t, l, "192.0.2.1")
-	r, _ = l.Connect(info("192.0.2.1"))
+	r, _ = l.connectInfo(info("192.0.2.1"))
 	wantExceeded(t, r, "concurrent_connections_per_ip", "ip", "LIMIT")
 	r2()
 	r3()
@@ -84,7 +84,7 @@ func TestUnauthenticatedConnections(t *testing.T) {
 	l, _ := newTest(t, func(o *Options) { o.MaxUnauthenticatedPerIP = 2 })
 	s1, _ := connect(t, l, "192.0.2.1")
 	connect(t, l, "192.0.2.1")
-	r, _ := l.Connect(info("192.0.2.1"))
+	r, _ := l.connectInfo(info("192.0.2.1"))
 	wantExceeded(t, r, "unauthenticated_connections_per_ip", "ip", "LIMIT")
 	// A login makes room.
 	s1.User = "alice"
@@ -336,7 +336,7 @@ func TestFetchCapDeny(t *testing.T) {
 }
 
 // s3ss returns the limiter's state of a logged-in session.
-func s3ss(l *Limiter, s *proxy.SessionInfo) *sessState { return l.conn(s).sess.Load() }
+func s3ss(l *Limiter, s *proxy.SessionInfo) *sessState { return l.handle(s).st.sess.Load() }
 
 func TestFetchCapDelayAndAlert(t *testing.T) {
 	forEachStore(t, func(t *testing.T, newTest newFunc) {
@@ -489,7 +489,7 @@ func TestSnapshot(t *testing.T) {
 }
 
 // A Limiter swapped in by a reload sees sessions whose Connect it never
-// saw: it must work and must not leak.
+// saw (a handle of its own): it must work and forget them at release.
 func TestSessionWithoutConnect(t *testing.T) {
 	l, _ := newTest(t, func(o *Options) { o.CommandsPerSession = Rate{N: 1, Per: time.Hour}; o.CommandMaxDelay = -1 })
 	s := info("192.0.2.1")
@@ -499,12 +499,7 @@ func TestSessionWithoutConnect(t *testing.T) {
 	wantOK(t, l.Command(s, noop))
 	wantExceeded(t, l.Command(s, noop), "commands_per_session", "session", "LIMIT")
 	release()
-	wantOK(t, l.Command(s, noop)) // forgotten
-	n := 0
-	l.conns.Range(func(any, any) bool { n++; return true })
-	if n != 0 {
-		t.Errorf("%d connections still tracked", n)
-	}
+	wantOK(t, l.Command(s, noop)) // forgotten: the state lives in the handle, nothing is tracked by session
 }
 
 func TestOptionsDefaultsAndErrors(t *testing.T) {
@@ -579,7 +574,7 @@ func TestDefaultsAdmitANATOffice(t *testing.T) {
 		user := fmt.Sprintf("user%d", u)
 		for c := range 3 {
 			s := info(nat)
-			r, rc := l.Connect(s)
+			r, rc := l.connectInfo(s)
 			if r.Exceeded {
 				t.Fatalf("connection %d of %s refused: %+v", c, user, r)
 			}

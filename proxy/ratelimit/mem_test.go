@@ -15,12 +15,14 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	l, _ := newTest(t, func(o *Options) { o.LoginFailuresPerUserIP = 2 })
 	s, _ := login(t, l, "192.0.2.1", "alice")
 	body, flags := fetchBody(), fetchFlags()
-	l.Delivered(s, 1000, 1)
+	h := l.handle(s) // the proxy holds its session's handle
+	h.Delivered(1000, 1)
 	for name, f := range map[string]func(){
-		"Command NOOP":        func() { l.Command(s, noop) },
-		"Command FETCH body":  func() { l.Command(s, body) },
-		"Command FETCH flags": func() { l.Command(s, flags) },
-		"Login":               func() { l.Login(s, "Alice@Example.COM") },
+		"Command NOOP":        func() { h.Command(noop) },
+		"Command FETCH body":  func() { h.Command(body) },
+		"Command FETCH flags": func() { h.Command(flags) },
+		"Delivered":           func() { h.Delivered(1000, 1) },
+		"Login":               func() { h.Login("Alice@Example.COM") },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocations", name, n)
@@ -28,11 +30,12 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	}
 	fail(t, l, "192.0.2.1", "bob")
 	fail(t, l, "192.0.2.1", "bob")
-	locked := info("192.0.2.1")
-	if r := l.Login(locked, "bob"); !r.Exceeded {
+	_, locked := l.Connect(info("192.0.2.1"))
+	defer locked.Release()
+	if r := locked.Login("bob"); !r.Exceeded {
 		t.Fatal("not locked")
 	}
-	if n := testing.AllocsPerRun(1000, func() { l.Login(locked, "bob") }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { locked.Login("bob") }); n != 0 {
 		t.Errorf("Login while locked: %v allocations", n)
 	}
 }
@@ -71,7 +74,7 @@ func TestFloodOfDistinctKeysIsBounded(t *testing.T) {
 	}
 	for i := 0; i < n; i++ {
 		s := sessionFrom(ipN(uint64(i)))
-		if r, release := l.Connect(s); release != nil {
+		if r, release := l.connectInfo(s); release != nil {
 			if i%4 == 0 {
 				s.User = fmt.Sprint("user", i)
 				l.Login(s, s.User)
@@ -125,7 +128,7 @@ func memPerKey(tb testing.TB, n int, class string) float64 {
 		switch class {
 		case "connection":
 			// One per-IP bucket; the /64s are distinct too: two keys.
-			_, release := l.Connect(s)
+			_, release := l.connectInfo(s)
 			release()
 		case "failure":
 			// Three records: ip, user, user_ip.

@@ -70,7 +70,7 @@ func TestRedisSharedAcrossInstances(t *testing.T) {
 		connect(t, a, "198.51.100.7")
 		connect(t, b, "198.51.100.7")
 	}
-	r, _ := b.Connect(info("198.51.100.7"))
+	r, _ := b.connectInfo(info("198.51.100.7"))
 	wantExceeded(t, r, "connections_per_ip", "ip", "LIMIT")
 
 	// Fetch cap: content fetched through a counts on b, after b's first
