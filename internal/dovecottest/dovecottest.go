@@ -349,10 +349,36 @@ func (s *Server) Kill() {
 }
 
 // Freeze stops the master and all its children with SIGSTOP, as a hung
-// host would be: the kernel still completes TCP handshakes (up to the
-// listen backlog) but nothing greets or answers. Thaw resumes it; Kill,
-// Restart and the test's Cleanup work on a frozen server too.
-func (s *Server) Freeze() { s.signalGroup(syscall.SIGSTOP) }
+// host would be, and returns once the master is stopped: the kernel still
+// completes TCP handshakes (up to the listen backlog) but nothing greets
+// or answers. Thaw resumes it; Kill, Restart and the test's Cleanup work
+// on a frozen server too.
+func (s *Server) Freeze() {
+	s.signalGroup(syscall.SIGSTOP)
+	s.mu.Lock()
+	p := s.proc
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	// A signal is delivered asynchronously: wait for the stop to show.
+	deadline := time.Now().Add(stopGrace)
+	for !stopped(p.cmd.Process.Pid) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stopped reports whether process pid is stopped by a signal (state T in
+// /proc/PID/stat, proc(5)).
+func stopped(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] == 'T'
+}
 
 // Thaw resumes a frozen server (SIGCONT).
 func (s *Server) Thaw() { s.signalGroup(syscall.SIGCONT) }
