@@ -82,7 +82,8 @@ func (s *server) stop() {
 	<-s.done
 }
 
-// start runs cmd with its output in logFile and registers its end.
+// startProcess runs cmd with its output in logFile and stops it when the
+// test ends.
 func startProcess(tb testing.TB, name string, cmd *exec.Cmd, logFile string) *server {
 	tb.Helper()
 	lf, err := os.Create(logFile)
@@ -195,9 +196,9 @@ audit:
 }
 
 // startImapwarden runs `imapwarden serve` with the deployed configuration
-// in a fresh directory and waits until /readyz says it serves (policies
-// compiled, audit trail open).
-func (d *deployment) startImapwarden(tb testing.TB) *server {
+// in a fresh directory, env added to its environment, and waits until
+// /readyz says it serves (policies compiled, audit trail open).
+func (d *deployment) startImapwarden(tb testing.TB, env ...string) *server {
 	tb.Helper()
 	bin := imapwardenBinary(tb)
 	dir, err := os.MkdirTemp(d.dir, "imapwarden")
@@ -209,7 +210,9 @@ func (d *deployment) startImapwarden(tb testing.TB) *server {
 	if err := os.WriteFile(cfg, []byte(d.imapwardenConfig(tb, dir, addr, admin)), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	s := startProcess(tb, "imapwarden", exec.Command(bin, "serve", "-c", cfg), filepath.Join(dir, "imapwarden.log"))
+	cmd := exec.Command(bin, "serve", "-c", cfg)
+	cmd.Env = append(os.Environ(), env...)
+	s := startProcess(tb, "imapwarden", cmd, filepath.Join(dir, "imapwarden.log"))
 	s.addr, s.admin, s.dir = addr, admin, dir
 	waitUntil(tb, s, func() error {
 		resp, err := http.Get("http://" + admin + "/readyz")

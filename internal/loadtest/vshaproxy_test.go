@@ -28,15 +28,17 @@ import (
 //
 //	go test -run '^$' -bench VsHAProxy -benchtime 1x -timeout 60m -v ./internal/loadtest/
 //
-// (-v prints the log as it comes; without it the table is printed at the
-// end.)
-// That is the full run (15 s windows, about 15 minutes on 2 cores);
-// LOADTEST_SCALE=0.2 shortens every measuring window to 3 s (a few
-// minutes). LOADTEST_SESSIONS changes the large session count (2000).
+// That is the full run: 15 s windows, about 11 minutes on a busy 2-core
+// machine (-v prints the log as it comes; without it the table is printed
+// at the end). LOADTEST_SCALE=0.2 shortens every measuring window to 3 s
+// (about 3.5 minutes); LOADTEST_SESSIONS changes the large session count
+// (2000).
 // LOADTEST_PROFILE=DIR adds an unmeasured pass at the end that writes
-// imapwarden's CPU profiles of the NOOP-16 and FLAGS workloads, and its heap
-// and goroutine profiles with 2000 idle sessions, into DIR
-// (go tool pprof -top DIR/cpu-noop16.pprof).
+// imapwarden's CPU profiles of the NOOP-1, NOOP-16 and FLAGS workloads
+// (cpu-*.pprof), its goroutines with 2000 idle sessions and heap profiles
+// before and after opening them (heap-before.pprof, heap-idle.pprof) into
+// DIR, from its admin listener's pprof endpoints; the log says how to read
+// them.
 //
 // Both servers are separate processes, each its own: imapwarden serve with
 // the Debian package's configuration (every shipped policy of policies/,
@@ -609,30 +611,28 @@ func loadAverage() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
-// profile is the unmeasured pass of LOADTEST_PROFILE: a fresh imapwarden
-// holds sz.many idle sessions (heap and goroutine profiles, Go's own
-// memory figures per session), then runs NOOP-16 and FLAGS under a CPU
-// profile each.
+// profile is the unmeasured pass of LOADTEST_PROFILE. A fresh imapwarden
+// holds sz.many idle sessions (Go's own memory figures per session, the
+// goroutine profile), then runs NOOP at 1 and 16 sessions and FLAGS under a
+// CPU profile each. Another, whose heap profiler samples every 512 bytes
+// allocated rather than every 512 KiB, holds sz.many idle sessions again for
+// heap profiles before and after, whose difference is what they keep.
 func profile(b *testing.B, d *deployment, sz sizes, dir string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
 	s := d.startImapwarden(b)
-	defer s.stop()
 	warm := sessions(b, s, warmSessions, "INBOX", idle)
 	rss0, m0 := rssKiB(b, s.pid()), goMemory(b, s.admin)
 	many := sessions(b, s, sz.many, "INBOX", idle)
 	rss1, m1 := rssKiB(b, s.pid()), goMemory(b, s.admin)
 	n := float64(sz.many)
+	delta := func(name string) float64 { return m1[name] - m0[name] }
 	b.Logf("profile pass, %d idle sessions: RSS %.1f KiB/session; Go heap in use %.1f KiB/session (objects %.1f KiB), stacks %.1f KiB/session; %.2f goroutines/session of %.1f KiB stack each",
 		sz.many, float64(rss1-rss0)/n,
-		(m1["go_memstats_heap_inuse_bytes"]-m0["go_memstats_heap_inuse_bytes"])/1024/n,
-		(m1["go_memstats_heap_alloc_bytes"]-m0["go_memstats_heap_alloc_bytes"])/1024/n,
-		(m1["go_memstats_stack_inuse_bytes"]-m0["go_memstats_stack_inuse_bytes"])/1024/n,
-		(m1["go_goroutines"]-m0["go_goroutines"])/n,
-		(m1["go_memstats_stack_inuse_bytes"]-m0["go_memstats_stack_inuse_bytes"])/1024/(m1["go_goroutines"]-m0["go_goroutines"]))
-	// gc=1: the heap profile shows what is live, not what awaits a GC.
-	save(b, s.admin, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-idle.pprof"))
+		delta("go_memstats_heap_inuse_bytes")/1024/n, delta("go_memstats_heap_alloc_bytes")/1024/n,
+		delta("go_memstats_stack_inuse_bytes")/1024/n,
+		delta("go_goroutines")/n, delta("go_memstats_stack_inuse_bytes")/1024/delta("go_goroutines"))
 	save(b, s.admin, "/debug/pprof/goroutine?debug=1", filepath.Join(dir, "goroutine-idle.txt"))
 	closeAll(many)
 	closeAll(warm)
@@ -641,7 +641,7 @@ func profile(b *testing.B, d *deployment, sz sizes, dir string) {
 	for _, p := range []struct {
 		name string
 		run  func(*testing.B, *server, sizes, *results)
-	}{{"noop16", noop16}, {"flags", flagsFetch}} {
+	}{{"noop1", noop1}, {"noop16", noop16}, {"flags", flagsFetch}} {
 		got := make(chan struct{})
 		go func() {
 			defer close(got)
@@ -651,7 +651,19 @@ func profile(b *testing.B, d *deployment, sz sizes, dir string) {
 		p.run(b, s, sizes{window: time.Duration(secs+1) * time.Second}, &results{})
 		<-got
 	}
-	b.Logf("profiles in %s: go tool pprof -top %s", dir, filepath.Join(dir, "cpu-noop16.pprof"))
+	s.stop()
+
+	s = d.startImapwarden(b, "GODEBUG=memprofilerate=512")
+	defer s.stop()
+	warm = sessions(b, s, warmSessions, "INBOX", idle)
+	defer closeAll(warm)
+	// gc=1: what the sessions keep, not what awaits a collection.
+	save(b, s.admin, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-before.pprof"))
+	many = sessions(b, s, sz.many, "INBOX", idle)
+	defer closeAll(many)
+	save(b, s.admin, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-idle.pprof"))
+	b.Logf("profiles in %s: go tool pprof -top %s; what %d idle sessions keep: go tool pprof -sample_index=inuse_space -top -diff_base %s %s",
+		dir, filepath.Join(dir, "cpu-noop16.pprof"), sz.many, filepath.Join(dir, "heap-before.pprof"), filepath.Join(dir, "heap-idle.pprof"))
 }
 
 // save writes an admin endpoint's answer to file.
