@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"time"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -283,5 +285,57 @@ func TestNewRefuses(t *testing.T) {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) accepted", o)
 		}
+	}
+}
+
+// A reload (Monitor.Apply of a new Set) keeps each server's health, admin
+// state and session count when its backend, name and address are the
+// same; a new server is checked at once; a removed one stops being
+// checked.
+func TestMonitorApplyKeepsState(t *testing.T) {
+	live := startMem(t, "alice")
+	dead := deadAddr(t)
+	h := HealthOptions{Interval: time.Hour, Timeout: testenv.IOTimeout()}
+	first := newPool(t, "main", h, live.addr, dead)
+	mon, events := monitor(t, mustSet(t, first))
+	waitEvent(t, events, 0, dead, Down)
+	if _, _, err := mon.Set().SetAdmin("main", live.addr, Draining); err != nil {
+		t.Fatal(err)
+	}
+	release := first.Acquire(&proxy.Backend{Server: live.addr})
+	defer release()
+
+	// The same servers and one more, with other check settings.
+	other := startMem(t, "alice")
+	second := newPool(t, "main", HealthOptions{Interval: time.Hour, Timeout: testenv.IOTimeout(), Fall: 5}, live.addr, dead, other.addr)
+	mark := events.len()
+	mon.Apply(mustSet(t, second))
+	st := mon.Set().Status()[0].Servers
+	if st[0].Admin != "drain" || st[0].Sessions != 1 || st[1].Health != "down" {
+		t.Errorf("state lost across Apply: %+v", st)
+	}
+	if got := second.server(live.addr).cfg.Load().health.Fall; got != 5 {
+		t.Errorf("new settings not applied: fall %d", got)
+	}
+	// The new server is checked at once (it comes up); a down one moves
+	// to it.
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for second.server(other.addr).status().Health != "up" {
+		if time.Now().After(deadline) {
+			t.Fatal("the new server was not checked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if events.len() != mark {
+		t.Errorf("Apply reported health changes of kept servers")
+	}
+	// Servers left out stop being checked (their checkers are canceled;
+	// the cleanup's leak check sees them end).
+	mon.Apply(mustSet(t, newPool(t, "main", h, other.addr)))
+	mon.mu.Lock()
+	n := len(mon.running)
+	mon.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d checkers after the reload, want 1", n)
 	}
 }
