@@ -192,15 +192,34 @@ type Record struct {
 var recordPool = sync.Pool{New: func() any { return new(Record) }}
 
 // NewRecord returns a zeroed Record, reused from one the writer is done
-// with, so that auditing a command does not allocate once warm. A record
-// from NewRecord or new(Record) alike belongs to the trail after Log.
+// with, so that auditing a command does not allocate once warm: its Items,
+// Flags and UIDs are empty but may have room, to be filled by appending.
+// A record from NewRecord or new(Record) alike belongs to the trail after
+// Log.
 func NewRecord() *Record { return recordPool.Get().(*Record) }
 
-// recycle zeroes r, dropping what it pointed to, and pools it.
+// recycle zeroes r, dropping what it pointed to but the small backing
+// arrays of Items, Flags and UIDs (filled by appending, see NewRecord), and
+// pools it.
 func recycle(r *Record) {
+	items, flags, uids := r.Items[:0], r.Flags[:0], r.UIDs[:0]
+	clear(r.Items)
+	clear(r.Flags)
 	*r = Record{}
+	if cap(items) <= keepSmall {
+		r.Items = items
+	}
+	if cap(flags) <= keepSmall {
+		r.Flags = flags
+	}
+	if cap(uids) <= keepSmall {
+		r.UIDs = uids
+	}
 	recordPool.Put(r)
 }
+
+// keepSmall bounds the slices a pooled record keeps.
+const keepSmall = 64
 
 // MarshalLogObject writes the record's own fields (everything after seq
 // and prev, which the writer adds) in a fixed order: the session first,

@@ -129,7 +129,7 @@ func (r *recorder) authDenied(t *testing.T, reason string) {
 
 func (r *recorder) Command(_ *proxy.SessionInfo, e proxy.CommandEvent) error {
 	r.mu.Lock()
-	r.commands = append(r.commands, e)
+	r.commands = append(r.commands, e.Clone())
 	r.mu.Unlock()
 	return nil
 }

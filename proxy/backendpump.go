@@ -171,6 +171,7 @@ func (p *backendPump) run() {
 				s.auditUnavailable(err, false)
 				return
 			}
+			r.release(done)
 		}
 		p.dv = delivery{}
 		if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusNone {

@@ -18,8 +18,9 @@ type clientPump struct {
 	s  *Session
 	be *backendConn
 
-	idle     *inflight // the IDLE in flight, waiting for DONE
-	litBuf   []byte    // the command held back until its decision point
+	idle     *inflight        // the IDLE in flight, waiting for DONE
+	litBuf   []byte           // the command held back until its decision point
+	ctx      imapwire.Context // the session's state as the command found it
 	commands int
 	byName   map[string]int // commands by name, for the close event
 }
@@ -56,21 +57,16 @@ func (p *clientPump) run() {
 			return
 		}
 		start := time.Now()
-		if f := p.idle; f != nil && p.r.pending(f) {
+		if f := p.idle; f != nil {
 			p.idle = nil
-			if isDone(line) && !hasLit {
-				if p.doneIdle(f, line) != nil {
-					return
-				}
-				continue
-			}
-			// Only DONE ends IDLE (RFC 9051 §6.3.13): end it for the
-			// client, then read the line as the next command.
-			if p.doneIdle(f, doneLine) != nil {
+			done, err := p.endIdle(f, line, hasLit)
+			if err != nil {
 				return
 			}
+			if done {
+				continue
+			}
 		}
-		p.idle = nil
 		p.commands++
 		f, err := p.command(line, lit, hasLit, start)
 		if name := s.parser.Command().Name; name != "" {
@@ -79,13 +75,32 @@ func (p *clientPump) run() {
 		if err != nil {
 			return
 		}
-		if f != nil && f.cmd.Name == "IDLE" {
-			p.idle = f
+		if f != nil {
+			if f.cmd.Name == "IDLE" {
+				p.idle = f // held until DONE
+			} else {
+				p.r.release(f)
+			}
 		}
 	}
 }
 
 var doneLine = []byte("DONE\r\n")
+
+// endIdle ends the IDLE f (if still in flight) at the client's next line
+// and lets go of it. done reports that the line was the DONE, consumed.
+func (p *clientPump) endIdle(f *inflight, line []byte, hasLit bool) (done bool, err error) {
+	defer p.r.release(f)
+	if !p.r.pending(f) {
+		return false, nil
+	}
+	if isDone(line) && !hasLit {
+		return true, p.doneIdle(f, line)
+	}
+	// Only DONE ends IDLE (RFC 9051 §6.3.13): end it for the client, then
+	// read the line as the next command.
+	return false, p.doneIdle(f, doneLine)
+}
 
 // count counts a command by name for the close event; unknown names share
 // one key so that a client cannot grow the map.
@@ -198,7 +213,8 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 	if err := p.waitBarrier(); err != nil {
 		return nil, err
 	}
-	ctx := r.context()
+	p.ctx = r.context()
+	ctx := &p.ctx
 	if ok, err := p.firstLine(line, lit, hasLit); !ok {
 		return nil, err
 	}
@@ -216,7 +232,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 	if !hasLit {
 		// The common case, one line: decided, then written straight to
 		// the backend writer (no copy held back).
-		return p.whole(cmd, line, &ctx, start, bytesIn)
+		return p.whole(cmd, line, ctx, start, bytesIn)
 	}
 	pend := append(p.litBuf[:0], line...)
 	var marks []int // offsets after which the backend's "+" is swallowed
@@ -252,7 +268,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 			s.sc.IgnoreLiteral()
 			return nil, s.answer(cmd.Tag, replyLiteralTooBig)
 		}
-		if err := s.parser.Check(&ctx); err != nil {
+		if err := s.parser.Check(ctx); err != nil {
 			if f != nil {
 				return f, s.answer("*", byeSyntaxInCommand)
 			}
@@ -300,7 +316,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 				if !d.Allow {
 					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
 				}
-				f = p.register(cmd, d, start, &ctx)
+				f = p.register(cmd, d, start, ctx)
 				if !p.forwardPending(f, pend, marks) {
 					// The backend ended the command early; the client
 					// has its answer and drops or sends this literal.
@@ -345,7 +361,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		if f != nil {
 			err := s.parser.Line(line, lit, hasLit)
 			if err == nil && !hasLit {
-				err = s.parser.Check(&ctx)
+				err = s.parser.Check(ctx)
 			}
 			if err != nil {
 				// Half the command is at the backend: cannot recover. The
@@ -361,7 +377,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		pend = append(pend, line...)
 	}
 	if f == nil {
-		return p.whole(s.parser.Command(), pend, &ctx, start, bytesIn, marks...)
+		return p.whole(s.parser.Command(), pend, ctx, start, bytesIn, marks...)
 	}
 	f.bytesIn = bytesIn
 	return f, p.flushUnlessPipelined(f)
@@ -551,13 +567,10 @@ func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64
 	return nil
 }
 
-// snapshot copies what the audit needs of a command: never Args, which
-// may hold search text or small literal data.
+// snapshot copies what the audit needs of a command (see snapshotInto).
 func snapshot(c *imapwire.Command) imapwire.Command {
-	out := *c
-	out.Args = nil
-	out.FetchItems = append([]string(nil), c.FetchItems...)
-	out.StoreFlags = append([]string(nil), c.StoreFlags...)
+	var out imapwire.Command
+	snapshotInto(&out, c)
 	return out
 }
 
@@ -567,13 +580,22 @@ func snapshot(c *imapwire.Command) imapwire.Command {
 // (DESIGN §3a), and a barrier command holds later ones back until then.
 func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time, ctx *imapwire.Context) *inflight {
 	r := p.r
-	// A new record each time: auditors may keep the event's Command.
-	f := &inflight{tag: cmd.Tag, cmd: snapshot(cmd), start: start, selected: p.s.info.Selected}
+	r.mu.Lock()
+	var f *inflight
+	if n := len(r.free); n > 0 {
+		f, r.free[n-1] = r.free[n-1], nil
+		r.free = r.free[:n-1]
+	} else {
+		f = new(inflight)
+	}
+	f.refs.Store(2) // the client pump's and the backend pump's
+	f.tag, f.start, f.selected = cmd.Tag, start, p.s.info.Selected
+	snapshotInto(&f.cmd, cmd)
 	if d.Reason != "" || len(d.Annotations) > 0 {
-		f.decision = &d
+		dd := d
+		f.decision = &dd
 	}
 	f.readContent = cmd.Effects.Has(imapwire.EffReadContent)
-	r.mu.Lock()
 	r.inflight.push(f)
 	if cmd.Name == "IDLE" {
 		r.idle, r.idleCont = f, true

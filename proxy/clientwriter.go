@@ -96,15 +96,6 @@ func (o *clientWriter) send(b []byte) error {
 	return err
 }
 
-// sendString is send for a string.
-func (o *clientWriter) sendString(s string) error {
-	w := o.lock()
-	w.WriteString(s)
-	err := o.flush()
-	o.unlock()
-	return err
-}
-
 // release gives the pooled buffer and compressor back at the session's
 // end; it reports whether a compressor was held.
 func (o *clientWriter) release() bool {

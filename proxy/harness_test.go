@@ -120,7 +120,7 @@ func (a *recAuditor) Auth(_ *SessionInfo, e AuthEvent) {
 func (a *recAuditor) Command(_ *SessionInfo, e CommandEvent) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.commands = append(a.commands, e)
+	a.commands = append(a.commands, e.Clone())
 	return a.commandErr
 }
 func (a *recAuditor) Security(_ *SessionInfo, kind, _ string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -112,6 +113,8 @@ type Decision struct {
 
 // Decider decides on connections, logins and commands. It is called on
 // the session's goroutine; it must be safe for concurrent use by sessions.
+// The input is the session's, reused: a Decider keeps none of its pointers
+// after it returns.
 type Decider interface {
 	Decide(ctx context.Context, in *DecisionInput) Decision
 }
@@ -319,6 +322,23 @@ type CommandEvent struct {
 	CodeArgs string
 }
 
+// Clone returns a copy of e that shares nothing the proxy reuses: what an
+// Auditor keeps past Command must come from it (or be copied likewise).
+func (e CommandEvent) Clone() CommandEvent {
+	if e.Command != nil {
+		c := *e.Command
+		c.FetchItems = slices.Clone(c.FetchItems)
+		c.StoreFlags = slices.Clone(c.StoreFlags)
+		e.Command = &c
+	}
+	e.UIDs = slices.Clone(e.UIDs)
+	if e.Decision != nil {
+		d := *e.Decision
+		e.Decision = &d
+	}
+	return e
+}
+
 // MaxAuditUIDs caps CommandEvent.UIDs.
 const MaxAuditUIDs = 1000
 
@@ -350,7 +370,9 @@ type Auditor interface {
 	SessionOpen(s *SessionInfo)
 	TLSStarted(s *SessionInfo)
 	Auth(s *SessionInfo, e AuthEvent)
-	// Command records a completed or refused command. It returns once the
+	// Command records a completed or refused command. The event's Command
+	// and UIDs, and the slices in them, are the proxy's and reused after
+	// the call: an Auditor that keeps them keeps a Clone. It returns once the
 	// record is durable (as the Auditor defines it) or with an error when
 	// it is not and will not be soon: then the proxy ends the session with
 	// "* BYE [UNAVAILABLE]" instead of relaying the reply, so that no

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
@@ -26,6 +27,46 @@ type inflight struct {
 	messages int
 	uids     []uint32
 	content  int64
+
+	// refs counts the pumps holding the record: the client pump until it
+	// is done with the command (an IDLE until DONE), the backend pump
+	// until the completion is audited. The last to let go recycles it
+	// (relay.release): a record is never reused while either can see it.
+	refs atomic.Int32
+}
+
+// maxFreeInflight bounds the records a relay keeps for reuse.
+const maxFreeInflight = 8
+
+// recycle clears f for reuse, keeping the backing arrays of its FETCH
+// items and STORE flags, and of its UIDs when small.
+func (f *inflight) recycle() {
+	fi, sf, uids := f.cmd.FetchItems[:0], f.cmd.StoreFlags[:0], f.uids[:0]
+	clear(f.cmd.FetchItems)
+	clear(f.cmd.StoreFlags)
+	*f = inflight{}
+	f.cmd.FetchItems, f.cmd.StoreFlags = fi, sf
+	if cap(uids) <= keepUIDs {
+		f.uids = uids
+	}
+}
+
+// keepUIDs bounds the UID array a recycled record keeps.
+const keepUIDs = 64
+
+// snapshotInto copies what the audit needs of c into dst, reusing dst's
+// slices: never Args, which may hold search text or small literal data.
+func snapshotInto(dst *imapwire.Command, c *imapwire.Command) {
+	fi, sf := dst.FetchItems[:0], dst.StoreFlags[:0]
+	*dst = *c
+	dst.Args = nil
+	dst.FetchItems, dst.StoreFlags = nil, nil
+	if len(c.FetchItems) > 0 {
+		dst.FetchItems = append(fi, c.FetchItems...)
+	}
+	if len(c.StoreFlags) > 0 {
+		dst.StoreFlags = append(sf, c.StoreFlags...)
+	}
 }
 
 // inflightTable is the commands in flight, oldest first. Servers complete

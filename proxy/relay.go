@@ -43,6 +43,8 @@ type relay struct {
 	idle     *inflight
 	idleCont bool
 	sawBye   bool
+	// free holds completed records for reuse (inflight.refs).
+	free []*inflight
 
 	// owing counts the commands the backend owes an answer to, mid that
 	// a response is half relayed: the backend's reads then have a
@@ -131,6 +133,19 @@ func (r *relay) context() imapwire.Context {
 	return r.ctx
 }
 
+// release lets go of one pump's hold on f; the last one recycles it.
+func (r *relay) release(f *inflight) {
+	if f.refs.Add(-1) != 0 {
+		return
+	}
+	r.mu.Lock()
+	if len(r.free) < maxFreeInflight {
+		f.recycle()
+		r.free = append(r.free, f)
+	}
+	r.mu.Unlock()
+}
+
 // freeOne tells a waiting client pump that a command completed.
 func (r *relay) freeOne() {
 	select {
@@ -185,7 +200,7 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 	return s.srv.auditor.Command(&s.info, CommandEvent{
 		Command:  &f.cmd,
 		Result:   statusName(resp.Status),
-		Code:     string(resp.Code),
+		Code:     imapwire.CodeName(resp.Code),
 		Duration: time.Since(f.start),
 		Decision: f.decision,
 		BytesIn:  f.bytesIn,

@@ -77,7 +77,10 @@ type Session struct {
 	// limit is the connection's Limiter handle (nil without a Limiter);
 	// sessionRelease ends its accounting of this login, backendRelease
 	// the Balancer's count of the session on its server.
-	limit          LimitConn
+	limit LimitConn
+	// decideIn and decideLit are decide's input, reused (see decide).
+	decideIn       DecisionInput
+	decideLit      imapwire.Literal
 	sessionRelease func()
 	backendRelease func()
 	// preAuthSlot: the session counts against MaxPreAuthConnections
@@ -208,18 +211,6 @@ func (s *Session) finish() {
 		CommandsByName:  s.commandsByName,
 		MessagesFetched: s.messagesFetched,
 	})
-}
-
-// countCommand counts a command by name for the close event; unknown names
-// share one key so that a client cannot grow the map.
-func (s *Session) countCommand(name string) {
-	if imapwire.Lookup(name) == nil {
-		name = "OTHER"
-	}
-	if s.commandsByName == nil {
-		s.commandsByName = make(map[string]int, 8)
-	}
-	s.commandsByName[name]++
 }
 
 func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
@@ -450,8 +441,18 @@ func (s *Session) preAuthCaps() string {
 }
 
 func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
-	in := DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Literal: lit, Limits: s.limit}
-	return s.dyn.Decider.Decide(context.Background(), &in)
+	// One input per session, reused: decisions are asked by one goroutine
+	// at a time (the session's, then its client pump's), and a Decider
+	// keeps nothing of it.
+	in := &s.decideIn
+	*in = DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Limits: s.limit}
+	if lit != nil {
+		s.decideLit = *lit
+		in.Literal = &s.decideLit
+	}
+	d := s.dyn.Decider.Decide(context.Background(), in)
+	*in = DecisionInput{}
+	return d
 }
 
 // writef writes one response of the proxy's own (not a refusal: those

@@ -18,11 +18,12 @@ import (
 // package audit imports no other package of ours (DESIGN §2).
 //
 // Each hook takes one Record (pooled: the trail recycles written ones)
-// and queues it; nothing is copied but the client's ID map (auth only). The slices of a CommandEvent (its Command's
-// FetchItems and StoreFlags, UIDs) belong to the proxy's per-command
-// record, never reused after the hook (proxy/relay.go), so the record
-// keeps them; so does a CloseEvent's CommandsByName. Nothing mapped can carry a password, a SASL response, search text
-// or message content: the proxy's events have none.
+// and queues it. A CommandEvent's FETCH items, STORE flags and UIDs are
+// the proxy's, reused after the hook (proxy.Auditor): they are copied into
+// the record's own slices, which the pool keeps. A DeliveryEvent's UIDs
+// and a CloseEvent's CommandsByName are handed over. The client's ID map is copied (auth
+// only). Nothing mapped can carry a password, a SASL response, search
+// text or message content: the proxy's events have none.
 type auditWire struct {
 	trail *audit.Trail
 	// ackTimeout bounds how long a command waits for its record to be
@@ -131,7 +132,7 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	r.Duration, r.BytesIn, r.BytesOut = e.Duration, e.BytesIn, e.BytesOut
 	// Message-level access: the UIDs the FETCH responses carried (the
 	// proxy hands over its slice), COPYUID/APPENDUID text.
-	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, e.UIDs, e.CodeArgs, e.Content
+	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, append(r.UIDs[:0], e.UIDs...), e.CodeArgs, e.Content
 	if e.BodyRead && e.Messages > 0 && (e.Command == nil || e.Command.Name != "FETCH") {
 		// Content pushed during another command (IDLE, NOOP): --fetch body
 		// finds it. A FETCH keeps the class of its items (header, body).
@@ -200,9 +201,9 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		r.Effects = effectNames(&c.Effects)
 		r.Set, r.SetCount = c.Set, c.SetCount
 		if c.Name == "FETCH" {
-			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), c.FetchItems
+			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), append(r.Items[:0], c.FetchItems...)
 		}
-		r.StoreOp, r.Flags = c.StoreOp, c.StoreFlags
+		r.StoreOp, r.Flags = c.StoreOp, append(r.Flags[:0], c.StoreFlags...)
 		r.LiteralBytes = c.LiteralBytes
 	}
 	// The mailbox the command was decided in; the session's current one

@@ -80,6 +80,12 @@ func NeedRoot(t testing.TB, why string) {
 	Require(t, why, err, "run the tests as root")
 }
 
+// Race reports whether the race detector is on. It makes sync.Pool drop
+// what it is given at random, so allocation counts that rely on pools are
+// only meaningful without it: .ci/run runs the Allocat tests a second
+// time without -race (README.md).
+func Race() bool { return raceEnabled }
+
 // Slow reports whether the tests run slower than usual: under the race
 // detector (about ten times the CPU) or under CI.
 func Slow() bool { return raceEnabled || CI() }

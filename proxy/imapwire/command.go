@@ -161,6 +161,11 @@ type CommandParser struct {
 
 	scratch []byte  // unescaping quoted strings
 	free    [][]Arg // list backing arrays of earlier commands, for reuse
+	lastTag string  // the previous command's tag
+
+	// check is Check's walker, kept here with its cursors so that a
+	// check allocates nothing.
+	check checker
 }
 
 // Syntax errors of CommandParser.
@@ -319,17 +324,6 @@ func (p *CommandParser) line(line []byte, lit Literal, hasLit bool) error {
 	return nil
 }
 
-// trimEOL removes a final CRLF or LF.
-func trimEOL(b []byte) []byte {
-	if n := len(b); n > 0 && b[n-1] == '\n' {
-		b = b[:n-1]
-		if n := len(b); n > 0 && b[n-1] == '\r' {
-			b = b[:n-1]
-		}
-	}
-	return b
-}
-
 // trimMarker removes the literal marker ending b (the Scanner validated it).
 func trimMarker(b []byte) ([]byte, bool) {
 	n := len(b)
@@ -365,7 +359,11 @@ func (p *CommandParser) parseStart(b []byte) (int, error) {
 	case b[i] != ' ':
 		return 0, errCmdTag
 	}
-	p.cmd.Tag = string(b[:i])
+	// A client that reuses a tag gets the same string back: no copy.
+	if string(b[:i]) != p.lastTag {
+		p.lastTag = string(b[:i])
+	}
+	p.cmd.Tag = p.lastTag
 	i++
 	name, n, err := commandName(b[i:])
 	if err != nil {

@@ -19,9 +19,13 @@ import (
 // answered with BAD (DESIGN §3a: no ambiguity leaves the proxy).
 func (p *CommandParser) Check(ctx *Context) error {
 	c := &p.cmd
-	k := checker{p: p, c: c, ctx: ctx, partial: !c.Complete}
+	k := &p.check
+	k.p, k.c, k.ctx, k.partial = p, c, ctx, !c.Complete
+	k.stop, k.err, k.ncursor = false, nil, 0
 	k.derive()
-	return k.err
+	err := k.err
+	k.p, k.c, k.ctx = nil, nil, nil // the parser outlives the context
+	return err
 }
 
 // Errors of Check.
@@ -59,6 +63,10 @@ type checker struct {
 	partial bool // the command is not complete: its arguments may end early
 	stop    bool // they did: nothing more is known
 	err     error
+
+	// cursors are the lists' cursors of one check, taken in order.
+	cursors [16]cursor
+	ncursor int
 }
 
 // cursor walks one list of arguments.
@@ -108,7 +116,7 @@ func (k *checker) derive() {
 
 // top returns a cursor over the command's arguments.
 func (k *checker) top() *cursor {
-	return &cursor{args: k.c.Args, open: k.partial}
+	return k.cursor(k.c.Args, k.partial)
 }
 
 // next returns the next argument, or nil when none is left: at the open
@@ -158,7 +166,18 @@ func (k *checker) list(cu *cursor) *cursor {
 		k.kindErr(a)
 		return nil
 	}
-	return &cursor{args: a.List, open: a.Open}
+	return k.cursor(a.List, a.Open)
+}
+
+// cursor returns a new cursor from the checker's own while they last.
+func (k *checker) cursor(args []Arg, open bool) *cursor {
+	if k.ncursor < len(k.cursors) {
+		cu := &k.cursors[k.ncursor]
+		k.ncursor++
+		*cu = cursor{args: args, open: open}
+		return cu
+	}
+	return &cursor{args: args, open: open}
 }
 
 // kindErr fails on an argument of the wrong kind.
@@ -1451,7 +1470,7 @@ func (k *checker) searchKey(cu *cursor, depth int) {
 		return
 	}
 	if a.Kind == ArgList {
-		l := &cursor{args: a.List, open: a.Open}
+		l := k.cursor(a.List, a.Open)
 		k.searchKey(l, depth+1)
 		for k.more(l) {
 			k.searchKey(l, depth+1)

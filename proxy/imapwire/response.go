@@ -174,6 +174,36 @@ func parseResponse(b []byte) (r Response, after int, err error) {
 	return r, after, nil
 }
 
+// CodeName returns a response code's name as a string, without
+// allocating for the codes of RFC 9051 §7.1, RFC 5530 and the extensions
+// the proxy relays: a completion's code is kept by its audit record.
+func CodeName(code []byte) string {
+	if s, ok := codeNames[string(code)]; ok {
+		return s
+	}
+	return string(code)
+}
+
+var codeNames = func() map[string]string {
+	m := map[string]string{}
+	for _, c := range []string{
+		// RFC 9051 §7.1
+		"ALERT", "ALREADYEXISTS", "APPENDUID", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED",
+		"BADCHARSET", "CANNOT", "CAPABILITY", "CLIENTBUG", "CLOSED", "CONTACTADMIN", "COPYUID",
+		"CORRUPTION", "EXPIRED", "EXPUNGEISSUED", "HASCHILDREN", "INUSE", "LIMIT", "NONEXISTENT",
+		"NOPERM", "OVERQUOTA", "PARSE", "PERMANENTFLAGS", "PRIVACYREQUIRED", "READ-ONLY",
+		"READ-WRITE", "SERVERBUG", "TRYCREATE", "UIDNEXT", "UIDNOTSTICKY", "UIDVALIDITY",
+		"UNAVAILABLE", "UNKNOWN-CTE", "UNSEEN",
+		// RFC 7162, 4978, 8474, 7889, 5464, 4469, 5182, 5465
+		"HIGHESTMODSEQ", "NOMODSEQ", "MODIFIED", "COMPRESSIONACTIVE", "MAILBOXID", "APPENDLIMIT",
+		"METADATA", "BADURL", "TOOBIG", "NOUPDATE", "NOTSAVED", "BADEVENT", "NOTIFICATIONOVERFLOW",
+		"BADCOMPARATOR", "ANNOTATE", "ANNOTATIONS", "TEMPFAIL", "USEATTR", "REFERRAL", "OBJECTID",
+	} {
+		m[c] = c
+	}
+	return m
+}()
+
 // parseCode reads the name of a resp-text-code right after a status word:
 // resp-text = ["[" resp-text-code "]" SP] [text] (RFC 9051 §7.1).
 func parseCode(b []byte, i int) ([]byte, int) {
