@@ -3,7 +3,7 @@
 // RFC 5424 syslog), and the reader side, Verify and Scan. README.md next
 // to this file documents the schema with examples.
 //
-// It imports no other package of imapwarden (DESIGN.md §2): cmd/imapwarden
+// It imports no other package of imapwarden (ARCHITECTURE.md §4): cmd/imapwarden
 // turns proxy events into Records.
 //
 // Implementation notes — invariants a reader must keep:

@@ -498,7 +498,7 @@ func (t *Trail) flush() {
 		}
 		t.sinkErrors.Add(1)
 		// From the first failed write on, LogWait callers stop being
-		// acknowledged and readiness fails (DESIGN §5).
+		// acknowledged and readiness fails (ARCHITECTURE.md §11).
 		t.dur.fail(err)
 		if attempt == 0 && !t.failing {
 			t.log.Error("audit sink failing; blocking until it works (fail-closed)", zap.Error(err))

@@ -15,7 +15,7 @@ import (
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
-// Benchmarks of DESIGN §6's policy budget: ≤ 10 µs median per inspected
+// Benchmarks of the policy budget (ARCHITECTURE.md §16): ≤ 10 µs median per inspected
 // command with the shipped policy, ≤ 1 µs and no allocation for commands
 // no policy inspects. Run:
 //
@@ -105,7 +105,7 @@ func BenchmarkInspected(b *testing.B) {
 	}
 }
 
-// BenchmarkPlainRego is the reference DESIGN §6 compares against: the
+// BenchmarkPlainRego is the reference ARCHITECTURE.md §16 compares against: the
 // rego package's prepared query on the same policies and an equivalent
 // input (ast.Value, as the engine builds it).
 func BenchmarkPlainRego(b *testing.B) {
@@ -134,7 +134,7 @@ func BenchmarkPlainRego(b *testing.B) {
 // BenchmarkSessionMix replays what mail clients send, with every shipped
 // policy and business hours switched on (so that every command is
 // inspected), over 50 users, and reports the distribution of the cost of
-// one decision: p50 is the median DESIGN §6 budgets. Every APPEND has a
+// one decision: p50 is the median ARCHITECTURE.md §16 budgets. Every APPEND has a
 // size not seen before, so each is a cache miss (a full evaluation), as it
 // would be in real traffic.
 func BenchmarkSessionMix(b *testing.B) {

@@ -279,7 +279,7 @@ func idKeyOf(ref ast.Ref) idUse {
 // once. They must not depend on input: they decide which commands are
 // evaluated at all. A command is inspected when it is named, or when it
 // may have one of the effects named (imapwire.Spec.MayEffect): a policy
-// about expunges sees CLOSE and MOVE without listing them (DESIGN §3a).
+// about expunges sees CLOSE and MOVE without listing them (ARCHITECTURE.md §10).
 func (p *compiled) loadInspect(ctx context.Context) error {
 	names, nameRules, namesUndef, err := p.loadStrings(ctx, inspectRef, "command name")
 	if err != nil {

@@ -1,5 +1,5 @@
 // Package policy is imapwarden's policy engine: OPA/Rego decisions on
-// connect, login, routing and every command (DESIGN §4). policies/README.md
+// connect, login, routing and every command (ARCHITECTURE.md §10). policies/README.md
 // is the contract policies are written against; Engine implements
 // proxy.Decider, and Router routes by policy.
 //
@@ -30,7 +30,7 @@
 //   - Topdown is used directly rather than through the rego package: it
 //     saves converting results to Go values and a store transaction per
 //     decision. An evaluation still costs tens of microseconds here, which
-//     is why the fast path and the cache carry the DESIGN §6 budget.
+//     is why the fast path and the cache carry the ARCHITECTURE.md §16 budget.
 //   - Nothing the engine logs or puts in the input carries a password,
 //     search text, message content or argument content (args is a summary
 //     of kinds and sizes).

@@ -888,7 +888,7 @@ func effectMailbox(s *proxy.SessionInfo, cmd *imapwire.Command, t imapwire.Targe
 
 // effectsTerm is input.command.effects: what the command does, each
 // {"kind", "target", "mailbox"} (policies/README.md), from the one table
-// of proxy/imapwire (DESIGN §3a: decide on effects, not on names).
+// of proxy/imapwire (ARCHITECTURE.md §10: decide on effects, not on names).
 func effectsTerm(s *proxy.SessionInfo, cmd *imapwire.Command) *ast.Term {
 	e := &cmd.Effects
 	terms := make([]*ast.Term, e.Len())

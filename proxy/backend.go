@@ -400,7 +400,7 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 		}
 	}
 	// The delimiter the backend reads mailbox names with: the proxy must
-	// split them the same way (DESIGN §3a).
+	// split them the same way (ARCHITECTURE.md §10).
 	if st, _, err := bc.command(`LIST "" ""`); err != nil {
 		return err
 	} else if st != imapwire.StatusOK {
@@ -529,7 +529,7 @@ func truncate(b []byte, n int) string {
 // (owing: commands in flight that must complete, or the rest of a response
 // begun), keeps a read deadline timeout ahead of each read: a backend that
 // stops answering ends the session, one that streams a large response
-// never does (DESIGN §3: no hang). Before the relay starts owing is nil
+// never does (ARCHITECTURE.md §13: no hang). Before the relay starts owing is nil
 // and the login's own deadlines apply.
 type owedReader struct {
 	c       net.Conn

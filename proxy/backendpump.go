@@ -43,7 +43,7 @@ func responseCodeArgs(line []byte) string {
 }
 
 // delivery is the backend pump's account of one FETCH response carrying
-// message content (DESIGN §3a: count what is delivered).
+// message content (ARCHITECTURE.md §12: count what is delivered).
 type delivery struct {
 	t       imapwire.FetchTracker
 	written bool // bytes of this response already reached the client writer
@@ -51,7 +51,7 @@ type delivery struct {
 	stop    bool // a cap was crossed: end the session after this response
 }
 
-// backendPump relays the backend's responses to the client (ARCHITECTURE.md):
+// backendPump relays the backend's responses to the client (ARCHITECTURE.md §2):
 // it matches tagged completions to the commands in flight, changes the
 // session's state from them, filters capabilities, counts the content
 // delivered and holds the backend to the protocol. It runs on its own
@@ -122,7 +122,7 @@ func (p *backendPump) run() {
 			if !r.contArmed {
 				r.mu.Unlock()
 				// A "+" nothing asked for would break the client's
-				// literal framing (DESIGN §3a).
+				// literal framing (ARCHITECTURE.md §13).
 				p.fault("continuation request with no literal pending", false)
 				return
 			}
@@ -215,7 +215,7 @@ func (p *backendPump) run() {
 }
 
 // filterCaps drops from a capability list what the client must not see
-// (DESIGN §3) and, in an untagged CAPABILITY, adds the proxy's own
+// (ARCHITECTURE.md §7) and, in an untagged CAPABILITY, adds the proxy's own
 // COMPRESS=DEFLATE.
 func (p *backendPump) filterCaps(part []byte, untagged bool) []byte {
 	if out, changed := imapwire.FilterCapabilities(p.fbuf[:0], part, dropCapability); changed {
@@ -261,7 +261,7 @@ func (p *backendPump) readPart() (part []byte, final bool, lit imapwire.Literal,
 // through: no NUL (CHAR8 excludes it), CR only in the final CRLF (TEXT-CHAR
 // excludes CR and LF), and a bounded length. A compromised or broken
 // backend must not be able to smuggle a line break or a terminal escape
-// past the client's framing (DESIGN §3a).
+// past the client's framing (ARCHITECTURE.md §13).
 type lineCheck struct {
 	n     int64  // bytes of the current line so far
 	cr    bool   // the previous piece ended with CR
@@ -315,7 +315,7 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 		s.stop(byeDrained, haveOut)
 	case isTimeout(err):
 		// Silent past Limits.BackendTimeout while it owed an answer
-		// (DESIGN §3: a stuck backend must not hold sessions,
+		// (ARCHITECTURE.md §13: a stuck backend must not hold sessions,
 		// goroutines and descriptors).
 		if s.closing.Load() {
 			return
@@ -330,7 +330,7 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 
 // fault ends a session whose backend broke the protocol: the client gets
 // "* BYE [UNAVAILABLE]", the backend connection is closed, the audit names
-// the fault (DESIGN §3a: a compromised legacy server is contained).
+// the fault (ARCHITECTURE.md §13: a compromised legacy server is contained).
 func (p *backendPump) fault(what string, haveOut bool) {
 	s := p.s
 	if s.closing.Load() {
@@ -513,7 +513,7 @@ func (p *backendPump) delivered() {
 // completed updates the session from a tagged completion: the selected
 // mailbox (RFC 9051 §6.3.2: a failed SELECT leaves none selected), what
 // ENABLE turned on, a renamed or deleted selected mailbox. Only an OK of
-// the command changes anything (DESIGN §3a).
+// the command changes anything (ARCHITECTURE.md §8).
 func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 	ok := resp.Status == imapwire.StatusOK
 	r, s := p.r, p.s

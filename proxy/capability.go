@@ -9,7 +9,7 @@ import (
 )
 
 // dropCapability reports whether a backend capability must not reach the
-// client: anything proxy/imapwire's table does not relay (DESIGN §3: never
+// client: anything proxy/imapwire's table does not relay (ARCHITECTURE.md §7: never
 // an extension the proxy cannot parse; STARTTLS, LOGINDISABLED, AUTH= and
 // SASL-IR belong to the front end, COMPRESS= is the proxy's own, referrals
 // would send the client around it).

@@ -10,7 +10,7 @@ import (
 )
 
 // clientPump reads the client's commands, decides on each, and forwards
-// the allowed ones to the backend (ARCHITECTURE.md). It runs on the
+// the allowed ones to the backend (ARCHITECTURE.md §2). It runs on the
 // session goroutine, which owns the client's read side (Session.br, sc,
 // parser) and the backend's write side; its own fields are its alone.
 type clientPump struct {
@@ -177,7 +177,7 @@ func (p *clientPump) flush() error {
 
 // waitBarrier waits until no state-changing command is in flight, so that
 // the next command is read in the state the backend will run it in
-// (DESIGN §3a; RFC 9051 §5.5 forbids clients to pipeline across such
+// (ARCHITECTURE.md §8; RFC 9051 §5.5 forbids clients to pipeline across such
 // commands anyway). It also waits for room when MaxInflight commands are
 // in flight: the client is read no further (back-pressure, nothing is
 // dropped or reordered).
@@ -251,7 +251,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		}
 		if !isMsg && lit.Size > int64(lim.MaxBufferedLiteral) {
 			// Only message data is streamed unseen; everything the
-			// decision reads is buffered and judged (DESIGN §3a).
+			// decision reads is buffered and judged (ARCHITECTURE.md §10).
 			if f != nil || (lit.NonSync && lit.Size > int64(lim.MaxLine)) {
 				return f, s.answer("*", byeLiteralTooBig)
 			}
@@ -277,7 +277,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		switch {
 		case !isMsg && f == nil:
 			if !lit.NonSync {
-				// "+" only once the command so far is allowed (DESIGN §3).
+				// "+" only once the command so far is allowed (ARCHITECTURE.md §10).
 				if d := p.decide(cmd, true, &lit); !d.Allow {
 					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
 				}
@@ -531,7 +531,7 @@ func (p *clientPump) deny(cmd *imapwire.Command, d Decision, lit imapwire.Litera
 
 // decide asks the Limiter (at the decision point), then the Decider. No
 // lock is held: a Redis round trip or a slow policy never stalls the
-// backend pump (ARCHITECTURE.md); the session state they read is stable
+// backend pump (ARCHITECTURE.md §5); the session state they read is stable
 // because no barrier is in flight (waitBarrier).
 func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
 	s := p.s
@@ -577,7 +577,7 @@ func snapshot(c *imapwire.Command) imapwire.Command {
 // register records a command about to be forwarded, before its first byte
 // leaves, so that the backend pump can match its completion. The selected
 // mailbox is not changed here: only the backend's completion changes it
-// (DESIGN §3a), and a barrier command holds later ones back until then.
+// (ARCHITECTURE.md §8), and a barrier command holds later ones back until then.
 func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time, ctx *imapwire.Context) *inflight {
 	r := p.r
 	r.mu.Lock()

@@ -12,7 +12,7 @@ import (
 // clientWriter is the client's write side. After login both pumps write to
 // the client: the backend pump the responses it relays, the client pump
 // the proxy's own answers ("+", BAD, NO, BYE); each writes whole responses
-// under mu, so that they never interleave (ARCHITECTURE.md, "Ownership").
+// under mu, so that they never interleave (ARCHITECTURE.md §5).
 // The buffer is pooled: taken for a write, given back once flushed, so a
 // waiting session holds none.
 type clientWriter struct {

@@ -50,7 +50,7 @@ func BenchmarkDovecot(b *testing.B) {
 
 	// direct-tls goes through Dovecot's own TLS; direct-plain is the
 	// floor: the same fetch with no TLS and no proxy; haproxy is the
-	// reference of DESIGN §6, a TLS-terminating relay that adds nothing.
+	// reference of ARCHITECTURE.md §16, a TLS-terminating relay that adds nothing.
 	targets := map[string]func() *tconn{
 		"direct-tls":   func() *tconn { return dialTLSInsecure(b, h.dc.TLSAddr) },
 		"direct-plain": func() *tconn { return dialPlain(b, h.dc.Addr) },
@@ -75,7 +75,7 @@ func BenchmarkDovecot(b *testing.B) {
 			}
 		})
 	}
-	// Per-command latency (DESIGN §6: p50 and p99 ≤ 1.05× the relay): NOOP
+	// Per-command latency (ARCHITECTURE.md §16): NOOP
 	// round trips in a selected mailbox, one at a time.
 	for _, name := range names {
 		b.Run("noop/"+name, func(b *testing.B) {

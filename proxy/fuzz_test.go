@@ -93,7 +93,7 @@ func (tb *tapBackend) take() [][]byte {
 }
 
 // checkReached holds what one backend connection received to the one
-// reading the proxy promises (DESIGN §3a): after the proxy's own login
+// reading the proxy promises (ARCHITECTURE.md §7): after the proxy's own login
 // commands (tags "iw..."), every command is well-formed for the grammar,
 // and whatever the client sent that was refused never reached it.
 func checkReached(t *testing.T, input string, stream []byte) {

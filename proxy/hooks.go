@@ -36,7 +36,7 @@ type SessionInfo struct {
 	// Selected is the selected mailbox ("" when none), canonical as
 	// imapwire.Context.Canonical makes it, and whether it was opened
 	// read-only (EXAMINE, or [READ-ONLY]): as the backend's completion of
-	// the SELECT said, never before (DESIGN §3a).
+	// the SELECT said, never before (ARCHITECTURE.md §8).
 	Selected         string
 	SelectedReadOnly bool
 	// Delimiter is the backend's hierarchy delimiter ("" when flat or
@@ -376,7 +376,7 @@ type Auditor interface {
 	// record is durable (as the Auditor defines it) or with an error when
 	// it is not and will not be soon: then the proxy ends the session with
 	// "* BYE [UNAVAILABLE]" instead of relaying the reply, so that no
-	// client hears a completion the trail does not hold (DESIGN §5). It
+	// client hears a completion the trail does not hold (ARCHITECTURE.md §11). It
 	// may block, bounded by the Auditor's own deadline.
 	Command(s *SessionInfo, e CommandEvent) error
 	// Security records an attack or protocol abuse, e.g. STARTTLS
@@ -389,7 +389,7 @@ type Auditor interface {
 	SessionClose(s *SessionInfo, e CloseEvent)
 }
 
-// Limiter enforces rate limits, lockouts and volume caps (DESIGN §4). A
+// Limiter enforces rate limits, lockouts and volume caps (ARCHITECTURE.md §12). A
 // nil Limiter means none. It must be safe for concurrent use.
 type Limiter interface {
 	// Connect is asked when a connection arrives, before the greeting.

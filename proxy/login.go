@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 )
 
-// Login, in order (DESIGN §4; no step tells a guesser more than "wrong"):
+// Login, in order (ARCHITECTURE.md §6; no step tells a guesser more than "wrong"):
 //
 //  1. The Limiter's lockouts, before anything is checked.
 //  2. The Authenticator verifies the credentials (a directory, a token, a

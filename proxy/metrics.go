@@ -10,7 +10,7 @@ import (
 
 // Metrics are the proxy's Prometheus metrics. Labels are bounded: listener
 // and backend names from the configuration, command names from a fixed
-// set, never a user, an address or a mailbox (DESIGN §2, STYLE).
+// set, never a user, an address or a mailbox (ARCHITECTURE.md §14).
 type Metrics struct {
 	connections     *prometheus.CounterVec
 	sessions        *prometheus.GaugeVec

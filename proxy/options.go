@@ -112,7 +112,7 @@ type Backend struct {
 }
 
 // Limits bound what a client may make the proxy do. Zero values take the
-// defaults of DESIGN.md §3.
+// defaults below (ARCHITECTURE.md §12).
 type Limits struct {
 	MaxLine            int           // bytes in one command line; 64 KiB
 	MaxBufferedLiteral int           // literal held in memory (mailbox names, LOGIN); 4 KiB
@@ -143,7 +143,7 @@ type Limits struct {
 	MaxResponseLine int64
 }
 
-// Default limits (DESIGN.md §3).
+// Default limits (ARCHITECTURE.md §12).
 const (
 	DefaultMaxLine             = 64 << 10
 	DefaultMaxBufferedLiteral  = 4 << 10

@@ -11,9 +11,9 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// relay is what the two pumps of phase B share (ARCHITECTURE.md,
-// "Ownership"): the commands in flight, the session's state as the
-// backend's answers left it, and the hand-over of continuation requests.
+// relay is what the two pumps of phase B share (ARCHITECTURE.md §5):
+// the commands in flight, the session's state as the backend's answers
+// left it, and the hand-over of continuation requests.
 // mu guards every field but the atomics and channels. Everything else is
 // owned by one pump: clientPump (the session goroutine) or backendPump.
 type relay struct {
@@ -22,7 +22,7 @@ type relay struct {
 
 	mu       sync.Mutex
 	inflight inflightTable
-	// ctx is the session as the backend's answers left it (DESIGN §3a):
+	// ctx is the session as the backend's answers left it (ARCHITECTURE.md §8):
 	// the backend pump changes it only when it completes a barrier
 	// command, and the client pump decides nothing while one is in flight.
 	ctx imapwire.Context
@@ -177,7 +177,7 @@ func (r *relay) paidLocked(f *inflight) {
 }
 
 // cutAtBoundary asks the backend pump to end the session at its next
-// response boundary (a drain past its deadline, DESIGN §3): a FETCH in
+// response boundary (a drain past its deadline, ARCHITECTURE.md §15): a FETCH in
 // flight ends after the message being sent, with BYE. A pump waiting
 // between responses is woken at once.
 func (s *Session) cutAtBoundary() {
@@ -195,7 +195,7 @@ func (s *Session) cutAtBoundary() {
 
 // auditCompleted records a command's completion (or the session's end
 // before it). An error means the trail did not take the record: the
-// caller must not relay the completion (DESIGN §5, fail closed).
+// caller must not relay the completion (ARCHITECTURE.md §11, fail closed).
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
 	return s.srv.auditor.Command(&s.info, CommandEvent{
 		Command:  &f.cmd,
@@ -274,7 +274,7 @@ func (s *Session) backendLost(err error, haveOut bool) {
 }
 
 // auditUnavailable ends the session because the audit trail did not take
-// a command's record: the reply is not relayed (DESIGN §5, fail closed),
+// a command's record: the reply is not relayed (ARCHITECTURE.md §11, fail closed),
 // the client hears BYE (RFC 9051 §7.1.5, RFC 5530 UNAVAILABLE).
 func (s *Session) auditUnavailable(err error, haveOut bool) {
 	s.log.Warn("audit trail unavailable; ending session", zap.Error(err))

@@ -87,7 +87,7 @@ func TestBufferedLiteralArgument(t *testing.T) {
 	}
 }
 
-// DESIGN §3: a denied synchronizing literal gets the tagged NO instead of
+// ARCHITECTURE.md §10: a denied synchronizing literal gets the tagged NO instead of
 // "+"; a denied non-synchronizing one is discarded and the session goes on.
 func TestDeniedAppendLiterals(t *testing.T) {
 	h := newHarness(t, func(o *Options) {
@@ -370,8 +370,8 @@ func TestCompressLimit(t *testing.T) {
 }
 
 // An Auditor that cannot hold a command's record ends the session with
-// BYE [UNAVAILABLE] instead of relaying the reply or the refusal (DESIGN
-// §5: nothing is acknowledged that the trail does not hold).
+// BYE [UNAVAILABLE] instead of relaying the reply or the refusal
+// (ARCHITECTURE.md §11: nothing is acknowledged that the trail does not hold).
 func TestAuditFailureWithholdsReply(t *testing.T) {
 	for _, tc := range []struct{ name, cmd string }{
 		{"relayed", "a2 NOOP"},

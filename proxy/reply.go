@@ -122,8 +122,8 @@ var (
 	byeNonIMAP             = bye(CloseNonIMAPClient, "", "Not an IMAP client")
 )
 
-// syntaxReply is the BAD for input with more than one reading (DESIGN
-// §3a), from the parser's own message.
+// syntaxReply is the BAD for input with more than one reading
+// (ARCHITECTURE.md §7), from the parser's own message.
 func syntaxReply(err error) *reply {
 	var se *imapwire.SyntaxError
 	if errors.As(err, &se) {
@@ -132,7 +132,7 @@ func syntaxReply(err error) *reply {
 	return bad("", "Syntax error")
 }
 
-// decisionReply is the refusal of a Decider (DESIGN §4): a tagged NO, or a
+// decisionReply is the refusal of a Decider (ARCHITECTURE.md §10): a tagged NO, or a
 // BYE when the decision disconnects.
 func decisionReply(d Decision, defCode string, why CloseReason) *reply {
 	code := d.Code

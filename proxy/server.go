@@ -259,7 +259,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	// Past the deadline: responses in flight end at their next boundary
 	// (a FETCH after the message being sent) with BYE, then whatever is
-	// left is closed (DESIGN §3).
+	// left is closed (ARCHITECTURE.md §15).
 	s.mu.Lock()
 	for sess := range s.sessions {
 		sess.cutAtBoundary()

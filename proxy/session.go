@@ -29,7 +29,7 @@ const (
 )
 
 // Session is one client connection: the front end until login, then the
-// relay to the client's backend (ARCHITECTURE.md). The session goroutine
+// relay to the client's backend (ARCHITECTURE.md §2). The session goroutine
 // runs the front end and then the client pump; the backend pump has its
 // own goroutine and its own fields (backendPump). What both touch is
 // named here with its guard.

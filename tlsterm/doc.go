@@ -10,7 +10,7 @@
 //   - ACME plugs in behind the same callback as a [Manager] (tlsterm/acme,
 //     certmagic). Files win for the names they cover, the Manager gets the
 //     rest, then the default. This package imports no ACME code: the proxy
-//     imports it for [Describe] and must stay free of certmagic (DESIGN §2).
+//     imports it for [Describe] and must stay free of certmagic (ARCHITECTURE.md §4).
 //   - A hello offering exactly "acme-tls/1" is an ACME TLS-ALPN-01 validation
 //     (RFC 8737): it gets the challenge certificate if one is pending, over
 //     TLS 1.3 only, and the handshake is made to fail on our side after our
@@ -37,5 +37,5 @@
 //   - Time-based work needs no goroutine of ours: ticket rotation happens in
 //     the handshake path, expiry warnings in Watch; only a Manager runs
 //     background work (certmagic's renewals), stopped by Close.
-//   - This package imports no other package of imapwarden (DESIGN §2).
+//   - This package imports no other package of imapwarden (ARCHITECTURE.md §4).
 package tlsterm

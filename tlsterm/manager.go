@@ -10,7 +10,7 @@ const ALPNACME = "acme-tls/1"
 // Manager is a source of certificates that are not read from files:
 // certificates obtained and renewed through ACME. Package tlsterm/acme
 // implements it with certmagic; tlsterm itself imports no ACME code, so that
-// packages which only need [Describe] (the proxy) stay free of it (DESIGN §2).
+// packages which only need [Describe] (the proxy) stay free of it (ARCHITECTURE.md §4).
 //
 // Precedence during a handshake: a name covered by a static certificate
 // (exact or wildcard SAN) is served from the file; any other name is offered

@@ -15,7 +15,7 @@ import (
 )
 
 // auditWire turns proxy events into audit records. It lives here because
-// package audit imports no other package of ours (DESIGN §2).
+// package audit imports no other package of ours (ARCHITECTURE.md §4).
 //
 // Each hook takes one Record (pooled: the trail recycles written ones)
 // and queues it. A CommandEvent's FETCH items, STORE flags and UIDs are

@@ -1,7 +1,7 @@
 package main
 
 // This file is the only place that knows the configuration file format
-// (DESIGN §2): the YAML schema, its parsing and the checks that need no file
+// (ARCHITECTURE.md §4): the YAML schema, its parsing and the checks that need no file
 // system. build.go turns a checked config into each package's Options.
 
 import (

@@ -2,7 +2,7 @@
 // servers, owns TLS and authentication toward clients and inspects every
 // command after login.
 //
-// This package is the only wiring point (DESIGN §2): it reads the
+// This package is the only wiring point (ARCHITECTURE.md §4): it reads the
 // configuration, builds each package's Options, the loggers and the TLS
 // servers, and handles signals. Run "imapwarden help" for the commands.
 package main

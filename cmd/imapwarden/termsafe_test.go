@@ -180,7 +180,7 @@ func TestAuditQueryHostileLoginThroughProxy(t *testing.T) {
 	c.expect("a1", "NO")
 	c.do("a2", "OK", "LOGIN alice alice-pw")
 	// Control characters in a name never reach the backend (two readings,
-	// DESIGN §3a); a right-to-left override, valid modified UTF-7, does.
+	// ARCHITECTURE.md §10); a right-to-left override, valid modified UTF-7, does.
 	c.literal("a3", "SELECT", "INBOX\x1b[2K\x7f\u009b", "")
 	c.expect("a3", "BAD")
 	c.do("a3", "NO", `SELECT "INBOX&IC4-x"`)

@@ -1,4 +1,4 @@
-// Package archtest enforces the import rules of DESIGN.md §2.
+// Package archtest enforces the import rules of ARCHITECTURE.md §4.
 package archtest
 
 import (
@@ -39,7 +39,7 @@ func TestImportRules(t *testing.T) {
 		{"proxy/pool", []string{"github.com/open-policy-agent/", "github.com/caddyserver/", "go.yaml.in/", "gopkg.in/yaml"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "proxy/pool", "tlsterm"}},
 		// The policy engine sees the proxy's types, never TLS machinery.
 		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "policies", "proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "tlsterm"}},
-		// audit imports no other package of ours (DESIGN §2).
+		// audit imports no other package of ours (ARCHITECTURE.md §4).
 		{"audit", nil, []string{"audit"}},
 		// tlsterm imports no other package of ours.
 		{"tlsterm", nil, []string{"tlsterm"}},

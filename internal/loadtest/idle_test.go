@@ -22,7 +22,7 @@ import (
 )
 
 // BenchmarkIdleSessionRSS reports the proxy's resident memory per
-// authenticated TLS session waiting in IDLE (DESIGN §6: ≤ 16 KiB):
+// authenticated TLS session waiting in IDLE (ARCHITECTURE.md §16: ≤ 16 KiB):
 //
 //	go test -run '^$' -bench IdleSessionRSS -benchtime 1x ./internal/loadtest/
 //

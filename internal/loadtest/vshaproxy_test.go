@@ -22,7 +22,7 @@ import (
 )
 
 // BenchmarkVsHAProxy measures the imapwarden binary as deployed and haproxy
-// as a TLS-terminating relay (the reference of DESIGN §6 for "a relay that
+// as a TLS-terminating relay (the reference of ARCHITECTURE.md §16 for "a relay that
 // adds nothing") side by side in one run, against the same Dovecot, and
 // reports each budget of issue 12 as the ratio imapwarden/haproxy:
 //

@@ -30,7 +30,7 @@ func (in *benchInput) reset() {
 }
 
 // BenchmarkScanLiteralHeavy relays FETCH responses with 64 KiB to 1 MiB
-// literals: the bulk FETCH path (DESIGN §6), which must not allocate.
+// literals: the bulk FETCH path (ARCHITECTURE.md §16), which must not allocate.
 func BenchmarkScanLiteralHeavy(b *testing.B) {
 	var data []byte
 	for i, size := range []int{64 << 10, 256 << 10, 1 << 20} {
@@ -107,7 +107,7 @@ func BenchmarkScanCommandHeavy(b *testing.B) {
 }
 
 // BenchmarkResponseSmall relays the reply to UID FETCH 1:* (FLAGS): many
-// small untagged FETCH lines, the small-response path (DESIGN §6), which
+// small untagged FETCH lines, the small-response path (ARCHITECTURE.md §16), which
 // must not allocate.
 func BenchmarkResponseSmall(b *testing.B) {
 	var data []byte

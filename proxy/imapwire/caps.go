@@ -53,7 +53,7 @@ const (
 )
 
 // capTable lists the capabilities the relay lets through after login
-// (DESIGN §3: never an extension the proxy cannot parse). A name ending in
+// (ARCHITECTURE.md §7: never an extension the proxy cannot parse). A name ending in
 // "=" stands for every value. Everything else is dropped: STARTTLS,
 // LOGINDISABLED, AUTH= and SASL-IR belong to the front end; COMPRESS= is
 // the proxy's own; referrals would send the client around the proxy

@@ -13,7 +13,7 @@ const (
 	// the rest (Dovecot refuses "]", Courier cuts the tag at "[", "}" and
 	// "~" and answers with what came before): a tag must mean the same to
 	// every backend, so only ATOM-CHARs all of them accept are taken
-	// (DESIGN §3a), probed in internal/difftest.
+	// (ARCHITECTURE.md §7), probed in internal/difftest.
 	cTag
 	// cAtomX: the bytes an atom token may hold before the grammar of its
 	// argument judges it: ATOM-CHAR, list-wildcards ("%", "*" in LIST

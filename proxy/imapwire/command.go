@@ -127,7 +127,7 @@ const (
 	maxDepth = 32    // parenthesized list nesting
 	maxArgs  = 10000 // arguments, nested ones included
 	// keepArgs: a parser whose last command had more arguments than this
-	// drops its buffers on Reset (memory per idle session, DESIGN §6).
+	// drops its buffers on Reset (memory per idle session, ARCHITECTURE.md §16).
 	keepArgs = 256
 )
 
@@ -808,7 +808,7 @@ func upperAtom(b []byte) string {
 }
 
 // internAtom returns b as a string, without allocating for common atoms:
-// the parser runs on every command (DESIGN §6).
+// the parser runs on every command (ARCHITECTURE.md §16).
 func internAtom(b []byte) string {
 	if s, ok := interned[string(b)]; ok {
 		return s

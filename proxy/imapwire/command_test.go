@@ -287,7 +287,7 @@ func TestCommandTokens(t *testing.T) {
 	}
 }
 
-// Every input with more than one reading is refused (DESIGN §3a): by the
+// Every input with more than one reading is refused (ARCHITECTURE.md §7): by the
 // tokenizer (lexical rules of RFC 9051 §9) or by Check (the grammar of the
 // command in the session's state). Each line here was read otherwise by
 // at least one of Dovecot, Cyrus and Courier (internal/difftest).
@@ -430,7 +430,7 @@ func TestCommandParserMisuse(t *testing.T) {
 
 func TestCommandIncomplete(t *testing.T) {
 	// At a synchronizing literal the proxy asks the policy with what is
-	// known so far (DESIGN §3): Check judges what is there.
+	// known so far (ARCHITECTURE.md §10): Check judges what is there.
 	var p CommandParser
 	if err := p.Line([]byte("A1 UID COPY 1:4 {5}\r\n"), Literal{Size: 5}, true); err != nil {
 		t.Fatal(err)

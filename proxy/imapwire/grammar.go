@@ -16,7 +16,7 @@ import (
 // capability was not offered, an argument where the grammar has none, a
 // literal where no literal may stand, an atom with characters its argument
 // does not allow, a mailbox name with two readings: each is a *SyntaxError,
-// answered with BAD (DESIGN §3a: no ambiguity leaves the proxy).
+// answered with BAD (ARCHITECTURE.md §7: no ambiguity leaves the proxy).
 func (p *CommandParser) Check(ctx *Context) error {
 	c := &p.cmd
 	k := &p.check

@@ -7,7 +7,7 @@ import (
 
 // Context is what the proxy knows of the session that changes how a
 // command reads: the state and selected mailbox as the backend's answers
-// left them (DESIGN §3a), the hierarchy delimiter and the extensions in
+// left them (ARCHITECTURE.md §8), the hierarchy delimiter and the extensions in
 // effect.
 type Context struct {
 	// State is StateNotAuth, StateAuth or StateSelected.
@@ -28,7 +28,7 @@ type Context struct {
 
 // Errors of mailbox names: each name must mean one mailbox to the proxy
 // and to every backend, so anything a backend might read otherwise is
-// refused (DESIGN §3a).
+// refused (ARCHITECTURE.md §10).
 var (
 	errNameUTF7      = &SyntaxError{Msg: "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)"}
 	errNameUTF8      = &SyntaxError{Msg: "mailbox name is not valid UTF-8 (RFC 6855 §3)"}

@@ -4,7 +4,7 @@ package imapwire
 // it streams through, piece by piece and literal by literal, and finds the
 // message content it carries and the message's UID. Content is counted
 // wherever it comes from: the answer to FETCH, or data pushed during IDLE,
-// NOOP or NOTIFY (DESIGN §3a: count what is delivered). It reads each byte
+// NOOP or NOTIFY (ARCHITECTURE.md §12: count what is delivered). It reads each byte
 // once, keeps no copy and does not allocate.
 //
 // Content items: BODY[...] and BINARY[...] (RFC 3516), RFC822,

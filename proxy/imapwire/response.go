@@ -254,7 +254,7 @@ func statusOf(w []byte) Status {
 // resp-text after "]", the line ending.
 //
 // The proxy filters because the capabilities the client sees after login
-// are the backend's minus what the proxy cannot relay (DESIGN §3).
+// are the backend's minus what the proxy cannot relay (ARCHITECTURE.md §7).
 func FilterCapabilities(dst, line []byte, drop func(capability []byte) bool) (out []byte, changed bool) {
 	r, after, err := parseResponse(line)
 	if err != nil || after < 0 {

@@ -9,7 +9,7 @@ import (
 
 const (
 	// DefaultMaxLine is the line limit used when NewScanner is given
-	// maxLine <= 0 (DESIGN §3: line 64 KiB).
+	// maxLine <= 0 (ARCHITECTURE.md §12: line 64 KiB).
 	DefaultMaxLine = 64 << 10
 	// MaxLiteralSize is the largest literal size accepted: number64 of
 	// RFC 9051 §9 (0 <= n <= 2^63-1).
@@ -17,7 +17,7 @@ const (
 
 	// keepBuf is the largest line-assembly buffer kept between lines; a
 	// larger one is handed to the caller and forgotten, so an idle session
-	// does not pin the memory of its longest line (DESIGN §6).
+	// does not pin the memory of its longest line (ARCHITECTURE.md §16).
 	keepBuf = 4 << 10
 	// tailSize is how many bytes at the end of a line are examined for a
 	// literal marker. The longest valid marker, "~{9223372036854775807+}"
@@ -462,7 +462,7 @@ func (s *Scanner) DiscardLiteral() error {
 // ReadLiteral appends the rest of the open literal to dst if it is at most
 // limit bytes; otherwise it returns dst and ErrLiteralTooBig, consuming
 // nothing, so that the caller can still copy or discard it. The size is
-// checked before anything is allocated (DESIGN §3). If the stream ends
+// checked before anything is allocated (ARCHITECTURE.md §12). If the stream ends
 // early, the bytes read are appended and io.ErrUnexpectedEOF returned.
 func (s *Scanner) ReadLiteral(dst []byte, limit int) ([]byte, error) {
 	if !s.litOpen {

@@ -2,7 +2,7 @@ package imapwire
 
 import "strings"
 
-// The one table of what each command does (DESIGN §3a: decide on effects,
+// The one table of what each command does (ARCHITECTURE.md §10: decide on effects,
 // not on command names). The front end, the relay, the capability filter,
 // the limiter, the audit and the policy input all read it, so that they
 // cannot drift apart. Each command's grammar is in grammar.go.

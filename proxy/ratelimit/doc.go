@@ -1,5 +1,5 @@
 // Package ratelimit enforces imapwarden's rate limits, brute-force
-// lockouts and exfiltration caps (DESIGN.md §4): Limiter implements
+// lockouts and exfiltration caps (ARCHITECTURE.md §12): Limiter implements
 // proxy.Limiter.
 //
 // Implementation notes, the invariants a reader must keep:

@@ -125,7 +125,7 @@ func bigMessage(i, n int) []byte {
 
 // The exfiltration cap stops a bulk export where it is crossed: the
 // message that would take the user over the budget is not sent, the
-// session ends with BYE [LIMIT] at that message boundary (DESIGN §3a:
+// session ends with BYE [LIMIT] at that message boundary (ARCHITECTURE.md §12:
 // count what is delivered), and metadata stays readable.
 func TestDovecotFetchCap(t *testing.T) {
 	dovecottest.Require(t)
