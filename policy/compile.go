@@ -126,6 +126,10 @@ type compiled struct {
 	nondet string
 	// policyNames are the constant "policy" names of its deny rules.
 	policyNames []string
+	// prog is the policy compiled ahead (plan.go), nil when topdown
+	// evaluates it; planErr says why.
+	prog    *program
+	planErr string
 }
 
 // idUse is what a policy reads of input.session.client_id: the keys it
@@ -192,6 +196,9 @@ func compileDir(ctx context.Context, dir string, shadow bool) (*compiled, error)
 	p.policyNames = denyNames(c)
 	if err := p.loadInspect(ctx); err != nil {
 		return nil, err
+	}
+	if p.prog, err = planPolicy(ctx, p); err != nil {
+		p.planErr = err.Error()
 	}
 	return p, nil
 }
@@ -405,8 +412,23 @@ func (p *compiled) inspects(name string, effects uint32) bool {
 	return ok
 }
 
-// eval evaluates data.imapwarden.decision for input.
+// eval evaluates data.imapwarden.decision for input, with the compiled
+// plan when there is one. When the plan fails (a builtin error, a
+// conflict, an undefined decision) topdown evaluates the input again:
+// topdown's rule index skips bodies the plan enters, so only topdown can
+// say whether that failure is the decision's (plan.go).
 func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time) (ast.Value, error) {
+	if p.prog != nil {
+		if v, err := p.prog.eval(ctx, input); err == nil {
+			return v, nil
+		}
+	}
+	return p.evalTopdown(ctx, input, now)
+}
+
+// evalTopdown evaluates data.imapwarden.decision for input with OPA's
+// topdown interpreter.
+func (p *compiled) evalTopdown(ctx context.Context, input *ast.Term, now time.Time) (ast.Value, error) {
 	var out ast.Value
 	err := topdown.NewQuery(p.query).
 		WithCompiler(p.compiler).

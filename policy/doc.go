@@ -27,10 +27,15 @@
 //     returning a shared Decision: no evaluation, no allocation. Shared
 //     Decisions and cached ones are never modified, and neither may a
 //     caller modify their Annotations.
+//   - Each policy is also planned at load (plan.go) and decided by a small
+//     interpreter of the plan (machine.go), several times faster than
+//     topdown. The interpreter never has the last word on a failure: when
+//     the plan errs, topdown evaluates the same input, and a policy it
+//     cannot run (a builtin outside planBuiltins, with, nondeterminism) is
+//     topdown's alone. TestPlanMatchesTopdown keeps the two equal.
 //   - Topdown is used directly rather than through the rego package: it
 //     saves converting results to Go values and a store transaction per
-//     decision. An evaluation still costs tens of microseconds here, which
-//     is why the fast path and the cache carry the ARCHITECTURE.md §16 budget.
+//     decision.
 //   - Nothing the engine logs or puts in the input carries a password,
 //     search text, message content or argument content (args is a summary
 //     of kinds and sizes).

@@ -276,6 +276,10 @@ func (e *Engine) reload(print string) error {
 		if p.nondet != "" {
 			fields = append(fields, zap.String("uncacheable", p.dir+" calls "+p.nondet))
 		}
+		if p.prog == nil {
+			// Evaluated by topdown, slower: say why (plan.go).
+			fields = append(fields, zap.String("interpreted", p.dir+": "+p.planErr))
+		}
 	}
 	if old != nil {
 		e.reloads.Add(1)
