@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/proxy"
@@ -142,7 +143,11 @@ type state struct {
 	inspectEffects uint32
 	uses           slotSet
 	ids            idUse
-	cache          *decisionCache // nil when a policy is nondeterministic
+	cache          *keyCache[*outcome] // nil when a policy is nondeterministic
+	// sessions remembers input.session documents by the key of the
+	// session slots the policies read (nil when caching is off): a
+	// session's commands share one, built at its first decision.
+	sessions *keyCache[*ast.Term]
 	// allow answers commands no policy inspects. Its annotations map is
 	// shared by every such decision: it must not be modified.
 	allow proxy.Decision
@@ -365,7 +370,10 @@ func (e *Engine) load() (*state, error) {
 		}
 	}
 	if cacheable {
-		st.cache = newDecisionCache(e.opts.CacheSize)
+		st.cache = newKeyCache[*outcome](e.opts.CacheSize)
+	}
+	if e.opts.CacheSize > 0 {
+		st.sessions = newKeyCache[*ast.Term](e.opts.CacheSize)
 	}
 	st.revision = hex.EncodeToString(h.Sum(nil))[:12]
 	st.allow = proxy.Decision{Allow: true, Annotations: map[string]any{AnnotationRevision: st.revision}}
@@ -503,6 +511,28 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	return o
 }
 
+// sessionDoc returns input.session for c from the cache, built and
+// remembered on a miss.
+func sessionDoc(cache *keyCache[*ast.Term], c *inputCtx, uses slotSet) *ast.Term {
+	kp := keyPool.Get().(*[]byte)
+	defer keyPool.Put(kp)
+	key := (*kp)[:0]
+	for x := slot(0); x < numSlots; x++ {
+		if uses.has(x) {
+			key = c.appendKey(key, x)
+		}
+	}
+	*kp = key
+	if t := cache.get(key); t != nil {
+		return t
+	}
+	t := c.object(uses)
+	if len(key) <= maxKey {
+		cache.put(key, t)
+	}
+	return t
+}
+
 func (e *Engine) count(o *outcome) {
 	if o.denied {
 		e.denies.Add(1)
@@ -516,6 +546,9 @@ func (e *Engine) count(o *outcome) {
 
 // evaluate runs every policy that concerns the input.
 func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
+	if st.sessions != nil && st.uses&sessionSlots != 0 {
+		c.session = sessionDoc(st.sessions, c, st.uses&sessionSlots)
+	}
 	input := c.build(st.uses)
 	var deny, shadow *verdict
 	var shadowDir, backend string
@@ -617,34 +650,36 @@ func (e *Engine) fields(p *compiled, c *inputCtx, err error) []zap.Field {
 	return f
 }
 
-// decisionCache remembers outcomes by the input slots the policies read.
-// An outcome depends on nothing else within one state (the store is never
-// written, nondeterministic policies have no cache), so a hit is the
-// decision an evaluation would make.
-type decisionCache struct {
+// keyCache remembers values by a key of input slots: outcomes by the
+// slots the policies read (the decision cache), session documents by the
+// session slots. An outcome depends on nothing else within one state (the
+// store is never written, nondeterministic policies have no decision
+// cache), and a document on nothing but its slots, so a hit is what an
+// evaluation or a build would make.
+type keyCache[V comparable] struct {
 	mu  sync.RWMutex
-	m   map[string]*outcome
+	m   map[string]V
 	max int
 }
 
-func newDecisionCache(max int) *decisionCache {
-	return &decisionCache{m: make(map[string]*outcome), max: max}
+func newKeyCache[V comparable](max int) *keyCache[V] {
+	return &keyCache[V]{m: make(map[string]V), max: max}
 }
 
-func (c *decisionCache) get(key []byte) *outcome {
+func (c *keyCache[V]) get(key []byte) V {
 	c.mu.RLock()
-	o := c.m[string(key)]
+	v := c.m[string(key)]
 	c.mu.RUnlock()
-	return o
+	return v
 }
 
-func (c *decisionCache) put(key []byte, o *outcome) {
+func (c *keyCache[V]) put(key []byte, v V) {
 	c.mu.Lock()
 	if len(c.m) >= c.max {
 		// Simpler than LRU, and the working set (users × distinct
 		// commands) refills at once.
 		clear(c.m)
 	}
-	c.m[string(key)] = o
+	c.m[string(key)] = v
 	c.mu.Unlock()
 }

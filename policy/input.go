@@ -261,6 +261,9 @@ type inputCtx struct {
 	limitsFn func() map[string]int64
 	limits   map[string]int64
 	limitsOK bool
+	// session, when set, is input.session already built (a cached one:
+	// never modified).
+	session *ast.Term
 }
 
 func (c *inputCtx) sessionLimits() map[string]int64 {
@@ -544,7 +547,11 @@ func (c *inputCtx) build(uses slotSet) *ast.Term {
 		top = append(top, ast.Item(docKeys[docPoint], ast.StringTerm(c.point)))
 	}
 	if uses&sessionSlots != 0 {
-		top = append(top, ast.Item(docKeys[docSession], c.object(uses&sessionSlots)))
+		s := c.session
+		if s == nil {
+			s = c.object(uses & sessionSlots)
+		}
+		top = append(top, ast.Item(docKeys[docSession], s))
 	}
 	if uses&commandSlots != 0 && c.cmd != nil {
 		top = append(top, ast.Item(docKeys[docCommand], c.object(uses&commandSlots)))

@@ -398,3 +398,27 @@ user_is_bob if input.session.user == "bob"`, "With"},
 		})
 	}
 }
+
+// TestCachesAreExact: an engine with its caches (decisions, session
+// documents) decides every generated input, each twice and in another
+// order, as one that evaluates everything afresh.
+func TestCachesAreExact(t *testing.T) {
+	dir := policySubset(t, planVariants["all-on"])
+	now := func() time.Time { return planTimes[0] }
+	cached, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now})
+	fresh, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
+	ins := planInputs(t, 2000, 99)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 2 {
+		for _, i := range r.Perm(len(ins)) {
+			got, want := cached.Decide(ctx, ins[i]), fresh.Decide(ctx, ins[i])
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("round %d, input %d: cached %+v, evaluated %+v", round, i, got, want)
+			}
+		}
+	}
+	if s := cached.Stats(); s.CacheHits == 0 {
+		t.Fatal("no cache hit: the test proves nothing")
+	}
+}
