@@ -22,9 +22,10 @@
 //     else: the store is never written, groups are a function of the user,
 //     and a policy calling a nondeterministic builtin (time.now_ns, ...)
 //     turns the cache off. Every variable-length part of the key is
-//     length-prefixed, so two inputs never share a key. input.session
-//     documents are remembered the same way, by the key of the session
-//     slots alone, so a miss builds only the command's part of the input.
+//     length-prefixed, so two inputs never share a key. Parts of the
+//     input (input.session, input.now, input.command.effects) are
+//     remembered the same way, by the key of their own slots, so a miss
+//     builds little more than the rest of the command's part.
 //   - The fast path (a command no policy inspects) is a map lookup
 //     returning a shared Decision: no evaluation, no allocation. Shared
 //     Decisions and cached ones are never modified, and neither may a

@@ -144,10 +144,11 @@ type state struct {
 	uses           slotSet
 	ids            idUse
 	cache          *keyCache[*outcome] // nil when a policy is nondeterministic
-	// sessions remembers input.session documents by the key of the
-	// session slots the policies read (nil when caching is off): a
-	// session's commands share one, built at its first decision.
-	sessions *keyCache[*ast.Term]
+	// docs remembers parts of the input by the key of their slots (nil
+	// when caching is off): input.session (a session's commands share
+	// one, built at its first decision), input.now (changing once a
+	// minute or a second), input.command.effects.
+	docs *keyCache[*ast.Term]
 	// allow answers commands no policy inspects. Its annotations map is
 	// shared by every such decision: it must not be modified.
 	allow proxy.Decision
@@ -373,7 +374,7 @@ func (e *Engine) load() (*state, error) {
 		st.cache = newKeyCache[*outcome](e.opts.CacheSize)
 	}
 	if e.opts.CacheSize > 0 {
-		st.sessions = newKeyCache[*ast.Term](e.opts.CacheSize)
+		st.docs = newKeyCache[*ast.Term](e.opts.CacheSize)
 	}
 	st.revision = hex.EncodeToString(h.Sum(nil))[:12]
 	st.allow = proxy.Decision{Allow: true, Annotations: map[string]any{AnnotationRevision: st.revision}}
@@ -511,9 +512,11 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	return o
 }
 
-// sessionDoc returns input.session for c from the cache, built and
-// remembered on a miss.
-func sessionDoc(cache *keyCache[*ast.Term], c *inputCtx, uses slotSet) *ast.Term {
+// cachedDoc returns the part of the input made of the slots in uses (the
+// session's, now's, or one slot's) from the cache, built and remembered on
+// a miss. Keys of different parts never collide: each begins with its
+// first slot.
+func cachedDoc(cache *keyCache[*ast.Term], c *inputCtx, uses slotSet) *ast.Term {
 	kp := keyPool.Get().(*[]byte)
 	defer keyPool.Put(kp)
 	key := (*kp)[:0]
@@ -526,7 +529,12 @@ func sessionDoc(cache *keyCache[*ast.Term], c *inputCtx, uses slotSet) *ast.Term
 	if t := cache.get(key); t != nil {
 		return t
 	}
-	t := c.object(uses)
+	var t *ast.Term
+	if uses&^(sessionSlots|nowSlots) == 0 {
+		t = c.object(uses)
+	} else {
+		t = c.value(firstSlot(uses))
+	}
 	if len(key) <= maxKey {
 		cache.put(key, t)
 	}
@@ -546,8 +554,16 @@ func (e *Engine) count(o *outcome) {
 
 // evaluate runs every policy that concerns the input.
 func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
-	if st.sessions != nil && st.uses&sessionSlots != 0 {
-		c.session = sessionDoc(st.sessions, c, st.uses&sessionSlots)
+	if st.docs != nil {
+		if st.uses&sessionSlots != 0 {
+			c.session = cachedDoc(st.docs, c, st.uses&sessionSlots)
+		}
+		if st.uses&nowSlots != 0 {
+			c.nowDoc = cachedDoc(st.docs, c, st.uses&nowSlots)
+		}
+		if st.uses.has(slotEffects) && c.cmd != nil {
+			c.effects = cachedDoc(st.docs, c, setOf(slotEffects))
+		}
 	}
 	input := c.build(st.uses)
 	var deny, shadow *verdict

@@ -82,6 +82,16 @@ type slotSet uint64
 
 func (s slotSet) has(x slot) bool { return s&(1<<x) != 0 }
 
+// firstSlot is the lowest slot in s (numSlots when s is empty).
+func firstSlot(s slotSet) slot {
+	for x := slot(0); x < numSlots; x++ {
+		if s.has(x) {
+			return x
+		}
+	}
+	return numSlots
+}
+
 func setOf(xs ...slot) slotSet {
 	var s slotSet
 	for _, x := range xs {
@@ -261,9 +271,10 @@ type inputCtx struct {
 	limitsFn func() map[string]int64
 	limits   map[string]int64
 	limitsOK bool
-	// session, when set, is input.session already built (a cached one:
+	// session, nowDoc and effects, when set, are input.session,
+	// input.now and input.command.effects already built (cached ones:
 	// never modified).
-	session *ast.Term
+	session, nowDoc, effects *ast.Term
 }
 
 func (c *inputCtx) sessionLimits() map[string]int64 {
@@ -557,7 +568,11 @@ func (c *inputCtx) build(uses slotSet) *ast.Term {
 		top = append(top, ast.Item(docKeys[docCommand], c.object(uses&commandSlots)))
 	}
 	if uses&nowSlots != 0 {
-		top = append(top, ast.Item(docKeys[docNow], c.object(uses&nowSlots)))
+		n := c.nowDoc
+		if n == nil {
+			n = c.object(uses & nowSlots)
+		}
+		top = append(top, ast.Item(docKeys[docNow], n))
 	}
 	return ast.NewTerm(ast.NewObject(top...))
 }
@@ -709,6 +724,9 @@ func (c *inputCtx) value(x slot) *ast.Term {
 	case slotDestinationRaw:
 		return mailboxTerm(cmd.DestinationRaw)
 	case slotEffects:
+		if c.effects != nil {
+			return c.effects
+		}
 		return effectsTerm(s, cmd)
 	case slotAppendURLs:
 		if cmd.Name != "APPEND" {

@@ -481,6 +481,12 @@ func (m *machine) callBuiltin(in *instr, base int) bool {
 		args = append(args, v)
 	}
 	m.args = args
+	if in.native != nil {
+		if out := in.native(args); out != nil {
+			m.stack[base+in.target] = out
+			return true
+		}
+	}
 	m.out = nil
 	if err := in.builtin(m.bctx, args, m.outFn); err != nil {
 		if m.berr == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -106,6 +107,9 @@ type program struct {
 	nmemo   int
 	data    *ast.Term
 	caps    *ast.Capabilities
+	// lowered holds lower() of the strings of the data and the plan,
+	// made at load: policies compare names case-insensitively.
+	lowered map[string]*ast.Term
 }
 
 // function is a planned function: a rule, or a function of the policy.
@@ -177,7 +181,10 @@ type instr struct {
 	body     block   // Scan, Not
 	fn       *function
 	builtin  topdown.BuiltinFunc
-	args     []operand
+	// native, when set, answers a builtin call without topdown for the
+	// arguments it knows (nil: ask builtin).
+	native func(args []*ast.Term) *ast.Term
+	args   []operand
 }
 
 // newProgram translates a plan. Anything it does not know is an error,
@@ -186,14 +193,28 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 	if pol.Plans == nil || len(pol.Plans.Plans) != 1 {
 		return nil, errors.New("plan: not exactly one plan")
 	}
-	t := &translator{pol: pol, funcs: map[string]*function{}}
-	prog := &program{data: data, caps: capabilities()}
+	prog := &program{data: data, caps: capabilities(), lowered: map[string]*ast.Term{}}
+	t := &translator{pol: pol, prog: prog, funcs: map[string]*function{}}
+	lower := func(s string) {
+		if len(prog.lowered) < maxLowered {
+			if _, ok := prog.lowered[s]; !ok {
+				prog.lowered[s] = ast.StringTerm(strings.ToLower(s))
+			}
+		}
+	}
 	if pol.Static != nil {
 		t.strings = make([]*ast.Term, len(pol.Static.Strings))
 		for i, s := range pol.Static.Strings {
 			t.strings[i] = ast.StringTerm(s.Value)
+			lower(s.Value)
 		}
 	}
+	ast.WalkTerms(data, func(x *ast.Term) bool {
+		if s, ok := x.Value.(ast.String); ok {
+			lower(string(s))
+		}
+		return false
+	})
 	if pol.Funcs != nil {
 		for _, f := range pol.Funcs.Funcs {
 			if len(f.Params) < 2 {
@@ -214,10 +235,9 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 				fn.params = append(fn.params, t.local(l))
 			}
 			t.local(f.Return)
-			if err := checkOwnership(f.Blocks, f.Params); err != nil {
+			if err := t.own(f.Blocks, f.Params); err != nil {
 				return nil, fmt.Errorf("plan: %s: %w", f.Name, err)
 			}
-			t.modified = countModified(f.Blocks)
 			var err error
 			if fn.blocks, err = t.blocks(f.Blocks); err != nil {
 				return nil, fmt.Errorf("plan: %s: %w", f.Name, err)
@@ -227,10 +247,9 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 	}
 	plan := pol.Plans.Plans[0]
 	t.maxLocal = int(ir.Data)
-	if err := checkOwnership(plan.Blocks, []ir.Local{ir.Input, ir.Data}); err != nil {
+	if err := t.own(plan.Blocks, []ir.Local{ir.Input, ir.Data}); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
-	t.modified = countModified(plan.Blocks)
 	var err error
 	if prog.entry, err = t.blocks(plan.Blocks); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
@@ -241,12 +260,67 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 
 type translator struct {
 	pol      *ir.Policy
+	prog     *program
 	strings  []*ast.Term
 	funcs    map[string]*function
 	maxLocal int
-	// modified counts, per local of the function being translated, the
-	// statements that modify it in place (fold).
-	modified map[ir.Local]int
+	// folds are the constant collections of the function being
+	// translated, by the Make statement that starts each (fold).
+	folds map[ir.Stmt]folded
+}
+
+// folded is a collection made of constants: the local it is made in, its
+// term, and the number of statements (the Make and the inserts) it
+// replaces.
+type folded struct {
+	target ir.Local
+	term   *ast.Term
+	n      int
+}
+
+// own finds the constant collections of a function (folds) and checks
+// the ownership of what it modifies in place (checkOwnership) with them
+// folded: a folded collection is shared by every evaluation, so it must
+// never be modified. A local modified after it may have received a folded
+// collection (an empty one a comprehension then fills) is not folded.
+func (t *translator) own(blocks []*ir.Block, params []ir.Local) error {
+	t.folds = map[ir.Stmt]folded{}
+	var find func(b *ir.Block)
+	find = func(b *ir.Block) {
+		if b == nil {
+			return
+		}
+		for i, s := range b.Stmts {
+			if f := t.fold(b.Stmts[i:]); f.n > 0 {
+				t.folds[s] = f
+			}
+			switch s := s.(type) {
+			case *ir.BlockStmt:
+				for _, b := range s.Blocks {
+					find(b)
+				}
+			case *ir.ScanStmt:
+				find(s.Block)
+			case *ir.NotStmt:
+				find(s.Block)
+			}
+		}
+	}
+	for _, b := range blocks {
+		find(b)
+	}
+	for {
+		err := checkOwnership(blocks, params, t.folds)
+		var oe *ownershipError
+		if err == nil || !errors.As(err, &oe) {
+			return err
+		}
+		n := len(t.folds)
+		maps.DeleteFunc(t.folds, func(_ ir.Stmt, f folded) bool { return f.target == oe.local })
+		if len(t.folds) == n {
+			return err // not a fold's: the function modifies what it must not
+		}
+	}
 }
 
 func (t *translator) local(l ir.Local) int {
@@ -293,9 +367,9 @@ func (t *translator) block(b *ir.Block) (block, error) {
 	}
 	out := make(block, 0, len(b.Stmts))
 	for i := 0; i < len(b.Stmts); i++ {
-		if in, n := t.fold(b.Stmts[i:]); n > 0 {
-			out = append(out, in)
-			i += n - 1
+		if f, ok := t.folds[b.Stmts[i]]; ok {
+			out = append(out, instr{op: opMakeConst, target: t.local(f.target), a: operand{local: -1, term: f.term}})
+			i += f.n - 1
 			continue
 		}
 		in, err := t.stmt(b.Stmts[i])
@@ -307,15 +381,12 @@ func (t *translator) block(b *ir.Block) (block, error) {
 	return out, nil
 }
 
-// fold turns a collection built from constants alone (a MakeArray,
+// fold makes a collection built from constants alone (a MakeArray,
 // MakeObject or MakeSet followed by appends or inserts of constants, as
-// the planner writes a literal such as {"expunge", "mark-deleted"}) into
-// one constant made at load time, and returns the number of statements it
-// replaces (0: none). Evaluations share the constant, so it is folded only
-// when nothing else in the function modifies that local in place: the
-// ownership check (checkOwnership) already refuses modifying a value a
-// local received from anywhere but its own Make statement.
-func (t *translator) fold(stmts []ir.Stmt) (instr, int) {
+// the planner writes a literal such as {"expunge", "mark-deleted"}) at
+// load time, and says how many statements it replaces (0: it is not such
+// a collection). own decides whether it is folded.
+func (t *translator) fold(stmts []ir.Stmt) folded {
 	var target ir.Local
 	var coll ast.Value
 	switch s := stmts[0].(type) {
@@ -326,7 +397,7 @@ func (t *translator) fold(stmts []ir.Stmt) (instr, int) {
 	case *ir.MakeSetStmt:
 		target, coll = s.Target, ast.NewSet()
 	default:
-		return instr{}, 0
+		return folded{}
 	}
 	n := 1
 	for ; n < len(stmts); n++ {
@@ -352,10 +423,7 @@ func (t *translator) fold(stmts []ir.Stmt) (instr, int) {
 			break
 		}
 	}
-	if t.modified[target] != n-1 {
-		return instr{}, 0
-	}
-	return instr{op: opMakeConst, target: t.local(target), a: operand{local: -1, term: ast.NewTerm(coll)}}, n
+	return folded{target: target, term: ast.NewTerm(coll), n: n}
 }
 
 // foldInsert inserts a constant key and value into coll, an object being
@@ -387,42 +455,6 @@ func (t *translator) constant(o ir.Operand) *ast.Term {
 		return ast.InternedTerm(bool(v))
 	}
 	return nil
-}
-
-// countModified counts, per local, the statements in blocks that modify
-// it in place.
-func countModified(blocks []*ir.Block) map[ir.Local]int {
-	m := map[ir.Local]int{}
-	var walk func(b *ir.Block)
-	walk = func(b *ir.Block) {
-		if b == nil {
-			return
-		}
-		for _, s := range b.Stmts {
-			switch s := s.(type) {
-			case *ir.ArrayAppendStmt:
-				m[s.Array]++
-			case *ir.SetAddStmt:
-				m[s.Set]++
-			case *ir.ObjectInsertStmt:
-				m[s.Object]++
-			case *ir.ObjectInsertOnceStmt:
-				m[s.Object]++
-			case *ir.BlockStmt:
-				for _, b := range s.Blocks {
-					walk(b)
-				}
-			case *ir.ScanStmt:
-				walk(s.Block)
-			case *ir.NotStmt:
-				walk(s.Block)
-			}
-		}
-	}
-	for _, b := range blocks {
-		walk(b)
-	}
-	return m
 }
 
 // stmt translates one statement (OPA's ir package documents each).
@@ -474,6 +506,9 @@ func (t *translator) stmt(s ir.Stmt) (instr, error) {
 			return in, fmt.Errorf("builtin %s is not available to the interpreter", s.Func)
 		}
 		in.op, in.builtin = opCallBuiltin, bi
+		if s.Func == ast.Lower.Name {
+			in.native = t.prog.lower
+		}
 	case *ir.DotStmt:
 		in.op, in.target = opDot, t.local(s.Target)
 		two(s.Source, s.Key)
@@ -563,18 +598,36 @@ func (t *translator) funcIndex(fn *function) int {
 // evaluations, which must never change. The planner reuses locals across
 // the branches of a rule, so this follows the flow: a local is "foreign"
 // at a statement when some path reaches it with a value set otherwise.
-func checkOwnership(blocks []*ir.Block, params []ir.Local) error {
+//
+// folds are the collections that will be constants: their Make makes a
+// foreign value, their inserts are not run.
+func checkOwnership(blocks []*ir.Block, params []ir.Local, folds map[ir.Stmt]folded) error {
 	st := ownState{}
 	for _, p := range params {
 		st[p] = true
 	}
+	o := owner{folds: folds}
 	for _, b := range blocks {
-		if _, err := ownBlock(b, st); err != nil {
+		// The blocks run in turn, and each may be left at any statement.
+		anyExit, err := o.block(b, st)
+		if err != nil {
 			return err
 		}
+		st = anyExit
 	}
 	return nil
 }
+
+// ownershipError is a statement that may modify a value the function did
+// not make.
+type ownershipError struct{ local ir.Local }
+
+func (e *ownershipError) Error() string {
+	return fmt.Sprintf("local %d is modified in place but may hold a value the function did not make", e.local)
+}
+
+// owner follows ownership through a function.
+type owner struct{ folds map[ir.Stmt]folded }
 
 // ownState holds the locals that may hold a value the function did not
 // make (true).
@@ -592,13 +645,16 @@ func (st ownState) join(o ownState) {
 
 // ownBlock advances st through b and returns the join of the states at
 // every statement (a block may be left at any of them).
-func ownBlock(b *ir.Block, st ownState) (ownState, error) {
+func (o owner) block(b *ir.Block, st ownState) (ownState, error) {
 	anyExit := st.clone()
 	if b == nil {
 		return anyExit, nil
 	}
-	for _, s := range b.Stmts {
-		if err := ownStmt(s, st); err != nil {
+	for i := 0; i < len(b.Stmts); i++ {
+		if f, ok := o.folds[b.Stmts[i]]; ok {
+			st[f.target] = true // shared: never to be modified
+			i += f.n - 1
+		} else if err := o.stmt(b.Stmts[i], st); err != nil {
 			return nil, err
 		}
 		anyExit.join(st)
@@ -606,10 +662,10 @@ func ownBlock(b *ir.Block, st ownState) (ownState, error) {
 	return anyExit, nil
 }
 
-func ownStmt(s ir.Stmt, st ownState) error {
+func (o owner) stmt(s ir.Stmt, st ownState) error {
 	modify := func(l ir.Local) error {
 		if st[l] {
-			return fmt.Errorf("local %d is modified in place but may hold a value the function did not make", l)
+			return &ownershipError{local: l}
 		}
 		return nil
 	}
@@ -654,7 +710,7 @@ func ownStmt(s ir.Stmt, st ownState) error {
 		// Each block starts where the one before it was left.
 		cur := st.clone()
 		for _, b := range s.Blocks {
-			anyExit, err := ownBlock(b, cur.clone())
+			anyExit, err := o.block(b, cur.clone())
 			if err != nil {
 				return err
 			}
@@ -662,7 +718,7 @@ func ownStmt(s ir.Stmt, st ownState) error {
 		}
 		st.join(cur)
 	case *ir.NotStmt:
-		anyExit, err := ownBlock(s.Block, st.clone())
+		anyExit, err := o.block(s.Block, st.clone())
 		if err != nil {
 			return err
 		}
@@ -672,7 +728,7 @@ func ownStmt(s ir.Stmt, st ownState) error {
 		st[s.Key], st[s.Value] = true, true
 		for {
 			before := st.clone()
-			anyExit, err := ownBlock(s.Block, st.clone())
+			anyExit, err := o.block(s.Block, st.clone())
 			if err != nil {
 				return err
 			}
@@ -718,3 +774,25 @@ var planBuiltins = func() map[string]bool {
 	}
 	return m
 }()
+
+// maxLowered bounds program.lowered: data is small, but need not be.
+const maxLowered = 1 << 14
+
+// lower answers lower() without topdown's allocations for a string
+// already in lower-case ASCII (itself) and for the strings of the data and
+// the plan (made at load); nil leaves the call to topdown.
+func (p *program) lower(args []*ast.Term) *ast.Term {
+	s, ok := args[0].Value.(ast.String)
+	if !ok {
+		return nil
+	}
+	if t := p.lowered[string(s)]; t != nil {
+		return t
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
+			return nil
+		}
+	}
+	return args[0]
+}

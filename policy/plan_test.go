@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/ir"
 
 	"github.com/imapwarden/imapwarden/proxy"
 )
@@ -420,5 +421,29 @@ func TestCachesAreExact(t *testing.T) {
 	}
 	if s := cached.Stats(); s.CacheHits == 0 {
 		t.Fatal("no cache hit: the test proves nothing")
+	}
+}
+
+// TestOwnershipFollowsEveryExit: a block may be left at any statement, so
+// a local the next block modifies in place must be the function's own on
+// every exit, not only after the block's last statement. Here the first
+// block may leave local 2 holding the input: the second must not add to it.
+func TestOwnershipFollowsEveryExit(t *testing.T) {
+	const l = ir.Local(2)
+	blocks := []*ir.Block{
+		{Stmts: []ir.Stmt{
+			&ir.AssignVarStmt{Source: ir.Operand{Value: ir.Input}, Target: l},
+			&ir.IsDefinedStmt{Source: ir.Local(3)},
+			&ir.MakeSetStmt{Target: l},
+		}},
+		{Stmts: []ir.Stmt{&ir.SetAddStmt{Value: ir.Operand{Value: ir.Bool(true)}, Set: l}}},
+	}
+	if err := checkOwnership(blocks, []ir.Local{ir.Input, ir.Data}, nil); err == nil {
+		t.Fatal("the input may be modified in place, and the check passed")
+	}
+	// Made on every path: fine.
+	blocks[0].Stmts = blocks[0].Stmts[2:]
+	if err := checkOwnership(blocks, []ir.Local{ir.Input, ir.Data}, nil); err != nil {
+		t.Fatal(err)
 	}
 }
