@@ -239,22 +239,15 @@ func analyze(c *ast.Compiler) (uses slotSet, ids idUse, nondet string) {
 		}
 	}
 	for _, m := range c.Modules {
+		walkInput(m, func(ref ast.Ref) {
+			s := slotsOfRef(ref)
+			uses |= s
+			if s.has(slotClientID) {
+				ids = ids.union(idKeyOf(ref))
+			}
+		}, func() { uses, ids = allSlots, idUse{all: true} })
 		ast.WalkTerms(m, func(t *ast.Term) bool {
-			switch v := t.Value.(type) {
-			case ast.Ref:
-				if v.HasPrefix(ast.InputRootRef) {
-					s := slotsOfRef(v)
-					uses |= s
-					if s.has(slotClientID) {
-						ids = ids.union(idKeyOf(v))
-					}
-					return true // its head is input: not a read of all of it
-				}
-			case ast.Var:
-				if v.Equal(ast.InputRootDocument.Value) {
-					uses, ids = allSlots, idUse{all: true}
-				}
-			case ast.Call:
+			if v, ok := t.Value.(ast.Call); ok {
 				if op, ok := v[0].Value.(ast.Ref); ok {
 					call(op)
 				}
@@ -269,6 +262,62 @@ func analyze(c *ast.Compiler) (uses slotSet, ids idUse, nondet string) {
 		})
 	}
 	return uses, ids, nondet
+}
+
+// walkInput calls read with every reference into input in x (a module, a
+// rule), and whole where x reads input itself.
+func walkInput(x any, read func(ast.Ref), whole func()) {
+	ast.WalkTerms(x, func(t *ast.Term) bool {
+		switch v := t.Value.(type) {
+		case ast.Ref:
+			if v.HasPrefix(ast.InputRootRef) {
+				read(v)
+				return true // its head is input: not a read of all of it
+			}
+		case ast.Var:
+			if v.Equal(ast.InputRootDocument.Value) {
+				whole()
+			}
+		}
+		return false
+	})
+}
+
+// ruleSlots returns the input slots the rules at ref read, with every rule
+// they depend on; ok is false when no rule is at ref.
+func ruleSlots(c *ast.Compiler, ref ast.Ref) (uses slotSet, ok bool) {
+	rules := append(c.GetRules(ref), c.GetRulesWithPrefix(ref)...)
+	if len(rules) == 0 {
+		return 0, false
+	}
+	eachDependency(c, rules, func(r *ast.Rule) bool {
+		walkInput(r, func(ref ast.Ref) { uses |= slotsOfRef(ref) }, func() { uses = allSlots })
+		return true
+	})
+	return uses, true
+}
+
+// eachDependency calls visit with each of rules and every rule they depend
+// on, each once, until visit returns false.
+func eachDependency(c *ast.Compiler, rules []*ast.Rule, visit func(*ast.Rule) bool) {
+	seen := map[*ast.Rule]bool{}
+	queue := slices.Clone(rules)
+	for len(queue) > 0 {
+		r := queue[0]
+		queue = queue[1:]
+		if seen[r] {
+			continue
+		}
+		seen[r] = true
+		if !visit(r) {
+			return
+		}
+		for dep := range c.Graph.Dependencies(r) {
+			if dr, ok := dep.(*ast.Rule); ok {
+				queue = append(queue, dr)
+			}
+		}
+	}
 }
 
 // idKeyOf returns what ref reads of the client ID: one named field, or all.
@@ -372,33 +421,17 @@ func (p *compiled) loadStrings(ctx context.Context, ref ast.Ref, what string) (v
 
 // readsInput returns a rule among rules, or among those they depend on,
 // that reads input, or nil.
-func readsInput(c *ast.Compiler, rules []*ast.Rule) *ast.Rule {
-	seen := map[*ast.Rule]bool{}
-	queue := slices.Clone(rules)
-	for len(queue) > 0 {
-		r := queue[0]
-		queue = queue[1:]
-		if seen[r] {
-			continue
-		}
-		seen[r] = true
-		found := false
+func readsInput(c *ast.Compiler, rules []*ast.Rule) (reader *ast.Rule) {
+	eachDependency(c, rules, func(r *ast.Rule) bool {
 		ast.WalkRefs(r, func(ref ast.Ref) bool {
 			if ref.HasPrefix(ast.InputRootRef) {
-				found = true
+				reader = r
 			}
-			return found
+			return reader != nil
 		})
-		if found {
-			return r
-		}
-		for dep := range c.Graph.Dependencies(r) {
-			if dr, ok := dep.(*ast.Rule); ok {
-				queue = append(queue, dr)
-			}
-		}
-	}
-	return nil
+		return reader == nil
+	})
+	return reader
 }
 
 // inspects reports whether the policy evaluates a command: it is named,
@@ -417,9 +450,12 @@ func (p *compiled) inspects(name string, effects uint32) bool {
 // conflict, an undefined decision) topdown evaluates the input again:
 // topdown's rule index skips bodies the plan enters, so only topdown can
 // say whether that failure is the decision's (plan.go).
-func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time) (ast.Value, error) {
+//
+// memo, when not nil, holds the values of the policy's session rules for
+// input's session (inputPart).
+func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, memo ruleMemo) (ast.Value, error) {
 	if p.prog != nil {
-		if v, err := p.prog.eval(ctx, input); err == nil {
+		if v, err := p.prog.eval(ctx, input, memo); err == nil {
 			return v, nil
 		}
 	}

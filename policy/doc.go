@@ -25,7 +25,10 @@
 //     length-prefixed, so two inputs never share a key. Parts of the
 //     input (input.session, input.now, input.command.effects) are
 //     remembered the same way, by the key of their own slots, so a miss
-//     builds little more than the rest of the command's part.
+//     builds little more than the rest of the command's part. With
+//     input.session go the values of the rules that read nothing of the
+//     input but the session (sessionRules): a partial evaluation per
+//     session, which the plan fills at the session's first decision.
 //   - The fast path (a command no policy inspects) is a map lookup
 //     returning a shared Decision: no evaluation, no allocation. Shared
 //     Decisions and cached ones are never modified, and neither may a

@@ -146,9 +146,10 @@ type state struct {
 	cache          *keyCache[*outcome] // nil when a policy is nondeterministic
 	// docs remembers parts of the input by the key of their slots (nil
 	// when caching is off): input.session (a session's commands share
-	// one, built at its first decision), input.now (changing once a
-	// minute or a second), input.command.effects.
-	docs *keyCache[*ast.Term]
+	// one, built at its first decision, with the values of the rules
+	// that read nothing else), input.now (changing once a minute or a
+	// second), input.command.effects.
+	docs *keyCache[*inputPart]
 	// allow answers commands no policy inspects. Its annotations map is
 	// shared by every such decision: it must not be modified.
 	allow proxy.Decision
@@ -374,7 +375,7 @@ func (e *Engine) load() (*state, error) {
 		st.cache = newKeyCache[*outcome](e.opts.CacheSize)
 	}
 	if e.opts.CacheSize > 0 {
-		st.docs = newKeyCache[*ast.Term](e.opts.CacheSize)
+		st.docs = newKeyCache[*inputPart](e.opts.CacheSize)
 	}
 	st.revision = hex.EncodeToString(h.Sum(nil))[:12]
 	st.allow = proxy.Decision{Allow: true, Annotations: map[string]any{AnnotationRevision: st.revision}}
@@ -512,11 +513,20 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	return o
 }
 
+// inputPart is a part of the input the engine remembers. input.session's
+// also holds, per policy (by its index in state.dirs), the values of the
+// rules that read nothing but the session and data (function.session):
+// the same session key, the same values.
+type inputPart struct {
+	term  *ast.Term
+	rules []ruleMemo
+}
+
 // cachedDoc returns the part of the input made of the slots in uses (the
-// session's, now's, or one slot's) from the cache, built and remembered on
-// a miss. Keys of different parts never collide: each begins with its
+// session's, now's, or one slot's) from st's cache, built and remembered
+// on a miss. Keys of different parts never collide: each begins with its
 // first slot.
-func cachedDoc(cache *keyCache[*ast.Term], c *inputCtx, uses slotSet) *ast.Term {
+func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
 	kp := keyPool.Get().(*[]byte)
 	defer keyPool.Put(kp)
 	key := (*kp)[:0]
@@ -526,19 +536,28 @@ func cachedDoc(cache *keyCache[*ast.Term], c *inputCtx, uses slotSet) *ast.Term 
 		}
 	}
 	*kp = key
-	if t := cache.get(key); t != nil {
-		return t
+	if part := st.docs.get(key); part != nil {
+		return part
 	}
-	var t *ast.Term
-	if uses&^(sessionSlots|nowSlots) == 0 {
-		t = c.object(uses)
-	} else {
-		t = c.value(firstSlot(uses))
+	part := &inputPart{}
+	switch {
+	case uses&^sessionSlots == 0:
+		part.term = c.object(uses)
+		part.rules = make([]ruleMemo, len(st.dirs))
+		for i, p := range st.dirs {
+			if p.prog != nil && p.prog.nsession > 0 {
+				part.rules[i] = make(ruleMemo, p.prog.nsession)
+			}
+		}
+	case uses&^nowSlots == 0:
+		part.term = c.object(uses)
+	default:
+		part.term = c.value(firstSlot(uses))
 	}
 	if len(key) <= maxKey {
-		cache.put(key, t)
+		st.docs.put(key, part)
 	}
-	return t
+	return part
 }
 
 func (e *Engine) count(o *outcome) {
@@ -554,22 +573,24 @@ func (e *Engine) count(o *outcome) {
 
 // evaluate runs every policy that concerns the input.
 func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
+	var rules []ruleMemo
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
-			c.session = cachedDoc(st.docs, c, st.uses&sessionSlots)
+			part := cachedDoc(st, c, st.uses&sessionSlots)
+			c.session, rules = part.term, part.rules
 		}
 		if st.uses&nowSlots != 0 {
-			c.nowDoc = cachedDoc(st.docs, c, st.uses&nowSlots)
+			c.nowDoc = cachedDoc(st, c, st.uses&nowSlots).term
 		}
 		if st.uses.has(slotEffects) && c.cmd != nil {
-			c.effects = cachedDoc(st.docs, c, setOf(slotEffects))
+			c.effects = cachedDoc(st, c, setOf(slotEffects)).term
 		}
 	}
 	input := c.build(st.uses)
 	var deny, shadow *verdict
 	var shadowDir, backend string
 	var annotations map[string]any
-	for _, p := range st.dirs {
+	for i, p := range st.dirs {
 		if c.cmd != nil && !p.inspects(c.cmd.Name, c.cmd.Effects.Mask()) {
 			continue
 		}
@@ -581,7 +602,11 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		if e.opts.OnEvaluation != nil {
 			t0 = time.Now()
 		}
-		v, err := p.eval(ctx, input, c.now)
+		var memo ruleMemo
+		if rules != nil {
+			memo = rules[i]
+		}
+		v, err := p.eval(ctx, input, c.now, memo)
 		if e.opts.OnEvaluation != nil {
 			e.opts.OnEvaluation(time.Since(t0))
 		}

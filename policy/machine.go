@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -42,6 +43,7 @@ type machine struct {
 	args    []*ast.Term
 	out     *ast.Term
 	outFn   func(*ast.Term) error
+	sess    ruleMemo
 	sc      scanState
 	objStep func(k, v *ast.Term) bool
 	// berr is the first builtin error: as topdown does with strict
@@ -70,9 +72,13 @@ const maxStack = 1 << 20
 
 // eval runs the program for input and returns the single value of the
 // plan's result set, or an error (undefined included).
-func (p *program) eval(ctx context.Context, input *ast.Term) (_ ast.Value, err error) {
+//
+// sess, when not nil, holds the session rules' values for input's session,
+// and receives those computed here.
+func (p *program) eval(ctx context.Context, input *ast.Term, sess ruleMemo) (_ ast.Value, err error) {
 	m := machinePool.Get().(*machine)
 	defer m.release()
+	m.sess = sess
 	defer func() {
 		// A fault of the interpreter is not a decision: topdown decides.
 		if r := recover(); r != nil {
@@ -201,9 +207,9 @@ func (m *machine) exec(b block, base int) (int, error) {
 		case opMakeArray:
 			m.stack[base+in.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(in.n)))
 		case opMakeObject:
-			m.stack[base+in.target] = ast.NewTerm(ast.NewObject())
+			m.stack[base+in.target] = ast.NewTerm(ast.NewObjectWithCapacity(int(in.n)))
 		case opMakeSet:
-			m.stack[base+in.target] = ast.NewTerm(ast.NewSet())
+			m.stack[base+in.target] = ast.NewTerm(ast.NewSetWithCapacity(int(in.n)))
 		case opResetLocal:
 			m.stack[base+in.target] = nil
 		case opBlock:
@@ -424,12 +430,36 @@ func (m *machine) call(in *instr, base int) (int, error) {
 		m.stack[base+in.target] = v
 		return fellThrough, nil
 	}
+	var shared *atomic.Pointer[ast.Term]
+	if fn.session >= 0 && m.sess != nil {
+		shared = &m.sess[fn.session]
+		if v := shared.Load(); v != nil {
+			if v == undefinedRule {
+				v = nil
+			}
+			m.memo[fn.memo], m.memoOK[fn.memo] = v, true
+			if v == nil {
+				return 0, nil
+			}
+			m.stack[base+in.target] = v
+			return fellThrough, nil
+		}
+	}
 	v, err := m.invoke(fn, in.args, base)
 	if err != nil {
 		return 0, err
 	}
 	if fn.memo >= 0 {
 		m.memo[fn.memo], m.memoOK[fn.memo] = v, true
+	}
+	// Shared only when no builtin has failed: a failed call is undefined
+	// here, and this evaluation goes to topdown.
+	if shared != nil && m.berr == nil {
+		if v == nil {
+			shared.Store(undefinedRule)
+		} else {
+			shared.Store(v)
+		}
 	}
 	if v == nil {
 		return 0, nil

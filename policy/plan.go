@@ -7,6 +7,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/ir"
@@ -95,7 +96,43 @@ func planPolicy(ctx context.Context, p *compiled) (*program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan: read data: %w", err)
 	}
-	return newProgram(pol, ast.NewTerm(data.(ast.Value)))
+	prog, err := newProgram(pol, ast.NewTerm(data.(ast.Value)))
+	if err != nil {
+		return nil, err
+	}
+	sessionRules(p.compiler, prog)
+	return prog, nil
+}
+
+// ruleMemo holds the values of a policy's session rules for one session
+// (by function.session; nil: not evaluated yet, undefinedRule: undefined).
+// Evaluations of that session's commands share it, concurrently.
+type ruleMemo []atomic.Pointer[ast.Term]
+
+// undefinedRule is what ruleMemo holds for a rule that is undefined.
+var undefinedRule = ast.NullTerm()
+
+// sessionRules marks the rules (functions of input and data alone) that,
+// with every rule they depend on, read nothing of input but
+// input.session: within one policy state their values are functions of
+// the session's slots, which is what the engine keys input.session by
+// (inputPart). A partial evaluation per session, without a second
+// evaluator: the plan computes them at the session's first decision and
+// its later ones reuse them.
+func sessionRules(c *ast.Compiler, prog *program) {
+	for _, fn := range prog.funcs {
+		if fn.memo < 0 || fn.path == nil {
+			continue
+		}
+		ref := ast.DefaultRootRef.Copy()
+		for _, k := range fn.path {
+			ref = append(ref, ast.StringTerm(k))
+		}
+		if uses, ok := ruleSlots(c, ref); ok && uses&^sessionSlots == 0 {
+			fn.session = prog.nsession
+			prog.nsession++
+		}
+	}
 }
 
 // program is a plan ready to run: operands resolved to locals or constant
@@ -105,8 +142,10 @@ type program struct {
 	nlocals int
 	funcs   []*function
 	nmemo   int
-	data    *ast.Term
-	caps    *ast.Capabilities
+	// nsession counts the session rules (function.session).
+	nsession int
+	data     *ast.Term
+	caps     *ast.Capabilities
 	// lowered holds lower() of the strings of the data and the plan,
 	// made at load: policies compare names case-insensitively.
 	lowered map[string]*ast.Term
@@ -122,6 +161,10 @@ type function struct {
 	// memo indexes the evaluation's memo table for a function of input
 	// and data alone (a rule); -1 otherwise.
 	memo int
+	// session indexes a session's ruleMemo for a rule that reads nothing
+	// of input but input.session (sessionRules); -1 otherwise.
+	session int
+	path    []string // of the rule under data, after the planner's group
 }
 
 type block []instr
@@ -175,8 +218,8 @@ type instr struct {
 	op       opcode
 	a, b     operand
 	target   int
-	key, val int // Scan: the locals of each element; ObjectMerge: A and B
-	n        int64
+	key, val int     // Scan: the locals of each element; ObjectMerge: A and B
+	n        int64   // AssignInt: the value; Make*: the capacity; Break: the index
 	blocks   []block // BlockStmt
 	body     block   // Scan, Not
 	fn       *function
@@ -220,7 +263,10 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 			if len(f.Params) < 2 {
 				return nil, fmt.Errorf("plan: function %s has %d parameters", f.Name, len(f.Params))
 			}
-			fn := &function{name: f.Name, memo: -1}
+			fn := &function{name: f.Name, memo: -1, session: -1}
+			if len(f.Path) > 1 && f.Name == f.Path[0]+".data."+strings.Join(f.Path[1:], ".") {
+				fn.path = f.Path[1:]
+			}
 			if len(f.Params) == 2 {
 				fn.memo = prog.nmemo
 				prog.nmemo++
@@ -376,9 +422,35 @@ func (t *translator) block(b *ir.Block) (block, error) {
 		if err != nil {
 			return nil, err
 		}
+		if in.op == opMakeObject || in.op == opMakeSet {
+			in.n = int64(inserts(b.Stmts[i+1:], ir.Local(in.target)))
+		}
 		out = append(out, in)
 	}
 	return out, nil
+}
+
+// inserts counts the inserts into local l that follow its Make in the same
+// block, to make the object or set that size at once.
+func inserts(stmts []ir.Stmt, l ir.Local) int {
+	n := 0
+	for _, s := range stmts {
+		switch s := s.(type) {
+		case *ir.ObjectInsertStmt:
+			if s.Object == l {
+				n++
+			}
+		case *ir.ObjectInsertOnceStmt:
+			if s.Object == l {
+				n++
+			}
+		case *ir.SetAddStmt:
+			if s.Set == l {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // fold makes a collection built from constants alone (a MakeArray,

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -250,7 +251,7 @@ func comparePlan(t *testing.T, p *compiled, ins []*proxy.DecisionInput) (fallbac
 		c.now, c.zone, c.groups, c.ids = now, "UTC", planGroups, p.ids
 		input := c.build(p.uses)
 		want, werr := p.evalTopdown(ctx, input, now)
-		got, gerr := p.prog.eval(ctx, input)
+		got, gerr := p.prog.eval(ctx, input, nil)
 		seen = tally(seen, want)
 		if gerr != nil {
 			fallbacks++
@@ -258,7 +259,7 @@ func comparePlan(t *testing.T, p *compiled, ins []*proxy.DecisionInput) (fallbac
 			t.Fatalf("input %v:\nplan:    %v\ntopdown: %v (%v)", input, got, want, werr)
 		}
 		// What the engine evaluates: the plan, or topdown after it failed.
-		got, gerr = p.eval(ctx, input, now)
+		got, gerr = p.eval(ctx, input, now, nil)
 		if (gerr == nil) != (werr == nil) || (gerr == nil && ast.Compare(got, want) != 0) {
 			t.Fatalf("input %v:\neval:    %v (%v)\ntopdown: %v (%v)", input, got, gerr, want, werr)
 		}
@@ -400,12 +401,14 @@ user_is_bob if input.session.user == "bob"`, "With"},
 	}
 }
 
-// TestCachesAreExact: an engine with its caches (decisions, session
-// documents) decides every generated input, each twice and in another
-// order, as one that evaluates everything afresh.
+// TestCachesAreExact: an engine with its caches (decisions, parts of the
+// input, session rules) decides every generated input, each twice, in
+// another order and at another time, as one that evaluates everything
+// afresh.
 func TestCachesAreExact(t *testing.T) {
 	dir := policySubset(t, planVariants["all-on"])
-	now := func() time.Time { return planTimes[0] }
+	var clock time.Time // set before each decision; read by both engines
+	now := func() time.Time { return clock }
 	cached, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now})
 	fresh, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
 	ins := planInputs(t, 2000, 99)
@@ -413,6 +416,7 @@ func TestCachesAreExact(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for round := range 2 {
 		for _, i := range r.Perm(len(ins)) {
+			clock = planTimes[r.IntN(len(planTimes))]
 			got, want := cached.Decide(ctx, ins[i]), fresh.Decide(ctx, ins[i])
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Fatalf("round %d, input %d: cached %+v, evaluated %+v", round, i, got, want)
@@ -445,5 +449,41 @@ func TestOwnershipFollowsEveryExit(t *testing.T) {
 	blocks[0].Stmts = blocks[0].Stmts[2:]
 	if err := checkOwnership(blocks, []ir.Local{ir.Input, ir.Data}, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCachesShared: sessions share their remembered input and session
+// rules across goroutines; under -race, deciding the same inputs at once
+// from several goroutines gives each the decision of a fresh evaluation.
+func TestCachesShared(t *testing.T) {
+	dir := policySubset(t, planVariants["all-on"])
+	now := func() time.Time { return planTimes[1] }
+	cached, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now})
+	fresh, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
+	ins := planInputs(t, 300, 5)
+	ctx := context.Background()
+	want := make([]string, len(ins))
+	for i, in := range ins {
+		want[i] = fmt.Sprint(fresh.Decide(ctx, in))
+	}
+	errs := make(chan string, 4)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range ins {
+				i := (k + g*len(ins)/4) % len(ins)
+				if got := fmt.Sprint(cached.Decide(ctx, ins[i])); got != want[i] {
+					errs <- fmt.Sprintf("input %d: %s, want %s", i, got, want[i])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
