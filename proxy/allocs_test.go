@@ -24,6 +24,9 @@ type fixedBackend struct {
 	// answers maps a command (without its tag) to the responses before
 	// the tagged completion, and the completion's text after the tag.
 	answers map[string][2][]byte
+	// conns receives the first connections accepted, so that a test can
+	// push responses or close one.
+	conns chan net.Conn
 }
 
 func startFixedBackend(t testing.TB, answers map[string][2]string) *fixedBackend {
@@ -32,7 +35,7 @@ func startFixedBackend(t testing.TB, answers map[string][2]string) *fixedBackend
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &fixedBackend{ln: ln, answers: map[string][2][]byte{}}
+	b := &fixedBackend{ln: ln, answers: map[string][2][]byte{}, conns: make(chan net.Conn, 16)}
 	for k, v := range answers {
 		b.answers[k] = [2][]byte{[]byte(v[0]), []byte(v[1])}
 	}
@@ -43,6 +46,10 @@ func startFixedBackend(t testing.TB, answers map[string][2]string) *fixedBackend
 			c, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			select {
+			case b.conns <- c:
+			default:
 			}
 			b.wg.Add(1)
 			go func() {
@@ -61,6 +68,7 @@ func (b *fixedBackend) serve(c net.Conn) {
 	w := bufio.NewWriter(c)
 	w.WriteString("* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS] fixed\r\n")
 	w.Flush()
+	var idleTag []byte
 	for {
 		l, err := r.ReadSlice('\n')
 		if err != nil {
@@ -68,7 +76,11 @@ func (b *fixedBackend) serve(c net.Conn) {
 		}
 		l = bytes.TrimSuffix(l, []byte("\r\n"))
 		tag, rest, _ := bytes.Cut(l, []byte(" "))
-		if a, ok := b.answers[string(rest)]; ok { // no allocation: map lookup
+		if idleTag != nil && string(l) == "DONE" {
+			w.Write(idleTag)
+			w.WriteString(" OK IDLE done\r\n")
+			idleTag = nil
+		} else if a, ok := b.answers[string(rest)]; ok { // no allocation: map lookup
 			w.Write(a[0])
 			w.Write(tag)
 			w.WriteByte(' ')
@@ -79,6 +91,9 @@ func (b *fixedBackend) serve(c net.Conn) {
 				fmt.Fprintf(w, "%s OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS] in\r\n", tag)
 			case string(rest) == `LIST "" ""`:
 				fmt.Fprintf(w, "* LIST (\\Noselect) \".\" \"\"\r\n%s OK done\r\n", tag)
+			case string(rest) == "IDLE":
+				idleTag = append(idleTag[:0], tag...)
+				w.WriteString("+ idling\r\n")
 			case string(rest) == "LOGOUT":
 				fmt.Fprintf(w, "* BYE bye\r\n%s OK done\r\n", tag)
 				w.Flush()
@@ -135,6 +150,7 @@ func TestRelaySteadyStateAllocates(t *testing.T) {
 		o.Auditor = nopAuditor{}
 		o.Decider = funcDecider(func(*DecisionInput) Decision { return Decision{Allow: true} })
 		o.Logger = zap.NewNop()
+		o.Limits.ParkAfter = DefaultParkAfter // busy: never parks
 	})
 	conn, err := net.Dial("tcp", h.starttls)
 	if err != nil {

@@ -51,22 +51,24 @@ type backendConn struct {
 	// LIST "" "" after login (RFC 9051 §6.3.9); 0 when flat.
 	delim byte
 	tags  int
-	pre   prefixReader // hands back the byte waitReadable read
+	// pre hands back what waitReadable read into preBuf.
+	pre    prefixReader
+	preBuf [backendPrefix]byte
 }
 
-// prefixReader returns one byte already read (or the error reading it
-// gave), then reads from r.
+// prefixReader returns what a wait already read (pending, or the error
+// reading gave), then reads from r.
 type prefixReader struct {
-	b   [1]byte
-	has bool
-	err error
-	r   io.Reader
+	pending []byte
+	err     error
+	r       io.Reader
 }
 
 func (p *prefixReader) Read(q []byte) (int, error) {
-	if p.has && len(q) > 0 {
-		q[0], p.has = p.b[0], false
-		return 1, nil
+	if len(p.pending) > 0 && len(q) > 0 {
+		n := copy(q, p.pending)
+		p.pending = p.pending[n:]
+		return n, nil
 	}
 	if p.err != nil {
 		err := p.err
@@ -76,17 +78,30 @@ func (p *prefixReader) Read(q []byte) (int, error) {
 	return p.r.Read(q)
 }
 
+// backendPrefix is what waitReadable reads while the pooled buffer is
+// given back: most responses to a command (a completion, a few untagged
+// lines) fit, so that the wait costs no read of its own.
+const backendPrefix = 256
+
 // waitReadable gives the read buffer back to the pool and blocks until the
 // backend sends something, then takes a buffer again: an idle session
 // holds no read buffer. Only the backend pump calls it, at a response
-// boundary with nothing buffered.
+// boundary with nothing buffered (br nil after a failed wait). On an error
+// nothing was read and no buffer is held.
 func (bc *backendConn) waitReadable() error {
-	backendReaders.put(bc.br)
-	bc.br = nil
-	if _, err := io.ReadFull(&bc.rd, bc.pre.b[:]); err != nil {
+	if bc.br != nil {
+		backendReaders.put(bc.br)
+		bc.br = nil
+	}
+	n, err := bc.rd.Read(bc.preBuf[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
 		return err
 	}
-	bc.pre.has, bc.pre.r = true, &bc.rd
+	// An error that came with data comes again at the next read.
+	bc.pre = prefixReader{pending: bc.preBuf[:n], r: &bc.rd}
 	bc.br = backendReaders.get(&bc.pre)
 	bc.sc.Reset(bc.br)
 	return nil
@@ -532,26 +547,56 @@ func truncate(b []byte, n int) string {
 // never does (ARCHITECTURE.md §13: no hang). Before the relay starts owing is nil
 // and the login's own deadlines apply.
 type owedReader struct {
-	c       net.Conn
-	owing   *atomic.Int32
-	mid     *atomic.Bool
-	cut     *atomic.Bool // a drain past its deadline: wake at once
+	c     net.Conn
+	owing *atomic.Int32
+	mid   *atomic.Bool
+	cut   *atomic.Bool // a drain past its deadline: wake at once
+	// rearmed is when relay.oweLocked replaced the deadline of the read
+	// under way with timeout's (the first command owed), 0 if it did not.
+	rearmed *atomic.Int64
 	timeout time.Duration
-	armed   bool // a deadline is set
+	// linger, when positive, is the deadline of a read with nothing owed:
+	// the backend pump parks when it passes (Limits.ParkAfter).
+	linger    time.Duration
+	armed     bool // a deadline is set
+	lingering bool // ... and it is linger's
 }
 
 func (r *owedReader) Read(p []byte) (int, error) {
 	if r.owing != nil {
-		if r.cut.Load() && !r.mid.Load() {
+		r.lingering = false
+		r.rearmed.Store(0)
+		switch {
+		case r.cut.Load() && !r.mid.Load():
 			r.c.SetReadDeadline(time.Now())
 			r.armed = true
-		} else if r.owing.Load() > 0 || r.mid.Load() {
+		case r.owing.Load() > 0 || r.mid.Load():
 			r.c.SetReadDeadline(time.Now().Add(r.timeout))
 			r.armed = true
-		} else if r.armed {
+		case r.linger > 0:
+			r.c.SetReadDeadline(time.Now().Add(r.linger))
+			r.armed, r.lingering = true, true
+			if r.owing.Load() > 0 {
+				// Owed since the look above, maybe before oweLocked could
+				// see this read: its deadline then.
+				r.c.SetReadDeadline(time.Now().Add(r.timeout))
+				r.lingering = false
+			}
+		case r.armed:
 			r.c.SetReadDeadline(time.Time{})
 			r.armed = false
 		}
 	}
 	return r.c.Read(p)
+}
+
+// lingered reports whether err ended a read begun with linger's deadline
+// short of a whole timeout since oweLocked re-armed it: the silence is no
+// fault (the deadline may have passed just before oweLocked came).
+func (r *owedReader) lingered(err error) bool {
+	if !r.lingering || !isTimeout(err) {
+		return false
+	}
+	at := r.rearmed.Load()
+	return at == 0 || time.Since(time.Unix(0, at)) < r.timeout
 }

@@ -71,24 +71,39 @@ type backendPump struct {
 	messagesFetched int
 }
 
-// run relays responses until the session ends.
+// run relays responses until the session ends, or until it parks: then
+// the parker runs it again on a new goroutine (park).
 func (p *backendPump) run() {
+	if p.relay() {
+		return
+	}
+	close(p.r.backendDone)
+}
+
+// relay is run's loop; it returns true when the pump parked.
+func (p *backendPump) relay() (parked bool) {
 	r, s, be := p.r, p.s, p.be
-	defer close(r.backendDone)
 	for {
 		if r.cut.Load() {
 			// A drain past its deadline: end at this response boundary.
 			s.stop(byeDrained, false)
-			return
+			return false
 		}
-		if be.br.Buffered() == 0 {
+		if be.br == nil || be.br.Buffered() == 0 {
 			// Nothing pending: wait without holding the read buffer.
 			r.atBoundary.Store(true)
 			err := be.waitReadable()
 			r.atBoundary.Store(false)
+			if err != nil && be.rd.lingered(err) {
+				// Silent with nothing owed for Limits.ParkAfter.
+				if p.park() {
+					return true
+				}
+				continue
+			}
 			if err != nil {
 				p.readFailed(err, false)
-				return
+				return false
 			}
 		}
 		part, final, _, hasLit, err := p.readPart()
@@ -300,6 +315,41 @@ func (lc *lineCheck) check(p []byte, final bool, max int64) bool {
 		lc.n = 0
 	}
 	return true
+}
+
+// park gives up the pump's goroutine while the backend owes nothing: the
+// server's parker runs the pump again when the backend sends something
+// (an untagged response in IDLE, a BYE, the end of the connection), and
+// the relay when it needs it (relay.unpark: a command owed, a cut, the
+// session's end). It returns false when the pump must go on waiting
+// itself. Nothing of the pump is touched after a true return: the parker
+// may already run it on another goroutine.
+func (p *backendPump) park() bool {
+	r, s := p.r, p.s
+	pk := s.srv.parker
+	if pk == nil || r.rawBackend == nil || r.owing.Load() > 0 || r.cut.Load() || s.closing.Load() {
+		return false
+	}
+	// parked is set before the parker can resume the pump, and cleared
+	// only by the resumed pump (resume): no unpark is lost.
+	pp := pk.prepare(r.rawBackend, p.resume)
+	r.parked.Store(pp)
+	if !pp.arm() {
+		r.parked.CompareAndSwap(pp, nil)
+		return false
+	}
+	// What asked for the pump between the look above and Store found
+	// nothing to wake.
+	if r.owing.Load() > 0 || r.cut.Load() || s.closing.Load() {
+		pp.wake()
+	}
+	return true
+}
+
+// resume is a parked pump's new goroutine.
+func (p *backendPump) resume() {
+	p.r.parked.Store(nil)
+	p.run()
 }
 
 // readFailed ends the session after reading the backend failed: a

@@ -141,6 +141,11 @@ type Limits struct {
 	// MaxResponseLine bounds one response line of a backend (literals
 	// not counted): a huge SEARCH result fits; 16 MiB.
 	MaxResponseLine int64
+	// ParkAfter is how long a session's backend pump waits with nothing
+	// owed (between commands, or in IDLE) before it gives up its goroutine
+	// until the backend sends something (parker_linux.go); 2 s. Negative:
+	// never.
+	ParkAfter time.Duration
 }
 
 // Default limits (ARCHITECTURE.md §12).
@@ -158,6 +163,7 @@ const (
 	DefaultMaxInflight         = 1000
 	DefaultBackendTimeout      = 5 * time.Minute
 	DefaultMaxResponseLine     = 16 << 20
+	DefaultParkAfter           = 2 * time.Second
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultLoginTimeout        = 30 * time.Second
 )
@@ -182,6 +188,9 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.MaxInflight, DefaultMaxInflight)
 	orDefault(&l.BackendTimeout, DefaultBackendTimeout)
 	orDefault(&l.MaxResponseLine, DefaultMaxResponseLine)
+	if l.ParkAfter == 0 {
+		l.ParkAfter = DefaultParkAfter
+	}
 	return l
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -55,6 +56,13 @@ type relay struct {
 	mid        atomic.Bool
 	cut        atomic.Bool
 	atBoundary atomic.Bool
+	rearmed    atomic.Int64 // see owedReader
+	// parked is the backend pump's parking while it has no goroutine
+	// (backendPump.park), nil while it runs.
+	parked atomic.Pointer[parkedPump]
+	// rawBackend watches the backend connection for the parker; nil when
+	// it cannot be.
+	rawBackend syscall.RawConn
 
 	contCh chan bool // the backend pump's verdict on a literal
 	// freed is signalled when a command completes, for a client pump
@@ -71,7 +79,12 @@ var errStop = errors.New("relay stopped")
 func (s *Session) runRelay() {
 	r := &relay{s: s, be: s.be, contCh: make(chan bool, 1), backendDone: make(chan struct{}), freed: make(chan struct{}, 1)}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
-	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, s.lim.BackendTimeout
+	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
+	if sc, ok := s.be.raw.(syscall.Conn); ok && s.srv.parker != nil && s.lim.ParkAfter > 0 {
+		if rc, err := sc.SyscallConn(); err == nil {
+			r.rawBackend, s.be.rd.linger = rc, s.lim.ParkAfter
+		}
+	}
 	s.connMu.Lock()
 	s.relay = r
 	s.connMu.Unlock()
@@ -163,7 +176,19 @@ func (r *relay) oweLocked(f *inflight) {
 	}
 	f.owed = true
 	if r.owing.Add(1) == 1 {
-		r.be.conn.SetReadDeadline(time.Now().Add(r.be.rd.timeout))
+		now := time.Now()
+		r.be.conn.SetReadDeadline(now.Add(r.be.rd.timeout))
+		r.rearmed.Store(now.UnixNano())
+		// A parked pump would not see the deadline: it reads again.
+		r.unpark()
+	}
+}
+
+// unpark starts a parked backend pump again (parker): the relay owes an
+// answer, or the session ends.
+func (r *relay) unpark() {
+	if pp := r.parked.Load(); pp != nil {
+		pp.wake()
 	}
 }
 
@@ -191,6 +216,7 @@ func (s *Session) cutAtBoundary() {
 	if r.atBoundary.Load() {
 		s.be.conn.SetReadDeadline(time.Now())
 	}
+	r.unpark()
 }
 
 // auditCompleted records a command's completion (or the session's end

@@ -33,6 +33,11 @@ type Server struct {
 	compressing atomic.Int64
 	// preAuth counts connections awaiting login (preauth.go).
 	preAuth preAuthGate
+	// parker holds idle sessions' backend pumps (nil where it cannot);
+	// set by Start, closed by release once no session is left.
+	parker      *parker
+	releaseOnce sync.Once
+	released    chan struct{}
 }
 
 // NewServer checks opts and returns a Server; Start binds the listeners.
@@ -56,6 +61,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:      opts.Logger,
 		auditor:  opts.Auditor,
 		sessions: make(map[*Session]struct{}),
+		released: make(chan struct{}),
 	}
 	s.preAuth.every = preAuthAuditEvery
 	if s.log == nil {
@@ -148,6 +154,11 @@ func (s *Server) Start() error {
 			s.log.Warn("plaintext authentication allowed before TLS",
 				zap.String("listener", lo.Name), zap.Any("networks", lo.PlaintextAuthFrom))
 		}
+	}
+	if pk, err := newParker(); err == nil {
+		s.parker = pk
+	} else {
+		s.log.Info("idle backend pumps keep their goroutine", zap.Error(err))
 	}
 	s.mu.Lock()
 	s.listeners = lns
@@ -251,7 +262,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.closePreAuth()
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -288,11 +299,30 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.closePreAuth()
+	s.release()
 	return nil
 }
 
-// Wait blocks until every accept loop and session has ended.
-func (s *Server) Wait() { s.wg.Wait() }
+// Wait blocks until every accept loop and session has ended, then
+// releases what the sessions shared (the parker).
+func (s *Server) Wait() {
+	s.release()
+	<-s.released
+}
+
+// release closes the parker once every session has ended, whether or not
+// anyone waits for that (Close alone must not leave its goroutine).
+func (s *Server) release() {
+	s.releaseOnce.Do(func() {
+		go func() {
+			s.wg.Wait()
+			if s.parker != nil {
+				s.parker.close()
+			}
+			close(s.released)
+		}()
+	})
+}
 
 func newSessionID() string {
 	var b [10]byte

@@ -55,11 +55,12 @@ type Session struct {
 	// or TLS on it; connMu guards it for closeConns), br (pooled; given
 	// back while waiting, waitCommand), cpre (the byte waitCommand read),
 	// sc, and rsrc (the decompressor with COMPRESS, else nil).
-	conn net.Conn
-	br   *bufio.Reader
-	cpre prefixReader
-	sc   *imapwire.Scanner
-	rsrc io.Reader
+	conn    net.Conn
+	br      *bufio.Reader
+	cpre    prefixReader
+	cpreBuf [1]byte
+	sc      *imapwire.Scanner
+	rsrc    io.Reader
 	// out is the client's write side, shared by the pumps.
 	out clientWriter
 
@@ -270,12 +271,17 @@ func (s *Session) answer(tag string, r *reply) error {
 func (s *Session) closeConns() {
 	s.closeOnce.Do(func() {
 		s.connMu.Lock()
-		conn, be := s.conn, s.be
+		conn, be, r := s.conn, s.be, s.relay
 		s.connMu.Unlock()
 		conn.Close()
 		s.raw.Close()
 		if be != nil {
 			be.close()
+		}
+		if r != nil {
+			// A parked backend pump runs again, finds the connection
+			// closed and ends.
+			r.unpark()
 		}
 	})
 }
@@ -318,8 +324,9 @@ func (s *Session) waitCommand(idle time.Duration) bool {
 		if s.rsrc != nil {
 			src = s.rsrc
 		}
-		_, err := io.ReadFull(src, s.cpre.b[:])
-		s.cpre = prefixReader{b: s.cpre.b, has: err == nil, err: err, r: src}
+		// One byte: TLS keeps the rest of its record for the buffer.
+		n, err := io.ReadFull(src, s.cpreBuf[:])
+		s.cpre = prefixReader{pending: s.cpreBuf[:n], err: err, r: src}
 		s.br = clientReaders.get(&s.cpre)
 		s.sc.Reset(s.br)
 		// shutdown's past deadline does not always win: a blocked read

@@ -776,6 +776,13 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		MaxInflight:           count("max_inflight", c.MaxInflight, proxy.DefaultMaxInflight),
 		BackendTimeout:        dur("backend_timeout", c.BackendTimeout, proxy.DefaultBackendTimeout),
 		MaxResponseLine:       size("max_response_line", c.MaxResponseLine, proxy.DefaultMaxResponseLine),
+		ParkAfter:             c.ParkAfter.get(proxy.DefaultParkAfter),
+	}
+	switch {
+	case l.ParkAfter < 0:
+		p.add("limits.park_after: must not be negative, got %v", l.ParkAfter)
+	case l.ParkAfter == 0:
+		l.ParkAfter = -1 // proxy.Limits: never
 	}
 	// RFC 9051 §5.4: an autologout timer must be at least 30 minutes.
 	if l.AuthIdle > 0 && l.AuthIdle < 30*time.Minute {

@@ -93,6 +93,7 @@ func TestExampleConfigOptions(t *testing.T) {
 		MaxInflight:           proxy.DefaultMaxInflight,
 		BackendTimeout:        proxy.DefaultBackendTimeout,
 		MaxResponseLine:       proxy.DefaultMaxResponseLine,
+		ParkAfter:             proxy.DefaultParkAfter,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
@@ -206,7 +207,7 @@ backends:
     login_timeout: 3s
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_preauth_commands: 5,
   preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7,
-  max_preauth_connections: 9, max_inflight: 11, backend_timeout: 90s, max_response_line: 1MiB}
+  max_preauth_connections: 9, max_inflight: 11, backend_timeout: 90s, max_response_line: 1MiB, park_after: 0s}
 auth: {allow_authzid: true}
 `
 }
@@ -234,7 +235,7 @@ func TestConfigNonDefaults(t *testing.T) {
 	}
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxPreAuthCommands: 5,
 		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7,
-		MaxPreAuthConnections: 9, MaxInflight: 11, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20}
+		MaxPreAuthConnections: 9, MaxInflight: 11, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}
@@ -374,6 +375,7 @@ func TestConfigErrors(t *testing.T) {
 		{"auth_idle below 30m", base + "limits: {auth_idle: 29m}\n", []string{"limits.auth_idle: 29m0s is below the 30m minimum of RFC 9051 §5.4"}},
 		{"idle_timeout below 29m", base + "limits: {idle_timeout: 10m}\n", []string{"limits.idle_timeout"}},
 		{"zero limit", base + "limits: {max_preauth_commands: 0}\n", []string{"limits.max_preauth_commands: must be positive"}},
+		{"negative park_after", base + "limits: {park_after: -1s}\n", []string{"limits.park_after: must not be negative, got -1s"}},
 		{"negative duration", base + "drain_timeout: -1s\n", []string{"drain_timeout: must be positive"}},
 		{"bad log level", base + "log: {level: loud}\n", []string{`log.level: unknown level "loud"`}},
 		{"bad log format", base + "log: {format: xml}\n", []string{`log.format: unknown format "xml"`}},

@@ -97,6 +97,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	count(&l.MaxInflight, proxy.DefaultMaxInflight)
 	dur(&l.BackendTimeout, proxy.DefaultBackendTimeout)
 	size(&l.MaxResponseLine, proxy.DefaultMaxResponseLine)
+	dur(&l.ParkAfter, proxy.DefaultParkAfter)
 
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")

@@ -243,6 +243,7 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 		a, wait, err := serveAdminWith(adminCtx, s.adminAddr, s.adminTLS, adm.handler(), s.adminTimeouts, log.Named("admin"))
 		if err != nil {
 			srv.Close()
+			srv.Wait()
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		defer func() { stopAdmin(); wait() }() // stop before waiting

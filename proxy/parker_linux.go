@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// parker watches the backend connections of parked backend pumps
+// (ARCHITECTURE.md, idle sessions): one epoll set per Server, itself
+// waited on through the runtime's poller, so that a session idle between
+// commands or in IDLE keeps one goroutine, its client pump's, instead of
+// two. A parked pump is started again on a new goroutine when its backend
+// sends something (or closes), or when the relay needs it (wake).
+type parker struct {
+	ep   *os.File        // the epoll set, non-blocking
+	epfd int             // ep's descriptor (ep.Fd would make it blocking)
+	rc   syscall.RawConn // ep's, for waiting in the runtime's poller
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	byID   map[uint64]*parkedPump
+	next   uint64
+	closed bool
+}
+
+// parkedPump is one parked backend pump.
+type parkedPump struct {
+	pk     *parker
+	id     uint64
+	conn   syscall.RawConn
+	resume func()
+
+	mu sync.Mutex
+	// armed: conn is in the set; done: the pump was resumed (or parking
+	// failed). A pump is resumed exactly once.
+	armed, done bool
+}
+
+func newParker() (*parker, error) {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: epoll_create1: %w", err)
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("proxy: epoll set non-blocking: %w", err)
+	}
+	// A non-blocking descriptor given to os.NewFile joins the runtime's
+	// poller, so waiting on the set blocks no thread.
+	f := os.NewFile(uintptr(fd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("proxy: epoll raw conn: %w", err)
+	}
+	pk := &parker{ep: f, epfd: fd, rc: rc, byID: make(map[uint64]*parkedPump)}
+	pk.wg.Add(1)
+	go pk.run()
+	return pk, nil
+}
+
+// prepare makes the parking of a pump: resume will run on a new
+// goroutine once conn is readable (data, end of stream or error) or wake
+// is called. Nothing is watched before arm; wake may come first.
+func (pk *parker) prepare(conn syscall.RawConn, resume func()) *parkedPump {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	pk.next++
+	pp := &parkedPump{pk: pk, id: pk.next, conn: conn, resume: resume}
+	pk.byID[pp.id] = pp
+	return pp
+}
+
+// arm starts watching. It returns false when conn cannot be watched
+// (the parker is closed, or the descriptor refused): the pump goes on
+// waiting itself and pp is spent. True means the pump belongs to the
+// parker, already resumed elsewhere if wake came first.
+func (pp *parkedPump) arm() bool {
+	pk := pp.pk
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if pp.done {
+		return true
+	}
+	pk.mu.Lock()
+	closed := pk.closed
+	pk.mu.Unlock()
+	var cerr error
+	err := errParkerClosed
+	if !closed {
+		err = pp.conn.Control(func(fd uintptr) {
+			// One-shot: one readiness resumes the pump once; it reads
+			// through the runtime's poller from then on.
+			ev := syscall.EpollEvent{
+				Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT,
+				Fd:     int32(uint32(pp.id)),
+				Pad:    int32(uint32(pp.id >> 32)),
+			}
+			cerr = syscall.EpollCtl(pk.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+		})
+	}
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		pp.done = true
+		pk.forget(pp)
+		return false
+	}
+	pp.armed = true
+	return true
+}
+
+var errParkerClosed = errors.New("parker closed")
+
+func (pk *parker) forget(pp *parkedPump) {
+	pk.mu.Lock()
+	delete(pk.byID, pp.id)
+	pk.mu.Unlock()
+}
+
+// wake resumes the pump unless it was already.
+func (pp *parkedPump) wake() {
+	pp.mu.Lock()
+	if pp.done {
+		pp.mu.Unlock()
+		return
+	}
+	pp.done = true
+	if pp.armed {
+		// A closed connection left the set when it closed.
+		_ = pp.conn.Control(func(fd uintptr) {
+			_ = syscall.EpollCtl(pp.pk.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+		})
+	}
+	pp.mu.Unlock()
+	pp.pk.forget(pp)
+	go pp.resume()
+}
+
+// parked reports how many pumps are parked.
+func (pk *parker) parked() int {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	return len(pk.byID)
+}
+
+// run resumes the pumps whose connections become readable.
+func (pk *parker) run() {
+	defer pk.wg.Done()
+	var evs [64]syscall.EpollEvent
+	for {
+		var n int
+		var werr error
+		err := pk.rc.Read(func(fd uintptr) bool {
+			n, werr = syscall.EpollWait(int(fd), evs[:], 0)
+			if werr == syscall.EINTR {
+				n, werr = 0, nil
+			}
+			return werr != nil || n > 0
+		})
+		if err != nil || werr != nil {
+			return // closed
+		}
+		for i := range evs[:n] {
+			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
+			pk.mu.Lock()
+			pp := pk.byID[id]
+			pk.mu.Unlock()
+			if pp != nil {
+				pp.wake()
+			}
+		}
+	}
+}
+
+// close resumes every pump still parked (their sessions end: each finds
+// its connection closed) and stops watching.
+func (pk *parker) close() {
+	pk.mu.Lock()
+	if pk.closed {
+		pk.mu.Unlock()
+		return
+	}
+	pk.closed = true
+	left := make([]*parkedPump, 0, len(pk.byID))
+	for _, pp := range pk.byID {
+		left = append(left, pp)
+	}
+	pk.mu.Unlock()
+	for _, pp := range left {
+		pp.wake()
+	}
+	pk.ep.Close()
+	pk.wg.Wait()
+}
