@@ -139,9 +139,22 @@ func TestBackendLineTooLong(t *testing.T) {
 func TestBackendTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	stall := make(chan struct{})
+	// The first IDLE is ended properly; a later DONE gets no answer.
+	var mu sync.Mutex
+	var idleTag string
+	var idles int
 	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
 		switch line {
-		case "NOOP", "": // frozen (also after IDLE's DONE)
+		case "": // IDLE's DONE
+			mu.Lock()
+			first, idling := idles == 1, idleTag
+			mu.Unlock()
+			if first {
+				fmt.Fprintf(c, "%s OK idle done\r\n", idling)
+				return
+			}
+			<-stall
+		case "NOOP": // frozen
 			<-stall
 		case "SELECT INBOX":
 			fmt.Fprintf(c, "%s OK [READ-WRITE] selected\r\n", tag)
@@ -149,6 +162,9 @@ func TestBackendTimeout(t *testing.T) {
 			fmt.Fprintf(c, "* 1 FETCH (BODY[] {100}\r\n0123456789")
 			<-stall
 		case "IDLE":
+			mu.Lock()
+			idleTag, idles = tag, idles+1
+			mu.Unlock()
 			fmt.Fprintf(c, "+ idling\r\n")
 		default: // slow but flowing: 20 pieces, a tenth of the timeout apart
 			fmt.Fprintf(c, "* 1 FETCH (BODY[] {20}\r\n")
@@ -165,8 +181,13 @@ func TestBackendTimeout(t *testing.T) {
 	c.transact("a1 STATUS INBOX (MESSAGES)", "a1 OK slow") // 2 s of trickle: not cut
 	c.send("a2 IDLE")
 	c.expect("+ idling")
-	// Idling past the timeout is fine: nothing is owed.
+	// Idling past the timeout is fine: nothing is owed. The session must
+	// still be there to end the IDLE (a BYE here fails the test).
 	time.Sleep(2 * timeout)
+	c.send("DONE")
+	c.expect("a2 OK idle done")
+	c.send("a3 IDLE")
+	c.expect("+ idling")
 	c.send("DONE")
 	c.expectClosed("* BYE [UNAVAILABLE] Backend not responding") // DONE's completion is owed, and never comes
 

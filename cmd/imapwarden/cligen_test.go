@@ -6,19 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // requireShellTool finds a program the test runs; CI installs it (.ci/run).
 func requireShellTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is missing: .ci/run installs it", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	return testenv.NeedTool(t, name)
 }
 
 // TestBashCompletion runs the generated script in bash as bash would on
