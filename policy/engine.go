@@ -72,8 +72,10 @@ type Options struct {
 	// PollInterval is how often the files are checked for changes: 0
 	// means DefaultPollInterval, negative never (Reload still works).
 	PollInterval time.Duration
-	// CacheSize bounds the decisions remembered per revision: 0 means
-	// DefaultCacheSize, negative disables the cache.
+	// CacheSize bounds the decisions remembered per revision, and as
+	// many parts of inputs (input.session with its session rules,
+	// input.now, input.command.effects): 0 means DefaultCacheSize,
+	// negative disables both.
 	CacheSize int
 	// OnEvaluation, when set, receives the time of each Rego evaluation
 	// (cache hits and the fast path are not evaluations), for a metric.
