@@ -92,6 +92,14 @@ func (t *inflightTable) len() int { return t.n }
 func (t *inflightTable) push(f *inflight) {
 	if t.head > 0 && t.head == len(t.q) {
 		t.q, t.head = t.q[:0], 0
+	} else if t.head > 0 && len(t.q) == cap(t.q) && 2*t.head >= len(t.q) {
+		// A pipeline that never empties would otherwise grow the array
+		// by a slot per command of the session: when at least half of
+		// it is completed slots, move the rest down instead (amortised
+		// O(1): the head advanced at least as far as what is moved).
+		live := copy(t.q, t.q[t.head:])
+		clear(t.q[live:])
+		t.q, t.head = t.q[:live], 0
 	}
 	t.q = append(t.q, f)
 	t.n++

@@ -98,3 +98,27 @@ func BenchmarkInflightCompletion(b *testing.B) {
 		})
 	}
 }
+
+// TestInflightTableSteadyPipeline: a client that always keeps a command
+// in flight never empties the table; its array must stay the size of
+// what is in flight, not grow by a slot for every command of the session.
+func TestInflightTableSteadyPipeline(t *testing.T) {
+	var tb inflightTable
+	fs := make([]*inflight, 3)
+	for i := range fs {
+		fs[i] = &inflight{tag: "t" + strconv.Itoa(i)}
+	}
+	tb.push(fs[0])
+	for i := 1; i <= 100000; i++ {
+		tb.push(fs[i%3])
+		if f := tb.take([]byte(fs[(i-1)%3].tag)); f != fs[(i-1)%3] {
+			t.Fatalf("command %d: take returned %v", i, f)
+		}
+		if tb.len() != 1 || tb.oldest() != fs[i%3] {
+			t.Fatalf("command %d: len %d", i, tb.len())
+		}
+	}
+	if c := cap(tb.q); c > 4*byTagFrom {
+		t.Errorf("after 100000 commands with one in flight the table holds %d slots", c)
+	}
+}
