@@ -8,6 +8,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // scriptedBackend is an IMAP server that logs anyone in, answers LIST "" ""
@@ -96,13 +99,17 @@ func TestBackendProtocolFaults(t *testing.T) {
 	}
 	for name, bad := range cases {
 		t.Run(name, func(t *testing.T) {
+			m, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
 			h := scriptedHarness(t, func(c net.Conn, tag, line string) {
 				if line == "NOOP" {
 					c.Write([]byte(bad))
 					return
 				}
 				fmt.Fprintf(c, "%s OK fine\r\n", tag)
-			})
+			}, func(o *Options) { o.Metrics = m })
 			c := h.login()
 			c.transact("a1 CHECK", "a1 BAD") // nothing selected: the proxy answers
 			c.send("a2 NOOP")
@@ -117,6 +124,8 @@ func TestBackendProtocolFaults(t *testing.T) {
 			}
 			c.expectClosed()
 			waitFor(t, func() bool { return h.audit.hasSecurity("backend-protocol-error") })
+			// Counted against its backend (after the audit record).
+			waitFor(t, func() bool { return testutil.ToFloat64(m.backendFaults.WithLabelValues("scripted", "protocol")) == 1 })
 		})
 	}
 }
@@ -138,6 +147,10 @@ func TestBackendLineTooLong(t *testing.T) {
 // waiting for DONE owes nothing.
 func TestBackendTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	stall := make(chan struct{})
 	// The first IDLE is ended properly; a later DONE gets no answer.
 	var mu sync.Mutex
@@ -174,7 +187,7 @@ func TestBackendTimeout(t *testing.T) {
 			}
 			fmt.Fprintf(c, ")\r\n%s OK slow\r\n", tag)
 		}
-	}, func(o *Options) { o.Limits.BackendTimeout = timeout })
+	}, func(o *Options) { o.Limits.BackendTimeout = timeout; o.Metrics = m })
 	t.Cleanup(func() { close(stall) }) // before the backend's own cleanup
 
 	c := h.login()
@@ -207,6 +220,8 @@ func TestBackendTimeout(t *testing.T) {
 	}
 	c.expectClosed()
 	waitFor(t, func() bool { return h.audit.hasSecurity("backend-timeout") })
+	// Three sessions cut for silence, each counted against its backend.
+	waitFor(t, func() bool { return testutil.ToFloat64(m.backendFaults.WithLabelValues("scripted", "timeout")) == 3 })
 }
 
 // A drain past its deadline ends a FETCH after the message being sent,

@@ -372,6 +372,7 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 		}
 		s.log.Warn("backend stopped answering", zap.String("backend", p.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
 		s.srv.auditor.Security(&s.info, "backend-timeout", p.be.b.Name)
+		s.srv.opts.Metrics.backendFault(p.be.b.Name, "timeout")
 		s.stop(byeBackendTimeout, haveOut)
 	default:
 		s.backendLost(err, haveOut)
@@ -388,7 +389,7 @@ func (p *backendPump) fault(what string, haveOut bool) {
 	}
 	s.log.Warn("backend broke the protocol", zap.String("backend", p.be.b.Name), zap.String("fault", what))
 	s.srv.auditor.Security(&s.info, "backend-protocol-error", p.be.b.Name+": "+what)
-	s.srv.opts.Metrics.backendFault(p.be.b.Name)
+	s.srv.opts.Metrics.backendFault(p.be.b.Name, "protocol")
 	s.stop(byeBackendError, haveOut)
 }
 

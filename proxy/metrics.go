@@ -71,8 +71,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "imapwarden_preauth_connections", Help: "Client connections awaiting login now (limits.max_preauth_connections).",
 		}),
 		backendFaults: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "imapwarden_backend_protocol_errors_total", Help: "Sessions ended because their backend broke the IMAP protocol, by backend.",
-		}, []string{"backend"}),
+			Name: "imapwarden_backend_protocol_errors_total",
+			Help: "Sessions ended because their backend broke the IMAP protocol (fault protocol) or went silent while it owed an answer or literal bytes (fault timeout), by backend.",
+		}, []string{"backend", "fault"}),
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.handshakes, m.auth, m.commands,
 		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security, m.preAuth, m.backendFaults} {
@@ -95,8 +96,9 @@ var (
 		"privacy-required", "route-error", "no-certificate", "sasl-syntax"}
 	commandResults = []string{"ok", "no", "bad", "denied", "none"}
 	securityKinds  = []string{"non-imap-client", "starttls-injection", "backend-connect-failed",
-		"backend-starttls-injection", "backend-lost"}
-	proxyLimitHits = [][2]string{{"max_compress_sessions", "server"}, {"max_append_literal", "session"}, {"max_literal", "session"}}
+		"backend-starttls-injection", "backend-lost", "backend-protocol-error", "backend-timeout", "proxy-protocol-error"}
+	backendFaultKinds = []string{"protocol", "timeout"}
+	proxyLimitHits    = [][2]string{{"max_compress_sessions", "server"}, {"max_append_literal", "session"}, {"max_literal", "session"}}
 )
 
 // Init creates, at 0, the series the proxy can produce for these listeners
@@ -131,6 +133,9 @@ func (m *Metrics) Init(listeners, backends []string, limits [][2]string) {
 	for _, b := range backends {
 		m.backendDials.WithLabelValues(b, "ok")
 		m.backendDials.WithLabelValues(b, "failed")
+		for _, f := range backendFaultKinds {
+			m.backendFaults.WithLabelValues(b, f)
+		}
 	}
 	for _, h := range append(limits, proxyLimitHits...) {
 		m.limitHits.WithLabelValues(h[0], h[1])
@@ -242,9 +247,11 @@ func (m *Metrics) relayed(toClient bool, n int64) {
 	}
 }
 
-func (m *Metrics) backendFault(backend string) {
+// backendFault counts a session ended by its backend's fault, one of
+// backendFaultKinds.
+func (m *Metrics) backendFault(backend, fault string) {
 	if m != nil {
-		m.backendFaults.WithLabelValues(backend).Inc()
+		m.backendFaults.WithLabelValues(backend, fault).Inc()
 	}
 }
 
