@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
@@ -221,7 +222,7 @@ func FuzzSession(f *testing.F) {
 		}
 		defer c.Close()
 		prefix := prefixes[int(state)%len(prefixes)]
-		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 		go func() {
 			c.Write([]byte(prefix + input))
 			c.(*net.TCPConn).CloseWrite()

@@ -66,7 +66,7 @@ func serveTLS(tb testing.TB, cfg *tls.Config, handle func(*tls.Conn)) *testServe
 					mu.Unlock()
 				}()
 				tc := tls.Server(c, cfg)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), testenv.IOTimeout())
 				err := tc.HandshakeContext(ctx)
 				cancel()
 				select {
@@ -108,7 +108,7 @@ func (ts *testServer) result(t *testing.T) hsResult {
 
 func dial(tb testing.TB, addr string, cfg *tls.Config) (*tls.Conn, error) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.IOTimeout())
 	defer cancel()
 	d := tls.Dialer{Config: cfg}
 	c, err := d.DialContext(ctx, "tcp", addr)
