@@ -118,14 +118,18 @@ func (p *backendPump) relay() (parked bool) {
 		}
 		relay, cont := true, false
 		var done *inflight
-		r.mu.Lock()
-		if r.sawBye && resp.Kind != imapwire.Tagged {
+		if r.sawBye.Load() && resp.Kind != imapwire.Tagged {
 			// After BYE the server closes; only the completions of the
 			// commands in flight may still come (LOGOUT's OK, RFC 9051
 			// §6.1.3, §7.1.5).
-			r.mu.Unlock()
 			p.fault("response after BYE", false)
 			return
+		}
+		// Plain untagged data (FETCH, EXISTS, ...: most lines) touches
+		// nothing under relay.mu; the rest may.
+		locked := resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusNone || bytes.EqualFold(resp.Name, enabledName)
+		if locked {
+			r.mu.Lock()
 		}
 		switch resp.Kind {
 		case imapwire.Continuation:
@@ -156,7 +160,7 @@ func (p *backendPump) relay() (parked bool) {
 		case imapwire.Untagged:
 			switch {
 			case resp.Status == imapwire.StatusBYE:
-				r.sawBye = true
+				r.sawBye.Store(true)
 			case resp.Status == imapwire.StatusBAD:
 				// "The untagged form indicates a protocol-level error for
 				// which the associated command can not be determined"
@@ -165,11 +169,13 @@ func (p *backendPump) relay() (parked bool) {
 				r.mu.Unlock()
 				p.fault("untagged BAD: the backend could not read a command the proxy relayed", false)
 				return
-			case r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && bytes.EqualFold(resp.Name, enabledName):
+			case locked && r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && bytes.EqualFold(resp.Name, enabledName):
 				r.enabled |= enabledCaps(part)
 			}
 		}
-		r.mu.Unlock()
+		if locked {
+			r.mu.Unlock()
+		}
 		if done != nil {
 			// State first: once the client has this reply, its next
 			// command may be decided.

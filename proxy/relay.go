@@ -43,7 +43,6 @@ type relay struct {
 	// (RFC 9051 §6.3.13) is still to come.
 	idle     *inflight
 	idleCont bool
-	sawBye   bool
 	// free holds completed records for reuse (inflight.refs).
 	free []*inflight
 
@@ -56,6 +55,7 @@ type relay struct {
 	mid        atomic.Bool
 	cut        atomic.Bool
 	atBoundary atomic.Bool
+	sawBye     atomic.Bool  // the backend said BYE (backend pump)
 	rearmed    atomic.Int64 // see owedReader
 	// parked is the backend pump's parking while it has no goroutine
 	// (backendPump.park), nil while it runs.
@@ -286,10 +286,7 @@ func (s *Session) backendLost(err error, haveOut bool) {
 	if s.closing.Load() {
 		return
 	}
-	s.relay.mu.Lock()
-	sawBye := s.relay.sawBye
-	s.relay.mu.Unlock()
-	if sawBye {
+	if s.relay.sawBye.Load() {
 		s.setReason(CloseBackendBye)
 		s.stop(nil, haveOut)
 		return
