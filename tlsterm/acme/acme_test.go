@@ -237,6 +237,15 @@ func TestSharedStorage(t *testing.T) {
 	if n := p.Orders(); n != 1 {
 		t.Fatalf("%d orders, want 1", n)
 	}
+	// certmagic reports "obtained" once the certificate is stored, and
+	// caches it just after.
+	firstCerts := first.srv.Certificates()
+	for deadline := time.Now().Add(testenv.IOTimeout()); len(firstCerts) != 1; firstCerts = first.srv.Certificates() {
+		if time.Now().After(deadline) {
+			t.Fatalf("first instance Certificates() = %+v, want one", firstCerts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	resp, err := http.Get(web.URL + "/.well-known/acme-challenge/unknown-token")
 	if err == nil {
 		resp.Body.Close()
@@ -248,8 +257,7 @@ func TestSharedStorage(t *testing.T) {
 	second := start(t, p, opts, tlsterm.ServerOptions{})
 	srv := serve(t, listen(t), second.srv.TLSConfig(), false)
 	c := dialServed(t, srv.addr, clientCfg(p, name))
-	firstCerts := first.srv.Certificates()
-	if len(firstCerts) != 1 || leafOf(c).SerialNumber.Text(16) != firstCerts[0].Serial {
+	if leafOf(c).SerialNumber.Text(16) != firstCerts[0].Serial {
 		t.Errorf("second instance serves %x, first holds %+v", leafOf(c).SerialNumber, firstCerts)
 	}
 	if n := p.Orders(); n != 1 {
