@@ -396,9 +396,9 @@ drain_timeout: 5s
 }
 
 // TestNoEnumerationProbe is what a guesser would run: the same user with
-// its right password (refused by a policy), with a wrong one, and a user
-// that does not exist. The answers must be the same bytes and take the
-// same time; only the audit trail tells them apart.
+// its right password (refused by a policy) and with a wrong one. The
+// answers must be the same bytes and take the same time; only the audit
+// trail tells them apart. (Unknown users: TestUnknownUserSameDelay.)
 func TestNoEnumerationProbe(t *testing.T) {
 	backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
 	if err != nil {
