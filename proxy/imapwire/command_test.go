@@ -148,8 +148,6 @@ func TestCommandParser(t *testing.T) {
 		{name: "utf8 accept", wire: "A1 CREATE \"caf\xc3\xa9\"\r\n", args: `"café"`,
 			ctx:  &Context{State: StateAuth, Delim: '/', Caps: ^Cap(0), UTF8: true},
 			want: "A1 CREATE mailbox=café eff=create-mailbox@mbox"},
-		{name: "create trailing delimiter", wire: "A1 CREATE Projects/\r\n", args: "Projects/",
-			want: "A1 CREATE mailbox=Projects raw=Projects/ eff=create-mailbox@mbox"},
 		{name: "mailbox literal", wire: "A1 SELECT {5}\r\nIN BX\r\n", args: `{5}"IN BX"`,
 			want: "A1 SELECT mailbox=IN BX literals=1/5 eff=select-read-write@mbox,read-metadata@mbox", msgs: []bool{false}},
 		{name: "login literals", wire: "A1 LOGIN {5+}\r\nalice {6}\r\nsecret\r\n", args: `{5}"alice" {6}"secret"`,
@@ -376,6 +374,10 @@ func TestCommandParserErrors(t *testing.T) {
 		{"A1 CREATE \"&AGE-\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
 		{"A1 CREATE \"caf\xc3\xa9\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
 		{"A1 DELETE \"Sent/\"\r\n", "empty hierarchy level in mailbox name", nil},
+		// Courier answers OK to CREATE "foo/" and creates nothing; Dovecot
+		// and Cyrus create "foo".
+		{"A1 CREATE Projects/\r\n", "empty hierarchy level in mailbox name", nil},
+		{"A1 RENAME Projects \"Archive/\"\r\n", "empty hierarchy level in mailbox name", nil},
 		{"A1 DELETE \"a//b\"\r\n", "empty hierarchy level in mailbox name", nil},
 		{"A1 DELETE \"/Sent\"\r\n", "empty hierarchy level in mailbox name", nil},
 		{"A1 DELETE \"INBOX/../Sent\"\r\n", `"." or ".." as a hierarchy level in mailbox name`, nil},

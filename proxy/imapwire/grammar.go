@@ -284,7 +284,7 @@ func (k *checker) nstring(cu *cursor) {
 
 // mailbox takes a mailbox name into *canon and *raw (RFC 9051 §9: mailbox =
 // "INBOX" / astring), canonical as ctx.Canonical says.
-func (k *checker) mailbox(cu *cursor, canon, raw *string, create bool) bool {
+func (k *checker) mailbox(cu *cursor, canon, raw *string) bool {
 	if a := k.peek(cu); a != nil && a.Kind == ArgAtom && strings.EqualFold(a.Value, "NIL") {
 		// An atom NIL is an astring to Dovecot and nil to Courier.
 		k.fail(errNameNIL)
@@ -294,7 +294,7 @@ func (k *checker) mailbox(cu *cursor, canon, raw *string, create bool) bool {
 	if !known {
 		return false
 	}
-	name, err := k.ctx.Canonical(v, create)
+	name, err := k.ctx.Canonical(v)
 	if err != nil {
 		k.fail(err)
 		return false
@@ -614,7 +614,7 @@ func gSelect(k *checker) {
 		k.eff(EffSelect, TargetMailbox)
 	}
 	k.eff(EffReadMetadata, TargetMailbox)
-	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw, false) {
+	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw) {
 		return
 	}
 	if k.more(cu) {
@@ -662,7 +662,7 @@ func gCreate(k *checker) {
 	cu := k.top()
 	c := k.c
 	k.eff(EffCreateMailbox, TargetMailbox)
-	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw, true) {
+	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw) {
 		return
 	}
 	if k.more(cu) {
@@ -689,7 +689,7 @@ func gCreate(k *checker) {
 func gDelete(k *checker) {
 	cu := k.top()
 	k.eff(EffDeleteMailbox, TargetMailbox)
-	k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false)
+	k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw)
 	k.end(cu)
 }
 
@@ -698,24 +698,24 @@ func gRename(k *checker) {
 	c := k.c
 	k.eff(EffRenameMailbox, TargetMailbox)
 	k.eff(EffCreateMailbox, TargetDestination)
-	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw, false) {
+	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw) {
 		return
 	}
-	k.mailbox(cu, &c.Destination, &c.DestinationRaw, true)
+	k.mailbox(cu, &c.Destination, &c.DestinationRaw)
 	k.end(cu)
 }
 
 func gSubscribe(k *checker) {
 	cu := k.top()
 	k.eff(EffSubscriptions, TargetMailbox)
-	k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false)
+	k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw)
 	k.end(cu)
 }
 
 func gMailboxOnly(k *checker) {
 	cu := k.top()
 	k.eff(EffReadMetadata, TargetMailbox)
-	k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false)
+	k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw)
 	k.end(cu)
 }
 
@@ -752,7 +752,7 @@ func (k *checker) statusAttList(cu *cursor) {
 func gStatus(k *checker) {
 	cu := k.top()
 	k.eff(EffReadMetadata, TargetMailbox)
-	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false) {
+	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
 		return
 	}
 	k.statusAttList(cu)
@@ -832,7 +832,7 @@ func gAppend(k *checker) {
 	cu := k.top()
 	c := k.c
 	k.eff(EffCreateMessages, TargetMailbox)
-	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw, false) {
+	if !k.mailbox(cu, &c.Mailbox, &c.MailboxRaw) {
 		return
 	}
 	msgs := 0
@@ -951,7 +951,7 @@ func gCopy(k *checker) {
 		k.eff(EffReadMetadata, TargetSelected)
 	}
 	k.seqSet(cu, true)
-	k.mailbox(cu, &c.Destination, &c.DestinationRaw, false)
+	k.mailbox(cu, &c.Destination, &c.DestinationRaw)
 	k.end(cu)
 }
 
@@ -996,7 +996,7 @@ func gStore(k *checker) {
 func gListRights(k *checker) {
 	cu := k.top()
 	k.eff(EffReadMetadata, TargetMailbox)
-	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false) {
+	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
 		return
 	}
 	k.astring(cu) // identifier
@@ -1006,7 +1006,7 @@ func gListRights(k *checker) {
 func gSetACL(k *checker) {
 	cu := k.top()
 	k.eff(EffACL, TargetMailbox)
-	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false) {
+	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
 		return
 	}
 	k.astring(cu) // identifier
@@ -1017,7 +1017,7 @@ func gSetACL(k *checker) {
 func gDeleteACL(k *checker) {
 	cu := k.top()
 	k.eff(EffACL, TargetMailbox)
-	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false) {
+	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
 		return
 	}
 	k.astring(cu) // identifier
@@ -1081,7 +1081,7 @@ func (k *checker) metadataMailbox(cu *cursor) bool {
 		cu.i++
 		return true
 	}
-	return k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw, false)
+	return k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw)
 }
 
 func gSetMetadata(k *checker) {
@@ -1136,13 +1136,13 @@ func (k *checker) notifyGroup(cu *cursor) {
 		var canon, raw string
 		if a := k.peek(l); a != nil && a.Kind == ArgList {
 			m := k.list(l)
-			k.mailbox(m, &canon, &raw, false)
+			k.mailbox(m, &canon, &raw)
 			for k.more(m) {
-				k.mailbox(m, &canon, &raw, false)
+				k.mailbox(m, &canon, &raw)
 			}
 			k.end(m)
 		} else {
-			k.mailbox(l, &canon, &raw, false)
+			k.mailbox(l, &canon, &raw)
 		}
 	}
 	if isWord(k.peek(l), "NONE") {

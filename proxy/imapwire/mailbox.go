@@ -43,11 +43,13 @@ var (
 // it: decoded from modified UTF-7 (RFC 3501 §5.1.3; UTF-8 as sent after
 // UTF8=ACCEPT), "INBOX" in upper case as its first hierarchy level however
 // it was spelled (RFC 9051 §5.1: INBOX is case-insensitive; Dovecot, Cyrus
-// and Courier all fold "inbox.x" to "INBOX.x"). With create, one trailing
-// delimiter is dropped (RFC 9051 §6.3.4: "foo/" creates "foo"). Names with
-// empty levels, "." or ".." levels, or controls are refused: the backends
-// answer them differently, or reach other names through them.
-func (ctx *Context) Canonical(raw string, create bool) (string, error) {
+// and Courier all fold "inbox.x" to "INBOX.x"). Names with empty levels
+// (a trailing delimiter included, also in CREATE), "." or ".." levels, or
+// controls are refused: the backends answer them differently, or reach
+// other names through them. RFC 9051 §6.3.4 lets CREATE "foo/" create
+// "foo", and Dovecot and Cyrus do; Courier answers OK and creates nothing
+// (found by internal/difftest).
+func (ctx *Context) Canonical(raw string) (string, error) {
 	name, err := ctx.decodeName(raw)
 	if err != nil {
 		return "", err
@@ -62,9 +64,6 @@ func (ctx *Context) Canonical(raw string, create bool) (string, error) {
 	d := ctx.Delim
 	if d == 0 || name == "" {
 		return foldInbox(name, 0), nil
-	}
-	if create && len(name) > 1 && name[len(name)-1] == d {
-		name = name[:len(name)-1]
 	}
 	start := 0
 	for i := 0; i <= len(name); i++ {
