@@ -317,6 +317,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
 				}
 				f = p.register(cmd, d, start, ctx)
+				f.bytesIn.Store(bytesIn)
 				if !p.forwardPending(f, pend, marks) {
 					// The backend ended the command early; the client
 					// has its answer and drops or sends this literal.
@@ -379,7 +380,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 	if f == nil {
 		return p.whole(s.parser.Command(), pend, ctx, start, bytesIn, marks...)
 	}
-	f.bytesIn = bytesIn
+	f.bytesIn.Store(bytesIn)
 	return f, p.flushUnlessPipelined(f)
 }
 
@@ -405,7 +406,7 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 		return nil, p.deny(cmd, d, imapwire.Literal{}, false, start, bytesIn)
 	}
 	f := p.register(cmd, d, start, ctx)
-	f.bytesIn = bytesIn
+	f.bytesIn.Store(bytesIn)
 	if !p.forwardPending(f, wire, marks) {
 		if s.closing.Load() {
 			return f, errStop

@@ -9,10 +9,14 @@ import (
 
 // inflight is a command forwarded to the backend and not yet completed.
 type inflight struct {
-	tag      string
-	cmd      imapwire.Command // snapshot without Args
-	start    time.Time
-	bytesIn  int64
+	tag   string
+	cmd   imapwire.Command // snapshot without Args
+	start time.Time
+	// bytesIn is what the client sent of the command: the client pump
+	// counts on while a message literal streams, and the backend may
+	// complete the command before it is done (the completion's audit
+	// then records what had come).
+	bytesIn  atomic.Int64
 	decision *Decision
 	// selected is the mailbox the command was decided in; readContent that
 	// its effects include read-content.

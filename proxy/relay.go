@@ -229,7 +229,7 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 		Code:     imapwire.CodeName(resp.Code),
 		Duration: time.Since(f.start),
 		Decision: f.decision,
-		BytesIn:  f.bytesIn,
+		BytesIn:  f.bytesIn.Load(),
 		BytesOut: bytesOut,
 		BodyRead: f.readContent,
 		Messages: f.messages,
