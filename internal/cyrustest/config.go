@@ -61,6 +61,11 @@ func renderImapdConf(p configParams) string {
 	// As Debian's imapd.conf: INBOX is created at a user's first login,
 	// with no quota.
 	w("autocreate_quota: 0")
+	// A deleted mailbox is gone at once. Delayed (the default) keeps it as
+	// DELETED.<name>.<time in seconds>, so that deleting the same name
+	// twice within a second fails with "Mailbox already exists": tests
+	// delete and recreate names quickly.
+	w("delete_mode: immediate")
 	w("")
 	w("allowplaintext: %s", yesNo(!p.disablePlaintextAuth))
 	w("sasl_pwcheck_method: auxprop")

@@ -15,6 +15,7 @@ type configParams struct {
 	acl                  bool
 	highPerformance      bool
 	maxSessions          int
+	separator            string
 	id                   identity
 }
 
@@ -57,6 +58,12 @@ func renderConfig(p configParams) string {
 	w("first_valid_uid = %d", p.id.mailUID)
 	w("first_valid_gid = %d", p.id.mailGID)
 	w("mail_location = maildir:~/Maildir")
+	if p.separator != "" {
+		w("namespace inbox {")
+		w("  inbox = yes")
+		w("  separator = %s", p.separator)
+		w("}")
+	}
 	// The proxy's tests open many sessions as one user from 127.0.0.1; the
 	// default of 10 would turn that into spurious login failures.
 	// MaxSessions raises it, with a tenth spare for sessions still closing

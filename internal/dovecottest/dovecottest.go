@@ -170,6 +170,12 @@ type Options struct {
 	// one user may hold them all from 127.0.0.1, and logins run in
 	// HighPerformance's mode.
 	MaxSessions int
+
+	// Separator is the hierarchy separator of the personal namespace; ""
+	// keeps the storage's own (maildir: "."). With "/" names may not hold
+	// "." (Maildir++ stores levels as ".a.b"), as on many installations:
+	// tests of how names split use it.
+	Separator string
 }
 
 // SessionsPerProcess is service imap's client_limit with Options.MaxSessions:
@@ -245,6 +251,9 @@ func Start(t testing.TB, opts Options) *Server {
 	if err := checkPasswdField(s.MasterUser, s.MasterPassword); err != nil {
 		t.Fatalf("dovecottest: master user %q: %v", s.MasterUser, err)
 	}
+	if len(opts.Separator) > 1 || (opts.Separator != "" && (opts.Separator[0] <= ' ' || opts.Separator[0] >= 0x7f)) {
+		t.Fatalf("dovecottest: Separator %q is not one printable character", opts.Separator)
+	}
 	// Dovecot 2.3's imap-login crashes (SIGSEGV, in a restart loop) on a
 	// malformed network list instead of reporting it: check here.
 	if err := checkNetworks(trusted); err != nil {
@@ -304,6 +313,7 @@ func Start(t testing.TB, opts Options) *Server {
 			acl:                  opts.ACL,
 			highPerformance:      opts.HighPerformance,
 			maxSessions:          opts.MaxSessions,
+			separator:            opts.Separator,
 			id:                   id,
 		})
 		if err := os.WriteFile(s.confPath, []byte(conf), 0o644); err != nil {
