@@ -43,7 +43,10 @@ type backendConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	sc   *imapwire.Scanner
-	caps []string // last capability list seen
+	caps []string // last capability list seen; nil once the relay runs
+	// literalPlus, literalMinus: the backend takes {n+} (RFC 7888), set
+	// when the relay starts.
+	literalPlus, literalMinus bool
 	// rd is what the relay reads the backend through: it keeps a read
 	// deadline while the backend owes an answer (owedReader).
 	rd owedReader

@@ -243,7 +243,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		isMsg := s.parser.PendingIsMessage()
 		// A {n+} the backend cannot take would be read by it as commands
 		// (RFC 7888: LITERAL+, or LITERAL- up to 4096 octets).
-		if lit.NonSync && !be.hasCap("LITERAL+") && (!be.hasCap("LITERAL-") || lit.Size > literalMinusMax) {
+		if lit.NonSync && !be.literalPlus && (!be.literalMinus || lit.Size > literalMinusMax) {
 			if f != nil {
 				return f, s.answer("*", byeNonSyncUnavailable)
 			}

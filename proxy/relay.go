@@ -79,6 +79,10 @@ var errStop = errors.New("relay stopped")
 func (s *Session) runRelay() {
 	r := &relay{s: s, be: s.be, contCh: make(chan bool, 1), backendDone: make(chan struct{}), freed: make(chan struct{}, 1)}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
+	// What the relay needs of the backend's list, kept as two flags: the
+	// list itself is a few hundred bytes per idle session.
+	s.be.literalPlus, s.be.literalMinus = s.be.hasCap("LITERAL+"), s.be.hasCap("LITERAL-")
+	s.be.caps = nil
 	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
 	if sc, ok := s.be.raw.(syscall.Conn); ok && s.srv.parker != nil && s.lim.ParkAfter > 0 {
 		if rc, err := sc.SyscallConn(); err == nil {

@@ -120,7 +120,9 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		LocalAddr:  addrPort(c.LocalAddr()),
 		Started:    time.Now(),
 	}
-	s.log = srv.log.With(zap.String("session", s.info.ID))
+	// Lazy: With would encode the field into a buffer of its own now, a
+	// kilobyte per session that may never log.
+	s.log = srv.log.WithLazy(zap.String("session", s.info.ID))
 	s.br = clientReaders.get(raw)
 	s.out.setConn(raw, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
