@@ -2,14 +2,20 @@ package main
 
 import (
 	"bufio"
+	"crypto"
 	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +24,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/cyrustest"
@@ -36,7 +44,8 @@ type authProxy struct {
 	imaps string
 	audit string
 	dir   string
-	seen  int // auth records lastAuth returned already
+	seen  int                    // auth records lastAuth returned already
+	logs  *observer.ObservedLogs // the proxy's operational log, every level
 }
 
 // startAuthProxy writes cfgText (with %[1]s the certificate, %[2]s its
@@ -49,7 +58,9 @@ func startAuthProxy(t *testing.T, dir, cfgText string) *authProxy {
 	if err := os.WriteFile(cfgFile, []byte(fmt.Sprintf(cfgText, cf.Cert, cf.Key, p.audit)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addrs, _ := serveConfigFile(t, cfgFile, zaptest.NewLogger(t))
+	core, logs := observer.New(zapcore.DebugLevel)
+	p.logs = logs
+	addrs, _ := serveConfigFile(t, cfgFile, zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core())))
 	p.imaps = addrs[0].String()
 	return p
 }
@@ -99,8 +110,8 @@ func (p *authProxy) authRecords() []*audit.Record {
 }
 
 // lastAuth waits for the auth record after the ones counted (the trail
-// is written behind the session) and returns the newest; the trail must
-// never hold the secrets.
+// is written behind the session) and returns the newest; neither the
+// trail nor the operational log may hold the secrets.
 func (p *authProxy) lastAuth(secrets ...string) *audit.Record {
 	p.t.Helper()
 	deadline := time.Now().Add(testenv.IOTimeout())
@@ -120,6 +131,14 @@ func (p *authProxy) lastAuth(secrets ...string) *audit.Record {
 	for _, s := range secrets {
 		if s != "" && strings.Contains(string(data), s) {
 			p.t.Fatalf("the audit trail holds a secret (%.12s...)", s)
+		}
+	}
+	for _, e := range p.logs.All() {
+		line := fmt.Sprint(e.Message, e.ContextMap())
+		for _, s := range secrets {
+			if s != "" && strings.Contains(line, s) {
+				p.t.Fatalf("the log holds a secret (%.12s...): %.200s", s, line)
+			}
 		}
 	}
 	return rs[len(rs)-1]
@@ -166,7 +185,10 @@ func TestOAuth2EndToEndDovecot(t *testing.T) {
 	dir := t.TempDir()
 	masterPW := filepath.Join(dir, "master.pw")
 	os.WriteFile(masterPW, []byte(dc.MasterPassword+"\n"), 0o600)
-	p := startAuthProxy(t, dir, `
+	// oauth2Proxy serves Dovecot by master login behind one oauth2
+	// authenticator.
+	oauth2Proxy := func(t *testing.T, dir, name, issuer, rateLimits string) *authProxy {
+		return startAuthProxy(t, dir, `
 listeners: [{address: "127.0.0.1:0", mode: tls}]
 tls: {certificates: [{cert: %[1]s, key: %[2]s}]}
 backends:
@@ -179,14 +201,16 @@ backends:
     master_password_file: `+masterPW+`
 auth:
   authenticators:
-    - name: hydra
+    - name: `+name+`
       type: oauth2
-      oauth2: {issuer: "`+h.Issuer+`", audience: imap, scope: mail}
-rate_limits: {login_failure_delay: 1ms}
+      oauth2: {issuer: "`+issuer+`", audience: imap, scope: mail}
+rate_limits: {login_failure_delay: 1ms`+rateLimits+`}
 audit: {path: %[3]s, fsync: always}
 admin: {address: ""}
 drain_timeout: 5s
 `)
+	}
+	p := oauth2Proxy(t, dir, "hydra", h.Issuer, "")
 	tok := h.Token(t, alice, "imap", "mail")
 
 	t.Run("curl", func(t *testing.T) {
@@ -266,6 +290,115 @@ m.logout()
 			t.Error("curl read mail with a token for another audience")
 		}
 	})
+
+	// Expired, not yet valid and wrong-issuer tokens through the proxy.
+	// Hydra signs only tokens valid now, so a second issuer on loopback
+	// signs them with a key of its own; its JWKS also lists Hydra's keys,
+	// so that Hydra's real token verifies there and fails on its issuer.
+	t.Run("bad claims", func(t *testing.T) {
+		iss := startLocalIssuer(t, h.JWKS(t))
+		// Eight refusals of alice from one address: each must reach the
+		// verifier, not the lockout.
+		p2 := oauth2Proxy(t, t.TempDir(), "local-sso", iss.issuer, ", login_failures_per_user_ip: 100, login_failures_per_user: 100")
+		now := time.Now().Unix()
+		claims := func(extra string) string {
+			return fmt.Sprintf(`{"iss":%q,"sub":"alice","aud":["imap"],"scope":"mail","client_id":"local-app",%s}`, iss.issuer, extra)
+		}
+		// The control: the same issuer's valid token reads mail, so each
+		// refusal below is the claim's doing.
+		good := iss.sign(t, claims(fmt.Sprintf(`"iat":%d,"exp":%d`, now, now+3600)))
+		out, err := runTool(t, curl, "--silent", "--show-error", "--insecure", "--user", "alice:", "--oauth2-bearer", good,
+			"imaps://"+p2.imaps+"/INBOX;UID=1")
+		if err != nil || !strings.Contains(out, "Hello over OAuth2.") {
+			t.Fatalf("a valid token of the local issuer: %v, read %q", err, out)
+		}
+		if r := p2.lastAuth(good); r.Result != audit.ResultSuccess || r.Authenticator != "local-sso" || r.TokenIssuer != iss.issuer {
+			t.Fatalf("audit of the valid token %+v", r)
+		}
+		for _, tc := range []struct{ name, token, detail string }{
+			// Expired an hour ago: far past the default 60 s leeway.
+			{"expired", iss.sign(t, claims(fmt.Sprintf(`"iat":%d,"exp":%d`, now-7200, now-3600))), "token expired"},
+			{"not yet valid", iss.sign(t, claims(fmt.Sprintf(`"iat":%d,"nbf":%d,"exp":%d`, now, now+3600, now+7200))), "token not valid yet"},
+			// Hydra's own, valid, token: signed by a key this issuer lists,
+			// issued by another.
+			{"wrong issuer (Hydra's token)", tok, "issuer mismatch"},
+			// Signed by this issuer's key, claiming to be Hydra.
+			{"wrong issuer (claimed)", iss.sign(t, strings.Replace(claims(fmt.Sprintf(`"iat":%d,"exp":%d`, now, now+3600)),
+				fmt.Sprintf("%q", iss.issuer), fmt.Sprintf("%q", h.Issuer), 1)), "issuer mismatch"},
+		} {
+			for _, mech := range []string{"XOAUTH2", "OAUTHBEARER"} {
+				c := p2.session()
+				ir := xoauth2("alice", tc.token)
+				if mech == "OAUTHBEARER" {
+					ir = base64.StdEncoding.EncodeToString([]byte("n,a=alice,\x01auth=Bearer " + tc.token + "\x01\x01"))
+				}
+				fmt.Fprintf(c.c, "x1 AUTHENTICATE %s %s\r\n", mech, ir)
+				tokenRefused(t, c, "x1")
+				r := p2.lastAuth(tc.token)
+				if r.Result != audit.ResultFailure || r.Reason != "credentials" || r.Authenticator != "local-sso" ||
+					r.Mechanism != mech || !strings.Contains(r.Detail, tc.detail) {
+					t.Errorf("%s, %s: audit %+v, want the reason %q", tc.name, mech, r, tc.detail)
+				}
+			}
+		}
+	})
+}
+
+// localIssuer is a second OAuth2 issuer on loopback: discovery and a JWKS
+// with its own RSA key, for tokens Hydra will not sign (expired, not yet
+// valid, another issuer's).
+type localIssuer struct {
+	issuer string
+	key    *rsa.PrivateKey
+}
+
+// startLocalIssuer serves the discovery document and a JWKS of the
+// issuer's key and the keys of more (a JWKS document).
+func startLocalIssuer(t *testing.T, more []byte) *localIssuer {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(more, &set); err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	own, _ := json.Marshal(map[string]string{"kty": "RSA", "kid": "local-1", "alg": "RS256", "use": "sig",
+		"n": enc(key.N.Bytes()), "e": enc(big.NewInt(int64(key.E)).Bytes())})
+	set.Keys = append(set.Keys, own)
+	jwks, _ := json.Marshal(set)
+	li := &localIssuer{key: key}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			json.NewEncoder(w).Encode(map[string]string{"issuer": li.issuer, "jwks_uri": li.issuer + "jwks.json"})
+		case "/jwks.json":
+			w.Write(jwks)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	li.issuer = srv.URL + "/"
+	return li
+}
+
+// sign makes an RS256 JWT access token (RFC 9068) of the claims.
+func (li *localIssuer) sign(t *testing.T, claims string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding.EncodeToString
+	signed := enc([]byte(`{"alg":"RS256","typ":"at+jwt","kid":"local-1"}`)) + "." + enc([]byte(claims))
+	sum := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(nil, li.key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + enc(sig)
 }
 
 // Done when (issue #14): an LDAP user logs in to Cyrus by master login.
