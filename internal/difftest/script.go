@@ -54,6 +54,12 @@ func ParseScript(b *Backend, script []byte) (*Step, error) {
 				}
 				st.User = arg
 			case "wait":
+				// Only a plain tag sent before completes for sure: a wait
+				// on anything else would wait for nothing (a fuzzed script
+				// whose command lost its tag).
+				if !sentTag(st.Cmds, arg) {
+					return nil, fmt.Errorf("!wait %q: no command with that tag before", arg)
+				}
 				after = arg
 			case "deliver":
 				box := b.Wire(arg)
@@ -104,6 +110,25 @@ func ParseScript(b *Backend, script []byte) (*Step, error) {
 		st.Cmds = append(st.Cmds, c)
 	}
 	return st, nil
+}
+
+// sentTag reports whether tag is letters and digits only and the tag of
+// one of cmds.
+func sentTag(cmds []Cmd, tag string) bool {
+	if tag == "" {
+		return false
+	}
+	for _, r := range tag {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	for _, c := range cmds {
+		if c.Tag == tag {
+			return true
+		}
+	}
+	return false
 }
 
 // isIdle reports a command whose first line is "tag IDLE".
