@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,6 +18,9 @@ type verdict struct {
 	disconnect  bool
 	annotations map[string]any
 	backend     string
+	// size estimates what the verdict holds (goSize), to bound the
+	// decisions remembered (maxEntry).
+	size int
 }
 
 var (
@@ -83,9 +87,41 @@ func parseDecision(v ast.Value) (verdict, error) {
 				return d, fmt.Errorf("decision annotations: %w", err)
 			}
 			d.annotations, _ = j.(map[string]any)
+			d.size = goSize(d.annotations, maxEntry)
 		}
 	}
+	d.size += len(d.reason) + len(d.code) + len(d.backend)
 	return d, nil
+}
+
+// goSize estimates the bytes v, a value ast.JSON made, holds on the heap;
+// it stops counting once over limit. Without closures, unlike heapSize:
+// it runs at every evaluation.
+func goSize(v any, limit int) int {
+	n := 16 // the interface
+	switch v := v.(type) {
+	case string:
+		n += 16 + len(v)
+	case json.Number:
+		n += 16 + len(v)
+	case []any:
+		n += 24
+		for _, e := range v {
+			if n > limit {
+				break
+			}
+			n += goSize(e, limit-n)
+		}
+	case map[string]any:
+		n += 48
+		for k, e := range v {
+			if n > limit {
+				break
+			}
+			n += 32 + len(k) + goSize(e, limit-n)
+		}
+	}
+	return n
 }
 
 func optString(obj ast.Object, key *ast.Term) (string, error) {

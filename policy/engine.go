@@ -473,6 +473,7 @@ type outcome struct {
 	denied   bool   // by an enforced policy
 	shadow   bool   // a shadow policy would have denied
 	failed   bool   // evaluation failed: denied, not cached
+	size     int    // of the verdicts' annotations and texts (verdict.size)
 	// policy and shadowPolicy name what denied, for the metrics.
 	policy, shadowPolicy string
 }
@@ -482,6 +483,13 @@ var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 // maxKey bounds cache keys; inputs with longer ones (long mailbox names)
 // are evaluated every time.
 const maxKey = 1024
+
+// maxEntry bounds what one remembered value may hold (heapSize): a part of
+// the input, a session rule's value, a decision's annotations. Parts of
+// them have no key (the groups file's groups are keyed by the user alone),
+// so maxKey alone does not bound them; a larger one is made again each
+// time instead, so that CacheSize entries stay CacheSize small ones.
+const maxEntry = 16 << 10
 
 func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput) *outcome {
 	c := newInputCtx(string(in.Point), in)
@@ -509,7 +517,7 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	}
 	o := e.evaluate(ctx, st, &c)
 	e.count(o)
-	if kp != nil && !o.failed && len(*kp) <= maxKey {
+	if kp != nil && !o.failed && len(*kp) <= maxKey && o.size <= maxEntry {
 		st.cache.put(*kp, o)
 	}
 	return o
@@ -556,7 +564,7 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
 	default:
 		part.term = c.value(firstSlot(uses))
 	}
-	if len(key) <= maxKey {
+	if len(key) <= maxKey && heapSize(part.term, maxEntry) <= maxEntry {
 		st.docs.put(key, part)
 	}
 	return part
@@ -592,6 +600,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	var deny, shadow *verdict
 	var shadowDir, backend string
 	var annotations map[string]any
+	size := 0 // of every verdict: more than the outcome keeps
 	for i, p := range st.dirs {
 		if c.cmd != nil && !p.inspects(c.cmd.Name, c.cmd.Effects.Mask()) {
 			continue
@@ -615,6 +624,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		var d verdict
 		if err == nil {
 			d, err = parseDecision(v)
+			size += d.size
 		}
 		if err != nil {
 			if p.shadow {
@@ -648,7 +658,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 			}
 		}
 	}
-	o := &outcome{shadow: shadow != nil}
+	o := &outcome{shadow: shadow != nil, size: size}
 	if shadow != nil {
 		o.shadowPolicy = policyName(shadow.annotations)
 	}
@@ -725,4 +735,40 @@ func (c *keyCache[V]) put(key []byte, v V) {
 	}
 	c.m[string(key)] = v
 	c.mu.Unlock()
+}
+
+// heapSize estimates the bytes t holds on the heap, from the layout of
+// OPA's values on a 64-bit machine; it stops counting once over limit, so
+// that a huge term costs no more than a small one to measure.
+func heapSize(t *ast.Term, limit int) int {
+	n := 32 // the Term and its interface
+	switch v := t.Value.(type) {
+	case ast.String:
+		n += 16 + len(v)
+	case ast.Number:
+		n += 16 + len(v)
+	case ast.Boolean, ast.Null:
+	case *ast.Array:
+		n += 48
+		v.Until(func(e *ast.Term) bool {
+			n += 16 + heapSize(e, limit-n)
+			return n > limit
+		})
+	case ast.Object:
+		n += 128
+		v.Until(func(k, e *ast.Term) bool {
+			n += 56 + heapSize(k, limit-n)
+			n += heapSize(e, limit-n)
+			return n > limit
+		})
+	case ast.Set:
+		n += 128
+		v.Until(func(e *ast.Term) bool {
+			n += 40 + heapSize(e, limit-n)
+			return n > limit
+		})
+	default:
+		n += 64
+	}
+	return n
 }

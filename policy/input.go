@@ -312,10 +312,19 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 		return appendStr(b, s.ID)
 	case slotListener:
 		return appendStr(b, s.Listener)
-	case slotClientIP, slotClientPort:
-		return appendAddrPort(b, s.ClientAddr)
-	case slotLocalIP, slotLocalPort:
-		return appendAddrPort(b, s.LocalAddr)
+	// An address slot's key holds the address and a port slot's the port,
+	// each alone: keyed by both, every connection of one client (a new
+	// source port each) would remember its own input.session and
+	// decisions, though no policy reading only client_ip can tell them
+	// apart.
+	case slotClientIP:
+		return appendAddr(b, s.ClientAddr)
+	case slotClientPort:
+		return appendPort(b, s.ClientAddr)
+	case slotLocalIP:
+		return appendAddr(b, s.LocalAddr)
+	case slotLocalPort:
+		return appendPort(b, s.LocalAddr)
 	case slotTLS:
 		t := s.TLS
 		if t == nil {
@@ -513,10 +522,25 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
-func appendAddrPort(b []byte, ap netip.AddrPort) []byte {
-	a := ap.Addr().Unmap().As16()
-	b = append(b, a[:]...)
-	return binary.AppendUvarint(b, uint64(ap.Port()))
+// appendAddr keys what addrTerm makes of ap: nothing when it is invalid,
+// else the unmapped address with its zone.
+func appendAddr(b []byte, ap netip.AddrPort) []byte {
+	if !ap.IsValid() {
+		return append(b, 0)
+	}
+	a := ap.Addr().Unmap()
+	a16 := a.As16()
+	b = append(b, 1)
+	b = append(b, a16[:]...)
+	return appendStr(b, a.Zone())
+}
+
+// appendPort keys what portTerm makes of ap.
+func appendPort(b []byte, ap netip.AddrPort) []byte {
+	if !ap.IsValid() {
+		return append(b, 0)
+	}
+	return binary.AppendUvarint(append(b, 1), uint64(ap.Port()))
 }
 
 // appendClientID appends the ID parameters sorted by key (map order is

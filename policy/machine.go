@@ -453,8 +453,9 @@ func (m *machine) call(in *instr, base int) (int, error) {
 		m.memo[fn.memo], m.memoOK[fn.memo] = v, true
 	}
 	// Shared only when no builtin has failed: a failed call is undefined
-	// here, and this evaluation goes to topdown.
-	if shared != nil && m.berr == nil {
+	// here, and this evaluation goes to topdown. A value over maxEntry is
+	// made again by each evaluation, not kept with the session.
+	if shared != nil && m.berr == nil && (v == nil || heapSize(v, maxEntry) <= maxEntry) {
 		if v == nil {
 			shared.Store(undefinedRule)
 		} else {
