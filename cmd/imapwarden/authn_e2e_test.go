@@ -87,7 +87,10 @@ func (p *authProxy) session() *imapConn {
 
 // authRecords returns the auth records of the trail (fsync always: each
 // is written before the client hears the answer).
-func (p *authProxy) authRecords() []*audit.Record {
+func (p *authProxy) authRecords() []*audit.Record { return p.records(audit.KindAuth) }
+
+// records returns the trail's records of a kind.
+func (p *authProxy) records(kind audit.Kind) []*audit.Record {
 	p.t.Helper()
 	data, err := os.ReadFile(p.audit)
 	if err != nil && !os.IsNotExist(err) {
@@ -102,7 +105,7 @@ func (p *authProxy) authRecords() []*audit.Record {
 		if err != nil {
 			p.t.Fatalf("trail line %q: %v", l, err)
 		}
-		if r.Kind == audit.KindAuth {
+		if r.Kind == kind {
 			out = append(out, r)
 		}
 	}
