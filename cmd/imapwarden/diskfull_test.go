@@ -101,6 +101,28 @@ type loadClient struct {
 	byes  *atomic.Int64
 }
 
+// load is n loadClients running until stop (or the test's end).
+type load struct {
+	acked    sync.Map
+	byes     atomic.Int64
+	done     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+func startLoad(t *testing.T, addr string, n int) *load {
+	l := &load{done: make(chan struct{})}
+	for i := range n {
+		c := &loadClient{id: i, addr: addr, acked: &l.acked, byes: &l.byes}
+		l.wg.Go(func() { c.run(l.done) })
+	}
+	t.Cleanup(l.stop)
+	return l
+}
+
+// stop ends the clients and waits for them.
+func (l *load) stop() { l.stopOnce.Do(func() { close(l.done); l.wg.Wait() }) }
+
 func (c *loadClient) run(stop <-chan struct{}) {
 	for n := 0; ; n++ {
 		select {
@@ -158,6 +180,31 @@ func (c *loadClient) session(n int, stop <-chan struct{}) {
 	}
 }
 
+// tinyTmpfs mounts a 256 KiB tmpfs for an audit trail to fill, until
+// the test ends.
+func tinyTmpfs(t *testing.T) string {
+	t.Helper()
+	testenv.NeedRoot(t, "mount a tiny tmpfs for the audit trail")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
+		testenv.Require(t, "tmpfs mount", err, "needs CAP_SYS_ADMIN")
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
+}
+
+// demoBackend serves the demo's in-memory IMAP server until the test
+// ends and returns its address.
+func demoBackend(t *testing.T) string {
+	t.Helper()
+	addr, stop, err := startDemoBackend(zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return addr
+}
+
 func readyz(adminAddr string) (int, string) {
 	resp, err := http.Get("http://" + adminAddr + "/readyz")
 	if err != nil {
@@ -178,18 +225,8 @@ func TestAuditDiskFullKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills a disk under load and kills a proxy")
 	}
-	testenv.NeedRoot(t, "mount a tiny tmpfs for the audit trail")
-	trailDir := t.TempDir()
-	if err := syscall.Mount("tmpfs", trailDir, "tmpfs", 0, "size=256k,mode=0700"); err != nil {
-		testenv.Require(t, "tmpfs mount", err, "needs CAP_SYS_ADMIN")
-	}
-	t.Cleanup(func() { syscall.Unmount(trailDir, syscall.MNT_DETACH) })
-
-	backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopBackend()
+	trailDir := tinyTmpfs(t)
+	backendAddr := demoBackend(t)
 	dir := t.TempDir()
 	cf := tlsFiles(t, dir)
 	keyFile, cpFile := filepath.Join(dir, "audit.key"), filepath.Join(dir, "audit.checkpoint")
@@ -218,22 +255,8 @@ audit:
 	if code, body := readyz(adminAddr); code != http.StatusOK {
 		t.Fatalf("/readyz before the load: %d %s", code, body)
 	}
-	var acked sync.Map
-	var byes atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range 8 {
-		c := &loadClient{id: i, addr: imapAddr, acked: &acked, byes: &byes}
-		wg.Go(func() { c.run(stop) })
-	}
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
+	ld := startLoad(t, imapAddr, 8)
+	acked, byes := &ld.acked, &ld.byes
 
 	// Load until readiness fails, then until clients are told BYE.
 	ctx := testenv.Context(t)
@@ -256,8 +279,7 @@ audit:
 		t.Fatal(err)
 	}
 	child.Wait()
-	close(stop)
-	wg.Wait()
+	ld.stop()
 
 	// Acknowledged vs recorded.
 	recorded := map[string]bool{}
