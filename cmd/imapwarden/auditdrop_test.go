@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,19 +29,9 @@ func TestAuditDropReadiness(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("drop_readiness=%v", on), func(t *testing.T) {
 			trailDir := tinyTmpfs(t)
-			backendAddr := demoBackend(t)
-			dir := t.TempDir()
-			cf := tlsFiles(t, dir)
 			trail := filepath.Join(trailDir, "audit.jsonl")
-			cfgFile := filepath.Join(dir, "imapwarden.yaml")
-			os.WriteFile(cfgFile, fmt.Appendf(nil, `
-listeners: [{address: "127.0.0.1:0", mode: tls}]
-tls: {certificates: [{cert: %s, key: %s}]}
-backends:
-  mem: {address: %q, security: plain}
-admin: {address: "127.0.0.1:0"}
-audit: {path: %s, fsync: interval, fsync_interval: 50ms, on_full: drop, drop_readiness: %v}
-`, cf.Cert, cf.Key, backendAddr, trail, on), 0o600)
+			cfgFile := writeDemoConfig(t, fmt.Sprintf(
+				"audit: {path: %s, fsync: interval, fsync_interval: 50ms, on_full: drop, drop_readiness: %v}\n", trail, on))
 			addrs, admin := serveConfigFile(t, cfgFile, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 			adminAddr := admin.String()
 			if code, body := readyz(adminAddr); code != http.StatusOK {
@@ -92,6 +80,26 @@ audit: {path: %s, fsync: interval, fsync_interval: 50ms, on_full: drop, drop_rea
 			}
 		})
 	}
+}
+
+// writeDemoConfig writes a config file serving the demo backend over TLS,
+// with an admin listener, and more; it returns its name.
+func writeDemoConfig(t *testing.T, more string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	cfgFile := filepath.Join(dir, "imapwarden.yaml")
+	err := os.WriteFile(cfgFile, append(fmt.Appendf(nil, `
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends:
+  mem: {address: %q, security: plain}
+admin: {address: "127.0.0.1:0"}
+`, cf.Cert, cf.Key, demoBackend(t)), more...), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfgFile
 }
 
 // fillDisk writes a file in dir until the file system is full and
@@ -145,13 +153,7 @@ func waitReadyz(t *testing.T, adminAddr string, tick func(), ok func(code int, b
 // dialDemo logs in to the demo backend through the proxy at addr.
 func dialDemo(t *testing.T, addr string) *imapConn {
 	t.Helper()
-	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tc.Close() })
-	c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
-	c.line()
+	c := dialIMAPS(t, addr)
 	c.cmd("l1", "OK", `LOGIN demo "demo-password"`)
 	return c
 }

@@ -75,12 +75,19 @@ func serveConfigFile(t testing.TB, cfgFile string, log *zap.Logger) (proxyAddrs 
 
 func (p *authProxy) session() *imapConn {
 	p.t.Helper()
-	tc, err := tls.Dial("tcp", p.imaps, &tls.Config{InsecureSkipVerify: true})
+	return dialIMAPS(p.t, p.imaps)
+}
+
+// dialIMAPS opens a TLS session to the proxy at addr and reads its
+// greeting; the test's end closes it.
+func dialIMAPS(t *testing.T, addr string) *imapConn {
+	t.Helper()
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
-	p.t.Cleanup(func() { tc.Close() })
-	c := &imapConn{t: p.t, c: tc, r: bufio.NewReader(tc)}
+	t.Cleanup(func() { tc.Close() })
+	c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
 	c.line()
 	return c
 }

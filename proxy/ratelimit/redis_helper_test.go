@@ -1,151 +1,26 @@
 package ratelimit
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/imapwarden/imapwarden/internal/redistest"
 	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
-// redisServer is a private redis-server for one test: loopback, an
-// ephemeral port, no persistence, a temporary directory, stopped by PID.
-type redisServer struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	Addr string
-	port int
-
-	extra []string // more arguments
-
-	mu  sync.Mutex
-	cmd *exec.Cmd
-}
-
-// requireRedis returns the redis-server binary, or skips the test; with
-// CI=true a missing binary fails it (.ci/install-redis.sh installs it).
-func requireRedis(t testing.TB) string {
-	t.Helper()
-	return testenv.NeedTool(t, "redis-server")
-}
+// redisServer is a private redis-server for one test (internal/redistest).
+type redisServer struct{ *redistest.Server }
 
 func startRedis(t testing.TB) *redisServer { return startRedisArgs(t) }
 
-// startRedisArgs starts a redis-server with more arguments, e.g.
-// "--cluster-enabled", "yes"; or, with "--sentinel" first, a Sentinel.
+// startRedisArgs starts a redis-server with more arguments (redistest.Start).
 func startRedisArgs(t testing.TB, extra ...string) *redisServer {
 	t.Helper()
-	bin := requireRedis(t)
-	r := &redisServer{t: t, bin: bin, dir: t.TempDir(), extra: extra}
-	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		r.Addr = fmt.Sprintf("127.0.0.1:%d", r.port)
-		// Another process may take the port between Close and the start:
-		// rare; retry with a new one.
-		if err := r.launch(); err == nil {
-			break
-		} else if attempt == 2 {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(r.Kill)
-	return r
-}
-
-func (r *redisServer) launch() error {
-	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir, "--daemonize", "no",
-		"--logfile", filepath.Join(r.dir, "redis.log")}
-	if len(r.extra) > 0 && r.extra[0] == "--sentinel" {
-		// A Sentinel rewrites its config file: it needs one of its own,
-		// and takes no persistence options.
-		conf := filepath.Join(r.dir, "sentinel.conf")
-		text := strings.Join(r.extra[1:], "\n") + "\n"
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			return err
-		}
-		args = []string{conf, "--sentinel", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-			"--dir", r.dir, "--daemonize", "no", "--logfile", filepath.Join(r.dir, "redis.log")}
-	} else {
-		args = append(args, r.extra...)
-	}
-	cmd := exec.Command(r.bin, args...)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	c := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer c.Close()
-	deadline := time.Now().Add(testenv.IOTimeout())
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-			return fmt.Errorf("redis-server exited: %s", lastLines(string(log), 5))
-		default:
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("redis-server on %s not answering: %w", r.Addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// Kill sends SIGKILL to the server (by its PID) and waits for it to exit.
-func (r *redisServer) Kill() {
-	r.mu.Lock()
-	cmd := r.cmd
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-	cmd.Process.Wait()
-}
-
-// Restart starts a new server on the same port (empty: no persistence).
-func (r *redisServer) Restart() {
-	r.t.Helper()
-	r.Kill()
-	if err := r.launch(); err != nil {
-		r.t.Fatal(err)
-	}
+	return &redisServer{redistest.Start(t, extra...)}
 }
 
 // testRedisTimeout bounds each Redis call of the tests' Limiters: a killed
