@@ -496,7 +496,12 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 			content += l
 		}
 	}
-	return content <= 0 || p.deliver(content)
+	// A content item counts its message even when empty (BODY[] {0}):
+	// the cap counts what the audit counts (delivered).
+	if content <= 0 && (dv.counted || dv.t.Items == 0) {
+		return true
+	}
+	return p.deliver(content)
 }
 
 // deliver asks the Limiter before content octets of a FETCH response go to

@@ -18,6 +18,9 @@ type fakeLimiter struct {
 	sessions    int
 	noops       int
 	fetched     int64
+	// messages counts the messages Delivered was told of; past
+	// maxMessages (when set) it refuses.
+	messages, maxMessages int
 }
 
 func (f *fakeLimiter) Connect(s *SessionInfo) (LimitResult, LimitConn) {
@@ -87,11 +90,44 @@ func (f *fakeLimiter) Command(_ *SessionInfo, cmd *imapwire.Command) LimitResult
 	return LimitResult{}
 }
 
-func (f *fakeLimiter) Delivered(_ *SessionInfo, bytes int64, _ int) LimitResult {
+func (f *fakeLimiter) Delivered(_ *SessionInfo, bytes int64, msgs int) LimitResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.fetched += bytes
+	f.messages += msgs
+	if f.maxMessages > 0 && f.messages > f.maxMessages {
+		return LimitResult{Exceeded: true, Limit: "fetch_messages_per_user", Key: "user"}
+	}
 	return LimitResult{Alert: true, Limit: "fetch_bytes_per_user", Key: "user"}
+}
+
+// A message whose content items are empty (BODY[] {0}, a partial fetch
+// past the end) is still a message fetched: the message cap counts it as
+// the audit does, or a client could list a mailbox's messages past the
+// cap (found by FuzzDifferential: 43 such messages against a cap of 10).
+func TestMessageCapCountsEmptyContent(t *testing.T) {
+	b := startFixedBackend(t, map[string][2]string{
+		"SELECT INBOX": {"* 3 EXISTS\r\n", "OK [READ-WRITE] done\r\n"},
+		"FETCH 1:3 (BODY.PEEK[]<500.10>)": {"* 1 FETCH (BODY[]<500> \"\")\r\n* 2 FETCH (BODY[]<500> {0}\r\n)\r\n* 3 FETCH (BODY[]<500> \"\")\r\n",
+			"OK done\r\n"},
+	})
+	fl := &fakeLimiter{failures: map[string]int{}, maxMessages: 2}
+	h := newHarness(t, func(o *Options) {
+		o.Limiter = fl
+		o.Router = &StaticRouter{Default: &Backend{Name: "fixed", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
+	})
+	c := h.login()
+	c.transact("s SELECT INBOX", "s OK")
+	c.send("f FETCH 1:3 (BODY.PEEK[]<500.10>)")
+	c.expect("* 1 FETCH")
+	c.expect("* 2 FETCH")
+	c.expect(")")
+	c.expectClosed("* BYE [LIMIT]")
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.messages != 3 {
+		t.Errorf("the limiter was told of %d messages, want 3 (the third refused)", fl.messages)
+	}
 }
 
 func TestLimiterHooks(t *testing.T) {
