@@ -124,8 +124,13 @@ func sentTag(cmds []Cmd, tag string) bool {
 		}
 	}
 	for _, c := range cmds {
-		if c.Tag == tag {
-			return true
+		// "tag name ...": a line without a command name may be answered
+		// untagged, and the wait would never end.
+		if c.Tag == tag && len(c.Parts) > 0 {
+			_, name, _ := bytes.Cut(c.Parts[0].Data, []byte(" "))
+			if len(name) > 0 && ('a' <= name[0]|0x20 && name[0]|0x20 <= 'z') {
+				return true
+			}
 		}
 	}
 	return false
