@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/zap"
@@ -20,7 +19,6 @@ import (
 // allocations counts the proxy's alone.
 type fixedBackend struct {
 	ln net.Listener
-	wg sync.WaitGroup
 	// answers maps a command (without its tag) to the responses before
 	// the tagged completion, and the completion's text after the tag.
 	answers map[string][2][]byte
@@ -31,35 +29,17 @@ type fixedBackend struct {
 
 func startFixedBackend(t testing.TB, answers map[string][2]string) *fixedBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &fixedBackend{ln: ln, answers: map[string][2][]byte{}, conns: make(chan net.Conn, 16)}
+	b := &fixedBackend{answers: map[string][2][]byte{}, conns: make(chan net.Conn, 16)}
 	for k, v := range answers {
 		b.answers[k] = [2][]byte{[]byte(v[0]), []byte(v[1])}
 	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			select {
-			case b.conns <- c:
-			default:
-			}
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer c.Close()
-				b.serve(c)
-			}()
+	b.ln = serveEach(t, func(c net.Conn) {
+		select {
+		case b.conns <- c:
+		default:
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+		b.serve(c)
+	})
 	return b
 }
 

@@ -19,33 +19,12 @@ import (
 type scriptedBackend struct {
 	ln     net.Listener
 	script func(c net.Conn, tag, line string)
-	wg     sync.WaitGroup
 }
 
 func startScripted(t testing.TB, script func(c net.Conn, tag, line string)) *scriptedBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &scriptedBackend{ln: ln, script: script}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer c.Close()
-				b.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	b := &scriptedBackend{script: script}
+	b.ln = serveEach(t, b.serve)
 	return b
 }
 
