@@ -292,3 +292,39 @@ func TestInflightBackPressure(t *testing.T) {
 		t.Fatalf("backend got %d commands, up to %d unanswered at once", len(got), over)
 	}
 }
+
+// A command's record is recycled once its reply is out; the next command
+// may take it while the backend pump is still finishing the reply. A
+// synchronizing literal armed in that window must still get its "+"
+// (CI: Cyrus's "+" for an APPEND right after a CREATE was called unasked).
+func TestLiteralArmedWhileReplyEnds(t *testing.T) {
+	armed := make(chan struct{})
+	var appendTag string
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch {
+		case strings.HasPrefix(line, "CREATE "):
+			fmt.Fprintf(c, "%s OK created\r\n", tag)
+		case strings.HasPrefix(line, "APPEND "):
+			// The proxy arms before it sends the command.
+			appendTag = tag
+			close(armed)
+			fmt.Fprintf(c, "+ go ahead\r\n")
+		default: // the literal's line
+			fmt.Fprintf(c, "%s OK [APPENDUID 1 1] appended\r\n", appendTag)
+		}
+	}, func(o *Options) {
+		var once sync.Once
+		o.afterReply = func() {
+			// Hold the pump after the CREATE's reply until the APPEND
+			// that follows it is armed and at the backend.
+			once.Do(func() { <-armed })
+		}
+	})
+	c := h.login()
+	c.transact("c1 CREATE box", "c1 OK")
+	c.send("c2 APPEND box {5}")
+	c.expect("+")
+	c.sendRaw("hello\r\n")
+	c.expect("c2 OK")
+	c.transact("c3 LOGOUT", "c3 OK")
+}

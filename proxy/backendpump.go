@@ -116,7 +116,7 @@ func (p *backendPump) relay() (parked bool) {
 			p.fault("unparsable response", false)
 			return
 		}
-		relay, cont := true, false
+		relay, cont, refused := true, false, false
 		var done *inflight
 		if r.sawBye.Load() && resp.Kind != imapwire.Tagged {
 			// After BYE the server closes; only the completions of the
@@ -157,6 +157,12 @@ func (p *backendPump) relay() (parked bool) {
 			if r.idle == done {
 				r.idle = nil
 			}
+			// A completion instead of the "+" a literal waits for: the
+			// backend refused it. Decided here, under mu: once released
+			// below, done may already be a later command's record.
+			if r.contArmed && r.contTag == done.tag {
+				r.contArmed, refused = false, true
+			}
 		case imapwire.Untagged:
 			switch {
 			case resp.Status == imapwire.StatusBYE:
@@ -192,6 +198,8 @@ func (p *backendPump) relay() (parked bool) {
 				s.auditUnavailable(err, false)
 				return
 			}
+			// The client pump may reuse the record as soon as the client
+			// has this reply: done is not read after this.
 			r.release(done)
 		}
 		p.dv = delivery{}
@@ -221,14 +229,12 @@ func (p *backendPump) relay() (parked bool) {
 			r.signal(true)
 		}
 		if done != nil {
+			if h := s.srv.opts.afterReply; h != nil {
+				h()
+			}
 			p.outSince = 0
-			r.mu.Lock()
-			if r.contArmed && r.contTag == done.tag {
-				r.contArmed = false
-				r.mu.Unlock()
+			if refused {
 				r.signal(false)
-			} else {
-				r.mu.Unlock()
 			}
 			r.freeOne()
 		}

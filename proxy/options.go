@@ -234,6 +234,10 @@ type Options struct {
 	// the sessions to end at a response boundary (a FETCH after the
 	// message being sent) before it closes what is left; default 10 s.
 	CutGrace time.Duration
+
+	// afterReply, in tests, runs on the backend pump once a tagged reply
+	// reached the client writer: a window other goroutines can act in.
+	afterReply func()
 }
 
 // DefaultCutGrace is Options.CutGrace's default.
