@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -201,8 +200,9 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 	s.logWarnings(log)
 	defer s.close()
 	if s.redis != nil {
-		// go-redis logs through a package-level logger; route it to ours.
-		redis.SetLogger(ratelimit.RedisLogger{Log: log.Named("redis")})
+		// go-redis logs through a package-level logger; route it to ours
+		// while we run.
+		defer ratelimit.UseRedisLogger(log.Named("redis"))()
 	}
 	// Health checks start before the listeners, so that the first
 	// logins already see a server that is down.

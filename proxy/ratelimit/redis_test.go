@@ -194,8 +194,21 @@ func TestRedisUnlockByIP(t *testing.T) {
 
 func TestRedisLogger(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
-	RedisLogger{Log: zap.New(core)}.Printf(t.Context(), "dial %s: %v", "127.0.0.1:1", "refused")
+	restore := UseRedisLogger(zap.New(core))
+	redisLogger{}.Printf(t.Context(), "dial %s: %v", "127.0.0.1:1", "refused")
 	if e := logs.All(); len(e) != 1 || e[0].ContextMap()["message"] != "dial 127.0.0.1:1: refused" {
 		t.Errorf("logged %+v", e)
+	}
+	// A later installation survives an earlier one's restore; after its
+	// own, nothing reaches a logger whose owner may be gone (a zaptest
+	// logger panics when written after its test).
+	core2, logs2 := observer.New(zap.WarnLevel)
+	restore2 := UseRedisLogger(zap.New(core2))
+	restore()
+	redisLogger{}.Printf(t.Context(), "second")
+	restore2()
+	redisLogger{}.Printf(t.Context(), "after")
+	if n, n2 := len(logs.All()), len(logs2.All()); n != 1 || n2 != 1 {
+		t.Errorf("first logger got %d, second %d; want 1 and 1", n, n2)
 	}
 }

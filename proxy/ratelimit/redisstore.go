@@ -571,13 +571,40 @@ func globEscape(s string) string {
 	return b.String()
 }
 
-// RedisLogger adapts a zap logger to go-redis's logger, which otherwise
-// prints to stderr (a dead Redis logs a dial failure per attempt). go-redis
-// has one process-wide logger, so the caller installs it:
-// redis.SetLogger(ratelimit.RedisLogger(log)).
-type RedisLogger struct{ Log *zap.Logger }
+// go-redis has one process-wide logger, which otherwise prints to stderr
+// (a dead Redis logs a dial failure per attempt). UseRedisLogger routes it
+// to a zap logger for a while; its client goroutines (reconnects, Sentinel
+// watches) may outlive the one who installed it, so the routing is scoped.
+var redisLog struct {
+	once sync.Once
+	mu   sync.RWMutex
+	log  *zap.Logger
+}
+
+type redisLogger struct{}
 
 // Printf implements go-redis's internal.Logging.
-func (l RedisLogger) Printf(_ context.Context, format string, v ...any) {
-	l.Log.Warn("redis client", zap.String("message", fmt.Sprintf(format, v...)))
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	redisLog.mu.RLock()
+	defer redisLog.mu.RUnlock()
+	if redisLog.log != nil {
+		redisLog.log.Warn("redis client", zap.String("message", fmt.Sprintf(format, v...)))
+	}
+}
+
+// UseRedisLogger sends go-redis's logs to log until restore is called;
+// after restore returns, nothing more is written to log (a later
+// UseRedisLogger's logger, if any, keeps receiving).
+func UseRedisLogger(log *zap.Logger) (restore func()) {
+	redisLog.once.Do(func() { redis.SetLogger(redisLogger{}) })
+	redisLog.mu.Lock()
+	redisLog.log = log
+	redisLog.mu.Unlock()
+	return func() {
+		redisLog.mu.Lock()
+		if redisLog.log == log {
+			redisLog.log = nil
+		}
+		redisLog.mu.Unlock()
+	}
 }
