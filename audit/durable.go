@@ -12,9 +12,9 @@ import (
 // within its deadline: the sink is failing or too slow.
 var ErrNotDurable = errors.New("audit: record not durable in time")
 
-// DropHealthWindow is how long a record dropped in Drop mode keeps Health
-// failing (unless Options.DropKeepsHealthy).
-const DropHealthWindow = 10 * time.Second
+// DefaultDropHealthWindow is how long a record dropped in Drop mode keeps
+// Health failing (unless Options.DropKeepsHealthy), by default.
+const DefaultDropHealthWindow = 10 * time.Second
 
 // ack is how LogWait learns its record's seq: the writer stores it when it
 // encodes the record.
@@ -137,15 +137,19 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 
 // Health says why the trail cannot be relied on now, nil when it can:
 // the sink failed its last write, sync or checkpoint (either mode), or in
-// Drop mode a record was dropped within DropHealthWindow. Readiness
+// Drop mode a record was dropped within Options.DropHealthWindow. Readiness
 // probes report it.
 func (t *Trail) Health() error {
 	if h := t.dur.failing.Load(); h != nil {
 		return fmt.Errorf("audit sink failing since %s: %w", h.since.UTC().Format(time.RFC3339), h.err)
 	}
 	if t.drop && !t.opts.DropKeepsHealthy {
-		if last := t.dur.lastDrop.Load(); last != 0 && time.Since(time.Unix(0, last)) < DropHealthWindow {
-			return fmt.Errorf("audit records dropped within the last %s (fail-open): %d in all", DropHealthWindow, t.dropped.Load())
+		w := t.opts.DropHealthWindow
+		if w <= 0 {
+			w = DefaultDropHealthWindow
+		}
+		if last := t.dur.lastDrop.Load(); last != 0 && time.Since(time.Unix(0, last)) < w {
+			return fmt.Errorf("audit records dropped within the last %s (fail-open): %d in all", w, t.dropped.Load())
 		}
 	}
 	if t.closed.Load() {

@@ -114,11 +114,16 @@ func TestLogWaitSyncAlwaysWaitsForFsync(t *testing.T) {
 	}
 }
 
-// Drop mode does not wait, but a drop fails Health unless told otherwise.
+// Drop mode does not wait, but a drop fails Health for DropHealthWindow
+// unless told otherwise.
 func TestDropFailsHealth(t *testing.T) {
-	for _, keep := range []bool{false, true} {
+	for _, c := range []struct {
+		keep   bool
+		window time.Duration
+	}{{false, 0}, {true, 0}, {false, time.Hour}, {false, time.Nanosecond}} {
+		keep := c.keep || c.window == time.Nanosecond // a window long past
 		sink := &memSink{}
-		tr, err := New(Options{Sink: sink, Overflow: Drop, QueueSize: 1, DropKeepsHealthy: keep})
+		tr, err := New(Options{Sink: sink, Overflow: Drop, QueueSize: 1, DropKeepsHealthy: c.keep, DropHealthWindow: c.window})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +136,7 @@ func TestDropFailsHealth(t *testing.T) {
 			t.Fatal("nothing dropped with the writer stalled and a queue of 1")
 		}
 		if h := tr.Health(); (h == nil) != keep {
-			t.Errorf("DropKeepsHealthy %v: Health %v", keep, h)
+			t.Errorf("DropKeepsHealthy %v, window %v: Health %v", c.keep, c.window, h)
 		}
 		close(gate)
 		tr.Close()

@@ -89,6 +89,9 @@ type Options struct {
 	// DropHealthWindow after each drop. A failing sink fails Health in
 	// either mode.
 	DropKeepsHealthy bool
+	// DropHealthWindow is how long Health fails after a drop; default
+	// DefaultDropHealthWindow.
+	DropHealthWindow time.Duration
 	// Checkpoint, when set, receives a signed checkpoint (seq and link of
 	// the last record written) after every fsync, kept apart from the
 	// trail so that verify can tell a trail cut short (checkpoint.go).

@@ -34,7 +34,8 @@ type auditConfig struct {
 	// record to be durable before the session ends with BYE.
 	AckTimeout *duration `yaml:"ack_timeout"` // default 10s
 	// DropReadiness (drop): a dropped record fails /readyz for a while.
-	DropReadiness *bool `yaml:"drop_readiness"` // default true
+	DropReadiness       *bool     `yaml:"drop_readiness"`        // default true
+	DropReadinessWindow *duration `yaml:"drop_readiness_window"` // default 10s
 	// CheckpointFile receives a signed checkpoint at every fsync; needs
 	// key_file. Put it on another file system than path.
 	CheckpointFile string `yaml:"checkpoint_file"`
@@ -112,6 +113,9 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	}
 	if c.DropReadiness != nil {
 		o.DropKeepsHealthy = !*c.DropReadiness
+	}
+	if o.DropHealthWindow = c.DropReadinessWindow.get(audit.DefaultDropHealthWindow); o.DropHealthWindow <= 0 {
+		p.add("audit.drop_readiness_window: must be positive")
 	}
 	if c.CheckpointFile != "" {
 		if c.KeyFile == "" {

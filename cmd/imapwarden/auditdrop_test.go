@@ -31,7 +31,7 @@ func TestAuditDropReadiness(t *testing.T) {
 			trailDir := tinyTmpfs(t)
 			trail := filepath.Join(trailDir, "audit.jsonl")
 			cfgFile := writeDemoConfig(t, fmt.Sprintf(
-				"audit: {path: %s, fsync: interval, fsync_interval: 50ms, on_full: drop, drop_readiness: %v}\n", trail, on))
+				"audit: {path: %s, fsync: interval, fsync_interval: 50ms, on_full: drop, drop_readiness: %v, drop_readiness_window: 1h}\n", trail, on))
 			addrs, admin := serveConfigFile(t, cfgFile, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 			adminAddr := admin.String()
 			if code, body := readyz(adminAddr); code != http.StatusOK {
@@ -60,7 +60,8 @@ func TestAuditDropReadiness(t *testing.T) {
 			n := 0
 			noop := func() { n++; c.cmd(fmt.Sprintf("n%d", n), "OK", "NOOP") }
 			// Until the sink works again; then, while the drops are recent
-			// (audit.DropHealthWindow), readiness follows drop_readiness.
+			// (audit.drop_readiness_window, an hour here: no stall of a busy
+			// machine outlasts it), readiness follows drop_readiness.
 			var code int
 			var body string
 			waitReadyz(t, adminAddr, noop, func(c int, b string) bool {
