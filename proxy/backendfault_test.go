@@ -328,3 +328,62 @@ func TestLiteralArmedWhileReplyEnds(t *testing.T) {
 	c.expect("c2 OK")
 	c.transact("c3 LOGOUT", "c3 OK")
 }
+
+// A client may send its next IDLE right behind the DONE of the last one:
+// the old IDLE's completion must not take the new IDLE's "+" for
+// unasked. The backend holds the first completion until it has the
+// second IDLE, so the proxy has registered it when the completion comes.
+func TestIdleAfterDonePipelined(t *testing.T) {
+	var idles, dones int
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch line {
+		case "IDLE":
+			if idles++; idles == 1 {
+				fmt.Fprintf(c, "+ idling\r\n")
+				return
+			}
+			fmt.Fprintf(c, "a1 OK idle done\r\n+ idling\r\n")
+		case "": // DONE
+			if dones++; dones == 2 {
+				fmt.Fprintf(c, "a2 OK idle done\r\n")
+			}
+		default:
+			fmt.Fprintf(c, "%s OK fine\r\n", tag)
+		}
+	})
+	c := h.login()
+	c.send("a1 IDLE")
+	c.expect("+ idling")
+	c.sendRaw("DONE\r\na2 IDLE\r\n")
+	c.expect("a1 OK")
+	c.expect("+ idling")
+	c.send("DONE")
+	c.expect("a2 OK")
+	c.transact("a3 LOGOUT", "a3 OK")
+}
+
+// A client that ends IDLE before its "+" came and goes on with a
+// synchronizing literal: the backend answers in order, so the first "+"
+// is IDLE's (RFC 9051 §6.3.13), the next the literal's.
+func TestIdleContinuationBeforeLiteral(t *testing.T) {
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch {
+		case tag == "hello": // the literal and the command's end
+			fmt.Fprintf(c, "a2 OK [APPENDUID 1 1] appended\r\n")
+		case line == "IDLE" || line == "": // IDLE, its DONE: answered below
+		case strings.HasPrefix(line, "APPEND "):
+			// The literal is armed before its line leaves the proxy.
+			fmt.Fprintf(c, "+ idling\r\na1 OK idle done\r\n+ go ahead\r\n")
+		default:
+			fmt.Fprintf(c, "%s OK fine\r\n", tag)
+		}
+	})
+	c := h.login()
+	c.sendRaw("a1 IDLE\r\nDONE\r\na2 APPEND box {5}\r\n")
+	c.expect("+ idling")
+	c.expect("a1 OK")
+	c.expect("+ go ahead")
+	c.sendRaw("hello\r\n")
+	c.expect("a2 OK")
+	c.transact("a3 LOGOUT", "a3 OK")
+}

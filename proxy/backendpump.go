@@ -133,7 +133,10 @@ func (p *backendPump) relay() (parked bool) {
 		}
 		switch resp.Kind {
 		case imapwire.Continuation:
-			if !r.contArmed && r.idleCont {
+			if r.idleCont {
+				// IDLE's "+" (RFC 9051 §6.3.13) comes before the backend
+				// reads what follows the IDLE, so before the "+" of a
+				// literal sent after a DONE that did not wait for it.
 				r.idleCont = false
 				r.paidLocked(r.idle) // idling: nothing owed until DONE
 				break
@@ -155,7 +158,10 @@ func (p *backendPump) relay() (parked bool) {
 			}
 			r.paidLocked(done)
 			if r.idle == done {
-				r.idle = nil
+				// An IDLE refused or ended: no "+" is due for it. Only
+				// its own: the client may already have sent the next
+				// IDLE, whose "+" is due.
+				r.idle, r.idleCont = nil, false
 			}
 			// A completion instead of the "+" a literal waits for: the
 			// backend refused it. Decided here, under mu: once released
@@ -589,9 +595,6 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 	defer r.mu.Unlock()
 	if r.barrier == f {
 		r.barrier = nil
-	}
-	if f.cmd.Name == "IDLE" {
-		r.idleCont = false
 	}
 	sel, selRO, changed := "", false, true
 	switch f.cmd.Name {
