@@ -38,7 +38,7 @@ func dialIMAP(t testing.TB, addr string, tlsConf *tls.Config) *imapConn {
 	if tlsConf != nil {
 		c, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, tlsConf)
 	} else {
-		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		c, err = net.DialTimeout("tcp", addr, testenv.IOTimeout())
 	}
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
@@ -307,13 +307,13 @@ func TestFreezeAndThaw(t *testing.T) {
 		t.Fatalf("master not stopped after Freeze: %s", stat)
 	}
 	// The kernel completes the handshake; the greeting waits for Thaw.
-	conn, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	conn, err := net.DialTimeout("tcp", s.Addr, testenv.IOTimeout())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	s.Thaw()
-	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_ = conn.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
 	if g, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasPrefix(g, "* OK") {
 		t.Fatalf("greeting after Thaw: %q, %v", g, err)
 	}
@@ -374,13 +374,13 @@ func TestHighPerformance(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			c, err := net.DialTimeout("tcp", s.Addr, 30*time.Second)
+			c, err := net.DialTimeout("tcp", s.Addr, testenv.IOTimeout())
 			if err != nil {
 				errs <- err
 				return
 			}
 			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			_ = c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
 			r := bufio.NewReader(c)
 			if g, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(g, "* OK") {
 				errs <- fmt.Errorf("greeting %q: %v", g, err)
@@ -413,7 +413,7 @@ func TestHighPerformance(t *testing.T) {
 func TestHAProxy(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{HAProxyTrusted: "127.0.0.0/8"})
-	c, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+	c, err := net.DialTimeout("tcp", s.Addr, testenv.IOTimeout())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,7 +149,7 @@ func startTLS(c net.Conn) bool {
 // (TLS 1.3) is seen too.
 func dial(t *testing.T, addr string, cfg *tls.Config, starttls bool) (*tls.Conn, error) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	c, err := net.DialTimeout("tcp", addr, testenv.IOTimeout())
 	if err != nil {
 		t.Fatal(err)
 	}
