@@ -94,7 +94,7 @@ func startDemo(t *testing.T) (info demoInfo, out *syncBuffer, logs *observer.Obs
 // runTool runs a command with a deadline and returns its standard output.
 func runTool(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.IOTimeout())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stdout, stderr bytes.Buffer

@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 func runClient(c *cellT, e *env, client, mode string) {
@@ -276,7 +278,7 @@ func runGoimap(c *cellT, e *env, mode string) {
 		c.Fatalf("IDLE: %v", err)
 	}
 	e.deliver(c, smallMessage(unique("idle-goimap")))
-	timeout := time.After(30 * time.Second)
+	timeout := time.After(testenv.IOTimeout())
 wait:
 	for {
 		select {
@@ -286,7 +288,7 @@ wait:
 			}
 		case <-timeout:
 			idle.Close()
-			c.Fatalf("IDLE: no EXISTS within 30 s (had %d messages)", before)
+			c.Fatalf("IDLE: no EXISTS within %v (had %d messages)", testenv.IOTimeout(), before)
 		}
 	}
 	if err := idle.Close(); err != nil {

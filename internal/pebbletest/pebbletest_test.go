@@ -18,6 +18,8 @@ import (
 
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestDNS checks the responder with Go's own resolver: A 127.0.0.1 for any
@@ -32,7 +34,7 @@ func TestDNS(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", s.addr) // not a PacketConn: the resolver frames for TCP
 	}}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), testenv.IOTimeout())
 	defer cancel()
 	for _, name := range []string{"localhost", "mail.example.test", "x.y.z.invalid"} {
 		addrs, err := r.LookupIPAddr(ctx, name)
