@@ -100,6 +100,90 @@ func (nopAuditor) Limit(*SessionInfo, LimitResult)          {}
 func (nopAuditor) Delivered(*SessionInfo, DeliveryEvent)    {}
 func (nopAuditor) SessionClose(*SessionInfo, CloseEvent)    {}
 
+// fixedRelay is a logged-in plaintext session through the proxy to a
+// fixedBackend, with a client that allocates nothing either: the proxy's
+// own costs are what testing.AllocsPerRun and the relay benchmarks see.
+type fixedRelay struct {
+	tb   testing.TB
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// newFixedRelay starts the backend (flags: the number of "* n FETCH (UID n
+// FLAGS (\\Seen))" lines answering UID FETCH 1:* (FLAGS)), the proxy (no
+// audit, every command allowed, never parking) and a client logged in.
+func newFixedRelay(tb testing.TB, flags int) *fixedRelay {
+	tb.Helper()
+	body := strings.Repeat("x", 1000) + "\r\n"
+	var fl strings.Builder
+	for i := 1; i <= flags; i++ {
+		fmt.Fprintf(&fl, "* %d FETCH (UID %d FLAGS (\\Seen))\r\n", i, i)
+	}
+	b := startFixedBackend(tb, map[string][2]string{
+		"NOOP":                      {"* 3 EXISTS\r\n", "OK NOOP completed\r\n"},
+		"SELECT INBOX":              {"* 3 EXISTS\r\n* FLAGS (\\Seen \\Deleted)\r\n* OK [UIDVALIDITY 1] x\r\n", "OK [READ-WRITE] SELECT completed\r\n"},
+		"UID FETCH 1:* (FLAGS)":     {fl.String(), "OK FETCH completed\r\n"},
+		"UID FETCH 1 (BODY.PEEK[])": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
+		"STORE 1 +FLAGS (\\Seen)":   {"* 1 FETCH (FLAGS (\\Seen))\r\n", "OK STORE completed\r\n"},
+	})
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	h := newHarness(tb, func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: "fixed", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
+		o.Listeners[1].PlaintextAuthFrom = loopback
+		o.Auditor = nopAuditor{}
+		o.Decider = funcDecider(func(*DecisionInput) Decision { return Decision{Allow: true} })
+		o.Logger = zap.NewNop()
+		o.Limits.ParkAfter = DefaultParkAfter // busy: never parks
+	})
+	conn, err := net.Dial("tcp", h.starttls)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	c := &fixedRelay{tb: tb, conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
+	if l, _ := c.r.ReadSlice('\n'); !bytes.HasPrefix(l, []byte("* OK")) {
+		tb.Fatalf("greeting %q", l)
+	}
+	c.send([]byte("l LOGIN alice alice-pw\r\n"))
+	if l := c.untilTagged([]byte("l")); !bytes.HasPrefix(l, []byte("l OK")) {
+		tb.Fatalf("login: %q", l)
+	}
+	return c
+}
+
+func (c *fixedRelay) send(s []byte) {
+	if _, err := c.conn.Write(s); err != nil {
+		c.tb.Fatal(err)
+	}
+}
+
+// untilTagged reads responses up to the tagged one, without allocating.
+func (c *fixedRelay) untilTagged(tag []byte) []byte {
+	for {
+		l, err := c.r.ReadSlice('\n')
+		if err != nil {
+			c.tb.Fatalf("reading: %v", err)
+		}
+		if bytes.HasPrefix(l, tag) && len(l) > len(tag) && l[len(tag)] == ' ' {
+			return l
+		}
+	}
+}
+
+// rounder returns a function that sends cmd ("tag COMMAND ...") and reads
+// its responses up to its OK completion.
+func (c *fixedRelay) rounder(cmd string) func() {
+	line := []byte(cmd + "\r\n")
+	tag := line[:bytes.IndexByte(line, ' ')]
+	ok := append(append([]byte(nil), tag...), " OK"...)
+	return func() {
+		c.send(line)
+		if l := c.untilTagged(tag); !bytes.HasPrefix(l, ok) {
+			c.tb.Fatalf("%s: %q", cmd, l)
+		}
+	}
+}
+
 // The relay allocates nothing per command once warm (issue 12): a command
 // read, checked, decided and forwarded; its responses read, parsed once,
 // counted (FETCH content and UIDs) and relayed; its completion matched,
@@ -111,78 +195,20 @@ func TestRelaySteadyStateAllocates(t *testing.T) {
 	if testenv.Race() {
 		t.Skip("the race detector drops pooled buffers; .ci/run runs this test without it")
 	}
-	body := strings.Repeat("x", 1000) + "\r\n"
-	var flags strings.Builder
-	for i := 1; i <= 100; i++ {
-		fmt.Fprintf(&flags, "* %d FETCH (UID %d FLAGS (\\Seen))\r\n", i, i)
-	}
-	b := startFixedBackend(t, map[string][2]string{
-		"NOOP":                      {"* 3 EXISTS\r\n", "OK NOOP completed\r\n"},
-		"SELECT INBOX":              {"* 3 EXISTS\r\n* FLAGS (\\Seen \\Deleted)\r\n* OK [UIDVALIDITY 1] x\r\n", "OK [READ-WRITE] SELECT completed\r\n"},
-		"UID FETCH 1:* (FLAGS)":     {flags.String(), "OK FETCH completed\r\n"},
-		"UID FETCH 1 (BODY.PEEK[])": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
-		"STORE 1 +FLAGS (\\Seen)":   {"* 1 FETCH (FLAGS (\\Seen))\r\n", "OK STORE completed\r\n"},
-	})
-	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	h := newHarness(t, func(o *Options) {
-		o.Router = &StaticRouter{Default: &Backend{Name: "fixed", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
-		o.Listeners[1].PlaintextAuthFrom = loopback
-		o.Auditor = nopAuditor{}
-		o.Decider = funcDecider(func(*DecisionInput) Decision { return Decision{Allow: true} })
-		o.Logger = zap.NewNop()
-		o.Limits.ParkAfter = DefaultParkAfter // busy: never parks
-	})
-	conn, err := net.Dial("tcp", h.starttls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	r := bufio.NewReaderSize(conn, 64<<10)
-	// untilTagged reads responses up to the tagged one, without allocating.
-	untilTagged := func(tag []byte) []byte {
-		for {
-			l, err := r.ReadSlice('\n')
-			if err != nil {
-				t.Fatalf("reading: %v", err)
-			}
-			if bytes.HasPrefix(l, tag) && len(l) > len(tag) && l[len(tag)] == ' ' {
-				return l
-			}
-		}
-	}
-	send := func(s []byte) {
-		if _, err := conn.Write(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if l, _ := r.ReadSlice('\n'); !bytes.HasPrefix(l, []byte("* OK")) {
-		t.Fatalf("greeting %q", l)
-	}
-	send([]byte("l LOGIN alice alice-pw\r\n"))
-	if l := untilTagged([]byte("l")); !bytes.HasPrefix(l, []byte("l OK")) {
-		t.Fatalf("login: %q", l)
-	}
-	for _, c := range []struct{ name, cmd string }{
+	c := newFixedRelay(t, 100)
+	for _, cc := range []struct{ name, cmd string }{
 		{"SELECT", "s SELECT INBOX"},
 		{"NOOP", "n NOOP"},
 		{"FETCH FLAGS", "f UID FETCH 1:* (FLAGS)"},
 		{"FETCH BODY", "b UID FETCH 1 (BODY.PEEK[])"},
 		{"STORE", "w STORE 1 +FLAGS (\\Seen)"},
 	} {
-		line := []byte(c.cmd + "\r\n")
-		tag := line[:bytes.IndexByte(line, ' ')]
-		ok := append(append([]byte(nil), tag...), " OK"...)
-		round := func() {
-			send(line)
-			if l := untilTagged(tag); !bytes.HasPrefix(l, ok) {
-				t.Fatalf("%s: %q", c.name, l)
-			}
-		}
+		round := c.rounder(cc.cmd)
 		for range 50 { // warm: buffers grown, records pooled
 			round()
 		}
 		if n := testing.AllocsPerRun(500, round); n != 0 {
-			t.Errorf("%s: %v allocations per command", c.name, n)
+			t.Errorf("%s: %v allocations per command", cc.name, n)
 		}
 	}
 }
