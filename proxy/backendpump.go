@@ -20,6 +20,17 @@ var (
 	readOnlyName  = []byte("READ-ONLY")
 )
 
+// wordIs reports whether a response's name or code is word, ignoring
+// case. The length is compared first: on each response line the relay
+// asks about several words, and most differ in length.
+func wordIs(b, word []byte) bool {
+	return len(b) == len(word) && bytes.EqualFold(b, word)
+}
+
+// heldLines bounds the lines relayed under one hold of the client writer,
+// so that the client pump's own answers wait for no more than these.
+const heldLines = 64
+
 // proxyIDResponse replaces a backend's ID response (RFC 2971 §3.2).
 const proxyIDResponse = "* ID (\"name\" \"imapwarden\")\r\n"
 
@@ -83,13 +94,26 @@ func (p *backendPump) run() {
 // relay is run's loop; it returns true when the pump parked.
 func (p *backendPump) relay() (parked bool) {
 	r, s, be := p.r, p.s, p.be
+	// held: the client writer is kept from one line of plain untagged data
+	// to the next while the backend's buffer holds more (a FETCH burst),
+	// at most heldLines of them, and let go before anything else: a wait,
+	// a hook, a fault, a completion.
+	held, lines := false, 0
+	let := func() {
+		if held {
+			s.out.unlock()
+			held = false
+		}
+	}
 	for {
 		if r.cut.Load() {
 			// A drain past its deadline: end at this response boundary.
+			let()
 			s.stop(byeDrained, false)
 			return false
 		}
 		if be.br == nil || be.br.Buffered() == 0 {
+			let()
 			// Nothing pending: wait without holding the read buffer.
 			r.atBoundary.Store(true)
 			err := be.waitReadable()
@@ -108,13 +132,22 @@ func (p *backendPump) relay() (parked bool) {
 		}
 		part, final, _, hasLit, err := p.readPart()
 		if err != nil {
+			let()
 			p.readFailed(err, false)
 			return
 		}
 		resp, perr := imapwire.ParseResponse(part)
 		if perr != nil {
+			let()
 			p.fault("unparsable response", false)
 			return
+		}
+		// Plain data: untagged, no status, none the relay rewrites or
+		// reads state from.
+		plain := resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusNone &&
+			!wordIs(resp.Name, enabledName) && !wordIs(resp.Name, capName) && !wordIs(resp.Name, idName)
+		if !plain || r.sawBye.Load() {
+			let()
 		}
 		relay, cont, refused := true, false, false
 		var done *inflight
@@ -127,7 +160,7 @@ func (p *backendPump) relay() (parked bool) {
 		}
 		// Plain untagged data (FETCH, EXISTS, ...: most lines) touches
 		// nothing under relay.mu; the rest may.
-		locked := resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusNone || bytes.EqualFold(resp.Name, enabledName)
+		locked := resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusNone || wordIs(resp.Name, enabledName)
 		if locked {
 			r.mu.Lock()
 		}
@@ -181,7 +214,7 @@ func (p *backendPump) relay() (parked bool) {
 				r.mu.Unlock()
 				p.fault("untagged BAD: the backend could not read a command the proxy relayed", false)
 				return
-			case locked && r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && bytes.EqualFold(resp.Name, enabledName):
+			case locked && r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && wordIs(resp.Name, enabledName):
 				r.enabled |= enabledCaps(part)
 			}
 		}
@@ -193,7 +226,7 @@ func (p *backendPump) relay() (parked bool) {
 			// command may be decided.
 			p.completed(done, &resp)
 			var codeArgs string
-			if bytes.EqualFold(resp.Code, copyUIDName) || bytes.EqualFold(resp.Code, appendUIDName) {
+			if wordIs(resp.Code, copyUIDName) || wordIs(resp.Code, appendUIDName) {
 				codeArgs = responseCodeArgs(part)
 			}
 			// Before the client has its answer, so that no client hears a
@@ -211,9 +244,9 @@ func (p *backendPump) relay() (parked bool) {
 		p.dv = delivery{}
 		if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusNone {
 			switch {
-			case bytes.EqualFold(resp.Name, fetchName):
-				p.dv.t.Begin(part)
-			case bytes.EqualFold(resp.Name, idName) && !s.srv.opts.ShowBackendID:
+			case wordIs(resp.Name, fetchName):
+				p.dv.t.BeginResponse(&resp)
+			case wordIs(resp.Name, idName) && !s.srv.opts.ShowBackendID:
 				// Ours instead; the original, literals included, is
 				// read and dropped below.
 				s.out.lock().WriteString(proxyIDResponse)
@@ -221,12 +254,17 @@ func (p *backendPump) relay() (parked bool) {
 				relay = false
 			}
 		}
-		if final && (bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName)) {
-			part = p.filterCaps(part, bytes.EqualFold(resp.Name, capName))
+		if final && (wordIs(resp.Name, capName) || wordIs(resp.Code, capName)) {
+			part = p.filterCaps(part, wordIs(resp.Name, capName))
 		}
-		s.out.lock()
+		if !held {
+			s.out.lock()
+			held, lines = true, 0
+		}
 		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
-		s.out.unlock()
+		if lines++; err != nil || p.dv.stop || !plain || be.br.Buffered() == 0 || lines >= heldLines {
+			let()
+		}
 		if err != nil || p.dv.stop {
 			return
 		}
@@ -601,7 +639,7 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 	case "SELECT", "EXAMINE":
 		if ok {
 			sel = f.cmd.Mailbox
-			selRO = f.cmd.Name == "EXAMINE" || bytes.EqualFold(resp.Code, readOnlyName)
+			selRO = f.cmd.Name == "EXAMINE" || wordIs(resp.Code, readOnlyName)
 			r.ctx.State, r.ctx.ReadOnly = imapwire.StateSelected, selRO
 		} else {
 			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false

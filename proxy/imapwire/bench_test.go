@@ -142,3 +142,44 @@ func BenchmarkResponseSmall(b *testing.B) {
 		}
 	}
 }
+
+// tracker is what BenchmarkFetchTracker drives: FetchTracker, or the
+// byte-at-a-time reference it replaced (respfetch_ref_test.go).
+type tracker interface {
+	Begin([]byte) bool
+	Part([]byte)
+	Literal(int64) bool
+	End()
+}
+
+// BenchmarkFetchTracker feeds whole FETCH response lines, as the relay
+// does for each line it relays: FLAGS lines (the small-response path),
+// header fetches with a quoted section and ENVELOPE lines.
+func BenchmarkFetchTracker(b *testing.B) {
+	lines := map[string]string{
+		"flags":    "* 12345 FETCH (UID 12345 FLAGS (\\Seen \\Answered))\r\n",
+		"header":   "* 7 FETCH (UID 7 RFC822.SIZE 2048 BODY[HEADER.FIELDS (FROM TO SUBJECT DATE)] {5}\r\n",
+		"envelope": "* 7 FETCH (UID 7 ENVELOPE (\"Sun, 6 Dec 2026 13:45:13 +0000\" \"a subject of some length\" ((\"Alice\" NIL \"alice\" \"example.org\")) NIL NIL ((\"Bob\" NIL \"bob\" \"example.org\")) NIL NIL NIL \"<id@example.org>\"))\r\n",
+	}
+	for _, name := range []string{"flags", "header", "envelope"} {
+		line := []byte(lines[name])
+		for _, impl := range []struct {
+			name string
+			t    tracker
+		}{{"new", new(FetchTracker)}, {"ref", new(refTracker)}} {
+			b.Run(name+"/"+impl.name, func(b *testing.B) {
+				t := impl.t
+				b.SetBytes(int64(len(line)))
+				b.ReportAllocs()
+				cpu0 := processCPU(b)
+				for b.Loop() {
+					t.Begin(line)
+					t.Part(line)
+					t.Literal(5)
+					t.End()
+				}
+				b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}

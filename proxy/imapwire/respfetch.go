@@ -1,5 +1,7 @@
 package imapwire
 
+import "bytes"
+
 // FetchTracker follows one "* n FETCH (...)" response (RFC 9051 §7.5.2) as
 // it streams through, piece by piece and literal by literal, and finds the
 // message content it carries and the message's UID. Content is counted
@@ -52,12 +54,23 @@ const (
 // must then be given too. It returns false when part is not a FETCH
 // response.
 func (t *FetchTracker) Begin(part []byte) bool {
-	r, after, err := parseResponse(part)
-	if err != nil || r.Kind != Untagged || r.Status != StatusNone || !equalFold(r.Name, "FETCH") || after < 0 {
+	r, err := ParseResponse(part)
+	if err != nil {
 		t.st = fsOff
 		return false
 	}
-	*t = FetchTracker{st: fsOpen, skip: after}
+	return t.BeginResponse(&r)
+}
+
+// BeginResponse is Begin for a line ParseResponse already read: the
+// relay parses each response line once (issue 12) and hands the result
+// on.
+func (t *FetchTracker) BeginResponse(r *Response) bool {
+	if r.Kind != Untagged || r.Status != StatusNone || r.after <= 0 || !equalFold(r.Name, "FETCH") {
+		t.st = fsOff
+		return false
+	}
+	*t = FetchTracker{st: fsOpen, skip: r.after}
 	return true
 }
 
@@ -107,35 +120,47 @@ func (t *FetchTracker) startName() {
 }
 
 func (t *FetchTracker) endName() {
+	t.st = fsValue
+	if t.nameLen == 0 {
+		return
+	}
 	n := t.name[:t.nameLen]
-	switch {
-	case hasPrefixFold(n, "BODY["), hasPrefixFold(n, "BINARY["):
-		t.content = true
-	case equalFold(n, "RFC822"), equalFold(n, "RFC822.HEADER"), equalFold(n, "RFC822.TEXT"),
-		equalFold(n, "PREVIEW"), equalFold(n, "SNIPPET"):
-		t.content = true
-	case equalFold(n, "UID"):
-		t.isUID = true
-		t.uid, t.uidOK = 0, false
+	// The first letter picks the few names to compare: most items
+	// (FLAGS, RFC822.SIZE, ENVELOPE, MODSEQ...) are none of them.
+	switch n[0] | 0x20 {
+	case 'b':
+		t.content = hasPrefixFold(n, "BODY[") || hasPrefixFold(n, "BINARY[")
+	case 'r':
+		t.content = equalFold(n, "RFC822") || equalFold(n, "RFC822.HEADER") || equalFold(n, "RFC822.TEXT")
+	case 'p':
+		t.content = equalFold(n, "PREVIEW")
+	case 's':
+		t.content = equalFold(n, "SNIPPET")
+	case 'u':
+		if equalFold(n, "UID") {
+			t.isUID = true
+			t.uid, t.uidOK = 0, false
+		}
 	}
 	if t.content {
 		t.Items++
 	}
-	t.st = fsValue
 }
 
 func hasPrefixFold(b []byte, upper string) bool {
 	return len(b) >= len(upper) && equalFold(b[:len(upper)], upper)
 }
 
+// feed runs the state machine over b. Each state consumes its run of
+// bytes in a loop of its own (a name, an atom, a quoted string, a list),
+// so that the bytes that cannot change the state cost a comparison each.
 func (t *FetchTracker) feed(b []byte) {
-	for i := 0; i < len(b); i++ {
-		c := b[i]
+	for i := 0; i < len(b); {
 		switch t.st {
 		case fsOff, fsBroken, fsDone:
 			return
 		case fsOpen:
-			switch c {
+			switch b[i] {
 			case ' ':
 			case '(':
 				t.st = fsName
@@ -143,39 +168,12 @@ func (t *FetchTracker) feed(b []byte) {
 			default:
 				t.st = fsBroken
 			}
+			i++
 		case fsName:
-			switch {
-			case t.quoted:
-				if c == '"' {
-					t.quoted = false
-				} else if c == '\\' {
-					i++
-				}
-			case c == '"' && t.sect > 0:
-				t.quoted = true
-			case c == '[':
-				t.sect++
-			case c == ']' && t.sect > 0:
-				t.sect--
-			case t.sect == 0 && c == ' ':
-				if t.nameLen == 0 {
-					t.st = fsBroken
-					return
-				}
-				t.endName()
-				continue
-			case t.sect == 0 && c == ')' && t.nameLen == 0:
-				t.st = fsDone
-				return
-			case c == '\r' || c == '\n':
-				t.st = fsBroken
-				return
-			}
-			if t.nameLen < len(t.name) {
-				t.name[t.nameLen] = c
-				t.nameLen++
-			}
+			i = t.nameRun(b, i)
 		case fsValue:
+			c := b[i]
+			i++
 			switch c {
 			case '"':
 				t.st, t.esc, t.qlen = fsQuoted, false, 0
@@ -190,35 +188,14 @@ func (t *FetchTracker) feed(b []byte) {
 				t.atomByte(c)
 			}
 		case fsAtom:
-			switch c {
-			case ' ':
-				t.st = fsName
-				t.startName()
-			case ')':
-				t.st = fsDone
-			default:
-				t.atomByte(c)
-			}
-		case fsQuoted:
-			if t.quotedByte(c) {
-				t.st = fsAfter
-			}
+			i = t.atomRun(b, i)
+		case fsQuoted, fsListQ:
+			i = t.quotedRun(b, i)
 		case fsList:
-			switch c {
-			case '"':
-				t.st, t.esc, t.qlen = fsListQ, false, 0
-			case '(':
-				t.depth++
-			case ')':
-				if t.depth--; t.depth == 0 {
-					t.st = fsAfter
-				}
-			}
-		case fsListQ:
-			if t.quotedByte(c) {
-				t.st = fsList
-			}
+			i = t.listRun(b, i)
 		case fsAfter:
+			c := b[i]
+			i++
 			switch c {
 			case ' ':
 				t.st = fsName
@@ -233,31 +210,154 @@ func (t *FetchTracker) feed(b []byte) {
 			}
 		case fsLiteral:
 			// The rest of the marker: the caller reports it with Literal.
-			if c == '\n' {
-				t.st = fsValue
+			j := bytes.IndexByte(b[i:], '\n')
+			if j < 0 {
+				return
 			}
+			i += j + 1
+			t.st = fsValue
 		}
 	}
 }
 
-// quotedByte takes a byte of a quoted string value; at its closing DQUOTE
-// it counts the string as content (when the item is) and returns true.
-func (t *FetchTracker) quotedByte(c byte) bool {
-	switch {
-	case t.esc:
-		t.esc = false
-		t.qlen++
-	case c == '\\':
-		t.esc = true
-	case c == '"':
+// plainName marks the bytes a name outside its section simply takes.
+var plainName = func() (m [256]bool) {
+	for c := range m {
+		m[c] = true
+	}
+	for _, c := range []byte(" [)\r\n\"]") {
+		m[c] = false
+	}
+	return m
+}()
+
+// nameRun reads an item name from b[i:] (fsName) and returns where it
+// stopped: at the end of b, or after the SP that ends the name.
+func (t *FetchTracker) nameRun(b []byte, i int) int {
+	for i < len(b) {
+		if t.sect == 0 && !t.quoted {
+			for ; i < len(b) && plainName[b[i]]; i++ {
+				if t.nameLen < len(t.name) {
+					t.name[t.nameLen] = b[i]
+					t.nameLen++
+				}
+			}
+			if i == len(b) {
+				break
+			}
+		}
+		c := b[i]
+		switch {
+		case t.quoted:
+			if c == '"' {
+				t.quoted = false
+			} else if c == '\\' {
+				i++ // the escaped byte is not looked at
+			}
+		case c == '"' && t.sect > 0:
+			t.quoted = true
+		case c == '[':
+			t.sect++
+		case c == ']' && t.sect > 0:
+			t.sect--
+		case t.sect == 0 && c == ' ':
+			if t.nameLen == 0 {
+				t.st = fsBroken
+				return len(b)
+			}
+			t.endName()
+			return i + 1
+		case t.sect == 0 && c == ')' && t.nameLen == 0:
+			t.st = fsDone
+			return len(b)
+		case c == '\r' || c == '\n':
+			t.st = fsBroken
+			return len(b)
+		}
+		if t.nameLen < len(t.name) {
+			t.name[t.nameLen] = c
+			t.nameLen++
+		}
+		i++
+	}
+	return min(i, len(b))
+}
+
+// atomRun reads an atom or number value from b[i:] (fsAtom).
+func (t *FetchTracker) atomRun(b []byte, i int) int {
+	for ; i < len(b); i++ {
+		switch c := b[i]; c {
+		case ' ':
+			t.st = fsName
+			t.startName()
+			return i + 1
+		case ')':
+			t.st = fsDone
+			return len(b)
+		default:
+			if t.isUID {
+				t.atomByte(c)
+			}
+		}
+	}
+	return i
+}
+
+// quotedRun reads a quoted string from b[i:] (fsQuoted, or fsListQ inside a
+// list value); at its closing DQUOTE it counts the string as content (when
+// the item is).
+func (t *FetchTracker) quotedRun(b []byte, i int) int {
+	for i < len(b) {
+		if t.esc {
+			t.esc = false
+			t.qlen++
+			i++
+			continue
+		}
+		j := i
+		for j < len(b) && b[j] != '"' && b[j] != '\\' {
+			j++
+		}
+		t.qlen += int64(j - i)
+		if i = j; i == len(b) {
+			break
+		}
+		i++
+		if b[j] == '\\' {
+			t.esc = true
+			continue
+		}
 		if t.content {
 			t.Content += t.qlen
 		}
-		return true
-	default:
-		t.qlen++
+		if t.st == fsQuoted {
+			t.st = fsAfter
+		} else {
+			t.st = fsList
+		}
+		return i
 	}
-	return false
+	return i
+}
+
+// listRun reads a parenthesized value from b[i:] (fsList): only quoted
+// strings and the nesting matter.
+func (t *FetchTracker) listRun(b []byte, i int) int {
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			t.st, t.esc, t.qlen = fsListQ, false, 0
+			return i + 1
+		case '(':
+			t.depth++
+		case ')':
+			if t.depth--; t.depth == 0 {
+				t.st = fsAfter
+				return i + 1
+			}
+		}
+	}
+	return i
 }
 
 // atomByte accumulates a number value (UID).

@@ -68,6 +68,9 @@ type Response struct {
 	Name []byte
 	// Num is the number before Name in message data ("* 12 EXISTS").
 	Num uint32
+	// after indexes the line right after Name (untagged data) or Code;
+	// -1 otherwise (parseResponse).
+	after int
 }
 
 // MayHaveLiteral reports whether a response of this shape may carry
@@ -95,7 +98,8 @@ var (
 // matched case-insensitively; the slices of the result alias line. It does
 // not allocate. Garbage gives a *SyntaxError.
 func ParseResponse(line []byte) (Response, error) {
-	r, _, err := parseResponse(line)
+	r, after, err := parseResponse(line)
+	r.after = after
 	return r, err
 }
 
