@@ -193,9 +193,9 @@ decision := {"allow": count(pairs) == size * size}
 		for _, part := range st.docs.m {
 			for i := range part.rules {
 				for j := range part.rules[i] {
-					if v := part.rules[i][j].Load(); v != nil {
+					if v := part.rules[i][j].Load(); v != nil && v.k != kUndef {
 						kept++
-						if len(v.String()) > maxEntry { // its text: smaller than its terms
+						if len(toAST(*v).String()) > maxEntry { // its text: smaller than its terms
 							big++
 						}
 					}

@@ -462,6 +462,24 @@ func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, mem
 	return p.evalTopdown(ctx, input, now)
 }
 
+// decide is eval and parseDecision for the engine: input is flat, in m's
+// arena, and *inputTerm is its term, made at topdown's first need of it.
+func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm **ast.Term, now time.Time, memo ruleMemo) (verdict, error) {
+	if p.prog != nil {
+		if v, err := p.prog.run(ctx, m, input, memo); err == nil {
+			return parseVerdict(v)
+		}
+	}
+	if *inputTerm == nil {
+		*inputTerm = toAST(input)
+	}
+	v, err := p.evalTopdown(ctx, *inputTerm, now)
+	if err != nil {
+		return verdict{}, err
+	}
+	return parseDecision(v)
+}
+
 // evalTopdown evaluates data.imapwarden.decision for input with OPA's
 // topdown interpreter.
 func (p *compiled) evalTopdown(ctx context.Context, input *ast.Term, now time.Time) (ast.Value, error) {

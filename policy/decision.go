@@ -151,3 +151,84 @@ func validCode(c string) bool {
 	}
 	return true
 }
+
+// parseVerdict is parseDecision on the interpreter's value, without
+// converting it: a well-formed decision is read as it is, anything else
+// is converted and left to parseDecision, whose errors are the contract.
+func parseVerdict(v val) (verdict, error) {
+	slow := func() (verdict, error) { return parseDecision(toAST(v).Value) }
+	if v.k != kObj {
+		return slow()
+	}
+	if v.c.term != nil {
+		return parseDecision(v.c.term.Value) // a constant: nothing to convert
+	}
+	var d verdict
+	allow := v.c.get(vStr("allow"))
+	reason, code, disc := v.c.get(vStr("reason")), v.c.get(vStr("code")), v.c.get(vStr("disconnect"))
+	backend, ann := v.c.get(vStr("backend")), v.c.get(vStr("annotations"))
+	if allow.k != kBool || !optKind(reason, kStr) || !optKind(code, kStr) || !optKind(disc, kBool) ||
+		!optKind(backend, kStr) || !optKind(ann, kObj) || code.s != "" && !validCode(code.s) {
+		return slow()
+	}
+	d.allow, d.reason, d.code, d.disconnect, d.backend = allow.n == 1, reason.s, strings.ToUpper(code.s), disc.n == 1, backend.s
+	if len(d.reason) > maxReason {
+		d.reason = d.reason[:maxReason]
+	}
+	if ann.k == kObj && len(ann.c.keys) > 0 {
+		a, ok := goValue(ann)
+		if !ok {
+			return slow()
+		}
+		d.annotations = a.(map[string]any)
+		d.size = goSize(d.annotations, maxEntry)
+	}
+	d.size += len(d.reason) + len(d.code) + len(d.backend)
+	return d, nil
+}
+
+// optKind: v is undefined or of kind k.
+func optKind(v val, k vkind) bool { return v.k == kUndef || v.k == k }
+
+// goValue is ast.JSON of v; ok is false for what it does not convert
+// alone (an object key that is not a string).
+func goValue(v val) (any, bool) {
+	switch v.k {
+	case kNull:
+		return nil, true
+	case kBool:
+		return v.n == 1, true
+	case kNum, kNumX:
+		return json.Number(v.numText()), true
+	case kStr:
+		return v.s, true
+	case kArr, kSet:
+		elems := v.c.vals
+		if v.k == kSet {
+			elems = v.c.keys
+		}
+		out := make([]any, len(elems))
+		for i, e := range elems {
+			x, ok := goValue(e)
+			if !ok {
+				return nil, false
+			}
+			out[i] = x
+		}
+		return out, true
+	case kObj:
+		out := make(map[string]any, len(v.c.keys))
+		for i, k := range v.c.keys {
+			if k.k != kStr {
+				return nil, false
+			}
+			x, ok := goValue(v.c.vals[i])
+			if !ok {
+				return nil, false
+			}
+			out[k.s] = x
+		}
+		return out, true
+	}
+	return nil, false
+}

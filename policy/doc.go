@@ -14,9 +14,12 @@
 //     the groups, through one atomic pointer. A load that fails keeps the
 //     state in force; decisions in flight finish on the state they began
 //     with.
-//   - The input is built by hand as ast.Value (input.go), never through
-//     JSON, and only in the parts the loaded policies read: the compiled
-//     modules are searched for references into input (analyze).
+//   - The input is built by hand (input.go), never through JSON, and only
+//     in the parts the loaded policies read: the compiled modules are
+//     searched for references into input (analyze). It is built once per
+//     decision as the interpreter's flat values (flat.go), in the arena of
+//     the machine that decides, and converted to ast.Value only when
+//     topdown must evaluate it.
 //   - Decisions are cached by a key made of exactly those parts. That is
 //     sound because, within one state, an evaluation depends on nothing
 //     else: the store is never written, groups are a function of the user,
@@ -34,11 +37,18 @@
 //     Decisions and cached ones are never modified, and neither may a
 //     caller modify their Annotations.
 //   - Each policy is also planned at load (plan.go) and decided by a small
-//     interpreter of the plan (machine.go), several times faster than
-//     topdown. The interpreter never has the last word on a failure: when
-//     the plan errs, topdown evaluates the same input, and a policy it
-//     cannot run (a builtin outside planBuiltins, with, nondeterminism) is
-//     topdown's alone. TestPlanMatchesTopdown keeps the two equal.
+//     interpreter of the plan (machine.go) over flat values: strings and
+//     integers inline, collections as sorted slices from a per-decision
+//     arena, the builtins of the shipped policies written for them
+//     (natives), the decision read without conversion (parseVerdict). An
+//     uncached decision allocates only what it keeps
+//     (TestUncachedDecisionAllocates). The interpreter never has the last
+//     word on a failure: when the plan errs, topdown evaluates the same
+//     input; a native unsure of its arguments calls topdown's builtin; and
+//     a policy it cannot run (a builtin outside planBuiltins, with,
+//     nondeterminism) is topdown's alone. TestPlanMatchesTopdown,
+//     TestEngineMatchesTopdown and TestNativesMatchTopdown keep the two
+//     equal.
 //   - Topdown is used directly rather than through the rego package: it
 //     saves converting results to Go values and a store transaction per
 //     decision.

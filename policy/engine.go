@@ -528,7 +528,7 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 // rules that read nothing but the session and data (function.session):
 // the same session key, the same values.
 type inputPart struct {
-	term  *ast.Term
+	v     val // sealed
 	rules []ruleMemo
 }
 
@@ -552,7 +552,7 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
 	part := &inputPart{}
 	switch {
 	case uses&^sessionSlots == 0:
-		part.term = c.object(uses)
+		part.v = c.object(uses, nil)
 		part.rules = make([]ruleMemo, len(st.dirs))
 		for i, p := range st.dirs {
 			if p.prog != nil && p.prog.nsession > 0 {
@@ -560,11 +560,12 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
 			}
 		}
 	case uses&^nowSlots == 0:
-		part.term = c.object(uses)
+		part.v = c.object(uses, nil)
 	default:
-		part.term = c.value(firstSlot(uses))
+		part.v = c.flatValue(firstSlot(uses), nil)
 	}
-	if len(key) <= maxKey && heapSize(part.term, maxEntry) <= maxEntry {
+	part.v = seal(part.v)
+	if len(key) <= maxKey && valSize(part.v, maxEntry) <= maxEntry {
 		st.docs.put(key, part)
 	}
 	return part
@@ -587,16 +588,24 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
 			part := cachedDoc(st, c, st.uses&sessionSlots)
-			c.session, rules = part.term, part.rules
+			c.session, rules = part.v, part.rules
 		}
 		if st.uses&nowSlots != 0 {
-			c.nowDoc = cachedDoc(st, c, st.uses&nowSlots).term
+			c.nowDoc = cachedDoc(st, c, st.uses&nowSlots).v
 		}
 		if st.uses.has(slotEffects) && c.cmd != nil {
-			c.effects = cachedDoc(st, c, setOf(slotEffects)).term
+			c.effects = cachedDoc(st, c, setOf(slotEffects)).v
 		}
 	}
-	input := c.build(st.uses)
+	// The input is built once, in the machine's arena, for every policy;
+	// as a term only if topdown must evaluate it.
+	m := getMachine()
+	defer m.release()
+	input := c.flat(st.uses, m)
+	var inputTerm *ast.Term
+	// deny and shadow point into verdicts, not at the loop's variable
+	// (which would then be allocated at every evaluation).
+	var verdicts [2]verdict
 	var deny, shadow *verdict
 	var shadowDir, backend string
 	var annotations map[string]any
@@ -617,13 +626,11 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		if rules != nil {
 			memo = rules[i]
 		}
-		v, err := p.eval(ctx, input, c.now, memo)
+		d, err := p.decide(ctx, m, input, &inputTerm, c.now, memo)
 		if e.opts.OnEvaluation != nil {
 			e.opts.OnEvaluation(time.Since(t0))
 		}
-		var d verdict
 		if err == nil {
-			d, err = parseDecision(v)
 			size += d.size
 		}
 		if err != nil {
@@ -640,12 +647,14 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		}
 		switch {
 		case p.shadow && !d.allow && shadow == nil:
-			shadow, shadowDir = &d, p.dir
+			verdicts[1] = d
+			shadow, shadowDir = &verdicts[1], p.dir
 			e.log.Info("shadow policy would deny", append(e.fields(p, c, nil),
 				zap.String("reason", d.reason), zap.String("code", d.code), zap.Bool("disconnect", d.disconnect))...)
 		case p.shadow:
 		case !d.allow:
-			deny = &d
+			verdicts[0] = d
+			deny = &verdicts[0]
 		default:
 			if backend == "" {
 				backend = d.backend

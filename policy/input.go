@@ -177,42 +177,12 @@ var slotNames = [numSlots][2]string{
 	slotNowZone:    {docNow, "zone"},
 }
 
-// Key terms, made once: the input of every evaluation shares them (OPA
-// never modifies an input).
-var (
-	slotKeys   [numSlots]*ast.Term
-	docKeys    = map[string]*ast.Term{}
-	termKind   = ast.StringTerm("kind")
-	termSize   = ast.StringTerm("size")
-	termText   = ast.StringTerm("text")
-	termCount  = ast.StringTerm("count")
-	termOp     = ast.StringTerm("op")
-	termSilent = ast.StringTerm("silent")
-	termFlags  = ast.StringTerm("flags")
-	termSync   = ast.StringTerm("sync")
-	termBinary = ast.StringTerm("binary")
-	termMbox   = ast.StringTerm("mailbox")
-	termRO     = ast.StringTerm("read_only")
-	termVer    = ast.StringTerm("version")
-	termCipher = ast.StringTerm("cipher")
-	termSNI    = ast.StringTerm("sni")
-	termALPN   = ast.StringTerm("alpn")
-	termCert   = ast.StringTerm("client_cert")
-	kindTerms  = map[imapwire.ArgKind]*ast.Term{
-		imapwire.ArgAtom:    ast.StringTerm("atom"),
-		imapwire.ArgQuoted:  ast.StringTerm("quoted"),
-		imapwire.ArgLiteral: ast.StringTerm("literal"),
-		imapwire.ArgList:    ast.StringTerm("list"),
-	}
-)
-
-func init() {
-	for i, n := range slotNames {
-		slotKeys[i] = ast.StringTerm(n[1])
-	}
-	for _, d := range []string{docPoint, docSession, docCommand, docNow} {
-		docKeys[d] = ast.StringTerm(d)
-	}
+// kindNames are the argument kinds of input.command.args.
+var kindNames = map[imapwire.ArgKind]string{
+	imapwire.ArgAtom:    "atom",
+	imapwire.ArgQuoted:  "quoted",
+	imapwire.ArgLiteral: "literal",
+	imapwire.ArgList:    "list",
 }
 
 // slotsOfRef returns the slots a reference into input may read: the slot
@@ -271,10 +241,10 @@ type inputCtx struct {
 	limitsFn func() map[string]int64
 	limits   map[string]int64
 	limitsOK bool
-	// session, nowDoc and effects, when set, are input.session,
-	// input.now and input.command.effects already built (cached ones:
-	// never modified).
-	session, nowDoc, effects *ast.Term
+	// session, nowDoc and effects, when defined, are input.session,
+	// input.now and input.command.effects already built (cached ones,
+	// sealed: never modified).
+	session, nowDoc, effects val
 }
 
 func (c *inputCtx) sessionLimits() map[string]int64 {
@@ -575,248 +545,276 @@ func argSize(a *imapwire.Arg) int64 {
 	return int64(len(a.Value))
 }
 
-// build makes the input document with the slots in uses.
-func (c *inputCtx) build(uses slotSet) *ast.Term {
-	top := make([][2]*ast.Term, 0, 4)
+// build makes the input document with the slots in uses as an OPA term,
+// for topdown.
+func (c *inputCtx) build(uses slotSet) *ast.Term { return toAST(c.flat(uses, nil)) }
+
+// flat makes the input document with the slots in uses, its collections
+// from m's arena (nil: the heap).
+func (c *inputCtx) flat(uses slotSet, m *machine) val {
+	top := mk(m, kObj, 4)
 	if uses.has(slotPoint) {
-		top = append(top, ast.Item(docKeys[docPoint], ast.StringTerm(c.point)))
+		top.c.insert(vStr(docPoint), vStr(c.point), false)
 	}
 	if uses&sessionSlots != 0 {
 		s := c.session
-		if s == nil {
-			s = c.object(uses & sessionSlots)
+		if s.k == kUndef {
+			s = c.object(uses&sessionSlots, m)
 		}
-		top = append(top, ast.Item(docKeys[docSession], s))
+		top.c.insert(vStr(docSession), s, false)
 	}
 	if uses&commandSlots != 0 && c.cmd != nil {
-		top = append(top, ast.Item(docKeys[docCommand], c.object(uses&commandSlots)))
+		top.c.insert(vStr(docCommand), c.object(uses&commandSlots, m), false)
 	}
 	if uses&nowSlots != 0 {
 		n := c.nowDoc
-		if n == nil {
-			n = c.object(uses & nowSlots)
+		if n.k == kUndef {
+			n = c.object(uses&nowSlots, m)
 		}
-		top = append(top, ast.Item(docKeys[docNow], n))
+		top.c.insert(vStr(docNow), n, false)
 	}
-	return ast.NewTerm(ast.NewObject(top...))
+	return top
+}
+
+// mk makes an empty collection of n elements, from m's arena or (m nil)
+// the heap.
+func mk(m *machine, k vkind, n int) val {
+	if m != nil {
+		return m.newVal(k, n)
+	}
+	c := &coll{}
+	if k == kArr {
+		c.vals = make([]val, 0, n)
+	} else {
+		c.keys = make([]val, 0, n)
+		if k == kObj {
+			c.vals = make([]val, 0, n)
+		}
+	}
+	return val{k: k, c: c}
 }
 
 // object builds one second-level document from its slots in uses.
-func (c *inputCtx) object(uses slotSet) *ast.Term {
-	items := make([][2]*ast.Term, 0, 16)
+func (c *inputCtx) object(uses slotSet, m *machine) val {
+	obj := mk(m, kObj, 16)
 	for x := slot(0); x < numSlots; x++ {
 		if !uses.has(x) {
 			continue
 		}
-		if v := c.value(x); v != nil {
-			items = append(items, ast.Item(slotKeys[x], v))
+		if v := c.flatValue(x, m); v.k != kUndef {
+			obj.c.insert(vStr(slotNames[x][1]), v, false)
 		}
 	}
-	return ast.NewTerm(ast.NewObject(items...))
+	return obj
 }
 
-// value returns slot x's value, or nil when the field is absent (Rego:
-// undefined): tls before TLS, mailbox for commands without one, ...
-func (c *inputCtx) value(x slot) *ast.Term {
+// value returns slot x's value as an OPA term, or nil when the field is
+// absent.
+func (c *inputCtx) value(x slot) *ast.Term { return toAST(c.flatValue(x, nil)) }
+
+// kv is a key and its value.
+type kv struct {
+	k string
+	v val
+}
+
+// items makes an object of kvs, those with an undefined value left out.
+func items(m *machine, kvs ...kv) val {
+	obj := mk(m, kObj, len(kvs))
+	for _, e := range kvs {
+		if e.v.k != kUndef {
+			obj.c.insert(vStr(e.k), e.v, false)
+		}
+	}
+	return obj
+}
+
+// flatValue returns slot x's value, or undefined when the field is absent
+// (Rego: undefined): tls before TLS, mailbox for commands without one, ...
+func (c *inputCtx) flatValue(x slot, m *machine) val {
 	s := c.s
 	switch x {
 	case slotSessionID:
-		return ast.StringTerm(s.ID)
+		return vStr(s.ID)
 	case slotListener:
-		return ast.StringTerm(s.Listener)
+		return vStr(s.Listener)
 	case slotClientIP:
-		return addrTerm(s.ClientAddr)
+		return addrVal(s.ClientAddr)
 	case slotClientPort:
-		return portTerm(s.ClientAddr)
+		return portVal(s.ClientAddr)
 	case slotLocalIP:
-		return addrTerm(s.LocalAddr)
+		return addrVal(s.LocalAddr)
 	case slotLocalPort:
-		return portTerm(s.LocalAddr)
+		return portVal(s.LocalAddr)
 	case slotTLS:
 		t := s.TLS
 		if t == nil {
-			return nil
+			return val{}
 		}
-		items := [][2]*ast.Term{
-			ast.Item(termVer, ast.StringTerm(t.Version)),
-			ast.Item(termCipher, ast.StringTerm(t.Cipher)),
-			ast.Item(termSNI, ast.StringTerm(t.ServerName)),
-			ast.Item(termALPN, ast.StringTerm(t.ALPN)),
-		}
+		obj := items(m, kv{"version", vStr(t.Version)}, kv{"cipher", vStr(t.Cipher)}, kv{"sni", vStr(t.ServerName)}, kv{"alpn", vStr(t.ALPN)})
 		if t.ClientCertSubject != "" {
-			items = append(items, ast.Item(termCert, ast.StringTerm(t.ClientCertSubject)),
-				ast.Item(ast.StringTerm("client_cert_sans"), stringsTerm(t.ClientCertSANs)),
-				ast.Item(ast.StringTerm("client_cert_verified"), ast.BooleanTerm(t.ClientCertVerified)))
+			obj.c.insert(vStr("client_cert"), vStr(t.ClientCertSubject), false)
+			obj.c.insert(vStr("client_cert_sans"), stringsVal(m, t.ClientCertSANs), false)
+			obj.c.insert(vStr("client_cert_verified"), vBool(t.ClientCertVerified), false)
 		}
-		return ast.ObjectTerm(items...)
+		return obj
 	case slotUser:
-		return ast.StringTerm(s.User)
+		return vStr(s.User)
 	case slotMechanism:
-		return ast.StringTerm(s.Mechanism)
+		return vStr(s.Mechanism)
 	case slotClientID:
-		items := make([][2]*ast.Term, 0, len(s.ClientID))
+		obj := mk(m, kObj, len(s.ClientID))
 		if !c.ids.all {
 			for _, k := range c.ids.keys {
 				if v, ok := s.ClientID[k]; ok {
-					items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+					obj.c.insert(vStr(k), vStr(v), false)
 				}
 			}
-			return ast.ObjectTerm(items...)
+			return obj
 		}
 		for k, v := range s.ClientID {
-			items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+			obj.c.insert(vStr(k), vStr(v), false)
 		}
-		return ast.ObjectTerm(items...)
+		return obj
 	case slotGroups:
-		return stringsTerm(c.sessionGroups())
+		return stringsVal(m, c.sessionGroups())
 	case slotAuthenticator:
 		if s.Identity == nil {
-			return nil
+			return val{}
 		}
-		return ast.StringTerm(s.Identity.Authenticator)
+		return vStr(s.Identity.Authenticator)
 	case slotIdentity:
-		return identityTerm(s.Identity)
+		return identityVal(m, s.Identity)
 	case slotBackend:
-		return ast.StringTerm(s.Backend)
+		return vStr(s.Backend)
 	case slotAuthFailures:
-		return ast.InternedTerm(s.AuthFailures)
+		return vInt(int64(s.AuthFailures))
 	case slotLimits:
-		m := c.sessionLimits()
-		if m == nil {
-			return nil
+		lim := c.sessionLimits()
+		if lim == nil {
+			return val{}
 		}
-		items := make([][2]*ast.Term, 0, len(m))
-		for k, v := range m {
-			items = append(items, ast.Item(ast.StringTerm(k), ast.IntNumberTerm(int(v))))
+		obj := mk(m, kObj, len(lim))
+		for k, v := range lim {
+			obj.c.insert(vStr(k), vInt(v), false)
 		}
-		return ast.ObjectTerm(items...)
+		return obj
 	case slotStartedAt:
 		if s.Started.IsZero() {
-			return nil
+			return val{}
 		}
-		return ast.StringTerm(s.Started.In(c.now.Location()).Format(time.RFC3339))
+		return vStr(s.Started.In(c.now.Location()).Format(time.RFC3339))
 	case slotDelimiter:
-		if s.Delimiter == "" {
-			return nil
-		}
-		return ast.StringTerm(s.Delimiter)
+		return optStr(s.Delimiter)
 	case slotSelected:
 		if s.Selected == "" {
-			return nil
+			return val{}
 		}
-		return ast.ObjectTerm(
-			ast.Item(termMbox, ast.StringTerm(s.Selected)),
-			ast.Item(termRO, ast.InternedTerm(s.SelectedReadOnly)),
-		)
+		return items(m, kv{"mailbox", vStr(s.Selected)}, kv{"read_only", vBool(s.SelectedReadOnly)})
 	case slotNowRFC3339:
-		return ast.StringTerm(c.now.Format(time.RFC3339))
+		return vStr(c.now.Format(time.RFC3339))
 	case slotNowUnix:
-		return ast.InternedTerm(c.now.Unix())
+		return vInt(c.now.Unix())
 	case slotNowWeekday:
-		return ast.StringTerm(c.now.Weekday().String())
+		return vStr(c.now.Weekday().String())
 	case slotNowHour:
-		return ast.InternedTerm(c.now.Hour())
+		return vInt(int64(c.now.Hour()))
 	case slotNowMinute:
-		return ast.InternedTerm(c.now.Minute())
+		return vInt(int64(c.now.Minute()))
 	case slotNowClock:
 		// "HH:MM": zero-padded, so that policies compare times as strings.
-		return ast.StringTerm(c.now.Format("15:04"))
+		return vStr(c.now.Format("15:04"))
 	case slotNowDate:
-		return ast.StringTerm(c.now.Format(time.DateOnly))
+		return vStr(c.now.Format(time.DateOnly))
 	case slotNowZone:
-		return ast.StringTerm(c.zone)
+		return vStr(c.zone)
 	}
 	cmd := c.cmd
 	if cmd == nil {
-		return nil
+		return val{}
 	}
 	switch x {
 	case slotTag:
-		return ast.StringTerm(cmd.Tag)
+		return vStr(cmd.Tag)
 	case slotName:
-		return ast.StringTerm(cmd.Name)
+		return vStr(cmd.Name)
 	case slotUID:
-		return ast.InternedTerm(cmd.UID)
+		return vBool(cmd.UID)
+	// Mailbox names are as the proxy's parser made them canonical
+	// (imapwire.Context.Canonical: decoded, INBOX folded), absent when
+	// empty.
 	case slotMailbox:
-		return mailboxTerm(cmd.Mailbox)
+		return optStr(cmd.Mailbox)
 	case slotMailboxRaw:
-		return mailboxTerm(cmd.MailboxRaw)
+		return optStr(cmd.MailboxRaw)
 	case slotReference:
-		return mailboxTerm(cmd.Reference)
+		return optStr(cmd.Reference)
 	case slotDestination:
-		return mailboxTerm(cmd.Destination)
+		return optStr(cmd.Destination)
 	case slotDestinationRaw:
-		return mailboxTerm(cmd.DestinationRaw)
+		return optStr(cmd.DestinationRaw)
 	case slotEffects:
-		if c.effects != nil {
+		if c.effects.k != kUndef {
 			return c.effects
 		}
-		return effectsTerm(s, cmd)
+		return effectsVal(m, s, cmd)
 	case slotAppendURLs:
 		if cmd.Name != "APPEND" {
-			return nil
+			return val{}
 		}
-		return ast.InternedTerm(cmd.AppendURLs)
+		return vInt(int64(cmd.AppendURLs))
 	case slotSeqSet:
 		if cmd.Set == "" {
-			return nil
+			return val{}
 		}
-		items := [][2]*ast.Term{ast.Item(termText, ast.StringTerm(cmd.Set))}
+		obj := items(m, kv{"text", vStr(cmd.Set)})
 		if cmd.SetCount >= 0 {
-			items = append(items, ast.Item(termCount, ast.InternedTerm(cmd.SetCount)))
+			obj.c.insert(vStr("count"), vInt(cmd.SetCount), false)
 		}
-		return ast.ObjectTerm(items...)
+		return obj
 	case slotFetchItems:
 		if len(cmd.FetchItems) == 0 {
-			return nil
+			return val{}
 		}
-		return stringsTerm(cmd.FetchItems)
+		return stringsVal(m, cmd.FetchItems)
 	case slotStore:
 		if cmd.StoreOp == "" {
-			return nil
+			return val{}
 		}
 		op, silent := strings.CutSuffix(cmd.StoreOp, ".SILENT")
-		return ast.ObjectTerm(
-			ast.Item(termOp, ast.StringTerm(op)),
-			ast.Item(termSilent, ast.InternedTerm(silent)),
-			ast.Item(termFlags, stringsTerm(cmd.StoreFlags)),
-		)
+		return items(m, kv{"op", vStr(op)}, kv{"silent", vBool(silent)}, kv{"flags", stringsVal(m, cmd.StoreFlags)})
 	case slotLiteralBytes:
 		n := cmd.LiteralBytes
 		if c.lit != nil && c.lit.Size > 0 {
 			n = satAdd(n, c.lit.Size)
 		}
-		return ast.InternedTerm(n)
+		return vInt(n)
 	case slotLiterals:
-		return ast.InternedTerm(cmd.Literals)
+		return vInt(int64(cmd.Literals))
 	case slotLiteral:
 		if c.lit == nil {
-			return nil
+			return val{}
 		}
-		return ast.ObjectTerm(
-			ast.Item(termSize, ast.InternedTerm(c.lit.Size)),
-			ast.Item(termSync, ast.InternedTerm(!c.lit.NonSync)),
-			ast.Item(termBinary, ast.InternedTerm(c.lit.Binary)),
-		)
+		return items(m, kv{"size", vInt(c.lit.Size)}, kv{"sync", vBool(!c.lit.NonSync)}, kv{"binary", vBool(c.lit.Binary)})
 	case slotPartial:
-		return ast.InternedTerm(c.partial)
+		return vBool(c.partial)
 	case slotComplete:
-		return ast.InternedTerm(cmd.Complete)
+		return vBool(cmd.Complete)
 	case slotArgs:
 		// A redacted summary: kinds and sizes, never content (search
 		// text, small literals and ID values could be secrets).
-		terms := make([]*ast.Term, len(cmd.Args))
+		arr := mk(m, kArr, len(cmd.Args))
 		for i := range cmd.Args {
 			a := &cmd.Args[i]
-			kind := kindTerms[a.Kind]
-			if kind == nil {
-				kind = ast.StringTerm(a.Kind.String())
+			kind, ok := kindNames[a.Kind]
+			if !ok {
+				kind = a.Kind.String()
 			}
-			terms[i] = ast.ObjectTerm(ast.Item(termKind, kind), ast.Item(termSize, ast.InternedTerm(argSize(a))))
+			arr.c.vals = append(arr.c.vals, items(m, kv{"kind", vStr(kind)}, kv{"size", vInt(argSize(a))}))
 		}
-		return ast.ArrayTerm(terms...)
+		return arr
 	}
-	return nil
+	return val{}
 }
 
 // sessionGroups are the user's groups: the groups file's and the
@@ -831,35 +829,34 @@ func (c *inputCtx) sessionGroups() []string {
 	return slices.Compact(all)
 }
 
-// identityTerm is input.session.identity: who the authenticator verified,
+// identityVal is input.session.identity: who the authenticator verified,
 // with only the fields it set (README.md in policies/).
-func identityTerm(id *proxy.Identity) *ast.Term {
+func identityVal(m *machine, id *proxy.Identity) val {
 	if id == nil {
-		return nil
+		return val{}
 	}
-	items := make([][2]*ast.Term, 0, 8)
-	str := func(k, v string) {
-		if v != "" {
-			items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
-		}
-	}
-	str("authenticator", id.Authenticator)
-	str("user", id.User)
-	items = append(items, ast.Item(ast.StringTerm("groups"), stringsTerm(id.Groups)))
-	str("issuer", id.Issuer)
-	str("client_id", id.ClientID)
+	obj := items(m, kv{"authenticator", optStr(id.Authenticator)}, kv{"user", optStr(id.User)},
+		kv{"groups", stringsVal(m, id.Groups)}, kv{"issuer", optStr(id.Issuer)}, kv{"client_id", optStr(id.ClientID)},
+		kv{"route", optStr(id.Route)})
 	if id.Scopes != nil {
-		items = append(items, ast.Item(ast.StringTerm("scopes"), stringsTerm(id.Scopes)))
+		obj.c.insert(vStr("scopes"), stringsVal(m, id.Scopes), false)
 	}
 	if len(id.Attributes) > 0 {
-		attrs := make([][2]*ast.Term, 0, len(id.Attributes))
+		attrs := mk(m, kObj, len(id.Attributes))
 		for k, v := range id.Attributes {
-			attrs = append(attrs, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+			attrs.c.insert(vStr(k), vStr(v), false)
 		}
-		items = append(items, ast.Item(ast.StringTerm("attributes"), ast.ObjectTerm(attrs...)))
+		obj.c.insert(vStr("attributes"), attrs, false)
 	}
-	str("route", id.Route)
-	return ast.ObjectTerm(items...)
+	return obj
+}
+
+// optStr is a string, absent when empty.
+func optStr(s string) val {
+	if s == "" {
+		return val{}
+	}
+	return vStr(s)
 }
 
 func satAdd(a, b int64) int64 {
@@ -869,56 +866,46 @@ func satAdd(a, b int64) int64 {
 	return a + b
 }
 
-func addrTerm(ap netip.AddrPort) *ast.Term {
+func addrVal(ap netip.AddrPort) val {
 	if !ap.IsValid() {
-		return nil
+		return val{}
 	}
 	// Unmapped, so that "::ffff:192.0.2.1" from a dual-stack listener
 	// matches IPv4 networks.
-	return ast.StringTerm(ap.Addr().Unmap().String())
+	return vStr(ap.Addr().Unmap().String())
 }
 
-func portTerm(ap netip.AddrPort) *ast.Term {
+func portVal(ap netip.AddrPort) val {
 	if !ap.IsValid() {
-		return nil
+		return val{}
 	}
-	return ast.InternedTerm(int(ap.Port()))
+	return vInt(int64(ap.Port()))
 }
 
-func stringsTerm(ss []string) *ast.Term {
-	terms := make([]*ast.Term, len(ss))
-	for i, s := range ss {
-		terms[i] = ast.StringTerm(s)
+func stringsVal(m *machine, ss []string) val {
+	arr := mk(m, kArr, len(ss))
+	for _, s := range ss {
+		arr.c.vals = append(arr.c.vals, vStr(s))
 	}
-	return ast.ArrayTerm(terms...)
+	return arr
 }
 
-// mailboxTerm is a mailbox name as the proxy's parser made it canonical
-// (imapwire.Context.Canonical: decoded, INBOX folded), absent when empty.
-func mailboxTerm(name string) *ast.Term {
-	if name == "" {
-		return nil
-	}
-	return ast.StringTerm(name)
-}
-
+// effectNames and targetNames name effects and targets in the input.
 var (
-	termKindKey = ast.StringTerm("kind")
-	termTarget  = ast.StringTerm("target")
-	effectTerms = func() map[imapwire.Effect]*ast.Term {
-		m := map[imapwire.Effect]*ast.Term{}
+	effectNames = func() map[imapwire.Effect]string {
+		m := map[imapwire.Effect]string{}
 		for _, n := range imapwire.EffectNames() {
 			e, _ := imapwire.EffectByName(n)
-			m[e] = ast.StringTerm(n)
+			m[e] = n
 		}
 		return m
 	}()
-	targetTerms = [...]*ast.Term{
-		imapwire.TargetNone:        ast.StringTerm("session"),
-		imapwire.TargetSelected:    ast.StringTerm("selected"),
-		imapwire.TargetMailbox:     ast.StringTerm("mailbox"),
-		imapwire.TargetDestination: ast.StringTerm("destination"),
-		imapwire.TargetAny:         ast.StringTerm("any"),
+	targetNames = [...]string{
+		imapwire.TargetNone:        "session",
+		imapwire.TargetSelected:    "selected",
+		imapwire.TargetMailbox:     "mailbox",
+		imapwire.TargetDestination: "destination",
+		imapwire.TargetAny:         "any",
 	}
 )
 
@@ -935,22 +922,16 @@ func effectMailbox(s *proxy.SessionInfo, cmd *imapwire.Command, t imapwire.Targe
 	return ""
 }
 
-// effectsTerm is input.command.effects: what the command does, each
+// effectsVal is input.command.effects: what the command does, each
 // {"kind", "target", "mailbox"} (policies/README.md), from the one table
 // of proxy/imapwire (ARCHITECTURE.md §10: decide on effects, not on names).
-func effectsTerm(s *proxy.SessionInfo, cmd *imapwire.Command) *ast.Term {
+func effectsVal(m *machine, s *proxy.SessionInfo, cmd *imapwire.Command) val {
 	e := &cmd.Effects
-	terms := make([]*ast.Term, e.Len())
-	for i := range terms {
+	arr := mk(m, kArr, e.Len())
+	for i := range e.Len() {
 		eo := e.At(i)
-		items := [][2]*ast.Term{
-			ast.Item(termKindKey, effectTerms[eo.Effect]),
-			ast.Item(termTarget, targetTerms[eo.Target]),
-		}
-		if m := effectMailbox(s, cmd, eo.Target); m != "" {
-			items = append(items, ast.Item(termMbox, ast.StringTerm(m)))
-		}
-		terms[i] = ast.ObjectTerm(items...)
+		arr.c.vals = append(arr.c.vals, items(m, kv{"kind", vStr(effectNames[eo.Effect])},
+			kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", optStr(effectMailbox(s, cmd, eo.Target))}))
 	}
-	return ast.ArrayTerm(terms...)
+	return arr
 }

@@ -5,51 +5,62 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
-// The interpreter of programs (plan.go). Locals of every active function
-// live on one stack of terms, a frame per call; nil is undefined.
-// Executing a block yields fellThrough, returned (a ReturnLocalStmt ran),
-// or the number of enclosing blocks still to leave: an undefined statement
-// leaves its block (0), BreakStmt{Index: n} leaves n more. The structure is
-// that of OPA's Wasm compiler: the blocks of a BlockStmt run one after the
-// other whatever each yields; a ScanStmt is two levels (0 is the next
-// element, 1 ends the scan); NotStmt wraps its block in one.
+// The interpreter of programs (plan.go), over the flat values of flat.go.
+// Locals of every active function live on one stack, a frame per call;
+// kUndef is undefined. Executing a block yields fellThrough, returned (a
+// ReturnLocalStmt ran), or the number of enclosing blocks still to leave:
+// an undefined statement leaves its block (0), BreakStmt{Index: n} leaves
+// n more. The structure is that of OPA's Wasm compiler: the blocks of a
+// BlockStmt run one after the other whatever each yields; a ScanStmt is
+// two levels (0 is the next element, 1 ends the scan); NotStmt wraps its
+// block in one.
 
 const (
 	fellThrough = -1
 	returned    = -2
 )
 
-// machine is one evaluation's state, pooled.
+// machine is one decision's state, pooled: the stack, and the arena of
+// the collections its evaluations make (the input's among them).
 type machine struct {
-	p       *program
-	done    <-chan struct{}
-	ctx     context.Context
-	steps   uint
-	stack   []*ast.Term
-	high    int // of the stack, to clear on release
-	memo    []*ast.Term
-	memoOK  []bool
-	ret     *ast.Term
-	result  *ast.Term
-	nres    int
-	bctx    topdown.BuiltinContext
-	args    []*ast.Term
-	out     *ast.Term
-	outFn   func(*ast.Term) error
-	sess    ruleMemo
-	sc      scanState
-	objStep func(k, v *ast.Term) bool
+	p      *program
+	done   <-chan struct{}
+	ctx    context.Context
+	steps  uint
+	stack  []val
+	high   int // of the stack, to clear on release
+	memo   []val
+	memoOK []bool
+	ret    val
+	result val
+	nres   int
+	bctx   topdown.BuiltinContext
+	vargs  []val
+	args   []*ast.Term
+	out    *ast.Term
+	outFn  func(*ast.Term) error
+	sess   ruleMemo
 	// berr is the first builtin error: as topdown does with strict
 	// builtin errors, the call is undefined, evaluation goes on, and the
 	// evaluation fails at the end.
 	berr error
+	// arena holds the collections made; the first used of them are in
+	// use until release.
+	arena []*coll
+	used  int
+	// lowerCache holds lower() of strings of earlier decisions (lower):
+	// heap strings, kept across decisions.
+	lowerCache  map[string]string
+	concatCache map[[3]string]string
 }
 
 var machinePool = sync.Pool{New: func() any {
@@ -60,9 +71,74 @@ var machinePool = sync.Pool{New: func() any {
 		}
 		return nil
 	}
-	m.objStep = m.step
 	return m
 }}
+
+func getMachine() *machine { return machinePool.Get().(*machine) }
+
+// Bounds of what a machine keeps for the next decision.
+const (
+	maxArena    = 256
+	maxArenaLen = 64
+)
+
+// release gives the machine back: nothing it made may be used after.
+func (m *machine) release() {
+	clear(m.stack[:m.high])
+	for _, c := range m.arena[:m.used] {
+		clear(c.keys)
+		clear(c.vals)
+		c.keys, c.vals, c.term = c.keys[:0], c.vals[:0], nil
+		if cap(c.keys) > maxArenaLen {
+			c.keys = nil
+		}
+		if cap(c.vals) > maxArenaLen {
+			c.vals = nil
+		}
+	}
+	clear(m.arena[min(len(m.arena), maxArena):cap(m.arena)])
+	m.arena = m.arena[:min(len(m.arena), maxArena)]
+	clear(m.args[:cap(m.args)])
+	clear(m.vargs[:cap(m.vargs)])
+	m.reset()
+	*m = machine{stack: m.stack[:0], memo: m.memo[:0], memoOK: m.memoOK[:0], args: m.args[:0], vargs: m.vargs[:0],
+		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache}
+	machinePool.Put(m)
+}
+
+// reset clears what one evaluation leaves, keeping the arena.
+func (m *machine) reset() {
+	clear(m.memo)
+	clear(m.memoOK)
+	m.stack = m.stack[:0]
+	m.ret, m.result, m.nres, m.berr, m.sess, m.out = val{}, val{}, 0, nil, nil, nil
+}
+
+// newColl is an empty collection from the arena.
+func (m *machine) newColl() *coll {
+	if m.used < len(m.arena) {
+		c := m.arena[m.used]
+		m.used++
+		return c
+	}
+	c := &coll{arena: true}
+	m.arena = append(m.arena, c)
+	m.used++
+	return c
+}
+
+func (m *machine) newVal(k vkind, n int) val {
+	c := m.newColl()
+	if k == kArr {
+		c.vals = slices.Grow(c.vals, n)
+	} else {
+		c.keys = slices.Grow(c.keys, n)
+		if k == kObj {
+			c.vals = slices.Grow(c.vals, n)
+		}
+	}
+	return val{k: k, c: c}
+}
 
 var errStackOverflow = errors.New("policy: plan nests calls too deeply")
 
@@ -70,69 +146,73 @@ var errStackOverflow = errors.New("policy: plan nests calls too deeply")
 // plan this deep is broken).
 const maxStack = 1 << 20
 
-// eval runs the program for input and returns the single value of the
-// plan's result set, or an error (undefined included).
+// eval runs the program for an OPA input and returns the single value of
+// the plan's result set, or an error (undefined included). For tests and
+// EvalInput: the engine builds a flat input (run).
+func (p *program) eval(ctx context.Context, input *ast.Term, sess ruleMemo) (ast.Value, error) {
+	in, err := fromAST(input)
+	if err != nil {
+		return nil, err
+	}
+	m := getMachine()
+	defer m.release()
+	v, err := p.run(ctx, m, in, sess)
+	if err != nil {
+		return nil, err
+	}
+	return toAST(v).Value, nil
+}
+
+// run runs the program for input on m and returns the decision, valid
+// until m's release.
 //
 // sess, when not nil, holds the session rules' values for input's session,
 // and receives those computed here.
-func (p *program) eval(ctx context.Context, input *ast.Term, sess ruleMemo) (_ ast.Value, err error) {
-	m := machinePool.Get().(*machine)
-	defer m.release()
-	m.sess = sess
+func (p *program) run(ctx context.Context, m *machine, input val, sess ruleMemo) (_ val, err error) {
+	defer m.reset()
 	defer func() {
 		// A fault of the interpreter is not a decision: topdown decides.
 		if r := recover(); r != nil {
 			err = fmt.Errorf("policy: plan failed: %v", r)
 		}
 	}()
+	m.sess = sess
 	m.p, m.ctx, m.done = p, ctx, ctx.Done()
 	// The builtins the interpreter calls (planBuiltins) read neither the
 	// time nor a seed.
 	m.bctx = topdown.BuiltinContext{Context: ctx, Metrics: noMetrics, Capabilities: p.caps}
 	if cap(m.memo) < p.nmemo {
-		m.memo, m.memoOK = make([]*ast.Term, p.nmemo), make([]bool, p.nmemo)
+		m.memo, m.memoOK = make([]val, p.nmemo), make([]bool, p.nmemo)
 	} else {
 		m.memo, m.memoOK = m.memo[:p.nmemo], m.memoOK[:p.nmemo]
 	}
 	base := m.push(p.nlocals)
 	if base < 0 {
-		return nil, errStackOverflow
+		return val{}, errStackOverflow
 	}
 	m.stack[base+0], m.stack[base+1] = input, p.data
 	for _, b := range p.entry {
 		r, err := m.exec(b, base)
 		if err != nil {
-			return nil, err
+			return val{}, err
 		}
 		if r == returned || r > 0 {
-			return nil, errors.New("policy: plan left its body")
+			return val{}, errors.New("policy: plan left its body")
 		}
 	}
 	if m.berr != nil {
-		return nil, m.berr
+		return val{}, m.berr
 	}
 	switch {
 	case m.nres == 0:
-		return nil, errors.New("data.imapwarden.decision is undefined")
+		return val{}, errors.New("data.imapwarden.decision is undefined")
 	case m.nres > 1:
-		return nil, errors.New("data.imapwarden.decision has several values")
+		return val{}, errors.New("data.imapwarden.decision has several values")
 	}
-	obj, ok := m.result.Value.(ast.Object)
-	if !ok || obj.Len() != 1 {
-		return nil, errors.New("policy: plan result is not a binding")
+	if m.result.k != kObj || len(m.result.c.keys) != 1 {
+		return val{}, errors.New("policy: plan result is not a binding")
 	}
-	var v ast.Value
-	obj.Foreach(func(_, t *ast.Term) { v = t.Value })
-	return v, nil
-}
-
-func (m *machine) release() {
-	clear(m.stack[:m.high])
-	clear(m.memo)
-	clear(m.memoOK)
-	clear(m.args[:cap(m.args)])
-	*m = machine{stack: m.stack[:0], memo: m.memo[:0], memoOK: m.memoOK[:0], args: m.args[:0], outFn: m.outFn, objStep: m.objStep}
-	machinePool.Put(m)
+	return m.result.c.vals[0], nil
 }
 
 // push makes a frame of n undefined locals and returns its base.
@@ -149,11 +229,11 @@ func (m *machine) push(n int) int {
 	return base
 }
 
-func (m *machine) get(o *operand, base int) *ast.Term {
+func (m *machine) get(o *operand, base int) val {
 	if o.local >= 0 {
-		return m.stack[base+o.local]
+		return m.stack[base+int(o.local)]
 	}
-	return o.term
+	return m.p.consts[-1-o.local]
 }
 
 // cancelled checks the context now and then: plans loop over data.
@@ -179,6 +259,16 @@ func conflict(what string) error {
 	return &topdown.Error{Code: topdown.ConflictErr, Message: what}
 }
 
+// owned is the collection of a local the function made (checkOwnership),
+// or an error for a value of another type.
+func owned(v val, k vkind, what string) (*coll, error) {
+	if v.k != k || !v.c.arena {
+		return nil, fmt.Errorf("policy: plan %s a value it did not make", what)
+	}
+	v.c.term = nil // no longer what it was converted to
+	return v.c, nil
+}
+
 // exec runs a block: see the package comment above for what it yields.
 func (m *machine) exec(b block, base int) (int, error) {
 	for i := range b {
@@ -187,31 +277,31 @@ func (m *machine) exec(b block, base int) (int, error) {
 		case opNop:
 		case opAssignVar:
 			v := m.get(&in.a, base)
-			if v == nil {
+			if v.k == kUndef {
 				return 0, nil
 			}
 			m.stack[base+in.target] = v
 		case opAssignVarOnce:
 			v := m.get(&in.a, base)
-			if v == nil {
+			if v.k == kUndef {
 				return 0, nil
 			}
-			if cur := m.stack[base+in.target]; cur != nil && !equal(cur, v) {
+			if cur := m.stack[base+in.target]; cur.k != kUndef && !equalVal(cur, v) {
 				return 0, conflict("complete rules must not produce multiple outputs")
 			}
 			m.stack[base+in.target] = v
 		case opAssignInt:
-			m.stack[base+in.target] = ast.InternedTerm(in.n)
+			m.stack[base+in.target] = vInt(in.n)
 		case opMakeConst:
-			m.stack[base+in.target] = in.a.term
+			m.stack[base+in.target] = m.get(&in.a, base)
 		case opMakeArray:
-			m.stack[base+in.target] = ast.NewTerm(ast.NewArrayWithCapacity(int(in.n)))
+			m.stack[base+in.target] = m.newVal(kArr, int(in.n))
 		case opMakeObject:
-			m.stack[base+in.target] = ast.NewTerm(ast.NewObjectWithCapacity(int(in.n)))
+			m.stack[base+in.target] = m.newVal(kObj, int(in.n))
 		case opMakeSet:
-			m.stack[base+in.target] = ast.NewTerm(ast.NewSetWithCapacity(int(in.n)))
+			m.stack[base+in.target] = m.newVal(kSet, int(in.n))
 		case opResetLocal:
-			m.stack[base+in.target] = nil
+			m.stack[base+in.target] = val{}
 		case opBlock:
 			for _, inner := range in.blocks {
 				r, err := m.exec(inner, base)
@@ -226,50 +316,42 @@ func (m *machine) exec(b block, base int) (int, error) {
 			return int(in.n), nil
 		case opDot:
 			src, key := m.get(&in.a, base), m.get(&in.b, base)
-			if src == nil || key == nil {
-				return 0, nil
-			}
 			v := dot(src, key)
-			if v == nil {
+			if v.k == kUndef {
 				return 0, nil
 			}
 			m.stack[base+in.target] = v
 		case opEqual, opNotEqual:
 			a, b := m.get(&in.a, base), m.get(&in.b, base)
-			if a == nil || b == nil || equal(a, b) != (in.op == opEqual) {
+			if a.k == kUndef || b.k == kUndef || equalVal(a, b) != (in.op == opEqual) {
 				return 0, nil
 			}
-		case opIsArray, opIsObject, opIsSet:
-			v := m.get(&in.a, base)
-			if v == nil {
+		case opIsArray:
+			if m.get(&in.a, base).k != kArr {
 				return 0, nil
 			}
-			var ok bool
-			switch v.Value.(type) {
-			case *ast.Array:
-				ok = in.op == opIsArray
-			case ast.Object:
-				ok = in.op == opIsObject
-			case ast.Set:
-				ok = in.op == opIsSet
+		case opIsObject:
+			if m.get(&in.a, base).k != kObj {
+				return 0, nil
 			}
-			if !ok {
+		case opIsSet:
+			if m.get(&in.a, base).k != kSet {
 				return 0, nil
 			}
 		case opIsDefined:
-			if m.stack[base+in.target] == nil {
+			if m.stack[base+in.target].k == kUndef {
 				return 0, nil
 			}
 		case opIsUndefined:
-			if m.stack[base+in.target] != nil {
+			if m.stack[base+in.target].k != kUndef {
 				return 0, nil
 			}
 		case opLen:
 			v := m.get(&in.a, base)
-			if v == nil {
+			if v.k == kUndef {
 				return 0, nil
 			}
-			m.stack[base+in.target] = ast.InternedTerm(length(v.Value))
+			m.stack[base+in.target] = vInt(int64(v.len()))
 		case opNot:
 			r, err := m.exec(in.body, base)
 			if err != nil || r == returned {
@@ -296,55 +378,50 @@ func (m *machine) exec(b block, base int) (int, error) {
 				return 0, nil
 			}
 		case opArrayAppend:
-			v := m.get(&in.a, base)
-			t := m.stack[base+in.target]
-			if v == nil || t == nil {
+			v, t := m.get(&in.a, base), m.stack[base+in.target]
+			if v.k == kUndef || t.k == kUndef {
 				return 0, nil
 			}
-			arr, ok := t.Value.(*ast.Array)
-			if !ok {
-				return 0, fmt.Errorf("policy: plan appends to %s", ast.ValueName(t.Value))
+			c, err := owned(t, kArr, "appends to")
+			if err != nil {
+				return 0, err
 			}
-			t.Value = arr.Append(v) // t was made by this function (checkOwnership)
+			c.vals = append(c.vals, v)
 		case opSetAdd:
-			v := m.get(&in.a, base)
-			t := m.stack[base+in.target]
-			if v == nil || t == nil {
+			v, t := m.get(&in.a, base), m.stack[base+in.target]
+			if v.k == kUndef || t.k == kUndef {
 				return 0, nil
 			}
-			s, ok := t.Value.(ast.Set)
-			if !ok {
-				return 0, fmt.Errorf("policy: plan adds to %s", ast.ValueName(t.Value))
+			c, err := owned(t, kSet, "adds to")
+			if err != nil {
+				return 0, err
 			}
-			s.Add(v)
+			c.setAdd(v)
 		case opObjectInsert, opObjectInsertOnce:
 			k, v := m.get(&in.a, base), m.get(&in.b, base)
 			t := m.stack[base+in.target]
-			if k == nil || v == nil || t == nil {
+			if k.k == kUndef || v.k == kUndef || t.k == kUndef {
 				return 0, nil
 			}
-			obj, ok := t.Value.(ast.Object)
-			if !ok {
-				return 0, fmt.Errorf("policy: plan inserts into %s", ast.ValueName(t.Value))
+			c, err := owned(t, kObj, "inserts into")
+			if err != nil {
+				return 0, err
 			}
-			if in.op == opObjectInsertOnce {
-				if cur := obj.Get(k); cur != nil && !equal(cur, v) {
-					return 0, conflict("object keys must be unique")
-				}
+			if !c.insert(k, v, in.op == opObjectInsertOnce) {
+				return 0, conflict("object keys must be unique")
 			}
-			obj.Insert(k, v)
 		case opObjectMerge:
 			a, b := m.stack[base+in.key], m.stack[base+in.val]
-			if a == nil || b == nil {
+			if a.k == kUndef || b.k == kUndef {
 				return 0, nil
 			}
-			m.stack[base+in.target] = merge(a, b)
+			m.stack[base+in.target] = m.merge(a, b)
 		case opResultSetAdd:
 			v := m.stack[base+in.target]
-			if v == nil {
+			if v.k == kUndef {
 				return 0, nil
 			}
-			if m.nres == 0 || !equal(m.result, v) {
+			if m.nres == 0 || !equalVal(m.result, v) {
 				m.result = v
 				m.nres++
 			}
@@ -358,65 +435,43 @@ func (m *machine) exec(b block, base int) (int, error) {
 	return fellThrough, nil
 }
 
-// scan runs in.body for each element of a collection; it yields
-// fellThrough to go on after the scan. Arrays and sets are walked by
-// index; objects through objStep, bound once per machine, with the scan's
-// state in the machine (saved here, since bodies scan too) rather than in
-// a closure that would be allocated on every scan.
+// scan runs in.body for each element of a collection, in ast's order
+// (sorted sets and object keys); it yields fellThrough to go on after the
+// scan.
 func (m *machine) scan(in *instr, base int) (int, error) {
 	src := m.stack[base+in.target]
-	if src == nil {
+	var n int
+	switch src.k {
+	case kArr:
+		n = len(src.c.vals)
+	case kObj, kSet:
+		n = len(src.c.keys)
+	default:
 		return fellThrough, nil
 	}
-	saved := m.sc
-	m.sc = scanState{in: in, base: base}
-	switch c := src.Value.(type) {
-	case *ast.Array:
-		for i := 0; i < c.Len(); i++ {
-			if m.step(ast.InternedTerm(i), c.Elem(i)) {
-				break
-			}
+	for i := range n {
+		if err := m.cancelled(); err != nil {
+			return 0, err
 		}
-	case ast.Object:
-		c.Until(m.objStep)
-	case ast.Set:
-		for _, e := range c.Slice() {
-			if m.step(e, e) {
-				break
-			}
+		switch src.k {
+		case kArr:
+			m.stack[base+in.key], m.stack[base+in.val] = vInt(int64(i)), src.c.vals[i]
+		case kObj:
+			m.stack[base+in.key], m.stack[base+in.val] = src.c.keys[i], src.c.vals[i]
+		case kSet:
+			m.stack[base+in.key], m.stack[base+in.val] = src.c.keys[i], src.c.keys[i]
 		}
-	}
-	r, err := m.sc.r, m.sc.err
-	m.sc = saved
-	switch {
-	case err != nil || r == returned:
-		return r, err
-	case r >= 2:
-		return r - 2, nil
+		r, err := m.exec(in.body, base)
+		switch {
+		case err != nil || r == returned:
+			return r, err
+		case r >= 2:
+			return r - 2, nil
+		case r == 1:
+			return fellThrough, nil
+		}
 	}
 	return fellThrough, nil
-}
-
-// scanState is the scan in progress.
-type scanState struct {
-	in   *instr
-	base int
-	r    int
-	err  error
-}
-
-// step runs the scan's body for one element and reports whether the scan
-// ends: 0 or fellThrough go on to the next element, 1 ends the scan.
-func (m *machine) step(k, v *ast.Term) bool {
-	sc := &m.sc
-	if sc.err = m.cancelled(); sc.err != nil {
-		return true
-	}
-	m.stack[sc.base+sc.in.key], m.stack[sc.base+sc.in.val] = k, v
-	in, base := sc.in, sc.base
-	r, err := m.exec(in.body, base)
-	m.sc.r, m.sc.err = r, err
-	return err != nil || r == returned || r >= 1
 }
 
 // call calls a planned function; it yields 0 when its result is undefined.
@@ -424,21 +479,19 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	fn := in.fn
 	if fn.memo >= 0 && m.memoOK[fn.memo] {
 		v := m.memo[fn.memo]
-		if v == nil {
+		if v.k == kUndef {
 			return 0, nil
 		}
 		m.stack[base+in.target] = v
 		return fellThrough, nil
 	}
-	var shared *atomic.Pointer[ast.Term]
+	var shared *atomic.Pointer[val]
 	if fn.session >= 0 && m.sess != nil {
 		shared = &m.sess[fn.session]
-		if v := shared.Load(); v != nil {
-			if v == undefinedRule {
-				v = nil
-			}
+		if p := shared.Load(); p != nil {
+			v := *p
 			m.memo[fn.memo], m.memoOK[fn.memo] = v, true
-			if v == nil {
+			if v.k == kUndef {
 				return 0, nil
 			}
 			m.stack[base+in.target] = v
@@ -449,49 +502,48 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if fn.memo >= 0 {
-		m.memo[fn.memo], m.memoOK[fn.memo] = v, true
-	}
 	// Shared only when no builtin has failed: a failed call is undefined
 	// here, and this evaluation goes to topdown. A value over maxEntry is
 	// made again by each evaluation, not kept with the session.
-	if shared != nil && m.berr == nil && (v == nil || heapSize(v, maxEntry) <= maxEntry) {
-		if v == nil {
-			shared.Store(undefinedRule)
-		} else {
-			shared.Store(v)
+	if shared != nil && m.berr == nil {
+		if kept := persist(v); valSize(kept, maxEntry) <= maxEntry {
+			shared.Store(&kept)
+			v = kept
 		}
 	}
-	if v == nil {
+	if fn.memo >= 0 {
+		m.memo[fn.memo], m.memoOK[fn.memo] = v, true
+	}
+	if v.k == kUndef {
 		return 0, nil
 	}
 	m.stack[base+in.target] = v
 	return fellThrough, nil
 }
 
-func (m *machine) invoke(fn *function, args []operand, base int) (*ast.Term, error) {
+func (m *machine) invoke(fn *function, args []operand, base int) (val, error) {
 	if err := m.cancelled(); err != nil {
-		return nil, err
+		return val{}, err
 	}
 	fb := m.push(fn.nlocals)
 	if fb < 0 {
-		return nil, errStackOverflow
+		return val{}, errStackOverflow
 	}
-	for i, a := range args {
-		m.stack[fb+fn.params[i]] = m.get(&a, base)
+	for i := range args {
+		m.stack[fb+fn.params[i]] = m.get(&args[i], base)
 	}
-	var v *ast.Term
+	var v val
 	for _, b := range fn.blocks {
 		r, err := m.exec(b, fb)
 		if err != nil {
-			return nil, err
+			return val{}, err
 		}
 		if r == returned {
 			v = m.ret
 			break
 		}
 		if r > 0 {
-			return nil, fmt.Errorf("policy: plan function %s breaks out of its body", fn.name)
+			return val{}, fmt.Errorf("policy: plan function %s breaks out of its body", fn.name)
 		}
 	}
 	clear(m.stack[fb:])
@@ -499,25 +551,34 @@ func (m *machine) invoke(fn *function, args []operand, base int) (*ast.Term, err
 	return v, nil
 }
 
-// callBuiltin calls one of topdown's builtins and reports whether it
-// yielded a value.
+// callBuiltin calls a builtin and reports whether it yielded a value: its
+// native form (natives) when it has one for these arguments, else
+// topdown's own on the arguments converted.
 func (m *machine) callBuiltin(in *instr, base int) bool {
-	args := m.args[:0]
+	vargs := m.vargs[:0]
 	for i := range in.args {
 		v := m.get(&in.args[i], base)
-		if v == nil {
-			m.args = args
+		if v.k == kUndef {
+			m.vargs = vargs
 			return false
 		}
-		args = append(args, v)
+		vargs = append(vargs, v)
 	}
-	m.args = args
+	m.vargs = vargs
 	if in.native != nil {
-		if out := in.native(args); out != nil {
+		if out, ok := in.native(m, vargs); ok {
+			if out.k == kUndef {
+				return false
+			}
 			m.stack[base+in.target] = out
 			return true
 		}
 	}
+	args := m.args[:0]
+	for _, v := range vargs {
+		args = append(args, toAST(v))
+	}
+	m.args = args
 	m.out = nil
 	if err := in.builtin(m.bctx, args, m.outFn); err != nil {
 		if m.berr == nil {
@@ -525,8 +586,14 @@ func (m *machine) callBuiltin(in *instr, base int) bool {
 		}
 		return false
 	}
-	out := m.out
-	if out == nil {
+	if m.out == nil {
+		return false
+	}
+	out, err := fromAST(m.out)
+	if err != nil {
+		if m.berr == nil {
+			m.berr = err
+		}
 		return false
 	}
 	m.stack[base+in.target] = out
@@ -534,72 +601,291 @@ func (m *machine) callBuiltin(in *instr, base int) bool {
 }
 
 // dot looks key up in src: an object's value, an array's element, a set's
-// member; nil (undefined) otherwise.
-func dot(src, key *ast.Term) *ast.Term {
-	switch c := src.Value.(type) {
-	case ast.Object:
-		return c.Get(key)
-	case *ast.Array:
-		n, ok := key.Value.(ast.Number)
-		if !ok {
-			return nil
+// member; undefined otherwise.
+func dot(src, key val) val {
+	switch src.k {
+	case kObj:
+		if key.k != kUndef {
+			return src.c.get(key)
 		}
-		i, ok := n.Int()
-		if !ok || i < 0 || i >= c.Len() {
-			return nil
+	case kArr:
+		if key.k == kNum && key.n >= 0 && key.n < int64(len(src.c.vals)) {
+			return src.c.vals[key.n]
 		}
-		return c.Elem(i)
-	case ast.Set:
-		if c.Contains(key) {
-			return key
+	case kSet:
+		if key.k != kUndef {
+			if _, ok := find(src.c.keys, key); ok {
+				return key
+			}
 		}
 	}
-	return nil
-}
-
-func equal(a, b *ast.Term) bool {
-	if x, ok := a.Value.(ast.String); ok {
-		y, ok := b.Value.(ast.String)
-		return ok && x == y
-	}
-	return ast.Compare(a.Value, b.Value) == 0
-}
-
-// length is LenStmt's: elements of a collection, bytes of a string.
-func length(v ast.Value) int {
-	switch c := v.(type) {
-	case *ast.Array:
-		return c.Len()
-	case ast.Object:
-		return c.Len()
-	case ast.Set:
-		return c.Len()
-	case ast.String:
-		return len(c)
-	}
-	return 0
+	return val{}
 }
 
 // merge is ObjectMergeStmt's: a with b's keys added, objects under the
 // same key merged; a when either is not an object.
-func merge(a, b *ast.Term) *ast.Term {
-	oa, ok1 := a.Value.(ast.Object)
-	ob, ok2 := b.Value.(ast.Object)
-	if !ok1 || !ok2 {
+func (m *machine) merge(a, b val) val {
+	if a.k != kObj || b.k != kObj {
 		return a
 	}
-	out := ast.NewObject()
-	oa.Foreach(func(k, v *ast.Term) {
-		if other := ob.Get(k); other != nil {
-			out.Insert(k, merge(v, other))
-		} else {
-			out.Insert(k, v)
+	out := m.newVal(kObj, len(a.c.keys)+len(b.c.keys))
+	for i, k := range a.c.keys {
+		v := a.c.vals[i]
+		if other := b.c.get(k); other.k != kUndef {
+			v = m.merge(v, other)
 		}
-	})
-	ob.Foreach(func(k, v *ast.Term) {
-		if oa.Get(k) == nil {
-			out.Insert(k, v)
+		out.c.insert(k, v, false)
+	}
+	for i, k := range b.c.keys {
+		if a.c.get(k).k == kUndef {
+			out.c.insert(k, b.c.vals[i], false)
 		}
-	})
-	return ast.NewTerm(out)
+	}
+	return out
+}
+
+// maxLowerCache bounds machine.lowerCache and concatCache.
+const maxLowerCache = 256
+
+// lower is strings.ToLower, remembered by the machine: the names of the
+// input (users, mailboxes) recur from one decision to the next.
+func (m *machine) lower(s string) string {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf && (s[i] < 'A' || s[i] > 'Z') {
+		i++
+	}
+	if i == len(s) {
+		return s // lower-case ASCII: strings.ToLower makes nothing either
+	}
+	if c, ok := m.lowerCache[s]; ok {
+		return c
+	}
+	l := strings.ToLower(s)
+	if m.lowerCache == nil || len(m.lowerCache) >= maxLowerCache {
+		m.lowerCache = make(map[string]string, maxLowerCache)
+	}
+	m.lowerCache[s] = l
+	return l
+}
+
+// concat2 is a+sep+b, remembered by the machine as lower is: policies
+// join a name and a delimiter (mailbox_under) at every decision.
+func (m *machine) concat2(a, sep, b string) string {
+	k := [3]string{a, sep, b}
+	if c, ok := m.concatCache[k]; ok {
+		return c
+	}
+	if m.concatCache == nil || len(m.concatCache) >= maxLowerCache {
+		m.concatCache = make(map[[3]string]string, maxLowerCache)
+	}
+	c := a + sep + b
+	m.concatCache[k] = c
+	return c
+}
+
+// union is object.union's (topdown's mergeWithOverwrite): b's keys over
+// a's, objects under the same key merged.
+func (m *machine) union(a, b val) val {
+	switch {
+	case len(a.c.keys) == 0:
+		return b
+	case len(b.c.keys) == 0 || equalVal(a, b):
+		return a
+	}
+	out := m.newVal(kObj, len(a.c.keys)+len(b.c.keys))
+	for i, k := range a.c.keys {
+		out.c.insert(k, a.c.vals[i], false)
+	}
+	for i, k := range b.c.keys {
+		v := b.c.vals[i]
+		if cur := a.c.get(k); cur.k == kObj && v.k == kObj {
+			v = m.union(cur, v)
+		}
+		out.c.insert(k, v, false)
+	}
+	return out
+}
+
+// native is a builtin for the arguments it knows, with the result and
+// the errors of topdown's; ok false leaves the call to topdown.
+type native func(m *machine, args []val) (out val, ok bool)
+
+// natives are the builtins of the shipped policies, written for flat
+// values. Each handles only the arguments it is sure of (no error, no
+// collection compared by equality, no number but an integer summed) and
+// leaves the rest to topdown. TestPlanMatchesTopdown
+// and TestNativesMatchTopdown cover them.
+var natives = map[string]native{
+	ast.Count.Name: func(_ *machine, a []val) (val, bool) {
+		switch a[0].k {
+		case kArr, kObj, kSet:
+			return vInt(int64(a[0].len())), true
+		case kStr:
+			return vInt(int64(utf8.RuneCountInString(a[0].s))), true
+		}
+		return val{}, false
+	},
+	ast.GreaterThan.Name:   func(_ *machine, a []val) (val, bool) { return vBool(compareVal(a[0], a[1]) > 0), true },
+	ast.GreaterThanEq.Name: func(_ *machine, a []val) (val, bool) { return vBool(compareVal(a[0], a[1]) >= 0), true },
+	ast.LessThan.Name:      func(_ *machine, a []val) (val, bool) { return vBool(compareVal(a[0], a[1]) < 0), true },
+	ast.LessThanEq.Name:    func(_ *machine, a []val) (val, bool) { return vBool(compareVal(a[0], a[1]) <= 0), true },
+	ast.Equal.Name: func(_ *machine, a []val) (val, bool) {
+		if !plainScalar(a[0]) || !plainScalar(a[1]) {
+			return val{}, false
+		}
+		return vBool(equalVal(a[0], a[1])), true
+	},
+	ast.NotEqual.Name: func(_ *machine, a []val) (val, bool) {
+		if !plainScalar(a[0]) || !plainScalar(a[1]) {
+			return val{}, false
+		}
+		return vBool(!equalVal(a[0], a[1])), true
+	},
+	ast.Member.Name: func(_ *machine, a []val) (val, bool) {
+		x, c := a[0], a[1]
+		if !plainScalar(x) {
+			return val{}, false
+		}
+		switch c.k {
+		case kSet:
+			_, ok := find(c.c.keys, x)
+			return vBool(ok), true
+		case kArr, kObj:
+			return vBool(slices.ContainsFunc(c.c.vals, func(e val) bool { return equalVal(e, x) })), true
+		}
+		return vFalse, true
+	},
+	ast.StartsWith.Name: func(_ *machine, a []val) (val, bool) {
+		if a[0].k != kStr || a[1].k != kStr {
+			return val{}, false
+		}
+		return vBool(strings.HasPrefix(a[0].s, a[1].s)), true
+	},
+	ast.Lower.Name: func(m *machine, a []val) (val, bool) {
+		if a[0].k != kStr {
+			return val{}, false
+		}
+		if l, ok := m.p.lowered[a[0].s]; ok {
+			return vStr(l), true
+		}
+		return vStr(m.lower(a[0].s)), true
+	},
+	ast.Concat.Name: func(m *machine, a []val) (val, bool) {
+		var elems []val
+		switch a[1].k {
+		case kArr:
+			elems = a[1].c.vals
+		case kSet:
+			elems = a[1].c.keys
+		default:
+			return val{}, false
+		}
+		if a[0].k != kStr || len(elems) > 16 {
+			return val{}, false
+		}
+		if len(elems) == 2 && elems[0].k == kStr && elems[1].k == kStr {
+			return vStr(m.concat2(elems[0].s, a[0].s, elems[1].s)), true
+		}
+		var parts [16]string
+		for i, e := range elems {
+			if e.k != kStr {
+				return val{}, false
+			}
+			parts[i] = e.s
+		}
+		return vStr(strings.Join(parts[:len(elems)], a[0].s)), true
+	},
+	ast.ObjectGet.Name: func(_ *machine, a []val) (val, bool) {
+		if a[0].k != kObj || a[1].k == kArr {
+			return val{}, false
+		}
+		if v := a[0].c.get(a[1]); v.k != kUndef {
+			return v, true
+		}
+		return a[2], true
+	},
+	ast.Substring.Name: func(_ *machine, a []val) (val, bool) {
+		s, start, n := a[0], a[1], a[2]
+		if s.k != kStr || start.k != kNum || n.k != kNum || start.n < 0 || !isASCII(s.s) {
+			return val{}, false
+		}
+		switch {
+		case start.n >= int64(len(s.s)):
+			return vStr(""), true
+		case n.n < 0:
+			return vStr(s.s[start.n:]), true
+		}
+		return vStr(s.s[start.n : start.n+min(n.n, int64(len(s.s))-start.n)]), true
+	},
+	ast.ArrayConcat.Name: func(m *machine, a []val) (val, bool) {
+		if a[0].k != kArr || a[1].k != kArr {
+			return val{}, false
+		}
+		out := m.newVal(kArr, len(a[0].c.vals)+len(a[1].c.vals))
+		out.c.vals = append(append(out.c.vals, a[0].c.vals...), a[1].c.vals...)
+		return out, true
+	},
+	ast.ObjectUnion.Name: func(m *machine, a []val) (val, bool) {
+		if a[0].k != kObj || a[1].k != kObj {
+			return val{}, false
+		}
+		return m.union(a[0], a[1]), true
+	},
+	ast.Sprintf.Name: func(_ *machine, a []val) (val, bool) {
+		if a[0].k != kStr || a[1].k != kArr || len(a[1].c.vals) > 8 {
+			return val{}, false
+		}
+		// As topdown's: strings as strings, integers as int64; other
+		// arguments are left to it.
+		var buf [8]any
+		args := buf[:len(a[1].c.vals)]
+		for i, e := range a[1].c.vals {
+			switch e.k {
+			case kStr:
+				args[i] = e.s
+			case kNum:
+				args[i] = e.n
+			default:
+				return val{}, false
+			}
+		}
+		return vStr(fmt.Sprintf(a[0].s, args...)), true
+	},
+	ast.Max.Name: func(_ *machine, a []val) (val, bool) {
+		var elems []val
+		switch a[0].k {
+		case kArr:
+			elems = a[0].c.vals
+		case kSet:
+			elems = a[0].c.keys
+		}
+		if len(elems) == 0 {
+			return val{}, false
+		}
+		for _, e := range elems {
+			if e.k != kNum && e.k != kStr {
+				return val{}, false
+			}
+		}
+		return slices.MaxFunc(elems, compareVal), true
+	},
+}
+
+// plainScalar: not a collection (whose equality the natives leave to
+// topdown).
+func plainScalar(v val) bool {
+	switch v.k {
+	case kNull, kBool, kNum, kNumX, kStr:
+		return true
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }

@@ -29,7 +29,8 @@ import (
 // Semantics are the plan's, as OPA's Wasm compiler gives them
 // (internal/compiler/wasm in OPA): same statements, same block and break
 // structure, the same memoization of rules without arguments. Builtins are
-// topdown's own implementations, only those in planBuiltins. A plan that
+// those in planBuiltins: natives (machine.go) where written, topdown's
+// own implementations otherwise and for arguments a native leaves. A plan that
 // fails (a builtin error, a conflict, an undefined decision) does not
 // decide: topdown evaluates that input again (compiled.eval), so errors
 // are topdown's. A policy the interpreter cannot run (a nondeterministic
@@ -105,12 +106,10 @@ func planPolicy(ctx context.Context, p *compiled) (*program, error) {
 }
 
 // ruleMemo holds the values of a policy's session rules for one session
-// (by function.session; nil: not evaluated yet, undefinedRule: undefined).
-// Evaluations of that session's commands share it, concurrently.
-type ruleMemo []atomic.Pointer[ast.Term]
-
-// undefinedRule is what ruleMemo holds for a rule that is undefined.
-var undefinedRule = ast.NullTerm()
+// (by function.session; nil: not evaluated yet; kUndef: undefined), each
+// persisted out of the arena that made it. Evaluations of that session's
+// commands share it, concurrently.
+type ruleMemo []atomic.Pointer[val]
 
 // sessionRules marks the rules (functions of input and data alone) that,
 // with every rule they depend on, read nothing of input but
@@ -144,11 +143,12 @@ type program struct {
 	nmemo   int
 	// nsession counts the session rules (function.session).
 	nsession int
-	data     *ast.Term
+	consts   []val
+	data     val
 	caps     *ast.Capabilities
 	// lowered holds lower() of the strings of the data and the plan,
 	// made at load: policies compare names case-insensitively.
-	lowered map[string]*ast.Term
+	lowered map[string]string
 }
 
 // function is a planned function: a rule, or a function of the policy.
@@ -205,11 +205,9 @@ const (
 	opSetAdd
 )
 
-// operand is a local (local >= 0) or a constant term.
-type operand struct {
-	local int
-	term  *ast.Term
-}
+// operand is a local (local >= 0) or the constant program.consts[-1-local]:
+// small, since instructions are many.
+type operand struct{ local int32 }
 
 // instr is one statement. Which fields are used depends on op; target is
 // the local written (or read, for IsDefined, Return, ResultSetAdd, Scan's
@@ -218,15 +216,20 @@ type instr struct {
 	op       opcode
 	a, b     operand
 	target   int
-	key, val int     // Scan: the locals of each element; ObjectMerge: A and B
-	n        int64   // AssignInt: the value; Make*: the capacity; Break: the index
-	blocks   []block // BlockStmt
-	body     block   // Scan, Not
-	fn       *function
-	builtin  topdown.BuiltinFunc
+	key, val int   // Scan: the locals of each element; ObjectMerge: A and B
+	n        int64 // AssignInt: the value; Make*: the capacity; Break: the index
+	*instrX        // the rest, apart: instructions are many, and small ones run faster
+}
+
+// instrX holds the fields of the statements that nest or call.
+type instrX struct {
+	blocks  []block // BlockStmt
+	body    block   // Scan, Not
+	fn      *function
+	builtin topdown.BuiltinFunc
 	// native, when set, answers a builtin call without topdown for the
-	// arguments it knows (nil: ask builtin).
-	native func(args []*ast.Term) *ast.Term
+	// arguments it knows (natives; nil: ask builtin).
+	native native
 	args   []operand
 }
 
@@ -236,12 +239,16 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 	if pol.Plans == nil || len(pol.Plans.Plans) != 1 {
 		return nil, errors.New("plan: not exactly one plan")
 	}
-	prog := &program{data: data, caps: capabilities(), lowered: map[string]*ast.Term{}}
+	dv, err := fromAST(data)
+	if err != nil {
+		return nil, fmt.Errorf("plan: data: %w", err)
+	}
+	prog := &program{data: dv, caps: capabilities(), lowered: map[string]string{}}
 	t := &translator{pol: pol, prog: prog, funcs: map[string]*function{}}
 	lower := func(s string) {
 		if len(prog.lowered) < maxLowered {
 			if _, ok := prog.lowered[s]; !ok {
-				prog.lowered[s] = ast.StringTerm(strings.ToLower(s))
+				prog.lowered[s] = strings.ToLower(s)
 			}
 		}
 	}
@@ -296,7 +303,6 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 	if err := t.own(plan.Blocks, []ir.Local{ir.Input, ir.Data}); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
-	var err error
 	if prog.entry, err = t.blocks(plan.Blocks); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
@@ -369,6 +375,12 @@ func (t *translator) own(blocks []*ir.Block, params []ir.Local) error {
 	}
 }
 
+// constOperand is an operand for v.
+func (t *translator) constOperand(v val) operand {
+	t.prog.consts = append(t.prog.consts, v)
+	return operand{local: int32(-len(t.prog.consts))}
+}
+
 func (t *translator) local(l ir.Local) int {
 	if int(l) > t.maxLocal {
 		t.maxLocal = int(l)
@@ -386,12 +398,15 @@ func (t *translator) str(i int) (*ast.Term, error) {
 func (t *translator) operand(o ir.Operand) (operand, error) {
 	switch v := o.Value.(type) {
 	case ir.Local:
-		return operand{local: t.local(v)}, nil
+		return operand{local: int32(t.local(v))}, nil
 	case ir.StringIndex:
 		s, err := t.str(int(v))
-		return operand{local: -1, term: s}, err
+		if err != nil {
+			return operand{}, err
+		}
+		return t.constOperand(vStr(string(s.Value.(ast.String)))), nil
 	case ir.Bool:
-		return operand{local: -1, term: ast.InternedTerm(bool(v))}, nil
+		return t.constOperand(vBool(bool(v))), nil
 	}
 	return operand{}, fmt.Errorf("operand %v", o.Value)
 }
@@ -414,7 +429,11 @@ func (t *translator) block(b *ir.Block) (block, error) {
 	out := make(block, 0, len(b.Stmts))
 	for i := 0; i < len(b.Stmts); i++ {
 		if f, ok := t.folds[b.Stmts[i]]; ok {
-			out = append(out, instr{op: opMakeConst, target: t.local(f.target), a: operand{local: -1, term: f.term}})
+			v, err := fromAST(f.term)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, instr{op: opMakeConst, target: t.local(f.target), a: t.constOperand(v)})
 			i += f.n - 1
 			continue
 		}
@@ -507,7 +526,7 @@ func (t *translator) foldInsert(coll ast.Value, target, into ir.Local, key, val 
 	if !isObj || into != target || k == nil || v == nil {
 		return false
 	}
-	if cur := obj.Get(k); once && cur != nil && !equal(cur, v) {
+	if cur := obj.Get(k); once && cur != nil && ast.Compare(cur, v) != 0 {
 		return false
 	}
 	obj.Insert(k, v)
@@ -531,7 +550,7 @@ func (t *translator) constant(o ir.Operand) *ast.Term {
 
 // stmt translates one statement (OPA's ir package documents each).
 func (t *translator) stmt(s ir.Stmt) (instr, error) {
-	var in instr
+	in := instr{instrX: &instrX{}}
 	var err error
 	two := func(a, b ir.Operand) {
 		if in.a, err = t.operand(a); err == nil {
@@ -577,10 +596,7 @@ func (t *translator) stmt(s ir.Stmt) (instr, error) {
 		if bi == nil || !planBuiltins[s.Func] {
 			return in, fmt.Errorf("builtin %s is not available to the interpreter", s.Func)
 		}
-		in.op, in.builtin = opCallBuiltin, bi
-		if s.Func == ast.Lower.Name {
-			in.native = t.prog.lower
-		}
+		in.op, in.builtin, in.native = opCallBuiltin, bi, natives[s.Func]
 	case *ir.DotStmt:
 		in.op, in.target = opDot, t.local(s.Target)
 		two(s.Source, s.Key)
@@ -610,15 +626,15 @@ func (t *translator) stmt(s ir.Stmt) (instr, error) {
 		in.op, in.target, in.n = opMakeArray, t.local(s.Target), int64(s.Capacity)
 	case *ir.MakeNullStmt:
 		in.op, in.target = opMakeConst, t.local(s.Target)
-		in.a = operand{local: -1, term: ast.InternedNullTerm}
+		in.a = t.constOperand(vNull)
 	case *ir.MakeNumberIntStmt:
 		in.op, in.target = opMakeConst, t.local(s.Target)
-		in.a = operand{local: -1, term: ast.IntNumberTerm(int(s.Value))}
+		in.a = t.constOperand(vInt(s.Value))
 	case *ir.MakeNumberRefStmt:
 		in.op, in.target = opMakeConst, t.local(s.Target)
 		var str *ast.Term
 		if str, err = t.str(s.Index); err == nil {
-			in.a = operand{local: -1, term: ast.NewTerm(ast.Number(str.Value.(ast.String)))}
+			in.a = t.constOperand(numVal(string(str.Value.(ast.String))))
 		}
 	case *ir.MakeObjectStmt:
 		in.op, in.target = opMakeObject, t.local(s.Target)
@@ -849,22 +865,3 @@ var planBuiltins = func() map[string]bool {
 
 // maxLowered bounds program.lowered: data is small, but need not be.
 const maxLowered = 1 << 14
-
-// lower answers lower() without topdown's allocations for a string
-// already in lower-case ASCII (itself) and for the strings of the data and
-// the plan (made at load); nil leaves the call to topdown.
-func (p *program) lower(args []*ast.Term) *ast.Term {
-	s, ok := args[0].Value.(ast.String)
-	if !ok {
-		return nil
-	}
-	if t := p.lowered[string(s)]; t != nil {
-		return t
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 0x80 || 'A' <= c && c <= 'Z' {
-			return nil
-		}
-	}
-	return args[0]
-}
