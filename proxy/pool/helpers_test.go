@@ -381,3 +381,46 @@ func waitEvent(t testing.TB, l *eventLog, from int, server string, h Health) Eve
 		}
 	}
 }
+
+// failoverLog is an Auditor that records each server a login could not
+// use (the proxy's "backend-connect-failed"), with when its session
+// began: which logins tried which server, without timing them.
+type failoverLog struct {
+	*proxy.LogAuditor
+	mu     sync.Mutex
+	failed []connectFailure
+}
+
+type connectFailure struct {
+	server  string
+	started time.Time // the session's start (its accept)
+	at      time.Time
+}
+
+func newFailoverLog(t testing.TB) *failoverLog {
+	return &failoverLog{LogAuditor: proxy.NewLogAuditor(zaptest.NewLogger(t))}
+}
+
+func (a *failoverLog) Security(s *proxy.SessionInfo, kind, detail string) {
+	if kind == "backend-connect-failed" {
+		// s.Server is the server that failed until the next one is picked.
+		a.mu.Lock()
+		a.failed = append(a.failed, connectFailure{server: s.Server, started: s.Started, at: time.Now()})
+		a.mu.Unlock()
+	}
+	a.LogAuditor.Security(s, kind, detail)
+}
+
+// triedSince returns the failures on server of sessions that began after
+// from and failed before to (a zero to is open).
+func (a *failoverLog) triedSince(server string, from, to time.Time) []connectFailure {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []connectFailure
+	for _, f := range a.failed {
+		if f.server == server && f.started.After(from) && (to.IsZero() || f.at.Before(to)) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
