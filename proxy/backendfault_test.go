@@ -387,3 +387,63 @@ func TestIdleContinuationBeforeLiteral(t *testing.T) {
 	c.expect("a2 OK")
 	c.transact("a3 LOGOUT", "a3 OK")
 }
+
+// writeHook is a backend connection that runs a hook once each write is
+// out.
+type writeHook struct {
+	net.Conn
+	after func(p []byte)
+}
+
+func (w *writeHook) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	w.after(p[:n])
+	return n, err
+}
+
+// A synchronizing literal's "+" may come as soon as the line announcing
+// it leaves the proxy, and a line longer than the write buffer leaves
+// within the write itself, before any flush: the literal is armed before
+// its line is written. The client pump is held right after the line left
+// until the client heard what came of it.
+func TestLiteralArmedBeforeLongLineLeaves(t *testing.T) {
+	var flags strings.Builder
+	for i := range 1500 {
+		fmt.Fprintf(&flags, " $k%04d", i)
+	}
+	cmd := "a1 APPEND box (" + flags.String()[1:] + ") {5}"
+	if len(cmd) <= backendWriteBuf {
+		t.Fatalf("the line (%d bytes) fits the write buffer", len(cmd))
+	}
+	heard := make(chan struct{})
+	release := sync.OnceFunc(func() { close(heard) })
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch {
+		case tag == "hello": // the literal and the command's end
+			fmt.Fprintf(c, "a1 OK [APPENDUID 1 1] appended\r\n")
+		case strings.HasPrefix(line, "APPEND "):
+			fmt.Fprintf(c, "+ go ahead\r\n")
+		default:
+			fmt.Fprintf(c, "%s OK fine\r\n", tag)
+		}
+	}, func(o *Options) {
+		o.wrapBackend = func(c net.Conn) net.Conn {
+			return &writeHook{Conn: c, after: func(p []byte) {
+				if strings.HasSuffix(string(p), "{5}\r\n") {
+					<-heard
+				}
+			}}
+		}
+	})
+	t.Cleanup(release) // before the harness's: a failed test lets the pump go
+	c := h.login()
+	c.send(cmd)
+	l := c.line()
+	release()
+	if !strings.HasPrefix(l, "+ go ahead") {
+		t.Fatalf("got %q, want the backend's \"+\"", l)
+	}
+	c.sendRaw("hello\r\n")
+	c.expect("a1 OK")
+	c.transact("a2 LOGOUT", "a2 OK")
+}

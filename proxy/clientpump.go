@@ -318,7 +318,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 				}
 				f = p.register(cmd, d, start, ctx)
 				f.bytesIn.Store(bytesIn)
-				if !p.forwardPending(f, pend, marks) {
+				if !p.forwardPending(f, pend, marks, !lit.NonSync) {
 					// The backend ended the command early; the client
 					// has its answer and drops or sends this literal.
 					return f, p.dropLiteral(lit, true, lim.MaxAppendLiteral)
@@ -369,6 +369,9 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 				// malformed rest is not forwarded.
 				return f, s.answer("*", byeSyntaxInCommand)
 			}
+			if hasLit && !lit.NonSync {
+				r.arm(f.tag, false) // before the line can leave (forwardPending)
+			}
 			be.out().Write(line)
 			continue
 		}
@@ -407,7 +410,7 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 	}
 	f := p.register(cmd, d, start, ctx)
 	f.bytesIn.Store(bytesIn)
-	if !p.forwardPending(f, wire, marks) {
+	if !p.forwardPending(f, wire, marks, false) {
 		if s.closing.Load() {
 			return f, errStop
 		}
@@ -428,13 +431,14 @@ func (p *clientPump) flushUnlessPipelined(f *inflight) error {
 
 // backendReady waits, for a synchronizing literal of a command already at
 // the backend, for the backend's "+" (relayed to the client, who waits for
-// it). A refusal (the tagged reply came instead, and reached the client)
-// returns false with a nil error; the literal will not come.
+// it). The relay was armed for it before the line announcing it was
+// written (forwardPending, command). A refusal (the tagged reply came
+// instead, and reached the client) returns false with a nil error; the
+// literal will not come.
 func (p *clientPump) backendReady(f *inflight, lit imapwire.Literal) (bool, error) {
 	if lit.NonSync {
 		return true, nil
 	}
-	p.r.arm(f.tag, false)
 	if err := p.flush(); err != nil {
 		return false, err
 	}
@@ -629,13 +633,19 @@ func under(name, mailbox string, delim byte) bool {
 }
 
 // forwardPending sends a held-back command. At each buffered synchronizing
-// literal it waits for the backend's "+" and swallows it. It returns false
-// when the backend completed the command early (or the session ended).
-func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int) bool {
+// literal it waits for the backend's "+" and swallows it. armLast: pend
+// ends at a synchronizing literal whose "+" the client waits for
+// (backendReady). It returns false when the backend completed the command
+// early (or the session ended).
+//
+// Each "+" is armed before the line announcing its literal is written:
+// bytes that do not fit the write buffer leave within the write, and the
+// backend may answer before any flush.
+func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLast bool) bool {
 	prev := 0
 	for _, m := range marks {
-		p.be.out().Write(pend[prev:m])
 		p.r.arm(f.tag, true)
+		p.be.out().Write(pend[prev:m])
 		if p.flush() != nil {
 			return false
 		}
@@ -643,6 +653,9 @@ func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int) bool 
 			return false
 		}
 		prev = m
+	}
+	if armLast {
+		p.r.arm(f.tag, false)
 	}
 	p.be.out().Write(pend[prev:])
 	return true

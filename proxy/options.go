@@ -238,6 +238,10 @@ type Options struct {
 	// afterReply, in tests, runs on the backend pump once a tagged reply
 	// reached the client writer: a window other goroutines can act in.
 	afterReply func()
+	// wrapBackend, in tests, wraps the backend connection the relay
+	// reads, writes and sets deadlines through: a window right after
+	// bytes leave, a view of the deadlines.
+	wrapBackend func(net.Conn) net.Conn
 }
 
 // DefaultCutGrace is Options.CutGrace's default.

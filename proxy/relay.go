@@ -83,6 +83,10 @@ func (s *Session) runRelay() {
 	// list itself is a few hundred bytes per idle session.
 	s.be.literalPlus, s.be.literalMinus = s.be.hasCap("LITERAL+"), s.be.hasCap("LITERAL-")
 	s.be.caps = nil
+	if h := s.srv.opts.wrapBackend; h != nil {
+		s.be.conn = h(s.be.conn)
+		s.be.rd.c = s.be.conn
+	}
 	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
 	if sc, ok := s.be.raw.(syscall.Conn); ok && s.srv.parker != nil && s.lim.ParkAfter > 0 {
 		if rc, err := sc.SyscallConn(); err == nil {
