@@ -563,12 +563,19 @@ type owedReader struct {
 	linger    time.Duration
 	armed     bool // a deadline is set
 	lingering bool // ... and it is linger's
+	// unarming, in tests, runs before a deadline no longer owed is
+	// cleared (Options.unarming).
+	unarming func()
 }
 
 func (r *owedReader) Read(p []byte) (int, error) {
 	if r.owing != nil {
 		r.lingering = false
-		r.rearmed.Store(0)
+		if r.rearmed.Swap(0) != 0 {
+			// oweLocked set a deadline during the last read: it is still
+			// on the connection, and must go once nothing is owed.
+			r.armed = true
+		}
 		switch {
 		case r.cut.Load() && !r.mid.Load():
 			r.c.SetReadDeadline(time.Now())
@@ -586,8 +593,17 @@ func (r *owedReader) Read(p []byte) (int, error) {
 				r.lingering = false
 			}
 		case r.armed:
+			if r.unarming != nil {
+				r.unarming()
+			}
 			r.c.SetReadDeadline(time.Time{})
 			r.armed = false
+			if r.owing.Load() > 0 {
+				// Owed since the look above: oweLocked's deadline may
+				// have been set before this clear, which undid it.
+				r.c.SetReadDeadline(time.Now().Add(r.timeout))
+				r.armed = true
+			}
 		}
 	}
 	return r.c.Read(p)

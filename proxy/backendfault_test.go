@@ -6,11 +6,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // scriptedBackend is an IMAP server that logs anyone in, answers LIST "" ""
@@ -446,4 +449,111 @@ func TestLiteralArmedBeforeLongLineLeaves(t *testing.T) {
 	c.sendRaw("hello\r\n")
 	c.expect("a1 OK")
 	c.transact("a2 LOGOUT", "a2 OK")
+}
+
+// deadlineConn is a backend connection that tells each read the read
+// deadline in force when it began.
+type deadlineConn struct {
+	net.Conn
+	mu      sync.Mutex
+	last    time.Time
+	reading func(deadline time.Time)
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	d := c.last
+	c.mu.Unlock()
+	c.reading(d)
+	return c.Conn.Read(p)
+}
+
+// A command registered while the backend pump clears the deadline of a
+// read with nothing owed any more must keep its deadline: the backend
+// owes it an answer (Limits.BackendTimeout). The pump is held right
+// before the clear until the backend has the command.
+func TestOwedWhileDeadlineClears(t *testing.T) {
+	got := make(chan struct{})    // the backend has a2
+	window := make(chan struct{}) // the pump is about to clear
+	var once sync.Once
+	var watch atomic.Bool
+	began := make(chan time.Time, 1)
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		if tag == "a2" {
+			close(got) // and never answered
+			return
+		}
+		fmt.Fprintf(c, "%s OK fine\r\n", tag)
+	}, func(o *Options) {
+		o.Limits.ParkAfter = -1             // no deadline while nothing is owed
+		o.Limits.BackendTimeout = time.Hour // its presence is checked, not its expiry
+		o.unarming = func() {
+			once.Do(func() {
+				close(window)
+				<-got
+				watch.Store(true)
+			})
+		}
+		o.wrapBackend = func(c net.Conn) net.Conn {
+			return &deadlineConn{Conn: c, reading: func(d time.Time) {
+				if watch.CompareAndSwap(true, false) {
+					began <- d
+				}
+			}}
+		}
+	})
+	c := h.login()
+	c.transact("a1 NOOP", "a1 OK")
+	select {
+	case <-window:
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("the deadline of a1's answer was never cleared")
+	}
+	c.send("a2 NOOP")
+	select {
+	case d := <-began:
+		if d.IsZero() {
+			t.Fatal("the backend owes a2 its answer, and the read waiting for it has no deadline")
+		}
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("the backend pump did not read again")
+	}
+}
+
+// With parking off, a read with nothing owed has no deadline, even after
+// a command whose deadline was set while the pump was already reading:
+// an idle session is not "backend not responding" BackendTimeout later.
+func TestIdleReadHasNoDeadline(t *testing.T) {
+	var watch atomic.Bool
+	began := make(chan time.Time, 1)
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		fmt.Fprintf(c, "%s OK fine\r\n", tag)
+	}, func(o *Options) {
+		o.Limits.ParkAfter = -1
+		o.afterReply = func() { watch.Store(true) }
+		o.wrapBackend = func(c net.Conn) net.Conn {
+			return &deadlineConn{Conn: c, reading: func(d time.Time) {
+				if watch.CompareAndSwap(true, false) {
+					began <- d
+				}
+			}}
+		}
+	})
+	c := h.login()
+	c.transact("a1 NOOP", "a1 OK") // owed while the pump waited with no deadline
+	select {
+	case d := <-began:
+		if !d.IsZero() {
+			t.Fatalf("nothing is owed, and the read after a1's answer has a deadline %v ahead", time.Until(d).Round(time.Second))
+		}
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("the backend pump did not read again")
+	}
 }

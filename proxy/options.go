@@ -242,6 +242,9 @@ type Options struct {
 	// reads, writes and sets deadlines through: a window right after
 	// bytes leave, a view of the deadlines.
 	wrapBackend func(net.Conn) net.Conn
+	// unarming, in tests, runs on the backend pump before it clears the
+	// read deadline of a read with nothing owed any more.
+	unarming func()
 }
 
 // DefaultCutGrace is Options.CutGrace's default.

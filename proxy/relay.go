@@ -87,6 +87,7 @@ func (s *Session) runRelay() {
 		s.be.conn = h(s.be.conn)
 		s.be.rd.c = s.be.conn
 	}
+	s.be.rd.unarming = s.srv.opts.unarming
 	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
 	if sc, ok := s.be.raw.(syscall.Conn); ok && s.srv.parker != nil && s.lim.ParkAfter > 0 {
 		if rc, err := sc.SyscallConn(); err == nil {
