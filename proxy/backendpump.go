@@ -388,7 +388,7 @@ func (p *backendPump) park() bool {
 	}
 	// parked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump (resume): no unpark is lost.
-	pp := pk.prepare(r.rawBackend, p.resume)
+	pp := pk.prepare(r.rawBackend, parkBackend, time.Time{}, p.resume)
 	r.parked.Store(pp)
 	if !pp.arm() {
 		r.parked.CompareAndSwap(pp, nil)

@@ -17,6 +17,12 @@ type clientPump struct {
 	r  *relay
 	s  *Session
 	be *backendConn
+	bp *backendPump // read only once it has ended (Session.endRelay)
+
+	// until is when the client's silence ends the session, set when the
+	// pump starts waiting for a command; zero while it handles one. It
+	// outlives a parking.
+	until time.Time
 
 	idle     *inflight        // the IDLE in flight, waiting for DONE
 	litBuf   []byte           // the command held back until its decision point
@@ -25,43 +31,59 @@ type clientPump struct {
 	byName   map[string]int // commands by name, for the close event
 }
 
-// run reads and relays commands until the session ends.
+// run reads and relays commands until the session ends, then ends it;
+// or until the pump parks (park): the parker then runs it again.
 func (p *clientPump) run() {
+	if p.relay() {
+		return
+	}
+	p.s.endRelay(p)
+}
+
+// relay is run's loop; it returns true when the pump parked.
+func (p *clientPump) relay() (parked bool) {
 	s := p.s
 	lim := s.lim
 	for {
-		wait := lim.AuthIdle
-		if p.idle != nil {
-			wait = lim.IdleTimeout
+		if p.until.IsZero() {
+			wait := lim.AuthIdle
+			if p.idle != nil {
+				wait = lim.IdleTimeout
+			}
+			p.until = time.Now().Add(wait)
 		}
-		if !s.waitCommand(wait) {
+		switch s.waitClient(p.until, p.park) {
+		case waitDrain:
 			p.drain()
-			return
+			return false
+		case waitGone:
+			return true
 		}
+		p.until = time.Time{}
 		line, lit, hasLit, err := s.sc.ReadLine()
 		s.waiting.Store(false)
 		if err != nil && isTimeout(err) && s.draining.Load() && len(line) == 0 {
 			p.drain()
-			return
+			return false
 		}
 		if err != nil {
 			var se *imapwire.SyntaxError
 			if errors.As(err, &se) && line != nil && !nonSyncMarker(line) {
 				// A malformed {n}: the client waits for a "+".
 				if s.answer(tagOf(line), syntaxReply(err)) != nil {
-					return
+					return false
 				}
 				continue
 			}
 			s.readErr(err)
-			return
+			return false
 		}
 		start := time.Now()
 		if f := p.idle; f != nil {
 			p.idle = nil
 			done, err := p.endIdle(f, line, hasLit)
 			if err != nil {
-				return
+				return false
 			}
 			if done {
 				continue
@@ -73,7 +95,7 @@ func (p *clientPump) run() {
 			p.count(name)
 		}
 		if err != nil {
-			return
+			return false
 		}
 		if f != nil {
 			if f.cmd.Name == "IDLE" {
@@ -83,6 +105,45 @@ func (p *clientPump) run() {
 			}
 		}
 	}
+}
+
+// park gives up the session goroutine while the client is silent between
+// commands (or in IDLE) with nothing read (Session.waitClient): the
+// server's parker runs the pump again when the client's connection
+// becomes readable or closes, when p.until passes (the read then fails
+// with its timeout), and the session when it needs it (Session.shutdown,
+// closeConns). It returns false when the pump must go on waiting itself.
+// Nothing of the pump is touched after a true return: the parker may
+// already run it on another goroutine. Not on COMPRESS (waitClient).
+func (p *clientPump) park() bool {
+	s := p.s
+	pk := s.srv.parker
+	if pk == nil || s.rawClient == nil || s.draining.Load() || s.connsClosed.Load() {
+		return false
+	}
+	if cap(p.litBuf) > 0 {
+		p.litBuf = nil // an idle session keeps no held-back command
+	}
+	// cparked is set before the parker can resume the pump, and cleared
+	// only by the resumed pump: no unparkClient is lost.
+	pp := pk.prepare(s.rawClient, parkClient, p.until, p.resume)
+	s.cparked.Store(pp)
+	if !pp.arm() {
+		s.cparked.CompareAndSwap(pp, nil)
+		return false
+	}
+	// What asked for the pump between the look above and Store found
+	// nothing to wake.
+	if s.draining.Load() || s.connsClosed.Load() {
+		pp.wake()
+	}
+	return true
+}
+
+// resume is a parked client pump's new goroutine.
+func (p *clientPump) resume() {
+	p.s.cparked.Store(nil)
+	p.run()
 }
 
 var doneLine = []byte("DONE\r\n")

@@ -141,10 +141,11 @@ type Limits struct {
 	// MaxResponseLine bounds one response line of a backend (literals
 	// not counted): a huge SEARCH result fits; 16 MiB.
 	MaxResponseLine int64
-	// ParkAfter is how long a session's backend pump waits with nothing
-	// owed (between commands, or in IDLE) before it gives up its goroutine
-	// until the backend sends something (parker_linux.go); 2 s. Negative:
-	// never.
+	// ParkAfter is how long a session's pumps wait with nothing to do
+	// (between commands, or in IDLE) before each gives up its goroutine
+	// until its peer sends something (parker_linux.go): the backend pump
+	// with nothing owed, the client pump with nothing read (not with
+	// COMPRESS); 2 s. Negative: never.
 	ParkAfter time.Duration
 }
 

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -14,44 +16,67 @@ import (
 
 // parkHarness is a proxy in front of a fixedBackend whose backend pumps
 // park after 1 ms of silence (newHarness's limits).
-func parkHarness(t *testing.T) (*harness, *fixedBackend) {
+func parkHarness(t *testing.T, opts ...harnessOption) (*harness, *fixedBackend) {
 	t.Helper()
 	b := startFixedBackend(t, map[string][2]string{
 		"SELECT INBOX": {"* 3 EXISTS\r\n", "OK [READ-WRITE] done\r\n"},
 		"NOOP":         {"", "OK done\r\n"},
 	})
-	h := newHarness(t, func(o *Options) {
+	h := newHarness(t, append([]harnessOption{func(o *Options) {
 		o.Router = &StaticRouter{Default: &Backend{Name: "fixed", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
-	})
+	}}, opts...)...)
 	return h, b
 }
 
 // waitParked waits until n backend pumps are parked.
 func waitParked(t *testing.T, h *harness, n int) {
 	t.Helper()
+	waitParkedKind(t, h, parkBackend, n)
+}
+
+// waitClientsParked waits until n client pumps are parked.
+func waitClientsParked(t *testing.T, h *harness, n int) {
+	t.Helper()
+	waitParkedKind(t, h, parkClient, n)
+}
+
+func waitParkedKind(t *testing.T, h *harness, kind parkKind, n int) {
+	t.Helper()
 	deadline := time.Now().Add(testenv.IOTimeout())
-	for h.srv.parker.parked() != n {
+	for h.srv.parker.parked(kind) != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d pumps parked, want %d", h.srv.parker.parked(), n)
+			t.Fatalf("%d pumps of kind %d parked, want %d", h.srv.parker.parked(kind), kind, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// backendPumps counts goroutines running a backend pump.
-func backendPumps() int {
-	n := 0
-	for _, g := range ourGoroutines() {
-		if strings.Contains(g, "(*backendPump)") {
-			n++
+// waitNoPumpGoroutines waits until no goroutine runs a session (its front
+// end or a pump): a pump that just parked may still be returning.
+func waitNoPumpGoroutines(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for {
+		var left []string
+		for _, g := range ourGoroutines() {
+			if strings.Contains(g, "(*clientPump)") || strings.Contains(g, "(*Session)") || strings.Contains(g, "(*backendPump)") {
+				left = append(left, g)
+			}
 		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d session goroutines with every session parked, want 0:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(time.Millisecond)
 	}
-	return n
 }
 
-// An idle session, in IDLE or between commands, keeps no backend pump
-// goroutine (ARCHITECTURE.md §5); what the backend sends while it is
-// parked still reaches the client, and commands after it are answered.
+// An idle session, in IDLE or between commands, keeps no goroutine
+// (ARCHITECTURE.md §5): both pumps park; what the backend sends while they
+// are parked still reaches the client, and commands after it are
+// answered.
 func TestIdleSessionParksBackendPump(t *testing.T) {
 	h, b := parkHarness(t)
 	const sessions = 5
@@ -66,9 +91,8 @@ func TestIdleSessionParksBackendPump(t *testing.T) {
 		backs = append(backs, <-b.conns)
 	}
 	waitParked(t, h, sessions)
-	if n := backendPumps(); n != 0 {
-		t.Fatalf("%d backend pump goroutines with every session parked, want 0", n)
-	}
+	waitClientsParked(t, h, sessions)
+	waitNoPumpGoroutines(t)
 	// The backend's pushes wake each pump in turn.
 	for i, c := range clients {
 		if _, err := backs[i].Write([]byte("* 4 EXISTS\r\n* 1 RECENT\r\n")); err != nil {
@@ -82,11 +106,131 @@ func TestIdleSessionParksBackendPump(t *testing.T) {
 	}
 	// Silent again: parked again, and still answering.
 	waitParked(t, h, sessions)
+	waitClientsParked(t, h, sessions)
 	for _, c := range clients {
 		c.transact("n2 NOOP", "n2 OK")
 		c.transact("z LOGOUT", "z OK")
 	}
 	waitParked(t, h, 0)
+	waitClientsParked(t, h, 0)
+}
+
+// A parked client pump resumes on commands that come in one TLS record
+// larger than the session's read buffer: the plaintext left in the TLS
+// connection is read before the pump parks again, and parking does not
+// wait on a socket with nothing more to come.
+func TestParkedClientReadsTLSBufferedData(t *testing.T) {
+	h, _ := parkHarness(t)
+	c := h.login()
+	waitClientsParked(t, h, 1)
+	var batch strings.Builder
+	const n = 600 // ~6.6 KB: more than clientReadBuf, one TLS record
+	for i := range n {
+		fmt.Fprintf(&batch, "n%d NOOP\r\n", i)
+	}
+	if batch.Len() <= clientReadBuf || batch.Len() > 16<<10 {
+		t.Fatalf("batch of %d bytes: want one TLS record beyond the read buffer", batch.Len())
+	}
+	c.sendRaw(batch.String())
+	for i := range n {
+		c.expectTagged(fmt.Sprintf("n%d", i), fmt.Sprintf("n%d OK", i))
+	}
+	c.transact("z LOGOUT", "z OK")
+}
+
+// splitConn writes the next Write in two halves when split is set, the
+// second once released: the proxy sees half a TLS record.
+type splitConn struct {
+	net.Conn
+	split         atomic.Bool
+	half, release chan struct{}
+}
+
+func (c *splitConn) Write(p []byte) (int, error) {
+	if !c.split.CompareAndSwap(true, false) || len(p) < 2 {
+		return c.Conn.Write(p)
+	}
+	n, err := c.Conn.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	c.half <- struct{}{}
+	<-c.release
+	m, err := c.Conn.Write(p[len(p)/2:])
+	return n + m, err
+}
+
+// A client pump parks again with half a TLS record read, and the rest of
+// the record resumes it: the timeout that ended its lingering read left
+// the TLS connection usable.
+func TestParkedClientResumesMidRecord(t *testing.T) {
+	h, _ := parkHarness(t)
+	raw, err := net.Dial("tcp", h.imaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &splitConn{Conn: raw, half: make(chan struct{}), release: make(chan struct{})}
+	tc := tls.Client(sc, clientTLS("imap"))
+	t.Cleanup(func() { tc.Close() })
+	c := &tconn{t: t, c: tc, br: bufio.NewReader(tc)}
+	c.expect("* OK")
+	c.transact("l1 LOGIN alice alice-pw", "l1 OK")
+	waitClientsParked(t, h, 1)
+	parks := h.srv.parker.parksSoFar(parkClient)
+	sc.split.Store(true)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		tc.Write([]byte("n NOOP\r\n"))
+	}()
+	<-sc.half
+	// The half record resumes the pump, which parks again without it.
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for h.srv.parker.parksSoFar(parkClient) == parks || h.srv.parker.parked(parkClient) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the client pump did not park again on half a record")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(sc.release)
+	<-sent
+	c.expectTagged("n", "n OK")
+	c.transact("z LOGOUT", "z OK")
+}
+
+// A command that comes slowly after a parked session wakes is read
+// against the idle limit, not against the lingering read's ParkAfter
+// deadline (1 ms here): the slow client is answered.
+func TestParkedClientSlowCommand(t *testing.T) {
+	h, _ := parkHarness(t)
+	c := h.login()
+	waitClientsParked(t, h, 1)
+	c.sendRaw("n NO")
+	// A slow client (not synchronisation): far beyond ParkAfter.
+	time.Sleep(50 * time.Millisecond)
+	c.sendRaw("OP\r\n")
+	c.expectTagged("n", "n OK")
+	c.transact("z LOGOUT", "z OK")
+}
+
+// Server.Close ends sessions whose pumps are both parked, and Wait
+// returns: nothing stays parked.
+func TestParkedSessionServerClose(t *testing.T) {
+	h, _ := parkHarness(t)
+	c := h.login()
+	c.transact("s SELECT INBOX", "s OK")
+	waitParked(t, h, 1)
+	waitClientsParked(t, h, 1)
+	h.srv.Close()
+	c.expectClosed()
+	done := make(chan struct{})
+	go func() { h.srv.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("Wait did not return with a parked session")
+	}
+	waitClosed(t, h.audit, 1)
 }
 
 // A session ends cleanly while its backend pump is parked, however it
@@ -122,6 +266,13 @@ func TestParkedSessionEnds(t *testing.T) {
 		{"client goes", func(t *testing.T, h *harness, c *tconn, be net.Conn) {
 			c.c.Close()
 		}, CloseClientClosed},
+		{"idle limit", func(t *testing.T, h *harness, c *tconn, be net.Conn) {
+			// The client's idle limit passes while the client pump is
+			// parked: the parker's timer runs it, and its read times out.
+			// (The limit is set below; waitParked came first.)
+			expectEndOfIdle(c)
+			c.expectClosed("* BYE")
+		}, CloseIdleTimeout},
 		{"shutdown", func(t *testing.T, h *harness, c *tconn, be net.Conn) {
 			ctx, cancel := context.WithTimeout(context.Background(), testenv.IOTimeout())
 			defer cancel()
@@ -136,7 +287,13 @@ func TestParkedSessionEnds(t *testing.T) {
 	} {
 		for _, idle := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/idle=%v", tc.name, idle), func(t *testing.T) {
-				h, b := parkHarness(t)
+				var opts []harnessOption
+				if tc.wantReason == CloseIdleTimeout {
+					// Long enough to see both pumps parked first on a
+					// busy machine; the idle limit ends the session.
+					opts = append(opts, func(o *Options) { o.Limits.AuthIdle, o.Limits.IdleTimeout = 2*time.Second, 2*time.Second })
+				}
+				h, b := parkHarness(t, opts...)
 				c := h.login()
 				c.transact("s SELECT INBOX", "s OK")
 				if idle {
@@ -145,6 +302,8 @@ func TestParkedSessionEnds(t *testing.T) {
 				}
 				be := <-b.conns
 				waitParked(t, h, 1)
+				waitClientsParked(t, h, 1)
+				waitNoPumpGoroutines(t)
 				tc.end(t, h, c, be)
 				waitClosed(t, h.audit, 1)
 				h.audit.mu.Lock()
@@ -154,6 +313,7 @@ func TestParkedSessionEnds(t *testing.T) {
 					t.Errorf("close reason %q, want %q", got, tc.wantReason)
 				}
 				waitParked(t, h, 0)
+				waitClientsParked(t, h, 0)
 			})
 		}
 	}
@@ -219,7 +379,7 @@ func TestParkerResumesOnce(t *testing.T) {
 		}
 		var n atomic.Int32
 		ran := make(chan struct{}, 4)
-		pp := pk.prepare(rc, func() { n.Add(1); ran <- struct{}{} })
+		pp := pk.prepare(rc, parkBackend, time.Time{}, func() { n.Add(1); ran <- struct{}{} })
 		return pp, &n, ran
 	}
 	wait := func(what string, ran chan struct{}) {
@@ -265,7 +425,7 @@ func TestParkerResumesOnce(t *testing.T) {
 	a, _ = pair()
 	pp5, n5, ran5 := park(a)
 	pp5.arm()
-	if got := pk.parked(); got != 1 {
+	if got := pk.parked(parkBackend); got != 1 {
 		t.Errorf("parked %d, want 1", got)
 	}
 	pk.close()
@@ -276,7 +436,37 @@ func TestParkerResumesOnce(t *testing.T) {
 	if pp6.arm() {
 		t.Error("armed on a closed parker")
 	}
-	for i, c := range []*atomic.Int32{n, n2, n3, n4, n5} {
+	// A deadline resumes a pump nothing else wakes, once.
+	a, _ = pair()
+	var n7 atomic.Int32
+	ran7 := make(chan struct{}, 4)
+	rc7, _ := a.(*net.TCPConn).SyscallConn()
+	pk7, _ := newParker()
+	defer pk7.close()
+	pp7 := pk7.prepare(rc7, parkClient, time.Now().Add(time.Millisecond), func() { n7.Add(1); ran7 <- struct{}{} })
+	if !pp7.arm() {
+		t.Fatal("arm refused")
+	}
+	wait("deadline", ran7)
+	pp7.wake()
+	// Woken before its deadline: the timer is stopped.
+	a, b = pair()
+	rc8, _ := a.(*net.TCPConn).SyscallConn()
+	var n8 atomic.Int32
+	ran8 := make(chan struct{}, 4)
+	pp8 := pk7.prepare(rc8, parkClient, time.Now().Add(time.Hour), func() { n8.Add(1); ran8 <- struct{}{} })
+	pp8.arm()
+	if got := pk7.parked(parkClient); got != 1 {
+		t.Errorf("client pumps parked %d, want 1", got)
+	}
+	b.Write([]byte("z"))
+	wait("readable before deadline", ran8)
+	pp8.mu.Lock()
+	if pp8.timer.Stop() {
+		t.Error("deadline timer still running after the pump resumed")
+	}
+	pp8.mu.Unlock()
+	for i, c := range []*atomic.Int32{n, n2, n3, n4, n5, &n7, &n8} {
 		if got := c.Load(); got != 1 {
 			t.Errorf("case %d resumed %d times, want once", i+1, got)
 		}

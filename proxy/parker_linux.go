@@ -6,14 +6,15 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
-// parker watches the backend connections of parked backend pumps
-// (ARCHITECTURE.md, idle sessions): one epoll set per Server, itself
-// waited on through the runtime's poller, so that a session idle between
-// commands or in IDLE keeps one goroutine, its client pump's, instead of
-// two. A parked pump is started again on a new goroutine when its backend
-// sends something (or closes), or when the relay needs it (wake).
+// parker watches the connections of parked pumps (ARCHITECTURE.md §5):
+// one epoll set per Server, itself waited on through the runtime's
+// poller, so that a session idle between commands or in IDLE keeps no
+// goroutine. A parked pump is started again on a new goroutine when its
+// connection becomes readable (or closes), when its deadline passes, or
+// when something else needs it (wake).
 type parker struct {
 	ep   *os.File        // the epoll set, non-blocking
 	epfd int             // ep's descriptor (ep.Fd would make it blocking)
@@ -24,19 +25,32 @@ type parker struct {
 	byID   map[uint64]*parkedPump
 	next   uint64
 	closed bool
+	parks  [2]int64 // pumps parked so far, by kind (tests)
 }
 
-// parkedPump is one parked backend pump.
+// parkKind tells a backend pump's parking from a client pump's.
+type parkKind uint8
+
+const (
+	parkBackend parkKind = iota
+	parkClient
+)
+
+// parkedPump is one parked pump.
 type parkedPump struct {
 	pk     *parker
 	id     uint64
+	kind   parkKind
 	conn   syscall.RawConn
+	until  time.Time // resume then at the latest; zero: no deadline
 	resume func()
 
 	mu sync.Mutex
 	// armed: conn is in the set; done: the pump was resumed (or parking
 	// failed). A pump is resumed exactly once.
 	armed, done bool
+	// timer resumes the pump at until (armed with a deadline).
+	timer *time.Timer
 }
 
 func newParker() (*parker, error) {
@@ -63,13 +77,14 @@ func newParker() (*parker, error) {
 }
 
 // prepare makes the parking of a pump: resume will run on a new
-// goroutine once conn is readable (data, end of stream or error) or wake
-// is called. Nothing is watched before arm; wake may come first.
-func (pk *parker) prepare(conn syscall.RawConn, resume func()) *parkedPump {
+// goroutine once conn is readable (data, end of stream or error), until
+// passes (unless zero), or wake is called. Nothing is watched before arm;
+// wake may come first.
+func (pk *parker) prepare(conn syscall.RawConn, kind parkKind, until time.Time, resume func()) *parkedPump {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	pk.next++
-	pp := &parkedPump{pk: pk, id: pk.next, conn: conn, resume: resume}
+	pp := &parkedPump{pk: pk, id: pk.next, kind: kind, conn: conn, until: until, resume: resume}
 	pk.byID[pp.id] = pp
 	return pp
 }
@@ -111,6 +126,14 @@ func (pp *parkedPump) arm() bool {
 		return false
 	}
 	pp.armed = true
+	pk.mu.Lock()
+	pk.parks[pp.kind]++
+	pk.mu.Unlock()
+	if !pp.until.IsZero() {
+		// A deadline (the client's idle limit) passes while nothing runs
+		// to see it: the timer resumes the pump, whose read then fails.
+		pp.timer = time.AfterFunc(time.Until(pp.until), pp.wake)
+	}
 	return true
 }
 
@@ -130,6 +153,9 @@ func (pp *parkedPump) wake() {
 		return
 	}
 	pp.done = true
+	if pp.timer != nil {
+		pp.timer.Stop()
+	}
 	if pp.armed {
 		// A closed connection left the set when it closed.
 		_ = pp.conn.Control(func(fd uintptr) {
@@ -141,11 +167,24 @@ func (pp *parkedPump) wake() {
 	go pp.resume()
 }
 
-// parked reports how many pumps are parked.
-func (pk *parker) parked() int {
+// parked reports how many pumps of a kind are parked.
+func (pk *parker) parked(kind parkKind) int {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
-	return len(pk.byID)
+	n := 0
+	for _, pp := range pk.byID {
+		if pp.kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// parksSoFar reports how many pumps of a kind were parked so far.
+func (pk *parker) parksSoFar(kind parkKind) int64 {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	return pk.parks[kind]
 }
 
 // run resumes the pumps whose connections become readable.

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,7 +76,8 @@ type relay struct {
 var errStop = errors.New("relay stopped")
 
 // runRelay runs phase B until either side ends: the backend pump on its
-// own goroutine, the client pump on the session's.
+// own goroutine, the client pump on the session's (until it parks; the
+// parker then runs it, and the session's end, on another).
 func (s *Session) runRelay() {
 	r := &relay{s: s, be: s.be, contCh: make(chan bool, 1), backendDone: make(chan struct{}), freed: make(chan struct{}, 1)}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
@@ -89,26 +91,45 @@ func (s *Session) runRelay() {
 	}
 	s.be.rd.unarming = s.srv.opts.unarming
 	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
-	if sc, ok := s.be.raw.(syscall.Conn); ok && s.srv.parker != nil && s.lim.ParkAfter > 0 {
-		if rc, err := sc.SyscallConn(); err == nil {
-			r.rawBackend, s.be.rd.linger = rc, s.lim.ParkAfter
+	if s.srv.parker != nil && s.lim.ParkAfter > 0 {
+		r.rawBackend = rawConn(s.be.raw)
+		if r.rawBackend != nil {
+			s.be.rd.linger = s.lim.ParkAfter
 		}
+		s.rawClient = rawConn(s.raw.Conn)
 	}
 	s.connMu.Lock()
 	s.relay = r
 	s.connMu.Unlock()
 	bp := &backendPump{r: r, s: s, be: s.be}
 	go bp.run()
-	cp := &clientPump{r: r, s: s, be: s.be}
+	cp := &clientPump{r: r, s: s, be: s.be, bp: bp}
 	cp.run()
+}
+
+// rawConn is c's descriptor for the parker, nil if it has none.
+func rawConn(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
+}
+
+// endRelay ends phase B once the client pump has ended, and the session.
+func (s *Session) endRelay(cp *clientPump) {
+	r := cp.r
 	s.closing.Store(true)
 	s.closeConns()
 	<-r.backendDone
-	s.commands, s.commandsByName, s.messagesFetched = cp.commands, cp.byName, bp.messagesFetched
+	s.commands, s.commandsByName, s.messagesFetched = cp.commands, cp.byName, cp.bp.messagesFetched
 	r.inflight.each(func(f *inflight) {
 		// The session is over: nothing is left to hold back.
 		_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
 	})
+	s.finish()
+	s.exit()
 }
 
 func (r *relay) arm(tag string, swallow bool) {

@@ -215,13 +215,8 @@ func (s *Server) acceptLoop(ln net.Listener, lo *ListenerOptions) {
 			c.Close()
 			return
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.untrack(sess)
-			defer sess.leavePreAuth()
-			sess.serve()
-		}()
+		s.wg.Add(1) // Session.exit
+		go sess.serve()
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -99,6 +100,14 @@ type Session struct {
 	waiting   atomic.Bool
 	byeText   atomic.Pointer[string]
 	closeOnce sync.Once
+	// connsClosed: closeConns began (a pump about to park looks at it
+	// after publishing cparked, closeConns after setting it).
+	connsClosed atomic.Bool
+	// cparked is the client pump's parking while it has no goroutine
+	// (clientPump.park), nil while it runs; rawClient is the client's
+	// TCP connection as the parker watches it, nil when it cannot.
+	cparked   atomic.Pointer[parkedPump]
+	rawClient syscall.RawConn
 	// closeReason is the first CloseReason set, plus one (0: none yet).
 	closeReason atomic.Uint32
 }
@@ -137,20 +146,33 @@ func addrPort(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// serve runs the session to its end.
+// serve runs the session to its end, or until its client pump parks:
+// the parker then runs the rest on another goroutine (clientPump.resume).
+// Whichever goroutine ends the session calls exit.
 func (s *Session) serve() {
 	if inPrefixes(s.lo.ProxyProtocolFrom, s.info.ClientAddr.Addr()) && !s.readProxyHeader() {
 		s.closeConns()
+		s.exit()
 		return
 	}
 	s.plaintextAuthOK = inPrefixes(s.lo.PlaintextAuthFrom, s.info.ClientAddr.Addr())
 	s.srv.auditor.SessionOpen(&s.info)
-	defer s.finish()
+	if !s.open() {
+		s.finish()
+		s.exit()
+		return
+	}
+	s.leavePreAuth()
+	s.runRelay()
+}
+
+// open runs the session from its connection to its login; false when it
+// ended before.
+func (s *Session) open() bool {
 	if l := s.dyn.Limiter; l != nil {
 		res, lc := l.Connect(&s.info)
 		if lc != nil {
-			s.limit = lc
-			defer lc.Release()
+			s.limit = lc // released by finish
 		}
 		if res.hit() {
 			s.srv.auditor.Limit(&s.info, res)
@@ -163,30 +185,36 @@ func (s *Session) serve() {
 				code, reason := res.codeReason()
 				s.answer("*", bye(CloseLimit, code, reason))
 			}
-			return
+			return false
 		}
 	}
 	if s.lo.Mode == ImplicitTLS {
 		if err := s.handshake(); err != nil {
 			s.setReason(CloseTLSHandshake)
 			s.log.Debug("tls handshake failed", zap.Error(err))
-			return
+			return false
 		}
 	}
 	if d := s.decide(PointConnect, nil, false, nil); !d.Allow {
 		d.Disconnect = true // at connect a denial always ends the session
 		s.answer("*", decisionReply(d, "NOPERM", ClosePolicyConnect))
-		return
+		return false
 	}
 	s.writef("* OK [CAPABILITY %s] %s ready\r\n", s.preAuthCaps(), s.srv.opts.Hostname)
-	if !s.frontEnd() {
-		return
-	}
+	return s.frontEnd()
+}
+
+// exit is the session's last step: the server stops counting it.
+func (s *Session) exit() {
 	s.leavePreAuth()
-	s.runRelay()
+	s.srv.untrack(s)
+	s.srv.wg.Done()
 }
 
 func (s *Session) finish() {
+	if s.limit != nil {
+		s.limit.Release()
+	}
 	s.closeConns()
 	// Both pumps have ended (runRelay waits for the backend pump): the
 	// pooled buffers have no other user.
@@ -200,7 +228,9 @@ func (s *Session) finish() {
 		if s.out.release() {
 			s.srv.compressing.Add(-1)
 		}
-		clientReaders.put(s.br)
+		if s.br != nil {
+			clientReaders.put(s.br)
+		}
 		if s.be != nil {
 			s.be.release()
 		}
@@ -272,6 +302,7 @@ func (s *Session) answer(tag string, r *reply) error {
 
 func (s *Session) closeConns() {
 	s.closeOnce.Do(func() {
+		s.connsClosed.Store(true)
 		s.connMu.Lock()
 		conn, be, r := s.conn, s.be, s.relay
 		s.connMu.Unlock()
@@ -285,7 +316,17 @@ func (s *Session) closeConns() {
 			// closed and ends.
 			r.unpark()
 		}
+		// A parked client pump runs again, finds the connection closed
+		// and ends the session.
+		s.unparkClient()
 	})
+}
+
+// unparkClient starts a parked client pump again (clientPump.park).
+func (s *Session) unparkClient() {
+	if pp := s.cparked.Load(); pp != nil {
+		pp.wake()
+	}
 }
 
 // shutdown asks the session to end at its next command boundary with
@@ -302,44 +343,100 @@ func (s *Session) shutdown() {
 		s.conn.SetReadDeadline(time.Now())
 		s.connMu.Unlock()
 	}
+	// A parked client pump runs again and sees draining.
+	s.unparkClient()
 }
 
 // waitCommand marks the session as waiting for the next command, with an
 // idle limit. It returns false when the server is draining.
 func (s *Session) waitCommand(idle time.Duration) bool {
+	return s.waitClient(time.Now().Add(idle), nil) == waitReady
+}
+
+// What waitClient found.
+type waitResult uint8
+
+const (
+	waitReady waitResult = iota // read on: a command (or the read's error) is there
+	waitDrain                   // the server is draining: end at this boundary
+	waitGone                    // park took the session: touch nothing more
+)
+
+// waitClient marks the session as waiting for the next command until
+// until. With park (the relay), a client silent for Limits.ParkAfter is
+// handed to park, which gives up the goroutine (clientPump.park); the
+// session holds no read buffer while it waits either way.
+func (s *Session) waitClient(until time.Time, park func() bool) waitResult {
 	s.waiting.Store(true)
 	if s.draining.Load() {
 		s.waiting.Store(false)
-		return false
+		return waitDrain
 	}
-	s.readDeadline(idle)
+	s.conn.SetReadDeadline(until)
 	if s.draining.Load() {
 		// shutdown may have set its deadline before ours.
 		s.conn.SetReadDeadline(time.Now())
 	}
-	if s.br.Buffered() == 0 {
-		// Wait without holding a read buffer; the byte read (or the
-		// error) reaches the scanner through cpre.
+	if s.br != nil && (s.br.Buffered() > 0 || len(s.cpre.pending) > 0) {
+		return waitReady
+	}
+	// Wait without holding a read buffer; the byte read (or the error)
+	// reaches the scanner through cpre.
+	if s.br != nil {
 		clientReaders.put(s.br)
 		s.br = nil
-		src := io.Reader(s.conn)
-		if s.rsrc != nil {
-			src = s.rsrc
+		s.sc.Reset(nil)
+	}
+	src := io.Reader(s.conn)
+	if s.rsrc != nil {
+		src = s.rsrc
+	}
+	for {
+		// Linger first when the session may park. Not with COMPRESS: the
+		// decompressor keeps a read's error, a lingering timeout too.
+		linger := park != nil && s.rsrc == nil && time.Until(until) > s.lim.ParkAfter
+		if linger {
+			s.conn.SetReadDeadline(time.Now().Add(s.lim.ParkAfter))
+			if s.draining.Load() {
+				s.conn.SetReadDeadline(time.Now())
+			}
 		}
 		// One byte: TLS keeps the rest of its record for the buffer.
 		n, err := io.ReadFull(src, s.cpreBuf[:])
-		s.cpre = prefixReader{pending: s.cpreBuf[:n], err: err, r: src}
-		s.br = clientReaders.get(&s.cpre)
-		s.sc.Reset(s.br)
-		// shutdown's past deadline does not always win: a blocked read
-		// woken by it may find a command that arrived meanwhile. The
-		// session was asked to end before that command: it ends.
-		if s.draining.Load() {
-			s.waiting.Store(false)
-			return false
+		if n == 0 && linger && isTimeout(err) && !s.draining.Load() {
+			// Nothing came, and nothing is buffered: a TLS connection
+			// returns its decrypted bytes before it reads, and a timeout
+			// leaves it usable (its partial record waits for the rest).
+			if park() {
+				return waitGone
+			}
+			s.conn.SetReadDeadline(until)
+			if s.draining.Load() {
+				s.conn.SetReadDeadline(time.Now())
+			}
+			continue
 		}
+		s.cpre = prefixReader{pending: s.cpreBuf[:n], err: err, r: src}
+		if linger {
+			// The rest of the command is read against the idle limit,
+			// not the lingering deadline.
+			s.conn.SetReadDeadline(until)
+			if s.draining.Load() {
+				s.conn.SetReadDeadline(time.Now())
+			}
+		}
+		break
 	}
-	return true
+	s.br = clientReaders.get(&s.cpre)
+	s.sc.Reset(s.br)
+	// shutdown's past deadline does not always win: a blocked read
+	// woken by it may find a command that arrived meanwhile. The
+	// session was asked to end before that command: it ends.
+	if s.draining.Load() {
+		s.waiting.Store(false)
+		return waitDrain
+	}
+	return waitReady
 }
 
 // sayShutdown ends a drained session.

@@ -310,8 +310,8 @@ type limitsConfig struct {
 	BackendTimeout *duration `yaml:"backend_timeout"`
 	// MaxResponseLine bounds one response line of a backend.
 	MaxResponseLine *byteSize `yaml:"max_response_line"`
-	// ParkAfter: how long an idle session's backend side keeps its
-	// goroutine; 0 keeps it always.
+	// ParkAfter: how long each side of an idle session keeps its
+	// goroutine; 0 keeps them always.
 	ParkAfter *duration `yaml:"park_after"`
 }
 

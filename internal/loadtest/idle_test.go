@@ -95,12 +95,12 @@ rate_limits: {enabled: false}
 		open()
 	}
 	settle(b, adminAddr)
-	before, goBefore := rssKiB(b, cmd.Process.Pid), goInuseKiB(b, adminAddr)
+	before, goBefore, grBefore := rssKiB(b, cmd.Process.Pid), goInuseKiB(b, adminAddr), goMetric(b, adminAddr, "go_goroutines")
 	for i := 0; i < sessions; i++ {
 		open()
 	}
 	settle(b, adminAddr)
-	after, goAfter := rssKiB(b, cmd.Process.Pid), goInuseKiB(b, adminAddr)
+	after, goAfter, grAfter := rssKiB(b, cmd.Process.Pid), goInuseKiB(b, adminAddr), goMetric(b, adminAddr, "go_goroutines")
 	if f := os.Getenv("LOADTEST_HEAP_PROFILE"); f != "" {
 		// For looking into what a session holds: go tool pprof -top FILE
 		resp, err := http.Get("http://" + adminAddr + "/debug/pprof/heap")
@@ -113,12 +113,16 @@ rate_limits: {enabled: false}
 	b.ReportMetric(float64(after-before)/sessions, "RSS-KiB/session")
 	b.ReportMetric(float64(goAfter-goBefore)/sessions, "heap+stack-KiB/session")
 	b.ReportMetric(float64(after), "RSS-KiB-total")
+	b.ReportMetric((grAfter-grBefore)/sessions, "goroutines/session")
 }
 
-// settle lets the process reach its steady state: a GC (through pprof's
-// heap endpoint, as an operator can ask) empties the buffer pools, and the
-// runtime's scavenger gets time to return freed pages.
+// settle lets the process reach its steady state: the sessions park
+// (limits.park_after, 2 s), a GC (through pprof's heap endpoint, as an
+// operator can ask) empties the buffer pools and frees the stacks of the
+// goroutines parking ended, and the runtime's scavenger gets time to
+// return freed pages.
 func settle(b *testing.B, admin string) {
+	time.Sleep(3 * time.Second)
 	for i := 0; i < 2; i++ {
 		resp, err := http.Get("http://" + admin + "/debug/pprof/heap?gc=1")
 		if err != nil {
@@ -133,20 +137,23 @@ func settle(b *testing.B, admin string) {
 // goInuseKiB is what the Go runtime has in use for heap objects and
 // goroutine stacks, from /metrics.
 func goInuseKiB(b *testing.B, admin string) int {
+	return int((goMetric(b, admin, "go_memstats_heap_inuse_bytes") + goMetric(b, admin, "go_memstats_stack_inuse_bytes")) / 1024)
+}
+
+// goMetric is one unlabelled metric of /metrics.
+func goMetric(b *testing.B, admin, name string) float64 {
 	resp, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	total := 0.0
 	for _, l := range strings.Split(string(body), "\n") {
-		for _, name := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes "} {
-			if v, ok := strings.CutPrefix(l, name); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				total += f
-			}
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
 		}
 	}
-	return int(total / 1024)
+	b.Fatalf("no %s in /metrics", name)
+	return 0
 }
