@@ -60,6 +60,7 @@ func (p *clientPump) relay() (parked bool) {
 			return true
 		}
 		p.until = time.Time{}
+		s.takeParser()
 		line, lit, hasLit, err := s.sc.ReadLine()
 		s.waiting.Store(false)
 		if err != nil && isTimeout(err) && s.draining.Load() && len(line) == 0 {
@@ -121,9 +122,17 @@ func (p *clientPump) park() bool {
 	if pk == nil || s.rawClient == nil || s.draining.Load() || s.connsClosed.Load() {
 		return false
 	}
-	if cap(p.litBuf) > 0 {
-		p.litBuf = nil // an idle session keeps no held-back command
-	}
+	// An idle session keeps no held-back command, nor a parser: the last
+	// command is over, its in-flight record holds a copy.
+	p.litBuf = nil
+	s.putParser()
+	// Nor records kept for reuse: the next command after a silence can
+	// allocate one.
+	r := p.r
+	r.mu.Lock()
+	clear(r.free)
+	r.free = nil
+	r.mu.Unlock()
 	// cparked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump: no unparkClient is lost.
 	pp := pk.prepare(s.rawClient, parkClient, p.until, p.resume)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"sync"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
 // The buffers that carry data (responses toward the client, from the
@@ -52,4 +54,26 @@ func (wp *writerPool) get(w io.Writer) *bufio.Writer {
 func (wp *writerPool) put(bw *bufio.Writer) {
 	bw.Reset(nil)
 	wp.p.Put(bw)
+}
+
+// parsers holds command parsers (about 1.4 KB each, and the argument
+// lists they keep for reuse) of sessions that do not read a command:
+// a parked client pump gives its parser back (ARCHITECTURE.md §16).
+var parsers = sync.Pool{New: func() any { return new(imapwire.CommandParser) }}
+
+// putParser gives the session's parser back; the session goroutine only,
+// once nothing refers to the last command (in-flight records hold copies).
+func (s *Session) putParser() {
+	if s.parser != nil {
+		s.parser.Reset()
+		parsers.Put(s.parser)
+		s.parser = nil
+	}
+}
+
+// takeParser takes a parser for the next command if the session has none.
+func (s *Session) takeParser() {
+	if s.parser == nil {
+		s.parser = parsers.Get().(*imapwire.CommandParser)
+	}
 }

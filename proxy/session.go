@@ -67,7 +67,9 @@ type Session struct {
 
 	tlsActive       bool
 	plaintextAuthOK bool // client network is in PlaintextAuthFrom
-	parser          imapwire.CommandParser
+	// parser is pooled: taken by newSession, given back while the client
+	// pump is parked (clientPump.park) and when the session ends.
+	parser          *imapwire.CommandParser
 	preAuthCommands int
 	// Counters for the close event, filled in as the relay ends.
 	commands        int
@@ -135,6 +137,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 	s.br = clientReaders.get(raw)
 	s.out.setConn(raw, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
+	s.parser = parsers.Get().(*imapwire.CommandParser)
 	return s
 }
 
@@ -231,6 +234,7 @@ func (s *Session) finish() {
 		if s.br != nil {
 			clientReaders.put(s.br)
 		}
+		s.putParser()
 		if s.be != nil {
 			s.be.release()
 		}
