@@ -221,7 +221,10 @@ func (m *machine) push(n int) int {
 	if base+n > maxStack {
 		return -1
 	}
-	m.stack = slices.Grow(m.stack, n)[:base+n]
+	if base+n > cap(m.stack) {
+		m.stack = slices.Grow(m.stack, max(n, 256))
+	}
+	m.stack = m.stack[:base+n]
 	clear(m.stack[base:])
 	if len(m.stack) > m.high {
 		m.high = len(m.stack)
@@ -546,8 +549,7 @@ func (m *machine) invoke(fn *function, args []operand, base int) (val, error) {
 			return val{}, fmt.Errorf("policy: plan function %s breaks out of its body", fn.name)
 		}
 	}
-	clear(m.stack[fb:])
-	m.stack = m.stack[:fb]
+	m.stack = m.stack[:fb] // cleared by the next push, or by release
 	return v, nil
 }
 
