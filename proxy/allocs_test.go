@@ -115,6 +115,7 @@ type fixedRelay struct {
 func newFixedRelay(tb testing.TB, flags int) *fixedRelay {
 	tb.Helper()
 	body := strings.Repeat("x", 1000) + "\r\n"
+	big := strings.Repeat(strings.Repeat("x", 998)+"\r\n", 1<<10)
 	var fl strings.Builder
 	for i := 1; i <= flags; i++ {
 		fmt.Fprintf(&fl, "* %d FETCH (UID %d FLAGS (\\Seen))\r\n", i, i)
@@ -124,6 +125,7 @@ func newFixedRelay(tb testing.TB, flags int) *fixedRelay {
 		"SELECT INBOX":              {"* 3 EXISTS\r\n* FLAGS (\\Seen \\Deleted)\r\n* OK [UIDVALIDITY 1] x\r\n", "OK [READ-WRITE] SELECT completed\r\n"},
 		"UID FETCH 1:* (FLAGS)":     {fl.String(), "OK FETCH completed\r\n"},
 		"UID FETCH 1 (BODY.PEEK[])": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
+		"UID FETCH 2 (BODY.PEEK[])": {fmt.Sprintf("* 2 FETCH (UID 2 BODY[] {%d}\r\n%s)\r\n", len(big), big), "OK FETCH completed\r\n"},
 		"STORE 1 +FLAGS (\\Seen)":   {"* 1 FETCH (FLAGS (\\Seen))\r\n", "OK STORE completed\r\n"},
 	})
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}

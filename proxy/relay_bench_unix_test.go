@@ -10,8 +10,8 @@ import (
 
 // BenchmarkRelay measures the relay's path per command against a backend
 // that answers from prepared bytes: NOOP (one untagged line and the
-// completion) and UID FETCH 1:* (FLAGS) answered by 1,000 FETCH lines, the
-// small-response path of issue 12. Client, proxy and backend share the
+// completion), UID FETCH 1:* (FLAGS) answered by 1,000 FETCH lines (the
+// small-response path of issue 12), and bodies of 1 KB and 1 MiB. Client, proxy and backend share the
 // process, so ns/op is the whole round trip's CPU and waits:
 //
 //	go test -run '^$' -bench BenchmarkRelay -count 6 ./proxy/
@@ -22,6 +22,7 @@ func BenchmarkRelay(b *testing.B) {
 		{"NOOP", "n NOOP"},
 		{"FLAGS1000", "f UID FETCH 1:* (FLAGS)"},
 		{"BODY1K", "b UID FETCH 1 (BODY.PEEK[])"},
+		{"BODY1M", "b UID FETCH 2 (BODY.PEEK[])"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			round := c.rounder(bc.cmd)

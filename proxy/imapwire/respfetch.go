@@ -236,13 +236,14 @@ var plainName = func() (m [256]bool) {
 func (t *FetchTracker) nameRun(b []byte, i int) int {
 	for i < len(b) {
 		if t.sect == 0 && !t.quoted {
+			n := t.nameLen
 			for ; i < len(b) && plainName[b[i]]; i++ {
-				if t.nameLen < len(t.name) {
-					t.name[t.nameLen] = b[i]
-					t.nameLen++
+				if n < len(t.name) {
+					t.name[n] = b[i]
+					n++
 				}
 			}
-			if i == len(b) {
+			if t.nameLen = n; i == len(b) {
 				break
 			}
 		}
