@@ -105,14 +105,16 @@ func (nopAuditor) SessionClose(*SessionInfo, CloseEvent)    {}
 // own costs are what testing.AllocsPerRun and the relay benchmarks see.
 type fixedRelay struct {
 	tb   testing.TB
+	be   *fixedBackend
 	conn net.Conn
 	r    *bufio.Reader
 }
 
 // newFixedRelay starts the backend (flags: the number of "* n FETCH (UID n
 // FLAGS (\\Seen))" lines answering UID FETCH 1:* (FLAGS)), the proxy (no
-// audit, every command allowed, never parking) and a client logged in.
-func newFixedRelay(tb testing.TB, flags int) *fixedRelay {
+// audit, every command allowed, never parking, then opts) and a client
+// logged in.
+func newFixedRelay(tb testing.TB, flags int, opts ...harnessOption) *fixedRelay {
 	tb.Helper()
 	body := strings.Repeat("x", 1000) + "\r\n"
 	big := strings.Repeat(strings.Repeat("x", 998)+"\r\n", 1<<10)
@@ -136,13 +138,16 @@ func newFixedRelay(tb testing.TB, flags int) *fixedRelay {
 		o.Decider = funcDecider(func(*DecisionInput) Decision { return Decision{Allow: true} })
 		o.Logger = zap.NewNop()
 		o.Limits.ParkAfter = DefaultParkAfter // busy: never parks
+		for _, f := range opts {
+			f(o)
+		}
 	})
 	conn, err := net.Dial("tcp", h.starttls)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close() })
-	c := &fixedRelay{tb: tb, conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
+	c := &fixedRelay{tb: tb, be: b, conn: conn, r: bufio.NewReaderSize(conn, 64<<10)}
 	if l, _ := c.r.ReadSlice('\n'); !bytes.HasPrefix(l, []byte("* OK")) {
 		tb.Fatalf("greeting %q", l)
 	}

@@ -95,9 +95,9 @@ func (p *backendPump) run() {
 func (p *backendPump) relay() (parked bool) {
 	r, s, be := p.r, p.s, p.be
 	// held: the client writer is kept from one line of plain untagged data
-	// to the next while the backend's buffer holds more (a FETCH burst),
-	// at most heldLines of them, and let go before anything else: a wait,
-	// a hook, a fault, a completion.
+	// to the next while the backend's buffer holds the whole next line (a
+	// FETCH burst), at most heldLines of them, and let go before anything
+	// else: a wait, a hook, a fault, a completion.
 	held, lines := false, 0
 	let := func() {
 		if held {
@@ -129,6 +129,9 @@ func (p *backendPump) relay() (parked bool) {
 				p.readFailed(err, false)
 				return false
 			}
+		}
+		if h := s.srv.opts.beforeBackendRead; h != nil {
+			h(held, p.lineBuffered())
 		}
 		part, final, _, hasLit, err := p.readPart()
 		if err != nil {
@@ -262,7 +265,7 @@ func (p *backendPump) relay() (parked bool) {
 			held, lines = true, 0
 		}
 		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
-		if lines++; err != nil || p.dv.stop || !plain || be.br.Buffered() == 0 || lines >= heldLines {
+		if lines++; err != nil || p.dv.stop || !plain || lines >= heldLines || !p.lineBuffered() {
 			let()
 		}
 		if err != nil || p.dv.stop {
@@ -283,6 +286,15 @@ func (p *backendPump) relay() (parked bool) {
 			r.freeOne()
 		}
 	}
+}
+
+// lineBuffered reports whether the backend's read buffer holds a whole
+// line: the next one is then read without waiting on the backend, and the
+// client writer may be kept for it.
+func (p *backendPump) lineBuffered() bool {
+	br := p.be.br
+	b, _ := br.Peek(br.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }
 
 // filterCaps drops from a capability list what the client must not see

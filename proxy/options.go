@@ -246,6 +246,10 @@ type Options struct {
 	// unarming, in tests, runs on the backend pump before it clears the
 	// read deadline of a read with nothing owed any more.
 	unarming func()
+	// beforeBackendRead, in tests, runs on the backend pump before it reads
+	// each response line: held says it keeps the client writer, whole that
+	// the line is already in its buffer (no wait on the backend).
+	beforeBackendRead func(held, whole bool)
 }
 
 // DefaultCutGrace is Options.CutGrace's default.

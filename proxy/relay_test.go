@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -400,5 +401,60 @@ func TestAuditFailureWithholdsReply(t *testing.T) {
 				t.Errorf("closes %+v, want one with reason audit-unavailable", h.audit.closes)
 			}
 		})
+	}
+}
+
+// The backend pump keeps the client writer across buffered lines of a
+// FETCH burst only while the next line is whole in its buffer: it never
+// waits on the backend holding the writer, so that a backend stopped in
+// the middle of a line cannot hold back the answers the proxy gives itself
+// (BAD, "+", BYE). The lines are relayed intact all the same.
+func TestHeldWriterNotKeptForPartialLine(t *testing.T) {
+	var waitedHolding atomic.Int32
+	waiting := make(chan struct{}, 1)
+	c := newFixedRelay(t, 0, func(o *Options) {
+		o.beforeBackendRead = func(held, whole bool) {
+			if whole {
+				return
+			}
+			if held {
+				waitedHolding.Add(1)
+			}
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		}
+	})
+	bc := <-c.be.conns // the session's backend connection
+	c.rounder("s SELECT INBOX")()
+	c.conn.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
+	// Unsolicited FETCH data (RFC 9051 §7.5.2: flag changes may come at
+	// any time), the third line cut short, then its end.
+	select { // a wait before this one is not the one looked for
+	case <-waiting:
+	default:
+	}
+	if _, err := bc.Write([]byte("* 1 FETCH (UID 1 FLAGS ())\r\n* 2 FETCH (UID 2 FLAGS ())\r\n* 3 FETCH (UID")); err != nil {
+		t.Fatal(err)
+	}
+	// The rest only once the pump waits for it.
+	select {
+	case <-waiting:
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("the backend pump never reached the cut line")
+	}
+	if _, err := bc.Write([]byte(" 3 FLAGS ())\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		want := fmt.Sprintf("* %d FETCH (UID %d FLAGS ())\r\n", i, i)
+		if l, err := c.r.ReadString('\n'); err != nil || l != want {
+			t.Fatalf("line %d: %q %v", i, l, err)
+		}
+	}
+	c.rounder("n NOOP")()
+	if n := waitedHolding.Load(); n != 0 {
+		t.Errorf("the backend pump waited for a line %d times holding the client writer", n)
 	}
 }
