@@ -600,3 +600,15 @@ func TestIdleReadHasNoDeadline(t *testing.T) {
 		t.Fatal("the backend pump did not read again")
 	}
 }
+
+// With parking off (limits.park_after: 0 is ParkAfter -1), the client
+// pump reads its commands: a negative lingering deadline would be past at
+// once, and the pump would spin without ever reading one.
+func TestNeverParkReadsCommands(t *testing.T) {
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		fmt.Fprintf(c, "%s OK fine\r\n", tag)
+	}, func(o *Options) { o.Limits.ParkAfter = -1 })
+	c := h.login()
+	c.transact("a1 NOOP", "a1 OK")
+	c.transact("a2 LOGOUT", "a2 OK")
+}

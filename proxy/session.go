@@ -398,7 +398,10 @@ func (s *Session) waitClient(until time.Time, park func() bool) waitResult {
 	for {
 		// Linger first when the session may park. Not with COMPRESS: the
 		// decompressor keeps a read's error, a lingering timeout too.
-		linger := park != nil && s.rsrc == nil && time.Until(until) > s.lim.ParkAfter
+		// Only where parking is on (rawClient): with ParkAfter negative
+		// (never) the lingering deadline would be past at once, and the
+		// read would time out without ever looking at the connection.
+		linger := park != nil && s.rawClient != nil && s.rsrc == nil && time.Until(until) > s.lim.ParkAfter
 		if linger {
 			s.conn.SetReadDeadline(time.Now().Add(s.lim.ParkAfter))
 			if s.draining.Load() {
