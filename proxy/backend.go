@@ -112,6 +112,18 @@ func (bc *backendConn) waitReadable() error {
 
 func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
 
+// abort closes the connection with a TCP reset and no TLS close_notify:
+// a backend in the middle of a command (an APPEND's literal cut short)
+// must see an error, not an end of stream, which some servers take for
+// the literal's end and store what they got.
+func (bc *backendConn) abort() {
+	if tc, ok := bc.raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	bc.raw.Close()
+	bc.conn.Close()
+}
+
 // release closes the connection and returns its pooled buffers; only once
 // no pump uses them any more.
 func (bc *backendConn) release() {

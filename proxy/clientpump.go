@@ -277,8 +277,7 @@ func (p *clientPump) waitBarrier() error {
 // the in-flight record when the command was forwarded, nil when the proxy
 // answered it, and errStop when the session must end.
 func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, start time.Time) (*inflight, error) {
-	s, r, be := p.s, p.r, p.be
-	lim := s.lim
+	s, r := p.s, p.r
 	bytesIn := int64(len(line))
 	if err := p.waitBarrier(); err != nil {
 		return nil, err
@@ -304,6 +303,20 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		// the backend writer (no copy held back).
 		return p.whole(cmd, line, ctx, start, bytesIn)
 	}
+	s.midCommand.Store(true)
+	f, err := p.withLiterals(cmd, line, lit, ctx, start, bytesIn)
+	if err == nil {
+		s.midCommand.Store(false)
+	}
+	return f, err
+}
+
+// withLiterals handles a command with literals from its first line on:
+// held back while its parts are judged, streamed from its message on.
+func (p *clientPump) withLiterals(cmd *imapwire.Command, line []byte, lit imapwire.Literal, ctx *imapwire.Context, start time.Time, bytesIn int64) (*inflight, error) {
+	s, r, be := p.s, p.r, p.be
+	lim := s.lim
+	hasLit := true
 	pend := append(p.litBuf[:0], line...)
 	var marks []int // offsets after which the backend's "+" is swallowed
 	var f *inflight

@@ -85,6 +85,10 @@ func (s *Session) runRelay() {
 	// list itself is a few hundred bytes per idle session.
 	s.be.literalPlus, s.be.literalMinus = s.be.hasCap("LITERAL+"), s.be.hasCap("LITERAL-")
 	s.be.caps = nil
+	// From here the client's bytes go to the backend as they are. (Before
+	// login the front end reads literals itself: a NUL in a credential
+	// is a failed login.)
+	s.sc.RefuseNUL()
 	if h := s.srv.opts.wrapBackend; h != nil {
 		s.be.conn = h(s.be.conn)
 		s.be.rd.c = s.be.conn

@@ -458,3 +458,46 @@ func TestHeldWriterNotKeptForPartialLine(t *testing.T) {
 		t.Errorf("the backend pump waited for a line %d times holding the client writer", n)
 	}
 }
+
+// A NUL in a client's literal (RFC 9051 §4.3: CHAR8 excludes it; only a
+// literal8 may hold one) ends the session before the NUL reaches the
+// backend, whether the literal is streamed (a message) or buffered (a
+// search string). A message cut short, by that or by the client leaving
+// mid-literal, is never stored: the backend connection is reset, not
+// closed, so that no server takes the end of the stream for the end of
+// the literal (go-imap's server does).
+func TestNULInLiteral(t *testing.T) {
+	h := newHarness(t)
+	for i, cmd := range []struct {
+		first, lit string
+		eof        bool
+	}{
+		{"a1 APPEND INBOX {12}", "Subject: \x00x\r\n", false},
+		{"a1 APPEND INBOX {12+}", "Subject: \x00x\r\n", false},
+		{"a1 UID SEARCH SUBJECT {3}", "a\x00b", false},
+		{"a1 APPEND INBOX {12}", "Subject:", true},
+	} {
+		c := h.login()
+		c.transact("a0 SELECT INBOX", "a0 OK")
+		c.send(cmd.first)
+		if !strings.HasSuffix(cmd.first, "+}") {
+			c.expect("+")
+		}
+		if cmd.eof {
+			c.sendRaw(cmd.lit)
+			c.c.Close()
+		} else {
+			c.sendRaw(cmd.lit + "\r\n")
+			c.expectClosed("* BYE [CLIENTBUG] NUL in literal")
+		}
+		waitFor(t, func() bool { // the session, its backend connection with it, ended
+			h.audit.mu.Lock()
+			defer h.audit.mu.Unlock()
+			return len(h.audit.closes) == i+1
+		})
+	}
+	c := h.login()
+	if un := c.transact("s STATUS INBOX (MESSAGES)", "s OK"); len(un) != 1 || !strings.Contains(un[0], "(MESSAGES 2)") {
+		t.Fatalf("the backend's INBOX after the refused APPENDs: %q", un)
+	}
+}

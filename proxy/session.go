@@ -102,6 +102,11 @@ type Session struct {
 	waiting   atomic.Bool
 	byeText   atomic.Pointer[string]
 	closeOnce sync.Once
+	// midCommand: the backend may hold part of a command whose rest will
+	// not come (the client pump between a literal command's first byte
+	// forwarded and its last). Closing then aborts the backend connection
+	// (closeConns).
+	midCommand atomic.Bool
 	// connsClosed: closeConns began (a pump about to park looks at it
 	// after publishing cparked, closeConns after setting it).
 	connsClosed atomic.Bool
@@ -312,7 +317,10 @@ func (s *Session) closeConns() {
 		s.connMu.Unlock()
 		conn.Close()
 		s.raw.Close()
-		if be != nil {
+		switch {
+		case be != nil && s.midCommand.Load():
+			be.abort()
+		case be != nil:
 			be.close()
 		}
 		if r != nil {

@@ -82,6 +82,7 @@ var (
 	errBareLF      = &SyntaxError{Msg: "bare LF"}
 	errBareCR      = &SyntaxError{Msg: "bare CR"}
 	errNULCommand  = &SyntaxError{Msg: "NUL in command"}
+	errNULLiteral  = &SyntaxError{Msg: "NUL in literal"}
 )
 
 // CheckCommandLine validates one line of a client command as returned by

@@ -2,6 +2,7 @@ package imapwire
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"math"
 	"slices"
@@ -41,12 +42,23 @@ type Scanner struct {
 	litOpen bool  // a literal was announced by the last line
 	litRem  int64 // its bytes not consumed yet
 	litSize int64 // its announced size
+	// litText: the open literal may hold no NUL (RefuseNUL, not a
+	// literal8).
+	litText   bool
+	refuseNUL bool
 
 	inPart   bool // a line begun with ReadLinePart is unfinished
 	partSeen int  // bytes of that line returned so far (saturating)
 	tail     [tailSize]byte
 	tailN    int // valid bytes at the start of tail
 }
+
+// RefuseNUL makes ReadLiteral and CopyLiteral fail with a SyntaxError at
+// a NUL in a literal that is not a literal8: "literal = "{" number64 ["+"]
+// "}" CRLF *CHAR8", CHAR8 excluding NUL (RFC 9051 §4.3, §9; RFC 3516 §4.2
+// allows NUL only in literal8). For a client's commands: a backend would
+// store, refuse or alter such a message, each its own way.
+func (s *Scanner) RefuseNUL() { s.refuseNUL = true }
 
 // NewScanner returns a Scanner reading from r. ReadLine refuses lines longer
 // than maxLine bytes (line ending included); maxLine <= 0 means
@@ -193,6 +205,7 @@ func (s *Scanner) endLine(line []byte, whole bool) ([]byte, Literal, bool, error
 	lit, ok, err := parseMarker(w, whole)
 	if ok {
 		s.litOpen, s.litRem, s.litSize = true, lit.Size, lit.Size
+		s.litText = s.refuseNUL && !lit.Binary
 	}
 	return line, lit, ok, err
 }
@@ -420,6 +433,14 @@ func (s *Scanner) CopyLiteral(w io.Writer) (int64, error) {
 		if err != nil {
 			return n, err
 		}
+		var nul error
+		if s.litText {
+			if i := bytes.IndexByte(b, 0); i >= 0 {
+				// What came before the NUL goes; the NUL and the rest
+				// never reach w.
+				b, nul = b[:i], errNULLiteral
+			}
+		}
 		m, err := w.Write(b)
 		if m < 0 || m > len(b) {
 			m = 0
@@ -434,6 +455,9 @@ func (s *Scanner) CopyLiteral(w io.Writer) (int64, error) {
 		}
 		if m < len(b) {
 			return n, io.ErrShortWrite
+		}
+		if nul != nil {
+			return n, nul
 		}
 	}
 	return n, nil
@@ -479,6 +503,9 @@ func (s *Scanner) ReadLiteral(dst []byte, limit int) ([]byte, error) {
 	dst = dst[:off+m]
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
+	}
+	if s.litText && bytes.IndexByte(dst[off:], 0) >= 0 {
+		return dst[:off], errNULLiteral
 	}
 	return dst, err
 }

@@ -550,3 +550,43 @@ func TestReadLinePartResumesAfterTimeout(t *testing.T) {
 		t.Fatalf("second: %q %v %+v %v %v", part, final, lit, ok, err)
 	}
 }
+
+// A client's literal holds CHAR8, never NUL, unless it is a literal8
+// (RFC 9051 §4.3, RFC 3516 §4.2): with RefuseNUL neither a streamed nor a
+// buffered literal lets a NUL or anything after it through.
+func TestScannerRefuseNUL(t *testing.T) {
+	for _, c := range []struct {
+		marker string
+		refuse bool
+		wantOK bool
+	}{
+		{"{7}", true, false}, {"{7+}", true, false}, {"~{7}", true, true}, {"{7}", false, true},
+	} {
+		in := "a APPEND x " + c.marker + "\r\nab\x00cdef\r\n"
+		for _, streamed := range []bool{true, false} {
+			s := newTestScanner(in, 4, 0) // the NUL arrives in a later chunk
+			if c.refuse {
+				s.RefuseNUL()
+			}
+			if _, _, ok, err := s.ReadLine(); !ok || err != nil {
+				t.Fatalf("%q: ReadLine: %v %v", in, ok, err)
+			}
+			var got []byte
+			var err error
+			if streamed {
+				var w bytes.Buffer
+				_, err = s.CopyLiteral(&w)
+				got = w.Bytes()
+			} else {
+				got, err = s.ReadLiteral(nil, 100)
+			}
+			var se *SyntaxError
+			switch {
+			case c.wantOK && (err != nil || string(got) != "ab\x00cdef"):
+				t.Errorf("%s refuse=%v streamed=%v: %q %v, want all of it", c.marker, c.refuse, streamed, got, err)
+			case !c.wantOK && (!errors.As(err, &se) || bytes.IndexByte(got, 0) >= 0):
+				t.Errorf("%s streamed=%v: %q %v, want a SyntaxError and no NUL", c.marker, streamed, got, err)
+			}
+		}
+	}
+}
