@@ -15,9 +15,13 @@ package hydratest
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -82,6 +86,7 @@ func Start(t testing.TB) *Server {
 		s := &Server{dir: dir, Issuer: fmt.Sprintf("http://127.0.0.1:%d/", ports[0]), AdminURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1])}
 		if lastErr = s.launch(ports[0], ports[1]); lastErr == nil {
 			t.Cleanup(s.stop)
+			s.importSigningKey(t)
 			return s
 		}
 	}
@@ -211,12 +216,14 @@ func (s *Server) Token(t testing.TB, c Client, audience, scope string) string {
 	return out.AccessToken
 }
 
-// RotateKeys adds a new RS256 key to the set Hydra signs access tokens
-// with; later tokens carry its kid.
+// RotateKeys adds a new ES256 key to the set Hydra signs access tokens
+// with; later tokens carry its kid (and another algorithm). Not RSA: Hydra
+// makes 4096-bit RSA keys, which on a busy machine outlast its 10 s
+// handler deadline (ory/graceful) and the request ends in EOF.
 func (s *Server) RotateKeys(t testing.TB) {
 	t.Helper()
 	s.admin(t, http.MethodPost, "/admin/keys/hydra.jwt.access-token",
-		map[string]any{"alg": "RS256", "use": "sig", "kid": fmt.Sprintf("rotated-%d", time.Now().UnixNano())}, nil)
+		map[string]any{"alg": "ES256", "use": "sig", "kid": fmt.Sprintf("rotated-%d", time.Now().UnixNano())}, nil)
 }
 
 // JWKS returns Hydra's public keys, as served to the proxy.
@@ -232,6 +239,27 @@ func (s *Server) JWKS(t testing.TB) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// importSigningKey gives Hydra the RS256 key it signs access tokens with,
+// made here: left to itself Hydra makes a 4096-bit RSA key inside the first
+// token request, which on a busy machine outlasts its 10 s handler deadline
+// (ory/graceful) and the request ends in EOF.
+func (s *Server) importSigningKey(t testing.TB) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := func(i *big.Int) string { return base64.RawURLEncoding.EncodeToString(i.Bytes()) }
+	k.Precompute()
+	jwk := map[string]any{
+		"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "hydratest-rs256",
+		"n": b64(k.N), "e": b64(big.NewInt(int64(k.E))), "d": b64(k.D),
+		"p": b64(k.Primes[0]), "q": b64(k.Primes[1]),
+		"dp": b64(k.Precomputed.Dp), "dq": b64(k.Precomputed.Dq), "qi": b64(k.Precomputed.Qinv),
+	}
+	s.admin(t, http.MethodPut, "/admin/keys/hydra.jwt.access-token", map[string]any{"keys": []any{jwk}}, nil)
 }
 
 func (s *Server) admin(t testing.TB, method, path string, body, out any) {

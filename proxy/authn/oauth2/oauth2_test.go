@@ -178,7 +178,11 @@ func TestBadTokens(t *testing.T) {
 func TestKeyRotation(t *testing.T) {
 	h := startHydra(t)
 	v := newVerifier(t, Options{Issuer: h.Issuer, Audience: "imap", MinRefresh: time.Nanosecond})
-	if _, err := verify(v, "alice", h.Token(t, alice, "imap", "mail")); err != nil {
+	first := h.Token(t, alice, "imap", "mail")
+	if !strings.Contains(string(mustHeader(t, first)), "hydratest-rs256") {
+		t.Fatalf("hydra did not sign with the key hydratest imported: %s", mustHeader(t, first))
+	}
+	if _, err := verify(v, "alice", first); err != nil {
 		t.Fatal(err)
 	}
 	h.RotateKeys(t)
