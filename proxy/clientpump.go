@@ -304,16 +304,17 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		return p.whole(cmd, line, ctx, start, bytesIn)
 	}
 	s.midCommand.Store(true)
-	f, err := p.withLiterals(cmd, line, lit, ctx, start, bytesIn)
+	f, err := p.withLiterals(line, lit, ctx, start, bytesIn)
 	if err == nil {
 		s.midCommand.Store(false)
 	}
 	return f, err
 }
 
-// withLiterals handles a command with literals from its first line on:
-// held back while its parts are judged, streamed from its message on.
-func (p *clientPump) withLiterals(cmd *imapwire.Command, line []byte, lit imapwire.Literal, ctx *imapwire.Context, start time.Time, bytesIn int64) (*inflight, error) {
+// withLiterals handles a command with literals from its first line (fed
+// to the parser) on: held back while its parts are judged, streamed from
+// its message on.
+func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwire.Context, start time.Time, bytesIn int64) (*inflight, error) {
 	s, r, be := p.s, p.r, p.be
 	lim := s.lim
 	hasLit := true
@@ -322,7 +323,7 @@ func (p *clientPump) withLiterals(cmd *imapwire.Command, line []byte, lit imapwi
 	var f *inflight
 	defer func() { p.litBuf = pend[:0] }()
 	for hasLit {
-		cmd = s.parser.Command()
+		cmd := s.parser.Command()
 		isMsg := s.parser.PendingIsMessage()
 		// A {n+} the backend cannot take would be read by it as commands
 		// (RFC 7888: LITERAL+, or LITERAL- up to 4096 octets).
