@@ -3,6 +3,7 @@ package audit
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,10 @@ const DefaultDropHealthWindow = 10 * time.Second
 // ack is how LogWait learns its record's seq: the writer stores it when it
 // encodes the record.
 type ack struct{ seq atomic.Uint64 }
+
+// lostSeq in an ack: the record was rolled back, never written (Block
+// mode gives up on a failing sink only when closing, after CloseTimeout).
+const lostSeq = math.MaxUint64
 
 var ackPool = sync.Pool{New: func() any { return new(ack) }}
 
@@ -114,7 +119,13 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 	d := &t.dur
 	for {
 		c := *d.advanced.Load()
-		if s := a.seq.Load(); s != 0 && s <= d.seq.Load() {
+		s := a.seq.Load()
+		if s == lostSeq {
+			// The writer let go of a.
+			ackPool.Put(a)
+			return fmt.Errorf("%w: the trail closed with the sink failing; the record was not written", ErrNotDurable)
+		}
+		if s != 0 && s <= d.seq.Load() {
 			ackPool.Put(a)
 			return nil
 		}
@@ -127,7 +138,7 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 			}
 			return fmt.Errorf("%w (%s)", ErrNotDurable, timeout)
 		case <-t.stopped:
-			if s := a.seq.Load(); s != 0 && s <= d.seq.Load() {
+			if s := a.seq.Load(); s != 0 && s != lostSeq && s <= d.seq.Load() {
 				return nil
 			}
 			return ErrClosed

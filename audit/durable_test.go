@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -287,4 +288,54 @@ func TestDiskFullFailsClosed(t *testing.T) {
 		t.Errorf("verify: %v %+v", err, rep)
 	}
 	tr.Close()
+}
+
+// refusingSink refuses every write that holds the command record numbered
+// refuse (as "attempt") and takes all others.
+type refusingSink struct {
+	memSink
+	refuse  string
+	refused chan struct{} // a value at each refusal, if room
+}
+
+func (s *refusingSink) Write(p []byte) error {
+	if bytes.Contains(p, []byte(s.refuse)) {
+		select {
+		case s.refused <- struct{}{}:
+		default:
+		}
+		return errors.New("sink refuses this record")
+	}
+	return s.memSink.Write(p)
+}
+
+// A record that Close gives up on (Block mode, the sink failing past
+// CloseTimeout) is rolled back and never acknowledged: not even when the
+// record written after it (audit.stop) takes its sequence number and the
+// sink takes that one.
+func TestRolledBackRecordNotAcknowledged(t *testing.T) {
+	sink := &refusingSink{refuse: `"attempt":7`, refused: make(chan struct{}, 1)}
+	tr, err := New(Options{Sink: sink, CloseTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- tr.LogWait(cmdRecord(7), time.Hour) }()
+	select {
+	case <-sink.refused: // the writer holds record 7, retrying
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("the writer never tried record 7")
+	}
+	if err := tr.Close(); err == nil || !strings.Contains(err.Error(), "not written") {
+		t.Errorf("Close: %v, want records not written", err)
+	}
+	if err := <-res; err == nil {
+		t.Fatal("LogWait acknowledged a record the trail does not hold")
+	}
+	if strings.Contains(sink.buf.String(), `"attempt":7`) {
+		t.Fatal("record 7 is in the trail after all")
+	}
+	if !strings.Contains(sink.buf.String(), string(KindAuditStop)) {
+		t.Fatal("audit.stop was not written: the test did not reach the reused sequence number")
+	}
 }

@@ -141,6 +141,10 @@ type Trail struct {
 	reported uint64 // drops already written in an audit.dropped record
 	batch    []byte
 	pending  uint64 // records in batch, audit.dropped ones excepted
+	// acks are the LogWait callers' acks of the records in batch: a
+	// rolled-back batch tells them their record is lost, since the next
+	// records take the same sequence numbers.
+	acks []*ack
 	// committed is the chain state after the last successful write; a
 	// batch that cannot be written in Drop mode rolls back to it.
 	committed struct {
@@ -424,6 +428,7 @@ func (t *Trail) encode(r *Record) {
 	t.seq++
 	if r.ack != nil {
 		r.ack.seq.Store(t.seq)
+		t.acks = append(t.acks, r.ack)
 	}
 	t.cur.r = r
 	ent := zapcore.Entry{Time: r.Time.UTC(), Message: string(r.Kind), Level: zapcore.InfoLevel}
@@ -443,6 +448,14 @@ func (t *Trail) rollback() {
 	t.seq, t.prevHex, t.reported = t.committed.seq, t.committed.prevHex, t.committed.reported
 	t.batch = t.batch[:0]
 	t.pending = 0
+	if len(t.acks) > 0 {
+		for _, a := range t.acks {
+			a.seq.Store(lostSeq)
+		}
+		clear(t.acks)
+		t.acks = t.acks[:0]
+		t.dur.wake()
+	}
 }
 
 // wrote records a successful write of the batch.
@@ -452,6 +465,8 @@ func (t *Trail) wrote() {
 	t.commit()
 	t.batch = t.batch[:0]
 	t.pending = 0
+	clear(t.acks)
+	t.acks = t.acks[:0]
 	t.unsynced = true
 	if t.failing {
 		t.log.Info("audit sink works again", zap.Uint64("dropped_total", t.dropped.Load()))
