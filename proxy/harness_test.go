@@ -197,7 +197,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		Router:  &StaticRouter{Default: &Backend{Name: "mem", Addr: mb.addr, Security: BackendPlain, Login: LoginCommand}},
 		Auditor: h.audit,
 		Logger:  zaptest.NewLogger(t),
-		// Backend pumps park after 1 ms of silence, not 2 s: every relay
+		// Pumps park after 1 ms of silence, not 500 ms: every relay
 		// test crosses parking and resuming (parker_linux.go) many times.
 		Limits: Limits{ParkAfter: time.Millisecond},
 	}

@@ -145,7 +145,7 @@ type Limits struct {
 	// (between commands, or in IDLE) before each gives up its goroutine
 	// until its peer sends something (parker_linux.go): the backend pump
 	// with nothing owed, the client pump with nothing read (not with
-	// COMPRESS); 2 s. Negative: never.
+	// COMPRESS); 500 ms. Negative: never.
 	ParkAfter time.Duration
 }
 
@@ -164,7 +164,7 @@ const (
 	DefaultMaxInflight         = 1000
 	DefaultBackendTimeout      = 5 * time.Minute
 	DefaultMaxResponseLine     = 16 << 20
-	DefaultParkAfter           = 2 * time.Second
+	DefaultParkAfter           = 500 * time.Millisecond
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultLoginTimeout        = 30 * time.Second
 )
