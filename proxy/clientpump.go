@@ -52,7 +52,11 @@ func (p *clientPump) relay() (parked bool) {
 			}
 			p.until = time.Now().Add(wait)
 		}
-		switch s.waitClient(p.until, p.park) {
+		var park func() bool
+		if s.rawClient != nil {
+			park = p.park
+		}
+		switch s.waitClient(p.until, park) {
 		case waitDrain:
 			p.drain()
 			return false

@@ -409,7 +409,7 @@ func (s *Session) waitClient(until time.Time, park func() bool) waitResult {
 		// Only where parking is on (rawClient): with ParkAfter negative
 		// (never) the lingering deadline would be past at once, and the
 		// read would time out without ever looking at the connection.
-		linger := park != nil && s.rawClient != nil && s.rsrc == nil && time.Until(until) > s.lim.ParkAfter
+		linger := park != nil && s.rawClient != nil && s.lim.ParkAfter > 0 && s.rsrc == nil && time.Until(until) > s.lim.ParkAfter
 		if linger {
 			s.conn.SetReadDeadline(time.Now().Add(s.lim.ParkAfter))
 			if s.draining.Load() {
@@ -425,6 +425,7 @@ func (s *Session) waitClient(until time.Time, park func() bool) waitResult {
 			if park() {
 				return waitGone
 			}
+			park = nil // refused: wait here, without lingering again
 			s.conn.SetReadDeadline(until)
 			if s.draining.Load() {
 				s.conn.SetReadDeadline(time.Now())
