@@ -263,8 +263,9 @@ func BenchmarkDecideCached(b *testing.B) {
 
 // BenchmarkPlanRun: the interpreter alone (machine.go) on the inputs of
 // BenchmarkDecideUncached, built beforehand, with each session's rules
-// remembered: what an uncached decision costs less the engine's keys,
-// caches and the building of its input.
+// remembered, and the calls remembered by argument (callMemo): what an
+// uncached decision costs less the engine's keys, caches and the building
+// of its input.
 func BenchmarkPlanRun(b *testing.B) {
 	e := benchEngine(b, true)
 	p := e.state.Load().dirs[0]
@@ -272,16 +273,18 @@ func BenchmarkPlanRun(b *testing.B) {
 		b.Fatal(p.planErr)
 	}
 	var inputs []val
-	var memos []ruleMemo
-	byUser := map[string]ruleMemo{}
+	var mems []memos
+	byUser := map[string]memos{}
 	for _, in := range decideCommands(b) {
 		c := newInputCtx(string(in.Point), in)
 		c.groups, c.ids = e.state.Load().groups, p.ids
 		inputs = append(inputs, seal(c.flat(p.uses, nil)))
-		if byUser[in.Session.User] == nil {
-			byUser[in.Session.User] = make(ruleMemo, p.prog.nsession)
+		if byUser[in.Session.User].rules == nil {
+			byUser[in.Session.User] = memos{rules: make(ruleMemo, p.prog.nsession), calls: [numScopes]*callMemo{scopeSession: {}}}
 		}
-		memos = append(memos, byUser[in.Session.User])
+		mem := byUser[in.Session.User]
+		mem.calls[scopeEffects] = &callMemo{} // each command's effects differ
+		mems = append(mems, mem)
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -289,7 +292,7 @@ func BenchmarkPlanRun(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		m := getMachine()
-		if _, err := p.prog.run(ctx, m, inputs[i%len(inputs)], memos[i%len(inputs)]); err != nil {
+		if _, err := p.prog.run(ctx, m, inputs[i%len(inputs)], mems[i%len(inputs)]); err != nil {
 			b.Fatal(err)
 		}
 		m.release()

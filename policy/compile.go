@@ -451,9 +451,9 @@ func (p *compiled) inspects(name string, effects uint32) bool {
 // topdown's rule index skips bodies the plan enters, so only topdown can
 // say whether that failure is the decision's (plan.go).
 //
-// memo, when not nil, holds the values of the policy's session rules for
-// input's session (inputPart).
-func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, memo ruleMemo) (ast.Value, error) {
+// memo, when not nil, holds the values of the policy's session rules and
+// remembered calls for input's parts (inputPart).
+func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, memo memos) (ast.Value, error) {
 	if p.prog != nil {
 		if v, err := p.prog.eval(ctx, input, memo); err == nil {
 			return v, nil
@@ -464,7 +464,7 @@ func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, mem
 
 // decide is eval and parseDecision for the engine: input is flat, in m's
 // arena, and *inputTerm is its term, made at topdown's first need of it.
-func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm **ast.Term, now time.Time, memo ruleMemo) (verdict, error) {
+func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm **ast.Term, now time.Time, memo memos) (verdict, error) {
 	if p.prog != nil {
 		if v, err := p.prog.run(ctx, m, input, memo); err == nil {
 			return parseVerdict(v)

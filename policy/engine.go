@@ -526,10 +526,13 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 // inputPart is a part of the input the engine remembers. input.session's
 // also holds, per policy (by its index in state.dirs), the values of the
 // rules that read nothing but the session and data (function.session):
-// the same session key, the same values.
+// the same session key, the same values. input.session's and
+// input.command.effects' hold the values of the functions of that scope
+// by argument (callScopes), per policy likewise.
 type inputPart struct {
 	v     val // sealed
 	rules []ruleMemo
+	calls []*callMemo
 }
 
 // cachedDoc returns the part of the input made of the slots in uses (the
@@ -559,10 +562,14 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
 				part.rules[i] = make(ruleMemo, p.prog.nsession)
 			}
 		}
+		part.calls = newCallMemos(st, scopeSession)
 	case uses&^nowSlots == 0:
 		part.v = c.object(uses, nil)
 	default:
 		part.v = c.flatValue(firstSlot(uses), nil)
+		if uses == setOf(slotEffects) {
+			part.calls = newCallMemos(st, scopeEffects)
+		}
 	}
 	part.v = seal(part.v)
 	if len(key) <= maxKey && valSize(part.v, maxEntry) <= maxEntry {
@@ -585,16 +592,18 @@ func (e *Engine) count(o *outcome) {
 // evaluate runs every policy that concerns the input.
 func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
 	var rules []ruleMemo
+	var sessionCalls, effectsCalls []*callMemo
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
 			part := cachedDoc(st, c, st.uses&sessionSlots)
-			c.session, rules = part.v, part.rules
+			c.session, rules, sessionCalls = part.v, part.rules, part.calls
 		}
 		if st.uses&nowSlots != 0 {
 			c.nowDoc = cachedDoc(st, c, st.uses&nowSlots).v
 		}
 		if st.uses.has(slotEffects) && c.cmd != nil {
-			c.effects = cachedDoc(st, c, setOf(slotEffects)).v
+			part := cachedDoc(st, c, setOf(slotEffects))
+			c.effects, effectsCalls = part.v, part.calls
 		}
 	}
 	// The input is built once, in the machine's arena, for every policy;
@@ -622,9 +631,15 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		if e.opts.OnEvaluation != nil {
 			t0 = time.Now()
 		}
-		var memo ruleMemo
+		var memo memos
 		if rules != nil {
-			memo = rules[i]
+			memo.rules = rules[i]
+		}
+		if sessionCalls != nil {
+			memo.calls[scopeSession] = sessionCalls[i]
+		}
+		if effectsCalls != nil {
+			memo.calls[scopeEffects] = effectsCalls[i]
 		}
 		d, err := p.decide(ctx, m, input, &inputTerm, c.now, memo)
 		if e.opts.OnEvaluation != nil {

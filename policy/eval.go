@@ -49,7 +49,7 @@ func EvalInput(ctx context.Context, dir string, input []byte) (*EvalResult, erro
 			}
 		}
 	}
-	d, err := p.eval(ctx, ast.NewTerm(obj), time.Now(), nil)
+	d, err := p.eval(ctx, ast.NewTerm(obj), time.Now(), memos{})
 	if err == nil {
 		res.Decision, err = ast.JSON(d)
 		if err == nil {

@@ -48,7 +48,9 @@ type machine struct {
 	args   []*ast.Term
 	out    *ast.Term
 	outFn  func(*ast.Term) error
-	sess   ruleMemo
+	mem    memos
+	input  val    // of the evaluation: appendCallKey checks calls receive it
+	key    []byte // appendCallKey's, kept across decisions
 	// berr is the first builtin error: as topdown does with strict
 	// builtin errors, the call is undefined, evaluation goes on, and the
 	// evaluation fails at the end.
@@ -102,7 +104,7 @@ func (m *machine) release() {
 	clear(m.vargs[:cap(m.vargs)])
 	m.reset()
 	*m = machine{stack: m.stack[:0], memo: m.memo[:0], memoOK: m.memoOK[:0], args: m.args[:0], vargs: m.vargs[:0],
-		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache}
+		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache, key: m.key[:0]}
 	machinePool.Put(m)
 }
 
@@ -110,8 +112,8 @@ func (m *machine) release() {
 func (m *machine) reset() {
 	clear(m.memo)
 	clear(m.memoOK)
-	m.stack = m.stack[:0]
-	m.ret, m.result, m.nres, m.berr, m.sess, m.out = val{}, val{}, 0, nil, nil, nil
+	m.stack, m.key = m.stack[:0], m.key[:0]
+	m.ret, m.result, m.nres, m.berr, m.mem, m.out, m.input = val{}, val{}, 0, nil, memos{}, nil, val{}
 }
 
 // newColl is an empty collection from the arena.
@@ -149,14 +151,14 @@ const maxStack = 1 << 20
 // eval runs the program for an OPA input and returns the single value of
 // the plan's result set, or an error (undefined included). For tests and
 // EvalInput: the engine builds a flat input (run).
-func (p *program) eval(ctx context.Context, input *ast.Term, sess ruleMemo) (ast.Value, error) {
+func (p *program) eval(ctx context.Context, input *ast.Term, mem memos) (ast.Value, error) {
 	in, err := fromAST(input)
 	if err != nil {
 		return nil, err
 	}
 	m := getMachine()
 	defer m.release()
-	v, err := p.run(ctx, m, in, sess)
+	v, err := p.run(ctx, m, in, mem)
 	if err != nil {
 		return nil, err
 	}
@@ -166,9 +168,9 @@ func (p *program) eval(ctx context.Context, input *ast.Term, sess ruleMemo) (ast
 // run runs the program for input on m and returns the decision, valid
 // until m's release.
 //
-// sess, when not nil, holds the session rules' values for input's session,
-// and receives those computed here.
-func (p *program) run(ctx context.Context, m *machine, input val, sess ruleMemo) (_ val, err error) {
+// mem holds the session rules' values and the remembered calls for
+// input's parts (memos), and receives those computed here.
+func (p *program) run(ctx context.Context, m *machine, input val, mem memos) (_ val, err error) {
 	defer m.reset()
 	defer func() {
 		// A fault of the interpreter is not a decision: topdown decides.
@@ -176,7 +178,7 @@ func (p *program) run(ctx context.Context, m *machine, input val, sess ruleMemo)
 			err = fmt.Errorf("policy: plan failed: %v", r)
 		}
 	}()
-	m.sess = sess
+	m.mem, m.input = mem, input
 	m.p, m.ctx, m.done = p, ctx, ctx.Done()
 	// The builtins the interpreter calls (planBuiltins) read neither the
 	// time nor a seed.
@@ -488,9 +490,31 @@ func (m *machine) call(in *instr, base int) (int, error) {
 		m.stack[base+in.target] = v
 		return fellThrough, nil
 	}
+	// The key of a remembered call is m.key[start:end]; the calls it
+	// makes append theirs after it.
+	var calls *callMemo
+	start, end := len(m.key), 0
+	if fn.scope != scopeNone {
+		if calls = m.mem.calls[fn.scope]; calls != nil {
+			var ok bool
+			m.key, ok = m.appendCallKey(m.key, fn, in.args, base)
+			end = len(m.key)
+			if !ok {
+				calls = nil
+				m.key = m.key[:start]
+			} else if v, hit := calls.get(m.key[start:end]); hit {
+				m.key = m.key[:start]
+				if v.k == kUndef {
+					return 0, nil
+				}
+				m.stack[base+in.target] = v
+				return fellThrough, nil
+			}
+		}
+	}
 	var shared *atomic.Pointer[val]
-	if fn.session >= 0 && m.sess != nil {
-		shared = &m.sess[fn.session]
+	if fn.session >= 0 && m.mem.rules != nil {
+		shared = &m.mem.rules[fn.session]
 		if p := shared.Load(); p != nil {
 			v := *p
 			m.memo[fn.memo], m.memoOK[fn.memo] = v, true
@@ -504,6 +528,15 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	v, err := m.invoke(fn, in.args, base)
 	if err != nil {
 		return 0, err
+	}
+	if calls != nil {
+		// As a session rule's: only when no builtin has failed.
+		if m.berr == nil {
+			kept := persist(v)
+			calls.put(m.key[start:end], kept, valSize(kept, maxEntry))
+			v = kept
+		}
+		m.key = m.key[:start]
 	}
 	// Shared only when no builtin has failed: a failed call is undefined
 	// here, and this evaluation goes to topdown. A value over maxEntry is

@@ -123,15 +123,58 @@ func sessionRules(c *ast.Compiler, prog *program) {
 		if fn.memo < 0 || fn.path == nil {
 			continue
 		}
-		ref := ast.DefaultRootRef.Copy()
-		for _, k := range fn.path {
-			ref = append(ref, ast.StringTerm(k))
-		}
-		if uses, ok := ruleSlots(c, ref); ok && uses&^sessionSlots == 0 {
+		if uses, ok := ruleSlots(c, fn.ref()); ok && uses&^sessionSlots == 0 {
 			fn.session = prog.nsession
 			prog.nsession++
 		}
 	}
+	callScopes(c, prog)
+}
+
+// memoScope says by which part of the input a function with arguments is
+// remembered (callMemo): the part holding every slot it reads.
+type memoScope uint8
+
+const (
+	scopeNone    memoScope = iota
+	scopeSession           // reads nothing of input but input.session
+	scopeEffects           // reads nothing of input but input.command.effects
+	numScopes
+)
+
+// callScopes gives each function of the policy with arguments (held(name),
+// effects_of(kinds)) the scope it is remembered in: its value is a function
+// of its arguments, data and the slots it reads (ruleSlots, with every rule
+// it depends on), so within one policy state and one value of those slots
+// the same arguments give the same value. A function the planner made on
+// its own (no path) is never remembered.
+func callScopes(c *ast.Compiler, prog *program) {
+	for i, fn := range prog.funcs {
+		fn.index = i
+		if len(fn.params) <= 2 || fn.path == nil {
+			continue
+		}
+		uses, ok := ruleSlots(c, fn.ref())
+		switch {
+		case !ok:
+		case uses&^sessionSlots == 0:
+			fn.scope = scopeSession
+		case uses&^setOf(slotEffects) == 0:
+			fn.scope = scopeEffects
+		}
+		if fn.scope != scopeNone {
+			prog.scoped[fn.scope] = true
+		}
+	}
+}
+
+// ref is the reference of a function planned from a rule of the policy.
+func (fn *function) ref() ast.Ref {
+	ref := ast.DefaultRootRef.Copy()
+	for _, k := range fn.path {
+		ref = append(ref, ast.StringTerm(k))
+	}
+	return ref
 }
 
 // program is a plan ready to run: operands resolved to locals or constant
@@ -143,9 +186,12 @@ type program struct {
 	nmemo   int
 	// nsession counts the session rules (function.session).
 	nsession int
-	consts   []val
-	data     val
-	caps     *ast.Capabilities
+	// scoped says which scopes hold functions remembered by their
+	// arguments (function.scope).
+	scoped [numScopes]bool
+	consts []val
+	data   val
+	caps   *ast.Capabilities
 	// lowered holds lower() of the strings of the data and the plan,
 	// made at load: policies compare names case-insensitively.
 	lowered map[string]string
@@ -164,7 +210,11 @@ type function struct {
 	// session indexes a session's ruleMemo for a rule that reads nothing
 	// of input but input.session (sessionRules); -1 otherwise.
 	session int
-	path    []string // of the rule under data, after the planner's group
+	// scope, for a function with arguments, is the part of the input
+	// whose callMemo remembers its values by argument (callScopes).
+	scope memoScope
+	index int      // in program.funcs: the first part of a callMemo key
+	path  []string // of the rule under data, after the planner's group
 }
 
 type block []instr

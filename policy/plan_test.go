@@ -251,7 +251,7 @@ func comparePlan(t *testing.T, p *compiled, ins []*proxy.DecisionInput) (fallbac
 		c.now, c.zone, c.groups, c.ids = now, "UTC", planGroups, p.ids
 		input := c.build(p.uses)
 		want, werr := p.evalTopdown(ctx, input, now)
-		got, gerr := p.prog.eval(ctx, input, nil)
+		got, gerr := p.prog.eval(ctx, input, memos{})
 		seen = tally(seen, want)
 		if gerr != nil {
 			fallbacks++
@@ -259,7 +259,7 @@ func comparePlan(t *testing.T, p *compiled, ins []*proxy.DecisionInput) (fallbac
 			t.Fatalf("input %v:\nplan:    %v\ntopdown: %v (%v)", input, got, want, werr)
 		}
 		// What the engine evaluates: the plan, or topdown after it failed.
-		got, gerr = p.eval(ctx, input, now, nil)
+		got, gerr = p.eval(ctx, input, now, memos{})
 		if (gerr == nil) != (werr == nil) || (gerr == nil && ast.Compare(got, want) != 0) {
 			t.Fatalf("input %v:\neval:    %v (%v)\ntopdown: %v (%v)", input, got, gerr, want, werr)
 		}

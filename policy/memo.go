@@ -1,0 +1,130 @@
+package policy
+
+import (
+	"encoding/binary"
+	"sync"
+)
+
+// memos are what an evaluation may reuse of earlier ones with the same
+// parts of the input (ARCHITECTURE.md §10): the session rules' values and
+// the values of the functions remembered by argument (callScopes), for the
+// input's session and for its command's effects. The zero value remembers
+// nothing.
+type memos struct {
+	rules ruleMemo
+	calls [numScopes]*callMemo
+}
+
+// callMemo holds the values of a policy's functions of one scope
+// (memoScope) for one value of that scope's slots, by function and
+// arguments (callKey), each persisted out of the arena that made it. It is
+// shared by concurrent evaluations. It holds at most maxEntry of values in
+// all; a value that would not fit empties it first, a larger one is not
+// kept.
+type callMemo struct {
+	mu   sync.Mutex
+	m    map[string]val
+	size int
+}
+
+// maxCalls bounds the entries of a callMemo.
+const maxCalls = 64
+
+func (c *callMemo) get(key []byte) (val, bool) {
+	c.mu.Lock()
+	v, ok := c.m[string(key)]
+	c.mu.Unlock()
+	return v, ok
+}
+
+// put remembers v, persisted, of size n (valSize).
+func (c *callMemo) put(key []byte, v val, n int) {
+	n += len(key)
+	if n > maxEntry {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.size+n > maxEntry || len(c.m) >= maxCalls {
+		c.m, c.size = make(map[string]val, 8), 0
+	}
+	if _, ok := c.m[string(key)]; !ok {
+		c.m[string(key)] = v
+		c.size += n
+	}
+}
+
+// newCallMemos makes the callMemos of scope for the policies of st.dirs
+// (nil for those with no function of that scope).
+func newCallMemos(st *state, scope memoScope) []*callMemo {
+	var out []*callMemo
+	for i, p := range st.dirs {
+		if p.prog != nil && p.prog.scoped[scope] {
+			if out == nil {
+				out = make([]*callMemo, len(st.dirs))
+			}
+			out[i] = &callMemo{}
+		}
+	}
+	return out
+}
+
+// maxCallKey bounds a callMemo key: calls with larger arguments are
+// evaluated every time.
+const maxCallKey = 256
+
+// appendCallKey appends the key of a call of fn with args (input and data
+// first, as the planner passes them) to key. It reports false when the call
+// is not to be remembered: input or data are not the evaluation's (never,
+// in a plan without with, which is not planned), or the arguments are
+// large. Equal keys mean identical arguments, down to the spelling of
+// numbers (1 and 1.0 get two keys: topdown's results may differ, as
+// sprintf's do): the encoding is prefix-free.
+func (m *machine) appendCallKey(key []byte, fn *function, args []operand, base int) ([]byte, bool) {
+	if in, data := m.get(&args[0], base), m.get(&args[1], base); in.k != m.input.k || in.c != m.input.c ||
+		data.k != m.p.data.k || data.c != m.p.data.c {
+		return key, false
+	}
+	limit := len(key) + maxCallKey
+	key = binary.AppendUvarint(key, uint64(fn.index))
+	for i := 2; i < len(args); i++ {
+		var ok bool
+		if key, ok = appendValKey(key, m.get(&args[i], base), limit); !ok {
+			return key, false
+		}
+	}
+	return key, len(key) <= limit
+}
+
+// appendValKey appends a prefix-free encoding of v: its kind, then its
+// contents, length-prefixed. It reports false for an undefined value, or
+// when key grows past limit.
+func appendValKey(key []byte, v val, limit int) ([]byte, bool) {
+	key = append(key, byte(v.k))
+	switch v.k {
+	case kUndef:
+		return key, false
+	case kNull:
+	case kBool, kNum:
+		key = binary.AppendVarint(key, v.n)
+	case kNumX, kStr:
+		key = binary.AppendUvarint(key, uint64(len(v.s)))
+		key = append(key, v.s...)
+	case kArr, kSet, kObj:
+		key = binary.AppendUvarint(key, uint64(len(v.c.keys)))
+		for _, e := range v.c.keys {
+			var ok bool
+			if key, ok = appendValKey(key, e, limit); !ok {
+				return key, false
+			}
+		}
+		key = binary.AppendUvarint(key, uint64(len(v.c.vals)))
+		for _, e := range v.c.vals {
+			var ok bool
+			if key, ok = appendValKey(key, e, limit); !ok {
+				return key, false
+			}
+		}
+	}
+	return key, len(key) <= limit
+}

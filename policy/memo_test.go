@@ -1,0 +1,273 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/imapwarden/imapwarden/proxy"
+)
+
+// Tests of the calls remembered by argument (memo.go, callScopes).
+
+// memoPolicy has functions of each scope called with arguments that only
+// an exact key tells apart (1 and 1.0, a string and an array holding it,
+// sets), functions undefined for some arguments, and one that fails for
+// some (to_number): its failure must never be remembered.
+const memoPolicy = `package imapwarden
+
+import rego.v1
+
+tag(x) := sprintf("%v/%s", [x, input.session.user])
+
+tag_unless_trash(x) := t if {
+	x != "Trash"
+	t := tag(x)
+}
+
+nums := [1, 1.0, "1", [1], ["1"], {"1"}, {"a": 1}, {"a": "1"}, null, false]
+
+kinds_in(ks) := {e.kind | some e in input.command.effects; e.kind in ks}
+
+number_in(name) := to_number(name)
+
+deny contains {"policy": "memo", "reason": concat(",", [tag(n) | some n in nums])} if {
+	input.point == "command"
+	some e in input.command.effects
+	tag_unless_trash(e.mailbox) == "Legal/erin"
+}
+
+deny contains {"policy": "memo-effects", "reason": concat(",", sort(kinds_in({"expunge", "create-messages", "mark-deleted"})))} if {
+	input.point == "command"
+	count(kinds_in({"expunge", "create-messages", "mark-deleted"})) > 1
+	count(kinds_in(["delete-mailbox"])) == 0
+}
+
+deny contains {"policy": "memo-error"} if {
+	input.point == "command"
+	some e in input.command.effects
+	startswith(e.mailbox, "HR")
+	number_in(e.mailbox) > 3
+}
+`
+
+// TestCallMemosMatchTopdown: an engine with its caches, whose sessions
+// recur across commands (so that the remembered calls of one command
+// answer the next's), decides every generated input, twice in other
+// orders and at other times, as topdown alone does, with the shipped
+// policies and with memoPolicy.
+func TestCallMemosMatchTopdown(t *testing.T) {
+	ins := planInputs(t, 3000, 41)
+	// A few sessions only, each with many commands.
+	var sessions []*proxy.SessionInfo
+	for _, in := range ins {
+		if len(sessions) < 16 {
+			sessions = append(sessions, in.Session)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, in := range ins {
+		in.Session = sessions[r.IntN(len(sessions))]
+	}
+	for _, name := range []string{"all-on", "shipped", "memo"} {
+		t.Run(name, func(t *testing.T) {
+			var dir string
+			if name == "memo" {
+				dir = policySubset(t, planVariants["all-on"])
+				writeFile(t, filepath.Join(dir, "memo", "memo.rego"), memoPolicy)
+			} else {
+				dir = policySubset(t, planVariants[name])
+			}
+			var clock time.Time
+			now := func() time.Time { return clock }
+			cached, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now})
+			ref, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
+			for _, p := range ref.state.Load().dirs {
+				p.prog = nil // topdown alone
+			}
+			p := cached.state.Load().dirs[0]
+			if p.prog == nil {
+				t.Fatalf("not compiled: %s", p.planErr)
+			}
+			if !p.prog.scoped[scopeSession] || !p.prog.scoped[scopeEffects] {
+				t.Fatal("no function remembered by argument: the test proves nothing")
+			}
+			ctx := context.Background()
+			seen := map[string]int{}
+			for round := range 2 {
+				for _, i := range r.Perm(len(ins)) {
+					clock = planTimes[r.IntN(len(planTimes))]
+					got, want := cached.Decide(ctx, ins[i]), ref.Decide(ctx, ins[i])
+					if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+						t.Fatalf("round %d, input %d (%s %+v):\ncached:  %#v\ntopdown: %#v", round, i, ins[i].Point, ins[i].Command, got, want)
+					}
+					switch {
+					case got.Annotations[AnnotationError] == true:
+						seen["error"]++
+					case got.Allow:
+						seen["allow"]++
+					default:
+						seen[fmt.Sprint(got.Annotations["policy"])]++
+					}
+				}
+			}
+			t.Logf("decisions by policy: %v", seen)
+			if name == "memo" {
+				for _, want := range []string{"memo", "memo-effects", "error"} {
+					if seen[want] == 0 {
+						t.Errorf("no decision by %s: the inputs do not reach it", want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCallScopesShipped: the shipped policies' functions of the session
+// and of the effects are remembered by argument, those reading the clock
+// are not; and the remembered values are what a decision uses: replaced
+// by wrong ones, they change it.
+func TestCallScopesShipped(t *testing.T) {
+	p, err := compileDir(context.Background(), policySubset(t, planVariants["all-on"]), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.prog == nil {
+		t.Fatal(p.planErr)
+	}
+	want := map[string]memoScope{
+		"held": scopeSession, "holds_inside": scopeSession, "mailbox_under": scopeSession,
+		"protected_mailbox": scopeSession, "in_list": scopeSession, "client_allowed": scopeSession,
+		"from_any": scopeSession, "effects_of": scopeEffects, "within": scopeNone, "today_listed": scopeNone,
+	}
+	byName := map[string]*function{}
+	for _, fn := range p.prog.funcs {
+		if fn.path != nil {
+			byName[fn.path[len(fn.path)-1]] = fn
+		}
+	}
+	for name, scope := range want {
+		if fn := byName[name]; fn == nil || fn.scope != scope {
+			t.Errorf("%s: scope %v, want %v", name, fn, scope)
+		}
+	}
+
+	// alice may delete Archive (allowed), not Sent (protected_folders).
+	ctx := context.Background()
+	rules := make(ruleMemo, p.prog.nsession)
+	decide := func(line string, session, effects *callMemo) string {
+		in := command(t, "alice", line)
+		c := newInputCtx(string(in.Point), in)
+		c.groups, c.ids = planGroups, p.ids
+		m := getMachine()
+		defer m.release()
+		mem := memos{rules: rules, calls: [numScopes]*callMemo{scopeSession: session, scopeEffects: effects}}
+		v, err := p.prog.run(ctx, m, c.flat(p.uses, m), mem)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return toAST(v).String()
+	}
+	session, effects := &callMemo{}, &callMemo{}
+	allowed, denied := decide("a DELETE Archive", session, &callMemo{}), decide("a DELETE Sent", session, effects)
+	if allowed == denied {
+		t.Fatalf("both %s", allowed)
+	}
+	if len(session.m) == 0 || len(effects.m) == 0 {
+		t.Fatalf("remembered: %d calls for the session, %d for the effects", len(session.m), len(effects.m))
+	}
+	if got := decide("a DELETE Sent", session, effects); got != denied {
+		t.Fatalf("remembered: %s, want %s", got, denied)
+	}
+	// Every remembered call of the session now says "no" (undefined): Sent
+	// is no longer protected.
+	saved := maps.Clone(session.m)
+	for k := range session.m {
+		session.m[k] = val{}
+	}
+	if got := decide("a DELETE Sent", session, effects); got != allowed {
+		t.Fatalf("with the session's calls remembered undefined: %s, want %s", got, allowed)
+	}
+	// Likewise the effects': the command has no effect of any kind.
+	session.m = saved
+	for k := range effects.m {
+		effects.m[k] = val{k: kSet, c: &coll{}}
+	}
+	if got := decide("a DELETE Sent", session, effects); got != allowed {
+		t.Fatalf("with the effects' calls remembered empty: %s, want %s", got, allowed)
+	}
+}
+
+// TestCallKeysAreExact: two values get the same key exactly when they are
+// written the same; undefined has none.
+func TestCallKeysAreExact(t *testing.T) {
+	var vals []val
+	for _, tm := range nativeArgs {
+		v, err := fromAST(tm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, v)
+	}
+	for _, s := range []string{`"1"`, `["1"]`, `{"1"}`, `{"a": "1"}`, `[[]]`, `[{}]`, `[set()]`, `["ab"]`, `["a", "b", ""]`, `[["a"], "b"]`} {
+		v, _ := fromAST(ast.MustParseTerm(s))
+		vals = append(vals, v)
+	}
+	keys := map[string]int{}
+	for i, v := range vals {
+		k, ok := appendValKey(nil, v, maxCallKey)
+		if !ok {
+			t.Fatalf("%v: no key", toAST(v))
+		}
+		if j, dup := keys[string(k)]; dup && toAST(vals[j]).String() != toAST(v).String() {
+			t.Fatalf("%v and %v share a key", toAST(vals[j]), toAST(v))
+		}
+		keys[string(k)] = i
+		// A key is a prefix of no other: two arguments in a row are
+		// told apart too.
+		for other := range keys {
+			if other != string(k) && (len(other) > len(k) && other[:len(k)] == string(k)) {
+				t.Fatalf("the key of %v is a prefix of another", toAST(v))
+			}
+		}
+	}
+	if _, ok := appendValKey(nil, val{}, maxCallKey); ok {
+		t.Fatal("undefined has a key")
+	}
+	long := vStr(string(slices.Repeat([]byte("x"), maxCallKey)))
+	if _, ok := appendValKey(nil, long, maxCallKey); ok {
+		t.Fatal("a key over maxCallKey")
+	}
+}
+
+// TestCallMemoBounded: a callMemo holds at most maxCalls entries and
+// maxEntry bytes of values, and a value larger than that not at all.
+func TestCallMemoBounded(t *testing.T) {
+	c := &callMemo{}
+	for i := range 10 * maxCalls {
+		c.put(fmt.Appendf(nil, "k%d", i), vInt(int64(i)), 40)
+		if len(c.m) > maxCalls || c.size > maxEntry {
+			t.Fatalf("%d entries, %d bytes", len(c.m), c.size)
+		}
+	}
+	if v, ok := c.get(fmt.Appendf(nil, "k%d", 10*maxCalls-1)); !ok || v.n != 10*maxCalls-1 {
+		t.Fatal("the last value is not remembered")
+	}
+	for i := range 100 {
+		c.put(fmt.Appendf(nil, "big%d", i), vInt(0), 4000)
+		if c.size > maxEntry {
+			t.Fatalf("%d bytes", c.size)
+		}
+	}
+	c.put([]byte("huge"), vInt(0), maxEntry)
+	if _, ok := c.get([]byte("huge")); ok {
+		t.Fatal("a value over maxEntry is remembered")
+	}
+}
