@@ -8,8 +8,11 @@
 //
 // Implementation notes — invariants a reader must keep:
 //
-//   - One writer goroutine owns the chain. Log only queues a *Record; the
-//     writer numbers it (seq), encodes it with its own zap core (JSON,
+//   - Whoever holds the write side (Trail.wmu) owns the chain: the writer
+//     goroutine, or a LogWait caller that found it free and writes the
+//     queued records and its own itself (Trail.logDirect, whose comment
+//     lists the hazards). Log only queues a *Record; the writer numbers
+//     it (seq), encodes it with its own zap core (JSON,
 //     unsampled, never the operational logger), and links it to the
 //     previous record: prev is SHA-256 (hmac: HMAC-SHA256 with the key)
 //     of the previous line's exact bytes without the "\n". seq is given

@@ -43,6 +43,13 @@ type durability struct {
 	// advanced is closed and replaced each time seq moves or the trail
 	// stops, waking the LogWait calls waiting on it.
 	advanced atomic.Pointer[chan struct{}]
+	// waiters counts LogWait calls waiting on advanced. With none, wake
+	// keeps the channel: a direct write acknowledges its own record
+	// without allocating one. A waiter counts itself before it reads seq
+	// or its ack, the writer stores those before it reads waiters
+	// (sequentially consistent atomics): either the writer sees the
+	// waiter and wakes it, or the waiter sees what the writer stored.
+	waiters atomic.Int32
 	// failing is why the sink does not take records now, nil when it does.
 	failing atomic.Pointer[healthError]
 	// lastDrop is when Drop mode last lost a record (unix nanoseconds).
@@ -69,6 +76,9 @@ func (d *durability) advance(seq uint64) {
 }
 
 func (d *durability) wake() {
+	if d.waiters.Load() == 0 {
+		return
+	}
 	c := make(chan struct{})
 	close(*d.advanced.Swap(&c))
 }
@@ -96,6 +106,9 @@ func (d *durability) ok() {
 // A caller that acknowledges an action only after LogWait returned nil
 // never acknowledges one that a killed process's trail does not hold. In
 // Drop mode (fail open) LogWait is Log: it does not wait.
+//
+// When the writer is idle LogWait writes r itself (logDirect), sparing
+// the two goroutine hand-offs of the queue.
 func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 	if t.drop {
 		return t.Log(r)
@@ -103,20 +116,47 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 	a := ackPool.Get().(*ack)
 	a.seq.Store(0)
 	r.ack = a
+	if t.direct != nil {
+		switch t.logDirect(r) {
+		case directWritten:
+			ackPool.Put(a)
+			return nil
+		case directClosed:
+			ackPool.Put(a)
+			return ErrClosed
+		case directHandedOver:
+			// r is in the batch the writer now retries: wait for it
+			// like a queued record.
+			tm := timerPool.Get().(*time.Timer)
+			tm.Reset(timeout)
+			defer releaseTimer(tm)
+			return t.waitDurable(a, tm, timeout)
+		}
+	}
 	tm := timerPool.Get().(*time.Timer)
 	tm.Reset(timeout)
-	defer func() {
-		// Since Go 1.23 a stopped timer's channel holds no stale value:
-		// the timer is reusable as it is.
-		tm.Stop()
-		timerPool.Put(tm)
-	}()
+	defer releaseTimer(tm)
 	if err := t.enqueue(r, tm.C); err != nil {
 		// Never queued: the writer cannot hold a.
 		ackPool.Put(a)
 		return err
 	}
+	return t.waitDurable(a, tm, timeout)
+}
+
+func releaseTimer(tm *time.Timer) {
+	// Since Go 1.23 a stopped timer's channel holds no stale value: the
+	// timer is reusable as it is.
+	tm.Stop()
+	timerPool.Put(tm)
+}
+
+// waitDurable waits until the record holding a is durable, tm fires or
+// the trail stops.
+func (t *Trail) waitDurable(a *ack, tm *time.Timer, timeout time.Duration) error {
 	d := &t.dur
+	d.waiters.Add(1)
+	defer d.waiters.Add(-1)
 	for {
 		c := *d.advanced.Load()
 		s := a.seq.Load()
@@ -144,6 +184,107 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 			return ErrClosed
 		}
 	}
+}
+
+// Outcomes of logDirect.
+type directResult int
+
+const (
+	directNot        directResult = iota // r untouched: queue it
+	directWritten                        // r is written: durable
+	directHandedOver                     // r is in the writer's batch: wait for its ack
+	directClosed                         // r untouched: the trail is closed
+)
+
+// logDirect is LogWait's fast path (flat combining): when nobody holds
+// the write side, the caller takes it, encodes the records queued before
+// r and r itself, in that order, writes them in one Sink.Write, and r is
+// acknowledged as soon as the sink took them, as the writer would have
+// done (wrote). Otherwise r goes the slow way: queued, written by the
+// writer goroutine, acknowledged through the durability report. Every
+// guarantee holds on either path:
+//   - Order: records leave the queue only under wmu, so the records
+//     queued before r (by this session among them) are in the same
+//     batch ahead of r, or written already; seq and the chain follow.
+//   - Only what the sink took is acknowledged: r returns directWritten
+//     after Sink.Write returned nil, never before.
+//   - A failing sink: a failed write leaves the batch, whole, to the
+//     writer goroutine with its error (pendingErr), which counts it,
+//     retries with backoff or, closing, rolls it back; the caller waits
+//     on its ack with its timeout as a queued record does
+//     (ErrNotDurable; a rollback stores lostSeq). While the writer holds
+//     a batch (retrying, or handed over) or the sink is failing, callers
+//     queue: nobody is acknowledged past a batch that is not written.
+//   - A write that blocks cannot be timed out by the caller stuck in it;
+//     that is why only a directSink that says so (writesDirect: a
+//     regular file on a local filesystem, no rotation due) is written
+//     here. A pipe, socket, network or FUSE filesystem, or a write that
+//     would rotate (fsync, rename) stays with the writer goroutine,
+//     where the caller's timeout keeps running.
+//   - Never waits for the lock (TryLock): a caller that finds the write
+//     side held queues, as before, so the writer's retry loop and
+//     Close's drain are never raced.
+//   - Close: the call counts as a sender, so finish waits for it and then
+//     writes what it left; a closed trail returns directClosed.
+//   - SyncAlways and Drop mode do not come here (New leaves direct nil;
+//     LogWait in Drop mode is Log).
+func (t *Trail) logDirect(r *Record) directResult {
+	t.senders.Add(1)
+	defer t.senders.Add(-1)
+	if t.closed.Load() {
+		return directClosed
+	}
+	if !t.wmu.TryLock() {
+		return directNot
+	}
+	if t.failing || len(t.batch) > 0 {
+		t.wmu.Unlock()
+		return directNot
+	}
+	for {
+		if len(t.batch) >= maxBatch && !t.writeDirect() {
+			// The writer takes over that batch; r is queued after it.
+			t.wmu.Unlock()
+			t.wake()
+			return directNot
+		}
+		select {
+		case q := <-t.q:
+			t.add(q)
+			continue
+		default:
+		}
+		break
+	}
+	if r.Time.IsZero() {
+		r.Time = time.Now()
+	}
+	t.add(r)
+	if !t.writeDirect() {
+		t.wmu.Unlock()
+		t.wake()
+		return directHandedOver
+	}
+	t.wmu.Unlock()
+	return directWritten
+}
+
+// writeDirect writes the batch for logDirect (wmu held). It returns false
+// when it leaves the batch to the writer: the sink would not write it
+// directly now, or the write failed.
+func (t *Trail) writeDirect() bool {
+	if !t.direct.writesDirect(len(t.batch)) {
+		return false
+	}
+	if err := t.sink.Write(t.batch); err != nil {
+		// Failing from now on (ARCHITECTURE.md §11); the writer counts
+		// and logs it with its first retry.
+		t.dur.fail(err)
+		t.pendingErr = err
+		return false
+	}
+	t.wrote()
+	return true
 }
 
 // Health says why the trail cannot be relied on now, nil when it can:

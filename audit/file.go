@@ -53,9 +53,15 @@ type FileSink struct {
 	periodEnd time.Time
 	last      []byte // last complete record found at open
 	torn      int64  // bytes of a torn last line cut off at open
+	// local: f is a regular file on a local filesystem, whose writes
+	// wait on nothing but this kernel (writesDirect).
+	local bool
 }
 
-var _ Resumer = (*FileSink)(nil)
+var (
+	_ Resumer    = (*FileSink)(nil)
+	_ directSink = (*FileSink)(nil)
+)
 
 // OpenFile opens (or creates) the active file of a trail. A torn last
 // line, left by a process killed in the middle of a write, is cut off,
@@ -138,6 +144,7 @@ func (s *FileSink) open() error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	s.f, s.size = f, fi.Size()
+	s.local = fi.Mode().IsRegular() && localFS(f)
 	if s.o.RotateEvery > 0 {
 		// A file last written in an earlier period is rotated at the
 		// first write.
@@ -157,8 +164,7 @@ func (s *FileSink) Write(p []byte) error {
 	if s.f == nil {
 		return errors.New("audit: file sink closed")
 	}
-	if s.size > 0 && ((s.o.MaxSize > 0 && s.size+int64(len(p)) > s.o.MaxSize) ||
-		(s.o.RotateEvery > 0 && !s.o.now().Before(s.periodEnd))) {
+	if s.rotationDue(len(p)) {
 		if err := s.rotate(); err != nil {
 			return err
 		}
@@ -177,6 +183,19 @@ func (s *FileSink) Write(p []byte) error {
 	}
 	s.size += int64(n)
 	return nil
+}
+
+// rotationDue says whether a write of n bytes rotates the file first.
+func (s *FileSink) rotationDue(n int) bool {
+	return s.size > 0 && ((s.o.MaxSize > 0 && s.size+int64(n) > s.o.MaxSize) ||
+		(s.o.RotateEvery > 0 && !s.o.now().Before(s.periodEnd)))
+}
+
+// writesDirect implements directSink: a write that neither rotates (an
+// fsync, a rename) nor goes to a pipe, a device or a network or FUSE
+// filesystem, which can block for as long as their other end likes.
+func (s *FileSink) writesDirect(n int) bool {
+	return s.f != nil && s.local && !s.rotationDue(n)
 }
 
 // Sync implements Sink.

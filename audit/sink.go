@@ -7,8 +7,9 @@ import (
 	"syscall"
 )
 
-// A Sink stores or forwards records. The trail calls it from one
-// goroutine only.
+// A Sink stores or forwards records. The trail never calls it
+// concurrently: its writer goroutine or, for a directSink, a LogWait
+// caller holding the write side.
 type Sink interface {
 	// Write takes one or more whole records, each ending in "\n". It
 	// returns nil only when all of them were handed to the OS; on an
@@ -19,6 +20,16 @@ type Sink interface {
 	// return nil.
 	Sync() error
 	Close() error
+}
+
+// directSink is a sink that LogWait callers may write to themselves
+// (Trail.logDirect): its Write waits on nothing but the local kernel, so
+// that a caller never sits in a write past its timeout on a failing
+// sink.
+type directSink interface {
+	// writesDirect says whether a write of n bytes now would be such a
+	// write (a file sink: no rotation due).
+	writesDirect(n int) bool
 }
 
 // A Resumer is a sink that can read back the last record it stored, so

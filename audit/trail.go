@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,12 +111,20 @@ type Stats struct {
 }
 
 // Trail is the audit writer: Log queues a record, one goroutine numbers,
-// chains, encodes and writes it. Safe for concurrent use.
+// chains, encodes and writes it; LogWait may do that itself when the
+// writer is idle (logDirect). Safe for concurrent use.
 type Trail struct {
-	opts    Options
-	sink    Sink
-	log     *zap.Logger
-	q       chan *Record
+	opts Options
+	sink Sink
+	log  *zap.Logger
+	q    chan *Record
+	// kick wakes the writer goroutine: a record was queued, or a
+	// LogWait caller handed it a batch (logDirect). It holds one value,
+	// so that wake-ups coalesce and none is lost.
+	kick chan struct{}
+	// direct is the sink when LogWait callers may write to it themselves
+	// (directSink), nil otherwise.
+	direct  directSink
 	drop    bool
 	done    chan struct{} // closed by Close
 	stopped chan struct{} // closed when the writer has finished
@@ -129,8 +138,12 @@ type Trail struct {
 	// dur tells LogWait and Health what is durable and what fails.
 	dur durability
 
-	// Everything below belongs to the writer goroutine (and to New
-	// before it starts).
+	// wmu is the write side: everything below belongs to whoever holds
+	// it, the writer goroutine or a LogWait caller on the direct path
+	// (and New before the writer starts). Records leave the queue only
+	// under wmu, so that whoever holds it has every record queued before
+	// it in hand or already written: seq order is queue order.
+	wmu      sync.Mutex
 	core     zapcore.Core
 	fields   [1]zapcore.Field
 	cur      chained
@@ -152,11 +165,14 @@ type Trail struct {
 		prevHex  [64]byte
 		reported uint64
 	}
-	failing   bool
-	backoff   time.Duration
-	retryAt   time.Time
-	unsynced  bool
-	syncEvery time.Duration
+	failing bool
+	// pendingErr is a direct write's failure of the batch, handed to
+	// the writer with the batch: flush takes it as its first attempt.
+	pendingErr error
+	backoff    time.Duration
+	retryAt    time.Time
+	unsynced   bool
+	syncEvery  time.Duration
 	// checkpointed is the seq of the last checkpoint written.
 	checkpointed uint64
 	closeErr     error
@@ -236,6 +252,7 @@ func New(o Options) (*Trail, error) {
 		sink:      o.Sink,
 		log:       o.Logger.Named("audit"),
 		q:         make(chan *Record, o.QueueSize),
+		kick:      make(chan struct{}, 1),
 		drop:      o.Overflow == Drop,
 		done:      make(chan struct{}),
 		stopped:   make(chan struct{}),
@@ -287,6 +304,11 @@ func New(o Options) (*Trail, error) {
 		t.wrote()
 	}
 	t.sync()
+	if d, ok := o.Sink.(directSink); ok && !t.drop && t.syncEvery != SyncAlways {
+		// SyncAlways acknowledges only after fsync: LogWait keeps
+		// waiting for the writer, which fsyncs a batch at a time.
+		t.direct = d
+	}
 	go t.run()
 	return t, nil
 }
@@ -309,6 +331,7 @@ func (t *Trail) enqueue(r *Record, timeout <-chan time.Time) error {
 	}
 	select {
 	case t.q <- r:
+		t.wake()
 		return nil
 	default:
 	}
@@ -319,11 +342,20 @@ func (t *Trail) enqueue(r *Record, timeout <-chan time.Time) error {
 	}
 	select {
 	case t.q <- r:
+		t.wake()
 		return nil
 	case <-t.done:
 		return ErrClosed
 	case <-timeout:
 		return fmt.Errorf("%w: the queue stayed full", ErrNotDurable)
+	}
+}
+
+// wake wakes the writer goroutine, unless a wake-up is pending already.
+func (t *Trail) wake() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -367,31 +399,44 @@ func (t *Trail) run() {
 	}
 	for {
 		select {
-		case r := <-t.q:
-			t.add(r)
-			// Take what else is queued, so that a burst leaves in one
-			// write; write as soon as the queue is empty, so that a
-			// killed process loses at most what was still queued.
-		more:
-			for len(t.batch) < maxBatch {
-				select {
-				case r := <-t.q:
-					t.add(r)
-				default:
-					break more
-				}
-			}
-			t.flush()
-			if t.syncEvery == SyncAlways {
-				t.sync()
+		case <-t.kick:
+			if t.step() {
+				t.wake() // a batch's worth more: after a tick or Close, if due
 			}
 		case <-tick:
+			t.wmu.Lock()
 			t.sync()
+			t.wmu.Unlock()
 		case <-t.done:
 			t.finish()
 			return
 		}
 	}
+}
+
+// step writes what is queued, up to a batch, and a batch a LogWait
+// caller handed over (logDirect). It reports whether records remain
+// queued.
+func (t *Trail) step() bool {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	// Take what is queued, so that a burst leaves in one write; write as
+	// soon as the queue is empty, so that a killed process loses at most
+	// what was still queued.
+	for len(t.batch) < maxBatch {
+		select {
+		case r := <-t.q:
+			t.add(r)
+			continue
+		default:
+		}
+		break
+	}
+	t.flush()
+	if t.syncEvery == SyncAlways {
+		t.sync()
+	}
+	return len(t.q) > 0
 }
 
 // add encodes one record into the batch, unless the sink is failing in
@@ -504,8 +549,14 @@ func (t *Trail) flush() {
 		return
 	}
 	var deadline time.Time // set once closing
+	// A direct write that failed (logDirect) is this batch's first
+	// attempt: the backoff follows it as if the writer had made it.
+	err := t.pendingErr
+	t.pendingErr = nil
 	for attempt := 0; ; attempt++ {
-		err := t.sink.Write(t.batch)
+		if attempt > 0 || err == nil {
+			err = t.sink.Write(t.batch)
+		}
 		if err == nil {
 			t.wrote()
 			return
@@ -594,6 +645,11 @@ func (t *Trail) finish() {
 	for t.senders.Load() > 0 {
 		time.Sleep(100 * time.Microsecond)
 	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	// A batch a LogWait caller handed over goes first, whole or rolled
+	// back, as any batch: audit.stop is not held hostage by it.
+	t.flush()
 	if t.failing && t.drop {
 		t.retryAt = time.Time{} // one last try
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,10 +32,56 @@ type memSink struct {
 	syncs   int
 	// syncFail makes Sync fail.
 	syncFail bool
+	// indirect keeps LogWait callers from writing themselves
+	// (directSink): every record goes through the writer goroutine.
+	indirect bool
+	// direct has, for each write, whether a LogWait caller made it
+	// (logDirect) rather than the writer goroutine.
+	direct []bool
+}
+
+// byCaller says whether the calling goroutine is in Trail.logDirect.
+func byCaller() bool {
+	pc := make([]uintptr, 32)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, ".(*Trail).logDirect") {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// writers returns how many writes LogWait callers made and how many the
+// writer goroutine made.
+func (s *memSink) writers() (direct, writer int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.direct {
+		if d {
+			direct++
+		} else {
+			writer++
+		}
+	}
+	return direct, writer
+}
+
+// writesDirect implements directSink: a memSink waits only at its gate,
+// which tests close.
+func (s *memSink) writesDirect(int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.indirect
 }
 
 func (s *memSink) Write(p []byte) error {
+	caller := byCaller()
 	s.mu.Lock()
+	s.direct = append(s.direct, caller)
 	gate, entered := s.gate, s.entered
 	s.entered = nil // signalled once
 	s.mu.Unlock()
