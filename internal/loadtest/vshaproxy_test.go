@@ -34,8 +34,8 @@ import (
 // (about 3.5 minutes); LOADTEST_SESSIONS changes the large session count
 // (2000).
 // LOADTEST_PROFILE=DIR adds an unmeasured pass at the end that writes
-// imapwarden's CPU profiles of the NOOP-1, NOOP-16 and FLAGS workloads
-// (cpu-*.pprof), its goroutines with 2000 idle sessions and heap profiles
+// imapwarden's CPU profiles of the NOOP-1, NOOP-16, FLAGS, bulk FETCH and
+// login workloads (cpu-*.pprof), its goroutines with 2000 idle sessions and heap profiles
 // before and after opening them (heap-before.pprof, heap-idle.pprof) into
 // DIR, from its admin listener's pprof endpoints; the log says how to read
 // them.
@@ -613,8 +613,8 @@ func loadAverage() string {
 
 // profile is the unmeasured pass of LOADTEST_PROFILE. A fresh imapwarden
 // holds sz.many idle sessions (Go's own memory figures per session, the
-// goroutine profile), then runs NOOP at 1 and 16 sessions and FLAGS under a
-// CPU profile each. Another, whose heap profiler samples every 512 bytes
+// goroutine profile), then runs NOOP at 1 and 16 sessions, FLAGS, bulk
+// FETCH and logins under a CPU profile each. Another, whose heap profiler samples every 512 bytes
 // allocated rather than every 512 KiB, holds sz.many idle sessions again for
 // heap profiles before and after, whose difference is what they keep.
 func profile(b *testing.B, d *deployment, sz sizes, dir string) {
@@ -641,7 +641,7 @@ func profile(b *testing.B, d *deployment, sz sizes, dir string) {
 	for _, p := range []struct {
 		name string
 		run  func(*testing.B, *server, sizes, *results)
-	}{{"noop1", noop1}, {"noop16", noop16}, {"flags", flagsFetch}} {
+	}{{"noop1", noop1}, {"noop16", noop16}, {"flags", flagsFetch}, {"bulk", bulkFetch}, {"login", logins}} {
 		got := make(chan struct{})
 		go func() {
 			defer close(got)
