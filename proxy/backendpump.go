@@ -510,7 +510,7 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 		}
 		var m int64
 		if relay {
-			m, err = sc.CopyLiteral(w)
+			m, err = sc.StreamLiteral(w)
 		} else {
 			err = sc.DiscardLiteral()
 		}

@@ -20,13 +20,14 @@
 //     request "{5}" at the end is resp-text (RFC 9051 §7.1), and the caller
 //     must IgnoreLiteral it (and ignore a marker SyntaxError there).
 //   - The response path (ReadLinePart, ParseResponse, FilterCapabilities
-//     when nothing is dropped, CopyLiteral) does not allocate; errors on it
+//     when nothing is dropped, CopyLiteral, StreamLiteral) does not
+//     allocate; errors on it
 //     are preallocated.
 //
 // Client to server: Scanner.ReadLine, CheckCommandLine, then CommandParser
 // line by line and literal by literal. Server to client: Scanner.ReadLinePart,
 // ParseResponse on the first piece, FilterCapabilities on capability lines,
-// CopyLiteral for literal bodies.
+// StreamLiteral (or CopyLiteral) for literal bodies.
 package imapwire
 
 import "errors"

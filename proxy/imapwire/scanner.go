@@ -47,6 +47,8 @@ type Scanner struct {
 	litText   bool
 	refuseNUL bool
 
+	lr literalReader // StreamLiteral's source
+
 	inPart   bool // a line begun with ReadLinePart is unfinished
 	partSeen int  // bytes of that line returned so far (saturating)
 	tail     [tailSize]byte
@@ -461,6 +463,48 @@ func (s *Scanner) CopyLiteral(w io.Writer) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// StreamLiteral writes the rest of the open literal to w, as CopyLiteral,
+// but reads into w's buffer: what r holds is copied, the rest is read from
+// r's source straight into w whenever w has room for a read of r's buffer
+// size, so that a large literal is copied once less on its way through
+// (unless w writes to an io.ReaderFrom, which bufio hands the reading to).
+// Unlike CopyLiteral, bytes are consumed before w writes them: after a
+// write error the literal's state says nothing about what was written.
+func (s *Scanner) StreamLiteral(w *bufio.Writer) (int64, error) {
+	if !s.litOpen {
+		return 0, ErrNoLiteral
+	}
+	s.lr.s = s
+	return w.ReadFrom(&s.lr)
+}
+
+// literalReader reads the open literal of s, then io.EOF.
+type literalReader struct{ s *Scanner }
+
+func (lr *literalReader) Read(p []byte) (int, error) {
+	s := lr.s
+	if s.litRem == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > s.litRem {
+		p = p[:s.litRem]
+	}
+	// bufio.Reader.Read reads straight into p when its buffer is empty
+	// and p at least as large as it.
+	n, err := s.r.Read(p)
+	if s.litText {
+		if i := bytes.IndexByte(p[:n], 0); i >= 0 {
+			s.litRem -= int64(i)
+			return i, errNULLiteral
+		}
+	}
+	s.litRem -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // DiscardLiteral consumes the rest of the open literal unseen: a rejected

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -200,6 +202,7 @@ func TestScannerLiteralOpen(t *testing.T) {
 	for name, f := range map[string]func() error{
 		"LiteralChunk":   func() error { _, err := s.LiteralChunk(); return err },
 		"CopyLiteral":    func() error { _, err := s.CopyLiteral(io.Discard); return err },
+		"StreamLiteral":  func() error { _, err := s.StreamLiteral(bufio.NewWriter(io.Discard)); return err },
 		"DiscardLiteral": s.DiscardLiteral,
 		"ReadLiteral":    func() error { _, err := s.ReadLiteral(nil, 10); return err },
 	} {
@@ -261,7 +264,17 @@ func TestScannerLiteralMethods(t *testing.T) {
 	})
 	t.Run("EOF inside", func(t *testing.T) {
 		for name, f := range map[string]func(*Scanner) error{
-			"CopyLiteral":    func(s *Scanner) error { _, err := s.CopyLiteral(io.Discard); return err },
+			"CopyLiteral": func(s *Scanner) error { _, err := s.CopyLiteral(io.Discard); return err },
+			"StreamLiteral": func(s *Scanner) error {
+				var w bytes.Buffer
+				bw := bufio.NewWriterSize(&w, 16)
+				_, err := s.StreamLiteral(bw)
+				bw.Flush()
+				if w.String() != "abc" {
+					t.Errorf("StreamLiteral partial %q", w.String())
+				}
+				return err
+			},
 			"DiscardLiteral": func(s *Scanner) error { return s.DiscardLiteral() },
 			"ReadLiteral": func(s *Scanner) error {
 				b, err := s.ReadLiteral(nil, 1<<20)
@@ -305,24 +318,117 @@ func (w *limitedWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestCopyLiteralAllocs(t *testing.T) {
-	body := strings.Repeat("x", 1<<16)
-	in := fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)\r\n", len(body), body)
-	r := strings.NewReader(in)
-	br := bufio.NewReaderSize(r, 4096)
-	s := NewScanner(br, 0)
-	allocs := testing.AllocsPerRun(20, func() {
-		r.Reset(in)
-		br.Reset(r)
-		s.Reset(br)
-		s.ReadLine()
-		if _, err := s.CopyLiteral(io.Discard); err != nil {
-			t.Fatal(err)
+// TestStreamLiteralAgreesWithCopyLiteral: whatever the sizes of the
+// reader's buffer, the writer's buffer and the reads the source gives,
+// StreamLiteral writes what CopyLiteral writes, and leaves the scanner at
+// the same place.
+func TestStreamLiteralAgreesWithCopyLiteral(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		size := rng.IntN(200000)
+		body := make([]byte, size)
+		for j := range body {
+			body[j] = byte(1 + rng.IntN(255))
 		}
-		s.ReadLine()
-	})
-	if allocs != 0 {
-		t.Errorf("%v allocs per literal, want 0", allocs)
+		in := fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)\r\na OK done\r\n", size, body)
+		rbuf, wbuf, chunk := 16+rng.IntN(70000), 16+rng.IntN(70000), 1+rng.IntN(80000)
+		run := func(stream bool) (out []byte, n int64, rest []string) {
+			src := &chunkReader{r: strings.NewReader(in), max: chunk}
+			s := NewScanner(bufio.NewReaderSize(src, rbuf), 0)
+			if _, _, ok, err := s.ReadLine(); !ok || err != nil {
+				t.Fatalf("ReadLine: %v %v", ok, err)
+			}
+			var w bytes.Buffer
+			var err error
+			if stream {
+				bw := bufio.NewWriterSize(&w, wbuf)
+				n, err = s.StreamLiteral(bw)
+				bw.Flush()
+			} else {
+				n, err = s.CopyLiteral(&w)
+			}
+			if err != nil {
+				t.Fatalf("stream=%v: %v", stream, err)
+			}
+			return w.Bytes(), n, transcript(s)
+		}
+		got, gn, grest := run(true)
+		want, wn, wrest := run(false)
+		if !bytes.Equal(got, want) || gn != wn || !slices.Equal(grest, wrest) {
+			t.Fatalf("case %d (size %d, buffers %d/%d, reads of %d): StreamLiteral %d octets then %q; CopyLiteral %d then %q",
+				i, size, rbuf, wbuf, chunk, gn, grest, wn, wrest)
+		}
+	}
+}
+
+// TestStreamLiteralReadsIntoWriter: once what the reader buffered is
+// written, the literal is read straight into the writer's buffer, not
+// through the reader's.
+func TestStreamLiteralReadsIntoWriter(t *testing.T) {
+	body := strings.Repeat("x", 1<<20)
+	in := fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)\r\n", len(body), body)
+	src := &chunkReader{r: strings.NewReader(in), max: 1 << 30}
+	s := NewScanner(bufio.NewReaderSize(src, 32<<10), 0)
+	s.ReadLine()
+	// Not io.Discard: an io.ReaderFrom would be handed the reading.
+	bw := bufio.NewWriterSize(struct{ io.Writer }{io.Discard}, 64<<10)
+	wbuf := &bw.AvailableBuffer()[:1][0]
+	src.into = wbuf
+	if n, err := s.StreamLiteral(bw); err != nil || n != int64(len(body)) {
+		t.Fatalf("StreamLiteral: %d %v", n, err)
+	}
+	// 1 MiB in reads of 64 KiB into the writer: the first fill of the
+	// reader's buffer aside, all of it.
+	if src.direct < len(body)-64<<10 {
+		t.Errorf("%d of %d octets read straight into the writer's buffer", src.direct, len(body))
+	}
+}
+
+// chunkReader gives at most max bytes a read, and counts those read into
+// the buffer starting at into.
+type chunkReader struct {
+	r      io.Reader
+	max    int
+	into   *byte
+	direct int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(p) > c.max {
+		p = p[:c.max]
+	}
+	n, err := c.r.Read(p)
+	if len(p) > 0 && &p[0] == c.into {
+		c.direct += n
+	}
+	return n, err
+}
+
+func TestCopyLiteralAllocs(t *testing.T) {
+	body := strings.Repeat("x", 1<<18)
+	in := fmt.Sprintf("* 1 FETCH (BODY[] {%d}\r\n%s)\r\n", len(body), body)
+	// Not io.Discard, an io.ReaderFrom: StreamLiteral reads into bw.
+	bw := bufio.NewWriterSize(struct{ io.Writer }{io.Discard}, 64<<10)
+	for name, copyLit := range map[string]func(*Scanner) error{
+		"CopyLiteral":   func(s *Scanner) error { _, err := s.CopyLiteral(io.Discard); return err },
+		"StreamLiteral": func(s *Scanner) error { _, err := s.StreamLiteral(bw); return err },
+	} {
+		r := strings.NewReader(in)
+		br := bufio.NewReaderSize(r, 4096)
+		s := NewScanner(br, 0)
+		allocs := testing.AllocsPerRun(20, func() {
+			r.Reset(in)
+			br.Reset(r)
+			s.Reset(br)
+			s.ReadLine()
+			if err := copyLit(s); err != nil {
+				t.Fatal(err)
+			}
+			s.ReadLine()
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocs per literal, want 0", name, allocs)
+		}
 	}
 }
 
@@ -563,7 +669,7 @@ func TestScannerRefuseNUL(t *testing.T) {
 		{"{7}", true, false}, {"{7+}", true, false}, {"~{7}", true, true}, {"{7}", false, true},
 	} {
 		in := "a APPEND x " + c.marker + "\r\nab\x00cdef\r\n"
-		for _, streamed := range []bool{true, false} {
+		for _, how := range []string{"copied", "read", "streamed"} {
 			s := newTestScanner(in, 4, 0) // the NUL arrives in a later chunk
 			if c.refuse {
 				s.RefuseNUL()
@@ -573,19 +679,26 @@ func TestScannerRefuseNUL(t *testing.T) {
 			}
 			var got []byte
 			var err error
-			if streamed {
+			switch how {
+			case "copied":
 				var w bytes.Buffer
 				_, err = s.CopyLiteral(&w)
 				got = w.Bytes()
-			} else {
+			case "streamed":
+				var w bytes.Buffer
+				bw := bufio.NewWriterSize(&w, 16)
+				_, err = s.StreamLiteral(bw)
+				bw.Flush()
+				got = w.Bytes()
+			default:
 				got, err = s.ReadLiteral(nil, 100)
 			}
 			var se *SyntaxError
 			switch {
 			case c.wantOK && (err != nil || string(got) != "ab\x00cdef"):
-				t.Errorf("%s refuse=%v streamed=%v: %q %v, want all of it", c.marker, c.refuse, streamed, got, err)
+				t.Errorf("%s refuse=%v %s: %q %v, want all of it", c.marker, c.refuse, how, got, err)
 			case !c.wantOK && (!errors.As(err, &se) || bytes.IndexByte(got, 0) >= 0):
-				t.Errorf("%s streamed=%v: %q %v, want a SyntaxError and no NUL", c.marker, streamed, got, err)
+				t.Errorf("%s %s: %q %v, want a SyntaxError and no NUL", c.marker, how, got, err)
 			}
 		}
 	}
