@@ -25,10 +25,12 @@ type clientWriter struct {
 	cw compressWriter
 }
 
-// setConn makes the writer write to c (the TCP connection, or TLS on it).
-func (o *clientWriter) setConn(c net.Conn, timeout time.Duration) {
+// setConn makes the writer write to c: the TCP connection, or TLS on it
+// (tcp then being the connection beneath, whose writes a large write
+// gathers).
+func (o *clientWriter) setConn(c net.Conn, tcp *countConn, timeout time.Duration) {
 	o.mu.Lock()
-	o.dw = deadlineWriter{c: c, timeout: timeout}
+	o.dw = deadlineWriter{c: c, timeout: timeout, gather: tcp}
 	if o.bw != nil {
 		o.bw.Reset(o.sink())
 	}
@@ -120,9 +122,13 @@ func (o *clientWriter) release() bool {
 type deadlineWriter struct {
 	c       net.Conn
 	timeout time.Duration
+	gather  *countConn // beneath c when c is TLS, else nil
 }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
+	if w.gather != nil && len(p) > tlsRecord {
+		return w.gather.gather(w.c, p)
+	}
 	return w.c.Write(p)
 }

@@ -243,6 +243,9 @@ type Options struct {
 	// reads, writes and sets deadlines through: a window right after
 	// bytes leave, a view of the deadlines.
 	wrapBackend func(net.Conn) net.Conn
+	// wrapClient, in tests, wraps each client's TCP connection (the
+	// session then cannot park its client pump).
+	wrapClient func(net.Conn) net.Conn
 	// unarming, in tests, runs on the backend pump before it clears the
 	// read deadline of a read with nothing owed any more.
 	unarming func()

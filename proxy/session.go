@@ -26,7 +26,7 @@ import (
 // data streamed straight through); the writer carries FETCH responses.
 const (
 	clientReadBuf  = 4 << 10
-	clientWriteBuf = 32 << 10
+	clientWriteBuf = 64 << 10
 )
 
 // Session is one client connection: the front end until login, then the
@@ -126,6 +126,9 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		tc.SetNoDelay(true)
 		tc.SetKeepAlive(true)
 	}
+	if h := srv.opts.wrapClient; h != nil {
+		c = h(c)
+	}
 	raw := &countConn{Conn: c}
 	dyn := srv.dyn.Load()
 	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw, dyn: dyn, lim: dyn.Limits}
@@ -140,7 +143,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 	// kilobyte per session that may never log.
 	s.log = srv.log.WithLazy(zap.String("session", s.info.ID))
 	s.br = clientReaders.get(raw)
-	s.out.setConn(raw, s.lim.WriteTimeout)
+	s.out.setConn(raw, nil, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	s.parser = parsers.Get().(*imapwire.CommandParser)
 	return s
@@ -524,7 +527,7 @@ func (s *Session) handshake() error {
 	s.info.TLS = describeTLS(cs)
 	s.infoMu.Unlock()
 	s.br.Reset(tc)
-	s.out.setConn(tc, s.lim.WriteTimeout)
+	s.out.setConn(tc, s.raw, s.lim.WriteTimeout)
 	s.sc.Reset(s.br)
 	s.srv.auditor.TLSStarted(&s.info)
 	return nil
@@ -621,10 +624,20 @@ func (s *Session) readErr(err error) {
 	}
 }
 
-// countConn counts bytes each way.
+// countConn counts bytes each way. Under TLS it can gather the records
+// of one large write into one system call (gather).
 type countConn struct {
 	net.Conn
 	in, out atomic.Int64
+	// wmu guards batch and flushing. The only write that can come during
+	// a gather is tls.Conn.Close's close_notify: while records are
+	// gathered it joins them, after them; while they are written it fails
+	// at once, as it is not sent during a Write either, so that the close
+	// that follows it breaks a write blocked on a client that stopped
+	// reading.
+	wmu      sync.Mutex
+	batch    *[]byte // the records gathered; nil when not gathering
+	flushing bool
 }
 
 func (c *countConn) Read(p []byte) (int, error) {
@@ -634,7 +647,64 @@ func (c *countConn) Read(p []byte) (int, error) {
 }
 
 func (c *countConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	switch {
+	case c.batch != nil:
+		*c.batch = append(*c.batch, p...)
+		c.wmu.Unlock()
+		return len(p), nil
+	case c.flushing:
+		c.wmu.Unlock()
+		return 0, errGatherBusy
+	}
+	c.wmu.Unlock()
 	n, err := c.Conn.Write(p)
 	c.out.Add(int64(n))
 	return n, err
 }
+
+var errGatherBusy = errors.New("a gathered write is under way")
+
+// gather writes p through tc, TLS on c, in one write to c: Go's TLS makes
+// a record, and a system call, of every 16 KiB (RFC 8446 §5.1), and on a
+// bulk FETCH the calls cost more than the copy into one buffer.
+func (c *countConn) gather(tc net.Conn, p []byte) (int, error) {
+	b := gatherBufs.Get().(*[]byte)
+	c.wmu.Lock()
+	c.batch = b
+	c.wmu.Unlock()
+	n, err := tc.Write(p)
+	c.wmu.Lock()
+	c.batch, c.flushing = nil, true
+	c.wmu.Unlock()
+	if len(*b) > 0 {
+		m, werr := c.Conn.Write(*b)
+		c.out.Add(int64(m))
+		if werr != nil && err == nil {
+			// Whatever part of p went, the record stream is broken.
+			n, err = 0, werr
+		}
+	}
+	c.wmu.Lock()
+	c.flushing = false
+	c.wmu.Unlock()
+	if cap(*b) <= gatherBufSize {
+		*b = (*b)[:0]
+		gatherBufs.Put(b)
+	}
+	return n, err
+}
+
+const (
+	// tlsRecord is the most plaintext a TLS record carries (RFC 8446
+	// §5.1); a larger write is gathered.
+	tlsRecord = 16 << 10
+	// gatherBufSize holds the records of a full client write buffer,
+	// each with its header, content type, tag and any padding.
+	gatherBufSize = clientWriteBuf + (clientWriteBuf/tlsRecord+1)*(5+1+16+256)
+)
+
+var gatherBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, gatherBufSize)
+	return &b
+}}
