@@ -33,9 +33,10 @@
 //     input but the session (sessionRules): a partial evaluation per
 //     session, which the plan fills at the session's first decision.
 //     Likewise the values of the functions that read nothing of the input
-//     but the session, or but input.command.effects (callScopes), are
-//     remembered with that part by their arguments, keyed exactly
-//     (appendValKey: 1 and 1.0 apart), and only when no builtin failed.
+//     but the session, the session and input.now, or input.command.effects
+//     (callScopes), are remembered with that part by their arguments (and
+//     input.now's key), keyed exactly (appendValKey: 1 and 1.0 apart), and
+//     only when no builtin failed.
 //   - The fast path (a command no policy inspects) is a map lookup
 //     returning a shared Decision: no evaluation, no allocation. Shared
 //     Decisions and cached ones are never modified, and neither may a

@@ -533,6 +533,7 @@ type inputPart struct {
 	v     val // sealed
 	rules []ruleMemo
 	calls []*callMemo
+	key   string // input.now's: part of the key of calls of scopeClock
 }
 
 // cachedDoc returns the part of the input made of the slots in uses (the
@@ -562,9 +563,10 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
 				part.rules[i] = make(ruleMemo, p.prog.nsession)
 			}
 		}
-		part.calls = newCallMemos(st, scopeSession)
+		part.calls = newCallMemos(st, scopeSession, scopeClock)
 	case uses&^nowSlots == 0:
 		part.v = c.object(uses, nil)
+		part.key = string(key)
 	default:
 		part.v = c.flatValue(firstSlot(uses), nil)
 		if uses == setOf(slotEffects) {
@@ -593,13 +595,15 @@ func (e *Engine) count(o *outcome) {
 func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
 	var rules []ruleMemo
 	var sessionCalls, effectsCalls []*callMemo
+	var nowKey string
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
 			part := cachedDoc(st, c, st.uses&sessionSlots)
 			c.session, rules, sessionCalls = part.v, part.rules, part.calls
 		}
 		if st.uses&nowSlots != 0 {
-			c.nowDoc = cachedDoc(st, c, st.uses&nowSlots).v
+			part := cachedDoc(st, c, st.uses&nowSlots)
+			c.nowDoc, nowKey = part.v, part.key
 		}
 		if st.uses.has(slotEffects) && c.cmd != nil {
 			part := cachedDoc(st, c, setOf(slotEffects))
@@ -631,12 +635,13 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		if e.opts.OnEvaluation != nil {
 			t0 = time.Now()
 		}
-		var memo memos
+		memo := memos{now: nowKey}
 		if rules != nil {
 			memo.rules = rules[i]
 		}
 		if sessionCalls != nil {
 			memo.calls[scopeSession] = sessionCalls[i]
+			memo.calls[scopeClock] = sessionCalls[i]
 		}
 		if effectsCalls != nil {
 			memo.calls[scopeEffects] = effectsCalls[i]

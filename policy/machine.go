@@ -504,6 +504,9 @@ func (m *machine) call(in *instr, base int) (int, error) {
 				m.key = m.key[:start]
 			} else if v, hit := calls.get(m.key[start:end]); hit {
 				m.key = m.key[:start]
+				if fn.memo >= 0 {
+					m.memo[fn.memo], m.memoOK[fn.memo] = v, true
+				}
 				if v.k == kUndef {
 					return 0, nil
 				}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"slices"
 	"sync"
 )
 
@@ -13,6 +14,9 @@ import (
 type memos struct {
 	rules ruleMemo
 	calls [numScopes]*callMemo
+	// now is the key of input.now's slots (cachedDoc), part of the key
+	// of a call of scopeClock.
+	now string
 }
 
 // callMemo holds the values of a policy's functions of one scope
@@ -54,12 +58,12 @@ func (c *callMemo) put(key []byte, v val, n int) {
 	}
 }
 
-// newCallMemos makes the callMemos of scope for the policies of st.dirs
-// (nil for those with no function of that scope).
-func newCallMemos(st *state, scope memoScope) []*callMemo {
+// newCallMemos makes the callMemos of scopes for the policies of st.dirs
+// (nil for those with no function of them).
+func newCallMemos(st *state, scopes ...memoScope) []*callMemo {
 	var out []*callMemo
 	for i, p := range st.dirs {
-		if p.prog != nil && p.prog.scoped[scope] {
+		if p.prog != nil && slices.ContainsFunc(scopes, func(s memoScope) bool { return p.prog.scoped[s] }) {
 			if out == nil {
 				out = make([]*callMemo, len(st.dirs))
 			}
@@ -87,6 +91,13 @@ func (m *machine) appendCallKey(key []byte, fn *function, args []operand, base i
 	}
 	limit := len(key) + maxCallKey
 	key = binary.AppendUvarint(key, uint64(fn.index))
+	if fn.scope == scopeClock {
+		if m.mem.now == "" {
+			return key, false
+		}
+		key = binary.AppendUvarint(key, uint64(len(m.mem.now)))
+		key = append(key, m.mem.now...)
+	}
 	for i := 2; i < len(args); i++ {
 		var ok bool
 		if key, ok = appendValKey(key, m.get(&args[i], base), limit); !ok {

@@ -139,28 +139,38 @@ const (
 	scopeNone    memoScope = iota
 	scopeSession           // reads nothing of input but input.session
 	scopeEffects           // reads nothing of input but input.command.effects
+	// scopeClock: reads input.now, and nothing else of input but
+	// input.session; remembered with the session, keyed by input.now's
+	// key too (memos.now).
+	scopeClock
 	numScopes
 )
 
 // callScopes gives each function of the policy with arguments (held(name),
-// effects_of(kinds)) the scope it is remembered in: its value is a function
-// of its arguments, data and the slots it reads (ruleSlots, with every rule
-// it depends on), so within one policy state and one value of those slots
-// the same arguments give the same value. A function the planner made on
-// its own (no path) is never remembered.
+// effects_of(kinds)), and each rule that is no session rule but reads only
+// the session and the clock (outside_hours) or only the effects, the scope
+// it is remembered in: its value is a function of its arguments, data and
+// the slots it reads (ruleSlots, with every rule it depends on), so within
+// one policy state and one value of those slots the same arguments give
+// the same value. A function the planner made on its own (no path) is
+// never remembered.
 func callScopes(c *ast.Compiler, prog *program) {
 	for i, fn := range prog.funcs {
 		fn.index = i
-		if len(fn.params) <= 2 || fn.path == nil {
+		if fn.path == nil || fn.session >= 0 || (len(fn.params) <= 2 && fn.memo < 0) {
 			continue
 		}
 		uses, ok := ruleSlots(c, fn.ref())
 		switch {
 		case !ok:
 		case uses&^sessionSlots == 0:
-			fn.scope = scopeSession
+			if len(fn.params) > 2 {
+				fn.scope = scopeSession
+			}
 		case uses&^setOf(slotEffects) == 0:
 			fn.scope = scopeEffects
+		case uses&^(sessionSlots|nowSlots) == 0:
+			fn.scope = scopeClock
 		}
 		if fn.scope != scopeNone {
 			prog.scoped[fn.scope] = true
@@ -210,8 +220,8 @@ type function struct {
 	// session indexes a session's ruleMemo for a rule that reads nothing
 	// of input but input.session (sessionRules); -1 otherwise.
 	session int
-	// scope, for a function with arguments, is the part of the input
-	// whose callMemo remembers its values by argument (callScopes).
+	// scope is the part of the input whose callMemo remembers the
+	// function's values by argument (callScopes).
 	scope memoScope
 	index int      // in program.funcs: the first part of a callMemo key
 	path  []string // of the rule under data, after the planner's group
