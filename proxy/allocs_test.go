@@ -122,14 +122,21 @@ func newFixedRelay(tb testing.TB, flags int, opts ...harnessOption) *fixedRelay 
 	for i := 1; i <= flags; i++ {
 		fmt.Fprintf(&fl, "* %d FETCH (UID %d FLAGS (\\Seen))\r\n", i, i)
 	}
-	b := startFixedBackend(tb, map[string][2]string{
+	return newFixedRelayAnswers(tb, map[string][2]string{
 		"NOOP":                      {"* 3 EXISTS\r\n", "OK NOOP completed\r\n"},
 		"SELECT INBOX":              {"* 3 EXISTS\r\n* FLAGS (\\Seen \\Deleted)\r\n* OK [UIDVALIDITY 1] x\r\n", "OK [READ-WRITE] SELECT completed\r\n"},
 		"UID FETCH 1:* (FLAGS)":     {fl.String(), "OK FETCH completed\r\n"},
 		"UID FETCH 1 (BODY.PEEK[])": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
 		"UID FETCH 2 (BODY.PEEK[])": {fmt.Sprintf("* 2 FETCH (UID 2 BODY[] {%d}\r\n%s)\r\n", len(big), big), "OK FETCH completed\r\n"},
 		"STORE 1 +FLAGS (\\Seen)":   {"* 1 FETCH (FLAGS (\\Seen))\r\n", "OK STORE completed\r\n"},
-	})
+	}, opts...)
+}
+
+// newFixedRelayAnswers is newFixedRelay with a backend answering from
+// answers (startFixedBackend).
+func newFixedRelayAnswers(tb testing.TB, answers map[string][2]string, opts ...harnessOption) *fixedRelay {
+	tb.Helper()
+	b := startFixedBackend(tb, answers)
 	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	h := newHarness(tb, func(o *Options) {
 		o.Router = &StaticRouter{Default: &Backend{Name: "fixed", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}

@@ -133,6 +133,30 @@ func (p *backendPump) relay() (parked bool) {
 		if h := s.srv.opts.beforeBackendRead; h != nil {
 			h(held, p.lineBuffered())
 		}
+		if !r.sawBye.Load() && !s.srv.opts.noPlainRun {
+			// The common case in one pass (issue 12): whole plain FETCH
+			// lines already buffered go out with one copy, under the
+			// same hold as the full path's below.
+			most := heldLines
+			if held {
+				most -= lines
+			}
+			if run, k := p.plainRun(most); k > 0 {
+				if !held {
+					s.out.lock()
+					held, lines = true, 0
+				}
+				lines += k
+				if err := p.relayPlain(run); err != nil {
+					let()
+					return false
+				}
+				if lines >= heldLines || !p.lineBuffered() {
+					let()
+				}
+				continue
+			}
+		}
 		part, final, _, hasLit, err := p.readPart()
 		if err != nil {
 			let()
@@ -286,6 +310,48 @@ func (p *backendPump) relay() (parked bool) {
 			r.freeOne()
 		}
 	}
+}
+
+// plainRun finds the run of whole plain FETCH lines at the start of the
+// backend's read buffer (imapwire.PlainFetchLine), at most most of them
+// and none past a drain's cut: lines in which the full path (readPart,
+// ParseResponse, the FetchTracker) would find no content, no literal and
+// no fault, nothing to count, record or audit, only bytes to relay.
+func (p *backendPump) plainRun(most int) (run []byte, lines int) {
+	b := p.be.sc.Buffered()
+	limit := p.s.lim.MaxResponseLine
+	n := 0
+	for lines < most && !p.r.cut.Load() {
+		l := imapwire.PlainFetchLine(b[n:])
+		if l == 0 || int64(l) > limit {
+			break
+		}
+		n += l
+		lines++
+	}
+	if lines > 0 {
+		if h := p.s.srv.opts.plainRun; h != nil {
+			h(lines)
+		}
+	}
+	return b[:n], lines
+}
+
+// relayPlain writes a run plainRun found and consumes it, then flushes
+// once the backend has nothing buffered, as relayResponse does. Called
+// with the client writer held.
+func (p *backendPump) relayPlain(run []byte) error {
+	s := p.s
+	s.out.buf().Write(run)
+	p.be.sc.Skip(len(run))
+	p.outSince += int64(len(run))
+	if p.be.br.Buffered() == 0 {
+		if err := s.out.flush(); err != nil {
+			s.clientWriteFailed(err)
+			return err
+		}
+	}
+	return nil
 }
 
 // lineBuffered reports whether the backend's read buffer holds a whole

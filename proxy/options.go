@@ -253,6 +253,12 @@ type Options struct {
 	// each response line: held says it keeps the client writer, whole that
 	// the line is already in its buffer (no wait on the backend).
 	beforeBackendRead func(held, whole bool)
+	// plainRun, in tests, runs on the backend pump with the number of
+	// lines of each run it relays by its one-pass path
+	// (backendPump.plainRun); noPlainRun turns that path off, so that
+	// every line takes the full one.
+	plainRun   func(lines int)
+	noPlainRun bool
 }
 
 // DefaultCutGrace is Options.CutGrace's default.

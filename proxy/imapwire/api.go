@@ -27,7 +27,9 @@
 // Client to server: Scanner.ReadLine, CheckCommandLine, then CommandParser
 // line by line and literal by literal. Server to client: Scanner.ReadLinePart,
 // ParseResponse on the first piece, FilterCapabilities on capability lines,
-// StreamLiteral (or CopyLiteral) for literal bodies.
+// StreamLiteral (or CopyLiteral) for literal bodies; PlainFetchLine over
+// Scanner.Buffered (then Skip) for the whole FETCH lines without content
+// that need no more.
 package imapwire
 
 import "errors"

@@ -264,6 +264,26 @@ func (s *Scanner) ReadLinePart() (part []byte, final bool, lit Literal, ok bool,
 	return b, true, lit, ok, err
 }
 
+// Buffered returns the bytes buffered ahead of the next line, without
+// reading: nil in the middle of a line or a literal, or after a sticky
+// error. A caller that relays whole lines straight from the buffer (the
+// relay's runs of PlainFetchLine lines, issue 12) consumes them with Skip;
+// they are valid until the next call on s.
+func (s *Scanner) Buffered() []byte {
+	if s.err != nil || s.inPart || s.litOpen && s.litRem > 0 {
+		return nil
+	}
+	b, _ := s.r.Peek(s.r.Buffered()) // at most Buffered: cannot fail
+	return b
+}
+
+// Skip consumes the first n bytes Buffered returned: whole lines, none
+// with a literal marker that opens a literal.
+func (s *Scanner) Skip(n int) {
+	s.litOpen = false
+	s.r.Discard(n) // n <= Buffered: cannot fail
+}
+
 // pushTail remembers the last tailSize bytes of the line so far.
 func (s *Scanner) pushTail(b []byte) {
 	if !s.inPart {

@@ -1,0 +1,134 @@
+package imapwire
+
+// PlainFetchLine returns the length of the line at the start of b when it
+// is a whole FETCH response the relay may copy as it is, without reading
+// it again (issue 12: one pass for the common case, the reply to
+// UID FETCH 1:* (FLAGS)); 0 for anything else, which the full path reads
+// (Scanner.ReadLinePart, ParseResponse, FetchTracker).
+//
+// Such a line is "* " number " FETCH (" items ")" CRLF, printable ASCII
+// only, where the number is one ParseResponse takes, each item a name of
+// letters, digits, "." and "-" that is no content item of FetchTracker
+// (so neither BODY[...] nor BINARY[...]: no "[") and a value that is an
+// atom, a quoted string without "\", or a parenthesized list of atoms
+// (flags, "\" included) and lists. The full path finds in such a line no
+// content, no literal, no fault of lineCheck: nothing but the bytes to
+// relay (TestPlainFetchLineAgrees, FuzzPlainFetchLine).
+func PlainFetchLine(b []byte) int {
+	// "* n FETCH (": the number of message-data, 32-bit (RFC 9051 §7.5).
+	if len(b) < 2 || b[0] != '*' || b[1] != ' ' {
+		return 0
+	}
+	i, n := 2, uint64(0)
+	for ; i < len(b) && i < 12 && '0' <= b[i] && b[i] <= '9'; i++ {
+		n = n*10 + uint64(b[i]-'0')
+	}
+	if i == 2 || n > 1<<32-1 || len(b)-i < len(" FETCH (") || string(b[i:i+8]) != " FETCH (" {
+		return 0
+	}
+	i += 8
+	for {
+		// An item name, SP.
+		j := i
+		for j < len(b) && plain[b[j]]&pName != 0 {
+			j++
+		}
+		if j == i || j >= len(b) || b[j] != ' ' || contentName(b[i:j]) {
+			return 0
+		}
+		i = j + 1
+		if i >= len(b) {
+			return 0
+		}
+		// Its value.
+		switch b[i] {
+		case '(':
+			depth := 1
+			for i++; i < len(b) && depth > 0; i++ {
+				switch c := b[i]; {
+				case plain[c]&pList != 0:
+				case c == '(':
+					depth++
+				case c == ')':
+					depth--
+				default:
+					return 0
+				}
+			}
+			if depth > 0 {
+				return 0
+			}
+		case '"':
+			for i++; i < len(b) && plain[b[i]]&pQuoted != 0; i++ {
+			}
+			if i >= len(b) || b[i] != '"' {
+				return 0
+			}
+			i++
+		default:
+			j := i
+			for j < len(b) && plain[b[j]]&pAtom != 0 {
+				j++
+			}
+			if j == i {
+				return 0
+			}
+			i = j
+		}
+		// SP and the next item, or the end.
+		if i >= len(b) {
+			return 0
+		}
+		if b[i] == ' ' {
+			i++
+			continue
+		}
+		if len(b)-i >= 3 && b[i] == ')' && b[i+1] == '\r' && b[i+2] == '\n' {
+			return i + 3
+		}
+		return 0
+	}
+}
+
+// contentName reports the item names without "[" that FetchTracker counts
+// as content.
+func contentName(n []byte) bool {
+	switch len(n) {
+	case 6:
+		return equalFold(n, "RFC822")
+	case 7:
+		return equalFold(n, "PREVIEW") || equalFold(n, "SNIPPET")
+	case 11:
+		return equalFold(n, "RFC822.TEXT")
+	case 13:
+		return equalFold(n, "RFC822.HEADER")
+	}
+	return false
+}
+
+// Byte classes of PlainFetchLine.
+const (
+	pName   uint8 = 1 << iota // an item name: ALPHA, DIGIT, ".", "-"
+	pAtom                     // an atom value: ATOM-CHAR but "[", "]", "{", "}", "~", "%", "*"
+	pList                     // inside a list: a pAtom byte, "\" or SP
+	pQuoted                   // inside a quoted string: printable ASCII but DQUOTE and "\"
+)
+
+var plain = func() (t [256]uint8) {
+	for c := 0x20; c < 0x7f; c++ {
+		b := byte(c)
+		if 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '.' || b == '-' {
+			t[c] |= pName
+		}
+		if isAtomChar(b) && b != '[' && b != ']' && b != '{' && b != '}' && b != '~' && b != '%' && b != '*' {
+			t[c] |= pAtom | pList
+		}
+		if b == '\\' || b == ' ' {
+			t[c] |= pList
+		}
+		if b != '"' && b != '\\' {
+			t[c] |= pQuoted
+		}
+	}
+	return t
+}()
