@@ -467,6 +467,11 @@ func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, mem
 func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm **ast.Term, now time.Time, memo memos) (verdict, error) {
 	if p.prog != nil {
 		if v, err := p.prog.run(ctx, m, input, memo); err == nil {
+			if v.c != nil && v.c.term != nil {
+				if d, ok := p.prog.verdicts[v.c]; ok {
+					return d, nil
+				}
+			}
 			return parseVerdict(v)
 		}
 	}

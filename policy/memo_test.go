@@ -273,3 +273,34 @@ func TestCallMemoBounded(t *testing.T) {
 		t.Fatal("a value over maxEntry is remembered")
 	}
 }
+
+// TestConstantVerdicts: the shipped policies' allow decision is a constant
+// of the plan, parsed at load as parseDecision parses it, and an allowed
+// command's decision is that constant.
+func TestConstantVerdicts(t *testing.T) {
+	p, err := compileDir(context.Background(), policySubset(t, nil), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.prog == nil {
+		t.Fatal(p.planErr)
+	}
+	for c, d := range p.prog.verdicts {
+		want, err := parseDecision(c.term.Value)
+		if err != nil || fmt.Sprintf("%#v", d) != fmt.Sprintf("%#v", want) {
+			t.Fatalf("%v: %#v, parseDecision %#v (%v)", c.term, d, want, err)
+		}
+	}
+	in := command(t, "alice", "a DELETE Archive")
+	c := newInputCtx(string(in.Point), in)
+	c.groups, c.ids = planGroups, p.ids
+	m := getMachine()
+	defer m.release()
+	v, err := p.prog.run(context.Background(), m, c.flat(p.uses, m), memos{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := p.prog.verdicts[v.c]; !ok || !d.allow {
+		t.Fatalf("decision %v is not a constant verdict", toAST(v))
+	}
+}

@@ -205,6 +205,10 @@ type program struct {
 	// lowered holds lower() of the strings of the data and the plan,
 	// made at load: policies compare names case-insensitively.
 	lowered map[string]string
+	// verdicts are the decisions of the plan's constant objects
+	// ({"allow": true}) without annotations, parsed at load: a
+	// decision may be such a constant, and is then never modified.
+	verdicts map[*coll]verdict
 }
 
 // function is a planned function: a rule, or a function of the policy.
@@ -367,6 +371,14 @@ func newProgram(pol *ir.Policy, data *ast.Term) (*program, error) {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
 	prog.nlocals = t.maxLocal + 1
+	prog.verdicts = map[*coll]verdict{}
+	for _, v := range prog.consts {
+		if v.k == kObj {
+			if d, err := parseDecision(v.c.term.Value); err == nil && d.annotations == nil {
+				prog.verdicts[v.c] = d
+			}
+		}
+	}
 	return prog, nil
 }
 
