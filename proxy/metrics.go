@@ -1,11 +1,12 @@
 package proxy
 
 import (
-	"github.com/imapwarden/imapwarden/proxy/imapwire"
-
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
 // Metrics are the proxy's Prometheus metrics. Labels are bounded: listener
@@ -27,6 +28,19 @@ type Metrics struct {
 	backendFaults   *prometheus.CounterVec
 	// Pre-resolved children for the per-response path.
 	toClient, toBackend prometheus.Counter
+	// bySpec holds, for each command label (the table's names and
+	// "other"), its children once used: every command completes through
+	// command, and WithLabelValues hashes and checks its labels and takes
+	// the vector's lock each time. Read-only after NewMetrics.
+	bySpec map[string]*commandSeries
+}
+
+// commandSeries are one command label's children, each resolved at its
+// first use (so that a series appears when it did before: the counters at
+// Init, the histogram at the first command timed).
+type commandSeries struct {
+	counters [len(commandResults)]atomic.Pointer[prometheus.Counter]
+	duration atomic.Pointer[prometheus.Observer]
 }
 
 // NewMetrics creates the proxy's metrics and registers them with reg.
@@ -83,6 +97,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	m.toClient = m.bytes.WithLabelValues("backend_to_client")
 	m.toBackend = m.bytes.WithLabelValues("client_to_backend")
+	m.bySpec = make(map[string]*commandSeries, len(imapwire.Specs())+1)
+	for _, spec := range imapwire.Specs() {
+		m.bySpec[spec.Name] = new(commandSeries)
+	}
+	m.bySpec["other"] = new(commandSeries)
 	return m, nil
 }
 
@@ -94,7 +113,7 @@ var (
 	authResults = []string{"ok", "failed", "authenticator-unavailable", "authzid-refused", "backend-unavailable",
 		"backend-refused", "credentials", "invalid-characters", "limit", "misconfigured", "no-route", "no-verifier", "policy",
 		"privacy-required", "route-error", "no-certificate", "sasl-syntax"}
-	commandResults = []string{"ok", "no", "bad", "denied", "none"}
+	commandResults = [...]string{"ok", "no", "bad", "denied", "none"}
 	securityKinds  = []string{"non-imap-client", "starttls-injection", "backend-connect-failed",
 		"backend-starttls-injection", "backend-lost", "backend-protocol-error", "backend-timeout", "proxy-protocol-error"}
 	backendFaultKinds = []string{"protocol", "timeout"}
@@ -206,10 +225,42 @@ func (m *Metrics) command(name, result string, d time.Duration) {
 		return
 	}
 	name = commandLabel(name)
-	m.commands.WithLabelValues(name, result).Inc()
-	if result != "denied" {
-		m.commandDuration.WithLabelValues(name).Observe(d.Seconds())
+	cs := m.bySpec[name] // nil for a table name in another case: its own label
+	ri := resultIndex(result)
+	if cs == nil || ri < 0 {
+		m.commands.WithLabelValues(name, result).Inc()
+		if result != "denied" {
+			m.commandDuration.WithLabelValues(name).Observe(d.Seconds())
+		}
+		return
 	}
+	c := cs.counters[ri].Load()
+	if c == nil {
+		// Racing first uses resolve the same child.
+		v := m.commands.WithLabelValues(name, result)
+		c = &v
+		cs.counters[ri].Store(c)
+	}
+	(*c).Inc()
+	if result != "denied" {
+		o := cs.duration.Load()
+		if o == nil {
+			v := m.commandDuration.WithLabelValues(name)
+			o = &v
+			cs.duration.Store(o)
+		}
+		(*o).Observe(d.Seconds())
+	}
+}
+
+// resultIndex is result's place in commandResults, -1 when it has none.
+func resultIndex(result string) int {
+	for i, r := range commandResults {
+		if r == result {
+			return i
+		}
+	}
+	return -1
 }
 
 func (m *Metrics) preAuthConns(delta float64) {
