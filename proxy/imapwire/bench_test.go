@@ -183,3 +183,42 @@ func BenchmarkFetchTracker(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPlainFetchLine is the one-pass path's reading of a FETCH line
+// without content (PlainFetchLine), beside what the full path does with
+// it (ParseResponse, the FetchTracker): the relay's cost per line of the
+// reply to UID FETCH 1:* (FLAGS) (issue 12).
+func BenchmarkPlainFetchLine(b *testing.B) {
+	lines := map[string]string{
+		"flags":  "* 12345 FETCH (UID 12345 FLAGS (\\Seen))\r\n",
+		"modseq": "* 12345 FETCH (UID 12345 MODSEQ (987654) FLAGS (\\Seen \\Answered $Forwarded))\r\n",
+		"size":   "* 7 FETCH (UID 7 RFC822.SIZE 2048 INTERNALDATE \"17-Jul-1996 02:44:25 -0700\")\r\n",
+	}
+	for _, name := range []string{"flags", "modseq", "size"} {
+		line := []byte(lines[name])
+		b.Run(name+"/onepass", func(b *testing.B) {
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
+			for b.Loop() {
+				if PlainFetchLine(line) != len(line) {
+					b.Fatal("not plain")
+				}
+			}
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+		b.Run(name+"/full", func(b *testing.B) {
+			var t FetchTracker
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
+			for b.Loop() {
+				r, _ := ParseResponse(line)
+				t.BeginResponse(&r)
+				t.Part(line)
+				t.End()
+			}
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}

@@ -28,52 +28,33 @@ func PlainFetchLine(b []byte) int {
 	}
 	i += 8
 	for {
-		// An item name, SP.
-		j := i
-		for j < len(b) && plain[b[j]]&pName != 0 {
-			j++
-		}
-		if j == i || j >= len(b) || b[j] != ' ' || contentName(b[i:j]) {
-			return 0
-		}
-		i = j + 1
-		if i >= len(b) {
-			return 0
-		}
-		// Its value.
-		switch b[i] {
-		case '(':
-			depth := 1
-			for i++; i < len(b) && depth > 0; i++ {
-				switch c := b[i]; {
-				case plain[c]&pList != 0:
-				case c == '(':
-					depth++
-				case c == ')':
-					depth--
-				default:
-					return 0
-				}
-			}
-			if depth > 0 {
-				return 0
-			}
-		case '"':
-			for i++; i < len(b) && plain[b[i]]&pQuoted != 0; i++ {
-			}
-			if i >= len(b) || b[i] != '"' {
-				return 0
-			}
-			i++
-		default:
-			j := i
-			for j < len(b) && plain[b[j]]&pAtom != 0 {
+		// An item and its value: first the two of nearly every line.
+		switch {
+		case len(b)-i > 4 && string(b[i:i+4]) == "UID ":
+			j := i + 4
+			for j < len(b) && '0' <= b[j] && b[j] <= '9' {
 				j++
 			}
-			if j == i {
+			if j == i+4 {
 				return 0
 			}
 			i = j
+		case len(b)-i > 7 && string(b[i:i+7]) == "FLAGS (":
+			if i = plainList(b, i+7); i < 0 {
+				return 0
+			}
+		default:
+			// A name, SP, a value.
+			j := i
+			for j < len(b) && plain[b[j]]&pName != 0 {
+				j++
+			}
+			if j == i || j+1 >= len(b) || b[j] != ' ' || contentName(b[i:j]) {
+				return 0
+			}
+			if i = plainValue(b, j+1); i < 0 {
+				return 0
+			}
 		}
 		// SP and the next item, or the end.
 		if i >= len(b) {
@@ -88,6 +69,50 @@ func PlainFetchLine(b []byte) int {
 		}
 		return 0
 	}
+}
+
+// plainValue reads the value at b[i] (i < len(b)) and returns where it
+// ends, or -1 when it is none PlainFetchLine takes.
+func plainValue(b []byte, i int) int {
+	switch b[i] {
+	case '(':
+		return plainList(b, i+1)
+	case '"':
+		for i++; i < len(b) && plain[b[i]]&pQuoted != 0; i++ {
+		}
+		if i >= len(b) || b[i] != '"' {
+			return -1
+		}
+		return i + 1
+	}
+	j := i
+	for j < len(b) && plain[b[j]]&pAtom != 0 {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
+}
+
+// plainList reads a parenthesized list from b[i:], right after its "(",
+// and returns where it ends, or -1.
+func plainList(b []byte, i int) int {
+	depth := 1
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case plain[c]&pList != 0:
+		case c == '(':
+			depth++
+		case c == ')':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		default:
+			return -1
+		}
+	}
+	return -1
 }
 
 // contentName reports the item names without "[" that FetchTracker counts

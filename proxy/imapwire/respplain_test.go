@@ -51,6 +51,9 @@ func TestPlainFetchLine(t *testing.T) {
 		"* 1 FETCH ( UID 1)\r\n",                                   //
 		"* 1 FETCH (UID 1 )\r\n",                                   //
 		"* 1 FETCH ()\r\n",                                         // empty: the full path's
+		"* 1 FETCH (UID )\r\n",                                     //
+		"* 1 FETCH (UID 1 FLAGS (\\Seen)\r\n",                      // unclosed
+		"* 1 FETCH (FLAGS (\\Seen\")\r\n",                          //
 		"* 1 FETCH (UID 1 FLAGS ((\\Seen))\r\n",                    // unbalanced
 		"* 1 FETCH (UID 1 FLAGS (\\Seen)))\r\n",                    //
 		"* 1 fetch (UID 1)\r\n",                                    // the full path's
