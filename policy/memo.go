@@ -2,8 +2,10 @@ package policy
 
 import (
 	"encoding/binary"
+	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // memos are what an evaluation may reuse of earlier ones with the same
@@ -22,23 +24,33 @@ type memos struct {
 // callMemo holds the values of a policy's functions of one scope
 // (memoScope) for one value of that scope's slots, by function and
 // arguments (callKey), each persisted out of the arena that made it. It is
-// shared by concurrent evaluations. It holds at most maxEntry of values in
-// all; a value that would not fit empties it first, a larger one is not
-// kept.
+// shared by concurrent evaluations: readers load the map without a lock;
+// a writer copies it (it is small, and written only at a call's first
+// evaluation). It holds at most maxEntry of values in all; a value that
+// would not fit empties it first, a larger one is not kept.
 type callMemo struct {
-	mu   sync.Mutex
-	m    map[string]val
-	size int
+	m    atomic.Pointer[map[string]val] // never modified once stored
+	mu   sync.Mutex                     // of writers
+	size int                            // of *m, under mu
 }
 
 // maxCalls bounds the entries of a callMemo.
 const maxCalls = 64
 
 func (c *callMemo) get(key []byte) (val, bool) {
-	c.mu.Lock()
-	v, ok := c.m[string(key)]
-	c.mu.Unlock()
-	return v, ok
+	if m := c.m.Load(); m != nil {
+		v, ok := (*m)[string(key)]
+		return v, ok
+	}
+	return val{}, false
+}
+
+// entries is the memo's map, for tests.
+func (c *callMemo) entries() map[string]val {
+	if m := c.m.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 // put remembers v, persisted, of size n (valSize).
@@ -49,13 +61,18 @@ func (c *callMemo) put(key []byte, v val, n int) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || c.size+n > maxEntry || len(c.m) >= maxCalls {
-		c.m, c.size = make(map[string]val, 8), 0
+	old := c.entries()
+	if _, ok := old[string(key)]; ok {
+		return
 	}
-	if _, ok := c.m[string(key)]; !ok {
-		c.m[string(key)] = v
-		c.size += n
+	if c.size+n > maxEntry || len(old) >= maxCalls {
+		old, c.size = nil, 0
 	}
+	m := make(map[string]val, len(old)+1)
+	maps.Copy(m, old)
+	m[string(key)] = v
+	c.size += n
+	c.m.Store(&m)
 }
 
 // newCallMemos makes the callMemos of scopes for the policies of st.dirs

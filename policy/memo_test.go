@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -182,26 +181,30 @@ func TestCallScopesShipped(t *testing.T) {
 	if allowed == denied {
 		t.Fatalf("both %s", allowed)
 	}
-	if len(session.m) == 0 || len(effects.m) == 0 {
-		t.Fatalf("remembered: %d calls for the session, %d for the effects", len(session.m), len(effects.m))
+	if len(session.entries()) == 0 || len(effects.entries()) == 0 {
+		t.Fatalf("remembered: %d calls for the session, %d for the effects", len(session.entries()), len(effects.entries()))
 	}
 	if got := decide("a DELETE Sent", session, effects); got != denied {
 		t.Fatalf("remembered: %s, want %s", got, denied)
 	}
 	// Every remembered call of the session now says "no" (undefined): Sent
 	// is no longer protected.
-	saved := maps.Clone(session.m)
-	for k := range session.m {
-		session.m[k] = val{}
+	saved := session.entries()
+	wrong := map[string]val{}
+	for k := range saved {
+		wrong[k] = val{}
 	}
+	session.m.Store(&wrong)
 	if got := decide("a DELETE Sent", session, effects); got != allowed {
 		t.Fatalf("with the session's calls remembered undefined: %s, want %s", got, allowed)
 	}
 	// Likewise the effects': the command has no effect of any kind.
-	session.m = saved
-	for k := range effects.m {
-		effects.m[k] = val{k: kSet, c: &coll{}}
+	session.m.Store(&saved)
+	wrong = map[string]val{}
+	for k := range effects.entries() {
+		wrong[k] = val{k: kSet, c: &coll{}}
 	}
+	effects.m.Store(&wrong)
 	if got := decide("a DELETE Sent", session, effects); got != allowed {
 		t.Fatalf("with the effects' calls remembered empty: %s, want %s", got, allowed)
 	}
@@ -255,8 +258,8 @@ func TestCallMemoBounded(t *testing.T) {
 	c := &callMemo{}
 	for i := range 10 * maxCalls {
 		c.put(fmt.Appendf(nil, "k%d", i), vInt(int64(i)), 40)
-		if len(c.m) > maxCalls || c.size > maxEntry {
-			t.Fatalf("%d entries, %d bytes", len(c.m), c.size)
+		if len(c.entries()) > maxCalls || c.size > maxEntry {
+			t.Fatalf("%d entries, %d bytes", len(c.entries()), c.size)
 		}
 	}
 	if v, ok := c.get(fmt.Appendf(nil, "k%d", 10*maxCalls-1)); !ok || v.n != 10*maxCalls-1 {
