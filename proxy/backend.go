@@ -213,10 +213,10 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (*backendCo
 			sb.Write(q)
 		}
 		sb.WriteByte(')')
-		if _, _, err := bc.command(sb.String()); err != nil {
-			bc.release()
-			return nil, err
-		}
+		// Pipelined (RFC 9051 §5.5): it leaves with the login command, as
+		// Dovecot's own proxy sends it, and is answered first; its
+		// completion is read on the way to the login's (commandSteps).
+		bc.send(sb.String())
 	}
 	return bc, nil
 }
@@ -236,9 +236,8 @@ func connectBackend(ctx context.Context, b *Backend, proxyHeader []byte, startTL
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", b.Addr, err)
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
+	// TCP_NODELAY is on: Go sets it on every TCP connection it dials
+	// (TestSocketOptions).
 	deadline, _ := ctx.Deadline()
 	raw.SetDeadline(deadline)
 	if proxyHeader != nil {
@@ -425,9 +424,8 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 		return fmt.Errorf("backend %s rejected the login command", b.Addr)
 	}
 	if len(bc.caps) == 0 {
-		if _, _, err := bc.command("CAPABILITY"); err != nil {
-			return err
-		}
+		// Pipelined with the LIST: answered before it.
+		bc.send("CAPABILITY")
 	}
 	// The delimiter the backend reads mailbox names with: the proxy must
 	// split them the same way (ARCHITECTURE.md §10).
@@ -480,16 +478,31 @@ func (bc *backendConn) command(cmd string) (imapwire.Status, string, error) {
 	return bc.commandSteps([]string{cmd})
 }
 
+// send writes a command line without sending it: it leaves with the next
+// command that waits for its completion (commandSteps), which reads and
+// drops the responses of those sent before it. Only for commands whose
+// status does not matter (ID, CAPABILITY).
+func (bc *backendConn) send(cmd string) string {
+	bc.tags++
+	tag := "iw" + strconv.Itoa(bc.tags)
+	w := bc.out()
+	w.WriteString(tag)
+	w.WriteByte(' ')
+	w.WriteString(cmd)
+	w.WriteString("\r\n")
+	return tag
+}
+
 // commandSteps sends a command in steps: after each step but the last the
 // backend must answer "+" (a synchronizing literal or a SASL challenge).
 // It returns the tagged status and its response code.
 func (bc *backendConn) commandSteps(steps []string) (imapwire.Status, string, error) {
-	bc.tags++
-	tag := "iw" + strconv.Itoa(bc.tags)
-	bc.out().WriteString(tag + " ")
-	for i, st := range steps {
-		bc.out().WriteString(st)
-		bc.out().WriteString("\r\n")
+	tag := bc.send(steps[0])
+	for i := range steps {
+		if i > 0 {
+			bc.out().WriteString(steps[i])
+			bc.out().WriteString("\r\n")
+		}
 		if err := bc.flush(); err != nil {
 			return 0, "", fmt.Errorf("write to %s: %w", bc.b.Addr, err)
 		}

@@ -120,12 +120,10 @@ type Session struct {
 }
 
 func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
-	if tc, ok := c.(*net.TCPConn); ok {
-		// Go sets TCP_NODELAY by default; keep it explicit: a relay that
-		// waits for delayed ACKs on small replies stalls ~40 ms.
-		tc.SetNoDelay(true)
-		tc.SetKeepAlive(true)
-	}
+	// TCP_NODELAY and keep-alives are on: Go sets both on every TCP
+	// connection its listeners accept (a relay that waits for delayed ACKs
+	// on small replies stalls ~40 ms); setting them again would cost two
+	// system calls a connection (TestSocketOptions).
 	if h := srv.opts.wrapClient; h != nil {
 		c = h(c)
 	}

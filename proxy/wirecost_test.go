@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"net"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -47,4 +51,81 @@ func (c *writeCounter) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.octets.Add(int64(n))
 	return n, err
+}
+
+// TestBackendLoginPipelined: ID leaves with the login command in one
+// write (RFC 9051 §5.5), the backend's answer to it not awaited: a round
+// trip less per login. A tap between the proxy and Dovecot logs each line
+// each way before relaying it, so a line the backend sent between the two
+// means the proxy waited.
+func TestBackendLoginPipelined(t *testing.T) {
+	for _, login := range []LoginMode{LoginAuto, LoginCommand} {
+		t.Run(cmp.Or(string(login), "auto"), func(t *testing.T) {
+			var (
+				mu     sync.Mutex
+				events []string // "C line" from the proxy, "S line" from Dovecot
+				dcAddr atomic.Value
+			)
+			tap := serveEach(t, func(c net.Conn) {
+				d, err := net.Dial("tcp", dcAddr.Load().(string))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var wg sync.WaitGroup
+				pipe := func(dst, src net.Conn, who string) {
+					defer dst.Close()
+					var part []byte
+					buf := make([]byte, 64<<10)
+					for {
+						n, err := src.Read(buf)
+						part = append(part, buf[:n]...)
+						mu.Lock()
+						for {
+							i := bytes.IndexByte(part, '\n')
+							if i < 0 {
+								break
+							}
+							events = append(events, who+" "+string(part[:i]))
+							part = part[i+1:]
+						}
+						mu.Unlock()
+						if _, werr := dst.Write(buf[:n]); err != nil || werr != nil {
+							return
+						}
+					}
+				}
+				wg.Go(func() { pipe(c, d, "S") })
+				pipe(d, c, "C")
+				wg.Wait()
+			})
+			h := newDovecotHarness(t, func(dc *dovecottestServer) *Backend {
+				dcAddr.Store(dc.Addr)
+				return &Backend{Name: "dovecot", Addr: tap.Addr().String(), Security: BackendPlain, Login: login, SendID: true}
+			})
+			c := dialTLS(t, h.imaps)
+			c.expect("* OK")
+			c.transact("a1 LOGIN alice alice-pw", "a1 OK")
+			c.transact("a2 SELECT INBOX", "a2 OK")
+			mu.Lock()
+			defer mu.Unlock()
+			id, auth := -1, -1
+			for i, e := range events {
+				switch {
+				case strings.HasPrefix(e, "C ") && strings.Contains(e, " ID ("):
+					id = i
+				case strings.HasPrefix(e, "C ") && (strings.Contains(e, " AUTHENTICATE ") || strings.Contains(e, " LOGIN ")) && auth < 0:
+					auth = i
+				}
+			}
+			if id < 0 || auth < id {
+				t.Fatalf("no ID before the login:\n%s", strings.Join(events, "\n"))
+			}
+			for _, e := range events[id:auth] {
+				if strings.HasPrefix(e, "S ") {
+					t.Fatalf("the proxy waited for %q before the login:\n%s", e, strings.Join(events, "\n"))
+				}
+			}
+		})
+	}
 }
