@@ -36,8 +36,9 @@ func TestLegacyBackends(t *testing.T) {
 			big := bigMessage(1 << 20)
 			be.deliver(big)
 			h := newHarness(t, func(o *Options) {
+				// SendID: ID pipelined with the login (dialBackend).
 				o.Router = &StaticRouter{Default: &Backend{Name: name, Addr: be.addr, Security: BackendStartTLS,
-					TLS: &tls.Config{RootCAs: caPool(t, be.caFile), ServerName: "localhost"}}}
+					TLS: &tls.Config{RootCAs: caPool(t, be.caFile), ServerName: "localhost"}, SendID: true}}
 			})
 			c := h.login()
 			un := c.transact("a1 CAPABILITY", "a1 OK")
