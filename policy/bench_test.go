@@ -246,6 +246,21 @@ func BenchmarkDecideUncached(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideUncachedByCommand is BenchmarkDecideUncached for each of
+// its inputs alone: what the quantiles of the mix are made of. A p99 far
+// above its p50 for every command alike is the machine's (scheduling,
+// other load), not a slow rule.
+func BenchmarkDecideUncachedByCommand(b *testing.B) {
+	for _, in := range decideCommands(b) {
+		b.Run(in.Session.User+"/"+in.Command.Tag+"-"+in.Command.Name, func(b *testing.B) {
+			e := benchEngine(b, true)
+			decideTimed(b, e, []*proxy.DecisionInput{in}, func(i int, in *proxy.DecisionInput) {
+				in.Command.LiteralBytes = int64(1000 + i)
+			})
+		})
+	}
+}
+
 // BenchmarkDecideCached: the same commands, decided before: cache hits.
 func BenchmarkDecideCached(b *testing.B) {
 	e := benchEngine(b, true)
