@@ -585,7 +585,11 @@ type owedReader struct {
 	timeout time.Duration
 	// linger, when positive, is the deadline of a read with nothing owed:
 	// the backend pump parks when it passes (Limits.ParkAfter).
-	linger    time.Duration
+	linger time.Duration
+	idling *atomic.Bool // relay.idling: linger none at all ...
+	// ... but for the first read after a parking: what woke the pump is
+	// read, not timed out before the socket is looked at.
+	resumed   bool
 	armed     bool // a deadline is set
 	lingering bool // ... and it is linger's
 	// unarming, in tests, runs before a deadline no longer owed is
@@ -595,6 +599,8 @@ type owedReader struct {
 
 func (r *owedReader) Read(p []byte) (int, error) {
 	if r.owing != nil {
+		resumed := r.resumed
+		r.resumed = false
 		r.lingering = false
 		if r.rearmed.Swap(0) != 0 {
 			// oweLocked set a deadline during the last read: it is still
@@ -609,7 +615,13 @@ func (r *owedReader) Read(p []byte) (int, error) {
 			r.c.SetReadDeadline(time.Now().Add(r.timeout))
 			r.armed = true
 		case r.linger > 0:
-			r.c.SetReadDeadline(time.Now().Add(r.linger))
+			linger := r.linger
+			if r.idling != nil && r.idling.Load() && !resumed {
+				// A deadline already past: the read takes only what is
+				// buffered, and the pump parks.
+				linger = 0
+			}
+			r.c.SetReadDeadline(time.Now().Add(linger))
 			r.armed, r.lingering = true, true
 			if r.owing.Load() > 0 {
 				// Owed since the look above, maybe before oweLocked could

@@ -199,6 +199,7 @@ func (p *backendPump) relay() (parked bool) {
 				// literal sent after a DONE that did not wait for it.
 				r.idleCont = false
 				r.paidLocked(r.idle) // idling: nothing owed until DONE
+				r.idling.Store(true)
 				break
 			}
 			if !r.contArmed {
@@ -222,6 +223,7 @@ func (p *backendPump) relay() (parked bool) {
 				// its own: the client may already have sent the next
 				// IDLE, whose "+" is due.
 				r.idle, r.idleCont = nil, false
+				r.idling.Store(false)
 			}
 			// A completion instead of the "+" a literal waits for: the
 			// backend refused it. Decided here, under mu: once released
@@ -483,6 +485,7 @@ func (p *backendPump) park() bool {
 // resume is a parked pump's new goroutine.
 func (p *backendPump) resume() {
 	p.r.parked.Store(nil)
+	p.be.rd.resumed = true
 	p.run()
 }
 

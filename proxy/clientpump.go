@@ -25,6 +25,7 @@ type clientPump struct {
 	until time.Time
 
 	idle     *inflight        // the IDLE in flight, waiting for DONE
+	resumed  bool             // parked, then run again: see relay
 	litBuf   []byte           // the command held back until its decision point
 	ctx      imapwire.Context // the session's state as the command found it
 	commands int
@@ -56,7 +57,13 @@ func (p *clientPump) relay() (parked bool) {
 		if s.rawClient != nil {
 			park = p.park
 		}
-		switch s.waitClient(p.until, park) {
+		// In IDLE the client has said it will be silent (RFC 9051
+		// §6.3.13): park at once. Not the first wait after a parking: its
+		// read takes what woke the pump (a deadline already past would
+		// time out before the socket is looked at, and park again).
+		parkNow := p.idle != nil && !p.resumed
+		p.resumed = false
+		switch s.waitClient(p.until, park, parkNow) {
 		case waitDrain:
 			p.drain()
 			return false
@@ -156,6 +163,7 @@ func (p *clientPump) park() bool {
 // resume is a parked client pump's new goroutine.
 func (p *clientPump) resume() {
 	p.s.cparked.Store(nil)
+	p.resumed = true
 	p.run()
 }
 
@@ -231,6 +239,7 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 	if r.inflight.find(func(x *inflight) bool { return x == idle }) != nil {
 		r.oweLocked(idle)
 	}
+	r.idling.Store(false)
 	r.mu.Unlock()
 	return p.forwardNow(line)
 }

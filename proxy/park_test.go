@@ -115,6 +115,36 @@ func TestIdleSessionParksBackendPump(t *testing.T) {
 	waitClientsParked(t, h, 0)
 }
 
+// A session in IDLE parks both pumps at once, whatever Limits.ParkAfter
+// says (RFC 9051 §6.3.13: the client has said it will be silent), and
+// lingers again once the IDLE is over: a backend push wakes the backend
+// pump for one response, DONE ends the IDLE.
+func TestIdleParksAtOnce(t *testing.T) {
+	h, b := parkHarness(t, func(o *Options) { o.Limits.ParkAfter = time.Hour })
+	c := h.login()
+	c.transact("s SELECT INBOX", "s OK")
+	c.send("i IDLE")
+	c.expect("+ ")
+	back := <-b.conns
+	waitParked(t, h, 1)
+	waitClientsParked(t, h, 1)
+	if _, err := back.Write([]byte("* 4 EXISTS\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("* 4 EXISTS")
+	// Still idling: parked again at once.
+	waitParked(t, h, 1)
+	c.send("DONE")
+	c.expectTagged("i", "i OK")
+	c.transact("n NOOP", "n OK")
+	// Between commands the hour's lingering applies: neither pump is
+	// parked (both were resumed to relay DONE and its answer).
+	if n, m := h.srv.parker.parked(parkBackend), h.srv.parker.parked(parkClient); n != 0 || m != 0 {
+		t.Fatalf("after IDLE: %d backend and %d client pumps parked, want none within ParkAfter", n, m)
+	}
+	c.transact("z LOGOUT", "z OK")
+}
+
 // A parked client pump resumes on commands that come in one TLS record
 // larger than the session's read buffer: the plaintext left in the TLS
 // connection is read before the pump parks again, and parking does not

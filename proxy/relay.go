@@ -56,8 +56,13 @@ type relay struct {
 	mid        atomic.Bool
 	cut        atomic.Bool
 	atBoundary atomic.Bool
-	sawBye     atomic.Bool  // the backend said BYE (backend pump)
-	rearmed    atomic.Int64 // see owedReader
+	sawBye     atomic.Bool // the backend said BYE (backend pump)
+	// idling: the backend sent IDLE's "+" and the DONE is not yet
+	// forwarded. Both pumps then park at once rather than after
+	// Limits.ParkAfter: IDLE is the client saying it will be silent
+	// (RFC 9051 §6.3.13), typically for many minutes.
+	idling  atomic.Bool
+	rearmed atomic.Int64 // see owedReader
 	// parked is the backend pump's parking while it has no goroutine
 	// (backendPump.park), nil while it runs.
 	parked atomic.Pointer[parkedPump]
@@ -95,6 +100,7 @@ func (s *Session) runRelay() {
 	}
 	s.be.rd.unarming = s.srv.opts.unarming
 	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
+	s.be.rd.idling = &r.idling
 	if s.srv.parker != nil && s.lim.ParkAfter > 0 {
 		r.rawBackend = rawConn(s.be.raw)
 		if r.rawBackend != nil {

@@ -363,7 +363,7 @@ func (s *Session) shutdown() {
 // waitCommand marks the session as waiting for the next command, with an
 // idle limit. It returns false when the server is draining.
 func (s *Session) waitCommand(idle time.Duration) bool {
-	return s.waitClient(time.Now().Add(idle), nil) == waitReady
+	return s.waitClient(time.Now().Add(idle), nil, false) == waitReady
 }
 
 // What waitClient found.
@@ -377,9 +377,10 @@ const (
 
 // waitClient marks the session as waiting for the next command until
 // until. With park (the relay), a client silent for Limits.ParkAfter is
-// handed to park, which gives up the goroutine (clientPump.park); the
-// session holds no read buffer while it waits either way.
-func (s *Session) waitClient(until time.Time, park func() bool) waitResult {
+// handed to park, which gives up the goroutine (clientPump.park), or at
+// once with parkNow (in IDLE); the session holds no read buffer while it
+// waits either way.
+func (s *Session) waitClient(until time.Time, park func() bool, parkNow bool) waitResult {
 	s.waiting.Store(true)
 	if s.draining.Load() {
 		s.waiting.Store(false)
@@ -410,9 +411,15 @@ func (s *Session) waitClient(until time.Time, park func() bool) waitResult {
 		// Only where parking is on (rawClient): with ParkAfter negative
 		// (never) the lingering deadline would be past at once, and the
 		// read would time out without ever looking at the connection.
-		linger := park != nil && s.rawClient != nil && s.lim.ParkAfter > 0 && s.rsrc == nil && time.Until(until) > s.lim.ParkAfter
+		d := s.lim.ParkAfter
+		if parkNow {
+			// A deadline already past: the read takes only what TLS
+			// holds decrypted or buffered, and the pump parks.
+			d = 0
+		}
+		linger := park != nil && s.rawClient != nil && s.lim.ParkAfter > 0 && s.rsrc == nil && time.Until(until) > d
 		if linger {
-			s.conn.SetReadDeadline(time.Now().Add(s.lim.ParkAfter))
+			s.conn.SetReadDeadline(time.Now().Add(d))
 			if s.draining.Load() {
 				s.conn.SetReadDeadline(time.Now())
 			}

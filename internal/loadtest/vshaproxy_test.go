@@ -32,7 +32,9 @@ import (
 // machine (-v prints the log as it comes; without it the table is printed
 // at the end). LOADTEST_SCALE=0.2 shortens every measuring window to 3 s
 // (about 3.5 minutes); LOADTEST_SESSIONS changes the large session count
-// (2000).
+// (2000); LOADTEST_ONLY=memory,noop1 runs only the workloads named (memory,
+// bulk, flags, noop1, noop16, logins), for experiments: a budget whose
+// figures are missing is reported as missed.
 // LOADTEST_PROFILE=DIR adds an unmeasured pass at the end that writes
 // imapwarden's CPU profiles of the NOOP-1, NOOP-16, FLAGS, bulk FETCH and
 // login workloads (cpu-*.pprof), its goroutines with 2000 idle sessions and heap profiles
@@ -73,12 +75,17 @@ func BenchmarkVsHAProxy(b *testing.B) {
 		if round == 1 {
 			logTLS(b, pair)
 		}
-		for _, s := range pair {
-			measureMemory(b, s, sz, res)
+		if sz.runs("memory") {
+			for _, s := range pair {
+				measureMemory(b, s, sz, res)
+			}
 		}
 		for _, w := range workloads {
+			if !sz.runs(w.name) {
+				continue
+			}
 			for _, s := range pair {
-				w(b, s, sz, res)
+				w.run(b, s, sz, res)
 			}
 		}
 		for _, s := range pair {
@@ -108,7 +115,11 @@ type sizes struct {
 	window time.Duration // each throughput measurement
 	many   int           // the large session count
 	cycles int           // NOOPs of every active session before its RSS is read
+	only   []string      // LOADTEST_ONLY: the workloads to run, all if empty
 }
+
+// runs says whether the workload named (memory, or one of workloads) runs.
+func (s sizes) runs(name string) bool { return len(s.only) == 0 || slices.Contains(s.only, name) }
 
 func (s sizes) String() string {
 	return fmt.Sprintf("%v windows, idle sessions %d and %d, active sessions %d with a NOOP every %v (RSS read after %d of them)",
@@ -128,6 +139,14 @@ func loadSizes(b *testing.B) sizes {
 		window: max(time.Second, time.Duration(float64(15*time.Second)*scale).Round(time.Second)),
 		many:   2000,
 		cycles: max(2, int(math.Round(3*scale))),
+	}
+	if v := os.Getenv("LOADTEST_ONLY"); v != "" {
+		sz.only = strings.Split(v, ",")
+		for _, name := range sz.only {
+			if name != "memory" && !slices.ContainsFunc(workloads, func(w workload) bool { return w.name == name }) {
+				b.Fatalf("LOADTEST_ONLY=%q: %q is not memory, bulk, flags, noop1, noop16 or logins", v, name)
+			}
+		}
 	}
 	if v := os.Getenv("LOADTEST_SESSIONS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -298,7 +317,12 @@ func closeAll(conns []*conn) {
 	}
 }
 
-var workloads = []func(*testing.B, *server, sizes, *results){bulkFetch, flagsFetch, noop1, noop16, logins}
+type workload struct {
+	name string
+	run  func(*testing.B, *server, sizes, *results)
+}
+
+var workloads = []workload{{"bulk", bulkFetch}, {"flags", flagsFetch}, {"noop1", noop1}, {"noop16", noop16}, {"logins", logins}}
 
 func bulkFetch(b *testing.B, s *server, sz sizes, res *results) {
 	c := sessions(b, s, 1, "INBOX", nil)
