@@ -298,25 +298,29 @@ func TestLogWaitBlockedSinkTimesOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fill the pipe until the writer blocks in write(2).
-	for i := 0; ; i++ {
-		err := tr.LogWait(cmdRecord(i), 100*time.Millisecond)
-		if errors.Is(err, ErrNotDurable) {
+	// Fill the pipe: the writer's next write(2) blocks.
+	if err := pw.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := pw.Write(make([]byte, 4096)); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal(err)
+			}
 			break
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i > 1<<20 {
-			t.Fatal("the pipe never filled")
-		}
 	}
-	start := time.Now()
-	if err := tr.LogWait(cmdRecord(-2), 100*time.Millisecond); !errors.Is(err, ErrNotDurable) {
-		t.Fatalf("LogWait with the sink blocked: %v, want ErrNotDurable", err)
+	if err := pw.SetWriteDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
 	}
-	if waited := time.Since(start); waited > 100*time.Millisecond+testenv.IOTimeout() {
-		t.Errorf("LogWait waited %v past its 100ms timeout", waited)
+	for i := range 3 {
+		start := time.Now()
+		if err := tr.LogWait(cmdRecord(i), 100*time.Millisecond); !errors.Is(err, ErrNotDurable) {
+			t.Fatalf("LogWait with the sink blocked: %v, want ErrNotDurable", err)
+		}
+		if waited := time.Since(start); waited > 100*time.Millisecond+testenv.IOTimeout() {
+			t.Errorf("LogWait waited %v past its 100ms timeout", waited)
+		}
 	}
 	go io.Copy(io.Discard, pr)
 	if err := tr.Close(); err != nil {

@@ -221,6 +221,11 @@ const (
 //     here. A pipe, socket, network or FUSE filesystem, or a write that
 //     would rotate (fsync, rename) stays with the writer goroutine,
 //     where the caller's timeout keeps running.
+//   - Its cost is the caller's: it encodes the records others queued
+//     before its own (at most a queue's worth, written maxBatch at a
+//     time) and makes the write, which the writer goroutine made before.
+//     Under contention callers find the write side held and queue: the
+//     writer batches as before.
 //   - Never waits for the lock (TryLock): a caller that finds the write
 //     side held queues, as before, so the writer's retry loop and
 //     Close's drain are never raced.
