@@ -250,8 +250,9 @@ type Options struct {
 	// read deadline of a read with nothing owed any more.
 	unarming func()
 	// beforeBackendRead, in tests, runs on the backend pump before it reads
-	// each response line: held says it keeps the client writer, whole that
-	// the line is already in its buffer (no wait on the backend).
+	// each response line, or each run of lines it relays in one pass
+	// (plainRun): held says it keeps the client writer, whole that the
+	// line is already in its buffer (no wait on the backend).
 	beforeBackendRead func(held, whole bool)
 	// plainRun, in tests, runs on the backend pump with the number of
 	// lines of each run it relays by its one-pass path
