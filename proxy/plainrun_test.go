@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,5 +205,50 @@ func TestPlainRunDifferential(t *testing.T) {
 	}
 	if plain == 0 {
 		t.Error("the one-pass path never ran")
+	}
+}
+
+// Dovecot's own reply to UID FETCH 1:* (FLAGS), and with RFC822.SIZE and
+// INTERNALDATE, goes by the one-pass path through the proxy, and reaches
+// the client as Dovecot sent it: the same lines as a direct connection's.
+func TestDovecotPlainRun(t *testing.T) {
+	var plain atomic.Int64
+	h := newDovecotHarness(t, nil, func(o *Options) {
+		o.plainRun = func(lines int) { plain.Add(int64(lines)) }
+	})
+	direct := dialTLSInsecure(t, h.dc.TLSAddr)
+	direct.expect("* OK")
+	direct.transact("s1 LOGIN alice alice-pw", "s1 OK")
+	const n = 200
+	var sb strings.Builder
+	for i := range n {
+		m := testMessage(i)
+		fmt.Fprintf(&sb, "p%d APPEND INBOX {%d+}\r\n%s\r\n", i, len(m), m)
+	}
+	direct.sendRaw(sb.String())
+	for i := range n {
+		tag := fmt.Sprintf("p%d", i)
+		direct.expectTagged(tag, tag+" OK")
+	}
+	direct.transact("s2 SELECT INBOX", "s2 OK")
+	direct.transact("s3 STORE 1:70 +FLAGS (\\Seen $Label)", "s3 OK")
+	// This session took \Recent (RFC 3501 §2.3.2): neither sees it now.
+	direct.transact("s4 CLOSE", "s4 OK")
+	direct.transact("s5 EXAMINE INBOX", "s5 OK")
+	c := h.login()
+	c.transact("a1 SELECT INBOX", "a1 OK")
+	for _, cmd := range []string{"f UID FETCH 1:* (FLAGS)", "g UID FETCH 1:* (FLAGS RFC822.SIZE INTERNALDATE)"} {
+		want := direct.transact(cmd, strings.Fields(cmd)[0]+" OK")
+		plain.Store(0)
+		got := c.transact(cmd, strings.Fields(cmd)[0]+" OK")
+		if !slices.Equal(got, want) || len(got) != n {
+			t.Fatalf("%s: %d lines through the proxy, %d direct; first %q, %q", cmd, len(got), len(want), got[:min(1, len(got))], want[:min(1, len(want))])
+		}
+		// Each read of the backend leaves a line or two to the full path.
+		k := plain.Load()
+		t.Logf("%s: %d of %d lines by the one-pass path", cmd, k, n)
+		if k < n*2/3 {
+			t.Errorf("%s: %d of %d lines by the one-pass path", cmd, k, n)
+		}
 	}
 }
