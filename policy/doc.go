@@ -36,7 +36,8 @@
 //     but the session, the session and input.now, or input.command.effects
 //     (callScopes), are remembered with that part by their arguments (and
 //     input.now's key), keyed exactly (appendValKey: 1 and 1.0 apart), and
-//     only when no builtin failed.
+//     only when no builtin failed. Each plan is kept in one copy per
+//     decision point too, input.point a constant there (specialize).
 //   - The fast path (a command no policy inspects) is a map lookup
 //     returning a shared Decision: no evaluation, no allocation. Shared
 //     Decisions and cached ones are never modified, and neither may a

@@ -178,6 +178,13 @@ func (p *program) run(ctx context.Context, m *machine, input val, mem memos) (_ 
 			err = fmt.Errorf("policy: plan failed: %v", r)
 		}
 	}()
+	if input.k == kObj && p.byPoint != nil {
+		if pt := input.c.get(vStr("point")); pt.k == kStr {
+			if v := p.byPoint[pt.s]; v != nil {
+				p = v
+			}
+		}
+	}
 	m.mem, m.input = mem, input
 	m.p, m.ctx, m.done = p, ctx, ctx.Done()
 	// The builtins the interpreter calls (planBuiltins) read neither the

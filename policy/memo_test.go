@@ -307,3 +307,55 @@ func TestConstantVerdicts(t *testing.T) {
 		t.Fatalf("decision %v is not a constant verdict", toAST(v))
 	}
 }
+
+// TestSpecializedByPoint: the shipped policies' program has a copy per
+// decision point, each shorter than the program as planned (the bodies of
+// rules of other points end at their test of input.point, and tests that
+// hold are gone), and runs it
+// for an input of that point; a plan that passes the input on in another
+// local is not specialized.
+func TestSpecializedByPoint(t *testing.T) {
+	p, err := compileDir(context.Background(), policySubset(t, planVariants["all-on"]), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.prog == nil || len(p.prog.byPoint) != len(decisionPoints) {
+		t.Fatalf("not specialized: %v", p.planErr)
+	}
+	var count func(bs []block) int
+	count = func(bs []block) int {
+		n := 0
+		for _, b := range bs {
+			for _, in := range b {
+				n++
+				if in.instrX != nil {
+					n += count(in.blocks) + count([]block{in.body})
+				}
+			}
+		}
+		return n
+	}
+	size := func(p *program) int {
+		n := count(p.entry)
+		for _, fn := range p.funcs {
+			n += count(fn.blocks)
+		}
+		return n
+	}
+	all := size(p.prog)
+	for point, v := range p.prog.byPoint {
+		if n := size(v); n >= all {
+			t.Errorf("%s: %d statements of %d", point, n, all)
+		}
+		t.Logf("%s: %d statements of %d", point, size(v), all)
+	}
+
+	// A call passing the input in another local: no copies.
+	prog := &program{consts: []val{vStr("point")}, funcs: []*function{{params: []int{0, 1, 2}}}}
+	prog.entry = []block{{{op: opAssignVar, target: 5, a: operand{local: 0}},
+		{op: opCall, target: 6, instrX: &instrX{fn: prog.funcs[0], args: []operand{{local: 5}, {local: 1}, {local: 2}}}}}}
+	specialize(prog)
+	if prog.byPoint != nil {
+		t.Fatal("specialized a program that passes the input in another local")
+	}
+}

@@ -102,6 +102,7 @@ func planPolicy(ctx context.Context, p *compiled) (*program, error) {
 		return nil, err
 	}
 	sessionRules(p.compiler, prog)
+	specialize(prog)
 	return prog, nil
 }
 
@@ -209,6 +210,9 @@ type program struct {
 	// ({"allow": true}) without annotations, parsed at load: a
 	// decision may be such a constant, and is then never modified.
 	verdicts map[*coll]verdict
+	// byPoint are the program's copies specialized by input.point
+	// (specialize); nil in the copies.
+	byPoint map[string]*program
 }
 
 // function is a planned function: a rule, or a function of the policy.

@@ -1,0 +1,166 @@
+package policy
+
+// Programs specialized by decision point (ARCHITECTURE.md §10). Nearly
+// every rule body starts with input.point == "...", and an evaluation runs
+// every body of deny: at a command, the bodies of the connect, auth and
+// route rules fail at their first test, at every decision. The point is
+// known before the plan runs, so each program is also kept in one copy
+// per point where input.point is that constant: a test of it that holds
+// is dropped, and one that fails ends its block there, as it would at run
+// time (what the block did before the test is kept). run takes the copy
+// for the input's point; any other input runs the program as planned.
+// TestSpecializedByPoint proves the shipped policies' are shorter;
+// TestEngineMatchesTopdown and TestCallMemosMatchTopdown that they decide
+// as topdown does.
+
+// decisionPoints are the values of input.point programs are specialized
+// for (proxy.Point and PointRoute).
+var decisionPoints = []string{"connect", "auth", "route", "command"}
+
+// specialize makes prog's copies by point, unless some statement writes
+// the input's local or a call passes other locals as input and data: the
+// planner never does, and only then is local 0 the input everywhere.
+func specialize(prog *program) {
+	stable := true
+	var check func(b block)
+	check = func(b block) {
+		for i := range b {
+			in := &b[i]
+			switch in.op {
+			case opIsDefined, opIsUndefined, opReturn, opResultSetAdd, opScan,
+				opEqual, opNotEqual, opIsArray, opIsObject, opIsSet, opBreak, opNop, opBlock, opNot:
+				// read their target, or have none
+			default:
+				if in.target == 0 || in.target == 1 {
+					stable = false
+				}
+			}
+			if in.op == opScan && (in.key == 0 || in.val == 0) {
+				stable = false
+			}
+			if in.op == opCall && (len(in.args) < 2 || in.args[0].local != 0 || in.args[1].local != 1) {
+				stable = false
+			}
+			if in.instrX != nil {
+				for _, inner := range in.blocks {
+					check(inner)
+				}
+				check(in.body)
+			}
+		}
+	}
+	for _, b := range prog.entry {
+		check(b)
+	}
+	for _, fn := range prog.funcs {
+		if len(fn.params) < 2 || fn.params[0] != 0 || fn.params[1] != 1 {
+			stable = false
+		}
+		for _, b := range fn.blocks {
+			check(b)
+		}
+	}
+	if !stable {
+		return
+	}
+	prog.byPoint = map[string]*program{}
+	for _, point := range decisionPoints {
+		s := &specializer{prog: prog, funcs: map[*function]*function{}}
+		prog.consts = append(prog.consts, vStr(point))
+		s.point = operand{local: int32(-len(prog.consts))}
+		v := *prog
+		v.byPoint, v.funcs = nil, nil
+		for _, fn := range prog.funcs {
+			c := *fn
+			s.funcs[fn] = &c
+			v.funcs = append(v.funcs, &c)
+		}
+		for _, fn := range prog.funcs {
+			s.funcs[fn].blocks = s.blocks(fn.blocks)
+		}
+		v.entry = s.blocks(prog.entry)
+		prog.byPoint[point] = &v
+	}
+	for _, v := range prog.byPoint {
+		v.consts = prog.consts
+	}
+}
+
+type specializer struct {
+	prog  *program
+	point operand // the constant of the point's value
+	funcs map[*function]*function
+}
+
+func (s *specializer) blocks(bs []block) []block {
+	out := make([]block, len(bs))
+	for i, b := range bs {
+		out[i] = s.block(b)
+	}
+	return out
+}
+
+// block copies b for the point: input.point read as the constant, tests
+// of constants decided. known holds the locals that hold a constant, in
+// the block's straight line: a nested statement may write any local.
+func (s *specializer) block(b block) block {
+	if b == nil {
+		return nil
+	}
+	out := make(block, 0, len(b))
+	known := map[int]operand{}
+	constOf := func(o operand) (operand, bool) {
+		if o.local < 0 {
+			return o, true
+		}
+		c, ok := known[int(o.local)]
+		return c, ok
+	}
+	for _, in := range b {
+		switch in.op {
+		case opCall, opBlock, opNot, opScan:
+			x := *in.instrX
+			if in.op == opCall {
+				x.fn = s.funcs[in.fn]
+			}
+			x.blocks = s.blocks(in.blocks)
+			x.body = s.block(in.body)
+			in.instrX = &x
+		}
+		switch in.op {
+		case opDot:
+			if k, ok := constOf(in.b); ok && in.a.local == 0 && s.isPoint(k) {
+				in = instr{op: opMakeConst, target: in.target, a: s.point}
+			}
+		case opEqual, opNotEqual:
+			a, okA := constOf(in.a)
+			b, okB := constOf(in.b)
+			if okA && okB {
+				x, y := s.prog.consts[-1-a.local], s.prog.consts[-1-b.local]
+				if x.k != kUndef && y.k != kUndef && equalVal(x, y) == (in.op == opEqual) {
+					continue // holds: nothing to do
+				}
+				// Fails: the block ends here, as the test would end it.
+				return append(out, instr{op: opBreak, n: 0})
+			}
+		}
+		switch in.op {
+		case opMakeConst:
+			known[in.target] = in.a
+		case opBlock, opNot, opScan:
+			clear(known)
+		case opIsDefined, opIsUndefined, opReturn, opResultSetAdd, opEqual, opNotEqual,
+			opIsArray, opIsObject, opIsSet, opBreak, opNop:
+		default:
+			delete(known, in.target)
+		}
+		out = append(out, in)
+	}
+	return out
+}
+
+// isPoint: o is the constant "point".
+func (s *specializer) isPoint(o operand) bool {
+	c := s.prog.consts[-1-o.local]
+	return c.k == kStr && c.s == "point"
+}
