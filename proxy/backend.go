@@ -96,7 +96,9 @@ func (bc *backendConn) waitReadable() error {
 		backendReaders.put(bc.br)
 		bc.br = nil
 	}
+	bc.rd.waiting = true
 	n, err := bc.rd.Read(bc.preBuf[:])
+	bc.rd.waiting = false
 	if n == 0 {
 		if err == nil {
 			err = io.ErrNoProgress
@@ -589,7 +591,11 @@ type owedReader struct {
 	idling *atomic.Bool // relay.idling: linger none at all ...
 	// ... but for the first read after a parking: what woke the pump is
 	// read, not timed out before the socket is looked at.
-	resumed   bool
+	resumed bool
+	// waiting: the read is waitReadable's, at a response boundary. Only
+	// that one lingers; a read for the rest of what the backend began
+	// sending is owed it (timeout).
+	waiting   bool
 	armed     bool // a deadline is set
 	lingering bool // ... and it is linger's
 	// unarming, in tests, runs before a deadline no longer owed is
@@ -612,6 +618,9 @@ func (r *owedReader) Read(p []byte) (int, error) {
 			r.c.SetReadDeadline(time.Now())
 			r.armed = true
 		case r.owing.Load() > 0 || r.mid.Load():
+			r.c.SetReadDeadline(time.Now().Add(r.timeout))
+			r.armed = true
+		case r.linger > 0 && !r.waiting:
 			r.c.SetReadDeadline(time.Now().Add(r.timeout))
 			r.armed = true
 		case r.linger > 0:

@@ -134,6 +134,21 @@ func TestIdleParksAtOnce(t *testing.T) {
 	c.expect("* 4 EXISTS")
 	// Still idling: parked again at once.
 	waitParked(t, h, 1)
+	// A push longer than what the waking read takes (backendPrefix):
+	// the rest is read with the backend's timeout, not lingered on.
+	var push strings.Builder
+	for i := 1; push.Len() <= 4*backendPrefix; i++ {
+		fmt.Fprintf(&push, "* %d FETCH (FLAGS (\\Seen \\Answered $Label%d))\r\n", i, i)
+	}
+	if _, err := back.Write([]byte(push.String())); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.SplitAfter(push.String(), "\r\n") {
+		if l != "" {
+			c.expect(strings.TrimSuffix(l, "\r\n"))
+		}
+	}
+	waitParked(t, h, 1)
 	c.send("DONE")
 	c.expectTagged("i", "i OK")
 	c.transact("n NOOP", "n OK")
