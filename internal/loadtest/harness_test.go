@@ -108,9 +108,10 @@ func startProcess(tb testing.TB, name string, cmd *exec.Cmd, logFile string) *se
 type deployment struct {
 	dir      string
 	cert     tlsterm.CertFile
-	pairPEM  string // cert and key in one file, for haproxy
-	backend  string // Dovecot's plaintext address
-	policies string // the repository's policies/ tree
+	pairPEM  string   // cert and key in one file, for haproxy
+	backend  string   // Dovecot's plaintext address
+	policies string   // the repository's policies/ tree
+	env      []string // the systemd unit's Environment= (unitEnv)
 }
 
 func newDeployment(tb testing.TB, backend string) *deployment {
@@ -135,7 +136,26 @@ func newDeployment(tb testing.TB, backend string) *deployment {
 	if _, err := os.Stat(filepath.Join(d.policies, "imapwarden.rego")); err != nil {
 		tb.Fatalf("the shipped policies: %v", err)
 	}
+	d.env = unitEnv(tb, filepath.Join("..", "..", "deploy", "systemd", "imapwarden.service"))
 	return d
+}
+
+// unitEnv returns the variables the systemd unit sets (Environment=
+// lines; the Dockerfile sets the same): imapwarden runs with them, as
+// deployed.
+func unitEnv(tb testing.TB, unit string) []string {
+	tb.Helper()
+	data, err := os.ReadFile(unit)
+	if err != nil {
+		tb.Fatalf("the systemd unit: %v", err)
+	}
+	var env []string
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "Environment="); ok {
+			env = append(env, strings.Fields(v)...)
+		}
+	}
+	return env
 }
 
 // raisedRateLimits are the rate limits the load would hit with their
@@ -211,7 +231,7 @@ func (d *deployment) startImapwarden(tb testing.TB, env ...string) *server {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", "-c", cfg)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), d.env...), env...)
 	s := startProcess(tb, "imapwarden", cmd, filepath.Join(dir, "imapwarden.log"))
 	s.addr, s.admin, s.dir = addr, admin, dir
 	waitUntil(tb, s, func() error {

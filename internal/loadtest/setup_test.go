@@ -26,6 +26,19 @@ func TestDeployedSetup(t *testing.T) {
 	dc := dovecottest.Start(t, dovecottest.Options{})
 	d := newDeployment(t, dc.Addr)
 	iw, hp := d.startImapwarden(t), d.startHAProxy(t, haproxy)
+	// With the systemd unit's environment, as deployed.
+	if !slices.ContainsFunc(d.env, func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") }) {
+		t.Fatalf("no GODEBUG in the systemd unit's environment %q", d.env)
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", iw.pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range d.env {
+		if !slices.Contains(strings.Split(string(environ), "\x00"), kv) {
+			t.Errorf("imapwarden runs without %s", kv)
+		}
+	}
 
 	c, err := session(iw.addr, "INBOX")
 	if err != nil {
