@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -21,6 +22,37 @@ type verdict struct {
 	// size estimates what the verdict holds (goSize), to bound the
 	// decisions remembered (maxEntry).
 	size int
+	// shared is set when the verdict was read from a shared value.
+	shared *sharedVerdict
+}
+
+// sharedVerdict is the verdict of a decision value evaluations share (a
+// collection no arena made: a constant of the plan, or a value remembered
+// with a session or with a command's effects; never modified), read at
+// its first use and not at each (its annotations map is then shared too:
+// a Decision's annotations are never modified). alone is the outcome of
+// the evaluations it decides alone (evaluate), made once per state.
+type sharedVerdict struct {
+	d     verdict
+	alone atomic.Pointer[outcome]
+}
+
+// parseShared is parseDecision of c, a collection no arena made, read
+// once. A malformed decision is read again each time: never kept.
+func parseShared(c *coll) (verdict, error) {
+	if sv := c.verdict.Load(); sv != nil {
+		return sv.d, nil
+	}
+	d, err := parseDecision(c.term.Value)
+	if err != nil {
+		return d, err
+	}
+	sv := &sharedVerdict{d: d}
+	sv.d.shared = sv
+	if !c.verdict.CompareAndSwap(nil, sv) {
+		sv = c.verdict.Load()
+	}
+	return sv.d, nil
 }
 
 var (
@@ -161,7 +193,10 @@ func parseVerdict(v val) (verdict, error) {
 		return slow()
 	}
 	if v.c.term != nil {
-		return parseDecision(v.c.term.Value) // a constant: nothing to convert
+		if v.c.arena {
+			return parseDecision(v.c.term.Value)
+		}
+		return parseShared(v.c) // a constant or a remembered value
 	}
 	var d verdict
 	allow := v.c.get(vStr("allow"))

@@ -46,8 +46,9 @@
 //     interpreter of the plan (machine.go) over flat values: strings and
 //     integers inline, collections as sorted slices from a per-decision
 //     arena, the builtins of the shipped policies written for them
-//     (natives), the decision read without conversion (parseVerdict). An
-//     uncached decision allocates only what it keeps
+//     (natives), the decision read without conversion (parseVerdict), or
+//     once when evaluations share it (sharedVerdict, with the outcome it
+//     decides alone). An uncached decision allocates only what it keeps
 //     (TestUncachedDecisionAllocates). The interpreter never has the last
 //     word on a failure: when the plan errs, topdown evaluates the same
 //     input; a native unsure of its arguments calls topdown's builtin; and

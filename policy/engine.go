@@ -155,6 +155,9 @@ type state struct {
 	// allow answers commands no policy inspects. Its annotations map is
 	// shared by every such decision: it must not be modified.
 	allow proxy.Decision
+	// allowed is the outcome of an evaluation every policy allowed with
+	// nothing to add (verdict.size 0, no backend, no shadow denial).
+	allowed *outcome
 }
 
 // New loads the policies and starts watching their files. It fails when a
@@ -381,6 +384,7 @@ func (e *Engine) load() (*state, error) {
 	}
 	st.revision = hex.EncodeToString(h.Sum(nil))[:12]
 	st.allow = proxy.Decision{Allow: true, Annotations: map[string]any{AnnotationRevision: st.revision}}
+	st.allowed = &outcome{decision: st.allow}
 	return st, nil
 }
 
@@ -474,6 +478,7 @@ type outcome struct {
 	shadow   bool   // a shadow policy would have denied
 	failed   bool   // evaluation failed: denied, not cached
 	size     int    // of the verdicts' annotations and texts (verdict.size)
+	st       *state // that made it, when it is kept with a sharedVerdict
 	// policy and shadowPolicy name what denied, for the metrics.
 	policy, shadowPolicy string
 }
@@ -687,7 +692,20 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 			}
 		}
 	}
-	o := &outcome{shadow: shadow != nil, size: size}
+	// An outcome that depends on nothing but the state and one shared
+	// verdict is made once (sharedVerdict.alone, state.allowed): a miss
+	// then allocates only its cache entry.
+	var alone *sharedVerdict
+	switch {
+	case deny != nil && shadow == nil && deny.shared != nil:
+		alone = deny.shared
+		if o := alone.alone.Load(); o != nil && o.st == st && o.size == size {
+			return o
+		}
+	case deny == nil && shadow == nil && annotations == nil && backend == "" && size == 0:
+		return st.allowed
+	}
+	o := &outcome{shadow: shadow != nil, size: size, st: st}
 	if shadow != nil {
 		o.shadowPolicy = policyName(shadow.annotations)
 	}
@@ -715,6 +733,9 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		}
 	}
 	o.decision.Annotations = out
+	if alone != nil {
+		alone.alone.Store(o)
+	}
 	return o
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -53,6 +54,9 @@ type coll struct {
 	term *ast.Term
 	// arena: made by a machine, valid until its release.
 	arena bool
+	// verdict is the collection read as a decision, when it is one and
+	// no arena's (sharedVerdict).
+	verdict atomic.Pointer[sharedVerdict]
 }
 
 var (

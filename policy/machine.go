@@ -511,14 +511,7 @@ func (m *machine) call(in *instr, base int) (int, error) {
 				m.key = m.key[:start]
 			} else if v, hit := calls.get(m.key[start:end]); hit {
 				m.key = m.key[:start]
-				if fn.memo >= 0 {
-					m.memo[fn.memo], m.memoOK[fn.memo] = v, true
-				}
-				if v.k == kUndef {
-					return 0, nil
-				}
-				m.stack[base+in.target] = v
-				return fellThrough, nil
+				return m.yield(fn, in, base, v), nil
 			}
 		}
 	}
@@ -526,13 +519,7 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	if fn.session >= 0 && m.mem.rules != nil {
 		shared = &m.mem.rules[fn.session]
 		if p := shared.Load(); p != nil {
-			v := *p
-			m.memo[fn.memo], m.memoOK[fn.memo] = v, true
-			if v.k == kUndef {
-				return 0, nil
-			}
-			m.stack[base+in.target] = v
-			return fellThrough, nil
+			return m.yield(fn, in, base, *p), nil
 		}
 	}
 	v, err := m.invoke(fn, in.args, base)
@@ -557,14 +544,21 @@ func (m *machine) call(in *instr, base int) (int, error) {
 			v = kept
 		}
 	}
+	return m.yield(fn, in, base, v), nil
+}
+
+// yield ends a call of fn with its value v: remembered for the rest of
+// the evaluation when fn is a rule, then in the target; 0 (the statement
+// fails) when v is undefined.
+func (m *machine) yield(fn *function, in *instr, base int, v val) int {
 	if fn.memo >= 0 {
 		m.memo[fn.memo], m.memoOK[fn.memo] = v, true
 	}
 	if v.k == kUndef {
-		return 0, nil
+		return 0
 	}
 	m.stack[base+in.target] = v
-	return fellThrough, nil
+	return fellThrough
 }
 
 func (m *machine) invoke(fn *function, args []operand, base int) (val, error) {

@@ -64,17 +64,8 @@ deny contains {"policy": "memo-error"} if {
 // policies and with memoPolicy.
 func TestCallMemosMatchTopdown(t *testing.T) {
 	ins := planInputs(t, 3000, 41)
-	// A few sessions only, each with many commands.
-	var sessions []*proxy.SessionInfo
-	for _, in := range ins {
-		if len(sessions) < 16 {
-			sessions = append(sessions, in.Session)
-		}
-	}
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, in := range ins {
-		in.Session = sessions[r.IntN(len(sessions))]
-	}
+	fewSessions(ins, 16, r)
 	for _, name := range []string{"all-on", "shipped", "memo"} {
 		t.Run(name, func(t *testing.T) {
 			var dir string
@@ -87,10 +78,7 @@ func TestCallMemosMatchTopdown(t *testing.T) {
 			var clock time.Time
 			now := func() time.Time { return clock }
 			cached, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now})
-			ref, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
-			for _, p := range ref.state.Load().dirs {
-				p.prog = nil // topdown alone
-			}
+			ref := topdownEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
 			p := cached.state.Load().dirs[0]
 			if p.prog == nil {
 				t.Fatalf("not compiled: %s", p.planErr)
@@ -357,5 +345,107 @@ func TestSpecializedByPoint(t *testing.T) {
 	specialize(prog)
 	if prog.byPoint != nil {
 		t.Fatal("specialized a program that passes the input in another local")
+	}
+}
+
+// topdownEngine is an engine deciding with topdown alone, the reference
+// of the differential tests.
+func topdownEngine(t *testing.T, opts Options) *Engine {
+	e, _ := newTestEngine(t, opts)
+	for _, p := range e.state.Load().dirs {
+		if p.prog == nil {
+			t.Fatalf("the policies are not compiled: %s", p.planErr)
+		}
+		p.prog = nil // topdown alone
+	}
+	return e
+}
+
+// fewSessions gives ins n sessions only (the first n), each with many
+// commands, so that what is remembered per session is used.
+func fewSessions(ins []*proxy.DecisionInput, n int, r *rand.Rand) {
+	var sessions []*proxy.SessionInfo
+	for _, in := range ins {
+		if len(sessions) < n {
+			sessions = append(sessions, in.Session)
+		}
+	}
+	for _, in := range ins {
+		in.Session = sessions[r.IntN(len(sessions))]
+	}
+}
+
+// TestSharedOutcomesMatchTopdown: with the input's parts and calls
+// remembered but no decision cache, so that every input is evaluated, the
+// outcomes made once (a shared verdict deciding alone, sharedVerdict.alone;
+// an allow with nothing to add, state.allowed) are taken, and every
+// decision is topdown's.
+func TestSharedOutcomesMatchTopdown(t *testing.T) {
+	ins := append(planInputs(t, 1500, 51), randomCommands(t, 1500, 52)...)
+	fewSessions(ins, 8, rand.New(rand.NewPCG(7, 8)))
+	for _, name := range []string{"all-on", "shipped"} {
+		t.Run(name, func(t *testing.T) {
+			dir := policySubset(t, planVariants[name])
+			var clock time.Time
+			now := func() time.Time { return clock }
+			e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now})
+			ref := topdownEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: planGroups, Now: now, CacheSize: -1})
+			st := e.state.Load()
+			st.cache = nil // every decision an evaluation
+			ctx := context.Background()
+			seen := map[*outcome]int{}
+			alone, allowed := 0, 0
+			for i, in := range ins {
+				clock = planTimes[i%len(planTimes)]
+				evals := e.Stats().Evaluations
+				o := e.decide(ctx, st, in)
+				got, want := o.decision, ref.Decide(ctx, in)
+				if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+					t.Fatalf("input %d (%s %+v):\nflat:    %#v\ntopdown: %#v", i, in.Point, in.Command, got, want)
+				}
+				if e.Stats().Evaluations == evals {
+					continue // no policy concerned
+				}
+				switch {
+				case o == st.allowed:
+					allowed++
+				case seen[o] > 0:
+					alone++
+				}
+				seen[o]++
+			}
+			if s := e.Stats(); s.Errors > 0 {
+				t.Fatalf("%d evaluations failed", s.Errors)
+			}
+			t.Logf("%d inputs: %d shared denials, %d plain allows", len(ins), alone, allowed)
+			if alone == 0 || allowed == 0 {
+				t.Fatalf("shared outcomes not taken: %d denials, %d allows", alone, allowed)
+			}
+		})
+	}
+}
+
+// TestSharedOutcomeKeepsItsState: an outcome kept with a shared verdict
+// is reused only by evaluations of the state that made it: another
+// revision makes its own, with its own revision annotation.
+func TestSharedOutcomeKeepsItsState(t *testing.T) {
+	dir := policySubset(t, map[string]string{"legal_hold": "users: [erin]\nmailboxes: {}\n"})
+	e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir}}, Groups: map[string][]string{"erin": {"staff"}}})
+	ctx := context.Background()
+	in := command(t, "erin", "a UID EXPUNGE 1:5")
+	st := e.state.Load()
+	st.cache = nil
+	first := e.decide(ctx, st, in)
+	if first.decision.Allow || e.decide(ctx, st, in) != first {
+		t.Fatalf("the denial %+v is not made once", first.decision)
+	}
+	other := *st
+	other.revision = "other"
+	o := e.decide(ctx, &other, in)
+	if o == first || o.decision.Annotations[AnnotationRevision] != "other" {
+		t.Fatalf("another state's evaluation got %+v", o.decision)
+	}
+	if first.decision.Annotations[AnnotationRevision] != st.revision {
+		t.Fatalf("the first state's outcome changed: %+v", first.decision)
 	}
 }
