@@ -119,7 +119,7 @@ func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
 // must see an error, not an end of stream, which some servers take for
 // the literal's end and store what they got.
 func (bc *backendConn) abort() {
-	if tc, ok := bc.raw.(*net.TCPConn); ok {
+	if tc, ok := tcpOf(bc.raw); ok {
 		_ = tc.SetLinger(0)
 	}
 	bc.raw.Close()
@@ -238,6 +238,7 @@ func connectBackend(ctx context.Context, b *Backend, proxyHeader []byte, startTL
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", b.Addr, err)
 	}
+	raw = wrapSock(raw)
 	// TCP_NODELAY is on: Go sets it on every TCP connection it dials
 	// (TestSocketOptions).
 	deadline, _ := ctx.Deadline()

@@ -127,7 +127,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 	if h := srv.opts.wrapClient; h != nil {
 		c = h(c)
 	}
-	raw := &countConn{Conn: c}
+	raw := &countConn{Conn: wrapSock(c)}
 	dyn := srv.dyn.Load()
 	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw, dyn: dyn, lim: dyn.Limits}
 	s.info = SessionInfo{

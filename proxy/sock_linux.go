@@ -1,0 +1,157 @@
+//go:build linux
+
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// sockConn is a TCP connection whose reads and writes are non-blocking
+// system calls made without the runtime's system-call bookkeeping
+// (ARCHITECTURE.md §16). The runtime wakes its monitor thread on the first
+// system call it enters after the whole process was idle: on a relay of
+// short commands, where the process idles between each client read and
+// backend reply, that was a futex wake and two thread switches per half
+// round trip, about a tenth of the CPU of a NOOP. A read or write of a
+// non-blocking socket never sleeps, so the bookkeeping buys nothing here;
+// when the socket has nothing to give or no room, the runtime's poller
+// waits for it as it does for net.Conn (syscall.RawConn), with the same
+// deadlines and the same wake on Close.
+//
+// Read and Write are each used by one goroutine at a time, as net.Conn's
+// are by the relay (ARCHITECTURE.md §5); the fields of each side belong to
+// that side's caller.
+type sockConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+
+	rp      []byte
+	rn      int
+	rerr    syscall.Errno
+	readFn  func(uintptr) bool
+	wp      []byte
+	wn      int
+	werr    syscall.Errno
+	writeFn func(uintptr) bool
+}
+
+// maxRW bounds one system call, as internal/poll does for streams.
+const maxRW = 1 << 30
+
+// wrapSock returns c as a sockConn when it is a plain TCP connection, and
+// c itself otherwise: a wrapper (tests, PROXY header readers) may hold
+// bytes of its own that a read of the socket would skip.
+func wrapSock(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	s := &sockConn{TCPConn: tc, rc: rc}
+	s.readFn, s.writeFn = s.read, s.write
+	return s
+}
+
+// tcpOf is the TCP connection under c, if any.
+func tcpOf(c net.Conn) (*net.TCPConn, bool) {
+	if s, ok := c.(*sockConn); ok {
+		return s.TCPConn, true
+	}
+	tc, ok := c.(*net.TCPConn)
+	return tc, ok
+}
+
+func (c *sockConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil // as net.Conn: no system call, no EOF
+	}
+	if len(p) > maxRW {
+		p = p[:maxRW]
+	}
+	c.rp, c.rn, c.rerr = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	n := c.rn
+	c.rp = nil
+	switch {
+	case err != nil:
+		return 0, c.opError("read", err)
+	case c.rerr != 0:
+		return 0, c.opError("read", os.NewSyscallError("read", c.rerr))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// read is the raw read: false asks the poller to wait for data.
+func (c *sockConn) read(fd uintptr) bool {
+	for {
+		n, e := sysRead(fd, c.rp)
+		switch e {
+		case 0:
+			c.rn = int(n)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.rerr = e
+			return true
+		}
+	}
+}
+
+func (c *sockConn) Write(p []byte) (int, error) {
+	c.wp, c.wn, c.werr = p, 0, 0
+	var err error
+	if len(p) > 0 {
+		err = c.rc.Write(c.writeFn)
+	}
+	n := c.wn
+	c.wp = nil
+	switch {
+	case err != nil:
+		return n, c.opError("write", err)
+	case c.werr != 0:
+		return n, c.opError("write", os.NewSyscallError("write", c.werr))
+	}
+	return n, nil
+}
+
+// write is the raw write of what is left of c.wp; false asks the poller
+// to wait for room.
+func (c *sockConn) write(fd uintptr) bool {
+	for c.wn < len(c.wp) {
+		chunk := min(len(c.wp)-c.wn, maxRW)
+		n, e := sysWrite(fd, c.wp[c.wn:c.wn+chunk])
+		switch e {
+		case 0:
+			c.wn += int(n)
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+// opError gives an error the shape net.Conn's has: a *net.OpError whose
+// Err is a deadline's, net.ErrClosed or the *os.SyscallError, so that
+// errors.Is and net.Error work on it as on the net package's own.
+func (c *sockConn) opError(op string, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err // RawConn's "raw-read": the poller's error inside
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
