@@ -92,10 +92,7 @@ const backendPrefix = 256
 // boundary with nothing buffered (br nil after a failed wait). On an error
 // nothing was read and no buffer is held.
 func (bc *backendConn) waitReadable() error {
-	if bc.br != nil {
-		backendReaders.put(bc.br)
-		bc.br = nil
-	}
+	bc.putReader()
 	bc.rd.waiting = true
 	n, err := bc.rd.Read(bc.preBuf[:])
 	bc.rd.waiting = false
@@ -110,6 +107,17 @@ func (bc *backendConn) waitReadable() error {
 	bc.br = backendReaders.get(&bc.pre)
 	bc.sc.Reset(bc.br)
 	return nil
+}
+
+// putReader gives the read buffer back. The scanner lets go of it too:
+// a pooled buffer it still pointed to would stay alive, 32 KiB a session,
+// once the pool dropped it or while another session used it.
+func (bc *backendConn) putReader() {
+	if bc.br != nil {
+		backendReaders.put(bc.br)
+		bc.br = nil
+		bc.sc.Reset(nil)
+	}
 }
 
 func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
@@ -130,10 +138,7 @@ func (bc *backendConn) abort() {
 // no pump uses them any more.
 func (bc *backendConn) release() {
 	bc.close()
-	if bc.br != nil {
-		backendReaders.put(bc.br)
-		bc.br = nil
-	}
+	bc.putReader()
 	if bc.bw != nil {
 		backendWriters.put(bc.bw)
 		bc.bw = nil

@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"weak"
+)
+
+// heapSites is the live heap of the proxy's side of the process (every
+// allocation but those whose stack passes through a test file: the test's
+// clients and its backend), by allocation site, as of the last GC.
+var depth = 4
+
+func heapSites() (total int64, sites map[string]int64) {
+	var recs []runtime.MemProfileRecord
+	n, _ := runtime.MemProfile(nil, true)
+	for {
+		recs = make([]runtime.MemProfileRecord, n+64)
+		var ok bool
+		if n, ok = runtime.MemProfile(recs, true); ok {
+			recs = recs[:n]
+			break
+		}
+	}
+	sites = map[string]int64{}
+	for _, r := range recs {
+		b := r.InUseBytes()
+		if b == 0 {
+			continue
+		}
+		frames := runtime.CallersFrames(r.Stack())
+		var names []string
+		test, ours := false, false
+		for {
+			f, more := frames.Next()
+			if strings.HasSuffix(f.File, "_test.go") || strings.HasPrefix(f.Function, "testing.") {
+				test = true
+				break
+			}
+			if !strings.HasPrefix(f.Function, "runtime.") {
+				ours = true
+			}
+			if len(names) < depth && !strings.HasPrefix(f.Function, "runtime.") {
+				names = append(names, strings.TrimPrefix(f.Function, "github.com/imapwarden/imapwarden/"))
+			}
+			if !more {
+				break
+			}
+		}
+		// Only the runtime's own frames: goroutine descriptors (never
+		// freed, reused; the test's backend runs a goroutine a session).
+		if test || !ours {
+			continue
+		}
+		total += b
+		sites[strings.Join(names, " < ")] += b
+	}
+	return total, sites
+}
+
+// settledHeap runs the GC until the profile shows what survives it: the
+// pools' victim caches are emptied by the second cycle, and the profile
+// may lag two cycles behind (runtime.MemProfile).
+func settledHeap() (int64, map[string]int64) {
+	for range 4 {
+		runtime.GC()
+	}
+	return heapSites()
+}
+
+// idleSessionHeap opens n authenticated TLS sessions in IDLE (after warm
+// ones, so that pools and first-use allocations are not counted), waits
+// until every pump parked, and returns the proxy's live heap per session,
+// with its sites.
+func idleSessionHeap(t *testing.T, n int) (float64, map[string]int64) {
+	old := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	t.Cleanup(func() { runtime.MemProfileRate = old })
+	h, _ := parkHarness(t)
+	const warm = 5
+	open := func() {
+		// The handshake's size stays in crypto/tls's buffers: an X25519
+		// key share, as BenchmarkVsHAProxy's clients send, not the
+		// default's post-quantum one (1.2 KB more).
+		cfg := clientTLS("imap")
+		cfg.CurvePreferences = []tls.CurveID{tls.X25519}
+		conn, err := tls.Dial("tcp", h.imaps, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		c := &tconn{t: t, c: conn, br: bufio.NewReader(conn)}
+		c.expect("* OK")
+		c.transact("l1 LOGIN alice alice-pw", "l1 OK")
+		c.transact("s SELECT INBOX", "s OK")
+		c.send("i IDLE")
+		c.expect("+ ")
+	}
+	for range warm {
+		open()
+	}
+	waitParked(t, h, warm)
+	waitClientsParked(t, h, warm)
+	waitNoPumpGoroutines(t)
+	before, sitesBefore := settledHeap()
+	for range n {
+		open()
+	}
+	waitParked(t, h, warm+n)
+	waitClientsParked(t, h, warm+n)
+	waitNoPumpGoroutines(t)
+	after, sites := settledHeap()
+	for k, v := range sitesBefore {
+		sites[k] -= v
+	}
+	return float64(after-before) / float64(n), sites
+}
+
+// TestIdleSessionHeap bounds the live heap an idle authenticated TLS
+// session holds (ARCHITECTURE.md §16): every allocation whose stack
+// passes through the proxy's code and not through the test's, counted
+// exactly (MemProfileRate 1) after the GC.
+func TestIdleSessionHeap(t *testing.T) {
+	per, sites := idleSessionHeap(t, 100)
+	t.Logf("live heap per idle TLS session: %.0f bytes", per)
+	// Generous: crypto/tls alone keeps about 3.5 KB (AES-GCM states, the
+	// Conn, its record buffers).
+	const most = 12 << 10
+	if per > most {
+		t.Errorf("an idle TLS session keeps %.0f bytes of live heap, want at most %d", per, most)
+	}
+	if testing.Verbose() || os.Getenv("IDLEHEAP_SITES") != "" {
+		keys := make([]string, 0, len(sites))
+		for k := range sites {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b string) int { return int(sites[b] - sites[a]) })
+		var sb strings.Builder
+		for _, k := range keys {
+			if v := sites[k] / 100; v >= 8 {
+				fmt.Fprintf(&sb, "%6d  %s\n", v, k)
+			}
+		}
+		t.Logf("bytes per session by site:\n%s", sb.String())
+	}
+}
+
+func init() {
+	if v := os.Getenv("IDLEHEAP_DEPTH"); v != "" {
+		fmt.Sscan(v, &depth)
+	}
+}
+
+// trackPools makes the buffer pools record every buffer they create (weak
+// pointers: the record keeps none alive) until the test ends.
+func trackPools(t *testing.T) (live func() (readers, writers int)) {
+	var (
+		mu sync.Mutex
+		rs []weak.Pointer[bufio.Reader]
+		ws []weak.Pointer[bufio.Writer]
+	)
+	for _, rp := range []**readerPool{&clientReaders, &backendReaders} {
+		old := *rp
+		size := old.p.Get().(*bufio.Reader).Size()
+		*rp = &readerPool{trackedPool(&mu, &rs, func() *bufio.Reader { return bufio.NewReaderSize(nil, size) })}
+		t.Cleanup(func() { *rp = old })
+	}
+	for _, wp := range []**writerPool{&clientWriters, &backendWriters} {
+		old := *wp
+		size := old.p.Get().(*bufio.Writer).Size()
+		*wp = &writerPool{trackedPool(&mu, &ws, func() *bufio.Writer { return bufio.NewWriterSize(nil, size) })}
+		t.Cleanup(func() { *wp = old })
+	}
+	return func() (readers, writers int) {
+		for range 4 {
+			runtime.GC() // the pools' victim caches go by the second
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return alive(rs), alive(ws)
+	}
+}
+
+func trackedPool[T any](mu *sync.Mutex, made *[]weak.Pointer[T], mk func() *T) sync.Pool {
+	return sync.Pool{New: func() any {
+		v := mk()
+		mu.Lock()
+		*made = append(*made, weak.Make(v))
+		mu.Unlock()
+		return v
+	}}
+}
+
+func alive[T any](ps []weak.Pointer[T]) int {
+	n := 0
+	for _, p := range ps {
+		if p.Value() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// An idle session holds no pooled buffer, not even through a pointer
+// left behind (ARCHITECTURE.md §16): once every pump parked and the pools
+// were emptied by the GC, no buffer they made is alive. The backend
+// scanner used to keep the last read buffer it had read from, 32 KiB a
+// session once the pool let go of it.
+func TestIdleSessionHoldsNoPooledBuffer(t *testing.T) {
+	live := trackPools(t)
+	h, _ := parkHarness(t)
+	const sessions = 3
+	for range sessions {
+		c := h.login()
+		c.transact("s SELECT INBOX", "s OK")
+		c.transact("n NOOP", "n OK")
+		c.send("i IDLE")
+		c.expect("+ ")
+	}
+	waitParked(t, h, sessions)
+	waitClientsParked(t, h, sessions)
+	waitNoPumpGoroutines(t)
+	if r, w := live(); r != 0 || w != 0 {
+		t.Fatalf("%d pooled read buffers and %d write buffers alive with every session parked, want none", r, w)
+	}
+}
