@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,20 +45,24 @@ type backendConn struct {
 	bw   *bufio.Writer
 	sc   *imapwire.Scanner
 	caps []string // last capability list seen; nil once the relay runs
-	// literalPlus, literalMinus: the backend takes {n+} (RFC 7888), set
-	// when the relay starts.
-	literalPlus, literalMinus bool
 	// rd is what the relay reads the backend through: it keeps a read
 	// deadline while the backend owes an answer (owedReader).
 	rd owedReader
+	// literalPlus, literalMinus: the backend takes {n+} (RFC 7888), set
+	// when the relay starts.
+	literalPlus, literalMinus bool
 	// delim is the hierarchy delimiter of the personal namespace, from
 	// LIST "" "" after login (RFC 9051 §6.3.9); 0 when flat.
 	delim byte
 	tags  int
-	// pre hands back what waitReadable read into preBuf.
+	// pre hands back what waitReadable read into preBuf, which is pooled:
+	// held while the backend pump runs, given back when a wait read
+	// nothing (the pump parks or ends).
 	pre    prefixReader
-	preBuf [backendPrefix]byte
+	preBuf *[backendPrefix]byte
 }
+
+var prefixBufs = sync.Pool{New: func() any { return new([backendPrefix]byte) }}
 
 // prefixReader returns what a wait already read (pending, or the error
 // reading gave), then reads from r.
@@ -93,10 +98,14 @@ const backendPrefix = 256
 // nothing was read and no buffer is held.
 func (bc *backendConn) waitReadable() error {
 	bc.putReader()
+	if bc.preBuf == nil {
+		bc.preBuf = prefixBufs.Get().(*[backendPrefix]byte)
+	}
 	bc.rd.waiting = true
 	n, err := bc.rd.Read(bc.preBuf[:])
 	bc.rd.waiting = false
 	if n == 0 {
+		bc.putPrefix()
 		if err == nil {
 			err = io.ErrNoProgress
 		}
@@ -120,6 +129,16 @@ func (bc *backendConn) putReader() {
 	}
 }
 
+// putPrefix gives preBuf back once nothing is left of it to read (the
+// read buffer's first fill takes it all).
+func (bc *backendConn) putPrefix() {
+	if bc.preBuf != nil && len(bc.pre.pending) == 0 {
+		bc.pre = prefixReader{}
+		prefixBufs.Put(bc.preBuf)
+		bc.preBuf = nil
+	}
+}
+
 func (bc *backendConn) close() { bc.conn.Close(); bc.raw.Close() }
 
 // abort closes the connection with a TCP reset and no TLS close_notify:
@@ -139,6 +158,7 @@ func (bc *backendConn) abort() {
 func (bc *backendConn) release() {
 	bc.close()
 	bc.putReader()
+	bc.putPrefix()
 	if bc.bw != nil {
 		backendWriters.put(bc.bw)
 		bc.bw = nil

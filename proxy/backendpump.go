@@ -507,7 +507,7 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 		if s.closing.Load() {
 			return
 		}
-		s.log.Warn("backend stopped answering", zap.String("backend", p.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
+		s.logger().Warn("backend stopped answering", zap.String("backend", p.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
 		s.srv.auditor.Security(&s.info, "backend-timeout", p.be.b.Name)
 		s.srv.opts.Metrics.backendFault(p.be.b.Name, "timeout")
 		s.stop(byeBackendTimeout, haveOut)
@@ -524,7 +524,7 @@ func (p *backendPump) fault(what string, haveOut bool) {
 	if s.closing.Load() {
 		return
 	}
-	s.log.Warn("backend broke the protocol", zap.String("backend", p.be.b.Name), zap.String("fault", what))
+	s.logger().Warn("backend broke the protocol", zap.String("backend", p.be.b.Name), zap.String("fault", what))
 	s.srv.auditor.Security(&s.info, "backend-protocol-error", p.be.b.Name+": "+what)
 	s.srv.opts.Metrics.backendFault(p.be.b.Name, "protocol")
 	s.stop(byeBackendError, haveOut)

@@ -29,7 +29,7 @@ type clientPump struct {
 	litBuf   []byte           // the command held back until its decision point
 	ctx      imapwire.Context // the session's state as the command found it
 	commands int
-	byName   map[string]int // commands by name, for the close event
+	byName   commandCounts // commands by name, for the close event
 }
 
 // run reads and relays commands until the session ends, then ends it;
@@ -185,15 +185,45 @@ func (p *clientPump) endIdle(f *inflight, line []byte, hasLit bool) (done bool, 
 }
 
 // count counts a command by name for the close event; unknown names share
-// one key so that a client cannot grow the map.
+// one key so that a client cannot grow the list.
 func (p *clientPump) count(name string) {
-	if imapwire.Lookup(name) == nil {
+	if sp := imapwire.Lookup(name); sp != nil {
+		name = sp.Name
+	} else {
 		name = "OTHER"
 	}
-	if p.byName == nil {
-		p.byName = make(map[string]int, 8)
+	p.byName.add(name)
+}
+
+// commandCounts counts commands by name: a list, since a session uses a
+// few commands, not a map (a few hundred bytes a session keeps).
+type commandCounts []nameCount
+
+type nameCount struct {
+	name string
+	n    int
+}
+
+func (c *commandCounts) add(name string) {
+	for i := range *c {
+		if (*c)[i].name == name {
+			(*c)[i].n++
+			return
+		}
 	}
-	p.byName[name]++
+	*c = append(*c, nameCount{name, 1})
+}
+
+// counts is the map the close event reports, nil if none.
+func (c commandCounts) counts() map[string]int {
+	if len(c) == 0 {
+		return nil
+	}
+	m := make(map[string]int, len(c))
+	for _, x := range c {
+		m[x.name] = x.n
+	}
+	return m
 }
 
 // nonSyncMarker reports whether a line ends like a {n+} literal marker,

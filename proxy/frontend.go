@@ -266,7 +266,7 @@ func (s *Session) startTLS(tag string) bool {
 	}
 	if err := s.handshake(); err != nil {
 		s.setReason(CloseTLSHandshake)
-		s.log.Debug("starttls handshake failed", zap.Error(err))
+		s.logger().Debug("starttls handshake failed", zap.Error(err))
 		return false
 	}
 	// Forget what was learned before TLS.

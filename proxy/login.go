@@ -122,7 +122,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	case errors.Is(err, ErrAuthFailed):
 		return failed("credentials", err.Error())
 	case err != nil:
-		s.log.Warn("authenticator failed", zap.Error(err))
+		s.logger().Warn("authenticator failed", zap.Error(err))
 		ev.Detail = err.Error()
 		return fail("authenticator-unavailable", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 	}
@@ -140,7 +140,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	b, err := s.route(ctx, cr)
 	if err != nil {
 		if !errors.Is(err, ErrNoRoute) {
-			s.log.Warn("routing failed", zap.Error(err))
+			s.logger().Warn("routing failed", zap.Error(err))
 			return fail("route-error", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 		}
 		// Same answer as a wrong password: no user enumeration.
@@ -157,7 +157,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		return failed("no-verifier", "no authenticator verified the user and backend "+b.Name+" takes master logins")
 	case b.Login != LoginMaster && (certAuthenticated(mech) || cr.IsToken()):
 		// Nothing to replay: the backend must take a master login.
-		s.log.Error("certificate and token logins need a master-user backend", zap.String("backend", b.Name))
+		s.logger().Error("certificate and token logins need a master-user backend", zap.String("backend", b.Name))
 		return fail("misconfigured", no("UNAVAILABLE", "Authentication temporarily unavailable"))
 	case b.Login == LoginMaster && authzid != "":
 		// The proxy verified one user; the master login would act as
@@ -290,7 +290,7 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 		if b.Servers != nil {
 			var err error
 			if sb, err = b.Servers.Pick(&s.info, s.info.User, tried); err != nil {
-				s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
+				s.logger().Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
 				return nil, err
 			}
 		}
@@ -318,7 +318,7 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 		if err == nil || errors.Is(err, errBackendAuth) {
 			return be, err
 		}
-		s.log.Warn("backend unavailable", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))
+		s.logger().Warn("backend unavailable", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))
 		s.srv.auditor.Security(&s.info, "backend-connect-failed", b.Name)
 		if errors.Is(err, errBackendInjection) {
 			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)

@@ -37,13 +37,13 @@ type relay struct {
 	// A pump waiting for the backend's answer to a synchronizing literal:
 	// "+" (true) or the tagged completion of contTag (false). With
 	// contSwallow the "+" is not relayed: the client already got ours.
-	contArmed   bool
 	contTag     string
+	contArmed   bool
 	contSwallow bool
-	// idle is the IDLE in flight, nil if none; idleCont: its "+"
-	// (RFC 9051 §6.3.13) is still to come.
-	idle     *inflight
+	// idleCont: the "+" of the IDLE in flight (RFC 9051 §6.3.13) is still
+	// to come; idle is that IDLE, nil if none.
 	idleCont bool
+	idle     *inflight
 	// free holds completed records for reuse (inflight.refs).
 	free []*inflight
 
@@ -133,12 +133,11 @@ func (s *Session) endRelay(cp *clientPump) {
 	s.closing.Store(true)
 	s.closeConns()
 	<-r.backendDone
-	s.commands, s.commandsByName, s.messagesFetched = cp.commands, cp.byName, cp.bp.messagesFetched
 	r.inflight.each(func(f *inflight) {
 		// The session is over: nothing is left to hold back.
 		_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
 	})
-	s.finish()
+	s.finish(cp)
 	s.exit()
 }
 
@@ -331,7 +330,7 @@ func (s *Session) backendLost(err error, haveOut bool) {
 		s.stop(nil, haveOut)
 		return
 	}
-	s.log.Warn("backend connection lost", zap.String("backend", s.be.b.Name), zap.Error(err))
+	s.logger().Warn("backend connection lost", zap.String("backend", s.be.b.Name), zap.Error(err))
 	s.srv.auditor.Security(&s.info, "backend-lost", s.be.b.Name)
 	s.stop(byeBackendLost, haveOut)
 }
@@ -340,12 +339,12 @@ func (s *Session) backendLost(err error, haveOut bool) {
 // a command's record: the reply is not relayed (ARCHITECTURE.md §11, fail closed),
 // the client hears BYE (RFC 9051 §7.1.5, RFC 5530 UNAVAILABLE).
 func (s *Session) auditUnavailable(err error, haveOut bool) {
-	s.log.Warn("audit trail unavailable; ending session", zap.Error(err))
+	s.logger().Warn("audit trail unavailable; ending session", zap.Error(err))
 	s.stop(byeAuditUnavailable, haveOut)
 }
 
 func (s *Session) clientWriteFailed(err error) {
-	s.log.Debug("client write failed", zap.Error(err))
+	s.logger().Debug("client write failed", zap.Error(err))
 	s.setReason(CloseClientWriteError)
 	s.stop(nil, true)
 }

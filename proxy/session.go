@@ -34,15 +34,19 @@ const (
 // runs the front end and then the client pump; the backend pump has its
 // own goroutine and its own fields (backendPump). What both touch is
 // named here with its guard.
+//
+// The fields are ordered so that the struct packs into a smaller size
+// class: an idle session is mostly this struct and crypto/tls's state
+// (ARCHITECTURE.md §16).
 type Session struct {
 	srv *Server
 	lo  *ListenerOptions
-	log *zap.Logger
 	// dyn is the Server's Dynamic configuration when the session began;
 	// the session keeps it (a reloaded policy engine swaps its policy
-	// inside, so open sessions still see policy reloads). lim is dyn's.
+	// inside, so open sessions still see policy reloads). lim points to
+	// dyn's, never changed.
 	dyn *Dynamic
-	lim Limits
+	lim *Limits
 	// info is what hooks see. The session goroutine writes it until the
 	// relay starts; then only the backend pump changes Selected and
 	// SelectedReadOnly, when it completes a barrier command, while the
@@ -56,25 +60,26 @@ type Session struct {
 	// or TLS on it; connMu guards it for closeConns), br (pooled; given
 	// back while waiting, waitCommand), cpre (the byte waitCommand read),
 	// sc, and rsrc (the decompressor with COMPRESS, else nil).
-	conn    net.Conn
-	br      *bufio.Reader
-	cpre    prefixReader
-	cpreBuf [1]byte
-	sc      *imapwire.Scanner
-	rsrc    io.Reader
+	conn net.Conn
+	br   *bufio.Reader
+	cpre prefixReader
+	sc   *imapwire.Scanner
+	rsrc io.Reader
 	// out is the client's write side, shared by the pumps.
 	out clientWriter
 
+	cpreBuf         [1]byte
 	tlsActive       bool
 	plaintextAuthOK bool // client network is in PlaintextAuthFrom
+	// preAuthSlot: the session counts against MaxPreAuthConnections
+	// (until login; session goroutine only).
+	preAuthSlot bool
+	// closeReason is the first CloseReason set, plus one (0: none yet).
+	closeReason     atomic.Uint32
+	preAuthCommands int
 	// parser is pooled: taken by newSession, given back while the client
 	// pump is parked (clientPump.park) and when the session ends.
-	parser          *imapwire.CommandParser
-	preAuthCommands int
-	// Counters for the close event, filled in as the relay ends.
-	commands        int
-	commandsByName  map[string]int
-	messagesFetched int
+	parser *imapwire.CommandParser
 
 	be    *backendConn // after login; connMu guards the pointer
 	relay *relay       // after login; connMu guards the pointer
@@ -87,9 +92,6 @@ type Session struct {
 	decideLit      imapwire.Literal
 	sessionRelease func()
 	backendRelease func()
-	// preAuthSlot: the session counts against MaxPreAuthConnections
-	// (until login; session goroutine only).
-	preAuthSlot bool
 
 	connMu sync.Mutex
 	// closing: the session is ending, its pumps must not start anything.
@@ -115,8 +117,6 @@ type Session struct {
 	// TCP connection as the parker watches it, nil when it cannot.
 	cparked   atomic.Pointer[parkedPump]
 	rawClient syscall.RawConn
-	// closeReason is the first CloseReason set, plus one (0: none yet).
-	closeReason atomic.Uint32
 }
 
 func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
@@ -129,7 +129,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 	}
 	raw := &countConn{Conn: wrapSock(c)}
 	dyn := srv.dyn.Load()
-	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw, dyn: dyn, lim: dyn.Limits}
+	s := &Session{srv: srv, lo: lo, raw: raw, conn: raw, dyn: dyn, lim: &dyn.Limits}
 	s.info = SessionInfo{
 		ID:         newSessionID(),
 		Listener:   lo.Name,
@@ -137,14 +137,19 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		LocalAddr:  addrPort(c.LocalAddr()),
 		Started:    time.Now(),
 	}
-	// Lazy: With would encode the field into a buffer of its own now, a
-	// kilobyte per session that may never log.
-	s.log = srv.log.WithLazy(zap.String("session", s.info.ID))
 	s.br = clientReaders.get(raw)
 	s.out.setConn(raw, nil, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	s.parser = parsers.Get().(*imapwire.CommandParser)
 	return s
+}
+
+// logger is the server's logger with the session's ID, made when the
+// session logs (rarely: failures, debugging) rather than kept, a few
+// hundred bytes an idle session would hold. Lazy: With would encode the
+// field into a buffer of its own, a kilobyte.
+func (s *Session) logger() *zap.Logger {
+	return s.srv.log.WithLazy(zap.String("session", s.info.ID))
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
@@ -167,7 +172,7 @@ func (s *Session) serve() {
 	s.plaintextAuthOK = inPrefixes(s.lo.PlaintextAuthFrom, s.info.ClientAddr.Addr())
 	s.srv.auditor.SessionOpen(&s.info)
 	if !s.open() {
-		s.finish()
+		s.finish(nil)
 		s.exit()
 		return
 	}
@@ -200,7 +205,7 @@ func (s *Session) open() bool {
 	if s.lo.Mode == ImplicitTLS {
 		if err := s.handshake(); err != nil {
 			s.setReason(CloseTLSHandshake)
-			s.log.Debug("tls handshake failed", zap.Error(err))
+			s.logger().Debug("tls handshake failed", zap.Error(err))
 			return false
 		}
 	}
@@ -220,7 +225,10 @@ func (s *Session) exit() {
 	s.srv.wg.Done()
 }
 
-func (s *Session) finish() {
+// finish ends the session's accounting and closes it; cp is its client
+// pump, nil when it ended before the relay, whose counts the close event
+// reports.
+func (s *Session) finish(cp *clientPump) {
 	if s.limit != nil {
 		s.limit.Release()
 	}
@@ -245,15 +253,16 @@ func (s *Session) finish() {
 			s.be.release()
 		}
 	}()
-	s.srv.auditor.SessionClose(&s.info, CloseEvent{
-		Reason:          s.reason().String(),
-		Duration:        time.Since(s.info.Started),
-		BytesIn:         s.raw.in.Load(),
-		BytesOut:        s.raw.out.Load(),
-		Commands:        s.commands,
-		CommandsByName:  s.commandsByName,
-		MessagesFetched: s.messagesFetched,
-	})
+	ev := CloseEvent{
+		Reason:   s.reason().String(),
+		Duration: time.Since(s.info.Started),
+		BytesIn:  s.raw.in.Load(),
+		BytesOut: s.raw.out.Load(),
+	}
+	if cp != nil {
+		ev.Commands, ev.CommandsByName, ev.MessagesFetched = cp.commands, cp.byName.counts(), cp.bp.messagesFetched
+	}
+	s.srv.auditor.SessionClose(&s.info, ev)
 }
 
 func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
@@ -273,7 +282,7 @@ func (s *Session) readProxyHeader() bool {
 	h, err := proxyproto.ReadHeader(s.raw)
 	s.raw.SetReadDeadline(time.Time{})
 	if err != nil {
-		s.log.Warn("bad PROXY protocol header from a trusted balancer", zap.Stringer("peer", s.info.ClientAddr), zap.Error(err))
+		s.logger().Warn("bad PROXY protocol header from a trusted balancer", zap.Stringer("peer", s.info.ClientAddr), zap.Error(err))
 		s.srv.opts.Metrics.securityEvent("proxy-protocol-error")
 		return false
 	}
@@ -625,7 +634,7 @@ func (s *Session) readErr(err error) {
 		s.setReason(CloseClientClosed)
 	default:
 		s.setReason(CloseReadError)
-		s.log.Debug("client read failed", zap.Error(err))
+		s.logger().Debug("client read failed", zap.Error(err))
 	}
 }
 
