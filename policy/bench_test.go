@@ -315,3 +315,74 @@ func BenchmarkPlanRun(b *testing.B) {
 	}
 	reportCPU(b, cpu)
 }
+
+// BenchmarkDecideUncachedControl tells the engine's tail from the
+// machine's: it alternates the decisions of BenchmarkDecideUncached with a
+// control, a fixed computation (no allocation, no lock, no system call,
+// no memory) calibrated to take as long as their median, each timed the
+// same way. Both meet the same scheduling, interrupts and other load at
+// the same moments; a decision tail that the control's matches is the
+// machine's (ctl-p99-ns against p99-ns). The control touches no memory,
+// so a machine whose other load evicts the caches slows the decisions
+// alone.
+func BenchmarkDecideUncachedControl(b *testing.B) {
+	e := benchEngine(b, true)
+	ins := decideCommands(b)
+	ctx := context.Background()
+	n := 0
+	decide := func() {
+		in := ins[n%len(ins)]
+		in.Command.LiteralBytes = int64(1000 + n)
+		e.Decide(ctx, in)
+		n++
+	}
+	// Calibrate: the control's rounds per decision median.
+	var ds, cs []time.Duration
+	for range 2000 {
+		t0 := time.Now()
+		decide()
+		ds = append(ds, time.Since(t0))
+		t0 = time.Now()
+		controlWork(1000)
+		cs = append(cs, time.Since(t0))
+	}
+	slices.Sort(ds)
+	slices.Sort(cs)
+	rounds := max(1, int(1000*ds[len(ds)/2]/cs[len(cs)/2]))
+	times := make([]time.Duration, 0, 1<<16)
+	ctl := make([]time.Duration, 0, cap(times))
+	b.ReportAllocs()
+	for b.Loop() {
+		t0 := time.Now()
+		decide()
+		d := time.Since(t0)
+		t0 = time.Now()
+		controlWork(rounds)
+		c := time.Since(t0)
+		if len(times) < cap(times) {
+			times, ctl = append(times, d), append(ctl, c)
+		}
+	}
+	if s := e.Stats(); s.CacheHits > 0 {
+		b.Fatalf("%d cache hits: the benchmark measures hits", s.CacheHits)
+	}
+	reportQuantiles(b, times)
+	slices.Sort(ctl)
+	for _, q := range []float64{0.5, 0.99} {
+		b.ReportMetric(float64(ctl[int(q*float64(len(ctl)-1))].Nanoseconds()), fmt.Sprintf("ctl-p%02.0f-ns", q*100))
+	}
+}
+
+// controlSink keeps controlWork from being optimized away.
+var controlSink uint64
+
+// controlWork is a fixed computation: rounds steps of a xorshift.
+func controlWork(rounds int) {
+	x := uint64(88172645463325252)
+	for range rounds {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	controlSink += x
+}
