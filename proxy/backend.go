@@ -223,29 +223,35 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (*backendCo
 		}
 	}
 	if b.SendID && bc.hasCap("ID") {
-		args := []string{
-			"x-originating-ip", info.ClientAddr.Addr().Unmap().String(),
-			"x-originating-port", strconv.Itoa(int(info.ClientAddr.Port())),
-			"x-connected-ip", info.LocalAddr.Addr().Unmap().String(),
-			"x-connected-port", strconv.Itoa(int(info.LocalAddr.Port())),
-			"x-session-id", info.ID,
-		}
-		var sb strings.Builder
-		sb.WriteString("ID (")
-		for i, a := range args {
-			if i > 0 {
-				sb.WriteByte(' ')
-			}
-			q, _ := imapwire.AppendQuoted(nil, a)
-			sb.Write(q)
-		}
-		sb.WriteByte(')')
 		// Pipelined (RFC 9051 §5.5): it leaves with the login command, as
 		// Dovecot's own proxy sends it, and is answered first; its
 		// completion is read on the way to the login's (commandSteps).
-		bc.send(sb.String())
+		var buf [256]byte
+		bc.send(string(appendBackendID(buf[:0], info)))
 	}
 	return bc, nil
+}
+
+// appendBackendID appends the ID command (RFC 2971) that tells the backend
+// whom it serves: the client's and the proxy's addresses, as Dovecot's
+// login_trusted_networks reads them, and the session ID. One buffer, not
+// a string per argument: it is sent on every login.
+func appendBackendID(dst []byte, info *SessionInfo) []byte {
+	args := [...]string{
+		"x-originating-ip", info.ClientAddr.Addr().Unmap().String(),
+		"x-originating-port", strconv.Itoa(int(info.ClientAddr.Port())),
+		"x-connected-ip", info.LocalAddr.Addr().Unmap().String(),
+		"x-connected-port", strconv.Itoa(int(info.LocalAddr.Port())),
+		"x-session-id", info.ID,
+	}
+	dst = append(dst, "ID ("...)
+	for i, a := range args {
+		if i > 0 {
+			dst = append(dst, ' ')
+		}
+		dst, _ = imapwire.AppendQuoted(dst, a)
+	}
+	return append(dst, ')')
 }
 
 // connectBackend dials b.Addr within b's ConnectTimeout, sends proxyHeader

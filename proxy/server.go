@@ -141,7 +141,7 @@ func (s *Server) Start() error {
 		ln := lo.Listener
 		if ln == nil {
 			var err error
-			ln, err = net.Listen("tcp", lo.Addr)
+			ln, err = listen(lo.Addr)
 			if err != nil {
 				for _, l := range lns {
 					l.Close()

@@ -38,7 +38,7 @@ func Describe(cs tls.ConnectionState) ConnInfo {
 		Resumed:    cs.DidResume,
 	}
 	if cs.CipherSuite != 0 {
-		ci.Cipher = tls.CipherSuiteName(cs.CipherSuite)
+		ci.Cipher = cipherName(cs.CipherSuite)
 	}
 	if len(cs.PeerCertificates) > 0 {
 		leaf := cs.PeerCertificates[0]
@@ -78,4 +78,26 @@ func versionName(v uint16) string {
 		return "TLS1.3"
 	}
 	return fmt.Sprintf("0x%04X", v)
+}
+
+// cipherNames are tls.CipherSuiteName's answers for every suite crypto/tls
+// knows, taken once: CipherSuiteName builds the whole suite list on each
+// call, about 15 allocations per handshake.
+var cipherNames = func() map[uint16]string {
+	m := map[uint16]string{}
+	for _, list := range [][]*tls.CipherSuite{tls.CipherSuites(), tls.InsecureCipherSuites()} {
+		for _, c := range list {
+			m[c.ID] = tls.CipherSuiteName(c.ID)
+		}
+	}
+	return m
+}()
+
+// cipherName is tls.CipherSuiteName without its allocations for a known
+// suite.
+func cipherName(id uint16) string {
+	if n, ok := cipherNames[id]; ok {
+		return n
+	}
+	return tls.CipherSuiteName(id)
 }

@@ -31,22 +31,8 @@ import (
 //
 //	go test -run '^$' -bench NoopSyscalls -benchtime 1x -v ./internal/loadtest/
 func BenchmarkNoopSyscalls(b *testing.B) {
-	haproxy := testenv.NeedTool(b, "haproxy")
-	strace := testenv.NeedTool(b, "strace")
-	dovecottest.Require(b)
-	n := 3000
-	if v := os.Getenv("LOADTEST_NOOPS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
-			b.Fatalf("LOADTEST_NOOPS=%q: want a positive number", v)
-		}
-	}
-	dc := dovecottest.Start(b, dovecottest.Options{MaxSessions: 100})
-	populate(b, dc)
-	d := newDeployment(b, dc.Addr)
-	imapwardenBinary(b)
-	b.Logf("load average before: %s", loadAverage())
-	for _, s := range []*server{d.startImapwarden(b), d.startHAProxy(b, haproxy)} {
+	d, strace, n := syscallsSetup(b, "LOADTEST_NOOPS", 3000)
+	for _, s := range d.both(b) {
 		for _, sessionsN := range []int{1, noopSessions} {
 			// CPU first, untraced (strace multiplies it); profiled with
 			// LOADTEST_PROFILE=DIR (imapwarden only).
@@ -67,25 +53,40 @@ func BenchmarkNoopSyscalls(b *testing.B) {
 				s.name, sessionsN, w.cpuPerOp(), w.rate(), float64(cs)/float64(w.ops), loadAverage())
 			b.ReportMetric(w.cpuPerOp(), fmt.Sprintf("cpu-us/op-%s-%d", s.name, sessionsN))
 			counts := straceNoops(b, strace, s, sessionsN, n)
-			total := 0
-			names := make([]string, 0, len(counts))
-			for name, c := range counts {
-				total += c
-				names = append(names, name)
-			}
-			slices.SortFunc(names, func(x, y string) int { return counts[y] - counts[x] })
 			ops := float64(sessionsN * n)
-			var line strings.Builder
-			for _, name := range names {
-				if per := float64(counts[name]) / ops; per >= 0.01 {
-					fmt.Fprintf(&line, " %s %.2f", name, per)
-				}
-			}
-			b.Logf("%s, %d session(s), %d NOOPs: %.2f syscalls per NOOP:%s", s.name, sessionsN, int(ops), float64(total)/ops, line.String())
-			b.ReportMetric(float64(total)/ops, fmt.Sprintf("syscalls/op-%s-%d", s.name, sessionsN))
+			total, line := perOp(counts, ops)
+			b.Logf("%s, %d session(s), %d NOOPs: %.2f syscalls per NOOP:%s", s.name, sessionsN, int(ops), total, line)
+			b.ReportMetric(total, fmt.Sprintf("syscalls/op-%s-%d", s.name, sessionsN))
 		}
 		s.stop()
 	}
+}
+
+// syscallsSetup is what the syscall benchmarks share: haproxy, strace and
+// Dovecot (populated) at hand, the deployment, and the operations to
+// trace per session (the positive number in env, else def).
+func syscallsSetup(b *testing.B, env string, def int) (d *deployment, strace string, n int) {
+	testenv.NeedTool(b, "haproxy")
+	strace = testenv.NeedTool(b, "strace")
+	dovecottest.Require(b)
+	n = def
+	if v := os.Getenv(env); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n <= 0 {
+			b.Fatalf("%s=%q: want a positive number", env, v)
+		}
+	}
+	dc := dovecottest.Start(b, dovecottest.Options{MaxSessions: 100})
+	populate(b, dc)
+	d = newDeployment(b, dc.Addr)
+	imapwardenBinary(b)
+	b.Logf("load average before: %s", loadAverage())
+	return d, strace, n
+}
+
+// both starts imapwarden and haproxy, in that order.
+func (d *deployment) both(b *testing.B) []*server {
+	return []*server{d.startImapwarden(b), d.startHAProxy(b, testenv.NeedTool(b, "haproxy"))}
 }
 
 // straceNoops runs perSession NOOPs on each of n sessions under strace -f
@@ -101,6 +102,30 @@ func straceNoops(b *testing.B, strace string, s *server, n, perSession int) map[
 			}
 		}
 	}
+	return straced(b, strace, s, func() {
+		errs := make(chan error, n)
+		for _, cn := range c {
+			go func() {
+				for range perSession {
+					if _, _, err := cn.do("NOOP"); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// straced runs load with strace -f -c attached to s and returns the calls
+// counted, by name.
+func straced(b *testing.B, strace string, s *server, load func()) map[string]int {
 	out := filepath.Join(b.TempDir(), "strace.txt")
 	cmd := exec.Command(strace, "-f", "-c", "-o", out, "-p", strconv.Itoa(s.pid()))
 	stderr, err := cmd.StderrPipe()
@@ -121,23 +146,7 @@ func straceNoops(b *testing.B, strace string, s *server, n, perSession int) map[
 		for sc.Scan() {
 		}
 	}()
-	errs := make(chan error, n)
-	for _, cn := range c {
-		go func() {
-			for range perSession {
-				if _, _, err := cn.do("NOOP"); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
-	}
-	for range n {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-	}
+	load()
 	cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		b.Logf("strace: %v", err)
@@ -147,6 +156,25 @@ func straceNoops(b *testing.B, strace string, s *server, n, perSession int) map[
 		b.Fatal(err)
 	}
 	return parseStraceSummary(b, data)
+}
+
+// perOp formats counts divided by ops, most frequent first, and returns
+// the total per op.
+func perOp(counts map[string]int, ops float64) (float64, string) {
+	total := 0
+	names := make([]string, 0, len(counts))
+	for name, c := range counts {
+		total += c
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(x, y string) int { return counts[y] - counts[x] })
+	var line strings.Builder
+	for _, name := range names {
+		if per := float64(counts[name]) / ops; per >= 0.01 {
+			fmt.Fprintf(&line, " %s %.2f", name, per)
+		}
+	}
+	return float64(total) / ops, line.String()
 }
 
 // contextSwitches sums the voluntary and involuntary context switches of

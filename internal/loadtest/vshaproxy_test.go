@@ -393,18 +393,7 @@ func noops(b *testing.B, s *server, d time.Duration, n int, latency bool) window
 }
 
 func logins(b *testing.B, s *server, sz sizes, res *results) {
-	w := measure(b, s, sz.window, loginClients, false, func(int) (int64, error) {
-		c, err := dial(s.addr)
-		if err != nil {
-			return 0, err
-		}
-		defer c.close()
-		if _, _, err := c.do("LOGIN alice alice-pw"); err != nil {
-			return 0, err
-		}
-		_, _, err = c.do("LOGOUT")
-		return 0, err
-	})
+	w := measure(b, s, sz.window, loginClients, false, func(int) (int64, error) { return 0, login(s.addr) })
 	res.add("login", s.name, w.rate())
 	res.add("login-cpu", s.name, w.cpuPerOp())
 }
