@@ -1,9 +1,12 @@
 package loadtest
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,12 +38,12 @@ func BenchmarkLoginSyscalls(b *testing.B) {
 		} else {
 			close(got)
 		}
-		cs0 := contextSwitches(b, s.pid())
+		cs0, mf0 := contextSwitches(b, s.pid()), minorFaults(b, s.pid())
 		w := measure(b, s, 3*time.Second, loginClients, false, func(int) (int64, error) { return 0, login(s.addr) })
-		cs := contextSwitches(b, s.pid()) - cs0
+		cs, mf := contextSwitches(b, s.pid())-cs0, minorFaults(b, s.pid())-mf0
 		<-got
-		b.Logf("%s: CPU per login %.1f us, %.0f logins/s, %.2f context switches per login (load average %s)",
-			s.name, w.cpuPerOp(), w.rate(), float64(cs)/float64(w.ops), loadAverage())
+		b.Logf("%s: CPU per login %.1f us, %.0f logins/s, %.2f context switches and %.2f page faults per login (load average %s)",
+			s.name, w.cpuPerOp(), w.rate(), float64(cs)/float64(w.ops), float64(mf)/float64(w.ops), loadAverage())
 		b.ReportMetric(w.cpuPerOp(), fmt.Sprintf("cpu-us/login-%s", s.name))
 		counts := straced(b, strace, s, func() {
 			for range n {
@@ -68,4 +71,23 @@ func login(addr string) error {
 	}
 	_, _, err = c.do("LOGOUT")
 	return err
+}
+
+// minorFaults is the process's minor page faults (proc(5) stat field 10):
+// memory the runtime gave back to the kernel and touched again.
+func minorFaults(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := bytes.LastIndexByte(data, ')')
+	f := strings.Fields(string(data[i+1:]))
+	if i < 0 || len(f) < 8 {
+		b.Fatalf("stat: %q", data)
+	}
+	n, err := strconv.ParseInt(f[7], 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
