@@ -222,3 +222,29 @@ func BenchmarkPlainFetchLine(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPlainFetchReply reads a whole reply to UID FETCH 1:* (FLAGS)
+// over 1,000 messages as the relay does, line after line: numbers of 1 to
+// 4 digits and flag lists that vary from line to line, so that the
+// branches of PlainFetchLine are not the same each time as in
+// BenchmarkPlainFetchLine.
+func BenchmarkPlainFetchReply(b *testing.B) {
+	flags := []string{"()", "(\\Seen)", "(\\Seen \\Answered)", "(\\Seen $Forwarded NonJunk)"}
+	var reply []byte
+	for i := 1; i <= 1000; i++ {
+		reply = fmt.Appendf(reply, "* %d FETCH (UID %d FLAGS %s)\r\n", i, i*7/3+1, flags[(i*i)%len(flags)])
+	}
+	b.SetBytes(int64(len(reply)))
+	b.ReportAllocs()
+	cpu0 := processCPU(b)
+	for b.Loop() {
+		for n := 0; n < len(reply); {
+			l := PlainFetchLine(reply[n:])
+			if l == 0 {
+				b.Fatalf("not plain at %d", n)
+			}
+			n += l
+		}
+	}
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+}
