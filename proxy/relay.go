@@ -112,7 +112,7 @@ func (s *Session) runRelay() {
 	s.relay = r
 	s.connMu.Unlock()
 	bp := &backendPump{r: r, s: s, be: s.be}
-	go bp.run()
+	s.srv.runners.run(bp.run)
 	cp := &clientPump{r: r, s: s, be: s.be, bp: bp}
 	cp.run()
 }

@@ -38,6 +38,9 @@ type Server struct {
 	parker      *parker
 	releaseOnce sync.Once
 	released    chan struct{}
+	// runners run sessions and backend pumps (runners.go); closed by
+	// release once no session is left.
+	runners *runners
 }
 
 // NewServer checks opts and returns a Server; Start binds the listeners.
@@ -62,6 +65,7 @@ func NewServer(opts Options) (*Server, error) {
 		auditor:  opts.Auditor,
 		sessions: make(map[*Session]struct{}),
 		released: make(chan struct{}),
+		runners:  newRunners(),
 	}
 	s.preAuth.every = preAuthAuditEvery
 	if s.log == nil {
@@ -216,7 +220,7 @@ func (s *Server) acceptLoop(ln net.Listener, lo *ListenerOptions) {
 			return
 		}
 		s.wg.Add(1) // Session.exit
-		go sess.serve()
+		s.runners.run(sess.serve)
 	}
 }
 
@@ -311,6 +315,7 @@ func (s *Server) release() {
 	s.releaseOnce.Do(func() {
 		go func() {
 			s.wg.Wait()
+			s.runners.close()
 			if s.parker != nil {
 				s.parker.close()
 			}
