@@ -624,6 +624,9 @@ type owedReader struct {
 	// ... but for the first read after a parking: what woke the pump is
 	// read, not timed out before the socket is looked at.
 	resumed bool
+	// hot: the pump's goroutine did work; its linger is hotLinger at most
+	// (backendPump.park hands the rest to a fresh goroutine).
+	hot bool
 	// waiting: the read is waitReadable's, at a response boundary. Only
 	// that one lingers; a read for the rest of what the backend began
 	// sending is owed it (timeout).
@@ -657,6 +660,9 @@ func (r *owedReader) Read(p []byte) (int, error) {
 			r.armed = true
 		case r.linger > 0:
 			linger := r.linger
+			if r.hot {
+				linger = min(linger, hotLinger)
+			}
 			if r.idling != nil && r.idling.Load() && !resumed {
 				// A deadline already past: the read takes only what is
 				// buffered, and the pump parks.

@@ -129,6 +129,7 @@ func (p *backendPump) relay() (parked bool) {
 				p.readFailed(err, false)
 				return false
 			}
+			be.rd.hot = true // work comes: the stack may grow
 		}
 		if h := s.srv.opts.beforeBackendRead; h != nil {
 			h(held, p.lineBuffered())
@@ -460,11 +461,19 @@ func (lc *lineCheck) check(p []byte, final bool, max int64) bool {
 // session's end). It returns false when the pump must go on waiting
 // itself. Nothing of the pump is touched after a true return: the parker
 // may already run it on another goroutine.
+//
+// A hot pump hands the rest of its wait to a fresh goroutine instead, as
+// the client pump does (clientPump.park).
 func (p *backendPump) park() bool {
 	r, s := p.r, p.s
 	pk := s.srv.parker
 	if pk == nil || r.rawBackend == nil || r.owing.Load() > 0 || r.cut.Load() || s.closing.Load() {
 		return false
+	}
+	if p.be.rd.hot && !r.idling.Load() {
+		p.be.rd.hot = false
+		handOver(p.run)
+		return true
 	}
 	// parked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump (resume): no unpark is lost.
@@ -485,7 +494,7 @@ func (p *backendPump) park() bool {
 // resume is a parked pump's new goroutine.
 func (p *backendPump) resume() {
 	p.r.parked.Store(nil)
-	p.be.rd.resumed = true
+	p.be.rd.resumed, p.be.rd.hot = true, false
 	p.run()
 }
 

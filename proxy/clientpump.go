@@ -24,8 +24,11 @@ type clientPump struct {
 	// outlives a parking.
 	until time.Time
 
-	idle     *inflight        // the IDLE in flight, waiting for DONE
-	resumed  bool             // parked, then run again: see relay
+	idle    *inflight // the IDLE in flight, waiting for DONE
+	resumed bool      // parked, then run again: see relay
+	// hot: the goroutine did work (its stack may have grown): it lingers
+	// only hotLinger before handing the wait to a fresh one (park).
+	hot      bool
 	litBuf   []byte           // the command held back until its decision point
 	ctx      imapwire.Context // the session's state as the command found it
 	commands int
@@ -61,15 +64,21 @@ func (p *clientPump) relay() (parked bool) {
 		// §6.3.13): park at once. Not the first wait after a parking: its
 		// read takes what woke the pump (a deadline already past would
 		// time out before the socket is looked at, and park again).
-		parkNow := p.idle != nil && !p.resumed
+		linger := lim.ParkAfter
+		if p.idle != nil && !p.resumed {
+			linger, p.hot = 0, false // parks at once: no goroutine lingers
+		} else if p.hot {
+			linger = min(linger, hotLinger)
+		}
 		p.resumed = false
-		switch s.waitClient(p.until, park, parkNow) {
+		switch s.waitClient(p.until, park, linger) {
 		case waitDrain:
 			p.drain()
 			return false
 		case waitGone:
 			return true
 		}
+		p.hot = true
 		p.until = time.Time{}
 		s.takeParser()
 		line, lit, hasLit, err := s.sc.ReadLine()
@@ -127,6 +136,13 @@ func (p *clientPump) relay() (parked bool) {
 // closeConns). It returns false when the pump must go on waiting itself.
 // Nothing of the pump is touched after a true return: the parker may
 // already run it on another goroutine. Not on COMPRESS (waitClient).
+//
+// A hot pump (one whose goroutine did work since it started) hands the
+// rest of its wait to a fresh goroutine instead, which lingers up to
+// Limits.ParkAfter more and then parks: the stack a command grew (policy,
+// audit, TLS: 16 KiB and more) would otherwise stay for the whole linger,
+// the most of what a session between commands costs (ARCHITECTURE.md §5,
+// §16). A fresh goroutine starts with the runtime's usual stack size.
 func (p *clientPump) park() bool {
 	s := p.s
 	pk := s.srv.parker
@@ -137,6 +153,11 @@ func (p *clientPump) park() bool {
 	// command is over, its in-flight record holds a copy.
 	p.litBuf = nil
 	s.putParser()
+	if p.hot {
+		p.hot = false
+		handOver(p.run)
+		return true
+	}
 	// Nor records kept for reuse: the next command after a silence can
 	// allocate one.
 	r := p.r
@@ -163,7 +184,7 @@ func (p *clientPump) park() bool {
 // resume is a parked client pump's new goroutine.
 func (p *clientPump) resume() {
 	p.s.cparked.Store(nil)
-	p.resumed = true
+	p.resumed, p.hot = true, false
 	p.run()
 }
 

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"weak"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // heapSites is the live heap of the proxy's side of the process (every
@@ -244,5 +247,55 @@ func TestIdleSessionHoldsNoPooledBuffer(t *testing.T) {
 	waitNoPumpGoroutines(t)
 	if r, w := live(); r != 0 || w != 0 {
 		t.Fatalf("%d pooled read buffers and %d write buffers alive with every session parked, want none", r, w)
+	}
+}
+
+// pumpGoroutine returns the ID of the goroutine whose stack holds fn, 0
+// if none.
+func pumpGoroutine(fn string) string {
+	for _, g := range ourGoroutines() {
+		if strings.Contains(g, fn) {
+			id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+			return id
+		}
+	}
+	return ""
+}
+
+// A pump that did work lingers on a fresh goroutine (ARCHITECTURE.md §5):
+// after a command, the waits for the next one and for the backend's next
+// response move off the goroutines that relayed it, whose stacks may have
+// grown, though the session is far from parking (ParkAfter an hour).
+func TestLingeringPumpsHandOver(t *testing.T) {
+	h, _ := parkHarness(t, func(o *Options) { o.Limits.ParkAfter = time.Hour })
+	c := h.login()
+	c.transact("s SELECT INBOX", "s OK")
+	waiting := func(fn string) string {
+		deadline := time.Now().Add(testenv.IOTimeout())
+		for {
+			if id := pumpGoroutine(fn); id != "" {
+				return id
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no goroutine in %s", fn)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	const client, backend = "(*Session).waitClient", "(*backendConn).waitReadable"
+	for round := range 3 {
+		cid, bid := waiting(client), waiting(backend)
+		c.transact(fmt.Sprintf("n%d NOOP", round), fmt.Sprintf("n%d OK", round))
+		deadline := time.Now().Add(testenv.IOTimeout())
+		for {
+			nc, nb := pumpGoroutine(client), pumpGoroutine(backend)
+			if nc != "" && nb != "" && nc != cid && nb != bid {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the pumps wait on goroutines %s and %s, before the command %s and %s: no fresh goroutine took the wait", round, nc, nb, cid, bid)
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 }

@@ -113,9 +113,22 @@ func (s *Session) runRelay() {
 	s.connMu.Unlock()
 	bp := &backendPump{r: r, s: s, be: s.be}
 	s.srv.runners.run(bp.run)
-	cp := &clientPump{r: r, s: s, be: s.be, bp: bp}
+	// The session goroutine ran the login: hot.
+	cp := &clientPump{r: r, s: s, be: s.be, bp: bp, hot: true}
 	cp.run()
 }
+
+// hotLinger is how long a pump's goroutine that did work waits for more
+// before it hands the wait to a fresh goroutine (clientPump.park,
+// backendPump.park): long enough that a client's back-to-back commands
+// and their replies never pay for one, short next to Limits.ParkAfter.
+const hotLinger = 10 * time.Millisecond
+
+// handOver runs a pump's next turn on a fresh goroutine (its stack as
+// small as a new goroutine's; not a runner, whose stack grew on purpose):
+// the caller returns at once and touches nothing of the pump after, as
+// when it parks.
+func handOver(run func()) { go run() }
 
 // rawConn is c's descriptor for the parker, nil if it has none.
 func rawConn(c net.Conn) syscall.RawConn {

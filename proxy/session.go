@@ -372,7 +372,7 @@ func (s *Session) shutdown() {
 // waitCommand marks the session as waiting for the next command, with an
 // idle limit. It returns false when the server is draining.
 func (s *Session) waitCommand(idle time.Duration) bool {
-	return s.waitClient(time.Now().Add(idle), nil, false) == waitReady
+	return s.waitClient(time.Now().Add(idle), nil, 0) == waitReady
 }
 
 // What waitClient found.
@@ -385,11 +385,11 @@ const (
 )
 
 // waitClient marks the session as waiting for the next command until
-// until. With park (the relay), a client silent for Limits.ParkAfter is
-// handed to park, which gives up the goroutine (clientPump.park), or at
-// once with parkNow (in IDLE); the session holds no read buffer while it
-// waits either way.
-func (s *Session) waitClient(until time.Time, park func() bool, parkNow bool) waitResult {
+// until. With park (the relay), a client silent for linger (at most
+// Limits.ParkAfter; 0 in IDLE: at once) is handed to park, which gives up
+// the goroutine (clientPump.park); the session holds no read buffer while
+// it waits either way.
+func (s *Session) waitClient(until time.Time, park func() bool, linger time.Duration) waitResult {
 	s.waiting.Store(true)
 	if s.draining.Load() {
 		s.waiting.Store(false)
@@ -420,12 +420,9 @@ func (s *Session) waitClient(until time.Time, park func() bool, parkNow bool) wa
 		// Only where parking is on (rawClient): with ParkAfter negative
 		// (never) the lingering deadline would be past at once, and the
 		// read would time out without ever looking at the connection.
-		d := s.lim.ParkAfter
-		if parkNow {
-			// A deadline already past: the read takes only what TLS
-			// holds decrypted or buffered, and the pump parks.
-			d = 0
-		}
+		// linger 0: a deadline already past, the read takes only what
+		// TLS holds decrypted or buffered, and the pump parks.
+		d := linger
 		linger := park != nil && s.rawClient != nil && s.lim.ParkAfter > 0 && s.rsrc == nil && time.Until(until) > d
 		if linger {
 			s.conn.SetReadDeadline(time.Now().Add(d))
