@@ -114,7 +114,11 @@ func (bc *backendConn) waitReadable() error {
 	// An error that came with data comes again at the next read.
 	bc.pre = prefixReader{pending: bc.preBuf[:n], r: &bc.rd}
 	bc.br = backendReaders.get(&bc.pre)
-	bc.sc.Reset(bc.br)
+	if bc.sc == nil {
+		bc.sc = imapwire.NewScanner(bc.br, backendMaxLoginLine) // dropped while parked
+	} else {
+		bc.sc.Reset(bc.br)
+	}
 	return nil
 }
 
@@ -125,7 +129,9 @@ func (bc *backendConn) putReader() {
 	if bc.br != nil {
 		backendReaders.put(bc.br)
 		bc.br = nil
-		bc.sc.Reset(nil)
+		if bc.sc != nil {
+			bc.sc.Reset(nil)
+		}
 	}
 }
 

@@ -475,6 +475,9 @@ func (p *backendPump) park() bool {
 		handOver(p.run)
 		return true
 	}
+	// The scanner holds nothing at a response boundary (waitReadable
+	// reset it): a parked pump keeps none, the resumed one makes one.
+	p.be.sc = nil
 	// parked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump (resume): no unpark is lost.
 	pp := pk.prepare(r.rawBackend, parkBackend, time.Time{}, p.resume)

@@ -158,6 +158,9 @@ func (p *clientPump) park() bool {
 		handOver(p.run)
 		return true
 	}
+	// Nor a scanner: it holds nothing between commands (waitClient reset
+	// it), and the resumed pump makes one.
+	s.sc = nil
 	// Nor records kept for reuse: the next command after a silence can
 	// allocate one.
 	r := p.r

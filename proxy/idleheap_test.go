@@ -230,7 +230,8 @@ func alive[T any](ps []weak.Pointer[T]) int {
 // left behind (ARCHITECTURE.md §16): once every pump parked and the pools
 // were emptied by the GC, no buffer they made is alive. The backend
 // scanner used to keep the last read buffer it had read from, 32 KiB a
-// session once the pool let go of it.
+// session once the pool let go of it. Nor does it hold scanners (160
+// bytes each, and the line buffer one may keep) or a parser.
 func TestIdleSessionHoldsNoPooledBuffer(t *testing.T) {
 	live := trackPools(t)
 	h, _ := parkHarness(t)
@@ -247,6 +248,16 @@ func TestIdleSessionHoldsNoPooledBuffer(t *testing.T) {
 	waitNoPumpGoroutines(t)
 	if r, w := live(); r != 0 || w != 0 {
 		t.Fatalf("%d pooled read buffers and %d write buffers alive with every session parked, want none", r, w)
+	}
+	// Nor a scanner or a parser: a parked pump makes one when it runs
+	// again. (The parker's lock orders the pumps' writes before these
+	// reads.)
+	h.srv.mu.Lock()
+	defer h.srv.mu.Unlock()
+	for s := range h.srv.sessions {
+		if s.sc != nil || s.be.sc != nil || s.parser != nil {
+			t.Errorf("a parked session holds a client scanner %v, a backend scanner %v, a parser %v; want none", s.sc != nil, s.be.sc != nil, s.parser != nil)
+		}
 	}
 }
 

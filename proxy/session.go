@@ -458,7 +458,14 @@ func (s *Session) waitClient(until time.Time, park func() bool, linger time.Dura
 		break
 	}
 	s.br = clientReaders.get(&s.cpre)
-	s.sc.Reset(s.br)
+	if s.sc == nil {
+		// Dropped while parked (clientPump.park); only the relay parks,
+		// and its client may send no NUL (Session.runRelay).
+		s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
+		s.sc.RefuseNUL()
+	} else {
+		s.sc.Reset(s.br)
+	}
 	// shutdown's past deadline does not always win: a blocked read
 	// woken by it may find a command that arrived meanwhile. The
 	// session was asked to end before that command: it ends.
