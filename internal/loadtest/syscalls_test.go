@@ -103,23 +103,10 @@ func straceNoops(b *testing.B, strace string, s *server, n, perSession int) map[
 		}
 	}
 	return straced(b, strace, s, func() {
-		errs := make(chan error, n)
-		for _, cn := range c {
-			go func() {
-				for range perSession {
-					if _, _, err := cn.do("NOOP"); err != nil {
-						errs <- err
-						return
-					}
-				}
-				errs <- nil
-			}()
-		}
-		for range n {
-			if err := <-errs; err != nil {
-				b.Fatal(err)
-			}
-		}
+		fanOut(b, c, perSession, func(cn *conn) error {
+			_, _, err := cn.do("NOOP")
+			return err
+		})
 	})
 }
 
