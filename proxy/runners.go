@@ -45,7 +45,7 @@ func (r *runners) run(f func()) {
 
 func (r *runners) loop(f func()) {
 	for {
-		f()
+		f() // dead once it returns: a waiting runner keeps no session alive
 		if r.idle.Add(1) > r.max {
 			r.idle.Add(-1)
 			return

@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // Sessions one after the other run on the same few goroutines: a
@@ -65,4 +69,32 @@ func countRunners(r *runners) int {
 		}
 	}
 	return n
+}
+
+// A waiting runner keeps nothing of what it ran: the last session it ran
+// (its TLS connection's buffers with it) can be collected.
+func TestRunnerLetsGoOfItsLastRun(t *testing.T) {
+	r := newRunners()
+	defer r.close()
+	collected := make(chan struct{})
+	done := make(chan struct{})
+	func() {
+		obj := new([1024]byte)
+		runtime.AddCleanup(obj, func(c chan struct{}) { close(c) }, collected)
+		r.run(func() { obj[0] = 1; close(done) })
+	}()
+	<-done
+	waitFor(t, func() bool { return r.idle.Load() == 1 })
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for {
+		runtime.GC()
+		select {
+		case <-collected:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("what the waiting runner ran last is still reachable")
+		}
+	}
 }
