@@ -520,8 +520,14 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				// malformed rest is not forwarded.
 				return f, s.answer("*", byeSyntaxInCommand)
 			}
-			if hasLit && !lit.NonSync {
-				r.arm(f.tag, false) // before the line can leave (forwardPending)
+			if hasLit && !lit.NonSync && !r.arm(f, false) { // before the line can leave (forwardPending)
+				// Completed early: the backend reads the line to its end;
+				// the client has its answer, not a "+".
+				be.out().Write(line)
+				if err := p.flush(); err != nil {
+					return f, err
+				}
+				return f, p.dropLiteral(lit, true, lim.MaxAppendLiteral)
 			}
 			be.out().Write(line)
 			continue
@@ -795,7 +801,13 @@ func under(name, mailbox string, delim byte) bool {
 func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLast bool) bool {
 	prev := 0
 	for _, m := range marks {
-		p.r.arm(f.tag, true)
+		if !p.r.arm(f, true) {
+			// Completed early (relay.arm): the line up to this literal
+			// goes, no more.
+			p.be.out().Write(pend[prev:m])
+			_ = p.flush() // a failure stops the session (backendLost)
+			return false
+		}
 		p.be.out().Write(pend[prev:m])
 		if p.flush() != nil {
 			return false
@@ -805,8 +817,10 @@ func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLa
 		}
 		prev = m
 	}
-	if armLast {
-		p.r.arm(f.tag, false)
+	if armLast && !p.r.arm(f, false) {
+		p.be.out().Write(pend[prev:])
+		_ = p.flush()
+		return false
 	}
 	p.be.out().Write(pend[prev:])
 	return true

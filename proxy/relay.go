@@ -154,10 +154,29 @@ func (s *Session) endRelay(cp *clientPump) {
 	s.exit()
 }
 
-func (r *relay) arm(tag string, swallow bool) {
+// arm readies the hand-over of the backend's "+" for the next literal of
+// f, before the line announcing it leaves. It reports false when f is no
+// longer in flight: the backend completed the command early, right after
+// the "+" it sent for an earlier literal (Courier and Dovecot refuse an
+// empty mailbox name so), and no refusal would be signalled for this one.
+// The caller then still sends the line, which the backend reads to its
+// end as a refused command's rest (RFC 9051 §4.3: no "+", no literal),
+// and sends nothing after it. Both this and the completion
+// (backendPump.relay) hold mu: either the completion finds the hand-over
+// armed and refuses it, or this finds f gone. A verdict nobody waited for
+// is dropped here, not taken for this literal's.
+func (r *relay) arm(f *inflight, swallow bool) bool {
 	r.mu.Lock()
-	r.contArmed, r.contTag, r.contSwallow = true, tag, swallow
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.contCh:
+	default:
+	}
+	if r.inflight.find(func(x *inflight) bool { return x == f }) == nil {
+		return false
+	}
+	r.contArmed, r.contTag, r.contSwallow = true, f.tag, swallow
+	return true
 }
 
 func (r *relay) signal(v bool) {

@@ -296,6 +296,19 @@ func (e *Env) Run(st *Step) (*Outcome, []string) {
 		e.sess.Close()
 		e.sess = nil
 	}
+	if o.Stuck != nil {
+		// What the session was sent and answered, for the report.
+		var sent strings.Builder
+		for _, c := range st.Cmds {
+			for _, p := range c.Parts {
+				sent.Write(p.Data)
+			}
+		}
+		e.t.Logf("%s: %s: stuck (%v) after sending %q; the proxy answered:", e.B.Name, st.Label, o.Stuck, sent.String())
+		for _, r := range o.Resps {
+			e.t.Logf("  %q", r.Text)
+		}
+	}
 	o.Recs = e.records(o.Closed, st.Label)
 	after, err := Snapshot(e.Direct(user), e.B.Delim)
 	if err != nil {
@@ -354,7 +367,7 @@ func (e *Env) records(ended bool, label string) []*audit.Record {
 			return out
 		}
 		if !e.Trail.Wait(time.Until(deadline)) {
-			e.t.Fatalf("%s: %s: no session.close record of session %s in the trail", e.B.Name, label, e.sessID)
+			e.t.Fatalf("%s: %s: no session.close record of session %s in the trail; its log:\n%s", e.B.Name, label, e.sessID, e.P.SessionLog(e.sessID))
 		}
 	}
 }

@@ -240,6 +240,17 @@ func (p *Proxy) Log() string {
 	return string(b)
 }
 
+// SessionLog returns the proxy's log lines that name session id.
+func (p *Proxy) SessionLog(id string) string {
+	var b strings.Builder
+	for line := range strings.Lines(p.Log()) {
+		if strings.Contains(line, id) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
 func (p *Proxy) stop(t testing.TB) {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
