@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // sockConn is a TCP connection whose reads and writes are non-blocking
@@ -15,23 +17,27 @@ import (
 // system call it enters after the whole process was idle: on a relay of
 // short commands, where the process idles between each client read and
 // backend reply, that was a futex wake and two thread switches per half
-// round trip, about a tenth of the CPU of a NOOP. A read or write of a
-// non-blocking socket never sleeps, so the bookkeeping buys nothing here;
-// when the socket has nothing to give or no room, the runtime's poller
-// waits for it as it does for net.Conn (syscall.RawConn), with the same
-// deadlines and the same wake on Close.
+// round trip, about a tenth of the CPU of a NOOP. A read or write with
+// MSG_DONTWAIT never sleeps, whatever mode the socket is in, so the
+// bookkeeping buys nothing here; when the socket has nothing to give or
+// no room, the runtime's poller waits for it as it does for net.Conn
+// (syscall.RawConn), with the same deadlines and the same wake on Close.
+// The thread keeps its P for the copy, as for any computation.
 //
-// Read and Write are each used by one goroutine at a time, as net.Conn's
-// are by the relay (ARCHITECTURE.md §5); the fields of each side belong to
-// that side's caller.
+// rmu and wmu make each side's fields one caller's at a time: net.Conn
+// allows concurrent calls, which the descriptor's own locks serialize.
 type sockConn struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	rc  syscall.RawConn
+	raw bool // raw system calls (not under the race detector: sock_race_linux.go)
 
-	rp      []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(uintptr) bool
+	rmu    sync.Mutex
+	rp     []byte
+	rn     int
+	rerr   syscall.Errno
+	readFn func(uintptr) bool
+
+	wmu     sync.Mutex
 	wp      []byte
 	wn      int
 	werr    syscall.Errno
@@ -44,7 +50,9 @@ const maxRW = 1 << 30
 // wrapSock returns c as a sockConn when it is a plain TCP connection, and
 // c itself otherwise: a wrapper (tests, PROXY header readers) may hold
 // bytes of its own that a read of the socket would skip.
-func wrapSock(c net.Conn) net.Conn {
+func wrapSock(c net.Conn) net.Conn { return newSockConn(c, !raceEnabled) }
+
+func newSockConn(c net.Conn, raw bool) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return c
@@ -53,7 +61,7 @@ func wrapSock(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	s := &sockConn{TCPConn: tc, rc: rc}
+	s := &sockConn{TCPConn: tc, rc: rc, raw: raw}
 	s.readFn, s.writeFn = s.read, s.write
 	return s
 }
@@ -69,11 +77,13 @@ func tcpOf(c net.Conn) (*net.TCPConn, bool) {
 
 func (c *sockConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
-		return 0, nil // as net.Conn: no system call, no EOF
+		return c.TCPConn.Read(p) // its closed and deadline checks, no system call
 	}
 	if len(p) > maxRW {
 		p = p[:maxRW]
 	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	c.rp, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.readFn)
 	n := c.rn
@@ -89,13 +99,13 @@ func (c *sockConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// read is the raw read: false asks the poller to wait for data.
+// read is one read: false asks the poller to wait for data.
 func (c *sockConn) read(fd uintptr) bool {
 	for {
-		n, e := sysRead(fd, c.rp)
+		n, e := c.sysRead(fd, c.rp)
 		switch e {
 		case 0:
-			c.rn = int(n)
+			c.rn = n
 			return true
 		case syscall.EINTR:
 			continue
@@ -109,11 +119,13 @@ func (c *sockConn) read(fd uintptr) bool {
 }
 
 func (c *sockConn) Write(p []byte) (int, error) {
-	c.wp, c.wn, c.werr = p, 0, 0
-	var err error
-	if len(p) > 0 {
-		err = c.rc.Write(c.writeFn)
+	if len(p) == 0 {
+		return c.TCPConn.Write(p)
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wp, c.wn, c.werr = p, 0, 0
+	err := c.rc.Write(c.writeFn)
 	n := c.wn
 	c.wp = nil
 	switch {
@@ -125,15 +137,15 @@ func (c *sockConn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// write is the raw write of what is left of c.wp; false asks the poller
-// to wait for room.
+// write writes what is left of c.wp; false asks the poller to wait for
+// room.
 func (c *sockConn) write(fd uintptr) bool {
 	for c.wn < len(c.wp) {
 		chunk := min(len(c.wp)-c.wn, maxRW)
-		n, e := sysWrite(fd, c.wp[c.wn:c.wn+chunk])
+		n, e := c.sysWrite(fd, c.wp[c.wn:c.wn+chunk])
 		switch e {
 		case 0:
-			c.wn += int(n)
+			c.wn += n
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
@@ -144,6 +156,31 @@ func (c *sockConn) write(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+func (c *sockConn) sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	if !c.raw {
+		return raceRead(fd, p)
+	}
+	// recvfrom with MSG_DONTWAIT: never a sleep holding the P, even on a
+	// socket something set blocking (TCPConn.File does).
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func (c *sockConn) sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	if !c.raw {
+		return raceWrite(fd, p)
+	}
+	// MSG_NOSIGNAL: a peer gone is EPIPE, never a signal.
+	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
 }
 
 // opError gives an error the shape net.Conn's has: a *net.OpError whose

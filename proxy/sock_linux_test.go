@@ -6,14 +6,20 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // tcpPair is a connected loopback pair: a (wrapped by wrap) and its peer.
@@ -151,15 +157,125 @@ func TestSockConnLikeNetConn(t *testing.T) {
 		t.Run(sc.name, func(t *testing.T) {
 			a, b := tcpPair(t, func(c net.Conn) net.Conn { return c })
 			want := sc.run(t, a, b)
-			a, b = tcpPair(t, wrapSock)
-			if _, ok := a.(*sockConn); !ok {
-				t.Fatalf("wrapSock gave %T", a)
-			}
-			got := sc.run(t, a, b)
-			if !slices.Equal(got, want) {
-				t.Errorf("sockConn %q, net.Conn %q", got, want)
+			for _, raw := range []bool{!raceEnabled, true} {
+				a, b = tcpPair(t, func(c net.Conn) net.Conn { return newSockConn(c, raw) })
+				if _, ok := a.(*sockConn); !ok {
+					t.Fatalf("newSockConn gave %T", a)
+				}
+				got := sc.run(t, a, b)
+				if !slices.Equal(got, want) {
+					t.Errorf("sockConn (raw %v) %q, net.Conn %q", raw, got, want)
+				}
 			}
 		})
+	}
+}
+
+// sockWraps are the connections the tests compare: the net package's,
+// and sockConn as wrapSock makes it and with raw system calls whatever
+// the build (the race detector's build otherwise uses syscall.Read).
+var sockWraps = []struct {
+	name string
+	wrap func(net.Conn) net.Conn
+}{
+	{"net.Conn", func(c net.Conn) net.Conn { return c }},
+	{"sockConn", wrapSock},
+	{"sockConn raw", func(c net.Conn) net.Conn { return newSockConn(c, true) }},
+}
+
+// TestSockConnEmptyOps: an empty Read or Write reports a closed
+// connection and a passed deadline as the net package's does.
+func TestSockConnEmptyOps(t *testing.T) {
+	var want []string
+	for _, w := range sockWraps {
+		a, _ := tcpPair(t, w.wrap)
+		a.SetWriteDeadline(time.Now().Add(-time.Second))
+		_, e1 := a.Write(nil)
+		a.SetWriteDeadline(time.Time{})
+		a.Close()
+		_, e2 := a.Write(nil)
+		_, e3 := a.Read(nil)
+		got := []string{errClass(e1), errClass(e2), errClass(e3)}
+		if want == nil {
+			want = got
+		} else if !slices.Equal(got, want) {
+			t.Errorf("%s %q, net.Conn %q", w.name, got, want)
+		}
+	}
+}
+
+// TestSockConnConcurrentWrites: Writes from two goroutines at once each
+// go whole, as net.Conn promises.
+func TestSockConnConcurrentWrites(t *testing.T) {
+	for _, w := range sockWraps {
+		t.Run(w.name, func(t *testing.T) {
+			a, b := tcpPair(t, w.wrap)
+			const per, size = 5000, 64
+			var wg sync.WaitGroup
+			for g := range 2 {
+				wg.Go(func() {
+					rec := bytes.Repeat([]byte{byte('A' + g)}, size)
+					for range per {
+						if n, err := a.Write(rec); n != size || err != nil {
+							t.Errorf("write: %d %v", n, err)
+							return
+						}
+					}
+				})
+			}
+			go func() { wg.Wait(); a.Close() }()
+			all, err := io.ReadAll(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			torn := 0
+			for i := 0; i+size <= len(all); i += size {
+				if r := all[i : i+size]; bytes.Count(r, r[:1]) != size {
+					torn++
+				}
+			}
+			if len(all) != 2*per*size || torn > 0 {
+				t.Errorf("%d bytes (want %d), %d torn records", len(all), 2*per*size, torn)
+			}
+		})
+	}
+}
+
+// TestSockConnBlockingSocket: a read never sleeps holding the P, even on
+// a socket something made blocking (TCPConn.File does, on the shared file
+// description): with one P, another goroutine still runs. A child process
+// each, since a failure stalls the whole process.
+func TestSockConnBlockingSocket(t *testing.T) {
+	if kind := os.Getenv("SOCK_BLOCKING_CHILD"); kind != "" {
+		runtime.GOMAXPROCS(1)
+		a, _ := tcpPair(t, func(c net.Conn) net.Conn { return c })
+		f, err := a.(*net.TCPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Fd() // the shared file description is blocking from now on
+		for _, w := range sockWraps {
+			if w.name == kind {
+				a = w.wrap(a)
+			}
+		}
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			a.Read(make([]byte, 1)) // nothing comes
+		}()
+		<-started
+		runtime.Gosched() // the reader goes on to its read
+		fmt.Println("ALIVE")
+		os.Exit(0)
+	}
+	for _, w := range sockWraps {
+		cmd := exec.CommandContext(testenv.Context(t), os.Args[0], "-test.run=^TestSockConnBlockingSocket$")
+		cmd.Env = append(os.Environ(), "SOCK_BLOCKING_CHILD="+w.name)
+		out, _ := cmd.Output()
+		if !bytes.Contains(out, []byte("ALIVE")) {
+			t.Errorf("%s: the process stalled: %q", w.name, out)
+		}
 	}
 }
 
