@@ -85,14 +85,12 @@ func (c *sockConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rp, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readFn)
+	err := c.opError("read", c.rc.Read(c.readFn), c.rerr)
 	n := c.rn
 	c.rp = nil
 	switch {
 	case err != nil:
-		return 0, c.opError("read", err)
-	case c.rerr != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", c.rerr))
+		return 0, err
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -125,16 +123,10 @@ func (c *sockConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wp, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
+	err := c.opError("write", c.rc.Write(c.writeFn), c.werr)
 	n := c.wn
 	c.wp = nil
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case c.werr != 0:
-		return n, c.opError("write", os.NewSyscallError("write", c.werr))
-	}
-	return n, nil
+	return n, err
 }
 
 // write writes what is left of c.wp; false asks the poller to wait for
@@ -183,12 +175,18 @@ func (c *sockConn) sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	return int(n), 0
 }
 
-// opError gives an error the shape net.Conn's has: a *net.OpError whose
-// Err is a deadline's, net.ErrClosed or the *os.SyscallError, so that
+// opError gives the poller's error (err) or the system call's (e) the
+// shape net.Conn's has, nil when neither failed: a *net.OpError whose Err
+// is a deadline's, net.ErrClosed or the *os.SyscallError, so that
 // errors.Is and net.Error work on it as on the net package's own.
-func (c *sockConn) opError(op string, err error) error {
-	if oe, ok := err.(*net.OpError); ok {
+func (c *sockConn) opError(op string, err error, e syscall.Errno) error {
+	switch oe, ok := err.(*net.OpError); {
+	case ok:
 		err = oe.Err // RawConn's "raw-read": the poller's error inside
+	case err == nil && e != 0:
+		err = os.NewSyscallError(op, e)
+	case err == nil:
+		return nil
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
