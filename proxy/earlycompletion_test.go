@@ -23,32 +23,9 @@ import (
 // must go on and the next command be answered.
 func TestCompletionRightAfterPlus(t *testing.T) {
 	msg := testMessage(1)
-	type backend struct{ addr, caFile string }
-	starts := map[string]func(t *testing.T) backend{
-		"dovecot": func(t *testing.T) backend {
-			dovecottest.Require(t)
-			s := dovecottest.Start(t, dovecottest.Options{})
-			return backend{s.Addr, s.CAFile}
-		},
-		"cyrus": func(t *testing.T) backend {
-			cyrustest.Require(t)
-			s := cyrustest.Start(t, cyrustest.Options{})
-			return backend{s.Addr, s.CAFile}
-		},
-		"courier": func(t *testing.T) backend {
-			couriertest.Require(t)
-			s := couriertest.Start(t, couriertest.Options{})
-			return backend{s.Addr, s.CAFile}
-		},
-	}
 	for _, name := range []string{"dovecot", "cyrus", "courier"} {
 		t.Run(name, func(t *testing.T) {
-			be := starts[name](t)
-			h := newHarness(t, func(o *Options) {
-				o.Router = &StaticRouter{Default: &Backend{Name: name, Addr: be.addr, Security: BackendStartTLS,
-					TLS: &tls.Config{RootCAs: caPool(t, be.caFile), ServerName: "localhost"}}}
-			})
-			c := h.login()
+			c := realBackendHarness(t, name).login()
 			// Many times over: the completion may come in the same read
 			// as the "+" or in the next.
 			for i := range 20 {
@@ -64,6 +41,63 @@ func TestCompletionRightAfterPlus(t *testing.T) {
 					t.Fatalf("APPEND to an empty name: %q", l)
 				}
 				c.transact(fmt.Sprintf("n%d NOOP", i), fmt.Sprintf("n%d OK", i))
+			}
+		})
+	}
+}
+
+// realBackendHarness is a proxy in front of a real Dovecot, Cyrus or
+// Courier, over STARTTLS (personal mailboxes under "INBOX.").
+func realBackendHarness(t *testing.T, name string) *harness {
+	var addr, caFile string
+	switch name {
+	case "dovecot":
+		dovecottest.Require(t)
+		s := dovecottest.Start(t, dovecottest.Options{})
+		addr, caFile = s.Addr, s.CAFile
+	case "cyrus":
+		cyrustest.Require(t)
+		s := cyrustest.Start(t, cyrustest.Options{})
+		addr, caFile = s.Addr, s.CAFile
+	case "courier":
+		couriertest.Require(t)
+		s := couriertest.Start(t, couriertest.Options{})
+		addr, caFile = s.Addr, s.CAFile
+	}
+	return newHarness(t, func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: name, Addr: addr, Security: BackendStartTLS,
+			TLS: &tls.Config{RootCAs: caPool(t, caFile), ServerName: "localhost"}}}
+	})
+}
+
+// TestRefusedCommandLiteralNotRun: after a backend refused an APPEND
+// right after the "+" for its first literal, the message the client
+// sends as a {n+} literal is never read as commands: a client could
+// otherwise smuggle a command past the policy inside it. The backend
+// reads it as the refused command's rest (RFC 7888: a non-synchronizing
+// literal is always read), or the proxy refuses {n+} to a backend without
+// LITERAL+ and counts the octets away.
+func TestRefusedCommandLiteralNotRun(t *testing.T) {
+	for _, name := range []string{"dovecot", "cyrus", "courier"} {
+		t.Run(name, func(t *testing.T) {
+			c := realBackendHarness(t, name).login()
+			c.transact("p0 CREATE INBOX.Victim", "p0 OK")
+			payload := "x1 DELETE INBOX.Victim\r\n"
+			c.send("a1 APPEND {0}")
+			c.expect("+ ")
+			c.sendRaw(fmt.Sprintf(" {%d+}\r\n%s\r\n", len(payload), payload))
+			un, tl := c.tagged("a1")
+			if strings.HasPrefix(tl, "a1 OK") {
+				t.Fatalf("APPEND to an empty name: %q", tl)
+			}
+			un = append(un, c.transact("n1 NOOP", "n1 OK")...)
+			for _, l := range un {
+				if strings.HasPrefix(l, "x1") {
+					t.Fatalf("the literal ran as a command: %q", l)
+				}
+			}
+			if list := c.transact(`l1 LIST "" INBOX.Victim`, "l1 OK"); len(list) != 1 {
+				t.Fatalf("Victim after the refused APPEND: %q", list)
 			}
 		})
 	}
