@@ -50,20 +50,16 @@ func decideIdle(t testing.TB, e *Engine, s *proxy.SessionInfo) []string {
 func cacheEntries(e *Engine) (decisions, sessions, parts int) {
 	st := e.state.Load()
 	if st.cache != nil {
-		st.cache.mu.RLock()
-		decisions = len(st.cache.m)
-		st.cache.mu.RUnlock()
+		decisions = st.cache.len()
 	}
 	if st.docs != nil {
-		st.docs.mu.RLock()
-		for _, p := range st.docs.m {
+		st.docs.values(func(p *inputPart) {
 			if p.rules != nil {
 				sessions++
 			} else {
 				parts++
 			}
-		}
-		st.docs.mu.RUnlock()
+		})
 	}
 	return decisions, sessions, parts
 }
@@ -190,7 +186,7 @@ decision := {"allow": count(pairs) == size * size}
 		exact(t, cached, fresh, inputs(t, "alice"))
 		st := cached.state.Load()
 		kept, big := 0, 0
-		for _, part := range st.docs.m {
+		st.docs.values(func(part *inputPart) {
 			for i := range part.rules {
 				for j := range part.rules[i] {
 					if v := part.rules[i][j].Load(); v != nil && v.k != kUndef {
@@ -201,7 +197,7 @@ decision := {"allow": count(pairs) == size * size}
 					}
 				}
 			}
-		}
+		})
 		if kept == 0 || big > 0 {
 			t.Fatalf("%d session rule values kept, %d of them over %d bytes; want some, none", kept, big, maxEntry)
 		}

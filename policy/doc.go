@@ -49,7 +49,9 @@
 //     (natives), the decision read without conversion (parseVerdict), or
 //     once when evaluations share it (sharedVerdict, with the outcome it
 //     decides alone). An uncached decision allocates only what it keeps
-//     (TestUncachedDecisionAllocates). The interpreter never has the last
+//     (TestUncachedDecisionAllocates): the caches copy keys into bytes
+//     they keep (keyCache), so a warm miss with a shared outcome
+//     allocates nothing. The interpreter never has the last
 //     word on a failure: when the plan errs, topdown evaluates the same
 //     input; a native unsure of its arguments calls topdown's builtin; and
 //     a policy it cannot run (a builtin outside planBuiltins, with,

@@ -694,7 +694,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	}
 	// An outcome that depends on nothing but the state and one shared
 	// verdict is made once (sharedVerdict.alone, state.allowed): a miss
-	// then allocates only its cache entry.
+	// then allocates nothing (keyCache keeps the key).
 	var alone *sharedVerdict
 	switch {
 	case deny != nil && shadow == nil && deny.shared != nil:
@@ -751,40 +751,6 @@ func (e *Engine) fields(p *compiled, c *inputCtx, err error) []zap.Field {
 		f = append(f, zap.Error(err))
 	}
 	return f
-}
-
-// keyCache remembers values by a key of input slots: outcomes by the
-// slots the policies read (the decision cache), session documents by the
-// session slots. An outcome depends on nothing else within one state (the
-// store is never written, nondeterministic policies have no decision
-// cache), and a document on nothing but its slots, so a hit is what an
-// evaluation or a build would make.
-type keyCache[V comparable] struct {
-	mu  sync.RWMutex
-	m   map[string]V
-	max int
-}
-
-func newKeyCache[V comparable](max int) *keyCache[V] {
-	return &keyCache[V]{m: make(map[string]V), max: max}
-}
-
-func (c *keyCache[V]) get(key []byte) V {
-	c.mu.RLock()
-	v := c.m[string(key)]
-	c.mu.RUnlock()
-	return v
-}
-
-func (c *keyCache[V]) put(key []byte, v V) {
-	c.mu.Lock()
-	if len(c.m) >= c.max {
-		// Simpler than LRU, and the working set (users × distinct
-		// commands) refills at once.
-		clear(c.m)
-	}
-	c.m[string(key)] = v
-	c.mu.Unlock()
 }
 
 // heapSize estimates the bytes t holds on the heap, from the layout of
