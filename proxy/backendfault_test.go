@@ -167,6 +167,32 @@ func TestBackendTimeout(t *testing.T) {
 	waitFor(t, func() bool { return testutil.ToFloat64(m.backendFaults.WithLabelValues("scripted", "timeout")) == 2 })
 }
 
+// A client that sends DONE before IDLE's "+" came still owes the backend
+// a deadline: the "+" that comes after the DONE must not clear it, or a
+// backend that then stops answering holds the session (and its backend
+// connection) for ever (ARCHITECTURE.md §13).
+func TestDoneBeforeIdleContinuationKeepsDeadline(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	stall := make(chan struct{})
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch line {
+		case "IDLE": // the "+" only once DONE is read, then silence
+		case "":
+			fmt.Fprintf(c, "+ idling\r\n")
+			<-stall
+		default:
+			fmt.Fprintf(c, "%s OK fine\r\n", tag)
+		}
+	}, func(o *Options) { o.Limits.BackendTimeout = timeout })
+	t.Cleanup(func() { close(stall) }) // before the backend's own cleanup
+
+	c := h.login()
+	c.sendRaw("a1 IDLE\r\nDONE\r\n")
+	c.expect("+ idling")
+	c.expectClosed("* BYE [UNAVAILABLE] Backend not responding")
+	waitFor(t, func() bool { return h.audit.hasSecurity("backend-timeout") })
+}
+
 // What the backend owes decides the deadline of each read (owedReader):
 // every read of a response that keeps coming gets a fresh one, so a slow
 // backend that keeps sending is never cut; an IDLE waiting for DONE owes

@@ -199,8 +199,12 @@ func (p *backendPump) relay() (parked bool) {
 				// reads what follows the IDLE, so before the "+" of a
 				// literal sent after a DONE that did not wait for it.
 				r.idleCont = false
-				r.paidLocked(r.idle) // idling: nothing owed until DONE
-				r.idling.Store(true)
+				if !r.idle.doneSent {
+					r.paidLocked(r.idle) // idling: nothing owed until DONE
+					r.idling.Store(true)
+				}
+				// Else the client's DONE went ahead of this "+": the
+				// completion is owed: its deadline stays (ARCHITECTURE.md §13).
 				break
 			}
 			if !r.contArmed {

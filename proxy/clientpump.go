@@ -291,6 +291,7 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 	r := p.r
 	r.mu.Lock()
 	if r.inflight.find(func(x *inflight) bool { return x == idle }) != nil {
+		idle.doneSent = true
 		r.oweLocked(idle)
 	}
 	r.idling.Store(false)
