@@ -24,7 +24,7 @@ var mustShow = []string{
 	"imapwarden_audit_queue_depth", "imapwarden_audit_dropped_total", "imapwarden_certificate_expiry_timestamp_seconds",
 	"imapwarden_security_events_total", "imapwarden_build_info",
 	"imapwarden_policy_denies_total", "imapwarden_lockouts_active", "imapwarden_reload_success", "imapwarden_audit_healthy",
-	"imapwarden_backend_up", "imapwarden_backend_sessions",
+	"imapwarden_backend_up", "imapwarden_backend_sessions", "imapwarden_backend_protocol_errors_total",
 }
 
 // exported are the metrics of a running proxy's registry (registryMetrics).
