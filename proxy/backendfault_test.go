@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"math"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -364,6 +367,66 @@ func TestInflightBackPressure(t *testing.T) {
 		t.Fatalf("backend got %d commands, up to %d unanswered at once", len(got), over)
 	}
 }
+
+// A client that pipelines NOOPs without end, towards a backend that holds
+// its answers, costs the proxy the default MaxInflight commands' records
+// and no more, and the memory is returned when the session ends (issue 17:
+// 1M such NOOPs once took the proxy from 58 to 517 MiB, for good). Heap
+// figures are the whole test process's, after a collection.
+func TestPipelinedNoopsMemoryBounded(t *testing.T) {
+	const total = 100 * DefaultMaxInflight
+	var held []string
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		// Answered only once the proxy sent all it may: a proxy
+		// reading the client on would grow on it.
+		if held = append(held, tag); len(held) == DefaultMaxInflight {
+			for _, tg := range held {
+				fmt.Fprintf(c, "%s OK noop\r\n", tg)
+			}
+			held = held[:0]
+		}
+	}, func(o *Options) { o.Auditor = countingAuditor{o.Auditor.(*recAuditor)} })
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	var b bytes.Buffer
+	for i := range total {
+		fmt.Fprintf(&b, "n%d NOOP\r\n", i)
+	}
+	c := h.login()
+	base := heap()
+	go c.c.Write(b.Bytes())
+	peak := int64(math.MinInt64)
+	for i := range total {
+		c.expect(fmt.Sprintf("n%d OK", i))
+		if i%10_000 == 5_000 {
+			peak = max(peak, heap()-base)
+		}
+	}
+	c.transact("z LOGOUT", "z OK")
+	waitFor(t, func() bool {
+		h.audit.mu.Lock()
+		defer h.audit.mu.Unlock()
+		return len(h.audit.closes) == 1
+	})
+	after := heap() - base
+	t.Logf("heap over the logged-in session's: %d KiB at most while %d NOOPs were pipelined, %d KiB once it ended", peak>>10, total, after>>10)
+	if peak > 4<<20 { // about 0.4 MiB bounded; 16 MiB once MaxInflight was lifted
+		t.Errorf("the proxy grew by %d KiB while NOOPs were pipelined: pipelining is not bounded", peak>>10)
+	}
+	if after > 2<<20 {
+		t.Errorf("%d KiB more than before the NOOPs after the session ended: not returned", after>>10)
+	}
+}
+
+// countingAuditor is a recAuditor that keeps no command record (it would
+// hold what a test measures).
+type countingAuditor struct{ *recAuditor }
+
+func (countingAuditor) Command(*SessionInfo, CommandEvent) error { return nil }
 
 // A command's record is recycled once its reply is out; the next command
 // may take it while the backend pump is still finishing the reply. A
