@@ -130,6 +130,9 @@ type compiled struct {
 	// evaluates it; planErr says why.
 	prog    *program
 	planErr string
+	// verdicts remembers the verdicts of the decisions prog made, by
+	// their exact key (verdictOf).
+	verdicts *keyCache[*sharedVerdict]
 }
 
 // idUse is what a policy reads of input.session.client_id: the keys it
@@ -200,6 +203,7 @@ func compileDir(ctx context.Context, dir string, shadow bool) (*compiled, error)
 	if p.prog, err = planPolicy(ctx, p); err != nil {
 		p.planErr = err.Error()
 	}
+	p.verdicts = newKeyCache[*sharedVerdict](maxVerdicts)
 	return p, nil
 }
 
@@ -472,7 +476,7 @@ func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm 
 					return d, nil
 				}
 			}
-			return parseVerdict(v)
+			return p.verdictOf(m, v)
 		}
 	}
 	if *inputTerm == nil {

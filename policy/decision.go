@@ -222,6 +222,41 @@ func parseVerdict(v val) (verdict, error) {
 	return d, nil
 }
 
+// maxVerdicts bounds compiled.verdicts, maxVerdictKey the key of a
+// decision remembered there.
+const (
+	maxVerdicts   = 256
+	maxVerdictKey = 1024
+)
+
+// verdictOf is parseVerdict of v, a decision p's plan made, remembered by
+// v's exact key (appendValKey: equal keys, equal values): a decision made
+// again (a denial whose reason names the same mailbox) is read once and
+// shared, and so is the outcome it decides alone (sharedVerdict.alone),
+// so that it allocates nothing. A malformed decision, or one larger than
+// maxEntry, is not remembered.
+func (p *compiled) verdictOf(m *machine, v val) (verdict, error) {
+	if v.k != kObj || v.c.term != nil {
+		return parseVerdict(v)
+	}
+	key, ok := appendValKey(m.vkey[:0], v, maxVerdictKey)
+	m.vkey = key
+	if !ok {
+		return parseVerdict(v)
+	}
+	if sv := p.verdicts.get(key); sv != nil {
+		return sv.d, nil
+	}
+	d, err := parseVerdict(v)
+	if err != nil || d.size > maxEntry {
+		return d, err
+	}
+	sv := &sharedVerdict{d: d}
+	sv.d.shared = sv
+	p.verdicts.put(key, sv)
+	return sv.d, nil
+}
+
 // optKind: v is undefined or of kind k.
 func optKind(v val, k vkind) bool { return v.k == kUndef || v.k == k }
 

@@ -50,8 +50,9 @@
 //     once when evaluations share it (sharedVerdict, with the outcome it
 //     decides alone). An uncached decision allocates only what it keeps
 //     (TestUncachedDecisionAllocates): the caches copy keys into bytes
-//     they keep (keyCache), so a warm miss with a shared outcome
-//     allocates nothing. The interpreter never has the last
+//     they keep (keyCache), and a decision value the plan makes again is
+//     read once, by its exact key (verdictOf), its outcome with it, so a
+//     warm miss allocates nothing. The interpreter never has the last
 //     word on a failure: when the plan errs, topdown evaluates the same
 //     input; a native unsure of its arguments calls topdown's builtin; and
 //     a policy it cannot run (a builtin outside planBuiltins, with,

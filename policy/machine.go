@@ -63,6 +63,11 @@ type machine struct {
 	// heap strings, kept across decisions.
 	lowerCache  map[string]string
 	concatCache map[[3]string]string
+	// sprintfCache holds sprintf's results by the exact key of its
+	// arguments (appendValKey), as lowerCache: a denial's reason recurs.
+	sprintfCache map[string]string
+	// vkey is the scratch of sprintf's and verdictOf's keys.
+	vkey []byte
 }
 
 var machinePool = sync.Pool{New: func() any {
@@ -104,7 +109,8 @@ func (m *machine) release() {
 	clear(m.vargs[:cap(m.vargs)])
 	m.reset()
 	*m = machine{stack: m.stack[:0], memo: m.memo[:0], memoOK: m.memoOK[:0], args: m.args[:0], vargs: m.vargs[:0],
-		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache, key: m.key[:0]}
+		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache, key: m.key[:0],
+		sprintfCache: m.sprintfCache, vkey: m.vkey[:0]}
 	machinePool.Put(m)
 }
 
@@ -683,7 +689,7 @@ func (m *machine) merge(a, b val) val {
 	return out
 }
 
-// maxLowerCache bounds machine.lowerCache and concatCache.
+// maxLowerCache bounds machine.lowerCache, concatCache and sprintfCache.
 const maxLowerCache = 256
 
 // lower is strings.ToLower, remembered by the machine: the names of the
@@ -870,25 +876,44 @@ var natives = map[string]native{
 		}
 		return m.union(a[0], a[1]), true
 	},
-	ast.Sprintf.Name: func(_ *machine, a []val) (val, bool) {
+	ast.Sprintf.Name: func(m *machine, a []val) (val, bool) {
 		if a[0].k != kStr || a[1].k != kArr || len(a[1].c.vals) > 8 {
 			return val{}, false
+		}
+		for _, e := range a[1].c.vals {
+			if e.k != kStr && e.k != kNum {
+				return val{}, false
+			}
+		}
+		key, keep := appendValKey(m.vkey[:0], a[0], maxCallKey)
+		if keep {
+			key, keep = appendValKey(key, a[1], maxCallKey)
+		}
+		m.vkey = key
+		if keep {
+			if s, ok := m.sprintfCache[string(key)]; ok {
+				return vStr(s), true
+			}
 		}
 		// As topdown's: strings as strings, integers as int64; other
 		// arguments are left to it.
 		var buf [8]any
 		args := buf[:len(a[1].c.vals)]
 		for i, e := range a[1].c.vals {
-			switch e.k {
-			case kStr:
+			if e.k == kStr {
 				args[i] = e.s
-			case kNum:
+			} else {
 				args[i] = e.n
-			default:
-				return val{}, false
 			}
 		}
-		return vStr(fmt.Sprintf(a[0].s, args...)), true
+		s := fmt.Sprintf(a[0].s, args...)
+		if keep {
+			if m.sprintfCache == nil || len(m.sprintfCache) >= maxLowerCache {
+				m.sprintfCache = make(map[string]string, maxLowerCache)
+			}
+			m.sprintfCache[string(key)] = s
+		}
+		return vStr(s), true
 	},
 	ast.Max.Name: func(_ *machine, a []val) (val, bool) {
 		var elems []val

@@ -168,10 +168,10 @@ func TestVerdictsMatchParseDecision(t *testing.T) {
 
 // TestUncachedDecisionAllocates: an inspected command the caches have
 // not seen, with the shipped policies, allocates nothing once the caches
-// are warm, unless the decision is a new value (a denial's reason and
-// annotations): not the input, not the evaluation's values (108 objects
-// per decision before the flat interpreter), not its cache key (the key
-// cache copies keys into bytes it keeps: keyCache). An allocation per
+// are warm: not the input, not the evaluation's values (108 objects per
+// decision before the flat interpreter), not its cache key (the key cache
+// copies keys into bytes it keeps: keyCache), not a denial made before
+// (verdictOf). An allocation per
 // decision is garbage, and garbage sets off the collector, which the
 // decisions made during its cycles pay for (ARCHITECTURE.md §10).
 func TestUncachedDecisionAllocates(t *testing.T) {
@@ -193,9 +193,10 @@ func TestUncachedDecisionAllocates(t *testing.T) {
 		// sharedVerdict.alone) and the key is copied into the cache.
 		{"alice", `a UID STORE 1:5 +FLAGS.SILENT (\Deleted)`, true, 0},
 		{"alice", "a UID MOVE 7 Archive", true, 0},
-		// The denial is made at each evaluation: its reason (sprintf),
-		// annotations and outcome.
-		{"alice", "a RENAME Drafts Old", false, 3},
+		// A denial the plan makes: its reason (sprintf) is
+		// remembered by the machine, its verdict by its value
+		// (verdictOf), and its outcome with that verdict.
+		{"alice", "a RENAME Drafts Old", false, 0},
 		{"erin", "a UID EXPUNGE 1:5", false, 0},
 		{"alice", "b APPEND Sent (\\Seen) {5}\r\nhello", true, 0},
 	}

@@ -449,3 +449,64 @@ func TestSharedOutcomeKeepsItsState(t *testing.T) {
 		t.Fatalf("the first state's outcome changed: %+v", first.decision)
 	}
 }
+
+// TestVerdictsRememberedExactly: decisions the plan makes are remembered
+// by their exact value (verdictOf): a decision made again is shared with
+// its outcome (the same annotations map), and values only an exact key
+// tells apart (1 and 1.0, an array and a set, a string and an object, a
+// string and its prefix) each decide as topdown does, in any order.
+func TestVerdictsRememberedExactly(t *testing.T) {
+	dir := regoDir(t, map[string]string{"p.rego": `package imapwarden
+
+import rego.v1
+
+default decision := {"allow": true}
+
+decision := {"allow": false, "code": "NOPERM", "reason": reason, "annotations": {"v": value(input.command.mailbox)}} if {
+	input.point == "command"
+	reason := sprintf("%s (%d)", ["refused", count(input.command.mailbox)])
+}
+
+value(m) := 1 if m == "one"
+
+value(m) := 1.0 if m == "onef"
+
+value(m) := ["x"] if m == "arr"
+
+value(m) := {"x"} if m == "set"
+
+value(m) := {"x": "x"} if m == "obj"
+
+value(m) := m if not m in {"one", "onef", "arr", "set", "obj"}
+`})
+	opts := Options{Dirs: []Dir{{Path: dir}}, CacheSize: -1}
+	e, _ := newTestEngine(t, opts)
+	if p := e.state.Load().dirs[0]; p.prog == nil {
+		t.Fatalf("the policy is not planned: %s", p.planErr)
+	}
+	ref := topdownEngine(t, opts)
+	ctx := context.Background()
+	var ins []*proxy.DecisionInput
+	for _, m := range []string{"one", "onef", "arr", "set", "obj", "x", "xx", "X", "x/y", "one1", "on", "abc", "ab"} {
+		ins = append(ins, command(t, "alice", "a DELETE "+m))
+	}
+	first := map[int]string{}
+	for round := range 3 {
+		for j := range ins {
+			i := (j*7 + round*3) % len(ins)
+			got, want := e.Decide(ctx, ins[i]), ref.Decide(ctx, ins[i])
+			if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) {
+				t.Fatalf("round %d, %s:\nflat:    %#v\ntopdown: %#v", round, ins[i].Command.Mailbox, got, want)
+			}
+			p := fmt.Sprintf("%p", got.Annotations)
+			if round == 0 {
+				first[i] = p
+			} else if first[i] != p {
+				t.Fatalf("round %d, %s: a decision made again was not shared", round, ins[i].Command.Mailbox)
+			}
+		}
+	}
+	if n := e.state.Load().dirs[0].verdicts.len(); n != len(ins) {
+		t.Fatalf("%d verdicts remembered for %d decisions", n, len(ins))
+	}
+}
