@@ -474,11 +474,13 @@ func (p *backendPump) park() bool {
 	if pk == nil || r.rawBackend == nil || r.owing.Load() > 0 || r.cut.Load() || s.closing.Load() {
 		return false
 	}
-	if p.be.rd.hot && !r.idling.Load() {
+	if p.be.rd.hot && !r.idling.Load() && s.lim.ParkAfter > hotLinger {
+		// The rest of ParkAfter on a fresh goroutine (clientPump.park).
 		p.be.rd.hot = false
-		handOver(p.run)
+		s.srv.handOver(p.run)
 		return true
 	}
+	p.be.rd.hot = false
 	// The scanner holds nothing at a response boundary (waitReadable
 	// reset it): a parked pump keeps none, the resumed one makes one.
 	p.be.sc = nil

@@ -143,6 +143,8 @@ func (p *clientPump) relay() (parked bool) {
 // audit, TLS: 16 KiB and more) would otherwise stay for the whole linger,
 // the most of what a session between commands costs (ARCHITECTURE.md §5,
 // §16). A fresh goroutine starts with the runtime's usual stack size.
+// Not when ParkAfter is hotLinger or less (the default): the hot linger
+// waited all of it.
 func (p *clientPump) park() bool {
 	s := p.s
 	pk := s.srv.parker
@@ -155,8 +157,12 @@ func (p *clientPump) park() bool {
 	s.putParser()
 	if p.hot {
 		p.hot = false
-		handOver(p.run)
-		return true
+		if s.lim.ParkAfter > hotLinger {
+			s.srv.handOver(p.run)
+			return true
+		}
+		// The hot linger was the whole of ParkAfter: park from here,
+		// with no goroutine to start and nothing left to linger.
 	}
 	// Nor a scanner: it holds nothing between commands (waitClient reset
 	// it), and the resumed pump makes one.

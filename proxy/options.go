@@ -145,7 +145,9 @@ type Limits struct {
 	// (between commands, or in IDLE) before each gives up its goroutine
 	// until its peer sends something (parker_linux.go): the backend pump
 	// with nothing owed, the client pump with nothing read (not with
-	// COMPRESS); 500 ms. Negative: never.
+	// COMPRESS); 10 ms, hotLinger: a pump that did work then parks from
+	// its own goroutine, and none lingers (ARCHITECTURE.md §5). Negative:
+	// never.
 	ParkAfter time.Duration
 }
 
@@ -164,7 +166,7 @@ const (
 	DefaultMaxInflight         = 1000
 	DefaultBackendTimeout      = 5 * time.Minute
 	DefaultMaxResponseLine     = 16 << 20
-	DefaultParkAfter           = 500 * time.Millisecond
+	DefaultParkAfter           = 10 * time.Millisecond
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultLoginTimeout        = 30 * time.Second
 )

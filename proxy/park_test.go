@@ -520,3 +520,42 @@ func TestParkerResumesOnce(t *testing.T) {
 		t.Errorf("refused parking resumed %d times", got)
 	}
 }
+
+// With the default Limits.ParkAfter (no longer than hotLinger), a pump
+// that did work parks from the goroutine that did it once the hot linger
+// passed: no fresh goroutine is started to linger on (ARCHITECTURE.md §5,
+// §16). A session a few seconds between commands so runs no goroutine
+// but for hotLinger after each; lingering hand-over goroutines (about a
+// sixth of 2,000 sessions with a NOOP every 3 s at 500 ms, each started
+// at the runtime's adaptive stack size) were most of what an active
+// session cost more than an idle one.
+func TestHotPumpsParkWithoutHandOver(t *testing.T) {
+	h, _ := parkHarness(t, func(o *Options) { o.Limits.ParkAfter = DefaultParkAfter })
+	c := h.login()
+	c.transact("s SELECT INBOX", "s OK")
+	for round := range 3 {
+		clients, backends := h.srv.parker.parksSoFar(parkClient), h.srv.parker.parksSoFar(parkBackend)
+		c.transact(fmt.Sprintf("n%d NOOP", round), fmt.Sprintf("n%d OK", round))
+		// Each pump did work (the command, its response) and parks again.
+		waitParksSoFar(t, h, parkClient, clients+1)
+		waitParksSoFar(t, h, parkBackend, backends+1)
+	}
+	waitNoPumpGoroutines(t)
+	if n := h.srv.handOvers.Load(); n != 0 {
+		t.Errorf("%d hand-overs to a fresh goroutine with ParkAfter %v (hotLinger %v), want none: the hot linger already waited all of it", n, DefaultParkAfter, hotLinger)
+	}
+	// Still served after parking from a hot goroutine.
+	c.transact("e NOOP", "e OK")
+}
+
+// waitParksSoFar waits until pumps of a kind were parked n times so far.
+func waitParksSoFar(t *testing.T, h *harness, kind parkKind, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for h.srv.parker.parksSoFar(kind) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pumps of kind %d parked %d times so far, want %d", kind, h.srv.parker.parksSoFar(kind), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -119,16 +119,20 @@ func (s *Session) runRelay() {
 }
 
 // hotLinger is how long a pump's goroutine that did work waits for more
-// before it hands the wait to a fresh goroutine (clientPump.park,
-// backendPump.park): long enough that a client's back-to-back commands
-// and their replies never pay for one, short next to Limits.ParkAfter.
+// before it parks, or hands the rest of a longer Limits.ParkAfter to a
+// fresh goroutine (clientPump.park, backendPump.park): long enough that
+// a client's back-to-back commands and their replies never pay for
+// either. It is DefaultParkAfter.
 const hotLinger = 10 * time.Millisecond
 
-// handOver runs a pump's next turn on a fresh goroutine (its stack as
-// small as a new goroutine's; not a runner, whose stack grew on purpose):
+// handOver runs a pump's next turn on a fresh goroutine (its stack a new
+// goroutine's; not a runner, whose stack grew on purpose):
 // the caller returns at once and touches nothing of the pump after, as
 // when it parks.
-func handOver(run func()) { go run() }
+func (srv *Server) handOver(run func()) {
+	srv.handOvers.Add(1)
+	go run()
+}
 
 // rawConn is c's descriptor for the parker, nil if it has none.
 func rawConn(c net.Conn) syscall.RawConn {

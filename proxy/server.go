@@ -41,6 +41,8 @@ type Server struct {
 	// runners run sessions and backend pumps (runners.go); closed by
 	// release once no session is left.
 	runners *runners
+	// handOvers counts Server.handOver's fresh goroutines (tests).
+	handOvers atomic.Int64
 }
 
 // NewServer checks opts and returns a Server; Start binds the listeners.
