@@ -236,6 +236,37 @@ func (t teeAuditor) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	t.b.SessionClose(s, e)
 }
 
+// logSessions reports whether the operational log repeats the session
+// events (log.sessions): by default only when no audit trail records
+// them, since a line costs about as much as the record (encoding, one
+// write each; four per login).
+func logSessions(p *problems, cfg *fileConfig) bool {
+	switch cfg.Log.Sessions {
+	case "", "auto":
+		return cfg.Audit.Sink == "" && cfg.Audit.Path == ""
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	p.add("log.sessions: unknown value %q (want auto, on or off)", cfg.Log.Sessions)
+	return true
+}
+
+// sessionsUnlogged is the operational log without the session events the
+// audit trail records: open, TLS, a successful login, close. A failed
+// login, security events, limits and refused commands are still logged.
+type sessionsUnlogged struct{ proxy.Auditor }
+
+func (sessionsUnlogged) SessionOpen(*proxy.SessionInfo)                    {}
+func (sessionsUnlogged) TLSStarted(*proxy.SessionInfo)                     {}
+func (sessionsUnlogged) SessionClose(*proxy.SessionInfo, proxy.CloseEvent) {}
+func (q sessionsUnlogged) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
+	if !e.Success {
+		q.Auditor.Auth(s, e)
+	}
+}
+
 // auditCollector exports the trail's counters at scrape time.
 type auditCollector struct{ t *audit.Trail }
 

@@ -31,6 +31,7 @@ backends:
     tls: {ca_file: %s, server_name: localhost}
 limits: {backend_timeout: %s}
 audit: {path: %%[3]s, fsync: always}
+log: {sessions: on}
 admin: {address: ""}
 drain_timeout: 5s
 `, dc.Addr, dc.CAFile, timeout))

@@ -155,6 +155,8 @@ type adminConfig struct {
 type logConfig struct {
 	Level  string `yaml:"level"`  // debug | info | warn | error; default info
 	Format string `yaml:"format"` // json | console; default json
+	// Sessions: auto | on | off; default auto, on without an audit trail.
+	Sessions string `yaml:"sessions"`
 }
 
 type listenerConfig struct {
