@@ -76,7 +76,9 @@ func syscallsSetup(b *testing.B, env string, def int) (d *deployment, strace str
 			b.Fatalf("%s=%q: want a positive number", env, v)
 		}
 	}
-	dc := dovecottest.Start(b, dovecottest.Options{MaxSessions: 100})
+	// An imap process per session, as BenchmarkVsHAProxy's command
+	// workloads run (workload.perSession).
+	dc := dovecottest.Start(b, dovecottest.Options{HighPerformance: true})
 	populate(b, dc)
 	d = newDeployment(b, dc.Addr)
 	imapwardenBinary(b)

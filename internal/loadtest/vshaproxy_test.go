@@ -58,6 +58,10 @@ import (
 // processes, then runs each throughput workload on imapwarden and then on
 // haproxy, so that the two measurements of a pair are minutes apart at
 // most on a shared, loaded machine. A figure is the median of the rounds.
+// The command workloads (bulk, FLAGS, NOOP) run on a second pair of
+// servers in front of a second Dovecot that gives each session an imap
+// process of its own, so that both relays face the same backend
+// processes (workload.perSession); memory and logins use the first.
 func BenchmarkVsHAProxy(b *testing.B) {
 	haproxy := testenv.NeedTool(b, "haproxy")
 	dovecottest.Require(b)
@@ -67,34 +71,47 @@ func BenchmarkVsHAProxy(b *testing.B) {
 	dc := dovecottest.Start(b, dovecottest.Options{MaxSessions: 2*(sz.many+warmSessions) + 100})
 	populate(b, dc)
 	d := newDeployment(b, dc.Addr)
+	// One imap process per session, for the workloads that measure
+	// commands (see perSession).
+	one := dovecottest.Start(b, dovecottest.Options{HighPerformance: true})
+	populate(b, one)
+	dOne := newDeployment(b, one.Addr)
 	imapwardenBinary(b)
 	b.Logf("load average before: %s", loadAverage())
 	res := &results{many: sz.many}
 	for round := 1; round <= rounds; round++ {
-		pair := []*server{d.startImapwarden(b), d.startHAProxy(b, haproxy)}
+		shared := []*server{d.startImapwarden(b), d.startHAProxy(b, haproxy)}
 		if round == 1 {
-			logTLS(b, pair)
+			logTLS(b, shared)
 		}
 		if sz.runs("memory") {
-			for _, s := range pair {
+			for _, s := range shared {
 				measureMemory(b, s, sz, res)
 			}
 		}
+		var own []*server // on one, started when first needed
 		for _, w := range workloads {
 			if !sz.runs(w.name) {
 				continue
+			}
+			pair := shared
+			if w.perSession {
+				if own == nil {
+					own = []*server{dOne.startImapwarden(b), dOne.startHAProxy(b, haproxy)}
+				}
+				pair = own
 			}
 			for _, s := range pair {
 				w.run(b, s, sz, res)
 			}
 		}
-		for _, s := range pair {
+		for _, s := range append(shared, own...) {
 			s.stop()
 		}
 		b.Logf("round %d of %d done, load average %s", round, rounds, loadAverage())
 	}
 	if dir := os.Getenv("LOADTEST_PROFILE"); dir != "" {
-		profile(b, d, sz, dir)
+		profile(b, d, dOne, sz, dir)
 	}
 	res.report(b)
 }
@@ -328,9 +345,20 @@ func closeAll(conns []*conn) {
 type workload struct {
 	name string
 	run  func(*testing.B, *server, sizes, *results)
+	// perSession: run against a Dovecot that serves each session in an
+	// imap process of its own (its default), through a pair of servers
+	// of its own. A Dovecot whose processes serve 50 sessions each (the
+	// memory workload needs one) hands a new session to whichever of its
+	// processes takes it first: 16 NOOP sessions were served by 2 of
+	// them in one run and by 15 in the next, and that alone moved both
+	// relays' CPU per NOOP by a third (waking another process is paid by
+	// the sender's system call). Logins stay there: with a process per
+	// session every login would fork one, and Dovecot's cost would
+	// dilute the relays' differences.
+	perSession bool
 }
 
-var workloads = []workload{{"bulk", bulkFetch}, {"flags", flagsFetch}, {"noop1", noop1}, {"noop16", noop16}, {"logins", logins}}
+var workloads = []workload{{"bulk", bulkFetch, true}, {"flags", flagsFetch, true}, {"noop1", noop1, true}, {"noop16", noop16, true}, {"logins", logins, false}}
 
 func bulkFetch(b *testing.B, s *server, sz sizes, res *results) {
 	c := sessions(b, s, 1, "INBOX", nil)
@@ -634,11 +662,11 @@ func loadAverage() string {
 
 // profile is the unmeasured pass of LOADTEST_PROFILE. A fresh imapwarden
 // holds sz.many idle sessions (Go's own memory figures per session, the
-// goroutine profile), then runs NOOP at 1 and 16 sessions, FLAGS, bulk
-// FETCH and logins under a CPU profile each. Another, whose heap profiler samples every 512 bytes
+// goroutine profile); another, on dOne's Dovecot, runs NOOP at 1 and 16
+// sessions, FLAGS, bulk FETCH and logins under a CPU profile each. Another, whose heap profiler samples every 512 bytes
 // allocated rather than every 512 KiB, holds sz.many idle sessions again for
 // heap profiles before and after, whose difference is what they keep.
-func profile(b *testing.B, d *deployment, sz sizes, dir string) {
+func profile(b *testing.B, d, dOne *deployment, sz sizes, dir string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		b.Fatal(err)
 	}
@@ -657,7 +685,9 @@ func profile(b *testing.B, d *deployment, sz sizes, dir string) {
 	save(b, s.admin, "/debug/pprof/goroutine?debug=1", filepath.Join(dir, "goroutine-idle.txt"))
 	closeAll(many)
 	closeAll(warm)
+	s.stop()
 
+	s = dOne.startImapwarden(b) // as the command workloads run
 	secs := int(max(5*time.Second, sz.window) / time.Second)
 	for _, p := range []struct {
 		name string
