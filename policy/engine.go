@@ -74,8 +74,9 @@ type Options struct {
 	PollInterval time.Duration
 	// CacheSize bounds the decisions remembered per revision, and as
 	// many parts of inputs (input.session with its session rules,
-	// input.now, input.command.effects), each value at most maxEntry:
-	// 0 means DefaultCacheSize, negative disables both.
+	// input.now, input.command.effects), each value at most maxEntry
+	// and their keys keyBytes each on average (keyCache): 0 means
+	// DefaultCacheSize, negative disables both.
 	CacheSize int
 	// OnEvaluation, when set, receives the time of each Rego evaluation
 	// (cache hits and the fast path are not evaluations), for a metric.
