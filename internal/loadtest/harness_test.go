@@ -36,6 +36,10 @@ var buildOnce struct {
 
 func imapwardenBinary(tb testing.TB) string {
 	tb.Helper()
+	if bin := os.Getenv("LOADTEST_BINARY"); bin != "" {
+		// A binary built elsewhere, to compare commits.
+		return bin
+	}
 	buildOnce.Do(func() {
 		buildOnce.dir, buildOnce.err = os.MkdirTemp("", "loadtest-bin")
 		if buildOnce.err != nil {

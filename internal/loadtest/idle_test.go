@@ -117,7 +117,7 @@ rate_limits: {enabled: false}
 }
 
 // settle lets the process reach its steady state: the sessions park
-// (limits.park_after, 500 ms), a GC (through pprof's heap endpoint, as an
+// (limits.park_after, 10 ms), a GC (through pprof's heap endpoint, as an
 // operator can ask) empties the buffer pools and frees the stacks of the
 // goroutines parking ended, and the runtime's scavenger gets time to
 // return freed pages.

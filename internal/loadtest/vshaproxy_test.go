@@ -35,6 +35,8 @@ import (
 // (2000); LOADTEST_ONLY=memory,noop1 runs only the workloads named (memory,
 // bulk, flags, noop1, noop16, logins), for experiments: a budget whose
 // figures are missing is reported as missed.
+// LOADTEST_BINARY=PATH measures that imapwarden binary rather than one
+// built from this tree (an older commit's, to compare).
 // LOADTEST_PROFILE=DIR adds an unmeasured pass at the end that writes
 // imapwarden's CPU profiles of the NOOP-1, NOOP-16, FLAGS, bulk FETCH and
 // login workloads (cpu-*.pprof), its goroutines with 2000 idle sessions and heap profiles
