@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"runtime/metrics"
 	"slices"
 	"strings"
@@ -273,6 +274,52 @@ func warmCaches(e *Engine, ins []*proxy.DecisionInput) {
 		in.Command.LiteralBytes = 1<<40 + int64(i)
 		e.Decide(ctx, in)
 	}
+}
+
+// BenchmarkDecideUncachedUnderGC is BenchmarkDecideUncached while the
+// rest of a proxy runs the collector: a pointer-rich live heap of about 8
+// MiB (as a thousand sessions hold) and 64 KiB of new garbage every
+// millisecond from another goroutine, so that collections run among the
+// decisions timed (gc-cycles). A decision that allocates pays mark assists
+// during them; one that does not pays for the collector's share of the
+// CPU and its write barriers only. B/op and allocs/op count the other
+// goroutine's garbage too (about 550 B per decision).
+func BenchmarkDecideUncachedUnderGC(b *testing.B) {
+	e := benchEngine(b, true)
+	ins := decideCommands(b)
+	warmCaches(e, ins)
+	type node struct {
+		next *node
+		ptrs [6]*node
+	}
+	var live *node
+	for range 8 << 20 / 64 {
+		live = &node{next: live}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		var garbage *node
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			garbage = nil
+			for range 64 << 10 / 64 {
+				garbage = &node{next: garbage, ptrs: [6]*node{live}}
+			}
+		}
+	}()
+	decideTimed(b, e, ins, func(i int, in *proxy.DecisionInput) {
+		in.Command.LiteralBytes = int64(1000 + i)
+	})
+	close(stop)
+	<-done
+	runtime.KeepAlive(live)
 }
 
 // BenchmarkDecideUncachedByCommand is BenchmarkDecideUncached for each of
