@@ -89,7 +89,10 @@ func planPolicy(ctx context.Context, p *compiled) (*program, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
+	// The global would otherwise keep the last plan's IR for the
+	// process's life: a pointer-rich tree every collection marks.
 	pol := planCaptured
+	planCaptured = nil
 	if pol == nil {
 		return nil, errors.New("plan: none produced")
 	}

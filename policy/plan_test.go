@@ -487,3 +487,18 @@ func TestCachesShared(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestPlanNotRetained: once a policy is planned, nothing keeps the
+// planner's IR (the plan capture's global once kept the last one for the
+// process's life, about 130 KiB of scannable heap with the shipped policies).
+func TestPlanNotRetained(t *testing.T) {
+	e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: shippedDir(t)}}})
+	if p := e.state.Load().dirs[0]; p.prog == nil {
+		t.Fatalf("the policies are not planned: %s", p.planErr)
+	}
+	planMu.Lock()
+	defer planMu.Unlock()
+	if planCaptured != nil {
+		t.Fatal("the last plan's IR is still referenced")
+	}
+}
