@@ -170,18 +170,18 @@ func TestBackendTimeout(t *testing.T) {
 	waitFor(t, func() bool { return testutil.ToFloat64(m.backendFaults.WithLabelValues("scripted", "timeout")) == 2 })
 }
 
-// A client that sends DONE before IDLE's "+" came still owes the backend
-// a deadline: the "+" that comes after the DONE must not clear it, or a
-// backend that then stops answering holds the session (and its backend
+// A DONE the client sent before IDLE's "+" came waits for it (doneIdle);
+// once forwarded, the completion is owed: a backend silent after it is cut
+// by its deadline, it does not hold the session (and its backend
 // connection) for ever (ARCHITECTURE.md §13).
 func TestDoneBeforeIdleContinuationKeepsDeadline(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	stall := make(chan struct{})
 	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
 		switch line {
-		case "IDLE": // the "+" only once DONE is read, then silence
-		case "":
+		case "IDLE":
 			fmt.Fprintf(c, "+ idling\r\n")
+		case "": // DONE: then silence
 			<-stall
 		default:
 			fmt.Fprintf(c, "%s OK fine\r\n", tag)
@@ -194,6 +194,79 @@ func TestDoneBeforeIdleContinuationKeepsDeadline(t *testing.T) {
 	c.expect("+ idling")
 	c.expectClosed("* BYE [UNAVAILABLE] Backend not responding")
 	waitFor(t, func() bool { return h.audit.hasSecurity("backend-timeout") })
+}
+
+// A client may pipeline IDLE, DONE and the next IDLE before the first
+// "+" came. Each "+" is the IDLE's in flight: the client pump holds the
+// DONE, and what follows it, until that IDLE's "+" (RFC 9051 §6.3.13).
+// Before, the second IDLE took the first's "+", the second "+" was taken
+// for a backend fault, and any user could end sessions with a false
+// security event against the backend. Against a scripted server and
+// Dovecot, 20 times each (whether the proxy had read the second IDLE when
+// the first "+" came was a race).
+func TestPipelinedIdleDoneIdle(t *testing.T) {
+	run := func(t *testing.T, h *harness, selectFirst bool) {
+		for i := range 20 {
+			c := h.login()
+			if selectFirst {
+				c.transact("s SELECT INBOX", "s OK")
+			}
+			c.sendRaw("a1 IDLE\r\nDONE\r\na2 IDLE\r\n")
+			c.expect("+ idling")
+			c.expectTagged("a1", "a1 OK")
+			if l := c.line(); l != "+ idling" {
+				t.Fatalf("round %d: after a1's completion %q, want a2's \"+ idling\"", i, l)
+			}
+			c.send("DONE")
+			c.expectTagged("a2", "a2 OK")
+			c.transact("a3 LOGOUT", "a3 OK")
+		}
+		if h.audit.hasSecurity("backend-protocol-error") {
+			t.Fatal("a backend fault was recorded")
+		}
+	}
+	t.Run("scripted", func(t *testing.T) {
+		var idleTag string
+		h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+			switch line {
+			case "IDLE":
+				idleTag = tag
+				fmt.Fprintf(c, "+ idling\r\n")
+			case "": // DONE
+				fmt.Fprintf(c, "%s OK idle done\r\n", idleTag)
+			default:
+				fmt.Fprintf(c, "%s OK fine\r\n", tag)
+			}
+		})
+		run(t, h, false)
+	})
+	t.Run("dovecot", func(t *testing.T) {
+		run(t, newDovecotHarness(t, nil).harness, true)
+	})
+}
+
+// An IDLE the backend refused, whose DONE the client had already sent: the
+// DONE is dropped, not read by the backend as a command (Dovecot answers
+// such a line "DONE BAD", which the proxy would take for a completion of
+// nothing it sent: a false backend fault, and the session ended).
+func TestRefusedIdleDropsItsDone(t *testing.T) {
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		switch {
+		case line == "IDLE":
+			fmt.Fprintf(c, "%s NO [UNAVAILABLE] no idle now\r\n", tag)
+		case tag == "DONE":
+			fmt.Fprintf(c, "DONE BAD Error in IMAP command received by server.\r\n")
+		default:
+			fmt.Fprintf(c, "%s OK fine\r\n", tag)
+		}
+	})
+	c := h.login()
+	c.sendRaw("a1 IDLE\r\nDONE\r\n")
+	c.expect("a1 NO [UNAVAILABLE]")
+	c.transact("a2 NOOP", "a2 OK")
+	if h.audit.hasSecurity("backend-protocol-error") {
+		t.Fatal("a backend fault was recorded")
+	}
 }
 
 // What the backend owes decides the deadline of each read (owedReader):
@@ -498,17 +571,19 @@ func TestIdleAfterDonePipelined(t *testing.T) {
 }
 
 // A client that ends IDLE before its "+" came and goes on with a
-// synchronizing literal: the backend answers in order, so the first "+"
-// is IDLE's (RFC 9051 §6.3.13), the next the literal's.
+// synchronizing literal: the first "+" is IDLE's (RFC 9051 §6.3.13), the
+// next the literal's.
 func TestIdleContinuationBeforeLiteral(t *testing.T) {
 	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
 		switch {
 		case tag == "hello": // the literal and the command's end
 			fmt.Fprintf(c, "a2 OK [APPENDUID 1 1] appended\r\n")
-		case line == "IDLE" || line == "": // IDLE, its DONE: answered below
+		case line == "IDLE":
+			fmt.Fprintf(c, "+ idling\r\n")
+		case line == "": // DONE
+			fmt.Fprintf(c, "a1 OK idle done\r\n")
 		case strings.HasPrefix(line, "APPEND "):
-			// The literal is armed before its line leaves the proxy.
-			fmt.Fprintf(c, "+ idling\r\na1 OK idle done\r\n+ go ahead\r\n")
+			fmt.Fprintf(c, "+ go ahead\r\n")
 		default:
 			fmt.Fprintf(c, "%s OK fine\r\n", tag)
 		}

@@ -195,16 +195,13 @@ func (p *backendPump) relay() (parked bool) {
 		switch resp.Kind {
 		case imapwire.Continuation:
 			if r.idleCont {
-				// IDLE's "+" (RFC 9051 §6.3.13) comes before the backend
-				// reads what follows the IDLE, so before the "+" of a
-				// literal sent after a DONE that did not wait for it.
+				// IDLE's "+" (RFC 9051 §6.3.13): the backend reads nothing
+				// after an IDLE before it, since the client pump holds
+				// the DONE until it came (doneIdle).
 				r.idleCont = false
-				if !r.idle.doneSent {
-					r.paidLocked(r.idle) // idling: nothing owed until DONE
-					r.idling.Store(true)
-				}
-				// Else the client's DONE went ahead of this "+": the
-				// completion is owed: its deadline stays (ARCHITECTURE.md §13).
+				r.paidLocked(r.idle) // idling: nothing owed until DONE
+				r.idling.Store(true)
+				r.freeOne() // a DONE waiting for this "+"
 				break
 			}
 			if !r.contArmed {

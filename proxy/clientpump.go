@@ -292,17 +292,38 @@ func (p *clientPump) drain() {
 }
 
 // doneIdle forwards the DONE that ends an IDLE: from then on the backend
-// owes its completion.
+// owes its completion. DONE answers IDLE's "+" (RFC 9051 §6.3.13), so a
+// DONE the client sent ahead of it waits for it, and whatever the client
+// sent after the DONE waits too: each "+" is then the IDLE's that is in
+// flight, and a DONE never reaches a backend that refused its IDLE (which
+// would read it as a command). A refused IDLE's DONE is dropped.
 func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 	r := p.r
-	r.mu.Lock()
-	if r.inflight.find(func(x *inflight) bool { return x == idle }) != nil {
-		idle.doneSent = true
-		r.oweLocked(idle)
+	for {
+		r.mu.Lock()
+		if r.inflight.find(func(x *inflight) bool { return x == idle }) == nil {
+			r.idling.Store(false)
+			r.mu.Unlock()
+			return nil // completed before its "+": refused
+		}
+		if r.idle != idle || !r.idleCont {
+			r.oweLocked(idle)
+			r.idling.Store(false)
+			r.mu.Unlock()
+			return p.forwardNow(line)
+		}
+		r.mu.Unlock()
+		// The IDLE may still wait in the write buffer, behind which the
+		// client pipelined its DONE.
+		if err := p.flush(); err != nil {
+			return err
+		}
+		select {
+		case <-r.freed:
+		case <-r.backendDone:
+			return errStop
+		}
 	}
-	r.idling.Store(false)
-	r.mu.Unlock()
-	return p.forwardNow(line)
 }
 
 // forwardNow writes bytes to the backend and flushes.

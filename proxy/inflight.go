@@ -26,9 +26,6 @@ type inflight struct {
 	// relayState.owing): always, but for an IDLE between its "+" and
 	// the client's DONE.
 	owed bool
-	// doneSent: an IDLE whose DONE was forwarded; its "+", if it comes
-	// after, leaves the completion owed (relay.mu).
-	doneSent bool
 	// Content the backend delivered while the command ran (backend pump
 	// only): messages, their UIDs (capped) and content octets.
 	messages int
