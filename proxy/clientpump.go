@@ -315,14 +315,25 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 		r.mu.Unlock()
 		// The IDLE may still wait in the write buffer, behind which the
 		// client pipelined its DONE.
-		if err := p.flush(); err != nil {
+		if err := p.awaitBackend(); err != nil {
 			return err
 		}
-		select {
-		case <-r.freed:
-		case <-r.backendDone:
-			return errStop
-		}
+	}
+}
+
+// awaitBackend flushes what is held back for one write with the next
+// command (its answer is what the caller waits for), then waits until the
+// backend pump completes a command or an IDLE's "+" (relay.freeOne), or
+// ends.
+func (p *clientPump) awaitBackend() error {
+	if err := p.flush(); err != nil {
+		return err
+	}
+	select {
+	case <-p.r.freed:
+		return nil
+	case <-p.r.backendDone:
+		return errStop
 	}
 }
 
@@ -355,15 +366,8 @@ func (p *clientPump) waitBarrier() error {
 		if !busy {
 			return nil
 		}
-		// What was held back for one write with the next command must
-		// leave now: its completion is what is waited for.
-		if err := p.flush(); err != nil {
+		if err := p.awaitBackend(); err != nil {
 			return err
-		}
-		select {
-		case <-r.freed:
-		case <-r.backendDone:
-			return errStop
 		}
 	}
 }

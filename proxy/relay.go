@@ -234,7 +234,8 @@ func (r *relay) release(f *inflight) {
 	r.mu.Unlock()
 }
 
-// freeOne tells a waiting client pump that a command completed.
+// freeOne tells a waiting client pump that a command completed (or an
+// IDLE got its "+").
 func (r *relay) freeOne() {
 	select {
 	case r.freed <- struct{}{}:
