@@ -83,14 +83,23 @@ var machinePool = sync.Pool{New: func() any {
 
 func getMachine() *machine { return machinePool.Get().(*machine) }
 
-// Bounds of what a machine keeps for the next decision.
+// Bounds of what a machine keeps for the next decision. maxScratchKey
+// bounds m.key's and m.vkey's capacity: the keys appendValKey builds stop
+// a few bytes past maxVerdictKey, and append's growth keeps them under.
 const (
-	maxArena    = 256
-	maxArenaLen = 64
+	maxArena      = 256
+	maxArenaLen   = 64
+	maxScratchKey = 2 * maxVerdictKey
 )
 
 // release gives the machine back: nothing it made may be used after.
 func (m *machine) release() {
+	m.tidy()
+	machinePool.Put(m)
+}
+
+// tidy empties m for the next decision, dropping what is too large to keep.
+func (m *machine) tidy() {
 	clear(m.stack[:m.high])
 	for _, c := range m.arena[:m.used] {
 		clear(c.keys)
@@ -111,7 +120,12 @@ func (m *machine) release() {
 	*m = machine{stack: m.stack[:0], memo: m.memo[:0], memoOK: m.memoOK[:0], args: m.args[:0], vargs: m.vargs[:0],
 		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache, key: m.key[:0],
 		sprintfCache: m.sprintfCache, vkey: m.vkey[:0]}
-	machinePool.Put(m)
+	if cap(m.key) > maxScratchKey {
+		m.key = nil
+	}
+	if cap(m.vkey) > maxScratchKey {
+		m.vkey = nil
+	}
 }
 
 // reset clears what one evaluation leaves, keeping the arena.

@@ -126,7 +126,9 @@ func (m *machine) appendCallKey(key []byte, fn *function, args []operand, base i
 
 // appendValKey appends a prefix-free encoding of v: its kind, then its
 // contents, length-prefixed. It reports false for an undefined value, or
-// when key grows past limit.
+// when key would grow past limit: a string is refused before it is copied,
+// so that key (a machine's scratch, kept across decisions) never grows
+// more than a few bytes past limit.
 func appendValKey(key []byte, v val, limit int) ([]byte, bool) {
 	key = append(key, byte(v.k))
 	switch v.k {
@@ -137,6 +139,9 @@ func appendValKey(key []byte, v val, limit int) ([]byte, bool) {
 		key = binary.AppendVarint(key, v.n)
 	case kNumX, kStr:
 		key = binary.AppendUvarint(key, uint64(len(v.s)))
+		if len(key)+len(v.s) > limit {
+			return key, false
+		}
 		key = append(key, v.s...)
 	case kArr, kSet, kObj:
 		key = binary.AppendUvarint(key, uint64(len(v.c.keys)))

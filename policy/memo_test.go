@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -508,5 +509,81 @@ value(m) := m if not m in {"one", "onef", "arr", "set", "obj"}
 	}
 	if n := e.state.Load().dirs[0].verdicts.len(); n != len(ins) {
 		t.Fatalf("%d verdicts remembered for %d decisions", n, len(ins))
+	}
+}
+
+// TestHugeDecisionKeepsScratchSmall: a decision holding a string larger
+// than maxVerdictKey (a mailbox name in a reason, up to the line limit)
+// decides as topdown does and is not remembered, and neither verdictOf
+// nor sprintf grows the machine's scratch key past its bound first: the
+// pooled machine would keep it for every later decision. release drops a
+// scratch key over the bound and keeps a small one.
+func TestHugeDecisionKeepsScratchSmall(t *testing.T) {
+	dir := regoDir(t, map[string]string{"p.rego": `package imapwarden
+
+import rego.v1
+
+default decision := {"allow": true}
+
+decision := {"allow": false, "code": "NOPERM", "reason": sprintf("%s is protected", [input.command.mailbox])} if {
+	input.point == "command"
+}
+`})
+	opts := Options{Dirs: []Dir{{Path: dir}}, CacheSize: -1}
+	e, _ := newTestEngine(t, opts)
+	p := e.state.Load().dirs[0]
+	if p.prog == nil {
+		t.Fatalf("the policy is not planned: %s", p.planErr)
+	}
+	ref := topdownEngine(t, opts)
+	ctx := context.Background()
+	huge := strings.Repeat("x", 60<<10)
+	in := command(t, "alice", "a DELETE "+huge)
+	for range 2 {
+		got, want := e.Decide(ctx, in), ref.Decide(ctx, in)
+		if fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", want) || got.Allow || !strings.HasPrefix(got.Reason, "xxx") {
+			t.Fatalf("flat %.300v\ntopdown %.300v", got, want)
+		}
+	}
+	if n := p.verdicts.len(); n != 0 {
+		t.Fatalf("%d verdicts remembered, one over maxVerdictKey among them", n)
+	}
+
+	m := getMachine()
+	defer m.release()
+	v, err := fromAST(ast.MustParseTerm(fmt.Sprintf(`{"allow": false, "code": "NOPERM", "reason": %q}`, huge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.c.term = nil // as the plan makes it: verdictOf keys it
+	d, err := p.verdictOf(m, v)
+	want, werr := parseVerdict(v)
+	if err != nil || werr != nil || fmt.Sprintf("%#v", d) != fmt.Sprintf("%#v", want) {
+		t.Fatalf("verdictOf %#v (%v), parseVerdict %#v (%v)", d, err, want, werr)
+	}
+	if cap(m.vkey) > maxScratchKey || p.verdicts.len() != 0 {
+		t.Fatalf("verdictOf grew the scratch key to %d bytes, remembered %d verdicts", cap(m.vkey), p.verdicts.len())
+	}
+	args, err := fromAST(ast.MustParseTerm(fmt.Sprintf(`[%q]`, huge)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := len(m.sprintfCache) // the pooled machine's, of earlier decisions
+	if s, ok := natives[ast.Sprintf.Name](m, []val{vStr("%s is protected"), args}); !ok || s.s != huge+" is protected" {
+		t.Fatalf("sprintf: %.80q, %v", s.s, ok)
+	}
+	if cap(m.vkey) > maxScratchKey || len(m.sprintfCache) != cached {
+		t.Fatalf("sprintf grew the scratch key to %d bytes, remembered %d results", cap(m.vkey), len(m.sprintfCache)-cached)
+	}
+
+	m.key, m.vkey = make([]byte, 0, 1<<20), make([]byte, 0, 1<<20)
+	m.tidy()
+	if m.key != nil || m.vkey != nil {
+		t.Fatalf("kept scratch keys of %d and %d bytes", cap(m.key), cap(m.vkey))
+	}
+	m.key, m.vkey = make([]byte, 3, 64), make([]byte, 3, 64)
+	m.tidy()
+	if len(m.key) != 0 || cap(m.key) != 64 || len(m.vkey) != 0 || cap(m.vkey) != 64 {
+		t.Fatalf("small scratch keys not kept empty: %d/%d, %d/%d", len(m.key), cap(m.key), len(m.vkey), cap(m.vkey))
 	}
 }
