@@ -238,15 +238,21 @@ func (t teeAuditor) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 
 // logSessions reports whether the operational log repeats the session
 // events (log.sessions): by default only when no audit trail records
-// them, since a line costs about as much as the record (encoding, one
-// write each; four per login).
-func logSessions(p *problems, cfg *fileConfig) bool {
+// them all, since a line costs about as much as the record (encoding, one
+// write each; four per login). A trail that drops records when full
+// (audit.on_full: drop, fail open) may lose them: auto logs them then.
+// "off" without a trail records logins nowhere, which warn reports.
+func logSessions(p *problems, cfg *fileConfig, warn func(key, format string, args ...any)) bool {
+	trail := cfg.Audit.Sink != "" || cfg.Audit.Path != ""
 	switch cfg.Log.Sessions {
 	case "", "auto":
-		return cfg.Audit.Sink == "" && cfg.Audit.Path == ""
+		return !trail || cfg.Audit.OnFull == "drop"
 	case "on":
 		return true
 	case "off":
+		if !trail {
+			warn("log.sessions", "off without an audit trail: successful logins, session opens and closes are recorded nowhere")
+		}
 		return false
 	}
 	p.add("log.sessions: unknown value %q (want auto, on or off)", cfg.Log.Sessions)

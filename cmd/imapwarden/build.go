@@ -233,7 +233,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	s.opts.Authenticator, s.authClose = buildAuthenticators(&p, cfg.Auth.Authenticators, warn)
 	s.opts.Logger = log
 	s.opts.Auditor = proxy.NewLogAuditor(log)
-	if !logSessions(&p, cfg) {
+	if !logSessions(&p, cfg, warn) {
 		s.opts.Auditor = sessionsUnlogged{s.opts.Auditor}
 	}
 	m, err := proxy.NewMetrics(s.reg)

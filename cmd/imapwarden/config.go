@@ -155,7 +155,8 @@ type adminConfig struct {
 type logConfig struct {
 	Level  string `yaml:"level"`  // debug | info | warn | error; default info
 	Format string `yaml:"format"` // json | console; default json
-	// Sessions: auto | on | off; default auto, on without an audit trail.
+	// Sessions: auto | on | off; default auto, on without an audit trail
+	// or with one that drops records (audit.on_full: drop).
 	Sessions string `yaml:"sessions"`
 }
 
