@@ -57,9 +57,10 @@ import (
 //
 // Each of 3 rounds starts both servers afresh (a process that once held
 // 2000 sessions would reuse their memory), measures memory on the fresh
-// processes, then runs each throughput workload on imapwarden and then on
-// haproxy, so that the two measurements of a pair are minutes apart at
-// most on a shared, loaded machine. A figure is the median of the rounds.
+// processes, then runs each throughput workload on one server and then on
+// the other (imapwarden first in rounds 1 and 3, haproxy in round 2), so
+// that the two measurements of a pair are minutes apart at most on a
+// shared, loaded machine. A figure is the median of the rounds.
 // The command workloads (bulk, FLAGS, NOOP) run on a second pair of
 // servers in front of a second Dovecot that gives each session an imap
 // process of its own, so that both relays face the same backend
@@ -87,7 +88,7 @@ func BenchmarkVsHAProxy(b *testing.B) {
 			logTLS(b, shared)
 		}
 		if sz.runs("memory") {
-			for _, s := range shared {
+			for _, s := range inTurn(shared, round) {
 				measureMemory(b, s, sz, res)
 			}
 		}
@@ -103,7 +104,7 @@ func BenchmarkVsHAProxy(b *testing.B) {
 				}
 				pair = own
 			}
-			for _, s := range pair {
+			for _, s := range inTurn(pair, round) {
 				w.run(b, s, sz, res)
 			}
 		}
@@ -342,6 +343,16 @@ func closeAll(conns []*conn) {
 			c.close()
 		}
 	}
+}
+
+// inTurn is the order in which round measures the pair: imapwarden first
+// in odd rounds, haproxy first in even ones, so that neither is always
+// measured on the machine the other has just warmed (or loaded).
+func inTurn(pair []*server, round int) []*server {
+	if round%2 == 1 {
+		return pair
+	}
+	return []*server{pair[1], pair[0]}
 }
 
 type workload struct {
