@@ -27,8 +27,23 @@ func BenchmarkSpacedNoops(b *testing.B) {
 	d := newDeployment(b, dc.Addr)
 	s := d.startImapwarden(b)
 	defer s.stop()
-	const n, gap, window = 100, 50 * time.Millisecond, 8 * time.Second
-	c := sessions(b, s, n, "INBOX", nil)
+	const window = 8 * time.Second
+	ops, perOp := spacedNoops(b, s, window)
+	b.Logf("%d NOOPs, %v apart in each of %d sessions: %.1f us of CPU per NOOP; load average %s", ops, spacedGap, spacedSessions, perOp, loadAverage())
+	b.ReportMetric(perOp, "cpu-us/op")
+}
+
+// spacedSessions sessions send a NOOP each spacedGap (staggered).
+const (
+	spacedSessions = 100
+	spacedGap      = 50 * time.Millisecond
+)
+
+// spacedNoops runs spacedSessions sessions on s, each sending a NOOP every
+// spacedGap, for window, and returns the NOOPs answered and s's CPU per
+// NOOP in µs.
+func spacedNoops(b *testing.B, s *server, window time.Duration) (int64, float64) {
+	c := sessions(b, s, spacedSessions, "INBOX", nil)
 	defer closeAll(c)
 	var (
 		group sync.WaitGroup
@@ -38,7 +53,7 @@ func BenchmarkSpacedNoops(b *testing.B) {
 	end := time.Now().Add(window)
 	for i := range c {
 		group.Go(func() {
-			next := time.Now().Add(gap * time.Duration(i) / n)
+			next := time.Now().Add(spacedGap * time.Duration(i) / spacedSessions)
 			for {
 				time.Sleep(time.Until(next))
 				if time.Now().After(end) {
@@ -50,13 +65,11 @@ func BenchmarkSpacedNoops(b *testing.B) {
 					return
 				}
 				ops.Add(1)
-				next = time.Now().Add(gap)
+				next = time.Now().Add(spacedGap)
 			}
 		})
 	}
 	group.Wait()
 	cpu := cpuTime(b, s.pid()) - cpu0
-	perOp := float64(cpu.Microseconds()) / float64(ops.Load())
-	b.Logf("%d NOOPs, %v apart in each of %d sessions: %.1f us of CPU per NOOP; load average %s", ops.Load(), gap, n, perOp, loadAverage())
-	b.ReportMetric(perOp, "cpu-us/op")
+	return ops.Load(), float64(cpu.Microseconds()) / float64(max(ops.Load(), 1))
 }
