@@ -706,6 +706,16 @@ func (m *machine) merge(a, b val) val {
 // maxLowerCache bounds machine.lowerCache, concatCache and sprintfCache.
 const maxLowerCache = 256
 
+// remember puts k's result v into the machine's memo *c, made anew when
+// full: simpler than LRU, and the working set (names, reasons) refills at
+// once.
+func remember[K comparable](c *map[K]string, k K, v string) {
+	if *c == nil || len(*c) >= maxLowerCache {
+		*c = make(map[K]string, maxLowerCache)
+	}
+	(*c)[k] = v
+}
+
 // lower is strings.ToLower, remembered by the machine: the names of the
 // input (users, mailboxes) recur from one decision to the next.
 func (m *machine) lower(s string) string {
@@ -720,10 +730,7 @@ func (m *machine) lower(s string) string {
 		return c
 	}
 	l := strings.ToLower(s)
-	if m.lowerCache == nil || len(m.lowerCache) >= maxLowerCache {
-		m.lowerCache = make(map[string]string, maxLowerCache)
-	}
-	m.lowerCache[s] = l
+	remember(&m.lowerCache, s, l)
 	return l
 }
 
@@ -734,11 +741,8 @@ func (m *machine) concat2(a, sep, b string) string {
 	if c, ok := m.concatCache[k]; ok {
 		return c
 	}
-	if m.concatCache == nil || len(m.concatCache) >= maxLowerCache {
-		m.concatCache = make(map[[3]string]string, maxLowerCache)
-	}
 	c := a + sep + b
-	m.concatCache[k] = c
+	remember(&m.concatCache, k, c)
 	return c
 }
 
@@ -922,10 +926,7 @@ var natives = map[string]native{
 		}
 		s := fmt.Sprintf(a[0].s, args...)
 		if keep {
-			if m.sprintfCache == nil || len(m.sprintfCache) >= maxLowerCache {
-				m.sprintfCache = make(map[string]string, maxLowerCache)
-			}
-			m.sprintfCache[string(key)] = s
+			remember(&m.sprintfCache, string(key), s)
 		}
 		return vStr(s), true
 	},
