@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -615,18 +614,17 @@ func truncate(b []byte, n int) string {
 // never does (ARCHITECTURE.md §13: no hang). Before the relay starts owing is nil
 // and the login's own deadlines apply.
 type owedReader struct {
-	c     net.Conn
-	owing *atomic.Int32
-	mid   *atomic.Bool
-	cut   *atomic.Bool // a drain past its deadline: wake at once
-	// rearmed is when relay.oweLocked replaced the deadline of the read
-	// under way with timeout's (the first command owed), 0 if it did not.
-	rearmed *atomic.Int64
+	c net.Conn
+	// st is the relay's (nil before it runs): what is owed, mid, cut (a
+	// drain past its deadline: wake at once), idling, and rearmed, when
+	// relay.oweLocked replaced the deadline of the read under way with
+	// timeout's (the first command owed), 0 if it did not.
+	st      *owedState
 	timeout time.Duration
 	// linger, when positive, is the deadline of a read with nothing owed:
-	// the backend pump parks when it passes (Limits.ParkAfter).
+	// the backend pump parks when it passes (Limits.ParkAfter). Idling,
+	// none at all ...
 	linger time.Duration
-	idling *atomic.Bool // relay.idling: linger none at all ...
 	// ... but for the first read after a parking: what woke the pump is
 	// read, not timed out before the socket is looked at.
 	resumed bool
@@ -645,20 +643,20 @@ type owedReader struct {
 }
 
 func (r *owedReader) Read(p []byte) (int, error) {
-	if r.owing != nil {
+	if r.st != nil {
 		resumed := r.resumed
 		r.resumed = false
 		r.lingering = false
-		if r.rearmed.Swap(0) != 0 {
+		if r.st.rearmed.Swap(0) != 0 {
 			// oweLocked set a deadline during the last read: it is still
 			// on the connection, and must go once nothing is owed.
 			r.armed = true
 		}
 		switch {
-		case r.cut.Load() && !r.mid.Load():
+		case r.st.cut.Load() && !r.st.mid.Load():
 			r.c.SetReadDeadline(time.Now())
 			r.armed = true
-		case r.owing.Load() > 0 || r.mid.Load():
+		case r.st.owing.Load() > 0 || r.st.mid.Load():
 			r.c.SetReadDeadline(time.Now().Add(r.timeout))
 			r.armed = true
 		case r.linger > 0 && !r.waiting:
@@ -669,14 +667,14 @@ func (r *owedReader) Read(p []byte) (int, error) {
 			if r.hot {
 				linger = min(linger, hotLinger)
 			}
-			if r.idling != nil && r.idling.Load() && !resumed {
+			if r.st.idling.Load() && !resumed {
 				// A deadline already past: the read takes only what is
 				// buffered, and the pump parks.
 				linger = 0
 			}
 			r.c.SetReadDeadline(time.Now().Add(linger))
 			r.armed, r.lingering = true, true
-			if r.owing.Load() > 0 {
+			if r.st.owing.Load() > 0 {
 				// Owed since the look above, maybe before oweLocked could
 				// see this read: its deadline then.
 				r.c.SetReadDeadline(time.Now().Add(r.timeout))
@@ -688,7 +686,7 @@ func (r *owedReader) Read(p []byte) (int, error) {
 			}
 			r.c.SetReadDeadline(time.Time{})
 			r.armed = false
-			if r.owing.Load() > 0 {
+			if r.st.owing.Load() > 0 {
 				// Owed since the look above: oweLocked's deadline may
 				// have been set before this clear, which undid it.
 				r.c.SetReadDeadline(time.Now().Add(r.timeout))
@@ -706,6 +704,6 @@ func (r *owedReader) lingered(err error) bool {
 	if !r.lingering || !isTimeout(err) {
 		return false
 	}
-	at := r.rearmed.Load()
+	at := r.st.rearmed.Load()
 	return at == 0 || time.Since(time.Unix(0, at)) < r.timeout
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -73,14 +74,49 @@ type backendPump struct {
 	s  *Session
 	be *backendConn
 
-	lc       lineCheck // the response line being read
-	dv       delivery  // the FETCH response being relayed
-	fbuf     []byte    // a filtered capability line
-	outSince int64     // response bytes since the last tagged completion
+	w        *backendWork // while the pump does not wait (getWork)
+	outSince int64        // response bytes since the last tagged completion
 	// messagesFetched counts FETCH responses that carried content, for
 	// the close event (read once the pump has ended).
 	messagesFetched int
 }
+
+// backendWork is what the backend pump needs only while it relays a
+// response: pooled, taken when the pump has something to read and given
+// back before it waits (relay), so that an idle session holds none
+// (ARCHITECTURE.md §16: it was 176 bytes of each idle session's heap).
+// Each wait is at a response boundary, where none of it carries over.
+type backendWork struct {
+	lc   lineCheck // the response line being read
+	dv   delivery  // the FETCH response being relayed
+	fbuf []byte    // a filtered capability line
+}
+
+var backendWorks = sync.Pool{New: func() any { return new(backendWork) }}
+
+// getWork takes a work set unless the pump holds one.
+func (p *backendPump) getWork() {
+	if p.w == nil {
+		p.w = backendWorks.Get().(*backendWork)
+	}
+}
+
+// putWork gives the work set back, cleared but for fbuf's array when
+// it is a usual capability line's.
+func (p *backendPump) putWork() {
+	if w := p.w; w != nil {
+		p.w = nil
+		fbuf := w.fbuf[:0]
+		if cap(fbuf) > keepFbuf {
+			fbuf = nil
+		}
+		*w = backendWork{fbuf: fbuf}
+		backendWorks.Put(w)
+	}
+}
+
+// keepFbuf bounds the filtered capability line a pooled work set keeps.
+const keepFbuf = 1 << 10
 
 // run relays responses until the session ends, or until it parks: then
 // the parker runs it again on a new goroutine (park).
@@ -88,7 +124,8 @@ func (p *backendPump) run() {
 	if p.relay() {
 		return
 	}
-	close(p.r.backendDone)
+	p.putWork()
+	p.r.backendEnd()
 }
 
 // relay is run's loop; it returns true when the pump parked.
@@ -105,6 +142,7 @@ func (p *backendPump) relay() (parked bool) {
 			held = false
 		}
 	}
+	p.getWork()
 	for {
 		if r.cut.Load() {
 			// A drain past its deadline: end at this response boundary.
@@ -114,7 +152,9 @@ func (p *backendPump) relay() (parked bool) {
 		}
 		if be.br == nil || be.br.Buffered() == 0 {
 			let()
-			// Nothing pending: wait without holding the read buffer.
+			// Nothing pending: wait without holding the read buffer or
+			// the work set (nor does a parked pump).
+			p.putWork()
 			r.atBoundary.Store(true)
 			err := be.waitReadable()
 			r.atBoundary.Store(false)
@@ -125,6 +165,7 @@ func (p *backendPump) relay() (parked bool) {
 				}
 				continue
 			}
+			p.getWork()
 			if err != nil {
 				p.readFailed(err, false)
 				return false
@@ -201,7 +242,7 @@ func (p *backendPump) relay() (parked bool) {
 				r.idleCont = false
 				r.paidLocked(r.idle) // idling: nothing owed until DONE
 				r.idling.Store(true)
-				r.freeOne() // a DONE waiting for this "+"
+				r.freeOneLocked() // a DONE waiting for this "+"
 				break
 			}
 			if !r.contArmed {
@@ -230,7 +271,7 @@ func (p *backendPump) relay() (parked bool) {
 			// A completion instead of the "+" a literal waits for: the
 			// backend refused it. Decided here, under mu: once released
 			// below, done may already be a later command's record.
-			if r.contArmed && r.contTag == done.tag {
+			if r.contArmed && r.contTag == done.cmd.Tag {
 				r.contArmed, refused = false, true
 			}
 		case imapwire.Untagged:
@@ -272,11 +313,11 @@ func (p *backendPump) relay() (parked bool) {
 			// has this reply: done is not read after this.
 			r.release(done)
 		}
-		p.dv = delivery{}
+		p.w.dv = delivery{}
 		if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusNone {
 			switch {
 			case wordIs(resp.Name, fetchName):
-				p.dv.t.BeginResponse(&resp)
+				p.w.dv.t.BeginResponse(&resp)
 			case wordIs(resp.Name, idName) && !s.srv.opts.ShowBackendID:
 				// Ours instead; the original, literals included, is
 				// read and dropped below.
@@ -293,10 +334,10 @@ func (p *backendPump) relay() (parked bool) {
 			held, lines = true, 0
 		}
 		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
-		if lines++; err != nil || p.dv.stop || !plain || lines >= heldLines || !p.lineBuffered() {
+		if lines++; err != nil || p.w.dv.stop || !plain || lines >= heldLines || !p.lineBuffered() {
 			let()
 		}
-		if err != nil || p.dv.stop {
+		if err != nil || p.w.dv.stop {
 			return
 		}
 		p.outSince += n
@@ -371,8 +412,8 @@ func (p *backendPump) lineBuffered() bool {
 // (ARCHITECTURE.md §7) and, in an untagged CAPABILITY, adds the proxy's own
 // COMPRESS=DEFLATE.
 func (p *backendPump) filterCaps(part []byte, untagged bool) []byte {
-	if out, changed := imapwire.FilterCapabilities(p.fbuf[:0], part, dropCapability); changed {
-		p.fbuf, part = out, out
+	if out, changed := imapwire.FilterCapabilities(p.w.fbuf[:0], part, dropCapability); changed {
+		p.w.fbuf, part = out, out
 	}
 	s := p.s
 	s.out.mu.Lock()
@@ -380,8 +421,8 @@ func (p *backendPump) filterCaps(part []byte, untagged bool) []byte {
 	s.out.mu.Unlock()
 	if untagged && !compressing {
 		// The proxy terminates COMPRESS itself (compress.go).
-		p.fbuf = appendCapability(p.fbuf, part, "COMPRESS=DEFLATE")
-		part = p.fbuf
+		p.w.fbuf = appendCapability(p.w.fbuf, part, "COMPRESS=DEFLATE")
+		part = p.w.fbuf
 	}
 	return part
 }
@@ -404,7 +445,7 @@ var errBackendFault = errors.New("backend broke the protocol")
 // protocol (lineCheck).
 func (p *backendPump) readPart() (part []byte, final bool, lit imapwire.Literal, hasLit bool, err error) {
 	part, final, lit, hasLit, err = p.be.sc.ReadLinePart()
-	if err == nil && !p.lc.check(part, final, p.s.lim.MaxResponseLine) {
+	if err == nil && !p.w.lc.check(part, final, p.s.lim.MaxResponseLine) {
 		err = errBackendFault
 	}
 	return
@@ -483,7 +524,7 @@ func (p *backendPump) park() bool {
 	p.be.sc = nil
 	// parked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump (resume): no unpark is lost.
-	pp := pk.prepare(r.rawBackend, parkBackend, time.Time{}, p.resume)
+	pp := pk.prepare(r.rawBackend, parkBackend, time.Time{}, p)
 	r.parked.Store(pp)
 	if !pp.arm() {
 		r.parked.CompareAndSwap(pp, nil)
@@ -512,7 +553,7 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 	s := p.s
 	switch {
 	case errors.Is(err, errBackendFault):
-		p.fault(p.lc.fault, haveOut)
+		p.fault(p.w.lc.fault, haveOut)
 	case isTimeout(err) && p.r.cut.Load():
 		s.stop(byeDrained, haveOut)
 	case isTimeout(err):
@@ -550,7 +591,7 @@ func (p *backendPump) fault(what string, haveOut bool) {
 // Content in a FETCH response is counted against the caps before it goes
 // out (deliver). Called with the client writer held.
 func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
-	s, dv := p.s, &p.dv
+	s, dv := p.s, &p.w.dv
 	sc := p.be.sc
 	w := s.out.buf()
 	var err error
@@ -633,7 +674,7 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 // it opens, when lit) and asks deliver about the content it carries, before
 // the piece is written. It returns false when the session must end now.
 func (p *backendPump) track(part []byte, lit bool) bool {
-	dv := &p.dv
+	dv := &p.w.dv
 	before := dv.t.Content
 	dv.t.Part(part)
 	content := dv.t.Content - before
@@ -656,7 +697,7 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 // (dv.stop). It returns false when the session must end now. Called with
 // the client writer held.
 func (p *backendPump) deliver(octets int64) bool {
-	s, dv := p.s, &p.dv
+	s, dv := p.s, &p.w.dv
 	l := s.limit
 	if l == nil {
 		return true
@@ -688,7 +729,7 @@ func (p *backendPump) deliver(octets int64) bool {
 // oldest command in flight (content pushed during IDLE or NOOP), else a
 // delivery of its own (NOTIFY, RFC 5465).
 func (p *backendPump) delivered() {
-	dv := &p.dv
+	dv := &p.w.dv
 	if dv.t.Items == 0 {
 		return
 	}

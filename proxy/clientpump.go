@@ -176,7 +176,7 @@ func (p *clientPump) park() bool {
 	r.mu.Unlock()
 	// cparked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump: no unparkClient is lost.
-	pp := pk.prepare(s.rawClient, parkClient, p.until, p.resume)
+	pp := pk.prepare(s.rawClient, parkClient, p.until, p)
 	s.cparked.Store(pp)
 	if !pp.arm() {
 		s.cparked.CompareAndSwap(pp, nil)
@@ -278,12 +278,15 @@ func (p *clientPump) drain() {
 	for {
 		r.mu.Lock()
 		n := r.inflight.len()
+		if n > 0 {
+			r.wantFreedLocked()
+		}
 		r.mu.Unlock()
 		if n == 0 {
 			break
 		}
 		select {
-		case <-r.backendDone:
+		case <-r.done():
 			return
 		case <-r.freed:
 		}
@@ -312,6 +315,7 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 			r.mu.Unlock()
 			return p.forwardNow(line)
 		}
+		r.wantFreedLocked()
 		r.mu.Unlock()
 		// The IDLE may still wait in the write buffer, behind which the
 		// client pipelined its DONE.
@@ -324,7 +328,7 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 // awaitBackend flushes what is held back for one write with the next
 // command (its answer is what the caller waits for), then waits until the
 // backend pump completes a command or an IDLE's "+" (relay.freeOne), or
-// ends.
+// ends. The caller made freed before it looked (relay.wantFreedLocked).
 func (p *clientPump) awaitBackend() error {
 	if err := p.flush(); err != nil {
 		return err
@@ -332,7 +336,7 @@ func (p *clientPump) awaitBackend() error {
 	select {
 	case <-p.r.freed:
 		return nil
-	case <-p.r.backendDone:
+	case <-p.r.done():
 		return errStop
 	}
 }
@@ -362,6 +366,9 @@ func (p *clientPump) waitBarrier() error {
 	for {
 		r.mu.Lock()
 		busy := r.barrier != nil || r.inflight.len() >= p.s.lim.MaxInflight
+		if busy {
+			r.wantFreedLocked()
+		}
 		r.mu.Unlock()
 		if !busy {
 			return nil
@@ -783,7 +790,7 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 		f = new(inflight)
 	}
 	f.refs.Store(2) // the client pump's and the backend pump's
-	f.tag, f.start, f.selected = cmd.Tag, start, p.s.info.Selected
+	f.start, f.selected = start, p.s.info.Selected
 	snapshotInto(&f.cmd, cmd)
 	if d.Reason != "" || len(d.Annotations) > 0 {
 		dd := d

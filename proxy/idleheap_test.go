@@ -145,9 +145,13 @@ func TestIdleSessionHeap(t *testing.T) {
 	t.Logf("live heap per idle TLS session: %.0f bytes, %.0f of them allocated by imapwarden's code", per, ours)
 	// Generous for what crypto/tls and net keep (about 4 KB with Go 1.26:
 	// AES-GCM states, the Conn, its record buffers, descriptors); closer
-	// for our own (4.3 KB; 5.7 KB before the structs were packed and the
-	// prefix buffer pooled).
-	const most, mostOurs = 12 << 10, 5 << 10
+	// for our own (2.8 KB; 4.3 KB before the structs were packed and the
+	// prefix buffer pooled, 5.7 KB before that).
+	// 3.0 KB since the relay's channels, the backend pump's work set, the
+	// parking's timer and the session's decision input were no longer
+	// kept, and the record and descriptor duplicates were dropped (3.6 KB
+	// before).
+	const most, mostOurs = 12 << 10, 3000
 	if per > most {
 		t.Errorf("an idle TLS session keeps %.0f bytes of live heap, want at most %d", per, most)
 	}
@@ -226,6 +230,23 @@ func alive[T any](ps []weak.Pointer[T]) int {
 	return n
 }
 
+// parkIdleSessions opens n sessions that enter IDLE after a command of
+// each kind (a barrier, a plain one), and waits until all their pumps
+// parked and returned.
+func parkIdleSessions(t *testing.T, h *harness, n int) {
+	t.Helper()
+	for range n {
+		c := h.login()
+		c.transact("s SELECT INBOX", "s OK")
+		c.transact("n NOOP", "n OK")
+		c.send("i IDLE")
+		c.expect("+ ")
+	}
+	waitParked(t, h, n)
+	waitClientsParked(t, h, n)
+	waitNoPumpGoroutines(t)
+}
+
 // An idle session holds no pooled buffer, not even through a pointer
 // left behind (ARCHITECTURE.md §16): once every pump parked and the pools
 // were emptied by the GC, no buffer they made is alive. The backend
@@ -236,16 +257,7 @@ func TestIdleSessionHoldsNoPooledBuffer(t *testing.T) {
 	live := trackPools(t)
 	h, _ := parkHarness(t)
 	const sessions = 3
-	for range sessions {
-		c := h.login()
-		c.transact("s SELECT INBOX", "s OK")
-		c.transact("n NOOP", "n OK")
-		c.send("i IDLE")
-		c.expect("+ ")
-	}
-	waitParked(t, h, sessions)
-	waitClientsParked(t, h, sessions)
-	waitNoPumpGoroutines(t)
+	parkIdleSessions(t, h, sessions)
 	if r, w := live(); r != 0 || w != 0 {
 		t.Fatalf("%d pooled read buffers and %d write buffers alive with every session parked, want none", r, w)
 	}
@@ -257,6 +269,43 @@ func TestIdleSessionHoldsNoPooledBuffer(t *testing.T) {
 	for s := range h.srv.sessions {
 		if s.sc != nil || s.be.sc != nil || s.parser != nil {
 			t.Errorf("a parked session holds a client scanner %v, a backend scanner %v, a parser %v; want none", s.sc != nil, s.be.sc != nil, s.parser != nil)
+		}
+	}
+}
+
+// An idle session holds nothing that only waiting or relaying needs
+// (ARCHITECTURE.md §16): no relay channel (made when the client pump
+// first waits for the backend), no backend work set (pooled while the
+// pump waits), no timer of its own for the client's idle limit (the
+// parker's one timer and its heap of deadlines). Each was made per
+// session before: 300, 176 and 125 bytes of its heap.
+func TestIdleSessionHoldsNoWaitState(t *testing.T) {
+	h, _ := parkHarness(t)
+	const sessions = 3
+	parkIdleSessions(t, h, sessions)
+	pk := h.srv.parker
+	pk.mu.Lock()
+	deadlines := len(pk.deadlines)
+	pk.mu.Unlock()
+	if deadlines != sessions {
+		t.Errorf("the parker holds %d deadlines, want one per parked client pump (%d)", deadlines, sessions)
+	}
+	// The parker's lock orders the pumps' writes before these reads.
+	h.srv.mu.Lock()
+	defer h.srv.mu.Unlock()
+	for s := range h.srv.sessions {
+		r := s.relay
+		r.mu.Lock()
+		if r.contCh != nil || r.freed != nil || r.backendDone != nil {
+			t.Errorf("a parked session holds relay channels: verdict %v, freed %v, backend done %v; want none", r.contCh != nil, r.freed != nil, r.backendDone != nil)
+		}
+		r.mu.Unlock()
+		pp := r.parked.Load()
+		if pp == nil {
+			t.Fatal("a session's backend pump is not parked")
+		}
+		if bp := pp.pump.(*backendPump); bp.w != nil {
+			t.Error("a parked backend pump holds its work set")
 		}
 	}
 }

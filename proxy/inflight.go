@@ -9,8 +9,7 @@ import (
 
 // inflight is a command forwarded to the backend and not yet completed.
 type inflight struct {
-	tag   string
-	cmd   imapwire.Command // snapshot without Args
+	cmd   imapwire.Command // snapshot without Args; its Tag is the tag
 	start time.Time
 	// bytesIn is what the client sent of the command: the client pump
 	// counts on while a message literal streams, and the backend may
@@ -108,10 +107,10 @@ func (t *inflightTable) push(f *inflight) {
 	t.q = append(t.q, f)
 	t.n++
 	if t.byTag != nil {
-		t.byTag[f.tag]++
+		t.byTag[f.cmd.Tag]++
 	} else if t.n > byTagFrom {
 		t.byTag = make(map[string]int, 2*t.n)
-		t.each(func(x *inflight) { t.byTag[x.tag]++ })
+		t.each(func(x *inflight) { t.byTag[x.cmd.Tag]++ })
 	}
 }
 
@@ -121,7 +120,7 @@ func (t *inflightTable) has(tag string) bool {
 		return t.byTag[tag] > 0
 	}
 	for i := t.head; i < len(t.q); i++ {
-		if f := t.q[i]; f != nil && f.tag == tag {
+		if f := t.q[i]; f != nil && f.cmd.Tag == tag {
 			return true
 		}
 	}
@@ -133,14 +132,14 @@ func (t *inflightTable) has(tag string) bool {
 func (t *inflightTable) take(tag []byte) *inflight {
 	for i := t.head; i < len(t.q); i++ {
 		f := t.q[i]
-		if f == nil || f.tag != string(tag) {
+		if f == nil || f.cmd.Tag != string(tag) {
 			continue
 		}
 		t.q[i] = nil
 		t.n--
 		if t.byTag != nil {
-			if t.byTag[f.tag]--; t.byTag[f.tag] == 0 {
-				delete(t.byTag, f.tag)
+			if t.byTag[f.cmd.Tag]--; t.byTag[f.cmd.Tag] == 0 {
+				delete(t.byTag, f.cmd.Tag)
 			}
 		}
 		for t.head < len(t.q) && t.q[t.head] == nil {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"strconv"
 	"testing"
 )
@@ -10,7 +11,7 @@ func TestInflightTable(t *testing.T) {
 	var tb inflightTable
 	fs := make([]*inflight, 100)
 	for i := range fs {
-		fs[i] = &inflight{tag: "t" + strconv.Itoa(i)}
+		fs[i] = &inflight{cmd: imapwire.Command{Tag: "t" + strconv.Itoa(i)}}
 		tb.push(fs[i])
 	}
 	if tb.len() != 100 || tb.byTag == nil || !tb.has("t99") || tb.has("t100") {
@@ -30,7 +31,7 @@ func TestInflightTable(t *testing.T) {
 		if tb.oldest() != fs[i] {
 			t.Fatalf("oldest is not t%d", i)
 		}
-		if f := tb.take([]byte(fs[i].tag)); f != fs[i] {
+		if f := tb.take([]byte(fs[i].cmd.Tag)); f != fs[i] {
 			t.Fatalf("take t%d", i)
 		}
 	}
@@ -39,7 +40,7 @@ func TestInflightTable(t *testing.T) {
 	}
 	// The same tag twice (the proxy refuses it, but the table copes):
 	// oldest first.
-	a, b := &inflight{tag: "x"}, &inflight{tag: "x"}
+	a, b := &inflight{cmd: imapwire.Command{Tag: "x"}}, &inflight{cmd: imapwire.Command{Tag: "x"}}
 	tb.push(a)
 	tb.push(b)
 	if tb.take([]byte("x")) != a || tb.take([]byte("x")) != b {
@@ -53,7 +54,7 @@ type sliceTable struct{ q []*inflight }
 
 func (s *sliceTable) take(tag []byte) *inflight {
 	for i, f := range s.q {
-		if f.tag == string(tag) {
+		if f.cmd.Tag == string(tag) {
 			s.q = append(s.q[:i], s.q[i+1:]...)
 			return f
 		}
@@ -69,8 +70,8 @@ func BenchmarkInflightCompletion(b *testing.B) {
 		fs := make([]*inflight, n)
 		tags := make([][]byte, n)
 		for i := range fs {
-			fs[i] = &inflight{tag: "a" + strconv.Itoa(i)}
-			tags[i] = []byte(fs[i].tag)
+			fs[i] = &inflight{cmd: imapwire.Command{Tag: "a" + strconv.Itoa(i)}}
+			tags[i] = []byte(fs[i].cmd.Tag)
 		}
 		b.Run(fmt.Sprintf("table/n=%d", n), func(b *testing.B) {
 			for range b.N {
@@ -106,12 +107,12 @@ func TestInflightTableSteadyPipeline(t *testing.T) {
 	var tb inflightTable
 	fs := make([]*inflight, 3)
 	for i := range fs {
-		fs[i] = &inflight{tag: "t" + strconv.Itoa(i)}
+		fs[i] = &inflight{cmd: imapwire.Command{Tag: "t" + strconv.Itoa(i)}}
 	}
 	tb.push(fs[0])
 	for i := 1; i <= 100000; i++ {
 		tb.push(fs[i%3])
-		if f := tb.take([]byte(fs[(i-1)%3].tag)); f != fs[(i-1)%3] {
+		if f := tb.take([]byte(fs[(i-1)%3].cmd.Tag)); f != fs[(i-1)%3] {
 			t.Fatalf("command %d: take returned %v", i, f)
 		}
 		if tb.len() != 1 || tb.oldest() != fs[i%3] {

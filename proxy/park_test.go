@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -392,6 +393,31 @@ func waitClosed(t *testing.T, a *recAuditor, n int) {
 	}
 }
 
+// loopbackPair is a connected TCP pair on the loopback interface.
+func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// resumeFunc makes a func a parked pump.
+type resumeFunc func()
+
+func (f resumeFunc) resume() { f() }
+
 // The parker resumes a pump exactly once, whichever comes first: the
 // connection becoming readable, wake before arm, wake after, or close.
 func TestParkerResumesOnce(t *testing.T) {
@@ -400,23 +426,7 @@ func TestParkerResumesOnce(t *testing.T) {
 		t.Skipf("no parker here: %v", err)
 	}
 	defer pk.close()
-	pair := func() (net.Conn, net.Conn) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		a, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.Close(); b.Close() })
-		return a, b
-	}
+	pair := func() (net.Conn, net.Conn) { return loopbackPair(t) }
 	park := func(c net.Conn) (*parkedPump, *atomic.Int32, chan struct{}) {
 		rc, err := c.(*net.TCPConn).SyscallConn()
 		if err != nil {
@@ -424,7 +434,7 @@ func TestParkerResumesOnce(t *testing.T) {
 		}
 		var n atomic.Int32
 		ran := make(chan struct{}, 4)
-		pp := pk.prepare(rc, parkBackend, time.Time{}, func() { n.Add(1); ran <- struct{}{} })
+		pp := pk.prepare(rc, parkBackend, time.Time{}, resumeFunc(func() { n.Add(1); ran <- struct{}{} }))
 		return pp, &n, ran
 	}
 	wait := func(what string, ran chan struct{}) {
@@ -488,7 +498,7 @@ func TestParkerResumesOnce(t *testing.T) {
 	rc7, _ := a.(*net.TCPConn).SyscallConn()
 	pk7, _ := newParker()
 	defer pk7.close()
-	pp7 := pk7.prepare(rc7, parkClient, time.Now().Add(time.Millisecond), func() { n7.Add(1); ran7 <- struct{}{} })
+	pp7 := pk7.prepare(rc7, parkClient, time.Now().Add(time.Millisecond), resumeFunc(func() { n7.Add(1); ran7 <- struct{}{} }))
 	if !pp7.arm() {
 		t.Fatal("arm refused")
 	}
@@ -499,18 +509,18 @@ func TestParkerResumesOnce(t *testing.T) {
 	rc8, _ := a.(*net.TCPConn).SyscallConn()
 	var n8 atomic.Int32
 	ran8 := make(chan struct{}, 4)
-	pp8 := pk7.prepare(rc8, parkClient, time.Now().Add(time.Hour), func() { n8.Add(1); ran8 <- struct{}{} })
+	pp8 := pk7.prepare(rc8, parkClient, time.Now().Add(time.Hour), resumeFunc(func() { n8.Add(1); ran8 <- struct{}{} }))
 	pp8.arm()
 	if got := pk7.parked(parkClient); got != 1 {
 		t.Errorf("client pumps parked %d, want 1", got)
 	}
 	b.Write([]byte("z"))
 	wait("readable before deadline", ran8)
-	pp8.mu.Lock()
-	if pp8.timer.Stop() {
-		t.Error("deadline timer still running after the pump resumed")
+	pk7.mu.Lock()
+	if pp8.at >= 0 || len(pk7.deadlines) != 0 {
+		t.Error("deadline still pending after the pump resumed")
 	}
-	pp8.mu.Unlock()
+	pk7.mu.Unlock()
 	for i, c := range []*atomic.Int32{n, n2, n3, n4, n5, &n7, &n8} {
 		if got := c.Load(); got != 1 {
 			t.Errorf("case %d resumed %d times, want once", i+1, got)
@@ -518,6 +528,67 @@ func TestParkerResumesOnce(t *testing.T) {
 	}
 	if got := n6.Load(); got != 0 {
 		t.Errorf("refused parking resumed %d times", got)
+	}
+}
+
+// The parker's one timer resumes parked pumps in the order of their
+// deadlines, and a pump resumed otherwise leaves the order (ARCHITECTURE.md
+// §5): the soonest deadline, parked last, resumes its pump alone, the
+// next is then the soonest, and a pump woken early takes its deadline
+// with it.
+func TestParkerDeadlinesInOrder(t *testing.T) {
+	pk, err := newParker()
+	if err != nil {
+		t.Skipf("no parker here: %v", err)
+	}
+	defer pk.close()
+	type parked struct {
+		pp  *parkedPump
+		n   atomic.Int32
+		ran chan struct{}
+	}
+	park := func(in time.Duration) *parked {
+		a, _ := loopbackPair(t)
+		rc, _ := a.(*net.TCPConn).SyscallConn()
+		p := &parked{ran: make(chan struct{}, 4)}
+		p.pp = pk.prepare(rc, parkClient, time.Now().Add(in), resumeFunc(func() { p.n.Add(1); p.ran <- struct{}{} }))
+		if !p.pp.arm() {
+			t.Fatal("arm refused")
+		}
+		return p
+	}
+	wait := func(what string, p *parked) {
+		t.Helper()
+		select {
+		case <-p.ran:
+		case <-time.After(testenv.IOTimeout()):
+			t.Fatalf("%s: not resumed", what)
+		}
+	}
+	heads := func() []*parkedPump {
+		pk.mu.Lock()
+		defer pk.mu.Unlock()
+		return slices.Clone(pk.deadlines)
+	}
+	hour, twoHours, soon := park(time.Hour), park(2*time.Hour), park(time.Millisecond)
+	wait("soonest deadline", soon)
+	if hour.n.Load() != 0 || twoHours.n.Load() != 0 {
+		t.Fatal("a pump resumed hours before its deadline")
+	}
+	if d := heads(); len(d) != 2 || d[0] != hour.pp || d[0].at != 0 || d[1].at != 1 {
+		t.Fatalf("deadlines left %v, want the hour's first, then the two hours'", d)
+	}
+	hour.pp.wake()
+	wait("woken", hour)
+	if d := heads(); len(d) != 1 || d[0] != twoHours.pp || d[0].at != 0 || hour.pp.at != -1 {
+		t.Fatalf("deadlines left %v after the hour's pump was woken, want the two hours' alone", d)
+	}
+	pk.close()
+	wait("close", twoHours)
+	for i, p := range []*parked{hour, twoHours, soon} {
+		if got := p.n.Load(); got != 1 {
+			t.Errorf("pump %d resumed %d times, want once", i, got)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +27,18 @@ type parker struct {
 	next   uint64
 	closed bool
 	parks  [2]int64 // pumps parked so far, by kind (tests)
+	// deadlines holds the armed pumps that have one, soonest first;
+	// timer fires at the soonest. One timer per parker rather than one
+	// per parked pump: a timer and its function were 125 bytes of each
+	// idle session's heap (ARCHITECTURE.md §16).
+	deadlines deadlineHeap
+	timer     *time.Timer
 }
+
+// resumer is a parked pump: resume runs it again, on a new goroutine.
+// An interface rather than a func: the pump itself, no method value made
+// at each parking.
+type resumer interface{ resume() }
 
 // parkKind tells a backend pump's parking from a client pump's.
 type parkKind uint8
@@ -38,19 +50,19 @@ const (
 
 // parkedPump is one parked pump.
 type parkedPump struct {
-	pk     *parker
-	id     uint64
-	kind   parkKind
-	conn   syscall.RawConn
-	until  time.Time // resume then at the latest; zero: no deadline
-	resume func()
+	pk    *parker
+	id    uint64
+	conn  syscall.RawConn
+	until time.Time // resume then at the latest; zero: no deadline
+	pump  resumer
+	// at is the pump's index in pk.deadlines, -1 when not there (pk.mu).
+	at int
 
 	mu sync.Mutex
 	// armed: conn is in the set; done: the pump was resumed (or parking
 	// failed). A pump is resumed exactly once.
 	armed, done bool
-	// timer resumes the pump at until (armed with a deadline).
-	timer *time.Timer
+	kind        parkKind
 }
 
 func newParker() (*parker, error) {
@@ -71,6 +83,8 @@ func newParker() (*parker, error) {
 		return nil, fmt.Errorf("proxy: epoll raw conn: %w", err)
 	}
 	pk := &parker{ep: f, epfd: fd, rc: rc, byID: make(map[uint64]*parkedPump)}
+	pk.timer = time.AfterFunc(time.Hour, pk.due)
+	pk.timer.Stop()
 	pk.wg.Add(1)
 	go pk.run()
 	return pk, nil
@@ -80,11 +94,11 @@ func newParker() (*parker, error) {
 // goroutine once conn is readable (data, end of stream or error), until
 // passes (unless zero), or wake is called. Nothing is watched before arm;
 // wake may come first.
-func (pk *parker) prepare(conn syscall.RawConn, kind parkKind, until time.Time, resume func()) *parkedPump {
+func (pk *parker) prepare(conn syscall.RawConn, kind parkKind, until time.Time, resume resumer) *parkedPump {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	pk.next++
-	pp := &parkedPump{pk: pk, id: pk.next, kind: kind, conn: conn, until: until, resume: resume}
+	pp := &parkedPump{pk: pk, id: pk.next, kind: kind, conn: conn, until: until, pump: resume, at: -1}
 	pk.byID[pp.id] = pp
 	return pp
 }
@@ -128,13 +142,58 @@ func (pp *parkedPump) arm() bool {
 	pp.armed = true
 	pk.mu.Lock()
 	pk.parks[pp.kind]++
-	pk.mu.Unlock()
 	if !pp.until.IsZero() {
 		// A deadline (the client's idle limit) passes while nothing runs
-		// to see it: the timer resumes the pump, whose read then fails.
-		pp.timer = time.AfterFunc(time.Until(pp.until), pp.wake)
+		// to see it: the parker's timer resumes the pump, whose read then
+		// fails.
+		heap.Push(&pk.deadlines, pp)
+		if pp.at == 0 {
+			pk.timer.Reset(time.Until(pp.until))
+		}
 	}
+	pk.mu.Unlock()
 	return true
+}
+
+// due resumes the pumps whose deadline passed, and sets the timer for
+// the next one.
+func (pk *parker) due() {
+	var due []*parkedPump
+	pk.mu.Lock()
+	now := time.Now()
+	for len(pk.deadlines) > 0 && !pk.deadlines[0].until.After(now) {
+		due = append(due, heap.Pop(&pk.deadlines).(*parkedPump))
+	}
+	if len(pk.deadlines) > 0 && !pk.closed {
+		pk.timer.Reset(pk.deadlines[0].until.Sub(now))
+	}
+	pk.mu.Unlock()
+	for _, pp := range due {
+		pp.wake()
+	}
+}
+
+// deadlineHeap orders parked pumps by deadline (container/heap), keeping
+// each one's index (parkedPump.at) for its removal when woken first.
+type deadlineHeap []*parkedPump
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].at, h[j].at = i, j
+}
+func (h *deadlineHeap) Push(x any) {
+	pp := x.(*parkedPump)
+	pp.at = len(*h)
+	*h = append(*h, pp)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	pp := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h, pp.at = old[:len(old)-1], -1
+	return pp
 }
 
 var errParkerClosed = errors.New("parker closed")
@@ -142,6 +201,9 @@ var errParkerClosed = errors.New("parker closed")
 func (pk *parker) forget(pp *parkedPump) {
 	pk.mu.Lock()
 	delete(pk.byID, pp.id)
+	if pp.at >= 0 {
+		heap.Remove(&pk.deadlines, pp.at)
+	}
 	pk.mu.Unlock()
 }
 
@@ -153,9 +215,6 @@ func (pp *parkedPump) wake() {
 		return
 	}
 	pp.done = true
-	if pp.timer != nil {
-		pp.timer.Stop()
-	}
 	if pp.armed {
 		// A closed connection left the set when it closed.
 		_ = pp.conn.Control(func(fd uintptr) {
@@ -164,7 +223,7 @@ func (pp *parkedPump) wake() {
 	}
 	pp.mu.Unlock()
 	pp.pk.forget(pp)
-	go pp.resume()
+	go pp.pump.resume()
 }
 
 // parked reports how many pumps of a kind are parked.
@@ -225,6 +284,7 @@ func (pk *parker) close() {
 		return
 	}
 	pk.closed = true
+	pk.timer.Stop()
 	left := make([]*parkedPump, 0, len(pk.byID))
 	for _, pp := range pk.byID {
 		left = append(left, pp)

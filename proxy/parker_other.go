@@ -23,7 +23,9 @@ type parkedPump struct{}
 
 func newParker() (*parker, error) { return nil, errors.New("proxy: parking needs epoll") }
 
-func (*parker) prepare(syscall.RawConn, parkKind, time.Time, func()) *parkedPump {
+type resumer interface{ resume() }
+
+func (*parker) prepare(syscall.RawConn, parkKind, time.Time, resumer) *parkedPump {
 	return &parkedPump{}
 }
 func (*parker) parked(parkKind) int       { return 0 }

@@ -47,22 +47,10 @@ type relay struct {
 	// free holds completed records for reuse (inflight.refs).
 	free []*inflight
 
-	// owing counts the commands the backend owes an answer to, mid that
-	// a response is half relayed: the backend's reads then have a
-	// deadline (owedReader). cut asks the backend pump to end the session
-	// at the next response boundary (a drain past its deadline);
-	// atBoundary says it waits between responses.
-	owing      atomic.Int32
-	mid        atomic.Bool
-	cut        atomic.Bool
+	owedState // owing, mid, cut, idling, rearmed
+	// atBoundary says the backend pump waits between responses.
 	atBoundary atomic.Bool
 	sawBye     atomic.Bool // the backend said BYE (backend pump)
-	// idling: the backend sent IDLE's "+" and the DONE is not yet
-	// forwarded. Both pumps then park at once rather than after
-	// Limits.ParkAfter: IDLE is the client saying it will be silent
-	// (RFC 9051 §6.3.13), typically for many minutes.
-	idling  atomic.Bool
-	rearmed atomic.Int64 // see owedReader
 	// parked is the backend pump's parking while it has no goroutine
 	// (backendPump.park), nil while it runs.
 	parked atomic.Pointer[parkedPump]
@@ -70,11 +58,38 @@ type relay struct {
 	// it cannot be.
 	rawBackend syscall.RawConn
 
-	contCh chan bool // the backend pump's verdict on a literal
-	// freed is signalled when a command completes, for a client pump
-	// waiting for room (Limits.MaxInflight) or for a barrier.
-	freed       chan struct{}
-	backendDone chan struct{}
+	// The channels are made under mu when first needed, by the client
+	// pump before it waits (an idle session that never waited holds
+	// none: three channels were 300 bytes of its heap, ARCHITECTURE.md
+	// §16). contCh is the backend pump's verdict on a literal (made by
+	// arm); freed is signalled when a command completes, for a client
+	// pump waiting for room (Limits.MaxInflight), for a barrier or for
+	// IDLE's "+" (made by wantFreedLocked, before the look at what it
+	// waits for, so that no completion after the look is missed);
+	// backendDone is closed once the backend pump ended (backendEnded),
+	// made by done.
+	contCh       chan bool
+	freed        chan struct{}
+	backendDone  chan struct{}
+	backendEnded bool
+}
+
+// owedState is what the backend's reads (owedReader) look at of the
+// relay, one pointer there rather than one per field (ARCHITECTURE.md
+// §16). owing counts the commands the backend owes an answer to, mid
+// that a response is half relayed: the backend's reads then have a
+// deadline. cut asks the backend pump to end the session at the next
+// response boundary (a drain past its deadline). idling: the backend
+// sent IDLE's "+" and the DONE is not yet forwarded; both pumps then
+// park at once rather than after Limits.ParkAfter: IDLE is the client
+// saying it will be silent (RFC 9051 §6.3.13), typically for many
+// minutes. rearmed: see owedReader.
+type owedState struct {
+	owing   atomic.Int32
+	mid     atomic.Bool
+	cut     atomic.Bool
+	idling  atomic.Bool
+	rearmed atomic.Int64
 }
 
 // errStop ends a pump; the reason was recorded.
@@ -84,7 +99,7 @@ var errStop = errors.New("relay stopped")
 // own goroutine, the client pump on the session's (until it parks; the
 // parker then runs it, and the session's end, on another).
 func (s *Session) runRelay() {
-	r := &relay{s: s, be: s.be, contCh: make(chan bool, 1), backendDone: make(chan struct{}), freed: make(chan struct{}, 1)}
+	r := &relay{s: s, be: s.be}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
 	// What the relay needs of the backend's list, kept as two flags: the
 	// list itself is a few hundred bytes per idle session.
@@ -99,8 +114,7 @@ func (s *Session) runRelay() {
 		s.be.rd.c = s.be.conn
 	}
 	s.be.rd.unarming = s.srv.opts.unarming
-	s.be.rd.owing, s.be.rd.mid, s.be.rd.cut, s.be.rd.rearmed, s.be.rd.timeout = &r.owing, &r.mid, &r.cut, &r.rearmed, s.lim.BackendTimeout
-	s.be.rd.idling = &r.idling
+	s.be.rd.st, s.be.rd.timeout = &r.owedState, s.lim.BackendTimeout
 	if s.srv.parker != nil && s.lim.ParkAfter > 0 {
 		r.rawBackend = rawConn(s.be.raw)
 		if r.rawBackend != nil {
@@ -149,7 +163,7 @@ func (s *Session) endRelay(cp *clientPump) {
 	r := cp.r
 	s.closing.Store(true)
 	s.closeConns()
-	<-r.backendDone
+	<-r.done()
 	r.inflight.each(func(f *inflight) {
 		// The session is over: nothing is left to hold back.
 		_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
@@ -172,6 +186,9 @@ func (s *Session) endRelay(cp *clientPump) {
 func (r *relay) arm(f *inflight, swallow bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.contCh == nil {
+		r.contCh = make(chan bool, 1)
+	}
 	select {
 	case <-r.contCh:
 	default:
@@ -179,24 +196,62 @@ func (r *relay) arm(f *inflight, swallow bool) bool {
 	if r.inflight.find(func(x *inflight) bool { return x == f }) == nil {
 		return false
 	}
-	r.contArmed, r.contTag, r.contSwallow = true, f.tag, swallow
+	r.contArmed, r.contTag, r.contSwallow = true, f.cmd.Tag, swallow
 	return true
 }
 
+// signal gives the client pump the verdict on the literal armed (arm
+// made contCh before the line announcing it left: none is lost).
 func (r *relay) signal(v bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.contCh == nil {
+		return // nothing armed
+	}
 	select {
 	case r.contCh <- v:
 	default:
 	}
 }
 
-// waitCont waits for the backend pump's verdict on a literal.
+// waitCont waits for the backend pump's verdict on a literal, after arm.
 func (r *relay) waitCont() (bool, error) {
 	select {
 	case ok := <-r.contCh:
 		return ok, nil
-	case <-r.backendDone:
+	case <-r.done():
 		return false, errStop
+	}
+}
+
+// done returns a channel closed once the backend pump ended.
+func (r *relay) done() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.backendDone == nil {
+		r.backendDone = make(chan struct{})
+		if r.backendEnded {
+			close(r.backendDone)
+		}
+	}
+	return r.backendDone
+}
+
+// backendEnd records that the backend pump ended, for done.
+func (r *relay) backendEnd() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.backendEnded = true
+	if r.backendDone != nil {
+		close(r.backendDone)
+	}
+}
+
+// wantFreedLocked makes freed before the client pump looks, under mu, at
+// what it will wait for: every completion after the look signals it.
+func (r *relay) wantFreedLocked() {
+	if r.freed == nil {
+		r.freed = make(chan struct{}, 1)
 	}
 }
 
@@ -237,8 +292,15 @@ func (r *relay) release(f *inflight) {
 // freeOne tells a waiting client pump that a command completed (or an
 // IDLE got its "+").
 func (r *relay) freeOne() {
+	r.mu.Lock()
+	r.freeOneLocked()
+	r.mu.Unlock()
+}
+
+// freeOneLocked is freeOne with mu held. Without freed nobody waits.
+func (r *relay) freeOneLocked() {
 	select {
-	case r.freed <- struct{}{}:
+	case r.freed <- struct{}{}: // never ready when nil
 	default:
 	}
 }

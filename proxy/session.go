@@ -86,10 +86,7 @@ type Session struct {
 	// limit is the connection's Limiter handle (nil without a Limiter);
 	// sessionRelease ends its accounting of this login, backendRelease
 	// the Balancer's count of the session on its server.
-	limit LimitConn
-	// decideIn and decideLit are decide's input, reused (see decide).
-	decideIn       DecisionInput
-	decideLit      imapwire.Literal
+	limit          LimitConn
 	sessionRelease func()
 	backendRelease func()
 
@@ -583,18 +580,27 @@ func (s *Session) preAuthCaps() string {
 	return caps
 }
 
+// decideArgs is a decision's input (a Decider keeps nothing of it):
+// pooled, not a session's own, which an idle session would hold (80
+// bytes, ARCHITECTURE.md §16).
+type decideArgs struct {
+	in  DecisionInput
+	lit imapwire.Literal
+}
+
+var decideArgsPool = sync.Pool{New: func() any { return new(decideArgs) }}
+
 func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
-	// One input per session, reused: decisions are asked by one goroutine
-	// at a time (the session's, then its client pump's), and a Decider
-	// keeps nothing of it.
-	in := &s.decideIn
+	a := decideArgsPool.Get().(*decideArgs)
+	in := &a.in
 	*in = DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Limits: s.limit}
 	if lit != nil {
-		s.decideLit = *lit
-		in.Literal = &s.decideLit
+		a.lit = *lit
+		in.Literal = &a.lit
 	}
 	d := s.dyn.Decider.Decide(context.Background(), in)
-	*in = DecisionInput{}
+	*a = decideArgs{}
+	decideArgsPool.Put(a)
 	return d
 }
 

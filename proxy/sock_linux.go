@@ -66,6 +66,10 @@ func newSockConn(c net.Conn, raw bool) net.Conn {
 	return s
 }
 
+// SyscallConn is the RawConn the reads and writes use: one per
+// connection, not one more for the parker's each (ARCHITECTURE.md §16).
+func (c *sockConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
 // tcpOf is the TCP connection under c, if any.
 func tcpOf(c net.Conn) (*net.TCPConn, bool) {
 	if s, ok := c.(*sockConn); ok {
