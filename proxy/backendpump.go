@@ -509,7 +509,7 @@ func (lc *lineCheck) check(p []byte, final bool, max int64) bool {
 func (p *backendPump) park() bool {
 	r, s := p.r, p.s
 	pk := s.srv.parker
-	if pk == nil || r.rawBackend == nil || r.owing.Load() > 0 || r.cut.Load() || s.closing.Load() {
+	if pk == nil || !r.backendParks || r.owing.Load() > 0 || r.cut.Load() || s.closing.Load() {
 		return false
 	}
 	if p.be.rd.hot && !r.idling.Load() && s.lim.ParkAfter > hotLinger {
@@ -524,7 +524,11 @@ func (p *backendPump) park() bool {
 	p.be.sc = nil
 	// parked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump (resume): no unpark is lost.
-	pp := pk.prepare(r.rawBackend, parkBackend, time.Time{}, p)
+	rc := rawConn(p.be.raw) // a sockConn's own: nothing made
+	if rc == nil {
+		return false
+	}
+	pp := pk.prepare(rc, parkBackend, time.Time{}, p)
 	r.parked.Store(pp)
 	if !pp.arm() {
 		r.parked.CompareAndSwap(pp, nil)

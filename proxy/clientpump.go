@@ -15,8 +15,7 @@ import (
 // parser) and the backend's write side; its own fields are its alone.
 type clientPump struct {
 	r  *relay
-	s  *Session
-	be *backendConn
+	s  *Session     // s.be is the backend's connection
 	bp *backendPump // read only once it has ended (Session.endRelay)
 
 	// until is when the client's silence ends the session, set when the
@@ -217,31 +216,28 @@ func (p *clientPump) endIdle(f *inflight, line []byte, hasLit bool) (done bool, 
 // count counts a command by name for the close event; unknown names share
 // one key so that a client cannot grow the list.
 func (p *clientPump) count(name string) {
-	if sp := imapwire.Lookup(name); sp != nil {
-		name = sp.Name
-	} else {
-		name = "OTHER"
-	}
-	p.byName.add(name)
+	p.byName.add(imapwire.Lookup(name))
 }
 
 // commandCounts counts commands by name: a list, since a session uses a
-// few commands, not a map (a few hundred bytes a session keeps).
+// few commands, not a map (a few hundred bytes a session keeps), and by
+// the command's entry in the table rather than its name (16 bytes each
+// rather than 24, ARCHITECTURE.md §16).
 type commandCounts []nameCount
 
 type nameCount struct {
-	name string
+	spec *imapwire.Spec // nil: a command the table does not know, OTHER
 	n    int
 }
 
-func (c *commandCounts) add(name string) {
+func (c *commandCounts) add(spec *imapwire.Spec) {
 	for i := range *c {
-		if (*c)[i].name == name {
+		if (*c)[i].spec == spec {
 			(*c)[i].n++
 			return
 		}
 	}
-	*c = append(*c, nameCount{name, 1})
+	*c = append(*c, nameCount{spec, 1})
 }
 
 // counts is the map the close event reports, nil if none.
@@ -251,7 +247,11 @@ func (c commandCounts) counts() map[string]int {
 	}
 	m := make(map[string]int, len(c))
 	for _, x := range c {
-		m[x.name] = x.n
+		name := "OTHER"
+		if x.spec != nil {
+			name = x.spec.Name
+		}
+		m[name] = x.n
 	}
 	return m
 }
@@ -343,12 +343,12 @@ func (p *clientPump) awaitBackend() error {
 
 // forwardNow writes bytes to the backend and flushes.
 func (p *clientPump) forwardNow(b []byte) error {
-	p.be.out().Write(b)
+	p.s.be.out().Write(b)
 	return p.flush()
 }
 
 func (p *clientPump) flush() error {
-	if err := p.be.flush(); err != nil {
+	if err := p.s.be.flush(); err != nil {
 		p.s.backendLost(err, false)
 		return errStop
 	}
@@ -421,7 +421,7 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 // to the parser) on: held back while its parts are judged, streamed from
 // its message on.
 func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwire.Context, start time.Time, bytesIn int64) (*inflight, error) {
-	s, r, be := p.s, p.r, p.be
+	s, r, be := p.s, p.r, p.s.be
 	lim := s.lim
 	hasLit := true
 	pend := append(p.litBuf[:0], line...)
@@ -843,11 +843,11 @@ func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLa
 		if !p.r.arm(f, true) {
 			// Completed early (relay.arm): the line up to this literal
 			// goes, no more.
-			p.be.out().Write(pend[prev:m])
+			p.s.be.out().Write(pend[prev:m])
 			_ = p.flush() // a failure stops the session (backendLost)
 			return false
 		}
-		p.be.out().Write(pend[prev:m])
+		p.s.be.out().Write(pend[prev:m])
 		if p.flush() != nil {
 			return false
 		}
@@ -857,10 +857,10 @@ func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLa
 		prev = m
 	}
 	if armLast && !p.r.arm(f, false) {
-		p.be.out().Write(pend[prev:])
+		p.s.be.out().Write(pend[prev:])
 		_ = p.flush()
 		return false
 	}
-	p.be.out().Write(pend[prev:])
+	p.s.be.out().Write(pend[prev:])
 	return true
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 	"weak"
 
 	"github.com/imapwarden/imapwarden/internal/testenv"
@@ -147,11 +148,11 @@ func TestIdleSessionHeap(t *testing.T) {
 	// AES-GCM states, the Conn, its record buffers, descriptors); closer
 	// for our own (2.8 KB; 4.3 KB before the structs were packed and the
 	// prefix buffer pooled, 5.7 KB before that).
-	// 3.0 KB since the relay's channels, the backend pump's work set, the
+	// 2.7 KB since the relay's channels, the backend pump's work set, the
 	// parking's timer and the session's decision input were no longer
-	// kept, and the record and descriptor duplicates were dropped (3.6 KB
+	// kept, duplicates were dropped and the structs below shrunk (3.6 KB
 	// before).
-	const most, mostOurs = 12 << 10, 3000
+	const most, mostOurs = 12 << 10, 2800
 	if per > most {
 		t.Errorf("an idle TLS session keeps %.0f bytes of live heap, want at most %d", per, most)
 	}
@@ -228,6 +229,32 @@ func alive[T any](ps []weak.Pointer[T]) int {
 		}
 	}
 	return n
+}
+
+// The structs an idle session keeps fit the size classes they were
+// shrunk to (ARCHITECTURE.md §16; the runtime's classes: ..., 48, ...,
+// 80, ..., 128, 144, ..., 224, ..., 416, ..., 640, 704, ...): a field
+// added to one costs every idle session a whole class step, so that it
+// must be a choice. The old sizes are in parentheses.
+func TestIdleStructsFitSizeClasses(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		size, most uintptr
+	}{
+		{"Session", unsafe.Sizeof(Session{}), 640},          // 704: the decision input
+		{"relay", unsafe.Sizeof(relay{}), 224},              // 248: be, rawBackend
+		{"clientPump", unsafe.Sizeof(clientPump{}), 144},    // 152: be
+		{"backendPump", unsafe.Sizeof(backendPump{}), 48},   // 216: the work set
+		{"inflight", unsafe.Sizeof(inflight{}), 416},        // 432: the tag twice
+		{"backendConn", unsafe.Sizeof(backendConn{}), 224},  // 256: owedReader's pointers
+		{"sockConn", unsafe.Sizeof(sockConn{}), 128},        // 144: ints and errnos
+		{"parkedPump", unsafe.Sizeof(parkedPump{}), 80},     // 96: the timer, time.Time
+		{"a command count", unsafe.Sizeof(nameCount{}), 16}, // 24: the name
+	} {
+		if c.size > c.most {
+			t.Errorf("%s takes %d bytes, more than the %d of its size class", c.name, c.size, c.most)
+		}
+	}
 }
 
 // parkIdleSessions opens n sessions that enter IDLE after a command of

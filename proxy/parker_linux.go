@@ -50,11 +50,14 @@ const (
 
 // parkedPump is one parked pump.
 type parkedPump struct {
-	pk    *parker
-	id    uint64
-	conn  syscall.RawConn
-	until time.Time // resume then at the latest; zero: no deadline
-	pump  resumer
+	pk   *parker
+	id   uint64
+	conn syscall.RawConn
+	// due is when to resume the pump at the latest, in nanoseconds of
+	// the monotonic clock since parkEpoch (8 bytes, not a time.Time's
+	// 24: a parked pump's record fits 80); 0: no deadline.
+	due  int64
+	pump resumer
 	// at is the pump's index in pk.deadlines, -1 when not there (pk.mu).
 	at int
 
@@ -98,7 +101,10 @@ func (pk *parker) prepare(conn syscall.RawConn, kind parkKind, until time.Time, 
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	pk.next++
-	pp := &parkedPump{pk: pk, id: pk.next, kind: kind, conn: conn, until: until, pump: resume, at: -1}
+	pp := &parkedPump{pk: pk, id: pk.next, kind: kind, conn: conn, pump: resume, at: -1}
+	if !until.IsZero() {
+		pp.due = max(int64(until.Sub(parkEpoch)), 1)
+	}
 	pk.byID[pp.id] = pp
 	return pp
 }
@@ -142,13 +148,13 @@ func (pp *parkedPump) arm() bool {
 	pp.armed = true
 	pk.mu.Lock()
 	pk.parks[pp.kind]++
-	if !pp.until.IsZero() {
+	if pp.due != 0 {
 		// A deadline (the client's idle limit) passes while nothing runs
 		// to see it: the parker's timer resumes the pump, whose read then
 		// fails.
 		heap.Push(&pk.deadlines, pp)
 		if pp.at == 0 {
-			pk.timer.Reset(time.Until(pp.until))
+			pk.timer.Reset(time.Duration(pp.due) - time.Since(parkEpoch))
 		}
 	}
 	pk.mu.Unlock()
@@ -160,12 +166,12 @@ func (pp *parkedPump) arm() bool {
 func (pk *parker) due() {
 	var due []*parkedPump
 	pk.mu.Lock()
-	now := time.Now()
-	for len(pk.deadlines) > 0 && !pk.deadlines[0].until.After(now) {
+	now := int64(time.Since(parkEpoch))
+	for len(pk.deadlines) > 0 && pk.deadlines[0].due <= now {
 		due = append(due, heap.Pop(&pk.deadlines).(*parkedPump))
 	}
 	if len(pk.deadlines) > 0 && !pk.closed {
-		pk.timer.Reset(pk.deadlines[0].until.Sub(now))
+		pk.timer.Reset(time.Duration(pk.deadlines[0].due - now))
 	}
 	pk.mu.Unlock()
 	for _, pp := range due {
@@ -178,7 +184,7 @@ func (pk *parker) due() {
 type deadlineHeap []*parkedPump
 
 func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].due < h[j].due }
 func (h deadlineHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].at, h[j].at = i, j
@@ -197,6 +203,9 @@ func (h *deadlineHeap) Pop() any {
 }
 
 var errParkerClosed = errors.New("parker closed")
+
+// parkEpoch is the origin of parkedPump.due.
+var parkEpoch = time.Now()
 
 func (pk *parker) forget(pp *parkedPump) {
 	pk.mu.Lock()

@@ -19,8 +19,7 @@ import (
 // mu guards every field but the atomics and channels. Everything else is
 // owned by one pump: clientPump (the session goroutine) or backendPump.
 type relay struct {
-	s  *Session
-	be *backendConn
+	s *Session // s.be is the backend's connection
 
 	mu       sync.Mutex
 	inflight inflightTable
@@ -42,8 +41,12 @@ type relay struct {
 	contSwallow bool
 	// idleCont: the "+" of the IDLE in flight (RFC 9051 §6.3.13) is still
 	// to come; idle is that IDLE, nil if none.
-	idleCont bool
-	idle     *inflight
+	idleCont     bool
+	backendEnded bool // see backendDone
+	// backendParks: the parker can watch the backend connection
+	// (rawConn; asked again when the pump parks, rather than kept).
+	backendParks bool
+	idle         *inflight
 	// free holds completed records for reuse (inflight.refs).
 	free []*inflight
 
@@ -54,9 +57,6 @@ type relay struct {
 	// parked is the backend pump's parking while it has no goroutine
 	// (backendPump.park), nil while it runs.
 	parked atomic.Pointer[parkedPump]
-	// rawBackend watches the backend connection for the parker; nil when
-	// it cannot be.
-	rawBackend syscall.RawConn
 
 	// The channels are made under mu when first needed, by the client
 	// pump before it waits (an idle session that never waited holds
@@ -68,10 +68,9 @@ type relay struct {
 	// waits for, so that no completion after the look is missed);
 	// backendDone is closed once the backend pump ended (backendEnded),
 	// made by done.
-	contCh       chan bool
-	freed        chan struct{}
-	backendDone  chan struct{}
-	backendEnded bool
+	contCh      chan bool
+	freed       chan struct{}
+	backendDone chan struct{}
 }
 
 // owedState is what the backend's reads (owedReader) look at of the
@@ -99,7 +98,7 @@ var errStop = errors.New("relay stopped")
 // own goroutine, the client pump on the session's (until it parks; the
 // parker then runs it, and the session's end, on another).
 func (s *Session) runRelay() {
-	r := &relay{s: s, be: s.be}
+	r := &relay{s: s}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
 	// What the relay needs of the backend's list, kept as two flags: the
 	// list itself is a few hundred bytes per idle session.
@@ -116,8 +115,8 @@ func (s *Session) runRelay() {
 	s.be.rd.unarming = s.srv.opts.unarming
 	s.be.rd.st, s.be.rd.timeout = &r.owedState, s.lim.BackendTimeout
 	if s.srv.parker != nil && s.lim.ParkAfter > 0 {
-		r.rawBackend = rawConn(s.be.raw)
-		if r.rawBackend != nil {
+		r.backendParks = rawConn(s.be.raw) != nil
+		if r.backendParks {
 			s.be.rd.linger = s.lim.ParkAfter
 		}
 		s.rawClient = rawConn(s.raw.Conn)
@@ -128,7 +127,7 @@ func (s *Session) runRelay() {
 	bp := &backendPump{r: r, s: s, be: s.be}
 	s.srv.runners.run(bp.run)
 	// The session goroutine ran the login: hot.
-	cp := &clientPump{r: r, s: s, be: s.be, bp: bp, hot: true}
+	cp := &clientPump{r: r, s: s, bp: bp, hot: true}
 	cp.run()
 }
 
@@ -315,7 +314,7 @@ func (r *relay) oweLocked(f *inflight) {
 	f.owed = true
 	if r.owing.Add(1) == 1 {
 		now := time.Now()
-		r.be.conn.SetReadDeadline(now.Add(r.be.rd.timeout))
+		r.s.be.conn.SetReadDeadline(now.Add(r.s.be.rd.timeout))
 		r.rearmed.Store(now.UnixNano())
 		// A parked pump would not see the deadline: it reads again.
 		r.unpark()

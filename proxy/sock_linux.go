@@ -26,21 +26,24 @@ import (
 //
 // rmu and wmu make each side's fields one caller's at a time: net.Conn
 // allows concurrent calls, which the descriptor's own locks serialize.
+//
+// The fields are ordered and sized to fit 128 bytes (ARCHITECTURE.md
+// §16): a read is at most maxRW, and an errno fits 32 bits.
 type sockConn struct {
 	*net.TCPConn
-	rc  syscall.RawConn
-	raw bool // raw system calls (not under the race detector: sock_race_linux.go)
+	rc syscall.RawConn
 
 	rmu    sync.Mutex
+	rn     int32
+	rerr   uint32 // a syscall.Errno
 	rp     []byte
-	rn     int
-	rerr   syscall.Errno
 	readFn func(uintptr) bool
 
 	wmu     sync.Mutex
+	werr    uint32 // a syscall.Errno
+	raw     bool   // raw system calls (not under the race detector: sock_race_linux.go)
 	wp      []byte
 	wn      int
-	werr    syscall.Errno
 	writeFn func(uintptr) bool
 }
 
@@ -89,8 +92,8 @@ func (c *sockConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rp, c.rn, c.rerr = p, 0, 0
-	err := c.opError("read", c.rc.Read(c.readFn), c.rerr)
-	n := c.rn
+	err := c.opError("read", c.rc.Read(c.readFn), syscall.Errno(c.rerr))
+	n := int(c.rn)
 	c.rp = nil
 	switch {
 	case err != nil:
@@ -107,14 +110,14 @@ func (c *sockConn) read(fd uintptr) bool {
 		n, e := c.sysRead(fd, c.rp)
 		switch e {
 		case 0:
-			c.rn = n
+			c.rn = int32(n) // at most maxRW
 			return true
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.rerr = e
+			c.rerr = uint32(e)
 			return true
 		}
 	}
@@ -127,7 +130,7 @@ func (c *sockConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wp, c.wn, c.werr = p, 0, 0
-	err := c.opError("write", c.rc.Write(c.writeFn), c.werr)
+	err := c.opError("write", c.rc.Write(c.writeFn), syscall.Errno(c.werr))
 	n := c.wn
 	c.wp = nil
 	return n, err
@@ -147,7 +150,7 @@ func (c *sockConn) write(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.werr = e
+			c.werr = uint32(e)
 			return true
 		}
 	}
