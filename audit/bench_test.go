@@ -32,7 +32,7 @@ func BenchmarkLog(b *testing.B) {
 		entered := sink.entered
 		sink.buf.Reset()
 		sink.mu.Unlock()
-		tr.Log(cmdRecord(0))
+		tr.enqueue(cmdRecord(0), nil) // the writer's, not Log's direct write
 		<-entered
 		return gate
 	}

@@ -18,28 +18,36 @@ import (
 
 // An idle trail's LogWait writes its record itself (logDirect): each call
 // is one write made by the caller, and the record is in the sink when it
-// returns.
-func TestLogWaitWritesDirectly(t *testing.T) {
-	sink := &memSink{}
-	tr, err := New(Options{Sink: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	for i := range 20 {
-		if err := tr.LogWait(cmdRecord(i), testenv.IOTimeout()); err != nil {
-			t.Fatal(err)
-		}
-		if !sink.has(fmt.Sprintf("a%d", i)) {
-			t.Fatalf("LogWait returned before a%d reached the sink", i)
-		}
-	}
-	// audit.start is New's own write.
-	if direct, writer := sink.writers(); direct != 20 || writer != 1 {
-		t.Errorf("%d direct writes and %d by the writer, want 20 and 1 (New's audit.start)", direct, writer)
-	}
-	if s := tr.Stats(); s.Written != 21 || s.LastSeq != 21 || s.Queued != 0 {
-		t.Errorf("stats %+v", s)
+// returns. Log takes the same path rather than wake the writer goroutine
+// for each record (a session's open, TLS, login and close records).
+func TestLogWritesDirectly(t *testing.T) {
+	for name, log := range map[string]func(*Trail, *Record) error{
+		"LogWait": func(tr *Trail, r *Record) error { return tr.LogWait(r, testenv.IOTimeout()) },
+		"Log":     (*Trail).Log,
+	} {
+		t.Run(name, func(t *testing.T) {
+			sink := &memSink{}
+			tr, err := New(Options{Sink: sink})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			for i := range 20 {
+				if err := log(tr, cmdRecord(i)); err != nil {
+					t.Fatal(err)
+				}
+				if !sink.has(fmt.Sprintf("a%d", i)) {
+					t.Fatalf("%s returned before a%d reached the sink", name, i)
+				}
+			}
+			// audit.start is New's own write.
+			if direct, writer := sink.writers(); direct != 20 || writer != 1 {
+				t.Errorf("%d direct writes and %d by the writer, want 20 and 1 (New's audit.start)", direct, writer)
+			}
+			if s := tr.Stats(); s.Written != 21 || s.LastSeq != 21 || s.Queued != 0 {
+				t.Errorf("stats %+v", s)
+			}
+		})
 	}
 }
 

@@ -196,7 +196,7 @@ const (
 	directClosed                         // r untouched: the trail is closed
 )
 
-// logDirect is LogWait's fast path (flat combining): when nobody holds
+// logDirect is the fast path of LogWait and Log (flat combining): when nobody holds
 // the write side, the caller takes it, encodes the records queued before
 // r and r itself, in that order, writes them in one Sink.Write, and r is
 // acknowledged as soon as the sink took them, as the writer would have

@@ -316,7 +316,22 @@ func New(o Options) (*Trail, error) {
 // Log queues r; the trail owns it from now on (and reuses it once
 // written: see NewRecord). A zero Time is set to now. In Block mode Log waits while the queue is full; in Drop mode it
 // returns ErrDropped at once. After Close it returns ErrClosed.
-func (t *Trail) Log(r *Record) error { return t.enqueue(r, nil) }
+//
+// Like LogWait, when the writer is idle Log writes r itself (logDirect):
+// a record per session event would otherwise wake the writer goroutine
+// once each, which costs more than the write. It does not wait for r to
+// be durable either way.
+func (t *Trail) Log(r *Record) error {
+	if t.direct != nil {
+		switch t.logDirect(r) {
+		case directWritten, directHandedOver:
+			return nil
+		case directClosed:
+			return ErrClosed
+		}
+	}
+	return t.enqueue(r, nil)
+}
 
 // enqueue queues r. In Block mode it waits for room until timeout fires
 // (nil: for ever) or the trail closes.

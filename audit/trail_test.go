@@ -128,7 +128,9 @@ func (s *memSink) stall(t *testing.T, tr *Trail) chan struct{} {
 	s.gate, s.entered = gate, make(chan struct{}, 1)
 	entered := s.entered
 	s.mu.Unlock()
-	if err := tr.Log(cmdRecord(-1)); err != nil {
+	// Queued, not Log: Log would write it itself (logDirect) and stall
+	// here instead of the writer.
+	if err := tr.enqueue(cmdRecord(-1), nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
