@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -245,6 +246,41 @@ func TestPreAuthIdleTimeout(t *testing.T) {
 	c := dialTLS(t, h.imaps)
 	c.expect("* OK")
 	c.expectClosed("* BYE")
+}
+
+// A TLS handshake that never completes is cut by PreAuthIdle, whether the
+// client sends nothing or stops inside its ClientHello (the socket's
+// deadline bounds the handshake: Session.handshake).
+func TestHandshakeStallTimesOut(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.Limits.PreAuthIdle = 200 * time.Millisecond })
+	for name, sent := range map[string][]byte{
+		"nothing":            nil,
+		"half a ClientHello": {0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", h.imaps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(sent); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
+			buf := make([]byte, 512)
+			for {
+				_, err := c.Read(buf)
+				if err == nil {
+					continue // an alert, if any
+				}
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					t.Fatal("the proxy kept a stalled handshake open")
+				}
+				return // closed
+			}
+		})
+	}
 }
 
 func TestIDBeforeLogin(t *testing.T) {

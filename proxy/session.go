@@ -522,9 +522,13 @@ func (s *Session) snapshot() SessionSnapshot {
 func (s *Session) handshake() error {
 	cfg := s.lo.TLS
 	tc := tls.Server(s.raw, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), s.lim.PreAuthIdle)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// A deadline on the socket, not a context: crypto/tls runs a
+	// goroutine per handshake to watch a context that can be cancelled,
+	// and this one bounds the same reads and writes.
+	s.raw.SetDeadline(time.Now().Add(s.lim.PreAuthIdle))
+	err := tc.Handshake()
+	s.raw.SetDeadline(time.Time{})
+	if err != nil {
 		s.srv.opts.Metrics.handshake(s.lo.Name, err, "")
 		return err
 	}
