@@ -132,15 +132,18 @@ func ReadCheckpoint(path string, keys [][]byte) (*Checkpoint, error) {
 	return &c, nil
 }
 
-// checkpoint signs and stores the committed state, when it moved. A
-// failure fails Health: the trail may be complete, but nothing proves it.
-func (t *Trail) checkpoint() {
+// checkpointAt signs and stores the chain's state at seq, when it moved:
+// records written and, unless SyncNever, fsynced. A failure fails Health:
+// the trail may be complete, but nothing proves it. Only the writer
+// goroutine calls it (New and finish, before and after it runs), so that
+// checkpointed is its own.
+func (t *Trail) checkpointAt(seq uint64, prevHex [64]byte) {
 	cp := t.opts.Checkpoint
-	if cp == nil || t.committed.seq == t.checkpointed {
+	if cp == nil || seq == t.checkpointed {
 		return
 	}
-	c := &Checkpoint{Time: time.Now(), Kind: KindAuditCheckpoint, V: SchemaVersion, Seq: t.committed.seq,
-		Link: string(t.committed.prevHex[:]), Chain: t.link.name(), KeyID: KeyID(t.opts.Key)}
+	c := &Checkpoint{Time: time.Now(), Kind: KindAuditCheckpoint, V: SchemaVersion, Seq: seq,
+		Link: string(prevHex[:]), Chain: t.link.name(), KeyID: KeyID(t.opts.Key)}
 	c.MAC = c.mac(t.opts.Key)
 	if err := cp.WriteCheckpoint(c); err != nil {
 		t.sinkErrors.Add(1)

@@ -61,6 +61,7 @@ type FileSink struct {
 var (
 	_ Resumer    = (*FileSink)(nil)
 	_ directSink = (*FileSink)(nil)
+	_ fileSyncer = (*FileSink)(nil)
 )
 
 // OpenFile opens (or creates) the active file of a trail. A torn last
@@ -207,6 +208,14 @@ func (s *FileSink) Sync() error {
 		return fmt.Errorf("audit: sync %s: %w", s.o.Path, err)
 	}
 	return nil
+}
+
+// syncFile implements fileSyncer.
+func (s *FileSink) syncFile() interface{ Sync() error } {
+	if s.f == nil {
+		return nil
+	}
+	return s.f
 }
 
 // Close implements Sink.

@@ -32,6 +32,13 @@ type directSink interface {
 	writesDirect(n int) bool
 }
 
+// fileSyncer is a sink whose file may be fsynced while records are
+// written to it (Trail.tickSync). syncFile, called with the write side
+// held, returns the file to sync (an *os.File), nil when there is none.
+type fileSyncer interface {
+	syncFile() interface{ Sync() error }
+}
+
 // A Resumer is a sink that can read back the last record it stored, so
 // that a restarted trail continues the chain instead of starting a new
 // one.

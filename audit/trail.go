@@ -419,9 +419,7 @@ func (t *Trail) run() {
 				t.wake() // a batch's worth more: after a tick or Close, if due
 			}
 		case <-tick:
-			t.wmu.Lock()
-			t.sync()
-			t.wmu.Unlock()
+			t.tickSync()
 		case <-t.done:
 			t.finish()
 			return
@@ -638,12 +636,7 @@ func (t *Trail) sync() {
 	t.unsynced = false
 	if t.syncEvery != SyncNever {
 		if err := t.sink.Sync(); err != nil {
-			// After a failed fsync the kernel may have dropped the pages:
-			// there is nothing to retry, only to report; with SyncAlways
-			// nothing more is acknowledged until a sync succeeds.
-			t.sinkErrors.Add(1)
-			t.dur.fail(err)
-			t.log.Error("audit sync failed", zap.Error(err))
+			t.syncFailed(err)
 			return
 		}
 		if t.syncEvery == SyncAlways {
@@ -651,7 +644,47 @@ func (t *Trail) sync() {
 			t.dur.advance(t.committed.seq)
 		}
 	}
-	t.checkpoint()
+	t.checkpointAt(t.committed.seq, t.committed.prevHex)
+}
+
+// syncFailed reports a failed fsync. The kernel may have dropped the
+// pages: there is nothing to retry, only to report; with SyncAlways
+// nothing more is acknowledged until a sync succeeds.
+func (t *Trail) syncFailed(err error) {
+	t.sinkErrors.Add(1)
+	t.dur.fail(err)
+	t.log.Error("audit sync failed", zap.Error(err))
+}
+
+// tickSync is the periodic fsync and checkpoint. With a sink that can
+// sync its file apart from writing (fileSyncer), the write side is held
+// only to note what the fsync covers: an fsync takes milliseconds (tens
+// on a busy disk), and every LogWait caller that finds the write side
+// held queues behind it, so each command of every session would wait for
+// the disk once a SyncInterval (ARCHITECTURE.md §11).
+func (t *Trail) tickSync() {
+	t.wmu.Lock()
+	fs, ok := t.sink.(fileSyncer)
+	if !ok || t.syncEvery == SyncNever || !t.unsynced {
+		t.sync()
+		t.wmu.Unlock()
+		return
+	}
+	t.unsynced = false
+	f := fs.syncFile()
+	seq, prevHex := t.committed.seq, t.committed.prevHex
+	t.wmu.Unlock()
+	if f == nil {
+		return
+	}
+	// Written concurrently or rotated away meanwhile: what was written
+	// up to seq is in f, or in the file rotation synced before closing
+	// it (FileSink.rotate).
+	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+		t.syncFailed(fmt.Errorf("audit: sync: %w", err))
+		return
+	}
+	t.checkpointAt(seq, prevHex)
 }
 
 // finish drains the queue, writes audit.stop and closes the sink.

@@ -618,3 +618,62 @@ func TestConcurrentLoggers(t *testing.T) {
 		t.Errorf("%d records, want %d accepted + 2", rep.Records, accepted.Load())
 	}
 }
+
+// slowSyncSink is a memSink whose fsync waits at a gate once armed, as a
+// busy disk's does, whether the trail syncs it apart (fileSyncer) or
+// through Sink.Sync.
+type slowSyncSink struct {
+	*memSink
+	armed   atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *slowSyncSink) Sync() error {
+	if s.armed.Load() {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.gate
+	}
+	return s.memSink.Sync()
+}
+
+func (s *slowSyncSink) syncFile() interface{ Sync() error } { return s }
+
+// The periodic fsync does not hold the write side: while it waits on the
+// disk, commands' records are written and acknowledged (Trail.tickSync).
+func TestSlowFsyncDoesNotHoldCommands(t *testing.T) {
+	sink := &slowSyncSink{memSink: &memSink{}, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	tr, err := New(Options{Sink: sink, SyncInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	opened := false
+	defer func() {
+		if !opened {
+			close(sink.gate)
+		}
+	}()
+	sink.armed.Store(true)
+	if err := tr.LogWait(cmdRecord(0), testenv.IOTimeout()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sink.entered:
+	case <-time.After(testenv.IOTimeout()):
+		t.Fatal("the trail did not sync")
+	}
+	for i := 1; i <= 5; i++ {
+		if err := tr.LogWait(cmdRecord(i), testenv.IOTimeout()); err != nil {
+			t.Fatalf("record %d while an fsync waits: %v", i, err)
+		}
+	}
+	close(sink.gate)
+	opened = true
+	if got := commandTags(t, sink.memSink); got != "a0 a1 a2 a3 a4 a5" {
+		t.Errorf("records %s", got)
+	}
+}
