@@ -528,6 +528,10 @@ func (p *backendPump) park() bool {
 	if rc == nil {
 		return false
 	}
+	// The sockets' functions for the poller, made again when used (both:
+	// see clientPump.park).
+	idleSock(p.be.raw)
+	idleSock(p.s.raw.Conn)
 	pp := pk.prepare(rc, parkBackend, time.Time{}, p)
 	r.parked.Store(pp)
 	if !pp.arm() {

@@ -173,6 +173,10 @@ func (p *clientPump) park() bool {
 	clear(r.free)
 	r.free = nil
 	r.mu.Unlock()
+	// Nor the sockets' functions for the poller: both, since either pump
+	// writes to the client, so that the last to park drops them all.
+	idleSock(s.raw.Conn)
+	idleSock(s.be.raw)
 	// cparked is set before the parker can resume the pump, and cleared
 	// only by the resumed pump: no unparkClient is lost.
 	pp := pk.prepare(s.rawClient, parkClient, p.until, p)

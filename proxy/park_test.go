@@ -592,6 +592,35 @@ func TestParkerDeadlinesInOrder(t *testing.T) {
 	}
 }
 
+// A parked pump's slot is reused once it was resumed, under another id:
+// a late event for the old pump (its readiness reported before its wake
+// took it out of the set) finds no pump rather than the new one.
+func TestParkerDropsStaleEvents(t *testing.T) {
+	pk, err := newParker()
+	if err != nil {
+		t.Skipf("no parker here: %v", err)
+	}
+	defer pk.close()
+	a, _ := loopbackPair(t)
+	rc, _ := a.(*net.TCPConn).SyscallConn()
+	ran := make(chan struct{}, 2)
+	old := pk.prepare(rc, parkBackend, time.Time{}, resumeFunc(func() { ran <- struct{}{} }))
+	old.wake()
+	<-ran
+	next := pk.prepare(rc, parkBackend, time.Time{}, resumeFunc(func() { ran <- struct{}{} }))
+	if uint32(next.id) != uint32(old.id) {
+		t.Fatalf("slot %d not reused (%d)", uint32(old.id), uint32(next.id))
+	}
+	pk.mu.Lock()
+	stale, found := pk.byIDLocked(old.id), pk.byIDLocked(next.id)
+	pk.mu.Unlock()
+	if stale != nil || found != next {
+		t.Errorf("the old id finds %p, the new one %p; want none and %p", stale, found, next)
+	}
+	next.wake()
+	<-ran
+}
+
 // With the default Limits.ParkAfter (no longer than hotLinger), a pump
 // that did work parks from the goroutine that did it once the hot linger
 // passed: no fresh goroutine is started to linger on (ARCHITECTURE.md §5,

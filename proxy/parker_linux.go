@@ -22,9 +22,15 @@ type parker struct {
 	rc   syscall.RawConn // ep's, for waiting in the runtime's poller
 	wg   sync.WaitGroup
 
-	mu     sync.Mutex
-	byID   map[uint64]*parkedPump
-	next   uint64
+	mu sync.Mutex
+	// slots holds the pumps parked or about to be, free the slots
+	// vacated: 8 bytes a pump rather than a map's 20-40 (ARCHITECTURE.md
+	// §16). A pump's id is its slot (low 32 bits) and a count (high), so
+	// that an event for a slot since reused finds another id and is
+	// dropped.
+	slots  []*parkedPump
+	free   []uint32
+	next   uint32
 	closed bool
 	parks  [2]int64 // pumps parked so far, by kind (tests)
 	// deadlines holds the armed pumps that have one, soonest first;
@@ -85,7 +91,7 @@ func newParker() (*parker, error) {
 		f.Close()
 		return nil, fmt.Errorf("proxy: epoll raw conn: %w", err)
 	}
-	pk := &parker{ep: f, epfd: fd, rc: rc, byID: make(map[uint64]*parkedPump)}
+	pk := &parker{ep: f, epfd: fd, rc: rc}
 	pk.timer = time.AfterFunc(time.Hour, pk.due)
 	pk.timer.Stop()
 	pk.wg.Add(1)
@@ -101,11 +107,18 @@ func (pk *parker) prepare(conn syscall.RawConn, kind parkKind, until time.Time, 
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	pk.next++
-	pp := &parkedPump{pk: pk, id: pk.next, kind: kind, conn: conn, pump: resume, at: -1}
+	var slot uint32
+	if n := len(pk.free); n > 0 {
+		slot, pk.free = pk.free[n-1], pk.free[:n-1]
+	} else {
+		slot = uint32(len(pk.slots))
+		pk.slots = append(pk.slots, nil)
+	}
+	pp := &parkedPump{pk: pk, id: uint64(slot) | uint64(pk.next)<<32, kind: kind, conn: conn, pump: resume, at: -1}
 	if !until.IsZero() {
 		pp.due = max(int64(until.Sub(parkEpoch)), 1)
 	}
-	pk.byID[pp.id] = pp
+	pk.slots[slot] = pp
 	return pp
 }
 
@@ -209,7 +222,10 @@ var parkEpoch = time.Now()
 
 func (pk *parker) forget(pp *parkedPump) {
 	pk.mu.Lock()
-	delete(pk.byID, pp.id)
+	if slot := uint32(pp.id); pk.slots[slot] == pp {
+		pk.slots[slot] = nil
+		pk.free = append(pk.free, slot)
+	}
 	if pp.at >= 0 {
 		heap.Remove(&pk.deadlines, pp.at)
 	}
@@ -235,13 +251,24 @@ func (pp *parkedPump) wake() {
 	go pp.pump.resume()
 }
 
+// byIDLocked is the pump with id, nil if none (an event for a pump
+// resumed since). Called with mu held.
+func (pk *parker) byIDLocked(id uint64) *parkedPump {
+	if slot := uint32(id); int(slot) < len(pk.slots) {
+		if pp := pk.slots[slot]; pp != nil && pp.id == id {
+			return pp
+		}
+	}
+	return nil
+}
+
 // parked reports how many pumps of a kind are parked.
 func (pk *parker) parked(kind parkKind) int {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	n := 0
-	for _, pp := range pk.byID {
-		if pp.kind == kind {
+	for _, pp := range pk.slots {
+		if pp != nil && pp.kind == kind {
 			n++
 		}
 	}
@@ -275,7 +302,7 @@ func (pk *parker) run() {
 		for i := range evs[:n] {
 			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
 			pk.mu.Lock()
-			pp := pk.byID[id]
+			pp := pk.byIDLocked(id)
 			pk.mu.Unlock()
 			if pp != nil {
 				pp.wake()
@@ -294,9 +321,11 @@ func (pk *parker) close() {
 	}
 	pk.closed = true
 	pk.timer.Stop()
-	left := make([]*parkedPump, 0, len(pk.byID))
-	for _, pp := range pk.byID {
-		left = append(left, pp)
+	left := make([]*parkedPump, 0, len(pk.slots)-len(pk.free))
+	for _, pp := range pk.slots {
+		if pp != nil {
+			left = append(left, pp)
+		}
 	}
 	pk.mu.Unlock()
 	for _, pp := range left {

@@ -64,9 +64,29 @@ func newSockConn(c net.Conn, raw bool) net.Conn {
 	if err != nil {
 		return c
 	}
-	s := &sockConn{TCPConn: tc, rc: rc, raw: raw}
-	s.readFn, s.writeFn = s.read, s.write
-	return s
+	return &sockConn{TCPConn: tc, rc: rc, raw: raw}
+}
+
+// idle lets go of the functions the reads and writes hand the poller
+// (method values: 16 bytes each, made again by the next read or write):
+// an idle session keeps none (ARCHITECTURE.md §16). The pump that parks
+// on c calls it; a side in use keeps its own, and idle never waits.
+func (c *sockConn) idle() {
+	if c.rmu.TryLock() {
+		c.readFn = nil
+		c.rmu.Unlock()
+	}
+	if c.wmu.TryLock() {
+		c.writeFn = nil
+		c.wmu.Unlock()
+	}
+}
+
+// idleSock is sockConn.idle for c, if it is one.
+func idleSock(c net.Conn) {
+	if s, ok := c.(*sockConn); ok {
+		s.idle()
+	}
 }
 
 // SyscallConn is the RawConn the reads and writes use: one per
@@ -92,6 +112,9 @@ func (c *sockConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rp, c.rn, c.rerr = p, 0, 0
+	if c.readFn == nil {
+		c.readFn = c.read
+	}
 	err := c.opError("read", c.rc.Read(c.readFn), syscall.Errno(c.rerr))
 	n := int(c.rn)
 	c.rp = nil
@@ -130,6 +153,9 @@ func (c *sockConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wp, c.wn, c.werr = p, 0, 0
+	if c.writeFn == nil {
+		c.writeFn = c.write
+	}
 	err := c.opError("write", c.rc.Write(c.writeFn), syscall.Errno(c.werr))
 	n := c.wn
 	c.wp = nil

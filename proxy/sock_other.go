@@ -13,3 +13,6 @@ func tcpOf(c net.Conn) (*net.TCPConn, bool) {
 	tc, ok := c.(*net.TCPConn)
 	return tc, ok
 }
+
+// idleSock is Linux's (sock_linux.go).
+func idleSock(net.Conn) {}
