@@ -57,8 +57,8 @@ const (
 // Fetch classes: what a FETCH read of the messages (see FetchClass).
 const (
 	FetchBody     = "body"     // message text: a body section, BINARY, RFC822, RFC822.TEXT, PREVIEW
-	FetchHeader   = "header"   // header fields only: HEADER sections, MIME, RFC822.HEADER, ENVELOPE
-	FetchMetadata = "metadata" // flags, dates, sizes, structure, UIDs
+	FetchHeader   = "header"   // header fields only: HEADER sections, MIME, RFC822.HEADER, ENVELOPE, BODYSTRUCTURE
+	FetchMetadata = "metadata" // flags, dates, sizes, UIDs
 )
 
 // Caps on what one record carries, so that a hostile client cannot make
@@ -491,6 +491,10 @@ func fetchItemClass(it string) string {
 	case "RFC822", "RFC822.TEXT", "PREVIEW":
 		return FetchBody
 	case "RFC822.HEADER", "ENVELOPE", "ALL", "FULL": // ALL and FULL include ENVELOPE
+		return FetchHeader
+	case "BODYSTRUCTURE", "BODY":
+		// They hold an attached message's envelope and the parts'
+		// descriptions and file names (RFC 9051 §7.5.2 body-type-msg).
 		return FetchHeader
 	}
 	var rest string

@@ -16,7 +16,9 @@ func TestFetchClass(t *testing.T) {
 	}{
 		{[]string{"FLAGS", "UID"}, FetchMetadata},
 		{[]string{"FAST"}, FetchMetadata},
-		{[]string{"BODY", "BODYSTRUCTURE", "RFC822.SIZE", "INTERNALDATE", "BINARY.SIZE[1]"}, FetchMetadata},
+		{[]string{"RFC822.SIZE", "INTERNALDATE", "BINARY.SIZE[1]", "MODSEQ"}, FetchMetadata},
+		{[]string{"FLAGS", "BODYSTRUCTURE"}, FetchHeader},
+		{[]string{"BODY"}, FetchHeader},
 		{[]string{"ENVELOPE"}, FetchHeader},
 		{[]string{"ALL"}, FetchHeader},
 		{[]string{"UID", "BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT)]"}, FetchHeader},

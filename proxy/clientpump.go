@@ -431,6 +431,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 	pend := append(p.litBuf[:0], line...)
 	var marks []int // offsets after which the backend's "+" is swallowed
 	var f *inflight
+	var decided imapwire.Effects // the effects the last decision saw, once f holds the command
 	defer func() { p.litBuf = pend[:0] }()
 	for hasLit {
 		cmd := s.parser.Command()
@@ -489,6 +490,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 		case !isMsg:
 			// A small literal after part of the command went to the
 			// backend (a CATENATE URL): read, judged, then forwarded.
+			if stop, err := p.redecide(cmd, &decided, start, bytesIn, &lit); stop {
+				return f, err
+			}
 			if ok, err := p.backendReady(f, lit); !ok {
 				return f, err
 			}
@@ -512,6 +516,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				}
 				f = p.register(cmd, d, start, ctx)
 				f.bytesIn.Store(bytesIn)
+				decided = cmd.Effects
 				if !p.forwardPending(f, pend, marks, !lit.NonSync) {
 					// The backend ended the command early; the client
 					// has its answer and drops or sends this literal.
@@ -530,6 +535,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				d.Disconnect = true
 				return f, s.answer("*", decisionReply(d, "NOPERM", ClosePolicyDisconnect))
 			}
+			decided = cmd.Effects
 			if ok, err := p.backendReady(f, lit); !ok {
 				return f, err
 			}
@@ -562,6 +568,12 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				// Half the command is at the backend: cannot recover. The
 				// malformed rest is not forwarded.
 				return f, s.answer("*", byeSyntaxInCommand)
+			}
+			if !hasLit {
+				// The command's end (a literal of it is judged above).
+				if stop, err := p.redecide(cmd, &decided, start, bytesIn, nil); stop {
+					return f, err
+				}
 			}
 			if hasLit && !lit.NonSync && !r.arm(f, false) { // before the line can leave (forwardPending)
 				// Completed early: the backend reads the line to its end;
@@ -756,6 +768,30 @@ func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.L
 	return s.decide(PointCommand, cmd, partial, lit)
 }
 
+// redecide asks the policy again about a command the backend holds part of,
+// when what was read since its last decision added effects: a SETMETADATA
+// entry after a streamed value, a CATENATE part after a streamed TEXT
+// (ARCHITECTURE.md §10: decided before the bytes that do it leave). A
+// refusal cannot be a tagged NO: the session ends, which aborts the command
+// at the backend (Session.midCommand). The limiter charged the command
+// already. stop says the caller must return err.
+func (p *clientPump) redecide(cmd *imapwire.Command, decided *imapwire.Effects, start time.Time, bytesIn int64, lit *imapwire.Literal) (stop bool, err error) {
+	if cmd.Effects == *decided {
+		return false, nil
+	}
+	s := p.s
+	d := s.decide(PointCommand, cmd, !cmd.Complete, lit)
+	*decided = cmd.Effects
+	if d.Allow {
+		return false, nil
+	}
+	if err := p.audit(cmd, start, bytesIn, &d); err != nil {
+		return true, err
+	}
+	d.Disconnect = true
+	return true, s.answer("*", decisionReply(d, "NOPERM", ClosePolicyDisconnect))
+}
+
 // audit records a command the proxy refused. On an error the session is
 // ending (auditUnavailable) and the caller must answer nothing and stop.
 func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision) error {
@@ -800,7 +836,10 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 		dd := d
 		f.decision = &dd
 	}
-	f.readContent = cmd.Effects.Has(imapwire.EffReadContent)
+	// Content items, not the read-content effect: ENVELOPE or SEARCH BODY
+	// deliver no counted octets, and pushed content must not be credited
+	// to them.
+	f.readContent = cmd.ContentItems
 	r.inflight.push(f)
 	if cmd.Name == "IDLE" {
 		r.idle, r.idleCont = f, true

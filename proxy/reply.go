@@ -127,7 +127,7 @@ var (
 func syntaxReply(err error) *reply {
 	var se *imapwire.SyntaxError
 	if errors.As(err, &se) {
-		return bad("", se.Msg)
+		return bad(se.Code, se.Msg)
 	}
 	return bad("", "Syntax error")
 }

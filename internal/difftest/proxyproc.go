@@ -95,6 +95,9 @@ type ProxyConfig struct {
 	BackendCA   string // PEM file
 	// PolicyData replaces the data.yaml of shipped policies, by directory.
 	PolicyData map[string]string
+	// Policies adds files to the policy tree, by path under it
+	// ("nocontent/nocontent.rego"): a policy of the test's own.
+	Policies map[string]string
 	// Groups is the groups file: group -> users.
 	Groups map[string][]string
 	// RateLimits is YAML for rate_limits, added to the harness's own
@@ -133,6 +136,14 @@ func StartProxy(t testing.TB, pc ProxyConfig) *Proxy {
 	}
 	if err := os.CopyFS(pol, os.DirFS(src)); err != nil {
 		t.Fatal(err)
+	}
+	for f, text := range pc.Policies {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(pol, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pol, f), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for d, data := range pc.PolicyData {
 		if err := os.WriteFile(filepath.Join(pol, d, "data.yaml"), []byte(data), 0o644); err != nil {

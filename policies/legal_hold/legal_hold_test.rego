@@ -104,3 +104,19 @@ test_copy_and_append_allowed if {
 test_inspects_every_destroying_effect if {
 	{"expunge", "mark-deleted", "delete-mailbox", "rename-mailbox"} == imapwarden.inspect_effects & {"expunge", "mark-deleted", "delete-mailbox", "rename-mailbox"}
 }
+
+# SETMETADATA of Cyrus's expire annotation: cyr_expire expunges the mailbox
+# and the inferiors that set none (attack40 finding 2); proxy/imapwire
+# gives it expunge and delete-mailbox on the mailbox.
+expire(mailbox) := {"name": "SETMETADATA", "effects": [on("metadata", "mailbox", mailbox), on("expunge", "mailbox", mailbox), on("delete-mailbox", "mailbox", mailbox)]}
+
+test_expiring_annotation_refused if {
+	not imapwarden.decision.allow with input as held_cmd("bob", expire("Legal"))
+		with data.legal_hold as hold
+	not imapwarden.decision.allow with input as held_cmd("alice", expire("Projects"))
+		with data.legal_hold as hold
+	imapwarden.decision.allow with input as held_cmd("bob", expire("Projects"))
+		with data.legal_hold as hold
+	imapwarden.decision.allow with input as held_cmd("bob", {"name": "SETMETADATA", "effects": [on("metadata", "mailbox", "Legal")]})
+		with data.legal_hold as hold
+}

@@ -2,7 +2,10 @@
 # (INBOX, Sent, Drafts by default) cannot be deleted or renamed, whatever the
 # case and the encoding the client spells them in (the proxy hands policies
 # the canonical name: modified UTF-7 decoded, INBOX folded). Decided on the
-# delete-mailbox and rename-mailbox effects (RENAME INBOX empties it).
+# delete-mailbox and rename-mailbox effects (RENAME INBOX empties it; a
+# SETMETADATA of a vendor entry the server expunges by has delete-mailbox
+# too), on a protected mailbox or on a parent of one: RENAME moves the
+# inferiors with it (RFC 9051 §6.3.6), as legal_hold's holds_inside knows.
 package imapwarden
 
 inspect_effects contains "delete-mailbox"
@@ -12,6 +15,14 @@ inspect_effects contains "rename-mailbox"
 protected_mailbox(name) if {
 	some m in data.protected_folders.mailboxes
 	lower(m) == lower(name)
+}
+
+# protected_inside(name) is the protected mailboxes inside name, under the
+# backend's delimiter (mailbox_under).
+protected_inside(name) := {m |
+	some m in data.protected_folders.mailboxes
+	lower(m) != lower(name)
+	mailbox_under(m, name)
 }
 
 protected_verbs := {"delete-mailbox": "deleted", "rename-mailbox": "renamed"}
@@ -24,4 +35,14 @@ deny contains {
 	input.point == "command"
 	some e in effects_of({"delete-mailbox", "rename-mailbox"})
 	protected_mailbox(e.mailbox)
+}
+
+deny contains {
+	"policy": "protected_folders",
+	"code": "NOPERM",
+	"reason": sprintf("%s holds the protected %s and cannot be %s", [e.mailbox, m, protected_verbs[e.kind]]),
+} if {
+	input.point == "command"
+	some e in effects_of({"delete-mailbox", "rename-mailbox"})
+	some m in protected_inside(e.mailbox)
 }

@@ -39,3 +39,34 @@ test_other_effects_allowed if {
 	imapwarden.decision.allow with input as mbox_cmd("create-mailbox", "Sent")
 		with data.protected_folders as protected
 }
+
+# A parent's RENAME moves its inferiors (RFC 9051 §6.3.6), a DELETE may take
+# them: refused when a protected mailbox is inside, under the backend's
+# delimiter (attack40 finding 5).
+test_parent_of_protected_refused if {
+	nested := {"mailboxes": ["Victim/Contracts", "INBOX.Sent"]}
+	d := imapwarden.decision with input as mbox_cmd("rename-mailbox", "Victim")
+		with data.protected_folders as nested
+	d.allow == false
+	d.reason == "Victim holds the protected Victim/Contracts and cannot be renamed"
+	not imapwarden.decision.allow with input as mbox_cmd("delete-mailbox", "victim")
+		with data.protected_folders as nested
+	not imapwarden.decision.allow with input as mbox_cmd("rename-mailbox", "INBOX")
+		with data.protected_folders as nested
+
+	# A sibling sharing a prefix, a child of the protected one: allowed.
+	imapwarden.decision.allow with input as mbox_cmd("rename-mailbox", "Vic")
+		with data.protected_folders as nested
+	imapwarden.decision.allow with input as mbox_cmd("rename-mailbox", "Victim/Contracts/2019")
+		with data.protected_folders as nested
+	imapwarden.decision.allow with input as mbox_cmd("rename-mailbox", "Victim/Other")
+		with data.protected_folders as nested
+}
+
+test_parent_by_backend_delimiter if {
+	dotted := object.union(mbox_cmd("rename-mailbox", "Victim"), {"session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}, "delimiter": "."}})
+	imapwarden.decision.allow with input as dotted
+		with data.protected_folders as {"mailboxes": ["Victim/Contracts"]}
+	not imapwarden.decision.allow with input as dotted
+		with data.protected_folders as {"mailboxes": ["Victim.Contracts"]}
+}

@@ -52,7 +52,11 @@ var (
 )
 
 // SyntaxError reports malformed input. The line it came from was consumed.
-type SyntaxError struct{ Msg string }
+type SyntaxError struct {
+	Msg string
+	// Code is the RFC 5530 response code of the BAD, "" for none.
+	Code string
+}
 
 func (e *SyntaxError) Error() string { return "imapwire: " + e.Msg }
 

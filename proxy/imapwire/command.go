@@ -106,6 +106,12 @@ type Command struct {
 	StoreFlags []string
 	// Effects says what the command does, on which mailbox (table.go).
 	Effects Effects
+	// ContentItems: a FETCH (or NOTIFY) item whose octets the response
+	// tracker counts as content (a body section, BINARY, RFC822*, PREVIEW):
+	// what fetch caps and the audit's content_bytes charge. ENVELOPE,
+	// BODYSTRUCTURE and text search keys read content (EffReadContent)
+	// without such an item.
+	ContentItems bool
 	// AppendURLs counts the CATENATE URL parts of an APPEND (RFC 4469):
 	// messages copied in whose size the proxy cannot know.
 	AppendURLs int

@@ -87,7 +87,7 @@ func (k *checker) ok() bool { return k.err == nil && !k.stop }
 func (k *checker) derive() {
 	c, ctx := k.c, k.ctx
 	c.Mailbox, c.MailboxRaw, c.Reference, c.Destination, c.DestinationRaw = "", "", "", "", ""
-	c.Set, c.StoreOp, c.SetCount, c.AppendURLs = "", "", 0, 0
+	c.Set, c.StoreOp, c.SetCount, c.AppendURLs, c.ContentItems = "", "", 0, 0, false
 	clear(c.FetchItems)
 	clear(c.StoreFlags)
 	c.FetchItems, c.StoreFlags = c.FetchItems[:0], c.StoreFlags[:0]
@@ -1090,9 +1090,12 @@ func gSetMetadata(k *checker) {
 	if !k.metadataMailbox(cu) {
 		return
 	}
+	server := k.c.Mailbox == "" // "" names the server's entries (RFC 5464 §4.3)
 	l := k.list(cu)
 	for l != nil && k.more(l) {
-		k.astring(l) // entry
+		if entry, known := k.astring(l); known {
+			k.metadataEntry(entry, server)
+		}
 		// value = nstring / literal8 (RFC 5464 §4.3); a literal value is
 		// streamed like message data.
 		a := k.next(l)
@@ -1105,6 +1108,61 @@ func gSetMetadata(k *checker) {
 		}
 	}
 	k.end(cu)
+}
+
+// Errors of metadataEntry.
+var (
+	errMetaEntry  = &SyntaxError{Msg: "bad metadata entry name (RFC 5464 §3.2)"}
+	errMetaVendor = &SyntaxError{Code: "CANNOT", Msg: "metadata entry the proxy cannot classify: vendor entries may make the server act on mail (RFC 5464 §3.2)"}
+)
+
+// metadataEntry classifies one entry a SETMETADATA sets or removes, by
+// what the server may do with it, later included (ARCHITECTURE.md §10: an
+// effect is the worst a backend may do). Standard entries
+// (/private/comment, /shared/comment, /shared/admin, /private/specialuse,
+// RFC 5464 §3.2, RFC 6154 §4) are stored and shown, nothing more:
+// EffMetadata. Vendor entries are the server's own: Cyrus's
+// /vendor/cmu/cyrus-imapd/expire, archive and delete tell cyr_expire to
+// expunge the mailbox's messages, move them away, or remove its deleted
+// inferiors, and each applies to every inferior that sets none itself
+// (inherited): the command may destroy the content of the whole subtree,
+// so it has expunge and delete-mailbox on the mailbox, which legal_hold
+// and protected_folders judge on the mailbox and its parents. Removing one
+// (NIL) is the same: an inferior's value of 0 may hold its parent's off.
+// Any other vendor entry, and every vendor entry of the server (""), has no
+// reading the proxy knows: refused (ARCHITECTURE.md §7), never guessed.
+// Entry names are compared in lower case: servers differ in folding them.
+func (k *checker) metadataEntry(entry string, server bool) {
+	e := strings.ToLower(entry)
+	rest, ok := strings.CutPrefix(e, "/private/")
+	if !ok {
+		rest, ok = strings.CutPrefix(e, "/shared/")
+	}
+	// RFC 5464 §3.2: no "*" or "%", no "//", no "/" at the end; and no
+	// control or 8-bit character, which servers read differently.
+	if !ok || rest == "" || strings.Contains(e, "//") || strings.HasSuffix(e, "/") || strings.ContainsAny(e, "*%") {
+		k.fail(errMetaEntry)
+		return
+	}
+	for i := 0; i < len(e); i++ {
+		if e[i] <= ' ' || e[i] >= 0x7f {
+			k.fail(errMetaEntry)
+			return
+		}
+	}
+	vendor, ok := strings.CutPrefix(rest, "vendor/")
+	if !ok {
+		return // a standard entry: EffMetadata
+	}
+	switch vendor {
+	case "cmu/cyrus-imapd/expire", "cmu/cyrus-imapd/archive", "cmu/cyrus-imapd/delete":
+		if !server {
+			k.eff(EffExpunge, TargetMailbox)
+			k.eff(EffDeleteMailbox, TargetMailbox)
+			return
+		}
+	}
+	k.fail(errMetaVendor)
 }
 
 func gNotify(k *checker) {
@@ -1191,6 +1249,10 @@ func gFetch(k *checker) {
 		if w := strings.ToUpper(a.Value); a.Kind == ArgAtom && (w == "ALL" || w == "FAST" || w == "FULL") {
 			cu.i++
 			k.c.FetchItems = append(k.c.FetchItems, w)
+			if w != "FAST" {
+				// ALL and FULL hold ENVELOPE, FULL BODY too (RFC 9051 §6.4.5).
+				k.eff(EffReadContent, TargetSelected)
+			}
 		} else {
 			k.fetchAtt(cu, true)
 		}
@@ -1238,7 +1300,19 @@ func (k *checker) fetchAtt(cu *cursor, record bool) {
 			k.atom(l)
 		}
 	}
-	if content {
+	switch {
+	case content:
+		k.eff(EffReadContent, TargetSelected)
+		k.c.ContentItems = true
+	case item == "ENVELOPE" || item == "BODYSTRUCTURE" || item == "BODY":
+		// Header content in a structure: ENVELOPE is the Date, Subject,
+		// From, Sender, Reply-To, To, Cc, Bcc, In-Reply-To and Message-ID
+		// fields (RFC 9051 §7.5.2), what BODY[HEADER.FIELDS (...)] would
+		// read; BODYSTRUCTURE and BODY hold the envelope of every attached
+		// message (body-type-msg) and the parts' descriptions and file
+		// names. They read content (a policy refusing it sees them), but
+		// carry no item the response tracker counts as content octets, so
+		// they are charged to no cap (ContentItems stays false).
 		k.eff(EffReadContent, TargetSelected)
 	}
 	if seen && !k.ctx.ReadOnly {
@@ -1494,6 +1568,9 @@ func (k *checker) searchKey(cu *cursor, depth int) {
 	case "ALL", "ANSWERED", "DELETED", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN", "UNANSWERED",
 		"UNDELETED", "UNFLAGGED", "UNSEEN", "DRAFT", "UNDRAFT":
 	case "BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO":
+		// Keys matching message text: each answer tells whether the
+		// message holds the string, an oracle on its content.
+		k.eff(EffReadContent, TargetSelected)
 		k.astring(cu)
 	case "KEYWORD", "UNKEYWORD":
 		if f := k.flag(cu); k.ok() && strings.HasPrefix(f, `\`) {
@@ -1508,6 +1585,7 @@ func (k *checker) searchKey(cu *cursor, depth int) {
 	case "SAVEDATESUPPORTED":
 		k.needCap(CapSAVEDATE)
 	case "HEADER":
+		k.eff(EffReadContent, TargetSelected)
 		k.astring(cu)
 		k.astring(cu)
 	case "LARGER", "SMALLER":
@@ -1570,6 +1648,13 @@ func gSort(k *checker) {
 		if w == "DISPLAYFROM" || w == "DISPLAYTO" {
 			k.needCap(CapSORTDISPLAY)
 		}
+		switch w {
+		case "CC", "FROM", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO":
+			// The order is by header content (RFC 5256 §3): an oracle on
+			// it. ARRIVAL, DATE and SIZE are what FETCH INTERNALDATE and
+			// RFC822.SIZE tell.
+			k.eff(EffReadContent, TargetSelected)
+		}
 	}
 	k.astring(cu) // charset
 	k.searchKeys(cu)
@@ -1579,6 +1664,9 @@ func gSort(k *checker) {
 func gThread(k *checker) {
 	cu := k.top()
 	k.eff(EffReadMetadata, TargetSelected)
+	// Every algorithm groups by Subject, Message-ID, In-Reply-To and
+	// References (RFC 5256 §2.1): the answer shows header content.
+	k.eff(EffReadContent, TargetSelected)
 	k.atom(cu) // thread-alg
 	k.astring(cu)
 	k.searchKeys(cu)

@@ -23,8 +23,8 @@ type Effect uint8
 
 // Effects, named as policies see them (input.command.effects[_].kind).
 const (
-	EffReadMetadata    Effect = iota + 1 // flags, envelopes, structure, lists, status, searches, ACLs
-	EffReadContent                       // message content reaches the client (bodies, PREVIEW)
+	EffReadMetadata    Effect = iota + 1 // flags, dates, sizes, lists, status, searches by flag/date/size, ACLs
+	EffReadContent                       // message content reaches the client (bodies, headers, PREVIEW, ENVELOPE, BODYSTRUCTURE) or is probed (SEARCH/SORT/THREAD by text)
 	EffCreateMessages                    // messages added (APPEND, COPY/MOVE destination)
 	EffSetFlags                          // flags changed (STORE; FETCH of a body sets \Seen)
 	EffMarkDeleted                       // \Deleted set (STORE +FLAGS/FLAGS \Deleted): the step before an expunge
@@ -34,7 +34,7 @@ const (
 	EffRenameMailbox                     // RENAME (the old name; RENAME INBOX empties it)
 	EffSubscriptions                     // SUBSCRIBE, UNSUBSCRIBE
 	EffACL                               // SETACL, DELETEACL
-	EffMetadata                          // SETMETADATA
+	EffMetadata                          // SETMETADATA (a vendor entry the server acts on adds expunge and delete-mailbox)
 	EffQuota                             // SETQUOTA
 	EffSelect                            // the selected mailbox changes, read-only or none (EXAMINE, CLOSE, UNSELECT)
 	EffSelectReadWrite                   // a mailbox is opened read-write (SELECT)
@@ -160,7 +160,9 @@ type Spec struct {
 	// nothing after it until the backend completed it (RFC 9051 §5.5).
 	Barrier bool
 	// MayEffect is every effect the command can have, whatever its
-	// arguments: what a policy that watches an effect must inspect.
+	// arguments: what a policy that watches an effect must inspect. It is
+	// the worst a backend may do, later included (a SETMETADATA entry that
+	// makes the server expunge).
 	MayEffect uint32
 	// Proxy: the proxy answers it itself and never forwards it.
 	Proxy bool
@@ -212,20 +214,20 @@ var specs = []*Spec{
 	{Name: "GETQUOTAROOT", RFC: "RFC 9208 §4.3", States: stateLoggedIn, Cap: CapQUOTA, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
 	{Name: "SETQUOTA", RFC: "RFC 9208 §4.1", States: stateLoggedIn, Cap: CapQUOTA, MayEffect: effs(EffQuota), check: gSetQuota},
 	{Name: "GETMETADATA", RFC: "RFC 5464 §4.2", States: stateLoggedIn, Cap: CapMETADATA | CapMETADATASERVER, MayEffect: effs(EffReadMetadata), check: gGetMetadata},
-	{Name: "SETMETADATA", RFC: "RFC 5464 §4.3", States: stateLoggedIn, Cap: CapMETADATA | CapMETADATASERVER, MayEffect: effs(EffMetadata), check: gSetMetadata},
+	{Name: "SETMETADATA", RFC: "RFC 5464 §4.3", States: stateLoggedIn, Cap: CapMETADATA | CapMETADATASERVER, MayEffect: effs(EffMetadata, EffExpunge, EffDeleteMailbox), check: gSetMetadata},
 	{Name: "COMPRESS", RFC: "RFC 4978", States: stateLoggedIn, Proxy: true, MayEffect: effs(EffSession), check: gCompress},
 	// Selected (RFC 9051 §6.4).
 	{Name: "CHECK", RFC: "RFC 3501 §6.4.1", States: StateSelected, check: gNone},
 	{Name: "CLOSE", RFC: "RFC 9051 §6.4.1", States: StateSelected, Barrier: true, MayEffect: effs(EffSelect, EffExpunge), check: gClose},
 	{Name: "UNSELECT", RFC: "RFC 9051 §6.4.2", States: StateSelected, Cap: CapUNSELECT, Barrier: true, MayEffect: effs(EffSelect), check: gUnselect},
 	{Name: "EXPUNGE", RFC: "RFC 9051 §6.4.3, RFC 4315 §2.1", States: StateSelected, UID: true, MayEffect: effs(EffExpunge), check: gExpunge},
-	{Name: "SEARCH", RFC: "RFC 9051 §6.4.4, RFC 4731, RFC 5182", States: StateSelected, UID: true, MayEffect: effs(EffReadMetadata), check: gSearch},
+	{Name: "SEARCH", RFC: "RFC 9051 §6.4.4, RFC 4731, RFC 5182", States: StateSelected, UID: true, MayEffect: effs(EffReadMetadata, EffReadContent), check: gSearch},
 	{Name: "FETCH", RFC: "RFC 9051 §6.4.5, RFC 3516, RFC 7162, RFC 8970", States: StateSelected, UID: true, sections: true, MayEffect: effs(EffReadMetadata, EffReadContent, EffSetFlags), check: gFetch},
 	{Name: "STORE", RFC: "RFC 9051 §6.4.6, RFC 7162", States: StateSelected, UID: true, MayEffect: effs(EffSetFlags, EffMarkDeleted), check: gStore},
 	{Name: "COPY", RFC: "RFC 9051 §6.4.7", States: StateSelected, UID: true, MayEffect: effs(EffCreateMessages, EffReadMetadata), check: gCopy},
 	{Name: "MOVE", RFC: "RFC 9051 §6.4.8", States: StateSelected, UID: true, Cap: CapMOVE, MayEffect: effs(EffCreateMessages, EffExpunge), check: gCopy},
-	{Name: "SORT", RFC: "RFC 5256 §3, RFC 5267", States: StateSelected, UID: true, Cap: CapSORT, MayEffect: effs(EffReadMetadata), check: gSort},
-	{Name: "THREAD", RFC: "RFC 5256 §3", States: StateSelected, UID: true, Cap: CapTHREAD, MayEffect: effs(EffReadMetadata), check: gThread},
+	{Name: "SORT", RFC: "RFC 5256 §3, RFC 5267", States: StateSelected, UID: true, Cap: CapSORT, MayEffect: effs(EffReadMetadata, EffReadContent), check: gSort},
+	{Name: "THREAD", RFC: "RFC 5256 §3", States: StateSelected, UID: true, Cap: CapTHREAD, MayEffect: effs(EffReadMetadata, EffReadContent), check: gThread},
 }
 
 var specTable = func() map[string]*Spec {

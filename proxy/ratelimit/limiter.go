@@ -572,7 +572,7 @@ func (l *Limiter) command(st *connState, cmd *imapwire.Command) proxy.LimitResul
 	}
 	switch cmd.Name {
 	case "FETCH":
-		if lim.fetchAction == ActionAlert || !(lim.fetchBytes.on || lim.fetchMsgs.on) || !cmd.Effects.Has(imapwire.EffReadContent) {
+		if lim.fetchAction == ActionAlert || !(lim.fetchBytes.on || lim.fetchMsgs.on) || !cmd.ContentItems {
 			break
 		}
 		var over int64
