@@ -128,6 +128,7 @@ type Record struct {
 	Destination  string   `json:"destination,omitempty"`
 	Effects      []string `json:"effects,omitempty"` // what the command did (proxy/imapwire's table)
 	Selected     string   `json:"selected,omitempty"`
+	UIDValidity  uint32   `json:"uidvalidity,omitempty"` // the selected mailbox's, which UIDs and UID sets are relative to
 	ReadOnly     bool     `json:"read_only,omitempty"`
 	Set          string   `json:"set,omitempty"`       // as the client sent it
 	SetCount     int64    `json:"set_count,omitempty"` // messages named; -1 when it has "*"
@@ -139,7 +140,11 @@ type Record struct {
 	UIDs         []uint32 `json:"uids,omitempty"` // messages whose content the responses carried
 	ContentBytes int64    `json:"content_bytes,omitempty"`
 	UIDCount     int      `json:"uid_count,omitempty"` // all of them, when more than uids holds
-	CodeArgs     string   `json:"code_args,omitempty"` // COPYUID/APPENDUID text
+	// SharedWith tags the other FETCHes in flight that the content
+	// counted here may have answered instead (a FETCH response carries
+	// no tag): each message is counted in one record only.
+	SharedWith []string `json:"content_shared_with,omitempty"`
+	CodeArgs   string   `json:"code_args,omitempty"` // COPYUID/APPENDUID text
 
 	// Outcome. Result is ResultSuccess/ResultFailure for auth, the IMAP
 	// status (OK, NO, BAD) or ResultNone for commands, "ok"/"error" for
@@ -282,6 +287,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		e.AddArray("effects", (*stringList)(&r.Effects))
 	}
 	str(e, "selected", r.Selected)
+	num(e, "uidvalidity", int64(r.UIDValidity))
 	if r.ReadOnly {
 		e.AddBool("read_only", true)
 	}
@@ -310,6 +316,9 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		e.AddInt("uid_count", max(n, len(r.UIDs)))
 	}
 	num(e, "content_bytes", r.ContentBytes)
+	if len(r.SharedWith) > 0 {
+		e.AddArray("content_shared_with", (*stringList)(&r.SharedWith))
+	}
 	str(e, "code_args", r.CodeArgs)
 
 	str(e, "result", r.Result)
@@ -588,6 +597,9 @@ func (r *Record) Summary() string {
 			w("uids " + uidsText(r.UIDs, r.UIDCount))
 		} else if r.Messages > 0 {
 			w(plural(r.Messages, "message"))
+		}
+		if len(r.SharedWith) > 0 {
+			w("shared with " + strings.Join(r.SharedWith, ","))
 		}
 		w(r.CodeArgs)
 	case KindLimit:

@@ -129,6 +129,9 @@ func newFixedRelay(tb testing.TB, flags int, opts ...harnessOption) *fixedRelay 
 		"UID FETCH 1 (BODY.PEEK[])": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
 		"UID FETCH 2 (BODY.PEEK[])": {fmt.Sprintf("* 2 FETCH (UID 2 BODY[] {%d}\r\n%s)\r\n", len(big), big), "OK FETCH completed\r\n"},
 		"STORE 1 +FLAGS (\\Seen)":   {"* 1 FETCH (FLAGS (\\Seen))\r\n", "OK STORE completed\r\n"},
+		// The client's "FETCH 1 BODY.PEEK[]" with the UID item the proxy
+		// adds (imapwire.FetchEdit).
+		"FETCH 1 (BODY.PEEK[] UID)": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
 	}, opts...)
 }
 
@@ -215,6 +218,7 @@ func TestRelaySteadyStateAllocates(t *testing.T) {
 		{"NOOP", "n NOOP"},
 		{"FETCH FLAGS", "f UID FETCH 1:* (FLAGS)"},
 		{"FETCH BODY", "b UID FETCH 1 (BODY.PEEK[])"},
+		{"FETCH BODY by sequence number", "q FETCH 1 BODY.PEEK[]"},
 		{"STORE", "w STORE 1 +FLAGS (\\Seen)"},
 	} {
 		round := c.rounder(cc.cmd)

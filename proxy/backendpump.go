@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,14 +13,31 @@ import (
 )
 
 var (
-	capName       = []byte("CAPABILITY")
-	fetchName     = []byte("FETCH")
-	idName        = []byte("ID")
-	enabledName   = []byte("ENABLED")
-	copyUIDName   = []byte("COPYUID")
-	appendUIDName = []byte("APPENDUID")
-	readOnlyName  = []byte("READ-ONLY")
+	capName         = []byte("CAPABILITY")
+	fetchName       = []byte("FETCH")
+	idName          = []byte("ID")
+	enabledName     = []byte("ENABLED")
+	copyUIDName     = []byte("COPYUID")
+	appendUIDName   = []byte("APPENDUID")
+	readOnlyName    = []byte("READ-ONLY")
+	uidValidityName = []byte("UIDVALIDITY")
 )
+
+// codeNumber returns the number a status line's response code carries
+// ("* OK [UIDVALIDITY 3857529045] UIDs valid"), 0 if none fits 32 bits.
+func codeNumber(line []byte) uint32 {
+	var n uint64
+	for _, c := range []byte(responseCodeArgs(line)) {
+		if c < '0' || c > '9' || n > 1<<32 {
+			return 0
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n >= 1<<32 {
+		return 0
+	}
+	return uint32(n)
+}
 
 // wordIs reports whether a response's name or code is word, ignoring
 // case. The length is compared first: on each response line the relay
@@ -58,9 +76,10 @@ func responseCodeArgs(line []byte) string {
 // message content (ARCHITECTURE.md §12: count what is delivered).
 type delivery struct {
 	t       imapwire.FetchTracker
-	written bool // bytes of this response already reached the client writer
-	counted bool // the message was counted (its first content item)
-	stop    bool // a cap was crossed: end the session after this response
+	num     uint32 // the response's message sequence number
+	written bool   // bytes of this response already reached the client writer
+	counted bool   // the message was counted (its first content item)
+	stop    bool   // a cap was crossed: end the session after this response
 }
 
 // backendPump relays the backend's responses to the client (ARCHITECTURE.md §2):
@@ -288,6 +307,9 @@ func (p *backendPump) relay() (parked bool) {
 				return
 			case locked && r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && wordIs(resp.Name, enabledName):
 				r.enabled |= enabledCaps(part)
+			case resp.Status == imapwire.StatusOK && r.barrier != nil && wordIs(resp.Code, uidValidityName) &&
+				(r.barrier.cmd.Name == "SELECT" || r.barrier.cmd.Name == "EXAMINE"):
+				s.uidValidityNext = codeNumber(part)
 			}
 		}
 		if locked {
@@ -318,6 +340,7 @@ func (p *backendPump) relay() (parked bool) {
 			switch {
 			case wordIs(resp.Name, fetchName):
 				p.w.dv.t.BeginResponse(&resp)
+				p.w.dv.num = resp.Num
 			case wordIs(resp.Name, idName) && !s.srv.opts.ShowBackendID:
 				// Ours instead; the original, literals included, is
 				// read and dropped below.
@@ -733,9 +756,10 @@ func (p *backendPump) deliver(octets int64) bool {
 }
 
 // delivered records a FETCH response that carried content against the
-// command it belongs to: the oldest content FETCH in flight, else the
-// oldest command in flight (content pushed during IDLE or NOOP), else a
-// delivery of its own (NOTIFY, RFC 5465).
+// command it answers (answering), else the oldest command in flight
+// (content pushed during IDLE or NOOP), else as a delivery of its own
+// (NOTIFY, RFC 5465). Each response is counted once, so that the records'
+// sums are the session's.
 func (p *backendPump) delivered() {
 	dv := &p.w.dv
 	if dv.t.Items == 0 {
@@ -745,7 +769,7 @@ func (p *backendPump) delivered() {
 	uid, hasUID := dv.t.UID()
 	r := p.r
 	r.mu.Lock()
-	f := r.inflight.find(func(x *inflight) bool { return x.readContent })
+	f := p.answering(uid, hasUID)
 	if f == nil {
 		f = r.inflight.oldest()
 	}
@@ -767,6 +791,81 @@ func (p *backendPump) delivered() {
 	p.s.srv.auditor.Delivered(&p.s.info, ev)
 }
 
+// answering returns the FETCH in flight the response being delivered
+// answers, nil if none is in flight. A FETCH response carries no tag, and
+// a server may run FETCHes at once (RFC 9051 §5.5; Dovecot sends a later
+// one's responses before an earlier one's completion): with several in
+// flight, those whose set may name the message (its UID for a UID FETCH,
+// its sequence number for a FETCH) and whose items include the
+// response's first content item are the candidates. One left: that one.
+// Several (or none: then every FETCH in flight is one): the oldest is
+// credited, and each candidate's record names the others (sharedWith),
+// so that the trail says the attribution is shared rather than guess.
+// Called with mu held.
+func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
+	dv := &p.w.dv
+	r := p.r
+	var first, firstFit *inflight
+	n, fits := 0, 0
+	fit := func(x *inflight) bool {
+		if x.cmd.UID {
+			// UID FETCH responses carry UID (RFC 9051 §6.4.9).
+			if !hasUID || !imapwire.SetMayContain(x.cmd.Set, uid) {
+				return false
+			}
+		} else if !imapwire.SetMayContain(x.cmd.Set, dv.num) {
+			return false
+		}
+		return dv.t.Answers(x.cmd.FetchItems)
+	}
+	several := r.inflight.len() > 1 // else fit is not asked
+	r.inflight.each(func(x *inflight) {
+		if !x.fetch {
+			return
+		}
+		if n++; first == nil {
+			first = x
+		}
+		if several && fit(x) {
+			if fits++; firstFit == nil {
+				firstFit = x
+			}
+		}
+	})
+	switch {
+	case n <= 1:
+		return first
+	case fits == 1:
+		return firstFit
+	}
+	all := fits == 0 // nothing fits: any may be it
+	r.inflight.each(func(x *inflight) {
+		if !x.fetch || (!all && !fit(x)) {
+			return
+		}
+		r.inflight.each(func(y *inflight) {
+			if y != x && y.fetch && (all || fit(y)) {
+				p.s.shareFetch(x, y.cmd.Tag)
+			}
+		})
+	})
+	if all {
+		return first
+	}
+	return firstFit
+}
+
+// shareFetch records that content credited to f may answer the FETCH
+// tagged tag instead (answering). Backend pump only.
+func (s *Session) shareFetch(f *inflight, tag string) {
+	if s.fetchShared == nil {
+		s.fetchShared = make(map[*inflight][]string)
+	}
+	if l := s.fetchShared[f]; !slices.Contains(l, tag) {
+		s.fetchShared[f] = append(l, tag)
+	}
+}
+
 // completed updates the session from a tagged completion: the selected
 // mailbox (RFC 9051 §6.3.2: a failed SELECT leaves none selected), what
 // ENABLE turned on, a renamed or deleted selected mailbox. Only an OK of
@@ -782,6 +881,10 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 	sel, selRO, changed := "", false, true
 	switch f.cmd.Name {
 	case "SELECT", "EXAMINE":
+		s.uidValidity, s.uidValidityNext = s.uidValidityNext, 0
+		if !ok {
+			s.uidValidity = 0
+		}
 		if ok {
 			sel = f.cmd.Mailbox
 			selRO = f.cmd.Name == "EXAMINE" || wordIs(resp.Code, readOnlyName)
@@ -794,6 +897,7 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 			return
 		}
 		r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+		s.uidValidity = 0
 	case "ENABLE":
 		if ok {
 			if r.enabled&imapwire.CapUTF8ACCEPT != 0 {
@@ -816,6 +920,7 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 			// What a server does with a deleted selected mailbox varies;
 			// decide nothing more in it.
 			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+			s.uidValidity = 0
 		} else {
 			sel, selRO = f.cmd.Destination+cur[len(f.cmd.Mailbox):], r.ctx.ReadOnly
 		}

@@ -517,7 +517,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				f = p.register(cmd, d, start, ctx)
 				f.bytesIn.Store(bytesIn)
 				decided = cmd.Effects
-				if !p.forwardPending(f, pend, marks, !lit.NonSync) {
+				if !p.forwardPending(f, pend, marks, !lit.NonSync, nil) {
 					// The backend ended the command early; the client
 					// has its answer and drops or sends this literal.
 					return f, p.dropLiteral(lit, true, lim.MaxAppendLiteral)
@@ -622,7 +622,14 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 	}
 	f := p.register(cmd, d, start, ctx)
 	f.bytesIn.Store(bytesIn)
-	if !p.forwardPending(f, wire, marks, false) {
+	// A FETCH by sequence number reading content gets the UID item, so
+	// that its record names the messages read (imapwire.FetchEdit).
+	var ed *imapwire.FetchEdit
+	e, ok := s.parser.FetchUID()
+	if ok {
+		ed = &e
+	}
+	if !p.forwardPending(f, wire, marks, false, ed) {
 		if s.closing.Load() {
 			return f, errStop
 		}
@@ -800,6 +807,7 @@ func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64
 	err := s.srv.auditor.Command(&s.info, CommandEvent{
 		Command: &snap, Result: "NO", Code: d.Code, Duration: time.Since(start),
 		Denied: true, Decision: d, BytesIn: bytesIn, Selected: s.info.Selected,
+		UIDValidity: s.uidValidity, // written only by barriers, which waitBarrier waited for
 	})
 	if err != nil {
 		s.auditUnavailable(err, false)
@@ -830,7 +838,7 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 		f = new(inflight)
 	}
 	f.refs.Store(2) // the client pump's and the backend pump's
-	f.start, f.selected = start, p.s.info.Selected
+	f.start, f.selected, f.uidValidity = start, p.s.info.Selected, p.s.uidValidity
 	snapshotInto(&f.cmd, cmd)
 	if d.Reason != "" || len(d.Annotations) > 0 {
 		dd := d
@@ -840,6 +848,7 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 	// deliver no counted octets, and pushed content must not be credited
 	// to them.
 	f.readContent = cmd.ContentItems
+	f.fetch = f.readContent && cmd.Name == "FETCH"
 	r.inflight.push(f)
 	if cmd.Name == "IDLE" {
 		r.idle, r.idleCont = f, true
@@ -875,22 +884,30 @@ func under(name, mailbox string, delim byte) bool {
 // literal it waits for the backend's "+" and swallows it. armLast: pend
 // ends at a synchronizing literal whose "+" the client waits for
 // (backendReady). It returns false when the backend completed the command
-// early (or the session ended).
+// early (or the session ended). ed, when not nil, is made to the bytes as
+// they are written.
 //
 // Each "+" is armed before the line announcing its literal is written:
 // bytes that do not fit the write buffer leave within the write, and the
 // backend may answer before any flush.
-func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLast bool) bool {
+func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLast bool, ed *imapwire.FetchEdit) bool {
 	prev := 0
+	write := func(from, to int) {
+		if ed != nil {
+			ed.WriteRange(p.s.be.out(), pend, from, to)
+		} else {
+			p.s.be.out().Write(pend[from:to])
+		}
+	}
 	for _, m := range marks {
 		if !p.r.arm(f, true) {
 			// Completed early (relay.arm): the line up to this literal
 			// goes, no more.
-			p.s.be.out().Write(pend[prev:m])
+			write(prev, m)
 			_ = p.flush() // a failure stops the session (backendLost)
 			return false
 		}
-		p.s.be.out().Write(pend[prev:m])
+		write(prev, m)
 		if p.flush() != nil {
 			return false
 		}
@@ -900,10 +917,10 @@ func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLa
 		prev = m
 	}
 	if armLast && !p.r.arm(f, false) {
-		p.s.be.out().Write(pend[prev:])
+		write(prev, len(pend))
 		_ = p.flush()
 		return false
 	}
-	p.s.be.out().Write(pend[prev:])
+	write(prev, len(pend))
 	return true
 }

@@ -104,7 +104,11 @@ func (c *tconn) fetchBody(tag string, seq int) []byte {
 	if _, err := io.ReadFull(c.br, body); err != nil {
 		c.t.Fatal(err)
 	}
-	c.expect(")")
+	// ")" ends the response; Courier sends the UID the proxy added
+	// (imapwire.FetchEdit) after the body: " UID 1)".
+	if rest := c.expect(""); !strings.HasSuffix(rest, ")") {
+		c.t.Fatalf("FETCH response ends with %q", rest)
+	}
 	c.expect(tag + " OK")
 	return body
 }

@@ -315,8 +315,16 @@ type CommandEvent struct {
 	Messages int
 	Content  int64
 	UIDs     []uint32
-	// Selected is the mailbox the command was decided in ("" if none).
-	Selected string
+	// SharedWith names the other FETCHes in flight that content counted
+	// here may have answered instead (a FETCH response has no tag; see
+	// backendPump.answering): each response is counted in one record
+	// only, and these records share the attribution.
+	SharedWith []string
+	// Selected is the mailbox the command was decided in ("" if none),
+	// UIDValidity its UIDVALIDITY then (0: unknown), which UIDs and a UID
+	// set are relative to (RFC 9051 §2.3.1.1).
+	Selected    string
+	UIDValidity uint32
 	// CodeArgs is the text of a COPYUID or APPENDUID response code
 	// (RFC 4315 §3), e.g. "38505 3955".
 	CodeArgs string
@@ -332,6 +340,7 @@ func (e CommandEvent) Clone() CommandEvent {
 		e.Command = &c
 	}
 	e.UIDs = slices.Clone(e.UIDs)
+	e.SharedWith = slices.Clone(e.SharedWith)
 	if e.Decision != nil {
 		d := *e.Decision
 		e.Decision = &d
@@ -370,8 +379,8 @@ type Auditor interface {
 	SessionOpen(s *SessionInfo)
 	TLSStarted(s *SessionInfo)
 	Auth(s *SessionInfo, e AuthEvent)
-	// Command records a completed or refused command. The event's Command
-	// and UIDs, and the slices in them, are the proxy's and reused after
+	// Command records a completed or refused command. The event's Command,
+	// UIDs and SharedWith, and the slices in them, are the proxy's and reused after
 	// the call: an Auditor that keeps them keeps a Clone. It returns once the
 	// record is durable (as the Auditor defines it) or with an error when
 	// it is not and will not be soon: then the proxy ends the session with

@@ -21,10 +21,17 @@ type inflight struct {
 	// its effects include read-content.
 	selected    string
 	readContent bool
+	// fetch: a FETCH whose items read content, a command FETCH responses
+	// with content answer (backendPump.delivered).
+	fetch bool
 	// owed: the backend owes an answer to it (counted in
 	// relayState.owing): always, but for an IDLE between its "+" and
 	// the client's DONE.
 	owed bool
+	// uidValidity is the selected mailbox's UIDVALIDITY when the command
+	// was registered (0: unknown), which its UIDs are relative to
+	// (RFC 9051 §2.3.1.1).
+	uidValidity uint32
 	// Content the backend delivered while the command ran (backend pump
 	// only): messages, their UIDs (capped) and content octets.
 	messages int

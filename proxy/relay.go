@@ -360,20 +360,26 @@ func (s *Session) cutAtBoundary() {
 // before it). An error means the trail did not take the record: the
 // caller must not relay the completion (ARCHITECTURE.md §11, fail closed).
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
+	shared := s.fetchShared[f]
+	if shared != nil {
+		delete(s.fetchShared, f) // f is recycled after this
+	}
 	return s.srv.auditor.Command(&s.info, CommandEvent{
-		Command:  &f.cmd,
-		Result:   statusName(resp.Status),
-		Code:     imapwire.CodeName(resp.Code),
-		Duration: time.Since(f.start),
-		Decision: f.decision,
-		BytesIn:  f.bytesIn.Load(),
-		BytesOut: bytesOut,
-		BodyRead: f.readContent,
-		Messages: f.messages,
-		UIDs:     f.uids,
-		Content:  f.content,
-		CodeArgs: codeArgs,
-		Selected: f.selected,
+		Command:     &f.cmd,
+		Result:      statusName(resp.Status),
+		Code:        imapwire.CodeName(resp.Code),
+		Duration:    time.Since(f.start),
+		Decision:    f.decision,
+		BytesIn:     f.bytesIn.Load(),
+		BytesOut:    bytesOut,
+		BodyRead:    f.readContent,
+		Messages:    f.messages,
+		UIDs:        f.uids,
+		SharedWith:  shared,
+		Content:     f.content,
+		CodeArgs:    codeArgs,
+		Selected:    f.selected,
+		UIDValidity: f.uidValidity,
 	})
 }
 

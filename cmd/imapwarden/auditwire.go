@@ -133,6 +133,9 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	// Message-level access: the UIDs the FETCH responses carried (the
 	// proxy hands over its slice), COPYUID/APPENDUID text.
 	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, append(r.UIDs[:0], e.UIDs...), e.CodeArgs, e.Content
+	if len(e.SharedWith) > 0 {
+		r.SharedWith = slices.Clone(e.SharedWith) // rare: FETCHes run at once
+	}
 	if e.BodyRead && e.Messages > 0 && (e.Command == nil || e.Command.Name != "FETCH") {
 		// Content pushed during another command (IDLE, NOOP): --fetch body
 		// finds it. A FETCH keeps the class of its items (header, body).
@@ -209,6 +212,7 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 	// The mailbox the command was decided in; the session's current one
 	// for events that do not say.
 	r.Selected, r.ReadOnly = e.Selected, s.SelectedReadOnly
+	r.UIDValidity = e.UIDValidity
 	if r.Selected == "" {
 		r.Selected = s.Selected
 	}

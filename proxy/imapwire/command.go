@@ -129,6 +129,12 @@ type Command struct {
 	Complete bool
 }
 
+// span is where an argument lies in a command's bytes: [start, end).
+type span struct{ start, end int }
+
+// maxSpans is the number of top-level arguments whose place ArgSpan knows.
+const maxSpans = 4
+
 const (
 	maxDepth = 32    // parenthesized list nesting
 	maxArgs  = 10000 // arguments, nested ones included
@@ -164,6 +170,15 @@ type CommandParser struct {
 	// far, atomDepth the '[' still open (0: none pending).
 	atom      []byte
 	atomDepth int
+
+	// base is the offset in the command's bytes (its lines and literals
+	// as fed, from the tag on) of the line being parsed, pos that of the
+	// arguments' part of it; spans are the offsets of the first top-level
+	// arguments (ArgSpan), atomStart where a section cut by a literal
+	// started.
+	base, pos int
+	spans     [maxSpans]span
+	atomStart int
 
 	scratch []byte  // unescaping quoted strings
 	free    [][]Arg // list backing arrays of earlier commands, for reuse
@@ -229,6 +244,22 @@ func (p *CommandParser) Reset() {
 	p.depth, p.nargs, p.err = 0, 0, nil
 	p.started, p.needSep, p.afterSP, p.pending, p.pendingMsg, p.sections = false, false, false, false, false, false
 	p.atom, p.atomDepth = p.atom[:0], 0
+	p.base, p.pos, p.atomStart, p.spans = 0, 0, 0, [maxSpans]span{}
+}
+
+// ArgSpan returns where the i-th top-level argument of the command lies in
+// its bytes, as fed to Line and Literal from the tag on: wire[start:end].
+// It reports false for an argument not (yet) complete, a literal, or one
+// beyond the first few.
+func (p *CommandParser) ArgSpan(i int) (start, end int, ok bool) {
+	if i < 0 || i >= maxSpans || i >= len(p.cmd.Args) || p.cmd.Args[i].Kind == ArgLiteral {
+		return 0, 0, false
+	}
+	if i == len(p.cmd.Args)-1 && p.depth > 0 {
+		return 0, 0, false // a list still open
+	}
+	sp := p.spans[i]
+	return sp.start, sp.end, sp.end > sp.start
 }
 
 // recycle puts the list backing arrays under args on the free list.
@@ -258,6 +289,7 @@ func (p *CommandParser) Line(line []byte, lit Literal, hasLit bool) error {
 		p.err = err
 		return err
 	}
+	p.base += len(line)
 	if hasLit {
 		p.cmd.PendingLiteral = lit.Size
 	}
@@ -289,6 +321,7 @@ func (p *CommandParser) line(line []byte, lit Literal, hasLit bool) error {
 			return errCmdNoMarker
 		}
 	}
+	p.pos = p.base
 	if !p.started {
 		n, err := p.parseStart(b)
 		if err != nil {
@@ -296,6 +329,7 @@ func (p *CommandParser) line(line []byte, lit Literal, hasLit bool) error {
 		}
 		b = b[n:]
 		p.started = true
+		p.pos += n
 	} else if p.atomDepth == 0 && len(b) > 0 && b[0] != ' ' && b[0] != ')' {
 		// What follows a literal is SP, ")" or the end of the command.
 		return errCmdAfterLiteral
@@ -444,6 +478,7 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 		if err := p.pushAtom(p.atom, CharSection); err != nil {
 			return err
 		}
+		p.mark(p.atomStart, p.pos+end)
 		p.needSep, p.afterSP = true, false
 		i = end
 	}
@@ -469,6 +504,9 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			p.open[p.depth] = nil
 			p.needSep = true
 			i++
+			if p.depth == 0 {
+				p.markEnd(p.pos + i)
+			}
 			continue
 		}
 		if p.needSep {
@@ -486,6 +524,9 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			if err != nil {
 				return err
 			}
+			if p.depth == 0 {
+				p.mark(p.pos+i, p.pos+i)
+			}
 			p.open[p.depth] = a
 			p.depth++
 			i++
@@ -498,6 +539,7 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			if _, err := p.push(Arg{Kind: ArgQuoted, Value: v}); err != nil {
 				return err
 			}
+			p.mark(p.pos+i, p.pos+i+n)
 			i += n
 		default:
 			end, d, err := scanAtom(b, i, 0, p.sections)
@@ -509,7 +551,7 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 					// A section such as HEADER.FIELDS may hold a literal
 					// header name (header-fld-name = astring, RFC 9051 §9).
 					p.atom = append(p.atom[:0], b[i:]...)
-					p.atomDepth = d
+					p.atomDepth, p.atomStart = d, p.pos+i
 					return nil
 				}
 				return errCmdOpenSection
@@ -521,11 +563,28 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			if err := p.pushAtom(b[i:end], ch); err != nil {
 				return err
 			}
+			p.mark(p.pos+i, p.pos+end)
 			i = end
 		}
 		p.needSep = true
 	}
 	return nil
+}
+
+// mark records the span of the argument just pushed, if it is one of the
+// first top-level ones (ArgSpan); a list's end comes with its ")"
+// (markEnd).
+func (p *CommandParser) mark(start, end int) {
+	if n := len(p.cmd.Args) - 1; p.depth == 0 && n < maxSpans {
+		p.spans[n] = span{start, end}
+	}
+}
+
+// markEnd records the end of the top-level list just closed.
+func (p *CommandParser) markEnd(end int) {
+	if n := len(p.cmd.Args) - 1; n >= 0 && n < maxSpans {
+		p.spans[n].end = end
+	}
 }
 
 // atomChars classifies the characters of an atom token.
@@ -708,6 +767,7 @@ func (p *CommandParser) literal(body []byte, size int64, streamed bool) {
 		return
 	}
 	p.pending, p.pendingMsg = false, false
+	p.base += int(size)
 	p.cmd.PendingLiteral = 0
 	p.cmd.Literals++
 	if size > 0 {

@@ -15,7 +15,7 @@ import "bytes"
 // quoted strings.
 type FetchTracker struct {
 	st      fstate
-	name    [16]byte // upper-cased start of the current item's name
+	name    [32]byte // start of the current item's name, as sent
 	nameLen int
 	sect    int   // "[" open in the name
 	quoted  bool  // inside a quoted string of the name's section
@@ -27,6 +27,10 @@ type FetchTracker struct {
 	uid     uint64
 	uidOK   bool
 	skip    int // bytes of the first piece before the attribute list
+	// first is the start of the first content item's name ("BODY[TEXT]"),
+	// for telling which command a response answers (Answers).
+	first    [32]byte
+	firstLen uint8
 
 	// Content is the content octets seen so far, Items the content items.
 	Content int64
@@ -143,8 +147,78 @@ func (t *FetchTracker) endName() {
 		}
 	}
 	if t.content {
+		if t.Items == 0 {
+			t.firstLen = uint8(copy(t.first[:], n))
+		}
 		t.Items++
 	}
+}
+
+// Answers reports whether the response may answer a FETCH that asked for
+// items (upper case, as CommandParser records them): its first content
+// item is one of them, BODY[s] answering BODY.PEEK[s] too (RFC 9051
+// §7.5.2), whatever the header list or partial. True when the response
+// had no content item. It does not allocate.
+func (t *FetchTracker) Answers(items []string) bool {
+	if t.Items == 0 {
+		return true
+	}
+	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only
+	cut := int(t.firstLen) == len(t.first)                // the section's word may go on
+	for _, it := range items {
+		wn, ws, wb := itemParts(it)
+		if gb != wb || !equalFoldString(wn, gn) {
+			continue
+		}
+		if equalFoldString(ws, gs) || (cut && len(ws) > len(gs) && equalFoldString(ws[:len(gs)], gs)) {
+			return true
+		}
+	}
+	return false
+}
+
+// itemParts splits a FETCH item's name: the name without ".PEEK", the
+// first word of its section ("BODY[HEADER.FIELDS (A)]<0>" gives BODY and
+// HEADER.FIELDS) and whether it has one.
+func itemParts(s string) (name, sect string, bracket bool) {
+	name, sect, bracket = cutByte(s, '[')
+	if len(name) > 5 && equalFoldString(name[len(name)-5:], ".PEEK") {
+		name = name[:len(name)-5]
+	}
+	for i := 0; i < len(sect); i++ {
+		if sect[i] == ' ' || sect[i] == ']' {
+			return name, sect[:i], bracket
+		}
+	}
+	return name, sect, bracket
+}
+
+func cutByte(s string, c byte) (before, after string, found bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func equalFoldString(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'a' <= x && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		if 'a' <= y && y <= 'z' {
+			y -= 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func hasPrefixFold(b []byte, upper string) bool {

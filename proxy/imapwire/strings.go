@@ -259,3 +259,34 @@ func seqNumber(s string) (n uint32, star bool, err error) {
 	}
 	return uint32(v), false, nil
 }
+
+// SetMayContain reports whether the sequence set or uid set (RFC 9051 §9),
+// as written, may name message n: "*" is the largest number in the
+// mailbox, which n may be, and "$" (RFC 5182) a saved result the proxy
+// does not know, so a set with either may name any. It does not allocate.
+func SetMayContain(set string, n uint32) bool {
+	for len(set) > 0 {
+		elem := set
+		if k := strings.IndexByte(set, ','); k >= 0 {
+			elem, set = set[:k], set[k+1:]
+		} else {
+			set = ""
+		}
+		lo, hi := elem, elem
+		if k := strings.IndexByte(elem, ':'); k >= 0 {
+			lo, hi = elem[:k], elem[k+1:]
+		}
+		a, aStar, err1 := seqNumber(lo)
+		b, bStar, err2 := seqNumber(hi)
+		if elem == "$" || aStar || bStar || err1 != nil || err2 != nil {
+			return true
+		}
+		if a > b {
+			a, b = b, a
+		}
+		if a <= n && n <= b {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,101 @@
+package imapwire
+
+import "bytes"
+
+// FetchEdit is how the proxy adds the UID item to the item list of a FETCH
+// by sequence number that reads message content, so that the audit trail
+// names the messages read (ARCHITECTURE.md §11): servers send UID in a
+// FETCH response only when asked (RFC 9051 §6.4.5), and a sequence number
+// names nothing once the mailbox changes. Adding it is harmless to the
+// client: a server may send any data item in a FETCH response, unasked
+// too, and a client must accept it (RFC 9051 §7.5.2: FETCH responses also
+// come by unilateral server decision; §6.4.9: UID FETCH always carries
+// UID). Nothing else of the command changes: the edit is two insertions
+// (or the expansion of a macro, RFC 9051 §6.4.5) in the item list the
+// parser read, at offsets of the command's bytes (CommandParser.ArgSpan).
+type FetchEdit struct {
+	Ins [2]Insertion // in order of At; an unused one has no Text and no Drop
+}
+
+// Insertion replaces Drop bytes at offset At of a command by Text.
+type Insertion struct {
+	At, Drop int
+	Text     string
+}
+
+// fetchMacros are the FETCH macros with their items (RFC 9051 §6.4.5) and
+// UID, parenthesized.
+var fetchMacros = map[string]string{
+	"ALL":  "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE UID)",
+	"FAST": "(FLAGS INTERNALDATE RFC822.SIZE UID)",
+	"FULL": "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY UID)",
+}
+
+// FetchUID returns the edit that adds UID to the command parsed, a
+// complete and checked FETCH by sequence number with content items (those
+// whose octets the audit counts, Command.ContentItems) and without UID; false for any other command,
+// which goes to the backend as sent. UID FETCH needs none (the FLAGS
+// workload, UID FETCH 1:* (FLAGS), is not touched).
+func (p *CommandParser) FetchUID() (FetchEdit, bool) {
+	c := &p.cmd
+	if c.Name != "FETCH" || c.UID || !c.Complete || p.err != nil || !c.ContentItems {
+		return FetchEdit{}, false
+	}
+	for _, it := range c.FetchItems {
+		if it == "UID" {
+			return FetchEdit{}, false
+		}
+	}
+	start, end, ok := p.ArgSpan(1)
+	if !ok {
+		return FetchEdit{}, false
+	}
+	switch a := &c.Args[1]; a.Kind {
+	case ArgList:
+		// "(" ... ")": before the ")".
+		return FetchEdit{Ins: [2]Insertion{{At: end - 1, Text: " UID"}}}, true
+	case ArgAtom:
+		if m, ok := fetchMacros[c.FetchItems[0]]; ok && len(c.FetchItems) == 1 && a.Chars == 0 {
+			return FetchEdit{Ins: [2]Insertion{{At: start, Drop: end - start, Text: m}}}, true
+		}
+		// One item: made a list of two.
+		return FetchEdit{Ins: [2]Insertion{{At: start, Text: "("}, {At: end, Text: " UID)"}}}, true
+	}
+	return FetchEdit{}, false
+}
+
+// Apply returns wire with the edit made (for tests and the rare command
+// with literals; the relay writes the pieces, WriteRange).
+func (e *FetchEdit) Apply(wire []byte) []byte {
+	var out bytes.Buffer
+	e.WriteRange(&out, wire, 0, len(wire))
+	return out.Bytes()
+}
+
+// Writer is what WriteRange writes to (a *bufio.Writer, a *bytes.Buffer).
+type Writer interface {
+	Write([]byte) (int, error)
+	WriteString(string) (int, error)
+}
+
+// WriteRange writes wire[from:to] with the insertions that fall in it
+// (from <= At < to, or At == to == len(wire)) to w.
+func (e *FetchEdit) WriteRange(w Writer, wire []byte, from, to int) {
+	for i := range e.Ins {
+		in := &e.Ins[i]
+		if in.Text == "" && in.Drop == 0 {
+			continue
+		}
+		if in.At < from || in.At > to || (in.At == to && to != len(wire)) {
+			continue
+		}
+		if in.At > from {
+			w.Write(wire[from:in.At])
+		}
+		w.WriteString(in.Text)
+		from = min(in.At+in.Drop, to)
+	}
+	if from < to {
+		w.Write(wire[from:to])
+	}
+}

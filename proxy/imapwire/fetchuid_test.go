@@ -1,0 +1,160 @@
+package imapwire
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestFetchUIDEdit: a FETCH by sequence number that reads content gets the UID
+// item in the list the parser read, and nothing else of its bytes changes;
+// every other command is left as sent (attack40 finding 3).
+func TestFetchUIDEdit(t *testing.T) {
+	tests := []struct{ wire, want string }{
+		{"a FETCH 1:2 BODY.PEEK[]\r\n", "a FETCH 1:2 (BODY.PEEK[] UID)\r\n"},
+		{"a fetch 1 (FLAGS BODY[TEXT])\r\n", "a fetch 1 (FLAGS BODY[TEXT] UID)\r\n"},
+		{"a FETCH 1 (BODY.PEEK[]) (CHANGEDSINCE 1)\r\n", "a FETCH 1 (BODY.PEEK[] UID) (CHANGEDSINCE 1)\r\n"},
+		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM \"X-Y\")]<0.10>\r\n", "a FETCH 1 (BODY.PEEK[HEADER.FIELDS (FROM \"X-Y\")]<0.10> UID)\r\n"},
+		{"a FETCH 1 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (A B)] FLAGS)\r\n", "a FETCH 1 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (A B)] FLAGS UID)\r\n"},
+		{"a FETCH * RFC822\r\n", "a FETCH * (RFC822 UID)\r\n"},
+		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)]\r\n", "a FETCH 1 (BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)] UID)\r\n"},
+		{"a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE)\r\n", "a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE UID)\r\n"},
+		// Left as sent: UID FETCH, no content, UID asked for.
+		{"a UID FETCH 1:* (FLAGS)\r\n", ""},
+		{"a UID FETCH 1 BODY.PEEK[]\r\n", ""},
+		{"a FETCH 1:* (FLAGS)\r\n", ""},
+		{"a FETCH 1 ALL\r\n", ""},
+		{"a FETCH 1 (UID BODY[])\r\n", ""},
+		{"a FETCH 1 (BODY[] uid)\r\n", ""},
+	}
+	for _, tc := range tests {
+		var p CommandParser
+		if _, err := parseWire(&p, tc.wire); err != nil {
+			t.Fatalf("%q: %v", tc.wire, err)
+		}
+		ctx := testCtx
+		if err := p.Check(&ctx); err != nil {
+			t.Fatalf("%q: %v", tc.wire, err)
+		}
+		e, ok := p.FetchUID()
+		if tc.want == "" {
+			if ok {
+				t.Errorf("%q edited: %q", tc.wire, e.Apply([]byte(tc.wire)))
+			}
+			continue
+		}
+		if !ok {
+			t.Errorf("%q: no edit", tc.wire)
+			continue
+		}
+		if got := string(e.Apply([]byte(tc.wire))); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.wire, got, tc.want)
+		}
+		// Written in pieces cut at each line end (the relay's marks),
+		// the same bytes.
+		var out bytes.Buffer
+		wire, from := []byte(tc.wire), 0
+		for i := 0; i < len(wire); i++ {
+			if wire[i] == '\n' {
+				e.WriteRange(&out, wire, from, i+1)
+				from = i + 1
+			}
+		}
+		if out.String() != tc.want {
+			t.Errorf("%q in pieces: got %q", tc.wire, out.String())
+		}
+	}
+}
+
+// TestArgSpan: the spans of the top-level arguments, also after a literal.
+func TestArgSpan(t *testing.T) {
+	wire := "a FETCH 1:3 (BODY.PEEK[HEADER.FIELDS ({2}\r\nTO)] FLAGS) (CHANGEDSINCE 5)\r\n"
+	var p CommandParser
+	if _, err := parseWire(&p, wire); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"1:3", "(BODY.PEEK[HEADER.FIELDS ({2}\r\nTO)] FLAGS)", "(CHANGEDSINCE 5)"}
+	for i, w := range want {
+		s, e, ok := p.ArgSpan(i)
+		if !ok || wire[s:e] != w {
+			t.Errorf("arg %d: %d:%d %v, want %q", i, s, e, ok, w)
+		}
+	}
+	if _, _, ok := p.ArgSpan(3); ok {
+		t.Error("a fourth argument")
+	}
+}
+
+func TestSetMayContain(t *testing.T) {
+	tests := []struct {
+		set  string
+		n    uint32
+		want bool
+	}{
+		{"1", 1, true}, {"1", 2, false}, {"1:3", 2, true}, {"3:1", 2, true}, {"1,5:7", 4, false},
+		{"1,5:7", 6, true}, {"4:*", 1, true}, {"*", 9, true}, {"$", 3, true}, {"10:20,30", 25, false},
+	}
+	for _, tc := range tests {
+		if got := SetMayContain(tc.set, tc.n); got != tc.want {
+			t.Errorf("SetMayContain(%q, %d) = %v", tc.set, tc.n, got)
+		}
+	}
+}
+
+// TestFetchTrackerAnswers: which requested items a response's first
+// content item answers.
+func TestFetchTrackerAnswers(t *testing.T) {
+	tests := []struct {
+		resp  string
+		items []string
+		want  bool
+	}{
+		{"* 1 FETCH (UID 3 BODY[HEADER] {2}\r\nab)\r\n", []string{"BODY.PEEK[HEADER]"}, true},
+		{"* 1 FETCH (UID 3 BODY[HEADER] {2}\r\nab)\r\n", []string{"BODY.PEEK[]"}, false},
+		{"* 1 FETCH (BODY[] {2}\r\nab UID 3)\r\n", []string{"FLAGS", "BODY[]"}, true},
+		{"* 1 FETCH (BODY[]<0> {2}\r\nab)\r\n", []string{"BODY.PEEK[]<0.2>"}, true},
+		{"* 1 FETCH (BODY[HEADER.FIELDS (FROM)] {2}\r\nab)\r\n", []string{"BODY.PEEK[HEADER.FIELDS (FROM TO)]"}, true},
+		{"* 1 FETCH (BODY[HEADER.FIELDS (FROM)] {2}\r\nab)\r\n", []string{"BODY.PEEK[HEADER.FIELDS.NOT (FROM)]"}, false},
+		{"* 1 FETCH (RFC822 {2}\r\nab)\r\n", []string{"RFC822"}, true},
+		{"* 1 FETCH (RFC822.TEXT {2}\r\nab)\r\n", []string{"RFC822"}, false},
+		{"* 1 FETCH (BINARY[1] {2}\r\nab)\r\n", []string{"BINARY.PEEK[1]"}, true},
+		{"* 1 FETCH (BODY[1.2.3.4.5.6.7.8.9.10.11.12.HEADER] {2}\r\nab)\r\n", []string{"BODY.PEEK[1.2.3.4.5.6.7.8.9.10.11.12.HEADER]"}, true},
+		{"* 1 FETCH (FLAGS (\\Seen))\r\n", []string{"BODY[]"}, true},
+	}
+	for _, tc := range tests {
+		s := NewScanner(bufio.NewReaderSize(strings.NewReader(tc.resp), 64), 0)
+		var tr FetchTracker
+		first := true
+		for {
+			part, final, _, ok, err := s.ReadLinePart()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first && !tr.Begin(part) {
+				t.Fatalf("%q: not a FETCH", tc.resp)
+			}
+			first = false
+			tr.Part(part)
+			if !final {
+				continue
+			}
+			if !ok {
+				break
+			}
+			tr.Literal(s.LiteralRemaining())
+			if err := s.DiscardLiteral(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := tr.Answers(tc.items); got != tc.want {
+			t.Errorf("%q answers %v: %v", tc.resp, tc.items, got)
+		}
+	}
+	var tr FetchTracker
+	tr.Begin([]byte("* 1 FETCH (BODY[] {2}\r\n"))
+	tr.Part([]byte("* 1 FETCH (BODY[] {2}\r\n"))
+	if n := testing.AllocsPerRun(100, func() { tr.Answers([]string{"BODY.PEEK[HEADER]", "BODY.PEEK[]"}) }); n != 0 {
+		t.Errorf("Answers allocates %v times", n)
+	}
+}
