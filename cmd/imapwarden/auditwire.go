@@ -101,11 +101,14 @@ func (w *auditWire) Auth(s *proxy.SessionInfo, e proxy.AuthEvent) {
 			r.Revision, r.Code, r.Detail = revision, d.Code, d.Reason
 		}
 	}
+	// Log owns r from here on (it may write and reuse it before it
+	// returns): what the next record needs of it is read first.
+	user := r.User
 	w.log(r)
 	if shadow != nil {
 		// A login a shadow policy would have refused.
 		wd := w.record(s, audit.KindPolicyWouldDeny)
-		wd.User, wd.Mechanism, wd.Revision = r.User, e.Mechanism, revision
+		wd.User, wd.Mechanism, wd.Revision = user, e.Mechanism, revision
 		wd.Reason, _ = shadow["reason"].(string)
 		wd.Code, _ = shadow["code"].(string)
 		if dir, ok := shadow["dir"].(string); ok {

@@ -29,6 +29,7 @@ import (
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
 	"github.com/imapwarden/imapwarden/internal/testenv"
+	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
@@ -567,5 +568,33 @@ func TestFail2banFilter(t *testing.T) {
 	}
 	if got := strings.Fields(string(out)); strings.Join(got, " ") != strings.Join(hosts, " ") {
 		t.Errorf("fail2ban-regex found %q, the Go translation %q", got, hosts)
+	}
+}
+
+// A login a shadow policy would refuse gets a policy.would_deny
+// record naming the user the client gave, although Log may write and reuse
+// the auth record before it returns (logDirect).
+func TestAuthWouldDenyNamesTheLoginUser(t *testing.T) {
+	path, tr := newFileTrail(t, nil)
+	w := newAuditWire(tr)
+	// The client logged in as bob*admin (a master login): the session's
+	// user is bob, the name the client gave is the record's user.
+	s := &proxy.SessionInfo{ID: "S1", User: "bob"}
+	shadow := map[string]any{policy.AnnotationShadowDeny: map[string]any{"dir": "next", "reason": "no logins", "code": "NOPERM"}}
+	w.Auth(s, proxy.AuthEvent{User: "bob*admin", Mechanism: "PLAIN", Success: true, Decision: &proxy.Decision{Allow: true, Annotations: shadow}})
+	tr.Close()
+	var recs []*audit.Record
+	audit.Scan([]string{path}, func(r *audit.Record, _ []byte) error { recs = append(recs, r); return nil })
+	var wd *audit.Record
+	for _, r := range recs {
+		if r.Kind == audit.KindPolicyWouldDeny {
+			wd = r
+		}
+	}
+	if wd == nil {
+		t.Fatal("no policy.would_deny record")
+	}
+	if wd.User != "bob*admin" {
+		t.Errorf("policy.would_deny for a login names user %q, want bob*admin (the auth record's)", wd.User)
 	}
 }
