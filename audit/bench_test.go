@@ -168,7 +168,19 @@ type countingSink struct {
 }
 
 func (s *countingSink) Write(p []byte) error {
+	s.count(p)
+	return s.FileSink.Write(p)
+}
+
+func (s *countingSink) writeDirect(p []byte) (bool, error) {
+	wrote, err := s.FileSink.writeDirect(p)
+	if wrote {
+		s.count(p)
+	}
+	return wrote, err
+}
+
+func (s *countingSink) count(p []byte) {
 	s.writes.Add(1)
 	s.records.Add(uint64(bytes.Count(p, []byte{'\n'})))
-	return s.FileSink.Write(p)
 }

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -347,14 +349,19 @@ func TestFileSinkWritesDirect(t *testing.T) {
 	if !localFS(fs.f) {
 		t.Skip("the test directory is not on a local filesystem")
 	}
-	if !fs.writesDirect(100) {
-		t.Error("an empty local file is not written directly")
+	line := func(n int) []byte { return []byte(strings.Repeat("x", n-1) + "\n") }
+	if wrote, err := fs.writeDirect(line(900)); !wrote || err != nil {
+		t.Errorf("an empty local file is not written directly (%v, %v)", wrote, err)
 	}
-	if err := fs.Write([]byte(strings.Repeat("x", 899) + "\n")); err != nil {
-		t.Fatal(err)
+	// 900 of MaxSize's 1000 bytes: 101 more would rotate, 100 fit.
+	if wrote, _ := fs.writeDirect(line(101)); wrote {
+		t.Error("a write that rotates was written directly")
 	}
-	if !fs.writesDirect(100) || fs.writesDirect(101) {
-		t.Error("writesDirect does not follow rotationDue")
+	if wrote, err := fs.writeDirect(line(100)); !wrote || err != nil {
+		t.Errorf("a write that fits was not written directly (%v, %v)", wrote, err)
+	}
+	if fs.size != 1000 {
+		t.Errorf("file size %d, want 1000", fs.size)
 	}
 	fifo := filepath.Join(t.TempDir(), "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
@@ -376,8 +383,48 @@ func TestFileSinkWritesDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.local = fi.Mode().IsRegular() && localFS(f)
-	if s.writesDirect(1) {
+	if wrote, _ := s.writeDirect([]byte("x\n")); wrote {
 		t.Error("a FIFO is written directly")
+	}
+}
+
+// Whether a direct write rotates is decided once: a RotateEvery period
+// ending between a look at the clock and the write does not make the
+// LogWait caller rotate the file itself (fsync, rename), which stays with
+// the writer goroutine.
+func TestDirectWriteNeverRotates(t *testing.T) {
+	base := time.Date(2026, 12, 7, 10, 59, 59, 0, time.UTC)
+	var armed, calls atomic.Int32
+	var rotatedBy atomic.Value
+	clock := func() time.Time {
+		if armed.Load() == 0 {
+			return base
+		}
+		if calls.Add(1) == 1 {
+			return base // the direct path's look
+		}
+		buf := make([]byte, 8192)
+		rotatedBy.Store(string(buf[:runtime.Stack(buf, false)]))
+		return base.Add(2 * time.Hour) // any later look, a moment later
+	}
+	fs, err := OpenFile(FileOptions{Path: filepath.Join(t.TempDir(), "audit.jsonl"), RotateEvery: time.Hour, now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !localFS(fs.f) {
+		t.Skip("the test directory is not on a local filesystem")
+	}
+	tr, err := New(Options{Sink: fs, SyncInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	armed.Store(1)
+	if err := tr.LogWait(cmdRecord(0), testenv.IOTimeout()); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := rotatedBy.Load().(string); strings.Contains(s, "logDirect") {
+		t.Errorf("a LogWait caller rotated the file itself:\n%s", s)
 	}
 }
 

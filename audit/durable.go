@@ -216,7 +216,7 @@ const (
 //     a batch (retrying, or handed over) or the sink is failing, callers
 //     queue: nobody is acknowledged past a batch that is not written.
 //   - A write that blocks cannot be timed out by the caller stuck in it;
-//     that is why only a directSink that says so (writesDirect: a
+//     that is why only a directSink that says so (writeDirect: a
 //     regular file on a local filesystem, no rotation due) is written
 //     here. A pipe, socket, network or FUSE filesystem, or a write that
 //     would rotate (fsync, rename) stays with the writer goroutine,
@@ -278,10 +278,11 @@ func (t *Trail) logDirect(r *Record) directResult {
 // when it leaves the batch to the writer: the sink would not write it
 // directly now, or the write failed.
 func (t *Trail) writeDirect() bool {
-	if !t.direct.writesDirect(len(t.batch)) {
+	wrote, err := t.direct.writeDirect(t.batch)
+	if !wrote {
 		return false
 	}
-	if err := t.sink.Write(t.batch); err != nil {
+	if err != nil {
 		// Failing from now on (ARCHITECTURE.md §11); the writer counts
 		// and logs it with its first retry.
 		t.dur.fail(err)

@@ -54,7 +54,7 @@ type FileSink struct {
 	last      []byte // last complete record found at open
 	torn      int64  // bytes of a torn last line cut off at open
 	// local: f is a regular file on a local filesystem, whose writes
-	// wait on nothing but this kernel (writesDirect).
+	// wait on nothing but this kernel (writeDirect).
 	local bool
 }
 
@@ -170,6 +170,11 @@ func (s *FileSink) Write(p []byte) error {
 			return err
 		}
 	}
+	return s.append(p)
+}
+
+// append writes p to the active file, cutting a partial write back off.
+func (s *FileSink) append(p []byte) error {
 	n, err := s.f.Write(p)
 	if err != nil {
 		err = fmt.Errorf("audit: write %s: %w", s.o.Path, err)
@@ -192,11 +197,16 @@ func (s *FileSink) rotationDue(n int) bool {
 		(s.o.RotateEvery > 0 && !s.o.now().Before(s.periodEnd)))
 }
 
-// writesDirect implements directSink: a write that neither rotates (an
+// writeDirect implements directSink: a write that neither rotates (an
 // fsync, a rename) nor goes to a pipe, a device or a network or FUSE
 // filesystem, which can block for as long as their other end likes.
-func (s *FileSink) writesDirect(n int) bool {
-	return s.f != nil && s.local && !s.rotationDue(n)
+// Rotation is decided once, here: a period that ends between a check and
+// the write cannot make the caller rotate.
+func (s *FileSink) writeDirect(p []byte) (bool, error) {
+	if s.f == nil || !s.local || s.rotationDue(len(p)) {
+		return false, nil
+	}
+	return true, s.append(p)
 }
 
 // Sync implements Sink.

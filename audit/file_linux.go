@@ -7,7 +7,7 @@ import (
 
 // Filesystem magic numbers (statfs(2)) whose writes can wait on a server
 // or a user-space daemon: never written by a LogWait caller itself
-// (writesDirect).
+// (writeDirect).
 var remoteFS = map[int64]bool{
 	0x6969:     true, // NFS
 	0x517b:     true, // SMB

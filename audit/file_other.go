@@ -5,5 +5,5 @@ package audit
 import "os"
 
 // localFS cannot tell a local filesystem here: LogWait leaves every
-// write to the writer goroutine (writesDirect).
+// write to the writer goroutine (writeDirect).
 func localFS(*os.File) bool { return false }

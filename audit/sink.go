@@ -27,9 +27,10 @@ type Sink interface {
 // that a caller never sits in a write past its timeout on a failing
 // sink.
 type directSink interface {
-	// writesDirect says whether a write of n bytes now would be such a
-	// write (a file sink: no rotation due).
-	writesDirect(n int) bool
+	// writeDirect writes records as Write does when that is such a
+	// write (a file sink: no rotation due), deciding and writing in one
+	// step; otherwise it writes nothing and returns false.
+	writeDirect(records []byte) (wrote bool, err error)
 }
 
 // fileSyncer is a sink whose file may be fsynced while records are

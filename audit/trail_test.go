@@ -70,12 +70,16 @@ func (s *memSink) writers() (direct, writer int) {
 	return direct, writer
 }
 
-// writesDirect implements directSink: a memSink waits only at its gate,
+// writeDirect implements directSink: a memSink waits only at its gate,
 // which tests close.
-func (s *memSink) writesDirect(int) bool {
+func (s *memSink) writeDirect(p []byte) (bool, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return !s.indirect
+	indirect := s.indirect
+	s.mu.Unlock()
+	if indirect {
+		return false, nil
+	}
+	return true, s.Write(p)
 }
 
 func (s *memSink) Write(p []byte) error {
