@@ -172,6 +172,14 @@ func (p *clientPump) park() bool {
 	r.mu.Lock()
 	clear(r.free)
 	r.free = nil
+	// Nor the channels this pump waited on: only it waits on them, and
+	// its next wait makes them again (a pending signal is state it looks
+	// at first); done makes backendDone again, closed if the backend pump
+	// ended. A literal's verdict channel stays while one is armed.
+	r.freed, r.backendDone = nil, nil
+	if !r.contArmed {
+		r.contCh = nil
+	}
 	r.mu.Unlock()
 	// Nor the sockets' functions for the poller: both, since either pump
 	// writes to the client, so that the last to park drops them all.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -324,11 +325,7 @@ func TestIdleSessionHoldsNoWaitState(t *testing.T) {
 	defer h.srv.mu.Unlock()
 	for s := range h.srv.sessions {
 		r := s.relay
-		r.mu.Lock()
-		if r.contCh != nil || r.freed != nil || r.backendDone != nil {
-			t.Errorf("a parked session holds relay channels: verdict %v, freed %v, backend done %v; want none", r.contCh != nil, r.freed != nil, r.backendDone != nil)
-		}
-		r.mu.Unlock()
+		noRelayChannels(t, r)
 		pp := r.parked.Load()
 		if pp == nil {
 			t.Fatal("a session's backend pump is not parked")
@@ -399,5 +396,72 @@ func TestLingeringPumpsHandOver(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
+	}
+}
+
+// A parked session holds none of the relay's channels, even after its
+// client pump once waited on one (a command pipelined behind a barrier
+// made freed): they are dropped when it parks (clientPump.park).
+func TestParkedSessionDropsRelayChannels(t *testing.T) {
+	var gate atomic.Bool
+	held := make(chan struct{}, 1)
+	h, _ := parkHarness(t, func(o *Options) {
+		o.beforeBackendRead = func(bool, bool) {
+			// Hold the backend pump until the client pump waits on the
+			// barrier (freed made under mu).
+			if gate.Load() {
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+			}
+			for gate.Load() {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	})
+	c := h.login()
+	gate.Store(true)
+	c.send("s SELECT INBOX\r\nn NOOP")
+	// The backend pump, started after the relay was set, is held: the
+	// relay can be read.
+	<-held
+	var r *relay
+	h.srv.mu.Lock()
+	for s := range h.srv.sessions {
+		r = s.relay
+	}
+	h.srv.mu.Unlock()
+	for {
+		r.mu.Lock()
+		made := r.freed != nil
+		r.mu.Unlock()
+		if made {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	gate.Store(false)
+	c.expect("* 3 EXISTS")
+	c.expect("s OK")
+	c.expect("n OK")
+	c.send("i IDLE")
+	c.expect("+ ")
+	waitParked(t, h, 1)
+	waitClientsParked(t, h, 1)
+	h.srv.mu.Lock()
+	defer h.srv.mu.Unlock()
+	for s := range h.srv.sessions {
+		noRelayChannels(t, s.relay)
+	}
+}
+
+// noRelayChannels fails t when the parked relay r holds a channel.
+func noRelayChannels(t *testing.T, r *relay) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.contCh != nil || r.freed != nil || r.backendDone != nil {
+		t.Errorf("a parked session holds relay channels: verdict %v, freed %v, backend done %v; want none", r.contCh != nil, r.freed != nil, r.backendDone != nil)
 	}
 }
