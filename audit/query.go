@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -16,9 +17,10 @@ type Filter struct {
 	// User matches the record's user, case-insensitively; "*" and "?"
 	// are wildcards.
 	User string
-	// Mailbox matches the mailbox, the destination (COPY, MOVE, RENAME)
-	// or the selected mailbox (FETCH, STORE, ... name none), with
-	// wildcards; INBOX in any case (RFC 9051 §5.1).
+	// Mailbox matches the mailbox, the destination (COPY, MOVE, RENAME),
+	// the selected mailbox (FETCH, STORE, ... name none), a source
+	// (CATENATE) or a mailbox NOTIFY watches, with wildcards; INBOX in any
+	// case (RFC 9051 §5.1).
 	Mailbox string
 	// Net matches the client IP.
 	Net netip.Prefix
@@ -39,7 +41,9 @@ func (f *Filter) Match(r *Record) bool {
 	if f.User != "" && !globFold(f.User, r.User) {
 		return false
 	}
-	if f.Mailbox != "" && !mailboxMatch(f.Mailbox, r.Mailbox) && !mailboxMatch(f.Mailbox, r.Destination) && !mailboxMatch(f.Mailbox, r.Selected) {
+	if f.Mailbox != "" && !mailboxMatch(f.Mailbox, r.Mailbox) && !mailboxMatch(f.Mailbox, r.Destination) && !mailboxMatch(f.Mailbox, r.Selected) &&
+		!slices.ContainsFunc(r.Sources, func(m string) bool { return mailboxMatch(f.Mailbox, m) }) &&
+		!slices.ContainsFunc(r.Mailboxes, func(m string) bool { return mailboxMatch(f.Mailbox, m) }) {
 		return false
 	}
 	if f.Net.IsValid() && (!r.IP.IsValid() || !f.Net.Contains(r.IP.Unmap())) {

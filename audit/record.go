@@ -126,7 +126,10 @@ type Record struct {
 	Mailbox      string   `json:"mailbox,omitempty"`     // canonical: decoded, INBOX folded
 	MailboxRaw   string   `json:"mailbox_raw,omitempty"` // as sent, when it differs from mailbox
 	Destination  string   `json:"destination,omitempty"`
-	Effects      []string `json:"effects,omitempty"` // what the command did (proxy/imapwire's table)
+	Sources      []string `json:"sources,omitempty"`   // mailboxes CATENATE URLs copied from (RFC 4469)
+	Mailboxes    []string `json:"mailboxes,omitempty"` // mailboxes NOTIFY's filters name (RFC 5465)
+	Patterns     []string `json:"patterns,omitempty"`  // LIST/LSUB patterns, all of them
+	Effects      []string `json:"effects,omitempty"`   // what the command did (proxy/imapwire's table)
 	Selected     string   `json:"selected,omitempty"`
 	UIDValidity  uint32   `json:"uidvalidity,omitempty"` // the selected mailbox's, which UIDs and UID sets are relative to
 	ReadOnly     bool     `json:"read_only,omitempty"`
@@ -283,6 +286,15 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 	str(e, "mailbox", r.Mailbox)
 	str(e, "mailbox_raw", r.MailboxRaw)
 	str(e, "destination", r.Destination)
+	if len(r.Sources) > 0 {
+		e.AddArray("sources", (*stringList)(&r.Sources))
+	}
+	if len(r.Mailboxes) > 0 {
+		e.AddArray("mailboxes", (*stringList)(&r.Mailboxes))
+	}
+	if len(r.Patterns) > 0 {
+		e.AddArray("patterns", (*stringList)(&r.Patterns))
+	}
 	if len(r.Effects) > 0 {
 		e.AddArray("effects", (*stringList)(&r.Effects))
 	}

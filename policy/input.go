@@ -54,6 +54,10 @@ const (
 	slotDestinationRaw
 	slotEffects
 	slotAppendURLs
+	slotSources
+	slotPatterns
+	slotMailboxes
+	slotNotify
 	slotSelected
 	slotSeqSet
 	slotFetchItems
@@ -156,6 +160,10 @@ var slotNames = [numSlots][2]string{
 	slotDestinationRaw: {docCommand, "destination_raw"},
 	slotEffects:        {docCommand, "effects"},
 	slotAppendURLs:     {docCommand, "append_urls"},
+	slotSources:        {docCommand, "sources"},
+	slotPatterns:       {docCommand, "patterns"},
+	slotMailboxes:      {docCommand, "mailboxes"},
+	slotNotify:         {docCommand, "notify"},
 	slotSelected:       {docCommand, "selected"},
 	slotSeqSet:         {docCommand, "set"},
 	slotFetchItems:     {docCommand, "fetch_items"},
@@ -409,11 +417,30 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 		for i := 0; i < e.Len(); i++ {
 			eo := e.At(i)
 			b = append(b, byte(eo.Effect), byte(eo.Target))
+			if eo.Target == imapwire.TargetSources {
+				b = appendStrs(b, cmd.Sources())
+				continue
+			}
 			b = appendStr(b, effectMailbox(s, cmd, eo.Target))
 		}
 		return b
 	case slotAppendURLs:
 		return binary.AppendUvarint(b, uint64(cmd.AppendURLs))
+	case slotSources:
+		return appendStrs(b, cmd.Sources())
+	case slotPatterns:
+		return appendStrs(b, cmd.Patterns())
+	case slotMailboxes:
+		return appendStrs(b, cmd.Mailboxes())
+	case slotNotify:
+		// A selected filter names the selected mailbox (notifyVal).
+		b = appendStr(b, s.Selected)
+		b = binary.AppendUvarint(b, uint64(len(cmd.NotifyFilters())))
+		for i := range cmd.NotifyFilters() {
+			b = appendStr(b, cmd.NotifyFilters()[i].Filter)
+			b = appendStrs(b, cmd.NotifyFilters()[i].Mailboxes)
+		}
+		return b
 	case slotSeqSet:
 		b = appendStr(b, cmd.Set)
 		return binary.AppendVarint(b, cmd.SetCount)
@@ -763,6 +790,26 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 			return val{}
 		}
 		return vInt(int64(cmd.AppendURLs))
+	case slotSources:
+		if cmd.Name != "APPEND" {
+			return val{}
+		}
+		return stringsVal(m, cmd.Sources())
+	case slotPatterns:
+		if cmd.Name != "LIST" && cmd.Name != "LSUB" {
+			return val{}
+		}
+		return stringsVal(m, cmd.Patterns())
+	case slotMailboxes:
+		if cmd.Name != "NOTIFY" {
+			return val{}
+		}
+		return stringsVal(m, cmd.Mailboxes())
+	case slotNotify:
+		if cmd.Name != "NOTIFY" {
+			return val{}
+		}
+		return notifyVal(m, s, cmd)
 	case slotSeqSet:
 		if cmd.Set == "" {
 			return val{}
@@ -906,6 +953,7 @@ var (
 		imapwire.TargetMailbox:     "mailbox",
 		imapwire.TargetDestination: "destination",
 		imapwire.TargetAny:         "any",
+		imapwire.TargetSources:     "source",
 	}
 )
 
@@ -927,11 +975,40 @@ func effectMailbox(s *proxy.SessionInfo, cmd *imapwire.Command, t imapwire.Targe
 // of proxy/imapwire (ARCHITECTURE.md §10: decide on effects, not on names).
 func effectsVal(m *machine, s *proxy.SessionInfo, cmd *imapwire.Command) val {
 	e := &cmd.Effects
-	arr := mk(m, kArr, e.Len())
+	arr := mk(m, kArr, e.Len()+len(cmd.Sources()))
 	for i := range e.Len() {
 		eo := e.At(i)
+		if eo.Target == imapwire.TargetSources {
+			// One effect per mailbox a CATENATE URL reads, so that
+			// policies match e.mailbox as for any other effect.
+			for _, src := range cmd.Sources() {
+				arr.c.vals = append(arr.c.vals, items(m, kv{"kind", vStr(effectNames[eo.Effect])},
+					kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", vStr(src)}))
+			}
+			continue
+		}
 		arr.c.vals = append(arr.c.vals, items(m, kv{"kind", vStr(effectNames[eo.Effect])},
 			kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", optStr(effectMailbox(s, cmd, eo.Target))}))
+	}
+	return arr
+}
+
+// notifyVal is input.command.notify: NOTIFY SET's event groups, each
+// {"filter", "mailboxes"} (RFC 5465 §6); a selected filter names the
+// selected mailbox, when one is.
+func notifyVal(m *machine, s *proxy.SessionInfo, cmd *imapwire.Command) val {
+	arr := mk(m, kArr, len(cmd.NotifyFilters()))
+	for i := range cmd.NotifyFilters() {
+		f := &cmd.NotifyFilters()[i]
+		boxes := f.Mailboxes
+		if (f.Filter == "selected" || f.Filter == "selected-delayed") && s.Selected != "" {
+			boxes = []string{s.Selected}
+		}
+		obj := items(m, kv{"filter", vStr(f.Filter)})
+		if len(boxes) > 0 {
+			obj.c.insert(vStr("mailboxes"), stringsVal(m, boxes), false)
+		}
+		arr.c.vals = append(arr.c.vals, obj)
 	}
 	return arr
 }

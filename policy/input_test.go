@@ -81,6 +81,52 @@ func TestInputMailboxes(t *testing.T) {
 	}
 }
 
+// TestInputNamesEveryMailbox: the mailboxes a command reads or watches
+// besides its mailbox argument are in the input: each CATENATE URL's
+// source as a read-content effect on it (attack40 finding 4), NOTIFY's
+// filters and LIST-EXTENDED's patterns, all of them (finding 8); the key
+// of the effects tells sources apart.
+func TestInputNamesEveryMailbox(t *testing.T) {
+	doc := func(line, selected string, x slot) string {
+		s := testSession("alice")
+		s.Selected = selected
+		c := fullCtx(&proxy.DecisionInput{Point: proxy.PointCommand, Session: s, Command: parseCommand(t, line)})
+		v := c.value(x)
+		if v == nil {
+			return "undefined"
+		}
+		return v.String()
+	}
+	for _, tt := range []struct {
+		line, selected string
+		x              slot
+		want           string
+	}{
+		{`a APPEND Keep CATENATE (URL "/Legal/;UID=1" TEXT {2}` + "\r\nhi" + ` URL "/inbox/;UID=2")`, "", slotEffects,
+			`[{"kind": "create-messages", "mailbox": "Keep", "target": "mailbox"}, {"kind": "read-content", "mailbox": "Legal", "target": "source"}, {"kind": "read-content", "mailbox": "INBOX", "target": "source"}]`},
+		{`a APPEND Keep CATENATE (URL "/Legal/;UID=1" URL "/Legal/;UID=2")`, "", slotSources, `["Legal"]`},
+		{`a APPEND Keep {2}` + "\r\nhi", "", slotSources, `[]`},
+		{`a LIST "" "%"`, "", slotSources, `undefined`},
+		{`a LIST "" ("Legal/*" "%" "Legal/*")`, "", slotPatterns, `["Legal/*", "%", "Legal/*"]`},
+		{`a LSUB "" "&AOQ-*"`, "", slotPatterns, `["ä*"]`},
+		{`a NOTIFY SET (selected (MessageNew)) (subtree (Legal inbox) (MessageNew)) (personal (MailboxName))`, "Keep", slotNotify,
+			`[{"filter": "selected", "mailboxes": ["Keep"]}, {"filter": "subtree", "mailboxes": ["Legal", "INBOX"]}, {"filter": "personal"}]`},
+		{`a NOTIFY SET (mailboxes Legal (MessageNew)) (subtree (Legal) (MessageNew))`, "", slotMailboxes, `["Legal"]`},
+		{`a NOTIFY NONE`, "", slotNotify, `[]`},
+	} {
+		if got := doc(tt.line, tt.selected, tt.x); got != tt.want {
+			t.Errorf("%s: %v = %s, want %s", tt.line, slotNames[tt.x], got, tt.want)
+		}
+	}
+	key := func(line string) string {
+		c := fullCtx(&proxy.DecisionInput{Point: proxy.PointCommand, Session: testSession("alice"), Command: parseCommand(t, line)})
+		return string(c.appendKey(nil, slotEffects))
+	}
+	if key(`a APPEND Keep CATENATE (URL "/Legal/;UID=1")`) == key(`a APPEND Keep CATENATE (URL "/Other/;UID=1")`) {
+		t.Error("the effects' key does not tell the CATENATE sources apart")
+	}
+}
+
 // parseCommandPartial is parseCommand that stops at a trailing literal
 // announcement with nothing after it (the decision point of APPEND).
 func parseCommandPartial(t testing.TB, line string) *imapwire.Command {
@@ -186,6 +232,18 @@ func TestKeyDistinguishesEverySlot(t *testing.T) {
 		slotEffects: func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.Selected = "Legal" },
 		slotAppendURLs: func(in *proxy.DecisionInput, _ *inputCtx) {
 			in.Command.Name, in.Command.AppendURLs = "APPEND", 1
+		},
+		slotSources: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "APPEND", &imapwire.Named{Sources: []string{"Legal"}}
+		},
+		slotPatterns: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "LIST", &imapwire.Named{Patterns: []string{"*"}}
+		},
+		slotMailboxes: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "NOTIFY", &imapwire.Named{Mailboxes: []string{"Legal"}}
+		},
+		slotNotify: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "NOTIFY", &imapwire.Named{Notify: []imapwire.NotifyFilter{{Filter: "personal"}}}
 		},
 		slotSelected:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.SelectedReadOnly = true },
 		slotSeqSet:       func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Set = "1:4" },

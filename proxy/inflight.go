@@ -77,6 +77,7 @@ func snapshotInto(dst *imapwire.Command, c *imapwire.Command) {
 	if len(c.StoreFlags) > 0 {
 		dst.StoreFlags = append(sf, c.StoreFlags...)
 	}
+	dst.Named = c.Named.Clone() // the parser's, reused for the next command
 }
 
 // inflightTable is the commands in flight, oldest first. Servers complete

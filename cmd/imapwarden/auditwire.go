@@ -205,6 +205,7 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 			r.MailboxRaw = c.MailboxRaw
 		}
 		r.Effects = effectNames(&c.Effects)
+		r.Sources, r.Mailboxes, r.Patterns = c.Sources(), c.Mailboxes(), c.Patterns()
 		r.Set, r.SetCount = c.Set, c.SetCount
 		if c.Name == "FETCH" {
 			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), append(r.Items[:0], c.FetchItems...)

@@ -3,6 +3,7 @@ package imapwire
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -74,7 +75,6 @@ type Command struct {
 	// Name is upper case. For UID commands it is the sub-command:
 	// "UID FETCH" has Name "FETCH" and UID true (RFC 9051 §6.4.9).
 	Name string
-	UID  bool
 	// Args are the arguments after the name (after the sub-command for
 	// UID commands).
 	Args []Arg
@@ -85,9 +85,14 @@ type Command struct {
 	// Mailbox is the first mailbox argument as policies see it (Context's
 	// Canonical: decoded, INBOX folded); MailboxRaw as sent (the astring's
 	// content). For LIST and LSUB Mailbox is the (first) pattern and
-	// Reference the reference, both decoded.
+	// Reference the reference, both decoded; Named has every pattern.
 	Mailbox, MailboxRaw string
 	Reference           string
+	// Named holds the further mailboxes and patterns the command names
+	// (CATENATE sources, NOTIFY filters, LIST patterns); nil when none.
+	// Behind a pointer: every in-flight command holds a Command
+	// (ARCHITECTURE.md §16).
+	Named *Named
 	// Destination is the COPY/MOVE destination or the RENAME new name,
 	// canonical like Mailbox.
 	Destination, DestinationRaw string
@@ -112,6 +117,12 @@ type Command struct {
 	// BODYSTRUCTURE and text search keys read content (EffReadContent)
 	// without such an item.
 	ContentItems bool
+	// UID: the command was sent as "UID <name>" (RFC 9051 §6.4.9). Next
+	// to Effects and Complete so that the small fields pack.
+	UID bool
+	// Complete reports that the final line (without a literal at its end)
+	// was seen.
+	Complete bool
 	// AppendURLs counts the CATENATE URL parts of an APPEND (RFC 4469):
 	// messages copied in whose size the proxy cannot know.
 	AppendURLs int
@@ -124,9 +135,85 @@ type Command struct {
 	// point (an APPEND message) limits and policy see its size before its
 	// bytes are accepted.
 	PendingLiteral int64
-	// Complete reports that the final line (without a literal at its end)
-	// was seen.
-	Complete bool
+}
+
+// Named is what a command names besides its mailbox and destination.
+type Named struct {
+	// Patterns are a LIST or LSUB's patterns, decoded, as sent (RFC 5258
+	// §3: LIST-EXTENDED takes several; Command.Mailbox is the first).
+	Patterns []string
+	// Sources are the mailboxes an APPEND's CATENATE URLs copy from
+	// (RFC 4469 §3), canonical, each once: the command reads their
+	// content (EffReadContent on TargetSources).
+	Sources []string
+	// Mailboxes are the mailboxes NOTIFY's filters name (RFC 5465 §6:
+	// mailboxes, subtree), canonical, each once; Notify its event groups'
+	// filters.
+	Mailboxes []string
+	Notify    []NotifyFilter
+}
+
+// Patterns returns Named.Patterns (nil without Named); so do Sources,
+// Mailboxes and NotifyFilters.
+func (c *Command) Patterns() []string {
+	if c.Named == nil {
+		return nil
+	}
+	return c.Named.Patterns
+}
+
+// Sources returns Named.Sources.
+func (c *Command) Sources() []string {
+	if c.Named == nil {
+		return nil
+	}
+	return c.Named.Sources
+}
+
+// Mailboxes returns Named.Mailboxes.
+func (c *Command) Mailboxes() []string {
+	if c.Named == nil {
+		return nil
+	}
+	return c.Named.Mailboxes
+}
+
+// NotifyFilters returns Named.Notify.
+func (c *Command) NotifyFilters() []NotifyFilter {
+	if c.Named == nil {
+		return nil
+	}
+	return c.Named.Notify
+}
+
+// Clone returns a copy of n whose lists are its own (the parser reuses
+// its arrays for the next command), nil for nil.
+func (n *Named) Clone() *Named {
+	if n == nil {
+		return nil
+	}
+	// A filter's own Mailboxes are made afresh by each check.
+	return &Named{Patterns: slices.Clone(n.Patterns), Sources: slices.Clone(n.Sources),
+		Mailboxes: slices.Clone(n.Mailboxes), Notify: slices.Clone(n.Notify)}
+}
+
+// reset empties n's lists, keeping their room.
+func (n *Named) reset() {
+	clear(n.Patterns)
+	clear(n.Sources)
+	clear(n.Mailboxes)
+	clear(n.Notify)
+	n.Patterns, n.Sources, n.Mailboxes, n.Notify = n.Patterns[:0], n.Sources[:0], n.Mailboxes[:0], n.Notify[:0]
+}
+
+// NotifyFilter is the filter of one NOTIFY SET event group (RFC 5465 §6).
+type NotifyFilter struct {
+	// Filter is lower case: selected, selected-delayed, inboxes,
+	// personal, subscribed, subtree, mailboxes.
+	Filter string
+	// Mailboxes are the names of a subtree or mailboxes filter,
+	// canonical.
+	Mailboxes []string
 }
 
 // span is where an argument lies in a command's bytes: [start, end).
@@ -183,6 +270,7 @@ type CommandParser struct {
 	scratch []byte  // unescaping quoted strings
 	free    [][]Arg // list backing arrays of earlier commands, for reuse
 	lastTag string  // the previous command's tag
+	named   *Named  // Command.Named, reused; made when first needed
 
 	// check is Check's walker, kept here with its cursors so that a
 	// check allocates nothing.
@@ -232,6 +320,13 @@ func (p *CommandParser) Reset() {
 		clear(c.FetchItems)
 		clear(c.StoreFlags)
 		c.Args, c.FetchItems, c.StoreFlags = c.Args[:0], c.FetchItems[:0], c.StoreFlags[:0]
+	}
+	if p.named != nil {
+		if p.nargs > keepArgs {
+			p.named = nil
+		} else {
+			p.named.reset()
+		}
 	}
 	if cap(p.atom) > keepBuf {
 		p.atom = nil

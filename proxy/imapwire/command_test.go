@@ -109,13 +109,23 @@ func summary(c *Command) string {
 	if c.AppendURLs > 0 {
 		add("urls", strconv.Itoa(c.AppendURLs))
 	}
+	add("sources", strings.Join(c.Sources(), ","))
+	if len(c.Patterns()) > 1 {
+		add("patterns", strings.Join(c.Patterns(), ","))
+	}
+	var filters []string
+	for _, f := range c.NotifyFilters() {
+		filters = append(filters, strings.Join(append([]string{f.Filter}, f.Mailboxes...), ":"))
+	}
+	add("notify", strings.Join(filters, ","))
+	add("mailboxes", strings.Join(c.Mailboxes(), ","))
 	if c.Literals > 0 {
 		add("literals", strconv.Itoa(c.Literals)+"/"+strconv.FormatInt(c.LiteralBytes, 10))
 	}
 	var effs []string
 	for i := 0; i < c.Effects.Len(); i++ {
 		e := c.Effects.At(i)
-		effs = append(effs, e.Effect.String()+"@"+[...]string{"-", "sel", "mbox", "dest", "any"}[e.Target])
+		effs = append(effs, e.Effect.String()+"@"+[...]string{"-", "sel", "mbox", "dest", "any", "src"}[e.Target])
 	}
 	add("eff", strings.Join(effs, ","))
 	return b.String()
@@ -205,7 +215,7 @@ func TestCommandParser(t *testing.T) {
 		{name: "list", wire: "A1 LIST \"\" \"%\"\r\n", args: `"" "%"`, want: "A1 LIST mailbox=% eff=read-metadata@any"},
 		{name: "list extended", wire: "A1 LIST (SUBSCRIBED) \"ref/\" (\"a*\" b) RETURN (CHILDREN STATUS (MESSAGES))\r\n",
 			args: `(SUBSCRIBED) "ref/" ("a*" b) RETURN (CHILDREN STATUS (MESSAGES))`,
-			want: "A1 LIST mailbox=a* ref=ref/ eff=read-metadata@any"},
+			want: "A1 LIST mailbox=a* ref=ref/ patterns=a*,b eff=read-metadata@any"},
 		{name: "lsub", wire: "A1 LSUB #news. comp.mail.*\r\n", args: "#news. comp.mail.*",
 			want: "A1 LSUB mailbox=comp.mail.* ref=#news. eff=read-metadata@any"},
 		{name: "status", wire: "A1 STATUS blurdybloop (UIDNEXT MESSAGES)\r\n", args: "blurdybloop (UIDNEXT MESSAGES)",
@@ -226,14 +236,17 @@ func TestCommandParser(t *testing.T) {
 		{name: "multiappend", wire: "A1 APPEND INBOX (\\Seen) {3}\r\none (\\Draft) \"01-Jan-2024 00:00:00 +0000\" {3}\r\ntwo {5+}\r\nthree\r\n",
 			args: `INBOX (\Seen) {3}streamed (\Draft) "01-Jan-2024 00:00:00 +0000" {3}streamed {5}streamed`,
 			want: "A1 APPEND mailbox=INBOX literals=3/11 eff=create-messages@mbox", msgs: []bool{true, true, true}},
-		{name: "catenate", wire: "A1 APPEND Drafts CATENATE (URL {9}\r\n/a;UID=20 TEXT {4}\r\nbody URL \"/b\")\r\n",
-			args: `Drafts CATENATE (URL {9}"/a;UID=20" TEXT {4}streamed URL "/b")`,
-			want: "A1 APPEND mailbox=Drafts urls=2 literals=2/13 eff=create-messages@mbox", msgs: []bool{false, true}},
+		{name: "catenate", wire: "A1 APPEND Drafts CATENATE (URL {10}\r\n/a/;UID=20 TEXT {4}\r\nbody URL \"/inbox/b;UIDVALIDITY=7/;UID=3/;SECTION=1.TEXT\" URL \"/a/;uid=2\")\r\n",
+			args: `Drafts CATENATE (URL {10}"/a/;UID=20" TEXT {4}streamed URL "/inbox/b;UIDVALIDITY=7/;UID=3/;SECTION=1.TEXT" URL "/a/;uid=2")`,
+			want: "A1 APPEND mailbox=Drafts urls=3 sources=a,INBOX/b literals=2/14 eff=create-messages@mbox,read-content@src", msgs: []bool{false, true}},
 		{name: "utf8 append", wire: "A1 APPEND INBOX UTF8 (~{3}\r\nabc)\r\n", args: `INBOX UTF8 ({3}streamed)`,
 			want: "A1 APPEND mailbox=INBOX literals=1/3 eff=create-messages@mbox", msgs: []bool{true}},
 		{name: "notify with bodies", wire: "A1 NOTIFY SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))\r\n",
 			args: "SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))",
-			want: "A1 NOTIFY eff=session@-,read-metadata@any,read-content@sel"},
+			want: "A1 NOTIFY notify=selected,personal eff=session@-,read-metadata@any,read-content@sel"},
+		{name: "notify names mailboxes", wire: "A1 NOTIFY SET STATUS (subtree (Legal &AOQ-) (MessageNew)) (mailboxes inbox/x (MessageExpunge)) (mailboxes (Legal) NONE)\r\n",
+			args: "SET STATUS (subtree (Legal &AOQ-) (MessageNew)) (mailboxes inbox/x (MessageExpunge)) (mailboxes (Legal) NONE)",
+			want: "A1 NOTIFY notify=subtree:Legal:ä,mailboxes:INBOX/x,mailboxes:Legal mailboxes=Legal,ä,INBOX/x eff=session@-,read-metadata@any"},
 		{name: "zero literal", wire: "A1 LOGIN {0}\r\n {0}\r\n\r\n", args: `{0}"" {0}""`,
 			ctx: &Context{State: StateNotAuth}, want: "A1 LOGIN literals=2/0", msgs: []bool{false, false}},
 		{name: "id", wire: "A1 ID (\"name\" \"Thunderbird\" \"version\" NIL)\r\n", args: `("name" "Thunderbird" "version" NIL)`,

@@ -91,6 +91,10 @@ func (k *checker) derive() {
 	clear(c.FetchItems)
 	clear(c.StoreFlags)
 	c.FetchItems, c.StoreFlags = c.FetchItems[:0], c.StoreFlags[:0]
+	if k.p.named != nil {
+		k.p.named.reset()
+	}
+	c.Named = nil
 	c.Effects = Effects{}
 	sp := c.Spec
 	switch {
@@ -786,11 +790,13 @@ func gList(k *checker) {
 		}
 		l := k.list(cu)
 		c.Mailbox = k.listMailbox(l)
+		k.addPattern(c.Mailbox)
 		for k.more(l) {
-			k.listMailbox(l)
+			k.addPattern(k.listMailbox(l))
 		}
 	} else {
 		c.Mailbox = k.listMailbox(cu)
+		k.addPattern(c.Mailbox)
 	}
 	if k.more(cu) {
 		// list-return-opts (RFC 5258 §3, RFC 5819, RFC 6154, RFC 8440).
@@ -825,7 +831,17 @@ func gLsub(k *checker) {
 	}
 	c.Reference = k.pattern(ref)
 	c.Mailbox = k.listMailbox(cu)
+	k.addPattern(c.Mailbox)
 	k.end(cu)
+}
+
+// addPattern records a LIST pattern read whole (RFC 5258 §3: a list of
+// them), each as often as sent.
+func (k *checker) addPattern(p string) {
+	if k.ok() {
+		n := k.named()
+		n.Patterns = append(n.Patterns, p)
+	}
 }
 
 func gAppend(k *checker) {
@@ -904,14 +920,51 @@ func (k *checker) appendMessage(cu *cursor) {
 				}
 			case "URL":
 				// The URL names a message the backend copies in: its size
-				// is not known here (policies see append_urls).
+				// is not known here (policies see append_urls), and the
+				// command reads the mailbox it names.
 				k.c.AppendURLs++
-				k.astring(l)
+				k.catenateURL(l)
 			}
 		}
 	default:
 		k.kindErr(a)
 	}
+}
+
+// catenateURL takes a CATENATE URL (RFC 4469 §3: "URL" SP astring) and
+// adds its mailbox to the command's sources, read (Context.URLSource).
+func (k *checker) catenateURL(cu *cursor) {
+	v, known := k.astring(cu)
+	if !known {
+		return
+	}
+	name, err := k.ctx.URLSource(v)
+	if err != nil {
+		k.fail(err)
+		return
+	}
+	k.eff(EffReadContent, TargetSources)
+	n := k.named()
+	n.Sources = appendOnce(n.Sources, name)
+}
+
+// named returns the command's Named, the parser's from now on.
+func (k *checker) named() *Named {
+	if k.p.named == nil {
+		k.p.named = new(Named)
+	}
+	k.c.Named = k.p.named
+	return k.c.Named
+}
+
+// appendOnce appends s to l unless it holds it.
+func appendOnce(l []string, s string) []string {
+	for _, x := range l {
+		if x == s {
+			return l
+		}
+	}
+	return append(l, s)
 }
 
 func gClose(k *checker) {
@@ -1189,18 +1242,25 @@ func (k *checker) notifyGroup(cu *cursor) {
 	if l == nil {
 		return
 	}
-	switch k.word(l, "SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES") {
+	filter := k.word(l, "SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "MAILBOXES")
+	if !k.ok() {
+		return
+	}
+	n := k.named()
+	n.Notify = append(n.Notify, NotifyFilter{Filter: strings.ToLower(filter)})
+	f := &n.Notify[len(n.Notify)-1]
+	switch filter {
 	case "SUBTREE", "MAILBOXES":
-		var canon, raw string
+		// one-or-more-mailbox = mailbox / "(" mailbox *(SP mailbox) ")"
 		if a := k.peek(l); a != nil && a.Kind == ArgList {
 			m := k.list(l)
-			k.mailbox(m, &canon, &raw)
+			k.notifyMailbox(m, f)
 			for k.more(m) {
-				k.mailbox(m, &canon, &raw)
+				k.notifyMailbox(m, f)
 			}
 			k.end(m)
 		} else {
-			k.mailbox(l, &canon, &raw)
+			k.notifyMailbox(l, f)
 		}
 	}
 	if isWord(k.peek(l), "NONE") {
@@ -1225,6 +1285,17 @@ func (k *checker) notifyGroup(cu *cursor) {
 		}
 	}
 	k.end(l)
+}
+
+// notifyMailbox takes a mailbox of a NOTIFY filter into f and the
+// command's Mailboxes.
+func (k *checker) notifyMailbox(cu *cursor, f *NotifyFilter) {
+	var canon, raw string
+	if k.mailbox(cu, &canon, &raw) {
+		f.Mailboxes = append(f.Mailboxes, canon)
+		n := k.named()
+		n.Mailboxes = appendOnce(n.Mailboxes, canon)
+	}
 }
 
 func gFetch(k *checker) {

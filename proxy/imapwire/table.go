@@ -90,6 +90,7 @@ const (
 	TargetMailbox                   // Command.Mailbox
 	TargetDestination               // Command.Destination
 	TargetAny                       // mailboxes the command names by a pattern or set (NOTIFY, LIST)
+	TargetSources                   // each of Command.Sources (the mailboxes CATENATE URLs read)
 )
 
 // EffectOn is one effect on one target.
@@ -202,7 +203,7 @@ var specs = []*Spec{
 	{Name: "LSUB", RFC: "RFC 3501 §6.3.9", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gLsub},
 	{Name: "NAMESPACE", RFC: "RFC 9051 §6.3.10", States: stateLoggedIn, Cap: CapNAMESPACE, MayEffect: effs(EffReadMetadata), check: gNone},
 	{Name: "STATUS", RFC: "RFC 9051 §6.3.11, RFC 8438, RFC 8474", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gStatus},
-	{Name: "APPEND", RFC: "RFC 9051 §6.3.12, RFC 3502, RFC 4469, RFC 3516, RFC 6855", States: stateLoggedIn, MayEffect: effs(EffCreateMessages), check: gAppend},
+	{Name: "APPEND", RFC: "RFC 9051 §6.3.12, RFC 3502, RFC 4469, RFC 3516, RFC 6855", States: stateLoggedIn, MayEffect: effs(EffCreateMessages, EffReadContent), check: gAppend},
 	{Name: "IDLE", RFC: "RFC 9051 §6.3.13", States: stateLoggedIn, Cap: CapIDLE, check: gNone},
 	{Name: "NOTIFY", RFC: "RFC 5465", States: stateLoggedIn, Cap: CapNOTIFY, Barrier: true, sections: true, MayEffect: effs(EffSession, EffReadMetadata, EffReadContent), check: gNotify},
 	{Name: "GETACL", RFC: "RFC 4314 §3.3", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
