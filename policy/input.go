@@ -236,8 +236,9 @@ func slotsOfRef(ref ast.Ref) slotSet {
 // inputCtx is what one decision is about.
 type inputCtx struct {
 	point   string
-	s       *proxy.SessionInfo // never nil
-	cmd     *imapwire.Command  // nil except at the command point
+	s       *proxy.SessionInfo   // never nil
+	cmd     *imapwire.Command    // nil except at the command point
+	ns      *imapwire.Namespaces // the backend's, for the effects' mailboxes; nil if none
 	partial bool
 	lit     *imapwire.Literal // announced at the decision point, or nil
 	now     time.Time         // in the configured zone; zero unless a now slot is used
@@ -265,7 +266,7 @@ func (c *inputCtx) sessionLimits() map[string]int64 {
 var noSession proxy.SessionInfo
 
 func newInputCtx(point string, in *proxy.DecisionInput) inputCtx {
-	c := inputCtx{point: point, s: in.Session, partial: in.Partial, lit: announcedLiteral(in)}
+	c := inputCtx{point: point, s: in.Session, ns: in.Namespaces, partial: in.Partial, lit: announcedLiteral(in)}
 	if c.s == nil {
 		c.s = &noSession
 	}
@@ -419,9 +420,14 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 			b = append(b, byte(eo.Effect), byte(eo.Target))
 			if eo.Target == imapwire.TargetSources {
 				b = appendStrs(b, cmd.Sources())
+				for _, src := range cmd.Sources() {
+					b = appendWhere(b, c.ns, src)
+				}
 				continue
 			}
-			b = appendStr(b, effectMailbox(s, cmd, eo.Target))
+			mb := effectMailbox(s, cmd, eo.Target)
+			b = appendStr(b, mb)
+			b = appendWhere(b, c.ns, mb)
 		}
 		return b
 	case slotAppendURLs:
@@ -784,7 +790,7 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 		if c.effects.k != kUndef {
 			return c.effects
 		}
-		return effectsVal(m, s, cmd)
+		return effectsVal(m, s, c.ns, cmd)
 	case slotAppendURLs:
 		if cmd.Name != "APPEND" {
 			return val{}
@@ -972,8 +978,11 @@ func effectMailbox(s *proxy.SessionInfo, cmd *imapwire.Command, t imapwire.Targe
 
 // effectsVal is input.command.effects: what the command does, each
 // {"kind", "target", "mailbox"} (policies/README.md), from the one table
-// of proxy/imapwire (ARCHITECTURE.md §10: decide on effects, not on names).
-func effectsVal(m *machine, s *proxy.SessionInfo, cmd *imapwire.Command) val {
+// of proxy/imapwire (ARCHITECTURE.md §10: decide on effects, not on names),
+// with the mailbox's "namespace" (personal, other, shared; absent when the
+// backend announced none that holds it) and, in another user's namespace,
+// its "owner" and "owner_mailbox", the owner's own name for it (RFC 2342).
+func effectsVal(m *machine, s *proxy.SessionInfo, ns *imapwire.Namespaces, cmd *imapwire.Command) val {
 	e := &cmd.Effects
 	arr := mk(m, kArr, e.Len()+len(cmd.Sources()))
 	for i := range e.Len() {
@@ -982,15 +991,37 @@ func effectsVal(m *machine, s *proxy.SessionInfo, cmd *imapwire.Command) val {
 			// One effect per mailbox a CATENATE URL reads, so that
 			// policies match e.mailbox as for any other effect.
 			for _, src := range cmd.Sources() {
-				arr.c.vals = append(arr.c.vals, items(m, kv{"kind", vStr(effectNames[eo.Effect])},
-					kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", vStr(src)}))
+				arr.c.vals = append(arr.c.vals, effectVal(m, eo, src, ns))
 			}
 			continue
 		}
-		arr.c.vals = append(arr.c.vals, items(m, kv{"kind", vStr(effectNames[eo.Effect])},
-			kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", optStr(effectMailbox(s, cmd, eo.Target))}))
+		arr.c.vals = append(arr.c.vals, effectVal(m, eo, effectMailbox(s, cmd, eo.Target), ns))
 	}
 	return arr
+}
+
+// effectVal is one effect on mailbox mb (policies/README.md), with its
+// namespace, owner and owner_mailbox where the backend's namespaces say.
+func effectVal(m *machine, eo imapwire.EffectOn, mb string, ns *imapwire.Namespaces) val {
+	var w imapwire.NameInfo
+	if mb != "" {
+		w = ns.Where(mb)
+	}
+	return items(m, kv{"kind", vStr(effectNames[eo.Effect])},
+		kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", optStr(mb)},
+		kv{"namespace", optStr(w.Kind.String())}, kv{"owner", optStr(w.Owner)}, kv{"owner_mailbox", optStr(w.OwnerName)})
+}
+
+// appendWhere appends what the namespaces say of mailbox mb to a key: the
+// same name is another mailbox on another backend.
+func appendWhere(b []byte, ns *imapwire.Namespaces, mb string) []byte {
+	var w imapwire.NameInfo
+	if mb != "" {
+		w = ns.Where(mb)
+	}
+	b = append(b, byte(w.Kind))
+	b = appendStr(b, w.Owner)
+	return appendStr(b, w.OwnerName)
 }
 
 // notifyVal is input.command.notify: NOTIFY SET's event groups, each

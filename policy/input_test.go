@@ -415,3 +415,40 @@ func TestLimitsInput(t *testing.T) {
 		t.Errorf("session.limits = %v", g)
 	}
 }
+
+// TestInputEffectNamespaces: each effect's mailbox carries its namespace
+// and, in another user's namespace, the owner and the owner's own name
+// for it (Cyrus: user.bob.Legal is bob's INBOX.Legal), from the
+// backend's NAMESPACE answer; the cache key follows them (attack40
+// finding 1).
+func TestInputEffectNamespaces(t *testing.T) {
+	ns, ok, err := imapwire.ParseNamespace([]byte("* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) ((\"\" \".\"))\r\n"))
+	if !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	s := testSession("alice")
+	s.Selected = "user.bob"
+	in := &proxy.DecisionInput{Point: proxy.PointCommand, Session: s, Command: parseCommand(t, `a MOVE 1 user.bob.Legal`), Namespaces: ns}
+	c := fullCtx(in)
+	got := c.value(slotEffects)
+	want := ast.MustParseTerm(`[
+		{"kind": "create-messages", "target": "destination", "mailbox": "user.bob.Legal",
+		 "namespace": "other", "owner": "bob", "owner_mailbox": "INBOX.Legal"},
+		{"kind": "expunge", "target": "selected", "mailbox": "user.bob",
+		 "namespace": "other", "owner": "bob", "owner_mailbox": "INBOX"}]`)
+	if got == nil || got.Value.Compare(want.Value) != 0 {
+		t.Fatalf("effects\n%v\nwant\n%v", got, want)
+	}
+	k1 := c.appendKey(nil, slotEffects)
+	in.Namespaces = nil
+	c = fullCtx(in)
+	if k2 := c.appendKey(nil, slotEffects); bytes.Equal(k1, k2) {
+		t.Error("the key does not change with the namespaces")
+	}
+	want = ast.MustParseTerm(`[
+		{"kind": "create-messages", "target": "destination", "mailbox": "user.bob.Legal"},
+		{"kind": "expunge", "target": "selected", "mailbox": "user.bob"}]`)
+	if got := c.value(slotEffects); got == nil || got.Value.Compare(want.Value) != 0 {
+		t.Fatalf("without namespaces: effects\n%v\nwant\n%v", got, want)
+	}
+}

@@ -53,7 +53,14 @@ type backendConn struct {
 	// delim is the hierarchy delimiter of the personal namespace, from
 	// LIST "" "" after login (RFC 9051 §6.3.9); 0 when flat.
 	delim byte
-	tags  int
+	// nsBad: the NAMESPACE answer at login could not be read strictly.
+	nsBad bool
+	tags  int32
+	// names are the backend's namespaces (RFC 2342, from NAMESPACE after
+	// login, shared with other sessions; NS nil when it has none) and the
+	// backend user logged in as: names of its own mailboxes in the
+	// other-users namespace are refused (imapwire.Context.Names).
+	names *imapwire.Names
 	// pre hands back what waitReadable read into preBuf, which is pooled:
 	// held while the backend pump runs, given back when a wait read
 	// nothing (the pump parks or ends).
@@ -462,16 +469,34 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 	default:
 		return fmt.Errorf("backend %s rejected the login command", b.Addr)
 	}
+	names := &imapwire.Names{User: user}
+	switch {
+	case b.Login == LoginMaster:
+		names.User = asUser
+	case authzid != "":
+		names.User = authzid
+	}
 	if len(bc.caps) == 0 {
 		// Pipelined with the LIST: answered before it.
 		bc.send("CAPABILITY")
 	}
+	// The namespaces (RFC 2342), pipelined with the LIST: no round trip
+	// more per login. The proxy must know which names are other users'
+	// (ARCHITECTURE.md §10): a backend without NAMESPACE answers BAD and
+	// sends no NAMESPACE data, and then none is known.
+	bc.send("NAMESPACE")
+	bc.nsBad, bc.names = false, names
 	// The delimiter the backend reads mailbox names with: the proxy must
 	// split them the same way (ARCHITECTURE.md §10).
 	if st, _, err := bc.command(`LIST "" ""`); err != nil {
 		return err
 	} else if st != imapwire.StatusOK {
 		return fmt.Errorf("backend %s: LIST \"\" \"\" failed", b.Addr)
+	}
+	if bc.nsBad {
+		// A NAMESPACE answer the proxy cannot read: it cannot tell other
+		// users' names from the user's own.
+		return fmt.Errorf("backend %s: malformed NAMESPACE response", b.Addr)
 	}
 	bc.conn.SetDeadline(time.Time{})
 	bc.raw.SetDeadline(time.Time{})
@@ -523,7 +548,7 @@ func (bc *backendConn) command(cmd string) (imapwire.Status, string, error) {
 // status does not matter (ID, CAPABILITY).
 func (bc *backendConn) send(cmd string) string {
 	bc.tags++
-	tag := "iw" + strconv.Itoa(bc.tags)
+	tag := "iw" + strconv.Itoa(int(bc.tags))
 	w := bc.out()
 	w.WriteString(tag)
 	w.WriteByte(' ')
@@ -582,6 +607,13 @@ func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
 	}
 	if d, ok := imapwire.ListDelimiter(line); ok {
 		bc.delim = d
+	}
+	if ns, ok, err := imapwire.ParseNamespace(line); ok {
+		// Strictly: a literal in it, or anything unknown, is refused.
+		if bc.names != nil {
+			bc.names.NS = ns
+		}
+		bc.nsBad = err != nil || hasLit
 	}
 	for hasLit {
 		if !resp.MayHaveLiteral() {

@@ -19,8 +19,8 @@ import (
 	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
-// scriptedBackend is an IMAP server that logs anyone in, answers LIST "" ""
-// and CAPABILITY, and hands every other command to its script, which
+// scriptedBackend is an IMAP server that logs anyone in, answers LIST "" "",
+// NAMESPACE and CAPABILITY, and hands every other command to its script, which
 // writes whatever it likes: a misbehaving or compromised backend.
 type scriptedBackend struct {
 	ln     net.Listener
@@ -51,6 +51,8 @@ func (b *scriptedBackend) serve(c net.Conn) {
 			fmt.Fprintf(c, "* LIST (\\Noselect) \"/\" \"\"\r\n%s OK done\r\n", tag)
 		case rest == "CAPABILITY":
 			fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS\r\n%s OK done\r\n", tag)
+		case rest == "NAMESPACE":
+			fmt.Fprintf(c, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n%s OK done\r\n", tag)
 		case rest == "LOGOUT":
 			fmt.Fprintf(c, "* BYE bye\r\n%s OK done\r\n", tag)
 			return

@@ -866,6 +866,31 @@ func (s *Session) shareFetch(f *inflight, tag string) {
 	}
 }
 
+// applyEnabled switches the name model to what a completed ENABLE turned
+// on (its * ENABLED, enabledCaps): UTF-8 mailbox names after UTF8=ACCEPT
+// (RFC 6855 §3) and after IMAP4rev2, whose names are UTF-8 too (RFC 9051
+// §6.3.1, §5.1: no modified UTF-7 once it is enabled); QRESYNC
+// (RFC 7162 §3.2.3).
+func applyEnabled(ctx *imapwire.Context, enabled imapwire.Cap) {
+	if enabled&(imapwire.CapUTF8ACCEPT|imapwire.CapIMAP4rev2) != 0 {
+		ctx.UTF8 = true
+	}
+	if enabled&imapwire.CapQRESYNC != 0 {
+		ctx.QRESYNC = true
+	}
+}
+
+// renamedSelection is the selected mailbox cur after RENAME from to, cur
+// being from or inside it; false when it stays: RENAME INBOX moves INBOX's
+// messages to a new mailbox and leaves INBOX, and its inferiors, where they
+// are (RFC 9051 §6.3.6).
+func renamedSelection(cur, from, to string) (string, bool) {
+	if from == "INBOX" {
+		return cur, false
+	}
+	return to + cur[len(from):], true
+}
+
 // completed updates the session from a tagged completion: the selected
 // mailbox (RFC 9051 §6.3.2: a failed SELECT leaves none selected), what
 // ENABLE turned on, a renamed or deleted selected mailbox. Only an OK of
@@ -900,12 +925,7 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 		s.uidValidity = 0
 	case "ENABLE":
 		if ok {
-			if r.enabled&imapwire.CapUTF8ACCEPT != 0 {
-				r.ctx.UTF8 = true
-			}
-			if r.enabled&imapwire.CapQRESYNC != 0 {
-				r.ctx.QRESYNC = true
-			}
+			applyEnabled(&r.ctx, r.enabled)
 		}
 		return
 	case "RENAME", "DELETE":
@@ -921,8 +941,10 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 			// decide nothing more in it.
 			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
 			s.uidValidity = 0
+		} else if sel, changed = renamedSelection(cur, f.cmd.Mailbox, f.cmd.Destination); !changed {
+			return
 		} else {
-			sel, selRO = f.cmd.Destination+cur[len(f.cmd.Mailbox):], r.ctx.ReadOnly
+			selRO = r.ctx.ReadOnly
 		}
 	default:
 		changed = false

@@ -475,6 +475,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			if f != nil {
 				return f, s.answer("*", byeSyntaxInCommand)
 			}
+			if err := p.auditAlias(cmd, err, start, bytesIn); err != nil {
+				return nil, err
+			}
 			return nil, p.refuse(cmd, lit, true, syntaxReply(err))
 		}
 		switch {
@@ -613,6 +616,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Context, start time.Time, bytesIn int64, marks ...int) (*inflight, error) {
 	s := p.s
 	if err := s.parser.Check(ctx); err != nil {
+		if err := p.auditAlias(cmd, err, start, bytesIn); err != nil {
+			return nil, err
+		}
 		return nil, s.answer(cmd.Tag, syntaxReply(err))
 	}
 	if cmd.Name == "COMPRESS" {
@@ -818,6 +824,27 @@ func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64
 		UIDValidity: s.uidValidity, // written only by barriers, which waitBarrier waited for
 	})
 	if err != nil {
+		s.auditUnavailable(err, false)
+		return errStop
+	}
+	return nil
+}
+
+// auditAlias records the refusal of a name that reaches the user's own
+// mailbox through the other users' namespace (imapwire.ErrOwnMailboxAlias):
+// an attempt on a mailbox under a name policies do not know is worth the
+// trail, unlike other syntax errors. The reply is a BAD.
+func (p *clientPump) auditAlias(cmd *imapwire.Command, err error, start time.Time, bytesIn int64) error {
+	if err != imapwire.ErrOwnMailboxAlias {
+		return nil
+	}
+	s := p.s
+	snap := snapshot(cmd)
+	d := Decision{Code: imapwire.ErrOwnMailboxAlias.Code, Reason: imapwire.ErrOwnMailboxAlias.Msg}
+	if err := s.srv.auditor.Command(&s.info, CommandEvent{
+		Command: &snap, Result: "BAD", Code: d.Code, Duration: time.Since(start),
+		Denied: true, Decision: &d, BytesIn: bytesIn, Selected: s.info.Selected,
+	}); err != nil {
 		s.auditUnavailable(err, false)
 		return errStop
 	}

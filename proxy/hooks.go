@@ -97,6 +97,11 @@ type DecisionInput struct {
 	// Limits is the session's Limiter handle (nil without a Limiter):
 	// input.session.limits comes from its Snapshot.
 	Limits LimitConn
+	// Namespaces are the backend's (RFC 2342), learned at login with
+	// NAMESPACE; nil when it has none. Policies see each effect's
+	// mailbox's namespace and owner (imapwire.Namespaces.Where). Here,
+	// not in SessionInfo: an idle session keeps that (ARCHITECTURE.md §16).
+	Namespaces *imapwire.Namespaces
 }
 
 // Decision is a Decider's verdict.

@@ -99,7 +99,8 @@ var errStop = errors.New("relay stopped")
 // parker then runs it, and the session's end, on another).
 func (s *Session) runRelay() {
 	r := &relay{s: s}
-	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps))}
+	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps)),
+		Names: s.be.names}
 	// What the relay needs of the backend's list, kept as two flags: the
 	// list itself is a few hundred bytes per idle session.
 	s.be.literalPlus, s.be.literalMinus = s.be.hasCap("LITERAL+"), s.be.hasCap("LITERAL-")

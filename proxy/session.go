@@ -609,6 +609,9 @@ func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imap
 	a := decideArgsPool.Get().(*decideArgs)
 	in := &a.in
 	*in = DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Limits: s.limit}
+	if p == PointCommand && s.be != nil && s.be.names != nil {
+		in.Namespaces = s.be.names.NS
+	}
 	if lit != nil {
 		a.lit = *lit
 		in.Literal = &a.lit

@@ -48,6 +48,46 @@ holds_inside(name) if {
 	mailbox_under(m, name)
 }
 
+# Another user's mailbox reached through the other users' namespace
+# (input.command.effects[_].owner, owner_mailbox: Cyrus "user.bob.Legal" is
+# bob's "INBOX.Legal") is held as its owner's hold says, under the owner's
+# own name. Owners match loosely (case, the part before "@"): a backend
+# may read them so.
+same_login(a, b) if lower(split(a, "@")[0]) == lower(split(b, "@")[0])
+
+held_patterns_of(owner) := {m | some m in object.get(data.legal_hold.mailboxes, "*", [])} | {m |
+	some u, list in data.legal_hold.mailboxes
+	same_login(u, owner)
+	some m in list
+}
+
+held_user_of(owner) if {
+	some u in data.legal_hold.users
+	same_login(u, owner)
+}
+
+owner_held(e) if held_user_of(e.owner)
+
+owner_held(e) if {
+	some m in held_patterns_of(e.owner)
+	mailbox_under(e.owner_mailbox, m)
+}
+
+owner_holds_inside(e) if owner_held(e)
+
+owner_holds_inside(e) if {
+	some m in held_patterns_of(e.owner)
+	mailbox_under(m, e.owner_mailbox)
+}
+
+# The owner level itself (Dovecot "Other Users/bob", no owner_mailbox)
+# holds everything of the owner.
+owner_holds_inside(e) if {
+	e.owner
+	not e.owner_mailbox
+	count(held_patterns_of(e.owner)) > 0
+}
+
 legal_hold_reasons := {
 	"expunge": "Mailbox is under legal hold: expunge refused",
 	"mark-deleted": "Mailbox is under legal hold: cannot mark messages deleted",
@@ -73,4 +113,26 @@ deny contains {
 	input.point == "command"
 	some e in effects_of({"delete-mailbox", "rename-mailbox"})
 	holds_inside(e.mailbox)
+}
+
+deny contains {
+	"policy": "legal_hold",
+	"code": "NOPERM",
+	"reason": legal_hold_reasons[e.kind],
+} if {
+	input.point == "command"
+	some e in effects_of({"expunge", "mark-deleted"})
+	e.owner
+	owner_held(e)
+}
+
+deny contains {
+	"policy": "legal_hold",
+	"code": "NOPERM",
+	"reason": legal_hold_reasons[e.kind],
+} if {
+	input.point == "command"
+	some e in effects_of({"delete-mailbox", "rename-mailbox"})
+	e.owner
+	owner_holds_inside(e)
 }

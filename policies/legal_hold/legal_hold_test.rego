@@ -120,3 +120,34 @@ test_expiring_annotation_refused if {
 	imapwarden.decision.allow with input as held_cmd("bob", {"name": "SETMETADATA", "effects": [on("metadata", "mailbox", "Legal")]})
 		with data.legal_hold as hold
 }
+
+# Another user's mailbox through the other users' namespace: held as its
+# owner's hold says, under the owner's own name (Cyrus "user.alice.Projects.Acme"
+# is alice's "INBOX.Projects.Acme"; attack40 finding 1).
+other_on(kind, target, mailbox, owner, owner_mailbox) := {
+	"kind": kind, "target": target, "mailbox": mailbox,
+	"namespace": "other", "owner": owner, "owner_mailbox": owner_mailbox,
+}
+
+test_other_users_namespace_held if {
+	every c in [
+		{"name": "EXPUNGE", "effects": [other_on("expunge", "selected", "user.ALICE.Projects.Acme", "ALICE", "Projects/Acme")]},
+		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.alice@example.com.Projects", "alice@example.com", "Projects")]},
+		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.bob.Legal", "bob", "Legal")]},
+		{"name": "RENAME", "effects": [other_on("rename-mailbox", "mailbox", "user.erin.Anything", "erin", "Anything")]},
+		{"name": "DELETE", "effects": [{"kind": "delete-mailbox", "target": "mailbox", "mailbox": "Other Users/bob", "namespace": "other", "owner": "bob"}]},
+	] {
+		d := imapwarden.decision with input as held_cmd("carol", c) with data.legal_hold as hold
+		d.allow == false
+		d.annotations.policy == "legal_hold"
+	}
+}
+
+test_other_users_namespace_not_held_allowed if {
+	every c in [
+		{"name": "EXPUNGE", "effects": [other_on("expunge", "selected", "user.alice.Misc", "alice", "Misc")]},
+		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.bob.Old", "bob", "Old")]},
+	] {
+		imapwarden.decision.allow with input as held_cmd("carol", c) with data.legal_hold as hold
+	}
+}

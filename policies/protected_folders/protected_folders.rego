@@ -46,3 +46,26 @@ deny contains {
 	some e in effects_of({"delete-mailbox", "rename-mailbox"})
 	some m in protected_inside(e.mailbox)
 }
+
+# Another user's mailbox reached through the other users' namespace is
+# protected under the owner's own name (Cyrus "user.bob.Sent" is bob's
+# "INBOX.Sent", "user.bob" bob's INBOX; input.command.effects[_].owner_mailbox).
+deny contains {
+	"policy": "protected_folders",
+	"code": "NOPERM",
+	"reason": sprintf("%s is protected and cannot be %s", [e.mailbox, protected_verbs[e.kind]]),
+} if {
+	input.point == "command"
+	some e in effects_of({"delete-mailbox", "rename-mailbox"})
+	protected_mailbox(e.owner_mailbox)
+}
+
+deny contains {
+	"policy": "protected_folders",
+	"code": "NOPERM",
+	"reason": sprintf("%s holds the protected %s and cannot be %s", [e.mailbox, m, protected_verbs[e.kind]]),
+} if {
+	input.point == "command"
+	some e in effects_of({"delete-mailbox", "rename-mailbox"})
+	some m in protected_inside(e.owner_mailbox)
+}

@@ -70,3 +70,27 @@ test_parent_by_backend_delimiter if {
 	not imapwarden.decision.allow with input as dotted
 		with data.protected_folders as {"mailboxes": ["Victim.Contracts"]}
 }
+
+# Another user's protected mailbox through the other users' namespace
+# (Cyrus "user.bob.Sent" is bob's "INBOX.Sent"; attack40 finding 1).
+test_other_users_namespace_protected if {
+	every kind in ["delete-mailbox", "rename-mailbox"] {
+		c := {"point": "command", "command": {"name": "X", "effects": [{
+			"kind": kind, "target": "mailbox", "mailbox": "user.bob.Sent",
+			"namespace": "other", "owner": "bob", "owner_mailbox": "sent",
+		}]}, "session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}}}
+		d := imapwarden.decision with input as c with data.protected_folders as protected
+		d.allow == false
+		d.reason == sprintf("user.bob.Sent is protected and cannot be %s", [protected_verbs_test[kind]])
+	}
+}
+
+protected_verbs_test := {"delete-mailbox": "deleted", "rename-mailbox": "renamed"}
+
+test_other_users_namespace_unprotected_allowed if {
+	c := {"point": "command", "command": {"name": "X", "effects": [{
+		"kind": "delete-mailbox", "target": "mailbox", "mailbox": "user.bob.Old",
+		"namespace": "other", "owner": "bob", "owner_mailbox": "Old",
+	}]}, "session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}}}
+	imapwarden.decision.allow with input as c with data.protected_folders as protected
+}

@@ -299,6 +299,10 @@ func (k *checker) mailbox(cu *cursor, canon, raw *string) bool {
 		return false
 	}
 	name, err := k.ctx.Canonical(v)
+	if err == ErrOwnMailboxAlias {
+		// Named for the audit of the refusal.
+		*canon, *raw = name, v
+	}
 	if err != nil {
 		k.fail(err)
 		return false
@@ -318,13 +322,26 @@ func (k *checker) listMailbox(cu *cursor) string {
 			return ""
 		}
 		cu.i++
-		return k.pattern(a.Value)
+		return k.listPattern(a.Value)
 	}
 	v, known := k.stringArg(cu, false)
 	if !known {
 		return ""
 	}
-	return k.pattern(v)
+	return k.listPattern(v)
+}
+
+// listPattern decodes a pattern; joined to the reference (decoded into
+// Command.Reference before) it must not reach the user's own mailboxes
+// through an other-users namespace (Context.patternAlias).
+func (k *checker) listPattern(v string) string {
+	pat := k.pattern(v)
+	if k.ok() {
+		if err := k.ctx.patternAlias(k.c.Reference, pat); err != nil {
+			k.fail(err)
+		}
+	}
+	return pat
 }
 
 func (k *checker) pattern(v string) string {

@@ -10,6 +10,13 @@ import (
 // left them (ARCHITECTURE.md §8), the hierarchy delimiter and the extensions in
 // effect.
 type Context struct {
+	// Caps are the capabilities the client was offered.
+	Caps Cap
+	// Names are the backend's namespaces and the backend user (nil when
+	// the backend announced no namespaces): a name in an other-users
+	// namespace whose owner is the user is one of the user's own
+	// mailboxes under a second name, and refused (ErrOwnMailboxAlias).
+	Names *Names
 	// State is StateNotAuth, StateAuth or StateSelected.
 	State State
 	// ReadOnly: the selected mailbox was opened read-only.
@@ -17,13 +24,21 @@ type Context struct {
 	// Delim is the hierarchy delimiter of the personal namespace, from the
 	// backend's LIST "" "" (RFC 9051 §6.3.9); 0 when flat or unknown.
 	Delim byte
-	// Caps are the capabilities the client was offered.
-	Caps Cap
-	// UTF8: ENABLE UTF8=ACCEPT is in effect; mailbox names are UTF-8
-	// rather than modified UTF-7 (RFC 6855 §3).
+	// UTF8: ENABLE UTF8=ACCEPT (or IMAP4rev2) is in effect; mailbox names
+	// are UTF-8 rather than modified UTF-7 (RFC 6855 §3, RFC 9051 §6.3.1).
 	UTF8 bool
 	// QRESYNC: ENABLE QRESYNC is in effect (RFC 7162 §3.2.3).
 	QRESYNC bool
+}
+
+// Names is what the name model knows of the session beyond the delimiter:
+// the backend's namespaces, from its NAMESPACE answer at login (RFC 2342),
+// and the backend user the session is logged in as. Kept behind one
+// pointer: Context is in structs every idle session keeps
+// (ARCHITECTURE.md §16).
+type Names struct {
+	NS   *Namespaces
+	User string
 }
 
 // Errors of mailbox names: each name must mean one mailbox to the proxy
@@ -37,6 +52,11 @@ var (
 	errNameEmptyPart = &SyntaxError{Msg: "empty hierarchy level in mailbox name"}
 	errNameDots      = &SyntaxError{Msg: `"." or ".." as a hierarchy level in mailbox name`}
 	errNameNIL       = &SyntaxError{Msg: "NIL is not a mailbox name (quote it)"}
+	// ErrOwnMailboxAlias: the name is in an other-users namespace and its
+	// owner is the session's own user (Cyrus "user.alice.Legal" is alice's
+	// "INBOX.Legal"): one mailbox under two names, which policies would
+	// see under the one they do not know (RFC 2342 §3.2).
+	ErrOwnMailboxAlias = &SyntaxError{Msg: "mailbox name reaches your own mailbox through the other users' namespace: use its personal name", Code: "CANNOT"}
 )
 
 // Canonical returns a mailbox name as policies, limits and the audit see
@@ -63,7 +83,7 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 	}
 	d := ctx.Delim
 	if d == 0 || name == "" {
-		return foldInbox(name, 0), nil
+		return ctx.ownAlias(foldInbox(name, 0))
 	}
 	start := 0
 	for i := 0; i <= len(name); i++ {
@@ -79,7 +99,40 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 		}
 		start = i + 1
 	}
-	return foldInbox(name, d), nil
+	return ctx.ownAlias(foldInbox(name, d))
+}
+
+// ownAlias refuses a canonical name that reaches the user's own mailboxes
+// through an other-users namespace (ErrOwnMailboxAlias); the name is
+// returned with the error, for the audit of the refusal. Every mailbox
+// argument of every command is canonicalised here (grammar.go's
+// checker.mailbox), so that no command can name one.
+func (ctx *Context) ownAlias(name string) (string, error) {
+	n := ctx.Names
+	if n == nil || n.NS == nil || n.User == "" {
+		return name, nil
+	}
+	if w := n.NS.Where(name); w.Kind == NSOther && SameUser(w.Owner, n.User) {
+		return name, ErrOwnMailboxAlias
+	}
+	return name, nil
+}
+
+// patternAlias refuses a LIST reference and pattern (RFC 9051 §6.3.9:
+// the server joins them) whose owner level, in an other-users namespace,
+// is the user's own, written without wildcards: it would list the user's
+// own mailboxes under their other names. A wildcard owner level (user.%)
+// is left to the backend, which lists other users' mailboxes there.
+func (ctx *Context) patternAlias(ref, pat string) error {
+	n := ctx.Names
+	if n == nil || n.NS == nil || n.User == "" {
+		return nil
+	}
+	w := n.NS.Where(foldInbox(ref+pat, ctx.Delim))
+	if w.Kind == NSOther && !strings.ContainsAny(w.Owner, "%*") && SameUser(w.Owner, n.User) {
+		return ErrOwnMailboxAlias
+	}
+	return nil
 }
 
 // decodeName decodes a name as the backend will.

@@ -1,0 +1,235 @@
+package imapwire
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// NAMESPACE answers of the three backends (RFC 2342 §5), as their
+// fixtures give them, and Dovecot's with a shared-mailbox namespace
+// ("Other Users/%u/", doc.dovecot.org shared mailboxes).
+const (
+	nsCyrus   = "* NAMESPACE ((\"INBOX.\" \".\")) ((\"user.\" \".\")) ((\"\" \".\"))\r\n"
+	nsDovecot = "* NAMESPACE ((\"\" \"/\")) ((\"Other Users/\" \"/\")) NIL\r\n"
+	nsCourier = "* NAMESPACE ((\"INBOX.\" \".\")) NIL ((\"#shared.\" \".\")(\"shared.\" \".\"))\r\n"
+)
+
+func mustNS(t *testing.T, line string) *Namespaces {
+	t.Helper()
+	ns, ok, err := ParseNamespace([]byte(line))
+	if !ok || err != nil {
+		t.Fatalf("ParseNamespace(%q): ok %v, %v", line, ok, err)
+	}
+	return ns
+}
+
+func TestParseNamespace(t *testing.T) {
+	good := []struct {
+		line string
+		want []Namespace
+	}{
+		{nsCyrus, []Namespace{{NSPersonal, "INBOX.", '.'}, {NSOther, "user.", '.'}, {NSShared, "", '.'}}},
+		{nsDovecot, []Namespace{{NSPersonal, "", '/'}, {NSOther, "Other Users/", '/'}}},
+		{nsCourier, []Namespace{{NSPersonal, "INBOX.", '.'}, {NSShared, "#shared.", '.'}, {NSShared, "shared.", '.'}}},
+		{"* NAMESPACE NIL NIL NIL\r\n", nil},
+		{"* namespace ((\"\" NIL)) NIL NIL\r\n", []Namespace{{NSPersonal, "", 0}}},
+		// A Namespace-Response-Extension (RFC 2342 §5) and an escape.
+		{"* NAMESPACE ((\"\" \"/\" \"X-PARAM\" (\"A\" \"B\"))) ((\"~\\\\\" \"/\")) NIL\r\n",
+			[]Namespace{{NSPersonal, "", '/'}, {NSOther, "~\\", '/'}}},
+		// Modified UTF-7 prefixes are decoded like names.
+		{"* NAMESPACE ((\"\" \"/\")) ((\"Andere Benutzer&AOQ-/\" \"/\")) NIL\r\n",
+			[]Namespace{{NSPersonal, "", '/'}, {NSOther, "Andere Benutzerä/", '/'}}},
+	}
+	for _, tc := range good {
+		ns := mustNS(t, tc.line)
+		if !reflect.DeepEqual(ns.List, tc.want) {
+			t.Errorf("%q: %+v, want %+v", tc.line, ns.List, tc.want)
+		}
+	}
+	bad := []string{
+		"* NAMESPACE ((\"\" \"/\")) NIL\r\n",            // two lists
+		"* NAMESPACE ((\"\" \"/\")) NIL NIL NIL\r\n",    // four
+		"* NAMESPACE ((\"\" \"//\")) NIL NIL\r\n",       // a two-character delimiter
+		"* NAMESPACE (({0}\r\n",                         // a literal
+		"* NAMESPACE ((\"\" \"/\") ) NIL NIL\r\n",       // SP before ")"
+		"* NAMESPACE (()) NIL NIL\r\n",                  // an empty namespace
+		"* NAMESPACE () NIL NIL\r\n",                    // an empty list
+		"* NAMESPACE ((\"&Jjo\" \"/\")) NIL NIL\r\n",    // bad modified UTF-7
+		"* NAMESPACE ((\"\" \"/\" \"X\")) NIL NIL\r\n",  // an extension without values
+		"* NAMESPACE ((\"\" \"/\")) NIL NIL junk\r\n",   // trailing
+		"* NAMESPACE ((\"\" \"/\"))  NIL NIL\r\n",       // two SP
+		"* NAMESPACE ((\"a\\b\" \"/\")) NIL NIL\r\n",    // an escape of "b"
+		"* NAMESPACE ((\"\" \"/\"))\tNIL NIL\r\n",       // a TAB
+		"* NAMESPACE\r\n",                               // nothing
+		"* NAMESPACE ((\"\" \"\xff\")) NIL NIL\r\n",     // an 8-bit delimiter
+		"* NAMESPACE ((\"\" \"/\")) NIL ((\"x\")) \r\n", // no delimiter
+	}
+	for _, line := range bad {
+		if _, ok, err := ParseNamespace([]byte(line)); !ok || err == nil {
+			t.Errorf("%q: ok %v, err %v; want a malformed NAMESPACE", line, ok, err)
+		}
+	}
+	for _, line := range []string{"* LIST () \"/\" \"\"\r\n", "a1 OK NAMESPACE done\r\n", "* OK [NAMESPACE] x\r\n"} {
+		if _, ok, _ := ParseNamespace([]byte(line)); ok {
+			t.Errorf("%q read as a NAMESPACE response", line)
+		}
+	}
+}
+
+func TestNamespaceWhere(t *testing.T) {
+	cyrus, dovecot, courier := mustNS(t, nsCyrus), mustNS(t, nsDovecot), mustNS(t, nsCourier)
+	tests := []struct {
+		ns   *Namespaces
+		name string
+		want NameInfo
+	}{
+		{cyrus, "INBOX", NameInfo{Kind: NSPersonal}},
+		{cyrus, "INBOX.Legal", NameInfo{Kind: NSPersonal}},
+		{cyrus, "Shared", NameInfo{Kind: NSShared}},
+		{cyrus, "user.bob.Legal", NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "INBOX.Legal"}},
+		{cyrus, "user.bob.inbox.x", NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "INBOX.inbox.x"}},
+		{cyrus, "user.bob", NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "INBOX"}},
+		{cyrus, "USER.bob.Legal", NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "INBOX.Legal"}},
+		{cyrus, "user.", NameInfo{Kind: NSOther}},
+		{cyrus, "user", NameInfo{Kind: NSShared}},
+		{dovecot, "Legal", NameInfo{Kind: NSPersonal}},
+		{dovecot, "Other Users/bob/Legal/Sub", NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "Legal/Sub"}},
+		{dovecot, "Other Users/bob/inbox", NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "INBOX"}},
+		{dovecot, "Other Users/bob", NameInfo{Kind: NSOther, Owner: "bob"}},
+		{courier, "INBOX.Sent", NameInfo{Kind: NSPersonal}},
+		{courier, "shared.alice.Legal", NameInfo{Kind: NSShared}},
+		{courier, "#shared.x", NameInfo{Kind: NSShared}},
+		{courier, "Other", NameInfo{}},
+		{nil, "user.bob", NameInfo{}},
+		{nil, "INBOX", NameInfo{}},
+	}
+	for _, tc := range tests {
+		if got := tc.ns.Where(tc.name); got != tc.want {
+			t.Errorf("%q: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestSameUser(t *testing.T) {
+	for _, tc := range []struct {
+		owner, user string
+		want        bool
+	}{
+		{"alice", "alice", true},
+		{"ALICE", "alice", true},
+		{"alice", "alice@example.com", true},
+		{"alice@example.com", "alice", true},
+		{"Alice@Example.com", "alice@example.com", true},
+		{"alice^smith", "alice.smith", true}, // Cyrus's "^" for "." (unixhierarchysep: no)
+		{"alice2", "alice", false},
+		{"bob", "alice", false},
+		{"", "alice", false},
+		{"alice", "", false},
+	} {
+		if got := SameUser(tc.owner, tc.user); got != tc.want {
+			t.Errorf("SameUser(%q, %q) = %v", tc.owner, tc.user, got)
+		}
+	}
+}
+
+// TestOwnMailboxAliasEveryCommand: every command of the table that names a
+// mailbox refuses the user's own mailbox spelled in the other-users
+// namespace, and takes its personal name (attack40 finding 1). A command
+// added to the table must be added here, with its mailbox arguments, or
+// to noMailbox.
+func TestOwnMailboxAliasEveryCommand(t *testing.T) {
+	// %s is the mailbox; each command line is tried with an alias of
+	// alice's own mailbox and with its personal name.
+	named := map[string][]string{
+		"SELECT":       {"SELECT %s", "SELECT %s (CONDSTORE)"},
+		"EXAMINE":      {"EXAMINE %s"},
+		"CREATE":       {"CREATE %s"},
+		"DELETE":       {"DELETE %s"},
+		"RENAME":       {"RENAME %s INBOX.New", "RENAME INBOX.Old %s"},
+		"SUBSCRIBE":    {"SUBSCRIBE %s"},
+		"UNSUBSCRIBE":  {"UNSUBSCRIBE %s"},
+		"LIST":         {`LIST "" %s`, `LIST %s ""`, `LIST "" (INBOX %s)`, `LIST (SUBSCRIBED) "" %s RETURN (CHILDREN)`},
+		"LSUB":         {`LSUB "" %s`, `LSUB %s ".*"`},
+		"STATUS":       {"STATUS %s (MESSAGES)"},
+		"APPEND":       {"APPEND %s {1+}\r\nx"},
+		"NOTIFY":       {"NOTIFY SET (MAILBOXES %s (MessageNew))", "NOTIFY SET (SUBTREE (INBOX %s) (MessageNew))"},
+		"GETACL":       {"GETACL %s"},
+		"MYRIGHTS":     {"MYRIGHTS %s"},
+		"LISTRIGHTS":   {"LISTRIGHTS %s bob"},
+		"SETACL":       {"SETACL %s bob lr"},
+		"DELETEACL":    {"DELETEACL %s bob"},
+		"GETQUOTAROOT": {"GETQUOTAROOT %s"},
+		"GETMETADATA":  {"GETMETADATA %s /shared/comment", "GETMETADATA (DEPTH 1) %s (/shared/comment)"},
+		"SETMETADATA":  {`SETMETADATA %s (/shared/comment "x")`},
+		"COPY":         {"COPY 1 %s", "UID COPY 1 %s"},
+		"MOVE":         {"MOVE 1 %s", "UID MOVE 1 %s"},
+	}
+	noMailbox := map[string]bool{
+		"CAPABILITY": true, "NOOP": true, "LOGOUT": true, "ID": true, "STARTTLS": true, "AUTHENTICATE": true,
+		"LOGIN": true, "ENABLE": true, "NAMESPACE": true, "IDLE": true, "GETQUOTA": true, "SETQUOTA": true,
+		"COMPRESS": true, "CHECK": true, "CLOSE": true, "UNSELECT": true, "EXPUNGE": true, "SEARCH": true,
+		"FETCH": true, "STORE": true, "SORT": true, "THREAD": true,
+	}
+	for _, s := range Specs() {
+		if _, ok := named[s.Name]; !ok && !noMailbox[s.Name] {
+			t.Errorf("%s is in the table but not in this test", s.Name)
+		}
+	}
+	ctx := Context{State: StateSelected, Delim: '.', Caps: ^Cap(0), Names: &Names{NS: mustNS(t, nsCyrus), User: "alice@example.com"}}
+	aliases := []string{`user.alice`, `user.alice.Legal`, `"user.ALICE.Legal"`, `USER.alice.Sent`,
+		`"user.alice@example.com.Legal"`, `"user.&-alice.x"`}
+	own := []string{`INBOX`, `INBOX.Legal`, `user.bob.Legal`, `user.alice2`, `user`, `Shared.x`}
+	var p CommandParser
+	for _, lines := range named {
+		for _, l := range lines {
+			for _, mbox := range aliases {
+				wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
+				p.Reset()
+				_, err := parseWire(&p, wire)
+				if err == nil {
+					err = p.Check(&ctx)
+				}
+				if mbox == `"user.&-alice.x"` {
+					// "&-" is "&": not alice; another user's.
+					if err != nil {
+						t.Errorf("%q: %v", wire, err)
+					}
+					continue
+				}
+				if err != ErrOwnMailboxAlias {
+					t.Errorf("%q: %v, want ErrOwnMailboxAlias", wire, err)
+				}
+			}
+			for _, mbox := range own {
+				wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
+				p.Reset()
+				_, err := parseWire(&p, wire)
+				if err == nil {
+					err = p.Check(&ctx)
+				}
+				if err != nil {
+					t.Errorf("%q: %v", wire, err)
+				}
+			}
+		}
+	}
+	// The name refused is kept for the audit of the refusal.
+	p.Reset()
+	if _, err := parseWire(&p, "a DELETE user.Alice.Legal\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(&ctx); err != ErrOwnMailboxAlias || p.Command().Mailbox != "user.Alice.Legal" {
+		t.Errorf("DELETE: %v, mailbox %q", err, p.Command().Mailbox)
+	}
+	// Without namespaces (a backend without NAMESPACE): as before.
+	p.Reset()
+	if _, err := parseWire(&p, "a DELETE user.alice.Legal\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	noNS := ctx
+	noNS.Names = &Names{User: "alice"}
+	if err := p.Check(&noNS); err != nil {
+		t.Errorf("without namespaces: %v", err)
+	}
+}
