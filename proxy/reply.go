@@ -127,6 +127,9 @@ var (
 func syntaxReply(err error) *reply {
 	var se *imapwire.SyntaxError
 	if errors.As(err, &se) {
+		if se.Refuse {
+			return no(se.Code, se.Msg)
+		}
 		return bad(se.Code, se.Msg)
 	}
 	return bad("", "Syntax error")

@@ -64,7 +64,8 @@ func TestVendorAnnotationCannotExpireHeldMail(t *testing.T) {
 		{"SETMETADATA INBOX.Legal (/SHARED/vendor/cmu/cyrus-imapd/EXPIRE \"1\")", "NO [NOPERM]"},
 		{"SETMETADATA INBOX.Legal (/shared/vendor/cmu/cyrus-imapd/delete \"1\")", "NO [NOPERM]"},
 		{"SETMETADATA INBOX (/shared/vendor/cmu/cyrus-imapd/expire \"1\")", "NO [NOPERM]"}, // inherited by INBOX.Legal
-		{"SETMETADATA INBOX.Legal (/shared/vendor/cmu/cyrus-imapd/sieve \"x\")", "BAD [CANNOT]"},
+		{"SETMETADATA INBOX.Legal (/shared/vendor/cmu/cyrus-imapd/sieve \"x\")", "NO [CANNOT]"},
+		{"SETMETADATA INBOX.Legal (/shared/imapsieve/script \"x\")", "NO [CANNOT]"},
 		{"SETMETADATA INBOX.Legal (/shared/comment \"kept for the court\")", "OK"},
 		{"SETMETADATA INBOX.Other (/shared/vendor/cmu/cyrus-imapd/expire \"1\")", "OK"},
 	})

@@ -56,6 +56,10 @@ type SyntaxError struct {
 	Msg string
 	// Code is the RFC 5530 response code of the BAD, "" for none.
 	Code string
+	// Refuse: the command is well formed, but part of it has no reading
+	// the proxy knows, so it is not relayed; the answer is a tagged NO
+	// rather than BAD, which would tell the client its syntax is wrong.
+	Refuse bool
 }
 
 func (e *SyntaxError) Error() string { return "imapwire: " + e.Msg }

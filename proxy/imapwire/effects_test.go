@@ -121,6 +121,10 @@ func TestSetMetadataEntriesClassified(t *testing.T) {
 		{"A SETMETADATA Legal (/private/vendor/vendor.example/anything \"x\")\r\n", "CANNOT"},
 		{"A SETMETADATA \"\" (/shared/vendor/cmu/cyrus-imapd/expire \"1\")\r\n", "CANNOT"},
 		{"A SETMETADATA Legal (/private/comment \"x\" /shared/vendor/x/y \"1\")\r\n", "CANNOT"},
+		{"A SETMETADATA Legal (/shared/imapsieve/script \"purge\")\r\n", "CANNOT"},
+		{"A SETMETADATA \"\" (/shared/imapsieve/script \"purge\")\r\n", "CANNOT"},
+		{"A SETMETADATA Legal (/shared/anything-the-server-defines \"1\")\r\n", "CANNOT"},
+		{"A SETMETADATA Legal (/private/admin \"x\")\r\n", "CANNOT"},
 		{"A SETMETADATA Legal (/vendor/cmu/cyrus-imapd/expire \"1\")\r\n", ""},
 		{"A SETMETADATA Legal (/shared//vendor/cmu/cyrus-imapd/expire \"1\")\r\n", ""},
 		{"A SETMETADATA Legal (/shared/vendor/cmu/cyrus-imapd/expire/ \"1\")\r\n", ""},
@@ -131,7 +135,8 @@ func TestSetMetadataEntriesClassified(t *testing.T) {
 	} {
 		_, _, err := effectsOf(t, tt.wire)
 		var se *SyntaxError
-		if !errors.As(err, &se) || se.Code != tt.code {
+		// Unclassifiable entries are refused with NO, malformed ones get BAD.
+		if !errors.As(err, &se) || se.Code != tt.code || se.Refuse != (tt.code == "CANNOT") {
 			t.Errorf("%q: %v, want a refusal with code %q", tt.wire, err, tt.code)
 		}
 	}

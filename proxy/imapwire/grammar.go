@@ -1182,8 +1182,8 @@ func gSetMetadata(k *checker) {
 
 // Errors of metadataEntry.
 var (
-	errMetaEntry  = &SyntaxError{Msg: "bad metadata entry name (RFC 5464 §3.2)"}
-	errMetaVendor = &SyntaxError{Code: "CANNOT", Msg: "metadata entry the proxy cannot classify: vendor entries may make the server act on mail (RFC 5464 §3.2)"}
+	errMetaEntry   = &SyntaxError{Msg: "bad metadata entry name (RFC 5464 §3.2)"}
+	errMetaUnknown = &SyntaxError{Code: "CANNOT", Refuse: true, Msg: "metadata entry the proxy cannot classify: a server may act on mail by its own entries (RFC 5464 §3.2)"}
 )
 
 // metadataEntry classifies one entry a SETMETADATA sets or removes, by
@@ -1191,7 +1191,9 @@ var (
 // effect is the worst a backend may do). Standard entries
 // (/private/comment, /shared/comment, /shared/admin, /private/specialuse,
 // RFC 5464 §3.2, RFC 6154 §4) are stored and shown, nothing more:
-// EffMetadata. Vendor entries are the server's own: Cyrus's
+// EffMetadata. Every other entry is the server's own, vendor or not
+// (RFC 6785's /shared/imapsieve/script attaches a Sieve script the server
+// runs on later mail). Cyrus's
 // /vendor/cmu/cyrus-imapd/expire, archive and delete tell cyr_expire to
 // expunge the mailbox's messages, move them away, or remove its deleted
 // inferiors, and each applies to every inferior that sets none itself
@@ -1199,9 +1201,10 @@ var (
 // so it has expunge and delete-mailbox on the mailbox, which legal_hold
 // and protected_folders judge on the mailbox and its parents. Removing one
 // (NIL) is the same: an inferior's value of 0 may hold its parent's off.
-// Any other vendor entry, and every vendor entry of the server (""), has no
-// reading the proxy knows: refused (ARCHITECTURE.md §7), never guessed.
-// Entry names are compared in lower case: servers differ in folding them.
+// Any other entry, and every vendor entry of the server (""), has no
+// reading the proxy knows: refused with NO [CANNOT] (ARCHITECTURE.md §7),
+// never guessed. Entry names are compared in lower case: servers differ
+// in folding them; only ASCII is allowed, so folding is exact.
 func (k *checker) metadataEntry(entry string, server bool) {
 	e := strings.ToLower(entry)
 	rest, ok := strings.CutPrefix(e, "/private/")
@@ -1220,19 +1223,18 @@ func (k *checker) metadataEntry(entry string, server bool) {
 			return
 		}
 	}
-	vendor, ok := strings.CutPrefix(rest, "vendor/")
-	if !ok {
+	switch e {
+	case "/private/comment", "/shared/comment", "/shared/admin", "/private/specialuse":
 		return // a standard entry: EffMetadata
-	}
-	switch vendor {
-	case "cmu/cyrus-imapd/expire", "cmu/cyrus-imapd/archive", "cmu/cyrus-imapd/delete":
+	case "/shared/vendor/cmu/cyrus-imapd/expire", "/shared/vendor/cmu/cyrus-imapd/archive", "/shared/vendor/cmu/cyrus-imapd/delete",
+		"/private/vendor/cmu/cyrus-imapd/expire", "/private/vendor/cmu/cyrus-imapd/archive", "/private/vendor/cmu/cyrus-imapd/delete":
 		if !server {
 			k.eff(EffExpunge, TargetMailbox)
 			k.eff(EffDeleteMailbox, TargetMailbox)
 			return
 		}
 	}
-	k.fail(errMetaVendor)
+	k.fail(errMetaUnknown)
 }
 
 func gNotify(k *checker) {
