@@ -52,6 +52,7 @@ var (
 	errNameEmptyPart = &SyntaxError{Msg: "empty hierarchy level in mailbox name"}
 	errNameDots      = &SyntaxError{Msg: `"." or ".." as a hierarchy level in mailbox name`}
 	errNameNIL       = &SyntaxError{Msg: "NIL is not a mailbox name (quote it)"}
+	errNameBackslash = &SyntaxError{Msg: "backslash in a mailbox name: backends read it differently"}
 	// ErrOwnMailboxAlias: the name is in an other-users namespace and its
 	// owner is the session's own user (Cyrus "user.alice.Legal" is alice's
 	// "INBOX.Legal"): one mailbox under two names, which policies would
@@ -64,8 +65,8 @@ var (
 // UTF8=ACCEPT), "INBOX" in upper case as its first hierarchy level however
 // it was spelled (RFC 9051 §5.1: INBOX is case-insensitive; Dovecot, Cyrus
 // and Courier all fold "inbox.x" to "INBOX.x"). Names with empty levels
-// (a trailing delimiter included, also in CREATE), "." or ".." levels, or
-// controls are refused: the backends answer them differently, or reach
+// (a trailing delimiter included, also in CREATE), "." or ".." levels,
+// backslashes or controls are refused: the backends answer them differently, or reach
 // other names through them. RFC 9051 §6.3.4 lets CREATE "foo/" create
 // "foo", and Dovecot and Cyrus do; Courier answers OK and creates nothing
 // (found by internal/difftest).
@@ -79,6 +80,11 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 		// needs them.
 		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
 			return "", errNameCTL
+		}
+		// Backends differ: Cyrus opens INBOX for "\\INBOX" (found by
+		// internal/difftest), where the proxy would see another name.
+		if r == '\\' {
+			return "", errNameBackslash
 		}
 	}
 	d := ctx.Delim
