@@ -300,10 +300,7 @@ type refusingSink struct {
 
 // writeDirect: the direct path writes through the refusals too.
 func (s *refusingSink) writeDirect(p []byte) (bool, error) {
-	s.mu.Lock()
-	indirect := s.indirect
-	s.mu.Unlock()
-	if indirect {
+	if !s.takesDirect() {
 		return false, nil
 	}
 	return true, s.Write(p)

@@ -73,13 +73,17 @@ func (s *memSink) writers() (direct, writer int) {
 // writeDirect implements directSink: a memSink waits only at its gate,
 // which tests close.
 func (s *memSink) writeDirect(p []byte) (bool, error) {
-	s.mu.Lock()
-	indirect := s.indirect
-	s.mu.Unlock()
-	if indirect {
+	if !s.takesDirect() {
 		return false, nil
 	}
 	return true, s.Write(p)
+}
+
+// takesDirect says whether the direct path may write (not indirect).
+func (s *memSink) takesDirect() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.indirect
 }
 
 func (s *memSink) Write(p []byte) error {
