@@ -125,7 +125,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			refuse = replyLiteralTooBig
 		case cmd.Name == "LOGIN" && !s.authAllowed():
 			// Refuse before the password is sent (RFC 9051 §6.2.3).
-			refuse = no("PRIVACYREQUIRED", "LOGIN is disabled until TLS is active")
+			refuse = replyLoginPrivacy
 		case cmd.Name != "LOGIN" && cmd.Name != "ID":
 			refuse = no("CLIENTBUG", "Unexpected literal")
 		}
@@ -137,7 +137,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 				return nil, errClose
 			}
 			s.preAuthCommands++
-			if refuse.code == "PRIVACYREQUIRED" {
+			if refuse == replyLoginPrivacy {
 				s.info.AuthFailures++
 				s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: "LOGIN", Attempt: s.info.AuthFailures, Reason: "privacy-required"})
 			}

@@ -28,6 +28,14 @@ import (
 // wrong password, unknown user, refused token, policy refusal, no route.
 var replyAuthFailed = no("AUTHENTICATIONFAILED", "Authentication failed")
 
+// The other refusals of a login, each given on more than one path.
+var (
+	replyLoginPrivacy       = no("PRIVACYREQUIRED", "LOGIN is disabled until TLS is active")
+	replyAuthzidRefused     = no("AUTHORIZATIONFAILED", "Authorization identity not allowed")
+	replyAuthUnavailable    = no("UNAVAILABLE", "Authentication temporarily unavailable")
+	replyBackendUnavailable = no("UNAVAILABLE", "Backend unavailable, try again later")
+)
+
 // certAuthenticator names the verifier of SASL EXTERNAL logins (the TLS
 // client certificate) in Identity.Authenticator.
 const certAuthenticator = "certificate"
@@ -50,7 +58,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		return false
 	}
 	if !s.authAllowed() {
-		return fail("privacy-required", no("PRIVACYREQUIRED", "LOGIN is disabled until TLS is active"))
+		return fail("privacy-required", replyLoginPrivacy)
 	}
 	if (cr.User == "" && !cr.IsToken()) || strings.ContainsAny(cr.User, "\x00\r\n") || strings.ContainsAny(cr.Password, "\x00\r\n") ||
 		strings.ContainsAny(cr.AuthzID, "\x00\r\n") || strings.ContainsAny(cr.Token, "\x00\r\n") {
@@ -61,7 +69,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		authzid = ""
 	}
 	if authzid != "" && !s.dyn.AllowAuthzid {
-		return fail("authzid-refused", no("AUTHORIZATIONFAILED", "Authorization identity not allowed"))
+		return fail("authzid-refused", replyAuthzidRefused)
 	}
 	// Under infoMu: the admin API reads them.
 	s.infoMu.Lock()
@@ -124,7 +132,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	case err != nil:
 		s.logger().Warn("authenticator failed", zap.Error(err))
 		ev.Detail = err.Error()
-		return fail("authenticator-unavailable", no("UNAVAILABLE", "Authentication temporarily unavailable"))
+		return fail("authenticator-unavailable", replyAuthUnavailable)
 	}
 	if !backendVerifies {
 		s.infoMu.Lock()
@@ -141,7 +149,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	if err != nil {
 		if !errors.Is(err, ErrNoRoute) {
 			s.logger().Warn("routing failed", zap.Error(err))
-			return fail("route-error", no("UNAVAILABLE", "Authentication temporarily unavailable"))
+			return fail("route-error", replyAuthUnavailable)
 		}
 		// Same answer as a wrong password: no user enumeration.
 		return failed("no-route", err.Error())
@@ -158,11 +166,11 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	case b.Login != LoginMaster && (certAuthenticated(mech) || cr.IsToken()):
 		// Nothing to replay: the backend must take a master login.
 		s.logger().Error("certificate and token logins need a master-user backend", zap.String("backend", b.Name))
-		return fail("misconfigured", no("UNAVAILABLE", "Authentication temporarily unavailable"))
+		return fail("misconfigured", replyAuthUnavailable)
 	case b.Login == LoginMaster && authzid != "":
 		// The proxy verified one user; the master login would act as
 		// another, which nobody authorized.
-		return fail("authzid-refused", no("AUTHORIZATIONFAILED", "Authorization identity not allowed"))
+		return fail("authzid-refused", replyAuthzidRefused)
 	}
 
 	// 4. The backend checks the password.
@@ -172,7 +180,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			return failed("credentials", "backend "+b.Name+" refused the credentials")
 		}
 		if err != nil {
-			return fail("backend-unavailable", no("UNAVAILABLE", "Backend unavailable, try again later"))
+			return fail("backend-unavailable", replyBackendUnavailable)
 		}
 		s.infoMu.Lock()
 		s.info.Identity = ident
@@ -199,7 +207,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			return failed("backend-refused", "backend "+b.Name+" refused the login")
 		}
 		if err != nil {
-			return fail("backend-unavailable", no("UNAVAILABLE", "Backend unavailable, try again later"))
+			return fail("backend-unavailable", replyBackendUnavailable)
 		}
 	}
 	if lim != nil {

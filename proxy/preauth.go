@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -12,8 +11,9 @@ import (
 // yet authenticated (Limits.MaxPreAuthConnections) in limit hits.
 const LimitMaxPreAuthConnections = "max_preauth_connections"
 
-// preAuthByeText is what a STARTTLS client refused by the cap reads.
-const preAuthByeText = "* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+// preAuthBye is what a STARTTLS client refused by the cap reads: a reply
+// like any other (reply.go), encoded once, since no session exists yet.
+var preAuthBye = appendReply(nil, "*", bye(CloseLimit, "UNAVAILABLE", "Too many connections, try again later"))
 
 // preAuthAuditEvery is the least time between two audit records of
 // refusals by the cap: a flood is recorded as counts, not line by line.
@@ -85,7 +85,7 @@ func (s *Server) refusePreAuth(c net.Conn, lo *ListenerOptions) {
 	s.opts.Metrics.limitHit(res)
 	if lo.Mode == StartTLS {
 		c.SetWriteDeadline(time.Now().Add(time.Second))
-		io.WriteString(c, preAuthByeText)
+		c.Write(preAuthBye)
 	}
 	c.Close()
 
