@@ -525,7 +525,7 @@ func appendBool(b []byte, v bool) []byte {
 	return append(b, 0)
 }
 
-// appendAddr keys what addrTerm makes of ap: nothing when it is invalid,
+// appendAddr keys what addrVal makes of ap: nothing when it is invalid,
 // else the unmapped address with its zone.
 func appendAddr(b []byte, ap netip.AddrPort) []byte {
 	if !ap.IsValid() {
@@ -538,7 +538,7 @@ func appendAddr(b []byte, ap netip.AddrPort) []byte {
 	return appendStr(b, a.Zone())
 }
 
-// appendPort keys what portTerm makes of ap.
+// appendPort keys what portVal makes of ap.
 func appendPort(b []byte, ap netip.AddrPort) []byte {
 	if !ap.IsValid() {
 		return append(b, 0)

@@ -810,7 +810,7 @@ func (st ownState) join(o ownState) {
 	}
 }
 
-// ownBlock advances st through b and returns the join of the states at
+// block advances st through b and returns the join of the states at
 // every statement (a block may be left at any of them).
 func (o owner) block(b *ir.Block, st ownState) (ownState, error) {
 	anyExit := st.clone()

@@ -158,7 +158,7 @@ func checkReached(t *testing.T, input string, stream []byte) {
 }
 
 // FuzzSession sends arbitrary client bytes to a session in every state
-// (the STYLE rule: every input against a server in every state): before
+// (every input against a server in every state): before
 // login, logged in, with a mailbox selected read-write or read-only, and
 // in IDLE. The session must never panic and must answer or close; and
 // what reached the backend must be exactly what the proxy's one reading

@@ -25,7 +25,7 @@ type inflight struct {
 	// with content answer (backendPump.delivered).
 	fetch bool
 	// owed: the backend owes an answer to it (counted in
-	// relayState.owing): always, but for an IDLE between its "+" and
+	// relay.owing): always, but for an IDLE between its "+" and
 	// the client's DONE.
 	owed bool
 	// uidValidity is the selected mailbox's UIDVALIDITY when the command
@@ -84,7 +84,7 @@ func snapshotInto(dst *imapwire.Command, c *imapwire.Command) {
 // commands in order almost always, so completion pops the head in O(1);
 // one completed out of order leaves a hole that the head skips later
 // (RFC 9051 §5.5 lets a server run some commands concurrently). Not safe
-// for concurrent use: relayState.mu guards it.
+// for concurrent use: relay.mu guards it.
 type inflightTable struct {
 	q    []*inflight
 	head int

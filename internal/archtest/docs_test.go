@@ -15,9 +15,9 @@ import (
 
 // TestArchitectureDocuments keeps the repository's map of itself true:
 // ARCHITECTURE.md's code map (§3) and README's Layout table name every
-// package of the module and no other; no file cites the team's design
-// notes, which live outside the repository; and every "ARCHITECTURE.md §n"
-// a file cites is a section of ARCHITECTURE.md.
+// package of the module and no other; no file cites the team's design or
+// style notes, which live outside the repository; and every
+// "ARCHITECTURE.md §n" a file cites is a section of ARCHITECTURE.md.
 func TestArchitectureDocuments(t *testing.T) {
 	root := moduleRoot(t)
 	pkgs := modulePackages(t)
@@ -43,6 +43,7 @@ func TestArchitectureDocuments(t *testing.T) {
 	if len(sections) == 0 {
 		t.Fatal("ARCHITECTURE.md has no \"## §n Name\" sections")
 	}
+	defined := make(map[string]bool) // the module's tests, benchmarks and fuzz targets
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -64,6 +65,11 @@ func TestArchitectureDocuments(t *testing.T) {
 			return nil // binary
 		}
 		rel, _ := filepath.Rel(root, path)
+		if strings.HasSuffix(path, "_test.go") {
+			for _, m := range testFunc.FindAllSubmatch(b, -1) {
+				defined[string(m[1])] = true
+			}
+		}
 		for _, c := range outsideCitations(b) {
 			t.Errorf("%s:%d cites %q, a note outside the repository: cite ARCHITECTURE.md §n or an RFC section", rel, c.line, c.text)
 		}
@@ -76,6 +82,12 @@ func TestArchitectureDocuments(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// What proves an invariant must exist to prove it.
+	for _, name := range citedTests(arch) {
+		if !defined[name] {
+			t.Errorf("ARCHITECTURE.md names %s, which is no test, benchmark or fuzz target of the module", name)
+		}
 	}
 }
 
@@ -96,14 +108,20 @@ func TestDocumentChecksCatch(t *testing.T) {
 	if !secs[1] || !secs[3] || !secs[4] || secs[2] {
 		t.Errorf("sections %v", secs)
 	}
-	design := "DESIGN"
-	src := []byte("// ok (RFC 9051 §6.2.3)\n// bad (" + design + " §3a)\n# bad " + design + ".md §2\nsee ../shared/" + design + ".md\n// (" + design + "\n// §5, split)\n")
+	design, style := "DESIGN", "STYLE"
+	src := []byte("// ok (RFC 9051 §6.2.3)\n// bad (" + design + " §3a)\n# bad " + design + ".md §2\nsee ../shared/" + design + ".md\n// (" + design + "\n// §5, split)\n// bad (" + style + ".md)\n// bad " + style + " §2\n// ok: a STYLE attribute\n")
 	var lines []int
 	for _, c := range outsideCitations(src) {
 		lines = append(lines, c.line)
 	}
-	if !slices.Equal(lines, []int{2, 3, 4, 5}) {
-		t.Errorf("outside citations on lines %v, want [2 3 4 5]", lines)
+	if !slices.Equal(lines, []int{2, 3, 4, 5, 7, 8}) {
+		t.Errorf("outside citations on lines %v, want [2 3 4 5 7 8]", lines)
+	}
+	if got := citedTests("Proved by: `TestA`, `FuzzB` (`BenchmarkC`), `TestD.run`, `Tested`, TestE.\n"); !slices.Equal(got, []string{"TestA", "FuzzB", "BenchmarkC"}) {
+		t.Errorf("cited tests %q", got)
+	}
+	if got := testFunc.FindAllSubmatch([]byte("func TestA(t *testing.T) {}\nfunc (x) TestB() {}\nfunc FuzzC(f *testing.F) {}\n"), -1); len(got) != 2 || string(got[1][1]) != "FuzzC" {
+		t.Errorf("test functions %q", got)
 	}
 	cites := architectureCitations([]byte("a\n// (ARCHITECTURE.md §12) and ARCHITECTURE.md, §5\nARCHITECTURE.md alone\n"))
 	if len(cites) != 2 || cites[0].section != 12 || cites[1].section != 5 || cites[0].line != 2 {
@@ -172,11 +190,24 @@ var (
 	sectionHeading = regexp.MustCompile(`(?m)^## §(\d+) \S`)
 	packageHeading = regexp.MustCompile("(?m)^### `([^`]+)`\\s*$")
 	layoutRow      = regexp.MustCompile("(?m)^\\| `([^`]+)` \\|")
-	// A citation of the team's design notes, which are not in the
-	// repository: the file name, or the note's name before a section sign.
-	outsideCitation = regexp.MustCompile(`DESIGN(\.md\b|[,\s/#*]*§)`)
+	// A citation of the team's design or style notes, which are not in
+	// the repository: the file name, or the note's name before a section
+	// sign.
+	outsideCitation = regexp.MustCompile(`(DESIGN|STYLE)(\.md\b|[,\s/#*]*§)`)
 	archCitation    = regexp.MustCompile(`ARCHITECTURE\.md,? §(\d+)`)
+	citedTest       = regexp.MustCompile("`((?:Test|Benchmark|Fuzz)[A-Z][A-Za-z0-9_]*)`")
+	testFunc        = regexp.MustCompile(`(?m)^func ((?:Test|Benchmark|Fuzz)[A-Z][A-Za-z0-9_]*)\(`)
 )
+
+// citedTests returns the tests, benchmarks and fuzz targets a document
+// names in backquotes.
+func citedTests(doc string) []string {
+	var out []string
+	for _, m := range citedTest.FindAllStringSubmatch(doc, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
 
 // codeMap returns the packages §3 of ARCHITECTURE.md describes, one
 // "### `path`" heading each.

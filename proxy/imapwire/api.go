@@ -24,8 +24,10 @@
 //     allocate; errors on it
 //     are preallocated.
 //
-// Client to server: Scanner.ReadLine, CheckCommandLine, then CommandParser
-// line by line and literal by literal. Server to client: Scanner.ReadLinePart,
+// Client to server: Scanner.ReadLine, then CommandParser line by line and
+// literal by literal; CommandParser.Line holds each line to the rules of
+// CheckCommandLine in its one pass (CheckCommandLine states them alone, for
+// tests of what reached a backend). Server to client: Scanner.ReadLinePart,
 // ParseResponse on the first piece, FilterCapabilities on capability lines,
 // StreamLiteral (or CopyLiteral) for literal bodies; PlainFetchLine over
 // Scanner.Buffered (then Skip) for the whole FETCH lines without content

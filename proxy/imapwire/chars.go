@@ -90,7 +90,9 @@ var (
 // than that final CRLF. RFC 9051 §9: CHAR8 excludes NUL, and every line ends
 // with CRLF; a server that accepted a bare LF or CR as a line end could be
 // made to see a different command boundary than the proxy. The error is a
-// *SyntaxError.
+// *SyntaxError. The relay does not call it: CommandParser.Line holds every
+// line to the same rules in its one pass over the line; tests hold what
+// reached a backend to it.
 func CheckCommandLine(line []byte) error {
 	n := len(line)
 	if n == 0 || line[n-1] != '\n' {

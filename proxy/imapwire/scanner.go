@@ -101,7 +101,7 @@ func (s *Scanner) beginLine() error {
 }
 
 // ReadLine returns the next whole line including its line ending (CRLF or a
-// bare LF; CheckCommandLine rejects the latter for commands). The line is
+// bare LF; CommandParser.Line rejects the latter for commands). The line is
 // valid until the next call on s.
 //
 // If the line ends with a literal marker ({n}, {n+}, ~{n}, ~{n+}; RFC 9051

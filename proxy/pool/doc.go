@@ -33,6 +33,6 @@
 //     never dialled (Set.Resolve). Failures of the lookup service fail
 //     closed: the login gets NO [UNAVAILABLE].
 //   - Nothing here logs or sends a password, except Auth-Pass to the
-//     lookup service when configured to (Lookup.SendPassword); cache keys
+//     lookup service when configured to (LookupOptions.SendPassword); cache keys
 //     hold a keyed hash of it, never the password.
 package pool
