@@ -350,7 +350,7 @@ func (p *backendPump) relay() (parked bool) {
 			}
 		}
 		if final && (wordIs(resp.Name, capName) || wordIs(resp.Code, capName)) {
-			part = p.filterCaps(part, wordIs(resp.Name, capName))
+			part = p.filterCaps(&resp, part, wordIs(resp.Name, capName))
 		}
 		if !held {
 			s.out.lock()
@@ -432,10 +432,10 @@ func (p *backendPump) lineBuffered() bool {
 }
 
 // filterCaps drops from a capability list what the client must not see
-// (ARCHITECTURE.md §7) and, in an untagged CAPABILITY, adds the proxy's own
+// (ARCHITECTURE.md §7), from resp, the line's parse, and, in an untagged CAPABILITY, adds the proxy's own
 // COMPRESS=DEFLATE.
-func (p *backendPump) filterCaps(part []byte, untagged bool) []byte {
-	if out, changed := imapwire.FilterCapabilities(p.w.fbuf[:0], part, dropCapability); changed {
+func (p *backendPump) filterCaps(resp *imapwire.Response, part []byte, untagged bool) []byte {
+	if out, changed := resp.FilterCapabilities(p.w.fbuf[:0], part, dropCapability); changed {
 		p.w.fbuf, part = out, out
 	}
 	s := p.s

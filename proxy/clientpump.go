@@ -687,7 +687,13 @@ func (p *clientPump) backendReady(f *inflight, lit imapwire.Literal) (bool, erro
 // session must end.
 func (p *clientPump) firstLine(line []byte, lit imapwire.Literal, hasLit bool) (bool, error) {
 	p.s.parser.Reset()
-	return p.lineErr(p.s.parser.Line(line, lit, hasLit), tagOf(line), lit, hasLit)
+	err := p.s.parser.Line(line, lit, hasLit)
+	if err == nil {
+		return true, nil
+	}
+	// Only a refused line is read for its tag again (the parser's pass
+	// is the one pass of an accepted line).
+	return p.lineErr(err, tagOf(line), lit, hasLit)
 }
 
 // nextLine feeds a later line of a command held back by the proxy.

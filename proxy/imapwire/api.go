@@ -28,7 +28,7 @@
 // literal by literal; CommandParser.Line holds each line to the rules of
 // CheckCommandLine in its one pass (CheckCommandLine states them alone, for
 // tests of what reached a backend). Server to client: Scanner.ReadLinePart,
-// ParseResponse on the first piece, FilterCapabilities on capability lines,
+// ParseResponse on the first piece, its FilterCapabilities on capability lines,
 // StreamLiteral (or CopyLiteral) for literal bodies; PlainFetchLine over
 // Scanner.Buffered (then Skip) for the whole FETCH lines without content
 // that need no more.

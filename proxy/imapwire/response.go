@@ -260,8 +260,19 @@ func statusOf(w []byte) Status {
 // The proxy filters because the capabilities the client sees after login
 // are the backend's minus what the proxy cannot relay (ARCHITECTURE.md §7).
 func FilterCapabilities(dst, line []byte, drop func(capability []byte) bool) (out []byte, changed bool) {
-	r, after, err := parseResponse(line)
-	if err != nil || after < 0 {
+	r, err := ParseResponse(line)
+	if err != nil {
+		return dst, false
+	}
+	return r.FilterCapabilities(dst, line, drop)
+}
+
+// FilterCapabilities is FilterCapabilities for the line r was parsed from
+// (ParseResponse, the line's only piece): the relay parses each response
+// line once and filters with what that parse found.
+func (r *Response) FilterCapabilities(dst, line []byte, drop func(capability []byte) bool) (out []byte, changed bool) {
+	after := r.after
+	if after <= 0 || after > len(line) {
 		return dst, false
 	}
 	end := len(line)
