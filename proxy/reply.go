@@ -7,8 +7,8 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// CloseReason says why a session ended: one name for the logs, the metrics
-// and the audit trail (CloseEvent.Reason is its String).
+// CloseReason says why a session ended: one name for the log and the audit
+// trail (CloseEvent.Reason is its String); no metric counts by it yet.
 type CloseReason uint8
 
 // Close reasons. The zero value is the default: the client closed.
@@ -80,7 +80,7 @@ func (r CloseReason) String() string {
 	return "unknown"
 }
 
-// CloseReasons lists every reason's name, for metrics and documentation.
+// CloseReasons lists every reason's name.
 func CloseReasons() []string { return append([]string(nil), closeReasonNames[:]...) }
 
 // reply is an answer the proxy gives itself: a tagged NO or BAD that
