@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"github.com/imapwarden/imapwarden/proxy/authn"
+	"go.uber.org/zap"
 	"os"
 	"path/filepath"
 	"testing"
@@ -61,5 +63,47 @@ drain_timeout: 5s
 	got := c.cmd("r2", "", `LOGIN " alice" alice-ldap-pw`)
 	if last := got[len(got)-1]; len(last) >= 5 && last[:5] == "r2 OK" {
 		t.Errorf("locked-out alice logged in as %q: %q (the lockout counts the typed name, the directory ignores its spaces)", " alice", last)
+	}
+}
+
+// TestFileLockoutUnicodeFold (attack44b): the file authenticator looks a
+// user up with strings.ToLower, a Unicode fold (KELVIN SIGN U+212A lowers
+// to "k"), while the Limiter folds ASCII only: once kate is locked out,
+// "\u212Aate" is a fresh lockout key whose password is still checked
+// against kate's hash, so a guesser keeps getting verdicts.
+func TestFileLockoutUnicodeFold(t *testing.T) {
+	backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopBackend)
+	tmp := t.TempDir()
+	hash, err := authn.HashPassword("kate-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(tmp, "users")
+	os.WriteFile(users, []byte("kate:"+hash+":staff\n"), 0o600)
+	p := startAuthProxy(t, tmp, `
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %[1]s, key: %[2]s}]}
+backends: {mem: {address: "`+backendAddr+`", security: plain}}
+auth: {authenticators: [{type: file, file: {path: `+users+`}}]}
+rate_limits: {login_failure_delay: 1ms, login_failures_per_user: 3, login_failures_per_user_ip: 1000, login_failures_per_ip: 1000, lockout_base: 1h, lockout_max: 1h}
+audit: {path: %[3]s, fsync: always}
+admin: {address: ""}
+drain_timeout: 5s
+`)
+	for i := range 4 {
+		p.session().cmd(fmt.Sprintf("w%d", i), "NO", "LOGIN kate wrong-pw")
+		p.lastAuth()
+	}
+	p.session().cmd("r1", "NO", "LOGIN kate wrong-pw")
+	if r := p.lastAuth(); r.Reason != "limit" {
+		t.Fatalf("kate not locked out: %+v", r)
+	}
+	p.session().cmd("r2", "NO", "LOGIN \"\u212Aate\" wrong-pw")
+	if r := p.lastAuth(); r.Reason != "limit" {
+		t.Errorf("locked-out kate spelt \\u212Aate: reason %q (%s), want limit: the password was checked", r.Reason, r.Detail)
 	}
 }
