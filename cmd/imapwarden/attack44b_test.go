@@ -2,14 +2,15 @@ package main
 
 import (
 	"fmt"
-	"github.com/imapwarden/imapwarden/proxy/authn"
-	"go.uber.org/zap"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"go.uber.org/zap"
+
 	"github.com/imapwarden/imapwarden/internal/dovecottest"
 	"github.com/imapwarden/imapwarden/internal/ldaptest"
+	"github.com/imapwarden/imapwarden/proxy/authn"
 )
 
 // TestLDAPLockoutSpellings (attack44b): the per-user login failure
