@@ -64,6 +64,16 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		strings.ContainsAny(cr.AuthzID, "\x00\r\n") || strings.ContainsAny(cr.Token, "\x00\r\n") {
 		return fail("invalid-characters", no("AUTHENTICATIONFAILED", "Invalid characters in credentials"))
 	}
+	// One name per login (ARCHITECTURE.md §17): a name some component
+	// would read as another user never gets further. Only an allowed
+	// authzid (below) or the proxy's own master login acts as another user.
+	seps := s.dyn.userSeparators()
+	for _, name := range []string{cr.User, cr.AuthzID} {
+		if p := nameProblem(name, seps); p != "" {
+			ev.Detail = "user name: " + p
+			return fail("ambiguous-name", no("AUTHENTICATIONFAILED", "User name has more than one reading"))
+		}
+	}
 	authzid := cr.AuthzID
 	if authzid == cr.User {
 		authzid = ""
@@ -82,7 +92,10 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	s.info.Identity = nil
 	s.infoMu.Unlock()
 	lim := s.limit
-	limitUser := s.info.User
+	// Failed logins count against the identity whose password is checked
+	// (the authcid), not the authzid it would act as: else each authzid
+	// would be a fresh counter for guessing one password.
+	limitUser := cr.User
 	if lim != nil {
 		// Before anything is checked: a locked-out client never reaches
 		// an authenticator or the backend.
@@ -135,6 +148,16 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 		return fail("authenticator-unavailable", replyAuthUnavailable)
 	}
 	if !backendVerifies {
+		// The authenticator's name for the user must be the one typed
+		// (under FoldUser), which the lockout counted: a verifier that
+		// matched a wider spelling would make each spelling a fresh
+		// counter for one password (ARCHITECTURE.md §17).
+		switch {
+		case nameProblem(ident.User, seps) != "":
+			return failed("ambiguous-identity", "authenticator "+ident.Authenticator+" named a user with more than one reading: "+nameProblem(ident.User, seps))
+		case cr.User != "" && !SameUser(ident.User, cr.User):
+			return failed("identity-mismatch", "authenticator "+ident.Authenticator+" verified another spelling of the user")
+		}
 		s.infoMu.Lock()
 		s.info.Identity = ident
 		if authzid == "" && ident.User != "" {

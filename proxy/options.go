@@ -227,6 +227,13 @@ type Options struct {
 	// AllowAuthzid accepts AUTHENTICATE PLAIN with an authorization
 	// identity different from the authentication identity.
 	AllowAuthzid bool
+	// UserSeparators are the strings some backend reads in a login name
+	// as a master-user or authorization split (Dovecot's
+	// auth_master_user_separator), each backend's MasterSeparator among
+	// them: a name containing one is refused before anything is checked
+	// (ARCHITECTURE.md §17). nil means DefaultUserSeparators; an empty
+	// list, none.
+	UserSeparators []string
 	// ShowBackendID relays the backend's ID response (RFC 2971) as it is.
 	// By default it is replaced with the proxy's own: backends such as
 	// Cyrus name their exact version, kernel and TLS library there.

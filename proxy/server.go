@@ -80,7 +80,8 @@ func NewServer(opts Options) (*Server, error) {
 		s.auditor = metricsAuditor{next: s.auditor, m: opts.Metrics}
 	}
 	if err := s.Update(Dynamic{Router: opts.Router, Decider: opts.Decider, Limiter: opts.Limiter,
-		Authenticator: opts.Authenticator, Limits: opts.Limits, AllowAuthzid: opts.AllowAuthzid}); err != nil {
+		Authenticator: opts.Authenticator, Limits: opts.Limits, AllowAuthzid: opts.AllowAuthzid,
+		UserSeparators: opts.UserSeparators}); err != nil {
 		return nil, err
 	}
 	if s.opts.Hostname == "" {
@@ -102,6 +103,8 @@ type Dynamic struct {
 	Authenticator Authenticator
 	Limits        Limits
 	AllowAuthzid  bool
+	// UserSeparators: Options.UserSeparators.
+	UserSeparators []string
 }
 
 // Update checks d and makes it current for new work.
