@@ -38,7 +38,7 @@ type File struct {
 	mu      sync.Mutex
 	checked time.Time
 	stamp   fileStamp
-	users   map[string]fileUser // by lower-cased name
+	users   map[string]fileUser // by proxy.FoldUser of the name
 	dummy   string              // a hash of the file, checked for unknown users
 }
 
@@ -120,7 +120,9 @@ func parsePasswd(data []byte) (map[string]fileUser, string, error) {
 				}
 			}
 		}
-		key := strings.ToLower(u.name)
+		// The lookup's equivalence is the Limiter's and the policy's
+		// (ARCHITECTURE.md §17): a name that folds to another is one user.
+		key := proxy.FoldUser(u.name)
 		if _, dup := users[key]; dup {
 			return nil, "", fmt.Errorf("line %d: %s is listed twice", n, u.name)
 		}
@@ -146,7 +148,7 @@ func (f *File) Verify(ctx context.Context, c *proxy.Credentials) (*proxy.Identit
 		// A broken edit keeps the users loaded before it.
 		_ = f.reload(false)
 	}
-	u, ok := f.users[strings.ToLower(c.User)]
+	u, ok := f.users[proxy.FoldUser(c.User)]
 	dummy := f.dummy
 	f.mu.Unlock()
 	select {

@@ -6,6 +6,9 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
+	"unicode/utf8"
+
+	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // kind says what a key counts; it is part of the key's hash, so the same
@@ -55,8 +58,9 @@ func (k kind) keyName() string {
 
 // hasher maps (kind, user, IP) to the uint64 keys of the in-process store.
 // The seed is random per process, so nobody can aim collisions at a
-// victim's key. User names are compared case-insensitively (ASCII), as
-// most backends do: "Alice" and "alice" share their failures.
+// victim's key. User names are compared under proxy.FoldUser, the one
+// equivalence the policy and the authenticators keep to (ARCHITECTURE.md
+// §17): "KATE", "kate" and "\u212Aate" (KELVIN SIGN) share their failures.
 type hasher struct{ seed maphash.Seed }
 
 func newHasher() hasher { return hasher{seed: maphash.MakeSeed()} }
@@ -65,16 +69,20 @@ func (h hasher) sum(k kind, user string, ip netip.Addr) uint64 {
 	return mix(k, h.user(user), h.ip(ip))
 }
 
-// user hashes a folded user name ("" hashes to 0). The name is hashed as
-// is when it has no upper case (the usual case), else folded through a
-// stack buffer: no allocation on the login path.
+// user hashes a folded user name ("" hashes to 0). Lower-case ASCII (the
+// usual case) is hashed as is, other ASCII folded through a stack buffer:
+// no allocation on the login path. Anything else takes proxy.FoldUser.
 func (h hasher) user(user string) uint64 {
 	if user == "" {
 		return 0
 	}
 	upper := false
-	for i := 0; i < len(user) && !upper; i++ {
-		upper = 'A' <= user[i] && user[i] <= 'Z'
+	for i := 0; i < len(user); i++ {
+		c := user[i]
+		if c >= utf8.RuneSelf {
+			return maphash.String(h.seed, proxy.FoldUser(user))
+		}
+		upper = upper || 'A' <= c && c <= 'Z'
 	}
 	if !upper {
 		return maphash.String(h.seed, user)
@@ -93,6 +101,7 @@ func (h hasher) user(user string) uint64 {
 	return mh.Sum64()
 }
 
+// foldInto folds ASCII s into dst: proxy.FoldUser for an ASCII name.
 func foldInto(dst []byte, s string) []byte {
 	for i := range dst {
 		c := s[i]
@@ -126,20 +135,8 @@ func mix(k kind, u, ip uint64) uint64 {
 	return x
 }
 
-func foldString(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' {
-			b := []byte(s)
-			for j := i; j < len(b); j++ {
-				if c := b[j]; 'A' <= c && c <= 'Z' {
-					b[j] = c + 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
-}
+// foldString is proxy.FoldUser: the same key on every instance.
+func foldString(s string) string { return proxy.FoldUser(s) }
 
 // userID is the user's part of shared (Redis) keys: the same on every
 // instance, fixed in length, free of glob characters, and not the name

@@ -13,7 +13,10 @@ func TestKeysFoldCaseAndSeparate(t *testing.T) {
 	h := newHasher()
 	ip := netip.MustParseAddr("192.0.2.1")
 	long := strings.Repeat("Alice.Example-", 40) // past the stack buffer
-	for _, pair := range [][2]string{{"alice", "ALICE"}, {"Alice@Example.com", "alice@example.com"}, {long, strings.ToLower(long)}} {
+	// Unicode too, as the file authenticator and the policy fold
+	// (proxy.FoldUser): KELVIN SIGN is k (ARCHITECTURE.md §17).
+	for _, pair := range [][2]string{{"alice", "ALICE"}, {"Alice@Example.com", "alice@example.com"}, {long, strings.ToLower(long)},
+		{"\u212Aate", "kate"}, {"JÖRG", "jörg"}, {"\u212A" + long, "k" + strings.ToLower(long)}} {
 		if h.sum(kindFailUserIP, pair[0], ip) != h.sum(kindFailUserIP, pair[1], ip) {
 			t.Errorf("%q and %q differ", pair[0], pair[1])
 		}

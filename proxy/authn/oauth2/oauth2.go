@@ -230,8 +230,10 @@ func (v *Verifier) Verify(ctx context.Context, c *proxy.Credentials) (*proxy.Ide
 		return nil, err
 	}
 	// The user the client named (XOAUTH2 user=, OAUTHBEARER a=) must be
-	// the token's: a token is no licence to read someone else's mail.
-	if c.User != "" && !strings.EqualFold(c.User, id.User) {
+	// the token's: a token is no licence to read someone else's mail. The
+	// proxy's one equivalence (ARCHITECTURE.md §17), not EqualFold, which
+	// is wider ("\u017F" is "s" to it, not to the Limiter).
+	if c.User != "" && !proxy.SameUser(c.User, id.User) {
 		return nil, refused("token is for another user than the one named")
 	}
 	return id, nil
