@@ -69,7 +69,9 @@ type Options struct {
 	ServiceDN, ServicePassword string
 
 	// UserAttribute is the user's name as the directory spells it
-	// (Identity.User); default uid.
+	// (Identity.User); default uid. A login name must be its value
+	// (ARCHITECTURE.md §17): another spelling the directory matches is
+	// refused.
 	UserAttribute string
 	// Groups: GroupAttribute on the user's entry (memberOf: DNs, whose
 	// first RDN value is the group's name), and/or a search under
@@ -288,10 +290,30 @@ func (d *Directory) verifySearch(ctx context.Context, user, pw string) (*proxy.I
 		d.bind(ctx, "cn=imapwarden-no-such-user,"+d.o.SearchBase, pw)
 		return nil, authn.ErrUnknownUser
 	}
+	if err := d.ownName(entry, user); err != nil {
+		// No bind: the password of another spelling is not checked.
+		// Another bind costs the same, as for an unknown user.
+		d.bind(ctx, "cn=imapwarden-no-such-user,"+d.o.SearchBase, pw)
+		return nil, err
+	}
 	if err := d.bind(ctx, entry.DN, pw); err != nil {
 		return nil, err
 	}
 	return d.identity(ctx, entry, user, d.svc)
+}
+
+// ownName refuses a login name that is not the entry's own (its
+// UserAttribute, under proxy.SameUser): the directory's matching rules
+// are wider than the proxy's (caseIgnoreMatch ignores insignificant
+// spaces and folds Unicode with NFKC, RFC 4518 §2), and the filter may
+// match other attributes (mail). Each such spelling would be a fresh
+// lockout counter for one password (ARCHITECTURE.md §17). An entry
+// without the attribute is named as typed.
+func (d *Directory) ownName(e *goldap.Entry, user string) error {
+	if own := e.GetAttributeValue(d.o.UserAttribute); own != "" && !proxy.SameUser(own, user) {
+		return fmt.Errorf("the name is another spelling of the entry's %s: %w", d.o.UserAttribute, proxy.ErrAuthFailed)
+	}
+	return nil
 }
 
 func (d *Directory) verifyDirect(ctx context.Context, user, pw string) (*proxy.Identity, error) {
@@ -384,6 +406,11 @@ func (s *single) do(_ context.Context, fn func(c *goldap.Conn) error) error { re
 
 // identity builds the Identity from the user's entry, with its groups.
 func (d *Directory) identity(ctx context.Context, e *goldap.Entry, user string, s searcher) (*proxy.Identity, error) {
+	if err := d.ownName(e, user); err != nil {
+		// A bind DN template: the bind came first; the answer is a
+		// wrong password's all the same.
+		return nil, err
+	}
 	id := &proxy.Identity{User: e.GetAttributeValue(d.o.UserAttribute), Groups: []string{}}
 	if id.User == "" {
 		id.User = user

@@ -110,6 +110,34 @@ func TestInjection(t *testing.T) {
 	}
 }
 
+// A login name must be the entry's own (UserAttribute, any case): the
+// directory's equality rule ignores insignificant spaces (RFC 4518
+// §2.6.1) and a filter may match other attributes, and each such
+// spelling would be a fresh lockout counter for the same password
+// (ARCHITECTURE.md §17). With her own password, none of them logs in.
+func TestOnlyTheEntrysOwnName(t *testing.T) {
+	s := ldaptest.Start(t, ldaptest.Options{})
+	o := searchOptions(t, s)
+	o.SearchFilter = "(&(objectClass=inetOrgPerson)(|(uid={user})(mail={user})))"
+	search := newDir(t, o)
+	for _, u := range []string{" alice", "alice ", "  alice", "alice@example.com", "ALICE@example.com"} {
+		if id, err := login(search, u, "alice-ldap-pw"); !errors.Is(err, proxy.ErrAuthFailed) || errors.Is(err, authn.ErrUnknownUser) {
+			t.Errorf("search mode, %q: %+v %v, want a refusal of the known user", u, id, err)
+		}
+	}
+	if id, err := login(search, "Alice", "alice-ldap-pw"); err != nil || id.User != "alice" {
+		t.Errorf("search mode, Alice: %+v %v", id, err)
+	}
+	o = searchOptions(t, s)
+	o.BindDN, o.SearchBase, o.SearchFilter = "uid={user},"+ldaptest.PeopleDN, "", ""
+	direct := newDir(t, o)
+	for _, u := range []string{" alice", "alice "} {
+		if id, err := login(direct, u, "alice-ldap-pw"); !errors.Is(err, proxy.ErrAuthFailed) {
+			t.Errorf("direct mode, %q: %+v %v", u, id, err)
+		}
+	}
+}
+
 // A directory that is down or hangs is an outage, never a refusal and
 // never a login; the pool recovers when it is back.
 func TestDirectoryDown(t *testing.T) {
