@@ -104,7 +104,29 @@ func (s *setup) close() {
 // dynamic is what a reload may change in a running server.
 func (s *setup) dynamic() proxy.Dynamic {
 	return proxy.Dynamic{Router: s.opts.Router, Decider: s.opts.Decider, Limiter: s.opts.Limiter,
-		Authenticator: s.opts.Authenticator, Limits: s.opts.Limits, AllowAuthzid: s.opts.AllowAuthzid}
+		Authenticator: s.opts.Authenticator, Limits: s.opts.Limits, AllowAuthzid: s.opts.AllowAuthzid,
+		UserSeparators: s.opts.UserSeparators}
+}
+
+// buildUserSeparators is auth.user_separators (default proxy's) with
+// every backend's master_separator: the proxy's own master login must not
+// be spelt by a client either (ARCHITECTURE.md §17).
+func buildUserSeparators(p *problems, cfg *fileConfig) []string {
+	seps := slices.Clone(proxy.DefaultUserSeparators)
+	if cfg.Auth.UserSeparators != nil {
+		seps = slices.Clone(*cfg.Auth.UserSeparators)
+	}
+	for i, sep := range seps {
+		if sep == "" || len(sep) > 4 || strings.ContainsFunc(sep, func(r rune) bool { return r <= ' ' || r >= 0x7f || r == '"' || r == '\\' }) {
+			p.add("auth.user_separators[%d]: %q is not a separator such as \"*\"", i, sep)
+		}
+	}
+	for _, name := range sortedKeys(cfg.Backends) {
+		if b := cfg.Backends[name]; b != nil && b.MasterSeparator != "" && !slices.Contains(seps, b.MasterSeparator) {
+			seps = append(seps, b.MasterSeparator)
+		}
+	}
+	return seps
 }
 
 // warning is something legal but risky, logged at start and printed by
@@ -229,6 +251,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("hostname: %q contains white space", cfg.Hostname)
 	}
 	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
+	s.opts.UserSeparators = buildUserSeparators(&p, cfg)
 	s.opts.ShowBackendID = cfg.Auth.ShowBackendID
 	s.opts.Authenticator, s.authClose = buildAuthenticators(&p, cfg.Auth.Authenticators, warn)
 	s.opts.Logger = log

@@ -320,6 +320,10 @@ type limitsConfig struct {
 
 type authConfig struct {
 	AllowAuthzid bool `yaml:"allow_authzid"`
+	// UserSeparators: what a backend reads in a login name as a master or
+	// authorization split; names containing one are refused. Default
+	// ["*"]; every backend's master_separator is added.
+	UserSeparators *[]string `yaml:"user_separators"`
 	// ShowBackendID relays the backends' ID replies (versions, OS)
 	// instead of the proxy's own.
 	ShowBackendID bool `yaml:"show_backend_id"`

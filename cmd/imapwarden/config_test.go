@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,8 +71,8 @@ func TestExampleConfigOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := s.opts
-	if o.Hostname != "imap.example.com" || o.AllowAuthzid {
-		t.Errorf("Hostname %q AllowAuthzid %v", o.Hostname, o.AllowAuthzid)
+	if o.Hostname != "imap.example.com" || o.AllowAuthzid || !slices.Equal(o.UserSeparators, proxy.DefaultUserSeparators) {
+		t.Errorf("Hostname %q AllowAuthzid %v UserSeparators %q", o.Hostname, o.AllowAuthzid, o.UserSeparators)
 	}
 	if s.drainTimeout != 30*time.Second || s.reloadInterval != time.Minute {
 		t.Errorf("drain %v reload %v", s.drainTimeout, s.reloadInterval)

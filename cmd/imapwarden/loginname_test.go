@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"go.uber.org/zap"
@@ -13,13 +14,13 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/authn"
 )
 
-// TestLDAPLockoutSpellings (attack44b): the per-user login failure
+// TestLDAPLockoutSpellings: the per-user login failure
 // lockout is keyed on the name the client typed (Session.login,
 // limitUser), but the directory matches uid with LDAP's caseIgnoreMatch,
 // which drops leading and trailing spaces (RFC 4518 §2.6.1): " alice",
 // "  alice", "alice " are all alice to slapd and each a fresh counter to
 // the Limiter. A guesser locked out as alice goes on as " alice" and logs
-// in.
+// in. Such names are refused (ARCHITECTURE.md §17).
 func TestLDAPLockoutSpellings(t *testing.T) {
 	dovecottest.Require(t)
 	ldaptest.Require(t)
@@ -67,11 +68,12 @@ drain_timeout: 5s
 	}
 }
 
-// TestFileLockoutUnicodeFold (attack44b): the file authenticator looks a
+// TestFileLockoutUnicodeFold: the file authenticator looks a
 // user up with strings.ToLower, a Unicode fold (KELVIN SIGN U+212A lowers
 // to "k"), while the Limiter folds ASCII only: once kate is locked out,
 // "\u212Aate" is a fresh lockout key whose password is still checked
-// against kate's hash, so a guesser keeps getting verdicts.
+// against kate's hash, so a guesser keeps getting verdicts. The Limiter
+// now folds as the authenticator does (proxy.FoldUser, ARCHITECTURE.md §17).
 func TestFileLockoutUnicodeFold(t *testing.T) {
 	backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
 	if err != nil {
@@ -106,5 +108,25 @@ drain_timeout: 5s
 	p.session().cmd("r2", "NO", "LOGIN \"\u212Aate\" wrong-pw")
 	if r := p.lastAuth(); r.Reason != "limit" {
 		t.Errorf("locked-out kate spelt \\u212Aate: reason %q (%s), want limit: the password was checked", r.Reason, r.Detail)
+	}
+}
+
+// auth.user_separators: default "*", every backend's master_separator
+// added (the proxy's own master login cannot be spelt by a client), and
+// only separator-like strings (ARCHITECTURE.md §17).
+func TestUserSeparatorsConfig(t *testing.T) {
+	cfg := &fileConfig{Backends: map[string]*backendConfig{"a": {MasterSeparator: "%"}, "b": {}, "c": {MasterSeparator: "*"}}}
+	var p problems
+	if got := buildUserSeparators(&p, cfg); !slices.Equal(got, []string{"*", "%"}) || len(p) != 0 {
+		t.Errorf("default: %q %v", got, p)
+	}
+	cfg.Auth.UserSeparators = &[]string{}
+	if got := buildUserSeparators(&p, cfg); !slices.Equal(got, []string{"%", "*"}) || len(p) != 0 {
+		t.Errorf("none configured: %q %v", got, p)
+	}
+	cfg.Auth.UserSeparators = &[]string{"", "a b", "*****", "\\", "#"}
+	buildUserSeparators(&p, cfg)
+	if len(p) != 4 || p[0].Key != "auth.user_separators[0]" || p[3].Key != "auth.user_separators[3]" {
+		t.Errorf("bad separators: %v", p)
 	}
 }
