@@ -109,7 +109,18 @@ type backendWork struct {
 	lc   lineCheck // the response line being read
 	dv   delivery  // the FETCH response being relayed
 	fbuf []byte    // a filtered capability line
+	// The audit events of the response being relayed (limit hits, a
+	// delivery no command in flight answers), kept while the client
+	// writer is held and logged once it is let go (logOwed): a slow or
+	// full trail then stalls this pump alone, never the client pump's
+	// own answers (ARCHITECTURE.md §5).
+	hits []LimitResult
+	dlv  DeliveryEvent
+	owed bool // dlv is to be logged
 }
+
+// owes says the work set holds audit events to log (logOwed).
+func (w *backendWork) owes() bool { return w.owed || len(w.hits) > 0 }
 
 var backendWorks = sync.Pool{New: func() any { return new(backendWork) }}
 
@@ -357,8 +368,12 @@ func (p *backendPump) relay() (parked bool) {
 			held, lines = true, 0
 		}
 		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
-		if lines++; err != nil || p.w.dv.stop || !plain || lines >= heldLines || !p.lineBuffered() {
+		owes := p.w.owes()
+		if lines++; err != nil || p.w.dv.stop || owes || !plain || lines >= heldLines || !p.lineBuffered() {
 			let()
+		}
+		if owes {
+			p.logOwed()
 		}
 		if err != nil || p.w.dv.stop {
 			return
@@ -739,9 +754,11 @@ func (p *backendPump) deliver(octets int64) bool {
 	}
 	res := l.Delivered(octets, msgs)
 	if res.hit() {
-		s.srv.auditor.Limit(&s.info, res)
+		p.w.hits = append(p.w.hits, res) // logged after the response (logOwed)
 	}
 	if res.Delay > 0 {
+		// Mid-response: the client writer stays held, as the response
+		// is half written.
 		time.Sleep(res.Delay)
 	}
 	if !res.Exceeded {
@@ -788,7 +805,23 @@ func (p *backendPump) delivered() {
 	if hasUID {
 		ev.UIDs = []uint32{uid}
 	}
-	p.s.srv.auditor.Delivered(&p.s.info, ev)
+	p.w.dlv, p.w.owed = ev, true // logged after the response (logOwed)
+}
+
+// logOwed logs the audit events kept while the response was relayed
+// (backendWork.hits, dlv), in the order they arose. Called with the
+// client writer let go.
+func (p *backendPump) logOwed() {
+	s, w := p.s, p.w
+	for i := range w.hits {
+		s.srv.auditor.Limit(&s.info, w.hits[i])
+		w.hits[i] = LimitResult{}
+	}
+	w.hits = w.hits[:0]
+	if w.owed {
+		s.srv.auditor.Delivered(&s.info, w.dlv)
+		w.dlv, w.owed = DeliveryEvent{}, false
+	}
 }
 
 // answering returns the FETCH in flight the response being delivered

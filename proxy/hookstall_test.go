@@ -120,3 +120,89 @@ func TestHookStallsOnlyItsPump(t *testing.T) {
 		})
 	}
 }
+
+// deliveryBlockingAuditor blocks the record of a delivery no command
+// answers, or of a limit hit, until release is closed, as a full audit
+// queue may.
+type deliveryBlockingAuditor struct {
+	*recAuditor
+	limit            bool // block Limit rather than Delivered
+	entered, release chan struct{}
+}
+
+func (a deliveryBlockingAuditor) Delivered(s *SessionInfo, e DeliveryEvent) {
+	if !a.limit {
+		close(a.entered)
+		<-a.release
+	}
+	a.recAuditor.Delivered(s, e)
+}
+
+func (a deliveryBlockingAuditor) Limit(s *SessionInfo, r LimitResult) {
+	if a.limit {
+		close(a.entered)
+		<-a.release
+	}
+	a.recAuditor.Limit(s, r)
+}
+
+// alertingLimiter's handle reports every delivery as over its budget
+// (an alert, nothing refused).
+type alertingLimiter struct{}
+
+func (alertingLimiter) Connect(*SessionInfo) (LimitResult, LimitConn) {
+	return LimitResult{}, alertingConn{}
+}
+
+type alertingConn struct{ blockingConn }
+
+func (alertingConn) Command(*imapwire.Command) LimitResult { return LimitResult{} }
+func (alertingConn) Delivered(int64, int) LimitResult {
+	return LimitResult{Alert: true, Limit: "fetch_bytes_per_user", Key: "user"}
+}
+
+// The audit hooks the backend pump calls (a delivery no command in flight
+// answers, a limit hit inside a response) are called with the client
+// writer let go, so that while a slow trail holds them the client pump
+// still answers the client itself (ARCHITECTURE.md §5).
+func TestBackendAuditStallsOnlyItsPump(t *testing.T) {
+	for _, hook := range []string{"delivery", "limit"} {
+		t.Run(hook, func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			rec := &recAuditor{}
+			h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+				if tag == "f1" {
+					// Content no command in flight asked for (as NOTIFY
+					// delivers it, RFC 5465).
+					fmt.Fprintf(c, "%s OK done\r\n* 1 FETCH (BODY[] {5}\r\nhello)\r\n", tag)
+					return
+				}
+				fmt.Fprintf(c, "%s OK done\r\n", tag)
+			}, func(o *Options) {
+				o.Auditor = deliveryBlockingAuditor{recAuditor: rec, limit: hook == "limit", entered: entered, release: release}
+				if hook == "limit" {
+					o.Limiter = alertingLimiter{}
+				}
+			})
+			released := false
+			t.Cleanup(func() {
+				if !released {
+					close(release)
+				}
+			})
+			c := h.login()
+			c.send("f1 NOOP")
+			select {
+			case <-entered:
+			case <-time.After(testenv.IOTimeout()):
+				t.Fatalf("timed out waiting for the %s hook", hook)
+			}
+			// Nothing selected: the proxy answers CHECK itself, through
+			// the client writer the backend pump must not hold.
+			c.transact("a1 CHECK", "a1 BAD")
+			close(release)
+			released = true
+			c.transact("z LOGOUT", "z OK")
+		})
+	}
+}
