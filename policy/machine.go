@@ -509,13 +509,18 @@ func (m *machine) scan(in *instr, base int) (int, error) {
 // call calls a planned function; it yields 0 when its result is undefined.
 func (m *machine) call(in *instr, base int) (int, error) {
 	fn := in.fn
-	if fn.memo >= 0 && m.memoOK[fn.memo] {
-		v := m.memo[fn.memo]
-		if v.k == kUndef {
-			return 0, nil
+	if slot := fn.memo; slot >= 0 || in.cslot > 0 {
+		if slot < 0 {
+			slot = in.cslot - 1
 		}
-		m.stack[base+in.target] = v
-		return fellThrough, nil
+		if m.memoOK[slot] {
+			v := m.memo[slot]
+			if v.k == kUndef {
+				return 0, nil
+			}
+			m.stack[base+in.target] = v
+			return fellThrough, nil
+		}
 	}
 	// The key of a remembered call is m.key[start:end]; the calls it
 	// makes append theirs after it.
@@ -524,7 +529,7 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	if fn.scope != scopeNone {
 		if calls = m.mem.calls[fn.scope]; calls != nil {
 			var ok bool
-			m.key, ok = m.appendCallKey(m.key, fn, in.args, base)
+			m.key, ok = m.appendCallKey(m.key, fn, in, base)
 			end = len(m.key)
 			if !ok {
 				calls = nil
@@ -573,6 +578,8 @@ func (m *machine) call(in *instr, base int) (int, error) {
 func (m *machine) yield(fn *function, in *instr, base int, v val) int {
 	if fn.memo >= 0 {
 		m.memo[fn.memo], m.memoOK[fn.memo] = v, true
+	} else if in.cslot > 0 {
+		m.memo[in.cslot-1], m.memoOK[in.cslot-1] = v, true
 	}
 	if v.k == kUndef {
 		return 0

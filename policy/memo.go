@@ -94,15 +94,17 @@ func newCallMemos(st *state, scopes ...memoScope) []*callMemo {
 // evaluated every time.
 const maxCallKey = 256
 
-// appendCallKey appends the key of a call of fn with args (input and data
+// appendCallKey appends the key of call in (a call of fn; input and data
 // first, as the planner passes them) to key. It reports false when the call
 // is not to be remembered: input or data are not the evaluation's (never,
 // in a plan without with, which is not planned), or the arguments are
 // large. Equal keys mean identical arguments, down to the spelling of
 // numbers (1 and 1.0 get two keys: topdown's results may differ, as
-// sprintf's do): the encoding is prefix-free.
-func (m *machine) appendCallKey(key []byte, fn *function, args []operand, base int) ([]byte, bool) {
-	if in, data := m.get(&args[0], base), m.get(&args[1], base); in.k != m.input.k || in.c != m.input.c ||
+// sprintf's do): the encoding is prefix-free. The key of constant
+// arguments is made once, at load (constCalls).
+func (m *machine) appendCallKey(key []byte, fn *function, in *instr, base int) ([]byte, bool) {
+	args := in.args
+	if input, data := m.get(&args[0], base), m.get(&args[1], base); input.k != m.input.k || input.c != m.input.c ||
 		data.k != m.p.data.k || data.c != m.p.data.c {
 		return key, false
 	}
@@ -115,6 +117,10 @@ func (m *machine) appendCallKey(key []byte, fn *function, args []operand, base i
 		key = binary.AppendUvarint(key, uint64(len(m.mem.now)))
 		key = append(key, m.mem.now...)
 	}
+	if in.cargs != nil {
+		key = append(key, in.cargs...)
+		return key, len(key) <= limit
+	}
 	for i := 2; i < len(args); i++ {
 		var ok bool
 		if key, ok = appendValKey(key, m.get(&args[i], base), limit); !ok {
@@ -122,6 +128,72 @@ func (m *machine) appendCallKey(key []byte, fn *function, args []operand, base i
 		}
 	}
 	return key, len(key) <= limit
+}
+
+// constCalls gives each call of a function whose arguments past input and
+// data are constants (a literal, folded: effects_of({"expunge",
+// "mark-deleted"})) a slot in the evaluation's memo table, shared by the
+// calls of that function with the same arguments: within one evaluation
+// such a call has one value, as a rule has (the planner memoizes rules
+// alone), so a policy may ask for it in every rule at the price of one
+// evaluation. Only in a program whose calls all pass the evaluation's
+// input and data (inputStable). Their callMemo keys are made here too
+// (instrX.cargs).
+func constCalls(prog *program) {
+	if !inputStable(prog) {
+		return
+	}
+	slots := map[string]int{}
+	var walk func(b block)
+	walk = func(b block) {
+		known := constLocals{}
+		for i := range b {
+			in := &b[i]
+			if in.op == opCall && in.fn.memo < 0 && len(in.args) > 2 {
+				if cargs, ok := constArgs(prog, known, in.args[2:]); ok {
+					key := string(binary.AppendUvarint(nil, uint64(in.fn.index))) + string(cargs)
+					slot, seen := slots[key]
+					if !seen {
+						slot = prog.nmemo
+						prog.nmemo++
+						slots[key] = slot
+					}
+					in.cslot, in.cargs = slot+1, cargs
+				}
+			}
+			if in.instrX != nil {
+				for _, inner := range in.blocks {
+					walk(inner)
+				}
+				walk(in.body)
+			}
+			known.note(in)
+		}
+	}
+	for _, b := range prog.entry {
+		walk(b)
+	}
+	for _, fn := range prog.funcs {
+		for _, b := range fn.blocks {
+			walk(b)
+		}
+	}
+}
+
+// constArgs is the key of args (appendValKey's, as appendCallKey makes
+// it) when each is a constant or a local known to hold one.
+func constArgs(prog *program, known constLocals, args []operand) ([]byte, bool) {
+	var key []byte
+	for _, a := range args {
+		c, ok := known.of(a)
+		if !ok {
+			return nil, false
+		}
+		if key, ok = appendValKey(key, prog.consts[-1-c.local], maxCallKey); !ok {
+			return nil, false
+		}
+	}
+	return key, true
 }
 
 // appendValKey appends a prefix-free encoding of v: its kind, then its

@@ -118,12 +118,9 @@ func TestCallMemosMatchTopdown(t *testing.T) {
 	}
 }
 
-// TestCallScopesShipped: the shipped policies' functions of the session,
-// of the effects, and of the session and the clock are remembered by
-// argument (a session rule, user, is remembered as before; rules reading
-// the command, deny, not at all); and the remembered values are what a decision uses: replaced
-// by wrong ones, they change it.
-func TestCallScopesShipped(t *testing.T) {
+// plannedShipped is the shipped policies, every one switched on, planned.
+func plannedShipped(t *testing.T) *compiled {
+	t.Helper()
 	p, err := compileDir(context.Background(), policySubset(t, planVariants["all-on"]), false)
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +128,16 @@ func TestCallScopesShipped(t *testing.T) {
 	if p.prog == nil {
 		t.Fatal(p.planErr)
 	}
+	return p
+}
+
+// TestCallScopesShipped: the shipped policies' functions of the session,
+// of the effects, and of the session and the clock are remembered by
+// argument (a session rule, user, is remembered as before; rules reading
+// the command, deny, not at all); and the remembered values are what a decision uses: replaced
+// by wrong ones, they change it.
+func TestCallScopesShipped(t *testing.T) {
+	p := plannedShipped(t)
 	want := map[string]memoScope{
 		"held": scopeSession, "holds_inside": scopeSession, "mailbox_under": scopeSession,
 		"protected_mailbox": scopeSession, "in_list": scopeSession, "client_allowed": scopeSession,
@@ -196,6 +203,69 @@ func TestCallScopesShipped(t *testing.T) {
 	effects.m.Store(&wrong)
 	if got := decide("a DELETE Sent", session, effects); got != allowed {
 		t.Fatalf("with the effects' calls remembered empty: %s, want %s", got, allowed)
+	}
+}
+
+// TestConstCallsShareSlots: the shipped policies' calls of effects_of,
+// whose kinds are literals, each have a slot of the evaluation's memo
+// table and the key of their kinds made at load, one slot per set of
+// kinds whichever rule asks (constCalls); a call with a variable
+// argument has none.
+func TestConstCallsShareSlots(t *testing.T) {
+	p := plannedShipped(t)
+	calls := map[string]int{}    // function name: call sites
+	slots := map[string][]int{}  // kinds' key: slots
+	variable := map[string]int{} // function name: call sites without a slot
+	var walk func(b block)
+	walk = func(b block) {
+		for i := range b {
+			in := &b[i]
+			if in.op == opCall && in.fn.path != nil {
+				name := in.fn.path[len(in.fn.path)-1]
+				calls[name]++
+				if in.cslot > 0 {
+					if in.cargs == nil || in.cslot > p.prog.nmemo {
+						t.Errorf("%s: slot %d of %d, key %x", name, in.cslot, p.prog.nmemo, in.cargs)
+					}
+					k := name + "/" + string(in.cargs)
+					if !slices.Contains(slots[k], in.cslot) {
+						slots[k] = append(slots[k], in.cslot)
+					}
+				} else if in.fn.memo < 0 {
+					variable[name]++
+				}
+			}
+			if in.instrX != nil {
+				for _, inner := range in.blocks {
+					walk(inner)
+				}
+				walk(in.body)
+			}
+		}
+	}
+	for _, fn := range p.prog.funcs {
+		for _, b := range fn.blocks {
+			walk(b)
+		}
+	}
+	if calls["effects_of"] < 4 || variable["effects_of"] > 0 {
+		t.Errorf("effects_of: %d calls, %d without a slot", calls["effects_of"], variable["effects_of"])
+	}
+	if variable["held"] == 0 || variable["mailbox_under"] == 0 {
+		t.Errorf("calls with variable arguments given slots: %v of %v", variable, calls)
+	}
+	seen := map[int]string{}
+	for k, s := range slots {
+		if len(s) != 1 {
+			t.Errorf("%q: slots %v", k, s)
+		}
+		if other, ok := seen[s[0]]; ok {
+			t.Errorf("%q and %q share slot %d", k, other, s[0])
+		}
+		seen[s[0]] = k
+	}
+	if len(slots) >= calls["effects_of"] {
+		t.Errorf("%d slots for %d calls: none shared", len(slots), calls["effects_of"])
 	}
 }
 
@@ -304,12 +374,9 @@ func TestConstantVerdicts(t *testing.T) {
 // for an input of that point; a plan that passes the input on in another
 // local is not specialized.
 func TestSpecializedByPoint(t *testing.T) {
-	p, err := compileDir(context.Background(), policySubset(t, planVariants["all-on"]), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.prog == nil || len(p.prog.byPoint) != len(decisionPoints) {
-		t.Fatalf("not specialized: %v", p.planErr)
+	p := plannedShipped(t)
+	if len(p.prog.byPoint) != len(decisionPoints) {
+		t.Fatal("not specialized")
 	}
 	var count func(bs []block) int
 	count = func(bs []block) int {

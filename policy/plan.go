@@ -105,6 +105,7 @@ func planPolicy(ctx context.Context, p *compiled) (*program, error) {
 		return nil, err
 	}
 	sessionRules(p.compiler, prog)
+	constCalls(prog)
 	specialize(prog)
 	return prog, nil
 }
@@ -294,9 +295,14 @@ type instr struct {
 
 // instrX holds the fields of the statements that nest or call.
 type instrX struct {
-	blocks  []block // BlockStmt
-	body    block   // Scan, Not
-	fn      *function
+	blocks []block // BlockStmt
+	body   block   // Scan, Not
+	fn     *function
+	// cslot, when > 0, is 1 + the memo slot of a call whose arguments
+	// past input and data are constants (constCalls), and cargs their
+	// part of a callMemo key (appendCallKey).
+	cslot   int
+	cargs   []byte
 	builtin topdown.BuiltinFunc
 	// native, when set, answers a builtin call without topdown for the
 	// arguments it knows (natives; nil: ask builtin).

@@ -21,46 +21,7 @@ var decisionPoints = []string{"connect", "auth", "route", "command"}
 // the input's local or a call passes other locals as input and data: the
 // planner never does, and only then is local 0 the input everywhere.
 func specialize(prog *program) {
-	stable := true
-	var check func(b block)
-	check = func(b block) {
-		for i := range b {
-			in := &b[i]
-			switch in.op {
-			case opIsDefined, opIsUndefined, opReturn, opResultSetAdd, opScan,
-				opEqual, opNotEqual, opIsArray, opIsObject, opIsSet, opBreak, opNop, opBlock, opNot:
-				// read their target, or have none
-			default:
-				if in.target == 0 || in.target == 1 {
-					stable = false
-				}
-			}
-			if in.op == opScan && (in.key == 0 || in.val == 0) {
-				stable = false
-			}
-			if in.op == opCall && (len(in.args) < 2 || in.args[0].local != 0 || in.args[1].local != 1) {
-				stable = false
-			}
-			if in.instrX != nil {
-				for _, inner := range in.blocks {
-					check(inner)
-				}
-				check(in.body)
-			}
-		}
-	}
-	for _, b := range prog.entry {
-		check(b)
-	}
-	for _, fn := range prog.funcs {
-		if len(fn.params) < 2 || fn.params[0] != 0 || fn.params[1] != 1 {
-			stable = false
-		}
-		for _, b := range fn.blocks {
-			check(b)
-		}
-	}
-	if !stable {
+	if !inputStable(prog) {
 		return
 	}
 	prog.byPoint = map[string]*program{}
@@ -101,21 +62,14 @@ func (s *specializer) blocks(bs []block) []block {
 }
 
 // block copies b for the point: input.point read as the constant, tests
-// of constants decided. known holds the locals that hold a constant, in
-// the block's straight line: a nested statement may write any local.
+// of constants decided.
 func (s *specializer) block(b block) block {
 	if b == nil {
 		return nil
 	}
 	out := make(block, 0, len(b))
-	known := map[int]operand{}
-	constOf := func(o operand) (operand, bool) {
-		if o.local < 0 {
-			return o, true
-		}
-		c, ok := known[int(o.local)]
-		return c, ok
-	}
+	known := constLocals{}
+	constOf := known.of
 	for _, in := range b {
 		switch in.op {
 		case opCall, opBlock, opNot, opScan:
@@ -144,19 +98,88 @@ func (s *specializer) block(b block) block {
 				return append(out, instr{op: opBreak, n: 0})
 			}
 		}
-		switch in.op {
-		case opMakeConst:
-			known[in.target] = in.a
-		case opBlock, opNot, opScan:
-			clear(known)
-		case opIsDefined, opIsUndefined, opReturn, opResultSetAdd, opEqual, opNotEqual,
-			opIsArray, opIsObject, opIsSet, opBreak, opNop:
-		default:
-			delete(known, in.target)
-		}
+		known.note(&in)
 		out = append(out, in)
 	}
 	return out
+}
+
+// constLocals are the locals holding a constant (MakeConst) at a point of
+// a block's straight line: a nested statement may write any local.
+type constLocals map[int]operand
+
+// of is o's constant: o itself, or the one local o holds.
+func (known constLocals) of(o operand) (operand, bool) {
+	if o.local < 0 {
+		return o, true
+	}
+	c, ok := known[int(o.local)]
+	return c, ok
+}
+
+// note follows in, the next statement of the block.
+func (known constLocals) note(in *instr) {
+	switch in.op {
+	case opMakeConst:
+		if in.a.local < 0 {
+			known[in.target] = in.a
+		} else {
+			delete(known, in.target)
+		}
+	case opBlock, opNot, opScan:
+		clear(known)
+	case opIsDefined, opIsUndefined, opReturn, opResultSetAdd, opEqual, opNotEqual,
+		opIsArray, opIsObject, opIsSet, opBreak, opNop:
+	default:
+		delete(known, in.target)
+	}
+}
+
+// inputStable: no statement writes the input's or the data's local, and
+// every call passes locals 0 and 1 as input and data (the planner never
+// does otherwise). Then local 0 is the evaluation's input in every
+// function, which specialize and constCalls rely on.
+func inputStable(prog *program) bool {
+	stable := true
+	var check func(b block)
+	check = func(b block) {
+		for i := range b {
+			in := &b[i]
+			switch in.op {
+			case opIsDefined, opIsUndefined, opReturn, opResultSetAdd, opScan,
+				opEqual, opNotEqual, opIsArray, opIsObject, opIsSet, opBreak, opNop, opBlock, opNot:
+				// read their target, or have none
+			default:
+				if in.target == 0 || in.target == 1 {
+					stable = false
+				}
+			}
+			if in.op == opScan && (in.key == 0 || in.val == 0 || in.key == 1 || in.val == 1) {
+				stable = false
+			}
+			if in.op == opCall && (len(in.args) < 2 || in.args[0].local != 0 || in.args[1].local != 1) {
+				stable = false
+			}
+			if in.instrX != nil {
+				for _, inner := range in.blocks {
+					check(inner)
+				}
+				check(in.body)
+			}
+		}
+	}
+	for _, b := range prog.entry {
+		check(b)
+	}
+	for _, fn := range prog.funcs {
+		if len(fn.params) < 2 || fn.params[0] != 0 || fn.params[1] != 1 {
+			stable = false
+		}
+		for _, b := range fn.blocks {
+			check(b)
+		}
+	}
+	return stable
 }
 
 // isPoint: o is the constant "point".
