@@ -52,6 +52,21 @@ func TestDeletedIntoHeldMailbox(t *testing.T) {
 					status(o, "b"), ids, recSummary(o, "b"))
 			}
 		})
+		t.Run("rename", func(t *testing.T) {
+			w := e.Worker(t, 0)
+			// RENAME moves Keep, \Deleted message 6 with it, to a name
+			// under Legal: held from then on (legal_hold's mailbox_under).
+			o := script(t, w, "a RENAME \"$PKeep\" \"$PLegal$DKept\"\n")
+			c := w.B.Canonical("Legal/Kept")
+			if b := o.After.Boxes[c]; b != nil && status(o, "a") == "OK" {
+				for uid, fl := range b.Msgs {
+					if strings.Contains(fl, `\Deleted`) {
+						t.Errorf("RENAME OK: held %q holds \\Deleted message %d; the policy saw no mark-deleted (records: %s)",
+							c, uid, recSummary(o, "a"))
+					}
+				}
+			}
+		})
 	})
 }
 
