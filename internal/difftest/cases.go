@@ -89,6 +89,7 @@ func (g *Gen) Cases() []*Case {
 		g.nameCase("APPEND <name> message", []string{"Keep", "Legal"}, func(_ string, s Spelling) []Cmd {
 			return []Cmd{one("a1", "APPEND", s, T(" "), g.msgLit("a1"))}
 		}),
+		g.flagsCase(),
 		g.nameCase("SELECT Victim; COPY 1 <name>", []string{"Keep"}, func(_ string, s Spelling) []Cmd {
 			return []Cmd{Line("k1", "SELECT "+q("Victim")), one("k2", "COPY 1", s)}
 		}),
@@ -110,6 +111,22 @@ func (g *Gen) Cases() []*Case {
 		cases = append(cases, g.notifyCase())
 	}
 	return cases
+}
+
+// flagsCase appends messages stored \Deleted (any case, RFC 9051
+// §2.3.2) to a held and a free mailbox: the record must say mark-deleted,
+// and legal_hold refuses it on Legal (ARCHITECTURE.md §10).
+func (g *Gen) flagsCase() *Case {
+	c := &Case{Name: "APPEND <name> (<flags>) message"}
+	for _, box := range []string{"Keep", "Legal"} {
+		for _, flags := range []string{`(\Deleted)`, `(\Seen \dElEtEd)`, `(\Seen $Deleted)`} {
+			c.Steps = append(c.Steps, &Step{
+				Label: fmt.Sprintf("APPEND %s %s message", box, flags),
+				Cmds:  []Cmd{Build("f1", T(" APPEND "+Quote(g.B.Wire(box))+" "+flags+" "), g.msgLit("f1"))},
+			})
+		}
+	}
+	return c
 }
 
 // tagCase sends attack D with every printable character in the tag of the

@@ -157,7 +157,8 @@ func allowed(c Change, fwd []*audit.Record, st *Step, d byte) bool {
 		case MsgAdded:
 			switch r.Command {
 			case "APPEND":
-				if c.Box == r.Mailbox {
+				// Stored \Deleted: the record must say mark-deleted.
+				if c.Box == r.Mailbox && (!hasFlag(c.To, `\Deleted`) || hasEffect(r, "mark-deleted")) {
 					return true
 				}
 			case "COPY", "MOVE":

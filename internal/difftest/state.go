@@ -190,7 +190,7 @@ type Change struct {
 	Box  string // canonical mailbox
 	UID  uint32 // for message changes
 	From string // flags before (FlagsChanged)
-	To   string // flags after
+	To   string // flags after (FlagsChanged, MsgAdded)
 }
 
 // ChangeKind names a kind of change.
@@ -210,6 +210,9 @@ const (
 func (c Change) String() string {
 	switch c.Kind {
 	case MsgAdded, MsgRemoved:
+		if c.To != "" {
+			return fmt.Sprintf("%s %q uid %d (%s)", c.Kind, c.Box, c.UID, c.To)
+		}
 		return fmt.Sprintf("%s %q uid %d", c.Kind, c.Box, c.UID)
 	case FlagsChanged:
 		return fmt.Sprintf("%s %q uid %d: %q -> %q", c.Kind, c.Box, c.UID, c.From, c.To)
@@ -251,7 +254,7 @@ func Diff(a, b *State) []Change {
 		}
 		for _, u := range slices.Sorted(maps.Keys(y.Msgs)) {
 			if _, ok := x.Msgs[u]; !ok {
-				out = append(out, Change{Kind: MsgAdded, Box: n, UID: u})
+				out = append(out, Change{Kind: MsgAdded, Box: n, UID: u, To: y.Msgs[u]})
 			}
 		}
 	}

@@ -5,13 +5,16 @@
 #
 # Decided on effects (input.command.effects), whichever command has them:
 # expunge (EXPUNGE, UID EXPUNGE, CLOSE of a mailbox opened read-write, MOVE
-# out), mark-deleted (STORE setting \Deleted), and delete-mailbox or
+# out), mark-deleted (STORE setting \Deleted, APPEND of a message with
+# \Deleted), and delete-mailbox or
 # rename-mailbox of a held mailbox or of a parent of one (a renamed mailbox
 # would escape a hold given by name; RENAME INBOX empties INBOX); a
 # SETMETADATA of a vendor entry the server expunges by later (Cyrus's
 # expire, inherited by the inferiors) has expunge and delete-mailbox on its
 # mailbox, refused on a held mailbox and on a parent of one. Copies in
-# (APPEND, COPY, MOVE into) stay allowed: they destroy nothing.
+# (APPEND without \Deleted, COPY, MOVE into) stay allowed: they destroy
+# nothing. A COPY or MOVE keeps the source's flags, \Deleted included,
+# which the bytes do not show; expunge stays refused, so nothing held goes.
 package imapwarden
 
 inspect_effects contains "expunge"

@@ -45,6 +45,12 @@ test_store_deleted_refused if {
 	d.reason == "Mailbox is under legal hold: cannot mark messages deleted"
 }
 
+test_append_deleted_refused if {
+	d := imapwarden.decision with input as held_cmd("erin", {"name": "APPEND", "effects": [on("create-messages", "mailbox", "INBOX"), on("mark-deleted", "mailbox", "INBOX")]})
+		with data.legal_hold as hold
+	d.reason == "Mailbox is under legal hold: cannot mark messages deleted"
+}
+
 test_store_other_flags_allowed if {
 	imapwarden.decision.allow with input as held_cmd("erin", {"name": "STORE", "effects": [on("set-flags", "selected", "INBOX")]})
 		with data.legal_hold as hold

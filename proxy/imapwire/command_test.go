@@ -242,6 +242,21 @@ func TestCommandParser(t *testing.T) {
 			want: "A1 APPEND mailbox=Drafts urls=3 sources=a,INBOX/b literals=2/14 eff=create-messages@mbox,read-content@src", msgs: []bool{false, true}},
 		{name: "utf8 append", wire: "A1 APPEND INBOX UTF8 (~{3}\r\nabc)\r\n", args: `INBOX UTF8 ({3}streamed)`,
 			want: "A1 APPEND mailbox=INBOX literals=1/3 eff=create-messages@mbox", msgs: []bool{true}},
+		// A message stored \Deleted is marked deleted in the target mailbox,
+		// whatever the form of its data and in any case (RFC 9051 §2.3.2).
+		{name: "append deleted", wire: "A1 APPEND Legal (\\Seen \\deleted) {3}\r\nabc\r\n", args: `Legal (\Seen \deleted) {3}streamed`,
+			want: "A1 APPEND mailbox=Legal literals=1/3 eff=create-messages@mbox,mark-deleted@mbox", msgs: []bool{true}},
+		{name: "append deleted literal8", wire: "A1 APPEND Legal (\\DELETED) ~{3+}\r\nabc\r\n", args: `Legal (\DELETED) {3}streamed`,
+			want: "A1 APPEND mailbox=Legal literals=1/3 eff=create-messages@mbox,mark-deleted@mbox", msgs: []bool{true}},
+		{name: "append deleted utf8", wire: "A1 APPEND Legal (\\Deleted) UTF8 (~{3}\r\nabc)\r\n", args: `Legal (\Deleted) UTF8 ({3}streamed)`,
+			want: "A1 APPEND mailbox=Legal literals=1/3 eff=create-messages@mbox,mark-deleted@mbox", msgs: []bool{true}},
+		{name: "append deleted catenate", wire: "A1 APPEND Legal (\\Deleted) CATENATE (TEXT {3}\r\nabc)\r\n", args: `Legal (\Deleted) CATENATE (TEXT {3}streamed)`,
+			want: "A1 APPEND mailbox=Legal literals=1/3 eff=create-messages@mbox,mark-deleted@mbox", msgs: []bool{true}},
+		{name: "multiappend later deleted", wire: "A1 APPEND Legal (\\Seen) {3}\r\none (\\Deleted) {3}\r\ntwo\r\n",
+			args: `Legal (\Seen) {3}streamed (\Deleted) {3}streamed`,
+			want: "A1 APPEND mailbox=Legal literals=2/6 eff=create-messages@mbox,mark-deleted@mbox", msgs: []bool{true, true}},
+		{name: "append keyword not deleted", wire: "A1 APPEND Legal ($Deleted \\Draft) {3}\r\nabc\r\n", args: `Legal ($Deleted \Draft) {3}streamed`,
+			want: "A1 APPEND mailbox=Legal literals=1/3 eff=create-messages@mbox", msgs: []bool{true}},
 		{name: "notify with bodies", wire: "A1 NOTIFY SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))\r\n",
 			args: "SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))",
 			want: "A1 NOTIFY notify=selected,personal eff=session@-,read-metadata@any,read-content@sel"},
@@ -477,6 +492,27 @@ func TestCommandIncomplete(t *testing.T) {
 	}
 	if c := p.Command(); c.Mailbox != "Drafts" || !p.PendingIsMessage() {
 		t.Fatalf("catenate: %+v %v", c, p.PendingIsMessage())
+	}
+
+	// A later message's \Deleted, read after the first message was
+	// streamed, adds mark-deleted to the command read so far (what
+	// clientPump.redecide compares).
+	p.Reset()
+	p.Line([]byte("A1 APPEND Legal {3}\r\n"), Literal{Size: 3}, true)
+	if err := p.Check(&testCtx); err != nil {
+		t.Fatal(err)
+	}
+	first := p.Command().Effects
+	if first.Has(EffMarkDeleted) {
+		t.Fatalf("first message: %s", summary(p.Command()))
+	}
+	p.LiteralStreamed(3)
+	p.Line([]byte(" (\\Deleted) CATENATE (URL \"/Legal/;UID=1\")\r\n"), Literal{}, false)
+	if err := p.Check(&testCtx); err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Command(); !c.Complete || !c.Effects.Has(EffMarkDeleted) || c.Effects == first {
+		t.Fatalf("later message: %s", summary(c))
 	}
 
 	// A literal where none may stand is refused before its "+".

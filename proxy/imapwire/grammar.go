@@ -442,16 +442,25 @@ func (k *checker) flag(cu *cursor) string {
 	return v
 }
 
-// flagList takes "(" [flag *(SP flag)] ")" and returns its flags.
-func (k *checker) flagList(cu *cursor, into *[]string) {
+// flagList takes "(" [flag *(SP flag)] ")" and returns its flags, and
+// whether one of them is \Deleted.
+func (k *checker) flagList(cu *cursor, into *[]string) (deleted bool) {
 	l := k.list(cu)
 	for l != nil && k.more(l) {
 		f := k.flag(l)
-		if into != nil && k.err == nil {
-			*into = append(*into, f)
+		if k.err == nil {
+			deleted = deleted || isDeleted(f)
+			if into != nil {
+				*into = append(*into, f)
+			}
 		}
 	}
+	return deleted
 }
+
+// isDeleted reports whether flag f is \Deleted: flags are
+// case-insensitive (RFC 9051 §2.3.2).
+func isDeleted(f string) bool { return strings.EqualFold(f, `\Deleted`) }
 
 var months = [...]string{"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"}
 
@@ -887,8 +896,11 @@ func gAppend(k *checker) {
 // "UTF8" SP "(" literal8 ")" (RFC 6855) / "CATENATE" SP "(" cat-part
 // *(SP cat-part) ")" (RFC 4469).
 func (k *checker) appendMessage(cu *cursor) {
-	if a := k.peek(cu); a != nil && a.Kind == ArgList {
-		k.flagList(cu, nil)
+	if a := k.peek(cu); a != nil && a.Kind == ArgList && k.flagList(cu, nil) {
+		// The message is stored \Deleted, whatever its form (literal,
+		// literal8, UTF8, CATENATE): the step before an expunge, as a
+		// STORE of \Deleted is (ARCHITECTURE.md §10).
+		k.eff(EffMarkDeleted, TargetMailbox)
 	}
 	if a := k.peek(cu); a != nil && a.Kind == ArgQuoted {
 		cu.i++
@@ -1056,7 +1068,7 @@ func gStore(k *checker) {
 	k.end(cu)
 	if op[0] != '-' {
 		for _, f := range c.StoreFlags {
-			if strings.EqualFold(f, `\Deleted`) {
+			if isDeleted(f) {
 				k.eff(EffMarkDeleted, TargetSelected)
 			}
 		}

@@ -27,7 +27,7 @@ const (
 	EffReadContent                       // message content reaches the client (bodies, headers, PREVIEW, ENVELOPE, BODYSTRUCTURE) or is probed (SEARCH/SORT/THREAD by text)
 	EffCreateMessages                    // messages added (APPEND, COPY/MOVE destination)
 	EffSetFlags                          // flags changed (STORE; FETCH of a body sets \Seen)
-	EffMarkDeleted                       // \Deleted set (STORE +FLAGS/FLAGS \Deleted): the step before an expunge
+	EffMarkDeleted                       // \Deleted set (STORE +FLAGS/FLAGS \Deleted, APPEND with \Deleted): the step before an expunge
 	EffExpunge                           // messages destroyed (EXPUNGE, CLOSE, MOVE source)
 	EffCreateMailbox                     // CREATE, the new name of RENAME
 	EffDeleteMailbox                     // DELETE
@@ -203,7 +203,7 @@ var specs = []*Spec{
 	{Name: "LSUB", RFC: "RFC 3501 §6.3.9", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gLsub},
 	{Name: "NAMESPACE", RFC: "RFC 9051 §6.3.10", States: stateLoggedIn, Cap: CapNAMESPACE, MayEffect: effs(EffReadMetadata), check: gNone},
 	{Name: "STATUS", RFC: "RFC 9051 §6.3.11, RFC 8438, RFC 8474", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gStatus},
-	{Name: "APPEND", RFC: "RFC 9051 §6.3.12, RFC 3502, RFC 4469, RFC 3516, RFC 6855", States: stateLoggedIn, MayEffect: effs(EffCreateMessages, EffReadContent), check: gAppend},
+	{Name: "APPEND", RFC: "RFC 9051 §6.3.12, RFC 3502, RFC 4469, RFC 3516, RFC 6855", States: stateLoggedIn, MayEffect: effs(EffCreateMessages, EffReadContent, EffMarkDeleted), check: gAppend},
 	{Name: "IDLE", RFC: "RFC 9051 §6.3.13", States: stateLoggedIn, Cap: CapIDLE, check: gNone},
 	{Name: "NOTIFY", RFC: "RFC 5465", States: stateLoggedIn, Cap: CapNOTIFY, Barrier: true, sections: true, MayEffect: effs(EffSession, EffReadMetadata, EffReadContent), check: gNotify},
 	{Name: "GETACL", RFC: "RFC 4314 §3.3", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
