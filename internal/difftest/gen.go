@@ -162,6 +162,7 @@ func (g *Gen) NameFamilies(logical string) map[string][]Spelling {
 			quotedSp(w[:i+1]+bumpLast(inner)+w[j:]),        // non-zero padding bits
 			quotedSp(w[:i+1]+inner[:len(inner)-1]+w[j:]),   // odd length
 			quotedSp(w[:j+1]+"&AHI-"+w[j+1:]),              // a second shift right after (and 'r' encoded)
+			quotedSp(w[:j+1]+"&"+inner+"-"+w[j+1:]),        // the shift again right after: "-&" joins two runs
 			quotedSp(w[:i]+"&-"+w[i+1:]),                   // "&-" for "&"
 			quotedSp(w[:i+1]+strings.ToLower(inner)+w[j:]), // other base64
 		)

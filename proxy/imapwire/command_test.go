@@ -402,6 +402,13 @@ func TestCommandParserErrors(t *testing.T) {
 		{"A1 CREATE \"&Jjo\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
 		{"A1 CREATE \"&AGE-\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
 		{"A1 CREATE \"caf\xc3\xa9\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		// Two BASE64 runs joined by "-&": Courier reads "&AOQA5A-",
+		// Dovecot and Cyrus refuse the name.
+		{"A1 CREATE \"&AOQ-&AOQ-\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 RENAME Keep \"Entw&APw-&APw-rfe\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 LIST \"\" \"&AOQ-&AOQ-*\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 LIST \"&AOQ-&AOQ-/\" \"%\"\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
+		{"A1 STATUS \"x&AOQ-&APw-\" (MESSAGES)\r\n", "mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)", nil},
 		{"A1 DELETE \"Sent/\"\r\n", "empty hierarchy level in mailbox name", nil},
 		// Courier answers OK to CREATE "foo/" and creates nothing; Dovecot
 		// and Cyrus create "foo".
@@ -588,6 +595,16 @@ func TestDecodeMailbox(t *testing.T) {
 		{"&AA-", "", true},        // less than one UTF-16 unit
 		{"caf\xc3\xa9", "", true}, // raw 8-bit
 		{"a\tb", "", true},
+		// Two runs joined by "-&": one reading at Courier ("&AOQA5A-"),
+		// a refusal at Dovecot and Cyrus.
+		{"&AOQ-&AOQ-", "", true},
+		{"x&AOQ-&AOQ-y", "", true},
+		{"&AOQ-&2D3eAA-", "", true},
+		{"&AOQA5A-", "ää", false},
+		{"&AOQ-&-&AOQ-", "ä&ä", false}, // "&-" is the ampersand, not a run
+		{"&-&AOQ-", "&ä", false},
+		{"&AOQ-x&AOQ-", "äxä", false},
+		{"&AOQ--&AOQ-", "ä-ä", false},
 	}
 	for _, tt := range tests {
 		out, err := DecodeMailbox(tt.in)

@@ -16,6 +16,7 @@ var (
 	errUTF7Base64     = errors.New("imapwire: mailbox name: bad modified BASE64")
 	errUTF7Surrogate  = errors.New("imapwire: mailbox name: unpaired UTF-16 surrogate")
 	errUTF7Printable  = errors.New("imapwire: mailbox name: printable US-ASCII in BASE64")
+	errUTF7Adjacent   = errors.New(`imapwire: mailbox name: BASE64 run right after another ("-&" joins them)`)
 	errSetEmpty       = errors.New("imapwire: empty sequence set")
 	errSetSyntax      = errors.New("imapwire: malformed sequence set")
 	errSetZeroOrRange = errors.New("imapwire: sequence number 0 or over 2^32-1")
@@ -26,7 +27,9 @@ var (
 // policies: bytes outside printable US-ASCII, an unterminated or malformed
 // BASE64 run, non-zero padding bits, unpaired surrogates and printable
 // US-ASCII characters encoded in BASE64 (which "MUST NOT" be, RFC 3501
-// §5.1.3) are errors.
+// §5.1.3) are errors, as is a BASE64 run right after another ("&AOQ-&AOQ-"):
+// an encoder writes one run, Dovecot and Cyrus refuse the name, Courier
+// reads it as "&AOQA5A-".
 func DecodeMailbox(name string) (string, error) {
 	i := strings.IndexByte(name, '&')
 	if i < 0 {
@@ -38,6 +41,7 @@ func DecodeMailbox(name string) (string, error) {
 		return name, nil
 	}
 	out := make([]byte, 0, len(name)+len(name)/2)
+	run := false // the last thing read was a BASE64 run
 	for i := 0; i < len(name); {
 		c := name[i]
 		if c < 0x20 || c > 0x7e {
@@ -46,6 +50,7 @@ func DecodeMailbox(name string) (string, error) {
 		if c != '&' {
 			out = append(out, c)
 			i++
+			run = false
 			continue
 		}
 		j := strings.IndexByte(name[i+1:], '-')
@@ -56,12 +61,17 @@ func DecodeMailbox(name string) (string, error) {
 		i += j + 2
 		if enc == "" {
 			out = append(out, '&') // "&-" is "&"
+			run = false
 			continue
+		}
+		if run {
+			return "", errUTF7Adjacent
 		}
 		var err error
 		if out, err = decodeUTF7Run(out, enc); err != nil {
 			return "", err
 		}
+		run = true
 	}
 	return string(out), nil
 }

@@ -29,6 +29,7 @@ func TestURLSource(t *testing.T) {
 		{slash, "/Le%67al/;UID=1", "Legal", nil},
 		{slash, "/Entw%26APw-rfe/;UID=1", "", errURLName}, // "&" after decoding: mUTF-7 or UTF-8?
 		{slash, "/Entw&APw-rfe/;UID=1", "", errURLName},
+		{slash, "/&AOQ-&AOQ-/;UID=1", "", errURLName},
 		{slash, "/Entw%C3%BCrfe/;UID=1", "", errURLName},
 		{utf8, "/Entw%C3%BCrfe/;UID=1", "Entwürfe", nil},
 		{utf8, "/Entw%FCrfe/;UID=1", "", errNameUTF8},
