@@ -145,9 +145,11 @@ type Record struct {
 	UIDCount     int      `json:"uid_count,omitempty"` // all of them, when more than uids holds
 	// SharedWith tags the other FETCHes in flight that the content
 	// counted here may have answered instead (a FETCH response carries
-	// no tag): each message is counted in one record only.
-	SharedWith []string `json:"content_shared_with,omitempty"`
-	CodeArgs   string   `json:"code_args,omitempty"` // COPYUID/APPENDUID text
+	// no tag): each message is counted in one record only. The proxy
+	// names at most 16; SharedCount is how many there were when more.
+	SharedWith  []string `json:"content_shared_with,omitempty"`
+	SharedCount int      `json:"content_shared_count,omitempty"`
+	CodeArgs    string   `json:"code_args,omitempty"` // COPYUID/APPENDUID text
 
 	// Outcome. Result is ResultSuccess/ResultFailure for auth, the IMAP
 	// status (OK, NO, BAD) or ResultNone for commands, "ok"/"error" for
@@ -331,6 +333,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 	if len(r.SharedWith) > 0 {
 		e.AddArray("content_shared_with", (*stringList)(&r.SharedWith))
 	}
+	num(e, "content_shared_count", int64(r.SharedCount))
 	str(e, "code_args", r.CodeArgs)
 
 	str(e, "result", r.Result)
@@ -612,6 +615,9 @@ func (r *Record) Summary() string {
 		}
 		if len(r.SharedWith) > 0 {
 			w("shared with " + strings.Join(r.SharedWith, ","))
+			if r.SharedCount > len(r.SharedWith) {
+				w(fmt.Sprintf("(%d in all)", r.SharedCount))
+			}
 		}
 		w(r.CodeArgs)
 	case KindLimit:

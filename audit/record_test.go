@@ -51,6 +51,7 @@ func TestRecordCaps(t *testing.T) {
 	}
 	tr.Log(&Record{Kind: KindCommand, Command: "FETCH", Set: strings.Repeat("1,", 5000), UIDs: uids, Items: items})
 	tr.Log(&Record{Kind: KindCommand, Command: "FETCH", UIDs: uids[:3], UIDCount: 3})
+	tr.Log(&Record{Kind: KindCommand, Command: "FETCH", SharedWith: []string{"a", "b"}, SharedCount: 40})
 	tr.Close()
 	lines := sink.lines()
 	if len(lines[1]) > 16000 {
@@ -65,6 +66,9 @@ func TestRecordCaps(t *testing.T) {
 	}
 	if r, _ := ParseRecord([]byte(lines[2])); r.UIDCount != 3 || len(r.UIDs) != 3 {
 		t.Errorf("small: %+v", r)
+	}
+	if r, _ := ParseRecord([]byte(lines[3])); r.SharedCount != 40 || len(r.SharedWith) != 2 {
+		t.Errorf("shared: %+v", r)
 	}
 }
 
@@ -93,6 +97,10 @@ func TestSummary(t *testing.T) {
 	r.UIDs, r.UIDCount = []uint32{4, 5}, 2
 	if got := r.Summary(); got != "a3 UID FETCH 1:* [body] in INBOX => OK 1.5ms uids 4,5" {
 		t.Errorf("command: %q", got)
+	}
+	r.SharedWith, r.SharedCount = []string{"b", "c"}, 30
+	if got := r.Summary(); got != "a3 UID FETCH 1:* [body] in INBOX => OK 1.5ms uids 4,5 shared with b,c (30 in all)" {
+		t.Errorf("shared: %q", got)
 	}
 	a := &Record{Kind: KindAuth, Mechanism: "PLAIN", Result: ResultFailure, Reason: "credentials", Attempt: 2}
 	if got := a.Summary(); got != "PLAIN failure (credentials) attempt 2" {

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
@@ -62,7 +64,7 @@ func TestAnsweringFetch(t *testing.T) {
 				}
 				var shared []string
 				p.r.inflight.each(func(x *inflight) {
-					if len(p.s.fetchShared[x]) > 0 {
+					if names, _ := x.share.sharedWith(x); len(names) > 0 {
 						shared = append(shared, x.cmd.Tag)
 					}
 				})
@@ -71,5 +73,102 @@ func TestAnsweringFetch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAnsweringWorkBounded (attack44c): with n FETCHes pipelined,
+// answering looks at each FETCH in flight at most twice a response (one
+// pass, and one more when nothing fits), never at pairs of them: n⁴ steps
+// a burst before. A pipeline of FETCHes of one message, the attack, costs
+// a step or two a response once they share a group. Each response is
+// credited once and the records name at most MaxAuditSharedWith others.
+func TestAnsweringWorkBounded(t *testing.T) {
+	var steps atomic.Int64
+	answerSteps = &steps
+	t.Cleanup(func() { answerSteps = nil })
+	all := func(n int) int { return n * (n - 1) }
+	chain := func(n int) int { return n*(n+1)/2 - 1 }
+	none := func(int) int { return 0 }
+	shapes := []struct {
+		name string
+		cmd  func(i int) (set string, uid bool)
+		resp func(i int) string
+		// shared: the FETCHes the records share with, summed: in one
+		// group all the others; chaining, those grouped so far.
+		shared func(n int) int
+		cheap  bool // a few steps a response
+	}{
+		{"one message", func(int) (string, bool) { return "1", false },
+			func(int) string { return "* 1 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, true},
+		{"one message by UID", func(int) (string, bool) { return "7", true },
+			func(int) string { return "* 1 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, true},
+		{"a message each", func(i int) (string, bool) { return fmt.Sprint(i + 1), false },
+			func(i int) string { return fmt.Sprintf("* %d FETCH (UID %d BODY[HEADER] {0}\r\n", i+1, i+1) }, none, false},
+		// Each response fits the next FETCH too: the groups chain into one.
+		{"overlapping sets", func(i int) (string, bool) { return fmt.Sprintf("%d:%d", i+1, i+2), false },
+			func(i int) string { return fmt.Sprintf("* %d FETCH (UID %d BODY[HEADER] {0}\r\n", i+2, i+2) }, chain, false},
+		{"none fits", func(int) (string, bool) { return "1", false },
+			func(int) string { return "* 2 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, false},
+	}
+	for _, sh := range shapes {
+		for _, n := range []int{100, 200, 400} {
+			p := &backendPump{r: &relay{}, s: &Session{}, w: &backendWork{}}
+			for i := range n {
+				set, uid := sh.cmd(i)
+				f := &inflight{fetch: true, readContent: true}
+				f.cmd = imapwire.Command{Tag: fmt.Sprint("f", i), Name: "FETCH", UID: uid, Set: set,
+					FetchItems: []string{"FLAGS", "BODY.PEEK[HEADER]"}}
+				p.r.inflight.push(f)
+			}
+			steps.Store(0)
+			messages, named, counted := 0, 0, 0
+			for i := range n {
+				resp, err := imapwire.ParseResponse([]byte(sh.resp(i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				dv := &p.w.dv
+				*dv = delivery{num: resp.Num}
+				dv.t.BeginResponse(&resp)
+				dv.t.Part([]byte(sh.resp(i)))
+				dv.t.Literal(0)
+				uid, ok := dv.t.UID()
+				f := p.answering(uid, ok)
+				if f == nil {
+					t.Fatalf("%s: response %d credited to none", sh.name, i)
+				}
+				f.messages++
+				// The server completes them in order.
+				done := p.r.inflight.take([]byte(fmt.Sprint("f", i)))
+				done.share.left()
+				messages += done.messages
+				names, count := done.share.sharedWith(done)
+				if len(names) > MaxAuditSharedWith {
+					t.Errorf("%s: %s names %d FETCHes", sh.name, done.cmd.Tag, len(names))
+				}
+				if slices.Contains(names, done.cmd.Tag) {
+					t.Errorf("%s: %s names itself", sh.name, done.cmd.Tag)
+				}
+				if count > 0 && count <= len(names) {
+					t.Errorf("%s: %s: count %d with %d names", sh.name, done.cmd.Tag, count, len(names))
+				}
+				named += len(names)
+				counted += max(count, len(names))
+			}
+			got := steps.Load()
+			t.Logf("%s, %d FETCHes: %d steps, %d names, %d shared", sh.name, n, got, named, counted)
+			if messages != n {
+				t.Errorf("%s: %d responses credited %d times", sh.name, n, messages)
+			}
+			if most := int64(n * (n + 1)); got > most {
+				t.Errorf("%s: %d FETCHes took %d steps, more than %d", sh.name, n, got, most)
+			}
+			if most := int64(3 * n); sh.cheap && got > most {
+				t.Errorf("%s: %d FETCHes took %d steps, more than %d", sh.name, n, got, most)
+			}
+			if want := sh.shared(n); counted != want {
+				t.Errorf("%s: records share %d times, want %d", sh.name, counted, want)
+			}
+		}
 	}
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -291,6 +290,7 @@ func (p *backendPump) relay() (parked bool) {
 				return
 			}
 			r.paidLocked(done)
+			done.share.left()
 			if r.idle == done {
 				// An IDLE refused or ended: no "+" is due for it. Only
 				// its own: the client may already have sent the next
@@ -832,71 +832,88 @@ func (p *backendPump) logOwed() {
 // its sequence number for a FETCH) and whose items include the
 // response's first content item are the candidates. One left: that one.
 // Several (or none: then every FETCH in flight is one): the oldest is
-// credited, and each candidate's record names the others (sharedWith),
-// so that the trail says the attribution is shared rather than guess.
-// Called with mu held.
+// credited, and the candidates join one group (shareGroup), whose records
+// name each other (content_shared_with), so that the trail says the
+// attribution is shared rather than guess.
+//
+// One pass over the FETCHes in flight, O(log) each, stopping once the
+// group of the oldest candidate holds every command in flight (a
+// pipeline of FETCHes of one message: one step a response): never a
+// comparison of pairs. Called with mu held.
 func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 	dv := &p.w.dv
 	r := p.r
-	var first, firstFit *inflight
-	n, fits := 0, 0
+	inFlight := r.inflight.len()
+	if inFlight <= 1 {
+		if f := r.inflight.oldest(); f != nil && f.fetch {
+			return f
+		}
+		return nil
+	}
 	fit := func(x *inflight) bool {
+		if x.share == nil {
+			x.share = &fetchShare{}
+		}
 		if x.cmd.UID {
 			// UID FETCH responses carry UID (RFC 9051 §6.4.9).
-			if !hasUID || !imapwire.SetMayContain(x.cmd.Set, uid) {
-				return false
-			}
-		} else if !imapwire.SetMayContain(x.cmd.Set, dv.num) {
-			return false
+			return hasUID && x.share.fits(x, &dv.t, uid)
 		}
-		return dv.t.Answers(x.cmd.FetchItems)
+		return x.share.fits(x, &dv.t, dv.num)
 	}
-	several := r.inflight.len() > 1 // else fit is not asked
-	r.inflight.each(func(x *inflight) {
+	// whole: g already holds every command in flight, candidates or not.
+	whole := func(g *shareGroup) bool { return g != nil && g.live == inFlight }
+	steps := 0
+	var first, firstFit *inflight
+	var g *shareGroup
+	fits := 0
+	r.inflight.until(func(x *inflight) bool {
 		if !x.fetch {
-			return
+			return true
 		}
-		if n++; first == nil {
+		steps++
+		if first == nil {
 			first = x
 		}
-		if several && fit(x) {
-			if fits++; firstFit == nil {
-				firstFit = x
-			}
+		if !fit(x) {
+			return true
 		}
+		switch fits++; fits {
+		case 1:
+			firstFit = x
+			if x.share.group != nil {
+				return !whole(x.share.group.root())
+			}
+			return true
+		case 2:
+			g = g.join(firstFit)
+		}
+		g = g.join(x)
+		return !whole(g)
 	})
-	switch {
-	case n <= 1:
-		return first
-	case fits == 1:
+	if fits == 0 && first != nil {
+		// Nothing fits: any FETCH in flight may be the one.
+		n := 0
+		r.inflight.until(func(x *inflight) bool {
+			if !x.fetch {
+				return true
+			}
+			steps++
+			if n++; n == 2 {
+				g = g.join(first)
+			}
+			if n >= 2 {
+				g = g.join(x)
+			}
+			return !whole(g)
+		})
+	}
+	if answerSteps != nil {
+		answerSteps.Add(int64(steps))
+	}
+	if firstFit != nil {
 		return firstFit
 	}
-	all := fits == 0 // nothing fits: any may be it
-	r.inflight.each(func(x *inflight) {
-		if !x.fetch || (!all && !fit(x)) {
-			return
-		}
-		r.inflight.each(func(y *inflight) {
-			if y != x && y.fetch && (all || fit(y)) {
-				p.s.shareFetch(x, y.cmd.Tag)
-			}
-		})
-	})
-	if all {
-		return first
-	}
-	return firstFit
-}
-
-// shareFetch records that content credited to f may answer the FETCH
-// tagged tag instead (answering). Backend pump only.
-func (s *Session) shareFetch(f *inflight, tag string) {
-	if s.fetchShared == nil {
-		s.fetchShared = make(map[*inflight][]string)
-	}
-	if l := s.fetchShared[f]; !slices.Contains(l, tag) {
-		s.fetchShared[f] = append(l, tag)
-	}
+	return first
 }
 
 // applyEnabled switches the name model to what a completed ENABLE turned

@@ -323,8 +323,10 @@ type CommandEvent struct {
 	// SharedWith names the other FETCHes in flight that content counted
 	// here may have answered instead (a FETCH response has no tag; see
 	// backendPump.answering): each response is counted in one record
-	// only, and these records share the attribution.
-	SharedWith []string
+	// only, and these records share the attribution. It names at most
+	// MaxAuditSharedWith; SharedCount is how many there were when more.
+	SharedWith  []string
+	SharedCount int
 	// Selected is the mailbox the command was decided in ("" if none),
 	// UIDValidity its UIDVALIDITY then (0: unknown), which UIDs and a UID
 	// set are relative to (RFC 9051 §2.3.1.1).
@@ -355,6 +357,11 @@ func (e CommandEvent) Clone() CommandEvent {
 
 // MaxAuditUIDs caps CommandEvent.UIDs.
 const MaxAuditUIDs = 1000
+
+// MaxAuditSharedWith caps CommandEvent.SharedWith: a pipeline of
+// hundreds of FETCHes of one message would otherwise have each record
+// name all the others.
+const MaxAuditSharedWith = 16
 
 // CloseEvent ends a session.
 type CloseEvent struct {

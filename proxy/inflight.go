@@ -37,6 +37,8 @@ type inflight struct {
 	messages int
 	uids     []uint32
 	content  int64
+	// share: what answering keeps of a FETCH once several are in flight.
+	share *fetchShare
 
 	// refs counts the pumps holding the record: the client pump until it
 	// is done with the command (an IDLE until DONE), the backend pump
@@ -51,11 +53,15 @@ const maxFreeInflight = 8
 // recycle clears f for reuse, keeping the backing arrays of its FETCH
 // items and STORE flags, and of its UIDs when small.
 func (f *inflight) recycle() {
-	fi, sf, uids := f.cmd.FetchItems[:0], f.cmd.StoreFlags[:0], f.uids[:0]
+	fi, sf, uids, share := f.cmd.FetchItems[:0], f.cmd.StoreFlags[:0], f.uids[:0], f.share
 	clear(f.cmd.FetchItems)
 	clear(f.cmd.StoreFlags)
 	*f = inflight{}
 	f.cmd.FetchItems, f.cmd.StoreFlags = fi, sf
+	if share != nil {
+		share.reset()
+		f.share = share
+	}
 	if cap(uids) <= keepUIDs {
 		f.uids = uids
 	}
@@ -188,6 +194,16 @@ func (t *inflightTable) find(ok func(*inflight) bool) *inflight {
 		}
 	}
 	return nil
+}
+
+// until calls fn for the commands in flight, oldest first, until it
+// returns false.
+func (t *inflightTable) until(fn func(*inflight) bool) {
+	for i := t.head; i < len(t.q); i++ {
+		if f := t.q[i]; f != nil && !fn(f) {
+			return
+		}
+	}
 }
 
 // each calls fn for every command in flight, oldest first.

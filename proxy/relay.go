@@ -361,10 +361,7 @@ func (s *Session) cutAtBoundary() {
 // before it). An error means the trail did not take the record: the
 // caller must not relay the completion (ARCHITECTURE.md §11, fail closed).
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
-	shared := s.fetchShared[f]
-	if shared != nil {
-		delete(s.fetchShared, f) // f is recycled after this
-	}
+	shared, sharedCount := f.share.sharedWith(f)
 	return s.srv.auditor.Command(&s.info, CommandEvent{
 		Command:     &f.cmd,
 		Result:      statusName(resp.Status),
@@ -377,6 +374,7 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 		Messages:    f.messages,
 		UIDs:        f.uids,
 		SharedWith:  shared,
+		SharedCount: sharedCount,
 		Content:     f.content,
 		CodeArgs:    codeArgs,
 		Selected:    f.selected,

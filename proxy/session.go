@@ -83,12 +83,6 @@ type Session struct {
 
 	be    *backendConn // after login; connMu guards the pointer
 	relay *relay       // after login; connMu guards the pointer
-	// fetchShared names, for a FETCH in flight, the other FETCHes the
-	// content credited to it may have answered instead (a FETCH response
-	// has no tag: backendPump.answering); nil until that happens. Backend
-	// pump only (and endRelay once it ended): kept here, not in inflight
-	// or relay, whose size classes are full (ARCHITECTURE.md §16).
-	fetchShared map[*inflight][]string
 	// uidValidity is the selected mailbox's UIDVALIDITY (RFC 9051 §7.1,
 	// the SELECT's untagged OK), 0 when unknown or none is selected;
 	// uidValidityNext the one an in-flight SELECT or EXAMINE announced.

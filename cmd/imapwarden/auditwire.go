@@ -139,6 +139,7 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	if len(e.SharedWith) > 0 {
 		r.SharedWith = slices.Clone(e.SharedWith) // rare: FETCHes run at once
 	}
+	r.SharedCount = e.SharedCount
 	if e.BodyRead && e.Messages > 0 && (e.Command == nil || e.Command.Name != "FETCH") {
 		// Content pushed during another command (IDLE, NOOP): --fetch body
 		// finds it. A FETCH keeps the class of its items (header, body).

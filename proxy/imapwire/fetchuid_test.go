@@ -3,6 +3,7 @@ package imapwire
 import (
 	"bufio"
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -120,6 +121,12 @@ func TestFetchTrackerAnswers(t *testing.T) {
 		{"* 1 FETCH (RFC822.TEXT {2}\r\nab)\r\n", []string{"RFC822"}, false},
 		{"* 1 FETCH (BINARY[1] {2}\r\nab)\r\n", []string{"BINARY.PEEK[1]"}, true},
 		{"* 1 FETCH (BODY[1.2.3.4.5.6.7.8.9.10.11.12.HEADER] {2}\r\nab)\r\n", []string{"BODY.PEEK[1.2.3.4.5.6.7.8.9.10.11.12.HEADER]"}, true},
+		{"* 1 FETCH (BODY[1.2.3.4.5.6.7.8.9.10.11.12.HEADER] {2}\r\nab)\r\n", []string{"BODY.PEEK[1.2.3.4.5.6.7.8.9.10.11.12.TEXT]"}, true},
+		{"* 1 FETCH (BODY[1.2.3.4.5.6.7.8.9.10.11.12.HEADER] {2}\r\nab)\r\n", []string{"BODY.PEEK[1.2.3.4.5.6.7.8.9.10.11.1]"}, false},
+		{"* 1 FETCH (body[header] {2}\r\nab)\r\n", []string{"BODY.PEEK[HEADER]"}, true},
+		{"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT FROM TO CC BCC)] {2}\r\nab)\r\n", []string{"BODY.PEEK[HEADER.FIELDS.NOT (A)]"}, true},
+		{"* 1 FETCH (BODY[1] {2}\r\nab)\r\n", []string{"BINARY.PEEK[1]", "BODY", "BODY.PEEK[10]", "BODY.PEEK[2]"}, false},
+		{"* 1 FETCH (BODY[1] {2}\r\nab)\r\n", []string{"BINARY.PEEK[1]", "BODY", "BODY.PEEK[10]", "BODY.PEEK[1]<0.5>", "RFC822"}, true},
 		{"* 1 FETCH (FLAGS (\\Seen))\r\n", []string{"BODY[]"}, true},
 	}
 	for _, tc := range tests {
@@ -150,11 +157,41 @@ func TestFetchTrackerAnswers(t *testing.T) {
 		if got := tr.Answers(tc.items); got != tc.want {
 			t.Errorf("%q answers %v: %v", tc.resp, tc.items, got)
 		}
+		// The sorted keys answer the same, whatever the items' order.
+		rev := slices.Clone(tc.items)
+		slices.Reverse(rev)
+		for _, items := range [][]string{tc.items, rev} {
+			if got := tr.AnswersKeys(ItemKeys(nil, items)); got != tc.want {
+				t.Errorf("%q answers keys of %v: %v", tc.resp, items, got)
+			}
+		}
 	}
 	var tr FetchTracker
 	tr.Begin([]byte("* 1 FETCH (BODY[] {2}\r\n"))
 	tr.Part([]byte("* 1 FETCH (BODY[] {2}\r\n"))
 	if n := testing.AllocsPerRun(100, func() { tr.Answers([]string{"BODY.PEEK[HEADER]", "BODY.PEEK[]"}) }); n != 0 {
 		t.Errorf("Answers allocates %v times", n)
+	}
+	keys := ItemKeys(nil, []string{"BODY.PEEK[HEADER]", "BODY.PEEK[]"})
+	if n := testing.AllocsPerRun(100, func() { tr.AnswersKeys(keys) }); n != 0 {
+		t.Errorf("AnswersKeys allocates %v times", n)
+	}
+}
+
+// TestSetRangesLikeSetMayContain: SetRanges and RangesContain answer what
+// SetMayContain does, for sets written in any order and overlapping.
+func TestSetRangesLikeSetMayContain(t *testing.T) {
+	sets := []string{"1", "1:3", "3:1", "1,5:7", "4:*", "*", "$", "10:20,30", "30,10:20,15:25,26",
+		"7,3,5,1", "4294967295", "1:4294967295", "2:3,1,4", "x", "0", "5,,6", ""}
+	for _, set := range sets {
+		rs, all := SetRanges(nil, set)
+		for n := uint32(0); n < 40; n++ {
+			if got, want := all || RangesContain(rs, n), SetMayContain(set, n); got != want {
+				t.Errorf("%q: %d: ranges %v (all %v) say %v, SetMayContain %v", set, n, rs, all, got, want)
+			}
+		}
+		if got, want := all || RangesContain(rs, 4294967295), SetMayContain(set, 4294967295); got != want {
+			t.Errorf("%q: max: %v, SetMayContain %v", set, got, want)
+		}
 	}
 }

@@ -1,6 +1,10 @@
 package imapwire
 
-import "bytes"
+import (
+	"bytes"
+	"cmp"
+	"slices"
+)
 
 // FetchTracker follows one "* n FETCH (...)" response (RFC 9051 §7.5.2) as
 // it streams through, piece by piece and literal by literal, and finds the
@@ -447,4 +451,88 @@ func (t *FetchTracker) atomByte(c byte) {
 	}
 	t.uid = t.uid*10 + uint64(c-'0')
 	t.uidOK = t.uid > 0 && t.uid < 1<<32
+}
+
+// ItemKey is what of a FETCH item a response's first content item is
+// matched on (Answers): its name without ".PEEK", whether it has a
+// section, and the section's first word.
+type ItemKey struct {
+	name, sect string
+	bracket    bool
+}
+
+// ItemKeys appends the keys of items to dst[:0], sorted, for
+// AnswersKeys: a FETCH asked about at every response is matched in
+// O(log items) rather than O(items).
+func ItemKeys(dst []ItemKey, items []string) []ItemKey {
+	ks := dst[:0]
+	for _, it := range items {
+		n, s, b := itemParts(it)
+		ks = append(ks, ItemKey{n, s, b})
+	}
+	slices.SortFunc(ks, cmpItemKey)
+	return ks
+}
+
+// AnswersKeys is Answers for the items keys were made of (ItemKeys).
+// It does not allocate.
+func (t *FetchTracker) AnswersKeys(keys []ItemKey) bool {
+	if t.Items == 0 {
+		return true
+	}
+	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only
+	cut := int(t.firstLen) == len(t.first)
+	g := ItemKey{gn, gs, gb}
+	// The first key not below g: g itself, or else, when the section's
+	// word may go on, the first one it begins (keys sharing a prefix are
+	// contiguous in this order).
+	lo, hi := 0, len(keys)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if cmpItemKey(keys[m], g) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == len(keys) {
+		return false
+	}
+	k := keys[lo]
+	if k.bracket != gb || !equalFoldString(k.name, gn) {
+		return false
+	}
+	return equalFoldString(k.sect, gs) || (cut && len(k.sect) > len(gs) && equalFoldString(k.sect[:len(gs)], gs))
+}
+
+// cmpItemKey orders keys by section or not, name, section word, ASCII
+// letters folded as equalFoldString does.
+func cmpItemKey(a, b ItemKey) int {
+	if a.bracket != b.bracket {
+		if !a.bracket {
+			return -1
+		}
+		return 1
+	}
+	if c := cmpFold(a.name, b.name); c != 0 {
+		return c
+	}
+	return cmpFold(a.sect, b.sect)
+}
+
+// cmpFold compares a and b with ASCII letters folded to upper case.
+func cmpFold(a, b string) int {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		x, y := a[i], b[i]
+		if 'a' <= x && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		if 'a' <= y && y <= 'z' {
+			y -= 'a' - 'A'
+		}
+		if x != y {
+			return cmp.Compare(x, y)
+		}
+	}
+	return cmp.Compare(len(a), len(b))
 }

@@ -1,6 +1,7 @@
 package imapwire
 
 import (
+	"cmp"
 	"errors"
 	"math"
 	"slices"
@@ -276,27 +277,76 @@ func seqNumber(s string) (n uint32, star bool, err error) {
 // does not know, so a set with either may name any. It does not allocate.
 func SetMayContain(set string, n uint32) bool {
 	for len(set) > 0 {
-		elem := set
-		if k := strings.IndexByte(set, ','); k >= 0 {
-			elem, set = set[:k], set[k+1:]
-		} else {
-			set = ""
-		}
-		lo, hi := elem, elem
-		if k := strings.IndexByte(elem, ':'); k >= 0 {
-			lo, hi = elem[:k], elem[k+1:]
-		}
-		a, aStar, err1 := seqNumber(lo)
-		b, bStar, err2 := seqNumber(hi)
-		if elem == "$" || aStar || bStar || err1 != nil || err2 != nil {
-			return true
-		}
-		if a > b {
-			a, b = b, a
-		}
-		if a <= n && n <= b {
+		var elem string
+		elem, set = nextSetElem(set)
+		a, b, all := setElem(elem)
+		if all || (a <= n && n <= b) {
 			return true
 		}
 	}
 	return false
+}
+
+// nextSetElem splits the first element off a sequence set.
+func nextSetElem(set string) (elem, rest string) {
+	if k := strings.IndexByte(set, ','); k >= 0 {
+		return set[:k], set[k+1:]
+	}
+	return set, ""
+}
+
+// setElem is the range lo:hi one element of a set names, lo <= hi; all
+// when it may name any message ("*", "$", or not a number: SetMayContain).
+func setElem(elem string) (lo, hi uint32, all bool) {
+	l, h := elem, elem
+	if k := strings.IndexByte(elem, ':'); k >= 0 {
+		l, h = elem[:k], elem[k+1:]
+	}
+	a, aStar, err1 := seqNumber(l)
+	b, bStar, err2 := seqNumber(h)
+	if elem == "$" || aStar || bStar || err1 != nil || err2 != nil {
+		return 0, 0, true
+	}
+	return min(a, b), max(a, b), false
+}
+
+// SetRange is the numbers Lo to Hi, both included.
+type SetRange struct{ Lo, Hi uint32 }
+
+// SetRanges reads set into sorted, disjoint ranges appended to dst[:0],
+// for RangesContain to answer SetMayContain's question in O(log n) where
+// a set is asked about many times; all when the set may name any message
+// (then the ranges are not read).
+func SetRanges(dst []SetRange, set string) (ranges []SetRange, all bool) {
+	rs := dst[:0]
+	for len(set) > 0 {
+		var elem string
+		elem, set = nextSetElem(set)
+		a, b, all := setElem(elem)
+		if all {
+			return rs[:0], true
+		}
+		rs = append(rs, SetRange{a, b})
+	}
+	slices.SortFunc(rs, func(x, y SetRange) int { return cmp.Compare(x.Lo, y.Lo) })
+	out := rs[:0]
+	for _, r := range rs {
+		if k := len(out) - 1; k >= 0 && uint64(r.Lo) <= uint64(out[k].Hi)+1 {
+			out[k].Hi = max(out[k].Hi, r.Hi)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, false
+}
+
+// RangesContain reports whether ranges from SetRanges hold n.
+func RangesContain(ranges []SetRange, n uint32) bool {
+	i, _ := slices.BinarySearchFunc(ranges, n, func(r SetRange, n uint32) int {
+		if r.Hi < n {
+			return -1
+		}
+		return 0 // r.Hi >= n: the first such range is the only one that may hold n
+	})
+	return i < len(ranges) && ranges[i].Lo <= n
 }

@@ -1,0 +1,63 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestPipelinedFetchesLinearWork (attack44c): n FETCHes of one message
+// sent in one write: each response made backendPump.answering compare
+// every pair of FETCHes in flight and scan a list of all the others for
+// each pair, n⁴ steps a burst (n = 200: 2 s of CPU; n = 400: no first
+// answer in 30 s). Counted, not timed: answering looks at each FETCH in
+// flight at most twice a response, whatever the interleaving of the
+// client's commands and the server's responses; each response is
+// credited once; a record names at most MaxAuditSharedWith others.
+func TestPipelinedFetchesLinearWork(t *testing.T) {
+	h := newDovecotHarness(t, nil)
+	h.dc.Deliver(t, "alice", "INBOX", []byte(testMessage(1)))
+	var steps atomic.Int64
+	answerSteps = &steps
+	t.Cleanup(func() { answerSteps = nil })
+	for _, n := range []int{100, 200, 400} {
+		c := h.login()
+		c.transact("s1 SELECT INBOX", "s1 OK")
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "f%d FETCH 1 BODY.PEEK[HEADER]\r\n", i)
+		}
+		steps.Store(0)
+		c.sendRaw(b.String())
+		for i := range n {
+			c.expectTagged(fmt.Sprint("f", i), fmt.Sprintf("f%d OK", i))
+		}
+		got := steps.Load()
+		c.transact("z LOGOUT", "z OK")
+		t.Logf("%d pipelined FETCHes of one message: %d steps", n, got)
+		if most := int64(2 * n * n); got > most {
+			t.Errorf("%d pipelined FETCHes took %d steps, more than %d", n, got, most)
+		}
+	}
+	waitFor(t, func() bool {
+		h.audit.mu.Lock()
+		defer h.audit.mu.Unlock()
+		return len(h.audit.closes) == 3
+	})
+	h.audit.mu.Lock()
+	defer h.audit.mu.Unlock()
+	messages := 0
+	for _, e := range h.audit.commands {
+		if e.Command == nil || e.Command.Name != "FETCH" {
+			continue
+		}
+		messages += e.Messages
+		if len(e.SharedWith) > MaxAuditSharedWith || (e.SharedCount != 0 && e.SharedCount <= len(e.SharedWith)) {
+			t.Errorf("%s names %d (%d in all)", e.Command.Tag, len(e.SharedWith), e.SharedCount)
+		}
+	}
+	if want := 100 + 200 + 400; messages != want {
+		t.Errorf("the records count %d messages, the FETCHes got %d", messages, want)
+	}
+}
