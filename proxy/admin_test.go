@@ -34,7 +34,7 @@ func TestSessionsAndEndSession(t *testing.T) {
 	waitFor(t, func() bool {
 		h.audit.mu.Lock()
 		defer h.audit.mu.Unlock()
-		return len(h.audit.closes) > 0 && h.audit.closes[len(h.audit.closes)-1].Reason == "ended-by-admin"
+		return len(h.audit.closes) > 0 && h.audit.closes[len(h.audit.closes)-1].Reason == CloseEndedByAdmin
 	})
 }
 

@@ -81,7 +81,7 @@ func (a *LogAuditor) Security(s *SessionInfo, kind, detail string) {
 
 func (a *LogAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
 	a.log.Info("session close", append(sessionFields(s),
-		zap.String("reason", e.Reason), zap.Duration("duration", e.Duration),
+		zap.Stringer("reason", e.Reason), zap.Duration("duration", e.Duration),
 		zap.Int64("bytes_in", e.BytesIn), zap.Int64("bytes_out", e.BytesOut),
 		zap.Int("commands", e.Commands))...)
 }

@@ -405,7 +405,7 @@ func TestDrainCutsAtMessageBoundary(t *testing.T) {
 	waitFor(t, func() bool {
 		h.audit.mu.Lock()
 		defer h.audit.mu.Unlock()
-		return len(h.audit.closes) == 1 && h.audit.closes[0].Reason == "drained"
+		return len(h.audit.closes) == 1 && h.audit.closes[0].Reason == CloseDrained
 	})
 }
 

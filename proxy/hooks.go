@@ -365,7 +365,7 @@ const MaxAuditSharedWith = 16
 
 // CloseEvent ends a session.
 type CloseEvent struct {
-	Reason   string
+	Reason   CloseReason
 	Duration time.Duration
 	BytesIn  int64 // client → proxy
 	BytesOut int64 // proxy → client

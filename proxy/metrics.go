@@ -15,6 +15,7 @@ import (
 type Metrics struct {
 	connections     *prometheus.CounterVec
 	sessions        *prometheus.GaugeVec
+	closed          *prometheus.CounterVec
 	handshakes      *prometheus.CounterVec
 	auth            *prometheus.CounterVec
 	commands        *prometheus.CounterVec
@@ -52,6 +53,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		sessions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "imapwarden_sessions_active", Help: "Client connections open now, by listener.",
 		}, []string{"listener"}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapwarden_sessions_closed_total", Help: "Client connections ended, by listener and close reason (the audit trail's).",
+		}, []string{"listener", "reason"}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapwarden_tls_handshakes_total", Help: "TLS handshakes with clients, by listener, result and version.",
 		}, []string{"listener", "result", "version"}),
@@ -89,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Sessions ended because their backend broke the IMAP protocol (fault protocol) or went silent while it owed an answer or literal bytes (fault timeout), by backend.",
 		}, []string{"backend", "fault"}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.handshakes, m.auth, m.commands,
+	for _, c := range []prometheus.Collector{m.connections, m.sessions, m.closed, m.handshakes, m.auth, m.commands,
 		m.commandDuration, m.limitHits, m.backendDials, m.backendDialTime, m.bytes, m.security, m.preAuth, m.backendFaults} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -131,6 +135,9 @@ func (m *Metrics) Init(listeners, backends []string, limits [][2]string) {
 	for _, l := range listeners {
 		m.connections.WithLabelValues(l)
 		m.sessions.WithLabelValues(l)
+		for _, r := range CloseReasons() {
+			m.closed.WithLabelValues(l, r)
+		}
 		m.handshakes.WithLabelValues(l, "failed", "")
 		for _, v := range []string{"TLS1.2", "TLS1.3"} {
 			m.handshakes.WithLabelValues(l, "ok", v)
@@ -182,9 +189,12 @@ func (m *Metrics) connOpen(listener string) {
 	m.sessions.WithLabelValues(listener).Inc()
 }
 
-func (m *Metrics) connClose(listener string) {
+// connClose counts a session's end by its reason: a CloseReason, so the
+// label's values are the enum's few names (ARCHITECTURE.md §15).
+func (m *Metrics) connClose(listener string, why CloseReason) {
 	if m != nil {
 		m.sessions.WithLabelValues(listener).Dec()
+		m.closed.WithLabelValues(listener, why.String()).Inc()
 	}
 }
 
@@ -369,6 +379,6 @@ func (a metricsAuditor) Limit(s *SessionInfo, r LimitResult) {
 }
 
 func (a metricsAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
-	a.m.connClose(s.Listener)
+	a.m.connClose(s.Listener, e.Reason)
 	a.next.SessionClose(s, e)
 }

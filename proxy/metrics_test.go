@@ -19,11 +19,19 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.Init([]string{"imaps", "imap"}, nil, nil)
+	// Every close reason's series is there before any session closed.
+	if n := testutil.CollectAndCount(m.closed); n != 2*len(CloseReasons()) {
+		t.Errorf("%d sessions_closed_total series after Init, want %d", n, 2*len(CloseReasons()))
+	}
 	h := newHarness(t, func(o *Options) {
 		o.Metrics = m
 		o.Decider = funcDecider(func(in *DecisionInput) Decision {
-			if in.Point == PointCommand && in.Command.Name == "DELETE" {
+			switch {
+			case in.Point == PointCommand && in.Command.Name == "DELETE":
 				return Decision{Reason: "no"}
+			case in.Point == PointCommand && in.Command.Name == "RENAME":
+				return Decision{Reason: "no", Disconnect: true}
 			}
 			return Decision{Allow: true}
 		})
@@ -41,21 +49,39 @@ func TestMetrics(t *testing.T) {
 	p.expect("* OK")
 	p.sendRaw("GET / HTTP/1.0\r\n\r\n")
 	p.expectClosed("* BYE")
-	waitFor(t, func() bool { return testutil.ToFloat64(m.sessions.WithLabelValues("imaps")) == 0 })
+	q := dialPlain(t, h.starttls)
+	q.expect("* OK")
+	q.send("z LOGOUT")
+	q.expectClosed("* BYE", "z OK")
+	d := dialTLS(t, h.imaps)
+	d.expect("* OK")
+	d.transact("b1 LOGIN alice alice-pw", "b1 OK")
+	d.send("b2 RENAME INBOX x")
+	d.expectClosed("* BYE [NOPERM]")
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(m.sessions.WithLabelValues("imaps")) == 0 && testutil.ToFloat64(m.sessions.WithLabelValues("imap")) == 0
+	})
 
 	for _, tc := range []struct {
 		c    prometheus.Collector
 		want float64
 	}{
-		{m.connections.WithLabelValues("imaps"), 1},
-		{m.connections.WithLabelValues("imap"), 1},
-		{m.auth.WithLabelValues("LOGIN", "ok"), 1},
+		{m.connections.WithLabelValues("imaps"), 2},
+		{m.connections.WithLabelValues("imap"), 2},
+		{m.auth.WithLabelValues("LOGIN", "ok"), 2},
 		{m.auth.WithLabelValues("LOGIN", "credentials"), 1},
 		{m.commands.WithLabelValues("FETCH", "ok"), 1},
 		{m.commands.WithLabelValues("DELETE", "denied"), 1},
-		{m.handshakes.WithLabelValues("imaps", "ok", "TLS1.3"), 1},
-		{m.backendDials.WithLabelValues("mem", "ok"), 2},
+		{m.handshakes.WithLabelValues("imaps", "ok", "TLS1.3"), 2},
+		{m.backendDials.WithLabelValues("mem", "ok"), 3},
 		{m.security.WithLabelValues("non-imap-client"), 1},
+		// A LOGOUT after login ends with the backend's BYE (RFC 9051
+		// §6.1.3), before it with the proxy's.
+		{m.closed.WithLabelValues("imaps", CloseBackendBye.String()), 1},
+		{m.closed.WithLabelValues("imap", CloseLogout.String()), 1},
+		{m.closed.WithLabelValues("imaps", ClosePolicyDisconnect.String()), 1},
+		{m.closed.WithLabelValues("imap", CloseNonIMAPClient.String()), 1},
+		{m.closed.WithLabelValues("imaps", CloseClientClosed.String()), 0},
 	} {
 		if got := testutil.ToFloat64(tc.c); got != tc.want {
 			t.Errorf("%v = %v, want %v", tc.c.(prometheus.Metric).Desc(), got, tc.want)

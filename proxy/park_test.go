@@ -355,8 +355,8 @@ func TestParkedSessionEnds(t *testing.T) {
 				h.audit.mu.Lock()
 				got := h.audit.closes[0].Reason
 				h.audit.mu.Unlock()
-				if got != tc.wantReason.String() {
-					t.Errorf("close reason %q, want %q", got, tc.wantReason)
+				if got != tc.wantReason {
+					t.Errorf("close reason %v, want %v", got, tc.wantReason)
 				}
 				waitParked(t, h, 0)
 				waitClientsParked(t, h, 0)

@@ -397,7 +397,7 @@ func TestAuditFailureWithholdsReply(t *testing.T) {
 			h.srv.Wait()
 			h.audit.mu.Lock()
 			defer h.audit.mu.Unlock()
-			if n := len(h.audit.closes); n != 1 || h.audit.closes[0].Reason != "audit-unavailable" {
+			if n := len(h.audit.closes); n != 1 || h.audit.closes[0].Reason != CloseAuditUnavailable {
 				t.Errorf("closes %+v, want one with reason audit-unavailable", h.audit.closes)
 			}
 		})

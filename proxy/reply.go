@@ -7,8 +7,8 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// CloseReason says why a session ended: one name for the log and the audit
-// trail (CloseEvent.Reason is its String); no metric counts by it yet.
+// CloseReason says why a session ended: one name for the log, the audit
+// trail (CloseEvent.Reason) and the metric imapwarden_sessions_closed_total.
 type CloseReason uint8
 
 // Close reasons. The zero value is the default: the client closed.
@@ -79,6 +79,9 @@ func (r CloseReason) String() string {
 	}
 	return "unknown"
 }
+
+// MarshalText encodes the reason as its name.
+func (r CloseReason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // CloseReasons lists every reason's name.
 func CloseReasons() []string { return append([]string(nil), closeReasonNames[:]...) }

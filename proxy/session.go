@@ -256,7 +256,7 @@ func (s *Session) finish(cp *clientPump) {
 		}
 	}()
 	ev := CloseEvent{
-		Reason:   s.reason().String(),
+		Reason:   s.reason(),
 		Duration: time.Since(s.info.Started),
 		BytesIn:  s.raw.in.Load(),
 		BytesOut: s.raw.out.Load(),

@@ -53,7 +53,7 @@ func auditTestTrail(t *testing.T, key []byte) string {
 		Decision: &proxy.Decision{Reason: "mailbox is protected", Code: "NOPERM"}})
 	w.Limit(s, proxy.LimitResult{Exceeded: true, Limit: "fetch_bytes", Key: "user", Delay: time.Second})
 	w.Security(s, "backend-lost", "b")
-	w.SessionClose(s, proxy.CloseEvent{Reason: "client-closed", Duration: time.Second, Commands: 2, CommandsByName: map[string]int{"FETCH": 1, "DELETE": 1}})
+	w.SessionClose(s, proxy.CloseEvent{Reason: proxy.CloseClientClosed, Duration: time.Second, Commands: 2, CommandsByName: map[string]int{"FETCH": 1, "DELETE": 1}})
 	w.Reload("policy", "rev-7", nil)
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)

@@ -297,7 +297,7 @@ func (w *auditWire) Security(s *proxy.SessionInfo, kind, detail string) {
 
 func (w *auditWire) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	r := w.record(s, audit.KindSessionClose)
-	r.Reason, r.Duration = e.Reason, e.Duration
+	r.Reason, r.Duration = e.Reason.String(), e.Duration
 	r.BytesIn, r.BytesOut, r.Commands = e.BytesIn, e.BytesOut, e.Commands
 	r.AuthFailures, r.Backend, r.Server = s.AuthFailures, s.Backend, s.Server
 	// The session is over: its counters are not touched again.
