@@ -12,18 +12,18 @@ import (
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
-// frontEnd serves commands until a login succeeds (true) or the session
-// ends (false).
-func (s *Session) frontEnd() bool {
+// frontEnd serves commands until a login succeeds (its authed) or the
+// session ends (the zero authed).
+func (s *Session) frontEnd() authed {
 	for {
 		if !s.waitCommand(s.lim.PreAuthIdle) {
 			s.sayShutdown()
-			return false
+			return authed{}
 		}
 		cmd, err := s.readPreAuthCommand()
 		s.waiting.Store(false)
 		if err != nil {
-			return false
+			return authed{}
 		}
 		if cmd == nil { // answered already
 			continue
@@ -32,7 +32,7 @@ func (s *Session) frontEnd() bool {
 		first := s.preAuthCommands == 1
 		if s.preAuthCommands > s.lim.MaxPreAuthCommands {
 			s.answer("*", bye(ClosePreAuthCommandLimit, "LIMIT", "Too many commands before login"))
-			return false
+			return authed{}
 		}
 		tag := cmd.Tag
 		name := cmd.Name
@@ -51,24 +51,24 @@ func (s *Session) frontEnd() bool {
 		case "LOGOUT":
 			s.setReason(CloseLogout)
 			s.writef("* BYE Logging out\r\n%s OK LOGOUT completed\r\n", tag)
-			return false
+			return authed{}
 		case "ID":
 			s.handleID(cmd)
 		case "STARTTLS":
 			if !s.startTLS(tag) {
-				return false
+				return authed{}
 			}
 		case "LOGIN":
 			if len(cmd.Args) != 2 || !isString(cmd.Args[0]) || !isString(cmd.Args[1]) {
 				s.answer(tag, bad("", "LOGIN expects user name and password"))
 				continue
 			}
-			if s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}) {
-				return true
+			if a := s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}); a.be != nil {
+				return a
 			}
 		case "AUTHENTICATE":
-			if s.authenticate(cmd) {
-				return true
+			if a := s.authenticate(cmd); a.be != nil {
+				return a
 			}
 		default:
 			if first {
@@ -76,7 +76,7 @@ func (s *Session) frontEnd() bool {
 				// use of the port (HTTP, SMTP, a ClientHello) at once.
 				s.srv.auditor.Security(&s.info, "non-imap-client", "unknown first command")
 				s.answer("*", byeNonIMAP)
-				return false
+				return authed{}
 			}
 			if cmd.Spec != nil {
 				s.answer(tag, bad("", "Log in first"))
@@ -86,7 +86,7 @@ func (s *Session) frontEnd() bool {
 		}
 		if s.info.AuthFailures >= s.lim.MaxAuthFailures {
 			s.answer("*", bye(CloseAuthFailures, "", "Too many authentication failures"))
-			return false
+			return authed{}
 		}
 	}
 }
@@ -277,18 +277,18 @@ func (s *Session) startTLS(tag string) bool {
 // authenticate runs AUTHENTICATE (RFC 9051 §6.2.2) with PLAIN, LOGIN,
 // EXTERNAL, and with a token authenticator OAUTHBEARER (RFC 7628) and
 // XOAUTH2, with an optional initial response (RFC 4959).
-func (s *Session) authenticate(cmd *imapwire.Command) bool {
+func (s *Session) authenticate(cmd *imapwire.Command) authed {
 	tag := cmd.Tag
 	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.ArgAtom {
 		s.answer(tag, bad("", "AUTHENTICATE expects a mechanism"))
-		return false
+		return authed{}
 	}
 	mech := strings.ToUpper(cmd.Args[0].Value)
 	if !s.authAllowed() {
 		s.info.AuthFailures++
 		s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "privacy-required"})
 		s.answer(tag, no("PRIVACYREQUIRED", "Authentication is disabled until TLS is active"))
-		return false
+		return authed{}
 	}
 	cr := Credentials{Mechanism: mech}
 	var server sasl.Server
@@ -311,7 +311,7 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 			s.info.AuthFailures++
 			s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: mech, Attempt: s.info.AuthFailures, Reason: "no-certificate"})
 			s.answer(tag, no("AUTHENTICATIONFAILED", "No verified client certificate"))
-			return false
+			return authed{}
 		}
 		server = sasl.NewExternalServer(func(identity string) error {
 			cr.AuthzID = identity
@@ -320,12 +320,12 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 	case "OAUTHBEARER", "XOAUTH2":
 		if _, ok := s.tokenAuth(); !ok {
 			s.answer(tag, no("CANNOT", "Unsupported authentication mechanism"))
-			return false
+			return authed{}
 		}
 		server = &tokenServer{mech: mech, cr: &cr}
 	default:
 		s.answer(tag, no("CANNOT", "Unsupported authentication mechanism"))
-		return false
+		return authed{}
 	}
 	var resp []byte
 	if len(cmd.Args) == 2 {
@@ -334,7 +334,7 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 			var err error
 			if resp, err = base64.StdEncoding.DecodeString(ir); err != nil {
 				s.answer(tag, bad("", "Invalid base64"))
-				return false
+				return authed{}
 			}
 		} else {
 			resp = []byte{}
@@ -348,17 +348,18 @@ func (s *Session) authenticate(cmd *imapwire.Command) bool {
 			if cr.IsToken() {
 				// RFC 7628 §3.2.2: an error, then the client's dummy
 				// response, then NO.
-				return s.tokenRefused(tag)
+				s.tokenRefused(tag)
+				return authed{}
 			}
 			s.answer(tag, no("AUTHENTICATIONFAILED", "Authentication failed"))
-			return false
+			return authed{}
 		}
 		if done {
 			break
 		}
 		var ok bool
 		if resp, ok = s.saslResponse(tag, chal); !ok {
-			return false
+			return authed{}
 		}
 	}
 	return s.login(tag, &cr)

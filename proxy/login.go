@@ -43,19 +43,41 @@ const certAuthenticator = "certificate"
 // backendAuthenticator names the default verifier, the backend itself.
 const backendAuthenticator = "backend"
 
+// authed is what a successful login hands the relay, which owns it
+// (ARCHITECTURE.md §5): the backend connection logged in as the user
+// (be.caps is the backend's capability list) and the accounting the login
+// began. Who the user is, hooks read in SessionInfo (User, Identity). The
+// zero authed is no login.
+type authed struct {
+	be *backendConn
+	// limitRelease ends the Limiter's count of the session, serverRelease
+	// the Balancer's count of it on be's server; nil when not counted.
+	limitRelease, serverRelease func()
+}
+
+// drop gives up a login's backend connection that will not be used, and
+// its place on its server.
+func (a *authed) drop() {
+	a.be.release()
+	if a.serverRelease != nil {
+		a.serverRelease()
+	}
+	*a = authed{}
+}
+
 // login verifies, routes, decides and logs in to the backend. On success
-// it answers the client and returns true.
-func (s *Session) login(tag string, cr *Credentials) bool {
+// it answers the client and returns the login; else the zero authed.
+func (s *Session) login(tag string, cr *Credentials) authed {
 	mech := cr.Mechanism
 	var authDecision *Decision
 	ev := AuthEvent{Mechanism: mech}
 	// fail answers at once: the client's mistakes and unavailability.
-	fail := func(reason string, r *reply) bool {
+	fail := func(reason string, r *reply) authed {
 		s.info.AuthFailures++
 		ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 		s.srv.auditor.Auth(&s.info, ev)
 		s.answer(tag, r)
-		return false
+		return authed{}
 	}
 	if !s.authAllowed() {
 		return fail("privacy-required", replyLoginPrivacy)
@@ -110,11 +132,10 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	// failed answers a credential-class failure, whatever its true reason,
 	// with one text after the Limiter's delay (the same for unknown users,
 	// wrong passwords and refusals).
-	var be *backendConn
-	failed := func(reason, detail string) bool {
-		if be != nil {
-			s.releaseBackend(be)
-			be = nil
+	var a authed
+	failed := func(reason, detail string) authed {
+		if a.be != nil {
+			a.drop()
 		}
 		if lim != nil {
 			time.Sleep(lim.LoginResult(limitUser, false))
@@ -124,7 +145,8 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			s.info.AuthFailures++
 			ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 			s.srv.auditor.Auth(&s.info, ev)
-			return s.tokenRefused(tag)
+			s.tokenRefused(tag)
+			return authed{}
 		}
 		return fail(reason, replyAuthFailed)
 	}
@@ -198,7 +220,7 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 
 	// 4. The backend checks the password.
 	if backendVerifies {
-		be, err = s.backendLogin(ctx, b, cr)
+		a, err = s.backendLogin(ctx, b, cr)
 		if errors.Is(err, errBackendAuth) {
 			return failed("credentials", "backend "+b.Name+" refused the credentials")
 		}
@@ -222,8 +244,8 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 	}
 
 	// 6. Log in to the backend.
-	if be == nil {
-		be, err = s.backendLogin(ctx, b, cr)
+	if a.be == nil {
+		a, err = s.backendLogin(ctx, b, cr)
 		if errors.Is(err, errBackendAuth) {
 			// The proxy verified the user, the backend does not know it
 			// (or its master user is misconfigured).
@@ -243,26 +265,23 @@ func (s *Session) login(tag string, cr *Credentials) bool {
 			if release != nil {
 				release()
 			}
-			s.releaseBackend(be)
+			a.drop()
 			ev.User, ev.Attempt, ev.Reason, ev.Backend = s.info.User, s.info.AuthFailures+1, "limit", b.Name
 			s.srv.auditor.Auth(&s.info, ev)
 			s.answer(tag, limitReply(res))
-			return false
+			return authed{}
 		}
-		s.sessionRelease = release
+		a.limitRelease = release
 	}
-	s.connMu.Lock()
-	s.be = be
-	s.connMu.Unlock()
-	if be.delim != 0 {
+	if a.be.delim != 0 {
 		s.infoMu.Lock()
-		s.info.Delimiter = string(be.delim)
+		s.info.Delimiter = string(a.be.delim)
 		s.infoMu.Unlock()
 	}
 	ev.User, ev.Attempt, ev.Success, ev.Backend, ev.Decision = s.info.User, s.info.AuthFailures+1, true, b.Name, authDecision
 	s.srv.auditor.Auth(&s.info, ev)
-	s.writef("%s OK [CAPABILITY %s COMPRESS=DEFLATE] Logged in\r\n", tag, strings.Join(filterCaps(be.caps), " "))
-	return true
+	s.writef("%s OK [CAPABILITY %s COMPRESS=DEFLATE] Logged in\r\n", tag, strings.Join(filterCaps(a.be.caps), " "))
+	return a
 }
 
 // verify runs step 2: the identity, and whether the backend must still
@@ -313,8 +332,9 @@ func (s *Session) route(ctx context.Context, cr *Credentials) (*Backend, error) 
 // not answer is reported to the Balancer (which may mark it down) and the
 // next server it picks is tried, until none is left. Refused credentials
 // end the attempts: another server of the same backend would say the
-// same. On success the session counts on its server until it ends.
-func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials) (*backendConn, error) {
+// same. On success the session counts on its server until it ends
+// (authed.serverRelease).
+func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials) (authed, error) {
 	var tried []string
 	for {
 		sb := b
@@ -322,7 +342,7 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 			var err error
 			if sb, err = b.Servers.Pick(&s.info, s.info.User, tried); err != nil {
 				s.logger().Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
-				return nil, err
+				return authed{}, err
 			}
 		}
 		s.infoMu.Lock()
@@ -342,12 +362,16 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 				health = nil // it answered
 			}
 			b.Servers.Result(sb, health)
-			if err == nil {
-				s.backendRelease = b.Servers.Acquire(sb)
-			}
 		}
-		if err == nil || errors.Is(err, errBackendAuth) {
-			return be, err
+		if err == nil {
+			a := authed{be: be}
+			if b.Servers != nil {
+				a.serverRelease = b.Servers.Acquire(sb)
+			}
+			return a, nil
+		}
+		if errors.Is(err, errBackendAuth) {
+			return authed{}, err
 		}
 		s.logger().Warn("backend unavailable", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))
 		s.srv.auditor.Security(&s.info, "backend-connect-failed", b.Name)
@@ -355,19 +379,9 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 			s.srv.auditor.Security(&s.info, "backend-starttls-injection", b.Name)
 		}
 		if b.Servers == nil {
-			return nil, err
+			return authed{}, err
 		}
 		tried = append(tried, sb.Server)
-	}
-}
-
-// releaseBackend gives up a backend connection that was logged in but
-// will not be used, and its place on its server.
-func (s *Session) releaseBackend(be *backendConn) {
-	be.release()
-	if s.backendRelease != nil {
-		s.backendRelease()
-		s.backendRelease = nil
 	}
 }
 
@@ -389,15 +403,13 @@ func (s *Session) tokenAuth() (TokenChallenge, bool) {
 // (%x01; XOAUTH2 clients send an empty one), then NO. The status is
 // always invalid_token: an expired token, a wrong audience and a policy
 // refusal look alike.
-func (s *Session) tokenRefused(tag string) bool {
+func (s *Session) tokenRefused(tag string) {
 	tc, _ := s.tokenAuth()
 	msg := tokenError{Status: "invalid_token", Schemes: "bearer", Scope: tc.Scope, OpenIDConfiguration: tc.OpenIDConfiguration}
 	blob, _ := json.Marshal(msg)
-	if _, ok := s.saslResponse(tag, blob); !ok {
-		return false
+	if _, ok := s.saslResponse(tag, blob); ok {
+		s.answer(tag, replyAuthFailed)
 	}
-	s.answer(tag, replyAuthFailed)
-	return false
 }
 
 // tokenError is the RFC 7628 §3.2.2 error.

@@ -94,38 +94,45 @@ type owedState struct {
 // errStop ends a pump; the reason was recorded.
 var errStop = errors.New("relay stopped")
 
-// runRelay runs phase B until either side ends: the backend pump on its
-// own goroutine, the client pump on the session's (until it parks; the
-// parker then runs it, and the session's end, on another).
-func (s *Session) runRelay() {
+// runRelay runs phase B, owning the login a, until either side ends: the
+// backend pump on its own goroutine, the client pump on the session's
+// (until it parks; the parker then runs it, and the session's end, on
+// another).
+func (s *Session) runRelay(a authed) {
+	be := a.be
 	r := &relay{s: s}
-	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: s.be.delim, Caps: imapwire.ParseCaps(filterCaps(s.be.caps)),
-		Names: s.be.names}
+	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: be.delim, Caps: imapwire.ParseCaps(filterCaps(be.caps)),
+		Names: be.names}
 	// What the relay needs of the backend's list, kept as two flags: the
 	// list itself is a few hundred bytes per idle session.
-	s.be.literalPlus, s.be.literalMinus = s.be.hasCap("LITERAL+"), s.be.hasCap("LITERAL-")
-	s.be.caps = nil
+	be.literalPlus, be.literalMinus = be.hasCap("LITERAL+"), be.hasCap("LITERAL-")
+	be.caps = nil
 	// From here the client's bytes go to the backend as they are. (Before
 	// login the front end reads literals itself: a NUL in a credential
 	// is a failed login.)
 	s.sc.RefuseNUL()
 	if h := s.srv.opts.wrapBackend; h != nil {
-		s.be.conn = h(s.be.conn)
-		s.be.rd.c = s.be.conn
+		be.conn = h(be.conn)
+		be.rd.c = be.conn
 	}
-	s.be.rd.unarming = s.srv.opts.unarming
-	s.be.rd.st, s.be.rd.timeout = &r.owedState, s.lim.BackendTimeout
+	be.rd.unarming = s.srv.opts.unarming
+	be.rd.st, be.rd.timeout = &r.owedState, s.lim.BackendTimeout
 	if s.srv.parker != nil && s.lim.ParkAfter > 0 {
-		r.backendParks = rawConn(s.be.raw) != nil
+		r.backendParks = rawConn(be.raw) != nil
 		if r.backendParks {
-			s.be.rd.linger = s.lim.ParkAfter
+			be.rd.linger = s.lim.ParkAfter
 		}
 		s.rawClient = rawConn(s.raw.Conn)
 	}
+	// Published for the session's end (Session.authed). A closeConns that
+	// ran before found no backend to close: the pumps find both closed.
 	s.connMu.Lock()
-	s.relay = r
+	s.authed, s.relay = a, r
 	s.connMu.Unlock()
-	bp := &backendPump{r: r, s: s, be: s.be}
+	if s.connsClosed.Load() {
+		be.close()
+	}
+	bp := &backendPump{r: r, s: s, be: be}
 	s.srv.runners.run(bp.run)
 	// The session goroutine ran the login: hot.
 	cp := &clientPump{r: r, s: s, bp: bp, hot: true}

@@ -81,19 +81,19 @@ type Session struct {
 	// pump is parked (clientPump.park) and when the session ends.
 	parser *imapwire.CommandParser
 
-	be    *backendConn // after login; connMu guards the pointer
-	relay *relay       // after login; connMu guards the pointer
+	// authed is the login's, which runRelay publishes for the code that
+	// ends the session: closeConns closes be (connMu guards the pointer;
+	// the client pump writes to it), finish ends the accounting and gives
+	// be back. Zero until the relay starts (ARCHITECTURE.md §5).
+	authed
+	relay *relay // after login; connMu guards the pointer
 	// uidValidity is the selected mailbox's UIDVALIDITY (RFC 9051 §7.1,
 	// the SELECT's untagged OK), 0 when unknown or none is selected;
 	// uidValidityNext the one an in-flight SELECT or EXAMINE announced.
 	// Both under relay.mu, written by the backend pump.
 	uidValidity, uidValidityNext uint32
-	// limit is the connection's Limiter handle (nil without a Limiter);
-	// sessionRelease ends its accounting of this login, backendRelease
-	// the Balancer's count of the session on its server.
-	limit          LimitConn
-	sessionRelease func()
-	backendRelease func()
+	// limit is the connection's Limiter handle (nil without a Limiter).
+	limit LimitConn
 
 	connMu sync.Mutex
 	// closing: the session is ending, its pumps must not start anything.
@@ -173,18 +173,19 @@ func (s *Session) serve() {
 	}
 	s.plaintextAuthOK = inPrefixes(s.lo.PlaintextAuthFrom, s.info.ClientAddr.Addr())
 	s.srv.auditor.SessionOpen(&s.info)
-	if !s.open() {
+	a := s.open()
+	if a.be == nil {
 		s.finish(nil)
 		s.exit()
 		return
 	}
 	s.leavePreAuth()
-	s.runRelay()
+	s.runRelay(a)
 }
 
-// open runs the session from its connection to its login; false when it
-// ended before.
-func (s *Session) open() bool {
+// open runs the session from its connection to its login, which it
+// returns; the zero authed when the session ended before.
+func (s *Session) open() authed {
 	if l := s.dyn.Limiter; l != nil {
 		res, lc := l.Connect(&s.info)
 		if lc != nil {
@@ -201,20 +202,20 @@ func (s *Session) open() bool {
 				code, reason := res.codeReason()
 				s.answer("*", bye(CloseLimit, code, reason))
 			}
-			return false
+			return authed{}
 		}
 	}
 	if s.lo.Mode == ImplicitTLS {
 		if err := s.handshake(); err != nil {
 			s.setReason(CloseTLSHandshake)
 			s.logger().Debug("tls handshake failed", zap.Error(err))
-			return false
+			return authed{}
 		}
 	}
 	if d := s.decide(PointConnect, nil, false, nil); !d.Allow {
 		d.Disconnect = true // at connect a denial always ends the session
 		s.answer("*", decisionReply(d, "NOPERM", ClosePolicyConnect))
-		return false
+		return authed{}
 	}
 	s.writef("* OK [CAPABILITY %s] %s ready\r\n", s.preAuthCaps(), s.srv.opts.Hostname)
 	return s.frontEnd()
@@ -237,11 +238,11 @@ func (s *Session) finish(cp *clientPump) {
 	s.closeConns()
 	// Both pumps have ended (runRelay waits for the backend pump): the
 	// pooled buffers have no other user.
-	if s.sessionRelease != nil {
-		s.sessionRelease()
+	if s.limitRelease != nil {
+		s.limitRelease()
 	}
-	if s.backendRelease != nil {
-		s.backendRelease()
+	if s.serverRelease != nil {
+		s.serverRelease()
 	}
 	defer func() {
 		if s.out.release() {
