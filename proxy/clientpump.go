@@ -316,7 +316,7 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 	r := p.r
 	for {
 		r.mu.Lock()
-		if r.inflight.find(func(x *inflight) bool { return x == idle }) == nil {
+		if !r.inflight.holds(idle) {
 			r.idling.Store(false)
 			r.mu.Unlock()
 			return nil // completed before its "+": refused

@@ -89,16 +89,27 @@ func snapshotInto(dst *imapwire.Command, c *imapwire.Command) {
 // inflightTable is the commands in flight, oldest first. Servers complete
 // commands in order almost always, so completion pops the head in O(1);
 // one completed out of order leaves a hole that the head skips later
-// (RFC 9051 §5.5 lets a server run some commands concurrently). Not safe
-// for concurrent use: relay.mu guards it.
+// (RFC 9051 §5.5 lets a server run some commands concurrently). Once many
+// are in flight a tag index finds a command in O(1), and holes are
+// squeezed out when they fill half the array, so that no response's work
+// grows with the commands in flight or the session's length. Not safe
+// for concurrent use: relayState.mu guards it.
 type inflightTable struct {
 	q    []*inflight
 	head int
 	n    int
-	// byTag answers "is this tag in flight" in O(1) once many are: a
-	// client pipelining thousands of commands must not make each new one
-	// scan them all.
-	byTag map[string]int
+	// byTag finds a tag in flight in O(1) once many are: a client
+	// pipelining thousands of commands must not make each new one, or
+	// each completion, scan them all.
+	byTag map[string]tagSlot
+}
+
+// tagSlot is where the oldest command with a tag is in the table, and
+// how many are in flight with it (more than one only past the table: the
+// proxy refuses a tag in flight, ARCHITECTURE.md §9).
+type tagSlot struct {
+	at int
+	n  int
 }
 
 // byTagFrom is the number of commands in flight from which byTag is kept.
@@ -107,64 +118,134 @@ const byTagFrom = 32
 func (t *inflightTable) len() int { return t.n }
 
 func (t *inflightTable) push(f *inflight) {
-	if t.head > 0 && t.head == len(t.q) {
-		t.q, t.head = t.q[:0], 0
-	} else if t.head > 0 && len(t.q) == cap(t.q) && 2*t.head >= len(t.q) {
-		// A pipeline that never empties would otherwise grow the array
-		// by a slot per command of the session: when at least half of
-		// it is completed slots, move the rest down instead (amortised
-		// O(1): the head advanced at least as far as what is moved).
-		live := copy(t.q, t.q[t.head:])
+	if len(t.q) == cap(t.q) && 2*t.n <= len(t.q) {
+		// Half the array or more is holes (completed commands, before the
+		// head or out of order behind it): squeeze them out rather than
+		// grow by a slot per command of the session. Amortised O(1): at
+		// least half the array is pushed again before the next time.
+		live := 0
+		for _, x := range t.q[t.head:] {
+			if x != nil {
+				t.q[live] = x
+				live++
+			}
+		}
 		clear(t.q[live:])
 		t.q, t.head = t.q[:live], 0
+		if t.byTag != nil {
+			t.index()
+		}
 	}
 	t.q = append(t.q, f)
 	t.n++
 	if t.byTag != nil {
-		t.byTag[f.cmd.Tag]++
+		t.indexOne(f.cmd.Tag, len(t.q)-1)
 	} else if t.n > byTagFrom {
-		t.byTag = make(map[string]int, 2*t.n)
-		t.each(func(x *inflight) { t.byTag[x.cmd.Tag]++ })
+		t.byTag = make(map[string]tagSlot, 2*t.n)
+		t.index()
 	}
+}
+
+// index builds byTag from the table.
+func (t *inflightTable) index() {
+	clear(t.byTag)
+	for i := t.head; i < len(t.q); i++ {
+		if f := t.q[i]; f != nil {
+			t.indexOne(f.cmd.Tag, i)
+		}
+	}
+}
+
+// indexOne adds the command at q[i], the newest with tag, to byTag.
+func (t *inflightTable) indexOne(tag string, i int) {
+	s, ok := t.byTag[tag]
+	if !ok {
+		s.at = i
+	}
+	s.n++
+	t.byTag[tag] = s
 }
 
 // has reports whether a command with tag is in flight.
 func (t *inflightTable) has(tag string) bool {
-	if t.byTag != nil {
-		return t.byTag[tag] > 0
+	return t.at(tag) >= 0
+}
+
+// holds reports whether f is in flight.
+func (t *inflightTable) holds(f *inflight) bool {
+	i := t.at(f.cmd.Tag)
+	if i < 0 || t.q[i] == f {
+		return i >= 0
 	}
-	for i := t.head; i < len(t.q); i++ {
-		if f := t.q[i]; f != nil && f.cmd.Tag == tag {
+	if t.byTag != nil && t.byTag[f.cmd.Tag].n == 1 {
+		return false // the only one with its tag is another
+	}
+	// The same tag twice (§9: only past the proxy), or a short table.
+	for ; i < len(t.q); i++ {
+		if t.q[i] == f {
 			return true
 		}
 	}
 	return false
 }
 
+// at is the index in q of the oldest command in flight with tag, -1 if
+// none.
+func (t *inflightTable) at(tag string) int {
+	if t.byTag != nil {
+		if s, ok := t.byTag[tag]; ok {
+			return s.at
+		}
+		return -1
+	}
+	for i := t.head; i < len(t.q); i++ {
+		if f := t.q[i]; f != nil && f.cmd.Tag == tag {
+			return i
+		}
+	}
+	return -1
+}
+
 // take removes and returns the oldest in-flight command with tag, nil if
 // none.
 func (t *inflightTable) take(tag []byte) *inflight {
-	for i := t.head; i < len(t.q); i++ {
-		f := t.q[i]
-		if f == nil || f.cmd.Tag != string(tag) {
-			continue
+	i := -1
+	if t.byTag != nil {
+		if s, ok := t.byTag[string(tag)]; ok { // no copy of tag
+			i = s.at
 		}
-		t.q[i] = nil
-		t.n--
-		if t.byTag != nil {
-			if t.byTag[f.cmd.Tag]--; t.byTag[f.cmd.Tag] == 0 {
-				delete(t.byTag, f.cmd.Tag)
+	} else {
+		for j := t.head; j < len(t.q); j++ {
+			if f := t.q[j]; f != nil && f.cmd.Tag == string(tag) {
+				i = j
+				break
 			}
 		}
-		for t.head < len(t.q) && t.q[t.head] == nil {
-			t.head++
-		}
-		if t.n == 0 {
-			t.reset()
-		}
-		return f
 	}
-	return nil
+	if i < 0 {
+		return nil
+	}
+	f := t.q[i]
+	t.q[i] = nil
+	t.n--
+	if t.byTag != nil {
+		if s := t.byTag[f.cmd.Tag]; s.n == 1 {
+			delete(t.byTag, f.cmd.Tag)
+		} else {
+			// The same tag again (§9: only past the proxy): the next one.
+			s.n--
+			for s.at++; t.q[s.at] == nil || t.q[s.at].cmd.Tag != f.cmd.Tag; s.at++ {
+			}
+			t.byTag[f.cmd.Tag] = s
+		}
+	}
+	for t.head < len(t.q) && t.q[t.head] == nil {
+		t.head++
+	}
+	if t.n == 0 {
+		t.reset()
+	}
+	return f
 }
 
 // reset empties the table, giving back the memory of a long pipeline.
@@ -181,16 +262,6 @@ func (t *inflightTable) oldest() *inflight {
 	for i := t.head; i < len(t.q); i++ {
 		if t.q[i] != nil {
 			return t.q[i]
-		}
-	}
-	return nil
-}
-
-// find returns the oldest command in flight for which ok holds.
-func (t *inflightTable) find(ok func(*inflight) bool) *inflight {
-	for i := t.head; i < len(t.q); i++ {
-		if f := t.q[i]; f != nil && ok(f) {
-			return f
 		}
 	}
 	return nil

@@ -123,3 +123,41 @@ func TestInflightTableSteadyPipeline(t *testing.T) {
 		t.Errorf("after 100000 commands with one in flight the table holds %d slots", c)
 	}
 }
+
+// TestInflightTableHoles: a command that stays in flight while thousands
+// complete behind it (a server may run commands concurrently, RFC 9051
+// §5.5) neither grows the table by a slot per command nor makes each
+// completion scan the holes: the array stays a small multiple of the
+// commands in flight, and every command is found by its tag, and by its
+// record.
+func TestInflightTableHoles(t *testing.T) {
+	for _, many := range []int{2, 40} { // without and with the tag index
+		var tb inflightTable
+		stay := make([]*inflight, many)
+		for i := range stay {
+			stay[i] = &inflight{cmd: imapwire.Command{Tag: "s" + strconv.Itoa(i)}}
+			tb.push(stay[i])
+		}
+		for i := range 100000 {
+			f := &inflight{cmd: imapwire.Command{Tag: "t" + strconv.Itoa(i)}}
+			tb.push(f)
+			if !tb.holds(f) || !tb.has(f.cmd.Tag) {
+				t.Fatalf("%d: t%d not found", many, i)
+			}
+			if tb.take([]byte(f.cmd.Tag)) != f || tb.holds(f) || tb.has(f.cmd.Tag) {
+				t.Fatalf("%d: take t%d", many, i)
+			}
+		}
+		if c := cap(tb.q); c > 4*max(many, byTagFrom) {
+			t.Errorf("%d in flight, after 100000 completed behind them the table holds %d slots", many, c)
+		}
+		for i, f := range stay {
+			if !tb.holds(f) || tb.oldest() != f || tb.take([]byte(f.cmd.Tag)) != f {
+				t.Fatalf("%d: s%d lost", many, i)
+			}
+		}
+		if tb.len() != 0 {
+			t.Errorf("%d left", tb.len())
+		}
+	}
+}

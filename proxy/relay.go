@@ -200,7 +200,7 @@ func (r *relay) arm(f *inflight, swallow bool) bool {
 	case <-r.contCh:
 	default:
 	}
-	if r.inflight.find(func(x *inflight) bool { return x == f }) == nil {
+	if !r.inflight.holds(f) {
 		return false
 	}
 	r.contArmed, r.contTag, r.contSwallow = true, f.cmd.Tag, swallow
@@ -265,7 +265,7 @@ func (r *relay) wantFreedLocked() {
 func (r *relay) pending(f *inflight) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.inflight.find(func(x *inflight) bool { return x == f }) != nil
+	return r.inflight.holds(f)
 }
 
 // inFlight reports whether a command with tag is in flight.
