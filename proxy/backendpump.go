@@ -330,6 +330,11 @@ func (p *backendPump) relay() (parked bool) {
 			// State first: once the client has this reply, its next
 			// command may be decided.
 			p.completed(done, &resp)
+			if resp.Status == imapwire.StatusOK && done.cmd.Name == "LOGOUT" {
+				// The client's LOGOUT (RFC 9051 §6.1.3), not the
+				// backend's own leaving, is why the session ends.
+				s.setReason(CloseLogout)
+			}
 			var codeArgs string
 			if wordIs(resp.Code, copyUIDName) || wordIs(resp.Code, appendUIDName) {
 				codeArgs = responseCodeArgs(part)

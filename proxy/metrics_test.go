@@ -75,9 +75,10 @@ func TestMetrics(t *testing.T) {
 		{m.handshakes.WithLabelValues("imaps", "ok", "TLS1.3"), 2},
 		{m.backendDials.WithLabelValues("mem", "ok"), 3},
 		{m.security.WithLabelValues("non-imap-client"), 1},
-		// A LOGOUT after login ends with the backend's BYE (RFC 9051
-		// §6.1.3), before it with the proxy's.
-		{m.closed.WithLabelValues("imaps", CloseBackendBye.String()), 1},
+		// A LOGOUT ends the session as a logout, whether the proxy
+		// answers it (before login) or the backend (RFC 9051 §6.1.3).
+		{m.closed.WithLabelValues("imaps", CloseLogout.String()), 1},
+		{m.closed.WithLabelValues("imaps", CloseBackendBye.String()), 0},
 		{m.closed.WithLabelValues("imap", CloseLogout.String()), 1},
 		{m.closed.WithLabelValues("imaps", ClosePolicyDisconnect.String()), 1},
 		{m.closed.WithLabelValues("imap", CloseNonIMAPClient.String()), 1},
