@@ -416,6 +416,9 @@ func (p *clientPump) command(line []byte, lit imapwire.Literal, hasLit bool, sta
 		// indistinguishable (RFC 9051 §2.2.1: a unique tag per command).
 		return nil, p.refuse(cmd, lit, hasLit, bad("CLIENTBUG", "Tag already in use"))
 	}
+	if p.overBudget(int64(len(line)), lit, false) {
+		return nil, p.tooBig(nil, lit, hasLit)
+	}
 	if !hasLit {
 		// The common case, one line: decided, then written straight to
 		// the backend writer (no copy held back).
@@ -437,7 +440,8 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 	lim := s.lim
 	hasLit := true
 	pend := append(p.litBuf[:0], line...)
-	var marks []int // offsets after which the backend's "+" is swallowed
+	held := int64(len(line)) // line pieces and buffered literals, for MaxCommandBytes
+	var marks []int          // offsets after which the backend's "+" is swallowed
 	var f *inflight
 	var decided imapwire.Effects // the effects the last decision saw, once f holds the command
 	defer func() { p.litBuf = pend[:0] }()
@@ -471,6 +475,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			s.sc.IgnoreLiteral()
 			return nil, s.answer(cmd.Tag, replyLiteralTooBig)
 		}
+		if p.overBudget(held, lit, true) {
+			return f, p.tooBig(f, lit, true)
+		}
 		if err := s.parser.Check(ctx); err != nil {
 			if f != nil {
 				return f, s.answer("*", byeSyntaxInCommand)
@@ -498,6 +505,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			}
 			s.parser.Literal(pend[n:])
 			bytesIn += lit.Size
+			held += lit.Size
 		case !isMsg:
 			// A small literal after part of the command went to the
 			// backend (a CATENATE URL): read, judged, then forwarded.
@@ -518,6 +526,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			be.out().Write(pend[n:])
 			pend = pend[:n]
 			bytesIn += lit.Size
+			held += lit.Size
 		default:
 			if f == nil {
 				// The decision point: a message literal streamed through.
@@ -570,6 +579,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			return f, errStop
 		}
 		bytesIn += int64(len(line))
+		held += int64(len(line))
 		if f != nil {
 			err := s.parser.Line(line, lit, hasLit)
 			if err == nil && !hasLit {
@@ -579,6 +589,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				// Half the command is at the backend: cannot recover. The
 				// malformed rest is not forwarded.
 				return f, s.answer("*", byeSyntaxInCommand)
+			}
+			if p.overBudget(held, lit, false) {
+				return f, p.tooBig(f, lit, hasLit)
 			}
 			if !hasLit {
 				// The command's end (a literal of it is judged above).
@@ -600,6 +613,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 		}
 		if ok, err := p.nextLine(line, lit, hasLit); !ok {
 			return nil, err
+		}
+		if p.overBudget(held, lit, false) {
+			return nil, p.tooBig(nil, lit, hasLit)
 		}
 		pend = append(pend, line...)
 	}
@@ -746,6 +762,35 @@ func (s *Session) dropLiteral(lit imapwire.Literal, hasLit bool, max int64) erro
 		return errStop
 	}
 	return nil
+}
+
+// overBudget reports whether what the proxy holds of the command being
+// read, held bytes of its lines and buffered literals, the literal lit
+// announced when withLit and not message data (streamed, not held), and
+// its parsed arguments, outgrows MaxCommandBytes (ARCHITECTURE.md §12):
+// each piece is under MaxLine or MaxBufferedLiteral, their sum is not.
+func (p *clientPump) overBudget(held int64, lit imapwire.Literal, withLit bool) bool {
+	s := p.s
+	if withLit && !s.parser.PendingIsMessage() {
+		held += lit.Size
+	}
+	return held+s.parser.ArgBytes() > int64(s.lim.MaxCommandBytes)
+}
+
+// tooBig answers a command over MaxCommandBytes: a tagged BAD [TOOBIG]
+// while none of it reached the backend and no {n+} is in flight (a
+// synchronizing literal announced will not come), else BYE: the rest of
+// the stream cannot be told from the next command.
+func (p *clientPump) tooBig(f *inflight, lit imapwire.Literal, hasLit bool) error {
+	s := p.s
+	s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"})
+	if f != nil || (hasLit && lit.NonSync) {
+		return s.answer("*", byeCommandTooBig)
+	}
+	if hasLit {
+		s.sc.IgnoreLiteral()
+	}
+	return s.answer(s.parser.Command().Tag, replyCommandTooBig)
 }
 
 // refuse answers a command the proxy will not forward.

@@ -117,10 +117,12 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 		s.answer(tagOf(line), syntaxReply(err))
 		return nil, nil
 	}
-	for hasLit {
+	held := int64(len(line))
+	for {
 		cmd := s.parser.Command()
 		var refuse *reply
 		switch {
+		case !hasLit:
 		case lit.Size > int64(s.lim.MaxBufferedLiteral):
 			refuse = replyLiteralTooBig
 		case cmd.Name == "LOGIN" && !s.authAllowed():
@@ -144,6 +146,12 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			s.answer(cmd.Tag, refuse)
 			return nil, nil
 		}
+		if refused, err := s.preAuthTooMuch(cmd, held, lit, hasLit); refused {
+			return nil, err
+		}
+		if !hasLit {
+			break
+		}
 		if !lit.NonSync {
 			s.writef("+ Ready for literal data\r\n")
 		}
@@ -153,7 +161,9 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			return nil, err
 		}
 		s.parser.Literal(body)
+		held += int64(len(body))
 		line, lit, hasLit, err = s.sc.ReadLine()
+		held += int64(len(line))
 		if err == nil {
 			err = s.parser.Line(line, lit, hasLit)
 		}
@@ -170,6 +180,45 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 	}
 	return s.parser.Command(), nil
 }
+
+// preAuthTooMuch refuses a command before login, as its pieces arrive,
+// when what the proxy holds of it (held bytes, the literal announced, the
+// parsed arguments) outgrows MaxPreAuthCommandBytes, or when it is an ID
+// of more than 30 pairs (RFC 2971 §3.3): each piece is small, their sum
+// is not. A {n+} already in flight cannot be told from the next command:
+// the session ends.
+func (s *Session) preAuthTooMuch(cmd *imapwire.Command, held int64, lit imapwire.Literal, hasLit bool) (bool, error) {
+	if hasLit {
+		held += lit.Size
+	}
+	var r, closing *reply
+	switch {
+	case held+s.parser.ArgBytes() > int64(s.lim.MaxPreAuthCommandBytes):
+		s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_preauth_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"})
+		r, closing = replyCommandTooBig, byeCommandTooBig
+	case cmd.Name == "ID" && len(cmd.Args) > 0 && cmd.Args[0].Kind == imapwire.ArgList && len(cmd.Args[0].List) > 2*maxIDPairs:
+		r, closing = replyBadID, byeBadID
+	default:
+		return false, nil
+	}
+	if hasLit && lit.NonSync {
+		return true, s.answer("*", closing)
+	}
+	if hasLit {
+		s.sc.IgnoreLiteral() // the client waits for a "+" it will not get
+	}
+	s.preAuthCommands++
+	s.answer(cmd.Tag, r)
+	return true, nil
+}
+
+// maxIDPairs is RFC 2971 §3.3's limit of field-value pairs in an ID.
+const maxIDPairs = 30
+
+var (
+	replyBadID = bad("", "Invalid ID parameter list")
+	byeBadID   = bye(CloseProtocolError, "CLIENTBUG", "Invalid ID parameter list")
+)
 
 // skipRestOfCommand reads and drops the remaining lines and small
 // non-synchronizing literals of a refused command.
@@ -222,15 +271,15 @@ func (s *Session) handleID(cmd *imapwire.Command) {
 	}
 	a := cmd.Args[0]
 	if a.Kind == imapwire.ArgList {
-		if len(a.List)%2 != 0 || len(a.List) > 60 {
-			s.answer(cmd.Tag, bad("", "Invalid ID parameter list"))
+		if len(a.List)%2 != 0 || len(a.List) > 2*maxIDPairs {
+			s.answer(cmd.Tag, replyBadID)
 			return
 		}
 		id := make(map[string]string, len(a.List)/2)
 		for i := 0; i+1 < len(a.List); i += 2 {
 			k, v := a.List[i], a.List[i+1]
 			if !isString(k) || len(k.Value) > 30 || len(v.Value) > 1024 {
-				s.answer(cmd.Tag, bad("", "Invalid ID parameter list"))
+				s.answer(cmd.Tag, replyBadID)
 				return
 			}
 			if v.Kind == imapwire.ArgAtom && strings.EqualFold(v.Value, "NIL") {

@@ -121,7 +121,8 @@ var (
 	securityKinds  = []string{"non-imap-client", "starttls-injection", "backend-connect-failed",
 		"backend-starttls-injection", "backend-lost", "backend-protocol-error", "backend-timeout", "proxy-protocol-error"}
 	backendFaultKinds = []string{"protocol", "timeout"}
-	proxyLimitHits    = [][2]string{{"max_compress_sessions", "server"}, {"max_append_literal", "session"}, {"max_literal", "session"}}
+	proxyLimitHits    = [][2]string{{"max_compress_sessions", "server"}, {"max_append_literal", "session"}, {"max_literal", "session"},
+		{"max_command_bytes", "session"}, {"max_preauth_command_bytes", "session"}}
 )
 
 // Init creates, at 0, the series the proxy can produce for these listeners

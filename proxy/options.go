@@ -114,15 +114,21 @@ type Backend struct {
 // Limits bound what a client may make the proxy do. Zero values take the
 // defaults below (ARCHITECTURE.md §12).
 type Limits struct {
-	MaxLine            int           // bytes in one command line; 64 KiB
-	MaxBufferedLiteral int           // literal held in memory (mailbox names, LOGIN); 4 KiB
-	MaxAppendLiteral   int64         // one APPEND message; 64 MiB
-	MaxPreAuthCommands int           // commands before login; 16
-	PreAuthIdle        time.Duration // idle before login; 60 s
-	AuthIdle           time.Duration // idle after login; 30 min (RFC 9051 §5.4: not less)
-	IdleTimeout        time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
-	WriteTimeout       time.Duration // one write to the client; 60 s
-	MaxAuthFailures    int           // failed logins on one connection before BYE; 3
+	MaxLine            int   // bytes in one command line; 64 KiB
+	MaxBufferedLiteral int   // literal held in memory (mailbox names, LOGIN); 4 KiB
+	MaxAppendLiteral   int64 // one APPEND message; 64 MiB
+	// MaxCommandBytes bounds what the proxy holds of one command after
+	// login: its line pieces, buffered literals and parsed arguments
+	// (a streamed message literal is not held; MaxAppendLiteral bounds
+	// it); 1 MiB. MaxPreAuthCommandBytes is the same before login; 64 KiB.
+	MaxCommandBytes        int
+	MaxPreAuthCommandBytes int
+	MaxPreAuthCommands     int           // commands before login; 16
+	PreAuthIdle            time.Duration // idle before login; 60 s
+	AuthIdle               time.Duration // idle after login; 30 min (RFC 9051 §5.4: not less)
+	IdleTimeout            time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
+	WriteTimeout           time.Duration // one write to the client; 60 s
+	MaxAuthFailures        int           // failed logins on one connection before BYE; 3
 	// MaxCompressSessions bounds the sessions using COMPRESS=DEFLATE at
 	// once: each holds a deflater of about 1.2 MiB; 100.
 	MaxCompressSessions int
@@ -153,22 +159,24 @@ type Limits struct {
 
 // Default limits (ARCHITECTURE.md §12).
 const (
-	DefaultMaxLine             = 64 << 10
-	DefaultMaxBufferedLiteral  = 4 << 10
-	DefaultMaxAppendLiteral    = 64 << 20
-	DefaultMaxPreAuthCommands  = 16
-	DefaultPreAuthIdle         = 60 * time.Second
-	DefaultAuthIdle            = 30 * time.Minute
-	DefaultIdleTimeout         = 30 * time.Minute
-	DefaultWriteTimeout        = 60 * time.Second
-	DefaultMaxAuthFailures     = 3
-	DefaultMaxCompressSessions = 100
-	DefaultMaxInflight         = 1000
-	DefaultBackendTimeout      = 5 * time.Minute
-	DefaultMaxResponseLine     = 16 << 20
-	DefaultParkAfter           = 10 * time.Millisecond
-	DefaultConnectTimeout      = 10 * time.Second
-	DefaultLoginTimeout        = 30 * time.Second
+	DefaultMaxLine                = 64 << 10
+	DefaultMaxBufferedLiteral     = 4 << 10
+	DefaultMaxAppendLiteral       = 64 << 20
+	DefaultMaxCommandBytes        = 1 << 20
+	DefaultMaxPreAuthCommandBytes = 64 << 10
+	DefaultMaxPreAuthCommands     = 16
+	DefaultPreAuthIdle            = 60 * time.Second
+	DefaultAuthIdle               = 30 * time.Minute
+	DefaultIdleTimeout            = 30 * time.Minute
+	DefaultWriteTimeout           = 60 * time.Second
+	DefaultMaxAuthFailures        = 3
+	DefaultMaxCompressSessions    = 100
+	DefaultMaxInflight            = 1000
+	DefaultBackendTimeout         = 5 * time.Minute
+	DefaultMaxResponseLine        = 16 << 20
+	DefaultParkAfter              = 10 * time.Millisecond
+	DefaultConnectTimeout         = 10 * time.Second
+	DefaultLoginTimeout           = 30 * time.Second
 )
 
 // literalMinusMax caps non-synchronizing literals under LITERAL- (RFC 7888 §5).
@@ -178,6 +186,8 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.MaxLine, DefaultMaxLine)
 	orDefault(&l.MaxBufferedLiteral, DefaultMaxBufferedLiteral)
 	orDefault(&l.MaxAppendLiteral, DefaultMaxAppendLiteral)
+	orDefault(&l.MaxCommandBytes, DefaultMaxCommandBytes)
+	orDefault(&l.MaxPreAuthCommandBytes, DefaultMaxPreAuthCommandBytes)
 	orDefault(&l.MaxPreAuthCommands, DefaultMaxPreAuthCommands)
 	orDefault(&l.PreAuthIdle, DefaultPreAuthIdle)
 	orDefault(&l.AuthIdle, DefaultAuthIdle)

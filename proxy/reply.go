@@ -41,6 +41,9 @@ const (
 	// CloseServerKicked: its backend server was drained or disabled with
 	// kick (Server.EndServerSessions).
 	CloseServerKicked
+	// CloseCommandTooBig: one command outgrew MaxCommandBytes (or
+	// MaxPreAuthCommandBytes) with its rest already in flight.
+	CloseCommandTooBig
 	numCloseReasons
 )
 
@@ -71,6 +74,7 @@ var closeReasonNames = [numCloseReasons]string{
 	CloseAuditUnavailable:     "audit-unavailable",
 	CloseEndedByAdmin:         "ended-by-admin",
 	CloseServerKicked:         "server-kicked",
+	CloseCommandTooBig:        "command-too-big",
 }
 
 func (r CloseReason) String() string {
@@ -115,6 +119,8 @@ var (
 	byeUnexpectedLiteral   = bye(CloseProtocolError, "CLIENTBUG", "Unexpected literal")
 	byeNonSyncUnavailable  = bye(CloseProtocolError, "CLIENTBUG", "Non-synchronizing literal not available")
 	byeLineTooLong         = bye(CloseLineTooLong, "TOOBIG", "Line too long")
+	replyCommandTooBig     = bad("TOOBIG", "Command too big")
+	byeCommandTooBig       = bye(CloseCommandTooBig, "TOOBIG", "Command too big")
 	byeIdle                = bye(CloseIdleTimeout, "", "Autologout; idle for too long")
 	byeBackendLost         = bye(CloseBackendLost, "UNAVAILABLE", "Backend connection lost")
 	byeBackendError        = bye(CloseBackendProtocolError, "UNAVAILABLE", "Backend error")

@@ -788,21 +788,23 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		return d
 	}
 	l := proxy.Limits{
-		MaxLine:               int(size("max_line", c.MaxLine, proxy.DefaultMaxLine)),
-		MaxBufferedLiteral:    int(size("max_buffered_literal", c.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)),
-		MaxAppendLiteral:      size("max_append_literal", c.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral),
-		MaxPreAuthCommands:    count("max_preauth_commands", c.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands),
-		PreAuthIdle:           dur("preauth_idle", c.PreAuthIdle, proxy.DefaultPreAuthIdle),
-		AuthIdle:              dur("auth_idle", c.AuthIdle, proxy.DefaultAuthIdle),
-		IdleTimeout:           dur("idle_timeout", c.IdleTimeout, proxy.DefaultIdleTimeout),
-		WriteTimeout:          dur("write_timeout", c.WriteTimeout, proxy.DefaultWriteTimeout),
-		MaxAuthFailures:       count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
-		MaxCompressSessions:   count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
-		MaxPreAuthConnections: count("max_preauth_connections", c.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections()),
-		MaxInflight:           count("max_inflight", c.MaxInflight, proxy.DefaultMaxInflight),
-		BackendTimeout:        dur("backend_timeout", c.BackendTimeout, proxy.DefaultBackendTimeout),
-		MaxResponseLine:       size("max_response_line", c.MaxResponseLine, proxy.DefaultMaxResponseLine),
-		ParkAfter:             c.ParkAfter.get(proxy.DefaultParkAfter),
+		MaxLine:                int(size("max_line", c.MaxLine, proxy.DefaultMaxLine)),
+		MaxBufferedLiteral:     int(size("max_buffered_literal", c.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)),
+		MaxAppendLiteral:       size("max_append_literal", c.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral),
+		MaxCommandBytes:        int(size("max_command_bytes", c.MaxCommandBytes, proxy.DefaultMaxCommandBytes)),
+		MaxPreAuthCommandBytes: int(size("max_preauth_command_bytes", c.MaxPreAuthCommandBytes, proxy.DefaultMaxPreAuthCommandBytes)),
+		MaxPreAuthCommands:     count("max_preauth_commands", c.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands),
+		PreAuthIdle:            dur("preauth_idle", c.PreAuthIdle, proxy.DefaultPreAuthIdle),
+		AuthIdle:               dur("auth_idle", c.AuthIdle, proxy.DefaultAuthIdle),
+		IdleTimeout:            dur("idle_timeout", c.IdleTimeout, proxy.DefaultIdleTimeout),
+		WriteTimeout:           dur("write_timeout", c.WriteTimeout, proxy.DefaultWriteTimeout),
+		MaxAuthFailures:        count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
+		MaxCompressSessions:    count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
+		MaxPreAuthConnections:  count("max_preauth_connections", c.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections()),
+		MaxInflight:            count("max_inflight", c.MaxInflight, proxy.DefaultMaxInflight),
+		BackendTimeout:         dur("backend_timeout", c.BackendTimeout, proxy.DefaultBackendTimeout),
+		MaxResponseLine:        size("max_response_line", c.MaxResponseLine, proxy.DefaultMaxResponseLine),
+		ParkAfter:              c.ParkAfter.get(proxy.DefaultParkAfter),
 	}
 	switch {
 	case l.ParkAfter < 0:
@@ -821,8 +823,8 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 	if l.MaxLine > 0 && l.MaxLine < 1024 {
 		p.add("limits.max_line: %d is too small for ordinary commands (at least 1024)", l.MaxLine)
 	}
-	if l.MaxLine > 1<<30 || l.MaxBufferedLiteral > 1<<30 {
-		p.add("limits: max_line and max_buffered_literal are held in memory; keep them below 1GiB")
+	if l.MaxLine > 1<<30 || l.MaxBufferedLiteral > 1<<30 || l.MaxCommandBytes > 1<<30 || l.MaxPreAuthCommandBytes > 1<<30 {
+		p.add("limits: max_line, max_buffered_literal, max_command_bytes and max_preauth_command_bytes are held in memory; keep them below 1GiB")
 	}
 	return l
 }

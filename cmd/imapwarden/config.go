@@ -294,12 +294,16 @@ type limitsConfig struct {
 	MaxLine            *byteSize `yaml:"max_line"`
 	MaxBufferedLiteral *byteSize `yaml:"max_buffered_literal"`
 	MaxAppendLiteral   *byteSize `yaml:"max_append_literal"`
-	MaxPreAuthCommands *int      `yaml:"max_preauth_commands"`
-	PreAuthIdle        *duration `yaml:"preauth_idle"`
-	AuthIdle           *duration `yaml:"auth_idle"`
-	IdleTimeout        *duration `yaml:"idle_timeout"`
-	WriteTimeout       *duration `yaml:"write_timeout"`
-	MaxAuthFailures    *int      `yaml:"max_auth_failures"`
+	// MaxCommandBytes and MaxPreAuthCommandBytes bound what the proxy
+	// holds of one command after and before login.
+	MaxCommandBytes        *byteSize `yaml:"max_command_bytes"`
+	MaxPreAuthCommandBytes *byteSize `yaml:"max_preauth_command_bytes"`
+	MaxPreAuthCommands     *int      `yaml:"max_preauth_commands"`
+	PreAuthIdle            *duration `yaml:"preauth_idle"`
+	AuthIdle               *duration `yaml:"auth_idle"`
+	IdleTimeout            *duration `yaml:"idle_timeout"`
+	WriteTimeout           *duration `yaml:"write_timeout"`
+	MaxAuthFailures        *int      `yaml:"max_auth_failures"`
 	// MaxCompressSessions bounds sessions with COMPRESS=DEFLATE active
 	// (about 1.2 MiB each).
 	MaxCompressSessions *int `yaml:"max_compress_sessions"`

@@ -78,16 +78,18 @@ func TestExampleConfigOptions(t *testing.T) {
 		t.Errorf("drain %v reload %v", s.drainTimeout, s.reloadInterval)
 	}
 	wantLimits := proxy.Limits{
-		MaxLine:             proxy.DefaultMaxLine,
-		MaxBufferedLiteral:  proxy.DefaultMaxBufferedLiteral,
-		MaxAppendLiteral:    proxy.DefaultMaxAppendLiteral,
-		MaxPreAuthCommands:  proxy.DefaultMaxPreAuthCommands,
-		PreAuthIdle:         proxy.DefaultPreAuthIdle,
-		AuthIdle:            proxy.DefaultAuthIdle,
-		IdleTimeout:         proxy.DefaultIdleTimeout,
-		WriteTimeout:        proxy.DefaultWriteTimeout,
-		MaxAuthFailures:     proxy.DefaultMaxAuthFailures,
-		MaxCompressSessions: proxy.DefaultMaxCompressSessions,
+		MaxLine:                proxy.DefaultMaxLine,
+		MaxBufferedLiteral:     proxy.DefaultMaxBufferedLiteral,
+		MaxAppendLiteral:       proxy.DefaultMaxAppendLiteral,
+		MaxCommandBytes:        proxy.DefaultMaxCommandBytes,
+		MaxPreAuthCommandBytes: proxy.DefaultMaxPreAuthCommandBytes,
+		MaxPreAuthCommands:     proxy.DefaultMaxPreAuthCommands,
+		PreAuthIdle:            proxy.DefaultPreAuthIdle,
+		AuthIdle:               proxy.DefaultAuthIdle,
+		IdleTimeout:            proxy.DefaultIdleTimeout,
+		WriteTimeout:           proxy.DefaultWriteTimeout,
+		MaxAuthFailures:        proxy.DefaultMaxAuthFailures,
+		MaxCompressSessions:    proxy.DefaultMaxCompressSessions,
 		// The example shows the default under the shipped systemd unit;
 		// here it depends on the open-file limit.
 		MaxPreAuthConnections: 4096,
@@ -206,7 +208,7 @@ backends:
     login: login
     connect_timeout: 2s
     login_timeout: 3s
-limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_preauth_commands: 5,
+limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_command_bytes: 300KiB, max_preauth_command_bytes: 20KiB, max_preauth_commands: 5,
   preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7,
   max_preauth_connections: 9, max_inflight: 11, backend_timeout: 90s, max_response_line: 1MiB, park_after: 0s}
 auth: {allow_authzid: true}
@@ -234,7 +236,7 @@ func TestConfigNonDefaults(t *testing.T) {
 	if got := s.tls.TLSConfig().MinVersion; got != tls.VersionTLS13 {
 		t.Errorf("MinVersion %#x", got)
 	}
-	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxPreAuthCommands: 5,
+	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxCommandBytes: 300 << 10, MaxPreAuthCommandBytes: 20 << 10, MaxPreAuthCommands: 5,
 		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7,
 		MaxPreAuthConnections: 9, MaxInflight: 11, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1}
 	if o.Limits != want {

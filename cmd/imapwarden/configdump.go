@@ -86,6 +86,8 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	size(&l.MaxLine, proxy.DefaultMaxLine)
 	size(&l.MaxBufferedLiteral, proxy.DefaultMaxBufferedLiteral)
 	size(&l.MaxAppendLiteral, proxy.DefaultMaxAppendLiteral)
+	size(&l.MaxCommandBytes, proxy.DefaultMaxCommandBytes)
+	size(&l.MaxPreAuthCommandBytes, proxy.DefaultMaxPreAuthCommandBytes)
 	count(&l.MaxPreAuthCommands, proxy.DefaultMaxPreAuthCommands)
 	dur(&l.PreAuthIdle, proxy.DefaultPreAuthIdle)
 	dur(&l.AuthIdle, proxy.DefaultAuthIdle)

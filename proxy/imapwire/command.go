@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // ArgKind tells what an Arg is.
@@ -940,6 +941,13 @@ func (p *CommandParser) isMessage() bool {
 		return n > 1 && list.List[n-2].Kind == ArgAtom && strings.EqualFold(list.List[n-2].Value, "TEXT")
 	}
 	return false
+}
+
+// ArgBytes is the memory the arguments parsed so far take (not counting
+// their values), for a caller's budget of one command: maxArgs alone
+// lets a short line of one-byte atoms cost far more than its bytes.
+func (p *CommandParser) ArgBytes() int64 {
+	return int64(p.nargs) * int64(unsafe.Sizeof(Arg{}))
 }
 
 // Command returns what is known of the command so far, also when it is
