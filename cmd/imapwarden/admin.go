@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -176,6 +177,14 @@ func (a *admin) authorize(next http.Handler) http.Handler {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "this token has " + id.scope.String() + " scope; " + need.String() + " is needed"})
 			return
 		}
+		if changes(r) && !sameOrigin(r) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-site request refused"})
+			return
+		}
+		if changes(r) && !nonSimple(r) {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "a write request needs Authorization or Content-Type: application/json"})
+			return
+		}
 		if need < scopeWrite {
 			next.ServeHTTP(w, r)
 			return
@@ -185,6 +194,26 @@ func (a *admin) authorize(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), actionKey{}, act)))
 		a.audit(r, id, act, sw.code)
 	})
+}
+
+// changes tells a request that may change something (every method but
+// GET and HEAD): it is refused from another site.
+func changes(r *http.Request) bool {
+	return r.Method != http.MethodGet && r.Method != http.MethodHead
+}
+
+// nonSimple tells a request a web page cannot send to another origin
+// without a CORS preflight, which this listener never grants (Fetch
+// standard, "CORS-safelisted request-header"): one with an Authorization
+// header or a JSON Content-Type. Without tokens, a loopback listener's
+// write scope would otherwise be one form post away from any page the
+// operator visits, whatever Origin a browser omits.
+func nonSimple(r *http.Request) bool {
+	if r.Header.Get("Authorization") != "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/json"
 }
 
 // action is what a write request did, for the audit trail: the handler

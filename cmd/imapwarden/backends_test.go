@@ -121,6 +121,7 @@ rate_limits: {enabled: false}
 	admin := func(method, path string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, "http://"+adminAddr.String()+path, nil)
+		req.Header.Set("Content-Type", "application/json") // without tokens, what a write needs
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -408,7 +409,7 @@ rate_limits: {enabled: false}
 		t.Error("alice (no mailHost) has no server")
 	}
 	login("carol", "carol-ldap-pw", "NO [UNAVAILABLE]")
-	post, err := http.Post("http://"+adminAddr.String()+"/backends/mail/servers/imap1.example.com/drain", "", nil)
+	post, err := http.Post("http://"+adminAddr.String()+"/backends/mail/servers/imap1.example.com/drain", "application/json", nil)
 	if err != nil || post.StatusCode != 200 {
 		t.Fatalf("drain: %v %v", post, err)
 	}

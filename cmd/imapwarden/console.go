@@ -266,13 +266,16 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 }
 
 // sameOrigin refuses what a browser says came from another site: the
-// Origin header, when sent, must be this host, and Sec-Fetch-Site must
-// not be cross-site.
+// Origin header (else the Referer), when sent, must name this host, and
+// Sec-Fetch-Site must be same-origin or none (typed by the user).
 func sameOrigin(r *http.Request) bool {
 	if sfs := r.Header.Get("Sec-Fetch-Site"); sfs != "" && sfs != "same-origin" && sfs != "none" {
 		return false
 	}
 	o := r.Header.Get("Origin")
+	if o == "" {
+		o = r.Header.Get("Referer")
+	}
 	if o == "" {
 		return true
 	}

@@ -54,6 +54,7 @@ audit: {path: %q, fsync: always}
 	c.cmd("c", "NO [AUTHENTICATIONFAILED]", `LOGIN demo "demo-password"`) // locked out
 	admin := func(method, path, body string) string {
 		req, _ := http.NewRequest(method, "http://"+adminAddr.String()+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
