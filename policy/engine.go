@@ -756,32 +756,45 @@ func (e *Engine) fields(p *compiled, c *inputCtx, err error) []zap.Field {
 
 // heapSize estimates the bytes t holds on the heap, from the layout of
 // OPA's values on a 64-bit machine; it stops counting once over limit, so
-// that a huge term costs no more than a small one to measure.
-func heapSize(t *ast.Term, limit int) int {
+// that a huge term costs no more than a small one to measure. Shallow, it
+// does not count the terms of collections t holds (valSize counts them).
+func heapSize(t *ast.Term, shallow bool, limit int) int {
 	n := 32 // the Term and its interface
+	elem := func(e *ast.Term) int {
+		if shallow {
+			switch e.Value.(type) {
+			case *ast.Array, ast.Object, ast.Set:
+				return 0
+			}
+		}
+		return heapSize(e, shallow, limit-n)
+	}
 	switch v := t.Value.(type) {
 	case ast.String:
-		n += 16 + len(v)
+		n += 16
+		if !shallow { // else the val's string, whose bytes it shares
+			n += len(v)
+		}
 	case ast.Number:
 		n += 16 + len(v)
 	case ast.Boolean, ast.Null:
 	case *ast.Array:
-		n += 48
+		n += 64
 		v.Until(func(e *ast.Term) bool {
-			n += 16 + heapSize(e, limit-n)
+			n += 16 + elem(e)
 			return n > limit
 		})
 	case ast.Object:
-		n += 128
+		n += 256
 		v.Until(func(k, e *ast.Term) bool {
-			n += 56 + heapSize(k, limit-n)
-			n += heapSize(e, limit-n)
+			n += 56 + elem(k)
+			n += elem(e)
 			return n > limit
 		})
 	case ast.Set:
-		n += 128
+		n += 256
 		v.Until(func(e *ast.Term) bool {
-			n += 40 + heapSize(e, limit-n)
+			n += 40 + elem(e)
 			return n > limit
 		})
 	default:

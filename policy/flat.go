@@ -359,27 +359,35 @@ func persist(v val) val {
 	return seal(val{k: v.k, c: c})
 }
 
-// valSize estimates the bytes v holds on the heap, as heapSize does for
-// terms, with its term; it stops counting once over limit.
+// valSize estimates the bytes v holds on the heap, with its terms, each
+// counted once; it stops counting once over limit. A persisted or
+// converted collection's term holds its children's terms (seal, fromAST),
+// which their own valSize counts: only its shell is counted here
+// (heapSize, shallow). An arena's collection, or one whose child has no
+// term, may hold other terms: those are counted in full.
 func valSize(v val, limit int) int {
 	n := 40 + len(v.s)
 	if v.c == nil {
 		return n
 	}
+	n += 80 // the coll
+	shallow := !v.c.arena
 	for _, e := range v.c.keys {
 		if n > limit {
 			return n
 		}
 		n += valSize(e, limit-n)
+		shallow = shallow && (e.c == nil || e.c.term != nil)
 	}
 	for _, e := range v.c.vals {
 		if n > limit {
 			return n
 		}
 		n += valSize(e, limit-n)
+		shallow = shallow && (e.c == nil || e.c.term != nil)
 	}
 	if v.c.term != nil && n <= limit {
-		n += heapSize(v.c.term, limit-n)
+		n += heapSize(v.c.term, shallow, limit-n)
 	}
 	return n
 }
