@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // One name per login (ARCHITECTURE.md §17): the name the policies, the
@@ -39,7 +42,9 @@ func SameUser(a, b string) bool { return a == b || FoldUser(a) == FoldUser(b) }
 // what is not valid UTF-8 (FoldUser would map every invalid byte to
 // U+FFFD), control characters (LDAP maps them to nothing or to a space,
 // RFC 4518 §2.2), leading, trailing or repeated spaces (insignificant to
-// LDAP's caseIgnoreMatch, RFC 4518 §2.6.1), and a backend's user
+// LDAP's caseIgnoreMatch, RFC 4518 §2.6.1), format and ignorable
+// characters (mapped to nothing, §2.2: SOFT HYPHEN, ZERO WIDTH SPACE, the
+// bidi controls), names NFKC changes (§2.3), and a backend's user
 // separator ("rouser*master" is rouser to Dovecot, with master rights).
 func nameProblem(name string, seps []string) string {
 	if !utf8.ValidString(name) {
@@ -51,7 +56,14 @@ func nameProblem(name string, seps []string) string {
 			return "control character"
 		case r == ' ' && (i == 0 || i == len(name)-1 || name[i-1] == ' '):
 			return "leading, trailing or repeated space"
+		case unicode.Is(unicode.Cf, r) || unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector):
+			return "format or ignorable character"
 		}
+	}
+	if !norm.NFKC.IsNormalString(name) {
+		// Fullwidth letters, ligatures, decomposed accents: the NFKC
+		// name to a directory (RFC 4518 §2.3), another to FoldUser.
+		return "not in Unicode normalization form NFKC"
 	}
 	for _, sep := range seps {
 		if sep != "" && strings.Contains(name, sep) {

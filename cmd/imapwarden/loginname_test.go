@@ -105,9 +105,12 @@ drain_timeout: 5s
 	if r := p.lastAuth(); r.Reason != "limit" {
 		t.Fatalf("kate not locked out: %+v", r)
 	}
+	// KELVIN SIGN is K under NFKC too, so the name is refused before any
+	// counter (ambiguous-name) or counted as kate's (limit): either way no
+	// password is checked under a fresh counter.
 	p.session().cmd("r2", "NO", "LOGIN \"\u212Aate\" wrong-pw")
-	if r := p.lastAuth(); r.Reason != "limit" {
-		t.Errorf("locked-out kate spelt \\u212Aate: reason %q (%s), want limit: the password was checked", r.Reason, r.Detail)
+	if r := p.lastAuth(); r.Reason != "limit" && r.Reason != "ambiguous-name" {
+		t.Errorf("locked-out kate spelt \\u212Aate: reason %q (%s), want limit or ambiguous-name: the password was checked", r.Reason, r.Detail)
 	}
 }
 

@@ -2,7 +2,7 @@ package proxy
 
 import "testing"
 
-// review45: a directory behind a backend that verifies the login (Dovecot
+// A directory behind a backend that verifies the login (Dovecot
 // or Cyrus with an LDAP passdb, auth_username_chars emptied for Unicode
 // names) prepares the assertion value before caseIgnoreMatch (RFC 4518
 // §2.2 maps SOFT HYPHEN, ZERO WIDTH SPACE, the bidi controls U+202A-202E
