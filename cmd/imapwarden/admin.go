@@ -177,7 +177,9 @@ func (a *admin) authorize(next http.Handler) http.Handler {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "this token has " + id.scope.String() + " scope; " + need.String() + " is needed"})
 			return
 		}
-		if changes(r) && !sameOrigin(r) {
+		// What needs write scope is refused from another site, a GET of
+		// a profile too (an <img> on any page would start one).
+		if (need >= scopeWrite || changes(r)) && !sameOrigin(r) {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-site request refused"})
 			return
 		}
@@ -327,7 +329,8 @@ func (a *admin) endUserSessions(w http.ResponseWriter, r *http.Request) {
 func (a *admin) endSessionsOf(user string) []string {
 	ended := []string{}
 	for _, s := range a.srv.Sessions() {
-		if s.User != "" && strings.EqualFold(s.User, user) && a.srv.EndSession(s.ID) {
+		// One equivalence of names (ARCHITECTURE.md §17), as the lockouts use.
+		if s.User != "" && proxy.SameUser(s.User, user) && a.srv.EndSession(s.ID) {
 			ended = append(ended, s.ID)
 		}
 	}

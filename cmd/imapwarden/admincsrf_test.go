@@ -13,7 +13,8 @@ import (
 // must not be able to use it: a write from another site (Sec-Fetch-Site,
 // Origin, Referer) is refused, and so is a write a page could send without
 // a CORS preflight (no Authorization, no JSON Content-Type), whatever
-// headers a browser leaves out. A write that is neither passes.
+// headers a browser leaves out. A write that is neither passes. What needs
+// write scope though it is a GET (a profile) is refused cross-site too.
 func TestAdminRefusesCrossSiteWrites(t *testing.T) {
 	dir := t.TempDir()
 	cf := tlsFiles(t, dir)
@@ -25,7 +26,7 @@ backends:
   main:
     servers: [{name: one, address: "127.0.0.1:1"}, {name: two, address: "127.0.0.1:2"}]
     security: plain
-admin: {address: "127.0.0.1:0"}
+admin: {address: "127.0.0.1:0", pprof: true}
 `, cf.Cert, cf.Key)
 	_, _, adminAddr, _ := serveConfig(t, dir, cfgText)
 	do := func(method, path string, header map[string]string) (int, string) {
@@ -65,6 +66,15 @@ admin: {address: "127.0.0.1:0"}
 		if code, body := do("DELETE", "/sessions?user=alice", h); code != http.StatusForbidden {
 			t.Errorf("DELETE /sessions with %v: %d %s", h, code, body)
 		}
+	}
+	// The profiles need write scope though they are GETs: an <img> on
+	// any page would start one.
+	img := map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image", "Referer": "https://evil.example/page"}
+	if code, body := do("GET", "/debug/pprof/cmdline", img); code != http.StatusForbidden {
+		t.Errorf("a cross-site GET of a profile: %d %s", code, body)
+	}
+	if code, body := do("GET", "/debug/pprof/cmdline", nil); code != http.StatusOK {
+		t.Errorf("a GET of a profile without tokens, not cross-site: %d %s", code, body)
 	}
 	if code, body := do("GET", "/backends", nil); code != http.StatusOK || strings.Contains(body, `"drain"`) || strings.Contains(body, `"disabled"`) {
 		t.Fatalf("after the refused writes: %d %s", code, body)
