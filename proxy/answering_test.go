@@ -38,6 +38,13 @@ func TestAnsweringFetch(t *testing.T) {
 			[]step{{"* 2 FETCH (UID 9 BODY[] {0}\r\n", "c", nil}}},
 		{"shared", []*inflight{fetch("b", false, "1:2", "BODY.PEEK[]"), fetch("c", false, "2", "BODY.PEEK[]"), fetch("d", false, "7", "BODY.PEEK[]")},
 			[]step{{"* 2 FETCH (UID 9 BODY[] {0}\r\n", "b", []string{"b", "c"}}}},
+		// Headers without content (ENVELOPE, BODYSTRUCTURE, BODY) answer
+		// the FETCH that asked for them, a macro holding them included.
+		{"headers by items", []*inflight{fetch("b", false, "1", "BODY.PEEK[]"), fetch("c", false, "1", "ENVELOPE")},
+			[]step{{"* 1 FETCH (UID 1 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", "c", nil}}},
+		{"headers by macro", []*inflight{fetch("b", false, "1", "BODYSTRUCTURE"), fetch("c", false, "1", "ALL")},
+			[]step{{"* 1 FETCH (UID 1 FLAGS () ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", "c", nil},
+				{"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", "b", nil}}},
 		{"none fits", []*inflight{fetch("b", false, "1", "BODY.PEEK[]"), fetch("c", false, "2", "BODY.PEEK[]")},
 			[]step{{"* 5 FETCH (UID 9 BODY[] {0}\r\n", "b", []string{"b", "c"}}}},
 	}

@@ -781,24 +781,33 @@ func (p *backendPump) deliver(octets int64) bool {
 // command it answers (answering), else the oldest command in flight
 // (content pushed during IDLE or NOOP), else as a delivery of its own
 // (NOTIFY, RFC 5465). Each response is counted once, so that the records'
-// sums are the session's.
+// sums are the session's. A response with header items only (ENVELOPE,
+// BODYSTRUCTURE, BODY: read-content, no counted octets) names its message
+// in the record of the FETCH it answers, else in a delivery of its own
+// (NOTIFY's MessageNew items): never in another command's, which reads
+// no content.
 func (p *backendPump) delivered() {
 	dv := &p.w.dv
-	if dv.t.Items == 0 {
+	content := dv.t.Items > 0
+	if !content && dv.t.Headers == 0 {
 		return
 	}
-	p.messagesFetched++
+	if content {
+		p.messagesFetched++
+	}
 	uid, hasUID := dv.t.UID()
 	r := p.r
 	r.mu.Lock()
 	f := p.answering(uid, hasUID)
-	if f == nil {
+	if f == nil && content {
 		f = r.inflight.oldest()
 	}
 	if f != nil {
-		f.messages++
-		f.content += dv.t.Content
-		f.readContent = true
+		if content {
+			f.messages++
+			f.content += dv.t.Content
+			f.readContent = true
+		}
 		if hasUID && len(f.uids) < MaxAuditUIDs {
 			f.uids = append(f.uids, uid)
 		}
@@ -806,7 +815,10 @@ func (p *backendPump) delivered() {
 		return
 	}
 	r.mu.Unlock()
-	ev := DeliveryEvent{Messages: 1, Bytes: dv.t.Content, Mailbox: p.s.info.Selected}
+	ev := DeliveryEvent{Bytes: dv.t.Content, Mailbox: p.s.info.Selected, Headers: !content}
+	if content {
+		ev.Messages = 1
+	}
 	if hasUID {
 		ev.UIDs = []uint32{uid}
 	}

@@ -652,8 +652,9 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 	}
 	f := p.register(cmd, d, start, ctx)
 	f.bytesIn.Store(bytesIn)
-	// A FETCH by sequence number reading content gets the UID item, so
-	// that its record names the messages read (imapwire.FetchEdit).
+	// A FETCH by sequence number reading content (headers too) gets the
+	// UID item, so that its record names the messages read
+	// (imapwire.FetchEdit).
 	var ed *imapwire.FetchEdit
 	e, ok := s.parser.FetchUID()
 	if ok {
@@ -934,7 +935,9 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 	// deliver no counted octets, and pushed content must not be credited
 	// to them.
 	f.readContent = cmd.ContentItems
-	f.fetch = f.readContent && cmd.Name == "FETCH"
+	// Any FETCH reading content (ENVELOPE too) is one a FETCH response
+	// answers: its record names the messages read (ARCHITECTURE.md §11).
+	f.fetch = cmd.Name == "FETCH" && cmd.Effects.Has(imapwire.EffReadContent)
 	r.inflight.push(f)
 	if cmd.Name == "IDLE" {
 		r.idle, r.idleCont = f, true

@@ -315,7 +315,9 @@ type CommandEvent struct {
 	// (its effects include read-content, or the backend pushed content
 	// during it: IDLE, NOOP). Messages counts the FETCH responses that
 	// carried content, Content their content octets; UIDs lists their UIDs
-	// where the response had one (the first MaxAuditUIDs of them).
+	// where the response had one, and for a FETCH those of the responses
+	// that carried header items only (ENVELOPE, BODYSTRUCTURE, BODY: read
+	// content, no counted octets) too (the first MaxAuditUIDs of them).
 	BodyRead bool
 	Messages int
 	Content  int64
@@ -377,12 +379,15 @@ type CloseEvent struct {
 }
 
 // DeliveryEvent is message content the backend sent while no command was
-// in flight (NOTIFY, RFC 5465): one FETCH response.
+// in flight (NOTIFY, RFC 5465): one FETCH response. Headers: it had
+// header items only (ENVELOPE, BODYSTRUCTURE, BODY), no content item:
+// Messages and Bytes are 0, UIDs names the message whose headers went out.
 type DeliveryEvent struct {
 	Mailbox  string // the selected mailbox
 	Messages int
 	Bytes    int64
 	UIDs     []uint32
+	Headers  bool
 }
 
 // Auditor receives session events. Calls come from session goroutines and

@@ -21,8 +21,10 @@ type inflight struct {
 	// its effects include read-content.
 	selected    string
 	readContent bool
-	// fetch: a FETCH whose items read content, a command FETCH responses
-	// with content answer (backendPump.delivered).
+	// fetch: a FETCH whose items read content (the read-content effect:
+	// a body section, ENVELOPE, BODYSTRUCTURE...), a command FETCH
+	// responses with content or header items answer
+	// (backendPump.delivered).
 	fetch bool
 	// owed: the backend owes an answer to it (counted in
 	// relay.owing): always, but for an IDLE between its "+" and
@@ -33,7 +35,9 @@ type inflight struct {
 	// (RFC 9051 §2.3.1.1).
 	uidValidity uint32
 	// Content the backend delivered while the command ran (backend pump
-	// only): messages, their UIDs (capped) and content octets.
+	// only): messages with content items, the UIDs of those and of the
+	// messages whose headers went out (ENVELOPE...; capped), and content
+	// octets.
 	messages int
 	uids     []uint32
 	content  int64

@@ -240,10 +240,14 @@ func effectNames(e *imapwire.Effects) []string {
 	return out
 }
 
-// Delivered maps content pushed while no command ran (NOTIFY).
+// Delivered maps content pushed while no command ran (NOTIFY): a body,
+// or headers only (ENVELOPE, BODYSTRUCTURE).
 func (w *auditWire) Delivered(s *proxy.SessionInfo, e proxy.DeliveryEvent) {
 	r := w.record(s, audit.KindDelivery)
 	r.Selected, r.Fetch = e.Mailbox, audit.FetchBody
+	if e.Headers {
+		r.Fetch = audit.FetchHeader
+	}
 	r.Messages, r.UIDs, r.ContentBytes = e.Messages, e.UIDs, e.Bytes
 	w.log(r)
 }

@@ -35,6 +35,63 @@ func TestAuditNamesMessagesReadBySequence(t *testing.T) {
 	})
 }
 
+// TestAuditNamesMessagesWhoseHeadersWereRead: ENVELOPE, BODYSTRUCTURE,
+// BODY and the ALL and FULL macros show header fields (the read-content
+// effect) though no octets of theirs are charged to a cap: a FETCH of
+// them by sequence number gets the UID item too, and its record names
+// every message whose headers went out, with no messages or
+// content_bytes (those count content items). Each FETCH is awaited, so
+// that the responses before its completion are its own.
+func TestAuditNamesMessagesWhoseHeadersWereRead(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *Env) {
+		w := e.Worker(t, 0)
+		cmds := map[string]string{
+			"d": "FETCH 1:2 ENVELOPE",
+			"e": "FETCH 1:2 (FLAGS BODYSTRUCTURE)",
+			"f": "FETCH 2 BODY",
+			"g": "FETCH 1 ALL",
+			"h": "FETCH 2 FULL",
+		}
+		s := "a EXAMINE \"$PKeep\"\n!wait a\n"
+		for _, tag := range []string{"d", "e", "f", "g", "h"} {
+			s += tag + " " + cmds[tag] + "\n!wait " + tag + "\n"
+		}
+		o := script(t, w, s)
+		// The FETCH responses each completion ended.
+		fetched := map[string]int{}
+		n := 0
+		for _, r := range o.Resps {
+			switch {
+			case r.Tag == "*" && strings.Contains(r.Text, " FETCH ("):
+				n++
+			case r.Tag != "*" && r.Tag != "+":
+				fetched[r.Tag], n = n, 0
+			}
+		}
+		seen := map[string]bool{}
+		for _, r := range o.Recs {
+			if cmds[r.Tag] == "" {
+				continue
+			}
+			seen[r.Tag] = true
+			if r.Result != "OK" || fetched[r.Tag] == 0 {
+				t.Errorf("%s %s: %s with %d FETCH responses", r.Tag, cmds[r.Tag], r.Result, fetched[r.Tag])
+				continue
+			}
+			if len(r.UIDs) != fetched[r.Tag] || r.Messages != 0 || r.ContentBytes != 0 || r.Fetch != "header" {
+				t.Errorf("%s %s: %d FETCH responses; the record names UIDs %v (messages %d, content_bytes %d, fetch %q)",
+					r.Tag, cmds[r.Tag], fetched[r.Tag], r.UIDs, r.Messages, r.ContentBytes, r.Fetch)
+			}
+			if r.UIDValidity == 0 {
+				t.Errorf("%s: the record has no uidvalidity for its UIDs", r.Tag)
+			}
+		}
+		if len(seen) != len(cmds) {
+			t.Errorf("records of %v only", seen)
+		}
+	})
+}
+
 // TestPipelinedFetchContentCredited: Dovecot runs pipelined FETCHes at
 // once (RFC 9051 §5.5) and sends a later one's responses before an
 // earlier one's completion; a FETCH response has no tag, so the proxy

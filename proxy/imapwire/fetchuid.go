@@ -3,7 +3,9 @@ package imapwire
 import "bytes"
 
 // FetchEdit is how the proxy adds the UID item to the item list of a FETCH
-// by sequence number that reads message content, so that the audit trail
+// by sequence number that reads message content (the read-content effect,
+// whatever item has it: a body section, ENVELOPE, BODYSTRUCTURE, BODY, the
+// ALL and FULL macros), so that the audit trail
 // names the messages read (ARCHITECTURE.md §11): servers send UID in a
 // FETCH response only when asked (RFC 9051 §6.4.5), and a sequence number
 // names nothing once the mailbox changes. Adding it is harmless to the
@@ -32,13 +34,16 @@ var fetchMacros = map[string]string{
 }
 
 // FetchUID returns the edit that adds UID to the command parsed, a
-// complete and checked FETCH by sequence number with content items (those
-// whose octets the audit counts, Command.ContentItems) and without UID; false for any other command,
-// which goes to the backend as sent. UID FETCH needs none (the FLAGS
-// workload, UID FETCH 1:* (FLAGS), is not touched).
+// complete and checked FETCH by sequence number whose effects include
+// read-content and without UID; false for any other command, which goes
+// to the backend as sent. The effect, not Command.ContentItems: ENVELOPE
+// shows the headers a BODY[HEADER.FIELDS] would, and the trail names the
+// messages either read. UID FETCH needs none (the FLAGS workload,
+// UID FETCH 1:* (FLAGS), is not touched), nor a FETCH of flags, dates and
+// sizes (FAST).
 func (p *CommandParser) FetchUID() (FetchEdit, bool) {
 	c := &p.cmd
-	if c.Name != "FETCH" || c.UID || !c.Complete || p.err != nil || !c.ContentItems {
+	if c.Name != "FETCH" || c.UID || !c.Complete || p.err != nil || !c.Effects.Has(EffReadContent) {
 		return FetchEdit{}, false
 	}
 	for _, it := range c.FetchItems {

@@ -1,10 +1,8 @@
 package imapwire
 
 import (
-	"bufio"
 	"bytes"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -21,11 +19,21 @@ func TestFetchUIDEdit(t *testing.T) {
 		{"a FETCH * RFC822\r\n", "a FETCH * (RFC822 UID)\r\n"},
 		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)]\r\n", "a FETCH 1 (BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)] UID)\r\n"},
 		{"a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE)\r\n", "a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE UID)\r\n"},
+		// Headers without content octets read content too (the
+		// read-content effect): ENVELOPE, BODYSTRUCTURE, BODY, ALL, FULL.
+		{"a FETCH 1:2 ENVELOPE\r\n", "a FETCH 1:2 (ENVELOPE UID)\r\n"},
+		{"a FETCH 1:2 (FLAGS BODYSTRUCTURE)\r\n", "a FETCH 1:2 (FLAGS BODYSTRUCTURE UID)\r\n"},
+		{"a FETCH 1 body\r\n", "a FETCH 1 (body UID)\r\n"},
+		{"a FETCH 1 ALL\r\n", "a FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE UID)\r\n"},
+		{"a FETCH 1 full\r\n", "a FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY UID)\r\n"},
 		// Left as sent: UID FETCH, no content, UID asked for.
 		{"a UID FETCH 1:* (FLAGS)\r\n", ""},
 		{"a UID FETCH 1 BODY.PEEK[]\r\n", ""},
+		{"a UID FETCH 1:2 ENVELOPE\r\n", ""},
 		{"a FETCH 1:* (FLAGS)\r\n", ""},
-		{"a FETCH 1 ALL\r\n", ""},
+		{"a FETCH 1 FAST\r\n", ""},
+		{"a FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE BINARY.SIZE[1])\r\n", ""},
+		{"a FETCH 1 (ENVELOPE UID)\r\n", ""},
 		{"a FETCH 1 (UID BODY[])\r\n", ""},
 		{"a FETCH 1 (BODY[] uid)\r\n", ""},
 	}
@@ -128,32 +136,20 @@ func TestFetchTrackerAnswers(t *testing.T) {
 		{"* 1 FETCH (BODY[1] {2}\r\nab)\r\n", []string{"BINARY.PEEK[1]", "BODY", "BODY.PEEK[10]", "BODY.PEEK[2]"}, false},
 		{"* 1 FETCH (BODY[1] {2}\r\nab)\r\n", []string{"BINARY.PEEK[1]", "BODY", "BODY.PEEK[10]", "BODY.PEEK[1]<0.5>", "RFC822"}, true},
 		{"* 1 FETCH (FLAGS (\\Seen))\r\n", []string{"BODY[]"}, true},
+		// Header items: the first of them when there is no content item.
+		{"* 1 FETCH (UID 3 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", []string{"ENVELOPE"}, true},
+		{"* 1 FETCH (UID 3 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", []string{"BODY.PEEK[]"}, false},
+		{"* 1 FETCH (UID 3 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", []string{"ALL"}, true},
+		{"* 1 FETCH (UID 3 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", []string{"FAST"}, false},
+		{"* 1 FETCH (BODY (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", []string{"FULL"}, true},
+		{"* 1 FETCH (BODY (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", []string{"BODYSTRUCTURE"}, false},
+		{"* 1 FETCH (BODY (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", []string{"BODY[]"}, false},
+		{"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", []string{"FLAGS", "BODYSTRUCTURE"}, true},
+		{"* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) BODY[TEXT] {2}\r\nab)\r\n", []string{"ENVELOPE"}, false},
+		{"* 1 FETCH (ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) BODY[TEXT] {2}\r\nab)\r\n", []string{"ENVELOPE", "BODY.PEEK[TEXT]"}, true},
 	}
 	for _, tc := range tests {
-		s := NewScanner(bufio.NewReaderSize(strings.NewReader(tc.resp), 64), 0)
-		var tr FetchTracker
-		first := true
-		for {
-			part, final, _, ok, err := s.ReadLinePart()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if first && !tr.Begin(part) {
-				t.Fatalf("%q: not a FETCH", tc.resp)
-			}
-			first = false
-			tr.Part(part)
-			if !final {
-				continue
-			}
-			if !ok {
-				break
-			}
-			tr.Literal(s.LiteralRemaining())
-			if err := s.DiscardLiteral(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		tr, _ := runTracker(t, tc.resp, 64)
 		if got := tr.Answers(tc.items); got != tc.want {
 			t.Errorf("%q answers %v: %v", tc.resp, tc.items, got)
 		}

@@ -16,7 +16,10 @@ import (
 // Content items: BODY[...] and BINARY[...] (RFC 3516), RFC822,
 // RFC822.HEADER and RFC822.TEXT, PREVIEW (RFC 8970) and Dovecot's SNIPPET.
 // Their octets are the sizes of their literals and the lengths of their
-// quoted strings.
+// quoted strings. Header items: ENVELOPE, BODYSTRUCTURE and BODY, which
+// show header fields in a structure (the read-content effect of the
+// command table) but whose octets no cap counts; they name the message
+// read all the same (Headers).
 type FetchTracker struct {
 	st      fstate
 	name    [32]byte // start of the current item's name, as sent
@@ -30,15 +33,19 @@ type FetchTracker struct {
 	qlen    int64 // length of the quoted value so far
 	uid     uint64
 	uidOK   bool
-	skip    int // bytes of the first piece before the attribute list
+	skip    int  // bytes of the first piece before the attribute list
+	header  bool // the current item is a header item
 	// first is the start of the first content item's name ("BODY[TEXT]"),
-	// for telling which command a response answers (Answers).
+	// or of the first header item's when there is no content item, for
+	// telling which command a response answers (Answers).
 	first    [32]byte
 	firstLen uint8
 
-	// Content is the content octets seen so far, Items the content items.
+	// Content is the content octets seen so far, Items the content items,
+	// Headers the header items.
 	Content int64
 	Items   int
+	Headers int
 }
 
 type fstate uint8
@@ -124,7 +131,7 @@ func (t *FetchTracker) Active() bool { return t.st != fsOff }
 func (t *FetchTracker) End() { t.st = fsOff }
 
 func (t *FetchTracker) startName() {
-	t.nameLen, t.sect, t.quoted, t.content, t.isUID, t.depth = 0, 0, false, false, false, 0
+	t.nameLen, t.sect, t.quoted, t.content, t.header, t.isUID, t.depth = 0, 0, false, false, false, false, 0
 }
 
 func (t *FetchTracker) endName() {
@@ -134,10 +141,13 @@ func (t *FetchTracker) endName() {
 	}
 	n := t.name[:t.nameLen]
 	// The first letter picks the few names to compare: most items
-	// (FLAGS, RFC822.SIZE, ENVELOPE, MODSEQ...) are none of them.
+	// (FLAGS, RFC822.SIZE, MODSEQ...) are none of them.
 	switch n[0] | 0x20 {
 	case 'b':
 		t.content = hasPrefixFold(n, "BODY[") || hasPrefixFold(n, "BINARY[")
+		t.header = equalFold(n, "BODY") || equalFold(n, "BODYSTRUCTURE")
+	case 'e':
+		t.header = equalFold(n, "ENVELOPE")
 	case 'r':
 		t.content = equalFold(n, "RFC822") || equalFold(n, "RFC822.HEADER") || equalFold(n, "RFC822.TEXT")
 	case 'p':
@@ -150,26 +160,36 @@ func (t *FetchTracker) endName() {
 			t.uid, t.uidOK = 0, false
 		}
 	}
-	if t.content {
+	switch {
+	case t.content:
 		if t.Items == 0 {
 			t.firstLen = uint8(copy(t.first[:], n))
 		}
 		t.Items++
+	case t.header:
+		if t.Items == 0 && t.Headers == 0 {
+			t.firstLen = uint8(copy(t.first[:], n))
+		}
+		t.Headers++
 	}
 }
 
 // Answers reports whether the response may answer a FETCH that asked for
 // items (upper case, as CommandParser records them): its first content
-// item is one of them, BODY[s] answering BODY.PEEK[s] too (RFC 9051
-// §7.5.2), whatever the header list or partial. True when the response
-// had no content item. It does not allocate.
+// item (else its first header item) is one of them, BODY[s] answering
+// BODY.PEEK[s] too (RFC 9051 §7.5.2), whatever the header list or
+// partial, ENVELOPE answering ALL and FULL, BODY answering FULL (RFC 9051
+// §6.4.5). True when the response had neither. It does not allocate.
 func (t *FetchTracker) Answers(items []string) bool {
-	if t.Items == 0 {
+	if t.Items == 0 && t.Headers == 0 {
 		return true
 	}
 	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only
 	cut := int(t.firstLen) == len(t.first)                // the section's word may go on
 	for _, it := range items {
+		if t.Items == 0 && macroHolds(it, gn) {
+			return true
+		}
 		wn, ws, wb := itemParts(it)
 		if gb != wb || !equalFoldString(wn, gn) {
 			continue
@@ -177,6 +197,19 @@ func (t *FetchTracker) Answers(items []string) bool {
 		if equalFoldString(ws, gs) || (cut && len(ws) > len(gs) && equalFoldString(ws[:len(gs)], gs)) {
 			return true
 		}
+	}
+	return false
+}
+
+// macroHolds reports whether the FETCH macro m (upper case) holds the
+// header item name (RFC 9051 §6.4.5: ALL holds ENVELOPE, FULL ENVELOPE
+// and BODY; FAST none).
+func macroHolds(m, name string) bool {
+	switch m {
+	case "ALL":
+		return equalFoldString(name, "ENVELOPE")
+	case "FULL":
+		return equalFoldString(name, "ENVELOPE") || equalFoldString(name, "BODY")
 	}
 	return false
 }

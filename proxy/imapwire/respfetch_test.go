@@ -11,8 +11,17 @@ import (
 // so that lines come in pieces.
 func trackWire(t *testing.T, wire string, buf int) (content int64, items int, uid uint32, hasUID bool, literals []bool) {
 	t.Helper()
+	tr, literals := runTracker(t, wire, buf)
+	uid, hasUID = tr.UID()
+	return tr.Content, tr.Items, uid, hasUID, literals
+}
+
+// runTracker is trackWire's reading: the tracker after the response, and
+// whether each literal was content.
+func runTracker(t *testing.T, wire string, buf int) (tr *FetchTracker, literals []bool) {
+	t.Helper()
 	s := NewScanner(bufio.NewReaderSize(strings.NewReader(wire), buf), 0)
-	var tr FetchTracker
+	tr = new(FetchTracker)
 	first := true
 	for {
 		part, final, _, ok, err := s.ReadLinePart()
@@ -37,8 +46,7 @@ func trackWire(t *testing.T, wire string, buf int) (content int64, items int, ui
 			t.Fatal(err)
 		}
 	}
-	uid, hasUID = tr.UID()
-	return tr.Content, tr.Items, uid, hasUID, literals
+	return tr, literals
 }
 
 func TestFetchTracker(t *testing.T) {
@@ -81,6 +89,35 @@ func TestFetchTracker(t *testing.T) {
 	var tr FetchTracker
 	if tr.Begin([]byte("* 1 EXISTS\r\n")) || tr.Active() {
 		t.Error("EXISTS tracked")
+	}
+}
+
+// TestFetchTrackerHeaders: ENVELOPE, BODYSTRUCTURE and BODY show headers
+// (read-content) without octets any cap counts: header items, counted
+// apart from content items, with their literals not content.
+func TestFetchTrackerHeaders(t *testing.T) {
+	tests := []struct {
+		wire           string
+		items, headers int
+		content        int64
+	}{
+		{"* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n", 0, 0, 0},
+		{"* 1 FETCH (UID 7 ENVELOPE (\"d\" {4}\r\nsubj NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", 0, 1, 0},
+		{"* 1 FETCH (UID 7 envelope (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", 0, 1, 0},
+		{"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1) UID 7)\r\n", 0, 1, 0},
+		{"* 1 FETCH (BODY (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1) UID 7)\r\n", 0, 1, 0},
+		{"* 1 FETCH (BODY[] {3}\r\nabc ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) UID 7)\r\n", 1, 1, 3},
+		{"* 1 FETCH (BODY.SIZE 3 BODYSTRUCTUREX NIL ENVELOPES NIL UID 7)\r\n", 0, 0, 0},
+	}
+	for _, tt := range tests {
+		for _, buf := range []int{16, 4096} {
+			tr, _ := runTracker(t, tt.wire, buf)
+			uid, _ := tr.UID()
+			if tr.Items != tt.items || tr.Headers != tt.headers || tr.Content != tt.content || uid != 7 {
+				t.Errorf("%q (buf %d): items %d headers %d content %d uid %d, want %d %d %d 7",
+					tt.wire, buf, tr.Items, tr.Headers, tr.Content, uid, tt.items, tt.headers, tt.content)
+			}
+		}
 	}
 }
 

@@ -8,8 +8,9 @@ package imapwire
 //
 // Such a line is "* " number " FETCH (" items ")" CRLF, printable ASCII
 // only, where the number is one ParseResponse takes, each item a name of
-// letters, digits, "." and "-" that is no content item of FetchTracker
-// (so neither BODY[...] nor BINARY[...]: no "[") and a value that is an
+// letters, digits, "." and "-" that is no content or header item of
+// FetchTracker (so neither BODY[...] nor BINARY[...]: no "["; nor
+// ENVELOPE, whose record names the message read) and a value that is an
 // atom, a quoted string without "\", or a parenthesized list of atoms
 // (flags, "\" included) and lists. The full path finds in such a line no
 // content, no literal, no fault of lineCheck: nothing but the bytes to
@@ -49,7 +50,7 @@ func PlainFetchLine(b []byte) int {
 			for j < len(b) && plain[b[j]]&pName != 0 {
 				j++
 			}
-			if j == i || j+1 >= len(b) || b[j] != ' ' || contentName(b[i:j]) {
+			if j == i || j+1 >= len(b) || b[j] != ' ' || trackedName(b[i:j]) {
 				return 0
 			}
 			if i = plainValue(b, j+1); i < 0 {
@@ -115,18 +116,22 @@ func plainList(b []byte, i int) int {
 	return -1
 }
 
-// contentName reports the item names without "[" that FetchTracker counts
-// as content.
-func contentName(n []byte) bool {
+// trackedName reports the item names without "[" that FetchTracker counts
+// as content or header items.
+func trackedName(n []byte) bool {
 	switch len(n) {
+	case 4:
+		return equalFold(n, "BODY")
 	case 6:
 		return equalFold(n, "RFC822")
 	case 7:
 		return equalFold(n, "PREVIEW") || equalFold(n, "SNIPPET")
+	case 8:
+		return equalFold(n, "ENVELOPE")
 	case 11:
 		return equalFold(n, "RFC822.TEXT")
 	case 13:
-		return equalFold(n, "RFC822.HEADER")
+		return equalFold(n, "RFC822.HEADER") || equalFold(n, "BODYSTRUCTURE")
 	}
 	return false
 }

@@ -18,7 +18,6 @@ func TestPlainFetchLine(t *testing.T) {
 		"* 12 FETCH (UID 12 FLAGS (\\Seen \\Answered $Forwarded NonJunk) MODSEQ (12345))\r\n",
 		"* 3 FETCH (UID 3 RFC822.SIZE 2048 INTERNALDATE \"17-Jul-1996 02:44:25 -0700\")\r\n",
 		"* 3 FETCH (X-GM-MSGID 1278455344230334865 EMAILID (M6d99ac3275bb4e) THREADID NIL)\r\n",
-		"* 3 FETCH (BODYSTRUCTURE (a (b c)) uid 3)\r\n",
 		"* 3 FETCH (UID 3)\r\n",
 	}
 	for _, l := range plainLines {
@@ -67,6 +66,10 @@ func TestPlainFetchLine(t *testing.T) {
 		"+ FETCH (UID 1)\r\n",                                      //
 		"*  1 FETCH (UID 1)\r\n",                                   //
 		"* 1 FETCH (UID 1 FLAGS (\\Seen)\r\n* 2 FETCH (UID 2)\r\n", // unbalanced across lines
+		// Headers: the record names the message (FetchTracker.Headers).
+		"* 3 FETCH (BODYSTRUCTURE (a (b c)) uid 3)\r\n",
+		"* 3 FETCH (UID 3 envelope (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n",
+		"* 3 FETCH (UID 3 BODY (a b))\r\n",
 	}
 	for _, l := range notPlain {
 		if n := PlainFetchLine([]byte(l)); n != 0 {
@@ -78,13 +81,14 @@ func TestPlainFetchLine(t *testing.T) {
 // respRecord is what the relay takes from one response: the bytes aside,
 // its shape and, for a FETCH response that carries content, the content,
 // items and UID (backendPump.delivered); a FETCH response without content
-// leaves nothing else (its UID is recorded only with content).
+// or header items leaves nothing else (its UID is recorded only with them).
 type respRecord struct {
 	kind    ResponseKind
 	status  Status
 	fetch   bool
 	content int64
 	items   int
+	headers int
 	uid     uint32
 	uidOK   bool
 }
@@ -187,8 +191,8 @@ func readStream(wire []byte, buf int, fast bool) (res streamResult) {
 			}
 		}
 		if rec.fetch {
-			rec.content, rec.items = tr.Content, tr.Items
-			if tr.Items > 0 {
+			rec.content, rec.items, rec.headers = tr.Content, tr.Items, tr.Headers
+			if tr.Items > 0 || tr.Headers > 0 {
 				rec.uid, rec.uidOK = tr.UID()
 			}
 		}
