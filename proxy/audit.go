@@ -71,6 +71,9 @@ func (a *LogAuditor) Command(s *SessionInfo, e CommandEvent) error {
 	if e.Decision != nil && e.Decision.Reason != "" {
 		f = append(f, zap.String("reason", e.Decision.Reason))
 	}
+	if e.Result == "BYE" {
+		f = append(f, zap.Stringer("close", e.Close))
+	}
 	ce.Write(f...)
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 type scriptedBackend struct {
 	ln     net.Listener
 	script func(c net.Conn, tag, line string)
+	caps   string // more capabilities after LOGIN ("METADATA")
 }
 
 func startScripted(t testing.TB, script func(c net.Conn, tag, line string)) *scriptedBackend {
@@ -46,11 +47,11 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		tag, rest, _ := strings.Cut(l, " ")
 		switch {
 		case strings.HasPrefix(rest, "LOGIN "):
-			fmt.Fprintf(c, "%s OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS] in\r\n", tag)
+			fmt.Fprintf(c, "%s OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS%s] in\r\n", tag, b.caps)
 		case rest == `LIST "" ""`:
 			fmt.Fprintf(c, "* LIST (\\Noselect) \"/\" \"\"\r\n%s OK done\r\n", tag)
 		case rest == "CAPABILITY":
-			fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS\r\n%s OK done\r\n", tag)
+			fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS%s\r\n%s OK done\r\n", b.caps, tag)
 		case rest == "NAMESPACE":
 			fmt.Fprintf(c, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n%s OK done\r\n", tag)
 		case rest == "LOGOUT":

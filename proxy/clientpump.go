@@ -509,7 +509,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 		case !isMsg:
 			// A small literal after part of the command went to the
 			// backend (a CATENATE URL): read, judged, then forwarded.
-			if stop, err := p.redecide(cmd, &decided, start, bytesIn, &lit); stop {
+			if stop, err := p.redecide(f, cmd, &decided, start, bytesIn, &lit); stop {
 				return f, err
 			}
 			if ok, err := p.backendReady(f, lit); !ok {
@@ -549,11 +549,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				// so far and a refusal cannot be a tagged NO; closing the
 				// backend connection aborts the whole MULTIAPPEND, which
 				// is atomic (RFC 3502 §6), and the client hears BYE.
-				if err := p.audit(cmd, start, bytesIn, &d); err != nil {
-					return f, err
-				}
-				d.Disconnect = true
-				return f, s.answer("*", decisionReply(d, "NOPERM", ClosePolicyDisconnect))
+				return f, p.abort(f, cmd, d, start, bytesIn)
 			}
 			decided = cmd.Effects
 			if ok, err := p.backendReady(f, lit); !ok {
@@ -595,7 +591,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			}
 			if !hasLit {
 				// The command's end (a literal of it is judged above).
-				if stop, err := p.redecide(cmd, &decided, start, bytesIn, nil); stop {
+				if stop, err := p.redecide(f, cmd, &decided, start, bytesIn, nil); stop {
 					return f, err
 				}
 			}
@@ -805,10 +801,10 @@ func (p *clientPump) refuse(cmd *imapwire.Command, lit imapwire.Literal, hasLit 
 // deny answers a command the Decider refused. atLiteral says the command
 // stopped at the literal lit (not yet read).
 func (p *clientPump) deny(cmd *imapwire.Command, d Decision, lit imapwire.Literal, atLiteral bool, start time.Time, bytesIn int64) error {
-	if err := p.audit(cmd, start, bytesIn, &d); err != nil {
+	r := decisionReply(d, "NOPERM", ClosePolicyDisconnect)
+	if err := p.audit(cmd, start, bytesIn, &d, r); err != nil {
 		return err
 	}
-	r := decisionReply(d, "NOPERM", ClosePolicyDisconnect)
 	if d.Disconnect {
 		return p.s.answer("*", r)
 	}
@@ -846,35 +842,57 @@ func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.L
 // entry after a streamed value, a CATENATE part after a streamed TEXT
 // (ARCHITECTURE.md §10: decided before the bytes that do it leave). A
 // refusal cannot be a tagged NO: the session ends, which aborts the command
-// at the backend (Session.midCommand). The limiter charged the command
-// already. stop says the caller must return err.
-func (p *clientPump) redecide(cmd *imapwire.Command, decided *imapwire.Effects, start time.Time, bytesIn int64, lit *imapwire.Literal) (stop bool, err error) {
+// at the backend (abort). The limiter charged the command already. stop
+// says the caller must return err.
+func (p *clientPump) redecide(f *inflight, cmd *imapwire.Command, decided *imapwire.Effects, start time.Time, bytesIn int64, lit *imapwire.Literal) (stop bool, err error) {
 	if cmd.Effects == *decided {
 		return false, nil
 	}
-	s := p.s
-	d := s.decide(PointCommand, cmd, !cmd.Complete, lit)
+	d := p.s.decide(PointCommand, cmd, !cmd.Complete, lit)
 	*decided = cmd.Effects
 	if d.Allow {
 		return false, nil
 	}
-	if err := p.audit(cmd, start, bytesIn, &d); err != nil {
-		return true, err
-	}
-	d.Disconnect = true
-	return true, s.answer("*", decisionReply(d, "NOPERM", ClosePolicyDisconnect))
+	return true, p.abort(f, cmd, d, start, bytesIn)
 }
 
-// audit records a command the proxy refused. On an error the session is
-// ending (auditUnavailable) and the caller must answer nothing and stop.
-func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision) error {
+// abort ends the session over the refusal d of the command f, of which the
+// backend holds part: no tagged NO can answer it, so the client hears BYE
+// and the backend's connection is reset mid-command, which aborts it
+// (Session.midCommand, closeConns). The trail records what happened: the
+// refusal, answered by BYE, closing the session as refused-mid-command
+// (CloseEvent.Reason the same); f gets no record of its own (no result
+// "none": the backend never had the whole command). It returns errStop,
+// or the audit's failure.
+func (p *clientPump) abort(f *inflight, cmd *imapwire.Command, d Decision, start time.Time, bytesIn int64) error {
+	d.Disconnect = true
+	rep := decisionReply(d, "NOPERM", CloseRefusedMidCommand)
+	r := p.r
+	r.mu.Lock()
+	f.aborted = true
+	r.mu.Unlock()
+	if err := p.audit(cmd, start, bytesIn, &d, rep); err != nil {
+		return err
+	}
+	return p.s.answer("*", rep)
+}
+
+// audit records a command the proxy refused with rep, its answer: a
+// tagged NO, or a BYE that ends the session (the record carries its close
+// reason). On an error the session is ending (auditUnavailable) and the
+// caller must answer nothing and stop.
+func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision, rep *reply) error {
 	s := p.s
 	snap := snapshot(cmd)
-	err := s.srv.auditor.Command(&s.info, CommandEvent{
-		Command: &snap, Result: "NO", Code: d.Code, Duration: time.Since(start),
+	ev := CommandEvent{
+		Command: &snap, Result: rep.status, Code: rep.code, Duration: time.Since(start),
 		Denied: true, Decision: d, BytesIn: bytesIn, Selected: s.info.Selected,
 		UIDValidity: s.uidValidity, // written only by barriers, which waitBarrier waited for
-	})
+	}
+	if rep.status == "BYE" {
+		ev.Close = rep.close
+	}
+	err := s.srv.auditor.Command(&s.info, ev)
 	if err != nil {
 		s.auditUnavailable(err, false)
 		return errStop

@@ -396,7 +396,7 @@ func TestDovecotProxyProtocol(t *testing.T) {
 
 // Every message of a MULTIAPPEND is judged (RFC 3502): a refused later
 // message aborts the whole command, nothing is appended, the client hears
-// BYE.
+// BYE, and the trail says so (one record: the refusal, answered by BYE).
 func TestDovecotMultiAppendEachMessageDecided(t *testing.T) {
 	var sizes []int64
 	h := newDovecotHarness(t, nil, func(o *Options) {
@@ -416,6 +416,20 @@ func TestDovecotMultiAppendEachMessageDecided(t *testing.T) {
 	c.expectTagged("a1", "a1 OK")
 	c.sendRaw(fmt.Sprintf("a2 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n", len(small), small, len(big), big))
 	c.expectClosed("* BYE [TOOBIG] message too big")
+	// The trail: a2 refused, answered by BYE (refused-mid-command), and
+	// no other record of it.
+	waitClosed(t, h.audit, 1)
+	h.audit.mu.Lock()
+	var a2 []CommandEvent
+	for _, e := range h.audit.commands {
+		if e.Command.Tag == "a2" {
+			a2 = append(a2, e)
+		}
+	}
+	if len(a2) != 1 || a2[0].Result != "BYE" || a2[0].Close != CloseRefusedMidCommand || h.audit.closes[0].Reason != CloseRefusedMidCommand {
+		t.Errorf("records of a2 %+v, session closed as %q", a2, h.audit.closes[0].Reason)
+	}
+	h.audit.mu.Unlock()
 	if fmt.Sprint(sizes) != fmt.Sprintf("[%d %d %d %d]", len(small), len(small), len(small), len(big)) {
 		t.Errorf("decided sizes %v", sizes)
 	}

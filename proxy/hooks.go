@@ -299,9 +299,14 @@ type AuthEvent struct {
 
 // CommandEvent is one completed (or refused) command after login.
 type CommandEvent struct {
-	Command  *imapwire.Command
-	Result   string // OK, NO, BAD, or "" when the session ended first
-	Code     string // response code of the tagged completion
+	Command *imapwire.Command
+	// Result is OK, NO, BAD, or "" when the session ended first; BYE for
+	// a refusal the proxy answered by ending the session (Close says
+	// why: a policy that disconnects, a refusal of a command the backend
+	// held part of).
+	Result   string
+	Close    CloseReason // with Result BYE only
+	Code     string      // response code of the tagged completion
 	Duration time.Duration
 	// Denied is set when the proxy refused the command itself.
 	Denied   bool

@@ -30,6 +30,11 @@ type inflight struct {
 	// relay.owing): always, but for an IDLE between its "+" and
 	// the client's DONE.
 	owed bool
+	// aborted: the proxy refused the command while the backend held part
+	// of it and ended the session, which aborts it (clientPump.abort);
+	// the refusal is its record, and no other is written when the
+	// session ends with it in flight (Session.endRelay).
+	aborted bool
 	// uidValidity is the selected mailbox's UIDVALIDITY when the command
 	// was registered (0: unknown), which its UIDs are relative to
 	// (RFC 9051 §2.3.1.1).

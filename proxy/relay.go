@@ -173,7 +173,9 @@ func (s *Session) endRelay(cp *clientPump) {
 	<-r.done()
 	r.inflight.each(func(f *inflight) {
 		// The session is over: nothing is left to hold back.
-		_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
+		if !f.aborted {
+			_ = s.auditCompleted(f, &imapwire.Response{}, 0, "")
+		}
 	})
 	s.finish(cp)
 	s.exit()

@@ -44,6 +44,11 @@ const (
 	// CloseCommandTooBig: one command outgrew MaxCommandBytes (or
 	// MaxPreAuthCommandBytes) with its rest already in flight.
 	CloseCommandTooBig
+	// CloseRefusedMidCommand: policy or a limit refused a command the
+	// backend held part of (a later MULTIAPPEND message, a part read
+	// after a streamed literal), which no tagged NO can answer: the
+	// session ends, aborting the command (ARCHITECTURE.md §10).
+	CloseRefusedMidCommand
 	numCloseReasons
 )
 
@@ -75,6 +80,7 @@ var closeReasonNames = [numCloseReasons]string{
 	CloseEndedByAdmin:         "ended-by-admin",
 	CloseServerKicked:         "server-kicked",
 	CloseCommandTooBig:        "command-too-big",
+	CloseRefusedMidCommand:    "refused-mid-command",
 }
 
 func (r CloseReason) String() string {

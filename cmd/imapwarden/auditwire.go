@@ -129,8 +129,13 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	}
 	r := w.command(s, kind, &e)
 	r.Result, r.Code = e.Result, e.Code
-	if r.Result == "" {
+	switch r.Result {
+	case "":
 		r.Result = audit.ResultNone
+	case "BYE":
+		// A refusal that ended the session: why, in the close reason's
+		// words (session.close says the same).
+		r.Event = e.Close.String()
 	}
 	r.Duration, r.BytesIn, r.BytesOut = e.Duration, e.BytesIn, e.BytesOut
 	// Message-level access: the UIDs the FETCH responses carried (the

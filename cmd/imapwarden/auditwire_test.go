@@ -31,6 +31,7 @@ import (
 	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"github.com/imapwarden/imapwarden/tlsterm"
 )
 
@@ -596,5 +597,37 @@ func TestAuthWouldDenyNamesTheLoginUser(t *testing.T) {
 	}
 	if wd.User != "bob*admin" {
 		t.Errorf("policy.would_deny for a login names user %q, want bob*admin (the auth record's)", wd.User)
+	}
+}
+
+// A refusal that ended the session is recorded as answered by BYE, with
+// the session's close reason (proxy.CloseRefusedMidCommand: the backend
+// held part of the command); a delivery of headers only is fetch: header.
+func TestRefusalByeAndHeaderDeliveryRecords(t *testing.T) {
+	path, tr := newFileTrail(t, nil)
+	w := newAuditWire(tr)
+	s := &proxy.SessionInfo{ID: "S1", User: "alice", Selected: "INBOX"}
+	cmd := &imapwire.Command{Tag: "s", Name: "SETMETADATA", Mailbox: "INBOX"}
+	d := &proxy.Decision{Reason: "mailbox on hold", Code: "NOPERM", Disconnect: true}
+	if err := w.Command(s, proxy.CommandEvent{Command: cmd, Result: "BYE", Close: proxy.CloseRefusedMidCommand, Code: "NOPERM", Denied: true, Decision: d}); err != nil {
+		t.Fatal(err)
+	}
+	w.Delivered(s, proxy.DeliveryEvent{Mailbox: "INBOX", UIDs: []uint32{7}, Headers: true})
+	tr.Close()
+	var deny, dv *audit.Record
+	audit.Scan([]string{path}, func(r *audit.Record, _ []byte) error {
+		switch r.Kind {
+		case audit.KindPolicyDeny:
+			deny = r
+		case audit.KindDelivery:
+			dv = r
+		}
+		return nil
+	})
+	if deny == nil || deny.Result != "BYE" || deny.Event != "refused-mid-command" || !deny.Disconnect || deny.Code != "NOPERM" {
+		t.Errorf("policy.deny record %+v", deny)
+	}
+	if dv == nil || dv.Fetch != audit.FetchHeader || len(dv.UIDs) != 1 || dv.Messages != 0 {
+		t.Errorf("delivery record %+v", dv)
 	}
 }
