@@ -137,6 +137,7 @@ type Record struct {
 	SetCount     int64    `json:"set_count,omitempty"` // messages named; -1 when it has "*"
 	Fetch        string   `json:"fetch,omitempty"`     // FetchBody, FetchHeader or FetchMetadata
 	Items        []string `json:"items,omitempty"`
+	SearchKeys   []string `json:"search_keys,omitempty"` // what a SEARCH/SORT/THREAD probed of content: BODY, SUBJECT, ... (never the text)
 	StoreOp      string   `json:"store,omitempty"`
 	Flags        []string `json:"flags,omitempty"`
 	LiteralBytes int64    `json:"literal_bytes,omitempty"`
@@ -317,6 +318,9 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 	str(e, "fetch", r.Fetch)
 	if len(r.Items) > 0 {
 		e.AddArray("items", (*stringList)(&r.Items))
+	}
+	if len(r.SearchKeys) > 0 {
+		e.AddArray("search_keys", (*stringList)(&r.SearchKeys))
 	}
 	str(e, "store", r.StoreOp)
 	if len(r.Flags) > 0 {

@@ -216,6 +216,7 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		if c.Name == "FETCH" {
 			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), append(r.Items[:0], c.FetchItems...)
 		}
+		r.SearchKeys = c.SearchKeys.Names() // kinds only: never the text searched for
 		r.StoreOp, r.Flags = c.StoreOp, append(r.Flags[:0], c.StoreFlags...)
 		r.LiteralBytes = c.LiteralBytes
 	}

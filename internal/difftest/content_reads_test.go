@@ -2,6 +2,7 @@ package difftest
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -27,7 +28,9 @@ deny contains {"policy": "nocontent", "code": "NOPERM", "reason": "No message co
 // message holds a string: a policy refusing read-content refuses them on
 // Dovecot, while flags, dates and sizes stay readable. For another user
 // the envelopes are delivered and, not being content octets, counted in
-// no content_bytes or messages of the trail (the fetch caps count those).
+// no content_bytes or messages of the trail (the fetch caps count those);
+// a search by text is recorded with its mailbox and the kind of its keys
+// (search_keys), never the text searched for.
 func TestHeaderAndSearchReadsAreContent(t *testing.T) {
 	Binary(t)
 	b := StartBackend(t, "dovecot")
@@ -95,6 +98,13 @@ func TestHeaderAndSearchReadsAreContent(t *testing.T) {
 			}
 			if r.Tag == "f" && r.Fetch != "header" {
 				t.Errorf("FETCH ENVELOPE recorded as fetch %q, want header", r.Fetch)
+			}
+			// What the search probed, by kind, never the text.
+			if r.Tag == "s" && (len(r.SearchKeys) != 1 || r.SearchKeys[0] != "TEXT" || r.Selected != "INBOX") {
+				t.Errorf("SEARCH TEXT recorded with search_keys %v in %q, want [TEXT] in INBOX", r.SearchKeys, r.Selected)
+			}
+			if b, _ := json.Marshal(r); strings.Contains(string(b), "secret") {
+				t.Errorf("the trail holds the text searched for: %s", b)
 			}
 		}
 	}

@@ -118,6 +118,11 @@ type Command struct {
 	// BODYSTRUCTURE and text search keys read content (EffReadContent)
 	// without such an item.
 	ContentItems bool
+	// SearchKeys: the SEARCH keys, SORT criteria and THREAD grouping
+	// that read message content (and give the command EffReadContent),
+	// by kind: what the trail says was probed, never the strings
+	// searched for.
+	SearchKeys SearchKeys
 	// UID: the command was sent as "UID <name>" (RFC 9051 §6.4.9). Next
 	// to Effects and Complete so that the small fields pack.
 	UID bool

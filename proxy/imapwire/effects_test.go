@@ -2,6 +2,7 @@ package imapwire
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -149,6 +150,33 @@ func TestSetMetadataEntriesClassified(t *testing.T) {
 	} {
 		if _, _, err := effectsOf(t, wire); err == nil || err.Error() != "imapwire: unknown command" {
 			t.Errorf("%q: %v, want unknown command", wire, err)
+		}
+	}
+}
+
+// TestSearchKeysRecorded: what a SEARCH, SORT or THREAD probes of content
+// is kept by kind (Command.SearchKeys, the trail's search_keys), never
+// with the string searched for; keys on flags, dates and sizes are none.
+func TestSearchKeysRecorded(t *testing.T) {
+	tests := []struct {
+		wire string
+		want string
+	}{
+		{"a SEARCH SEEN SINCE 1-Jan-2000 LARGER 1\r\n", "[]"},
+		{"a SEARCH BODY secret\r\n", "[BODY]"},
+		{"a UID SEARCH OR subject x NOT text {3}\r\nabc\r\n", "[TEXT SUBJECT]"},
+		{"a SEARCH HEADER Message-ID x FUZZY FROM y\r\n", "[FROM HEADER]"},
+		{"a SORT (REVERSE DISPLAYFROM DATE SUBJECT) UTF-8 CC z\r\n", "[SUBJECT FROM CC]"},
+		{"a SORT (DATE SIZE) UTF-8 ALL\r\n", "[]"},
+		{"a THREAD REFERENCES UTF-8 BCC w\r\n", "[BCC THREAD]"},
+	}
+	for _, tc := range tests {
+		c := checkedWire(t, tc.wire).Command()
+		if got := fmt.Sprint(c.SearchKeys.Names()); got != tc.want {
+			t.Errorf("%q: %s, want %s", tc.wire, got, tc.want)
+		}
+		if has := c.Effects.Has(EffReadContent); has != (c.SearchKeys != 0) {
+			t.Errorf("%q: read-content %v with search keys %s", tc.wire, has, c.SearchKeys.Names())
 		}
 	}
 }

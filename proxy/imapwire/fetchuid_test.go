@@ -38,14 +38,7 @@ func TestFetchUIDEdit(t *testing.T) {
 		{"a FETCH 1 (BODY[] uid)\r\n", ""},
 	}
 	for _, tc := range tests {
-		var p CommandParser
-		if _, err := parseWire(&p, tc.wire); err != nil {
-			t.Fatalf("%q: %v", tc.wire, err)
-		}
-		ctx := testCtx
-		if err := p.Check(&ctx); err != nil {
-			t.Fatalf("%q: %v", tc.wire, err)
-		}
+		p := checkedWire(t, tc.wire)
 		e, ok := p.FetchUID()
 		if tc.want == "" {
 			if ok {
@@ -74,6 +67,21 @@ func TestFetchUIDEdit(t *testing.T) {
 			t.Errorf("%q in pieces: got %q", tc.wire, out.String())
 		}
 	}
+}
+
+// checkedWire parses wire and checks it in testCtx, failing the test on
+// an error.
+func checkedWire(t *testing.T, wire string) *CommandParser {
+	t.Helper()
+	p := new(CommandParser)
+	if _, err := parseWire(p, wire); err != nil {
+		t.Fatalf("%q: %v", wire, err)
+	}
+	ctx := testCtx
+	if err := p.Check(&ctx); err != nil {
+		t.Fatalf("%q: %v", wire, err)
+	}
+	return p
 }
 
 // TestArgSpan: the spans of the top-level arguments, also after a literal.

@@ -87,7 +87,7 @@ func (k *checker) ok() bool { return k.err == nil && !k.stop }
 func (k *checker) derive() {
 	c, ctx := k.c, k.ctx
 	c.Mailbox, c.MailboxRaw, c.Reference, c.Destination, c.DestinationRaw = "", "", "", "", ""
-	c.Set, c.StoreOp, c.SetCount, c.AppendURLs, c.ContentItems = "", "", 0, 0, false
+	c.Set, c.StoreOp, c.SetCount, c.AppendURLs, c.ContentItems, c.SearchKeys = "", "", 0, 0, false, 0
 	clear(c.FetchItems)
 	clear(c.StoreFlags)
 	c.FetchItems, c.StoreFlags = c.FetchItems[:0], c.StoreFlags[:0]
@@ -1673,6 +1673,7 @@ func (k *checker) searchKey(cu *cursor, depth int) {
 		// Keys matching message text: each answer tells whether the
 		// message holds the string, an oracle on its content.
 		k.eff(EffReadContent, TargetSelected)
+		k.c.SearchKeys |= searchKeyOf(a.Value)
 		k.astring(cu)
 	case "KEYWORD", "UNKEYWORD":
 		if f := k.flag(cu); k.ok() && strings.HasPrefix(f, `\`) {
@@ -1688,6 +1689,7 @@ func (k *checker) searchKey(cu *cursor, depth int) {
 		k.needCap(CapSAVEDATE)
 	case "HEADER":
 		k.eff(EffReadContent, TargetSelected)
+		k.c.SearchKeys |= SearchHeader // the field's name is not kept either
 		k.astring(cu)
 		k.astring(cu)
 	case "LARGER", "SMALLER":
@@ -1756,6 +1758,7 @@ func gSort(k *checker) {
 			// it. ARRIVAL, DATE and SIZE are what FETCH INTERNALDATE and
 			// RFC822.SIZE tell.
 			k.eff(EffReadContent, TargetSelected)
+			k.c.SearchKeys |= searchKeyOf(w)
 		}
 	}
 	k.astring(cu) // charset
@@ -1769,6 +1772,7 @@ func gThread(k *checker) {
 	// Every algorithm groups by Subject, Message-ID, In-Reply-To and
 	// References (RFC 5256 §2.1): the answer shows header content.
 	k.eff(EffReadContent, TargetSelected)
+	k.c.SearchKeys |= SearchThread
 	k.atom(cu) // thread-alg
 	k.astring(cu)
 	k.searchKeys(cu)

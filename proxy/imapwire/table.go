@@ -247,3 +247,66 @@ func Lookup(name string) *Spec { return specTable[strings.ToUpper(name)] }
 
 // Specs returns the table, for documentation, policies and tests.
 func Specs() []*Spec { return specs }
+
+// SearchKeys is a set of the kinds of content a SEARCH, SORT or THREAD
+// probes (Command.SearchKeys): the keys and criteria with EffReadContent,
+// named by fixed words, so that the audit trail can say what was probed
+// without the strings searched for, which may be content themselves
+// (ARCHITECTURE.md §14).
+type SearchKeys uint16
+
+// Search keys and criteria that read content (RFC 9051 §6.4.4, RFC 5256
+// §3, RFC 5957 DISPLAYFROM/DISPLAYTO sort as FROM/TO).
+const (
+	SearchBody    SearchKeys = 1 << iota // BODY
+	SearchText                           // TEXT: header and body
+	SearchSubject                        // SUBJECT (SEARCH, SORT)
+	SearchFrom                           // FROM (SEARCH, SORT, SORT DISPLAYFROM)
+	SearchTo                             // TO (SEARCH, SORT, SORT DISPLAYTO)
+	SearchCc                             // CC (SEARCH, SORT)
+	SearchBcc                            // BCC
+	SearchHeader                         // HEADER field string (the field's name not kept)
+	SearchThread                         // THREAD: Subject, Message-ID, In-Reply-To, References
+	numSearchKeys = iota
+)
+
+var searchKeyNames = [numSearchKeys]string{"BODY", "TEXT", "SUBJECT", "FROM", "TO", "CC", "BCC", "HEADER", "THREAD"}
+
+// searchKeyOf returns the kind of a SEARCH key or SORT criterion, any
+// case, without allocating.
+func searchKeyOf(w string) SearchKeys {
+	for _, k := range [...]struct {
+		name string
+		key  SearchKeys
+	}{
+		{"BODY", SearchBody}, {"TEXT", SearchText}, {"SUBJECT", SearchSubject}, {"FROM", SearchFrom},
+		{"DISPLAYFROM", SearchFrom}, {"TO", SearchTo}, {"DISPLAYTO", SearchTo}, {"CC", SearchCc}, {"BCC", SearchBcc},
+	} {
+		if equalFoldString(w, k.name) {
+			return k.key
+		}
+	}
+	return 0
+}
+
+// Names lists the kinds in k, in a fixed order; nil when none. The list
+// of a single kind is shared: the caller must not change it.
+func (k SearchKeys) Names() []string {
+	if k == 0 {
+		return nil
+	}
+	if k&(k-1) == 0 {
+		for i := range searchKeyNames {
+			if k == 1<<i {
+				return searchKeyNames[i : i+1 : i+1]
+			}
+		}
+	}
+	var out []string
+	for i, n := range searchKeyNames {
+		if k&(1<<i) != 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
