@@ -496,21 +496,32 @@ type ItemKey struct {
 
 // ItemKeys appends the keys of items to dst[:0], sorted, for
 // AnswersKeys: a FETCH asked about at every response is matched in
-// O(log items) rather than O(items).
+// O(log items) rather than O(items). A macro stands for the header items
+// it holds (RFC 9051 §6.4.5: ALL holds ENVELOPE, FULL ENVELOPE and BODY;
+// FAST none), so a response to it is matched by them.
 func ItemKeys(dst []ItemKey, items []string) []ItemKey {
 	ks := dst[:0]
 	for _, it := range items {
-		n, s, b := itemParts(it)
-		ks = append(ks, ItemKey{n, s, b})
+		switch {
+		case equalFoldString(it, "ALL"):
+			ks = append(ks, ItemKey{name: "ENVELOPE"})
+		case equalFoldString(it, "FULL"):
+			ks = append(ks, ItemKey{name: "ENVELOPE"}, ItemKey{name: "BODY"})
+		default:
+			n, s, b := itemParts(it)
+			ks = append(ks, ItemKey{n, s, b})
+		}
 	}
 	slices.SortFunc(ks, cmpItemKey)
 	return ks
 }
 
-// AnswersKeys is Answers for the items keys were made of (ItemKeys).
-// It does not allocate.
+// AnswersKeys is Answers for the items keys were made of (ItemKeys):
+// true when the response had neither content nor header items, else when
+// its first content item (else its first header item) has a key. It does
+// not allocate.
 func (t *FetchTracker) AnswersKeys(keys []ItemKey) bool {
-	if t.Items == 0 {
+	if t.Items == 0 && t.Headers == 0 {
 		return true
 	}
 	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only
