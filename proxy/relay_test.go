@@ -145,10 +145,24 @@ func TestIdle(t *testing.T) {
 	msg := testMessage(3)
 	other.sendRaw(fmt.Sprintf("b1 APPEND INBOX {%d+}\r\n%s\r\n", len(msg), msg))
 	other.expect("b1 OK")
-	c.expect("* 3 EXISTS")
+	// go-imap's memory server writes "+ idling" before its Session.Idle
+	// subscribes to updates (imapserver.handleIdle), and an update in
+	// between waits for the next command: the EXISTS comes in the IDLE
+	// or by the NOOP after it, relayed either way. That the proxy relays
+	// what a backend pushes in IDLE is TestDovecotEndToEnd's.
 	c.send("DONE")
-	c.expect("a2 OK")
-	c.transact("a3 NOOP", "a3 OK")
+	un, end := c.tagged("a2")
+	if !strings.HasPrefix(end, "a2 OK") {
+		t.Fatalf("IDLE end %q", end)
+	}
+	if !contains(un, "* 3 EXISTS") {
+		un = c.transact("a3 NOOP", "a3 OK")
+		if !contains(un, "* 3 EXISTS") {
+			t.Fatalf("no EXISTS for the APPEND in IDLE nor after it: %q", un)
+		}
+	} else {
+		c.transact("a3 NOOP", "a3 OK")
+	}
 	// A command instead of DONE ends the IDLE and still runs.
 	c.send("a4 IDLE")
 	c.expect("+")
