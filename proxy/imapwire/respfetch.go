@@ -239,24 +239,7 @@ func cutByte(s string, c byte) (before, after string, found bool) {
 	return s, "", false
 }
 
-func equalFoldString(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'a' <= x && x <= 'z' {
-			x -= 'a' - 'A'
-		}
-		if 'a' <= y && y <= 'z' {
-			y -= 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
+func equalFoldString(a, b string) bool { return len(a) == len(b) && cmpFold(a, b) == 0 }
 
 func hasPrefixFold(b []byte, upper string) bool {
 	return len(b) >= len(upper) && equalFold(b[:len(upper)], upper)
