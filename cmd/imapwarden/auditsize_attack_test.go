@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,45 @@ func TestUnauthenticatedClientCannotStopTheSyslogTrail(t *testing.T) {
 	}
 	if len(answer) == 0 || !strings.HasPrefix(answer[len(answer)-1], "a2 OK") {
 		t.Errorf("alice's SELECT after an unauthenticated client's ID and failed LOGIN: %q (trail health: %v)", answer, health)
+	}
+}
+
+// The caps on a record (audit.MaxUIDs and the like) exist so that a
+// hostile client cannot make the trail amplify its input. Before login
+// too: an unauthenticated client's ID values and user name reach the auth
+// record whole, each control character escaped to 6 bytes, so every
+// failed LOGIN of a 64 KiB line writes about 6 times that to the disk
+// (16 of them a connection). A record a client can cause stays within
+// what one syslog datagram holds and what the client sent.
+func TestPreAuthRecordsDoNotAmplifyTheClient(t *testing.T) {
+	dovecottest.Require(t)
+	dc := dovecottest.Start(t, dovecottest.Options{})
+	p := startAudProxy(t, dovecotBackend(t, dc))
+	ctl := strings.Repeat("\x01", 1024)
+	var id strings.Builder
+	id.WriteString("(")
+	for i := range 30 {
+		if i > 0 {
+			id.WriteString(" ")
+		}
+		fmt.Fprintf(&id, `"f%02d" "%s"`, i, ctl)
+	}
+	id.WriteString(")")
+	m := dialAud(t, p.addr)
+	m.do("m1", "OK", "ID "+id.String())
+	login := `LOGIN "` + strings.Repeat("\x01", 60000) + `" x`
+	m.do("m2", "NO", login)
+	sent := len("m1 ID "+id.String()) + len("m2 "+login) + 4
+	p.stop()
+	b, err := os.ReadFile(p.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	longest := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		longest = max(longest, len(l))
+	}
+	if longest > 64<<10 || longest > sent {
+		t.Errorf("an unauthenticated client sent %d bytes; its longest audit record is %d bytes (%.1fx)", sent, longest, float64(longest)/float64(sent))
 	}
 }
