@@ -17,8 +17,10 @@ import (
 // Lockout is one active lockout, as the admin API lists it.
 type Lockout struct {
 	// Kind is what is locked: "ip", "user" or "user_ip".
-	Kind     string    `json:"kind"`
-	User     string    `json:"user,omitempty"` // lower-cased, at most 128 bytes
+	Kind string `json:"kind"`
+	User string `json:"user,omitempty"` // lower-cased, at most 128 bytes
+	// IP is the first address of the client's host prefix (ip_bits_v4,
+	// ip_bits_v6): 2001:db8:1:2:: for every address of that /64.
 	IP       string    `json:"ip,omitempty"`
 	Failures int       `json:"failures"`
 	Until    time.Time `json:"until"`
@@ -68,9 +70,10 @@ func (l *Limiter) Lockouts(ctx context.Context) ([]Lockout, error) {
 	return out, nil
 }
 
-// Unlock forgets failed logins: of a user (from every IP), of an IP (for
-// every user), or of a user from one IP when both are given. It returns how
-// many records were removed, here and in Redis.
+// Unlock forgets failed logins: of a user (from every IP), of an IP (its
+// host prefix, ip_bits_v4 and ip_bits_v6, for every user), or of a user
+// from one IP when both are given. It returns how many records were
+// removed, here and in Redis.
 func (l *Limiter) Unlock(ctx context.Context, user, ip string) (int, error) {
 	var addr netip.Addr
 	if ip != "" {
@@ -78,7 +81,8 @@ func (l *Limiter) Unlock(ctx context.Context, user, ip string) (int, error) {
 		if addr, err = netip.ParseAddr(ip); err != nil {
 			return 0, fmt.Errorf("ratelimit: unlock: %w", err)
 		}
-		addr = addr.Unmap()
+		// Any address of a host's prefix names its records (hostOf).
+		addr = l.cfg.Load().hostOf(netip.AddrPortFrom(addr, 0))
 	}
 	if user == "" && !addr.IsValid() {
 		return 0, errors.New("ratelimit: unlock: a user or an ip is required")

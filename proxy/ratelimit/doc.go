@@ -24,6 +24,10 @@
 //   - Rates are GCRA (one timestamp per bucket, expiring by itself); the
 //     Redis scripts do the same arithmetic as gcra.take in microseconds, on
 //     the caller's clock, all or nothing across the buckets of one call.
+//   - An "ip" key is a host, not an address: the client IP unmapped, then
+//     masked to IPBitsV4/IPBitsV6 (/32 and /64; config.hostOf). A host
+//     given an IPv6 /64 picks any address in it, and must not get a fresh
+//     failure counter per address.
 //   - Limit and Key of a LimitResult are fixed words (metric labels): never
 //     a user name or an address.
 //   - With Redis down, calls are not attempted until a background ping

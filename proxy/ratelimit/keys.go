@@ -148,7 +148,9 @@ func userID(user string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// subnetOf is the client's subnet (/24, /64 by default).
+// subnetOf is the client's subnet (/24, /64 by default), or its host
+// (ip_bits_v4, ip_bits_v6: /32, /64 by default): the first address of the
+// prefix. ip is unmapped (an IPv4-mapped address is IPv4).
 func subnetOf(ip netip.Addr, v4, v6 int) netip.Addr {
 	bits := v6
 	if ip.Is4() {

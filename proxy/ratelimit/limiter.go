@@ -101,7 +101,7 @@ type userLimits struct {
 
 // connState is what the Limiter keeps per open connection.
 type connState struct {
-	ip        netip.Addr // unmapped; invalid when unknown
+	ip        netip.Addr // the host: unmapped, masked (hostOf); invalid when unknown
 	ipKey     uint64     // concurrent connections of the IP
 	unauthKey uint64     // concurrent unauthenticated connections
 	counted   bool       // Connect counted it: release uncounts it
@@ -241,6 +241,18 @@ func exceeded(limit, key, code, reason string) proxy.LimitResult {
 
 var storeUnavailable = exceeded(LimitStoreUnavailable, keyStore, codeUnavailable, reasonStore)
 
+// hostOf is the address every "ip" key counts: the client's IP unmapped
+// (an IPv4-mapped IPv6 address is its IPv4 one), then masked to
+// ip_bits_v4 or ip_bits_v6, so that the addresses of one host's IPv6 /64
+// share one counter (ARCHITECTURE.md §12).
+func (c *config) hostOf(ap netip.AddrPort) netip.Addr {
+	ip := ap.Addr().Unmap()
+	if !ip.IsValid() {
+		return ip
+	}
+	return subnetOf(ip, c.o.IPBitsV4, c.o.IPBitsV6)
+}
+
 // remoteUp reports whether to ask Redis.
 func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
 
@@ -250,7 +262,7 @@ func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
 // sockets).
 func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitConn) {
 	c := l.cfg.Load()
-	st := &connState{ip: s.ClientAddr.Addr().Unmap()}
+	st := &connState{ip: c.hostOf(s.ClientAddr)}
 	if st.ip.IsValid() {
 		if res := l.connRate(c, st.ip); res.Exceeded {
 			return res, nil
@@ -346,7 +358,7 @@ func (l *Limiter) failKeys(user string, ip netip.Addr) [3]uint64 {
 // code, same delay, and by default the same text.
 func (l *Limiter) login(s *proxy.SessionInfo, st *connState, user string) proxy.LimitResult {
 	c := l.cfg.Load()
-	ip := s.ClientAddr.Addr().Unmap()
+	ip := c.hostOf(s.ClientAddr)
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
 	var v [3]failView
@@ -405,7 +417,7 @@ func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitRe
 // same for every failure, so it tells nothing about the user.
 func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, ok bool) time.Duration {
 	c := l.cfg.Load()
-	ip := s.ClientAddr.Addr().Unmap()
+	ip := c.hostOf(s.ClientAddr)
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
 	if ok {

@@ -235,6 +235,12 @@ type Options struct {
 	// subnet_bits_v4, subnet_bits_v6: the subnet of a client IP. Default 24
 	// and 64.
 	SubnetBitsV4, SubnetBitsV6 int
+	// ip_bits_v4, ip_bits_v6: the prefix every "ip" key counts (the
+	// per-IP connection rates and counts, the ip and user_ip failed
+	// logins): one host. Default 32 and 64: a host given an IPv6 /64 picks
+	// any of its addresses (RFC 4291 §2.5.1, RFC 8981), so keyed by the
+	// /128 each address would be a fresh counter.
+	IPBitsV4, IPBitsV6 int
 
 	// concurrent_connections_per_ip: open connections from one IP. Default 2000.
 	MaxConnectionsPerIP int
@@ -368,6 +374,8 @@ var (
 const (
 	DefaultSubnetBitsV4            = 24
 	DefaultSubnetBitsV6            = 64
+	DefaultIPBitsV4                = 32
+	DefaultIPBitsV6                = 64
 	DefaultMaxConnectionsPerIP     = 2000
 	DefaultMaxUnauthenticatedPerIP = 100
 	DefaultMaxSessionsPerUser      = 30
@@ -414,6 +422,8 @@ func (o Options) withDefaults() (Options, error) {
 	defRate(&o.ConnectionsPerSubnet, DefaultConnectionsPerSubnet)
 	defInt(&o.SubnetBitsV4, DefaultSubnetBitsV4)
 	defInt(&o.SubnetBitsV6, DefaultSubnetBitsV6)
+	defInt(&o.IPBitsV4, DefaultIPBitsV4)
+	defInt(&o.IPBitsV6, DefaultIPBitsV6)
 	defInt(&o.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	defInt(&o.MaxUnauthenticatedPerIP, DefaultMaxUnauthenticatedPerIP)
 	defInt(&o.MaxSessionsPerUser, DefaultMaxSessionsPerUser)
@@ -481,6 +491,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.SubnetBitsV4 < 0 || o.SubnetBitsV4 > 32 || o.SubnetBitsV6 < 0 || o.SubnetBitsV6 > 128 {
 		errs = append(errs, errors.New("ratelimit: subnet bits out of range"))
+	}
+	if o.IPBitsV4 < 0 || o.IPBitsV4 > 32 || o.IPBitsV6 < 0 || o.IPBitsV6 > 128 {
+		errs = append(errs, errors.New("ratelimit: ip bits out of range"))
 	}
 	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 {
 		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout and redis_probe_interval must be positive"))
