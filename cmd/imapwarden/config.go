@@ -81,6 +81,8 @@ type rateLimitsConfig struct {
 	ConnectionsPerSubnet    ratelimit.Rate                   `yaml:"connections_per_subnet"`
 	SubnetBitsV4            int                              `yaml:"subnet_bits_v4"`
 	SubnetBitsV6            int                              `yaml:"subnet_bits_v6"`
+	IPBitsV4                int                              `yaml:"ip_bits_v4"`
+	IPBitsV6                int                              `yaml:"ip_bits_v6"`
 	MaxConnectionsPerIP     int                              `yaml:"concurrent_connections_per_ip"`
 	MaxUnauthenticatedPerIP int                              `yaml:"unauthenticated_connections_per_ip"`
 	MaxSessionsPerUser      int                              `yaml:"sessions_per_user"`

@@ -148,6 +148,8 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 		rate(&r.AppendBytesPerUser, ratelimit.DefaultAppendBytesPerUser)
 		num(&r.SubnetBitsV4, ratelimit.DefaultSubnetBitsV4)
 		num(&r.SubnetBitsV6, ratelimit.DefaultSubnetBitsV6)
+		num(&r.IPBitsV4, ratelimit.DefaultIPBitsV4)
+		num(&r.IPBitsV6, ratelimit.DefaultIPBitsV6)
 		num(&r.MaxConnectionsPerIP, ratelimit.DefaultMaxConnectionsPerIP)
 		num(&r.MaxUnauthenticatedPerIP, ratelimit.DefaultMaxUnauthenticatedPerIP)
 		num(&r.MaxSessionsPerUser, ratelimit.DefaultMaxSessionsPerUser)

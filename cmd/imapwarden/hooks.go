@@ -67,7 +67,7 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 	}
 	o := ratelimit.Options{
 		ConnectionsPerIP: c.ConnectionsPerIP, ConnectionsPerSubnet: c.ConnectionsPerSubnet,
-		SubnetBitsV4: c.SubnetBitsV4, SubnetBitsV6: c.SubnetBitsV6,
+		SubnetBitsV4: c.SubnetBitsV4, SubnetBitsV6: c.SubnetBitsV6, IPBitsV4: c.IPBitsV4, IPBitsV6: c.IPBitsV6,
 		MaxConnectionsPerIP: c.MaxConnectionsPerIP, MaxUnauthenticatedPerIP: c.MaxUnauthenticatedPerIP,
 		MaxSessionsPerUser: c.MaxSessionsPerUser,
 		LoginFailuresPerIP: c.LoginFailuresPerIP, LoginFailuresPerUser: c.LoginFailuresPerUser, LoginFailuresPerUserIP: c.LoginFailuresPerUserIP,
