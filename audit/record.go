@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -62,13 +64,83 @@ const (
 )
 
 // Caps on what one record carries, so that a hostile client cannot make
-// the trail amplify its input; the counts next to them stay exact.
+// the trail amplify its input, nor make a record no sink carries
+// (ARCHITECTURE.md §11, §14); the counts next to them stay exact, and the
+// record's cut field says what was shortened and how long it was.
 const (
-	MaxUIDs    = 500  // uids; uid_count has the total
-	maxSetLen  = 2048 // set; set_count has the number of messages
-	maxList    = 32   // items, flags
-	maxItemLen = 256
+	MaxUIDs = 500 // uids; uid_count has the total
+	// DefaultMaxFieldBytes caps each string a client (or a backend,
+	// directory, token or policy) chose, and each entry of such a list or
+	// map, as encoded: escapes count (a control character takes 6 bytes).
+	// RFC 2971 §3.3 caps an ID value at 1024 octets.
+	DefaultMaxFieldBytes = 1024
+	// DefaultMaxListItems caps the entries of such a list or map (items,
+	// flags, patterns, client_id, ...).
+	DefaultMaxListItems = 32
+	// DefaultMaxRecordBytes bounds a whole record (without its "\n"): one
+	// record is one syslog message (RFC 5424 §6.1), each datagram over UDP
+	// (RFC 5426 §3.2: 65507 octets at most over IPv4) or /dev/log. A record
+	// over it is written again with tighter caps (shrinkCaps).
+	DefaultMaxRecordBytes = 16 << 10
+	// MinRecordBytes is the least MaxRecordBytes: what every syslog
+	// receiver should take (RFC 5426 §3.2, RFC 5424 §6.1).
+	MinRecordBytes = 2048
 )
+
+// caps are the limits one encoding of a record applies to text from
+// outside the proxy: field bytes (encoded), list and map entries, and the
+// annotations' JSON.
+type caps struct{ field, items, annot int }
+
+// shrinkCaps are the caps a record over MaxRecordBytes is encoded with
+// again, in turn, until it fits: the last one leaves out every string,
+// list and map from outside the proxy (the cut field names them), so that
+// what is left is the proxy's own fields.
+var shrinkCaps = [...]caps{{field: 64, items: 4, annot: 256}, {field: 16, items: 1}, {}}
+
+// Cut is one field the writer shortened or left out.
+type Cut struct {
+	Field string `json:"field"`
+	// Bytes is the field's size as given: a string's length; the total
+	// of a list's entries or a map's keys and values.
+	Bytes int `json:"bytes"`
+	// Items is a list's or map's number of entries as given.
+	Items int `json:"items,omitempty"`
+}
+
+func (c *Cut) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	e.AddString("field", c.Field)
+	e.AddInt("bytes", c.Bytes)
+	if c.Items > 0 {
+		e.AddInt("items", c.Items)
+	}
+	return nil
+}
+
+type cutList []Cut
+
+func (l cutList) MarshalLogArray(e zapcore.ArrayEncoder) error {
+	for i := range l {
+		if err := e.AppendObject(&l[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encoding is one encoding's state: the caps, the fields cut, and
+// formatting space (the writer keeps one, so that encoding does not
+// allocate).
+type encoding struct {
+	scratch []byte
+	caps    caps
+	cut     []Cut
+	// whole, when set, is the size the record had under the configured
+	// caps (record_bytes): it was over MaxRecordBytes.
+	whole int
+	list  capList
+	annot bytes.Buffer
+}
 
 // Record is one audit event. Fields that are zero are not written. A
 // Record handed to Trail.Log belongs to the trail: the caller must not
@@ -195,6 +267,13 @@ type Record struct {
 	Count    uint64 `json:"count,omitempty"`  // audit.dropped: records lost; audit.stop: records written; limit: hits recorded together
 	Torn     int64  `json:"torn_bytes,omitempty"`
 
+	// Cut and RecordBytes are set by the writer (and by decoding): the
+	// fields it shortened or left out under its caps, and, when the
+	// record was over MaxRecordBytes and was encoded again with tighter
+	// caps, the size it had.
+	Cut         []Cut `json:"cut,omitempty"`
+	RecordBytes int   `json:"record_bytes,omitempty"`
+
 	// ack, set by LogWait, learns the seq the writer gives the record.
 	ack *ack
 }
@@ -235,25 +314,28 @@ const keepSmall = 64
 // MarshalLogObject writes the record's own fields (everything after seq
 // and prev, which the writer adds) in a fixed order: the session first,
 // so that ip always precedes what a client chose (README.md, fail2ban).
-func (r *Record) MarshalLogObject(e zapcore.ObjectEncoder) error { return r.marshal(e, nil) }
+// It applies the default caps.
+func (r *Record) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	enc := encoding{caps: caps{field: DefaultMaxFieldBytes, items: DefaultMaxListItems, annot: 4 * DefaultMaxFieldBytes}}
+	return r.marshal(e, &enc)
+}
 
-// marshal writes the fields; the writer passes scratch space so that the
-// IP address is formatted without allocating.
-func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
+// marshal writes the fields under enc's caps. Text from outside the proxy
+// (a client's, a backend's, a directory's, a token's, a policy's) goes
+// through enc.str, enc.strs and the capped maps; the proxy's own words
+// (kinds, events, results, configured names) through str.
+func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
+	enc.cut = enc.cut[:0]
 	str(e, "session", r.Session)
 	if r.IP.IsValid() {
-		if scratch != nil {
-			*scratch = r.IP.AppendTo((*scratch)[:0])
-			e.AddByteString("ip", *scratch)
-		} else {
-			e.AddString("ip", r.IP.String())
-		}
+		enc.scratch = r.IP.AppendTo(enc.scratch[:0])
+		e.AddByteString("ip", enc.scratch)
 	}
 	if r.Port != 0 {
 		e.AddUint16("port", r.Port)
 	}
 	str(e, "listener", r.Listener)
-	str(e, "user", r.User)
+	enc.str(e, "user", r.User)
 	str(e, "local", r.Local)
 	str(e, "backend", r.Backend)
 	str(e, "server", r.Server)
@@ -261,71 +343,50 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 
 	str(e, "tls_version", r.TLSVersion)
 	str(e, "cipher", r.Cipher)
-	str(e, "sni", r.SNI)
-	str(e, "alpn", r.ALPN)
-	str(e, "client_cert", r.ClientCert)
+	enc.str(e, "sni", r.SNI)
+	enc.str(e, "alpn", r.ALPN)
+	enc.str(e, "client_cert", r.ClientCert)
 
-	str(e, "mechanism", r.Mechanism)
+	enc.str(e, "mechanism", r.Mechanism)
 	num(e, "attempt", int64(r.Attempt))
 	if len(r.ClientID) > 0 {
-		e.AddObject("client_id", stringMap(r.ClientID))
+		enc.stringMap(e, "client_id", r.ClientID)
 	}
 	str(e, "authenticator", r.Authenticator)
-	str(e, "identity", r.Identity)
-	if len(r.Groups) > 0 {
-		e.AddArray("groups", (*stringList)(&r.Groups))
-	}
-	str(e, "token_issuer", r.TokenIssuer)
-	str(e, "token_client_id", r.TokenClientID)
-	if len(r.Scopes) > 0 {
-		e.AddArray("scopes", (*stringList)(&r.Scopes))
-	}
+	enc.str(e, "identity", r.Identity)
+	enc.strs(e, "groups", r.Groups)
+	enc.str(e, "token_issuer", r.TokenIssuer)
+	enc.str(e, "token_client_id", r.TokenClientID)
+	enc.strs(e, "scopes", r.Scopes)
 
-	str(e, "tag", r.Tag)
-	str(e, "command", r.Command)
+	enc.str(e, "tag", r.Tag)
+	enc.str(e, "command", r.Command)
 	if r.UID {
 		e.AddBool("uid", true)
 	}
-	str(e, "mailbox", r.Mailbox)
-	str(e, "mailbox_raw", r.MailboxRaw)
-	str(e, "destination", r.Destination)
-	if len(r.Sources) > 0 {
-		e.AddArray("sources", (*stringList)(&r.Sources))
-	}
-	if len(r.Mailboxes) > 0 {
-		e.AddArray("mailboxes", (*stringList)(&r.Mailboxes))
-	}
-	if len(r.Patterns) > 0 {
-		e.AddArray("patterns", (*stringList)(&r.Patterns))
-	}
+	enc.str(e, "mailbox", r.Mailbox)
+	enc.str(e, "mailbox_raw", r.MailboxRaw)
+	enc.str(e, "destination", r.Destination)
+	enc.strs(e, "sources", r.Sources)
+	enc.strs(e, "mailboxes", r.Mailboxes)
+	enc.strs(e, "patterns", r.Patterns)
 	if len(r.Effects) > 0 {
 		e.AddArray("effects", (*stringList)(&r.Effects))
 	}
-	str(e, "selected", r.Selected)
+	enc.str(e, "selected", r.Selected)
 	num(e, "uidvalidity", int64(r.UIDValidity))
 	if r.ReadOnly {
 		e.AddBool("read_only", true)
 	}
-	if r.Set != "" {
-		if len(r.Set) > maxSetLen {
-			// A sequence set has no dots: "..." cannot be mistaken.
-			e.AddString("set", r.Set[:maxSetLen]+"...")
-		} else {
-			e.AddString("set", r.Set)
-		}
-	}
+	enc.str(e, "set", r.Set)
 	num(e, "set_count", r.SetCount)
 	str(e, "fetch", r.Fetch)
-	if len(r.Items) > 0 {
-		e.AddArray("items", (*stringList)(&r.Items))
-	}
+	enc.strs(e, "items", r.Items)
 	if len(r.SearchKeys) > 0 {
 		e.AddArray("search_keys", (*stringList)(&r.SearchKeys))
 	}
-	str(e, "store", r.StoreOp)
-	if len(r.Flags) > 0 {
-		e.AddArray("flags", (*stringList)(&r.Flags))
-	}
+	enc.str(e, "store", r.StoreOp)
+	enc.strs(e, "flags", r.Flags)
 	num(e, "literal_bytes", r.LiteralBytes)
 	if len(r.UIDs) > 0 {
 		e.AddArray("uids", (*uidList)(&r.UIDs))
@@ -334,15 +395,13 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		e.AddInt("uid_count", max(n, len(r.UIDs)))
 	}
 	num(e, "content_bytes", r.ContentBytes)
-	if len(r.SharedWith) > 0 {
-		e.AddArray("content_shared_with", (*stringList)(&r.SharedWith))
-	}
+	enc.strs(e, "content_shared_with", r.SharedWith)
 	num(e, "content_shared_count", int64(r.SharedCount))
-	str(e, "code_args", r.CodeArgs)
+	enc.str(e, "code_args", r.CodeArgs)
 
 	str(e, "result", r.Result)
-	str(e, "code", r.Code)
-	str(e, "reason", r.Reason)
+	enc.str(e, "code", r.Code)
+	enc.str(e, "reason", r.Reason)
 	str(e, "revision", r.Revision)
 	str(e, "limit", r.Limit)
 	str(e, "limit_key", r.LimitKey)
@@ -353,13 +412,9 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		e.AddBool("disconnect", true)
 	}
 	if len(r.Annot) > 0 {
-		// Annotations come from the policy; reflection is fine on the
-		// writer's goroutine, and encoding/json sorts the keys.
-		if err := e.AddReflected("annotations", r.Annot); err != nil {
-			e.AddString("annotations_error", err.Error())
-		}
+		enc.annotations(e, r.Annot)
 	}
-	str(e, "detail", r.Detail)
+	enc.str(e, "detail", r.Detail)
 	str(e, "actor", r.Actor)
 	str(e, "scope", r.Scope)
 
@@ -371,16 +426,14 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 
 	num(e, "commands", int64(r.Commands))
 	if len(r.Counts) > 0 {
-		e.AddObject("counts", intMap(r.Counts))
+		enc.intMap(e, "counts", r.Counts)
 	}
 	num(e, "messages", int64(r.Messages))
 	num(e, "auth_failures", int64(r.AuthFailures))
 
-	str(e, "subject", r.Subject)
-	if len(r.Names) > 0 {
-		e.AddArray("names", (*stringList)(&r.Names))
-	}
-	str(e, "issuer", r.Issuer)
+	enc.str(e, "subject", r.Subject)
+	enc.strs(e, "names", r.Names)
+	enc.str(e, "issuer", r.Issuer)
 	if !r.NotAfter.IsZero() {
 		e.AddString("not_after", r.NotAfter.UTC().Format(time.RFC3339))
 	}
@@ -394,6 +447,12 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, scratch *[]byte) error {
 		e.AddUint64("count", r.Count)
 	}
 	num(e, "torn_bytes", r.Torn)
+	if len(enc.cut) > 0 {
+		e.AddArray("cut", cutList(enc.cut))
+	}
+	if enc.whole > 0 {
+		e.AddInt("record_bytes", enc.whole)
+	}
 	return nil
 }
 
@@ -409,17 +468,201 @@ func num(e zapcore.ObjectEncoder, k string, v int64) {
 	}
 }
 
+// str writes a string from outside the proxy, clipped to the field cap.
+func (enc *encoding) str(e zapcore.ObjectEncoder, k, v string) {
+	if v == "" {
+		return
+	}
+	c, whole := clip(v, enc.caps.field)
+	if !whole {
+		enc.cut = append(enc.cut, Cut{Field: k, Bytes: len(v)})
+	}
+	if c != "" {
+		e.AddString(k, c)
+	}
+}
+
+// strs writes a list from outside the proxy: its first caps.items
+// entries, each clipped.
+func (enc *encoding) strs(e zapcore.ObjectEncoder, k string, l []string) {
+	if len(l) == 0 {
+		return
+	}
+	n, whole := 0, len(l) <= enc.caps.items
+	for i, s := range l {
+		n += len(s)
+		if whole && i < enc.caps.items {
+			_, whole = clip(s, enc.caps.field)
+		}
+	}
+	if !whole {
+		enc.cut = append(enc.cut, Cut{Field: k, Bytes: n, Items: len(l)})
+	}
+	if enc.caps.items == 0 {
+		return
+	}
+	enc.list = capList{l: l, caps: enc.caps}
+	e.AddArray(k, &enc.list)
+	enc.list.l = nil
+}
+
+type capList struct {
+	l    []string
+	caps caps
+}
+
+func (c *capList) MarshalLogArray(e zapcore.ArrayEncoder) error {
+	for i, s := range c.l {
+		if i == c.caps.items {
+			break
+		}
+		s, _ = clip(s, c.caps.field)
+		e.AppendString(s)
+	}
+	return nil
+}
+
+// stringMap writes a map from outside the proxy (client_id): its first
+// caps.items entries in key order whose key fits the field cap whole (a
+// key cut short could equal another), values clipped.
+func (enc *encoding) stringMap(e zapcore.ObjectEncoder, k string, m map[string]string) {
+	keys := sortedKeys(m)
+	n, kept, whole := 0, keys[:0], true
+	for _, key := range keys {
+		v := m[key]
+		n += len(key) + len(v)
+		_, wk := clip(key, enc.caps.field)
+		if !wk || len(kept) == enc.caps.items {
+			whole = false
+			continue
+		}
+		kept = append(kept, key)
+		if _, wv := clip(v, enc.caps.field); !wv {
+			whole = false
+		}
+	}
+	if !whole {
+		enc.cut = append(enc.cut, Cut{Field: k, Bytes: n, Items: len(m)})
+	}
+	if len(kept) > 0 {
+		e.AddObject(k, &cappedStrings{m: m, keys: kept, field: enc.caps.field})
+	}
+}
+
+type cappedStrings struct {
+	m     map[string]string
+	keys  []string
+	field int
+}
+
+func (c *cappedStrings) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	for _, k := range c.keys {
+		v, _ := clip(c.m[k], c.field)
+		e.AddString(k, v)
+	}
+	return nil
+}
+
+// intMap writes counts by name (session.close) as stringMap does.
+func (enc *encoding) intMap(e zapcore.ObjectEncoder, k string, m map[string]int) {
+	keys := sortedKeys(m)
+	n, kept := 0, keys[:0]
+	for _, key := range keys {
+		n += len(key)
+		if _, wk := clip(key, enc.caps.field); wk && len(kept) < enc.caps.items {
+			kept = append(kept, key)
+		}
+	}
+	if len(kept) < len(m) {
+		enc.cut = append(enc.cut, Cut{Field: k, Bytes: n, Items: len(m)})
+	}
+	if len(kept) > 0 {
+		e.AddObject(k, &cappedInts{m: m, keys: kept})
+	}
+}
+
+type cappedInts struct {
+	m    map[string]int
+	keys []string
+}
+
+func (c *cappedInts) MarshalLogObject(e zapcore.ObjectEncoder) error {
+	for _, k := range c.keys {
+		e.AddInt(k, c.m[k])
+	}
+	return nil
+}
+
+// annotations writes the policy's annotations (which may quote a
+// client's text) when their JSON fits caps.annot; else none of them.
+// Reflection is fine on the writer's goroutine; encoding/json sorts the
+// keys.
+func (enc *encoding) annotations(e zapcore.ObjectEncoder, a map[string]any) {
+	enc.annot.Reset()
+	je := json.NewEncoder(&enc.annot)
+	je.SetEscapeHTML(false) // as zap's own reflection encoder
+	if err := je.Encode(a); err != nil {
+		e.AddString("annotations_error", err.Error())
+		return
+	}
+	b := bytes.TrimSuffix(enc.annot.Bytes(), []byte("\n"))
+	if len(b) > enc.caps.annot {
+		enc.cut = append(enc.cut, Cut{Field: "annotations", Bytes: len(b), Items: len(a)})
+		return
+	}
+	if err := e.AddReflected("annotations", json.RawMessage(b)); err != nil {
+		e.AddString("annotations_error", err.Error())
+	}
+}
+
+// clip returns the longest prefix of s, cut between runes, whose JSON
+// encoding (zapcore's: \u00XX for a control character, \ufffd for a
+// byte that is not UTF-8) takes at most n bytes, and whether that is s.
+func clip(s string, n int) (string, bool) {
+	if len(s) <= n {
+		// Fast path: most strings need no escape.
+		plain := true
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			return s, true
+		}
+	}
+	size := 0
+	for i := 0; i < len(s); {
+		c, w, k := s[i], 1, 1
+		switch {
+		case c >= utf8.RuneSelf:
+			r, rw := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && rw == 1 {
+				k = 6 // \ufffd
+			} else {
+				w, k = rw, rw
+			}
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			k = 2
+		case c < 0x20:
+			k = 6
+		}
+		if size+k > n {
+			return s[:i], false
+		}
+		size += k
+		i += w
+	}
+	return s, true
+}
+
+// stringList writes a list of the proxy's own words (effects, search
+// keys).
 type stringList []string
 
 func (l *stringList) MarshalLogArray(e zapcore.ArrayEncoder) error {
-	for i, s := range *l {
-		if i == maxList {
-			e.AppendString("...")
-			break
-		}
-		if len(s) > maxItemLen {
-			s = s[:maxItemLen] + "..."
-		}
+	for _, s := range *l {
 		e.AppendString(s)
 	}
 	return nil
@@ -433,26 +676,6 @@ func (l *uidList) MarshalLogArray(e zapcore.ArrayEncoder) error {
 			break
 		}
 		e.AppendUint32(u)
-	}
-	return nil
-}
-
-// stringMap and intMap write their keys sorted, so that equal records
-// encode equally.
-type stringMap map[string]string
-
-func (m stringMap) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	for _, k := range sortedKeys(m) {
-		e.AddString(k, m[k])
-	}
-	return nil
-}
-
-type intMap map[string]int
-
-func (m intMap) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	for _, k := range sortedKeys(m) {
-		e.AddInt(k, m[k])
 	}
 	return nil
 }

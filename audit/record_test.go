@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +62,11 @@ func TestRecordCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.UIDs) != MaxUIDs || r.UIDCount != 2000 || len(r.Set) != maxSetLen+3 || len(r.Items) != maxList+1 || len(r.Items[0]) != maxItemLen+3 {
+	if len(r.UIDs) != MaxUIDs || r.UIDCount != 2000 || len(r.Set) != DefaultMaxFieldBytes || len(r.Items) != DefaultMaxListItems || len(r.Items[0]) != 301 {
 		t.Errorf("caps: %d uids, count %d, set %d, %d items of %d", len(r.UIDs), r.UIDCount, len(r.Set), len(r.Items), len(r.Items[0]))
+	}
+	if want := []Cut{{Field: "set", Bytes: 10000}, {Field: "items", Bytes: 30100, Items: 100}}; !slices.Equal(r.Cut, want) {
+		t.Errorf("cut %+v, want %+v", r.Cut, want)
 	}
 	if r, _ := ParseRecord([]byte(lines[2])); r.UIDCount != 3 || len(r.UIDs) != 3 {
 		t.Errorf("small: %+v", r)

@@ -9,8 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Syslog facilities (RFC 5424 §6.2.1) that suit an audit trail.
@@ -64,6 +67,9 @@ type SyslogOptions struct {
 	// stalls longer makes the write fail, so that the trail's overflow
 	// policy applies instead of a hang.
 	Timeout time.Duration
+	// Logger receives a record the transport refused as too large (see
+	// Write); nil logs nothing.
+	Logger *zap.Logger
 }
 
 // SyslogSink sends each record as one RFC 5424 message whose MSG is the
@@ -71,12 +77,13 @@ type SyslogOptions struct {
 // the syslog server stored. A broken connection is dialled again at the
 // next write.
 type SyslogSink struct {
-	o      SyslogOptions
-	stream bool // octet-counting framing (RFC 6587 §3.4.1)
-	conn   net.Conn
-	header []byte // " HOSTNAME APP-NAME PROCID "
-	msg    []byte // one message
-	buf    []byte // a stream's batch of framed messages
+	o        SyslogOptions
+	oversize atomic.Uint64
+	stream   bool // octet-counting framing (RFC 6587 §3.4.1)
+	conn     net.Conn
+	header   []byte // " HOSTNAME APP-NAME PROCID "
+	msg      []byte // one message
+	buf      []byte // a stream's batch of framed messages
 }
 
 // DialSyslog checks the options and connects.
@@ -95,6 +102,9 @@ func DialSyslog(o SyslogOptions) (*SyslogSink, error) {
 	}
 	if o.Hostname == "" {
 		o.Hostname, _ = os.Hostname()
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
 	}
 	s := &SyslogSink{o: o}
 	switch o.Network {
@@ -189,7 +199,7 @@ func (s *SyslogSink) Write(p []byte) error {
 		p = p[min(i+1, len(p)):]
 		s.msg = s.appendMessage(s.msg[:0], rec, now)
 		if !s.stream {
-			if err := s.send(s.msg); err != nil {
+			if err := s.sendDatagram(rec, now); err != nil {
 				return err
 			}
 			continue
@@ -205,9 +215,75 @@ func (s *SyslogSink) Write(p []byte) error {
 	return nil
 }
 
+// maxUDP is the largest UDP payload over IPv4 (RFC 768, RFC 791: 65535
+// minus the IP and UDP headers), which RFC 5426 §3.2 bounds a message by.
+const maxUDP = 65507
+
+// MaxRecordBytes is the largest record one message carries over a
+// datagram transport (0 over a stream): the trail bounds its records by
+// it (Options.MaxRecordBytes). The header takes at most 7 octets of PRI
+// and version, 32 of timestamp, ours, 32 of MSGID and 3 more (RFC 5424
+// §6). A unix datagram socket takes what its send buffer holds, more than
+// this on Linux by default.
+func (s *SyslogSink) MaxRecordBytes() int {
+	if s.stream {
+		return 0
+	}
+	return maxUDP - (7 + 32 + len(s.header) + 32 + 3)
+}
+
+// Oversized counts records the transport refused as too large (Write).
+func (s *SyslogSink) Oversized() uint64 { return s.oversize.Load() }
+
+// sendDatagram sends s.msg, the message of rec, as one datagram. When the
+// transport refuses it as too large (EMSGSIZE: the trail's MaxRecordBytes
+// is above what this socket takes), a notice with the record's seq, kind
+// and size goes in its place and the write succeeds: one record must not
+// stop the trail for every session. The receiver's copy then lacks that
+// seq, which verify reports; the operational log says so at once.
+func (s *SyslogSink) sendDatagram(rec []byte, now time.Time) error {
+	err := s.send(s.msg)
+	if !errors.Is(err, syscall.EMSGSIZE) {
+		return err
+	}
+	n := s.oversize.Add(1)
+	seq := seqOf(rec)
+	s.o.Logger.Error("audit record too large for the syslog transport: a notice sent in its place; lower audit.max_record_bytes",
+		zap.ByteString("kind", kindOf(rec)), zap.Uint64("seq", seq), zap.Int("bytes", len(rec)), zap.Uint64("oversized_total", n), zap.Error(err))
+	s.msg = s.appendHeader(s.msg[:0], []byte(msgIDOversize), sevWarning, now)
+	s.msg = fmt.Appendf(s.msg, "audit record seq %d (%s, %d bytes) not sent: over what the transport carries", seq, headerField(string(kindOf(rec)), 32), len(rec))
+	return s.send(s.msg)
+}
+
+// msgIDOversize is the MSGID of the notice sent for a record the
+// transport refused.
+const msgIDOversize = "audit.oversize"
+
+// seqOf finds the seq of an encoded record without decoding it: the
+// writer puts it after the time, kind and version.
+func seqOf(rec []byte) uint64 {
+	const key = `"seq":`
+	i := bytes.Index(rec[:min(len(rec), 128)], []byte(key))
+	if i < 0 {
+		return 0
+	}
+	var n uint64
+	for _, c := range rec[i+len(key):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
+}
+
 func (s *SyslogSink) send(b []byte) error {
 	s.conn.SetWriteDeadline(time.Now().Add(s.o.Timeout))
 	if _, err := s.conn.Write(b); err != nil {
+		if errors.Is(err, syscall.EMSGSIZE) {
+			// That message only: the socket is fine.
+			return fmt.Errorf("audit: syslog: %w", err)
+		}
 		// A stream cut mid-message cannot be resumed: dial again next
 		// time. A datagram socket whose reader went away (syslogd
 		// restarted) must be dialled again too.
@@ -251,19 +327,25 @@ func (s *SyslogSink) peerClosed() bool {
 // (MSG-ANY), as JSON text is UTF-8 already.
 func (s *SyslogSink) appendMessage(b, rec []byte, now time.Time) []byte {
 	kind := kindOf(rec)
+	b = s.appendHeader(b, kind, severity(kind, rec), now)
+	return append(b, rec...)
+}
+
+// appendHeader appends a message's header up to the MSG, its space
+// included.
+func (s *SyslogSink) appendHeader(b, msgID []byte, sev int, now time.Time) []byte {
 	b = append(b, '<')
-	b = strconv.AppendInt(b, int64(s.o.Facility*8+severity(kind, rec)), 10)
+	b = strconv.AppendInt(b, int64(s.o.Facility*8+sev), 10)
 	b = append(b, ">1 "...)
 	// TIME-SECFRAC has at most 6 digits (RFC 5424 §6.2.3).
 	b = now.UTC().AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
 	b = append(b, s.header...)
-	if len(kind) == 0 {
+	if len(msgID) == 0 {
 		b = append(b, '-')
 	} else {
-		b = append(b, kind...)
+		b = append(b, msgID...)
 	}
-	b = append(b, " - "...)
-	return append(b, rec...)
+	return append(b, " - "...)
 }
 
 // kindOf finds the kind of an encoded record without decoding it: the

@@ -195,15 +195,23 @@ func TestSyslogUnixStream(t *testing.T) {
 	checkSyslog(t, srv.wait(t, 9), FacilityAuthPriv)
 }
 
-func TestSyslogUDP(t *testing.T) {
+// udpSyslog starts a syslogServer on a UDP port of 127.0.0.1 and returns
+// it and its address.
+func udpSyslog(t *testing.T) (*syslogServer, string) {
+	t.Helper()
 	c, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	srv := &syslogServer{}
 	go srv.serveDatagrams(c)
-	logSyslogRecords(t, SyslogOptions{Network: "udp", Addr: c.LocalAddr().String(), Facility: FacilityLogAudit})
+	return srv, c.LocalAddr().String()
+}
+
+func TestSyslogUDP(t *testing.T) {
+	srv, addr := udpSyslog(t)
+	logSyslogRecords(t, SyslogOptions{Network: "udp", Addr: addr, Facility: FacilityLogAudit})
 	checkSyslog(t, srv.wait(t, 9), FacilityLogAudit)
 }
 

@@ -93,6 +93,15 @@ type Options struct {
 	// DropHealthWindow is how long Health fails after a drop; default
 	// DefaultDropHealthWindow.
 	DropHealthWindow time.Duration
+	// MaxFieldBytes caps each string from outside the proxy a record
+	// carries (a user name, an ID value, a mailbox name, a flag, ...), as
+	// encoded; MaxListItems caps the entries of such a list or map. A
+	// record over MaxRecordBytes (without its "\n") is encoded again with
+	// tighter caps until it fits; what was shortened is named in its cut
+	// field. Defaults DefaultMaxFieldBytes, DefaultMaxListItems and
+	// DefaultMaxRecordBytes, and MaxRecordBytes is lowered to what the
+	// sink carries (SyslogSink.MaxRecordBytes).
+	MaxFieldBytes, MaxListItems, MaxRecordBytes int
 	// Checkpoint, when set, receives a signed checkpoint (seq and link of
 	// the last record written) after every fsync, kept apart from the
 	// trail so that verify can tell a trail cut short (checkpoint.go).
@@ -108,6 +117,9 @@ type Stats struct {
 	SinkErrors uint64 // failed writes and syncs
 	Queued     int    // records waiting now
 	LastSeq    uint64 // seq of the last record written
+	// Shrunk counts records over MaxRecordBytes, written with tighter
+	// caps.
+	Shrunk uint64
 }
 
 // Trail is the audit writer: Log queues a record, one goroutine numbers,
@@ -135,6 +147,7 @@ type Trail struct {
 
 	written, dropped, sinkErrors, lastSeq atomic.Uint64
 	droppedQueue                          atomic.Uint64 // part of dropped: Log found the queue full
+	shrunk                                atomic.Uint64 // records over maxRecord, encoded again
 	// dur tells LogWait and Health what is durable and what fails.
 	dur durability
 
@@ -143,17 +156,20 @@ type Trail struct {
 	// (and New before the writer starts). Records leave the queue only
 	// under wmu, so that whoever holds it has every record queued before
 	// it in hand or already written: seq order is queue order.
-	wmu      sync.Mutex
-	core     zapcore.Core
-	fields   [1]zapcore.Field
-	cur      chained
-	link     *linker
-	seq      uint64
-	prevHex  [64]byte
-	scratch  []byte // formatting space for marshal
-	reported uint64 // drops already written in an audit.dropped record
-	batch    []byte
-	pending  uint64 // records in batch, audit.dropped ones excepted
+	wmu     sync.Mutex
+	core    zapcore.Core
+	fields  [1]zapcore.Field
+	cur     chained
+	link    *linker
+	seq     uint64
+	prevHex [64]byte
+	enc     encoding // marshal's caps and formatting space
+	caps    caps     // the configured caps
+	// maxRecord bounds an encoded record (MaxRecordBytes).
+	maxRecord int
+	reported  uint64 // drops already written in an audit.dropped record
+	batch     []byte
+	pending   uint64 // records in batch, audit.dropped ones excepted
 	// acks are the LogWait callers' acks of the records in batch: a
 	// rolled-back batch tells them their record is lost, since the next
 	// records take the same sequence numbers.
@@ -189,7 +205,7 @@ func (c *chained) MarshalLogObject(e zapcore.ObjectEncoder) error {
 	e.AddInt("v", SchemaVersion)
 	e.AddUint64("seq", t.seq)
 	e.AddByteString(t.link.field(), t.prevHex[:])
-	return c.r.marshal(e, &t.scratch)
+	return c.r.marshal(e, &t.enc)
 }
 
 // chainWriter receives each encoded line from the zap core: it appends
@@ -244,6 +260,22 @@ func New(o Options) (*Trail, error) {
 	if o.Key != nil && len(o.Key) < MinKeyLen {
 		return nil, fmt.Errorf("audit: key of %d bytes, want at least %d", len(o.Key), MinKeyLen)
 	}
+	if o.MaxFieldBytes == 0 {
+		o.MaxFieldBytes = DefaultMaxFieldBytes
+	}
+	if o.MaxListItems == 0 {
+		o.MaxListItems = DefaultMaxListItems
+	}
+	if o.MaxRecordBytes == 0 {
+		o.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if m, ok := o.Sink.(interface{ MaxRecordBytes() int }); ok && m.MaxRecordBytes() > 0 {
+		o.MaxRecordBytes = min(o.MaxRecordBytes, m.MaxRecordBytes())
+	}
+	if o.MaxFieldBytes < 0 || o.MaxListItems < 0 || o.MaxRecordBytes < MinRecordBytes {
+		return nil, fmt.Errorf("audit: max field bytes %d, max list items %d, max record bytes %d (at least %d, and what the sink carries)",
+			o.MaxFieldBytes, o.MaxListItems, o.MaxRecordBytes, MinRecordBytes)
+	}
 	if o.Checkpoint != nil && o.Key == nil {
 		return nil, errors.New("audit: checkpoints are signed with the trail's key: set Key")
 	}
@@ -260,6 +292,8 @@ func New(o Options) (*Trail, error) {
 		batch:     make([]byte, 0, 64<<10),
 		backoff:   minBackoff,
 		syncEvery: o.SyncInterval,
+		caps:      caps{field: o.MaxFieldBytes, items: o.MaxListItems, annot: 4 * o.MaxFieldBytes},
+		maxRecord: o.MaxRecordBytes,
 	}
 	t.cur.t = t
 	t.dur.init()
@@ -396,6 +430,7 @@ func (t *Trail) Stats() Stats {
 		SinkErrors: t.sinkErrors.Load(),
 		Queued:     len(t.q),
 		LastSeq:    t.lastSeq.Load(),
+		Shrunk:     t.shrunk.Load(),
 	}
 }
 
@@ -490,12 +525,35 @@ func (t *Trail) encode(r *Record) {
 	}
 	t.cur.r = r
 	ent := zapcore.Entry{Time: r.Time.UTC(), Message: string(r.Kind), Level: zapcore.InfoLevel}
+	start, prev := len(t.batch), t.prevHex
+	t.enc.caps, t.enc.whole = t.caps, 0
+	t.write(ent, r)
+	// A record over the bound every sink carries is encoded again, the
+	// same seq and prev, with tighter caps: before it is linked or sent,
+	// so the chain covers what is written (ARCHITECTURE.md §11).
+	if n := len(t.batch) - start - 1; n > t.maxRecord {
+		for _, c := range shrinkCaps {
+			t.batch, t.prevHex = t.batch[:start], prev
+			t.enc.caps, t.enc.whole = c, n
+			t.write(ent, r)
+			if len(t.batch)-start-1 <= t.maxRecord {
+				break
+			}
+		}
+		if k := t.shrunk.Add(1); k&(k-1) == 0 { // 1, 2, 4, ...: a client can cause it at will
+			t.log.Info("audit record over max_record_bytes written with tighter caps",
+				zap.String("kind", string(r.Kind)), zap.Int("bytes", n), zap.Int("written", len(t.batch)-start-1), zap.Uint64("shrunk_total", k))
+		}
+	}
+	t.cur.r = nil
+}
+
+func (t *Trail) write(ent zapcore.Entry, r *Record) {
 	if err := t.core.Write(ent, t.fields[:]); err != nil {
 		// Only a bug can get here: chainWriter does not fail and Record
 		// encodes any value.
 		t.log.Error("cannot encode audit record", zap.String("kind", string(r.Kind)), zap.Error(err))
 	}
-	t.cur.r = nil
 }
 
 func (t *Trail) commit() {
