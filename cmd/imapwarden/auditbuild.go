@@ -44,6 +44,12 @@ type auditConfig struct {
 	// does not exist: a container has no install step to make one.
 	CreateKey bool              `yaml:"create_key"`
 	Syslog    auditSyslogConfig `yaml:"syslog"`
+	// What one record carries of text from outside the proxy (audit
+	// package: DefaultMaxFieldBytes, DefaultMaxListItems,
+	// DefaultMaxRecordBytes).
+	MaxFieldBytes  int `yaml:"max_field_bytes"`
+	MaxListItems   int `yaml:"max_list_items"`
+	MaxRecordBytes int `yaml:"max_record_bytes"`
 }
 
 // defaultAckTimeout is audit.ack_timeout's default: well under the
@@ -67,7 +73,14 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	if sink == "" {
 		return
 	}
-	o := audit.Options{QueueSize: c.QueueSize, SyncInterval: c.FsyncInterval.get(0), Logger: log.Named("audit-trail"), Software: "imapwarden " + versionString()}
+	o := audit.Options{QueueSize: c.QueueSize, SyncInterval: c.FsyncInterval.get(0), Logger: log.Named("audit-trail"), Software: "imapwarden " + versionString(),
+		MaxFieldBytes: c.MaxFieldBytes, MaxListItems: c.MaxListItems, MaxRecordBytes: c.MaxRecordBytes}
+	if c.MaxFieldBytes < 0 || c.MaxListItems < 0 {
+		p.add("audit.max_field_bytes, audit.max_list_items: must not be negative")
+	}
+	if c.MaxRecordBytes != 0 && c.MaxRecordBytes < audit.MinRecordBytes {
+		p.add("audit.max_record_bytes: at least %d (RFC 5426 §3.2)", audit.MinRecordBytes)
+	}
 	switch c.Fsync {
 	case "", "interval":
 	case "always":
@@ -144,7 +157,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	case "stdout":
 		open = func() (audit.Sink, error) { return audit.NewWriterSink(os.Stdout), nil }
 	case "syslog":
-		so := audit.SyslogOptions{Network: c.Syslog.Network, Addr: c.Syslog.Address, AppName: c.Syslog.AppName}
+		so := audit.SyslogOptions{Network: c.Syslog.Network, Addr: c.Syslog.Address, AppName: c.Syslog.AppName, Logger: log.Named("audit-trail")}
 		if so.Network == "" {
 			so.Network = "unix"
 		}
@@ -281,11 +294,12 @@ var (
 	auditDroppedDesc = prometheus.NewDesc("imapwarden_audit_dropped_total", "Audit records lost (drop mode, or a sink failing at close).", nil, nil)
 	auditWrittenDesc = prometheus.NewDesc("imapwarden_audit_records_total", "Audit records written.", nil, nil)
 	auditErrorsDesc  = prometheus.NewDesc("imapwarden_audit_sink_errors_total", "Failed audit writes and syncs.", nil, nil)
+	auditShrunkDesc  = prometheus.NewDesc("imapwarden_audit_shrunk_total", "Audit records over audit.max_record_bytes, written with tighter caps.", nil, nil)
 	auditHealthyDesc = prometheus.NewDesc("imapwarden_audit_healthy", "1 while the trail holds every record durably; 0 while its sink fails (block mode refuses commands) or just after it dropped records (drop mode).", nil, nil)
 )
 
 func (c auditCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{auditQueueDesc, auditDroppedDesc, auditWrittenDesc, auditErrorsDesc, auditHealthyDesc} {
+	for _, d := range []*prometheus.Desc{auditQueueDesc, auditDroppedDesc, auditWrittenDesc, auditErrorsDesc, auditShrunkDesc, auditHealthyDesc} {
 		ch <- d
 	}
 }
@@ -296,6 +310,7 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(st.Dropped))
 	ch <- prometheus.MustNewConstMetric(auditWrittenDesc, prometheus.CounterValue, float64(st.Written))
 	ch <- prometheus.MustNewConstMetric(auditErrorsDesc, prometheus.CounterValue, float64(st.SinkErrors))
+	ch <- prometheus.MustNewConstMetric(auditShrunkDesc, prometheus.CounterValue, float64(st.Shrunk))
 	healthy := 1.0
 	if c.t.Health() != nil {
 		healthy = 0

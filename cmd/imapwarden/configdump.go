@@ -114,6 +114,14 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 		if a.QueueSize == 0 {
 			a.QueueSize = audit.DefaultQueueSize
 		}
+		for _, v := range []struct {
+			p   *int
+			def int
+		}{{&a.MaxFieldBytes, audit.DefaultMaxFieldBytes}, {&a.MaxListItems, audit.DefaultMaxListItems}, {&a.MaxRecordBytes, audit.DefaultMaxRecordBytes}} {
+			if *v.p == 0 {
+				*v.p = v.def
+			}
+		}
 		if a.Sink == "file" {
 			size(&a.MaxSize, audit.DefaultMaxSize)
 		}
