@@ -121,7 +121,10 @@ var (
 	securityKinds  = []string{"non-imap-client", "starttls-injection", "backend-connect-failed",
 		"backend-starttls-injection", "backend-lost", "backend-protocol-error", "backend-timeout", "proxy-protocol-error"}
 	backendFaultKinds = []string{"protocol", "timeout"}
-	proxyLimitHits    = [][2]string{{"max_compress_sessions", "server"}, {"max_append_literal", "session"}, {"max_literal", "session"},
+	// proxyLimitHits are the (limit, key) pairs of the LimitResults the
+	// proxy makes itself, exactly those (TestProxyLimitHitsListed).
+	proxyLimitHits = [][2]string{{LimitMaxPreAuthConnections, "server"}, {"max_compress_sessions", "server"},
+		{"max_buffered_literal", "session"}, {"max_append_literal", "session"},
 		{"max_command_bytes", "session"}, {"max_preauth_command_bytes", "session"}}
 )
 

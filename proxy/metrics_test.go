@@ -2,7 +2,12 @@ package proxy
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -192,5 +197,100 @@ func BenchmarkMetricsCommand(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m.command("NOOP", "ok", time.Millisecond)
+	}
+}
+
+// Every (limit, key) series Init makes for the proxy's own limits is one
+// a LimitResult of the proxy names, and every such LimitResult has its
+// series made: a series made but never hit is a stale label, one hit but
+// never made hides its first hit from rate() (ARCHITECTURE.md §14).
+func TestProxyLimitHitsListed(t *testing.T) {
+	fset := token.NewFileSet()
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*ast.File
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	consts := map[string]string{}
+	for _, f := range files {
+		for _, d := range f.Decls {
+			if g, ok := d.(*ast.GenDecl); ok && g.Tok == token.CONST {
+				for _, sp := range g.Specs {
+					vs := sp.(*ast.ValueSpec)
+					for i, n := range vs.Names {
+						if i < len(vs.Values) {
+							if bl, ok := vs.Values[i].(*ast.BasicLit); ok && bl.Kind == token.STRING {
+								consts[n.Name], _ = strconv.Unquote(bl.Value)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	value := func(e ast.Expr) string {
+		switch e := e.(type) {
+		case *ast.BasicLit:
+			v, _ := strconv.Unquote(e.Value)
+			return v
+		case *ast.Ident:
+			if v, ok := consts[e.Name]; ok {
+				return v
+			}
+		}
+		t.Errorf("%s: a LimitResult's Limit or Key is not a constant string", fset.Position(e.Pos()))
+		return ""
+	}
+	hit := map[[2]string]bool{}
+	for _, f := range files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			cl, ok := n.(*ast.CompositeLit)
+			if !ok {
+				return true
+			}
+			if id, ok := cl.Type.(*ast.Ident); !ok || id.Name != "LimitResult" {
+				return true
+			}
+			var h [2]string
+			named := false
+			for _, el := range cl.Elts {
+				kv := el.(*ast.KeyValueExpr)
+				switch kv.Key.(*ast.Ident).Name {
+				case "Limit":
+					h[0], named = value(kv.Value), true
+				case "Key":
+					h[1] = value(kv.Value)
+				}
+			}
+			if named {
+				hit[h] = true
+			}
+			return true
+		})
+	}
+	made := map[[2]string]bool{}
+	for _, h := range proxyLimitHits {
+		made[h] = true
+		if !hit[h] {
+			t.Errorf("limit hit series %v is made at Init but no LimitResult of the proxy names it", h)
+		}
+	}
+	for h := range hit {
+		if !made[h] {
+			t.Errorf("the proxy reports limit hit %v, whose series Init does not make", h)
+		}
+	}
+	if len(hit) == 0 {
+		t.Fatal("found no LimitResult in the proxy's sources")
 	}
 }

@@ -264,7 +264,7 @@ audit: {path: %q, key_file: %q}
 		`imapwarden_auth_attempts_total{mechanism="PLAIN",result="limit"} 0`,
 		`imapwarden_commands_total{command="DELETE",result="denied"} 0`,
 		`imapwarden_limit_hits_total{key="ip",limit="login_failures_per_ip"} 0`,
-		`imapwarden_limit_hits_total{key="session",limit="max_literal"} 0`,
+		`imapwarden_limit_hits_total{key="session",limit="max_buffered_literal"} 0`,
 		`imapwarden_backend_dials_total{backend="main",result="failed"} 0`,
 		`imapwarden_security_events_total{kind="starttls-injection"} 0`,
 		`imapwarden_security_events_total{kind="backend-protocol-error"} 0`,
