@@ -18,7 +18,10 @@
 //     included (Courier's gam_server calls setsid and outlives its parent).
 //     So stopping a server can never leave a process behind, and a test
 //     binary that dies without running Cleanup takes the server with it
-//     (Pdeathsig).
+//     (Pdeathsig), as long as the launcher keeps its credentials: the
+//     kernel clears the parent-death signal of a process that changes
+//     them (prctl(2)), so a launcher must not exec a server that switches
+//     users (Lifecycle.Launch refuses one that did; CheckNoOrphans).
 //
 // Both need root (CAP_SYS_ADMIN for the namespaces, and the servers switch to
 // their own users), which CI and the dev machines are.
@@ -30,8 +33,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,7 +197,7 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 func (p *Proc) Err() error { return p.err }
 
 // Stop sends SIGTERM to the launcher (PID 1 gets it only if it handles it:
-// Cyrus's master does, the Courier launcher traps it), waits up to grace,
+// the Cyrus and Courier launchers trap it), waits up to grace,
 // then SIGKILLs it, and returns when everything in the namespace is gone.
 func (p *Proc) Stop(grace time.Duration) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
@@ -221,18 +222,7 @@ func (p *Proc) Survivors() []int {
 	if p.ns == "" {
 		return nil
 	}
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ns, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "pid")); err == nil && ns == p.ns {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return nsMembers(p.ns)
 }
 
 // Accepts reports whether something accepts TCP connections on addr.

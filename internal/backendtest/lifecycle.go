@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -69,12 +70,49 @@ func (l *Lifecycle) Launch(s LaunchSpec) error {
 		}
 		return nil
 	}
-	if err := WaitReady(p, s.Addr, s.TLSAddr, s.Pool, s.Timeout, failed); err != nil {
+	err = WaitReady(p, s.Addr, s.TLSAddr, s.Pool, s.Timeout, failed)
+	if err == nil {
+		err = p.keptCredentials()
+	}
+	if err != nil {
 		l.proc = nil
 		p.Kill()
 		return err
 	}
 	return nil
+}
+
+// keptCredentials reports an error when the launcher no longer has the
+// test binary's user and group: the kernel then cleared its parent-death
+// signal (prctl(2)), and its namespace would outlive a killed test binary.
+func (p *Proc) keptCredentials() error {
+	want, err := credentials("self")
+	if err != nil {
+		return err
+	}
+	got, err := credentials(strconv.Itoa(p.Pid()))
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("the launcher changed its credentials (%s, the test's %s), which clears its parent-death signal: keep the shell as PID 1, the server its child", got, want)
+	}
+	return nil
+}
+
+// credentials returns the Uid and Gid lines of /proc/PID/status.
+func credentials(pid string) (string, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for l := range strings.Lines(string(b)) {
+		if strings.HasPrefix(l, "Uid:") || strings.HasPrefix(l, "Gid:") {
+			ids = append(ids, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	return strings.Join(ids, "; "), nil
 }
 
 // Stop ends the running server, if any: SIGTERM, then SIGKILL to the

@@ -235,3 +235,17 @@ func TestStartRetriesTakenPort(t *testing.T) {
 	}
 	dial(t, s, "").MustOK("LOGIN alice alice-pw")
 }
+
+// TestOrphanHelper is TestNoOrphans' child: it starts a server and waits
+// to be killed.
+func TestOrphanHelper(t *testing.T) {
+	backendtest.OrphanHelper(t, func(t *testing.T) *backendtest.Proc { return Start(t, Options{}).running() })
+}
+
+// A test binary killed without its cleanups (go test's fuzz coordinator
+// kills its workers) takes the launcher's daemons along.
+func TestNoOrphans(t *testing.T) {
+	t.Parallel()
+	Require(t)
+	backendtest.CheckNoOrphans(t, "TestOrphanHelper")
+}

@@ -113,7 +113,11 @@ var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
 // renderLauncher returns the script run as PID 1 of the server's namespaces.
 // Cyrus logs only to syslog (/dev/log), and this machine has no syslog
 // daemon; so the private mount namespace gets a private /dev whose log is
-// the fixture's own datagram socket. Then master replaces the shell.
+// the fixture's own datagram socket. The shell stays PID 1 with master its
+// child, and passes SIGTERM on: master switches to the cyrus user, and a
+// change of credentials clears the parent-death signal (prctl(2)), so an
+// exec'd master outlived a test binary killed without its cleanups
+// (backendtest.CheckNoOrphans).
 func renderLauncher(p configParams, libPath string) string {
 	q := backendtest.ShellQuote
 	var b strings.Builder
@@ -125,6 +129,12 @@ func renderLauncher(p configParams, libPath string) string {
 	w("done")
 	w("mount --rbind %s /dev", q(p.dir+"/dev"))
 	w("export LD_LIBRARY_PATH=%s", q(libPath))
-	w("exec %s -C %s -M %s -p %s -D", q(p.bin+"/master"), q(p.dir+"/imapd.conf"), q(p.dir+"/cyrus.conf"), q(p.dir+"/conf/master.pid"))
+	// master shuts its services down on SIGTERM; the last wait returns
+	// early when the trapped signal arrives, the trap's waits for master.
+	w("m=")
+	w(`trap 'if [ -n "$m" ]; then kill -TERM "$m"; wait "$m" || true; fi; exit 0' TERM INT`)
+	w("%s -C %s -M %s -p %s -D &", q(p.bin+"/master"), q(p.dir+"/imapd.conf"), q(p.dir+"/cyrus.conf"), q(p.dir+"/conf/master.pid"))
+	w("m=$!")
+	w(`wait "$m"`)
 	return b.String()
 }

@@ -273,3 +273,17 @@ func TestFormatSyslog(t *testing.T) {
 		}
 	}
 }
+
+// TestOrphanHelper is TestNoOrphans' child: it starts a server and waits
+// to be killed.
+func TestOrphanHelper(t *testing.T) {
+	backendtest.OrphanHelper(t, func(t *testing.T) *backendtest.Proc { return Start(t, Options{}).running() })
+}
+
+// A test binary killed without its cleanups (go test's fuzz coordinator
+// kills its workers) takes master, idled and the imapds along.
+func TestNoOrphans(t *testing.T) {
+	t.Parallel()
+	Require(t)
+	backendtest.CheckNoOrphans(t, "TestOrphanHelper")
+}

@@ -56,6 +56,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,6 +226,8 @@ func (p *Pebble) launch(bin, confPath string) error {
 	cmd.Env = pebbleEnv()
 	cmd.Stdout = p.log
 	cmd.Stderr = p.log
+	// A test binary killed without its cleanups takes the server along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return err
 	}

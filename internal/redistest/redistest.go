@@ -94,6 +94,9 @@ func (r *Server) launch() error {
 		args = append(args, r.extra...)
 	}
 	cmd := exec.Command(r.bin, args...)
+	// A test binary killed without its cleanups (go test's fuzz
+	// coordinator kills its workers) takes the server along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
