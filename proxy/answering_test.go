@@ -50,7 +50,7 @@ func TestAnsweringFetch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &backendPump{r: &relay{}, s: &Session{}, w: &backendWork{}}
+			p := &backendPump{r: &relay{}, s: &Session{lim: new(Limits{}.withDefaults())}, w: &backendWork{}}
 			for _, f := range tc.inflight {
 				p.r.inflight.push(f)
 			}
@@ -71,7 +71,7 @@ func TestAnsweringFetch(t *testing.T) {
 				}
 				var shared []string
 				p.r.inflight.each(func(x *inflight) {
-					if names, _ := x.share.sharedWith(x); len(names) > 0 {
+					if names, _ := x.share.sharedWith(x, DefaultMaxAuditSharedWith); len(names) > 0 {
 						shared = append(shared, x.cmd.Tag)
 					}
 				})
@@ -88,7 +88,7 @@ func TestAnsweringFetch(t *testing.T) {
 // pass, and one more when nothing fits), never at pairs of them: n⁴ steps
 // a burst before. A pipeline of FETCHes of one message, the attack, costs
 // a step or two a response once they share a group. Each response is
-// credited once and the records name at most MaxAuditSharedWith others.
+// credited once and the records name at most Limits.MaxAuditSharedWith others.
 func TestAnsweringWorkBounded(t *testing.T) {
 	var steps atomic.Int64
 	answerSteps = &steps
@@ -119,7 +119,7 @@ func TestAnsweringWorkBounded(t *testing.T) {
 	}
 	for _, sh := range shapes {
 		for _, n := range []int{100, 200, 400} {
-			p := &backendPump{r: &relay{}, s: &Session{}, w: &backendWork{}}
+			p := &backendPump{r: &relay{}, s: &Session{lim: new(Limits{}.withDefaults())}, w: &backendWork{}}
 			for i := range n {
 				set, uid := sh.cmd(i)
 				f := &inflight{fetch: true, readContent: true}
@@ -149,8 +149,8 @@ func TestAnsweringWorkBounded(t *testing.T) {
 				done := p.r.inflight.take([]byte(fmt.Sprint("f", i)))
 				done.share.left()
 				messages += done.messages
-				names, count := done.share.sharedWith(done)
-				if len(names) > MaxAuditSharedWith {
+				names, count := done.share.sharedWith(done, DefaultMaxAuditSharedWith)
+				if len(names) > DefaultMaxAuditSharedWith {
 					t.Errorf("%s: %s names %d FETCHes", sh.name, done.cmd.Tag, len(names))
 				}
 				if slices.Contains(names, done.cmd.Tag) {

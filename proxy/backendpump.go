@@ -808,7 +808,7 @@ func (p *backendPump) delivered() {
 			f.content += dv.t.Content
 			f.readContent = true
 		}
-		if hasUID && len(f.uids) < MaxAuditUIDs {
+		if hasUID && len(f.uids) < p.s.lim.MaxAuditUIDs {
 			f.uids = append(f.uids, uid)
 		}
 		r.mu.Unlock()
@@ -877,6 +877,7 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 		}
 		return x.share.fits(x, &dv.t, dv.num)
 	}
+	maxNames := p.s.lim.MaxAuditSharedWith
 	// whole: g already holds every command in flight, candidates or not.
 	whole := func(g *shareGroup) bool { return g != nil && g.live == inFlight }
 	steps := 0
@@ -902,9 +903,9 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 			}
 			return true
 		case 2:
-			g = g.join(firstFit)
+			g = g.join(maxNames, firstFit)
 		}
-		g = g.join(x)
+		g = g.join(maxNames, x)
 		return !whole(g)
 	})
 	if fits == 0 && first != nil {
@@ -916,10 +917,10 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 			}
 			steps++
 			if n++; n == 2 {
-				g = g.join(first)
+				g = g.join(maxNames, first)
 			}
 			if n >= 2 {
-				g = g.join(x)
+				g = g.join(maxNames, x)
 			}
 			return !whole(g)
 		})

@@ -58,9 +58,9 @@ func (s *fetchShare) fits(f *inflight, t *imapwire.FetchTracker, n uint32) bool 
 // others when it completes (sharedWith).
 type shareGroup struct {
 	parent *shareGroup // nil at the root
-	// At the root: the first members' tags (MaxAuditSharedWith+1 of
-	// them: a record names the others), how many members there were, and
-	// how many are still in flight.
+	// At the root: the first members' tags (Limits.MaxAuditSharedWith+1
+	// of them: a record names the others), how many members there were,
+	// and how many are still in flight.
 	names       []string
 	count, live int
 }
@@ -77,8 +77,8 @@ func (g *shareGroup) root() *shareGroup {
 }
 
 // join makes f a member of the group g (a root; nil: a new one) and
-// returns the root of the merged group.
-func (g *shareGroup) join(f *inflight) *shareGroup {
+// returns the root of the merged group, which keeps maxNames+1 tags.
+func (g *shareGroup) join(maxNames int, f *inflight) *shareGroup {
 	if g == nil {
 		g = &shareGroup{}
 	}
@@ -90,7 +90,7 @@ func (g *shareGroup) join(f *inflight) *shareGroup {
 		fs.group = g
 		g.count++
 		g.live++
-		if len(g.names) <= MaxAuditSharedWith {
+		if len(g.names) <= maxNames {
 			g.names = append(g.names, f.cmd.Tag)
 		}
 		return g
@@ -106,7 +106,7 @@ func (g *shareGroup) join(f *inflight) *shareGroup {
 	g.count += h.count
 	g.live += h.live
 	for _, n := range h.names {
-		if len(g.names) > MaxAuditSharedWith {
+		if len(g.names) > maxNames {
 			break
 		}
 		g.names = append(g.names, n)
@@ -123,21 +123,21 @@ func (s *fetchShare) left() {
 }
 
 // sharedWith is what f's record says of the FETCHes its content may have
-// answered instead: the first MaxAuditSharedWith others' tags, and how
-// many others there were when that is more than the names (0 otherwise).
-func (s *fetchShare) sharedWith(f *inflight) ([]string, int) {
+// answered instead: the first maxNames others' tags, and how many others
+// there were when that is more than the names (0 otherwise).
+func (s *fetchShare) sharedWith(f *inflight, maxNames int) ([]string, int) {
 	if s == nil || s.group == nil {
 		return nil, 0
 	}
 	g := s.group.root()
-	names := make([]string, 0, min(len(g.names), MaxAuditSharedWith))
+	names := make([]string, 0, min(len(g.names), maxNames))
 	self := false
 	for _, n := range g.names {
 		if !self && n == f.cmd.Tag {
 			self = true // its own name (a tag may be in flight twice)
 			continue
 		}
-		if len(names) < MaxAuditSharedWith {
+		if len(names) < maxNames {
 			names = append(names, n)
 		}
 	}

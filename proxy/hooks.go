@@ -322,7 +322,8 @@ type CommandEvent struct {
 	// carried content, Content their content octets; UIDs lists their UIDs
 	// where the response had one, and for a FETCH those of the responses
 	// that carried header items only (ENVELOPE, BODYSTRUCTURE, BODY: read
-	// content, no counted octets) too (the first MaxAuditUIDs of them).
+	// content, no counted octets) too (the first Limits.MaxAuditUIDs of
+	// them).
 	BodyRead bool
 	Messages int
 	Content  int64
@@ -331,7 +332,8 @@ type CommandEvent struct {
 	// here may have answered instead (a FETCH response has no tag; see
 	// backendPump.answering): each response is counted in one record
 	// only, and these records share the attribution. It names at most
-	// MaxAuditSharedWith; SharedCount is how many there were when more.
+	// Limits.MaxAuditSharedWith; SharedCount is how many there were when
+	// more.
 	SharedWith  []string
 	SharedCount int
 	// Selected is the mailbox the command was decided in ("" if none),
@@ -361,14 +363,6 @@ func (e CommandEvent) Clone() CommandEvent {
 	}
 	return e
 }
-
-// MaxAuditUIDs caps CommandEvent.UIDs.
-const MaxAuditUIDs = 1000
-
-// MaxAuditSharedWith caps CommandEvent.SharedWith: a pipeline of
-// hundreds of FETCHes of one message would otherwise have each record
-// name all the others.
-const MaxAuditSharedWith = 16
 
 // CloseEvent ends a session.
 type CloseEvent struct {

@@ -147,6 +147,14 @@ type Limits struct {
 	// MaxResponseLine bounds one response line of a backend (literals
 	// not counted): a huge SEARCH result fits; 16 MiB.
 	MaxResponseLine int64
+	// MaxAuditUIDs caps the UIDs one command's record names
+	// (CommandEvent.UIDs); 1000. MaxAuditSharedWith caps the other
+	// FETCHes it names as sharing its content (CommandEvent.SharedWith;
+	// SharedCount says how many there were): a pipeline of hundreds of
+	// FETCHes of one message would otherwise have each record name all
+	// the others; 16.
+	MaxAuditUIDs       int
+	MaxAuditSharedWith int
 	// ParkAfter is how long a session's pumps wait with nothing to do
 	// (between commands, or in IDLE) before each gives up its goroutine
 	// until its peer sends something (parker_linux.go): the backend pump
@@ -175,6 +183,8 @@ const (
 	DefaultBackendTimeout         = 5 * time.Minute
 	DefaultMaxResponseLine        = 16 << 20
 	DefaultParkAfter              = 10 * time.Millisecond
+	DefaultMaxAuditUIDs           = 1000
+	DefaultMaxAuditSharedWith     = 16
 	DefaultConnectTimeout         = 10 * time.Second
 	DefaultLoginTimeout           = 30 * time.Second
 )
@@ -201,6 +211,8 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.MaxInflight, DefaultMaxInflight)
 	orDefault(&l.BackendTimeout, DefaultBackendTimeout)
 	orDefault(&l.MaxResponseLine, DefaultMaxResponseLine)
+	orDefault(&l.MaxAuditUIDs, DefaultMaxAuditUIDs)
+	orDefault(&l.MaxAuditSharedWith, DefaultMaxAuditSharedWith)
 	if l.ParkAfter == 0 {
 		l.ParkAfter = DefaultParkAfter
 	}

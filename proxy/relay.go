@@ -370,7 +370,7 @@ func (s *Session) cutAtBoundary() {
 // before it). An error means the trail did not take the record: the
 // caller must not relay the completion (ARCHITECTURE.md §11, fail closed).
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
-	shared, sharedCount := f.share.sharedWith(f)
+	shared, sharedCount := f.share.sharedWith(f, s.lim.MaxAuditSharedWith)
 	return s.srv.auditor.Command(&s.info, CommandEvent{
 		Command:     &f.cmd,
 		Result:      statusName(resp.Status),

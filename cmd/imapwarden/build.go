@@ -805,6 +805,8 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		BackendTimeout:         dur("backend_timeout", c.BackendTimeout, proxy.DefaultBackendTimeout),
 		MaxResponseLine:        size("max_response_line", c.MaxResponseLine, proxy.DefaultMaxResponseLine),
 		ParkAfter:              c.ParkAfter.get(proxy.DefaultParkAfter),
+		MaxAuditUIDs:           count("max_audit_uids", c.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs),
+		MaxAuditSharedWith:     count("max_audit_shared_with", c.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith),
 	}
 	switch {
 	case l.ParkAfter < 0:

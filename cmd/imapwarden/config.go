@@ -322,6 +322,11 @@ type limitsConfig struct {
 	// ParkAfter: how long each side of an idle session keeps its
 	// goroutine; 0 keeps them always.
 	ParkAfter *duration `yaml:"park_after"`
+	// MaxAuditUIDs and MaxAuditSharedWith bound what one command's audit
+	// record lists: the UIDs of the messages it read, the other FETCHes
+	// its content may have answered.
+	MaxAuditUIDs       *int `yaml:"max_audit_uids"`
+	MaxAuditSharedWith *int `yaml:"max_audit_shared_with"`
 }
 
 type authConfig struct {

@@ -97,6 +97,8 @@ func TestExampleConfigOptions(t *testing.T) {
 		BackendTimeout:        proxy.DefaultBackendTimeout,
 		MaxResponseLine:       proxy.DefaultMaxResponseLine,
 		ParkAfter:             proxy.DefaultParkAfter,
+		MaxAuditUIDs:          proxy.DefaultMaxAuditUIDs,
+		MaxAuditSharedWith:    proxy.DefaultMaxAuditSharedWith,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
@@ -210,7 +212,8 @@ backends:
     login_timeout: 3s
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_command_bytes: 300KiB, max_preauth_command_bytes: 20KiB, max_preauth_commands: 5,
   preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7,
-  max_preauth_connections: 9, max_inflight: 11, backend_timeout: 90s, max_response_line: 1MiB, park_after: 0s}
+  max_preauth_connections: 9, max_inflight: 11, backend_timeout: 90s, max_response_line: 1MiB, park_after: 0s,
+  max_audit_uids: 50, max_audit_shared_with: 4}
 auth: {allow_authzid: true}
 `
 }
@@ -238,7 +241,8 @@ func TestConfigNonDefaults(t *testing.T) {
 	}
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxCommandBytes: 300 << 10, MaxPreAuthCommandBytes: 20 << 10, MaxPreAuthCommands: 5,
 		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7,
-		MaxPreAuthConnections: 9, MaxInflight: 11, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1}
+		MaxPreAuthConnections: 9, MaxInflight: 11, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1,
+		MaxAuditUIDs: 50, MaxAuditSharedWith: 4}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}
@@ -613,5 +617,80 @@ routes: {default: other}
 	}
 	if _, _, errOut = runCLI("validate", "-c", path); !strings.Contains(errOut, path+":2: tls.certificates: at least one certificate") {
 		t.Errorf("missing certificates: %s", errOut)
+	}
+}
+
+// Every limit has a default and a configuration key (ARCHITECTURE.md
+// §12): each field of proxy.Limits is a key of limits: (the field's name
+// in snake case), shown in the example configuration, and a value set
+// there reaches the proxy. The audit record's lists were bounded by
+// constants no configuration reached (MaxAuditUIDs, MaxAuditSharedWith).
+func TestEveryLimitHasAKey(t *testing.T) {
+	path := exampleConfig(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := string(data)
+	keys := map[string]bool{}
+	lt := reflect.TypeFor[limitsConfig]()
+	for i := range lt.NumField() {
+		keys[strings.Split(lt.Field(i).Tag.Get("yaml"), ",")[0]] = true
+	}
+	snake := func(name string) string {
+		name = strings.NewReplacer("PreAuth", "Preauth", "UIDs", "Uids").Replace(name)
+		var b strings.Builder
+		for i, r := range name {
+			if 'A' <= r && r <= 'Z' {
+				if i > 0 {
+					b.WriteByte('_')
+				}
+				r += 'a' - 'A'
+			}
+			b.WriteRune(r)
+		}
+		return b.String()
+	}
+	pt := reflect.TypeFor[proxy.Limits]()
+	for i := range pt.NumField() {
+		key := snake(pt.Field(i).Name)
+		if !keys[key] {
+			t.Errorf("proxy.Limits.%s has no key limits.%s", pt.Field(i).Name, key)
+		}
+		if !strings.Contains(example, "\n  "+key+": ") {
+			t.Errorf("the example configuration does not show limits.%s", key)
+		}
+	}
+
+	// The audit record's caps, set in the configuration, reach the proxy.
+	set := map[string]int{"MaxAuditUIDs": 3, "MaxAuditSharedWith": 2}
+	for name, v := range set {
+		key := snake(name)
+		lines := strings.Split(example, "\n")
+		lines = slices.DeleteFunc(lines, func(l string) bool { return strings.HasPrefix(l, "  "+key+":") })
+		example = strings.Replace(strings.Join(lines, "\n"), "\nlimits:\n", fmt.Sprintf("\nlimits:\n  %s: %d\n", key, v), 1)
+	}
+	if err := os.WriteFile(path, []byte(example), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	l := reflect.ValueOf(s.opts.Limits)
+	for name, v := range set {
+		f := l.FieldByName(name)
+		if !f.IsValid() {
+			t.Errorf("proxy.Limits has no field %s: the limit has no configuration key", name)
+			continue
+		}
+		if got := f.Int(); got != int64(v) {
+			t.Errorf("limits.%s: %d set, %d reached the proxy", snake(name), v, got)
+		}
 	}
 }

@@ -100,6 +100,8 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&l.BackendTimeout, proxy.DefaultBackendTimeout)
 	size(&l.MaxResponseLine, proxy.DefaultMaxResponseLine)
 	dur(&l.ParkAfter, proxy.DefaultParkAfter)
+	count(&l.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs)
+	count(&l.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith)
 
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")
