@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -120,4 +121,47 @@ func TestPreAuthIDPairsCountedAsParsed(t *testing.T) {
 	c.sendRaw(b.String())
 	c.expect("a1 BAD")
 	c.transact("a2 NOOP", "a2 OK")
+}
+
+// The client's responses during AUTHENTICATE are part of its one command:
+// each under MaxLine, their sum is bounded by MaxPreAuthCommandBytes, the
+// exchange ended with BAD [TOOBIG] and a limit record (ARCHITECTURE.md
+// §12); the session goes on. A refused token's dummy response counts too.
+func TestPreAuthSASLResponsesCharged(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.Limits.MaxLine = 4096
+		o.Limits.MaxPreAuthCommandBytes = 2048
+		o.Authenticator = tokenAuth{}
+	})
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	big := b64(strings.Repeat("u", 900)) // 1,200 bytes: each response fits
+
+	c := dialTLS(t, h.imaps)
+	c.expect("* OK")
+	c.send("a1 AUTHENTICATE LOGIN")
+	c.expect("+ " + b64("Username:"))
+	c.send(big)
+	c.expect("+ " + b64("Password:"))
+	c.send(big)
+	c.expect("a1 BAD [TOOBIG]")
+	c.transact("a2 NOOP", "a2 OK")
+
+	// The dummy response after a refused token (RFC 7628 §3.2.2).
+	c.send("a3 AUTHENTICATE OAUTHBEARER " + b64("n,,\x01auth=Bearer "+strings.Repeat("x", 1200)+"\x01\x01"))
+	c.expect("+ ")
+	c.send(big)
+	c.expect("a3 BAD [TOOBIG]")
+	c.transact("a4 NOOP", "a4 OK")
+
+	h.audit.mu.Lock()
+	defer h.audit.mu.Unlock()
+	n := 0
+	for _, l := range h.audit.limits {
+		if l.Limit == "max_preauth_command_bytes" && l.Code == "TOOBIG" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d max_preauth_command_bytes records, want 2: %+v", n, h.audit.limits)
+	}
 }

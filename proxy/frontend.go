@@ -20,7 +20,7 @@ func (s *Session) frontEnd() authed {
 			s.sayShutdown()
 			return authed{}
 		}
-		cmd, err := s.readPreAuthCommand()
+		cmd, held, err := s.readPreAuthCommand()
 		s.waiting.Store(false)
 		if err != nil {
 			return authed{}
@@ -63,11 +63,11 @@ func (s *Session) frontEnd() authed {
 				s.answer(tag, bad("", "LOGIN expects user name and password"))
 				continue
 			}
-			if a := s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}); a.be != nil {
+			if a := s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}, nil); a.be != nil {
 				return a
 			}
 		case "AUTHENTICATE":
-			if a := s.authenticate(cmd); a.be != nil {
+			if a := s.authenticate(cmd, held); a.be != nil {
 				return a
 			}
 		default:
@@ -92,10 +92,11 @@ func (s *Session) frontEnd() authed {
 }
 
 // readPreAuthCommand reads one whole command, buffering its literals (all
-// small before login). It returns nil, nil when the command was already
-// answered (syntax error, refused literal) and an error when the session
-// must end.
-func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
+// small before login), and returns it with the bytes it held (lines,
+// literals, parsed arguments). It returns nil when the command was
+// already answered (syntax error, refused literal) and an error when the
+// session must end.
+func (s *Session) readPreAuthCommand() (*imapwire.Command, int64, error) {
 	first := s.preAuthCommands == 0
 	line, lit, hasLit, err := s.sc.ReadLine()
 	s.parser.Reset()
@@ -111,11 +112,11 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			} else {
 				s.readErr(err)
 			}
-			return nil, errClose
+			return nil, 0, errClose
 		}
 		s.preAuthCommands++
 		s.answer(tagOf(line), syntaxReply(err))
-		return nil, nil
+		return nil, 0, nil
 	}
 	held := int64(len(line))
 	for {
@@ -136,7 +137,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			// non-synchronizing one are counted away (RFC 7888 §4), a big
 			// one ends the session.
 			if err := s.dropLiteral(lit, true, int64(s.lim.MaxBufferedLiteral)); err != nil {
-				return nil, errClose
+				return nil, 0, errClose
 			}
 			s.preAuthCommands++
 			if refuse == replyLoginPrivacy {
@@ -144,10 +145,10 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 				s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: "LOGIN", Attempt: s.info.AuthFailures, Reason: "privacy-required"})
 			}
 			s.answer(cmd.Tag, refuse)
-			return nil, nil
+			return nil, 0, nil
 		}
 		if refused, err := s.preAuthTooMuch(cmd, held, lit, hasLit); refused {
-			return nil, err
+			return nil, 0, err
 		}
 		if !hasLit {
 			break
@@ -158,7 +159,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 		var body []byte
 		if body, err = s.sc.ReadLiteral(nil, s.lim.MaxBufferedLiteral); err != nil {
 			s.readErr(err)
-			return nil, err
+			return nil, 0, err
 		}
 		s.parser.Literal(body)
 		held += int64(len(body))
@@ -172,13 +173,13 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, error) {
 			if errors.As(err, &se) && !(hasLit && lit.NonSync) {
 				s.preAuthCommands++
 				s.answer(cmd.Tag, syntaxReply(err))
-				return nil, nil
+				return nil, 0, nil
 			}
 			s.readErr(err)
-			return nil, errClose
+			return nil, 0, errClose
 		}
 	}
-	return s.parser.Command(), nil
+	return s.parser.Command(), held + s.parser.ArgBytes(), nil
 }
 
 // preAuthTooMuch refuses a command before login, as its pieces arrive,
@@ -194,7 +195,7 @@ func (s *Session) preAuthTooMuch(cmd *imapwire.Command, held int64, lit imapwire
 	var r, closing *reply
 	switch {
 	case held+s.parser.ArgBytes() > int64(s.lim.MaxPreAuthCommandBytes):
-		s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_preauth_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"})
+		s.srv.auditor.Limit(&s.info, hitPreAuthCommandBytes)
 		r, closing = replyCommandTooBig, byeCommandTooBig
 	case cmd.Name == "ID" && len(cmd.Args) > 0 && cmd.Args[0].Kind == imapwire.ArgList && len(cmd.Args[0].List) > 2*maxIDPairs:
 		r, closing = replyBadID, byeBadID
@@ -211,6 +212,10 @@ func (s *Session) preAuthTooMuch(cmd *imapwire.Command, held int64, lit imapwire
 	s.answer(cmd.Tag, r)
 	return true, nil
 }
+
+// hitPreAuthCommandBytes is the limit record of a command refused by
+// MaxPreAuthCommandBytes.
+var hitPreAuthCommandBytes = LimitResult{Exceeded: true, Limit: "max_preauth_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"}
 
 // maxIDPairs is RFC 2971 §3.3's limit of field-value pairs in an ID.
 const maxIDPairs = 30
@@ -325,9 +330,11 @@ func (s *Session) startTLS(tag string) bool {
 
 // authenticate runs AUTHENTICATE (RFC 9051 §6.2.2) with PLAIN, LOGIN,
 // EXTERNAL, and with a token authenticator OAUTHBEARER (RFC 7628) and
-// XOAUTH2, with an optional initial response (RFC 4959).
-func (s *Session) authenticate(cmd *imapwire.Command) authed {
+// XOAUTH2, with an optional initial response (RFC 4959). held is what the
+// command held; the client's responses add to it (saslExchange).
+func (s *Session) authenticate(cmd *imapwire.Command, held int64) authed {
 	tag := cmd.Tag
+	sx := &saslExchange{tag: tag, held: held}
 	if len(cmd.Args) < 1 || len(cmd.Args) > 2 || cmd.Args[0].Kind != imapwire.ArgAtom {
 		s.answer(tag, bad("", "AUTHENTICATE expects a mechanism"))
 		return authed{}
@@ -397,7 +404,7 @@ func (s *Session) authenticate(cmd *imapwire.Command) authed {
 			if cr.IsToken() {
 				// RFC 7628 §3.2.2: an error, then the client's dummy
 				// response, then NO.
-				s.tokenRefused(tag)
+				s.tokenRefused(sx)
 				return authed{}
 			}
 			s.answer(tag, no("AUTHENTICATIONFAILED", "Authentication failed"))
@@ -407,17 +414,27 @@ func (s *Session) authenticate(cmd *imapwire.Command) authed {
 			break
 		}
 		var ok bool
-		if resp, ok = s.saslResponse(tag, chal); !ok {
+		if resp, ok = s.saslResponse(sx, chal); !ok {
 			return authed{}
 		}
 	}
-	return s.login(tag, &cr)
+	return s.login(tag, &cr, sx)
+}
+
+// saslExchange is one AUTHENTICATE in progress: its tag, and what the
+// proxy read of it, the command and the client's responses. One exchange
+// is one command: its sum is bounded by MaxPreAuthCommandBytes, each
+// response line only by MaxLine (ARCHITECTURE.md §12).
+type saslExchange struct {
+	tag  string
+	held int64
 }
 
 // saslResponse sends a challenge and reads the client's answer to it. It
-// returns false when the exchange is over (cancelled, malformed, closed):
-// the client was answered already.
-func (s *Session) saslResponse(tag string, chal []byte) ([]byte, bool) {
+// returns false when the exchange is over (cancelled, malformed, over the
+// command budget, closed): the client was answered already.
+func (s *Session) saslResponse(sx *saslExchange, chal []byte) ([]byte, bool) {
+	tag := sx.tag
 	if err := s.writef("+ %s\r\n", base64.StdEncoding.EncodeToString(chal)); err != nil {
 		return nil, false
 	}
@@ -430,6 +447,13 @@ func (s *Session) saslResponse(tag string, chal []byte) ([]byte, bool) {
 	if hasLit {
 		s.answer("*", bye(CloseProtocolError, "CLIENTBUG", "Literal in SASL response"))
 		s.closeConns()
+		return nil, false
+	}
+	// The whole line is read by now: the exchange ends with a tagged BAD,
+	// as a cancelled one does, and the stream stays in step.
+	if sx.held += int64(len(line)); sx.held > int64(s.lim.MaxPreAuthCommandBytes) {
+		s.srv.auditor.Limit(&s.info, hitPreAuthCommandBytes)
+		s.answer(tag, replyCommandTooBig)
 		return nil, false
 	}
 	l := strings.TrimRight(string(line), "\r\n")

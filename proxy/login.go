@@ -66,8 +66,10 @@ func (a *authed) drop() {
 }
 
 // login verifies, routes, decides and logs in to the backend. On success
-// it answers the client and returns the login; else the zero authed.
-func (s *Session) login(tag string, cr *Credentials) authed {
+// it answers the client and returns the login; else the zero authed. sx
+// is the AUTHENTICATE exchange (nil for LOGIN), which a refused token
+// continues (tokenRefused).
+func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 	mech := cr.Mechanism
 	var authDecision *Decision
 	ev := AuthEvent{Mechanism: mech}
@@ -145,7 +147,7 @@ func (s *Session) login(tag string, cr *Credentials) authed {
 			s.info.AuthFailures++
 			ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 			s.srv.auditor.Auth(&s.info, ev)
-			s.tokenRefused(tag)
+			s.tokenRefused(sx)
 			return authed{}
 		}
 		return fail(reason, replyAuthFailed)
@@ -403,12 +405,12 @@ func (s *Session) tokenAuth() (TokenChallenge, bool) {
 // (%x01; XOAUTH2 clients send an empty one), then NO. The status is
 // always invalid_token: an expired token, a wrong audience and a policy
 // refusal look alike.
-func (s *Session) tokenRefused(tag string) {
+func (s *Session) tokenRefused(sx *saslExchange) {
 	tc, _ := s.tokenAuth()
 	msg := tokenError{Status: "invalid_token", Schemes: "bearer", Scope: tc.Scope, OpenIDConfiguration: tc.OpenIDConfiguration}
 	blob, _ := json.Marshal(msg)
-	if _, ok := s.saslResponse(tag, blob); ok {
-		s.answer(tag, replyAuthFailed)
+	if _, ok := s.saslResponse(sx, blob); ok {
+		s.answer(sx.tag, replyAuthFailed)
 	}
 }
 

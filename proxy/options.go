@@ -120,7 +120,8 @@ type Limits struct {
 	// MaxCommandBytes bounds what the proxy holds of one command after
 	// login: its line pieces, buffered literals and parsed arguments
 	// (a streamed message literal is not held; MaxAppendLiteral bounds
-	// it); 1 MiB. MaxPreAuthCommandBytes is the same before login; 64 KiB.
+	// it); 1 MiB. MaxPreAuthCommandBytes is the same before login, an
+	// AUTHENTICATE exchange with its responses one command; 64 KiB.
 	MaxCommandBytes        int
 	MaxPreAuthCommandBytes int
 	MaxPreAuthCommands     int           // commands before login; 16
