@@ -430,7 +430,9 @@ type Limiter interface {
 // and should not allocate.
 type LimitConn interface {
 	// Login is asked before credentials are checked or any backend is
-	// contacted: a locked-out client never reaches the backend.
+	// contacted: a locked-out client never reaches the backend. user is
+	// "" for a login that names no user (a bearer token without one):
+	// only the client's IP then counts (ARCHITECTURE.md §17).
 	Login(user string) LimitResult
 	// LoginResult records a credential check; for a failure it returns how
 	// long to wait before answering, the same whether the user exists.

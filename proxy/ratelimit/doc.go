@@ -20,7 +20,9 @@
 //     (LoginFailureDelay) and, by default, the same text. Whether the user
 //     exists plays no part in any count or delay. A locked user stays
 //     reachable from IPs that never failed for them unless
-//     UserLockoutAllIPs.
+//     UserLockoutAllIPs. A login that names no user (a bearer token
+//     without one) counts against its IP only (failRecords): never one
+//     record all such logins share.
 //   - Rates are GCRA (one timestamp per bucket, expiring by itself); the
 //     Redis scripts do the same arithmetic as gcra.take in microseconds, on
 //     the caller's clock, all or nothing across the buckets of one call.

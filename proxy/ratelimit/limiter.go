@@ -347,6 +347,20 @@ func (l *Limiter) connRate(c *config, ip netip.Addr) proxy.LimitResult {
 	return proxy.LimitResult{}
 }
 
+// failRecords is how many of the ip, user and user_ip records (failKinds
+// order) a login of user counts against: a login that names no user (a
+// bearer token without one, whose subject is not verified before the
+// lockout is asked) only its IP's. One record for every such login would
+// let a flood of bad tokens lock out every token user (with
+// UserLockoutAllIPs), and a record by the token's claimed subject would
+// be a fresh counter for each attempt (ARCHITECTURE.md §17).
+func failRecords(user string) int {
+	if user == "" {
+		return 1
+	}
+	return len(failKinds)
+}
+
 // failKeys returns the local keys of the ip, user and user_ip records.
 func (l *Limiter) failKeys(user string, ip netip.Addr) [3]uint64 {
 	hu, hip := l.local.h.user(user), l.local.h.ip(ip)
@@ -387,6 +401,9 @@ func (l *Limiter) login(s *proxy.SessionInfo, st *connState, user string) proxy.
 		// Redis down, fail open: this instance's records and its mirrors
 		// of Redis's decide.
 	}
+	for i := failRecords(user); i < len(v); i++ {
+		v[i] = failView{}
+	}
 	for i := range v {
 		st.fails[i].Store(v[i].n)
 	}
@@ -413,14 +430,18 @@ func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitRe
 }
 
 // LoginResult records a credential check. A failure counts against the
-// IP, the user and the pair, and returns the delay before the answer: the
-// same for every failure, so it tells nothing about the user.
+// IP, the user and the pair (only the IP when no user is named,
+// failRecords), and returns the delay before the answer: the same for
+// every failure, so it tells nothing about the user.
 func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, ok bool) time.Duration {
 	c := l.cfg.Load()
 	ip := c.hostOf(s.ClientAddr)
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
 	if ok {
+		if failRecords(user) < len(failKinds) {
+			return 0
+		}
 		// The pair's failures were typos; the IP's and the user's stand, as
 		// they may come from an attack still going on.
 		l.local.failReset(keys[2])
@@ -441,7 +462,7 @@ func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, 
 	}
 	if !recorded {
 		uh := keys[1] // matched by Unlock
-		for i, k := range failKinds {
+		for i, k := range failKinds[:failRecords(user)] {
 			// With Redis configured but down, the record is written back
 			// when it answers again.
 			fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user, dirty: l.remote != nil}

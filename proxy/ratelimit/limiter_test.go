@@ -599,3 +599,34 @@ func TestDefaultsAdmitANATOffice(t *testing.T) {
 		}
 	}
 }
+
+// Logins that name no user (OAUTHBEARER without a=, XOAUTH2 without a
+// user: the token's subject is not verified when the lockout is asked)
+// count against their IP only: a flood of bad tokens from one IP locks
+// that IP out, never every other token user, not even with
+// UserLockoutAllIPs, and the named users' records are untouched.
+func TestAnonymousLoginFailuresKeyedByIP(t *testing.T) {
+	forEachStore(t, func(t *testing.T, newTest newFunc) {
+		l, _ := newTest(t, func(o *Options) {
+			o.LoginFailuresPerUser = 3
+			o.LoginFailuresPerUserIP = 4
+			o.LoginFailuresPerIP = 10
+			o.UserLockoutAllIPs = true
+		})
+		for range 5 {
+			fail(t, l, "192.0.2.1", "")
+		}
+		for _, ip := range []string{"198.51.100.1", "203.0.113.1"} {
+			s, _ := connect(t, l, ip)
+			wantOK(t, l.Login(s, ""))
+			wantOK(t, l.Login(s, "alice"))
+		}
+		for i := 5; i < 10; i++ {
+			if r, _ := fail(t, l, "192.0.2.1", ""); r.Exceeded {
+				t.Fatalf("anonymous failure %d from one IP refused by %s: only the IP's 10 count", i+1, r.Limit)
+			}
+		}
+		r, _ := fail(t, l, "192.0.2.1", "")
+		wantExceeded(t, r, "login_failures_per_ip", "ip", "AUTHENTICATIONFAILED")
+	})
+}

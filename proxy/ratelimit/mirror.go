@@ -88,9 +88,10 @@ func (l *Limiter) failKeyOf(k kind, user string, ip netip.Addr) failKey {
 	return fk
 }
 
-// mirrorViews keeps Redis's answer for the three records of a login.
+// mirrorViews keeps Redis's answer for the records of a login
+// (failRecords).
 func (l *Limiter) mirrorViews(c *config, user string, ip netip.Addr, v *[3]failView, now int64) {
-	for i, k := range failKinds {
+	for i, k := range failKinds[:failRecords(user)] {
 		l.local.mirror(l.failKeyOf(k, user, ip), v[i], now, c.pol)
 	}
 }

@@ -373,13 +373,15 @@ func (r *redisStore) check(now int64, uid string, ip netip.Addr, window int64) (
 	return out, err
 }
 
+// fail records a failure against the login's records (failRecords).
 func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int32, p failPolicy) ([3]failView, error) {
 	var out [3]failView
 	fk := r.failKeys(uid, ip)
-	keys := append(fk[:], r.p+"locks")
+	n := failRecords(user)
+	keys := append(fk[:n:n], r.p+"locks")
 	lbl, ips := label(user), ip.String()
 	args := []any{us(now), us(p.window), us(p.base), us(p.max)}
-	for i, k := range failKinds {
+	for i, k := range failKinds[:n] {
 		u, a := lbl, ips
 		switch k {
 		case kindFailIP:
@@ -394,10 +396,10 @@ func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int
 		if err != nil {
 			return err
 		}
-		if len(v) != 6 {
+		if len(v) != 2*n {
 			return fmt.Errorf("fail script returned %d values", len(v))
 		}
-		for i := range out {
+		for i := range n {
 			out[i] = failView{n: int32(toInt(v[2*i])), until: toInt(v[2*i+1]) * 1000}
 		}
 		return nil
