@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -321,6 +322,8 @@ func (p *backendPump) relay() (parked bool) {
 			case resp.Status == imapwire.StatusOK && r.barrier != nil && wordIs(resp.Code, uidValidityName) &&
 				(r.barrier.cmd.Name == "SELECT" || r.barrier.cmd.Name == "EXAMINE"):
 				s.uidValidityNext = codeNumber(part)
+			case resp.Status == imapwire.StatusOK && wordIs(resp.Code, copyUIDName):
+				p.moveCopyUID(responseCodeArgs(part))
 			}
 		}
 		if locked {
@@ -398,6 +401,56 @@ func (p *backendPump) relay() (parked bool) {
 			r.freeOne()
 		}
 	}
+}
+
+// moveCopyUID credits an untagged COPYUID (RFC 4315 §3) to the MOVE it
+// belongs to: a MOVE sends it before its expunges and its completion
+// (RFC 6851 §4.3), and a server runs the MOVEs of the selected mailbox
+// in order, each expunging (RFC 9051 §5.5), so it is the oldest MOVE in
+// flight without one. A UID MOVE must also have named the UIDs it says
+// were moved; one that did not gets nothing: never a guess. Under
+// relay.mu.
+func (p *backendPump) moveCopyUID(args string) {
+	var move *inflight
+	p.r.inflight.until(func(f *inflight) bool {
+		if f.cmd.Name == "MOVE" && f.codeArgs == "" {
+			move = f
+			return false
+		}
+		return true
+	})
+	if move != nil && args != "" && copyUIDFits(move, args) {
+		move.codeArgs = args
+	}
+}
+
+// copyUIDFits reports whether the source UIDs of COPYUID args
+// ("uidvalidity source destination") lie in f's set when f names UIDs;
+// a set of sequence numbers cannot be compared.
+func copyUIDFits(f *inflight, args string) bool {
+	fields := strings.Fields(args)
+	if len(fields) != 3 {
+		return false
+	}
+	if !f.cmd.UID {
+		return true
+	}
+	set, all := imapwire.SetRanges(nil, f.cmd.Set)
+	src, srcAll := imapwire.SetRanges(nil, fields[1])
+	if all || srcAll {
+		return all
+	}
+	// Both sorted and merged: each source range within one of the set's.
+	i := 0
+	for _, r := range src {
+		for i < len(set) && set[i].Hi < r.Lo {
+			i++
+		}
+		if i == len(set) || set[i].Lo > r.Lo || set[i].Hi < r.Hi {
+			return false
+		}
+	}
+	return true
 }
 
 // plainRun finds the run of whole plain FETCH lines at the start of the

@@ -943,7 +943,7 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 		f = new(inflight)
 	}
 	f.refs.Store(2) // the client pump's and the backend pump's
-	f.start, f.selected, f.uidValidity = start, p.s.info.Selected, p.s.uidValidity
+	f.start, f.selected, f.uidValidity = start.Sub(relayEpoch), p.s.info.Selected, p.s.uidValidity
 	snapshotInto(&f.cmd, cmd)
 	if d.Reason != "" || len(d.Annotations) > 0 {
 		dd := d

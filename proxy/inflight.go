@@ -9,8 +9,11 @@ import (
 
 // inflight is a command forwarded to the backend and not yet completed.
 type inflight struct {
-	cmd   imapwire.Command // snapshot without Args; its Tag is the tag
-	start time.Time
+	cmd imapwire.Command // snapshot without Args; its Tag is the tag
+	// start is when the command began, as monotonic time since
+	// relayEpoch: a time.Time's 24 bytes would push the record past its
+	// size class (TestIdleStructsFitSizeClasses).
+	start time.Duration
 	// bytesIn is what the client sent of the command: the client pump
 	// counts on while a message literal streams, and the backend may
 	// complete the command before it is done (the completion's audit
@@ -48,6 +51,9 @@ type inflight struct {
 	content  int64
 	// share: what answering keeps of a FETCH once several are in flight.
 	share *fetchShare
+	// codeArgs: a MOVE's COPYUID, which comes untagged before its
+	// completion (RFC 6851 §4.3; backendPump.moveCopyUID).
+	codeArgs string
 
 	// refs counts the pumps holding the record: the client pump until it
 	// is done with the command (an IDLE until DONE), the backend pump
@@ -55,6 +61,12 @@ type inflight struct {
 	// (relay.release): a record is never reused while either can see it.
 	refs atomic.Int32
 }
+
+// relayEpoch is what inflight.start counts from.
+var relayEpoch = time.Now()
+
+// since returns the time since start, an offset from relayEpoch.
+func since(start time.Duration) time.Duration { return time.Since(relayEpoch) - start }
 
 // maxFreeInflight bounds the records a relay keeps for reuse.
 const maxFreeInflight = 8

@@ -371,11 +371,14 @@ func (s *Session) cutAtBoundary() {
 // caller must not relay the completion (ARCHITECTURE.md §11, fail closed).
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
 	shared, sharedCount := f.share.sharedWith(f, s.lim.MaxAuditSharedWith)
+	if codeArgs == "" {
+		codeArgs = f.codeArgs // a MOVE's untagged COPYUID
+	}
 	return s.srv.auditor.Command(&s.info, CommandEvent{
 		Command:     &f.cmd,
 		Result:      statusName(resp.Status),
 		Code:        imapwire.CodeName(resp.Code),
-		Duration:    time.Since(f.start),
+		Duration:    since(f.start),
 		Decision:    f.decision,
 		BytesIn:     f.bytesIn.Load(),
 		BytesOut:    bytesOut,
