@@ -1,0 +1,57 @@
+package audit
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// An HMAC-chained trail cannot be extended without the key: a record
+// that links to nothing the key signed is a forgery, even when it calls
+// itself the start of a new chain (seq 1, hmac of zeros). A file trail
+// with a key and a checkpoint resumes its chain (TestChainResumesAcrossRestarts),
+// so a "new chain" in the middle or at the end of it is written by
+// someone else. Verify must not report such a trail as intact.
+func TestVerifyRefusesUnsignedRecordsInHMACTrail(t *testing.T) {
+	trail, cpFile := writeCheckpointed(t, 3)
+	keys := [][]byte{testKey()}
+	cp, err := ReadCheckpoint(cpFile, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustVerify(t, []string{trail}, VerifyOptions{Keys: keys, Checkpoint: cp})
+
+	// Written by someone without the key: seq 1, a zero link, kind
+	// audit.start for the verifier's fast head; a second "kind" (the
+	// last one wins in encoding/json) makes it a command record for
+	// audit query.
+	forged := `{"ts":"2026-12-07T07:00:00Z","kind":"audit.start","v":1,"seq":1,"hmac":"` + string(genesis) +
+		`","kind":"command","session":"s9","ip":"192.0.2.66","user":"mallory","tag":"x","command":"DELETE","mailbox":"INBOX","result":"OK"}` + "\n"
+	f, err := os.OpenFile(trail, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(forged)
+	f.Close()
+
+	var got []*Record
+	if _, err := Query([]string{trail}, &Filter{User: "mallory"}, func(r *Record, _ []byte) error {
+		got = append(got, r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 1 {
+		t.Logf("audit query reads the forged line as a %s record: user %s, command %s", got[0].Kind, got[0].User, got[0].Command)
+	}
+
+	rep, err := Verify([]string{trail}, VerifyOptions{Keys: keys, Checkpoint: cp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Break == nil {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Fatalf("a record no key signed, appended to an HMAC trail, verifies (exit 0):\n%s", b.String())
+	}
+}
