@@ -55,3 +55,59 @@ func TestVerifyRefusesUnsignedRecordsInHMACTrail(t *testing.T) {
 		t.Fatalf("a record no key signed, appended to an HMAC trail, verifies (exit 0):\n%s", b.String())
 	}
 }
+
+// A trail that resumes its chain links its next record to the last one
+// stored: that record must be one the key signed (its successor in a
+// chain it verifies), or the restart buries a forgery under records the
+// key did sign. Here, without a checkpoint, a line appended while the
+// proxy was stopped becomes part of a chain that verifies.
+func TestResumeDoesNotSignAForgedLastRecord(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/audit.jsonl"
+	open := func() *Trail {
+		fs, err := OpenFile(FileOptions{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := New(Options{Sink: fs, Key: testKey()})
+		if err != nil {
+			t.Logf("resume refused: %v", err)
+			return nil
+		}
+		return tr
+	}
+	tr := open()
+	for i := range 3 {
+		if err := tr.Log(cmdRecord(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr.Close()
+
+	forged := `{"ts":"2026-12-07T07:00:00Z","kind":"audit.start","v":1,"seq":1,"hmac":"` + string(genesis) +
+		`","kind":"command","session":"s9","ip":"192.0.2.66","user":"mallory","tag":"x","command":"DELETE","mailbox":"INBOX","result":"OK"}` + "\n"
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(forged)
+	f.Close()
+
+	if tr = open(); tr == nil {
+		return // the writer would not sign it
+	}
+	for i := range 3 {
+		tr.Log(cmdRecord(10 + i))
+	}
+	tr.Close()
+	keys := [][]byte{testKey()}
+	rep, err := Verify([]string{path}, VerifyOptions{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Break == nil {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Fatalf("the writer resumed from a line no key signed and the forgery now sits inside a chain that verifies:\n%s", b.String())
+	}
+}
