@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -109,5 +110,33 @@ func TestResumeDoesNotSignAForgedLastRecord(t *testing.T) {
 		var b strings.Builder
 		rep.WriteText(&b)
 		t.Fatalf("the writer resumed from a line no key signed and the forgery now sits inside a chain that verifies:\n%s", b.String())
+	}
+}
+
+// A checkpoint proves that the records up to its seq were written: a
+// trail that does not hold its record (and does not link to it) proves
+// nothing, whatever seq its lines claim. Someone without the key replaces
+// the whole HMAC trail by one line of theirs, with a seq past the
+// checkpoint's; the first record's link is checked against nothing.
+func TestCheckpointNotMetByAReplacedTrail(t *testing.T) {
+	trail, cpFile := writeCheckpointed(t, 10)
+	keys := [][]byte{testKey()}
+	cp, err := ReadCheckpoint(cpFile, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := `{"ts":"2026-12-07T07:00:00Z","kind":"audit.stop","v":1,"seq":` + fmt.Sprint(cp.Seq+1) + `,"hmac":"` +
+		strings.Repeat("ab", 32) + `"}` + "\n"
+	if err := os.WriteFile(trail, []byte(forged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify([]string{trail}, VerifyOptions{Keys: keys, Checkpoint: cp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Break == nil {
+		var b strings.Builder
+		rep.WriteText(&b)
+		t.Fatalf("every record the checkpoint (seq %d) vouches for is gone, replaced by one unsigned line, and verify with key and checkpoint exits 0:\n%s", cp.Seq, b.String())
 	}
 }
