@@ -47,8 +47,36 @@ func KeyID(key []byte) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
+// sigField ends every record of a keyed trail: `,"sig":"` + HMAC-SHA256
+// with the key over the line before it, hex, + `"}`. The record signs
+// itself, so that the last one (which no later record covers) is proven
+// too; its sig is the link the next record stores as hmac (ARCHITECTURE.md
+// §11). The MAC input starts with `{"ts":`, which no checkpoint's does.
+var sigField = []byte(`,"sig":"`)
+
+// sigLen is the length of a record's signature suffix.
+const sigLen = len(`,"sig":"`) + 2*sha256.Size + len(`"}`)
+
+// splitSig splits a record into the bytes its sig covers and the sig (hex),
+// or returns nil when the record has no signature at its end. In valid
+// JSON, that suffix can only be the top-level object's last member.
+func splitSig(rec []byte) (body, sig []byte) {
+	n := len(rec) - sigLen
+	if n < 1 || !bytes.HasPrefix(rec[n:], sigField) || !bytes.HasSuffix(rec, []byte(`"}`)) {
+		return nil, nil
+	}
+	sig = rec[n+len(sigField) : len(rec)-2]
+	for _, c := range sig {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return nil, nil
+		}
+	}
+	return rec[:n], sig
+}
+
 // linker computes the link to a record: SHA-256 of its line (without the
-// line break), or HMAC-SHA256 with a key.
+// line break), or, with a key, the record's sig: HMAC-SHA256 over the line
+// without its sig (sigField).
 type linker struct {
 	mac hash.Hash // nil: plain SHA-256
 	sum [sha256.Size]byte

@@ -123,7 +123,8 @@ func ReadCheckpoint(path string, keys [][]byte) (*Checkpoint, error) {
 		return nil, fmt.Errorf("audit: checkpoint: %w", err)
 	}
 	var c Checkpoint
-	if err := json.Unmarshal(bytes.TrimSpace(b), &c); err != nil {
+	b = bytes.TrimSpace(b)
+	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("audit: checkpoint %s: %w", path, err)
 	}
 	if err := c.check(keys); err != nil {
@@ -171,6 +172,10 @@ func (t *Trail) checkResume() error {
 	if c != nil && c.Seq > t.seq {
 		return fmt.Errorf("audit: the trail ends at seq %d but the checkpoint of %s says seq %d was written: the trail was cut short; restore it, or move the checkpoint aside to start a new record of completeness",
 			t.seq, c.Time.UTC().Format(time.RFC3339), c.Seq)
+	}
+	if c != nil && c.Seq == t.seq && !hmac.Equal([]byte(c.Link), t.prevHex[:]) {
+		return fmt.Errorf("audit: the last stored record (seq %d) is not the one the checkpoint of %s signed: it was replaced; restore the trail, or move it and the checkpoint aside to start a new chain",
+			t.seq, c.Time.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

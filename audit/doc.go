@@ -14,8 +14,12 @@
 //     lists the hazards). Log only queues a *Record; the writer numbers
 //     it (seq), encodes it with its own zap core (JSON,
 //     unsampled, never the operational logger), and links it to the
-//     previous record: prev is SHA-256 (hmac: HMAC-SHA256 with the key)
-//     of the previous line's exact bytes without the "\n". seq is given
+//     previous record: prev is SHA-256 of the previous line's exact
+//     bytes without the "\n"; with a key, each record ends with its sig
+//     (HMAC-SHA256 over the line before ,"sig":"), and hmac, the link, is
+//     the previous record's sig. With a key, nothing unsigned is part of
+//     the trail: Verify checks every sig, New resumes only from a signed
+//     last record. seq is given
 //     at write time, so a dropped record leaves no gap in seq; the drop is
 //     told by an audit.dropped record instead.
 //   - The chain state advances only with what the sink took: a batch the
@@ -32,7 +36,7 @@
 //     a Record has no field that could carry one, and cmd fills it from
 //     proxy events that have none either.
 //   - Field order is fixed: ts, kind, v, seq, prev|hmac, then the session
-//     (ip before anything a client chose), so that fail2ban's regular
+//     (ip before anything a client chose), sig last, so that fail2ban's regular
 //     expressions can anchor on it; the encoder escapes quotes, so a
 //     client's string cannot fake a field.
 package audit

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"os"
@@ -72,8 +73,9 @@ type Options struct {
 	// this much is lost when the machine crashes. 0 means
 	// DefaultSyncInterval; see also SyncAlways and SyncNever.
 	SyncInterval time.Duration
-	// Key, when set, chains records with HMAC-SHA256 instead of plain
-	// SHA-256, so that only key holders can rewrite the chain (LoadKey).
+	// Key, when set, signs every record with HMAC-SHA256 (its sig, the
+	// next record's link) instead of chaining plain SHA-256, so that only
+	// key holders can write or rewrite the trail (LoadKey).
 	Key []byte
 	// CloseTimeout bounds how long Close keeps retrying a failing sink
 	// in Block mode; default DefaultCloseTimeout.
@@ -214,8 +216,19 @@ type chainWriter struct{ t *Trail }
 
 func (w chainWriter) Write(p []byte) (int, error) {
 	t := w.t
-	t.batch = append(t.batch, p...)
-	t.link.link(t.prevHex[:], p[:len(p)-1]) // without the "\n"
+	if t.link.mac == nil {
+		t.batch = append(t.batch, p...)
+		t.link.link(t.prevHex[:], p[:len(p)-1]) // without the "\n"
+		return len(p), nil
+	}
+	// With a key the record signs itself: its sig, over the line without
+	// the closing "}\n", ends it and is the next record's link.
+	body := p[:len(p)-2]
+	t.link.link(t.prevHex[:], body)
+	t.batch = append(t.batch, body...)
+	t.batch = append(t.batch, sigField...)
+	t.batch = append(t.batch, t.prevHex[:]...)
+	t.batch = append(t.batch, "\"}\n"...)
 	return len(p), nil
 }
 
@@ -318,7 +331,9 @@ func New(o Options) (*Trail, error) {
 				return nil, fmt.Errorf("audit: cannot continue the chain: the last stored record is damaged (%v); move the file aside to start a new chain", err)
 			}
 			t.seq = r.Seq
-			t.link.link(t.prevHex[:], last)
+			if err := t.resumeLink(last); err != nil {
+				return nil, err
+			}
 		}
 		start.Torn = torn
 	}
@@ -345,6 +360,26 @@ func New(o Options) (*Trail, error) {
 	}
 	go t.run()
 	return t, nil
+}
+
+// resumeLink links the chain to the last stored record. With a key,
+// that record must carry a sig the key made: linking to a line nobody
+// signed would sign it, and bury a forgery inside a chain that verifies.
+// Such a trail is refused, not restarted: an operator must look at it
+// (ARCHITECTURE.md §11).
+func (t *Trail) resumeLink(last []byte) error {
+	if t.link.mac == nil {
+		t.link.link(t.prevHex[:], last)
+		return nil
+	}
+	body, sig := splitSig(last)
+	if body != nil {
+		t.link.link(t.prevHex[:], body)
+	}
+	if body == nil || !hmac.Equal(t.prevHex[:], sig) {
+		return fmt.Errorf("audit: cannot continue the chain: the last stored record (seq %d) is not signed with this key: it was forged or edited, or written without the key or with another one; run imapwarden audit verify on the trail and move its files aside to start a new chain", t.seq)
+	}
+	return nil
 }
 
 // Log queues r; the trail owns it from now on (and reuses it once

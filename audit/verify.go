@@ -34,8 +34,9 @@ const (
 	BreakReordered BreakKind = "reordered"
 	// BreakCorrupt: a line that should be a record is not one.
 	BreakCorrupt BreakKind = "corrupt"
-	// BreakKey: an HMAC link matches none of the keys given, or a key was
-	// given and a record is chained without it.
+	// BreakKey: a record's signature matches none of the keys given, it
+	// has none, or a key was given and a record is chained without it:
+	// no key given signed it.
 	BreakKey BreakKind = "key"
 	// BreakTruncated: the last line is incomplete, as when the writer is
 	// killed in the middle of a write: truncation, not tampering. The
@@ -45,6 +46,10 @@ const (
 	// written: records at the end were removed (or the newest files were
 	// not given).
 	BreakShort BreakKind = "short"
+	// BreakUnlinked: the files given do not hold the record a checkpoint
+	// signed (they start after it): nothing links them to it. The trail
+	// was replaced, or the file holding that record was not given.
+	BreakUnlinked BreakKind = "unlinked"
 )
 
 // ErrKeyRequired is returned by Verify for HMAC-chained records when no
@@ -61,7 +66,10 @@ type Break struct {
 }
 
 func (b *Break) String() string {
-	s := fmt.Sprintf("%s:%d", b.File, b.Line)
+	s := b.File
+	if b.Line != 0 {
+		s += fmt.Sprintf(":%d", b.Line)
+	}
 	if b.Seq != 0 {
 		s += fmt.Sprintf(" (seq %d)", b.Seq)
 	}
@@ -88,7 +96,8 @@ type Report struct {
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
 	// Keys are the HMAC keys the trail may have used (several across a
-	// key change). With keys, every link must be an HMAC one.
+	// key change). With keys, every record must be signed by one of them
+	// and every link must be an HMAC one.
 	Keys [][]byte
 	// Checkpoint, when set, must be matched: the record at its seq must
 	// be among the files and hash to its link (ReadCheckpoint).
@@ -137,7 +146,11 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 		return v.rep, nil
 	}
 	if cp := v.cp; cp != nil && !v.cpSeen {
-		v.note("the checkpoint (seq %d, %s) is older than the first record given: it proves nothing about these files", cp.Seq, cp.Time.UTC().Format(time.RFC3339))
+		// The first record's link is checked against nothing: only the
+		// checkpoint's record ties these files to the trail it signed.
+		v.brk(BreakUnlinked, ordered[0], 0, v.rep.FirstSeq, fmt.Sprintf("the files given start at seq %d, after the record the checkpoint of %s signed (seq %d): nothing links them to it; the trail was replaced, or the file holding seq %d was not given",
+			v.rep.FirstSeq, cp.Time.UTC().Format(time.RFC3339), cp.Seq, cp.Seq))
+		return v.rep, nil
 	}
 	if v.have && v.lastKind != KindAuditStop {
 		v.note("the chain ends at seq %d without an audit.stop record: the writer is still running, was killed, or the newest records are not among the files given", v.rep.LastSeq)
@@ -148,11 +161,13 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 type verifier struct {
 	rep     *Report
 	macs    []hash.Hash
-	macOK   int    // index of the key that matched last
-	macSeen bool   // an HMAC link was verified
-	have    bool   // a record was seen
-	prev    []byte // the previous record, kept for HMAC links
+	macOK   int  // index of the key that matched last
+	macSeen bool // a record's signature was verified
+	have    bool // a record was seen
 	prevSum [sha256.Size]byte
+	// link is the previous record's link: the SHA-256 of its line, or
+	// its sig, hex; what the next record must store as prev or hmac.
+	link    [2 * sha256.Size]byte
 	prevSeq uint64
 	// prevAt is where the previous record is, for messages.
 	prevFile string
@@ -164,7 +179,8 @@ type verifier struct {
 	recent map[uint64][sha256.Size]byte
 	hexBuf [2 * sha256.Size]byte
 	cp     *Checkpoint
-	cpSeen bool // the record at cp.Seq was found and matched
+	cpSeen bool              // the record at cp.Seq was found and matched
+	sig    [sha256.Size]byte // scratch for signed
 }
 
 func (v *verifier) note(format string, args ...any) {
@@ -181,19 +197,24 @@ type recordHead struct {
 	HMAC string `json:"hmac"`
 }
 
-// parseHead reads the head of a record. The writer's fixed prefix
-// ({"ts":"…","kind":"…","v":N,"seq":N,"prev":"…") is read directly,
-// which is several times faster than decoding; anything else goes
-// through encoding/json. Either way the whole line must be valid JSON.
-// Reading the head differently from a JSON decoder cannot hide an
-// edit: the link covers the line's bytes, not what was read of them.
-func parseHead(rec []byte, h *recordHead) bool {
+// parseHead reads the head of a record and returns why it is not one, or
+// "". The writer's fixed prefix ({"ts":"…","kind":"…","v":N,"seq":N,
+// "prev":"…") is read directly, which is several times faster than
+// decoding; anything else goes through encoding/json. Either way the
+// whole line must be valid JSON. Reading the head differently from a JSON
+// decoder cannot hide an edit: the link covers the line's bytes, not what
+// was read of them.
+func parseHead(rec []byte, h *recordHead) string {
 	*h = recordHead{}
-	if fastHead(rec, h) {
-		return json.Valid(rec)
+	if !fastHead(rec, h) {
+		*h = recordHead{}
+		if json.Unmarshal(rec, h) != nil || h.V == 0 || h.Kind == "" {
+			return "not a valid record: it was edited or damaged"
+		}
+	} else if !json.Valid(rec) {
+		return "not a valid record: it was edited or damaged"
 	}
-	*h = recordHead{}
-	return json.Unmarshal(rec, h) == nil && h.V != 0 && h.Kind != ""
+	return ""
 }
 
 func fastHead(b []byte, h *recordHead) bool {
@@ -282,8 +303,8 @@ func (v *verifier) file(name string, last bool) error {
 			continue
 		}
 		var h recordHead
-		if !parseHead(rec, &h) {
-			v.brk(BreakCorrupt, name, n, 0, "not a valid record: it was edited or damaged")
+		if why := parseHead(rec, &h); why != "" {
+			v.brk(BreakCorrupt, name, n, h.Seq, why)
 			break
 		}
 		if ok, err := v.record(name, n, rec, &h); err != nil {
@@ -367,6 +388,28 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 		v.brk(BreakCorrupt, file, n, h.Seq, "the record has neither prev nor hmac")
 		return true, nil
 	}
+	var link [2 * sha256.Size]byte
+	sum := sha256.Sum256(rec)
+	if alg == ChainHMACSHA256 {
+		// Every record of a keyed trail must be signed by a key given,
+		// before its seq or links mean anything (ARCHITECTURE.md §11).
+		body, sig := splitSig(rec)
+		if body == nil {
+			v.brk(BreakKey, file, n, h.Seq, "the record carries no signature (sig): no key signed it; it was forged or edited")
+			return true, nil
+		}
+		if !v.signed(body, sig) {
+			if v.macSeen {
+				v.brk(BreakEdited, file, n, h.Seq, "the record's signature does not match it: it was changed after it was written, or forged")
+			} else {
+				v.brk(BreakKey, file, n, h.Seq, "the record's signature matches none of the keys given: wrong key, or the record was forged")
+			}
+			return true, nil
+		}
+		copy(link[:], sig)
+	} else {
+		hex.Encode(link[:], sum[:])
+	}
 	if !slices.Contains(v.rep.Chains, alg) {
 		v.rep.Chains = append(v.rep.Chains, alg)
 	}
@@ -382,17 +425,27 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 		}
 		v.rep.FirstSeq = h.Seq
 	case h.Seq == v.prevSeq+1:
-		if !v.linkOK(alg, got) {
-			if alg == ChainHMACSHA256 && !v.macSeen {
-				v.brk(BreakKey, file, n, h.Seq, fmt.Sprintf("the HMAC of the previous record (%s:%d) matches none of the keys given: wrong key, or that record was edited", v.prevFile, v.prevLine))
-			} else {
-				v.brk(BreakEdited, file, n, h.Seq, fmt.Sprintf("the previous record (%s:%d, seq %d) was changed after it was written: its hash no longer matches the one stored here (or this record's %s was altered)",
-					v.prevFile, v.prevLine, v.prevSeq, map[string]string{ChainSHA256: "prev", ChainHMACSHA256: "hmac"}[alg]))
+		if !hmac.Equal(v.link[:], []byte(got)) {
+			what := "hash"
+			if alg == ChainHMACSHA256 {
+				what = "signature"
 			}
+			v.brk(BreakEdited, file, n, h.Seq, fmt.Sprintf("the previous record (%s:%d, seq %d) was changed after it was written: its %s no longer matches the one stored here (or this record's %s was altered)",
+				v.prevFile, v.prevLine, v.prevSeq, what, map[string]string{ChainSHA256: "prev", ChainHMACSHA256: "hmac"}[alg]))
 			return true, nil
 		}
 	case h.Seq == 1 && isGenesis && h.Kind == KindAuditStart:
-		v.note("a new chain starts at %s:%d: the writer started without the previous records (a stdout or syslog sink, or the files were moved)", file, n)
+		if v.cpSeen {
+			// A writer with a checkpoint continues its chain, or refuses
+			// to start (checkResume): it never starts a new one.
+			v.brk(BreakUnlinked, file, n, h.Seq, fmt.Sprintf("a new chain starts after the record the checkpoint signed (seq %d): a writer keeping checkpoints never starts one; this record was copied here", v.cp.Seq))
+			return true, nil
+		}
+		if alg == ChainHMACSHA256 {
+			v.note("a new chain starts at %s:%d, signed with the key: the writer started without the previous records (a stdout or syslog sink, or the files were moved); nothing links it to the records before it, so records between them may be missing", file, n)
+		} else {
+			v.note("a new chain starts at %s:%d: the writer started without the previous records (a stdout or syslog sink, or the files were moved); without a key, anyone who can write to the trail (for syslog, any local user) can start one", file, n)
+		}
 		clear(v.recent)
 	case h.Seq <= v.prevSeq && v.isDuplicate(h.Seq, rec):
 		v.note("%s:%d repeats record seq %d (sent twice); skipped", file, n, h.Seq)
@@ -409,10 +462,8 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 		return true, nil
 	}
 	v.have = true
-	if len(v.macs) > 0 {
-		v.prev = append(v.prev[:0], rec...)
-	}
-	v.prevSum = sha256.Sum256(rec)
+	v.link = link
+	v.prevSum = sum
 	v.prevSeq, v.prevFile, v.prevLine, v.lastKind = h.Seq, file, n, h.Kind
 	v.rep.Records++
 	v.rep.LastSeq = h.Seq
@@ -421,7 +472,7 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 		delete(v.recent, h.Seq-4096)
 	}
 	if v.cp != nil && h.Seq == v.cp.Seq && !v.cpSeen {
-		if !v.matchesCheckpoint(rec) {
+		if !v.matchesCheckpoint() {
 			v.brk(BreakEdited, file, n, h.Seq, fmt.Sprintf("this record is not the one the checkpoint of %s signed for seq %d: it was replaced", v.cp.Time.UTC().Format(time.RFC3339), h.Seq))
 			return true, nil
 		}
@@ -446,36 +497,21 @@ func (v *verifier) short(ordered []string) bool {
 	return true
 }
 
-// matchesCheckpoint reports whether rec links to the checkpoint's link.
-func (v *verifier) matchesCheckpoint(rec []byte) bool {
-	if v.cp.Chain == ChainSHA256 {
-		hex.Encode(v.hexBuf[:], v.prevSum[:])
-		return hmac.Equal(v.hexBuf[:], []byte(v.cp.Link))
-	}
-	for _, m := range v.macs {
-		m.Reset()
-		m.Write(rec)
-		hex.Encode(v.hexBuf[:], m.Sum(nil))
-		if hmac.Equal(v.hexBuf[:], []byte(v.cp.Link)) {
-			return true
-		}
-	}
-	return false
+// matchesCheckpoint reports whether the record just taken (v.link) has
+// the checkpoint's link.
+func (v *verifier) matchesCheckpoint() bool {
+	return hmac.Equal(v.link[:], []byte(v.cp.Link))
 }
 
-// linkOK checks the stored link against the previous record.
-func (v *verifier) linkOK(alg, got string) bool {
-	if alg == ChainSHA256 {
-		hex.Encode(v.hexBuf[:], v.prevSum[:])
-		return string(v.hexBuf[:]) == got
-	}
+// signed reports whether sig is the HMAC of body with one of the keys.
+func (v *verifier) signed(body, sig []byte) bool {
 	for i := range v.macs {
 		k := (v.macOK + i) % len(v.macs) // the key that matched last first
 		m := v.macs[k]
 		m.Reset()
-		m.Write(v.prev)
-		hex.Encode(v.hexBuf[:], m.Sum(nil))
-		if hmac.Equal(v.hexBuf[:], []byte(got)) {
+		m.Write(body)
+		hex.Encode(v.hexBuf[:], m.Sum(v.sig[:0]))
+		if hmac.Equal(v.hexBuf[:], sig) {
 			v.macOK, v.macSeen = k, true
 			return true
 		}
@@ -502,7 +538,7 @@ func findSeq(files []string, seq uint64) (string, int, bool) {
 				break
 			}
 			var h recordHead
-			if rec := recordStart(line); rec != nil && parseHead(rec, &h) && h.Seq == seq {
+			if rec := recordStart(line); rec != nil && parseHead(rec, &h) == "" && h.Seq == seq {
 				f.Close()
 				return name, n, true
 			}
@@ -555,7 +591,7 @@ func firstSeq(name string) (uint64, error) {
 			continue
 		}
 		var h recordHead
-		if !parseHead(rec, &h) {
+		if parseHead(rec, &h) != "" {
 			break
 		}
 		return h.Seq, nil

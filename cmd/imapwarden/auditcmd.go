@@ -25,14 +25,17 @@ const auditUsage = `Usage:
 verify checks the hash chain of an audit trail: every record must carry the
 hash of the one before it, with seq rising by one, across rotated files
 (give them all, in any order: audit*.jsonl). It prints the first broken link:
-an edited, removed or reordered record, or a torn last line (the writer was
+an edited, removed, reordered or forged record (with -key, one the key
+did not sign), or a torn last line (the writer was
 killed in the middle of a write: truncation, not tampering). Lines with a
-syslog header before the record are read too. With -checkpoint (the file
-audit.checkpoint_file names, signed with the trail's key: give -key), verify
-also proves completeness: the record the checkpoint names must be there and
-unchanged, else the trail was cut short (SHORT). Exit status: 0 intact,
-1 broken or short, 3 truncated (the records before the torn line are
-intact), 2 usage error or unreadable files.
+syslog header before the record are read too. With -key, OK means that the
+key signed every record; without it, anyone who can write the trail can
+rebuild its chain. With -checkpoint (the file audit.checkpoint_file names,
+signed with the trail's key: give -key), verify also proves completeness:
+the record the checkpoint names must be in the files given and unchanged,
+else the trail was cut short (SHORT) or the files are not linked to it.
+Exit status: 0 intact, 1 broken, short or unlinked, 3 truncated (the
+records before the torn line are intact), 2 usage error or unreadable files.
 
 query prints the records that match every filter given, in chain order, as a
 table (default) or as the original JSON lines. It does not check the chain:
