@@ -127,6 +127,9 @@ func ReadCheckpoint(path string, keys [][]byte) (*Checkpoint, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("audit: checkpoint %s: %w", path, err)
 	}
+	if k, dup := dupKey(b); dup {
+		return nil, fmt.Errorf("audit: checkpoint %s: the key %q is there twice: not a checkpoint the trail wrote", path, k)
+	}
 	if err := c.check(keys); err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}

@@ -19,7 +19,7 @@
 //     (HMAC-SHA256 over the line before ,"sig":"), and hmac, the link, is
 //     the previous record's sig. With a key, nothing unsigned is part of
 //     the trail: Verify checks every sig, New resumes only from a signed
-//     last record. seq is given
+//     last record, and no reader accepts a key twice. seq is given
 //     at write time, so a dropped record leaves no gap in seq; the drop is
 //     told by an audit.dropped record instead.
 //   - The chain state advances only with what the sink took: a batch the

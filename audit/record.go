@@ -717,6 +717,9 @@ func ParseRecord(line []byte) (*Record, error) {
 	if r.Kind == "" || r.Version == 0 {
 		return nil, fmt.Errorf("audit: not a record: no kind or version")
 	}
+	if k, dup := dupKey(line); dup {
+		return nil, fmt.Errorf("audit: not a record: the key %q is there twice, which readers read differently (forged or edited)", k)
+	}
 	return &r, nil
 }
 

@@ -201,9 +201,9 @@ type recordHead struct {
 // "". The writer's fixed prefix ({"ts":"…","kind":"…","v":N,"seq":N,
 // "prev":"…") is read directly, which is several times faster than
 // decoding; anything else goes through encoding/json. Either way the
-// whole line must be valid JSON. Reading the head differently from a JSON
-// decoder cannot hide an edit: the link covers the line's bytes, not what
-// was read of them.
+// whole line must be valid JSON without a key twice: the fast head reads
+// the first of two, encoding/json (audit query) the last, and a record
+// must have one reading (dupKey).
 func parseHead(rec []byte, h *recordHead) string {
 	*h = recordHead{}
 	if !fastHead(rec, h) {
@@ -213,6 +213,9 @@ func parseHead(rec []byte, h *recordHead) string {
 		}
 	} else if !json.Valid(rec) {
 		return "not a valid record: it was edited or damaged"
+	}
+	if k, dup := dupKey(rec); dup {
+		return fmt.Sprintf("the key %q is there twice, which readers read differently: the writer never writes that; it was forged or edited", k)
 	}
 	return ""
 }

@@ -25,8 +25,8 @@ const auditUsage = `Usage:
 verify checks the hash chain of an audit trail: every record must carry the
 hash of the one before it, with seq rising by one, across rotated files
 (give them all, in any order: audit*.jsonl). It prints the first broken link:
-an edited, removed, reordered or forged record (with -key, one the key
-did not sign), or a torn last line (the writer was
+an edited, removed, reordered or forged record (one with a key twice, or,
+with -key, one the key did not sign), or a torn last line (the writer was
 killed in the middle of a write: truncation, not tampering). Lines with a
 syslog header before the record are read too. With -key, OK means that the
 key signed every record; without it, anyone who can write the trail can
@@ -209,7 +209,7 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	if skipped > 0 {
-		fmt.Fprintf(stderr, "imapwarden audit query: %d lines that are not records were skipped (run verify)\n", skipped)
+		fmt.Fprintf(stderr, "imapwarden audit query: %d lines that are not records (torn, damaged or forged) were skipped (run verify)\n", skipped)
 	}
 	return exitOK
 }
