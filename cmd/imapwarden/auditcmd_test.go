@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,21 @@ func TestAuditVerifyCommand(t *testing.T) {
 	os.WriteFile(removed, []byte(strings.Join(append(lines[:3:3], lines[4:]...), "")), 0o600)
 	if code, out, _ := runAuditCLI("verify", removed, "-key", keyFile); code != auditExitBroken || !strings.Contains(out, "removed: seq jumps from 3 to 5") {
 		t.Errorf("removed: %d\n%s", code, out)
+	}
+	// A line any local user can send to syslog with logger: no key
+	// signed it. With a key twice, query has no reading of it either.
+	forged := filepath.Join(dir, "forged.jsonl")
+	os.WriteFile(forged, append(slices.Clone(b), `<85>1 2026-12-07T07:00:00.000000Z mx1 imapwarden 1 command - {"ts":"2026-12-07T07:00:00Z","kind":"audit.start","v":1,"seq":1,"hmac":"`+
+		strings.Repeat("0", 64)+`","kind":"command","user":"mallory","command":"DELETE","mailbox":"INBOX","result":"OK"}`+"\n"...), 0o600)
+	if code, out, _ := runAuditCLI("verify", "-key", keyFile, forged); code != auditExitBroken || !strings.HasPrefix(out, "BROKEN: ") || !strings.Contains(out, "twice") {
+		t.Errorf("forged: %d\n%s", code, out)
+	}
+	if code, out, errOut := runAuditCLI("query", forged, "--user", "mallory"); code != 0 || strings.Contains(out, "mallory") || !strings.Contains(errOut, "1 lines that are not records") {
+		t.Errorf("query of the forged line: %d\n%s%s", code, out, errOut)
+	}
+	os.WriteFile(forged, append(slices.Clone(b), `{"ts":"2026-12-07T07:00:00Z","kind":"command","v":1,"seq":999,"hmac":"`+strings.Repeat("ab", 32)+`","user":"mallory"}`+"\n"...), 0o600)
+	if code, out, _ := runAuditCLI("verify", "-key", keyFile, forged); code != auditExitBroken || !strings.Contains(out, ": key: the record carries no signature") {
+		t.Errorf("unsigned: %d\n%s", code, out)
 	}
 }
 
