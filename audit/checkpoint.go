@@ -160,8 +160,12 @@ func (t *Trail) checkpointAt(seq uint64, prevHex [64]byte) {
 
 // checkResume refuses to continue a trail shorter than its checkpoint:
 // records that were acknowledged are gone, and writing on would bury the
-// gap under new records with the same seqs.
-func (t *Trail) checkResume() error {
+// gap under new records with the same seqs. A sink that cannot read its
+// records back (stdout, syslog; resumed false) continues the chain from
+// the checkpoint instead: its audit.start is signed and linked to the
+// checkpoint's record, where a new chain would be linked to nothing
+// (ARCHITECTURE.md §11).
+func (t *Trail) checkResume(resumed bool) error {
 	f, ok := t.opts.Checkpoint.(interface {
 		Last(keys [][]byte) (*Checkpoint, error)
 	})
@@ -171,6 +175,12 @@ func (t *Trail) checkResume() error {
 	c, err := f.Last([][]byte{t.opts.Key})
 	if err != nil {
 		return err
+	}
+	if c != nil && !resumed {
+		// Signed with the key (Last checked it): its link is one of ours.
+		t.seq = c.Seq
+		copy(t.prevHex[:], c.Link)
+		return nil
 	}
 	if c != nil && c.Seq > t.seq {
 		return fmt.Errorf("audit: the trail ends at seq %d but the checkpoint of %s says seq %d was written: the trail was cut short; restore it, or move the checkpoint aside to start a new record of completeness",

@@ -163,7 +163,15 @@ func writeKeyed(t *testing.T, n int, cp string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Sink: fs, Key: testKey(), SyncInterval: SyncAlways}
+	runKeyed(t, fs, n, cp)
+	return trail
+}
+
+// runKeyed runs a keyed trail on sink that writes n command records,
+// with checkpoints in cp unless it is "".
+func runKeyed(t *testing.T, sink Sink, n int, cp string) {
+	t.Helper()
+	o := Options{Sink: sink, Key: testKey(), SyncInterval: SyncAlways}
 	if cp != "" {
 		o.Checkpoint = NewCheckpointFile(cp)
 	}
@@ -179,7 +187,6 @@ func writeKeyed(t *testing.T, n int, cp string) string {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return trail
 }
 
 func TestCheckpointProvesCompleteness(t *testing.T) {

@@ -367,3 +367,55 @@ func TestResumeRefusesATailTheKeyDidNotSign(t *testing.T) {
 		t.Errorf("%d records after a restart, want %d", rep.Records, n+2)
 	}
 }
+
+// A writer whose sink cannot read its records back (stdout, syslog)
+// continues the chain from its checkpoint: its audit.start is signed and
+// linked to the checkpoint's record, so the restart is proven, not a new
+// chain linked to nothing. After a run that wrote records past its last
+// checkpoint (killed), the next run forks from that checkpoint; verify
+// takes the fork, signed and linked, and the newest run's checkpoint.
+func TestRestartWithoutReadBackContinuesFromTheCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	cpFile := filepath.Join(dir, "cp")
+	keys := [][]byte{testKey()}
+	sink := &memSink{}
+	run := func(n int) { runKeyed(t, sink, n, cpFile) }
+	readCP := func() *Checkpoint {
+		t.Helper()
+		cp, err := ReadCheckpoint(cpFile, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp
+	}
+	run(2) // seq 1 to 4
+	first, _ := os.ReadFile(cpFile)
+	run(1) // seq 5 to 7, linked to 4
+	rep := mustVerify(t, []string{sink.save(t)}, VerifyOptions{Keys: keys, Checkpoint: readCP()})
+	if rep.Records != 7 || rep.LastSeq != 7 || len(rep.Notes) != 0 {
+		t.Fatalf("two runs: %d records to seq %d, notes %q", rep.Records, rep.LastSeq, rep.Notes)
+	}
+
+	// The second run as if killed after its checkpoint of seq 4: the
+	// next run resumes from seq 4 again, forking seq 5 to 7 off.
+	os.WriteFile(cpFile, first, 0o600)
+	run(0) // seq 5 (audit.start) and 6 (audit.stop)
+	cp := readCP()
+	if cp.Seq != 6 {
+		t.Fatalf("checkpoint at seq %d", cp.Seq)
+	}
+	rep = mustVerify(t, []string{sink.save(t)}, VerifyOptions{Keys: keys, Checkpoint: cp})
+	if rep.LastSeq != 6 || !strings.Contains(strings.Join(rep.Notes, "\n"), "restarted from its checkpoint at seq 4") {
+		t.Errorf("fork: last seq %d, notes %q", rep.LastSeq, rep.Notes)
+	}
+	// The fork's start, moved anywhere else, links to nothing there.
+	lines := sink.lines()
+	moved := slices.Concat(lines[:3], lines[7:8], lines[3:7], lines[8:])
+	rep, err := Verify([]string{writeTemp(t, moved)}, VerifyOptions{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Break == nil {
+		t.Errorf("a restart's start moved before the record it links to verifies: notes %q", rep.Notes)
+	}
+}

@@ -320,7 +320,8 @@ func New(o Options) (*Trail, error) {
 	if o.Key != nil {
 		start.KeyID = KeyID(o.Key)
 	}
-	if rs, ok := o.Sink.(Resumer); ok {
+	rs, resumed := o.Sink.(Resumer)
+	if resumed {
 		last, torn, err := rs.LastRecord()
 		if err != nil {
 			return nil, err
@@ -337,7 +338,7 @@ func New(o Options) (*Trail, error) {
 		}
 		start.Torn = torn
 	}
-	if err := t.checkResume(); err != nil {
+	if err := t.checkResume(resumed); err != nil {
 		return nil, err
 	}
 	t.commit()

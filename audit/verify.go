@@ -115,7 +115,7 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &verifier{rep: &Report{}, recent: make(map[uint64][sha256.Size]byte), cp: o.Checkpoint}
+	v := &verifier{rep: &Report{}, recent: make(map[uint64]recentRecord), cp: o.Checkpoint}
 	for _, k := range o.Keys {
 		v.macs = append(v.macs, hmac.New(sha256.New, k))
 	}
@@ -124,6 +124,10 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 			return nil, err
 		}
 		if v.rep.Break != nil {
+			if v.cpMiss != nil { // the earlier break
+				v.rep.Break = v.cpMiss
+				return v.rep, nil
+			}
 			// A torn line before the checkpoint's record: more than
 			// one interrupted write is missing.
 			if v.rep.Break.Kind == BreakTruncated && v.short(ordered) {
@@ -141,6 +145,10 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 	}
 	if v.foreign > 0 {
 		v.note("%d lines that are not records were skipped", v.foreign)
+	}
+	if v.cpMiss != nil {
+		v.rep.Break = v.cpMiss
+		return v.rep, nil
 	}
 	if v.short(ordered) {
 		return v.rep, nil
@@ -175,12 +183,22 @@ type verifier struct {
 	lastKind Kind
 	foreign  int
 	// recent maps the seq of recent records to their hash, to recognise
-	// a record sent twice (a syslog retry) rather than a reordering.
-	recent map[uint64][sha256.Size]byte
+	// a record sent twice (a syslog retry) rather than a reordering, and
+	// to their link, to recognise a restart from a checkpoint.
+	recent map[uint64]recentRecord
+	// cpMiss is a record at the checkpoint's seq that is not the one it
+	// signed: the break, unless a restart from an older checkpoint
+	// superseded it and the record of the newer run matches.
+	cpMiss *Break
 	hexBuf [2 * sha256.Size]byte
 	cp     *Checkpoint
 	cpSeen bool              // the record at cp.Seq was found and matched
 	sig    [sha256.Size]byte // scratch for signed
+}
+
+type recentRecord struct {
+	sum  [sha256.Size]byte
+	link [2 * sha256.Size]byte
 }
 
 func (v *verifier) note(format string, args ...any) {
@@ -450,9 +468,20 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 			v.note("a new chain starts at %s:%d: the writer started without the previous records (a stdout or syslog sink, or the files were moved); without a key, anyone who can write to the trail (for syslog, any local user) can start one", file, n)
 		}
 		clear(v.recent)
-	case h.Seq <= v.prevSeq && v.isDuplicate(h.Seq, rec):
+	case h.Seq <= v.prevSeq && v.isDuplicate(h.Seq, &sum):
 		v.note("%s:%d repeats record seq %d (sent twice); skipped", file, n, h.Seq)
 		return false, nil
+	case h.Seq <= v.prevSeq && h.Seq > 1 && alg == ChainHMACSHA256 && h.Kind == KindAuditStart && v.linksTo(h.Seq-1, got):
+		// A writer whose sink cannot read back (stdout, syslog) resumes
+		// from its checkpoint (checkResume): after a crash, the records
+		// written after that checkpoint end the previous run.
+		v.note("%s:%d: the writer restarted from its checkpoint at seq %d, signed and linked to it: seq %d to %d before it were written after that checkpoint by a run that did not stop cleanly",
+			file, n, h.Seq-1, h.Seq, v.prevSeq)
+		for s := range v.recent {
+			if s >= h.Seq {
+				delete(v.recent, s)
+			}
+		}
 	case h.Seq > v.prevSeq+1:
 		where := ""
 		if file != v.prevFile {
@@ -470,16 +499,19 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 	v.prevSeq, v.prevFile, v.prevLine, v.lastKind = h.Seq, file, n, h.Kind
 	v.rep.Records++
 	v.rep.LastSeq = h.Seq
-	v.recent[h.Seq] = v.prevSum
+	v.recent[h.Seq] = recentRecord{sum: sum, link: link}
 	if h.Seq > 4096 {
 		delete(v.recent, h.Seq-4096)
 	}
 	if v.cp != nil && h.Seq == v.cp.Seq && !v.cpSeen {
 		if !v.matchesCheckpoint() {
-			v.brk(BreakEdited, file, n, h.Seq, fmt.Sprintf("this record is not the one the checkpoint of %s signed for seq %d: it was replaced", v.cp.Time.UTC().Format(time.RFC3339), h.Seq))
+			if v.cpMiss == nil {
+				v.cpMiss = &Break{Kind: BreakEdited, File: file, Line: n, Seq: h.Seq,
+					Msg: fmt.Sprintf("this record is not the one the checkpoint of %s signed for seq %d: it was replaced", v.cp.Time.UTC().Format(time.RFC3339), h.Seq)}
+			}
 			return true, nil
 		}
-		v.cpSeen = true
+		v.cpSeen, v.cpMiss = true, nil
 	}
 	return true, nil
 }
@@ -522,9 +554,15 @@ func (v *verifier) signed(body, sig []byte) bool {
 	return false
 }
 
-func (v *verifier) isDuplicate(seq uint64, rec []byte) bool {
-	h, ok := v.recent[seq]
-	return ok && h == sha256.Sum256(rec)
+func (v *verifier) isDuplicate(seq uint64, sum *[sha256.Size]byte) bool {
+	r, ok := v.recent[seq]
+	return ok && r.sum == *sum
+}
+
+// linksTo reports whether link is that of the recent record seq.
+func (v *verifier) linksTo(seq uint64, link string) bool {
+	r, ok := v.recent[seq]
+	return ok && hmac.Equal(r.link[:], []byte(link))
 }
 
 // findSeq finds the record with seq in files.
