@@ -87,30 +87,37 @@ func TestRecordBoundConfigurable(t *testing.T) {
 		t.Errorf("mailbox %q, patterns %q, cut %+v", c.Mailbox, c.Patterns, c.Cut)
 	}
 
-	sink = &memSink{}
-	tr, err = New(Options{Sink: sink, MaxFieldBytes: 512, MaxListItems: 8, MaxRecordBytes: MinRecordBytes})
-	if err != nil {
-		t.Fatal(err)
+	// With a key, the bound holds the record's sig too.
+	for _, key := range [][]byte{nil, testKey()} {
+		sink = &memSink{}
+		tr, err = New(Options{Sink: sink, MaxFieldBytes: 512, MaxListItems: 8, MaxRecordBytes: MinRecordBytes, Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := hostileAuth()
+		r.Groups, r.Scopes = slices.Repeat([]string{strings.Repeat("g", 300)}, 8), slices.Repeat([]string{strings.Repeat("s", 300)}, 8)
+		r.Annot = map[string]any{"note": strings.Repeat("n", 600)}
+		tr.Log(r)
+		tr.Close()
+		lines := sink.lines()
+		if len(lines[1]) > MinRecordBytes {
+			t.Errorf("record of %d bytes, bound %d: %s", len(lines[1]), MinRecordBytes, lines[1])
+		}
+		a, _ := ParseRecord([]byte(lines[1]))
+		if a.RecordBytes <= MinRecordBytes || a.Result != ResultFailure || a.Reason != "credentials" ||
+			!slices.ContainsFunc(a.Cut, func(c Cut) bool { return c.Field == "annotations" }) ||
+			!slices.ContainsFunc(a.Cut, func(c Cut) bool { return c.Field == "groups" && c.Items == 8 && c.Bytes == 2400 }) {
+			t.Errorf("shrunk record: %s", lines[1])
+		}
+		if st := tr.Stats(); st.Shrunk != 1 {
+			t.Errorf("shrunk %d, want 1", st.Shrunk)
+		}
+		vo := VerifyOptions{}
+		if key != nil {
+			vo.Keys = [][]byte{key}
+		}
+		mustVerify(t, []string{sink.save(t)}, vo)
 	}
-	r := hostileAuth()
-	r.Groups, r.Scopes = slices.Repeat([]string{strings.Repeat("g", 300)}, 8), slices.Repeat([]string{strings.Repeat("s", 300)}, 8)
-	r.Annot = map[string]any{"note": strings.Repeat("n", 600)}
-	tr.Log(r)
-	tr.Close()
-	lines := sink.lines()
-	if len(lines[1]) > MinRecordBytes {
-		t.Errorf("record of %d bytes, bound %d: %s", len(lines[1]), MinRecordBytes, lines[1])
-	}
-	a, _ := ParseRecord([]byte(lines[1]))
-	if a.RecordBytes <= MinRecordBytes || a.Result != ResultFailure || a.Reason != "credentials" ||
-		!slices.ContainsFunc(a.Cut, func(c Cut) bool { return c.Field == "annotations" }) ||
-		!slices.ContainsFunc(a.Cut, func(c Cut) bool { return c.Field == "groups" && c.Items == 8 && c.Bytes == 2400 }) {
-		t.Errorf("shrunk record: %s", lines[1])
-	}
-	if st := tr.Stats(); st.Shrunk != 1 {
-		t.Errorf("shrunk %d, want 1", st.Shrunk)
-	}
-	mustVerify(t, []string{sink.save(t)}, VerifyOptions{})
 
 	for _, o := range []Options{{MaxRecordBytes: MinRecordBytes - 1}, {MaxFieldBytes: -1}, {MaxListItems: -1}} {
 		o.Sink = &memSink{}
