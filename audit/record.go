@@ -266,6 +266,9 @@ type Record struct {
 	KeyID    string `json:"key_id,omitempty"` // which HMAC key (not the key)
 	Count    uint64 `json:"count,omitempty"`  // audit.dropped: records lost; audit.stop: records written; limit: hits recorded together
 	Torn     int64  `json:"torn_bytes,omitempty"`
+	// ResumedAt, in an audit.start, is the seq of the checkpoint a writer
+	// whose sink cannot read back continued the chain from.
+	ResumedAt uint64 `json:"resumed_at,omitempty"`
 
 	// Cut and RecordBytes are set by the writer (and by decoding): the
 	// fields it shortened or left out under its caps, and, when the
@@ -447,6 +450,9 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 		e.AddUint64("count", r.Count)
 	}
 	num(e, "torn_bytes", r.Torn)
+	if r.ResumedAt != 0 {
+		e.AddUint64("resumed_at", r.ResumedAt)
+	}
 	if len(enc.cut) > 0 {
 		e.AddArray("cut", cutList(enc.cut))
 	}
@@ -874,6 +880,9 @@ func (r *Record) Summary() string {
 		w("chain "+r.Chain, opt("host", r.Host), opt("pid", strconv.Itoa(r.PID)), opt("software", r.Software))
 		if r.Torn > 0 {
 			w("cut " + strconv.FormatInt(r.Torn, 10) + " torn bytes")
+		}
+		if r.ResumedAt > 0 {
+			w("resumed at checkpoint seq " + strconv.FormatUint(r.ResumedAt, 10))
 		}
 	default:
 		w(r.Event, r.Backend, r.Server, r.Result, r.Limit, r.Reason, r.Subject, strings.Join(r.Names, ","), r.Detail)

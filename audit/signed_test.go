@@ -59,18 +59,7 @@ func TestVerifyRefusesUnsignedRecordsInHMACTrail(t *testing.T) {
 func TestResumeDoesNotSignAForgedLastRecord(t *testing.T) {
 	dir := t.TempDir()
 	path := dir + "/audit.jsonl"
-	open := func() *Trail {
-		fs, err := OpenFile(FileOptions{Path: path})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr, err := New(Options{Sink: fs, Key: testKey()})
-		if err != nil {
-			t.Logf("resume refused: %v", err)
-			return nil
-		}
-		return tr
-	}
+	open := func() *Trail { return openKeyed(t, path) }
 	tr := open()
 	for i := range 3 {
 		if err := tr.Log(cmdRecord(i)); err != nil {
@@ -418,4 +407,38 @@ func TestRestartWithoutReadBackContinuesFromTheCheckpoint(t *testing.T) {
 	if rep.Break == nil {
 		t.Errorf("a restart's start moved before the record it links to verifies: notes %q", rep.Notes)
 	}
+}
+
+// A file trail's writer never forks: a signed record copied to the end of
+// the file (a replay) makes the next writer resume from its seq, and the
+// fork that follows is not one verify takes: only a writer resumed from a
+// checkpoint says so in its audit.start (resumed_at).
+func TestAReplayedTailIsNotARestart(t *testing.T) {
+	path, lines := keyedTrail(t, 3)
+	appendLine(t, path, lines[2]) // seq 3, signed, again
+	tr := openKeyed(t, path)
+	if tr == nil {
+		return // the writer would not resume from it
+	}
+	tr.Close()
+	rep := mustBreak(t, []string{path}, VerifyOptions{Keys: [][]byte{testKey()}}, "a writer resumed from a replayed record and its fork verifies")
+	if rep.Break.Kind != BreakReordered {
+		t.Errorf("break %+v", rep.Break)
+	}
+}
+
+// openKeyed opens a keyed file trail at path; nil when New refuses.
+func openKeyed(t *testing.T, path string) *Trail {
+	t.Helper()
+	fs, err := OpenFile(FileOptions{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := New(Options{Sink: fs, Key: testKey()})
+	if err != nil {
+		fs.Close()
+		t.Logf("resume refused: %v", err)
+		return nil
+	}
+	return tr
 }

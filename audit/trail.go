@@ -341,6 +341,9 @@ func New(o Options) (*Trail, error) {
 	if err := t.checkResume(resumed); err != nil {
 		return nil, err
 	}
+	if !resumed && t.seq > 0 {
+		start.ResumedAt = t.seq // from the checkpoint
+	}
 	t.commit()
 	t.lastSeq.Store(t.seq)
 	t.encode(start)

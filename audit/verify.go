@@ -471,10 +471,12 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 	case h.Seq <= v.prevSeq && v.isDuplicate(h.Seq, &sum):
 		v.note("%s:%d repeats record seq %d (sent twice); skipped", file, n, h.Seq)
 		return false, nil
-	case h.Seq <= v.prevSeq && h.Seq > 1 && alg == ChainHMACSHA256 && h.Kind == KindAuditStart && v.linksTo(h.Seq-1, got):
+	case h.Seq <= v.prevSeq && h.Seq > 1 && alg == ChainHMACSHA256 && h.Kind == KindAuditStart && v.linksTo(h.Seq-1, got) && resumedAt(rec) == h.Seq-1:
 		// A writer whose sink cannot read back (stdout, syslog) resumes
-		// from its checkpoint (checkResume): after a crash, the records
-		// written after that checkpoint end the previous run.
+		// from its checkpoint (checkResume) and says so, signed: after a
+		// crash, the records written after that checkpoint end the
+		// previous run. A file trail's writer never forks: its
+		// audit.start says no such thing.
 		v.note("%s:%d: the writer restarted from its checkpoint at seq %d, signed and linked to it: seq %d to %d before it were written after that checkpoint by a run that did not stop cleanly",
 			file, n, h.Seq-1, h.Seq, v.prevSeq)
 		for s := range v.recent {
@@ -557,6 +559,15 @@ func (v *verifier) signed(body, sig []byte) bool {
 func (v *verifier) isDuplicate(seq uint64, sum *[sha256.Size]byte) bool {
 	r, ok := v.recent[seq]
 	return ok && r.sum == *sum
+}
+
+// resumedAt reads an audit.start's resumed_at.
+func resumedAt(rec []byte) uint64 {
+	var r struct {
+		ResumedAt uint64 `json:"resumed_at"`
+	}
+	json.Unmarshal(rec, &r)
+	return r.ResumedAt
 }
 
 // linksTo reports whether link is that of the recent record seq.
