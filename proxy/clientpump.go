@@ -391,6 +391,38 @@ func (p *clientPump) waitBarrier() error {
 	}
 }
 
+// room waits, before cmd is decided and registered, until the records in
+// flight leave room for its own under MaxInflightBytes (ARCHITECTURE.md
+// §12): back-pressure as for MaxInflight. Nothing of cmd is at the backend
+// yet, and every command in flight was forwarded whole (a command's
+// literals are all sent before the next is read), so each completes
+// without the client: the wait ends. Alone, a command over the budget
+// goes (MaxCommandBytes bounds it).
+func (p *clientPump) room(cmd *imapwire.Command) error {
+	r, held := p.r, int64(heldBy(cmd, readsFetch(cmd), p.s.lim.MaxAuditUIDs))
+	for {
+		r.mu.Lock()
+		busy := r.inflight.len() > 0 && r.inflight.held+held > p.s.lim.MaxInflightBytes
+		if busy {
+			r.wantFreedLocked()
+		}
+		r.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		if roomWait != nil {
+			roomWait(held)
+		}
+		if err := p.awaitBackend(); err != nil {
+			return err
+		}
+	}
+}
+
+// roomWait, when set (tests), is called each time the client pump waits
+// for room under MaxInflightBytes, with the command's charge.
+var roomWait func(held int64)
+
 // command handles one command from its first line to its end. It returns
 // the in-flight record when the command was forwarded, nil when the proxy
 // answered it, and errStop when the session must end.
@@ -530,6 +562,9 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 		default:
 			if f == nil {
 				// The decision point: a message literal streamed through.
+				if err := p.room(cmd); err != nil {
+					return nil, err
+				}
 				d := p.decide(cmd, false, &lit)
 				if !d.Allow {
 					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
@@ -641,6 +676,9 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 			return nil, p.deny(cmd, d, imapwire.Literal{}, false, start, bytesIn)
 		}
 		return nil, s.startCompress(cmd.Tag)
+	}
+	if err := p.room(cmd); err != nil {
+		return nil, err
 	}
 	d := p.decide(cmd, false, nil)
 	if !d.Allow {
@@ -953,9 +991,8 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 	// deliver no counted octets, and pushed content must not be credited
 	// to them.
 	f.readContent = cmd.ContentItems
-	// Any FETCH reading content (ENVELOPE too) is one a FETCH response
-	// answers: its record names the messages read (ARCHITECTURE.md §11).
-	f.fetch = cmd.Name == "FETCH" && cmd.Effects.Has(imapwire.EffReadContent)
+	f.fetch = readsFetch(cmd)
+	f.held = heldBy(cmd, f.fetch, p.s.lim.MaxAuditUIDs)
 	r.inflight.push(f)
 	if cmd.Name == "IDLE" {
 		r.idle, r.idleCont = f, true
@@ -967,6 +1004,13 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 	}
 	r.mu.Unlock()
 	return f
+}
+
+// readsFetch reports a FETCH reading content (ENVELOPE too): one that
+// FETCH responses answer, whose record names the messages read
+// (ARCHITECTURE.md §11).
+func readsFetch(cmd *imapwire.Command) bool {
+	return cmd.Name == "FETCH" && cmd.Effects.Has(imapwire.EffReadContent)
 }
 
 // renamesSelected reports a RENAME or DELETE of the selected mailbox or of

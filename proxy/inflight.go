@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"math"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
@@ -60,6 +63,50 @@ type inflight struct {
 	// until the completion is audited. The last to let go recycles it
 	// (relay.release): a record is never reused while either can see it.
 	refs atomic.Int32
+	// held is what the record may hold (heldBy), charged to the table
+	// while it is in flight (Limits.MaxInflightBytes). Beside refs, in
+	// its padding.
+	held uint32
+}
+
+// heldBy is what the record of cmd may hold while it is in flight, for
+// Limits.MaxInflightBytes (ARCHITECTURE.md §12): the record, the strings
+// and lists its snapshot keeps (snapshotInto), and for a FETCH reading
+// content (fetch) what the backend pump may add to it: its set's ranges
+// (at most one a set element) and items' keys (fetchShare), and up to
+// maxUIDs UIDs (Limits.MaxAuditUIDs), each in an array append may have
+// doubled. Saturates at the field's bound; it does not allocate.
+func heldBy(cmd *imapwire.Command, fetch bool, maxUIDs int) uint32 {
+	n := int64(unsafe.Sizeof(inflight{})) + int64(len(cmd.Tag)+len(cmd.Mailbox)+len(cmd.MailboxRaw)+
+		len(cmd.Reference)+len(cmd.Destination)+len(cmd.DestinationRaw)+len(cmd.Set)) +
+		stringsHeld(cmd.FetchItems) + stringsHeld(cmd.StoreFlags)
+	if nm := cmd.Named; nm != nil {
+		n += int64(unsafe.Sizeof(*nm)) + stringsHeld(nm.Patterns) + stringsHeld(nm.Sources) + stringsHeld(nm.Mailboxes)
+		for _, f := range nm.Notify {
+			n += int64(unsafe.Sizeof(f)+uintptr(len(f.Filter))) + stringsHeld(f.Mailboxes)
+		}
+	}
+	if fetch {
+		elems := int64(strings.Count(cmd.Set, ",") + 1)
+		uids := int64(maxUIDs)
+		if cmd.SetCount >= 0 {
+			uids = min(uids, cmd.SetCount)
+		}
+		n += int64(unsafe.Sizeof(fetchShare{})) +
+			2*elems*int64(unsafe.Sizeof(imapwire.SetRange{})) +
+			4*int64(len(cmd.FetchItems))*int64(unsafe.Sizeof(imapwire.ItemKey{})) + // FULL: two keys
+			2*uids*int64(unsafe.Sizeof(uint32(0)))
+	}
+	return uint32(min(n, math.MaxUint32))
+}
+
+// stringsHeld is what a list of strings holds.
+func stringsHeld(xs []string) int64 {
+	n := int64(len(xs)) * int64(unsafe.Sizeof(""))
+	for _, x := range xs {
+		n += int64(len(x))
+	}
+	return n
 }
 
 // relayEpoch is what inflight.start counts from.
@@ -116,9 +163,13 @@ func snapshotInto(dst *imapwire.Command, c *imapwire.Command) {
 // grows with the commands in flight or the session's length. Not safe
 // for concurrent use: relayState.mu guards it.
 type inflightTable struct {
-	q    []*inflight
-	head int
-	n    int
+	q []*inflight
+	// head and n: int32 (MaxInflight is an int but no table holds 2^31
+	// commands), so that held fits the relay's size class
+	// (ARCHITECTURE.md §16).
+	head, n int32
+	// held sums the held of the records in flight (Limits.MaxInflightBytes).
+	held int64
 	// byTag finds a tag in flight in O(1) once many are: a client
 	// pipelining thousands of commands must not make each new one, or
 	// each completion, scan them all.
@@ -136,10 +187,10 @@ type tagSlot struct {
 // byTagFrom is the number of commands in flight from which byTag is kept.
 const byTagFrom = 32
 
-func (t *inflightTable) len() int { return t.n }
+func (t *inflightTable) len() int { return int(t.n) }
 
 func (t *inflightTable) push(f *inflight) {
-	if len(t.q) == cap(t.q) && 2*t.n <= len(t.q) {
+	if len(t.q) == cap(t.q) && 2*int(t.n) <= len(t.q) {
 		// Half the array or more is holes (completed commands, before the
 		// head or out of order behind it): squeeze them out rather than
 		// grow by a slot per command of the session. Amortised O(1): at
@@ -159,10 +210,11 @@ func (t *inflightTable) push(f *inflight) {
 	}
 	t.q = append(t.q, f)
 	t.n++
+	t.held += int64(f.held)
 	if t.byTag != nil {
 		t.indexOne(f.cmd.Tag, len(t.q)-1)
 	} else if t.n > byTagFrom {
-		t.byTag = make(map[string]tagSlot, 2*t.n)
+		t.byTag = make(map[string]tagSlot, 2*int(t.n))
 		t.index()
 	}
 }
@@ -170,7 +222,7 @@ func (t *inflightTable) push(f *inflight) {
 // index builds byTag from the table.
 func (t *inflightTable) index() {
 	clear(t.byTag)
-	for i := t.head; i < len(t.q); i++ {
+	for i := int(t.head); i < len(t.q); i++ {
 		if f := t.q[i]; f != nil {
 			t.indexOne(f.cmd.Tag, i)
 		}
@@ -219,7 +271,7 @@ func (t *inflightTable) at(tag string) int {
 		}
 		return -1
 	}
-	for i := t.head; i < len(t.q); i++ {
+	for i := int(t.head); i < len(t.q); i++ {
 		if f := t.q[i]; f != nil && f.cmd.Tag == tag {
 			return i
 		}
@@ -236,7 +288,7 @@ func (t *inflightTable) take(tag []byte) *inflight {
 			i = s.at
 		}
 	} else {
-		for j := t.head; j < len(t.q); j++ {
+		for j := int(t.head); j < len(t.q); j++ {
 			if f := t.q[j]; f != nil && f.cmd.Tag == string(tag) {
 				i = j
 				break
@@ -249,6 +301,7 @@ func (t *inflightTable) take(tag []byte) *inflight {
 	f := t.q[i]
 	t.q[i] = nil
 	t.n--
+	t.held -= int64(f.held)
 	if t.byTag != nil {
 		if s := t.byTag[f.cmd.Tag]; s.n == 1 {
 			delete(t.byTag, f.cmd.Tag)
@@ -260,7 +313,7 @@ func (t *inflightTable) take(tag []byte) *inflight {
 			t.byTag[f.cmd.Tag] = s
 		}
 	}
-	for t.head < len(t.q) && t.q[t.head] == nil {
+	for int(t.head) < len(t.q) && t.q[t.head] == nil {
 		t.head++
 	}
 	if t.n == 0 {
@@ -272,7 +325,7 @@ func (t *inflightTable) take(tag []byte) *inflight {
 // reset empties the table, giving back the memory of a long pipeline.
 func (t *inflightTable) reset() {
 	clear(t.q)
-	t.q, t.head, t.n, t.byTag = t.q[:0], 0, 0, nil
+	t.q, t.head, t.n, t.held, t.byTag = t.q[:0], 0, 0, 0, nil
 	if cap(t.q) > 4*byTagFrom {
 		t.q = nil
 	}
@@ -280,7 +333,7 @@ func (t *inflightTable) reset() {
 
 // oldest returns the oldest command in flight, nil if none.
 func (t *inflightTable) oldest() *inflight {
-	for i := t.head; i < len(t.q); i++ {
+	for i := int(t.head); i < len(t.q); i++ {
 		if t.q[i] != nil {
 			return t.q[i]
 		}
@@ -291,7 +344,7 @@ func (t *inflightTable) oldest() *inflight {
 // until calls fn for the commands in flight, oldest first, until it
 // returns false.
 func (t *inflightTable) until(fn func(*inflight) bool) {
-	for i := t.head; i < len(t.q); i++ {
+	for i := int(t.head); i < len(t.q); i++ {
 		if f := t.q[i]; f != nil && !fn(f) {
 			return
 		}
@@ -300,7 +353,7 @@ func (t *inflightTable) until(fn func(*inflight) bool) {
 
 // each calls fn for every command in flight, oldest first.
 func (t *inflightTable) each(fn func(*inflight)) {
-	for i := t.head; i < len(t.q); i++ {
+	for i := int(t.head); i < len(t.q); i++ {
 		if f := t.q[i]; f != nil {
 			fn(f)
 		}

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"fmt"
-	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"strconv"
 	"testing"
+	"unsafe"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
 func TestInflightTable(t *testing.T) {
@@ -158,6 +160,47 @@ func TestInflightTableHoles(t *testing.T) {
 		}
 		if tb.len() != 0 {
 			t.Errorf("%d left", tb.len())
+		}
+	}
+}
+
+// heldBy charges a FETCH's record at least what the backend pump may add
+// to it while it is in flight (its fetchShare's ranges and keys, its
+// UIDs, as append grows them), so that MaxInflightBytes bounds what the
+// records hold, not only what the client sent (ARCHITECTURE.md §12).
+func TestHeldByCoversWhatRecordsGrow(t *testing.T) {
+	odd := func(n int) string {
+		var b []byte
+		for i := 1; i < 2*n; i += 2 {
+			b = strconv.AppendInt(b, int64(i), 10)
+			b = append(b, ',')
+		}
+		return string(b[:len(b)-1])
+	}
+	for _, c := range []struct {
+		set   string
+		count int64
+		items []string
+	}{
+		{"1:*", -1, []string{"BODY.PEEK[]"}},
+		{"7", 1, []string{"FULL"}},
+		{"1,2,3,5", 4, []string{"ENVELOPE", "BODY[HEADER]", "FULL", "ALL"}},
+		{odd(10), 10, []string{"BODY[TEXT]"}},
+		{odd(300), 300, []string{"RFC822"}},
+		{odd(12000), 12000, []string{"BINARY.PEEK[1]", "FULL"}},
+	} {
+		cmd := imapwire.Command{Tag: "f1", Name: "FETCH", Set: c.set, SetCount: c.count, FetchItems: c.items}
+		rs, _ := imapwire.SetRanges(nil, c.set)
+		ks := imapwire.ItemKeys(nil, c.items)
+		var uids []uint32
+		for i := int64(0); i < min(DefaultMaxAuditUIDs, c.count) || (c.count < 0 && i < DefaultMaxAuditUIDs); i++ {
+			uids = append(uids, uint32(i))
+		}
+		grown := unsafe.Sizeof(fetchShare{}) + uintptr(cap(rs))*unsafe.Sizeof(imapwire.SetRange{}) +
+			uintptr(cap(ks))*unsafe.Sizeof(imapwire.ItemKey{}) + uintptr(cap(uids))*4
+		fixed := uintptr(heldBy(&cmd, false, DefaultMaxAuditUIDs))
+		if got := uintptr(heldBy(&cmd, true, DefaultMaxAuditUIDs)); got < fixed+grown {
+			t.Errorf("FETCH %.20s (%d items): charged %d, holds up to %d", c.set, len(c.items), got, fixed+grown)
 		}
 	}
 }

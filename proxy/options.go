@@ -140,6 +140,13 @@ type Limits struct {
 	// backend: beyond it the client is read no further until one
 	// completes (back-pressure, nothing dropped or reordered); 1000.
 	MaxInflight int
+	// MaxInflightBytes bounds what the records of one session's commands
+	// in flight hold (each command's set, names, items and what the
+	// backend pump adds to a FETCH's: its ranges, keys and UIDs): past
+	// it the client is read no further until one completes, as past
+	// MaxInflight. A single command over it is MaxCommandBytes' business;
+	// 2 MiB (1000 ordinary commands take about 500 KiB).
+	MaxInflightBytes int64
 	// BackendTimeout is how long a backend may stay silent while it owes
 	// an answer (a command in flight other than an IDLE waiting for DONE,
 	// the rest of a response or literal); then the client gets
@@ -181,6 +188,7 @@ const (
 	DefaultMaxAuthFailures        = 3
 	DefaultMaxCompressSessions    = 100
 	DefaultMaxInflight            = 1000
+	DefaultMaxInflightBytes       = 2 << 20
 	DefaultBackendTimeout         = 5 * time.Minute
 	DefaultMaxResponseLine        = 16 << 20
 	DefaultParkAfter              = 10 * time.Millisecond
@@ -210,6 +218,7 @@ func (l Limits) withDefaults() Limits {
 		l.MaxPreAuthConnections = DefaultMaxPreAuthConnections()
 	}
 	orDefault(&l.MaxInflight, DefaultMaxInflight)
+	orDefault(&l.MaxInflightBytes, DefaultMaxInflightBytes)
 	orDefault(&l.BackendTimeout, DefaultBackendTimeout)
 	orDefault(&l.MaxResponseLine, DefaultMaxResponseLine)
 	orDefault(&l.MaxAuditUIDs, DefaultMaxAuditUIDs)

@@ -63,7 +63,7 @@ type relay struct {
 	// none: three channels were 300 bytes of its heap, ARCHITECTURE.md
 	// §16). contCh is the backend pump's verdict on a literal (made by
 	// arm); freed is signalled when a command completes, for a client
-	// pump waiting for room (Limits.MaxInflight), for a barrier or for
+	// pump waiting for room (Limits.MaxInflight, MaxInflightBytes), for a barrier or for
 	// IDLE's "+" (made by wantFreedLocked, before the look at what it
 	// waits for, so that no completion after the look is missed);
 	// backendDone is closed once the backend pump ended (backendEnded),

@@ -802,6 +802,7 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		MaxCompressSessions:    count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
 		MaxPreAuthConnections:  count("max_preauth_connections", c.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections()),
 		MaxInflight:            count("max_inflight", c.MaxInflight, proxy.DefaultMaxInflight),
+		MaxInflightBytes:       size("max_inflight_bytes", c.MaxInflightBytes, proxy.DefaultMaxInflightBytes),
 		BackendTimeout:         dur("backend_timeout", c.BackendTimeout, proxy.DefaultBackendTimeout),
 		MaxResponseLine:        size("max_response_line", c.MaxResponseLine, proxy.DefaultMaxResponseLine),
 		ParkAfter:              c.ParkAfter.get(proxy.DefaultParkAfter),

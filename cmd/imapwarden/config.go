@@ -314,6 +314,8 @@ type limitsConfig struct {
 	MaxPreAuthConnections *int `yaml:"max_preauth_connections"`
 	// MaxInflight bounds one session's commands in flight at the backend.
 	MaxInflight *int `yaml:"max_inflight"`
+	// MaxInflightBytes bounds what the records of those commands hold.
+	MaxInflightBytes *byteSize `yaml:"max_inflight_bytes"`
 	// BackendTimeout: how long a backend may stay silent while it owes
 	// an answer.
 	BackendTimeout *duration `yaml:"backend_timeout"`

@@ -97,6 +97,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	count(&l.MaxCompressSessions, proxy.DefaultMaxCompressSessions)
 	count(&l.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections())
 	count(&l.MaxInflight, proxy.DefaultMaxInflight)
+	size(&l.MaxInflightBytes, proxy.DefaultMaxInflightBytes)
 	dur(&l.BackendTimeout, proxy.DefaultBackendTimeout)
 	size(&l.MaxResponseLine, proxy.DefaultMaxResponseLine)
 	dur(&l.ParkAfter, proxy.DefaultParkAfter)
