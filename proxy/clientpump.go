@@ -497,13 +497,17 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_buffered_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
 			return nil, p.refuse(cmd, lit, true, replyLiteralTooBig)
 		}
-		if isMsg && lit.Size > lim.MaxAppendLiteral {
+		if isMsg && s.parser.PendingMessageSize() > lim.MaxAppendLiteral {
+			// The limit is one message's, however spelled: a CATENATE's
+			// TEXT parts make one (RFC 4469 §5), each of MULTIAPPEND's is
+			// one (ARCHITECTURE.md §12).
+			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_append_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
 			if f != nil || lit.NonSync {
 				// Bytes are in flight or the backend is mid-command: the
-				// stream cannot be brought back in step.
+				// stream cannot be brought back in step; the session's
+				// end aborts the command at the backend (midCommand).
 				return f, s.answer("*", byeLiteralTooBig)
 			}
-			s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_append_literal", Key: "session", Code: "TOOBIG", Reason: "Literal too big"})
 			s.sc.IgnoreLiteral()
 			return nil, s.answer(cmd.Tag, replyLiteralTooBig)
 		}

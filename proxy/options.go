@@ -116,7 +116,7 @@ type Backend struct {
 type Limits struct {
 	MaxLine            int   // bytes in one command line; 64 KiB
 	MaxBufferedLiteral int   // literal held in memory (mailbox names, LOGIN); 4 KiB
-	MaxAppendLiteral   int64 // one APPEND message; 64 MiB
+	MaxAppendLiteral   int64 // one APPEND message (a CATENATE's TEXT parts together); 64 MiB
 	// MaxCommandBytes bounds what the proxy holds of one command after
 	// login: its line pieces, buffered literals and parsed arguments
 	// (a streamed message literal is not held; MaxAppendLiteral bounds

@@ -258,6 +258,12 @@ type CommandParser struct {
 	pendingMsg bool // ... and it is message data
 	sections   bool // "[" opens a section (FETCH, NOTIFY items)
 
+	// catAt is the APPEND argument (its index in Args, plus one) whose
+	// message parts fed so far add up to catBytes: a CATENATE's TEXT parts
+	// (PendingMessageSize).
+	catAt    int
+	catBytes int64
+
 	// A FETCH item whose bracketed section contains a literal
 	// (BODY[HEADER.FIELDS ({4}\r\nFROM)]) spans lines: atom holds it so
 	// far, atomDepth the '[' still open (0: none pending).
@@ -346,6 +352,7 @@ func (p *CommandParser) Reset() {
 	p.started, p.needSep, p.afterSP, p.pending, p.pendingMsg, p.sections = false, false, false, false, false, false
 	p.atom, p.atomDepth = p.atom[:0], 0
 	p.base, p.pos, p.atomStart, p.spans = 0, 0, 0, [maxSpans]span{}
+	p.catAt, p.catBytes = 0, 0
 }
 
 // ArgSpan returns where the i-th top-level argument of the command lies in
@@ -867,17 +874,18 @@ func (p *CommandParser) literal(body []byte, size int64, streamed bool) {
 		p.err = errCmdLitUnexpect
 		return
 	}
+	if p.pendingMsg && p.inAppendList() {
+		// A part of the message a CATENATE (or UTF8) list makes.
+		if p.catAt != len(p.cmd.Args) {
+			p.catAt, p.catBytes = len(p.cmd.Args), 0
+		}
+		p.catBytes = addSat(p.catBytes, size)
+	}
 	p.pending, p.pendingMsg = false, false
 	p.base += int(size)
 	p.cmd.PendingLiteral = 0
 	p.cmd.Literals++
-	if size > 0 {
-		if p.cmd.LiteralBytes > math.MaxInt64-size {
-			p.cmd.LiteralBytes = math.MaxInt64
-		} else {
-			p.cmd.LiteralBytes += size
-		}
-	}
+	p.cmd.LiteralBytes = addSat(p.cmd.LiteralBytes, size)
 	if p.atomDepth > 0 {
 		p.atom = append(p.atom, body...)
 		return
@@ -905,6 +913,35 @@ func (p *CommandParser) last() *Arg {
 // (RFC 5464). A literal in mailbox position, or a CATENATE URL, is not.
 func (p *CommandParser) PendingIsMessage() bool {
 	return p.pending && p.pendingMsg
+}
+
+// PendingMessageSize is the size, as far as it is known, of the message
+// the pending message literal is part of: the literal's, and for a TEXT
+// part of an APPEND's CATENATE the sum of its TEXT parts so far (RFC 4469
+// §5: they make one message). A URL part copies a message whose size the
+// proxy does not know: not counted. 0 when no message literal is pending.
+func (p *CommandParser) PendingMessageSize() int64 {
+	if !p.PendingIsMessage() {
+		return 0
+	}
+	if p.inAppendList() && p.catAt == len(p.cmd.Args) {
+		return addSat(p.cmd.PendingLiteral, p.catBytes)
+	}
+	return p.cmd.PendingLiteral
+}
+
+// inAppendList reports an APPEND with a list open at the top level: the
+// message a CATENATE or UTF8 list makes (a flag list holds no literal).
+func (p *CommandParser) inAppendList() bool {
+	return p.cmd.Name == "APPEND" && p.depth == 1
+}
+
+// addSat is a+b for sizes, saturating.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 func (p *CommandParser) isMessage() bool {

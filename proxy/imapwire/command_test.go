@@ -663,3 +663,51 @@ func TestCommandPendingLiteral(t *testing.T) {
 		t.Fatalf("second message pending %d", c.PendingLiteral)
 	}
 }
+
+// PendingMessageSize is the size of the message a pending message literal
+// is part of: the TEXT parts of one CATENATE add up (RFC 4469 §5), URL
+// parts count nothing (their size is unknown here), each message of a
+// MULTIAPPEND (RFC 3502) and each SETMETADATA value stands alone.
+func TestPendingMessageSize(t *testing.T) {
+	for _, tt := range []struct {
+		wire string
+		want []int64 // at each literal; 0: not message data
+	}{
+		{"a APPEND INBOX {5}\r\nhello\r\n", []int64{5}},
+		{"a APPEND INBOX CATENATE (TEXT {3}\r\nabc TEXT {4}\r\nabcd URL \"/INBOX;UIDVALIDITY=1/;UID=1\" TEXT {5}\r\nabcde)\r\n",
+			[]int64{3, 7, 12}},
+		{"a APPEND INBOX CATENATE (TEXT {3}\r\nabc) (\\Seen) CATENATE (TEXT {4}\r\nabcd TEXT {1}\r\nx) {2}\r\nab UTF8 ({3}\r\nabc)\r\n",
+			[]int64{3, 4, 5, 2, 3}},
+		{"a APPEND {5}\r\nINBOX CATENATE (TEXT {2}\r\nab)\r\n", []int64{0, 2}},
+		{"a SETMETADATA INBOX (/private/comment {3}\r\nabc /shared/comment {4}\r\nabcd)\r\n", []int64{3, 4}},
+	} {
+		var p CommandParser
+		s := NewScanner(bufio.NewReaderSize(strings.NewReader(tt.wire), 64), 0)
+		var got []int64
+		for {
+			line, lit, ok, err := s.ReadLine()
+			if err == nil {
+				err = p.Line(line, lit, ok)
+			}
+			if err != nil {
+				t.Fatalf("%q: %v", tt.wire, err)
+			}
+			if !ok {
+				break
+			}
+			got = append(got, p.PendingMessageSize())
+			b, err := s.ReadLiteral(nil, 4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.PendingIsMessage() {
+				p.LiteralStreamed(int64(len(b)))
+			} else {
+				p.Literal(b)
+			}
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%q: PendingMessageSize %v, want %v", tt.wire, got, tt.want)
+		}
+	}
+}
