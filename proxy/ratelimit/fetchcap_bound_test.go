@@ -28,7 +28,7 @@ func TestFetchCapOvershootBoundedByOneMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	addr, _ := startProxy(t, l, dovecotBackend(t, dc))
+	addr, audit := startProxy(t, l, dovecotBackend(t, dc))
 	c := dial(t, addr, "127.0.0.1")
 	c.want("a1 LOGIN alice alice-pw", "a1 OK")
 	c.want("a2 SELECT INBOX", "a2 OK")
@@ -38,6 +38,9 @@ func TestFetchCapOvershootBoundedByOneMessage(t *testing.T) {
 	}
 	resp, n := c.do("f1 UID FETCH 1 (UID " + strings.Join(items, " ") + ")")
 	t.Logf("answer %q after %d content octets (budget %d, message about %d)", resp, n, budget, size)
+	// The refused charges: each content item past the cap is a limit hit
+	// of its own (one audit record each).
+	t.Logf("%d fetch cap hits for one response", audit.hits(LimitFetchBytesPerUser))
 	if n > budget+2*size {
 		t.Fatalf("%d content octets delivered under a %d-octet cap (messages of about %d octets): %.0fx the cap",
 			n, budget, size, float64(n)/budget)
