@@ -234,3 +234,26 @@ func TestRelaySteadyStateAllocates(t *testing.T) {
 		}
 	}
 }
+
+// With a Limiter, FETCH content is charged and each response held back
+// while a charge may be refused, in the client writer's own buffer
+// (ARCHITECTURE.md §12): still nothing allocated per command.
+func TestRelaySteadyStateAllocatesLimited(t *testing.T) {
+	if testenv.Race() {
+		t.Skip("the race detector drops pooled buffers; .ci/run runs this test without it")
+	}
+	c := newFixedRelay(t, 100, func(o *Options) { o.Limiter = &blockingLimiter{} })
+	for _, cc := range []struct{ name, cmd string }{
+		{"SELECT", "s SELECT INBOX"},
+		{"limited FETCH BODY", "b UID FETCH 1 (BODY.PEEK[])"},
+		{"limited FETCH ENVELOPE by sequence number", "e FETCH 1:* ENVELOPE"},
+	} {
+		round := c.rounder(cc.cmd)
+		for range 50 {
+			round()
+		}
+		if n := testing.AllocsPerRun(500, round); n != 0 {
+			t.Errorf("%s: %v allocations per command", cc.name, n)
+		}
+	}
+}

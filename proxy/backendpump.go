@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"strings"
@@ -75,11 +76,18 @@ func responseCodeArgs(line []byte) string {
 // delivery is the backend pump's account of one FETCH response carrying
 // message content (ARCHITECTURE.md §12: count what is delivered).
 type delivery struct {
-	t       imapwire.FetchTracker
-	num     uint32 // the response's message sequence number
-	written bool   // bytes of this response already reached the client writer
-	counted bool   // the message was counted (its first content item)
-	stop    bool   // a cap was crossed: end the session after this response
+	t   imapwire.FetchTracker
+	num uint32 // the response's message sequence number
+	// held is the response so far, held back in the client writer's free
+	// space while holding, so that a refused charge sends none of it
+	// (emit, literal, room, commit).
+	held    []byte
+	holding bool
+	written bool  // bytes of this response reached the client writer, not held
+	counted bool  // its first content item was charged (the message)
+	charged int64 // content octets charged
+	litOwed int64 // of the content literal being streamed, octets not yet written
+	hit     bool  // a limit hit of this response is kept (one a response)
 }
 
 // backendPump relays the backend's responses to the client (ARCHITECTURE.md §2):
@@ -377,13 +385,13 @@ func (p *backendPump) relay() (parked bool) {
 		}
 		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
 		owes := p.w.owes()
-		if lines++; err != nil || p.w.dv.stop || owes || !plain || lines >= heldLines || !p.lineBuffered() {
+		if lines++; err != nil || owes || !plain || lines >= heldLines || !p.lineBuffered() {
 			let()
 		}
 		if owes {
 			p.logOwed()
 		}
-		if err != nil || p.w.dv.stop {
+		if err != nil {
 			return
 		}
 		p.outSince += n
@@ -692,8 +700,11 @@ func (p *backendPump) fault(what string, haveOut bool) {
 
 // relayResponse writes the rest of one response (its first piece given),
 // streaming literals, and flushes once the backend has nothing buffered.
-// Content in a FETCH response is counted against the caps before it goes
-// out (deliver). Called with the client writer held.
+// Content in a FETCH response is charged before its first byte goes out
+// (track, deliver); while a charge may still be refused the response is
+// held back (emit, literal), so that a refusal ends the session before
+// any of it whenever it fits the client writer's buffer (ARCHITECTURE.md
+// §12). Called with the client writer held.
 func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
 	s, dv := p.s, &p.w.dv
 	sc := p.be.sc
@@ -706,27 +717,32 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 		p.r.mid.Store(true)
 		defer p.r.mid.Store(false)
 	}
+	if tracking && relay && s.limit != nil {
+		dv.held, dv.holding = w.AvailableBuffer(), true
+	}
 	for {
 		if tracking && !p.track(part, final && hasLit && literals) {
-			return n, errStop
+			return n, p.cut(errStop)
 		}
 		if relay {
-			w.Write(part)
+			if err = p.emit(w, part); err != nil {
+				return n, p.cut(err)
+			}
 			n += int64(len(part))
-			dv.written = true
 		}
 		for !final {
 			if part, final, _, hasLit, err = p.readPart(); err != nil {
 				p.readFailed(err, true)
-				return n, err
+				return n, p.cut(err)
 			}
 			if tracking && !p.track(part, final && hasLit && literals) {
-				return n, errStop
+				return n, p.cut(errStop)
 			}
 			if relay {
-				w.Write(part)
+				if err = p.emit(w, part); err != nil {
+					return n, p.cut(err)
+				}
 				n += int64(len(part))
-				dv.written = true
 			}
 		}
 		if !hasLit {
@@ -739,31 +755,24 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 		}
 		var m int64
 		if relay {
-			m, err = sc.StreamLiteral(w)
-		} else {
-			err = sc.DiscardLiteral()
+			m, err = p.literal(w)
+		} else if err = sc.DiscardLiteral(); err != nil {
+			p.readFailed(err, true)
 		}
 		n += m
 		if err != nil {
-			if errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil {
-				p.readFailed(err, true)
-			} else {
-				s.clientWriteFailed(err)
-			}
-			return n, err
+			return n, p.cut(err)
 		}
 		if part, final, _, hasLit, err = p.readPart(); err != nil {
 			p.readFailed(err, true)
-			return n, err
+			return n, p.cut(err)
 		}
 	}
+	p.commit(w)
+	s.out.open = openNone
 	if tracking {
 		p.delivered()
 		dv.t.End()
-	}
-	if dv.stop {
-		s.stop(byeFetchCap, true)
-		return n, nil
 	}
 	if p.be.br.Buffered() == 0 {
 		if err := s.out.flush(); err != nil {
@@ -774,17 +783,138 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 	return n, nil
 }
 
+// emit writes a piece of the response to the client writer, or holds it
+// back with the rest while holding and it fits (room), else writes what
+// is held first (commit). An error is the client's, already handled.
+func (p *backendPump) emit(w *bufio.Writer, b []byte) error {
+	dv := &p.w.dv
+	if dv.holding {
+		fits, err := p.room(w, int64(len(b)))
+		if err != nil {
+			return err
+		}
+		if fits {
+			dv.held = append(dv.held, b...)
+			return nil
+		}
+		p.commit(w)
+	}
+	w.Write(b)
+	dv.written = true
+	p.s.out.open = openLine
+	return nil
+}
+
+// literal relays the open literal of the response: held with the rest
+// when it fits, else streamed straight into the client writer once what is
+// held is written. It returns the octets relayed; an error is handled
+// (readFailed, clientWriteFailed).
+func (p *backendPump) literal(w *bufio.Writer) (int64, error) {
+	dv, sc := &p.w.dv, p.be.sc
+	if dv.holding {
+		size := sc.LiteralRemaining()
+		fits, err := p.room(w, size)
+		if err != nil {
+			return 0, err
+		}
+		if fits {
+			k := len(dv.held)
+			dv.held, err = sc.ReadLiteral(dv.held, int(size))
+			dv.litOwed = 0 // held: it goes with the rest or not at all
+			if err != nil {
+				p.readFailed(err, true)
+			}
+			return int64(len(dv.held) - k), err
+		}
+		p.commit(w)
+	}
+	p.s.out.open = openLiteral
+	m, err := sc.StreamLiteral(w)
+	dv.written = true
+	dv.litOwed = max(dv.litOwed-m, 0)
+	switch {
+	case err == nil:
+		p.s.out.open = openLine
+	case errors.Is(err, imapwire.ErrNoLiteral) || w.Flush() == nil:
+		p.readFailed(err, true)
+	default:
+		p.s.clientWriteFailed(err)
+	}
+	return m, err
+}
+
+// room reports whether k more octets can be held. What is held lives in
+// the client writer's free space (no copy of its own: commit writes it in
+// place); when earlier responses fill part of that buffer they are sent to
+// make room, as the writer would. An error is the client's, handled.
+func (p *backendPump) room(w *bufio.Writer, k int64) (bool, error) {
+	dv := &p.w.dv
+	// k may be any literal size up to imapwire.MaxLiteralSize: compared
+	// with the room left, never added to what is held.
+	if k <= int64(cap(dv.held)-len(dv.held)) {
+		return true, nil
+	}
+	if w.Buffered() == 0 || k > int64(w.Size()-len(dv.held)) {
+		return false, nil
+	}
+	if err := w.Flush(); err != nil {
+		p.s.clientWriteFailed(err)
+		return false, err
+	}
+	// The writer's free space now starts before the held bytes: move
+	// them there (append copies as memmove does, overlap and all).
+	dv.held = append(w.AvailableBuffer(), dv.held...)
+	return true, nil
+}
+
+// commit writes what is held, which is already in place in the client
+// writer's free space, and ends the holding: the rest of the response
+// streams, and a refusal in it cuts the response (deliver).
+func (p *backendPump) commit(w *bufio.Writer) {
+	dv := &p.w.dv
+	if !dv.holding {
+		return
+	}
+	if len(dv.held) > 0 {
+		w.Write(dv.held) // at most w.Available(): copied onto itself
+		dv.written = true
+		p.s.out.open = openLine
+	}
+	dv.held, dv.holding = nil, false
+}
+
+// cut closes the account of a response that stops short (a refused
+// charge, a client that stopped reading, a backend lost or broken, a drain
+// past its grace): what was held never leaves, and what reached the
+// client writer is recorded as read (delivered: its UID, the content
+// octets that went out), as a whole response would be (ARCHITECTURE.md
+// §11). It returns err.
+func (p *backendPump) cut(err error) error {
+	dv := &p.w.dv
+	dv.held, dv.holding = nil, false
+	if dv.t.Active() {
+		if dv.written {
+			p.delivered()
+		}
+		dv.t.End()
+	}
+	return err
+}
+
 // track feeds a piece of a FETCH response to its tracker (with the literal
-// it opens, when lit) and asks deliver about the content it carries, before
-// the piece is written. It returns false when the session must end now.
+// it opens, when lit) and charges the content it carries (deliver) before
+// the piece is written. It returns false when the charge was refused: the
+// session is ending.
 func (p *backendPump) track(part []byte, lit bool) bool {
 	dv := &p.w.dv
 	before := dv.t.Content
 	dv.t.Part(part)
 	content := dv.t.Content - before
+	var litLen int64
 	if lit {
 		if l := p.be.sc.LiteralRemaining(); dv.t.Literal(l) {
 			content += l
+			litLen = l
 		}
 	}
 	// A content item counts its message even when empty (BODY[] {0}):
@@ -792,27 +922,42 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 	if content <= 0 && (dv.counted || dv.t.Items == 0) {
 		return true
 	}
-	return p.deliver(content)
+	if !p.deliver(content, !dv.counted) {
+		return false
+	}
+	dv.counted = true
+	dv.charged += content
+	dv.litOwed = litLen
+	return true
 }
 
 // deliver asks the Limiter before content octets of a FETCH response go to
-// the client. A cap crossed ends the response stream at a message
-// boundary: before this message when none of it was sent, else after it
-// (dv.stop). It returns false when the session must end now. Called with
-// the client writer held.
-func (p *backendPump) deliver(octets int64) bool {
+// the client (msg: they begin its message). A refusal ends the session at
+// once with "* BYE [LIMIT]": nothing of the response went out when it was
+// all held, else the response is cut where the refused item would begin,
+// so that no content leaves uncharged (ARCHITECTURE.md §12). One limit hit
+// is kept a response: its refusal, else its first alert. It returns false
+// on a refusal. Called with the client writer held.
+func (p *backendPump) deliver(octets int64, msg bool) bool {
 	s, dv := p.s, &p.w.dv
 	l := s.limit
 	if l == nil {
 		return true
 	}
 	msgs := 0
-	if !dv.counted {
-		msgs, dv.counted = 1, true
+	if msg {
+		msgs = 1
 	}
 	res := l.Delivered(octets, msgs)
 	if res.hit() {
-		p.w.hits = append(p.w.hits, res) // logged after the response (logOwed)
+		// Logged after the response (logOwed), which began with none.
+		switch {
+		case !dv.hit:
+			p.w.hits = append(p.w.hits, res)
+			dv.hit = true
+		case res.Exceeded:
+			p.w.hits[len(p.w.hits)-1] = res
+		}
 	}
 	if res.Delay > 0 {
 		// Mid-response: the client writer stays held, as the response
@@ -822,29 +967,27 @@ func (p *backendPump) deliver(octets int64) bool {
 	if !res.Exceeded {
 		return true
 	}
-	if !dv.written {
-		s.stop(byeFetchCap, true)
-		return false
-	}
-	dv.stop = true
-	return true
+	s.stop(byeFetchCap, true)
+	return false
 }
 
 // delivered records a FETCH response that carried content against the
 // command it answers (answering), else the oldest command in flight
 // (content pushed during IDLE or NOOP), else as a delivery of its own
-// (NOTIFY, RFC 5465). Each response is counted once, so that the records'
-// sums are the session's. A response with header items only (ENVELOPE,
-// BODYSTRUCTURE, BODY: read-content, no counted octets) names its message
-// in the record of the FETCH it answers, else in a delivery of its own
-// (NOTIFY's MessageNew items): never in another command's, which reads
-// no content.
+// (NOTIFY, RFC 5465): at its end, or when it was cut after some of it went
+// out (cut), with the content octets that did. Each response is counted
+// once, so that the records' sums are the session's. A response with
+// header items only (ENVELOPE, BODYSTRUCTURE, BODY: read-content, no
+// counted octets) names its message in the record of the FETCH it
+// answers, else in a delivery of its own (NOTIFY's MessageNew items):
+// never in another command's, which reads no content.
 func (p *backendPump) delivered() {
 	dv := &p.w.dv
-	content := dv.t.Items > 0
+	content := dv.counted
 	if !content && dv.t.Headers == 0 {
 		return
 	}
+	octets := dv.charged - dv.litOwed
 	if content {
 		p.messagesFetched++
 	}
@@ -858,7 +1001,7 @@ func (p *backendPump) delivered() {
 	if f != nil {
 		if content {
 			f.messages++
-			f.content += dv.t.Content
+			f.content += octets
 			f.readContent = true
 		}
 		if hasUID && len(f.uids) < p.s.lim.MaxAuditUIDs {
@@ -868,7 +1011,7 @@ func (p *backendPump) delivered() {
 		return
 	}
 	r.mu.Unlock()
-	ev := DeliveryEvent{Bytes: dv.t.Content, Mailbox: p.s.info.Selected, Headers: !content}
+	ev := DeliveryEvent{Bytes: octets, Mailbox: p.s.info.Selected, Headers: !content}
 	if content {
 		ev.Messages = 1
 	}

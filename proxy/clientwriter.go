@@ -23,7 +23,22 @@ type clientWriter struct {
 	// compresses into dw.
 	fw *flate.Writer
 	cw compressWriter
+	// open: the backend pump wrote part of a response and not its end
+	// (Session.stop).
+	open openState
 }
+
+// openState says where a response the backend pump left half written
+// stands: the proxy's own line (a BYE) starts after a CRLF in the middle
+// of a line, and is not written at all in the middle of a literal, whose
+// octets it would become (ARCHITECTURE.md §15).
+type openState uint8
+
+const (
+	openNone openState = iota
+	openLine
+	openLiteral
+)
 
 // setConn makes the writer write to c: the TCP connection, or TLS on it
 // (tcp then being the connection beneath, whose writes a large write

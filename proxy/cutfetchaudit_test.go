@@ -32,11 +32,7 @@ func TestAuditNamesMessageOfCutFetch(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.c.Close()
-	waitFor(t, func() bool {
-		h.audit.mu.Lock()
-		defer h.audit.mu.Unlock()
-		return len(h.audit.closes) == 1
-	})
+	h.audit.waitCloses(t, 1)
 	h.audit.mu.Lock()
 	defer h.audit.mu.Unlock()
 	var rec *CommandEvent

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -155,6 +156,16 @@ func (a *recAuditor) lastAuth(t testing.TB) AuthEvent {
 		t.Fatal("no auth event")
 	}
 	return a.auths[len(a.auths)-1]
+}
+
+// waitCloses waits until n sessions were closed.
+func (a *recAuditor) waitCloses(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.closes) == n
+	})
 }
 
 func (a *recAuditor) hasSecurity(kind string) bool {
@@ -376,6 +387,17 @@ func (c *tconn) expectClosed(prefixes ...string) {
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		c.t.Fatalf("connection not closed: read timed out")
 	}
+}
+
+// readToClose reads what the server sends until it closes the connection.
+func (c *tconn) readToClose() []byte {
+	c.t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
+	rest, err := io.ReadAll(c.br)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.t.Fatal("connection not closed: read timed out")
+	}
+	return rest
 }
 
 func (c *tconn) starttls() {

@@ -444,10 +444,10 @@ type LimitConn interface {
 	Command(cmd *imapwire.Command) LimitResult
 	// Delivered is asked before message content goes to the client, in
 	// whatever response it comes (FETCH, IDLE and NOOP pushes, NOTIFY):
-	// octets of content, and messages 1 at a message's first content
-	// item. Exceeded ends the session at the message boundary with
-	// "* BYE [LIMIT]". It runs on the backend pump: it must not wait on
-	// the network.
+	// the octets of one content item, and messages 1 at a message's
+	// first. Exceeded ends the session at once with "* BYE [LIMIT]": the
+	// item and nothing after it goes out (ARCHITECTURE.md §12). It runs
+	// on the backend pump: it must not wait on the network.
 	Delivered(octets int64, messages int) LimitResult
 	// Snapshot returns the counters a policy may read
 	// (input.session.limits); it allocates.

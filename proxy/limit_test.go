@@ -21,6 +21,9 @@ type fakeLimiter struct {
 	// messages counts the messages Delivered was told of; past
 	// maxMessages (when set) it refuses.
 	messages, maxMessages int
+	// maxBytes (when set) refuses content that would take fetched past
+	// it, uncharged.
+	maxBytes int64
 }
 
 func (f *fakeLimiter) Connect(s *SessionInfo) (LimitResult, LimitConn) {
@@ -93,6 +96,9 @@ func (f *fakeLimiter) Command(_ *SessionInfo, cmd *imapwire.Command) LimitResult
 func (f *fakeLimiter) Delivered(_ *SessionInfo, bytes int64, msgs int) LimitResult {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.maxBytes > 0 && f.fetched+bytes > f.maxBytes {
+		return LimitResult{Exceeded: true, Limit: "fetch_bytes_per_user", Key: "user"}
+	}
 	f.fetched += bytes
 	f.messages += msgs
 	if f.maxMessages > 0 && f.messages > f.maxMessages {

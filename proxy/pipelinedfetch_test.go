@@ -40,11 +40,7 @@ func TestPipelinedFetchesLinearWork(t *testing.T) {
 			t.Errorf("%d pipelined FETCHes took %d steps, more than %d", n, got, most)
 		}
 	}
-	waitFor(t, func() bool {
-		h.audit.mu.Lock()
-		defer h.audit.mu.Unlock()
-		return len(h.audit.closes) == 3
-	})
+	h.audit.waitCloses(t, 3)
 	h.audit.mu.Lock()
 	defer h.audit.mu.Unlock()
 	messages := 0

@@ -425,7 +425,16 @@ func (s *Session) stop(r *reply, haveOut bool) {
 			s.out.lock()
 		}
 		w := s.out.buf()
-		w.Write(b)
+		switch s.out.open {
+		case openLine:
+			// A response cut short: the BYE starts a line of its own
+			// (ARCHITECTURE.md §15).
+			w.WriteString("\r\n")
+			w.Write(b)
+		case openNone:
+			w.Write(b)
+		}
+		s.out.open = openNone
 		s.out.flush()
 		if !haveOut {
 			s.out.unlock()

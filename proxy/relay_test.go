@@ -274,11 +274,7 @@ func TestAuditEventsCarryMessageAccess(t *testing.T) {
 	c.expectTagged("a5", "a5 OK")
 	c.send("a6 LOGOUT")
 	c.expectClosed("* BYE", "a6 OK")
-	waitFor(t, func() bool {
-		h.audit.mu.Lock()
-		defer h.audit.mu.Unlock()
-		return len(h.audit.closes) == 1
-	})
+	h.audit.waitCloses(t, 1)
 	h.audit.mu.Lock()
 	defer h.audit.mu.Unlock()
 	byTag := map[string]CommandEvent{}

@@ -665,8 +665,8 @@ func (l *Limiter) chargeAppend(c *config, ss *sessState, now, n int64) proxy.Lim
 // Delivered charges message content as it goes to the client, in
 // whatever response it comes (FETCH, IDLE and NOOP pushes, NOTIFY), before
 // it is sent (ARCHITECTURE.md §12: caps count what is delivered). With fetch_action
-// deny, content that would take a budget over is refused, so that the
-// proxy ends the session at the message boundary; delay and alert charge it
+// deny, content that would take a budget over is refused, uncharged, and
+// the proxy ends the session before it goes; delay and alert charge it
 // and wait or alert. The local buckets decide at once; with Redis the
 // charge reaches the shared buckets through the background flush
 // (flushLoop), so the backend pump never waits on the network, and the
