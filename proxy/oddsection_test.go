@@ -44,7 +44,7 @@ func TestOddHeaderFieldNamesStillCounted(t *testing.T) {
 				o.Router = &StaticRouter{Default: &Backend{Name: name, Addr: addr, Security: BackendStartTLS,
 					TLS: &tls.Config{RootCAs: caPool(t, caFile), ServerName: "localhost"}}}
 			})
-			for i, names := range []string{`"X[Y"`, `"X]Y"`, `"X[Y]"`, `"[" "]"`, `"X[" FROM`} {
+			for i, names := range []string{`"X[Y"`, `"X]Y"`, `"X[Y]"`, `"[" "]"`, `"X[" FROM`, `"X]" FROM`} {
 				c := h.login()
 				c.transact("s SELECT INBOX", "s OK")
 				tag := fmt.Sprintf("f%d", i)
