@@ -149,7 +149,7 @@ type tracker interface {
 	Begin([]byte) bool
 	Part([]byte)
 	Literal(int64) bool
-	End()
+	End() bool
 }
 
 // BenchmarkFetchTracker feeds whole FETCH response lines, as the relay

@@ -20,6 +20,13 @@ import (
 // show header fields in a structure (the read-content effect of the
 // command table) but whose octets no cap counts; they name the message
 // read all the same (Headers).
+//
+// A response it cannot read (a byte no state expects, a literal where
+// none may stand, a line that ends before the attribute list closes) is
+// never read as "no content": from where it gave up, every octet left of
+// the response, literals included, is content of the response's message
+// (GaveUp, End), so the relay charges it and ends the session
+// (ARCHITECTURE.md §12).
 type FetchTracker struct {
 	st      fstate
 	name    [32]byte // start of the current item's name, as sent
@@ -35,6 +42,7 @@ type FetchTracker struct {
 	uidOK   bool
 	skip    int  // bytes of the first piece before the attribute list
 	header  bool // the current item is a header item
+	gaveUp  bool // the response could not be read: the rest is content
 	// first is the start of the first content item's name ("BODY[TEXT]"),
 	// or of the first header item's when there is no content item, for
 	// telling which command a response answers (Answers).
@@ -61,7 +69,7 @@ const (
 	fsListQ                 // inside a quoted string in a list value
 	fsAfter                 // after a value: SP or ")"
 	fsLiteral               // a literal marker at the end of the piece
-	fsBroken                // malformed: stop looking
+	fsBroken                // unreadable: every octet left is content (giveUp)
 	fsDone                  // the attribute list closed
 )
 
@@ -108,12 +116,14 @@ func (t *FetchTracker) Literal(size int64) bool {
 		t.st = fsAfter
 	case fsList:
 		c = t.content
-	case fsName:
-		// A literal inside a section (HEADER.FIELDS): part of the name.
+	case fsOff:
 		return false
 	default:
-		t.st = fsBroken
-		return false
+		// A literal where the response as read has none (inside a name,
+		// an atom or a quoted string, after the attribute list) or after
+		// the tracker gave up: content, with the rest.
+		t.giveUp()
+		c = true
 	}
 	if c {
 		t.Content += size
@@ -127,11 +137,38 @@ func (t *FetchTracker) UID() (uint32, bool) { return uint32(t.uid), t.uidOK }
 // Active reports whether a FETCH response is being tracked.
 func (t *FetchTracker) Active() bool { return t.st != fsOff }
 
-// End finishes the response.
-func (t *FetchTracker) End() { t.st = fsOff }
+// GaveUp reports whether the tracker could not read the response: all of
+// it from that point on is counted as content (ARCHITECTURE.md §12).
+func (t *FetchTracker) GaveUp() bool { return t.gaveUp }
+
+// End finishes the response. It reports whether the response was read to
+// the end of its attribute list: false when the tracker gave up, or when
+// the response ended before its ")" (what the tracker took for a list or
+// a string went on to the end of the line).
+func (t *FetchTracker) End() (read bool) {
+	read = t.st == fsDone && !t.gaveUp
+	t.st = fsOff
+	return read
+}
+
+// giveUp stops reading a response the tracker cannot follow: from the
+// byte it stopped at, the rest of the response is content, and the
+// response counts as one more content item, so that its message is
+// charged and recorded (ARCHITECTURE.md §12). A string cut short counts
+// as content too.
+func (t *FetchTracker) giveUp() {
+	if t.st == fsQuoted || t.st == fsListQ {
+		t.Content += t.qlen
+	}
+	if !t.gaveUp {
+		t.gaveUp = true
+		t.Items++
+	}
+	t.st = fsBroken
+}
 
 func (t *FetchTracker) startName() {
-	t.nameLen, t.sect, t.quoted, t.content, t.header, t.isUID, t.depth = 0, 0, false, false, false, false, 0
+	t.nameLen, t.sect, t.quoted, t.esc, t.content, t.header, t.isUID, t.depth = 0, 0, false, false, false, false, false, 0
 }
 
 func (t *FetchTracker) endName() {
@@ -179,9 +216,11 @@ func (t *FetchTracker) endName() {
 // item (else its first header item) is one of them, BODY[s] answering
 // BODY.PEEK[s] too (RFC 9051 §7.5.2), whatever the header list or
 // partial, ENVELOPE answering ALL and FULL, BODY answering FULL (RFC 9051
-// §6.4.5). True when the response had neither. It does not allocate.
+// §6.4.5). True when the response had neither, or when the tracker gave
+// up (what it read of the items is not to be trusted): any FETCH may have
+// asked for it. It does not allocate.
 func (t *FetchTracker) Answers(items []string) bool {
-	if t.Items == 0 && t.Headers == 0 {
+	if t.firstLen == 0 || t.gaveUp {
 		return true
 	}
 	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only
@@ -251,8 +290,18 @@ func hasPrefixFold(b []byte, upper string) bool {
 func (t *FetchTracker) feed(b []byte) {
 	for i := 0; i < len(b); {
 		switch t.st {
-		case fsOff, fsBroken, fsDone:
+		case fsOff:
 			return
+		case fsBroken:
+			t.Content += int64(len(b) - i)
+			return
+		case fsDone:
+			// Only the final CRLF may follow the attribute list.
+			if c := b[i]; c != '\r' && c != '\n' {
+				t.giveUp()
+				continue
+			}
+			i++
 		case fsOpen:
 			switch b[i] {
 			case ' ':
@@ -260,14 +309,14 @@ func (t *FetchTracker) feed(b []byte) {
 				t.st = fsName
 				t.startName()
 			default:
-				t.st = fsBroken
+				t.giveUp()
+				continue
 			}
 			i++
 		case fsName:
 			i = t.nameRun(b, i)
 		case fsValue:
 			c := b[i]
-			i++
 			switch c {
 			case '"':
 				t.st, t.esc, t.qlen = fsQuoted, false, 0
@@ -276,11 +325,13 @@ func (t *FetchTracker) feed(b []byte) {
 			case '{', '~':
 				t.st = fsLiteral
 			case ' ', ')', '\r', '\n':
-				t.st = fsBroken
+				t.giveUp()
+				continue
 			default:
 				t.st = fsAtom
 				t.atomByte(c)
 			}
+			i++
 		case fsAtom:
 			i = t.atomRun(b, i)
 		case fsQuoted, fsListQ:
@@ -288,20 +339,18 @@ func (t *FetchTracker) feed(b []byte) {
 		case fsList:
 			i = t.listRun(b, i)
 		case fsAfter:
-			c := b[i]
-			i++
-			switch c {
+			// A line ending here ends the response before its ")".
+			switch b[i] {
 			case ' ':
 				t.st = fsName
 				t.startName()
 			case ')':
 				t.st = fsDone
-			case '\r', '\n':
-				// The end of a line after a literal inside a list value,
-				// or the final CRLF.
 			default:
-				t.st = fsBroken
+				t.giveUp()
+				continue
 			}
+			i++
 		case fsLiteral:
 			// The rest of the marker: the caller reports it with Literal.
 			j := bytes.IndexByte(b[i:], '\n')
@@ -343,12 +392,18 @@ func (t *FetchTracker) nameRun(b []byte, i int) int {
 		}
 		c := b[i]
 		switch {
+		case t.quoted && t.esc:
+			t.esc = false // the escaped byte, in this piece or the next
+		case t.quoted && c == '"':
+			t.quoted = false
+		case t.quoted && c == '\\':
+			t.esc = true
+		case c == '\r' || c == '\n':
+			// A name (a section, a quoted header name in it) cut by
+			// the end of the line: unreadable.
+			t.giveUp()
+			return i
 		case t.quoted:
-			if c == '"' {
-				t.quoted = false
-			} else if c == '\\' {
-				i++ // the escaped byte is not looked at
-			}
 		case c == '"' && t.sect > 0:
 			t.quoted = true
 		case c == '[':
@@ -357,17 +412,14 @@ func (t *FetchTracker) nameRun(b []byte, i int) int {
 			t.sect--
 		case t.sect == 0 && c == ' ':
 			if t.nameLen == 0 {
-				t.st = fsBroken
-				return len(b)
+				t.giveUp()
+				return i
 			}
 			t.endName()
 			return i + 1
 		case t.sect == 0 && c == ')' && t.nameLen == 0:
 			t.st = fsDone
-			return len(b)
-		case c == '\r' || c == '\n':
-			t.st = fsBroken
-			return len(b)
+			return i + 1
 		}
 		if t.nameLen < len(t.name) {
 			t.name[t.nameLen] = c
@@ -388,7 +440,10 @@ func (t *FetchTracker) atomRun(b []byte, i int) int {
 			return i + 1
 		case ')':
 			t.st = fsDone
-			return len(b)
+			return i + 1
+		case '\r', '\n':
+			t.giveUp() // the line ended before the attribute list
+			return i
 		default:
 			if t.isUID {
 				t.atomByte(c)
@@ -500,11 +555,11 @@ func ItemKeys(dst []ItemKey, items []string) []ItemKey {
 }
 
 // AnswersKeys is Answers for the items keys were made of (ItemKeys):
-// true when the response had neither content nor header items, else when
-// its first content item (else its first header item) has a key. It does
-// not allocate.
+// true when the response had neither content nor header items, or when
+// the tracker gave up (Answers), else when its first content item (else
+// its first header item) has a key. It does not allocate.
 func (t *FetchTracker) AnswersKeys(keys []ItemKey) bool {
-	if t.Items == 0 && t.Headers == 0 {
+	if t.firstLen == 0 || t.gaveUp {
 		return true
 	}
 	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only

@@ -46,9 +46,17 @@ func (t *refTracker) refEndName() {
 func (t *refTracker) feed(b []byte) {
 	for i := 0; i < len(b); i++ {
 		c := b[i]
+		// gu gives up at c: it and every byte after it are content.
+		gu := func() { t.giveUp(); t.Content++ }
 		switch t.st {
-		case fsOff, fsBroken, fsDone:
+		case fsOff:
 			return
+		case fsBroken:
+			t.Content++
+		case fsDone:
+			if c != '\r' && c != '\n' {
+				gu()
+			}
 		case fsOpen:
 			switch c {
 			case ' ':
@@ -56,16 +64,20 @@ func (t *refTracker) feed(b []byte) {
 				t.st = fsName
 				t.startName()
 			default:
-				t.st = fsBroken
+				gu()
 			}
 		case fsName:
 			switch {
+			case t.quoted && t.esc:
+				t.esc = false
+			case t.quoted && c == '"':
+				t.quoted = false
+			case t.quoted && c == '\\':
+				t.esc = true
+			case c == '\r' || c == '\n':
+				gu()
+				continue
 			case t.quoted:
-				if c == '"' {
-					t.quoted = false
-				} else if c == '\\' {
-					i++
-				}
 			case c == '"' && t.sect > 0:
 				t.quoted = true
 			case c == '[':
@@ -74,17 +86,14 @@ func (t *refTracker) feed(b []byte) {
 				t.sect--
 			case t.sect == 0 && c == ' ':
 				if t.nameLen == 0 {
-					t.st = fsBroken
-					return
+					gu()
+					continue
 				}
 				t.refEndName()
 				continue
 			case t.sect == 0 && c == ')' && t.nameLen == 0:
 				t.st = fsDone
-				return
-			case c == '\r' || c == '\n':
-				t.st = fsBroken
-				return
+				continue
 			}
 			if t.nameLen < len(t.name) {
 				t.name[t.nameLen] = c
@@ -99,7 +108,7 @@ func (t *refTracker) feed(b []byte) {
 			case '{', '~':
 				t.st = fsLiteral
 			case ' ', ')', '\r', '\n':
-				t.st = fsBroken
+				gu()
 			default:
 				t.st = fsAtom
 				t.atomByte(c)
@@ -111,6 +120,8 @@ func (t *refTracker) feed(b []byte) {
 				t.startName()
 			case ')':
 				t.st = fsDone
+			case '\r', '\n':
+				gu()
 			default:
 				t.atomByte(c)
 			}
@@ -140,11 +151,8 @@ func (t *refTracker) feed(b []byte) {
 				t.startName()
 			case ')':
 				t.st = fsDone
-			case '\r', '\n':
-				// The end of a line after a literal inside a list value,
-				// or the final CRLF.
 			default:
-				t.st = fsBroken
+				gu()
 			}
 		case fsLiteral:
 			// The rest of the marker: the caller reports it with Literal.

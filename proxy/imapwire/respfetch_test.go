@@ -154,3 +154,80 @@ func FuzzFetchTracker(f *testing.F) {
 		}
 	})
 }
+
+// trackToEnd is runTracker, then End: the tracker and whether it read the
+// response to its end.
+func trackToEnd(t *testing.T, wire string, buf int) (*FetchTracker, bool) {
+	t.Helper()
+	tr, _ := runTracker(t, wire, buf)
+	gave := tr.GaveUp()
+	read := tr.End()
+	if gave && read {
+		t.Errorf("%q: End reads a response the tracker gave up on", wire)
+	}
+	return tr, read
+}
+
+// A response the tracker cannot read is never "no content": from where it
+// gave up, the rest of the response, literals included, is content of its
+// message, and End says it was not read (ARCHITECTURE.md §12). Each case
+// is one way to give up; the first two are the echoes of HEADER.FIELDS
+// names Cyrus sends unquoted (attack46c).
+func TestFetchTrackerGivesUpToContent(t *testing.T) {
+	tests := []struct {
+		name, wire string
+		content    int64 // at least
+		uid        uint32
+	}{
+		{"unbalanced [ in a section", "* 1 FETCH (UID 5 BODY[HEADER.FIELDS (X[Y)] {2}\r\nab BODY[] {5}\r\nhello)\r\n", 7, 5},
+		{"] closing a section early", "* 1 FETCH (UID 5 BODY[HEADER.FIELDS (X] FROM)] {2}\r\nab BODY[] {5}\r\nhello)\r\n", 7, 5},
+		{"no attribute list", "* 1 FETCH UID 5 {5}\r\nhello\r\n", 5, 0},
+		{"empty item name", "* 1 FETCH (UID 5  BODY[] {5}\r\nhello)\r\n", 5, 5},
+		{"no value", "* 1 FETCH (UID 5 FLAGS  BODY[] {5}\r\nhello)\r\n", 5, 5},
+		{"bytes after a string", "* 1 FETCH (UID 5 X \"a\"b BODY[] {5}\r\nhello)\r\n", 5, 5},
+		{"bytes after the list", "* 1 FETCH (UID 5) BODY[] {5}\r\nhello\r\n", 5, 5},
+		{"literal after an atom", "* 1 FETCH (UID 5 X a{5}\r\nhello)\r\n", 5, 5},
+		{"literal in a name", "* 1 FETCH (UID 5 X{5}\r\nhello)\r\n", 5, 5},
+		{"literal in a quoted header name", "* 1 FETCH (UID 5 BODY[HEADER.FIELDS (\"X{5}\r\nhello\")] NIL)\r\n", 5, 5},
+		{"literal in a quoted value", "* 1 FETCH (UID 5 X \"ab{5}\r\nhello\")\r\n", 7, 5},
+		{"line ends after a literal", "* 1 FETCH (UID 5 BODY[] {5}\r\nhello\r\n", 7, 5},
+		{"line ends in an atom", "* 1 FETCH (UID 5 RFC822.SIZE 44\r\n", 2, 5},
+	}
+	for _, tt := range tests {
+		for _, buf := range []int{16, 4096} {
+			tr, read := trackToEnd(t, tt.wire, buf)
+			uid, _ := tr.UID()
+			if read || tr.Content < tt.content || tr.Items == 0 || uid != tt.uid {
+				t.Errorf("%s (buf %d): read %v, content %d, items %d, uid %d; want not read, content >= %d, items > 0, uid %d",
+					tt.name, buf, read, tr.Content, tr.Items, uid, tt.content, tt.uid)
+			}
+			if !tr.Answers([]string{"FLAGS"}) || !tr.AnswersKeys(ItemKeys(nil, []string{"FLAGS"})) {
+				t.Errorf("%s: an unread response answers no FETCH", tt.name)
+			}
+		}
+	}
+	// The end of the line inside a list: nothing left to count, but not
+	// read either.
+	if _, read := trackToEnd(t, "* 1 FETCH (UID 5 FLAGS (\\Seen\r\n", 16); read {
+		t.Error("a list cut by the end of the line read to its end")
+	}
+	// The exact account: the rest of the line from the byte given up at,
+	// and every literal after it.
+	tr, _ := trackToEnd(t, "* 1 FETCH (UID 5 BODY[HEADER.FIELDS (X[Y)] {2}\r\nab BODY[] {5}\r\nhello)\r\n", 4096)
+	if want := int64(len("\r\n") + 2 + len(" BODY[] {5}\r\n") + 5 + len(")\r\n")); tr.Content != want {
+		t.Errorf("content %d, want %d", tr.Content, want)
+	}
+	// Readable responses are read to their end.
+	for _, w := range []string{
+		"* 1 FETCH (UID 7 FLAGS (\\Seen))\r\n",
+		"* 3 FETCH (BODY[TEXT] {3}\r\nabc UID 42)\r\n",
+		"* 1 FETCH (BODY[HEADER.FIELDS (FROM \"X-A\")] \"From: a\\\"b\\r\\n\" UID 2)\r\n",
+		"* 1 FETCH (ENVELOPE (\"d\" {4}\r\nsubj NIL NIL NIL NIL NIL NIL NIL NIL) UID 9)\r\n",
+		"* 1 FETCH (BINARY[1] ~{3}\r\n\x00\x01\x02)\r\n",
+		"* 1 FETCH ()\r\n",
+	} {
+		if tr, read := trackToEnd(t, w, 16); !read || tr.GaveUp() {
+			t.Errorf("%q: not read to its end", w)
+		}
+	}
+}
