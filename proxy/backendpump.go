@@ -684,6 +684,10 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 	}
 }
 
+// faultUnreadFetch is the fault of a FETCH response the tracker could not
+// read (imapwire.FetchTracker.GaveUp, End).
+const faultUnreadFetch = "FETCH response the proxy cannot read"
+
 // fault ends a session whose backend broke the protocol: the client gets
 // "* BYE [UNAVAILABLE]", the backend connection is closed, the audit names
 // the fault (ARCHITECTURE.md §13: a compromised legacy server is contained).
@@ -772,7 +776,13 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 	s.out.open = openNone
 	if tracking {
 		p.delivered()
-		dv.t.End()
+		if !dv.t.End() {
+			// Charged and recorded, the unread rest as content: the
+			// proxy no longer knows what this backend delivers
+			// (ARCHITECTURE.md §12, §13).
+			p.fault(faultUnreadFetch, true)
+			return n, errStop
+		}
 	}
 	if p.be.br.Buffered() == 0 {
 		if err := s.out.flush(); err != nil {
@@ -916,6 +926,14 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 			content += l
 			litLen = l
 		}
+	}
+	if dv.t.GaveUp() && !dv.written {
+		// A FETCH response the tracker cannot read never means no
+		// content: none of it has gone out, so none does
+		// (ARCHITECTURE.md §12). Once some has, the rest is charged as
+		// content and the session ends after it (relayResponse).
+		p.fault(faultUnreadFetch, true)
+		return false
 	}
 	// A content item counts its message even when empty (BODY[] {0}):
 	// the cap counts what the audit counts (delivered).
