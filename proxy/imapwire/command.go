@@ -317,6 +317,7 @@ var (
 	errCmdDepth        = &SyntaxError{Msg: "lists nested too deep"}
 	errCmdTooManyArgs  = &SyntaxError{Msg: "too many arguments"}
 	errCmdAfterLiteral = &SyntaxError{Msg: "missing SP after literal"}
+	errCmdSectionLit   = &SyntaxError{Code: "CLIENTBUG", Msg: `a literal in a section stands only for a whole header field name, after "(" or SP and before SP or ")"`}
 )
 
 // Reset makes p ready for a new command. Small buffers are kept for reuse;
@@ -441,11 +442,19 @@ func (p *CommandParser) line(line []byte, lit Literal, hasLit bool) error {
 	} else if p.atomDepth == 0 && len(b) > 0 && b[0] != ' ' && b[0] != ')' {
 		// What follows a literal is SP, ")" or the end of the command.
 		return errCmdAfterLiteral
+	} else if p.atomDepth > 0 && (len(b) > 0 && b[0] != ' ' && b[0] != ')' || len(b) == 0 && hasLit) {
+		// A header name written as a literal is the whole name: the
+		// literal's octets join the section's text (literal), so
+		// "X{1}\r\nY" would be one name here and another elsewhere.
+		return errCmdSectionLit
 	}
 	if err := p.parseArgs(b, hasLit); err != nil {
 		return err
 	}
 	if hasLit {
+		if n := len(p.atom); p.atomDepth > 0 && p.atom[n-1] != '(' && p.atom[n-1] != ' ' {
+			return errCmdSectionLit
+		}
 		if p.atomDepth == 0 {
 			if p.needSep {
 				return errCmdLitSP
@@ -887,6 +896,13 @@ func (p *CommandParser) literal(body []byte, size int64, streamed bool) {
 	p.cmd.Literals++
 	p.cmd.LiteralBytes = addSat(p.cmd.LiteralBytes, size)
 	if p.atomDepth > 0 {
+		// A header field name (the only literal a section holds),
+		// joined to the section's text: it must be one the text
+		// reads back as that name (headerName), and seen.
+		if streamed || !headerName(string(body)) {
+			p.err = errArgHeaderName
+			return
+		}
 		p.atom = append(p.atom, body...)
 		return
 	}

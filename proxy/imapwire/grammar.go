@@ -48,6 +48,7 @@ var (
 	errArgDate        = &SyntaxError{Msg: "bad date"}
 	errArgFetch       = &SyntaxError{Msg: "bad FETCH item"}
 	errArgSection     = &SyntaxError{Msg: "bad FETCH section"}
+	errArgHeaderName  = &SyntaxError{Code: "CLIENTBUG", Msg: `header field name empty or with a character servers echo in more than one form: printable US-ASCII but SP ":" "(" ")" "[" "]" "{" DQUOTE "\" "%" only`}
 	errArgSearch      = &SyntaxError{Msg: "bad search key"}
 	errArgExt         = &SyntaxError{Msg: "extension not offered"}
 	errArgTooMany     = &SyntaxError{Msg: "too many parameters"}
@@ -1478,8 +1479,8 @@ func (k *checker) fetchItem(item string) (content, seen, ok bool) {
 		if !k.needCap(CapBINARY) || !sectionPart(section, true) {
 			return false, false, false
 		}
-	} else if !sectionSpec(section) {
-		k.fail(errArgSection)
+	} else if err := sectionSpec(section); err != nil {
+		k.fail(err)
 		return false, false, false
 	}
 	if partial != "" && !partialSpec(partial) {
@@ -1508,9 +1509,9 @@ func sectionEnd(s string) int {
 
 // sectionSpec checks section-spec (RFC 9051 §9): empty, section-msgtext,
 // or section-part ["." section-text].
-func sectionSpec(s string) bool {
+func sectionSpec(s string) error {
 	if s == "" {
-		return true
+		return nil
 	}
 	i := 0
 	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
@@ -1519,47 +1520,69 @@ func sectionSpec(s string) bool {
 			j++
 		}
 		if s[i] == '0' {
-			return false // nz-number
+			return errArgSection // nz-number
 		}
 		if j == len(s) {
-			return true
+			return nil
 		}
 		if s[j] != '.' {
-			return false
+			return errArgSection
 		}
 		i = j + 1
 	}
 	text := s[i:]
 	if i > 0 && text == "MIME" {
-		return true
+		return nil
 	}
 	switch {
 	case text == "HEADER", text == "TEXT":
-		return true
+		return nil
 	case strings.HasPrefix(text, "HEADER.FIELDS.NOT "):
 		return headerList(text[len("HEADER.FIELDS.NOT "):])
 	case strings.HasPrefix(text, "HEADER.FIELDS "):
 		return headerList(text[len("HEADER.FIELDS "):])
 	}
-	return false
+	return errArgSection
 }
 
 // headerList checks "(" header-fld-name *(SP header-fld-name) ")", each
-// name an astring made of field-name characters (RFC 5322 §3.6.8: printable
-// except ":").
-func headerList(s string) bool {
+// name an atom or a quoted string that headerName takes (a literal's
+// content is checked as it is read, CommandParser.literal).
+func headerList(s string) error {
 	if len(s) < 3 || s[0] != '(' || s[len(s)-1] != ')' {
-		return false
+		return errArgSection
 	}
 	for _, f := range strings.Split(s[1:len(s)-1], " ") {
 		if len(f) >= 2 && f[0] == '"' && f[len(f)-1] == '"' {
 			f = f[1 : len(f)-1]
 		}
-		if f == "" {
-			return false
+		if !headerName(f) {
+			return errArgHeaderName
 		}
-		for i := 0; i < len(f); i++ {
-			if c := f[i]; c <= ' ' || c >= 0x7f || c == ':' || c == '"' || c == '\\' || c == '(' || c == ')' {
+	}
+	return nil
+}
+
+// headerName reports whether f is a header field name with one reading
+// in every backend's echo of it. Servers repeat the names in the
+// response's item name (RFC 9051 §7.5.2): Cyrus unquoted
+// (BODY[HEADER.FIELDS (X[Y)]) or as a literal ("%", DQUOTE, "\"),
+// Dovecot and Courier quoted, Courier without escaping DQUOTE; and the
+// relay reads that name to find the content after it (FetchTracker;
+// ARCHITECTURE.md §7, §12). So a name is RFC 5322 §3.6.8 field-name
+// characters (printable US-ASCII but ":") none of which makes an echo one
+// the tracker cannot read back: no "(", ")", "[", "]", "{", DQUOTE, "\"
+// or "%"; and not empty.
+func headerName(f string) bool {
+	if f == "" {
+		return false
+	}
+	for i := 0; i < len(f); i++ {
+		switch c := f[i]; c {
+		case ':', '(', ')', '[', ']', '{', '"', '\\', '%':
+			return false
+		default:
+			if c <= ' ' || c >= 0x7f {
 				return false
 			}
 		}
