@@ -103,7 +103,7 @@ func (g *Gen) Cases() []*Case {
 			return []Cmd{one("u1", "SUBSCRIBE", s)}
 		}),
 	)
-	cases = append(cases, g.tagCase(), g.argCase(), g.spaceCase(), g.pipelineCase(), g.closeCase(), g.readOnlyCase())
+	cases = append(cases, g.tagCase(), g.argCase(), g.spaceCase(), g.pipelineCase(), g.closeCase(), g.readOnlyCase(), g.headerNameCase())
 	if b.Caps["CATENATE"] {
 		cases = append(cases, g.catenateCase())
 	}
@@ -111,6 +111,42 @@ func (g *Gen) Cases() []*Case {
 		cases = append(cases, g.notifyCase())
 	}
 	return cases
+}
+
+// headerNameCase fetches a body after a HEADER.FIELDS (or .NOT) list
+// holding a name with every printable character, in each form (atom,
+// quoted, literal), and the odd lists of attack46c: each backend echoes
+// the names in its response (Cyrus unquoted), and the content after them
+// must be in the trail, never lost to a name the proxy read otherwise
+// (ARCHITECTURE.md §7, §12); a name the proxy cannot read back in every
+// echo is refused.
+func (g *Gen) headerNameCase() *Case {
+	c := &Case{Name: "EXAMINE Keep; FETCH 1 (BODY.PEEK[HEADER.FIELDS (<names>)] BODY.PEEK[])"}
+	k := Quote(g.B.Wire("Keep"))
+	add := func(label string, names ...seg) {
+		for _, fields := range []string{"HEADER.FIELDS", "HEADER.FIELDS.NOT"} {
+			segs := append([]seg{T(" FETCH 1 (BODY.PEEK[" + fields + " (")}, names...)
+			segs = append(segs, T(")] BODY.PEEK[])"))
+			c.Steps = append(c.Steps, &Step{
+				Label: fmt.Sprintf("EXAMINE Keep; FETCH 1 (BODY.PEEK[%s (%s)] BODY.PEEK[])", fields, label),
+				Cmds:  []Cmd{Line("h1", "EXAMINE "+k), Build("h2", segs...)},
+			})
+		}
+	}
+	for _, x := range printable {
+		n := "X" + string(x) + "Y"
+		add("atom "+n, T(n))
+		add("quoted "+Quote(n), T(Quote(n)))
+		add("literal "+n, L(n, litSync))
+	}
+	for _, l := range []string{`"X[Y"`, `"X]Y"`, `"X[Y]"`, `"[" "]"`, `"X[" FROM`, `"X]" FROM`, `FROM "X]"`, `""`, `"X Y"`,
+		`"X\Y"`, `"X"Y"`, `"X{2}"`, `"café"`, `FROM  TO`, `FROM TO`} {
+		add(l, T(l))
+	}
+	add("literal {0}", L("", litSync))
+	add("literal X Y", L("X Y", litSync))
+	add("literal FROM, literal X[Y", L("FROM", litSync), T(" "), L("X[Y", litSync))
+	return c
 }
 
 // flagsCase appends messages stored \Deleted (any case, RFC 9051
