@@ -44,7 +44,7 @@ func TestOddHeaderFieldNamesStillCounted(t *testing.T) {
 				o.Router = &StaticRouter{Default: &Backend{Name: name, Addr: addr, Security: BackendStartTLS,
 					TLS: &tls.Config{RootCAs: caPool(t, caFile), ServerName: "localhost"}}}
 			})
-			for i, names := range []string{`"X[Y"`, `"X]Y"`, `"X[Y]"`, `"[" "]"`, `"X[" FROM`, `"X]" FROM`} {
+			for i, names := range []string{`"X[Y"`, `"X]Y"`, `"X[Y]"`, `"[" "]"`, `"X[" FROM`, `"X]" FROM`, `"X-%*~}" FROM`, `"X-*~}" FROM`, "X-Y"} {
 				c := h.login()
 				c.transact("s SELECT INBOX", "s OK")
 				tag := fmt.Sprintf("f%d", i)
@@ -64,6 +64,13 @@ func TestOddHeaderFieldNamesStillCounted(t *testing.T) {
 					}
 				}
 				c.transact("z LOGOUT", "z OK")
+				last := lines[len(lines)-1]
+				if !strings.HasPrefix(last, tag+" OK") {
+					// Refused (by the proxy: BAD [CLIENTBUG], never
+					// forwarded; or by the backend): nothing read.
+					t.Logf("%s: %q", names, lines)
+					continue
+				}
 				var rec *CommandEvent
 				waitFor(t, func() bool {
 					h.audit.mu.Lock()
@@ -79,9 +86,6 @@ func TestOddHeaderFieldNamesStillCounted(t *testing.T) {
 				r := *rec
 				h.audit.mu.Unlock()
 				t.Logf("%s: %q → record content %d, UIDs %v", names, lines, r.Content, r.UIDs)
-				if !strings.HasSuffix(lines[len(lines)-1], "OK") && !strings.Contains(lines[len(lines)-1], " OK ") {
-					continue // the backend refused it: nothing read
-				}
 				if r.Content < size || len(r.UIDs) != 1 || r.UIDs[0] != 1 {
 					t.Errorf("%s: the client read BODY[] of UID 1 (%d+ octets); the record says %d octets, UIDs %v", names, size, r.Content, r.UIDs)
 				}
