@@ -33,7 +33,9 @@ type LookupOptions struct {
 	// CacheSize bounds the cache; default 10000 answers.
 	CacheSize int
 	// SendPassword sends the client's password as Auth-Pass, for a
-	// service that checks it. Off by default: the backend checks it.
+	// service that checks it. Off by default: the backend checks it. It
+	// needs an https URL, or http to a loopback address: a password never
+	// crosses the network in clear.
 	SendPassword bool
 	// MaxWait caps the Auth-Wait a service asks for; default 10 s.
 	MaxWait time.Duration
@@ -103,6 +105,16 @@ type answer struct {
 	wait   time.Duration // Auth-Wait, capped
 }
 
+// loopbackHost: "localhost" or a loopback address, where http does not
+// leave the host.
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
 // ErrLookup wraps every failure to get a usable answer from the service:
 // the login then gets NO [UNAVAILABLE] (fail closed).
 var ErrLookup = errors.New("route lookup failed")
@@ -112,6 +124,9 @@ func NewLookup(o LookupOptions) (*Lookup, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("lookup: url %q: want http:// or https:// with a host", o.URL)
+	}
+	if o.SendPassword && u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+		return nil, fmt.Errorf("lookup: send_password over http would send every password in clear to %s: use https (http only to a loopback address)", u.Host)
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultLookupTimeout

@@ -402,3 +402,30 @@ func TestDirectoryRoute(t *testing.T) {
 		t.Errorf("the lookup was asked %d times though the directory routed", w.ls.count()-n)
 	}
 }
+
+// Passwords never cross the network in clear: with SendPassword the
+// service must be https, or http on a loopback address, as LDAP (ldap://
+// without StartTLS) and OAuth2 (introspection) are held to.
+func TestLookupRefusesPasswordInClear(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		send bool
+		ok   bool
+	}{
+		{"http://192.0.2.10:9000/auth", true, false},
+		{"http://auth.example.net/auth", true, false},
+		{"http://[2001:db8::1]:9000/auth", true, false},
+		{"http://127.0.0.1.example.net/auth", true, false},
+		{"http://127.0.0.1:9000/auth", true, true},
+		{"http://127.8.0.1:9000/auth", true, true},
+		{"http://[::1]:9000/auth", true, true},
+		{"http://localhost:9000/auth", true, true},
+		{"https://auth.example.net/auth", true, true},
+		{"http://192.0.2.10:9000/auth", false, true}, // no password sent
+	} {
+		_, err := NewLookup(LookupOptions{URL: tc.url, SendPassword: tc.send})
+		if (err == nil) != tc.ok {
+			t.Errorf("%s (send_password %v): err %v, want ok %v", tc.url, tc.send, err, tc.ok)
+		}
+	}
+}
