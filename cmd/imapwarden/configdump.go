@@ -264,7 +264,8 @@ func redactAll(n *yaml.Node) {
 }
 
 // secretKey reports whether a key's value is a secret: one of its words
-// is password (pass, pwd), secret, token, credential(s) or apikey, or it
+// is password (pass, pwd), secret, token, credential(s), apikey,
+// authorization or cookie, or it
 // ends in _key (api_key, hmac_key), and it does not
 // name a file, path or directory holding one.
 func secretKey(k string) bool {
@@ -280,27 +281,51 @@ func secretKey(k string) bool {
 	}
 	for _, w := range words {
 		switch w {
-		case "password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "tokens", "credential", "credentials", "apikey":
+		case "password", "passwd", "pass", "pwd", "passphrase", "secret", "secrets", "token", "tokens", "credential", "credentials", "apikey",
+			"authorization", "cookie": // HTTP headers a lookup service may be given (routes.lookup.headers)
 			return true
 		}
 	}
 	return false
 }
 
-// redactValue hides a PEM block and a URL's password in any value.
+// redactValue hides a PEM block, a URL's password and the values of a
+// URL's query parameters that secretKey names (?access_token=, ?api_key=)
+// in any value.
 func redactValue(v string) string {
 	if strings.Contains(v, "-----BEGIN") {
 		return redacted
 	}
-	if i := strings.Index(v, "://"); i > 0 && strings.Contains(v[i:], "@") {
-		if u, err := url.Parse(v); err == nil && u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), redacted)
-				return u.String()
-			}
+	i := strings.Index(v, "://")
+	if i <= 0 || !strings.ContainsAny(v[i:], "@?") {
+		return v
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		return v
+	}
+	changed := false
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), redacted)
+			changed = true
 		}
 	}
-	return v
+	if u.RawQuery != "" {
+		params := strings.Split(u.RawQuery, "&")
+		for j, kv := range params {
+			k, _, ok := strings.Cut(kv, "=")
+			if name, err := url.QueryUnescape(k); ok && err == nil && secretKey(name) {
+				params[j] = k + "=" + redacted
+				changed = true
+			}
+		}
+		u.RawQuery = strings.Join(params, "&")
+	}
+	if !changed {
+		return v
+	}
+	return u.String()
 }
 
 // config dump
@@ -308,8 +333,9 @@ func redactValue(v string) string {
 const configUsage = `Usage: imapwarden config dump -c FILE
 
 Print the effective configuration: the file with every default filled in,
-secrets redacted (values of keys naming a password, secret, token or
-credential, PEM blocks, passwords in URLs). The admin listener serves the
+secrets redacted (values of keys naming a password, secret, token,
+credential, authorization or cookie, PEM blocks, passwords in URLs and
+their query parameters of such names). The admin listener serves the
 running one at GET /config. The file is parsed but not checked: run
 "imapwarden validate" for that.
 `

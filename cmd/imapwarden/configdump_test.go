@@ -31,6 +31,12 @@ nested:
   empty_token: ""
 list:
   - {name: a, secret: hunter2-j}
+headers:
+  Authorization: "Bearer hunter2-k"
+  Proxy-Authorization: "Basic hunter2-l"
+  Cookie: "sid=hunter2-m"
+  X-Proxy-Name: mx1
+lookup_url: "https://auth.example/lookup?access_token=hunter2-n&site=mx1&api_key=hunter2-o"
 `
 	var n yaml.Node
 	if err := yaml.Unmarshal([]byte(doc), &n); err != nil {
@@ -46,7 +52,8 @@ list:
 		t.Errorf("a secret survived:\n%s", got)
 	}
 	for _, keep := range []string{"/etc/keep/one", "/etc/keep/two", "/etc/keep/three.pem", "p256", "24h",
-		"redis://bob:REDACTED@redis.example:6379/0", "https://acme.example/dir", "user: bob", "empty_token: \"\""} {
+		"redis://bob:REDACTED@redis.example:6379/0", "https://acme.example/dir", "user: bob", "empty_token: \"\"",
+		"X-Proxy-Name: mx1", "site=mx1"} {
 		if !strings.Contains(got, keep) {
 			t.Errorf("lost %q:\n%s", keep, got)
 		}
