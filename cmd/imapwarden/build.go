@@ -264,7 +264,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("metrics: %v", err)
 	}
 	s.opts.Metrics = m
-	buildAdmin(&p, s, cfg.Admin)
+	buildAdmin(&p, s, cfg.Admin, warn)
 	buildPolicy(&p, s, cfg.Policy, backends, log)
 	s.reloads.engine = s.engine
 	buildRouting(&p, s, cfg.Routes)
@@ -843,7 +843,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // buildAdmin checks the admin section: off-loopback access needs a token.
 // The view's configuration and audit trail are set by buildMode.
-func buildAdmin(p *problems, s *setup, c adminConfig) {
+func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format string, args ...any)) {
 	s.adminTimeouts, s.adminLimits = defaultAdminTimeouts, defaultAdminLimits
 	s.adminAddr = defaultAdminAddress
 	if c.Address != nil {
@@ -902,6 +902,11 @@ func buildAdmin(p *problems, s *setup, c adminConfig) {
 			return
 		}
 		s.adminTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if host, _, _ := net.SplitHostPort(s.adminAddr); s.adminTLS == nil && !isLoopback(host) {
+		// Tokens are bearer secrets: whoever sees one on the path can end
+		// sessions, lift lockouts and read the audit trail.
+		warn("admin.tls", "not set: admin tokens, console sign-ins and their cookie cross the network to %s in clear", s.adminAddr)
 	}
 }
 

@@ -696,3 +696,44 @@ func TestEveryLimitHasAKey(t *testing.T) {
 		}
 	}
 }
+
+// Admin tokens are bearer secrets with write scope (end sessions, lift
+// lockouts, read the whole audit trail): an admin listener off loopback
+// without admin.tls sends them, and the console's sign-in and cookie, in
+// clear. Like a plain backend, that is said at start.
+func TestAdminInClearWarned(t *testing.T) {
+	dir := t.TempDir()
+	tlsFiles(t, dir)
+	token := filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(token, []byte("0123456789abcdef-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := "listeners: [{address: \"127.0.0.1:0\", mode: tls}]\ntls: {certificates: [{cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}]}\n" +
+		"backends: {main: {address: \"127.0.0.1:143\", security: plain}}\n"
+	for _, tc := range []struct {
+		admin string
+		warn  bool
+	}{
+		{"admin: {address: \"0.0.0.0:9143\", token_file: " + token + "}\n", true},
+		{"admin: {address: \"192.0.2.1:9143\", tokens: [{name: prom, scope: read, file: " + token + "}]}\n", true},
+		{"admin: {address: \"0.0.0.0:9143\", token_file: " + token + ", tls: {cert: " + dir + "/cert.pem, key: " + dir + "/key.pem}}\n", false},
+		{"admin: {address: \"127.0.0.1:9143\", token_file: " + token + "}\n", false},
+		{"admin: {address: \"[::1]:9143\"}\n", false},
+		{"", false}, // the default, 127.0.0.1:9143
+	} {
+		cfg, err := parseConfig([]byte(base + tc.admin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := check(cfg, zap.NewNop())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.admin, err)
+		}
+		got := slices.ContainsFunc(s.warnings, func(w warning) bool {
+			return w.Key == "admin.tls" && strings.Contains(w.Msg, "in clear")
+		})
+		if got != tc.warn {
+			t.Errorf("%q: warned %v, want %v (warnings %v)", tc.admin, got, tc.warn, s.warnings)
+		}
+	}
+}
