@@ -274,7 +274,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 			p.add("policy.groups_file: %v", err)
 		}
 	}
-	buildRateLimits(&p, s, cfg.RateLimits, groups, log)
+	buildRateLimits(&p, s, cfg.RateLimits, groups, log, warn)
 	buildAudit(&p, s, cfg.Audit, checkOnly, log)
 	if s.auditWire != nil {
 		s.wire.Store(s.auditWire)
@@ -566,11 +566,8 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 		if c.TLS != nil {
 			p.add("%s.tls: set, but security is plain; use starttls or tls, or remove the tls section", key)
 		}
-		for _, a := range addrs {
-			if host, _, err := net.SplitHostPort(a); err == nil && !isLoopback(host) {
-				warn(key+".security", "plain: client passwords cross the network to %s unencrypted", a)
-				break
-			}
+		if a := remoteAddr(addrs); a != "" {
+			warn(key+".security", "plain: client passwords cross the network to %s unencrypted", a)
 		}
 	case "starttls":
 		b.Security = proxy.BackendStartTLS

@@ -124,6 +124,10 @@ type redisConfig struct {
 	Timeout              *duration `yaml:"timeout"`
 	// LockoutSyncInterval: how often the fleet's lockouts are mirrored.
 	LockoutSyncInterval *duration `yaml:"lockout_sync_interval"`
+	// TLS reaches every address (servers, Sentinels, Cluster nodes) over
+	// TLS, verified against ca_file (or the system roots) for each
+	// address's host unless server_name says; the keys of a backend's tls.
+	TLS *backendTLSConfig `yaml:"tls"`
 }
 
 // adminConfig is the operator listener: metrics, probes, sessions, the

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +64,7 @@ func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*pro
 
 // buildRateLimits makes the Limiter (on unless rate_limits.enabled is
 // false). groups gives the users' groups for group_limits.
-func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[string][]string, log *zap.Logger) {
+func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[string][]string, log *zap.Logger, warn func(key, format string, args ...any)) {
 	if c.Enabled != nil && !*c.Enabled {
 		return
 	}
@@ -107,6 +110,21 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 		}
 		ro := ratelimit.RedisOptions{Addr: r.Address, Addrs: r.Addresses, MasterName: r.SentinelMaster, Cluster: r.Cluster,
 			Username: r.Username, DB: r.DB, Timeout: r.Timeout.get(0)}
+		if r.TLS != nil {
+			tc, err := redisTLS(r.TLS)
+			if err != nil {
+				p.add("rate_limits.redis.tls: %v", err)
+				return
+			}
+			ro.TLS = tc
+			if r.TLS.Insecure {
+				warn("rate_limits.redis.tls.insecure", "the Redis servers' certificates are not verified: anyone on the path can read its password and change every lockout")
+			}
+		} else if a := remoteAddr(append([]string{r.Address}, r.Addresses...)); a != "" {
+			// Lockouts are only as good as the store: on the path, anyone
+			// could lift them, or lock everyone out.
+			warn("rate_limits.redis.tls", "not set: its password, lockouts and counters cross the network to %s in clear", a)
+		}
 		if r.SentinelPasswordFile != "" {
 			pw, err := readSecretFile(r.SentinelPasswordFile)
 			if err != nil {
@@ -227,4 +245,48 @@ func (c limiterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(trackedKeysDesc, prometheus.GaugeValue, float64(st.TrackedKeys))
 	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(st.Evicted))
+}
+
+// redisTLS is the client TLS of rate_limits.redis.tls. The server name is
+// left empty unless given: each dial then verifies its own address's host
+// (crypto/tls.DialWithDialer), Sentinels and Cluster nodes included.
+func redisTLS(t *backendTLSConfig) (*tls.Config, error) {
+	minVersion, err := tlsVersion(t.MinVersion, false)
+	if err != nil {
+		return nil, fmt.Errorf("min_version: %w", err)
+	}
+	if minVersion == 0 {
+		minVersion = tls.VersionTLS12
+	}
+	tc := &tls.Config{MinVersion: minVersion, ServerName: t.ServerName, InsecureSkipVerify: t.Insecure}
+	if t.Insecure && t.CAFile != "" {
+		return nil, errors.New("insecure and ca_file contradict each other")
+	}
+	if t.CAFile != "" {
+		if tc.RootCAs, err = caPool(t.CAFile); err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+	}
+	if t.ClientCert.Cert != "" || t.ClientCert.Key != "" {
+		if t.ClientCert.Cert == "" || t.ClientCert.Key == "" {
+			return nil, errors.New("client_cert: both cert and key are required")
+		}
+		cert, err := tls.LoadX509KeyPair(t.ClientCert.Cert, t.ClientCert.Key)
+		if err != nil {
+			return nil, fmt.Errorf("client_cert: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// remoteAddr returns the first of addrs ("host:port") whose host is not
+// loopback, or "".
+func remoteAddr(addrs []string) string {
+	for _, a := range addrs {
+		if host, _, err := net.SplitHostPort(a); err == nil && !isLoopback(host) {
+			return a
+		}
+	}
+	return ""
 }
