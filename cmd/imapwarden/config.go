@@ -287,13 +287,15 @@ type routesConfig struct {
 
 // lookupConfig is the routing lookup service (proxy/pool.Lookup).
 type lookupConfig struct {
-	URL          string            `yaml:"url"`
-	Timeout      *duration         `yaml:"timeout"`    // default 5s
-	CacheTTL     *duration         `yaml:"cache_ttl"`  // default 30s; negative: off
-	CacheSize    *int              `yaml:"cache_size"` // default 10000
-	MaxWait      *duration         `yaml:"max_wait"`   // cap of Auth-Wait; default 10s
-	SendPassword bool              `yaml:"send_password"`
-	Headers      map[string]string `yaml:"headers"`
+	URL          string    `yaml:"url"`
+	Timeout      *duration `yaml:"timeout"`    // default 5s
+	CacheTTL     *duration `yaml:"cache_ttl"`  // default 30s; negative: off
+	CacheSize    *int      `yaml:"cache_size"` // default 10000
+	MaxWait      *duration `yaml:"max_wait"`   // cap of Auth-Wait; default 10s
+	SendPassword bool      `yaml:"send_password"`
+	// CAFile: the roots of an https service's private CA.
+	CAFile  string            `yaml:"ca_file"`
+	Headers map[string]string `yaml:"headers"`
 }
 
 type limitsConfig struct {

@@ -378,6 +378,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad max_load", listener + certs + "backends: {main: {address: \"h:993\", security: tls, max_load: 0.5}}\n", []string{"backends.main.max_load"}},
 		{"bad health", listener + certs + "backends: {main: {address: \"h:993\", security: tls, health: {interval: -1s, fall: 0}}}\n", []string{"backends.main.health.interval: must be positive", "backends.main.health.fall: 0: want 1 to 100"}},
 		{"bad lookup url", base + "routes: {lookup: {url: \"ftp://x/auth\"}}\n", []string{"routes.lookup.url:"}},
+		{"lookup ca_file", base + "routes: {lookup: {url: \"https://auth.example.net/auth\", ca_file: " + dir + "/missing.pem}}\n", []string{"line 4: routes.lookup.ca_file:", "missing.pem"}},
 		{"lookup password in clear", base + "routes: {lookup: {url: \"http://192.0.2.10:9000/auth\", send_password: true}}\n", []string{"line 4: routes.lookup.url:", "in clear to 192.0.2.10:9000"}},
 		{"lookup sets auth headers", base + "routes: {lookup: {url: \"http://127.0.0.1:1/auth\", headers: {Auth-User: x}}}\n", []string{"routes.lookup.headers.Auth-User"}},
 		{"several backends no route", listener + certs + "backends: {a: {address: \"h:993\", security: tls}, b: {address: \"h:994\", security: tls}}\n", []string{"routes.default: required"}},

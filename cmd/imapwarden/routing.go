@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
@@ -132,6 +133,14 @@ func buildRouting(p *problems, s *setup, c routesConfig) {
 			if d != nil && *d <= 0 {
 				p.add("routes.lookup.%s: must be positive, got %v", k, *d)
 			}
+		}
+		if lc.CAFile != "" {
+			roots, err := caPool(lc.CAFile)
+			if err != nil {
+				p.add("routes.lookup.ca_file: %v", err)
+				return
+			}
+			o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 		}
 		if len(lc.Headers) > 0 {
 			o.Header = http.Header{}

@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,9 @@ type LookupOptions struct {
 	// Header is added to every request, e.g. a shared secret the service
 	// checks (nginx's auth_http_header).
 	Header http.Header
+	// TLS is the client configuration for an https service, e.g. the
+	// roots of a private CA; nil means the system roots.
+	TLS *tls.Config
 	// Client, when set, makes the requests (tests); its Timeout is not
 	// used: Timeout is.
 	Client *http.Client
@@ -149,6 +153,7 @@ func NewLookup(o LookupOptions) (*Lookup, error) {
 				IdleConnTimeout:        90 * time.Second,
 				MaxResponseHeaderBytes: maxLookupHeader,
 				DialContext:            (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+				TLSClientConfig:        o.TLS,
 			},
 			// A redirect would send the credentials elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -426,6 +428,34 @@ func TestLookupRefusesPasswordInClear(t *testing.T) {
 		_, err := NewLookup(LookupOptions{URL: tc.url, SendPassword: tc.send})
 		if (err == nil) != tc.ok {
 			t.Errorf("%s (send_password %v): err %v, want ok %v", tc.url, tc.send, err, tc.ok)
+		}
+	}
+}
+
+// An https service of a private CA is reached with its roots (TLS), and
+// refused without them.
+func TestLookupPrivateCA(t *testing.T) {
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Auth-Status", "OK")
+		w.Header().Set("Auth-Server", "a")
+	}))
+	t.Cleanup(ts.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(ts.Certificate())
+	for _, tc := range []struct {
+		tls *tls.Config
+		ok  bool
+	}{{&tls.Config{RootCAs: roots}, true}, {nil, false}} {
+		l, err := NewLookup(LookupOptions{URL: ts.URL + "/auth", SendPassword: true, TLS: tc.tls})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := l.ask(context.Background(), &proxy.SessionInfo{}, "alice", "pw-alice")
+		if tc.ok && (err != nil || a.server != "a") {
+			t.Errorf("with the CA: %+v, %v", a, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "certificate")) {
+			t.Errorf("without the CA: %+v, %v; want a certificate error", a, err)
 		}
 	}
 }
