@@ -27,8 +27,9 @@
 //     turns the cache off. Every variable-length part of the key is
 //     length-prefixed, so two inputs never share a key. Parts of the
 //     input (input.session, input.now, input.command.effects) are
-//     remembered the same way, by the key of their own slots, so a miss
-//     builds little more than the rest of the command's part. With
+//     remembered the same way, by the key of their own slots (read from
+//     the decision's key, which holds them), so a miss builds little more
+//     than the rest of the command's part. With
 //     input.session go the values of the rules that read nothing of the
 //     input but the session (sessionRules): a partial evaluation per
 //     session, which the plan fills at the session's first decision.

@@ -508,12 +508,7 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	if st.cache != nil {
 		kp = keyPool.Get().(*[]byte)
 		defer keyPool.Put(kp)
-		key := (*kp)[:0]
-		for x := slot(0); x < numSlots; x++ {
-			if st.uses.has(x) {
-				key = c.appendKey(key, x)
-			}
-		}
+		key := c.appendDecisionKey((*kp)[:0], st.uses)
 		*kp = key
 		if o := st.cache.get(key); o != nil {
 			e.cacheHits.Add(1)
@@ -545,17 +540,16 @@ type inputPart struct {
 // cachedDoc returns the part of the input made of the slots in uses (the
 // session's, now's, or one slot's) from st's cache, built and remembered
 // on a miss. Keys of different parts never collide: each begins with its
-// first slot.
-func cachedDoc(st *state, c *inputCtx, uses slotSet) *inputPart {
-	kp := keyPool.Get().(*[]byte)
-	defer keyPool.Put(kp)
-	key := (*kp)[:0]
-	for x := slot(0); x < numSlots; x++ {
-		if uses.has(x) {
-			key = c.appendKey(key, x)
-		}
+// first slot. The part's key is read from the decision's key (c.keys,
+// appendDecisionKey) when the decision has one.
+func cachedDoc(st *state, c *inputCtx, uses slotSet, which inputPartKind) *inputPart {
+	key := c.keys[which]
+	if key == nil {
+		kp := keyPool.Get().(*[]byte)
+		defer keyPool.Put(kp)
+		key = c.appendSlots((*kp)[:0], uses)
+		*kp = key
 	}
-	*kp = key
 	if part := st.docs.get(key); part != nil {
 		return part
 	}
@@ -604,15 +598,15 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	var nowKey string
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
-			part := cachedDoc(st, c, st.uses&sessionSlots)
+			part := cachedDoc(st, c, st.uses&sessionSlots, partSession)
 			c.session, rules, sessionCalls = part.v, part.rules, part.calls
 		}
 		if st.uses&nowSlots != 0 {
-			part := cachedDoc(st, c, st.uses&nowSlots)
+			part := cachedDoc(st, c, st.uses&nowSlots, partNow)
 			c.nowDoc, nowKey = part.v, part.key
 		}
 		if st.uses.has(slotEffects) && c.cmd != nil {
-			part := cachedDoc(st, c, setOf(slotEffects))
+			part := cachedDoc(st, c, setOf(slotEffects), partEffects)
 			c.effects, effectsCalls = part.v, part.calls
 		}
 	}

@@ -254,7 +254,21 @@ type inputCtx struct {
 	// input.now and input.command.effects already built (cached ones,
 	// sealed: never modified).
 	session, nowDoc, effects val
+	// keys are the keys of those parts, within the decision's key (nil:
+	// cachedDoc makes them).
+	keys [numParts][]byte
 }
+
+// inputPartKind names the parts of the input the engine remembers
+// (cachedDoc).
+type inputPartKind uint8
+
+const (
+	partSession inputPartKind = iota
+	partNow
+	partEffects
+	numParts
+)
 
 func (c *inputCtx) sessionLimits() map[string]int64 {
 	if !c.limitsOK && c.limitsFn != nil && c.s != &noSession {
@@ -490,6 +504,36 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 	return b
 }
 
+// appendSlots appends the key of the slots in uses, in their order.
+func (c *inputCtx) appendSlots(b []byte, uses slotSet) []byte {
+	for x := slot(0); x < numSlots; x++ {
+		if uses.has(x) {
+			b = c.appendKey(b, x)
+		}
+	}
+	return b
+}
+
+// appendDecisionKey is appendSlots, noting in c.keys where the keys of
+// the parts the engine remembers (cachedDoc) are within it: the same
+// slots' keys in the same order.
+func (c *inputCtx) appendDecisionKey(b []byte, uses slotSet) []byte {
+	var at [numSlots + 1]int // where slot x's key begins
+	for x := slot(0); x < numSlots; x++ {
+		at[x] = len(b)
+		if uses.has(x) {
+			b = c.appendKey(b, x)
+		}
+	}
+	at[numSlots] = len(b)
+	c.keys = [numParts][]byte{
+		partSession: b[at[slotSessionID]:at[slotDelimiter+1]],
+		partNow:     b[at[slotNowRFC3339]:at[slotNowZone+1]],
+		partEffects: b[at[slotEffects]:at[slotEffects+1]],
+	}
+	return b
+}
+
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -585,17 +629,8 @@ func (c *inputCtx) build(uses slotSet) *ast.Term { return toAST(c.flat(uses, nil
 // flat makes the input document with the slots in uses, its collections
 // from m's arena (nil: the heap).
 func (c *inputCtx) flat(uses slotSet, m *machine) val {
+	// In the order of the keys: command, now, point, session.
 	top := mk(m, kObj, 4)
-	if uses.has(slotPoint) {
-		top.c.insert(vStr(docPoint), vStr(c.point), false)
-	}
-	if uses&sessionSlots != 0 {
-		s := c.session
-		if s.k == kUndef {
-			s = c.object(uses&sessionSlots, m)
-		}
-		top.c.insert(vStr(docSession), s, false)
-	}
 	if uses&commandSlots != 0 && c.cmd != nil {
 		top.c.insert(vStr(docCommand), c.object(uses&commandSlots, m), false)
 	}
@@ -605,6 +640,16 @@ func (c *inputCtx) flat(uses slotSet, m *machine) val {
 			n = c.object(uses&nowSlots, m)
 		}
 		top.c.insert(vStr(docNow), n, false)
+	}
+	if uses.has(slotPoint) {
+		top.c.insert(vStr(docPoint), vStr(c.point), false)
+	}
+	if uses&sessionSlots != 0 {
+		s := c.session
+		if s.k == kUndef {
+			s = c.object(uses&sessionSlots, m)
+		}
+		top.c.insert(vStr(docSession), s, false)
 	}
 	return top
 }
@@ -627,10 +672,21 @@ func mk(m *machine, k vkind, n int) val {
 	return val{k: k, c: c}
 }
 
+// slotsByName are the slots in the order of their keys: an object built
+// in that order is appended to, never searched and shifted (coll.insert).
+var slotsByName = func() []slot {
+	xs := make([]slot, numSlots)
+	for x := range xs {
+		xs[x] = slot(x)
+	}
+	slices.SortFunc(xs, func(a, b slot) int { return strings.Compare(slotNames[a][1], slotNames[b][1]) })
+	return xs
+}()
+
 // object builds one second-level document from its slots in uses.
 func (c *inputCtx) object(uses slotSet, m *machine) val {
 	obj := mk(m, kObj, 16)
-	for x := slot(0); x < numSlots; x++ {
+	for _, x := range slotsByName {
 		if !uses.has(x) {
 			continue
 		}
