@@ -38,7 +38,12 @@
 //     (callScopes), are remembered with that part by their arguments (and
 //     input.now's key), keyed exactly (appendValKey: 1 and 1.0 apart), and
 //     only when no builtin failed. Each plan is kept in one copy per
-//     decision point too, input.point a constant there (specialize).
+//     decision point too, input.point a constant there (specialize); in
+//     it, a run of a set rule's bodies (deny's) that reads nothing of the
+//     input but the session and the effects is remembered with the
+//     session by the effects' part: what it adds to the set (bodies.go).
+//     Only where skipping those bodies changes nothing else: none reads a
+//     local it did not write, and no later body one they leave.
 //   - The fast path (a command no policy inspects) is a map lookup
 //     returning a shared Decision: no evaluation, no allocation. Shared
 //     Decisions and cached ones are never modified, and neither may a

@@ -535,7 +535,15 @@ type inputPart struct {
 	rules []ruleMemo
 	calls []*callMemo
 	key   string // input.now's: part of the key of calls of scopeClock
+	// bodies, input.session's, remember bodies of rules by the effects'
+	// part (bodies.go), per policy; id, input.command.effects', names
+	// this part there (0: not remembered, so never met again).
+	bodies []*callMemo
+	id     uint64
 }
+
+// partIDs numbers the remembered parts (inputPart.id).
+var partIDs atomic.Uint64
 
 // cachedDoc returns the part of the input made of the slots in uses (the
 // session's, now's, or one slot's) from st's cache, built and remembered
@@ -564,6 +572,14 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet, which inputPartKind) *input
 			}
 		}
 		part.calls = newCallMemos(st, scopeSession, scopeClock)
+		for i, p := range st.dirs {
+			if p.prog != nil && p.prog.bodies {
+				if part.bodies == nil {
+					part.bodies = make([]*callMemo, len(st.dirs))
+				}
+				part.bodies[i] = &callMemo{}
+			}
+		}
 	case uses&^nowSlots == 0:
 		part.v = c.object(uses, nil)
 		part.key = string(key)
@@ -575,6 +591,7 @@ func cachedDoc(st *state, c *inputCtx, uses slotSet, which inputPartKind) *input
 	}
 	part.v = seal(part.v)
 	if len(key) <= maxKey && valSize(part.v, maxEntry) <= maxEntry {
+		part.id = partIDs.Add(1)
 		st.docs.put(key, part)
 	}
 	return part
@@ -594,12 +611,13 @@ func (e *Engine) count(o *outcome) {
 // evaluate runs every policy that concerns the input.
 func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome {
 	var rules []ruleMemo
-	var sessionCalls, effectsCalls []*callMemo
+	var sessionCalls, effectsCalls, bodies []*callMemo
 	var nowKey string
+	var effectsID uint64
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
 			part := cachedDoc(st, c, st.uses&sessionSlots, partSession)
-			c.session, rules, sessionCalls = part.v, part.rules, part.calls
+			c.session, rules, sessionCalls, bodies = part.v, part.rules, part.calls, part.bodies
 		}
 		if st.uses&nowSlots != 0 {
 			part := cachedDoc(st, c, st.uses&nowSlots, partNow)
@@ -607,7 +625,7 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		}
 		if st.uses.has(slotEffects) && c.cmd != nil {
 			part := cachedDoc(st, c, setOf(slotEffects), partEffects)
-			c.effects, effectsCalls = part.v, part.calls
+			c.effects, effectsCalls, effectsID = part.v, part.calls, part.id
 		}
 	}
 	// The input is built once, in the machine's arena, for every policy;
@@ -645,6 +663,9 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 		}
 		if effectsCalls != nil {
 			memo.calls[scopeEffects] = effectsCalls[i]
+		}
+		if bodies != nil {
+			memo.bodies, memo.effects = bodies[i], effectsID
 		}
 		d, err := p.decide(ctx, m, input, &inputTerm, c.now, memo)
 		if e.opts.OnEvaluation != nil {

@@ -460,6 +460,10 @@ func (m *machine) exec(b block, base int) (int, error) {
 		case opReturn:
 			m.ret = m.stack[base+in.target]
 			return returned, nil
+		case opBodies:
+			if err := m.bodies(in.group, base); err != nil {
+				return 0, err
+			}
 		default:
 			return 0, fmt.Errorf("policy: plan statement %d", in.op)
 		}

@@ -19,6 +19,10 @@ type memos struct {
 	// now is the key of input.now's slots (cachedDoc), part of the key
 	// of a call of scopeClock.
 	now string
+	// bodies remembers the session's bodies of rules (bodyGroup) by the
+	// id of the command's effects' part, effects (0: none remembered).
+	bodies  *callMemo
+	effects uint64
 }
 
 // callMemo holds the values of a policy's functions of one scope

@@ -124,16 +124,23 @@ type ruleMemo []atomic.Pointer[val]
 // evaluator: the plan computes them at the session's first decision and
 // its later ones reuse them.
 func sessionRules(c *ast.Compiler, prog *program) {
+	// What each function reads, with every rule it depends on: the
+	// memos below and groupBodies decide by it.
+	for _, fn := range prog.funcs {
+		if fn.path != nil {
+			fn.uses, fn.usesOK = ruleSlots(c, fn.ref())
+		}
+	}
 	for _, fn := range prog.funcs {
 		if fn.memo < 0 || fn.path == nil {
 			continue
 		}
-		if uses, ok := ruleSlots(c, fn.ref()); ok && uses&^sessionSlots == 0 {
+		if fn.usesOK && fn.uses&^sessionSlots == 0 {
 			fn.session = prog.nsession
 			prog.nsession++
 		}
 	}
-	callScopes(c, prog)
+	callScopes(prog)
 }
 
 // memoScope says by which part of the input a function with arguments is
@@ -159,13 +166,13 @@ const (
 // one policy state and one value of those slots the same arguments give
 // the same value. A function the planner made on its own (no path) is
 // never remembered.
-func callScopes(c *ast.Compiler, prog *program) {
+func callScopes(prog *program) {
 	for i, fn := range prog.funcs {
 		fn.index = i
 		if fn.path == nil || fn.session >= 0 || (len(fn.params) <= 2 && fn.memo < 0) {
 			continue
 		}
-		uses, ok := ruleSlots(c, fn.ref())
+		uses, ok := fn.uses, fn.usesOK
 		switch {
 		case !ok:
 		case uses&^sessionSlots == 0:
@@ -217,6 +224,8 @@ type program struct {
 	// byPoint are the program's copies specialized by input.point
 	// (specialize); nil in the copies.
 	byPoint map[string]*program
+	// bodies: some copy remembers bodies of a rule (groupBodies).
+	bodies bool
 }
 
 // function is a planned function: a rule, or a function of the policy.
@@ -237,6 +246,10 @@ type function struct {
 	scope memoScope
 	index int      // in program.funcs: the first part of a callMemo key
 	path  []string // of the rule under data, after the planner's group
+	// uses are the input slots it reads, with the functions it calls,
+	// when usesOK (a function planned from a rule of the policy).
+	uses   slotSet
+	usesOK bool
 }
 
 type block []instr
@@ -275,6 +288,7 @@ const (
 	opReturn
 	opScan
 	opSetAdd
+	opBodies // bodies of a set rule remembered together (bodies.go)
 )
 
 // operand is a local (local >= 0) or the constant program.consts[-1-local]:
@@ -308,6 +322,7 @@ type instrX struct {
 	// arguments it knows (natives; nil: ask builtin).
 	native native
 	args   []operand
+	group  *bodyGroup // opBodies'
 }
 
 // newProgram translates a plan. Anything it does not know is an error,

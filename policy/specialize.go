@@ -45,6 +45,14 @@ func specialize(prog *program) {
 	for _, v := range prog.byPoint {
 		v.consts = prog.consts
 	}
+	next := 0
+	for _, point := range decisionPoints {
+		v := prog.byPoint[point]
+		for _, fn := range v.funcs {
+			groupBodies(v, fn, &next)
+		}
+		prog.bodies = prog.bodies || v.bodies
+	}
 }
 
 type specializer struct {
