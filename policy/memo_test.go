@@ -405,6 +405,32 @@ func TestSpecializedByPoint(t *testing.T) {
 		}
 		t.Logf("%s: %d statements of %d", point, size(v), all)
 	}
+	// input.point != "connect" and input.point in {"auth", "route"} are
+	// decided at load: no such test is left at the command point.
+	var pointTests func(bs []block) int
+	pointTests = func(bs []block) int {
+		n := 0
+		for _, b := range bs {
+			for _, in := range b {
+				if in.op == opCallBuiltin && (in.name == ast.NotEqual.Name || in.name == ast.Member.Name) {
+					for _, a := range in.args {
+						if a.local < 0 && p.prog.consts[-1-a.local].k == kStr && slices.Contains(decisionPoints, p.prog.consts[-1-a.local].s) {
+							n++
+						}
+					}
+				}
+				if in.instrX != nil {
+					n += pointTests(in.blocks) + pointTests([]block{in.body})
+				}
+			}
+		}
+		return n
+	}
+	for _, fn := range p.prog.byPoint["command"].funcs {
+		if n := pointTests(fn.blocks); n > 0 {
+			t.Errorf("%s tests input.point %d times at the command point", fn.name, n)
+		}
+	}
 
 	// A call passing the input in another local: no copies.
 	prog := &program{consts: []val{vStr("point")}, funcs: []*function{{params: []int{0, 1, 2}}}}

@@ -321,6 +321,7 @@ type instrX struct {
 	// native, when set, answers a builtin call without topdown for the
 	// arguments it knows (natives; nil: ask builtin).
 	native native
+	name   string // the builtin's
 	args   []operand
 	group  *bodyGroup // opBodies'
 }
@@ -696,7 +697,7 @@ func (t *translator) stmt(s ir.Stmt) (instr, error) {
 		if bi == nil || !planBuiltins[s.Func] {
 			return in, fmt.Errorf("builtin %s is not available to the interpreter", s.Func)
 		}
-		in.op, in.builtin, in.native = opCallBuiltin, bi, natives[s.Func]
+		in.op, in.builtin, in.native, in.name = opCallBuiltin, bi, natives[s.Func], s.Func
 	case *ir.DotStmt:
 		in.op, in.target = opDot, t.local(s.Target)
 		two(s.Source, s.Key)

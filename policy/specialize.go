@@ -1,5 +1,7 @@
 package policy
 
+import "github.com/open-policy-agent/opa/v1/ast"
+
 // Programs specialized by decision point (ARCHITECTURE.md §10). Nearly
 // every rule body starts with input.point == "...", and an evaluation runs
 // every body of deny: at a command, the bodies of the connect, auth and
@@ -94,6 +96,19 @@ func (s *specializer) block(b block) block {
 			if k, ok := constOf(in.b); ok && in.a.local == 0 && s.isPoint(k) {
 				in = instr{op: opMakeConst, target: in.target, a: s.point}
 			}
+		case opAssignVar:
+			if c, ok := constOf(in.a); ok { // defined: it cannot fail
+				in = instr{op: opMakeConst, target: in.target, a: c}
+			}
+		case opCallBuiltin:
+			if v, ok := s.fold(&in, constOf); ok {
+				if v.k == kUndef {
+					// Fails: the block ends here, as the call would end it.
+					return append(out, instr{op: opBreak, n: 0})
+				}
+				s.prog.consts = append(s.prog.consts, v)
+				in = instr{op: opMakeConst, target: in.target, a: operand{local: int32(-len(s.prog.consts))}}
+			}
 		case opEqual, opNotEqual:
 			a, okA := constOf(in.a)
 			b, okB := constOf(in.b)
@@ -110,6 +125,32 @@ func (s *specializer) block(b block) block {
 		out = append(out, in)
 	}
 	return out
+}
+
+// foldable are the builtins whose natives need no machine and whose
+// value for constant arguments is decided at load: input.point's tests
+// (input.point in {"auth", "route"}, input.point != "connect").
+var foldable = map[string]bool{
+	ast.Equal.Name: true, ast.NotEqual.Name: true, ast.GreaterThan.Name: true, ast.GreaterThanEq.Name: true,
+	ast.LessThan.Name: true, ast.LessThanEq.Name: true, ast.Member.Name: true, ast.Count.Name: true,
+	ast.StartsWith.Name: true,
+}
+
+// fold is the value of in, a builtin call, when its arguments are
+// constants and its native decides it (undefined: the call fails).
+func (s *specializer) fold(in *instr, constOf func(operand) (operand, bool)) (val, bool) {
+	if in.native == nil || !foldable[in.name] {
+		return val{}, false
+	}
+	args := make([]val, len(in.args))
+	for i, a := range in.args {
+		c, ok := constOf(a)
+		if !ok {
+			return val{}, false
+		}
+		args[i] = s.prog.consts[-1-c.local]
+	}
+	return in.native(nil, args)
 }
 
 // constLocals are the locals holding a constant (MakeConst) at a point of
