@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -506,31 +507,30 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 
 // appendSlots appends the key of the slots in uses, in their order.
 func (c *inputCtx) appendSlots(b []byte, uses slotSet) []byte {
-	for x := slot(0); x < numSlots; x++ {
-		if uses.has(x) {
-			b = c.appendKey(b, x)
-		}
+	for ; uses != 0; uses &= uses - 1 {
+		b = c.appendKey(b, slot(bits.TrailingZeros64(uint64(uses))))
 	}
 	return b
 }
 
 // appendDecisionKey is appendSlots, noting in c.keys where the keys of
 // the parts the engine remembers (cachedDoc) are within it: the same
-// slots' keys in the same order.
+// slots' keys in the same order (the point, the session's, the
+// command's, input.now's).
 func (c *inputCtx) appendDecisionKey(b []byte, uses slotSet) []byte {
-	var at [numSlots + 1]int // where slot x's key begins
-	for x := slot(0); x < numSlots; x++ {
-		at[x] = len(b)
-		if uses.has(x) {
-			b = c.appendKey(b, x)
-		}
-	}
-	at[numSlots] = len(b)
-	c.keys = [numParts][]byte{
-		partSession: b[at[slotSessionID]:at[slotDelimiter+1]],
-		partNow:     b[at[slotNowRFC3339]:at[slotNowZone+1]],
-		partEffects: b[at[slotEffects]:at[slotEffects+1]],
-	}
+	below := setOf(slotEffects) - 1 // the slots before effects
+	b = c.appendSlots(b, uses&setOf(slotPoint))
+	s0 := len(b)
+	b = c.appendSlots(b, uses&sessionSlots)
+	s1 := len(b)
+	b = c.appendSlots(b, uses&commandSlots&below)
+	e0 := len(b)
+	b = c.appendSlots(b, uses&setOf(slotEffects))
+	e1 := len(b)
+	b = c.appendSlots(b, uses&commandSlots&^below&^setOf(slotEffects))
+	n0 := len(b)
+	b = c.appendSlots(b, uses&nowSlots)
+	c.keys = [numParts][]byte{partSession: b[s0:s1], partNow: b[n0:], partEffects: b[e0:e1]}
 	return b
 }
 

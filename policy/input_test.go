@@ -453,9 +453,10 @@ func TestInputEffectNamespaces(t *testing.T) {
 	}
 }
 
-// TestPartKeysFromDecisionKey: the keys of the remembered parts read from
-// a decision's key (appendDecisionKey) are the keys cachedDoc makes of
-// their slots alone, whichever slots are used, for varied inputs.
+// TestPartKeysFromDecisionKey: a decision's key (appendDecisionKey) is its
+// slots' keys in their order, and the keys of the remembered parts read
+// from it are the keys cachedDoc makes of their slots alone, whichever
+// slots are used, for varied inputs.
 func TestPartKeysFromDecisionKey(t *testing.T) {
 	parts := map[inputPartKind]slotSet{partSession: sessionSlots, partNow: nowSlots, partEffects: setOf(slotEffects)}
 	for i, in := range planInputs(t, 300, 71) {
@@ -463,7 +464,9 @@ func TestPartKeysFromDecisionKey(t *testing.T) {
 		c.groups, c.ids = planGroups, idUse{all: true}
 		c.now, c.zone = planTimes[i%len(planTimes)], "UTC"
 		for _, uses := range []slotSet{allSlots, allSlots &^ setOf(slotPoint, slotSessionID, slotEffects+1), setOf(slotUser, slotEffects, slotNowClock)} {
-			c.appendDecisionKey(nil, uses)
+			if key, want := c.appendDecisionKey(nil, uses), c.appendSlots(nil, uses); !bytes.Equal(key, want) {
+				t.Fatalf("input %d: decision key %x, want %x", i, key, want)
+			}
 			for part, slots := range parts {
 				if want := c.appendSlots(nil, uses&slots); !bytes.Equal(c.keys[part], want) {
 					t.Fatalf("input %d, part %d: %x, want %x", i, part, c.keys[part], want)
