@@ -112,7 +112,7 @@ func exposedAfter(infos []bodyInfo, j, n int, writes map[int]bool) bool {
 func analyzeBody(p *program, b block, result int) bodyInfo {
 	w := &bodyWalk{p: p, info: bodyInfo{ok: true, exposed: map[int]bool{}, writes: map[int]bool{}}, result: result, docs: map[int]string{}}
 	w.findDocs(b)
-	w.block(b, map[int]bool{})
+	w.block(b, wset{})
 	return w.info
 }
 
@@ -168,7 +168,7 @@ func slotsOf(doc, field string) slotSet {
 	return slotsOfRef(ref)
 }
 
-func (w *bodyWalk) read(l int, written map[int]bool) {
+func (w *bodyWalk) read(l int, written wset) {
 	switch {
 	case l == 0:
 		w.info.uses = allSlots // input read otherwise than by a field
@@ -185,13 +185,13 @@ func (w *bodyWalk) read(l int, written map[int]bool) {
 	}
 }
 
-func (w *bodyWalk) readOp(o operand, written map[int]bool) {
+func (w *bodyWalk) readOp(o operand, written wset) {
 	if o.local >= 0 {
 		w.read(int(o.local), written)
 	}
 }
 
-func (w *bodyWalk) write(l int, written map[int]bool) {
+func (w *bodyWalk) write(l int, written wset) {
 	if l == w.result || l < 2 {
 		w.info.ok = false
 		return
@@ -200,41 +200,43 @@ func (w *bodyWalk) write(l int, written map[int]bool) {
 	written[l] = true
 }
 
-// block walks b; written holds the locals surely written before it, and
-// after it those the block surely wrote (a statement that fails leaves
-// the block: what follows it saw it succeed).
-func (w *bodyWalk) block(b block, written map[int]bool) {
-	copyOf := func() map[int]bool {
-		c := make(map[int]bool, len(written))
-		for l := range written {
-			c[l] = true
-		}
-		return c
-	}
+// block walks b, cur holding the locals surely written when it begins,
+// and returns those surely written when it is left with each r
+// (fellThrough, or the blocks left: 0, 1, ...; absent when never): a
+// statement that fails leaves its block (0), a break n more, and the
+// blocks of a Block, Not and Scan pass them on as exec does.
+func (w *bodyWalk) block(b block, cur wset) exitSets {
+	ex := exitSets{}
 	for i := range b {
 		in := &b[i]
+		if mayFail(in.op) {
+			ex.add(0, cur)
+		}
 		switch in.op {
-		case opNop, opBreak:
+		case opNop:
+		case opBreak:
+			ex.add(int(in.n), cur)
+			return ex
 		case opArrayAppend, opObjectInsert, opObjectInsertOnce:
-			w.readOp(in.a, written)
+			w.readOp(in.a, cur)
 			if in.op != opArrayAppend {
-				w.readOp(in.b, written)
+				w.readOp(in.b, cur)
 			}
-			w.read(in.target, written)
+			w.read(in.target, cur)
 		case opSetAdd:
-			w.readOp(in.a, written)
+			w.readOp(in.a, cur)
 			if in.target != w.result {
-				w.read(in.target, written)
+				w.read(in.target, cur)
 			}
 		case opAssignInt, opMakeArray, opMakeObject, opMakeSet, opResetLocal:
-			w.write(in.target, written)
+			w.write(in.target, cur)
 		case opAssignVar, opMakeConst, opLen:
-			w.readOp(in.a, written)
-			w.write(in.target, written)
+			w.readOp(in.a, cur)
+			w.write(in.target, cur)
 		case opAssignVarOnce:
-			w.readOp(in.a, written)
-			w.read(in.target, written)
-			w.write(in.target, written)
+			w.readOp(in.a, cur)
+			w.read(in.target, cur)
+			w.write(in.target, cur)
 		case opDot:
 			src := int(in.a.local)
 			key, isConst := constKey(w.p, in.b)
@@ -244,22 +246,22 @@ func (w *bodyWalk) block(b block, written map[int]bool) {
 					w.info.uses |= 1 << slotPoint
 				}
 			case in.a.local >= 0 && isDoc && isConst:
-				if !written[src] {
+				if !cur[src] {
 					w.info.exposed[src] = true
 				}
 				w.info.uses |= slotsOf(doc, key)
 			default:
-				w.readOp(in.a, written)
-				w.readOp(in.b, written)
+				w.readOp(in.a, cur)
+				w.readOp(in.b, cur)
 			}
-			w.write(in.target, written)
+			w.write(in.target, cur)
 		case opEqual, opNotEqual:
-			w.readOp(in.a, written)
-			w.readOp(in.b, written)
+			w.readOp(in.a, cur)
+			w.readOp(in.b, cur)
 		case opIsArray, opIsObject, opIsSet:
-			w.readOp(in.a, written)
+			w.readOp(in.a, cur)
 		case opIsDefined, opIsUndefined:
-			w.read(in.target, written)
+			w.read(in.target, cur)
 		case opCall:
 			if in.fn.usesOK {
 				w.info.uses |= in.fn.uses
@@ -268,35 +270,120 @@ func (w *bodyWalk) block(b block, written map[int]bool) {
 			}
 			for k, a := range in.args {
 				if k >= 2 || a.local != int32(k) {
-					w.readOp(a, written)
+					w.readOp(a, cur)
 				}
 			}
-			w.write(in.target, written)
+			w.write(in.target, cur)
 		case opCallBuiltin:
 			for _, a := range in.args {
-				w.readOp(a, written)
+				w.readOp(a, cur)
 			}
-			w.write(in.target, written)
+			w.write(in.target, cur)
 		case opObjectMerge:
-			w.read(in.key, written)
-			w.read(in.val, written)
-			w.write(in.target, written)
+			w.read(in.key, cur)
+			w.read(in.val, cur)
+			w.write(in.target, cur)
 		case opBlock:
+			// Each block begins where the one before it was left with
+			// fellThrough or 0; one left with r > 0 leaves this one with
+			// r-1.
+			next := cur
 			for _, inner := range in.blocks {
-				w.block(inner, copyOf())
+				ie := w.block(inner, next.clone())
+				ex.passOn(ie, 1)
+				var ok bool
+				if next, ok = ie.join(fellThrough, 0); !ok {
+					return ex // never goes on
+				}
 			}
+			cur = next
 		case opNot:
-			w.block(in.body, copyOf())
+			// The body holding (fellThrough) fails the Not.
+			ie := w.block(in.body, cur.clone())
+			ex.passOn(ie, 1)
+			if held, ok := ie[fellThrough]; ok {
+				ex.add(0, held)
+			}
+			var ok bool
+			if cur, ok = ie.join(0); !ok {
+				return ex
+			}
 		case opScan:
-			w.read(in.target, written)
-			inner := copyOf()
+			// Left with 0 or fellThrough, the body runs for the next
+			// element, with 1 the scan ends, with r > 1 it leaves this
+			// block with r-2. It may run no time: after it, cur.
+			w.read(in.target, cur)
+			inner := cur.clone()
 			w.write(in.key, inner)
 			w.write(in.val, inner)
-			w.block(in.body, inner)
+			ex.passOn(w.block(in.body, inner), 2)
 		default: // opReturn, opResultSetAdd, opBodies, and any other
 			w.info.ok = false
 		}
 	}
+	ex.add(fellThrough, cur)
+	return ex
+}
+
+// mayFail: a statement of op may be undefined, leaving its block (0).
+func mayFail(op opcode) bool {
+	switch op {
+	case opNop, opBreak, opAssignInt, opMakeConst, opMakeArray, opMakeObject, opMakeSet, opResetLocal,
+		opBlock, opNot, opScan, opReturn:
+		return false
+	}
+	return true
+}
+
+// wset is a set of locals.
+type wset map[int]bool
+
+func (s wset) clone() wset {
+	c := make(wset, len(s))
+	for l := range s {
+		c[l] = true
+	}
+	return c
+}
+
+// exitSets are the locals surely written at each way out of a block.
+type exitSets map[int]wset
+
+// add notes a way out with r, s written.
+func (e exitSets) add(r int, s wset) {
+	old, ok := e[r]
+	if !ok {
+		e[r] = s.clone()
+		return
+	}
+	for l := range old {
+		if !s[l] {
+			delete(old, l)
+		}
+	}
+}
+
+// passOn notes the ways out of an inner block that leave this one: r >= n
+// leaves it with r-n.
+func (e exitSets) passOn(inner exitSets, n int) {
+	for r, s := range inner {
+		if r >= n {
+			e.add(r-n, s)
+		}
+	}
+}
+
+// join is what is surely written at every one of the ways out rs that
+// were taken; ok is false when none was.
+func (e exitSets) join(rs ...int) (wset, bool) {
+	var out exitSets = exitSets{}
+	for _, r := range rs {
+		if s, ok := e[r]; ok {
+			out.add(0, s)
+		}
+	}
+	s, ok := out[0]
+	return s, ok
 }
 
 // bodies runs opBodies: adds to the rule's set what the group's bodies
@@ -333,12 +420,47 @@ func (m *machine) bodies(g *bodyGroup, base int) error {
 		set.c.setAdd(e)
 	}
 	if m.berr == nil {
-		kept := persist(own)
+		kept, n := m.shareSet(own)
 		m.key = binary.AppendUvarint(binary.AppendUvarint(m.key, uint64(g.index)), m.mem.effects)
-		memo.put(m.key[start:], kept, valSize(kept, maxEntry))
+		memo.put(m.key[start:], kept, n)
 		m.key = m.key[:start]
 	}
 	return nil
+}
+
+// shareSet persists set, an arena's, its elements shared: each persisted
+// once by its exact key (appendValKey) in the program's elements, so that
+// the sessions' memos hold the same denials once, not each its own copy,
+// and count only what they hold alone. n is its size as valSize counts.
+func (m *machine) shareSet(set val) (_ val, n int) {
+	c := &coll{keys: make([]val, len(set.c.keys))}
+	n = 40 + 80
+	for i, e := range set.c.keys {
+		n += 40
+		if e.c == nil {
+			c.keys[i] = e
+			n += len(e.s)
+			continue
+		}
+		key, ok := appendValKey(m.vkey[:0], e, maxVerdictKey)
+		m.vkey = key
+		if ok {
+			if shared := m.p.elements.get(key); shared != nil {
+				c.keys[i] = *shared
+				continue
+			}
+		}
+		kept := persist(e)
+		size := valSize(kept, maxEntry)
+		if ok && size <= maxEntry {
+			m.p.elements.put(key, &kept)
+		} else {
+			n += size // its own
+		}
+		c.keys[i] = kept
+	}
+	v := seal(val{k: kSet, c: c})
+	return v, n + heapSize(c.term, true, maxEntry)
 }
 
 // worthGrouping: some body of bs calls, or scans: a memo look-up costs

@@ -224,8 +224,12 @@ type program struct {
 	// byPoint are the program's copies specialized by input.point
 	// (specialize); nil in the copies.
 	byPoint map[string]*program
-	// bodies: some copy remembers bodies of a rule (groupBodies).
-	bodies bool
+	// bodies: some copy remembers bodies of a rule (groupBodies);
+	// elements are what those bodies added, persisted once by their exact
+	// key and shared by every session's memo (bodies.go), the program's
+	// and its copies'.
+	bodies   bool
+	elements *keyCache[*val]
 }
 
 // function is a planned function: a rule, or a function of the policy.

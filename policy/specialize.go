@@ -48,8 +48,10 @@ func specialize(prog *program) {
 		v.consts = prog.consts
 	}
 	next := 0
+	prog.elements = newKeyCache[*val](maxVerdicts)
 	for _, point := range decisionPoints {
 		v := prog.byPoint[point]
+		v.elements = prog.elements
 		for _, fn := range v.funcs {
 			groupBodies(v, fn, &next)
 		}
