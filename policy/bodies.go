@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/binary"
 	"fmt"
+	"sync"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -428,39 +429,79 @@ func (m *machine) bodies(g *bodyGroup, base int) error {
 	return nil
 }
 
-// shareSet persists set, an arena's, its elements shared: each persisted
-// once by its exact key (appendValKey) in the program's elements, so that
-// the sessions' memos hold the same denials once, not each its own copy,
-// and count only what they hold alone. n is its size as valSize counts.
+// shareSet persists set, an arena's, its elements shared (share), so that
+// the sessions' memos hold the same denials once, not each its own copy.
+// n is its size as valSize counts it, less what is shared.
 func (m *machine) shareSet(set val) (_ val, n int) {
 	c := &coll{keys: make([]val, len(set.c.keys))}
 	n = 40 + 80
 	for i, e := range set.c.keys {
-		n += 40
-		if e.c == nil {
-			c.keys[i] = e
-			n += len(e.s)
-			continue
-		}
-		key, ok := appendValKey(m.vkey[:0], e, maxVerdictKey)
-		m.vkey = key
-		if ok {
-			if shared := m.p.elements.get(key); shared != nil {
-				c.keys[i] = *shared
-				continue
-			}
-		}
-		kept := persist(e)
-		size := valSize(kept, maxEntry)
-		if ok && size <= maxEntry {
-			m.p.elements.put(key, &kept)
-		} else {
-			n += size // its own
-		}
-		c.keys[i] = kept
+		var size int
+		c.keys[i], size = m.share(e)
+		n += size
 	}
 	v := seal(val{k: kSet, c: c})
 	return v, n + heapSize(c.term, true, maxEntry)
+}
+
+// share persists v for a memo: a collection once by its exact key
+// (appendValKey) in the program's shared values, which the memos holding
+// it share. n is what the memo holds alone: the val, or all of v when it
+// is not shared.
+func (m *machine) share(v val) (_ val, n int) {
+	if v.c == nil {
+		return v, valSize(v, maxEntry)
+	}
+	key, ok := appendValKey(m.vkey[:0], v, maxVerdictKey)
+	m.vkey = key
+	if ok {
+		if shared, found := m.p.elements.get(key); found {
+			return shared, 40
+		}
+	}
+	kept := persist(v)
+	size := valSize(kept, maxEntry)
+	if ok && m.p.elements.put(key, kept, size) {
+		return kept, 40
+	}
+	return kept, size
+}
+
+// sharedVals are values persisted once by their exact key, shared by the
+// memos that hold them. Never emptied, so that what a memo counts as
+// shared is counted here: at most maxShared values of at most maxEntry,
+// the later ones refused (their memos count them).
+type sharedVals struct {
+	mu sync.RWMutex
+	m  map[string]val
+}
+
+// maxShared bounds sharedVals.
+const maxShared = 256
+
+func (s *sharedVals) get(key []byte) (val, bool) {
+	s.mu.RLock()
+	v, ok := s.m[string(key)]
+	s.mu.RUnlock()
+	return v, ok
+}
+
+// put shares v, of size n, unless full or too large; it reports whether
+// v is shared.
+func (s *sharedVals) put(key []byte, v val, n int) bool {
+	if n > maxEntry {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]val{}
+	}
+	if _, ok := s.m[string(key)]; ok || len(s.m) >= maxShared {
+		return false
+	}
+	s.m[string(key)] = v
+	return true
 }
 
 // worthGrouping: some body of bs calls, or scans: a memo look-up costs

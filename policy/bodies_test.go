@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -110,5 +111,24 @@ func TestBodyExposedFollowsExits(t *testing.T) {
 		if got := info.exposed[10]; got != c.exposed || !info.ok {
 			t.Errorf("%s: local 10 exposed %v, want %v (ok %v)", c.name, got, c.exposed, info.ok)
 		}
+	}
+}
+
+// TestSharedValsBounded: the program's shared values are at most
+// maxShared, none over maxEntry, and never emptied: a memo counts what it
+// holds alone (share) only while the value is counted here.
+func TestSharedValsBounded(t *testing.T) {
+	var s sharedVals
+	for i := range 2 * maxShared {
+		shared := s.put(fmt.Appendf(nil, "k%d", i), vInt(int64(i)), 40)
+		if shared != (i < maxShared) {
+			t.Fatalf("value %d shared: %v", i, shared)
+		}
+	}
+	if v, ok := s.get([]byte("k0")); !ok || v.n != 0 {
+		t.Fatal("the first value is no longer shared")
+	}
+	if (&sharedVals{}).put([]byte("huge"), vInt(0), maxEntry+1) {
+		t.Fatal("a value over maxEntry is shared")
 	}
 }

@@ -558,8 +558,8 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	if calls != nil {
 		// As a session rule's: only when no builtin has failed.
 		if m.berr == nil {
-			kept := persist(v)
-			calls.put(m.key[start:end], kept, valSize(kept, maxEntry))
+			kept, n := m.share(v)
+			calls.put(m.key[start:end], kept, n)
 			v = kept
 		}
 		m.key = m.key[:start]

@@ -229,7 +229,7 @@ type program struct {
 	// key and shared by every session's memo (bodies.go), the program's
 	// and its copies'.
 	bodies   bool
-	elements *keyCache[*val]
+	elements *sharedVals
 }
 
 // function is a planned function: a rule, or a function of the policy.

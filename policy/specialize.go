@@ -48,7 +48,7 @@ func specialize(prog *program) {
 		v.consts = prog.consts
 	}
 	next := 0
-	prog.elements = newKeyCache[*val](maxVerdicts)
+	prog.elements = &sharedVals{}
 	for _, point := range decisionPoints {
 		v := prog.byPoint[point]
 		v.elements = prog.elements
