@@ -1,0 +1,35 @@
+package ratelimit
+
+import (
+	"fmt"
+	"testing"
+)
+
+// An IPv4 client reaching an IPv6-only proxy through a stateless
+// translator (SIIT-DC, RFC 7755) has the source address of the
+// well-known prefix (RFC 6052 §2.1: 64:ff9b::/96, the IPv4 address in the
+// last 32 bits), as it has through the IPv4-translated prefix of RFC 2765
+// (::ffff:0:0/96). Masked to ip_bits_v6 (/64), every IPv4 host of the
+// Internet shares one "ip" key: one of them locks all out by its login
+// failures (login_failures_per_ip). Such an address is its IPv4 host,
+// masked to ip_bits_v4 (attack46d).
+func TestTranslatedIPv4ClientsAreKeyedByTheirHost(t *testing.T) {
+	for _, prefix := range []string{"64:ff9b::", "::ffff:0:"} {
+		t.Run(prefix, func(t *testing.T) {
+			forEachStore(t, func(t *testing.T, newTest newFunc) {
+				l, _ := newTest(t, func(o *Options) {
+					o.LoginFailuresPerIP = 3
+					o.LoginFailuresPerUser = 1000
+					o.LoginFailuresPerUserIP = 1000
+				})
+				attacker, victim := prefix+"c000:201", prefix+"c633:6407" // 192.0.2.1, 198.51.100.7
+				for i := range 4 {
+					fail(t, l, attacker, fmt.Sprintf("guess%d", i))
+				}
+				if r, _ := fail(t, l, victim, "carol"); r.Exceeded {
+					t.Errorf("198.51.100.7 (%s) is locked out by 192.0.2.1's (%s) failures: %+v", victim, attacker, r)
+				}
+			})
+		})
+	}
+}
