@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // An IPv4 client reaching an IPv6-only proxy through a stateless
@@ -32,4 +33,25 @@ func TestTranslatedIPv4ClientsAreKeyedByTheirHost(t *testing.T) {
 			})
 		})
 	}
+}
+
+// connections_per_subnet is the coarser count above a host's: /24 over
+// /32 for IPv4. For IPv6 its default (subnet_bits_v6 64) is now the
+// host's own prefix (ip_bits_v6 64), so it never counts more than one
+// host: an end site's /48 (RFC 6177) opens from 65536 hosts, each with
+// its full rate, and the subnet limit does not bite (attack46d).
+func TestIPv6SubnetCountsMoreThanOneHost(t *testing.T) {
+	forEachStore(t, func(t *testing.T, newTest newFunc) {
+		l, _ := newTest(t, func(o *Options) {
+			o.ConnectionsPerSubnet = Rate{N: 3, Per: time.Hour}
+		})
+		for i := 1; i <= 3; i++ {
+			connect(t, l, fmt.Sprintf("2001:db8:1:%x::1", i))
+		}
+		r, _ := l.connectInfo(info("2001:db8:1:4::1"))
+		if !r.Exceeded {
+			t.Errorf("a 4th /64 of one /48 opened within connections_per_subnet 3 (subnet_bits_v6 %d, ip_bits_v6 %d)",
+				DefaultSubnetBitsV6, DefaultIPBitsV6)
+		}
+	})
 }
