@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -13,12 +14,17 @@ import (
 // (::ffff:0:0/96). Masked to ip_bits_v6 (/64), every IPv4 host of the
 // Internet shares one "ip" key: one of them locks all out by its login
 // failures (login_failures_per_ip). Such an address is its IPv4 host,
-// masked to ip_bits_v4 (attack46d).
+// masked to ip_bits_v4 (attack46d). The well-known prefix is
+// ipv4_translators' default; the RFC 2765 one (obsoleted by RFC 6145) is
+// keyed so when the operator lists it.
 func TestTranslatedIPv4ClientsAreKeyedByTheirHost(t *testing.T) {
 	for _, prefix := range []string{"64:ff9b::", "::ffff:0:"} {
 		t.Run(prefix, func(t *testing.T) {
 			forEachStore(t, func(t *testing.T, newTest newFunc) {
 				l, _ := newTest(t, func(o *Options) {
+					if prefix == "::ffff:0:" {
+						o.IPv4Translators = []netip.Prefix{netip.MustParsePrefix("::ffff:0:0:0/96")}
+					}
 					o.LoginFailuresPerIP = 3
 					o.LoginFailuresPerUser = 1000
 					o.LoginFailuresPerUserIP = 1000

@@ -26,10 +26,13 @@
 //   - Rates are GCRA (one timestamp per bucket, expiring by itself); the
 //     Redis scripts do the same arithmetic as gcra.take in microseconds, on
 //     the caller's clock, all or nothing across the buckets of one call.
-//   - An "ip" key is a host, not an address: the client IP unmapped, then
-//     masked to IPBitsV4/IPBitsV6 (/32 and /64; config.hostOf). A host
+//   - An "ip" key is a host, not an address: the client IP unmapped, an
+//     address of an IPv4Translators prefix the IPv4 client embedded in it,
+//     then masked to IPBitsV4/IPBitsV6 (/32 and /64; config.hostOf). A host
 //     given an IPv6 /64 picks any address in it, and must not get a fresh
-//     failure counter per address.
+//     failure counter per address; the IPv4 clients of a translator must
+//     not share one. Embeddings the client picks (6to4, Teredo) are IPv6.
+//     A subnet (SubnetBitsV4/V6, /24 and /48) is never narrower than a host.
 //   - Limit and Key of a LimitResult are fixed words (metric labels): never
 //     a user name or an address.
 //   - With Redis down, calls are not attempted until a background ping

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
@@ -148,9 +149,9 @@ func userID(user string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// subnetOf is the client's subnet (/24, /64 by default), or its host
+// subnetOf is the client's subnet (/24, /48 by default), or its host
 // (ip_bits_v4, ip_bits_v6: /32, /64 by default): the first address of the
-// prefix. ip is unmapped (an IPv4-mapped address is IPv4).
+// prefix. ip is a host (config.hostOf).
 func subnetOf(ip netip.Addr, v4, v6 int) netip.Addr {
 	bits := v6
 	if ip.Is4() {
@@ -173,4 +174,53 @@ func label(user string) string {
 		user = user[:maxLabel]
 	}
 	return foldString(string([]byte(user))) // a copy: never pin the session's buffers
+}
+
+// DefaultIPv4Translators is ipv4_translators' default: the well-known
+// prefix of RFC 6052 §2.1, 64:ff9b::/96.
+func DefaultIPv4Translators() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("64:ff9b::/96")}
+}
+
+// checkTranslator accepts an IPv6 prefix of one of the lengths RFC 6052
+// §2.2 defines, with no bits set past its length.
+func checkTranslator(p netip.Prefix) error {
+	a := p.Addr()
+	switch {
+	case !p.IsValid() || !a.Is6() || a.Is4In6() || a.Zone() != "":
+		return fmt.Errorf("%s: not an IPv6 prefix (an IPv4-mapped address is IPv4 already)", p)
+	case p != p.Masked():
+		return fmt.Errorf("%s: bits set past the prefix, did you mean %s?", p, p.Masked())
+	}
+	switch p.Bits() {
+	case 32, 40, 48, 56, 64, 96:
+		return nil
+	}
+	return fmt.Errorf("%s: an RFC 6052 prefix is /32, /40, /48, /56, /64 or /96", p)
+}
+
+// embeddedIPv4 is the IPv4 address a translator with a prefix of n bits
+// (checkTranslator) embedded in ip, in the layout of RFC 6052 §2.2: the 32
+// bits after the prefix, skipping bits 64 to 71 (the "u" octet).
+func embeddedIPv4(ip netip.Addr, n int) netip.Addr {
+	a := ip.As16()
+	var v [4]byte
+	switch n {
+	case 32:
+		copy(v[:], a[4:8])
+	case 40:
+		copy(v[:3], a[5:8])
+		v[3] = a[9]
+	case 48:
+		copy(v[:2], a[6:8])
+		copy(v[2:], a[9:11])
+	case 56:
+		v[0] = a[7]
+		copy(v[1:], a[9:12])
+	case 64:
+		copy(v[:], a[9:13])
+	default: // 96
+		copy(v[:], a[12:16])
+	}
+	return netip.AddrFrom4(v)
 }

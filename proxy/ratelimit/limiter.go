@@ -242,13 +242,23 @@ func exceeded(limit, key, code, reason string) proxy.LimitResult {
 var storeUnavailable = exceeded(LimitStoreUnavailable, keyStore, codeUnavailable, reasonStore)
 
 // hostOf is the address every "ip" key counts: the client's IP unmapped
-// (an IPv4-mapped IPv6 address is its IPv4 one), then masked to
-// ip_bits_v4 or ip_bits_v6, so that the addresses of one host's IPv6 /64
-// share one counter (ARCHITECTURE.md §12).
+// (an IPv4-mapped IPv6 address is its IPv4 one), an address of an
+// ipv4_translators prefix the IPv4 client embedded in it (RFC 6052 §2.2),
+// then masked to ip_bits_v4 or ip_bits_v6, so that the addresses of one
+// host's IPv6 /64 share one counter and the IPv4 clients of a translator
+// do not (ARCHITECTURE.md §12).
 func (c *config) hostOf(ap netip.AddrPort) netip.Addr {
 	ip := ap.Addr().Unmap()
 	if !ip.IsValid() {
 		return ip
+	}
+	if ip.Is6() {
+		for _, p := range c.o.IPv4Translators {
+			if p.Contains(ip) {
+				ip = embeddedIPv4(ip, p.Bits())
+				break
+			}
+		}
 	}
 	return subnetOf(ip, c.o.IPBitsV4, c.o.IPBitsV6)
 }

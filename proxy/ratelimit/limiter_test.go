@@ -42,11 +42,11 @@ func TestConnectionRatePerSubnet(t *testing.T) {
 	connect(t, l, "198.51.101.1")
 
 	for i := 1; i <= 4; i++ {
-		connect(t, l, fmt.Sprintf("2001:db8:1:2::%x", i))
+		connect(t, l, fmt.Sprintf("2001:db8:1:%x::1", i)) // four /64s of one /48
 	}
-	r, _ = l.connectInfo(info("2001:db8:1:2:ffff::1"))
+	r, _ = l.connectInfo(info("2001:db8:1:ffff::1"))
 	wantExceeded(t, r, "connections_per_subnet", "subnet", "LIMIT")
-	connect(t, l, "2001:db8:1:3::1") // another /64
+	connect(t, l, "2001:db8:2::1") // another /48
 
 	// The refused connection's per-IP charge was taken back.
 	l2, _ := newTest(t, func(o *Options) {

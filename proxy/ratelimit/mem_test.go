@@ -45,7 +45,7 @@ func ipN(n uint64) netip.Addr {
 	var b [16]byte
 	b[0], b[1] = 0x20, 0x01
 	binary.BigEndian.PutUint64(b[8:], n*0x9E3779B97F4A7C15) // spread over shards
-	binary.BigEndian.PutUint32(b[4:], uint32(n))            // and over /64s
+	binary.BigEndian.PutUint32(b[2:], uint32(n))            // and over /48s (subnets) and /64s (hosts)
 	return netip.AddrFrom16(b)
 }
 

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -232,8 +234,10 @@ type Options struct {
 	// connections_per_subnet: new connections from one subnet (SubnetBitsV4,
 	// SubnetBitsV6). Default 6000/1m.
 	ConnectionsPerSubnet Rate
-	// subnet_bits_v4, subnet_bits_v6: the subnet of a client IP. Default 24
-	// and 64.
+	// subnet_bits_v4, subnet_bits_v6: the subnet of a client IP, a group
+	// of hosts: at most IPBitsV4/IPBitsV6 bits. Default 24 and 48 (256
+	// IPv4 hosts; up to 65536 /64s, an end site's largest usual
+	// assignment, RFC 6177).
 	SubnetBitsV4, SubnetBitsV6 int
 	// ip_bits_v4, ip_bits_v6: the prefix every "ip" key counts (the
 	// per-IP connection rates and counts, the ip and user_ip failed
@@ -241,6 +245,14 @@ type Options struct {
 	// any of its addresses (RFC 4291 §2.5.1, RFC 8981), so keyed by the
 	// /128 each address would be a fresh counter.
 	IPBitsV4, IPBitsV6 int
+	// ipv4_translators: IPv6 prefixes of the operator's IPv4/IPv6
+	// translators (NAT64, SIIT-DC: RFC 6146, RFC 7755), in an RFC 6052
+	// §2.2 format (/32, /40, /48, /56, /64 or /96). A client address in
+	// one is the IPv4 client the translator embedded, keyed as that IPv4
+	// host. Default 64:ff9b::/96 (RFC 6052 §2.1); empty (not nil): none.
+	// Only a translator the operator runs writes these addresses; other
+	// embeddings (6to4, Teredo) are chosen by the client and stay IPv6.
+	IPv4Translators []netip.Prefix
 
 	// concurrent_connections_per_ip: open connections from one IP. Default 2000.
 	MaxConnectionsPerIP int
@@ -373,7 +385,7 @@ var (
 
 const (
 	DefaultSubnetBitsV4            = 24
-	DefaultSubnetBitsV6            = 64
+	DefaultSubnetBitsV6            = 48
 	DefaultIPBitsV4                = 32
 	DefaultIPBitsV6                = 64
 	DefaultMaxConnectionsPerIP     = 2000
@@ -424,6 +436,10 @@ func (o Options) withDefaults() (Options, error) {
 	defInt(&o.SubnetBitsV6, DefaultSubnetBitsV6)
 	defInt(&o.IPBitsV4, DefaultIPBitsV4)
 	defInt(&o.IPBitsV6, DefaultIPBitsV6)
+	if o.IPv4Translators == nil {
+		o.IPv4Translators = DefaultIPv4Translators()
+	}
+	o.IPv4Translators = slices.Clone(o.IPv4Translators) // the caller's stays its own
 	defInt(&o.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	defInt(&o.MaxUnauthenticatedPerIP, DefaultMaxUnauthenticatedPerIP)
 	defInt(&o.MaxSessionsPerUser, DefaultMaxSessionsPerUser)
@@ -494,6 +510,18 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.IPBitsV4 < 0 || o.IPBitsV4 > 32 || o.IPBitsV6 < 0 || o.IPBitsV6 > 128 {
 		errs = append(errs, errors.New("ratelimit: ip bits out of range"))
+	}
+	// A subnet groups hosts: a longer prefix would count less than a host.
+	if o.SubnetBitsV4 > o.IPBitsV4 {
+		errs = append(errs, fmt.Errorf("ratelimit: subnet_bits_v4 %d is longer than ip_bits_v4 %d", o.SubnetBitsV4, o.IPBitsV4))
+	}
+	if o.SubnetBitsV6 > o.IPBitsV6 {
+		errs = append(errs, fmt.Errorf("ratelimit: subnet_bits_v6 %d is longer than ip_bits_v6 %d", o.SubnetBitsV6, o.IPBitsV6))
+	}
+	for _, p := range o.IPv4Translators {
+		if err := checkTranslator(p); err != nil {
+			errs = append(errs, fmt.Errorf("ratelimit: ipv4_translators: %w", err))
+		}
 	}
 	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 {
 		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout and redis_probe_interval must be positive"))

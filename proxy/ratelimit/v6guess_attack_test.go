@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// One host holds a whole IPv6 /64 (subnet_bits_v6, the limiter's own
+// One host holds a whole IPv6 /64 (ip_bits_v6, the limiter's own
 // notion of one client). A user locked out by failures must stay locked
 // out for the other addresses of that /64: else each address is a fresh
 // user_ip (and ip) counter, and the owner of one /64 guesses a victim's
