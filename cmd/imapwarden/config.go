@@ -83,6 +83,7 @@ type rateLimitsConfig struct {
 	SubnetBitsV6            int                              `yaml:"subnet_bits_v6"`
 	IPBitsV4                int                              `yaml:"ip_bits_v4"`
 	IPBitsV6                int                              `yaml:"ip_bits_v6"`
+	IPv4Translators         []string                         `yaml:"ipv4_translators"` // nil: 64:ff9b::/96; []: none
 	MaxConnectionsPerIP     int                              `yaml:"concurrent_connections_per_ip"`
 	MaxUnauthenticatedPerIP int                              `yaml:"unauthenticated_connections_per_ip"`
 	MaxSessionsPerUser      int                              `yaml:"sessions_per_user"`

@@ -161,6 +161,11 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 		num(&r.SubnetBitsV6, ratelimit.DefaultSubnetBitsV6)
 		num(&r.IPBitsV4, ratelimit.DefaultIPBitsV4)
 		num(&r.IPBitsV6, ratelimit.DefaultIPBitsV6)
+		if r.IPv4Translators == nil {
+			for _, p := range ratelimit.DefaultIPv4Translators() {
+				r.IPv4Translators = append(r.IPv4Translators, p.String())
+			}
+		}
 		num(&r.MaxConnectionsPerIP, ratelimit.DefaultMaxConnectionsPerIP)
 		num(&r.MaxUnauthenticatedPerIP, ratelimit.DefaultMaxUnauthenticatedPerIP)
 		num(&r.MaxSessionsPerUser, ratelimit.DefaultMaxSessionsPerUser)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +82,17 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 		FetchMaxDelay: c.FetchMaxDelay.get(0), AppendBytesPerUser: c.AppendBytesPerUser,
 		GroupLimits: c.GroupLimits, MaxTrackedKeys: c.MaxTrackedKeys,
 		Logger: log.Named("ratelimit"),
+	}
+	if c.IPv4Translators != nil {
+		o.IPv4Translators = make([]netip.Prefix, 0, len(c.IPv4Translators))
+		for i, v := range c.IPv4Translators {
+			pfx, err := netip.ParsePrefix(v)
+			if err != nil {
+				p.add("rate_limits.ipv4_translators[%d]: %v", i, err)
+				return
+			}
+			o.IPv4Translators = append(o.IPv4Translators, pfx)
+		}
 	}
 	if len(groups) > 0 {
 		o.Groups = func(user string) []string { return groups[user] }

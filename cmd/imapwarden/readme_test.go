@@ -46,7 +46,7 @@ func TestReadmeExamplesLoad(t *testing.T) {
 	}
 	logDir := t.TempDir()
 	etcFile := regexp.MustCompile(`/etc/imapwarden/[^\s,}\]"]+`)
-	eg := regexp.MustCompile(`^(\s*-?\s*[a-z_]+:) (\S.*?)\s+# e\.g\. (.+)$`)
+	eg := regexp.MustCompile(`^(\s*-?\s*[a-z0-9_]+:) (\S.*?)\s+# e\.g\. (.+)$`)
 	lines := strings.Split(string(data), "\n")
 	n := 0
 	for i, l := range lines {
