@@ -14,8 +14,10 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -434,6 +436,60 @@ var defaultAdminLimits = adminLimits{ConsoleSessionTTL: 12 * time.Hour, ConsoleM
 // done. It returns the bound address and a function that waits for the end.
 func serveAdmin(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, log *zap.Logger) (net.Addr, func(), error) {
 	return serveAdminWith(ctx, addr, cfg, h, defaultAdminTimeouts, log)
+}
+
+// reloadingCert is admin.tls's pair, read again at the first handshake
+// after either file changed (modification time or size), so that a renewal
+// in place (certbot, cert-manager) is served without a restart, as the
+// listeners' certificates are (tlsterm.Server.Watch). A pair that does not
+// load keeps the last good one and is tried again at the next handshake.
+type reloadingCert struct {
+	cert, key string
+
+	mu    sync.Mutex
+	stamp [2]certStamp
+	cur   *tls.Certificate
+}
+
+type certStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func newReloadingCert(cert, key string) (*reloadingCert, error) {
+	r := &reloadingCert{cert: cert, key: key}
+	r.stamp = r.stamps()
+	c, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, err
+	}
+	r.cur = &c
+	return r, nil
+}
+
+func (r *reloadingCert) stamps() [2]certStamp {
+	var st [2]certStamp
+	for i, f := range []string{r.cert, r.key} {
+		if fi, err := os.Stat(f); err == nil {
+			st[i] = certStamp{fi.ModTime(), fi.Size()}
+		}
+	}
+	return st
+}
+
+// get is the admin listener's tls.Config.GetCertificate.
+func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	st := r.stamps()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st != r.stamp {
+		// Stamped before reading: a write that lands meanwhile is read
+		// again at the next handshake.
+		if c, err := tls.LoadX509KeyPair(r.cert, r.key); err == nil {
+			r.cur, r.stamp = &c, st
+		}
+	}
+	return r.cur, nil
 }
 
 func serveAdminWith(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, t adminTimeouts, log *zap.Logger) (net.Addr, func(), error) {

@@ -893,12 +893,12 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 	}
 	s.adminLimits = l
 	if c.TLS != nil && (c.TLS.Cert != "" || c.TLS.Key != "") {
-		cert, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key)
+		rc, err := newReloadingCert(c.TLS.Cert, c.TLS.Key)
 		if err != nil {
 			p.add("admin.tls: %v", err)
 			return
 		}
-		s.adminTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.adminTLS = &tls.Config{GetCertificate: rc.get, MinVersion: tls.VersionTLS12}
 	}
 	if host, _, _ := net.SplitHostPort(s.adminAddr); s.adminTLS == nil && !isLoopback(host) {
 		// Tokens are bearer secrets: whoever sees one on the path can end
