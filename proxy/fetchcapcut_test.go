@@ -192,3 +192,56 @@ func TestHugeLiteralNotHeld(t *testing.T) {
 		t.Errorf("record of the cut FETCH: content %d, want 3", rec.Content)
 	}
 }
+
+// A quoted content value (RFC 9051 §4.3: an nstring may be quoted) is
+// charged as its pieces pass, each before it is written, however long the
+// string: held back while it fits, nothing of a response refused there
+// goes out; streamed after a long literal, it is cut at the piece whose
+// charge is refused, and what the client got is what was charged and
+// recorded (ARCHITECTURE.md §12). It used to be charged at its closing
+// DQUOTE, after up to MaxResponseLine of it went out.
+func TestFetchCapChargesQuotedContent(t *testing.T) {
+	const size = 200_000
+	quoted := `"` + strings.Repeat("y", size) + `"`
+	t.Run("held", func(t *testing.T) {
+		fl := &fakeLimiter{maxBytes: 1000}
+		h := fetchCapHarness(t, fl, func(c net.Conn) {
+			fmt.Fprintf(c, "* 1 FETCH (UID 7 BODY[] %s)\r\n", quoted)
+		})
+		c := h.login()
+		c.transact("s SELECT INBOX", "s OK")
+		c.send("f UID FETCH 7 (BODY.PEEK[])")
+		if l := c.line(); !strings.HasPrefix(l, "* BYE [LIMIT]") {
+			t.Fatalf("got %.60q... (%d octets), want * BYE [LIMIT] and nothing of the response", l, len(l))
+		}
+		c.expectClosed()
+		rec, _ := closedRecord(t, h, "f")
+		if rec.Content != 0 || rec.Messages != 0 {
+			t.Errorf("record of the refused FETCH: content %d, messages %d; want none", rec.Content, rec.Messages)
+		}
+	})
+	t.Run("streamed", func(t *testing.T) {
+		const lit = 100_000
+		fl := &fakeLimiter{maxBytes: 150_000}
+		h := fetchCapHarness(t, fl, func(c net.Conn) {
+			fmt.Fprintf(c, "* 1 FETCH (UID 7 BODY[]<0> {%d}\r\n%s BODY[]<%d> %s)\r\n", lit, strings.Repeat("x", lit), lit, quoted)
+		})
+		c := h.login()
+		c.transact("s SELECT INBOX", "s OK")
+		c.send("f UID FETCH 7 (BODY.PEEK[]<0.100000> BODY.PEEK[]<100000.200000>)")
+		c.expect("* 1 FETCH (UID 7 BODY[]<0> {100000}")
+		readLiteral(t, c, lit)
+		rest := string(c.readToClose())
+		got, bye, _ := strings.Cut(strings.TrimPrefix(rest, ` BODY[]<100000> "`), "\r\n")
+		if strings.Trim(got, "y") != "" || !strings.HasPrefix(bye, "* BYE [LIMIT]") {
+			t.Fatalf("after the literal: %.60q... (%d octets), want part of the quoted value, then * BYE [LIMIT]", rest, len(rest))
+		}
+		rec, _ := closedRecord(t, h, "f")
+		fl.mu.Lock()
+		defer fl.mu.Unlock()
+		if fl.fetched > fl.maxBytes || fl.fetched != int64(lit+len(got)) || rec.Content != fl.fetched {
+			t.Errorf("charged %d (cap %d), recorded %d, sent %d content octets; want them equal and within the cap",
+				fl.fetched, fl.maxBytes, rec.Content, lit+len(got))
+		}
+	})
+}

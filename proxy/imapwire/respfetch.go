@@ -15,8 +15,12 @@ import (
 //
 // Content items: BODY[...] and BINARY[...] (RFC 3516), RFC822,
 // RFC822.HEADER and RFC822.TEXT, PREVIEW (RFC 8970) and Dovecot's SNIPPET.
-// Their octets are the sizes of their literals and the lengths of their
-// quoted strings. Header items: ENVELOPE, BODYSTRUCTURE and BODY, which
+// Their octets are the sizes of their literals, counted at the marker
+// (Literal), and the octets of their quoted strings (RFC 9051 §4.3: an
+// nstring may be quoted), counted as each piece passes: a quoted value
+// may be as long as a response line, so the relay charges each piece of
+// it before writing it, never at the closing DQUOTE (ARCHITECTURE.md §12).
+// The item itself counts at its name (Items), before its value. Header items: ENVELOPE, BODYSTRUCTURE and BODY, which
 // show header fields in a structure (the read-content effect of the
 // command table) but whose octets no cap counts; they name the message
 // read all the same (Headers).
@@ -155,9 +159,9 @@ func (t *FetchTracker) End() (read bool) {
 // byte it stopped at, the rest of the response is content, and the
 // response counts as one more content item, so that its message is
 // charged and recorded (ARCHITECTURE.md §12). A string cut short counts
-// as content too.
+// as content too (a content item's octets already did, quotedRun).
 func (t *FetchTracker) giveUp() {
-	if t.st == fsQuoted || t.st == fsListQ {
+	if (t.st == fsQuoted || t.st == fsListQ) && !t.content {
 		t.Content += t.qlen
 	}
 	if !t.gaveUp {
@@ -454,13 +458,16 @@ func (t *FetchTracker) atomRun(b []byte, i int) int {
 }
 
 // quotedRun reads a quoted string from b[i:] (fsQuoted, or fsListQ inside a
-// list value); at its closing DQUOTE it counts the string as content (when
-// the item is).
+// list value). A content item's string is content as its octets pass, so
+// that the piece they are in is charged before it is written (Content).
 func (t *FetchTracker) quotedRun(b []byte, i int) int {
 	for i < len(b) {
 		if t.esc {
 			t.esc = false
 			t.qlen++
+			if t.content {
+				t.Content++
+			}
 			i++
 			continue
 		}
@@ -469,6 +476,9 @@ func (t *FetchTracker) quotedRun(b []byte, i int) int {
 			j++
 		}
 		t.qlen += int64(j - i)
+		if t.content {
+			t.Content += int64(j - i)
+		}
 		if i = j; i == len(b) {
 			break
 		}
@@ -476,9 +486,6 @@ func (t *FetchTracker) quotedRun(b []byte, i int) int {
 		if b[j] == '\\' {
 			t.esc = true
 			continue
-		}
-		if t.content {
-			t.Content += t.qlen
 		}
 		if t.st == fsQuoted {
 			t.st = fsAfter

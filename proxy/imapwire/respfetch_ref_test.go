@@ -163,22 +163,20 @@ func (t *refTracker) feed(b []byte) {
 	}
 }
 
-// quotedByte takes a byte of a quoted string value; at its closing DQUOTE
-// it counts the string as content (when the item is) and returns true.
+// quotedByte takes a byte of a quoted string value, a content octet when
+// the item is content; it returns true at the closing DQUOTE.
 func (t *refTracker) quotedByte(c byte) bool {
 	switch {
-	case t.esc:
-		t.esc = false
-		t.qlen++
-	case c == '\\':
-		t.esc = true
-	case c == '"':
-		if t.content {
-			t.Content += t.qlen
-		}
+	case c == '"' && !t.esc:
 		return true
-	default:
-		t.qlen++
+	case c == '\\' && !t.esc:
+		t.esc = true
+		return false
+	}
+	t.esc = false
+	t.qlen++
+	if t.content {
+		t.Content++
 	}
 	return false
 }

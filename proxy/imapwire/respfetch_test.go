@@ -121,6 +121,44 @@ func TestFetchTrackerHeaders(t *testing.T) {
 	}
 }
 
+// A quoted content value (RFC 9051 §4.3: an nstring may be quoted) is
+// counted as its pieces pass, its item at the name: the relay charges
+// each piece before writing it, however long the string (ARCHITECTURE.md
+// §12). Before, its octets counted only at the closing DQUOTE, after up
+// to MaxResponseLine of it went out.
+func TestFetchTrackerQuotedContentPerPiece(t *testing.T) {
+	tr := new(FetchTracker)
+	first := []byte("* 1 FETCH (UID 7 BODY[] \"ab\\")
+	if !tr.Begin(first) {
+		t.Fatal("not a FETCH response")
+	}
+	tr.Part(first)
+	if tr.Items != 1 || tr.Content != 2 {
+		t.Fatalf("after the opening piece: items %d content %d, want 1 2", tr.Items, tr.Content)
+	}
+	for k, want := range []int64{2 + 1 + 100, 2 + 1 + 100 + 3} {
+		piece := strings.Repeat("x", 100)
+		if k == 0 {
+			piece = "\"" + piece // the escaped DQUOTE
+		} else {
+			piece = "yyy\" UID 7)\r\n"
+		}
+		tr.Part([]byte(piece))
+		if tr.Content != want {
+			t.Fatalf("after piece %d: content %d, want %d", k, tr.Content, want)
+		}
+	}
+	if !tr.End() || tr.Items != 1 {
+		t.Errorf("not read to its end, or items %d", tr.Items)
+	}
+	// Given up inside a quoted content value (at a literal marker, the
+	// string taken to the end of the line): its octets count once.
+	tr, _ = trackToEnd(t, "* 1 FETCH (UID 5 BODY[] \"ab{5}\r\nhello\")\r\n", 4096)
+	if want := int64(len("ab{5}\r\n") + 5 + len("\")\r\n")); tr.Content != want {
+		t.Errorf("given up in a quoted value: content %d, want %d", tr.Content, want)
+	}
+}
+
 func FuzzFetchTracker(f *testing.F) {
 	f.Add([]byte("* 1 FETCH (UID 7 BODY[] {5}\r\nhello)\r\n"))
 	f.Add([]byte("* 1 FETCH (SNIPPET (FUZZY {3}\r\nabc))\r\n"))
