@@ -158,10 +158,7 @@ func TestFetchTrackerAnswers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		tr, _ := runTracker(t, tc.resp, 64)
-		if got := tr.Answers(tc.items); got != tc.want {
-			t.Errorf("%q answers %v: %v", tc.resp, tc.items, got)
-		}
-		// The sorted keys answer the same, whatever the items' order.
+		// In the items' order and reversed: the keys are sorted.
 		rev := slices.Clone(tc.items)
 		slices.Reverse(rev)
 		for _, items := range [][]string{tc.items, rev} {
@@ -173,9 +170,6 @@ func TestFetchTrackerAnswers(t *testing.T) {
 	var tr FetchTracker
 	tr.Begin([]byte("* 1 FETCH (BODY[] {2}\r\n"))
 	tr.Part([]byte("* 1 FETCH (BODY[] {2}\r\n"))
-	if n := testing.AllocsPerRun(100, func() { tr.Answers([]string{"BODY.PEEK[HEADER]", "BODY.PEEK[]"}) }); n != 0 {
-		t.Errorf("Answers allocates %v times", n)
-	}
 	keys := ItemKeys(nil, []string{"BODY.PEEK[HEADER]", "BODY.PEEK[]"})
 	if n := testing.AllocsPerRun(100, func() { tr.AnswersKeys(keys) }); n != 0 {
 		t.Errorf("AnswersKeys allocates %v times", n)

@@ -49,7 +49,7 @@ type FetchTracker struct {
 	gaveUp  bool // the response could not be read: the rest is content
 	// first is the start of the first content item's name ("BODY[TEXT]"),
 	// or of the first header item's when there is no content item, for
-	// telling which command a response answers (Answers).
+	// telling which command a response answers (AnswersKeys).
 	first    [32]byte
 	firstLen uint8
 
@@ -213,48 +213,6 @@ func (t *FetchTracker) endName() {
 		}
 		t.Headers++
 	}
-}
-
-// Answers reports whether the response may answer a FETCH that asked for
-// items (upper case, as CommandParser records them): its first content
-// item (else its first header item) is one of them, BODY[s] answering
-// BODY.PEEK[s] too (RFC 9051 §7.5.2), whatever the header list or
-// partial, ENVELOPE answering ALL and FULL, BODY answering FULL (RFC 9051
-// §6.4.5). True when the response had neither, or when the tracker gave
-// up (what it read of the items is not to be trusted): any FETCH may have
-// asked for it. It does not allocate.
-func (t *FetchTracker) Answers(items []string) bool {
-	if t.firstLen == 0 || t.gaveUp {
-		return true
-	}
-	gn, gs, gb := itemParts(string(t.first[:t.firstLen])) // no copy: compared only
-	cut := int(t.firstLen) == len(t.first)                // the section's word may go on
-	for _, it := range items {
-		if t.Items == 0 && macroHolds(it, gn) {
-			return true
-		}
-		wn, ws, wb := itemParts(it)
-		if gb != wb || !equalFoldString(wn, gn) {
-			continue
-		}
-		if equalFoldString(ws, gs) || (cut && len(ws) > len(gs) && equalFoldString(ws[:len(gs)], gs)) {
-			return true
-		}
-	}
-	return false
-}
-
-// macroHolds reports whether the FETCH macro m (upper case) holds the
-// header item name (RFC 9051 §6.4.5: ALL holds ENVELOPE, FULL ENVELOPE
-// and BODY; FAST none).
-func macroHolds(m, name string) bool {
-	switch m {
-	case "ALL":
-		return equalFoldString(name, "ENVELOPE")
-	case "FULL":
-		return equalFoldString(name, "ENVELOPE") || equalFoldString(name, "BODY")
-	}
-	return false
 }
 
 // itemParts splits a FETCH item's name: the name without ".PEEK", the
@@ -532,7 +490,7 @@ func (t *FetchTracker) atomByte(c byte) {
 }
 
 // ItemKey is what of a FETCH item a response's first content item is
-// matched on (Answers): its name without ".PEEK", whether it has a
+// matched on (AnswersKeys): its name without ".PEEK", whether it has a
 // section, and the section's first word.
 type ItemKey struct {
 	name, sect string
@@ -561,10 +519,13 @@ func ItemKeys(dst []ItemKey, items []string) []ItemKey {
 	return ks
 }
 
-// AnswersKeys is Answers for the items keys were made of (ItemKeys):
-// true when the response had neither content nor header items, or when
-// the tracker gave up (Answers), else when its first content item (else
-// its first header item) has a key. It does not allocate.
+// AnswersKeys reports whether the response may answer a FETCH that asked
+// for the items keys were made of (ItemKeys): its first content item
+// (else its first header item) has a key, BODY[s] answering BODY.PEEK[s]
+// too (RFC 9051 §7.5.2), whatever the header list or partial. True when
+// the response had neither, or when the tracker gave up (what it read of
+// the items is not to be trusted): any FETCH may have asked for it. It
+// does not allocate.
 func (t *FetchTracker) AnswersKeys(keys []ItemKey) bool {
 	if t.firstLen == 0 || t.gaveUp {
 		return true
