@@ -103,7 +103,7 @@ func (g *Gen) Cases() []*Case {
 			return []Cmd{one("u1", "SUBSCRIBE", s)}
 		}),
 	)
-	cases = append(cases, g.tagCase(), g.argCase(), g.spaceCase(), g.pipelineCase(), g.closeCase(), g.readOnlyCase(), g.headerNameCase())
+	cases = append(cases, g.tagCase(), g.argCase(), g.spaceCase(), g.pipelineCase(), g.closeCase(), g.readOnlyCase(), g.headerNameCase(), g.paramsCase())
 	if b.Caps["CATENATE"] {
 		cases = append(cases, g.catenateCase())
 	}
@@ -311,6 +311,44 @@ func (g *Gen) closeCase() *Case {
 			}
 		}
 	}
+	return c
+}
+
+// paramsCase writes the optional parameter lists of SELECT, EXAMINE and
+// the other commands that take one empty, repeated, unbalanced or
+// otherwise off the RFCs' grammar: "EXAMINE Keep ()" was opened by
+// Dovecot, refused BAD by Cyrus, which kept Victim selected read-write,
+// and NO by Courier, which deselected. The STORE \Deleted and EXPUNGE
+// after it show which mailbox the backend really had selected.
+func (g *Gen) paramsCase() *Case {
+	k, v := Quote(g.B.Wire("Keep")), Quote(g.B.Wire("Victim"))
+	c := &Case{Name: "optional parameter lists"}
+	for _, verb := range []string{"SELECT", "EXAMINE"} {
+		for _, params := range []string{"()", "(CONDSTORE)", "(CONDSTORE CONDSTORE)", "(condstore)", "(FOO)", "( CONDSTORE)",
+			"(CONDSTORE ())", "(QRESYNC (1 1))", "(QRESYNC (1 1) QRESYNC (1 1))", "(QRESYNC (1 1) CONDSTORE)",
+			"(QRESYNC (1 1 1:3 (1:3 1:2)))", "(QRESYNC (1 1 1:* (1:3 1:3)))", "(QRESYNC (1 0))", "(QRESYNC ())", "(QRESYNC)"} {
+			cmds := []Cmd{Line("q1", "SELECT "+v), Line("q2", verb+" "+k+" "+params), Line("q3", `STORE 1 +FLAGS.SILENT (\Deleted)`), Line("q4", "EXPUNGE")}
+			if strings.Contains(params, "QRESYNC") {
+				cmds = append([]Cmd{Line("q0", "ENABLE QRESYNC")}, cmds...)
+			}
+			c.Steps = append(c.Steps, &Step{Label: fmt.Sprintf("SELECT Victim; %s Keep %s; STORE 1 \\Deleted; EXPUNGE", verb, params), Cmds: cmds})
+		}
+	}
+	for _, l := range []string{"FETCH 1 (FLAGS) ()", "FETCH 1 (FLAGS) (CHANGEDSINCE 1 CHANGEDSINCE 5)", "FETCH 1 BODY.PEEK[] ()",
+		`STORE 1 () +FLAGS.SILENT (\Deleted)`, `STORE 1 (UNCHANGEDSINCE 5 UNCHANGEDSINCE 1) +FLAGS.SILENT (\Deleted)`,
+		"SEARCH RETURN () ALL", "SEARCH ()", "SORT () UTF-8 ALL", "STATUS " + k + " ()", `LIST () "" *`, `LIST "" * RETURN ()`,
+		`LIST "" * RETURN (STATUS (MESSAGES) STATUS (UIDNEXT))`, `GETMETADATA () "" /shared/comment`,
+		`GETMETADATA (MAXSIZE 1 MAXSIZE 100) "" /shared/comment`, "CREATE " + Quote(g.B.Wire("New")) + " (USE ())",
+		"NOTIFY SET (SELECTED ())", "ENABLE", "UNSELECT ()"} {
+		c.Steps = append(c.Steps, &Step{
+			Label: "SELECT Victim; " + l + "; EXPUNGE",
+			Cmds:  []Cmd{Line("q1", "SELECT "+v), Line("q2", l), Line("q3", "EXPUNGE")},
+		})
+	}
+	c.Steps = append(c.Steps, &Step{
+		Label: "SELECT Victim; APPEND Keep () message; EXPUNGE",
+		Cmds:  []Cmd{Line("q1", "SELECT "+v), one("q2", "APPEND", quotedSp(g.B.Wire("Keep")), T(" () "), g.msgLit("q2")), Line("q3", "EXPUNGE")},
+	})
 	return c
 }
 

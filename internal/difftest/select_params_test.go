@@ -66,3 +66,21 @@ func TestBadSelectLeavesStateAsBackendHasIt(t *testing.T) {
 		})
 	}
 }
+
+// TestEmptyAndRepeatedParams runs every step of paramsCase (empty,
+// repeated and malformed optional parameter lists of SELECT, EXAMINE,
+// FETCH, STORE, SEARCH, LIST, GETMETADATA, CREATE, NOTIFY) on each
+// backend: what the backend did must be what the proxy decided and
+// audited (check.go), and no such line reaches a backend that reads it
+// otherwise (ARCHITECTURE.md §7).
+func TestEmptyAndRepeatedParams(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *Env) {
+		w := e.Worker(t, 0)
+		for _, st := range NewGen(e.B, 1).paramsCase().Steps {
+			_, probs := w.Run(st)
+			for _, p := range probs {
+				t.Errorf("%s: %s", st.Label, p)
+			}
+		}
+	})
+}

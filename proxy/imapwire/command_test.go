@@ -444,6 +444,30 @@ func TestCommandParserErrors(t *testing.T) {
 		{"A1 SELECT \"\\\\INBOX\"\r\n", "backslash in a mailbox name: backends read it differently", nil},
 		{"A1 CREATE \"a\\\\b\"\r\n", "backslash in a mailbox name: backends read it differently", nil},
 		{"A1 CREATE \"a&b\"\r\n", `"&" in a mailbox name after UTF8=ACCEPT has two readings`, &Context{State: StateAuth, UTF8: true}},
+		// Empty lists where the grammar has 1*item, and parameters given
+		// twice (internal/difftest TestBadSelectLeavesStateAsBackendHasIt,
+		// TestEmptyAndRepeatedParams): Dovecot opens "EXAMINE Keep ()",
+		// Cyrus answers BAD keeping its mailbox, Courier NO deselecting.
+		{"A1 EXAMINE Keep ()\r\n", "empty list where the grammar needs at least one item", nil},
+		{"A1 SELECT Keep ()\r\n", "empty list where the grammar needs at least one item", nil},
+		{"A1 SELECT Keep (CONDSTORE CONDSTORE)\r\n", "parameter given more than once", nil},
+		{"A1 SELECT Keep (QRESYNC (1 1) QRESYNC (1 1))\r\n", "parameter given more than once", nil},
+		// Dovecot: BAD "Invalid QRESYNC sets"; Cyrus: OK.
+		{"A1 SELECT Keep (QRESYNC (1 1 1:3 (1:3 1:2)))\r\n", "bad sequence set", nil},
+		{"A1 SELECT Keep (QRESYNC (1 1 1:* (1:3 1:3)))\r\n", "bad sequence set", nil},
+		{"A1 SELECT Keep (QRESYNC (1 1 1:3 (1:* 1:3)))\r\n", "bad sequence set", nil},
+		// Dovecot OK, Cyrus BAD "Invalid Fetch modifier".
+		{"A1 FETCH 1 (FLAGS) ()\r\n", "empty list where the grammar needs at least one item", nil},
+		{"A1 FETCH 1 (FLAGS) (CHANGEDSINCE 1 CHANGEDSINCE 5)\r\n", "parameter given more than once", nil},
+		{"A1 UID FETCH 1 (FLAGS) (VANISHED CHANGEDSINCE 1 VANISHED)\r\n", "parameter given more than once", nil},
+		// Cyrus: BAD "Missing metadata entry".
+		{"A1 GETMETADATA () \"\" /shared/comment\r\n", "empty list where the grammar needs at least one item", nil},
+		{"A1 GETMETADATA (MAXSIZE 1 MAXSIZE 100) \"\" /shared/comment\r\n", "parameter given more than once", nil},
+		{"A1 CREATE New (USE ())\r\n", "empty list where the grammar needs at least one item", nil},
+		{"A1 LIST \"\" \"*\" RETURN (STATUS (MESSAGES) STATUS (UIDNEXT))\r\n", "parameter given more than once", nil},
+		// Dovecot: BAD "Invalid arguments".
+		{"A1 NOTIFY SET (SELECTED ())\r\n", "empty list where the grammar needs at least one item", nil},
+		{"A1 NOTIFY SET (SELECTED (MessageNew ()))\r\n", "empty list where the grammar needs at least one item", nil},
 	}
 	for _, tt := range tests {
 		var p CommandParser

@@ -54,6 +54,13 @@ var (
 	errArgTooMany     = &SyntaxError{Msg: "too many parameters"}
 	errArgBase64      = &SyntaxError{Msg: "bad base64"}
 	errArgMultiAppend = &SyntaxError{Msg: "several messages need MULTIAPPEND (RFC 3502)"}
+	// An empty list where the grammar needs an item, or a parameter given
+	// twice, is read differently by the backends (Dovecot opens
+	// "EXAMINE box ()", Cyrus answers BAD and keeps its old mailbox,
+	// Courier NO and deselects; a repeated CHANGEDSINCE or MAXSIZE is
+	// the first to one server and the last to another).
+	errArgEmptyList = &SyntaxError{Code: "CLIENTBUG", Msg: "empty list where the grammar needs at least one item"}
+	errArgRepeated  = &SyntaxError{Code: "CLIENTBUG", Msg: "parameter given more than once"}
 )
 
 // checker walks a command's arguments against its grammar.
@@ -172,6 +179,23 @@ func (k *checker) list(cu *cursor) *cursor {
 		return nil
 	}
 	return k.cursor(a.List, a.Open)
+}
+
+// nonEmpty fails on a closed list with no item, where the grammar has
+// 1*item (RFC 4466 §2.1 select-params, §2.4 fetch-modifiers, ...).
+func (k *checker) nonEmpty(l *cursor) bool {
+	if l != nil && k.ok() && len(l.args) == 0 && !l.open {
+		k.fail(errArgEmptyList)
+	}
+	return l != nil && k.ok()
+}
+
+// once fails when bit is already in *seen: a parameter given twice.
+func (k *checker) once(seen *uint32, bit uint32) {
+	if *seen&bit != 0 {
+		k.fail(errArgRepeated)
+	}
+	*seen |= bit
 }
 
 // cursor returns a new cursor from the checker's own while they last.
@@ -649,14 +673,19 @@ func gSelect(k *checker) {
 		return
 	}
 	if k.more(cu) {
-		// select-params (RFC 4466 §2.1): CONDSTORE (RFC 7162 §3.1.8),
+		// select-params (RFC 4466 §2.1): "(" select-param *(SP
+		// select-param) ")", each once: CONDSTORE (RFC 7162 §3.1.8),
 		// QRESYNC (RFC 7162 §3.2.5).
 		l := k.list(cu)
+		k.nonEmpty(l)
+		var seen uint32
 		for l != nil && k.more(l) {
 			switch k.word(l, "CONDSTORE", "QRESYNC") {
 			case "CONDSTORE":
+				k.once(&seen, 1)
 				k.needCap(CapCONDSTORE)
 			case "QRESYNC":
+				k.once(&seen, 2)
 				if !k.ctx.QRESYNC {
 					k.fail(errArgExt)
 					return
@@ -678,15 +707,34 @@ func (k *checker) qresyncParams(cu *cursor) {
 	k.number(l, true, false)
 	k.number(l, true, true)
 	if a := k.peek(l); a != nil && a.Kind == ArgAtom {
-		k.seqSet(l, false)
+		k.knownSet(l)
 	}
 	if a := k.peek(l); a != nil && a.Kind == ArgList {
+		// seq-match-data: each sequence number with its UID, so both
+		// sets name as many messages (RFC 7162 §3.2.5.2; Dovecot answers
+		// BAD otherwise, Cyrus OK).
 		m := k.list(l)
-		k.seqSet(m, false)
-		k.seqSet(m, false)
+		if n, u := k.knownSet(m), k.knownSet(m); k.ok() && n != u {
+			k.fail(errArgSet)
+		}
 		k.end(m)
 	}
 	k.end(l)
+}
+
+// knownSet takes a QRESYNC set of known messages and returns how many it
+// names: no "*" or "$", which no SELECT can resolve as the client meant.
+func (k *checker) knownSet(cu *cursor) int64 {
+	a := k.peek(cu)
+	k.seqSet(cu, false)
+	if !k.ok() {
+		return 0
+	}
+	n, _ := SetCount(a.Value)
+	if n < 0 {
+		k.fail(errArgSet)
+	}
+	return n
 }
 
 func gCreate(k *checker) {
@@ -707,6 +755,7 @@ func gCreate(k *checker) {
 		}
 		k.word(l, "USE")
 		u := k.list(l)
+		k.nonEmpty(u) // use-attrs = use-attr *(SP use-attr)
 		for u != nil && k.more(u) {
 			if f := k.flag(u); k.ok() && (len(f) < 2 || f[0] != '\\') {
 				k.fail(errArgFlag)
@@ -832,12 +881,15 @@ func gList(k *checker) {
 		}
 		k.word(cu, "RETURN")
 		l := k.list(cu)
+		var seen uint32
 		for l != nil && k.more(l) {
 			switch k.word(l, "SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS", "MYRIGHTS") {
 			case "SPECIAL-USE":
 				k.needCap(CapSPECIALUSE)
 			case "STATUS":
-				if k.needCap(CapLISTSTATUS) {
+				// Twice, its attributes are the union or the last list.
+				k.once(&seen, 1)
+				if k.ok() && k.needCap(CapLISTSTATUS) {
 					k.statusAttList(l)
 				}
 			case "MYRIGHTS":
@@ -1130,13 +1182,19 @@ func gGetMetadata(k *checker) {
 	cu := k.top()
 	k.eff(EffReadMetadata, TargetMailbox)
 	if a := k.peek(cu); a != nil && a.Kind == ArgList {
-		// getmetadata-options (RFC 5464 §4.2): MAXSIZE n, DEPTH 0/1/infinity.
+		// getmetadata-options (RFC 5464 §4.2): "(" getmetadata-option
+		// *(SP getmetadata-option) ")", each once: MAXSIZE n, DEPTH
+		// 0/1/infinity.
 		l := k.list(cu)
+		k.nonEmpty(l)
+		var seen uint32
 		for l != nil && k.more(l) {
 			switch k.word(l, "MAXSIZE", "DEPTH") {
 			case "MAXSIZE":
+				k.once(&seen, 1)
 				k.number(l, false, false)
 			case "DEPTH":
+				k.once(&seen, 2)
 				k.word(l, "0", "1", "INFINITY")
 			}
 		}
@@ -1301,6 +1359,7 @@ func (k *checker) notifyGroup(cu *cursor) {
 		return
 	}
 	ev := k.list(l)
+	k.nonEmpty(ev) // events = "(" event *(SP event) ")" / "NONE"
 	for ev != nil && k.more(ev) {
 		switch k.word(ev, "MESSAGENEW", "MESSAGEEXPUNGE", "FLAGCHANGE", "ANNOTATIONCHANGE",
 			"MAILBOXNAME", "SUBSCRIPTIONCHANGE", "MAILBOXMETADATACHANGE", "SERVERMETADATACHANGE") {
@@ -1308,6 +1367,7 @@ func (k *checker) notifyGroup(cu *cursor) {
 			k.eff(EffReadMetadata, TargetAny)
 			if a := k.peek(ev); a != nil && a.Kind == ArgList {
 				f := k.list(ev)
+				k.nonEmpty(f) // "(" fetch-att *(SP fetch-att) ")"
 				for f != nil && k.more(f) {
 					k.fetchAtt(f, false)
 				}
@@ -1361,14 +1421,19 @@ func gFetch(k *checker) {
 		}
 	}
 	if k.more(cu) {
-		// fetch-modifiers (RFC 4466 §2.4, RFC 7162 §3.1.4.1, §3.2.6).
+		// fetch-modifiers (RFC 4466 §2.4, RFC 7162 §3.1.4.1, §3.2.6):
+		// "(" fetch-modifier *(SP fetch-modifier) ")", each once.
 		l := k.list(cu)
+		k.nonEmpty(l)
+		var seen uint32
 		for l != nil && k.more(l) {
 			switch k.word(l, "CHANGEDSINCE", "VANISHED") {
 			case "CHANGEDSINCE":
+				k.once(&seen, 1)
 				k.needCap(CapCONDSTORE)
 				k.number(l, false, true)
 			case "VANISHED":
+				k.once(&seen, 2)
 				if !k.c.UID || !k.ctx.QRESYNC {
 					k.fail(errArgExt)
 				}
