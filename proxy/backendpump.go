@@ -256,7 +256,7 @@ func (p *backendPump) relay() (parked bool) {
 		if !plain || r.sawBye.Load() {
 			let()
 		}
-		relay, cont, refused := true, false, false
+		relay, cont, refused, unknown := true, false, false, false
 		var done *inflight
 		if r.sawBye.Load() && resp.Kind != imapwire.Tagged {
 			// After BYE the server closes; only the completions of the
@@ -340,7 +340,7 @@ func (p *backendPump) relay() (parked bool) {
 		if done != nil {
 			// State first: once the client has this reply, its next
 			// command may be decided.
-			p.completed(done, &resp)
+			unknown = p.completed(done, &resp)
 			if resp.Status == imapwire.StatusOK && done.cmd.Name == "LOGOUT" {
 				// The client's LOGOUT (RFC 9051 §6.1.3), not the
 				// backend's own leaving, is why the session ends.
@@ -357,6 +357,11 @@ func (p *backendPump) relay() (parked bool) {
 			if err := s.auditCompleted(done, &resp, p.outSince+int64(len(part)), codeArgs); err != nil {
 				s.auditUnavailable(err, false)
 				return
+			}
+			if unknown {
+				s.logger().Warn("session state unknown after the backend's answer; ending session",
+					zap.String("command", done.cmd.Name), zap.String("status", resp.Status.String()))
+				s.srv.auditor.Security(&s.info, "state-unknown", done.cmd.Name+" answered "+resp.Status.String())
 			}
 			// The client pump may reuse the record as soon as the client
 			// has this reply: done is not read after this.
@@ -384,6 +389,12 @@ func (p *backendPump) relay() (parked bool) {
 			held, lines = true, 0
 		}
 		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
+		if err == nil && unknown {
+			// The client has the answer; nothing more is decided in a
+			// state the proxy does not know (ARCHITECTURE.md §8).
+			s.stop(byeStateUnknown, true)
+			err = errStop
+		}
 		owes := p.w.owes()
 		if lines++; err != nil || owes || !plain || lines >= heldLines || !p.lineBuffered() {
 			let()
@@ -1176,14 +1187,23 @@ func renamedSelection(cur, from, to string) (string, bool) {
 // completed updates the session from a tagged completion: the selected
 // mailbox (RFC 9051 §6.3.2: a failed SELECT leaves none selected), what
 // ENABLE turned on, a renamed or deleted selected mailbox. Only an OK of
-// the command changes anything (ARCHITECTURE.md §8).
-func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
+// the command changes anything (ARCHITECTURE.md §8). It returns unknown
+// for a barrier answered BAD, or NO where no state after a NO is known
+// (Spec.FailsKnown): the backends differ there (Cyrus keeps its mailbox
+// selected after "BAD" to EXAMINE, Dovecot deselects), so the client pump
+// decides nothing more (stateLost) and the caller ends the session once
+// the client has the answer.
+func (p *backendPump) completed(f *inflight, resp *imapwire.Response) (unknown bool) {
 	ok := resp.Status == imapwire.StatusOK
 	r, s := p.r, p.s
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.barrier == f {
 		r.barrier = nil
+		if !ok && (resp.Status == imapwire.StatusBAD || !f.cmd.Spec.FailsKnown) {
+			r.stateLost = true
+			return true
+		}
 	}
 	sel, selRO, changed := "", false, true
 	switch f.cmd.Name {
@@ -1236,4 +1256,5 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) {
 		s.info.Selected, s.info.SelectedReadOnly = sel, selRO
 		s.infoMu.Unlock()
 	}
+	return false
 }

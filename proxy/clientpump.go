@@ -377,7 +377,7 @@ func (p *clientPump) waitBarrier() error {
 	r := p.r
 	for {
 		r.mu.Lock()
-		busy := r.barrier != nil || r.inflight.len() >= p.s.lim.MaxInflight
+		busy := r.barrier != nil || r.stateLost || r.inflight.len() >= p.s.lim.MaxInflight
 		if busy {
 			r.wantFreedLocked()
 		}

@@ -43,6 +43,9 @@ type relay struct {
 	// to come; idle is that IDLE, nil if none.
 	idleCont     bool
 	backendEnded bool // see backendDone
+	// stateLost: a barrier's answer left the session state unknown
+	// (backendPump.completed); the client pump decides nothing more.
+	stateLost bool
 	// backendParks: the parker can watch the backend connection
 	// (rawConn; asked again when the pump parks, rather than kept).
 	backendParks bool

@@ -49,6 +49,10 @@ const (
 	// after a streamed literal), which no tagged NO can answer: the
 	// session ends, aborting the command (ARCHITECTURE.md §10).
 	CloseRefusedMidCommand
+	// CloseStateUnknown: the backend answered a state-changing command
+	// (a barrier) so that its state after it is not known: BAD, or NO
+	// where the command's RFC defines none (ARCHITECTURE.md §8).
+	CloseStateUnknown
 	numCloseReasons
 )
 
@@ -81,6 +85,7 @@ var closeReasonNames = [numCloseReasons]string{
 	CloseServerKicked:         "server-kicked",
 	CloseCommandTooBig:        "command-too-big",
 	CloseRefusedMidCommand:    "refused-mid-command",
+	CloseStateUnknown:         "state-unknown",
 }
 
 func (r CloseReason) String() string {
@@ -135,6 +140,7 @@ var (
 	byeFetchCap            = bye(CloseLimit, "LIMIT", "Download limit reached, try again later")
 	byeAuditUnavailable    = bye(CloseAuditUnavailable, "UNAVAILABLE", "Audit trail unavailable")
 	byeNonIMAP             = bye(CloseNonIMAPClient, "", "Not an IMAP client")
+	byeStateUnknown        = bye(CloseStateUnknown, "SERVERBUG", "Session state unknown after the server refused a state change; reconnect")
 )
 
 // syntaxReply is the BAD for input with more than one reading

@@ -160,6 +160,14 @@ type Spec struct {
 	// mailbox, enabled extensions, pushed data). The proxy decides
 	// nothing after it until the backend completed it (RFC 9051 §5.5).
 	Barrier bool
+	// FailsKnown: a NO completion leaves a state the proxy knows
+	// (SELECT, EXAMINE: none selected, RFC 9051 §6.3.2; RENAME, DELETE:
+	// nothing done; NOTIFY: the proxy keeps nothing of its answer). No
+	// RFC defines the state after a BAD, nor after a NO to CLOSE,
+	// UNSELECT or ENABLE, which define none: such an answer to a barrier
+	// leaves the state unknown, and the proxy ends the session
+	// (ARCHITECTURE.md §8).
+	FailsKnown bool
 	// MayEffect is every effect the command can have, whatever its
 	// arguments: what a policy that watches an effect must inspect. It is
 	// the worst a backend may do, later included (a SETMETADATA entry that
@@ -192,11 +200,11 @@ var specs = []*Spec{
 	{Name: "LOGIN", RFC: "RFC 9051 §6.2.3", States: StateNotAuth | stateLoggedIn, Proxy: true, check: gLogin},
 	// Authenticated (RFC 9051 §6.3).
 	{Name: "ENABLE", RFC: "RFC 5161", States: stateLoggedIn, Cap: CapENABLE, Barrier: true, MayEffect: effs(EffSession), check: gEnable},
-	{Name: "SELECT", RFC: "RFC 9051 §6.3.2, RFC 7162", States: stateLoggedIn, Barrier: true, MayEffect: effs(EffSelectReadWrite, EffReadMetadata), check: gSelect},
-	{Name: "EXAMINE", RFC: "RFC 9051 §6.3.3, RFC 7162", States: stateLoggedIn, Barrier: true, MayEffect: effs(EffSelect, EffReadMetadata), check: gSelect},
+	{Name: "SELECT", RFC: "RFC 9051 §6.3.2, RFC 7162", States: stateLoggedIn, Barrier: true, MayEffect: effs(EffSelectReadWrite, EffReadMetadata), FailsKnown: true, check: gSelect},
+	{Name: "EXAMINE", RFC: "RFC 9051 §6.3.3, RFC 7162", States: stateLoggedIn, Barrier: true, MayEffect: effs(EffSelect, EffReadMetadata), FailsKnown: true, check: gSelect},
 	{Name: "CREATE", RFC: "RFC 9051 §6.3.4, RFC 6154", States: stateLoggedIn, MayEffect: effs(EffCreateMailbox), check: gCreate},
-	{Name: "DELETE", RFC: "RFC 9051 §6.3.5", States: stateLoggedIn, MayEffect: effs(EffDeleteMailbox), check: gDelete},
-	{Name: "RENAME", RFC: "RFC 9051 §6.3.6", States: stateLoggedIn, MayEffect: effs(EffRenameMailbox, EffCreateMailbox), check: gRename},
+	{Name: "DELETE", RFC: "RFC 9051 §6.3.5", States: stateLoggedIn, MayEffect: effs(EffDeleteMailbox), FailsKnown: true, check: gDelete},
+	{Name: "RENAME", RFC: "RFC 9051 §6.3.6", States: stateLoggedIn, MayEffect: effs(EffRenameMailbox, EffCreateMailbox), FailsKnown: true, check: gRename},
 	{Name: "SUBSCRIBE", RFC: "RFC 9051 §6.3.7", States: stateLoggedIn, MayEffect: effs(EffSubscriptions), check: gSubscribe},
 	{Name: "UNSUBSCRIBE", RFC: "RFC 9051 §6.3.8", States: stateLoggedIn, MayEffect: effs(EffSubscriptions), check: gSubscribe},
 	{Name: "LIST", RFC: "RFC 9051 §6.3.9, RFC 5258, RFC 5819, RFC 6154, RFC 8440", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gList},
@@ -205,7 +213,7 @@ var specs = []*Spec{
 	{Name: "STATUS", RFC: "RFC 9051 §6.3.11, RFC 8438, RFC 8474", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gStatus},
 	{Name: "APPEND", RFC: "RFC 9051 §6.3.12, RFC 3502, RFC 4469, RFC 3516, RFC 6855", States: stateLoggedIn, MayEffect: effs(EffCreateMessages, EffReadContent, EffMarkDeleted), check: gAppend},
 	{Name: "IDLE", RFC: "RFC 9051 §6.3.13", States: stateLoggedIn, Cap: CapIDLE, check: gNone},
-	{Name: "NOTIFY", RFC: "RFC 5465", States: stateLoggedIn, Cap: CapNOTIFY, Barrier: true, sections: true, MayEffect: effs(EffSession, EffReadMetadata, EffReadContent), check: gNotify},
+	{Name: "NOTIFY", RFC: "RFC 5465", States: stateLoggedIn, Cap: CapNOTIFY, Barrier: true, sections: true, MayEffect: effs(EffSession, EffReadMetadata, EffReadContent), FailsKnown: true, check: gNotify},
 	{Name: "GETACL", RFC: "RFC 4314 §3.3", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
 	{Name: "MYRIGHTS", RFC: "RFC 4314 §3.5", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
 	{Name: "LISTRIGHTS", RFC: "RFC 4314 §3.4", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gListRights},
