@@ -216,6 +216,12 @@ type Record struct {
 	UIDs         []uint32 `json:"uids,omitempty"` // messages whose content the responses carried
 	ContentBytes int64    `json:"content_bytes,omitempty"`
 	UIDCount     int      `json:"uid_count,omitempty"` // all of them, when more than uids holds
+	// Expunged: messages the backend reported expunged while a command
+	// that expunges ran (EXPUNGE, UID EXPUNGE, MOVE); ExpungedSeqs the
+	// sequence numbers of its "* n EXPUNGE" responses, in order, each as
+	// numbered when sent (a VANISHED's UIDs are in UIDs).
+	Expunged     int      `json:"expunged,omitempty"`
+	ExpungedSeqs []uint32 `json:"expunged_seqs,omitempty"`
 	// SharedWith tags the other FETCHes in flight that the content
 	// counted here may have answered instead (a FETCH response carries
 	// no tag): each message is counted in one record only. The proxy
@@ -396,6 +402,10 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	}
 	if n := r.UIDCount; n > 0 || len(r.UIDs) > MaxUIDs {
 		e.AddInt("uid_count", max(n, len(r.UIDs)))
+	}
+	num(e, "expunged", int64(r.Expunged))
+	if len(r.ExpungedSeqs) > 0 {
+		e.AddArray("expunged_seqs", (*uidList)(&r.ExpungedSeqs))
 	}
 	num(e, "content_bytes", r.ContentBytes)
 	enc.strs(e, "content_shared_with", r.SharedWith)
@@ -848,6 +858,9 @@ func (r *Record) Summary() string {
 			w("uids " + uidsText(r.UIDs, r.UIDCount))
 		} else if r.Messages > 0 {
 			w(plural(r.Messages, "message"))
+		}
+		if r.Expunged > 0 {
+			w("expunged " + strconv.Itoa(r.Expunged))
 		}
 		if len(r.SharedWith) > 0 {
 			w("shared with " + strings.Join(r.SharedWith, ","))

@@ -114,9 +114,10 @@ type backendPump struct {
 // (ARCHITECTURE.md §16: it was 176 bytes of each idle session's heap).
 // Each wait is at a response boundary, where none of it carries over.
 type backendWork struct {
-	lc   lineCheck // the response line being read
-	dv   delivery  // the FETCH response being relayed
-	fbuf []byte    // a filtered capability line
+	lc   lineCheck    // the response line being read
+	dv   delivery     // the FETCH response being relayed
+	vx   vanishedScan // the VANISHED response being relayed (expunged.go)
+	fbuf []byte       // a filtered capability line
 	// The audit events of the response being relayed (limit hits, a
 	// delivery no command in flight answers), kept while the client
 	// writer is held and logged once it is let go (logOwed): a slow or
@@ -266,8 +267,11 @@ func (p *backendPump) relay() (parked bool) {
 			return
 		}
 		// Plain untagged data (FETCH, EXISTS, ...: most lines) touches
-		// nothing under relay.mu; the rest may.
-		locked := resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusNone || wordIs(resp.Name, enabledName)
+		// nothing under relay.mu; the rest may (an EXPUNGE or VANISHED
+		// is recorded against the command that expunges, expunged.go).
+		p.w.vx.f = nil
+		locked := resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusNone || wordIs(resp.Name, enabledName) ||
+			wordIs(resp.Name, expungeName) || wordIs(resp.Name, vanishedName)
 		if locked {
 			r.mu.Lock()
 		}
@@ -332,6 +336,16 @@ func (p *backendPump) relay() (parked bool) {
 				s.uidValidityNext = codeNumber(part)
 			case resp.Status == imapwire.StatusOK && wordIs(resp.Code, copyUIDName):
 				p.moveCopyUID(responseCodeArgs(part))
+			case resp.Status == imapwire.StatusNone && wordIs(resp.Name, expungeName):
+				if f := r.expunger(); f != nil {
+					f.expungedSeq(resp.Num, s.lim.MaxAuditUIDs)
+				}
+			case resp.Status == imapwire.StatusNone && wordIs(resp.Name, vanishedName):
+				if f := r.expunger(); f != nil {
+					if set, ok := p.w.vx.begin(f, resp.Rest(part), s.lim.MaxAuditUIDs); ok {
+						p.w.vx.piece(set, final)
+					}
+				}
 			}
 		}
 		if locked {
@@ -432,14 +446,14 @@ func (p *backendPump) relay() (parked bool) {
 func (p *backendPump) moveCopyUID(args string) {
 	var move *inflight
 	p.r.inflight.until(func(f *inflight) bool {
-		if f.cmd.Name == "MOVE" && f.codeArgs == "" {
+		if f.cmd.Name == "MOVE" && f.copyUID() == "" {
 			move = f
 			return false
 		}
 		return true
 	})
 	if move != nil && args != "" && copyUIDFits(move, args) {
-		move.codeArgs = args
+		move.expunged().copyUID = args
 	}
 }
 
@@ -749,6 +763,12 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 			if part, final, _, hasLit, err = p.readPart(); err != nil {
 				p.readFailed(err, true)
 				return n, p.cut(err)
+			}
+			if p.w.vx.f != nil {
+				// A VANISHED longer than one read (expunged.go).
+				p.r.mu.Lock()
+				p.w.vx.piece(part, final)
+				p.r.mu.Unlock()
 			}
 			if tracking && !p.track(part, final && hasLit && literals) {
 				return n, p.cut(errStop)

@@ -328,6 +328,14 @@ type CommandEvent struct {
 	Messages int
 	Content  int64
 	UIDs     []uint32
+	// Expunged counts the messages the backend reported expunged while a
+	// command that may expunge ran (EXPUNGE, UID EXPUNGE, MOVE; CLOSE
+	// reports none, RFC 9051 §6.4.1): one per "* n EXPUNGE", whose
+	// sequence numbers ExpungedSeqs lists in order (the first
+	// MaxAuditUIDs), and one per UID of a "* VANISHED" (QRESYNC), which
+	// UIDs lists.
+	Expunged     int
+	ExpungedSeqs []uint32
 	// SharedWith names the other FETCHes in flight that content counted
 	// here may have answered instead (a FETCH response has no tag; see
 	// backendPump.answering): each response is counted in one record
@@ -356,6 +364,7 @@ func (e CommandEvent) Clone() CommandEvent {
 		e.Command = &c
 	}
 	e.UIDs = slices.Clone(e.UIDs)
+	e.ExpungedSeqs = slices.Clone(e.ExpungedSeqs)
 	e.SharedWith = slices.Clone(e.SharedWith)
 	if e.Decision != nil {
 		d := *e.Decision

@@ -52,11 +52,14 @@ type inflight struct {
 	messages int
 	uids     []uint32
 	content  int64
+	// exp is what untagged responses told of a command that expunges
+	// (expunged.go): the expunges the backend reported while it ran, a
+	// MOVE's COPYUID (RFC 6851 §4.3; backendPump.moveCopyUID); nil
+	// before the first (one pointer: the record stays in its size class,
+	// ARCHITECTURE.md §16). A VANISHED's UIDs go to uids.
+	exp *expunges
 	// share: what answering keeps of a FETCH once several are in flight.
 	share *fetchShare
-	// codeArgs: a MOVE's COPYUID, which comes untagged before its
-	// completion (RFC 6851 §4.3; backendPump.moveCopyUID).
-	codeArgs string
 
 	// refs counts the pumps holding the record: the client pump until it
 	// is done with the command (an IDLE until DONE), the backend pump
@@ -75,7 +78,8 @@ type inflight struct {
 // content (fetch) what the backend pump may add to it: its set's ranges
 // (at most one a set element) and items' keys (fetchShare), and up to
 // maxUIDs UIDs (Limits.MaxAuditUIDs), each in an array append may have
-// doubled. Saturates at the field's bound; it does not allocate.
+// doubled; for a command that expunges, what the backend reports of it
+// (expunged.go). Saturates at the field's bound; it does not allocate.
 func heldBy(cmd *imapwire.Command, fetch bool, maxUIDs int) uint32 {
 	n := int64(unsafe.Sizeof(inflight{})) + int64(len(cmd.Tag)+len(cmd.Mailbox)+len(cmd.MailboxRaw)+
 		len(cmd.Reference)+len(cmd.Destination)+len(cmd.DestinationRaw)+len(cmd.Set)) +
@@ -96,6 +100,13 @@ func heldBy(cmd *imapwire.Command, fetch bool, maxUIDs int) uint32 {
 			2*elems*int64(unsafe.Sizeof(imapwire.SetRange{})) +
 			4*int64(len(cmd.FetchItems))*int64(unsafe.Sizeof(imapwire.ItemKey{})) + // FULL: two keys
 			2*uids*int64(unsafe.Sizeof(uint32(0)))
+	}
+	if cmd.Effects.Has(imapwire.EffExpunge) {
+		// What the backend reports it expunged (expunged.go): sequence
+		// numbers, or a VANISHED's UIDs, maxUIDs each in an array append
+		// may have doubled, and a MOVE's COPYUID (responseCodeArgs keeps
+		// less than 4096 bytes).
+		n += int64(unsafe.Sizeof(expunges{})) + 2*2*int64(maxUIDs)*int64(unsafe.Sizeof(uint32(0))) + 4096
 	}
 	return uint32(min(n, math.MaxUint32))
 }
@@ -121,7 +132,7 @@ const maxFreeInflight = 8
 // recycle clears f for reuse, keeping the backing arrays of its FETCH
 // items and STORE flags, and of its UIDs when small.
 func (f *inflight) recycle() {
-	fi, sf, uids, share := f.cmd.FetchItems[:0], f.cmd.StoreFlags[:0], f.uids[:0], f.share
+	fi, sf, uids, exp, share := f.cmd.FetchItems[:0], f.cmd.StoreFlags[:0], f.uids[:0], f.exp, f.share
 	clear(f.cmd.FetchItems)
 	clear(f.cmd.StoreFlags)
 	*f = inflight{}
@@ -132,6 +143,10 @@ func (f *inflight) recycle() {
 	}
 	if cap(uids) <= keepUIDs {
 		f.uids = uids
+	}
+	if exp != nil && cap(exp.seqs) <= keepUIDs {
+		*exp = expunges{seqs: exp.seqs[:0]}
+		f.exp = exp
 	}
 }
 

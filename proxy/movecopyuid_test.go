@@ -39,8 +39,8 @@ func TestMoveCopyUIDCredit(t *testing.T) {
 				p.moveCopyUID(code)
 			}
 			for _, f := range c.cmds {
-				if f.codeArgs != c.want[f.cmd.Tag] {
-					t.Errorf("%s %s: code args %q, want %q", f.cmd.Tag, f.cmd.Name, f.codeArgs, c.want[f.cmd.Tag])
+				if f.copyUID() != c.want[f.cmd.Tag] {
+					t.Errorf("%s %s: code args %q, want %q", f.cmd.Tag, f.cmd.Name, f.copyUID(), c.want[f.cmd.Tag])
 				}
 			}
 		})

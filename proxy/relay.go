@@ -375,25 +375,27 @@ func (s *Session) cutAtBoundary() {
 func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut int64, codeArgs string) error {
 	shared, sharedCount := f.share.sharedWith(f, s.lim.MaxAuditSharedWith)
 	if codeArgs == "" {
-		codeArgs = f.codeArgs // a MOVE's untagged COPYUID
+		codeArgs = f.copyUID() // a MOVE's untagged COPYUID
 	}
 	return s.srv.auditor.Command(&s.info, CommandEvent{
-		Command:     &f.cmd,
-		Result:      statusName(resp.Status),
-		Code:        imapwire.CodeName(resp.Code),
-		Duration:    since(f.start),
-		Decision:    f.decision,
-		BytesIn:     f.bytesIn.Load(),
-		BytesOut:    bytesOut,
-		BodyRead:    f.readContent,
-		Messages:    f.messages,
-		UIDs:        f.uids,
-		SharedWith:  shared,
-		SharedCount: sharedCount,
-		Content:     f.content,
-		CodeArgs:    codeArgs,
-		Selected:    f.selected,
-		UIDValidity: f.uidValidity,
+		Command:      &f.cmd,
+		Result:       statusName(resp.Status),
+		Code:         imapwire.CodeName(resp.Code),
+		Duration:     since(f.start),
+		Decision:     f.decision,
+		BytesIn:      f.bytesIn.Load(),
+		BytesOut:     bytesOut,
+		BodyRead:     f.readContent,
+		Messages:     f.messages,
+		UIDs:         f.uids,
+		SharedWith:   shared,
+		SharedCount:  sharedCount,
+		Content:      f.content,
+		Expunged:     f.expungedCount(),
+		ExpungedSeqs: f.expungedSeqs(),
+		CodeArgs:     codeArgs,
+		Selected:     f.selected,
+		UIDValidity:  f.uidValidity,
 	})
 }
 

@@ -141,6 +141,11 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	// Message-level access: the UIDs the FETCH responses carried (the
 	// proxy hands over its slice), COPYUID/APPENDUID text.
 	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, append(r.UIDs[:0], e.UIDs...), e.CodeArgs, e.Content
+	if e.Expunged > 0 {
+		// What an EXPUNGE, UID EXPUNGE or MOVE destroyed, as the backend
+		// reported it (audit/README.md).
+		r.Expunged, r.ExpungedSeqs = e.Expunged, slices.Clone(e.ExpungedSeqs)
+	}
 	if len(e.SharedWith) > 0 {
 		r.SharedWith = slices.Clone(e.SharedWith) // rare: FETCHes run at once
 	}

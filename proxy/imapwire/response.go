@@ -73,6 +73,16 @@ type Response struct {
 	after int
 }
 
+// Rest returns what follows Name in line, the response's first piece
+// ParseResponse read (" 1:3,7" of "* VANISHED 1:3,7"); nil when the
+// response has no Name.
+func (r *Response) Rest(line []byte) []byte {
+	if r.Name == nil || r.after < 0 || r.after > len(line) {
+		return nil
+	}
+	return line[r.after:]
+}
+
 // MayHaveLiteral reports whether a response of this shape may carry
 // literals. Only untagged data can (RFC 9051 §7.2-7.5); status responses and
 // continuation requests carry resp-text (§7.1, §7.6), where "{5}" at the end
