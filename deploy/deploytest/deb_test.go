@@ -172,11 +172,12 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 // TestDebInstall installs the package on this machine with dpkg, checks
-// what postinst did (system user, self-signed certificate readable by the
-// service's group only, service not started), runs imapwarden validate on
-// the installed configuration as root and as the service user, reinstalls
-// over it (the upgrade path: local config edits and the certificate stay),
-// then purges it and checks that nothing is left but the audit directory.
+// what postinst did (system user, self-signed certificate, audit key and
+// admin tokens readable by the service's group only, service not started),
+// runs imapwarden validate on the installed configuration as root and as
+// the service user, reinstalls over it (the upgrade path: local config
+// edits, the certificate and the tokens stay), then purges it and checks
+// that nothing is left but the audit directory.
 //
 // It changes the system, so it runs only as root with CI=true or
 // IMAPWARDEN_DEB_TEST=1, and refuses to touch an imapwarden installed by
@@ -240,11 +241,13 @@ func TestDebInstall(t *testing.T) {
 		t.Fatalf("no imapwarden group after install: %v", err)
 	}
 	for p, want := range map[string]fs.FileMode{
-		"/etc/imapwarden/tls":          fs.ModeDir | 0o750,
-		"/etc/imapwarden/tls/key.pem":  0o640,
-		"/etc/imapwarden/tls/cert.pem": 0o644,
-		"/etc/imapwarden/audit.key":    0o640,
-		"/var/log/imapwarden":          fs.ModeDir | 0o750,
+		"/etc/imapwarden/tls":           fs.ModeDir | 0o750,
+		"/etc/imapwarden/tls/key.pem":   0o640,
+		"/etc/imapwarden/tls/cert.pem":  0o644,
+		"/etc/imapwarden/audit.key":     0o640,
+		"/etc/imapwarden/admin.token":   0o640,
+		"/etc/imapwarden/metrics.token": 0o640,
+		"/var/log/imapwarden":           fs.ModeDir | 0o750,
 	} {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -283,6 +286,7 @@ func TestDebInstall(t *testing.T) {
 	// Upgrade path: a local edit of the configuration and the generated
 	// key survive a reinstall.
 	key := mustRead(t, "/etc/imapwarden/tls/key.pem")
+	adminToken := mustRead(t, "/etc/imapwarden/admin.token")
 	f, err := os.OpenFile("/etc/imapwarden/imapwarden.yaml", os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -295,6 +299,9 @@ func TestDebInstall(t *testing.T) {
 	}
 	if !bytes.Equal(mustRead(t, "/etc/imapwarden/tls/key.pem"), key) {
 		t.Error("reinstall replaced the TLS key")
+	}
+	if !bytes.Equal(mustRead(t, "/etc/imapwarden/admin.token"), adminToken) {
+		t.Error("reinstall replaced the admin token")
 	}
 
 	auditKey := mustRead(t, "/etc/imapwarden/audit.key")
@@ -323,7 +330,8 @@ func fileGID(fi fs.FileInfo) string {
 // configuration, unedited, as the unit does (user imapwarden with
 // CAP_NET_BIND_SERVICE only), in front of a Dovecot answering on the
 // configuration's 127.0.0.1:143: DELETE INBOX is refused by the shipped
-// policies and the trail is an HMAC chain under the key postinst made.
+// policies, the admin API answers only the tokens postinst made and the
+// trail is an HMAC chain under the key postinst made.
 func debSecureDefaults(t *testing.T) {
 	t.Helper()
 	dovecottest.Require(t)
@@ -339,6 +347,7 @@ func debSecureDefaults(t *testing.T) {
 		t.Errorf("listening on %v, want imaps on port 993", p.addrs)
 	}
 	checkRefusesDeleteInbox(t, "127.0.0.1:993", "alice", dovecottest.DefaultUsers()["alice"])
+	checkAdminTokens(t, p.addrs["admin"], "/etc/imapwarden/admin.token", "/etc/imapwarden/metrics.token")
 	p.stop(t)
 	checkHMACTrail(t, "/usr/bin/imapwarden", "/etc/imapwarden/audit.key", "/var/log/imapwarden/audit.jsonl")
 }

@@ -135,6 +135,7 @@ func TestHelmDefaults(t *testing.T) {
 		"PodDisruptionBudget/rel-imapwarden",
 		"Secret/rel-imapwarden-admin-token",
 		"Secret/rel-imapwarden-audit-key",
+		"Secret/rel-imapwarden-metrics-token",
 		"Service/rel-imapwarden",
 		"Service/rel-imapwarden-admin",
 		"ServiceAccount/rel-imapwarden",
@@ -352,8 +353,8 @@ func TestHelmServiceMonitor(t *testing.T) {
 	if len(ep) != 1 || getString(ep[0], "port") != "admin" || getString(ep[0], "path") != "/metrics" {
 		t.Fatalf("endpoints %v", ep)
 	}
-	if cred := get(ep[0], "authorization.credentials"); getString(cred, "name") != "rel-imapwarden-admin-token" || getString(cred, "key") != "token" || getString(ep[0], "authorization.type") != "Bearer" {
-		t.Errorf("ServiceMonitor does not send the admin token: %v", get(ep[0], "authorization"))
+	if cred := get(ep[0], "authorization.credentials"); getString(cred, "name") != "rel-imapwarden-metrics-token" || getString(cred, "key") != "token" || getString(ep[0], "authorization.type") != "Bearer" {
+		t.Errorf("ServiceMonitor does not send the metrics token: %v", get(ep[0], "authorization"))
 	}
 	if ns := getList(sm, "spec.namespaceSelector.matchNames"); !slices.Equal(ns, []any{"mail"}) {
 		t.Errorf("namespaceSelector %v", ns)
@@ -529,6 +530,9 @@ func TestHelmRefuses(t *testing.T) {
 		{[]string{"--set", "tls.source=file"}, `tls.source "file"`},
 		{[]string{"--set", "tls.secret.create=true"}, "tls.secret.create needs tls.secret.cert and tls.secret.key"},
 		{[]string{"--set", "tls.certManager.enabled=true"}, "tls.certManager.enabled needs tls.certManager.issuerRef.name"},
+		// The ServiceMonitor's token must be known to the proxy, as read scope.
+		{[]string{"--set", "serviceMonitor.enabled=true", "--set", "config.admin.tokens=null"}, "config.admin.tokens has no entry for /etc/imapwarden/metrics/token"},
+		{[]string{"--set", "config.admin.tokens[0].name=metrics,config.admin.tokens[0].scope=write,config.admin.tokens[0].file=/etc/imapwarden/metrics/token"}, "config.admin.tokens: metrics is the token the ServiceMonitor sends: its scope must be read"},
 	} {
 		_, err := helmTemplate(t, chart, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

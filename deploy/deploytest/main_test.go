@@ -225,8 +225,8 @@ func writeTLSFiles(t *testing.T, dir string) {
 }
 
 // validateConfig runs "imapwarden validate" on a configuration whose
-// /etc/imapwarden/tls/ and /etc/imapwarden/admin/ files are replaced by test
-// files, /etc/imapwarden/policies by the repository's policies, the audit
+// /etc/imapwarden/tls/ and /etc/imapwarden/admin/ files and admin tokens
+// are replaced by test files, /etc/imapwarden/policies by the repository's policies, the audit
 // keys by test keys and /var/log/imapwarden and /var/lib/imapwarden by
 // empty directories, and returns the exit error and standard error.
 func validateConfig(t *testing.T, name, text string) (stderr string, err error) {
@@ -239,6 +239,16 @@ func validateConfig(t *testing.T, name, text string) (stderr string, err error) 
 	}
 	text = strings.ReplaceAll(text, "/etc/imapwarden/tls/", dir+"/")
 	text = strings.ReplaceAll(text, "/etc/imapwarden/admin/", dir+"/")
+	// Each token file its own token: the loader refuses two alike.
+	for _, tok := range []string{"/etc/imapwarden/metrics/token", "/etc/imapwarden/admin.token", "/etc/imapwarden/metrics.token"} {
+		if strings.Contains(text, tok) {
+			f := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(tok, "/etc/imapwarden/"), "/", "-"))
+			if err := os.WriteFile(f, []byte("deploytest-"+filepath.Base(f)+"-0123456789\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			text = strings.ReplaceAll(text, tok, f)
+		}
+	}
 	text = strings.ReplaceAll(text, "/etc/imapwarden/policies", filepath.Join(repoRoot, "policies"))
 	for _, key := range []string{"/etc/imapwarden/audit.key", "/etc/imapwarden/audit/key"} {
 		if strings.Contains(text, key) {

@@ -228,7 +228,7 @@ func forward(t *testing.T, listen, target string) {
 func shippedRoot(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
-	for _, d := range []string{"etc/imapwarden/tls", "etc/imapwarden/admin", "etc/imapwarden/audit", "var/log/imapwarden", "var/lib/imapwarden"} {
+	for _, d := range []string{"etc/imapwarden/tls", "etc/imapwarden/admin", "etc/imapwarden/metrics", "etc/imapwarden/audit", "var/log/imapwarden", "var/lib/imapwarden"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +281,12 @@ func TestHelmSecureDefaults(t *testing.T) {
 	r := mustTemplate(t, filepath.Join(repoRoot, chartPath))
 	cfgText, _ := get(r.find("ConfigMap", "rel-imapwarden"), "data").(obj)["imapwarden.yaml"].(string)
 	root := shippedRoot(t)
-	for name, file := range map[string]string{"rel-imapwarden-admin-token": "etc/imapwarden/admin/token", "rel-imapwarden-audit-key": "etc/imapwarden/audit/key"} {
+	secrets := map[string]string{
+		"rel-imapwarden-admin-token":   "etc/imapwarden/admin/token",
+		"rel-imapwarden-metrics-token": "etc/imapwarden/metrics/token",
+		"rel-imapwarden-audit-key":     "etc/imapwarden/audit/key",
+	}
+	for name, file := range secrets {
 		sec := r.find("Secret", name)
 		if sec == nil {
 			t.Fatalf("no Secret %s: %v", name, r.kinds())
@@ -322,6 +327,7 @@ func TestHelmSecureDefaults(t *testing.T) {
 	}
 	p := startProxy(t, bin, "serve", "-c", path)
 	checkRefusesDeleteInbox(t, p.addrs["imaps"], "alice", dovecottest.DefaultUsers()["alice"])
+	checkAdminTokens(t, p.addrs["admin"], filepath.Join(root, secrets["rel-imapwarden-admin-token"]), filepath.Join(root, secrets["rel-imapwarden-metrics-token"]))
 	p.stop(t)
 	checkHMACTrail(t, bin, filepath.Join(root, "etc/imapwarden/audit/key"), filepath.Join(root, "var/log/imapwarden/audit.jsonl"))
 }

@@ -53,6 +53,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-admin-token" (include "imapwarden.fullname" .)) .Values.adminToken.existingSecret }}
 {{- end }}
 
+{{- define "imapwarden.metricsTokenSecretName" -}}
+{{- default (printf "%s-metrics-token" (include "imapwarden.fullname" .)) .Values.metricsToken.existingSecret }}
+{{- end }}
+
 {{- define "imapwarden.auditKeySecretName" -}}
 {{- default (printf "%s-audit-key" (include "imapwarden.fullname" .)) .Values.auditKey.existingSecret }}
 {{- end }}
@@ -116,6 +120,19 @@ grace period, the TLS source.
 {{- fail (printf "config.admin.address %q: the port must be containerPorts.admin (%v), which the probes and the admin Service use" .address $.Values.containerPorts.admin) }}
 {{- end }}
 {{- end }}
+{{- /* The ServiceMonitor sends the metrics token: the proxy must know it, as read scope. */}}
+{{- $metrics := false }}
+{{- range ((.Values.config.admin | default dict).tokens | default list) }}
+{{- if eq (toString .file) "/etc/imapwarden/metrics/token" }}
+{{- if ne (toString .scope) "read" }}
+{{- fail (printf "config.admin.tokens: %v is the token the ServiceMonitor sends: its scope must be read" .name) }}
+{{- end }}
+{{- $metrics = true }}
+{{- end }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not $metrics) }}
+{{- fail "serviceMonitor.enabled: config.admin.tokens has no entry for /etc/imapwarden/metrics/token (scope read), the token the ServiceMonitor sends" }}
+{{- end }}
 {{- $drain := include "imapwarden.durationSeconds" (default "30s" .Values.config.drain_timeout) | atoi }}
 {{- $lame := include "imapwarden.durationSeconds" (default "5s" .Values.config.lame_duck) | atoi }}
 {{- $need := add $drain (max $lame 0) (int .Values.lifecycle.preStopSleepSeconds) }}
@@ -131,4 +148,30 @@ grace period, the TLS source.
 {{- if and .Values.tls.secret.create .Values.tls.certManager.enabled }}
 {{- fail "tls.secret.create and tls.certManager.enabled both write the TLS Secret: choose one" }}
 {{- end }}
+{{- end }}
+
+{{/*
+A generated admin token Secret (40 random characters), kept across upgrades
+(the pods read it at start) and uninstalls. Takes a dict: root (the
+context), values (.Values.adminToken or .Values.metricsToken), name.
+*/}}
+{{- define "imapwarden.tokenSecret" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- $token := "" }}
+{{- if and $existing (index ($existing.data | default dict) .values.key) }}
+{{- $token = index $existing.data .values.key }}
+{{- else }}
+{{- $token = randAlphaNum 40 | b64enc }}
+{{- end }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "imapwarden.labels" .root | nindent 4 }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  {{ .values.key }}: {{ $token }}
 {{- end }}
