@@ -192,30 +192,38 @@ type Record struct {
 	Scopes        []string `json:"scopes,omitempty"`
 
 	// command, policy.*, limit
-	Tag          string   `json:"tag,omitempty"`
-	Command      string   `json:"command,omitempty"` // upper case; "FETCH" for UID FETCH, with UID set
-	UID          bool     `json:"uid,omitempty"`
-	Mailbox      string   `json:"mailbox,omitempty"`     // canonical: decoded, INBOX folded
-	MailboxRaw   string   `json:"mailbox_raw,omitempty"` // as sent, when it differs from mailbox
-	Destination  string   `json:"destination,omitempty"`
-	Sources      []string `json:"sources,omitempty"`   // mailboxes CATENATE URLs copied from (RFC 4469)
-	Mailboxes    []string `json:"mailboxes,omitempty"` // mailboxes NOTIFY's filters name (RFC 5465)
-	Patterns     []string `json:"patterns,omitempty"`  // LIST/LSUB patterns, all of them
-	Effects      []string `json:"effects,omitempty"`   // what the command did (proxy/imapwire's table)
-	Selected     string   `json:"selected,omitempty"`
-	UIDValidity  uint32   `json:"uidvalidity,omitempty"` // the selected mailbox's, which UIDs and UID sets are relative to
-	ReadOnly     bool     `json:"read_only,omitempty"`
-	Set          string   `json:"set,omitempty"`       // as the client sent it
-	SetCount     int64    `json:"set_count,omitempty"` // messages named; -1 when it has "*"
-	Fetch        string   `json:"fetch,omitempty"`     // FetchBody, FetchHeader or FetchMetadata
-	Items        []string `json:"items,omitempty"`
-	SearchKeys   []string `json:"search_keys,omitempty"` // what a SEARCH/SORT/THREAD probed of content: BODY, SUBJECT, ... (never the text)
-	StoreOp      string   `json:"store,omitempty"`
-	Flags        []string `json:"flags,omitempty"`
-	LiteralBytes int64    `json:"literal_bytes,omitempty"`
-	UIDs         []uint32 `json:"uids,omitempty"` // messages whose content the responses carried
-	ContentBytes int64    `json:"content_bytes,omitempty"`
-	UIDCount     int      `json:"uid_count,omitempty"` // all of them, when more than uids holds
+	Tag         string   `json:"tag,omitempty"`
+	Command     string   `json:"command,omitempty"` // upper case; "FETCH" for UID FETCH, with UID set
+	UID         bool     `json:"uid,omitempty"`
+	Mailbox     string   `json:"mailbox,omitempty"`     // canonical: decoded, INBOX folded
+	MailboxRaw  string   `json:"mailbox_raw,omitempty"` // as sent, when it differs from mailbox
+	Destination string   `json:"destination,omitempty"`
+	Sources     []string `json:"sources,omitempty"`   // mailboxes CATENATE URLs copied from (RFC 4469)
+	Mailboxes   []string `json:"mailboxes,omitempty"` // mailboxes NOTIFY's filters name (RFC 5465)
+	Patterns    []string `json:"patterns,omitempty"`  // LIST/LSUB patterns, all of them
+	Effects     []string `json:"effects,omitempty"`   // what the command did (proxy/imapwire's table)
+	Selected    string   `json:"selected,omitempty"`
+	UIDValidity uint32   `json:"uidvalidity,omitempty"` // the selected mailbox's, which UIDs and UID sets are relative to
+	ReadOnly    bool     `json:"read_only,omitempty"`
+	Set         string   `json:"set,omitempty"`       // as the client sent it
+	SetCount    int64    `json:"set_count,omitempty"` // messages named; -1 when it has "*"
+	Fetch       string   `json:"fetch,omitempty"`     // FetchBody, FetchHeader or FetchMetadata
+	Items       []string `json:"items,omitempty"`
+	SearchKeys  []string `json:"search_keys,omitempty"` // what a SEARCH/SORT/THREAD probed of content: BODY, SUBJECT, ... (never the text)
+	StoreOp     string   `json:"store,omitempty"`
+	Flags       []string `json:"flags,omitempty"`
+	// What SETACL, DELETEACL, LISTRIGHTS, GETQUOTA, SETQUOTA, ENABLE and
+	// SETMETADATA were about, as sent (README.md).
+	Identifier   string           `json:"identifier,omitempty"` // ACL identifier; "-" before it: negative rights (RFC 4314 §2)
+	Rights       string           `json:"rights,omitempty"`     // SETACL's rights, "+" or "-" before them to add or remove (RFC 4314 §3.1)
+	QuotaRoot    string           `json:"quota_root,omitempty"`
+	Quota        map[string]int64 `json:"quota,omitempty"`   // SETQUOTA's limits by resource (RFC 9208 §4.1)
+	Enable       []string         `json:"enable,omitempty"`  // ENABLE's capabilities
+	Entries      []string         `json:"entries,omitempty"` // SETMETADATA's entries
+	LiteralBytes int64            `json:"literal_bytes,omitempty"`
+	UIDs         []uint32         `json:"uids,omitempty"` // messages whose content the responses carried
+	ContentBytes int64            `json:"content_bytes,omitempty"`
+	UIDCount     int              `json:"uid_count,omitempty"` // all of them, when more than uids holds
 	// Expunged: messages the backend reported expunged while a command
 	// that expunges ran (EXPUNGE, UID EXPUNGE, MOVE); ExpungedSeqs the
 	// sequence numbers of its "* n EXPUNGE" responses, in order, each as
@@ -396,6 +404,14 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	}
 	enc.str(e, "store", r.StoreOp)
 	enc.strs(e, "flags", r.Flags)
+	enc.str(e, "identifier", r.Identifier)
+	enc.str(e, "rights", r.Rights)
+	enc.str(e, "quota_root", r.QuotaRoot)
+	if r.Quota != nil {
+		intMap(enc, e, "quota", r.Quota)
+	}
+	enc.strs(e, "enable", r.Enable)
+	enc.strs(e, "entries", r.Entries)
 	num(e, "literal_bytes", r.LiteralBytes)
 	if len(r.UIDs) > 0 {
 		e.AddArray("uids", (*uidList)(&r.UIDs))
@@ -439,7 +455,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 
 	num(e, "commands", int64(r.Commands))
 	if len(r.Counts) > 0 {
-		enc.intMap(e, "counts", r.Counts)
+		intMap(enc, e, "counts", r.Counts)
 	}
 	num(e, "messages", int64(r.Messages))
 	num(e, "auth_failures", int64(r.AuthFailures))
@@ -580,7 +596,7 @@ func (c *cappedStrings) MarshalLogObject(e zapcore.ObjectEncoder) error {
 }
 
 // intMap writes counts by name (session.close) as stringMap does.
-func (enc *encoding) intMap(e zapcore.ObjectEncoder, k string, m map[string]int) {
+func intMap[V int | int64](enc *encoding, e zapcore.ObjectEncoder, k string, m map[string]V) {
 	keys := sortedKeys(m)
 	n, kept := 0, keys[:0]
 	for _, key := range keys {
@@ -593,18 +609,18 @@ func (enc *encoding) intMap(e zapcore.ObjectEncoder, k string, m map[string]int)
 		enc.cut = append(enc.cut, Cut{Field: k, Bytes: n, Items: len(m)})
 	}
 	if len(kept) > 0 {
-		e.AddObject(k, &cappedInts{m: m, keys: kept})
+		e.AddObject(k, &cappedInts[V]{m: m, keys: kept})
 	}
 }
 
-type cappedInts struct {
-	m    map[string]int
+type cappedInts[V int | int64] struct {
+	m    map[string]V
 	keys []string
 }
 
-func (c *cappedInts) MarshalLogObject(e zapcore.ObjectEncoder) error {
+func (c *cappedInts[V]) MarshalLogObject(e zapcore.ObjectEncoder) error {
 	for _, k := range c.keys {
-		e.AddInt(k, c.m[k])
+		e.AddInt64(k, int64(c.m[k]))
 	}
 	return nil
 }

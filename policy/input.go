@@ -59,6 +59,10 @@ const (
 	slotPatterns
 	slotMailboxes
 	slotNotify
+	slotACL
+	slotQuota
+	slotEnable
+	slotEntries
 	slotSelected
 	slotSeqSet
 	slotFetchItems
@@ -165,6 +169,10 @@ var slotNames = [numSlots][2]string{
 	slotPatterns:       {docCommand, "patterns"},
 	slotMailboxes:      {docCommand, "mailboxes"},
 	slotNotify:         {docCommand, "notify"},
+	slotACL:            {docCommand, "acl"},
+	slotQuota:          {docCommand, "quota"},
+	slotEnable:         {docCommand, "enable"},
+	slotEntries:        {docCommand, "entries"},
 	slotSelected:       {docCommand, "selected"},
 	slotSeqSet:         {docCommand, "set"},
 	slotFetchItems:     {docCommand, "fetch_items"},
@@ -462,6 +470,24 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 			b = appendStrs(b, cmd.NotifyFilters()[i].Mailboxes)
 		}
 		return b
+	case slotACL:
+		b = appendStr(b, cmd.Name)
+		b = appendStr(b, cmd.Extra().Identifier)
+		b = appendBool(b, cmd.Complete)
+		return appendStr(b, cmd.Extra().Rights)
+	case slotQuota:
+		b = appendStr(b, cmd.Name)
+		b = appendStr(b, cmd.Extra().QuotaRoot)
+		b = binary.AppendUvarint(b, uint64(len(cmd.Extra().Quota)))
+		for _, q := range cmd.Extra().Quota {
+			b = appendStr(b, q.Resource)
+			b = binary.AppendUvarint(b, q.Limit)
+		}
+		return b
+	case slotEnable:
+		return appendStrs(appendBool(b, cmd.Name == "ENABLE"), cmd.Extra().Enable)
+	case slotEntries:
+		return appendStrs(appendBool(b, cmd.Name == "SETMETADATA"), cmd.Extra().Entries)
 	case slotSeqSet:
 		b = appendStr(b, cmd.Set)
 		return binary.AppendVarint(b, cmd.SetCount)
@@ -872,6 +898,20 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 			return val{}
 		}
 		return notifyVal(m, s, cmd)
+	case slotACL:
+		return aclVal(m, cmd)
+	case slotQuota:
+		return quotaVal(m, cmd)
+	case slotEnable:
+		if cmd.Name != "ENABLE" {
+			return val{}
+		}
+		return stringsVal(m, cmd.Extra().Enable)
+	case slotEntries:
+		if cmd.Name != "SETMETADATA" {
+			return val{}
+		}
+		return stringsVal(m, cmd.Extra().Entries)
 	case slotSeqSet:
 		if cmd.Set == "" {
 			return val{}
@@ -1098,4 +1138,55 @@ func notifyVal(m *machine, s *proxy.SessionInfo, cmd *imapwire.Command) val {
 		arr.c.vals = append(arr.c.vals, obj)
 	}
 	return arr
+}
+
+// aclVal is input.command.acl of SETACL, DELETEACL and LISTRIGHTS
+// (policies/README.md): the identifier as sent, the grantee (the
+// identifier without the "-" of negative rights, RFC 4314 §2) and
+// negative; for SETACL the rights without their modifier and the mode
+// it says ("replace", "add" or "remove", RFC 4314 §3.1), for DELETEACL
+// the mode "delete". Absent until the identifier is known.
+func aclVal(m *machine, cmd *imapwire.Command) val {
+	n := cmd.Extra()
+	if n.Identifier == "" {
+		return val{}
+	}
+	grantee, negative := strings.CutPrefix(n.Identifier, "-")
+	obj := items(m, kv{"identifier", vStr(n.Identifier)}, kv{"grantee", vStr(grantee)}, kv{"negative", vBool(negative)})
+	switch cmd.Name {
+	case "SETACL":
+		if !cmd.Complete && n.Rights == "" {
+			break // the rights are not known yet (a literal identifier's decision)
+		}
+		mode, rights := "replace", n.Rights
+		if rights != "" && rights[0] == '+' {
+			mode, rights = "add", rights[1:]
+		} else if rights != "" && rights[0] == '-' {
+			mode, rights = "remove", rights[1:]
+		}
+		obj.c.insert(vStr("mode"), vStr(mode), false)
+		obj.c.insert(vStr("rights"), vStr(rights), false)
+	case "DELETEACL":
+		obj.c.insert(vStr("mode"), vStr("delete"), false)
+	}
+	return obj
+}
+
+// quotaVal is input.command.quota of GETQUOTA and SETQUOTA
+// (policies/README.md): the root as sent and, for SETQUOTA, the limits by
+// resource name, upper case (RFC 9208 §4.1; "STORAGE" in KiB).
+func quotaVal(m *machine, cmd *imapwire.Command) val {
+	n := cmd.Extra()
+	if cmd.Name != "SETQUOTA" && cmd.Name != "GETQUOTA" {
+		return val{}
+	}
+	obj := items(m, kv{"root", vStr(n.QuotaRoot)})
+	if cmd.Name == "SETQUOTA" {
+		lim := mk(m, kObj, len(n.Quota))
+		for _, q := range n.Quota {
+			lim.c.insert(vStr(q.Resource), vInt(int64(min(q.Limit, 1<<63-1))), false)
+		}
+		obj.c.insert(vStr("limits"), lim, false)
+	}
+	return obj
 }

@@ -245,6 +245,18 @@ func TestKeyDistinguishesEverySlot(t *testing.T) {
 		slotNotify: func(in *proxy.DecisionInput, _ *inputCtx) {
 			in.Command.Name, in.Command.Named = "NOTIFY", &imapwire.Named{Notify: []imapwire.NotifyFilter{{Filter: "personal"}}}
 		},
+		slotACL: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "SETACL", &imapwire.Named{Identifier: "anyone", Rights: "lr"}
+		},
+		slotQuota: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "SETQUOTA", &imapwire.Named{Quota: []imapwire.QuotaLimit{{Resource: "STORAGE"}}}
+		},
+		slotEnable: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "ENABLE", &imapwire.Named{Enable: []string{"UTF8=ACCEPT"}}
+		},
+		slotEntries: func(in *proxy.DecisionInput, _ *inputCtx) {
+			in.Command.Name, in.Command.Named = "SETMETADATA", &imapwire.Named{Entries: []string{"/private/comment"}}
+		},
 		slotSelected:     func(in *proxy.DecisionInput, _ *inputCtx) { in.Session.SelectedReadOnly = true },
 		slotSeqSet:       func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.Set = "1:4" },
 		slotFetchItems:   func(in *proxy.DecisionInput, _ *inputCtx) { in.Command.FetchItems = []string{"FLAGS"} },
@@ -472,6 +484,36 @@ func TestPartKeysFromDecisionKey(t *testing.T) {
 					t.Fatalf("input %d, part %d: %x, want %x", i, part, c.keys[part], want)
 				}
 			}
+		}
+	}
+}
+
+// TestInputCommandArguments: the arguments that decide what a command
+// does reach the policy: whom a SETACL grants what (RFC 4314 §3.1), a
+// SETQUOTA's root and limits (RFC 9208 §4.1), ENABLE's capabilities, a
+// SETMETADATA's entries.
+func TestInputCommandArguments(t *testing.T) {
+	for _, tc := range []struct{ line, field, want string }{
+		{`a SETACL INBOX anyone lrswipkxtea`, "acl", `{"identifier": "anyone", "grantee": "anyone", "negative": false, "mode": "replace", "rights": "lrswipkxtea"}`},
+		{`a SETACL INBOX "-bob" +lr`, "acl", `{"identifier": "-bob", "grantee": "bob", "negative": true, "mode": "add", "rights": "lr"}`},
+		{"a SETACL INBOX {6}\r\n$staff -w", "acl", `{"identifier": "$staff", "grantee": "$staff", "negative": false, "mode": "remove", "rights": "w"}`},
+		{`a SETACL INBOX Bob ""`, "acl", `{"identifier": "Bob", "grantee": "Bob", "negative": false, "mode": "replace", "rights": ""}`},
+		{`a DELETEACL INBOX anyone`, "acl", `{"identifier": "anyone", "grantee": "anyone", "negative": false, "mode": "delete"}`},
+		{`a LISTRIGHTS INBOX bob`, "acl", `{"identifier": "bob", "grantee": "bob", "negative": false}`},
+		{`a SETQUOTA "" (STORAGE 0 message 10)`, "quota", `{"root": "", "limits": {"STORAGE": 0, "MESSAGE": 10}}`},
+		{`a SETQUOTA user.bob ()`, "quota", `{"root": "user.bob", "limits": {}}`},
+		{`a GETQUOTA user.bob`, "quota", `{"root": "user.bob"}`},
+		{`a ENABLE utf8=accept CONDSTORE`, "enable", `["UTF8=ACCEPT", "CONDSTORE"]`},
+		{`a SETMETADATA INBOX (/Private/Comment "x" /shared/admin NIL)`, "entries", `["/private/comment", "/shared/admin"]`},
+	} {
+		cmd := parseCommand(t, tc.line)
+		c := fullCtx(&proxy.DecisionInput{Point: proxy.PointCommand, Session: testSession("alice"), Command: cmd})
+		var x slot
+		for x = 0; x < numSlots && slotNames[x][1] != tc.field; x++ {
+		}
+		got := c.value(x)
+		if want := ast.MustParseTerm(tc.want); got == nil || got.Value.Compare(want.Value) != 0 {
+			t.Errorf("%q: input.command.%s = %v, want %v", tc.line, tc.field, got, want)
 		}
 	}
 }

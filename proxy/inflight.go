@@ -85,7 +85,11 @@ func heldBy(cmd *imapwire.Command, fetch bool, maxUIDs int) uint32 {
 		len(cmd.Reference)+len(cmd.Destination)+len(cmd.DestinationRaw)+len(cmd.Set)) +
 		stringsHeld(cmd.FetchItems) + stringsHeld(cmd.StoreFlags)
 	if nm := cmd.Named; nm != nil {
-		n += int64(unsafe.Sizeof(*nm)) + stringsHeld(nm.Patterns) + stringsHeld(nm.Sources) + stringsHeld(nm.Mailboxes)
+		n += int64(unsafe.Sizeof(*nm)) + stringsHeld(nm.Patterns) + stringsHeld(nm.Sources) + stringsHeld(nm.Mailboxes) +
+			stringsHeld(nm.Enable) + stringsHeld(nm.Entries) + int64(len(nm.Identifier)+len(nm.Rights)+len(nm.QuotaRoot))
+		for _, q := range nm.Quota {
+			n += int64(unsafe.Sizeof(q) + uintptr(len(q.Resource)))
+		}
 		for _, f := range nm.Notify {
 			n += int64(unsafe.Sizeof(f)+uintptr(len(f.Filter))) + stringsHeld(f.Mailboxes)
 		}

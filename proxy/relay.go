@@ -104,6 +104,10 @@ var errStop = errors.New("relay stopped")
 func (s *Session) runRelay(a authed) {
 	be := a.be
 	r := &relay{s: s}
+	if be.names != nil {
+		// The rights a SETACL may name beyond RFC 4314's (ARCHITECTURE.md §10).
+		be.names.Rights = imapwire.BackendRights(be.caps)
+	}
 	r.ctx = imapwire.Context{State: imapwire.StateAuth, Delim: be.delim, Caps: imapwire.ParseCaps(filterCaps(be.caps)),
 		Names: be.names}
 	// What the relay needs of the backend's list, kept as two flags: the

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -223,6 +224,18 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		}
 		r.SearchKeys = c.SearchKeys.Names() // kinds only: never the text searched for
 		r.StoreOp, r.Flags = c.StoreOp, append(r.Flags[:0], c.StoreFlags...)
+		// Whom an ACL command is about, what a quota or an ENABLE sets:
+		// what decides its effect (ARCHITECTURE.md §10).
+		if x := c.Named; x != nil {
+			r.Identifier, r.Rights, r.QuotaRoot = x.Identifier, x.Rights, x.QuotaRoot
+			r.Enable, r.Entries = x.Enable, x.Entries
+			if c.Name == "SETQUOTA" {
+				r.Quota = make(map[string]int64, len(x.Quota))
+				for _, q := range x.Quota {
+					r.Quota[q.Resource] = int64(min(q.Limit, math.MaxInt64))
+				}
+			}
+		}
 		r.LiteralBytes = c.LiteralBytes
 	}
 	// The mailbox the command was decided in; the session's current one

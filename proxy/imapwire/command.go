@@ -157,7 +157,43 @@ type Named struct {
 	// filters.
 	Mailboxes []string
 	Notify    []NotifyFilter
+	// Identifier is the identifier a SETACL, DELETEACL or LISTRIGHTS
+	// names, as sent: its case is the backend's to read (RFC 4314 §2), a
+	// leading "-" names negative rights (§2). Rights is a SETACL's
+	// mod-rights as sent: a leading "+" adds, "-" removes, else the
+	// rights replace (§3.1); each letter once, each a right RFC 4314 or
+	// the backend's RIGHTS= names (aclRights).
+	Identifier, Rights string
+	// QuotaRoot is a GETQUOTA or SETQUOTA's quota root, as sent; Quota a
+	// SETQUOTA's limits in the order sent, each resource once (RFC 9208
+	// §4.1: an empty list removes every limit).
+	QuotaRoot string
+	Quota     []QuotaLimit
+	// Enable are the capabilities an ENABLE asks for, upper case
+	// (RFC 5161 §3.1).
+	Enable []string
+	// Entries are the entries a SETMETADATA sets or removes, lower case
+	// as they are classified (metadataEntry; RFC 5464 §4.3).
+	Entries []string
 }
+
+// QuotaLimit is one resource limit of a SETQUOTA (RFC 9208 §4.1): the
+// resource name upper case, the limit in its units.
+type QuotaLimit struct {
+	Resource string
+	Limit    uint64
+}
+
+// Extra returns c.Named, or an empty Named when c names nothing more: for
+// readers of the fields above. The caller must not change it.
+func (c *Command) Extra() *Named {
+	if c.Named == nil {
+		return &noNamed
+	}
+	return c.Named
+}
+
+var noNamed Named
 
 // Patterns returns Named.Patterns (nil without Named); so do Sources,
 // Mailboxes and NotifyFilters.
@@ -200,7 +236,9 @@ func (n *Named) Clone() *Named {
 	}
 	// A filter's own Mailboxes are made afresh by each check.
 	return &Named{Patterns: slices.Clone(n.Patterns), Sources: slices.Clone(n.Sources),
-		Mailboxes: slices.Clone(n.Mailboxes), Notify: slices.Clone(n.Notify)}
+		Mailboxes: slices.Clone(n.Mailboxes), Notify: slices.Clone(n.Notify),
+		Identifier: n.Identifier, Rights: n.Rights, QuotaRoot: n.QuotaRoot, Quota: slices.Clone(n.Quota),
+		Enable: slices.Clone(n.Enable), Entries: slices.Clone(n.Entries)}
 }
 
 // reset empties n's lists, keeping their room.
@@ -209,7 +247,12 @@ func (n *Named) reset() {
 	clear(n.Sources)
 	clear(n.Mailboxes)
 	clear(n.Notify)
+	clear(n.Quota)
+	clear(n.Enable)
+	clear(n.Entries)
 	n.Patterns, n.Sources, n.Mailboxes, n.Notify = n.Patterns[:0], n.Sources[:0], n.Mailboxes[:0], n.Notify[:0]
+	n.Quota, n.Enable, n.Entries = n.Quota[:0], n.Enable[:0], n.Entries[:0]
+	n.Identifier, n.Rights, n.QuotaRoot = "", "", ""
 }
 
 // NotifyFilter is the filter of one NOTIFY SET event group (RFC 5465 §6).

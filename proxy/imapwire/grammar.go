@@ -653,9 +653,14 @@ func gCompress(k *checker) {
 func gEnable(k *checker) {
 	cu := k.top()
 	k.eff(EffSession, TargetNone)
-	k.atom(cu) // 1*(SP capability)
+	// 1*(SP capability), kept for the policy and the audit.
+	if c := k.atom(cu); k.ok() {
+		k.named().Enable = append(k.named().Enable, c)
+	}
 	for k.more(cu) {
-		k.atom(cu)
+		if c := k.atom(cu); k.ok() {
+			k.named().Enable = append(k.named().Enable, c)
+		}
 	}
 	k.end(cu)
 }
@@ -1134,18 +1139,38 @@ func gListRights(k *checker) {
 	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
 		return
 	}
-	k.astring(cu) // identifier
+	k.identifier(cu)
 	k.end(cu)
+}
+
+// identifier takes an ACL identifier (RFC 4314 §2: an astring) into
+// Named.Identifier: whom the command is about decides what it does, so
+// the policy and the trail get it (ARCHITECTURE.md §10).
+func (k *checker) identifier(cu *cursor) bool {
+	id, known := k.astring(cu)
+	if !known {
+		return false
+	}
+	k.aclIdentifier(id)
+	if !k.ok() {
+		return false
+	}
+	k.named().Identifier = id
+	return true
 }
 
 func gSetACL(k *checker) {
 	cu := k.top()
 	k.eff(EffACL, TargetMailbox)
-	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
+	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) || !k.identifier(cu) {
 		return
 	}
-	k.astring(cu) // identifier
-	k.astring(cu) // mod-rights
+	if r, known := k.astring(cu); known { // mod-rights (RFC 4314 §3.1)
+		k.aclRights(r)
+		if k.ok() {
+			k.named().Rights = r
+		}
+	}
 	k.end(cu)
 }
 
@@ -1155,25 +1180,50 @@ func gDeleteACL(k *checker) {
 	if !k.mailbox(cu, &k.c.Mailbox, &k.c.MailboxRaw) {
 		return
 	}
-	k.astring(cu) // identifier
+	k.identifier(cu)
 	k.end(cu)
+}
+
+// quotaRoot takes a quota root (RFC 9208 §4.1: an astring) into
+// Named.QuotaRoot, as sent: the root names whose limits change.
+func (k *checker) quotaRoot(cu *cursor) bool {
+	r, known := k.astring(cu)
+	if known {
+		k.named().QuotaRoot = r
+	}
+	return known && k.ok()
 }
 
 func gGetQuota(k *checker) {
 	cu := k.top()
 	k.eff(EffReadMetadata, TargetNone)
-	k.astring(cu) // quota-root
+	k.quotaRoot(cu)
 	k.end(cu)
 }
 
 func gSetQuota(k *checker) {
 	cu := k.top()
 	k.eff(EffQuota, TargetNone)
-	k.astring(cu) // quota-root
+	if !k.quotaRoot(cu) {
+		return
+	}
 	l := k.list(cu)
 	for l != nil && k.more(l) {
-		k.atom(l) // resource name
-		k.number(l, false, true)
+		res := k.atom(l) // resource name
+		n := k.number(l, false, true)
+		if !k.ok() {
+			return
+		}
+		// A resource named twice has two readings (the first or the
+		// last limit): refused.
+		nm := k.named()
+		for _, q := range nm.Quota {
+			if q.Resource == res {
+				k.fail(errQuotaResource)
+				return
+			}
+		}
+		nm.Quota = append(nm.Quota, QuotaLimit{Resource: res, Limit: n})
 	}
 	k.end(cu)
 }
@@ -1236,6 +1286,9 @@ func gSetMetadata(k *checker) {
 	for l != nil && k.more(l) {
 		if entry, known := k.astring(l); known {
 			k.metadataEntry(entry, server)
+			if k.ok() {
+				k.named().Entries = append(k.named().Entries, strings.ToLower(entry))
+			}
 		}
 		// value = nstring / literal8 (RFC 5464 §4.3); a literal value is
 		// streamed like message data.

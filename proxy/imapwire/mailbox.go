@@ -39,6 +39,9 @@ type Context struct {
 type Names struct {
 	NS   *Namespaces
 	User string
+	// Rights are the rights the backend's RIGHTS= capability names
+	// beyond RFC 4314's (BackendRights), which a SETACL may use.
+	Rights RightSet
 }
 
 // Errors of mailbox names: each name must mean one mailbox to the proxy
