@@ -27,7 +27,7 @@ func TestSetACLRecordNamesGranteeAndRights(t *testing.T) {
 	b.tls = backendtest.TLSConfig(t, b.CAFile, "localhost")
 
 	pc := ProxyFor(b)
-	pc.PolicyData["acl"] = "admin_groups: [staff]\n" // alice may change rights
+	pc.PolicyData["acl"] = "admin_groups: [staff]\nallow_public_grants: true\n" // alice may change rights, also for anyone
 	p := StartProxy(t, pc)
 	cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
 	if err != nil {

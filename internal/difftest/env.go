@@ -57,23 +57,7 @@ func StartBackend(t testing.TB, name string) *Backend {
 	for _, u := range Users {
 		users[u] = u + "-pw"
 	}
-	b := &Backend{Name: name}
-	switch name {
-	case "dovecot":
-		s := dovecottest.Start(t, dovecottest.Options{Users: users, Separator: "/"})
-		b.TLSAddr, b.CAFile, b.Delim = s.TLSAddr, s.CAFile, '/'
-	case "cyrus":
-		cyrustest.Require(t)
-		s := cyrustest.Start(t, cyrustest.Options{Users: users})
-		b.TLSAddr, b.CAFile, b.Delim, b.Prefix = s.TLSAddr, s.CAFile, '.', "INBOX."
-	case "courier":
-		couriertest.Require(t)
-		s := couriertest.Start(t, couriertest.Options{Users: users})
-		b.TLSAddr, b.CAFile, b.Delim, b.Prefix = s.TLSAddr, s.CAFile, '.', "INBOX."
-	default:
-		t.Fatalf("unknown backend %q", name)
-	}
-	b.tls = backendtest.TLSConfig(t, b.CAFile, "localhost")
+	b := startServer(t, name, users, false)
 	cn := b.Login(t, "alice")
 	rs, err := cn.OK("c", "CAPABILITY")
 	if err != nil {
@@ -88,6 +72,30 @@ func StartBackend(t testing.TB, name string) *Backend {
 		}
 	}
 	cn.Close()
+	return b
+}
+
+// startServer starts a private server for users; acl loads Dovecot's ACL
+// plugins (Cyrus and Courier always offer ACL, RFC 4314).
+func startServer(t testing.TB, name string, users map[string]string, acl bool) *Backend {
+	t.Helper()
+	b := &Backend{Name: name}
+	switch name {
+	case "dovecot":
+		s := dovecottest.Start(t, dovecottest.Options{Users: users, Separator: "/", ACL: acl})
+		b.TLSAddr, b.CAFile, b.Delim = s.TLSAddr, s.CAFile, '/'
+	case "cyrus":
+		cyrustest.Require(t)
+		s := cyrustest.Start(t, cyrustest.Options{Users: users})
+		b.TLSAddr, b.CAFile, b.Delim, b.Prefix = s.TLSAddr, s.CAFile, '.', "INBOX."
+	case "courier":
+		couriertest.Require(t)
+		s := couriertest.Start(t, couriertest.Options{Users: users})
+		b.TLSAddr, b.CAFile, b.Delim, b.Prefix = s.TLSAddr, s.CAFile, '.', "INBOX."
+	default:
+		t.Fatalf("unknown backend %q", name)
+	}
+	b.tls = backendtest.TLSConfig(t, b.CAFile, "localhost")
 	return b
 }
 
