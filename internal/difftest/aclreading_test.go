@@ -83,6 +83,10 @@ func TestACLReadingMatchesBackend(t *testing.T) {
 					{"SETACL INBOX anyone lr", "NO"},   // public sharing
 					{"SETACL INBOX anyone +l", "NO"},   // likewise
 					{"DELETEACL INBOX -alice3", "OK"},
+					// A literal identifier: decided again once known.
+					{"SETACL INBOX {6}\r\nanyone lr", "NO"},
+					{"SETACL INBOX {6}\r\nalice3 lr", "OK"},
+					{"DELETEACL INBOX alice3", "OK"},
 				}
 				if public {
 					// Allowed by the proxy; Dovecot refuses anyone unless
@@ -93,7 +97,7 @@ func TestACLReadingMatchesBackend(t *testing.T) {
 				model := before
 				for i, st := range steps {
 					tag := "s" + string(rune('a'+i))
-					rs, _ := cn.Cmd(tag, "%s", st.cmd)
+					rs := sendACL(t, cn, tag, st.cmd)
 					got := rs[len(rs)-1].Status
 					if got != st.status && st.status != "*" {
 						t.Fatalf("%s: %s, want %s (%s)", st.cmd, got, st.status, rs[len(rs)-1].Text)
@@ -120,6 +124,34 @@ func TestACLReadingMatchesBackend(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sendACL sends cmd, its synchronizing literal (one, ending the first
+// line) after the "+", and returns the responses.
+func sendACL(t *testing.T, cn *Conn, tag, cmd string) []*Resp {
+	t.Helper()
+	first, rest, lit := strings.Cut(cmd, "\r\n")
+	if !lit {
+		rs, err := cn.Cmd(tag, "%s", cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		return rs
+	}
+	if err := cn.Write([]byte(tag + " " + first + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := cn.Next(); err != nil || !r.Cont() {
+		t.Fatalf("%s: no continuation: %v %v", cmd, r, err)
+	}
+	if err := cn.Write([]byte(rest + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := cn.Until(tag)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return rs
 }
 
 // commandRecord waits for the record of the command tagged tag.
