@@ -1,0 +1,73 @@
+package difftest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
+
+// An expunge's record must let an auditor know which messages it
+// removed. The set is the client's text, and the field cap
+// (max_field_bytes, 1024) cuts it: a UID EXPUNGE (RFC 4315 §2.1) whose
+// set names a run of absent UIDs before the one it removes is recorded
+// with the absent ones only, and nothing else in the record (uids,
+// code_args) names the message that went (attack46d).
+func TestExpungeRecordNamesTheExpungedUIDs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *Env) {
+		if !e.B.Caps["UIDPLUS"] {
+			t.Skip("the backend does not offer UIDPLUS")
+		}
+		w := e.Worker(t, 0)
+		keep := script(t, w, "n NOOP\n").After.Boxes[w.B.Canonical("Keep")]
+		if keep == nil || len(keep.Msgs) == 0 {
+			t.Fatalf("Keep holds %v, want a message", keep)
+		}
+		var target uint32
+		for uid := range keep.Msgs {
+			target = max(target, uid)
+		}
+		// Absent UIDs, one by one, then the target: about 1.6 KB.
+		var b strings.Builder
+		for i := range 200 {
+			fmt.Fprintf(&b, "%d,", 900000+2*i)
+		}
+		fmt.Fprintf(&b, "%d", target)
+		set := b.String()
+		o := script(t, w, fmt.Sprintf("s SELECT \"$PKeep\"\n!wait s\n"+
+			"d UID STORE %s +FLAGS.SILENT (\\Deleted)\n!wait d\nx UID EXPUNGE %s\n!wait x\n", set, set))
+		wantStatus(t, o, "x", "OK")
+		if after := o.After.Boxes[w.B.Canonical("Keep")]; after != nil {
+			if _, still := after.Msgs[target]; still {
+				t.Fatalf("UID %d was not expunged: the step did not do what it sets out to", target)
+			}
+		}
+		seen := false
+		for _, r := range o.Recs {
+			if r.Kind != audit.KindCommand || r.Tag != "x" {
+				continue
+			}
+			seen = true
+			named := slices.Contains(r.UIDs, target) || strings.Contains(r.CodeArgs, fmt.Sprint(target))
+			// A clipped set's last element may be a number cut short.
+			if rs := r.Set; rs != "" {
+				if cut := slices.ContainsFunc(r.Cut, func(c audit.Cut) bool { return c.Field == "set" }); cut {
+					rs = rs[:strings.LastIndexByte(rs, ',')+1]
+				}
+				if imapwire.SetMayContain(strings.TrimSuffix(rs, ","), target) {
+					named = true
+				}
+			}
+			if !named {
+				t.Errorf("the UID EXPUNGE record names no UID %d of the message it removed: set %d bytes recorded of %d (cut %v), uids %v, code_args %q",
+					target, len(r.Set), len(set), r.Cut, r.UIDs, r.CodeArgs)
+			}
+		}
+		if !seen {
+			t.Error("no record of the UID EXPUNGE")
+		}
+	})
+}
