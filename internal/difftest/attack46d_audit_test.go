@@ -71,3 +71,43 @@ func TestExpungeRecordNamesTheExpungedUIDs(t *testing.T) {
 		}
 	})
 }
+
+// An APPEND's CATENATE URLs copy content from other mailboxes (RFC 4469
+// §3): the record's sources must name every one, the one a policy or an
+// auditor cares about (Legal) included. sources is a list from the
+// client and max_list_items (32) keeps its first entries: 32 innocuous
+// sources before Legal leave Legal out of the record (attack46d).
+func TestCatenateRecordNamesEverySource(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *Env) {
+		if !e.B.Caps["CATENATE"] {
+			t.Skipf("%s has no CATENATE (RFC 4469)", e.B.Name)
+		}
+		w := e.Worker(t, 0)
+		var setup, urls strings.Builder
+		setup.WriteString("s SELECT \"$PKeep\"\n!wait s\n")
+		for i := range 32 {
+			fmt.Fprintf(&setup, "c%d CREATE \"$PS%02d\"\n!wait c%d\nk%d UID COPY 1:* \"$PS%02d\"\n!wait k%d\n", i, i, i, i, i, i)
+			fmt.Fprintf(&urls, "URL \"/$PS%02d/;UID=1\" ", i)
+		}
+		// One step: the harness gives each step the fixtures afresh.
+		o := script(t, w, setup.String()+"a APPEND \"$PKeep\" CATENATE ("+urls.String()+"URL \"/$PLegal/;UID=1\")\n!wait a\n")
+		for i := range 32 {
+			wantStatus(t, o, fmt.Sprintf("k%d", i), "OK")
+		}
+		wantStatus(t, o, "a", "OK")
+		legal := w.B.Canonical("Legal")
+		found := false
+		for _, r := range o.Recs {
+			if r.Kind != audit.KindCommand || r.Tag != "a" {
+				continue
+			}
+			found = true
+			if !slices.Contains(r.Sources, legal) {
+				t.Errorf("APPEND CATENATE copied %s's UID 1; its record names %d sources (cut %v), not %s", legal, len(r.Sources), r.Cut, legal)
+			}
+		}
+		if !found {
+			t.Error("no record of a")
+		}
+	})
+}
