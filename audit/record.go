@@ -69,6 +69,10 @@ const (
 // record's cut field says what was shortened and how long it was.
 const (
 	MaxUIDs = 500 // uids; uid_count has the total
+	// DefaultMaxMailboxNames caps the distinct mailboxes one record's
+	// sources or mailboxes names (lowered to what MaxRecordBytes holds);
+	// the proxy refuses a command naming more (Trail.MaxMailboxNames).
+	DefaultMaxMailboxNames = 64
 	// DefaultMaxFieldBytes caps each string a client (or a backend,
 	// directory, token or policy) chose, and each entry of such a list or
 	// map, as encoded: escapes count (a control character takes 6 bytes).
@@ -82,21 +86,47 @@ const (
 	// (RFC 5426 §3.2: 65507 octets at most over IPv4) or /dev/log. A record
 	// over it is written again with tighter caps (shrinkCaps).
 	DefaultMaxRecordBytes = 16 << 10
-	// MinRecordBytes is the least MaxRecordBytes: what every syslog
-	// receiver should take (RFC 5426 §3.2, RFC 5424 §6.1).
-	MinRecordBytes = 2048
+	// MinRecordBytes is the least MaxRecordBytes: above the 2048 every
+	// syslog receiver should take (RFC 5424 §6.1), since the worst-case
+	// command record, shrunk to its identity and counts, takes about
+	// 2.5 KiB (Trail.worstCase; New refuses caps it does not fit).
+	MinRecordBytes = 4096
 )
 
 // caps are the limits one encoding of a record applies to text from
 // outside the proxy: field bytes (encoded), list and map entries, and the
-// annotations' JSON.
-type caps struct{ field, items, annot int }
+// annotations' JSON; ident, at least, for the fields that say who did
+// what to what (identStr, set); names, entries of a list of mailboxes a
+// command read or watched (sources, mailboxes); uids, the UIDs written.
+type caps struct{ field, items, annot, ident, names, uids int }
+
+// IdentFloor is the least, encoded, a record keeps of each field that
+// says who did what to what (user, tag, command, mailbox, mailbox_raw,
+// destination, selected, each of sources and mailboxes), however it is
+// shrunk: enough to recognise it (ARCHITECTURE.md §11).
+const IdentFloor = 64
 
 // shrinkCaps are the caps a record over MaxRecordBytes is encoded with
-// again, in turn, until it fits: the last one leaves out every string,
-// list and map from outside the proxy (the cut field names them), so that
-// what is left is the proxy's own fields.
-var shrinkCaps = [...]caps{{field: 64, items: 4, annot: 256}, {field: 16, items: 1}, {}}
+// again, in turn, until it fits (conf are the configured ones): first
+// lists, UIDs and other text shrink, with their counts kept (uid_count,
+// cut); the fields that say who did what to what keep their cap until
+// the last, which cuts them to IdentFloor; a set is never left out
+// (encoding.set), nor an entry of sources or mailboxes (the proxy refuses
+// a command naming more than the record holds, Trail.MaxMailboxNames).
+func shrinkCaps(conf caps) [4]caps {
+	id := conf.ident
+	return [...]caps{
+		{field: 64, items: 4, annot: 256, ident: id, names: conf.names, uids: 64},
+		{field: 16, items: 1, ident: id, names: conf.names, uids: 8},
+		{ident: id, names: conf.names},
+		{ident: min(id, IdentFloor), names: conf.names},
+	}
+}
+
+// confCaps are the caps of a record's first encoding.
+func confCaps(field, items, names int) caps {
+	return caps{field: field, items: items, annot: 4 * field, ident: field, names: names, uids: MaxUIDs}
+}
 
 // Cut is one field the writer shortened or left out.
 type Cut struct {
@@ -140,6 +170,10 @@ type encoding struct {
 	whole int
 	list  capList
 	annot bytes.Buffer
+	uids  uidList
+	// set's formatting space
+	ranges []setRange
+	setBuf []byte
 }
 
 // Record is one audit event. Fields that are zero are not written. A
@@ -333,7 +367,7 @@ const keepSmall = 64
 // so that ip always precedes what a client chose (README.md, fail2ban).
 // It applies the default caps.
 func (r *Record) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	enc := encoding{caps: caps{field: DefaultMaxFieldBytes, items: DefaultMaxListItems, annot: 4 * DefaultMaxFieldBytes}}
+	enc := encoding{caps: confCaps(DefaultMaxFieldBytes, DefaultMaxListItems, DefaultMaxMailboxNames)}
 	return r.marshal(e, &enc)
 }
 
@@ -352,7 +386,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 		e.AddUint16("port", r.Port)
 	}
 	str(e, "listener", r.Listener)
-	enc.str(e, "user", r.User)
+	enc.identStr(e, "user", r.User)
 	str(e, "local", r.Local)
 	str(e, "backend", r.Backend)
 	str(e, "server", r.Server)
@@ -377,25 +411,25 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.strs(e, "scopes", r.Scopes)
 
 	enc.str(e, "tag", r.Tag)
-	enc.str(e, "command", r.Command)
+	enc.identStr(e, "command", r.Command)
 	if r.UID {
 		e.AddBool("uid", true)
 	}
-	enc.str(e, "mailbox", r.Mailbox)
+	enc.identStr(e, "mailbox", r.Mailbox)
 	enc.str(e, "mailbox_raw", r.MailboxRaw)
-	enc.str(e, "destination", r.Destination)
-	enc.strs(e, "sources", r.Sources)
-	enc.strs(e, "mailboxes", r.Mailboxes)
+	enc.identStr(e, "destination", r.Destination)
+	enc.names(e, "sources", r.Sources)
+	enc.names(e, "mailboxes", r.Mailboxes)
 	enc.strs(e, "patterns", r.Patterns)
 	if len(r.Effects) > 0 {
 		e.AddArray("effects", (*stringList)(&r.Effects))
 	}
-	enc.str(e, "selected", r.Selected)
+	enc.identStr(e, "selected", r.Selected)
 	num(e, "uidvalidity", int64(r.UIDValidity))
 	if r.ReadOnly {
 		e.AddBool("read_only", true)
 	}
-	enc.str(e, "set", r.Set)
+	enc.set(e, "set", r.Set)
 	num(e, "set_count", r.SetCount)
 	str(e, "fetch", r.Fetch)
 	enc.strs(e, "items", r.Items)
@@ -413,15 +447,20 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.strs(e, "enable", r.Enable)
 	enc.strs(e, "entries", r.Entries)
 	num(e, "literal_bytes", r.LiteralBytes)
-	if len(r.UIDs) > 0 {
-		e.AddArray("uids", (*uidList)(&r.UIDs))
+	if len(r.UIDs) > 0 && enc.caps.uids > 0 {
+		enc.uids = uidList{l: r.UIDs, n: enc.caps.uids}
+		e.AddArray("uids", &enc.uids)
+		enc.uids.l = nil
 	}
-	if n := r.UIDCount; n > 0 || len(r.UIDs) > MaxUIDs {
+	if n := r.UIDCount; n > 0 || len(r.UIDs) > enc.caps.uids {
 		e.AddInt("uid_count", max(n, len(r.UIDs)))
 	}
 	num(e, "expunged", int64(r.Expunged))
-	if len(r.ExpungedSeqs) > 0 {
-		e.AddArray("expunged_seqs", (*uidList)(&r.ExpungedSeqs))
+	if len(r.ExpungedSeqs) > 0 && enc.caps.uids > 0 {
+		// Shrunk as uids are; expunged keeps the count.
+		enc.uids = uidList{l: r.ExpungedSeqs, n: enc.caps.uids}
+		e.AddArray("expunged_seqs", &enc.uids)
+		enc.uids.l = nil
 	}
 	num(e, "content_bytes", r.ContentBytes)
 	enc.strs(e, "content_shared_with", r.SharedWith)
@@ -512,6 +551,26 @@ func (enc *encoding) str(e zapcore.ObjectEncoder, k, v string) {
 	if c != "" {
 		e.AddString(k, c)
 	}
+}
+
+// identStr writes a field that says who did what to what: clipped to
+// the larger of the field cap and the identity cap.
+func (enc *encoding) identStr(e zapcore.ObjectEncoder, k, v string) {
+	f := enc.caps.field
+	enc.caps.field = max(f, enc.caps.ident)
+	enc.str(e, k, v)
+	enc.caps.field = f
+}
+
+// names writes a list of mailboxes a command read or watched (sources,
+// mailboxes), each once already: up to caps.names entries, each clipped
+// as identStr, whatever max_list_items says, since each names a distinct
+// mailbox an auditor asks about.
+func (enc *encoding) names(e zapcore.ObjectEncoder, k string, l []string) {
+	c := enc.caps
+	enc.caps.field, enc.caps.items = max(c.field, c.ident), c.names
+	enc.strs(e, k, l)
+	enc.caps = c
 }
 
 // strs writes a list from outside the proxy: its first caps.items
@@ -700,11 +759,15 @@ func (l *stringList) MarshalLogArray(e zapcore.ArrayEncoder) error {
 	return nil
 }
 
-type uidList []uint32
+// uidList writes the first n UIDs.
+type uidList struct {
+	l []uint32
+	n int
+}
 
 func (l *uidList) MarshalLogArray(e zapcore.ArrayEncoder) error {
-	for i, u := range *l {
-		if i == MaxUIDs {
+	for i, u := range l.l {
+		if i == l.n {
 			break
 		}
 		e.AppendUint32(u)

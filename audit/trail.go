@@ -4,7 +4,10 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +107,12 @@ type Options struct {
 	// DefaultMaxRecordBytes, and MaxRecordBytes is lowered to what the
 	// sink carries (SyslogSink.MaxRecordBytes).
 	MaxFieldBytes, MaxListItems, MaxRecordBytes int
+	// MaxMailboxNames caps the distinct mailboxes a record's sources or
+	// mailboxes names, whole (max_list_items does not apply to them); 0:
+	// DefaultMaxMailboxNames, lowered to what MaxRecordBytes holds. A
+	// setting the worst-case record under MaxRecordBytes cannot hold is
+	// refused (worstCase).
+	MaxMailboxNames int
 	// Checkpoint, when set, receives a signed checkpoint (seq and link of
 	// the last record written) after every fsync, kept apart from the
 	// trail so that verify can tell a trail cut short (checkpoint.go).
@@ -167,6 +176,7 @@ type Trail struct {
 	prevHex [64]byte
 	enc     encoding // marshal's caps and formatting space
 	caps    caps     // the configured caps
+	shrink  [4]caps  // shrinkCaps(caps)
 	// maxRecord bounds an encoded record (MaxRecordBytes).
 	maxRecord int
 	reported  uint64 // drops already written in an audit.dropped record
@@ -285,7 +295,7 @@ func New(o Options) (*Trail, error) {
 	if m, ok := o.Sink.(interface{ MaxRecordBytes() int }); ok && m.MaxRecordBytes() > 0 {
 		o.MaxRecordBytes = min(o.MaxRecordBytes, m.MaxRecordBytes())
 	}
-	if o.MaxFieldBytes < 0 || o.MaxListItems < 0 || o.MaxRecordBytes < MinRecordBytes {
+	if o.MaxFieldBytes < 0 || o.MaxListItems < 0 || o.MaxMailboxNames < 0 || o.MaxRecordBytes < MinRecordBytes {
 		return nil, fmt.Errorf("audit: max field bytes %d, max list items %d, max record bytes %d (at least %d, and what the sink carries)",
 			o.MaxFieldBytes, o.MaxListItems, o.MaxRecordBytes, MinRecordBytes)
 	}
@@ -305,7 +315,6 @@ func New(o Options) (*Trail, error) {
 		batch:     make([]byte, 0, 64<<10),
 		backoff:   minBackoff,
 		syncEvery: o.SyncInterval,
-		caps:      caps{field: o.MaxFieldBytes, items: o.MaxListItems, annot: 4 * o.MaxFieldBytes},
 		maxRecord: o.MaxRecordBytes,
 	}
 	t.cur.t = t
@@ -314,6 +323,9 @@ func New(o Options) (*Trail, error) {
 	t.core = zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig), zapcore.AddSync(chainWriter{t}), zapcore.DebugLevel)
 	t.fields[0] = zap.Inline(&t.cur)
 	copy(t.prevHex[:], genesis)
+	if err := t.setCaps(o); err != nil {
+		return nil, err
+	}
 
 	start := &Record{Time: time.Now(), Kind: KindAuditStart, Host: o.Host, PID: os.Getpid(),
 		Software: o.Software, Chain: t.link.name()}
@@ -571,7 +583,7 @@ func (t *Trail) encode(r *Record) {
 	// same seq and prev, with tighter caps: before it is linked or sent,
 	// so the chain covers what is written (ARCHITECTURE.md §11).
 	if n := len(t.batch) - start - 1; n > t.maxRecord {
-		for _, c := range shrinkCaps {
+		for _, c := range t.shrink {
 			t.batch, t.prevHex = t.batch[:start], prev
 			t.enc.caps, t.enc.whole = c, n
 			t.write(ent, r)
@@ -825,4 +837,84 @@ func (t *Trail) finish() {
 	if d := t.dropped.Load(); d > 0 {
 		t.log.Warn("audit trail closed with records lost", zap.Uint64("dropped", d))
 	}
+}
+
+// setCaps sets the trail's caps from o, and MaxMailboxNames to what the
+// worst-case record, shrunk, holds under MaxRecordBytes: a setting that
+// cannot hold who did what to what is refused at the start, not found
+// out on a hostile client's record (ARCHITECTURE.md §11).
+func (t *Trail) setCaps(o Options) error {
+	names := o.MaxMailboxNames
+	if names == 0 {
+		names = DefaultMaxMailboxNames
+	}
+	for {
+		t.caps = confCaps(o.MaxFieldBytes, o.MaxListItems, names)
+		t.shrink = shrinkCaps(t.caps)
+		n := t.worstCase()
+		if n <= t.maxRecord {
+			return nil
+		}
+		if o.MaxMailboxNames != 0 || names == 1 {
+			return fmt.Errorf("audit: max record bytes %d cannot hold the worst-case record shrunk (%d bytes with %d mailbox names): raise max_record_bytes or lower max_mailbox_names or max_field_bytes",
+				t.maxRecord, n, names)
+		}
+		names /= 2
+	}
+}
+
+// MaxMailboxNames is the most distinct mailboxes one record names in its
+// sources or mailboxes: the proxy refuses a command that names more
+// (fail closed), rather than record it without some of them.
+func (t *Trail) MaxMailboxNames() int { return t.caps.names }
+
+// worstCase is the size of the largest command record, encoded with the
+// last shrink caps: every field from outside the proxy at its longest
+// and all escapes, the most mailbox names, the largest numbers, a key's
+// sig.
+func (t *Trail) worstCase() int {
+	long := strings.Repeat("\x01", 2*max(t.caps.field, IdentFloor))
+	l := []string{long}
+	names := make([]string, t.caps.names)
+	for i := range names {
+		names[i] = long
+	}
+	set := strings.Repeat("4294967295,1,", 1000) + "*:7,$"
+	own := strings.Repeat("x", 16) // the proxy's own words, a session id, a listener's name
+	r := &Record{Time: time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC), Kind: KindPolicyWouldDeny,
+		Session: own, IP: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), Port: 65535,
+		Listener: own, User: long, Backend: own, Server: own, Event: own,
+		Tag: long, Command: long, UID: true, Mailbox: long, MailboxRaw: long, Destination: long,
+		Sources: names, Mailboxes: names, Patterns: l, Effects: []string{own, own, own}, Selected: long,
+		UIDValidity: 1<<32 - 1, ReadOnly: true, Set: set, SetCount: 1<<63 - 1, Fetch: FetchMetadata, Items: l,
+		SearchKeys: []string{"SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT"}, StoreOp: long, Flags: l,
+		LiteralBytes: 1<<63 - 1, UIDs: make([]uint32, MaxUIDs+1), ContentBytes: 1<<63 - 1,
+		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1),
+		SharedWith: l, SharedCount: 1<<31 - 1, CodeArgs: long, Result: own, Code: long, Reason: long,
+		Revision: own, Limit: own, LimitKey: own, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,
+		Duration: 1<<63 - 1, Delay: 1<<63 - 1, BytesIn: 1<<63 - 1, BytesOut: 1<<63 - 1, Messages: 1<<31 - 1}
+	seq, prev, start := t.seq, t.prevHex, len(t.batch)
+	t.seq = 1<<64 - 1
+	t.cur.r = r
+	t.enc.caps, t.enc.whole = t.shrink[len(t.shrink)-1], 1<<31-1
+	t.write(zapcore.Entry{Time: r.Time, Message: string(r.Kind), Level: zapcore.InfoLevel}, r)
+	n := len(t.batch) - start - 1
+	if t.link.mac == nil {
+		n += len(sigField) + 64 + 1 // the record a key would sign
+	}
+	t.batch, t.seq, t.prevHex, t.cur.r = t.batch[:start], seq, prev, nil
+	return n
+}
+
+// CheckCaps reports the MaxMailboxNames of a trail with o's caps (o's
+// sink aside), or why they cannot hold the worst-case record: config
+// validation without opening the sink.
+func CheckCaps(o Options) (int, error) {
+	t, err := New(Options{Sink: NewWriterSink(io.Discard), MaxFieldBytes: o.MaxFieldBytes, MaxListItems: o.MaxListItems,
+		MaxRecordBytes: o.MaxRecordBytes, MaxMailboxNames: o.MaxMailboxNames, Logger: o.Logger})
+	if err != nil {
+		return 0, err
+	}
+	n := t.MaxMailboxNames()
+	return n, t.Close()
 }
