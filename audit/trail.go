@@ -856,7 +856,7 @@ func (t *Trail) setCaps(o Options) error {
 			return nil
 		}
 		if o.MaxMailboxNames != 0 || names == 1 {
-			return fmt.Errorf("audit: max record bytes %d cannot hold the worst-case record shrunk (%d bytes with %d mailbox names): raise max_record_bytes or lower max_mailbox_names or max_field_bytes",
+			return fmt.Errorf("audit: max record bytes %d cannot hold the worst-case record shrunk (%d bytes with %d mailbox names): raise max_record_bytes or lower limits.max_audit_mailbox_names or max_field_bytes",
 				t.maxRecord, n, names)
 		}
 		names /= 2

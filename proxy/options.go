@@ -163,6 +163,13 @@ type Limits struct {
 	// the others; 16.
 	MaxAuditUIDs       int
 	MaxAuditSharedWith int
+	// MaxAuditMailboxNames bounds the distinct mailboxes one command
+	// names in Named.Sources (CATENATE URLs) or Named.Mailboxes (NOTIFY
+	// filters): its record names each of them, so a command naming more
+	// than the trail's record holds is refused, NO [LIMIT], not recorded
+	// without some (fail closed, ARCHITECTURE.md §11); the audit trail's
+	// MaxMailboxNames (limits.max_audit_mailbox_names), else 64.
+	MaxAuditMailboxNames int
 	// ParkAfter is how long a session's pumps wait with nothing to do
 	// (between commands, or in IDLE) before each gives up its goroutine
 	// until its peer sends something (parker_linux.go): the backend pump
@@ -194,6 +201,7 @@ const (
 	DefaultParkAfter              = 10 * time.Millisecond
 	DefaultMaxAuditUIDs           = 1000
 	DefaultMaxAuditSharedWith     = 16
+	DefaultMaxAuditMailboxNames   = 64
 	DefaultConnectTimeout         = 10 * time.Second
 	DefaultLoginTimeout           = 30 * time.Second
 )
@@ -213,6 +221,7 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.IdleTimeout, DefaultIdleTimeout)
 	orDefault(&l.WriteTimeout, DefaultWriteTimeout)
 	orDefault(&l.MaxAuthFailures, DefaultMaxAuthFailures)
+	orDefault(&l.MaxAuditMailboxNames, DefaultMaxAuditMailboxNames)
 	orDefault(&l.MaxCompressSessions, DefaultMaxCompressSessions)
 	if l.MaxPreAuthConnections <= 0 {
 		l.MaxPreAuthConnections = DefaultMaxPreAuthConnections()

@@ -598,9 +598,17 @@ type decideArgs struct {
 	lit imapwire.Literal
 }
 
+var hitAuditMailboxNames = LimitResult{Exceeded: true, Limit: "max_audit_mailbox_names", Key: "session", Code: "LIMIT", Reason: "Too many mailboxes in one command"}
+
 var decideArgsPool = sync.Pool{New: func() any { return new(decideArgs) }}
 
 func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
+	if p == PointCommand && cmd != nil && max(len(cmd.Sources()), len(cmd.Mailboxes())) > s.lim.MaxAuditMailboxNames {
+		// Its record could not name every mailbox it reads or watches:
+		// refused rather than recorded without some (ARCHITECTURE.md §11).
+		s.srv.auditor.Limit(&s.info, hitAuditMailboxNames)
+		return Decision{Code: "LIMIT", Reason: "Too many mailboxes in one command"}
+	}
 	a := decideArgsPool.Get().(*decideArgs)
 	in := &a.in
 	*in = DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Limits: s.limit}

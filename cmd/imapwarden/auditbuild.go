@@ -50,6 +50,9 @@ type auditConfig struct {
 	MaxFieldBytes  int `yaml:"max_field_bytes"`
 	MaxListItems   int `yaml:"max_list_items"`
 	MaxRecordBytes int `yaml:"max_record_bytes"`
+	// mailboxNames is limits.max_audit_mailbox_names when set: the
+	// distinct mailboxes one record must name.
+	mailboxNames int
 }
 
 // defaultAckTimeout is audit.ack_timeout's default: well under the
@@ -74,7 +77,8 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 		return
 	}
 	o := audit.Options{QueueSize: c.QueueSize, SyncInterval: c.FsyncInterval.get(0), Logger: log.Named("audit-trail"), Software: "imapwarden " + versionString(),
-		MaxFieldBytes: c.MaxFieldBytes, MaxListItems: c.MaxListItems, MaxRecordBytes: c.MaxRecordBytes}
+		MaxFieldBytes: c.MaxFieldBytes, MaxListItems: c.MaxListItems, MaxRecordBytes: c.MaxRecordBytes,
+		MaxMailboxNames: c.mailboxNames}
 	if c.MaxFieldBytes < 0 || c.MaxListItems < 0 {
 		p.add("audit.max_field_bytes, audit.max_list_items: must not be negative")
 	}
@@ -176,7 +180,13 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 		p.add("audit.sink: unknown value %q (want file, stdout or syslog)", sink)
 		return
 	}
-	if checkOnly || len(*p) > 0 {
+	if len(*p) > 0 {
+		return
+	}
+	if checkOnly {
+		if _, err := audit.CheckCaps(o); err != nil {
+			p.add("audit: %v", err)
+		}
 		return
 	}
 	snk, err := open()
@@ -191,6 +201,9 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 		return
 	}
 	s.trail, s.auditWire = t, newAuditWire(t)
+	// A command naming more mailboxes than a record holds is refused
+	// (ARCHITECTURE.md §11).
+	s.opts.Limits.MaxAuditMailboxNames = t.MaxMailboxNames()
 	s.auditWire.ackTimeout = c.AckTimeout.get(defaultAckTimeout)
 	s.opts.Auditor = teeAuditor{s.auditWire, s.opts.Auditor}
 	s.queueSize = o.QueueSize

@@ -275,7 +275,11 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		}
 	}
 	buildRateLimits(&p, s, cfg.RateLimits, groups, log, warn)
-	buildAudit(&p, s, cfg.Audit, checkOnly, log)
+	ac := cfg.Audit
+	if v := cfg.Limits.MaxAuditMailboxNames; v != nil && *v > 0 {
+		ac.mailboxNames = *v // the record must hold them: audit.New checks
+	}
+	buildAudit(&p, s, ac, checkOnly, log)
 	if s.auditWire != nil {
 		s.wire.Store(s.auditWire)
 	}
@@ -805,6 +809,7 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		ParkAfter:              c.ParkAfter.get(proxy.DefaultParkAfter),
 		MaxAuditUIDs:           count("max_audit_uids", c.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs),
 		MaxAuditSharedWith:     count("max_audit_shared_with", c.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith),
+		MaxAuditMailboxNames:   count("max_audit_mailbox_names", c.MaxAuditMailboxNames, proxy.DefaultMaxAuditMailboxNames),
 	}
 	switch {
 	case l.ParkAfter < 0:

@@ -336,6 +336,12 @@ type limitsConfig struct {
 	// its content may have answered.
 	MaxAuditUIDs       *int `yaml:"max_audit_uids"`
 	MaxAuditSharedWith *int `yaml:"max_audit_shared_with"`
+	// MaxAuditMailboxNames bounds the distinct mailboxes one command
+	// names (CATENATE sources, NOTIFY mailboxes): its record names each,
+	// and a command naming more is refused. Unset: the trail's
+	// audit.MaxMailboxNames (64, lowered to what audit.max_record_bytes
+	// holds); set, a value the record cannot hold is refused.
+	MaxAuditMailboxNames *int `yaml:"max_audit_mailbox_names"`
 }
 
 type authConfig struct {

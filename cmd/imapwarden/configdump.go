@@ -103,6 +103,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&l.ParkAfter, proxy.DefaultParkAfter)
 	count(&l.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs)
 	count(&l.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith)
+	count(&l.MaxAuditMailboxNames, proxy.DefaultMaxAuditMailboxNames)
 
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")

@@ -421,6 +421,8 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 func applyReload(s, ns *setup, srv *proxy.Server) error {
 	d := ns.dynamic()
 	d.Decider, d.Limiter = s.opts.Decider, s.opts.Limiter
+	// At most the running trail's: what its records hold (ARCHITECTURE.md §11).
+	d.Limits.MaxAuditMailboxNames = min(d.Limits.MaxAuditMailboxNames, s.opts.Limits.MaxAuditMailboxNames)
 	if s.engine != nil {
 		if err := s.engine.Reload(); err != nil {
 			return fmt.Errorf("policy: %w", err)
