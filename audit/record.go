@@ -101,9 +101,9 @@ const (
 type caps struct{ field, items, annot, ident, names, uids int }
 
 // IdentFloor is the least, encoded, a record keeps of each field that
-// says who did what to what (user, tag, command, mailbox, mailbox_raw,
-// destination, selected, each of sources and mailboxes), however it is
-// shrunk: enough to recognise it (ARCHITECTURE.md §11).
+// says who did what to what (user, command, mailbox, destination,
+// selected, identifier, rights, each of sources and mailboxes), however
+// it is shrunk: enough to recognise it (ARCHITECTURE.md §11).
 const IdentFloor = 64
 
 // shrinkCaps are the caps a record over MaxRecordBytes is encoded with
@@ -438,8 +438,8 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	}
 	enc.str(e, "store", r.StoreOp)
 	enc.strs(e, "flags", r.Flags)
-	enc.str(e, "identifier", r.Identifier)
-	enc.str(e, "rights", r.Rights)
+	enc.identStr(e, "identifier", r.Identifier) // to whom SETACL gives what: cut last
+	enc.identStr(e, "rights", r.Rights)
 	enc.str(e, "quota_root", r.QuotaRoot)
 	if r.Quota != nil {
 		intMap(enc, e, "quota", r.Quota)

@@ -890,6 +890,7 @@ func (t *Trail) worstCase() int {
 		SearchKeys: []string{"SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT"}, StoreOp: long, Flags: l,
 		LiteralBytes: 1<<63 - 1, UIDs: make([]uint32, MaxUIDs+1), ContentBytes: 1<<63 - 1,
 		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1),
+		Identifier: long, Rights: long, QuotaRoot: long, Quota: map[string]int64{long: 1<<63 - 1}, Enable: l, Entries: l,
 		SharedWith: l, SharedCount: 1<<31 - 1, CodeArgs: long, Result: own, Code: long, Reason: long,
 		Revision: own, Limit: own, LimitKey: own, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,
 		Duration: 1<<63 - 1, Delay: 1<<63 - 1, BytesIn: 1<<63 - 1, BytesOut: 1<<63 - 1, Messages: 1<<31 - 1}
