@@ -40,7 +40,7 @@ func BenchmarkFlagsSyscalls(b *testing.B) {
 		if dir := os.Getenv("LOADTEST_PROFILE"); dir != "" && s.admin != "" {
 			go func() {
 				defer close(got)
-				save(b, s.admin, "/debug/pprof/profile?seconds=2", filepath.Join(dir, "cpu-flags.pprof"))
+				save(b, s, "/debug/pprof/profile?seconds=2", filepath.Join(dir, "cpu-flags.pprof"))
 			}()
 		} else {
 			close(got)

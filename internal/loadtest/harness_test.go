@@ -72,9 +72,12 @@ type server struct {
 	name  string // "imapwarden" or "haproxy"
 	addr  string // implicit-TLS IMAP listener
 	admin string // imapwarden's admin listener; "" for haproxy
-	dir   string // its configuration, logs and (imapwarden) audit trail
-	cmd   *exec.Cmd
-	done  chan struct{} // closed when the process has exited
+	// adminToken is the admin listener's write token: the package's
+	// configuration has tokens, so every endpoint but the probes needs one.
+	adminToken string
+	dir        string // its configuration, logs and (imapwarden) audit trail
+	cmd        *exec.Cmd
+	done       chan struct{} // closed when the process has exited
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
@@ -198,6 +201,15 @@ func (d *deployment) imapwardenConfig(tb testing.TB, dir, addr, admin string) st
 	if err := os.WriteFile(keyFile, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
+	// The package's two admin tokens (postinst makes them the same way).
+	tokenFiles := [2]string{filepath.Join(dir, "admin.token"), filepath.Join(dir, "metrics.token")}
+	for _, f := range tokenFiles {
+		tok := make([]byte, 32)
+		rand.Read(tok)
+		if err := os.WriteFile(f, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	return fmt.Sprintf(`log: {level: info, format: json}
 lame_duck: 5s
 drain_timeout: 30s
@@ -207,7 +219,11 @@ tls:
   certificates: [{cert: %q, key: %q}]
 backends:
   main: {address: %q, security: plain, send_id: true}
-admin: {address: %q, pprof: true}
+admin:
+  address: %q
+  pprof: true
+  token_file: %q
+  tokens: [{name: metrics, scope: read, file: %q}]
 policy:
   dirs: [{path: %q}]
 audit:
@@ -215,7 +231,7 @@ audit:
   key_file: %q
   fsync: interval
   fsync_interval: 1s
-%s`, addr, d.cert.Cert, d.cert.Key, d.backend, admin, d.policies,
+%s`, addr, d.cert.Cert, d.cert.Key, d.backend, admin, tokenFiles[0], tokenFiles[1], d.policies,
 		filepath.Join(dir, "audit.jsonl"), keyFile, raisedRateLimits)
 }
 
@@ -238,6 +254,11 @@ func (d *deployment) startImapwarden(tb testing.TB, env ...string) *server {
 	cmd.Env = append(append(os.Environ(), d.env...), env...)
 	s := startProcess(tb, "imapwarden", cmd, filepath.Join(dir, "imapwarden.log"))
 	s.addr, s.admin, s.dir = addr, admin, dir
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.adminToken = strings.TrimSpace(string(tok))
 	waitUntil(tb, s, func() error {
 		resp, err := http.Get("http://" + admin + "/readyz")
 		if err != nil {

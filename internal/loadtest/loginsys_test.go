@@ -33,7 +33,7 @@ func BenchmarkLoginSyscalls(b *testing.B) {
 		if dir := os.Getenv("LOADTEST_PROFILE"); dir != "" && s.admin != "" {
 			go func() {
 				defer close(got)
-				save(b, s.admin, "/debug/pprof/profile?seconds=2", filepath.Join(dir, "cpu-login.pprof"))
+				save(b, s, "/debug/pprof/profile?seconds=2", filepath.Join(dir, "cpu-login.pprof"))
 			}()
 		} else {
 			close(got)

@@ -35,7 +35,7 @@ func BenchmarkSessionMemory(b *testing.B) {
 	defer s.stop()
 	warm := sessions(b, s, warmSessions, "INBOX", idle)
 	defer closeAll(warm)
-	rss0, m0 := rssKiB(b, s.pid()), goMemory(b, s.admin)
+	rss0, m0 := rssKiB(b, s.pid()), goMemory(b, s)
 	many := sessions(b, s, sz.many, "INBOX", idle)
 	defer closeAll(many)
 	n := float64(sz.many)
@@ -51,15 +51,15 @@ func BenchmarkSessionMemory(b *testing.B) {
 		b.ReportMetric(float64(rss-rss0)/n, what+"-RSS-KiB/session")
 		b.ReportMetric(kib("go_memstats_stack_inuse_bytes"), what+"-stack-KiB/session")
 	}
-	show("idle", rssKiB(b, s.pid()), goMemory(b, s.admin))
+	show("idle", rssKiB(b, s.pid()), goMemory(b, s))
 	dir := os.Getenv("LOADTEST_PROFILE")
 	if dir != "" {
-		save(b, s.admin, "/debug/pprof/allocs", filepath.Join(dir, "allocs-idle.pprof"))
+		save(b, s, "/debug/pprof/allocs", filepath.Join(dir, "allocs-idle.pprof"))
 	}
 	active := activeRSS(b, s, many, sz.cycles)
-	show("active", active, goMemory(b, s.admin))
+	show("active", active, goMemory(b, s))
 	if dir != "" {
-		save(b, s.admin, "/debug/pprof/allocs", filepath.Join(dir, "allocs-active.pprof"))
+		save(b, s, "/debug/pprof/allocs", filepath.Join(dir, "allocs-active.pprof"))
 		b.Logf("what the active sessions' commands allocated: go tool pprof -sample_index=alloc_space -top -diff_base %s %s",
 			filepath.Join(dir, "allocs-idle.pprof"), filepath.Join(dir, "allocs-active.pprof"))
 	}

@@ -110,7 +110,7 @@ func TestConfigMirrorsPackage(t *testing.T) {
 	local := map[string]bool{
 		"listeners.0.address": true, "tls.certificates.0.cert": true, "tls.certificates.0.key": true,
 		"backends.main.address": true, "admin.address": true, "policy.dirs.0.path": true,
-		"audit.path": true, "audit.key_file": true,
+		"audit.path": true, "audit.key_file": true, "admin.token_file": true, "admin.tokens.0.file": true,
 	}
 	for _, k := range slices.Sorted(maps.Keys(want)) {
 		g, ok := got[k]

@@ -40,7 +40,7 @@ func BenchmarkNoopSyscalls(b *testing.B) {
 			if dir := os.Getenv("LOADTEST_PROFILE"); dir != "" && s.admin != "" {
 				go func() {
 					defer close(got)
-					save(b, s.admin, "/debug/pprof/profile?seconds=2", filepath.Join(dir, fmt.Sprintf("cpu-noop%d.pprof", sessionsN)))
+					save(b, s, "/debug/pprof/profile?seconds=2", filepath.Join(dir, fmt.Sprintf("cpu-noop%d.pprof", sessionsN)))
 				}()
 			} else {
 				close(got)

@@ -696,9 +696,9 @@ func profile(b *testing.B, d, dOne *deployment, sz sizes, dir string) {
 	}
 	s := d.startImapwarden(b)
 	warm := sessions(b, s, warmSessions, "INBOX", idle)
-	rss0, m0 := rssKiB(b, s.pid()), goMemory(b, s.admin)
+	rss0, m0 := rssKiB(b, s.pid()), goMemory(b, s)
 	many := sessions(b, s, sz.many, "INBOX", idle)
-	rss1, m1 := rssKiB(b, s.pid()), goMemory(b, s.admin)
+	rss1, m1 := rssKiB(b, s.pid()), goMemory(b, s)
 	n := float64(sz.many)
 	delta := func(name string) float64 { return m1[name] - m0[name] }
 	b.Logf("profile pass, %d idle sessions: RSS %.1f KiB/session; Go heap in use %.1f KiB/session (objects %.1f KiB), stacks %.1f KiB/session; %.2f goroutines/session of %.1f KiB stack each",
@@ -706,7 +706,7 @@ func profile(b *testing.B, d, dOne *deployment, sz sizes, dir string) {
 		delta("go_memstats_heap_inuse_bytes")/1024/n, delta("go_memstats_heap_alloc_bytes")/1024/n,
 		delta("go_memstats_stack_inuse_bytes")/1024/n,
 		delta("go_goroutines")/n, delta("go_memstats_stack_inuse_bytes")/1024/delta("go_goroutines"))
-	save(b, s.admin, "/debug/pprof/goroutine?debug=1", filepath.Join(dir, "goroutine-idle.txt"))
+	save(b, s, "/debug/pprof/goroutine?debug=1", filepath.Join(dir, "goroutine-idle.txt"))
 	closeAll(many)
 	closeAll(warm)
 	s.stop()
@@ -720,7 +720,7 @@ func profile(b *testing.B, d, dOne *deployment, sz sizes, dir string) {
 		got := make(chan struct{})
 		go func() {
 			defer close(got)
-			save(b, s.admin, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), filepath.Join(dir, "cpu-"+p.name+".pprof"))
+			save(b, s, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), filepath.Join(dir, "cpu-"+p.name+".pprof"))
 		}()
 		// A second longer than the profile, so the load covers all of it.
 		p.run(b, s, sizes{window: time.Duration(secs+1) * time.Second}, &results{})
@@ -733,17 +733,27 @@ func profile(b *testing.B, d, dOne *deployment, sz sizes, dir string) {
 	warm = sessions(b, s, warmSessions, "INBOX", idle)
 	defer closeAll(warm)
 	// gc=1: what the sessions keep, not what awaits a collection.
-	save(b, s.admin, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-before.pprof"))
+	save(b, s, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-before.pprof"))
 	many = sessions(b, s, sz.many, "INBOX", idle)
 	defer closeAll(many)
-	save(b, s.admin, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-idle.pprof"))
+	save(b, s, "/debug/pprof/heap?gc=1", filepath.Join(dir, "heap-idle.pprof"))
 	b.Logf("profiles in %s: go tool pprof -top %s; what %d idle sessions keep: go tool pprof -sample_index=inuse_space -top -diff_base %s %s",
 		dir, filepath.Join(dir, "cpu-noop16.pprof"), sz.many, filepath.Join(dir, "heap-before.pprof"), filepath.Join(dir, "heap-idle.pprof"))
 }
 
+// adminGet asks s's admin listener for path with its write token.
+func adminGet(s *server, path string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+s.admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.adminToken)
+	return http.DefaultClient.Do(req)
+}
+
 // save writes an admin endpoint's answer to file.
-func save(b *testing.B, admin, path, file string) {
-	resp, err := http.Get("http://" + admin + path)
+func save(b *testing.B, s *server, path, file string) {
+	resp, err := adminGet(s, path)
 	if err != nil {
 		b.Error(err)
 		return
@@ -762,8 +772,8 @@ func save(b *testing.B, admin, path, file string) {
 }
 
 // goMemory reads the Go runtime's figures from /metrics.
-func goMemory(b *testing.B, admin string) map[string]float64 {
-	resp, err := http.Get("http://" + admin + "/metrics")
+func goMemory(b *testing.B, s *server) map[string]float64 {
+	resp, err := adminGet(s, "/metrics")
 	if err != nil {
 		b.Fatal(err)
 	}
