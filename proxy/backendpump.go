@@ -330,7 +330,9 @@ func (p *backendPump) relay() (parked bool) {
 				p.fault("untagged BAD: the backend could not read a command the proxy relayed", false)
 				return
 			case locked && r.barrier != nil && r.barrier.cmd.Name == "ENABLE" && wordIs(resp.Name, enabledName):
-				r.enabled |= enabledCaps(part)
+				caps, unread := enabledCaps(part)
+				r.enabled |= caps
+				r.enabledUnread = r.enabledUnread || unread
 			case resp.Status == imapwire.StatusOK && r.barrier != nil && wordIs(resp.Code, uidValidityName) &&
 				(r.barrier.cmd.Name == "SELECT" || r.barrier.cmd.Name == "EXAMINE"):
 				s.uidValidityNext = codeNumber(part)
@@ -557,13 +559,17 @@ func (p *backendPump) filterCaps(resp *imapwire.Response, part []byte, untagged 
 }
 
 // enabledCaps returns the capabilities "* ENABLED ..." names that change
-// how commands read.
-func enabledCaps(line []byte) imapwire.Cap {
-	var caps imapwire.Cap
+// how commands read, and unread when it names one the proxy does not
+// read (imapwire.RelayCapability): one hidden from the client's
+// CAPABILITY, so not one it could be offered, or unknown. Its responses
+// would be relayed unread (RFC 9586's UIDONLY turns FETCH into UIDFETCH).
+func enabledCaps(line []byte) (caps imapwire.Cap, unread bool) {
 	for _, f := range bytes.Fields(bytes.TrimRight(line, "\r\n"))[2:] {
-		caps |= imapwire.CapByName(string(f))
+		bit, ok := imapwire.RelayCapability(f)
+		caps |= bit
+		unread = unread || !ok
 	}
-	return caps
+	return caps, unread
 }
 
 // errBackendFault is a response line readPart refused; lineCheck.fault
@@ -1246,6 +1252,12 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) (unknown b
 		r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
 		s.uidValidity = 0
 	case "ENABLE":
+		if ok && r.enabledUnread {
+			// The backend turned on what the proxy cannot read: the
+			// session's state is unknown as after a barrier's BAD.
+			r.stateLost = true
+			return true
+		}
 		if ok {
 			applyEnabled(&r.ctx, r.enabled)
 		}

@@ -1004,7 +1004,7 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 	r.oweLocked(f)
 	if cmd.Spec.Barrier || renamesSelected(cmd, ctx, f.selected) {
 		r.barrier = f
-		r.enabled = 0
+		r.enabled, r.enabledUnread = 0, false
 	}
 	r.mu.Unlock()
 	return f

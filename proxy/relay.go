@@ -31,7 +31,8 @@ type relay struct {
 	// ENABLE, ...), nil if none.
 	barrier *inflight
 	// enabled collects the capabilities an in-flight ENABLE's "* ENABLED"
-	// named (RFC 5161 §3.2).
+	// named (RFC 5161 §3.2); enabledUnread that it named one the proxy
+	// does not read (backendPump.completed).
 	enabled imapwire.Cap
 	// A pump waiting for the backend's answer to a synchronizing literal:
 	// "+" (true) or the tagged completion of contTag (false). With
@@ -45,7 +46,8 @@ type relay struct {
 	backendEnded bool // see backendDone
 	// stateLost: a barrier's answer left the session state unknown
 	// (backendPump.completed); the client pump decides nothing more.
-	stateLost bool
+	stateLost     bool
+	enabledUnread bool
 	// backendParks: the parker can watch the backend connection
 	// (rawConn; asked again when the pump parks, rather than kept).
 	backendParks bool

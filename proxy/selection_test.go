@@ -38,7 +38,11 @@ func TestEnableIMAP4rev2UTF8Names(t *testing.T) {
 		if got, err := ctx.Canonical("&AOQ-rger"); err != nil || got != "ärger" {
 			t.Fatalf("before ENABLE: %q %v", got, err)
 		}
-		applyEnabled(&ctx, enabledCaps([]byte("* ENABLED "+c+"\r\n")))
+		caps, unread := enabledCaps([]byte("* ENABLED " + c + "\r\n"))
+		if unread {
+			t.Fatalf("ENABLED %s read as an extension the proxy does not read", c)
+		}
+		applyEnabled(&ctx, caps)
 		if !ctx.UTF8 {
 			t.Fatalf("ENABLE %s: names still modified UTF-7", c)
 		}
@@ -50,7 +54,8 @@ func TestEnableIMAP4rev2UTF8Names(t *testing.T) {
 		}
 	}
 	ctx := imapwire.Context{}
-	applyEnabled(&ctx, enabledCaps([]byte("* ENABLED CONDSTORE\r\n")))
+	caps, _ := enabledCaps([]byte("* ENABLED CONDSTORE\r\n"))
+	applyEnabled(&ctx, caps)
 	if ctx.UTF8 {
 		t.Error("ENABLE CONDSTORE switched names to UTF-8")
 	}

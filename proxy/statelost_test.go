@@ -20,18 +20,28 @@ func TestUnknownStateEndsSession(t *testing.T) {
 		name, cmd, answer string
 		ends              bool
 		after             string // c's answer when the session goes on
+		untagged          string // sent before the answer
 	}{
-		{"EXAMINE answered BAD", "b EXAMINE Keep", "BAD Invalid modifier list", true, ""},
-		{"SELECT answered BAD", "b SELECT Keep", "BAD what", true, ""},
-		{"CLOSE answered NO", "b CLOSE", "NO cannot", true, ""},
-		{"CLOSE answered BAD", "b CLOSE", "BAD cannot", true, ""},
-		{"UNSELECT answered NO", "b UNSELECT", "NO cannot", true, ""},
-		{"ENABLE answered BAD", "b ENABLE QRESYNC", "BAD cannot", true, ""},
-		{"ENABLE answered NO", "b ENABLE QRESYNC", "NO cannot", true, ""},
-		{"DELETE of the selected mailbox answered BAD", "b DELETE Victim", "BAD cannot", true, ""},
+		{"EXAMINE answered BAD", "b EXAMINE Keep", "BAD Invalid modifier list", true, "", ""},
+		{"SELECT answered BAD", "b SELECT Keep", "BAD what", true, "", ""},
+		{"CLOSE answered NO", "b CLOSE", "NO cannot", true, "", ""},
+		{"CLOSE answered BAD", "b CLOSE", "BAD cannot", true, "", ""},
+		{"UNSELECT answered NO", "b UNSELECT", "NO cannot", true, "", ""},
+		{"ENABLE answered BAD", "b ENABLE QRESYNC", "BAD cannot", true, "", ""},
+		{"ENABLE answered NO", "b ENABLE QRESYNC", "NO cannot", true, "", ""},
+		// RFC 5161 §3.1: what the backend enabled is what its ENABLED
+		// names. An extension the proxy does not read (hidden from the
+		// client's CAPABILITY, so not one it may enable) changes the
+		// responses it relays: RFC 9586's UIDONLY turns FETCH into
+		// UIDFETCH.
+		{"ENABLE turning on an extension the proxy does not read", "b ENABLE UIDONLY", "OK enabled", true, "", "* ENABLED UIDONLY"},
+		{"ENABLE turning on an unknown extension among known ones", "b ENABLE CONDSTORE X-NEW", "OK enabled", true, "", "* ENABLED CONDSTORE X-NEW"},
+		{"ENABLE of an unknown extension the backend ignores", "b ENABLE X-NEW", "OK enabled", false, "c OK", "* ENABLED"},
+		{"ENABLE of an extension the proxy reads", "b ENABLE CONDSTORE", "OK enabled", false, "c OK", "* ENABLED CONDSTORE"},
+		{"DELETE of the selected mailbox answered BAD", "b DELETE Victim", "BAD cannot", true, "", ""},
 		// RFC 9051 §6.3.2: a failed SELECT leaves no mailbox selected.
-		{"EXAMINE answered NO", "b EXAMINE Keep", "NO no such mailbox", false, "c BAD"},
-		{"DELETE of the selected mailbox answered NO", "b DELETE Victim", "NO cannot", false, "c OK"},
+		{"EXAMINE answered NO", "b EXAMINE Keep", "NO no such mailbox", false, "c BAD", ""},
+		{"DELETE of the selected mailbox answered NO", "b DELETE Victim", "NO cannot", false, "c OK", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -42,6 +52,9 @@ func TestUnknownStateEndsSession(t *testing.T) {
 				case strings.HasPrefix(line, "SELECT Victim"):
 					fmt.Fprintf(c, "* 2 EXISTS\r\n%s OK [READ-WRITE] done\r\n", tag)
 				case strings.HasPrefix(line, verb):
+					if tc.untagged != "" {
+						fmt.Fprintf(c, "%s\r\n", tc.untagged)
+					}
 					fmt.Fprintf(c, "%s %s\r\n", tag, tc.answer)
 				case strings.HasPrefix(line, "FETCH"):
 					fetched.Store(true)
