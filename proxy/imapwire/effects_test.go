@@ -180,3 +180,44 @@ func TestSearchKeysRecorded(t *testing.T) {
 		}
 	}
 }
+
+// effectsWithinMay checks the table's promise (Spec.MayEffect): a policy
+// inspecting an effect is asked about every command that can have it
+// (ARCHITECTURE.md §10).
+func effectsWithinMay(c *Command) error {
+	for i := range c.Effects.Len() {
+		if e := c.Effects.At(i).Effect; c.Spec.MayEffect&(1<<e) == 0 {
+			return fmt.Errorf("%s has the effect %s, which its MayEffect lacks: a policy inspecting %s is not asked", c.Name, e, e)
+		}
+	}
+	return nil
+}
+
+// TestEffectsWithinMayEffect: every command line the tests and the fuzz
+// seeds know has only effects its Spec.MayEffect names. NOTIFY's fetch
+// attributes (RFC 5465 §5.2) set \Seen unless peeked.
+func TestEffectsWithinMayEffect(t *testing.T) {
+	lines := append([]string{
+		"A NOTIFY SET (SELECTED (MessageNew (UID BODY[]) MessageExpunge))\r\n",
+		"A NOTIFY SET (SELECTED (MessageNew (BODY[TEXT]) MessageExpunge FlagChange))\r\n",
+	}, fuzzSeeds...)
+	checked := 0
+	for _, wire := range lines {
+		var p CommandParser
+		if _, err := parseWire(&p, wire); err != nil {
+			continue
+		}
+		for _, ctx := range fuzzCtxs {
+			if p.Check(&ctx) != nil {
+				continue
+			}
+			checked++
+			if err := effectsWithinMay(p.Command()); err != nil {
+				t.Errorf("%q: %v", wire, err)
+			}
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d commands checked", checked)
+	}
+}

@@ -154,8 +154,13 @@ func FuzzCommand(f *testing.F) {
 			// The grammar in every state: no panic, and what it accepts
 			// has its derived fields within range.
 			for _, ctx := range fuzzCtxs {
-				if err := p.Check(&ctx); err == nil && p.Command().Spec == nil {
-					t.Fatal("Check accepted an unknown command")
+				if err := p.Check(&ctx); err == nil {
+					if p.Command().Spec == nil {
+						t.Fatal("Check accepted an unknown command")
+					}
+					if err := effectsWithinMay(p.Command()); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			c := p.Command()

@@ -213,7 +213,7 @@ var specs = []*Spec{
 	{Name: "STATUS", RFC: "RFC 9051 §6.3.11, RFC 8438, RFC 8474", States: stateLoggedIn, MayEffect: effs(EffReadMetadata), check: gStatus},
 	{Name: "APPEND", RFC: "RFC 9051 §6.3.12, RFC 3502, RFC 4469, RFC 3516, RFC 6855", States: stateLoggedIn, MayEffect: effs(EffCreateMessages, EffReadContent, EffMarkDeleted), check: gAppend},
 	{Name: "IDLE", RFC: "RFC 9051 §6.3.13", States: stateLoggedIn, Cap: CapIDLE, check: gNone},
-	{Name: "NOTIFY", RFC: "RFC 5465", States: stateLoggedIn, Cap: CapNOTIFY, Barrier: true, sections: true, MayEffect: effs(EffSession, EffReadMetadata, EffReadContent), FailsKnown: true, check: gNotify},
+	{Name: "NOTIFY", RFC: "RFC 5465", States: stateLoggedIn, Cap: CapNOTIFY, Barrier: true, sections: true, MayEffect: effs(EffSession, EffReadMetadata, EffReadContent, EffSetFlags), FailsKnown: true, check: gNotify},
 	{Name: "GETACL", RFC: "RFC 4314 §3.3", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
 	{Name: "MYRIGHTS", RFC: "RFC 4314 §3.5", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gMailboxOnly},
 	{Name: "LISTRIGHTS", RFC: "RFC 4314 §3.4", States: stateLoggedIn, Cap: CapACL, MayEffect: effs(EffReadMetadata), check: gListRights},
