@@ -235,10 +235,28 @@ func redactConfig(n *yaml.Node) {
 				redactAll(v)
 				continue
 			}
+			if strings.EqualFold(k.Value, "headers") && v.Kind == yaml.MappingNode {
+				redactHeaders(v)
+				continue
+			}
 			redactConfig(v)
 		}
 	case yaml.ScalarNode:
 		n.Value = redactValue(n.Value)
+	}
+}
+
+// redactHeaders redacts the values of an HTTP header map (routes.lookup.headers)
+// but those of headers that never carry a credential: a service's own
+// scheme may use any name (X-Auth, X-Api-Key, Authentication).
+func redactHeaders(n *yaml.Node) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		switch strings.ToLower(n.Content[i].Value) {
+		case "accept", "accept-encoding", "accept-language", "content-type", "user-agent":
+			n.Content[i+1].Value = redactValue(n.Content[i+1].Value)
+		default:
+			redactAll(n.Content[i+1])
+		}
 	}
 }
 
@@ -308,7 +326,8 @@ func redactValue(v string) string {
 	}
 	u, err := url.Parse(v)
 	if err != nil {
-		return v
+		// Where its password or query ends is unknown: all of it.
+		return redacted
 	}
 	changed := false
 	if u.User != nil {
@@ -341,7 +360,8 @@ const configUsage = `Usage: imapwarden config dump -c FILE
 Print the effective configuration: the file with every default filled in,
 secrets redacted (values of keys naming a password, secret, token,
 credential, authorization or cookie, PEM blocks, passwords in URLs and
-their query parameters of such names). The admin listener serves the
+their query parameters of such names, HTTP header values but Accept,
+Content-Type and User-Agent, a URL that does not parse). The admin listener serves the
 running one at GET /config. The file is parsed but not checked: run
 "imapwarden validate" for that.
 `

@@ -35,7 +35,11 @@ headers:
   Authorization: "Bearer hunter2-k"
   Proxy-Authorization: "Basic hunter2-l"
   Cookie: "sid=hunter2-m"
-  X-Proxy-Name: mx1
+  X-Auth: hunter2-p
+  Authentication: "hunter2-q"
+  X-Api-Key: hunter2-r
+  User-Agent: imapwarden-mx1
+bad_url: "https://bob:hunter2-s@auth example/%zz?access_token=hunter2-t"
 lookup_url: "https://auth.example/lookup?access_token=hunter2-n&site=mx1&api_key=hunter2-o"
 `
 	var n yaml.Node
@@ -53,7 +57,7 @@ lookup_url: "https://auth.example/lookup?access_token=hunter2-n&site=mx1&api_key
 	}
 	for _, keep := range []string{"/etc/keep/one", "/etc/keep/two", "/etc/keep/three.pem", "p256", "24h",
 		"redis://bob:REDACTED@redis.example:6379/0", "https://acme.example/dir", "user: bob", "empty_token: \"\"",
-		"X-Proxy-Name: mx1", "site=mx1"} {
+		"User-Agent: imapwarden-mx1", "site=mx1"} {
 		if !strings.Contains(got, keep) {
 			t.Errorf("lost %q:\n%s", keep, got)
 		}
