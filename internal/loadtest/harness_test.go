@@ -119,6 +119,17 @@ type deployment struct {
 	backend  string   // Dovecot's plaintext address
 	policies string   // the repository's policies/ tree
 	env      []string // the systemd unit's Environment= (unitEnv)
+	// wrap runs both servers under another program (valgrind), the
+	// server's command line after it; none if empty.
+	wrap []string
+}
+
+// command is name with args, under d.wrap.
+func (d *deployment) command(name string, args ...string) *exec.Cmd {
+	if len(d.wrap) == 0 {
+		return exec.Command(name, args...)
+	}
+	return exec.Command(d.wrap[0], append(append(d.wrap[1:len(d.wrap):len(d.wrap)], name), args...)...)
 }
 
 func newDeployment(tb testing.TB, backend string) *deployment {
@@ -250,7 +261,7 @@ func (d *deployment) startImapwarden(tb testing.TB, env ...string) *server {
 	if err := os.WriteFile(cfg, []byte(d.imapwardenConfig(tb, dir, addr, admin)), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "-c", cfg)
+	cmd := d.command(bin, "serve", "-c", cfg)
 	cmd.Env = append(append(os.Environ(), d.env...), env...)
 	s := startProcess(tb, "imapwarden", cmd, filepath.Join(dir, "imapwarden.log"))
 	s.addr, s.admin, s.dir = addr, admin, dir
@@ -305,7 +316,7 @@ backend dovecot
 		tb.Fatal(err)
 	}
 	// -db: foreground, one process (its threads are in its /proc figures).
-	s := startProcess(tb, "haproxy", exec.Command(bin, "-db", "-f", cf), filepath.Join(dir, "haproxy.log"))
+	s := startProcess(tb, "haproxy", d.command(bin, "-db", "-f", cf), filepath.Join(dir, "haproxy.log"))
 	s.addr, s.dir = addr, dir
 	waitUntil(tb, s, func() error {
 		c, err := dial(addr)
