@@ -25,11 +25,21 @@ type fixedBackend struct {
 	// conns receives the first connections accepted, so that a test can
 	// push responses or close one.
 	conns chan net.Conn
+	// held: the answer to a command here waits until its channel is
+	// closed.
+	held map[string]chan struct{}
 }
 
 func startFixedBackend(t testing.TB, answers map[string][2]string) *fixedBackend {
 	t.Helper()
-	b := &fixedBackend{answers: map[string][2][]byte{}, conns: make(chan net.Conn, 16)}
+	return startHeldBackend(t, answers, nil)
+}
+
+// startHeldBackend is startFixedBackend whose answers to the commands in
+// held wait for their channel to close.
+func startHeldBackend(t testing.TB, answers map[string][2]string, held map[string]chan struct{}) *fixedBackend {
+	t.Helper()
+	b := &fixedBackend{answers: map[string][2][]byte{}, conns: make(chan net.Conn, 16), held: held}
 	for k, v := range answers {
 		b.answers[k] = [2][]byte{[]byte(v[0]), []byte(v[1])}
 	}
@@ -61,6 +71,10 @@ func (b *fixedBackend) serve(c net.Conn) {
 			w.WriteString(" OK IDLE done\r\n")
 			idleTag = nil
 		} else if a, ok := b.answers[string(rest)]; ok { // no allocation: map lookup
+			if ch, ok := b.held[string(rest)]; ok {
+				w.Flush()
+				<-ch
+			}
 			w.Write(a[0])
 			w.Write(tag)
 			w.WriteByte(' ')

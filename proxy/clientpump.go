@@ -55,7 +55,7 @@ func (p *clientPump) relay() (parked bool) {
 			}
 			p.until = time.Now().Add(wait)
 		}
-		var park func() bool
+		var park func() parkVerdict
 		if s.rawClient != nil {
 			park = p.park
 		}
@@ -132,9 +132,10 @@ func (p *clientPump) relay() (parked bool) {
 // server's parker runs the pump again when the client's connection
 // becomes readable or closes, when p.until passes (the read then fails
 // with its timeout), and the session when it needs it (Session.shutdown,
-// closeConns). It returns false when the pump must go on waiting itself.
-// Nothing of the pump is touched after a true return: the parker may
-// already run it on another goroutine. Not on COMPRESS (waitClient).
+// closeConns). It returns parkRefused when the pump must go on waiting
+// itself, parkLater while the backend owes an answer. Nothing of the pump
+// is touched after parkTaken: the parker may already run it on another
+// goroutine. Not on COMPRESS (waitClient).
 //
 // A hot pump (one whose goroutine did work since it started) hands the
 // rest of its wait to a fresh goroutine instead, which lingers up to
@@ -144,11 +145,22 @@ func (p *clientPump) relay() (parked bool) {
 // §16). A fresh goroutine starts with the runtime's usual stack size.
 // Not when ParkAfter is hotLinger or less (the default): the hot linger
 // waited all of it.
-func (p *clientPump) park() bool {
+func (p *clientPump) park() parkVerdict {
 	s := p.s
 	pk := s.srv.parker
 	if pk == nil || s.rawClient == nil || s.draining.Load() || s.connsClosed.Load() {
-		return false
+		return parkRefused
+	}
+	if p.idle == nil && p.r.owing.Load() > 0 {
+		// The backend owes an answer (a FETCH streaming, a slow SEARCH):
+		// the client waits for it and sends its next command right after,
+		// so the pump lingers on rather than park and resume for each
+		// command, with a stack to grow again (ARCHITECTURE.md §5). Not in
+		// IDLE: its owed "+" says the client will be silent.
+		if h := s.srv.opts.lingerOwed; h != nil {
+			h()
+		}
+		return parkLater
 	}
 	// An idle session keeps no held-back command, nor a parser: the last
 	// command is over, its in-flight record holds a copy.
@@ -158,7 +170,7 @@ func (p *clientPump) park() bool {
 		p.hot = false
 		if s.lim.ParkAfter > hotLinger {
 			s.srv.handOver(p.run)
-			return true
+			return parkTaken
 		}
 		// The hot linger was the whole of ParkAfter: park from here,
 		// with no goroutine to start and nothing left to linger.
@@ -191,14 +203,14 @@ func (p *clientPump) park() bool {
 	s.cparked.Store(pp)
 	if !pp.arm() {
 		s.cparked.CompareAndSwap(pp, nil)
-		return false
+		return parkRefused
 	}
 	// What asked for the pump between the look above and Store found
 	// nothing to wake.
 	if s.draining.Load() || s.connsClosed.Load() {
 		pp.wake()
 	}
-	return true
+	return parkTaken
 }
 
 // resume is a parked client pump's new goroutine.

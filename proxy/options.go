@@ -310,6 +310,9 @@ type Options struct {
 	// every line takes the full one.
 	plainRun   func(lines int)
 	noPlainRun bool
+	// lingerOwed, in tests, runs on the client pump each time it lingered
+	// ParkAfter with an answer owed and lingers on (clientPump.park).
+	lingerOwed func()
 }
 
 // DefaultCutGrace is Options.CutGrace's default.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -646,6 +647,42 @@ func TestHotPumpsParkWithoutHandOver(t *testing.T) {
 	}
 	// Still served after parking from a hot goroutine.
 	c.transact("e NOOP", "e OK")
+}
+
+// While the backend owes an answer, the client pump lingers on instead of
+// parking: its client sends the next command right after the answer, and
+// a pump parked for it would resume on a fresh goroutine whose stack grows
+// again (ARCHITECTURE.md §5). Once nothing is owed it parks as before.
+func TestClientPumpLingersWhileAnswerOwed(t *testing.T) {
+	gate := make(chan struct{})
+	b := startHeldBackend(t, map[string][2]string{"NOOP": {"", "OK done\r\n"}}, map[string]chan struct{}{"NOOP": gate})
+	var lingered atomic.Int64
+	h := newHarness(t, func(o *Options) {
+		o.Router = &StaticRouter{Default: &Backend{Name: "fixed", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
+		o.lingerOwed = func() { lingered.Add(1) }
+	})
+	release := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release) // first: a held answer would hold the backend's end
+	c := h.login()
+	waitClientsParked(t, h, 1)
+	parks := h.srv.parker.parksSoFar(parkClient)
+	c.sendRaw("c NOOP\r\n")
+	// The pump lingered ParkAfter (1 ms) twice with the NOOP owed, or
+	// parked.
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for lingered.Load() < 2 && h.srv.parker.parksSoFar(parkClient) == parks {
+		if time.Now().After(deadline) {
+			t.Fatal("the client pump neither lingered nor parked with the NOOP owed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := h.srv.parker.parksSoFar(parkClient) - parks; n != 0 {
+		t.Fatalf("the client pump parked %d times with the NOOP owed, want 0", n)
+	}
+	release()
+	c.expectTagged("c", "c OK")
+	waitParksSoFar(t, h, parkClient, parks+1)
+	c.transact("n NOOP", "n OK")
 }
 
 // waitParksSoFar waits until pumps of a kind were parked n times so far.

@@ -387,23 +387,37 @@ const (
 	waitGone                    // park took the session: touch nothing more
 )
 
+// readUntil sets the client's read deadline to t, or to now when the
+// session is draining: shutdown may have set its deadline before ours.
+func (s *Session) readUntil(t time.Time) {
+	s.conn.SetReadDeadline(t)
+	if s.draining.Load() {
+		s.conn.SetReadDeadline(time.Now())
+	}
+}
+
+// What a pump's park did.
+type parkVerdict uint8
+
+const (
+	parkTaken   parkVerdict = iota // parked: touch nothing more
+	parkRefused                    // wait without parking
+	parkLater                      // not now: linger again, then ask again
+)
+
 // waitClient marks the session as waiting for the next command until
 // until. With park (the relay), a client silent for linger (at most
 // Limits.ParkAfter; 0 in IDLE: at once) is handed to park, which gives up
 // the goroutine (clientPump.park); the session holds no read buffer while
 // it waits either way.
-func (s *Session) waitClient(until time.Time, park func() bool, linger time.Duration) waitResult {
+func (s *Session) waitClient(until time.Time, park func() parkVerdict, linger time.Duration) waitResult {
 	s.waiting.Store(true)
 	if s.draining.Load() {
 		s.waiting.Store(false)
 		return waitDrain
 	}
-	s.conn.SetReadDeadline(until)
-	if s.draining.Load() {
-		// shutdown may have set its deadline before ours.
-		s.conn.SetReadDeadline(time.Now())
-	}
 	if s.br != nil && (s.br.Buffered() > 0 || len(s.cpre.pending) > 0) {
+		s.readUntil(until)
 		return waitReady
 	}
 	// Wait without holding a read buffer; the byte read (or the error)
@@ -417,6 +431,10 @@ func (s *Session) waitClient(until time.Time, park func() bool, linger time.Dura
 	if s.rsrc != nil {
 		src = s.rsrc
 	}
+	// untilSet: the read's deadline is until. A lingering read's is its
+	// own, and until is set only once something came: one deadline (a
+	// timer change and a clock read) a command less.
+	untilSet := false
 	for {
 		// Linger first when the session may park. Not with COMPRESS: the
 		// decompressor keeps a read's error, a lingering timeout too.
@@ -428,10 +446,10 @@ func (s *Session) waitClient(until time.Time, park func() bool, linger time.Dura
 		d := linger
 		linger := park != nil && s.rawClient != nil && s.lim.ParkAfter > 0 && s.rsrc == nil && time.Until(until) > d
 		if linger {
-			s.conn.SetReadDeadline(time.Now().Add(d))
-			if s.draining.Load() {
-				s.conn.SetReadDeadline(time.Now())
-			}
+			s.readUntil(time.Now().Add(d))
+		} else if !untilSet {
+			s.readUntil(until)
+			untilSet = true
 		}
 		// One byte: TLS keeps the rest of its record for the buffer.
 		n, err := io.ReadFull(src, s.cpreBuf[:])
@@ -439,24 +457,20 @@ func (s *Session) waitClient(until time.Time, park func() bool, linger time.Dura
 			// Nothing came, and nothing is buffered: a TLS connection
 			// returns its decrypted bytes before it reads, and a timeout
 			// leaves it usable (its partial record waits for the rest).
-			if park() {
+			switch park() {
+			case parkTaken:
 				return waitGone
+			case parkLater:
+				continue // linger again
 			}
-			park = nil // refused: wait here, without lingering again
-			s.conn.SetReadDeadline(until)
-			if s.draining.Load() {
-				s.conn.SetReadDeadline(time.Now())
-			}
+			park = nil // refused: wait here (until), without lingering again
 			continue
 		}
 		s.cpre = prefixReader{pending: s.cpreBuf[:n], err: err, r: src}
 		if linger {
 			// The rest of the command is read against the idle limit,
 			// not the lingering deadline.
-			s.conn.SetReadDeadline(until)
-			if s.draining.Load() {
-				s.conn.SetReadDeadline(time.Now())
-			}
+			s.readUntil(until)
 		}
 		break
 	}
