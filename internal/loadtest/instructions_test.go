@@ -18,9 +18,15 @@ import (
 // runs per command under callgrind: a NOOP at 1 and 16 sessions and a UID
 // FETCH 1:* (FLAGS) over 1,000 messages at 8 sessions, imapwarden next to
 // haproxy in the deployment of BenchmarkVsHAProxy. Unlike CPU time, the
-// counts do not depend on the machine's load, so they show what a change
+// counts hardly depend on the machine's load, so they show what a change
 // to the relay saves; the kernel's share is what BenchmarkNoopSyscalls
-// and BenchmarkFlagsSyscalls count. Instrumentation is on only while the
+// and BenchmarkFlagsSyscalls count. Not exact: under callgrind the proxy
+// runs some 50 times slower, so its pumps park more often than they
+// would (ARCHITECTURE.md §5), and how often varies: imapwarden's totals
+// differ by up to 15% between runs of one build (haproxy's by 1%); a
+// function's own count and its calls per command vary less. Valgrind
+// offers no SHA-NI, so the audit chain's HMAC counts several times what
+// it runs natively. Instrumentation is on only while the
 // counted commands run (after each session's warm-up), background
 // (timers, the audit trail's fsync tick) included. Go runs with
 // asyncpreemptoff=1 (callgrind does not follow its preemption signals).
