@@ -34,62 +34,13 @@ func TestAttackReloadLeavesAdminListenerWithoutTokens(t *testing.T) {
 		{"moved to loopback without tokens", `admin: {address: "127.0.0.1:0"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(stopBackend)
-			dir := t.TempDir()
-			cf := tlsFiles(t, dir)
-			auditPath := filepath.Join(dir, "audit.jsonl")
+			dir, auditPath, common := demoServeConfig(t)
 			os.WriteFile(filepath.Join(dir, "write.token"), []byte(testWriteToken+"\n"), 0o600)
-			common := fmt.Sprintf(`
-listeners: [{address: "127.0.0.1:0", mode: tls}]
-tls: {certificates: [{cert: %s, key: %s}]}
-backends: {mem: {address: %q, security: plain}}
-audit: {path: %q, fsync: always}
-drain_timeout: 5s
-`, cf.Cert, cf.Key, backendAddr, auditPath)
 			// Every interface, with a write token: what buildAdmin asks for.
 			first := common + fmt.Sprintf("admin:\n  address: \"0.0.0.0:0\"\n  tokens: [{name: oncall, scope: write, file: %s}]\n",
 				filepath.Join(dir, "write.token"))
-			cfgFile := filepath.Join(dir, "imapwarden.yaml")
-			os.WriteFile(cfgFile, []byte(first), 0o600)
-			cfg, err := loadConfigFile(cfgFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			log := zaptest.NewLogger(t)
-			s, err := build(cfg, log)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.lameDuck = 0
-			ctx, cancel := context.WithCancel(context.Background())
-			hup := make(chan os.Signal, 1)
-			done := make(chan error, 1)
-			started := make(chan net.Addr, 1)
-			go func() {
-				reload := func() (*setup, error) {
-					cfg, err := loadConfigFile(cfgFile)
-					if err != nil {
-						return nil, err
-					}
-					return check(cfg, log)
-				}
-				done <- runServe(ctx, s, log, hup, reload, func(_ []net.Addr, adm net.Addr) { started <- adm })
-			}()
-			var adm net.Addr
-			select {
-			case adm = <-started:
-			case err := <-done:
-				cancel()
-				t.Fatalf("runServe: %v", err)
-			}
-			t.Cleanup(func() {
-				cancel()
-				<-done
-			})
+			srv := startServeText(t, dir, first)
+			adm, cfgFile, hup := srv.admin, srv.cfgFile, srv.hup
 			_, port, _ := net.SplitHostPort(adm.String())
 			if ip := adm.(*net.TCPAddr).IP; !ip.IsUnspecified() {
 				t.Fatalf("admin listener on %v, want every interface", adm)
@@ -121,6 +72,83 @@ drain_timeout: 5s
 			}
 		})
 	}
+}
+
+// demoServeConfig is a configuration without its admin section: a TLS
+// listener in front of the in-memory backend and a file trail, both in
+// dir.
+func demoServeConfig(t *testing.T) (dir, auditPath, text string) {
+	t.Helper()
+	backendAddr, stopBackend, err := startDemoBackend(zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopBackend)
+	dir = t.TempDir()
+	cf := tlsFiles(t, dir)
+	auditPath = filepath.Join(dir, "audit.jsonl")
+	text = fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {mem: {address: %q, security: plain}}
+audit: {path: %q, fsync: always}
+drain_timeout: 5s
+`, cf.Cert, cf.Key, backendAddr, auditPath)
+	return dir, auditPath, text
+}
+
+// servedText is serve running from a configuration file, reloaded by
+// sending on hup.
+type servedText struct {
+	admin   net.Addr
+	imaps   string
+	cfgFile string
+	hup     chan os.Signal
+}
+
+// startServeText runs serve from text, written to dir/imapwarden.yaml.
+func startServeText(t *testing.T, dir, text string) *servedText {
+	t.Helper()
+	cfgFile := filepath.Join(dir, "imapwarden.yaml")
+	os.WriteFile(cfgFile, []byte(text), 0o600)
+	cfg, err := loadConfigFile(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zaptest.NewLogger(t)
+	s, err := build(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lameDuck = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &servedText{cfgFile: cfgFile, hup: make(chan os.Signal, 1)}
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() {
+		reload := func() (*setup, error) {
+			cfg, err := loadConfigFile(cfgFile)
+			if err != nil {
+				return nil, err
+			}
+			return check(cfg, log)
+		}
+		done <- runServe(ctx, s, log, st.hup, reload, func(a []net.Addr, adm net.Addr) {
+			st.imaps, st.admin = a[0].String(), adm
+			close(started)
+		})
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		cancel()
+		t.Fatalf("runServe: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return st
 }
 
 // waitReloadRecord waits for the trail's record of a configuration reload
