@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -65,13 +64,15 @@ type adminView struct {
 
 // admin serves the operator endpoints (docs/admin-api.md) and the console.
 type admin struct {
-	srv      *proxy.Server
-	reg      *prometheus.Registry
-	level    zap.AtomicLevel
-	view     *atomic.Pointer[adminView]
-	pprof    bool
-	checks   []readinessCheck
-	limiter  *ratelimit.Limiter // nil when rate limits are off
+	srv    *proxy.Server
+	reg    *prometheus.Registry
+	level  zap.AtomicLevel
+	view   *atomic.Pointer[adminView]
+	pprof  bool
+	checks []readinessCheck
+	// limiter is nil while rate limits are off; a reload may turn them
+	// on or off.
+	limiter  atomic.Pointer[ratelimit.Limiter]
 	wire     *atomic.Pointer[auditWire]
 	recent   *recentEvents // nil: no recent denials to show
 	backends *backendsAPI  // the backends' pools (backends.go)
@@ -130,15 +131,21 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /recent", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"events": a.recent.list()})
 	})
-	if a.limiter != nil {
-		// Lists and lifts lockouts (ratelimit.Limiter.AdminHandler).
-		rl := http.StripPrefix("/ratelimit", a.limiter.AdminHandler())
-		mux.Handle("/ratelimit/", rl)
-		mux.HandleFunc("POST /ratelimit/unlock", func(w http.ResponseWriter, r *http.Request) {
-			noteUnlock(r)
-			rl.ServeHTTP(w, r)
-		})
+	// Lists and lifts lockouts (ratelimit.Limiter.AdminHandler) of the
+	// limiter in force.
+	rl := func(w http.ResponseWriter, r *http.Request) {
+		l := a.limiter.Load()
+		if l == nil {
+			http.NotFound(w, r)
+			return
+		}
+		http.StripPrefix("/ratelimit", l.AdminHandler()).ServeHTTP(w, r)
 	}
+	mux.HandleFunc("/ratelimit/", rl)
+	mux.HandleFunc("POST /ratelimit/unlock", func(w http.ResponseWriter, r *http.Request) {
+		noteUnlock(r)
+		rl(w, r)
+	})
 	if a.backends != nil {
 		a.backends.register(mux)
 	}
@@ -493,34 +500,16 @@ func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 func serveAdminWith(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, t adminTimeouts, log *zap.Logger) (net.Addr, func(), error) {
-	ln, err := net.Listen("tcp", addr)
+	sock, err := listenAdmin(addr, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg != nil {
-		ln = tls.NewListener(ln, cfg)
-	}
-	hs := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: t.ReadHeader,
-		ReadTimeout:       t.Read,
-		WriteTimeout:      t.Write,
-		IdleTimeout:       t.Idle,
-		ErrorLog:          zap.NewStdLog(log),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin listener failed", zap.Error(err))
-		}
-	}()
+	g := startAdminGen(sock, adminServing{addr: addr, tls: cfg, timeouts: t}, h, log)
 	context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(sctx)
+		g.stop()
+		sock.close()
 	})
-	return ln.Addr(), func() { <-done }, nil
+	return sock.ln.Addr(), func() { <-g.served; <-sock.done }, nil
 }
 
 // backendView is a configured backend as the console shows it.

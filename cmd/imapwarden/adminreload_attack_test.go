@@ -11,12 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-
-	"github.com/imapwarden/imapwarden/audit"
 )
 
 // TestAttackReloadLeavesAdminListenerWithoutTokens: the admin listener is
@@ -155,26 +152,7 @@ func startServeText(t *testing.T, dir, text string) *servedText {
 // (written after the reload was applied) and fails if it is an error.
 func waitReloadRecord(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		files, err := audit.Files(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rec *audit.Record
-		audit.Query(files, &audit.Filter{Kinds: []string{string(audit.KindReload)}}, func(r *audit.Record, _ []byte) error {
-			rec = r
-			return nil
-		})
-		if rec != nil {
-			if rec.Result != "ok" {
-				t.Fatalf("reload: %s %s", rec.Result, rec.Detail)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no reload record")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if rec := reloadRecord(t, path); rec.Result != "ok" {
+		t.Fatalf("reload: %s %s", rec.Result, rec.Detail)
 	}
 }

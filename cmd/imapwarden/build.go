@@ -29,6 +29,8 @@ import (
 // setup is a checked configuration turned into the packages' options, with
 // every file it names loaded. Building one neither listens nor dials.
 type setup struct {
+	// cfg is the configuration it was built from.
+	cfg            *fileConfig
 	opts           proxy.Options
 	tls            *tlsterm.Server
 	reloadInterval time.Duration
@@ -52,12 +54,16 @@ type setup struct {
 	level     zap.AtomicLevel // the logger's, for the admin API
 	// The stateful hooks: kept across SIGHUP (the engine reloads its
 	// files, the limiter takes new options and keeps its counters).
-	engine      *policy.Engine
-	limiter     *ratelimit.Limiter
-	limiterOpts ratelimit.Options
-	redis       redis.UniversalClient
-	backends    map[string]*proxy.Backend
-	static      proxy.Router
+	engine     *policy.Engine
+	engineRef  atomic.Pointer[policy.Engine] // engine, for the metrics
+	policyEval prometheus.Histogram          // nil until there are policies
+	// policyMetrics: the engine's metrics are registered.
+	policyMetrics bool
+	limiter       *ratelimit.Limiter
+	limiterOpts   ratelimit.Options
+	redis         redis.UniversalClient
+	backends      map[string]*proxy.Backend
+	static        proxy.Router
 	// The backends' pools and the routing lookup: the router wraps the
 	// static (or policy) routes with them (routing.go).
 	poolList []*pool.Pool
@@ -75,6 +81,14 @@ type setup struct {
 	// authClose ends the authenticators' connections; a reload hands
 	// them over (applyReload).
 	authClose authCloser
+	// retired are limiters a reload turned off, closed at exit: open
+	// sessions still hold their connections.
+	retired []*ratelimit.Limiter
+}
+
+// adminServing is how the admin listener of s serves.
+func (s *setup) adminServing() adminServing {
+	return adminServing{addr: s.adminAddr, tls: s.adminTLS, timeouts: s.adminTimeouts, pprof: s.adminPprof}
 }
 
 // close stops what build started.
@@ -95,6 +109,9 @@ func (s *setup) close() {
 		s.redis.Close()
 	}
 	s.authClose.close()
+	for _, l := range s.retired {
+		l.Close()
+	}
 	// Last: every session has ended and said its last word.
 	if s.trail != nil {
 		s.trail.Close()
@@ -191,6 +208,7 @@ func check(cfg *fileConfig, log *zap.Logger) (*setup, error) {
 func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error) {
 	var p problems
 	s := &setup{
+		cfg:            cfg,
 		level:          zap.NewAtomicLevel(),
 		drainTimeout:   cfg.DrainTimeout.get(defaultDrainTimeout),
 		lameDuck:       cfg.LameDuck.get(defaultLameDuck),
@@ -266,7 +284,6 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	s.opts.Metrics = m
 	buildAdmin(&p, s, cfg.Admin, warn)
 	buildPolicy(&p, s, cfg.Policy, backends, log)
-	s.reloads.engine = s.engine
 	buildRouting(&p, s, cfg.Routes)
 	var groups map[string][]string
 	if cfg.Policy.GroupsFile != "" {

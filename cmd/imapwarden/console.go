@@ -338,11 +338,12 @@ type lockoutsData struct {
 }
 
 func (c *console) lockoutsPage(w http.ResponseWriter, r *http.Request, p *page) {
-	d := lockoutsData{Enabled: c.a.limiter != nil}
+	lim := c.a.limiter.Load()
+	d := lockoutsData{Enabled: lim != nil}
 	if d.Enabled {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
-		ls, err := c.a.limiter.Lockouts(ctx)
+		ls, err := lim.Lockouts(ctx)
 		if err != nil {
 			p.Error = "The shared store did not answer; showing this instance's lockouts: " + err.Error()
 		}
@@ -441,7 +442,8 @@ func (c *console) configPage(w http.ResponseWriter, r *http.Request, p *page) {
 func (c *console) unlock(w http.ResponseWriter, r *http.Request, _ *consoleSession) (action, string, string) {
 	user, ip := r.PostForm.Get("user"), r.PostForm.Get("ip")
 	act := action{event: "unlock", user: user, detail: unlockTarget(user, ip)}
-	if c.a.limiter == nil {
+	lim := c.a.limiter.Load()
+	if lim == nil {
 		return act, "Error: rate limits are off.", "/console/lockouts"
 	}
 	if user == "" && ip == "" {
@@ -449,7 +451,7 @@ func (c *console) unlock(w http.ResponseWriter, r *http.Request, _ *consoleSessi
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	n, err := c.a.limiter.Unlock(ctx, user, ip)
+	n, err := lim.Unlock(ctx, user, ip)
 	if err != nil {
 		act.detail += ": " + err.Error()
 		return act, "Error: " + err.Error(), "/console/lockouts"

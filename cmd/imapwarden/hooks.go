@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,11 +27,30 @@ func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*pro
 		}
 		return
 	}
-	evalTime := prometheus.NewHistogram(prometheus.HistogramOpts{
+	s.policyEval = newPolicyEvalTime()
+	e := newPolicyEngine(p, c, s.policyEval, log)
+	if e == nil {
+		return
+	}
+	s.engine = e
+	s.opts.Decider = e
+	if c.Route {
+		s.opts.Router = &policy.Router{Engine: e, Backends: backends, Fallback: s.opts.Router}
+	}
+	s.publishEngine()
+}
+
+func newPolicyEvalTime() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "imapwarden_policy_evaluation_duration_seconds",
 		Help:    "Time of one Rego evaluation (decisions from the cache or the fast path are not evaluated).",
 		Buckets: prometheus.ExponentialBuckets(2e-6, 4, 10),
 	})
+}
+
+// newPolicyEngine loads the policies of c (which has dirs); nil, with
+// the problem added, when they do not load.
+func newPolicyEngine(p *problems, c policyConfig, evalTime prometheus.Histogram, log *zap.Logger) *policy.Engine {
 	o := policy.Options{GroupsFile: c.GroupsFile, PollInterval: c.PollInterval.get(0), CacheSize: c.CacheSize,
 		OnEvaluation: func(d time.Duration) { evalTime.Observe(d.Seconds()) }, Logger: log.Named("policy"),
 	}
@@ -44,22 +64,26 @@ func buildPolicy(p *problems, s *setup, c policyConfig, backends map[string]*pro
 		loc, err := time.LoadLocation(c.TimeZone)
 		if err != nil {
 			p.add("policy.time_zone: %v", err)
-			return
+			return nil
 		}
 		o.Location = loc
 	}
 	e, err := policy.New(o)
 	if err != nil {
 		p.add("policy: %v", err)
-		return
+		return nil
 	}
-	s.engine = e
-	s.opts.Decider = e
-	if c.Route {
-		s.opts.Router = &policy.Router{Engine: e, Backends: backends, Fallback: s.opts.Router}
-	}
-	if s.reg != nil {
-		s.reg.MustRegister(policyCollector{e}, evalTime)
+	return e
+}
+
+// publishEngine makes s.engine the one the metrics read (nil: none),
+// registering the policy metrics the first time there is one.
+func (s *setup) publishEngine() {
+	s.engineRef.Store(s.engine)
+	s.reloads.setEngine(s.engine)
+	if s.engine != nil && s.reg != nil && !s.policyMetrics {
+		s.reg.MustRegister(policyCollector{&s.engineRef}, s.policyEval)
+		s.policyMetrics = true
 	}
 }
 
@@ -205,7 +229,9 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 }
 
 // policyCollector exports the engine's counters at scrape time.
-type policyCollector struct{ e *policy.Engine }
+type policyCollector struct {
+	e *atomic.Pointer[policy.Engine]
+}
 
 var (
 	policyEvalsDesc  = prometheus.NewDesc("imapwarden_policy_evaluations_total", "Rego evaluations (decisions not taken from the cache or the fast path).", nil, nil)
@@ -221,7 +247,11 @@ func (c policyCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c policyCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.e.Stats()
+	e := c.e.Load()
+	if e == nil {
+		return
+	}
+	st := e.Stats()
 	ch <- prometheus.MustNewConstMetric(policyEvalsDesc, prometheus.CounterValue, float64(st.Evaluations))
 	ch <- prometheus.MustNewConstMetric(policyHitsDesc, prometheus.CounterValue, float64(st.CacheHits))
 	for mode, m := range map[string]map[string]int64{"enforced": st.DeniesByPolicy, "shadow": st.ShadowDeniesByPolicy} {

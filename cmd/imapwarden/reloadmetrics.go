@@ -49,6 +49,16 @@ func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 	return m
 }
 
+// setEngine makes e the policy engine whose reloads are reported.
+func (m *reloadMetrics) setEngine(e *policy.Engine) {
+	if m == nil {
+		return // demo: no reloads
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.engine = e
+}
+
 // record notes a reload of component; err nil is a success.
 func (m *reloadMetrics) record(component string, err error) {
 	m.mu.Lock()

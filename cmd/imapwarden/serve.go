@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
@@ -35,15 +37,18 @@ connections are refused; then it stops accepting, tells every session
 "* BYE [UNAVAILABLE]" and waits up to drain_timeout (30s by default) for
 them to end. A second SIGINT or SIGTERM stops at once.
 
-SIGHUP re-reads the configuration file and applies routes, backends, limits
-and auth settings to new sessions (open ones keep theirs); a file that fails
-to check keeps the running configuration. Listener changes need a restart.
-SIGHUP also reloads the TLS certificate files, which are polled for changes
-every tls.reload_interval (1m by default); a certificate that fails to load
-keeps the current one in use. A failed reload (configuration, policy or
-certificates) keeps serving and keeps readiness: the same bad file on every
-replica must not take a fleet out of its load balancers. It is logged and
-shown by imapwarden_reload_success{component} = 0 (alert on that).
+SIGHUP re-reads the configuration file and applies it as a whole to new
+sessions (open ones keep theirs): backends, routes, limits, auth, policy,
+rate limits, the admin listener, log.level, lame_duck and drain_timeout. A
+file that fails to check, or that changes a key bound at start (listeners,
+tls, audit, hostname, the Redis store, ...: "restart required"), keeps the
+running configuration. SIGHUP also reloads the TLS certificate files,
+which are polled for changes every tls.reload_interval (1m by default); a
+certificate that fails to load keeps the current one in use. A failed
+reload (configuration, policy or certificates) keeps serving and keeps
+readiness: the same bad file on every replica must not take a fleet out of
+its load balancers. It is logged and shown by
+imapwarden_reload_success{component} = 0 (alert on that).
 
 With -c, everything comes from the configuration file (see "imapwarden
 validate" and the example configuration in the README). Without it, the
@@ -156,6 +161,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			if err != nil {
 				return nil, err
 			}
+			// The flags override the file as at start.
+			if f.logLevel != "" {
+				cfg.Log.Level = f.logLevel
+			}
+			if f.logFormat != "" {
+				cfg.Log.Format = f.logFormat
+			}
 			return check(cfg, log)
 		}
 	}
@@ -228,27 +240,24 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 		fields = append(fields, zap.Stringer(s.opts.Listeners[i].Name, a))
 	}
 	adm := newAdmin(srv, s.reg, s.level, &s.adminView, s.adminLimits, log.Named("admin"))
-	adm.pprof, adm.wire, adm.recent = s.adminPprof, &s.wire, s.recent
+	adm.wire, adm.recent = &s.wire, s.recent
 	adm.checks = []readinessCheck{{"tls", func() error { return tlsReady(s.tls) }},
 		{"backends", func() error { return s.monitor.Set().Ready() }}}
 	adm.backends = &backendsAPI{mon: s.monitor, srv: srv}
 	if s.trail != nil {
 		adm.checks = append(adm.checks, readinessCheck{"audit", auditReady(s.trail, s.queueSize)})
 	}
-	adm.limiter = s.limiter
-	var adminAddr net.Addr
-	adminCtx, stopAdmin := context.WithCancel(context.Background())
-	defer stopAdmin()
-	if s.adminAddr != "" {
-		a, wait, err := serveAdminWith(adminCtx, s.adminAddr, s.adminTLS, adm.handler(), s.adminTimeouts, log.Named("admin"))
-		if err != nil {
-			srv.Close()
-			srv.Wait()
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		defer func() { stopAdmin(); wait() }() // stop before waiting
-		adminAddr = a
-		fields = append(fields, zap.Stringer("admin", a))
+	adm.limiter.Store(s.limiter)
+	as, err := newAdminServer(adm, s.adminServing(), log.Named("admin"))
+	if err != nil {
+		srv.Close()
+		srv.Wait()
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	defer as.close()
+	adminAddr := as.addr()
+	if adminAddr != nil {
+		fields = append(fields, zap.Stringer("admin", adminAddr))
 	}
 	log.Info("imapwarden started", fields...)
 	if started != nil {
@@ -267,7 +276,7 @@ func runServe(ctx context.Context, s *setup, log *zap.Logger, hup <-chan os.Sign
 		select {
 		case <-ctx.Done():
 		case sig := <-hup:
-			reloadAll(s, srv, reload, log, sig)
+			reloadAll(s, srv, as, reload, log, sig)
 		}
 	}
 
@@ -380,14 +389,13 @@ func connectAll(ctx context.Context, s *setup, stdout, stderr io.Writer) bool {
 	return ok
 }
 
-// reloadAll applies a SIGHUP. Listeners and the client certificate list are
-// bound at start: a change there is reported as needing a restart, while
-// the files themselves are re-read.
-func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *zap.Logger, sig os.Signal) {
+// reloadAll applies a SIGHUP: the configuration file as a whole or not at
+// all (applyReload), then the certificate files.
+func reloadAll(s *setup, srv *proxy.Server, as *adminServer, reload func() (*setup, error), log *zap.Logger, sig os.Signal) {
 	if reload != nil {
 		ns, err := reload()
 		if err == nil {
-			err = applyReload(s, ns, srv)
+			err = applyReload(s, ns, srv, as, log)
 		}
 		if s.auditWire != nil {
 			s.auditWire.Reload("config", "", err)
@@ -398,9 +406,6 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 			// may be what changed.
 			log.Error("configuration reload failed, keeping the running configuration", zap.Stringer("signal", sig), zap.Error(err))
 		} else {
-			if !sameListeners(s.opts.Listeners, ns.opts.Listeners) {
-				log.Warn("listener changes take effect at the next restart")
-			}
 			ns.logWarnings(log)
 			log.Info("configuration reloaded", zap.Stringer("signal", sig))
 		}
@@ -414,28 +419,100 @@ func reloadAll(s *setup, srv *proxy.Server, reload func() (*setup, error), log *
 	}
 }
 
-// applyReload makes a checked configuration current. The policy engine
-// and the limiter are the running ones: the engine re-reads its files, the
-// limiter takes the new options and keeps its counters and lockouts.
-// Changing the policy directories or the Redis store needs a restart.
-func applyReload(s, ns *setup, srv *proxy.Server) error {
+// applyReload makes a checked configuration ns current, every key of it
+// or none (ARCHITECTURE.md §18): a change to a key bound at start
+// (reloadKeys) refuses the reload, and so does any step that fails, the
+// running configuration staying in force and what ns opened closed. The
+// fallible steps (a new policy engine or limiter, the admin listener's
+// new address) come before anything running is changed. The running
+// engine re-reads its files when the policy section is unchanged; the
+// running limiter takes the new options and keeps its counters and
+// lockouts.
+func applyReload(s, ns *setup, srv *proxy.Server, as *adminServer, log *zap.Logger) (err error) {
+	// What ns opened and the reload did not adopt.
+	var newEngine *policy.Engine
+	var newLimiter *ratelimit.Limiter
+	var abortAdmin func()
+	defer func() {
+		if err == nil {
+			return
+		}
+		ns.authClose.close()
+		ns.authClose = nil
+		if newEngine != nil {
+			newEngine.Close()
+		}
+		if newLimiter != nil {
+			newLimiter.Close()
+		}
+		if abortAdmin != nil {
+			abortAdmin()
+		}
+	}()
+	if s.cfg != nil && ns.cfg != nil {
+		if keys := restartChanges(s.cfg, ns.cfg); len(keys) > 0 {
+			return &restartError{keys: keys}
+		}
+	}
+	enabled := ns.limiterOpts.Logger != nil // rate limits on
+	if s.limiter == nil && enabled && ns.limiterOpts.Redis != nil {
+		// The store is bound at start, and check closed this one.
+		return &restartError{keys: []string{"rate_limits.redis"}}
+	}
+
 	d := ns.dynamic()
-	d.Decider, d.Limiter = s.opts.Decider, s.opts.Limiter
 	// At most the running trail's: what its records hold (ARCHITECTURE.md §11).
 	d.Limits.MaxAuditMailboxNames = min(d.Limits.MaxAuditMailboxNames, s.opts.Limits.MaxAuditMailboxNames)
-	if s.engine != nil {
+
+	engine, evalTime := s.engine, s.policyEval
+	switch {
+	case s.cfg != nil && ns.cfg != nil && !reflect.DeepEqual(s.cfg.Policy, ns.cfg.Policy) && len(ns.cfg.Policy.Dirs) > 0:
+		if evalTime == nil {
+			evalTime = newPolicyEvalTime()
+		}
+		var p problems
+		newEngine = newPolicyEngine(&p, ns.cfg.Policy, evalTime, log)
+		if err := p.err(nil); err != nil {
+			return err
+		}
+		engine = newEngine
+	case s.cfg != nil && ns.cfg != nil && len(ns.cfg.Policy.Dirs) == 0:
+		engine = nil
+	case s.engine != nil:
 		if err := s.engine.Reload(); err != nil {
 			return fmt.Errorf("policy: %w", err)
 		}
 	}
-	d.Router = reloadRouter(ns, s.engine)
-	if s.limiter != nil && ns.limiterOpts.Logger != nil {
-		o := ns.limiterOpts
-		o.Redis = s.limiterOpts.Redis
-		if err := s.limiter.Update(o); err != nil {
+	d.Decider = nil
+	if engine != nil {
+		d.Decider = engine
+	}
+	d.Router = reloadRouter(ns, engine)
+
+	lim := s.limiter
+	switch {
+	case !enabled:
+		lim = nil
+	case s.limiter == nil:
+		if newLimiter, err = ratelimit.New(ns.limiterOpts); err != nil {
 			return fmt.Errorf("rate_limits: %w", err)
 		}
+		lim = newLimiter
 	}
+	d.Limiter = nil
+	if lim != nil {
+		d.Limiter = lim
+	}
+
+	var commitAdmin func(inForce func())
+	nsv := ns.adminServing()
+	if sv := s.adminServing(); nsv.addr != sv.addr || nsv.pprof != sv.pprof || nsv.timeouts != sv.timeouts ||
+		s.cfg == nil || ns.cfg == nil || !reflect.DeepEqual(s.cfg.Admin.TLS, ns.cfg.Admin.TLS) {
+		if commitAdmin, abortAdmin, err = as.prepare(nsv); err != nil {
+			return fmt.Errorf("admin.address: %w", err)
+		}
+	}
+
 	if s.monitor != nil {
 		// The running servers keep their health, drain state and
 		// sessions; new ones are checked at once.
@@ -444,25 +521,60 @@ func applyReload(s, ns *setup, srv *proxy.Server) error {
 	if err := srv.Update(d); err != nil {
 		return err
 	}
-	// The new authenticators are in use: the old ones' connections go.
-	old := s.authClose
-	s.authClose, ns.authClose = ns.authClose, nil
-	old.close()
-	// Tokens, /config and the console's view follow the file.
-	s.adminView.Store(ns.adminView.Load())
-	return nil
-}
-
-func sameListeners(a, b []proxy.ListenerOptions) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Name != b[i].Name || a[i].Addr != b[i].Addr || a[i].Mode != b[i].Mode {
-			return false
+	if lim != nil && lim == s.limiter {
+		o := ns.limiterOpts
+		o.Redis = s.limiterOpts.Redis
+		if err := s.limiter.Update(o); err != nil {
+			return fmt.Errorf("rate_limits: %w", err)
 		}
 	}
-	return true
+
+	// Nothing fails from here on.
+	old := s.authClose
+	s.authClose, ns.authClose = ns.authClose, nil
+	old.close() // the new authenticators are in use
+	if engine != s.engine {
+		if s.engine != nil {
+			s.engine.Close() // stops its poller; open sessions' decisions keep working
+		}
+		s.engine, s.policyEval = engine, evalTime
+		s.publishEngine()
+		newEngine = nil
+	}
+	if lim != s.limiter {
+		if s.limiter != nil {
+			// Open sessions still hold its connections: closed at exit.
+			s.retired = append(s.retired, s.limiter)
+		}
+		redis := s.limiterOpts.Redis
+		s.limiter, s.limiterOpts = lim, ns.limiterOpts
+		s.limiterOpts.Redis = redis
+		as.adm.limiter.Store(lim)
+		newLimiter = nil
+	}
+	// Tokens, /config and the console's view follow the file, in force
+	// only once nothing serves on an address they were not judged for.
+	inForce := func() { s.adminView.Store(ns.adminView.Load()) }
+	if commitAdmin != nil {
+		abortAdmin = nil
+		commitAdmin(inForce)
+		if a := as.addr(); a != nil && nsv.addr != s.adminAddr {
+			log.Info("admin listener moved", zap.Stringer("admin", a))
+		} else if a == nil && s.adminAddr != "" {
+			log.Info("admin listener turned off")
+		}
+	} else {
+		inForce()
+	}
+	s.adminAddr, s.adminTLS, s.adminPprof, s.adminTimeouts = ns.adminAddr, ns.adminTLS, ns.adminPprof, ns.adminTimeouts
+	if s.cfg != nil && ns.cfg != nil && ns.cfg.Log.Level != s.cfg.Log.Level {
+		if level, _, err := logSettings(ns.cfg.Log); err == nil {
+			s.level.SetLevel(level)
+		}
+	}
+	s.drainTimeout, s.lameDuck = ns.drainTimeout, ns.lameDuck
+	s.cfg = ns.cfg
+	return nil
 }
 
 // tlsReady reports whether client TLS has a certificate to serve.
