@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -56,4 +58,45 @@ func TestAttackCloseWaitsForBackendLogin(t *testing.T) {
 	case <-time.After(testenv.IOTimeout()):
 		t.Fatalf("Server.Close and Wait still waiting after %v: a session logging in to a silent backend is not closed", testenv.IOTimeout())
 	}
+}
+
+// startCompress counts the session against MaxCompressSessions before it
+// writes "OK DEFLATE active", and gives the count back at the session's
+// end only if the compressor was installed (clientWriter.release). When
+// that write fails (the client reset the connection after sending
+// COMPRESS), startCompress returns errStop with the count taken and no
+// compressor: the slot is never given back. An authenticated client that
+// sends COMPRESS and resets, MaxCompressSessions times (100 by default),
+// leaves every later client "NO [LIMIT] Too many compressed sessions"
+// until the proxy restarts.
+func TestAttackCompressSlotLeaksOnFailedReply(t *testing.T) {
+	const attempts = 10
+	h := newHarness(t, func(o *Options) { o.Limits.MaxCompressSessions = 3 })
+	for i := range attempts {
+		raw, err := net.Dial("tcp", h.imaps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := tls.Client(raw, clientTLS("imap"))
+		c := &tconn{t: t, c: tc, br: bufio.NewReader(tc)}
+		c.expect("* OK")
+		c.transact("l1 LOGIN alice alice-pw", "l1 OK")
+		// The command and, right behind it, a reset: the proxy reads the
+		// command (queued data is read before the reset's error) and
+		// its reply cannot be written.
+		c.send(fmt.Sprintf("z%d COMPRESS DEFLATE", i))
+		raw.(*net.TCPConn).SetLinger(0)
+		raw.Close()
+	}
+	h.audit.waitCloses(t, attempts)
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for h.srv.compressing.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("every session ended, yet %d compressed sessions are still counted against max_compress_sessions", h.srv.compressing.Load())
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := h.login()
+	c.transact("a1 COMPRESS DEFLATE", "a1 OK DEFLATE active")
 }
