@@ -54,6 +54,13 @@ func (s *Session) startCompress(tag string) error {
 	o := &s.out
 	w := o.lock()
 	defer o.unlock()
+	// The count is the deflater's: installed with it, before anything can
+	// fail, it is given back with it at the session's end whatever ends
+	// the session (clientWriter.release, ARCHITECTURE.md §15). The OK
+	// still leaves uncompressed: w writes to dw until it is reset.
+	fw := deflaters.Get().(*flate.Writer)
+	fw.Reset(&o.dw)
+	o.fw, o.cw = fw, compressWriter{fw}
 	w.WriteString(tag + " OK DEFLATE active\r\n")
 	if err := w.Flush(); err != nil {
 		return errStop
@@ -61,9 +68,6 @@ func (s *Session) startCompress(tag string) error {
 	// From here on both directions are compressed. Bytes the client sent
 	// after the command are already compressed: they go first into the
 	// decompressor, which yields at every block end (internal/inflate).
-	fw := deflaters.Get().(*flate.Writer)
-	fw.Reset(&o.dw)
-	o.fw, o.cw = fw, compressWriter{fw}
 	w.Reset(&o.cw)
 	pending := make([]byte, s.br.Buffered())
 	io.ReadFull(s.br, pending)
