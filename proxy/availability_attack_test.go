@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -21,23 +20,7 @@ import (
 // and then never answers holds a shutdown, a restart or a reload of the
 // listeners that long.
 func TestAttackCloseWaitsForBackendLogin(t *testing.T) {
-	hold := make(chan struct{})
-	gotLogin := make(chan struct{}, 1)
-	ln := serveEach(t, func(c net.Conn) {
-		c.Write([]byte("* OK [CAPABILITY IMAP4rev1] frozen\r\n"))
-		r := bufio.NewReader(c)
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			if strings.Contains(l, "LOGIN") {
-				gotLogin <- struct{}{}
-				break
-			}
-		}
-		<-hold // never answers the login
-	})
+	ln, gotLogin, hold := frozenLoginBackend(t)
 	h := newHarness(t, func(o *Options) {
 		o.Router = &StaticRouter{Default: &Backend{Name: "frozen", Addr: ln.Addr().String(), Security: BackendPlain,
 			Login: LoginCommand, LoginTimeout: time.Hour}}
@@ -73,13 +56,7 @@ func TestAttackCompressSlotLeaksOnFailedReply(t *testing.T) {
 	const attempts = 10
 	h := newHarness(t, func(o *Options) { o.Limits.MaxCompressSessions = 3 })
 	for i := range attempts {
-		raw, err := net.Dial("tcp", h.imaps)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tc := tls.Client(raw, clientTLS("imap"))
-		c := &tconn{t: t, c: tc, br: bufio.NewReader(tc)}
-		c.expect("* OK")
+		raw, c := dialGreeted(t, h.imaps)
 		c.transact("l1 LOGIN alice alice-pw", "l1 OK")
 		// The command and, right behind it, a reset: the proxy reads the
 		// command (queued data is read before the reset's error) and
@@ -99,4 +76,28 @@ func TestAttackCompressSlotLeaksOnFailedReply(t *testing.T) {
 	}
 	c := h.login()
 	c.transact("a1 COMPRESS DEFLATE", "a1 OK DEFLATE active")
+}
+
+// frozenLoginBackend greets, reads up to a LOGIN (signalled on gotLogin)
+// and never answers it until hold is closed. Close hold in a cleanup
+// registered after the harness's, so that it runs first.
+func frozenLoginBackend(t testing.TB) (ln net.Listener, gotLogin chan struct{}, hold chan struct{}) {
+	hold = make(chan struct{})
+	gotLogin = make(chan struct{}, 1)
+	ln = serveEach(t, func(c net.Conn) {
+		c.Write([]byte("* OK [CAPABILITY IMAP4rev1] frozen\r\n"))
+		r := bufio.NewReader(c)
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.Contains(l, "LOGIN") {
+				gotLogin <- struct{}{}
+				break
+			}
+		}
+		<-hold // never answers the login
+	})
+	return ln, gotLogin, hold
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -33,6 +34,14 @@ const (
 var (
 	errBackendAuth      = errors.New("backend refused the credentials")
 	errBackendInjection = errors.New("backend sent data after its STARTTLS OK")
+	// errBackendClosed: the backend said BYE or closed the connection
+	// (not a timeout) before the command's completion.
+	errBackendClosed = errors.New("backend closed the connection")
+	// errLoginDropped: a backend that greeted and took the connection
+	// ended it on the login command: what the client sent may be why
+	// (Dovecot says "* BYE Input buffer full" to a long LOGIN), so it is
+	// a refused login, not a fault of the server (ARCHITECTURE.md §13).
+	errLoginDropped = errors.New("backend dropped the login")
 )
 
 // backendConn is the proxy's connection to a backend.
@@ -213,15 +222,16 @@ func hasCapIn(list []string, c string) bool {
 }
 
 // dialBackend connects, reads the greeting, starts TLS when configured and
-// sends ID when configured. Every error wraps an unavailability.
-func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (*backendConn, error) {
+// sends ID when configured. Every error wraps an unavailability. Until
+// unwatch is called, ctx's end closes the connection (connectBackend).
+func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (bc *backendConn, unwatch func() bool, err error) {
 	var hdr []byte
 	if b.SendProxy {
 		hdr = proxyproto.AppendV2(nil, info.ClientAddr, info.LocalAddr)
 	}
-	bc, err := connectBackend(ctx, b, hdr, b.Security == BackendStartTLS)
+	bc, unwatch, err = connectBackend(ctx, b, hdr, b.Security == BackendStartTLS)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lt := b.LoginTimeout
 	if lt <= 0 {
@@ -230,8 +240,9 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (*backendCo
 	bc.raw.SetDeadline(time.Now().Add(lt))
 	if len(bc.caps) == 0 {
 		if _, _, err := bc.command("CAPABILITY"); err != nil {
+			unwatch()
 			bc.release()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if b.SendID && bc.hasCap("ID") {
@@ -241,7 +252,7 @@ func dialBackend(ctx context.Context, b *Backend, info *SessionInfo) (*backendCo
 		var buf [256]byte
 		bc.send(string(appendBackendID(buf[:0], info)))
 	}
-	return bc, nil
+	return bc, unwatch, nil
 }
 
 // appendBackendID appends the ID command (RFC 2971) that tells the backend
@@ -268,20 +279,39 @@ func appendBackendID(dst []byte, info *SessionInfo) []byte {
 
 // connectBackend dials b.Addr within b's ConnectTimeout, sends proxyHeader
 // first when there is one, starts TLS (tls backends), reads the greeting
-// and, when startTLS is set, upgrades with STARTTLS.
-func connectBackend(ctx context.Context, b *Backend, proxyHeader []byte, startTLS bool) (*backendConn, error) {
+// and, when startTLS is set, upgrades with STARTTLS. From the moment the
+// connection exists until unwatch is called, ctx's end closes it: the
+// session that owns ctx reaches it before it is published anywhere
+// (ARCHITECTURE.md §15). unwatch reports false when ctx closed it.
+func connectBackend(ctx context.Context, b *Backend, proxyHeader []byte, startTLS bool) (_ *backendConn, unwatch func() bool, _ error) {
 	ct := b.ConnectTimeout
 	if ct <= 0 {
 		ct = DefaultConnectTimeout
 	}
+	owner := ctx
 	ctx, cancel := context.WithTimeout(ctx, ct)
 	defer cancel()
 	d := net.Dialer{KeepAlive: 30 * time.Second}
 	raw, err := d.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", b.Addr, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", b.Addr, err)
 	}
 	raw = wrapSock(raw)
+	unwatch = context.AfterFunc(owner, func() { raw.Close() })
+	bc, err := handshakeBackend(ctx, b, raw, proxyHeader, startTLS)
+	if err != nil {
+		unwatch()
+		if owner.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(owner), err)
+		}
+		return nil, nil, err
+	}
+	return bc, unwatch, nil
+}
+
+// handshakeBackend is connectBackend's after the dial; on an error raw is
+// closed.
+func handshakeBackend(ctx context.Context, b *Backend, raw net.Conn, proxyHeader []byte, startTLS bool) (*backendConn, error) {
 	// TCP_NODELAY is on: Go sets it on every TCP connection it dials
 	// (TestSocketOptions).
 	deadline, _ := ctx.Deadline()
@@ -340,14 +370,13 @@ func Probe(ctx context.Context, b *Backend, o ProbeOptions) error {
 	if b.SendProxy {
 		hdr = proxyproto.AppendV2Local(nil)
 	}
-	bc, err := connectBackend(ctx, b, hdr, b.Security == BackendStartTLS && !o.SkipStartTLS)
+	// A hung server must not hold the check past ctx (unwatch).
+	bc, unwatch, err := connectBackend(ctx, b, hdr, b.Security == BackendStartTLS && !o.SkipStartTLS)
 	if err != nil {
 		return err
 	}
 	defer bc.release()
-	// A hung server must not hold the check past ctx.
-	stop := context.AfterFunc(ctx, bc.close)
-	defer stop()
+	defer unwatch()
 	if d, ok := ctx.Deadline(); ok {
 		bc.raw.SetDeadline(d)
 	}
@@ -456,6 +485,12 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 			return fmt.Errorf("backend %s advertises LOGINDISABLED: use security starttls or tls", b.Addr)
 		}
 		st, code, err = bc.loginCommand(user, pass, hasCap("LITERAL+"))
+	}
+	if errors.Is(err, errBackendClosed) {
+		// It greeted and answered until the login command (ID and
+		// CAPABILITY are answered on the way to it): the login, the
+		// client's, is what it refused.
+		return fmt.Errorf("%w: %w", errLoginDropped, err)
 	}
 	if err != nil {
 		return err
@@ -568,12 +603,12 @@ func (bc *backendConn) commandSteps(steps []string) (imapwire.Status, string, er
 			bc.out().WriteString("\r\n")
 		}
 		if err := bc.flush(); err != nil {
-			return 0, "", fmt.Errorf("write to %s: %w", bc.b.Addr, err)
+			return 0, "", fmt.Errorf("write to %s: %w", bc.b.Addr, closedErr(err))
 		}
 		for {
 			_, resp, err := bc.readResponse()
 			if err != nil {
-				return 0, "", fmt.Errorf("read from %s: %w", bc.b.Addr, err)
+				return 0, "", fmt.Errorf("read from %s: %w", bc.b.Addr, closedErr(err))
 			}
 			if resp.Kind == imapwire.Continuation && i < len(steps)-1 {
 				break
@@ -582,11 +617,21 @@ func (bc *backendConn) commandSteps(steps []string) (imapwire.Status, string, er
 				return resp.Status, string(resp.Code), nil
 			}
 			if resp.Kind == imapwire.Untagged && resp.Status == imapwire.StatusBYE {
-				return 0, "", fmt.Errorf("backend %s said BYE", bc.b.Addr)
+				return 0, "", fmt.Errorf("backend %s said BYE: %w", bc.b.Addr, errBackendClosed)
 			}
 		}
 	}
 	return 0, "", fmt.Errorf("backend %s: no tagged response", bc.b.Addr)
+}
+
+// closedErr marks an error of the connection's end (the peer closed or
+// reset it, not a timeout or a parse error) as errBackendClosed.
+func closedErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w: %w", errBackendClosed, err)
+	}
+	return err
 }
 
 // readResponse reads one response line during login, skipping literals

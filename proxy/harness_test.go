@@ -451,3 +451,17 @@ func serveEach(t testing.TB, serve func(net.Conn)) net.Listener {
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	return ln
 }
+
+// dialGreeted dials the implicit-TLS listener at addr and reads the
+// greeting; raw is the TCP connection beneath, to reset.
+func dialGreeted(t testing.TB, addr string) (raw net.Conn, c *tconn) {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(raw, clientTLS("imap"))
+	c = &tconn{t: t, c: tc, br: bufio.NewReader(tc)}
+	c.expect("* OK")
+	return raw, c
+}

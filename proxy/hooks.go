@@ -160,7 +160,10 @@ type Balancer interface {
 	// Result reports an attempt on server: nil when it answered (its
 	// greeting, TLS and login exchange completed, whether or not it took
 	// the credentials), else the failure, which counts toward marking the
-	// server down (a passive health check).
+	// server down (a passive health check). A login the server ended on
+	// the login command, and one the session ended, are not reported:
+	// neither says anything of the server that one client could not
+	// cause (ARCHITECTURE.md §13).
 	Result(server *Backend, err error)
 	// Acquire counts a session on server until release is called.
 	Acquire(server *Backend) (release func())

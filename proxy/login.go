@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,6 +36,7 @@ var (
 	replyAuthzidRefused     = no("AUTHORIZATIONFAILED", "Authorization identity not allowed")
 	replyAuthUnavailable    = no("UNAVAILABLE", "Authentication temporarily unavailable")
 	replyBackendUnavailable = no("UNAVAILABLE", "Backend unavailable, try again later")
+	replyCredentialsTooLong = no("LIMIT", "User name and password too long")
 )
 
 // certAuthenticator names the verifier of SASL EXTERNAL logins (the TLS
@@ -87,6 +90,13 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 	if (cr.User == "" && !cr.IsToken()) || strings.ContainsAny(cr.User, "\x00\r\n") || strings.ContainsAny(cr.Password, "\x00\r\n") ||
 		strings.ContainsAny(cr.AuthzID, "\x00\r\n") || strings.ContainsAny(cr.Token, "\x00\r\n") {
 		return fail("invalid-characters", no("AUTHENTICATIONFAILED", "Invalid characters in credentials"))
+	}
+	// What a backend would be sent of the client's (ARCHITECTURE.md §12):
+	// refused here, clearly, before any backend ends the connection on it.
+	// Token logins replay no token.
+	if n := len(cr.User) + len(cr.AuthzID) + len(cr.Password); n > s.lim.MaxCredentialBytes {
+		ev.Detail = "credentials of " + strconv.Itoa(n) + " bytes, over max_credential_bytes"
+		return fail("credentials-too-long", replyCredentialsTooLong)
 	}
 	// One name per login (ARCHITECTURE.md §17): a name some component
 	// would read as another user never gets further. Only an allowed
@@ -152,7 +162,10 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		}
 		return fail(reason, replyAuthFailed)
 	}
-	ctx := context.Background()
+	// The login's connections (authenticator, router, backend) end with
+	// the session (ARCHITECTURE.md §15).
+	ctx, stop := s.loginContext()
+	defer stop()
 
 	// 2. Verify.
 	ident, backendVerifies, err := s.verify(ctx, cr)
@@ -223,8 +236,13 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 	// 4. The backend checks the password.
 	if backendVerifies {
 		a, err = s.backendLogin(ctx, b, cr)
-		if errors.Is(err, errBackendAuth) {
+		switch {
+		case errors.Is(err, errBackendAuth):
 			return failed("credentials", "backend "+b.Name+" refused the credentials")
+		case errors.Is(err, errLoginDropped):
+			// A failed login like any other, which the lockouts count
+			// (ARCHITECTURE.md §13).
+			return failed("backend-dropped", "backend "+b.Name+" ended the connection on the login")
 		}
 		if err != nil {
 			return fail("backend-unavailable", replyBackendUnavailable)
@@ -248,10 +266,13 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 	// 6. Log in to the backend.
 	if a.be == nil {
 		a, err = s.backendLogin(ctx, b, cr)
-		if errors.Is(err, errBackendAuth) {
+		switch {
+		case errors.Is(err, errBackendAuth):
 			// The proxy verified the user, the backend does not know it
 			// (or its master user is misconfigured).
 			return failed("backend-refused", "backend "+b.Name+" refused the login")
+		case errors.Is(err, errLoginDropped):
+			return failed("backend-dropped", "backend "+b.Name+" ended the connection on the login")
 		}
 		if err != nil {
 			return fail("backend-unavailable", replyBackendUnavailable)
@@ -351,12 +372,30 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 		s.info.Server = sb.Server
 		s.infoMu.Unlock()
 		dialStart := time.Now()
-		be, err := dialBackend(ctx, sb, &s.info)
+		be, unwatch, err := dialBackend(ctx, sb, &s.info)
 		s.srv.opts.Metrics.backendDial(b.Name, err, time.Since(dialStart))
 		if err == nil {
-			if err = be.login(ctx, s.info.User, cr.AuthzID, cr.User, cr.Password, cr.Mechanism); err != nil {
+			err = be.login(ctx, s.info.User, cr.AuthzID, cr.User, cr.Password, cr.Mechanism)
+			if !unwatch() && err == nil {
+				err = context.Cause(ctx) // closed under the login's end
+			}
+			if err != nil {
 				be.release()
 			}
+		}
+		if ctx.Err() != nil {
+			// The session ended the login (ARCHITECTURE.md §15): nothing
+			// is known of the server.
+			return authed{}, fmt.Errorf("login to backend %s ended: %w", b.Name, errors.Join(context.Cause(ctx), err))
+		}
+		if errors.Is(err, errLoginDropped) {
+			// Not reported to the Balancer: a login the server ended may
+			// be the client's doing, and one client must not count
+			// against every user's server; its health checks judge it
+			// (ARCHITECTURE.md §13). Nor tried elsewhere: another server
+			// would be sent the same.
+			s.logger().Info("backend dropped a login", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))
+			return authed{}, err
 		}
 		if b.Servers != nil {
 			health := err

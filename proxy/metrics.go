@@ -115,7 +115,7 @@ var (
 	// authResults are "ok" and the reasons the front end gives a failed
 	// login; any other reason is counted as "failed".
 	authResults = []string{"ok", "failed", "authenticator-unavailable", "authzid-refused", "backend-unavailable",
-		"backend-refused", "credentials", "invalid-characters", "limit", "misconfigured", "no-route", "no-verifier", "policy",
+		"backend-refused", "backend-dropped", "credentials", "credentials-too-long", "invalid-characters", "limit", "misconfigured", "no-route", "no-verifier", "policy",
 		"privacy-required", "route-error", "no-certificate", "sasl-syntax"}
 	commandResults = [...]string{"ok", "no", "bad", "denied", "none"}
 	securityKinds  = []string{"non-imap-client", "starttls-injection", "backend-connect-failed",

@@ -130,6 +130,13 @@ type Limits struct {
 	IdleTimeout            time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
 	WriteTimeout           time.Duration // one write to the client; 60 s
 	MaxAuthFailures        int           // failed logins on one connection before BYE; 3
+	// MaxCredentialBytes bounds what a login may give that the proxy
+	// replays to a backend: user name, authorization identity and
+	// password together. Longer is answered NO [LIMIT] before anything is
+	// checked: backends end the connection on what they cannot hold
+	// (Dovecot's login process reads LOGIN into 1 KiB, an escaped
+	// password taking twice its size); 480.
+	MaxCredentialBytes int
 	// MaxCompressSessions bounds the sessions using COMPRESS=DEFLATE at
 	// once: each holds a deflater of about 1.2 MiB; 100.
 	MaxCompressSessions int
@@ -193,6 +200,7 @@ const (
 	DefaultIdleTimeout            = 30 * time.Minute
 	DefaultWriteTimeout           = 60 * time.Second
 	DefaultMaxAuthFailures        = 3
+	DefaultMaxCredentialBytes     = 480
 	DefaultMaxCompressSessions    = 100
 	DefaultMaxInflight            = 1000
 	DefaultMaxInflightBytes       = 2 << 20
@@ -221,6 +229,7 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.IdleTimeout, DefaultIdleTimeout)
 	orDefault(&l.WriteTimeout, DefaultWriteTimeout)
 	orDefault(&l.MaxAuthFailures, DefaultMaxAuthFailures)
+	orDefault(&l.MaxCredentialBytes, DefaultMaxCredentialBytes)
 	orDefault(&l.MaxAuditMailboxNames, DefaultMaxAuditMailboxNames)
 	orDefault(&l.MaxCompressSessions, DefaultMaxCompressSessions)
 	if l.MaxPreAuthConnections <= 0 {

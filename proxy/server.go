@@ -376,8 +376,9 @@ func (s *Server) EndServerSessions(backend, server, text string) int {
 		sess.infoMu.Lock()
 		on := sess.info.Backend == backend && sess.info.Server == server
 		sess.infoMu.Unlock()
-		// A session logging in to it right now is ended too, after its
-		// login: it would otherwise slip past the operator.
+		// A session logging in to it right now is ended too, its login
+		// cancelled (Session.end): it would otherwise slip past the
+		// operator.
 		if on {
 			sess.end(CloseServerKicked, text)
 			n++

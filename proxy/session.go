@@ -104,7 +104,6 @@ type Session struct {
 	// flag before reading the other's, so one of them always sees both.
 	draining  atomic.Bool
 	waiting   atomic.Bool
-	byeText   atomic.Pointer[string]
 	closeOnce sync.Once
 	// midCommand: the backend may hold part of a command whose rest will
 	// not come (the client pump between a literal command's first byte
@@ -114,11 +113,17 @@ type Session struct {
 	// connsClosed: closeConns began (a pump about to park looks at it
 	// after publishing cparked, closeConns after setting it).
 	connsClosed atomic.Bool
+	byeText     atomic.Pointer[string]
 	// cparked is the client pump's parking while it has no goroutine
 	// (clientPump.park), nil while it runs; rawClient is the client's
 	// TCP connection as the parker watches it, nil when it cannot.
 	cparked   atomic.Pointer[parkedPump]
 	rawClient syscall.RawConn
+	// loginCancel ends the context of a login under way (connMu guards
+	// it): the connections it opens (authenticator, router, backend) are
+	// the session's from the moment they exist, closed by closeConns and
+	// end (ARCHITECTURE.md §15).
+	loginCancel context.CancelFunc
 }
 
 func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
@@ -326,8 +331,11 @@ func (s *Session) closeConns() {
 	s.closeOnce.Do(func() {
 		s.connsClosed.Store(true)
 		s.connMu.Lock()
-		conn, be, r := s.conn, s.be, s.relay
+		conn, be, r, cancel := s.conn, s.be, s.relay, s.loginCancel
 		s.connMu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
 		conn.Close()
 		s.raw.Close()
 		switch {
@@ -507,6 +515,34 @@ func (s *Session) end(reason CloseReason, text string) {
 	s.setReason(reason)
 	s.byeText.CompareAndSwap(nil, &text)
 	s.shutdown()
+	// A login under way is not a command boundary to wait for: it ends
+	// now, answered NO [UNAVAILABLE] before the BYE.
+	s.connMu.Lock()
+	cancel := s.loginCancel
+	s.connMu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// loginContext is the context of one login: closeConns and end cancel
+// it. stop forgets it once the login is over.
+func (s *Session) loginContext() (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.connMu.Lock()
+	s.loginCancel = cancel
+	s.connMu.Unlock()
+	if s.connsClosed.Load() || s.byeText.Load() != nil {
+		// closeConns or end came before the cancel was published (each
+		// sets its mark before it looks).
+		cancel()
+	}
+	return ctx, func() {
+		s.connMu.Lock()
+		s.loginCancel = nil
+		s.connMu.Unlock()
+		cancel()
+	}
 }
 
 // SessionSnapshot describes a live session (admin API).

@@ -817,6 +817,7 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		IdleTimeout:            dur("idle_timeout", c.IdleTimeout, proxy.DefaultIdleTimeout),
 		WriteTimeout:           dur("write_timeout", c.WriteTimeout, proxy.DefaultWriteTimeout),
 		MaxAuthFailures:        count("max_auth_failures", c.MaxAuthFailures, proxy.DefaultMaxAuthFailures),
+		MaxCredentialBytes:     int(size("max_credential_bytes", c.MaxCredentialBytes, proxy.DefaultMaxCredentialBytes)),
 		MaxCompressSessions:    count("max_compress_sessions", c.MaxCompressSessions, proxy.DefaultMaxCompressSessions),
 		MaxPreAuthConnections:  count("max_preauth_connections", c.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections()),
 		MaxInflight:            count("max_inflight", c.MaxInflight, proxy.DefaultMaxInflight),

@@ -313,6 +313,9 @@ type limitsConfig struct {
 	IdleTimeout            *duration `yaml:"idle_timeout"`
 	WriteTimeout           *duration `yaml:"write_timeout"`
 	MaxAuthFailures        *int      `yaml:"max_auth_failures"`
+	// MaxCredentialBytes bounds the user name, authorization identity
+	// and password a login may give (the proxy replays them).
+	MaxCredentialBytes *byteSize `yaml:"max_credential_bytes"`
 	// MaxCompressSessions bounds sessions with COMPRESS=DEFLATE active
 	// (about 1.2 MiB each).
 	MaxCompressSessions *int `yaml:"max_compress_sessions"`

@@ -89,6 +89,7 @@ func TestExampleConfigOptions(t *testing.T) {
 		IdleTimeout:            proxy.DefaultIdleTimeout,
 		WriteTimeout:           proxy.DefaultWriteTimeout,
 		MaxAuthFailures:        proxy.DefaultMaxAuthFailures,
+		MaxCredentialBytes:     proxy.DefaultMaxCredentialBytes,
 		MaxCompressSessions:    proxy.DefaultMaxCompressSessions,
 		// The example shows the default under the shipped systemd unit;
 		// here it depends on the open-file limit.
@@ -213,7 +214,7 @@ backends:
     connect_timeout: 2s
     login_timeout: 3s
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_command_bytes: 300KiB, max_preauth_command_bytes: 20KiB, max_preauth_commands: 5,
-  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_compress_sessions: 7,
+  preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_credential_bytes: 2KiB, max_compress_sessions: 7,
   max_preauth_connections: 9, max_inflight: 11, max_inflight_bytes: 64KiB, backend_timeout: 90s, max_response_line: 1MiB, park_after: 0s,
   max_audit_uids: 50, max_audit_shared_with: 4}
 auth: {allow_authzid: true}
@@ -242,7 +243,7 @@ func TestConfigNonDefaults(t *testing.T) {
 		t.Errorf("MinVersion %#x", got)
 	}
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxCommandBytes: 300 << 10, MaxPreAuthCommandBytes: 20 << 10, MaxPreAuthCommands: 5,
-		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCompressSessions: 7,
+		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCredentialBytes: 2048, MaxCompressSessions: 7,
 		MaxPreAuthConnections: 9, MaxInflight: 11, MaxInflightBytes: 64 << 10, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1,
 		MaxAuditUIDs: 50, MaxAuditSharedWith: 4, MaxAuditMailboxNames: proxy.DefaultMaxAuditMailboxNames}
 	if o.Limits != want {

@@ -94,6 +94,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&l.IdleTimeout, proxy.DefaultIdleTimeout)
 	dur(&l.WriteTimeout, proxy.DefaultWriteTimeout)
 	count(&l.MaxAuthFailures, proxy.DefaultMaxAuthFailures)
+	size(&l.MaxCredentialBytes, proxy.DefaultMaxCredentialBytes)
 	count(&l.MaxCompressSessions, proxy.DefaultMaxCompressSessions)
 	count(&l.MaxPreAuthConnections, proxy.DefaultMaxPreAuthConnections())
 	count(&l.MaxInflight, proxy.DefaultMaxInflight)
