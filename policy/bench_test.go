@@ -323,13 +323,24 @@ func BenchmarkDecideUncachedUnderGC(b *testing.B) {
 }
 
 // BenchmarkDecideUncachedByCommand is BenchmarkDecideUncached for each of
-// its inputs alone: what the quantiles of the mix are made of. A p99 far
-// above its p50 for every command alike is the machine's (scheduling,
-// other load), not a slow rule.
+// its inputs alone, the caches warmed by the whole mix first as there:
+// what the quantiles of the mix are made of. A p99 far above its p50 for
+// every command alike is the machine's (scheduling, other load), not a
+// slow rule. Each command's instructions per decision, which other load
+// does not change, are the difference of two runs of its sub-benchmark
+// under callgrind, divided by 2000:
+//
+//	GODEBUG=asyncpreemptoff=1 GOGC=off valgrind --tool=callgrind \
+//	  --toggle-collect='*policy.(*Engine).Decide' ./policy.test -test.run '^$' \
+//	  -test.bench 'DecideUncachedByCommand/alice/a8-SETACL$' -test.benchtime 2001x
+//
+// and the same with -test.benchtime 1x (the warming, the same for every
+// command, cancels out; a toggle on decideTimed alone miscounts).
 func BenchmarkDecideUncachedByCommand(b *testing.B) {
 	for _, in := range decideCommands(b) {
 		b.Run(in.Session.User+"/"+in.Command.Tag+"-"+in.Command.Name, func(b *testing.B) {
 			e := benchEngine(b, true)
+			warmCaches(e, decideCommands(b))
 			decideTimed(b, e, []*proxy.DecisionInput{in}, func(i int, in *proxy.DecisionInput) {
 				in.Command.LiteralBytes = int64(1000 + i)
 			})
