@@ -733,7 +733,8 @@ type kv struct {
 	v val
 }
 
-// items makes an object of kvs, those with an undefined value left out.
+// items makes an object of kvs, those with an undefined value left out;
+// kvs in the keys' order are appended (coll.insert), cheaper than inserted.
 func items(m *machine, kvs ...kv) val {
 	obj := mk(m, kObj, len(kvs))
 	for _, e := range kvs {
@@ -766,7 +767,7 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 		if t == nil {
 			return val{}
 		}
-		obj := items(m, kv{"version", vStr(t.Version)}, kv{"cipher", vStr(t.Cipher)}, kv{"sni", vStr(t.ServerName)}, kv{"alpn", vStr(t.ALPN)})
+		obj := items(m, kv{"alpn", vStr(t.ALPN)}, kv{"cipher", vStr(t.Cipher)}, kv{"sni", vStr(t.ServerName)}, kv{"version", vStr(t.Version)})
 		if t.ClientCertSubject != "" {
 			obj.c.insert(vStr("client_cert"), vStr(t.ClientCertSubject), false)
 			obj.c.insert(vStr("client_cert_sans"), stringsVal(m, t.ClientCertSANs), false)
@@ -931,7 +932,7 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 			return val{}
 		}
 		op, silent := strings.CutSuffix(cmd.StoreOp, ".SILENT")
-		return items(m, kv{"op", vStr(op)}, kv{"silent", vBool(silent)}, kv{"flags", stringsVal(m, cmd.StoreFlags)})
+		return items(m, kv{"flags", stringsVal(m, cmd.StoreFlags)}, kv{"op", vStr(op)}, kv{"silent", vBool(silent)})
 	case slotLiteralBytes:
 		n := cmd.LiteralBytes
 		if c.lit != nil && c.lit.Size > 0 {
@@ -944,7 +945,7 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 		if c.lit == nil {
 			return val{}
 		}
-		return items(m, kv{"size", vInt(c.lit.Size)}, kv{"sync", vBool(!c.lit.NonSync)}, kv{"binary", vBool(c.lit.Binary)})
+		return items(m, kv{"binary", vBool(c.lit.Binary)}, kv{"size", vInt(c.lit.Size)}, kv{"sync", vBool(!c.lit.NonSync)})
 	case slotPartial:
 		return vBool(c.partial)
 	case slotComplete:
@@ -1152,24 +1153,25 @@ func aclVal(m *machine, cmd *imapwire.Command) val {
 		return val{}
 	}
 	grantee, negative := strings.CutPrefix(n.Identifier, "-")
-	obj := items(m, kv{"identifier", vStr(n.Identifier)}, kv{"grantee", vStr(grantee)}, kv{"negative", vBool(negative)})
+	var mode, rights val // undefined unless known
 	switch cmd.Name {
 	case "SETACL":
 		if !cmd.Complete && n.Rights == "" {
 			break // the rights are not known yet (a literal identifier's decision)
 		}
-		mode, rights := "replace", n.Rights
-		if rights != "" && rights[0] == '+' {
-			mode, rights = "add", rights[1:]
-		} else if rights != "" && rights[0] == '-' {
-			mode, rights = "remove", rights[1:]
+		md, r := "replace", n.Rights
+		if r != "" && r[0] == '+' {
+			md, r = "add", r[1:]
+		} else if r != "" && r[0] == '-' {
+			md, r = "remove", r[1:]
 		}
-		obj.c.insert(vStr("mode"), vStr(mode), false)
-		obj.c.insert(vStr("rights"), vStr(rights), false)
+		mode, rights = vStr(md), vStr(r)
 	case "DELETEACL":
-		obj.c.insert(vStr("mode"), vStr("delete"), false)
+		mode = vStr("delete")
 	}
-	return obj
+	// In the keys' order: each is appended, none inserted (coll.insert).
+	return items(m, kv{"grantee", vStr(grantee)}, kv{"identifier", vStr(n.Identifier)}, kv{"mode", mode},
+		kv{"negative", vBool(negative)}, kv{"rights", rights})
 }
 
 // quotaVal is input.command.quota of GETQUOTA and SETQUOTA

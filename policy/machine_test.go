@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -352,5 +353,43 @@ func TestEngineMatchesTopdown(t *testing.T) {
 				t.Fatalf("%d evaluations failed", s.Errors)
 			}
 		})
+	}
+}
+
+// TestFindMatchesSearch: find's scans of small collections (deciding by
+// first bytes) and compareStr agree with a binary search by compareVal
+// and with strings.Compare, on keys that share first bytes or not, empty,
+// non-ASCII, and of other types.
+func TestFindMatchesSearch(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 47))
+	strs := []string{"", "a", "ab", "abc", "b", "ba", "acl", "append_urls", "complete", "effects", "name",
+		"literal_bytes", "literal", "\xc3\xa4", "\xff", "A", "Z", "z", "zz"}
+	pick := func() val {
+		switch r.IntN(6) {
+		case 0:
+			return vInt(int64(r.IntN(3)))
+		case 1:
+			return vBool(r.IntN(2) == 0)
+		case 2:
+			return val{k: kArr, c: &coll{vals: []val{vStr(strs[r.IntN(len(strs))])}}}
+		default:
+			return vStr(strs[r.IntN(len(strs))])
+		}
+	}
+	for range 20000 {
+		c := &coll{}
+		for range r.IntN(20) {
+			c.setAdd(pick())
+		}
+		key := pick()
+		i, ok := find(c.keys, key)
+		j, found := slices.BinarySearchFunc(c.keys, key, compareVal)
+		if i != j || ok != found {
+			t.Fatalf("find(%v, %v) = %d, %v; a binary search says %d, %v", toAST(val{k: kSet, c: c}), toAST(key), i, ok, j, found)
+		}
+		a, b := strs[r.IntN(len(strs))], strs[r.IntN(len(strs))]
+		if got, want := compareStr(a, b), strings.Compare(a, b); sign(got) != sign(want) {
+			t.Fatalf("compareStr(%q, %q) = %d, strings.Compare %d", a, b, got, want)
+		}
 	}
 }
