@@ -505,12 +505,14 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	}
 	c.groups, c.ids = st.groups, st.ids
 	var kp *[]byte
+	var hash uint64
 	if st.cache != nil {
 		kp = keyPool.Get().(*[]byte)
 		defer keyPool.Put(kp)
 		key := c.appendDecisionKey((*kp)[:0], st.uses)
 		*kp = key
-		if o := st.cache.get(key); o != nil {
+		var o *outcome
+		if o, hash = st.cache.lookup(key); o != nil {
 			e.cacheHits.Add(1)
 			e.count(o)
 			return o
@@ -519,7 +521,7 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 	o := e.evaluate(ctx, st, &c)
 	e.count(o)
 	if kp != nil && !o.failed && len(*kp) <= maxKey && o.size <= maxEntry {
-		st.cache.put(*kp, o)
+		st.cache.putHashed(*kp, hash, o)
 	}
 	return o
 }

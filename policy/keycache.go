@@ -85,6 +85,13 @@ func (c *keyCache[V]) find(key []byte, h uint64) (int, bool) {
 }
 
 func (c *keyCache[V]) get(key []byte) V {
+	v, _ := c.lookup(key)
+	return v
+}
+
+// lookup is get, also returning key's hash for putHashed: a miss the
+// caller fills hashes the key once.
+func (c *keyCache[V]) lookup(key []byte) (V, uint64) {
 	var v V
 	h := c.hash(key)
 	c.mu.RLock()
@@ -94,7 +101,7 @@ func (c *keyCache[V]) get(key []byte) V {
 		}
 	}
 	c.mu.RUnlock()
-	return v
+	return v, h
 }
 
 // put remembers v by key, replacing what key held. A key longer than
@@ -102,10 +109,14 @@ func (c *keyCache[V]) get(key []byte) V {
 // key bytes) is emptied first: simpler than LRU, and the working set
 // (users × distinct commands) refills at once.
 func (c *keyCache[V]) put(key []byte, v V) {
+	c.putHashed(key, c.hash(key), v)
+}
+
+// putHashed is put of a key whose hash lookup returned.
+func (c *keyCache[V]) putHashed(key []byte, h uint64, v V) {
 	if len(key) > maxKey {
 		return
 	}
-	h := c.hash(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n > 0 {
