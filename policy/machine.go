@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -557,6 +558,9 @@ func (m *machine) call(in *instr, base int) (int, error) {
 			}
 		}
 	}
+	if fn.ofRule > 0 && m.p.ofRules != nil && m.memoOK[fn.ofRule-1] && recurs(m.memo[fn.ofRule-1]) {
+		return m.callOfRule(fn, in, base)
+	}
 	var shared *atomic.Pointer[val]
 	if fn.session >= 0 && m.mem.rules != nil {
 		shared = &m.mem.rules[fn.session]
@@ -586,6 +590,57 @@ func (m *machine) call(in *instr, base int) (int, error) {
 			v = kept
 		}
 	}
+	return m.yield(fn, in, base, v), nil
+}
+
+// recurs: v is defined and its elements were kept by a memo, not made by
+// this evaluation: a value that recurs (a denial of remembered bodies),
+// worth remembering by, unlike one made now (a denial naming the
+// literal's size), which would only churn program.ofRules.
+func recurs(v val) bool {
+	if v.k == kUndef {
+		return false
+	}
+	if v.c != nil {
+		for _, e := range v.c.keys {
+			if e.c != nil && e.c.arena {
+				return false
+			}
+		}
+		for _, e := range v.c.vals {
+			if e.c != nil && e.c.arena {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// callOfRule calls a rule of a rule (function.ofRule) whose rule's value
+// this evaluation has: remembered by that value's exact key, as a call by
+// its arguments, and likewise only when no builtin has failed.
+func (m *machine) callOfRule(fn *function, in *instr, base int) (int, error) {
+	start := len(m.key)
+	key := binary.AppendUvarint(m.key, uint64(fn.index))
+	key, ok := appendValKey(key, m.memo[fn.ofRule-1], start+maxCallKey)
+	m.key = key
+	end := len(key)
+	if ok {
+		if v, hit := m.p.ofRules.get(key[start:end]); hit {
+			m.key = m.key[:start]
+			return m.yield(fn, in, base, v), nil
+		}
+	}
+	v, err := m.invoke(fn, in.args, base)
+	if err != nil {
+		return 0, err
+	}
+	if ok && m.berr == nil {
+		kept, n := m.share(v)
+		m.p.ofRules.put(m.key[start:end], kept, n)
+		v = kept
+	}
+	m.key = m.key[:start]
 	return m.yield(fn, in, base, v), nil
 }
 

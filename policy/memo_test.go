@@ -107,6 +107,10 @@ func TestCallMemosMatchTopdown(t *testing.T) {
 				}
 			}
 			t.Logf("decisions by policy: %v", seen)
+			// first_denial is remembered by deny's value (rulesOfRules).
+			if of := p.prog.byPoint["command"].ofRules; of == nil || len(of.entries()) == 0 {
+				t.Error("no rule remembered by the value of the rule it reads: the test proves nothing of them")
+			}
 			if name == "memo" {
 				for _, want := range []string{"memo", "memo-effects", "error"} {
 					if seen[want] == 0 {

@@ -230,6 +230,9 @@ type program struct {
 	// and its copies'.
 	bodies   bool
 	elements *sharedVals
+	// ofRules remembers the rules of rules (function.ofRule) by the
+	// value they read, for every session: nil when there are none.
+	ofRules *callMemo
 }
 
 // function is a planned function: a rule, or a function of the policy.
@@ -254,6 +257,10 @@ type function struct {
 	// when usesOK (a function planned from a rule of the policy).
 	uses   slotSet
 	usesOK bool
+	// ofRule, when > 0, is 1 + the memo slot of the one rule whose value
+	// this rule reads the input through (first_denial reads deny):
+	// remembered by that value (rulesOfRules).
+	ofRule int
 }
 
 type block []instr

@@ -56,6 +56,84 @@ func specialize(prog *program) {
 			groupBodies(v, fn, &next)
 		}
 		prog.bodies = prog.bodies || v.bodies
+		rulesOfRules(v)
+	}
+}
+
+// rulesOfRules marks the rules of a copy that read nothing of the input
+// but the value of one other rule (the framework's first_denial reads
+// deny's): within one policy state, such a rule's value is a function of
+// that value alone (data is constant, the planned builtins deterministic),
+// so it is remembered by it (program.ofRules), for every session, as a
+// call by its arguments. Only in a copy (local 0 is the input everywhere,
+// inputStable), and only when every read of the input is as the input of a
+// call of that rule; opBodies and anything else unknown refuse.
+func rulesOfRules(v *program) {
+	for _, fn := range v.funcs {
+		if fn.memo < 0 || fn.path == nil || fn.session >= 0 || fn.scope != scopeNone {
+			continue
+		}
+		of := -1
+		ok := true
+		var walk func(b block)
+		walk = func(b block) {
+			for i := range b {
+				in := &b[i]
+				if !ok {
+					return
+				}
+				reads := func(os ...operand) {
+					for _, o := range os {
+						if o.local == 0 {
+							ok = false
+						}
+					}
+				}
+				target := operand{local: int32(in.target)}
+				switch in.op {
+				case opNop, opAssignInt, opMakeArray, opMakeObject, opMakeSet, opResetLocal, opBreak:
+				case opAssignVar, opMakeConst, opLen, opIsArray, opIsObject, opIsSet:
+					reads(in.a)
+				case opAssignVarOnce, opArrayAppend, opSetAdd:
+					reads(in.a, target)
+				case opDot, opEqual, opNotEqual:
+					reads(in.a, in.b)
+				case opObjectInsert, opObjectInsertOnce:
+					reads(in.a, in.b, target)
+				case opIsDefined, opIsUndefined, opResultSetAdd, opReturn, opScan:
+					reads(target)
+				case opObjectMerge:
+					reads(operand{local: int32(in.key)}, operand{local: int32(in.val)})
+				case opCallBuiltin:
+					reads(in.args...)
+				case opCall:
+					if d := in.fn; len(in.args) == 2 && in.args[0].local == 0 && in.args[1].local == 1 &&
+						d.memo >= 0 && d != fn && (of < 0 || of == d.memo) {
+						of = d.memo
+					} else {
+						reads(in.args...)
+					}
+				case opBlock, opNot:
+				default: // opBodies, and any statement added later
+					ok = false
+				}
+				if in.instrX != nil {
+					for _, inner := range in.blocks {
+						walk(inner)
+					}
+					walk(in.body)
+				}
+			}
+		}
+		for _, b := range fn.blocks {
+			walk(b)
+		}
+		if ok && of >= 0 {
+			fn.ofRule = of + 1
+			if v.ofRules == nil {
+				v.ofRules = &callMemo{}
+			}
+		}
 	}
 }
 
