@@ -122,6 +122,7 @@ var reloadKeys = map[string]reloadClass{
 	"limits.idle_timeout":              reloadApplied,
 	"limits.write_timeout":             reloadApplied,
 	"limits.max_auth_failures":         reloadApplied,
+	"limits.max_credential_bytes":      reloadApplied,
 	"limits.max_compress_sessions":     reloadApplied,
 	"limits.max_preauth_connections":   reloadApplied,
 	"limits.max_inflight":              reloadApplied,
