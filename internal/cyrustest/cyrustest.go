@@ -160,7 +160,9 @@ type Server struct {
 	lc backendtest.Lifecycle // the running master
 }
 
-var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*$`)
+// "." is allowed: Cyrus writes it as "^" in mailbox names (unixhierarchysep
+// off), which the proxy must read as the login name.
+var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
 func checkUser(name, pw string) error {
 	if !userNameRE.MatchString(name) {
