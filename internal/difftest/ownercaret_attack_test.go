@@ -2,6 +2,7 @@ package difftest
 
 import (
 	"crypto/tls"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -18,11 +19,14 @@ import (
 func TestAttackHeldOwnerWithDotInName(t *testing.T) {
 	Binary(t)
 	for _, held := range []string{"bobsmith", "bob.smith"} {
-		t.Run(held, func(t *testing.T) { heldOwnerExpunge(t, held) })
+		// The user on hold, or his Legal mailbox.
+		for form, data := range map[string]string{"users": "users: [%s]\nmailboxes: {}\n", "mailboxes": "users: []\nmailboxes: {%q: [INBOX.Legal]}\n"} {
+			t.Run(held+"/"+form, func(t *testing.T) { heldOwnerExpunge(t, held, fmt.Sprintf(data, held)) })
+		}
 	}
 }
 
-func heldOwnerExpunge(t *testing.T, held string) {
+func heldOwnerExpunge(t *testing.T, held, data string) {
 	wire := strings.ReplaceAll(held, ".", "^")
 	b := startServer(t, "cyrus", map[string]string{"alice": "alice-pw", held: held + "-pw"}, true)
 	b.Setup(t, held)
@@ -49,8 +53,7 @@ func heldOwnerExpunge(t *testing.T, held string) {
 	before := count()
 
 	pc := ProxyFor(b)
-	// bob.smith is on legal hold: every mailbox of his is held.
-	pc.PolicyData["legal_hold"] = "users: [" + held + "]\nmailboxes: {}\n"
+	pc.PolicyData["legal_hold"] = data
 	p := StartProxy(t, pc)
 	cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
 	if err != nil {
