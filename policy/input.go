@@ -245,9 +245,9 @@ func slotsOfRef(ref ast.Ref) slotSet {
 // inputCtx is what one decision is about.
 type inputCtx struct {
 	point   string
-	s       *proxy.SessionInfo   // never nil
-	cmd     *imapwire.Command    // nil except at the command point
-	ns      *imapwire.Namespaces // the backend's, for the effects' mailboxes; nil if none
+	s       *proxy.SessionInfo // never nil
+	cmd     *imapwire.Command  // nil except at the command point
+	ns      *imapwire.Names    // the backend's namespaces and user, for the effects' mailboxes; nil if none
 	partial bool
 	lit     *imapwire.Literal // announced at the decision point, or nil
 	now     time.Time         // in the configured zone; zero unless a now slot is used
@@ -289,7 +289,7 @@ func (c *inputCtx) sessionLimits() map[string]int64 {
 var noSession proxy.SessionInfo
 
 func newInputCtx(point string, in *proxy.DecisionInput) inputCtx {
-	c := inputCtx{point: point, s: in.Session, ns: in.Namespaces, partial: in.Partial, lit: announcedLiteral(in)}
+	c := inputCtx{point: point, s: in.Session, ns: in.Names, partial: in.Partial, lit: announcedLiteral(in)}
 	if c.s == nil {
 		c.s = &noSession
 	}
@@ -1079,7 +1079,7 @@ func effectMailbox(s *proxy.SessionInfo, cmd *imapwire.Command, t imapwire.Targe
 // with the mailbox's "namespace" (personal, other, shared; absent when the
 // backend announced none that holds it) and, in another user's namespace,
 // its "owner" and "owner_mailbox", the owner's own name for it (RFC 2342).
-func effectsVal(m *machine, s *proxy.SessionInfo, ns *imapwire.Namespaces, cmd *imapwire.Command) val {
+func effectsVal(m *machine, s *proxy.SessionInfo, ns *imapwire.Names, cmd *imapwire.Command) val {
 	e := &cmd.Effects
 	arr := mk(m, kArr, e.Len()+len(cmd.Sources()))
 	for i := range e.Len() {
@@ -1099,23 +1099,29 @@ func effectsVal(m *machine, s *proxy.SessionInfo, ns *imapwire.Namespaces, cmd *
 
 // effectVal is one effect on mailbox mb (policies/README.md), with its
 // namespace, owner and owner_mailbox where the backend's namespaces say.
-func effectVal(m *machine, eo imapwire.EffectOn, mb string, ns *imapwire.Namespaces) val {
-	var w imapwire.NameInfo
-	if mb != "" {
-		w = ns.Where(mb)
-	}
+func effectVal(m *machine, eo imapwire.EffectOn, mb string, ns *imapwire.Names) val {
+	w := where(ns, mb)
 	return items(m, kv{"kind", vStr(effectNames[eo.Effect])},
 		kv{"target", vStr(targetNames[eo.Target])}, kv{"mailbox", optStr(mb)},
 		kv{"namespace", optStr(w.Kind.String())}, kv{"owner", optStr(w.Owner)}, kv{"owner_mailbox", optStr(w.OwnerName)})
 }
 
+// where is what the namespaces say of mailbox mb. A name whose owner has
+// no one login reading was refused before any decision (imapwire.
+// ErrOwnerUnread); were one to come, its owner is absent and its
+// owner_mailbox too, so no policy reads an owner the backend does not.
+func where(ns *imapwire.Names, mb string) imapwire.NameInfo {
+	if mb == "" {
+		return imapwire.NameInfo{}
+	}
+	w, _ := ns.Where(mb)
+	return w
+}
+
 // appendWhere appends what the namespaces say of mailbox mb to a key: the
 // same name is another mailbox on another backend.
-func appendWhere(b []byte, ns *imapwire.Namespaces, mb string) []byte {
-	var w imapwire.NameInfo
-	if mb != "" {
-		w = ns.Where(mb)
-	}
+func appendWhere(b []byte, ns *imapwire.Names, mb string) []byte {
+	w := where(ns, mb)
 	b = append(b, byte(w.Kind))
 	b = appendStr(b, w.Owner)
 	return appendStr(b, w.OwnerName)

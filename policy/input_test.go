@@ -439,27 +439,29 @@ func TestInputEffectNamespaces(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	s := testSession("alice")
-	s.Selected = "user.bob"
-	in := &proxy.DecisionInput{Point: proxy.PointCommand, Session: s, Command: parseCommand(t, `a MOVE 1 user.bob.Legal`), Namespaces: ns}
+	s.Selected = "user.bob^smith"
+	in := &proxy.DecisionInput{Point: proxy.PointCommand, Session: s, Command: parseCommand(t, `a MOVE 1 user.bob.Legal`), Names: &imapwire.Names{NS: ns, User: "alice"}}
 	c := fullCtx(in)
 	got := c.value(slotEffects)
+	// The owner is the login: Cyrus writes bob.smith's "." as "^"
+	// (ARCHITECTURE.md §17).
 	want := ast.MustParseTerm(`[
 		{"kind": "create-messages", "target": "destination", "mailbox": "user.bob.Legal",
 		 "namespace": "other", "owner": "bob", "owner_mailbox": "INBOX.Legal"},
-		{"kind": "expunge", "target": "selected", "mailbox": "user.bob",
-		 "namespace": "other", "owner": "bob", "owner_mailbox": "INBOX"}]`)
+		{"kind": "expunge", "target": "selected", "mailbox": "user.bob^smith",
+		 "namespace": "other", "owner": "bob.smith", "owner_mailbox": "INBOX"}]`)
 	if got == nil || got.Value.Compare(want.Value) != 0 {
 		t.Fatalf("effects\n%v\nwant\n%v", got, want)
 	}
 	k1 := c.appendKey(nil, slotEffects)
-	in.Namespaces = nil
+	in.Names = nil
 	c = fullCtx(in)
 	if k2 := c.appendKey(nil, slotEffects); bytes.Equal(k1, k2) {
 		t.Error("the key does not change with the namespaces")
 	}
 	want = ast.MustParseTerm(`[
 		{"kind": "create-messages", "target": "destination", "mailbox": "user.bob.Legal"},
-		{"kind": "expunge", "target": "selected", "mailbox": "user.bob"}]`)
+		{"kind": "expunge", "target": "selected", "mailbox": "user.bob^smith"}]`)
 	if got := c.value(slotEffects); got == nil || got.Value.Compare(want.Value) != 0 {
 		t.Fatalf("without namespaces: effects\n%v\nwant\n%v", got, want)
 	}

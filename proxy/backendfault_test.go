@@ -26,6 +26,7 @@ type scriptedBackend struct {
 	ln     net.Listener
 	script func(c net.Conn, tag, line string)
 	caps   string // more capabilities after LOGIN ("METADATA")
+	ns     string // the NAMESPACE answer's data; one personal "" "/" if empty
 }
 
 func startScripted(t testing.TB, script func(c net.Conn, tag, line string)) *scriptedBackend {
@@ -53,7 +54,11 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		case rest == "CAPABILITY":
 			fmt.Fprintf(c, "* CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS%s\r\n%s OK done\r\n", b.caps, tag)
 		case rest == "NAMESPACE":
-			fmt.Fprintf(c, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n%s OK done\r\n", tag)
+			ns := b.ns
+			if ns == "" {
+				ns = `(("" "/")) NIL NIL`
+			}
+			fmt.Fprintf(c, "* NAMESPACE %s\r\n%s OK done\r\n", ns, tag)
 		case rest == "LOGOUT":
 			fmt.Fprintf(c, "* BYE bye\r\n%s OK done\r\n", tag)
 			return

@@ -955,16 +955,18 @@ func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64
 }
 
 // auditAlias records the refusal of a name that reaches the user's own
-// mailbox through the other users' namespace (imapwire.ErrOwnMailboxAlias):
-// an attempt on a mailbox under a name policies do not know is worth the
-// trail, unlike other syntax errors. The reply is a BAD.
+// mailbox through the other users' namespace (imapwire.ErrOwnMailboxAlias)
+// or another user's whose login has no one reading (imapwire.
+// ErrOwnerUnread): an attempt on a mailbox under a name policies do not
+// know is worth the trail, unlike other syntax errors. The reply is a BAD.
 func (p *clientPump) auditAlias(cmd *imapwire.Command, err error, start time.Time, bytesIn int64) error {
-	if err != imapwire.ErrOwnMailboxAlias {
+	se, _ := err.(*imapwire.SyntaxError)
+	if se == nil || se != imapwire.ErrOwnMailboxAlias && se != imapwire.ErrOwnerUnread {
 		return nil
 	}
 	s := p.s
 	snap := snapshot(cmd)
-	d := Decision{Code: imapwire.ErrOwnMailboxAlias.Code, Reason: imapwire.ErrOwnMailboxAlias.Msg}
+	d := Decision{Code: se.Code, Reason: se.Msg}
 	if err := s.srv.auditor.Command(&s.info, CommandEvent{
 		Command: &snap, Result: "BAD", Code: d.Code, Duration: time.Since(start),
 		Denied: true, Decision: &d, BytesIn: bytesIn, Selected: s.info.Selected,

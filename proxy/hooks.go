@@ -97,11 +97,12 @@ type DecisionInput struct {
 	// Limits is the session's Limiter handle (nil without a Limiter):
 	// input.session.limits comes from its Snapshot.
 	Limits LimitConn
-	// Namespaces are the backend's (RFC 2342), learned at login with
-	// NAMESPACE; nil when it has none. Policies see each effect's
-	// mailbox's namespace and owner (imapwire.Namespaces.Where). Here,
-	// not in SessionInfo: an idle session keeps that (ARCHITECTURE.md §16).
-	Namespaces *imapwire.Namespaces
+	// Names are the backend's namespaces (RFC 2342), learned at login
+	// with NAMESPACE, and its user; nil when it has none. Policies see
+	// each effect's mailbox's namespace and owner login (imapwire.
+	// Names.Where, ARCHITECTURE.md §17). Here, not in SessionInfo: an
+	// idle session keeps that (ARCHITECTURE.md §16).
+	Names *imapwire.Names
 }
 
 // Decision is a Decider's verdict.

@@ -663,7 +663,7 @@ func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imap
 	in := &a.in
 	*in = DecisionInput{Point: p, Session: &s.info, Command: cmd, Partial: partial, Limits: s.limit}
 	if p == PointCommand && s.be != nil && s.be.names != nil {
-		in.Namespaces = s.be.names.NS
+		in.Names = s.be.names
 	}
 	if lit != nil {
 		a.lit = *lit

@@ -324,7 +324,7 @@ func (k *checker) mailbox(cu *cursor, canon, raw *string) bool {
 		return false
 	}
 	name, err := k.ctx.Canonical(v)
-	if err == ErrOwnMailboxAlias {
+	if err == ErrOwnMailboxAlias || err == ErrOwnerUnread {
 		// Named for the audit of the refusal.
 		*canon, *raw = name, v
 	}

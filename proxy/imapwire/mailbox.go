@@ -112,19 +112,38 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 }
 
 // ownAlias refuses a canonical name that reaches the user's own mailboxes
-// through an other-users namespace (ErrOwnMailboxAlias); the name is
-// returned with the error, for the audit of the refusal. Every mailbox
-// argument of every command is canonicalised here (grammar.go's
+// through an other-users namespace (ErrOwnMailboxAlias), and one whose
+// owner level has no one login reading (ErrOwnerUnread, Names.Where); the
+// name is returned with the error, for the audit of the refusal. Every
+// mailbox argument of every command is canonicalised here (grammar.go's
 // checker.mailbox), so that no command can name one.
 func (ctx *Context) ownAlias(name string) (string, error) {
 	n := ctx.Names
 	if n == nil || n.NS == nil || n.User == "" {
 		return name, nil
 	}
-	if w := n.NS.Where(name); w.Kind == NSOther && SameUser(w.Owner, n.User) {
+	info, level, delim := n.NS.where(name)
+	if info.Kind != NSOther || level == "" {
+		return name, nil
+	}
+	if ownLevel(level, delim, n.User) {
 		return name, ErrOwnMailboxAlias
 	}
+	if _, err := OwnerLogin(level, delim, n.User); err != nil {
+		return name, err
+	}
 	return name, nil
+}
+
+// ownLevel: the owner level is the user's own, by its one reading
+// (OwnerLogin) under case folding at least as wide as the policies', or
+// by any looser reading a backend might use (SameUser): every spelling of
+// oneself is caught.
+func ownLevel(level string, delim byte, user string) bool {
+	if o, err := OwnerLogin(level, delim, user); err == nil && strings.EqualFold(o, user) {
+		return true
+	}
+	return SameUser(level, user)
 }
 
 // patternAlias refuses a LIST reference and pattern (RFC 9051 §6.3.9:
@@ -137,8 +156,8 @@ func (ctx *Context) patternAlias(ref, pat string) error {
 	if n == nil || n.NS == nil || n.User == "" {
 		return nil
 	}
-	w := n.NS.Where(foldInbox(ref+pat, ctx.Delim))
-	if w.Kind == NSOther && !strings.ContainsAny(w.Owner, "%*") && SameUser(w.Owner, n.User) {
+	info, level, delim := n.NS.where(foldInbox(ref+pat, ctx.Delim))
+	if info.Kind == NSOther && level != "" && !strings.ContainsAny(level, "%*") && ownLevel(level, delim, n.User) {
 		return ErrOwnMailboxAlias
 	}
 	return nil

@@ -205,25 +205,84 @@ func (p *nsParser) list(kind NSKind, out *Namespaces) bool {
 }
 
 // NameInfo is where a canonical mailbox name is: its namespace, and for a
-// name in another user's namespace its owner and the owner's own (personal)
-// name for it, e.g. Cyrus "user.bob.Legal": owner "bob", "INBOX.Legal".
+// name in another user's namespace its owner, the login the backend maps
+// the owner level to (OwnerLogin), and the owner's own (personal) name for
+// it, e.g. Cyrus "user.bob^smith.Legal": owner "bob.smith", "INBOX.Legal".
 type NameInfo struct {
 	Kind      NSKind
 	Owner     string
 	OwnerName string
 }
 
-// Where says which namespace the canonical name is in: the announced
+// ErrOwnerUnread: a name in an other-users namespace whose owner level
+// has no one login reading (OwnerLogin): policies would judge one user
+// while the backend acts on another's mailbox (ARCHITECTURE.md §17).
+var ErrOwnerUnread = &SyntaxError{Msg: "the owner of this mailbox name has no one login reading: refused", Code: "CANNOT"}
+
+// Where says which namespace the canonical name is in, and for another
+// user's name whose login owns it (OwnerLogin, for the session's user);
+// err is ErrOwnerUnread when that login has more than one reading. Every
+// mailbox argument was refused so before the command was judged
+// (Context.ownAlias), so err is nil for every name a policy sees.
+func (n *Names) Where(name string) (NameInfo, error) {
+	if n == nil {
+		return NameInfo{}, nil
+	}
+	info, level, delim := n.NS.where(name)
+	if level == "" {
+		return info, nil
+	}
+	owner, err := OwnerLogin(level, delim, n.User)
+	if err != nil {
+		return NameInfo{Kind: info.Kind}, err
+	}
+	info.Owner = owner
+	return info, nil
+}
+
+// OwnerLogin is the one reading of an owner level of an other-users
+// namespace whose delimiter is delim, for a session logged in as user:
+// the login the backend maps the level to (ARCHITECTURE.md §17), or
+// ErrOwnerUnread when the backends the proxy knows read it as different
+// logins:
+//   - "^" with the delimiter ".": Cyrus (unixhierarchysep: no) cannot
+//     write a login's "." at a level split on "." and writes "^" instead
+//     (bob.smith's Legal is "user.bob^smith.Legal"): the login has ".".
+//   - "^" with another delimiter: Cyrus (unixhierarchysep: yes) still
+//     reads it as ".", any other backend as "^": refused.
+//   - no "@" in the level of a user whose login has "@domain": Cyrus with
+//     virtdomains and Dovecot's "%%n" shared prefixes show other users of
+//     the user's domain without it ("bob" is bob@domain), a backend
+//     without domains the login "bob": refused.
+//
+// Logins compare with the level's reading under the policies' folding
+// (strings.ToLower, proxy.FoldUser).
+func OwnerLogin(level string, delim byte, user string) (string, error) {
+	if strings.IndexByte(level, '^') >= 0 {
+		if delim != '.' {
+			return "", ErrOwnerUnread
+		}
+		level = strings.ReplaceAll(level, "^", ".")
+	}
+	if strings.IndexByte(user, '@') >= 0 && strings.IndexByte(level, '@') < 0 {
+		return "", ErrOwnerUnread
+	}
+	return level, nil
+}
+
+// where says which namespace the canonical name is in: the announced
 // namespace with the longest matching prefix (RFC 2342 §3); INBOX is
 // always personal (RFC 9051 §5.1); nothing is known without namespaces.
 // Prefixes of other users' namespaces match in any case: a backend that
-// folds them would reach the same mailboxes.
-func (n *Namespaces) Where(name string) NameInfo {
+// folds them would reach the same mailboxes. For another user's name it
+// returns the owner level as written and the namespace's delimiter, which
+// only OwnerLogin reads.
+func (n *Namespaces) where(name string) (info NameInfo, level string, delim byte) {
 	if n == nil {
-		return NameInfo{}
+		return NameInfo{}, "", 0
 	}
 	if name == "INBOX" {
-		return NameInfo{Kind: NSPersonal}
+		return NameInfo{Kind: NSPersonal}, "", 0
 	}
 	best := -1
 	for i, ns := range n.List {
@@ -236,18 +295,18 @@ func (n *Namespaces) Where(name string) NameInfo {
 	}
 	if best < 0 {
 		if p, ok := n.Personal(); ok && p.Delim != 0 && strings.HasPrefix(name, "INBOX"+string(p.Delim)) {
-			return NameInfo{Kind: NSPersonal}
+			return NameInfo{Kind: NSPersonal}, "", 0
 		}
-		return NameInfo{}
+		return NameInfo{}, "", 0
 	}
 	ns := n.List[best]
-	info := NameInfo{Kind: ns.Kind}
+	info = NameInfo{Kind: ns.Kind}
 	if ns.Kind != NSOther {
-		return info
+		return info, "", 0
 	}
 	rest := name[len(ns.Prefix):]
 	if rest == "" {
-		return info // the namespace's root: no owner named
+		return info, "", 0 // the namespace's root: no owner named
 	}
 	owner, sub := rest, ""
 	if ns.Delim != 0 {
@@ -255,7 +314,6 @@ func (n *Namespaces) Where(name string) NameInfo {
 			owner, sub = rest[:i], rest[i+1:]
 		}
 	}
-	info.Owner = owner
 	// The owner's own name for it: under the personal namespace's prefix;
 	// the root is the owner's INBOX when that prefix is "INBOX" and its
 	// delimiter (Cyrus: user.bob is bob's INBOX).
@@ -270,7 +328,7 @@ func (n *Namespaces) Where(name string) NameInfo {
 	case p.Delim != 0 && strings.EqualFold(p.Prefix, "INBOX"+string(p.Delim)):
 		info.OwnerName = "INBOX"
 	}
-	return info
+	return info, owner, ns.Delim
 }
 
 func hasNSPrefix(name string, ns Namespace) bool {
@@ -292,7 +350,9 @@ func hasNSPrefix(name string, ns Namespace) bool {
 // SameUser reports whether owner, the owner level of an other-users name,
 // may be the backend user user: compared as loosely as any backend might
 // (case-insensitively, by the local part before "@", Cyrus's "^" for "."
-// in user names), so that every spelling of oneself is caught.
+// in user names), so that every spelling of oneself is caught. Only the
+// own-alias check uses it, beside OwnerLogin's one reading (ownLevel);
+// what policies read is OwnerLogin's.
 func SameUser(owner, user string) bool {
 	if owner == "" || user == "" {
 		return false

@@ -105,8 +105,58 @@ func TestNamespaceWhere(t *testing.T) {
 		{nil, "INBOX", NameInfo{}},
 	}
 	for _, tc := range tests {
-		if got := tc.ns.Where(tc.name); got != tc.want {
-			t.Errorf("%q: %+v, want %+v", tc.name, got, tc.want)
+		var n *Names
+		if tc.ns != nil {
+			n = &Names{NS: tc.ns, User: "alice"}
+		}
+		if got, err := n.Where(tc.name); got != tc.want || err != nil {
+			t.Errorf("%q: %+v, %v; want %+v", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+// TestOwnerLogin: the owner a policy reads is the login the backend maps
+// the owner level to, or the name is refused where the backends the
+// proxy knows read it as different logins (finding: Cyrus's
+// "user.bob^smith.Legal" is bob.smith's, and a policy given "bob^smith"
+// did not hold it).
+func TestOwnerLogin(t *testing.T) {
+	cyrus, dovecot := mustNS(t, nsCyrus), mustNS(t, nsDovecot)
+	for _, tc := range []struct {
+		ns         *Namespaces
+		user, name string
+		owner      string // "" for refused
+	}{
+		{cyrus, "alice", "user.bob^smith.Legal", "bob.smith"},
+		{cyrus, "alice", "user.bob^smith", "bob.smith"},
+		{cyrus, "alice", "user.a^b^c.x", "a.b.c"},
+		{cyrus, "alice", "user.Bob^Smith.Legal", "Bob.Smith"},
+		{cyrus, "alice", "user.bob.Legal", "bob"},
+		{cyrus, "alice", "user.b\u00f6b^x.Legal", "b\u00f6b.x"},
+		{cyrus, "alice", "user.bob@example^com.Legal", "bob@example.com"},
+		{cyrus, "alice@example.com", "user.bob@example^com.Legal", "bob@example.com"},
+		{cyrus, "alice@example.com", "user.bob.Legal", ""}, // virtdomains: bob@example.com; without: bob
+		{dovecot, "alice", "Other Users/bob.smith/Legal", "bob.smith"},
+		{dovecot, "alice", "Other Users/bob^smith/Legal", ""}, // Cyrus (unixhierarchysep: yes): bob.smith
+		{dovecot, "alice@example.com", "Other Users/bob@example.com/Legal", "bob@example.com"},
+		{dovecot, "alice@example.com", "Other Users/bob/Legal", ""}, // "%%n": bob@example.com
+	} {
+		name := tc.name
+		n := &Names{NS: tc.ns, User: tc.user}
+		got, err := n.Where(name)
+		if tc.owner == "" {
+			if err != ErrOwnerUnread || got.Owner != "" {
+				t.Errorf("%s: %q: %+v, %v; want ErrOwnerUnread", tc.user, name, got, err)
+			}
+		} else if err != nil || got.Owner != tc.owner {
+			t.Errorf("%s: %q: %+v, %v; want owner %q", tc.user, name, got, err, tc.owner)
+		}
+		// Every mailbox argument is read alike: refused, or named with
+		// the same owner.
+		ctx := Context{State: StateAuth, Delim: tc.ns.List[0].Delim, Caps: ^Cap(0), Names: n}
+		_, cerr := ctx.Canonical(name)
+		if (tc.owner == "") != (cerr == ErrOwnerUnread) {
+			t.Errorf("%s: Canonical(%q): %v", tc.user, name, cerr)
 		}
 	}
 }
@@ -176,44 +226,58 @@ func TestOwnMailboxAliasEveryCommand(t *testing.T) {
 			t.Errorf("%s is in the table but not in this test", s.Name)
 		}
 	}
-	ctx := Context{State: StateSelected, Delim: '.', Caps: ^Cap(0), Names: &Names{NS: mustNS(t, nsCyrus), User: "alice@example.com"}}
 	aliases := []string{`user.alice`, `user.alice.Legal`, `"user.ALICE.Legal"`, `USER.alice.Sent`,
-		`"user.alice@example.com.Legal"`, `"user.&-alice.x"`}
-	own := []string{`INBOX`, `INBOX.Legal`, `user.bob.Legal`, `user.alice2`, `user`, `Shared.x`}
+		`"user.alice@example.com.Legal"`}
+	own := []string{`INBOX`, `INBOX.Legal`, `user`, `Shared.x`}
+	// Other users' names: "&-" is "&", not alice. A user with a domain
+	// reads an owner level without one two ways (OwnerLogin): refused.
+	others := []string{`user.bob.Legal`, `user.alice2`, `"user.&-alice.x"`}
+	var ctx Context
 	var p CommandParser
-	for _, lines := range named {
-		for _, l := range lines {
-			for _, mbox := range aliases {
-				wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
-				p.Reset()
-				_, err := parseWire(&p, wire)
-				if err == nil {
-					err = p.Check(&ctx)
-				}
-				if mbox == `"user.&-alice.x"` {
-					// "&-" is "&": not alice; another user's.
-					if err != nil {
-						t.Errorf("%q: %v", wire, err)
-					}
-					continue
-				}
-				if err != ErrOwnMailboxAlias {
-					t.Errorf("%q: %v, want ErrOwnMailboxAlias", wire, err)
-				}
+	check := func(wire string) error {
+		p.Reset()
+		_, err := parseWire(&p, wire)
+		if err == nil {
+			err = p.Check(&ctx)
+		}
+		return err
+	}
+	for _, user := range []string{"alice@example.com", "alice"} {
+		ctx = Context{State: StateSelected, Delim: '.', Caps: ^Cap(0), Names: &Names{NS: mustNS(t, nsCyrus), User: user}}
+		var wantOther error
+		if strings.Contains(user, "@") {
+			wantOther = ErrOwnerUnread
+		}
+		for cmd, lines := range named {
+			wantOther := wantOther
+			if cmd == "LIST" || cmd == "LSUB" {
+				// Patterns, with no owner a policy reads: only the
+				// user's own levels are refused (patternAlias).
+				wantOther = nil
 			}
-			for _, mbox := range own {
-				wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
-				p.Reset()
-				_, err := parseWire(&p, wire)
-				if err == nil {
-					err = p.Check(&ctx)
+			for _, l := range lines {
+				for _, mbox := range aliases {
+					wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
+					if err := check(wire); err != ErrOwnMailboxAlias {
+						t.Errorf("%s: %q: %v, want ErrOwnMailboxAlias", user, wire, err)
+					}
 				}
-				if err != nil {
-					t.Errorf("%q: %v", wire, err)
+				for _, mbox := range own {
+					wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
+					if err := check(wire); err != nil {
+						t.Errorf("%s: %q: %v", user, wire, err)
+					}
+				}
+				for _, mbox := range others {
+					wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
+					if err := check(wire); err != wantOther {
+						t.Errorf("%s: %q: %v, want %v", user, wire, err, wantOther)
+					}
 				}
 			}
 		}
 	}
+	ctx.Names.User = "alice@example.com"
 	// The name refused is kept for the audit of the refusal.
 	p.Reset()
 	if _, err := parseWire(&p, "a DELETE user.Alice.Legal\r\n"); err != nil {
