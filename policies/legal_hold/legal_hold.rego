@@ -54,9 +54,11 @@ holds_inside(name) if {
 # Another user's mailbox reached through the other users' namespace
 # (input.command.effects[_].owner, owner_mailbox: Cyrus "user.bob.Legal" is
 # bob's "INBOX.Legal") is held as its owner's hold says, under the owner's
-# own name. Owners match loosely (case, the part before "@"): a backend
-# may read them so.
-same_login(a, b) if lower(split(a, "@")[0]) == lower(split(b, "@")[0])
+# own name. The owner is the login the backend maps the mailbox to (Cyrus
+# "user.bob^smith" is bob.smith's; the proxy refuses a name with no one
+# login reading), so it matches the hold's logins as input.session.user
+# does: lower-cased.
+same_login(a, b) if lower(a) == lower(b)
 
 held_patterns_of(owner) := {m | some m in object.get(data.legal_hold.mailboxes, "*", [])} | {m |
 	some u, list in data.legal_hold.mailboxes

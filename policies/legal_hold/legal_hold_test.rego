@@ -2,7 +2,7 @@ package legal_hold_test
 
 import data.imapwarden
 
-hold := {"users": ["erin"], "mailboxes": {"*": ["Legal"], "Alice": ["Projects/Acme"]}}
+hold := {"users": ["erin"], "mailboxes": {"*": ["Legal"], "Alice": ["Projects/Acme"], "Bob.Smith": ["Archive"]}}
 
 # held_cmd is a command as the proxy presents it: its effects, each on a
 # mailbox (the selected one resolved), from proxy/imapwire's table.
@@ -138,7 +138,10 @@ other_on(kind, target, mailbox, owner, owner_mailbox) := {
 test_other_users_namespace_held if {
 	every c in [
 		{"name": "EXPUNGE", "effects": [other_on("expunge", "selected", "user.ALICE.Projects.Acme", "ALICE", "Projects/Acme")]},
-		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.alice@example.com.Projects", "alice@example.com", "Projects")]},
+		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.alice.Projects", "alice", "Projects")]},
+		# The owner is the login, not the level as written: Cyrus's
+		# "user.bob^smith" is bob.smith's.
+		{"name": "EXPUNGE", "effects": [other_on("expunge", "selected", "user.bob^smith.Archive", "bob.smith", "Archive")]},
 		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.bob.Legal", "bob", "Legal")]},
 		{"name": "RENAME", "effects": [other_on("rename-mailbox", "mailbox", "user.erin.Anything", "erin", "Anything")]},
 		{"name": "DELETE", "effects": [{"kind": "delete-mailbox", "target": "mailbox", "mailbox": "Other Users/bob", "namespace": "other", "owner": "bob"}]},
@@ -153,6 +156,10 @@ test_other_users_namespace_not_held_allowed if {
 	every c in [
 		{"name": "EXPUNGE", "effects": [other_on("expunge", "selected", "user.alice.Misc", "alice", "Misc")]},
 		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.bob.Old", "bob", "Old")]},
+		# Another login than the hold's, under the session user's
+		# folding: alice@example.com is not Alice.
+		{"name": "DELETE", "effects": [other_on("delete-mailbox", "mailbox", "user.alice@example^com.Projects", "alice@example.com", "Projects")]},
+		{"name": "EXPUNGE", "effects": [other_on("expunge", "selected", "user.bob.Archive", "bob", "Archive")]},
 	] {
 		imapwarden.decision.allow with input as held_cmd("carol", c) with data.legal_hold as hold
 	}
