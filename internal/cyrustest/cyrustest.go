@@ -161,8 +161,9 @@ type Server struct {
 }
 
 // "." is allowed: Cyrus writes it as "^" in mailbox names (unixhierarchysep
-// off), which the proxy must read as the login name.
-var userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+// off), which the proxy must read as the login name; "^" and non-ASCII
+// letters too, which Cyrus refuses (as a mailbox owner, as a login).
+var userNameRE = regexp.MustCompile(`^[\pL\pN_][\pL\pN_.^-]*$`)
 
 func checkUser(name, pw string) error {
 	if !userNameRE.MatchString(name) {
