@@ -11,7 +11,9 @@ import (
 // encoding/json also matches a struct's fields case-insensitively after
 // unescaping ("KIND", "\u006bind"). So keys are compared as it compares
 // them: unescaped, with bytes.EqualFold. The writer never writes such a
-// record; every reader refuses one (ARCHITECTURE.md §11).
+// record: of keys from outside (client_id, counts, quota, annotations)
+// that compare so (sameKey), it writes the first and names the field in
+// cut; every reader refuses one (ARCHITECTURE.md §11).
 func dupKey(b []byte) (string, bool) {
 	s := keyScan{b: b}
 	s.value()

@@ -613,9 +613,29 @@ func (c *capList) MarshalLogArray(e zapcore.ArrayEncoder) error {
 	return nil
 }
 
+// sameKey tells whether the trail's readers take a and b, written as
+// keys of one object, for one key (dupKey: bytes.EqualFold, after
+// unescaping). Both encoders write a byte that is not UTF-8 as U+FFFD,
+// and EqualFold decodes such a byte as U+FFFD too, so comparing the keys
+// as given is comparing them as read.
+func sameKey(a, b string) bool { return strings.EqualFold(a, b) }
+
+// keptKey tells whether key joins kept, the keys already written in one
+// object: not when a reader would take it for one of them (sameKey).
+func keptKey(kept []string, key string) bool {
+	for _, o := range kept {
+		if sameKey(o, key) {
+			return false
+		}
+	}
+	return true
+}
+
 // stringMap writes a map from outside the proxy (client_id): its first
 // caps.items entries in key order whose key fits the field cap whole (a
-// key cut short could equal another), values clipped.
+// key cut short could equal another) and is not one a reader takes for
+// an earlier key (sameKey: a record has one reading, ARCHITECTURE.md
+// §11), values clipped; what is left out is named in cut.
 func (enc *encoding) stringMap(e zapcore.ObjectEncoder, k string, m map[string]string) {
 	keys := sortedKeys(m)
 	n, kept, whole := 0, keys[:0], true
@@ -623,7 +643,7 @@ func (enc *encoding) stringMap(e zapcore.ObjectEncoder, k string, m map[string]s
 		v := m[key]
 		n += len(key) + len(v)
 		_, wk := clip(key, enc.caps.field)
-		if !wk || len(kept) == enc.caps.items {
+		if !wk || len(kept) == enc.caps.items || !keptKey(kept, key) {
 			whole = false
 			continue
 		}
@@ -654,13 +674,14 @@ func (c *cappedStrings) MarshalLogObject(e zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// intMap writes counts by name (session.close) as stringMap does.
+// intMap writes counts by name (session.close counts, SETQUOTA's quota)
+// as stringMap does.
 func intMap[V int | int64](enc *encoding, e zapcore.ObjectEncoder, k string, m map[string]V) {
 	keys := sortedKeys(m)
 	n, kept := 0, keys[:0]
 	for _, key := range keys {
 		n += len(key)
-		if _, wk := clip(key, enc.caps.field); wk && len(kept) < enc.caps.items {
+		if _, wk := clip(key, enc.caps.field); wk && len(kept) < enc.caps.items && keptKey(kept, key) {
 			kept = append(kept, key)
 		}
 	}
@@ -697,6 +718,22 @@ func (enc *encoding) annotations(e zapcore.ObjectEncoder, a map[string]any) {
 		return
 	}
 	b := bytes.TrimSuffix(enc.annot.Bytes(), []byte("\n"))
+	if _, dup := dupKey(b); dup {
+		// Keys a reader takes for one (sameKey): each object keeps the
+		// first in key order, and cut says so.
+		enc.cut = append(enc.cut, Cut{Field: "annotations", Bytes: len(b), Items: len(a)})
+		var v any
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		if d.Decode(&v) != nil {
+			return
+		}
+		enc.annot.Reset()
+		if je.Encode(oneKeyEach(v)) != nil {
+			return
+		}
+		b = bytes.TrimSuffix(enc.annot.Bytes(), []byte("\n"))
+	}
 	if len(b) > enc.caps.annot {
 		enc.cut = append(enc.cut, Cut{Field: "annotations", Bytes: len(b), Items: len(a)})
 		return
@@ -704,6 +741,29 @@ func (enc *encoding) annotations(e zapcore.ObjectEncoder, a map[string]any) {
 	if err := e.AddReflected("annotations", json.RawMessage(b)); err != nil {
 		e.AddString("annotations_error", err.Error())
 	}
+}
+
+// oneKeyEach returns v, decoded JSON, with each object's keys that a
+// reader takes for an earlier one in key order (sameKey) left out.
+func oneKeyEach(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		keys := sortedKeys(x)
+		kept := keys[:0]
+		out := make(map[string]any, len(x))
+		for _, k := range keys {
+			if keptKey(kept, k) {
+				kept = append(kept, k)
+				out[k] = oneKeyEach(x[k])
+			}
+		}
+		return out
+	case []any:
+		for i := range x {
+			x[i] = oneKeyEach(x[i])
+		}
+	}
+	return v
 }
 
 // clip returns the longest prefix of s, cut between runes, whose JSON

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/emersion/go-sasl"
@@ -281,16 +282,27 @@ func (s *Session) handleID(cmd *imapwire.Command) {
 			return
 		}
 		id := make(map[string]string, len(a.List)/2)
+		var names [maxIDPairs]string
 		for i := 0; i+1 < len(a.List); i += 2 {
 			k, v := a.List[i], a.List[i+1]
-			if !isString(k) || len(k.Value) > 30 || len(v.Value) > 1024 {
+			if !isString(k) || len(k.Value) > 30 || len(v.Value) > 1024 || !idFieldName(k.Value) {
 				s.answer(cmd.Tag, replyBadID)
 				return
 			}
+			// A field given twice (field names are compared without
+			// case) has two readings; so have names beyond ASCII, which
+			// the audit trail's readers fold together where ToLower does
+			// not (U+017F and "s", ARCHITECTURE.md §11).
+			name := strings.ToLower(k.Value)
+			if slices.Contains(names[:i/2], name) {
+				s.answer(cmd.Tag, replyBadID)
+				return
+			}
+			names[i/2] = name
 			if v.Kind == imapwire.ArgAtom && strings.EqualFold(v.Value, "NIL") {
 				continue
 			}
-			id[strings.ToLower(k.Value)] = v.Value
+			id[name] = v.Value
 		}
 		s.info.ClientID = id
 	} else if !(a.Kind == imapwire.ArgAtom && strings.EqualFold(a.Value, "NIL")) {
@@ -298,6 +310,17 @@ func (s *Session) handleID(cmd *imapwire.Command) {
 		return
 	}
 	s.writef("%s%s OK ID completed\r\n", proxyIDResponse, cmd.Tag)
+}
+
+// idFieldName tells whether an ID field name is printable ASCII, as the
+// names RFC 2971 §3.3 defines are.
+func idFieldName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // startTLS upgrades a plaintext listener's connection (RFC 9051 §6.2.1).

@@ -285,24 +285,49 @@ func TestHandshakeStallTimesOut(t *testing.T) {
 	}
 }
 
-func TestIDBeforeLogin(t *testing.T) {
-	var seen map[string]string
+// idSession dials a proxy whose decider keeps the client ID it sees at
+// auth in *seen.
+func idSession(t *testing.T, seen *map[string]string) *tconn {
 	h := newHarness(t, func(o *Options) {
 		o.Decider = funcDecider(func(in *DecisionInput) Decision {
 			if in.Point == PointAuth {
-				seen = in.Session.ClientID
+				*seen = in.Session.ClientID
 			}
 			return Decision{Allow: true}
 		})
 	})
 	c := dialTLS(t, h.imaps)
 	c.expect("* OK")
+	return c
+}
+
+func TestIDBeforeLogin(t *testing.T) {
+	var seen map[string]string
+	c := idSession(t, &seen)
 	un := c.transact(`a1 ID ("name" "Thunderbird" "version" {4}`+"\r\n"+`115a)`, "a1 OK")
 	_ = un
 	c.transact("a2 ID NIL", "a2 OK")
 	c.transact(`a3 ID ("name" "Thunderbird" "version" "115")`, "a3 OK")
 	c.transact("a4 LOGIN alice alice-pw", "a4 OK")
 	if seen["name"] != "Thunderbird" || seen["version"] != "115" {
+		t.Errorf("client ID at auth = %v", seen)
+	}
+}
+
+// An ID field name has one reading (ARCHITECTURE.md §11): one given twice,
+// or beyond ASCII (which the audit trail's readers fold together where
+// ToLower does not: "s" and U+017F), gets BAD; the ID before stays.
+func TestIDFieldNamesOneReading(t *testing.T) {
+	var seen map[string]string
+	c := idSession(t, &seen)
+	c.transact(`a1 ID ("name" "Thunderbird" "s" "one")`, "a1 OK")
+	c.transact(`a2 ID ("name" "a" "NAME" "b")`, "a2 BAD")
+	c.transact(`a3 ID ("name" NIL "Name" "b")`, "a3 BAD")
+	c.transact("a4 ID (\"s\" \"one\" \"\u017f\" \"two\")", "a4 BAD")
+	c.transact("a5 ID (\"\u017f\" \"two\")", "a5 BAD")
+	c.transact("a6 ID (\"\u212a\" \"two\")", "a6 BAD")
+	c.transact("a7 LOGIN alice alice-pw", "a7 OK")
+	if seen["name"] != "Thunderbird" || seen["s"] != "one" || len(seen) != 2 {
 		t.Errorf("client ID at auth = %v", seen)
 	}
 }
