@@ -97,8 +97,10 @@ const (
 // outside the proxy: field bytes (encoded), list and map entries, and the
 // annotations' JSON; ident, at least, for the fields that say who did
 // what to what (identStr, set); names, entries of a list of mailboxes a
-// command read or watched (sources, mailboxes); uids, the UIDs written.
-type caps struct{ field, items, annot, ident, names, uids int }
+// command read or watched (sources, mailboxes); uids, the UIDs written;
+// identBytes, when set, what those fields may total, encoded, before the
+// longest names are cut (encoding.nameCap).
+type caps struct{ field, items, annot, ident, names, uids, identBytes int }
 
 // IdentFloor is the least, encoded, a record keeps of each field that
 // says who did what to what (user, command, mailbox, destination,
@@ -112,13 +114,17 @@ const IdentFloor = 64
 // cut); the fields that say who did what to what keep their cap until
 // the last, which cuts them to IdentFloor; a set is never left out
 // (encoding.set), nor an entry of sources or mailboxes (the proxy refuses
-// a command naming more than the record holds, Trail.MaxMailboxNames).
+// a command naming more than the record holds, Trail.MaxMailboxNames, or
+// names over Trail.MaxNameBytes). The step before the last keeps them
+// whole when they total at most conf.identBytes, so a command the proxy
+// carried out is recorded whole; over it, the longest names of sources
+// and mailboxes are cut first (encoding.nameCap).
 func shrinkCaps(conf caps) [4]caps {
 	id := conf.ident
 	return [...]caps{
 		{field: 64, items: 4, annot: 256, ident: id, names: conf.names, uids: 64},
 		{field: 16, items: 1, ident: id, names: conf.names, uids: 8},
-		{ident: id, names: conf.names},
+		{ident: id, names: conf.names, identBytes: conf.identBytes},
 		{ident: min(id, IdentFloor), names: conf.names},
 	}
 }
@@ -418,8 +424,9 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.identStr(e, "mailbox", r.Mailbox)
 	enc.str(e, "mailbox_raw", r.MailboxRaw)
 	enc.identStr(e, "destination", r.Destination)
-	enc.names(e, "sources", r.Sources)
-	enc.names(e, "mailboxes", r.Mailboxes)
+	nc := enc.nameCap(r)
+	enc.names(e, "sources", r.Sources, nc)
+	enc.names(e, "mailboxes", r.Mailboxes, nc)
 	enc.strs(e, "patterns", r.Patterns)
 	if len(r.Effects) > 0 {
 		e.AddArray("effects", (*stringList)(&r.Effects))
@@ -564,13 +571,51 @@ func (enc *encoding) identStr(e zapcore.ObjectEncoder, k, v string) {
 
 // names writes a list of mailboxes a command read or watched (sources,
 // mailboxes), each once already: up to caps.names entries, each clipped
-// as identStr, whatever max_list_items says, since each names a distinct
-// mailbox an auditor asks about.
-func (enc *encoding) names(e zapcore.ObjectEncoder, k string, l []string) {
+// to n (nameCap), whatever max_list_items says, since each names a
+// distinct mailbox an auditor asks about.
+func (enc *encoding) names(e zapcore.ObjectEncoder, k string, l []string, n int) {
 	c := enc.caps
-	enc.caps.field, enc.caps.items = max(c.field, c.ident), c.names
+	enc.caps.field, enc.caps.items = n, c.names
 	enc.strs(e, k, l)
 	enc.caps = c
+}
+
+// nameCap is what each entry of r's sources and mailboxes is clipped to:
+// the identity cap, or, when caps.identBytes is set and the fields that
+// say who did what to what would total more, the largest cap, at least
+// IdentFloor, under which they fit: the longest names are cut first and
+// the shorter ones, and the single fields (user, mailbox, ...), stay
+// whole (ARCHITECTURE.md §11).
+func (enc *encoding) nameCap(r *Record) int {
+	c := max(enc.caps.field, enc.caps.ident)
+	if enc.caps.identBytes == 0 || len(r.Sources)+len(r.Mailboxes) == 0 {
+		return c
+	}
+	budget := enc.caps.identBytes
+	for _, s := range [...]string{r.User, r.Command, r.Mailbox, r.Destination, r.Selected, r.Identifier, r.Rights} {
+		budget -= clipLen(s, c)
+	}
+	fits := func(n int) bool {
+		t := 0
+		for _, l := range [...][]string{r.Sources, r.Mailboxes} {
+			for _, s := range l[:min(len(l), enc.caps.names)] {
+				t += clipLen(s, n)
+			}
+		}
+		return t <= budget
+	}
+	if c <= IdentFloor || fits(c) {
+		return c
+	}
+	lo, hi := IdentFloor, c // fits(lo) is assumed, fits(hi) is false
+	for hi-lo > 1 {
+		if m := (lo + hi) / 2; fits(m) {
+			lo = m
+		} else {
+			hi = m
+		}
+	}
+	return lo
 }
 
 // strs writes a list from outside the proxy: its first caps.items
@@ -770,6 +815,18 @@ func oneKeyEach(v any) any {
 // encoding (zapcore's: \u00XX for a control character, \ufffd for a
 // byte that is not UTF-8) takes at most n bytes, and whether that is s.
 func clip(s string, n int) (string, bool) {
+	c, _, whole := clipSize(s, n)
+	return c, whole
+}
+
+// clipLen is the size of clip(s, n) encoded.
+func clipLen(s string, n int) int {
+	_, size, _ := clipSize(s, n)
+	return size
+}
+
+// clipSize is clip, and the size of the prefix encoded.
+func clipSize(s string, n int) (string, int, bool) {
 	if len(s) <= n {
 		// Fast path: most strings need no escape.
 		plain := true
@@ -780,7 +837,7 @@ func clip(s string, n int) (string, bool) {
 			}
 		}
 		if plain {
-			return s, true
+			return s, len(s), true
 		}
 	}
 	size := 0
@@ -800,12 +857,12 @@ func clip(s string, n int) (string, bool) {
 			k = 6
 		}
 		if size+k > n {
-			return s[:i], false
+			return s[:i], size, false
 		}
 		size += k
 		i += w
 	}
-	return s, true
+	return s, size, true
 }
 
 // stringList writes a list of the proxy's own words (effects, search

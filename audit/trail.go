@@ -113,6 +113,13 @@ type Options struct {
 	// setting the worst-case record under MaxRecordBytes cannot hold is
 	// refused (worstCase).
 	MaxMailboxNames int
+	// MaxNameBytes caps what the fields that say who did what to what
+	// (user, command, mailbox, destination, selected, identifier, rights,
+	// each of sources and mailboxes) may total, encoded, in a record
+	// still written whole; 0: what MaxRecordBytes holds beside the rest
+	// of the worst-case record. A larger setting is refused. The proxy
+	// refuses a command whose names total more (Trail.MaxNameBytes).
+	MaxNameBytes int
 	// Checkpoint, when set, receives a signed checkpoint (seq and link of
 	// the last record written) after every fsync, kept apart from the
 	// trail so that verify can tell a trail cut short (checkpoint.go).
@@ -295,7 +302,7 @@ func New(o Options) (*Trail, error) {
 	if m, ok := o.Sink.(interface{ MaxRecordBytes() int }); ok && m.MaxRecordBytes() > 0 {
 		o.MaxRecordBytes = min(o.MaxRecordBytes, m.MaxRecordBytes())
 	}
-	if o.MaxFieldBytes < 0 || o.MaxListItems < 0 || o.MaxMailboxNames < 0 || o.MaxRecordBytes < MinRecordBytes {
+	if o.MaxFieldBytes < 0 || o.MaxListItems < 0 || o.MaxMailboxNames < 0 || o.MaxNameBytes < 0 || o.MaxRecordBytes < MinRecordBytes {
 		return nil, fmt.Errorf("audit: max field bytes %d, max list items %d, max record bytes %d (at least %d, and what the sink carries)",
 			o.MaxFieldBytes, o.MaxListItems, o.MaxRecordBytes, MinRecordBytes)
 	}
@@ -839,65 +846,89 @@ func (t *Trail) finish() {
 	}
 }
 
-// setCaps sets the trail's caps from o, and MaxMailboxNames to what the
-// worst-case record, shrunk, holds under MaxRecordBytes: a setting that
-// cannot hold who did what to what is refused at the start, not found
-// out on a hostile client's record (ARCHITECTURE.md §11).
+// setCaps sets the trail's caps from o; MaxMailboxNames to what the
+// worst-case record, shrunk, holds under MaxRecordBytes; and MaxNameBytes
+// to what it holds of names beside the rest of that record, whole: a
+// setting that cannot hold who did what to what is refused at the start,
+// not found out on a hostile client's record (ARCHITECTURE.md §11).
 func (t *Trail) setCaps(o Options) error {
 	names := o.MaxMailboxNames
 	if names == 0 {
 		names = DefaultMaxMailboxNames
 	}
-	for {
+	for ; ; names /= 2 {
 		t.caps = confCaps(o.MaxFieldBytes, o.MaxListItems, names)
 		t.shrink = shrinkCaps(t.caps)
-		n := t.worstCase()
-		if n <= t.maxRecord {
+		n := t.worstCase(t.shrink[len(t.shrink)-1], strings.Repeat("\x01", 2*max(t.caps.field, IdentFloor)))
+		// What the names may total, whole: the rest of the worst-case
+		// record, each name one byte, encoded with the caps of the step
+		// that keeps them whole, less a margin for counts in cut longer
+		// than the worst case's; in steps of 256 bytes, so that it
+		// changes with the schema only now and then.
+		const margin = 256
+		idents := 7 + 2*names // the fields worstCase fills with ident
+		nb := (t.maxRecord - t.worstCase(t.shrink[len(t.shrink)-2], "x") + idents - margin) &^ 255
+		if n <= t.maxRecord && nb >= idents*IdentFloor {
+			if o.MaxNameBytes > nb {
+				return fmt.Errorf("audit: max record bytes %d holds %d bytes of names (user, mailboxes, ...) whole, not %d: raise max_record_bytes or lower limits.max_audit_name_bytes",
+					t.maxRecord, nb, o.MaxNameBytes)
+			}
+			if o.MaxNameBytes > 0 {
+				nb = o.MaxNameBytes
+			}
+			t.caps.identBytes = nb
+			t.shrink = shrinkCaps(t.caps)
 			return nil
 		}
 		if o.MaxMailboxNames != 0 || names == 1 {
-			return fmt.Errorf("audit: max record bytes %d cannot hold the worst-case record shrunk (%d bytes with %d mailbox names): raise max_record_bytes or lower limits.max_audit_mailbox_names or max_field_bytes",
-				t.maxRecord, n, names)
+			return fmt.Errorf("audit: max record bytes %d cannot hold the worst-case record shrunk (%d bytes with %d mailbox names, %d bytes of names whole): raise max_record_bytes or lower limits.max_audit_mailbox_names or max_field_bytes",
+				t.maxRecord, n, names, nb)
 		}
-		names /= 2
 	}
 }
+
+// MaxNameBytes is the most the fields that say who did what to what
+// (user, command, mailbox, destination, selected, identifier, rights,
+// each of sources and mailboxes) total, encoded, in a record the trail
+// still writes whole: the proxy refuses a command whose names total more
+// (fail closed), rather than record them cut.
+func (t *Trail) MaxNameBytes() int { return t.caps.identBytes }
 
 // MaxMailboxNames is the most distinct mailboxes one record names in its
 // sources or mailboxes: the proxy refuses a command that names more
 // (fail closed), rather than record it without some of them.
 func (t *Trail) MaxMailboxNames() int { return t.caps.names }
 
-// worstCase is the size of the largest command record, encoded with the
-// last shrink caps: every field from outside the proxy at its longest
-// and all escapes, the most mailbox names, the largest numbers, a key's
-// sig.
-func (t *Trail) worstCase() int {
+// worstCase is the size of the largest command record, encoded with c:
+// every field from outside the proxy at its longest and all escapes, but
+// those that say who did what to what, which are ident; the most mailbox
+// names; the largest numbers; a key's sig.
+func (t *Trail) worstCase(c caps, ident string) int {
 	long := strings.Repeat("\x01", 2*max(t.caps.field, IdentFloor))
 	l := []string{long}
 	names := make([]string, t.caps.names)
 	for i := range names {
-		names[i] = long
+		names[i] = ident
 	}
 	set := strings.Repeat("4294967295,1,", 1000) + "*:7,$"
 	own := strings.Repeat("x", 16) // the proxy's own words, a session id, a listener's name
 	r := &Record{Time: time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC), Kind: KindPolicyWouldDeny,
 		Session: own, IP: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), Port: 65535,
-		Listener: own, User: long, Backend: own, Server: own, Event: own,
-		Tag: long, Command: long, UID: true, Mailbox: long, MailboxRaw: long, Destination: long,
-		Sources: names, Mailboxes: names, Patterns: l, Effects: []string{own, own, own}, Selected: long,
+		Listener: own, User: ident, Backend: own, Server: own, Event: own,
+		Tag: long, Command: ident, UID: true, Mailbox: ident, MailboxRaw: long, Destination: ident,
+		Sources: names, Mailboxes: names, Patterns: l, Effects: []string{own, own, own}, Selected: ident,
 		UIDValidity: 1<<32 - 1, ReadOnly: true, Set: set, SetCount: 1<<63 - 1, Fetch: FetchMetadata, Items: l,
 		SearchKeys: []string{"SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT"}, StoreOp: long, Flags: l,
 		LiteralBytes: 1<<63 - 1, UIDs: make([]uint32, MaxUIDs+1), ContentBytes: 1<<63 - 1,
 		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1),
-		Identifier: long, Rights: long, QuotaRoot: long, Quota: map[string]int64{long: 1<<63 - 1}, Enable: l, Entries: l,
+		Identifier: ident, Rights: ident, QuotaRoot: long, Quota: map[string]int64{long: 1<<63 - 1}, Enable: l, Entries: l,
 		SharedWith: l, SharedCount: 1<<31 - 1, CodeArgs: long, Result: own, Code: long, Reason: long,
 		Revision: own, Limit: own, LimitKey: own, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,
 		Duration: 1<<63 - 1, Delay: 1<<63 - 1, BytesIn: 1<<63 - 1, BytesOut: 1<<63 - 1, Messages: 1<<31 - 1}
 	seq, prev, start := t.seq, t.prevHex, len(t.batch)
 	t.seq = 1<<64 - 1
 	t.cur.r = r
-	t.enc.caps, t.enc.whole = t.shrink[len(t.shrink)-1], 1<<31-1
+	t.enc.caps, t.enc.whole = c, 1<<31-1
 	t.write(zapcore.Entry{Time: r.Time, Message: string(r.Kind), Level: zapcore.InfoLevel}, r)
 	n := len(t.batch) - start - 1
 	if t.link.mac == nil {
@@ -912,7 +943,7 @@ func (t *Trail) worstCase() int {
 // validation without opening the sink.
 func CheckCaps(o Options) (int, error) {
 	t, err := New(Options{Sink: NewWriterSink(io.Discard), MaxFieldBytes: o.MaxFieldBytes, MaxListItems: o.MaxListItems,
-		MaxRecordBytes: o.MaxRecordBytes, MaxMailboxNames: o.MaxMailboxNames, Logger: o.Logger})
+		MaxRecordBytes: o.MaxRecordBytes, MaxMailboxNames: o.MaxMailboxNames, MaxNameBytes: o.MaxNameBytes, Logger: o.Logger})
 	if err != nil {
 		return 0, err
 	}

@@ -47,13 +47,52 @@ func TestCommandNamingTooManyMailboxesRefused(t *testing.T) {
 	if _, l := c.tagged("n"); !strings.HasPrefix(l, "n NO [LIMIT]") {
 		t.Errorf("NOTIFY naming %d mailboxes: %q, want n NO [LIMIT]", limit+1, l)
 	}
-	hit := false
-	h.audit.mu.Lock()
-	for _, l := range h.audit.limits {
-		hit = hit || l.Limit == "max_audit_mailbox_names"
-	}
-	h.audit.mu.Unlock()
-	if !hit {
+	if !h.limitAudited("max_audit_mailbox_names") {
 		t.Error("no max_audit_mailbox_names limit audited")
+	}
+}
+
+// limitAudited tells whether a limit of that name was audited.
+func (h *dovecotHarness) limitAudited(limit string) bool {
+	h.audit.mu.Lock()
+	defer h.audit.mu.Unlock()
+	for _, l := range h.audit.limits {
+		if l.Limit == limit {
+			return true
+		}
+	}
+	return false
+}
+
+// A command whose names (user, command, mailbox, destination, selected,
+// sources, mailboxes, SETACL's identifier and rights) total more than
+// MaxAuditNameBytes, as the trail encodes them, is refused, NO [LIMIT],
+// not recorded cut (ARCHITECTURE.md §11): a RENAME whose two names are
+// within it each but not together does not happen, one within it does.
+func TestCommandNamesOverBytesRefused(t *testing.T) {
+	const limit = 250
+	h := newDovecotHarness(t, nil, func(o *Options) { o.Limits.MaxAuditNameBytes = limit })
+	c := h.login()
+	from, to := "R"+strings.Repeat("a", 120), "T"+strings.Repeat("b", 150)
+	c.transact(fmt.Sprintf("c CREATE %s", from), "c OK")
+	c.send(fmt.Sprintf("r1 RENAME %s %s", from, to))
+	if _, l := c.tagged("r1"); !strings.HasPrefix(l, "r1 NO [LIMIT]") {
+		t.Errorf("RENAME naming %d bytes with a limit of %d: %q, want a NO [LIMIT]", len(from)+len(to), limit, l)
+	}
+	c.transact(fmt.Sprintf("r2 RENAME %s %s", from, to[:100]), "r2 OK")
+	if l := strings.Join(c.transact("l LIST \"\" *", "l OK"), "\n"); strings.Contains(l, to) || !strings.Contains(l, to[:100]) {
+		t.Errorf("LIST after the RENAMEs: %q", l)
+	}
+	if !h.limitAudited("max_audit_name_bytes") {
+		t.Error("no max_audit_name_bytes limit audited")
+	}
+}
+
+// jsonStringLen counts a name as the trail writes it.
+func TestJSONStringLen(t *testing.T) {
+	for s, want := range map[string]int{"": 0, "INBOX": 5, "a\"b\\c": 7, "\n\t\r": 6, "\x01\x7f": 7, "\xff": 6, "é": 2, "\u017f\ufffd": 5} {
+		if got := jsonStringLen(s); got != want {
+			t.Errorf("jsonStringLen(%q) = %d, want %d", s, got, want)
+		}
 	}
 }

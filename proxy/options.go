@@ -177,6 +177,13 @@ type Limits struct {
 	// without some (fail closed, ARCHITECTURE.md §11); the audit trail's
 	// MaxMailboxNames (limits.max_audit_mailbox_names), else 64.
 	MaxAuditMailboxNames int
+	// MaxAuditNameBytes bounds what the names a command's record holds
+	// whole total, encoded as JSON strings: the user, the command, its
+	// mailbox, destination, sources and mailboxes, the selected mailbox,
+	// a SETACL's identifier and rights. A command naming more is refused,
+	// NO [LIMIT], not recorded cut (ARCHITECTURE.md §11); the audit
+	// trail's MaxNameBytes (limits.max_audit_name_bytes), else 13568.
+	MaxAuditNameBytes int
 	// ParkAfter is how long a session's pumps wait with nothing to do
 	// (between commands, or in IDLE) before each gives up its goroutine
 	// until its peer sends something (parker_linux.go): the backend pump
@@ -210,6 +217,7 @@ const (
 	DefaultMaxAuditUIDs           = 1000
 	DefaultMaxAuditSharedWith     = 16
 	DefaultMaxAuditMailboxNames   = 64
+	DefaultMaxAuditNameBytes      = 13568 // an audit trail's MaxNameBytes at its defaults
 	DefaultConnectTimeout         = 10 * time.Second
 	DefaultLoginTimeout           = 30 * time.Second
 )
@@ -231,6 +239,7 @@ func (l Limits) withDefaults() Limits {
 	orDefault(&l.MaxAuthFailures, DefaultMaxAuthFailures)
 	orDefault(&l.MaxCredentialBytes, DefaultMaxCredentialBytes)
 	orDefault(&l.MaxAuditMailboxNames, DefaultMaxAuditMailboxNames)
+	orDefault(&l.MaxAuditNameBytes, DefaultMaxAuditNameBytes)
 	orDefault(&l.MaxCompressSessions, DefaultMaxCompressSessions)
 	if l.MaxPreAuthConnections <= 0 {
 		l.MaxPreAuthConnections = DefaultMaxPreAuthConnections()

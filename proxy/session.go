@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -648,7 +649,10 @@ type decideArgs struct {
 	lit imapwire.Literal
 }
 
-var hitAuditMailboxNames = LimitResult{Exceeded: true, Limit: "max_audit_mailbox_names", Key: "session", Code: "LIMIT", Reason: "Too many mailboxes in one command"}
+var (
+	hitAuditMailboxNames = LimitResult{Exceeded: true, Limit: "max_audit_mailbox_names", Key: "session", Code: "LIMIT", Reason: "Too many mailboxes in one command"}
+	hitAuditNameBytes    = LimitResult{Exceeded: true, Limit: "max_audit_name_bytes", Key: "session", Code: "LIMIT", Reason: "Names too long for one command"}
+)
 
 var decideArgsPool = sync.Pool{New: func() any { return new(decideArgs) }}
 
@@ -658,6 +662,12 @@ func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imap
 		// refused rather than recorded without some (ARCHITECTURE.md §11).
 		s.srv.auditor.Limit(&s.info, hitAuditMailboxNames)
 		return Decision{Code: "LIMIT", Reason: "Too many mailboxes in one command"}
+	}
+	if p == PointCommand && cmd != nil && !s.auditNamesFit(cmd) {
+		// Its record could not name who did what to what whole
+		// (ARCHITECTURE.md §11).
+		s.srv.auditor.Limit(&s.info, hitAuditNameBytes)
+		return Decision{Code: "LIMIT", Reason: "Names too long for one command"}
 	}
 	a := decideArgsPool.Get().(*decideArgs)
 	in := &a.in
@@ -673,6 +683,65 @@ func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imap
 	*a = decideArgs{}
 	decideArgsPool.Put(a)
 	return d
+}
+
+// auditNamesFit tells whether the fields of cmd's audit record that say
+// who did what to what total, encoded as JSON strings, at most
+// Limits.MaxAuditNameBytes: the trail writes them whole then
+// (ARCHITECTURE.md §11). A byte takes at most 6 encoded, so most commands
+// are answered from their lengths.
+func (s *Session) auditNamesFit(cmd *imapwire.Command) bool {
+	var one [7]string
+	single := append(one[:0], s.info.User, cmd.Name, cmd.Mailbox, cmd.Destination, s.info.Selected)
+	if x := cmd.Named; x != nil {
+		single = append(single, x.Identifier, x.Rights)
+	}
+	lists := [...][]string{single, cmd.Sources(), cmd.Mailboxes()}
+	n := 0
+	for _, l := range lists {
+		for _, v := range l {
+			n += len(v)
+		}
+	}
+	if 6*n <= s.lim.MaxAuditNameBytes {
+		return true
+	}
+	n = 0
+	for _, l := range lists {
+		for _, v := range l {
+			n += jsonStringLen(v)
+		}
+	}
+	return n <= s.lim.MaxAuditNameBytes
+}
+
+// jsonStringLen is the size of v written as the audit trail writes a JSON
+// string, without quotes: \u00XX for a control character but \n, \r and
+// \t, \ufffd for a byte that is not UTF-8.
+func jsonStringLen(v string) int {
+	n := 0
+	for i := 0; i < len(v); {
+		c := v[i]
+		switch {
+		case c >= utf8.RuneSelf:
+			r, w := utf8.DecodeRuneInString(v[i:])
+			if r == utf8.RuneError && w == 1 {
+				n += 6
+			} else {
+				n += w
+			}
+			i += w
+			continue
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n += 2
+		case c < 0x20:
+			n += 6
+		default:
+			n++
+		}
+		i++
+	}
+	return n
 }
 
 // writef writes one response of the proxy's own (not a refusal: those

@@ -53,6 +53,9 @@ type auditConfig struct {
 	// mailboxNames is limits.max_audit_mailbox_names when set: the
 	// distinct mailboxes one record must name.
 	mailboxNames int
+	// nameBytes is limits.max_audit_name_bytes when set: what the names
+	// one record must hold whole may total.
+	nameBytes int
 }
 
 // defaultAckTimeout is audit.ack_timeout's default: well under the
@@ -78,7 +81,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	}
 	o := audit.Options{QueueSize: c.QueueSize, SyncInterval: c.FsyncInterval.get(0), Logger: log.Named("audit-trail"), Software: "imapwarden " + versionString(),
 		MaxFieldBytes: c.MaxFieldBytes, MaxListItems: c.MaxListItems, MaxRecordBytes: c.MaxRecordBytes,
-		MaxMailboxNames: c.mailboxNames}
+		MaxMailboxNames: c.mailboxNames, MaxNameBytes: c.nameBytes}
 	if c.MaxFieldBytes < 0 || c.MaxListItems < 0 {
 		p.add("audit.max_field_bytes, audit.max_list_items: must not be negative")
 	}
@@ -204,6 +207,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	// A command naming more mailboxes than a record holds is refused
 	// (ARCHITECTURE.md §11).
 	s.opts.Limits.MaxAuditMailboxNames = t.MaxMailboxNames()
+	s.opts.Limits.MaxAuditNameBytes = t.MaxNameBytes()
 	s.auditWire.ackTimeout = c.AckTimeout.get(defaultAckTimeout)
 	s.opts.Auditor = teeAuditor{s.auditWire, s.opts.Auditor}
 	s.queueSize = o.QueueSize

@@ -296,6 +296,9 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	if v := cfg.Limits.MaxAuditMailboxNames; v != nil && *v > 0 {
 		ac.mailboxNames = *v // the record must hold them: audit.New checks
 	}
+	if v := cfg.Limits.MaxAuditNameBytes; v != nil && *v > 0 {
+		ac.nameBytes = *v // likewise
+	}
 	buildAudit(&p, s, ac, checkOnly, log)
 	if s.auditWire != nil {
 		s.wire.Store(s.auditWire)
@@ -828,6 +831,7 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		MaxAuditUIDs:           count("max_audit_uids", c.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs),
 		MaxAuditSharedWith:     count("max_audit_shared_with", c.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith),
 		MaxAuditMailboxNames:   count("max_audit_mailbox_names", c.MaxAuditMailboxNames, proxy.DefaultMaxAuditMailboxNames),
+		MaxAuditNameBytes:      count("max_audit_name_bytes", c.MaxAuditNameBytes, proxy.DefaultMaxAuditNameBytes),
 	}
 	switch {
 	case l.ParkAfter < 0:

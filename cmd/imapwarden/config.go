@@ -345,6 +345,12 @@ type limitsConfig struct {
 	// audit.MaxMailboxNames (64, lowered to what audit.max_record_bytes
 	// holds); set, a value the record cannot hold is refused.
 	MaxAuditMailboxNames *int `yaml:"max_audit_mailbox_names"`
+	// MaxAuditNameBytes bounds what the names one command's record holds
+	// whole (user, mailboxes, sources, ...) total, encoded: a command
+	// naming more is refused. Unset: the trail's audit.MaxNameBytes
+	// (what audit.max_record_bytes holds beside the rest of a record);
+	// set, a value the record cannot hold is refused.
+	MaxAuditNameBytes *int `yaml:"max_audit_name_bytes"`
 }
 
 type authConfig struct {

@@ -102,6 +102,7 @@ func TestExampleConfigOptions(t *testing.T) {
 		MaxAuditUIDs:          proxy.DefaultMaxAuditUIDs,
 		MaxAuditSharedWith:    proxy.DefaultMaxAuditSharedWith,
 		MaxAuditMailboxNames:  proxy.DefaultMaxAuditMailboxNames,
+		MaxAuditNameBytes:     proxy.DefaultMaxAuditNameBytes,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)
@@ -245,7 +246,8 @@ func TestConfigNonDefaults(t *testing.T) {
 	want := proxy.Limits{MaxLine: 8192, MaxBufferedLiteral: 1024, MaxAppendLiteral: 1 << 30, MaxCommandBytes: 300 << 10, MaxPreAuthCommandBytes: 20 << 10, MaxPreAuthCommands: 5,
 		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCredentialBytes: 2048, MaxCompressSessions: 7,
 		MaxPreAuthConnections: 9, MaxInflight: 11, MaxInflightBytes: 64 << 10, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1,
-		MaxAuditUIDs: 50, MaxAuditSharedWith: 4, MaxAuditMailboxNames: proxy.DefaultMaxAuditMailboxNames}
+		MaxAuditUIDs: 50, MaxAuditSharedWith: 4, MaxAuditMailboxNames: proxy.DefaultMaxAuditMailboxNames,
+		MaxAuditNameBytes: proxy.DefaultMaxAuditNameBytes}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}

@@ -105,6 +105,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	count(&l.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs)
 	count(&l.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith)
 	count(&l.MaxAuditMailboxNames, proxy.DefaultMaxAuditMailboxNames)
+	count(&l.MaxAuditNameBytes, proxy.DefaultMaxAuditNameBytes)
 
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")

@@ -463,6 +463,7 @@ func applyReload(s, ns *setup, srv *proxy.Server, as *adminServer, log *zap.Logg
 	d := ns.dynamic()
 	// At most the running trail's: what its records hold (ARCHITECTURE.md §11).
 	d.Limits.MaxAuditMailboxNames = min(d.Limits.MaxAuditMailboxNames, s.opts.Limits.MaxAuditMailboxNames)
+	d.Limits.MaxAuditNameBytes = min(d.Limits.MaxAuditNameBytes, s.opts.Limits.MaxAuditNameBytes)
 
 	engine, evalTime := s.engine, s.policyEval
 	switch {
