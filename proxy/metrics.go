@@ -125,7 +125,8 @@ var (
 	// proxy makes itself, exactly those (TestProxyLimitHitsListed).
 	proxyLimitHits = [][2]string{{LimitMaxPreAuthConnections, "server"}, {"max_compress_sessions", "server"},
 		{"max_buffered_literal", "session"}, {"max_append_literal", "session"},
-		{"max_command_bytes", "session"}, {"max_preauth_command_bytes", "session"}, {"max_audit_mailbox_names", "session"}}
+		{"max_command_bytes", "session"}, {"max_preauth_command_bytes", "session"}, {"max_audit_mailbox_names", "session"},
+		{"max_audit_name_bytes", "session"}}
 )
 
 // Init creates, at 0, the series the proxy can produce for these listeners
