@@ -134,6 +134,7 @@ var reloadKeys = map[string]reloadClass{
 	"limits.max_audit_shared_with":     reloadApplied,
 	// At most the running trail's (ARCHITECTURE.md §11).
 	"limits.max_audit_mailbox_names": reloadApplied,
+	"limits.max_audit_name_bytes":    reloadApplied,
 
 	"auth.allow_authzid":                               reloadApplied,
 	"auth.user_separators":                             reloadApplied,
