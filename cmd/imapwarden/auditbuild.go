@@ -125,6 +125,11 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 				log.Warn("created a new audit key: keep a copy, audit verify needs it", zap.String("key_file", c.KeyFile))
 			}
 		}
+		if err := secretMode(c.KeyFile); err != nil {
+			// Whoever reads the key can sign a forged trail.
+			p.add("audit.key_file: %v", err)
+			break
+		}
 		k, err := audit.LoadKey(c.KeyFile)
 		if err != nil {
 			p.add("audit.key_file: %v", err)

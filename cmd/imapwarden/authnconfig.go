@@ -144,6 +144,11 @@ func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, f
 				p.add("%s.file.path: required", key)
 				continue
 			}
+			if err := secretMode(c.File.Path); err != nil {
+				// Password hashes: anyone reading them can guess offline.
+				p.add("%s.file.path: %v", key, err)
+				continue
+			}
 			f, err := authn.NewFile(authn.FileOptions{Path: c.File.Path, MaxConcurrent: c.File.MaxConcurrent})
 			if err != nil {
 				p.add("%s.file.path: %v", key, err)

@@ -344,6 +344,9 @@ func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger, checkOnly bool, c
 		if cf.Cert == "" || cf.Key == "" {
 			p.add("tls.certificates[%d]: both cert and key are required", i)
 			ok = false
+		} else if err := secretMode(cf.Key); err != nil {
+			p.add("tls.certificates[%d].key: %v", i, err)
+			ok = false
 		}
 		files = append(files, tlsterm.CertFile{Cert: cf.Cert, Key: cf.Key})
 	}
@@ -663,6 +666,8 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 		}
 		if (t.ClientCert.Cert == "") != (t.ClientCert.Key == "") {
 			p.add("%s.tls.client_cert: both cert and key are required", key)
+		} else if err := secretMode(t.ClientCert.Key); t.ClientCert.Key != "" && err != nil {
+			p.add("%s.tls.client_cert.key: %v", key, err)
 		}
 		// BackendConfig reads files: only once the rest is sound.
 		for i := 0; i < len(servers) && len(*p) == n; i++ {
@@ -687,9 +692,28 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 	return b, servers
 }
 
+// secretMode refuses a secret file (a token, a password, a private key)
+// that other users may read or write, as ssh refuses such a private key: a
+// 0644 file made under umask 022 hands it to every local account. Group
+// access stays allowed (the Debian package's 0640 root:imapwarden). A file
+// that cannot be read is left to its reader to report.
+func secretMode(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	if m := fi.Mode().Perm(); m&0o007 != 0 {
+		return fmt.Errorf("%s is mode %04o: other users may read or change it; chmod 600 %s (or 640 with the service's group)", path, m, path)
+	}
+	return nil
+}
+
 // readSecretFile reads a password from a file, without its final newline.
 // The error never contains the file's content.
 func readSecretFile(path string) (string, error) {
+	if err := secretMode(path); err != nil {
+		return "", err
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
@@ -920,6 +944,10 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 	}
 	s.adminLimits = l
 	if c.TLS != nil && (c.TLS.Cert != "" || c.TLS.Key != "") {
+		if err := secretMode(c.TLS.Key); c.TLS.Key != "" && err != nil {
+			p.add("admin.tls.key: %v", err)
+			return
+		}
 		rc, err := newReloadingCert(c.TLS.Cert, c.TLS.Key)
 		if err != nil {
 			p.add("admin.tls: %v", err)

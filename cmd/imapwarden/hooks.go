@@ -313,6 +313,9 @@ func redisTLS(t *backendTLSConfig) (*tls.Config, error) {
 		if t.ClientCert.Cert == "" || t.ClientCert.Key == "" {
 			return nil, errors.New("client_cert: both cert and key are required")
 		}
+		if err := secretMode(t.ClientCert.Key); err != nil {
+			return nil, fmt.Errorf("client_cert.key: %w", err)
+		}
 		cert, err := tls.LoadX509KeyPair(t.ClientCert.Cert, t.ClientCert.Key)
 		if err != nil {
 			return nil, fmt.Errorf("client_cert: %w", err)
