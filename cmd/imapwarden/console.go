@@ -175,25 +175,41 @@ func (c *console) session(w http.ResponseWriter, r *http.Request) (*consoleSessi
 	}
 	if len(tokens) == 0 {
 		if id, ok := tokens.authenticate(r); ok {
-			return c.open(w, r, id, [sha256.Size]byte{}), id
+			if s := c.open(w, r, id, [sha256.Size]byte{}); s != nil {
+				return s, id
+			}
 		}
 	}
 	return nil, identity{}
 }
 
-// open starts a console session and sets its cookie.
+// open starts a console session and sets its cookie. At
+// admin.console_max_sessions the oldest session of the same or a lower
+// scope goes: a read sign-in never ends a write session (the operator
+// acting in an incident), and is refused (nil) when only those are left.
 func (c *console) open(w http.ResponseWriter, r *http.Request, id identity, digest [sha256.Size]byte) *consoleSession {
-	s := &consoleSession{id: id, digest: digest, csrf: randomString(), expires: time.Now().Add(c.ttl)}
+	now := time.Now()
+	s := &consoleSession{id: id, digest: digest, csrf: randomString(), expires: now.Add(c.ttl)}
 	key := randomString()
 	c.mu.Lock()
 	if len(c.sessions) >= c.max {
 		var oldest string
 		for k, o := range c.sessions {
-			if oldest == "" || o.expires.Before(c.sessions[oldest].expires) {
+			if now.After(o.expires) {
+				delete(c.sessions, k)
+				continue
+			}
+			if o.id.scope <= id.scope && (oldest == "" || o.expires.Before(c.sessions[oldest].expires)) {
 				oldest = k
 			}
 		}
-		delete(c.sessions, oldest)
+		if len(c.sessions) >= c.max {
+			if oldest == "" {
+				c.mu.Unlock()
+				return nil
+			}
+			delete(c.sessions, oldest)
+		}
 	}
 	c.sessions[key] = s
 	c.mu.Unlock()
@@ -305,7 +321,13 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusUnauthorized, "login", &page{Title: "Sign in", Error: "That token is not valid."})
 		return
 	}
-	c.open(w, r, id, sha256.Sum256([]byte(tok)))
+	if c.open(w, r, id, sha256.Sum256([]byte(tok))) == nil {
+		c.a.log.Warn("console login refused: every console session is of a wider scope", zap.String("remote", r.RemoteAddr),
+			zap.String("actor", id.name), zap.Int("max", c.max))
+		c.render(w, http.StatusServiceUnavailable, "login", &page{Title: "Sign in",
+			Error: "Too many console sessions are open (admin.console_max_sessions); try again later."})
+		return
+	}
 	// Who opened the console, and from where, belongs in the trail too.
 	c.a.audit(r, id, &action{event: "console.login"}, http.StatusOK)
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)

@@ -253,3 +253,28 @@ func TestConsoleNoTokens(t *testing.T) {
 		t.Errorf("action without the CSRF token: %d", rec.Code)
 	}
 }
+
+// At admin.console_max_sessions a read sign-in is refused when every
+// session is a write one, and a write sign-in ends the oldest session.
+func TestConsoleFullOfWriteSessions(t *testing.T) {
+	f := startAdminFixture(t, "  console_max_sessions: 2")
+	signIn := func(tok string) (*consoleClient, int) {
+		c := newConsoleClient(t, f.admin)
+		resp, _ := c.post("/console/login", url.Values{"token": {tok}}, c.base)
+		return c, resp.StatusCode
+	}
+	first, _ := signIn(testWriteToken)
+	second, _ := signIn(testWriteToken)
+	if _, code := signIn(testReadToken); code != http.StatusServiceUnavailable {
+		t.Errorf("read sign-in with two write sessions open: %d, want 503", code)
+	}
+	if _, code := signIn(testWriteToken); code != http.StatusSeeOther {
+		t.Fatalf("third write sign-in: %d", code)
+	}
+	if resp, _ := first.get("/console/"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the oldest write session after a third write sign-in: %d, want the sign-in form", resp.StatusCode)
+	}
+	if resp, _ := second.get("/console/"); resp.StatusCode != http.StatusOK {
+		t.Errorf("the second write session: %d", resp.StatusCode)
+	}
+}
