@@ -420,14 +420,20 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Write(append(termsafe.AppendText(nil, b), '\n'))
 }
 
-// adminTimeouts bound the admin listener's connections (admin.*_timeout).
+// adminTimeouts bound the admin listener's connections: how long
+// (admin.*_timeout) and how many at once (admin.max_connections).
 type adminTimeouts struct {
 	ReadHeader, Read, Write, Idle time.Duration
+	MaxConnections                int
 }
 
-// Defaults of the admin listener's timeouts. The write timeout leaves room
-// for a 30-second CPU profile (pprof's default).
-var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute}
+// Defaults of the admin listener's bounds. The write timeout leaves room
+// for a 30-second CPU profile (pprof's default). Probes and scrapes need
+// a few connections; /healthz needs no token, so whoever reaches the port
+// could otherwise hold a descriptor per connection, those the IMAP
+// listeners and their backends need.
+var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute,
+	MaxConnections: 64}
 
 // adminLimits bound what the admin listener keeps and does at once.
 type adminLimits struct {
@@ -500,7 +506,7 @@ func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 func serveAdminWith(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, t adminTimeouts, log *zap.Logger) (net.Addr, func(), error) {
-	sock, err := listenAdmin(addr, log)
+	sock, err := listenAdmin(addr, t.MaxConnections, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -559,4 +565,57 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 	s.adminView.Store(v)
 	s.recent = newRecentEvents(s.adminLimits.RecentEvents)
 	s.opts.Auditor = teeAuditor{s.recent, s.opts.Auditor}
+}
+
+// limitListener sheds connections beyond max at accept, closing them
+// before a byte is read, as the IMAP listeners shed unauthenticated ones
+// (ARCHITECTURE.md §12): waiting in the backlog instead would hold the
+// kernel's descriptors and stall probes behind whoever holds the slots.
+// It counts below TLS (a handshake holds a descriptor too) and across the
+// HTTP servers a reload starts on the socket; a reload sets max.
+type limitListener struct {
+	net.Listener
+	max, open atomic.Int64
+	log       *zap.Logger
+	shed      atomic.Int64
+	// warned is when shedding was last logged (Unix nanoseconds).
+	warned atomic.Int64
+}
+
+func newLimitListener(ln net.Listener, max int, log *zap.Logger) *limitListener {
+	l := &limitListener{Listener: ln, log: log}
+	l.max.Store(int64(max))
+	return l
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) <= l.max.Load() {
+			return &limitConn{Conn: c, l: l}, nil
+		}
+		l.open.Add(-1)
+		c.Close()
+		n := l.shed.Add(1)
+		now := time.Now().UnixNano()
+		if last := l.warned.Load(); now-last >= int64(time.Minute) && l.warned.CompareAndSwap(last, now) {
+			l.log.Warn("admin connections shed: admin.max_connections reached", zap.Int64("max", l.max.Load()), zap.Int64("shed", n))
+		}
+	}
+}
+
+// limitConn gives its slot back when closed, once.
+type limitConn struct {
+	net.Conn
+	l    *limitListener
+	once sync.Once
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return err
 }

@@ -40,18 +40,18 @@ type adminServer struct {
 // adminSocket is a bound listener whose accepted connections go to the
 // current generation's HTTP server.
 type adminSocket struct {
-	ln    net.Listener
+	ln    *limitListener // admin.max_connections
 	conns chan net.Conn
 	done  chan struct{} // closed when the accept loop ended
 	log   *zap.Logger
 }
 
-func listenAdmin(addr string, log *zap.Logger) (*adminSocket, error) {
+func listenAdmin(addr string, maxConns int, log *zap.Logger) (*adminSocket, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &adminSocket{ln: ln, conns: make(chan net.Conn), done: make(chan struct{}), log: log}
+	s := &adminSocket{ln: newLimitListener(ln, maxConns, log), conns: make(chan net.Conn), done: make(chan struct{}), log: log}
 	go s.loop()
 	return s, nil
 }
@@ -169,7 +169,7 @@ func newAdminServer(adm *admin, sv adminServing, log *zap.Logger) (*adminServer,
 		a.cur = sv
 		return a, nil
 	}
-	sock, err := listenAdmin(sv.addr, log)
+	sock, err := listenAdmin(sv.addr, sv.timeouts.MaxConnections, log)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +195,7 @@ func (a *adminServer) prepare(sv adminServing) (commit func(inForce func()), abo
 	if sv.addr != a.cur.addr {
 		sock = nil
 		if sv.addr != "" {
-			if sock, err = listenAdmin(sv.addr, a.log); err != nil {
+			if sock, err = listenAdmin(sv.addr, sv.timeouts.MaxConnections, a.log); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -216,6 +216,7 @@ func (a *adminServer) prepare(sv adminServing) (commit func(inForce func()), abo
 		inForce()
 		a.cur, a.sock = sv, sock
 		if sock != nil {
+			sock.ln.max.Store(int64(sv.timeouts.MaxConnections))
 			a.adm.pprof = sv.pprof
 			a.gen = startAdminGen(sock, sv, a.adm.handler(), a.log)
 		}

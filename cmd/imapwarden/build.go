@@ -923,6 +923,12 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 			p.add("admin.%s: must be positive, got %v", d.key, *d.out)
 		}
 	}
+	if c.MaxConnections != nil {
+		t.MaxConnections = *c.MaxConnections
+	}
+	if t.MaxConnections <= 0 {
+		p.add("admin.max_connections: must be positive, got %d", t.MaxConnections)
+	}
 	s.adminTimeouts = t
 	l := defaultAdminLimits
 	l.ConsoleSessionTTL = c.ConsoleSessionTTL.get(l.ConsoleSessionTTL)

@@ -147,6 +147,9 @@ type adminConfig struct {
 	ReadTimeout       *duration `yaml:"read_timeout"`
 	WriteTimeout      *duration `yaml:"write_timeout"`
 	IdleTimeout       *duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the connections open at once (64); more are
+	// closed at accept.
+	MaxConnections *int `yaml:"max_connections"`
 	// The console's sign-ins: how long one lasts (12h) and how many may
 	// be open (256; the oldest goes).
 	ConsoleSessionTTL  *duration `yaml:"console_session_ttl"`

@@ -669,6 +669,28 @@ func TestEveryLimitHasAKey(t *testing.T) {
 		}
 	}
 
+	// The admin listener's bounds: each has a key of admin: and is shown.
+	at := reflect.TypeFor[adminConfig]()
+	adminKeys := map[string]bool{}
+	for i := range at.NumField() {
+		adminKeys[strings.Split(at.Field(i).Tag.Get("yaml"), ",")[0]] = true
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[adminTimeouts](), reflect.TypeFor[adminLimits]()} {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key := snake(strings.ReplaceAll(f.Name, "TTL", "Ttl"))
+			if f.Type == reflect.TypeFor[time.Duration]() && !strings.HasSuffix(key, "_ttl") {
+				key += "_timeout"
+			}
+			if !adminKeys[key] {
+				t.Errorf("%s.%s has no key admin.%s", typ.Name(), f.Name, key)
+			}
+			if !strings.Contains(example, "\n  "+key+": ") {
+				t.Errorf("the example configuration does not show admin.%s", key)
+			}
+		}
+	}
+
 	// The audit record's caps, set in the configuration, reach the proxy.
 	set := map[string]int{"MaxAuditUIDs": 3, "MaxAuditSharedWith": 2}
 	for name, v := range set {

@@ -65,6 +65,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&e.Admin.ReadTimeout, defaultAdminTimeouts.Read)
 	dur(&e.Admin.WriteTimeout, defaultAdminTimeouts.Write)
 	dur(&e.Admin.IdleTimeout, defaultAdminTimeouts.Idle)
+	count(&e.Admin.MaxConnections, defaultAdminTimeouts.MaxConnections)
 	dur(&e.Admin.ConsoleSessionTTL, defaultAdminLimits.ConsoleSessionTTL)
 	count(&e.Admin.ConsoleMaxSessions, defaultAdminLimits.ConsoleMaxSessions)
 	count(&e.Admin.AuditSearches, defaultAdminLimits.AuditSearches)

@@ -194,6 +194,7 @@ var reloadKeys = map[string]reloadClass{
 	"admin.read_timeout":         reloadApplied,
 	"admin.write_timeout":        reloadApplied,
 	"admin.idle_timeout":         reloadApplied,
+	"admin.max_connections":      reloadApplied,
 	"admin.console_session_ttl":  restartOnly,
 	"admin.console_max_sessions": restartOnly,
 	"admin.audit_searches":       restartOnly,
