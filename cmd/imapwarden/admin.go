@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -15,10 +16,12 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -110,6 +113,9 @@ func (a *admin) handler() http.Handler {
 		writeJSON(w, http.StatusOK, a.srv.Sessions())
 	})
 	mux.HandleFunc("DELETE /sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := adminArgs(w, r); !ok {
+			return
+		}
 		id := r.PathValue("id")
 		note(r, action{event: "session.end", session: id})
 		if !a.srv.EndSession(id) {
@@ -131,8 +137,9 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /recent", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"events": a.recent.list()})
 	})
-	// Lists and lifts lockouts (ratelimit.Limiter.AdminHandler) of the
-	// limiter in force.
+	// Lists lockouts (ratelimit.Limiter.AdminHandler) of the limiter in
+	// force; an unlock is read here, once, for the act and its record
+	// alike (admin.unlock).
 	rl := func(w http.ResponseWriter, r *http.Request) {
 		l := a.limiter.Load()
 		if l == nil {
@@ -142,10 +149,7 @@ func (a *admin) handler() http.Handler {
 		http.StripPrefix("/ratelimit", l.AdminHandler()).ServeHTTP(w, r)
 	}
 	mux.HandleFunc("/ratelimit/", rl)
-	mux.HandleFunc("POST /ratelimit/unlock", func(w http.ResponseWriter, r *http.Request) {
-		noteUnlock(r)
-		rl(w, r)
-	})
+	mux.HandleFunc("POST /ratelimit/unlock", a.unlock)
 	if a.backends != nil {
 		a.backends.register(mux)
 	}
@@ -247,24 +251,164 @@ func note(r *http.Request, act action) {
 	}
 }
 
-// noteUnlock names an unlock's target from its JSON body or query (the
-// forms ratelimit's handler accepts) and leaves the body for it to read.
-func noteUnlock(r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	var req struct {
-		User string `json:"user"`
-		IP   string `json:"ip"`
+// maxAdminBody bounds an admin write request's body.
+const maxAdminBody = 64 << 10
+
+// adminArgs reads an admin write request's arguments once, strictly, so
+// that what is done and what is recorded are the same reading
+// (ARCHITECTURE.md §6): the query's parameters, each among names and given
+// once, and the body, empty or one JSON object (Content-Type
+// application/json) of string values named among names, each once, with
+// nothing after it. A name in both the query and the body, invalid UTF-8
+// and anything else is refused (answered here: ok is false).
+func adminArgs(w http.ResponseWriter, r *http.Request, names ...string) (args map[string]string, ok bool) {
+	args, code, err := readAdminArgs(r, names)
+	if err != nil {
+		writeJSON(w, code, map[string]string{"error": err.Error()})
+		return nil, false
 	}
-	json.Unmarshal(body, &req) // the handler reports a bad body
-	q := r.URL.Query()
-	if req.User == "" {
-		req.User = q.Get("user")
+	return args, true
+}
+
+func readAdminArgs(r *http.Request, names []string) (map[string]string, int, error) {
+	bad := http.StatusBadRequest
+	known := func(k string) error {
+		if !slices.Contains(names, k) {
+			if len(names) == 0 {
+				return fmt.Errorf("%q: this request takes no arguments", k)
+			}
+			return fmt.Errorf("%q: unknown argument (want %s)", k, strings.Join(names, ", "))
+		}
+		return nil
 	}
-	if req.IP == "" {
-		req.IP = q.Get("ip")
+	args := map[string]string{}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, bad, fmt.Errorf("query: %v", err)
 	}
-	note(r, action{event: "unlock", user: req.User, detail: unlockTarget(req.User, req.IP)})
+	for k, vs := range q {
+		if err := known(k); err != nil {
+			return nil, bad, err
+		}
+		if len(vs) > 1 {
+			return nil, bad, fmt.Errorf("%q given %d times", k, len(vs))
+		}
+		args[k] = vs[0]
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	switch {
+	case err != nil:
+		return nil, bad, fmt.Errorf("read body: %v", err)
+	case len(body) > maxAdminBody:
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", maxAdminBody)
+	case len(bytes.TrimSpace(body)) == 0:
+		return args, 0, checkArgs(args)
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return nil, http.StatusUnsupportedMediaType, errors.New(`a body must be JSON with Content-Type: application/json, e.g. {"user":"alice"}`)
+	}
+	if !utf8.Valid(body) {
+		return nil, bad, errors.New("body: invalid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	want := func(d json.Delim) error {
+		if t, err := dec.Token(); err != nil || t != d {
+			return fmt.Errorf(`body: want one JSON object of strings, e.g. {"%s":"..."}`, strings.Join(names, `":"...","`))
+		}
+		return nil
+	}
+	if err := want('{'); err != nil {
+		return nil, bad, err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		k, isKey := t.(string)
+		if err != nil || !isKey {
+			return nil, bad, errors.New("body: not a JSON object")
+		}
+		if err := known(k); err != nil {
+			return nil, bad, fmt.Errorf("body: %w", err)
+		}
+		if seen[k] {
+			return nil, bad, fmt.Errorf("body: %q given twice", k)
+		}
+		seen[k] = true
+		if _, inQuery := args[k]; inQuery {
+			return nil, bad, fmt.Errorf("%q given in both the query and the body", k)
+		}
+		t, err = dec.Token()
+		v, isStr := t.(string)
+		if err != nil || !isStr {
+			return nil, bad, fmt.Errorf("body: %q: want a string", k)
+		}
+		args[k] = v
+	}
+	if err := want('}'); err != nil {
+		return nil, bad, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, bad, errors.New("body: data after the JSON object")
+	}
+	return args, 0, checkArgs(args)
+}
+
+// checkArgs refuses values with more than one reading: invalid UTF-8
+// (a query is percent-decoded to any bytes) or U+FFFD, which encoding/json
+// puts in place of a lone surrogate escape.
+func checkArgs(args map[string]string) error {
+	for k, v := range args {
+		if !utf8.ValidString(v) || strings.ContainsRune(v, utf8.RuneError) {
+			return fmt.Errorf("%q: invalid UTF-8", k)
+		}
+	}
+	return nil
+}
+
+// unlock is POST /ratelimit/unlock: {"user":...}, {"ip":...} or both, in
+// the body or the query (ratelimit.Limiter.Unlock).
+func (a *admin) unlock(w http.ResponseWriter, r *http.Request) {
+	lim := a.limiter.Load()
+	if lim == nil {
+		http.NotFound(w, r)
+		return
+	}
+	args, code, err := readAdminArgs(r, []string{"user", "ip"})
+	user, ip := args["user"], args["ip"]
+	act := action{event: "unlock", user: user, detail: unlockTarget(user, ip)}
+	fail := func(code int, msg string) {
+		act.detail += ": " + msg
+		note(r, act)
+		writeJSON(w, code, map[string]any{"error": msg})
+	}
+	if err != nil {
+		act.detail = "refused" // nothing read is named: it had no one reading
+		fail(code, err.Error())
+		return
+	}
+	if user == "" && ip == "" {
+		fail(http.StatusBadRequest, "user or ip required")
+		return
+	}
+	if ip != "" {
+		if _, err := netip.ParseAddr(ip); err != nil {
+			fail(http.StatusBadRequest, "bad ip: "+err.Error())
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	n, err := lim.Unlock(ctx, user, ip)
+	if err != nil {
+		// Redis did not answer: the local records are gone, maybe not
+		// the fleet's.
+		act.detail += fmt.Sprintf(": %d removed: %v", n, err)
+		note(r, act)
+		writeJSON(w, http.StatusBadGateway, map[string]any{"removed": n, "error": err.Error()})
+		return
+	}
+	note(r, act)
+	writeJSON(w, http.StatusOK, map[string]any{"removed": n})
 }
 
 func unlockTarget(user, ip string) string {
@@ -321,7 +465,11 @@ func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
 // endUserSessions is DELETE /sessions?user=NAME: it ends every session of
 // the user (names compared case-insensitively, as most backends do).
 func (a *admin) endUserSessions(w http.ResponseWriter, r *http.Request) {
-	user := r.URL.Query().Get("user")
+	args, ok := adminArgs(w, r, "user")
+	if !ok {
+		return
+	}
+	user := args["user"]
 	if user == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "user required: DELETE /sessions?user=NAME (or /sessions/ID for one session)"})
 		return
@@ -346,35 +494,14 @@ func (a *admin) endSessionsOf(user string) []string {
 	return ended
 }
 
-// setLogLevel is PUT /loglevel. The body is {"level":"debug"} whatever its
-// Content-Type (curl -d sends a form type), a form (level=debug), or the
-// bare level; ?level= works too.
+// setLogLevel is PUT /loglevel: {"level":"debug"} (JSON), or
+// ?level=debug with no body.
 func (a *admin) setLogLevel(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<10))
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "read body: " + err.Error()})
+	args, ok := adminArgs(w, r, "level")
+	if !ok {
 		return
 	}
-	text := strings.TrimSpace(string(body))
-	var name string
-	switch {
-	case strings.HasPrefix(text, "{"):
-		var req struct {
-			Level string `json:"level"`
-		}
-		if err := json.Unmarshal([]byte(text), &req); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": `bad JSON body: want {"level":"debug"}`})
-			return
-		}
-		name = req.Level
-	case strings.Contains(text, "="):
-		v, _ := url.ParseQuery(text)
-		name = v.Get("level")
-	case text != "":
-		name = text
-	default:
-		name = r.URL.Query().Get("level")
-	}
+	name := args["level"]
 	var l zapcore.Level
 	if err := l.UnmarshalText([]byte(name)); err != nil || name == "" || l > zapcore.ErrorLevel {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("level %q: want debug, info, warn or error", name)})

@@ -132,42 +132,61 @@ func TestAdminHandler(t *testing.T) {
 	}
 }
 
-// TestAdminLogLevel: PUT /loglevel takes the documented JSON body without
-// a Content-Type, and with curl -d's form type; a form and a bare level
-// too. zap's handler, used before, refused the first two.
+// TestAdminLogLevel: PUT /loglevel takes {"level":...} as JSON, or
+// ?level= with no body; anything with another reading is refused.
 func TestAdminLogLevel(t *testing.T) {
 	view := new(atomic.Pointer[adminView])
 	view.Store(&adminView{tokens: testTokens()})
 	a := newAdmin(testProxyServer(t), newRegistry(), zap.NewAtomicLevel(), view, defaultAdminLimits, zap.NewNop())
 	h := a.handler()
-	for _, c := range []struct {
-		ctype, body string
-		want        zapcore.Level
-	}{
-		{"", `{"level":"debug"}`, zapcore.DebugLevel},
-		{"application/x-www-form-urlencoded", `{"level":"warn"}`, zapcore.WarnLevel},
-		{"application/json", `{"level": "error"}`, zapcore.ErrorLevel},
-		{"application/x-www-form-urlencoded", "level=info", zapcore.InfoLevel},
-		{"text/plain", "debug\n", zapcore.DebugLevel},
-	} {
-		req := httptest.NewRequest("PUT", "/loglevel", strings.NewReader(c.body))
+	put := func(target, ctype, body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("PUT", target, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+testWriteToken)
-		if c.ctype != "" {
-			req.Header.Set("Content-Type", c.ctype)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
 		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, c := range []struct {
+		target, ctype, body string
+		want                zapcore.Level
+	}{
+		{"/loglevel", "application/json", `{"level":"debug"}`, zapcore.DebugLevel},
+		{"/loglevel", "application/json; charset=utf-8", ` {"level": "error"}` + "\n", zapcore.ErrorLevel},
+		{"/loglevel?level=warn", "", "", zapcore.WarnLevel},
+		{"/loglevel?level=info", "application/json", "", zapcore.InfoLevel},
+	} {
+		rec := put(c.target, c.ctype, c.body)
 		if rec.Code != 200 || a.level.Level() != c.want || !strings.Contains(rec.Body.String(), `"level": "`+c.want.String()+`"`) {
-			t.Errorf("PUT %q (%s): %d %s, level %v", c.body, c.ctype, rec.Code, rec.Body, a.level.Level())
+			t.Errorf("PUT %s %q (%s): %d %s, level %v", c.target, c.body, c.ctype, rec.Code, rec.Body, a.level.Level())
 		}
 	}
-	for _, body := range []string{"", `{"level":"loud"}`, `{"level":`, "fatal", "level=panic"} {
-		req := httptest.NewRequest("PUT", "/loglevel", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+testWriteToken)
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
-		if rec.Code != http.StatusBadRequest {
-			t.Errorf("PUT %q: %d, want 400", body, rec.Code)
+	for _, c := range []struct {
+		target, ctype, body string
+		code                int
+	}{
+		{"/loglevel", "", "", 400},
+		{"/loglevel", "application/json", `{"level":"loud"}`, 400},
+		{"/loglevel", "application/json", `{"level":`, 400},
+		{"/loglevel", "application/json", `{"level":"fatal"}`, 400},
+		{"/loglevel", "application/json", `{"level":"debug"} {"level":"error"}`, 400},
+		{"/loglevel", "application/json", `{"level":"debug","level":"error"}`, 400},
+		{"/loglevel", "application/json", `{"Level":"debug"}`, 400},
+		{"/loglevel", "application/json", `{"level":"debug","x":"y"}`, 400},
+		{"/loglevel", "application/json", `["debug"]`, 400},
+		{"/loglevel", "application/json", `{"level":1}`, 400},
+		{"/loglevel?level=debug", "application/json", `{"level":"error"}`, 400},
+		{"/loglevel?level=debug&level=error", "", "", 400},
+		{"/loglevel", "", `{"level":"debug"}`, 415},
+		{"/loglevel", "application/x-www-form-urlencoded", `{"level":"debug"}`, 415},
+		{"/loglevel", "application/x-www-form-urlencoded", "level=debug", 415},
+		{"/loglevel", "text/plain", "debug\n", 415},
+	} {
+		before := a.level.Level()
+		if rec := put(c.target, c.ctype, c.body); rec.Code != c.code || a.level.Level() != before {
+			t.Errorf("PUT %s %q (%s): %d %s, want %d and the level unchanged", c.target, c.body, c.ctype, rec.Code, rec.Body, c.code)
 		}
 	}
 }
@@ -196,6 +215,50 @@ func TestBearer(t *testing.T) {
 		got, ok := bearer(h)
 		if got != want || ok != (want != "") {
 			t.Errorf("bearer(%q) = %q, %v; want %q", h, got, ok, want)
+		}
+	}
+}
+
+// TestAdminArgsOneReading: an admin write's arguments have one reading or
+// the request is refused (readAdminArgs).
+func TestAdminArgsOneReading(t *testing.T) {
+	for _, c := range []struct {
+		target, ctype, body string
+		want                string // the arguments read, or "" for a refusal
+	}{
+		{"/x?user=alice", "", "", "ip= user=alice"},
+		{"/x", "application/json", `{"user":"alice","ip":"192.0.2.1"}`, "ip=192.0.2.1 user=alice"},
+		{"/x?ip=192.0.2.1", "application/json", `{"user":"alice"}`, "ip=192.0.2.1 user=alice"},
+		{"/x", "application/json", " \n", "ip= user="},
+		{"/x?user=alice", "application/json", `{"user":"bob"}`, ""},
+		{"/x?user=alice&user=bob", "", "", ""},
+		{"/x?user=alice;ip=192.0.2.1", "", "", ""},
+		{"/x?who=alice", "", "", ""},
+		{"/x?user=%ff", "", "", ""},
+		{"/x", "application/json", `{"user":"\ud800"}`, ""},
+		{"/x", "application/json", "{\"user\":\"\xff\"}", ""},
+		{"/x", "application/json", `{"user":"alice"}{"user":"bob"}`, ""},
+		{"/x", "application/json", `{"user":"alice"} x`, ""},
+		{"/x", "application/json", `{"user":"alice","user":"bob"}`, ""},
+		{"/x", "application/json", `{"USER":"alice"}`, ""},
+		{"/x", "application/json", `{"user":null}`, ""},
+		{"/x", "application/json", `{"user":{"a":"b"}}`, ""},
+		{"/x", "application/json", `"alice"`, ""},
+		{"/x", "text/plain", `{"user":"alice"}`, ""},
+		{"/x", "", `{"user":"alice"}`, ""},
+		{"/x", "application/json", strings.Repeat(" ", maxAdminBody) + `{"user":"alice"}`, ""},
+	} {
+		req := httptest.NewRequest("POST", c.target, strings.NewReader(c.body))
+		if c.ctype != "" {
+			req.Header.Set("Content-Type", c.ctype)
+		}
+		args, _, err := readAdminArgs(req, []string{"user", "ip"})
+		got := ""
+		if err == nil {
+			got = "ip=" + args["ip"] + " user=" + args["user"]
+		}
+		if got != c.want {
+			t.Errorf("%s %q (%s): %q, %v; want %q", c.target, c.body, c.ctype, got, err, c.want)
 		}
 	}
 }

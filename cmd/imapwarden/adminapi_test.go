@@ -207,21 +207,20 @@ func TestAdminAPIEndToEnd(t *testing.T) {
 	// The unauthenticated session is not the user's.
 	other.cmd("n", "OK", "NOOP")
 
-	// Lock demo out, then unlock with the documented body and no
-	// Content-Type.
+	// Lock demo out, then unlock with the documented body.
 	other.cmd("x", "NO", "LOGIN demo wrong")
 	other.cmd("y", "NO", "LOGIN demo wrong")
 	f.session().cmd("z", "NO", `LOGIN demo "demo-password"`) // locked out: a limit hit
 	if code, body := f.do("GET", "/ratelimit/lockouts", testReadToken, "", ""); code != 200 || !strings.Contains(body, `"demo"`) {
 		t.Fatalf("lockouts: %d %s", code, body)
 	}
-	if code, _ := f.do("POST", "/ratelimit/unlock", testReadToken, "", `{"user":"demo"}`); code != http.StatusForbidden {
+	if code, _ := f.do("POST", "/ratelimit/unlock", testReadToken, "application/json", `{"user":"demo"}`); code != http.StatusForbidden {
 		t.Errorf("unlock with the read token: %d", code)
 	}
-	if code, body := f.do("POST", "/ratelimit/unlock", testWriteToken, "", `{"user":"demo"}`); code != 200 || !strings.Contains(body, `"removed"`) {
+	if code, body := f.do("POST", "/ratelimit/unlock", testWriteToken, "application/json", `{"user":"demo"}`); code != 200 || !strings.Contains(body, `"removed"`) {
 		t.Fatalf("unlock: %d %s", code, body)
 	}
-	if code, body := f.do("PUT", "/loglevel", testWriteToken, "application/x-www-form-urlencoded", `{"level":"debug"}`); code != 200 {
+	if code, body := f.do("PUT", "/loglevel", testWriteToken, "application/json", `{"level":"debug"}`); code != 200 {
 		t.Fatalf("loglevel: %d %s", code, body)
 	}
 

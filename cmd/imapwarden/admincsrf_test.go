@@ -31,7 +31,13 @@ admin: {address: "127.0.0.1:0", pprof: true}
 	_, _, adminAddr, _ := serveConfig(t, dir, cfgText)
 	do := func(method, path string, header map[string]string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, "http://"+adminAddr.String()+path, strings.NewReader("x"))
+		// A body as a page would send it; one that is JSON where the
+		// type says so (a body has one reading, adminArgs).
+		reqBody := "x"
+		if header["Content-Type"] == "application/json" {
+			reqBody = "{}"
+		}
+		req, _ := http.NewRequest(method, "http://"+adminAddr.String()+path, strings.NewReader(reqBody))
 		for k, v := range header {
 			req.Header.Set(k, v)
 		}

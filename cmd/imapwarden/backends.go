@@ -56,8 +56,13 @@ func (b *backendsAPI) act(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusNotFound, errors.New("unknown action "+strconv.Quote(verb)+": want drain, disable or enable"))
 		return
 	}
+	args, code, err := readAdminArgs(r, []string{"kick"})
+	if err != nil {
+		fail(code, err)
+		return
+	}
 	kick := false
-	if v := r.URL.Query().Get("kick"); v != "" {
+	if v := args["kick"]; v != "" {
 		var err error
 		if kick, err = strconv.ParseBool(v); err != nil {
 			fail(http.StatusBadRequest, errors.New("kick: want true or false"))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -250,8 +251,8 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		if err := r.ParseForm(); err != nil {
-			http.Error(w, "bad form", http.StatusBadRequest)
+		if err := oneForm(r); err != nil {
+			http.Error(w, "bad form: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		if !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(s.csrf)) != 1 {
@@ -279,6 +280,30 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 		c.mu.Unlock()
 		http.Redirect(w, r, back, http.StatusSeeOther)
 	}
+}
+
+// oneForm parses a console form with one reading (ARCHITECTURE.md §6):
+// fields in the body only, a form's type, each field once, valid UTF-8.
+// What an action does and what its record names are then the same value.
+func oneForm(r *http.Request) error {
+	if r.URL.RawQuery != "" {
+		return errors.New("a form posts its fields in the body, not the query")
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+		return errors.New("want Content-Type: application/x-www-form-urlencoded")
+	}
+	if err := r.ParseForm(); err != nil {
+		return err
+	}
+	for k, vs := range r.PostForm {
+		if len(vs) > 1 {
+			return fmt.Errorf("%q given %d times", k, len(vs))
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(vs[0]) {
+			return fmt.Errorf("%q: invalid UTF-8", k)
+		}
+	}
+	return nil
 }
 
 // sameOrigin refuses what a browser says came from another site: the
@@ -309,7 +334,7 @@ func (c *console) loginForm(w http.ResponseWriter, r *http.Request) {
 
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	if err := r.ParseForm(); err != nil || !sameOrigin(r) {
+	if err := oneForm(r); err != nil || !sameOrigin(r) {
 		c.render(w, http.StatusBadRequest, "login", &page{Title: "Sign in", Error: "Bad request."})
 		return
 	}

@@ -164,6 +164,15 @@ func TestConsoleHTTP(t *testing.T) {
 			t.Errorf("unlock %v from %s: %d, want 403", bad.form, bad.origin, resp.StatusCode)
 		}
 	}
+	// A form has one reading (oneForm): a field twice, or in the query, is refused.
+	for target, form := range map[string]url.Values{
+		"/console/unlock":          {"user": {"bob", "alice"}, "csrf": {csrf}},
+		"/console/unlock?user=bob": {"csrf": {csrf}},
+	} {
+		if resp, _ := c.post(target, form, origin); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("unlock %s %v: %d, want 400", target, form, resp.StatusCode)
+		}
+	}
 	if _, page := c.get("/console/lockouts"); !strings.Contains(page, ">bob<") {
 		t.Fatal("a refused unlock unlocked")
 	}
