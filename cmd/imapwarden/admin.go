@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
@@ -204,11 +205,44 @@ func (a *admin) authorize(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		// Fail closed (ARCHITECTURE.md §11): nothing is done that the
+		// trail cannot record, and the answer waits for the record.
+		if err := a.auditReady(r, id); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
 		act := &action{event: r.Method + " " + r.URL.Path}
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), actionKey{}, act)))
-		a.audit(r, id, act, sw.code)
+		held := &heldResponse{w: w, header: http.Header{}, code: http.StatusOK}
+		next.ServeHTTP(held, r.WithContext(context.WithValue(r.Context(), actionKey{}, act)))
+		if err := a.audit(r, id, act, held.code); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		held.send(w)
 	})
+}
+
+// heldResponse keeps a handler's answer until its audit record is
+// durable: the administrator hears nothing the trail does not hold.
+type heldResponse struct {
+	w      http.ResponseWriter
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+// Unwrap lets http.ResponseController reach the connection (pprof's
+// write deadline for a long profile) through the wrapper.
+func (h *heldResponse) Unwrap() http.ResponseWriter { return h.w }
+
+func (h *heldResponse) Header() http.Header         { return h.header }
+func (h *heldResponse) WriteHeader(code int)        { h.code = code }
+func (h *heldResponse) Write(b []byte) (int, error) { return h.body.Write(b) }
+
+func (h *heldResponse) send(w http.ResponseWriter) {
+	maps.Copy(w.Header(), h.header)
+	w.WriteHeader(h.code)
+	w.Write(h.body.Bytes())
 }
 
 // changes tells a request that may change something (every method but
@@ -422,24 +456,27 @@ func unlockTarget(user, ip string) string {
 	return strings.Join(parts, ", ")
 }
 
-// statusWriter remembers the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
+// auditReady refuses an administrator's action while the trail cannot
+// record it (block mode: from its first failed write).
+func (a *admin) auditReady(r *http.Request, id identity) error {
+	w := a.wire.Load()
+	if w == nil {
+		return nil
+	}
+	if err := w.adminReady(); err != nil {
+		a.log.Warn("admin action refused: the audit trail cannot record it", zap.String("request", r.Method+" "+r.URL.Path),
+			zap.String("actor", id.name), zap.String("remote", r.RemoteAddr), zap.Error(err))
+		return fmt.Errorf("refused, nothing done: the audit trail cannot record this action (%v)", err)
+	}
+	return nil
 }
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the connection (flushes,
-// deadlines) through the wrapper.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // audit records a write action in the trail (and the operational log):
-// who (token name and scope), from where, what, and how it went.
-func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
+// who (token name and scope), from where, what, and how it went. It
+// returns once the record is durable (block mode), else with an error
+// for the administrator: the action was carried out, its record is not
+// held.
+func (a *admin) audit(r *http.Request, id identity, act *action, status int) error {
 	result := "ok"
 	if status >= 300 {
 		result = "error"
@@ -449,7 +486,7 @@ func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
 		zap.String("detail", act.detail), zap.Int("status", status))
 	w := a.wire.Load()
 	if w == nil {
-		return
+		return nil
 	}
 	rec := &audit.Record{Kind: audit.KindAdmin, Event: act.event, Actor: id.name, Scope: id.scope.String(),
 		User: act.user, Session: act.session, Detail: act.detail, Result: result, Code: fmt.Sprint(status),
@@ -457,9 +494,11 @@ func (a *admin) audit(r *http.Request, id identity, act *action, status int) {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		rec.IP, rec.Port = ap.Addr().Unmap(), ap.Port()
 	}
-	if err := w.trail.Log(rec); err != nil {
+	if err := w.commandLog(rec); err != nil {
 		a.log.Error("admin action not audited", zap.String("event", act.event), zap.Error(err))
+		return fmt.Errorf("%s was carried out (status %d), but its audit record is not durable: %v", act.event, status, err)
 	}
+	return nil
 }
 
 // endUserSessions is DELETE /sessions?user=NAME: it ends every session of

@@ -214,6 +214,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 	s.opts.Limits.MaxAuditMailboxNames = t.MaxMailboxNames()
 	s.opts.Limits.MaxAuditNameBytes = t.MaxNameBytes()
 	s.auditWire.ackTimeout = c.AckTimeout.get(defaultAckTimeout)
+	s.auditWire.failOpen = o.Overflow == audit.Drop
 	s.opts.Auditor = teeAuditor{s.auditWire, s.opts.Auditor}
 	s.queueSize = o.QueueSize
 	if s.queueSize <= 0 {

@@ -30,6 +30,18 @@ type auditWire struct {
 	// ackTimeout bounds how long a command waits for its record to be
 	// durable (block mode); 0 means defaultAckTimeout.
 	ackTimeout time.Duration
+	// failOpen: audit.on_full drop, where a lost record stops nothing.
+	failOpen bool
+}
+
+// adminReady tells whether an administrator's action may be carried out:
+// in block mode (fail closed) only while the trail writes, as for a
+// client's command (ARCHITECTURE.md §11).
+func (w *auditWire) adminReady() error {
+	if w.failOpen {
+		return nil
+	}
+	return w.trail.Health()
 }
 
 var _ proxy.Auditor = (*auditWire)(nil)

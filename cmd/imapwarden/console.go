@@ -65,6 +65,7 @@ type console struct {
 // check at every request that it is still configured (a reload revokes).
 // Only flash changes after open, under console.mu.
 type consoleSession struct {
+	key     string   // the cookie's value, its key in console.sessions
 	id      identity // at sign-in; the scope in force comes from the tokens
 	digest  [sha256.Size]byte
 	csrf    string
@@ -190,8 +191,8 @@ func (c *console) session(w http.ResponseWriter, r *http.Request) (*consoleSessi
 // acting in an incident), and is refused (nil) when only those are left.
 func (c *console) open(w http.ResponseWriter, r *http.Request, id identity, digest [sha256.Size]byte) *consoleSession {
 	now := time.Now()
-	s := &consoleSession{id: id, digest: digest, csrf: randomString(), expires: now.Add(c.ttl)}
 	key := randomString()
+	s := &consoleSession{key: key, id: id, digest: digest, csrf: randomString(), expires: now.Add(c.ttl)}
 	c.mu.Lock()
 	if len(c.sessions) >= c.max {
 		var oldest string
@@ -263,6 +264,13 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 			http.Error(w, "forbidden: this token has "+who.scope.String()+" scope; "+need.String()+" is needed", http.StatusForbidden)
 			return
 		}
+		if need >= scopeWrite {
+			// Fail closed, as the API (admin.authorize).
+			if err := c.a.auditReady(r, who); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		act, flash, back := h(w, r, s)
 		if need >= scopeWrite {
 			code := http.StatusOK
@@ -270,7 +278,10 @@ func (c *console) write(need scope, h func(w http.ResponseWriter, r *http.Reques
 				code = http.StatusBadRequest
 			}
 			act.event = "console." + act.event
-			c.a.audit(r, who, &act, code)
+			if err := c.a.audit(r, who, &act, code); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		if back == "" {
 			return
@@ -346,15 +357,27 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		c.render(w, http.StatusUnauthorized, "login", &page{Title: "Sign in", Error: "That token is not valid."})
 		return
 	}
-	if c.open(w, r, id, sha256.Sum256([]byte(tok))) == nil {
+	// Who opened the console, and from where, belongs in the trail too:
+	// no sign-in the trail cannot record (fail closed).
+	if err := c.a.auditReady(r, id); err != nil {
+		c.render(w, http.StatusServiceUnavailable, "login", &page{Title: "Sign in", Error: "Sign-in " + err.Error() + "."})
+		return
+	}
+	s := c.open(w, r, id, sha256.Sum256([]byte(tok)))
+	if s == nil {
 		c.a.log.Warn("console login refused: every console session is of a wider scope", zap.String("remote", r.RemoteAddr),
 			zap.String("actor", id.name), zap.Int("max", c.max))
 		c.render(w, http.StatusServiceUnavailable, "login", &page{Title: "Sign in",
 			Error: "Too many console sessions are open (admin.console_max_sessions); try again later."})
 		return
 	}
-	// Who opened the console, and from where, belongs in the trail too.
-	c.a.audit(r, id, &action{event: "console.login"}, http.StatusOK)
+	if err := c.a.audit(r, id, &action{event: "console.login"}, http.StatusOK); err != nil {
+		c.mu.Lock()
+		delete(c.sessions, s.key)
+		c.mu.Unlock()
+		c.render(w, http.StatusServiceUnavailable, "login", &page{Title: "Sign in", Error: "Sign-in refused: the audit trail cannot record it."})
+		return
+	}
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
 }
 
