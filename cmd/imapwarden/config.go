@@ -151,7 +151,7 @@ type adminConfig struct {
 	// closed at accept.
 	MaxConnections *int `yaml:"max_connections"`
 	// The console's sign-ins: how long one lasts (12h) and how many may
-	// be open (256; the oldest goes).
+	// be open (256; the oldest of the same or a lower scope goes).
 	ConsoleSessionTTL  *duration `yaml:"console_session_ttl"`
 	ConsoleMaxSessions *int      `yaml:"console_max_sessions"`
 	// AuditSearches bounds the audit searches running at once (2); each
