@@ -309,10 +309,8 @@ func (p *clientPump) drain() {
 		if n == 0 {
 			break
 		}
-		select {
-		case <-r.done():
+		if p.awaitBackend() != nil {
 			return
-		case <-r.freed:
 		}
 	}
 	p.s.sayShutdown()
@@ -350,9 +348,11 @@ func (p *clientPump) doneIdle(idle *inflight, line []byte) error {
 }
 
 // awaitBackend flushes what is held back for one write with the next
-// command (its answer is what the caller waits for), then waits until the
-// backend pump completes a command or an IDLE's "+" (relay.freeOne), or
-// ends. The caller made freed before it looked (relay.wantFreedLocked).
+// command (its answer may be what the caller waits for), then waits until
+// the backend pump completes a command or an IDLE's "+" (relay.freeOne),
+// or ends. The caller made freed before it looked (relay.wantFreedLocked).
+// With awaitCont, the client pump's only wait for the backend pump; its
+// waits for the client flush in Session.clientSource (ARCHITECTURE.md §5).
 func (p *clientPump) awaitBackend() error {
 	if err := p.flush(); err != nil {
 		return err
@@ -365,19 +365,22 @@ func (p *clientPump) awaitBackend() error {
 	}
 }
 
+// awaitCont flushes, then waits for the backend pump's verdict on the
+// literal armed (relay.arm, waitCont).
+func (p *clientPump) awaitCont() (bool, error) {
+	if err := p.flush(); err != nil {
+		return false, err
+	}
+	return p.r.waitCont()
+}
+
 // forwardNow writes bytes to the backend and flushes.
 func (p *clientPump) forwardNow(b []byte) error {
 	p.s.be.out().Write(b)
 	return p.flush()
 }
 
-func (p *clientPump) flush() error {
-	if err := p.s.be.flush(); err != nil {
-		p.s.backendLost(err, false)
-		return errStop
-	}
-	return nil
-}
+func (p *clientPump) flush() error { return p.s.flushHeld() }
 
 // waitBarrier waits until no state-changing command is in flight, so that
 // the next command is read in the state the backend will run it in
@@ -721,11 +724,15 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 
 // flushUnlessPipelined sends what was forwarded, unless more commands are
 // already buffered from the client: pipelined commands leave in one write.
-// An IDLE or a barrier always leaves at once (an answer is awaited).
+// An IDLE or a barrier always leaves at once (an answer is awaited). What
+// is held leaves before the session goroutine next waits, for the client
+// or for the backend pump, whatever the pump does with the next command
+// (relay.held; ARCHITECTURE.md §5).
 func (p *clientPump) flushUnlessPipelined(f *inflight) error {
 	if p.s.br.Buffered() == 0 || f.cmd.Name == "IDLE" || f.cmd.Spec.Barrier {
 		return p.flush()
 	}
+	p.r.held = true
 	return nil
 }
 
@@ -739,10 +746,7 @@ func (p *clientPump) backendReady(f *inflight, lit imapwire.Literal) (bool, erro
 	if lit.NonSync {
 		return true, nil
 	}
-	if err := p.flush(); err != nil {
-		return false, err
-	}
-	if ok, err := p.r.waitCont(); err != nil || !ok {
+	if ok, err := p.awaitCont(); err != nil || !ok {
 		p.s.sc.IgnoreLiteral()
 		return false, err
 	}
@@ -1077,10 +1081,7 @@ func (p *clientPump) forwardPending(f *inflight, pend []byte, marks []int, armLa
 			return false
 		}
 		write(prev, m)
-		if p.flush() != nil {
-			return false
-		}
-		if ok, err := p.r.waitCont(); err != nil || !ok {
+		if ok, err := p.awaitCont(); err != nil || !ok {
 			return false
 		}
 		prev = m

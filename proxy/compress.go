@@ -72,7 +72,7 @@ func (s *Session) startCompress(tag string) error {
 	pending := make([]byte, s.br.Buffered())
 	io.ReadFull(s.br, pending)
 	s.rsrc = inflate.NewReader(io.MultiReader(bytes.NewReader(pending), s.conn))
-	s.br.Reset(s.rsrc)
+	s.br.Reset(s.source())
 	s.sc.Reset(s.br)
 	return nil
 }

@@ -51,7 +51,12 @@ type relay struct {
 	// backendParks: the parker can watch the backend connection
 	// (rawConn; asked again when the pump parks, rather than kept).
 	backendParks bool
-	idle         *inflight
+	// held: whole commands wait in the backend's write buffer for those
+	// pipelined behind them (clientPump.flushUnlessPipelined); they leave
+	// before the session goroutine waits for anything (Session.flushHeld,
+	// ARCHITECTURE.md §5). The client pump's own, not under mu.
+	held bool
+	idle *inflight
 	// free holds completed records for reuse (inflight.refs).
 	free []*inflight
 
@@ -177,6 +182,12 @@ func rawConn(c net.Conn) syscall.RawConn {
 // endRelay ends phase B once the client pump has ended, and the session.
 func (s *Session) endRelay(cp *clientPump) {
 	r := cp.r
+	if r.held && !s.midCommand.Load() && !s.closing.Load() {
+		// Commands held back behind the one that ended the session
+		// leave first, like any forwarded command (ARCHITECTURE.md §5);
+		// not with part of a command, which closeConns aborts.
+		_ = s.flushHeld()
+	}
 	s.closing.Store(true)
 	s.closeConns()
 	<-r.done()

@@ -145,7 +145,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		LocalAddr:  addrPort(c.LocalAddr()),
 		Started:    time.Now(),
 	}
-	s.br = clientReaders.get(raw)
+	s.br = clientReaders.get(s.source())
 	s.out.setConn(raw, nil, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	s.parser = parsers.Get().(*imapwire.CommandParser)
@@ -436,10 +436,7 @@ func (s *Session) waitClient(until time.Time, park func() parkVerdict, linger ti
 		s.br = nil
 		s.sc.Reset(nil)
 	}
-	src := io.Reader(s.conn)
-	if s.rsrc != nil {
-		src = s.rsrc
-	}
+	src := s.source()
 	// untilSet: the read's deadline is until. A lingering read's is its
 	// own, and until is set only once something came: one deadline (a
 	// timer change and a clock read) a command less.
@@ -602,7 +599,7 @@ func (s *Session) handshake() error {
 	s.infoMu.Lock()
 	s.info.TLS = describeTLS(cs)
 	s.infoMu.Unlock()
-	s.br.Reset(tc)
+	s.br.Reset(s.source())
 	s.out.setConn(tc, s.raw, s.lim.WriteTimeout)
 	s.sc.Reset(s.br)
 	s.srv.auditor.TLSStarted(&s.info)
@@ -758,6 +755,40 @@ func (s *Session) writef(format string, args ...any) error {
 	return err
 }
 
+// clientSource is the one reader of the client's bytes (the connection,
+// or the decompressor on it with COMPRESS): every read of the session
+// goroutine goes through it, and what the client pump holds back for
+// the backend leaves before a read that may wait for the client
+// (ARCHITECTURE.md §5): the client may be waiting for its answer.
+type clientSource Session
+
+// source returns the session's clientSource.
+func (s *Session) source() io.Reader { return (*clientSource)(s) }
+
+func (c *clientSource) Read(q []byte) (int, error) {
+	s := (*Session)(c)
+	if r := s.relay; r != nil && r.held {
+		if err := s.flushHeld(); err != nil {
+			return 0, err
+		}
+	}
+	if s.rsrc != nil {
+		return s.rsrc.Read(q)
+	}
+	return s.conn.Read(q)
+}
+
+// flushHeld sends what the session goroutine wrote to the backend. A
+// failure ends the session (backendLost) and returns errStop.
+func (s *Session) flushHeld() error {
+	s.relay.held = false
+	if err := s.be.flush(); err != nil {
+		s.backendLost(err, false)
+		return errStop
+	}
+	return nil
+}
+
 // readDeadline sets how long the client may stay silent.
 func (s *Session) readDeadline(d time.Duration) { s.conn.SetReadDeadline(time.Now().Add(d)) }
 
@@ -780,6 +811,8 @@ func (s *Session) readErr(err error) {
 		s.sayShutdown()
 	case isTimeout(err):
 		s.answer("*", byeIdle)
+	case errors.Is(err, errStop):
+		// The backend was lost flushing before the read (flushHeld).
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, io.ErrUnexpectedEOF):
 		s.setReason(CloseClientClosed)
 	default:
