@@ -82,11 +82,14 @@ func spellName(r *rand.Rand, s string) []seg {
 }
 
 // genRun returns the seed and the number of steps of a generated attack
-// run, from env (steps) and DIFFTEST_SEED; without env the test skips: a
-// run takes minutes on the three backends.
-func genRun(t *testing.T, env string) (uint64, int) {
+// run, from env (steps) and DIFFTEST_SEED; without env, def steps, and
+// with def 0 the test skips: a run takes minutes on the three backends.
+func genRun(t *testing.T, env string, def int) (uint64, int) {
 	steps, err := strconv.Atoi(os.Getenv(env))
 	if err != nil || steps <= 0 {
+		steps = def
+	}
+	if steps <= 0 {
 		t.Skipf("%s unset: a generated run takes minutes", env)
 	}
 	sd := seed()
@@ -99,7 +102,7 @@ func genRun(t *testing.T, env string) (uint64, int) {
 // DELETE and RENAME) through the proxy to each backend; the harness checks that each answer describes
 // the mailbox the proxy audited (ARCHITECTURE.md §7, §10).
 func TestAttackGeneratedNames(t *testing.T) {
-	sd, steps := genRun(t, "NAMEGEN_STEPS")
+	sd, steps := genRun(t, "NAMEGEN_STEPS", 0)
 	destructive := os.Getenv("NAMEGEN_DESTRUCTIVE") != ""
 	names := []string{"INBOX", "Legal", "Legal/Sub", "Sent", "Drafts", "Keep", "Victim", "Entwürfe"}
 	forEachBackend(t, func(t *testing.T, e *Env) {

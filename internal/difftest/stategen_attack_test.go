@@ -7,7 +7,11 @@ import (
 	"testing"
 )
 
-// TestAttackGeneratedState (STATEGEN_STEPS=n to run) sends random pipelines of selection changes
+// stategenSteps is TestAttackGeneratedState's steps in a normal run: a
+// few pipelines per backend, a new seed each run (STATEGEN_STEPS for more).
+const stategenSteps = 20
+
+// TestAttackGeneratedState (STATEGEN_STEPS=n steps, default stategenSteps) sends random pipelines of selection changes
 // (SELECT, EXAMINE of held, plain, missing mailboxes, with and without
 // parameters; CLOSE, UNSELECT, ENABLE) and destructive commands (STORE,
 // EXPUNGE, MOVE, by sequence number and UID, with SEARCHRES "$"), with
@@ -15,7 +19,7 @@ import (
 // every change is one a forwarded command, as audited, accounts for
 // (ARCHITECTURE.md §8, §9).
 func TestAttackGeneratedState(t *testing.T) {
-	sd, steps := genRun(t, "STATEGEN_STEPS")
+	sd, steps := genRun(t, "STATEGEN_STEPS", stategenSteps)
 	forEachBackend(t, func(t *testing.T, e *Env) {
 		w := e.Worker(t, 0)
 		r := rand.New(rand.NewPCG(sd, uint64(len(e.B.Name))+7))
