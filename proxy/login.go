@@ -359,11 +359,15 @@ func (s *Session) route(ctx context.Context, cr *Credentials) (*Backend, error) 
 // (authed.serverRelease).
 func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials) (authed, error) {
 	var tried []string
+	var dropped error // a server ended the connection on the login
 	for {
 		sb := b
 		if b.Servers != nil {
 			var err error
 			if sb, err = b.Servers.Pick(&s.info, s.info.User, tried); err != nil {
+				if dropped != nil {
+					return authed{}, dropped
+				}
 				s.logger().Warn("backend unavailable", zap.String("backend", b.Name), zap.Error(err))
 				return authed{}, err
 			}
@@ -392,10 +396,16 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 			// Not reported to the Balancer: a login the server ended may
 			// be the client's doing, and one client must not count
 			// against every user's server; its health checks judge it
-			// (ARCHITECTURE.md §13). Nor tried elsewhere: another server
-			// would be sent the same.
+			// (ARCHITECTURE.md §13). Yet the server may also have died
+			// under it: the next one is tried, as for a fault, and the
+			// login is refused only when every server ended it.
 			s.logger().Info("backend dropped a login", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))
-			return authed{}, err
+			if b.Servers == nil {
+				return authed{}, err
+			}
+			dropped = err
+			tried = append(tried, sb.Server)
+			continue
 		}
 		if b.Servers != nil {
 			health := err
