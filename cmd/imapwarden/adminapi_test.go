@@ -68,9 +68,26 @@ rate_limits: {login_failures_per_user: 2, lockout_base: 1m, login_failure_delay:
 audit: {path: %q, fsync: always}
 drain_timeout: 5s
 `, cf.Cert, cf.Key, backendAddr, filepath.Join(dir, "read.token"), filepath.Join(dir, "write.token"), adminExtra, repoPolicies, f.auditPath)
+	st := startServeText(t, dir, cfgText)
+	f.cfgFile, f.cfgText, f.hup = st.cfgFile, cfgText, st.hup
+	f.imaps, f.admin = st.imaps, st.admin.String()
+	return f
+}
+
+// servedText is serve running from a configuration file, reloaded by
+// sending on hup.
+type servedText struct {
+	admin   net.Addr
+	imaps   string
+	cfgFile string
+	hup     chan os.Signal
+}
+
+// startServeText runs serve from text, written to dir/imapwarden.yaml.
+func startServeText(t *testing.T, dir, text string) *servedText {
+	t.Helper()
 	cfgFile := filepath.Join(dir, "imapwarden.yaml")
-	os.WriteFile(cfgFile, []byte(cfgText), 0o600)
-	f.cfgFile, f.cfgText, f.hup = cfgFile, cfgText, make(chan os.Signal, 1)
+	os.WriteFile(cfgFile, []byte(text), 0o600)
 	cfg, err := loadConfigFile(cfgFile)
 	if err != nil {
 		t.Fatal(err)
@@ -80,8 +97,9 @@ drain_timeout: 5s
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.lameDuck = 0 // the test stops at once
+	s.lameDuck = 0
 	ctx, cancel := context.WithCancel(context.Background())
+	st := &servedText{cfgFile: cfgFile, hup: make(chan os.Signal, 1)}
 	done := make(chan error, 1)
 	started := make(chan struct{})
 	go func() {
@@ -92,8 +110,8 @@ drain_timeout: 5s
 			}
 			return check(cfg, log)
 		}
-		done <- runServe(ctx, s, log, f.hup, reload, func(a []net.Addr, adm net.Addr) {
-			f.imaps, f.admin = a[0].String(), adm.String()
+		done <- runServe(ctx, s, log, st.hup, reload, func(a []net.Addr, adm net.Addr) {
+			st.imaps, st.admin = a[0].String(), adm
 			close(started)
 		})
 	}()
@@ -109,7 +127,7 @@ drain_timeout: 5s
 			t.Errorf("runServe: %v", err)
 		}
 	})
-	return f
+	return st
 }
 
 // session opens an IMAP session through the proxy and reads the greeting.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
 )
 
 // TestAttackReloadLeavesAdminListenerWithoutTokens: the admin listener is
@@ -92,60 +90,6 @@ audit: {path: %q, fsync: always}
 drain_timeout: 5s
 `, cf.Cert, cf.Key, backendAddr, auditPath)
 	return dir, auditPath, text
-}
-
-// servedText is serve running from a configuration file, reloaded by
-// sending on hup.
-type servedText struct {
-	admin   net.Addr
-	imaps   string
-	cfgFile string
-	hup     chan os.Signal
-}
-
-// startServeText runs serve from text, written to dir/imapwarden.yaml.
-func startServeText(t *testing.T, dir, text string) *servedText {
-	t.Helper()
-	cfgFile := filepath.Join(dir, "imapwarden.yaml")
-	os.WriteFile(cfgFile, []byte(text), 0o600)
-	cfg, err := loadConfigFile(cfgFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := zaptest.NewLogger(t)
-	s, err := build(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.lameDuck = 0
-	ctx, cancel := context.WithCancel(context.Background())
-	st := &servedText{cfgFile: cfgFile, hup: make(chan os.Signal, 1)}
-	done := make(chan error, 1)
-	started := make(chan struct{})
-	go func() {
-		reload := func() (*setup, error) {
-			cfg, err := loadConfigFile(cfgFile)
-			if err != nil {
-				return nil, err
-			}
-			return check(cfg, log)
-		}
-		done <- runServe(ctx, s, log, st.hup, reload, func(a []net.Addr, adm net.Addr) {
-			st.imaps, st.admin = a[0].String(), adm
-			close(started)
-		})
-	}()
-	select {
-	case <-started:
-	case err := <-done:
-		cancel()
-		t.Fatalf("runServe: %v", err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return st
 }
 
 // waitReloadRecord waits for the trail's record of a configuration reload
