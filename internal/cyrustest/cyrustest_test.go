@@ -289,3 +289,40 @@ func TestNoOrphans(t *testing.T) {
 	Require(t)
 	backendtest.CheckNoOrphans(t, "TestOrphanHelper")
 }
+
+// TestReadOnlySelectSetsNoSeen pins what the proxy's command table assumes
+// (ARCHITECTURE.md §8): a SELECT answered [READ-ONLY] lets no FETCH of a
+// body set \Seen, so such a FETCH carries no set-flags. Cyrus answers
+// [READ-ONLY] only without the rights to change flags (RFC 4314 §4: "s",
+// "w"); with "s" it answers [READ-WRITE] and the FETCH sets \Seen.
+func TestReadOnlySelectSetsNoSeen(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{})
+	s.Deliver(t, "alice", "RO", backendtest.Message("read-only", 100))
+	s.Deliver(t, "alice", "RS", backendtest.Message("seen right", 100))
+	a := dial(t, s, "localhost")
+	a.MustOK("LOGIN alice alice-pw")
+	a.MustOK("SETACL INBOX.RO bob lr")
+	a.MustOK("SETACL INBOX.RS bob lrs")
+	for _, tc := range []struct {
+		mailbox, code string
+		seen          bool
+	}{{"user.alice.RO", "[READ-ONLY]", false}, {"user.alice.RS", "[READ-WRITE]", true}} {
+		b := dial(t, s, "localhost")
+		b.MustOK("LOGIN bob bob-pw")
+		if _, st := b.Cmd("SELECT %s", tc.mailbox); !strings.HasPrefix(st, "OK "+tc.code) {
+			t.Fatalf("SELECT %s: %s, want OK %s", tc.mailbox, st, tc.code)
+		}
+		b.MustOK("FETCH 1 BODY[]")
+		b.MustOK("LOGOUT")
+		// A fresh session reads the flags the FETCH left.
+		c := dial(t, s, "localhost")
+		c.MustOK("LOGIN bob bob-pw")
+		c.MustOK("EXAMINE %s", tc.mailbox)
+		u := strings.Join(c.MustOK("FETCH 1 FLAGS"), " ")
+		if strings.Contains(u, `\Seen`) != tc.seen {
+			t.Errorf("after SELECT %s (%s) and FETCH 1 BODY[]: %s; want \\Seen %v", tc.mailbox, tc.code, u, tc.seen)
+		}
+		c.MustOK("LOGOUT")
+	}
+}
