@@ -1010,13 +1010,13 @@ func (r *Record) Summary() string {
 	case KindSessionOpen:
 		w("via "+r.Listener, opt("local", r.Local))
 	case KindTLS:
-		w(r.TLSVersion, r.Cipher, opt("sni", r.SNI), opt("alpn", r.ALPN), opt("cert", r.ClientCert))
+		w(r.TLSVersion, r.Cipher, opt("sni", word(r.SNI)), opt("alpn", word(r.ALPN)), opt("cert", word(r.ClientCert)))
 	case KindAuth:
 		w(r.Mechanism, r.Result)
 		if r.Reason != "" {
 			w("(" + r.Reason + ")")
 		}
-		w(opt("by", r.Authenticator), opt("as", r.Identity), opt("issuer", r.TokenIssuer))
+		w(opt("by", r.Authenticator), opt("as", word(r.Identity)), opt("issuer", word(r.TokenIssuer)))
 		if r.Attempt > 0 {
 			w("attempt " + strconv.Itoa(r.Attempt))
 		}
@@ -1026,9 +1026,9 @@ func (r *Record) Summary() string {
 		if r.UID {
 			name = "UID " + name
 		}
-		w(r.Tag, name, r.Set, r.Mailbox)
+		w(word(r.Tag), name, r.Set, word(r.Mailbox))
 		if r.Destination != "" {
-			w("->", r.Destination)
+			w("->", word(r.Destination))
 		}
 		if r.Fetch != "" {
 			w("[" + r.Fetch + "]")
@@ -1037,7 +1037,7 @@ func (r *Record) Summary() string {
 			w(r.StoreOp, "("+strings.Join(r.Flags, " ")+")")
 		}
 		if r.Selected != "" && r.Mailbox == "" {
-			w("in", r.Selected)
+			w("in", word(r.Selected))
 		}
 		res := r.Result
 		if r.Code != "" {
@@ -1059,14 +1059,14 @@ func (r *Record) Summary() string {
 			w("expunged " + strconv.Itoa(r.Expunged))
 		}
 		if len(r.SharedWith) > 0 {
-			w("shared with " + strings.Join(r.SharedWith, ","))
+			w("shared with " + words(r.SharedWith, ","))
 			if r.SharedCount > len(r.SharedWith) {
 				w(fmt.Sprintf("(%d in all)", r.SharedCount))
 			}
 		}
 		w(r.CodeArgs)
 	case KindLimit:
-		w(r.Limit, opt("by", r.LimitKey), r.Event, opt("code", r.Code), opt("reason", quoted(r.Reason)))
+		w(r.Limit, opt("by", word(r.LimitKey)), r.Event, opt("code", r.Code), opt("reason", quoted(r.Reason)))
 		if r.Count > 0 {
 			w(plural(int(min(r.Count, 1<<31)), "hit"))
 		}
@@ -1082,7 +1082,7 @@ func (r *Record) Summary() string {
 	case KindReload:
 		w(r.Event, r.Result, opt("revision", r.Revision), r.Detail)
 	case KindAdmin:
-		w(r.Event, r.Detail, r.Result, opt("by", r.Actor), opt("scope", r.Scope))
+		w(r.Event, r.Detail, r.Result, opt("by", word(r.Actor)), opt("scope", r.Scope))
 	case KindAuditDropped:
 		w(strconv.FormatUint(r.Count, 10)+" records lost", r.Reason)
 	case KindAuditStart:
@@ -1094,7 +1094,7 @@ func (r *Record) Summary() string {
 			w("resumed at checkpoint seq " + strconv.FormatUint(r.ResumedAt, 10))
 		}
 	default:
-		w(r.Event, r.Backend, r.Server, r.Result, r.Limit, r.Reason, r.Subject, strings.Join(r.Names, ","), r.Detail)
+		w(r.Event, r.Backend, r.Server, r.Result, r.Limit, r.Reason, word(r.Subject), words(r.Names, ","), r.Detail)
 	}
 	return b.String()
 }
@@ -1104,6 +1104,42 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// word is a name from outside (a mailbox, a tag, a user) as the summary
+// writes it: as is when it is one plain printable ASCII word that is not
+// one of the summary's own tokens, else quoted, so that a mailbox named
+// "X => NO" or "a,b" cannot read as another record's text.
+func word(s string) string {
+	switch s {
+	case "":
+		return ""
+	case "->", "=>", "in", "-":
+		return strconv.Quote(s)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("\"\\()[],", c) >= 0 {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// words joins names, each as word writes it.
+func words(l []string, sep string) string {
+	var b strings.Builder
+	for i, s := range l {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		if s == "" {
+			s = `""`
+		} else {
+			s = word(s)
+		}
+		b.WriteString(s)
+	}
+	return b.String()
 }
 
 func quoted(s string) string {

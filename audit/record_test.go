@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,34 @@ func TestSummary(t *testing.T) {
 	a := &Record{Kind: KindAuth, Mechanism: "PLAIN", Result: ResultFailure, Reason: "credentials", Attempt: 2}
 	if got := a.Summary(); got != "PLAIN failure (credentials) attempt 2" {
 		t.Errorf("auth: %q", got)
+	}
+}
+
+// TestSummaryNamesOneReading: a name from outside reads back as itself
+// in the summary (audit query's table), whatever it holds, so that a
+// mailbox named "X => NO" cannot pass for another command's result.
+func TestSummaryNamesOneReading(t *testing.T) {
+	for _, name := range []string{"X => NO", "=>", "->", "in", "-", "a,b", `say "hi"`, `back\slash`,
+		"tab\there", "Entwürfe", "[x]", "(y)", "nbsp\u00a0x", "INBOX"} {
+		r := cmdRecord(3)
+		r.Selected, r.Mailbox, r.Destination = "", name, name
+		r.Command = "COPY"
+		got := r.Summary()
+		want := name
+		if name != "INBOX" {
+			want = strconv.Quote(name)
+		}
+		if !strings.Contains(got, " "+want+" -> "+want+" ") {
+			t.Errorf("mailbox %q: summary %q does not name it as %s", name, got, want)
+		}
+		if r.Tag = name; !strings.HasPrefix(r.Summary(), want+" UID COPY") {
+			t.Errorf("tag %q: summary %q", name, r.Summary())
+		}
+	}
+	r := cmdRecord(3)
+	r.SharedWith = []string{"a,b", "c"}
+	if got := r.Summary(); !strings.Contains(got, `shared with "a,b",c`) {
+		t.Errorf("shared with a user named a,b: %q", got)
 	}
 }
 
