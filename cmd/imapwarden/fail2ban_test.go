@@ -28,14 +28,14 @@ func TestFail2banEveryRefusal(t *testing.T) {
 	s, _, log, _ := env.buildFile(t, fmt.Sprintf(`
 listeners: [{name: imaps, address: "127.0.0.1:0", mode: tls}, {name: imap, address: "127.0.0.1:0", mode: starttls}]
 tls: {certificates: [{cert: %s, key: %s}]}
-backends: {mem: {address: %q, security: plain}}
-routes: {users: {demo: mem}}
+backends: {mem: {address: %q, security: plain}, frail: {address: %q, security: plain}}
+routes: {users: {demo: mem, frail: frail}}
 limits: {max_auth_failures: 20}
 admin: {address: ""}
 rate_limits: {login_failures_per_user_ip: 3, lockout_base: 1h, lockout_max: 2h, login_failure_delay: 1ms}
 audit: {path: %q, fsync: always}
 lame_duck: 0s
-`, env.cert.Cert, env.cert.Key, env.backend, trail))
+`, env.cert.Cert, env.cert.Key, env.backend, droppingBackend(t), trail))
 	addrs, _, cancel, done := serve(t, s, log, nil, nil)
 
 	tc, err := tls.Dial("tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})
@@ -60,6 +60,8 @@ lame_duck: 0s
 	c.cmd("b", "NO", "AUTHENTICATE PLAIN "+base64.StdEncoding.EncodeToString([]byte("no separators"))) // sasl-syntax
 	c.cmd("c", "NO", "AUTHENTICATE PLAIN "+plain("", "demo", "a\nb"))                                  // invalid-characters
 	c.cmd("d", "NO", "AUTHENTICATE PLAIN "+plain("ceo", "demo", "x"))                                  // authzid-refused
+	c.cmd("d2", "NO", `LOGIN other "`+strings.Repeat("p", 600)+`"`)                                    // credentials-too-long
+	c.cmd("d3", "NO", "LOGIN frail secret")                                                            // backend-dropped
 	c.cmd("e", "NO", "LOGIN demo wrong1")                                                              // credentials
 	c.cmd("f", "NO", "LOGIN demo wrong2")                                                              // credentials
 	c.cmd("g", "NO", "LOGIN demo wrong3")                                                              // credentials: demo is now locked out here
@@ -114,7 +116,7 @@ lame_duck: 0s
 	}
 	t.Logf("refusals in the trail: %v", seen)
 	want := map[string]int{"auth no-route": 1, "auth sasl-syntax": 1, "auth invalid-characters": 1, "auth authzid-refused": 1,
-		"auth credentials": 3, "limit login_failures_per_user_ip exceeded": 2}
+		"auth credentials-too-long": 1, "auth backend-dropped": 1, "auth credentials": 3, "limit login_failures_per_user_ip exceeded": 2}
 	got := map[string]int{}
 	for _, m := range matched {
 		got[m]++
@@ -171,4 +173,36 @@ func TestFail2banJail(t *testing.T) {
 	if strings.Contains(jail, "audit.file.path") || !strings.Contains(jail, "audit.path") {
 		t.Error("the jail must name the configuration key audit.path")
 	}
+}
+
+// droppingBackend is a server that greets and ends the connection on a
+// login command, as Dovecot does to a login line over its buffer: the
+// login is refused ("backend-dropped") and counted like a wrong password
+// (ARCHITECTURE.md §13). It returns the listener's address.
+func droppingBackend(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("* OK [CAPABILITY IMAP4rev1] hi\r\n"))
+				r := bufio.NewReader(c)
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil || strings.Contains(strings.ToUpper(l), "LOGIN") {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
