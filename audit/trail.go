@@ -938,15 +938,14 @@ func (t *Trail) worstCase(c caps, ident string) int {
 	return n
 }
 
-// CheckCaps reports the MaxMailboxNames of a trail with o's caps (o's
-// sink aside), or why they cannot hold the worst-case record: config
-// validation without opening the sink.
-func CheckCaps(o Options) (int, error) {
+// CheckCaps reports the MaxMailboxNames and MaxNameBytes of a trail with
+// o's caps (o's sink aside), or why they cannot hold the worst-case
+// record: config validation without opening the sink.
+func CheckCaps(o Options) (names, nameBytes int, err error) {
 	t, err := New(Options{Sink: NewWriterSink(io.Discard), MaxFieldBytes: o.MaxFieldBytes, MaxListItems: o.MaxListItems,
 		MaxRecordBytes: o.MaxRecordBytes, MaxMailboxNames: o.MaxMailboxNames, MaxNameBytes: o.MaxNameBytes, Logger: o.Logger})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := t.MaxMailboxNames()
-	return n, t.Close()
+	return t.MaxMailboxNames(), t.MaxNameBytes(), t.Close()
 }

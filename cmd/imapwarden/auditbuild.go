@@ -192,7 +192,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 		return
 	}
 	if checkOnly {
-		if _, err := audit.CheckCaps(o); err != nil {
+		if _, _, err := audit.CheckCaps(o); err != nil {
 			p.add("audit: %v", err)
 		}
 		return

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/imapwarden/imapwarden/audit"
@@ -105,6 +106,20 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&l.ParkAfter, proxy.DefaultParkAfter)
 	count(&l.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs)
 	count(&l.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith)
+	if a := &e.Audit; a.Sink != "" || a.Path != "" {
+		// With a trail, what its records hold decides both (auditbuild.go).
+		o := audit.Options{MaxFieldBytes: a.MaxFieldBytes, MaxListItems: a.MaxListItems, MaxRecordBytes: a.MaxRecordBytes, Logger: zap.NewNop()}
+		if l.MaxAuditMailboxNames != nil {
+			o.MaxMailboxNames = *l.MaxAuditMailboxNames
+		}
+		if l.MaxAuditNameBytes != nil {
+			o.MaxNameBytes = *l.MaxAuditNameBytes
+		}
+		if names, nameBytes, err := audit.CheckCaps(o); err == nil {
+			count(&l.MaxAuditMailboxNames, names)
+			count(&l.MaxAuditNameBytes, nameBytes)
+		}
+	}
 	count(&l.MaxAuditMailboxNames, proxy.DefaultMaxAuditMailboxNames)
 	count(&l.MaxAuditNameBytes, proxy.DefaultMaxAuditNameBytes)
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +107,35 @@ func TestConfigDump(t *testing.T) {
 	}
 	if code, _, errOut := runCLI("config", "dump", "-c", filepath.Join(dir, "none.yaml")); code != exitError || errOut == "" {
 		t.Errorf("config dump of a missing file: %d %q", code, errOut)
+	}
+}
+
+// With an audit trail, the dump shows the name limits the proxy runs
+// with: the trail's, derived from what its records hold (ARCHITECTURE.md
+// §11), not the proxy's defaults for a proxy without one.
+func TestConfigDumpAuditNameLimits(t *testing.T) {
+	for _, rec := range []string{"", ", max_record_bytes: 4096", ", max_record_bytes: 65536"} {
+		env := newServeEnv(t)
+		s, path, _, _ := env.buildFile(t, fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {mem: {address: %q, security: plain}}
+admin: {address: ""}
+audit: {path: %q%s}
+`, env.cert.Cert, env.cert.Key, env.backend, filepath.Join(env.dir, "audit.jsonl"), rec))
+		t.Cleanup(func() { s.close() })
+		code, out, errOut := runCLI("config", "dump", "-c", path)
+		if code != 0 {
+			t.Fatalf("config dump: %d %s", code, errOut)
+		}
+		for _, want := range []string{fmt.Sprintf("max_audit_name_bytes: %d\n", s.opts.Limits.MaxAuditNameBytes),
+			fmt.Sprintf("max_audit_mailbox_names: %d\n", s.opts.Limits.MaxAuditMailboxNames)} {
+			if !strings.Contains(out, want) {
+				t.Errorf("audit{%s}: the dump lacks %q, what the proxy runs with", rec, strings.TrimSpace(want))
+			}
+		}
+		if rec == ", max_record_bytes: 4096" && s.opts.Limits.MaxAuditNameBytes != 1792 {
+			t.Errorf("max_record_bytes 4096: names %d bytes, documented 1792", s.opts.Limits.MaxAuditNameBytes)
+		}
 	}
 }
