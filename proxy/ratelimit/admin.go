@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
 
-	"go.uber.org/zap"
 )
 
 // Lockout is one active lockout, as the admin API lists it.
@@ -99,17 +96,13 @@ func (l *Limiter) Unlock(ctx context.Context, user, ip string) (int, error) {
 // keyspace for an unlock).
 const adminTimeout = 10 * time.Second
 
-// AdminHandler serves the admin API, in JSON:
+// AdminHandler serves the lockouts, in JSON:
 //
 //	GET  /lockouts                      {"lockouts": [Lockout...]}
-//	POST /unlock  {"user": "alice"}     forget alice's failures (every IP)
-//	POST /unlock  {"ip": "192.0.2.7"}   forget the IP's failures (every user)
-//	POST /unlock  {"user": ..., "ip": ...}   only that pair
-//	                                    → {"removed": n}
 //
-// user and ip may also be given as query parameters. Mount it under a
-// prefix with http.StripPrefix, on the admin listener only: it can unlock
-// an attacker.
+// It serves no unlock: the caller reads an unlock's arguments once, calls
+// Unlock and records the act with that one reading. Mount it under a
+// prefix with http.StripPrefix, on the admin listener only.
 func (l *Limiter) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /lockouts", func(w http.ResponseWriter, r *http.Request) {
@@ -123,48 +116,6 @@ func (l *Limiter) AdminHandler() http.Handler {
 		status := http.StatusOK
 		if err != nil {
 			// The local list is still worth showing.
-			body["error"] = err.Error()
-			status = http.StatusBadGateway
-		}
-		writeJSON(w, status, body)
-	})
-	mux.HandleFunc("POST /unlock", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			User string `json:"user"`
-			IP   string `json:"ip"`
-		}
-		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") || r.ContentLength > 0 {
-			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-				writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad JSON body: " + err.Error()})
-				return
-			}
-		}
-		q := r.URL.Query()
-		if req.User == "" {
-			req.User = q.Get("user")
-		}
-		if req.IP == "" {
-			req.IP = q.Get("ip")
-		}
-		if req.User == "" && req.IP == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]any{"error": "user or ip required"})
-			return
-		}
-		if req.IP != "" {
-			if _, err := netip.ParseAddr(req.IP); err != nil {
-				writeJSON(w, http.StatusBadRequest, map[string]any{"error": "bad ip: " + err.Error()})
-				return
-			}
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
-		defer cancel()
-		n, err := l.Unlock(ctx, req.User, req.IP)
-		// Who unlocked what belongs in the operator's log.
-		l.log.Info("rate limit unlock", zap.String("user", req.User), zap.String("ip", req.IP),
-			zap.Int("removed", n), zap.Error(err))
-		body := map[string]any{"removed": n}
-		status := http.StatusOK
-		if err != nil {
 			body["error"] = err.Error()
 			status = http.StatusBadGateway
 		}
