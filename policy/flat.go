@@ -205,6 +205,12 @@ func (c *coll) setAdd(x val) {
 	}
 }
 
+// appendKV adds k and v to an object whose keys all sort before k: the
+// caller builds it in the order of its keys (inputCtx.object).
+func (c *coll) appendKV(k, v val) {
+	c.keys, c.vals = append(c.keys, k), append(c.vals, v)
+}
+
 // insert sets an object's key to v; once, it reports false when the key
 // holds another value already.
 func (c *coll) insert(k, v val, once bool) bool {

@@ -655,27 +655,27 @@ func (c *inputCtx) build(uses slotSet) *ast.Term { return toAST(c.flat(uses, nil
 // flat makes the input document with the slots in uses, its collections
 // from m's arena (nil: the heap).
 func (c *inputCtx) flat(uses slotSet, m *machine) val {
-	// In the order of the keys: command, now, point, session.
+	// In the order of the keys, appended: command, now, point, session.
 	top := mk(m, kObj, 4)
 	if uses&commandSlots != 0 && c.cmd != nil {
-		top.c.insert(vStr(docCommand), c.object(uses&commandSlots, m), false)
+		top.c.appendKV(vStr(docCommand), c.object(uses&commandSlots, m))
 	}
 	if uses&nowSlots != 0 {
 		n := c.nowDoc
 		if n.k == kUndef {
 			n = c.object(uses&nowSlots, m)
 		}
-		top.c.insert(vStr(docNow), n, false)
+		top.c.appendKV(vStr(docNow), n)
 	}
 	if uses.has(slotPoint) {
-		top.c.insert(vStr(docPoint), vStr(c.point), false)
+		top.c.appendKV(vStr(docPoint), vStr(c.point))
 	}
 	if uses&sessionSlots != 0 {
 		s := c.session
 		if s.k == kUndef {
 			s = c.object(uses&sessionSlots, m)
 		}
-		top.c.insert(vStr(docSession), s, false)
+		top.c.appendKV(vStr(docSession), s)
 	}
 	return top
 }
@@ -698,26 +698,35 @@ func mk(m *machine, k vkind, n int) val {
 	return val{k: k, c: c}
 }
 
-// slotsByName are the slots in the order of their keys: an object built
-// in that order is appended to, never searched and shifted (coll.insert).
-var slotsByName = func() []slot {
+// slotsByName are the slots in the order of their keys, and slotRank
+// each slot's place there: an object built in that order is appended to,
+// never searched and shifted (coll.appendKV).
+var slotsByName, slotRank = func() ([]slot, [numSlots]uint8) {
 	xs := make([]slot, numSlots)
 	for x := range xs {
 		xs[x] = slot(x)
 	}
 	slices.SortFunc(xs, func(a, b slot) int { return strings.Compare(slotNames[a][1], slotNames[b][1]) })
-	return xs
+	var rank [numSlots]uint8
+	for i, x := range xs {
+		rank[x] = uint8(i)
+	}
+	return xs, rank
 }()
 
-// object builds one second-level document from its slots in uses.
+// object builds one second-level document from its slots in uses, in
+// the order of their names: uses's slots are mapped to their ranks, whose
+// set is walked in order, rather than every slot tested.
 func (c *inputCtx) object(uses slotSet, m *machine) val {
 	obj := mk(m, kObj, 16)
-	for _, x := range slotsByName {
-		if !uses.has(x) {
-			continue
-		}
+	var ranks uint64
+	for u := uses; u != 0; u &= u - 1 {
+		ranks |= 1 << slotRank[bits.TrailingZeros64(uint64(u))]
+	}
+	for ; ranks != 0; ranks &= ranks - 1 {
+		x := slotsByName[bits.TrailingZeros64(ranks)]
 		if v := c.flatValue(x, m); v.k != kUndef {
-			obj.c.insert(vStr(slotNames[x][1]), v, false)
+			obj.c.appendKV(vStr(slotNames[x][1]), v)
 		}
 	}
 	return obj
