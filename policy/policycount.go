@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -24,74 +26,78 @@ const MaxPolicyNames = 64
 // maxPolicyNameLen bounds one name.
 const maxPolicyNameLen = 64
 
-// policyCounts counts denials by policy name, enforced and shadow.
+// policyCounts counts denials by policy name, enforced and shadow. A
+// denial by a name already known adds to its counters without a lock or a
+// map write (one look-up in a map never modified once stored, as
+// callMemo's): a decision's hot path, shared by every session.
 type policyCounts struct {
-	mu       sync.Mutex
-	enforced map[string]int64
-	shadow   map[string]int64
+	names atomic.Pointer[map[string]*policyCount] // never modified once stored
+	mu    sync.Mutex                              // of writers of names
 }
+
+// policyCount is one name's counters.
+type policyCount struct{ enforced, shadow atomic.Int64 }
 
 // seed makes names visible at 0 before their first denial.
 func (c *policyCounts) seed(names []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.init()
 	for _, n := range append(names, PolicyOther) {
-		n = c.bound(n)
-		if _, ok := c.enforced[n]; !ok {
-			c.enforced[n] = 0
-		}
-		if _, ok := c.shadow[n]; !ok {
-			c.shadow[n] = 0
-		}
+		c.counter(n)
 	}
 }
 
-func (c *policyCounts) init() {
-	if c.enforced == nil {
-		c.enforced, c.shadow = map[string]int64{}, map[string]int64{}
-	}
-}
-
-// bound maps a name to itself or PolicyOther once MaxPolicyNames are
-// known. Called with mu held.
-func (c *policyCounts) bound(name string) string {
+// counter is the counters of name, or of PolicyOther once MaxPolicyNames
+// are known, made if new. Called with mu held.
+func (c *policyCounts) counter(name string) *policyCount {
 	if name == "" {
 		name = PolicyUnnamed
 	}
-	if len(name) > maxPolicyNameLen {
-		return PolicyOther
+	old := c.known()
+	if n, ok := old[name]; ok {
+		return n
 	}
-	if _, ok := c.enforced[name]; ok || len(c.enforced) < MaxPolicyNames {
-		return name
+	if len(name) > maxPolicyNameLen || len(old) >= MaxPolicyNames {
+		name = PolicyOther
+		if n, ok := old[name]; ok {
+			return n
+		}
 	}
-	return PolicyOther
+	m := make(map[string]*policyCount, len(old)+1)
+	maps.Copy(m, old)
+	n := &policyCount{}
+	m[name] = n
+	c.names.Store(&m)
+	return n
+}
+
+// known is the names counted so far.
+func (c *policyCounts) known() map[string]*policyCount {
+	if m := c.names.Load(); m != nil {
+		return *m
+	}
+	return nil
 }
 
 func (c *policyCounts) add(shadow bool, name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.init()
-	name = c.bound(name)
-	if _, ok := c.enforced[name]; !ok {
-		c.enforced[name], c.shadow[name] = 0, 0
+	n := c.known()[name]
+	if n == nil {
+		c.mu.Lock()
+		n = c.counter(name)
+		c.mu.Unlock()
 	}
 	if shadow {
-		c.shadow[name]++
+		n.shadow.Add(1)
 	} else {
-		c.enforced[name]++
+		n.enforced.Add(1)
 	}
 }
 
 func (c *policyCounts) snapshot() (enforced, shadow map[string]int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	enforced, shadow = make(map[string]int64, len(c.enforced)), make(map[string]int64, len(c.shadow))
-	for k, v := range c.enforced {
-		enforced[k] = v
-	}
-	for k, v := range c.shadow {
-		shadow[k] = v
+	m := c.known()
+	enforced, shadow = make(map[string]int64, len(m)), make(map[string]int64, len(m))
+	for k, n := range m {
+		enforced[k], shadow[k] = n.enforced.Load(), n.shadow.Load()
 	}
 	return enforced, shadow
 }
