@@ -117,7 +117,8 @@ func (m *machine) tidy() {
 	m.arena = m.arena[:min(len(m.arena), maxArena)]
 	clear(m.args[:cap(m.args)])
 	dropRefs(m.vargs[:cap(m.vargs)])
-	m.reset()
+	// The memo table was cleared by run's reset, as each evaluation
+	// ends; the rest of what reset clears is zeroed here.
 	*m = machine{stack: m.stack[:0], memo: m.memo[:0], memoOK: m.memoOK[:0], args: m.args[:0], vargs: m.vargs[:0],
 		outFn: m.outFn, arena: m.arena, lowerCache: m.lowerCache, concatCache: m.concatCache, key: m.key[:0],
 		sprintfCache: m.sprintfCache, vkey: m.vkey[:0]}
