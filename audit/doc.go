@@ -12,8 +12,9 @@
 //     goroutine, or a LogWait caller that found it free and writes the
 //     queued records and its own itself (Trail.logDirect, whose comment
 //     lists the hazards). Log only queues a *Record; the writer numbers
-//     it (seq), encodes it with its own zap core (JSON,
-//     unsampled, never the operational logger), and links it to the
+//     it (seq), encodes it straight into the batch (jsonLine: the bytes
+//     zapcore's JSON encoder wrote, TestLineMatchesZap; never through the
+//     operational logger, unsampled), and links it to the
 //     previous record: prev is SHA-256 of the previous line's exact
 //     bytes without the "\n"; with a key, each record ends with its sig
 //     (HMAC-SHA256 over the line before ,"sig":"), and hmac, the link, is

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	"go.uber.org/zap/zapcore"
 )
 
 // SchemaVersion is the "v" of every record. Adding a field keeps it; a
@@ -144,24 +142,21 @@ type Cut struct {
 	Items int `json:"items,omitempty"`
 }
 
-func (c *Cut) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	e.AddString("field", c.Field)
-	e.AddInt("bytes", c.Bytes)
-	if c.Items > 0 {
-		e.AddInt("items", c.Items)
-	}
-	return nil
-}
-
-type cutList []Cut
-
-func (l cutList) MarshalLogArray(e zapcore.ArrayEncoder) error {
-	for i := range l {
-		if err := e.AppendObject(&l[i]); err != nil {
-			return err
+// cuts writes the cut list.
+func (l *jsonLine) cuts(cut []Cut) {
+	l.open("cut", '[')
+	for i := range cut {
+		c := &cut[i]
+		l.sep()
+		l.b = append(l.b, '{')
+		l.String("field", c.Field)
+		l.Int("bytes", int64(c.Bytes))
+		if c.Items > 0 {
+			l.Int("items", int64(c.Items))
 		}
+		l.b = append(l.b, '}')
 	}
-	return nil
+	l.close(']')
 }
 
 // encoding is one encoding's state: the caps, the fields cut, and
@@ -174,9 +169,7 @@ type encoding struct {
 	// whole, when set, is the size the record had under the configured
 	// caps (record_bytes): it was over MaxRecordBytes.
 	whole int
-	list  capList
 	annot bytes.Buffer
-	uids  uidList
 	// set's formatting space
 	ranges []setRange
 	setBuf []byte
@@ -368,28 +361,22 @@ func recycle(r *Record) {
 // keepSmall bounds the slices a pooled record keeps.
 const keepSmall = 64
 
-// MarshalLogObject writes the record's own fields (everything after seq
-// and prev, which the writer adds) in a fixed order: the session first,
-// so that ip always precedes what a client chose (README.md, fail2ban).
-// It applies the default caps.
-func (r *Record) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	enc := encoding{caps: confCaps(DefaultMaxFieldBytes, DefaultMaxListItems, DefaultMaxMailboxNames)}
-	return r.marshal(e, &enc)
-}
-
-// marshal writes the fields under enc's caps. Text from outside the proxy
-// (a client's, a backend's, a directory's, a token's, a policy's) goes
-// through enc.str, enc.strs and the capped maps; the proxy's own words
-// (kinds, events, results, configured names) through str.
-func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
+// marshal writes the record's own fields (everything after seq and prev,
+// which the writer adds) in a fixed order, the session first, so that ip
+// always precedes what a client chose (README.md, fail2ban), under enc's
+// caps. Text from outside the proxy (a client's, a backend's, a
+// directory's, a token's, a policy's) goes through enc.str, enc.strs and
+// the capped maps; the proxy's own words (kinds, events, results,
+// configured names) through str.
+func (r *Record) marshal(e *jsonLine, enc *encoding) {
 	enc.cut = enc.cut[:0]
 	str(e, "session", r.Session)
 	if r.IP.IsValid() {
 		enc.scratch = r.IP.AppendTo(enc.scratch[:0])
-		e.AddByteString("ip", enc.scratch)
+		e.ByteString("ip", enc.scratch)
 	}
 	if r.Port != 0 {
-		e.AddUint16("port", r.Port)
+		e.Uint("port", uint64(r.Port))
 	}
 	str(e, "listener", r.Listener)
 	enc.identStr(e, "user", r.User)
@@ -419,7 +406,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.str(e, "tag", r.Tag)
 	enc.identStr(e, "command", r.Command)
 	if r.UID {
-		e.AddBool("uid", true)
+		e.True("uid")
 	}
 	enc.identStr(e, "mailbox", r.Mailbox)
 	enc.str(e, "mailbox_raw", r.MailboxRaw)
@@ -428,21 +415,17 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.names(e, "sources", r.Sources, nc)
 	enc.names(e, "mailboxes", r.Mailboxes, nc)
 	enc.strs(e, "patterns", r.Patterns)
-	if len(r.Effects) > 0 {
-		e.AddArray("effects", (*stringList)(&r.Effects))
-	}
+	e.strings("effects", r.Effects)
 	enc.identStr(e, "selected", r.Selected)
 	num(e, "uidvalidity", int64(r.UIDValidity))
 	if r.ReadOnly {
-		e.AddBool("read_only", true)
+		e.True("read_only")
 	}
 	enc.set(e, "set", r.Set)
 	num(e, "set_count", r.SetCount)
 	str(e, "fetch", r.Fetch)
 	enc.strs(e, "items", r.Items)
-	if len(r.SearchKeys) > 0 {
-		e.AddArray("search_keys", (*stringList)(&r.SearchKeys))
-	}
+	e.strings("search_keys", r.SearchKeys)
 	enc.str(e, "store", r.StoreOp)
 	enc.strs(e, "flags", r.Flags)
 	enc.identStr(e, "identifier", r.Identifier) // to whom SETACL gives what: cut last
@@ -455,19 +438,15 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.strs(e, "entries", r.Entries)
 	num(e, "literal_bytes", r.LiteralBytes)
 	if len(r.UIDs) > 0 && enc.caps.uids > 0 {
-		enc.uids = uidList{l: r.UIDs, n: enc.caps.uids}
-		e.AddArray("uids", &enc.uids)
-		enc.uids.l = nil
+		e.uids("uids", r.UIDs, enc.caps.uids)
 	}
 	if n := r.UIDCount; n > 0 || len(r.UIDs) > enc.caps.uids {
-		e.AddInt("uid_count", max(n, len(r.UIDs)))
+		e.Int("uid_count", int64(max(n, len(r.UIDs))))
 	}
 	num(e, "expunged", int64(r.Expunged))
 	if len(r.ExpungedSeqs) > 0 && enc.caps.uids > 0 {
 		// Shrunk as uids are; expunged keeps the count.
-		enc.uids = uidList{l: r.ExpungedSeqs, n: enc.caps.uids}
-		e.AddArray("expunged_seqs", &enc.uids)
-		enc.uids.l = nil
+		e.uids("expunged_seqs", r.ExpungedSeqs, enc.caps.uids)
 	}
 	num(e, "content_bytes", r.ContentBytes)
 	enc.strs(e, "content_shared_with", r.SharedWith)
@@ -481,10 +460,10 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	str(e, "limit", r.Limit)
 	str(e, "limit_key", r.LimitKey)
 	if r.Delay != 0 {
-		e.AddFloat64("delay_ms", float64(r.Delay.Microseconds())/1000)
+		e.Float("delay_ms", float64(r.Delay.Microseconds())/1000)
 	}
 	if r.Disconnect {
-		e.AddBool("disconnect", true)
+		e.True("disconnect")
 	}
 	if len(r.Annot) > 0 {
 		enc.annotations(e, r.Annot)
@@ -494,7 +473,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	str(e, "scope", r.Scope)
 
 	if r.Duration != 0 {
-		e.AddFloat64("duration_ms", float64(r.Duration.Microseconds())/1000)
+		e.Float("duration_ms", float64(r.Duration.Microseconds())/1000)
 	}
 	num(e, "bytes_in", r.BytesIn)
 	num(e, "bytes_out", r.BytesOut)
@@ -510,7 +489,7 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	enc.strs(e, "names", r.Names)
 	enc.str(e, "issuer", r.Issuer)
 	if !r.NotAfter.IsZero() {
-		e.AddString("not_after", r.NotAfter.UTC().Format(time.RFC3339))
+		e.Time("not_after", r.NotAfter.UTC(), time.RFC3339)
 	}
 
 	str(e, "host", r.Host)
@@ -519,61 +498,70 @@ func (r *Record) marshal(e zapcore.ObjectEncoder, enc *encoding) error {
 	str(e, "chain", r.Chain)
 	str(e, "key_id", r.KeyID)
 	if r.Count != 0 {
-		e.AddUint64("count", r.Count)
+		e.Uint("count", r.Count)
 	}
 	num(e, "torn_bytes", r.Torn)
 	if r.ResumedAt != 0 {
-		e.AddUint64("resumed_at", r.ResumedAt)
+		e.Uint("resumed_at", r.ResumedAt)
 	}
 	if len(enc.cut) > 0 {
-		e.AddArray("cut", cutList(enc.cut))
+		e.cuts(enc.cut)
 	}
 	if enc.whole > 0 {
-		e.AddInt("record_bytes", enc.whole)
+		e.Int("record_bytes", int64(enc.whole))
 	}
-	return nil
 }
 
-func str(e zapcore.ObjectEncoder, k, v string) {
+func str(e *jsonLine, k, v string) {
 	if v != "" {
-		e.AddString(k, v)
+		e.String(k, v)
 	}
 }
 
-func num(e zapcore.ObjectEncoder, k string, v int64) {
+func num(e *jsonLine, k string, v int64) {
 	if v != 0 {
-		e.AddInt64(k, v)
+		e.Int(k, v)
 	}
 }
 
 // str writes a string from outside the proxy, clipped to the field cap.
-func (enc *encoding) str(e zapcore.ObjectEncoder, k, v string) {
-	if v == "" {
-		return
+func (enc *encoding) str(e *jsonLine, k, v string) {
+	if v != "" { // inlined: most fields are empty
+		enc.clipped(e, k, v, enc.caps.field)
 	}
-	c, whole := clip(v, enc.caps.field)
+}
+
+// clipped writes v clipped to n bytes encoded.
+func (enc *encoding) clipped(e *jsonLine, k, v string, n int) {
+	c, size, whole := clipSize(v, n)
 	if !whole {
 		enc.cut = append(enc.cut, Cut{Field: k, Bytes: len(v)})
 	}
-	if c != "" {
-		e.AddString(k, c)
+	switch {
+	case c == "":
+	case size == len(c): // clipSize found nothing to escape
+		e.key(k)
+		e.b = append(e.b, '"')
+		e.b = append(e.b, c...)
+		e.b = append(e.b, '"')
+	default:
+		e.String(k, c)
 	}
 }
 
 // identStr writes a field that says who did what to what: clipped to
 // the larger of the field cap and the identity cap.
-func (enc *encoding) identStr(e zapcore.ObjectEncoder, k, v string) {
-	f := enc.caps.field
-	enc.caps.field = max(f, enc.caps.ident)
-	enc.str(e, k, v)
-	enc.caps.field = f
+func (enc *encoding) identStr(e *jsonLine, k, v string) {
+	if v != "" {
+		enc.clipped(e, k, v, max(enc.caps.field, enc.caps.ident))
+	}
 }
 
 // names writes a list of mailboxes a command read or watched (sources,
 // mailboxes), each once already: up to caps.names entries, each clipped
 // to n (nameCap), whatever max_list_items says, since each names a
 // distinct mailbox an auditor asks about.
-func (enc *encoding) names(e zapcore.ObjectEncoder, k string, l []string, n int) {
+func (enc *encoding) names(e *jsonLine, k string, l []string, n int) {
 	c := enc.caps
 	enc.caps.field, enc.caps.items = n, c.names
 	enc.strs(e, k, l)
@@ -620,7 +608,7 @@ func (enc *encoding) nameCap(r *Record) int {
 
 // strs writes a list from outside the proxy: its first caps.items
 // entries, each clipped.
-func (enc *encoding) strs(e zapcore.ObjectEncoder, k string, l []string) {
+func (enc *encoding) strs(e *jsonLine, k string, l []string) {
 	if len(l) == 0 {
 		return
 	}
@@ -637,25 +625,12 @@ func (enc *encoding) strs(e zapcore.ObjectEncoder, k string, l []string) {
 	if enc.caps.items == 0 {
 		return
 	}
-	enc.list = capList{l: l, caps: enc.caps}
-	e.AddArray(k, &enc.list)
-	enc.list.l = nil
-}
-
-type capList struct {
-	l    []string
-	caps caps
-}
-
-func (c *capList) MarshalLogArray(e zapcore.ArrayEncoder) error {
-	for i, s := range c.l {
-		if i == c.caps.items {
-			break
-		}
-		s, _ = clip(s, c.caps.field)
-		e.AppendString(s)
+	e.open(k, '[')
+	for _, s := range l[:min(len(l), enc.caps.items)] {
+		s, _ = clip(s, enc.caps.field)
+		e.elem(s)
 	}
-	return nil
+	e.close(']')
 }
 
 // sameKey tells whether the trail's readers take a and b, written as
@@ -681,7 +656,7 @@ func keptKey(kept []string, key string) bool {
 // key cut short could equal another) and is not one a reader takes for
 // an earlier key (sameKey: a record has one reading, ARCHITECTURE.md
 // §11), values clipped; what is left out is named in cut.
-func (enc *encoding) stringMap(e zapcore.ObjectEncoder, k string, m map[string]string) {
+func (enc *encoding) stringMap(e *jsonLine, k string, m map[string]string) {
 	keys := sortedKeys(m)
 	n, kept, whole := 0, keys[:0], true
 	for _, key := range keys {
@@ -701,27 +676,19 @@ func (enc *encoding) stringMap(e zapcore.ObjectEncoder, k string, m map[string]s
 		enc.cut = append(enc.cut, Cut{Field: k, Bytes: n, Items: len(m)})
 	}
 	if len(kept) > 0 {
-		e.AddObject(k, &cappedStrings{m: m, keys: kept, field: enc.caps.field})
+		e.open(k, '{')
+		for _, key := range kept {
+			v, _ := clip(m[key], enc.caps.field)
+			e.outsideKey(key)
+			e.quote(v)
+		}
+		e.close('}')
 	}
-}
-
-type cappedStrings struct {
-	m     map[string]string
-	keys  []string
-	field int
-}
-
-func (c *cappedStrings) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	for _, k := range c.keys {
-		v, _ := clip(c.m[k], c.field)
-		e.AddString(k, v)
-	}
-	return nil
 }
 
 // intMap writes counts by name (session.close counts, SETQUOTA's quota)
 // as stringMap does.
-func intMap[V int | int64](enc *encoding, e zapcore.ObjectEncoder, k string, m map[string]V) {
+func intMap[V int | int64](enc *encoding, e *jsonLine, k string, m map[string]V) {
 	keys := sortedKeys(m)
 	n, kept := 0, keys[:0]
 	for _, key := range keys {
@@ -734,32 +701,25 @@ func intMap[V int | int64](enc *encoding, e zapcore.ObjectEncoder, k string, m m
 		enc.cut = append(enc.cut, Cut{Field: k, Bytes: n, Items: len(m)})
 	}
 	if len(kept) > 0 {
-		e.AddObject(k, &cappedInts[V]{m: m, keys: kept})
+		e.open(k, '{')
+		for _, key := range kept {
+			e.outsideKey(key)
+			e.b = strconv.AppendInt(e.b, int64(m[key]), 10)
+		}
+		e.close('}')
 	}
-}
-
-type cappedInts[V int | int64] struct {
-	m    map[string]V
-	keys []string
-}
-
-func (c *cappedInts[V]) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	for _, k := range c.keys {
-		e.AddInt64(k, int64(c.m[k]))
-	}
-	return nil
 }
 
 // annotations writes the policy's annotations (which may quote a
 // client's text) when their JSON fits caps.annot; else none of them.
 // Reflection is fine on the writer's goroutine; encoding/json sorts the
 // keys.
-func (enc *encoding) annotations(e zapcore.ObjectEncoder, a map[string]any) {
+func (enc *encoding) annotations(e *jsonLine, a map[string]any) {
 	enc.annot.Reset()
 	je := json.NewEncoder(&enc.annot)
 	je.SetEscapeHTML(false) // as zap's own reflection encoder
 	if err := je.Encode(a); err != nil {
-		e.AddString("annotations_error", err.Error())
+		e.String("annotations_error", err.Error())
 		return
 	}
 	b := bytes.TrimSuffix(enc.annot.Bytes(), []byte("\n"))
@@ -783,9 +743,9 @@ func (enc *encoding) annotations(e zapcore.ObjectEncoder, a map[string]any) {
 		enc.cut = append(enc.cut, Cut{Field: "annotations", Bytes: len(b), Items: len(a)})
 		return
 	}
-	if err := e.AddReflected("annotations", json.RawMessage(b)); err != nil {
-		e.AddString("annotations_error", err.Error())
-	}
+	// As compact as encoding/json writes a json.RawMessage, which is
+	// how zapcore wrote them.
+	e.Raw("annotations", b)
 }
 
 // oneKeyEach returns v, decoded JSON, with each object's keys that a
@@ -865,31 +825,26 @@ func clipSize(s string, n int) (string, int, bool) {
 	return s, size, true
 }
 
-// stringList writes a list of the proxy's own words (effects, search
-// keys).
-type stringList []string
-
-func (l *stringList) MarshalLogArray(e zapcore.ArrayEncoder) error {
-	for _, s := range *l {
-		e.AppendString(s)
+// strings writes a list of the proxy's own words (effects, search
+// keys), when it has any.
+func (l *jsonLine) strings(k string, list []string) {
+	if len(list) == 0 {
+		return
 	}
-	return nil
+	l.open(k, '[')
+	for _, s := range list {
+		l.elem(s)
+	}
+	l.close(']')
 }
 
-// uidList writes the first n UIDs.
-type uidList struct {
-	l []uint32
-	n int
-}
-
-func (l *uidList) MarshalLogArray(e zapcore.ArrayEncoder) error {
-	for i, u := range l.l {
-		if i == l.n {
-			break
-		}
-		e.AppendUint32(u)
+// uids writes the first n of list.
+func (l *jsonLine) uids(k string, list []uint32, n int) {
+	l.open(k, '[')
+	for _, u := range list[:min(len(list), n)] {
+		l.elemUint(uint64(u))
 	}
-	return nil
+	l.close(']')
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -3,8 +3,6 @@ package audit
 import (
 	"slices"
 	"strconv"
-
-	"go.uber.org/zap/zapcore"
 )
 
 // A sequence or UID set (RFC 9051 §9) is written in one canonical form,
@@ -28,15 +26,24 @@ const coverLen = 28
 // set writes the set k, canonical, within the identity cap. A set the
 // proxy could not have accepted (not RFC 9051 syntax) is written as
 // given, clipped.
-func (enc *encoding) set(e zapcore.ObjectEncoder, k, v string) {
+func (enc *encoding) set(e *jsonLine, k, v string) {
 	if v == "" {
 		return
 	}
+	if b, ok := enc.canonSet(k, v); ok {
+		e.Plain(k, b) // digits and ",:*$"
+	} else {
+		enc.identStr(e, k, v)
+	}
+}
+
+// canonSet is set v's canonical form within the identity cap, in
+// enc.setBuf, and whether v is a set; a cut is noted as field k.
+func (enc *encoding) canonSet(k, v string) ([]byte, bool) {
 	rs, dollar, ok := parseSet(enc.ranges[:0], v)
 	enc.ranges = rs[:0]
 	if !ok {
-		enc.identStr(e, k, v)
-		return
+		return nil, false
 	}
 	rs = canonRanges(rs)
 	limit := max(enc.caps.field, enc.caps.ident, coverLen)
@@ -82,8 +89,8 @@ func (enc *encoding) set(e zapcore.ObjectEncoder, k, v string) {
 	if cut >= 0 {
 		enc.cut = append(enc.cut, Cut{Field: k, Bytes: len(v), Items: len(rs)})
 	}
-	e.AddByteString(k, b)
 	enc.setBuf = b[:0]
+	return b, true
 }
 
 // parseSet reads set's elements into dst: ok false when set is not

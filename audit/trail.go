@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // Overflow says what Log does when the queue is full or the sink fails.
@@ -175,9 +174,6 @@ type Trail struct {
 	// under wmu, so that whoever holds it has every record queued before
 	// it in hand or already written: seq order is queue order.
 	wmu     sync.Mutex
-	core    zapcore.Core
-	fields  [1]zapcore.Field
-	cur     chained
 	link    *linker
 	seq     uint64
 	prevHex [64]byte
@@ -211,58 +207,6 @@ type Trail struct {
 	// checkpointed is the seq of the last checkpoint written.
 	checkpointed uint64
 	closeErr     error
-}
-
-// chained is the record being encoded with the writer's chain fields.
-type chained struct {
-	t *Trail
-	r *Record
-}
-
-func (c *chained) MarshalLogObject(e zapcore.ObjectEncoder) error {
-	t := c.t
-	e.AddInt("v", SchemaVersion)
-	e.AddUint64("seq", t.seq)
-	e.AddByteString(t.link.field(), t.prevHex[:])
-	return c.r.marshal(e, &t.enc)
-}
-
-// chainWriter receives each encoded line from the zap core: it appends
-// it to the batch and links the next record to it.
-type chainWriter struct{ t *Trail }
-
-func (w chainWriter) Write(p []byte) (int, error) {
-	t := w.t
-	if t.link.mac == nil {
-		t.batch = append(t.batch, p...)
-		t.link.link(t.prevHex[:], p[:len(p)-1]) // without the "\n"
-		return len(p), nil
-	}
-	// With a key the record signs itself: its sig, over the line without
-	// the closing "}\n", ends it and is the next record's link.
-	body := p[:len(p)-2]
-	t.link.link(t.prevHex[:], body)
-	t.batch = append(t.batch, body...)
-	t.batch = append(t.batch, sigField...)
-	t.batch = append(t.batch, t.prevHex[:]...)
-	t.batch = append(t.batch, "\"}\n"...)
-	return len(p), nil
-}
-
-// encoderConfig is the record format: time and kind first, no level,
-// caller or logger name. The time layout appends without allocating.
-var encoderConfig = zapcore.EncoderConfig{
-	TimeKey:        "ts",
-	MessageKey:     "kind",
-	LevelKey:       zapcore.OmitKey,
-	NameKey:        zapcore.OmitKey,
-	CallerKey:      zapcore.OmitKey,
-	FunctionKey:    zapcore.OmitKey,
-	StacktraceKey:  zapcore.OmitKey,
-	LineEnding:     "\n",
-	EncodeTime:     zapcore.TimeEncoderOfLayout(time.RFC3339Nano),
-	EncodeDuration: zapcore.NanosDurationEncoder,
-	EncodeLevel:    zapcore.LowercaseLevelEncoder,
 }
 
 // New starts a trail. When the sink can read back its last record
@@ -324,11 +268,7 @@ func New(o Options) (*Trail, error) {
 		syncEvery: o.SyncInterval,
 		maxRecord: o.MaxRecordBytes,
 	}
-	t.cur.t = t
 	t.dur.init()
-	// Its own core, unsampled, never shared with operational logs.
-	t.core = zapcore.NewCore(zapcore.NewJSONEncoder(encoderConfig), zapcore.AddSync(chainWriter{t}), zapcore.DebugLevel)
-	t.fields[0] = zap.Inline(&t.cur)
 	copy(t.prevHex[:], genesis)
 	if err := t.setCaps(o); err != nil {
 		return nil, err
@@ -581,11 +521,9 @@ func (t *Trail) encode(r *Record) {
 		r.ack.seq.Store(t.seq)
 		t.acks = append(t.acks, r.ack)
 	}
-	t.cur.r = r
-	ent := zapcore.Entry{Time: r.Time.UTC(), Message: string(r.Kind), Level: zapcore.InfoLevel}
 	start, prev := len(t.batch), t.prevHex
 	t.enc.caps, t.enc.whole = t.caps, 0
-	t.write(ent, r)
+	t.write(r)
 	// A record over the bound every sink carries is encoded again, the
 	// same seq and prev, with tighter caps: before it is linked or sent,
 	// so the chain covers what is written (ARCHITECTURE.md §11).
@@ -593,7 +531,7 @@ func (t *Trail) encode(r *Record) {
 		for _, c := range t.shrink {
 			t.batch, t.prevHex = t.batch[:start], prev
 			t.enc.caps, t.enc.whole = c, n
-			t.write(ent, r)
+			t.write(r)
 			if len(t.batch)-start-1 <= t.maxRecord {
 				break
 			}
@@ -603,15 +541,37 @@ func (t *Trail) encode(r *Record) {
 				zap.String("kind", string(r.Kind)), zap.Int("bytes", n), zap.Int("written", len(t.batch)-start-1), zap.Uint64("shrunk_total", k))
 		}
 	}
-	t.cur.r = nil
 }
 
-func (t *Trail) write(ent zapcore.Entry, r *Record) {
-	if err := t.core.Write(ent, t.fields[:]); err != nil {
-		// Only a bug can get here: chainWriter does not fail and Record
-		// encodes any value.
-		t.log.Error("cannot encode audit record", zap.String("kind", string(r.Kind)), zap.Error(err))
+// write appends r to the batch as one line, with the chain's fields
+// (v, seq, and prev or hmac), and links the next record to it: the
+// line's SHA-256, or, with a key, its sig, which ends it (ARCHITECTURE.md
+// §11). The time and kind come first; the line is the one zapcore's JSON
+// encoder wrote (jsonLine).
+func (t *Trail) write(r *Record) {
+	start := len(t.batch)
+	l := jsonLine{b: append(t.batch, '{')}
+	if !r.Time.IsZero() {
+		l.Time("ts", r.Time.UTC(), time.RFC3339Nano)
 	}
+	l.String("kind", string(r.Kind))
+	l.Int("v", SchemaVersion)
+	l.Uint("seq", t.seq)
+	l.Plain(t.link.field(), t.prevHex[:])
+	r.marshal(&l, &t.enc)
+	if t.link.mac == nil {
+		l.b = append(l.b, '}')
+		t.link.link(t.prevHex[:], l.b[start:])
+		l.b = append(l.b, '\n')
+	} else {
+		// The record signs itself: its sig, over the line before it,
+		// ends it and is the next record's link.
+		t.link.link(t.prevHex[:], l.b[start:])
+		l.b = append(l.b, sigField...)
+		l.b = append(l.b, t.prevHex[:]...)
+		l.b = append(l.b, "\"}\n"...)
+	}
+	t.batch = l.b
 }
 
 func (t *Trail) commit() {
@@ -927,14 +887,13 @@ func (t *Trail) worstCase(c caps, ident string) int {
 		Duration: 1<<63 - 1, Delay: 1<<63 - 1, BytesIn: 1<<63 - 1, BytesOut: 1<<63 - 1, Messages: 1<<31 - 1}
 	seq, prev, start := t.seq, t.prevHex, len(t.batch)
 	t.seq = 1<<64 - 1
-	t.cur.r = r
 	t.enc.caps, t.enc.whole = c, 1<<31-1
-	t.write(zapcore.Entry{Time: r.Time, Message: string(r.Kind), Level: zapcore.InfoLevel}, r)
+	t.write(r)
 	n := len(t.batch) - start - 1
 	if t.link.mac == nil {
 		n += len(sigField) + 64 + 1 // the record a key would sign
 	}
-	t.batch, t.seq, t.prevHex, t.cur.r = t.batch[:start], seq, prev, nil
+	t.batch, t.seq, t.prevHex = t.batch[:start], seq, prev
 	return n
 }
 
