@@ -99,8 +99,22 @@ func (l *linker) link(dst, line []byte) {
 		l.mac.Write(line)
 		l.mac.Sum(l.sum[:0])
 	}
-	hex.Encode(dst, l.sum[:])
+	// hex.Encode, two bytes of a table for each byte: the link is
+	// written once for each record.
+	dst = dst[:2*len(l.sum)]
+	for i, v := range l.sum {
+		dst[2*i], dst[2*i+1] = hexPairs[2*int(v)], hexPairs[2*int(v)+1]
+	}
 }
+
+// hexPairs is each byte's two hex digits, in byte order.
+var hexPairs = func() string {
+	var b [512]byte
+	for i := range 256 {
+		hex.Encode(b[2*i:], []byte{byte(i)})
+	}
+	return string(b[:])
+}()
 
 func (l *linker) field() string {
 	if l.mac == nil {
