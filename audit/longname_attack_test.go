@@ -11,8 +11,8 @@ import (
 // §11), and the proxy carries such a command out. Yet a single name is
 // still clipped to MaxFieldBytes (identStr: the identity cap is the field
 // cap, 1024 by default) in every encoding: a RENAME of one 1,100-byte
-// mailbox to another that differs only after byte 1,024 (Dovecot takes
-// names to 4 KiB) is recorded as a RENAME of a mailbox to itself, and
+// mailbox to another that differs only after byte 1,024 (the proxy sets
+// no bound of its own on one name) is recorded as a RENAME of a mailbox to itself, and
 // SELECTs or EXPUNGEs of two such mailboxes name the same one, although
 // the names total 2,210 bytes of the 13,568 the record holds whole.
 func TestAttackSingleLongNameCutWithinNameBytes(t *testing.T) {
