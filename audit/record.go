@@ -96,8 +96,9 @@ const (
 // annotations' JSON; ident, at least, for the fields that say who did
 // what to what (identStr, set); names, entries of a list of mailboxes a
 // command read or watched (sources, mailboxes); uids, the UIDs written;
-// identBytes, when set, what those fields may total, encoded, before the
-// longest names are cut (encoding.nameCap).
+// identBytes, when set, what those fields may total, encoded: within it
+// each is whole, whatever field and ident say (encoding.nameMax); over
+// it, the longest names are cut first (encoding.nameCap).
 type caps struct{ field, items, annot, ident, names, uids, identBytes int }
 
 // IdentFloor is the least, encoded, a record keeps of each field that
@@ -113,16 +114,17 @@ const IdentFloor = 64
 // the last, which cuts them to IdentFloor; a set is never left out
 // (encoding.set), nor an entry of sources or mailboxes (the proxy refuses
 // a command naming more than the record holds, Trail.MaxMailboxNames, or
-// names over Trail.MaxNameBytes). The step before the last keeps them
-// whole when they total at most conf.identBytes, so a command the proxy
-// carried out is recorded whole; over it, the longest names of sources
-// and mailboxes are cut first (encoding.nameCap).
+// names over Trail.MaxNameBytes). Every step but the last keeps them
+// whole when they total at most conf.identBytes, one name longer than the
+// field cap too, so a command the proxy carried out is recorded whole;
+// over it, the longest names of sources and mailboxes are cut first
+// (encoding.nameCap). The last alone bounds the record (Trail.worstCase).
 func shrinkCaps(conf caps) [4]caps {
-	id := conf.ident
+	id, nb := conf.ident, conf.identBytes
 	return [...]caps{
-		{field: 64, items: 4, annot: 256, ident: id, names: conf.names, uids: 64},
-		{field: 16, items: 1, ident: id, names: conf.names, uids: 8},
-		{ident: id, names: conf.names, identBytes: conf.identBytes},
+		{field: 64, items: 4, annot: 256, ident: id, names: conf.names, uids: 64, identBytes: nb},
+		{field: 16, items: 1, ident: id, names: conf.names, uids: 8, identBytes: nb},
+		{ident: id, names: conf.names, identBytes: nb},
 		{ident: min(id, IdentFloor), names: conf.names},
 	}
 }
@@ -169,7 +171,9 @@ type encoding struct {
 	// whole, when set, is the size the record had under the configured
 	// caps (record_bytes): it was over MaxRecordBytes.
 	whole int
-	annot bytes.Buffer
+	// oneName is what one name of the record may take (nameMax).
+	oneName int
+	annot   bytes.Buffer
 	// set's formatting space
 	ranges []setRange
 	setBuf []byte
@@ -370,6 +374,7 @@ const keepSmall = 64
 // configured names) through str.
 func (r *Record) marshal(e *jsonLine, enc *encoding) {
 	enc.cut = enc.cut[:0]
+	enc.oneName = enc.nameMax(r)
 	str(e, "session", r.Session)
 	if r.IP.IsValid() {
 		enc.scratch = r.IP.AppendTo(enc.scratch[:0])
@@ -550,11 +555,43 @@ func (enc *encoding) clipped(e *jsonLine, k, v string, n int) {
 }
 
 // identStr writes a field that says who did what to what: clipped to
-// the larger of the field cap and the identity cap.
+// enc.oneName (nameMax).
 func (enc *encoding) identStr(e *jsonLine, k, v string) {
 	if v != "" {
-		enc.clipped(e, k, v, max(enc.caps.field, enc.caps.ident))
+		enc.clipped(e, k, v, enc.oneName)
 	}
+}
+
+// nameMax is what one name of r (user, command, mailbox, destination,
+// selected, identifier, rights, an entry of sources or mailboxes) may
+// take, encoded: when they total at most the names' budget
+// (caps.identBytes), the budget, so that each is whole whatever the field
+// cap (a command the proxy carried out, ARCHITECTURE.md §11); else the
+// larger of the field cap and the identity cap.
+func (enc *encoding) nameMax(r *Record) int {
+	c, nb := max(enc.caps.field, enc.caps.ident), enc.caps.identBytes
+	if nb <= c {
+		return c
+	}
+	left := nb
+	fits := func(s string) bool {
+		_, n, whole := clipSize(s, left)
+		left -= n
+		return whole
+	}
+	for _, s := range [...]string{r.User, r.Command, r.Mailbox, r.Destination, r.Selected, r.Identifier, r.Rights} {
+		if !fits(s) {
+			return c
+		}
+	}
+	for _, l := range [...][]string{r.Sources, r.Mailboxes} {
+		for _, s := range l[:min(len(l), enc.caps.names)] {
+			if !fits(s) {
+				return c
+			}
+		}
+	}
+	return nb
 }
 
 // names writes a list of mailboxes a command read or watched (sources,
@@ -575,7 +612,7 @@ func (enc *encoding) names(e *jsonLine, k string, l []string, n int) {
 // the shorter ones, and the single fields (user, mailbox, ...), stay
 // whole (ARCHITECTURE.md §11).
 func (enc *encoding) nameCap(r *Record) int {
-	c := max(enc.caps.field, enc.caps.ident)
+	c := enc.oneName
 	if enc.caps.identBytes == 0 || len(r.Sources)+len(r.Mailboxes) == 0 {
 		return c
 	}

@@ -33,7 +33,8 @@ func (enc *encoding) set(e *jsonLine, k, v string) {
 	if b, ok := enc.canonSet(k, v); ok {
 		e.Plain(k, b) // digits and ",:*$"
 	} else {
-		enc.identStr(e, k, v)
+		// Not a name: the field and identity caps (nameMax).
+		enc.clipped(e, k, v, max(enc.caps.field, enc.caps.ident))
 	}
 }
 

@@ -110,6 +110,7 @@ func (l cutList) MarshalLogArray(e zapcore.ArrayEncoder) error {
 // (kinds, events, results, configured names) through str.
 func zapMarshal(r *Record, e zapcore.ObjectEncoder, enc zapEnc) error {
 	enc.cut = enc.cut[:0]
+	enc.oneName = enc.nameMax(r)
 	zapStr(e, "session", r.Session)
 	if r.IP.IsValid() {
 		enc.scratch = r.IP.AppendTo(enc.scratch[:0])
@@ -284,10 +285,15 @@ func (enc zapEnc) str(e zapcore.ObjectEncoder, k, v string) {
 }
 
 // identStr writes a field that says who did what to what: clipped to
-// the larger of the field cap and the identity cap.
+// enc.oneName (nameMax).
 func (enc zapEnc) identStr(e zapcore.ObjectEncoder, k, v string) {
+	enc.capped(e, k, v, enc.oneName)
+}
+
+// capped writes v clipped to n.
+func (enc zapEnc) capped(e zapcore.ObjectEncoder, k, v string, n int) {
 	f := enc.caps.field
-	enc.caps.field = max(f, enc.caps.ident)
+	enc.caps.field = n
 	enc.str(e, k, v)
 	enc.caps.field = f
 }
@@ -487,6 +493,6 @@ func (enc zapEnc) set(e zapcore.ObjectEncoder, k, v string) {
 	if b, ok := enc.canonSet(k, v); ok {
 		e.AddByteString(k, b)
 	} else {
-		enc.identStr(e, k, v)
+		enc.capped(e, k, v, max(enc.caps.field, enc.caps.ident))
 	}
 }
