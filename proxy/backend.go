@@ -42,7 +42,21 @@ var (
 	// (Dovecot says "* BYE Input buffer full" to a long LOGIN), so it is
 	// a refused login, not a fault of the server (ARCHITECTURE.md §13).
 	errLoginDropped = errors.New("backend dropped the login")
+	// errNoAuthzid: the client named an authorization identity and the
+	// server is logged in to with LOGIN, which has no place for one: the
+	// client's request is refused (RFC 5530 AUTHORIZATIONFAILED), no fault
+	// of the server (ARCHITECTURE.md §13).
+	errNoAuthzid = errors.New("LOGIN cannot carry an authorization identity")
 )
+
+// clientsLoginError reports whether a backend login failed over what the
+// client sent (its credentials, their form, its authzid) rather than a
+// fault of the server: such a failure is a refused login for that client,
+// counted by the lockouts, and never reported to the Balancer
+// (ARCHITECTURE.md §13).
+func clientsLoginError(err error) bool {
+	return errors.Is(err, errBackendAuth) || errors.Is(err, errLoginDropped) || errors.Is(err, errNoAuthzid)
+}
 
 // backendConn is the proxy's connection to a backend.
 type backendConn struct {
@@ -479,7 +493,9 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 		st, code, err = bc.authPlain(sasl.NewPlainClient(authzid, user, pass), hasCap("SASL-IR"))
 	default:
 		if authzid != "" && authzid != user {
-			return fmt.Errorf("backend %s: LOGIN cannot carry an authorization identity", b.Addr)
+			// Only known here under LoginAuto (no AUTH=PLAIN after the
+			// greeting); LoginCommand is refused before any dial.
+			return fmt.Errorf("backend %s: %w", b.Addr, errNoAuthzid)
 		}
 		if hasCap("LOGINDISABLED") {
 			return fmt.Errorf("backend %s advertises LOGINDISABLED: use security starttls or tls", b.Addr)
@@ -501,8 +517,12 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 		return fmt.Errorf("backend %s: login unavailable", b.Addr)
 	case st == imapwire.StatusNO:
 		return errBackendAuth
+	case st == imapwire.StatusBAD:
+		// It answered, and took the client's credentials in the form sent
+		// for no login (RFC 9051 §7.1.3): the client's, like a NO.
+		return fmt.Errorf("%w: backend %s rejected the login command", errBackendAuth, b.Addr)
 	default:
-		return fmt.Errorf("backend %s rejected the login command", b.Addr)
+		return fmt.Errorf("backend %s answered the login command %v", b.Addr, st)
 	}
 	names := &imapwire.Names{User: user}
 	switch {
@@ -541,7 +561,8 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 func (bc *backendConn) authPlain(c sasl.Client, saslIR bool) (imapwire.Status, string, error) {
 	_, ir, err := c.Start()
 	if err != nil {
-		return 0, "", err
+		// Only the credentials can make a PLAIN message fail.
+		return 0, "", fmt.Errorf("%w: SASL PLAIN: %w", errBackendAuth, err)
 	}
 	enc := encodeB64(ir)
 	if saslIR {

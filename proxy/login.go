@@ -145,7 +145,9 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 	// with one text after the Limiter's delay (the same for unknown users,
 	// wrong passwords and refusals).
 	var a authed
-	failed := func(reason, detail string) authed {
+	// counted gives up the backend login, if any, and has the lockouts
+	// count a failed login, with their delay.
+	counted := func(detail string) {
 		if a.be != nil {
 			a.drop()
 		}
@@ -153,6 +155,17 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 			time.Sleep(lim.LoginResult(limitUser, false))
 		}
 		ev.Detail = detail
+	}
+	// refused answers a refusal of what the client asked (an authzid the
+	// backend's login cannot carry) with its own code, counted like a
+	// wrong password: the client's doing, never the server's fault
+	// (ARCHITECTURE.md §13).
+	refused := func(reason, detail string, r *reply) authed {
+		counted(detail)
+		return fail(reason, r)
+	}
+	failed := func(reason, detail string) authed {
+		counted(detail)
 		if cr.IsToken() {
 			s.info.AuthFailures++
 			ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
@@ -231,6 +244,11 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		// The proxy verified one user; the master login would act as
 		// another, which nobody authorized.
 		return fail("authzid-refused", replyAuthzidRefused)
+	case b.Login == LoginCommand && authzid != "":
+		// LOGIN has no place for an authzid: refused before any dial
+		// (RFC 5530 AUTHORIZATIONFAILED). Under LoginAuto it is known
+		// only after the greeting (errNoAuthzid, below).
+		return refused("authzid-refused", "backend "+b.Name+" logs in with LOGIN, which cannot carry an authorization identity", replyAuthzidRefused)
 	}
 
 	// 4. The backend checks the password.
@@ -243,6 +261,8 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 			// A failed login like any other, which the lockouts count
 			// (ARCHITECTURE.md §13).
 			return failed("backend-dropped", "backend "+b.Name+" ended the connection on the login")
+		case errors.Is(err, errNoAuthzid):
+			return refused("authzid-refused", "backend "+b.Name+" offers no AUTH=PLAIN: its LOGIN cannot carry an authorization identity", replyAuthzidRefused)
 		}
 		if err != nil {
 			return fail("backend-unavailable", replyBackendUnavailable)
@@ -273,6 +293,8 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 			return failed("backend-refused", "backend "+b.Name+" refused the login")
 		case errors.Is(err, errLoginDropped):
 			return failed("backend-dropped", "backend "+b.Name+" ended the connection on the login")
+		case errors.Is(err, errNoAuthzid):
+			return refused("authzid-refused", "backend "+b.Name+" offers no AUTH=PLAIN: its LOGIN cannot carry an authorization identity", replyAuthzidRefused)
 		}
 		if err != nil {
 			return fail("backend-unavailable", replyBackendUnavailable)
@@ -407,10 +429,13 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 			tried = append(tried, sb.Server)
 			continue
 		}
+		client := clientsLoginError(err)
 		if b.Servers != nil {
 			health := err
-			if errors.Is(err, errBackendAuth) {
-				health = nil // it answered
+			if client {
+				// It answered: the refusal is of what the client sent,
+				// never the server's health (ARCHITECTURE.md §13).
+				health = nil
 			}
 			b.Servers.Result(sb, health)
 		}
@@ -421,7 +446,8 @@ func (s *Session) backendLogin(ctx context.Context, b *Backend, cr *Credentials)
 			}
 			return a, nil
 		}
-		if errors.Is(err, errBackendAuth) {
+		if client {
+			// Another server of the backend would refuse it alike.
 			return authed{}, err
 		}
 		s.logger().Warn("backend unavailable", zap.String("backend", b.Name), zap.String("server", sb.Server), zap.Error(err))

@@ -3,9 +3,7 @@ package proxy
 import (
 	"fmt"
 	"go/ast"
-	"go/parser"
 	"go/token"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -205,22 +203,7 @@ func BenchmarkMetricsCommand(b *testing.B) {
 // series made: a series made but never hit is a stale label, one hit but
 // never made hides its first hit from rate() (ARCHITECTURE.md §14).
 func TestProxyLimitHitsListed(t *testing.T) {
-	fset := token.NewFileSet()
-	names, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var files []*ast.File
-	for _, name := range names {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
+	fset, files := parseProxyFiles(t)
 	consts := map[string]string{}
 	for _, f := range files {
 		for _, d := range f.Decls {
