@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,16 +23,7 @@ import (
 func TestLongNamesRefusedNotCut(t *testing.T) {
 	dovecottest.Require(t)
 	dc := dovecottest.Start(t, dovecottest.Options{})
-	dir := t.TempDir()
-	cf := tlsFiles(t, dir)
-	trail := filepath.Join(dir, "audit.jsonl")
-	s, addrs, _, stop := serveConfig(t, dir, fmt.Sprintf(`
-listeners: [{address: "127.0.0.1:0", mode: tls}]
-tls: {certificates: [{cert: %s, key: %s}]}
-backends: {main: {address: %q, security: plain}}
-audit: {path: %q, fsync: always}
-rate_limits: {enabled: false}
-`, cf.Cert, cf.Key, dc.Addr, trail))
+	s, addrs, stop, trail := serveAuditedDovecot(t, dc)
 	if got := s.opts.Limits.MaxAuditNameBytes; got != proxy.DefaultMaxAuditNameBytes {
 		t.Errorf("limits.max_audit_name_bytes unset: %d reached the proxy, want the trail's %d", got, proxy.DefaultMaxAuditNameBytes)
 	}
@@ -94,6 +86,62 @@ rate_limits: {enabled: false}
 	if appended != 1 || limits != 2 {
 		t.Errorf("%d records of the APPEND carried out, %d max_audit_name_bytes limits; want 1 and 2", appended, limits)
 	}
+}
+
+// One mailbox name longer than max_field_bytes, in a command whose names
+// total within max_audit_name_bytes, is recorded whole (ARCHITECTURE.md
+// §11): a RENAME of a 1,113-byte mailbox to another that differs only
+// after byte 1,024 was recorded as a RENAME to itself. Dovecot with one
+// directory a level takes such names.
+func TestLongMailboxNameRecordedWhole(t *testing.T) {
+	dovecottest.Require(t)
+	dc := dovecottest.Start(t, dovecottest.Options{LayoutFS: true})
+	_, addrs, stop, trail := serveAuditedDovecot(t, dc)
+	stem := "Projects" + strings.Repeat("/"+strings.Repeat("a", 219), 5) // each level under 255 bytes
+	keep, gone := stem+"-keep", stem+"-gone"
+	c := dialAud(t, addrs[0].String())
+	c.do("l", "OK", "LOGIN alice alice-pw")
+	c.do("c1", "OK", fmt.Sprintf("CREATE %q", keep))
+	c.do("r1", "OK", fmt.Sprintf("RENAME %q %q", keep, gone))
+	if l := c.do("s1", "OK", `LIST "" "Projects/*"`); !strings.Contains(l, gone) || strings.Contains(l, keep) {
+		t.Errorf("Dovecot's mailboxes after the RENAME: %q", l)
+	}
+	c.do("o", "OK", "LOGOUT")
+	stop()
+
+	mustVerifyFile(t, trail)
+	renamed := 0
+	if _, err := audit.Scan([]string{trail}, func(r *audit.Record, _ []byte) error {
+		if r.Kind == audit.KindCommand && r.Tag == "r1" {
+			renamed++
+			if r.Mailbox != keep || r.Destination != gone || len(r.Cut) > 0 {
+				t.Errorf("RENAME recorded from %d bytes to %d (the same: %v), cut %+v; want %d and %d whole",
+					len(r.Mailbox), len(r.Destination), r.Mailbox == r.Destination, r.Cut, len(keep), len(gone))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if renamed != 1 {
+		t.Errorf("%d records of the RENAME, want 1", renamed)
+	}
+}
+
+// serveAuditedDovecot serves a proxy in front of dc from a configuration,
+// its trail in the file trail.
+func serveAuditedDovecot(t *testing.T, dc *dovecottest.Server) (s *setup, addrs []net.Addr, stop func(), trail string) {
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	trail = filepath.Join(dir, "audit.jsonl")
+	s, addrs, _, stop = serveConfig(t, dir, fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {main: {address: %q, security: plain}}
+audit: {path: %q, fsync: always}
+rate_limits: {enabled: false}
+`, cf.Cert, cf.Key, dc.Addr, trail))
+	return s, addrs, stop, trail
 }
 
 func mustVerifyFile(t *testing.T, file string) {

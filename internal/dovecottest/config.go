@@ -16,6 +16,7 @@ type configParams struct {
 	highPerformance      bool
 	maxSessions          int
 	separator            string
+	layoutFS             bool
 	id                   identity
 }
 
@@ -57,7 +58,13 @@ func renderConfig(p configParams) string {
 	// 65534, and a rootless caller may have any UID.
 	w("first_valid_uid = %d", p.id.mailUID)
 	w("first_valid_gid = %d", p.id.mailGID)
-	w("mail_location = maildir:~/Maildir")
+	if p.layoutFS {
+		// One directory a level (separator "/"): a name may be as long as
+		// its levels, each within the file system's 255 bytes.
+		w("mail_location = maildir:~/Maildir:LAYOUT=fs")
+	} else {
+		w("mail_location = maildir:~/Maildir")
+	}
 	if p.separator != "" {
 		w("namespace inbox {")
 		w("  inbox = yes")

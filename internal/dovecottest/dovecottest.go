@@ -176,6 +176,12 @@ type Options struct {
 	// "." (Maildir++ stores levels as ".a.b"), as on many installations:
 	// tests of how names split use it.
 	Separator string
+
+	// LayoutFS stores mailboxes one directory a hierarchy level
+	// (maildir LAYOUT=fs, separator "/"), not Maildir++'s one directory a
+	// mailbox, whose name the file system holds to 255 bytes: tests of
+	// mailbox names over a kilobyte use it.
+	LayoutFS bool
 }
 
 // SessionsPerProcess is service imap's client_limit with Options.MaxSessions:
@@ -314,6 +320,7 @@ func Start(t testing.TB, opts Options) *Server {
 			highPerformance:      opts.HighPerformance,
 			maxSessions:          opts.MaxSessions,
 			separator:            opts.Separator,
+			layoutFS:             opts.LayoutFS,
 			id:                   id,
 		})
 		if err := os.WriteFile(s.confPath, []byte(conf), 0o644); err != nil {
