@@ -119,6 +119,13 @@ type Options struct {
 	// LOGINDISABLED and answers LOGIN with NO until STARTTLS. Off by default,
 	// as the proxy may log in over plain loopback.
 	DisablePlaintextAuth bool
+
+	// SharedFolders turns on virtual shared folders (README.sharedfolders,
+	// as Debian's IMAP_SHAREDINDEXFILE does): every user is in the shared
+	// index, so a folder whose ACL grants alice (SETACL, maildiracl) is
+	// "#shared.bob.Folder" to her. Off by default: a user sees no other
+	// user's folders.
+	SharedFolders bool
 }
 
 // Server is a running private Courier. Its exported fields are fixed for the
@@ -183,6 +190,7 @@ func Start(t testing.TB, opts Options) *Server {
 		dir:                  dir,
 		tree:                 tree(),
 		disablePlaintextAuth: opts.DisablePlaintextAuth,
+		sharedFolders:        opts.SharedFolders,
 		gamClientID:          "couriertest-" + filepath.Base(dir),
 	}
 	if err := s.prepareDir(); err != nil {
@@ -270,7 +278,7 @@ func (s *Server) prepareDir() error {
 	// Maildirs, owned by nobody; Courier does not create them.
 	uid, _ := strconv.Atoi(nobody.Uid)
 	gid, _ := strconv.Atoi(nobody.Gid)
-	var userdb strings.Builder
+	var userdb, index strings.Builder
 	names := make([]string, 0, len(s.Users))
 	for name := range s.Users {
 		names = append(names, name)
@@ -287,12 +295,23 @@ func (s *Server) prepareDir() error {
 				return err
 			}
 		}
+		// name, uid, gid, home; the maildir defaults to ./Maildir.
+		fmt.Fprintf(&index, "%s\t%d\t%d\t%s\n", name, uid, gid, home)
 		sum := sha256.Sum256([]byte(s.Users[name]))
 		fmt.Fprintf(&userdb, "%s\tuid=%d|gid=%d|home=%s|mail=%s|systempw={SHA256}%s\n",
 			name, uid, gid, home, filepath.Join(home, "Maildir"), base64.StdEncoding.EncodeToString(sum[:]))
 	}
 	if err := os.Chmod(filepath.Join(s.Dir, "home"), 0o755); err != nil {
 		return err
+	}
+	if s.params.sharedFolders {
+		// imapd reads it as the user (nobody) after login.
+		if err := os.Mkdir(filepath.Join(etc, "shared"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(etc, "shared", "index"), []byte(index.String()), 0o644); err != nil {
+			return err
+		}
 	}
 	// makeuserdb refuses a userdb readable by group or others.
 	userdbPath := filepath.Join(etc, "userdb")

@@ -249,3 +249,36 @@ func TestNoOrphans(t *testing.T) {
 	Require(t)
 	backendtest.CheckNoOrphans(t, "TestOrphanHelper")
 }
+
+// TestSharedFolders: with Options.SharedFolders, a folder bob grants alice
+// rights on is "#shared.bob.Legal" to her (the shared namespace of
+// NAMESPACE), and she acts on bob's messages through it; without it, or
+// without the grant, she sees none of bob's folders.
+func TestSharedFolders(t *testing.T) {
+	t.Parallel()
+	for _, shared := range []bool{false, true} {
+		s := Start(t, Options{SharedFolders: shared})
+		s.Deliver(t, "bob", "Legal", []byte("Subject: held\r\n\r\nkeep\r\n"))
+		bob := dial(t, s, "localhost")
+		bob.MustOK("LOGIN bob bob-pw")
+		alice := dial(t, s, "localhost")
+		alice.MustOK("LOGIN alice alice-pw")
+		if l := alice.MustOK(`LIST "" "#shared.*"`); len(l) != 0 {
+			t.Fatalf("shared=%v: before a grant alice lists %q", shared, l)
+		}
+		bob.MustOK("SETACL INBOX.Legal alice lrswite")
+		l := alice.MustOK(`LIST "" "#shared.*"`)
+		if got := backendtest.HasLine(l, `"#shared.bob.Legal"`); got != shared {
+			t.Fatalf("shared=%v: alice lists %q", shared, l)
+		}
+		if !shared {
+			continue
+		}
+		if ns := alice.MustOK("NAMESPACE"); !backendtest.HasLine(ns, `NIL (("#shared." ".")`) {
+			t.Fatalf("NAMESPACE: %q", ns)
+		}
+		if u := alice.MustOK(`SELECT "#shared.bob.Legal"`); !backendtest.HasLine(u, "* 1 EXISTS") {
+			t.Fatalf("SELECT: %q", u)
+		}
+	}
+}
