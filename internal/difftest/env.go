@@ -75,8 +75,10 @@ func StartBackend(t testing.TB, name string) *Backend {
 	return b
 }
 
-// startServer starts a private server for users; acl loads Dovecot's ACL
-// plugins (Cyrus and Courier always offer ACL, RFC 4314).
+// startServer starts a private server for users; acl lets users share
+// mailboxes by ACL (RFC 4314): Dovecot's ACL plugins, Courier's virtual
+// shared folders ("#shared.bob.Legal"); Cyrus and Courier always offer ACL,
+// Cyrus always shows what is shared ("user.bob.Legal").
 func startServer(t testing.TB, name string, users map[string]string, acl bool) *Backend {
 	t.Helper()
 	b := &Backend{Name: name}
@@ -90,7 +92,7 @@ func startServer(t testing.TB, name string, users map[string]string, acl bool) *
 		b.TLSAddr, b.CAFile, b.Delim, b.Prefix = s.TLSAddr, s.CAFile, '.', "INBOX."
 	case "courier":
 		couriertest.Require(t)
-		s := couriertest.Start(t, couriertest.Options{Users: users})
+		s := couriertest.Start(t, couriertest.Options{Users: users, SharedFolders: acl})
 		b.TLSAddr, b.CAFile, b.Delim, b.Prefix = s.TLSAddr, s.CAFile, '.', "INBOX."
 	default:
 		t.Fatalf("unknown backend %q", name)
