@@ -280,5 +280,15 @@ func TestSharedFolders(t *testing.T) {
 		if u := alice.MustOK(`SELECT "#shared.bob.Legal"`); !backendtest.HasLine(u, "* 1 EXISTS") {
 			t.Fatalf("SELECT: %q", u)
 		}
+		// The prefix is case-sensitive: the proxy's reading of which
+		// namespace a name is in (imapwire.Names.Where) relies on it.
+		if st := alice.MustOK(`STATUS "#shared.bob.Legal" (MESSAGES)`); !backendtest.HasLine(st, "MESSAGES 1") {
+			t.Fatalf("STATUS: %q", st)
+		}
+		for _, name := range []string{"#SHARED.bob.Legal", "#Shared.bob.Legal"} {
+			if _, st := alice.Cmd(`STATUS %q (MESSAGES)`, name); !strings.HasPrefix(st, "NO") {
+				t.Errorf("STATUS %q: %s", name, st)
+			}
+		}
 	}
 }
