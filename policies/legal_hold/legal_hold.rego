@@ -15,6 +15,8 @@
 # (APPEND without \Deleted, COPY, MOVE into) stay allowed: they destroy
 # nothing. A COPY or MOVE keeps the source's flags, \Deleted included,
 # which the bytes do not show; expunge stays refused, so nothing held goes.
+# A mailbox of a shared namespace has no owner the proxy reads: while any
+# hold is in force, its destructive effects are refused (see below).
 package imapwarden
 
 inspect_effects contains "expunge"
@@ -93,6 +95,34 @@ owner_holds_inside(e) if {
 	count(held_patterns_of(e.owner)) > 0
 }
 
+# A mailbox in a shared namespace (input.command.effects[_].namespace
+# "shared": Courier's "#shared.bob.Legal", a folder bob shares by ACL, or a
+# Dovecot public namespace) has no owner the proxy can read: the level
+# after the prefix may be a login, a login with "." written as a space, or
+# an account group (Courier's shared index). Its owner and the owner's name
+# for it being unknown, it may be any held user's held mailbox: while any
+# hold is in force, its destructive effects are refused, except in the
+# shared mailboxes data.legal_hold.shared_not_held names (and those inside
+# them), which the operator knows hold nobody's held mail (public folders).
+hold_in_force if count(data.legal_hold.users) > 0
+
+hold_in_force if {
+	some _, list in data.legal_hold.mailboxes
+	count(list) > 0
+}
+
+shared_not_held(name) if {
+	some m in object.get(data.legal_hold, "shared_not_held", [])
+	mailbox_under(name, m)
+}
+
+owner_unknown_reasons := {
+	"expunge": "Shared mailbox of unknown owner, legal hold in force: expunge refused",
+	"mark-deleted": "Shared mailbox of unknown owner, legal hold in force: cannot mark messages deleted",
+	"delete-mailbox": "Shared mailbox of unknown owner, legal hold in force: delete refused",
+	"rename-mailbox": "Shared mailbox of unknown owner, legal hold in force: rename refused",
+}
+
 legal_hold_reasons := {
 	"expunge": "Mailbox is under legal hold: expunge refused",
 	"mark-deleted": "Mailbox is under legal hold: cannot mark messages deleted",
@@ -140,4 +170,16 @@ deny contains {
 	some e in effects_of({"delete-mailbox", "rename-mailbox"})
 	e.owner
 	owner_holds_inside(e)
+}
+
+deny contains {
+	"policy": "legal_hold",
+	"code": "NOPERM",
+	"reason": owner_unknown_reasons[e.kind],
+} if {
+	input.point == "command"
+	some e in effects_of({"expunge", "mark-deleted", "delete-mailbox", "rename-mailbox"})
+	e.namespace == "shared"
+	hold_in_force
+	not shared_not_held(e.mailbox)
 }

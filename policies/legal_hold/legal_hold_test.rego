@@ -164,3 +164,64 @@ test_other_users_namespace_not_held_allowed if {
 		imapwarden.decision.allow with input as held_cmd("carol", c) with data.legal_hold as hold
 	}
 }
+
+# A mailbox in a shared namespace has no owner the proxy reads (Courier's
+# "#shared.bob.Legal" is bob's INBOX.Legal, shared by ACL): while a hold is
+# in force its destructive effects are refused, whoever the session user.
+shared_on(kind, target, mailbox) := {"kind": kind, "target": target, "mailbox": mailbox, "namespace": "shared"}
+
+shared_destroying := [
+	{"name": "EXPUNGE", "effects": [shared_on("expunge", "selected", "#shared.bob.Legal")]},
+	{"name": "STORE", "effects": [shared_on("set-flags", "selected", "#shared.bob.Legal"), shared_on("mark-deleted", "selected", "#shared.bob.Legal")]},
+	{"name": "DELETE", "effects": [shared_on("delete-mailbox", "mailbox", "#shared.bob.Misc")]},
+	{"name": "RENAME", "effects": [shared_on("rename-mailbox", "mailbox", "#shared.bob"), shared_on("create-mailbox", "destination", "#shared.bob2")]},
+	{"name": "MOVE", "effects": [on("create-messages", "destination", "Trash"), shared_on("expunge", "selected", "Public/Lists")]},
+]
+
+test_shared_namespace_owner_unknown_refused if {
+	every c in shared_destroying {
+		d := imapwarden.decision with input as held_cmd("carol", c) with data.legal_hold as hold
+		d.allow == false
+		d.annotations.policy == "legal_hold"
+		startswith(d.reason, "Shared mailbox of unknown owner")
+	}
+}
+
+test_shared_namespace_only_while_a_hold_is_in_force if {
+	every c in shared_destroying {
+		imapwarden.decision.allow with input as held_cmd("carol", c)
+			with data.legal_hold as {"users": [], "mailboxes": {"*": []}}
+			with data.protected_folders as unprotected
+	}
+	every h in [{"users": ["zed"], "mailboxes": {}}, {"users": [], "mailboxes": {"zed": ["X"]}}] {
+		not imapwarden.decision.allow with input as held_cmd("carol", shared_destroying[0])
+			with data.legal_hold as h
+	}
+}
+
+# (protected_folders refuses DELETE and RENAME there too unless configured.)
+unprotected := {"mailboxes": []}
+
+test_shared_not_held_allowed if {
+	public := object.union(hold, {"shared_not_held": ["Public", "#shared.bob.Misc"]})
+	imapwarden.decision.allow with input as held_cmd("carol", shared_destroying[2]) with data.legal_hold as public
+		with data.protected_folders as unprotected
+	imapwarden.decision.allow with input as held_cmd("carol", shared_destroying[4]) with data.legal_hold as public
+	not imapwarden.decision.allow with input as held_cmd("carol", shared_destroying[0]) with data.legal_hold as public
+
+	# Renaming "#shared.bob" would move what is outside Public with it.
+	not imapwarden.decision.allow with input as held_cmd("carol", shared_destroying[3]) with data.legal_hold as public
+}
+
+# Honest use of shared folders stays: what destroys nothing.
+test_shared_namespace_reads_and_copies_allowed if {
+	every c in [
+		{"name": "SELECT", "effects": [{"kind": "select", "target": "session"}, shared_on("read-metadata", "mailbox", "#shared.bob.Legal")]},
+		{"name": "STORE", "effects": [shared_on("set-flags", "selected", "#shared.bob.Legal")]},
+		{"name": "APPEND", "effects": [shared_on("create-messages", "mailbox", "#shared.bob.Legal")]},
+		{"name": "COPY", "effects": [shared_on("create-messages", "destination", "#shared.bob.Legal"), on("read-metadata", "selected", "INBOX")]},
+		{"name": "CREATE", "effects": [shared_on("create-mailbox", "mailbox", "#shared.bob.New")]},
+	] {
+		imapwarden.decision.allow with input as held_cmd("carol", c) with data.legal_hold as hold
+	}
+}

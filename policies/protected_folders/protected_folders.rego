@@ -69,3 +69,26 @@ deny contains {
 	some e in effects_of({"delete-mailbox", "rename-mailbox"})
 	some m in protected_inside(e.owner_mailbox)
 }
+
+# A mailbox in a shared namespace (namespace "shared": Courier's
+# "#shared.bob.Sent", a folder bob shares by ACL) has no owner the proxy
+# can read, nor the owner's own name for it: it may be anyone's protected
+# folder. DELETE and RENAME are refused there, except in the shared
+# mailboxes data.protected_folders.shared_unprotected names (with those
+# inside them), which the operator knows are no user's protected folder.
+shared_unprotected(name) if {
+	some m in object.get(data.protected_folders, "shared_unprotected", [])
+	mailbox_under(name, m)
+}
+
+deny contains {
+	"policy": "protected_folders",
+	"code": "NOPERM",
+	"reason": sprintf("%s is a shared mailbox of unknown owner and cannot be %s", [e.mailbox, protected_verbs[e.kind]]),
+} if {
+	input.point == "command"
+	some e in effects_of({"delete-mailbox", "rename-mailbox"})
+	e.namespace == "shared"
+	count(data.protected_folders.mailboxes) > 0
+	not shared_unprotected(e.mailbox)
+}

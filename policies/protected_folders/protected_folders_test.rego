@@ -94,3 +94,38 @@ test_other_users_namespace_unprotected_allowed if {
 	}]}, "session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}}}
 	imapwarden.decision.allow with input as c with data.protected_folders as protected
 }
+
+# A shared namespace's mailbox has no owner the proxy reads (Courier's
+# "#shared.bob.Sent" is bob's INBOX.Sent): refused unless configured.
+# (No hold in force: legal_hold refuses them too while one is.)
+shared_cmd(kind, mailbox) := {
+	"point": "command", "command": {"name": "X", "effects": [{
+		"kind": kind, "target": "mailbox", "mailbox": mailbox, "namespace": "shared",
+	}]},
+	"session": {"user": "alice", "groups": [], "tls": {"version": "TLS1.3"}},
+}
+
+no_hold := {"users": [], "mailboxes": {}}
+
+test_shared_namespace_owner_unknown_refused if {
+	every kind in ["delete-mailbox", "rename-mailbox"] {
+		d := imapwarden.decision with input as shared_cmd(kind, "#shared.bob.Sent")
+			with data.protected_folders as protected with data.legal_hold as no_hold
+		d.allow == false
+		d.reason == sprintf("#shared.bob.Sent is a shared mailbox of unknown owner and cannot be %s", [protected_verbs_test[kind]])
+	}
+}
+
+test_shared_unprotected_allowed if {
+	conf := object.union(protected, {"shared_unprotected": ["Public"]})
+	imapwarden.decision.allow with input as shared_cmd("delete-mailbox", "Public")
+		with data.protected_folders as conf with data.legal_hold as no_hold
+	imapwarden.decision.allow with input as shared_cmd("rename-mailbox", "Public/Lists")
+		with data.protected_folders as conf with data.legal_hold as no_hold
+	not imapwarden.decision.allow with input as shared_cmd("delete-mailbox", "#shared.bob.Old")
+		with data.protected_folders as conf with data.legal_hold as no_hold
+	imapwarden.decision.allow with input as shared_cmd("delete-mailbox", "#shared.bob.Old")
+		with data.protected_folders as {"mailboxes": []} with data.legal_hold as no_hold
+	imapwarden.decision.allow with input as shared_cmd("create-mailbox", "#shared.bob.New")
+		with data.protected_folders as protected with data.legal_hold as no_hold
+}
