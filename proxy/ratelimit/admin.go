@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"time"
-
 )
 
 // Lockout is one active lockout, as the admin API lists it.
