@@ -1,12 +1,14 @@
 package ldap
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
 	goldap "github.com/go-ldap/ldap/v3"
 
 	"github.com/imapwarden/imapwarden/internal/ldaptest"
+	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // addPosixGroup adds an RFC 2307 group (memberUid: the members' login
@@ -73,5 +75,35 @@ func TestAttackGroupFilterReadsTypedSpelling(t *testing.T) {
 	}
 	if id.User != "carol" || !slices.Contains(id.Groups, "restricted") {
 		t.Errorf("bind DN: Carol logged in as %q with groups %v", id.User, id.Groups)
+	}
+}
+
+// TestGroupsUnknownFailClosed: with a group filter configured, a login
+// whose groups cannot be read is no login (a user with too few groups
+// would escape a group's policy): a group search the directory refuses
+// (a group base that does not exist), and an entry without the user
+// attribute the filter's {user} stands for (its groups would be searched
+// by the typed spelling). Neither is a wrong password: the directory is
+// misconfigured, NO [UNAVAILABLE].
+func TestGroupsUnknownFailClosed(t *testing.T) {
+	s := ldaptest.Start(t, ldaptest.Options{})
+	addPosixGroup(t, s, "restricted", "carol")
+	for _, tc := range []struct {
+		name string
+		set  func(o *Options)
+	}{
+		{"group search refused", func(o *Options) { o.GroupBase = "ou=nowhere," + ldaptest.BaseDN }},
+		{"no user attribute", func(o *Options) {
+			o.GroupFilter = "(&(objectClass=posixGroup)(memberUid={user}))"
+			o.UserAttribute = "employeeNumber"
+		}},
+	} {
+		o := searchOptions(t, s)
+		tc.set(&o)
+		d := newDir(t, o)
+		id, err := login(d, "carol", "carol-ldap-pw")
+		if err == nil || errors.Is(err, proxy.ErrAuthFailed) {
+			t.Errorf("%s: %+v %v, want an error that is not a failed login", tc.name, id, err)
+		}
 	}
 }

@@ -43,8 +43,10 @@ import (
 )
 
 // Options configure a Directory. Placeholders: {user} in BindDN (escaped
-// as a DN value) and in the filters (escaped as a filter value); {dn} in
-// GroupFilter, the user's DN.
+// as a DN value) and in the filters (escaped as a filter value): the name
+// typed in BindDN and SearchFilter, which find the entry, and the entry's
+// own UserAttribute value in GroupFilter (an entry without one is refused
+// then); {dn} in GroupFilter, the user's DN.
 type Options struct {
 	// URL is ldaps://host[:636] or ldap://host[:389].
 	URL string
@@ -411,8 +413,17 @@ func (d *Directory) identity(ctx context.Context, e *goldap.Entry, user string, 
 		// wrong password's all the same.
 		return nil, err
 	}
+	// From here on the user is the entry's own name, never the spelling
+	// typed: the directory matched the entry under its own rules, and
+	// what is derived from it (the group search's {user}: memberUid is
+	// caseExactIA5Match, RFC 2307 §2.2) must read the entry's name, or
+	// "CAROL" would be carol with none of her groups (ARCHITECTURE.md §17).
 	id := &proxy.Identity{User: e.GetAttributeValue(d.o.UserAttribute), Groups: []string{}}
 	if id.User == "" {
+		if strings.Contains(d.o.GroupFilter, "{user}") {
+			// The groups would be searched by the typed spelling.
+			return nil, fmt.Errorf("ldap: entry %s has no %s for the group filter's {user}", e.DN, d.o.UserAttribute)
+		}
 		id.User = user
 	}
 	if a := d.o.GroupAttribute; a != "" {
@@ -423,7 +434,7 @@ func (d *Directory) identity(ctx context.Context, e *goldap.Entry, user string, 
 		}
 	}
 	if d.o.GroupBase != "" {
-		filter := strings.NewReplacer("{dn}", goldap.EscapeFilter(e.DN), "{user}", goldap.EscapeFilter(user)).Replace(d.o.GroupFilter)
+		filter := strings.NewReplacer("{dn}", goldap.EscapeFilter(e.DN), "{user}", goldap.EscapeFilter(id.User)).Replace(d.o.GroupFilter)
 		err := s.do(ctx, func(c *goldap.Conn) error {
 			res, err := c.Search(goldap.NewSearchRequest(d.o.GroupBase, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases,
 				1000, int(d.o.Timeout/time.Second), false, filter, []string{d.o.GroupNameAttribute}, nil))
