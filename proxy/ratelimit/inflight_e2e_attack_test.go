@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -68,32 +67,10 @@ func TestAttackConcurrentGuessesReachDovecot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	cert, err := testCert()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const guesses = 20
 	gate := &gateAuth{events: make(chan struct{}, 2*guesses), open: make(chan struct{})}
-	srv, err := proxy.NewServer(proxy.Options{
-		Listeners: []proxy.ListenerOptions{{Name: "imaps", Addr: "127.0.0.1:0", Mode: proxy.ImplicitTLS,
-			TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"imap"}}}},
-		Router:        &proxy.StaticRouter{Default: dovecotBackend(t, dc)},
-		Authenticator: gate,
-		Limiter:       l,
-		Auditor:       &recAuditor{},
-		Logger:        zaptest.NewLogger(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		gate.release()
-		srv.Close()
-		srv.Wait()
-	})
+	srv, _ := startServer(t, l, dovecotBackend(t, dc), gate)
+	t.Cleanup(gate.release) // before the server closes: cleanups run last first
 	addr := srv.Addrs()[0].String()
 
 	conns := make([]net.Conn, guesses)
