@@ -15,8 +15,10 @@ package hydratest
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -67,6 +69,7 @@ type Server struct {
 	// Issuer is the tokens' "iss" and the discovery base (ends in "/").
 	Issuer   string
 	AdminURL string
+	key      *rsa.PrivateKey // Hydra's access-token signing key
 	dir      string
 	cmd      *exec.Cmd
 	done     chan struct{}
@@ -251,6 +254,7 @@ func (s *Server) importSigningKey(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.key = k
 	b64 := func(i *big.Int) string { return base64.RawURLEncoding.EncodeToString(i.Bytes()) }
 	k.Precompute()
 	jwk := map[string]any{
@@ -292,4 +296,31 @@ func (s *Server) do(t testing.TB, req *http.Request, out any) {
 			t.Fatalf("hydratest: %s %s: %v", req.Method, req.URL, err)
 		}
 	}
+}
+
+// SignedToken returns a JWT access token with Hydra's issuer and signing
+// key (the kid Hydra's JWKS publishes), carrying claims over the usual
+// ones: what Hydra issues for a user whose login or token hook adds
+// claims (email, email_verified), which the client credentials grant of
+// Token cannot.
+func (s *Server) SignedToken(t testing.TB, audience string, claims map[string]any) string {
+	t.Helper()
+	now := time.Now().Unix()
+	body := map[string]any{"iss": s.Issuer, "aud": []string{audience}, "iat": now, "nbf": now, "exp": now + 3600,
+		"jti": fmt.Sprint(now, len(claims)), "client_id": "hydratest"}
+	for k, v := range claims {
+		body[k] = v
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	p, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := enc([]byte(`{"alg":"RS256","kid":"hydratest-rs256","typ":"JWT"}`)) + "." + enc(p)
+	sum := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, s.key, crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + enc(sig)
 }

@@ -64,8 +64,19 @@ type Options struct {
 	// UserClaim names the user (default "sub"; "email" or
 	// "preferred_username" are common). GroupsClaim, when set, lists the
 	// user's groups.
-	UserClaim   string
-	GroupsClaim string
+	//
+	// Only "sub" (with "iss") is an identifier the issuer keeps unique and
+	// stable (OpenID Connect Core 1.0 §5.7). "email" is the user's only
+	// once the issuer checked it: a token naming an email is refused
+	// unless its "email_verified" is true, since on an issuer where users
+	// set their own address anyone could claim a victim's ("nOAuth").
+	// AllowUnverifiedEmail turns that check off, for an issuer that only
+	// ever issues addresses it assigned. "preferred_username" may be
+	// anything the user chose, and not unique (§5.1): only for an issuer
+	// where users cannot set it.
+	UserClaim            string
+	GroupsClaim          string
+	AllowUnverifiedEmail bool
 	// Scope, when set, must be among the token's scopes; it is also the
 	// scope the error response tells the client to ask for.
 	Scope string
@@ -244,6 +255,11 @@ func (v *Verifier) identity(cl *claims) (*proxy.Identity, error) {
 	user, _ := cl.raw[v.o.UserClaim].(string)
 	if user == "" || strings.ContainsAny(user, "\x00\r\n") {
 		return nil, refused("token has no %q claim", v.o.UserClaim)
+	}
+	// OpenID Connect Core 1.0 §5.1: email_verified is a boolean; anything
+	// else (absent, "true" as a string) is not the issuer saying so.
+	if verified, _ := cl.raw["email_verified"].(bool); v.o.UserClaim == "email" && !v.o.AllowUnverifiedEmail && !verified {
+		return nil, refused("token's email is not verified (email_verified)")
 	}
 	scopes := cl.scopes()
 	if v.o.Scope != "" && !contains(scopes, v.o.Scope) {

@@ -220,3 +220,38 @@ func truncatePayload(tok string) string {
 	p := strings.Split(tok, ".")
 	return p[0] + "." + p[1][:len(p[1])/2] + "." + p[2]
 }
+
+// TestEmailClaimNeedsVerifiedEmail: with user_claim email, a token names
+// its email's owner only if the issuer verified the address
+// (email_verified true, OpenID Connect Core 1.0 §5.1): on an issuer
+// where users set their own email, anyone could otherwise log in as
+// any mailbox by claiming its address ("nOAuth").
+func TestEmailClaimNeedsVerifiedEmail(t *testing.T) {
+	h := startHydra(t)
+	v := newVerifier(t, Options{Issuer: h.Issuer, Audience: "imap", UserClaim: "email"})
+	tok := func(claims map[string]any) string {
+		return h.SignedToken(t, "imap", claims)
+	}
+	if id, err := verify(v, "alice@example.com", tok(map[string]any{"sub": "u1", "email": "alice@example.com", "email_verified": true})); err != nil || id.User != "alice@example.com" {
+		t.Fatalf("verified email: %+v %v", id, err)
+	}
+	for name, claims := range map[string]map[string]any{
+		"unverified":        {"sub": "u2", "email": "alice@example.com", "email_verified": false},
+		"no email_verified": {"sub": "u2", "email": "alice@example.com"},
+		"a string":          {"sub": "u2", "email": "alice@example.com", "email_verified": "true"},
+	} {
+		if id, err := verify(v, "alice@example.com", tok(claims)); !errors.Is(err, proxy.ErrAuthFailed) || !strings.Contains(err.Error(), "not verified") {
+			t.Errorf("%s: %+v %v, want a refusal", name, id, err)
+		}
+	}
+	// Turned off explicitly, for an issuer that assigns the addresses.
+	off := newVerifier(t, Options{Issuer: h.Issuer, Audience: "imap", UserClaim: "email", AllowUnverifiedEmail: true})
+	if id, err := verify(off, "alice@example.com", tok(map[string]any{"sub": "u2", "email": "alice@example.com"})); err != nil || id.User != "alice@example.com" {
+		t.Errorf("allow_unverified_email: %+v %v", id, err)
+	}
+	// Other claims are not the email's.
+	sub := newVerifier(t, Options{Issuer: h.Issuer, Audience: "imap"})
+	if id, err := verify(sub, "u3", tok(map[string]any{"sub": "u3", "email": "x@example.com", "email_verified": false})); err != nil || id.User != "u3" {
+		t.Errorf("user_claim sub: %+v %v", id, err)
+	}
+}
