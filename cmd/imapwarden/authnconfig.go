@@ -54,23 +54,26 @@ type ldapAuthConfig struct {
 }
 
 type oauth2AuthConfig struct {
-	Issuer           string    `yaml:"issuer"`
-	Audience         string    `yaml:"audience"`
-	JWKSURL          string    `yaml:"jwks_url"`
-	Introspection    bool      `yaml:"introspection"`
-	IntrospectionURL string    `yaml:"introspection_url"`
-	ClientID         string    `yaml:"client_id"`
-	ClientSecretFile string    `yaml:"client_secret_file"`
-	UserClaim        string    `yaml:"user_claim"`
-	GroupsClaim      string    `yaml:"groups_claim"`
-	Scope            string    `yaml:"scope"`
-	Algorithms       []string  `yaml:"algorithms"`
-	Leeway           *duration `yaml:"leeway"`
-	JWKSCacheTTL     *duration `yaml:"jwks_cache_ttl"`
-	JWKSMinRefresh   *duration `yaml:"jwks_min_refresh"`
-	Timeout          *duration `yaml:"timeout"`
-	MaxTokenSize     *byteSize `yaml:"max_token_size"`
-	CAFile           string    `yaml:"ca_file"`
+	Issuer           string `yaml:"issuer"`
+	Audience         string `yaml:"audience"`
+	JWKSURL          string `yaml:"jwks_url"`
+	Introspection    bool   `yaml:"introspection"`
+	IntrospectionURL string `yaml:"introspection_url"`
+	ClientID         string `yaml:"client_id"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	UserClaim        string `yaml:"user_claim"`
+	// AllowUnverifiedEmail: with user_claim email, take the email without
+	// email_verified true (an issuer that assigns every address).
+	AllowUnverifiedEmail bool      `yaml:"allow_unverified_email"`
+	GroupsClaim          string    `yaml:"groups_claim"`
+	Scope                string    `yaml:"scope"`
+	Algorithms           []string  `yaml:"algorithms"`
+	Leeway               *duration `yaml:"leeway"`
+	JWKSCacheTTL         *duration `yaml:"jwks_cache_ttl"`
+	JWKSMinRefresh       *duration `yaml:"jwks_min_refresh"`
+	Timeout              *duration `yaml:"timeout"`
+	MaxTokenSize         *byteSize `yaml:"max_token_size"`
+	CAFile               string    `yaml:"ca_file"`
 }
 
 // verifiers says who may vouch for a user that a master-user backend
@@ -163,7 +166,7 @@ func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, f
 			v = d
 			closers = append(closers, d.Close)
 		case "oauth2":
-			o := buildOAuth2(p, key+".oauth2", c.OAuth2)
+			o := buildOAuth2(p, key+".oauth2", c.OAuth2, warn)
 			if o == nil {
 				continue
 			}
@@ -257,15 +260,25 @@ func buildLDAP(p *problems, key string, c *ldapAuthConfig, warn func(key, format
 	return d
 }
 
-func buildOAuth2(p *problems, key string, c *oauth2AuthConfig) *oauth2.Verifier {
+func buildOAuth2(p *problems, key string, c *oauth2AuthConfig, warn func(key, format string, args ...any)) *oauth2.Verifier {
 	if c == nil || c.Issuer == "" {
 		p.add("%s.issuer: required, the exact \"iss\" of the tokens, such as https://sso.example.com/", key)
 		return nil
 	}
+	switch {
+	case c.AllowUnverifiedEmail && c.UserClaim == "email":
+		warn(key+".allow_unverified_email", "a token's email names the user whether or not the issuer verified it: safe only if users cannot set their own address")
+	case c.AllowUnverifiedEmail:
+		p.add("%s.allow_unverified_email: only for user_claim email", key)
+		return nil
+	case c.UserClaim == "preferred_username":
+		warn(key+".user_claim", "preferred_username is what the user chose and need not be unique (OpenID Connect Core 1.0 §5.1): safe only if users cannot set it")
+	}
 	o := oauth2.Options{
 		Issuer: c.Issuer, Audience: c.Audience, JWKSURL: c.JWKSURL, Introspection: c.Introspection,
 		IntrospectionURL: c.IntrospectionURL, ClientID: c.ClientID, UserClaim: c.UserClaim, GroupsClaim: c.GroupsClaim,
-		Scope: c.Scope, Algorithms: c.Algorithms, Leeway: c.Leeway.get(0), JWKSCacheTTL: c.JWKSCacheTTL.get(0),
+		AllowUnverifiedEmail: c.AllowUnverifiedEmail,
+		Scope:                c.Scope, Algorithms: c.Algorithms, Leeway: c.Leeway.get(0), JWKSCacheTTL: c.JWKSCacheTTL.get(0),
 		MinRefresh: c.JWKSMinRefresh.get(0), Timeout: c.Timeout.get(0),
 	}
 	if c.MaxTokenSize != nil {
