@@ -110,10 +110,13 @@ type compiled struct {
 	// never written after loading, and opening one per decision costs.
 	txn   storage.Transaction
 	query ast.Body // result = data.imapwarden.decision, compiled
-	// inspectAll: the policy has no inspect document, so every command
-	// is evaluated; otherwise only those in inspect.
-	inspectAll bool
-	inspect    map[string]struct{}
+	// inspectAll: the policy has no inspect document, or one of its
+	// policies adds denials without one of its own (inspectAllBy names
+	// them, for the load log), so every command is evaluated; otherwise
+	// only those in inspect.
+	inspectAll   bool
+	inspectAllBy []string
+	inspect      map[string]struct{}
 	// inspectEffects: the effects inspected (inspect_effects), a bit per
 	// imapwire.Effect: a command that has one is evaluated, whatever its
 	// name. A FETCH of flags has none of the readonly policy's.
@@ -352,7 +355,13 @@ func (p *compiled) loadInspect(ctx context.Context) error {
 	if (nameRules == nil && effRules == nil) || namesUndef || effUndef {
 		// No inspect document, or one whose body failed: inspecting
 		// nothing would let every command through unseen.
-		p.inspectAll = true
+		p.inspectAll, p.inspectAllBy = true, []string{p.dir}
+		return nil
+	}
+	if by := uninspectedPolicies(p.compiler, p.dir); len(by) > 0 {
+		// The inspect set is per policy: another's would hide from
+		// these the commands it does not name.
+		p.inspectAll, p.inspectAllBy = true, by
 		return nil
 	}
 	p.inspect = map[string]struct{}{}

@@ -285,6 +285,15 @@ func (e *Engine) reload(print string) error {
 		}
 	}
 	fields := []zap.Field{zap.String("revision", st.revision), zap.String("inspect", inspect), zap.Bool("cache", st.cache != nil)}
+	var all []string
+	for _, p := range st.dirs {
+		all = append(all, p.inspectAllBy...)
+	}
+	if len(all) > 0 {
+		// Policies without an inspect document of their own: every
+		// command is evaluated for them (ARCHITECTURE.md §10).
+		fields = append(fields, zap.Strings("inspect_all_by", all))
+	}
 	for _, p := range st.dirs {
 		if p.nondet != "" {
 			fields = append(fields, zap.String("uncacheable", p.dir+" calls "+p.nondet))
