@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // LoadGroups reads a groups file: a YAML mapping from group name to its
@@ -19,7 +21,8 @@ import (
 //	  - carol
 //	readonly: dave erin
 //
-// It returns the groups of each user, user names lower-cased.
+// It returns the groups of each user, user names folded (proxy.FoldUser,
+// the one name of a login, ARCHITECTURE.md §17).
 func LoadGroups(path string) (map[string][]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -63,7 +66,7 @@ func parseGroups(b []byte) (map[string][]string, error) {
 	users := map[string][]string{}
 	for group, members := range byGroup {
 		for _, u := range members {
-			u = strings.ToLower(strings.TrimSpace(u))
+			u = proxy.FoldUser(strings.TrimSpace(u))
 			if u != "" {
 				users[u] = append(users[u], group)
 			}
@@ -72,14 +75,14 @@ func parseGroups(b []byte) (map[string][]string, error) {
 	return normalizeGroups(users, nil), nil
 }
 
-// normalizeGroups merges user → groups maps: user names lower-cased, each
+// normalizeGroups merges user → groups maps: user names folded, each
 // user's groups sorted and without duplicates, so that input.session.groups
 // and the cache key are the same for the same memberships.
 func normalizeGroups(maps ...map[string][]string) map[string][]string {
 	out := map[string][]string{}
 	for _, m := range maps {
 		for u, gs := range m {
-			u = strings.ToLower(u)
+			u = proxy.FoldUser(u)
 			out[u] = append(out[u], gs...)
 		}
 	}

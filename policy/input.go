@@ -979,7 +979,7 @@ func (c *inputCtx) flatValue(x slot, m *machine) val {
 // sessionGroups are the user's groups: the groups file's and the
 // directory's (Identity.Groups), sorted, each once.
 func (c *inputCtx) sessionGroups() []string {
-	file := c.groups[strings.ToLower(c.s.User)]
+	file := c.groups[proxy.FoldUser(c.s.User)]
 	if c.s.Identity == nil || len(c.s.Identity.Groups) == 0 {
 		return file
 	}

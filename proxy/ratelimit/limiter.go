@@ -659,7 +659,8 @@ func (c *config) resolve(user string, id *proxy.Identity) userLimits {
 	}
 	var groups []string
 	if c.o.Groups != nil {
-		groups = c.o.Groups(user)
+		// By the one name of the login, as the keys (ARCHITECTURE.md §17).
+		groups = c.o.Groups(proxy.FoldUser(user))
 	}
 	if id != nil && len(id.Groups) > 0 {
 		groups = append(slices.Clip(groups), id.Groups...)

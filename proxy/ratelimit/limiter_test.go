@@ -419,6 +419,31 @@ func TestGroupOverrides(t *testing.T) {
 	wantExceeded(t, l.Delivered(s, 10, 1), "fetch_messages_per_user", "user", "LIMIT")
 }
 
+// Groups is asked by the folded name (ARCHITECTURE.md §17), as the
+// session count is keyed: "INTERN" is intern, in her group too.
+func TestGroupOverridesByFoldedName(t *testing.T) {
+	var asked []string
+	l, _ := newTest(t, func(o *Options) {
+		o.MaxSessionsPerUser = 5
+		o.Groups = func(user string) []string {
+			asked = append(asked, user)
+			if user == "intern" {
+				return []string{"restricted"}
+			}
+			return nil
+		}
+		o.GroupLimits = map[string]GroupLimits{"restricted": {MaxSessionsPerUser: 1}}
+	})
+	login(t, l, "192.0.2.1", "intern")
+	s2, _ := connect(t, l, "192.0.2.2")
+	s2.User = "INTERN"
+	r, _ := l.Session(s2)
+	wantExceeded(t, r, "sessions_per_user", "user", "LIMIT")
+	if len(asked) != 2 || asked[1] != "intern" {
+		t.Fatalf("Groups asked for %q", asked)
+	}
+}
+
 // A directory's groups (proxy.Identity) select group limits too, after
 // the groups file's.
 func TestGroupOverridesFromDirectory(t *testing.T) {

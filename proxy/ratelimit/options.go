@@ -316,7 +316,9 @@ type Options struct {
 
 	// Groups returns the groups of a logged-in user, in priority order: for
 	// each limit, the first group with an override for it wins. It is
-	// called once per session (not per command) and may be nil. The
+	// called once per session (not per command), with the user name
+	// folded (proxy.FoldUser, as the limiter's keys), and may be nil; the
+	// Limiter does not modify what it returns. The
 	// groups an authenticator found (SessionInfo.Identity.Groups, from a
 	// directory) come after these.
 	Groups func(user string) []string
