@@ -208,6 +208,14 @@ func (e *Engine) Close() error {
 // modules and data and of the groups.
 func (e *Engine) Revision() string { return e.state.Load().revision }
 
+// Groups returns the groups of user in the policies in force (Options.Groups
+// and the groups file, as last read), by its folded name (proxy.FoldUser,
+// ARCHITECTURE.md §17), as input.session.groups has them before a
+// directory's. The slice is shared: the caller must not modify it.
+func (e *Engine) Groups(user string) []string {
+	return e.state.Load().groups[proxy.FoldUser(user)]
+}
+
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {
 	s := Stats{

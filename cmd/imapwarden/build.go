@@ -55,7 +55,7 @@ type setup struct {
 	// The stateful hooks: kept across SIGHUP (the engine reloads its
 	// files, the limiter takes new options and keeps its counters).
 	engine     *policy.Engine
-	engineRef  atomic.Pointer[policy.Engine] // engine, for the metrics
+	engineRef  atomic.Pointer[policy.Engine] // engine, for the metrics and userGroups
 	policyEval prometheus.Histogram          // nil until there are policies
 	// policyMetrics: the engine's metrics are registered.
 	policyMetrics bool
@@ -285,13 +285,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	buildAdmin(&p, s, cfg.Admin, warn)
 	buildPolicy(&p, s, cfg.Policy, backends, log)
 	buildRouting(&p, s, cfg.Routes)
-	var groups map[string][]string
-	if cfg.Policy.GroupsFile != "" {
-		if groups, err = policy.LoadGroups(cfg.Policy.GroupsFile); err != nil {
-			p.add("policy.groups_file: %v", err)
-		}
-	}
-	buildRateLimits(&p, s, cfg.RateLimits, groups, log, warn)
+	buildRateLimits(&p, s, cfg.RateLimits, log, warn)
 	ac := cfg.Audit
 	if v := cfg.Limits.MaxAuditMailboxNames; v != nil && *v > 0 {
 		ac.mailboxNames = *v // the record must hold them: audit.New checks

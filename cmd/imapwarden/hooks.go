@@ -87,9 +87,21 @@ func (s *setup) publishEngine() {
 	}
 }
 
+// userGroups is the groups of a user for group_limits: those of the policy
+// engine in force, which re-reads policy.groups_file when it changes, so
+// that limits and policies follow one membership, looked up by one name
+// (ARCHITECTURE.md §17).
+func (s *setup) userGroups(user string) []string {
+	if e := s.engineRef.Load(); e != nil {
+		return e.Groups(user)
+	}
+	return nil
+}
+
 // buildRateLimits makes the Limiter (on unless rate_limits.enabled is
-// false). groups gives the users' groups for group_limits.
-func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[string][]string, log *zap.Logger, warn func(key, format string, args ...any)) {
+// false). The users' groups for group_limits are the policy engine's
+// (userGroups).
+func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger, warn func(key, format string, args ...any)) {
 	if c.Enabled != nil && !*c.Enabled {
 		return
 	}
@@ -118,8 +130,8 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, groups map[strin
 			o.IPv4Translators = append(o.IPv4Translators, pfx)
 		}
 	}
-	if len(groups) > 0 {
-		o.Groups = func(user string) []string { return groups[user] }
+	if s.engine != nil {
+		o.Groups = s.userGroups
 	}
 	storeErrors := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "imapwarden_ratelimit_store_errors_total", Help: "Failed calls to the shared (Redis) limit store.",

@@ -455,6 +455,10 @@ func applyReload(s, ns *setup, srv *proxy.Server, as *adminServer, log *zap.Logg
 		}
 	}
 	enabled := ns.limiterOpts.Logger != nil // rate limits on
+	if ns.limiterOpts.Groups != nil {
+		// The groups of the engine in force, whichever it will be.
+		ns.limiterOpts.Groups = s.userGroups
+	}
 	if s.limiter == nil && enabled && ns.limiterOpts.Redis != nil {
 		// The store is bound at start, and check closed this one.
 		return &restartError{keys: []string{"rate_limits.redis"}}
