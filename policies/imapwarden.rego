@@ -7,6 +7,8 @@
 #   inspect_effects  the effects they need to see: every command that may
 #                    have one is evaluated (proxy/imapwire's table)
 #   route_backend  the backend for the session's user, at the route point
+#   data_errors    what is wrong with their data (evaluated at load: any
+#                  refuses the load, keeping the policy in force)
 #
 # so that each policy can be added or removed as a directory and trialled
 # alone in shadow mode. README.md documents the contract.

@@ -28,6 +28,7 @@ var (
 	decisionRef       = ast.MustParseRef("data.imapwarden.decision")
 	inspectRef        = ast.MustParseRef("data.imapwarden.inspect")
 	inspectEffectsRef = ast.MustParseRef("data.imapwarden.inspect_effects")
+	dataErrorsRef     = ast.MustParseRef("data.imapwarden.data_errors")
 	resultVar         = ast.Var("result")
 	// noMetrics: the engine does not report OPA's timers, and a fresh
 	// metrics set would cost allocations on every evaluation.
@@ -201,6 +202,9 @@ func compileDir(ctx context.Context, dir string, shadow bool) (*compiled, error)
 	p.uses, p.ids, p.nondet = analyze(c)
 	p.policyNames = denyNames(c)
 	if err := p.loadInspect(ctx); err != nil {
+		return nil, err
+	}
+	if err := p.checkData(ctx); err != nil {
 		return nil, err
 	}
 	if p.prog, err = planPolicy(ctx, p); err != nil {
@@ -379,6 +383,29 @@ func (p *compiled) loadInspect(ctx context.Context) error {
 	}
 	p.inspectEffects = mask
 	return nil
+}
+
+// checkData evaluates data.imapwarden.data_errors once per load: what the
+// policies find wrong in their data, such as a key that would never match
+// (routing.users keyed by a login not folded, ARCHITECTURE.md §17). Any
+// refuses the load, so a reload keeps the policy in force and says why.
+func (p *compiled) checkData(ctx context.Context) error {
+	msgs, rules, undef, err := p.loadStrings(ctx, dataErrorsRef, "message")
+	if err != nil || rules == nil {
+		return err
+	}
+	if undef {
+		msgs = []string{"data_errors is undefined"}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	slices.Sort(msgs)
+	le := &LoadError{Dir: p.dir}
+	for _, m := range msgs {
+		le.Problems = append(le.Problems, Problem{Message: m})
+	}
+	return le
 }
 
 // loadStrings evaluates a set (or array) of strings under data once. It

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -100,5 +101,25 @@ deny contains {"policy": "quarantine"} if {
 				}
 			}
 		})
+	}
+}
+
+// TestDataErrorsRefuseLoad: a routing.users key not in lower case would
+// never match the folded login (ARCHITECTURE.md §17): the load is refused,
+// naming it, and a reload keeps the policy in force.
+func TestDataErrorsRefuseLoad(t *testing.T) {
+	root := policySubset(t, map[string]string{"routing": "users: {alice: main}\ngroups: {}\n"})
+	e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: root}}})
+	rev := e.Revision()
+	writeFile(t, filepath.Join(root, "routing", "data.yaml"), "users: {alice: main, Kate: archive}\ngroups: {}\n")
+	err := e.Reload()
+	if err == nil || !strings.Contains(err.Error(), `routing.users: "Kate" is not lower case`) {
+		t.Fatalf("reload with a key not lower case: %v", err)
+	}
+	if e.Revision() != rev {
+		t.Fatal("the refused policy is in force")
+	}
+	if _, err := New(Options{Dirs: []Dir{{Path: root}}, PollInterval: -1}); err == nil {
+		t.Fatal("loaded with a key not lower case")
 	}
 }

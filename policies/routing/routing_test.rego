@@ -10,6 +10,11 @@ test_user_route if {
 	imapwarden.decision == {"allow": true, "backend": "archive"} with input as route_for("Alice", ["legacy"]) with data.routing as routes
 }
 
+test_user_keys_lower_case if {
+	count(imapwarden.data_errors) == 0 with data.routing as routes
+	imapwarden.data_errors == {`routing.users: "Bob" is not lower case (write "bob"): logins are compared in lower case`} with data.routing as {"users": {"alice": "archive", "Bob": "old"}, "groups": {}}
+}
+
 test_group_route if {
 	imapwarden.decision == {"allow": true, "backend": "old"} with input as route_for("bob", ["legacy", "zz"]) with data.routing as routes
 }
