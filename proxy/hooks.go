@@ -174,7 +174,8 @@ type Balancer interface {
 var ErrNoServer = errors.New("no backend server available")
 
 // StaticRouter routes by exact user, then by the domain after the last
-// "@", then to Default. Keys are matched case-insensitively.
+// "@", then to Default. Keys are folded (FoldUser, ARCHITECTURE.md §17)
+// and matched with the user folded.
 type StaticRouter struct {
 	Default *Backend
 	Users   map[string]*Backend
@@ -182,7 +183,7 @@ type StaticRouter struct {
 }
 
 func (r *StaticRouter) Route(_ context.Context, _ *SessionInfo, user string) (*Backend, error) {
-	u := strings.ToLower(user)
+	u := FoldUser(user)
 	if b, ok := r.Users[u]; ok {
 		return b, nil
 	}

@@ -763,8 +763,8 @@ func buildRouter(p *problems, c routesConfig, conf map[string]*backendConfig, ba
 				p.add("routes.%s: empty key", section)
 				continue
 			}
-			// StaticRouter matches case-insensitively by lower-casing the
-			// user; keys must be lower case for that to find them.
+			// StaticRouter matches by the folded user (proxy.FoldUser,
+			// ARCHITECTURE.md §17); keys are folded for that to find them.
 			if prev, dup := seen[nk]; dup {
 				p.add("%s: same as %q (keys are case-insensitive)", key, prev)
 				continue
@@ -774,7 +774,7 @@ func buildRouter(p *problems, c routesConfig, conf map[string]*backendConfig, ba
 		}
 		return out
 	}
-	r.Users = table("users", c.Users, strings.ToLower)
+	r.Users = table("users", c.Users, proxy.FoldUser)
 	r.Domains = table("domains", c.Domains, func(d string) string {
 		return strings.TrimPrefix(strings.ToLower(d), "@")
 	})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net/netip"
@@ -132,6 +133,10 @@ func TestExampleConfigOptions(t *testing.T) {
 	mainB, legacy := r.Default, r.Domains["legacy.example.com"]
 	if mainB == nil || legacy == nil || r.Users["ceo@example.com"] != mainB || len(r.Users) != 1 || len(r.Domains) != 1 {
 		t.Fatalf("routes: %+v", r)
+	}
+	// One name per login (ARCHITECTURE.md §17): any spelling of the key.
+	if b, err := r.Route(context.Background(), nil, "CEO@Example.com"); err != nil || b != mainB {
+		t.Fatalf("routes.users by another spelling: %v, %v", b, err)
 	}
 	if mainB.TLS == nil || mainB.TLS.ServerName != "mail.internal.example.com" || mainB.TLS.RootCAs == nil ||
 		mainB.TLS.InsecureSkipVerify || mainB.TLS.MinVersion != tls.VersionTLS12 {
