@@ -506,7 +506,8 @@ func (p *compiled) eval(ctx context.Context, input *ast.Term, now time.Time, mem
 // arena, and *inputTerm is its term, made at topdown's first need of it.
 func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm **ast.Term, now time.Time, memo memos) (verdict, error) {
 	if p.prog != nil {
-		if v, err := p.prog.run(ctx, m, input, memo); err == nil {
+		v, err := p.prog.run(ctx, m, input, memo)
+		if err == nil {
 			if v.c != nil && v.c.term != nil {
 				if d, ok := p.prog.verdicts[v.c]; ok {
 					return d, nil
@@ -514,36 +515,54 @@ func (p *compiled) decide(ctx context.Context, m *machine, input val, inputTerm 
 			}
 			return p.verdictOf(m, v)
 		}
+		if errors.Is(err, errEvalTimeout) {
+			return verdict{}, err // topdown would take as long again
+		}
 	}
 	if *inputTerm == nil {
 		*inputTerm = toAST(input)
 	}
-	v, err := p.evalTopdown(ctx, *inputTerm, now)
+	v, err := p.evalTopdownUntil(ctx, *inputTerm, now, m.deadline)
 	if err != nil {
 		return verdict{}, err
 	}
 	return parseDecision(v)
 }
 
+// errEvalTimeout is the error of a decision past its deadline
+// (Options.EvalTimeout): it denies, as every evaluation error does.
+var errEvalTimeout = errors.New("policy: evaluation timed out")
+
 // evalTopdown evaluates data.imapwarden.decision for input with OPA's
 // topdown interpreter.
 func (p *compiled) evalTopdown(ctx context.Context, input *ast.Term, now time.Time) (ast.Value, error) {
+	return p.evalTopdownUntil(ctx, input, now, time.Time{})
+}
+
+// evalTopdownUntil is evalTopdown stopped at deadline (none when zero).
+func (p *compiled) evalTopdownUntil(ctx context.Context, input *ast.Term, now, deadline time.Time) (ast.Value, error) {
 	var out ast.Value
-	err := topdown.NewQuery(p.query).
+	q := topdown.NewQuery(p.query).
 		WithCompiler(p.compiler).
 		WithStore(p.store).
 		WithTransaction(p.txn).
 		WithInput(input).
 		WithTime(now).
 		WithMetrics(noMetrics).
-		WithStrictBuiltinErrors(true).
-		Iter(ctx, func(qr topdown.QueryResult) error {
-			if t := qr[resultVar]; t != nil {
-				out = t.Value
-			}
-			return nil
-		})
+		WithStrictBuiltinErrors(true)
+	if !deadline.IsZero() {
+		q = q.WithCancel(deadlineCancel{deadline})
+	}
+	err := q.Iter(ctx, func(qr topdown.QueryResult) error {
+		if t := qr[resultVar]; t != nil {
+			out = t.Value
+		}
+		return nil
+	})
 	if err != nil {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w: %w", errEvalTimeout, err)
+		}
 		return nil, err
 	}
 	if out == nil {
@@ -551,3 +570,11 @@ func (p *compiled) evalTopdown(ctx context.Context, input *ast.Term, now time.Ti
 	}
 	return out, nil
 }
+
+// deadlineCancel stops a topdown evaluation at a deadline: topdown asks it
+// at each step.
+type deadlineCancel struct{ at time.Time }
+
+func (deadlineCancel) Cancel() {}
+
+func (d deadlineCancel) Cancelled() bool { return time.Now().After(d.at) }

@@ -42,6 +42,9 @@ const (
 const (
 	DefaultPollInterval = 2 * time.Second
 	DefaultCacheSize    = 8192
+	// DefaultEvalTimeout bounds one decision's evaluation: the shipped
+	// policies take microseconds, and the session waits for it.
+	DefaultEvalTimeout = time.Second
 )
 
 // Dir is one policy directory: Rego modules (package imapwarden, defining
@@ -78,6 +81,11 @@ type Options struct {
 	// and their keys keyBytes each on average (keyCache): 0 means
 	// DefaultCacheSize, negative disables both.
 	CacheSize int
+	// EvalTimeout bounds the evaluation of one decision (every policy
+	// asked): past it the decision is denied, UNAVAILABLE, and logged, so
+	// that a slow policy cannot stall sessions. 0 means
+	// DefaultEvalTimeout; New refuses a negative one.
+	EvalTimeout time.Duration
 	// OnEvaluation, when set, receives the time of each Rego evaluation
 	// (cache hits and the fast path are not evaluations), for a metric.
 	OnEvaluation func(time.Duration)
@@ -179,6 +187,12 @@ func New(opts Options) (*Engine, error) {
 	}
 	if e.opts.CacheSize == 0 {
 		e.opts.CacheSize = DefaultCacheSize
+	}
+	switch {
+	case e.opts.EvalTimeout == 0:
+		e.opts.EvalTimeout = DefaultEvalTimeout
+	case e.opts.EvalTimeout < 0:
+		return nil, fmt.Errorf("policy: evaluation timeout %v: must be positive", e.opts.EvalTimeout)
 	}
 	if err := e.Reload(); err != nil {
 		return nil, err
@@ -651,6 +665,8 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	// as a term only if topdown must evaluate it.
 	m := getMachine()
 	defer m.release()
+	// One deadline for every policy asked: the session waits for all.
+	m.deadline = time.Now().Add(e.opts.EvalTimeout)
 	input := c.flat(st.uses, m)
 	var inputTerm *ast.Term
 	// deny and shadow point into verdicts, not at the loop's variable
@@ -699,9 +715,15 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 				continue
 			}
 			e.errorsN.Add(1)
-			e.log.Error("policy evaluation failed, denied", e.fields(p, c, err)...)
+			reason := "Policy evaluation failed"
+			if errors.Is(err, errEvalTimeout) {
+				reason = "Policy evaluation timed out"
+				e.log.Error("policy evaluation timed out, denied", append(e.fields(p, c, err), zap.Duration("eval_timeout", e.opts.EvalTimeout))...)
+			} else {
+				e.log.Error("policy evaluation failed, denied", e.fields(p, c, err)...)
+			}
 			return &outcome{failed: true, denied: true, policy: PolicyError, decision: proxy.Decision{
-				Code: "UNAVAILABLE", Reason: "Policy evaluation failed",
+				Code: "UNAVAILABLE", Reason: reason,
 				Annotations: map[string]any{AnnotationRevision: st.revision, AnnotationError: true},
 			}}
 		}

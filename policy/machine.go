@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -69,6 +70,9 @@ type machine struct {
 	sprintfCache map[string]string
 	// vkey is the scratch of sprintf's and verdictOf's keys.
 	vkey []byte
+	// deadline is the decision's (Options.EvalTimeout), zero for none:
+	// the engine's, set for every policy it evaluates, kept by reset.
+	deadline time.Time
 }
 
 var machinePool = sync.Pool{New: func() any {
@@ -283,14 +287,18 @@ func (m *machine) get(o *operand, base int) val {
 	return m.p.consts[-1-o.local]
 }
 
-// cancelled checks the context now and then: plans loop over data.
+// cancelled checks the context and the deadline now and then: plans loop
+// over data.
 func (m *machine) cancelled() error {
-	if m.done == nil {
+	if m.done == nil && m.deadline.IsZero() {
 		return nil
 	}
 	m.steps++
 	if m.steps%64 != 0 {
 		return nil
+	}
+	if !m.deadline.IsZero() && time.Now().After(m.deadline) {
+		return errEvalTimeout
 	}
 	select {
 	case <-m.done:

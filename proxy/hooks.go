@@ -120,7 +120,8 @@ type Decision struct {
 // Decider decides on connections, logins and commands. It is called on
 // the session's goroutine; it must be safe for concurrent use by sessions.
 // The input is the session's, reused: a Decider keeps none of its pointers
-// after it returns.
+// after it returns. The session waits for it: a Decider bounds its own
+// time (policy.Engine denies past Options.EvalTimeout).
 type Decider interface {
 	Decide(ctx context.Context, in *DecisionInput) Decision
 }

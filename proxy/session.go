@@ -676,6 +676,8 @@ func (s *Session) decide(p Point, cmd *imapwire.Command, partial bool, lit *imap
 		a.lit = *lit
 		in.Literal = &a.lit
 	}
+	// The Decider bounds its own evaluation (policy.eval_timeout): a
+	// context with a deadline would cost every decision, the fast path too.
 	d := s.dyn.Decider.Decide(context.Background(), in)
 	*a = decideArgs{}
 	decideArgsPool.Put(a)

@@ -298,6 +298,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"empty file", "", []string{"empty configuration"}},
 		{"only comments", "# nothing\n", []string{"empty configuration"}},
+		{"negative eval timeout", base + "policy: {dirs: [{path: " + dir + "}], eval_timeout: -1s}\n", []string{"policy.eval_timeout: must not be negative"}},
 		{"two documents", base + "---\nhostname: x\n", []string{"second YAML document"}},
 		{"syntax", "listeners: [\n", []string{"line 1: YAML syntax:"}},
 		{"unknown top key", "hostname: a\nlisten: []\n", []string{`line 2: listen: unknown key`}},

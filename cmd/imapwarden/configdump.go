@@ -126,6 +126,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	if len(e.Policy.Dirs) > 0 {
 		str(&e.Policy.TimeZone, "UTC")
 		dur(&e.Policy.PollInterval, policy.DefaultPollInterval)
+		dur(&e.Policy.EvalTimeout, policy.DefaultEvalTimeout)
 	}
 
 	if a := &e.Audit; a.Sink != "" || a.Path != "" {

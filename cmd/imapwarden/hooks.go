@@ -52,7 +52,12 @@ func newPolicyEvalTime() prometheus.Histogram {
 // the problem added, when they do not load.
 func newPolicyEngine(p *problems, c policyConfig, evalTime prometheus.Histogram, log *zap.Logger) *policy.Engine {
 	o := policy.Options{GroupsFile: c.GroupsFile, PollInterval: c.PollInterval.get(0), CacheSize: c.CacheSize,
+		EvalTimeout:  c.EvalTimeout.get(0),
 		OnEvaluation: func(d time.Duration) { evalTime.Observe(d.Seconds()) }, Logger: log.Named("policy"),
+	}
+	if c.EvalTimeout != nil && o.EvalTimeout < 0 {
+		p.add("policy.eval_timeout: must not be negative, got %v", o.EvalTimeout)
+		return nil
 	}
 	for i, d := range c.Dirs {
 		if d.Path == "" {

@@ -209,6 +209,7 @@ var reloadKeys = map[string]reloadClass{
 	"policy.time_zone":     reloadApplied,
 	"policy.poll_interval": reloadApplied,
 	"policy.cache_size":    reloadApplied,
+	"policy.eval_timeout":  reloadApplied,
 	"policy.route":         reloadApplied,
 
 	// The trail is opened once: its file, chain and key stay.
