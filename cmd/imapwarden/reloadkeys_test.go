@@ -164,6 +164,23 @@ func reloadRecord(t *testing.T, path string) *audit.Record {
 	}
 }
 
+// reloadTarget is what applyReload changes besides s: a server (not
+// listening) and an admin server, closed at the test's end.
+func reloadTarget(t *testing.T, s *setup, log *zap.Logger) (*proxy.Server, *admin, *adminServer) {
+	t.Helper()
+	srv, err := proxy.NewServer(s.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := newAdmin(srv, s.reg, s.level, &s.adminView, s.adminLimits, log)
+	as, err := newAdminServer(adm, s.adminServing(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(as.close)
+	return srv, adm, as
+}
+
 // TestApplyReloadAllOrNothing: a refused reload changes nothing and
 // closes what the new configuration opened (its authenticators'
 // connections); an accepted one applies the scalars the command keeps
@@ -191,21 +208,12 @@ func TestApplyReloadAllOrNothing(t *testing.T) {
 	}
 	s := mk("admin: {address: \"\"}\nlame_duck: 1s\nrate_limits: {enabled: false}\n", true)
 	t.Cleanup(s.close)
-	srv, err := proxy.NewServer(s.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	adm := newAdmin(srv, s.reg, s.level, &s.adminView, s.adminLimits, log)
-	as, err := newAdminServer(adm, s.adminServing(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(as.close)
+	srv, adm, as := reloadTarget(t, s, log)
 
 	ns := mk("admin: {address: \"\"}\nlame_duck: 2s\nrate_limits: {enabled: false}\nhostname: other\n", false)
 	closed := false
 	ns.authClose = append(ns.authClose, func() { closed = true })
-	err = applyReload(s, ns, srv, as, log)
+	err := applyReload(s, ns, srv, as, log)
 	if err == nil || !strings.Contains(err.Error(), "hostname") {
 		t.Fatalf("applyReload = %v, want hostname refused", err)
 	}
