@@ -25,6 +25,11 @@ func newTestEngine(t *testing.T, opts Options) (*Engine, *observer.ObservedLogs)
 	if opts.PollInterval == 0 {
 		opts.PollInterval = -1
 	}
+	if opts.EvalTimeout == 0 {
+		// The race detector on a busy machine: the tests compare
+		// decisions, TestEvalTimeoutDenies the deadline.
+		opts.EvalTimeout = time.Hour
+	}
 	e, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

@@ -44,7 +44,7 @@ deny contains {"policy": "slow"} if {
 			dir := regoDir(t, map[string]string{"slow/slow.rego": c.rego, "slow/data.yaml": data})
 			fetch := command(t, "alice", "a FETCH 1:* BODY.PEEK[]")
 			ctx := context.Background()
-			e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir + "/slow"}}, CacheSize: -1})
+			e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: dir + "/slow"}}, CacheSize: -1, EvalTimeout: time.Hour})
 			if d := e.Decide(ctx, fetch); !d.Allow {
 				t.Fatalf("without a short deadline: %+v", d)
 			}
