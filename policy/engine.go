@@ -43,8 +43,9 @@ const (
 	DefaultPollInterval = 2 * time.Second
 	DefaultCacheSize    = 8192
 	// DefaultEvalTimeout bounds one decision's evaluation: the shipped
-	// policies take microseconds, and the session waits for it.
-	DefaultEvalTimeout = time.Second
+	// policies take microseconds, and the session waits for it; far
+	// above that, so that a starved host's scheduling never denies.
+	DefaultEvalTimeout = 5 * time.Second
 )
 
 // Dir is one policy directory: Rego modules (package imapwarden, defining

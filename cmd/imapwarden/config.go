@@ -63,7 +63,7 @@ type policyConfig struct {
 	TimeZone     string            `yaml:"time_zone"`     // IANA name; default UTC
 	PollInterval *duration         `yaml:"poll_interval"` // default 2s; negative: only SIGHUP
 	CacheSize    int               `yaml:"cache_size"`    // default 8192; negative: off
-	EvalTimeout  *duration         `yaml:"eval_timeout"`  // default 1s; past it a decision denies
+	EvalTimeout  *duration         `yaml:"eval_timeout"`  // default 5s; past it a decision denies
 	// Route lets policies pick the backend (input.point "route"); routes
 	// stay the fallback.
 	Route bool `yaml:"route"`
