@@ -656,15 +656,20 @@ func closedErr(err error) error {
 }
 
 // readResponse reads one response line during login, skipping literals
-// (an ID or CAPABILITY reply may carry some).
+// (an ID or CAPABILITY reply may carry some). Whether the line ends in one
+// is the relay's rule (imapwire.Scanner.ResponseMarker): the greeting and
+// status replies end in resp-text.
 func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
-	line, lit, hasLit, err := bc.sc.ReadLine()
-	if err != nil {
+	line, _, hasLit, err := bc.sc.ReadLine()
+	if err != nil && !imapwire.IsMarkerError(err) {
 		return nil, imapwire.Response{}, err
 	}
-	resp, err := imapwire.ParseResponse(line)
-	if err != nil {
-		return nil, resp, err
+	resp, perr := imapwire.ParseResponse(line)
+	if perr != nil {
+		return nil, resp, perr
+	}
+	if hasLit, err = bc.sc.ResponseMarker(&resp, hasLit, err); err != nil {
+		return nil, resp, fmt.Errorf("%s: %w", resp.Name, err)
 	}
 	if bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName) {
 		if caps := parseCapabilities(line); caps != nil {
@@ -682,16 +687,12 @@ func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
 		bc.nsBad = err != nil || hasLit
 	}
 	for hasLit {
-		if !resp.MayHaveLiteral() {
-			bc.sc.IgnoreLiteral()
-			break
-		}
-		_ = lit
 		if err := bc.sc.DiscardLiteral(); err != nil {
 			return nil, resp, err
 		}
-		if _, lit, hasLit, err = bc.sc.ReadLine(); err != nil {
-			return nil, resp, err
+		_, _, hasLit, err = bc.sc.ReadLine()
+		if hasLit, err = bc.sc.ResponseMarker(&resp, hasLit, err); err != nil {
+			return nil, resp, fmt.Errorf("%s: %w", resp.Name, err)
 		}
 	}
 	return line, resp, nil

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"net"
@@ -27,18 +28,23 @@ type scriptedBackend struct {
 	script func(c net.Conn, tag, line string)
 	caps   string // more capabilities after LOGIN ("METADATA")
 	ns     string // the NAMESPACE answer's data; one personal "" "/" if empty
+	greet  string // the greeting's text; "scripted" if empty
+	in     string // the LOGIN reply's text; "in" if empty
 }
 
 func startScripted(t testing.TB, script func(c net.Conn, tag, line string)) *scriptedBackend {
 	t.Helper()
 	b := &scriptedBackend{script: script}
-	b.ln = serveEach(t, b.serve)
+	b.start(t)
 	return b
 }
 
+// start serves b, its fields set.
+func (b *scriptedBackend) start(t testing.TB) { b.ln = serveEach(t, b.serve) }
+
 func (b *scriptedBackend) serve(c net.Conn) {
 	r := bufio.NewReader(c)
-	fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] scripted\r\n")
+	fmt.Fprintf(c, "* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] %s\r\n", cmp.Or(b.greet, "scripted"))
 	for {
 		l, err := r.ReadString('\n')
 		if err != nil {
@@ -48,7 +54,7 @@ func (b *scriptedBackend) serve(c net.Conn) {
 		tag, rest, _ := strings.Cut(l, " ")
 		switch {
 		case strings.HasPrefix(rest, "LOGIN "):
-			fmt.Fprintf(c, "%s OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS%s] in\r\n", tag, b.caps)
+			fmt.Fprintf(c, "%s OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE UIDPLUS%s] %s\r\n", tag, b.caps, cmp.Or(b.in, "in"))
 		case rest == `LIST "" ""`:
 			fmt.Fprintf(c, "* LIST (\\Noselect) \"/\" \"\"\r\n%s OK done\r\n", tag)
 		case rest == "CAPABILITY":
@@ -89,6 +95,11 @@ func TestBackendProtocolFaults(t *testing.T) {
 		"response after BYE":    "* BYE leaving\r\n* 1 EXISTS\r\n",
 		"ANSI after BYE in tag": "* BYE leaving\r\n* OK \x1b[2J\r\n",
 		"garbage":               "hello world\r\n",
+		// Untagged data may end in a literal: a brace group there that is
+		// no size is a fault, not text (imapwire.Scanner.ResponseMarker).
+		"malformed literal size": "* 1 FETCH (BODY[] {1x}\r\n",
+		"empty literal size":     "* 1 FETCH (BODY[] {}\r\n",
+		"literal size too long":  "* 1 FETCH (BODY[] {99999999999999999999}\r\n",
 	}
 	for name, bad := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -239,7 +239,7 @@ func (p *backendPump) relay() (parked bool) {
 			}
 		}
 		part, final, _, hasLit, err := p.readPart()
-		if err != nil {
+		if err != nil && !imapwire.IsMarkerError(err) {
 			let()
 			p.readFailed(err, false)
 			return
@@ -248,6 +248,11 @@ func (p *backendPump) relay() (parked bool) {
 		if perr != nil {
 			let()
 			p.fault("unparsable response", false)
+			return
+		}
+		if hasLit, err = be.sc.ResponseMarker(&resp, hasLit, err); err != nil {
+			let()
+			p.readFailed(err, false)
 			return
 		}
 		// Plain data: untagged, no status, none the relay rewrites or
@@ -404,7 +409,7 @@ func (p *backendPump) relay() (parked bool) {
 			s.out.lock()
 			held, lines = true, 0
 		}
-		n, err := p.relayResponse(part, final, hasLit, relay, resp.MayHaveLiteral())
+		n, err := p.relayResponse(&resp, part, final, hasLit, relay)
 		if err == nil && unknown {
 			// The client has the answer; nothing more is decided in a
 			// state the proxy does not know (ARCHITECTURE.md §8).
@@ -577,12 +582,21 @@ func enabledCaps(line []byte) (caps imapwire.Cap, unread bool) {
 var errBackendFault = errors.New("backend broke the protocol")
 
 // readPart reads the next piece of a response line and holds it to the
-// protocol (lineCheck).
+// protocol (lineCheck). A malformed literal marker is returned as the
+// scanner's SyntaxError, the line checked: whether it is one depends on
+// the response's kind (imapwire.Scanner.ResponseMarker).
 func (p *backendPump) readPart() (part []byte, final bool, lit imapwire.Literal, hasLit bool, err error) {
 	part, final, lit, hasLit, err = p.be.sc.ReadLinePart()
-	if err == nil && !p.w.lc.check(part, final, p.s.lim.MaxResponseLine) {
+	if (err == nil || imapwire.IsMarkerError(err)) && !p.w.lc.check(part, final, p.s.lim.MaxResponseLine) {
 		err = errBackendFault
 	}
+	return
+}
+
+// readRest reads the next piece of response resp, its marker settled.
+func (p *backendPump) readRest(resp *imapwire.Response) (part []byte, final, hasLit bool, err error) {
+	part, final, _, hasLit, err = p.readPart()
+	hasLit, err = p.be.sc.ResponseMarker(resp, hasLit, err)
 	return
 }
 
@@ -697,6 +711,9 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 	switch {
 	case errors.Is(err, errBackendFault):
 		p.fault(p.w.lc.fault, haveOut)
+	case imapwire.IsMarkerError(err):
+		// In untagged data, where a literal may stand (ResponseMarker).
+		p.fault("malformed literal marker", haveOut)
 	case isTimeout(err) && p.r.cut.Load():
 		s.stop(byeDrained, haveOut)
 	case isTimeout(err):
@@ -740,7 +757,7 @@ func (p *backendPump) fault(what string, haveOut bool) {
 // held back (emit, literal), so that a refusal ends the session before
 // any of it whenever it fits the client writer's buffer (ARCHITECTURE.md
 // §12). Called with the client writer held.
-func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals bool) (int64, error) {
+func (p *backendPump) relayResponse(resp *imapwire.Response, part []byte, final, hasLit, relay bool) (int64, error) {
 	s, dv := p.s, &p.w.dv
 	sc := p.be.sc
 	w := s.out.buf()
@@ -756,7 +773,7 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 		dv.held, dv.holding = w.AvailableBuffer(), true
 	}
 	for {
-		if tracking && !p.track(part, final && hasLit && literals) {
+		if tracking && !p.track(part, final && hasLit) {
 			return n, p.cut(errStop)
 		}
 		if relay {
@@ -766,7 +783,7 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 			n += int64(len(part))
 		}
 		for !final {
-			if part, final, _, hasLit, err = p.readPart(); err != nil {
+			if part, final, hasLit, err = p.readRest(resp); err != nil {
 				p.readFailed(err, true)
 				return n, p.cut(err)
 			}
@@ -776,7 +793,7 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 				p.w.vx.piece(part, final)
 				p.r.mu.Unlock()
 			}
-			if tracking && !p.track(part, final && hasLit && literals) {
+			if tracking && !p.track(part, final && hasLit) {
 				return n, p.cut(errStop)
 			}
 			if relay {
@@ -789,11 +806,6 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 		if !hasLit {
 			break
 		}
-		if !literals {
-			// "{5}" at the end of resp-text is text (RFC 9051 §7.1).
-			sc.IgnoreLiteral()
-			break
-		}
 		var m int64
 		if relay {
 			m, err = p.literal(w)
@@ -804,7 +816,7 @@ func (p *backendPump) relayResponse(part []byte, final, hasLit, relay, literals 
 		if err != nil {
 			return n, p.cut(err)
 		}
-		if part, final, _, hasLit, err = p.readPart(); err != nil {
+		if part, final, hasLit, err = p.readRest(resp); err != nil {
 			p.readFailed(err, true)
 			return n, p.cut(err)
 		}

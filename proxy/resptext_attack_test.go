@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -43,6 +44,51 @@ func TestAttackRespTextEndingInBracesKeepsSession(t *testing.T) {
 				t.Fatalf("tagged reply: got %q, want %q", l, "a1 NO "+text)
 			}
 			c.transact("a2 CHECK", "a2 BAD") // the session goes on
+		})
+	}
+}
+
+// The same at login and for "+": the greeting and the LOGIN reply are
+// status responses, a continuation request is resp-text too (RFC 9051
+// §7.1, §7.6), so text ending in a brace group of any content neither
+// fails the login nor ends the session; one longer than a read buffer
+// ends in a later piece of the line (backendPump.readRest).
+func TestRespTextEndingInBracesAtLoginAndContinuation(t *testing.T) {
+	for _, end := range []string{"x{y}", "x{}", "x{99999999999999999999}", "x{5}"} {
+		t.Run(end, func(t *testing.T) {
+			long := strings.Repeat("x", 70000) + end
+			b := &scriptedBackend{greet: "hi " + end, in: "in " + end}
+			b.script = func(c net.Conn, tag, line string) {
+				switch line {
+				case "IDLE":
+					fmt.Fprintf(c, "+ idling %s\r\n", end)
+				case "": // DONE, read as a tag
+					fmt.Fprintf(c, "a1 OK idled %s\r\n", end)
+				case "NOOP":
+					fmt.Fprintf(c, "* OK %s\r\n%s OK %s\r\n", long, tag, long)
+				default:
+					fmt.Fprintf(c, "%s OK fine\r\n", tag)
+				}
+			}
+			b.start(t)
+			h := newHarness(t, func(o *Options) {
+				o.Router = &StaticRouter{Default: &Backend{Name: "scripted", Addr: b.ln.Addr().String(), Security: BackendPlain, Login: LoginCommand}}
+			})
+			c := h.login()
+			exact := func(want string) {
+				t.Helper()
+				if l := c.line(); l != want {
+					t.Fatalf("got %.80q, want %.80q", l, want)
+				}
+			}
+			c.send("a1 IDLE")
+			exact("+ idling " + end)
+			c.sendRaw("DONE\r\n")
+			exact("a1 OK idled " + end)
+			c.send("a2 NOOP")
+			exact("* OK " + long)
+			exact("a2 OK " + long)
+			c.transact("a3 CHECK", "a3 BAD") // the session goes on
 		})
 	}
 }

@@ -17,8 +17,9 @@
 //   - A marker is a literal only where the grammar allows one. Commands may
 //     carry literals anywhere; of server responses only untagged data may
 //     (Response.MayHaveLiteral): in a status response or a continuation
-//     request "{5}" at the end is resp-text (RFC 9051 §7.1), and the caller
-//     must IgnoreLiteral it (and ignore a marker SyntaxError there).
+//     request a brace group at the end is resp-text (RFC 9051 §7.1): the
+//     caller settles every response line's marker with
+//     Scanner.ResponseMarker.
 //   - The response path (ReadLinePart, ParseResponse, FilterCapabilities
 //     when nothing is dropped, CopyLiteral, StreamLiteral) does not
 //     allocate; errors on it

@@ -1,6 +1,7 @@
 package imapwire
 
 import (
+	"bufio"
 	"bytes"
 	"strings"
 	"testing"
@@ -146,5 +147,45 @@ func TestResponseAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocs, want 0", allocs)
+	}
+}
+
+// A brace group at the end of resp-text is text whatever it holds; at the
+// end of untagged data it is a literal or a syntax error (RFC 9051 §7.1).
+func TestResponseMarker(t *testing.T) {
+	for _, c := range []struct {
+		line    string
+		lit     bool
+		wantErr bool
+	}{
+		{"* OK text x{y}\r\n", false, false},
+		{"* NO text x{}\r\n", false, false},
+		{"a1 NO text x{99999999999999999999}\r\n", false, false},
+		{"a1 OK text {5}\r\n", false, false},
+		{"* BYE x{5+}\r\n", false, false},
+		{"+ go x{y}\r\n", false, false},
+		{"* PREAUTH x{1a}\r\n", false, false},
+		{"* 1 FETCH (BODY[] {5}\r\n", true, false},
+		{"* 1 FETCH (BODY[] {x}\r\n", false, true},
+		{"* LIST () \"/\" {}\r\n", false, true},
+		{"* SEARCH 1 {99999999999999999999}\r\n", false, true},
+	} {
+		s := NewScanner(bufio.NewReader(strings.NewReader(c.line+"* 2 EXISTS\r\n")), 0)
+		line, _, ok, err := s.ReadLine()
+		r, perr := ParseResponse(line)
+		if perr != nil {
+			t.Fatalf("%q: %v", c.line, perr)
+		}
+		ok, err = s.ResponseMarker(&r, ok, err)
+		if ok != c.lit || (err != nil) != c.wantErr || err != nil && !IsMarkerError(err) {
+			t.Errorf("%q: literal %v, error %v; want literal %v, error %v", c.line, ok, err, c.lit, c.wantErr)
+		}
+		if ok {
+			continue
+		}
+		// Nothing left open: the next line reads.
+		if next, _, _, err := s.ReadLine(); err != nil || string(next) != "* 2 EXISTS\r\n" {
+			t.Errorf("%q: next line %q, %v", c.line, next, err)
+		}
 	}
 }

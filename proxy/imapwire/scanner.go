@@ -223,7 +223,7 @@ func (s *Scanner) endLine(line []byte, whole bool) ([]byte, Literal, bool, error
 //
 // A marker is only a literal where the grammar allows one: in a status
 // response or a continuation request it is resp-text (RFC 9051 §7.1), see
-// Response.MayHaveLiteral and IgnoreLiteral.
+// Scanner.ResponseMarker.
 func (s *Scanner) ReadLinePart() (part []byte, final bool, lit Literal, ok bool, err error) {
 	if !s.inPart {
 		if err := s.beginLine(); err != nil {
