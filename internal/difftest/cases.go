@@ -155,7 +155,10 @@ func (g *Gen) headerNameCase() *Case {
 func (g *Gen) flagsCase() *Case {
 	c := &Case{Name: "APPEND <name> (<flags>) message"}
 	for _, box := range []string{"Keep", "Legal"} {
-		for _, flags := range []string{`(\Deleted)`, `(\Seen \dElEtEd)`, `(\Seen $Deleted)`} {
+		// A flag ending in a character Courier ends a word at: refused
+		// by the proxy, never relayed (ARCHITECTURE.md §7).
+		for _, flags := range []string{`(\Deleted)`, `(\Seen \dElEtEd)`, `(\Seen $Deleted)`,
+			`(\Deleted[)`, `(\Deleted])`, `(\Deleted})`, `(\Seen \Deleted~)`} {
 			c.Steps = append(c.Steps, &Step{
 				Label: fmt.Sprintf("APPEND %s %s message", box, flags),
 				Cmds:  []Cmd{Build("f1", T(" APPEND "+Quote(g.B.Wire(box))+" "+flags+" "), g.msgLit("f1"))},

@@ -105,7 +105,8 @@ var printable = func() []byte {
 
 // NameFamilies returns the spellings of a logical mailbox name, by family:
 // "form" (atom, quoted, the four literal forms), "case", "delim", "utf7",
-// "nil" are small and always used; "escape" (a backslash before every
+// "split" (a character a backend ends a word at, atom and quoted), "nil"
+// are small and always used; "escape" (a backslash before every
 // character of the name and before every printable character) and "char"
 // (every printable character added) are large and sampled.
 func (g *Gen) NameFamilies(logical string) map[string][]Spelling {
@@ -169,6 +170,13 @@ func (g *Gen) NameFamilies(logical string) map[string][]Spelling {
 	}
 	add("utf7", quotedSp(w+"&"), quotedSp(w+"&-"), quotedSp(w+"&2D0AQQ-"), quotedSp(w+"&,,,-"), quotedSp(w+"&AAA-"))
 
+	// The characters a backend ends an unquoted word at (Courier: "[",
+	// "]", "}", "~"): an atom with one is refused, quoted it is a name.
+	for _, x := range "[]}~" {
+		add("split", sp(fmt.Sprintf("atom %s%c", w, x), T(w+string(x))), sp(fmt.Sprintf("atom %c%s", x, w), T(string(x)+w)),
+			quotedSp(w+string(x)), quotedSp(string(x)+w))
+	}
+
 	add("nil", sp("atom NIL", T("NIL")), sp("atom nil", T("nil")), quotedSp("NIL"), quotedSp(""), sp("literal {0}", L("", litSync)))
 
 	for i := 0; i < len(w); i++ {
@@ -213,7 +221,7 @@ func isASCII(s string) bool {
 func (g *Gen) NameSpellings(logical string) []Spelling {
 	f := g.NameFamilies(logical)
 	var out []Spelling
-	for _, fam := range []string{"form", "case", "delim", "utf7", "nil", "escape", "char"} {
+	for _, fam := range []string{"form", "case", "delim", "utf7", "split", "nil", "escape", "char"} {
 		out = append(out, f[fam]...)
 	}
 	return out

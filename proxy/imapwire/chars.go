@@ -20,6 +20,12 @@ const (
 	// patterns and sequence sets), "]" (resp-specials, allowed in astring)
 	// and "\" (flags such as \Seen).
 	cAtomX
+	// cSplit: ASTRING-CHARs a supported backend ends an unquoted word at
+	// (Courier: "[", "]", "}", and "~", which starts a literal8 to it;
+	// Dovecot and Cyrus end one only at SP, CTL, "(", ")" and DQUOTE).
+	// An atom holding one outside a FETCH section has two readings: it is
+	// refused, never relayed (ARCHITECTURE.md §7).
+	cSplit
 )
 
 var class = func() (t [256]uint8) {
@@ -35,6 +41,9 @@ var class = func() (t [256]uint8) {
 	for _, c := range []byte("+[}~") {
 		t[c] &^= cTag
 	}
+	for _, c := range []byte("[]}~") {
+		t[c] |= cSplit
+	}
 	return t
 }()
 
@@ -42,9 +51,10 @@ var class = func() (t [256]uint8) {
 // client needs more.
 const maxTag = 64
 
-func isAtomChar(c byte) bool { return class[c]&cAtom != 0 }
-func isTagChar(c byte) bool  { return class[c]&cTag != 0 }
-func isAtomX(c byte) bool    { return class[c]&cAtomX != 0 }
+func isAtomChar(c byte) bool  { return class[c]&cAtom != 0 }
+func isTagChar(c byte) bool   { return class[c]&cTag != 0 }
+func isAtomX(c byte) bool     { return class[c]&cAtomX != 0 }
+func isSplitChar(c byte) bool { return class[c]&cSplit != 0 }
 
 // isCTL reports CTL = %x00-1F / %x7F (RFC 5234 B.1).
 func isCTL(c byte) bool { return c < 0x20 || c == 0x7f }

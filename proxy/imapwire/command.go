@@ -300,6 +300,9 @@ type CommandParser struct {
 	pending    bool // the last line announced a literal not fed yet
 	pendingMsg bool // ... and it is message data
 	sections   bool // "[" opens a section (FETCH, NOTIFY items)
+	// split: the backend tokenizes the arguments, so an atom may hold
+	// none of the characters a backend ends a word at (isSplitChar).
+	split bool
 
 	// catAt is the APPEND argument (its index in Args, plus one) whose
 	// message parts fed so far add up to catBytes: a CATENATE's TEXT parts
@@ -349,6 +352,7 @@ var (
 	errCmdExtraSP      = &SyntaxError{Msg: "SP where none may stand (RFC 9051 §9: one SP between arguments)"}
 	errCmdParen        = &SyntaxError{Msg: "unexpected ')'"}
 	errCmdBrace        = &SyntaxError{Msg: "unexpected '{' (a literal marker must end the line)"}
+	errCmdSplitAtom    = &SyntaxError{Msg: `unquoted word with "[", "]", "}" or "~", where a server may end the word: quote it (RFC 9051 §4.3)`}
 	errCmdCTL          = &SyntaxError{Msg: "control character in command"}
 	errCmd8Bit         = &SyntaxError{Msg: "8-bit byte outside a string"}
 	errCmdQuoted       = &SyntaxError{Msg: "unterminated quoted string"}
@@ -393,7 +397,7 @@ func (p *CommandParser) Reset() {
 	*c = Command{Args: c.Args, FetchItems: c.FetchItems, StoreFlags: c.StoreFlags}
 	clear(p.open[:p.depth])
 	p.depth, p.nargs, p.err = 0, 0, nil
-	p.started, p.needSep, p.afterSP, p.pending, p.pendingMsg, p.sections = false, false, false, false, false, false
+	p.started, p.needSep, p.afterSP, p.pending, p.pendingMsg, p.sections, p.split = false, false, false, false, false, false, false
 	p.atom, p.atomDepth = p.atom[:0], 0
 	p.base, p.pos, p.atomStart, p.spans = 0, 0, 0, [maxSpans]span{}
 	p.catAt, p.catBytes = 0, 0
@@ -592,6 +596,9 @@ func (p *CommandParser) parseStart(b []byte) (int, error) {
 	// Only FETCH-like items have sections with SP inside; elsewhere "["
 	// is an ordinary ATOM-CHAR ("[Gmail]/All" is one atom).
 	p.sections = p.cmd.Spec != nil && p.cmd.Spec.sections
+	// What the proxy answers itself (LOGIN, AUTHENTICATE, ...) no
+	// backend reads as the client wrote it.
+	p.split = p.cmd.Spec == nil || !p.cmd.Spec.Proxy
 	p.needSep = true
 	return i, nil
 }
@@ -622,7 +629,7 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 	i := 0
 	if p.atomDepth > 0 {
 		// Continue a FETCH item whose section was cut by a literal.
-		end, d, err := scanAtom(b, 0, p.atomDepth, true)
+		end, d, err := scanAtom(b, 0, p.atomDepth, true, p.split)
 		if err != nil {
 			return err
 		}
@@ -702,7 +709,7 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			p.mark(p.pos+i, p.pos+i+n)
 			i += n
 		default:
-			end, d, err := scanAtom(b, i, 0, p.sections)
+			end, d, err := scanAtom(b, i, 0, p.sections, p.split)
 			if err != nil {
 				return err
 			}
@@ -771,8 +778,9 @@ func atomChars(b []byte) Chars {
 // matching ']' and may hold SP, parentheses and quoted strings (RFC 9051
 // §6.4.5 section, header-list); "<partial>" after it is ordinary atom text.
 // depth > 0 means the section is not closed when b ended. Bytes that may
-// stand in no atom are errors.
-func scanAtom(b []byte, i, d int, sections bool) (end, depth int, err error) {
+// stand in no atom are errors, and with split so are those outside a
+// section that a backend reads as a word's end (isSplitChar).
+func scanAtom(b []byte, i, d int, sections, split bool) (end, depth int, err error) {
 	for i < len(b) {
 		c := b[i]
 		if d > 0 {
@@ -810,6 +818,9 @@ func scanAtom(b []byte, i, d int, sections bool) (end, depth int, err error) {
 		}
 		if c == ' ' || c == '(' || c == ')' || c == '"' {
 			break
+		}
+		if split && isSplitChar(c) {
+			return i, 0, errCmdSplitAtom
 		}
 		if !isAtomX(c) {
 			switch {
