@@ -1,6 +1,7 @@
 package difftest
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/imapwarden/imapwarden/internal/couriertest"
@@ -40,4 +41,26 @@ func TestAttackAtomCourierSplitsForwarded(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestQuotedSplitCharsDifferential: quoted, a name with "[", "]", "}" or
+// "~" is one name to every backend, and the proxy relays it: only the
+// unquoted word has two readings (ARCHITECTURE.md §7).
+func TestQuotedSplitCharsDifferential(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *Env) {
+		w := e.Worker(t, 0)
+		for i, c := range []string{"]", "[", "}", "~"} {
+			box := fmt.Sprintf("$PQ%d%sx", i, c)
+			// One command a step, each from the same mailboxes: the
+			// harness holds what the backend did to what the proxy
+			// decided; the answer is the backend's (one may refuse some
+			// of these names), never the proxy's BAD.
+			for _, cmd := range []string{"CREATE", "SELECT", "DELETE", "SUBSCRIBE"} {
+				o := script(t, w, "m "+cmd+" \""+box+"\"\n")
+				if st := status(o, "m"); st != "OK" && st != "NO" {
+					t.Errorf("%s %q: %q, want the backend's OK or NO", cmd, box, st)
+				}
+			}
+		}
+	})
 }
