@@ -664,12 +664,13 @@ func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
 	if err != nil && !imapwire.IsMarkerError(err) {
 		return nil, imapwire.Response{}, err
 	}
-	resp, perr := imapwire.ParseResponse(line)
-	if perr != nil {
-		return nil, resp, perr
+	marker := err // settled by the response's kind below
+	resp, err := imapwire.ParseResponse(line)
+	if err != nil {
+		return nil, resp, err
 	}
-	if hasLit, err = bc.sc.ResponseMarker(&resp, hasLit, err); err != nil {
-		return nil, resp, fmt.Errorf("%s: %w", resp.Name, err)
+	if hasLit, err = bc.sc.ResponseMarker(&resp, hasLit, marker); err != nil {
+		return nil, resp, fmt.Errorf("%s response: %w", resp.Name, err)
 	}
 	if bytes.EqualFold(resp.Name, capName) || bytes.EqualFold(resp.Code, capName) {
 		if caps := parseCapabilities(line); caps != nil {
@@ -692,7 +693,7 @@ func (bc *backendConn) readResponse() ([]byte, imapwire.Response, error) {
 		}
 		_, _, hasLit, err = bc.sc.ReadLine()
 		if hasLit, err = bc.sc.ResponseMarker(&resp, hasLit, err); err != nil {
-			return nil, resp, fmt.Errorf("%s: %w", resp.Name, err)
+			return nil, resp, fmt.Errorf("%s response: %w", resp.Name, err)
 		}
 	}
 	return line, resp, nil

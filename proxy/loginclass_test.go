@@ -137,6 +137,7 @@ var loginErrSources = map[string]loginErrClass{
 	"bc.sc.ReadLine":          classServer,
 	"imapwire.ParseResponse":  classServer,
 	"bc.sc.DiscardLiteral":    classServer,
+	"bc.sc.ResponseMarker":    classServer, // a malformed literal size in untagged data
 	"bc.bw.Flush":             classServer,
 	"c.Start":                 classClient, // the SASL PLAIN message of the credentials
 	"imapwire.ParseNamespace": classServer,
@@ -167,6 +168,7 @@ var loginErrSources = map[string]loginErrClass{
 	"read from %s: %w":                                                  classServer, // a close is errLoginDropped at the login (closedErr)
 	"backend %s said BYE: %w [errBackendClosed]":                        classServer, // errLoginDropped at the login
 	"backend %s: no tagged response":                                    classServer,
+	"%s response: %w":                                                   classServer, // a malformed literal size in untagged data
 }
 
 // clientSentinels are the errors clientsLoginError takes for the client's.
