@@ -30,7 +30,13 @@ func TestAnsweringFetch(t *testing.T) {
 		steps    []step
 	}{
 		{"one", []*inflight{fetch("b", false, "1", "BODY.PEEK[]")},
-			[]step{{"* 7 FETCH (UID 9 BODY[HEADER] {0}\r\n", "b", nil}}}, // alone: whatever it carries
+			[]step{{"* 1 FETCH (UID 9 BODY[] {0}\r\n", "b", nil}}},
+		// What no FETCH asked for (another message, other items: a
+		// NOTIFY push) is none's, alone or not: a delivery of its own.
+		{"one, another message", []*inflight{fetch("b", false, "1", "BODY.PEEK[]")},
+			[]step{{"* 7 FETCH (UID 9 BODY[] {0}\r\n", "", nil}}},
+		{"one, other items", []*inflight{fetch("b", false, "1", "BODY.PEEK[HEADER]")},
+			[]step{{"* 1 FETCH (UID 9 BODY[] {0}\r\n", "", nil}}},
 		{"by items", []*inflight{fetch("b", false, "1", "BODY.PEEK[]"), fetch("c", true, "1", "BODY.PEEK[HEADER]")},
 			[]step{{"* 1 FETCH (UID 1 BODY[HEADER] {0}\r\n", "c", nil}, {"* 1 FETCH (UID 1 BODY[] {0}\r\n", "b", nil}}},
 		{"by set", []*inflight{fetch("b", true, "3:4", "BODY.PEEK[]"), fetch("c", true, "5,9", "BODY.PEEK[]")},
@@ -47,7 +53,7 @@ func TestAnsweringFetch(t *testing.T) {
 			[]step{{"* 1 FETCH (UID 1 FLAGS () ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", "c", nil},
 				{"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 5 1))\r\n", "b", nil}}},
 		{"none fits", []*inflight{fetch("b", false, "1", "BODY.PEEK[]"), fetch("c", false, "2", "BODY.PEEK[]")},
-			[]step{{"* 5 FETCH (UID 9 BODY[] {0}\r\n", "b", []string{"b", "c"}}}},
+			[]step{{"* 5 FETCH (UID 9 BODY[] {0}\r\n", "", nil}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,8 +77,8 @@ func TestAnsweringFetch(t *testing.T) {
 				}
 				uid, ok := dv.t.UID()
 				f := p.answering(uid, ok)
-				if f == nil || f.cmd.Tag != st.want {
-					t.Errorf("%q credited to %v, want %s", st.resp, f, st.want)
+				if st.want == "" && f != nil || st.want != "" && (f == nil || f.cmd.Tag != st.want) {
+					t.Errorf("%q credited to %v, want %q", st.resp, f, st.want)
 				}
 				var shared []string
 				p.r.inflight.each(func(x *inflight) {
@@ -89,8 +95,8 @@ func TestAnsweringFetch(t *testing.T) {
 }
 
 // TestAnsweringWorkBounded (attack44c): with n FETCHes pipelined,
-// answering looks at each FETCH in flight at most twice a response (one
-// pass, and one more when nothing fits), never at pairs of them: n⁴ steps
+// answering looks at each FETCH in flight at most once a response (one
+// pass), never at pairs of them: n⁴ steps
 // a burst before. A pipeline of FETCHes of one message, the attack, costs
 // a step or two a response once they share a group. Each response is
 // credited once and the records name at most Limits.MaxAuditSharedWith others.
@@ -107,20 +113,21 @@ func TestAnsweringWorkBounded(t *testing.T) {
 		resp func(i int) string
 		// shared: the FETCHes the records share with, summed: in one
 		// group all the others; chaining, those grouped so far.
-		shared func(n int) int
-		cheap  bool // a few steps a response
+		shared  func(n int) int
+		cheap   bool // a few steps a response
+		unasked bool // no FETCH asked for the responses: none credited
 	}{
 		{"one message", func(int) (string, bool) { return "1", false },
-			func(int) string { return "* 1 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, true},
+			func(int) string { return "* 1 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, true, false},
 		{"one message by UID", func(int) (string, bool) { return "7", true },
-			func(int) string { return "* 1 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, true},
+			func(int) string { return "* 1 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, true, false},
 		{"a message each", func(i int) (string, bool) { return fmt.Sprint(i + 1), false },
-			func(i int) string { return fmt.Sprintf("* %d FETCH (UID %d BODY[HEADER] {0}\r\n", i+1, i+1) }, none, false},
+			func(i int) string { return fmt.Sprintf("* %d FETCH (UID %d BODY[HEADER] {0}\r\n", i+1, i+1) }, none, false, false},
 		// Each response fits the next FETCH too: the groups chain into one.
 		{"overlapping sets", func(i int) (string, bool) { return fmt.Sprintf("%d:%d", i+1, i+2), false },
-			func(i int) string { return fmt.Sprintf("* %d FETCH (UID %d BODY[HEADER] {0}\r\n", i+2, i+2) }, chain, false},
+			func(i int) string { return fmt.Sprintf("* %d FETCH (UID %d BODY[HEADER] {0}\r\n", i+2, i+2) }, chain, false, false},
 		{"none fits", func(int) (string, bool) { return "1", false },
-			func(int) string { return "* 2 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, all, false},
+			func(int) string { return "* 2 FETCH (UID 7 BODY[HEADER] {0}\r\n" }, none, false, true},
 	}
 	for _, sh := range shapes {
 		for _, n := range []int{100, 200, 400} {
@@ -146,10 +153,14 @@ func TestAnsweringWorkBounded(t *testing.T) {
 				dv.t.Literal(0)
 				uid, ok := dv.t.UID()
 				f := p.answering(uid, ok)
-				if f == nil {
+				switch {
+				case f == nil && !sh.unasked:
 					t.Fatalf("%s: response %d credited to none", sh.name, i)
+				case f != nil && sh.unasked:
+					t.Fatalf("%s: response %d, which no FETCH asked for, credited to %s", sh.name, i, f.cmd.Tag)
+				case f != nil:
+					f.messages++
 				}
-				f.messages++
 				// The server completes them in order.
 				done := p.r.inflight.take([]byte(fmt.Sprint("f", i)))
 				done.share.left()
@@ -169,6 +180,9 @@ func TestAnsweringWorkBounded(t *testing.T) {
 			}
 			got := steps.Load()
 			t.Logf("%s, %d FETCHes: %d steps, %d names, %d shared", sh.name, n, got, named, counted)
+			if sh.unasked {
+				messages += n // each a delivery of its own
+			}
 			if messages != n {
 				t.Errorf("%s: %d responses credited %d times", sh.name, n, messages)
 			}

@@ -1038,16 +1038,15 @@ func (p *backendPump) deliver(octets int64, msg bool) bool {
 	return false
 }
 
-// delivered records a FETCH response that carried content against the
-// command it answers (answering), else the oldest command in flight
-// (content pushed during IDLE or NOOP), else as a delivery of its own
-// (NOTIFY, RFC 5465): at its end, or when it was cut after some of it went
-// out (cut), with the content octets that did. Each response is counted
-// once, so that the records' sums are the session's. A response with
-// header items only (ENVELOPE, BODYSTRUCTURE, BODY: read-content, no
-// counted octets) names its message in the record of the FETCH it
-// answers, else in a delivery of its own (NOTIFY's MessageNew items):
-// never in another command's, which reads no content.
+// delivered records a FETCH response that carried content or header
+// items against the FETCH in flight that asked for it (answering), else
+// as a delivery of its own, with its own class (content pushed under
+// NOTIFY, RFC 5465, during IDLE, a NOOP, an EXPUNGE or a FETCH of other
+// items or messages): never in the record of a command that did not ask
+// for it, whose class (a FETCH of flags: "metadata") and uids (an
+// EXPUNGE's) would misname it. At its end, or when it was cut after some
+// of it went out (cut), with the content octets that did. Each response
+// is counted once, so that the records' sums are the session's.
 func (p *backendPump) delivered() {
 	dv := &p.w.dv
 	content := dv.counted
@@ -1061,11 +1060,7 @@ func (p *backendPump) delivered() {
 	uid, hasUID := dv.t.UID()
 	r := p.r
 	r.mu.Lock()
-	f := p.answering(uid, hasUID)
-	if f == nil && content {
-		f = r.inflight.oldest()
-	}
-	if f != nil {
+	if f := p.answering(uid, hasUID); f != nil {
 		if content {
 			f.messages++
 			f.content += octets
@@ -1105,16 +1100,16 @@ func (p *backendPump) logOwed() {
 }
 
 // answering returns the FETCH in flight the response being delivered
-// answers, nil if none is in flight. A FETCH response carries no tag, and
+// answers, nil if none asked for it. A FETCH response carries no tag, and
 // a server may run FETCHes at once (RFC 9051 §5.5; Dovecot sends a later
-// one's responses before an earlier one's completion): with several in
-// flight, those whose set may name the message (its UID for a UID FETCH,
-// its sequence number for a FETCH) and whose items include the
-// response's first content item are the candidates. One left: that one.
-// Several (or none: then every FETCH in flight is one): the oldest is
-// credited, and the candidates join one group (shareGroup), whose records
-// name each other (content_shared_with), so that the trail says the
-// attribution is shared rather than guess.
+// one's responses before an earlier one's completion): those whose set
+// may name the message (its UID for a UID FETCH, its sequence number for
+// a FETCH) and whose items include the response's first content item
+// are the candidates. One: that one. Several: the oldest is credited,
+// and the candidates join one group (shareGroup), whose records name
+// each other (content_shared_with), so that the trail says the
+// attribution is shared rather than guess. None: no FETCH asked for it
+// (pushed data, NOTIFY): a delivery of its own.
 //
 // One pass over the FETCHes in flight, O(log) each, stopping once the
 // group of the oldest candidate holds every command in flight (a
@@ -1124,12 +1119,6 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 	dv := &p.w.dv
 	r := p.r
 	inFlight := r.inflight.len()
-	if inFlight <= 1 {
-		if f := r.inflight.oldest(); f != nil && f.fetch {
-			return f
-		}
-		return nil
-	}
 	fit := func(x *inflight) bool {
 		if x.share == nil {
 			x.share = &fetchShare{}
@@ -1144,7 +1133,13 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 	// whole: g already holds every command in flight, candidates or not.
 	whole := func(g *shareGroup) bool { return g != nil && g.live == inFlight }
 	steps := 0
-	var first, firstFit *inflight
+	if inFlight <= 1 {
+		if f := r.inflight.oldest(); f != nil && f.fetch && fit(f) {
+			return f
+		}
+		return nil
+	}
+	var firstFit *inflight
 	var g *shareGroup
 	fits := 0
 	r.inflight.until(func(x *inflight) bool {
@@ -1152,9 +1147,6 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 			return true
 		}
 		steps++
-		if first == nil {
-			first = x
-		}
 		if !fit(x) {
 			return true
 		}
@@ -1171,30 +1163,10 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 		g = g.join(maxNames, x)
 		return !whole(g)
 	})
-	if fits == 0 && first != nil {
-		// Nothing fits: any FETCH in flight may be the one.
-		n := 0
-		r.inflight.until(func(x *inflight) bool {
-			if !x.fetch {
-				return true
-			}
-			steps++
-			if n++; n == 2 {
-				g = g.join(maxNames, first)
-			}
-			if n >= 2 {
-				g = g.join(maxNames, x)
-			}
-			return !whole(g)
-		})
-	}
 	if answerSteps != nil {
 		answerSteps.Add(int64(steps))
 	}
-	if firstFit != nil {
-		return firstFit
-	}
-	return first
+	return firstFit
 }
 
 // applyEnabled switches the name model to what a completed ENABLE turned

@@ -322,14 +322,14 @@ type CommandEvent struct {
 	// tagged completion, its own included.
 	BytesIn  int64
 	BytesOut int64
-	// BodyRead: message content reached the client while the command ran
-	// (its effects include read-content, or the backend pushed content
-	// during it: IDLE, NOOP). Messages counts the FETCH responses that
-	// carried content, Content their content octets; UIDs lists their UIDs
-	// where the response had one, and for a FETCH those of the responses
-	// that carried header items only (ENVELOPE, BODYSTRUCTURE, BODY: read
-	// content, no counted octets) too (the first Limits.MaxAuditUIDs of
-	// them).
+	// BodyRead: message content reached the client in answer to the
+	// command (a FETCH that asked for it; content the backend pushed
+	// during a command that did not ask for it is a DeliveryEvent).
+	// Messages counts the FETCH responses that carried content, Content
+	// their content octets; UIDs lists their UIDs where the response had
+	// one, and those of the responses that carried header items only
+	// (ENVELOPE, BODYSTRUCTURE, BODY: read content, no counted octets) too
+	// (the first Limits.MaxAuditUIDs of them).
 	BodyRead bool
 	Messages int
 	Content  int64
@@ -392,8 +392,9 @@ type CloseEvent struct {
 	MessagesFetched int
 }
 
-// DeliveryEvent is message content the backend sent while no command was
-// in flight (NOTIFY, RFC 5465): one FETCH response. Headers: it had
+// DeliveryEvent is message content the backend sent that no FETCH in
+// flight asked for (NOTIFY, RFC 5465: while no command ran, or during
+// IDLE, a NOOP, an EXPUNGE, a FETCH of other items): one FETCH response. Headers: it had
 // header items only (ENVELOPE, BODYSTRUCTURE, BODY), no content item:
 // Messages and Bytes are 0, UIDs names the message whose headers went out.
 type DeliveryEvent struct {
@@ -424,7 +425,8 @@ type Auditor interface {
 	Security(s *SessionInfo, kind, detail string)
 	// Limit records a limit hit (refusal or alert).
 	Limit(s *SessionInfo, r LimitResult)
-	// Delivered records content pushed outside any command.
+	// Delivered records content no FETCH in flight asked for (pushed:
+	// NOTIFY, whatever command runs).
 	Delivered(s *SessionInfo, e DeliveryEvent)
 	SessionClose(s *SessionInfo, e CloseEvent)
 }

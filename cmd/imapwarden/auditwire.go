@@ -163,11 +163,6 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 		r.SharedWith = slices.Clone(e.SharedWith) // rare: FETCHes run at once
 	}
 	r.SharedCount = e.SharedCount
-	if e.BodyRead && e.Messages > 0 && (e.Command == nil || e.Command.Name != "FETCH") {
-		// Content pushed during another command (IDLE, NOOP): --fetch body
-		// finds it. A FETCH keeps the class of its items (header, body).
-		r.Fetch = audit.FetchBody
-	}
 	var shadow map[string]any
 	var revision string
 	if d := e.Decision; d != nil {
