@@ -27,7 +27,7 @@ func TestNamesWithinMaxNameBytesWhole(t *testing.T) {
 				Patterns: []string{long}, Items: []string{long}, Flags: []string{long}, StoreOp: long, Reason: long, Detail: long,
 				Code: long, CodeArgs: long, QuotaRoot: long, Quota: map[string]int64{long: 1}, Enable: []string{long},
 				Entries: []string{long}, SharedWith: []string{long}, Set: strings.Repeat("4294967295,1,", 1000) + "*:7",
-				UIDs: make([]uint32, MaxUIDs+1), ExpungedSeqs: make([]uint32, MaxUIDs+1), Annot: map[string]any{"k": long},
+				UIDs: make([]uint32, MaxUIDs+1), ExpungedSeqs: make([]uint32, MaxUIDs+1), ExpungedUIDs: make([]uint32, MaxUIDs+1), Annot: map[string]any{"k": long},
 				Result: "OK"}
 			budget := tr.MaxNameBytes()
 			for _, s := range []string{r.User, r.Command, r.Mailbox, r.Selected} {

@@ -264,9 +264,11 @@ type Record struct {
 	// Expunged: messages the backend reported expunged while a command
 	// that expunges ran (EXPUNGE, UID EXPUNGE, MOVE); ExpungedSeqs the
 	// sequence numbers of its "* n EXPUNGE" responses, in order, each as
-	// numbered when sent (a VANISHED's UIDs are in UIDs).
+	// numbered when sent; ExpungedUIDs the UIDs of its "* VANISHED"
+	// (QRESYNC). UIDs never holds a destroyed message (README.md).
 	Expunged     int      `json:"expunged,omitempty"`
 	ExpungedSeqs []uint32 `json:"expunged_seqs,omitempty"`
+	ExpungedUIDs []uint32 `json:"expunged_uids,omitempty"`
 	// SharedWith tags the other FETCHes in flight that the content
 	// counted here may have answered instead (a FETCH response carries
 	// no tag): each message is counted in one record only. The proxy
@@ -302,6 +304,9 @@ type Record struct {
 	Counts       map[string]int `json:"counts,omitempty"`   // commands by name
 	Messages     int            `json:"messages,omitempty"` // messages whose content was fetched (command, session.close)
 	AuthFailures int            `json:"auth_failures,omitempty"`
+	// OthersExpunged: messages the backend reported expunged that no
+	// command of the session caused (another session's).
+	OthersExpunged int `json:"others_expunged,omitempty"`
 
 	// cert
 	Subject  string    `json:"subject,omitempty"`
@@ -453,6 +458,9 @@ func (r *Record) marshal(e *jsonLine, enc *encoding) {
 		// Shrunk as uids are; expunged keeps the count.
 		e.uids("expunged_seqs", r.ExpungedSeqs, enc.caps.uids)
 	}
+	if len(r.ExpungedUIDs) > 0 && enc.caps.uids > 0 {
+		e.uids("expunged_uids", r.ExpungedUIDs, enc.caps.uids)
+	}
 	num(e, "content_bytes", r.ContentBytes)
 	enc.strs(e, "content_shared_with", r.SharedWith)
 	num(e, "content_shared_count", int64(r.SharedCount))
@@ -488,6 +496,7 @@ func (r *Record) marshal(e *jsonLine, enc *encoding) {
 		intMap(enc, e, "counts", r.Counts)
 	}
 	num(e, "messages", int64(r.Messages))
+	num(e, "others_expunged", int64(r.OthersExpunged))
 	num(e, "auth_failures", int64(r.AuthFailures))
 
 	enc.str(e, "subject", r.Subject)
@@ -1049,6 +1058,9 @@ func (r *Record) Summary() string {
 		}
 		if r.Expunged > 0 {
 			w("expunged " + strconv.Itoa(r.Expunged))
+			if len(r.ExpungedUIDs) > 0 {
+				w("(uids " + uidsText(r.ExpungedUIDs, r.Expunged) + ")")
+			}
 		}
 		if len(r.SharedWith) > 0 {
 			w("shared with " + words(r.SharedWith, ","))
@@ -1070,6 +1082,9 @@ func (r *Record) Summary() string {
 			"in "+strconv.FormatInt(r.BytesIn, 10)+"B", "out "+strconv.FormatInt(r.BytesOut, 10)+"B")
 		if r.Messages > 0 {
 			w(plural(r.Messages, "message") + " read")
+		}
+		if r.OthersExpunged > 0 {
+			w(plural(r.OthersExpunged, "message") + " expunged by others")
 		}
 	case KindReload:
 		w(r.Event, r.Result, opt("revision", r.Revision), r.Detail)

@@ -880,7 +880,7 @@ func (t *Trail) worstCase(c caps, ident string) int {
 		UIDValidity: 1<<32 - 1, ReadOnly: true, Set: set, SetCount: 1<<63 - 1, Fetch: FetchMetadata, Items: l,
 		SearchKeys: []string{"SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT"}, StoreOp: long, Flags: l,
 		LiteralBytes: 1<<63 - 1, UIDs: make([]uint32, MaxUIDs+1), ContentBytes: 1<<63 - 1,
-		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1),
+		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1), ExpungedUIDs: make([]uint32, MaxUIDs+1),
 		Identifier: ident, Rights: ident, QuotaRoot: long, Quota: map[string]int64{long: 1<<63 - 1}, Enable: l, Entries: l,
 		SharedWith: l, SharedCount: 1<<31 - 1, CodeArgs: long, Result: own, Code: long, Reason: long,
 		Revision: own, Limit: own, LimitKey: own, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,

@@ -193,6 +193,9 @@ func zapMarshal(r *Record, e zapcore.ObjectEncoder, enc zapEnc) error {
 		// Shrunk as uids are; expunged keeps the count.
 		e.AddArray("expunged_seqs", &uidList{l: r.ExpungedSeqs, n: enc.caps.uids})
 	}
+	if len(r.ExpungedUIDs) > 0 && enc.caps.uids > 0 {
+		e.AddArray("expunged_uids", &uidList{l: r.ExpungedUIDs, n: enc.caps.uids})
+	}
 	zapNum(e, "content_bytes", r.ContentBytes)
 	enc.strs(e, "content_shared_with", r.SharedWith)
 	zapNum(e, "content_shared_count", int64(r.SharedCount))
@@ -228,6 +231,7 @@ func zapMarshal(r *Record, e zapcore.ObjectEncoder, enc zapEnc) error {
 		zapIntMap(enc, e, "counts", r.Counts)
 	}
 	zapNum(e, "messages", int64(r.Messages))
+	zapNum(e, "others_expunged", int64(r.OthersExpunged))
 	zapNum(e, "auth_failures", int64(r.AuthFailures))
 
 	enc.str(e, "subject", r.Subject)

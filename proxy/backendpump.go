@@ -106,6 +106,10 @@ type backendPump struct {
 	// messagesFetched counts FETCH responses that carried content, for
 	// the close event (read once the pump has ended).
 	messagesFetched int
+	// othersExpunged counts the messages the backend reported expunged
+	// that no command of the session caused (relay.expunger), for the
+	// close event likewise.
+	othersExpunged int
 }
 
 // backendWork is what the backend pump needs only while it relays a
@@ -274,7 +278,7 @@ func (p *backendPump) relay() (parked bool) {
 		// Plain untagged data (FETCH, EXISTS, ...: most lines) touches
 		// nothing under relay.mu; the rest may (an EXPUNGE or VANISHED
 		// is recorded against the command that expunges, expunged.go).
-		p.w.vx.f = nil
+		p.w.vx.on = false
 		locked := resp.Kind != imapwire.Untagged || resp.Status != imapwire.StatusNone || wordIs(resp.Name, enabledName) ||
 			wordIs(resp.Name, expungeName) || wordIs(resp.Name, vanishedName)
 		if locked {
@@ -346,12 +350,12 @@ func (p *backendPump) relay() (parked bool) {
 			case resp.Status == imapwire.StatusNone && wordIs(resp.Name, expungeName):
 				if f := r.expunger(); f != nil {
 					f.expungedSeq(resp.Num, s.lim.MaxAuditUIDs)
+				} else {
+					p.othersExpunged++
 				}
 			case resp.Status == imapwire.StatusNone && wordIs(resp.Name, vanishedName):
-				if f := r.expunger(); f != nil {
-					if set, ok := p.w.vx.begin(f, resp.Rest(part), s.lim.MaxAuditUIDs); ok {
-						p.w.vx.piece(set, final)
-					}
+				if set, ok := p.w.vx.begin(r.expunger(), &p.othersExpunged, resp.Rest(part), s.lim.MaxAuditUIDs); ok {
+					p.w.vx.piece(set, final)
 				}
 			}
 		}
@@ -787,7 +791,7 @@ func (p *backendPump) relayResponse(resp *imapwire.Response, part []byte, final,
 				p.readFailed(err, true)
 				return n, p.cut(err)
 			}
-			if p.w.vx.f != nil {
+			if p.w.vx.on {
 				// A VANISHED longer than one read (expunged.go).
 				p.r.mu.Lock()
 				p.w.vx.piece(part, final)
@@ -1129,16 +1133,16 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 		}
 		return x.share.fits(x, &dv.t, dv.num)
 	}
-	maxNames := p.s.lim.MaxAuditSharedWith
-	// whole: g already holds every command in flight, candidates or not.
-	whole := func(g *shareGroup) bool { return g != nil && g.live == inFlight }
-	steps := 0
 	if inFlight <= 1 {
 		if f := r.inflight.oldest(); f != nil && f.fetch && fit(f) {
 			return f
 		}
 		return nil
 	}
+	maxNames := p.s.lim.MaxAuditSharedWith
+	// whole: g already holds every command in flight, candidates or not.
+	whole := func(g *shareGroup) bool { return g != nil && g.live == inFlight }
+	steps := 0
 	var firstFit *inflight
 	var g *shareGroup
 	fits := 0

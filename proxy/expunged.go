@@ -18,29 +18,32 @@ var (
 	earlierTag   = []byte("(EARLIER)")
 )
 
-// expunger returns the oldest command in flight that may expunge, nil if
-// none: an EXPUNGE response with none in flight reports another session's
-// expunge (RFC 9051 §7.5.1), recorded by that session. Called with mu
-// held.
+// expunger returns the command in flight an untagged EXPUNGE or
+// VANISHED belongs to, nil if none: the oldest in flight, the one the
+// backend is running (it runs pipelined commands in order, RFC 9051
+// §5.5), if it may report expunges of its own. Any other (during a NOOP,
+// a FETCH, IDLE, a CLOSE, which reports none: Spec.SilentExpunge) is
+// unilateral: another session's expunge (RFC 9051 §7.5.1), never a later
+// command's, counted on the session (backendPump.othersExpunged).
+// Called with mu held.
 func (r *relay) expunger() *inflight {
-	var found *inflight
-	r.inflight.until(func(f *inflight) bool {
-		if f.cmd.Effects.Has(imapwire.EffExpunge) {
-			found = f
-			return false
-		}
-		return true
-	})
-	return found
+	f := r.inflight.oldest()
+	if f == nil || !f.cmd.Effects.Has(imapwire.EffExpunge) || f.cmd.Spec != nil && f.cmd.Spec.SilentExpunge {
+		return nil
+	}
+	return f
 }
 
 // expunges is what untagged responses told of a command that expunges:
 // the messages the backend reported expunged while it ran, the sequence
-// numbers of its "* n EXPUNGE" responses in order (the first
-// Limits.MaxAuditUIDs), and a MOVE's COPYUID.
+// numbers of its "* n EXPUNGE" responses in order and the UIDs of its
+// "* VANISHED" (the first Limits.MaxAuditUIDs of each), and a MOVE's
+// COPYUID. UIDs destroyed are kept apart from the UIDs whose content
+// went out (inflight.uids): one field, one reading (audit/README.md).
 type expunges struct {
 	n       int
 	seqs    []uint32
+	uids    []uint32
 	copyUID string
 }
 
@@ -78,6 +81,13 @@ func (f *inflight) expungedSeqs() []uint32 {
 	return f.exp.seqs
 }
 
+func (f *inflight) expungedUIDs() []uint32 {
+	if f.exp == nil {
+		return nil
+	}
+	return f.exp.uids
+}
+
 // copyUID is a MOVE's COPYUID, "" if none came.
 func (f *inflight) copyUID() string {
 	if f.exp == nil {
@@ -86,28 +96,34 @@ func (f *inflight) copyUID() string {
 	return f.exp.copyUID
 }
 
-// vanished reads the UID set of a "* VANISHED" response as it streams,
-// piece by piece, into the record of the command that expunges
-// (vanishedScan.f): the set may be longer than one read.
+// vanishedScan reads the UID set of a "* VANISHED" response as it
+// streams, piece by piece, into the record of the command that expunges
+// (f), the set may be longer than one read. UIDs outside a UID EXPUNGE's
+// or UID MOVE's own set are not its own (RFC 4315 §2.1, RFC 6851 §3.3),
+// and with no command to credit (f nil) none are: those count on the
+// session (others).
 type vanishedScan struct {
-	f    *inflight
-	most int      // UIDs recorded at most (Limits.MaxAuditUIDs)
-	elem [24]byte // the set element cut by the end of a piece: "n:m" at most 21 bytes
-	n    int
-	bad  bool
+	on     bool // a VANISHED response is being read
+	f      *inflight
+	others *int     // backendPump.othersExpunged
+	most   int      // UIDs recorded at most (Limits.MaxAuditUIDs)
+	elem   [24]byte // the set element cut by the end of a piece: "n:m" at most 21 bytes
+	n      int
+	bad    bool
 }
 
 // begin starts reading a VANISHED response whose text after the name is
-// rest and returns the set's start in it; an EARLIER one reports
-// expunges from before (RFC 7162 §3.2.10), not this command's: false.
-func (v *vanishedScan) begin(f *inflight, rest []byte, most int) ([]byte, bool) {
+// rest, credited to f (nil: to no command), and returns the set's start
+// in it; an EARLIER one reports expunges from before (RFC 7162
+// §3.2.10), not news: false.
+func (v *vanishedScan) begin(f *inflight, others *int, rest []byte, most int) ([]byte, bool) {
 	if len(rest) > 0 && rest[0] == ' ' {
 		rest = rest[1:]
 	}
 	if len(rest) >= len(earlierTag) && wordIs(rest[:len(earlierTag)], earlierTag) {
 		return nil, false
 	}
-	*v = vanishedScan{f: f, most: most}
+	*v = vanishedScan{on: true, f: f, others: others, most: most}
 	return rest, true
 }
 
@@ -127,7 +143,7 @@ func (v *vanishedScan) piece(p []byte, final bool) {
 	}
 	if final {
 		v.element()
-		v.f = nil
+		v.on, v.f, v.others = false, nil, nil
 	}
 }
 
@@ -157,11 +173,51 @@ func (v *vanishedScan) element() {
 	if a > b {
 		a, b = b, a
 	}
+	total := int(b - a + 1)
 	f := v.f
-	f.expunged().n += int(b - a + 1)
-	for u := uint64(a); u <= uint64(b) && len(f.uids) < v.most; u++ {
-		f.uids = append(f.uids, uint32(u))
+	if f == nil {
+		*v.others += total
+		return
 	}
+	x := f.expunged()
+	var ranges []imapwire.SetRange
+	all := !f.cmd.UID // EXPUNGE, MOVE by sequence number: every one
+	if !all {
+		ranges, all = f.uidRanges()
+	}
+	if all {
+		x.n += total
+		x.add(imapwire.SetRange{Lo: a, Hi: b}, v.most)
+		return
+	}
+	own := 0
+	for _, r := range ranges {
+		if r.Hi < a || r.Lo > b {
+			continue
+		}
+		in := imapwire.SetRange{Lo: max(r.Lo, a), Hi: min(r.Hi, b)}
+		own += int(in.Hi - in.Lo + 1)
+		x.add(in, v.most)
+	}
+	x.n += own
+	*v.others += total - own
+}
+
+// add appends the UIDs of r to the record's, at most most of them.
+func (x *expunges) add(r imapwire.SetRange, most int) {
+	for u := uint64(r.Lo); u <= uint64(r.Hi) && len(x.uids) < most; u++ {
+		x.uids = append(x.uids, uint32(u))
+	}
+}
+
+// uidRanges returns a UID command's set as ranges, read once (kept in
+// f.share, as answering keeps a FETCH's): all when it may name any UID.
+func (f *inflight) uidRanges() ([]imapwire.SetRange, bool) {
+	if f.share == nil {
+		f.share = &fetchShare{}
+	}
+	f.share.load(f)
+	return f.share.ranges, f.share.all
 }
 
 // uidNumber parses a nz-number (RFC 9051 §9).

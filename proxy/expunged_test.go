@@ -14,7 +14,8 @@ func TestVanishedScan(t *testing.T) {
 		for cut2 := cut; cut2 <= len(set); cut2++ {
 			f := new(inflight)
 			var v vanishedScan
-			rest, ok := v.begin(f, []byte(" "+set[:cut]), DefaultMaxAuditUIDs)
+			var others int
+			rest, ok := v.begin(f, &others, []byte(" "+set[:cut]), DefaultMaxAuditUIDs)
 			if !ok {
 				t.Fatal("not read")
 			}
@@ -26,22 +27,38 @@ func TestVanishedScan(t *testing.T) {
 				}
 			}
 			// 12:10 is 10:12 (RFC 9051 §9 seq-range).
-			if got := fmt.Sprint(f.expungedCount(), " ", f.uids); got != want {
+			if got := fmt.Sprint(f.expungedCount(), " ", f.expungedUIDs()); got != want || others != 0 || len(f.uids) != 0 {
 				t.Fatalf("cut at %d, %d: %s, want %s", cut, cut2, got, want)
 			}
-			if v.f != nil {
+			if v.f != nil || v.on {
 				t.Fatal("scan still open after the final piece")
 			}
 		}
 	}
 	var v vanishedScan
-	if _, ok := v.begin(new(inflight), []byte(" (EARLIER) 1:5\r\n"), DefaultMaxAuditUIDs); ok {
+	var others int
+	if _, ok := v.begin(new(inflight), &others, []byte(" (EARLIER) 1:5\r\n"), DefaultMaxAuditUIDs); ok {
 		t.Error("VANISHED (EARLIER) read as this command's expunges")
 	}
 	f := new(inflight)
-	rest, _ := v.begin(f, []byte(" 0,x,123456789012345678901234567890,5\r\n"), DefaultMaxAuditUIDs)
+	rest, _ := v.begin(f, &others, []byte(" 0,x,123456789012345678901234567890,5\r\n"), DefaultMaxAuditUIDs)
 	v.piece(rest, true)
-	if f.expungedCount() != 1 || fmt.Sprint(f.uids) != "[5]" {
-		t.Errorf("malformed elements: expunged %d, uids %v", f.expungedCount(), f.uids)
+	if f.expungedCount() != 1 || fmt.Sprint(f.expungedUIDs()) != "[5]" {
+		t.Errorf("malformed elements: expunged %d, uids %v", f.expungedCount(), f.expungedUIDs())
+	}
+	// A UID EXPUNGE's own are the UIDs of its set; the rest, and all of
+	// a VANISHED no command may have caused, are another session's.
+	f = new(inflight)
+	f.cmd.UID, f.cmd.Set = true, "2:4,9"
+	rest, _ = v.begin(f, &others, []byte(" 1:5,8:10\r\n"), DefaultMaxAuditUIDs)
+	v.piece(rest, true)
+	if f.expungedCount() != 4 || fmt.Sprint(f.expungedUIDs()) != "[2 3 4 9]" || others != 4 {
+		t.Errorf("UID EXPUNGE 2:4,9, VANISHED 1:5,8:10: expunged %d, uids %v, others %d; want 4, [2 3 4 9], 4",
+			f.expungedCount(), f.expungedUIDs(), others)
+	}
+	rest, _ = v.begin(nil, &others, []byte(" 1:5\r\n"), DefaultMaxAuditUIDs)
+	v.piece(rest, true)
+	if others != 9 {
+		t.Errorf("VANISHED 1:5 with no command to credit: others %d, want 9", others)
 	}
 }

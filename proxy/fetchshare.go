@@ -41,12 +41,17 @@ func (s *fetchShare) reset() {
 // response's first content item. It reads the set into ranges and the
 // items into keys on first use: O(log) a response, not O(command).
 func (s *fetchShare) fits(f *inflight, t *imapwire.FetchTracker, n uint32) bool {
+	s.load(f)
+	return (s.all || imapwire.RangesContain(s.ranges, n)) && t.AnswersKeys(s.keys)
+}
+
+// load reads f's set into ranges and its items into keys, once.
+func (s *fetchShare) load(f *inflight) {
 	if !s.read {
 		s.ranges, s.all = imapwire.SetRanges(s.ranges, f.cmd.Set)
 		s.keys = imapwire.ItemKeys(s.keys, f.cmd.FetchItems)
 		s.read = true
 	}
-	return (s.all || imapwire.RangesContain(s.ranges, n)) && t.AnswersKeys(s.keys)
 }
 
 // shareGroup is FETCHes that responses were credited among without

@@ -334,14 +334,16 @@ type CommandEvent struct {
 	Messages int
 	Content  int64
 	UIDs     []uint32
-	// Expunged counts the messages the backend reported expunged while a
-	// command that may expunge ran (EXPUNGE, UID EXPUNGE, MOVE; CLOSE
-	// reports none, RFC 9051 §6.4.1): one per "* n EXPUNGE", whose
-	// sequence numbers ExpungedSeqs lists in order (the first
-	// MaxAuditUIDs), and one per UID of a "* VANISHED" (QRESYNC), which
-	// UIDs lists.
+	// Expunged counts the messages the backend reported expunged while
+	// the command, one that may report expunges (EXPUNGE, UID EXPUNGE,
+	// MOVE; CLOSE reports none, RFC 9051 §6.4.1), was the oldest in
+	// flight (relay.expunger): one per "* n EXPUNGE", whose sequence
+	// numbers ExpungedSeqs lists in order (the first MaxAuditUIDs), and
+	// one per UID of a "* VANISHED" (QRESYNC) within a UID command's set,
+	// which ExpungedUIDs lists (never UIDs, the messages read).
 	Expunged     int
 	ExpungedSeqs []uint32
+	ExpungedUIDs []uint32
 	// SharedWith names the other FETCHes in flight that content counted
 	// here may have answered instead (a FETCH response has no tag; see
 	// backendPump.answering): each response is counted in one record
@@ -371,6 +373,7 @@ func (e CommandEvent) Clone() CommandEvent {
 	}
 	e.UIDs = slices.Clone(e.UIDs)
 	e.ExpungedSeqs = slices.Clone(e.ExpungedSeqs)
+	e.ExpungedUIDs = slices.Clone(e.ExpungedUIDs)
 	e.SharedWith = slices.Clone(e.SharedWith)
 	if e.Decision != nil {
 		d := *e.Decision
@@ -390,6 +393,11 @@ type CloseEvent struct {
 	CommandsByName map[string]int
 	// MessagesFetched counts FETCH responses that carried content.
 	MessagesFetched int
+	// OthersExpunged counts the messages the backend reported expunged
+	// that no command of the session caused (another session's, RFC 9051
+	// §7.5.1): reported while no command that may report expunges was
+	// the oldest in flight, or outside a UID EXPUNGE's or UID MOVE's set.
+	OthersExpunged int
 }
 
 // DeliveryEvent is message content the backend sent that no FETCH in

@@ -148,8 +148,8 @@ func (f *inflight) recycle() {
 	if cap(uids) <= keepUIDs {
 		f.uids = uids
 	}
-	if exp != nil && cap(exp.seqs) <= keepUIDs {
-		*exp = expunges{seqs: exp.seqs[:0]}
+	if exp != nil && cap(exp.seqs) <= keepUIDs && cap(exp.uids) <= keepUIDs {
+		*exp = expunges{seqs: exp.seqs[:0], uids: exp.uids[:0]}
 		f.exp = exp
 	}
 }

@@ -410,6 +410,7 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 		Content:      f.content,
 		Expunged:     f.expungedCount(),
 		ExpungedSeqs: f.expungedSeqs(),
+		ExpungedUIDs: f.expungedUIDs(),
 		CodeArgs:     codeArgs,
 		Selected:     f.selected,
 		UIDValidity:  f.uidValidity,

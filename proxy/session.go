@@ -270,6 +270,7 @@ func (s *Session) finish(cp *clientPump) {
 	}
 	if cp != nil {
 		ev.Commands, ev.CommandsByName, ev.MessagesFetched = cp.commands, cp.byName.counts(), cp.bp.messagesFetched
+		ev.OthersExpunged = cp.bp.othersExpunged
 	}
 	s.srv.auditor.SessionClose(&s.info, ev)
 }

@@ -157,7 +157,7 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	if e.Expunged > 0 {
 		// What an EXPUNGE, UID EXPUNGE or MOVE destroyed, as the backend
 		// reported it (audit/README.md).
-		r.Expunged, r.ExpungedSeqs = e.Expunged, slices.Clone(e.ExpungedSeqs)
+		r.Expunged, r.ExpungedSeqs, r.ExpungedUIDs = e.Expunged, slices.Clone(e.ExpungedSeqs), slices.Clone(e.ExpungedUIDs)
 	}
 	if len(e.SharedWith) > 0 {
 		r.SharedWith = slices.Clone(e.SharedWith) // rare: FETCHes run at once
@@ -336,7 +336,7 @@ func (w *auditWire) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	r.BytesIn, r.BytesOut, r.Commands = e.BytesIn, e.BytesOut, e.Commands
 	r.AuthFailures, r.Backend, r.Server = s.AuthFailures, s.Backend, s.Server
 	// The session is over: its counters are not touched again.
-	r.Counts, r.Messages = e.CommandsByName, e.MessagesFetched
+	r.Counts, r.Messages, r.OthersExpunged = e.CommandsByName, e.MessagesFetched, e.OthersExpunged
 	w.log(r)
 }
 

@@ -51,7 +51,7 @@ func TestExpungeRecordNamesTheExpungedUIDs(t *testing.T) {
 				continue
 			}
 			seen = true
-			named := slices.Contains(r.UIDs, target) || strings.Contains(r.CodeArgs, fmt.Sprint(target))
+			named := slices.Contains(r.ExpungedUIDs, target) || strings.Contains(r.CodeArgs, fmt.Sprint(target))
 			// A clipped set's last element may be a number cut short.
 			if rs := r.Set; rs != "" {
 				if cut := slices.ContainsFunc(r.Cut, func(c audit.Cut) bool { return c.Field == "set" }); cut {
@@ -62,8 +62,8 @@ func TestExpungeRecordNamesTheExpungedUIDs(t *testing.T) {
 				}
 			}
 			if !named {
-				t.Errorf("the UID EXPUNGE record names no UID %d of the message it removed: set %d bytes recorded of %d (cut %v), uids %v, code_args %q",
-					target, len(r.Set), len(set), r.Cut, r.UIDs, r.CodeArgs)
+				t.Errorf("the UID EXPUNGE record names no UID %d of the message it removed: set %d bytes recorded of %d (cut %v), expunged_uids %v, code_args %q",
+					target, len(r.Set), len(set), r.Cut, r.ExpungedUIDs, r.CodeArgs)
 			}
 		}
 		if !seen {

@@ -72,10 +72,10 @@ func TestAuditNamesExpungedMessages(t *testing.T) {
 					continue
 				}
 				if rec.Expunged != len(gone) {
-					t.Errorf("%s destroyed UIDs %v of %q; its record says expunged %d (seqs %v, uids %v)", st.label, gone, victim, rec.Expunged, rec.ExpungedSeqs, rec.UIDs)
+					t.Errorf("%s destroyed UIDs %v of %q; its record says expunged %d (seqs %v, uids %v)", st.label, gone, victim, rec.Expunged, rec.ExpungedSeqs, rec.ExpungedUIDs)
 					continue
 				}
-				named := slices.Clone(rec.UIDs)
+				named := slices.Clone(rec.ExpungedUIDs)
 				if len(rec.ExpungedSeqs) > 0 {
 					// Each sequence number as the backend numbered it when
 					// it sent it: read against the mailbox as it was.
@@ -95,7 +95,7 @@ func TestAuditNamesExpungedMessages(t *testing.T) {
 				}
 				slices.Sort(named)
 				if fmt.Sprint(named) != fmt.Sprint(gone) {
-					t.Errorf("%s destroyed UIDs %v; its record names %v (seqs %v, uids %v)", st.label, gone, named, rec.ExpungedSeqs, rec.UIDs)
+					t.Errorf("%s destroyed UIDs %v; its record names %v (seqs %v, uids %v)", st.label, gone, named, rec.ExpungedSeqs, rec.ExpungedUIDs)
 				}
 			}
 		})

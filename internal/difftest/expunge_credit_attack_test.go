@@ -98,20 +98,20 @@ func TestAttackOtherSessionsExpungesCreditedToPipelinedCommand(t *testing.T) {
 			// CLOSE with no message \Deleted expunges nothing (RFC 9051
 			// §6.4.1); after EXAMINE it is not an expunger at all.
 			rec := run("EXAMINE; NOOP+CLOSE", "EXAMINE", "CLOSE")
-			if rec.Expunged != 0 || len(rec.ExpungedSeqs) != 0 || len(rec.UIDs) != 0 {
+			if rec.Expunged != 0 || len(rec.ExpungedSeqs) != 0 || len(rec.UIDs) != 0 || len(rec.ExpungedUIDs) != 0 {
 				t.Errorf("CLOSE of a mailbox opened by EXAMINE: record says expunged %d, seqs %v, uids %v; it expunged nothing",
-					rec.Expunged, rec.ExpungedSeqs, rec.UIDs)
+					rec.Expunged, rec.ExpungedSeqs, append(rec.UIDs, rec.ExpungedUIDs...))
 			}
 			rec = run("SELECT; NOOP+CLOSE", "SELECT", "CLOSE")
-			if rec.Expunged != 0 || len(rec.ExpungedSeqs) != 0 || len(rec.UIDs) != 0 {
+			if rec.Expunged != 0 || len(rec.ExpungedSeqs) != 0 || len(rec.UIDs) != 0 || len(rec.ExpungedUIDs) != 0 {
 				t.Errorf("CLOSE with no message \\Deleted: record says expunged %d, seqs %v, uids %v; it expunged nothing (another session's expunge, reported by the NOOP before it)",
-					rec.Expunged, rec.ExpungedSeqs, rec.UIDs)
+					rec.Expunged, rec.ExpungedSeqs, append(rec.UIDs, rec.ExpungedUIDs...))
 			}
 			// UID EXPUNGE of a UID no message has.
 			rec = run("SELECT; NOOP+UID EXPUNGE 4000000000", "SELECT", "UID EXPUNGE 4000000000")
-			if rec.Expunged != 0 || len(rec.ExpungedSeqs) != 0 || len(rec.UIDs) != 0 {
+			if rec.Expunged != 0 || len(rec.ExpungedSeqs) != 0 || len(rec.UIDs) != 0 || len(rec.ExpungedUIDs) != 0 {
 				t.Errorf("UID EXPUNGE 4000000000 (no such message): record says expunged %d, seqs %v, uids %v; it expunged nothing (another session's expunge, reported by the NOOP before it)",
-					rec.Expunged, rec.ExpungedSeqs, rec.UIDs)
+					rec.Expunged, rec.ExpungedSeqs, append(rec.UIDs, rec.ExpungedUIDs...))
 			}
 			rs, err := direct.OK("st", "STATUS %s (MESSAGES)", Quote(box))
 			if err != nil {

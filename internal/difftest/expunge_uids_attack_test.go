@@ -88,12 +88,17 @@ func TestAttackExpungeRecordNamesMessageThatStays(t *testing.T) {
 					held = strings.Fields(rest)
 				}
 			}
-			for _, u := range rec.UIDs {
+			// uids (read) and expunged_uids (destroyed) alike: neither
+			// may name a kept message as this command's.
+			for _, u := range append(rec.UIDs, rec.ExpungedUIDs...) {
 				for _, h := range held {
 					if h == fmt.Sprint(u) {
 						t.Errorf("EXPUNGE record (expunged %d) names UID %d among the UIDs it destroyed; the backend still holds it (UIDs %v)", rec.Expunged, u, held)
 					}
 				}
+			}
+			if fmt.Sprint(rec.ExpungedUIDs) != "[1]" {
+				t.Errorf("EXPUNGE record's expunged_uids %v: want [1], the message it destroyed", rec.ExpungedUIDs)
 			}
 		})
 	}

@@ -175,6 +175,10 @@ type Spec struct {
 	MayEffect uint32
 	// Proxy: the proxy answers it itself and never forwards it.
 	Proxy bool
+	// SilentExpunge: the command expunges without reporting it, no
+	// untagged EXPUNGE or VANISHED of its own (CLOSE, RFC 9051 §6.4.1):
+	// any the backend sends while it runs are another session's.
+	SilentExpunge bool
 
 	sections bool // FETCH items with "[...]" sections appear in it
 	check    func(k *checker)
@@ -227,7 +231,7 @@ var specs = []*Spec{
 	{Name: "COMPRESS", RFC: "RFC 4978", States: stateLoggedIn, Proxy: true, MayEffect: effs(EffSession), check: gCompress},
 	// Selected (RFC 9051 §6.4).
 	{Name: "CHECK", RFC: "RFC 3501 §6.4.1", States: StateSelected, check: gNone},
-	{Name: "CLOSE", RFC: "RFC 9051 §6.4.1", States: StateSelected, Barrier: true, MayEffect: effs(EffSelect, EffExpunge), check: gClose},
+	{Name: "CLOSE", RFC: "RFC 9051 §6.4.1", States: StateSelected, Barrier: true, MayEffect: effs(EffSelect, EffExpunge), SilentExpunge: true, check: gClose},
 	{Name: "UNSELECT", RFC: "RFC 9051 §6.4.2", States: StateSelected, Cap: CapUNSELECT, Barrier: true, MayEffect: effs(EffSelect), check: gUnselect},
 	{Name: "EXPUNGE", RFC: "RFC 9051 §6.4.3, RFC 4315 §2.1", States: StateSelected, UID: true, MayEffect: effs(EffExpunge), check: gExpunge},
 	{Name: "SEARCH", RFC: "RFC 9051 §6.4.4, RFC 4731, RFC 5182", States: StateSelected, UID: true, MayEffect: effs(EffReadMetadata, EffReadContent), check: gSearch},
