@@ -774,3 +774,31 @@ func TestPendingMessageSize(t *testing.T) {
 		}
 	}
 }
+
+// TestSavedResultRefusedWhereUnnamed: "$" (RFC 5182) names messages the
+// trail cannot, so a command that marks them deleted, expunges, copies or
+// moves them is refused; reading, searching or unflagging them is not.
+func TestSavedResultRefusedWhereUnnamed(t *testing.T) {
+	var p CommandParser
+	for line, refused := range map[string]bool{
+		"A1 UID STORE $ +FLAGS.SILENT (\\Deleted)\r\n": true,
+		"A1 STORE $ FLAGS (\\Deleted \\Seen)\r\n":      true,
+		"A1 UID EXPUNGE $\r\n":                         true,
+		"A1 MOVE $ Keep\r\n":                           true,
+		"A1 UID COPY $ Keep\r\n":                       true,
+		"A1 UID STORE $ -FLAGS (\\Deleted)\r\n":        false,
+		"A1 STORE $ +FLAGS (\\Seen)\r\n":               false,
+		"A1 UID FETCH $ (BODY.PEEK[])\r\n":             false,
+		"A1 UID SEARCH UID $\r\n":                      false,
+		"A1 UID STORE 1:3 +FLAGS (\\Deleted)\r\n":      false,
+	} {
+		p.Reset()
+		if err := p.Line([]byte(line), Literal{}, false); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		err := p.Check(&testCtx)
+		if got := err == ErrSavedResultUnnamed; got != refused {
+			t.Errorf("%q: error %v, refused %v, want %v", line, err, got, refused)
+		}
+	}
+}

@@ -124,7 +124,23 @@ func (k *checker) derive() {
 		return
 	}
 	sp.check(k)
+	if k.ok() && strings.Contains(c.Set, "$") && c.Effects.Mask()&savedResultRefused != 0 {
+		k.fail(ErrSavedResultUnnamed)
+	}
 }
+
+// savedResultRefused is what a command may not do to "$" (RFC 5182: the
+// messages a SEARCH RETURN (SAVE) matched, which the backend holds and
+// the proxy does not see unless the SEARCH returned them too): mark them
+// deleted, expunge, copy or move them. The trail names the messages
+// those commands act on by set or by what the backend reports
+// (audit/README.md); "$" names none (ARCHITECTURE.md §11).
+var savedResultRefused = effs(EffMarkDeleted, EffExpunge, EffCreateMessages)
+
+// ErrSavedResultUnnamed refuses "$" in a command that marks deleted,
+// expunges, copies or moves.
+var ErrSavedResultUnnamed = &SyntaxError{Code: "CANNOT",
+	Msg: "the saved search result ($) cannot be marked deleted, expunged, copied or moved through this proxy: name the messages"}
 
 // top returns a cursor over the command's arguments.
 func (k *checker) top() *cursor {
