@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/testenv"
@@ -118,6 +119,26 @@ func TestAttackOtherSessionsExpungesCreditedToPipelinedCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("backend after: %s", rs[0].Text)
+			// Another session's expunges are recorded as such, never
+			// dropped: the session's close record counts them.
+			if _, err := cn.OK("z", "LOGOUT"); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(testenv.IOTimeout())
+			for closed := false; !closed; {
+				for _, r := range trail.Read() {
+					if r.Kind != audit.KindSessionClose {
+						continue
+					}
+					closed = true
+					if r.OthersExpunged != 3 {
+						t.Errorf("session.close says others_expunged %d; another session expunged 3 messages this one had open, each reported to it by a NOOP", r.OthersExpunged)
+					}
+				}
+				if !closed && !trail.Wait(time.Until(deadline)) {
+					t.Fatal("no session.close record")
+				}
+			}
 		})
 	}
 }
