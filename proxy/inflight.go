@@ -45,8 +45,8 @@ type inflight struct {
 	// was registered (0: unknown), which its UIDs are relative to
 	// (RFC 9051 §2.3.1.1).
 	uidValidity uint32
-	// Content the backend delivered while the command ran (backend pump
-	// only): messages with content items, the UIDs of those and of the
+	// Content the backend delivered in answer to the command, a FETCH
+	// that asked for it (backendPump.answering; backend pump only): messages with content items, the UIDs of those and of the
 	// messages whose headers went out (ENVELOPE...; capped), and content
 	// octets.
 	messages int
@@ -56,7 +56,7 @@ type inflight struct {
 	// (expunged.go): the expunges the backend reported while it ran, a
 	// MOVE's COPYUID (RFC 6851 §4.3; backendPump.moveCopyUID); nil
 	// before the first (one pointer: the record stays in its size class,
-	// ARCHITECTURE.md §16). A VANISHED's UIDs go to uids.
+	// ARCHITECTURE.md §16). A VANISHED's UIDs go to exp.uids, never uids.
 	exp *expunges
 	// share: what answering keeps of a FETCH once several are in flight.
 	share *fetchShare
