@@ -103,13 +103,18 @@ type backendPump struct {
 
 	w        *backendWork // while the pump does not wait (getWork)
 	outSince int64        // response bytes since the last tagged completion
-	// messagesFetched counts FETCH responses that carried content, for
-	// the close event (read once the pump has ended).
-	messagesFetched int
-	// othersExpunged counts the messages the backend reported expunged
-	// that no command of the session caused (relay.expunger), for the
-	// close event likewise.
-	othersExpunged int
+	// messagesFetched counts FETCH responses that carried content, and
+	// othersExpunged the messages the backend reported expunged that no
+	// command of the session caused (relay.expunger), for the close event
+	// (read once the pump has ended). 32 bits each, saturating (addCount):
+	// the pump keeps its size class (ARCHITECTURE.md §16).
+	messagesFetched, othersExpunged uint32
+}
+
+// addCount adds n to *c, stopping at the largest count: a backend may
+// report four billion UIDs vanished in one element.
+func addCount(c *uint32, n uint64) {
+	*c = uint32(min(uint64(*c)+n, 1<<32-1))
 }
 
 // backendWork is what the backend pump needs only while it relays a
@@ -351,7 +356,7 @@ func (p *backendPump) relay() (parked bool) {
 				if f := r.expunger(); f != nil {
 					f.expungedSeq(resp.Num, s.lim.MaxAuditUIDs)
 				} else {
-					p.othersExpunged++
+					addCount(&p.othersExpunged, 1)
 				}
 			case resp.Status == imapwire.StatusNone && wordIs(resp.Name, vanishedName):
 				if set, ok := p.w.vx.begin(r.expunger(), &p.othersExpunged, resp.Rest(part), s.lim.MaxAuditUIDs); ok {
@@ -1059,7 +1064,7 @@ func (p *backendPump) delivered() {
 	}
 	octets := dv.charged - dv.litOwed
 	if content {
-		p.messagesFetched++
+		addCount(&p.messagesFetched, 1)
 	}
 	uid, hasUID := dv.t.UID()
 	r := p.r

@@ -105,7 +105,7 @@ func (f *inflight) copyUID() string {
 type vanishedScan struct {
 	on     bool // a VANISHED response is being read
 	f      *inflight
-	others *int     // backendPump.othersExpunged
+	others *uint32  // backendPump.othersExpunged
 	most   int      // UIDs recorded at most (Limits.MaxAuditUIDs)
 	elem   [24]byte // the set element cut by the end of a piece: "n:m" at most 21 bytes
 	n      int
@@ -116,7 +116,7 @@ type vanishedScan struct {
 // rest, credited to f (nil: to no command), and returns the set's start
 // in it; an EARLIER one reports expunges from before (RFC 7162
 // §3.2.10), not news: false.
-func (v *vanishedScan) begin(f *inflight, others *int, rest []byte, most int) ([]byte, bool) {
+func (v *vanishedScan) begin(f *inflight, others *uint32, rest []byte, most int) ([]byte, bool) {
 	if len(rest) > 0 && rest[0] == ' ' {
 		rest = rest[1:]
 	}
@@ -173,10 +173,10 @@ func (v *vanishedScan) element() {
 	if a > b {
 		a, b = b, a
 	}
-	total := int(b - a + 1)
+	total := int(uint64(b) - uint64(a) + 1) // 1:4294967295 is 2³² - 1 of them
 	f := v.f
 	if f == nil {
-		*v.others += total
+		addCount(v.others, uint64(total))
 		return
 	}
 	x := f.expunged()
@@ -196,11 +196,11 @@ func (v *vanishedScan) element() {
 			continue
 		}
 		in := imapwire.SetRange{Lo: max(r.Lo, a), Hi: min(r.Hi, b)}
-		own += int(in.Hi - in.Lo + 1)
+		own += int(uint64(in.Hi) - uint64(in.Lo) + 1)
 		x.add(in, v.most)
 	}
 	x.n += own
-	*v.others += total - own
+	addCount(v.others, uint64(total-own))
 }
 
 // add appends the UIDs of r to the record's, at most most of them.

@@ -14,7 +14,7 @@ func TestVanishedScan(t *testing.T) {
 		for cut2 := cut; cut2 <= len(set); cut2++ {
 			f := new(inflight)
 			var v vanishedScan
-			var others int
+			var others uint32
 			rest, ok := v.begin(f, &others, []byte(" "+set[:cut]), DefaultMaxAuditUIDs)
 			if !ok {
 				t.Fatal("not read")
@@ -36,7 +36,7 @@ func TestVanishedScan(t *testing.T) {
 		}
 	}
 	var v vanishedScan
-	var others int
+	var others uint32
 	if _, ok := v.begin(new(inflight), &others, []byte(" (EARLIER) 1:5\r\n"), DefaultMaxAuditUIDs); ok {
 		t.Error("VANISHED (EARLIER) read as this command's expunges")
 	}
@@ -60,5 +60,16 @@ func TestVanishedScan(t *testing.T) {
 	v.piece(rest, true)
 	if others != 9 {
 		t.Errorf("VANISHED 1:5 with no command to credit: others %d, want 9", others)
+	}
+	rest, _ = v.begin(nil, &others, []byte(" 1:4294967295\r\n"), DefaultMaxAuditUIDs)
+	v.piece(rest, true)
+	if others != 1<<32-1 {
+		t.Errorf("VANISHED 1:4294967295 after 9: others %d, want the count to stop at %d", others, uint32(1<<32-1))
+	}
+	f = new(inflight)
+	rest, _ = v.begin(f, &others, []byte(" 1:4294967295\r\n"), DefaultMaxAuditUIDs)
+	v.piece(rest, true)
+	if f.expungedCount() != 1<<32-1 || len(f.expungedUIDs()) != DefaultMaxAuditUIDs {
+		t.Errorf("EXPUNGE, VANISHED 1:4294967295: expunged %d, %d UIDs named", f.expungedCount(), len(f.expungedUIDs()))
 	}
 }

@@ -269,8 +269,8 @@ func (s *Session) finish(cp *clientPump) {
 		BytesOut: s.raw.out.Load(),
 	}
 	if cp != nil {
-		ev.Commands, ev.CommandsByName, ev.MessagesFetched = cp.commands, cp.byName.counts(), cp.bp.messagesFetched
-		ev.OthersExpunged = cp.bp.othersExpunged
+		ev.Commands, ev.CommandsByName, ev.MessagesFetched = cp.commands, cp.byName.counts(), int(cp.bp.messagesFetched)
+		ev.OthersExpunged = int(cp.bp.othersExpunged)
 	}
 	s.srv.auditor.SessionClose(&s.info, ev)
 }
