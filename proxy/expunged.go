@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/imapwarden/imapwarden/proxy/imapwire"
+import (
+	"slices"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
+)
 
 // What the backend reported expunged while a command that expunges ran
 // (the expunge effect: EXPUNGE, UID EXPUNGE, CLOSE, MOVE), for its audit
@@ -190,10 +194,18 @@ func (v *vanishedScan) element() {
 		x.add(imapwire.SetRange{Lo: a, Hi: b}, v.most)
 		return
 	}
+	// The ranges are sorted and disjoint: from the first that may hold a,
+	// O(log) and the ranges that overlap a:b, not every range an element.
+	i, _ := slices.BinarySearchFunc(ranges, a, func(r imapwire.SetRange, a uint32) int {
+		if r.Hi < a {
+			return -1
+		}
+		return 1
+	})
 	own := 0
-	for _, r := range ranges {
-		if r.Hi < a || r.Lo > b {
-			continue
+	for _, r := range ranges[i:] {
+		if r.Lo > b {
+			break
 		}
 		in := imapwire.SetRange{Lo: max(r.Lo, a), Hi: min(r.Hi, b)}
 		own += int(uint64(in.Hi) - uint64(in.Lo) + 1)
