@@ -196,8 +196,10 @@ func TestCommandParser(t *testing.T) {
 			want: `A1 UID STORE set=7#1 store=-FLAGS flags=\Seen,\Flagged eff=set-flags@sel`},
 		{name: "copy", wire: "A1 COPY 1:3,2:5 \"Saved Items\"\r\n", args: `1:3,2:5 "Saved Items"`,
 			want: "A1 COPY dest=Saved Items set=1:3,2:5#5 eff=create-messages@dest,read-metadata@sel"},
-		{name: "uid move searchres", wire: "A1 UID MOVE $ Trash\r\n", args: "$ Trash",
-			want: "A1 UID MOVE dest=Trash set=$#-1 eff=create-messages@dest,expunge@sel"},
+		// "$" where a command destroys, copies or moves is refused
+		// (TestSavedResultRefusedWhereUnnamed); elsewhere it is a set.
+		{name: "uid store searchres", wire: "A1 UID STORE $ -FLAGS (\\Deleted)\r\n", args: `$ -FLAGS (\Deleted)`,
+			want: `A1 UID STORE set=$#-1 store=-FLAGS flags=\Deleted eff=set-flags@sel`},
 		{name: "move literal destination", wire: "A1 MOVE 5 {5}\r\nTrash\r\n", args: `5 {5}"Trash"`,
 			want: "A1 MOVE dest=Trash set=5#1 literals=1/5 eff=create-messages@dest,expunge@sel", msgs: []bool{false}},
 		{name: "rename", wire: "A1 RENAME Old \"New Name\"\r\n", args: `Old "New Name"`,
