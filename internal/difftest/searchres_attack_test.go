@@ -104,6 +104,14 @@ func TestAttackSavedResultHidesDestroyedMessages(t *testing.T) {
 				if len(gone) != 0 {
 					t.Fatalf("the STORE of $ was refused, yet the backend lost UIDs %v", gone)
 				}
+				// The refusal, an attempt on messages the trail cannot
+				// name, is on the trail.
+				for _, r := range trail.Read() {
+					if r.Kind == audit.KindPolicyDeny && r.Command == "STORE" && r.Set == "$" && r.Code == "CANNOT" {
+						return
+					}
+				}
+				t.Error("the refused STORE of $ has no policy.deny record")
 				return
 			}
 			if len(gone) != 1 {
