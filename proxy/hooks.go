@@ -461,14 +461,7 @@ type LimitConn interface {
 	Login(user string) LimitResult
 	// LoginResult records a credential check; for a failure it returns how
 	// long to wait before answering, the same whether the user exists.
-	// A login Login let through counts against the failure limits while
-	// it is in flight (ARCHITECTURE.md §12), until LoginResult or LoginEnd.
 	LoginResult(user string, ok bool) time.Duration
-	// LoginEnd is called once a login Login let through is over, however
-	// it ended: one that LoginResult did not record (the authenticator or
-	// the backend could not answer, the session ended) gives its place
-	// back, counting nothing. After LoginResult it does nothing.
-	LoginEnd()
 	// Session is asked once a login succeeded (sessions per user);
 	// release is called when the session ends.
 	Session() (res LimitResult, release func())

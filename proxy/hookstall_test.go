@@ -22,7 +22,6 @@ type blockingConn struct{ l *blockingLimiter }
 
 func (blockingConn) Login(string) LimitResult               { return LimitResult{} }
 func (blockingConn) LoginResult(string, bool) time.Duration { return 0 }
-func (blockingConn) LoginEnd()                              {}
 func (blockingConn) Session() (LimitResult, func())         { return LimitResult{}, nil }
 func (blockingConn) Delivered(int64, int) LimitResult       { return LimitResult{} }
 func (blockingConn) Snapshot() map[string]int64             { return nil }

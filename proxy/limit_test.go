@@ -49,7 +49,6 @@ func (c *fakeConn) Login(user string) LimitResult { return c.f.Login(c.s, user) 
 func (c *fakeConn) LoginResult(user string, ok bool) time.Duration {
 	return c.f.LoginResult(c.s, user, ok)
 }
-func (c *fakeConn) LoginEnd()                                 {}
 func (c *fakeConn) Session() (LimitResult, func())            { return c.f.Session(c.s) }
 func (c *fakeConn) Command(cmd *imapwire.Command) LimitResult { return c.f.Command(c.s, cmd) }
 func (c *fakeConn) Delivered(o int64, m int) LimitResult      { return c.f.Delivered(c.s, o, m) }

@@ -140,9 +140,6 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 				return fail("limit", limitReply(res))
 			}
 		}
-		// The login counts as in flight until its result: every way out
-		// gives its place back (ARCHITECTURE.md §12).
-		defer lim.LoginEnd()
 	}
 	// failed answers a credential-class failure, whatever its true reason,
 	// with one text after the Limiter's delay (the same for unknown users,

@@ -126,9 +126,6 @@ type redisConfig struct {
 	Timeout              *duration `yaml:"timeout"`
 	// LockoutSyncInterval: how often the fleet's lockouts are mirrored.
 	LockoutSyncInterval *duration `yaml:"lockout_sync_interval"`
-	// ReservationTTL: how long a login in flight of a proxy that died
-	// still counts against the fleet's failure limits.
-	ReservationTTL *duration `yaml:"reservation_ttl"`
 	// TLS reaches every address (servers, Sentinels, Cluster nodes) over
 	// TLS, verified against ca_file (or the system roots) for each
 	// address's host unless server_name says; the keys of a backend's tls.

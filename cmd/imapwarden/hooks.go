@@ -204,7 +204,6 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger,
 		o.Redis = ratelimit.NewRedisClient(ro)
 		o.RedisPrefix = r.Prefix
 		o.LockoutSyncInterval = r.LockoutSyncInterval.get(0)
-		o.RedisReservationTTL = r.ReservationTTL.get(0)
 		o.OnStoreError = func(error) { storeErrors.Inc() }
 		mode := string(o.RedisFailureMode)
 		if mode == "" {

@@ -78,31 +78,19 @@ func startProxy(t testing.TB, l *Limiter, backend *proxy.Backend) (addr string, 
 
 func startProxyWith(t testing.TB, l proxy.Limiter, backend *proxy.Backend) (addr string, audit *recAuditor) {
 	t.Helper()
-	srv, audit := startServer(t, l, backend, nil)
-	return srv.Addrs()[0].String(), audit
-}
-
-// startServer is startProxyWith with an authenticator (nil: the backend
-// checks the password); it returns the running server.
-func startServer(t testing.TB, l proxy.Limiter, backend *proxy.Backend, auth proxy.Authenticator) (*proxy.Server, *recAuditor) {
-	t.Helper()
 	cert, err := testCert()
 	if err != nil {
 		t.Fatal(err)
 	}
-	audit := &recAuditor{}
-	o := proxy.Options{
+	audit = &recAuditor{}
+	srv, err := proxy.NewServer(proxy.Options{
 		Listeners: []proxy.ListenerOptions{{Name: "imaps", Addr: "127.0.0.1:0", Mode: proxy.ImplicitTLS,
 			TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"imap"}}}},
 		Router:  &proxy.StaticRouter{Default: backend},
 		Limiter: l,
 		Auditor: audit,
 		Logger:  zaptest.NewLogger(t),
-	}
-	if auth != nil {
-		o.Authenticator = auth
-	}
-	srv, err := proxy.NewServer(o)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +101,7 @@ func startServer(t testing.TB, l proxy.Limiter, backend *proxy.Backend, auth pro
 		srv.Close()
 		srv.Wait()
 	})
-	return srv, audit
+	return srv.Addrs()[0].String(), audit
 }
 
 // startMemBackend runs go-imap's in-memory server with alice and bob.

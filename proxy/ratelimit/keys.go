@@ -29,10 +29,6 @@ const (
 	kindConnIP   // concurrent connections
 	kindUnauthIP // concurrent unauthenticated connections
 	kindSessUser // concurrent sessions
-	// Logins in flight (reservations) against each failure record.
-	kindPendIP
-	kindPendUser
-	kindPendUserIP
 )
 
 // Key kinds of LimitResult.Key: what was counted, never who.

@@ -69,10 +69,6 @@ type Limiter struct {
 	remote *redisStore // nil without Redis
 	now    func() time.Time
 	log    *zap.Logger
-	// resvMu orders the in-process check of logins in flight with their
-	// conversion into failures, so that a check never reads a record
-	// before a failure and its reservations after it (one login unseen).
-	resvMu sync.Mutex
 	// With Redis: sessions whose deliveries flushLoop sends to it.
 	flushCh   chan *sessState
 	stop      chan struct{}
@@ -115,20 +111,6 @@ type connState struct {
 	// failure, for Snapshot (policy input).
 	fails [3]atomic.Int32
 	sess  atomic.Pointer[sessState]
-	// resv is the login in flight that Login let through (one at most).
-	resvMu sync.Mutex
-	resv   reservation
-}
-
-// reservation is a login in flight, counted against the failure records
-// it would be a failure of (ARCHITECTURE.md §12): in the in-process store
-// (local) or in Redis (id), never both.
-type reservation struct {
-	held  bool
-	user  string
-	ip    netip.Addr
-	local bool
-	id    string // Redis member, with local false
 }
 
 // sessState is what the Limiter keeps per logged-in session.
@@ -201,7 +183,7 @@ func (l *Limiter) Update(o Options) error {
 	old := l.cfg.Load().o
 	o.MaxTrackedKeys, o.Now, o.Logger = old.MaxTrackedKeys, old.Now, old.Logger
 	o.Redis, o.RedisPrefix, o.RedisTimeout, o.RedisProbeInterval = old.Redis, old.RedisPrefix, old.RedisTimeout, old.RedisProbeInterval
-	o.LockoutSyncInterval, o.RedisReservationTTL = old.LockoutSyncInterval, old.RedisReservationTTL
+	o.LockoutSyncInterval = old.LockoutSyncInterval
 	o.OnStoreError, o.OnStoreState = old.OnStoreError, old.OnStoreState
 	c, err := newConfig(o)
 	if err != nil {
@@ -312,7 +294,6 @@ func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitC
 }
 
 func (l *Limiter) release(st *connState) {
-	l.endLogin(st)
 	if !st.released.CompareAndSwap(false, true) {
 		return // released already
 	}
@@ -399,26 +380,18 @@ func (l *Limiter) failKeys(user string, ip netip.Addr) [3]uint64 {
 // Login refuses a client locked out by earlier failures, before any
 // credential is checked. A lockout is answered like a failed login: same
 // code, same delay, and by default the same text.
-//
-// A login let through is a reservation until LoginResult (or endLogin):
-// it counts as a failure to come for each record it would fail, so that
-// logins in flight together cannot pass a record's limit. A record with
-// n of its thr failures takes thr-n logins at once, one once it reached
-// thr (each failure then locks again); more are refused as by a lockout.
 func (l *Limiter) login(s *proxy.SessionInfo, st *connState, user string) proxy.LimitResult {
-	l.endLogin(st) // one login in flight per connection
 	c := l.cfg.Load()
 	ip := c.hostOf(s.ClientAddr)
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
+	var v [3]failView
+	var mirrored [3]bool
+	for i, k := range keys {
+		v[i], mirrored[i] = l.local.failPeekMirror(k, now)
+	}
 	if l.remote != nil {
-		var v [3]failView
-		var mirrored [3]bool
-		for i, k := range keys {
-			v[i], mirrored[i] = l.local.failPeekMirror(k, now)
-		}
-		id := reservationID()
-		rv, refuse, err := l.remote.reserve(now, userID(user), user, ip, c, id, now+int64(c.o.RedisReservationTTL))
+		rv, err := l.remote.check(now, userID(user), ip, c.pol.window)
 		switch {
 		case err == nil:
 			// Redis is the authority over the mirrors; failures counted
@@ -432,117 +405,19 @@ func (l *Limiter) login(s *proxy.SessionInfo, st *connState, user string) proxy.
 			if rv[0].n > 0 || rv[1].n > 0 || rv[2].n > 0 || mirrored != [3]bool{} {
 				l.mirrorViews(c, user, ip, &rv, now)
 			}
-			for i := failRecords(user); i < len(v); i++ {
-				v[i] = failView{}
-			}
-			for i := range v {
-				st.fails[i].Store(v[i].n)
-			}
-			res := l.lockResult(c, &v, now)
-			switch {
-			case res.Exceeded && refuse < 0:
-				// Locked by a failure counted here during an outage.
-				_ = l.remote.release(userID(user), ip, failRecords(user), id)
-				return res
-			case res.Exceeded:
-				return res
-			case refuse >= 0:
-				return l.inflightResult(c, refuse)
-			}
-			st.resvMu.Lock()
-			st.resv = reservation{held: true, user: user, ip: ip, id: id}
-			st.resvMu.Unlock()
-			return proxy.LimitResult{}
 		case c.closed:
 			return storeUnavailable
 		}
-		// Redis down, fail open: this instance's records, its mirrors of
-		// Redis's and its own logins in flight decide.
+		// Redis down, fail open: this instance's records and its mirrors
+		// of Redis's decide.
 	}
-	l.resvMu.Lock()
-	defer l.resvMu.Unlock()
-	var v [3]failView
-	for i, k := range keys {
-		v[i], _ = l.local.failPeekMirror(k, now)
-	}
-	n := failRecords(user)
-	for i := n; i < len(v); i++ {
+	for i := failRecords(user); i < len(v); i++ {
 		v[i] = failView{}
 	}
 	for i := range v {
 		st.fails[i].Store(v[i].n)
 	}
-	if res := l.lockResult(c, &v, now); res.Exceeded {
-		return res
-	}
-	pk := l.pendKeys(user, ip)
-	for i := range n {
-		if c.inflightFull(i, &v, int32(l.local.count(pk[i]))) {
-			return l.inflightResult(c, i)
-		}
-	}
-	for i := range n {
-		l.local.inc(pk[i], 0)
-	}
-	st.resvMu.Lock()
-	st.resv = reservation{held: true, user: user, ip: ip, local: true}
-	st.resvMu.Unlock()
-	return proxy.LimitResult{}
-}
-
-// inflightFull reports whether record i (failKinds order) has as many
-// logins in flight (pend) as it may check at once: thr-n, or one once n
-// reached thr. The user record counts where its lockout would apply
-// (lockResult): from addresses that failed for the user, or everywhere.
-func (c *config) inflightFull(i int, v *[3]failView, pend int32) bool {
-	thr := c.thr[i]
-	if thr <= 0 || (i == 1 && !c.o.UserLockoutAllIPs && v[2].n == 0) {
-		return false
-	}
-	return pend >= max(thr-v[i].n, 1)
-}
-
-// inflightResult refuses a login over record i's logins in flight: as a
-// lockout of that record, so that it tells an attacker nothing more.
-func (l *Limiter) inflightResult(c *config, i int) proxy.LimitResult {
-	return proxy.LimitResult{Exceeded: true, Delay: max(c.o.LoginFailureDelay, 0), Limit: failLimits[i],
-		Key: failKinds[i].keyName(), Code: codeAuthFailed, Reason: c.o.LockoutReason}
-}
-
-// pendKeys returns the local keys of the logins in flight of the ip, user
-// and user_ip records.
-func (l *Limiter) pendKeys(user string, ip netip.Addr) [3]uint64 {
-	hu, hip := l.local.h.user(user), l.local.h.ip(ip)
-	return [3]uint64{mix(kindPendIP, 0, hip), mix(kindPendUser, hu, 0), mix(kindPendUserIP, hu, hip)}
-}
-
-// takeResv takes the connection's login in flight, if any.
-func (st *connState) takeResv() reservation {
-	st.resvMu.Lock()
-	r := st.resv
-	st.resv = reservation{}
-	st.resvMu.Unlock()
-	return r
-}
-
-// endLogin gives back the place of a login in flight that no
-// LoginResult recorded (the authenticator or backend could not answer,
-// the session ended): nothing is counted against anyone. A Redis
-// reservation that cannot be given back expires (RedisReservationTTL).
-func (l *Limiter) endLogin(st *connState) {
-	r := st.takeResv()
-	if !r.held {
-		return
-	}
-	if r.local {
-		l.resvMu.Lock()
-		l.local.decPend(l.pendKeys(r.user, r.ip), failRecords(r.user))
-		l.resvMu.Unlock()
-		return
-	}
-	if l.remoteUp() {
-		_ = l.remote.release(userID(r.user), r.ip, failRecords(r.user), r.id)
-	}
+	return l.lockResult(c, &v, now)
 }
 
 func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitResult {
@@ -567,33 +442,14 @@ func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitRe
 // LoginResult records a credential check. A failure counts against the
 // IP, the user and the pair (only the IP when no user is named,
 // failRecords), and returns the delay before the answer: the same for
-// every failure, so it tells nothing about the user. The login's
-// reservation becomes the failure (atomically: no check sees neither), or
-// is given back on a success.
+// every failure, so it tells nothing about the user.
 func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, ok bool) time.Duration {
 	c := l.cfg.Load()
 	ip := c.hostOf(s.ClientAddr)
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
-	r := st.takeResv()
-	if r.held && (r.user != user || r.ip != ip) {
-		// Not this login's: give it back, count this one plainly.
-		st.resvMu.Lock()
-		st.resv = r
-		st.resvMu.Unlock()
-		l.endLogin(st)
-		r = reservation{}
-	}
 	if ok {
-		if r.held && r.local {
-			l.resvMu.Lock()
-			l.local.decPend(l.pendKeys(user, ip), failRecords(user))
-			l.resvMu.Unlock()
-		}
 		if failRecords(user) < len(failKinds) {
-			if r.held && !r.local && l.remoteUp() {
-				_ = l.remote.release(userID(user), ip, failRecords(user), r.id)
-			}
 			return 0
 		}
 		// The pair's failures were typos; the IP's and the user's stand, as
@@ -601,48 +457,33 @@ func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, 
 		l.local.failReset(keys[2])
 		st.fails[2].Store(0)
 		if l.remoteUp() {
-			id := ""
-			if r.held && !r.local {
-				id = r.id
-			}
-			_ = l.remote.succeeded(userID(user), ip, id)
+			_ = l.remote.succeeded(userID(user), ip)
 		}
 		return 0
 	}
 	var v [3]failView
 	recorded := false
 	if l.remoteUp() {
-		id := ""
-		if r.held && !r.local {
-			id = r.id
-		}
-		rv, err := l.remote.fail(now, userID(user), user, ip, c.thr, c.pol, id)
+		rv, err := l.remote.fail(now, userID(user), user, ip, c.thr, c.pol)
 		if err == nil {
 			v, recorded = rv, true
 			l.mirrorViews(c, user, ip, &rv, now)
 		}
 	}
-	if !recorded || (r.held && r.local) {
-		l.resvMu.Lock()
-		if !recorded {
-			uh := keys[1] // matched by Unlock
-			for i, k := range failKinds[:failRecords(user)] {
-				// With Redis configured but down, the record is written back
-				// when it answers again.
-				fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user, dirty: l.remote != nil}
-				switch k {
-				case kindFailIP:
-					fk.user, fk.uh = "", 0
-				case kindFailUser:
-					fk.ip = netip.Addr{}
-				}
-				v[i] = l.local.fail(fk, now, c.pol)
+	if !recorded {
+		uh := keys[1] // matched by Unlock
+		for i, k := range failKinds[:failRecords(user)] {
+			// With Redis configured but down, the record is written back
+			// when it answers again.
+			fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user, dirty: l.remote != nil}
+			switch k {
+			case kindFailIP:
+				fk.user, fk.uh = "", 0
+			case kindFailUser:
+				fk.ip = netip.Addr{}
 			}
+			v[i] = l.local.fail(fk, now, c.pol)
 		}
-		if r.held && r.local {
-			l.local.decPend(l.pendKeys(user, ip), failRecords(user))
-		}
-		l.resvMu.Unlock()
 	}
 	for i := range v {
 		st.fails[i].Store(v[i].n)
@@ -1007,10 +848,6 @@ func (c *Conn) Login(user string) proxy.LimitResult { return c.l.login(c.s, c.st
 func (c *Conn) LoginResult(user string, ok bool) time.Duration {
 	return c.l.loginResult(c.s, c.st, user, ok)
 }
-
-// LoginEnd gives back the place of a login Login let through and no
-// LoginResult recorded; after LoginResult it does nothing.
-func (c *Conn) LoginEnd() { c.l.endLogin(c.st) }
 
 // Session counts a logged-in session against its user's sessions.
 func (c *Conn) Session() (proxy.LimitResult, func()) { return c.l.session(c.s, c.st) }

@@ -387,13 +387,6 @@ func (m *memStore) dec(key uint64) {
 	sh.mu.Unlock()
 }
 
-// decPend gives back one login in flight of each of the first n records.
-func (m *memStore) decPend(keys [3]uint64, n int) {
-	for _, k := range keys[:n] {
-		m.dec(k)
-	}
-}
-
 func (m *memStore) count(key uint64) int64 {
 	sh := m.shard(key)
 	sh.mu.Lock()

@@ -351,11 +351,6 @@ type Options struct {
 	// DefaultLockoutSyncInterval). Login checks and failures refresh the
 	// copy of the records they touch at once.
 	LockoutSyncInterval time.Duration
-	// redis_reservation_ttl: a login in flight is counted against the
-	// failure limits in Redis until its result; if its proxy dies first,
-	// it lapses after this long. Longer than any login takes (the
-	// authenticator's and the backend's timeouts). Default 2m.
-	RedisReservationTTL time.Duration
 	// OnStoreError is called for each failed Redis call (count it: a
 	// metric). It must not block.
 	OnStoreError func(err error)
@@ -415,7 +410,6 @@ const (
 	DefaultRedisTimeout            = 250 * time.Millisecond
 	DefaultRedisProbeInterval      = time.Second
 	DefaultLockoutSyncInterval     = 5 * time.Second
-	DefaultRedisReservationTTL     = 2 * time.Minute
 )
 
 func defRate(r *Rate, d Rate) {
@@ -481,7 +475,6 @@ func (o Options) withDefaults() (Options, error) {
 	defDur(&o.RedisTimeout, DefaultRedisTimeout)
 	defDur(&o.RedisProbeInterval, DefaultRedisProbeInterval)
 	defDur(&o.LockoutSyncInterval, DefaultLockoutSyncInterval)
-	defDur(&o.RedisReservationTTL, DefaultRedisReservationTTL)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -532,7 +525,7 @@ func (o Options) withDefaults() (Options, error) {
 			errs = append(errs, fmt.Errorf("ratelimit: ipv4_translators: %w", err))
 		}
 	}
-	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 || o.RedisReservationTTL < 0 {
+	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 {
 		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout and redis_probe_interval must be positive"))
 	}
 	if o.LockoutMax < o.LockoutBase {

@@ -2,9 +2,7 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -31,9 +29,6 @@ import (
 //	P f:u:<uid>            ... of a user
 //	P f:ui:<uid>:<ip>      ... of a user from an IP
 //	P locks                sorted set: failure keys by lockout end (µs)
-//	P p:ip:<ip>            sorted set: logins in flight against f:ip:<ip>
-//	P p:u:<uid>            ... against f:u:<uid>, by their expiry (µs)
-//	P p:ui:<uid>:<ip>      ... against f:ui:<uid>:<ip>
 //
 // Times are microseconds from the caller's clock, not Redis's: Lua numbers
 // are doubles, exact to 2^53 (µs since 1970 fit; ns do not), and the
@@ -72,24 +67,17 @@ end
 return out
 `)
 
-// failScript records a failed login. KEYS: m failure hashes, their m
-// sets of logins in flight, then the lock index. ARGV: now, window, base,
-// max (µs), the login's reservation ("" for none: it leaves each set in
-// the same step, so that no check sees it neither in flight nor failed),
-// then per hash: threshold, kind, user, ip. A record is forgotten window
-// after its last failure or the end of its lockout, whichever is later.
-// It returns {n, until} per hash.
+// failScript records a failed login. KEYS: failure hashes, then the lock
+// index. ARGV: now, window, base, max (µs), then per hash: threshold, kind,
+// user, ip. A record is forgotten window after its last failure or the
+// end of its lockout, whichever is later. It returns {n, until} per hash.
 var failScript = redis.NewScript(`
-local now, win, base, maxd, id = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now, win, base, maxd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local idx = KEYS[#KEYS]
-local m = (#KEYS - 1) / 2
 local out = {}
-for i = 1, m do
-  if id ~= "" then redis.call("ZREM", KEYS[m + i], id) end
-end
-for i = 1, m do
+for i = 1, #KEYS - 1 do
   local k = KEYS[i]
-  local a = 5 + (i - 1) * 4
+  local a = 4 + (i - 1) * 4
   local thr = tonumber(ARGV[a + 1])
   local v = redis.call("HMGET", k, "n", "last", "until")
   local n, last, untl = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
@@ -110,38 +98,17 @@ end
 return out
 `)
 
-// reserveScript lets a login through unless a failure record is locked
-// or has as many logins in flight as it may check at once
-// (config.inflightFull), and then counts it in flight against each.
-// KEYS: m failure hashes (ip, user, user_ip order), their m sets of
-// logins in flight. ARGV: now, window (µs), the reservation's member, its
-// expiry (µs), user_lockout_all_ips (1 or 0), then m thresholds. Members
-// past their expiry are dropped first: the reservations of a proxy that
-// died with logins in flight lapse on their own. It returns {refusing
-// record (1-based) or 0, then n, until per hash}.
-var reserveScript = redis.NewScript(`
-local now, win, id, exp, all = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5] == "1"
-local m = #KEYS / 2
-local n, untl, pend, out = {}, {}, {}, {0}
-for i = 1, m do
+// checkScript reads failure hashes (ip, user, user_ip). ARGV: now, window.
+// It returns {n, until} per hash, records past their window as zeros.
+var checkScript = redis.NewScript(`
+local now, win = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 1, #KEYS do
   local v = redis.call("HMGET", KEYS[i], "n", "last", "until")
-  n[i], untl[i] = tonumber(v[1]) or 0, tonumber(v[3]) or 0
-  if math.max(tonumber(v[2]) or 0, untl[i]) + win <= now then n[i], untl[i] = 0, 0 end
-  redis.call("ZREMRANGEBYSCORE", KEYS[m + i], "-inf", now)
-  pend[i] = redis.call("ZCARD", KEYS[m + i])
-  out[#out + 1] = n[i]
-  out[#out + 1] = string.format("%.0f", untl[i])
-end
-for i = 1, m do
-  local thr = tonumber(ARGV[5 + i])
-  local applies = i ~= 2 or all or n[3] > 0
-  if applies and untl[i] > now then out[1] = i return out end
-  if applies and thr > 0 and pend[i] >= math.max(thr - n[i], 1) then out[1] = i return out end
-end
-for i = 1, m do
-  redis.call("ZADD", KEYS[m + i], string.format("%.0f", exp), id)
-  local ttl = math.ceil((exp - now) / 1000) + 1000
-  if redis.call("PTTL", KEYS[m + i]) < ttl then redis.call("PEXPIRE", KEYS[m + i], ttl) end
+  local n, last, untl = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
+  if math.max(last, untl) + win <= now then n, untl = 0, 0 end
+  out[#out + 1] = n
+  out[#out + 1] = string.format("%.0f", untl)
 end
 return out
 `)
@@ -387,78 +354,33 @@ func (r *redisStore) failKeys(uid string, ip netip.Addr) [3]string {
 	return [3]string{r.p + "f:ip:" + ips, r.p + "f:u:" + uid, r.p + "f:ui:" + uid + ":" + ips}
 }
 
-// pendKeys returns the Redis keys of the logins in flight of the ip,
-// user and user_ip records.
-func (r *redisStore) pendKeys(uid string, ip netip.Addr) [3]string {
-	ips := ip.String()
-	return [3]string{r.p + "p:ip:" + ips, r.p + "p:u:" + uid, r.p + "p:ui:" + uid + ":" + ips}
-}
-
-// reservationID names one login in flight in Redis's sets, unique across
-// a fleet.
-func reservationID() string {
-	var b [12]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// reserve runs reserveScript for a login of user: the records' views,
-// and the index of the record that refused it (-1: counted in flight as
-// id until exp).
-func (r *redisStore) reserve(now int64, uid, user string, ip netip.Addr, c *config, id string, exp int64) ([3]failView, int, error) {
+func (r *redisStore) check(now int64, uid string, ip netip.Addr, window int64) ([3]failView, error) {
 	var out [3]failView
-	refuse := -1
-	n := failRecords(user)
-	fk, pk := r.failKeys(uid, ip), r.pendKeys(uid, ip)
-	keys := append(fk[:n:n], pk[:n]...)
-	all := "0"
-	if c.o.UserLockoutAllIPs {
-		all = "1"
-	}
-	args := []any{us(now), us(c.pol.window), id, us(exp), all}
-	for i := range n {
-		args = append(args, c.thr[i])
-	}
+	fk := r.failKeys(uid, ip)
 	err := r.call(func(ctx context.Context) error {
-		v, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
+		v, err := checkScript.Run(ctx, r.c, fk[:], us(now), us(window)).Slice()
 		if err != nil {
 			return err
 		}
-		if len(v) != 1+2*n {
-			return fmt.Errorf("reserve script returned %d values", len(v))
+		if len(v) != 6 {
+			return fmt.Errorf("check script returned %d values", len(v))
 		}
-		refuse = int(toInt(v[0])) - 1
-		for i := range n {
-			out[i] = failView{n: int32(toInt(v[1+2*i])), until: toInt(v[2+2*i]) * 1000}
+		for i := range out {
+			out[i] = failView{n: int32(toInt(v[2*i])), until: toInt(v[2*i+1]) * 1000}
 		}
 		return nil
 	})
-	return out, refuse, err
+	return out, err
 }
 
-// release takes login id out of the first n records' logins in flight.
-func (r *redisStore) release(uid string, ip netip.Addr, n int, id string) error {
-	pk := r.pendKeys(uid, ip)
-	return r.call(func(ctx context.Context) error {
-		_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range pk[:n] {
-				p.ZRem(ctx, k, id)
-			}
-			return nil
-		})
-		return err
-	})
-}
-
-// fail records a failure against the login's records (failRecords), and
-// takes its reservation id ("" for none) out of their logins in flight.
-func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int32, p failPolicy, id string) ([3]failView, error) {
+// fail records a failure against the login's records (failRecords).
+func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int32, p failPolicy) ([3]failView, error) {
 	var out [3]failView
-	fk, pk := r.failKeys(uid, ip), r.pendKeys(uid, ip)
+	fk := r.failKeys(uid, ip)
 	n := failRecords(user)
-	keys := append(append(fk[:n:n], pk[:n]...), r.p+"locks")
+	keys := append(fk[:n:n], r.p+"locks")
 	lbl, ips := label(user), ip.String()
-	args := []any{us(now), us(p.window), us(p.base), us(p.max), id}
+	args := []any{us(now), us(p.window), us(p.base), us(p.max)}
 	for i, k := range failKinds[:n] {
 		u, a := lbl, ips
 		switch k {
@@ -485,19 +407,13 @@ func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int
 	return out, err
 }
 
-// succeeded forgets the user's failures from this IP, and takes the
-// login's reservation id ("" for none) out of the logins in flight.
-func (r *redisStore) succeeded(uid string, ip netip.Addr, id string) error {
+// succeeded forgets the user's failures from this IP.
+func (r *redisStore) succeeded(uid string, ip netip.Addr) error {
 	k := r.failKeys(uid, ip)[2]
 	return r.call(func(ctx context.Context) error {
 		_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, k)
 			p.ZRem(ctx, r.p+"locks", k)
-			if id != "" {
-				for _, pk := range r.pendKeys(uid, ip) {
-					p.ZRem(ctx, pk, id)
-				}
-			}
 			return nil
 		})
 		return err
