@@ -1,7 +1,6 @@
 package difftest
 
 import (
-	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
@@ -43,14 +42,7 @@ func TestAttackOtherSessionsExpungesCreditedToPipelinedCommand(t *testing.T) {
 			if _, err := direct.OK("s", "SELECT %s", Quote(box)); err != nil {
 				t.Fatal(err)
 			}
-			cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cn.Close()
-			if _, err := cn.OK("l", "LOGIN alice alice-pw"); err != nil {
-				t.Fatal(err)
-			}
+			cn := p.Login(t, "alice")
 			qresync := b.Caps["QRESYNC"]
 			if qresync {
 				if _, err := cn.OK("q", "ENABLE QRESYNC"); err != nil {

@@ -1,13 +1,11 @@
 package difftest
 
 import (
-	"crypto/tls"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/imapwarden/imapwarden/audit"
-	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackExpungeRecordNamesMessageThatStays (atk-msgs): in the record of
@@ -42,12 +40,8 @@ func TestAttackExpungeRecordNamesMessageThatStays(t *testing.T) {
 			if err := b.Append(direct, box, "", Message("kept", 200)); err != nil {
 				t.Fatal(err)
 			}
-			cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cn.Close()
-			for _, c := range []string{"LOGIN alice alice-pw", "ENABLE QRESYNC", "SELECT " + Quote(box),
+			cn := p.Login(t, "alice")
+			for _, c := range []string{"ENABLE QRESYNC", "SELECT " + Quote(box),
 				"NOTIFY SET (SELECTED (MessageNew (UID BODY.PEEK[]) MessageExpunge))"} {
 				if _, err := cn.OK("s", "%s", c); err != nil {
 					t.Fatalf("%s: %v", c, err)

@@ -1,13 +1,10 @@
 package difftest
 
 import (
-	"crypto/tls"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackNotifiedContentHiddenInMetadataFetch (atk-msgs): content a
@@ -44,14 +41,7 @@ func TestAttackNotifiedContentHiddenInMetadataFetch(t *testing.T) {
 			if err := b.Append(direct, box, "", Message("first", 200)); err != nil {
 				t.Fatal(err)
 			}
-			cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cn.Close()
-			if _, err := cn.OK("l", "LOGIN alice alice-pw"); err != nil {
-				t.Fatal(err)
-			}
+			cn := p.Login(t, "alice")
 			if _, err := cn.OK("s", "SELECT %s", Quote(box)); err != nil {
 				t.Fatal(err)
 			}

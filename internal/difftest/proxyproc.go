@@ -3,6 +3,7 @@ package difftest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -246,6 +247,21 @@ func startedAddr(l []byte) string {
 }
 
 // Log returns the proxy's log.
+// Login dials the proxy, logs user in with the fixtures' password
+// (user + "-pw") and closes the connection when the test ends.
+func (p *Proxy) Login(t testing.TB, user string) *Conn {
+	t.Helper()
+	cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cn.Close)
+	if _, err := cn.OK("l", "LOGIN %s %s-pw", user, user); err != nil {
+		t.Fatal(err)
+	}
+	return cn
+}
+
 func (p *Proxy) Log() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)

@@ -1,13 +1,11 @@
 package difftest
 
 import (
-	"crypto/tls"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/imapwarden/imapwarden/audit"
-	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackSavedResultHidesDestroyedMessages (atk-msgs): CLOSE reports
@@ -64,14 +62,7 @@ func TestAttackSavedResultHidesDestroyedMessages(t *testing.T) {
 				return m
 			}
 			before := uids()
-			cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cn.Close()
-			if _, err := cn.OK("l", "LOGIN alice alice-pw"); err != nil {
-				t.Fatal(err)
-			}
+			cn := p.Login(t, "alice")
 			trail := p.Audit()
 			// The proxy may refuse the STORE of "$" (BAD or NO [CANNOT]):
 			// then nothing may go. If it carries it out, the target goes

@@ -1,11 +1,8 @@
 package difftest
 
 import (
-	"crypto/tls"
 	"fmt"
 	"testing"
-
-	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackHeldOwnerThroughSharedNamespace: Courier shows a folder bob
@@ -72,14 +69,7 @@ func sharedAttack(t *testing.T, mailbox string, data map[string]string, attack s
 		pc.PolicyData[policy] = d
 	}
 	p := StartProxy(t, pc)
-	cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cn.Close()
-	if _, err := cn.OK("l", "LOGIN alice alice-pw"); err != nil {
-		t.Fatal(err)
-	}
+	cn := p.Login(t, "alice")
 	box := `"#shared.bob.` + mailbox + `"`
 	var cmds []string
 	switch attack {
