@@ -428,10 +428,7 @@ func TestLDAPEndToEndCyrus(t *testing.T) {
 	masterPW := filepath.Join(tmp, "master.pw")
 	os.WriteFile(masterPW, []byte(cy.MasterPassword+"\n"), 0o600)
 	// A policy refusing contractors at login (a group from the directory).
-	pol := filepath.Join(tmp, "policy")
-	os.MkdirAll(pol, 0o755)
-	repoRego, _ := os.ReadFile("../../policies/imapwarden.rego")
-	os.WriteFile(filepath.Join(pol, "imapwarden.rego"), repoRego, 0o644)
+	pol := frameworkPolicyDir(t, tmp)
 	os.WriteFile(filepath.Join(pol, "contractors.rego"), []byte(`package imapwarden
 
 deny contains {"policy": "contractors", "code": "AUTHORIZATIONFAILED", "reason": "Contractors may not use mail"} if {
@@ -565,10 +562,7 @@ func TestNoEnumerationProbe(t *testing.T) {
 	}
 	users := filepath.Join(tmp, "users")
 	os.WriteFile(users, []byte("mallory:"+hash+":suspended\n"), 0o600)
-	pol := filepath.Join(tmp, "policy")
-	os.MkdirAll(pol, 0o755)
-	repoRego, _ := os.ReadFile("../../policies/imapwarden.rego")
-	os.WriteFile(filepath.Join(pol, "imapwarden.rego"), repoRego, 0o644)
+	pol := frameworkPolicyDir(t, tmp)
 	os.WriteFile(filepath.Join(pol, "suspended.rego"), []byte(`package imapwarden
 
 deny contains {"policy": "suspended", "code": "AUTHORIZATIONFAILED", "reason": "Account suspended", "disconnect": true} if {
@@ -644,3 +638,21 @@ drain_timeout: 5s
 }
 
 func keys(m map[string]bool) []string { return slices.Sorted(maps.Keys(m)) }
+
+// frameworkPolicyDir makes dir/policy holding the shipped framework
+// (policies/imapwarden.rego) alone, for a test to add its own policy to.
+func frameworkPolicyDir(t *testing.T, dir string) string {
+	t.Helper()
+	pol := filepath.Join(dir, "policy")
+	rego, err := os.ReadFile("../../policies/imapwarden.rego")
+	if err == nil {
+		err = os.MkdirAll(pol, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(pol, "imapwarden.rego"), rego, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}

@@ -21,10 +21,7 @@ func TestAttackGroupLimitsEscapedByCase(t *testing.T) {
 	dovecottest.Require(t)
 	dc := dovecottest.Start(t, dovecottest.Options{})
 	tmp := t.TempDir()
-	pol := filepath.Join(tmp, "policy")
-	os.MkdirAll(pol, 0o755)
-	repoRego, _ := os.ReadFile("../../policies/imapwarden.rego")
-	os.WriteFile(filepath.Join(pol, "imapwarden.rego"), repoRego, 0o644)
+	pol := frameworkPolicyDir(t, tmp)
 	groups := filepath.Join(tmp, "groups.yaml")
 	os.WriteFile(groups, []byte("contractors: [bob]\n"), 0o644)
 	p := startAuthProxy(t, tmp, `

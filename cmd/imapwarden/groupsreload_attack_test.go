@@ -22,10 +22,7 @@ func TestAttackGroupsFileEditSplitsMembership(t *testing.T) {
 	dovecottest.Require(t)
 	dc := dovecottest.Start(t, dovecottest.Options{})
 	tmp := t.TempDir()
-	pol := filepath.Join(tmp, "policy")
-	os.MkdirAll(pol, 0o755)
-	repoRego, _ := os.ReadFile("../../policies/imapwarden.rego")
-	os.WriteFile(filepath.Join(pol, "imapwarden.rego"), repoRego, 0o644)
+	pol := frameworkPolicyDir(t, tmp)
 	// "probe" members are refused: it shows when the policies read the edit.
 	os.WriteFile(filepath.Join(pol, "probe.rego"), []byte(`package imapwarden
 

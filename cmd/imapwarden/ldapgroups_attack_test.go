@@ -48,10 +48,7 @@ func TestAttackGroupPolicyEscapedByCase(t *testing.T) {
 	os.WriteFile(svcPW, []byte(ldaptest.ServicePassword+"\n"), 0o600)
 	masterPW := filepath.Join(tmp, "master.pw")
 	os.WriteFile(masterPW, []byte(dc.MasterPassword+"\n"), 0o600)
-	pol := filepath.Join(tmp, "policy")
-	os.MkdirAll(pol, 0o755)
-	repoRego, _ := os.ReadFile("../../policies/imapwarden.rego")
-	os.WriteFile(filepath.Join(pol, "imapwarden.rego"), repoRego, 0o644)
+	pol := frameworkPolicyDir(t, tmp)
 	os.WriteFile(filepath.Join(pol, "contractors.rego"), []byte(`package imapwarden
 
 deny contains {"policy": "contractors", "code": "AUTHORIZATIONFAILED", "reason": "Contractors may not use mail"} if {
