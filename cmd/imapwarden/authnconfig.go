@@ -44,6 +44,7 @@ type ldapAuthConfig struct {
 	ServicePasswordFile string    `yaml:"service_password_file"`
 	UserAttribute       string    `yaml:"user_attribute"`
 	GroupAttribute      string    `yaml:"group_attribute"`
+	GroupAttributeBase  string    `yaml:"group_attribute_base"`
 	GroupBase           string    `yaml:"group_base"`
 	GroupFilter         string    `yaml:"group_filter"`
 	GroupNameAttribute  string    `yaml:"group_name_attribute"`
@@ -215,7 +216,7 @@ func buildLDAP(p *problems, key string, c *ldapAuthConfig, warn func(key, format
 	o := ldap.Options{
 		URL: c.URL, StartTLS: c.StartTLS, BindDN: c.BindDN, SearchBase: c.SearchBase, SearchFilter: c.SearchFilter,
 		ServiceDN: c.ServiceDN, UserAttribute: c.UserAttribute, GroupAttribute: c.GroupAttribute,
-		GroupBase: c.GroupBase, GroupFilter: c.GroupFilter, GroupNameAttribute: c.GroupNameAttribute,
+		GroupAttributeBase: c.GroupAttributeBase, GroupBase: c.GroupBase, GroupFilter: c.GroupFilter, GroupNameAttribute: c.GroupNameAttribute,
 		RouteAttribute: c.RouteAttribute, Attributes: c.Attributes, PoolSize: c.PoolSize,
 		Timeout: c.Timeout.get(ldap.DefaultTimeout),
 	}

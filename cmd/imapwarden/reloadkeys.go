@@ -154,6 +154,7 @@ var reloadKeys = map[string]reloadClass{
 	"auth.authenticators[].ldap.service_password_file":    reloadApplied,
 	"auth.authenticators[].ldap.user_attribute":           reloadApplied,
 	"auth.authenticators[].ldap.group_attribute":          reloadApplied,
+	"auth.authenticators[].ldap.group_attribute_base":     reloadApplied,
 	"auth.authenticators[].ldap.group_base":               reloadApplied,
 	"auth.authenticators[].ldap.group_filter":             reloadApplied,
 	"auth.authenticators[].ldap.group_name_attribute":     reloadApplied,

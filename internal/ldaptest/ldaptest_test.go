@@ -39,3 +39,23 @@ func TestStart(t *testing.T) {
 	s.Restart(t)
 	search(s.URL, "-ZZ", "(uid=alice)", "uid")
 }
+
+// With MemberOf, a user's entry names its groups' DNs, wherever the group
+// lives.
+func TestMemberOf(t *testing.T) {
+	other := "cn=admins,ou=self-service," + BaseDN
+	s := Start(t, Options{MemberOf: true, Users: map[string]User{
+		"alice": {Password: "pw", Groups: []string{"staff", other}},
+	}})
+	cmd := exec.Command("ldapsearch", "-x", "-H", s.URL, "-ZZ", "-D", ServiceDN, "-w", ServicePassword, "-b", PeopleDN, "-LLL", "(uid=alice)", "memberOf")
+	cmd.Env = append(cmd.Environ(), "LDAPTLS_CACERT="+s.CAFile)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ldapsearch: %v\n%s", err, out)
+	}
+	for _, dn := range []string{GroupDN("staff"), other} {
+		if !strings.Contains(string(out), "memberOf: "+dn) {
+			t.Errorf("no memberOf %s:\n%s", dn, out)
+		}
+	}
+}

@@ -75,11 +75,16 @@ type Options struct {
 	// (ARCHITECTURE.md §17): another spelling the directory matches is
 	// refused.
 	UserAttribute string
-	// Groups: GroupAttribute on the user's entry (memberOf: DNs, whose
-	// first RDN value is the group's name), and/or a search under
-	// GroupBase with GroupFilter, e.g. "(member={dn})", naming each group
-	// by GroupNameAttribute (default cn).
+	// Groups: GroupAttribute on the user's entry (memberOf: DNs), and/or
+	// a search under GroupBase with GroupFilter, e.g. "(member={dn})",
+	// naming each group by GroupNameAttribute (default cn).
+	//
+	// A GroupAttribute DN counts only under GroupAttributeBase (required
+	// with it), named by its first RDN's GroupNameAttribute value: a
+	// short name from anywhere would let a group a user may create
+	// (self-service, another tenant) pass as the policies' "admins".
 	GroupAttribute     string
+	GroupAttributeBase string
 	GroupBase          string
 	GroupFilter        string
 	GroupNameAttribute string
@@ -108,6 +113,8 @@ type Directory struct {
 	ldaps bool
 	tls   *tls.Config
 	svc   *pool // bound as the service account
+	// groupAttrBase is GroupAttributeBase parsed.
+	groupAttrBase *goldap.DN
 	binds *pool // for the users' binds (and searches as the user)
 }
 
@@ -120,6 +127,14 @@ func New(o Options) (*Directory, error) {
 		return nil, fmt.Errorf("ldap: url %q: want ldaps://host[:port] or ldap://host[:port]", o.URL)
 	}
 	d := &Directory{o: o, ldaps: u.Scheme == "ldaps", host: u.Host}
+	if o.GroupAttribute != "" {
+		if o.GroupAttributeBase == "" {
+			return nil, errors.New("ldap: group_attribute needs group_attribute_base, the subtree whose groups count")
+		}
+		if d.groupAttrBase, err = goldap.ParseDN(o.GroupAttributeBase); err != nil {
+			return nil, fmt.Errorf("ldap: group_attribute_base %q: %w", o.GroupAttributeBase, err)
+		}
+	}
 	if u.Port() == "" {
 		d.host = net.JoinHostPort(u.Hostname(), map[bool]string{true: "636", false: "389"}[d.ldaps])
 	}
@@ -428,7 +443,11 @@ func (d *Directory) identity(ctx context.Context, e *goldap.Entry, user string, 
 	}
 	if a := d.o.GroupAttribute; a != "" {
 		for _, v := range e.GetAttributeValues(a) {
-			if n := firstRDNValue(v); n != "" {
+			n, err := d.groupName(v)
+			if err != nil {
+				return nil, err
+			}
+			if n != "" {
 				id.Groups = append(id.Groups, n)
 			}
 		}
@@ -468,11 +487,23 @@ func (d *Directory) identity(ctx context.Context, e *goldap.Entry, user string, 
 	return id, nil
 }
 
-// firstRDNValue is "staff" for "cn=staff,ou=groups,dc=example,dc=com".
-func firstRDNValue(dn string) string {
+// groupName is "staff" for "cn=staff,ou=groups,dc=example,dc=com" under
+// GroupAttributeBase "ou=groups,dc=example,dc=com", "" for a DN outside
+// it. A DN that cannot be read, or whose first RDN is not one
+// GroupNameAttribute value, is an error: a group of the user's that the
+// policies could not see might be the one that restricts them.
+func (d *Directory) groupName(dn string) (string, error) {
 	p, err := goldap.ParseDN(dn)
-	if err != nil || len(p.RDNs) == 0 || len(p.RDNs[0].Attributes) == 0 {
-		return ""
+	if err != nil {
+		return "", fmt.Errorf("ldap: %s value %q: %w", d.o.GroupAttribute, dn, err)
 	}
-	return p.RDNs[0].Attributes[0].Value
+	// Attribute types and the naming attributes of groups (cn, ou, dc)
+	// compare case-insensitively (RFC 4519).
+	if !d.groupAttrBase.AncestorOfFold(p) {
+		return "", nil
+	}
+	if r := p.RDNs[0]; len(r.Attributes) != 1 || !strings.EqualFold(r.Attributes[0].Type, d.o.GroupNameAttribute) || r.Attributes[0].Value == "" {
+		return "", fmt.Errorf("ldap: %s value %q: want %s=<name> as its first RDN", d.o.GroupAttribute, dn, d.o.GroupNameAttribute)
+	}
+	return p.RDNs[0].Attributes[0].Value, nil
 }
