@@ -503,22 +503,18 @@ func copyUIDFits(f *inflight, args string) bool {
 }
 
 // plainRun finds the run of whole plain FETCH lines at the start of the
-// backend's read buffer (imapwire.PlainFetchLine), at most most of them
-// and none past a drain's cut: lines in which the full path (readPart,
+// backend's read buffer (imapwire.PlainFetchRun), at most most of them,
+// none if a drain's cut came: lines in which the full path (readPart,
 // ParseResponse, the FetchTracker) would find no content, no literal and
-// no fault, nothing to count, record or audit, only bytes to relay.
+// no fault, nothing to count, record or audit, only bytes to relay. The
+// cut is looked at once per run, as at each response boundary: a run is
+// what is buffered already, at most heldLines short lines.
 func (p *backendPump) plainRun(most int) (run []byte, lines int) {
-	b := p.be.sc.Buffered()
-	limit := p.s.lim.MaxResponseLine
-	n := 0
-	for lines < most && !p.r.cut.Load() {
-		l := imapwire.PlainFetchLine(b[n:])
-		if l == 0 || int64(l) > limit {
-			break
-		}
-		n += l
-		lines++
+	if p.r.cut.Load() {
+		return nil, 0
 	}
+	b := p.be.sc.Buffered()
+	n, lines := imapwire.PlainFetchRun(b, most, p.s.lim.MaxResponseLine)
 	if lines > 0 {
 		if h := p.s.srv.opts.plainRun; h != nil {
 			h(lines)
