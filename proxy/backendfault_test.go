@@ -793,3 +793,51 @@ func TestNeverParkReadsCommands(t *testing.T) {
 	c.transact("a1 NOOP", "a1 OK")
 	c.transact("a2 LOGOUT", "a2 OK")
 }
+
+// A command owed while the backend pump lingers briefly between two
+// answers sets no deadline of its own: the lingering read ends within
+// hotLinger and the pump, seeing the answer owed, reads again with
+// BackendTimeout's (relay.oweLocked). That is a timer change less per
+// command. The backend still gets its deadline when it is silent:
+// TestBackendTimeout, TestOwedWhileDeadlineClears.
+func TestOwedDuringShortLingerSetsNoDeadline(t *testing.T) {
+	var reading, during atomic.Int32 // reads under way; deadlines set meanwhile
+	h := scriptedHarness(t, func(c net.Conn, tag, line string) {
+		fmt.Fprintf(c, "%s OK fine\r\n", tag)
+	}, func(o *Options) {
+		o.Limits.ParkAfter = hotLinger
+		o.Limits.BackendTimeout = time.Hour
+		o.wrapBackend = func(c net.Conn) net.Conn {
+			return &countingDeadlineConn{Conn: c, reading: &reading, during: &during}
+		}
+	})
+	c := h.login()
+	const n = 50
+	for i := range n {
+		tag := fmt.Sprintf("a%d", i)
+		c.transact(tag+" NOOP", tag+" OK")
+	}
+	if d := during.Load(); d != 0 {
+		t.Fatalf("%d of %d NOOPs set the backend's deadline while the pump lingered in a read", d, n)
+	}
+}
+
+// countingDeadlineConn counts the read deadlines set while a read is
+// under way.
+type countingDeadlineConn struct {
+	net.Conn
+	reading, during *atomic.Int32
+}
+
+func (c *countingDeadlineConn) SetReadDeadline(t time.Time) error {
+	if c.reading.Load() > 0 {
+		c.during.Add(1)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *countingDeadlineConn) Read(p []byte) (int, error) {
+	c.reading.Add(1)
+	defer c.reading.Add(-1)
+	return c.Conn.Read(p)
+}

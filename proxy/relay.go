@@ -336,16 +336,28 @@ func (r *relay) freeOneLocked() {
 
 // oweLocked records that the backend owes f an answer; the first owed
 // command arms the backend's read deadline at once, since the backend pump
-// may be waiting in a read that started with none. Called with mu held.
+// may be waiting in a read that started with none or a long one. Not when
+// the pump waits between responses with a linger of at most hotLinger
+// (the default Limits.ParkAfter: the usual wait between two commands):
+// that read's deadline ends it by then, and the pump, finding the answer
+// owed, reads again with the full timeout (owedReader.Read; a read that
+// looked at owing after this saw it already). A timer change less per
+// command; a silent backend is cut at most hotLinger later. Called with
+// mu held.
 func (r *relay) oweLocked(f *inflight) {
 	if f.owed {
 		return
 	}
 	f.owed = true
 	if r.owing.Add(1) == 1 {
-		now := time.Now()
-		r.s.be.conn.SetReadDeadline(now.Add(r.s.be.rd.timeout))
-		r.rearmed.Store(now.UnixNano())
+		// rd.linger is set before the pumps start (runRelay). The pump
+		// sets atBoundary before its read looks at owing, this looks at
+		// atBoundary after owing changed: one of the two sees the other.
+		if lg := r.s.be.rd.linger; lg <= 0 || lg > hotLinger || !r.atBoundary.Load() {
+			now := time.Now()
+			r.s.be.conn.SetReadDeadline(now.Add(r.s.be.rd.timeout))
+			r.rearmed.Store(now.UnixNano())
+		}
 		// A parked pump would not see the deadline: it reads again.
 		r.unpark()
 	}
