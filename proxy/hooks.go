@@ -457,11 +457,11 @@ type LimitConn interface {
 	// Login is asked before credentials are checked or any backend is
 	// contacted: a locked-out client never reaches the backend. user is
 	// "" for a login that names no user (a bearer token without one):
-	// only the client's IP then counts (ARCHITECTURE.md §17).
-	Login(user string) LimitResult
-	// LoginResult records a credential check; for a failure it returns how
-	// long to wait before answering, the same whether the user exists.
-	LoginResult(user string, ok bool) time.Duration
+	// only the client's IP then counts (ARCHITECTURE.md §17). A login it
+	// lets through holds a place, returned, until its result: one over
+	// the places its failure records have left waits for one, until ctx
+	// ends (ARCHITECTURE.md §12). A refusal returns no place.
+	Login(ctx context.Context, user string) (LimitResult, LoginPlace)
 	// Session is asked once a login succeeded (sessions per user);
 	// release is called when the session ends.
 	Session() (res LimitResult, release func())
@@ -478,6 +478,20 @@ type LimitConn interface {
 	// (input.session.limits); it allocates.
 	Snapshot() map[string]int64
 	// Release ends the connection's accounting.
+	Release()
+}
+
+// LoginPlace is a login the Limiter let through, in flight until its
+// result (ARCHITECTURE.md §12). It is good until its connection's next
+// Login.
+type LoginPlace interface {
+	// Result records the credential check: a failure takes the place's
+	// stead in the failure records, in one step; a success gives it back.
+	// For a failure it returns how long to wait before answering, the same
+	// whether the user exists. After Result or Release it does nothing.
+	Result(ok bool) time.Duration
+	// Release gives the place back, counting nothing, unless Result took
+	// it. Every way out of a login calls it; it may be called again.
 	Release()
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"testing"
@@ -20,12 +21,13 @@ func (l *blockingLimiter) Connect(*SessionInfo) (LimitResult, LimitConn) {
 
 type blockingConn struct{ l *blockingLimiter }
 
-func (blockingConn) Login(string) LimitResult               { return LimitResult{} }
-func (blockingConn) LoginResult(string, bool) time.Duration { return 0 }
-func (blockingConn) Session() (LimitResult, func())         { return LimitResult{}, nil }
-func (blockingConn) Delivered(int64, int) LimitResult       { return LimitResult{} }
-func (blockingConn) Snapshot() map[string]int64             { return nil }
-func (blockingConn) Release()                               {}
+func (blockingConn) Login(context.Context, string) (LimitResult, LoginPlace) {
+	return LimitResult{}, noPlace{}
+}
+func (blockingConn) Session() (LimitResult, func())   { return LimitResult{}, nil }
+func (blockingConn) Delivered(int64, int) LimitResult { return LimitResult{} }
+func (blockingConn) Snapshot() map[string]int64       { return nil }
+func (blockingConn) Release()                         {}
 func (c blockingConn) Command(cmd *imapwire.Command) LimitResult {
 	if cmd.Tag == "slow" {
 		close(c.l.entered)
@@ -33,6 +35,12 @@ func (c blockingConn) Command(cmd *imapwire.Command) LimitResult {
 	}
 	return LimitResult{}
 }
+
+// noPlace is a login in flight that counts nothing.
+type noPlace struct{}
+
+func (noPlace) Result(bool) time.Duration { return 0 }
+func (noPlace) Release()                  {}
 
 // blockingAuditor blocks the record of a refused command until release
 // is closed, as a full audit queue may.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +25,8 @@ type fakeLimiter struct {
 	// maxBytes (when set) refuses content that would take fetched past
 	// it, uncharged.
 	maxBytes int64
+	// places: logins let through and not yet given back (LoginPlace).
+	places int
 }
 
 func (f *fakeLimiter) Connect(s *SessionInfo) (LimitResult, LimitConn) {
@@ -43,11 +46,42 @@ type fakeConn struct {
 	s *SessionInfo
 }
 
-func (c *fakeConn) Release()                      { c.f.mu.Lock(); c.f.live--; c.f.mu.Unlock() }
-func (c *fakeConn) Snapshot() map[string]int64    { return nil }
-func (c *fakeConn) Login(user string) LimitResult { return c.f.Login(c.s, user) }
-func (c *fakeConn) LoginResult(user string, ok bool) time.Duration {
-	return c.f.LoginResult(c.s, user, ok)
+func (c *fakeConn) Release()                   { c.f.mu.Lock(); c.f.live--; c.f.mu.Unlock() }
+func (c *fakeConn) Snapshot() map[string]int64 { return nil }
+func (c *fakeConn) Login(_ context.Context, user string) (LimitResult, LoginPlace) {
+	r := c.f.Login(c.s, user)
+	if r.Exceeded {
+		return r, nil
+	}
+	c.f.mu.Lock()
+	c.f.places++
+	c.f.mu.Unlock()
+	return r, &fakePlace{c: c, user: user}
+}
+
+// fakePlace is a login in flight of a fakeLimiter: given back once.
+type fakePlace struct {
+	c    *fakeConn
+	user string
+	done bool
+}
+
+func (p *fakePlace) Result(ok bool) time.Duration {
+	if p.done {
+		return 0
+	}
+	p.Release()
+	return p.c.f.LoginResult(p.c.s, p.user, ok)
+}
+
+func (p *fakePlace) Release() {
+	if p.done {
+		return
+	}
+	p.done = true
+	p.c.f.mu.Lock()
+	p.c.f.places--
+	p.c.f.mu.Unlock()
 }
 func (c *fakeConn) Session() (LimitResult, func())            { return c.f.Session(c.s) }
 func (c *fakeConn) Command(cmd *imapwire.Command) LimitResult { return c.f.Command(c.s, cmd) }

@@ -130,10 +130,25 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 	// (the authcid), not the authzid it would act as: else each authzid
 	// would be a fresh counter for guessing one password.
 	limitUser := cr.User
+	// The login's connections (authenticator, router, backend) and its
+	// wait for a place end with the session (ARCHITECTURE.md §15).
+	ctx, stop := s.loginContext()
+	defer stop()
+	var place LoginPlace
 	if lim != nil {
 		// Before anything is checked: a locked-out client never reaches
-		// an authenticator or the backend.
-		if res := lim.Login(limitUser); res.hit() {
+		// an authenticator or the backend. A login waits for a place
+		// among its user's and address's logins in flight at most as long
+		// as the client may be idle before login (ARCHITECTURE.md §12).
+		wctx, cancel := context.WithTimeout(ctx, s.lim.PreAuthIdle)
+		res, p := lim.Login(wctx, limitUser)
+		cancel()
+		if p != nil {
+			// Every way out of the login gives the place back.
+			place = p
+			defer p.Release()
+		}
+		if res.hit() {
 			s.srv.auditor.Limit(&s.info, res)
 			if res.Exceeded {
 				time.Sleep(res.Delay)
@@ -151,8 +166,8 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		if a.be != nil {
 			a.drop()
 		}
-		if lim != nil {
-			time.Sleep(lim.LoginResult(limitUser, false))
+		if place != nil {
+			time.Sleep(place.Result(false))
 		}
 		ev.Detail = detail
 	}
@@ -175,11 +190,6 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		}
 		return fail(reason, replyAuthFailed)
 	}
-	// The login's connections (authenticator, router, backend) end with
-	// the session (ARCHITECTURE.md §15).
-	ctx, stop := s.loginContext()
-	defer stop()
-
 	// 2. Verify.
 	ident, backendVerifies, err := s.verify(ctx, cr)
 	if ident != nil {
@@ -301,7 +311,9 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		}
 	}
 	if lim != nil {
-		lim.LoginResult(limitUser, true)
+		if place != nil {
+			place.Result(true)
+		}
 		res, release := lim.Session()
 		if res.hit() {
 			s.srv.auditor.Limit(&s.info, res)

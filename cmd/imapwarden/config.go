@@ -126,6 +126,9 @@ type redisConfig struct {
 	Timeout              *duration `yaml:"timeout"`
 	// LockoutSyncInterval: how often the fleet's lockouts are mirrored.
 	LockoutSyncInterval *duration `yaml:"lockout_sync_interval"`
+	// LoginPlaceTTL: how long a login in flight of a proxy that died
+	// still holds its place in the fleet's failure records.
+	LoginPlaceTTL *duration `yaml:"login_place_ttl"`
 	// TLS reaches every address (servers, Sentinels, Cluster nodes) over
 	// TLS, verified against ca_file (or the system roots) for each
 	// address's host unless server_name says; the keys of a backend's tls.

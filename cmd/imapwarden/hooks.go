@@ -204,6 +204,7 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger,
 		o.Redis = ratelimit.NewRedisClient(ro)
 		o.RedisPrefix = r.Prefix
 		o.LockoutSyncInterval = r.LockoutSyncInterval.get(0)
+		o.RedisLoginPlaceTTL = r.LoginPlaceTTL.get(0)
 		o.OnStoreError = func(error) { storeErrors.Inc() }
 		mode := string(o.RedisFailureMode)
 		if mode == "" {
@@ -289,12 +290,18 @@ var (
 		"Entries the in-process limit store keeps (bounded by rate_limits.max_tracked_keys).", nil, nil)
 	evictedDesc = prometheus.NewDesc("imapwarden_ratelimit_evicted_total",
 		"Entries evicted from the in-process limit store to stay within max_tracked_keys.", nil, nil)
+	loginsWaitingDesc = prometheus.NewDesc("imapwarden_ratelimit_logins_waiting",
+		"Logins waiting for a place among the logins in flight of their failure records.", nil, nil)
+	loginWaitsDesc = prometheus.NewDesc("imapwarden_ratelimit_login_waits_total",
+		"Logins that waited for a place among the logins in flight of their failure records.", nil, nil)
 )
 
 func (c limiterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lockoutsDesc
 	ch <- trackedKeysDesc
 	ch <- evictedDesc
+	ch <- loginsWaitingDesc
+	ch <- loginWaitsDesc
 }
 
 func (c limiterCollector) Collect(ch chan<- prometheus.Metric) {
@@ -304,6 +311,8 @@ func (c limiterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(trackedKeysDesc, prometheus.GaugeValue, float64(st.TrackedKeys))
 	ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(st.Evicted))
+	ch <- prometheus.MustNewConstMetric(loginsWaitingDesc, prometheus.GaugeValue, float64(st.LoginsWaiting))
+	ch <- prometheus.MustNewConstMetric(loginWaitsDesc, prometheus.CounterValue, float64(st.LoginWaits))
 }
 
 // redisTLS is the client TLS of rate_limits.redis.tls. The server name is

@@ -280,6 +280,7 @@ var reloadKeys = map[string]reloadClass{
 	"rate_limits.redis.failure_mode":                 restartOnly,
 	"rate_limits.redis.timeout":                      restartOnly,
 	"rate_limits.redis.lockout_sync_interval":        restartOnly,
+	"rate_limits.redis.login_place_ttl":              restartOnly,
 	"rate_limits.redis.tls.ca_file":                  restartOnly,
 	"rate_limits.redis.tls.server_name":              restartOnly,
 	"rate_limits.redis.tls.insecure":                 restartOnly,

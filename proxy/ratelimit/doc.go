@@ -13,8 +13,15 @@
 //     admin listing is cut to 128 bytes.
 //   - Command and Login are on hot paths: in-process state only (per-user
 //     command rates are never shared; fetch caps are mirrored from Redis by
-//     Fetched), no allocation without Redis. Login with Redis costs one
-//     round trip (one script reads the three failure records).
+//     Fetched), no allocation without Redis (the login's place lives in
+//     its connection's state). Login with Redis costs one round trip (one
+//     script reads the three failure records and takes the place).
+//   - A login let through holds a place in its failure records until its
+//     result (places.go): a record with n of its limit's failures has room
+//     for limit - n in flight, a failure takes its place in one step, and
+//     a login over the room waits (never refused for it) until a place is
+//     given back or its context ends. Every waiter is woken by a channel
+//     closed at the record's change, or polls Redis: none is left behind.
 //   - A failed login and a lockout look alike to the client: code
 //     AUTHENTICATIONFAILED (RFC 5530 §3), the same delay
 //     (LoginFailureDelay) and, by default, the same text. Whether the user

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -29,15 +30,40 @@ func (l *Limiter) handle(s *proxy.SessionInfo) *Conn {
 	if v, ok := testConns.Load(s); ok && v.(*Conn).l == l {
 		return v.(*Conn)
 	}
-	return &Conn{l: l, st: &connState{ip: s.ClientAddr.Addr().Unmap()}, s: s}
+	st := &connState{ip: s.ClientAddr.Addr().Unmap()}
+	st.place.l, st.place.s, st.place.st = l, s, st
+	return &Conn{l: l, st: st, s: s}
 }
 
+// noWait is the context of the tests' Login: done, so that a login that
+// would wait for a place is refused at once (UNAVAILABLE) instead of
+// hanging a test that asks one question after another.
+var noWait = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// Login asks as the proxy does. A connected session keeps its place for
+// LoginResult (or its next Login, or its Release); one that never
+// connected gives it back at once: a check only.
 func (l *Limiter) Login(s *proxy.SessionInfo, user string) proxy.LimitResult {
-	return l.handle(s).Login(user)
+	h := l.handle(s)
+	r, p := h.Login(noWait, user)
+	if v, ok := testConns.Load(s); (!ok || v.(*Conn) != h) && p != nil {
+		p.Release()
+	}
+	return r
 }
 
+// LoginResult records a check: in the place of the session's login in
+// flight, else plainly.
 func (l *Limiter) LoginResult(s *proxy.SessionInfo, user string, ok bool) time.Duration {
-	return l.handle(s).LoginResult(user, ok)
+	h := l.handle(s)
+	if h.st.place.holding() {
+		return h.st.place.Result(ok)
+	}
+	return l.loginResult(s, h.st, user, ok, nil)
 }
 
 func (l *Limiter) Session(s *proxy.SessionInfo) (proxy.LimitResult, func()) {
@@ -59,4 +85,11 @@ func (l *Limiter) Snapshot(s *proxy.SessionInfo) map[string]int64 {
 		return v.(*Conn).Snapshot()
 	}
 	return map[string]int64{}
+}
+
+// holding reports whether the place is held.
+func (p *loginPlace) holding() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
 }

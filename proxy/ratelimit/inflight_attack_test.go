@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"testing"
 	"time"
-
-	"github.com/imapwarden/imapwarden/proxy"
 )
 
 // TestAttackConcurrentGuessesPassTheLockout: the lockout is checked at
@@ -15,30 +13,34 @@ import (
 // login_failures_per_user_ip says. With Dovecot's default
 // auth_failure_delay (2 s) the window is seconds wide. Here the limit is
 // 5 and 20 guesses from one address are in flight together: at most 5
-// may reach the password check.
+// may reach the password check. The guesses let through are held (as a
+// slow backend holds them) until every guess is through or waiting for a
+// place (the Limiter's OnLoginWait).
 func TestAttackConcurrentGuessesPassTheLockout(t *testing.T) {
 	forEachStore(t, func(t *testing.T, newTest newFunc) {
-		l, _ := newTest(t, func(o *Options) {
+		l, waits := newWaitingTest(t, newTest, func(o *Options) {
 			o.LoginFailuresPerUserIP = 5
 			o.LoginFailuresPerUser = 10
 			o.LockoutBase = time.Hour
 			o.LockoutMax = time.Hour
 		})
 		const guesses = 20
-		var inFlight []*proxy.SessionInfo
-		for range guesses {
-			s, release := connect(t, l, "192.0.2.1")
-			t.Cleanup(release)
-			s.User = "alice"
-			if r := l.Login(s, "alice"); !r.Exceeded {
-				inFlight = append(inFlight, s)
+		tries := make([]try, guesses)
+		for i := range tries {
+			tries[i] = try{ip: "192.0.2.1", user: "alice"}
+		}
+		passed := 0
+		for i, o := range together(t, l, waits, tries) {
+			switch {
+			case o.passed:
+				passed++
+			default:
+				wantExceeded(t, o.res, LimitLoginFailuresPerUserIP, "user_ip", "AUTHENTICATIONFAILED")
 			}
+			_ = i
 		}
-		for _, s := range inFlight {
-			l.LoginResult(s, "alice", false)
-		}
-		if len(inFlight) > 5 {
-			t.Errorf("%d of %d concurrent guesses of alice's password passed the lockout check (login_failures_per_user_ip 5): each reaches the backend", len(inFlight), guesses)
+		if passed > 5 {
+			t.Errorf("%d of %d concurrent guesses of alice's password passed the lockout check (login_failures_per_user_ip 5): each reaches the backend", passed, guesses)
 		}
 		// Sequential guesses, for comparison, stop at the limit.
 		if r, _ := fail(t, l, "192.0.2.1", "alice"); !r.Exceeded {

@@ -49,14 +49,17 @@ func (g *gateAuth) Authenticate(ctx context.Context, _ *proxy.SessionInfo, c *pr
 // (login_failures_per_user_ip 5) is asked before each guess is checked
 // and charged only after: all 20 pass it and Dovecot checks 20 passwords.
 // The gate only widens the window the proxy leaves open to what a real
-// backend's failure delay makes it; it never refuses. (A fix that made
-// the guesses wait for each other at the lockout, rather than refusing
-// those over the limit, would hold them behind the gate: this test
-// expects the refusal.)
+// backend's failure delay makes it; it never refuses. It opens once each
+// guess is at it, answered, or waiting in the Limiter for a place among
+// the logins in flight (OnLoginWait): a waiting guess is answered with
+// the lockout once the guesses ahead of it failed.
 func TestAttackConcurrentGuessesReachDovecot(t *testing.T) {
 	dovecottest.Require(t)
 	dc := dovecottest.Start(t, dovecottest.Options{})
+	const guesses = 20
+	gate := &gateAuth{events: make(chan struct{}, 2*guesses), open: make(chan struct{})}
 	l, err := New(Options{
+		OnLoginWait:            func() { gate.events <- struct{}{} },
 		LoginFailuresPerUserIP: 5,
 		LoginFailuresPerUser:   10,
 		LockoutBase:            time.Hour,
@@ -72,8 +75,6 @@ func TestAttackConcurrentGuessesReachDovecot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const guesses = 20
-	gate := &gateAuth{events: make(chan struct{}, 2*guesses), open: make(chan struct{})}
 	srv, err := proxy.NewServer(proxy.Options{
 		Listeners: []proxy.ListenerOptions{{Name: "imaps", Addr: "127.0.0.1:0", Mode: proxy.ImplicitTLS,
 			TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"imap"}}}},
@@ -113,8 +114,8 @@ func TestAttackConcurrentGuessesReachDovecot(t *testing.T) {
 			gate.events <- struct{}{}
 		})
 	}
-	// Each connection is, before the gate opens, either at the gate or
-	// answered (refused by the lockout without reaching it).
+	// Each connection is, before the gate opens, at the gate, answered
+	// (refused by the lockout without reaching it) or waiting for a place.
 	for range guesses {
 		<-gate.events
 	}

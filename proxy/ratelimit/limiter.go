@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"sync"
@@ -54,6 +55,7 @@ const (
 	reasonFetch       = "Download limit reached, try again later"
 	reasonAppend      = "Upload limit reached, try again later"
 	reasonStore       = "Service temporarily unavailable, try again later"
+	reasonLoginBusy   = "Authentication temporarily unavailable"
 )
 
 // failLimits names the failure limits in failKinds order.
@@ -67,6 +69,7 @@ type Limiter struct {
 	cfg    atomic.Pointer[config]
 	local  *memStore
 	remote *redisStore // nil without Redis
+	places *places     // logins in flight, and their waiters
 	now    func() time.Time
 	log    *zap.Logger
 	// With Redis: sessions whose deliveries flushLoop sends to it.
@@ -111,6 +114,8 @@ type connState struct {
 	// failure, for Snapshot (policy input).
 	fails [3]atomic.Int32
 	sess  atomic.Pointer[sessState]
+	// place is the connection's login in flight, if any.
+	place loginPlace
 }
 
 // sessState is what the Limiter keeps per logged-in session.
@@ -136,7 +141,7 @@ func New(o Options) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Limiter{local: newMemStore(c.o.MaxTrackedKeys), now: c.o.Now, log: c.o.Logger}
+	l := &Limiter{local: newMemStore(c.o.MaxTrackedKeys), places: newPlaces(), now: c.o.Now, log: c.o.Logger}
 	l.cfg.Store(c)
 	if c.o.Redis != nil {
 		l.remote = newRedisStore(&c.o)
@@ -183,8 +188,8 @@ func (l *Limiter) Update(o Options) error {
 	old := l.cfg.Load().o
 	o.MaxTrackedKeys, o.Now, o.Logger = old.MaxTrackedKeys, old.Now, old.Logger
 	o.Redis, o.RedisPrefix, o.RedisTimeout, o.RedisProbeInterval = old.Redis, old.RedisPrefix, old.RedisTimeout, old.RedisProbeInterval
-	o.LockoutSyncInterval = old.LockoutSyncInterval
-	o.OnStoreError, o.OnStoreState = old.OnStoreError, old.OnStoreState
+	o.LockoutSyncInterval, o.RedisLoginPlaceTTL = old.LockoutSyncInterval, old.RedisLoginPlaceTTL
+	o.OnStoreError, o.OnStoreState, o.OnLoginWait = old.OnStoreError, old.OnStoreState, old.OnLoginWait
 	c, err := newConfig(o)
 	if err != nil {
 		return err
@@ -217,13 +222,18 @@ type Stats struct {
 	// Lockouts counts the lockouts in force in this process by key
 	// (ip, user, user_ip); each key is present, 0 when none.
 	Lockouts map[string]int
+	// LoginsWaiting: logins of this process waiting for a place among
+	// the logins in flight now; LoginWaits: those that waited, ever.
+	LoginsWaiting int64
+	LoginWaits    uint64
 }
 
 // Stats returns the current counters; it takes every shard's lock, so call
 // it at scrape time, not per request.
 func (l *Limiter) Stats() Stats {
 	s := Stats{TrackedKeys: l.local.tracked(), Evicted: l.local.evicted(), StoreUp: l.StoreUp(),
-		Lockouts: map[string]int{keyIP: 0, keyUser: 0, keyUserIP: 0}}
+		Lockouts:      map[string]int{keyIP: 0, keyUser: 0, keyUserIP: 0},
+		LoginsWaiting: l.places.waiting.Load(), LoginWaits: l.places.waits.Load()}
 	for _, lo := range l.local.lockouts(l.nowNs()) {
 		s.Lockouts[lo.Kind]++
 	}
@@ -273,6 +283,7 @@ func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
 func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitConn) {
 	c := l.cfg.Load()
 	st := &connState{ip: c.hostOf(s.ClientAddr)}
+	st.place.l, st.place.s, st.place.st = l, s, st
 	if st.ip.IsValid() {
 		if res := l.connRate(c, st.ip); res.Exceeded {
 			return res, nil
@@ -294,6 +305,7 @@ func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitC
 }
 
 func (l *Limiter) release(st *connState) {
+	st.place.Release()
 	if !st.released.CompareAndSwap(false, true) {
 		return // released already
 	}
@@ -377,49 +389,6 @@ func (l *Limiter) failKeys(user string, ip netip.Addr) [3]uint64 {
 	return [3]uint64{mix(kindFailIP, 0, hip), mix(kindFailUser, hu, 0), mix(kindFailUserIP, hu, hip)}
 }
 
-// Login refuses a client locked out by earlier failures, before any
-// credential is checked. A lockout is answered like a failed login: same
-// code, same delay, and by default the same text.
-func (l *Limiter) login(s *proxy.SessionInfo, st *connState, user string) proxy.LimitResult {
-	c := l.cfg.Load()
-	ip := c.hostOf(s.ClientAddr)
-	now := l.nowNs()
-	keys := l.failKeys(user, ip)
-	var v [3]failView
-	var mirrored [3]bool
-	for i, k := range keys {
-		v[i], mirrored[i] = l.local.failPeekMirror(k, now)
-	}
-	if l.remote != nil {
-		rv, err := l.remote.check(now, userID(user), ip, c.pol.window)
-		switch {
-		case err == nil:
-			// Redis is the authority over the mirrors; failures counted
-			// here during an outage and not yet written back still hold.
-			for i := range v {
-				if mirrored[i] {
-					v[i] = failView{}
-				}
-				v[i] = failView{n: max(v[i].n, rv[i].n), until: max(v[i].until, rv[i].until)}
-			}
-			if rv[0].n > 0 || rv[1].n > 0 || rv[2].n > 0 || mirrored != [3]bool{} {
-				l.mirrorViews(c, user, ip, &rv, now)
-			}
-		case c.closed:
-			return storeUnavailable
-		}
-		// Redis down, fail open: this instance's records and its mirrors
-		// of Redis's decide.
-	}
-	for i := failRecords(user); i < len(v); i++ {
-		v[i] = failView{}
-	}
-	for i := range v {
-		st.fails[i].Store(v[i].n)
-	}
-	return l.lockResult(c, &v, now)
-}
-
 func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitResult {
 	i := -1
 	switch {
@@ -435,55 +404,88 @@ func (l *Limiter) lockResult(c *config, v *[3]failView, now int64) proxy.LimitRe
 	if i < 0 {
 		return proxy.LimitResult{}
 	}
+	return lockout(c, i)
+}
+
+// lockout is the answer of record i's lockout.
+func lockout(c *config, i int) proxy.LimitResult {
 	return proxy.LimitResult{Exceeded: true, Delay: max(c.o.LoginFailureDelay, 0), Limit: failLimits[i],
 		Key: failKinds[i].keyName(), Code: codeAuthFailed, Reason: c.o.LockoutReason}
 }
 
-// LoginResult records a credential check. A failure counts against the
+// loginResult records a credential check. A failure counts against the
 // IP, the user and the pair (only the IP when no user is named,
 // failRecords), and returns the delay before the answer: the same for
-// every failure, so it tells nothing about the user.
-func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, ok bool) time.Duration {
+// every failure, so it tells nothing about the user. The login's place
+// (h, nil for none) becomes the failure in the same step, or is given
+// back on a success.
+func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, ok bool, h *heldPlace) time.Duration {
 	c := l.cfg.Load()
 	ip := c.hostOf(s.ClientAddr)
+	var id string
+	local := false
+	if h != nil {
+		ip, id, local = h.ip, h.id, h.id == ""
+	}
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
+	n := failRecords(user)
 	if ok {
-		if failRecords(user) < len(failKinds) {
-			return 0
+		if n == len(failKinds) {
+			// The pair's failures were typos; the IP's and the user's
+			// stand, as they may come from an attack still going on.
+			l.local.failReset(keys[2])
+			st.fails[2].Store(0)
+			if l.remoteUp() {
+				_ = l.remote.succeeded(userID(user), ip, n, id)
+			}
+		} else if id != "" && l.remoteUp() {
+			_ = l.remote.release(userID(user), ip, n, id)
 		}
-		// The pair's failures were typos; the IP's and the user's stand, as
-		// they may come from an attack still going on.
-		l.local.failReset(keys[2])
-		st.fails[2].Store(0)
-		if l.remoteUp() {
-			_ = l.remote.succeeded(userID(user), ip)
+		if h != nil {
+			l.places.mu.Lock()
+			if local {
+				l.places.give(keys[:n])
+			} else {
+				l.places.signal(keys[:n])
+			}
+			l.places.mu.Unlock()
 		}
 		return 0
 	}
 	var v [3]failView
 	recorded := false
 	if l.remoteUp() {
-		rv, err := l.remote.fail(now, userID(user), user, ip, c.thr, c.pol)
+		rv, err := l.remote.fail(now, userID(user), user, ip, c.thr, c.pol, id)
 		if err == nil {
 			v, recorded = rv, true
 			l.mirrorViews(c, user, ip, &rv, now)
 		}
 	}
-	if !recorded {
-		uh := keys[1] // matched by Unlock
-		for i, k := range failKinds[:failRecords(user)] {
-			// With Redis configured but down, the record is written back
-			// when it answers again.
-			fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user, dirty: l.remote != nil}
-			switch k {
-			case kindFailIP:
-				fk.user, fk.uh = "", 0
-			case kindFailUser:
-				fk.ip = netip.Addr{}
+	if h != nil || !recorded {
+		l.places.mu.Lock()
+		if !recorded {
+			uh := keys[1] // matched by Unlock
+			for i, k := range failKinds[:n] {
+				// With Redis configured but down, the record is written
+				// back when it answers again (a place left in Redis lapses).
+				fk := failKey{key: keys[i], kind: k, thr: c.thr[i], uh: uh, ip: ip, user: user, dirty: l.remote != nil}
+				switch k {
+				case kindFailIP:
+					fk.user, fk.uh = "", 0
+				case kindFailUser:
+					fk.ip = netip.Addr{}
+				}
+				v[i] = l.local.fail(fk, now, c.pol)
 			}
-			v[i] = l.local.fail(fk, now, c.pol)
 		}
+		switch {
+		case local:
+			l.places.give(keys[:n])
+		case h != nil:
+			l.places.signal(keys[:n])
+		}
+		l.places.mu.Unlock()
 	}
 	for i := range v {
 		st.fails[i].Store(v[i].n)
@@ -841,12 +843,10 @@ type Conn struct {
 var _ proxy.LimitConn = (*Conn)(nil)
 
 // Login is asked before credentials are checked: a locked-out client
-// never reaches the backend.
-func (c *Conn) Login(user string) proxy.LimitResult { return c.l.login(c.s, c.st, user) }
-
-// LoginResult records a credential check; see Limiter's loginResult.
-func (c *Conn) LoginResult(user string, ok bool) time.Duration {
-	return c.l.loginResult(c.s, c.st, user, ok)
+// never reaches the backend; one let through holds a place until its
+// result, waiting for one until ctx ends.
+func (c *Conn) Login(ctx context.Context, user string) (proxy.LimitResult, proxy.LoginPlace) {
+	return c.l.login(ctx, c.s, c.st, user)
 }
 
 // Session counts a logged-in session against its user's sessions.

@@ -22,7 +22,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		"Command FETCH body":  func() { h.Command(body) },
 		"Command FETCH flags": func() { h.Command(flags) },
 		"Delivered":           func() { h.Delivered(1000, 1) },
-		"Login":               func() { h.Login("Alice@Example.COM") },
+		"Login":               func() { h.Login(noWait, "Alice@Example.COM") },
 	} {
 		if n := testing.AllocsPerRun(1000, f); n != 0 {
 			t.Errorf("%s: %v allocations", name, n)
@@ -32,10 +32,10 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	fail(t, l, "192.0.2.1", "bob")
 	_, locked := l.Connect(info("192.0.2.1"))
 	defer locked.Release()
-	if r := locked.Login("bob"); !r.Exceeded {
+	if r, _ := locked.Login(noWait, "bob"); !r.Exceeded {
 		t.Fatal("not locked")
 	}
-	if n := testing.AllocsPerRun(1000, func() { locked.Login("bob") }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { locked.Login(noWait, "bob") }); n != 0 {
 		t.Errorf("Login while locked: %v allocations", n)
 	}
 }

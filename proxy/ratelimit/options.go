@@ -351,6 +351,11 @@ type Options struct {
 	// DefaultLockoutSyncInterval). Login checks and failures refresh the
 	// copy of the records they touch at once.
 	LockoutSyncInterval time.Duration
+	// redis_login_place_ttl: a login in flight holds a place in Redis
+	// until its result; one of a proxy that died first lapses after this
+	// long. Longer than any login takes (the authenticator's and the
+	// backend's timeouts). Default 2m.
+	RedisLoginPlaceTTL time.Duration
 	// OnStoreError is called for each failed Redis call (count it: a
 	// metric). It must not block.
 	OnStoreError func(err error)
@@ -358,6 +363,10 @@ type Options struct {
 	// error) or comes back (nil): audit it and set a gauge. It must not
 	// block.
 	OnStoreState func(up bool, err error)
+	// OnLoginWait is called once for each login that has to wait for a
+	// place among the logins in flight (count it: a metric). It must not
+	// block.
+	OnLoginWait func()
 
 	// Now is the clock; default time.Now. Tests inject their own.
 	Now func() time.Time
@@ -410,6 +419,7 @@ const (
 	DefaultRedisTimeout            = 250 * time.Millisecond
 	DefaultRedisProbeInterval      = time.Second
 	DefaultLockoutSyncInterval     = 5 * time.Second
+	DefaultRedisLoginPlaceTTL      = 2 * time.Minute
 )
 
 func defRate(r *Rate, d Rate) {
@@ -475,6 +485,7 @@ func (o Options) withDefaults() (Options, error) {
 	defDur(&o.RedisTimeout, DefaultRedisTimeout)
 	defDur(&o.RedisProbeInterval, DefaultRedisProbeInterval)
 	defDur(&o.LockoutSyncInterval, DefaultLockoutSyncInterval)
+	defDur(&o.RedisLoginPlaceTTL, DefaultRedisLoginPlaceTTL)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -525,8 +536,8 @@ func (o Options) withDefaults() (Options, error) {
 			errs = append(errs, fmt.Errorf("ratelimit: ipv4_translators: %w", err))
 		}
 	}
-	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 {
-		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout and redis_probe_interval must be positive"))
+	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 || o.RedisLoginPlaceTTL < 0 {
+		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout, redis_probe_interval, lockout_sync_interval and redis_login_place_ttl must be positive"))
 	}
 	if o.LockoutMax < o.LockoutBase {
 		errs = append(errs, errors.New("ratelimit: lockout_max is less than lockout_base"))

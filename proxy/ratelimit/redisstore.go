@@ -29,6 +29,9 @@ import (
 //	P f:u:<uid>            ... of a user
 //	P f:ui:<uid>:<ip>      ... of a user from an IP
 //	P locks                sorted set: failure keys by lockout end (µs)
+//	P p:ip:<ip>            sorted set: logins in flight counted in f:ip:<ip>,
+//	P p:u:<uid>            ... in f:u:<uid>, by when they lapse (µs)
+//	P p:ui:<uid>:<ip>      ... in f:ui:<uid>:<ip>
 //
 // Times are microseconds from the caller's clock, not Redis's: Lua numbers
 // are doubles, exact to 2^53 (µs since 1970 fit; ns do not), and the
@@ -67,17 +70,22 @@ end
 return out
 `)
 
-// failScript records a failed login. KEYS: failure hashes, then the lock
-// index. ARGV: now, window, base, max (µs), then per hash: threshold, kind,
-// user, ip. A record is forgotten window after its last failure or the
-// end of its lockout, whichever is later. It returns {n, until} per hash.
+// failScript records a failed login. KEYS: m failure hashes, their m
+// sets of logins in flight, then the lock index. ARGV: now, window, base,
+// max (µs), the login's member in the sets ("" for none: it leaves them
+// in the same step, so that no check sees the login neither in flight nor
+// failed), then per hash: threshold, kind, user, ip. A record is
+// forgotten window after its last failure or the end of its lockout,
+// whichever is later. It returns {n, until} per hash.
 var failScript = redis.NewScript(`
-local now, win, base, maxd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, win, base, maxd, id = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local idx = KEYS[#KEYS]
+local m = (#KEYS - 1) / 2
 local out = {}
-for i = 1, #KEYS - 1 do
+for i = 1, m do
+  if id ~= "" then redis.call("ZREM", KEYS[m + i], id) end
   local k = KEYS[i]
-  local a = 4 + (i - 1) * 4
+  local a = 5 + (i - 1) * 4
   local thr = tonumber(ARGV[a + 1])
   local v = redis.call("HMGET", k, "n", "last", "until")
   local n, last, untl = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
@@ -98,20 +106,52 @@ end
 return out
 `)
 
-// checkScript reads failure hashes (ip, user, user_ip). ARGV: now, window.
-// It returns {n, until} per hash, records past their window as zeros.
-var checkScript = redis.NewScript(`
-local now, win = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-for i = 1, #KEYS do
+// reserveScript takes a place among the logins in flight of each failure
+// record (ARCHITECTURE.md §12), unless one is locked or has no room left
+// (config.full). KEYS: m failure hashes (ip, user, user_ip order), their
+// m sets of logins in flight. ARGV: now, window (µs), the login's member,
+// when it lapses (µs), user_lockout_all_ips (1 or 0), then per hash: its
+// threshold and the failures this instance counted during an outage and
+// not yet wrote back. Members past their time are dropped first: the
+// places of a proxy that died with logins in flight lapse on their own.
+// It returns {outcome (0 taken, 1 locked, 2 full), the record (1-based)
+// that locked or is full, then n, until per hash}.
+var reserveScript = redis.NewScript(`
+local now, win, id, exp, all = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5] == "1"
+local m = #KEYS / 2
+local n, untl, held, thr, out = {}, {}, {}, {}, {0, 0}
+for i = 1, m do
   local v = redis.call("HMGET", KEYS[i], "n", "last", "until")
-  local n, last, untl = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
-  if math.max(last, untl) + win <= now then n, untl = 0, 0 end
-  out[#out + 1] = n
-  out[#out + 1] = string.format("%.0f", untl)
+  n[i], untl[i] = tonumber(v[1]) or 0, tonumber(v[3]) or 0
+  if math.max(tonumber(v[2]) or 0, untl[i]) + win <= now then n[i], untl[i] = 0, 0 end
+  out[#out + 1] = n[i]
+  out[#out + 1] = string.format("%.0f", untl[i])
+  n[i] = math.max(n[i], tonumber(ARGV[5 + 2 * i]))
+  thr[i] = tonumber(ARGV[4 + 2 * i])
+  redis.call("ZREMRANGEBYSCORE", KEYS[m + i], "-inf", now)
+  held[i] = redis.call("ZCARD", KEYS[m + i])
+end
+local function applies(i) return i ~= 2 or all or n[3] > 0 end
+for i = 1, m do
+  if applies(i) and untl[i] > now then out[1], out[2] = 1, i return out end
+end
+for i = 1, m do
+  if applies(i) and thr[i] > 0 and held[i] >= math.max(thr[i] - n[i], 1) then out[1], out[2] = 2, i return out end
+end
+for i = 1, m do
+  redis.call("ZADD", KEYS[m + i], string.format("%.0f", exp), id)
+  local ttl = math.ceil((exp - now) / 1000) + 1000
+  if redis.call("PTTL", KEYS[m + i]) < ttl then redis.call("PEXPIRE", KEYS[m + i], ttl) end
 end
 return out
 `)
+
+// reserveScript's outcomes.
+const (
+	reserveTaken = iota
+	reserveLocked
+	reserveFull
+)
 
 // errStoreDown is returned without a call while the store is marked down.
 var errStoreDown = errors.New("ratelimit: redis is down")
@@ -354,33 +394,69 @@ func (r *redisStore) failKeys(uid string, ip netip.Addr) [3]string {
 	return [3]string{r.p + "f:ip:" + ips, r.p + "f:u:" + uid, r.p + "f:ui:" + uid + ":" + ips}
 }
 
-func (r *redisStore) check(now int64, uid string, ip netip.Addr, window int64) ([3]failView, error) {
-	var out [3]failView
-	fk := r.failKeys(uid, ip)
-	err := r.call(func(ctx context.Context) error {
-		v, err := checkScript.Run(ctx, r.c, fk[:], us(now), us(window)).Slice()
+// placeKeys returns the Redis keys of the logins in flight of the ip,
+// user and user_ip records.
+func (r *redisStore) placeKeys(uid string, ip netip.Addr) [3]string {
+	ips := ip.String()
+	return [3]string{r.p + "p:ip:" + ips, r.p + "p:u:" + uid, r.p + "p:ui:" + uid + ":" + ips}
+}
+
+// reserve runs reserveScript for a login of user as member id, lapsing at
+// exp: the records' views (n as Redis holds it), the outcome and the
+// record (0-based) that locked or is full. extra are the failures this
+// instance counted and Redis does not hold yet.
+func (r *redisStore) reserve(now int64, uid, user string, ip netip.Addr, c *config, id string, exp int64, extra *[3]int32) (views [3]failView, outcome, record int, err error) {
+	n := failRecords(user)
+	fk, pk := r.failKeys(uid, ip), r.placeKeys(uid, ip)
+	keys := append(fk[:n:n], pk[:n]...)
+	all := "0"
+	if c.o.UserLockoutAllIPs {
+		all = "1"
+	}
+	args := []any{us(now), us(c.pol.window), id, us(exp), all}
+	for i := range n {
+		args = append(args, c.thr[i], extra[i])
+	}
+	err = r.call(func(ctx context.Context) error {
+		v, err := reserveScript.Run(ctx, r.c, keys, args...).Slice()
 		if err != nil {
 			return err
 		}
-		if len(v) != 6 {
-			return fmt.Errorf("check script returned %d values", len(v))
+		if len(v) != 2+2*n {
+			return fmt.Errorf("reserve script returned %d values", len(v))
 		}
-		for i := range out {
-			out[i] = failView{n: int32(toInt(v[2*i])), until: toInt(v[2*i+1]) * 1000}
+		outcome, record = int(toInt(v[0])), int(toInt(v[1]))-1
+		for i := range n {
+			views[i] = failView{n: int32(toInt(v[2+2*i])), until: toInt(v[3+2*i]) * 1000}
 		}
 		return nil
 	})
-	return out, err
+	return views, outcome, record, err
 }
 
-// fail records a failure against the login's records (failRecords).
-func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int32, p failPolicy) ([3]failView, error) {
+// release takes login id out of the first n records' logins in flight.
+func (r *redisStore) release(uid string, ip netip.Addr, n int, id string) error {
+	pk := r.placeKeys(uid, ip)
+	return r.call(func(ctx context.Context) error {
+		_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range pk[:n] {
+				p.ZRem(ctx, k, id)
+			}
+			return nil
+		})
+		return err
+	})
+}
+
+// fail records a failure against the login's records (failRecords), and
+// takes its member id ("" for none) out of their logins in flight.
+func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int32, p failPolicy, id string) ([3]failView, error) {
 	var out [3]failView
-	fk := r.failKeys(uid, ip)
+	fk, pk := r.failKeys(uid, ip), r.placeKeys(uid, ip)
 	n := failRecords(user)
-	keys := append(fk[:n:n], r.p+"locks")
+	keys := append(append(fk[:n:n], pk[:n]...), r.p+"locks")
 	lbl, ips := label(user), ip.String()
-	args := []any{us(now), us(p.window), us(p.base), us(p.max)}
+	args := []any{us(now), us(p.window), us(p.base), us(p.max), id}
 	for i, k := range failKinds[:n] {
 		u, a := lbl, ips
 		switch k {
@@ -407,13 +483,20 @@ func (r *redisStore) fail(now int64, uid, user string, ip netip.Addr, thr [3]int
 	return out, err
 }
 
-// succeeded forgets the user's failures from this IP.
-func (r *redisStore) succeeded(uid string, ip netip.Addr) error {
+// succeeded forgets the user's failures from this IP, and takes the
+// login's member id ("" for none) out of its n records' logins in flight.
+func (r *redisStore) succeeded(uid string, ip netip.Addr, n int, id string) error {
 	k := r.failKeys(uid, ip)[2]
+	pk := r.placeKeys(uid, ip)
 	return r.call(func(ctx context.Context) error {
 		_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, k)
 			p.ZRem(ctx, r.p+"locks", k)
+			if id != "" {
+				for _, k := range pk[:n] {
+					p.ZRem(ctx, k, id)
+				}
+			}
 			return nil
 		})
 		return err
