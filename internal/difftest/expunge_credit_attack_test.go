@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imapwarden/imapwarden/audit"
-	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackOtherSessionsExpungesCreditedToPipelinedCommand (atk-msgs):
@@ -116,20 +114,8 @@ func TestAttackOtherSessionsExpungesCreditedToPipelinedCommand(t *testing.T) {
 			if _, err := cn.OK("z", "LOGOUT"); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(testenv.IOTimeout())
-			for closed := false; !closed; {
-				for _, r := range trail.Read() {
-					if r.Kind != audit.KindSessionClose {
-						continue
-					}
-					closed = true
-					if r.OthersExpunged != 3 {
-						t.Errorf("session.close says others_expunged %d; another session expunged 3 messages this one had open, each reported to it by a NOOP", r.OthersExpunged)
-					}
-				}
-				if !closed && !trail.Wait(time.Until(deadline)) {
-					t.Fatal("no session.close record")
-				}
+			if r := sessionClose(t, trail); r.OthersExpunged != 3 {
+				t.Errorf("session.close says others_expunged %d; another session expunged 3 messages this one had open, each reported to it by a NOOP", r.OthersExpunged)
 			}
 		})
 	}
