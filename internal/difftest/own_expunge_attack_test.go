@@ -66,9 +66,7 @@ func TestAttackOwnExpungeCreditedToNoCommand(t *testing.T) {
 				t.Logf("%s: %s", label, strings.Join(seen, " | "))
 				deadline := time.Now().Add(testenv.IOTimeout())
 				for {
-					for _, r := range trail.Read() {
-						recs = append(recs, r)
-					}
+					recs = append(recs, trail.Read()...)
 					for i := len(recs) - 1; i >= 0; i-- {
 						if r := recs[i]; r.Kind == audit.KindCommand && r.Tag == "b" && r.Command == strings.Fields(cmd)[0] {
 							recs = recs[:0]
