@@ -89,6 +89,44 @@ func TestAttackOwnExpungeCreditedToNoCommand(t *testing.T) {
 					t.Errorf("MOVE 1: record says expunged %d (seqs %v), want 1", rec.Expunged, rec.ExpungedSeqs)
 				}
 			}
+			if b.Caps["MOVE"] && b.Caps["UIDPLUS"] {
+				// An EXPUNGE with nothing \Deleted, run together with a UID
+				// MOVE pipelined after it: the message moved (kept, in
+				// Keep) must not be recorded as the EXPUNGE's.
+				uids, err := cn.OK("u", "UID SEARCH ALL")
+				if err != nil {
+					t.Fatal(err)
+				}
+				f := strings.Fields(uids[0].Text)
+				uid := f[len(f)-1]
+				if err := cn.Write([]byte("a EXPUNGE\r\nb UID MOVE " + uid + " " + Quote(keep) + "\r\n")); err != nil {
+					t.Fatal(err)
+				}
+				rs, err := cn.Until("b")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var seen []string
+				for _, r := range rs {
+					seen = append(seen, r.Text)
+				}
+				t.Logf("EXPUNGE+UID MOVE %s: %s", uid, strings.Join(seen, " | "))
+				deadline := time.Now().Add(testenv.IOTimeout())
+				var exp *audit.Record
+				for exp == nil {
+					for _, r := range trail.Read() {
+						if r.Kind == audit.KindCommand && r.Tag == "a" {
+							exp = r
+						}
+					}
+					if exp == nil && !trail.Wait(time.Until(deadline)) {
+						t.Fatal("no record of a")
+					}
+				}
+				if exp.Expunged != 0 {
+					t.Errorf("EXPUNGE with no message \\Deleted: record says expunged %d (seqs %v); the UID MOVE after it moved that message", exp.Expunged, exp.ExpungedSeqs)
+				}
+			}
 			rs, err := direct.OK("st", "STATUS %s (MESSAGES)", Quote(box))
 			if err != nil {
 				t.Fatal(err)
