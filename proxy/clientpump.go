@@ -392,7 +392,7 @@ func (p *clientPump) waitBarrier() error {
 	r := p.r
 	for {
 		r.mu.Lock()
-		busy := r.barrier != nil || r.stateLost || r.inflight.len() >= p.s.lim.MaxInflight
+		busy := r.barrier != nil || r.alone() || r.stateLost || r.inflight.len() >= p.s.lim.MaxInflight
 		if busy {
 			r.wantFreedLocked()
 		}
@@ -413,11 +413,15 @@ func (p *clientPump) waitBarrier() error {
 // literals are all sent before the next is read), so each completes
 // without the client: the wait ends. Alone, a command over the budget
 // goes (MaxCommandBytes bounds it).
+//
+// A command that reports expunges of its own waits here, likewise, until
+// nothing is in flight (relay.alone).
 func (p *clientPump) room(cmd *imapwire.Command) error {
 	r, held := p.r, int64(heldBy(cmd, readsFetch(cmd), p.s.lim.MaxAuditUIDs))
+	alone := reportsExpunges(cmd)
 	for {
 		r.mu.Lock()
-		busy := r.inflight.len() > 0 && r.inflight.held+held > p.s.lim.MaxInflightBytes
+		busy := r.inflight.len() > 0 && (alone || r.inflight.held+held > p.s.lim.MaxInflightBytes)
 		if busy {
 			r.wantFreedLocked()
 		}

@@ -23,19 +23,37 @@ var (
 )
 
 // expunger returns the command in flight an untagged EXPUNGE or
-// VANISHED belongs to, nil if none: the oldest in flight, the one the
-// backend is running (it runs pipelined commands in order, RFC 9051
-// §5.5), if it may report expunges of its own. Any other (during a NOOP,
-// a FETCH, IDLE, a CLOSE, which reports none: Spec.SilentExpunge) is
-// unilateral: another session's expunge (RFC 9051 §7.5.1), never a later
-// command's, counted on the session (backendPump.othersExpunged).
+// VANISHED belongs to, nil if none: the one that may report expunges of
+// its own, which runs alone (relay.alone). A backend may answer commands
+// pipelined together from one mailbox sync (Dovecot reports a later
+// EXPUNGE's or MOVE's expunges before an earlier NOOP's OK), so an
+// expunge in flight with others would have no one reading. Any other
+// (during a NOOP, a FETCH, IDLE, a CLOSE, which reports none:
+// Spec.SilentExpunge) is unilateral: another session's expunge (RFC 9051
+// §7.5.1), counted on the session (backendPump.othersExpunged).
 // Called with mu held.
 func (r *relay) expunger() *inflight {
-	f := r.inflight.oldest()
-	if f == nil || !f.cmd.Effects.Has(imapwire.EffExpunge) || f.cmd.Spec != nil && f.cmd.Spec.SilentExpunge {
-		return nil
+	if r.alone() {
+		return r.inflight.oldest()
 	}
-	return f
+	return nil
+}
+
+// alone reports a command in flight that may report expunges of its own
+// (reportsExpunges). It went with nothing else in flight (clientPump.room)
+// and later commands wait for it (waitBarrier), so it is the only one, and
+// every expunge the backend reports meanwhile is its own or another
+// session's, never a neighbour's (ARCHITECTURE.md §11). Called with mu
+// held.
+func (r *relay) alone() bool {
+	f := r.inflight.oldest()
+	return f != nil && reportsExpunges(&f.cmd)
+}
+
+// reportsExpunges reports a command whose answer may carry expunges of its
+// own (EXPUNGE, UID EXPUNGE, MOVE); it is sent alone (relay.alone).
+func reportsExpunges(cmd *imapwire.Command) bool {
+	return cmd.Effects.Has(imapwire.EffExpunge) && cmd.Spec != nil && !cmd.Spec.SilentExpunge
 }
 
 // expunges is what untagged responses told of a command that expunges:

@@ -395,8 +395,8 @@ type CloseEvent struct {
 	MessagesFetched int
 	// OthersExpunged counts the messages the backend reported expunged
 	// that no command of the session caused (another session's, RFC 9051
-	// §7.5.1): reported while no command that may report expunges was
-	// the oldest in flight, or outside a UID EXPUNGE's or UID MOVE's set.
+	// §7.5.1): reported while no command that may report expunges was in
+	// flight (relay.alone), or outside a UID EXPUNGE's or UID MOVE's set.
 	OthersExpunged int
 }
 
