@@ -393,3 +393,53 @@ func TestFindMatchesSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestFastBuiltinsMatchCalls: the builtins exec answers itself
+// (fastBuiltin) answer as callBuiltin does (their natives, topdown's
+// builtin for the arguments a native leaves to it, failures included), on
+// every pair of nativeArgs and undefined ones.
+func TestFastBuiltinsMatchCalls(t *testing.T) {
+	m := getMachine()
+	defer m.release()
+	m.p = &program{}
+	m.bctx = topdown.BuiltinContext{Context: context.Background(), Metrics: noMetrics, Capabilities: capabilities()}
+	args := append([]*ast.Term{nil}, nativeArgs...) // nil: undefined
+	for name, fast := range fastBuiltins {
+		arity := 2
+		if fast == fastCount {
+			arity = 1
+		}
+		x := &instrX{args: []operand{{local: 0}, {local: 1}}[:arity], builtin: topdown.GetBuiltin(name), native: natives[name], name: name}
+		fastIn, callIn := instr{op: opCallBuiltin, target: 2, n: fast, instrX: x}, instr{op: opCallBuiltin, target: 2, instrX: x}
+		seconds := args
+		if arity == 1 {
+			seconds = args[:1] // no second argument: one round
+		}
+		for _, a := range args {
+			for _, b := range seconds {
+				run := func(in *instr) (bool, val, error) {
+					base := m.push(3)
+					defer func() { m.stack = m.stack[:base] }()
+					for i, term := range []*ast.Term{a, b} {
+						if term != nil {
+							m.stack[base+i], _ = fromAST(term)
+						}
+					}
+					m.berr = nil
+					var ok bool
+					if in.n != fastNone {
+						ok = m.fastBuiltin(in, base)
+					} else {
+						ok = m.callBuiltin(in, base)
+					}
+					return ok, m.stack[base+2], m.berr
+				}
+				okF, gotF, errF := run(&fastIn)
+				okC, gotC, errC := run(&callIn)
+				if okF != okC || (errF == nil) != (errC == nil) || okF && (gotF.k != gotC.k || compareVal(gotF, gotC) != 0) {
+					t.Fatalf("%s(%v, %v): fast %v %v %v, call %v %v %v", name, a, b, okF, toAST(gotF), errF, okC, toAST(gotC), errC)
+				}
+			}
+		}
+	}
+}

@@ -314,7 +314,7 @@ type instr struct {
 	a, b     operand
 	target   int
 	key, val int   // Scan: the locals of each element; ObjectMerge: A and B
-	n        int64 // AssignInt: the value; Make*: the capacity; Break: the index
+	n        int64 // AssignInt: the value; Make*: the capacity; Break: the index; CallBuiltin: fastBuiltins'
 	*instrX        // the rest, apart: instructions are many, and small ones run faster
 }
 
@@ -709,6 +709,9 @@ func (t *translator) stmt(s ir.Stmt) (instr, error) {
 			return in, fmt.Errorf("builtin %s is not available to the interpreter", s.Func)
 		}
 		in.op, in.builtin, in.native, in.name = opCallBuiltin, bi, natives[s.Func], s.Func
+		if fast := fastBuiltins[s.Func]; fast == fastCount && len(in.args) == 1 || fast > fastCount && len(in.args) == 2 {
+			in.n = fast
+		}
 	case *ir.DotStmt:
 		in.op, in.target = opDot, t.local(s.Target)
 		two(s.Source, s.Key)
