@@ -219,8 +219,11 @@ func (p *program) run(ctx context.Context, m *machine, input val, mem memos) (_ 
 	}()
 	if input.k == kObj && p.byPoint != nil {
 		if pt := input.c.get(vStr("point")); pt.k == kStr {
-			if v := p.byPoint[pt.s]; v != nil {
-				p = v
+			for i, point := range decisionPoints {
+				if point == pt.s {
+					p = p.points[i]
+					break
+				}
 			}
 		}
 	}
@@ -556,9 +559,23 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	// The key of a remembered call is m.key[start:end]; the calls it
 	// makes append theirs after it.
 	var calls *callMemo
-	start, end := len(m.key), 0
+	start, end, fixed := len(m.key), 0, -1
 	if fn.scope != scopeNone {
-		if calls = m.mem.calls[fn.scope]; calls != nil {
+		// A rule, or a call with constant arguments: its memo slot is
+		// its key, with input.now's for the clock's.
+		slot := in.cslot - 1
+		if fn.memo >= 0 {
+			slot = fn.memo
+		}
+		if calls = m.mem.calls[fn.scope]; calls != nil && calls.fixed != nil && slot >= 0 {
+			if !m.ownArgs(in, base) || fn.scope == scopeClock && m.mem.now == "" {
+				calls = nil
+			} else if p := calls.fixed[slot].Load(); p != nil && (fn.scope != scopeClock || p.now == m.mem.now) {
+				return m.yield(fn, in, base, p.v), nil
+			} else {
+				fixed = slot
+			}
+		} else if calls != nil {
 			var ok bool
 			m.key, ok = m.appendCallKey(m.key, fn, in, base)
 			end = len(m.key)
@@ -585,7 +602,17 @@ func (m *machine) call(in *instr, base int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if calls != nil {
+	if fixed >= 0 {
+		if m.berr == nil {
+			kept, n := m.share(v)
+			now := ""
+			if fn.scope == scopeClock {
+				now = m.mem.now
+			}
+			calls.putFixed(fixed, now, kept, n)
+			v = kept
+		}
+	} else if calls != nil {
 		// As a session rule's: only when no builtin has failed.
 		if m.berr == nil {
 			kept, n := m.share(v)

@@ -32,10 +32,27 @@ type memos struct {
 // a writer copies it (it is small, and written only at a call's first
 // evaluation). It holds at most maxEntry of values in all; a value that
 // would not fit empties it first, a larger one is not kept.
+//
+// The calls whose key is fixed at load (a rule's, or constant arguments
+// past input and data, constCalls) are kept apart, in fixed: by their
+// slot of the evaluation's memo table, an index into an array, not a key made and
+// hashed at each call; a call of scopeClock with input.now's key, which
+// must equal the evaluation's (a later minute replaces it). They count in
+// size like the map's entries, and are bounded in number by the plan.
 type callMemo struct {
-	m    atomic.Pointer[map[string]val] // never modified once stored
-	mu   sync.Mutex                     // of writers
-	size int                            // of *m, under mu
+	m         atomic.Pointer[map[string]val] // never modified once stored
+	fixed     []atomic.Pointer[fixedVal]     // by memo slot; nil: none
+	mu        sync.Mutex                     // of writers
+	size      int                            // of *m and fixed, under mu
+	fixedSize int                            // of fixed, under mu
+}
+
+// fixedVal is a value in a callMemo's fixed slot: of input.now's key now
+// for a call of scopeClock, "" otherwise; n is its size as counted.
+type fixedVal struct {
+	now string
+	v   val
+	n   int
 }
 
 // maxCalls bounds the entries of a callMemo.
@@ -70,13 +87,47 @@ func (c *callMemo) put(key []byte, v val, n int) {
 		return
 	}
 	if c.size+n > maxEntry || len(old) >= maxCalls {
-		old, c.size = nil, 0
+		old, c.size = nil, c.fixedSize
+		if c.size+n > maxEntry {
+			c.m.Store(nil)
+			return
+		}
 	}
 	m := make(map[string]val, len(old)+1)
 	maps.Copy(m, old)
 	m[string(key)] = v
 	c.size += n
 	c.m.Store(&m)
+}
+
+// putFixed remembers v, persisted, of size n (valSize), in the fixed
+// slot of a rule or a call with constant arguments, with input.now's key
+// now for one of the clock's (replacing another minute's); the map is
+// emptied first when both would not fit.
+func (c *callMemo) putFixed(slot int, now string, v val, n int) {
+	if n > maxEntry {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.fixed[slot].Load(); old != nil {
+		if old.now == now {
+			return
+		}
+		c.fixed[slot].Store(nil)
+		c.size -= old.n
+		c.fixedSize -= old.n
+	}
+	if c.size+n > maxEntry {
+		c.m.Store(nil)
+		c.size = c.fixedSize
+		if c.size+n > maxEntry {
+			return
+		}
+	}
+	c.fixed[slot].Store(&fixedVal{now: now, v: v, n: n})
+	c.size += n
+	c.fixedSize += n
 }
 
 // newCallMemos makes the callMemos of scopes for the policies of st.dirs
@@ -88,7 +139,7 @@ func newCallMemos(st *state, scopes ...memoScope) []*callMemo {
 			if out == nil {
 				out = make([]*callMemo, len(st.dirs))
 			}
-			out[i] = &callMemo{}
+			out[i] = &callMemo{fixed: make([]atomic.Pointer[fixedVal], p.prog.nmemo)}
 		}
 	}
 	return out
@@ -108,8 +159,7 @@ const maxCallKey = 256
 // arguments is made once, at load (constCalls).
 func (m *machine) appendCallKey(key []byte, fn *function, in *instr, base int) ([]byte, bool) {
 	args := in.args
-	if input, data := m.get(&args[0], base), m.get(&args[1], base); input.k != m.input.k || input.c != m.input.c ||
-		data.k != m.p.data.k || data.c != m.p.data.c {
+	if !m.ownArgs(in, base) {
 		return key, false
 	}
 	limit := len(key) + maxCallKey
@@ -132,6 +182,13 @@ func (m *machine) appendCallKey(key []byte, fn *function, in *instr, base int) (
 		}
 	}
 	return key, len(key) <= limit
+}
+
+// ownArgs: call in passes the evaluation's input and data, the only
+// ones its remembered value may be of.
+func (m *machine) ownArgs(in *instr, base int) bool {
+	input, data := m.get(&in.args[0], base), m.get(&in.args[1], base)
+	return input.k == m.input.k && input.c == m.input.c && data.k == m.p.data.k && data.c == m.p.data.c
 }
 
 // constCalls gives each call of a function whose arguments past input and

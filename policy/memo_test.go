@@ -684,3 +684,89 @@ decision := {"allow": false, "code": "NOPERM", "reason": sprintf("%s is protecte
 		t.Fatalf("small scratch keys not kept empty: %d/%d, %d/%d", len(m.key), cap(m.key), len(m.vkey), cap(m.vkey))
 	}
 }
+
+// TestFixedCallSlots: the shipped effects_of calls, whose kinds are
+// literals, are remembered with the effects' part in the slots fixed at
+// load (callMemo.fixed), not by a key made at each call, and a decision
+// reads them there: made empty, another session's DELETE Sent (its bodies
+// not yet remembered) is allowed; given back, denied again.
+func TestFixedCallSlots(t *testing.T) {
+	e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: policySubset(t, nil)}}, Groups: planGroups})
+	st := e.state.Load()
+	st.cache = nil // every decision an evaluation
+	ctx := context.Background()
+	if d := e.Decide(ctx, command(t, "alice", "a DELETE Sent")); d.Allow {
+		t.Fatalf("alice's DELETE Sent: %+v", d)
+	}
+	in := command(t, "erin", "a DELETE Sent")
+	c := newInputCtx(string(in.Point), in)
+	c.groups, c.ids = st.groups, st.ids
+	part := cachedDoc(st, &c, setOf(slotEffects), partEffects)
+	memo := part.calls[0]
+	var kept []int
+	for i := range memo.fixed {
+		if memo.fixed[i].Load() != nil {
+			kept = append(kept, i)
+		}
+	}
+	if len(kept) == 0 || len(memo.entries()) != 0 {
+		t.Fatalf("%d fixed slots and %d keyed entries remembered, want fixed ones only", len(kept), len(memo.entries()))
+	}
+	saved := make([]*fixedVal, len(kept))
+	for j, i := range kept {
+		saved[j] = memo.fixed[i].Load()
+		memo.fixed[i].Store(&fixedVal{v: val{k: kSet, c: &coll{term: ast.SetTerm()}}})
+	}
+	if d := e.Decide(ctx, in); !d.Allow {
+		t.Fatalf("with effects_of remembered empty: %+v", d)
+	}
+	for j, i := range kept {
+		memo.fixed[i].Store(saved[j])
+	}
+	if d := e.Decide(ctx, command(t, "carol", "a DELETE Sent")); d.Allow {
+		t.Fatalf("remembered again: %+v", d)
+	}
+}
+
+// TestFixedClockSlots: a rule of the session and the clock (business
+// hours' outside_hours for dave, of the shift group) is remembered in its
+// fixed slot with input.now's key, and a value of another minute there is
+// not used: the decision stays what it was, and the slot is made again
+// for this minute.
+func TestFixedClockSlots(t *testing.T) {
+	at := time.Date(2026, 3, 2, 20, 0, 0, 0, time.UTC) // a Monday, after the shift
+	e, _ := newTestEngine(t, Options{Dirs: []Dir{{Path: policySubset(t, planVariants["all-on"])}}, Groups: planGroups,
+		Now: func() time.Time { return at }})
+	st := e.state.Load()
+	st.cache = nil // every decision an evaluation
+	ctx := context.Background()
+	in := command(t, "dave", "a NOOP")
+	want := e.Decide(ctx, in)
+	if want.Allow {
+		t.Fatalf("dave's NOOP after hours: %+v", want)
+	}
+	c := newInputCtx(string(in.Point), in)
+	c.groups, c.ids = st.groups, st.ids
+	c.now, c.zone = e.now().In(e.loc), e.loc.String()
+	memo := cachedDoc(st, &c, st.uses&sessionSlots, partSession).calls[0]
+	var clock []int
+	for i := range memo.fixed {
+		if p := memo.fixed[i].Load(); p != nil && p.now != "" {
+			clock = append(clock, i)
+		}
+	}
+	if len(clock) == 0 {
+		t.Fatal("no call of the clock in a fixed slot")
+	}
+	for _, i := range clock {
+		memo.fixed[i].Store(&fixedVal{now: "another minute", v: val{}})
+	}
+	if got := e.Decide(ctx, in); got.Allow != want.Allow || got.Reason != want.Reason {
+		t.Fatalf("with another minute's values: %+v, want %+v", got, want)
+	}
+	for _, i := range clock {
+		if p := memo.fixed[i].Load(); p == nil || p.now == "another minute" {
+			t.Fatalf("slot %d not made again for this minute: %+v", i, p)
+		}
+	}
+}

@@ -224,6 +224,9 @@ type program struct {
 	// byPoint are the program's copies specialized by input.point
 	// (specialize); nil in the copies.
 	byPoint map[string]*program
+	// points are byPoint's in decisionPoints' order, for run: a few
+	// string comparisons, not a map's hash.
+	points [numPoints]*program
 	// bodies: some copy remembers bodies of a rule (groupBodies);
 	// elements are what those bodies added, persisted once by their exact
 	// key and shared by every session's memo (bodies.go), the program's

@@ -19,6 +19,9 @@ import "github.com/open-policy-agent/opa/v1/ast"
 // for (proxy.Point and PointRoute).
 var decisionPoints = []string{"connect", "auth", "route", "command"}
 
+// numPoints is len(decisionPoints), program.points' length.
+const numPoints = 4
+
 // specialize makes prog's copies by point, unless some statement writes
 // the input's local or a call passes other locals as input and data: the
 // planner never does, and only then is local 0 the input everywhere.
@@ -32,7 +35,7 @@ func specialize(prog *program) {
 		prog.consts = append(prog.consts, vStr(point))
 		s.point = operand{local: int32(-len(prog.consts))}
 		v := *prog
-		v.byPoint, v.funcs = nil, nil
+		v.byPoint, v.points, v.funcs = nil, [numPoints]*program{}, nil
 		for _, fn := range prog.funcs {
 			c := *fn
 			s.funcs[fn] = &c
@@ -43,6 +46,9 @@ func specialize(prog *program) {
 		}
 		v.entry = s.blocks(prog.entry)
 		prog.byPoint[point] = &v
+	}
+	for i, point := range decisionPoints {
+		prog.points[i] = prog.byPoint[point]
 	}
 	for _, v := range prog.byPoint {
 		v.consts = prog.consts
