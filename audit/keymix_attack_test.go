@@ -75,3 +75,47 @@ func resign(t *testing.T, lines []string, from int, key []byte) {
 		lines[i] = b + `,"sig":"` + link + `"}`
 	}
 }
+
+// TestVerifyKeyPerChain: trails that span keys legitimately still
+// verify: a file trail restarted with its key resumes its chain, and a
+// writer with a new key starts a new chain (seq 1) in the same stream;
+// a record of that chain signed with the old key is a key break, named.
+func TestVerifyKeyPerChain(t *testing.T) {
+	oldKey, newKey := []byte("retired-key-0123456789abcdef"), testKey()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	for range 2 { // a start, and a restart that resumes the chain
+		fs, err := OpenFile(FileOptions{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := New(Options{Sink: fs, Key: oldKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logWritten(t, tr, cmdRecord(1))
+		tr.Close()
+	}
+	stream := &memSink{}
+	for _, k := range [][]byte{oldKey, newKey} { // a stdout sink, its key changed
+		tr, err := New(Options{Sink: stream, Key: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logWritten(t, tr, cmdRecord(2))
+		tr.Close()
+	}
+	streamFile := stream.save(t)
+	keys := [][]byte{newKey, oldKey}
+	rep := mustVerify(t, []string{path, streamFile}, VerifyOptions{Keys: keys})
+	if rep.Records != 12 {
+		t.Errorf("verified %d records, want 12", rep.Records)
+	}
+
+	lines := readLines(t, streamFile)
+	const edit = 5 // the new-key chain: audit.start at 3, its command at 4, audit.stop at 5
+	resign(t, lines, edit, oldKey)
+	rep = mustBreak(t, []string{writeTemp(t, lines)}, VerifyOptions{Keys: keys}, "a chain signed with the new key ends with a record of the old one")
+	if b := rep.Break; b.Kind != BreakKey || b.Line != edit+1 || !strings.Contains(b.Msg, "never changes key within a chain") {
+		t.Errorf("break %v, want a key break at line %d saying the key changed within a chain", b, edit+1)
+	}
+}

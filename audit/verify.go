@@ -167,12 +167,16 @@ func Verify(files []string, o VerifyOptions) (*Report, error) {
 }
 
 type verifier struct {
-	rep     *Report
-	macs    []hash.Hash
-	macOK   int  // index of the key that matched last
-	macSeen bool // a record's signature was verified
-	have    bool // a record was seen
-	prevSum [sha256.Size]byte
+	rep  *Report
+	macs []hash.Hash
+	// chainKey is the index of the key that signed the current chain's
+	// first record: a writer never changes key within a chain (it
+	// resumes only from a record its key signed), so every later record
+	// of the chain must be signed by it.
+	chainKey int
+	macSeen  bool // a record's signature was verified
+	have     bool // a record was seen
+	prevSum  [sha256.Size]byte
 	// link is the previous record's link: the SHA-256 of its line, or
 	// its sig, hex; what the next record must store as prev or hmac.
 	link    [2 * sha256.Size]byte
@@ -419,14 +423,27 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 			v.brk(BreakKey, file, n, h.Seq, "the record carries no signature (sig): no key signed it; it was forged or edited")
 			return true, nil
 		}
-		if !v.signed(body, sig) {
-			if v.macSeen {
-				v.brk(BreakEdited, file, n, h.Seq, "the record's signature does not match it: it was changed after it was written, or forged")
-			} else {
-				v.brk(BreakKey, file, n, h.Seq, "the record's signature matches none of the keys given: wrong key, or the record was forged")
-			}
+		// A chain starts at the first record read or at a new chain's
+		// audit.start; any key given may sign that record, and only
+		// that key the rest of its chain (a retired key must not sign
+		// over the current chain, ARCHITECTURE.md §11).
+		starts := !v.have || (h.Seq == 1 && got == string(genesis) && h.Kind == KindAuditStart)
+		k := v.signedBy(body, sig)
+		switch {
+		case k < 0 && v.macSeen:
+			v.brk(BreakEdited, file, n, h.Seq, "the record's signature does not match it: it was changed after it was written, or forged")
+			return true, nil
+		case k < 0:
+			v.brk(BreakKey, file, n, h.Seq, "the record's signature matches none of the keys given: wrong key, or the record was forged")
+			return true, nil
+		case starts:
+			v.chainKey = k
+		case k != v.chainKey:
+			v.brk(BreakKey, file, n, h.Seq, fmt.Sprintf("the record is signed with key %d given, but its chain with key %d: a writer never changes key within a chain (a key change starts a new chain, seq 1), so another key holder signed it; it was forged or edited",
+				k+1, v.chainKey+1))
 			return true, nil
 		}
+		v.macSeen = true
 		copy(link[:], sig)
 	} else {
 		hex.Encode(link[:], sum[:])
@@ -540,20 +557,21 @@ func (v *verifier) matchesCheckpoint() bool {
 	return hmac.Equal(v.link[:], []byte(v.cp.Link))
 }
 
-// signed reports whether sig is the HMAC of body with one of the keys.
-func (v *verifier) signed(body, sig []byte) bool {
+// signedBy returns the index of the key whose HMAC of body is sig, or
+// -1: the chain's key first (the common case), then the others, which
+// start a chain or name the wrong key in a break.
+func (v *verifier) signedBy(body, sig []byte) int {
 	for i := range v.macs {
-		k := (v.macOK + i) % len(v.macs) // the key that matched last first
+		k := (v.chainKey + i) % len(v.macs)
 		m := v.macs[k]
 		m.Reset()
 		m.Write(body)
 		hex.Encode(v.hexBuf[:], m.Sum(v.sig[:0]))
 		if hmac.Equal(v.hexBuf[:], sig) {
-			v.macOK, v.macSeen = k, true
-			return true
+			return k
 		}
 	}
-	return false
+	return -1
 }
 
 func (v *verifier) isDuplicate(seq uint64, sum *[sha256.Size]byte) bool {
@@ -630,7 +648,10 @@ func firstSeq(name string) (uint64, error) {
 	}
 	defer f.Close()
 	br := bufio.NewReaderSize(f, 64<<10)
-	for range 1000 {
+	// Up to the first record, however many foreign lines (a syslog
+	// file's other programs) come before it: a fixed bound ordered a
+	// busy host's file last.
+	for {
 		line, complete, err := readLine(br)
 		if err != nil {
 			return 0, fmt.Errorf("audit: read %s: %w", name, err)
