@@ -2,26 +2,35 @@ package audit
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"path"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Filter selects records for "imapwarden audit query". Zero fields match
 // everything; set fields must all match.
 type Filter struct {
-	// User matches the record's user, case-insensitively; "*" and "?"
-	// are wildcards.
+	// User is the record's user, exactly but for case.
 	User string
-	// Mailbox matches the mailbox, the destination (COPY, MOVE, RENAME),
-	// the selected mailbox (FETCH, STORE, ... name none), a source
-	// (CATENATE) or a mailbox NOTIFY watches, with wildcards; INBOX in any
-	// case (RFC 9051 §5.1).
+	// UserGlob matches the record's user as a pattern, case-insensitively:
+	// "*" any run of characters ("/" too), "?" one character, "\" the
+	// next character as itself, anything else itself; a "\" at the end is
+	// malformed (Check).
+	UserGlob string
+	// Mailbox is a name the record holds as the mailbox, the destination
+	// (COPY, MOVE, RENAME), the selected mailbox (FETCH, STORE, ... name
+	// none), a source (CATENATE) or a mailbox NOTIFY watches: exactly, but
+	// for INBOX as the first level, in any case (RFC 9051 §5.1; foldInbox).
 	Mailbox string
+	// MailboxGlob matches those names as a pattern (as UserGlob, but
+	// case-sensitive), INBOX folded alike: "*" crosses the hierarchy
+	// delimiter.
+	MailboxGlob string
 	// Net matches the client IP.
 	Net netip.Prefix
 	// Since and Until bound the record time: Since <= ts < Until.
@@ -36,14 +45,30 @@ type Filter struct {
 	Fetch   string
 }
 
-// Match reports whether r passes the filter.
+// Check reports a malformed pattern: Match would match nothing with it,
+// which an investigator would read as "no records".
+func (f *Filter) Check() error {
+	for _, g := range []struct{ name, pat string }{{"user glob", f.UserGlob}, {"mailbox glob", f.MailboxGlob}} {
+		if err := checkGlob(g.pat); err != nil {
+			return fmt.Errorf("audit: %s %q: %w", g.name, g.pat, err)
+		}
+	}
+	return nil
+}
+
+// Match reports whether r passes the filter. A malformed pattern (Check)
+// matches nothing.
 func (f *Filter) Match(r *Record) bool {
-	if f.User != "" && !globFold(f.User, r.User) {
+	if f.User != "" && !strings.EqualFold(f.User, r.User) {
 		return false
 	}
-	if f.Mailbox != "" && !mailboxMatch(f.Mailbox, r.Mailbox) && !mailboxMatch(f.Mailbox, r.Destination) && !mailboxMatch(f.Mailbox, r.Selected) &&
-		!slices.ContainsFunc(r.Sources, func(m string) bool { return mailboxMatch(f.Mailbox, m) }) &&
-		!slices.ContainsFunc(r.Mailboxes, func(m string) bool { return mailboxMatch(f.Mailbox, m) }) {
+	if f.UserGlob != "" && !glob(strings.ToLower(f.UserGlob), strings.ToLower(r.User)) {
+		return false
+	}
+	if f.Mailbox != "" && !f.namesMailbox(r, func(m string) bool { return foldInbox(f.Mailbox) == foldInbox(m) }) {
+		return false
+	}
+	if f.MailboxGlob != "" && !f.namesMailbox(r, func(m string) bool { return glob(foldInbox(f.MailboxGlob), foldInbox(m)) }) {
 		return false
 	}
 	if f.Net.IsValid() && (!r.IP.IsValid() || !f.Net.Contains(r.IP.Unmap())) {
@@ -82,23 +107,86 @@ func (f *Filter) Match(r *Record) bool {
 	return true
 }
 
-func globFold(pattern, s string) bool {
-	ok, err := path.Match(strings.ToLower(pattern), strings.ToLower(s))
-	return err == nil && ok
+// namesMailbox reports whether match holds for a mailbox r names.
+func (f *Filter) namesMailbox(r *Record, match func(string) bool) bool {
+	for _, m := range [...]string{r.Mailbox, r.Destination, r.Selected} {
+		if m != "" && match(m) {
+			return true
+		}
+	}
+	return slices.ContainsFunc(r.Sources, match) || slices.ContainsFunc(r.Mailboxes, match)
 }
 
-func mailboxMatch(pattern, mbox string) bool {
-	if mbox == "" {
+// foldInbox writes a first hierarchy level INBOX in upper case, as the
+// proxy records it (RFC 9051 §5.1: INBOX is case-insensitive). The trail
+// does not hold the backend's delimiter, so a level ends at "/" or ".",
+// the delimiters of the backends: on a "/" backend "inbox.x" is another
+// mailbox than "INBOX.x", and a query finds both (more, never less).
+func foldInbox(name string) string {
+	if len(name) >= 5 && strings.EqualFold(name[:5], "INBOX") && name[:5] != "INBOX" &&
+		(len(name) == 5 || name[5] == '/' || name[5] == '.') {
+		return "INBOX" + name[5:]
+	}
+	return name
+}
+
+// checkGlob reports a malformed pattern: a "\" with nothing after it.
+func checkGlob(pat string) error {
+	for i := 0; i < len(pat); i++ {
+		if pat[i] == '\\' {
+			if i++; i == len(pat) {
+				return errors.New(`"\" at the end escapes nothing`)
+			}
+		}
+	}
+	return nil
+}
+
+// glob matches s against a pattern of Glob's syntax: "*" any run of
+// characters (the hierarchy delimiter too), "?" one character, "\" the
+// next character as itself; every other character as itself ("[" too:
+// Gmail's "[Gmail]/All Mail"). Unlike path.Match, no character class and
+// nothing special about "/". Greedy with one backtrack point, linear in
+// practice and O(len(pat)·len(s)) at worst.
+func glob(pat, s string) bool {
+	if checkGlob(pat) != nil {
 		return false
 	}
-	if strings.EqualFold(mbox, "INBOX") {
-		mbox = "INBOX"
+	var px, sx, starP, starS = 0, 0, -1, 0
+	for sx < len(s) || px < len(pat) {
+		if px < len(pat) {
+			switch c := pat[px]; c {
+			case '*':
+				starP, starS = px, sx
+				px++
+				continue
+			case '?':
+				if sx < len(s) {
+					_, n := utf8.DecodeRuneInString(s[sx:])
+					px, sx = px+1, sx+n
+					continue
+				}
+			default:
+				lit := c
+				n := 1
+				if c == '\\' {
+					lit, n = pat[px+1], 2
+				}
+				if sx < len(s) && s[sx] == lit {
+					px, sx = px+n, sx+1
+					continue
+				}
+			}
+		}
+		if starP >= 0 && starS < len(s) {
+			_, n := utf8.DecodeRuneInString(s[starS:])
+			starS += n
+			px, sx = starP+1, starS
+			continue
+		}
+		return false
 	}
-	if strings.EqualFold(pattern, "INBOX") {
-		pattern = "INBOX"
-	}
-	ok, err := path.Match(pattern, mbox)
-	return err == nil && ok
+	return true
 }
 
 // ParseTime reads a time for a filter: RFC 3339, a date (midnight UTC),
@@ -127,6 +215,9 @@ func Scan(files []string, fn func(r *Record, line []byte) error) (skipped int, e
 // order. Kind and time are checked on the record's head before the rest
 // is decoded, which makes narrow queries over large trails fast.
 func Query(files []string, f *Filter, fn func(r *Record, line []byte) error) (skipped int, err error) {
+	if err := f.Check(); err != nil {
+		return 0, err
+	}
 	head := &Filter{Kinds: f.Kinds, Since: f.Since, Until: f.Until}
 	pre := func(h *recordHead) bool {
 		ts, err := time.Parse(time.RFC3339Nano, h.TS)

@@ -174,9 +174,10 @@ func TestQuery(t *testing.T) {
 	}{
 		{Filter{User: "alice"}, "0,1,2"},
 		{Filter{User: "BOB"}, "3,4"},
-		{Filter{User: "a*"}, "0,1,2"},
+		{Filter{UserGlob: "a*"}, "0,1,2"},
 		{Filter{Mailbox: "INBOX"}, "1,2,3"},
-		{Filter{Mailbox: "Archive/*"}, "3,4"},
+		{Filter{MailboxGlob: "Archive/*"}, "3,4"},
+		{Filter{Mailbox: "Archive/2026"}, "3,4"},
 		{Filter{Net: netip.MustParsePrefix("2001:db8::/32")}, "3,4"},
 		{Filter{Net: netip.MustParsePrefix("192.0.2.1/32")}, "0,1,2"},
 		{Filter{Since: base.Add(2 * time.Minute), Until: base.Add(4 * time.Minute)}, "2,3"},

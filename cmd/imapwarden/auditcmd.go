@@ -147,8 +147,10 @@ func auditQuery(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("query")
 	var fa auditFilterArgs
 	var format string
-	fs.StringVar(&fa.User, "user", "", "records of user `U` (case-insensitive; * and ? match any)")
-	fs.StringVar(&fa.Mailbox, "mailbox", "", "records naming mailbox `M` as mailbox, destination or the selected one (* and ? match any)")
+	fs.StringVar(&fa.User, "user", "", "records of user `U`, exactly (case-insensitive)")
+	fs.StringVar(&fa.UserGlob, "user-glob", "", "records of users matching `PATTERN` (case-insensitive; * any run, / too; ? one character; \\ escapes)")
+	fs.StringVar(&fa.Mailbox, "mailbox", "", "records naming mailbox `M` exactly (as mailbox, destination, selected, source or watched; INBOX as first level in any case)")
+	fs.StringVar(&fa.MailboxGlob, "mailbox-glob", "", "records naming a mailbox matching `PATTERN` (as --user-glob, case-sensitive)")
 	fs.StringVar(&fa.IP, "ip", "", "records of clients in `CIDR` (or one IP)")
 	fs.StringVar(&fa.Since, "since", "", "records at or after `T`: RFC 3339, a date (UTC), or a duration before now (24h)")
 	fs.StringVar(&fa.Until, "until", "", "records before `T` (as for --since)")
@@ -252,19 +254,24 @@ func mapStrings(in []string) []string {
 // auditFilterArgs are the filters of "audit query", as text: the CLI's
 // flags and the admin API's and console's query parameters alike.
 type auditFilterArgs struct {
-	User, Mailbox, IP, Since, Until, Kind, Session, Command, Fetch string
+	User, UserGlob, Mailbox, MailboxGlob, IP, Since, Until, Kind, Session, Command, Fetch string
 }
 
 // filterArgsFrom reads the filters from query parameters.
 func filterArgsFrom(q interface{ Get(string) string }) auditFilterArgs {
-	return auditFilterArgs{User: q.Get("user"), Mailbox: q.Get("mailbox"), IP: q.Get("ip"), Since: q.Get("since"),
+	return auditFilterArgs{User: q.Get("user"), UserGlob: q.Get("user_glob"), Mailbox: q.Get("mailbox"), MailboxGlob: q.Get("mailbox_glob"),
+		IP: q.Get("ip"), Since: q.Get("since"),
 		Until: q.Get("until"), Kind: q.Get("kind"), Session: q.Get("session"), Command: q.Get("command"), Fetch: q.Get("fetch")}
 }
 
 // filter checks the arguments and makes the audit.Filter; relative times
 // count back from now. prefix goes before the names in errors ("--").
 func (fa auditFilterArgs) filter(now time.Time, prefix string) (audit.Filter, error) {
-	f := audit.Filter{User: fa.User, Mailbox: fa.Mailbox, Session: fa.Session, Command: fa.Command, Fetch: fa.Fetch}
+	f := audit.Filter{User: fa.User, UserGlob: fa.UserGlob, Mailbox: fa.Mailbox, MailboxGlob: fa.MailboxGlob,
+		Session: fa.Session, Command: fa.Command, Fetch: fa.Fetch}
+	if err := f.Check(); err != nil {
+		return f, err
+	}
 	var err error
 	if fa.IP != "" {
 		if f.Net, err = netip.ParsePrefix(fa.IP); err != nil {

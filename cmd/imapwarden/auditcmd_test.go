@@ -75,7 +75,7 @@ func TestAuditCommandUsage(t *testing.T) {
 		t.Errorf("query -h: %d %q", code, out)
 	}
 	file := auditTestTrail(t, nil)
-	for _, args := range [][]string{{"query", file, "--ip", "nope"}, {"query", file, "--since", "soon"}, {"query", file, "--format", "xml"}, {"query", file, "--fetch", "all"}} {
+	for _, args := range [][]string{{"query", file, "--ip", "nope"}, {"query", file, "--since", "soon"}, {"query", file, "--format", "xml"}, {"query", file, "--fetch", "all"}, {"query", file, "--mailbox-glob", `Q3\`}, {"query", file, "--user-glob", `a\`}} {
 		if code, _, errOut := runAuditCLI(args...); code != exitUsage || errOut == "" {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errOut)
 		}
