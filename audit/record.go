@@ -54,7 +54,9 @@ const (
 	ResultNone = "none"
 )
 
-// Fetch classes: what a FETCH read of the messages (see FetchClass).
+// Fetch classes: what a FETCH read of the messages. The proxy's command
+// table classifies each item (imapwire.FetchClass); a writer that cannot
+// tell files a FETCH as FetchBody, never as metadata.
 const (
 	FetchBody     = "body"     // message text: a body section, BINARY, RFC822, RFC822.TEXT, PREVIEW
 	FetchHeader   = "header"   // header fields only: HEADER sections, MIME, RFC822.HEADER, ENVELOPE, BODYSTRUCTURE
@@ -934,56 +936,6 @@ func ParseRecord(line []byte) (*Record, error) {
 		return nil, fmt.Errorf("audit: not a record: the key %q is there twice, which readers read differently (forged or edited)", k)
 	}
 	return &r, nil
-}
-
-// FetchClass tells what FETCH items (upper case, as imapwire parses them)
-// read of the messages: FetchBody when any item returns message text,
-// else FetchHeader when any returns header fields (RFC 9051 §6.4.5), else
-// FetchMetadata.
-func FetchClass(items []string) string {
-	class := FetchMetadata
-	for _, it := range items {
-		switch c := fetchItemClass(it); c {
-		case FetchBody:
-			return FetchBody
-		case FetchHeader:
-			class = FetchHeader
-		}
-	}
-	return class
-}
-
-func fetchItemClass(it string) string {
-	switch it {
-	case "RFC822", "RFC822.TEXT", "PREVIEW":
-		return FetchBody
-	case "RFC822.HEADER", "ENVELOPE", "ALL", "FULL": // ALL and FULL include ENVELOPE
-		return FetchHeader
-	case "BODYSTRUCTURE", "BODY":
-		// They hold an attached message's envelope and the parts'
-		// descriptions and file names (RFC 9051 §7.5.2 body-type-msg).
-		return FetchHeader
-	}
-	var rest string
-	var ok bool
-	for _, p := range [...]string{"BODY[", "BODY.PEEK[", "BINARY[", "BINARY.PEEK["} {
-		if rest, ok = strings.CutPrefix(it, p); ok {
-			break
-		}
-	}
-	if !ok {
-		if strings.HasPrefix(it, "PREVIEW") { // PREVIEW (LAZY), RFC 8970
-			return FetchBody
-		}
-		return FetchMetadata
-	}
-	sec, _, _ := strings.Cut(rest, "]")
-	// Skip the part path: "1.2.HEADER" is the header of part 1.2.
-	sec = strings.TrimLeft(sec, "0123456789.")
-	if strings.HasPrefix(sec, "HEADER") || sec == "MIME" {
-		return FetchHeader
-	}
-	return FetchBody
 }
 
 // Summary is a one-line human description of the record, for the table

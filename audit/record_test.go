@@ -11,35 +11,6 @@ import (
 	"time"
 )
 
-func TestFetchClass(t *testing.T) {
-	for _, tc := range []struct {
-		items []string
-		want  string
-	}{
-		{[]string{"FLAGS", "UID"}, FetchMetadata},
-		{[]string{"FAST"}, FetchMetadata},
-		{[]string{"RFC822.SIZE", "INTERNALDATE", "BINARY.SIZE[1]", "MODSEQ"}, FetchMetadata},
-		{[]string{"FLAGS", "BODYSTRUCTURE"}, FetchHeader},
-		{[]string{"BODY"}, FetchHeader},
-		{[]string{"ENVELOPE"}, FetchHeader},
-		{[]string{"ALL"}, FetchHeader},
-		{[]string{"UID", "BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT)]"}, FetchHeader},
-		{[]string{"BODY[1.2.MIME]"}, FetchHeader},
-		{[]string{"RFC822.HEADER"}, FetchHeader},
-		{[]string{"BODY.PEEK[]"}, FetchBody},
-		{[]string{"ENVELOPE", "BODY[TEXT]<0.2048>"}, FetchBody},
-		{[]string{"BODY[1]"}, FetchBody},
-		{[]string{"BINARY.PEEK[1]"}, FetchBody},
-		{[]string{"RFC822"}, FetchBody},
-		{[]string{"PREVIEW"}, FetchBody},
-		{nil, FetchMetadata},
-	} {
-		if got := FetchClass(tc.items); got != tc.want {
-			t.Errorf("%q: %s, want %s", tc.items, got, tc.want)
-		}
-	}
-}
-
 func TestRecordCaps(t *testing.T) {
 	sink := &memSink{}
 	tr, _ := New(Options{Sink: sink})

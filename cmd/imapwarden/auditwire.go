@@ -227,7 +227,7 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		r.Sources, r.Mailboxes, r.Patterns = c.Sources(), c.Mailboxes(), c.Patterns()
 		r.Set, r.SetCount = c.Set, c.SetCount
 		if c.Name == "FETCH" {
-			r.Fetch, r.Items = audit.FetchClass(c.FetchItems), append(r.Items[:0], c.FetchItems...)
+			r.Fetch, r.Items = fetchClass(c.FetchClass), append(r.Items[:0], c.FetchItems...)
 		}
 		r.SearchKeys = c.SearchKeys.Names() // kinds only: never the text searched for
 		r.StoreOp, r.Flags = c.StoreOp, append(r.Flags[:0], c.StoreFlags...)
@@ -253,6 +253,19 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		r.Selected = s.Selected
 	}
 	return r
+}
+
+// fetchClass is the record's class of a FETCH, from the command table's
+// (imapwire.FetchClass, ARCHITECTURE.md §11); a FETCH it did not classify
+// is filed as body, fail closed: never as metadata.
+func fetchClass(c imapwire.FetchClass) string {
+	switch c {
+	case imapwire.FetchMetadata:
+		return audit.FetchMetadata
+	case imapwire.FetchHeader:
+		return audit.FetchHeader
+	}
+	return audit.FetchBody
 }
 
 // effectNames lists a command's effects by name, each once; the names are

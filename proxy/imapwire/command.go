@@ -118,6 +118,9 @@ type Command struct {
 	// BODYSTRUCTURE and text search keys read content (EffReadContent)
 	// without such an item.
 	ContentItems bool
+	// FetchClass is the highest class of FetchItems (FetchUnknown for
+	// none, or NOTIFY's): what the audit files a FETCH under.
+	FetchClass FetchClass
 	// SearchKeys: the SEARCH keys, SORT criteria and THREAD grouping
 	// that read message content (and give the command EffReadContent),
 	// by kind: what the trail says was probed, never the strings

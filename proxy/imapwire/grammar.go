@@ -95,7 +95,7 @@ func (k *checker) ok() bool { return k.err == nil && !k.stop }
 func (k *checker) derive() {
 	c, ctx := k.c, k.ctx
 	c.Mailbox, c.MailboxRaw, c.Reference, c.Destination, c.DestinationRaw = "", "", "", "", ""
-	c.Set, c.StoreOp, c.SetCount, c.AppendURLs, c.ContentItems, c.SearchKeys = "", "", 0, 0, false, 0
+	c.Set, c.StoreOp, c.SetCount, c.AppendURLs, c.ContentItems, c.SearchKeys, c.FetchClass = "", "", 0, 0, false, 0, FetchUnknown
 	clear(c.FetchItems)
 	clear(c.StoreFlags)
 	c.FetchItems, c.StoreFlags = c.FetchItems[:0], c.StoreFlags[:0]
@@ -1481,6 +1481,7 @@ func gFetch(k *checker) {
 		if w := strings.ToUpper(a.Value); a.Kind == ArgAtom && (w == "ALL" || w == "FAST" || w == "FULL") {
 			cu.i++
 			k.c.FetchItems = append(k.c.FetchItems, w)
+			k.c.FetchClass = max(k.c.FetchClass, fetchMacroClass[w])
 			if w != "FAST" {
 				// ALL and FULL hold ENVELOPE, FULL BODY too (RFC 9051 §6.4.5).
 				k.eff(EffReadContent, TargetSelected)
@@ -1514,7 +1515,8 @@ func gFetch(k *checker) {
 
 // fetchAtt takes one FETCH item (RFC 9051 §9 fetch-att, RFC 3516 BINARY,
 // RFC 7162 MODSEQ, RFC 8474 EMAILID/THREADID, RFC 8514 SAVEDATE, RFC 8970
-// PREVIEW) and records its effects; record adds it to FetchItems.
+// PREVIEW) and records its effects; record adds it to FetchItems and its
+// class to FetchClass.
 func (k *checker) fetchAtt(cu *cursor, record bool) {
 	a := k.next(cu)
 	if a == nil {
@@ -1525,7 +1527,7 @@ func (k *checker) fetchAtt(cu *cursor, record bool) {
 		return
 	}
 	item := strings.ToUpper(a.Value)
-	content, seen, ok := k.fetchItem(item)
+	it, ok := k.fetchItem(item)
 	if !ok {
 		k.fail(errArgFetch)
 		return
@@ -1537,90 +1539,144 @@ func (k *checker) fetchAtt(cu *cursor, record bool) {
 			k.atom(l)
 		}
 	}
-	switch {
-	case content:
-		k.eff(EffReadContent, TargetSelected)
-		k.c.ContentItems = true
-	case item == "ENVELOPE" || item == "BODYSTRUCTURE" || item == "BODY":
-		// Header content in a structure: ENVELOPE is the Date, Subject,
-		// From, Sender, Reply-To, To, Cc, Bcc, In-Reply-To and Message-ID
-		// fields (RFC 9051 §7.5.2), what BODY[HEADER.FIELDS (...)] would
-		// read; BODYSTRUCTURE and BODY hold the envelope of every attached
-		// message (body-type-msg) and the parts' descriptions and file
-		// names. They read content (a policy refusing it sees them), but
-		// carry no item the response tracker counts as content octets, so
-		// they are charged to no cap (ContentItems stays false).
+	if it.class >= FetchHeader {
+		// Header content in a structure too: ENVELOPE is the Date,
+		// Subject, From, Sender, Reply-To, To, Cc, Bcc, In-Reply-To and
+		// Message-ID fields (RFC 9051 §7.5.2), what BODY[HEADER.FIELDS
+		// (...)] would read; BODYSTRUCTURE and BODY hold the envelope of
+		// every attached message (body-type-msg) and the parts'
+		// descriptions and file names. They read content (a policy
+		// refusing it sees them), but carry no item the response tracker
+		// counts as content octets, so they are charged to no cap
+		// (ContentItems stays false).
 		k.eff(EffReadContent, TargetSelected)
 	}
-	if seen && !k.ctx.ReadOnly {
+	if it.content {
+		k.c.ContentItems = true
+	}
+	if it.seen && !k.ctx.ReadOnly {
 		// Reading a body without .PEEK sets \Seen (RFC 9051 §6.4.5).
 		k.eff(EffSetFlags, TargetSelected)
 	}
 	if record {
 		k.c.FetchItems = append(k.c.FetchItems, item)
+		k.c.FetchClass = max(k.c.FetchClass, it.class)
 	}
 }
 
-// fetchItem classifies an upper-case FETCH item: content reports message
-// content, seen an implicit \Seen; ok is false for an unknown or malformed
-// item.
-func (k *checker) fetchItem(item string) (content, seen, ok bool) {
-	switch item {
-	case "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY", "BODYSTRUCTURE", "UID":
-		return false, false, true
-	case "RFC822", "RFC822.TEXT":
-		return true, true, true
-	case "RFC822.HEADER":
-		return true, false, true
-	case "MODSEQ":
-		return false, false, k.needCap(CapCONDSTORE)
-	case "EMAILID", "THREADID":
-		return false, false, k.needCap(CapOBJECTID)
-	case "SAVEDATE":
-		return false, false, k.needCap(CapSAVEDATE)
-	case "PREVIEW":
-		return true, false, k.needCap(CapPREVIEW)
-	case "SNIPPET":
-		return true, false, k.needCap(CapSNIPPET)
+// FetchClass is what a FETCH item returns of a message, as the audit
+// files it (ARCHITECTURE.md §11): one table, fetchItems and fetchItem,
+// which the effects, the caps and the record all read. Ordered: a
+// command's class is the highest of its items'.
+type FetchClass uint8
+
+const (
+	// FetchUnknown is no class: a reader must take it as FetchBody
+	// (fail closed), never as metadata.
+	FetchUnknown FetchClass = iota
+	// FetchMetadata: flags, dates, sizes, identifiers.
+	FetchMetadata
+	// FetchHeader: header fields, alone (HEADER sections, MIME,
+	// RFC822.HEADER) or in a structure (ENVELOPE, BODYSTRUCTURE, BODY).
+	FetchHeader
+	// FetchBody: message text (a body section, BINARY, RFC822,
+	// RFC822.TEXT, PREVIEW, SNIPPET).
+	FetchBody
+)
+
+// fetchItemSpec is what one FETCH item does: content, octets the
+// response tracker counts (FetchTracker, ContentItems); class, what it
+// returns; seen, an implicit \Seen (RFC 9051 §6.4.5); cp, the
+// capability it needs (0: none).
+type fetchItemSpec struct {
+	content bool
+	class   FetchClass
+	seen    bool
+	cp      Cap
+}
+
+// fetchItems are the FETCH items without a section (RFC 9051 §6.4.5,
+// §7.5.2; the capability names the RFC of the others).
+var fetchItems = map[string]fetchItemSpec{
+	"FLAGS":         {class: FetchMetadata},
+	"INTERNALDATE":  {class: FetchMetadata},
+	"RFC822.SIZE":   {class: FetchMetadata},
+	"UID":           {class: FetchMetadata},
+	"MODSEQ":        {class: FetchMetadata, cp: CapCONDSTORE},
+	"EMAILID":       {class: FetchMetadata, cp: CapOBJECTID},
+	"THREADID":      {class: FetchMetadata, cp: CapOBJECTID},
+	"SAVEDATE":      {class: FetchMetadata, cp: CapSAVEDATE},
+	"ENVELOPE":      {class: FetchHeader},
+	"BODY":          {class: FetchHeader},
+	"BODYSTRUCTURE": {class: FetchHeader},
+	"RFC822.HEADER": {content: true, class: FetchHeader},
+	"RFC822":        {content: true, class: FetchBody, seen: true},
+	"RFC822.TEXT":   {content: true, class: FetchBody, seen: true},
+	"PREVIEW":       {content: true, class: FetchBody, cp: CapPREVIEW},
+	// Dovecot's start of the message text (SNIPPET=FUZZY).
+	"SNIPPET": {content: true, class: FetchBody, cp: CapSNIPPET},
+}
+
+// fetchMacroClass is the class of a FETCH macro (RFC 9051 §6.4.5): ALL
+// holds ENVELOPE, FULL ENVELOPE and BODY.
+var fetchMacroClass = map[string]FetchClass{"ALL": FetchHeader, "FAST": FetchMetadata, "FULL": FetchHeader}
+
+// fetchItem reads an upper-case FETCH item by the table; ok is false for
+// an unknown or malformed item.
+func (k *checker) fetchItem(item string) (fetchItemSpec, bool) {
+	if it, found := fetchItems[item]; found {
+		return it, it.cp == 0 || k.needCap(it.cp)
 	}
 	name, rest, found := strings.Cut(item, "[")
 	if !found {
-		return false, false, false
+		return fetchItemSpec{}, false
 	}
 	end := sectionEnd(rest)
 	if end < 0 {
-		return false, false, false
+		return fetchItemSpec{}, false
 	}
 	section, partial := rest[:end], rest[end+1:]
+	it := fetchItemSpec{content: true, class: sectionClass(section)}
 	binary := false
 	switch name {
 	case "BODY":
-		seen = true
+		it.seen = true
 	case "BODY.PEEK":
 	case "BINARY":
-		binary, seen = true, true
+		binary, it.seen = true, true
 	case "BINARY.PEEK":
 		binary = true
 	case "BINARY.SIZE":
 		if !k.needCap(CapBINARY) || !sectionPart(section, true) || partial != "" {
-			return false, false, false
+			return fetchItemSpec{}, false
 		}
-		return false, false, true
+		return fetchItemSpec{class: FetchMetadata}, true
 	default:
-		return false, false, false
+		return fetchItemSpec{}, false
 	}
 	if binary {
 		if !k.needCap(CapBINARY) || !sectionPart(section, true) {
-			return false, false, false
+			return fetchItemSpec{}, false
 		}
 	} else if err := sectionSpec(section); err != nil {
 		k.fail(err)
-		return false, false, false
+		return fetchItemSpec{}, false
 	}
 	if partial != "" && !partialSpec(partial) {
-		return false, false, false
+		return fetchItemSpec{}, false
 	}
-	return true, seen, true
+	return it, true
+}
+
+// sectionClass is what a body section returns: header fields for HEADER,
+// HEADER.FIELDS[.NOT] and MIME of the message or a part ("1.2.HEADER"),
+// text for everything else (TEXT, a part, the whole message).
+func sectionClass(section string) FetchClass {
+	spec := strings.TrimLeft(section, "0123456789.")
+	if strings.HasPrefix(spec, "HEADER") || spec == "MIME" {
+		return FetchHeader
+	}
+	return FetchBody
 }
 
 // sectionEnd returns the index of the "]" closing a section, skipping
