@@ -883,6 +883,9 @@ func (p *clientPump) deny(cmd *imapwire.Command, d Decision, lit imapwire.Litera
 // because no barrier is in flight (waitBarrier).
 func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
 	s := p.s
+	if d, down := s.trailDown(cmd); down {
+		return d
+	}
 	if l := s.limit; l != nil && !partial {
 		res := l.Command(cmd)
 		if res.hit() {
@@ -945,6 +948,12 @@ func (p *clientPump) abort(f *inflight, cmd *imapwire.Command, d Decision, start
 // caller must answer nothing and stop.
 func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64, d *Decision, rep *reply) error {
 	s := p.s
+	if d.unrecorded {
+		// The trail cannot take a record now (trailDown): waiting for
+		// one would hold the client for the ack timeout and end the
+		// session over a command that was not carried out.
+		return nil
+	}
 	snap := snapshot(cmd)
 	ev := CommandEvent{
 		Command: &snap, Result: rep.status, Code: rep.code, Duration: time.Since(start),

@@ -115,6 +115,9 @@ type Decision struct {
 	// Disconnect ends the session with BYE instead of a tagged NO.
 	Disconnect  bool
 	Annotations map[string]any
+	// unrecorded: refused because the trail cannot record the command
+	// (AuditReadiness), so the refusal has no record either.
+	unrecorded bool
 }
 
 // Decider decides on connections, logins and commands. It is called on
@@ -437,6 +440,19 @@ type Auditor interface {
 	// NOTIFY, whatever command runs).
 	Delivered(s *SessionInfo, e DeliveryEvent)
 	SessionClose(s *SessionInfo, e CloseEvent)
+}
+
+// AuditReadiness is an Auditor that can tell, before a command leaves,
+// that no record can be written now: a fail-closed trail from its first
+// failed write until a write succeeds (Ready returns why; nil when records
+// can be written, and always in fail-open mode). A command with any effect
+// in the command table (imapwire.Command.Effects) is then refused
+// "NO [UNAVAILABLE]" before it reaches the backend, since its record could
+// not be written: fail closed means not carried out, not only not
+// acknowledged (ARCHITECTURE.md §11). Ready is asked at each decision
+// point and must be cheap (an atomic load).
+type AuditReadiness interface {
+	Ready() error
 }
 
 // Limiter enforces rate limits, lockouts and volume caps (ARCHITECTURE.md §12). A

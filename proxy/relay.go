@@ -494,6 +494,27 @@ func (s *Session) backendLost(err error, haveOut bool) {
 	s.stop(byeBackendLost, haveOut)
 }
 
+// trailDown refuses, NO [UNAVAILABLE], a command with any effect in the
+// command table while the Auditor says no record can be written
+// (AuditReadiness): its record, the completion's, could not be written, so
+// it must not reach the backend (ARCHITECTURE.md §11). A command without
+// effects (CAPABILITY, NOOP, CHECK, IDLE, LOGOUT: nothing of the store
+// read or changed) is forwarded, its completion withheld as any other's
+// until its record is durable. Asked at every decision point: a later
+// message of a MULTIAPPEND refused so is aborted (abort).
+func (s *Session) trailDown(cmd *imapwire.Command) (Decision, bool) {
+	ar := s.srv.auditReady
+	if ar == nil || cmd.Effects.Len() == 0 {
+		return Decision{}, false
+	}
+	err := ar.Ready()
+	if err == nil {
+		return Decision{}, false
+	}
+	s.logger().Warn("command refused: the audit trail cannot record it", zap.String("command", cmd.Name), zap.Error(err))
+	return Decision{Code: "UNAVAILABLE", Reason: "The audit trail cannot record this command now; nothing was done", unrecorded: true}, true
+}
+
 // auditUnavailable ends the session because the audit trail did not take
 // a command's record: the reply is not relayed (ARCHITECTURE.md §11, fail closed),
 // the client hears BYE (RFC 9051 §7.1.5, RFC 5530 UNAVAILABLE).

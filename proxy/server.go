@@ -20,7 +20,10 @@ type Server struct {
 	opts    Options // as given; its hooks and limits are in dyn
 	log     *zap.Logger
 	auditor Auditor
-	dyn     atomic.Pointer[Dynamic]
+	// auditReady is the Auditor's, when it can tell that no record can
+	// be written now (AuditReadiness); nil when it cannot.
+	auditReady AuditReadiness
+	dyn        atomic.Pointer[Dynamic]
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -76,6 +79,7 @@ func NewServer(opts Options) (*Server, error) {
 	if s.auditor == nil {
 		s.auditor = NewLogAuditor(s.log)
 	}
+	s.auditReady, _ = s.auditor.(AuditReadiness)
 	if opts.Metrics != nil {
 		s.auditor = metricsAuditor{next: s.auditor, m: opts.Metrics}
 	}

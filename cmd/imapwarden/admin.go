@@ -463,7 +463,7 @@ func (a *admin) auditReady(r *http.Request, id identity) error {
 	if w == nil {
 		return nil
 	}
-	if err := w.adminReady(); err != nil {
+	if err := w.Ready(); err != nil {
 		a.log.Warn("admin action refused: the audit trail cannot record it", zap.String("request", r.Method+" "+r.URL.Path),
 			zap.String("actor", id.name), zap.String("remote", r.RemoteAddr), zap.Error(err))
 		return fmt.Errorf("refused, nothing done: the audit trail cannot record this action (%v)", err)

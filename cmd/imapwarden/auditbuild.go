@@ -272,6 +272,17 @@ func (t teeAuditor) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 	t.b.SessionClose(s, e)
 }
 
+// Ready is not ready when either side is not (proxy.AuditReadiness): a
+// command whose record one side cannot hold is not carried out.
+func (t teeAuditor) Ready() error { return errors.Join(readyOf(t.a), readyOf(t.b)) }
+
+func readyOf(a proxy.Auditor) error {
+	if r, ok := a.(proxy.AuditReadiness); ok {
+		return r.Ready()
+	}
+	return nil
+}
+
 // logSessions reports whether the operational log repeats the session
 // events (log.sessions): by default only when no audit trail records
 // them all, since a line costs about as much as the record (encoding, one

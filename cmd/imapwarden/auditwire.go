@@ -34,17 +34,21 @@ type auditWire struct {
 	failOpen bool
 }
 
-// adminReady tells whether an administrator's action may be carried out:
-// in block mode (fail closed) only while the trail writes, as for a
-// client's command (ARCHITECTURE.md §11).
-func (w *auditWire) adminReady() error {
+// Ready tells whether a client's command or an administrator's action may
+// be carried out (proxy.AuditReadiness): in block mode (fail closed) only
+// while the trail writes, from its first failed write until a write
+// succeeds (ARCHITECTURE.md §11).
+func (w *auditWire) Ready() error {
 	if w.failOpen {
 		return nil
 	}
 	return w.trail.Health()
 }
 
-var _ proxy.Auditor = (*auditWire)(nil)
+var (
+	_ proxy.Auditor        = (*auditWire)(nil)
+	_ proxy.AuditReadiness = (*auditWire)(nil)
+)
 
 func newAuditWire(t *audit.Trail) *auditWire { return &auditWire{trail: t} }
 
