@@ -13,7 +13,7 @@ import "testing"
 // found by the investigator who searches for it: the query says "no
 // records" of a trail that holds them. (Fixed: --user and --mailbox are
 // exact; the patterns are --user-glob and --mailbox-glob, where "*"
-// crosses "/" and "[" and "\\"-escaped characters are themselves.)
+// crosses "/", and "[" and a character after "\" are themselves.)
 func TestAttackQueryMissesNamesItWasGiven(t *testing.T) {
 	for _, tc := range []struct {
 		f Filter
