@@ -115,7 +115,7 @@ type Directory struct {
 	svc   *pool // bound as the service account
 	// groupAttrBase is GroupAttributeBase parsed.
 	groupAttrBase *goldap.DN
-	binds *pool // for the users' binds (and searches as the user)
+	binds         *pool // for the users' binds (and searches as the user)
 }
 
 var _ authn.Verifier = (*Directory)(nil)
