@@ -17,6 +17,7 @@ type configParams struct {
 	maxSessions          int
 	separator            string
 	layoutFS             bool
+	extraNamespaces      string
 	id                   identity
 }
 
@@ -70,6 +71,10 @@ func renderConfig(p configParams) string {
 		w("  inbox = yes")
 		w("  separator = %s", p.separator)
 		w("}")
+	}
+	if p.extraNamespaces != "" {
+		b.WriteString(p.extraNamespaces)
+		w("")
 	}
 	// The proxy's tests open many sessions as one user from 127.0.0.1; the
 	// default of 10 would turn that into spurious login failures.

@@ -182,6 +182,12 @@ type Options struct {
 	// mailbox, whose name the file system holds to 255 bytes: tests of
 	// mailbox names over a kilobyte use it.
 	LayoutFS bool
+
+	// ExtraNamespaces is configuration text added after the personal
+	// namespace: further namespace blocks, e.g. a hidden alias
+	// (alias_for) that Dovecot's documentation gives for clients that
+	// used another server's prefix, which NAMESPACE does not announce.
+	ExtraNamespaces string
 }
 
 // SessionsPerProcess is service imap's client_limit with Options.MaxSessions:
@@ -321,6 +327,7 @@ func Start(t testing.TB, opts Options) *Server {
 			maxSessions:          opts.MaxSessions,
 			separator:            opts.Separator,
 			layoutFS:             opts.LayoutFS,
+			extraNamespaces:      opts.ExtraNamespaces,
 			id:                   id,
 		})
 		if err := os.WriteFile(s.confPath, []byte(conf), 0o644); err != nil {
