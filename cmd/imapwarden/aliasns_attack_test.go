@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,16 +30,7 @@ func TestAttackHiddenAliasNamespaceEscapesHold(t *testing.T) {
   list = no
   alias_for =
 }`})
-	dir := t.TempDir()
-	cf := tlsFiles(t, dir)
-	pol, _ := filepath.Abs("../../policies")
-	_, addrs, _, stop := serveConfig(t, dir, fmt.Sprintf(`
-listeners: [{address: "127.0.0.1:0", mode: tls}]
-tls: {certificates: [{cert: %s, key: %s}]}
-backends: {main: {address: %q, security: plain}}
-policy: {dirs: [{path: %q}]}
-rate_limits: {enabled: false}
-`, cf.Cert, cf.Key, dc.Addr, pol))
+	addrs, stop := serveShippedPolicies(t, dc)
 	defer stop()
 
 	c := dialAud(t, addrs[0].String())
@@ -76,4 +69,67 @@ func (c *audClient) try(tag, cmd string) string {
 			return l
 		}
 	}
+}
+
+// The same with Dovecot's namespace of other users' mailboxes
+// (type = shared, "shared/bob/Legal") kept out of NAMESPACE (hidden =
+// yes): the proxy reads "shared/bob/Legal" as alice's own mailbox, which
+// nothing holds, and alice, given rights by bob, expunges bob's held
+// Legal. Announced, the proxy reads bob as the owner and refuses.
+func TestAttackHiddenSharedNamespaceEscapesOwnersHold(t *testing.T) {
+	dovecottest.Require(t)
+	for _, hidden := range []string{"no", "yes"} {
+		t.Run("hidden="+hidden, func(t *testing.T) {
+			dc := dovecottest.Start(t, dovecottest.Options{Separator: "/", ACL: true, ExtraNamespaces: `namespace shared {
+  type = shared
+  separator = /
+  prefix = shared/%%u/
+  location = maildir:%%h/Maildir:INDEXPVT=~/Maildir/shared/%%u
+  subscriptions = no
+  list = children
+  hidden = ` + hidden + `
+}`})
+			dc.Deliver(t, "bob", "Legal", []byte("Subject: held\r\n\r\nevidence\r\n"))
+			// Read by Dovecot's imap processes, which run as another user.
+			acl := filepath.Join(dc.Dir, "home", "bob", "Maildir", ".Legal", "dovecot-acl")
+			if err := os.WriteFile(acl, []byte("user=alice lrwstipekxa\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			addrs, stop := serveShippedPolicies(t, dc)
+			defer stop()
+
+			c := dialAud(t, addrs[0].String())
+			c.do("l", "OK", "LOGIN alice alice-pw")
+			if st := c.do("s0", "OK", "STATUS shared/bob/Legal (MESSAGES)"); !strings.Contains(st, "MESSAGES 1)") {
+				t.Fatalf("bob's Legal as alice sees it: %q", st)
+			}
+			for i, cmd := range []string{"SELECT shared/bob/Legal", "STORE 1 +FLAGS.SILENT (\\Deleted)", "EXPUNGE", "UNSELECT"} {
+				t.Logf("%s: %s", cmd, c.try(fmt.Sprintf("t%d", i), cmd))
+			}
+			st := c.do("s1", "", "STATUS shared/bob/Legal (MESSAGES)")
+			c.do("o", "OK", "LOGOUT")
+			if !strings.Contains(st, "MESSAGES 1)") {
+				t.Errorf("alice expunged bob's held Legal through a shared namespace (hidden = %s): STATUS now %q", hidden, st)
+			}
+		})
+	}
+}
+
+// serveShippedPolicies serves a proxy in front of dc with the shipped
+// policies.
+func serveShippedPolicies(t *testing.T, dc *dovecottest.Server) ([]net.Addr, func()) {
+	dir := t.TempDir()
+	cf := tlsFiles(t, dir)
+	pol, err := filepath.Abs("../../policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addrs, _, stop := serveConfig(t, dir, fmt.Sprintf(`
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {main: {address: %q, security: plain}}
+policy: {dirs: [{path: %q}]}
+rate_limits: {enabled: false}
+`, cf.Cert, cf.Key, dc.Addr, pol))
+	return addrs, stop
 }
