@@ -553,6 +553,8 @@ func (bc *backendConn) login(ctx context.Context, asUser, authzid, user, pass, m
 		// users' names from the user's own.
 		return fmt.Errorf("backend %s: malformed NAMESPACE response", b.Addr)
 	}
+	// What the backend serves unannounced, as the operator declared it.
+	names.NS = b.Namespaces.Over(names.NS)
 	bc.conn.SetDeadline(time.Time{})
 	bc.raw.SetDeadline(time.Time{})
 	return nil

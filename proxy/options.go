@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"go.uber.org/zap"
 )
 
@@ -98,6 +99,11 @@ type Backend struct {
 	// (Dovecot's auth_master_user_separator, e.g. "*") instead of
 	// AUTHENTICATE PLAIN with the user as authorization identity.
 	MasterSeparator string
+	// Namespaces are the namespaces the operator declares over the
+	// backend's NAMESPACE answer: those it serves but does not announce
+	// (Dovecot hidden = yes), which the proxy cannot discover
+	// (ARCHITECTURE.md §8); nil: the announced ones alone.
+	Namespaces *imapwire.Declared
 	// ConnectTimeout bounds dialing, greeting and STARTTLS (default 10 s);
 	// LoginTimeout bounds the login exchange (default 30 s).
 	ConnectTimeout time.Duration

@@ -340,7 +340,7 @@ func (k *checker) mailbox(cu *cursor, canon, raw *string) bool {
 		return false
 	}
 	name, err := k.ctx.Canonical(v)
-	if err == ErrOwnMailboxAlias || err == ErrOwnerUnread {
+	if err == ErrOwnMailboxAlias || err == ErrOwnerUnread || err == ErrAliasUnread {
 		// Named for the audit of the refusal.
 		*canon, *raw = name, v
 	}

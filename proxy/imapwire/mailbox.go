@@ -61,6 +61,12 @@ var (
 	// "INBOX.Legal"): one mailbox under two names, which policies would
 	// see under the one they do not know (RFC 2342 §3.2).
 	ErrOwnMailboxAlias = &SyntaxError{Msg: "mailbox name reaches your own mailbox through the other users' namespace: use its personal name", Code: "CANNOT"}
+	// ErrAliasUnread: a name under a declared alias of the personal
+	// namespace (NSAlias) with no one personal name: the alias's root,
+	// its prefix spelt in another case (a backend may or may not fold
+	// it), a delimiter other than the personal namespace's, no personal
+	// namespace, or a personal name again under an alias.
+	ErrAliasUnread = &SyntaxError{Msg: "mailbox name under an alias namespace has no one personal name: use its personal name", Code: "CANNOT"}
 )
 
 // Canonical returns a mailbox name as policies, limits and the audit see
@@ -92,6 +98,9 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 	}
 	d := ctx.Delim
 	if d == 0 || name == "" {
+		if name, err = ctx.unalias(name); err != nil {
+			return name, err
+		}
 		return ctx.ownAlias(foldInbox(name, 0))
 	}
 	start := 0
@@ -108,7 +117,45 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 		}
 		start = i + 1
 	}
+	if name, err = ctx.unalias(name); err != nil {
+		return name, err
+	}
 	return ctx.ownAlias(foldInbox(name, d))
+}
+
+// unalias gives a name under a declared alias of the personal namespace
+// (NSAlias, Dovecot's alias_for: "mail/Legal" is "Legal") its personal
+// name, the one policies, limits, the audit and the selected mailbox
+// read (ARCHITECTURE.md §8); the backend still gets the name as sent.
+// A name with no one personal name is refused (ErrAliasUnread), returned
+// as sent for the audit of the refusal.
+func (ctx *Context) unalias(name string) (string, error) {
+	n := ctx.Names
+	if n == nil || n.NS == nil {
+		return name, nil
+	}
+	for _, ns := range n.NS.List {
+		if ns.Kind == NSAlias && strings.EqualFold(name+string(ns.Delim), ns.Prefix) {
+			// The alias's root: Dovecot reads it as the namespace itself.
+			return name, ErrAliasUnread
+		}
+	}
+	i := n.NS.longest(name)
+	if i < 0 || n.NS.List[i].Kind != NSAlias {
+		return name, nil
+	}
+	a := n.NS.List[i]
+	p, ok := n.NS.Personal()
+	if name[:len(a.Prefix)] != a.Prefix || !ok || p.Delim != a.Delim {
+		return name, ErrAliasUnread
+	}
+	out := p.Prefix + name[len(a.Prefix):]
+	if j := n.NS.longest(out); j >= 0 && n.NS.List[j].Kind == NSAlias {
+		// Dovecot reads "mail/mail/Legal" as the personal "mail/Legal",
+		// which the proxy reads as "Legal".
+		return name, ErrAliasUnread
+	}
+	return out, nil
 }
 
 // ownAlias refuses a canonical name that reaches the user's own mailboxes

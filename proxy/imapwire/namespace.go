@@ -1,6 +1,7 @@
 package imapwire
 
 import (
+	"slices"
 	"strings"
 	"sync"
 )
@@ -14,9 +15,13 @@ const (
 	NSPersonal               // the user's own mailboxes
 	NSOther                  // other users' mailboxes: prefix, owner, name
 	NSShared                 // shared mailboxes
+	// NSAlias is a second prefix of the personal namespace (Dovecot's
+	// alias_for), which only the operator declares (Declared): no name
+	// reaches policies in it, Canonical gives its personal name.
+	NSAlias
 )
 
-var nsKindNames = [...]string{NSUnknown: "", NSPersonal: "personal", NSOther: "other", NSShared: "shared"}
+var nsKindNames = [...]string{NSUnknown: "", NSPersonal: "personal", NSOther: "other", NSShared: "shared", NSAlias: "alias"}
 
 // String is the kind as policies see it (input.command.effects[_].namespace).
 func (k NSKind) String() string {
@@ -50,6 +55,44 @@ func (n *Namespaces) Personal() (Namespace, bool) {
 		}
 	}
 	return Namespace{}, false
+}
+
+// Declared are the namespaces the operator declares for a backend
+// (ARCHITECTURE.md §8): a backend may serve namespaces its NAMESPACE
+// answer leaves out (Dovecot's hidden = yes), which the proxy cannot
+// discover (RFC 2342 lets a server announce only some). One value is
+// shared by every server and session of the backend.
+type Declared struct {
+	List []Namespace
+	mu   sync.Mutex
+	// from, to: the last announced namespaces and their merge, so that
+	// the sessions of a backend share one value (ARCHITECTURE.md §16).
+	from, to *Namespaces
+}
+
+// Over returns the declared namespaces over the announced ones (nil when
+// none was announced): a declared prefix replaces the announced namespace
+// of that prefix, the others are added.
+func (d *Declared) Over(announced *Namespaces) *Namespaces {
+	if d == nil || len(d.List) == 0 {
+		return announced
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.to != nil && d.from == announced {
+		return d.to
+	}
+	out := &Namespaces{}
+	if announced != nil {
+		for _, ns := range announced.List {
+			if !slices.ContainsFunc(d.List, func(x Namespace) bool { return x.Prefix == ns.Prefix }) {
+				out.List = append(out.List, ns)
+			}
+		}
+	}
+	out.List = append(out.List, d.List...)
+	d.from, d.to = announced, out
+	return out
 }
 
 // nsCache shares parsed answers: every session of a backend gets the same
@@ -270,8 +313,8 @@ func OwnerLogin(level string, delim byte, user string) (string, error) {
 	return level, nil
 }
 
-// where says which namespace the canonical name is in: the announced
-// namespace with the longest matching prefix (RFC 2342 §3); INBOX is
+// where says which namespace the canonical name is in: the announced (or
+// declared) namespace with the longest matching prefix (RFC 2342 §3); INBOX is
 // always personal (RFC 9051 §5.1); nothing is known without namespaces.
 // Prefixes of other users' namespaces match in any case: a backend that
 // folds them would reach the same mailboxes. For another user's name it
@@ -284,15 +327,7 @@ func (n *Namespaces) where(name string) (info NameInfo, level string, delim byte
 	if name == "INBOX" {
 		return NameInfo{Kind: NSPersonal}, "", 0
 	}
-	best := -1
-	for i, ns := range n.List {
-		if !hasNSPrefix(name, ns) {
-			continue
-		}
-		if best < 0 || len(ns.Prefix) > len(n.List[best].Prefix) {
-			best = i
-		}
-	}
+	best := n.longest(name)
 	if best < 0 {
 		if p, ok := n.Personal(); ok && p.Delim != 0 && strings.HasPrefix(name, "INBOX"+string(p.Delim)) {
 			return NameInfo{Kind: NSPersonal}, "", 0
@@ -331,11 +366,29 @@ func (n *Namespaces) where(name string) (info NameInfo, level string, delim byte
 	return info, owner, ns.Delim
 }
 
+// longest is the index of the namespace with the longest prefix of name,
+// -1 if none.
+func (n *Namespaces) longest(name string) int {
+	best := -1
+	for i, ns := range n.List {
+		if !hasNSPrefix(name, ns) {
+			continue
+		}
+		if best < 0 || len(ns.Prefix) > len(n.List[best].Prefix) {
+			best = i
+		}
+	}
+	return best
+}
+
+// hasNSPrefix: name is under ns. Prefixes of other users' namespaces and
+// of aliases match in any case (Context.unalias refuses an alias spelt
+// otherwise).
 func hasNSPrefix(name string, ns Namespace) bool {
 	if len(name) < len(ns.Prefix) {
 		return false
 	}
-	if ns.Kind == NSOther {
+	if ns.Kind == NSOther || ns.Kind == NSAlias {
 		if strings.EqualFold(name[:len(ns.Prefix)], ns.Prefix) {
 			return true
 		}

@@ -297,3 +297,60 @@ func TestOwnMailboxAliasEveryCommand(t *testing.T) {
 		t.Errorf("without namespaces: %v", err)
 	}
 }
+
+// TestDeclaredAlias: a declared alias of the personal namespace (Dovecot
+// alias_for, hidden from NAMESPACE) gives every name under it its personal
+// name, which policies judge (finding: "mail/Legal" was a mailbox nothing
+// held); a name with no one personal name is refused.
+func TestDeclaredAlias(t *testing.T) {
+	d := &Declared{List: []Namespace{
+		{Kind: NSAlias, Prefix: "mail/", Delim: '/'},
+		{Kind: NSAlias, Prefix: "dots.", Delim: '.'},
+		{Kind: NSOther, Prefix: "shared/", Delim: '/'},
+	}}
+	dovecot := mustNS(t, nsDovecot)
+	ns := d.Over(dovecot)
+	if d.Over(dovecot) != ns {
+		t.Error("Over: the sessions of a backend do not share one value")
+	}
+	ctx := Context{State: StateAuth, Delim: '/', Names: &Names{NS: ns, User: "alice"}}
+	for _, tc := range []struct {
+		raw, want string
+		err       error
+	}{
+		{"mail/Legal", "Legal", nil},
+		{"mail/Legal/Sub", "Legal/Sub", nil},
+		{"mail/inbox", "INBOX", nil},
+		{"mail/INBOX/x", "INBOX/x", nil},
+		{"mailx/Legal", "mailx/Legal", nil},
+		{"mail", "", ErrAliasUnread}, // the alias's root
+		{"Mail", "", ErrAliasUnread},
+		{"Legal", "Legal", nil},
+		{"MAIL/Legal", "", ErrAliasUnread},      // the backend may or may not fold the prefix
+		{"mail/mail/Legal", "", ErrAliasUnread}, // Dovecot: the personal "mail/Legal"
+		{"dots.Legal", "", ErrAliasUnread},      // another delimiter than the personal one
+		{"mail/", "", errNameEmptyPart},
+	} {
+		got, err := ctx.Canonical(tc.raw)
+		if err != tc.err || (err == nil && got != tc.want) {
+			t.Errorf("Canonical(%q) = %q, %v; want %q, %v", tc.raw, got, err, tc.want, tc.err)
+		}
+	}
+	// A declared other-users namespace gives owners as an announced one.
+	if got, err := ctx.Names.Where("shared/bob/Legal"); err != nil || got != (NameInfo{Kind: NSOther, Owner: "bob", OwnerName: "Legal"}) {
+		t.Errorf("Where(shared/bob/Legal) = %+v, %v", got, err)
+	}
+	if _, err := ctx.Canonical("shared/alice/Legal"); err != ErrOwnMailboxAlias {
+		t.Errorf("own mailbox through a declared other-users namespace: %v", err)
+	}
+	// Without a personal namespace an alias names nothing known.
+	noPersonal := Context{State: StateAuth, Delim: '/', Names: &Names{NS: d.Over(nil), User: "alice"}}
+	if _, err := noPersonal.Canonical("mail/Legal"); err != ErrAliasUnread {
+		t.Errorf("alias without a personal namespace: %v", err)
+	}
+	// A declared prefix replaces the announced namespace of that prefix.
+	over := (&Declared{List: []Namespace{{Kind: NSShared, Prefix: "Other Users/", Delim: '/'}}}).Over(dovecot)
+	if !reflect.DeepEqual(over.List, []Namespace{{Kind: NSPersonal, Delim: '/'}, {Kind: NSShared, Prefix: "Other Users/", Delim: '/'}}) {
+		t.Errorf("declared over announced: %+v", over.List)
+	}
+}
