@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -20,6 +21,7 @@ import (
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 	"github.com/imapwarden/imapwarden/tlsterm"
@@ -643,6 +645,8 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 		p.add("%s.master_separator: %q is not a separator such as \"*\"", key, c.MasterSeparator)
 	}
 
+	b.Namespaces = declaredNamespaces(p, key, c.Namespaces)
+
 	if b.Security == proxy.BackendStartTLS || b.Security == proxy.BackendTLS {
 		var t backendTLSConfig
 		if c.TLS != nil {
@@ -684,6 +688,51 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 	b.Addr = servers[0].Addr
 	b.TLS = servers[0].TLS
 	return b, servers
+}
+
+// nsKinds are the kinds of backends.*.namespaces, named as policies see
+// them (input.command.effects[_].namespace).
+var nsKinds = map[string]imapwire.NSKind{"personal": imapwire.NSPersonal, "other": imapwire.NSOther,
+	"shared": imapwire.NSShared, "alias": imapwire.NSAlias}
+
+// declaredNamespaces reads backends.*.namespaces: the namespaces a backend
+// serves without announcing them (ARCHITECTURE.md §8). Each has a
+// one-character delimiter and, but for personal, a prefix ending in it
+// (RFC 2342 §3: the prefix is a mailbox name up to its hierarchy);
+// prefixes are unique.
+func declaredNamespaces(p *problems, key string, list []namespaceConfig) *imapwire.Declared {
+	if len(list) == 0 {
+		return nil
+	}
+	d := &imapwire.Declared{}
+	for i, c := range list {
+		k := fmt.Sprintf("%s.namespaces[%d]", key, i)
+		kind, ok := nsKinds[c.Kind]
+		if !ok {
+			p.add("%s.kind: %q (want personal, other, shared or alias)", k, c.Kind)
+			continue
+		}
+		ns := imapwire.Namespace{Kind: kind, Prefix: c.Prefix}
+		if len(c.Delimiter) != 1 || c.Delimiter[0] <= ' ' || c.Delimiter[0] >= 0x7f || c.Delimiter == `\` || c.Delimiter == `"` {
+			p.add("%s.delimiter: %q is not one printable ASCII character such as \"/\" or \".\"", k, c.Delimiter)
+			continue
+		}
+		ns.Delim = c.Delimiter[0]
+		if strings.ContainsFunc(c.Prefix, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' || r == utf8.RuneError }) {
+			p.add("%s.prefix: %q has a control character, a backslash or invalid UTF-8", k, c.Prefix)
+			continue
+		}
+		if ns.Kind != imapwire.NSPersonal && (c.Prefix == c.Delimiter || !strings.HasSuffix(c.Prefix, c.Delimiter)) {
+			p.add("%s.prefix: %q must name a hierarchy level and end in the delimiter %q", k, c.Prefix, c.Delimiter)
+			continue
+		}
+		if slices.ContainsFunc(d.List, func(x imapwire.Namespace) bool { return x.Prefix == ns.Prefix }) {
+			p.add("%s.prefix: %q is declared twice", k, c.Prefix)
+			continue
+		}
+		d.List = append(d.List, ns)
+	}
+	return d
 }
 
 // secretMode refuses a secret file (a token, a password, a private key)

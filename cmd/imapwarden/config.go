@@ -259,11 +259,21 @@ type backendConfig struct {
 	MasterPasswordFile string `yaml:"master_password_file"`
 	// MasterSeparator logs in with LOGIN "user<sep>master" (Dovecot's
 	// auth_master_user_separator) instead of PLAIN with an authzid.
-	MasterSeparator string    `yaml:"master_separator"`
-	ConnectTimeout  *duration `yaml:"connect_timeout"` // default 10s
-	LoginTimeout    *duration `yaml:"login_timeout"`   // default 30s
-	SendID          bool      `yaml:"send_id"`
-	SendProxy       bool      `yaml:"send_proxy"`
+	MasterSeparator string `yaml:"master_separator"`
+	// Namespaces declares namespaces the backend serves beyond (or
+	// otherwise than) its NAMESPACE answer (proxy.Backend.Namespaces).
+	Namespaces     []namespaceConfig `yaml:"namespaces"`
+	ConnectTimeout *duration         `yaml:"connect_timeout"` // default 10s
+	LoginTimeout   *duration         `yaml:"login_timeout"`   // default 30s
+	SendID         bool              `yaml:"send_id"`
+	SendProxy      bool              `yaml:"send_proxy"`
+}
+
+// namespaceConfig is one declared namespace of a backend.
+type namespaceConfig struct {
+	Prefix    string `yaml:"prefix"`    // as the client writes it, decoded (UTF-8)
+	Delimiter string `yaml:"delimiter"` // one character
+	Kind      string `yaml:"kind"`      // personal | other | shared | alias
 }
 
 // serverConfig is one server of a backend's pool.

@@ -373,6 +373,14 @@ func TestConfigErrors(t *testing.T) {
 			"auth.authenticators[3].file.path: required"}},
 		{"master separator without master", listener + certs + "backends: {main: {address: \"h:993\", security: tls, master_separator: \"*\"}}\n",
 			[]string{"only used with login: master"}},
+		{"bad namespaces", listener + certs + `backends: {main: {address: "h:993", security: tls, namespaces: [
+  {prefix: "mail/", delimiter: "/", kind: alias}, {prefix: "mail/", delimiter: "/", kind: other},
+  {prefix: "x/", delimiter: "/", kind: hidden}, {prefix: "x", delimiter: "/", kind: alias},
+  {prefix: "x//", delimiter: "//", kind: shared}, {prefix: "/", delimiter: "/", kind: other},
+  {prefix: "a\tb/", delimiter: "/", kind: other}]}}
+`, []string{`backends.main.namespaces[1].prefix: "mail/" is declared twice`, `backends.main.namespaces[2].kind: "hidden"`,
+			`backends.main.namespaces[3].prefix: "x" must name a hierarchy level and end in the delimiter "/"`,
+			`backends.main.namespaces[4].delimiter`, `backends.main.namespaces[5].prefix`, `backends.main.namespaces[6].prefix`}},
 		{"master fields without master", listener + certs + "backends: {main: {address: \"h:993\", security: tls, master_user: proxy}}\n",
 			[]string{"only used with login: master"}},
 		{"unknown default backend", base + "routes: {default: nope}\n", []string{`routes.default: no backend named "nope" (have main)`}},
