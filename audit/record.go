@@ -282,12 +282,17 @@ type Record struct {
 	// Outcome. Result is ResultSuccess/ResultFailure for auth, the IMAP
 	// status (OK, NO, BAD) or ResultNone for commands, "ok"/"error" for
 	// reload and cert.
-	Result     string         `json:"result,omitempty"`
-	Code       string         `json:"code,omitempty"` // IMAP response code, e.g. NOPERM
-	Reason     string         `json:"reason,omitempty"`
-	Revision   string         `json:"revision,omitempty"`  // policy revision
-	Limit      string         `json:"limit,omitempty"`     // which limit was hit
-	LimitKey   string         `json:"limit_key,omitempty"` // what it counts by: ip, subnet, user, ...
+	Result   string `json:"result,omitempty"`
+	Code     string `json:"code,omitempty"` // IMAP response code, e.g. NOPERM
+	Reason   string `json:"reason,omitempty"`
+	Revision string `json:"revision,omitempty"`  // policy revision
+	Limit    string `json:"limit,omitempty"`     // which limit was hit
+	LimitKey string `json:"limit_key,omitempty"` // what it counts by: ip, subnet, user, ...
+	// LimitOwn: the refusal is for what the client's address did itself
+	// (a lockout of this address or of the user from it, ip_bits at full
+	// length; a user's lockout mostly of its failures), not for what
+	// other addresses of the user or of the prefix did.
+	LimitOwn   bool           `json:"limit_own,omitempty"`
 	Disconnect bool           `json:"disconnect,omitempty"`
 	Annot      map[string]any `json:"annotations,omitempty"`
 	Detail     string         `json:"detail,omitempty"`
@@ -474,6 +479,9 @@ func (r *Record) marshal(e *jsonLine, enc *encoding) {
 	str(e, "revision", r.Revision)
 	str(e, "limit", r.Limit)
 	str(e, "limit_key", r.LimitKey)
+	if r.LimitOwn {
+		e.True("limit_own")
+	}
 	if r.Delay != 0 {
 		e.Float("delay_ms", float64(r.Delay.Microseconds())/1000)
 	}

@@ -883,7 +883,7 @@ func (t *Trail) worstCase(c caps, ident string) int {
 		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1), ExpungedUIDs: make([]uint32, MaxUIDs+1),
 		Identifier: ident, Rights: ident, QuotaRoot: long, Quota: map[string]int64{long: 1<<63 - 1}, Enable: l, Entries: l,
 		SharedWith: l, SharedCount: 1<<31 - 1, CodeArgs: long, Result: own, Code: long, Reason: long,
-		Revision: own, Limit: own, LimitKey: own, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,
+		Revision: own, Limit: own, LimitKey: own, LimitOwn: true, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,
 		Duration: 1<<63 - 1, Delay: 1<<63 - 1, BytesIn: 1<<63 - 1, BytesOut: 1<<63 - 1, Messages: 1<<31 - 1}
 	seq, prev, start := t.seq, t.prevHex, len(t.batch)
 	t.seq = 1<<64 - 1

@@ -207,6 +207,9 @@ func zapMarshal(r *Record, e zapcore.ObjectEncoder, enc zapEnc) error {
 	zapStr(e, "revision", r.Revision)
 	zapStr(e, "limit", r.Limit)
 	zapStr(e, "limit_key", r.LimitKey)
+	if r.LimitOwn {
+		e.AddBool("limit_own", true)
+	}
 	if r.Delay != 0 {
 		e.AddFloat64("delay_ms", float64(r.Delay.Microseconds())/1000)
 	}

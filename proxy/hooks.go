@@ -523,6 +523,9 @@ type LimitResult struct {
 	// was counted by ("ip", "subnet", "user", "user_ip", "session") — never
 	// the user or address itself.
 	Limit, Key string
+	// Own: the refusal is for what the client's address did itself, not
+	// for other addresses' failures (fail2ban bans on these only).
+	Own bool
 	// Code is the RFC 5530 response code (default LIMIT); Reason the text.
 	Code, Reason string
 	// Count, when set, is how many hits the record stands for: refusals

@@ -361,6 +361,7 @@ func (w *auditWire) SessionClose(s *proxy.SessionInfo, e proxy.CloseEvent) {
 func (w *auditWire) Limit(s *proxy.SessionInfo, l proxy.LimitResult) {
 	r := w.record(s, audit.KindLimit)
 	r.Limit, r.LimitKey, r.Code, r.Reason, r.Delay, r.Count = l.Limit, l.Key, l.Code, l.Reason, l.Delay, uint64(max(l.Count, 0))
+	r.LimitOwn = l.Own
 	r.Event = "exceeded"
 	if !l.Exceeded {
 		r.Event = "alert"

@@ -1,17 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"crypto/tls"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-
-	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackFail2banBansTheVictimOfAUserLockout: the shipped filter bans
@@ -42,16 +34,7 @@ lame_duck: 0s
 	addrs, _, cancel, done := serve(t, s, log, nil, nil)
 
 	const office, attacker = "127.0.0.2", "127.0.0.1"
-	dial := func(from string) (*imapConn, func()) {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		tc, err := tls.DialWithDialer(d, "tcp", addrs[0].String(), &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
-		c.line()
-		return c, func() { tc.Close() }
-	}
+	dial := func(from string) (*imapConn, func()) { return dialFrom(t, addrs[0].String(), from) }
 
 	// The owner mistypes once at the office: one failure of its own.
 	c, end := dial(office)
@@ -75,18 +58,7 @@ lame_duck: 0s
 		t.Fatal(err)
 	}
 
-	data, err := os.ReadFile(trail)
-	if err != nil {
-		t.Fatal(err)
-	}
-	filter := filepath.Join("..", "..", "deploy", "fail2ban", "filter.d", "imapwarden.conf")
-	f := loadF2BFilter(t, filter)
-	hits := map[string]int{}
-	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if h := f.match(l); h != "" {
-			hits[h]++
-		}
-	}
+	hits := shippedFilterHits(t, trail)
 	t.Logf("filter matches by address: %v", hits)
 	// The office did one thing wrong itself: one match at most, far
 	// below the jail's maxretry.
@@ -99,18 +71,7 @@ lame_duck: 0s
 	}
 
 	// fail2ban's own engine agrees.
-	f2b := testenv.NeedTool(t, "fail2ban-regex")
-	out, err := exec.Command(f2b, "-o", "ip", trail, filter).CombinedOutput()
-	if err != nil {
-		t.Fatalf("fail2ban-regex: %v\n%s", err, out)
-	}
-	n := 0
-	for _, ip := range strings.Fields(string(out)) {
-		if ip == office {
-			n++
-		}
-	}
-	if n > 1 {
+	if n := fail2banRegexHits(t, trail)[office]; n > 1 {
 		t.Errorf("fail2ban-regex found the office %s %d times", office, n)
 	}
 }

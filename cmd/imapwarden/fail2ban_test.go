@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -205,4 +207,145 @@ func droppingBackend(t *testing.T) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// dialFrom opens an implicit-TLS IMAP connection to addr from the local
+// address from (any 127/8 address on loopback) and reads the greeting.
+func dialFrom(t *testing.T, addr, from string) (*imapConn, func()) {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	tc, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &imapConn{t: t, c: tc, r: bufio.NewReader(tc)}
+	c.line()
+	return c, func() { tc.Close() }
+}
+
+// TestFail2banCountsOnlyAnAddresssOwnDoing drives every kind of lockout
+// and runs the shipped filter, with fail2ban-regex too, over the trail:
+// an address is matched for its own failed logins and for refusals
+// during a lockout of its own (its ip key, or its user_ip pair, counting
+// that address alone, or a user's lockout most of whose failures are
+// the address's own), never for a refusal it got because of what
+// another address did: a user's lockout others caused
+// (user_lockout_all_ips or not), or an ip or user_ip lockout of a prefix
+// (ip_bits_v4 24 here, as the default ip_bits_v6 64 makes a /64).
+func TestFail2banCountsOnlyAnAddresssOwnDoing(t *testing.T) {
+	const attacker, victim = "127.0.0.1", "127.0.0.2"
+	type step struct {
+		from, login, want string
+		n                 int
+	}
+	for _, c := range []struct {
+		name string
+		// limits override the generous defaults of the case's rate_limits.
+		limits map[string]string
+		steps  []step
+		// matches wanted per address
+		attacker, victim int
+	}{
+		{"per_ip", map[string]string{"login_failures_per_ip": "3"}, []step{
+			{attacker, "nobody wrong", "NO", 3}, {attacker, `demo "demo-password"`, "NO", 2}, {victim, `demo "demo-password"`, "OK", 1},
+		}, 3 + 2, 0},
+		{"per_ip of a prefix", map[string]string{"login_failures_per_ip": "3", "ip_bits_v4": "24"}, []step{
+			{attacker, "nobody wrong", "NO", 3}, {attacker, `demo "demo-password"`, "NO", 2}, {victim, `demo "demo-password"`, "NO", 4},
+		}, 3, 0},
+		{"per_user_ip", map[string]string{"login_failures_per_user_ip": "3"}, []step{
+			{attacker, "demo wrong", "NO", 3}, {attacker, `demo "demo-password"`, "NO", 2}, {victim, `demo "demo-password"`, "OK", 1},
+		}, 3 + 2, 0},
+		{"per_user_ip of a prefix", map[string]string{"login_failures_per_user_ip": "3", "ip_bits_v4": "24"}, []step{
+			{attacker, "demo wrong", "NO", 3}, {victim, `demo "demo-password"`, "NO", 4},
+		}, 3, 0},
+		{"per_user the victim failed once", map[string]string{"login_failures_per_user": "3"}, []step{
+			{victim, "demo typo", "NO", 1}, {attacker, "demo wrong", "NO", 3}, {attacker, "demo wrong", "NO", 2}, {victim, `demo "demo-password"`, "NO", 4},
+		}, 2 + 3, 1}, // the lockout holds from the attacker's 2nd failure: 2 of the user's 3 are its own
+		{"per_user all addresses", map[string]string{"login_failures_per_user": "3", "user_lockout_all_ips": "true"}, []step{
+			{attacker, "demo wrong", "NO", 3}, {attacker, "demo wrong", "NO", 2}, {victim, `demo "demo-password"`, "NO", 4},
+		}, 3 + 2, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			limits := map[string]string{"login_failures_per_ip": "50", "login_failures_per_user": "50", "login_failures_per_user_ip": "50",
+				"lockout_base": "1h", "lockout_max": "2h", "login_failure_delay": "1ms"}
+			maps.Copy(limits, c.limits)
+			var rl []string
+			for _, k := range slices.Sorted(maps.Keys(limits)) {
+				rl = append(rl, k+": "+limits[k])
+			}
+			env := newServeEnv(t)
+			trail := filepath.Join(env.dir, "audit.jsonl")
+			s, _, log, _ := env.buildFile(t, fmt.Sprintf(`
+listeners: [{name: imaps, address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {mem: {address: %q, security: plain}}
+routes: {default: mem}
+limits: {max_auth_failures: 50}
+admin: {address: ""}
+rate_limits: {%s}
+audit: {path: %q, fsync: always}
+lame_duck: 0s
+`, env.cert.Cert, env.cert.Key, env.backend, strings.Join(rl, ", "), trail))
+			addrs, _, cancel, done := serve(t, s, log, nil, nil)
+			for i, st := range c.steps {
+				conn, end := dialFrom(t, addrs[0].String(), st.from)
+				for j := range st.n {
+					conn.cmd(fmt.Sprintf("s%d.%d", i, j), st.want, "LOGIN "+st.login)
+				}
+				end()
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			hits := shippedFilterHits(t, trail)
+			want := map[string]int{attacker: c.attacker}
+			if c.victim > 0 {
+				want[victim] = c.victim
+			}
+			if !maps.Equal(hits, want) {
+				t.Errorf("the filter matched %v, want %v (the attacker %s, the victim %s)", hits, want, attacker, victim)
+			}
+			if got := fail2banRegexHits(t, trail); !maps.Equal(got, hits) {
+				t.Errorf("fail2ban-regex matched %v, the Go translation %v", got, hits)
+			}
+		})
+	}
+}
+
+// shippedFilterFile is the fail2ban filter the packages ship.
+var shippedFilterFile = filepath.Join("..", "..", "deploy", "fail2ban", "filter.d", "imapwarden.conf")
+
+// shippedFilterHits runs the shipped filter's Go translation over the
+// trail: how many records it matched for each address.
+func shippedFilterHits(t *testing.T, trail string) map[string]int {
+	t.Helper()
+	data, err := os.ReadFile(trail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := loadF2BFilter(t, shippedFilterFile)
+	hits := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if h := f.match(l); h != "" {
+			hits[h]++
+		}
+	}
+	return hits
+}
+
+// fail2banRegexHits runs fail2ban's own engine with the shipped filter
+// over the trail: how many records it matched for each address.
+func fail2banRegexHits(t *testing.T, trail string) map[string]int {
+	t.Helper()
+	f2b := testenv.NeedTool(t, "fail2ban-regex")
+	out, err := exec.Command(f2b, "-o", "ip", trail, shippedFilterFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("fail2ban-regex: %v\n%s", err, out)
+	}
+	hits := map[string]int{}
+	for _, ip := range strings.Fields(string(out)) {
+		hits[ip]++
+	}
+	return hits
 }

@@ -74,3 +74,50 @@ func TestLockoutAndUnlockOfAHostPrefix(t *testing.T) {
 		}
 	})
 }
+
+// A lockout result is Own only when its key counts the client's address
+// alone: an ip or user_ip lockout with ip_bits at full length (or an
+// IPv4 client of a /96 translator), a user's lockout when that address
+// made most of the user's failures; never a prefix that other addresses
+// share (fail2ban bans on Own refusals).
+func TestLockoutOwnOnlyForTheAddressAlone(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		set      func(o *Options)
+		askFails int    // failures of the asking address first
+		failIP   string // then fails until locked out
+		fails    int
+		askIP    string // then logs in
+		limit    string
+		own      bool
+	}{
+		{"ip v4", func(o *Options) { o.LoginFailuresPerIP = 2 }, 0, "192.0.2.1", 2, "192.0.2.1", LimitLoginFailuresPerIP, true},
+		{"ip v4 /24", func(o *Options) { o.LoginFailuresPerIP = 2; o.IPBitsV4 = 24 }, 0, "192.0.2.1", 2, "192.0.2.2", LimitLoginFailuresPerIP, false},
+		{"ip v4 /24 same address", func(o *Options) { o.LoginFailuresPerIP = 2; o.IPBitsV4 = 24 }, 0, "192.0.2.1", 2, "192.0.2.1", LimitLoginFailuresPerIP, false},
+		{"ip v6 /64", func(o *Options) { o.LoginFailuresPerIP = 2 }, 0, "2001:db8::1", 2, "2001:db8::2", LimitLoginFailuresPerIP, false},
+		{"ip v6 /128", func(o *Options) { o.LoginFailuresPerIP = 2; o.IPBitsV6 = 128 }, 0, "2001:db8::1", 2, "2001:db8::1", LimitLoginFailuresPerIP, true},
+		{"ip nat64", func(o *Options) { o.LoginFailuresPerIP = 2; o.IPBitsV6 = 128 }, 0, "64:ff9b::c000:201", 2, "64:ff9b::c000:201", LimitLoginFailuresPerIP, true},
+		{"user_ip v4", func(o *Options) { o.LoginFailuresPerUserIP = 2 }, 0, "192.0.2.1", 2, "192.0.2.1", LimitLoginFailuresPerUserIP, true},
+		{"user_ip v6 /64", func(o *Options) { o.LoginFailuresPerUserIP = 2 }, 0, "2001:db8::1", 2, "2001:db8::2", LimitLoginFailuresPerUserIP, false},
+		{"user all ips", func(o *Options) { o.LoginFailuresPerUser = 2; o.UserLockoutAllIPs = true }, 0, "192.0.2.1", 2, "192.0.2.9", LimitLoginFailuresPerUser, false},
+		{"user one failure of three", func(o *Options) { o.LoginFailuresPerUser = 3 }, 1, "192.0.2.1", 2, "192.0.2.9", LimitLoginFailuresPerUser, false},
+		{"user its own failures", func(o *Options) { o.LoginFailuresPerUser = 2 }, 0, "192.0.2.1", 2, "192.0.2.1", LimitLoginFailuresPerUser, true},
+		{"user its /64's failures", func(o *Options) { o.LoginFailuresPerUser = 2 }, 0, "2001:db8::1", 2, "2001:db8::1", LimitLoginFailuresPerUser, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, _ := newTest(t, c.set)
+			for range c.askFails {
+				fail(t, l, c.askIP, "alice")
+			}
+			for range c.fails {
+				fail(t, l, c.failIP, "alice")
+			}
+			r, _ := fail(t, l, c.askIP, "alice")
+			key := map[string]string{LimitLoginFailuresPerIP: keyIP, LimitLoginFailuresPerUserIP: keyUserIP, LimitLoginFailuresPerUser: keyUser}[c.limit]
+			wantExceeded(t, r, c.limit, key, codeAuthFailed)
+			if r.Own != c.own {
+				t.Errorf("Own %v, want %v", r.Own, c.own)
+			}
+		})
+	}
+}

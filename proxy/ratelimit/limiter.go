@@ -273,6 +273,46 @@ func (c *config) hostOf(ap netip.AddrPort) netip.Addr {
 	return subnetOf(ip, c.o.IPBitsV4, c.o.IPBitsV6)
 }
 
+// ownHost reports whether hostOf(ap) stands for ap's address alone: no
+// bits masked off (ip_bits_v4 32, ip_bits_v6 128), and a translated
+// client's IPv4 address embedded in all of the address (a /96 prefix,
+// RFC 6052 §2.2). Otherwise an "ip" key counts other addresses too (a
+// host's /64), whose failures are not this address's doing.
+func (c *config) ownHost(ap netip.AddrPort) bool {
+	ip := ap.Addr().Unmap()
+	if !ip.IsValid() {
+		return false
+	}
+	if ip.Is6() {
+		for _, p := range c.o.IPv4Translators {
+			if p.Contains(ip) {
+				return p.Bits() == 96 && c.o.IPBitsV4 == 32
+			}
+		}
+		return c.o.IPBitsV6 == 128
+	}
+	return c.o.IPBitsV4 == 32
+}
+
+// ownLockout reports whether a refusal by limit is for what the client's
+// address did itself (LimitResult.Own): an ip or user_ip lockout whose
+// key is that address alone (ownHost), or a user's lockout when the
+// address's own failures (its pair's, st.fails as the login saw them) are
+// most of the user's, not when it failed once among an attacker's
+// guesses.
+func (c *config) ownLockout(s *proxy.SessionInfo, st *connState, limit string) bool {
+	if !c.ownHost(s.ClientAddr) {
+		return false
+	}
+	switch limit {
+	case LimitLoginFailuresPerIP, LimitLoginFailuresPerUserIP:
+		return true
+	case LimitLoginFailuresPerUser:
+		return 2*st.fails[2].Load() > st.fails[1].Load()
+	}
+	return false
+}
+
 // remoteUp reports whether to ask Redis.
 func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
 

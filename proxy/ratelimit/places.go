@@ -282,6 +282,7 @@ func (l *Limiter) login(ctx context.Context, s *proxy.SessionInfo, st *connState
 			res, admitted, full, wake = l.admitLocal(c, st, user, ip, keys, now)
 		}
 		if res.Exceeded {
+			res.Own = c.ownLockout(s, st, res.Limit)
 			return res, nil
 		}
 		if admitted {
