@@ -132,6 +132,7 @@ func TestHelmDefaults(t *testing.T) {
 	want := []string{
 		"ConfigMap/rel-imapwarden",
 		"Deployment/rel-imapwarden",
+		"NetworkPolicy/rel-imapwarden",
 		"PodDisruptionBudget/rel-imapwarden",
 		"Secret/rel-imapwarden-admin-token",
 		"Secret/rel-imapwarden-audit-key",

@@ -3,6 +3,7 @@ package deploytest
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -48,5 +49,43 @@ func TestAttackHelmAdminPortOpenToEveryPod(t *testing.T) {
 	}
 	if !restricted {
 		t.Error("no NetworkPolicy names who may reach the admin port")
+	}
+}
+
+// TestHelmNetworkPolicyValues: the policy selects the chart's pods, opens
+// the IMAP ports to every peer and the admin port to adminFrom only: none
+// with adminFrom empty (the node's probes pass whatever a policy says),
+// and no policy at all with networkPolicy.enabled false.
+func TestHelmNetworkPolicyValues(t *testing.T) {
+	t.Parallel()
+	chart := filepath.Join(repoRoot, chartPath)
+	rules := func(args ...string) (obj, []string) {
+		r := mustTemplate(t, chart, args...)
+		np := r.find("NetworkPolicy", "rel-imapwarden")
+		if np == nil {
+			return nil, nil
+		}
+		var out []string
+		for _, rule := range getList(np, "spec.ingress") {
+			var ports []string
+			for _, p := range getList(rule, "ports") {
+				ports = append(ports, fmt.Sprint(get(p, "port")))
+			}
+			out = append(out, fmt.Sprintf("%v from %d peers", ports, len(getList(rule, "from"))))
+		}
+		return np, out
+	}
+	np, got := rules()
+	if want := []string{"[imaps imap] from 0 peers", "[admin] from 1 peers"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("default rules %v, want %v", got, want)
+	}
+	if sel := fmt.Sprint(get(np, "spec.podSelector.matchLabels")); !strings.Contains(sel, "app.kubernetes.io/instance:rel") {
+		t.Errorf("podSelector %s does not select the release's pods", sel)
+	}
+	if _, got := rules("--set", "networkPolicy.adminFrom=null"); fmt.Sprint(got) != "[[imaps imap] from 0 peers]" {
+		t.Errorf("adminFrom empty: rules %v, want the IMAP ports only", got)
+	}
+	if np, _ := rules("--set", "networkPolicy.enabled=false"); np != nil {
+		t.Error("networkPolicy.enabled=false still renders a NetworkPolicy")
 	}
 }
