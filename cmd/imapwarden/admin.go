@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,8 @@ type admin struct {
 	// searches bounds concurrent audit searches: each reads the trail.
 	searches chan struct{}
 	console  *console
+	// guard bounds wrong tokens per address (adminguard.go).
+	guard *tokenGuard
 }
 
 // newAdmin makes the admin endpoints; view is read at every request, so
@@ -98,7 +101,7 @@ func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel
 		view.Store(&adminView{})
 	}
 	a := &admin{srv: srv, reg: reg, level: level, view: view, log: log, wire: new(atomic.Pointer[auditWire]),
-		searches: make(chan struct{}, lim.AuditSearches)}
+		searches: make(chan struct{}, lim.AuditSearches), guard: newTokenGuard(lim.TokenFailuresPerIP, lim.TokenFailureWindow, reg)}
 	a.console = newConsole(a, lim.ConsoleSessionTTL, lim.ConsoleMaxSessions)
 	return a
 }
@@ -172,17 +175,25 @@ func (a *admin) handler() http.Handler {
 }
 
 // authorize requires a token of the scope the request needs, for
-// everything but the probes, which orchestrators call without credentials
-// and which reveal nothing. Write requests are audited.
+// everything but the probes, which orchestrators call without credentials:
+// without a read token they tell the status alone (readyz keeps its
+// reasons for token holders). Write requests are audited.
 func (a *admin) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		id, ok := a.view.Load().tokens.authenticate(r)
+		id, ok, lockedUntil := a.identify(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="imapwarden"`)
+			if !lockedUntil.IsZero() {
+				// Answered as a wrong token is (its token was not
+				// compared), with when to try again.
+				w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(lockedUntil).Seconds())+1))
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized: too many wrong tokens from this address; try again later"})
+				return
+			}
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
 			return
 		}
@@ -552,7 +563,7 @@ func (a *admin) setLogLevel(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"level": l.String()})
 }
 
-func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
+func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 	var reasons []string
 	if a.draining.Load() {
 		reasons = append(reasons, "draining")
@@ -566,6 +577,13 @@ func (a *admin) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(reasons) > 0 {
+		// The reasons name backend servers, their internal addresses and
+		// errors, the trail's path: for a caller with a read token only.
+		// The kubelet needs the status code alone.
+		if id, ok, _ := a.identify(r); !ok || id.scope < scopeRead {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false})
+			return
+		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": reasons})
 		return
 	}
@@ -591,6 +609,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 type adminTimeouts struct {
 	ReadHeader, Read, Write, Idle time.Duration
 	MaxConnections                int
+	// MaxConnectionsPerIP: admin.max_connections_per_ip.
+	MaxConnectionsPerIP int
 }
 
 // Defaults of the admin listener's bounds. The write timeout leaves room
@@ -598,8 +618,10 @@ type adminTimeouts struct {
 // a few connections; /healthz needs no token, so whoever reaches the port
 // could otherwise hold a descriptor per connection, those the IMAP
 // listeners and their backends need.
+// One address gets a quarter of the pool at most, so that one client
+// cannot fill it; the kubelet, a scraper and an operator need a few.
 var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute,
-	MaxConnections: 64}
+	MaxConnections: 64, MaxConnectionsPerIP: 16}
 
 // adminLimits bound what the admin listener keeps and does at once.
 type adminLimits struct {
@@ -607,9 +629,12 @@ type adminLimits struct {
 	ConsoleMaxSessions int           // admin.console_max_sessions
 	AuditSearches      int           // admin.audit_searches
 	RecentEvents       int           // admin.recent_events
+	TokenFailuresPerIP int           // admin.token_failures_per_ip
+	TokenFailureWindow time.Duration // admin.token_failure_window
 }
 
-var defaultAdminLimits = adminLimits{ConsoleSessionTTL: 12 * time.Hour, ConsoleMaxSessions: 256, AuditSearches: 2, RecentEvents: 200}
+var defaultAdminLimits = adminLimits{ConsoleSessionTTL: 12 * time.Hour, ConsoleMaxSessions: 256, AuditSearches: 2, RecentEvents: 200,
+	TokenFailuresPerIP: 10, TokenFailureWindow: 5 * time.Minute}
 
 // serveAdmin listens on addr (TLS when cfg is set) and serves until ctx is
 // done. It returns the bound address and a function that waits for the end.
@@ -672,7 +697,7 @@ func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 func serveAdminWith(ctx context.Context, addr string, cfg *tls.Config, h http.Handler, t adminTimeouts, log *zap.Logger) (net.Addr, func(), error) {
-	sock, err := listenAdmin(addr, t.MaxConnections, log)
+	sock, err := listenAdmin(addr, t, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -738,20 +763,40 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 // (ARCHITECTURE.md §12): waiting in the backlog instead would hold the
 // kernel's descriptors and stall probes behind whoever holds the slots.
 // It counts below TLS (a handshake holds a descriptor too) and across the
-// HTTP servers a reload starts on the socket; a reload sets max.
+// HTTP servers a reload starts on the socket; a reload sets max and perIP.
+//
+// One client must not shut the kubelet's probes out (each a new
+// connection, no token): a client address holds perIP connections at
+// most, and a connection that finds its address's share or the pool full
+// takes the place of the longest idle keep-alive connection (of its
+// address first), which a server may close at any time (RFC 9112 §9.5).
+// Only connections busy with a request (or slow to send one, bounded by
+// read_header_timeout) are never shed; filling the pool with those takes
+// max/perIP addresses.
 type limitListener struct {
 	net.Listener
-	max, open atomic.Int64
-	log       *zap.Logger
-	shed      atomic.Int64
+	max, perIP atomic.Int64
+	log        *zap.Logger
+	shed       atomic.Int64
 	// warned is when shedding was last logged (Unix nanoseconds).
 	warned atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*limitConn]struct{}
+	byIP  map[netip.Addr]int
 }
 
-func newLimitListener(ln net.Listener, max int, log *zap.Logger) *limitListener {
-	l := &limitListener{Listener: ln, log: log}
-	l.max.Store(int64(max))
+func newLimitListener(ln net.Listener, t adminTimeouts, log *zap.Logger) *limitListener {
+	l := &limitListener{Listener: ln, log: log, conns: map[*limitConn]struct{}{}, byIP: map[netip.Addr]int{}}
+	l.set(t)
 	return l
+}
+
+// set applies a reload's bounds; connections over them stay until they
+// end or are shed.
+func (l *limitListener) set(t adminTimeouts) {
+	l.max.Store(int64(t.MaxConnections))
+	l.perIP.Store(int64(max(t.MaxConnectionsPerIP, 1)))
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -760,28 +805,117 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.open.Add(1) <= l.max.Load() {
-			return &limitConn{Conn: c, l: l}, nil
+		var ip netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = ta.AddrPort().Addr().Unmap()
 		}
-		l.open.Add(-1)
+		lc := &limitConn{Conn: c, l: l, ip: ip}
+		ok, victim := l.admit(lc)
+		if victim != nil {
+			victim.Conn.Close()
+		}
+		if ok {
+			return lc, nil
+		}
 		c.Close()
 		n := l.shed.Add(1)
 		now := time.Now().UnixNano()
 		if last := l.warned.Load(); now-last >= int64(time.Minute) && l.warned.CompareAndSwap(last, now) {
-			l.log.Warn("admin connections shed: admin.max_connections reached", zap.Int64("max", l.max.Load()), zap.Int64("shed", n))
+			l.log.Warn("admin connections shed: admin.max_connections or max_connections_per_ip reached, none idle",
+				zap.Int64("max", l.max.Load()), zap.Int64("max_per_ip", l.perIP.Load()), zap.Int64("shed", n))
 		}
 	}
 }
 
-// limitConn gives its slot back when closed, once.
+// admit counts c in, in place of the longest idle connection (victim,
+// already counted out; the caller closes it) when c's address or the
+// pool is full; ok is false when there is no room and none idle.
+func (l *limitListener) admit(c *limitConn) (ok bool, victim *limitConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case int64(l.byIP[c.ip]) >= l.perIP.Load():
+		victim = l.idlest(func(o *limitConn) bool { return o.ip == c.ip })
+	case int64(len(l.conns)) >= l.max.Load():
+		victim = l.idlest(func(o *limitConn) bool { return o.ip == c.ip })
+		if victim == nil {
+			victim = l.idlest(func(*limitConn) bool { return true })
+		}
+	default:
+		l.add(c)
+		return true, nil
+	}
+	if victim == nil {
+		return false, nil
+	}
+	l.remove(victim)
+	if int64(len(l.conns)) >= l.max.Load() || int64(l.byIP[c.ip]) >= l.perIP.Load() {
+		// Still over a bound a reload lowered: one in, one out at most.
+		return false, victim
+	}
+	l.add(c)
+	return true, victim
+}
+
+// idlest is the connection idle the longest among those of which.
+func (l *limitListener) idlest(which func(*limitConn) bool) *limitConn {
+	var v *limitConn
+	for o := range l.conns {
+		if !o.idleSince.IsZero() && which(o) && (v == nil || o.idleSince.Before(v.idleSince)) {
+			v = o
+		}
+	}
+	return v
+}
+
+func (l *limitListener) add(c *limitConn) {
+	l.conns[c] = struct{}{}
+	l.byIP[c.ip]++
+}
+
+// remove counts c out, once.
+func (l *limitListener) remove(c *limitConn) {
+	if _, ok := l.conns[c]; !ok {
+		return
+	}
+	delete(l.conns, c)
+	if l.byIP[c.ip]--; l.byIP[c.ip] <= 0 {
+		delete(l.byIP, c.ip)
+	}
+}
+
+// connState is the HTTP servers' ConnState: it marks the connections
+// idle between requests, the ones to shed first.
+func (l *limitListener) connState(c net.Conn, st http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st == http.StateIdle {
+		lc.idleSince = time.Now()
+	} else {
+		lc.idleSince = time.Time{}
+	}
+}
+
+// limitConn gives its slot back when closed.
 type limitConn struct {
 	net.Conn
-	l    *limitListener
-	once sync.Once
+	l  *limitListener
+	ip netip.Addr
+	// idleSince is when it went idle between requests; zero while a
+	// request is read or answered. Guarded by l.mu.
+	idleSince time.Time
 }
 
 func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.l.open.Add(-1) })
-	return err
+	c.l.mu.Lock()
+	c.l.remove(c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }

@@ -53,7 +53,11 @@ func TestAdminHandler(t *testing.T) {
 	srv := testProxyServer(t)
 	view := new(atomic.Pointer[adminView])
 	view.Store(&adminView{tokens: testTokens(), config: []byte("hostname: x\n")})
-	a := newAdmin(srv, newRegistry(), zap.NewAtomicLevel(), view, defaultAdminLimits, zap.NewNop())
+	// Dozens of wrong tokens from one address follow: the bound on them
+	// (TestAdminTokenFailuresBoundedPerAddress) is not what this tests.
+	lim := defaultAdminLimits
+	lim.TokenFailuresPerIP = 1000
+	a := newAdmin(srv, newRegistry(), zap.NewAtomicLevel(), view, lim, zap.NewNop())
 	a.pprof = true
 	h := a.handler()
 	do := func(method, path, auth, body string) (int, string) {
@@ -100,9 +104,13 @@ func TestAdminHandler(t *testing.T) {
 		t.Fatal("a read token changed the log level")
 	}
 
-	// Not started: listeners are not bound.
-	if code, body := do("GET", "/readyz", "", ""); code != 503 || !strings.Contains(body, "listeners") {
+	// Not started: listeners are not bound. The reasons are for a token
+	// holder; the kubelet gets the status alone.
+	if code, body := do("GET", "/readyz", read, ""); code != 503 || !strings.Contains(body, "listeners") {
 		t.Errorf("/readyz before start: %d %s", code, body)
+	}
+	if code, body := do("GET", "/readyz", "", ""); code != 503 || strings.Contains(body, "listeners") || strings.Contains(body, "reasons") {
+		t.Errorf("/readyz before start without a token: %d %s", code, body)
 	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -112,7 +120,7 @@ func TestAdminHandler(t *testing.T) {
 		t.Errorf("/readyz: %d %s", code, body)
 	}
 	a.draining.Store(true)
-	if code, body := do("GET", "/readyz", "", ""); code != 503 || !strings.Contains(body, "draining") {
+	if code, body := do("GET", "/readyz", read, ""); code != 503 || !strings.Contains(body, "draining") {
 		t.Errorf("/readyz while draining: %d %s", code, body)
 	}
 	if code, _ := do("DELETE", "/sessions/NOSUCH", write, ""); code != 404 {

@@ -46,12 +46,12 @@ type adminSocket struct {
 	log   *zap.Logger
 }
 
-func listenAdmin(addr string, maxConns int, log *zap.Logger) (*adminSocket, error) {
+func listenAdmin(addr string, t adminTimeouts, log *zap.Logger) (*adminSocket, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	s := &adminSocket{ln: newLimitListener(ln, maxConns, log), conns: make(chan net.Conn), done: make(chan struct{}), log: log}
+	s := &adminSocket{ln: newLimitListener(ln, t, log), conns: make(chan net.Conn), done: make(chan struct{}), log: log}
 	go s.loop()
 	return s, nil
 }
@@ -141,6 +141,7 @@ func startAdminGen(sock *adminSocket, sv adminServing, h http.Handler, log *zap.
 		WriteTimeout:      t.Write,
 		IdleTimeout:       t.Idle,
 		ErrorLog:          zap.NewStdLog(log),
+		ConnState:         sock.ln.connState,
 	}
 	go func() {
 		defer close(g.served)
@@ -169,7 +170,7 @@ func newAdminServer(adm *admin, sv adminServing, log *zap.Logger) (*adminServer,
 		a.cur = sv
 		return a, nil
 	}
-	sock, err := listenAdmin(sv.addr, sv.timeouts.MaxConnections, log)
+	sock, err := listenAdmin(sv.addr, sv.timeouts, log)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +196,7 @@ func (a *adminServer) prepare(sv adminServing) (commit func(inForce func()), abo
 	if sv.addr != a.cur.addr {
 		sock = nil
 		if sv.addr != "" {
-			if sock, err = listenAdmin(sv.addr, sv.timeouts.MaxConnections, a.log); err != nil {
+			if sock, err = listenAdmin(sv.addr, sv.timeouts, a.log); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -216,7 +217,7 @@ func (a *adminServer) prepare(sv adminServing) (commit func(inForce func()), abo
 		inForce()
 		a.cur, a.sock = sv, sock
 		if sock != nil {
-			sock.ln.max.Store(int64(sv.timeouts.MaxConnections))
+			sock.ln.set(sv.timeouts)
 			a.adm.pprof = sv.pprof
 			a.gen = startAdminGen(sock, sv, a.adm.handler(), a.log)
 		}

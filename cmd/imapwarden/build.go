@@ -972,18 +972,31 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 	if t.MaxConnections <= 0 {
 		p.add("admin.max_connections: must be positive, got %d", t.MaxConnections)
 	}
+	if c.MaxConnectionsPerIP != nil {
+		t.MaxConnectionsPerIP = *c.MaxConnectionsPerIP
+		if t.MaxConnectionsPerIP <= 0 || t.MaxConnectionsPerIP > t.MaxConnections {
+			p.add("admin.max_connections_per_ip: must be positive and at most admin.max_connections (%d), got %d", t.MaxConnections, t.MaxConnectionsPerIP)
+		}
+	} else {
+		// The default is a quarter of a smaller pool.
+		t.MaxConnectionsPerIP = max(min(t.MaxConnectionsPerIP, t.MaxConnections/4), 1)
+	}
 	s.adminTimeouts = t
 	l := defaultAdminLimits
 	l.ConsoleSessionTTL = c.ConsoleSessionTTL.get(l.ConsoleSessionTTL)
 	if l.ConsoleSessionTTL <= 0 {
 		p.add("admin.console_session_ttl: must be positive, got %v", l.ConsoleSessionTTL)
 	}
+	l.TokenFailureWindow = c.TokenFailureWindow.get(l.TokenFailureWindow)
+	if l.TokenFailureWindow <= 0 {
+		p.add("admin.token_failure_window: must be positive, got %v", l.TokenFailureWindow)
+	}
 	for _, n := range []struct {
 		key string
 		v   *int
 		out *int
 	}{{"console_max_sessions", c.ConsoleMaxSessions, &l.ConsoleMaxSessions}, {"audit_searches", c.AuditSearches, &l.AuditSearches},
-		{"recent_events", c.RecentEvents, &l.RecentEvents}} {
+		{"recent_events", c.RecentEvents, &l.RecentEvents}, {"token_failures_per_ip", c.TokenFailuresPerIP, &l.TokenFailuresPerIP}} {
 		if n.v != nil {
 			*n.out = *n.v
 		}

@@ -154,6 +154,13 @@ type adminConfig struct {
 	// MaxConnections bounds the connections open at once (64); more are
 	// closed at accept.
 	MaxConnections *int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds those of one client address (16); a
+	// full pool closes an idle keep-alive connection first.
+	MaxConnectionsPerIP *int `yaml:"max_connections_per_ip"`
+	// TokenFailuresPerIP wrong tokens (10) of one address in
+	// TokenFailureWindow (5m) refuse its tokens until the window ends.
+	TokenFailuresPerIP *int      `yaml:"token_failures_per_ip"`
+	TokenFailureWindow *duration `yaml:"token_failure_window"`
 	// The console's sign-ins: how long one lasts (12h) and how many may
 	// be open (256; the oldest of the same or a lower scope goes).
 	ConsoleSessionTTL  *duration `yaml:"console_session_ttl"`

@@ -692,8 +692,8 @@ func TestEveryLimitHasAKey(t *testing.T) {
 	for _, typ := range []reflect.Type{reflect.TypeFor[adminTimeouts](), reflect.TypeFor[adminLimits]()} {
 		for i := range typ.NumField() {
 			f := typ.Field(i)
-			key := snake(strings.ReplaceAll(f.Name, "TTL", "Ttl"))
-			if f.Type == reflect.TypeFor[time.Duration]() && !strings.HasSuffix(key, "_ttl") {
+			key := snake(strings.NewReplacer("TTL", "Ttl", "PerIP", "PerIp").Replace(f.Name))
+			if f.Type == reflect.TypeFor[time.Duration]() && !strings.HasSuffix(key, "_ttl") && !strings.HasSuffix(key, "_window") {
 				key += "_timeout"
 			}
 			if !adminKeys[key] {

@@ -350,10 +350,16 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tokens := c.a.view.Load().tokens
+	// Bounded per address as the API's bearer tokens are (tokenGuard).
+	if _, locked := c.a.guard.lockedOut(clientAddr(r)); locked {
+		c.a.guard.failures.WithLabelValues("locked_out").Inc()
+		c.render(w, http.StatusTooManyRequests, "login", &page{Title: "Sign in", Error: "Too many wrong tokens from this address; try again later."})
+		return
+	}
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
 	id, ok := tokens.match(tok)
 	if !ok || len(tokens) == 0 {
-		c.a.log.Warn("console login refused", zap.String("remote", r.RemoteAddr))
+		c.a.refuseToken(r, "console")
 		c.render(w, http.StatusUnauthorized, "login", &page{Title: "Sign in", Error: "That token is not valid."})
 		return
 	}

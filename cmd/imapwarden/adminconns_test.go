@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
+)
+
+// TestAdminConnectionsPerAddress: one address holds
+// admin.max_connections_per_ip connections at most, even busy ones
+// (requests it is slow to send): the next from it is closed at accept,
+// while another address's tokened client (keep-alive, as Prometheus
+// scrapes) and the kubelet's probes are served.
+func TestAdminConnectionsPerAddress(t *testing.T) {
+	// Long enough that the slow requests stay open for the test.
+	f := startAdminFixture(t, "  read_header_timeout: 10m\n  max_connections_per_ip: 4")
+	const other = "127.0.0.2"
+	dial := func() net.Conn {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(other)}}
+		c, err := d.Dial("tcp", f.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// Four requests begun, never finished: busy, never shed.
+	for range 4 {
+		if _, err := fmt.Fprintf(dial(), "GET /healthz HTTP/1.1\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A fifth from the same address: closed before it is read.
+	c := dial()
+	c.SetDeadline(time.Now().Add(testenv.IOTimeout()))
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: imapwarden\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+		resp.Body.Close()
+		t.Errorf("a fifth connection of %s (max_connections_per_ip 4) was served: %s", other, resp.Status)
+	}
+
+	// An honest tokened client elsewhere, one kept-alive connection.
+	for i := range 5 {
+		if code, body := f.do("GET", "/sessions", testReadToken, "", ""); code != http.StatusOK {
+			t.Fatalf("request %d of a tokened client: %d %s", i, code, body)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := f.do("GET", path, "", "", ""); code != http.StatusOK {
+			t.Errorf("probe %s: %d %s", path, code, body)
+		}
+	}
+}
+
+// TestAdminConnectionsPerAddressDefault: the default share of one
+// address is a quarter of the pool, and a share over the pool is refused.
+func TestAdminConnectionsPerAddressDefault(t *testing.T) {
+	if defaultAdminTimeouts.MaxConnectionsPerIP*4 > defaultAdminTimeouts.MaxConnections {
+		t.Errorf("default max_connections_per_ip %d is over a quarter of max_connections %d",
+			defaultAdminTimeouts.MaxConnectionsPerIP, defaultAdminTimeouts.MaxConnections)
+	}
+	env := newServeEnv(t)
+	for _, c := range []struct {
+		admin string
+		want  int // 0: refused
+	}{
+		{"{address: \"127.0.0.1:0\", max_connections: 8}", 2},
+		{"{address: \"127.0.0.1:0\", max_connections: 8, max_connections_per_ip: 8}", 8},
+		{"{address: \"127.0.0.1:0\", max_connections: 8, max_connections_per_ip: 9}", 0},
+		{"{address: \"127.0.0.1:0\", max_connections_per_ip: 0}", 0},
+	} {
+		cfg, err := parseConfig(fmt.Appendf(nil, `
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {mem: {address: %q, security: plain}}
+admin: %s
+`, env.cert.Cert, env.cert.Key, env.backend, c.admin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := build(cfg, zap.NewNop())
+		switch {
+		case c.want == 0 && err == nil:
+			t.Errorf("%s accepted", c.admin)
+		case c.want != 0 && err != nil:
+			t.Errorf("%s: %v", c.admin, err)
+		case c.want != 0 && s.adminTimeouts.MaxConnectionsPerIP != c.want:
+			t.Errorf("%s: max_connections_per_ip %d, want %d", c.admin, s.adminTimeouts.MaxConnectionsPerIP, c.want)
+		}
+	}
+}
