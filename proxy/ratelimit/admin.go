@@ -14,7 +14,10 @@ import (
 type Lockout struct {
 	// Kind is what is locked: "ip", "user" or "user_ip".
 	Kind string `json:"kind"`
-	User string `json:"user,omitempty"` // lower-cased, at most 128 bytes
+	// User is folded (proxy.FoldUser); one of more than 128 bytes is
+	// listed as its head, two spaces, "#" and an id of the whole name,
+	// which Unlock takes as it is listed.
+	User string `json:"user,omitempty"`
 	// IP is the first address of the client's host prefix (ip_bits_v4,
 	// ip_bits_v6): 2001:db8:1:2:: for every address of that /64.
 	IP       string    `json:"ip,omitempty"`
@@ -68,8 +71,9 @@ func (l *Limiter) Lockouts(ctx context.Context) ([]Lockout, error) {
 
 // Unlock forgets failed logins: of a user (from every IP), of an IP (its
 // host prefix, ip_bits_v4 and ip_bits_v6, for every user), or of a user
-// from one IP when both are given. It returns how many records were
-// removed, here and in Redis.
+// from one IP when both are given. user is a name or a Lockout's User as
+// listed (a cut name names the whole one, label). It returns how many
+// records were removed, here and in Redis.
 func (l *Limiter) Unlock(ctx context.Context, user, ip string) (int, error) {
 	var addr netip.Addr
 	if ip != "" {

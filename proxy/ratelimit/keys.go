@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/imapwarden/imapwarden/proxy"
@@ -169,11 +170,40 @@ func subnetOf(ip netip.Addr, v4, v6 int) netip.Addr {
 // the memory per tracked key unbounded.
 const maxLabel = 128
 
+// cutMark joins the head of a name too long to keep whole to its userID,
+// so that what Lockouts lists, Unlock lifts (listedID). Two spaces: no
+// login name holds them (the proxy refuses repeated spaces as a name of
+// more than one reading, ARCHITECTURE.md §17), so a listed cut name is
+// never also another user's whole name.
+const cutMark = "  #"
+
+// label is the user as Lockouts lists it: the folded name, or, past
+// maxLabel bytes, its head, cutMark and its userID.
 func label(user string) string {
-	if len(user) > maxLabel {
-		user = user[:maxLabel]
+	f := foldString(user)
+	if len(f) <= maxLabel {
+		return strings.Clone(f) // a copy: never pin the session's buffers
 	}
-	return foldString(string([]byte(user))) // a copy: never pin the session's buffers
+	n := maxLabel - len(cutMark) - 32
+	for n > 0 && !utf8.RuneStart(f[n]) {
+		n--
+	}
+	return f[:n] + cutMark + userID(user)
+}
+
+// listedID returns the userID of a cut label (label), as listed.
+func listedID(name string) (string, bool) {
+	i := strings.LastIndex(name, cutMark)
+	if i < 0 || len(name)-i-len(cutMark) != 32 {
+		return "", false
+	}
+	id := name[i+len(cutMark):]
+	for _, c := range []byte(id) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return "", false
+		}
+	}
+	return id, true
 }
 
 // DefaultIPv4Translators is ipv4_translators' default: the well-known

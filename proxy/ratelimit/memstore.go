@@ -420,8 +420,12 @@ func (m *memStore) lockouts(now int64) []Lockout {
 // (ip, user_ip) or of both (user_ip).
 func (m *memStore) unlock(user string, ip netip.Addr) int {
 	var uh uint64
+	listed := "" // a cut name, as Lockouts lists it
 	if user != "" {
 		uh = m.h.sum(kindFailUser, user, netip.Addr{})
+		if _, ok := listedID(user); ok {
+			listed = foldString(user)
+		}
 	}
 	n := 0
 	for i := range m.shards {
@@ -431,9 +435,9 @@ func (m *memStore) unlock(user string, ip netip.Addr) int {
 			var match bool
 			switch {
 			case user != "" && ip.IsValid():
-				match = e.kind == kindFailUserIP && e.uh == uh && e.ip == ip
+				match = e.kind == kindFailUserIP && (e.uh == uh || listed != "" && e.user == listed) && e.ip == ip
 			case user != "":
-				match = (e.kind == kindFailUser || e.kind == kindFailUserIP) && e.uh == uh
+				match = (e.kind == kindFailUser || e.kind == kindFailUserIP) && (e.uh == uh || listed != "" && e.user == listed)
 			case ip.IsValid():
 				match = (e.kind == kindFailIP || e.kind == kindFailUserIP) && e.ip == ip
 			}

@@ -561,6 +561,9 @@ func (r *redisStore) unlock(ctx context.Context, user string, ip netip.Addr) (in
 	deleted := 0
 	if user != "" {
 		uid = userID(user)
+		if id, ok := listedID(user); ok {
+			uid = id // a cut name, as lockouts lists it
+		}
 	}
 	if ip.IsValid() {
 		ips = ip.String()
