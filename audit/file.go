@@ -36,7 +36,13 @@ type FileOptions struct {
 	// day), at the first write after it. 0: never.
 	RotateEvery time.Duration
 	// Mode of new files; default 0600: records name users and mailboxes.
+	// An existing file of the trail with a permission bit outside Mode
+	// (made by an installer or logrotate under umask 022) is narrowed to
+	// Mode at open, and OnModeFixed told.
 	Mode os.FileMode
+	// OnModeFixed, when set, is told of each file of the trail whose mode
+	// was narrowed (from its old mode to the new one), to log it.
+	OnModeFixed func(path string, from, to os.FileMode)
 
 	now func() time.Time // tests
 }
@@ -96,6 +102,10 @@ func OpenFile(o FileOptions) (*FileSink, error) {
 		return nil, fmt.Errorf("audit: lock %s: %w", o.Path, err)
 	}
 	s.lock = lock
+	if err := s.narrowRotated(); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		lock.Close()
 		return nil, err
@@ -144,6 +154,10 @@ func (s *FileSink) open() error {
 		f.Close()
 		return fmt.Errorf("audit: %w", err)
 	}
+	if err := s.narrow(f, s.o.Path, fi.Mode()); err != nil {
+		f.Close()
+		return err
+	}
 	s.f, s.size = f, fi.Size()
 	s.local = fi.Mode().IsRegular() && localFS(f)
 	if s.o.RotateEvery > 0 {
@@ -154,6 +168,47 @@ func (s *FileSink) open() error {
 			from = fi.ModTime()
 		}
 		s.periodEnd = from.UTC().Truncate(s.o.RotateEvery).Add(s.o.RotateEvery)
+	}
+	return nil
+}
+
+// narrow takes from an open file of the trail the permission bits
+// outside Mode: a 0644 file gets the trail readable by every local user.
+func (s *FileSink) narrow(f *os.File, path string, mode os.FileMode) error {
+	from := mode.Perm()
+	to := from & s.o.Mode.Perm()
+	if to == from {
+		return nil
+	}
+	if err := f.Chmod(to); err != nil {
+		return fmt.Errorf("audit: %s is mode %04o, readable beyond %04o, and cannot be narrowed: %w", path, from, s.o.Mode.Perm(), err)
+	}
+	if s.o.OnModeFixed != nil {
+		s.o.OnModeFixed(path, from, to)
+	}
+	return nil
+}
+
+// narrowRotated narrows the rotated files of the trail as narrow does the
+// active one: they hold the same records.
+func (s *FileSink) narrowRotated() error {
+	files, err := rotatedFiles(s.o.Path)
+	if err != nil {
+		return err
+	}
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		fi, err := f.Stat()
+		if err == nil {
+			err = s.narrow(f, name, fi.Mode())
+		}
+		f.Close()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
