@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 
 	"context"
@@ -353,6 +354,10 @@ func (e *Engine) load() (*state, error) {
 	h := sha256.New()
 	var errs []error
 	for _, d := range e.opts.Dirs {
+		if err := trustedTree(d.Path); err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		p, err := compileDir(ctx, d.Path, d.Shadow)
 		if err != nil {
 			errs = append(errs, err)
@@ -361,6 +366,12 @@ func (e *Engine) load() (*state, error) {
 		st.dirs = append(st.dirs, p)
 		e.byPolicy.seed(p.policyNames)
 		fmt.Fprintf(h, "%s %t\n", p.revision, p.shadow)
+	}
+	if f := e.opts.GroupsFile; f != "" && len(errs) > 0 {
+		// Said with the directories' problems, not after they are fixed.
+		if err := filemode.Trusted(f); err != nil {
+			errs = append(errs, fmt.Errorf("policy: groups file: %w", err))
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -484,7 +495,9 @@ func (e *Engine) poll(every time.Duration) {
 func (e *Engine) pollOnce() {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	if fp := e.filesFingerprint(); fp != e.fingerprint && fp != e.failedPrint {
+	// Files back as they were in force after a failure (a chmod undone)
+	// are read again too, so that the failure stops being reported.
+	if fp := e.filesFingerprint(); fp != e.failedPrint && (fp != e.fingerprint || e.failedPrint != "") {
 		_ = e.reload(fp) // logged by reload
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -24,6 +25,10 @@ import (
 // It returns the groups of each user, user names folded (proxy.FoldUser,
 // the one name of a login, ARCHITECTURE.md §17).
 func LoadGroups(path string) (map[string][]string, error) {
+	// Polled and applied live: a file others may change is refused.
+	if err := filemode.Trusted(path); err != nil {
+		return nil, fmt.Errorf("policy: groups file: %w", err)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("policy: groups file: %w", err)

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
 
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/policies"
 )
 
@@ -107,4 +109,35 @@ func needsFramework(modules map[string]*loader.RegoFile) bool {
 // theirs in policy directories).
 func skipHidden(_ string, info fs.FileInfo, depth int) bool {
 	return depth > 0 && len(info.Name()) > 0 && info.Name()[0] == '.'
+}
+
+// trustedTree refuses a policy directory when other users may change it,
+// a file the engine reads from it, or the framework in its parent
+// (filemode.Trusted): the engine polls them and applies what it reads.
+func trustedTree(dir string) error {
+	var errs []error
+	check := func(path string) {
+		if err := filemode.Trusted(path); err != nil {
+			errs = append(errs, fmt.Errorf("policy: %w", err))
+		}
+	}
+	_ = filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // the loader reports what cannot be read
+		}
+		info, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		if path != dir && skipFile(path, info, 1) {
+			if de.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		check(path)
+		return nil
+	})
+	check(frameworkPath(dir))
+	return errors.Join(errs...)
 }

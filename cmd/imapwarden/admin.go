@@ -646,9 +646,12 @@ func serveAdmin(ctx context.Context, addr string, cfg *tls.Config, h http.Handle
 // after either file changed (modification time or size), so that a renewal
 // in place (certbot, cert-manager) is served without a restart, as the
 // listeners' certificates are (tlsterm.Server.Watch). A pair that does not
-// load keeps the last good one and is tried again at the next handshake.
+// load keeps the last good one, is reported once (report) and is tried
+// again when either file changes.
 type reloadingCert struct {
 	cert, key string
+	// report, when set, is told of each reload: nil when it loaded.
+	report func(error)
 
 	mu    sync.Mutex
 	stamp [2]certStamp
@@ -688,9 +691,15 @@ func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	defer r.mu.Unlock()
 	if st != r.stamp {
 		// Stamped before reading: a write that lands meanwhile is read
-		// again at the next handshake.
-		if c, err := tls.LoadX509KeyPair(r.cert, r.key); err == nil {
-			r.cur, r.stamp = &c, st
+		// again at the next handshake. A pair that fails is not read
+		// again until it changes.
+		c, err := tls.LoadX509KeyPair(r.cert, r.key)
+		if err == nil {
+			r.cur = &c
+		}
+		r.stamp = st
+		if r.report != nil {
+			r.report(err)
 		}
 	}
 	return r.cur, nil

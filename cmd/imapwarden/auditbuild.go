@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -125,7 +126,7 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 				log.Warn("created a new audit key: keep a copy, audit verify needs it", zap.String("key_file", c.KeyFile))
 			}
 		}
-		if err := secretMode(c.KeyFile); err != nil {
+		if err := filemode.Secret(c.KeyFile); err != nil {
 			// Whoever reads the key can sign a forged trail.
 			p.add("audit.key_file: %v", err)
 			break
@@ -161,7 +162,11 @@ func buildAudit(p *problems, s *setup, c auditConfig, checkOnly bool, log *zap.L
 			p.add("audit.path: directory %s does not exist", filepath.Dir(c.Path))
 			return
 		}
-		fo := audit.FileOptions{Path: c.Path, RotateEvery: c.RotateEvery.get(0)}
+		fo := audit.FileOptions{Path: c.Path, RotateEvery: c.RotateEvery.get(0),
+			OnModeFixed: func(path string, from, to os.FileMode) {
+				log.Warn("audit file readable by others, mode narrowed", zap.String("path", path),
+					zap.String("from", fmt.Sprintf("%04o", from)), zap.String("to", fmt.Sprintf("%04o", to)))
+			}}
 		if c.MaxSize != nil {
 			fo.MaxSize = int64(*c.MaxSize)
 		}

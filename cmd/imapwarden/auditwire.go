@@ -369,8 +369,9 @@ func (w *auditWire) Limit(s *proxy.SessionInfo, l proxy.LimitResult) {
 	w.log(r)
 }
 
-// Reload records a configuration, policy or certificate reload (what:
-// "config", "policy", "certs"), with the new policy revision when known.
+// Reload records a configuration, policy, certificate or users file
+// reload (what: "config", "policy", "certs", "users"), with the new policy
+// revision when known.
 func (w *auditWire) Reload(what, revision string, err error) {
 	r := &audit.Record{Kind: audit.KindReload, Event: what, Revision: revision, Result: "ok"}
 	if err != nil {

@@ -140,7 +140,7 @@ func BenchmarkAuthenticators(b *testing.B) {
 				b.Fatal(err)
 			}
 			var p problems
-			a, closers := buildAuthenticators(&p, cfg.Auth.Authenticators, func(string, string, ...any) {})
+			a, closers, _ := buildAuthenticators(&p, cfg.Auth.Authenticators, func(string, string, ...any) {})
 			if len(p) > 0 {
 				b.Fatal(p.err(nil))
 			}

@@ -109,10 +109,11 @@ func (c authCloser) close() {
 }
 
 // buildAuthenticators makes the chain of auth.authenticators; nil without
-// any (the backend checks the credentials, as by default).
-func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, format string, args ...any)) (proxy.Authenticator, authCloser) {
+// any (the backend checks the credentials, as by default). files are its
+// users files, which re-read themselves (setup.watchUsersFiles).
+func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, format string, args ...any)) (_ proxy.Authenticator, _ authCloser, files []*authn.File) {
 	if len(cs) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	var list []authn.Named
 	var closers authCloser
@@ -148,17 +149,13 @@ func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, f
 				p.add("%s.file.path: required", key)
 				continue
 			}
-			if err := secretMode(c.File.Path); err != nil {
-				// Password hashes: anyone reading them can guess offline.
-				p.add("%s.file.path: %v", key, err)
-				continue
-			}
 			f, err := authn.NewFile(authn.FileOptions{Path: c.File.Path, MaxConcurrent: c.File.MaxConcurrent})
 			if err != nil {
 				p.add("%s.file.path: %v", key, err)
 				continue
 			}
 			v = f
+			files = append(files, f)
 		case "ldap":
 			d := buildLDAP(p, key+".ldap", c.LDAP, warn)
 			if d == nil {
@@ -184,15 +181,15 @@ func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, f
 	}
 	if len(list) != len(cs) {
 		closers.close()
-		return nil, nil
+		return nil, nil, nil
 	}
 	ch, err := authn.NewChain(list)
 	if err != nil {
 		p.add("auth.authenticators: %v", err)
 		closers.close()
-		return nil, nil
+		return nil, nil, nil
 	}
-	return ch, closers
+	return ch, closers, files
 }
 
 // caPool reads a PEM bundle of trusted roots.

@@ -19,8 +19,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/authn"
 	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
@@ -83,6 +85,9 @@ type setup struct {
 	// authClose ends the authenticators' connections; a reload hands
 	// them over (applyReload).
 	authClose authCloser
+	// usersFiles are the file authenticators' users files, in force with
+	// authClose.
+	usersFiles []*authn.File
 	// retired are limiters a reload turned off, closed at exit: open
 	// sessions still hold their connections.
 	retired []*ratelimit.Limiter
@@ -222,6 +227,12 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	if _, _, err := logSettings(cfg.Log); err != nil {
 		p.add("%v", err)
 	}
+	if cfg.src != nil && cfg.src.file != "" {
+		// It decides everything, and SIGHUP applies it live.
+		if err := filemode.Trusted(cfg.src.file); err != nil {
+			p.add("%v", err)
+		}
+	}
 	if s.drainTimeout <= 0 {
 		p.add("drain_timeout: must be positive, got %v", s.drainTimeout)
 	}
@@ -273,7 +284,10 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 	s.opts.AllowAuthzid = cfg.Auth.AllowAuthzid
 	s.opts.UserSeparators = buildUserSeparators(&p, cfg)
 	s.opts.ShowBackendID = cfg.Auth.ShowBackendID
-	s.opts.Authenticator, s.authClose = buildAuthenticators(&p, cfg.Auth.Authenticators, warn)
+	s.opts.Authenticator, s.authClose, s.usersFiles = buildAuthenticators(&p, cfg.Auth.Authenticators, warn)
+	if !checkOnly {
+		s.watchUsersFiles(log)
+	}
 	s.opts.Logger = log
 	s.opts.Auditor = proxy.NewLogAuditor(log)
 	if !logSessions(&p, cfg, warn) {
@@ -284,7 +298,7 @@ func buildMode(cfg *fileConfig, log *zap.Logger, checkOnly bool) (*setup, error)
 		p.add("metrics: %v", err)
 	}
 	s.opts.Metrics = m
-	buildAdmin(&p, s, cfg.Admin, warn)
+	buildAdmin(&p, s, cfg.Admin, warn, log)
 	buildPolicy(&p, s, cfg.Policy, backends, log)
 	buildRouting(&p, s, cfg.Routes)
 	buildRateLimits(&p, s, cfg.RateLimits, log, warn)
@@ -340,7 +354,7 @@ func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger, checkOnly bool, c
 		if cf.Cert == "" || cf.Key == "" {
 			p.add("tls.certificates[%d]: both cert and key are required", i)
 			ok = false
-		} else if err := secretMode(cf.Key); err != nil {
+		} else if err := filemode.Secret(cf.Key); err != nil {
 			p.add("tls.certificates[%d].key: %v", i, err)
 			ok = false
 		}
@@ -664,7 +678,7 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 		}
 		if (t.ClientCert.Cert == "") != (t.ClientCert.Key == "") {
 			p.add("%s.tls.client_cert: both cert and key are required", key)
-		} else if err := secretMode(t.ClientCert.Key); t.ClientCert.Key != "" && err != nil {
+		} else if err := filemode.Secret(t.ClientCert.Key); t.ClientCert.Key != "" && err != nil {
 			p.add("%s.tls.client_cert.key: %v", key, err)
 		}
 		// BackendConfig reads files: only once the rest is sound.
@@ -735,26 +749,10 @@ func declaredNamespaces(p *problems, key string, list []namespaceConfig) *imapwi
 	return d
 }
 
-// secretMode refuses a secret file (a token, a password, a private key)
-// that other users may read or write, as ssh refuses such a private key: a
-// 0644 file made under umask 022 hands it to every local account. Group
-// access stays allowed (the Debian package's 0640 root:imapwarden). A file
-// that cannot be read is left to its reader to report.
-func secretMode(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil
-	}
-	if m := fi.Mode().Perm(); m&0o007 != 0 {
-		return fmt.Errorf("%s is mode %04o: other users may read or change it; chmod 600 %s (or 640 with the service's group)", path, m, path)
-	}
-	return nil
-}
-
 // readSecretFile reads a password from a file, without its final newline.
 // The error never contains the file's content.
 func readSecretFile(path string) (string, error) {
-	if err := secretMode(path); err != nil {
+	if err := filemode.Secret(path); err != nil {
 		return "", err
 	}
 	data, err := os.ReadFile(path)
@@ -934,7 +932,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // buildAdmin checks the admin section: off-loopback access needs a token.
 // The view's configuration and audit trail are set by buildMode.
-func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format string, args ...any)) {
+func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format string, args ...any), log *zap.Logger) {
 	s.adminTimeouts, s.adminLimits = defaultAdminTimeouts, defaultAdminLimits
 	s.adminAddr = defaultAdminAddress
 	if c.Address != nil {
@@ -1006,7 +1004,7 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 	}
 	s.adminLimits = l
 	if c.TLS != nil && (c.TLS.Cert != "" || c.TLS.Key != "") {
-		if err := secretMode(c.TLS.Key); c.TLS.Key != "" && err != nil {
+		if err := filemode.Secret(c.TLS.Key); c.TLS.Key != "" && err != nil {
 			p.add("admin.tls.key: %v", err)
 			return
 		}
@@ -1014,6 +1012,14 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 		if err != nil {
 			p.add("admin.tls: %v", err)
 			return
+		}
+		rc.report = func(err error) {
+			if s.reloads != nil {
+				s.reloads.record(reloadTLS, err)
+			}
+			if err != nil {
+				log.Error("admin tls certificate reload failed, keeping the one in force", zap.String("cert", c.TLS.Cert), zap.Error(err))
+			}
 		}
 		s.adminTLS = &tls.Config{GetCertificate: rc.get, MinVersion: tls.VersionTLS12}
 	}
@@ -1032,4 +1038,25 @@ func certLogin(ls []listenerConfig) bool {
 		}
 	}
 	return false
+}
+
+// watchUsersFiles reports each re-read of the users files in force: a
+// file that does not load refuses every login through its authenticator
+// (authn.File), so it is said loudly, in the log, the trail and
+// imapwarden_reload_success{component="users"}.
+func (s *setup) watchUsersFiles(log *zap.Logger) {
+	s.reloads.state(reloadUsers, nil) // each loaded, or build failed
+	for _, f := range s.usersFiles {
+		f.OnReload(func(path string, err error) {
+			s.reloads.record(reloadUsers, err)
+			if w := s.wire.Load(); w != nil {
+				w.Reload(reloadUsers, "", err)
+			}
+			if err != nil {
+				log.Error("users file not in force, its authenticator refuses every login", zap.String("path", path), zap.Error(err))
+				return
+			}
+			log.Info("users file reloaded", zap.String("path", path))
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
@@ -339,7 +340,7 @@ func redisTLS(t *backendTLSConfig) (*tls.Config, error) {
 		if t.ClientCert.Cert == "" || t.ClientCert.Key == "" {
 			return nil, errors.New("client_cert: both cert and key are required")
 		}
-		if err := secretMode(t.ClientCert.Key); err != nil {
+		if err := filemode.Secret(t.ClientCert.Key); err != nil {
 			return nil, fmt.Errorf("client_cert.key: %w", err)
 		}
 		cert, err := tls.LoadX509KeyPair(t.ClientCert.Cert, t.ClientCert.Key)

@@ -14,6 +14,7 @@ const (
 	reloadConfig = "config" // the configuration file (SIGHUP)
 	reloadPolicy = "policy" // policy files and groups (polled, and SIGHUP)
 	reloadTLS    = "tls"    // client certificate files (polled, and SIGHUP)
+	reloadUsers  = "users"  // the file authenticators' users files (polled)
 )
 
 // reloadMetrics reports reloads. A failed reload keeps the running
@@ -22,7 +23,8 @@ const (
 // (deploy/prometheus/imapwarden-rules.yaml), not a 503.
 type reloadMetrics struct {
 	mu sync.Mutex
-	// by component, for config and tls; policy is read from the engine.
+	// by component, for config, tls and users; policy is read from the
+	// engine.
 	ok      map[string]bool
 	last    map[string]time.Time
 	counts  map[[2]string]float64 // component, result
@@ -42,7 +44,7 @@ var (
 func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 	now := time.Now()
 	m := &reloadMetrics{ok: map[string]bool{}, last: map[string]time.Time{}, counts: map[[2]string]float64{}, started: now}
-	for _, c := range []string{reloadConfig, reloadTLS} {
+	for _, c := range []string{reloadConfig, reloadTLS, reloadUsers} {
 		m.ok[c], m.last[c] = true, now
 	}
 	reg.MustRegister(m)
@@ -100,7 +102,7 @@ func (m *reloadMetrics) Collect(ch chan<- prometheus.Metric) {
 		return 0
 	}
 	m.mu.Lock()
-	for _, c := range []string{reloadConfig, reloadTLS} {
+	for _, c := range []string{reloadConfig, reloadTLS, reloadUsers} {
 		ch <- prometheus.MustNewConstMetric(reloadSuccessDesc, prometheus.GaugeValue, b2f(m.ok[c]), c)
 		ch <- prometheus.MustNewConstMetric(reloadLastDesc, prometheus.GaugeValue, float64(m.last[c].UnixNano())/1e9, c)
 		for _, r := range []string{"ok", "failed"} {

@@ -538,6 +538,8 @@ func applyReload(s, ns *setup, srv *proxy.Server, as *adminServer, log *zap.Logg
 	old := s.authClose
 	s.authClose, ns.authClose = ns.authClose, nil
 	old.close() // the new authenticators are in use
+	s.usersFiles = ns.usersFiles
+	s.watchUsersFiles(log)
 	if engine != s.engine {
 		if s.engine != nil {
 			s.engine.Close() // stops its poller; open sessions' decisions keep working

@@ -41,7 +41,7 @@ func TestImportRules(t *testing.T) {
 		// neither the policy engine nor the configuration format.
 		{"proxy/pool", []string{"github.com/open-policy-agent/", "github.com/caddyserver/", "go.yaml.in/", "gopkg.in/yaml"}, []string{"proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "proxy/pool", "tlsterm"}, false},
 		// The policy engine sees the proxy's types, never TLS machinery.
-		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "policies", "proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "tlsterm"}, false},
+		{"policy", []string{"github.com/caddyserver/"}, []string{"policy", "policies", "internal/filemode", "proxy", "proxy/imapwire", "proxy/proxyproto", "proxy/internal/inflate", "tlsterm"}, false},
 		// audit imports no other package of ours (ARCHITECTURE.md §4).
 		{"audit", nil, []string{"audit"}, false},
 		// tlsterm imports no other package of ours.
@@ -50,12 +50,13 @@ func TestImportRules(t *testing.T) {
 		{"tlsterm/acme", nil, []string{"tlsterm", "tlsterm/acme"}, false},
 		// Authenticators are the proxy's, beside it: no policy engine, no
 		// certmagic, no configuration format, none of the other hooks.
-		{"proxy/authn", noEngines, append([]string{"proxy/authn"}, proxyTree...), false},
-		{"proxy/authn/ldap", noEngines, append([]string{"proxy/authn", "proxy/authn/ldap"}, proxyTree...), false},
-		{"proxy/authn/oauth2", noEngines, append([]string{"proxy/authn", "proxy/authn/oauth2"}, proxyTree...), false},
+		{"proxy/authn", noEngines, append([]string{"proxy/authn", "internal/filemode"}, proxyTree...), false},
+		{"proxy/authn/ldap", noEngines, append([]string{"proxy/authn", "proxy/authn/ldap", "internal/filemode"}, proxyTree...), false},
+		{"proxy/authn/oauth2", noEngines, append([]string{"proxy/authn", "proxy/authn/oauth2", "internal/filemode"}, proxyTree...), false},
 		// Standard library only.
 		{"proxy/internal/inflate", nil, []string{"proxy/internal/inflate"}, true},
 		{"internal/termsafe", nil, []string{"internal/termsafe"}, true},
+		{"internal/filemode", nil, []string{"internal/filemode"}, true},
 	} {
 		for _, d := range deps(t, rule.pkg) {
 			if rule.stdOnly && !isStandard(d) && !strings.HasPrefix(d, module+"/") {

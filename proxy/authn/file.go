@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -31,6 +32,13 @@ import (
 // comma-separated groups. Blank lines and lines starting with "#" are
 // skipped. Plain or weak hashes are refused at load. The file is read
 // again when it changes (checked at most once a second).
+//
+// A changed file that does not load (a line that does not parse, a hash
+// not taken, a mode others may read, the file gone) refuses every login
+// through this authenticator until it loads again: keeping the users read
+// before it would keep a user the edit removed (a revoked account) able
+// to log in, and nothing can tell a removal from the rest of the edit.
+// OnReload says so at once.
 type File struct {
 	path string
 	sem  chan struct{} // bounds hashing at once (Argon2id takes memory)
@@ -40,6 +48,10 @@ type File struct {
 	stamp   fileStamp
 	users   map[string]fileUser // by proxy.FoldUser of the name
 	dummy   string              // a hash of the file, checked for unknown users
+	// broken: the last re-read failed, at failed; no login passes.
+	broken   error
+	failed   fileStamp
+	onReload func(path string, err error)
 }
 
 type fileUser struct {
@@ -51,6 +63,7 @@ type fileUser struct {
 type fileStamp struct {
 	mod  time.Time
 	size int64
+	mode os.FileMode // a chmod making it readable is a change
 }
 
 // FileOptions configure a File.
@@ -67,33 +80,66 @@ func NewFile(o FileOptions) (*File, error) {
 		o.MaxConcurrent = runtime.GOMAXPROCS(0)
 	}
 	f := &File{path: o.Path, sem: make(chan struct{}, o.MaxConcurrent)}
-	if err := f.reload(true); err != nil {
+	if _, err := f.reload(true); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// reload reads the file when it changed. On error the users already
-// loaded stay (unless first).
-func (f *File) reload(first bool) error {
+// reload reads the file when it changed. It reports whether it read
+// (changed) and the error of a file not in force. On error the file
+// refuses every login (unless first: NewFile fails).
+func (f *File) reload(first bool) (changed bool, err error) {
+	stamp := fileStamp{}
 	st, err := os.Stat(f.path)
-	if err != nil {
-		return fmt.Errorf("authn file: %w", err)
+	if err == nil {
+		stamp = fileStamp{st.ModTime(), st.Size(), st.Mode()}
 	}
-	stamp := fileStamp{st.ModTime(), st.Size()}
-	if !first && stamp == f.stamp {
-		return nil
+	switch {
+	case first:
+	case f.broken == nil && err == nil && stamp == f.stamp:
+		return false, nil
+	case f.broken != nil && stamp == f.failed:
+		return false, f.broken // reported when it failed
+	}
+	users, dummy, err := f.read(err)
+	if err != nil {
+		if !first {
+			f.users, f.broken, f.failed = nil, err, stamp
+		}
+		return true, err
+	}
+	f.users, f.dummy, f.stamp, f.broken = users, dummy, stamp, nil
+	return true, nil
+}
+
+// read loads the file; statErr is os.Stat's.
+func (f *File) read(statErr error) (map[string]fileUser, string, error) {
+	if statErr != nil {
+		return nil, "", fmt.Errorf("authn file: %w", statErr)
+	}
+	// Password hashes: anyone reading them can guess offline.
+	if err := filemode.Secret(f.path); err != nil {
+		return nil, "", fmt.Errorf("authn file: %w", err)
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return fmt.Errorf("authn file: %w", err)
+		return nil, "", fmt.Errorf("authn file: %w", err)
 	}
 	users, dummy, err := parsePasswd(data)
 	if err != nil {
-		return fmt.Errorf("authn file %s: %w", f.path, err)
+		return nil, "", fmt.Errorf("authn file %s: %w", f.path, err)
 	}
-	f.users, f.dummy, f.stamp = users, dummy, stamp
-	return nil
+	return users, dummy, nil
+}
+
+// OnReload sets fn to be told of each re-read of the changed file: err nil
+// when the new file is in force, else why no login passes until it loads.
+// fn is called without the File's lock held.
+func (f *File) OnReload(fn func(path string, err error)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onReload = fn
 }
 
 func parsePasswd(data []byte) (map[string]fileUser, string, error) {
@@ -143,14 +189,23 @@ func (f *File) Verify(ctx context.Context, c *proxy.Credentials) (*proxy.Identit
 		return nil, fmt.Errorf("empty password: %w", proxy.ErrAuthFailed)
 	}
 	f.mu.Lock()
+	var changed bool
+	var rerr error
 	if now := time.Now(); now.Sub(f.checked) >= time.Second {
 		f.checked = now
-		// A broken edit keeps the users loaded before it.
-		_ = f.reload(false)
+		changed, rerr = f.reload(false)
 	}
+	broken, report := f.broken, f.onReload
 	u, ok := f.users[proxy.FoldUser(c.User)]
 	dummy := f.dummy
 	f.mu.Unlock()
+	if changed && report != nil {
+		report(f.path, rerr)
+	}
+	if broken != nil {
+		// Not a failed login: the user's password was never checked.
+		return nil, fmt.Errorf("%s is not in force, no login passes until it loads: %w", f.path, broken)
+	}
 	select {
 	case f.sem <- struct{}{}:
 	case <-ctx.Done():
