@@ -43,3 +43,37 @@ func TestAttackPreAuthCommandsAnsweredEarlyNeverEndSession(t *testing.T) {
 		}
 	}
 }
+
+// TestAttackPrivacyRefusedLoginLiteralsUnbounded: a LOGIN whose user name
+// is a literal, sent before STARTTLS, is refused "NO [PRIVACYREQUIRED]"
+// before the "+" and counted as a failed login with a record in the trail
+// (Session.readPreAuthCommand), but neither max_auth_failures nor
+// max_preauth_commands is compared on that path. An unauthenticated client
+// writes an auth record for every 22 bytes it sends, without end: the
+// trail (fsync'd, fail-closed by default) fills at many times the
+// attacker's bandwidth. Past max_auth_failures the session must end.
+func TestAttackPrivacyRefusedLoginLiteralsUnbounded(t *testing.T) {
+	h := newHarness(t)
+	c := dialPlain(t, h.starttls)
+	c.expect("* OK")
+	const sent = 200
+	answered := 0
+	for i := range sent {
+		c.sendRaw(fmt.Sprintf("b%d LOGIN {5}\r\n", i))
+		l := c.line()
+		if strings.HasPrefix(l, "* BYE") {
+			break
+		}
+		if !strings.Contains(l, "PRIVACYREQUIRED") {
+			t.Fatalf("got %q", l)
+		}
+		answered++
+	}
+	h.audit.mu.Lock()
+	records := len(h.audit.auths)
+	h.audit.mu.Unlock()
+	if answered > DefaultMaxAuthFailures {
+		t.Errorf("%d LOGIN literals refused PRIVACYREQUIRED on one connection, %d auth records, no BYE; want BYE after max_auth_failures (%d)",
+			answered, records, DefaultMaxAuthFailures)
+	}
+}
