@@ -161,7 +161,8 @@ func (k *jwk) verify(alg string, signed, sig []byte) bool {
 	return false
 }
 
-// loadKeys fetches the JWKS.
+// loadKeys fetches the JWKS (after discovery, when no JWKSURL is set).
+// refresh is its only caller.
 func (v *Verifier) loadKeys(ctx context.Context) error {
 	u := v.o.JWKSURL
 	if u == "" {
@@ -206,15 +207,74 @@ func (v *Verifier) loadKeys(ctx context.Context) error {
 	return nil
 }
 
+// keyFetch is a JWKS fetch in flight, which every login that needs the
+// keys meanwhile waits for instead of fetching again.
+type keyFetch struct {
+	done    chan struct{}
+	err     error
+	waiters int // logins waiting for it; under Verifier.mu
+}
+
+// refresh fetches the JWKS unless a fetch completed since the caller saw
+// generation gen (then the caller looks again). Logins share one fetch in
+// flight, and a failed fetch is not tried again before MinRefresh has
+// passed: until then refresh returns its error at once. So neither a
+// stale set nor forged kids make a request to an issuer that is down per
+// token; such logins fail as the issuer being unavailable (an error that
+// is not proxy.ErrAuthFailed: NO [UNAVAILABLE], no lockout), not as a
+// wrong credential.
+func (v *Verifier) refresh(ctx context.Context, gen uint64) error {
+	v.mu.Lock()
+	if v.gen != gen {
+		v.mu.Unlock()
+		return nil
+	}
+	f := v.inflight
+	if f == nil {
+		if v.fetchErr != nil && v.o.Now().Before(v.retryAt) {
+			err := v.fetchErr
+			v.mu.Unlock()
+			return fmt.Errorf("oauth2: issuer unavailable, keys not fetched again before %s: %w", v.retryAt.UTC().Format(time.RFC3339), err)
+		}
+		f = &keyFetch{done: make(chan struct{})}
+		v.inflight = f
+		v.mu.Unlock()
+		// The fetch is everyone's: the first login's end does not cancel
+		// it (Timeout bounds it).
+		err := v.loadKeys(context.WithoutCancel(ctx))
+		v.mu.Lock()
+		v.inflight, f.err = nil, err
+		v.gen++
+		if err != nil {
+			v.fetchErr, v.retryAt = err, v.o.Now().Add(v.o.MinRefresh)
+		} else {
+			v.fetchErr = nil
+		}
+		v.mu.Unlock()
+		close(f.done)
+		return err
+	}
+	f.waiters++
+	v.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return fmt.Errorf("oauth2: waiting for the issuer's keys: %w", ctx.Err())
+	}
+}
+
 // key finds the key for kid, fetching the JWKS when it is stale or the
-// kid is new (rotation), at most once per MinRefresh for new kids.
+// kid is new (rotation), at most once per MinRefresh for new kids and
+// after a failed fetch (refresh).
 func (v *Verifier) key(ctx context.Context, kid, alg string) (*jwk, error) {
 	now := v.o.Now()
 	v.mu.Lock()
 	stale := v.keys == nil && v.anon == nil || now.Sub(v.fetched) > v.o.JWKSCacheTTL
+	gen := v.gen
 	v.mu.Unlock()
 	if stale {
-		if err := v.loadKeys(ctx); err != nil {
+		if err := v.refresh(ctx, gen); err != nil {
 			return nil, err
 		}
 	}
@@ -243,13 +303,17 @@ func (v *Verifier) key(ctx context.Context, kid, alg string) (*jwk, error) {
 		return k, nil
 	}
 	v.mu.Lock()
-	retry := !stale && now.Sub(v.refreshed) >= v.o.MinRefresh
-	if retry {
+	// After a failed fetch the set may lack a rotated key: the kid is
+	// not known to be wrong, and refresh says the issuer is unavailable.
+	failing := v.fetchErr != nil
+	retry := !stale && (failing || now.Sub(v.refreshed) >= v.o.MinRefresh)
+	if retry && !failing {
 		v.refreshed = now
 	}
+	gen = v.gen
 	v.mu.Unlock()
 	if retry {
-		if err := v.loadKeys(ctx); err != nil {
+		if err := v.refresh(ctx, gen); err != nil {
 			return nil, err
 		}
 		if k := find(); k != nil {

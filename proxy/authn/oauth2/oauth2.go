@@ -12,7 +12,10 @@
 //     secret (alg confusion) fails like any forgery.
 //   - A key is chosen by kid; a kid not in the cached set fetches the
 //     JWKS again (key rotation), at most once per MinRefresh, so forged
-//     kids cannot make the proxy hammer the issuer.
+//     kids cannot make the proxy hammer the issuer. A failed fetch is not
+//     repeated before MinRefresh either, and concurrent logins share one
+//     fetch in flight: while the issuer is down, a login that needs its
+//     keys fails at once as the issuer being unavailable.
 //   - iss must equal Issuer exactly, aud must contain Audience, exp is
 //     required; exp, nbf and iat are checked with Leeway.
 //   - The token is never logged, audited or kept; errors describe it only
@@ -86,7 +89,8 @@ type Options struct {
 	// Leeway for exp, nbf and iat (default 60s).
 	Leeway time.Duration
 	// JWKSCacheTTL: keys are fetched again after this (default 1h);
-	// MinRefresh bounds refetches for unknown kids (default 30s).
+	// MinRefresh bounds refetches for unknown kids, and retries after a
+	// failed fetch (default 30s).
 	JWKSCacheTTL time.Duration
 	MinRefresh   time.Duration
 	// Timeout bounds each HTTP request to the issuer (default 10s).
@@ -125,7 +129,14 @@ type Verifier struct {
 	anon      []*jwk // keys without a kid
 	fetched   time.Time
 	refreshed time.Time // last fetch for an unknown kid
-	fetches   atomic.Int64
+	// The JWKS fetch in flight, the number of fetches completed, and the
+	// last one's error with the time before which none is tried again
+	// (refresh).
+	inflight *keyFetch
+	gen      uint64
+	fetchErr error
+	retryAt  time.Time
+	fetches  atomic.Int64
 }
 
 var _ authn.TokenVerifier = (*Verifier)(nil)
