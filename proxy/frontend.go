@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
@@ -14,10 +15,14 @@ import (
 )
 
 // frontEnd serves commands until a login succeeds (its authed) or the
-// session ends (the zero authed).
+// session ends (the zero authed). Every command, however it is answered,
+// is accounted by preAuthDone.
 func (s *Session) frontEnd() authed {
+	// The end of the client's idle time (held here: the Session has no
+	// room for it, idleheap_test.go).
+	idleUntil := time.Now().Add(s.lim.PreAuthIdle)
 	for {
-		if !s.waitCommand(s.lim.PreAuthIdle) {
+		if !s.waitCommand(idleUntil) {
 			s.sayShutdown()
 			return authed{}
 		}
@@ -26,77 +31,111 @@ func (s *Session) frontEnd() authed {
 		if err != nil {
 			return authed{}
 		}
-		if cmd == nil { // answered already
-			continue
-		}
-		s.preAuthCommands++
-		first := s.preAuthCommands == 1
-		if s.preAuthCommands > s.lim.MaxPreAuthCommands {
-			s.answer("*", bye(ClosePreAuthCommandLimit, "LIMIT", "Too many commands before login"))
-			return authed{}
-		}
-		tag := cmd.Tag
-		name := cmd.Name
-		if cmd.Spec == nil || cmd.Spec.States&imapwire.StateNotAuth == 0 {
-			name = "" // not served before login
-		} else if err := s.parser.Check(&imapwire.Context{State: imapwire.StateNotAuth}); err != nil {
-			// The one grammar of the table holds before login too.
-			s.answer(tag, syntaxReply(err))
-			continue
-		}
-		switch name {
-		case "CAPABILITY":
-			s.writef("* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", s.preAuthCaps(), tag)
-		case "NOOP":
-			s.writef("%s OK NOOP completed\r\n", tag)
-		case "LOGOUT":
-			s.setReason(CloseLogout)
-			s.writef("* BYE Logging out\r\n%s OK LOGOUT completed\r\n", tag)
-			return authed{}
-		case "ID":
-			s.handleID(cmd)
-		case "STARTTLS":
-			if !s.startTLS(tag) {
+		// cmd is nil when it was answered as it was read.
+		if cmd != nil {
+			a, end := s.servePreAuth(cmd, held)
+			switch {
+			case a.be != nil:
+				return a
+			case end:
 				return authed{}
 			}
-		case "LOGIN":
-			if len(cmd.Args) != 2 || !isString(cmd.Args[0]) || !isString(cmd.Args[1]) {
-				s.answer(tag, bad("", "LOGIN expects user name and password"))
-				continue
-			}
-			if a := s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}, nil); a.be != nil {
-				return a
-			}
-		case "AUTHENTICATE":
-			if a := s.authenticate(cmd, held); a.be != nil {
-				return a
-			}
-		default:
-			if first {
-				// RFC 9051 does not ask for this; it stops cross-protocol
-				// use of the port (HTTP, SMTP, a ClientHello) at once.
-				s.srv.auditor.Security(&s.info, "non-imap-client", "unknown first command")
-				s.answer("*", byeNonIMAP)
-				return authed{}
-			}
-			if cmd.Spec != nil {
-				s.answer(tag, bad("", "Log in first"))
-			} else {
-				s.answer(tag, bad("", "Unknown command"))
-			}
 		}
-		if s.info.AuthFailures >= s.lim.MaxAuthFailures {
-			s.answer("*", bye(CloseAuthFailures, "", "Too many authentication failures"))
+		if !s.preAuthDone(cmd != nil, &idleUntil) {
 			return authed{}
 		}
 	}
 }
 
+// preAuthDone accounts one command before login, whichever path answered
+// it (served, refused by the grammar, refused while it was read: a syntax
+// error, a literal refused or too big, [PRIVACYREQUIRED]), so that none
+// escapes a limit (ARCHITECTURE.md §12): it counts against
+// MaxPreAuthCommands, the failed logins it made (Info.AuthFailures,
+// counted where each is audited) are held to MaxAuthFailures, and only a
+// command that parsed restarts the idle time. A client that sends nothing
+// the proxy can parse keeps its slot PreAuthIdle after its last command
+// that parsed, whatever it sends meanwhile; one that parses, at most
+// MaxPreAuthCommands times PreAuthIdle. Past a limit the session ends
+// at once, the BYE its last word; it returns false then. idleUntil is the
+// end of the idle time, restarted here.
+func (s *Session) preAuthDone(parsed bool, idleUntil *time.Time) bool {
+	s.preAuthCommands++
+	if s.draining.Load() {
+		return true // the wait says the shutdown's BYE
+	}
+	switch {
+	case s.info.AuthFailures >= s.lim.MaxAuthFailures:
+		s.answer("*", bye(CloseAuthFailures, "", "Too many authentication failures"))
+		return false
+	case s.preAuthCommands >= s.lim.MaxPreAuthCommands:
+		s.answer("*", bye(ClosePreAuthCommandLimit, "LIMIT", "Too many commands before login"))
+		return false
+	}
+	if parsed {
+		*idleUntil = time.Now().Add(s.lim.PreAuthIdle)
+	}
+	return true
+}
+
+// servePreAuth answers one parsed command before login. It returns the
+// login, or end when the session ends (its last word said).
+func (s *Session) servePreAuth(cmd *imapwire.Command, held int64) (a authed, end bool) {
+	first := s.preAuthCommands == 0
+	tag := cmd.Tag
+	name := cmd.Name
+	if cmd.Spec == nil || cmd.Spec.States&imapwire.StateNotAuth == 0 {
+		name = "" // not served before login
+	} else if err := s.parser.Check(&imapwire.Context{State: imapwire.StateNotAuth}); err != nil {
+		// The one grammar of the table holds before login too.
+		s.answer(tag, syntaxReply(err))
+		return authed{}, false
+	}
+	switch name {
+	case "CAPABILITY":
+		s.writef("* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", s.preAuthCaps(), tag)
+	case "NOOP":
+		s.writef("%s OK NOOP completed\r\n", tag)
+	case "LOGOUT":
+		s.setReason(CloseLogout)
+		s.writef("* BYE Logging out\r\n%s OK LOGOUT completed\r\n", tag)
+		return authed{}, true
+	case "ID":
+		s.handleID(cmd)
+	case "STARTTLS":
+		if !s.startTLS(tag) {
+			return authed{}, true
+		}
+	case "LOGIN":
+		if len(cmd.Args) != 2 || !isString(cmd.Args[0]) || !isString(cmd.Args[1]) {
+			s.answer(tag, bad("", "LOGIN expects user name and password"))
+			return authed{}, false
+		}
+		return s.login(tag, &Credentials{Mechanism: "LOGIN", User: cmd.Args[0].Value, Password: cmd.Args[1].Value}, nil), false
+	case "AUTHENTICATE":
+		return s.authenticate(cmd, held), false
+	default:
+		if first {
+			// RFC 9051 does not ask for this; it stops cross-protocol
+			// use of the port (HTTP, SMTP, a ClientHello) at once.
+			s.srv.auditor.Security(&s.info, "non-imap-client", "unknown first command")
+			s.answer("*", byeNonIMAP)
+			return authed{}, true
+		}
+		if cmd.Spec != nil {
+			s.answer(tag, bad("", "Log in first"))
+		} else {
+			s.answer(tag, bad("", "Unknown command"))
+		}
+	}
+	return authed{}, false
+}
+
 // readPreAuthCommand reads one whole command, buffering its literals (all
 // small before login), and returns it with the bytes it held (lines,
 // literals, parsed arguments). It returns nil when the command was
-// already answered (syntax error, refused literal) and an error when the
-// session must end.
+// already answered (syntax error, refused literal), to be accounted like
+// any other (preAuthDone), and an error when the session must end.
 func (s *Session) readPreAuthCommand() (*imapwire.Command, int64, error) {
 	first := s.preAuthCommands == 0
 	line, lit, hasLit, err := s.sc.ReadLine()
@@ -115,7 +154,6 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, int64, error) {
 			}
 			return nil, 0, errClose
 		}
-		s.preAuthCommands++
 		s.answer(tagOf(line), syntaxReply(err))
 		return nil, 0, nil
 	}
@@ -140,7 +178,6 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, int64, error) {
 			if err := s.dropLiteral(lit, true, int64(s.lim.MaxBufferedLiteral)); err != nil {
 				return nil, 0, errClose
 			}
-			s.preAuthCommands++
 			if refuse == replyLoginPrivacy {
 				s.info.AuthFailures++
 				s.srv.auditor.Auth(&s.info, AuthEvent{Mechanism: "LOGIN", Attempt: s.info.AuthFailures, Reason: "privacy-required"})
@@ -172,7 +209,6 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, int64, error) {
 		if err != nil {
 			var se *imapwire.SyntaxError
 			if errors.As(err, &se) && !(hasLit && lit.NonSync) {
-				s.preAuthCommands++
 				s.answer(cmd.Tag, syntaxReply(err))
 				return nil, 0, nil
 			}
@@ -209,7 +245,6 @@ func (s *Session) preAuthTooMuch(cmd *imapwire.Command, held int64, lit imapwire
 	if hasLit {
 		s.sc.IgnoreLiteral() // the client waits for a "+" it will not get
 	}
-	s.preAuthCommands++
 	s.answer(cmd.Tag, r)
 	return true, nil
 }

@@ -47,7 +47,9 @@ func TestPrivacyRequired(t *testing.T) {
 	// A literal password is refused before it is asked for: no "+".
 	c.send("a3 LOGIN {5}")
 	c.expect("a3 NO [PRIVACYREQUIRED]")
-	c.transact("a4 NOOP", "a4 OK")
+	// Each refusal was a failed login, the literal's too: the third is
+	// max_auth_failures (Session.preAuthDone).
+	c.expectClosed("* BYE Too many authentication failures")
 }
 
 func TestStartTLSThenLogin(t *testing.T) {
@@ -232,7 +234,8 @@ func TestPreAuthLimits(t *testing.T) {
 	c.transact("a1 NOOP", "a1 OK")
 	c.transact("a2 NOOP", "a2 OK")
 	c.transact("a3 NOOP", "a3 OK")
-	c.send("a4 NOOP")
+	// The third was the last: the session ends without waiting for a
+	// fourth (preAuthDone).
 	c.expectClosed("* BYE [LIMIT]")
 
 	c = dialTLS(t, h.imaps)

@@ -130,12 +130,15 @@ type Limits struct {
 	// AUTHENTICATE exchange with its responses one command; 64 KiB.
 	MaxCommandBytes        int
 	MaxPreAuthCommandBytes int
-	MaxPreAuthCommands     int           // commands before login; 16
-	PreAuthIdle            time.Duration // idle before login; 60 s
-	AuthIdle               time.Duration // idle after login; 30 min (RFC 9051 §5.4: not less)
-	IdleTimeout            time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
-	WriteTimeout           time.Duration // one write to the client; 60 s
-	MaxAuthFailures        int           // failed logins on one connection before BYE; 3
+	// MaxPreAuthCommands bounds the commands before login, however
+	// answered; 16. PreAuthIdle is the idle time before login, restarted
+	// only by a command read whole; 60 s (Session.preAuthDone).
+	MaxPreAuthCommands int
+	PreAuthIdle        time.Duration
+	AuthIdle           time.Duration // idle after login; 30 min (RFC 9051 §5.4: not less)
+	IdleTimeout        time.Duration // one IDLE without DONE; 30 min (≥ the 29 min of RFC 9051 §6.3.13)
+	WriteTimeout       time.Duration // one write to the client; 60 s
+	MaxAuthFailures    int           // failed logins on one connection before BYE; 3
 	// MaxCredentialBytes bounds what a login may give that the proxy
 	// replays to a backend: user name, authorization identity and
 	// password together. Longer is answered NO [LIMIT] before anything is

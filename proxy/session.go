@@ -76,7 +76,8 @@ type Session struct {
 	// (until login; session goroutine only).
 	preAuthSlot bool
 	// closeReason is the first CloseReason set, plus one (0: none yet).
-	closeReason     atomic.Uint32
+	closeReason atomic.Uint32
+	// preAuthCommands: the commands before login so far (preAuthDone).
 	preAuthCommands int
 	// parser is pooled: taken by newSession, given back while the client
 	// pump is parked (clientPump.park) and when the session ends.
@@ -382,10 +383,10 @@ func (s *Session) shutdown() {
 	s.unparkClient()
 }
 
-// waitCommand marks the session as waiting for the next command, with an
-// idle limit. It returns false when the server is draining.
-func (s *Session) waitCommand(idle time.Duration) bool {
-	return s.waitClient(time.Now().Add(idle), nil, 0) == waitReady
+// waitCommand marks the session as waiting for the next command, until
+// the idle limit. It returns false when the server is draining.
+func (s *Session) waitCommand(until time.Time) bool {
+	return s.waitClient(until, nil, 0) == waitReady
 }
 
 // What waitClient found.
