@@ -87,6 +87,7 @@ type rateLimitsConfig struct {
 	IPv4Translators         []string                         `yaml:"ipv4_translators"` // nil: 64:ff9b::/96; []: none
 	MaxConnectionsPerIP     int                              `yaml:"concurrent_connections_per_ip"`
 	MaxUnauthenticatedPerIP int                              `yaml:"unauthenticated_connections_per_ip"`
+	MaxUnauthPerSubnet      int                              `yaml:"unauthenticated_connections_per_subnet"`
 	MaxSessionsPerUser      int                              `yaml:"sessions_per_user"`
 	LoginFailuresPerIP      int                              `yaml:"login_failures_per_ip"`
 	LoginFailuresPerUser    int                              `yaml:"login_failures_per_user"`

@@ -188,6 +188,11 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 		}
 		num(&r.MaxConnectionsPerIP, ratelimit.DefaultMaxConnectionsPerIP)
 		num(&r.MaxUnauthenticatedPerIP, ratelimit.DefaultMaxUnauthenticatedPerIP)
+		slots := proxy.DefaultMaxPreAuthConnections()
+		if l.MaxPreAuthConnections != nil {
+			slots = *l.MaxPreAuthConnections
+		}
+		num(&r.MaxUnauthPerSubnet, unauthPerSubnetDefault(slots))
 		num(&r.MaxSessionsPerUser, ratelimit.DefaultMaxSessionsPerUser)
 		num(&r.LoginFailuresPerIP, ratelimit.DefaultLoginFailuresPerIP)
 		num(&r.LoginFailuresPerUser, ratelimit.DefaultLoginFailuresPerUser)

@@ -104,6 +104,14 @@ func (s *setup) userGroups(user string) []string {
 	return nil
 }
 
+// unauthPerSubnetDefault is rate_limits.unauthenticated_connections_per_subnet
+// when unset: the Limiter's default, or a quarter of the server's
+// connections awaiting login (limits.max_preauth_connections) when that
+// is less, so that one subnet never holds them all.
+func unauthPerSubnetDefault(slots int) int {
+	return min(ratelimit.DefaultMaxUnauthenticatedPerSubnet, max(slots/4, 1))
+}
+
 // buildRateLimits makes the Limiter (on unless rate_limits.enabled is
 // false). The users' groups for group_limits are the policy engine's
 // (userGroups).
@@ -115,7 +123,7 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger,
 		ConnectionsPerIP: c.ConnectionsPerIP, ConnectionsPerSubnet: c.ConnectionsPerSubnet,
 		SubnetBitsV4: c.SubnetBitsV4, SubnetBitsV6: c.SubnetBitsV6, IPBitsV4: c.IPBitsV4, IPBitsV6: c.IPBitsV6,
 		MaxConnectionsPerIP: c.MaxConnectionsPerIP, MaxUnauthenticatedPerIP: c.MaxUnauthenticatedPerIP,
-		MaxSessionsPerUser: c.MaxSessionsPerUser,
+		MaxUnauthenticatedPerSubnet: c.MaxUnauthPerSubnet, MaxSessionsPerUser: c.MaxSessionsPerUser,
 		LoginFailuresPerIP: c.LoginFailuresPerIP, LoginFailuresPerUser: c.LoginFailuresPerUser, LoginFailuresPerUserIP: c.LoginFailuresPerUserIP,
 		LoginFailureWindow: c.LoginFailureWindow.get(0), LockoutBase: c.LockoutBase.get(0), LockoutMax: c.LockoutMax.get(0),
 		LoginFailureDelay: c.LoginFailureDelay.get(0), UserLockoutAllIPs: c.UserLockoutAllIPs, LockoutReason: c.LockoutReason,
@@ -138,6 +146,12 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger,
 	}
 	if s.engine != nil {
 		o.Groups = s.userGroups
+	}
+	slots := s.opts.Limits.MaxPreAuthConnections
+	if o.MaxUnauthenticatedPerSubnet == 0 {
+		o.MaxUnauthenticatedPerSubnet = unauthPerSubnetDefault(slots)
+	} else if n := o.MaxUnauthenticatedPerSubnet; n > 0 && n >= slots {
+		warn("rate_limits.unauthenticated_connections_per_subnet", "%d is not below limits.max_preauth_connections (%d): the hosts of one subnet can hold every connection awaiting login and turn everyone else away", n, slots)
 	}
 	storeErrors := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "imapwarden_ratelimit_store_errors_total", Help: "Failed calls to the shared (Redis) limit store.",

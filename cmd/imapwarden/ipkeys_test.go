@@ -9,13 +9,19 @@ import (
 	"go.uber.org/zap"
 )
 
+// oneBackendConfig is a configuration of one TLS listener and one
+// backend, for tests to add sections to.
+func oneBackendConfig(t *testing.T) string {
+	cf := tlsFiles(t, t.TempDir())
+	return fmt.Sprintf("listeners: [{address: \"127.0.0.1:0\", mode: tls}]\ntls: {certificates: [{cert: %s, key: %s}]}\n"+
+		"backends: {b: {address: \"127.0.0.1:143\", security: plain}}\n", cf.Cert, cf.Key)
+}
+
 // rate_limits.ipv4_translators and the subnet bits load, dump with their
 // defaults, and are checked: a translator prefix of an RFC 6052 length,
 // a subnet no longer than a host.
 func TestRateLimitIPKeyConfig(t *testing.T) {
-	cf := tlsFiles(t, t.TempDir())
-	base := fmt.Sprintf("listeners: [{address: \"127.0.0.1:0\", mode: tls}]\ntls: {certificates: [{cert: %s, key: %s}]}\n"+
-		"backends: {b: {address: \"127.0.0.1:143\", security: plain}}\n", cf.Cert, cf.Key)
+	base := oneBackendConfig(t)
 	load := func(rl string) error {
 		t.Helper()
 		cfg, err := parseConfig([]byte(base + "rate_limits: {" + rl + "}\n"))

@@ -293,6 +293,10 @@ var reloadKeys = map[string]reloadClass{
 	"rate_limits.redis.tls.min_version":              restartOnly,
 	"rate_limits.redis.tls.client_cert.cert":         restartOnly,
 	"rate_limits.redis.tls.client_cert.key":          restartOnly,
+
+	// Counted for each connection under the key it was counted by, so a
+	// new cap or subnet size applies to new connections.
+	"rate_limits.unauthenticated_connections_per_subnet": reloadApplied,
 }
 
 // isConfigSection tells a struct type whose fields are keys of the file

@@ -27,9 +27,10 @@ const (
 	kindFetchBytes
 	kindFetchMsgs
 	kindAppend
-	kindConnIP   // concurrent connections
-	kindUnauthIP // concurrent unauthenticated connections
-	kindSessUser // concurrent sessions
+	kindConnIP       // concurrent connections
+	kindUnauthIP     // concurrent unauthenticated connections
+	kindSessUser     // concurrent sessions
+	kindUnauthSubnet // concurrent unauthenticated connections of a subnet
 )
 
 // Key kinds of LimitResult.Key: what was counted, never who.
@@ -50,7 +51,7 @@ func (k kind) keyName() string {
 	switch k {
 	case kindFailIP, kindConnRateIP, kindConnIP, kindUnauthIP:
 		return keyIP
-	case kindConnRateSubnet:
+	case kindConnRateSubnet, kindUnauthSubnet:
 		return keySubnet
 	case kindFailUserIP:
 		return keyUserIP

@@ -20,6 +20,7 @@ const (
 	LimitConnectionsPerSubnet   = "connections_per_subnet"
 	LimitConcurrentPerIP        = "concurrent_connections_per_ip"
 	LimitUnauthenticatedPerIP   = "unauthenticated_connections_per_ip"
+	LimitUnauthenticatedPerNet  = "unauthenticated_connections_per_subnet"
 	LimitSessionsPerUser        = "sessions_per_user"
 	LimitLoginFailuresPerIP     = "login_failures_per_ip"
 	LimitLoginFailuresPerUser   = "login_failures_per_user"
@@ -37,7 +38,7 @@ const (
 // that metrics can show each series before its first hit.
 var Hits = [][2]string{
 	{LimitConnectionsPerIP, keyIP}, {LimitConnectionsPerSubnet, keySubnet}, {LimitConcurrentPerIP, keyIP},
-	{LimitUnauthenticatedPerIP, keyIP}, {LimitSessionsPerUser, keyUser},
+	{LimitUnauthenticatedPerIP, keyIP}, {LimitUnauthenticatedPerNet, keySubnet}, {LimitSessionsPerUser, keyUser},
 	{LimitLoginFailuresPerIP, keyIP}, {LimitLoginFailuresPerUser, keyUser}, {LimitLoginFailuresPerUserIP, keyUserIP},
 	{LimitCommandsPerSession, keySession}, {LimitCommandsPerUser, keyUser},
 	{LimitFetchBytesPerUser, keyUser}, {LimitFetchMessagesPerUser, keyUser}, {LimitAppendBytesPerUser, keyUser},
@@ -106,7 +107,8 @@ type userLimits struct {
 type connState struct {
 	ip        netip.Addr // the host: unmapped, masked (hostOf); invalid when unknown
 	ipKey     uint64     // concurrent connections of the IP
-	unauthKey uint64     // concurrent unauthenticated connections
+	unauthKey uint64     // concurrent unauthenticated connections of the IP
+	unauthNet uint64     // and of its subnet
 	counted   bool       // Connect counted it: release uncounts it
 	released  atomic.Bool
 	unauth    atomic.Bool
@@ -318,8 +320,10 @@ func (l *Limiter) remoteUp() bool { return l.remote != nil && l.remote.up() }
 
 // Connect counts a new connection: its IP's and subnet's connection rates
 // (shared through Redis when there is one), then its IP's open and
-// unauthenticated connections (in-process: an instance only knows its own
-// sockets).
+// unauthenticated connections and its subnet's unauthenticated ones
+// (in-process: an instance only knows its own sockets). The subnet's cap
+// keeps one subnet's hosts, each under its own cap, from holding every
+// connection the server lets wait for a login (max_preauth_connections).
 func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitConn) {
 	c := l.cfg.Load()
 	st := &connState{ip: c.hostOf(s.ClientAddr)}
@@ -338,6 +342,12 @@ func (l *Limiter) Connect(s *proxy.SessionInfo) (proxy.LimitResult, proxy.LimitC
 			l.local.dec(st.ipKey)
 			return exceeded(LimitUnauthenticatedPerIP, keyIP, codeLimit, reasonConnections), nil
 		}
+		st.unauthNet = h.sum(kindUnauthSubnet, "", subnetOf(st.ip, c.o.SubnetBitsV4, c.o.SubnetBitsV6))
+		if !l.local.inc(st.unauthNet, c.o.MaxUnauthenticatedPerSubnet) {
+			l.local.dec(st.unauthKey)
+			l.local.dec(st.ipKey)
+			return exceeded(LimitUnauthenticatedPerNet, keySubnet, codeLimit, reasonConnections), nil
+		}
 		st.counted = true
 		st.unauth.Store(true)
 	}
@@ -353,8 +363,15 @@ func (l *Limiter) release(st *connState) {
 		return
 	}
 	l.local.dec(st.ipKey)
+	l.leaveUnauth(st)
+}
+
+// leaveUnauth ends a counted connection's unauthenticated counts, once:
+// at its login or its release.
+func (l *Limiter) leaveUnauth(st *connState) {
 	if st.unauth.CompareAndSwap(true, false) {
 		l.local.dec(st.unauthKey)
+		l.local.dec(st.unauthNet)
 	}
 }
 
@@ -600,8 +617,8 @@ func (l *Limiter) session(s *proxy.SessionInfo, st *connState) (proxy.LimitResul
 		return exceeded(LimitSessionsPerUser, keyUser, codeLimit, reasonSessions), nil
 	}
 	st.sess.Store(ss)
-	if st.counted && st.unauth.CompareAndSwap(true, false) {
-		l.local.dec(st.unauthKey)
+	if st.counted {
+		l.leaveUnauth(st)
 	}
 	var once sync.Once
 	return proxy.LimitResult{}, func() {

@@ -259,6 +259,14 @@ type Options struct {
 	// unauthenticated_connections_per_ip: open connections from one IP that
 	// have not logged in yet. Default 100.
 	MaxUnauthenticatedPerIP int
+	// unauthenticated_connections_per_subnet: open connections from one
+	// subnet (SubnetBitsV4, SubnetBitsV6) that have not logged in yet, so
+	// that the hosts of one subnet, each under its own cap, cannot hold
+	// every connection the server lets wait for a login
+	// (proxy.Limits.MaxPreAuthConnections). Default
+	// DefaultMaxUnauthenticatedPerSubnet (cmd/imapwarden: a quarter of
+	// max_preauth_connections when that is less).
+	MaxUnauthenticatedPerSubnet int
 	// sessions_per_user: logged-in sessions of one user. Default 30.
 	MaxSessionsPerUser int
 
@@ -422,6 +430,12 @@ const (
 	DefaultRedisLoginPlaceTTL      = 2 * time.Minute
 )
 
+// DefaultMaxUnauthenticatedPerSubnet is a quarter of the connections
+// awaiting login under the shipped unit (max_preauth_connections 4096),
+// and room for an office behind a few addresses: a client's connection
+// awaits login only for a TLS handshake and a login.
+const DefaultMaxUnauthenticatedPerSubnet = 1024
+
 func defRate(r *Rate, d Rate) {
 	if r.zero() {
 		*r = d
@@ -454,6 +468,7 @@ func (o Options) withDefaults() (Options, error) {
 	o.IPv4Translators = slices.Clone(o.IPv4Translators) // the caller's stays its own
 	defInt(&o.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	defInt(&o.MaxUnauthenticatedPerIP, DefaultMaxUnauthenticatedPerIP)
+	defInt(&o.MaxUnauthenticatedPerSubnet, DefaultMaxUnauthenticatedPerSubnet)
 	defInt(&o.MaxSessionsPerUser, DefaultMaxSessionsPerUser)
 	defInt(&o.LoginFailuresPerIP, DefaultLoginFailuresPerIP)
 	defInt(&o.LoginFailuresPerUser, DefaultLoginFailuresPerUser)

@@ -1,16 +1,13 @@
 package ratelimit
 
 import (
-	"bufio"
 	"crypto/tls"
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/imapwarden/imapwarden/internal/testenv"
 	"github.com/imapwarden/imapwarden/proxy"
 )
 
@@ -31,39 +28,7 @@ func TestAttackOneSubnetHoldsEveryPreAuthSlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	srv, err := proxy.NewServer(proxy.Options{
-		Listeners: []proxy.ListenerOptions{{Name: "imap", Addr: "127.0.0.1:0", Mode: proxy.StartTLS, TLS: tlsConfig(t)}},
-		Router:    &proxy.StaticRouter{Default: &proxy.Backend{Name: "none", Addr: "127.0.0.1:1", Security: proxy.BackendPlain, Login: proxy.LoginCommand}},
-		Limiter:   l,
-		Auditor:   &recAuditor{},
-		Logger:    zaptest.NewLogger(t),
-		Limits:    proxy.Limits{MaxPreAuthConnections: slots},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close(); srv.Wait() })
-	addr := srv.Addrs()[0].String()
-
-	// greeting dials from the local address from and returns the first
-	// line the proxy sends.
-	greeting := func(from string) (net.Conn, string) {
-		d := &net.Dialer{Timeout: testenv.IOTimeout(), LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("dial from %s: %v", from, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		c.SetReadDeadline(time.Now().Add(testenv.IOTimeout()))
-		line, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			t.Fatalf("greeting to %s: %v", from, err)
-		}
-		return c, line
-	}
+	addr := preAuthServer(t, l, proxy.Limits{MaxPreAuthConnections: slots})
 
 	// The attacker: hosts 127.0.0.2, .3, ... of one /24, each up to its
 	// per-host limit, until the proxy turns a connection away.
@@ -72,8 +37,7 @@ attack:
 	for host := 2; host < 255; host++ {
 		from := net.IPv4(127, 0, 0, byte(host)).String()
 		for range 100 {
-			_, line := greeting(from)
-			if !strings.HasPrefix(line, "* OK") {
+			if line := greeting(t, addr, from); !strings.HasPrefix(line, "* OK") {
 				break attack
 			}
 			held++
@@ -82,8 +46,7 @@ attack:
 	t.Logf("one /24 holds %d connections awaiting login (cap %d)", held, slots)
 
 	// Someone else, from another subnet.
-	_, line := greeting("127.0.1.1")
-	if !strings.HasPrefix(line, "* OK") {
+	if line := greeting(t, addr, "127.0.1.1"); !strings.HasPrefix(line, "* OK") {
 		t.Fatalf("a client of another subnet got %q while one /24 held %d of %d pre-login slots; want a greeting",
 			strings.TrimSpace(line), held, slots)
 	}
