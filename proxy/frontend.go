@@ -75,8 +75,16 @@ func (s *Session) preAuthDone(parsed bool, idleUntil *time.Time) bool {
 	if parsed {
 		*idleUntil = time.Now().Add(s.lim.PreAuthIdle)
 	}
+	if preAuthAccounted != nil {
+		preAuthAccounted(parsed)
+	}
 	return true
 }
+
+// preAuthAccounted, when set (tests), is told of each command before login
+// that preAuthDone let the session go on after, and whether it restarted
+// the idle time.
+var preAuthAccounted func(restarted bool)
 
 // servePreAuth answers one parsed command before login. It returns the
 // login, or end when the session ends (its last word said).
