@@ -155,3 +155,78 @@ func TestAttackRedisPlacesLeftByABlipHoldLaterLogins(t *testing.T) {
 		t.Fatalf("with no login in flight, a login of %s from %s waits for a place (%d members left in Redis's sets of logins in flight after the blip); at the end of its wait: %+v", user, ip, stale, o.r)
 	}
 }
+
+// Guesses let through by Redis still hold their places in this process's
+// eyes when Redis stops answering: login() says that, Redis down, "its own
+// logins in flight decide". But a login admitted through Redis is counted
+// only in Redis's sets (places.count sees the in-process store's alone),
+// so once a call fails the in-process check finds every place of the
+// user_ip record free: five guesses in flight from one address, five more
+// let through, ten password checks before a lockout of five.
+func TestAttackRedisOutageForgetsGuessesInFlight(t *testing.T) {
+	srv := startRedis(t)
+	link := newCutLink(t, srv.Addr)
+	c := NewRedisClient(RedisOptions{Addr: link.addr(), Timeout: testRedisTimeout})
+	t.Cleanup(func() { c.Close() })
+	waits := make(chan struct{}, 16)
+	l, _ := newTest(t, func(o *Options) {
+		// The probe must not find Redis again during the test.
+		o.Redis, o.RedisTimeout, o.RedisProbeInterval = c, testRedisTimeout, time.Hour
+		o.OnLoginWait = func() { waits <- struct{}{} }
+	})
+	const ip, user = "192.0.2.1", "alice"
+	var held []proxy.LoginPlace
+	for range DefaultLoginFailuresPerUserIP {
+		s, release := connect(t, l, ip)
+		t.Cleanup(release)
+		r, p := l.handle(s).Login(t.Context(), user)
+		wantOK(t, r)
+		if p == nil {
+			t.Fatalf("login refused a place: %+v", r)
+		}
+		held = append(held, p)
+	}
+	s, release := connect(t, l, ip)
+	t.Cleanup(release)
+	link.set(true) // Redis stops answering: the next call marks it down
+	passed := 0
+	for i := range DefaultLoginFailuresPerUserIP {
+		h := l.handle(s)
+		if i > 0 {
+			s2, release2 := connect(t, l, ip)
+			t.Cleanup(release2)
+			h = l.handle(s2)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		type outcome struct {
+			r proxy.LimitResult
+			p proxy.LoginPlace
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			r, p := h.Login(ctx, user)
+			done <- outcome{r, p}
+		}()
+		select {
+		case o := <-done:
+			if o.p != nil {
+				passed++
+				held = append(held, o.p)
+			}
+		case <-waits:
+			cancel()
+			<-done
+		}
+		cancel()
+	}
+	if l.StoreUp() {
+		t.Fatal("store still up with the link cut")
+	}
+	for _, p := range held {
+		p.Result(false)
+	}
+	if passed > 0 {
+		t.Fatalf("with %d guesses of %s from %s in flight (login_failures_per_user_ip %d), %d more were let through to the password check once Redis stopped answering: %d checks before the lockout",
+			DefaultLoginFailuresPerUserIP, user, ip, DefaultLoginFailuresPerUserIP, passed, DefaultLoginFailuresPerUserIP+passed)
+	}
+}
