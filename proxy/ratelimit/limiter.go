@@ -480,9 +480,8 @@ func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, 
 	c := l.cfg.Load()
 	ip := c.hostOf(s.ClientAddr)
 	var id string
-	local := false
 	if h != nil {
-		ip, id, local = h.ip, h.id, h.id == ""
+		ip, id = h.ip, h.id
 	}
 	now := l.nowNs()
 	keys := l.failKeys(user, ip)
@@ -493,19 +492,14 @@ func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, 
 			// stand, as they may come from an attack still going on.
 			l.local.failReset(keys[2])
 			st.fails[2].Store(0)
-			if l.remoteUp() {
-				_ = l.remote.succeeded(userID(user), ip, n, id)
-			}
-		} else if id != "" && l.remoteUp() {
-			_ = l.remote.release(userID(user), ip, n, id)
+			done := l.remoteUp() && l.remote.succeeded(userID(user), ip, n, id) == nil
+			l.releaseRemote(remotePlace{userID(user), ip, n, id}, done)
+		} else if id != "" {
+			l.releaseRemote(remotePlace{userID(user), ip, n, id}, l.remoteUp() && l.remote.release(userID(user), ip, n, id) == nil)
 		}
 		if h != nil {
 			l.places.mu.Lock()
-			if local {
-				l.places.give(keys[:n])
-			} else {
-				l.places.signal(keys[:n])
-			}
+			l.places.give(keys[:n])
 			l.places.mu.Unlock()
 		}
 		return 0
@@ -518,6 +512,11 @@ func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, 
 			v, recorded = rv, true
 			l.mirrorViews(c, user, ip, &rv, now)
 		}
+	}
+	if !recorded {
+		// The failure is written back when Redis answers; its place
+		// is given back then too.
+		l.releaseRemote(remotePlace{userID(user), ip, n, id}, false)
 	}
 	if h != nil || !recorded {
 		l.places.mu.Lock()
@@ -536,11 +535,8 @@ func (l *Limiter) loginResult(s *proxy.SessionInfo, st *connState, user string, 
 				v[i] = l.local.fail(fk, now, c.pol)
 			}
 		}
-		switch {
-		case local:
+		if h != nil {
 			l.places.give(keys[:n])
-		case h != nil:
-			l.places.signal(keys[:n])
 		}
 		l.places.mu.Unlock()
 	}

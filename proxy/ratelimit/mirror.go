@@ -136,10 +136,12 @@ func kindOfName(name string) (kind, bool) {
 	return 0, false
 }
 
-// writeBack writes the failures counted during an outage, and the
-// mirrored lockouts in force, to Redis, then takes Redis's lockouts in.
+// writeBack gives back the places of logins that ended during an outage,
+// writes the failures counted meanwhile, and the mirrored lockouts in
+// force, to Redis, then takes Redis's lockouts in.
 // Called when Redis answers again.
 func (l *Limiter) writeBack() {
+	l.releaseKept()
 	c := l.cfg.Load()
 	now := l.nowNs()
 	keys, es := l.local.pendingFails(now)

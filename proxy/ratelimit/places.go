@@ -42,7 +42,21 @@ type places struct {
 	// waiting: logins waiting now; waits: logins that waited, ever.
 	waiting atomic.Int64
 	waits   atomic.Uint64
+	// unreleased: places in Redis whose logins ended while it did not
+	// answer, given back when it answers again (Limiter.writeBack), at
+	// most maxUnreleased; the rest lapse after login_place_ttl.
+	unreleased []remotePlace
 }
+
+// remotePlace names one login's place in Redis's sets.
+type remotePlace struct {
+	uid string
+	ip  netip.Addr
+	n   int
+	id  string
+}
+
+const maxUnreleased = 4096
 
 type placeEntry struct {
 	held    int32 // places taken in the in-process store
@@ -203,17 +217,48 @@ func (p *loginPlace) Release() {
 
 // givePlace gives back a place no result took.
 func (l *Limiter) givePlace(h *heldPlace) {
-	if h.id != "" && l.remoteUp() {
-		// A place left in Redis (it is down) lapses after its TTL.
-		_ = l.remote.release(userID(h.user), h.ip, h.n, h.id)
+	if h.id != "" {
+		l.releaseRemote(remotePlace{userID(h.user), h.ip, h.n, h.id}, l.remoteUp() && l.remote.release(userID(h.user), h.ip, h.n, h.id) == nil)
 	}
 	l.places.mu.Lock()
-	if h.id == "" {
-		l.places.give(h.keys[:h.n])
-	} else {
-		l.places.signal(h.keys[:h.n])
+	l.places.give(h.keys[:h.n])
+	l.places.mu.Unlock()
+}
+
+// releaseRemote keeps a place Redis did not take back (done false: it was
+// down, or the call failed) for writeBack: left there, it would hold the
+// record's room until login_place_ttl, and a user's later logins would
+// wait for logins long ended.
+func (l *Limiter) releaseRemote(p remotePlace, done bool) {
+	if done || p.id == "" {
+		return
+	}
+	l.places.mu.Lock()
+	if len(l.places.unreleased) < maxUnreleased {
+		l.places.unreleased = append(l.places.unreleased, p)
 	}
 	l.places.mu.Unlock()
+}
+
+// releaseKept gives Redis back the places kept by releaseRemote; those it
+// does not take are kept for its next recovery.
+func (l *Limiter) releaseKept() {
+	l.places.mu.Lock()
+	if len(l.places.unreleased) == 0 {
+		l.places.mu.Unlock()
+		return
+	}
+	kept := l.places.unreleased
+	l.places.unreleased = nil
+	l.places.mu.Unlock()
+	for i, p := range kept {
+		if err := l.remote.release(p.uid, p.ip, p.n, p.id); err != nil {
+			for _, q := range kept[i:] {
+				l.releaseRemote(q, false)
+			}
+			return
+		}
+	}
 }
 
 // placeID names one login in flight in Redis's sets, unique across a
@@ -260,6 +305,11 @@ func (l *Limiter) login(ctx context.Context, s *proxy.SessionInfo, st *connState
 		if l.remote != nil {
 			if id == "" {
 				id = placeID()
+			}
+			if l.remoteUp() {
+				// Before its room is read: the prober marks Redis up
+				// before its write-back has given these back.
+				l.releaseKept()
 			}
 			r, adm, f, err := l.admitRemote(c, st, user, ip, keys, now, id)
 			switch {
@@ -386,6 +436,11 @@ func (l *Limiter) admitRemote(c *config, st *connState, user string, ip netip.Ad
 			_ = l.remote.release(userID(user), ip, n, id)
 			return lock, false, -1, nil
 		}
+		// Counted here too: should Redis stop answering, this process's
+		// own logins in flight (admitLocal) include the ones Redis let in.
+		l.places.mu.Lock()
+		l.places.take(keys[:n])
+		l.places.mu.Unlock()
 		st.place.hold(heldPlace{user: user, ip: ip, keys: keys, n: n, id: id})
 		return proxy.LimitResult{}, true, -1, nil
 	case reserveLocked:
