@@ -83,18 +83,25 @@ func together(t *testing.T, l *Limiter, waits <-chan struct{}, tries []try) []ou
 func placesLeft(t *testing.T, l *Limiter, ip, user string) int {
 	t.Helper()
 	l.places.mu.Lock()
-	n := 0
+	n, held := 0, 0
 	for _, e := range l.places.m {
 		n += int(e.held) + int(e.waiters)
+		held += int(e.held)
 	}
 	l.places.mu.Unlock()
 	if l.remote != nil {
+		// A place Redis gave is held in this process too (admitRemote):
+		// the two must agree.
+		inRedis := 0
 		for _, k := range l.remote.placeKeys(userID(user), netip.MustParseAddr(ip)) {
 			c, err := l.remote.c.ZCard(t.Context(), k).Result()
 			if err != nil {
 				t.Fatal(err)
 			}
-			n += int(c)
+			inRedis += int(c)
+		}
+		if inRedis != held {
+			t.Errorf("%d places in Redis, %d held in this process", inRedis, held)
 		}
 	}
 	return n
