@@ -90,16 +90,6 @@ func (p *places) give(keys []uint64) {
 	}
 }
 
-// signal wakes the waiters of each record (a place of it changed in
-// Redis); mu held.
-func (p *places) signal(keys []uint64) {
-	for _, k := range keys {
-		if e, ok := p.m[k]; ok {
-			p.put(k, e.signal())
-		}
-	}
-}
-
 func (e placeEntry) signal() placeEntry {
 	if e.wake != nil {
 		close(e.wake)
