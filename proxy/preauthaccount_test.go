@@ -238,8 +238,8 @@ func TestPreAuthIdleRestartedOnlyByParsedCommands(t *testing.T) {
 // TestPreAuthIdleRestartByKind: of each kind of command answered before
 // login, exactly the ones that parsed restart the idle time, told by
 // preAuthDone itself rather than by a clock, so that no stall of a busy
-// machine can fail it. The NOOP after each command is answered only once
-// the session accounted the one before it.
+// machine can fail it. The session answers each command only once it
+// accounted the one before it.
 func TestPreAuthIdleRestartByKind(t *testing.T) {
 	var (
 		mu  sync.Mutex
@@ -263,6 +263,9 @@ func TestPreAuthIdleRestartByKind(t *testing.T) {
 			t.Fatalf("%s: got %q, want %q", k.name, l, "b "+k.want)
 		}
 		c.transact("z NOOP", "z OK")
+		// The session accounts a command after its answer: LOGOUT, which
+		// it does not account, is answered once the NOOP's account is in.
+		c.transact("y LOGOUT", "y OK")
 		mu.Lock()
 		seq := slices.Clone(got)
 		got = got[:0]
@@ -270,6 +273,5 @@ func TestPreAuthIdleRestartByKind(t *testing.T) {
 		if want := []bool{true, !k.read, true}; !slices.Equal(seq, want) {
 			t.Errorf("%s: idle time restarted %v by NOOP, the command, NOOP; want %v", k.name, seq, want)
 		}
-		c.transact("y LOGOUT", "y OK")
 	}
 }
