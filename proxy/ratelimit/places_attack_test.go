@@ -97,17 +97,7 @@ func TestAttackRedisPlacesLeftByABlipHoldLaterLogins(t *testing.T) {
 		o.OnLoginWait = func() { waits <- struct{}{} }
 	})
 	const ip, user = "192.0.2.1", "alice"
-	var held []proxy.LoginPlace
-	for range DefaultLoginFailuresPerUserIP {
-		s, release := connect(t, l, ip)
-		t.Cleanup(release)
-		r, p := l.handle(s).Login(t.Context(), user)
-		wantOK(t, r)
-		if p == nil {
-			t.Fatalf("login refused a place: %+v", r)
-		}
-		held = append(held, p)
-	}
+	held := fillPlaces(t, l, ip, user)
 	// The blip: every login in flight succeeds while Redis is unreachable.
 	link.set(true)
 	for _, p := range held {
@@ -175,17 +165,7 @@ func TestAttackRedisOutageForgetsGuessesInFlight(t *testing.T) {
 		o.OnLoginWait = func() { waits <- struct{}{} }
 	})
 	const ip, user = "192.0.2.1", "alice"
-	var held []proxy.LoginPlace
-	for range DefaultLoginFailuresPerUserIP {
-		s, release := connect(t, l, ip)
-		t.Cleanup(release)
-		r, p := l.handle(s).Login(t.Context(), user)
-		wantOK(t, r)
-		if p == nil {
-			t.Fatalf("login refused a place: %+v", r)
-		}
-		held = append(held, p)
-	}
+	held := fillPlaces(t, l, ip, user)
 	s, release := connect(t, l, ip)
 	t.Cleanup(release)
 	link.set(true) // Redis stops answering: the next call marks it down
@@ -229,4 +209,22 @@ func TestAttackRedisOutageForgetsGuessesInFlight(t *testing.T) {
 		t.Fatalf("with %d guesses of %s from %s in flight (login_failures_per_user_ip %d), %d more were let through to the password check once Redis stopped answering: %d checks before the lockout",
 			DefaultLoginFailuresPerUserIP, user, ip, DefaultLoginFailuresPerUserIP, passed, DefaultLoginFailuresPerUserIP+passed)
 	}
+}
+
+// fillPlaces logs user in from ip until every place of the user_ip record
+// is held (login_failures_per_user_ip at its default), and returns them.
+func fillPlaces(t *testing.T, l *Limiter, ip, user string) []proxy.LoginPlace {
+	t.Helper()
+	var held []proxy.LoginPlace
+	for range DefaultLoginFailuresPerUserIP {
+		s, release := connect(t, l, ip)
+		t.Cleanup(release)
+		r, p := l.handle(s).Login(t.Context(), user)
+		wantOK(t, r)
+		if p == nil {
+			t.Fatalf("login refused a place: %+v", r)
+		}
+		held = append(held, p)
+	}
+	return held
 }
