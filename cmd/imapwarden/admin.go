@@ -296,9 +296,6 @@ func note(r *http.Request, act action) {
 	}
 }
 
-// maxAdminBody bounds an admin write request's body.
-const maxAdminBody = 64 << 10
-
 // adminArgs reads an admin write request's arguments once, strictly, so
 // that what is done and what is recorded are the same reading
 // (ARCHITECTURE.md §6): the query's parameters, each among names and given
@@ -340,12 +337,14 @@ func readAdminArgs(r *http.Request, names []string) (map[string]string, int, err
 		}
 		args[k] = vs[0]
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	// The listener bounds the body (admin.max_body_bytes, startAdminGen).
+	body, err := io.ReadAll(r.Body)
+	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.As(err, &tooLarge):
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes (admin.max_body_bytes)", tooLarge.Limit)
 	case err != nil:
 		return nil, bad, fmt.Errorf("read body: %v", err)
-	case len(body) > maxAdminBody:
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body over %d bytes", maxAdminBody)
 	case len(bytes.TrimSpace(body)) == 0:
 		return args, 0, checkArgs(args)
 	}
@@ -611,6 +610,11 @@ type adminTimeouts struct {
 	MaxConnections                int
 	// MaxConnectionsPerIP: admin.max_connections_per_ip.
 	MaxConnectionsPerIP int
+	// MaxBody bounds a request's body (admin.max_body_bytes), the
+	// console's sign-in form included; MaxHeaderBytes its header
+	// (admin.max_header_bytes; net/http's own default is 1 MiB).
+	MaxBody        int64
+	MaxHeaderBytes int
 }
 
 // Defaults of the admin listener's bounds. The write timeout leaves room
@@ -621,7 +625,7 @@ type adminTimeouts struct {
 // One address gets a quarter of the pool at most, so that one client
 // cannot fill it; the kubelet, a scraper and an operator need a few.
 var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute,
-	MaxConnections: 64, MaxConnectionsPerIP: 16}
+	MaxConnections: 64, MaxConnectionsPerIP: 16, MaxBody: 64 << 10, MaxHeaderBytes: 64 << 10}
 
 // adminLimits bound what the admin listener keeps and does at once.
 type adminLimits struct {

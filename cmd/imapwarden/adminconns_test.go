@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,57 @@ admin: %s
 			t.Errorf("%s: %v", c.admin, err)
 		case c.want != 0 && s.adminTimeouts.MaxConnectionsPerIP != c.want:
 			t.Errorf("%s: max_connections_per_ip %d, want %d", c.admin, s.adminTimeouts.MaxConnectionsPerIP, c.want)
+		}
+	}
+}
+
+// TestAdminRequestBounds: a request's body and header are bounded by
+// admin.max_body_bytes and admin.max_header_bytes (413, 431), on the API
+// as on the console, and a configuration below a header that can hold a
+// token is refused.
+func TestAdminRequestBounds(t *testing.T) {
+	f := startAdminFixture(t, "  max_body_bytes: 1024\n  max_header_bytes: 4096")
+	body := func(n int) string { return strings.Repeat(" ", n) + `{"user":"nobody"}` }
+	if code, out := f.do("POST", "/ratelimit/unlock", testWriteToken, "application/json", body(900)); code == http.StatusRequestEntityTooLarge {
+		t.Errorf("a body under max_body_bytes: %d %s", code, out)
+	}
+	if code, out := f.do("POST", "/ratelimit/unlock", testWriteToken, "application/json", body(1100)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over max_body_bytes: %d %s, want 413", code, out)
+	}
+	if code, out := f.do("POST", "/console/login", "", "application/x-www-form-urlencoded", "token="+strings.Repeat("x", 2000)); code == http.StatusOK || code == http.StatusSeeOther {
+		t.Errorf("a console sign-in over max_body_bytes: %d %s", code, out)
+	}
+	req, err := http.NewRequest("GET", "http://"+f.admin+"/sessions", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testReadToken)
+	req.Header.Set("X-Pad", strings.Repeat("p", 8192))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a header over max_header_bytes: %d, want 431", resp.StatusCode)
+	}
+	if code, out := f.do("GET", "/sessions", testReadToken, "", ""); code != http.StatusOK {
+		t.Errorf("an ordinary request: %d %s", code, out)
+	}
+
+	env := newServeEnv(t)
+	for _, bad := range []string{"max_body_bytes: 0", "max_header_bytes: 100"} {
+		cfg, err := parseConfig(fmt.Appendf(nil, `
+listeners: [{address: "127.0.0.1:0", mode: tls}]
+tls: {certificates: [{cert: %s, key: %s}]}
+backends: {mem: {address: %q, security: plain}}
+admin: {address: "127.0.0.1:0", %s}
+`, env.cert.Cert, env.cert.Key, env.backend, bad))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := build(cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), strings.SplitN(bad, ":", 2)[0]) {
+			t.Errorf("admin %s: %v, want refused", bad, err)
 		}
 	}
 }

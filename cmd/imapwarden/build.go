@@ -979,6 +979,19 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 		// The default is a quarter of a smaller pool.
 		t.MaxConnectionsPerIP = max(min(t.MaxConnectionsPerIP, t.MaxConnections/4), 1)
 	}
+	if c.MaxBodyBytes != nil {
+		t.MaxBody = int64(*c.MaxBodyBytes)
+	}
+	if c.MaxHeaderBytes != nil {
+		t.MaxHeaderBytes = *c.MaxHeaderBytes
+	}
+	// A header must hold a bearer token and the console's cookie.
+	if t.MaxBody <= 0 {
+		p.add("admin.max_body_bytes: must be positive, got %d", t.MaxBody)
+	}
+	if t.MaxHeaderBytes < 4096 {
+		p.add("admin.max_header_bytes: must be at least 4096, got %d", t.MaxHeaderBytes)
+	}
 	s.adminTimeouts = t
 	l := defaultAdminLimits
 	l.ConsoleSessionTTL = c.ConsoleSessionTTL.get(l.ConsoleSessionTTL)

@@ -158,6 +158,10 @@ type adminConfig struct {
 	// MaxConnectionsPerIP bounds those of one client address (16); a
 	// full pool closes an idle keep-alive connection first.
 	MaxConnectionsPerIP *int `yaml:"max_connections_per_ip"`
+	// MaxBodyBytes bounds a request's body (64 KiB), MaxHeaderBytes its
+	// header (64 KiB).
+	MaxBodyBytes   *int `yaml:"max_body_bytes"`
+	MaxHeaderBytes *int `yaml:"max_header_bytes"`
 	// TokenFailuresPerIP wrong tokens (10) of one address in
 	// TokenFailureWindow (5m) refuse its tokens until the window ends.
 	TokenFailuresPerIP *int      `yaml:"token_failures_per_ip"`

@@ -201,6 +201,8 @@ var reloadKeys = map[string]reloadClass{
 	"admin.idle_timeout":           reloadApplied,
 	"admin.max_connections":        reloadApplied,
 	"admin.max_connections_per_ip": reloadApplied,
+	"admin.max_body_bytes":         reloadApplied,
+	"admin.max_header_bytes":       reloadApplied,
 	"admin.token_failures_per_ip":  restartOnly,
 	"admin.token_failure_window":   restartOnly,
 	"admin.console_session_ttl":    restartOnly,
