@@ -88,6 +88,9 @@ func (l *Limiter) Unlock(ctx context.Context, user, ip string) (int, error) {
 		return 0, errors.New("ratelimit: unlock: a user or an ip is required")
 	}
 	n := l.local.unlock(user, addr)
+	// Logins waiting for a place decide again at once: the failures that
+	// left them no room are gone (ARCHITECTURE.md §12).
+	defer l.places.wakeAll()
 	if l.remote == nil {
 		return n, nil
 	}

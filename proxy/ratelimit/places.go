@@ -119,6 +119,16 @@ func (p *places) await(k uint64) <-chan struct{} {
 	return e.wake
 }
 
+// wakeAll wakes every waiter to decide again: records were forgotten
+// (Limiter.Unlock), so a login waiting for a place may have room now.
+func (p *places) wakeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, e := range p.m {
+		p.m[k] = e.signal()
+	}
+}
+
 // leave unregisters a waiter of record k.
 func (p *places) leave(k uint64) {
 	p.mu.Lock()

@@ -364,3 +364,61 @@ func TestRedisPlacesOfDeadProxyLapse(t *testing.T) {
 	wantOK(t, <-ended)
 	p1.Release()
 }
+
+// TestUnlockWakesWaitingLogins: a login waiting for a place because
+// failures left its record room for one login in flight gets through as
+// soon as an administrator unlocks the user, not when the login in
+// flight ends or its session's pre-login time runs out.
+func TestUnlockWakesWaitingLogins(t *testing.T) {
+	forEachStore(t, func(t *testing.T, newTest newFunc) {
+		l, waits := newWaitingTest(t, newTest, func(o *Options) { o.LoginFailuresPerUserIP = 3 })
+		const ip = "192.0.2.7"
+		for range 2 {
+			s, release := connect(t, l, ip)
+			s.User = "alice"
+			h := l.handle(s)
+			r, p := h.Login(t.Context(), "alice")
+			if p == nil {
+				t.Fatalf("login refused: %+v", r)
+			}
+			p.Result(false)
+			release()
+		}
+		// Two failures of three: room for one login in flight.
+		s, release := connect(t, l, ip)
+		defer release()
+		s.User = "alice"
+		r, inFlight := l.handle(s).Login(t.Context(), "alice")
+		if inFlight == nil {
+			t.Fatalf("login refused: %+v", r)
+		}
+		defer inFlight.Release()
+		s2, release2 := connect(t, l, ip)
+		defer release2()
+		s2.User = "alice"
+		done := make(chan outcome, 1)
+		go func() {
+			r, p := l.handle(s2).Login(t.Context(), "alice")
+			if p != nil {
+				p.Release()
+			}
+			done <- outcome{passed: p != nil, res: r}
+		}()
+		select {
+		case <-waits:
+		case o := <-done:
+			t.Fatalf("second login did not wait for a place: %+v", o)
+		}
+		if _, err := l.Unlock(t.Context(), "alice", ""); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case o := <-done:
+			if !o.passed {
+				t.Errorf("the waiting login, after the unlock: %+v", o.res)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the waiting login still waits a minute after the unlock")
+		}
+	})
+}
