@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 )
@@ -452,6 +453,9 @@ func (m *machine) share(v val) (_ val, n int) {
 	if v.c == nil {
 		return v, valSize(v, maxEntry)
 	}
+	if v.c.id != 0 {
+		return v, 40 // shared already
+	}
 	key, ok := appendValKey(m.vkey[:0], v, maxVerdictKey)
 	m.vkey = key
 	if ok {
@@ -461,11 +465,16 @@ func (m *machine) share(v val) (_ val, n int) {
 	}
 	kept := persist(v)
 	size := valSize(kept, maxEntry)
-	if ok && m.p.elements.put(key, kept, size) {
+	// A copy no one holds yet gets its id as it is shared, before the
+	// memos publish it.
+	if ok && m.p.elements.put(key, kept, size, v.c.arena) {
 		return kept, 40
 	}
 	return kept, size
 }
+
+// sharedIDs numbers the collections shared (coll.id).
+var sharedIDs atomic.Uint64
 
 // sharedVals are values persisted once by their exact key, shared by the
 // memos that hold them. Never emptied, so that what a memo counts as
@@ -487,8 +496,9 @@ func (s *sharedVals) get(key []byte) (val, bool) {
 }
 
 // put shares v, of size n, unless full or too large; it reports whether
-// v is shared.
-func (s *sharedVals) put(key []byte, v val, n int) bool {
+// v is shared. When fresh (a copy no one else holds), v gets its id
+// (coll.id): a collection with one is in a sharedVals, counted there.
+func (s *sharedVals) put(key []byte, v val, n int, fresh bool) bool {
 	if n > maxEntry {
 		return false
 	}
@@ -499,6 +509,9 @@ func (s *sharedVals) put(key []byte, v val, n int) bool {
 	}
 	if _, ok := s.m[string(key)]; ok || len(s.m) >= maxShared {
 		return false
+	}
+	if fresh {
+		v.c.id = sharedIDs.Add(1)
 	}
 	s.m[string(key)] = v
 	return true

@@ -120,7 +120,7 @@ func TestBodyExposedFollowsExits(t *testing.T) {
 func TestSharedValsBounded(t *testing.T) {
 	var s sharedVals
 	for i := range 2 * maxShared {
-		shared := s.put(fmt.Appendf(nil, "k%d", i), vInt(int64(i)), 40)
+		shared := s.put(fmt.Appendf(nil, "k%d", i), vInt(int64(i)), 40, false)
 		if shared != (i < maxShared) {
 			t.Fatalf("value %d shared: %v", i, shared)
 		}
@@ -128,7 +128,61 @@ func TestSharedValsBounded(t *testing.T) {
 	if v, ok := s.get([]byte("k0")); !ok || v.n != 0 {
 		t.Fatal("the first value is no longer shared")
 	}
-	if (&sharedVals{}).put([]byte("huge"), vInt(0), maxEntry+1) {
+	if (&sharedVals{}).put([]byte("huge"), vInt(0), maxEntry+1, false) {
 		t.Fatal("a value over maxEntry is shared")
+	}
+}
+
+// TestSharedKeysAreExact: a shared collection's key is its id
+// (appendValKey), which no other collection has: equal keys still mean
+// equal values. Two equal values shared apart have two keys (a miss, not
+// a wrong hit), a value refused by a full sharedVals gets no id, so that
+// share counts it in full, and one with an id is shared already.
+func TestSharedKeysAreExact(t *testing.T) {
+	obj := func(reason string) val {
+		c := &coll{arena: true, keys: []val{vStr("reason")}, vals: []val{vStr(reason)}}
+		return val{k: kObj, c: c}
+	}
+	key := func(v val) string {
+		k, ok := appendValKey(nil, v, maxCallKey)
+		if !ok {
+			t.Fatalf("no key for %v", toAST(v))
+		}
+		return string(k)
+	}
+	p := &program{elements: &sharedVals{}}
+	m := &machine{p: p}
+	a, _ := m.share(obj("no"))
+	b, n := m.share(obj("no"))
+	if a.c != b.c || n != 40 {
+		t.Fatalf("an equal value is shared again: %p %p, counted %d", a.c, b.c, n)
+	}
+	if again, n := m.share(a); again.c != a.c || n != 40 {
+		t.Fatalf("a shared value shared again: counted %d", n)
+	}
+	other, _ := m.share(obj("yes"))
+	if a.c.id == 0 || other.c.id == 0 || a.c.id == other.c.id {
+		t.Fatalf("ids %d and %d", a.c.id, other.c.id)
+	}
+	if key(a) == key(other) || key(a) == key(obj("no")) || key(obj("no")) != key(obj(string([]byte("no")))) {
+		t.Fatal("keys of shared values are not exact")
+	}
+	set := func(es ...val) val { return val{k: kSet, c: &coll{arena: true, keys: es}} }
+	if key(set(a)) == key(set(other)) || key(set(a)) != key(set(b)) {
+		t.Fatal("keys of sets of shared values are not exact")
+	}
+	// A second sharedVals: the same contents, another id.
+	m2 := &machine{p: &program{elements: &sharedVals{}}}
+	c, _ := m2.share(obj("no"))
+	if c.c.id == a.c.id || key(c) == key(a) {
+		t.Fatal("two collections share an id")
+	}
+	// A full sharedVals: no id, counted in full.
+	for i := range maxShared {
+		p.elements.put(fmt.Appendf(nil, "k%d", i), vInt(int64(i)), 40, false)
+	}
+	full, n := m.share(obj("later"))
+	if full.c.id != 0 || n == 40 {
+		t.Fatalf("a value not shared has id %d, counted %d", full.c.id, n)
 	}
 }

@@ -54,6 +54,10 @@ type coll struct {
 	term *ast.Term
 	// arena: made by a machine, valid until its release.
 	arena bool
+	// id, when not 0, names this collection alone (sharedVals.put gives
+	// one to each it shares): never modified, never another's id, so that a
+	// key may hold it for the contents (appendValKey).
+	id uint64
 	// verdict is the collection read as a decision, when it is one and
 	// no arena's (sharedVerdict).
 	verdict atomic.Pointer[sharedVerdict]

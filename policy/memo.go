@@ -257,12 +257,25 @@ func constArgs(prog *program, known constLocals, args []operand) ([]byte, bool) 
 	return key, true
 }
 
+// keyShared begins the key of a shared collection: no vkind.
+const keyShared = 0xff
+
 // appendValKey appends a prefix-free encoding of v: its kind, then its
 // contents, length-prefixed. It reports false for an undefined value, or
 // when key would grow past limit: a string is refused before it is copied,
 // so that key (a machine's scratch, kept across decisions) never grows
 // more than a few bytes past limit.
+//
+// A collection share persisted is its id instead (keyShared): the
+// memos' keys of a denial that recurs (first_denial by deny's value,
+// denied(d) by d's) then hold a few bytes, not the denial's texts. Equal
+// keys still mean equal values, as no id names two collections; an equal
+// value not shared has another key, a miss that evaluates again.
 func appendValKey(key []byte, v val, limit int) ([]byte, bool) {
+	if v.c != nil && v.c.id != 0 {
+		key = binary.AppendUvarint(append(key, keyShared), v.c.id)
+		return key, len(key) <= limit
+	}
 	key = append(key, byte(v.k))
 	switch v.k {
 	case kUndef:
