@@ -474,3 +474,67 @@ func TestLogWaitDirectAgreesWithQueued(t *testing.T) {
 		t.Errorf("the direct path wrote\n%s\nthe writer\n%s", strings.Join(direct, "\n"), strings.Join(queued, "\n"))
 	}
 }
+
+// Group commit: once callers meet at the write side, a LogWait caller
+// leaves its record in the batch and yields before it writes, and the
+// records of the callers ready to run meanwhile join it: one write for
+// all, each caller acknowledged only once that write returned nil. A
+// failing write acknowledges none of them: the writer takes the batch
+// over, and they are acknowledged once it is written.
+func TestLogWaitGroupCommit(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
+			// One thread: the callers started below run in turn, so
+			// that all are ready while the first one yields.
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			sink := &memSink{}
+			tr, err := New(Options{Sink: sink})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			tr.contended.Store(true) // as if callers had met
+			sink.setFail(fail)
+			const n = 8
+			errs := make(chan error, n)
+			var acked atomic.Int32
+			for i := range n {
+				go func() {
+					err := tr.LogWait(cmdRecord(i), testenv.IOTimeout())
+					if err == nil {
+						acked.Add(1)
+					}
+					errs <- err
+				}()
+			}
+			if fail {
+				// Every caller's record is in the failed batch: none is
+				// acknowledged while the sink fails.
+				waitUntil(t, "the writer never retried the batch", func() bool {
+					_, writer := sink.writers()
+					return writer > 1
+				})
+				if k := acked.Load(); k != 0 {
+					t.Fatalf("%d callers acknowledged while their write failed", k)
+				}
+				sink.setFail(false)
+			}
+			for range n {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			direct, _ := sink.writers()
+			if direct != 1 {
+				t.Errorf("%d direct writes for %d records, want 1", direct, n)
+			}
+			if err := tr.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(strings.Fields(commandTags(t, sink))); got != n {
+				t.Errorf("%d command records, want %d", got, n)
+			}
+			mustVerify(t, []string{sink.save(t)}, VerifyOptions{})
+		})
+	}
+}

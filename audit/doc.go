@@ -11,7 +11,8 @@
 //   - Whoever holds the write side (Trail.wmu) owns the chain: the writer
 //     goroutine, or a LogWait caller that found it free and writes the
 //     queued records and its own itself (Trail.logDirect, whose comment
-//     lists the hazards). Log only queues a *Record; the writer numbers
+//     lists the hazards), after yielding once for others' records to join
+//     its write while callers meet there (group commit). Log only queues a *Record; the writer numbers
 //     it (seq), encodes it straight into the batch (jsonLine: the bytes
 //     zapcore's JSON encoder wrote, TestLineMatchesZap; never through the
 //     operational logger, unsampled), and links it to the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,7 +118,7 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 	a.seq.Store(0)
 	r.ack = a
 	if t.direct != nil {
-		switch t.logDirect(r) {
+		switch t.logDirect(r, true) {
 		case directWritten:
 			ackPool.Put(a)
 			return nil
@@ -125,8 +126,8 @@ func (t *Trail) LogWait(r *Record, timeout time.Duration) error {
 			ackPool.Put(a)
 			return ErrClosed
 		case directHandedOver:
-			// r is in the batch the writer now retries: wait for it
-			// like a queued record.
+			// r is in a batch a leader or the writer writes (or
+			// retries): wait for it like a queued record.
 			tm := timerPool.Get().(*time.Timer)
 			tm.Reset(timeout)
 			defer releaseTimer(tm)
@@ -192,7 +193,7 @@ type directResult int
 const (
 	directNot        directResult = iota // r untouched: queue it
 	directWritten                        // r is written: durable
-	directHandedOver                     // r is in the writer's batch: wait for its ack
+	directHandedOver                     // r is in a batch someone else writes: wait for its ack
 	directClosed                         // r untouched: the trail is closed
 )
 
@@ -233,16 +234,28 @@ const (
 //     writes what it left; a closed trail returns directClosed.
 //   - SyncAlways and Drop mode do not come here (New leaves direct nil;
 //     LogWait in Drop mode is Log).
-func (t *Trail) logDirect(r *Record) directResult {
+//
+// Group commit: a LogWait caller (lead) may leave its encoded record in
+// the batch and yield its thread once (gather) before it writes, so that
+// the records of other sessions' commands ready to run on it join the
+// batch (directHandedOver: they wait for their acks) and one write takes
+// them all; a write costs microseconds in the kernel whatever it holds.
+// It gathers only while there is company: the last gather's batch held
+// another's record, or a caller found the write side held since the
+// last look (gather). Each
+// record is still acknowledged only once the write that holds it
+// returned nil (ARCHITECTURE.md §11).
+func (t *Trail) logDirect(r *Record, lead bool) directResult {
 	t.senders.Add(1)
 	defer t.senders.Add(-1)
 	if t.closed.Load() {
 		return directClosed
 	}
 	if !t.wmu.TryLock() {
+		t.contended.Store(true)
 		return directNot
 	}
-	if t.failing || len(t.batch) > 0 {
+	if t.failing || (len(t.batch) > 0 && !t.gathering) {
 		t.wmu.Unlock()
 		return directNot
 	}
@@ -265,6 +278,31 @@ func (t *Trail) logDirect(r *Record) directResult {
 		r.Time = time.Now()
 	}
 	t.add(r)
+	if t.gathering {
+		// A leader yielded and writes this batch when it comes back.
+		t.joined++
+		t.wmu.Unlock()
+		return directHandedOver
+	}
+	if lead && t.gather() {
+		t.gathering = true
+		t.wmu.Unlock()
+		runtime.Gosched()
+		if !t.wmu.TryLock() {
+			// Held: by one joining, or by the writer goroutine (a tick,
+			// a batch it took over). The writer writes what the batch
+			// holds, unless it holds it already.
+			t.wake()
+			return directHandedOver
+		}
+		if !t.gathering {
+			// Written, or taken over by the writer (step): r's ack says.
+			t.wmu.Unlock()
+			return directHandedOver
+		}
+		t.company = t.joined > 0
+		t.gathering, t.joined = false, 0
+	}
 	if !t.writeDirect() {
 		t.wmu.Unlock()
 		t.wake()
@@ -274,12 +312,22 @@ func (t *Trail) logDirect(r *Record) directResult {
 	return directWritten
 }
 
+// gather says whether a leader gathers before it writes (wmu held): the
+// last gather found company, or a caller found the write side held since
+// the last look. A lone session never yields: a yield wakes an idle
+// thread to look for work (runtime.wakep), a futex call and a context
+// switch.
+func (t *Trail) gather() bool {
+	return t.company || t.contended.Swap(false)
+}
+
 // writeDirect writes the batch for logDirect (wmu held). It returns false
 // when it leaves the batch to the writer: the sink would not write it
 // directly now, or the write failed.
 func (t *Trail) writeDirect() bool {
 	wrote, err := t.direct.writeDirect(t.batch)
 	if !wrote {
+		t.gathering = false // the batch is the writer's
 		return false
 	}
 	if err != nil {
@@ -287,6 +335,7 @@ func (t *Trail) writeDirect() bool {
 		// and logs it with its first retry.
 		t.dur.fail(err)
 		t.pendingErr = err
+		t.gathering = false // the batch is the writer's
 		return false
 	}
 	t.wrote()

@@ -165,6 +165,9 @@ type Trail struct {
 	written, dropped, sinkErrors, lastSeq atomic.Uint64
 	droppedQueue                          atomic.Uint64 // part of dropped: Log found the queue full
 	shrunk                                atomic.Uint64 // records over maxRecord, encoded again
+	// contended: a logDirect caller found the write side held since a
+	// leader last looked (gather).
+	contended atomic.Bool
 	// dur tells LogWait and Health what is durable and what fails.
 	dur durability
 
@@ -197,6 +200,13 @@ type Trail struct {
 		reported uint64
 	}
 	failing bool
+	// gathering: a leader left the batch open while it yields
+	// (logDirect): records join it, and whoever writes or takes over the
+	// batch clears it. joined counts the records that joined; company
+	// says the last gather had some.
+	gathering bool
+	company   bool
+	joined    int
 	// pendingErr is a direct write's failure of the batch, handed to
 	// the writer with the batch: flush takes it as its first attempt.
 	pendingErr error
@@ -355,7 +365,7 @@ func (t *Trail) resumeLink(last []byte) error {
 // be durable either way.
 func (t *Trail) Log(r *Record) error {
 	if t.direct != nil {
-		switch t.logDirect(r) {
+		switch t.logDirect(r, false) {
 		case directWritten, directHandedOver:
 			return nil
 		case directClosed:
@@ -466,6 +476,7 @@ func (t *Trail) run() {
 func (t *Trail) step() bool {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	t.gathering = false // a leader's open batch is the writer's now
 	// Take what is queued, so that a burst leaves in one write; write as
 	// soon as the queue is empty, so that a killed process loses at most
 	// what was still queued.
@@ -582,6 +593,7 @@ func (t *Trail) rollback() {
 	t.seq, t.prevHex, t.reported = t.committed.seq, t.committed.prevHex, t.committed.reported
 	t.batch = t.batch[:0]
 	t.pending = 0
+	t.gathering = false
 	if len(t.acks) > 0 {
 		for _, a := range t.acks {
 			a.seq.Store(lostSeq)
@@ -599,6 +611,7 @@ func (t *Trail) wrote() {
 	t.commit()
 	t.batch = t.batch[:0]
 	t.pending = 0
+	t.gathering = false
 	clear(t.acks)
 	t.acks = t.acks[:0]
 	t.unsynced = true
@@ -771,6 +784,7 @@ func (t *Trail) finish() {
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	t.gathering = false
 	// A batch a LogWait caller handed over goes first, whole or rolled
 	// back, as any batch: audit.stop is not held hostage by it.
 	t.flush()
