@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -208,13 +209,19 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 // skipped and counted; Scan does not check the chain: run Verify for
 // that.
 func Scan(files []string, fn func(r *Record, line []byte) error) (skipped int, err error) {
-	return scan(files, nil, fn)
+	return scan(context.Background(), files, nil, fn)
 }
 
 // Query calls fn for the records of the files that match f, in chain
 // order. Kind and time are checked on the record's head before the rest
 // is decoded, which makes narrow queries over large trails fast.
 func Query(files []string, f *Filter, fn func(r *Record, line []byte) error) (skipped int, err error) {
+	return QueryContext(context.Background(), files, f, fn)
+}
+
+// QueryContext is Query that gives up, with ctx's error, once ctx ends:
+// a search whose asker has gone stops reading the trail.
+func QueryContext(ctx context.Context, files []string, f *Filter, fn func(r *Record, line []byte) error) (skipped int, err error) {
 	if err := f.Check(); err != nil {
 		return 0, err
 	}
@@ -226,7 +233,7 @@ func Query(files []string, f *Filter, fn func(r *Record, line []byte) error) (sk
 		}
 		return head.Match(&Record{Kind: h.Kind, Time: ts})
 	}
-	return scan(files, pre, func(r *Record, line []byte) error {
+	return scan(ctx, files, pre, func(r *Record, line []byte) error {
 		if !f.Match(r) {
 			return nil
 		}
@@ -234,12 +241,16 @@ func Query(files []string, f *Filter, fn func(r *Record, line []byte) error) (sk
 	})
 }
 
-func scan(files []string, pre func(h *recordHead) bool, fn func(r *Record, line []byte) error) (skipped int, err error) {
+// scanCheckEvery is how many lines scan reads between looks at its ctx.
+const scanCheckEvery = 4096
+
+func scan(ctx context.Context, files []string, pre func(h *recordHead) bool, fn func(r *Record, line []byte) error) (skipped int, err error) {
 	ordered, err := chainOrder(files)
 	if err != nil {
 		return 0, err
 	}
 	var h recordHead
+	n := 0
 	for _, name := range ordered {
 		f, err := os.Open(name)
 		if err != nil {
@@ -254,6 +265,10 @@ func scan(files []string, pre func(h *recordHead) bool, fn func(r *Record, line 
 			}
 			if line == nil {
 				break
+			}
+			if n++; n%scanCheckEvery == 0 && ctx.Err() != nil {
+				f.Close()
+				return skipped, fmt.Errorf("audit: %w", ctx.Err())
 			}
 			rec := recordStart(line)
 			if !complete || rec == nil {

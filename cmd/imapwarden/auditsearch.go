@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -37,7 +38,7 @@ type searchResult struct {
 
 // searchAudit runs a query over the trail's files, keeping the newest
 // limit matches.
-func (a *admin) searchAudit(fa auditFilterArgs, limit int) (*searchResult, error) {
+func (a *admin) searchAudit(ctx context.Context, fa auditFilterArgs, limit int) (*searchResult, error) {
 	path := a.view.Load().auditPath
 	if path == "" {
 		return nil, errNoTrail
@@ -63,7 +64,9 @@ func (a *admin) searchAudit(fa auditFilterArgs, limit int) (*searchResult, error
 	res := &searchResult{}
 	recs := make([]*audit.Record, limit)
 	lines := make([][]byte, limit)
-	res.Skipped, err = audit.Query(files, &f, func(r *audit.Record, line []byte) error {
+	// A search whose client went away stops: each holds one of
+	// admin.audit_searches while it reads the trail.
+	res.Skipped, err = audit.QueryContext(ctx, files, &f, func(r *audit.Record, line []byte) error {
 		i := res.Matched % limit
 		recs[i], lines[i] = r, append(lines[i][:0], line...)
 		res.Matched++
@@ -98,7 +101,7 @@ func (a *admin) auditSearch(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	res, err := a.searchAudit(filterArgsFrom(q), limit)
+	res, err := a.searchAudit(r.Context(), filterArgsFrom(q), limit)
 	switch {
 	case errors.Is(err, errNoTrail):
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})

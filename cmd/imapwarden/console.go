@@ -455,7 +455,7 @@ func (c *console) auditPage(w http.ResponseWriter, r *http.Request, p *page) {
 	code := http.StatusOK
 	if d.Trail && q.Has("search") {
 		d.Asked = true
-		res, err := c.a.searchAudit(d.Args, d.Limit)
+		res, err := c.a.searchAudit(r.Context(), d.Args, d.Limit)
 		switch {
 		case errors.Is(err, errSearchesBusy):
 			code, p.Error = http.StatusServiceUnavailable, err.Error()
