@@ -696,3 +696,28 @@ func waitParksSoFar(t *testing.T, h *harness, kind parkKind, n int64) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A parked pump resumes on a runner, whose stack grew already, not on a
+// new goroutine whose stack grows again through each command after a
+// parking (ARCHITECTURE.md §5): the goroutines the parked pumps left are
+// taken again.
+func TestResumedPumpsRunOnRunners(t *testing.T) {
+	h, _ := parkHarness(t)
+	c := h.login()
+	c.transact("s SELECT INBOX", "s OK")
+	const cycles = 5
+	var reused int64
+	for i := range cycles {
+		waitParked(t, h, 1)
+		waitClientsParked(t, h, 1)
+		waitNoPumpGoroutines(t)
+		before := h.srv.runners.reused.Load()
+		c.transact(fmt.Sprintf("n%d NOOP", i), fmt.Sprintf("n%d OK", i))
+		reused += h.srv.runners.reused.Load() - before
+	}
+	// Each NOOP resumed the client pump and the backend pump.
+	if reused < 2*cycles {
+		t.Errorf("%d of %d resumed pumps ran on a waiting runner", reused, 2*cycles)
+	}
+	c.transact("z LOGOUT", "z OK")
+}

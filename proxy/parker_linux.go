@@ -13,7 +13,7 @@ import (
 // parker watches the connections of parked pumps (ARCHITECTURE.md §5):
 // one epoll set per Server, itself waited on through the runtime's
 // poller, so that a session idle between commands or in IDLE keeps no
-// goroutine. A parked pump is started again on a new goroutine when its
+// goroutine. A parked pump is started again on a runner (start) when its
 // connection becomes readable (or closes), when its deadline passes, or
 // when something else needs it (wake).
 type parker struct {
@@ -39,6 +39,9 @@ type parker struct {
 	// idle session's heap (ARCHITECTURE.md §16).
 	deadlines deadlineHeap
 	timer     *time.Timer
+	// start runs a resumed pump: the server's runners, whose stacks
+	// grew already (runners.go), nil for a new goroutine each.
+	start func(func())
 }
 
 // resumer is a parked pump: resume runs it again, on a new goroutine.
@@ -248,6 +251,13 @@ func (pp *parkedPump) wake() {
 	}
 	pp.mu.Unlock()
 	pp.pk.forget(pp)
+	if start := pp.pk.start; start != nil {
+		// A waiting runner's stack has grown already: a pump resumed on
+		// a new goroutine grew its stack again for each command after a
+		// parking (ARCHITECTURE.md §5).
+		start(pp.pump.resume)
+		return
+	}
 	go pp.pump.resume()
 }
 

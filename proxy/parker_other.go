@@ -10,7 +10,7 @@ import (
 
 // parker is Linux's (parker_linux.go); elsewhere pumps keep their
 // goroutine while idle.
-type parker struct{}
+type parker struct{ start func(func()) }
 
 type parkKind uint8
 

@@ -169,6 +169,7 @@ func (s *Server) Start() error {
 		}
 	}
 	if pk, err := newParker(); err == nil {
+		pk.start = s.runners.run
 		s.parker = pk
 	} else {
 		s.log.Info("idle backend pumps keep their goroutine", zap.Error(err))
