@@ -54,21 +54,7 @@ backends: {mem: {address: %q, security: plain}}
 admin: {address: ""}
 lame_duck: 0s
 `, bundle, env.cert.Cert, env.cert.Key, env.backend))
-	reload := func() (*setup, error) {
-		cfg, err := loadConfigFile(cfgFile)
-		if err != nil {
-			return nil, err
-		}
-		return check(cfg, log)
-	}
-	hup := make(chan os.Signal)
-	addrs, _, cancel, done := serve(t, s, log, hup, reload)
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	addrs, hup := serveReloading(t, s, cfgFile, log)
 	// greeted reports whether a handshake with the retired CA's
 	// certificate gets the greeting: in TLS 1.3 a refused client
 	// certificate shows at the first read. No session cache: every

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -80,21 +81,7 @@ backends: {mem: {address: %q, security: plain}}
 admin: {address: ""}
 lame_duck: 0s
 `, env.cert.Cert, env.cert.Key, env.backend))
-		reload := func() (*setup, error) {
-			cfg, err := loadConfigFile(cfgFile)
-			if err != nil {
-				return nil, err
-			}
-			return check(cfg, log)
-		}
-		hup := make(chan os.Signal)
-		addrs, _, cancel, done := serve(t, s, log, hup, reload)
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
+		addrs, hup := serveReloading(t, s, cfgFile, log)
 		first := servedSerial(t, addrs[0].String())
 
 		renewed := renewWorldReadable(t, env.cert, []string{"imap.example.com", "localhost", "127.0.0.1"})
@@ -139,6 +126,28 @@ lame_duck: 0s
 			t.Errorf("admin.tls re-read %s, mode 0644 (other users may read the private key), and serves its certificate (serial %s, was %s); at start the same file is refused", admin.Key, got, first)
 		}
 	})
+}
+
+// serveReloading serves s until the test ends; a send on hup is a
+// SIGHUP, which reloads cfgFile.
+func serveReloading(t *testing.T, s *setup, cfgFile string, log *zap.Logger) ([]net.Addr, chan<- os.Signal) {
+	t.Helper()
+	reload := func() (*setup, error) {
+		cfg, err := loadConfigFile(cfgFile)
+		if err != nil {
+			return nil, err
+		}
+		return check(cfg, log)
+	}
+	hup := make(chan os.Signal)
+	addrs, _, cancel, done := serve(t, s, log, hup, reload)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return addrs, hup
 }
 
 // waitAnyLog waits until one of msgs is logged.
