@@ -11,14 +11,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Secret refuses a secret file (a token, a password, password hashes, a
 // private key) that other users may read or write: a 0644 file made under
 // umask 022 hands it to every local account. Group access stays allowed
-// (the Debian package's 0640 root:imapwarden). Its directory must not let
-// others replace it (Trusted). A file that cannot be read is left to its
-// reader to report.
+// (the Debian package's 0640 root:imapwarden). No directory on the way to
+// it may let others replace it (Trusted). A file that cannot be read is
+// left to its reader to report.
 func Secret(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -27,15 +28,14 @@ func Secret(path string) error {
 	if m := fi.Mode().Perm(); m&0o007 != 0 {
 		return fmt.Errorf("%s is mode %04o: other users may read or change it; chmod 600 %s (or 640 with the service's group)", path, m, path)
 	}
-	return dirTrusted(path, fi)
+	return pathTrusted(path)
 }
 
 // Trusted refuses a file or directory that decides what the proxy does
 // (the configuration, a policy, the groups file) when other users may
-// change it: it is writable by others, or sits in a directory writable by
-// others (who may rename another file over it), unless that directory is
-// sticky and the file is the service's or root's. A read-only filesystem
-// (a Kubernetes ConfigMap) changes nothing whatever its bits. A file that
+// change it: it is writable by others, or a directory on the way to it
+// lets others replace it (pathTrusted). A read-only filesystem (a
+// Kubernetes ConfigMap) changes nothing whatever its bits. A file that
 // cannot be read is left to its reader to report.
 func Trusted(path string) error {
 	fi, err := os.Stat(path)
@@ -49,18 +49,96 @@ func Trusted(path string) error {
 		}
 		return fmt.Errorf("%s is a %s of mode %04o: other users may change it; chmod o-w %s", path, what, m, path)
 	}
-	return dirTrusted(path, fi)
+	return pathTrusted(path)
 }
 
-// dirTrusted refuses a file whose directory lets others replace it.
-func dirTrusted(path string, fi fs.FileInfo) error {
-	dir := filepath.Dir(path)
-	di, err := os.Stat(dir)
-	if err != nil || di.Mode().Perm()&0o002 == 0 || readOnlyFS(dir) {
+// maxLinks bounds the symbolic links followed, as the kernel's ELOOP does
+// (path_resolution(7)).
+const maxLinks = 40
+
+// pathTrusted refuses a path that a directory looked up in while resolving
+// it lets others replace. As sshd's StrictModes, that is every directory up
+// to / of the path itself, of each symbolic link's target (a Kubernetes
+// volume's "..data" links), and of the file finally read: whoever may
+// write one renames what it holds away and puts their own in its place.
+// Each must be root's or this user's and not writable by others, unless it
+// is sticky and the entry looked up is root's or this user's (/tmp), or it
+// is on a read-only filesystem. Group write stays the operator's choice.
+func pathTrusted(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil // no working directory: the reader reports it
+	}
+	rest := split(abs)
+	cur, links := "/", 0
+	dirs := map[string]fs.FileInfo{}
+	for len(rest) > 0 {
+		name := rest[0]
+		rest = rest[1:]
+		if name == ".." {
+			cur = filepath.Dir(cur) // cur is resolved: its parent was looked up in already
+			continue
+		}
+		next := filepath.Join(cur, name)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			return nil
+		}
+		if err := dirGuards(path, cur, fi, dirs); err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return nil // ELOOP: the reader reports it
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return nil
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(split(target), rest...)
+	}
+	return nil
+}
+
+// split is a path's names, without the empty and "." ones.
+func split(p string) []string {
+	var out []string
+	for _, n := range strings.Split(p, "/") {
+		if n != "" && n != "." {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// dirGuards refuses directory dir, looked up in for entry while resolving
+// path, when others may replace entry in it.
+func dirGuards(path, dir string, entry fs.FileInfo, seen map[string]fs.FileInfo) error {
+	di, ok := seen[dir]
+	if !ok {
+		var err error
+		if di, err = os.Stat(dir); err != nil {
+			return nil
+		}
+		seen[dir] = di
+	}
+	if readOnlyFS(dir) {
 		return nil
 	}
-	if di.Mode()&fs.ModeSticky != 0 && ownedBySelfOrRoot(fi) {
-		return nil // only the file's owner may rename or remove it
+	if !dirOwnerOK(di) {
+		return fmt.Errorf("%s is under directory %s of another user (%s): they may replace it; chown root %s", path, dir, owner(di), dir)
 	}
-	return fmt.Errorf("%s is in directory %s of mode %04o: other users may replace it; chmod o-w %s", path, dir, di.Mode().Perm(), dir)
+	if di.Mode().Perm()&0o002 == 0 {
+		return nil
+	}
+	if di.Mode()&fs.ModeSticky != 0 && ownedBySelfOrRoot(entry) {
+		return nil // only the entry's owner may rename or remove it
+	}
+	return fmt.Errorf("%s is under directory %s of mode %04o: other users may replace it; chmod o-w %s", path, dir, di.Mode().Perm(), dir)
 }

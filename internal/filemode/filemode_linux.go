@@ -3,6 +3,7 @@ package filemode
 import (
 	"io/fs"
 	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -18,4 +19,14 @@ func readOnlyFS(path string) bool {
 func ownedBySelfOrRoot(fi fs.FileInfo) bool {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	return ok && (st.Uid == 0 || int(st.Uid) == os.Geteuid())
+}
+
+// dirOwnerOK says whether a directory's owner is root or this user.
+func dirOwnerOK(fi fs.FileInfo) bool { return ownedBySelfOrRoot(fi) }
+
+func owner(fi fs.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return "uid " + strconv.FormatUint(uint64(st.Uid), 10)
+	}
+	return "unknown"
 }
