@@ -58,6 +58,11 @@ type ServerOptions struct {
 	// Logger receives reloads, certificate events and refused handshakes;
 	// nil means zap.NewNop().
 	Logger *zap.Logger
+	// CheckKey, when set, judges each private key file before every read
+	// (NewServer, Reload, Watch): an error fails that load, which keeps
+	// the current set, as a key that does not parse does. The caller
+	// refuses keys other users may read with it.
+	CheckKey func(path string) error
 }
 
 // Server owns the client-facing TLS configuration and its certificates.
@@ -372,6 +377,11 @@ func (s *Server) load() (*certSet, error) {
 	}
 	now := time.Now()
 	for _, cf := range s.opts.Certificates {
+		if s.opts.CheckKey != nil {
+			if err := s.opts.CheckKey(cf.Key); err != nil {
+				return nil, fileErrorf(cf.Key, "tlsterm: load %s: %w", cf.Key, err)
+			}
+		}
 		cert, err := loadKeyPair(cf)
 		if err != nil {
 			return nil, err

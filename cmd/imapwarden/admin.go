@@ -32,6 +32,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/imapwarden/imapwarden/audit"
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/internal/termsafe"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
@@ -670,12 +671,25 @@ type certStamp struct {
 func newReloadingCert(cert, key string) (*reloadingCert, error) {
 	r := &reloadingCert{cert: cert, key: key}
 	r.stamp = r.stamps()
-	c, err := tls.LoadX509KeyPair(cert, key)
+	c, err := r.load()
 	if err != nil {
 		return nil, err
 	}
-	r.cur = &c
+	r.cur = c
 	return r, nil
+}
+
+// load reads the pair, the key only when no other user may read it
+// (filemode.Secret), at start and at every re-read alike.
+func (r *reloadingCert) load() (*tls.Certificate, error) {
+	if err := filemode.Secret(r.key); err != nil {
+		return nil, err
+	}
+	c, err := tls.LoadX509KeyPair(r.cert, r.key)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
 }
 
 func (r *reloadingCert) stamps() [2]certStamp {
@@ -697,9 +711,9 @@ func (r *reloadingCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		// Stamped before reading: a write that lands meanwhile is read
 		// again at the next handshake. A pair that fails is not read
 		// again until it changes.
-		c, err := tls.LoadX509KeyPair(r.cert, r.key)
+		c, err := r.load()
 		if err == nil {
-			r.cur = &c
+			r.cur = c
 		}
 		r.stamp = st
 		if r.report != nil {

@@ -371,6 +371,7 @@ func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger, checkOnly bool, c
 		ExpiryWarning:     c.ExpiryWarning.get(0),
 		OnEvent:           cm.event(log.Named("tls")),
 		Logger:            log.Named("tls"),
+		CheckKey:          filemode.Secret, // at every re-read too (SIGHUP, the poll)
 	}
 	if mgr != nil {
 		if checkOnly {
