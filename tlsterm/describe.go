@@ -11,7 +11,7 @@ import (
 type ConnInfo struct {
 	Version           string // "TLS1.2", "TLS1.3"
 	Cipher            string // tls.CipherSuiteName, e.g. "TLS_AES_128_GCM_SHA256"
-	ServerName        string // SNI sent by the client, "" if none
+	ServerName        string // SNI sent by the client as certificate selection reads it (FoldSNI), "" if none
 	ALPN              string // negotiated protocol, "" if none
 	ClientCertSubject string // subject of the peer's leaf certificate (RFC 2253 form), "" if none
 	// ClientCertSANs are the leaf's subject alternative names, each with
@@ -33,7 +33,7 @@ type ConnInfo struct {
 func Describe(cs tls.ConnectionState) ConnInfo {
 	ci := ConnInfo{
 		Version:    versionName(cs.Version),
-		ServerName: cs.ServerName,
+		ServerName: FoldSNI(cs.ServerName),
 		ALPN:       cs.NegotiatedProtocol,
 		Resumed:    cs.DidResume,
 	}

@@ -263,7 +263,7 @@ func challengeConfig(cert *tls.Certificate) *tls.Config {
 // crypto/tls send unrecognized_name.
 func (s *Server) getCertificate(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	set := s.current.Load()
-	name := strings.TrimSuffix(strings.ToLower(chi.ServerName), ".")
+	name := FoldSNI(chi.ServerName)
 	if name == "" {
 		return s.defaultCert(set, chi)
 	}
@@ -282,6 +282,13 @@ func (s *Server) getCertificate(chi *tls.ClientHelloInfo) (*tls.Certificate, err
 		ce.Write(zap.String("reason", "sni"), zap.String("sni", chi.ServerName), remoteField(chi))
 	}
 	return nil, nil
+}
+
+// FoldSNI is the one reading of a client's SNI: lower case, no trailing
+// dot (DNS names compare so, RFC 4343). Certificate selection, resumption
+// and ConnInfo (policy input, the audit trail) all read it through this.
+func FoldSNI(name string) string {
+	return strings.TrimSuffix(strings.ToLower(name), ".")
 }
 
 // defaultCert is the first static certificate, else the Manager's default.
