@@ -99,6 +99,9 @@ func (s *Server) ListenerConfig(o ClientAuthOptions) (*tls.Config, error) {
 	}
 
 	cfg := s.cfg.Clone()
+	if s.tickets != nil {
+		s.bindSessions(cfg)
+	}
 	cfg.ClientCAs = pool
 	cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	if o.Mode == ClientAuthRequire {

@@ -163,6 +163,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	if s.tickets != nil {
 		s.tickets.register(s.cfg, "")
+		s.bindSessions(s.cfg)
 	}
 	if err := s.Reload(); err != nil {
 		return nil, err

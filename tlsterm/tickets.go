@@ -1,6 +1,7 @@
 package tlsterm
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -117,4 +118,46 @@ func derive(master [32]byte, label string) [32]byte {
 	var k [32]byte
 	copy(k[:], m.Sum(nil))
 	return k
+}
+
+// sniExtra starts the SessionState.Extra entry that holds the SNI a
+// ticket was issued under (FoldSNI).
+const sniExtra = "imapwarden sni\x00"
+
+// bindSessions ties each ticket cfg issues to the SNI it was issued under:
+// crypto/tls picks no certificate for a session it resumes, so
+// GetCertificate (StrictSNI) never sees the name. A ticket offered under
+// another name, or under one StrictSNI would now refuse, is not resumed
+// and the handshake is a full one (RFC 6066 §3: the server "MUST NOT
+// accept the request to resume the session if the server_name extension
+// contains a different name"). Each config that issues tickets is bound
+// to itself: a Clone's closures would use the original's keys.
+func (s *Server) bindSessions(cfg *tls.Config) {
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, []byte(sniExtra+FoldSNI(cs.ServerName)))
+		return cfg.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := cfg.DecryptTicket(identity, cs)
+		if ss == nil || err != nil || !s.resumable(ss, FoldSNI(cs.ServerName)) {
+			return nil, err
+		}
+		return ss, nil
+	}
+}
+
+// resumable says whether a ticket's session may resume under SNI name:
+// it was issued under that name, and StrictSNI, if set, would serve it
+// now. A name only the Manager covers gets a full handshake, which asks it.
+func (s *Server) resumable(ss *tls.SessionState, name string) bool {
+	var issued [][]byte
+	for _, e := range ss.Extra {
+		if v, ok := bytes.CutPrefix(e, []byte(sniExtra)); ok {
+			issued = append(issued, v)
+		}
+	}
+	if len(issued) != 1 || string(issued[0]) != name {
+		return false
+	}
+	return !s.opts.StrictSNI || name == "" || s.current.Load().lookup(name) != nil
 }
