@@ -223,3 +223,57 @@ func TestParseClientAuth(t *testing.T) {
 		t.Error("ParseClientAuth(optional) accepted")
 	}
 }
+
+// Reload re-reads the client CA bundle: a CA removed from it is refused
+// (resumption included), a bundle that does not load keeps the one in
+// force, and the retired CA's session does not resume.
+func TestReloadClientCAs(t *testing.T) {
+	serverCA, a, _ := twoCerts(t)
+	retired, current := newCA(t), newCA(t)
+	s := newServer(t, ServerOptions{Certificates: []CertFile{a}})
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bundle, append(append([]byte{}, retired.CertPEM...), current.CertPEM...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := s.ListenerConfig(ClientAuthOptions{Mode: ClientAuthRequire, CAFile: bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := serveTLS(t, cfg, echo)
+	mallory, alice := clientCert(t, retired, "mallory"), clientCert(t, current, "alice")
+	cache := tls.NewLRUClientSessionCache(4)
+	as := func(c *tls.Certificate) *tls.Config {
+		cc := clientCfg(serverCA.Pool(), "mail.example.com", "imap")
+		cc.GetClientCertificate = present(c)
+		cc.ClientSessionCache = cache
+		return cc
+	}
+	mustDial(t, ts.addr, as(&mallory)) // reads the TLS 1.3 ticket
+	ts.result(t)
+
+	if err := os.WriteFile(bundle, []byte("not PEM"), 0o644); err == nil {
+		if err := s.Reload(); err == nil || !strings.Contains(err.Error(), bundle) {
+			t.Errorf("Reload of a bundle that does not load: %v, want an error naming it", err)
+		}
+	}
+	mustDial(t, ts.addr, as(&mallory))
+	if r := ts.result(t); r.err != nil {
+		t.Fatalf("a bundle that did not load replaced the one in force: %v", r.err)
+	}
+
+	if err := os.WriteFile(bundle, current.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dial(t, ts.addr, as(&mallory))
+	wantRefused(t, c, err, "certificate")
+	if r := ts.result(t); r.err == nil {
+		t.Errorf("the removed CA's certificate still passes (resumed %v)", r.state.DidResume)
+	}
+	mustDial(t, ts.addr, as(&alice))
+	if r := ts.result(t); r.err != nil {
+		t.Errorf("the CA kept: %v", r.err)
+	}
+}

@@ -1,6 +1,7 @@
 package tlsterm
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -79,9 +80,12 @@ type Server struct {
 
 	current atomic.Pointer[certSet] // read on every handshake, swapped by Reload
 
-	reloadMu sync.Mutex  // serializes Reload so an older set never replaces a newer one
-	seenMu   sync.Mutex  // guards seen
-	seen     []fileStamp // what the files looked like at the last load attempt
+	reloadMu sync.Mutex   // serializes Reload so an older set never replaces a newer one
+	casMu    sync.Mutex   // guards cas
+	cas      []*clientCAs // the client-certificate listeners' bundles, re-read by Reload
+
+	seenMu sync.Mutex  // guards seen
+	seen   []fileStamp // what the files looked like at the last load attempt
 
 	expiryMu sync.Mutex      // serializes checkExpiry
 	warned   map[string]bool // certificates already reported CertExpiring
@@ -338,8 +342,9 @@ func pick(cands []*tls.Certificate, chi *tls.ClientHelloInfo) *tls.Certificate {
 	return cands[0]
 }
 
-// Reload re-reads all certificate files. On any error the current set is kept
-// and the error, naming the file, is returned. Established sessions and
+// Reload re-reads all certificate files and the listeners' client CA
+// bundles. On any error the current set (or bundle) is kept and the
+// error, naming the file, is returned. Established sessions and
 // handshakes in progress are untouched; new handshakes see the new set.
 func (s *Server) Reload() error {
 	s.reloadMu.Lock()
@@ -347,10 +352,28 @@ func (s *Server) Reload() error {
 
 	// Stat before reading: a change that lands between the two is then seen
 	// again by Watch rather than missed.
-	stamps := stampFiles(s.opts.Certificates)
+	stamps := s.stampAll()
 	s.seenMu.Lock()
 	s.seen = stamps
 	s.seenMu.Unlock()
+	certErr, caErr := s.reloadCerts(), s.reloadClientCAs()
+	if certErr == nil || caErr == nil {
+		return cmp.Or(certErr, caErr)
+	}
+	return errors.Join(certErr, caErr)
+}
+
+// stampAll stamps the certificate files and the client CA bundles.
+func (s *Server) stampAll() []fileStamp {
+	st := stampFiles(s.opts.Certificates)
+	for _, f := range s.caFiles() {
+		st = append(st, stamp(f))
+	}
+	return st
+}
+
+// reloadCerts re-reads the certificate files; called with s.reloadMu held.
+func (s *Server) reloadCerts() error {
 
 	set, err := s.load()
 	if err != nil {
@@ -522,7 +545,7 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		s.checkExpiry()
-		now := stampFiles(s.opts.Certificates)
+		now := s.stampAll()
 		s.seenMu.Lock()
 		changed := !slices.EqualFunc(now, s.seen, func(a, b fileStamp) bool {
 			return a.size == b.size && a.modTime.Equal(b.modTime)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,13 @@ func (tk *ticketKeys) register(cfg *tls.Config, label string) {
 	defer tk.mu.Unlock()
 	tk.configs = append(tk.configs, labeledConfig{cfg, label})
 	cfg.SetSessionTicketKeys(tk.keysLocked(label))
+}
+
+// unregister stops giving cfg keys: a client CA bundle replaced.
+func (tk *ticketKeys) unregister(cfg *tls.Config) {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	tk.configs = slices.DeleteFunc(tk.configs, func(lc labeledConfig) bool { return lc.cfg == cfg })
 }
 
 // maybeRotate is called on every handshake, before crypto/tls looks at a

@@ -488,6 +488,13 @@ func applyReload(s, ns *setup, srv *proxy.Server, as *adminServer, log *zap.Logg
 			return fmt.Errorf("policy: %w", err)
 		}
 	}
+	if s.tls != nil {
+		// The client CA bundles are re-read in place, as the policy files:
+		// a reload reported applied trusts what they hold now.
+		if err := s.tls.ReloadClientCAs(); err != nil {
+			return fmt.Errorf("listeners[].client_ca_file: %w", err)
+		}
+	}
 	d.Decider = nil
 	if engine != nil {
 		d.Decider = engine
