@@ -971,17 +971,20 @@ func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64
 	return nil
 }
 
-// auditAlias records the refusal of a name that reaches the user's own
+// auditAlias records a refusal the parser marks for the trail
+// (imapwire.SyntaxError.Audit): a name that reaches the user's own
 // mailbox through the other users' namespace (imapwire.ErrOwnMailboxAlias)
 // or another user's whose login has no one reading (imapwire.
-// ErrOwnerUnread), or one under a declared alias namespace with no one
-// personal name (imapwire.ErrAliasUnread): an attempt on a mailbox under a name policies do not
-// know is worth the trail, unlike other syntax errors; so is an attempt
-// to destroy or copy the saved result "$", which the trail cannot name
-// (imapwire.ErrSavedResultUnnamed). The reply is a BAD.
+// ErrOwnerUnread), one under a declared alias namespace with no one
+// personal name (imapwire.ErrAliasUnread), a list-wildcard where one
+// mailbox is named (imapwire.ErrNameWildcard): an attempt on a mailbox
+// under a name policies do not know is worth the trail, unlike other
+// syntax errors; so is an attempt to destroy or copy the saved result
+// "$", which the trail cannot name (imapwire.ErrSavedResultUnnamed). The
+// reply is a BAD.
 func (p *clientPump) auditAlias(cmd *imapwire.Command, err error, start time.Time, bytesIn int64) error {
 	se, _ := err.(*imapwire.SyntaxError)
-	if se == nil || se != imapwire.ErrOwnMailboxAlias && se != imapwire.ErrOwnerUnread && se != imapwire.ErrAliasUnread && se != imapwire.ErrSavedResultUnnamed {
+	if se == nil || !se.Audit {
 		return nil
 	}
 	s := p.s

@@ -63,6 +63,10 @@ type SyntaxError struct {
 	// the proxy knows, so it is not relayed; the answer is a tagged NO
 	// rather than BAD, which would tell the client its syntax is wrong.
 	Refuse bool
+	// Audit: the refusal is an attempt on a mailbox under a name policies
+	// do not know, or on messages the trail cannot name, and is recorded
+	// (ARCHITECTURE.md §10), unlike other syntax errors.
+	Audit bool
 }
 
 func (e *SyntaxError) Error() string { return "imapwire: " + e.Msg }

@@ -139,7 +139,7 @@ var savedResultRefused = effs(EffMarkDeleted, EffExpunge, EffCreateMessages)
 
 // ErrSavedResultUnnamed refuses "$" in a command that marks deleted,
 // expunges, copies or moves.
-var ErrSavedResultUnnamed = &SyntaxError{Code: "CANNOT",
+var ErrSavedResultUnnamed = &SyntaxError{Code: "CANNOT", Audit: true,
 	Msg: "the saved search result ($) cannot be marked deleted, expunged, copied or moved through this proxy: name the messages"}
 
 // top returns a cursor over the command's arguments.
@@ -340,7 +340,7 @@ func (k *checker) mailbox(cu *cursor, canon, raw *string) bool {
 		return false
 	}
 	name, err := k.ctx.Canonical(v)
-	if err == ErrOwnMailboxAlias || err == ErrOwnerUnread || err == ErrAliasUnread {
+	if se, ok := err.(*SyntaxError); ok && se.Audit {
 		// Named for the audit of the refusal.
 		*canon, *raw = name, v
 	}

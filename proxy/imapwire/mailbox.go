@@ -60,13 +60,20 @@ var (
 	// owner is the session's own user (Cyrus "user.alice.Legal" is alice's
 	// "INBOX.Legal"): one mailbox under two names, which policies would
 	// see under the one they do not know (RFC 2342 §3.2).
-	ErrOwnMailboxAlias = &SyntaxError{Msg: "mailbox name reaches your own mailbox through the other users' namespace: use its personal name", Code: "CANNOT"}
+	ErrOwnMailboxAlias = &SyntaxError{Msg: "mailbox name reaches your own mailbox through the other users' namespace: use its personal name", Code: "CANNOT", Audit: true}
 	// ErrAliasUnread: a name under a declared alias of the personal
 	// namespace (NSAlias) with no one personal name: the alias's root,
 	// its prefix spelt in another case (a backend may or may not fold
 	// it), a delimiter other than the personal namespace's, no personal
 	// namespace, or a personal name again under an alias.
-	ErrAliasUnread = &SyntaxError{Msg: "mailbox name under an alias namespace has no one personal name: use its personal name", Code: "CANNOT"}
+	ErrAliasUnread = &SyntaxError{Msg: "mailbox name under an alias namespace has no one personal name: use its personal name", Code: "CANNOT", Audit: true}
+	// ErrNameWildcard: "*" or "%" (RFC 9051 §9 list-wildcards) in a
+	// mailbox argument that names one mailbox. Cyrus reads them as a LIST
+	// pattern in SETMETADATA and GETMETADATA and acts on every mailbox
+	// matched; Dovecot and Courier read one name. All three create such
+	// names (Cyrus "*" only), which are unreachable through the proxy
+	// (ARCHITECTURE.md §10).
+	ErrNameWildcard = &SyntaxError{Msg: `"*" or "%" in a mailbox name has two readings (a name, or a LIST pattern): refused`, Code: "CANNOT", Audit: true}
 )
 
 // Canonical returns a mailbox name as policies, limits and the audit see
@@ -75,7 +82,7 @@ var (
 // it was spelled (RFC 9051 §5.1: INBOX is case-insensitive; Dovecot, Cyrus
 // and Courier all fold "inbox.x" to "INBOX.x"). Names with empty levels
 // (a trailing delimiter included, also in CREATE), "." or ".." levels,
-// backslashes or controls are refused: the backends answer them differently, or reach
+// list-wildcards, backslashes or controls are refused: the backends answer them differently, or reach
 // other names through them. RFC 9051 §6.3.4 lets CREATE "foo/" create
 // "foo", and Dovecot and Cyrus do; Courier answers OK and creates nothing
 // (found by internal/difftest).
@@ -94,6 +101,10 @@ func (ctx *Context) Canonical(raw string) (string, error) {
 		// internal/difftest), where the proxy would see another name.
 		if r == '\\' {
 			return "", errNameBackslash
+		}
+		if r == '*' || r == '%' {
+			// Named for the audit of the refusal.
+			return name, ErrNameWildcard
 		}
 	}
 	d := ctx.Delim

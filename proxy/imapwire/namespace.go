@@ -260,7 +260,7 @@ type NameInfo struct {
 // ErrOwnerUnread: a name in an other-users namespace whose owner level
 // has no one login reading (OwnerLogin): policies would judge one user
 // while the backend acts on another's mailbox (ARCHITECTURE.md §17).
-var ErrOwnerUnread = &SyntaxError{Msg: "the owner of this mailbox name has no one login reading: refused", Code: "CANNOT"}
+var ErrOwnerUnread = &SyntaxError{Msg: "the owner of this mailbox name has no one login reading: refused", Code: "CANNOT", Audit: true}
 
 // Where says which namespace the canonical name is in, and for another
 // user's name whose login owns it (OwnerLogin, for the session's user);

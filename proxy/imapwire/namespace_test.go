@@ -185,47 +185,10 @@ func TestSameUser(t *testing.T) {
 
 // TestOwnMailboxAliasEveryCommand: every command of the table that names a
 // mailbox refuses the user's own mailbox spelled in the other-users
-// namespace, and takes its personal name (attack40 finding 1). A command
-// added to the table must be added here, with its mailbox arguments, or
-// to noMailbox.
+// namespace, and takes its personal name (attack40 finding 1); the
+// commands are mailboxLines'.
 func TestOwnMailboxAliasEveryCommand(t *testing.T) {
-	// %s is the mailbox; each command line is tried with an alias of
-	// alice's own mailbox and with its personal name.
-	named := map[string][]string{
-		"SELECT":       {"SELECT %s", "SELECT %s (CONDSTORE)"},
-		"EXAMINE":      {"EXAMINE %s"},
-		"CREATE":       {"CREATE %s"},
-		"DELETE":       {"DELETE %s"},
-		"RENAME":       {"RENAME %s INBOX.New", "RENAME INBOX.Old %s"},
-		"SUBSCRIBE":    {"SUBSCRIBE %s"},
-		"UNSUBSCRIBE":  {"UNSUBSCRIBE %s"},
-		"LIST":         {`LIST "" %s`, `LIST %s ""`, `LIST "" (INBOX %s)`, `LIST (SUBSCRIBED) "" %s RETURN (CHILDREN)`},
-		"LSUB":         {`LSUB "" %s`, `LSUB %s ".*"`},
-		"STATUS":       {"STATUS %s (MESSAGES)"},
-		"APPEND":       {"APPEND %s {1+}\r\nx"},
-		"NOTIFY":       {"NOTIFY SET (MAILBOXES %s (MessageNew))", "NOTIFY SET (SUBTREE (INBOX %s) (MessageNew))"},
-		"GETACL":       {"GETACL %s"},
-		"MYRIGHTS":     {"MYRIGHTS %s"},
-		"LISTRIGHTS":   {"LISTRIGHTS %s bob"},
-		"SETACL":       {"SETACL %s bob lr"},
-		"DELETEACL":    {"DELETEACL %s bob"},
-		"GETQUOTAROOT": {"GETQUOTAROOT %s"},
-		"GETMETADATA":  {"GETMETADATA %s /shared/comment", "GETMETADATA (DEPTH 1) %s (/shared/comment)"},
-		"SETMETADATA":  {`SETMETADATA %s (/shared/comment "x")`},
-		"COPY":         {"COPY 1 %s", "UID COPY 1 %s"},
-		"MOVE":         {"MOVE 1 %s", "UID MOVE 1 %s"},
-	}
-	noMailbox := map[string]bool{
-		"CAPABILITY": true, "NOOP": true, "LOGOUT": true, "ID": true, "STARTTLS": true, "AUTHENTICATE": true,
-		"LOGIN": true, "ENABLE": true, "NAMESPACE": true, "IDLE": true, "GETQUOTA": true, "SETQUOTA": true,
-		"COMPRESS": true, "CHECK": true, "CLOSE": true, "UNSELECT": true, "EXPUNGE": true, "SEARCH": true,
-		"FETCH": true, "STORE": true, "SORT": true, "THREAD": true,
-	}
-	for _, s := range Specs() {
-		if _, ok := named[s.Name]; !ok && !noMailbox[s.Name] {
-			t.Errorf("%s is in the table but not in this test", s.Name)
-		}
-	}
+	named := mailboxLines(t)
 	aliases := []string{`user.alice`, `user.alice.Legal`, `"user.ALICE.Legal"`, `USER.alice.Sent`,
 		`"user.alice@example.com.Legal"`}
 	own := []string{`INBOX`, `INBOX.Legal`, `user`, `Shared.x`}
@@ -352,5 +315,84 @@ func TestDeclaredAlias(t *testing.T) {
 	over := (&Declared{List: []Namespace{{Kind: NSShared, Prefix: "Other Users/", Delim: '/'}}}).Over(dovecot)
 	if !reflect.DeepEqual(over.List, []Namespace{{Kind: NSPersonal, Delim: '/'}, {Kind: NSShared, Prefix: "Other Users/", Delim: '/'}}) {
 		t.Errorf("declared over announced: %+v", over.List)
+	}
+}
+
+// mailboxLines are, for each command of the table that names a mailbox,
+// command lines with %s for a mailbox argument; a command added to the
+// table must be added here, with its mailbox arguments, or to noMailbox.
+func mailboxLines(t *testing.T) map[string][]string {
+	t.Helper()
+	named := map[string][]string{
+		"SELECT":       {"SELECT %s", "SELECT %s (CONDSTORE)"},
+		"EXAMINE":      {"EXAMINE %s"},
+		"CREATE":       {"CREATE %s"},
+		"DELETE":       {"DELETE %s"},
+		"RENAME":       {"RENAME %s INBOX.New", "RENAME INBOX.Old %s"},
+		"SUBSCRIBE":    {"SUBSCRIBE %s"},
+		"UNSUBSCRIBE":  {"UNSUBSCRIBE %s"},
+		"LIST":         {`LIST "" %s`, `LIST %s ""`, `LIST "" (INBOX %s)`, `LIST (SUBSCRIBED) "" %s RETURN (CHILDREN)`},
+		"LSUB":         {`LSUB "" %s`, `LSUB %s ".*"`},
+		"STATUS":       {"STATUS %s (MESSAGES)"},
+		"APPEND":       {"APPEND %s {1+}\r\nx"},
+		"NOTIFY":       {"NOTIFY SET (MAILBOXES %s (MessageNew))", "NOTIFY SET (SUBTREE (INBOX %s) (MessageNew))"},
+		"GETACL":       {"GETACL %s"},
+		"MYRIGHTS":     {"MYRIGHTS %s"},
+		"LISTRIGHTS":   {"LISTRIGHTS %s bob"},
+		"SETACL":       {"SETACL %s bob lr"},
+		"DELETEACL":    {"DELETEACL %s bob"},
+		"GETQUOTAROOT": {"GETQUOTAROOT %s"},
+		"GETMETADATA":  {"GETMETADATA %s /shared/comment", "GETMETADATA (DEPTH 1) %s (/shared/comment)"},
+		"SETMETADATA":  {`SETMETADATA %s (/shared/comment "x")`},
+		"COPY":         {"COPY 1 %s", "UID COPY 1 %s"},
+		"MOVE":         {"MOVE 1 %s", "UID MOVE 1 %s"},
+	}
+	noMailbox := map[string]bool{
+		"CAPABILITY": true, "NOOP": true, "LOGOUT": true, "ID": true, "STARTTLS": true, "AUTHENTICATE": true,
+		"LOGIN": true, "ENABLE": true, "NAMESPACE": true, "IDLE": true, "GETQUOTA": true, "SETQUOTA": true,
+		"COMPRESS": true, "CHECK": true, "CLOSE": true, "UNSELECT": true, "EXPUNGE": true, "SEARCH": true,
+		"FETCH": true, "STORE": true, "SORT": true, "THREAD": true,
+	}
+	for _, s := range Specs() {
+		if _, ok := named[s.Name]; !ok && !noMailbox[s.Name] {
+			t.Errorf("%s is in the table but not in mailboxLines", s.Name)
+		}
+	}
+	return named
+}
+
+// TestWildcardNameEveryCommand: "*" or "%" in any mailbox argument that
+// names one mailbox is refused (ErrNameWildcard; atk-ext: Cyrus expands
+// SETMETADATA "INBOX.*" to every mailbox it matches), and the name is
+// kept for the audit of the refusal; LIST and LSUB patterns, and the
+// reference joined to them, keep their wildcards (RFC 9051 §6.3.9).
+func TestWildcardNameEveryCommand(t *testing.T) {
+	ctx := Context{State: StateSelected, Delim: '.', Caps: ^Cap(0), Names: &Names{NS: mustNS(t, nsCyrus), User: "alice"}}
+	var p CommandParser
+	for cmd, lines := range mailboxLines(t) {
+		var want error = ErrNameWildcard
+		if cmd == "LIST" || cmd == "LSUB" {
+			want = nil
+		}
+		for _, l := range lines {
+			for _, mbox := range []string{`"INBOX.*"`, `"INBOX.%"`, `"A*B"`, `"*"`, `"%"`, `"INBOX.Le%gal"`} {
+				p.Reset()
+				wire := "a " + strings.Replace(l, "%s", mbox, 1) + "\r\n"
+				_, err := parseWire(&p, wire)
+				if err == nil {
+					err = p.Check(&ctx)
+				}
+				if err != want {
+					t.Errorf("%q: %v, want %v", wire, err, want)
+				}
+			}
+		}
+	}
+	p.Reset()
+	if _, err := parseWire(&p, "a SETMETADATA \"inbox.*\" (/shared/vendor/cmu/cyrus-imapd/expire \"1\")\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(&ctx); err != ErrNameWildcard || p.Command().Mailbox != "inbox.*" || !ErrNameWildcard.Audit {
+		t.Errorf("SETMETADATA: %v, mailbox %q", err, p.Command().Mailbox)
 	}
 }
