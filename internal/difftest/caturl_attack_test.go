@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/imapwarden/imapwarden/audit"
@@ -24,27 +23,12 @@ func TestAttackCatenateURLSlashBeforeUIDValidity(t *testing.T) {
 	Binary(t)
 	for _, name := range Backends {
 		t.Run(name, func(t *testing.T) {
-			b := StartBackend(t, name)
-			if !b.Caps["CATENATE"] {
-				t.Skipf("%s has no CATENATE (RFC 4469)", name)
-			}
-			b.Setup(t, "alice")
-			p := StartProxy(t, ProxyFor(b))
-			direct := b.Login(t, "alice")
-			defer direct.Close()
-			legal, keep := b.Wire("Legal"), b.Wire("Keep")
-			rs, err := direct.OK("s", "STATUS %s (UIDVALIDITY)", Quote(legal))
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := regexp.MustCompile(`UIDVALIDITY (\d+)`).FindStringSubmatch(rs[0].Text)
-			if m == nil {
-				t.Fatalf("no UIDVALIDITY in %q", rs[0].Text)
-			}
+			e := startCatenate(t, name)
+			b, p, legal, keep := e.b, e.p, e.legal, e.keep
 			cn := p.Login(t, "alice")
 			trail := p.Audit()
-			url := "/" + legal + "/;UIDVALIDITY=" + m[1] + "/;UID=1"
-			rs, err = cn.Cmd("a", "APPEND %s CATENATE (URL %s)", Quote(keep), Quote(url))
+			url := "/" + legal + "/;UIDVALIDITY=" + e.uidv + "/;UID=1"
+			rs, err := cn.Cmd("a", "APPEND %s CATENATE (URL %s)", Quote(keep), Quote(url))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,24 +51,7 @@ func TestAttackCatenateURLSlashBeforeUIDValidity(t *testing.T) {
 			if um == nil {
 				t.Fatalf("no APPENDUID in %q", done.Text)
 			}
-			body := func(box, uid string) []byte {
-				t.Helper()
-				if _, err := direct.OK("e", "EXAMINE %s", Quote(box)); err != nil {
-					t.Fatal(err)
-				}
-				rs, err := direct.OK("f", "UID FETCH %s BODY.PEEK[]", uid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, r := range rs {
-					if strings.Contains(r.Text, "FETCH") && len(r.Lits) == 1 {
-						return r.Lits[0]
-					}
-				}
-				t.Fatalf("no body of %s UID %s", box, uid)
-				return nil
-			}
-			if got, want := body(keep, um[1]), body(legal, "1"); !bytes.Equal(got, want) {
+			if got, want := e.body(t, keep, um[1]), e.body(t, legal, "1"); got == nil || !bytes.Equal(got, want) {
 				t.Fatalf("the copy is not Legal's UID 1 (%d vs %d octets)", len(got), len(want))
 			}
 			want := b.Canonical("Legal")

@@ -25,10 +25,14 @@ var (
 	errURLAbsolute = &SyntaxError{Msg: "absolute IMAP URL refused: only URLs relative to this server (RFC 5092 §6)"}
 	errURLAuth     = &SyntaxError{Msg: "URLAUTH in a CATENATE URL refused (RFC 4467): the proxy cannot check it"}
 	errURLPct      = &SyntaxError{Msg: "bad percent-encoding in IMAP URL (RFC 3986 §2.1)"}
-	errURLPctDelim = &SyntaxError{Msg: `percent-encoded "/" or ";" in an IMAP URL mailbox has two readings`}
+	errURLPctDelim = &SyntaxError{Msg: `percent-encoded "/" or ";" in an IMAP URL mailbox has two readings`, Code: "CANNOT"}
 	errURLChar     = &SyntaxError{Msg: "character not allowed in an IMAP URL (RFC 5092 §11 bchar)"}
-	errURLName     = &SyntaxError{Msg: `non-ASCII or "&" in an IMAP URL mailbox has two readings (RFC 5092 §3.2 UTF-8, RFC 3501 §5.1.3 modified UTF-7)`}
+	errURLName     = &SyntaxError{Msg: `non-ASCII or "&" in an IMAP URL mailbox has two readings (RFC 5092 §3.2 UTF-8, RFC 3501 §5.1.3 modified UTF-7)`, Code: "CANNOT"}
 	errURLNumber   = &SyntaxError{Msg: "bad number in IMAP URL (RFC 5092 nz-number)"}
+	// errURLSlash: Cyrus drops a "/" that ends the mailbox before
+	// ";UIDVALIDITY=" and copies from the mailbox without it, which the
+	// proxy would have judged as another name (found by internal/difftest).
+	errURLSlash = &SyntaxError{Msg: `"/" in an IMAP URL mailbox other than as the hierarchy delimiter between two levels has two readings: refused`, Code: "CANNOT"}
 )
 
 // URLSource returns the canonical name of the mailbox a CATENATE URL reads
@@ -79,6 +83,14 @@ func (ctx *Context) URLSource(url string) (string, error) {
 	}
 	if name == "" {
 		return "", errURLForm
+	}
+	// RFC 5092 §6 lets "/" stand in enc-mailbox; the backends read it
+	// as a separator of the URL's path, or strip it, or as the hierarchy
+	// delimiter. So it is taken only as the delimiter of a "/" hierarchy,
+	// between two non-empty levels.
+	if ctx.Delim != '/' && strings.IndexByte(name, '/') >= 0 ||
+		strings.HasSuffix(name, "/") || strings.Contains(name, "//") {
+		return "", errURLSlash
 	}
 	if !ctx.UTF8 {
 		for i := 0; i < len(name); i++ {

@@ -37,9 +37,24 @@ func TestURLSource(t *testing.T) {
 		{dot, "/user.alice.Legal/;UID=1", "user.alice.Legal", nil},
 		// Names the name model refuses stay refused.
 		{slash, "/Legal/../INBOX/;UID=1", "", errNameDots},
-		{slash, "/Legal//Sub/;UID=1", "", errNameEmptyPart},
 		{slash, "/Legal%0A/;UID=1", "", errNameUTF7},
 		{utf8, "/Legal%0A/;UID=1", "", errNameCTL},
+		// "/" other than as the delimiter between two levels: Cyrus
+		// strips a trailing one before ";UIDVALIDITY=" (and reads
+		// INBOX.Legal), a "." hierarchy has no "/" level at all.
+		{dot, "/INBOX.Legal/;UIDVALIDITY=1/;UID=1", "", errURLSlash},
+		{dot, "/INBOX.Legal//;UID=1", "", errURLSlash},
+		{dot, "/INBOX.Le/gal/;UID=1", "", errURLSlash},
+		{dot, "/INBOX.Legal%2F/;UID=1", "", errURLPctDelim},
+		{&Context{State: StateAuth}, "/Le/gal/;UID=1", "", errURLSlash},
+		{slash, "/Legal/;UIDVALIDITY=1/;UID=1", "", errURLSlash},
+		{slash, "/Legal//;UID=1", "", errURLSlash},
+		{slash, "/Legal//Sub/;UID=1", "", errURLSlash},
+		// List-wildcards: a pattern to some backends (named for the
+		// audit of the refusal).
+		{dot, "/INBOX.*/;UID=1", "INBOX.*", ErrNameWildcard},
+		{dot, "/INBOX.%2A;UIDVALIDITY=1/;UID=1", "INBOX.*", ErrNameWildcard},
+		{slash, "/Legal%25/;UID=1", "Legal%", ErrNameWildcard},
 		// Percent-encoded separators: another name to a server that
 		// decodes before it splits.
 		{slash, "/Legal%2FSub/;UID=1", "", errURLPctDelim},
