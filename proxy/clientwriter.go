@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"compress/flate"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -41,11 +42,11 @@ const (
 )
 
 // setConn makes the writer write to c: the TCP connection, or TLS on it
-// (tcp then being the connection beneath, whose writes a large write
-// gathers).
-func (o *clientWriter) setConn(c net.Conn, tcp *countConn, timeout time.Duration) {
+// (whose records a large write gathers into one write of the connection
+// beneath).
+func (o *clientWriter) setConn(c net.Conn, timeout time.Duration) {
 	o.mu.Lock()
-	o.dw = deadlineWriter{c: c, timeout: timeout, gather: tcp}
+	o.dw = deadlineWriter{c: c, timeout: timeout}
 	if o.bw != nil {
 		o.bw.Reset(o.sink())
 	}
@@ -131,19 +132,39 @@ func (o *clientWriter) release() bool {
 	return true
 }
 
-// deadlineWriter refreshes the write deadline on every write, so that a
-// client that stops reading cannot hold a pump forever, while a long
-// transfer that makes progress is never cut.
+// deadlineWriter keeps the write deadline at least timeout ahead of
+// every write, so that a client that stops reading cannot hold a pump
+// forever, while a long transfer that makes progress is never cut. It
+// moves the deadline only when less than timeout is left, and then to
+// timeout and an eighth ahead: a client that stops reading is cut
+// between timeout and 9/8 of it after the write began, and a session's
+// writes change the timer once in timeout/8 rather than at each reply (a
+// timer change and the poller's deadline lock, per command).
 type deadlineWriter struct {
 	c       net.Conn
 	timeout time.Duration
-	gather  *countConn // beneath c when c is TLS, else nil
+	// until is the deadline set last, in nanoseconds since
+	// writeEpoch; 0 when none was (setConn).
+	until int64
 }
 
+// writeEpoch is the origin of deadlineWriter.until (monotonic).
+var writeEpoch = time.Now()
+
 func (w *deadlineWriter) Write(p []byte) (int, error) {
-	w.c.SetWriteDeadline(time.Now().Add(w.timeout))
-	if w.gather != nil && len(p) > tlsRecord {
-		return w.gather.gather(w.c, p)
+	if now := int64(time.Since(writeEpoch)); w.until-now < int64(w.timeout) {
+		w.until = now + int64(w.timeout+w.timeout/8)
+		w.c.SetWriteDeadline(writeEpoch.Add(time.Duration(w.until)))
+	}
+	if len(p) > tlsRecord {
+		// TLS on the session's connection: its records leave in one
+		// write (countConn.gather). Looked up here, not kept: the
+		// Session fills its size class (ARCHITECTURE.md §16).
+		if tc, ok := w.c.(*tls.Conn); ok {
+			if cc, ok := tc.NetConn().(*countConn); ok {
+				return cc.gather(w.c, p)
+			}
+		}
 	}
 	return w.c.Write(p)
 }

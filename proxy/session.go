@@ -147,7 +147,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 		Started:    time.Now(),
 	}
 	s.br = clientReaders.get(s.source())
-	s.out.setConn(raw, nil, s.lim.WriteTimeout)
+	s.out.setConn(raw, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
 	s.parser = parsers.Get().(*imapwire.CommandParser)
 	return s
@@ -602,7 +602,7 @@ func (s *Session) handshake() error {
 	s.info.TLS = describeTLS(cs)
 	s.infoMu.Unlock()
 	s.br.Reset(s.source())
-	s.out.setConn(tc, s.raw, s.lim.WriteTimeout)
+	s.out.setConn(tc, s.lim.WriteTimeout)
 	s.sc.Reset(s.br)
 	s.srv.auditor.TLSStarted(&s.info)
 	return nil
