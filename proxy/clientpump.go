@@ -111,8 +111,8 @@ func (p *clientPump) relay() (parked bool) {
 		}
 		p.commands++
 		f, err := p.command(line, lit, hasLit, start)
-		if name := s.parser.Command().Name; name != "" {
-			p.count(name)
+		if c := s.parser.Command(); c.Name != "" {
+			p.byName.add(c.Spec) // the parser's look-up of its name
 		}
 		if err != nil {
 			return false
@@ -237,16 +237,11 @@ func (p *clientPump) endIdle(f *inflight, line []byte, hasLit bool) (done bool, 
 	return false, p.doneIdle(f, doneLine)
 }
 
-// count counts a command by name for the close event; unknown names share
-// one key so that a client cannot grow the list.
-func (p *clientPump) count(name string) {
-	p.byName.add(imapwire.Lookup(name))
-}
-
 // commandCounts counts commands by name: a list, since a session uses a
 // few commands, not a map (a few hundred bytes a session keeps), and by
 // the command's entry in the table rather than its name (16 bytes each
-// rather than 24, ARCHITECTURE.md §16).
+// rather than 24, ARCHITECTURE.md §16). Unknown names share one key, so
+// that a client cannot grow the list.
 type commandCounts []nameCount
 
 type nameCount struct {

@@ -308,13 +308,14 @@ func splitAnnotations(a map[string]any) (rest map[string]any, revision string, s
 	if len(a) == 0 {
 		return nil, "", nil
 	}
-	revision, _ = a[policy.AnnotationRevision].(string)
-	shadow, _ = a[policy.AnnotationShadowDeny].(map[string]any)
+	// One look-up per key: a decision's record asks twice per command.
 	n := len(a)
-	if _, ok := a[policy.AnnotationRevision]; ok {
+	if v, ok := a[policy.AnnotationRevision]; ok {
+		revision, _ = v.(string)
 		n--
 	}
-	if _, ok := a[policy.AnnotationShadowDeny]; ok {
+	if v, ok := a[policy.AnnotationShadowDeny]; ok {
+		shadow, _ = v.(map[string]any)
 		n--
 	}
 	switch {
