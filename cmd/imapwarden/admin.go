@@ -611,10 +611,10 @@ type adminTimeouts struct {
 	MaxConnections                int
 	// MaxConnectionsPerIP: admin.max_connections_per_ip.
 	MaxConnectionsPerIP int
-	// MaxBody bounds a request's body (admin.max_body_bytes), the
+	// MaxBodyBytes bounds a request's body (admin.max_body_bytes), the
 	// console's sign-in form included; MaxHeaderBytes its header
 	// (admin.max_header_bytes; net/http's own default is 1 MiB).
-	MaxBody        int64
+	MaxBodyBytes   int64
 	MaxHeaderBytes int
 }
 
@@ -626,7 +626,7 @@ type adminTimeouts struct {
 // One address gets a quarter of the pool at most, so that one client
 // cannot fill it; the kubelet, a scraper and an operator need a few.
 var defaultAdminTimeouts = adminTimeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute,
-	MaxConnections: 64, MaxConnectionsPerIP: 16, MaxBody: 64 << 10, MaxHeaderBytes: 64 << 10}
+	MaxConnections: 64, MaxConnectionsPerIP: 16, MaxBodyBytes: 64 << 10, MaxHeaderBytes: 64 << 10}
 
 // adminLimits bound what the admin listener keeps and does at once.
 type adminLimits struct {

@@ -254,11 +254,11 @@ func TestAdminArgsOneReading(t *testing.T) {
 		{"/x", "application/json", `"alice"`, ""},
 		{"/x", "text/plain", `{"user":"alice"}`, ""},
 		{"/x", "", `{"user":"alice"}`, ""},
-		{"/x", "application/json", strings.Repeat(" ", int(defaultAdminTimeouts.MaxBody)) + `{"user":"alice"}`, ""},
+		{"/x", "application/json", strings.Repeat(" ", int(defaultAdminTimeouts.MaxBodyBytes)) + `{"user":"alice"}`, ""},
 	} {
 		req := httptest.NewRequest("POST", c.target, strings.NewReader(c.body))
 		// As the listener bounds it (startAdminGen).
-		req.Body = http.MaxBytesReader(nil, req.Body, defaultAdminTimeouts.MaxBody)
+		req.Body = http.MaxBytesReader(nil, req.Body, defaultAdminTimeouts.MaxBodyBytes)
 		if c.ctype != "" {
 			req.Header.Set("Content-Type", c.ctype)
 		}

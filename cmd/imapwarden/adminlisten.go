@@ -135,7 +135,7 @@ func startAdminGen(sock *adminSocket, sv adminServing, h http.Handler, log *zap.
 	t := sv.timeouts
 	g := &adminGen{sock: sock, tls: sv.tls, closed: make(chan struct{}), served: make(chan struct{})}
 	g.hs = &http.Server{
-		Handler:           http.MaxBytesHandler(h, t.MaxBody),
+		Handler:           http.MaxBytesHandler(h, t.MaxBodyBytes),
 		MaxHeaderBytes:    t.MaxHeaderBytes,
 		ReadHeaderTimeout: t.ReadHeader,
 		ReadTimeout:       t.Read,

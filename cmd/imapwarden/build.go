@@ -981,14 +981,14 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 		t.MaxConnectionsPerIP = max(min(t.MaxConnectionsPerIP, t.MaxConnections/4), 1)
 	}
 	if c.MaxBodyBytes != nil {
-		t.MaxBody = int64(*c.MaxBodyBytes)
+		t.MaxBodyBytes = int64(*c.MaxBodyBytes)
 	}
 	if c.MaxHeaderBytes != nil {
 		t.MaxHeaderBytes = *c.MaxHeaderBytes
 	}
 	// A header must hold a bearer token and the console's cookie.
-	if t.MaxBody <= 0 {
-		p.add("admin.max_body_bytes: must be positive, got %d", t.MaxBody)
+	if t.MaxBodyBytes <= 0 {
+		p.add("admin.max_body_bytes: must be positive, got %d", t.MaxBodyBytes)
 	}
 	if t.MaxHeaderBytes < 4096 {
 		p.add("admin.max_header_bytes: must be at least 4096, got %d", t.MaxHeaderBytes)

@@ -67,7 +67,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&e.Admin.WriteTimeout, defaultAdminTimeouts.Write)
 	dur(&e.Admin.IdleTimeout, defaultAdminTimeouts.Idle)
 	count(&e.Admin.MaxConnections, defaultAdminTimeouts.MaxConnections)
-	count(&e.Admin.MaxBodyBytes, int(defaultAdminTimeouts.MaxBody))
+	count(&e.Admin.MaxBodyBytes, int(defaultAdminTimeouts.MaxBodyBytes))
 	count(&e.Admin.MaxHeaderBytes, defaultAdminTimeouts.MaxHeaderBytes)
 	dur(&e.Admin.ConsoleSessionTTL, defaultAdminLimits.ConsoleSessionTTL)
 	count(&e.Admin.ConsoleMaxSessions, defaultAdminLimits.ConsoleMaxSessions)
