@@ -2,6 +2,7 @@ package policy
 
 import (
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -56,19 +57,28 @@ func TestValSizeCoversRetained(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			const n = 4000
-			kept := make([]val, n)
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			for i := range kept {
-				kept[i] = tc.make()
+			// The heap is the process's: goroutines other tests left
+			// (pollers, pools) allocate and free between the two reads.
+			// The median of five measures is the values' own.
+			var helds []int
+			var est int
+			for range 5 {
+				kept := make([]val, n)
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				for i := range kept {
+					kept[i] = tc.make()
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				helds = append(helds, (int(after.HeapAlloc)-int(before.HeapAlloc))/n)
+				est = valSize(kept[0], maxEntry)
+				runtime.KeepAlive(kept)
 			}
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			held := int(after.HeapAlloc-before.HeapAlloc) / n
-			est := valSize(kept[0], maxEntry)
-			runtime.KeepAlive(kept)
-			t.Logf("valSize %d, held %d", est, held)
+			slices.Sort(helds)
+			held := helds[len(helds)/2]
+			t.Logf("valSize %d, held %d (of %v)", est, held, helds)
 			if est < held {
 				t.Errorf("valSize %d below the %d bytes held", est, held)
 			}
