@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
 
 // TestAttackAdminTokenGuessesPerIPv6Host: admin.token_failures_per_ip
@@ -156,5 +163,63 @@ func TestAttackConsoleShowsHiddenCharactersOfAName(t *testing.T) {
 		if hidden := evalJS[bool](t, ctx, fmt.Sprintf(`/[\p{Cf}\p{Default_Ignorable_Code_Point}]/u.test(%s)`, lit)); hidden || u == "alice" {
 			t.Errorf("the console shows the refused name %+q with its character raw, not marked: it reads as \"alice\"", u)
 		}
+	}
+}
+
+// TestAttackConsoleLockoutsPageUnbounded: an outsider with no password
+// makes lockouts at will (login_failures_per_user failed LOGINs of a
+// made-up name each; one IPv6 /48 holds 65,536 hosts), up to
+// rate_limits.max_tracked_keys (262,144) in process and without bound in
+// Redis. The console's Lockouts page, and GET /ratelimit/lockouts, list
+// every one at each view, each row with its own Unlock form: at the scale
+// an outsider reaches, the page the operator opens to lift the real
+// victim's lockout is hundreds of megabytes. The audit search, for one,
+// shows at most 1000 rows (maxSearchLimit).
+func TestAttackConsoleLockoutsPageUnbounded(t *testing.T) {
+	lim, err := ratelimit.New(ratelimit.Options{ConnectionsPerIP: ratelimit.Off, ConnectionsPerSubnet: ratelimit.Off,
+		LoginFailuresPerUser: 1, LoginFailuresPerIP: -1, LoginFailuresPerUserIP: -1, LockoutBase: time.Hour, LockoutMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lim.Close()
+	const made = 5000
+	for i := range made {
+		s := &proxy.SessionInfo{ClientAddr: netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, byte(i >> 8), byte(i)}), 40000)}
+		res, conn := lim.Connect(s)
+		if res.Exceeded {
+			t.Fatalf("connect %d: %+v", i, res)
+		}
+		res, place := conn.Login(context.Background(), fmt.Sprintf("nobody%05d", i))
+		if res.Exceeded || place == nil {
+			t.Fatalf("login %d: %+v", i, res)
+		}
+		place.Result(false)
+		conn.Release()
+	}
+	if ls, _ := lim.Lockouts(context.Background()); len(ls) != made {
+		t.Fatalf("%d lockouts, want %d", len(ls), made)
+	}
+
+	view := new(atomic.Pointer[adminView])
+	view.Store(&adminView{tokens: adminTokens{{name: "oncall", scope: scopeWrite, digest: sha256.Sum256([]byte(testWriteToken))}}})
+	a := newAdmin(nil, prometheus.NewRegistry(), zap.NewAtomicLevel(), view, defaultAdminLimits, zaptest.NewLogger(t))
+	a.limiter.Store(lim)
+	h := a.handler()
+	req := httptest.NewRequest("POST", "http://admin.example/console/login", strings.NewReader(url.Values{"token": {testWriteToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	cookies := rec.Result().Cookies()
+	if rec.Code != http.StatusSeeOther || len(cookies) != 1 {
+		t.Fatalf("console sign-in: %d %s", rec.Code, rec.Body)
+	}
+	req = httptest.NewRequest("GET", "http://admin.example/console/lockouts", nil)
+	req.AddCookie(cookies[0])
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	rows := strings.Count(rec.Body.String(), `<tr data-user=`)
+	t.Logf("the lockouts page: %d rows, %d bytes (%d bytes a row)", rows, rec.Body.Len(), rec.Body.Len()/max(rows, 1))
+	if rows > maxSearchLimit {
+		t.Errorf("the console's lockouts page lists all %d lockouts an outsider made (%d bytes): no bound, no page", rows, rec.Body.Len())
 	}
 }
