@@ -66,6 +66,9 @@ type adminView struct {
 	config    []byte // effectiveConfig's YAML, secrets redacted
 	auditPath string // the file sink's path; "" without one
 	backends  []backendView
+	// hosts keys a client by host (rate_limits.ip_bits_v4/v6): the token
+	// guard counts per host, as the rate limits do.
+	hosts ratelimit.Hosts
 }
 
 // admin serves the operator endpoints (docs/admin-api.md) and the console.
@@ -192,7 +195,7 @@ func (a *admin) authorize(next http.Handler) http.Handler {
 				// Answered as a wrong token is (its token was not
 				// compared), with when to try again.
 				w.Header().Set("Retry-After", strconv.Itoa(int(time.Until(lockedUntil).Seconds())+1))
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized: too many wrong tokens from this address; try again later"})
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized: too many wrong tokens from this host; try again later"})
 				return
 			}
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "unauthorized"})
@@ -616,6 +619,10 @@ type adminTimeouts struct {
 	// (admin.max_header_bytes; net/http's own default is 1 MiB).
 	MaxBodyBytes   int64
 	MaxHeaderBytes int
+	// Hosts keys a connection's address for MaxConnectionsPerIP by host,
+	// as the rate limits do (rate_limits.ip_bits_v4/v6): one IPv6 /64
+	// is one client.
+	Hosts ratelimit.Hosts
 }
 
 // Defaults of the admin listener's bounds. The write timeout leaves room
@@ -758,6 +765,8 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 		p.add("%v", err)
 	}
 	v.config = conf
+	v.hosts = s.hosts
+	s.adminTimeouts.Hosts = s.hosts
 	if cfg.Audit.Sink == "" || cfg.Audit.Sink == "file" {
 		v.auditPath = cfg.Audit.Path
 	}
@@ -793,8 +802,8 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 // HTTP servers a reload starts on the socket; a reload sets max and perIP.
 //
 // One client must not shut the kubelet's probes out (each a new
-// connection, no token): a client address holds perIP connections at
-// most, and a connection that finds its address's share or the pool full
+// connection, no token): a client host (its address's prefix,
+// ratelimit.Hosts) holds perIP connections at most, and a connection that finds its address's share or the pool full
 // takes the place of the longest idle keep-alive connection (of its
 // address first), which a server may close at any time (RFC 9112 §9.5).
 // Only connections busy with a request (or slow to send one, bounded by
@@ -803,6 +812,7 @@ func buildAdminView(p *problems, s *setup, cfg *fileConfig) {
 type limitListener struct {
 	net.Listener
 	max, perIP atomic.Int64
+	hosts      atomic.Pointer[ratelimit.Hosts]
 	log        *zap.Logger
 	shed       atomic.Int64
 	// warned is when shedding was last logged (Unix nanoseconds).
@@ -824,6 +834,7 @@ func newLimitListener(ln net.Listener, t adminTimeouts, log *zap.Logger) *limitL
 func (l *limitListener) set(t adminTimeouts) {
 	l.max.Store(int64(t.MaxConnections))
 	l.perIP.Store(int64(max(t.MaxConnectionsPerIP, 1)))
+	l.hosts.Store(&t.Hosts)
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -834,7 +845,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		var ip netip.Addr
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			ip = ta.AddrPort().Addr().Unmap()
+			ip = l.hosts.Load().Of(ta.AddrPort())
 		}
 		lc := &limitConn{Conn: c, l: l, ip: ip}
 		ok, victim := l.admit(lc)

@@ -5,9 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imapwarden/imapwarden/audit"
 )
@@ -90,5 +92,60 @@ func TestAdminTokenFailuresBoundedPerAddress(t *testing.T) {
 			t.Logf("%s %s %s", r.Event, r.IP, r.Detail)
 		}
 		t.Errorf("want one admin-token-refused and one admin-token-lockout record of 127.0.0.2, got %d records", len(recs))
+	}
+}
+
+// TestTokenGuardKeepsLockouts: past maxGuessHosts remembered hosts, a new
+// host takes the place of the oldest one not locked out, never of a
+// lockout whose window runs; once every remembered host is locked out,
+// the others share one count with the same bound, which locks them out
+// together. Memory stays bounded throughout.
+func TestTokenGuardKeepsLockouts(t *testing.T) {
+	g := newTokenGuard(2, time.Hour, nil)
+	now := time.Unix(1e9, 0)
+	g.now = func() time.Time { return now }
+	host := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	g.fail(host(0))
+	g.fail(host(0))
+	for i := 1; i <= 2*maxGuessHosts; i++ {
+		now = now.Add(time.Millisecond)
+		g.fail(host(i))
+	}
+	if _, locked := g.lockedOut(host(0)); !locked {
+		t.Fatalf("the first host's lockout was forgotten after %d other hosts' failures", 2*maxGuessHosts)
+	}
+	if len(g.hosts) > maxGuessHosts {
+		t.Fatalf("%d hosts remembered, bound %d", len(g.hosts), maxGuessHosts)
+	}
+	// Every remembered host locked out: the rest share one count.
+	for i := 1; i < maxGuessHosts; i++ {
+		g.fail(host(3*maxGuessHosts + i))
+		g.fail(host(3*maxGuessHosts + i))
+	}
+	if len(g.hosts) > maxGuessHosts {
+		t.Fatalf("%d hosts remembered, bound %d", len(g.hosts), maxGuessHosts)
+	}
+	if _, locked := g.lockedOut(host(0)); !locked {
+		t.Fatal("the first host's lockout was forgotten")
+	}
+	fresh := host(5 * maxGuessHosts)
+	if _, locked := g.lockedOut(fresh); locked {
+		t.Fatal("a host never seen is locked out before the overflow count is used up")
+	}
+	g.fail(fresh)
+	g.fail(host(5*maxGuessHosts + 1))
+	if _, locked := g.lockedOut(host(5*maxGuessHosts + 2)); !locked {
+		t.Error("two wrong tokens (the bound) from hosts not remembered while all are locked out: a third host's not locked out")
+	}
+	if len(g.hosts) > maxGuessHosts {
+		t.Fatalf("%d hosts remembered, bound %d", len(g.hosts), maxGuessHosts)
+	}
+	// The windows end: all is forgotten and counted anew.
+	now = now.Add(2 * time.Hour)
+	if _, locked := g.lockedOut(host(0)); locked {
+		t.Error("a lockout past its window")
+	}
+	if n := g.fail(fresh); n != 1 {
+		t.Errorf("a fresh window's first failure counted %d", n)
 	}
 }

@@ -65,9 +65,12 @@ type setup struct {
 	policyMetrics bool
 	limiter       *ratelimit.Limiter
 	limiterOpts   ratelimit.Options
-	redis         redis.UniversalClient
-	backends      map[string]*proxy.Backend
-	static        proxy.Router
+	// hosts keys clients by host (rate_limits.ip_bits_v4/v6), the
+	// limits on or off: the admin listener counts per host too.
+	hosts    ratelimit.Hosts
+	redis    redis.UniversalClient
+	backends map[string]*proxy.Backend
+	static   proxy.Router
 	// The backends' pools and the routing lookup: the router wraps the
 	// static (or policy) routes with them (routing.go).
 	poolList []*pool.Pool

@@ -351,7 +351,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	tokens := c.a.view.Load().tokens
 	// Bounded per address as the API's bearer tokens are (tokenGuard).
-	if _, locked := c.a.guard.lockedOut(clientAddr(r)); locked {
+	if _, locked := c.a.guard.lockedOut(c.a.clientHost(r)); locked {
 		c.a.guard.failures.WithLabelValues("locked_out").Inc()
 		c.render(w, http.StatusTooManyRequests, "login", &page{Title: "Sign in", Error: "Too many wrong tokens from this address; try again later."})
 		return

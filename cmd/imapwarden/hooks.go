@@ -116,6 +116,26 @@ func unauthPerSubnetDefault(slots int) int {
 // false). The users' groups for group_limits are the policy engine's
 // (userGroups).
 func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger, warn func(key, format string, args ...any)) {
+	var translators []netip.Prefix
+	if c.IPv4Translators != nil {
+		translators = make([]netip.Prefix, 0, len(c.IPv4Translators))
+		for i, v := range c.IPv4Translators {
+			pfx, err := netip.ParsePrefix(v)
+			if err != nil {
+				p.add("rate_limits.ipv4_translators[%d]: %v", i, err)
+				return
+			}
+			translators = append(translators, pfx)
+		}
+	}
+	// Hosts are keyed with the limits off too: the admin listener counts
+	// per host (buildAdminView).
+	hosts, err := ratelimit.NewHosts(c.IPBitsV4, c.IPBitsV6, translators)
+	if err != nil {
+		p.add("rate_limits: %v", err)
+		return
+	}
+	s.hosts = hosts
 	if c.Enabled != nil && !*c.Enabled {
 		return
 	}
@@ -131,18 +151,7 @@ func buildRateLimits(p *problems, s *setup, c rateLimitsConfig, log *zap.Logger,
 		FetchBytesPerUser: c.FetchBytesPerUser, FetchMessagesPerUser: c.FetchMessagesPerUser, FetchAction: c.FetchAction,
 		FetchMaxDelay: c.FetchMaxDelay.get(0), AppendBytesPerUser: c.AppendBytesPerUser,
 		GroupLimits: c.GroupLimits, MaxTrackedKeys: c.MaxTrackedKeys,
-		Logger: log.Named("ratelimit"),
-	}
-	if c.IPv4Translators != nil {
-		o.IPv4Translators = make([]netip.Prefix, 0, len(c.IPv4Translators))
-		for i, v := range c.IPv4Translators {
-			pfx, err := netip.ParsePrefix(v)
-			if err != nil {
-				p.add("rate_limits.ipv4_translators[%d]: %v", i, err)
-				return
-			}
-			o.IPv4Translators = append(o.IPv4Translators, pfx)
-		}
+		IPv4Translators: translators, Logger: log.Named("ratelimit"),
 	}
 	if s.engine != nil {
 		o.Groups = s.userGroups

@@ -518,7 +518,7 @@ func applyReload(s, ns *setup, srv *proxy.Server, as *adminServer, log *zap.Logg
 
 	var commitAdmin func(inForce func())
 	nsv := ns.adminServing()
-	if sv := s.adminServing(); nsv.addr != sv.addr || nsv.pprof != sv.pprof || nsv.timeouts != sv.timeouts ||
+	if sv := s.adminServing(); nsv.addr != sv.addr || nsv.pprof != sv.pprof || !reflect.DeepEqual(nsv.timeouts, sv.timeouts) ||
 		s.cfg == nil || ns.cfg == nil || !reflect.DeepEqual(s.cfg.Admin.TLS, ns.cfg.Admin.TLS) {
 		if commitAdmin, abortAdmin, err = as.prepare(nsv); err != nil {
 			return fmt.Errorf("admin.address: %w", err)

@@ -35,7 +35,7 @@
 //     the caller's clock, all or nothing across the buckets of one call.
 //   - An "ip" key is a host, not an address: the client IP unmapped, an
 //     address of an IPv4Translators prefix the IPv4 client embedded in it,
-//     then masked to IPBitsV4/IPBitsV6 (/32 and /64; config.hostOf). A host
+//     then masked to IPBitsV4/IPBitsV6 (/32 and /64; Hosts.Of). A host
 //     given an IPv6 /64 picks any address in it, and must not get a fresh
 //     failure counter per address; the IPv4 clients of a translator must
 //     not share one. Embeddings the client picks (6to4, Teredo) are IPv6.

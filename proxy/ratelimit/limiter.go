@@ -89,6 +89,7 @@ type config struct {
 	cmdMaxDelay     int64
 	fetchMaxDelay   int64
 	closed          bool // RedisFailureMode closed
+	hosts           Hosts
 }
 
 // userLimits are the per-user limits of one session, group overrides
@@ -164,8 +165,13 @@ func newConfig(o Options) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
+	hosts, err := NewHosts(o.IPBitsV4, o.IPBitsV6, o.IPv4Translators)
+	if err != nil {
+		return nil, err
+	}
 	thr := func(n int) int32 { return int32(min(max(n, 0), 1<<30)) }
 	c := &config{
+		hosts:  hosts,
 		o:      o,
 		connIP: newGCRA(o.ConnectionsPerIP), connNet: newGCRA(o.ConnectionsPerSubnet),
 		pol: failPolicy{window: int64(o.LoginFailureWindow), base: int64(o.LockoutBase), max: int64(o.LockoutMax)},
@@ -253,48 +259,13 @@ func exceeded(limit, key, code, reason string) proxy.LimitResult {
 
 var storeUnavailable = exceeded(LimitStoreUnavailable, keyStore, codeUnavailable, reasonStore)
 
-// hostOf is the address every "ip" key counts: the client's IP unmapped
-// (an IPv4-mapped IPv6 address is its IPv4 one), an address of an
-// ipv4_translators prefix the IPv4 client embedded in it (RFC 6052 §2.2),
-// then masked to ip_bits_v4 or ip_bits_v6, so that the addresses of one
-// host's IPv6 /64 share one counter and the IPv4 clients of a translator
-// do not (ARCHITECTURE.md §12).
-func (c *config) hostOf(ap netip.AddrPort) netip.Addr {
-	ip := ap.Addr().Unmap()
-	if !ip.IsValid() {
-		return ip
-	}
-	if ip.Is6() {
-		for _, p := range c.o.IPv4Translators {
-			if p.Contains(ip) {
-				ip = embeddedIPv4(ip, p.Bits())
-				break
-			}
-		}
-	}
-	return subnetOf(ip, c.o.IPBitsV4, c.o.IPBitsV6)
-}
+// hostOf is the address every "ip" key counts (Hosts.Of).
+func (c *config) hostOf(ap netip.AddrPort) netip.Addr { return c.hosts.Of(ap) }
 
-// ownHost reports whether hostOf(ap) stands for ap's address alone: no
-// bits masked off (ip_bits_v4 32, ip_bits_v6 128), and a translated
-// client's IPv4 address embedded in all of the address (a /96 prefix,
-// RFC 6052 §2.2). Otherwise an "ip" key counts other addresses too (a
+// ownHost reports whether hostOf(ap) stands for ap's address alone
+// (Hosts.Whole): otherwise an "ip" key counts other addresses too (a
 // host's /64), whose failures are not this address's doing.
-func (c *config) ownHost(ap netip.AddrPort) bool {
-	ip := ap.Addr().Unmap()
-	if !ip.IsValid() {
-		return false
-	}
-	if ip.Is6() {
-		for _, p := range c.o.IPv4Translators {
-			if p.Contains(ip) {
-				return p.Bits() == 96 && c.o.IPBitsV4 == 32
-			}
-		}
-		return c.o.IPBitsV6 == 128
-	}
-	return c.o.IPBitsV4 == 32
-}
+func (c *config) ownHost(ap netip.AddrPort) bool { return c.hosts.Whole(ap) }
 
 // ownLockout reports whether a refusal by limit is for what the client's
 // address did itself (LimitResult.Own): an ip or user_ip lockout whose

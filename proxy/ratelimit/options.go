@@ -536,8 +536,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SubnetBitsV4 < 0 || o.SubnetBitsV4 > 32 || o.SubnetBitsV6 < 0 || o.SubnetBitsV6 > 128 {
 		errs = append(errs, errors.New("ratelimit: subnet bits out of range"))
 	}
-	if o.IPBitsV4 < 0 || o.IPBitsV4 > 32 || o.IPBitsV6 < 0 || o.IPBitsV6 > 128 {
-		errs = append(errs, errors.New("ratelimit: ip bits out of range"))
+	if _, err := NewHosts(o.IPBitsV4, o.IPBitsV6, o.IPv4Translators); err != nil {
+		errs = append(errs, err)
 	}
 	// A subnet groups hosts: a longer prefix would count less than a host.
 	if o.SubnetBitsV4 > o.IPBitsV4 {
@@ -545,11 +545,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.SubnetBitsV6 > o.IPBitsV6 {
 		errs = append(errs, fmt.Errorf("ratelimit: subnet_bits_v6 %d is longer than ip_bits_v6 %d", o.SubnetBitsV6, o.IPBitsV6))
-	}
-	for _, p := range o.IPv4Translators {
-		if err := checkTranslator(p); err != nil {
-			errs = append(errs, fmt.Errorf("ratelimit: ipv4_translators: %w", err))
-		}
 	}
 	if o.LockoutBase < 0 || o.LoginFailureWindow < 0 || o.RedisTimeout < 0 || o.RedisProbeInterval < 0 || o.LockoutSyncInterval < 0 || o.RedisLoginPlaceTTL < 0 {
 		errs = append(errs, errors.New("ratelimit: lockout_base, login_failure_window, redis_timeout, redis_probe_interval, lockout_sync_interval and redis_login_place_ttl must be positive"))
