@@ -2,10 +2,11 @@ package proxy
 
 import (
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/imapwarden/imapwarden/internal/termsafe"
 )
 
 // One name per login (ARCHITECTURE.md §17): the name the policies, the
@@ -56,7 +57,7 @@ func nameProblem(name string, seps []string) string {
 			return "control character"
 		case r == ' ' && (i == 0 || i == len(name)-1 || name[i-1] == ' '):
 			return "leading, trailing or repeated space"
-		case unicode.Is(unicode.Cf, r) || unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector):
+		case termsafe.Hidden(r):
 			return "format or ignorable character"
 		}
 	}

@@ -562,22 +562,20 @@ func (c *console) endUser(w http.ResponseWriter, r *http.Request, _ *consoleSess
 // Formatting.
 
 // vis escapes text for display and makes invisible characters visible,
-// each as a marked escape: what termsafe escapes for terminals (C0 and C1
-// controls, DEL, U+2028, U+2029, bidirectional controls, invalid UTF-8)
-// and the zero-width characters that could hide in a name on a page.
-// html/template escapes markup, not these.
+// each as a marked escape: what termsafe escapes (C0 and C1 controls,
+// DEL, U+2028, U+2029, invalid UTF-8, and every format or
+// default-ignorable character, termsafe.Hidden: bidi controls,
+// zero-width characters, a soft hyphen, tags, a Hangul filler), so that a
+// name with one never reads as the name without it. html/template
+// escapes markup, not these.
 func vis(v any) template.HTML {
 	s := fmt.Sprint(v)
 	var b strings.Builder
 	start := 0
 	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
+		_, size := utf8.DecodeRuneInString(s[i:])
 		seg := s[i : i+size]
-		e := termsafe.String(seg)
-		if e == seg && zeroWidth(r) {
-			e = fmt.Sprintf(`\u%04x`, r)
-		}
-		if e != seg {
+		if e := termsafe.String(seg); e != seg {
 			b.WriteString(template.HTMLEscapeString(s[start:i]))
 			b.WriteString(`<span class="ctl">`)
 			b.WriteString(template.HTMLEscapeString(e))
@@ -598,13 +596,6 @@ func visLines(s string) template.HTML {
 		out[i] = string(vis(l))
 	}
 	return template.HTML(strings.Join(out, "\n"))
-}
-
-// zeroWidth reports the invisible characters vis escapes beyond
-// termsafe's: zero-width space, joiners, word joiner, invisible
-// operators and the byte order mark.
-func zeroWidth(r rune) bool {
-	return r >= 0x200b && r <= 0x200d || r >= 0x2060 && r <= 0x2064 || r == 0xfeff
 }
 
 func ago(t time.Time) string {

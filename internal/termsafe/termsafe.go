@@ -7,23 +7,28 @@
 // cursor, erase lines, set the title or hide text), DEL, C1 controls
 // (U+009B is a one-character CSI on many terminals), U+2028 and U+2029
 // (line breaks to some viewers), and the bidirectional formatting
-// controls that reorder what a reader sees (CVE-2021-42574). Each of
-// them, and each byte of invalid UTF-8, is written as a visible escape
-// instead. Backslashes are left alone: the aim is that nothing is
+// controls that reorder what a reader sees (CVE-2021-42574). And a
+// reader sees nothing of a format or default-ignorable character (Hidden:
+// a soft hyphen, a tag character, a Hangul filler), so "alice\u00ad"
+// reads as "alice". Each of them, and each byte of invalid UTF-8, is
+// written as a visible escape instead. Backslashes are left alone: the aim is that nothing is
 // hidden or forged, not a reversible encoding (JSON output is exact).
 //
 // Standard library only, so that every package and tool can use it.
 package termsafe
 
 import (
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
 )
 
 // String returns s with every character a terminal could act on written
 // as an escape: \t, \n and \r for those, \xHH for the other C0 controls,
-// DEL and each byte of invalid UTF-8, and \uXXXX for C1 controls, U+2028,
-// U+2029 and bidi controls. Use it for one value in a line or a table.
+// DEL and each byte of invalid UTF-8, and \uXXXX (\UXXXXXXXX past
+// U+FFFF) for C1 controls, U+2028, U+2029 and Hidden characters (bidi
+// controls among them). Use it for one value in a line or a table.
 func String(s string) string {
 	if clean(s, false) {
 		return s
@@ -34,9 +39,10 @@ func String(s string) string {
 // AppendText appends src to dst escaped for a whole text the program laid
 // out itself (a JSON document, a log line, a report), whose values were
 // already quoted: tab and line feed pass as they are, and the escapes are
-// JSON's (\u00XX; U+FFFD for invalid UTF-8), so that JSON stays valid and
-// keeps its value while its DEL, C1, U+2028, U+2029 and bidi controls,
-// which JSON encoders write raw, become visible.
+// JSON's (\u00XX, a surrogate pair past U+FFFF; U+FFFD for invalid
+// UTF-8), so that JSON stays valid and keeps its value while its DEL, C1,
+// U+2028, U+2029 and Hidden characters, which JSON encoders write raw,
+// become visible.
 func AppendText(dst, src []byte) []byte {
 	s := unsafe.String(unsafe.SliceData(src), len(src)) // only read, never kept
 	if clean(s, true) {
@@ -67,21 +73,38 @@ func clean(s string, layout bool) bool {
 	return true
 }
 
-// unsafeRune reports whether a terminal or viewer may act on r.
+// unsafeRune reports whether a terminal or viewer may act on r or show
+// nothing of it.
 func unsafeRune(r rune) bool {
 	switch {
 	case r < 0x20, r >= 0x7f && r <= 0x9f: // C0, DEL, C1
 		return true
 	case r == 0x2028, r == 0x2029: // line and paragraph separators
 		return true
-	case r == 0x061c, r == 0x200e, r == 0x200f, // bidi marks
-		r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069: // embeddings, overrides, isolates
-		return true
 	}
-	return false
+	return Hidden(r)
+}
+
+// Hidden reports a format character (general category Cf: soft hyphen,
+// zero-width characters, bidi controls, tags) or a default-ignorable one
+// (Other_Default_Ignorable_Code_Point, variation selectors: a Hangul
+// filler, U+034F): text shows nothing of it (Unicode §5.21), so two
+// strings that differ by one read the same. The one definition: the
+// proxy refuses such a login name (ARCHITECTURE.md §17), and String and
+// AppendText escape it.
+func Hidden(r rune) bool {
+	if r < 0xa0 {
+		return false
+	}
+	return unicode.Is(unicode.Cf, r) || unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }
 
 const hexDigits = "0123456789abcdef"
+
+// appendU appends \uXXXX of r, at most U+FFFF.
+func appendU(dst []byte, r rune) []byte {
+	return append(dst, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+}
 
 // appendEscaped is the one escaping routine behind String and AppendText.
 // layout keeps tab and line feed and selects JSON's escape forms.
@@ -105,8 +128,16 @@ func appendEscaped(dst []byte, s string, layout bool) []byte {
 			dst = append(dst, `\r`...)
 		case r < 0x80 && !layout:
 			dst = append(dst, '\\', 'x', hexDigits[r>>4], hexDigits[r&0xf])
+		case r > 0xffff && layout:
+			hi, lo := utf16.EncodeRune(r)
+			dst = appendU(appendU(dst, hi), lo)
+		case r > 0xffff:
+			dst = append(dst, '\\', 'U')
+			for sh := 28; sh >= 0; sh -= 4 {
+				dst = append(dst, hexDigits[r>>sh&0xf])
+			}
 		default:
-			dst = append(dst, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+			dst = appendU(dst, r)
 		}
 		i += n
 	}

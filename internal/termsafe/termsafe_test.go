@@ -20,6 +20,9 @@ func TestString(t *testing.T) {
 		{"evil\u202egpj.exe \u2066i\u2069 \u200f\u061c", `evil\u202egpj.exe \u2066i\u2069 \u200f\u061c`},
 		{"bad\xff\xc2utf8\xe2\x80", `bad\xff\xc2utf8\xe2\x80`},
 		{"\xc2\x9b", `\u009b`}, // C1 CSI encoded as UTF-8
+		// Format and default-ignorable characters: "alice" to a reader.
+		{"alice\u00ad \u200b\ufeff \u3164 \u034f \ufe0f", `alice\u00ad \u200b\ufeff \u3164 \u034f \ufe0f`},
+		{"alice\U000e0020\U000e007f", `alice\U000e0020\U000e007f`},
 	} {
 		if got := String(c.in); got != c.want {
 			t.Errorf("String(%q) = %q, want %q", c.in, got, c.want)
@@ -32,6 +35,7 @@ func TestAppendText(t *testing.T) {
 		{"{\n\t\"a\": 1\n}\n", "{\n\t\"a\": 1\n}\n"},
 		{"msg\t{\"user\": \"x\u007fy\u009bz\u2028\u202e\"}\n", "msg\t{\"user\": \"x\\u007fy\\u009bz\\u2028\\u202e\"}\n"},
 		{"a\rb\x1bc\xffd", `a\rb\u001bc\ufffdd`},
+		{"\"alice\u00ad\U000e0020\"", `"alice\u00ad\udb40\udc20"`},
 	} {
 		if got := string(AppendText([]byte("pre:"), []byte(c.in))); got != "pre:"+c.want {
 			t.Errorf("AppendText(%q) = %q, want %q", c.in, got, "pre:"+c.want)
@@ -42,7 +46,7 @@ func TestAppendText(t *testing.T) {
 // TestJSONKeepsValue: JSON from encoding/json, escaped, is still valid and
 // decodes to the same value, with no raw character left to act on.
 func TestJSONKeepsValue(t *testing.T) {
-	v := map[string]string{"user": "x\x1b[2K\u009b\u007f\u2028\u202e\u0085é", "ok": "plain"}
+	v := map[string]string{"user": "x\x1b[2K\u009b\u007f\u2028\u202e\u0085é\u00ad\U000e0020\u3164", "ok": "plain"}
 	b, err := json.MarshalIndent(v, "", "\t")
 	if err != nil {
 		t.Fatal(err)
@@ -71,12 +75,16 @@ func assertSafe(t *testing.T, s string) {
 	}
 }
 
-// TestEveryRune: every code point below U+10000 and every single byte
-// comes out safe, and the safe ones unchanged.
+// TestEveryRune: every code point of the BMP and of plane 14 (tags,
+// variation selectors) and every single byte comes out safe, and the safe
+// ones unchanged.
 func TestEveryRune(t *testing.T) {
-	for r := rune(0); r < 0x10000; r++ {
+	for r := rune(0); r < 0xe1000; r++ {
 		if r >= 0xd800 && r < 0xe000 {
 			continue
+		}
+		if r == 0x10000 {
+			r = 0xe0000
 		}
 		s := "a" + string(r) + "b"
 		got := String(s)
