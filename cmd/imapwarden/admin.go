@@ -93,6 +93,8 @@ type admin struct {
 	console  *console
 	// guard bounds wrong tokens per address (adminguard.go).
 	guard *tokenGuard
+	// pageSize bounds the rows of a list (admin.page_size, pages.go).
+	pageSize int
 }
 
 // newAdmin makes the admin endpoints; view is read at every request, so
@@ -105,7 +107,8 @@ func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel
 		view.Store(&adminView{})
 	}
 	a := &admin{srv: srv, reg: reg, level: level, view: view, log: log, wire: new(atomic.Pointer[auditWire]),
-		searches: make(chan struct{}, lim.AuditSearches), guard: newTokenGuard(lim.TokenFailuresPerIP, lim.TokenFailureWindow, reg)}
+		searches: make(chan struct{}, lim.AuditSearches), guard: newTokenGuard(lim.TokenFailuresPerIP, lim.TokenFailureWindow, reg),
+		pageSize: max(lim.PageSize, 1)}
 	a.console = newConsole(a, lim.ConsoleSessionTTL, lim.ConsoleMaxSessions)
 	return a
 }
@@ -117,9 +120,7 @@ func (a *admin) handler() http.Handler {
 	// a reason to be restarted.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, a.srv.Sessions())
-	})
+	mux.HandleFunc("GET /sessions", a.sessions)
 	mux.HandleFunc("DELETE /sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := adminArgs(w, r); !ok {
 			return
@@ -145,18 +146,9 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /recent", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"events": a.recent.list()})
 	})
-	// Lists lockouts (ratelimit.Limiter.AdminHandler) of the limiter in
-	// force; an unlock is read here, once, for the act and its record
-	// alike (admin.unlock).
-	rl := func(w http.ResponseWriter, r *http.Request) {
-		l := a.limiter.Load()
-		if l == nil {
-			http.NotFound(w, r)
-			return
-		}
-		http.StripPrefix("/ratelimit", l.AdminHandler()).ServeHTTP(w, r)
-	}
-	mux.HandleFunc("/ratelimit/", rl)
+	// The lockouts of the limiter in force, a page of them; an unlock is
+	// read here, once, for the act and its record alike (admin.unlock).
+	mux.HandleFunc("GET /ratelimit/lockouts", a.lockouts)
 	mux.HandleFunc("POST /ratelimit/unlock", a.unlock)
 	if a.backends != nil {
 		a.backends.register(mux)
@@ -350,7 +342,7 @@ func readAdminArgs(r *http.Request, names []string) (map[string]string, int, err
 	case err != nil:
 		return nil, bad, fmt.Errorf("read body: %v", err)
 	case len(bytes.TrimSpace(body)) == 0:
-		return args, 0, checkArgs(args)
+		return checked(args)
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return nil, http.StatusUnsupportedMediaType, errors.New(`a body must be JSON with Content-Type: application/json, e.g. {"user":"alice"}`)
@@ -398,7 +390,16 @@ func readAdminArgs(r *http.Request, names []string) (map[string]string, int, err
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, bad, errors.New("body: data after the JSON object")
 	}
-	return args, 0, checkArgs(args)
+	return checked(args)
+}
+
+// checked is args after checkArgs: 400 when refused (a status of 0 would
+// make the answer's WriteHeader panic).
+func checked(args map[string]string) (map[string]string, int, error) {
+	if err := checkArgs(args); err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	return args, 0, nil
 }
 
 // checkArgs refuses values with more than one reading: invalid UTF-8
@@ -411,6 +412,66 @@ func checkArgs(args map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// listQuery reads a list request's arguments (listArgs), strictly
+// (adminArgs); ok is false when refused (answered here).
+func (a *admin) listQuery(w http.ResponseWriter, r *http.Request) (q listQuery, ok bool) {
+	args, ok := adminArgs(w, r, listArgs...)
+	if !ok {
+		return q, false
+	}
+	q, err := readListQuery(args, a.pageSize, a.view.Load().hosts)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return q, false
+	}
+	return q, true
+}
+
+// sessions is GET /sessions: a page of the live sessions, oldest first,
+// filtered by user and client (listArgs), with the total that matched.
+func (a *admin) sessions(w http.ResponseWriter, r *http.Request) {
+	q, ok := a.listQuery(w, r)
+	if !ok {
+		return
+	}
+	list := a.srv.Sessions()
+	sortSessions(list)
+	p := pageOf(list, q, sessionRow)
+	writeJSON(w, http.StatusOK, map[string]any{"sessions": p.Rows, "total": p.Total, "offset": p.Offset, "limit": p.Limit})
+}
+
+// lockoutsTimeout bounds the read of the lockouts (Redis's among them)
+// for one request.
+const lockoutsTimeout = 5 * time.Second
+
+// lockouts is GET /ratelimit/lockouts: a page of the lockouts in force
+// (ratelimit.Limiter.Lockouts), filtered by user and address (listArgs),
+// with the total that matched; 502 with this instance's when Redis does
+// not answer.
+func (a *admin) lockouts(w http.ResponseWriter, r *http.Request) {
+	lim := a.limiter.Load()
+	if lim == nil {
+		http.NotFound(w, r)
+		return
+	}
+	q, ok := a.listQuery(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), lockoutsTimeout)
+	defer cancel()
+	ls, err := lim.Lockouts(ctx)
+	p := pageOf(ls, q, lockoutRow)
+	body := map[string]any{"lockouts": p.Rows, "total": p.Total, "offset": p.Offset, "limit": p.Limit}
+	code := http.StatusOK
+	if err != nil {
+		// The local list is still worth showing.
+		body["error"] = err.Error()
+		code = http.StatusBadGateway
+	}
+	writeJSON(w, code, body)
 }
 
 // unlock is POST /ratelimit/unlock: {"user":...}, {"ip":...} or both, in
@@ -643,10 +704,11 @@ type adminLimits struct {
 	RecentEvents       int           // admin.recent_events
 	TokenFailuresPerIP int           // admin.token_failures_per_ip
 	TokenFailureWindow time.Duration // admin.token_failure_window
+	PageSize           int           // admin.page_size
 }
 
 var defaultAdminLimits = adminLimits{ConsoleSessionTTL: 12 * time.Hour, ConsoleMaxSessions: 256, AuditSearches: 2, RecentEvents: 200,
-	TokenFailuresPerIP: 10, TokenFailureWindow: 5 * time.Minute}
+	TokenFailuresPerIP: 10, TokenFailureWindow: 5 * time.Minute, PageSize: 100}
 
 // serveAdmin listens on addr (TLS when cfg is set) and serves until ctx is
 // done. It returns the bound address and a function that waits for the end.

@@ -158,10 +158,14 @@ rate_limits: {enabled: false}
 		c.line()
 		c.cmd("l", "OK", "LOGIN alice alice-pw")
 		code, body := admin("GET", "/sessions")
-		var ss []struct {
-			Client, Server, Backend string
+		var list struct {
+			Sessions []struct {
+				Client, Server, Backend string
+			}
 		}
-		if err := json.Unmarshal([]byte(body), &ss); code != 200 || err != nil {
+		err = json.Unmarshal([]byte(body), &list)
+		ss := list.Sessions
+		if code != 200 || err != nil {
 			t.Fatalf("GET /sessions: %d %v", code, err)
 		}
 		for _, s := range ss {
@@ -390,9 +394,11 @@ rate_limits: {enabled: false}
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var ss []struct{ Client, Server string }
-		json.NewDecoder(resp.Body).Decode(&ss)
-		for _, s := range ss {
+		var list struct {
+			Sessions []struct{ Client, Server string }
+		}
+		json.NewDecoder(resp.Body).Decode(&list)
+		for _, s := range list.Sessions {
 			if s.Client == tc.LocalAddr().String() {
 				return s.Server
 			}

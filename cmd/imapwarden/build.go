@@ -1011,7 +1011,8 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 		v   *int
 		out *int
 	}{{"console_max_sessions", c.ConsoleMaxSessions, &l.ConsoleMaxSessions}, {"audit_searches", c.AuditSearches, &l.AuditSearches},
-		{"recent_events", c.RecentEvents, &l.RecentEvents}, {"token_failures_per_ip", c.TokenFailuresPerIP, &l.TokenFailuresPerIP}} {
+		{"recent_events", c.RecentEvents, &l.RecentEvents}, {"token_failures_per_ip", c.TokenFailuresPerIP, &l.TokenFailuresPerIP},
+		{"page_size", c.PageSize, &l.PageSize}} {
 		if n.v != nil {
 			*n.out = *n.v
 		}

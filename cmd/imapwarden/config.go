@@ -170,6 +170,9 @@ type adminConfig struct {
 	// be open (256; the oldest of the same or a lower scope goes).
 	ConsoleSessionTTL  *duration `yaml:"console_session_ttl"`
 	ConsoleMaxSessions *int      `yaml:"console_max_sessions"`
+	// PageSize bounds the rows of a list (100): GET /sessions and
+	// /ratelimit/lockouts, the console's Sessions and Lockouts pages.
+	PageSize *int `yaml:"page_size"`
 	// AuditSearches bounds the audit searches running at once (2); each
 	// reads the trail's files.
 	AuditSearches *int `yaml:"audit_searches"`

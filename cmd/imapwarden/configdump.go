@@ -71,6 +71,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	count(&e.Admin.MaxHeaderBytes, defaultAdminTimeouts.MaxHeaderBytes)
 	dur(&e.Admin.ConsoleSessionTTL, defaultAdminLimits.ConsoleSessionTTL)
 	count(&e.Admin.ConsoleMaxSessions, defaultAdminLimits.ConsoleMaxSessions)
+	count(&e.Admin.PageSize, defaultAdminLimits.PageSize)
 	count(&e.Admin.AuditSearches, defaultAdminLimits.AuditSearches)
 	count(&e.Admin.RecentEvents, defaultAdminLimits.RecentEvents)
 

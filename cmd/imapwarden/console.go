@@ -14,7 +14,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -401,32 +400,49 @@ func (c *console) logout(w http.ResponseWriter, r *http.Request, _ *consoleSessi
 
 // Pages.
 
-func (c *console) sessionsPage(w http.ResponseWriter, r *http.Request, p *page) {
-	list := c.a.srv.Sessions()
-	slices.SortFunc(list, func(a, b proxy.SessionSnapshot) int { return a.Since.Compare(b.Since) })
-	p.Title, p.Nav, p.Data = "Live sessions", "sessions", list
-	c.render(w, http.StatusOK, "sessions", p)
+// listData is a list page's data: a page of rows (at most
+// admin.page_size, pages.go) and the query, for the filter form and the
+// links to the pages around it.
+type listData[T any] struct {
+	listPage[T]
+	Query   listQuery
+	Enabled bool // the lockouts: rate limits are on
 }
 
-type lockoutsData struct {
-	Enabled  bool
-	Lockouts []ratelimit.Lockout
+// listQuery reads a list page's query; a query it refuses shows the
+// first page unfiltered with the error, answered 400.
+func (c *console) listQuery(r *http.Request, p *page) (listQuery, int) {
+	q, err := listQueryFrom(r.URL.RawQuery, c.a.pageSize, c.a.view.Load().hosts)
+	if err != nil {
+		p.Error = err.Error()
+		return listQuery{Limit: c.a.pageSize, hosts: c.a.view.Load().hosts}, http.StatusBadRequest
+	}
+	return q, http.StatusOK
+}
+
+func (c *console) sessionsPage(w http.ResponseWriter, r *http.Request, p *page) {
+	q, code := c.listQuery(r, p)
+	list := c.a.srv.Sessions()
+	sortSessions(list)
+	p.Title, p.Nav, p.Data = "Live sessions", "sessions", listData[proxy.SessionSnapshot]{listPage: pageOf(list, q, sessionRow), Query: q}
+	c.render(w, code, "sessions", p)
 }
 
 func (c *console) lockoutsPage(w http.ResponseWriter, r *http.Request, p *page) {
+	q, code := c.listQuery(r, p)
 	lim := c.a.limiter.Load()
-	d := lockoutsData{Enabled: lim != nil}
+	d := listData[ratelimit.Lockout]{Query: q, Enabled: lim != nil}
 	if d.Enabled {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), lockoutsTimeout)
 		defer cancel()
 		ls, err := lim.Lockouts(ctx)
 		if err != nil {
 			p.Error = "The shared store did not answer; showing this instance's lockouts: " + err.Error()
 		}
-		d.Lockouts = ls
+		d.listPage = pageOf(ls, q, lockoutRow)
 	}
 	p.Title, p.Nav, p.Data = "Lockouts", "lockouts", d
-	c.render(w, http.StatusOK, "lockouts", p)
+	c.render(w, code, "lockouts", p)
 }
 
 func (c *console) eventsPage(w http.ResponseWriter, r *http.Request, p *page) {

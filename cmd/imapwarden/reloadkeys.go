@@ -207,6 +207,7 @@ var reloadKeys = map[string]reloadClass{
 	"admin.token_failure_window":   restartOnly,
 	"admin.console_session_ttl":    restartOnly,
 	"admin.console_max_sessions":   restartOnly,
+	"admin.page_size":              restartOnly,
 	"admin.audit_searches":         restartOnly,
 	"admin.recent_events":          restartOnly,
 
