@@ -74,7 +74,7 @@ func readListQuery(args map[string]string, pageSize int, hosts ratelimit.Hosts) 
 }
 
 // listQueryFrom reads a console page's query: the same arguments, each
-// once; a page that cannot be read is refused as the API refuses it.
+// known and given once, as the API reads them.
 func listQueryFrom(raw string, pageSize int, hosts ratelimit.Hosts) (listQuery, error) {
 	vs, err := url.ParseQuery(raw)
 	if err != nil {
@@ -83,7 +83,7 @@ func listQueryFrom(raw string, pageSize int, hosts ratelimit.Hosts) (listQuery, 
 	args := map[string]string{}
 	for k, v := range vs {
 		if !slices.Contains(listArgs, k) {
-			continue // the console's own (a flash message)
+			return listQuery{Limit: pageSize, hosts: hosts}, fmt.Errorf("%q: unknown argument (want %s)", k, strings.Join(listArgs, ", "))
 		}
 		if len(v) > 1 {
 			return listQuery{Limit: pageSize, hosts: hosts}, fmt.Errorf("%q given %d times", k, len(v))

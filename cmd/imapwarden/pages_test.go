@@ -174,4 +174,8 @@ func TestConsoleListsPaged(t *testing.T) {
 	if e := textOf(t, ctx, "#error"); !strings.Contains(e, "limit") {
 		t.Errorf("a bad limit: %q", e)
 	}
+	step(t, ctx, chromedp.Navigate(base+"/console/?sort=user"), chromedp.WaitVisible(chromedp.CSS("#error")))
+	if e := textOf(t, ctx, "#error"); !strings.Contains(e, "sort") {
+		t.Errorf("an unknown argument: %q", e)
+	}
 }
