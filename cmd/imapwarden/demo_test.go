@@ -231,7 +231,7 @@ func TestDemoEndToEnd(t *testing.T) {
 		}
 		for _, c := range adminCmds {
 			got, err := runTool(t, "sh", "-c", c)
-			if err != nil || !(strings.HasPrefix(got, "[") || strings.Contains(got, `imapwarden_connections_total{listener="imaps"}`)) {
+			if err != nil || !(strings.HasPrefix(got, "{") && strings.Contains(got, `"sessions":`) || strings.Contains(got, `imapwarden_connections_total{listener="imaps"}`)) {
 				t.Errorf("printed admin command %q: %v\n%s", c, err, got)
 			}
 		}
