@@ -696,7 +696,7 @@ func TestEveryLimitHasAKey(t *testing.T) {
 			if f.Type == reflect.TypeFor[ratelimit.Hosts]() {
 				continue // rate_limits.ip_bits_v4/v6, not a bound of its own
 			}
-			key := snake(strings.NewReplacer("TTL", "Ttl", "PerIP", "PerIp", "MaxBody", "MaxBodyBytes").Replace(f.Name))
+			key := snake(strings.NewReplacer("TTL", "Ttl", "PerIP", "PerIp").Replace(f.Name))
 			if f.Type == reflect.TypeFor[time.Duration]() && !strings.HasSuffix(key, "_ttl") && !strings.HasSuffix(key, "_window") {
 				key += "_timeout"
 			}
