@@ -18,15 +18,19 @@ import (
 // mailbox: an APPEND recorded as into INBOX lands elsewhere. "mail/INBOX"
 // has no one personal name and should be refused BAD [CANNOT] as the
 // alias's root is (or reach the INBOX).
-func TestAttackAliasInboxIsAnotherMailbox(t *testing.T) {
-	dovecottest.Require(t)
-	dc := dovecottest.Start(t, dovecottest.Options{Separator: "/", ExtraNamespaces: `namespace compat {
+// mailAliasNamespace is Dovecot's hidden "mail/" alias of the personal
+// namespace.
+const mailAliasNamespace = `namespace compat {
   prefix = mail/
   separator = /
   hidden = yes
   list = no
   alias_for =
-}`})
+}`
+
+func TestAttackAliasInboxIsAnotherMailbox(t *testing.T) {
+	dovecottest.Require(t)
+	dc := dovecottest.Start(t, dovecottest.Options{Separator: "/", ExtraNamespaces: mailAliasNamespace})
 	dc.Deliver(t, "alice", "INBOX", []byte("Subject: first\r\n\r\nbody\r\n"))
 	addrs, stop := serveShippedPolicies(t, dc, `namespaces: [{prefix: "mail/", delimiter: "/", kind: alias}]`)
 	defer stop()

@@ -29,13 +29,7 @@ func TestAttackHiddenAliasNamespaceEscapesHold(t *testing.T) {
 	dovecottest.Require(t)
 	for _, declared := range []bool{true, false} {
 		t.Run(fmt.Sprintf("declared=%v", declared), func(t *testing.T) {
-			dc := dovecottest.Start(t, dovecottest.Options{Separator: "/", ExtraNamespaces: `namespace compat {
-  prefix = mail/
-  separator = /
-  hidden = yes
-  list = no
-  alias_for =
-}`})
+			dc := dovecottest.Start(t, dovecottest.Options{Separator: "/", ExtraNamespaces: mailAliasNamespace})
 			decl := ""
 			if declared {
 				decl = `namespaces: [{prefix: "mail/", delimiter: "/", kind: alias}]`
