@@ -112,6 +112,13 @@ func TestAttackDeleteCarriedOutWhileTrailIsDown(t *testing.T) {
 // address.
 func trailDownProxy(t *testing.T) (string, *downSink, *audit.Trail) {
 	t.Helper()
+	addr, sink, trail, _ := trailDownDovecot(t)
+	return addr, sink, trail
+}
+
+// trailDownDovecot is trailDownProxy that also returns its Dovecot.
+func trailDownDovecot(t *testing.T) (string, *downSink, *audit.Trail, *dovecottest.Server) {
+	t.Helper()
 	dovecottest.Require(t)
 	dc := dovecottest.Start(t, dovecottest.Options{})
 	sink := &downSink{failed: make(chan struct{})}
@@ -142,9 +149,7 @@ func trailDownProxy(t *testing.T) (string, *downSink, *audit.Trail) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	addr := srv.Addrs()[0].String()
-
-	return addr, sink, trail
+	return srv.Addrs()[0].String(), sink, trail, dc
 }
 
 // fillSinkDisk fills the sink's disk and waits until the trail knows it:
