@@ -65,7 +65,8 @@ var (
 	// namespace (NSAlias) with no one personal name: the alias's root,
 	// its prefix spelt in another case (a backend may or may not fold
 	// it), a delimiter other than the personal namespace's, no personal
-	// namespace, or a personal name again under an alias.
+	// namespace, a first level INBOX in any case (the alias has no
+	// INBOX), or a first level that names a namespace (an alias again).
 	ErrAliasUnread = &SyntaxError{Msg: "mailbox name under an alias namespace has no one personal name: use its personal name", Code: "CANNOT", Audit: true}
 	// ErrNameWildcard: "*" or "%" (RFC 9051 §9 list-wildcards) in a
 	// mailbox argument that names one mailbox. Cyrus reads them as a LIST
@@ -160,10 +161,35 @@ func (ctx *Context) unalias(name string) (string, error) {
 	if name[:len(a.Prefix)] != a.Prefix || !ok || p.Delim != a.Delim {
 		return name, ErrAliasUnread
 	}
-	out := p.Prefix + name[len(a.Prefix):]
-	if j := n.NS.longest(out); j >= 0 && n.NS.List[j].Kind == NSAlias {
-		// Dovecot reads "mail/mail/Legal" as the personal "mail/Legal",
-		// which the proxy reads as "Legal".
+	rest := name[len(a.Prefix):]
+	first := rest
+	if k := strings.IndexByte(rest, a.Delim); k >= 0 {
+		first = rest[:k]
+	}
+	// A name is given only where the backend's reading is exactly that
+	// personal name. The alias has no INBOX of its own (Dovecot: no
+	// inbox = yes), so its "INBOX" in any case is an ordinary mailbox
+	// there, "mail/inbox/x" is folded by Dovecot to "INBOX/x" but
+	// "mail/inbox" is not. A first level that is another namespace's
+	// prefix or root in any case ("mail/mail/Legal", "mail/shared") is
+	// a folder of the alias, but that namespace's to the proxy.
+	if strings.EqualFold(first, "INBOX") {
+		return name, ErrAliasUnread
+	}
+	for _, ns := range n.NS.List {
+		if ns.Prefix == p.Prefix && ns.Kind == p.Kind {
+			continue
+		}
+		nsFirst := strings.TrimSuffix(ns.Prefix, string(ns.Delim))
+		if k := strings.IndexByte(nsFirst, a.Delim); k >= 0 {
+			nsFirst = nsFirst[:k]
+		}
+		if nsFirst != "" && strings.EqualFold(first, nsFirst) {
+			return name, ErrAliasUnread
+		}
+	}
+	out := p.Prefix + rest
+	if j := n.NS.longest(out); j >= 0 && n.NS.List[j].Prefix != p.Prefix {
 		return name, ErrAliasUnread
 	}
 	return out, nil

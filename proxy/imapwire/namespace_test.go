@@ -283,8 +283,17 @@ func TestDeclaredAlias(t *testing.T) {
 	}{
 		{"mail/Legal", "Legal", nil},
 		{"mail/Legal/Sub", "Legal/Sub", nil},
-		{"mail/inbox", "INBOX", nil},
-		{"mail/INBOX/x", "INBOX/x", nil},
+		{"mail/inbox", "", ErrAliasUnread}, // the alias has no INBOX: an ordinary mailbox there
+		{"mail/INBOX", "", ErrAliasUnread},
+		{"mail/Inbox", "", ErrAliasUnread},
+		{"mail/INBOX/x", "", ErrAliasUnread},
+		{"mail/inBox/x/y", "", ErrAliasUnread},
+		{"mail/INBOXes", "INBOXes", nil},
+		{"mail/mail", "", ErrAliasUnread}, // a folder of the alias; "mail" is its root to the proxy
+		{"mail/MAIL/x", "", ErrAliasUnread},
+		{"mail/shared", "", ErrAliasUnread}, // another namespace's root
+		{"mail/Shared/bob/x", "", ErrAliasUnread},
+		{"mail/dots", "", ErrAliasUnread},
 		{"mailx/Legal", "mailx/Legal", nil},
 		{"mail", "", ErrAliasUnread}, // the alias's root
 		{"Mail", "", ErrAliasUnread},
