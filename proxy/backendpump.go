@@ -88,6 +88,7 @@ type delivery struct {
 	charged int64 // content octets charged
 	litOwed int64 // of the content literal being streamed, octets not yet written
 	hit     bool  // a limit hit of this response is kept (one a response)
+	vetted  bool  // its content or header items were let go while the trail is down (pushAllowed)
 }
 
 // backendPump relays the backend's responses to the client (ARCHITECTURE.md §2):
@@ -989,6 +990,12 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 		p.fault(faultUnreadFetch, true)
 		return false
 	}
+	if !dv.vetted && (content > 0 || dv.t.Items > 0 || dv.t.Headers > 0) {
+		dv.vetted = true
+		if !p.pushAllowed() {
+			return false
+		}
+	}
 	// A content item counts its message even when empty (BODY[] {0}):
 	// the cap counts what the audit counts (delivered).
 	if content <= 0 && (dv.counted || dv.t.Items == 0) {
@@ -1001,6 +1008,40 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 	dv.charged += content
 	dv.litOwed = litLen
 	return true
+}
+
+// pushAllowed is asked before the first content or header item of a
+// FETCH response goes out. While the trail cannot take a record
+// (AuditReadiness), content no FETCH in flight may have asked for
+// (pushed under NOTIFY, RFC 5465 §5.2, or unsolicited) would be read
+// with no record of it ever written: the session ends with
+// "* BYE [UNAVAILABLE]" before any of it leaves (ARCHITECTURE.md §11).
+// The FETCHes in flight were decided while the trail could record them,
+// and their records are awaited at their completion. Called with the
+// client writer held; false when the session is ending.
+func (p *backendPump) pushAllowed() bool {
+	s, r := p.s, p.r
+	ar := s.srv.auditReady
+	if ar == nil {
+		return true
+	}
+	err := ar.Ready()
+	if err == nil {
+		return true
+	}
+	asked := false
+	r.mu.Lock()
+	r.inflight.until(func(f *inflight) bool {
+		asked = f.fetch
+		return !asked
+	})
+	r.mu.Unlock()
+	if asked {
+		return true
+	}
+	s.logger().Warn("pushed content withheld: the audit trail cannot record it; ending session", zap.Error(err))
+	s.stop(byeAuditUnavailable, true)
+	return false
 }
 
 // deliver asks the Limiter before content octets of a FETCH response go to
@@ -1240,6 +1281,13 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) (unknown b
 		}
 		r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
 		s.uidValidity = 0
+	case "NOTIFY":
+		// What the backend may push from now on (Context.NotifyPush). A
+		// failed NOTIFY may or may not have replaced the one in effect:
+		// either is assumed.
+		push := f.cmd.Effects.Has(imapwire.EffReadContent) || f.cmd.Effects.Has(imapwire.EffSetFlags)
+		r.ctx.NotifyPush = push || (!ok && r.ctx.NotifyPush)
+		return
 	case "ENABLE":
 		if ok && r.enabledUnread {
 			// The backend turned on what the proxy cannot read: the

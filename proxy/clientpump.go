@@ -878,7 +878,7 @@ func (p *clientPump) deny(cmd *imapwire.Command, d Decision, lit imapwire.Litera
 // because no barrier is in flight (waitBarrier).
 func (p *clientPump) decide(cmd *imapwire.Command, partial bool, lit *imapwire.Literal) Decision {
 	s := p.s
-	if d, down := s.trailDown(cmd); down {
+	if d, down := s.trailDown(cmd, p.r); down {
 		return d
 	}
 	if l := s.limit; l != nil && !partial {

@@ -449,8 +449,10 @@ type Auditor interface {
 // in the command table (imapwire.Command.Effects) is then refused
 // "NO [UNAVAILABLE]" before it reaches the backend, since its record could
 // not be written: fail closed means not carried out, not only not
-// acknowledged (ARCHITECTURE.md §11). Ready is asked at each decision
-// point and must be cheap (an atomic load).
+// acknowledged (ARCHITECTURE.md §11); so is one without effects under a
+// NOTIFY that may push content, and content pushed unasked ends the
+// session before it is relayed. Ready is asked at each decision point
+// and before pushed content and must be cheap (an atomic load).
 type AuditReadiness interface {
 	Ready() error
 }

@@ -500,19 +500,32 @@ func (s *Session) backendLost(err error, haveOut bool) {
 // it must not reach the backend (ARCHITECTURE.md §11). A command without
 // effects (CAPABILITY, NOOP, CHECK, IDLE, LOGOUT: nothing of the store
 // read or changed) is forwarded, its completion withheld as any other's
-// until its record is durable. Asked at every decision point: a later
+// until its record is durable, unless a NOTIFY in effect may make the
+// backend push content under it (Context.NotifyPush, RFC 5465 §5.2): then
+// it reads what the trail cannot record, and is refused too (LOGOUT
+// excepted: it ends the session). Asked at every decision point: a later
 // message of a MULTIAPPEND refused so is aborted (abort).
-func (s *Session) trailDown(cmd *imapwire.Command) (Decision, bool) {
+func (s *Session) trailDown(cmd *imapwire.Command, r *relay) (Decision, bool) {
 	ar := s.srv.auditReady
-	if ar == nil || cmd.Effects.Len() == 0 {
+	if ar == nil {
 		return Decision{}, false
 	}
 	err := ar.Ready()
 	if err == nil {
 		return Decision{}, false
 	}
+	if cmd.Effects.Len() == 0 && (cmd.Name == "LOGOUT" || !r.pushes()) {
+		return Decision{}, false
+	}
 	s.logger().Warn("command refused: the audit trail cannot record it", zap.String("command", cmd.Name), zap.Error(err))
 	return Decision{Code: "UNAVAILABLE", Reason: "The audit trail cannot record this command now; nothing was done", unrecorded: true}, true
+}
+
+// pushes reports ctx.NotifyPush.
+func (r *relay) pushes() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ctx.NotifyPush
 }
 
 // auditUnavailable ends the session because the audit trail did not take

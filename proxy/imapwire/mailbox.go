@@ -29,6 +29,10 @@ type Context struct {
 	UTF8 bool
 	// QRESYNC: ENABLE QRESYNC is in effect (RFC 7162 §3.2.3).
 	QRESYNC bool
+	// NotifyPush: a NOTIFY in effect has fetch attributes that read
+	// content or set \Seen (RFC 5465 §5.2): the backend may push message
+	// text under any command (ARCHITECTURE.md §11).
+	NotifyPush bool
 }
 
 // Names is what the name model knows of the session beyond the delimiter:
