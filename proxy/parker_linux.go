@@ -75,6 +75,9 @@ type parkedPump struct {
 	// failed). A pump is resumed exactly once.
 	armed, done bool
 	kind        parkKind
+	// counted: the parking is in pk.parks (pk.mu), which parked counts
+	// by, so that a test seeing a pump parked has its parking counted.
+	counted bool
 }
 
 func newParker() (*parker, error) {
@@ -164,6 +167,7 @@ func (pp *parkedPump) arm() bool {
 	pp.armed = true
 	pk.mu.Lock()
 	pk.parks[pp.kind]++
+	pp.counted = true
 	if pp.due != 0 {
 		// A deadline (the client's idle limit) passes while nothing runs
 		// to see it: the parker's timer resumes the pump, whose read then
@@ -272,13 +276,14 @@ func (pk *parker) byIDLocked(id uint64) *parkedPump {
 	return nil
 }
 
-// parked reports how many pumps of a kind are parked.
+// parked reports how many pumps of a kind are parked: armed, their
+// parking counted in parksSoFar.
 func (pk *parker) parked(kind parkKind) int {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	n := 0
 	for _, pp := range pk.slots {
-		if pp != nil && pp.kind == kind {
+		if pp != nil && pp.kind == kind && pp.counted {
 			n++
 		}
 	}
