@@ -210,6 +210,16 @@ func (s *Server) checkALPN(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 	if s.tickets != nil {
 		s.tickets.maybeRotate(s.now())
 	}
+	// One reading of the SNI: a value that is not a host name (RFC 6066
+	// §3: no literal addresses; no white space or controls) is refused
+	// before any certificate, ticket or ConnInfo reads it; the Manager
+	// trimmed " name" to a managed name FoldSNI kept padded.
+	if chi.ServerName != "" && !ValidHostname(FoldSNI(chi.ServerName)) {
+		if ce := s.log.Check(zap.DebugLevel, "tls handshake refused"); ce != nil {
+			ce.Write(zap.String("reason", "sni not a host name"), zap.String("sni", chi.ServerName), remoteField(chi))
+		}
+		return nil, errSNINotHostname
+	}
 	if len(chi.SupportedProtos) == 0 || slices.Contains(chi.SupportedProtos, ALPNProtocol) {
 		return nil, nil // keep the listener's config
 	}
@@ -235,6 +245,9 @@ func (s *Server) checkALPN(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 	// cannot overlap makes crypto/tls send no_application_protocol instead.
 	return s.refuse, nil
 }
+
+// errSNINotHostname refuses a handshake whose SNI has no one reading.
+var errSNINotHostname = errors.New("tlsterm: SNI is not a host name (RFC 6066 §3)")
 
 // errChallengeOnly ends every TLS-ALPN-01 handshake on our side.
 var errChallengeOnly = errors.New("tlsterm: acme-tls/1 handshake: validation only, no session (RFC 8737 §3)")
@@ -294,6 +307,30 @@ func (s *Server) getCertificate(chi *tls.ClientHelloInfo) (*tls.Certificate, err
 // and ConnInfo (policy input, the audit trail) all read it through this.
 func FoldSNI(name string) string {
 	return strings.TrimSuffix(strings.ToLower(name), ".")
+}
+
+// ValidHostname accepts LDH host names (RFC 1123 §2.1, RFC 5890 A-labels
+// included), lower case, at most 253 octets. A handshake whose SNI (after
+// FoldSNI) is not one is refused, and odd values (U-labels, underscores, IP
+// literals, white space) never reach the Manager's allowlist or the CA.
+func ValidHostname(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	// All-numeric last label: an IPv4 literal, not a host name.
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	return strings.Trim(last, "0123456789") != ""
 }
 
 // defaultCert is the first static certificate, else the Manager's default.

@@ -188,7 +188,7 @@ func New(opts Options) (*Manager, error) {
 		if strings.HasPrefix(name, "*.") {
 			return nil, fmt.Errorf("tlsterm/acme: name %q: wildcard certificates need the DNS-01 challenge, which is not configured", n)
 		}
-		if !validHostname(name) {
+		if !tlsterm.ValidHostname(name) {
 			return nil, fmt.Errorf("tlsterm/acme: name %q is not a DNS host name", n)
 		}
 		if !m.isName[name] {
@@ -203,13 +203,13 @@ func New(opts Options) (*Manager, error) {
 		for _, a := range od.Allow {
 			name := normalize(a)
 			if suffix, ok := strings.CutPrefix(name, "*."); ok {
-				if !validHostname(suffix) || !strings.Contains(suffix, ".") {
+				if !tlsterm.ValidHostname(suffix) || !strings.Contains(suffix, ".") {
 					return nil, fmt.Errorf("tlsterm/acme: on-demand allow %q: want *.domain with at least two labels after the *", a)
 				}
 				m.suffixes = append(m.suffixes, suffix)
 				continue
 			}
-			if !validHostname(name) {
+			if !tlsterm.ValidHostname(name) {
 				return nil, fmt.Errorf("tlsterm/acme: on-demand allow %q is not a DNS host name or *.suffix", a)
 			}
 			m.allowed[name] = true
@@ -380,7 +380,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if st == nil {
 		return nil, nil
 	}
-	name := normalize(hello.ServerName)
+	// The SNI as tlsterm reads it (FoldSNI, no trimming): a padded name is
+	// not a managed one (the Server refuses it before this).
+	name := tlsterm.FoldSNI(hello.ServerName)
 	switch {
 	case name == "":
 		if len(m.names) == 0 {
@@ -487,7 +489,7 @@ func (m *Manager) decide(_ context.Context, name string) error {
 }
 
 func (m *Manager) allow(name string) bool {
-	if !validHostname(name) {
+	if !tlsterm.ValidHostname(name) {
 		return false
 	}
 	if m.allowed[name] {
@@ -573,32 +575,9 @@ func (m *Manager) storedNotAfter(ctx context.Context, key string) time.Time {
 	return c.NotAfter
 }
 
-// normalize lower-cases a name and drops a trailing dot, as SNI matching does.
+// normalize reads a configured name: trimmed, lower case, no trailing dot.
 func normalize(name string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), ".")
-}
-
-// validHostname accepts LDH host names (RFC 1123 §2.1, RFC 5890 A-labels
-// included), lower case, at most 253 octets. It keeps odd SNI values (U-labels,
-// underscores, IP literals) away from the allowlist and the CA.
-func validHostname(name string) bool {
-	if name == "" || len(name) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(name, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	// All-numeric last label: an IPv4 literal, not a host name.
-	last := name[strings.LastIndexByte(name, '.')+1:]
-	return strings.Trim(last, "0123456789") != ""
 }
 
 // slidingWindow allows at most limit events in any window.
