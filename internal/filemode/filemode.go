@@ -34,15 +34,15 @@ func Secret(path string) error {
 // Trusted refuses a file or directory that decides what the proxy does
 // (the configuration, a policy, the groups file) when other users may
 // change it: it is writable by others, or a directory on the way to it
-// lets others replace it (pathTrusted). A read-only filesystem (a
-// Kubernetes ConfigMap) changes nothing whatever its bits. A file that
-// cannot be read is left to its reader to report.
+// lets others replace it (pathTrusted). A read-only mount does not excuse
+// its bits: it may be a view of a source others write. A file that cannot
+// be read is left to its reader to report.
 func Trusted(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil
 	}
-	if m := fi.Mode().Perm(); m&0o002 != 0 && !readOnlyFS(path) {
+	if m := fi.Mode().Perm(); m&0o002 != 0 {
 		what := "file"
 		if fi.IsDir() {
 			what = "directory"
@@ -62,12 +62,20 @@ const maxLinks = 40
 // volume's "..data" links), and of the file finally read: whoever may
 // write one renames what it holds away and puts their own in its place.
 // Each must be root's or this user's and not writable by others, unless it
-// is sticky and the entry looked up is root's or this user's (/tmp), or it
-// is on a read-only filesystem. Group write stays the operator's choice.
+// is sticky or on a read-only mount and the entry looked up is root's or
+// this user's (/tmp; the kubelet's ConfigMap volume, a 0777 root directory
+// holding root's "..data" chain). Group write stays the operator's choice.
 func pathTrusted(path string) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil // no working directory: the reader reports it
+	// Not filepath.Abs: it cleans "link/.." lexically, while the kernel
+	// resolves the link first and takes ".." in its target
+	// (path_resolution(7)); the walk below does so.
+	abs := path
+	if !filepath.IsAbs(path) {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil // no working directory: the reader reports it
+		}
+		abs = wd + "/" + path
 	}
 	rest := split(abs)
 	cur, links := "/", 0
@@ -128,17 +136,17 @@ func dirGuards(path, dir string, entry fs.FileInfo, seen map[string]fs.FileInfo)
 		}
 		seen[dir] = di
 	}
-	if readOnlyFS(dir) {
-		return nil
-	}
 	if !dirOwnerOK(di) {
 		return fmt.Errorf("%s is under directory %s of another user (%s): they may replace it; chown root %s", path, dir, owner(di), dir)
 	}
 	if di.Mode().Perm()&0o002 == 0 {
 		return nil
 	}
-	if di.Mode()&fs.ModeSticky != 0 && ownedBySelfOrRoot(entry) {
-		return nil // only the entry's owner may rename or remove it
+	// Sticky: only the entry's owner may rename or remove it. A read-only
+	// mount is only a view of a source that may be writable (a bind mount),
+	// so it is excused no more than sticky is: owner checked, entry ours.
+	if (di.Mode()&fs.ModeSticky != 0 || readOnlyFS(dir)) && ownedBySelfOrRoot(entry) {
+		return nil
 	}
 	return fmt.Errorf("%s is under directory %s of mode %04o: other users may replace it; chmod o-w %s", path, dir, di.Mode().Perm(), dir)
 }
