@@ -96,7 +96,7 @@ func (s *Server) ListenerConfig(o ClientAuthOptions) (*tls.Config, error) {
 		return nil, fmt.Errorf("tlsterm: client auth %s needs a CA file to verify client certificates against", o.Mode)
 	}
 	l := &clientCAs{file: o.CAFile, mode: o.Mode}
-	pool, sum, err := readCAFile(l.file)
+	pool, sum, err := s.readCAFile(l.file)
 	if err != nil {
 		return nil, err
 	}
@@ -127,8 +127,13 @@ type clientCAs struct {
 	sum  [32]byte                   // of the bundle in force; under Server.reloadMu after start
 }
 
-// readCAFile reads a PEM bundle of CAs.
-func readCAFile(file string) (*x509.CertPool, [32]byte, error) {
+// readCAFile reads a PEM bundle of CAs, once CheckCA passes it.
+func (s *Server) readCAFile(file string) (*x509.CertPool, [32]byte, error) {
+	if s.opts.CheckCA != nil {
+		if err := s.opts.CheckCA(file); err != nil {
+			return nil, [32]byte{}, fileErrorf(file, "tlsterm: load %s: %w", file, err)
+		}
+	}
 	bundle, err := os.ReadFile(file)
 	if err != nil {
 		return nil, [32]byte{}, fileErrorf(file, "tlsterm: load %s: %w", file, err)
@@ -167,7 +172,7 @@ func (s *Server) reloadClientCAs() error {
 	s.casMu.Unlock()
 	var errs []error
 	for _, l := range cas {
-		pool, sum, err := readCAFile(l.file)
+		pool, sum, err := s.readCAFile(l.file)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -7,11 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -275,5 +277,56 @@ func TestReloadClientCAs(t *testing.T) {
 	mustDial(t, ts.addr, as(&alice))
 	if r := ts.result(t); r.err != nil {
 		t.Errorf("the CA kept: %v", r.err)
+	}
+}
+
+// CheckCA judges the bundle at every read: refused at ListenerConfig, and
+// at a Reload it keeps the bundle in force (the old CA still passes, the
+// new one does not).
+func TestCheckCAEveryRead(t *testing.T) {
+	serverCA, a, _ := twoCerts(t)
+	old, added := newCA(t), newCA(t)
+	var refuse atomic.Bool
+	s := newServer(t, ServerOptions{Certificates: []CertFile{a}, CheckCA: func(string) error {
+		if refuse.Load() {
+			return errors.New("writable by others")
+		}
+		return nil
+	}})
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bundle, old.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	if _, err := s.ListenerConfig(ClientAuthOptions{Mode: ClientAuthRequire, CAFile: bundle}); err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Fatalf("ListenerConfig with CheckCA refusing: %v", err)
+	}
+	refuse.Store(false)
+	cfg, err := s.ListenerConfig(ClientAuthOptions{Mode: ClientAuthRequire, CAFile: bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := serveTLS(t, cfg, echo)
+	if err := os.WriteFile(bundle, added.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), bundle) {
+		t.Errorf("Reload with CheckCA refusing: %v, want an error naming %s", err, bundle)
+	}
+	as := func(ca *CA, name string) *tls.Config {
+		c := clientCert(t, ca, name)
+		cc := clientCfg(serverCA.Pool(), "mail.example.com", "imap")
+		cc.GetClientCertificate = present(&c)
+		return cc
+	}
+	mustDial(t, ts.addr, as(old, "alice"))
+	if r := ts.result(t); r.err != nil {
+		t.Errorf("the bundle in force was dropped: %v", r.err)
+	}
+	c, err := dial(t, ts.addr, as(added, "mallory"))
+	wantRefused(t, c, err, "certificate")
+	if r := ts.result(t); r.err == nil {
+		t.Errorf("a CA added to a refused bundle is trusted")
 	}
 }

@@ -64,6 +64,11 @@ type ServerOptions struct {
 	// the current set, as a key that does not parse does. The caller
 	// refuses keys other users may read with it.
 	CheckKey func(path string) error
+	// CheckCA, when set, judges each client CA bundle before every read
+	// (ListenerConfig, Reload, ReloadClientCAs): an error fails that load,
+	// which keeps the bundle in force. The caller refuses bundles other
+	// users may change with it: they decide who is trusted as a client.
+	CheckCA func(path string) error
 }
 
 // Server owns the client-facing TLS configuration and its certificates.

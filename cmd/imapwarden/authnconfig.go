@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/imapwarden/imapwarden/internal/filemode"
 	"github.com/imapwarden/imapwarden/proxy"
 	"github.com/imapwarden/imapwarden/proxy/authn"
 	"github.com/imapwarden/imapwarden/proxy/authn/ldap"
@@ -194,6 +195,11 @@ func buildAuthenticators(p *problems, cs []authenticatorConfig, warn func(key, f
 
 // caPool reads a PEM bundle of trusted roots.
 func caPool(path string) (*x509.CertPool, error) {
+	// A bundle decides whom the proxy trusts (a directory, an identity
+	// provider, a hook): refused when other users may change it.
+	if err := filemode.Trusted(path); err != nil {
+		return nil, err
+	}
 	pem, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

@@ -374,7 +374,8 @@ func buildServerTLS(p *problems, c tlsConfig, log *zap.Logger, checkOnly bool, c
 		ExpiryWarning:     c.ExpiryWarning.get(0),
 		OnEvent:           cm.event(log.Named("tls")),
 		Logger:            log.Named("tls"),
-		CheckKey:          filemode.Secret, // at every re-read too (SIGHUP, the poll)
+		CheckKey:          filemode.Secret,  // at every re-read too (SIGHUP, the poll)
+		CheckCA:           filemode.Trusted, // client_ca_file decides who is a client
 	}
 	if mgr != nil {
 		if checkOnly {
@@ -407,6 +408,11 @@ func buildACME(p *problems, c *acmeConfig, log *zap.Logger) *acme.Manager {
 	}
 	if c.Storage == "" {
 		p.add("tls.acme.storage: required, such as /var/lib/imapwarden/acme")
+		return nil
+	}
+	// The roots decide which directory the proxy takes certificates from.
+	if err := filemode.Trusted(c.TrustedRoots); c.TrustedRoots != "" && err != nil {
+		p.add("tls.acme.trusted_roots: %v", err)
 		return nil
 	}
 	if c.OnDemand != nil {
@@ -684,6 +690,10 @@ func buildBackend(p *problems, name string, c *backendConfig, vf verifiers, warn
 			p.add("%s.tls.client_cert: both cert and key are required", key)
 		} else if err := filemode.Secret(t.ClientCert.Key); t.ClientCert.Key != "" && err != nil {
 			p.add("%s.tls.client_cert.key: %v", key, err)
+		}
+		// The bundle decides who may stand in for the backend.
+		if err := filemode.Trusted(t.CAFile); t.CAFile != "" && err != nil {
+			p.add("%s.tls.ca_file: %v", key, err)
 		}
 		// BackendConfig reads files: only once the rest is sound.
 		for i := 0; i < len(servers) && len(*p) == n; i++ {
