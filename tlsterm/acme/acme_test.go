@@ -237,15 +237,7 @@ func TestSharedStorage(t *testing.T) {
 	if n := p.Orders(); n != 1 {
 		t.Fatalf("%d orders, want 1", n)
 	}
-	// certmagic reports "obtained" once the certificate is stored, and
-	// caches it just after.
-	firstCerts := first.srv.Certificates()
-	for deadline := time.Now().Add(testenv.IOTimeout()); len(firstCerts) != 1; firstCerts = first.srv.Certificates() {
-		if time.Now().After(deadline) {
-			t.Fatalf("first instance Certificates() = %+v, want one", firstCerts)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	firstCerts := awaitCertificates(t, first.srv, 1)
 	resp, err := http.Get(web.URL + "/.well-known/acme-challenge/unknown-token")
 	if err == nil {
 		resp.Body.Close()
@@ -312,7 +304,7 @@ func TestStaticAndManaged(t *testing.T) {
 	if _, err := dial(t, srv.addr, clientCfg(p, "other.mixed.test"), false); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
 		t.Errorf("unknown name with StrictSNI: %v, want unrecognized_name", err)
 	}
-	certs := in.srv.Certificates()
+	certs := awaitCertificates(t, in.srv, 2)
 	if len(certs) != 2 || certs[0].Source != tlsterm.SourceFile || certs[0].File != cf.Cert || certs[1].Source != tlsterm.SourceACME {
 		t.Errorf("Certificates() = %+v", certs)
 	}
@@ -396,4 +388,19 @@ func TestSlidingWindow(t *testing.T) {
 	if !w.allow(t0.Add(time.Minute + time.Second)) {
 		t.Error("the window did not slide")
 	}
+}
+
+// awaitCertificates waits until srv lists n certificates and returns
+// them: certmagic reports "obtained" once the certificate is stored, and
+// caches it (which Certificates lists) just after.
+func awaitCertificates(t *testing.T, srv *tlsterm.Server, n int) []tlsterm.CertStatus {
+	t.Helper()
+	certs := srv.Certificates()
+	for deadline := time.Now().Add(testenv.IOTimeout()); len(certs) != n; certs = srv.Certificates() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Certificates() = %+v, want %d", certs, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return certs
 }
