@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
 // TestAttackReadOnlyBindOfWritableDirectory: readOnlyFS trusts any
@@ -15,9 +17,7 @@ import (
 // what the proxy reads through the view (the owner of the source, uid
 // 65534 here, rewrites the policy at will). Needs root to mount.
 func TestAttackReadOnlyBindOfWritableDirectory(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind-mount")
-	}
+	testenv.NeedRoot(t, "bind mount")
 	root := t.TempDir()
 	src := filepath.Join(root, "home-nobody-policies")
 	dst := filepath.Join(root, "etc-policies")
@@ -43,11 +43,11 @@ func TestAttackReadOnlyBindOfWritableDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount(src, dst, "", syscall.MS_BIND, ""); err != nil {
-		t.Skipf("bind mount: %v", err)
+		testenv.Require(t, "bind mount", err, "needs CAP_SYS_ADMIN")
 	}
 	t.Cleanup(func() { syscall.Unmount(dst, syscall.MNT_DETACH) })
 	if err := syscall.Mount("", dst, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-		t.Skipf("read-only remount: %v", err)
+		testenv.Require(t, "read-only remount", err, "needs CAP_SYS_ADMIN")
 	}
 	if Trusted(file) == nil {
 		t.Fatal("the source itself is trusted: the base contract changed")
