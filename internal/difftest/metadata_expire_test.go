@@ -23,30 +23,7 @@ import (
 // cannot classify is refused. The same annotation on an unheld mailbox is
 // allowed and does expire its mail: the check is not vacuous.
 func TestVendorAnnotationCannotExpireHeldMail(t *testing.T) {
-	cyrustest.Require(t)
-	srv := cyrustest.Start(t, cyrustest.Options{Users: map[string]string{"alice": "alice-pw"}})
-	b := &Backend{Name: "cyrus", TLSAddr: srv.TLSAddr, CAFile: srv.CAFile, Delim: '.', Prefix: "INBOX."}
-	b.tls = backendtest.TLSConfig(t, b.CAFile, "localhost")
-	direct := b.Login(t, "alice")
-	defer direct.Close()
-	for i, box := range []string{"INBOX.Legal", "INBOX.Other"} {
-		if _, err := direct.OK("c", "CREATE %s", box); err != nil {
-			t.Fatal(err)
-		}
-		// A message received in 2020: older than any expire value.
-		msg := Message("old", 200)
-		tag := fmt.Sprintf("ap%d", i)
-		if err := direct.Write([]byte(fmt.Sprintf("%s APPEND %s \"01-Jan-2020 00:00:00 +0000\" {%d+}\r\n%s\r\n", tag, box, len(msg), msg))); err != nil {
-			t.Fatal(err)
-		}
-		if rs, err := direct.Until(tag); err != nil || rs[len(rs)-1].Status != "OK" {
-			t.Fatalf("APPEND %s: %v %v", box, err, rs)
-		}
-	}
-
-	pc := ProxyFor(b)
-	pc.PolicyData["legal_hold"] = "users: []\nmailboxes: {\"*\": [\"INBOX.Legal\"]}\n"
-	p := StartProxy(t, pc)
+	srv, direct, p := heldCyrus(t)
 	login := func() *Conn {
 		cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
 		if err != nil {
@@ -106,4 +83,37 @@ func TestVendorAnnotationCannotExpireHeldMail(t *testing.T) {
 			}
 		}
 	}
+}
+
+// heldCyrus starts Cyrus with alice's INBOX.Legal, held by legal_hold, and
+// INBOX.Other, each holding a message received in 2020 (older than any
+// expire value), and a proxy in front: the server (cyr_expire runs on
+// its configuration), a direct connection as alice, and the proxy.
+func heldCyrus(t *testing.T) (*cyrustest.Server, *Conn, *Proxy) {
+	t.Helper()
+	cyrustest.Require(t)
+	srv := cyrustest.Start(t, cyrustest.Options{Users: map[string]string{"alice": "alice-pw"}})
+	b := &Backend{Name: "cyrus", TLSAddr: srv.TLSAddr, CAFile: srv.CAFile, Delim: '.', Prefix: "INBOX."}
+	b.tls = backendtest.TLSConfig(t, b.CAFile, "localhost")
+	direct := b.Login(t, "alice")
+	t.Cleanup(direct.Close)
+	for i, box := range []string{"INBOX.Legal", "INBOX.Other"} {
+		if _, err := direct.OK("c", "CREATE %s", box); err != nil {
+			t.Fatal(err)
+		}
+		// A message received in 2020: older than any expire value.
+		msg := Message("old", 200)
+		tag := fmt.Sprintf("ap%d", i)
+		if err := direct.Write([]byte(fmt.Sprintf("%s APPEND %s \"01-Jan-2020 00:00:00 +0000\" {%d+}\r\n%s\r\n", tag, box, len(msg), msg))); err != nil {
+			t.Fatal(err)
+		}
+		if rs, err := direct.Until(tag); err != nil || rs[len(rs)-1].Status != "OK" {
+			t.Fatalf("APPEND %s: %v %v", box, err, rs)
+		}
+	}
+
+	pc := ProxyFor(b)
+	pc.PolicyData["legal_hold"] = "users: []\nmailboxes: {\"*\": [\"INBOX.Legal\"]}\n"
+	p := StartProxy(t, pc)
+	return srv, direct, p
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/imapwarden/imapwarden/internal/backendtest"
-	"github.com/imapwarden/imapwarden/internal/cyrustest"
 	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
@@ -24,30 +23,7 @@ import (
 // and its own cyr_expire then expunges the held mail. The proxy must
 // refuse a wildcard there, or judge every mailbox it may match.
 func TestAttackMetadataPatternExpiresHeldMail(t *testing.T) {
-	cyrustest.Require(t)
-	srv := cyrustest.Start(t, cyrustest.Options{Users: map[string]string{"alice": "alice-pw"}})
-	b := &Backend{Name: "cyrus", TLSAddr: srv.TLSAddr, CAFile: srv.CAFile, Delim: '.', Prefix: "INBOX."}
-	b.tls = backendtest.TLSConfig(t, b.CAFile, "localhost")
-	direct := b.Login(t, "alice")
-	defer direct.Close()
-	for i, box := range []string{"INBOX.Legal", "INBOX.Other"} {
-		if _, err := direct.OK("c", "CREATE %s", box); err != nil {
-			t.Fatal(err)
-		}
-		// A message received in 2020: older than any expire value.
-		msg := Message("old", 200)
-		tag := fmt.Sprintf("ap%d", i)
-		if err := direct.Write([]byte(fmt.Sprintf("%s APPEND %s \"01-Jan-2020 00:00:00 +0000\" {%d+}\r\n%s\r\n", tag, box, len(msg), msg))); err != nil {
-			t.Fatal(err)
-		}
-		if rs, err := direct.Until(tag); err != nil || rs[len(rs)-1].Status != "OK" {
-			t.Fatalf("APPEND %s: %v %v", box, err, rs)
-		}
-	}
-
-	pc := ProxyFor(b)
-	pc.PolicyData["legal_hold"] = "users: []\nmailboxes: {\"*\": [\"INBOX.Legal\"]}\n"
-	p := StartProxy(t, pc)
+	srv, direct, p := heldCyrus(t)
 	cn, _, err := Dial(p.Addr, &tls.Config{InsecureSkipVerify: true}, testenv.IOTimeout())
 	if err != nil {
 		t.Fatal(err)
