@@ -46,20 +46,13 @@ func NewHosts(ipBitsV4, ipBitsV6 int, translators []netip.Prefix) (Hosts, error)
 // of one host's IPv6 /64 share one counter and the IPv4 clients of a
 // translator do not. The zero Addr when ap has none.
 func (h Hosts) Of(ap netip.AddrPort) netip.Addr {
-	if !h.set {
-		h, _ = NewHosts(0, 0, nil)
-	}
+	h = h.orDefault()
 	ip := ap.Addr().Unmap()
 	if !ip.IsValid() {
 		return ip
 	}
-	if ip.Is6() {
-		for _, p := range h.translators {
-			if p.Contains(ip) {
-				ip = embeddedIPv4(ip, p.Bits())
-				break
-			}
-		}
+	if p, ok := h.translator(ip); ok {
+		ip = embeddedIPv4(ip, p.Bits())
 	}
 	return subnetOf(ip, h.ipBitsV4, h.ipBitsV6)
 }
@@ -69,20 +62,35 @@ func (h Hosts) Of(ap netip.AddrPort) netip.Addr {
 // IPv4 address embedded in all of the address (a /96 prefix, RFC 6052
 // §2.2). Otherwise a host key counts other addresses too (a host's /64).
 func (h Hosts) Whole(ap netip.AddrPort) bool {
-	if !h.set {
-		h, _ = NewHosts(0, 0, nil)
-	}
+	h = h.orDefault()
 	ip := ap.Addr().Unmap()
-	if !ip.IsValid() {
+	switch p, ok := h.translator(ip); {
+	case !ip.IsValid():
 		return false
-	}
-	if ip.Is6() {
-		for _, p := range h.translators {
-			if p.Contains(ip) {
-				return p.Bits() == 96 && h.ipBitsV4 == 32
-			}
-		}
+	case ok:
+		return p.Bits() == 96 && h.ipBitsV4 == 32
+	case ip.Is6():
 		return h.ipBitsV6 == 128
 	}
 	return h.ipBitsV4 == 32
+}
+
+// orDefault is h, or the defaults when h is the zero Hosts.
+func (h Hosts) orDefault() Hosts {
+	if !h.set {
+		h, _ = NewHosts(0, 0, nil)
+	}
+	return h
+}
+
+// translator is the ipv4_translators prefix holding ip, if any.
+func (h Hosts) translator(ip netip.Addr) (netip.Prefix, bool) {
+	if ip.Is6() {
+		for _, p := range h.translators {
+			if p.Contains(ip) {
+				return p, true
+			}
+		}
+	}
+	return netip.Prefix{}, false
 }
