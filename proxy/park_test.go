@@ -75,6 +75,29 @@ func waitNoPumpGoroutines(t *testing.T) {
 	}
 }
 
+// waitRunnersWaiting waits until n runners block in their select: a
+// runner whose pump just returned is not yet there, and a pump resumed
+// in that moment starts a goroutine of its own (runners.run), as it may.
+func waitRunnersWaiting(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.IOTimeout())
+	for {
+		waiting := 0
+		for _, g := range ourGoroutines() {
+			if strings.Contains(g, "(*runners).loop") && strings.Contains(g, " [select") {
+				waiting++
+			}
+		}
+		if waiting >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d runners waiting, want %d", waiting, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // An idle session, in IDLE or between commands, keeps no goroutine
 // (ARCHITECTURE.md §5): both pumps park; what the backend sends while they
 // are parked still reaches the client, and commands after it are
@@ -711,6 +734,7 @@ func TestResumedPumpsRunOnRunners(t *testing.T) {
 		waitParked(t, h, 1)
 		waitClientsParked(t, h, 1)
 		waitNoPumpGoroutines(t)
+		waitRunnersWaiting(t, 2)
 		before := h.srv.runners.reused.Load()
 		c.transact(fmt.Sprintf("n%d NOOP", i), fmt.Sprintf("n%d OK", i))
 		reused += h.srv.runners.reused.Load() - before

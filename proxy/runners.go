@@ -38,7 +38,6 @@ func newRunners() *runners {
 func (r *runners) run(f func()) {
 	select {
 	case r.work <- f:
-		r.reused.Add(1)
 		return
 	default:
 	}
@@ -56,6 +55,10 @@ func (r *runners) loop(f func()) {
 		select {
 		case f = <-r.work:
 			r.idle.Add(-1)
+			// Counted here, before f runs, so that whatever f does is
+			// seen after the count (counted by run, a test could see
+			// f's reply first).
+			r.reused.Add(1)
 		case <-r.stop:
 			r.idle.Add(-1)
 			return
