@@ -38,74 +38,104 @@ func PlainFetchRun(b []byte, most int, max int64) (n, lines int) {
 // CRLF (Dovecot, Courier) or "* n FETCH (FLAGS (f) UID u)" CRLF (Cyrus),
 // with n of 1 to 7 digits (never past 32 bits), u of 1 to 15 and f a run
 // of pList bytes: a line plainFetchLine takes, with the same length, read
-// at a fraction of its cost (numbers in one or two loads, fixed words in
-// one compare, no item loop, no call). A line of these shapes it is not
-// sure of (longer numbers, a nested list, fewer than 16 bytes after the
-// UID's start: the end of what is buffered) is left to plainFetchLine
-// (TestFlagsLineDefers, FuzzFlagsLine).
+// at a fraction of its cost. A line of these shapes it is not
+// sure of (longer numbers, a nested list, longer than flagsWindow) is left
+// to plainFetchLine (TestFlagsLineDefers, FuzzFlagsLine).
 func plainFetchRun(b []byte, most int, max int64, general bool) (n, lines int) {
-	for ; lines < most; lines++ {
-		c, l := b[n:], 0
+	var pad [flagsWindow]byte
+	for lines < most {
+		k, m := flagsRun(b[n:], most-lines, max)
+		n, lines = n+k, lines+m
+		if lines == most {
+			break
+		}
+		if c := b[n:]; len(c) < flagsWindow {
+			// The end of what is buffered: read from a copy whose rest is
+			// zero bytes, which no part of either shape matches, so a
+			// line taken ends within c.
+			pad = [flagsWindow]byte{}
+			copy(pad[:], c)
+			if k, m = flagsRun(pad[:], 1, max); m == 1 {
+				n, lines = n+k, lines+1
+				continue
+			}
+		}
+		if !general {
+			break
+		}
+		l := plainFetchLine(b[n:])
+		if l == 0 || int64(l) > max {
+			break
+		}
+		n, lines = n+l, lines+1
+	}
+	return n, lines
+}
+
+// flagsRun is plainFetchRun's run of lines of the FLAGS shapes, each
+// read from a window of flagsWindow bytes of b, at most most of them and
+// none longer than max, stopping at the first other line or where less
+// than a window is left. It calls nothing: a call in the loop would spill
+// every register it keeps.
+func flagsRun(b []byte, most int, max int64) (n, lines int) {
+	for ; lines < most && len(b)-n >= flagsWindow; lines++ {
+		w, l := (*[flagsWindow]byte)(b[n:]), 0
 		switch {
 		default:
-			// "* " n " FETCH (": at least 28 bytes in the shortest line.
-			if len(c) < 28 || c[0] != '*' || c[1] != ' ' {
+			// "* " n " FETCH (", numbers in one or two loads, fixed words
+			// in one compare each; d&7 and d&15, equal to d where it is
+			// used, tell the compiler i stays within w.
+			if w[0] != '*' || w[1] != ' ' {
 				break
 			}
-			d := digits8(c[2:10])
+			d := digits8(w[2:10])
 			if d == 0 || d == 8 {
 				break
 			}
-			i := 2 + d
-			if string(c[i:i+8]) != " FETCH (" {
+			i := 2 + d&7
+			if string(w[i:i+8]) != " FETCH (" {
 				break
 			}
 			i += 8
-			if string(c[i:i+4]) == "UID " {
+			if string(w[i:i+4]) == "UID " {
 				// u " FLAGS (" f "))" CRLF
-				if i += 4; len(c)-i < 16 {
+				i += 4
+				if d = digits16(w[i : i+16]); d == 0 || d == 16 {
 					break
 				}
-				if d = digits16(c[i : i+16]); d == 0 || d == 16 {
+				if i += d & 15; string(w[i:i+8]) != " FLAGS (" {
 					break
 				}
-				if i += d; len(c)-i < 8 || string(c[i:i+8]) != " FLAGS (" {
-					break
-				}
-				if i = flagRun(c, i+8); len(c)-i >= 4 && string(c[i:i+4]) == "))\r\n" {
+				if i = flagRun(w, i+8); i <= flagsWindow-4 && string(w[i:i+4]) == "))\r\n" {
 					l = i + 4
 				}
 				break
 			}
 			// "FLAGS (" f ") UID " u ")" CRLF
-			if string(c[i:i+7]) != "FLAGS (" {
+			if string(w[i:i+7]) != "FLAGS (" {
 				break
 			}
-			if i = flagRun(c, i+7); len(c)-i < 6+16 || string(c[i:i+6]) != ") UID " {
+			if i = flagRun(w, i+7); i > flagsWindow-6-16 || string(w[i:i+6]) != ") UID " {
 				break
 			}
-			if d = digits16(c[i+6 : i+6+16]); d == 0 || d == 16 {
+			if d = digits16(w[i+6 : i+6+16]); d == 0 || d == 16 {
 				break
 			}
-			if i += 6 + d; len(c)-i >= 3 && string(c[i:i+3]) == ")\r\n" {
+			if i += 6 + d&15; i <= flagsWindow-3 && string(w[i:i+3]) == ")\r\n" {
 				l = i + 3
 			}
 		}
-		if l == 0 {
-			if !general {
-				break
-			}
-			if l = plainFetchLine(c); l == 0 {
-				break
-			}
-		}
-		if int64(l) > max {
+		if l == 0 || int64(l) > max {
 			break
 		}
 		n += l
 	}
 	return n, lines
 }
+
+// flagsWindow is the most a line of the FLAGS shapes plainFetchRun
+// matches first may be long.
+const flagsWindow = 128
 
 // digits16 is how many ASCII digits b (16 bytes) starts with.
 func digits16(b []byte) int {
@@ -116,10 +146,10 @@ func digits16(b []byte) int {
 	return d
 }
 
-// flagRun returns where the run of pList bytes at b[i:] ends: a flag
+// flagRun returns where the run of pList bytes at w[i:] ends: a flag
 // list without nested lists.
-func flagRun(b []byte, i int) int {
-	for i < len(b) && plain[b[i]]&pList != 0 {
+func flagRun(w *[flagsWindow]byte, i int) int {
+	for i < flagsWindow && plain[w[i]]&pList != 0 {
 		i++
 	}
 	return i
