@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -269,5 +271,18 @@ func TestRelaySteadyStateAllocatesLimited(t *testing.T) {
 		if n := testing.AllocsPerRun(500, round); n != 0 {
 			t.Errorf("%s: %v allocations per command", cc.name, n)
 		}
+	}
+}
+
+// A read that lingers before a parking (ARCHITECTURE.md §5) ends in a
+// deadline's error, which isTimeout tells without an allocation: it
+// allocated its errors.As target at each call, once per parking.
+func TestIsTimeoutAllocatesNothing(t *testing.T) {
+	deadline := error(&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded})
+	if !isTimeout(deadline) || isTimeout(io.EOF) {
+		t.Fatal("isTimeout does not tell a deadline from the end of a stream")
+	}
+	if n := testing.AllocsPerRun(100, func() { isTimeout(deadline) }); n != 0 {
+		t.Errorf("%v allocations per deadline's error", n)
 	}
 }

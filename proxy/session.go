@@ -798,8 +798,15 @@ func (s *Session) readDeadline(d time.Duration) { s.conn.SetReadDeadline(time.No
 
 // isTimeout reports a deadline expiry.
 func isTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || netTimeout(err)
+}
+
+// netTimeout is isTimeout's errors.As, apart: its target escapes, and in
+// isTimeout it was allocated at each call, a deadline's too (the read
+// that lingered before each parking, ARCHITECTURE.md §5).
+func netTimeout(err error) bool {
 	var ne net.Error
-	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // readErr turns a client read error into the session's end: BYE where the
