@@ -78,6 +78,34 @@ func (l *jsonLine) True(k string) {
 	l.b = append(l.b, "true"...)
 }
 
+// Millis writes us microseconds as milliseconds, byte for byte as Float
+// writes float64(us)/1000 (a duration or a delay), without its shortest-
+// digits search (670 instructions under callgrind, 230 here, of the
+// 5,000 that marshal a NOOP's record): below 10^15
+// in magnitude us/1000 is exact in decimal with at most 15 significant
+// digits, float64(us)/1000 is that decimal correctly rounded, and no
+// decimal of as few digits or fewer lies within half a unit in the last
+// place of it (10^-15 apart at least, relative, against 2^-53), so its
+// shortest form is that decimal itself (TestMillisMatchesFloat).
+func (l *jsonLine) Millis(k string, us int64) {
+	if us <= -1e15 || us >= 1e15 {
+		l.Float(k, float64(us)/1000)
+		return
+	}
+	l.key(k)
+	if us < 0 {
+		l.b = append(l.b, '-')
+		us = -us
+	}
+	l.b = strconv.AppendInt(l.b, us/1000, 10)
+	if f := us % 1000; f != 0 {
+		l.b = append(l.b, '.', byte('0'+f/100), byte('0'+f/10%10), byte('0'+f%10))
+		for l.b[len(l.b)-1] == '0' {
+			l.b = l.b[:len(l.b)-1]
+		}
+	}
+}
+
 // Float writes v as zapcore does: NaN and infinities as strings.
 func (l *jsonLine) Float(k string, v float64) {
 	l.key(k)

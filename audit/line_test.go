@@ -390,3 +390,38 @@ func genAddr(rng *rand.Rand) netip.Addr {
 		return netip.AddrFrom16(a)
 	}
 }
+
+// Millis writes what Float writes for float64(us)/1000: at every
+// magnitude, both signs, the ends of its exact range and past them, next
+// to powers of ten and with every count of trailing zeros.
+func TestMillisMatchesFloat(t *testing.T) {
+	check := func(us int64) {
+		var a, b jsonLine
+		a.Millis("d", us)
+		b.Float("d", float64(us)/1000)
+		if !bytes.Equal(a.b, b.b) {
+			t.Fatalf("%d µs: Millis %q, Float %q", us, a.b, b.b)
+		}
+	}
+	for _, us := range []int64{0, 1, 10, 100, 999, 1000, 1001, 1500, 1e15 - 1, 1e15, 1e15 + 1, 1<<53 - 1, 1 << 53, math.MaxInt64, math.MinInt64} {
+		check(us)
+		check(-us)
+	}
+	for p := int64(1); p < 1e18; p *= 10 {
+		for d := int64(-3); d <= 3; d++ {
+			check(p + d)
+			check(-p - d)
+		}
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
+	for range 1000000 {
+		us := rng.Int64N(int64(math.Pow10(rng.IntN(19))) + 1)
+		if rng.IntN(3) == 0 {
+			us -= us % int64(math.Pow10(rng.IntN(4)))
+		}
+		if rng.IntN(2) == 0 {
+			us = -us
+		}
+		check(us)
+	}
+}

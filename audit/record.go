@@ -483,7 +483,7 @@ func (r *Record) marshal(e *jsonLine, enc *encoding) {
 		e.True("limit_own")
 	}
 	if r.Delay != 0 {
-		e.Float("delay_ms", float64(r.Delay.Microseconds())/1000)
+		e.Millis("delay_ms", r.Delay.Microseconds())
 	}
 	if r.Disconnect {
 		e.True("disconnect")
@@ -496,7 +496,7 @@ func (r *Record) marshal(e *jsonLine, enc *encoding) {
 	str(e, "scope", r.Scope)
 
 	if r.Duration != 0 {
-		e.Float("duration_ms", float64(r.Duration.Microseconds())/1000)
+		e.Millis("duration_ms", r.Duration.Microseconds())
 	}
 	num(e, "bytes_in", r.BytesIn)
 	num(e, "bytes_out", r.BytesOut)
