@@ -165,3 +165,41 @@ func TestPreAuthSASLResponsesCharged(t *testing.T) {
 		t.Errorf("%d max_preauth_command_bytes records, want 2: %+v", n, h.audit.limits)
 	}
 }
+
+// The rest of a refused command, lines and small {n+} literals the proxy
+// reads and drops, counts against MaxCommandBytes as any command's bytes
+// (MaxPreAuthCommandBytes before login): a chain of them ends the session
+// instead of keeping the proxy reading one command for ever.
+func TestRefusedCommandRestCounted(t *testing.T) {
+	h := newHarness(t, func(o *Options) {
+		o.Limits.MaxCommandBytes = 16 << 10
+		o.Limits.MaxPreAuthCommandBytes = 16 << 10
+	})
+	chain := func(first string) string {
+		lit := strings.Repeat("x", 4096)
+		var b strings.Builder
+		b.WriteString(first)
+		for range 8 {
+			b.WriteString(" {4096+}\r\n" + lit)
+		}
+		b.WriteString("\r\nb NOOP\r\n")
+		return b.String()
+	}
+	t.Run("authenticated", func(t *testing.T) {
+		c := h.login()
+		// Over MaxBufferedLiteral (4 KiB): refused, its bytes dropped.
+		c.sendRaw(chain("a CREATE {5000+}\r\n" + strings.Repeat("m", 5000)))
+		if l := c.line(); !strings.HasPrefix(l, "* BYE [TOOBIG]") {
+			t.Fatalf("after a refused command's rest of 32 KiB (MaxCommandBytes 16 KiB): %q", l)
+		}
+	})
+	t.Run("before login", func(t *testing.T) {
+		c := dialPlain(t, h.starttls)
+		c.expect("* OK")
+		// LOGIN before TLS: refused (RFC 9051 §6.2.3), its literal dropped.
+		c.sendRaw(chain("a LOGIN {5+}\r\nalice"))
+		if l := c.line(); !strings.HasPrefix(l, "* BYE [TOOBIG]") {
+			t.Fatalf("after a refused command's rest of 32 KiB (MaxPreAuthCommandBytes 16 KiB): %q", l)
+		}
+	})
+}

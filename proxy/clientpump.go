@@ -837,7 +837,7 @@ func (p *clientPump) overBudget(held int64, lit imapwire.Literal, withLit bool) 
 // the stream cannot be told from the next command.
 func (p *clientPump) tooBig(f *inflight, lit imapwire.Literal, hasLit bool) error {
 	s := p.s
-	s.srv.auditor.Limit(&s.info, LimitResult{Exceeded: true, Limit: "max_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"})
+	s.srv.auditor.Limit(&s.info, hitCommandBytes)
 	if f != nil || (hasLit && lit.NonSync) {
 		return s.answer("*", byeCommandTooBig)
 	}

@@ -261,6 +261,10 @@ func (s *Session) preAuthTooMuch(cmd *imapwire.Command, held int64, lit imapwire
 // MaxPreAuthCommandBytes.
 var hitPreAuthCommandBytes = LimitResult{Exceeded: true, Limit: "max_preauth_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"}
 
+// hitCommandBytes is the limit record of a command refused by
+// MaxCommandBytes.
+var hitCommandBytes = LimitResult{Exceeded: true, Limit: "max_command_bytes", Key: "session", Code: "TOOBIG", Reason: "Command too big"}
+
 // maxIDPairs is RFC 2971 §3.3's limit of field-value pairs in an ID.
 const maxIDPairs = 30
 
@@ -270,15 +274,30 @@ var (
 )
 
 // skipRestOfCommand reads and drops the remaining lines and small
-// non-synchronizing literals of a refused command.
+// non-synchronizing literals of a refused command, counted as any
+// command's bytes against MaxCommandBytes (MaxPreAuthCommandBytes before
+// login; ARCHITECTURE.md §12): a chain of them cannot keep the proxy
+// reading one command for ever.
 func (s *Session) skipRestOfCommand() error {
+	budget, hit := int64(s.lim.MaxCommandBytes), &hitCommandBytes
+	if s.relay == nil {
+		budget, hit = int64(s.lim.MaxPreAuthCommandBytes), &hitPreAuthCommandBytes
+	}
+	var n int64
 	for {
 		line, lit, hasLit, err := s.sc.ReadLine()
 		if err != nil {
 			s.readErr(err)
 			return err
 		}
-		_ = line
+		if n += int64(len(line)); hasLit {
+			n += lit.Size
+		}
+		if n > budget {
+			s.srv.auditor.Limit(&s.info, *hit)
+			s.answer("*", byeCommandTooBig)
+			return errClose
+		}
 		if !hasLit {
 			return nil
 		}
