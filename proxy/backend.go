@@ -205,9 +205,29 @@ func (bc *backendConn) release() {
 // the client pump).
 func (bc *backendConn) out() *bufio.Writer {
 	if bc.bw == nil {
-		bc.bw = backendWriters.get(bc.conn)
+		bc.bw = backendWriters.get((*backendWrites)(bc))
 	}
 	return bc.bw
+}
+
+// backendWrites is what the backend's writer writes to: the connection,
+// with a deadline ahead of each write while uploading (owedReader).
+type backendWrites backendConn
+
+func (w *backendWrites) Write(p []byte) (int, error) {
+	if w.rd.uploading {
+		w.conn.SetWriteDeadline(time.Now().Add(w.rd.timeout))
+	}
+	return w.conn.Write(p)
+}
+
+// stopUploading ends the writes' deadlines (owedReader.uploading): the
+// backend owes an answer again, and its reads are timed.
+func (bc *backendConn) stopUploading() {
+	if bc.rd.uploading {
+		bc.rd.uploading = false
+		bc.conn.SetWriteDeadline(time.Time{})
+	}
 }
 
 // flush sends what was written and gives the writer back.
@@ -739,6 +759,12 @@ type owedReader struct {
 	waiting   bool
 	armed     bool // a deadline is set
 	lingering bool // ... and it is linger's
+	// uploading is the write side's, here in the padding (ARCHITECTURE.md
+	// §16): the client pump streams the client's bytes of a command the
+	// backend owes no answer yet (relay.sent), and each write to the
+	// backend has a deadline timeout ahead, so that a backend that stops
+	// reading ends the session (backendWrites, ARCHITECTURE.md §13).
+	uploading bool
 	// unarming, in tests, runs before a deadline no longer owed is
 	// cleared (Options.unarming).
 	unarming func()

@@ -310,7 +310,7 @@ func (p *backendPump) relay() (parked bool) {
 				return
 			}
 			cont, relay = true, !r.contSwallow
-			r.contArmed = false
+			r.contCame()
 		case imapwire.Tagged:
 			if done = r.inflight.take(resp.Tag); done == nil {
 				r.mu.Unlock()
@@ -329,8 +329,8 @@ func (p *backendPump) relay() (parked bool) {
 			// A completion instead of the "+" a literal waits for: the
 			// backend refused it. Decided here, under mu: once released
 			// below, done may already be a later command's record.
-			if r.contArmed && r.contTag == done.cmd.Tag {
-				r.contArmed, refused = false, true
+			if r.contArmed && r.contF == done {
+				r.contArmed, r.contF, refused = false, nil, true
 			}
 		case imapwire.Untagged:
 			switch {
@@ -723,16 +723,8 @@ func (p *backendPump) readFailed(err error, haveOut bool) {
 	case isTimeout(err) && p.r.cut.Load():
 		s.stop(byeDrained, haveOut)
 	case isTimeout(err):
-		// Silent past Limits.BackendTimeout while it owed an answer
-		// (ARCHITECTURE.md §13: a stuck backend must not hold sessions,
-		// goroutines and descriptors).
-		if s.closing.Load() {
-			return
-		}
-		s.logger().Warn("backend stopped answering", zap.String("backend", p.be.b.Name), zap.Duration("timeout", s.lim.BackendTimeout))
-		s.srv.auditor.Security(&s.info, "backend-timeout", p.be.b.Name)
-		s.srv.opts.Metrics.backendFault(p.be.b.Name, "timeout")
-		s.stop(byeBackendTimeout, haveOut)
+		// Silent past Limits.BackendTimeout while it owed an answer.
+		s.backendTimedOut(haveOut)
 	default:
 		s.backendLost(err, haveOut)
 	}

@@ -587,7 +587,12 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 				if !d.Allow {
 					return nil, p.deny(cmd, d, lit, true, start, bytesIn)
 				}
-				f = p.register(cmd, d, start, ctx)
+				// Owed no answer while the client's bytes come, but for
+				// a "+" (relay.arm), until all of it went (relay.sent);
+				// the backend's writes are timed meanwhile (owedReader.uploading).
+				f = p.register(cmd, d, start, ctx, false)
+				be.rd.uploading = true
+				defer be.stopUploading()
 				f.bytesIn.Store(bytesIn)
 				decided = cmd.Effects
 				if !p.forwardPending(f, pend, marks, !lit.NonSync, nil) {
@@ -672,6 +677,7 @@ func (p *clientPump) withLiterals(line []byte, lit imapwire.Literal, ctx *imapwi
 		return p.whole(s.parser.Command(), pend, ctx, start, bytesIn, marks...)
 	}
 	f.bytesIn.Store(bytesIn)
+	r.sent(f)
 	return f, p.flushUnlessPipelined(f)
 }
 
@@ -702,7 +708,7 @@ func (p *clientPump) whole(cmd *imapwire.Command, wire []byte, ctx *imapwire.Con
 	if !d.Allow {
 		return nil, p.deny(cmd, d, imapwire.Literal{}, false, start, bytesIn)
 	}
-	f := p.register(cmd, d, start, ctx)
+	f := p.register(cmd, d, start, ctx, true)
 	f.bytesIn.Store(bytesIn)
 	// A FETCH by sequence number reading content (headers too) gets the
 	// UID item, so that its record names the messages read
@@ -1003,10 +1009,12 @@ func snapshot(c *imapwire.Command) imapwire.Command {
 }
 
 // register records a command about to be forwarded, before its first byte
-// leaves, so that the backend pump can match its completion. The selected
+// leaves, so that the backend pump can match its completion. sent: the
+// whole command follows at once, and its answer is owed from now on;
+// else from relay.sent (ARCHITECTURE.md §13). The selected
 // mailbox is not changed here: only the backend's completion changes it
 // (ARCHITECTURE.md §8), and a barrier command holds later ones back until then.
-func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time, ctx *imapwire.Context) *inflight {
+func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time, ctx *imapwire.Context, sent bool) *inflight {
 	r := p.r
 	r.mu.Lock()
 	var f *inflight
@@ -1033,7 +1041,9 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 	if cmd.Name == "IDLE" {
 		r.idle, r.idleCont = f, true
 	}
-	r.oweLocked(f)
+	if f.sent = sent; sent {
+		r.oweLocked(f)
+	}
 	if cmd.Spec.Barrier || renamesSelected(cmd, ctx, f.selected) {
 		r.barrier = f
 		r.enabled, r.enabledUnread = 0, false

@@ -33,9 +33,14 @@ type inflight struct {
 	// (backendPump.delivered).
 	fetch bool
 	// owed: the backend owes an answer to it (counted in
-	// relay.owing): always, but for an IDLE between its "+" and
-	// the client's DONE.
+	// relay.owing): once it has the whole command (sent), or while a
+	// literal's "+" is armed for it (relay.arm), but not while the proxy
+	// still sends it the client's bytes of the command, nor for an IDLE
+	// between its "+" and the client's DONE (ARCHITECTURE.md §13).
 	owed bool
+	// sent: the whole command went to the backend's writer (register
+	// for a command read to its end, relay.sent for one streamed).
+	sent bool
 	// aborted: the proxy refused the command while the backend held part
 	// of it and ended the session, which aborts it (clientPump.abort);
 	// the refusal is its record, and no other is written when the

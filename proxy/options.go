@@ -164,9 +164,11 @@ type Limits struct {
 	// 2 MiB (1000 ordinary commands take about 500 KiB).
 	MaxInflightBytes int64
 	// BackendTimeout is how long a backend may stay silent while it owes
-	// an answer (a command in flight other than an IDLE waiting for DONE,
-	// the rest of a response or literal); then the client gets
-	// "* BYE [UNAVAILABLE]"; 5 min. Bytes flowing reset it.
+	// an answer (a command it has whole, other than an IDLE waiting for
+	// DONE; a literal's "+"; the rest of a response or literal), or take
+	// none of an upload's bytes; then the client gets
+	// "* BYE [UNAVAILABLE]"; 5 min. Bytes flowing reset it. Never while
+	// the client's bytes of a command still come (ARCHITECTURE.md §13).
 	BackendTimeout time.Duration
 	// MaxResponseLine bounds one response line of a backend (literals
 	// not counted): a huge SEARCH result fits; 16 MiB.

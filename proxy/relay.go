@@ -35,9 +35,9 @@ type relay struct {
 	// does not read (backendPump.completed).
 	enabled imapwire.Cap
 	// A pump waiting for the backend's answer to a synchronizing literal:
-	// "+" (true) or the tagged completion of contTag (false). With
+	// "+" (true) or the tagged completion of contF (false). With
 	// contSwallow the "+" is not relayed: the client already got ours.
-	contTag     string
+	contF       *inflight
 	contArmed   bool
 	contSwallow bool
 	// idleCont: the "+" of the IDLE in flight (RFC 9051 §6.3.13) is still
@@ -225,8 +225,32 @@ func (r *relay) arm(f *inflight, swallow bool) bool {
 	if !r.inflight.holds(f) {
 		return false
 	}
-	r.contArmed, r.contTag, r.contSwallow = true, f.cmd.Tag, swallow
+	r.contArmed, r.contF, r.contSwallow = true, f, swallow
+	// The backend owes the "+" (ARCHITECTURE.md §13).
+	r.oweLocked(f)
 	return true
+}
+
+// contCame records the "+" armed for r.contF: a command the backend does
+// not yet have whole owes nothing more until it has (sent). Called with
+// mu held.
+func (r *relay) contCame() {
+	if f := r.contF; !f.sent {
+		r.paidLocked(f)
+	}
+	r.contArmed, r.contF = false, nil
+}
+
+// sent records that the backend has all of f, a command whose literal the
+// client pump streamed: from now on its answer is owed (ARCHITECTURE.md
+// §13), unless the backend completed it early.
+func (r *relay) sent(f *inflight) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflight.holds(f) {
+		f.sent = true
+		r.oweLocked(f)
+	}
 }
 
 // signal gives the client pump the verdict on the literal armed (arm
@@ -334,7 +358,9 @@ func (r *relay) freeOneLocked() {
 	}
 }
 
-// oweLocked records that the backend owes f an answer; the first owed
+// oweLocked records that the backend owes f an answer (a "+", or the
+// completion of a command it has whole: never while the client's bytes of
+// the command still come, ARCHITECTURE.md §13); the first owed
 // command arms the backend's read deadline at once, since the backend pump
 // may be waiting in a read that started with none or a long one. Not when
 // the pump waits between responses with a linger of at most hotLinger
@@ -484,6 +510,12 @@ func (s *Session) backendLost(err error, haveOut bool) {
 	if s.closing.Load() {
 		return
 	}
+	if isTimeout(err) {
+		// A write past its deadline: the backend stopped reading what
+		// the client uploads (owedReader.uploading).
+		s.backendTimedOut(haveOut)
+		return
+	}
 	if s.relay.sawBye.Load() {
 		s.setReason(CloseBackendBye)
 		s.stop(nil, haveOut)
@@ -492,6 +524,21 @@ func (s *Session) backendLost(err error, haveOut bool) {
 	s.logger().Warn("backend connection lost", zap.String("backend", s.be.b.Name), zap.Error(err))
 	s.srv.auditor.Security(&s.info, "backend-lost", s.be.b.Name)
 	s.stop(byeBackendLost, haveOut)
+}
+
+// backendTimedOut ends the session of a backend silent, or not reading,
+// past Limits.BackendTimeout while the proxy waited for it
+// (ARCHITECTURE.md §13: a stuck backend must not hold sessions,
+// goroutines and descriptors).
+func (s *Session) backendTimedOut(haveOut bool) {
+	if s.closing.Load() {
+		return
+	}
+	name := s.be.b.Name
+	s.logger().Warn("backend stopped answering", zap.String("backend", name), zap.Duration("timeout", s.lim.BackendTimeout))
+	s.srv.auditor.Security(&s.info, "backend-timeout", name)
+	s.srv.opts.Metrics.backendFault(name, "timeout")
+	s.stop(byeBackendTimeout, haveOut)
 }
 
 // trailDown refuses, NO [UNAVAILABLE], a command with any effect in the
