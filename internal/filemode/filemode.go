@@ -16,7 +16,8 @@ import (
 
 // Secret refuses a secret file (a token, a password, password hashes, a
 // private key) that other users may read or write: a 0644 file made under
-// umask 022 hands it to every local account. Group access stays allowed
+// umask 022 hands it to every local account; so may its owner, if not
+// root or this user. Group access stays allowed
 // (the Debian package's 0640 root:imapwarden). No directory on the way to
 // it may let others replace it (Trusted). A file that cannot be read is
 // left to its reader to report.
@@ -28,12 +29,15 @@ func Secret(path string) error {
 	if m := fi.Mode().Perm(); m&0o007 != 0 {
 		return fmt.Errorf("%s is mode %04o: other users may read or change it; chmod 600 %s (or 640 with the service's group)", path, m, path)
 	}
+	if err := fileOwner(path, fi); err != nil {
+		return err
+	}
 	return pathTrusted(path)
 }
 
 // Trusted refuses a file or directory that decides what the proxy does
 // (the configuration, a policy, the groups file) when other users may
-// change it: it is writable by others, or a directory on the way to it
+// change it: it is writable by others or another user's, or a directory on the way to it
 // lets others replace it (pathTrusted). A read-only mount does not excuse
 // its bits: it may be a view of a source others write. A file that cannot
 // be read is left to its reader to report.
@@ -49,7 +53,20 @@ func Trusted(path string) error {
 		}
 		return fmt.Errorf("%s is a %s of mode %04o: other users may change it; chmod o-w %s", path, what, m, path)
 	}
+	if err := fileOwner(path, fi); err != nil {
+		return err
+	}
 	return pathTrusted(path)
+}
+
+// fileOwner refuses a file (or directory) that is neither root's nor this
+// user's: its owner may chmod it and then change or read it whatever its
+// mode (chmod(2)), as sshd's StrictModes refuses such a key file.
+func fileOwner(path string, fi fs.FileInfo) error {
+	if dirOwnerOK(fi) {
+		return nil
+	}
+	return fmt.Errorf("%s is owned by another user (%s): they may change or read it; chown root %s", path, owner(fi), path)
 }
 
 // maxLinks bounds the symbolic links followed, as the kernel's ELOOP does

@@ -21,7 +21,7 @@ func ownedBySelfOrRoot(fi fs.FileInfo) bool {
 	return ok && (st.Uid == 0 || int(st.Uid) == os.Geteuid())
 }
 
-// dirOwnerOK says whether a directory's owner is root or this user.
+// dirOwnerOK says whether a directory's (or a file's) owner is root or this user.
 func dirOwnerOK(fi fs.FileInfo) bool { return ownedBySelfOrRoot(fi) }
 
 func owner(fi fs.FileInfo) string {

@@ -8,7 +8,7 @@ func readOnlyFS(string) bool { return false }
 
 func ownedBySelfOrRoot(fs.FileInfo) bool { return false }
 
-// dirOwnerOK cannot tell a directory's owner here: the modes alone decide.
+// dirOwnerOK cannot tell a directory's or file's owner here: the modes alone decide.
 func dirOwnerOK(fs.FileInfo) bool { return true }
 
 func owner(fs.FileInfo) string { return "unknown" }
