@@ -90,7 +90,7 @@ func (p *clientPump) relay() (parked bool) {
 			var se *imapwire.SyntaxError
 			if errors.As(err, &se) && line != nil && !nonSyncMarker(line) {
 				// A malformed {n}: the client waits for a "+".
-				if s.answer(tagOf(line), syntaxReply(err)) != nil {
+				if s.answer(s.tagOf(line), syntaxReply(err)) != nil {
 					return false
 				}
 				continue
@@ -769,7 +769,7 @@ func (p *clientPump) firstLine(line []byte, lit imapwire.Literal, hasLit bool) (
 	}
 	// Only a refused line is read for its tag again (the parser's pass
 	// is the one pass of an accepted line).
-	return p.lineErr(err, tagOf(line), lit, hasLit)
+	return p.lineErr(err, p.s.tagOf(line), lit, hasLit)
 }
 
 // nextLine feeds a later line of a command held back by the proxy.

@@ -162,7 +162,7 @@ func (s *Session) readPreAuthCommand() (*imapwire.Command, int64, error) {
 			}
 			return nil, 0, errClose
 		}
-		s.answer(tagOf(line), syntaxReply(err))
+		s.answer(s.tagOf(line), syntaxReply(err))
 		return nil, 0, nil
 	}
 	held := int64(len(line))
@@ -319,8 +319,8 @@ var errClose = errors.New("session closed")
 // tagOf returns the tag of a line for an error reply, or "*" when the line
 // has no tag the proxy accepts (RFC 9051 §7.1.3: an untagged BAD when the
 // tag cannot be determined).
-func tagOf(line []byte) string {
-	if tag, ok := imapwire.LineTag(line); ok {
+func (s *Session) tagOf(line []byte) string {
+	if tag, ok := imapwire.LineTag(line, s.lim.MaxTag); ok {
 		return string(tag)
 	}
 	return "*"

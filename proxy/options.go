@@ -203,6 +203,15 @@ type Limits struct {
 	// its own goroutine, and none lingers (ARCHITECTURE.md §5). Negative:
 	// never.
 	ParkAfter time.Duration
+	// MaxTag, MaxListDepth, MaxArguments and MaxSearchDepth bound one
+	// command's shape as the parser reads it (imapwire.Bounds): a tag's
+	// characters, 64; parenthesized list nesting, 32; arguments, nested
+	// ones included, 10,000; search-key nesting (NOT, OR, parentheses),
+	// 64. Past one: BAD, as any command the proxy cannot read.
+	MaxTag         int
+	MaxListDepth   int
+	MaxArguments   int
+	MaxSearchDepth int
 }
 
 // Default limits (ARCHITECTURE.md §12).
@@ -264,7 +273,14 @@ func (l Limits) withDefaults() Limits {
 	if l.ParkAfter == 0 {
 		l.ParkAfter = DefaultParkAfter
 	}
+	b := l.bounds()
+	l.MaxTag, l.MaxListDepth, l.MaxArguments, l.MaxSearchDepth = b.MaxTag, b.MaxListDepth, b.MaxArguments, b.MaxSearchDepth
 	return l
+}
+
+// bounds are l's limits of a command's shape, as the parser takes them.
+func (l *Limits) bounds() imapwire.Bounds {
+	return imapwire.Bounds{MaxTag: l.MaxTag, MaxListDepth: l.MaxListDepth, MaxArguments: l.MaxArguments, MaxSearchDepth: l.MaxSearchDepth}.WithDefaults()
 }
 
 // orDefault sets *v to def unless it is positive.

@@ -66,6 +66,7 @@ var parsers = sync.Pool{New: func() any { return new(imapwire.CommandParser) }}
 func (s *Session) putParser() {
 	if s.parser != nil {
 		s.parser.Reset()
+		s.parser.Bounds = nil // the session's configuration, which the pool must not keep
 		parsers.Put(s.parser)
 		s.parser = nil
 	}
@@ -75,5 +76,6 @@ func (s *Session) putParser() {
 func (s *Session) takeParser() {
 	if s.parser == nil {
 		s.parser = parsers.Get().(*imapwire.CommandParser)
+		s.parser.Bounds = &s.dyn.bounds
 	}
 }

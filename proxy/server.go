@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 )
 
 // Server accepts client connections on its listeners and runs a Session for
@@ -109,6 +111,8 @@ type Dynamic struct {
 	AllowAuthzid  bool
 	// UserSeparators: Options.UserSeparators.
 	UserSeparators []string
+
+	bounds imapwire.Bounds // Limits' of a command's shape (Update)
 }
 
 // Update checks d and makes it current for new work.
@@ -141,6 +145,7 @@ func (s *Server) Update(d Dynamic) error {
 		d.Decider = AllowAll{}
 	}
 	d.Limits = d.Limits.withDefaults()
+	d.bounds = d.Limits.bounds()
 	s.dyn.Store(&d)
 	return nil
 }

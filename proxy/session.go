@@ -149,7 +149,7 @@ func newSession(srv *Server, lo *ListenerOptions, c net.Conn) *Session {
 	s.br = clientReaders.get(s.source())
 	s.out.setConn(raw, s.lim.WriteTimeout)
 	s.sc = imapwire.NewScanner(s.br, s.lim.MaxLine)
-	s.parser = parsers.Get().(*imapwire.CommandParser)
+	s.takeParser()
 	return s
 }
 

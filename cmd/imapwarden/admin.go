@@ -107,7 +107,7 @@ func newAdmin(srv *proxy.Server, reg *prometheus.Registry, level zap.AtomicLevel
 		view.Store(&adminView{})
 	}
 	a := &admin{srv: srv, reg: reg, level: level, view: view, log: log, wire: new(atomic.Pointer[auditWire]),
-		searches: make(chan struct{}, lim.AuditSearches), guard: newTokenGuard(lim.TokenFailuresPerIP, lim.TokenFailureWindow, reg),
+		searches: make(chan struct{}, lim.AuditSearches), guard: newTokenGuard(lim.TokenFailuresPerIP, lim.TokenFailureWindow, lim.TokenFailureHosts, reg),
 		pageSize: max(lim.PageSize, 1)}
 	a.console = newConsole(a, lim.ConsoleSessionTTL, lim.ConsoleMaxSessions)
 	return a
@@ -704,11 +704,12 @@ type adminLimits struct {
 	RecentEvents       int           // admin.recent_events
 	TokenFailuresPerIP int           // admin.token_failures_per_ip
 	TokenFailureWindow time.Duration // admin.token_failure_window
+	TokenFailureHosts  int           // admin.token_failure_hosts
 	PageSize           int           // admin.page_size
 }
 
 var defaultAdminLimits = adminLimits{ConsoleSessionTTL: 12 * time.Hour, ConsoleMaxSessions: 256, AuditSearches: 2, RecentEvents: 200,
-	TokenFailuresPerIP: 10, TokenFailureWindow: 5 * time.Minute, PageSize: 100}
+	TokenFailuresPerIP: 10, TokenFailureWindow: 5 * time.Minute, TokenFailureHosts: 4096, PageSize: 100}
 
 // serveAdmin listens on addr (TLS when cfg is set) and serves until ctx is
 // done. It returns the bound address and a function that waits for the end.

@@ -13,14 +13,13 @@ import (
 	"github.com/imapwarden/imapwarden/audit"
 )
 
-// maxGuessHosts bounds the hosts tokenGuard remembers. Past it, a new
+// maxHosts (admin.token_failure_hosts) bounds the hosts tokenGuard remembers. Past it, a new
 // host takes the place of a window that ended, else of the oldest host
 // not locked out; a lockout is never forgotten before its window ends.
 // When every remembered host is locked out, the hosts not remembered
 // share one count (overflow) with the same bound: memory stays at
-// maxGuessHosts+1 windows, and guessing from more hosts than that gains
+// maxHosts+1 windows, and guessing from more hosts than that gains
 // one bound's worth per window, not one per host.
-const maxGuessHosts = 4096
 
 // tokenGuard bounds wrong admin tokens per client host, the bearer
 // header's and the console sign-in's alike (ARCHITECTURE.md §12): after
@@ -32,9 +31,10 @@ const maxGuessHosts = 4096
 // security record at a host's first failure of a window and when it is
 // locked out, never one per attempt.
 type tokenGuard struct {
-	max    int
-	window time.Duration
-	now    func() time.Time
+	max      int
+	window   time.Duration
+	maxHosts int
+	now      func() time.Time
 
 	mu       sync.Mutex
 	hosts    map[netip.Addr]*guesses
@@ -48,8 +48,8 @@ type guesses struct {
 	n     int
 }
 
-func newTokenGuard(max int, window time.Duration, reg *prometheus.Registry) *tokenGuard {
-	g := &tokenGuard{max: max, window: window, now: time.Now, hosts: map[netip.Addr]*guesses{},
+func newTokenGuard(max int, window time.Duration, maxHosts int, reg *prometheus.Registry) *tokenGuard {
+	g := &tokenGuard{max: max, window: window, maxHosts: maxHosts, now: time.Now, hosts: map[netip.Addr]*guesses{},
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapwarden_admin_token_failures_total",
 			Help: "Admin requests and console sign-ins refused for their token: wrong, or locked_out (admin.token_failures_per_ip reached).",
@@ -84,7 +84,7 @@ func (g *tokenGuard) entry(host netip.Addr, now time.Time) *guesses {
 	if e := g.hosts[host]; e != nil {
 		return e
 	}
-	if len(g.hosts) >= maxGuessHosts && g.live(&g.overflow, now) {
+	if len(g.hosts) >= g.maxHosts && g.live(&g.overflow, now) {
 		return &g.overflow
 	}
 	return nil
@@ -112,9 +112,9 @@ func (g *tokenGuard) fail(host netip.Addr) int {
 	defer g.mu.Unlock()
 	now := g.now()
 	e := g.hosts[host]
-	if e == nil && len(g.hosts) >= maxGuessHosts {
+	if e == nil && len(g.hosts) >= g.maxHosts {
 		g.evict(now)
-		if len(g.hosts) >= maxGuessHosts {
+		if len(g.hosts) >= g.maxHosts {
 			e = &g.overflow
 		}
 	}
@@ -143,7 +143,7 @@ func (g *tokenGuard) evict(now time.Time) {
 			oldest, at = host, e.start
 		}
 	}
-	if len(g.hosts) >= maxGuessHosts && !at.IsZero() {
+	if len(g.hosts) >= g.maxHosts && !at.IsZero() {
 		delete(g.hosts, oldest)
 	}
 }

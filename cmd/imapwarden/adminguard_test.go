@@ -95,13 +95,14 @@ func TestAdminTokenFailuresBoundedPerAddress(t *testing.T) {
 	}
 }
 
-// TestTokenGuardKeepsLockouts: past maxGuessHosts remembered hosts, a new
+// TestTokenGuardKeepsLockouts: past maxHosts remembered hosts, a new
 // host takes the place of the oldest one not locked out, never of a
 // lockout whose window runs; once every remembered host is locked out,
 // the others share one count with the same bound, which locks them out
 // together. Memory stays bounded throughout.
 func TestTokenGuardKeepsLockouts(t *testing.T) {
-	g := newTokenGuard(2, time.Hour, nil)
+	const maxGuessHosts = 64 // admin.token_failure_hosts, lowered
+	g := newTokenGuard(2, time.Hour, maxGuessHosts, nil)
 	now := time.Unix(1e9, 0)
 	g.now = func() time.Time { return now }
 	host := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }

@@ -911,6 +911,27 @@ func buildLimits(p *problems, c limitsConfig) proxy.Limits {
 		MaxAuditSharedWith:     count("max_audit_shared_with", c.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith),
 		MaxAuditMailboxNames:   count("max_audit_mailbox_names", c.MaxAuditMailboxNames, proxy.DefaultMaxAuditMailboxNames),
 		MaxAuditNameBytes:      count("max_audit_name_bytes", c.MaxAuditNameBytes, proxy.DefaultMaxAuditNameBytes),
+		MaxTag:                 count("max_tag", c.MaxTag, imapwire.DefaultMaxTag),
+		MaxListDepth:           count("max_list_depth", c.MaxListDepth, imapwire.DefaultMaxListDepth),
+		MaxArguments:           count("max_arguments", c.MaxArguments, imapwire.DefaultMaxArguments),
+		MaxSearchDepth:         count("max_search_depth", c.MaxSearchDepth, imapwire.DefaultMaxSearchDepth),
+	}
+	// Ordinary commands need this much: NOTIFY's fetch attributes nest
+	// lists 4 deep, clients' searches OR a few keys. A tag longer than
+	// 64 characters was never shown to be taken by every backend, which
+	// would answer an untagged BAD the proxy cannot match.
+	for _, r := range [...]struct {
+		key       string
+		v, lo, hi int
+	}{
+		{"max_tag", l.MaxTag, 1, imapwire.DefaultMaxTag},
+		{"max_list_depth", l.MaxListDepth, 8, 256},
+		{"max_arguments", l.MaxArguments, 100, 1 << 20},
+		{"max_search_depth", l.MaxSearchDepth, 4, 1024},
+	} {
+		if r.v < r.lo || r.v > r.hi {
+			p.add("limits.%s: must be from %d to %d, got %d", r.key, r.lo, r.hi, r.v)
+		}
 	}
 	switch {
 	case l.ParkAfter < 0:
@@ -1022,7 +1043,7 @@ func buildAdmin(p *problems, s *setup, c adminConfig, warn func(key, format stri
 		out *int
 	}{{"console_max_sessions", c.ConsoleMaxSessions, &l.ConsoleMaxSessions}, {"audit_searches", c.AuditSearches, &l.AuditSearches},
 		{"recent_events", c.RecentEvents, &l.RecentEvents}, {"token_failures_per_ip", c.TokenFailuresPerIP, &l.TokenFailuresPerIP},
-		{"page_size", c.PageSize, &l.PageSize}} {
+		{"page_size", c.PageSize, &l.PageSize}, {"token_failure_hosts", c.TokenFailureHosts, &l.TokenFailureHosts}} {
 		if n.v != nil {
 			*n.out = *n.v
 		}

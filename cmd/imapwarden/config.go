@@ -166,6 +166,9 @@ type adminConfig struct {
 	// TokenFailureWindow (5m) refuse its tokens until the window ends.
 	TokenFailuresPerIP *int      `yaml:"token_failures_per_ip"`
 	TokenFailureWindow *duration `yaml:"token_failure_window"`
+	// TokenFailureHosts bounds the hosts whose wrong tokens are counted
+	// (4096); past it, those not remembered share one count.
+	TokenFailureHosts *int `yaml:"token_failure_hosts"`
 	// The console's sign-ins: how long one lasts (12h) and how many may
 	// be open (256; the oldest of the same or a lower scope goes).
 	ConsoleSessionTTL  *duration `yaml:"console_session_ttl"`
@@ -383,6 +386,12 @@ type limitsConfig struct {
 	// (what audit.max_record_bytes holds beside the rest of a record);
 	// set, a value the record cannot hold is refused.
 	MaxAuditNameBytes *int `yaml:"max_audit_name_bytes"`
+	// MaxTag, MaxListDepth, MaxArguments and MaxSearchDepth bound one
+	// command's shape as the proxy parses it: past one, BAD.
+	MaxTag         *int `yaml:"max_tag"`
+	MaxListDepth   *int `yaml:"max_list_depth"`
+	MaxArguments   *int `yaml:"max_arguments"`
+	MaxSearchDepth *int `yaml:"max_search_depth"`
 }
 
 type authConfig struct {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"github.com/imapwarden/imapwarden/proxy/pool"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 	"github.com/imapwarden/imapwarden/tlsterm"
@@ -105,6 +106,10 @@ func TestExampleConfigOptions(t *testing.T) {
 		MaxAuditSharedWith:    proxy.DefaultMaxAuditSharedWith,
 		MaxAuditMailboxNames:  proxy.DefaultMaxAuditMailboxNames,
 		MaxAuditNameBytes:     proxy.DefaultMaxAuditNameBytes,
+		MaxTag:                imapwire.DefaultMaxTag,
+		MaxListDepth:          imapwire.DefaultMaxListDepth,
+		MaxArguments:          imapwire.DefaultMaxArguments,
+		MaxSearchDepth:        imapwire.DefaultMaxSearchDepth,
 	}
 	if o.Limits != wantLimits {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, wantLimits)

@@ -17,6 +17,7 @@ import (
 	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/policy"
 	"github.com/imapwarden/imapwarden/proxy"
+	"github.com/imapwarden/imapwarden/proxy/imapwire"
 	"github.com/imapwarden/imapwarden/proxy/ratelimit"
 )
 
@@ -72,6 +73,7 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&e.Admin.ConsoleSessionTTL, defaultAdminLimits.ConsoleSessionTTL)
 	count(&e.Admin.ConsoleMaxSessions, defaultAdminLimits.ConsoleMaxSessions)
 	count(&e.Admin.PageSize, defaultAdminLimits.PageSize)
+	count(&e.Admin.TokenFailureHosts, defaultAdminLimits.TokenFailureHosts)
 	count(&e.Admin.AuditSearches, defaultAdminLimits.AuditSearches)
 	count(&e.Admin.RecentEvents, defaultAdminLimits.RecentEvents)
 
@@ -109,6 +111,10 @@ func effectiveConfig(cfg *fileConfig) *fileConfig {
 	dur(&l.ParkAfter, proxy.DefaultParkAfter)
 	count(&l.MaxAuditUIDs, proxy.DefaultMaxAuditUIDs)
 	count(&l.MaxAuditSharedWith, proxy.DefaultMaxAuditSharedWith)
+	count(&l.MaxTag, imapwire.DefaultMaxTag)
+	count(&l.MaxListDepth, imapwire.DefaultMaxListDepth)
+	count(&l.MaxArguments, imapwire.DefaultMaxArguments)
+	count(&l.MaxSearchDepth, imapwire.DefaultMaxSearchDepth)
 	if a := &e.Audit; a.Sink != "" || a.Path != "" {
 		// With a trail, what its records hold decides both (auditbuild.go).
 		o := audit.Options{MaxFieldBytes: a.MaxFieldBytes, MaxListItems: a.MaxListItems, MaxRecordBytes: a.MaxRecordBytes, Logger: zap.NewNop()}

@@ -138,6 +138,10 @@ var reloadKeys = map[string]reloadClass{
 	// At most the running trail's (ARCHITECTURE.md §11).
 	"limits.max_audit_mailbox_names": reloadApplied,
 	"limits.max_audit_name_bytes":    reloadApplied,
+	"limits.max_tag":                 reloadApplied,
+	"limits.max_list_depth":          reloadApplied,
+	"limits.max_arguments":           reloadApplied,
+	"limits.max_search_depth":        reloadApplied,
 
 	"auth.allow_authzid":                                  reloadApplied,
 	"auth.user_separators":                                reloadApplied,
@@ -208,6 +212,7 @@ var reloadKeys = map[string]reloadClass{
 	"admin.console_session_ttl":    restartOnly,
 	"admin.console_max_sessions":   restartOnly,
 	"admin.page_size":              restartOnly,
+	"admin.token_failure_hosts":    restartOnly,
 	"admin.audit_searches":         restartOnly,
 	"admin.recent_events":          restartOnly,
 

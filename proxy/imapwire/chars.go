@@ -47,10 +47,6 @@ var class = func() (t [256]uint8) {
 	return t
 }()
 
-// maxTag bounds a tag's length: every backend takes this much, and no
-// client needs more.
-const maxTag = 64
-
 func isAtomChar(c byte) bool  { return class[c]&cAtom != 0 }
 func isTagChar(c byte) bool   { return class[c]&cTag != 0 }
 func isAtomX(c byte) bool     { return class[c]&cAtomX != 0 }
@@ -126,7 +122,7 @@ func CheckCommandLine(line []byte) error {
 
 // LineTag returns the tag at the start of a command line, if it is one the
 // proxy accepts (cTag, at most maxTag characters) followed by SP.
-func LineTag(line []byte) ([]byte, bool) {
+func LineTag(line []byte, maxTag int) ([]byte, bool) {
 	i := 0
 	for i < len(line) && i <= maxTag && isTagChar(line[i]) {
 		i++

@@ -274,12 +274,47 @@ type span struct{ start, end int }
 // maxSpans is the number of top-level arguments whose place ArgSpan knows.
 const maxSpans = 4
 
+// Bounds are the limits of one command's shape, each with a key of
+// limits: (ARCHITECTURE.md §12); a zero field takes its default. What a
+// command holds in bytes is its caller's to bound (ArgBytes).
+type Bounds struct {
+	MaxTag         int // characters of a tag; DefaultMaxTag
+	MaxListDepth   int // parenthesized list nesting; DefaultMaxListDepth
+	MaxArguments   int // arguments, nested ones included; DefaultMaxArguments
+	MaxSearchDepth int // NOT/OR and parenthesis nesting of search keys; DefaultMaxSearchDepth
+}
+
+// Defaults of Bounds. A tag of 64 characters, lists nested 32 deep and
+// searches 64 deep are far past what clients send; 10,000 arguments
+// take a 64 KiB line of short atoms.
 const (
-	maxDepth = 32    // parenthesized list nesting
-	maxArgs  = 10000 // arguments, nested ones included
+	DefaultMaxTag         = 64
+	DefaultMaxListDepth   = 32
+	DefaultMaxArguments   = 10000
+	DefaultMaxSearchDepth = 64
+)
+
+// WithDefaults returns b with each zero or negative field at its default.
+func (b Bounds) WithDefaults() Bounds {
+	for _, f := range [...]struct {
+		v   *int
+		def int
+	}{{&b.MaxTag, DefaultMaxTag}, {&b.MaxListDepth, DefaultMaxListDepth}, {&b.MaxArguments, DefaultMaxArguments}, {&b.MaxSearchDepth, DefaultMaxSearchDepth}} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
+	return b
+}
+
+var defaultBounds = Bounds{}.WithDefaults()
+
+const (
 	// keepArgs: a parser whose last command had more arguments than this
 	// drops its buffers on Reset (memory per idle session, ARCHITECTURE.md §16).
 	keepArgs = 256
+	// keepFree bounds the list backing arrays a parser keeps for reuse.
+	keepFree = 32
 )
 
 // CommandParser parses client commands line by line, literal by literal,
@@ -291,8 +326,12 @@ const (
 // grammar. The zero value is ready to use; Reset makes it ready for the next
 // command.
 type CommandParser struct {
+	// Bounds, when set (with every field positive: Bounds.WithDefaults),
+	// are this parser's limits; nil is the defaults. Read, never written.
+	Bounds *Bounds
+
 	cmd   Command
-	open  [maxDepth]*Arg // open lists, innermost last; each is the last element of its parent
+	open  []*Arg // open lists, innermost last; each is the last element of its parent
 	depth int
 	nargs int
 	err   error // sticky
@@ -406,6 +445,14 @@ func (p *CommandParser) Reset() {
 	p.catAt, p.catBytes = 0, 0
 }
 
+// bounds returns the parser's limits.
+func (p *CommandParser) bounds() *Bounds {
+	if p.Bounds != nil {
+		return p.Bounds
+	}
+	return &defaultBounds
+}
+
 // ArgSpan returns where the i-th top-level argument of the command lies in
 // its bytes, as fed to Line and Literal from the tag on: wire[start:end].
 // It reports false for an argument not (yet) complete, a literal, or one
@@ -427,7 +474,7 @@ func (p *CommandParser) recycle(args []Arg) {
 		if l := args[i].List; cap(l) > 0 {
 			p.recycle(l)
 			clear(l)
-			if len(p.free) < maxDepth {
+			if len(p.free) < keepFree {
 				p.free = append(p.free, l[:0])
 			}
 		}
@@ -559,7 +606,7 @@ func (p *CommandParser) parseStart(b []byte) (int, error) {
 		return 0, errCmdEmpty
 	case i == 0:
 		return 0, errCmdTag
-	case i > maxTag:
+	case i > p.bounds().MaxTag:
 		return 0, errCmdTagLong
 	case i == len(b):
 		return 0, errCmdNoName
@@ -687,8 +734,11 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 		case c == '{':
 			return errCmdBrace
 		case c == '(':
-			if p.depth == maxDepth {
+			if p.depth == p.bounds().MaxListDepth {
 				return errCmdDepth
+			}
+			if p.depth == len(p.open) {
+				p.open = append(p.open, nil)
 			}
 			a, err := p.push(Arg{Kind: ArgList, List: p.takeFree(), Open: true})
 			if err != nil {
@@ -893,7 +943,7 @@ func (p *CommandParser) quoted(b []byte) (string, int, error) {
 
 // push appends a to the innermost open list (or the top level).
 func (p *CommandParser) push(a Arg) (*Arg, error) {
-	if p.nargs >= maxArgs {
+	if p.nargs >= p.bounds().MaxArguments {
 		return nil, errCmdTooManyArgs
 	}
 	p.nargs++
@@ -1059,7 +1109,7 @@ func (p *CommandParser) isMessage() bool {
 }
 
 // ArgBytes is the memory the arguments parsed so far take (not counting
-// their values), for a caller's budget of one command: maxArgs alone
+// their values), for a caller's budget of one command: MaxArguments alone
 // lets a short line of one-byte atoms cost far more than its bytes.
 func (p *CommandParser) ArgBytes() int64 {
 	return int64(p.nargs) * int64(unsafe.Sizeof(Arg{}))

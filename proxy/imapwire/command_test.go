@@ -804,3 +804,52 @@ func TestSavedResultRefusedWhereUnnamed(t *testing.T) {
 		}
 	}
 }
+
+// Each bound of a command's shape holds at its value and refuses one
+// past it, at the defaults and at a configured value (limits.max_tag,
+// max_list_depth, max_arguments, max_search_depth; ARCHITECTURE.md §12).
+func TestBoundsConfigurable(t *testing.T) {
+	tag := func(n int) string { return strings.Repeat("t", n) + " NOOP\r\n" }
+	list := func(n int) string {
+		return "A1 STORE 1 FLAGS " + strings.Repeat("(", n) + `\Seen` + strings.Repeat(")", n) + "\r\n"
+	}
+	args := func(n int) string { // FETCH 1 (FLAGS ...): n arguments in all
+		return "A1 FETCH 1 (" + strings.TrimSpace(strings.Repeat("FLAGS ", n-2)) + ")\r\n"
+	}
+	search := func(n int) string { // n nested NOTs: search keys n+1 deep
+		return "A1 SEARCH " + strings.Repeat("NOT ", n) + "SEEN\r\n"
+	}
+	for _, b := range []*Bounds{nil, {MaxTag: 5, MaxListDepth: 3, MaxArguments: 40, MaxSearchDepth: 7}} {
+		eff := defaultBounds
+		if b != nil {
+			eff = b.WithDefaults()
+		}
+		for _, tt := range []struct {
+			name    string
+			at, too string
+			err     string
+		}{
+			{"tag", tag(eff.MaxTag), tag(eff.MaxTag + 1), "tag too long"},
+			{"list depth", list(eff.MaxListDepth - 1), list(eff.MaxListDepth + 1), errCmdDepth.Msg},
+			{"arguments", args(eff.MaxArguments), args(eff.MaxArguments + 1), errCmdTooManyArgs.Msg},
+			{"search depth", search(eff.MaxSearchDepth), search(eff.MaxSearchDepth + 1), errArgSearch.Msg},
+		} {
+			for i, wire := range []string{tt.at, tt.too} {
+				p := CommandParser{Bounds: b}
+				_, err := parseWire(&p, wire)
+				if err == nil && tt.name != "list depth" { // nested flag lists parse, no grammar takes them
+					ctx := testCtx
+					ctx.State = StateSelected
+					err = p.Check(&ctx)
+				}
+				var se *SyntaxError
+				switch {
+				case i == 0 && err != nil:
+					t.Errorf("%v %s: at the bound: %v", b, tt.name, err)
+				case i == 1 && (!errors.As(err, &se) || se.Msg != tt.err):
+					t.Errorf("%v %s: past the bound: %v, want %q", b, tt.name, err, tt.err)
+				}
+			}
+		}
+	}
+}

@@ -1846,11 +1846,8 @@ func (k *checker) searchKeys(cu *cursor) {
 	}
 }
 
-// maxSearchDepth bounds NOT/OR nesting.
-const maxSearchDepth = 64
-
 func (k *checker) searchKey(cu *cursor, depth int) {
-	if depth > maxSearchDepth {
+	if depth > k.p.bounds().MaxSearchDepth {
 		k.fail(errArgSearch)
 		return
 	}
