@@ -1008,9 +1008,11 @@ func (p *backendPump) track(part []byte, lit bool) bool {
 // (pushed under NOTIFY, RFC 5465 §5.2, or unsolicited) would be read
 // with no record of it ever written: the session ends with
 // "* BYE [UNAVAILABLE]" before any of it leaves (ARCHITECTURE.md §11).
-// The FETCHes in flight were decided while the trail could record them,
-// and their records are awaited at their completion. Called with the
-// client writer held; false when the session is ending.
+// A FETCH in flight that asked for this message and item was decided
+// while the trail could record it, and its record is awaited at its
+// completion; for a UID FETCH that is known only once the response's UID
+// was read before the item (else fail closed). Called with the client writer
+// held; false when the session is ending.
 func (p *backendPump) pushAllowed() bool {
 	s, r := p.s, p.r
 	ar := s.srv.auditReady
@@ -1021,10 +1023,25 @@ func (p *backendPump) pushAllowed() bool {
 	if err == nil {
 		return true
 	}
+	// Asked for: a FETCH in flight names this message and this item
+	// (answering's test, without crediting anything). Any FETCH in flight
+	// would let a push ride along a FETCH of another message.
+	dv := &p.w.dv
+	uid, hasUID := dv.t.UID()
 	asked := false
 	r.mu.Lock()
 	r.inflight.until(func(f *inflight) bool {
-		asked = f.fetch
+		if !f.fetch {
+			return true
+		}
+		if f.share == nil {
+			f.share = &fetchShare{}
+		}
+		if f.cmd.UID {
+			asked = hasUID && f.share.fits(f, &dv.t, uid)
+		} else {
+			asked = f.share.fits(f, &dv.t, dv.num)
+		}
 		return !asked
 	})
 	r.mu.Unlock()
