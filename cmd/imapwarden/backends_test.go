@@ -54,6 +54,13 @@ func startServe(t testing.TB, cfgFile string, log *zap.Logger, adjust func(*setu
 	if adjust != nil {
 		adjust(s)
 	}
+	if _, port, _ := net.SplitHostPort(s.adminAddr); port != "" && port != "0" {
+		// A fixed port (the default 9143 of a configuration without
+		// admin.address) collides with any other test or process on it:
+		// tests listen on ephemeral ports.
+		host, _, _ := net.SplitHostPort(s.adminAddr)
+		s.adminAddr = net.JoinHostPort(host, "0")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan struct{})

@@ -228,7 +228,8 @@ backends:
 limits: {max_line: 8KiB, max_buffered_literal: 1024, max_append_literal: 1GiB, max_command_bytes: 300KiB, max_preauth_command_bytes: 20KiB, max_preauth_commands: 5,
   preauth_idle: 10s, auth_idle: 45m, idle_timeout: 31m, write_timeout: 5s, max_auth_failures: 1, max_credential_bytes: 2KiB, max_compress_sessions: 7,
   max_preauth_connections: 9, max_inflight: 11, max_inflight_bytes: 64KiB, backend_timeout: 90s, max_response_line: 1MiB, park_after: 0s,
-  max_audit_uids: 50, max_audit_shared_with: 4}
+  max_audit_uids: 50, max_audit_shared_with: 4,
+  max_tag: 20, max_list_depth: 9, max_arguments: 500, max_search_depth: 5}
 auth: {allow_authzid: true}
 `
 }
@@ -258,7 +259,7 @@ func TestConfigNonDefaults(t *testing.T) {
 		PreAuthIdle: 10 * time.Second, AuthIdle: 45 * time.Minute, IdleTimeout: 31 * time.Minute, WriteTimeout: 5 * time.Second, MaxAuthFailures: 1, MaxCredentialBytes: 2048, MaxCompressSessions: 7,
 		MaxPreAuthConnections: 9, MaxInflight: 11, MaxInflightBytes: 64 << 10, BackendTimeout: 90 * time.Second, MaxResponseLine: 1 << 20, ParkAfter: -1,
 		MaxAuditUIDs: 50, MaxAuditSharedWith: 4, MaxAuditMailboxNames: proxy.DefaultMaxAuditMailboxNames,
-		MaxAuditNameBytes: proxy.DefaultMaxAuditNameBytes}
+		MaxAuditNameBytes: proxy.DefaultMaxAuditNameBytes, MaxTag: 20, MaxListDepth: 9, MaxArguments: 500, MaxSearchDepth: 5}
 	if o.Limits != want {
 		t.Errorf("Limits\n got %+v\nwant %+v", o.Limits, want)
 	}
