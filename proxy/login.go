@@ -68,6 +68,16 @@ func (a *authed) drop() {
 	*a = authed{}
 }
 
+// loginFailed forgets who a failed login claimed to be, once its auth
+// record holds the name as typed: the session's later records (limits,
+// security, its close) and the admin API would otherwise name a user
+// nobody verified.
+func (s *Session) loginFailed() {
+	s.infoMu.Lock()
+	s.info.User, s.info.Mechanism, s.info.Backend, s.info.Server, s.info.Identity = "", "", "", "", nil
+	s.infoMu.Unlock()
+}
+
 // login verifies, routes, decides and logs in to the backend. On success
 // it answers the client and returns the login; else the zero authed. sx
 // is the AUTHENTICATE exchange (nil for LOGIN), which a refused token
@@ -81,6 +91,7 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		s.info.AuthFailures++
 		ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 		s.srv.auditor.Auth(&s.info, ev)
+		s.loginFailed()
 		s.answer(tag, r)
 		return authed{}
 	}
@@ -185,6 +196,7 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 			s.info.AuthFailures++
 			ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 			s.srv.auditor.Auth(&s.info, ev)
+			s.loginFailed()
 			s.tokenRefused(sx)
 			return authed{}
 		}
