@@ -7,12 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,12 +170,13 @@ func NewLookup(o LookupOptions) (*Lookup, error) {
 // ask returns the service's answer for a login, from the cache when a
 // fresh OK is there. Errors wrap ErrLookup.
 func (l *Lookup) ask(ctx context.Context, s *proxy.SessionInfo, user, pass string) (answer, error) {
-	key := l.cacheKey(s, user, pass)
+	h := l.header(s, user, pass)
+	key := l.cacheKey(h)
 	if a, ok := l.cached(key); ok {
 		return a, nil
 	}
 	for round := 0; ; round++ {
-		a, err := l.request(ctx, s, user, pass)
+		a, err := l.request(ctx, h)
 		if err != nil {
 			return a, fmt.Errorf("%w: %v", ErrLookup, err)
 		}
@@ -192,14 +195,28 @@ func (l *Lookup) ask(ctx context.Context, s *proxy.SessionInfo, user, pass strin
 	}
 }
 
-func (l *Lookup) request(ctx context.Context, s *proxy.SessionInfo, user, pass string) (answer, error) {
+func (l *Lookup) request(ctx context.Context, h http.Header) (answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.o.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.url, nil)
 	if err != nil {
 		return answer{}, err
 	}
-	h := req.Header
+	req.Header = h
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	// The body is ignored (nginx); read a little so that the connection
+	// can be reused.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	return l.parse(resp.Header)
+}
+
+// header is what the service is told of a login: all it may judge.
+func (l *Lookup) header(s *proxy.SessionInfo, user, pass string) http.Header {
+	h := http.Header{}
 	for k, vs := range l.o.Header {
 		for _, v := range vs {
 			h.Add(k, v)
@@ -236,15 +253,7 @@ func (l *Lookup) request(ctx context.Context, s *proxy.SessionInfo, user, pass s
 			h.Set("Auth-SSL-Subject", escapeMailAuth(t.ClientCertSubject))
 		}
 	}
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return answer{}, err
-	}
-	defer resp.Body.Close()
-	// The body is ignored (nginx); read a little so that the connection
-	// can be reused.
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-	return l.parse(resp.Header)
+	return h
 }
 
 // parse reads an answer's headers.
@@ -306,20 +315,32 @@ func escapeMailAuth(s string) string {
 	return string(b)
 }
 
-// cacheKey identifies a login for the cache: user, client address and,
-// when the service checks it, a keyed hash of the password (the password
-// itself is never kept).
-func (l *Lookup) cacheKey(s *proxy.SessionInfo, user, pass string) string {
+// cacheKey identifies a login for the cache by everything the service
+// was told of it (header: the method, user, address, the client
+// certificate's verification and subject, the attempt, the password when
+// sent), under a keyed hash (the password itself is never kept): an
+// answer is reused only for a login the service would have judged alike,
+// never an OK of a certificate login for one without a certificate.
+func (l *Lookup) cacheKey(h http.Header) string {
 	if l.o.CacheTTL < 0 {
 		return ""
 	}
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	slices.Sort(names)
 	m := hmac.New(sha256.New, l.key[:])
-	m.Write([]byte(strings.ToLower(user)))
-	m.Write([]byte{0})
-	m.Write([]byte(s.ClientAddr.Addr().Unmap().String()))
-	if l.o.SendPassword {
-		m.Write([]byte{0})
-		m.Write([]byte(pass))
+	for _, k := range names {
+		for _, v := range h[k] {
+			// Lengths first: no two headers write the same bytes.
+			var n [16]byte
+			binary.BigEndian.PutUint64(n[:8], uint64(len(k)))
+			binary.BigEndian.PutUint64(n[8:], uint64(len(v)))
+			m.Write(n[:])
+			m.Write([]byte(k))
+			m.Write([]byte(v))
+		}
 	}
 	return string(m.Sum(nil))
 }
