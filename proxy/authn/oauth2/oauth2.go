@@ -51,8 +51,9 @@ type Options struct {
 	// (Issuer + "/.well-known/openid-configuration", then
 	// "/.well-known/oauth-authorization-server").
 	Issuer string
-	// Audience must be in the tokens' "aud" (JWT). With introspection it
-	// is checked when the response has an "aud".
+	// Audience must be in the tokens' "aud": the JWT's, or the
+	// introspection answer's, which must then have one. Optional with
+	// introspection only.
 	Audience string
 	// JWKSURL skips discovery for the keys.
 	JWKSURL string
@@ -403,7 +404,14 @@ func (v *Verifier) introspect(ctx context.Context, token string) (*claims, error
 	if iss := cl.str("iss"); iss != "" && iss != v.o.Issuer {
 		return nil, refused("issuer mismatch")
 	}
-	if v.o.Audience != "" && raw["aud"] != nil && !contains(stringList(raw["aud"]), v.o.Audience) {
+	// aud is optional in an introspection answer (RFC 7662 §2.2), but a
+	// configured audience is required as for a JWT: an issuer that leaves
+	// it out (Keycloak without an audience mapper) would let a token
+	// issued to any client of the realm log in.
+	if v.o.Audience != "" && !contains(stringList(raw["aud"]), v.o.Audience) {
+		if raw["aud"] == nil {
+			return nil, refused("token names no audience")
+		}
 		return nil, refused("audience mismatch")
 	}
 	if err := v.checkTimes(cl, false); err != nil {
