@@ -80,8 +80,9 @@ type Options struct {
 	// CacheSize bounds the decisions remembered per revision, and as
 	// many parts of inputs (input.session with its session rules,
 	// input.now, input.command.effects), each value at most maxEntry
-	// and their keys keyBytes each on average (keyCache): 0 means
-	// DefaultCacheSize, negative disables both.
+	// and their keys keyBytes each on average (keyCache), and sessions'
+	// parts of the key (sessionTable, CacheSize rounded up to a power of
+	// two): 0 means DefaultCacheSize, negative disables them all.
 	CacheSize int
 	// EvalTimeout bounds the evaluation of one decision (every policy
 	// asked): past it the decision is denied, UNAVAILABLE, and logged, so
@@ -157,6 +158,9 @@ type state struct {
 	uses           slotSet
 	ids            idUse
 	cache          *keyCache[*outcome] // nil when a policy is nondeterministic
+	// sessions are the sessions' parts of the key (sessionkey.go); nil
+	// when docs is, or no entry could be exact.
+	sessions *sessionTable
 	// docs remembers parts of the input by the key of their slots (nil
 	// when caching is off): input.session (a session's commands share
 	// one, built at its first decision, with the values of the rules
@@ -425,6 +429,7 @@ func (e *Engine) load() (*state, error) {
 	}
 	if e.opts.CacheSize > 0 {
 		st.docs = newKeyCache[*inputPart](e.opts.CacheSize)
+		st.sessions = newSessionTable(st, e.opts.CacheSize)
 	}
 	st.revision = hex.EncodeToString(h.Sum(nil))[:12]
 	st.allow = proxy.Decision{Allow: true, Annotations: map[string]any{AnnotationRevision: st.revision}}
@@ -549,6 +554,11 @@ func (e *Engine) decide(ctx context.Context, st *state, in *proxy.DecisionInput)
 		c.zone = e.loc.String()
 	}
 	c.groups, c.ids = st.groups, st.ids
+	if st.sessions != nil {
+		if c.sess = st.sessions.entry(st, &c); c.sess != nil {
+			c.keys[partSession] = c.sess.key
+		}
+	}
 	var kp *[]byte
 	var hash uint64
 	if st.cache != nil {
@@ -663,7 +673,10 @@ func (e *Engine) evaluate(ctx context.Context, st *state, c *inputCtx) *outcome 
 	var effectsID uint64
 	if st.docs != nil {
 		if st.uses&sessionSlots != 0 {
-			part := cachedDoc(st, c, st.uses&sessionSlots, partSession)
+			part := c.sessionPart()
+			if part == nil {
+				part = cachedDoc(st, c, st.uses&sessionSlots, partSession)
+			}
 			c.session, rules, sessionCalls, bodies = part.v, part.rules, part.calls, part.bodies
 		}
 		if st.uses&nowSlots != 0 {

@@ -266,6 +266,16 @@ type inputCtx struct {
 	// keys are the keys of those parts, within the decision's key (nil:
 	// cachedDoc makes them).
 	keys [numParts][]byte
+	// sess is the session's part of the key (sessionkey.go), or nil.
+	sess *sessionEntry
+}
+
+// sessionPart is the session's remembered part of the input, or nil.
+func (c *inputCtx) sessionPart() *inputPart {
+	if c.sess == nil {
+		return nil
+	}
+	return c.sess.part
 }
 
 // inputPartKind names the parts of the input the engine remembers
@@ -370,7 +380,8 @@ func (c *inputCtx) appendKey(b []byte, x slot) []byte {
 			b = appendStr(b, v)
 		}
 		b = appendStrs(b, id.Groups)
-		b = appendStrs(b, id.Scopes)
+		// Scopes absent and empty are two values (identityVal).
+		b = appendStrs(appendBool(b, id.Scopes != nil), id.Scopes)
 		return appendSortedMap(b, id.Attributes, appendStr)
 	case slotMechanism:
 		return appendStr(b, s.Mechanism)
@@ -542,12 +553,17 @@ func (c *inputCtx) appendSlots(b []byte, uses slotSet) []byte {
 // appendDecisionKey is appendSlots, noting in c.keys where the keys of
 // the parts the engine remembers (cachedDoc) are within it: the same
 // slots' keys in the same order (the point, the session's, the
-// command's, input.now's).
+// command's, input.now's). With a session entry (c.sess) the session's
+// part is the entry's (sessionEntry.appendKey), made once per session.
 func (c *inputCtx) appendDecisionKey(b []byte, uses slotSet) []byte {
 	below := setOf(slotEffects) - 1 // the slots before effects
 	b = c.appendSlots(b, uses&setOf(slotPoint))
 	s0 := len(b)
-	b = c.appendSlots(b, uses&sessionSlots)
+	if c.sess != nil {
+		b = c.sess.appendKey(b)
+	} else {
+		b = c.appendSlots(b, uses&sessionSlots)
+	}
 	s1 := len(b)
 	b = c.appendSlots(b, uses&commandSlots&below)
 	e0 := len(b)
@@ -557,6 +573,9 @@ func (c *inputCtx) appendDecisionKey(b []byte, uses slotSet) []byte {
 	n0 := len(b)
 	b = c.appendSlots(b, uses&nowSlots)
 	c.keys = [numParts][]byte{partSession: b[s0:s1], partNow: b[n0:], partEffects: b[e0:e1]}
+	if c.sess != nil {
+		c.keys[partSession] = c.sess.key
+	}
 	return b
 }
 
