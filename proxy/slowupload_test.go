@@ -76,19 +76,21 @@ func TestUploadedCommandSilentBackendCut(t *testing.T) {
 			t.Cleanup(func() { close(stall) }) // before the backend's own cleanup
 			c := h.login()
 			body := strings.Repeat("x", 40)
+			// Taken before each write: the proxy may read it, and owe,
+			// before the writer runs again.
+			sent := time.Now()
 			if name == "nonsync" {
 				c.send(fmt.Sprintf("a APPEND INBOX {%d+}", len(body)))
 			} else {
 				c.send(fmt.Sprintf("a APPEND INBOX {%d}", len(body)))
 			}
-			sent := time.Now()
 			if name != "no continuation" {
 				if name == "sync" {
 					c.expect("+")
 				}
 				trickle(t, c, h.audit, body, 8, timeout/4)
-				c.sendRaw("\r\n")
 				sent = time.Now()
+				c.sendRaw("\r\n")
 			}
 			c.expectClosed("* BYE [UNAVAILABLE] Backend not responding")
 			if waited := time.Since(sent); waited < timeout {
