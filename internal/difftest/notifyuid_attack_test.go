@@ -72,3 +72,73 @@ func TestAttackNotifyPushWithoutUIDNamesNoMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestAttackDeliveryRecordWithoutUIDValidity (atk-msgid): every record
+// that names UIDs carries the selected mailbox's UIDVALIDITY, which the
+// UIDs are relative to (RFC 9051 §2.3.1.1; ARCHITECTURE.md §11: "Each
+// record carries the selected mailbox's UIDVALIDITY"): a mailbox deleted
+// and created again under the same name numbers its messages from 1 again.
+// A delivery record (content NOTIFY pushed, RFC 5465 §5.2) names the
+// pushed message's UID and the selected mailbox, but no uidvalidity
+// (auditWire.Delivered), so its UIDs cannot be told from those of another
+// mailbox of that name.
+func TestAttackDeliveryRecordWithoutUIDValidity(t *testing.T) {
+	Binary(t)
+	for _, name := range Backends {
+		t.Run(name, func(t *testing.T) {
+			b := StartBackend(t, name)
+			if !b.Caps["NOTIFY"] {
+				t.Skipf("%s offers no NOTIFY", name)
+			}
+			p := StartProxy(t, ProxyFor(b))
+			direct := b.Login(t, "alice")
+			defer direct.Close()
+			box := b.Wire("Pushed")
+			if _, err := direct.OK("c", "CREATE %s", Quote(box)); err != nil {
+				t.Fatal(err)
+			}
+			cn := p.Login(t, "alice")
+			sel, err := cn.OK("s", "SELECT %s", Quote(box))
+			if err != nil {
+				t.Fatal(err)
+			}
+			validity := ""
+			for _, r := range sel {
+				if _, v, ok := strings.Cut(r.Text, "[UIDVALIDITY "); ok {
+					validity, _, _ = strings.Cut(v, "]")
+				}
+			}
+			if _, err := cn.OK("n", "NOTIFY SET (SELECTED (MessageNew (UID BODY.PEEK[]) MessageExpunge))"); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Append(direct, box, "", Message("pushed", 300)); err != nil {
+				t.Fatal(err)
+			}
+			rs, err := cn.OK("o", "NOOP")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pushed := false
+			for _, r := range rs {
+				pushed = pushed || (strings.HasPrefix(r.Text, "* ") && strings.Contains(r.Text, "BODY[]"))
+			}
+			if !pushed {
+				t.Skipf("%s pushed no BODY[] during NOOP", name)
+			}
+			found := false
+			for _, r := range p.AuditQuery(t, "--user", "alice") {
+				if r.Kind != "delivery" {
+					continue
+				}
+				found = true
+				t.Logf("delivery record: selected %q uids %v uidvalidity %d", r.Selected, r.UIDs, r.UIDValidity)
+				if len(r.UIDs) > 0 && r.UIDValidity == 0 {
+					t.Errorf("the delivery record names UIDs %v in %q but no uidvalidity (the SELECT answered UIDVALIDITY %s)", r.UIDs, r.Selected, validity)
+				}
+			}
+			if !found {
+				t.Fatal("no delivery record of the pushed message")
+			}
+		})
+	}
+}
