@@ -105,7 +105,7 @@ func TestVerifyKeyPerChain(t *testing.T) {
 		tr.Close()
 	}
 	streamFile := stream.save(t)
-	keys := [][]byte{newKey, oldKey}
+	keys := [][]byte{oldKey, newKey} // oldest first
 	rep := mustVerify(t, []string{path, streamFile}, VerifyOptions{Keys: keys})
 	if rep.Records != 12 {
 		t.Errorf("verified %d records, want 12", rep.Records)

@@ -96,8 +96,10 @@ type Report struct {
 // VerifyOptions configure Verify.
 type VerifyOptions struct {
 	// Keys are the HMAC keys the trail may have used (several across a
-	// key change). With keys, every record must be signed by one of them
-	// and every link must be an HMAC one.
+	// key change), oldest first. With keys, every record must be signed
+	// by one of them and every link must be an HMAC one; a chain signed
+	// with a key older than that of an earlier chain is a break: the
+	// order retires a key (a writer given the new key never goes back).
 	Keys [][]byte
 	// Checkpoint, when set, must be matched: the record at its seq must
 	// be among the files and hash to its link (ReadCheckpoint).
@@ -174,9 +176,13 @@ type verifier struct {
 	// resumes only from a record its key signed), so every later record
 	// of the chain must be signed by it.
 	chainKey int
-	macSeen  bool // a record's signature was verified
-	have     bool // a record was seen
-	prevSum  [sha256.Size]byte
+	// newestKey is the newest key (by its place in Keys) that signed a
+	// chain so far: a later chain signed with an older one was written
+	// by a holder of a retired key.
+	newestKey int
+	macSeen   bool // a record's signature was verified
+	have      bool // a record was seen
+	prevSum   [sha256.Size]byte
 	// link is the previous record's link: the SHA-256 of its line, or
 	// its sig, hex; what the next record must store as prev or hmac.
 	link    [2 * sha256.Size]byte
@@ -436,8 +442,12 @@ func (v *verifier) record(file string, n int, rec []byte, h *recordHead) (bool, 
 		case k < 0:
 			v.brk(BreakKey, file, n, h.Seq, "the record's signature matches none of the keys given: wrong key, or the record was forged")
 			return true, nil
+		case starts && k < v.newestKey:
+			v.brk(BreakKey, file, n, h.Seq, fmt.Sprintf("a chain starts here signed with key %d given, after a chain signed with key %d: keys are given oldest first, and a writer never goes back to a retired key, so a holder of the retired key wrote this chain; it was forged",
+				k+1, v.newestKey+1))
+			return true, nil
 		case starts:
-			v.chainKey = k
+			v.chainKey, v.newestKey = k, k
 		case k != v.chainKey:
 			v.brk(BreakKey, file, n, h.Seq, fmt.Sprintf("the record is signed with key %d given, but its chain with key %d: a writer never changes key within a chain (a key change starts a new chain, seq 1), so another key holder signed it; it was forged or edited",
 				k+1, v.chainKey+1))

@@ -106,7 +106,7 @@ func auditFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (file
 func auditVerify(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("verify")
 	var keys [][]byte
-	fs.Func("key", "`FILE` holding the HMAC key of an HMAC-chained trail (repeat for keys used over time)", func(p string) error {
+	fs.Func("key", "`FILE` holding the HMAC key of an HMAC-chained trail (repeat for keys used over time, oldest first: a chain signed with a key before an earlier chain's is a break)", func(p string) error {
 		k, err := audit.LoadKey(p)
 		if err == nil {
 			keys = append(keys, k)
