@@ -147,9 +147,9 @@ func newFixedRelay(tb testing.TB, flags int, opts ...harnessOption) *fixedRelay 
 		"STORE 1 +FLAGS (\\Seen)":   {"* 1 FETCH (FLAGS (\\Seen))\r\n", "OK STORE completed\r\n"},
 		// The client's "FETCH 1 BODY.PEEK[]" with the UID item the proxy
 		// adds (imapwire.FetchEdit).
-		"FETCH 1 (BODY.PEEK[] UID)": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
+		"FETCH 1 (UID BODY.PEEK[])": {fmt.Sprintf("* 1 FETCH (UID 1 BODY[] {%d}\r\n%s)\r\n", len(body), body), "OK FETCH completed\r\n"},
 		// Headers by sequence number get the UID item too.
-		"FETCH 1:* (ENVELOPE UID)": {"* 1 FETCH (UID 1 ENVELOPE (\"Mon, 7 Dec 2026 10:00:00 +0000\" \"test 1\" ((NIL NIL \"bob\" \"example.com\")) NIL NIL ((NIL NIL \"alice\" \"example.com\")) NIL NIL NIL \"<1@example.com>\"))\r\n" +
+		"FETCH 1:* (UID ENVELOPE)": {"* 1 FETCH (UID 1 ENVELOPE (\"Mon, 7 Dec 2026 10:00:00 +0000\" \"test 1\" ((NIL NIL \"bob\" \"example.com\")) NIL NIL ((NIL NIL \"alice\" \"example.com\")) NIL NIL NIL \"<1@example.com>\"))\r\n" +
 			"* 2 FETCH (UID 2 ENVELOPE (NIL {6}\r\ntest 2 NIL NIL NIL NIL NIL NIL NIL NIL))\r\n", "OK FETCH completed\r\n"},
 	}, opts...)
 }

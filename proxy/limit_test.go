@@ -149,7 +149,7 @@ func TestMessageCapCountsEmptyContent(t *testing.T) {
 	b := startFixedBackend(t, map[string][2]string{
 		"SELECT INBOX": {"* 3 EXISTS\r\n", "OK [READ-WRITE] done\r\n"},
 		// The proxy asks for UID too (imapwire.FetchEdit).
-		"FETCH 1:3 (BODY.PEEK[]<500.10> UID)": {"* 1 FETCH (BODY[]<500> \"\")\r\n* 2 FETCH (BODY[]<500> {0}\r\n)\r\n* 3 FETCH (BODY[]<500> \"\")\r\n",
+		"FETCH 1:3 (UID BODY.PEEK[]<500.10>)": {"* 1 FETCH (BODY[]<500> \"\")\r\n* 2 FETCH (BODY[]<500> {0}\r\n)\r\n* 3 FETCH (BODY[]<500> \"\")\r\n",
 			"OK done\r\n"},
 	})
 	fl := &fakeLimiter{failures: map[string]int{}, maxMessages: 2}

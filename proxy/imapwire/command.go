@@ -309,6 +309,19 @@ func (b Bounds) WithDefaults() Bounds {
 
 var defaultBounds = Bounds{}.WithDefaults()
 
+// maxNewAtts is the number of NOTIFY MessageNew fetch-att lists whose
+// place the parser keeps: one for SELECTED, one for SELECTED-DELAYED, the
+// filters whose new messages a server may send with fetch attributes
+// (RFC 5465 §5.2).
+const maxNewAtts = 2
+
+// newAtt is where a NOTIFY MessageNew fetch-att list opens in the
+// command's bytes (its "("), and whether UID is one of its items.
+type newAtt struct {
+	at  int
+	uid bool
+}
+
 const (
 	// keepArgs: a parser whose last command had more arguments than this
 	// drops its buffers on Reset (memory per idle session, ARCHITECTURE.md §16).
@@ -366,6 +379,14 @@ type CommandParser struct {
 	base, pos int
 	spans     [maxSpans]span
 	atomStart int
+
+	// newAtts are NOTIFY's MessageNew fetch-att lists (RFC 5465 §8:
+	// "(" filter SP "(" event ... ")" ")", the list after the event at
+	// depth 2), the first maxNewAtts, for FetchUID; newN counts them all,
+	// newOpen: the innermost open list is one of them.
+	newAtts [maxNewAtts]newAtt
+	newN    int
+	newOpen bool
 
 	scratch []byte  // unescaping quoted strings
 	free    [][]Arg // list backing arrays of earlier commands, for reuse
@@ -442,6 +463,7 @@ func (p *CommandParser) Reset() {
 	p.started, p.needSep, p.afterSP, p.pending, p.pendingMsg, p.sections, p.split = false, false, false, false, false, false, false
 	p.atom, p.atomDepth = p.atom[:0], 0
 	p.base, p.pos, p.atomStart, p.spans = 0, 0, 0, [maxSpans]span{}
+	p.newN, p.newOpen = 0, false
 	p.catAt, p.catBytes = 0, 0
 }
 
@@ -717,6 +739,9 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 				return errCmdExtraSP
 			}
 			p.depth--
+			if p.newOpen && p.depth == 2 {
+				p.newClosed(p.open[2])
+			}
 			p.open[p.depth].Open = false
 			p.open[p.depth] = nil
 			p.needSep = true
@@ -739,6 +764,9 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 			}
 			if p.depth == len(p.open) {
 				p.open = append(p.open, nil)
+			}
+			if p.depth == 2 && p.cmd.Name == "NOTIFY" {
+				p.newOpened(p.pos + i)
 			}
 			a, err := p.push(Arg{Kind: ArgList, List: p.takeFree(), Open: true})
 			if err != nil {
@@ -789,6 +817,35 @@ func (p *CommandParser) parseArgs(b []byte, hasLit bool) error {
 		p.needSep = true
 	}
 	return nil
+}
+
+// newOpened notes a list of NOTIFY opening at offset at within an event
+// list: a MessageNew's fetch-att list when MessageNew is before it (Check
+// holds the rest to the grammar).
+func (p *CommandParser) newOpened(at int) {
+	l := p.open[1].List
+	if len(l) == 0 || l[len(l)-1].Kind != ArgAtom || !strings.EqualFold(l[len(l)-1].Value, "MESSAGENEW") {
+		return
+	}
+	if p.newN < maxNewAtts {
+		p.newAtts[p.newN] = newAtt{at: at}
+	}
+	p.newN++
+	p.newOpen = true
+}
+
+// newClosed notes whether the MessageNew fetch-att list a, just closed,
+// holds UID.
+func (p *CommandParser) newClosed(a *Arg) {
+	p.newOpen = false
+	if p.newN > maxNewAtts {
+		return
+	}
+	for _, it := range a.List {
+		if it.Kind == ArgAtom && strings.EqualFold(it.Value, "UID") {
+			p.newAtts[p.newN-1].uid = true
+		}
+	}
 }
 
 // mark records the span of the argument just pushed, if it is one of the

@@ -25,12 +25,12 @@ type Insertion struct {
 	Text     string
 }
 
-// fetchMacros are the FETCH macros with their items (RFC 9051 §6.4.5) and
-// UID, parenthesized.
+// fetchMacros are the FETCH macros with UID and their items (RFC 9051
+// §6.4.5), parenthesized.
 var fetchMacros = map[string]string{
-	"ALL":  "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE UID)",
-	"FAST": "(FLAGS INTERNALDATE RFC822.SIZE UID)",
-	"FULL": "(FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY UID)",
+	"ALL":  "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)",
+	"FAST": "(UID FLAGS INTERNALDATE RFC822.SIZE)",
+	"FULL": "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY)",
 }
 
 // FetchUID returns the edit that adds UID to the command parsed, a
@@ -41,9 +41,21 @@ var fetchMacros = map[string]string{
 // messages either read. UID FETCH needs none (the FLAGS workload,
 // UID FETCH 1:* (FLAGS), is not touched), nor a FETCH of flags, dates and
 // sizes (FAST).
+//
+// A NOTIFY whose MessageNew fetch attributes read content gets UID first
+// in each such list without it: the server pushes those attributes for a
+// new message unasked (RFC 5465 §5.2: "as if the client had issued a
+// FETCH"), by sequence number, and the delivery record must name the
+// message pushed as a FETCH's record does.
 func (p *CommandParser) FetchUID() (FetchEdit, bool) {
 	c := &p.cmd
-	if c.Name != "FETCH" || c.UID || !c.Complete || p.err != nil || !c.Effects.Has(EffReadContent) {
+	if c.UID || !c.Complete || p.err != nil || !c.Effects.Has(EffReadContent) {
+		return FetchEdit{}, false
+	}
+	if c.Name == "NOTIFY" {
+		return p.notifyUID()
+	}
+	if c.Name != "FETCH" {
 		return FetchEdit{}, false
 	}
 	for _, it := range c.FetchItems {
@@ -57,16 +69,36 @@ func (p *CommandParser) FetchUID() (FetchEdit, bool) {
 	}
 	switch a := &c.Args[1]; a.Kind {
 	case ArgList:
-		// "(" ... ")": before the ")".
-		return FetchEdit{Ins: [2]Insertion{{At: end - 1, Text: " UID"}}}, true
+		// "(" ... ")": after the "(".
+		return FetchEdit{Ins: [2]Insertion{{At: start + 1, Text: "UID "}}}, true
 	case ArgAtom:
 		if m, ok := fetchMacros[c.FetchItems[0]]; ok && len(c.FetchItems) == 1 && a.Chars == 0 {
 			return FetchEdit{Ins: [2]Insertion{{At: start, Drop: end - start, Text: m}}}, true
 		}
 		// One item: made a list of two.
-		return FetchEdit{Ins: [2]Insertion{{At: start, Text: "("}, {At: end, Text: " UID)"}}}, true
+		return FetchEdit{Ins: [2]Insertion{{At: start, Text: "(UID "}, {At: end, Text: ")"}}}, true
 	}
 	return FetchEdit{}, false
+}
+
+// notifyUID is FetchUID's edit of a NOTIFY: "UID " after the "(" of each
+// MessageNew fetch-att list without UID. None when the command has more
+// such lists than the parser keeps (a server refuses fetch attributes
+// beyond SELECTED and SELECTED-DELAYED, RFC 5465 §5.2): a push without UID
+// is then recorded by its sequence number (ARCHITECTURE.md §11).
+func (p *CommandParser) notifyUID() (FetchEdit, bool) {
+	if p.newN > maxNewAtts {
+		return FetchEdit{}, false
+	}
+	var e FetchEdit
+	n := 0
+	for _, a := range p.newAtts[:p.newN] {
+		if !a.uid {
+			e.Ins[n] = Insertion{At: a.at + 1, Text: "UID "}
+			n++
+		}
+	}
+	return e, n > 0
 }
 
 // Apply returns wire with the edit made (for tests and the rare command

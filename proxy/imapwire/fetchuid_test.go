@@ -11,21 +11,34 @@ import (
 // every other command is left as sent (attack40 finding 3).
 func TestFetchUIDEdit(t *testing.T) {
 	tests := []struct{ wire, want string }{
-		{"a FETCH 1:2 BODY.PEEK[]\r\n", "a FETCH 1:2 (BODY.PEEK[] UID)\r\n"},
-		{"a fetch 1 (FLAGS BODY[TEXT])\r\n", "a fetch 1 (FLAGS BODY[TEXT] UID)\r\n"},
-		{"a FETCH 1 (BODY.PEEK[]) (CHANGEDSINCE 1)\r\n", "a FETCH 1 (BODY.PEEK[] UID) (CHANGEDSINCE 1)\r\n"},
-		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM \"X-Y\")]<0.10>\r\n", "a FETCH 1 (BODY.PEEK[HEADER.FIELDS (FROM \"X-Y\")]<0.10> UID)\r\n"},
-		{"a FETCH 1 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (A B)] FLAGS)\r\n", "a FETCH 1 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (A B)] FLAGS UID)\r\n"},
-		{"a FETCH * RFC822\r\n", "a FETCH * (RFC822 UID)\r\n"},
-		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)]\r\n", "a FETCH 1 (BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)] UID)\r\n"},
-		{"a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE)\r\n", "a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE UID)\r\n"},
+		{"a FETCH 1:2 BODY.PEEK[]\r\n", "a FETCH 1:2 (UID BODY.PEEK[])\r\n"},
+		{"a fetch 1 (FLAGS BODY[TEXT])\r\n", "a fetch 1 (UID FLAGS BODY[TEXT])\r\n"},
+		{"a FETCH 1 (BODY.PEEK[]) (CHANGEDSINCE 1)\r\n", "a FETCH 1 (UID BODY.PEEK[]) (CHANGEDSINCE 1)\r\n"},
+		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS (FROM \"X-Y\")]<0.10>\r\n", "a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (FROM \"X-Y\")]<0.10>)\r\n"},
+		{"a FETCH 1 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (A B)] FLAGS)\r\n", "a FETCH 1 (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (A B)] FLAGS)\r\n"},
+		{"a FETCH * RFC822\r\n", "a FETCH * (UID RFC822)\r\n"},
+		{"a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)]\r\n", "a FETCH 1 (UID BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)])\r\n"},
+		{"a FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE)\r\n", "a FETCH 1 (UID FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM {2}\r\nTO)] RFC822.SIZE)\r\n"},
 		// Headers without content octets read content too (the
 		// read-content effect): ENVELOPE, BODYSTRUCTURE, BODY, ALL, FULL.
-		{"a FETCH 1:2 ENVELOPE\r\n", "a FETCH 1:2 (ENVELOPE UID)\r\n"},
-		{"a FETCH 1:2 (FLAGS BODYSTRUCTURE)\r\n", "a FETCH 1:2 (FLAGS BODYSTRUCTURE UID)\r\n"},
-		{"a FETCH 1 body\r\n", "a FETCH 1 (body UID)\r\n"},
-		{"a FETCH 1 ALL\r\n", "a FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE UID)\r\n"},
-		{"a FETCH 1 full\r\n", "a FETCH 1 (FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY UID)\r\n"},
+		{"a FETCH 1:2 ENVELOPE\r\n", "a FETCH 1:2 (UID ENVELOPE)\r\n"},
+		{"a FETCH 1:2 (FLAGS BODYSTRUCTURE)\r\n", "a FETCH 1:2 (UID FLAGS BODYSTRUCTURE)\r\n"},
+		{"a FETCH 1 body\r\n", "a FETCH 1 (UID body)\r\n"},
+		{"a FETCH 1 ALL\r\n", "a FETCH 1 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)\r\n"},
+		{"a FETCH 1 full\r\n", "a FETCH 1 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODY)\r\n"},
+		// NOTIFY: UID first in each MessageNew fetch-att list that reads
+		// content (RFC 5465 §5.2), and in none other.
+		{"a NOTIFY SET (SELECTED (MessageNew (BODY.PEEK[]) MessageExpunge))\r\n", "a NOTIFY SET (SELECTED (MessageNew (UID BODY.PEEK[]) MessageExpunge))\r\n"},
+		{"a NOTIFY SET STATUS (SELECTED-DELAYED (messagenew (FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)]) MessageExpunge)) (SELECTED (MessageNew (ENVELOPE) MessageExpunge))\r\n",
+			"a NOTIFY SET STATUS (SELECTED-DELAYED (messagenew (UID FLAGS BODY.PEEK[HEADER.FIELDS ({4}\r\nFROM)]) MessageExpunge)) (SELECTED (MessageNew (UID ENVELOPE) MessageExpunge))\r\n"},
+		{"a NOTIFY SET (MAILBOXES (MessageNew) (MessageNew MessageExpunge)) (SELECTED (MessageNew (FLAGS BODY.PEEK[]) MessageExpunge))\r\n",
+			"a NOTIFY SET (MAILBOXES (MessageNew) (MessageNew MessageExpunge)) (SELECTED (MessageNew (UID FLAGS BODY.PEEK[]) MessageExpunge))\r\n"},
+		{"a NOTIFY SET (SELECTED-DELAYED (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (SELECTED (MessageNew (BODY.PEEK[]) MessageExpunge))\r\n",
+			"a NOTIFY SET (SELECTED-DELAYED (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (SELECTED (MessageNew (UID BODY.PEEK[]) MessageExpunge))\r\n"},
+		{"a NOTIFY SET (SELECTED (MessageNew (BODY.PEEK[] uid) MessageExpunge))\r\n", ""},
+		{"a NOTIFY SET (SELECTED (MessageNew (FLAGS) MessageExpunge))\r\n", ""},
+		{"a NOTIFY SET (SELECTED (MessageNew MessageExpunge))\r\n", ""},
+		{"a NOTIFY NONE\r\n", ""},
 		// Left as sent: UID FETCH, no content, UID asked for.
 		{"a UID FETCH 1:* (FLAGS)\r\n", ""},
 		{"a UID FETCH 1 BODY.PEEK[]\r\n", ""},
