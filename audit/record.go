@@ -263,6 +263,13 @@ type Record struct {
 	UIDs         []uint32         `json:"uids,omitempty"` // messages whose content the responses carried
 	ContentBytes int64            `json:"content_bytes,omitempty"`
 	UIDCount     int              `json:"uid_count,omitempty"` // all of them, when more than uids holds
+	// Unnamed counts the responses whose content or headers went out
+	// with no UID to name their message (the backend sent none, or not
+	// before the response was cut): counted in messages, absent from
+	// uids. UnnamedSeqs are their message sequence numbers as numbered
+	// when sent (a delivery's; a command's are within its set).
+	Unnamed     int      `json:"unnamed,omitempty"`
+	UnnamedSeqs []uint32 `json:"unnamed_seqs,omitempty"`
 	// Expunged: messages the backend reported expunged while a command
 	// that expunges ran (EXPUNGE, UID EXPUNGE, MOVE); ExpungedSeqs the
 	// sequence numbers of its "* n EXPUNGE" responses, in order, each as
@@ -459,6 +466,11 @@ func (r *Record) marshal(e *jsonLine, enc *encoding) {
 	}
 	if n := r.UIDCount; n > 0 || len(r.UIDs) > enc.caps.uids {
 		e.Int("uid_count", int64(max(n, len(r.UIDs))))
+	}
+	num(e, "unnamed", int64(r.Unnamed))
+	if len(r.UnnamedSeqs) > 0 && enc.caps.uids > 0 {
+		// Shrunk as uids are; unnamed keeps the count.
+		e.uids("unnamed_seqs", r.UnnamedSeqs, enc.caps.uids)
 	}
 	num(e, "expunged", int64(r.Expunged))
 	if len(r.ExpungedSeqs) > 0 && enc.caps.uids > 0 {
@@ -1015,6 +1027,12 @@ func (r *Record) Summary() string {
 			w("uids " + uidsText(r.UIDs, r.UIDCount))
 		} else if r.Messages > 0 {
 			w(plural(r.Messages, "message"))
+		}
+		if r.Unnamed > 0 {
+			w(plural(r.Unnamed, "message") + " without UID")
+			if len(r.UnnamedSeqs) > 0 {
+				w("(seqs " + uidsText(r.UnnamedSeqs, r.Unnamed) + ")")
+			}
 		}
 		if r.Expunged > 0 {
 			w("expunged " + strconv.Itoa(r.Expunged))

@@ -895,6 +895,7 @@ func (t *Trail) worstCase(c caps, ident string) int {
 		SearchKeys: []string{"SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT", "SUBJECT"}, StoreOp: long, Flags: l,
 		LiteralBytes: 1<<63 - 1, UIDs: make([]uint32, MaxUIDs+1), ContentBytes: 1<<63 - 1,
 		Expunged: 1<<31 - 1, ExpungedSeqs: make([]uint32, MaxUIDs+1), ExpungedUIDs: make([]uint32, MaxUIDs+1),
+		Unnamed: 1<<31 - 1, UnnamedSeqs: make([]uint32, MaxUIDs+1),
 		Identifier: ident, Rights: ident, QuotaRoot: long, Quota: map[string]int64{long: 1<<63 - 1}, Enable: l, Entries: l,
 		SharedWith: l, SharedCount: 1<<31 - 1, CodeArgs: long, Result: own, Code: long, Reason: long,
 		Revision: own, Limit: own, LimitKey: own, LimitOwn: true, Disconnect: true, Annot: map[string]any{"k": long}, Detail: long,

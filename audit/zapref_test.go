@@ -188,6 +188,10 @@ func zapMarshal(r *Record, e zapcore.ObjectEncoder, enc zapEnc) error {
 	if n := r.UIDCount; n > 0 || len(r.UIDs) > enc.caps.uids {
 		e.AddInt("uid_count", max(n, len(r.UIDs)))
 	}
+	zapNum(e, "unnamed", int64(r.Unnamed))
+	if len(r.UnnamedSeqs) > 0 && enc.caps.uids > 0 {
+		e.AddArray("unnamed_seqs", &uidList{l: r.UnnamedSeqs, n: enc.caps.uids})
+	}
 	zapNum(e, "expunged", int64(r.Expunged))
 	if len(r.ExpungedSeqs) > 0 && enc.caps.uids > 0 {
 		// Shrunk as uids are; expunged keeps the count.

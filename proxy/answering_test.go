@@ -164,7 +164,7 @@ func TestAnsweringWorkBounded(t *testing.T) {
 				// The server completes them in order.
 				done := p.r.inflight.take([]byte(fmt.Sprint("f", i)))
 				done.share.left()
-				messages += done.messages
+				messages += int(done.messages)
 				names, count := done.share.sharedWith(done, DefaultMaxAuditSharedWith)
 				if len(names) > DefaultMaxAuditSharedWith {
 					t.Errorf("%s: %s names %d FETCHes", sh.name, done.cmd.Tag, len(names))

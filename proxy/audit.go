@@ -90,7 +90,7 @@ func (a *LogAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
 }
 
 func (a *LogAuditor) Delivered(s *SessionInfo, e DeliveryEvent) {
-	a.log.Info("content delivered outside a command", append(sessionFields(s), zap.String("mailbox", e.Mailbox),
+	a.log.Info("content delivered outside a command", append(sessionFields(s), zap.String("mailbox", e.Mailbox), zap.Uint32("uidvalidity", e.UIDValidity),
 		zap.Int("messages", e.Messages), zap.Int64("bytes", e.Bytes))...)
 }
 

@@ -1117,23 +1117,30 @@ func (p *backendPump) delivered() {
 	r.mu.Lock()
 	if f := p.answering(uid, hasUID); f != nil {
 		if content {
-			f.messages++
+			addCount(&f.messages, 1)
 			f.content += octets
 			f.readContent = true
 		}
-		if hasUID && len(f.uids) < p.s.lim.MaxAuditUIDs {
+		switch {
+		case !hasUID:
+			// Named by nothing but its place in the set: said so.
+			addCount(&f.unnamed, 1)
+		case len(f.uids) < p.s.lim.MaxAuditUIDs:
 			f.uids = append(f.uids, uid)
 		}
 		r.mu.Unlock()
 		return
 	}
 	r.mu.Unlock()
-	ev := DeliveryEvent{Bytes: octets, Mailbox: p.s.info.Selected, Headers: !content}
+	// The selected mailbox's, as this pump last set them (completed).
+	ev := DeliveryEvent{Bytes: octets, Mailbox: p.s.info.Selected, UIDValidity: p.s.uidValidity, Headers: !content}
 	if content {
 		ev.Messages = 1
 	}
 	if hasUID {
 		ev.UIDs = []uint32{uid}
+	} else {
+		ev.Seq = dv.num
 	}
 	p.w.dlv, p.w.owed = ev, true // logged after the response (logOwed)
 }

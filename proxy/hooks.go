@@ -333,10 +333,14 @@ type CommandEvent struct {
 	// one, and those of the responses that carried header items only
 	// (ENVELOPE, BODYSTRUCTURE, BODY: read content, no counted octets) too
 	// (the first Limits.MaxAuditUIDs of them).
+	// Unnamed counts those of them that carried no UID (a server that
+	// sent it after a body cut short, or not at all): their messages are
+	// within the command's set.
 	BodyRead bool
 	Messages int
 	Content  int64
 	UIDs     []uint32
+	Unnamed  int
 	// Expunged counts the messages the backend reported expunged while
 	// the command, one that may report expunges (EXPUNGE, UID EXPUNGE,
 	// MOVE; CLOSE reports none, RFC 9051 §6.4.1), was the oldest in
@@ -408,12 +412,17 @@ type CloseEvent struct {
 // IDLE, a NOOP, an EXPUNGE, a FETCH of other items): one FETCH response. Headers: it had
 // header items only (ENVELOPE, BODYSTRUCTURE, BODY), no content item:
 // Messages and Bytes are 0, UIDs names the message whose headers went out.
+// A response that carried no UID (not asked for, RFC 5465 §5.2, or cut
+// before it) names its message by Seq, its sequence number then, never
+// by nothing (ARCHITECTURE.md §11).
 type DeliveryEvent struct {
-	Mailbox  string // the selected mailbox
-	Messages int
-	Bytes    int64
-	UIDs     []uint32
-	Headers  bool
+	Mailbox     string // the selected mailbox
+	UIDValidity uint32 // its UIDVALIDITY, which UIDs are relative to (0: unknown)
+	Messages    int
+	Bytes       int64
+	UIDs        []uint32
+	Seq         uint32 // when UIDs is empty: the response's sequence number
+	Headers     bool
 }
 
 // Auditor receives session events. Calls come from session goroutines and

@@ -52,11 +52,12 @@ type inflight struct {
 	uidValidity uint32
 	// Content the backend delivered in answer to the command, a FETCH
 	// that asked for it (backendPump.answering; backend pump only): messages with content items, the UIDs of those and of the
-	// messages whose headers went out (ENVELOPE...; capped), and content
-	// octets.
-	messages int
-	uids     []uint32
-	content  int64
+	// messages whose headers went out (ENVELOPE...; capped), those of
+	// them without a UID (unnamed), and content octets. 32 bits each,
+	// saturating (addCount): the record keeps its size class.
+	messages, unnamed uint32
+	uids              []uint32
+	content           int64
 	// exp is what untagged responses told of a command that expunges
 	// (expunged.go): the expunges the backend reported while it ran, a
 	// MOVE's COPYUID (RFC 6851 §4.3; backendPump.moveCopyUID); nil

@@ -158,6 +158,7 @@ func (w *auditWire) Command(s *proxy.SessionInfo, e proxy.CommandEvent) error {
 	// Message-level access: the UIDs the FETCH responses carried (the
 	// proxy hands over its slice), COPYUID/APPENDUID text.
 	r.Messages, r.UIDs, r.CodeArgs, r.ContentBytes = e.Messages, append(r.UIDs[:0], e.UIDs...), e.CodeArgs, e.Content
+	r.Unnamed = e.Unnamed
 	if e.Expunged > 0 {
 		// What an EXPUNGE, UID EXPUNGE or MOVE destroyed, as the backend
 		// reported it (audit/README.md).
@@ -292,11 +293,15 @@ func effectNames(e *imapwire.Effects) []string {
 // or headers only (ENVELOPE, BODYSTRUCTURE).
 func (w *auditWire) Delivered(s *proxy.SessionInfo, e proxy.DeliveryEvent) {
 	r := w.record(s, audit.KindDelivery)
-	r.Selected, r.Fetch = e.Mailbox, audit.FetchBody
+	r.Selected, r.UIDValidity, r.Fetch = e.Mailbox, e.UIDValidity, audit.FetchBody
 	if e.Headers {
 		r.Fetch = audit.FetchHeader
 	}
 	r.Messages, r.UIDs, r.ContentBytes = e.Messages, e.UIDs, e.Bytes
+	if len(e.UIDs) == 0 {
+		// No UID came: the sequence number names the message, marked.
+		r.Unnamed, r.UnnamedSeqs = 1, append(r.UnnamedSeqs[:0], e.Seq)
+	}
 	w.log(r)
 }
 

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -612,22 +613,29 @@ func TestRefusalByeAndHeaderDeliveryRecords(t *testing.T) {
 	if err := w.Command(s, proxy.CommandEvent{Command: cmd, Result: "BYE", Close: proxy.CloseRefusedMidCommand, Code: "NOPERM", Denied: true, Decision: d}); err != nil {
 		t.Fatal(err)
 	}
-	w.Delivered(s, proxy.DeliveryEvent{Mailbox: "INBOX", UIDs: []uint32{7}, Headers: true})
+	w.Delivered(s, proxy.DeliveryEvent{Mailbox: "INBOX", UIDValidity: 42, UIDs: []uint32{7}, Headers: true})
+	w.Delivered(s, proxy.DeliveryEvent{Mailbox: "INBOX", UIDValidity: 42, Messages: 1, Bytes: 5, Seq: 4})
 	tr.Close()
-	var deny, dv *audit.Record
+	var deny, dv, unnamed *audit.Record
 	audit.Scan([]string{path}, func(r *audit.Record, _ []byte) error {
-		switch r.Kind {
-		case audit.KindPolicyDeny:
+		switch {
+		case r.Kind == audit.KindPolicyDeny:
 			deny = r
-		case audit.KindDelivery:
+		case r.Kind == audit.KindDelivery && dv == nil:
 			dv = r
+		case r.Kind == audit.KindDelivery:
+			unnamed = r
 		}
 		return nil
 	})
+	// A push without UID is named by its sequence number, marked.
+	if unnamed == nil || len(unnamed.UIDs) != 0 || unnamed.Unnamed != 1 || !slices.Equal(unnamed.UnnamedSeqs, []uint32{4}) || unnamed.UIDValidity != 42 {
+		t.Errorf("delivery record without UID %+v", unnamed)
+	}
 	if deny == nil || deny.Result != "BYE" || deny.Event != "refused-mid-command" || !deny.Disconnect || deny.Code != "NOPERM" {
 		t.Errorf("policy.deny record %+v", deny)
 	}
-	if dv == nil || dv.Fetch != audit.FetchHeader || len(dv.UIDs) != 1 || dv.Messages != 0 {
+	if dv == nil || dv.Fetch != audit.FetchHeader || len(dv.UIDs) != 1 || dv.Messages != 0 || dv.UIDValidity != 42 || dv.Unnamed != 0 {
 		t.Errorf("delivery record %+v", dv)
 	}
 }
