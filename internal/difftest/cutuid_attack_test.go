@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imapwarden/imapwarden/audit"
 	"github.com/imapwarden/imapwarden/internal/testenv"
 )
 
@@ -31,17 +32,7 @@ func TestAttackCutFetchNamesNoUIDWhenUIDComesLast(t *testing.T) {
 	const size = 4 << 20
 	for _, name := range Backends {
 		t.Run(name, func(t *testing.T) {
-			b := StartBackend(t, name)
-			p := StartProxy(t, ProxyFor(b))
-			direct := b.Login(t, "alice")
-			defer direct.Close()
-			box := b.Wire("Big")
-			if _, err := direct.OK("c", "CREATE %s", Quote(box)); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.Append(direct, box, "", Message("large", size)); err != nil {
-				t.Fatal(err)
-			}
+			_, p, box := bigMailbox(t, name, size)
 			for _, cmd := range []string{"FETCH 1 (BODY.PEEK[])", "UID FETCH 1 (BODY.PEEK[])"} {
 				got, named := cutFetch(t, p, box, cmd, size)
 				if !named {
@@ -52,11 +43,40 @@ func TestAttackCutFetchNamesNoUIDWhenUIDComesLast(t *testing.T) {
 	}
 }
 
+// bigMailbox starts the backend name and a proxy before it, and gives
+// alice a mailbox holding one message of size octets.
+func bigMailbox(t *testing.T, name string, size int) (*Backend, *Proxy, string) {
+	t.Helper()
+	b := StartBackend(t, name)
+	p := StartProxy(t, ProxyFor(b))
+	direct := b.Login(t, "alice")
+	defer direct.Close()
+	box := b.Wire("Big")
+	if _, err := direct.OK("c", "CREATE %s", Quote(box)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(direct, box, "", Message("large", size)); err != nil {
+		t.Fatal(err)
+	}
+	return b, p, box
+}
+
 // cutFetch logs alice in over a connection of its own, sends cmd, reads
 // the response's first line and half of the message, hangs up, and
 // returns the session's command and delivery records and whether one of
 // them counts content and names UID 1.
 func cutFetch(t *testing.T, p *Proxy, box, cmd string, size int64) (got []string, named bool) {
+	t.Helper()
+	for _, r := range cutFetchRecords(t, p, box, cmd, size) {
+		got = append(got, fmt.Sprintf("%s %s: result %q messages %d content %d uids %v", r.Kind, r.Command, r.Result, r.Messages, r.ContentBytes, r.UIDs))
+		named = named || (r.Messages > 0 && slices.Contains(r.UIDs, 1))
+	}
+	return got, named
+}
+
+// cutFetchRecords does cutFetch's cut and returns the records of the
+// FETCH (tag f) and the deliveries of alice's session.
+func cutFetchRecords(t *testing.T, p *Proxy, box, cmd string, size int64) (got []*audit.Record) {
 	t.Helper()
 	c, err := tls.Dial("tcp", p.Addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
@@ -99,13 +119,12 @@ func cutFetch(t *testing.T, p *Proxy, box, cmd string, size int64) (got []string
 			case r.Kind == "session.close" && r.User == "alice":
 				closed = true
 			case (r.Kind == "command" && r.Tag == "f") || r.Kind == "delivery":
-				got = append(got, fmt.Sprintf("%s %s: result %q messages %d content %d uids %v", r.Kind, r.Command, r.Result, r.Messages, r.ContentBytes, r.UIDs))
-				named = named || (r.Messages > 0 && slices.Contains(r.UIDs, 1))
+				got = append(got, r)
 			}
 		}
 	}
 	if !closed {
 		t.Fatal("no session.close record")
 	}
-	return got, named
+	return got
 }
