@@ -958,7 +958,7 @@ func (p *clientPump) audit(cmd *imapwire.Command, start time.Time, bytesIn int64
 	snap := snapshot(cmd)
 	ev := CommandEvent{
 		Command: &snap, Result: rep.status, Code: rep.code, Duration: time.Since(start),
-		Denied: true, Decision: d, BytesIn: bytesIn, Selected: s.info.Selected,
+		Denied: true, Decision: d, BytesIn: bytesIn, Selected: s.info.Selected, SelectedRO: s.info.SelectedReadOnly,
 		UIDValidity: s.uidValidity, // written only by barriers, which waitBarrier waited for
 	}
 	if rep.status == "BYE" {
@@ -993,7 +993,7 @@ func (p *clientPump) auditAlias(cmd *imapwire.Command, err error, start time.Tim
 	d := Decision{Code: se.Code, Reason: se.Msg}
 	if err := s.srv.auditor.Command(&s.info, CommandEvent{
 		Command: &snap, Result: "BAD", Code: d.Code, Duration: time.Since(start),
-		Denied: true, Decision: &d, BytesIn: bytesIn, Selected: s.info.Selected,
+		Denied: true, Decision: &d, BytesIn: bytesIn, Selected: s.info.Selected, SelectedRO: s.info.SelectedReadOnly,
 	}); err != nil {
 		s.auditUnavailable(err, false)
 		return errStop
@@ -1025,7 +1025,7 @@ func (p *clientPump) register(cmd *imapwire.Command, d Decision, start time.Time
 		f = new(inflight)
 	}
 	f.refs.Store(2) // the client pump's and the backend pump's
-	f.start, f.selected, f.uidValidity = start.Sub(relayEpoch), p.s.info.Selected, p.s.uidValidity
+	f.start, f.selected, f.selectedRO, f.uidValidity = start.Sub(relayEpoch), p.s.info.Selected, p.s.info.SelectedReadOnly, p.s.uidValidity
 	snapshotInto(&f.cmd, cmd)
 	if d.Reason != "" || len(d.Annotations) > 0 {
 		dd := d

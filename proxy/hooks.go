@@ -360,9 +360,12 @@ type CommandEvent struct {
 	SharedWith  []string
 	SharedCount int
 	// Selected is the mailbox the command was decided in ("" if none),
+	// SelectedRO whether the backend answered its selection read-only
+	// (EXAMINE, or [READ-ONLY]: SessionInfo.SelectedReadOnly then), and
 	// UIDValidity its UIDVALIDITY then (0: unknown), which UIDs and a UID
 	// set are relative to (RFC 9051 §2.3.1.1).
 	Selected    string
+	SelectedRO  bool
 	UIDValidity uint32
 	// CodeArgs is the text of a COPYUID or APPENDUID response code
 	// (RFC 4315 §3), e.g. "38505 3955".

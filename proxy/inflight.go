@@ -23,9 +23,11 @@ type inflight struct {
 	// then records what had come).
 	bytesIn  atomic.Int64
 	decision *Decision
-	// selected is the mailbox the command was decided in; readContent that
-	// its effects include read-content.
+	// selected is the mailbox the command was decided in, selectedRO
+	// whether the backend answered its selection read-only; readContent
+	// that its effects include read-content.
 	selected    string
+	selectedRO  bool
 	readContent bool
 	// fetch: a FETCH whose items read content (the read-content effect:
 	// a body section, ENVELOPE, BODYSTRUCTURE...), a command FETCH

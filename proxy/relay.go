@@ -452,6 +452,7 @@ func (s *Session) auditCompleted(f *inflight, resp *imapwire.Response, bytesOut 
 		ExpungedUIDs: f.expungedUIDs(),
 		CodeArgs:     codeArgs,
 		Selected:     f.selected,
+		SelectedRO:   f.selectedRO,
 		UIDValidity:  f.uidValidity,
 	})
 }

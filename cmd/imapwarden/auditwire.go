@@ -250,12 +250,13 @@ func (w *auditWire) command(s *proxy.SessionInfo, kind audit.Kind, e *proxy.Comm
 		}
 		r.LiteralBytes = c.LiteralBytes
 	}
-	// The mailbox the command was decided in; the session's current one
-	// for events that do not say.
-	r.Selected, r.ReadOnly = e.Selected, s.SelectedReadOnly
+	// The mailbox the command was decided in and whether the backend
+	// answered it read-only then (a CLOSE's record names the mailbox it
+	// closed); the session's current one for events that do not say.
+	r.Selected, r.ReadOnly = e.Selected, e.SelectedRO
 	r.UIDValidity = e.UIDValidity
 	if r.Selected == "" {
-		r.Selected = s.Selected
+		r.Selected, r.ReadOnly = s.Selected, s.SelectedReadOnly
 	}
 	return r
 }

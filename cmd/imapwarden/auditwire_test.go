@@ -306,7 +306,8 @@ func TestAuditEndToEndDovecot(t *testing.T) {
 	if un := c2.do("b3", "OK", "FETCH 2 BODY[]"); !strings.Contains(un, audSecretBody) {
 		t.Fatalf("FETCH did not return the message: %q", un)
 	}
-	c2.do("b4", "OK", "LOGOUT")
+	c2.do("b4", "OK", "CLOSE")
+	c2.do("b5", "OK", "LOGOUT")
 	p.stop()
 
 	// No secret anywhere.
@@ -376,6 +377,11 @@ func TestAuditEndToEndDovecot(t *testing.T) {
 	}
 	if r := find(audit.KindCommand, func(r *audit.Record) bool { return r.Tag == "b3" }); !r.ReadOnly || r.Fetch != audit.FetchBody || r.Messages != 1 {
 		t.Errorf("FETCH in EXAMINE %+v", r)
+	}
+	// The mailbox a CLOSE closed, as the backend answered its selection:
+	// not the session's state after it.
+	if r := find(audit.KindCommand, func(r *audit.Record) bool { return r.Tag == "b4" }); !r.ReadOnly || r.Selected != "INBOX" || slices.Contains(r.Effects, "expunge") {
+		t.Errorf("CLOSE after EXAMINE %+v", r)
 	}
 	cl := find(audit.KindSessionClose, func(r *audit.Record) bool { return r.Session == open.Session })
 	if cl.Commands != 8 || cl.AuthFailures != 1 || cl.Duration <= 0 || cl.BytesOut == 0 || cl.Counts["FETCH"] != 2 || cl.Messages != 2 || cl.Reason == "" {
