@@ -1285,17 +1285,22 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) (unknown b
 			s.uidValidity = 0
 		}
 		if ok {
+			// [READ-ONLY] is what the backend answered, for policies and
+			// the trail; the table reads only EXAMINE as read-only, since
+			// a backend may decide a SELECTed mailbox's rights again later
+			// (Dovecot at CLOSE): ARCHITECTURE.md §8.
 			sel = f.cmd.Mailbox
-			selRO = f.cmd.Name == "EXAMINE" || wordIs(resp.Code, readOnlyName)
-			r.ctx.State, r.ctx.ReadOnly = imapwire.StateSelected, selRO
+			examined := f.cmd.Name == "EXAMINE"
+			selRO = examined || wordIs(resp.Code, readOnlyName)
+			r.ctx.State, r.ctx.Examined = imapwire.StateSelected, examined
 		} else {
-			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+			r.ctx.State, r.ctx.Examined = imapwire.StateAuth, false
 		}
 	case "CLOSE", "UNSELECT":
 		if !ok {
 			return
 		}
-		r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+		r.ctx.State, r.ctx.Examined = imapwire.StateAuth, false
 		s.uidValidity = 0
 	case "NOTIFY":
 		// What the backend may push from now on (Context.NotifyPush). A
@@ -1326,12 +1331,12 @@ func (p *backendPump) completed(f *inflight, resp *imapwire.Response) (unknown b
 		if f.cmd.Name == "DELETE" {
 			// What a server does with a deleted selected mailbox varies;
 			// decide nothing more in it.
-			r.ctx.State, r.ctx.ReadOnly = imapwire.StateAuth, false
+			r.ctx.State, r.ctx.Examined = imapwire.StateAuth, false
 			s.uidValidity = 0
 		} else if sel, changed = renamedSelection(cur, f.cmd.Mailbox, f.cmd.Destination); !changed {
 			return
 		} else {
-			selRO = r.ctx.ReadOnly
+			selRO = s.info.SelectedReadOnly
 		}
 	default:
 		changed = false

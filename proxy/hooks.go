@@ -36,7 +36,8 @@ type SessionInfo struct {
 	// Selected is the selected mailbox ("" when none), canonical as
 	// imapwire.Context.Canonical makes it, and whether it was opened
 	// read-only (EXAMINE, or [READ-ONLY]): as the backend's completion of
-	// the SELECT said, never before (ARCHITECTURE.md §8).
+	// the SELECT said, never before (ARCHITECTURE.md §8). A [READ-ONLY]
+	// answer is no promise: a command's effects never depend on it.
 	Selected         string
 	SelectedReadOnly bool
 	// Delimiter is the backend's hierarchy delimiter ("" when flat or

@@ -290,11 +290,12 @@ func TestNoOrphans(t *testing.T) {
 	backendtest.CheckNoOrphans(t, "TestOrphanHelper")
 }
 
-// TestReadOnlySelectSetsNoSeen pins what the proxy's command table assumes
-// (ARCHITECTURE.md §8): a SELECT answered [READ-ONLY] lets no FETCH of a
-// body set \Seen, so such a FETCH carries no set-flags. Cyrus answers
-// [READ-ONLY] only without the rights to change flags (RFC 4314 §4: "s",
-// "w"); with "s" it answers [READ-WRITE] and the FETCH sets \Seen.
+// TestReadOnlySelectSetsNoSeen pins how Cyrus reads a SELECT's rights: at
+// the SELECT, so that after [READ-ONLY] no FETCH of a body sets \Seen.
+// Cyrus answers [READ-ONLY] only without the rights to change flags
+// (RFC 4314 §4: "s", "w"); with "s" it answers [READ-WRITE] and the FETCH
+// sets \Seen. Dovecot decides again later, so the command table gives
+// such a FETCH set-flags all the same (ARCHITECTURE.md §8).
 func TestReadOnlySelectSetsNoSeen(t *testing.T) {
 	t.Parallel()
 	s := Start(t, Options{})

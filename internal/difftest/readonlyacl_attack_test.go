@@ -17,21 +17,8 @@ import (
 // CLOSEs: Dovecot expunges the held mailbox's \Deleted messages, which
 // an EXPUNGE through the proxy is refused.
 func TestAttackReadOnlySelectThenRegrantedCloseExpungesHeld(t *testing.T) {
-	Binary(t)
-	b := startServer(t, "dovecot", map[string]string{"alice": "alice-pw"}, true)
-	b.Setup(t, "alice")
-	legal := Quote(b.Wire("Legal"))
-	count := func() string {
-		t.Helper()
-		direct := b.Login(t, "alice")
-		defer direct.Close()
-		rs, err := direct.OK("s", "STATUS %s (MESSAGES)", legal)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rs[0].Text
-	}
-	before := count()
+	b, legal := legalDovecot(t)
+	before, _ := legalState(t, b, legal)
 
 	pc := ProxyFor(b)
 	// alice may change ACLs (an administrator; or any user where the acl
@@ -65,7 +52,11 @@ func TestAttackReadOnlySelectThenRegrantedCloseExpungesHeld(t *testing.T) {
 			t.Logf("CLOSE recorded: mailbox %q read_only %v effects %v result %s", r.Selected, r.ReadOnly, r.Effects, r.Result)
 		}
 	}
-	if after := count(); after != before {
+	// The way out of a held mailbox the proxy cannot let CLOSE expunge.
+	if _, err := cn.OK("u", "UNSELECT"); err != nil {
+		t.Errorf("UNSELECT after the refused CLOSE: %v", err)
+	}
+	if after, _ := legalState(t, b, legal); after != before {
 		t.Errorf("held mailbox Legal: %s before, %s after SETACL lrx, SELECT ([READ-ONLY]), SETACL back, CLOSE through the proxy", before, after)
 	}
 }

@@ -4,8 +4,9 @@
 # mailboxes inside it.
 #
 # Decided on effects (input.command.effects), whichever command has them:
-# expunge (EXPUNGE, UID EXPUNGE, CLOSE of a mailbox opened read-write, MOVE
-# out), mark-deleted (STORE setting \Deleted, APPEND of a message with
+# expunge (EXPUNGE, UID EXPUNGE, CLOSE of a mailbox not opened by EXAMINE,
+# even after a SELECT answered [READ-ONLY]: UNSELECT leaves it; MOVE out),
+# mark-deleted (STORE setting \Deleted, APPEND of a message with
 # \Deleted), and delete-mailbox or
 # rename-mailbox of a held mailbox or of a parent of one (a renamed mailbox
 # would escape a hold given by name; RENAME INBOX empties INBOX); a

@@ -21,8 +21,8 @@ test_held_user_expunge_refused if {
 	d.annotations.policy == "legal_hold"
 }
 
-# Whatever command carries it: UID EXPUNGE, CLOSE of a mailbox opened
-# read-write (attack B of issue 11), MOVE out.
+# Whatever command carries it: UID EXPUNGE, CLOSE of a mailbox not opened by
+# EXAMINE (attack B of issue 11), MOVE out.
 test_every_expunge_refused if {
 	every c in [
 		{"name": "EXPUNGE", "uid": true, "effects": [on("expunge", "selected", "Legal")]},
@@ -34,7 +34,8 @@ test_every_expunge_refused if {
 	}
 }
 
-test_close_read_only_allowed if {
+# CLOSE after EXAMINE has no expunge effect.
+test_close_examined_allowed if {
 	imapwarden.decision.allow with input as held_cmd("bob", {"name": "CLOSE", "effects": [{"kind": "select", "target": "session"}]})
 		with data.legal_hold as hold
 }

@@ -2,7 +2,7 @@
 # data.readonly.groups, may read but change nothing. Decided on effects
 # (input.command.effects), not command names: every effect but reading is
 # refused, whichever command has it: APPEND, COPY, MOVE, STORE, EXPUNGE,
-# CLOSE of a mailbox opened read-write, FETCH of a body without .PEEK (sets
+# CLOSE of a mailbox not opened by EXAMINE, FETCH of a body without .PEEK (sets
 # \Seen), CREATE, DELETE, RENAME, SUBSCRIBE, SETACL, SETMETADATA, SETQUOTA.
 #
 # SELECT opens a mailbox read-write (select-read-write) and is refused, with a

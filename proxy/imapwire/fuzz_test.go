@@ -129,7 +129,7 @@ var fuzzCtxs = []Context{
 	{State: StateNotAuth},
 	{State: StateAuth, Delim: '.'},
 	{State: StateSelected, Delim: '/', Caps: ^Cap(0), QRESYNC: true},
-	{State: StateSelected, ReadOnly: true, UTF8: true, Caps: ^Cap(0)},
+	{State: StateSelected, Examined: true, UTF8: true, Caps: ^Cap(0)},
 }
 
 func FuzzCommand(f *testing.F) {

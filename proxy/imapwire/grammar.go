@@ -1073,8 +1073,10 @@ func appendOnce(l []string, s string) []string {
 func gClose(k *checker) {
 	k.end(k.top())
 	k.eff(EffSelect, TargetNone)
-	if !k.ctx.ReadOnly {
-		// CLOSE expunges a mailbox selected read-write (RFC 9051 §6.4.1).
+	if !k.ctx.Examined {
+		// CLOSE expunges unless the mailbox was EXAMINEd (RFC 9051
+		// §6.4.1); a SELECT answered [READ-ONLY] may expunge all the
+		// same, the backend deciding at CLOSE (ARCHITECTURE.md §8).
 		k.eff(EffExpunge, TargetSelected)
 	}
 }
@@ -1554,8 +1556,11 @@ func (k *checker) fetchAtt(cu *cursor, record bool) {
 	if it.content {
 		k.c.ContentItems = true
 	}
-	if it.seen && !k.ctx.ReadOnly {
-		// Reading a body without .PEEK sets \Seen (RFC 9051 §6.4.5).
+	if it.seen && !(record && k.ctx.Examined) {
+		// Reading a body without .PEEK sets \Seen (RFC 9051 §6.4.5),
+		// unless a FETCH's mailbox was EXAMINEd (§6.3.3; see gClose). A
+		// NOTIFY's (not recorded) fetches in whatever mailbox is selected
+		// when a message arrives (RFC 5465 §5.2), later included.
 		k.eff(EffSetFlags, TargetSelected)
 	}
 	if record {

@@ -19,8 +19,12 @@ type Context struct {
 	Names *Names
 	// State is StateNotAuth, StateAuth or StateSelected.
 	State State
-	// ReadOnly: the selected mailbox was opened read-only.
-	ReadOnly bool
+	// Examined: the selected mailbox was opened by EXAMINE, read-only by
+	// protocol whatever its rights become (RFC 9051 §6.3.3). A SELECT
+	// answered [READ-ONLY] is not: that is the backend's state at SELECT,
+	// and a backend may decide again later (Dovecot at CLOSE), so it
+	// removes no effect (ARCHITECTURE.md §8).
+	Examined bool
 	// Delim is the hierarchy delimiter of the personal namespace, from the
 	// backend's LIST "" "" (RFC 9051 §6.3.9); 0 when flat or unknown.
 	Delim byte
