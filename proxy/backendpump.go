@@ -1025,12 +1025,19 @@ func (p *backendPump) pushAllowed() bool {
 	}
 	// Asked for: a FETCH in flight names this message and this item
 	// (answering's test, without crediting anything). Any FETCH in flight
-	// would let a push ride along a FETCH of another message.
+	// would let a push ride along a FETCH of another message. Under a
+	// NOTIFY that pushes content nothing is taken as asked for: a set
+	// (`*`, `$`, `1:100`) may name a message that arrived after the FETCH
+	// was sent, which the backend pushes rather than answers, and the
+	// FETCH's own completion ends the session anyway (its record waits).
 	dv := &p.w.dv
 	uid, hasUID := dv.t.UID()
 	asked := false
 	r.mu.Lock()
 	r.inflight.until(func(f *inflight) bool {
+		if r.ctx.NotifyPush {
+			return false
+		}
 		if !f.fetch {
 			return true
 		}

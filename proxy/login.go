@@ -82,7 +82,13 @@ func (s *Session) loginFailed() {
 // it answers the client and returns the login; else the zero authed. sx
 // is the AUTHENTICATE exchange (nil for LOGIN), which a refused token
 // continues (tokenRefused).
-func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
+func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) (res authed) {
+	// Every way out but success forgets the name tried, once recorded.
+	defer func() {
+		if res.be == nil {
+			s.loginFailed()
+		}
+	}()
 	mech := cr.Mechanism
 	var authDecision *Decision
 	ev := AuthEvent{Mechanism: mech}
@@ -91,7 +97,6 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 		s.info.AuthFailures++
 		ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 		s.srv.auditor.Auth(&s.info, ev)
-		s.loginFailed()
 		s.answer(tag, r)
 		return authed{}
 	}
@@ -196,7 +201,6 @@ func (s *Session) login(tag string, cr *Credentials, sx *saslExchange) authed {
 			s.info.AuthFailures++
 			ev.User, ev.Attempt, ev.Reason, ev.Backend, ev.Decision = cr.User, s.info.AuthFailures, reason, s.info.Backend, authDecision
 			s.srv.auditor.Auth(&s.info, ev)
-			s.loginFailed()
 			s.tokenRefused(sx)
 			return authed{}
 		}
