@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 )
@@ -67,5 +68,75 @@ func TestAttackACLGrantedUserPassesSecretAndTrusted(t *testing.T) {
 	}
 	if err := Trusted(policy); err == nil {
 		t.Errorf("Trusted(%s) passed a policy whose ACL lets uid 54321 rewrite it", policy)
+	}
+}
+
+// The class: an ACL's named users are judged wherever the mode is, on the
+// file (read for a secret, write for what decides) and on each directory
+// of the path (write: they may replace what it holds); a named group is as
+// the owning group, the operator's choice.
+func TestACLNamedUsersJudged(t *testing.T) {
+	acl := func(tag uint16, perm uint16, id uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, 2)
+		entries := []struct {
+			tag, perm uint16
+			id        uint32
+		}{{0x01, 7, 0xffffffff}, {tag, perm, id}, {0x04, 5, 0xffffffff}, {0x10, 7, 0xffffffff}, {0x20, 0, 0xffffffff}}
+		// The kernel takes entries in the order of their tags.
+		slices.SortStableFunc(entries, func(a, b struct {
+			tag, perm uint16
+			id        uint32
+		}) int {
+			return int(a.tag) - int(b.tag)
+		})
+		for _, e := range entries {
+			b = binary.LittleEndian.AppendUint16(b, e.tag)
+			b = binary.LittleEndian.AppendUint16(b, e.perm)
+			b = binary.LittleEndian.AppendUint32(b, e.id)
+		}
+		return b
+	}
+	set := func(p string, v []byte) {
+		t.Helper()
+		if err := syscall.Setxattr(p, "system.posix_acl_access", v, 0); err != nil {
+			if errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EOPNOTSUPP) {
+				t.Skipf("no POSIX ACLs: %v", err)
+			}
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		onDir     bool
+		tag, perm uint16
+		secret    bool // Secret refuses
+		trusted   bool // Trusted refuses
+	}{
+		{"file, named user r", false, 0x02, 4, true, false},
+		{"file, named user w", false, 0x02, 2, true, true},
+		{"file, named group rw", false, 0x08, 6, false, false},
+		{"dir, named user rwx", true, 0x02, 7, true, true},
+		{"dir, named user rx", true, 0x02, 5, false, false},
+		{"dir, named group rwx", true, 0x08, 7, false, false},
+	} {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "f")
+		if err := os.WriteFile(p, []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if tc.onDir {
+			set(dir, acl(tc.tag, tc.perm, 54321))
+		} else {
+			set(p, acl(tc.tag, tc.perm, 54321)) // mode 0770: group bits, which the checks take
+		}
+		if err := Secret(p); (err != nil) != tc.secret {
+			t.Errorf("%s: Secret: %v, want refused %v", tc.name, err, tc.secret)
+		}
+		if err := Trusted(p); (err != nil) != tc.trusted {
+			t.Errorf("%s: Trusted: %v, want refused %v", tc.name, err, tc.trusted)
+		}
 	}
 }

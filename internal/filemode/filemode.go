@@ -32,6 +32,9 @@ func Secret(path string) error {
 	if err := fileOwner(path, fi); err != nil {
 		return err
 	}
+	if r, uid := aclUsers(path); r != 0 {
+		return fmt.Errorf("%s has an ACL that lets user %d read or change it (shown as group bits); setfacl -b %s", path, uid, path)
+	}
 	return pathTrusted(path)
 }
 
@@ -55,6 +58,9 @@ func Trusted(path string) error {
 	}
 	if err := fileOwner(path, fi); err != nil {
 		return err
+	}
+	if r, uid := aclUsers(path); r&2 != 0 {
+		return fmt.Errorf("%s has an ACL that lets user %d change it (shown as group bits); setfacl -b %s", path, uid, path)
 	}
 	return pathTrusted(path)
 }
@@ -155,6 +161,9 @@ func dirGuards(path, dir string, entry fs.FileInfo, seen map[string]fs.FileInfo)
 	}
 	if !dirOwnerOK(di) {
 		return fmt.Errorf("%s is under directory %s of another user (%s): they may replace it; chown root %s", path, dir, owner(di), dir)
+	}
+	if r, uid := aclUsers(dir); r&2 != 0 {
+		return fmt.Errorf("%s is under directory %s whose ACL lets user %d replace it; setfacl -b %s", path, dir, uid, dir)
 	}
 	if di.Mode().Perm()&0o002 == 0 {
 		return nil
