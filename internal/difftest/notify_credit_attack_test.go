@@ -27,24 +27,7 @@ func TestAttackNotifiedContentHiddenInMetadataFetch(t *testing.T) {
 	Binary(t)
 	for _, name := range Backends {
 		t.Run(name, func(t *testing.T) {
-			b := StartBackend(t, name)
-			if !b.Caps["NOTIFY"] {
-				t.Skipf("%s offers no NOTIFY", name)
-			}
-			p := StartProxy(t, ProxyFor(b))
-			direct := b.Login(t, "alice")
-			defer direct.Close()
-			box := b.Wire("Watched")
-			if _, err := direct.OK("c", "CREATE %s", Quote(box)); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.Append(direct, box, "", Message("first", 200)); err != nil {
-				t.Fatal(err)
-			}
-			cn := p.Login(t, "alice")
-			if _, err := cn.OK("s", "SELECT %s", Quote(box)); err != nil {
-				t.Fatal(err)
-			}
+			b, p, direct, cn, box := watchedNotify(t, name)
 			// Each step: NOTIFY's fetch attributes, what the push shows,
 			// the audit query class that must find the pushed message.
 			for i, st := range []struct{ atts, shows, class string }{
@@ -88,4 +71,30 @@ func TestAttackNotifiedContentHiddenInMetadataFetch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// watchedNotify starts backend name (skipping one without NOTIFY), a proxy
+// in front of it, alice's own connection to it and a new mailbox Watched
+// holding one message, which alice's proxied session has selected.
+func watchedNotify(t *testing.T, name string) (b *Backend, p *Proxy, direct, cn *Conn, box string) {
+	t.Helper()
+	b = StartBackend(t, name)
+	if !b.Caps["NOTIFY"] {
+		t.Skipf("%s offers no NOTIFY", name)
+	}
+	p = StartProxy(t, ProxyFor(b))
+	direct = b.Login(t, "alice")
+	t.Cleanup(func() { direct.Close() })
+	box = b.Wire("Watched")
+	if _, err := direct.OK("c", "CREATE %s", Quote(box)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Append(direct, box, "", Message("first", 200)); err != nil {
+		t.Fatal(err)
+	}
+	cn = p.Login(t, "alice")
+	if _, err := cn.OK("s", "SELECT %s", Quote(box)); err != nil {
+		t.Fatal(err)
+	}
+	return b, p, direct, cn, box
 }

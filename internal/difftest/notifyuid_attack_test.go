@@ -22,24 +22,7 @@ func TestAttackNotifyPushWithoutUIDNamesNoMessage(t *testing.T) {
 	Binary(t)
 	for _, name := range Backends {
 		t.Run(name, func(t *testing.T) {
-			b := StartBackend(t, name)
-			if !b.Caps["NOTIFY"] {
-				t.Skipf("%s offers no NOTIFY", name)
-			}
-			p := StartProxy(t, ProxyFor(b))
-			direct := b.Login(t, "alice")
-			defer direct.Close()
-			box := b.Wire("Watched")
-			if _, err := direct.OK("c", "CREATE %s", Quote(box)); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.Append(direct, box, "", Message("first", 200)); err != nil {
-				t.Fatal(err)
-			}
-			cn := p.Login(t, "alice")
-			if _, err := cn.OK("s", "SELECT %s", Quote(box)); err != nil {
-				t.Fatal(err)
-			}
+			b, p, direct, cn, box := watchedNotify(t, name)
 			for i, atts := range []string{"UID BODY.PEEK[]", "BODY.PEEK[]"} {
 				if _, err := cn.OK("n", "NOTIFY SET (SELECTED (MessageNew (%s) MessageExpunge))", atts); err != nil {
 					t.Fatal(err)
