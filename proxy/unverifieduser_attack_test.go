@@ -31,26 +31,36 @@ func (a *userAuditor) SessionClose(s *SessionInfo, e CloseEvent) {
 // the client gave it); the session's user must stay empty until a login
 // succeeds.
 func TestAttackFailedLoginNameStaysSessionUser(t *testing.T) {
+	failedLoginLeavesNoUser(t, nil, "a1 LOGIN ceo wrong-password", "a1 NO", "ceo")
+}
+
+// failedLoginLeavesNoUser logs in with login, answered reply, then out:
+// the auth record names user as tried, and the session's close no user.
+func failedLoginLeavesNoUser(t *testing.T, lim Limiter, login, reply, user string) {
+	t.Helper()
 	ua := &userAuditor{}
 	h := newHarness(t, func(o *Options) {
+		if lim != nil {
+			o.Limiter = lim
+		}
 		ua.recAuditor = o.Auditor.(*recAuditor)
 		o.Auditor = ua
 	})
 	c := dialTLS(t, h.imaps)
 	c.expect("* OK")
-	c.transact("a1 LOGIN ceo wrong-password", "a1 NO")
+	c.transact(login, reply)
 	c.send("a2 LOGOUT")
 	c.expectClosed("* BYE", "a2 OK")
 	h.audit.waitCloses(t, 1)
 
-	if got := h.audit.lastAuth(t); got.User != "ceo" || got.Success {
-		t.Fatalf("auth record: %+v, want a failure for ceo", got)
+	if got := h.audit.lastAuth(t); got.User != user || got.Success {
+		t.Fatalf("auth record: %+v, want a failure for %s", got, user)
 	}
 	ua.mu.Lock()
 	defer ua.mu.Unlock()
 	for _, u := range ua.closeUsers {
 		if u != "" {
-			t.Errorf("session.close recorded with user %q after a failed login only; want no user", u)
+			t.Errorf("session.close recorded with user %q after %q was answered %q; want no user", u, login, reply)
 		}
 	}
 }
