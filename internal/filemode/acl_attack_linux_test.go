@@ -10,27 +10,32 @@ import (
 	"testing"
 )
 
-// posixACL encodes an access ACL as the kernel's system.posix_acl_access
-// xattr (acl(5), version 2): owner rw, user uid rw, group none, mask rw,
-// other none, as "setfacl -m u:uid:rw" (or a directory's default ACL)
-// leaves on a 0600 file.
-func posixACL(uid uint32) []byte {
+// aclEntry is one entry of an access ACL as the kernel stores it.
+type aclEntry struct {
+	tag, perm uint16
+	id        uint32
+}
+
+// encodeACL encodes entries as the system.posix_acl_access xattr (acl(5),
+// version 2), sorted by tag as the kernel takes them.
+func encodeACL(es ...aclEntry) []byte {
+	es = slices.Clone(es)
+	slices.SortStableFunc(es, func(a, b aclEntry) int { return int(a.tag) - int(b.tag) })
 	b := binary.LittleEndian.AppendUint32(nil, 2)
-	for _, e := range []struct {
-		tag, perm uint16
-		id        uint32
-	}{
-		{0x01, 6, 0xffffffff}, // ACL_USER_OBJ rw
-		{0x02, 6, uid},        // ACL_USER uid rw
-		{0x04, 0, 0xffffffff}, // ACL_GROUP_OBJ ---
-		{0x10, 6, 0xffffffff}, // ACL_MASK rw
-		{0x20, 0, 0xffffffff}, // ACL_OTHER ---
-	} {
+	for _, e := range es {
 		b = binary.LittleEndian.AppendUint16(b, e.tag)
 		b = binary.LittleEndian.AppendUint16(b, e.perm)
 		b = binary.LittleEndian.AppendUint32(b, e.id)
 	}
 	return b
+}
+
+// posixACL is what "setfacl -m u:uid:rw" (or a directory's default ACL)
+// leaves on a 0600 file: owner rw, user uid rw, group none, mask rw,
+// other none.
+func posixACL(uid uint32) []byte {
+	return encodeACL(aclEntry{0x01, 6, 0xffffffff}, aclEntry{0x02, 6, uid}, aclEntry{0x04, 0, 0xffffffff},
+		aclEntry{0x10, 6, 0xffffffff}, aclEntry{0x20, 0, 0xffffffff})
 }
 
 // A POSIX ACL entry naming another user shows in the mode only as the
@@ -77,24 +82,8 @@ func TestAttackACLGrantedUserPassesSecretAndTrusted(t *testing.T) {
 // the owning group, the operator's choice.
 func TestACLNamedUsersJudged(t *testing.T) {
 	acl := func(tag uint16, perm uint16, id uint32) []byte {
-		b := binary.LittleEndian.AppendUint32(nil, 2)
-		entries := []struct {
-			tag, perm uint16
-			id        uint32
-		}{{0x01, 7, 0xffffffff}, {tag, perm, id}, {0x04, 5, 0xffffffff}, {0x10, 7, 0xffffffff}, {0x20, 0, 0xffffffff}}
-		// The kernel takes entries in the order of their tags.
-		slices.SortStableFunc(entries, func(a, b struct {
-			tag, perm uint16
-			id        uint32
-		}) int {
-			return int(a.tag) - int(b.tag)
-		})
-		for _, e := range entries {
-			b = binary.LittleEndian.AppendUint16(b, e.tag)
-			b = binary.LittleEndian.AppendUint16(b, e.perm)
-			b = binary.LittleEndian.AppendUint32(b, e.id)
-		}
-		return b
+		return encodeACL(aclEntry{0x01, 7, 0xffffffff}, aclEntry{tag, perm, id}, aclEntry{0x04, 5, 0xffffffff},
+			aclEntry{0x10, 7, 0xffffffff}, aclEntry{0x20, 0, 0xffffffff})
 	}
 	set := func(p string, v []byte) {
 		t.Helper()

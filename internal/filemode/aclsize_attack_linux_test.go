@@ -1,7 +1,6 @@
 package filemode
 
 import (
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,22 +13,11 @@ import (
 // more users with no rights: a longer xattr than aclUsers' 1024-byte
 // buffer once pad is 127 or more.
 func bigACL(pad int) []byte {
-	type ent struct {
-		tag, perm uint16
-		id        uint32
-	}
-	es := []ent{{0x01, 6, 0xffffffff}, {0x02, 6, 54321}}
+	es := []aclEntry{{0x01, 6, 0xffffffff}, {0x02, 6, 54321}}
 	for i := range pad {
-		es = append(es, ent{0x02, 0, 60000 + uint32(i)})
+		es = append(es, aclEntry{0x02, 0, 60000 + uint32(i)})
 	}
-	es = append(es, ent{0x04, 0, 0xffffffff}, ent{0x10, 6, 0xffffffff}, ent{0x20, 0, 0xffffffff})
-	b := binary.LittleEndian.AppendUint32(nil, 2)
-	for _, e := range es {
-		b = binary.LittleEndian.AppendUint16(b, e.tag)
-		b = binary.LittleEndian.AppendUint16(b, e.perm)
-		b = binary.LittleEndian.AppendUint32(b, e.id)
-	}
-	return b
+	return encodeACL(append(es, aclEntry{0x04, 0, 0xffffffff}, aclEntry{0x10, 6, 0xffffffff}, aclEntry{0x20, 0, 0xffffffff})...)
 }
 
 // aclUsers reads system.posix_acl_access into a 1024-byte buffer and takes

@@ -32,8 +32,8 @@ func Secret(path string) error {
 	if err := fileOwner(path, fi); err != nil {
 		return err
 	}
-	if r, uid := aclUsers(path); r != 0 {
-		return fmt.Errorf("%s has an ACL that lets user %d read or change it (shown as group bits); setfacl -b %s", path, uid, path)
+	if r, uid, err := aclUsers(path); err != nil || r != 0 {
+		return aclRefusal(path, "read or change it", uid, err)
 	}
 	return pathTrusted(path)
 }
@@ -59,10 +59,19 @@ func Trusted(path string) error {
 	if err := fileOwner(path, fi); err != nil {
 		return err
 	}
-	if r, uid := aclUsers(path); r&2 != 0 {
-		return fmt.Errorf("%s has an ACL that lets user %d change it (shown as group bits); setfacl -b %s", path, uid, path)
+	if r, uid, err := aclUsers(path); err != nil || r&2 != 0 {
+		return aclRefusal(path, "change it", uid, err)
 	}
 	return pathTrusted(path)
+}
+
+// aclRefusal says why path's ACL is refused: a named user may do what
+// (shown only as group bits), or the ACL could not be read whole.
+func aclRefusal(path, what string, uid uint32, err error) error {
+	if err != nil {
+		return fmt.Errorf("%s has an ACL that cannot be judged (%v): another user may %s; setfacl -b %s", path, err, what, path)
+	}
+	return fmt.Errorf("%s has an ACL that lets user %d %s (shown as group bits); setfacl -b %s", path, uid, what, path)
 }
 
 // fileOwner refuses a file (or directory) that is neither root's nor this
@@ -162,8 +171,8 @@ func dirGuards(path, dir string, entry fs.FileInfo, seen map[string]fs.FileInfo)
 	if !dirOwnerOK(di) {
 		return fmt.Errorf("%s is under directory %s of another user (%s): they may replace it; chown root %s", path, dir, owner(di), dir)
 	}
-	if r, uid := aclUsers(dir); r&2 != 0 {
-		return fmt.Errorf("%s is under directory %s whose ACL lets user %d replace it; setfacl -b %s", path, dir, uid, dir)
+	if r, uid, err := aclUsers(dir); err != nil || r&2 != 0 {
+		return fmt.Errorf("%s is under directory %s: %w", path, dir, aclRefusal(dir, "replace what it holds", uid, err))
 	}
 	if di.Mode().Perm()&0o002 == 0 {
 		return nil
