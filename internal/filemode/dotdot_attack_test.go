@@ -15,16 +15,7 @@ import (
 // instead (absent: passed; present: a file the proxy never reads).
 func TestAttackDotDotAfterLinkJudgedLexically(t *testing.T) {
 	root := t.TempDir()
-	mkdir := func(p string, mode os.FileMode) string {
-		t.Helper()
-		if err := os.Mkdir(p, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	mkdir := func(p string, mode os.FileMode) string { return mkdirMode(t, p, mode) }
 	safe := mkdir(filepath.Join(root, "safe"), 0o755)
 	drop := mkdir(filepath.Join(root, "drop"), 0o777)
 	sub := mkdir(filepath.Join(drop, "sub"), 0o755)

@@ -14,16 +14,7 @@ import (
 // target's directory replaces the file it reads.
 func TestAttackTrustedIgnoresWritableAncestorsAndLinkTargets(t *testing.T) {
 	root := t.TempDir()
-	mkdir := func(p string, mode os.FileMode) string {
-		t.Helper()
-		if err := os.Mkdir(p, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	mkdir := func(p string, mode os.FileMode) string { return mkdirMode(t, p, mode) }
 	write := func(p string) string {
 		t.Helper()
 		if err := os.WriteFile(p, []byte("policy\n"), 0o640); err != nil {
@@ -61,4 +52,16 @@ func TestAttackTrustedIgnoresWritableAncestorsAndLinkTargets(t *testing.T) {
 			t.Errorf("Secret(%s) = nil for %s: any local user may replace the secret", c.path, c.what)
 		}
 	}
+}
+
+// mkdirMode makes directory p with exactly mode (past the umask).
+func mkdirMode(t *testing.T, p string, mode os.FileMode) string {
+	t.Helper()
+	if err := os.Mkdir(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
