@@ -1034,23 +1034,15 @@ func (p *backendPump) pushAllowed() bool {
 	uid, hasUID := dv.t.UID()
 	asked := false
 	r.mu.Lock()
-	r.inflight.until(func(f *inflight) bool {
-		if r.ctx.NotifyPush {
-			return false
-		}
-		if !f.fetch {
-			return true
-		}
-		if f.share == nil {
-			f.share = &fetchShare{}
-		}
-		if f.cmd.UID {
-			asked = hasUID && f.share.fits(f, &dv.t, uid)
-		} else {
-			asked = f.share.fits(f, &dv.t, dv.num)
-		}
-		return !asked
-	})
+	if !r.ctx.NotifyPush {
+		r.inflight.until(func(f *inflight) bool {
+			if !f.fetch {
+				return true
+			}
+			asked = p.asks(f, uid, hasUID)
+			return !asked
+		})
+	}
 	r.mu.Unlock()
 	if asked {
 		return true
@@ -1185,19 +1177,9 @@ func (p *backendPump) logOwed() {
 // pipeline of FETCHes of one message: one step a response): never a
 // comparison of pairs. Called with mu held.
 func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
-	dv := &p.w.dv
 	r := p.r
 	inFlight := r.inflight.len()
-	fit := func(x *inflight) bool {
-		if x.share == nil {
-			x.share = &fetchShare{}
-		}
-		if x.cmd.UID {
-			// UID FETCH responses carry UID (RFC 9051 §6.4.9).
-			return hasUID && x.share.fits(x, &dv.t, uid)
-		}
-		return x.share.fits(x, &dv.t, dv.num)
-	}
+	fit := func(x *inflight) bool { return p.asks(x, uid, hasUID) }
 	if inFlight <= 1 {
 		if f := r.inflight.oldest(); f != nil && f.fetch && fit(f) {
 			return f
@@ -1236,6 +1218,21 @@ func (p *backendPump) answering(uid uint32, hasUID bool) *inflight {
 		answerSteps.Add(int64(steps))
 	}
 	return firstFit
+}
+
+// asks reports whether x, a FETCH in flight, may have asked for the
+// response being delivered: its set names the message (its UID for a UID
+// FETCH, whose responses carry UID, RFC 9051 §6.4.9; else its number) and
+// its items the response's first content item. Called with mu held.
+func (p *backendPump) asks(x *inflight, uid uint32, hasUID bool) bool {
+	dv := &p.w.dv
+	if x.share == nil {
+		x.share = &fetchShare{}
+	}
+	if x.cmd.UID {
+		return hasUID && x.share.fits(x, &dv.t, uid)
+	}
+	return x.share.fits(x, &dv.t, dv.num)
 }
 
 // applyEnabled switches the name model to what a completed ENABLE turned
